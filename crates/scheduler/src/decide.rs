@@ -298,7 +298,7 @@ impl<'p> Evaluator<'p> {
             let off = offset_at(zone, lo);
             let local = lo + off;
             let window = candidates.iter().find_map(|r| r.windows.find(local)).copied();
-            if window.is_none() {
+            if window.is_none() && !records.is_empty() {
                 reasons.push(SkipReason::OutsideConsentWindow {
                     zone,
                     local: naive(local),

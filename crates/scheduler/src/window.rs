@@ -13,6 +13,8 @@
 //! `fri 22:00-02:00` is Friday 22:00 to Saturday 02:00.
 
 use std::fmt;
+
+use chrono::{Datelike, NaiveDateTime, Timelike};
 use std::str::FromStr;
 
 use crate::interval::{push, Span};
@@ -41,6 +43,19 @@ impl Window {
         } else {
             self.end + MINUTES_PER_DAY
         }
+    }
+
+    /// Whether the window contains the wall-clock reading `local`.
+    ///
+    /// Computed from chrono's calendar fields, independently of the local-seconds arithmetic
+    /// the scheduler uses on its hot path; tests and audit replay cross-check the two.
+    pub fn contains(&self, local: NaiveDateTime) -> bool {
+        let wd = local.weekday().num_days_from_monday();
+        let into = local.num_seconds_from_midnight();
+        let start = u32::from(self.start) * 60;
+        let end = u32::from(self.end_offset()) * 60;
+        (self.days & (1 << wd) != 0 && start <= into && into < end)
+            || (self.days & (1 << ((wd + 6) % 7)) != 0 && into + 86_400 < end)
     }
 
     /// Whether the window contains the wall-clock reading `local` (local seconds).
@@ -108,6 +123,11 @@ impl Windows {
     /// Whether there are no windows at all (such a consent allows nothing).
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty()
+    }
+
+    /// The first window containing the wall-clock reading `local` (see [`Window::contains`]).
+    pub fn containing(&self, local: NaiveDateTime) -> Option<&Window> {
+        self.windows.iter().find(|w| w.contains(local))
     }
 
     /// The first window containing the wall-clock reading `local`.
