@@ -1,1 +1,429 @@
-fn main(){}
+//! `crieur`: the command-line front end.
+//!
+//! Exit codes: 0 success; 1 an unexpected failure (I/O on output, a bug); 2 bad input (a
+//! campaign or contacts file, or an argument), with every problem located.
+
+mod campaign;
+mod contacts;
+mod input;
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use crieur_scheduler::{
+    phone_tz_map_version, tzdb_version, Contact, Decision, Evaluator, Reading, SkipReason,
+    ZoneSource,
+};
+
+use crate::input::{InputError, InputErrors};
+
+#[derive(Parser)]
+#[command(
+    name = "crieur",
+    version,
+    about = "Consented automated voice calls, only inside consented hours"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Per contact, the intervals (UTC) in which a call may start.
+    Windows {
+        #[arg(long)]
+        campaign: PathBuf,
+        #[arg(long)]
+        contacts: PathBuf,
+        /// Start of the range, RFC 3339.
+        #[arg(long, value_parser = parse_instant)]
+        from: DateTime<Utc>,
+        /// End of the range (exclusive), RFC 3339.
+        #[arg(long, value_parser = parse_instant)]
+        until: DateTime<Utc>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The decision for one contact at one instant, with every reason.
+    Explain {
+        #[arg(long)]
+        campaign: PathBuf,
+        #[arg(long)]
+        contacts: PathBuf,
+        /// The contact's id.
+        #[arg(long)]
+        contact: String,
+        /// The instant, RFC 3339.
+        #[arg(long, value_parser = parse_instant)]
+        at: DateTime<Utc>,
+    },
+    /// Validate a campaign (and optionally its contacts) and say what is wrong.
+    Check {
+        #[arg(long)]
+        campaign: PathBuf,
+        #[arg(long)]
+        contacts: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Jsonl,
+}
+
+fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| format!("expected an RFC 3339 instant such as 2027-03-29T08:00:00Z: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(input) = e.downcast_ref::<InputErrors>() {
+                eprintln!("{input}");
+                eprintln!("{} problem(s); nothing was done.", input.0.len());
+                ExitCode::from(2)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Windows {
+            campaign,
+            contacts,
+            from,
+            until,
+            format,
+        } => windows(&campaign, &contacts, from, until, format),
+        Command::Explain {
+            campaign,
+            contacts,
+            contact,
+            at,
+        } => explain(&campaign, &contacts, &contact, at),
+        Command::Check { campaign, contacts } => check(&campaign, contacts.as_deref()),
+    }
+}
+
+/// Loads both files, reporting the problems of both before giving up.
+fn load_both(
+    campaign: &Path,
+    contacts: &Path,
+) -> Result<(campaign::Campaign, contacts::Loaded), InputErrors> {
+    match (campaign::load(campaign), contacts::load(contacts)) {
+        (Ok(c), Ok(l)) => Ok((c, l)),
+        (c, l) => {
+            let mut all = c.err().map(|e| e.0).unwrap_or_default();
+            all.extend(l.err().map(|e| e.0).unwrap_or_default());
+            Err(InputErrors(all))
+        }
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn windows(
+    campaign: &Path,
+    contacts: &Path,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    if until <= from {
+        return Err(InputErrors(vec![InputError::new(
+            Path::new("--until"),
+            "expected an instant after --from",
+        )
+        .value(rfc3339(until))])
+        .into());
+    }
+    let (campaign, loaded) = load_both(campaign, contacts)?;
+    let mut ev = Evaluator::batch(&campaign.policy);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    if let Format::Table = format {
+        writeln!(
+            out,
+            "{:<20} {:<21} {:<21} {:>9}",
+            "contact", "start (UTC)", "end (UTC)", "length"
+        )?;
+    }
+    for c in &loaded.contacts {
+        for w in ev.windows(c, from, until) {
+            match format {
+                Format::Jsonl => writeln!(
+                    out,
+                    r#"{{"contact":{},"start":"{}","end":"{}"}}"#,
+                    serde_json::Value::from(c.id().as_str()),
+                    rfc3339(w.start),
+                    rfc3339(w.end)
+                )?,
+                Format::Table => {
+                    let len = (w.end - w.start).num_seconds();
+                    writeln!(
+                        out,
+                        "{:<20} {:<21} {:<21} {:>3}h{:02}m{:02}s",
+                        c.id().as_str(),
+                        rfc3339(w.start),
+                        rfc3339(w.end),
+                        len / 3600,
+                        len % 3600 / 60,
+                        len % 60
+                    )?
+                }
+            }
+        }
+    }
+    out.flush().context("writing the windows")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_zones(c: &Contact) -> String {
+    let (zones, source) = c.zones();
+    let names: Vec<String> = zones.iter().map(|z| z.to_string()).collect();
+    match source {
+        ZoneSource::Given => format!("{} (given)", names.join(", ")),
+        ZoneSource::Number if zones.is_empty() => {
+            format!(
+                "unknown (no zone for this number in libphonenumber {})",
+                phone_tz_map_version()
+            )
+        }
+        ZoneSource::Number => format!(
+            "{} (from the number, libphonenumber {}{})",
+            names.join(", "),
+            phone_tz_map_version(),
+            if zones.len() > 1 {
+                "; calls only when allowed in every one"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+fn reading_line(r: &Reading) -> String {
+    let off = r.utc_offset;
+    let sign = if off < 0 { '-' } else { '+' };
+    let abs = off.unsigned_abs();
+    format!(
+        "{}: {} {} (UTC{sign}{:02}:{:02}){}",
+        r.zone,
+        r.local.format("%a"),
+        r.local.format("%Y-%m-%d %H:%M:%S"),
+        abs / 3600,
+        abs % 3600 / 60,
+        r.window
+            .map(|w| format!(", in window `{w}`"))
+            .unwrap_or_default()
+    )
+}
+
+fn reason_line(r: &SkipReason) -> String {
+    match r {
+        SkipReason::UnknownZone => "UnknownZone: no time zone is known for this number; give one in the `zone` column".into(),
+        SkipReason::NoConsent => "NoConsent: the contact has no consent record".into(),
+        SkipReason::ConsentNotYetGranted { consent, granted_at } => {
+            format!("ConsentNotYetGranted: consent #{consent} is granted only from {}", rfc3339(*granted_at))
+        }
+        SkipReason::ConsentExpired { consent, expires_at } => {
+            format!("ConsentExpired: consent #{consent} expired at {}", rfc3339(*expires_at))
+        }
+        SkipReason::ConsentRevoked { consent, revoked_at } => {
+            format!("ConsentRevoked: consent #{consent} was revoked at {}", rfc3339(*revoked_at))
+        }
+        SkipReason::OutsideConsentWindow { zone, local } => {
+            format!("OutsideConsentWindow: {local} in {zone} is in no consented window")
+        }
+        SkipReason::NoSingleConsentCoversAllZones => {
+            "NoSingleConsentCoversAllZones: no one consent record in force covers the time in every zone".into()
+        }
+        SkipReason::OutsideLegalHours { zone, local, ruleset } => {
+            format!("OutsideLegalHours: {local} in {zone} is outside the {ruleset} legal hours")
+        }
+        SkipReason::PublicHoliday { zone, date, name } => {
+            format!("PublicHoliday: {date} in {zone} is a public holiday ({name})")
+        }
+        SkipReason::OutsideCampaignSchedule { zone, local } => {
+            format!("OutsideCampaignSchedule: the campaign schedule does not hold at {local} ({zone})")
+        }
+        SkipReason::CallWouldNotFit { allowed_until, call_duration_secs } => format!(
+            "CallWouldNotFit: calling is allowed until {}, less than the {call_duration_secs} s a call may take",
+            rfc3339(*allowed_until)
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn explain(
+    campaign: &Path,
+    contacts: &Path,
+    id: &str,
+    at: DateTime<Utc>,
+) -> anyhow::Result<ExitCode> {
+    let (campaign, loaded) = load_both(campaign, contacts)?;
+    let Some(c) = loaded.contacts.iter().find(|c| c.id().as_str() == id) else {
+        return Err(
+            InputErrors(vec![InputError::new(contacts, "no contact with this id")
+                .field("id")
+                .value(id)])
+            .into(),
+        );
+    };
+    let policy = &campaign.policy;
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    writeln!(out, "contact   {} {}", c.id(), c.phone())?;
+    writeln!(out, "zones     {}", describe_zones(c))?;
+    writeln!(out, "at        {}", rfc3339(at))?;
+    writeln!(
+        out,
+        "rule set  {} ({}); tz database {}",
+        policy.ruleset().name(),
+        policy.ruleset().version(),
+        tzdb_version()
+    )?;
+    writeln!(
+        out,
+        "call      D = {} s (ring timeout {} s + message {:.1} s)",
+        policy.call_duration().as_secs(),
+        campaign.ring_timeout.as_secs(),
+        campaign.message_length.as_secs_f64()
+    )?;
+    match Evaluator::new(policy).decide(c, at) {
+        Decision::Dial(d) => {
+            let rec = &c.consents()[d.consent];
+            writeln!(out, "decision  DIAL")?;
+            for r in &d.readings {
+                writeln!(out, "  local   {}", reading_line(r))?;
+            }
+            writeln!(
+                out,
+                "  consent #{}: `{}`, granted {}, source `{}`, proof `{}`",
+                d.consent,
+                rec.windows,
+                rfc3339(rec.granted_at),
+                rec.source,
+                rec.proof
+            )?;
+            writeln!(
+                out,
+                "  a call may start until {} (exclusive)",
+                rfc3339(d.valid_until)
+            )?;
+        }
+        Decision::Skip(s) => {
+            writeln!(out, "decision  SKIP")?;
+            for r in &s.readings {
+                writeln!(out, "  local   {}", reading_line(r))?;
+            }
+            for r in &s.reasons {
+                writeln!(out, "  reason  {}", reason_line(r))?;
+            }
+            match s.next_eligible {
+                Some(n) => {
+                    let readings: Vec<String> = c
+                        .zones()
+                        .0
+                        .iter()
+                        .map(|z| {
+                            format!(
+                                "{} {}",
+                                n.with_timezone(z).format("%a %Y-%m-%d %H:%M:%S"),
+                                z
+                            )
+                        })
+                        .collect();
+                    writeln!(out, "  next    {} ({})", rfc3339(n), readings.join("; "))?
+                }
+                None => writeln!(
+                    out,
+                    "  next    none within {} days",
+                    crieur_scheduler::NEXT_ELIGIBLE_HORIZON_DAYS
+                )?,
+            }
+        }
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(campaign_path: &Path, contacts_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let campaign = campaign::load(campaign_path);
+    let loaded = contacts_path.map(contacts::load);
+    let mut errors = Vec::new();
+    if let Ok(c) = &campaign {
+        let p = &c.policy;
+        println!(
+            "{}: ok: `{}`, rule set {} ({}), zone {}, {} schedule expression(s), D = {} s (ring {} s + message {:.1} s)",
+            campaign_path.display(),
+            c.name,
+            p.ruleset().name(),
+            p.ruleset().version(),
+            c.zone,
+            p.schedule().map_or(0, |s| s.exprs().len()),
+            p.call_duration().as_secs(),
+            c.ring_timeout.as_secs(),
+            c.message_length.as_secs_f64(),
+        );
+        println!(
+            "  message {}; pacing {} call(s)/s, at most {} concurrent; retry: max attempts {}, min delay {}",
+            c.message.display(),
+            c.pacing.calls_per_second,
+            c.pacing.max_concurrent_calls,
+            c.retry.max_attempts.map_or("rule-set default".to_owned(), |n| n.to_string()),
+            c.retry.min_delay_secs.map_or("rule-set default".to_owned(), |n| format!("{n} s")),
+        );
+    }
+    if let Err(e) = campaign {
+        errors.extend(e.0);
+    }
+    if let (Some(path), Some(loaded)) = (contacts_path, loaded) {
+        match loaded {
+            Ok(l) => {
+                let records: usize = l.contacts.iter().map(|c| c.consents().len()).sum();
+                println!(
+                    "{}: ok: {} contacts, {} consent records in {} rows",
+                    path.display(),
+                    l.contacts.len(),
+                    records,
+                    l.rows
+                );
+                for c in &l.contacts {
+                    let (zones, _) = c.zones();
+                    if zones.is_empty() {
+                        println!("warning: contact `{}`: no time zone known for its number: it will never be called; give a zone", c.id());
+                    } else if zones.len() > 1 {
+                        println!(
+                            "warning: contact `{}`: its number may be in {} zones; calls only when allowed in every one (give a zone to lift this)",
+                            c.id(),
+                            zones.len()
+                        );
+                    }
+                }
+            }
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(InputErrors(errors).into())
+    }
+}

@@ -77,11 +77,15 @@ impl FromStr for E164 {
             reason,
         };
         if !s.trim_start().starts_with('+') {
-            return Err(bad("not in E.164 form: expected `+` then the country code, e.g. +33612345678"));
+            return Err(bad(
+                "not in E.164 form: expected `+` then the country code, e.g. +33612345678",
+            ));
         }
         let n = phonenumber::parse(None, s).map_err(|_| bad("not a phone number"))?;
         if !phonenumber::is_valid(&n) {
-            return Err(bad("not a valid number for its country (libphonenumber metadata)"));
+            return Err(bad(
+                "not a valid number for its country (libphonenumber metadata)",
+            ));
         }
         Ok(E164(n.format().mode(phonenumber::Mode::E164).to_string()))
     }
@@ -197,6 +201,9 @@ mod tests {
     #[test]
     fn debug_redacts() {
         let e: Result<E164, _> = "+33612345678".parse();
-        assert_eq!(e.map(|e| format!("{e:?}")).ok().as_deref(), Some("E164(+33…78)"));
+        assert_eq!(
+            e.map(|e| format!("{e:?}")).ok().as_deref(),
+            Some("E164(+33…78)")
+        );
     }
 }

@@ -89,25 +89,45 @@ pub enum SkipReason {
     /// The contact has no consent record at all.
     NoConsent,
     /// A consent record is not yet in force (listed only when no record is in force).
-    ConsentNotYetGranted { consent: usize, granted_at: DateTime<Utc> },
+    ConsentNotYetGranted {
+        consent: usize,
+        granted_at: DateTime<Utc>,
+    },
     /// A consent record has expired (listed only when no record is in force).
-    ConsentExpired { consent: usize, expires_at: DateTime<Utc> },
+    ConsentExpired {
+        consent: usize,
+        expires_at: DateTime<Utc>,
+    },
     /// A consent record was revoked (listed only when no record is in force).
-    ConsentRevoked { consent: usize, revoked_at: DateTime<Utc> },
+    ConsentRevoked {
+        consent: usize,
+        revoked_at: DateTime<Utc>,
+    },
     /// The reading in this zone is in no consent window.
     OutsideConsentWindow { zone: Tz, local: NaiveDateTime },
     /// Every zone's reading is in some consent window, but no single record in force
     /// covers all of them.
     NoSingleConsentCoversAllZones,
     /// The reading in this zone is outside the rule set's legal hours.
-    OutsideLegalHours { zone: Tz, local: NaiveDateTime, ruleset: &'static str },
+    OutsideLegalHours {
+        zone: Tz,
+        local: NaiveDateTime,
+        ruleset: &'static str,
+    },
     /// The local date in this zone is a public holiday.
-    PublicHoliday { zone: Tz, date: NaiveDate, name: &'static str },
+    PublicHoliday {
+        zone: Tz,
+        date: NaiveDate,
+        name: &'static str,
+    },
     /// The campaign schedule does not hold now (reading in the campaign zone).
     OutsideCampaignSchedule { zone: Tz, local: NaiveDateTime },
     /// Calling is allowed now, but not for the whole call: it would still be ringing or
     /// playing when the allowed interval closes at `allowed_until`.
-    CallWouldNotFit { allowed_until: DateTime<Utc>, call_duration_secs: u64 },
+    CallWouldNotFit {
+        allowed_until: DateTime<Utc>,
+        call_duration_secs: u64,
+    },
 }
 
 /// The contact may not be dialled now.
@@ -234,7 +254,10 @@ impl<'p> Evaluator<'p> {
         let (zones, zone_source) = contact.zones();
         let readings: Vec<(Tz, i64)> = zones.iter().map(|z| (*z, offset_at(*z, lo))).collect();
         let consent = contact.consents().iter().position(|r| {
-            in_force(r, lo) && readings.iter().all(|(_, off)| r.windows.find(lo + off).is_some())
+            in_force(r, lo)
+                && readings
+                    .iter()
+                    .all(|(_, off)| r.windows.find(lo + off).is_some())
         })?;
         let windows = &contact.consents()[consent].windows;
         let rs = self.policy.ruleset();
@@ -265,7 +288,8 @@ impl<'p> Evaluator<'p> {
         if records.is_empty() {
             reasons.push(SkipReason::NoConsent);
         }
-        let in_force_now: Vec<&ConsentRecord> = records.iter().filter(|r| in_force(r, lo)).collect();
+        let in_force_now: Vec<&ConsentRecord> =
+            records.iter().filter(|r| in_force(r, lo)).collect();
         if in_force_now.is_empty() {
             for (i, r) in records.iter().enumerate() {
                 if secs_ceil(r.granted_at) > lo {
@@ -297,7 +321,10 @@ impl<'p> Evaluator<'p> {
         for &zone in zones {
             let off = offset_at(zone, lo);
             let local = lo + off;
-            let window = candidates.iter().find_map(|r| r.windows.find(local)).copied();
+            let window = candidates
+                .iter()
+                .find_map(|r| r.windows.find(local))
+                .copied();
             if window.is_none() && !records.is_empty() {
                 reasons.push(SkipReason::OutsideConsentWindow {
                     zone,
@@ -350,12 +377,18 @@ impl<'p> Evaluator<'p> {
     fn next_eligible(&mut self, contact: &Contact, lo: i64) -> Option<DateTime<Utc>> {
         let records = contact.consents();
         // Nothing can be eligible before the earliest grant or after the latest end.
-        let first = records.iter().map(|r| secs_ceil(r.granted_at)).min()?.max(lo);
+        let first = records
+            .iter()
+            .map(|r| secs_ceil(r.granted_at))
+            .min()?
+            .max(lo);
         let last = records
             .iter()
             .map(|r| r.valid_until().map_or(i64::MAX, secs))
             .max()?;
-        let horizon = lo.saturating_add(NEXT_ELIGIBLE_HORIZON_DAYS * DAY).min(last);
+        let horizon = lo
+            .saturating_add(NEXT_ELIGIBLE_HORIZON_DAYS * DAY)
+            .min(last);
         let mut c = first;
         let mut found = Vec::new();
         while c < horizon {
@@ -435,7 +468,9 @@ impl<'p> Evaluator<'p> {
     /// Offset segments of `zone` over `[lo, hi)` into `self.segs`.
     fn load_segments(&mut self, zone: Tz, lo: i64, hi: i64) {
         if let Some(cache) = &mut self.seg_cache {
-            let entry = cache.entry(zone).or_insert_with(|| (Span::new(0, 0), Vec::new()));
+            let entry = cache
+                .entry(zone)
+                .or_insert_with(|| (Span::new(0, 0), Vec::new()));
             if !(entry.0.start <= lo && hi <= entry.0.end) {
                 // Cache a generous range around the request so neighbours hit it.
                 let (c_lo, c_hi) = (lo - 2 * DAY, hi + 2 * DAY);
@@ -506,7 +541,11 @@ impl<'p> Evaluator<'p> {
             return;
         }
         let batch = self.seg_cache.is_some();
-        let (c_lo, c_hi) = if batch { (lo - 2 * DAY, hi + 2 * DAY) } else { (lo, hi) };
+        let (c_lo, c_hi) = if batch {
+            (lo - 2 * DAY, hi + 2 * DAY)
+        } else {
+            (lo, hi)
+        };
         self.load_segments(schedule.zone(), c_lo, c_hi);
         let (l_lo, l_hi) = local_range(&self.segs);
         self.local.clear();
@@ -535,8 +574,16 @@ fn reading(zone: Tz, lo: i64, off: i64, windows: Option<&Windows>) -> Reading {
 
 /// The local-seconds range read by the UTC range that `segs` partitions.
 fn local_range(segs: &[Segment]) -> (i64, i64) {
-    let lo = segs.iter().map(|s| s.span.start + s.offset).min().unwrap_or(0);
-    let hi = segs.iter().map(|s| s.span.end + s.offset).max().unwrap_or(0);
+    let lo = segs
+        .iter()
+        .map(|s| s.span.start + s.offset)
+        .min()
+        .unwrap_or(0);
+    let hi = segs
+        .iter()
+        .map(|s| s.span.end + s.offset)
+        .max()
+        .unwrap_or(0);
     (lo, hi)
 }
 

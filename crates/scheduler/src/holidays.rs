@@ -109,7 +109,11 @@ mod tests {
         assert_eq!(named(2027, 3, 28), None); // Easter Sunday itself is a Sunday, not listed
         assert_eq!(named(2027, 3, 30), None);
         let count = (0..365)
-            .filter(|i| Holidays::France.on_day(days_from_civil(2027, 1, 1) + i).is_some())
+            .filter(|i| {
+                Holidays::France
+                    .on_day(days_from_civil(2027, 1, 1) + i)
+                    .is_some()
+            })
             .count();
         assert_eq!(count, 11);
     }

@@ -29,7 +29,9 @@ impl Policy {
         Policy {
             ruleset,
             schedule,
-            call_duration: i64::try_from(secs).unwrap_or(i64::MAX / 4).min(i64::MAX / 4),
+            call_duration: i64::try_from(secs)
+                .unwrap_or(i64::MAX / 4)
+                .min(i64::MAX / 4),
         }
     }
 

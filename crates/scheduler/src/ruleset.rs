@@ -100,12 +100,10 @@ impl RuleSet {
     /// Whether the rules allow a call at the wall-clock reading `local`: inside legal hours
     /// and not on a public holiday. Uses chrono's calendar (see [`crate::Window::contains`]).
     pub fn permits(&self, local: NaiveDateTime) -> bool {
-        let day = crate::time::days_from_civil(
-            i64::from(local.year()),
-            local.month(),
-            local.day(),
-        );
-        self.hours.as_ref().is_none_or(|h| h.containing(local).is_some())
+        let day = crate::time::days_from_civil(i64::from(local.year()), local.month(), local.day());
+        self.hours
+            .as_ref()
+            .is_none_or(|h| h.containing(local).is_some())
             && self.holidays.on_day(day).is_none()
     }
 

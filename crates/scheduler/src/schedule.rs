@@ -271,8 +271,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_expressions() {
-        for bad in ["* * * *", "61 * * * *", "* 9-17 * * 8", "* * * * mon-", "* * 32 * *", "x * * * *"] {
-            assert!(matches!(bad.parse::<CronExpr>(), Err(Error::InvalidCron { .. })), "{bad}");
+        for bad in [
+            "* * * *",
+            "61 * * * *",
+            "* 9-17 * * 8",
+            "* * * * mon-",
+            "* * 32 * *",
+            "x * * * *",
+        ] {
+            assert!(
+                matches!(bad.parse::<CronExpr>(), Err(Error::InvalidCron { .. })),
+                "{bad}"
+            );
         }
     }
 

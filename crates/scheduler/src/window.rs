@@ -207,7 +207,11 @@ impl FromStr for Windows {
                 if here + part.len() >= input.len() {
                     continue; // trailing ";"
                 }
-                return Err(window_error(input, here, "a window like `mon-fri 18:00-20:00`"));
+                return Err(window_error(
+                    input,
+                    here,
+                    "a window like `mon-fri 18:00-20:00`",
+                ));
             }
             let lead = part.len() - part.trim_start().len();
             let body = part.trim();
@@ -336,8 +340,14 @@ mod tests {
             w("mon-fri 18:00-20:00; sat 10:00-12:00").to_string(),
             "mon-fri 18:00-20:00; sat 10:00-12:00"
         );
-        assert_eq!(w("Mon,Wed,FRI 09:00-10:00").to_string(), "mon,wed,fri 09:00-10:00");
-        assert_eq!(w("sat-mon 10:00-11:00").to_string(), "mon,sat-sun 10:00-11:00");
+        assert_eq!(
+            w("Mon,Wed,FRI 09:00-10:00").to_string(),
+            "mon,wed,fri 09:00-10:00"
+        );
+        assert_eq!(
+            w("sat-mon 10:00-11:00").to_string(),
+            "mon,sat-sun 10:00-11:00"
+        );
         assert_eq!(w("daily 00:00-24:00").to_string(), "mon-sun 00:00-24:00");
         assert_eq!(
             w("tue 08:00-09:00,14:00-15:30;").to_string(),

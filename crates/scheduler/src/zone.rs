@@ -152,7 +152,10 @@ mod tests {
 
     #[test]
     fn longest_prefix() {
-        assert_eq!(zones_for_number("12125550123"), &[chrono_tz::America::New_York]);
+        assert_eq!(
+            zones_for_number("12125550123"),
+            &[chrono_tz::America::New_York]
+        );
         assert_eq!(zones_for_number("33612345678"), &[chrono_tz::Europe::Paris]);
         assert_eq!(
             zones_for_number("19075550123"),
@@ -165,7 +168,12 @@ mod tests {
     #[test]
     fn paris_spring_and_autumn_transitions() {
         let mut out = Vec::new();
-        segments(chrono_tz::Europe::Paris, ts(2027, 3, 27, 0, 0), ts(2027, 11, 1, 0, 0), &mut out);
+        segments(
+            chrono_tz::Europe::Paris,
+            ts(2027, 3, 27, 0, 0),
+            ts(2027, 11, 1, 0, 0),
+            &mut out,
+        );
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].offset, 3600);
         assert_eq!(out[0].span.end, ts(2027, 3, 28, 1, 0));

@@ -7,22 +7,29 @@ use crieur_scheduler::*;
 use proptest::prelude::*;
 
 const ZONED: &[(&str, Option<&str>)] = &[
-    ("+33612345678", None),                             // Europe/Paris
-    ("+12012345678", None),                             // America/New_York
-    ("+19075550123", None),                             // America/Adak & America/Anchorage
-    ("+17095551234", None),                             // America/Puerto_Rico & America/St_Johns
-    ("+61412345678", Some("Australia/Lord_Howe")),      // 30-minute DST
-    ("+17095551234", Some("America/St_Johns")),         // half-hour offset
-    ("+262262123456", None),                            // Indian/Reunion
+    ("+33612345678", None),                        // Europe/Paris
+    ("+12012345678", None),                        // America/New_York
+    ("+19075550123", None),                        // America/Adak & America/Anchorage
+    ("+17095551234", None),                        // America/Puerto_Rico & America/St_Johns
+    ("+61412345678", Some("Australia/Lord_Howe")), // 30-minute DST
+    ("+17095551234", Some("America/St_Johns")),    // half-hour offset
+    ("+262262123456", None),                       // Indian/Reunion
 ];
-const DAYS: &[&str] = &["mon-fri", "sat", "sun", "daily", "fri,sun", "sat-mon", "mon,wed"];
+const DAYS: &[&str] = &[
+    "mon-fri", "sat", "sun", "daily", "fri,sun", "sat-mon", "mon,wed",
+];
 
 fn window_text() -> impl Strategy<Value = String> {
-    let one = (prop::sample::select(DAYS), 0u16..24 * 4, 1u16..24 * 4)
-        .prop_map(|(d, s, len)| {
-            let (s, e) = (s * 15, (s * 15 + len * 15) % 1440);
-            format!("{d} {:02}:{:02}-{:02}:{:02}", s / 60, s % 60, e / 60, e % 60)
-        });
+    let one = (prop::sample::select(DAYS), 0u16..24 * 4, 1u16..24 * 4).prop_map(|(d, s, len)| {
+        let (s, e) = (s * 15, (s * 15 + len * 15) % 1440);
+        format!(
+            "{d} {:02}:{:02}-{:02}:{:02}",
+            s / 60,
+            s % 60,
+            e / 60,
+            e % 60
+        )
+    });
     prop::collection::vec(one, 1..3).prop_map(|v| v.join("; "))
 }
 
@@ -56,17 +63,19 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop::option::of(0i64..30 * 86_400),
         instant(lo, hi),
     )
-        .prop_map(|((phone, zone), windows, ruleset, cron, d, granted, ends, now)| Setup {
-            phone,
-            zone,
-            windows,
-            ruleset,
-            cron,
-            d,
-            granted: granted.min(now),
-            ends: ends.map(|e| now + Duration::seconds(e)),
-            now,
-        })
+        .prop_map(
+            |((phone, zone), windows, ruleset, cron, d, granted, ends, now)| Setup {
+                phone,
+                zone,
+                windows,
+                ruleset,
+                cron,
+                d,
+                granted: granted.min(now),
+                ends: ends.map(|e| now + Duration::seconds(e)),
+                now,
+            },
+        )
 }
 
 fn build(s: &Setup) -> (Contact, Policy) {

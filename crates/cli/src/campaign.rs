@@ -1,0 +1,278 @@
+//! The campaign file (TOML) → a validated [`Campaign`] with its scheduler [`Policy`].
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crieur_scheduler::{parse_zone, CampaignSchedule, CronExpr, Policy, RuleSet, Tz};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::input::{line_col, InputError, InputErrors};
+
+/// The minimum ring time before giving up: 47 CFR 64.1200(a)(6) and Ofcom require 15 s.
+pub const MIN_RING_TIMEOUT_SECS: u64 = 15;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaign {
+    name: Spanned<String>,
+    ruleset: Spanned<String>,
+    zone: Spanned<String>,
+    #[serde(default)]
+    schedule: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    ring_timeout_secs: Option<Spanned<u64>>,
+    message: Spanned<String>,
+    #[serde(default)]
+    pacing: Option<Spanned<Pacing>>,
+    #[serde(default)]
+    retry: Option<Spanned<Retry>>,
+}
+
+/// Pacing (used by the dialling loop; parsed and checked now).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pacing {
+    #[serde(default = "default_cps")]
+    pub calls_per_second: f64,
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent_calls: u32,
+}
+
+fn default_cps() -> f64 {
+    1.0
+}
+fn default_concurrent() -> u32 {
+    10
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            calls_per_second: default_cps(),
+            max_concurrent_calls: default_concurrent(),
+        }
+    }
+}
+
+/// Retry policy (used by the dialling loop; parsed and checked now).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts per contact in this campaign; `None` = the rule set's default.
+    pub max_attempts: Option<u32>,
+    /// Minimum delay between two attempts, seconds.
+    pub min_delay_secs: Option<u64>,
+}
+
+/// A validated campaign.
+#[derive(Debug)]
+pub struct Campaign {
+    pub name: String,
+    pub zone: Tz,
+    pub message: PathBuf,
+    pub message_length: Duration,
+    pub ring_timeout: Duration,
+    pub pacing: Pacing,
+    pub retry: Retry,
+    pub policy: Policy,
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: Vec<InputError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, span: Range<usize>, field: &str, value: Option<&str>, message: String) {
+        let (line, col) = line_col(self.text, span.start);
+        let mut e = InputError::new(self.path, message)
+            .at(line, Some(col))
+            .field(field);
+        if let Some(v) = value {
+            e = e.value(v);
+        }
+        self.errors.push(e);
+    }
+}
+
+/// Reads and validates a campaign file; every problem found is reported.
+pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InputError::new(path, format!("cannot read the campaign file: {e}")))?;
+    let raw: RawCampaign = toml::from_str(&text).map_err(|e| {
+        let mut err = InputError::new(path, e.message().to_owned());
+        if let Some(span) = e.span() {
+            let (l, c) = line_col(&text, span.start);
+            err = err.at(l, Some(c));
+        }
+        err
+    })?;
+    let mut cx = Ctx {
+        path,
+        text: &text,
+        errors: Vec::new(),
+    };
+
+    if raw.name.get_ref().trim().is_empty() {
+        cx.err(
+            raw.name.span(),
+            "name",
+            None,
+            "expected a non-empty campaign name".into(),
+        );
+    }
+    let ruleset = RuleSet::by_name(raw.ruleset.get_ref())
+        .map_err(|e| {
+            cx.err(
+                raw.ruleset.span(),
+                "ruleset",
+                Some(raw.ruleset.get_ref()),
+                e.to_string(),
+            )
+        })
+        .ok();
+    let zone = parse_zone(raw.zone.get_ref())
+        .map_err(|_| {
+            cx.err(
+                raw.zone.span(),
+                "zone",
+                Some(raw.zone.get_ref()),
+                "expected an IANA time-zone name such as Europe/Paris".into(),
+            )
+        })
+        .ok();
+
+    let mut exprs = Vec::new();
+    if let Some(list) = &raw.schedule {
+        if list.get_ref().is_empty() {
+            cx.err(
+                list.span(),
+                "schedule",
+                None,
+                "expected at least one cron expression; remove `schedule` to call at any time"
+                    .into(),
+            );
+        }
+        for item in list.get_ref() {
+            match item.get_ref().parse::<CronExpr>() {
+                Ok(e) => exprs.push(e),
+                Err(crieur_scheduler::Error::InvalidCron { reason, .. }) => cx.err(
+                    item.span(),
+                    "schedule",
+                    Some(item.get_ref()),
+                    format!("expected a 5-field cron expression (minute hour day-of-month month day-of-week): {reason}"),
+                ),
+                Err(e) => cx.err(item.span(), "schedule", Some(item.get_ref()), e.to_string()),
+            }
+        }
+    }
+
+    let ring = match &raw.ring_timeout_secs {
+        Some(r) if *r.get_ref() < MIN_RING_TIMEOUT_SECS => {
+            cx.err(
+                r.span(),
+                "ring_timeout_secs",
+                Some(&r.get_ref().to_string()),
+                format!("expected at least {MIN_RING_TIMEOUT_SECS} seconds (US 47 CFR 64.1200(a)(6), UK Ofcom)"),
+            );
+            MIN_RING_TIMEOUT_SECS
+        }
+        Some(r) => *r.get_ref(),
+        None => MIN_RING_TIMEOUT_SECS,
+    };
+
+    let base = path.parent().unwrap_or(Path::new("."));
+    let message = base.join(raw.message.get_ref());
+    let message_length = match wav_length(&message) {
+        Ok(d) => Some(d),
+        Err(why) => {
+            cx.err(
+                raw.message.span(),
+                "message",
+                Some(raw.message.get_ref()),
+                format!(
+                    "expected a readable WAV file ({}): {why}",
+                    message.display()
+                ),
+            );
+            None
+        }
+    };
+
+    let pacing = raw
+        .pacing
+        .as_ref()
+        .map(|p| p.get_ref().clone())
+        .unwrap_or_default();
+    if let Some(p) = &raw.pacing {
+        if !(pacing.calls_per_second > 0.0 && pacing.calls_per_second.is_finite()) {
+            cx.err(
+                p.span(),
+                "pacing.calls_per_second",
+                Some(&pacing.calls_per_second.to_string()),
+                "expected a positive number".into(),
+            );
+        }
+        if pacing.max_concurrent_calls == 0 {
+            cx.err(
+                p.span(),
+                "pacing.max_concurrent_calls",
+                Some("0"),
+                "expected at least 1".into(),
+            );
+        }
+    }
+    let retry = raw
+        .retry
+        .as_ref()
+        .map(|r| r.get_ref().clone())
+        .unwrap_or_default();
+    if let (Some(r), Some(0)) = (&raw.retry, retry.max_attempts) {
+        cx.err(
+            r.span(),
+            "retry.max_attempts",
+            Some("0"),
+            "expected at least 1".into(),
+        );
+    }
+
+    let schedule = match (exprs.is_empty(), zone) {
+        (false, Some(z)) => CampaignSchedule::new(exprs, z).ok(),
+        _ => None,
+    };
+    match (cx.errors.is_empty(), ruleset, zone, message_length) {
+        (true, Some(ruleset), Some(zone), Some(message_length)) => {
+            let ring_timeout = Duration::from_secs(ring);
+            Ok(Campaign {
+                name: raw.name.into_inner(),
+                zone,
+                message,
+                message_length,
+                ring_timeout,
+                pacing,
+                retry,
+                policy: Policy::new(ruleset, schedule, ring_timeout, message_length),
+            })
+        }
+        _ => Err(InputErrors(cx.errors)),
+    }
+}
+
+/// Length of a WAV file's audio.
+fn wav_length(path: &Path) -> Result<Duration, String> {
+    let reader = hound::WavReader::open(path).map_err(|e| e.to_string())?;
+    let spec = reader.spec();
+    if spec.sample_rate == 0 {
+        return Err("sample rate is 0".into());
+    }
+    let samples = u64::from(reader.duration());
+    if samples == 0 {
+        return Err("the file holds no audio".into());
+    }
+    Ok(Duration::from_secs_f64(
+        samples as f64 / f64::from(spec.sample_rate),
+    ))
+}

@@ -1,0 +1,235 @@
+//! The contacts file (CSV) → contacts with their consent records.
+//!
+//! Columns (header required, any order): `id,phone,zone,windows,granted_at,expires_at,
+//! revoked_at,source,proof`. Several rows with the same `id` are several consent records of
+//! one contact; they must agree on `phone` and `zone`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, Windows, E164};
+
+use crate::input::{InputError, InputErrors};
+
+pub const COLUMNS: [&str; 9] = [
+    "id",
+    "phone",
+    "zone",
+    "windows",
+    "granted_at",
+    "expires_at",
+    "revoked_at",
+    "source",
+    "proof",
+];
+const REQUIRED: [bool; 9] = [true, true, false, true, true, false, false, true, true];
+
+/// Contacts in file order, plus non-fatal findings.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub contacts: Vec<Contact>,
+    pub rows: usize,
+}
+
+/// Reads and validates a contacts file. Either every row is valid, or every problem is
+/// reported and nothing is returned.
+pub fn load(path: &Path) -> Result<Loaded, InputErrors> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let headers = reader
+        .headers()
+        .map_err(|e| InputError::new(path, format!("cannot read the header: {e}")).at(1, None))?
+        .clone();
+    let mut index = [usize::MAX; 9];
+    let mut errors = Vec::new();
+    for (i, h) in headers.iter().enumerate() {
+        match COLUMNS.iter().position(|c| *c == h) {
+            Some(k) => index[k] = i,
+            None => errors.push(
+                InputError::new(
+                    path,
+                    format!("unknown column; expected the columns {}", COLUMNS.join(",")),
+                )
+                .at(1, Some(i + 1))
+                .value(h),
+            ),
+        }
+    }
+    for (k, name) in COLUMNS.iter().enumerate() {
+        if index[k] == usize::MAX {
+            errors.push(
+                InputError::new(
+                    path,
+                    format!(
+                        "missing column `{name}`; expected the columns {}",
+                        COLUMNS.join(",")
+                    ),
+                )
+                .at(1, None),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(InputErrors(errors));
+    }
+
+    let mut out = Loaded::default();
+    let mut by_id: HashMap<String, (usize, usize)> = HashMap::new(); // id → (contact index, line)
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                errors.push(InputError::new(path, format!("malformed CSV: {e}")).at(line, None));
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    break;
+                }
+                continue;
+            }
+        }
+        out.rows += 1;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let field = |k: usize| record.get(index[k]).unwrap_or("");
+        let err = |k: usize, msg: String| {
+            InputError::new(path, msg)
+                .at(line, Some(index[k] + 1))
+                .field(COLUMNS[k])
+                .value(field(k))
+        };
+        let row_errors = errors.len();
+        for k in 0..9 {
+            if REQUIRED[k] && field(k).is_empty() {
+                errors.push(
+                    InputError::new(path, "required, but empty")
+                        .at(line, Some(index[k] + 1))
+                        .field(COLUMNS[k]),
+                );
+            }
+        }
+        if errors.len() > row_errors {
+            continue;
+        }
+        let id = ContactId::new(field(0)).map_err(|e| err(0, e.to_string()));
+        let phone = field(1).parse::<E164>().map_err(|e| match e {
+            crieur_scheduler::Error::InvalidPhone { reason, .. } => {
+                err(1, format!("expected an E.164 number: {reason}"))
+            }
+            e => err(1, e.to_string()),
+        });
+        let zone = match field(2) {
+            "" => Ok(None),
+            z => parse_zone(z)
+                .map(Some)
+                .map_err(|_| err(2, "expected an IANA time-zone name such as Europe/Paris, or empty to infer it from the number".into())),
+        };
+        let windows = field(3).parse::<Windows>().map_err(|e| match e {
+            crieur_scheduler::Error::InvalidWindow { column, expected, .. } => err(
+                3,
+                format!("at character {column} of the field: expected {expected} (grammar: `mon-fri 18:00-20:00; sat 10:00-12:00`)"),
+            ),
+            e => err(3, e.to_string()),
+        });
+        let granted = instant(field(4)).map_err(|m| err(4, m));
+        let expires = optional_instant(field(5)).map_err(|m| err(5, m));
+        let revoked = optional_instant(field(6)).map_err(|m| err(6, m));
+        let parsed = match (id, phone, zone, windows, granted, expires, revoked) {
+            (Ok(id), Ok(phone), Ok(zone), Ok(windows), Ok(granted), Ok(expires), Ok(revoked)) => {
+                (id, phone, zone, windows, granted, expires, revoked)
+            }
+            (id, phone, zone, windows, granted, expires, revoked) => {
+                let all = [
+                    id.err(),
+                    phone.err(),
+                    zone.err(),
+                    windows.err(),
+                    granted.err(),
+                    expires.err(),
+                    revoked.err(),
+                ];
+                errors.extend(all.into_iter().flatten());
+                continue;
+            }
+        };
+        let (id, phone, zone, windows, granted, expires, revoked) = parsed;
+        if expires.is_some_and(|e| e <= granted) {
+            errors.push(err(
+                5,
+                format!(
+                    "expected an instant after granted_at ({})",
+                    granted.to_rfc3339()
+                ),
+            ));
+            continue;
+        }
+        if revoked.is_some_and(|r| r < granted) {
+            errors.push(err(
+                6,
+                format!(
+                    "expected an instant not before granted_at ({})",
+                    granted.to_rfc3339()
+                ),
+            ));
+            continue;
+        }
+        let consent = ConsentRecord {
+            windows,
+            granted_at: granted,
+            expires_at: expires,
+            revoked_at: revoked,
+            source: field(7).to_owned(),
+            proof: field(8).to_owned(),
+        };
+        match by_id.get(id.as_str()) {
+            Some(&(i, first_line)) => {
+                let c = &mut out.contacts[i];
+                if c.phone() != &phone {
+                    errors.push(err(
+                        1,
+                        format!(
+                            "contact `{id}` has another phone on line {first_line} ({})",
+                            c.phone()
+                        ),
+                    ));
+                } else if c.given_zone() != zone {
+                    errors.push(err(
+                        2,
+                        format!("contact `{id}` has another zone on line {first_line}"),
+                    ));
+                } else {
+                    c.add_consent(consent);
+                }
+            }
+            None => {
+                by_id.insert(id.as_str().to_owned(), (out.contacts.len(), line));
+                out.contacts
+                    .push(Contact::new(id, phone, zone, vec![consent]));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(InputErrors(errors))
+    }
+}
+
+fn instant(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| format!("expected an RFC 3339 instant such as 2027-01-10T09:00:00Z ({e})"))
+}
+
+fn optional_instant(s: &str) -> Result<Option<DateTime<Utc>>, String> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        instant(s).map(Some)
+    }
+}

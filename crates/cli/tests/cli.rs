@@ -1,0 +1,359 @@
+//! The `crieur` binary: output formats, the shipped examples, and located errors with exit
+//! code 2 on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn crieur(args: &[&str]) -> Output {
+    match Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args(args)
+        .current_dir(root())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run crieur: {e}"),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const HEADER: &str = "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\n";
+const GOOD_ROW: &str = "c1,+33612345678,,mon-fri 18:00-20:00,2027-01-10T09:00:00Z,,,form,proof-1\n";
+
+/// A scratch directory with a campaign (whose body is `campaign`) and a contacts file.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(campaign: &str, contacts: &str) -> Scratch {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("tempdir: {e}"),
+        };
+        let wav = root().join("audio/rappel-fr.wav");
+        let body = campaign.replace("@WAV@", &wav.display().to_string());
+        for (name, data) in [("campaign.toml", body.as_str()), ("contacts.csv", contacts)] {
+            if let Err(e) = std::fs::write(dir.path().join(name), data) {
+                panic!("write {name}: {e}");
+            }
+        }
+        if let Err(e) = std::fs::write(dir.path().join("not-a-wav.wav"), b"RIFF\0\0\0\0nope") {
+            panic!("write: {e}");
+        }
+        Scratch { dir }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+    fn run(&self, cmd: &str) -> Output {
+        let (c, k) = (self.path("campaign.toml"), self.path("contacts.csv"));
+        match cmd {
+            "check" => crieur(&["check", "--campaign", &c, "--contacts", &k]),
+            _ => crieur(&[
+                "windows",
+                "--campaign",
+                &c,
+                "--contacts",
+                &k,
+                "--from",
+                "2027-03-01T00:00:00Z",
+                "--until",
+                "2027-03-08T00:00:00Z",
+                "--format",
+                "jsonl",
+            ]),
+        }
+    }
+}
+
+const CAMPAIGN: &str = "name = \"t\"\nruleset = \"FR\"\nzone = \"Europe/Paris\"\nring_timeout_secs = 20\nmessage = \"@WAV@\"\n";
+
+#[test]
+fn windows_jsonl_over_the_dst_week_of_the_example() {
+    let o = crieur(&[
+        "windows",
+        "--campaign",
+        "examples/campaign-fr.toml",
+        "--contacts",
+        "examples/contacts-fr.csv",
+        "--from",
+        "2027-03-24T00:00:00Z",
+        "--until",
+        "2027-03-31T00:00:00Z",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let paris1: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("\"fr-paris-1\""))
+        .collect();
+    // D = 25 s ring + 14.2 s message → 40 s. CET until Sunday 28, then CEST; Monday 29 is
+    // Easter Monday.
+    assert_eq!(
+        paris1,
+        [
+            r#"{"contact":"fr-paris-1","start":"2027-03-24T17:00:00Z","end":"2027-03-24T18:59:20Z"}"#,
+            r#"{"contact":"fr-paris-1","start":"2027-03-25T17:00:00Z","end":"2027-03-25T18:59:20Z"}"#,
+            r#"{"contact":"fr-paris-1","start":"2027-03-26T17:00:00Z","end":"2027-03-26T18:59:20Z"}"#,
+            r#"{"contact":"fr-paris-1","start":"2027-03-30T16:00:00Z","end":"2027-03-30T17:59:20Z"}"#,
+        ]
+    );
+    // Every line is JSON with exactly the three fields.
+    for line in out.lines() {
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => panic!("{line}: {e}"),
+        };
+        assert_eq!(v.as_object().map(|o| o.len()), Some(3), "{line}");
+    }
+}
+
+#[test]
+fn examples_pass_check() {
+    for (c, k) in [
+        ("campaign-fr", "contacts-fr"),
+        ("campaign-us", "contacts-us"),
+    ] {
+        let o = crieur(&[
+            "check",
+            "--campaign",
+            &format!("examples/{c}.toml"),
+            "--contacts",
+            &format!("examples/{k}.csv"),
+        ]);
+        assert!(o.status.success(), "{c}: {}", text(&o.stderr));
+        assert!(text(&o.stdout).contains(": ok:"), "{}", text(&o.stdout));
+    }
+}
+
+#[test]
+fn explain_lists_reasons_and_next_eligible() {
+    let o = crieur(&[
+        "explain",
+        "--campaign",
+        "examples/campaign-fr.toml",
+        "--contacts",
+        "examples/contacts-fr.csv",
+        "--contact",
+        "fr-paris-1",
+        "--at",
+        "2027-03-29T16:30:00Z",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("decision  SKIP"), "{out}");
+    assert!(
+        out.contains(
+            "PublicHoliday: 2027-03-29 in Europe/Paris is a public holiday (Lundi de Pâques)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("Mon 2027-03-29 18:30:00 (UTC+02:00)"), "{out}");
+    assert!(out.contains("next    2027-03-30T16:00:00Z"), "{out}");
+
+    let o = crieur(&[
+        "explain",
+        "--campaign",
+        "examples/campaign-fr.toml",
+        "--contacts",
+        "examples/contacts-fr.csv",
+        "--contact",
+        "fr-paris-1",
+        "--at",
+        "2027-03-30T16:00:00Z",
+    ]);
+    let out = text(&o.stdout);
+    assert!(out.contains("decision  DIAL"), "{out}");
+    assert!(out.contains("consent #0: `mon-fri 18:00-20:00`"), "{out}");
+    assert!(
+        out.contains("a call may start until 2027-03-30T17:59:20Z"),
+        "{out}"
+    );
+}
+
+/// Runs `cmd` on a scratch campaign/contacts pair; expects exit 2, no stdout, and each
+/// `want` fragment in stderr.
+fn rejects(campaign: &str, contacts: &str, cmd: &str, want: &[&str]) {
+    let s = Scratch::new(campaign, contacts);
+    let o = s.run(cmd);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "stdout: {out}\nstderr: {err}");
+    if cmd == "windows" {
+        assert!(out.is_empty(), "partial output on bad input: {out}");
+    }
+    for w in want {
+        let w = w.replace("@DIR@", &s.dir.path().display().to_string());
+        assert!(err.contains(&w), "missing `{w}` in:\n{err}");
+    }
+}
+
+#[test]
+fn bad_phone_number_is_located() {
+    let rows = format!(
+        "{HEADER}{GOOD_ROW}c2,+3361234,,mon-fri 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\n"
+    );
+    rejects(
+        CAMPAIGN,
+        &rows,
+        "windows",
+        &["@DIR@/contacts.csv:3:2: field `phone`: bad value `+3361234`: expected an E.164 number"],
+    );
+}
+
+#[test]
+fn unknown_zone_is_located() {
+    let rows = format!(
+        "{HEADER}c2,+33612345678,Europe/Pariss,mon-fri 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\n"
+    );
+    rejects(CAMPAIGN, &rows, "check", &["contacts.csv:2:3: field `zone`: bad value `Europe/Pariss`: expected an IANA time-zone name"]);
+}
+
+#[test]
+fn malformed_window_is_located_to_the_character() {
+    let rows =
+        format!("{HEADER}c2,+33612345678,,mon-fry 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\n");
+    rejects(CAMPAIGN, &rows, "windows", &[
+        "contacts.csv:2:4: field `windows`: bad value `mon-fry 18:00-20:00`: at character 5 of the field: expected a day",
+    ]);
+    let rows = format!("{HEADER}c2,+33612345678,,mon 18:00-25:00,2027-01-10T09:00:00Z,,,form,p\n");
+    rejects(
+        CAMPAIGN,
+        &rows,
+        "windows",
+        &["at character 11 of the field: expected a time HH:MM"],
+    );
+}
+
+#[test]
+fn bad_instants_and_missing_fields_are_located() {
+    let rows = format!(
+        "{HEADER}c2,+33612345678,,mon 18:00-20:00,yesterday,,,form,p\nc3,+33612345678,,mon 18:00-20:00,2027-01-10T09:00:00Z,2026-01-01T00:00:00Z,,form,p\nc4,+33612345678,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,,p\n"
+    );
+    rejects(CAMPAIGN, &rows, "check", &[
+        "contacts.csv:2:5: field `granted_at`: bad value `yesterday`: expected an RFC 3339 instant",
+        "contacts.csv:3:6: field `expires_at`: bad value `2026-01-01T00:00:00Z`: expected an instant after granted_at",
+        "contacts.csv:4:8: field `source`: required, but empty",
+        "3 problem(s); nothing was done.",
+    ]);
+}
+
+#[test]
+fn missing_and_unknown_columns() {
+    rejects(
+        CAMPAIGN,
+        "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,prof\n",
+        "check",
+        &[
+            "contacts.csv:1:9: bad value `prof`: unknown column",
+            "contacts.csv:1: missing column `proof`",
+        ],
+    );
+}
+
+#[test]
+fn conflicting_duplicate_contact() {
+    let rows = format!(
+        "{HEADER}{GOOD_ROW}c1,+33612345679,,mon 10:00-11:00,2027-01-10T09:00:00Z,,,form,p\n"
+    );
+    rejects(CAMPAIGN, &rows, "check", &["contacts.csv:3:2: field `phone`: bad value `+33612345679`: contact `c1` has another phone on line 2"]);
+}
+
+#[test]
+fn bad_cron_is_located() {
+    let campaign = format!("{CAMPAIGN}schedule = [\"* 9-17 * * mon-fri\", \"* 25 * * *\"]\n");
+    rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "windows", &[
+        "campaign.toml:6:35: field `schedule`: bad value `* 25 * * *`: expected a 5-field cron expression",
+    ]);
+    let campaign = format!("{CAMPAIGN}schedule = [\"* 9-17 * *\"]\n");
+    rejects(
+        &campaign,
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["found 4"],
+    );
+}
+
+#[test]
+fn unknown_ruleset_and_zone_in_campaign() {
+    let campaign = CAMPAIGN
+        .replace("\"FR\"", "\"DE\"")
+        .replace("Europe/Paris", "Mars/Olympus");
+    rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
+        "campaign.toml:2:11: field `ruleset`: bad value `DE`: unknown rule set `DE`: expected one of FR, US, none",
+        "campaign.toml:3:8: field `zone`: bad value `Mars/Olympus`: expected an IANA time-zone name",
+    ]);
+}
+
+#[test]
+fn unreadable_wav_and_short_ring_timeout() {
+    let s = Scratch::new("", "");
+    let campaign = CAMPAIGN
+        .replace("@WAV@", &s.path("not-a-wav.wav"))
+        .replace("ring_timeout_secs = 20", "ring_timeout_secs = 10");
+    rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
+        "campaign.toml:4:21: field `ring_timeout_secs`: bad value `10`: expected at least 15 seconds",
+        "campaign.toml:5:11: field `message`",
+        "expected a readable WAV file",
+    ]);
+    rejects(
+        &CAMPAIGN.replace("@WAV@", "/nonexistent.wav"),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["expected a readable WAV file"],
+    );
+}
+
+#[test]
+fn toml_syntax_and_unknown_keys() {
+    rejects(
+        &format!("{CAMPAIGN}ringtimeout = 3\n"),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:6:1: unknown field `ringtimeout`"],
+    );
+    rejects(
+        "name = \n",
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:1:"],
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let o = crieur(&[
+        "windows",
+        "--campaign",
+        "x",
+        "--contacts",
+        "y",
+        "--from",
+        "monday",
+        "--until",
+        "2027-01-01T00:00:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("expected an RFC 3339 instant"));
+    let o = crieur(&[
+        "explain",
+        "--campaign",
+        "examples/campaign-fr.toml",
+        "--contacts",
+        "examples/contacts-fr.csv",
+        "--contact",
+        "nobody",
+        "--at",
+        "2027-03-29T16:30:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("field `id`: bad value `nobody`: no contact with this id"));
+}
