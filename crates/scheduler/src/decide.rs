@@ -24,8 +24,8 @@ use crate::time::{date, day_of, naive, secs, secs_ceil, utc, DAY};
 use crate::window::{Window, Windows};
 use crate::zone::{offset_at, segments, Segment};
 
-/// How far past `now + D` a `Dial` decision looks to report `valid_until`.
-const LOOKAHEAD: i64 = DAY;
+/// How far past `now + D` a `Dial` decision looks to report `valid_until` (one hour).
+const LOOKAHEAD: i64 = 3600;
 /// How far ahead `next_eligible` is searched.
 pub const NEXT_ELIGIBLE_HORIZON_DAYS: i64 = 400;
 /// Search step for `next_eligible`.
@@ -75,8 +75,8 @@ pub struct Dial {
     pub ruleset: RuleSetRef,
     /// D, seconds: ring timeout + message length.
     pub call_duration_secs: u64,
-    /// Every start in `[now, valid_until)` is also allowed. Exact when the interval ends
-    /// within a day; otherwise a lower bound (`now + D + 1 day − D`).
+    /// Every start in `[now, valid_until)` is also allowed. Exact when the dialable interval
+    /// ends within an hour; otherwise the lower bound `now + 1 h`.
     pub valid_until: DateTime<Utc>,
 }
 
@@ -188,6 +188,7 @@ pub struct Evaluator<'p> {
     zone_set: Vec<Span>,
     record_set: Vec<Span>,
     acc: Vec<Span>,
+    offsets: Vec<i64>,
 }
 
 impl<'p> Evaluator<'p> {
@@ -204,6 +205,7 @@ impl<'p> Evaluator<'p> {
             zone_set: Vec::new(),
             record_set: Vec::new(),
             acc: Vec::new(),
+            offsets: Vec::new(),
         }
     }
 
@@ -250,22 +252,22 @@ impl<'p> Evaluator<'p> {
         Decision::Skip(self.skip(contact, lo, current))
     }
 
-    fn dial(&self, contact: &Contact, lo: i64, valid_until: i64) -> Option<Dial> {
+    fn dial(&mut self, contact: &Contact, lo: i64, valid_until: i64) -> Option<Dial> {
         let (zones, zone_source) = contact.zones();
-        let readings: Vec<(Tz, i64)> = zones.iter().map(|z| (*z, offset_at(*z, lo))).collect();
+        self.offsets.clear();
+        self.offsets.extend(zones.iter().map(|z| offset_at(*z, lo)));
+        let offsets = &self.offsets;
         let consent = contact.consents().iter().position(|r| {
-            in_force(r, lo)
-                && readings
-                    .iter()
-                    .all(|(_, off)| r.windows.find(lo + off).is_some())
+            in_force(r, lo) && offsets.iter().all(|off| r.windows.find(lo + off).is_some())
         })?;
         let windows = &contact.consents()[consent].windows;
         let rs = self.policy.ruleset();
         Some(Dial {
             consent,
-            readings: readings
+            readings: zones
                 .iter()
-                .map(|&(zone, off)| reading(zone, lo, off, Some(windows)))
+                .zip(offsets)
+                .map(|(&zone, &off)| reading(zone, lo, off, Some(windows)))
                 .collect(),
             zone_source,
             ruleset: RuleSetRef {

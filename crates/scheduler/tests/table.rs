@@ -295,7 +295,7 @@ fn cases() -> Vec<Case> {
                 PARIS,
                 "sun 02:00-03:00",
                 "2027-10-31T00:00:00Z",
-                Dial(Some("2027-10-31T01:59:00Z")),
+                Dial(None),
             ),
             "none",
         ),
@@ -398,7 +398,7 @@ fn cases() -> Vec<Case> {
                 NEWARK,
                 "sun 01:00-02:00",
                 "2027-11-07T05:00:00Z",
-                Dial(Some("2027-11-07T06:59:00Z")),
+                Dial(None),
             ),
             "none",
         ),
@@ -981,4 +981,32 @@ fn windows_are_exact_over_a_dst_week() {
         "2027-03-30T12:00:00+00:00/2027-03-30T17:59:00+00:00",
     ];
     assert_eq!(got, want);
+}
+
+#[test]
+fn a_fold_is_one_interval_spanning_both_passes() {
+    // Paris 2027-10-31: 02:00-03:00 is read twice, 00:00-01:00Z (CEST) and 01:00-02:00Z (CET).
+    let p = policy("none", &[], "UTC", 60);
+    let c = contact(PARIS, None, &[consent("sun 02:00-03:00")]);
+    let ws = windows(&c, &p, t("2027-10-30T12:00:00Z"), t("2027-10-31T12:00:00Z"));
+    assert_eq!(
+        ws,
+        vec![Interval {
+            start: t("2027-10-31T00:00:00Z"),
+            end: t("2027-10-31T01:59:00Z")
+        }]
+    );
+    // New York 2027-11-07: 01:00-02:00 read at 05:00-06:00Z (EDT) and 06:00-07:00Z (EST).
+    let c = contact(NEWARK, None, &[consent("sun 01:00-02:00")]);
+    let ws = windows(&c, &p, t("2027-11-06T12:00:00Z"), t("2027-11-07T12:00:00Z"));
+    assert_eq!(
+        ws,
+        vec![Interval {
+            start: t("2027-11-07T05:00:00Z"),
+            end: t("2027-11-07T06:59:00Z")
+        }]
+    );
+    // A gap yields nothing: Paris 2027-03-28 02:00-03:00 is never read.
+    let c = contact(PARIS, None, &[consent("sun 02:00-03:00")]);
+    assert!(windows(&c, &p, t("2027-03-27T12:00:00Z"), t("2027-03-28T12:00:00Z")).is_empty());
 }
