@@ -322,10 +322,15 @@ fn explain(
                 rec.source,
                 rec.proof
             )?;
+            // `valid_until` looks only an hour ahead; the exact end is the dialable interval's.
+            let until = Evaluator::new(policy)
+                .windows(c, at, at + chrono::Duration::days(8))
+                .first()
+                .map_or(d.valid_until, |w| w.end);
             writeln!(
                 out,
                 "  a call may start until {} (exclusive)",
-                rfc3339(d.valid_until)
+                rfc3339(until)
             )?;
         }
         Decision::Skip(s) => {
