@@ -160,7 +160,7 @@ impl Decision {
 
 /// Decides whether `contact` may be dialled at `now` under `policy`.
 pub fn decide(contact: &Contact, policy: &Policy, now: DateTime<Utc>) -> Decision {
-    Evaluator::new(policy).decide(contact, now)
+    Evaluator::with_thread_scratch(policy, |ev| ev.decide(contact, now))
 }
 
 /// The exact dialable intervals of `contact` within `[from, until)`.
@@ -170,7 +170,7 @@ pub fn windows(
     from: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Vec<Interval> {
-    Evaluator::new(policy).windows(contact, from, until)
+    Evaluator::with_thread_scratch(policy, |ev| ev.windows(contact, from, until))
 }
 
 /// Reusable evaluation state: scratch buffers and, for batch use, memoised zone offsets and
@@ -181,6 +181,12 @@ pub struct Evaluator<'p> {
     seg_cache: Option<HashMap<Tz, (Span, Vec<Segment>)>>,
     /// Campaign-schedule UTC intervals with the range they cover.
     sched_cache: Option<(Span, Vec<Span>)>,
+    s: Scratch,
+}
+
+/// Scratch buffers, kept between calls so that a decision allocates only its result.
+#[derive(Default)]
+struct Scratch {
     segs: Vec<Segment>,
     local: Vec<Span>,
     legal: Vec<Span>,
@@ -188,7 +194,14 @@ pub struct Evaluator<'p> {
     zone_set: Vec<Span>,
     record_set: Vec<Span>,
     acc: Vec<Span>,
+    allowed: Vec<Span>,
     offsets: Vec<i64>,
+}
+
+thread_local! {
+    /// Scratch for the free functions [`decide`] and [`windows`]: plain memory reuse, no state
+    /// that could change a result.
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
 impl<'p> Evaluator<'p> {
@@ -198,15 +211,20 @@ impl<'p> Evaluator<'p> {
             policy,
             seg_cache: None,
             sched_cache: None,
-            segs: Vec::new(),
-            local: Vec::new(),
-            legal: Vec::new(),
-            tmp: Vec::new(),
-            zone_set: Vec::new(),
-            record_set: Vec::new(),
-            acc: Vec::new(),
-            offsets: Vec::new(),
+            s: Scratch::default(),
         }
+    }
+
+    fn with_thread_scratch<T>(policy: &'p Policy, f: impl FnOnce(&mut Self) -> T) -> T {
+        let mut ev = Evaluator {
+            policy,
+            seg_cache: None,
+            sched_cache: None,
+            s: SCRATCH.take(),
+        };
+        let out = f(&mut ev);
+        SCRATCH.set(ev.s);
+        out
     }
 
     /// An evaluator that memoises per-zone offsets and the campaign schedule, for computing
@@ -239,9 +257,10 @@ impl<'p> Evaluator<'p> {
     pub fn decide(&mut self, contact: &Contact, now: DateTime<Utc>) -> Decision {
         let lo = secs(now);
         let d = self.policy.call_duration_secs();
-        let mut allowed = Vec::new();
+        let mut allowed = std::mem::take(&mut self.s.allowed);
         self.allowed(contact, lo, lo.saturating_add(d + LOOKAHEAD), &mut allowed);
         let current = allowed.first().filter(|s| s.contains(lo)).copied();
+        self.s.allowed = allowed;
         if let Some(span) = current {
             if span.end - d > lo {
                 if let Some(dial) = self.dial(contact, lo, span.end - d) {
@@ -254,9 +273,11 @@ impl<'p> Evaluator<'p> {
 
     fn dial(&mut self, contact: &Contact, lo: i64, valid_until: i64) -> Option<Dial> {
         let (zones, zone_source) = contact.zones();
-        self.offsets.clear();
-        self.offsets.extend(zones.iter().map(|z| offset_at(*z, lo)));
-        let offsets = &self.offsets;
+        self.s.offsets.clear();
+        self.s
+            .offsets
+            .extend(zones.iter().map(|z| offset_at(*z, lo)));
+        let offsets = &self.s.offsets;
         let consent = contact.consents().iter().position(|r| {
             in_force(r, lo) && offsets.iter().all(|off| r.windows.find(lo + off).is_some())
         })?;
@@ -411,13 +432,13 @@ impl<'p> Evaluator<'p> {
             return;
         }
         let d = self.policy.call_duration_secs();
-        let mut allowed = std::mem::take(&mut self.acc);
+        let mut allowed = std::mem::take(&mut self.s.acc);
         self.allowed(contact, lo, hi.saturating_add(d), &mut allowed);
         for s in &allowed {
             // [t, t + D] ⊆ [a, b) ⇔ a ≤ t < b − D.
             push(out, Span::new(s.start, s.end - d));
         }
-        self.acc = allowed;
+        self.s.acc = allowed;
         clip(out, lo, hi);
     }
 
@@ -434,15 +455,15 @@ impl<'p> Evaluator<'p> {
             if v_lo >= v_hi {
                 continue;
             }
-            let mut record_set = std::mem::take(&mut self.record_set);
+            let mut record_set = std::mem::take(&mut self.s.record_set);
             record_set.clear();
             record_set.push(Span::new(v_lo, v_hi));
             for &zone in zones {
-                let mut zone_set = std::mem::take(&mut self.zone_set);
+                let mut zone_set = std::mem::take(&mut self.s.zone_set);
                 self.zone_allowed(&record.windows, zone, v_lo, v_hi, &mut zone_set);
-                intersect(&record_set, &zone_set, &mut self.tmp);
-                std::mem::swap(&mut record_set, &mut self.tmp);
-                self.zone_set = zone_set;
+                intersect(&record_set, &zone_set, &mut self.s.tmp);
+                std::mem::swap(&mut record_set, &mut self.s.tmp);
+                self.s.zone_set = zone_set;
                 if record_set.is_empty() {
                     break;
                 }
@@ -451,23 +472,23 @@ impl<'p> Evaluator<'p> {
                 if out.is_empty() {
                     out.extend_from_slice(&record_set);
                 } else {
-                    union(out, &record_set, &mut self.tmp);
-                    std::mem::swap(out, &mut self.tmp);
+                    union(out, &record_set, &mut self.s.tmp);
+                    std::mem::swap(out, &mut self.s.tmp);
                 }
             }
-            self.record_set = record_set;
+            self.s.record_set = record_set;
         }
         if out.is_empty() || self.policy.schedule().is_none() {
             return;
         }
-        let mut sched = std::mem::take(&mut self.zone_set);
+        let mut sched = std::mem::take(&mut self.s.zone_set);
         self.schedule_spans(lo, hi, &mut sched);
-        intersect(out, &sched, &mut self.tmp);
-        std::mem::swap(out, &mut self.tmp);
-        self.zone_set = sched;
+        intersect(out, &sched, &mut self.s.tmp);
+        std::mem::swap(out, &mut self.s.tmp);
+        self.s.zone_set = sched;
     }
 
-    /// Offset segments of `zone` over `[lo, hi)` into `self.segs`.
+    /// Offset segments of `zone` over `[lo, hi)` into `self.s.segs`.
     fn load_segments(&mut self, zone: Tz, lo: i64, hi: i64) {
         if let Some(cache) = &mut self.seg_cache {
             let entry = cache
@@ -479,8 +500,8 @@ impl<'p> Evaluator<'p> {
                 segments(zone, c_lo, c_hi, &mut entry.1);
                 entry.0 = Span::new(c_lo, c_hi);
             }
-            self.segs.clear();
-            self.segs.extend(
+            self.s.segs.clear();
+            self.s.segs.extend(
                 entry
                     .1
                     .iter()
@@ -491,7 +512,7 @@ impl<'p> Evaluator<'p> {
                     }),
             );
         } else {
-            segments(zone, lo, hi, &mut self.segs);
+            segments(zone, lo, hi, &mut self.s.segs);
         }
     }
 
@@ -500,31 +521,31 @@ impl<'p> Evaluator<'p> {
     fn zone_allowed(&mut self, windows: &Windows, zone: Tz, lo: i64, hi: i64, out: &mut Vec<Span>) {
         out.clear();
         self.load_segments(zone, lo, hi);
-        let (l_lo, l_hi) = local_range(&self.segs);
-        self.local.clear();
-        windows.local_spans(l_lo, l_hi, &mut self.local);
+        let (l_lo, l_hi) = local_range(&self.s.segs);
+        self.s.local.clear();
+        windows.local_spans(l_lo, l_hi, &mut self.s.local);
         let rs = self.policy.ruleset();
         if let Some(hours) = rs.hours() {
-            self.legal.clear();
-            hours.local_spans(l_lo, l_hi, &mut self.legal);
-            intersect(&self.local, &self.legal, &mut self.tmp);
-            std::mem::swap(&mut self.local, &mut self.tmp);
+            self.s.legal.clear();
+            hours.local_spans(l_lo, l_hi, &mut self.s.legal);
+            intersect(&self.s.local, &self.s.legal, &mut self.s.tmp);
+            std::mem::swap(&mut self.s.local, &mut self.s.tmp);
         }
         let holidays = rs.holidays();
-        if holidays != crate::holidays::Holidays::None && !self.local.is_empty() {
+        if holidays != crate::holidays::Holidays::None && !self.s.local.is_empty() {
             // Keep only the non-holiday days of the local range.
-            self.legal.clear();
+            self.s.legal.clear();
             let mut day = day_of(l_lo);
             while day <= day_of(l_hi - 1) {
                 if holidays.on_day(day).is_none() {
-                    push(&mut self.legal, Span::new(day * DAY, (day + 1) * DAY));
+                    push(&mut self.s.legal, Span::new(day * DAY, (day + 1) * DAY));
                 }
                 day += 1;
             }
-            intersect(&self.local, &self.legal, &mut self.tmp);
-            std::mem::swap(&mut self.local, &mut self.tmp);
+            intersect(&self.s.local, &self.s.legal, &mut self.s.tmp);
+            std::mem::swap(&mut self.s.local, &mut self.s.tmp);
         }
-        preimage(&self.local, &self.segs, out);
+        preimage(&self.s.local, &self.s.segs, out);
     }
 
     /// Campaign-schedule UTC intervals within `[lo, hi)`.
@@ -549,10 +570,10 @@ impl<'p> Evaluator<'p> {
             (lo, hi)
         };
         self.load_segments(schedule.zone(), c_lo, c_hi);
-        let (l_lo, l_hi) = local_range(&self.segs);
-        self.local.clear();
-        schedule.local_spans(l_lo, l_hi, &mut self.local);
-        preimage(&self.local, &self.segs, out);
+        let (l_lo, l_hi) = local_range(&self.s.segs);
+        self.s.local.clear();
+        schedule.local_spans(l_lo, l_hi, &mut self.s.local);
+        preimage(&self.s.local, &self.s.segs, out);
         if batch {
             self.sched_cache = Some((Span::new(c_lo, c_hi), out.clone()));
             clip(out, lo, hi);
