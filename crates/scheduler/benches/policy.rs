@@ -67,6 +67,9 @@ fn decide_bench(c: &mut Criterion) {
     g.bench_function("dial/FR/one-zone/reused-evaluator", |b| {
         b.iter(|| black_box(ev.decide(black_box(&paris), dial_at)))
     });
+    g.bench_function("dial/FR/one-zone/fresh-evaluator", |b| {
+        b.iter(|| black_box(Evaluator::new(&fr).decide(black_box(&paris), dial_at)))
+    });
     // Monday 10:30 Paris: Skip, with the next-eligible search (same day 18:00).
     let skip_at = at(2027, 3, 1, 9, 30);
     g.bench_function("skip+next/FR/one-zone", |b| {
