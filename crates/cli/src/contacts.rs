@@ -48,6 +48,12 @@ pub fn load(path: &Path) -> Result<Loaded, InputErrors> {
     let mut index = [usize::MAX; 9];
     let mut errors = Vec::new();
     for (i, h) in headers.iter().enumerate() {
+        // Spreadsheets often save UTF-8 with a byte-order mark.
+        let h = if i == 0 {
+            h.trim_start_matches('\u{feff}')
+        } else {
+            h
+        };
         match COLUMNS.iter().position(|c| *c == h) {
             Some(k) => index[k] = i,
             None => errors.push(

@@ -357,3 +357,34 @@ fn bad_arguments_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("field `id`: bad value `nobody`: no contact with this id"));
 }
+
+#[test]
+fn bom_and_crlf_are_accepted() {
+    let rows = format!("\u{feff}{HEADER}{GOOD_ROW}").replace('\n', "\r\n");
+    let s = Scratch::new(CAMPAIGN, &rows);
+    let o = s.run("windows");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).lines().count(), 5, "{}", text(&o.stdout));
+}
+
+#[test]
+fn non_ascii_window_error_column_counts_characters() {
+    let rows = format!(
+        "{HEADER}c2,+33612345678,,lundi-vendredi 18:00-20:00; été,2027-01-10T09:00:00Z,,,form,p\n"
+    );
+    rejects(
+        CAMPAIGN,
+        &rows,
+        "check",
+        &["at character 1 of the field: expected a day"],
+    );
+    let rows = format!(
+        "{HEADER}c2,+33612345678,,mon 18:00-20:00; été 10:00-11:00,2027-01-10T09:00:00Z,,,form,p\n"
+    );
+    rejects(
+        CAMPAIGN,
+        &rows,
+        "check",
+        &["at character 18 of the field: expected a day"],
+    );
+}

@@ -254,7 +254,8 @@ fn lead_ws(s: &str) -> usize {
 fn window_error(input: &str, at: usize, expected: &'static str) -> Error {
     Error::InvalidWindow {
         input: input.to_owned(),
-        column: input[..at.min(input.len())].chars().count() + 1,
+        // Characters (not bytes) before `at`, so the column is right for non-ASCII input.
+        column: input.char_indices().take_while(|(i, _)| *i < at).count() + 1,
         expected,
     }
 }
