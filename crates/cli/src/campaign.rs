@@ -12,6 +12,10 @@ use crate::input::{line_col, InputError, InputErrors};
 
 /// The minimum ring time before giving up: 47 CFR 64.1200(a)(6) and Ofcom require 15 s.
 pub const MIN_RING_TIMEOUT_SECS: u64 = 15;
+/// No trunk rings for longer than this; a larger value is a typo.
+pub const MAX_RING_TIMEOUT_SECS: u64 = 300;
+/// A prerecorded message longer than this is refused (it would also defeat call fit).
+pub const MAX_MESSAGE_SECS: u64 = 3600;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +184,15 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
             );
             MIN_RING_TIMEOUT_SECS
         }
+        Some(r) if *r.get_ref() > MAX_RING_TIMEOUT_SECS => {
+            cx.err(
+                r.span(),
+                "ring_timeout_secs",
+                Some(&r.get_ref().to_string()),
+                format!("expected at most {MAX_RING_TIMEOUT_SECS} seconds"),
+            );
+            MIN_RING_TIMEOUT_SECS
+        }
         Some(r) => *r.get_ref(),
         None => MIN_RING_TIMEOUT_SECS,
     };
@@ -187,6 +200,18 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
     let base = path.parent().unwrap_or(Path::new("."));
     let message = base.join(raw.message.get_ref());
     let message_length = match wav_length(&message) {
+        Ok(d) if d.as_secs() >= MAX_MESSAGE_SECS => {
+            cx.err(
+                raw.message.span(),
+                "message",
+                Some(raw.message.get_ref()),
+                format!(
+                    "the message lasts {:.0} s; expected at most {MAX_MESSAGE_SECS} s",
+                    d.as_secs_f64()
+                ),
+            );
+            None
+        }
         Ok(d) => Some(d),
         Err(why) => {
             cx.err(
@@ -246,6 +271,8 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
     match (cx.errors.is_empty(), ruleset, zone, message_length) {
         (true, Some(ruleset), Some(zone), Some(message_length)) => {
             let ring_timeout = Duration::from_secs(ring);
+            let policy = Policy::new(ruleset, schedule, ring_timeout, message_length)
+                .map_err(|e| InputError::new(path, e.to_string()).field("message"))?;
             Ok(Campaign {
                 name: raw.name.into_inner(),
                 zone,
@@ -254,7 +281,7 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
                 ring_timeout,
                 pacing,
                 retry,
-                policy: Policy::new(ruleset, schedule, ring_timeout, message_length),
+                policy,
             })
         }
         _ => Err(InputErrors(cx.errors)),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::window::Windows;
-use crate::zone::zones_for_number;
+use crate::zone::zones_for;
 use crate::Error;
 
 /// A contact's identifier, unique within a campaign.
@@ -37,22 +37,41 @@ impl fmt::Display for ContactId {
 
 /// A valid phone number in E.164 form (`+` and up to 15 digits).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct E164(String);
+pub struct E164 {
+    text: String,
+    /// The country calling code.
+    country_code: u16,
+    /// Whether libphonenumber places the number geographically (fixed line, fixed line or
+    /// mobile, or a mobile in a country with geographic mobiles).
+    geographic: bool,
+}
+
+/// Countries whose mobile numbers are geographically assigned (libphonenumber's
+/// `GEO_MOBILE_COUNTRIES`: Mexico, Argentina, Brazil, Indonesia, China).
+const GEO_MOBILE_COUNTRIES: [u16; 5] = [52, 54, 55, 62, 86];
 
 impl E164 {
     /// The number as `+<digits>`.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
     /// The digits without `+`.
     pub fn digits(&self) -> &str {
-        self.0.get(1..).unwrap_or_default()
+        self.text.get(1..).unwrap_or_default()
+    }
+    /// The country calling code.
+    pub fn country_code(&self) -> u16 {
+        self.country_code
+    }
+    /// Whether the number's own prefix (area code) locates it; if not, only its country does.
+    pub fn is_geographic(&self) -> bool {
+        self.geographic
     }
 }
 
 impl fmt::Display for E164 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -76,18 +95,41 @@ impl FromStr for E164 {
             input: s.to_owned(),
             reason,
         };
-        if !s.trim_start().starts_with('+') {
+        let t = s.trim();
+        if !t.starts_with('+') {
             return Err(bad(
                 "not in E.164 form: expected `+` then the country code, e.g. +33612345678",
             ));
         }
-        let n = phonenumber::parse(None, s).map_err(|_| bad("not a phone number"))?;
+        // libphonenumber's parser is lenient (letters as on a keypad, extensions, several
+        // `+`); a consent record must name exactly one reachable number.
+        if !t[1..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || " -().".contains(c))
+        {
+            return Err(bad("only digits, spaces and - ( ) . may follow the `+`"));
+        }
+        let n = phonenumber::parse(None, t).map_err(|_| bad("not a phone number"))?;
+        if n.extension().is_some() {
+            return Err(bad("extensions cannot be dialled"));
+        }
         if !phonenumber::is_valid(&n) {
             return Err(bad(
                 "not a valid number for its country (libphonenumber metadata)",
             ));
         }
-        Ok(E164(n.format().mode(phonenumber::Mode::E164).to_string()))
+        let country_code = n.code().value();
+        use phonenumber::Type;
+        let geographic = match n.number_type(&phonenumber::metadata::DATABASE) {
+            Type::FixedLine | Type::FixedLineOrMobile => true,
+            Type::Mobile => GEO_MOBILE_COUNTRIES.contains(&country_code),
+            _ => false,
+        };
+        Ok(E164 {
+            text: n.format().mode(phonenumber::Mode::E164).to_string(),
+            country_code,
+            geographic,
+        })
     }
 }
 
@@ -141,7 +183,7 @@ impl Contact {
     /// A contact. With `zone = None` the candidate zones come from the number.
     pub fn new(id: ContactId, phone: E164, zone: Option<Tz>, consents: Vec<ConsentRecord>) -> Self {
         let inferred = if zone.is_none() {
-            zones_for_number(phone.digits())
+            zones_for(&phone)
         } else {
             &[]
         };
@@ -196,6 +238,29 @@ mod tests {
         assert_eq!(ok("0612345678"), None);
         assert_eq!(ok("+3361234"), None);
         assert_eq!(ok("hello"), None);
+    }
+
+    #[test]
+    fn e164_rejects_what_cannot_be_dialled_exactly() {
+        for bad in [
+            "+33612345678x12",
+            "++33612345678",
+            "+33612345678;",
+            "+1-800-FLOWERS",
+            "+33 6 12 34 56 78 ext. 5",
+        ] {
+            assert!(bad.parse::<E164>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn geographic_numbers() {
+        let geo = |s: &str| s.parse::<E164>().map(|e| e.is_geographic()).ok();
+        assert_eq!(geo("+33142685300"), Some(true)); // Paris fixed line
+        assert_eq!(geo("+33612345678"), Some(false)); // French mobile
+        assert_eq!(geo("+12012345678"), Some(true)); // NANP: fixed line or mobile
+        assert_eq!(geo("+61412345678"), Some(false)); // Australian mobile
+        assert_eq!(geo("+18005550199"), Some(false)); // toll-free
     }
 
     #[test]

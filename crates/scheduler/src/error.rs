@@ -27,6 +27,12 @@ pub enum Error {
     /// No rule set has this name.
     #[error("unknown rule set `{name}`: expected one of FR, US, none")]
     UnknownRuleSet { name: String },
+    /// Ring timeout + message length is longer than the policy accepts.
+    #[error(
+        "ring timeout + message length is {secs} s; at most {} s is accepted",
+        crate::policy::MAX_CALL_DURATION_SECS
+    )]
+    CallTooLong { secs: u64 },
     /// A contact identifier is empty.
     #[error("empty contact id")]
     EmptyContactId,

@@ -12,7 +12,7 @@
 //! use crieur_scheduler::*;
 //! use std::time::Duration;
 //!
-//! let policy = Policy::new(RuleSet::by_name("FR")?, None, Duration::from_secs(25), Duration::from_secs(35));
+//! let policy = Policy::new(RuleSet::by_name("FR")?, None, Duration::from_secs(25), Duration::from_secs(35))?;
 //! let consent = ConsentRecord {
 //!     windows: "mon-fri 18:00-20:00".parse()?,
 //!     granted_at: Utc.with_ymd_and_hms(2027, 1, 10, 9, 0, 0).unwrap(),
@@ -47,11 +47,11 @@ pub use decide::{
 };
 pub use error::{parse_zone, Error};
 pub use holidays::Holidays;
-pub use policy::Policy;
+pub use policy::{Policy, MAX_CALL_DURATION_SECS};
 pub use ruleset::RuleSet;
 pub use schedule::{CampaignSchedule, CronExpr};
 pub use window::{Window, Windows};
-pub use zone::{phone_tz_map_version, tzdb_version, zones_for_number};
+pub use zone::{phone_tz_map_version, tzdb_version, zones_for};
 
 /// Re-exported so callers name zones with the same type.
 pub use chrono_tz::Tz;

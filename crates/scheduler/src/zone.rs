@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use chrono::{Offset, TimeZone};
 use chrono_tz::Tz;
 
+use crate::contact::E164;
 use crate::interval::Span;
 use crate::time::{utc, DAY};
 
@@ -51,9 +52,21 @@ fn phone_zones() -> &'static PhoneZones {
     })
 }
 
-/// Every zone a number (E.164 digits, without `+`) may be in, by longest-prefix match.
-/// Empty when libphonenumber knows no zone for it.
-pub fn zones_for_number(digits: &str) -> &'static [Tz] {
+/// Every zone a number may be in, as libphonenumber's `PhoneNumberToTimeZonesMapper` gives
+/// them: for a geographic number the zones of its longest matching prefix (e.g. the +1 area
+/// code); for any other (mobile, toll-free …) the zones of its whole country. Empty when
+/// libphonenumber knows none.
+pub fn zones_for(number: &E164) -> &'static [Tz] {
+    if number.is_geographic() {
+        zones_for_prefix(number.digits())
+    } else {
+        let cc = number.country_code().to_string();
+        phone_zones().by_prefix.get(cc.as_str()).map_or(&[], |z| z)
+    }
+}
+
+/// The zones of the longest prefix of `digits` (E.164 digits without `+`) in the map.
+fn zones_for_prefix(digits: &str) -> &'static [Tz] {
     let map = phone_zones();
     let mut len = digits.len().min(map.longest);
     while len > 0 {
@@ -150,19 +163,28 @@ mod tests {
         assert!(phone_tz_map_version().starts_with("9."));
     }
 
+    fn zones(n: &str) -> Vec<String> {
+        match n.parse::<E164>() {
+            Ok(e) => zones_for(&e).iter().map(|z| z.name().to_owned()).collect(),
+            Err(e) => panic!("{n}: {e}"),
+        }
+    }
+
     #[test]
-    fn longest_prefix() {
-        assert_eq!(
-            zones_for_number("12125550123"),
-            &[chrono_tz::America::New_York]
-        );
-        assert_eq!(zones_for_number("33612345678"), &[chrono_tz::Europe::Paris]);
-        assert_eq!(
-            zones_for_number("19075550123"),
-            &[chrono_tz::America::Adak, chrono_tz::America::Anchorage]
-        );
-        assert!(zones_for_number("18005550123").len() > 30); // toll-free: all of NANP
-        assert!(zones_for_number("").is_empty());
+    fn geographic_numbers_by_longest_prefix() {
+        assert_eq!(zones("+12125550123"), ["America/New_York"]);
+        assert_eq!(zones("+19075550123"), ["America/Adak", "America/Anchorage"]);
+        assert_eq!(zones("+33142685300"), ["Europe/Paris"]);
+        assert!(zones_for_prefix("").is_empty());
+    }
+
+    #[test]
+    fn other_numbers_get_every_zone_of_their_country() {
+        assert_eq!(zones("+61412345678").len(), 8); // Australian mobile: all of Australia
+        assert!(zones("+18005550199").len() > 30); // toll-free: all of NANP
+        assert!(zones("+79123456789").len() > 10); // Russian mobile
+        assert_eq!(zones("+33612345678"), ["Europe/Paris"]); // French mobile: one zone
+        assert!(zones("+80012345678").is_empty()); // international freephone: none
     }
 
     #[test]

@@ -629,6 +629,19 @@ fn cases() -> Vec<Case> {
             ),
             "none",
         ),
+        with_ruleset(
+            base(
+                "australian mobile: every australian zone",
+                AU_MOBILE,
+                "mon-fri 09:00-17:00",
+                "2027-01-11T02:00:00Z",
+                Skip(
+                    &["OutsideConsentWindow(Indian/Cocos)"],
+                    Some("2027-01-11T02:30:00Z"),
+                ),
+            ),
+            "none",
+        ),
         // ---- windows over midnight ------------------------------------------------------------
         with_ruleset(
             base(

@@ -65,12 +65,12 @@ pub fn policy(ruleset: &str, cron: &[&str], cron_zone: &str, d_secs: u64) -> Pol
         let exprs = cron.iter().map(|c| ok(c.parse())).collect();
         Some(ok(CampaignSchedule::new(exprs, ok(parse_zone(cron_zone)))))
     };
-    Policy::new(
+    ok(Policy::new(
         ok(RuleSet::by_name(ruleset)),
         schedule,
         Duration::from_secs(d_secs),
         Duration::ZERO,
-    )
+    ))
 }
 
 /// A short, stable name for a skip reason, with its zone where it has one.
