@@ -26,6 +26,7 @@ fn policy(ruleset: &str, cron: Option<&str>) -> Policy {
         Duration::from_secs(25),
         Duration::from_secs(15),
     )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A one-zone contact (zone given), as the 2 M/s target specifies.
