@@ -35,12 +35,15 @@ pub struct Loaded {
 /// Reads and validates a contacts file. Either every row is valid, or every problem is
 /// reported and nothing is returned.
 pub fn load(path: &Path) -> Result<Loaded, InputErrors> {
-    let file = std::fs::File::open(path)
+    // Read whole: the contacts are held in memory anyway, and line numbers for errors are
+    // counted from byte offsets (the csv crate's own line count is off with CRLF endings).
+    let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
+    let mut lines = LineIndex::new(&bytes);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+        .from_reader(bytes.as_slice());
     let headers = reader
         .headers()
         .map_err(|e| InputError::new(path, format!("cannot read the header: {e}")).at(1, None))?
@@ -92,7 +95,7 @@ pub fn load(path: &Path) -> Result<Loaded, InputErrors> {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line() as usize);
+                let line = e.position().map_or(0, |p| lines.line_of(p.byte()));
                 errors.push(InputError::new(path, format!("malformed CSV: {e}")).at(line, None));
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     break;
@@ -101,7 +104,7 @@ pub fn load(path: &Path) -> Result<Loaded, InputErrors> {
             }
         }
         out.rows += 1;
-        let line = record.position().map_or(0, |p| p.line() as usize);
+        let line = record.position().map_or(0, |p| lines.line_of(p.byte()));
         let field = |k: usize| record.get(index[k]).unwrap_or("");
         let err = |k: usize, msg: String| {
             InputError::new(path, msg)
@@ -237,5 +240,42 @@ fn optional_instant(s: &str) -> Result<Option<DateTime<Utc>>, String> {
         Ok(None)
     } else {
         instant(s).map(Some)
+    }
+}
+
+/// 1-based line numbers of byte offsets, for offsets that mostly increase.
+struct LineIndex<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        LineIndex {
+            bytes,
+            pos: 0,
+            line: 1,
+        }
+    }
+
+    fn line_of(&mut self, byte: u64) -> usize {
+        let mut byte = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        // With CRLF endings the csv crate reports a record as starting at the `\n` of the
+        // previous line's terminator: skip terminators to the record's first byte.
+        while matches!(self.bytes.get(byte), Some(b'\r' | b'\n')) {
+            byte += 1;
+        }
+        if byte < self.pos {
+            (self.pos, self.line) = (0, 1);
+        }
+        self.line += self.bytes[self.pos..byte]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.pos = byte;
+        self.line
     }
 }

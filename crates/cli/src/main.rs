@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use crieur_scheduler::{
     phone_tz_map_version, tzdb_version, Contact, Decision, Evaluator, Reading, SkipReason,
@@ -78,9 +78,14 @@ enum Format {
 }
 
 fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
+    let t = DateTime::parse_from_rfc3339(s)
         .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| format!("expected an RFC 3339 instant such as 2027-03-29T08:00:00Z: {e}"))
+        .map_err(|e| format!("expected an RFC 3339 instant such as 2027-03-29T08:00:00Z: {e}"))?;
+    if t.year() > 2099 {
+        // chrono-tz's tables end in 2099: later DST changes would be silently ignored.
+        return Err("expected an instant before 2100 (the time-zone tables end in 2099)".into());
+    }
+    Ok(t)
 }
 
 fn main() -> ExitCode {
@@ -322,14 +327,19 @@ fn explain(
                 rec.source,
                 rec.proof
             )?;
-            // `valid_until` looks only an hour ahead; the exact end is the dialable interval's.
-            let until = Evaluator::new(policy)
-                .windows(c, at, at + chrono::Duration::days(8))
-                .first()
-                .map_or(d.valid_until, |w| w.end);
+            // `valid_until` looks only an hour ahead; the exact end is that of the dialable
+            // interval containing `at` (searched up to 8 days ahead).
+            let at_s = at.with_nanosecond(0).unwrap_or(at);
+            let horizon = at_s + chrono::Duration::days(8);
+            let (until, more) = Evaluator::new(policy)
+                .windows(c, at_s, horizon)
+                .into_iter()
+                .find(|w| w.start <= at_s)
+                .map_or((d.valid_until, true), |w| (w.end, w.end >= horizon));
             writeln!(
                 out,
-                "  a call may start until {} (exclusive)",
+                "  a call may start until {}{} (exclusive)",
+                if more { "at least " } else { "" },
                 rfc3339(until)
             )?;
         }
@@ -395,6 +405,15 @@ fn check(campaign_path: &Path, contacts_path: Option<&Path>) -> anyhow::Result<E
             c.retry.max_attempts.map_or("rule-set default".to_owned(), |n| n.to_string()),
             c.retry.min_delay_secs.map_or("rule-set default".to_owned(), |n| format!("{n} s")),
         );
+        for e in p.schedule().map_or(&[][..], |s| s.exprs()) {
+            if !e.holds_ever() {
+                println!(
+                    "warning: {}: schedule expression `{}` never holds: the campaign will never call under it",
+                    campaign_path.display(),
+                    e.source()
+                );
+            }
+        }
     }
     if let Err(e) = campaign {
         errors.extend(e.0);

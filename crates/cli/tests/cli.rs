@@ -368,6 +368,53 @@ fn bom_and_crlf_are_accepted() {
 }
 
 #[test]
+fn never_holding_schedule_is_a_warning() {
+    let campaign = format!("{CAMPAIGN}schedule = [\"* * 31 2 *\"]\n");
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let o = s.run("check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("schedule expression `* * 31 2 *` never holds"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn instants_after_2099_are_refused() {
+    let o = crieur(&[
+        "explain",
+        "--campaign",
+        "examples/campaign-fr.toml",
+        "--contacts",
+        "examples/contacts-fr.csv",
+        "--contact",
+        "fr-paris-1",
+        "--at",
+        "2100-07-01T10:00:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("expected an instant before 2100"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn crlf_line_numbers() {
+    let rows =
+        format!("{HEADER}{GOOD_ROW}c2,+3361234,,mon 10:00-11:00,2027-01-10T09:00:00Z,,,form,p\n")
+            .replace('\n', "\r\n");
+    rejects(
+        CAMPAIGN,
+        &rows,
+        "check",
+        &["contacts.csv:3:2: field `phone`"],
+    );
+}
+
+#[test]
 fn non_ascii_window_error_column_counts_characters() {
     let rows = format!(
         "{HEADER}c2,+33612345678,,lundi-vendredi 18:00-20:00; été,2027-01-10T09:00:00Z,,,form,p\n"

@@ -44,6 +44,14 @@ impl CronExpr {
         &self.source
     }
 
+    /// Whether the expression holds at some minute in 2020–2035 (a 16-year span covers
+    /// every month/day/weekday combination, leap days included).
+    pub fn holds_ever(&self) -> bool {
+        let first = crate::time::days_from_civil(2020, 1, 1);
+        let last = crate::time::days_from_civil(2036, 1, 1);
+        !self.day_pattern.is_empty() && (first..last).any(|d| self.day_matches(d))
+    }
+
     fn day_matches(&self, day: i64) -> bool {
         let (_, m, d) = civil_from_days(day);
         if self.months & (1 << m) == 0 {
@@ -63,7 +71,7 @@ const DOW_NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// Parses a crontab(5) day-of-week field into a set of Unix weekdays (bit 0 = Sunday).
 fn unix_dow(field: &str) -> Result<u8, &'static str> {
-    const EXPECTED: &str = "a day-of-week field: 0-7 or sun-sat, with lists, ranges, steps";
+    const EXPECTED: &str = "0-7 or sun-sat, with lists, ranges and steps";
     let value = |s: &str| -> Result<u32, &'static str> {
         if let Ok(n) = s.parse::<u32>() {
             return if n <= 7 { Ok(n) } else { Err(EXPECTED) };
@@ -96,6 +104,8 @@ fn unix_dow(field: &str) -> Result<u8, &'static str> {
                 }
             },
         };
+        // `fri-sun`, `5-0`: a range may end on Sunday written as 0.
+        let hi = if hi == 0 && lo > 0 { 7 } else { hi };
         if lo > hi {
             return Err(EXPECTED);
         }
@@ -123,7 +133,26 @@ impl FromStr for CronExpr {
                 fields.len()
             )));
         }
-        let unix = unix_dow(fields[4]).map_err(|e| err(e.to_owned()))?;
+        let unix = unix_dow(fields[4])
+            .map_err(|e| err(format!("day-of-week `{}`: expected {e}", fields[4])))?;
+        // Validate field by field with the `cron` crate, so the error names the field.
+        const NAMES: [(&str, &str); 4] = [
+            ("minute", "0-59"),
+            ("hour", "0-23"),
+            ("day-of-month", "1-31"),
+            ("month", "1-12 or jan-dec"),
+        ];
+        for (i, (name, range)) in NAMES.iter().enumerate() {
+            let mut probe = ["*"; 4];
+            probe[i] = fields[i];
+            let six = format!("0 {} {} {} {} *", probe[0], probe[1], probe[2], probe[3]);
+            if cron::Schedule::from_str(&six).is_err() {
+                return Err(err(format!(
+                    "{name} `{}`: expected {range}, with lists, ranges and steps",
+                    fields[i]
+                )));
+            }
+        }
         // Unix weekday u (0 = Sunday) is the cron crate's ordinal u + 1.
         let crate_dow = if unix == 0x7f {
             "*".to_owned()
@@ -163,8 +192,9 @@ impl FromStr for CronExpr {
             months: s.months().iter().fold(0, |acc, m| acc | 1 << m),
             dom: s.days_of_month().iter().fold(0, |acc, d| acc | 1 << d),
             dow,
-            dom_restricted: !s.days_of_month().is_all(),
-            dow_restricted: unix != 0x7f,
+            // Vixie cron: a day field is unrestricted iff it starts with `*` (or is `?`).
+            dom_restricted: !(fields[2].starts_with('*') || fields[2] == "?"),
+            dow_restricted: !(fields[4].starts_with('*') || fields[4] == "?"),
             day_pattern,
         })
     }
@@ -254,6 +284,8 @@ mod tests {
         assert_eq!(c("* * * * 5-7").dow, 0b1110000);
         assert_eq!(c("* * * * sat,sun").dow, 0b1100000);
         assert_eq!(c("* * * * */2").dow, 0b1101010); // sun, tue, thu, sat
+        assert_eq!(c("* * * * fri-sun").dow, 0b1110000);
+        assert_eq!(c("* * * * 5-0").dow, 0b1110000);
     }
 
     #[test]
@@ -267,6 +299,36 @@ mod tests {
         // Only day-of-week restricted: AND with "every day of month".
         let e = c("* * * * mon");
         assert!(!e.day_matches(days_from_civil(2027, 4, 1)));
+    }
+
+    #[test]
+    fn vixie_star_rule() {
+        // `*/2` starts with `*`: unrestricted, so AND with day-of-week.
+        let e = c("* * */2 * mon");
+        assert!(!e.day_matches(days_from_civil(2027, 4, 1))); // Thursday the 1st
+        assert!(e.day_matches(days_from_civil(2027, 3, 1))); // Monday the 1st
+                                                             // `1-31` does not start with `*`: restricted, so OR.
+        assert!(c("* * 1-31 * mon").day_matches(days_from_civil(2027, 4, 1)));
+    }
+
+    #[test]
+    fn never_holding_expressions() {
+        assert!(!c("* * 31 2 *").holds_ever());
+        assert!(c("* * 29 2 *").holds_ever());
+        assert!(c("* 9-17 * * mon-fri").holds_ever());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let reason = |s: &str| match s.parse::<CronExpr>() {
+            Err(Error::InvalidCron { reason, .. }) => reason,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert!(reason("* 25 * * *").starts_with("hour `25`: expected 0-23"));
+        assert!(reason("61 * * * *").starts_with("minute `61`"));
+        assert!(reason("* * 0 * *").starts_with("day-of-month `0`"));
+        assert!(reason("* * * 13 *").starts_with("month `13`"));
+        assert!(reason("* * * * 8").starts_with("day-of-week `8`"));
     }
 
     #[test]
