@@ -1,0 +1,493 @@
+//! The per-call script, sans I/O: what to play, when the opt-out applies, the call timers,
+//! and how the call ended.
+//!
+//! Shape: `handle_*(now, input)` then drain [`CallScript::poll_action`]; sleep until
+//! [`CallScript::poll_timeout`] and call [`CallScript::handle_timeout`]. States are named after
+//! what they wait for.
+//!
+//! | timer | starts | on expiry |
+//! |---|---|---|
+//! | ring timeout (≥ 15 s) | INVITE sent | CANCEL; the call ends `no-answer` when the INVITE's final response (487) arrives, or after a 32 s grace if none does |
+//! | max call length | INVITE sent | BYE; ends `answered-completed` (message cut) or, before answer, CANCEL + `no-answer` |
+//! | opt-out durability | opt-out key heard | none: the confirmation plays only once the store says the opt-out is durable; if the callee hangs up first the opt-out is still recorded |
+
+use std::time::{Duration, Instant};
+
+use crate::dtmf::DtmfMethod;
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Answered, the whole message played.
+    AnsweredCompleted,
+    /// Answered, the opt-out key pressed and recorded.
+    AnsweredOptedOut,
+    /// Answered, the callee hung up before the message ended.
+    HungUpMidMessage,
+    /// 486 Busy Here / 600 Busy Everywhere.
+    Busy,
+    /// Ring timeout (CANCEL), 408 or 480.
+    NoAnswer,
+    /// 403, 603 and other refusals.
+    Rejected,
+    /// 404 / 484.
+    NotFound,
+    /// 5xx, timer B, transport error.
+    TrunkFailure,
+    /// The trunk kept challenging our credentials (401/407).
+    AuthFailed,
+    /// The callee accepts none of our codecs (488/606, or an answer without PCMU/PCMA).
+    CodecMismatch,
+    /// We stopped the call (shutdown).
+    LocalShutdown,
+}
+
+impl Outcome {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::AnsweredCompleted => "answered-completed",
+            Outcome::AnsweredOptedOut => "answered-opted-out",
+            Outcome::HungUpMidMessage => "hung-up-mid-message",
+            Outcome::Busy => "busy",
+            Outcome::NoAnswer => "no-answer",
+            Outcome::Rejected => "rejected",
+            Outcome::NotFound => "not-found",
+            Outcome::TrunkFailure => "trunk-failure",
+            Outcome::AuthFailed => "auth-failed",
+            Outcome::CodecMismatch => "codec-mismatch",
+            Outcome::LocalShutdown => "local-shutdown",
+        }
+    }
+
+    /// The outcome of a final non-2xx response to the INVITE. `cancelled`: we had sent CANCEL
+    /// after the ring timeout (so 487 means no answer).
+    pub fn of_status(code: u16, cancelled: bool) -> Outcome {
+        match code {
+            487 if cancelled => Outcome::NoAnswer,
+            486 | 600 => Outcome::Busy,
+            408 | 480 => Outcome::NoAnswer,
+            404 | 484 => Outcome::NotFound,
+            401 | 407 => Outcome::AuthFailed,
+            488 | 606 => Outcome::CodecMismatch,
+            500..=599 => Outcome::TrunkFailure,
+            _ => Outcome::Rejected,
+        }
+    }
+}
+
+/// Who hung up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupBy {
+    Us,
+    Callee,
+    /// Nobody: the call was never answered.
+    Nobody,
+}
+
+/// The end of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub outcome: Outcome,
+    /// The INVITE's final SIP status, when one came.
+    pub sip_status: Option<u16>,
+    /// The reason phrase or a description.
+    pub reason: String,
+    pub hangup_by: HangupBy,
+}
+
+/// Which recording to play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prompt {
+    Message,
+    Confirmation,
+}
+
+/// What the I/O layer must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send CANCEL for the pending INVITE.
+    Cancel,
+    /// Send BYE in the dialog.
+    Bye,
+    /// Start playing a prompt now (stopping any other).
+    Play(Prompt),
+    /// Stop playing.
+    StopPlayback,
+    /// Record the opt-out durably, then call [`CallScript::handle_opt_out_durable`].
+    RecordOptOut { digit: char, method: DtmfMethod },
+    /// A key that is not the opt-out key (reported for later use, e.g. "press 1 to repeat").
+    KeyPressed { digit: char, method: DtmfMethod },
+    /// The call is over.
+    Finished(Ending),
+}
+
+/// Call parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptConfig {
+    pub ring_timeout: Duration,
+    pub max_call_length: Duration,
+    pub opt_out_key: char,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    AwaitingAnswer { cancel_sent: Option<Instant> },
+    Playing,
+    AwaitingOptOutDurable { callee_gone: bool },
+    Confirming,
+    AwaitingByeSent,
+    Ended,
+}
+
+/// Grace for the final response after CANCEL (64 × T1, the INVITE transaction's own limit).
+const CANCEL_GRACE: Duration = Duration::from_secs(32);
+
+/// One call's script.
+#[derive(Debug)]
+pub struct CallScript {
+    cfg: ScriptConfig,
+    state: State,
+    invited: Instant,
+    answered: Option<Instant>,
+    first_audio: Option<Instant>,
+    actions: std::collections::VecDeque<Action>,
+    pending_end: Option<Ending>,
+}
+
+impl CallScript {
+    /// A script for a call whose INVITE is sent at `now`.
+    pub fn new(now: Instant, cfg: ScriptConfig) -> Self {
+        CallScript {
+            cfg,
+            state: State::AwaitingAnswer { cancel_sent: None },
+            invited: now,
+            answered: None,
+            first_audio: None,
+            actions: Default::default(),
+            pending_end: None,
+        }
+    }
+
+    /// The next action to perform.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Whether the call has ended.
+    pub fn is_over(&self) -> bool {
+        self.state == State::Ended
+    }
+
+    /// Answer → first audio packet, once both happened.
+    pub fn answer_to_first_audio(&self) -> Option<Duration> {
+        Some(self.first_audio?.saturating_duration_since(self.answered?))
+    }
+
+    /// When [`CallScript::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let max = self.invited + self.cfg.max_call_length;
+        match &self.state {
+            State::AwaitingAnswer { cancel_sent: None } => Some((self.invited + self.cfg.ring_timeout).min(max)),
+            State::AwaitingAnswer { cancel_sent: Some(t) } => Some(*t + CANCEL_GRACE),
+            State::Playing | State::Confirming => Some(max),
+            _ => None,
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome, sip_status: Option<u16>, reason: impl Into<String>, hangup_by: HangupBy) {
+        self.state = State::Ended;
+        self.actions.push_back(Action::Finished(Ending {
+            outcome,
+            sip_status,
+            reason: reason.into(),
+            hangup_by,
+        }));
+    }
+
+    fn hang_up(&mut self, outcome: Outcome, reason: &str) {
+        self.actions.push_back(Action::StopPlayback);
+        self.actions.push_back(Action::Bye);
+        self.pending_end = Some(Ending {
+            outcome,
+            sip_status: Some(200),
+            reason: reason.into(),
+            hangup_by: HangupBy::Us,
+        });
+        self.state = State::AwaitingByeSent;
+    }
+
+    /// Timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(due) = self.poll_timeout() else { return };
+        if now < due {
+            return;
+        }
+        match self.state {
+            State::AwaitingAnswer { cancel_sent: None } => {
+                self.actions.push_back(Action::Cancel);
+                self.state = State::AwaitingAnswer { cancel_sent: Some(now) };
+            }
+            State::AwaitingAnswer { cancel_sent: Some(_) } => {
+                self.finish(Outcome::NoAnswer, None, "no final response after CANCEL", HangupBy::Nobody);
+            }
+            State::Playing | State::Confirming => {
+                let outcome = if self.state == State::Confirming {
+                    Outcome::AnsweredOptedOut
+                } else {
+                    Outcome::AnsweredCompleted
+                };
+                self.hang_up(outcome, "maximum call length reached");
+            }
+            _ => {}
+        }
+    }
+
+    /// A final non-2xx response to the INVITE.
+    pub fn handle_rejected(&mut self, _now: Instant, code: u16, reason: &str) {
+        if let State::AwaitingAnswer { cancel_sent } = self.state {
+            self.finish(Outcome::of_status(code, cancel_sent.is_some()), Some(code), reason, HangupBy::Nobody);
+        }
+    }
+
+    /// The INVITE failed without a response (timer B, ICMP, transport error).
+    pub fn handle_transport_error(&mut self, _now: Instant, why: &str) {
+        if matches!(self.state, State::AwaitingAnswer { .. }) {
+            self.finish(Outcome::TrunkFailure, None, why, HangupBy::Nobody);
+        }
+    }
+
+    /// 200 OK. `codec_ok`: whether the answer named a codec we offered; if not, the call is
+    /// hung up at once as `codec-mismatch`.
+    pub fn handle_answered(&mut self, now: Instant, codec_ok: bool) {
+        if !matches!(self.state, State::AwaitingAnswer { .. }) {
+            return;
+        }
+        self.answered = Some(now);
+        if codec_ok {
+            self.state = State::Playing;
+            self.actions.push_back(Action::Play(Prompt::Message));
+        } else {
+            self.hang_up(Outcome::CodecMismatch, "no common codec in the answer");
+        }
+    }
+
+    /// The first RTP packet of the message left.
+    pub fn handle_first_audio(&mut self, now: Instant) {
+        self.first_audio.get_or_insert(now);
+    }
+
+    /// A key press, from any method.
+    pub fn handle_key(&mut self, _now: Instant, digit: char, method: DtmfMethod) {
+        match self.state {
+            State::Playing if digit == self.cfg.opt_out_key => {
+                self.actions.push_back(Action::StopPlayback);
+                self.actions.push_back(Action::RecordOptOut { digit, method });
+                self.state = State::AwaitingOptOutDurable { callee_gone: false };
+            }
+            State::Playing => self.actions.push_back(Action::KeyPressed { digit, method }),
+            _ => {}
+        }
+    }
+
+    /// The store confirmed the opt-out is durable.
+    pub fn handle_opt_out_durable(&mut self, _now: Instant) {
+        if let State::AwaitingOptOutDurable { callee_gone } = self.state {
+            if callee_gone {
+                self.finish(Outcome::AnsweredOptedOut, Some(200), "callee hung up during the opt-out", HangupBy::Callee);
+            } else {
+                self.state = State::Confirming;
+                self.actions.push_back(Action::Play(Prompt::Confirmation));
+            }
+        }
+    }
+
+    /// A prompt played to its end.
+    pub fn handle_prompt_done(&mut self, _now: Instant, prompt: Prompt) {
+        match (&self.state, prompt) {
+            (State::Playing, Prompt::Message) => self.hang_up(Outcome::AnsweredCompleted, "message played"),
+            (State::Confirming, Prompt::Confirmation) => self.hang_up(Outcome::AnsweredOptedOut, "opt-out confirmed"),
+            _ => {}
+        }
+    }
+
+    /// Our BYE got its final response (or failed): the call is over.
+    pub fn handle_bye_done(&mut self, _now: Instant) {
+        if self.state == State::AwaitingByeSent {
+            if let Some(e) = self.pending_end.take() {
+                self.state = State::Ended;
+                self.actions.push_back(Action::Finished(e));
+            }
+        }
+    }
+
+    /// The callee sent BYE.
+    pub fn handle_remote_bye(&mut self, _now: Instant) {
+        match self.state {
+            State::Playing => {
+                self.actions.push_back(Action::StopPlayback);
+                self.finish(Outcome::HungUpMidMessage, Some(200), "callee hung up during the message", HangupBy::Callee);
+            }
+            State::AwaitingOptOutDurable { .. } => {
+                // The opt-out is still being recorded; the call ends when it is durable.
+                self.state = State::AwaitingOptOutDurable { callee_gone: true };
+            }
+            State::Confirming => {
+                self.actions.push_back(Action::StopPlayback);
+                self.finish(Outcome::AnsweredOptedOut, Some(200), "callee hung up during the confirmation", HangupBy::Callee);
+            }
+            State::AwaitingByeSent => {
+                if let Some(e) = self.pending_end.take() {
+                    self.state = State::Ended;
+                    self.actions.push_back(Action::Finished(e));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Local shutdown: end the call now.
+    pub fn handle_shutdown(&mut self, _now: Instant) {
+        match self.state {
+            State::AwaitingAnswer { cancel_sent: None } => {
+                self.actions.push_back(Action::Cancel);
+                self.finish(Outcome::LocalShutdown, None, "shutdown before answer", HangupBy::Us);
+            }
+            State::AwaitingAnswer { .. } => self.finish(Outcome::LocalShutdown, None, "shutdown", HangupBy::Us),
+            State::Playing | State::Confirming => self.hang_up(Outcome::LocalShutdown, "shutdown"),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // an arbitrary origin for the fake clock
+mod tests {
+    use super::*;
+
+    fn cfg() -> ScriptConfig {
+        ScriptConfig {
+            ring_timeout: Duration::from_secs(20),
+            max_call_length: Duration::from_secs(120),
+            opt_out_key: '9',
+        }
+    }
+
+    fn drain(s: &mut CallScript) -> Vec<Action> {
+        std::iter::from_fn(|| s.poll_action()).collect()
+    }
+
+    fn ended(actions: &[Action]) -> Option<Outcome> {
+        actions.iter().find_map(|a| match a {
+            Action::Finished(e) => Some(e.outcome),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn answered_and_completed() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0 + Duration::from_secs(3), true);
+        assert_eq!(drain(&mut s), vec![Action::Play(Prompt::Message)]);
+        s.handle_first_audio(t0 + Duration::from_millis(3002));
+        assert_eq!(s.answer_to_first_audio(), Some(Duration::from_millis(2)));
+        s.handle_key(t0 + Duration::from_secs(4), '1', DtmfMethod::SipInfo);
+        assert_eq!(drain(&mut s), vec![Action::KeyPressed { digit: '1', method: DtmfMethod::SipInfo }]);
+        s.handle_prompt_done(t0 + Duration::from_secs(20), Prompt::Message);
+        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
+        s.handle_bye_done(t0 + Duration::from_secs(20));
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredCompleted));
+        assert!(s.is_over());
+    }
+
+    #[test]
+    fn opt_out_confirms_only_after_durable() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        drain(&mut s);
+        s.handle_key(t0, '9', DtmfMethod::Rfc4733);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::StopPlayback, Action::RecordOptOut { digit: '9', method: DtmfMethod::Rfc4733 }]
+        );
+        // Nothing plays until the store says the opt-out is durable; more 9s are ignored.
+        s.handle_key(t0, '9', DtmfMethod::InBand);
+        s.handle_timeout(t0 + Duration::from_secs(500));
+        assert!(drain(&mut s).is_empty());
+        s.handle_opt_out_durable(t0);
+        assert_eq!(drain(&mut s), vec![Action::Play(Prompt::Confirmation)]);
+        s.handle_prompt_done(t0, Prompt::Confirmation);
+        s.handle_remote_bye(t0); // the callee's BYE crossing ours
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredOptedOut));
+    }
+
+    #[test]
+    fn hang_up_during_opt_out_still_waits_for_durability() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        s.handle_key(t0, '9', DtmfMethod::SipInfo);
+        drain(&mut s);
+        s.handle_remote_bye(t0);
+        assert!(drain(&mut s).is_empty());
+        s.handle_opt_out_durable(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredOptedOut));
+    }
+
+    #[test]
+    fn ring_timeout_cancels_then_487_is_no_answer() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(20)));
+        s.handle_timeout(t0 + Duration::from_secs(19));
+        assert!(drain(&mut s).is_empty());
+        s.handle_timeout(t0 + Duration::from_secs(20));
+        assert_eq!(drain(&mut s), vec![Action::Cancel]);
+        s.handle_rejected(t0 + Duration::from_secs(20), 487, "Request Terminated");
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::NoAnswer));
+    }
+
+    #[test]
+    fn final_responses_classify() {
+        for (code, want) in [
+            (486, Outcome::Busy),
+            (600, Outcome::Busy),
+            (480, Outcome::NoAnswer),
+            (404, Outcome::NotFound),
+            (403, Outcome::Rejected),
+            (603, Outcome::Rejected),
+            (503, Outcome::TrunkFailure),
+            (407, Outcome::AuthFailed),
+            (488, Outcome::CodecMismatch),
+            (487, Outcome::Rejected),
+        ] {
+            let t0 = Instant::now();
+            let mut s = CallScript::new(t0, cfg());
+            s.handle_rejected(t0, code, "x");
+            assert_eq!(ended(&drain(&mut s)), Some(want), "{code}");
+        }
+    }
+
+    #[test]
+    fn callee_bye_mid_message_and_codec_mismatch_and_max_length() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        s.handle_remote_bye(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::HungUpMidMessage));
+
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, false);
+        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
+        s.handle_bye_done(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::CodecMismatch));
+
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        drain(&mut s);
+        s.handle_timeout(t0 + Duration::from_secs(120));
+        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
+    }
+}

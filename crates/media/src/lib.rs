@@ -1,0 +1,17 @@
+//! crieur's media: everything between "dial this number now" and "this is how the call ended".
+//!
+//! Sans-IO cores — [`call::CallScript`] (the per-call state machine), [`rtp::Packetizer`]
+//! (RTP on an absolute 20 ms schedule), [`g711`], [`dtmf`] (RFC 4733, SIP INFO, Goertzel),
+//! [`sdp`] (offer/answer) and [`audio::Message`] (WAV → 8 kHz G.711 at load time) — take
+//! `now` and inputs and return actions. The I/O edge ([`uac`]) drives them with rsipstack and
+//! UDP sockets.
+
+pub mod audio;
+pub mod call;
+pub mod dtmf;
+mod error;
+pub mod g711;
+pub mod rtp;
+pub mod sdp;
+
+pub use error::Error;
