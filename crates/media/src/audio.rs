@@ -40,7 +40,11 @@ impl Message {
                     .map(|s| s.map(|v| v as f32 * scale))
                     .collect::<Result<_, _>>()
             }
-            (f, b) => return Err(bad(format!("unsupported sample format {f:?} with {b} bits"))),
+            (f, b) => {
+                return Err(bad(format!(
+                    "unsupported sample format {f:?} with {b} bits"
+                )))
+            }
         }
         .map_err(|e| bad(e.to_string()))?;
         if interleaved.is_empty() {
@@ -98,22 +102,29 @@ fn resample(input: &[f32], rate: u32) -> Result<Vec<f32>, String> {
         return Ok(input.to_vec());
     }
     const CHUNK: usize = 1024;
-    let mut r = FftFixedIn::<f32>::new(rate as usize, RATE as usize, CHUNK, 2, 1).map_err(|e| e.to_string())?;
+    let mut r = FftFixedIn::<f32>::new(rate as usize, RATE as usize, CHUNK, 2, 1)
+        .map_err(|e| e.to_string())?;
     let delay = r.output_delay();
     let expected = (input.len() as u64 * u64::from(RATE) / u64::from(rate)) as usize;
     let mut out = Vec::with_capacity(expected + delay + CHUNK);
     let mut pos = 0;
     while pos + r.input_frames_next() <= input.len() {
         let n = r.input_frames_next();
-        let chunk = r.process(&[&input[pos..pos + n]], None).map_err(|e| e.to_string())?;
+        let chunk = r
+            .process(&[&input[pos..pos + n]], None)
+            .map_err(|e| e.to_string())?;
         out.extend_from_slice(&chunk[0]);
         pos += n;
     }
     // The tail, then zeros to flush the filter's delay.
-    let tail = r.process_partial(Some(&[&input[pos..]]), None).map_err(|e| e.to_string())?;
+    let tail = r
+        .process_partial(Some(&[&input[pos..]]), None)
+        .map_err(|e| e.to_string())?;
     out.extend_from_slice(&tail[0]);
     while out.len() < expected + delay {
-        let flush = r.process_partial::<&[f32]>(None, None).map_err(|e| e.to_string())?;
+        let flush = r
+            .process_partial::<&[f32]>(None, None)
+            .map_err(|e| e.to_string())?;
         if flush[0].is_empty() {
             break;
         }
@@ -141,16 +152,32 @@ mod tests {
     fn resampler_response() {
         for rate in [16_000, 22_050, 44_100, 48_000] {
             let pass = resample(&sine(1000.0, rate, 1.0), rate).unwrap_or_default();
-            assert!((pass.len() as i64 - 8000).abs() <= 1, "{rate}: {} samples", pass.len());
+            assert!(
+                (pass.len() as i64 - 8000).abs() <= 1,
+                "{rate}: {} samples",
+                pass.len()
+            );
             let mid = &pass[1000..7000];
-            assert!((rms(mid) - 0.5 / 2f32.sqrt()).abs() < 0.02, "{rate}: passband rms {}", rms(mid));
+            assert!(
+                (rms(mid) - 0.5 / 2f32.sqrt()).abs() < 0.02,
+                "{rate}: passband rms {}",
+                rms(mid)
+            );
             // Phase: the output is the same sine, not delayed.
             let want = sine(1000.0, RATE, 1.0);
-            let err: f32 = mid.iter().zip(&want[1000..7000]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let err: f32 = mid
+                .iter()
+                .zip(&want[1000..7000])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             assert!(err < 0.05, "{rate}: max error {err}");
             // 6 kHz is above 4 kHz Nyquist: must be filtered, not folded to 2 kHz.
             let stop = resample(&sine(6000.0, rate, 1.0), rate).unwrap_or_default();
-            assert!(rms(&stop[1000..7000]) < 0.005, "{rate}: stopband rms {}", rms(&stop[1000..7000]));
+            assert!(
+                rms(&stop[1000..7000]) < 0.005,
+                "{rate}: stopband rms {}",
+                rms(&stop[1000..7000])
+            );
         }
     }
 
@@ -184,15 +211,39 @@ mod tests {
         .enumerate()
         {
             let p = dir.path().join(format!("{i}.wav"));
-            let spec = hound::WavSpec { channels: ch, sample_rate: rate, bits_per_sample: bits, sample_format: fmt };
+            let spec = hound::WavSpec {
+                channels: ch,
+                sample_rate: rate,
+                bits_per_sample: bits,
+                sample_format: fmt,
+            };
             write_wav(&p, spec, &sine(440.0, rate, 0.5));
             let m = Message::load(&p).unwrap_or_else(|e| panic!("{bits}-bit {ch}ch {rate}: {e}"));
-            assert!((m.len() as i64 - 4000).abs() <= 1, "{bits}-bit: {}", m.len());
-            let decoded: Vec<f32> = m.encoded(Codec::Pcma).iter().map(|&b| f32::from(Codec::Pcma.decode(b)) / 32768.0).collect();
-            assert!((rms(&decoded[500..3500]) - 0.354).abs() < 0.03, "{bits}-bit {ch}ch: rms {}", rms(&decoded[500..3500]));
+            assert!(
+                (m.len() as i64 - 4000).abs() <= 1,
+                "{bits}-bit: {}",
+                m.len()
+            );
+            let decoded: Vec<f32> = m
+                .encoded(Codec::Pcma)
+                .iter()
+                .map(|&b| f32::from(Codec::Pcma.decode(b)) / 32768.0)
+                .collect();
+            assert!(
+                (rms(&decoded[500..3500]) - 0.354).abs() < 0.03,
+                "{bits}-bit {ch}ch: rms {}",
+                rms(&decoded[500..3500])
+            );
         }
-        std::fs::write(dir.path().join("bad.wav"), b"RIFF....WAVEfmt nope").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(Message::load(&dir.path().join("bad.wav")), Err(Error::Audio { .. })));
-        assert!(matches!(Message::load(&dir.path().join("missing.wav")), Err(Error::Audio { .. })));
+        std::fs::write(dir.path().join("bad.wav"), b"RIFF....WAVEfmt nope")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            Message::load(&dir.path().join("bad.wav")),
+            Err(Error::Audio { .. })
+        ));
+        assert!(matches!(
+            Message::load(&dir.path().join("missing.wav")),
+            Err(Error::Audio { .. })
+        ));
     }
 }

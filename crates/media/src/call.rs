@@ -188,14 +188,24 @@ impl CallScript {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let max = self.invited + self.cfg.max_call_length;
         match &self.state {
-            State::AwaitingAnswer { cancel_sent: None } => Some((self.invited + self.cfg.ring_timeout).min(max)),
-            State::AwaitingAnswer { cancel_sent: Some(t) } => Some(*t + CANCEL_GRACE),
+            State::AwaitingAnswer { cancel_sent: None } => {
+                Some((self.invited + self.cfg.ring_timeout).min(max))
+            }
+            State::AwaitingAnswer {
+                cancel_sent: Some(t),
+            } => Some(*t + CANCEL_GRACE),
             State::Playing | State::Confirming => Some(max),
             _ => None,
         }
     }
 
-    fn finish(&mut self, outcome: Outcome, sip_status: Option<u16>, reason: impl Into<String>, hangup_by: HangupBy) {
+    fn finish(
+        &mut self,
+        outcome: Outcome,
+        sip_status: Option<u16>,
+        reason: impl Into<String>,
+        hangup_by: HangupBy,
+    ) {
         self.state = State::Ended;
         self.actions.push_back(Action::Finished(Ending {
             outcome,
@@ -219,17 +229,28 @@ impl CallScript {
 
     /// Timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let Some(due) = self.poll_timeout() else { return };
+        let Some(due) = self.poll_timeout() else {
+            return;
+        };
         if now < due {
             return;
         }
         match self.state {
             State::AwaitingAnswer { cancel_sent: None } => {
                 self.actions.push_back(Action::Cancel);
-                self.state = State::AwaitingAnswer { cancel_sent: Some(now) };
+                self.state = State::AwaitingAnswer {
+                    cancel_sent: Some(now),
+                };
             }
-            State::AwaitingAnswer { cancel_sent: Some(_) } => {
-                self.finish(Outcome::NoAnswer, None, "no final response after CANCEL", HangupBy::Nobody);
+            State::AwaitingAnswer {
+                cancel_sent: Some(_),
+            } => {
+                self.finish(
+                    Outcome::NoAnswer,
+                    None,
+                    "no final response after CANCEL",
+                    HangupBy::Nobody,
+                );
             }
             State::Playing | State::Confirming => {
                 let outcome = if self.state == State::Confirming {
@@ -246,7 +267,12 @@ impl CallScript {
     /// A final non-2xx response to the INVITE.
     pub fn handle_rejected(&mut self, _now: Instant, code: u16, reason: &str) {
         if let State::AwaitingAnswer { cancel_sent } = self.state {
-            self.finish(Outcome::of_status(code, cancel_sent.is_some()), Some(code), reason, HangupBy::Nobody);
+            self.finish(
+                Outcome::of_status(code, cancel_sent.is_some()),
+                Some(code),
+                reason,
+                HangupBy::Nobody,
+            );
         }
     }
 
@@ -282,7 +308,8 @@ impl CallScript {
         match self.state {
             State::Playing if digit == self.cfg.opt_out_key => {
                 self.actions.push_back(Action::StopPlayback);
-                self.actions.push_back(Action::RecordOptOut { digit, method });
+                self.actions
+                    .push_back(Action::RecordOptOut { digit, method });
                 self.state = State::AwaitingOptOutDurable { callee_gone: false };
             }
             State::Playing => self.actions.push_back(Action::KeyPressed { digit, method }),
@@ -294,7 +321,12 @@ impl CallScript {
     pub fn handle_opt_out_durable(&mut self, _now: Instant) {
         if let State::AwaitingOptOutDurable { callee_gone } = self.state {
             if callee_gone {
-                self.finish(Outcome::AnsweredOptedOut, Some(200), "callee hung up during the opt-out", HangupBy::Callee);
+                self.finish(
+                    Outcome::AnsweredOptedOut,
+                    Some(200),
+                    "callee hung up during the opt-out",
+                    HangupBy::Callee,
+                );
             } else {
                 self.state = State::Confirming;
                 self.actions.push_back(Action::Play(Prompt::Confirmation));
@@ -305,8 +337,12 @@ impl CallScript {
     /// A prompt played to its end.
     pub fn handle_prompt_done(&mut self, _now: Instant, prompt: Prompt) {
         match (&self.state, prompt) {
-            (State::Playing, Prompt::Message) => self.hang_up(Outcome::AnsweredCompleted, "message played"),
-            (State::Confirming, Prompt::Confirmation) => self.hang_up(Outcome::AnsweredOptedOut, "opt-out confirmed"),
+            (State::Playing, Prompt::Message) => {
+                self.hang_up(Outcome::AnsweredCompleted, "message played")
+            }
+            (State::Confirming, Prompt::Confirmation) => {
+                self.hang_up(Outcome::AnsweredOptedOut, "opt-out confirmed")
+            }
             _ => {}
         }
     }
@@ -326,7 +362,12 @@ impl CallScript {
         match self.state {
             State::Playing => {
                 self.actions.push_back(Action::StopPlayback);
-                self.finish(Outcome::HungUpMidMessage, Some(200), "callee hung up during the message", HangupBy::Callee);
+                self.finish(
+                    Outcome::HungUpMidMessage,
+                    Some(200),
+                    "callee hung up during the message",
+                    HangupBy::Callee,
+                );
             }
             State::AwaitingOptOutDurable { .. } => {
                 // The opt-out is still being recorded; the call ends when it is durable.
@@ -334,7 +375,12 @@ impl CallScript {
             }
             State::Confirming => {
                 self.actions.push_back(Action::StopPlayback);
-                self.finish(Outcome::AnsweredOptedOut, Some(200), "callee hung up during the confirmation", HangupBy::Callee);
+                self.finish(
+                    Outcome::AnsweredOptedOut,
+                    Some(200),
+                    "callee hung up during the confirmation",
+                    HangupBy::Callee,
+                );
             }
             State::AwaitingByeSent => {
                 if let Some(e) = self.pending_end.take() {
@@ -351,9 +397,16 @@ impl CallScript {
         match self.state {
             State::AwaitingAnswer { cancel_sent: None } => {
                 self.actions.push_back(Action::Cancel);
-                self.finish(Outcome::LocalShutdown, None, "shutdown before answer", HangupBy::Us);
+                self.finish(
+                    Outcome::LocalShutdown,
+                    None,
+                    "shutdown before answer",
+                    HangupBy::Us,
+                );
             }
-            State::AwaitingAnswer { .. } => self.finish(Outcome::LocalShutdown, None, "shutdown", HangupBy::Us),
+            State::AwaitingAnswer { .. } => {
+                self.finish(Outcome::LocalShutdown, None, "shutdown", HangupBy::Us)
+            }
             State::Playing | State::Confirming => self.hang_up(Outcome::LocalShutdown, "shutdown"),
             _ => {}
         }
@@ -393,7 +446,13 @@ mod tests {
         s.handle_first_audio(t0 + Duration::from_millis(3002));
         assert_eq!(s.answer_to_first_audio(), Some(Duration::from_millis(2)));
         s.handle_key(t0 + Duration::from_secs(4), '1', DtmfMethod::SipInfo);
-        assert_eq!(drain(&mut s), vec![Action::KeyPressed { digit: '1', method: DtmfMethod::SipInfo }]);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::KeyPressed {
+                digit: '1',
+                method: DtmfMethod::SipInfo
+            }]
+        );
         s.handle_prompt_done(t0 + Duration::from_secs(20), Prompt::Message);
         assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
         s.handle_bye_done(t0 + Duration::from_secs(20));
@@ -410,7 +469,13 @@ mod tests {
         s.handle_key(t0, '9', DtmfMethod::Rfc4733);
         assert_eq!(
             drain(&mut s),
-            vec![Action::StopPlayback, Action::RecordOptOut { digit: '9', method: DtmfMethod::Rfc4733 }]
+            vec![
+                Action::StopPlayback,
+                Action::RecordOptOut {
+                    digit: '9',
+                    method: DtmfMethod::Rfc4733
+                }
+            ]
         );
         // Nothing plays until the store says the opt-out is durable; more 9s are ignored.
         s.handle_key(t0, '9', DtmfMethod::InBand);

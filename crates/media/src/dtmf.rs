@@ -22,7 +22,9 @@ impl DtmfMethod {
     }
 }
 
-const DIGITS: [char; 16] = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#', 'A', 'B', 'C', 'D'];
+const DIGITS: [char; 16] = [
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#', 'A', 'B', 'C', 'D',
+];
 
 /// An RFC 4733 event packet's payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +63,11 @@ pub struct Rfc4733Receiver {
 
 impl Rfc4733Receiver {
     /// Feeds one packet (its RTP timestamp and payload). Returns the digit once per event.
-    pub fn handle(&mut self, rtp_timestamp: u32, payload: &[u8]) -> Result<Option<char>, EventParseError> {
+    pub fn handle(
+        &mut self,
+        rtp_timestamp: u32,
+        payload: &[u8],
+    ) -> Result<Option<char>, EventParseError> {
         let ev = parse_telephone_event(payload)?;
         let Some(&digit) = DIGITS.get(usize::from(ev.event)) else {
             return Ok(None); // not a DTMF event (e.g. a fax tone): ignored
@@ -77,7 +83,12 @@ impl Rfc4733Receiver {
 /// Reads the digit from a SIP INFO body: `application/dtmf-relay` (`Signal=9`,
 /// `Duration=160`) or `application/dtmf` (`9`). `None` if the body carries no digit.
 pub fn parse_sip_info(content_type: &str, body: &str) -> Option<char> {
-    let ct = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let raw = match ct.as_str() {
         "application/dtmf-relay" => body.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;
@@ -99,7 +110,12 @@ pub fn parse_sip_info(content_type: &str, body: &str) -> Option<char> {
 
 const LOW: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
 const HIGH: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
-const KEYPAD: [[char; 4]; 4] = [['1', '2', '3', 'A'], ['4', '5', '6', 'B'], ['7', '8', '9', 'C'], ['*', '0', '#', 'D']];
+const KEYPAD: [[char; 4]; 4] = [
+    ['1', '2', '3', 'A'],
+    ['4', '5', '6', 'B'],
+    ['7', '8', '9', 'C'],
+    ['*', '0', '#', 'D'],
+];
 /// Goertzel block: 205 samples at 8 kHz (25.6 ms), the classic DTMF choice.
 const BLOCK: usize = 205;
 
@@ -183,8 +199,15 @@ impl ToneDetector {
             p[k] = s1 * s1 + s2 * s2 - c * s1 * s2;
         }
         let best = |g: &[f32]| {
-            let (i, &m) = g.iter().enumerate().fold((0, &0f32), |a, b| if b.1 > a.1 { b } else { a });
-            let others = g.iter().enumerate().filter(|(j, _)| *j != i).all(|(_, &v)| v * 4.0 < m);
+            let (i, &m) = g
+                .iter()
+                .enumerate()
+                .fold((0, &0f32), |a, b| if b.1 > a.1 { b } else { a });
+            let others = g
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .all(|(_, &v)| v * 4.0 < m);
             (i, m, others)
         };
         let (li, lp, l_ok) = best(&p[..4]);
@@ -205,7 +228,10 @@ mod tests {
         (0..ms * 8)
             .map(|n| {
                 let t = (n + phase) as f32 / 8000.0;
-                let v: f32 = freqs.iter().map(|(f, a)| a * (2.0 * std::f32::consts::PI * f * t).sin()).sum();
+                let v: f32 = freqs
+                    .iter()
+                    .map(|(f, a)| a * (2.0 * std::f32::consts::PI * f * t).sin())
+                    .sum();
                 v.clamp(-32768.0, 32767.0) as i16
             })
             .collect()
@@ -277,12 +303,24 @@ mod tests {
 
     #[test]
     fn sip_info_bodies() {
-        assert_eq!(parse_sip_info("application/dtmf-relay", "Signal=9\r\nDuration=160\r\n"), Some('9'));
-        assert_eq!(parse_sip_info("Application/DTMF-Relay; charset=x", "Signal= #\r\n"), Some('#'));
-        assert_eq!(parse_sip_info("application/dtmf-relay", "Signal=10\r\n"), Some('*'));
+        assert_eq!(
+            parse_sip_info("application/dtmf-relay", "Signal=9\r\nDuration=160\r\n"),
+            Some('9')
+        );
+        assert_eq!(
+            parse_sip_info("Application/DTMF-Relay; charset=x", "Signal= #\r\n"),
+            Some('#')
+        );
+        assert_eq!(
+            parse_sip_info("application/dtmf-relay", "Signal=10\r\n"),
+            Some('*')
+        );
         assert_eq!(parse_sip_info("application/dtmf", "5"), Some('5'));
         assert_eq!(parse_sip_info("application/dtmf", "55"), None);
         assert_eq!(parse_sip_info("text/plain", "9"), None);
-        assert_eq!(parse_sip_info("application/dtmf-relay", "Duration=160"), None);
+        assert_eq!(
+            parse_sip_info("application/dtmf-relay", "Duration=160"),
+            None
+        );
     }
 }

@@ -65,7 +65,11 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
     };
     v = v.min(CLIP) + BIAS;
     let seg = segment(v, &SEG_UEND);
-    let u = if seg >= 8 { 0x7F } else { (seg << 4) | ((v >> (seg + 1)) & 0xF) };
+    let u = if seg >= 8 {
+        0x7F
+    } else {
+        (seg << 4) | ((v >> (seg + 1)) & 0xF)
+    };
     // Masked to 8 bits.
     ((u ^ mask) & 0xFF) as u8
 }

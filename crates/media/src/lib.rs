@@ -13,5 +13,6 @@ mod error;
 pub mod g711;
 pub mod rtp;
 pub mod sdp;
+pub mod uac;
 
 pub use error::Error;

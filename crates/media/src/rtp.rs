@@ -41,7 +41,9 @@ pub fn parse(buf: &[u8]) -> Result<(RtpHeader, &[u8]), RtpParseError> {
     let cc = usize::from(buf[0] & 0x0F);
     let mut start = HEADER_LEN + 4 * cc;
     if buf[0] & 0x10 != 0 {
-        let ext = buf.get(start + 2..start + 4).ok_or(RtpParseError::BadLength)?;
+        let ext = buf
+            .get(start + 2..start + 4)
+            .ok_or(RtpParseError::BadLength)?;
         start += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
     }
     let mut end = buf.len();
@@ -93,7 +95,13 @@ pub struct Packetizer {
 
 impl Packetizer {
     /// A packetizer with a random-looking initial sequence and timestamp chosen by the caller.
-    pub fn new(payload_type: u8, ssrc: u32, initial_seq: u16, initial_ts: u32, start: Instant) -> Self {
+    pub fn new(
+        payload_type: u8,
+        ssrc: u32,
+        initial_seq: u16,
+        initial_ts: u32,
+        start: Instant,
+    ) -> Self {
         Packetizer {
             payload_type,
             ssrc,
@@ -175,7 +183,9 @@ mod tests {
         let t0 = Instant::now();
         let audio = vec![0x55u8; 400]; // 2.5 packets
         let mut p = Packetizer::new(8, 0xdead_beef, 65_535, u32::MAX - 100, t0);
-        assert!(p.poll_transmit(t0 - Duration::from_millis(1), &audio).is_none());
+        assert!(p
+            .poll_transmit(t0 - Duration::from_millis(1), &audio)
+            .is_none());
         let mut got = Vec::new();
         // A late poll (5 ms overshoot) does not shift later slots.
         for k in 0..3u32 {
@@ -186,10 +196,19 @@ mod tests {
             got.extend(pkt);
         }
         assert!(p.poll_transmit(t0 + PTIME * 10, &audio).is_none());
-        let hs: Vec<RtpHeader> = got.iter().filter_map(|b| parse(b).ok().map(|(h, _)| h)).collect();
-        assert_eq!(hs.iter().map(|h| h.sequence).collect::<Vec<_>>(), [65_535, 0, 1]);
+        let hs: Vec<RtpHeader> = got
+            .iter()
+            .filter_map(|b| parse(b).ok().map(|(h, _)| h))
+            .collect();
+        assert_eq!(
+            hs.iter().map(|h| h.sequence).collect::<Vec<_>>(),
+            [65_535, 0, 1]
+        );
         assert_eq!(hs[1].timestamp, hs[0].timestamp.wrapping_add(160));
-        assert_eq!(hs.iter().map(|h| h.marker).collect::<Vec<_>>(), [true, false, false]);
+        assert_eq!(
+            hs.iter().map(|h| h.marker).collect::<Vec<_>>(),
+            [true, false, false]
+        );
         assert!(got.iter().all(|b| b.len() == 172));
         assert_eq!(got[2][12 + 80], 0xD5); // padded with A-law silence
     }

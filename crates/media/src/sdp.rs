@@ -45,7 +45,8 @@ pub struct Answer {
 /// [`Error::CodecMismatch`]; an unparsable one [`Error::BadSdp`].
 pub fn parse_answer(body: &[u8]) -> Result<Answer, Error> {
     let bad = |why: String| Error::BadSdp { why };
-    let sd = sdp::SessionDescription::unmarshal(&mut Cursor::new(body)).map_err(|e| bad(e.to_string()))?;
+    let sd = sdp::SessionDescription::unmarshal(&mut Cursor::new(body))
+        .map_err(|e| bad(e.to_string()))?;
     let media = sd
         .media_descriptions
         .iter()
@@ -63,21 +64,36 @@ pub fn parse_answer(body: &[u8]) -> Result<Answer, Error> {
         .next()
         .unwrap_or_default()
         .parse()
-        .map_err(|_| bad(format!("connection address `{}` is not an IP address", conn.address)))?;
-    let port = u16::try_from(media.media_name.port.value).map_err(|_| bad("port out of range".into()))?;
+        .map_err(|_| {
+            bad(format!(
+                "connection address `{}` is not an IP address",
+                conn.address
+            ))
+        })?;
+    let port =
+        u16::try_from(media.media_name.port.value).map_err(|_| bad("port out of range".into()))?;
     // rtpmap lines: "<pt> <name>/<rate>[/<channels>]"
     let rtpmap = |pt: &str| -> Option<String> {
         media.attributes.iter().find_map(|a| {
             let v = a.value.as_deref()?;
-            (a.key == "rtpmap" && v.split_whitespace().next() == Some(pt))
-                .then(|| v.split_whitespace().nth(1).unwrap_or("").to_ascii_lowercase())
+            (a.key == "rtpmap" && v.split_whitespace().next() == Some(pt)).then(|| {
+                v.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_ascii_lowercase()
+            })
         })
     };
-    let codec = media.media_name.formats.iter().find_map(|f| match (f.as_str(), rtpmap(f).as_deref()) {
-        (_, Some("pcmu/8000")) | ("0", None) => Some(Codec::Pcmu),
-        (_, Some("pcma/8000")) | ("8", None) => Some(Codec::Pcma),
-        _ => None,
-    });
+    let codec =
+        media
+            .media_name
+            .formats
+            .iter()
+            .find_map(|f| match (f.as_str(), rtpmap(f).as_deref()) {
+                (_, Some("pcmu/8000")) | ("0", None) => Some(Codec::Pcmu),
+                (_, Some("pcma/8000")) | ("8", None) => Some(Codec::Pcma),
+                _ => None,
+            });
     let event_pt = media
         .media_name
         .formats
@@ -107,28 +123,50 @@ mod tests {
 
     #[test]
     fn picks_the_callee_choice() {
-        let a = answer("6000 RTP/AVP 8 101", "a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n");
+        let a = answer(
+            "6000 RTP/AVP 8 101",
+            "a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
         assert_eq!(
             a.ok(),
-            Some(Answer { remote: "127.0.0.1:6000".parse().unwrap_or_else(|_| unreachable!()), codec: Codec::Pcma, event_pt: Some(101) })
+            Some(Answer {
+                remote: "127.0.0.1:6000".parse().unwrap_or_else(|_| unreachable!()),
+                codec: Codec::Pcma,
+                event_pt: Some(101)
+            })
         );
         let a = answer("6000 RTP/AVP 0 96", "a=rtpmap:96 telephone-event/8000\r\n");
-        assert_eq!(a.map(|a| (a.codec, a.event_pt)).ok(), Some((Codec::Pcmu, Some(96))));
+        assert_eq!(
+            a.map(|a| (a.codec, a.event_pt)).ok(),
+            Some((Codec::Pcmu, Some(96)))
+        );
         let a = answer("6000 RTP/AVP 18 8", "");
         assert_eq!(a.map(|a| a.codec).ok(), Some(Codec::Pcma));
     }
 
     #[test]
     fn no_common_codec_and_garbage() {
-        assert!(matches!(answer("6000 RTP/AVP 18 9", "a=rtpmap:18 G729/8000\r\n"), Err(Error::CodecMismatch { .. })));
-        assert!(matches!(answer("0 RTP/AVP 0", ""), Err(Error::BadSdp { .. })));
+        assert!(matches!(
+            answer("6000 RTP/AVP 18 9", "a=rtpmap:18 G729/8000\r\n"),
+            Err(Error::CodecMismatch { .. })
+        ));
+        assert!(matches!(
+            answer("0 RTP/AVP 0", ""),
+            Err(Error::BadSdp { .. })
+        ));
         assert!(matches!(parse_answer(b"hello"), Err(Error::BadSdp { .. })));
-        assert!(matches!(parse_answer(&[0xff, 0xfe, 0x00]), Err(Error::BadSdp { .. })));
+        assert!(matches!(
+            parse_answer(&[0xff, 0xfe, 0x00]),
+            Err(Error::BadSdp { .. })
+        ));
     }
 
     #[test]
     fn offer_lists_both_laws_and_events() {
-        let o = offer("127.0.0.1:4000".parse().unwrap_or_else(|_| unreachable!()), 7);
+        let o = offer(
+            "127.0.0.1:4000".parse().unwrap_or_else(|_| unreachable!()),
+            7,
+        );
         assert!(o.contains("m=audio 4000 RTP/AVP 0 8 101\r\n"));
         assert!(o.contains("a=rtpmap:101 telephone-event/8000\r\n"));
     }

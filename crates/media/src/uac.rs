@@ -1,0 +1,605 @@
+//! The I/O edge: a SIP user agent client (rsipstack, UDP) and the call's RTP socket, driving
+//! the sans-IO [`CallScript`], [`Packetizer`] and DTMF detectors.
+//!
+//! One [`Uac`] serves many concurrent calls: one SIP endpoint and dialog layer, one task that
+//! answers in-dialog requests, and per call one RTP socket and one task.
+
+// The I/O edge is where the clock is read; the cores it drives take `now` as input.
+#![allow(clippy::disallowed_methods)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Method, Response, StatusCode, Transport, Uri};
+use rsipstack::transaction::endpoint::EndpointOption;
+use rsipstack::transaction::{CallIdFormat, TransactionReceiver};
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::{SipAddr, TransportLayer};
+use rsipstack::EndpointBuilder;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::audio::Message;
+use crate::call::{Action, CallScript, Ending, HangupBy, Outcome, Prompt, ScriptConfig};
+use crate::dtmf::{parse_sip_info, DtmfMethod, Rfc4733Receiver, ToneDetector};
+use crate::g711::Codec;
+use crate::rtp::{self, Packetizer};
+use crate::sdp;
+use crate::Error;
+
+/// The minimum ring time: US 47 CFR 64.1200(a)(6) and UK Ofcom require 15 s.
+pub const MIN_RING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Digest credentials for the trunk. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where and how to place calls.
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    /// The trunk's address (UDP).
+    pub address: SocketAddr,
+    /// Host part of the request URI (`sip:<number>@<domain>`); the trunk's address if `None`.
+    pub domain: Option<String>,
+    /// Caller ID: the From URI's user part (an E.164 number, usually).
+    pub from_user: String,
+    /// The From URI's host.
+    pub from_domain: String,
+    pub credentials: Option<Credentials>,
+    /// Ring timeout (≥ [`MIN_RING_TIMEOUT`]).
+    pub ring_timeout: Duration,
+    /// Longest call, from INVITE to BYE.
+    pub max_call_length: Duration,
+}
+
+impl Trunk {
+    /// Checks the limits the rules impose.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.ring_timeout < MIN_RING_TIMEOUT {
+            return Err(Error::Config {
+                field: "ring_timeout",
+                why: format!(
+                    "{} s is below the {} s minimum",
+                    self.ring_timeout.as_secs(),
+                    MIN_RING_TIMEOUT.as_secs()
+                ),
+            });
+        }
+        if self.max_call_length <= self.ring_timeout {
+            return Err(Error::Config {
+                field: "max_call_length",
+                why: "must be longer than the ring timeout".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One call to place.
+pub struct CallRequest {
+    /// The number dialled, as the request URI's user part (e.g. `+33612345678`).
+    pub number: String,
+    pub message: Arc<Message>,
+    pub confirmation: Arc<Message>,
+    pub opt_out_key: char,
+}
+
+/// A future that returns once the opt-out is durable (or the reason it could not be made so).
+pub type OptOutFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// What happened during a call, for the operator and the audit log.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    pub call_id: String,
+    pub ending: Ending,
+    /// Each event with its offset from the INVITE.
+    pub timeline: Vec<(Duration, String)>,
+    /// Keys heard (digit, method, offset from the INVITE).
+    pub keys: Vec<(char, DtmfMethod, Duration)>,
+    pub opt_out_recorded: bool,
+    pub answer_to_first_audio: Option<Duration>,
+    pub codec: Option<Codec>,
+    pub rtp_sent: u64,
+    /// RTP audio packets received (payloads, in order of arrival), for tests and diagnostics.
+    pub rtp_received: Vec<(rtp::RtpHeader, Vec<u8>)>,
+}
+
+/// A SIP UAC bound to one local address, placing any number of concurrent calls.
+pub struct Uac {
+    layer: Arc<DialogLayer>,
+    local: SocketAddr,
+    token: CancellationToken,
+    _endpoint: rsipstack::transaction::endpoint::Endpoint,
+}
+
+impl Drop for Uac {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+impl Uac {
+    /// Binds the SIP UDP socket at `bind` (port 0 for any) and starts the stack.
+    pub async fn start(bind: SocketAddr, user_agent: &str) -> Result<Uac, Error> {
+        let sip = |e: rsipstack::Error| Error::Sip(e.to_string());
+        let token = CancellationToken::new();
+        let tl = TransportLayer::new(token.child_token());
+        let udp = UdpConnection::create_connection(bind, None, Some(token.child_token()))
+            .await
+            .map_err(sip)?;
+        let local = udp.get_addr().get_socketaddr().map_err(sip)?;
+        tl.add_transport(udp.into());
+        let endpoint = EndpointBuilder::new()
+            .with_user_agent(user_agent)
+            .with_transport_layer(tl)
+            .with_cancel_token(token.child_token())
+            // Call-IDs are ours (set per call); this only governs REGISTER and the like.
+            .with_option(EndpointOption {
+                callid_format: CallIdFormat::Uuid,
+                ..Default::default()
+            })
+            .build();
+        let incoming = endpoint.incoming_transactions().map_err(sip)?;
+        let inner = endpoint.inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.serve().await {
+                tracing::warn!(error = %e, "SIP endpoint stopped");
+            }
+        });
+        let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        tokio::spawn(incoming_loop(layer.clone(), incoming));
+        Ok(Uac {
+            layer,
+            local,
+            token,
+            _endpoint: endpoint,
+        })
+    }
+
+    /// The local SIP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Places one call and runs its script to the end. `on_opt_out` is called when the
+    /// opt-out key is heard; the confirmation plays only after its future completes `Ok`.
+    pub async fn call(
+        &self,
+        trunk: &Trunk,
+        req: CallRequest,
+        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture,
+    ) -> Result<CallReport, Error> {
+        trunk.validate()?;
+        let rtp_sock = UdpSocket::bind(SocketAddr::new(self.local.ip(), 0)).await?;
+        let rtp_local = rtp_sock.local_addr()?;
+        let call_id = format!("{:032x}@{}", rand::random::<u128>(), self.local.ip());
+        let offer = sdp::offer(rtp_local, rand::random::<u32>().into());
+        let uri = |s: String| {
+            Uri::try_from(s.as_str()).map_err(|e| Error::Sip(format!("bad URI {s}: {e}")))
+        };
+        let domain = trunk
+            .domain
+            .clone()
+            .unwrap_or_else(|| trunk.address.to_string());
+        let opt = InviteOption {
+            caller: uri(format!("sip:{}@{}", trunk.from_user, trunk.from_domain))?,
+            callee: uri(format!("sip:{}@{}", req.number, domain))?,
+            contact: uri(format!("sip:{}@{}", trunk.from_user, self.local))?,
+            destination: Some(SipAddr::new(Transport::Udp, trunk.address.into())),
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.into_bytes()),
+            call_id: Some(call_id.clone()),
+            credential: trunk.credentials.as_ref().map(|c| Credential {
+                username: c.username.clone(),
+                password: c.password.clone(),
+                realm: None,
+                auth_username: None,
+            }),
+            ..Default::default()
+        };
+
+        let t0 = Instant::now();
+        let mut script = CallScript::new(
+            t0,
+            ScriptConfig {
+                ring_timeout: trunk.ring_timeout,
+                max_call_length: trunk.max_call_length,
+                opt_out_key: req.opt_out_key,
+            },
+        );
+        let (state_tx, state_rx) = self.layer.new_dialog_state_channel();
+        let (dialog, invite) = self
+            .layer
+            .do_invite_async(opt, state_tx)
+            .map_err(|e| Error::Sip(e.to_string()))?;
+        let (sip_tx, mut sip_rx) = mpsc::unbounded_channel();
+        tokio::spawn(watch_states(self.layer.clone(), state_rx, sip_tx.clone()));
+        let mut invite = Some(invite);
+
+        let mut report = CallReport {
+            call_id,
+            ending: Ending {
+                outcome: Outcome::LocalShutdown,
+                sip_status: None,
+                reason: String::new(),
+                hangup_by: HangupBy::Nobody,
+            },
+            timeline: vec![(Duration::ZERO, format!("INVITE sent to {}", trunk.address))],
+            keys: Vec::new(),
+            opt_out_recorded: false,
+            answer_to_first_audio: None,
+            codec: None,
+            rtp_sent: 0,
+            rtp_received: Vec::new(),
+        };
+        let at = |t: Instant| t.saturating_duration_since(t0);
+        let mut on_opt_out = Some(on_opt_out);
+        let mut media: Option<Media> = None;
+        let mut playing: Option<Prompt> = None;
+        let mut opt_out_done: Option<tokio::task::JoinHandle<Result<(), String>>> = None;
+        let mut rfc4733 = Rfc4733Receiver::default();
+        let mut tones = ToneDetector::default();
+        let mut digits = Vec::new();
+        let mut pcm = Vec::with_capacity(rtp::SAMPLES_PER_PACKET);
+        let mut buf = vec![0u8; 2048];
+
+        loop {
+            // Perform what the script asked for.
+            while let Some(action) = script.poll_action() {
+                let now = Instant::now();
+                match action {
+                    Action::Cancel => {
+                        report
+                            .timeline
+                            .push((at(now), "ring timeout: CANCEL".into()));
+                        let d = dialog.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = d.cancel().await {
+                                tracing::debug!(error = %e, "CANCEL");
+                            }
+                        });
+                    }
+                    Action::Bye => {
+                        report.timeline.push((at(now), "BYE sent".into()));
+                        let (d, tx) = (dialog.clone(), sip_tx.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = d.bye().await {
+                                tracing::debug!(error = %e, "BYE");
+                            }
+                            let _ = tx.send(SipEvent::ByeDone);
+                        });
+                    }
+                    Action::Play(p) => {
+                        if let Some(m) = media.as_mut() {
+                            m.packetizer.restart(now);
+                            playing = Some(p);
+                            report.timeline.push((at(now), format!("playing {p:?}")));
+                        }
+                    }
+                    Action::StopPlayback => playing = None,
+                    Action::RecordOptOut { digit, method } => {
+                        report.timeline.push((
+                            at(now),
+                            format!("opt-out key {digit} ({}): recording", method.as_str()),
+                        ));
+                        if let Some(hook) = on_opt_out.take() {
+                            opt_out_done = Some(tokio::spawn(hook(digit, method)));
+                        }
+                    }
+                    Action::KeyPressed { digit, method } => {
+                        report
+                            .timeline
+                            .push((at(now), format!("key {digit} ({})", method.as_str())));
+                    }
+                    Action::Finished(e) => {
+                        report.timeline.push((
+                            at(now),
+                            format!("ended: {} ({})", e.outcome.as_str(), e.reason),
+                        ));
+                        report.ending = e;
+                    }
+                }
+            }
+            if script.is_over() {
+                break;
+            }
+
+            let deadline = script.poll_timeout().map(tokio::time::Instant::from_std);
+            let send_at = match (&media, playing) {
+                (Some(m), Some(_)) => {
+                    Some(tokio::time::Instant::from_std(m.packetizer.poll_timeout()))
+                }
+                _ => None,
+            };
+            tokio::select! {
+                _ = sleep_opt(deadline) => script.handle_timeout(Instant::now()),
+                _ = sleep_opt(send_at) => {
+                    let now = Instant::now();
+                    if let (Some(m), Some(p)) = (media.as_mut(), playing) {
+                        let audio = match p {
+                            Prompt::Message => req.message.encoded(m.codec),
+                            Prompt::Confirmation => req.confirmation.encoded(m.codec),
+                        };
+                        match m.packetizer.poll_transmit(now, audio) {
+                            Some(pkt) => {
+                                if let Err(e) = rtp_sock.send_to(pkt, m.remote).await {
+                                    tracing::debug!(error = %e, "RTP send");
+                                }
+                                report.rtp_sent += 1;
+                                if p == Prompt::Message && report.rtp_sent == 1 {
+                                    script.handle_first_audio(now);
+                                    report.timeline.push((at(now), "first audio packet sent".into()));
+                                }
+                            }
+                            None => {
+                                playing = None;
+                                report.timeline.push((at(now), format!("{p:?} played")));
+                                script.handle_prompt_done(now, p);
+                            }
+                        }
+                    }
+                }
+                r = async {
+                    match invite.as_mut() {
+                        Some(j) => j.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    invite = None;
+                    let now = Instant::now();
+                    match r {
+                        Ok(Ok((_, Some(resp)))) => {
+                            let code = resp.status_code.code();
+                            report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                            if resp.status_code == StatusCode::OK {
+                                match sdp::parse_answer(&resp.body) {
+                                    Ok(answer) => {
+                                        report.codec = Some(answer.codec);
+                                        media = Some(Media {
+                                            remote: answer.remote,
+                                            codec: answer.codec,
+                                            event_pt: answer.event_pt,
+                                            packetizer: Packetizer::new(
+                                                answer.codec.payload_type(),
+                                                rand::random(),
+                                                rand::random(),
+                                                rand::random(),
+                                                now,
+                                            ),
+                                        });
+                                        script.handle_answered(now, true);
+                                    }
+                                    Err(e) => {
+                                        report.timeline.push((at(now), format!("answer refused: {e}")));
+                                        script.handle_answered(now, false);
+                                    }
+                                }
+                            } else {
+                                script.handle_rejected(now, code, &reason(&resp));
+                            }
+                        }
+                        Ok(Ok((_, None))) => script.handle_transport_error(now, "no final response"),
+                        Ok(Err(e)) => script.handle_transport_error(now, &e.to_string()),
+                        Err(e) => script.handle_transport_error(now, &e.to_string()),
+                    }
+                }
+                ev = sip_rx.recv() => {
+                    let now = Instant::now();
+                    match ev {
+                        Some(SipEvent::Provisional(code, why)) => report.timeline.push((at(now), format!("{code} {why}"))),
+                        Some(SipEvent::Info { content_type, body }) => {
+                            match parse_sip_info(&content_type, &body) {
+                                Some(d) => {
+                                    report.keys.push((d, DtmfMethod::SipInfo, at(now)));
+                                    script.handle_key(now, d, DtmfMethod::SipInfo);
+                                }
+                                None => tracing::debug!(%content_type, "INFO without a key"),
+                            }
+                        }
+                        Some(SipEvent::RemoteBye) => {
+                            report.timeline.push((at(now), "BYE received".into()));
+                            script.handle_remote_bye(now);
+                        }
+                        Some(SipEvent::ByeDone) => script.handle_bye_done(now),
+                        Some(SipEvent::Terminated(why)) => {
+                            tracing::debug!(?why, "dialog terminated");
+                        }
+                        None => script.handle_transport_error(now, "SIP stack stopped"),
+                    }
+                }
+                r = rtp_sock.recv_from(&mut buf) => {
+                    let now = Instant::now();
+                    let Ok((n, _from)) = r else { continue };
+                    let Some(m) = media.as_ref() else { continue };
+                    // Malformed datagrams are dropped (logged at debug), never fatal.
+                    let Ok((h, payload)) = rtp::parse(&buf[..n]) else {
+                        tracing::debug!("dropped a malformed RTP packet");
+                        continue;
+                    };
+                    if Some(h.payload_type) == m.event_pt {
+                        match rfc4733.handle(h.timestamp, payload) {
+                            Ok(Some(d)) => {
+                                report.keys.push((d, DtmfMethod::Rfc4733, at(now)));
+                                script.handle_key(now, d, DtmfMethod::Rfc4733);
+                            }
+                            Ok(None) => {}
+                            Err(_) => tracing::debug!("dropped a malformed telephone-event"),
+                        }
+                    } else if h.payload_type == m.codec.payload_type() {
+                        pcm.clear();
+                        pcm.extend(payload.iter().map(|&b| m.codec.decode(b)));
+                        digits.clear();
+                        tones.feed(&pcm, &mut digits);
+                        for &d in &digits {
+                            report.keys.push((d, DtmfMethod::InBand, at(now)));
+                            script.handle_key(now, d, DtmfMethod::InBand);
+                        }
+                        if report.rtp_received.len() < 100_000 {
+                            report.rtp_received.push((h, payload.to_vec()));
+                        }
+                    }
+                }
+                r = async {
+                    match opt_out_done.as_mut() {
+                        Some(j) => j.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    opt_out_done = None;
+                    let now = Instant::now();
+                    match r {
+                        Ok(Ok(())) => {
+                            report.opt_out_recorded = true;
+                            report.timeline.push((at(now), "opt-out recorded durably".into()));
+                            script.handle_opt_out_durable(now);
+                        }
+                        Ok(Err(why)) => {
+                            report.timeline.push((at(now), format!("opt-out NOT recorded: {why}")));
+                            tracing::error!(%why, "opt-out could not be recorded");
+                            script.handle_shutdown(now);
+                        }
+                        Err(join) => {
+                            let why = join.to_string();
+                            report.timeline.push((at(now), format!("opt-out NOT recorded: {why}")));
+                            tracing::error!(%why, "opt-out could not be recorded");
+                            script.handle_shutdown(now);
+                        }
+                    }
+                }
+            }
+        }
+        report.answer_to_first_audio = script.answer_to_first_audio();
+        // Make sure the dialog is gone (CANCEL/BYE in flight finish on their own tasks).
+        if !matches!(report.ending.hangup_by, HangupBy::Callee) && report.codec.is_some() {
+            let _ = dialog.hangup().await;
+        }
+        Ok(report)
+    }
+}
+
+struct Media {
+    remote: SocketAddr,
+    codec: Codec,
+    event_pt: Option<u8>,
+    packetizer: Packetizer,
+}
+
+async fn sleep_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn reason(r: &Response) -> String {
+    r.wire_reason
+        .clone()
+        .unwrap_or_else(|| r.status_code.text().to_string())
+}
+
+#[derive(Debug)]
+enum SipEvent {
+    Provisional(u16, String),
+    Info { content_type: String, body: String },
+    RemoteBye,
+    ByeDone,
+    Terminated(TerminatedReason),
+}
+
+/// Drains one call's dialog states: reports what the call script needs, answers in-dialog
+/// requests, and removes the dialog when it ends (or the registry would leak).
+async fn watch_states(
+    layer: Arc<DialogLayer>,
+    mut rx: DialogStateReceiver,
+    tx: mpsc::UnboundedSender<SipEvent>,
+) {
+    while let Some(st) = rx.recv().await {
+        match st {
+            DialogState::Early(_, r) => {
+                let _ = tx.send(SipEvent::Provisional(r.status_code.code(), reason(&r)));
+            }
+            DialogState::Info(_, req, h) => {
+                let content_type = req.header_value("Content-Type").unwrap_or_default();
+                let body = String::from_utf8_lossy(&req.body).into_owned();
+                if let Err(e) = h.reply(StatusCode::OK).await {
+                    tracing::debug!(error = %e, "INFO reply");
+                }
+                let _ = tx.send(SipEvent::Info { content_type, body });
+            }
+            DialogState::Options(_, _, h)
+            | DialogState::Notify(_, _, h)
+            | DialogState::Message(_, _, h) => {
+                let _ = h.reply(StatusCode::OK).await;
+            }
+            DialogState::Updated(_, _, h) | DialogState::Refer(_, _, h) => {
+                // Re-INVITE / UPDATE / REFER: a broadcast call keeps its media as negotiated.
+                let _ = h.reply(StatusCode::NotAcceptableHere).await;
+            }
+            DialogState::Terminated(id, why) => {
+                layer.remove_dialog(&id);
+                if matches!(why, TerminatedReason::UasBye) {
+                    let _ = tx.send(SipEvent::RemoteBye);
+                }
+                let _ = tx.send(SipEvent::Terminated(why));
+                break;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Answers every incoming request: in-dialog ones through their dialog, the rest with 481
+/// (or 200 for OPTIONS, 603 for an INVITE: we place calls, we do not take them).
+async fn incoming_loop(layer: Arc<DialogLayer>, mut incoming: TransactionReceiver) {
+    while let Some(mut tx) = incoming.recv().await {
+        let layer = layer.clone();
+        tokio::spawn(async move {
+            let method = tx.original.method;
+            let mut dialog = layer.match_dialog(&tx);
+            if dialog.is_none() && method == Method::Bye {
+                // A BYE right after the 200 can beat the dialog's re-registration.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                dialog = layer.match_dialog(&tx);
+            }
+            match dialog {
+                Some(mut d) => {
+                    if let Err(e) = d.handle(&mut tx).await {
+                        tracing::debug!(error = %e, "in-dialog request");
+                    }
+                }
+                None => {
+                    let code = match method {
+                        Method::Options => StatusCode::OK,
+                        Method::Invite => StatusCode::Decline,
+                        _ => StatusCode::CallTransactionDoesNotExist,
+                    };
+                    let _ = tx.reply(code).await;
+                }
+            }
+            if tx.last_response.is_none() && method != Method::Ack {
+                let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+            }
+        });
+    }
+}
