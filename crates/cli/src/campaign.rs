@@ -32,6 +32,72 @@ struct RawCampaign {
     pacing: Option<Spanned<Pacing>>,
     #[serde(default)]
     retry: Option<Spanned<Retry>>,
+    #[serde(default)]
+    opt_out_key: Option<Spanned<String>>,
+    #[serde(default)]
+    confirmation: Option<Spanned<String>>,
+    #[serde(default)]
+    trunk: Option<Spanned<RawTrunk>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrunk {
+    uri: Spanned<String>,
+    #[serde(default)]
+    transport: Option<Spanned<String>>,
+    from: Spanned<String>,
+    #[serde(default)]
+    username: Option<Spanned<String>>,
+    #[serde(default)]
+    password_env: Option<Spanned<String>>,
+    #[serde(default)]
+    password_file: Option<Spanned<String>>,
+    #[serde(default)]
+    max_call_secs: Option<Spanned<u64>>,
+}
+
+/// Where the trunk password comes from. The password itself is read only when a call is
+/// placed, and never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// The SIP trunk calls go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkConfig {
+    /// As written, e.g. `sip:127.0.0.1:5060`.
+    pub uri: String,
+    pub host: String,
+    pub port: u16,
+    /// Caller ID (From user) and From host.
+    pub from_user: String,
+    pub from_domain: String,
+    pub username: Option<String>,
+    pub password: Option<PasswordSource>,
+    pub max_call_length: Duration,
+}
+
+impl TrunkConfig {
+    /// Reads the password from its source.
+    pub fn read_password(&self) -> Result<Option<String>, String> {
+        match &self.password {
+            None => Ok(None),
+            Some(PasswordSource::Env(v)) => std::env::var(v).map(Some).map_err(|_| {
+                format!("the environment variable {v} (trunk.password_env) is not set")
+            }),
+            Some(PasswordSource::File(p)) => std::fs::read_to_string(p)
+                .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|e| {
+                    format!(
+                        "cannot read the password file {} (trunk.password_file): {e}",
+                        p.display()
+                    )
+                }),
+        }
+    }
 }
 
 /// Pacing (used by the dialling loop; parsed and checked now).
@@ -81,6 +147,11 @@ pub struct Campaign {
     pub pacing: Pacing,
     pub retry: Retry,
     pub policy: Policy,
+    /// The key that opts out, for the whole message.
+    pub opt_out_key: char,
+    /// The opt-out confirmation recording.
+    pub confirmation: Option<PathBuf>,
+    pub trunk: Option<TrunkConfig>,
 }
 
 struct Ctx<'a> {
@@ -264,6 +335,54 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
         );
     }
 
+    let opt_out_key = match &raw.opt_out_key {
+        None => '9',
+        Some(k) => {
+            let mut chars = k.get_ref().chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#' => c,
+                _ => {
+                    cx.err(
+                        k.span(),
+                        "opt_out_key",
+                        Some(k.get_ref()),
+                        "expected one key: 0-9, * or #".into(),
+                    );
+                    '9'
+                }
+            }
+        }
+    };
+    let confirmation = raw.confirmation.as_ref().and_then(|c| {
+        let p = base.join(c.get_ref());
+        match wav_length(&p) {
+            Ok(_) => Some(p),
+            Err(why) => {
+                cx.err(
+                    c.span(),
+                    "confirmation",
+                    Some(c.get_ref()),
+                    format!("expected a readable WAV file ({}): {why}", p.display()),
+                );
+                None
+            }
+        }
+    });
+    let trunk = raw
+        .trunk
+        .as_ref()
+        .and_then(|t| trunk_config(&mut cx, base, t.get_ref()));
+    if let (Some(t), Some(len)) = (&trunk, message_length) {
+        if t.max_call_length <= Duration::from_secs(ring) + len {
+            cx.err(
+                raw.trunk.as_ref().map_or(0..0, |t| t.span()),
+                "trunk.max_call_secs",
+                Some(&t.max_call_length.as_secs().to_string()),
+                "expected more than the ring timeout plus the message length".into(),
+            );
+        }
+    }
+
     let schedule = match (exprs.is_empty(), zone) {
         (false, Some(z)) => CampaignSchedule::new(exprs, z).ok(),
         _ => None,
@@ -282,6 +401,9 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
                 pacing,
                 retry,
                 policy,
+                opt_out_key,
+                confirmation,
+                trunk,
             })
         }
         _ => Err(InputErrors(cx.errors)),
@@ -302,4 +424,97 @@ fn wav_length(path: &Path) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(
         samples as f64 / f64::from(spec.sample_rate),
     ))
+}
+
+fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConfig> {
+    let errors = cx.errors.len();
+    let (host, port) = match t.uri.get_ref().strip_prefix("sip:") {
+        Some(rest) if !rest.is_empty() && !rest.contains(['@', ';', '?']) => {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => match p.parse::<u16>() {
+                    Ok(p) if p > 0 => (h.to_owned(), p),
+                    _ => {
+                        cx.err(
+                            t.uri.span(),
+                            "trunk.uri",
+                            Some(t.uri.get_ref()),
+                            "expected a port from 1 to 65535".into(),
+                        );
+                        (String::new(), 0)
+                    }
+                },
+                None => (rest.to_owned(), 5060),
+            }
+        }
+        _ => {
+            cx.err(
+                t.uri.span(),
+                "trunk.uri",
+                Some(t.uri.get_ref()),
+                "expected sip:<host>[:<port>], e.g. sip:trunk.example.net:5060".into(),
+            );
+            (String::new(), 0)
+        }
+    };
+    if let Some(tr) = &t.transport {
+        if !tr.get_ref().eq_ignore_ascii_case("udp") {
+            cx.err(
+                tr.span(),
+                "trunk.transport",
+                Some(tr.get_ref()),
+                "expected `udp` (TCP and TLS are not supported yet)".into(),
+            );
+        }
+    }
+    let (from_user, from_domain) = match t
+        .from
+        .get_ref()
+        .strip_prefix("sip:")
+        .and_then(|r| r.split_once('@'))
+    {
+        Some((u, d)) if !u.is_empty() && !d.is_empty() => (u.to_owned(), d.to_owned()),
+        _ => {
+            cx.err(
+                t.from.span(),
+                "trunk.from",
+                Some(t.from.get_ref()),
+                "expected sip:<caller id>@<domain>, e.g. sip:+33100000000@example.fr".into(),
+            );
+            (String::new(), String::new())
+        }
+    };
+    let password = match (&t.password_env, &t.password_file) {
+        (Some(_), Some(f)) => {
+            cx.err(
+                f.span(),
+                "trunk.password_file",
+                None,
+                "expected either password_env or password_file, not both".into(),
+            );
+            None
+        }
+        (Some(e), None) => Some(PasswordSource::Env(e.get_ref().clone())),
+        (None, Some(f)) => Some(PasswordSource::File(base.join(f.get_ref()))),
+        (None, None) => None,
+    };
+    if password.is_some() && t.username.is_none() {
+        cx.err(
+            t.uri.span(),
+            "trunk.username",
+            None,
+            "a password needs a username".into(),
+        );
+    }
+    let max_call_length =
+        Duration::from_secs(t.max_call_secs.as_ref().map_or(300, |m| *m.get_ref()));
+    (cx.errors.len() == errors).then(|| TrunkConfig {
+        uri: t.uri.get_ref().clone(),
+        host,
+        port,
+        from_user,
+        from_domain,
+        username: t.username.as_ref().map(|u| u.get_ref().clone()),
+        password,
+        max_call_length,
+    })
 }

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 an unexpected failure (I/O on output, a bug); 2 bad input (a
 //! campaign or contacts file, or an argument), with every problem located.
 
+mod call;
 mod campaign;
 mod contacts;
 mod input;
@@ -61,6 +62,20 @@ enum Command {
         /// The instant, RFC 3339.
         #[arg(long, value_parser = parse_instant)]
         at: DateTime<Utc>,
+    },
+    /// Place one call the way the campaign would: the policy decides first (no bypass), then
+    /// the call's timeline is printed. Exit 0 answered, 3 refused by policy, 4 not answered.
+    Call {
+        #[arg(long)]
+        campaign: PathBuf,
+        #[arg(long)]
+        contacts: PathBuf,
+        /// The contact's id.
+        #[arg(long)]
+        contact: String,
+        /// Where opt-outs are recorded (appended and fsync'ed before the confirmation plays).
+        #[arg(long, default_value = "crieur-optouts.tsv")]
+        optout_file: PathBuf,
     },
     /// Validate a campaign (and optionally its contacts) and say what is wrong.
     Check {
@@ -121,6 +136,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             at,
         } => explain(&campaign, &contacts, &contact, at),
         Command::Check { campaign, contacts } => check(&campaign, contacts.as_deref()),
+        Command::Call {
+            campaign,
+            contacts,
+            contact,
+            optout_file,
+        } => {
+            let (campaign, loaded) = load_both(&campaign, &contacts)?;
+            let Some(c) = loaded.contacts.iter().find(|c| c.id().as_str() == contact) else {
+                return Err(InputErrors(vec![InputError::new(
+                    &contacts,
+                    "no contact with this id",
+                )
+                .field("id")
+                .value(contact)])
+                .into());
+            };
+            // The binary is the edge where the clock is read; the policy takes it as input.
+            #[allow(clippy::disallowed_methods)]
+            let now = Utc::now();
+            call::run(&campaign, c, now, &optout_file)
+        }
     }
 }
 
@@ -240,7 +276,7 @@ fn reading_line(r: &Reading) -> String {
     )
 }
 
-fn reason_line(r: &SkipReason) -> String {
+pub(crate) fn reason_line(r: &SkipReason) -> String {
     match r {
         SkipReason::UnknownZone => "UnknownZone: no time zone is known for this number; give one in the `zone` column".into(),
         SkipReason::NoConsent => "NoConsent: the contact has no consent record".into(),

@@ -1,0 +1,214 @@
+//! `crieur call`: one call placed the way a campaign places it — the policy decides first.
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use chrono::{DateTime, Utc};
+use crieur_media::audio::Message;
+use crieur_media::call::Outcome;
+use crieur_media::uac::{CallRequest, Credentials, OptOutFuture, Trunk, Uac};
+use crieur_scheduler::{Decision, Evaluator};
+
+use crate::campaign::Campaign;
+use crate::input::{InputError, InputErrors};
+
+/// Exit code when the policy refuses the call (a `Skip`, or an opted-out number).
+pub const EXIT_REFUSED: u8 = 3;
+/// Exit code when the call was placed but not answered (busy, no answer, failure …).
+pub const EXIT_NOT_ANSWERED: u8 = 4;
+
+/// Opt-outs recorded by `crieur call`: one line per number, appended and fsync'ed before the
+/// confirmation plays. (The campaign store replaces this file in the dialling loop.)
+pub fn opted_out(file: &Path, number: &str) -> anyhow::Result<bool> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(text.lines().any(|l| l.split('\t').next() == Some(number))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("reading the opt-out file {}", file.display())),
+    }
+}
+
+fn record_opt_out(file: &Path, number: &str, at: DateTime<Utc>, how: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)?;
+    writeln!(f, "{number}\t{}\t{how}", at.to_rfc3339())?;
+    f.sync_all()?;
+    // A new file's directory entry must be durable too.
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The local address that routes to `trunk` (so Via/Contact/SDP carry a reachable address).
+fn local_ip_towards(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let s = UdpSocket::bind(if trunk.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })?;
+    s.connect(trunk)?;
+    Ok(s.local_addr()?.ip())
+}
+
+pub fn run(
+    campaign: &Campaign,
+    contact: &crieur_scheduler::Contact,
+    now: DateTime<Utc>,
+    optout_file: &Path,
+) -> anyhow::Result<ExitCode> {
+    println!("call      {} {}", contact.id(), contact.phone());
+    let number = contact.phone().to_string();
+    if opted_out(optout_file, &number)? {
+        println!(
+            "refused   {number} is on the opt-out list ({})",
+            optout_file.display()
+        );
+        return Ok(ExitCode::from(EXIT_REFUSED));
+    }
+    match Evaluator::new(&campaign.policy).decide(contact, now) {
+        Decision::Skip(s) => {
+            println!("refused   the policy says SKIP at {}:", now.to_rfc3339());
+            for r in &s.reasons {
+                println!("  reason  {}", crate::reason_line(r));
+            }
+            if let Some(n) = s.next_eligible {
+                println!("  next    {}", n.to_rfc3339());
+            }
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        Decision::Dial(d) => println!(
+            "policy    DIAL under consent #{} ({} {}), until {}",
+            d.consent,
+            d.ruleset.name,
+            d.ruleset.version,
+            d.valid_until.to_rfc3339()
+        ),
+    }
+    let cfg_err = |field: &str, msg: &str| -> anyhow::Error {
+        InputErrors(vec![
+            InputError::new(Path::new("campaign"), msg.to_owned()).field(field)
+        ])
+        .into()
+    };
+    let Some(t) = &campaign.trunk else {
+        return Err(cfg_err(
+            "trunk",
+            "a [trunk] section is needed to place calls",
+        ));
+    };
+    let Some(confirmation) = &campaign.confirmation else {
+        return Err(cfg_err(
+            "confirmation",
+            "an opt-out confirmation recording is needed to place calls",
+        ));
+    };
+    let address = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving the trunk {}", t.uri))?
+        .next()
+        .ok_or_else(|| anyhow!("the trunk {} resolves to no address", t.uri))?;
+    let password = t
+        .read_password()
+        .map_err(|e| cfg_err("trunk.password", &e))?;
+    let trunk = Trunk {
+        address,
+        domain: Some(format!("{}:{}", t.host, t.port)),
+        from_user: t.from_user.clone(),
+        from_domain: t.from_domain.clone(),
+        credentials: match (&t.username, password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: p,
+            }),
+            _ => None,
+        },
+        ring_timeout: campaign.ring_timeout,
+        max_call_length: t.max_call_length,
+    };
+    let message = Arc::new(Message::load(&campaign.message)?);
+    let confirmation = Arc::new(Message::load(confirmation)?);
+    let local = SocketAddr::new(local_ip_towards(address)?, 0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let optout_file: PathBuf = optout_file.to_owned();
+    let report = rt.block_on(async {
+        let uac = Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?;
+        let req = CallRequest {
+            number: number.clone(),
+            message,
+            confirmation,
+            opt_out_key: campaign.opt_out_key,
+        };
+        let n = number.clone();
+        uac.call(&trunk, req, move |digit, method| -> OptOutFuture {
+            Box::pin(async move {
+                let how = format!("key {digit} by {}", method.as_str());
+                // Clock read at the edge: the opt-out's own timestamp.
+                #[allow(clippy::disallowed_methods)]
+                let at = Utc::now();
+                tokio::task::spawn_blocking(move || record_opt_out(&optout_file, &n, at, &how))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
+    for (at, what) in &report.timeline {
+        println!("{:>9.3}s {what}", at.as_secs_f64());
+    }
+    println!(
+        "codec     {}",
+        report.codec.map_or("-".to_owned(), |c| c.name().to_owned())
+    );
+    println!(
+        "audio     answer → first audio {}; {} RTP packets sent",
+        report
+            .answer_to_first_audio
+            .map_or("-".to_owned(), |d| format!(
+                "{:.1} ms",
+                d.as_secs_f64() * 1000.0
+            )),
+        report.rtp_sent
+    );
+    let keys: Vec<String> = report
+        .keys
+        .iter()
+        .map(|(d, m, at)| format!("{d} by {} at {:.3}s", m.as_str(), at.as_secs_f64()))
+        .collect();
+    println!(
+        "keys      {}",
+        if keys.is_empty() {
+            "none".to_owned()
+        } else {
+            keys.join(", ")
+        }
+    );
+    println!(
+        "opt-out   {}",
+        if report.opt_out_recorded {
+            "recorded"
+        } else {
+            "not recorded"
+        }
+    );
+    let e = &report.ending;
+    println!(
+        "outcome   {} (SIP {}, {})",
+        e.outcome.as_str(),
+        e.sip_status.map_or("-".to_owned(), |s| s.to_string()),
+        e.reason
+    );
+    Ok(match e.outcome {
+        Outcome::AnsweredCompleted | Outcome::AnsweredOptedOut => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_NOT_ANSWERED),
+    })
+}
