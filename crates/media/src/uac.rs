@@ -121,6 +121,8 @@ pub struct CallReport {
     pub answer_to_first_audio: Option<Duration>,
     pub codec: Option<Codec>,
     pub rtp_sent: u64,
+    /// For each RTP packet sent, how late it left against its slot (start + n × 20 ms), µs.
+    pub send_lateness_us: Vec<u32>,
     /// RTP audio packets received (payloads, in order of arrival), for tests and diagnostics.
     pub rtp_received: Vec<(rtp::RtpHeader, Vec<u8>)>,
 }
@@ -251,6 +253,7 @@ impl Uac {
             answer_to_first_audio: None,
             codec: None,
             rtp_sent: 0,
+            send_lateness_us: Vec::new(),
             rtp_received: Vec::new(),
         };
         let at = |t: Instant| t.saturating_duration_since(t0);
@@ -341,8 +344,11 @@ impl Uac {
                             Prompt::Message => req.message.encoded(m.codec),
                             Prompt::Confirmation => req.confirmation.encoded(m.codec),
                         };
+                        let due = m.packetizer.poll_timeout();
                         match m.packetizer.poll_transmit(now, audio) {
                             Some(pkt) => {
+                                let late = now.saturating_duration_since(due).as_micros();
+                                report.send_lateness_us.push(u32::try_from(late).unwrap_or(u32::MAX));
                                 if let Err(e) = rtp_sock.send_to(pkt, m.remote).await {
                                     tracing::debug!(error = %e, "RTP send");
                                 }

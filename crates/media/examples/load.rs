@@ -1,0 +1,99 @@
+//! Load generator: N concurrent calls with playback through a SIP UAS (sipp), reporting CPU
+//! per concurrent call and RTP send-time lateness. Driven by `scripts/bench/media-load`.
+//!
+//! Usage: load <uas host:port> <calls> <calls per second> <message seconds>
+
+#![allow(clippy::disallowed_methods)] // a benchmark reads the clock
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crieur_media::audio::Message;
+use crieur_media::uac::{CallRequest, OptOutFuture, Trunk, Uac};
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, from /proc (clock ticks of 1/100 s on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn pct(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 5 {
+        eprintln!("usage: load <uas host:port> <calls> <cps> <message seconds>");
+        std::process::exit(2);
+    }
+    let uas = args[1].parse().unwrap_or_else(|e| panic!("uas address: {e}"));
+    let calls: usize = args[2].parse().unwrap_or_else(|e| panic!("calls: {e}"));
+    let cps: f64 = args[3].parse().unwrap_or_else(|e| panic!("cps: {e}"));
+    let secs: f32 = args[4].parse().unwrap_or_else(|e| panic!("seconds: {e}"));
+    let samples: Vec<f32> =
+        (0..(8000.0 * secs) as usize).map(|n| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * n as f32 / 8000.0).sin()).collect();
+    let message = Arc::new(Message::from_samples(&samples));
+    let confirmation = Arc::new(Message::from_samples(&samples[..8000]));
+    let uac = Arc::new(Uac::start("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()), "crieur-load/0").await.unwrap_or_else(|e| panic!("{e}")));
+    let trunk = Arc::new(Trunk {
+        address: uas,
+        domain: None,
+        from_user: "+33100000000".into(),
+        from_domain: "load.test".into(),
+        credentials: None,
+        ring_timeout: Duration::from_secs(15),
+        max_call_length: Duration::from_secs(f64::from(secs) as u64 + 60),
+    });
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(calls);
+    for i in 0..calls {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(t0 + Duration::from_secs_f64(i as f64 / cps))).await;
+        let (uac, trunk, message, confirmation) = (uac.clone(), trunk.clone(), message.clone(), confirmation.clone());
+        tasks.push(tokio::spawn(async move {
+            let req = CallRequest { number: format!("+3361{:07}", i), message, confirmation, opt_out_key: '9' };
+            uac.call(&trunk, req, |_, _| -> OptOutFuture { Box::pin(async { Ok(()) }) }).await
+        }));
+    }
+    let mut lateness = Vec::new();
+    let (mut ok, mut failed, mut a2a) = (0usize, 0usize, Vec::new());
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) if r.ending.outcome == crieur_media::call::Outcome::AnsweredCompleted => {
+                ok += 1;
+                lateness.extend(r.send_lateness_us);
+                a2a.extend(r.answer_to_first_audio.map(|d| d.as_micros() as u32));
+            }
+            Ok(Ok(r)) => {
+                failed += 1;
+                eprintln!("call ended {}: {}", r.ending.outcome.as_str(), r.ending.reason);
+            }
+            _ => failed += 1,
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    lateness.sort_unstable();
+    a2a.sort_unstable();
+    let call_seconds = ok as f64 * f64::from(secs);
+    let peak = (cps * f64::from(secs)).min(calls as f64);
+    println!(
+        "calls={calls} cps={cps} message={secs}s peak_concurrent~{peak:.0} ok={ok} failed={failed} wall={wall:.1}s cpu={cpu:.2}s \
+         cpu_per_call_second={:.3}ms packets={} lateness_us p50={} p99={} max={} answer_to_audio_us p50={} p99={}",
+        if call_seconds > 0.0 { cpu * 1000.0 / call_seconds } else { 0.0 },
+        lateness.len(),
+        pct(&lateness, 0.5),
+        pct(&lateness, 0.99),
+        lateness.last().copied().unwrap_or(0),
+        pct(&a2a, 0.5),
+        pct(&a2a, 0.99),
+    );
+}
