@@ -34,15 +34,25 @@ async fn main() {
         eprintln!("usage: load <uas host:port> <calls> <cps> <message seconds>");
         std::process::exit(2);
     }
-    let uas = args[1].parse().unwrap_or_else(|e| panic!("uas address: {e}"));
+    let uas = args[1]
+        .parse()
+        .unwrap_or_else(|e| panic!("uas address: {e}"));
     let calls: usize = args[2].parse().unwrap_or_else(|e| panic!("calls: {e}"));
     let cps: f64 = args[3].parse().unwrap_or_else(|e| panic!("cps: {e}"));
     let secs: f32 = args[4].parse().unwrap_or_else(|e| panic!("seconds: {e}"));
-    let samples: Vec<f32> =
-        (0..(8000.0 * secs) as usize).map(|n| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * n as f32 / 8000.0).sin()).collect();
+    let samples: Vec<f32> = (0..(8000.0 * secs) as usize)
+        .map(|n| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * n as f32 / 8000.0).sin())
+        .collect();
     let message = Arc::new(Message::from_samples(&samples));
     let confirmation = Arc::new(Message::from_samples(&samples[..8000]));
-    let uac = Arc::new(Uac::start("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()), "crieur-load/0").await.unwrap_or_else(|e| panic!("{e}")));
+    let uac = Arc::new(
+        Uac::start(
+            "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            "crieur-load/0",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
     let trunk = Arc::new(Trunk {
         address: uas,
         domain: None,
@@ -56,11 +66,27 @@ async fn main() {
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(calls);
     for i in 0..calls {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(t0 + Duration::from_secs_f64(i as f64 / cps))).await;
-        let (uac, trunk, message, confirmation) = (uac.clone(), trunk.clone(), message.clone(), confirmation.clone());
+        tokio::time::sleep_until(tokio::time::Instant::from_std(
+            t0 + Duration::from_secs_f64(i as f64 / cps),
+        ))
+        .await;
+        let (uac, trunk, message, confirmation) = (
+            uac.clone(),
+            trunk.clone(),
+            message.clone(),
+            confirmation.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let req = CallRequest { number: format!("+3361{:07}", i), message, confirmation, opt_out_key: '9' };
-            uac.call(&trunk, req, |_, _| -> OptOutFuture { Box::pin(async { Ok(()) }) }).await
+            let req = CallRequest {
+                number: format!("+3361{:07}", i),
+                message,
+                confirmation,
+                opt_out_key: '9',
+            };
+            uac.call(&trunk, req, |_, _| -> OptOutFuture {
+                Box::pin(async { Ok(()) })
+            })
+            .await
         }));
     }
     let mut lateness = Vec::new();
@@ -74,7 +100,11 @@ async fn main() {
             }
             Ok(Ok(r)) => {
                 failed += 1;
-                eprintln!("call ended {}: {}", r.ending.outcome.as_str(), r.ending.reason);
+                eprintln!(
+                    "call ended {}: {}",
+                    r.ending.outcome.as_str(),
+                    r.ending.reason
+                );
             }
             _ => failed += 1,
         }

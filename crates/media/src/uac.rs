@@ -266,6 +266,7 @@ impl Uac {
         let mut digits = Vec::new();
         let mut pcm = Vec::with_capacity(rtp::SAMPLES_PER_PACKET);
         let mut buf = vec![0u8; 2048];
+        let mut heard_from_trunk = false;
 
         loop {
             // Perform what the script asked for.
@@ -378,7 +379,10 @@ impl Uac {
                         Ok(Ok((_, Some(resp)))) => {
                             let code = resp.status_code.code();
                             report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                            if resp.status_code == StatusCode::OK {
+                            if code == 408 && !heard_from_trunk {
+                                // rsipstack reports timer B (no response at all) as a local 408.
+                                script.handle_transport_error(now, "no response from the trunk (timer B)");
+                            } else if resp.status_code == StatusCode::OK {
                                 match sdp::parse_answer(&resp.body) {
                                     Ok(answer) => {
                                         report.codec = Some(answer.codec);
@@ -413,7 +417,10 @@ impl Uac {
                 ev = sip_rx.recv() => {
                     let now = Instant::now();
                     match ev {
-                        Some(SipEvent::Provisional(code, why)) => report.timeline.push((at(now), format!("{code} {why}"))),
+                        Some(SipEvent::Provisional(code, why)) => {
+                            heard_from_trunk = true;
+                            report.timeline.push((at(now), format!("{code} {why}")));
+                        }
                         Some(SipEvent::Info { content_type, body }) => {
                             match parse_sip_info(&content_type, &body) {
                                 Some(d) => {
@@ -542,6 +549,9 @@ async fn watch_states(
 ) {
     while let Some(st) = rx.recv().await {
         match st {
+            DialogState::Trying(_) => {
+                let _ = tx.send(SipEvent::Provisional(100, "Trying".into()));
+            }
             DialogState::Early(_, r) => {
                 let _ = tx.send(SipEvent::Provisional(r.status_code.code(), reason(&r)));
             }
