@@ -138,6 +138,7 @@ pub fn run(
         .enable_all()
         .build()?;
     let optout_file: PathBuf = optout_file.to_owned();
+    let stop = tokio_util::sync::CancellationToken::new();
     let report = rt.block_on(async {
         let uac = Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?;
         let req = CallRequest {
@@ -145,7 +146,21 @@ pub fn run(
             message,
             confirmation,
             opt_out_key: campaign.opt_out_key,
+            keep_received_audio: false,
+            stop: Some(stop.clone()),
         };
+        // Ctrl-C / SIGTERM end the call cleanly (an opt-out in progress is recorded first);
+        // a second Ctrl-C exits at once.
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping the call (Ctrl-C again to quit at once)");
+                on_signal.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
         let n = number.clone();
         uac.call(&trunk, req, move |digit, method| -> OptOutFuture {
             Box::pin(async move {

@@ -430,7 +430,8 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
     let errors = cx.errors.len();
     let (host, port) = match t.uri.get_ref().strip_prefix("sip:") {
         Some(rest) if !rest.is_empty() && !rest.contains(['@', ';', '?']) => {
-            match rest.rsplit_once(':') {
+            // `sip:[::1]:5060`: an IPv6 host is bracketed; a trailing `]` means no port.
+            match rest.rsplit_once(':').filter(|_| !rest.ends_with(']')) {
                 Some((h, p)) => match p.parse::<u16>() {
                     Ok(p) if p > 0 => (h.to_owned(), p),
                     _ => {
@@ -456,6 +457,10 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
             (String::new(), 0)
         }
     };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     if let Some(tr) = &t.transport {
         if !tr.get_ref().eq_ignore_ascii_case("udp") {
             cx.err(
@@ -507,6 +512,14 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
     }
     let max_call_length =
         Duration::from_secs(t.max_call_secs.as_ref().map_or(300, |m| *m.get_ref()));
+    if let Some(m) = t.max_call_secs.as_ref().filter(|m| *m.get_ref() > 4 * 3600) {
+        cx.err(
+            m.span(),
+            "trunk.max_call_secs",
+            Some(&m.get_ref().to_string()),
+            "expected at most 14400 (4 hours)".into(),
+        );
+    }
     (cx.errors.len() == errors).then(|| TrunkConfig {
         uri: t.uri.get_ref().clone(),
         host,

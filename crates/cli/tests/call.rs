@@ -173,7 +173,11 @@ fn a_dial_places_the_call_and_prints_its_timeline() {
     let s = Setup::new(port, "daily 00:00-24:00", "");
     let scen = s.dir.path().join("uas.xml");
     std::fs::write(&scen, UAS).unwrap_or_else(|e| panic!("{e}"));
-    let (p, mp) = (port.to_string(), (port + 2).to_string());
+    let (p, mp, cp) = (
+        port.to_string(),
+        (port + 2).to_string(),
+        (port + 1).to_string(),
+    );
     let mut sipp = Command::new("sipp")
         .args([
             "-sf",
@@ -184,6 +188,8 @@ fn a_dial_places_the_call_and_prints_its_timeline() {
             &p,
             "-mp",
             &mp,
+            "-cp",
+            &cp,
             "-m",
             "1",
             "-timeout",

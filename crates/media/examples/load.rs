@@ -82,6 +82,8 @@ async fn main() {
                 message,
                 confirmation,
                 opt_out_key: '9',
+                keep_received_audio: false,
+                stop: None,
             };
             uac.call(&trunk, req, |_, _| -> OptOutFuture {
                 Box::pin(async { Ok(()) })
@@ -90,11 +92,14 @@ async fn main() {
         }));
     }
     let mut lateness = Vec::new();
+    // |gap − 20 ms| between consecutive packets of a prompt, from the lateness series.
+    let mut jitter = Vec::new();
     let (mut ok, mut failed, mut a2a) = (0usize, 0usize, Vec::new());
     for t in tasks {
         match t.await {
             Ok(Ok(r)) if r.ending.outcome == crieur_media::call::Outcome::AnsweredCompleted => {
                 ok += 1;
+                jitter.extend(r.send_lateness_us.windows(2).map(|w| w[1].abs_diff(w[0])));
                 lateness.extend(r.send_lateness_us);
                 a2a.extend(r.answer_to_first_audio.map(|d| d.as_micros() as u32));
             }
@@ -112,17 +117,21 @@ async fn main() {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     lateness.sort_unstable();
+    jitter.sort_unstable();
     a2a.sort_unstable();
     let call_seconds = ok as f64 * f64::from(secs);
     let peak = (cps * f64::from(secs)).min(calls as f64);
     println!(
         "calls={calls} cps={cps} message={secs}s peak_concurrent~{peak:.0} ok={ok} failed={failed} wall={wall:.1}s cpu={cpu:.2}s \
-         cpu_per_call_second={:.3}ms packets={} lateness_us p50={} p99={} max={} answer_to_audio_us p50={} p99={}",
+         cpu_per_call_second={:.3}ms packets={} lateness_us p50={} p99={} max={} gap_jitter_us p50={} p99={} max={} answer_to_audio_us p50={} p99={}",
         if call_seconds > 0.0 { cpu * 1000.0 / call_seconds } else { 0.0 },
         lateness.len(),
         pct(&lateness, 0.5),
         pct(&lateness, 0.99),
         lateness.last().copied().unwrap_or(0),
+        pct(&jitter, 0.5),
+        pct(&jitter, 0.99),
+        jitter.last().copied().unwrap_or(0),
         pct(&a2a, 0.5),
         pct(&a2a, 0.99),
     );

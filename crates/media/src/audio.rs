@@ -28,8 +28,14 @@ impl Message {
         let mut reader = hound::WavReader::open(path).map_err(|e| bad(e.to_string()))?;
         let spec = reader.spec();
         let channels = usize::from(spec.channels);
-        if channels == 0 || spec.sample_rate == 0 {
-            return Err(bad("no channels or a sample rate of 0".into()));
+        if channels == 0 {
+            return Err(bad("no channels".into()));
+        }
+        if !(RATE..=384_000).contains(&spec.sample_rate) {
+            return Err(bad(format!(
+                "sample rate {} Hz: expected 8000 to 384000 Hz",
+                spec.sample_rate
+            )));
         }
         let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
             (hound::SampleFormat::Float, 32) => reader.samples::<f32>().collect::<Result<_, _>>(),
@@ -55,6 +61,9 @@ impl Message {
             .map(|f| f.iter().sum::<f32>() / channels as f32)
             .collect();
         let at_8k = resample(&mono, spec.sample_rate).map_err(bad)?;
+        if at_8k.is_empty() {
+            return Err(bad("too short: less than one sample at 8 kHz".into()));
+        }
         Ok(Self::from_samples(&at_8k))
     }
 

@@ -8,8 +8,8 @@
 //! | timer | starts | on expiry |
 //! |---|---|---|
 //! | ring timeout (≥ 15 s) | INVITE sent | CANCEL; the call ends `no-answer` when the INVITE's final response (487) arrives, or after a 32 s grace if none does |
-//! | max call length | INVITE sent | BYE; ends `answered-completed` (message cut) or, before answer, CANCEL + `no-answer` |
-//! | opt-out durability | opt-out key heard | none: the confirmation plays only once the store says the opt-out is durable; if the callee hangs up first the opt-out is still recorded |
+//! | max call length | INVITE sent | BYE; ends `answered-completed` (message cut), or `opt-out-failed` if the opt-out is still not durable |
+//! | opt-out durability | opt-out key heard | bounded by the max call length: the confirmation plays only once the store says the opt-out is durable; if the callee hangs up first the call still waits for it |
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,9 @@ pub enum Outcome {
     CodecMismatch,
     /// We stopped the call (shutdown).
     LocalShutdown,
+    /// The opt-out key was pressed but could not be recorded durably: no confirmation was
+    /// played. (The caller must treat the number as opted out and alert an operator.)
+    OptOutFailed,
 }
 
 impl Outcome {
@@ -57,6 +60,7 @@ impl Outcome {
             Outcome::AuthFailed => "auth-failed",
             Outcome::CodecMismatch => "codec-mismatch",
             Outcome::LocalShutdown => "local-shutdown",
+            Outcome::OptOutFailed => "opt-out-failed",
         }
     }
 
@@ -153,6 +157,7 @@ pub struct CallScript {
     first_audio: Option<Instant>,
     actions: std::collections::VecDeque<Action>,
     pending_end: Option<Ending>,
+    shutdown_requested: bool,
 }
 
 impl CallScript {
@@ -166,6 +171,7 @@ impl CallScript {
             first_audio: None,
             actions: Default::default(),
             pending_end: None,
+            shutdown_requested: false,
         }
     }
 
@@ -194,7 +200,7 @@ impl CallScript {
             State::AwaitingAnswer {
                 cancel_sent: Some(t),
             } => Some(*t + CANCEL_GRACE),
-            State::Playing | State::Confirming => Some(max),
+            State::Playing | State::Confirming | State::AwaitingOptOutDurable { .. } => Some(max),
             _ => None,
         }
     }
@@ -252,6 +258,12 @@ impl CallScript {
                     HangupBy::Nobody,
                 );
             }
+            State::AwaitingOptOutDurable { .. } => {
+                self.handle_opt_out_failed(
+                    now,
+                    "the opt-out was not durable within the call's maximum length",
+                );
+            }
             State::Playing | State::Confirming => {
                 let outcome = if self.state == State::Confirming {
                     Outcome::AnsweredOptedOut
@@ -286,7 +298,17 @@ impl CallScript {
     /// 200 OK. `codec_ok`: whether the answer named a codec we offered; if not, the call is
     /// hung up at once as `codec-mismatch`.
     pub fn handle_answered(&mut self, now: Instant, codec_ok: bool) {
-        if !matches!(self.state, State::AwaitingAnswer { .. }) {
+        let State::AwaitingAnswer { cancel_sent } = self.state else {
+            return;
+        };
+        if cancel_sent.is_some() {
+            // A 200 that crossed our CANCEL: the SIP stack ACKs and BYEs it; nothing plays.
+            self.finish(
+                Outcome::NoAnswer,
+                Some(200),
+                "answered after the ring timeout's CANCEL",
+                HangupBy::Us,
+            );
             return;
         }
         self.answered = Some(now);
@@ -327,10 +349,41 @@ impl CallScript {
                     "callee hung up during the opt-out",
                     HangupBy::Callee,
                 );
+            } else if self.shutdown_requested {
+                self.hang_up(
+                    Outcome::AnsweredOptedOut,
+                    "opt-out recorded; shutdown before the confirmation",
+                );
             } else {
                 self.state = State::Confirming;
                 self.actions.push_back(Action::Play(Prompt::Confirmation));
             }
+        }
+    }
+
+    /// The opt-out could not be made durable: no confirmation; hang up.
+    pub fn handle_opt_out_failed(&mut self, _now: Instant, why: &str) {
+        if let State::AwaitingOptOutDurable { callee_gone } = self.state {
+            if callee_gone {
+                self.finish(Outcome::OptOutFailed, Some(200), why, HangupBy::Callee);
+            } else {
+                self.hang_up(Outcome::OptOutFailed, why);
+            }
+        }
+    }
+
+    /// The dialog ended without the callee's BYE (a transport or session failure).
+    pub fn handle_dialog_gone(&mut self, now: Instant, why: &str) {
+        match self.state {
+            State::Playing | State::Confirming => {
+                self.actions.push_back(Action::StopPlayback);
+                self.finish(Outcome::TrunkFailure, None, why, HangupBy::Nobody);
+            }
+            State::AwaitingOptOutDurable { .. } => {
+                self.state = State::AwaitingOptOutDurable { callee_gone: true }
+            }
+            State::AwaitingByeSent => self.handle_bye_done(now),
+            _ => {}
         }
     }
 
@@ -408,6 +461,8 @@ impl CallScript {
                 self.finish(Outcome::LocalShutdown, None, "shutdown", HangupBy::Us)
             }
             State::Playing | State::Confirming => self.hang_up(Outcome::LocalShutdown, "shutdown"),
+            // The opt-out in progress is finished first (see handle_opt_out_durable).
+            State::AwaitingOptOutDurable { .. } => self.shutdown_requested = true,
             _ => {}
         }
     }
@@ -479,7 +534,7 @@ mod tests {
         );
         // Nothing plays until the store says the opt-out is durable; more 9s are ignored.
         s.handle_key(t0, '9', DtmfMethod::InBand);
-        s.handle_timeout(t0 + Duration::from_secs(500));
+        s.handle_timeout(t0 + Duration::from_secs(100));
         assert!(drain(&mut s).is_empty());
         s.handle_opt_out_durable(t0);
         assert_eq!(drain(&mut s), vec![Action::Play(Prompt::Confirmation)]);
@@ -512,6 +567,54 @@ mod tests {
         assert_eq!(drain(&mut s), vec![Action::Cancel]);
         s.handle_rejected(t0 + Duration::from_secs(20), 487, "Request Terminated");
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::NoAnswer));
+    }
+
+    #[test]
+    fn opt_out_failure_hangs_up_without_confirmation() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        s.handle_key(t0, '9', DtmfMethod::Rfc4733);
+        drain(&mut s);
+        s.handle_opt_out_failed(t0, "disk full");
+        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
+        s.handle_bye_done(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::OptOutFailed));
+        // A hook that never returns is bounded by the max call length.
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        s.handle_key(t0, '9', DtmfMethod::Rfc4733);
+        drain(&mut s);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(120)));
+        s.handle_timeout(t0 + Duration::from_secs(120));
+        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
+    }
+
+    #[test]
+    fn answer_crossing_cancel_is_no_answer_and_shutdown_waits_for_opt_out() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_timeout(t0 + Duration::from_secs(20));
+        drain(&mut s);
+        s.handle_answered(t0 + Duration::from_secs(20), true);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::NoAnswer));
+
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        s.handle_key(t0, '9', DtmfMethod::SipInfo);
+        drain(&mut s);
+        s.handle_shutdown(t0);
+        assert!(drain(&mut s).is_empty());
+        s.handle_opt_out_durable(t0);
+        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
+        s.handle_bye_done(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredOptedOut));
+
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        drain(&mut s);
+        s.handle_dialog_gone(t0, "transport timeout");
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::TrunkFailure));
     }
 
     #[test]

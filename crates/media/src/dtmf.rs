@@ -54,8 +54,10 @@ pub fn parse_telephone_event(payload: &[u8]) -> Result<TelephoneEvent, EventPars
     })
 }
 
-/// Turns RFC 4733 packets into key presses: one per event (RTP timestamp), reported on its
-/// first end packet; the retransmitted end packets (RFC 4733 §2.5.1.4: three) are dropped.
+/// Turns RFC 4733 packets into key presses: one per event (its RTP timestamp), reported on the
+/// first packet that arrives for it — key down, so a press at the very end of the message still
+/// counts — and every later packet of the event, the retransmitted end packets included
+/// (RFC 4733 §2.5.1.4: three), is dropped.
 #[derive(Debug, Default)]
 pub struct Rfc4733Receiver {
     last_reported: Option<u32>,
@@ -72,7 +74,7 @@ impl Rfc4733Receiver {
         let Some(&digit) = DIGITS.get(usize::from(ev.event)) else {
             return Ok(None); // not a DTMF event (e.g. a fax tone): ignored
         };
-        if !ev.end || self.last_reported == Some(rtp_timestamp) {
+        if self.last_reported == Some(rtp_timestamp) {
             return Ok(None);
         }
         self.last_reported = Some(rtp_timestamp);
@@ -123,9 +125,11 @@ const BLOCK: usize = 205;
 ///
 /// A block counts as digit *d* when: the signal is above a floor level; the strongest low and
 /// high tones carry most of the block's energy (speech spreads its energy; a tone pair does
-/// not); each beats the others of its group by 6 dB; and the twist is within +4 dB (high
-/// louder) / −8 dB (low louder). A digit is reported once it holds for two consecutive blocks
-/// (≥ 40 ms, as ITU-T Q.24 requires), and again only after a block without it.
+/// not); each beats the others of its group by 6 dB; and the twist is within limits (the high group up to
+/// 8 dB louder — lines attenuate it, so senders pre-emphasise it — and the low group up to 4 dB
+/// louder, as common detectors allow). A digit is reported once it holds for two consecutive
+/// 25.6 ms blocks (so after 51–77 ms of tone; ITU-T Q.24 requires accepting 40 ms), and again
+/// only after a block without it.
 #[derive(Debug)]
 pub struct ToneDetector {
     coeffs: [f32; 8],
@@ -215,7 +219,7 @@ impl ToneDetector {
         // For a pure tone pair, lp + hp ≈ energy · BLOCK / 2.
         let share = (lp + hp) / (energy * BLOCK as f32 / 2.0);
         let twist_db = 10.0 * (hp / lp.max(f32::MIN_POSITIVE)).log10();
-        (l_ok && h_ok && share > 0.6 && (-8.0..=4.0).contains(&twist_db)).then(|| KEYPAD[li][hi])
+        (l_ok && h_ok && share > 0.6 && (-4.0..=8.0).contains(&twist_db)).then(|| KEYPAD[li][hi])
     }
 }
 
@@ -270,6 +274,11 @@ mod tests {
     #[test]
     fn excessive_twist_and_single_tones_are_rejected() {
         assert!(detect(&tone(&[(852.0, 1500.0), (1477.0, 12000.0)], 100, 0)).is_empty()); // +18 dB
+        assert!(detect(&tone(&[(852.0, 12000.0), (1477.0, 4000.0)], 100, 0)).is_empty()); // low +9.5 dB
+        assert_eq!(
+            detect(&tone(&[(852.0, 4000.0), (1477.0, 9000.0)], 100, 0)),
+            vec!['9']
+        ); // high +7 dB
         assert!(detect(&tone(&[(852.0, 12000.0)], 100, 0)).is_empty());
     }
 
@@ -291,8 +300,8 @@ mod tests {
         let mut r = Rfc4733Receiver::default();
         let start = [9u8, 0x0A, 0x00, 0xA0];
         let end = [9u8, 0x8A, 0x03, 0x20];
-        assert_eq!(r.handle(1000, &start), Ok(None));
-        assert_eq!(r.handle(1000, &end), Ok(Some('9')));
+        assert_eq!(r.handle(1000, &start), Ok(Some('9')));
+        assert_eq!(r.handle(1000, &end), Ok(None));
         assert_eq!(r.handle(1000, &end), Ok(None));
         assert_eq!(r.handle(1000, &end), Ok(None));
         assert_eq!(r.handle(5000, &[11u8, 0x8A, 0, 0]), Ok(Some('#')));

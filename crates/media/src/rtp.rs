@@ -73,6 +73,17 @@ pub fn write_header(out: &mut [u8; HEADER_LEN], h: &RtpHeader) {
     out[8..12].copy_from_slice(&h.ssrc.to_be_bytes());
 }
 
+/// What [`Packetizer::poll_transmit`] has to send.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tx<'a> {
+    /// The next packet is not due yet.
+    NotDue,
+    /// Send this packet now.
+    Packet(&'a [u8]),
+    /// The prompt has been played to its end.
+    Done,
+}
+
 /// Plays encoded audio as 20 ms RTP packets on an absolute schedule: packet *n* is due at
 /// `start + n × 20 ms`, so sleep overshoot never accumulates into drift.
 ///
@@ -132,16 +143,16 @@ impl Packetizer {
     }
 
     /// The next packet, built from `audio` (the whole prompt, one byte per sample), if it is
-    /// due at `now` and the prompt has audio left. Returns `None` when the prompt is over.
-    pub fn poll_transmit(&mut self, now: Instant, audio: &[u8]) -> Option<&[u8]> {
+    /// due at `now`; [`Tx::Done`] once the prompt has no audio left.
+    pub fn poll_transmit(&mut self, now: Instant, audio: &[u8]) -> Tx<'_> {
         if now < self.poll_timeout() {
-            return None;
+            return Tx::NotDue;
         }
         let from = self.n as usize * SAMPLES_PER_PACKET;
-        let chunk = audio.get(from..)?;
-        if chunk.is_empty() {
-            return None;
-        }
+        let chunk = match audio.get(from..) {
+            Some(c) if !c.is_empty() => c,
+            _ => return Tx::Done,
+        };
         let chunk = &chunk[..chunk.len().min(SAMPLES_PER_PACKET)];
         let mut header = [0u8; HEADER_LEN];
         write_header(
@@ -164,7 +175,7 @@ impl Packetizer {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(SAMPLES_PER_PACKET as u32);
         self.n += 1;
-        Some(&self.buf)
+        Tx::Packet(&self.buf)
     }
 
     /// Packets of the current prompt sent so far.
@@ -183,19 +194,23 @@ mod tests {
         let t0 = Instant::now();
         let audio = vec![0x55u8; 400]; // 2.5 packets
         let mut p = Packetizer::new(8, 0xdead_beef, 65_535, u32::MAX - 100, t0);
-        assert!(p
-            .poll_transmit(t0 - Duration::from_millis(1), &audio)
-            .is_none());
+        assert_eq!(
+            p.poll_transmit(t0 - Duration::from_millis(1), &audio),
+            Tx::NotDue
+        );
         let mut got = Vec::new();
         // A late poll (5 ms overshoot) does not shift later slots.
         for k in 0..3u32 {
             let now = t0 + PTIME * k + Duration::from_millis(5);
-            let pkt = p.poll_transmit(now, &audio).map(|b| b.to_vec());
+            let pkt = match p.poll_transmit(now, &audio) {
+                Tx::Packet(b) => Some(b.to_vec()),
+                _ => None,
+            };
             assert!(pkt.is_some(), "packet {k}");
             assert_eq!(p.poll_timeout(), t0 + PTIME * (k + 1));
             got.extend(pkt);
         }
-        assert!(p.poll_transmit(t0 + PTIME * 10, &audio).is_none());
+        assert_eq!(p.poll_transmit(t0 + PTIME * 10, &audio), Tx::Done);
         let hs: Vec<RtpHeader> = got
             .iter()
             .filter_map(|b| parse(b).ok().map(|(h, _)| h))

@@ -38,6 +38,8 @@ use crate::Error;
 
 /// The minimum ring time: US 47 CFR 64.1200(a)(6) and UK Ofcom require 15 s.
 pub const MIN_RING_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest call accepted (a larger value is a configuration mistake).
+pub const MAX_CALL_LENGTH: Duration = Duration::from_secs(4 * 3600);
 
 /// Digest credentials for the trunk. `Debug` never shows the password.
 #[derive(Clone)]
@@ -86,6 +88,12 @@ impl Trunk {
                 ),
             });
         }
+        if self.max_call_length > MAX_CALL_LENGTH {
+            return Err(Error::Config {
+                field: "max_call_length",
+                why: format!("at most {} s", MAX_CALL_LENGTH.as_secs()),
+            });
+        }
         if self.max_call_length <= self.ring_timeout {
             return Err(Error::Config {
                 field: "max_call_length",
@@ -103,6 +111,12 @@ pub struct CallRequest {
     pub message: Arc<Message>,
     pub confirmation: Arc<Message>,
     pub opt_out_key: char,
+    /// Keep the received audio packets in the report (tests, diagnostics; off in production:
+    /// it costs memory per call).
+    pub keep_received_audio: bool,
+    /// Cancelled to stop the call (shutdown): ends it `local-shutdown` (an opt-out in
+    /// progress is finished first).
+    pub stop: Option<CancellationToken>,
 }
 
 /// A future that returns once the opt-out is durable (or the reason it could not be made so).
@@ -145,6 +159,13 @@ impl Uac {
     /// Binds the SIP UDP socket at `bind` (port 0 for any) and starts the stack.
     pub async fn start(bind: SocketAddr, user_agent: &str) -> Result<Uac, Error> {
         let sip = |e: rsipstack::Error| Error::Sip(e.to_string());
+        if bind.ip().is_unspecified() {
+            // Via, Contact and SDP carry the bound address: it must be one the trunk can reach.
+            return Err(Error::Config {
+                field: "bind",
+                why: format!("{bind}: bind to the address that reaches the trunk, not a wildcard"),
+            });
+        }
         let token = CancellationToken::new();
         let tl = TransportLayer::new(token.child_token());
         let udp = UdpConnection::create_connection(bind, None, Some(token.child_token()))
@@ -266,7 +287,7 @@ impl Uac {
         let mut digits = Vec::new();
         let mut pcm = Vec::with_capacity(rtp::SAMPLES_PER_PACKET);
         let mut buf = vec![0u8; 2048];
-        let mut heard_from_trunk = false;
+        let mut stopping = false;
 
         loop {
             // Perform what the script asked for.
@@ -338,6 +359,16 @@ impl Uac {
             };
             tokio::select! {
                 _ = sleep_opt(deadline) => script.handle_timeout(Instant::now()),
+                _ = async {
+                    match &req.stop {
+                        Some(t) => t.cancelled().await,
+                        None => std::future::pending().await,
+                    }
+                }, if !stopping => {
+                    stopping = true;
+                    report.timeline.push((at(Instant::now()), "shutdown requested".into()));
+                    script.handle_shutdown(Instant::now());
+                }
                 _ = sleep_opt(send_at) => {
                     let now = Instant::now();
                     if let (Some(m), Some(p)) = (media.as_mut(), playing) {
@@ -346,8 +377,9 @@ impl Uac {
                             Prompt::Confirmation => req.confirmation.encoded(m.codec),
                         };
                         let due = m.packetizer.poll_timeout();
-                        match m.packetizer.poll_transmit(now, audio) {
-                            Some(pkt) => {
+                                                match m.packetizer.poll_transmit(now, audio) {
+                            rtp::Tx::NotDue => {}
+                            rtp::Tx::Packet(pkt) => {
                                 let late = now.saturating_duration_since(due).as_micros();
                                 report.send_lateness_us.push(u32::try_from(late).unwrap_or(u32::MAX));
                                 if let Err(e) = rtp_sock.send_to(pkt, m.remote).await {
@@ -359,7 +391,7 @@ impl Uac {
                                     report.timeline.push((at(now), "first audio packet sent".into()));
                                 }
                             }
-                            None => {
+                                                        rtp::Tx::Done => {
                                 playing = None;
                                 report.timeline.push((at(now), format!("{p:?} played")));
                                 script.handle_prompt_done(now, p);
@@ -379,8 +411,11 @@ impl Uac {
                         Ok(Ok((_, Some(resp)))) => {
                             let code = resp.status_code.code();
                             report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                            if code == 408 && !heard_from_trunk {
-                                // rsipstack reports timer B (no response at all) as a local 408.
+                                                        // rsipstack reports timer B (no response at all) as a 408 it makes
+                            // itself, which has no To tag; a trunk's own 408 has one.
+                            let local = resp.to_header().ok().and_then(|t| t.tag().ok().flatten()).is_none();
+                            if code == 408 && local {
+
                                 script.handle_transport_error(now, "no response from the trunk (timer B)");
                             } else if resp.status_code == StatusCode::OK {
                                 match sdp::parse_answer(&resp.body) {
@@ -417,8 +452,7 @@ impl Uac {
                 ev = sip_rx.recv() => {
                     let now = Instant::now();
                     match ev {
-                        Some(SipEvent::Provisional(code, why)) => {
-                            heard_from_trunk = true;
+                                                Some(SipEvent::Provisional(code, why)) => {
                             report.timeline.push((at(now), format!("{code} {why}")));
                         }
                         Some(SipEvent::Info { content_type, body }) => {
@@ -435,8 +469,11 @@ impl Uac {
                             script.handle_remote_bye(now);
                         }
                         Some(SipEvent::ByeDone) => script.handle_bye_done(now),
-                        Some(SipEvent::Terminated(why)) => {
+                                                Some(SipEvent::Terminated(why)) => {
                             tracing::debug!(?why, "dialog terminated");
+                            if !matches!(why, TerminatedReason::UasBye | TerminatedReason::UacBye | TerminatedReason::UacCancel) {
+                                script.handle_dialog_gone(now, &format!("dialog ended: {why:?}"));
+                            }
                         }
                         None => script.handle_transport_error(now, "SIP stack stopped"),
                     }
@@ -468,7 +505,7 @@ impl Uac {
                             report.keys.push((d, DtmfMethod::InBand, at(now)));
                             script.handle_key(now, d, DtmfMethod::InBand);
                         }
-                        if report.rtp_received.len() < 100_000 {
+                                                if req.keep_received_audio && report.rtp_received.len() < 100_000 {
                             report.rtp_received.push((h, payload.to_vec()));
                         }
                     }
@@ -487,16 +524,16 @@ impl Uac {
                             report.timeline.push((at(now), "opt-out recorded durably".into()));
                             script.handle_opt_out_durable(now);
                         }
-                        Ok(Err(why)) => {
+                                                Ok(Err(why)) => {
                             report.timeline.push((at(now), format!("opt-out NOT recorded: {why}")));
                             tracing::error!(%why, "opt-out could not be recorded");
-                            script.handle_shutdown(now);
+                            script.handle_opt_out_failed(now, &format!("opt-out not recorded: {why}"));
                         }
                         Err(join) => {
                             let why = join.to_string();
                             report.timeline.push((at(now), format!("opt-out NOT recorded: {why}")));
                             tracing::error!(%why, "opt-out could not be recorded");
-                            script.handle_shutdown(now);
+                            script.handle_opt_out_failed(now, &format!("opt-out not recorded: {why}"));
                         }
                     }
                 }

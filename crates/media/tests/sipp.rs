@@ -56,6 +56,8 @@ impl Sipp {
         std::fs::write(&path, scenario).unwrap_or_else(|e| panic!("write scenario: {e}"));
         let media = port + 2;
         let (port_s, media_s) = (port.to_string(), media.to_string());
+        // sipp's control port (default 8888) would collide between tests run in parallel.
+        let control_s = (port + 1).to_string();
         let mut args = vec![
             "-sf",
             path.to_str().unwrap_or_default(),
@@ -65,6 +67,8 @@ impl Sipp {
             &port_s,
             "-mp",
             &media_s,
+            "-cp",
+            &control_s,
             "-m",
             "1",
             "-timeout",
@@ -260,6 +264,11 @@ struct Placed {
 }
 
 async fn place(trunk: &Trunk, message: Message) -> Placed {
+    place_with(trunk, message, Ok(())).await
+}
+
+/// Places a call whose opt-out hook returns `hook` (after a delay).
+async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -> Placed {
     let uac = Uac::start(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
         "crieur-test/0",
@@ -273,6 +282,8 @@ async fn place(trunk: &Trunk, message: Message) -> Placed {
         message: Arc::new(message),
         confirmation: Arc::new(tone(660.0, 1.0)),
         opt_out_key: '9',
+        keep_received_audio: true,
+        stop: None,
     };
     let report = tokio::time::timeout(
         Duration::from_secs(50),
@@ -281,8 +292,8 @@ async fn place(trunk: &Trunk, message: Message) -> Placed {
                 // Stands in for the durable store write: slow on purpose, so a confirmation
                 // played before it returned would show in the timeline order.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                flag.store(true, Ordering::SeqCst);
-                Ok(())
+                                flag.store(true, Ordering::SeqCst);
+                hook
             })
         }),
     )
@@ -340,6 +351,12 @@ async fn answer_and_full_playback_decodes_back_to_the_message() {
         .iter()
         .all(|(h, p)| h.payload_type == 8 && p.len() == 160));
     assert!(got[0].0.marker);
+    // Sent on the 20 ms schedule: no packet left a whole slot late.
+    assert!(
+        r.send_lateness_us.iter().all(|&l| l < 20_000),
+        "max lateness {:?} µs",
+        r.send_lateness_us.iter().max()
+    );
     let first_seq = got[0].0.sequence;
     let _ = first_seq;
     let received: Vec<u8> = got.iter().flat_map(|(_, p)| p.iter().copied()).collect();
@@ -688,4 +705,20 @@ async fn digest_auth_401_and_407_right_and_wrong_password() {
             assert!(sipp.succeeded(), "{challenge} / {password}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_opt_out_write_hangs_up_without_confirming() {
+    let after_ack = format!(
+        "  <pause milliseconds=\"500\"/>\n{}{BYE_200}",
+        uas_request("INFO", 2, Some("application/dtmf-relay"), "Signal=9\nDuration=160\n")
+    );
+    let mut sipp = Sipp::start(&answer_scenario("0 101", &after_ack), &[]);
+    let placed = place_with(&trunk(sipp.addr()), tone(440.0, 8.0), Err("disk full".into())).await;
+    let r = &placed.report;
+    assert_eq!(r.ending.outcome, Outcome::OptOutFailed, "{}", timeline(r));
+    assert!(!r.opt_out_recorded);
+    assert!(!r.timeline.iter().any(|(_, s)| s.contains("Confirmation")), "{}", timeline(r));
+    assert!(r.timeline.iter().any(|(_, s)| s == "BYE sent"), "{}", timeline(r));
+    assert!(sipp.succeeded());
 }
