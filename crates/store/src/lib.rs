@@ -1,0 +1,462 @@
+//! crieur's durable state: contacts with their consent history, and the global opt-out list.
+//!
+//! [`Store`] is the interface the engine and the command line use; [`SledStore`] is the
+//! embedded default (sled). A shared database can be a second implementation.
+//!
+//! Durability: every write method returns only once its data is on disk (sled `flush`, an
+//! fsync); a batch of contacts is applied atomically (all rows or none).
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, Windows, E164};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Everything that can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store cannot be opened: locked by another process, unreadable, or corrupt.
+    #[error("cannot open the store at {}: {why} (locked by another crieur process, or damaged; it was not modified)", path.display())]
+    Open { path: PathBuf, why: String },
+    /// The directory holds something that is not a crieur store.
+    #[error("{} is not a crieur store ({why}); refusing to initialise over it", path.display())]
+    NotAStore { path: PathBuf, why: String },
+    /// No store exists at the path and creation was not asked for.
+    #[error("no store at {}: create one with `crieur import`", path.display())]
+    Missing { path: PathBuf },
+    /// A read or write failed (disk full, I/O error): nothing of the operation was applied.
+    #[error("store I/O failed, nothing was written: {0}")]
+    Io(String),
+    /// A stored record cannot be decoded.
+    #[error("damaged record for {key}: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// What an import changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportStats {
+    /// Contacts that were not in the store.
+    pub created: usize,
+    /// Contacts already there (their consent history kept, new records appended).
+    pub updated: usize,
+    /// Consent records added.
+    pub consents_added: usize,
+}
+
+/// One entry of the opt-out list: the number is kept only as a keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptOut {
+    /// HMAC-SHA-256 of the E.164 number under the store's key, hex.
+    pub number_hash: String,
+    pub at: DateTime<Utc>,
+    /// How it arrived (`key 9 by rfc4733`, `import bloctel-2027-03.txt`, `crieur optout add` …).
+    pub source: String,
+}
+
+/// The store interface.
+pub trait Store {
+    /// Adds or updates `contacts` of `campaign` atomically: all of them, or none on error.
+    fn upsert_contacts(&self, campaign: &str, contacts: &[Contact]) -> Result<ImportStats>;
+    /// One contact.
+    fn contact(&self, campaign: &str, id: &ContactId) -> Result<Option<Contact>>;
+    /// Every contact of a campaign, in id order.
+    fn contacts(&self, campaign: &str) -> Result<Vec<Contact>>;
+    /// Records an opt-out; durable when this returns. `Ok(false)` if it was already there.
+    fn add_opt_out(&self, number: &E164, at: DateTime<Utc>, source: &str) -> Result<bool>;
+    /// Records many opt-outs in one durable batch; returns how many were new.
+    fn add_opt_outs(&self, numbers: &[E164], at: DateTime<Utc>, source: &str) -> Result<usize>;
+    /// Removes an opt-out (e.g. entered by mistake); durable when this returns.
+    fn remove_opt_out(&self, number: &E164) -> Result<bool>;
+    /// Whether the number has opted out.
+    fn is_opted_out(&self, number: &E164) -> Result<bool>;
+    /// The whole list (hashes only).
+    fn opt_outs(&self) -> Result<Vec<OptOut>>;
+}
+
+const FORMAT: &[u8] = b"crieur-store-1";
+
+/// The sled-backed store.
+pub struct SledStore {
+    db: sled::Db,
+    contacts: sled::Tree,
+    optouts: sled::Tree,
+    key: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct StoredConsent {
+    windows: String,
+    granted_at: i64,
+    granted_nanos: u32,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    source: String,
+    proof: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredContact {
+    id: String,
+    phone: String,
+    zone: Option<String>,
+    consents: Vec<StoredConsent>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOptOut {
+    at: i64,
+    source: String,
+}
+
+fn io(e: impl std::fmt::Display) -> Error {
+    Error::Io(e.to_string())
+}
+
+impl SledStore {
+    /// Opens the store at `path`. With `create`, a missing store is created; an existing
+    /// directory that is not a crieur store is never initialised over.
+    pub fn open(path: &Path, create: bool) -> Result<Self> {
+        let exists = path.join("conf").exists() || path.join("db").exists();
+        if !exists {
+            if !create {
+                return Err(Error::Missing { path: path.to_owned() });
+            }
+            if path.exists() && std::fs::read_dir(path).map_err(io)?.next().is_some() {
+                return Err(Error::NotAStore {
+                    path: path.to_owned(),
+                    why: "the directory is not empty".into(),
+                });
+            }
+        }
+        let db = sled::Config::new().path(path).open().map_err(|e| Error::Open {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })?;
+        let meta = db.open_tree("meta").map_err(io)?;
+        let key = match (meta.get("format").map_err(io)?, exists) {
+            (Some(f), _) if f.as_ref() == FORMAT => meta.get("optout-key").map_err(io)?,
+            (Some(f), _) => {
+                return Err(Error::NotAStore {
+                    path: path.to_owned(),
+                    why: format!("unknown format {:?}", String::from_utf8_lossy(&f)),
+                })
+            }
+            (None, true) => {
+                return Err(Error::NotAStore {
+                    path: path.to_owned(),
+                    why: "no format marker".into(),
+                })
+            }
+            (None, false) => {
+                let key: [u8; 32] = rand::random();
+                meta.insert("optout-key", &key[..]).map_err(io)?;
+                meta.insert("format", FORMAT).map_err(io)?;
+                db.flush().map_err(io)?;
+                Some(sled::IVec::from(&key[..]))
+            }
+        };
+        let key: [u8; 32] = key
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| Error::NotAStore {
+                path: path.to_owned(),
+                why: "the opt-out key is missing or damaged".into(),
+            })?;
+        Ok(SledStore {
+            contacts: db.open_tree("contacts").map_err(io)?,
+            optouts: db.open_tree("optouts").map_err(io)?,
+            db,
+            key,
+        })
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(io)
+    }
+
+    fn number_key(&self, number: &E164) -> [u8; 32] {
+        // HMAC accepts keys of any length: new_from_slice cannot fail for 32 bytes.
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.key) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        mac.update(number.as_str().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn durable(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(io)
+    }
+}
+
+fn contact_key(campaign: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + 1 + id.len());
+    k.extend_from_slice(campaign.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn store_consent(c: &ConsentRecord) -> StoredConsent {
+    StoredConsent {
+        windows: c.windows.to_string(),
+        granted_at: c.granted_at.timestamp(),
+        granted_nanos: c.granted_at.timestamp_subsec_nanos(),
+        expires_at: c.expires_at.map(|t| t.timestamp()),
+        revoked_at: c.revoked_at.map(|t| t.timestamp()),
+        source: c.source.clone(),
+        proof: c.proof.clone(),
+    }
+}
+
+fn decode_contact(key: &[u8], bytes: &[u8]) -> Result<Contact> {
+    let corrupt = |why: String| Error::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        why,
+    };
+    let s: StoredContact = postcard::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let instant = |t: i64, n: u32| DateTime::from_timestamp(t, n).ok_or_else(|| corrupt(format!("instant {t}")));
+    let mut consents = Vec::with_capacity(s.consents.len());
+    for c in &s.consents {
+        consents.push(ConsentRecord {
+            windows: c.windows.parse::<Windows>().map_err(|e| corrupt(e.to_string()))?,
+            granted_at: instant(c.granted_at, c.granted_nanos)?,
+            expires_at: c.expires_at.map(|t| instant(t, 0)).transpose()?,
+            revoked_at: c.revoked_at.map(|t| instant(t, 0)).transpose()?,
+            source: c.source.clone(),
+            proof: c.proof.clone(),
+        });
+    }
+    Ok(Contact::new(
+        ContactId::new(s.id).map_err(|e| corrupt(e.to_string()))?,
+        s.phone.parse().map_err(|e: crieur_scheduler::Error| corrupt(e.to_string()))?,
+        s.zone.as_deref().map(parse_zone).transpose().map_err(|e| corrupt(e.to_string()))?,
+        consents,
+    ))
+}
+
+impl Store for SledStore {
+    fn upsert_contacts(&self, campaign: &str, contacts: &[Contact]) -> Result<ImportStats> {
+        let mut stats = ImportStats::default();
+        let mut batch = sled::Batch::default();
+        let mut seen = std::collections::HashMap::new();
+        for c in contacts {
+            let key = contact_key(campaign, c.id().as_str());
+            // Earlier rows of this batch first, then the stored record.
+            let mut stored: Option<StoredContact> = match seen.remove(&key) {
+                Some(s) => Some(s),
+                None => match self.contacts.get(&key).map_err(io)? {
+                    Some(b) => Some(postcard::from_bytes(&b).map_err(|e| Error::Corrupt {
+                        key: c.id().to_string(),
+                        why: e.to_string(),
+                    })?),
+                    None => None,
+                },
+            };
+            let record = match stored.take() {
+                Some(mut s) => {
+                    stats.updated += 1;
+                    s.phone = c.phone().to_string();
+                    s.zone = c.given_zone().map(|z| z.name().to_owned());
+                    for consent in c.consents() {
+                        let new = store_consent(consent);
+                        if !s.consents.contains(&new) {
+                            s.consents.push(new);
+                            stats.consents_added += 1;
+                        }
+                    }
+                    s
+                }
+                None => {
+                    stats.created += 1;
+                    stats.consents_added += c.consents().len();
+                    StoredContact {
+                        id: c.id().to_string(),
+                        phone: c.phone().to_string(),
+                        zone: c.given_zone().map(|z| z.name().to_owned()),
+                        consents: c.consents().iter().map(store_consent).collect(),
+                    }
+                }
+            };
+            let bytes = postcard::to_allocvec(&record).map_err(io)?;
+            batch.insert(key.clone(), bytes);
+            seen.insert(key, record);
+        }
+        self.contacts.apply_batch(batch).map_err(io)?;
+        self.durable()?;
+        Ok(stats)
+    }
+
+    fn contact(&self, campaign: &str, id: &ContactId) -> Result<Option<Contact>> {
+        let key = contact_key(campaign, id.as_str());
+        match self.contacts.get(&key).map_err(io)? {
+            Some(b) => decode_contact(&key, &b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn contacts(&self, campaign: &str) -> Result<Vec<Contact>> {
+        let prefix = contact_key(campaign, "");
+        self.contacts
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv.map_err(io)?;
+                decode_contact(&k, &v)
+            })
+            .collect()
+    }
+
+    fn add_opt_out(&self, number: &E164, at: DateTime<Utc>, source: &str) -> Result<bool> {
+        Ok(self.add_opt_outs(std::slice::from_ref(number), at, source)? == 1)
+    }
+
+    fn add_opt_outs(&self, numbers: &[E164], at: DateTime<Utc>, source: &str) -> Result<usize> {
+        let value = postcard::to_allocvec(&StoredOptOut {
+            at: at.timestamp(),
+            source: source.to_owned(),
+        })
+        .map_err(io)?;
+        let mut batch = sled::Batch::default();
+        let mut new = std::collections::HashSet::new();
+        for n in numbers {
+            let k = self.number_key(n);
+            // The first opt-out of a number is the one kept: its date is the evidence.
+            if !self.optouts.contains_key(k).map_err(io)? && new.insert(k) {
+                batch.insert(&k[..], value.clone());
+            }
+        }
+        self.optouts.apply_batch(batch).map_err(io)?;
+        self.durable()?;
+        Ok(new.len())
+    }
+
+    fn remove_opt_out(&self, number: &E164) -> Result<bool> {
+        let removed = self.optouts.remove(self.number_key(number)).map_err(io)?.is_some();
+        self.durable()?;
+        Ok(removed)
+    }
+
+    fn is_opted_out(&self, number: &E164) -> Result<bool> {
+        self.optouts.contains_key(self.number_key(number)).map_err(io)
+    }
+
+    fn opt_outs(&self) -> Result<Vec<OptOut>> {
+        self.optouts
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(io)?;
+                let s: StoredOptOut = postcard::from_bytes(&v).map_err(|e| Error::Corrupt {
+                    key: hex::encode(&k),
+                    why: e.to_string(),
+                })?;
+                Ok(OptOut {
+                    number_hash: hex::encode(&k),
+                    at: DateTime::from_timestamp(s.at, 0).unwrap_or_default(),
+                    source: s.source,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> E164 {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn contact(id: &str, phone: &str, windows: &str, granted: i64) -> Contact {
+        Contact::new(
+            ContactId::new(id).unwrap_or_else(|e| panic!("{e}")),
+            n(phone),
+            None,
+            vec![ConsentRecord {
+                windows: windows.parse().unwrap_or_else(|e| panic!("{e}")),
+                granted_at: DateTime::from_timestamp(granted, 0).unwrap_or_default(),
+                expires_at: None,
+                revoked_at: None,
+                source: "form".into(),
+                proof: format!("p-{id}"),
+            }],
+        )
+    }
+
+    fn open(dir: &Path) -> SledStore {
+        SledStore::open(dir, true).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn reimport_keeps_consent_history() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = open(&dir.path().join("s"));
+        let st = s.upsert_contacts("c", &[contact("a", "+33612345678", "mon 10:00-11:00", 1_800_000_000)]);
+        assert_eq!(st.ok(), Some(ImportStats { created: 1, updated: 0, consents_added: 1 }));
+        // Same id, a new consent and a new number: history kept, number updated.
+        let st = s.upsert_contacts("c", &[contact("a", "+33612345679", "sat 10:00-11:00", 1_810_000_000)]);
+        assert_eq!(st.ok(), Some(ImportStats { created: 0, updated: 1, consents_added: 1 }));
+        // The identical record again adds nothing.
+        let st = s.upsert_contacts("c", &[contact("a", "+33612345679", "sat 10:00-11:00", 1_810_000_000)]);
+        assert_eq!(st.ok().map(|s| s.consents_added), Some(0));
+        let id = ContactId::new("a").unwrap_or_else(|e| panic!("{e}"));
+        let c = s.contact("c", &id).ok().flatten().unwrap_or_else(|| panic!("missing"));
+        assert_eq!(c.phone().as_str(), "+33612345679");
+        assert_eq!(c.consents().len(), 2);
+        assert_eq!(c.consents()[0].windows.to_string(), "mon 10:00-11:00");
+        // Campaigns are separate.
+        assert!(s.contacts("other").map(|v| v.is_empty()).unwrap_or(false));
+    }
+
+    #[test]
+    fn opt_outs_are_hashed_global_and_durable() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("s");
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        {
+            let s = open(&path);
+            assert!(matches!(s.add_opt_out(&n("+33612345678"), at, "key 9 by rfc4733"), Ok(true)));
+            assert!(matches!(s.add_opt_out(&n("+33612345678"), at, "again"), Ok(false)));
+            assert_eq!(s.add_opt_outs(&[n("+33612345678"), n("+12012345678"), n("+12012345678")], at, "import").ok(), Some(1));
+        }
+        // Reopened: still there (durable), listed by hash only.
+        let s = open(&path);
+        assert!(matches!(s.is_opted_out(&n("+33612345678")), Ok(true)));
+        assert!(matches!(s.is_opted_out(&n("+33612345679")), Ok(false)));
+        let list = s.opt_outs().unwrap_or_default();
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().all(|o| o.number_hash.len() == 64));
+        assert!(list.iter().any(|o| o.source == "key 9 by rfc4733"));
+        // The numbers themselves appear nowhere on disk.
+        drop(s);
+        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            for needle in [&b"33612345678"[..], &b"12012345678"[..]] {
+                assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{:?} holds a number", entry.path());
+            }
+        }
+        let s = open(&path);
+        assert!(matches!(s.remove_opt_out(&n("+33612345678")), Ok(true)));
+        assert!(matches!(s.is_opted_out(&n("+33612345678")), Ok(false)));
+    }
+
+    #[test]
+    fn never_initialises_over_something_else() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(other.join("notes.txt"), "mine").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(SledStore::open(&other, true), Err(Error::NotAStore { .. })));
+        assert!(matches!(SledStore::open(&dir.path().join("missing"), false), Err(Error::Missing { .. })));
+        // Locked by another opener.
+        let path = dir.path().join("s");
+        let _held = open(&path);
+        assert!(matches!(SledStore::open(&path, false), Err(Error::Open { .. })));
+    }
+}
