@@ -292,7 +292,7 @@ async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -
                 // Stands in for the durable store write: slow on purpose, so a confirmation
                 // played before it returned would show in the timeline order.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                                flag.store(true, Ordering::SeqCst);
+                flag.store(true, Ordering::SeqCst);
                 hook
             })
         }),
@@ -711,14 +711,32 @@ async fn digest_auth_401_and_407_right_and_wrong_password() {
 async fn a_failed_opt_out_write_hangs_up_without_confirming() {
     let after_ack = format!(
         "  <pause milliseconds=\"500\"/>\n{}{BYE_200}",
-        uas_request("INFO", 2, Some("application/dtmf-relay"), "Signal=9\nDuration=160\n")
+        uas_request(
+            "INFO",
+            2,
+            Some("application/dtmf-relay"),
+            "Signal=9\nDuration=160\n"
+        )
     );
     let mut sipp = Sipp::start(&answer_scenario("0 101", &after_ack), &[]);
-    let placed = place_with(&trunk(sipp.addr()), tone(440.0, 8.0), Err("disk full".into())).await;
+    let placed = place_with(
+        &trunk(sipp.addr()),
+        tone(440.0, 8.0),
+        Err("disk full".into()),
+    )
+    .await;
     let r = &placed.report;
     assert_eq!(r.ending.outcome, Outcome::OptOutFailed, "{}", timeline(r));
     assert!(!r.opt_out_recorded);
-    assert!(!r.timeline.iter().any(|(_, s)| s.contains("Confirmation")), "{}", timeline(r));
-    assert!(r.timeline.iter().any(|(_, s)| s == "BYE sent"), "{}", timeline(r));
+    assert!(
+        !r.timeline.iter().any(|(_, s)| s.contains("Confirmation")),
+        "{}",
+        timeline(r)
+    );
+    assert!(
+        r.timeline.iter().any(|(_, s)| s == "BYE sent"),
+        "{}",
+        timeline(r)
+    );
     assert!(sipp.succeeded());
 }

@@ -124,7 +124,9 @@ impl SledStore {
         let exists = path.join("conf").exists() || path.join("db").exists();
         if !exists {
             if !create {
-                return Err(Error::Missing { path: path.to_owned() });
+                return Err(Error::Missing {
+                    path: path.to_owned(),
+                });
             }
             if path.exists() && std::fs::read_dir(path).map_err(io)?.next().is_some() {
                 return Err(Error::NotAStore {
@@ -133,10 +135,13 @@ impl SledStore {
                 });
             }
         }
-        let db = sled::Config::new().path(path).open().map_err(|e| Error::Open {
-            path: path.to_owned(),
-            why: e.to_string(),
-        })?;
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| Error::Open {
+                path: path.to_owned(),
+                why: e.to_string(),
+            })?;
         let meta = db.open_tree("meta").map_err(io)?;
         let key = match (meta.get("format").map_err(io)?, exists) {
             (Some(f), _) if f.as_ref() == FORMAT => meta.get("optout-key").map_err(io)?,
@@ -221,11 +226,16 @@ fn decode_contact(key: &[u8], bytes: &[u8]) -> Result<Contact> {
         why,
     };
     let s: StoredContact = postcard::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?;
-    let instant = |t: i64, n: u32| DateTime::from_timestamp(t, n).ok_or_else(|| corrupt(format!("instant {t}")));
+    let instant = |t: i64, n: u32| {
+        DateTime::from_timestamp(t, n).ok_or_else(|| corrupt(format!("instant {t}")))
+    };
     let mut consents = Vec::with_capacity(s.consents.len());
     for c in &s.consents {
         consents.push(ConsentRecord {
-            windows: c.windows.parse::<Windows>().map_err(|e| corrupt(e.to_string()))?,
+            windows: c
+                .windows
+                .parse::<Windows>()
+                .map_err(|e| corrupt(e.to_string()))?,
             granted_at: instant(c.granted_at, c.granted_nanos)?,
             expires_at: c.expires_at.map(|t| instant(t, 0)).transpose()?,
             revoked_at: c.revoked_at.map(|t| instant(t, 0)).transpose()?,
@@ -235,8 +245,14 @@ fn decode_contact(key: &[u8], bytes: &[u8]) -> Result<Contact> {
     }
     Ok(Contact::new(
         ContactId::new(s.id).map_err(|e| corrupt(e.to_string()))?,
-        s.phone.parse().map_err(|e: crieur_scheduler::Error| corrupt(e.to_string()))?,
-        s.zone.as_deref().map(parse_zone).transpose().map_err(|e| corrupt(e.to_string()))?,
+        s.phone
+            .parse()
+            .map_err(|e: crieur_scheduler::Error| corrupt(e.to_string()))?,
+        s.zone
+            .as_deref()
+            .map(parse_zone)
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?,
         consents,
     ))
 }
@@ -337,13 +353,19 @@ impl Store for SledStore {
     }
 
     fn remove_opt_out(&self, number: &E164) -> Result<bool> {
-        let removed = self.optouts.remove(self.number_key(number)).map_err(io)?.is_some();
+        let removed = self
+            .optouts
+            .remove(self.number_key(number))
+            .map_err(io)?
+            .is_some();
         self.durable()?;
         Ok(removed)
     }
 
     fn is_opted_out(&self, number: &E164) -> Result<bool> {
-        self.optouts.contains_key(self.number_key(number)).map_err(io)
+        self.optouts
+            .contains_key(self.number_key(number))
+            .map_err(io)
     }
 
     fn opt_outs(&self) -> Result<Vec<OptOut>> {
@@ -397,16 +419,58 @@ mod tests {
     fn reimport_keeps_consent_history() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let s = open(&dir.path().join("s"));
-        let st = s.upsert_contacts("c", &[contact("a", "+33612345678", "mon 10:00-11:00", 1_800_000_000)]);
-        assert_eq!(st.ok(), Some(ImportStats { created: 1, updated: 0, consents_added: 1 }));
+        let st = s.upsert_contacts(
+            "c",
+            &[contact(
+                "a",
+                "+33612345678",
+                "mon 10:00-11:00",
+                1_800_000_000,
+            )],
+        );
+        assert_eq!(
+            st.ok(),
+            Some(ImportStats {
+                created: 1,
+                updated: 0,
+                consents_added: 1
+            })
+        );
         // Same id, a new consent and a new number: history kept, number updated.
-        let st = s.upsert_contacts("c", &[contact("a", "+33612345679", "sat 10:00-11:00", 1_810_000_000)]);
-        assert_eq!(st.ok(), Some(ImportStats { created: 0, updated: 1, consents_added: 1 }));
+        let st = s.upsert_contacts(
+            "c",
+            &[contact(
+                "a",
+                "+33612345679",
+                "sat 10:00-11:00",
+                1_810_000_000,
+            )],
+        );
+        assert_eq!(
+            st.ok(),
+            Some(ImportStats {
+                created: 0,
+                updated: 1,
+                consents_added: 1
+            })
+        );
         // The identical record again adds nothing.
-        let st = s.upsert_contacts("c", &[contact("a", "+33612345679", "sat 10:00-11:00", 1_810_000_000)]);
+        let st = s.upsert_contacts(
+            "c",
+            &[contact(
+                "a",
+                "+33612345679",
+                "sat 10:00-11:00",
+                1_810_000_000,
+            )],
+        );
         assert_eq!(st.ok().map(|s| s.consents_added), Some(0));
         let id = ContactId::new("a").unwrap_or_else(|e| panic!("{e}"));
-        let c = s.contact("c", &id).ok().flatten().unwrap_or_else(|| panic!("missing"));
+        let c = s
+            .contact("c", &id)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("missing"));
         assert_eq!(c.phone().as_str(), "+33612345679");
         assert_eq!(c.consents().len(), 2);
         assert_eq!(c.consents()[0].windows.to_string(), "mon 10:00-11:00");
@@ -421,9 +485,23 @@ mod tests {
         let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
         {
             let s = open(&path);
-            assert!(matches!(s.add_opt_out(&n("+33612345678"), at, "key 9 by rfc4733"), Ok(true)));
-            assert!(matches!(s.add_opt_out(&n("+33612345678"), at, "again"), Ok(false)));
-            assert_eq!(s.add_opt_outs(&[n("+33612345678"), n("+12012345678"), n("+12012345678")], at, "import").ok(), Some(1));
+            assert!(matches!(
+                s.add_opt_out(&n("+33612345678"), at, "key 9 by rfc4733"),
+                Ok(true)
+            ));
+            assert!(matches!(
+                s.add_opt_out(&n("+33612345678"), at, "again"),
+                Ok(false)
+            ));
+            assert_eq!(
+                s.add_opt_outs(
+                    &[n("+33612345678"), n("+12012345678"), n("+12012345678")],
+                    at,
+                    "import"
+                )
+                .ok(),
+                Some(1)
+            );
         }
         // Reopened: still there (durable), listed by hash only.
         let s = open(&path);
@@ -438,7 +516,11 @@ mod tests {
         for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
             let bytes = std::fs::read(entry.path()).unwrap_or_default();
             for needle in [&b"33612345678"[..], &b"12012345678"[..]] {
-                assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{:?} holds a number", entry.path());
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{:?} holds a number",
+                    entry.path()
+                );
             }
         }
         let s = open(&path);
@@ -452,11 +534,20 @@ mod tests {
         let other = dir.path().join("other");
         std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(other.join("notes.txt"), "mine").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(SledStore::open(&other, true), Err(Error::NotAStore { .. })));
-        assert!(matches!(SledStore::open(&dir.path().join("missing"), false), Err(Error::Missing { .. })));
+        assert!(matches!(
+            SledStore::open(&other, true),
+            Err(Error::NotAStore { .. })
+        ));
+        assert!(matches!(
+            SledStore::open(&dir.path().join("missing"), false),
+            Err(Error::Missing { .. })
+        ));
         // Locked by another opener.
         let path = dir.path().join("s");
         let _held = open(&path);
-        assert!(matches!(SledStore::open(&path, false), Err(Error::Open { .. })));
+        assert!(matches!(
+            SledStore::open(&path, false),
+            Err(Error::Open { .. })
+        ));
     }
 }
