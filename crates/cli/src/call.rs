@@ -1,8 +1,7 @@
 //! `crieur call`: one call placed the way a campaign places it — the policy decides first.
 
-use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallRequest, Credentials, OptOutFuture, Trunk, Uac};
 use crieur_scheduler::{Decision, Evaluator};
+use crieur_store::{SledStore, Store};
 
 use crate::campaign::Campaign;
 use crate::input::{InputError, InputErrors};
@@ -20,30 +20,6 @@ use crate::input::{InputError, InputErrors};
 pub const EXIT_REFUSED: u8 = 3;
 /// Exit code when the call was placed but not answered (busy, no answer, failure …).
 pub const EXIT_NOT_ANSWERED: u8 = 4;
-
-/// Opt-outs recorded by `crieur call`: one line per number, appended and fsync'ed before the
-/// confirmation plays. (The campaign store replaces this file in the dialling loop.)
-pub fn opted_out(file: &Path, number: &str) -> anyhow::Result<bool> {
-    match std::fs::read_to_string(file) {
-        Ok(text) => Ok(text.lines().any(|l| l.split('\t').next() == Some(number))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("reading the opt-out file {}", file.display())),
-    }
-}
-
-fn record_opt_out(file: &Path, number: &str, at: DateTime<Utc>, how: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)?;
-    writeln!(f, "{number}\t{}\t{how}", at.to_rfc3339())?;
-    f.sync_all()?;
-    // A new file's directory entry must be durable too.
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
 
 /// The local address that routes to `trunk` (so Via/Contact/SDP carry a reachable address).
 fn local_ip_towards(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
@@ -60,15 +36,13 @@ pub fn run(
     campaign: &Campaign,
     contact: &crieur_scheduler::Contact,
     now: DateTime<Utc>,
-    optout_file: &Path,
+    store: &Path,
 ) -> anyhow::Result<ExitCode> {
     println!("call      {} {}", contact.id(), contact.phone());
     let number = contact.phone().to_string();
-    if opted_out(optout_file, &number)? {
-        println!(
-            "refused   {number} is on the opt-out list ({})",
-            optout_file.display()
-        );
+    let store = Arc::new(SledStore::open(store, true)?);
+    if store.is_opted_out(contact.phone())? {
+        println!("refused   {number} is on the opt-out list");
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
     match Evaluator::new(&campaign.policy).decide(contact, now) {
@@ -137,7 +111,8 @@ pub fn run(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let optout_file: PathBuf = optout_file.to_owned();
+    let phone = contact.phone().clone();
+    let hook_store = store.clone();
     let stop = tokio_util::sync::CancellationToken::new();
     let report = rt.block_on(async {
         let uac = Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?;
@@ -161,17 +136,20 @@ pub fn run(
                 }
             }
         });
-        let n = number.clone();
+
         uac.call(&trunk, req, move |digit, method| -> OptOutFuture {
             Box::pin(async move {
                 let how = format!("key {digit} by {}", method.as_str());
                 // Clock read at the edge: the opt-out's own timestamp.
                 #[allow(clippy::disallowed_methods)]
                 let at = Utc::now();
-                tokio::task::spawn_blocking(move || record_opt_out(&optout_file, &n, at, &how))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())
+                // Durable (flushed to disk) when add_opt_out returns.
+                tokio::task::spawn_blocking(move || {
+                    hook_store.add_opt_out(&phone, at, &how).map(|_| ())
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
             })
         })
         .await

@@ -39,11 +39,82 @@ pub fn load(path: &Path) -> Result<Loaded, InputErrors> {
     // counted from byte offsets (the csv crate's own line count is off with CRLF endings).
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
+    load_bytes(path, &bytes)
+}
+
+/// A row left out by [`load_lenient`].
+#[derive(Debug)]
+pub struct Reject {
+    pub line: usize,
+    pub fields: Vec<String>,
+    pub reasons: Vec<String>,
+}
+
+/// Like [`load`], but keeps the valid rows and returns each invalid one with its reasons.
+/// Problems with the file itself (unreadable, bad header) are still errors.
+pub fn load_lenient(path: &Path) -> Result<(Loaded, Vec<Reject>, csv::StringRecord), InputErrors> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
+    let errors = match load_bytes(path, &bytes) {
+        Ok(l) => return Ok((l, Vec::new(), header_of(&bytes))),
+        Err(e) => e.0,
+    };
+    if errors.iter().any(|e| e.line.is_none_or(|l| l <= 1)) {
+        return Err(InputErrors(errors));
+    }
+    let mut by_line: HashMap<usize, Vec<String>> = HashMap::new();
+    for e in &errors {
+        let mut msg = e.to_string();
+        // Drop the "file:line:col: " prefix; the rejects file has its own line column.
+        if let Some(i) = msg.find(": ") {
+            msg = msg[i + 2..].to_owned();
+        }
+        by_line.entry(e.line.unwrap_or(0)).or_default().push(msg);
+    }
+    let header = header_of(&bytes);
     let mut lines = LineIndex::new(&bytes);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .trim(csv::Trim::All)
         .from_reader(bytes.as_slice());
+    let mut kept = csv::Writer::from_writer(Vec::new());
+    let mut rejects = Vec::new();
+    let _ = kept.write_record(&header);
+    let mut record = csv::StringRecord::new();
+    while let Ok(true) = reader.read_record(&mut record) {
+        let line = record.position().map_or(0, |p| lines.line_of(p.byte()));
+        match by_line.remove(&line) {
+            Some(reasons) => rejects.push(Reject {
+                line,
+                fields: record.iter().map(str::to_owned).collect(),
+                reasons,
+            }),
+            None => {
+                let _ = kept.write_record(&record);
+            }
+        }
+    }
+    let kept = kept
+        .into_inner()
+        .map_err(|e| InputError::new(path, e.to_string()))?;
+    let loaded = load_bytes(path, &kept)?;
+    Ok((loaded, rejects, header))
+}
+
+fn header_of(bytes: &[u8]) -> csv::StringRecord {
+    csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes)
+        .headers()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, InputErrors> {
+    let mut lines = LineIndex::new(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
     let headers = reader
         .headers()
         .map_err(|e| InputError::new(path, format!("cannot read the header: {e}")).at(1, None))?

@@ -7,6 +7,7 @@ mod call;
 mod campaign;
 mod contacts;
 mod input;
+mod storecmd;
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -73,9 +74,33 @@ enum Command {
         /// The contact's id.
         #[arg(long)]
         contact: String,
-        /// Where opt-outs are recorded (appended and fsync'ed before the confirmation plays).
-        #[arg(long, default_value = "crieur-optouts.tsv")]
-        optout_file: PathBuf,
+        /// The store: its opt-out list is checked before the call, and an opt-out made during
+        /// the call is recorded there (durably) before the confirmation plays.
+        #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
+        store: PathBuf,
+    },
+    /// Import contacts into the store: all-or-nothing, or with --skip-invalid the valid rows,
+    /// the others written with their reasons to a rejects file.
+    Import {
+        #[arg(long)]
+        campaign: PathBuf,
+        /// The store directory (created if missing).
+        #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
+        store: PathBuf,
+        /// Import the valid rows; write the others to --rejects.
+        #[arg(long)]
+        skip_invalid: bool,
+        #[arg(long, default_value = "rejects.csv")]
+        rejects: PathBuf,
+        /// The contacts CSV.
+        contacts: PathBuf,
+    },
+    /// The global opt-out list (numbers kept only as keyed hashes).
+    Optout {
+        #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
+        store: PathBuf,
+        #[command(subcommand)]
+        action: OptOutAction,
     },
     /// Validate a campaign (and optionally its contacts) and say what is wrong.
     Check {
@@ -84,6 +109,20 @@ enum Command {
         #[arg(long)]
         contacts: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum OptOutAction {
+    /// Add a number (E.164).
+    Add { number: String },
+    /// Remove a number added by mistake.
+    Remove { number: String },
+    /// Whether a number is on the list.
+    Check { number: String },
+    /// List the entries (hash, date, source).
+    List,
+    /// Import a file of E.164 numbers, one per line (# comments allowed), e.g. Bloctel's.
+    Import { file: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -136,11 +175,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             at,
         } => explain(&campaign, &contacts, &contact, at),
         Command::Check { campaign, contacts } => check(&campaign, contacts.as_deref()),
+        Command::Import {
+            campaign,
+            store,
+            skip_invalid,
+            rejects,
+            contacts,
+        } => storecmd::import(&campaign, &contacts, &store, skip_invalid, &rejects),
+        Command::Optout { store, action } => storecmd::optout(&store, &action),
         Command::Call {
             campaign,
             contacts,
             contact,
-            optout_file,
+            store,
         } => {
             let (campaign, loaded) = load_both(&campaign, &contacts)?;
             let Some(c) = loaded.contacts.iter().find(|c| c.id().as_str() == contact) else {
@@ -155,7 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The binary is the edge where the clock is read; the policy takes it as input.
             #[allow(clippy::disallowed_methods)]
             let now = Utc::now();
-            call::run(&campaign, c, now, &optout_file)
+            call::run(&campaign, c, now, &store)
         }
     }
 }

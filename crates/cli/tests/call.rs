@@ -106,8 +106,8 @@ impl Setup {
                 &p("k.csv"),
                 "--contact",
                 "c1",
-                "--optout-file",
-                &p("optouts.tsv"),
+                "--store",
+                &p("store"),
             ])
             .output()
             .unwrap_or_else(|e| panic!("{e}"))
@@ -153,11 +153,12 @@ fn a_skip_is_refused_with_its_reasons_and_nothing_is_sent() {
 #[test]
 fn an_opted_out_number_is_refused() {
     let s = Setup::new(free_port(), "daily 00:00-24:00", "");
-    std::fs::write(
-        s.dir.path().join("optouts.tsv"),
-        "+33612345678\t2026-01-01T00:00:00+00:00\tkey 9 by rfc4733\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let store = s.dir.path().join("store").display().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args(["optout", "--store", &store, "add", "+33 6 12 34 56 78"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let o = s.call();
     assert_eq!(o.status.code(), Some(3));
     assert!(
@@ -216,4 +217,231 @@ fn a_dial_places_the_call_and_prints_its_timeline() {
     assert!(out.contains("answer → first audio"), "{out}");
     assert!(out.contains("outcome   answered-completed"), "{out}");
     assert!(sipp_ok, "sipp did not count the call successful");
+}
+
+fn crieur(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
+    let s = Setup::new(free_port(), "daily 00:00-24:00", "");
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
+    let rows = "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\n\
+                a,+33612345678,,mon 10:00-11:00,2027-01-01T00:00:00Z,,,form,p1\n\
+                b,+3361234,,mon 10:00-11:00,2027-01-01T00:00:00Z,,,form,p2\n\
+                c,+33612345679,,mon 10:00-11:00,2027-01-01T00:00:00Z,,,form,p3\n";
+    std::fs::write(p("in.csv"), rows).unwrap_or_else(|e| panic!("{e}"));
+    // All-or-nothing: one bad row, nothing imported, located error, exit 2.
+    let o = crieur(&[
+        "import",
+        "--campaign",
+        &p("c.toml"),
+        "--store",
+        &p("st"),
+        &p("in.csv"),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("in.csv:3:2: field `phone`"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        !s.dir.path().join("st").exists(),
+        "a failed import must not create a store"
+    );
+    // --skip-invalid: two imported, one rejected with its reason.
+    let o = crieur(&[
+        "import",
+        "--campaign",
+        &p("c.toml"),
+        "--store",
+        &p("st"),
+        "--skip-invalid",
+        "--rejects",
+        &p("rej.csv"),
+        &p("in.csv"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("2 new contacts"),
+        "{}",
+        text(&o.stdout)
+    );
+    let rej = std::fs::read_to_string(p("rej.csv")).unwrap_or_default();
+    assert!(rej.starts_with("id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof,line,reject_reason\n"), "{rej}");
+    assert!(
+        rej.contains("b,+3361234,")
+            && rej.contains(",3,")
+            && rej.contains("expected an E.164 number"),
+        "{rej}"
+    );
+    // Re-import: updates, keeps history.
+    let again = "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\na,+33612345678,,sat 10:00-11:00,2027-02-01T00:00:00Z,,,desk,p9\n";
+    std::fs::write(p("again.csv"), again).unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(&[
+        "import",
+        "--campaign",
+        &p("c.toml"),
+        "--store",
+        &p("st"),
+        &p("again.csv"),
+    ]);
+    assert!(
+        text(&o.stdout).contains("0 new contacts, 1 updated, 1 consent records added"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn optout_list_import_and_check() {
+    let s = Setup::new(free_port(), "daily 00:00-24:00", "");
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
+    std::fs::write(
+        p("bloctel.txt"),
+        "# opposition list\n+33612345678\n\n+33612345679\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(&["optout", "--store", &p("st"), "import", &p("bloctel.txt")]);
+    assert!(
+        text(&o.stdout).contains("2 numbers, 2 new opt-outs"),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let o = crieur(&["optout", "--store", &p("st"), "check", "+33612345679"]);
+    assert_eq!(text(&o.stdout).trim(), "opted out");
+    let o = crieur(&["optout", "--store", &p("st"), "list"]);
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with("2 opt-outs")
+            && out.contains("import bloctel.txt")
+            && !out.contains("612345678"),
+        "{out}"
+    );
+    std::fs::write(p("bad.txt"), "+33612345678\nnot-a-number\n").unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(&["optout", "--store", &p("st"), "import", &p("bad.txt")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("bad.txt:2:1: bad value `not-a-number`"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// Answers, then the callee presses 9 by SIP INFO and waits for our BYE.
+const UAS_OPT_OUT: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="answer then opt out">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="sip:[^&gt;; ]*" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
+    </action>
+  </recv>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:callee@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+]]></send>
+  <recv request="ACK" crlf="true"/>
+  <pause milliseconds="300"/>
+  <send><![CDATA[
+INFO [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 2 INFO
+Max-Forwards: 70
+Content-Type: application/dtmf-relay
+Content-Length: [len]
+
+Signal=9
+Duration=160
+]]></send>
+  <recv response="200"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"#;
+
+#[test]
+fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
+    let port = free_port();
+    let s = Setup::new(port, "daily 00:00-24:00", "");
+    let scen = s.dir.path().join("uas.xml");
+    std::fs::write(&scen, UAS_OPT_OUT).unwrap_or_else(|e| panic!("{e}"));
+    let (p, mp, cp) = (
+        port.to_string(),
+        (port + 2).to_string(),
+        (port + 1).to_string(),
+    );
+    let mut sipp = Command::new("sipp")
+        .args([
+            "-sf",
+            &scen.display().to_string(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-mp",
+            &mp,
+            "-cp",
+            &cp,
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+            "-nostdin",
+        ])
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let o = s.call();
+    let sipp_ok = sipp.wait().map(|st| st.success()).unwrap_or(false);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(out.contains("keys      9 by sip-info"), "{out}");
+    assert!(out.contains("opt-out   recorded"), "{out}");
+    assert!(out.contains("outcome   answered-opted-out"), "{out}");
+    assert!(sipp_ok, "sipp did not count the call successful");
+    let store = s.dir.path().join("store").display().to_string();
+    let o = crieur(&["optout", "--store", &store, "check", "+33612345678"]);
+    assert_eq!(text(&o.stdout).trim(), "opted out");
+    // Nothing listens any more: the next call must be refused before any INVITE.
+    let o = s.call();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stdout));
 }

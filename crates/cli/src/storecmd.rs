@@ -1,0 +1,175 @@
+//! `crieur import` and `crieur optout`: the durable store from the command line.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::Utc;
+use crieur_scheduler::E164;
+use crieur_store::{SledStore, Store};
+
+use crate::input::{InputError, InputErrors};
+
+/// `crieur import`: all-or-nothing by default; with `skip_invalid`, valid rows are imported
+/// and each rejected row is written, with its reasons, to `rejects`.
+pub fn import(
+    campaign: &Path,
+    contacts: &Path,
+    store: &Path,
+    skip_invalid: bool,
+    rejects: &Path,
+) -> anyhow::Result<ExitCode> {
+    let campaign = crate::campaign::load(campaign)?;
+    let (loaded, rejected, header) = if skip_invalid {
+        crate::contacts::load_lenient(contacts)?
+    } else {
+        (
+            crate::contacts::load(contacts)?,
+            Vec::new(),
+            csv::StringRecord::new(),
+        )
+    };
+    let s = SledStore::open(store, true)?;
+    let stats = s.upsert_contacts(&campaign.name, &loaded.contacts)?;
+    println!(
+        "{}: imported into {} (campaign `{}`): {} new contacts, {} updated, {} consent records added, from {} rows",
+        contacts.display(),
+        store.display(),
+        campaign.name,
+        stats.created,
+        stats.updated,
+        stats.consents_added,
+        loaded.rows
+    );
+    if !rejected.is_empty() {
+        let mut w = csv::Writer::from_path(rejects)
+            .with_context(|| format!("writing {}", rejects.display()))?;
+        let mut h: Vec<String> = header.iter().map(str::to_owned).collect();
+        h.extend(["line".to_owned(), "reject_reason".to_owned()]);
+        w.write_record(&h)?;
+        for r in &rejected {
+            let mut row = r.fields.clone();
+            row.push(r.line.to_string());
+            row.push(r.reasons.join("; "));
+            w.write_record(&row)?;
+        }
+        w.flush()?;
+        println!(
+            "{} rows rejected, written with their reasons to {}",
+            rejected.len(),
+            rejects.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputError> {
+    s.trim().parse::<E164>().map_err(|e| {
+        let e = InputError::new(file, e.to_string()).value(s.trim());
+        match line {
+            Some(l) => e.at(l, Some(1)),
+            None => e,
+        }
+    })
+}
+
+/// `crieur optout add|remove|list|import`.
+pub fn optout(store: &Path, action: &crate::OptOutAction) -> anyhow::Result<ExitCode> {
+    use crate::OptOutAction as A;
+    // The binary is where the clock is read: the opt-out's own timestamp.
+    #[allow(clippy::disallowed_methods)]
+    let now = Utc::now();
+    match action {
+        A::Add { number: n } => {
+            let n = number(n, Path::new("<argument>"), None).map_err(InputErrors::from)?;
+            let s = SledStore::open(store, true)?;
+            let new = s.add_opt_out(&n, now, "crieur optout add")?;
+            println!(
+                "{}",
+                if new {
+                    "opt-out recorded (durable)"
+                } else {
+                    "already opted out"
+                }
+            );
+        }
+        A::Remove { number: n } => {
+            let n = number(n, Path::new("<argument>"), None).map_err(InputErrors::from)?;
+            let s = SledStore::open(store, false)?;
+            println!(
+                "{}",
+                if s.remove_opt_out(&n)? {
+                    "opt-out removed"
+                } else {
+                    "not on the opt-out list"
+                }
+            );
+        }
+        A::Check { number: n } => {
+            let n = number(n, Path::new("<argument>"), None).map_err(InputErrors::from)?;
+            let s = SledStore::open(store, false)?;
+            println!(
+                "{}",
+                if s.is_opted_out(&n)? {
+                    "opted out"
+                } else {
+                    "not opted out"
+                }
+            );
+        }
+        A::List => {
+            let s = SledStore::open(store, false)?;
+            let list = s.opt_outs()?;
+            let out = std::io::stdout();
+            let mut out = out.lock();
+            writeln!(
+                out,
+                "{} opt-outs (numbers are stored only as keyed hashes)",
+                list.len()
+            )?;
+            for o in list {
+                writeln!(
+                    out,
+                    "{}  {}  {}",
+                    o.number_hash,
+                    o.at.to_rfc3339(),
+                    o.source
+                )?;
+            }
+        }
+        A::Import { file } => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                InputErrors::from(InputError::new(file, format!("cannot read: {e}")))
+            })?;
+            let mut numbers = Vec::new();
+            let mut errors = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                let l = line.trim();
+                if l.is_empty() || l.starts_with('#') {
+                    continue;
+                }
+                match number(l, file, Some(i + 1)) {
+                    Ok(n) => numbers.push(n),
+                    Err(e) => errors.push(e),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(InputErrors(errors).into());
+            }
+            let s = SledStore::open(store, true)?;
+            let source = format!(
+                "import {}",
+                file.file_name().map_or("-".into(), |f| f.to_string_lossy())
+            );
+            let new = s.add_opt_outs(&numbers, now, &source)?;
+            println!(
+                "{}: {} numbers, {} new opt-outs recorded (durable)",
+                file.display(),
+                numbers.len(),
+                new
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
