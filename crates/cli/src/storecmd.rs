@@ -64,13 +64,13 @@ pub fn import(
     Ok(ExitCode::SUCCESS)
 }
 
-fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputError> {
+fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputErrors> {
     s.trim().parse::<E164>().map_err(|e| {
         let e = InputError::new(file, e.to_string()).value(s.trim());
-        match line {
+        InputErrors::from(match line {
             Some(l) => e.at(l, Some(1)),
             None => e,
-        }
+        })
     })
 }
 
@@ -82,7 +82,7 @@ pub fn optout(store: &Path, action: &crate::OptOutAction) -> anyhow::Result<Exit
     let now = Utc::now();
     match action {
         A::Add { number: n } => {
-            let n = number(n, Path::new("<argument>"), None).map_err(InputErrors::from)?;
+            let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, true)?;
             let new = s.add_opt_out(&n, now, "crieur optout add")?;
             println!(
@@ -95,7 +95,7 @@ pub fn optout(store: &Path, action: &crate::OptOutAction) -> anyhow::Result<Exit
             );
         }
         A::Remove { number: n } => {
-            let n = number(n, Path::new("<argument>"), None).map_err(InputErrors::from)?;
+            let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, false)?;
             println!(
                 "{}",
@@ -107,7 +107,7 @@ pub fn optout(store: &Path, action: &crate::OptOutAction) -> anyhow::Result<Exit
             );
         }
         A::Check { number: n } => {
-            let n = number(n, Path::new("<argument>"), None).map_err(InputErrors::from)?;
+            let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, false)?;
             println!(
                 "{}",
@@ -151,7 +151,7 @@ pub fn optout(store: &Path, action: &crate::OptOutAction) -> anyhow::Result<Exit
                 }
                 match number(l, file, Some(i + 1)) {
                     Ok(n) => numbers.push(n),
-                    Err(e) => errors.push(e),
+                    Err(e) => errors.extend(e.0),
                 }
             }
             if !errors.is_empty() {
