@@ -102,6 +102,24 @@ enum Command {
         #[command(subcommand)]
         action: OptOutAction,
     },
+    /// Run the real scheduling loop on a simulated clock with simulated outcomes: the dial plan
+    /// as JSON lines on stdout, a summary per day on stderr.
+    Simulate {
+        #[arg(long)]
+        campaign: PathBuf,
+        #[arg(long)]
+        contacts: PathBuf,
+        /// Start, RFC 3339.
+        #[arg(long, value_parser = parse_instant)]
+        from: DateTime<Utc>,
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Outcome probabilities; the rest is `answered`.
+        #[arg(long, default_value = "busy=0.1,no-answer=0.3,optout=0.05")]
+        outcomes: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Validate a campaign (and optionally its contacts) and say what is wrong.
     Check {
         #[arg(long)]
@@ -183,6 +201,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             contacts,
         } => storecmd::import(&campaign, &contacts, &store, skip_invalid, &rejects),
         Command::Optout { store, action } => storecmd::optout(&store, &action),
+        Command::Simulate {
+            campaign,
+            contacts,
+            from,
+            days,
+            outcomes,
+            seed,
+        } => simulate(&campaign, &contacts, from, days, &outcomes, seed),
         Command::Call {
             campaign,
             contacts,
@@ -533,4 +559,93 @@ fn check(campaign_path: &Path, contacts_path: Option<&Path>) -> anyhow::Result<E
     } else {
         Err(InputErrors(errors).into())
     }
+}
+
+fn simulate(
+    campaign: &Path,
+    contacts: &Path,
+    from: DateTime<Utc>,
+    days: u32,
+    outcomes: &str,
+    seed: u64,
+) -> anyhow::Result<ExitCode> {
+    use crieur_engine::{CapRules, OutcomeMix, Pacing, RetryPolicy, SimConfig};
+    let mix = OutcomeMix::parse(outcomes).map_err(|e| {
+        InputErrors(vec![
+            InputError::new(Path::new("--outcomes"), e).value(outcomes)
+        ])
+    })?;
+    let (c, loaded) = load_both(campaign, contacts)?;
+    let mut retry = RetryPolicy::default();
+    if let Some(min) = c.retry.min_delay_secs.map(std::time::Duration::from_secs) {
+        for r in [
+            &mut retry.busy,
+            &mut retry.no_answer,
+            &mut retry.failed,
+            &mut retry.rejected,
+            &mut retry.machine,
+            &mut retry.interrupted,
+        ] {
+            r.delay = r.delay.max(min);
+        }
+    }
+    let cfg = SimConfig {
+        from,
+        days,
+        mix,
+        seed,
+        caps: CapRules::for_ruleset(c.policy.ruleset().name(), c.retry.max_attempts.unwrap_or(3)),
+        retry,
+        pacing: Pacing {
+            calls_per_second: c.pacing.calls_per_second,
+            max_concurrent: c.pacing.max_concurrent_calls,
+        },
+        ring_timeout: c.ring_timeout,
+        message_length: c.message_length,
+    };
+    let ids: Vec<String> = loaded.contacts.iter().map(|c| c.id().to_string()).collect();
+    let events = crieur_engine::simulate(loaded.contacts, &c.policy, &cfg);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut days_summary: std::collections::BTreeMap<chrono::NaiveDate, [usize; 4]> =
+        Default::default();
+    for e in &events {
+        writeln!(
+            out,
+            r#"{{"contact":{},"instant":"{}","attempt":{},"outcome":"{}"}}"#,
+            serde_json::Value::from(ids[e.contact].as_str()),
+            rfc3339(e.at),
+            e.attempt,
+            e.outcome.as_str()
+        )?;
+        let d = days_summary.entry(e.at.date_naive()).or_default();
+        d[0] += 1;
+        match e.outcome {
+            crieur_engine::AttemptOutcome::Answered => d[1] += 1,
+            crieur_engine::AttemptOutcome::OptedOut => d[2] += 1,
+            _ => d[3] += 1,
+        }
+    }
+    out.flush()?;
+    eprintln!(
+        "{:<12} {:>8} {:>9} {:>10} {:>12}",
+        "day (UTC)", "dialled", "answered", "opted out", "other/retry"
+    );
+    for (day, d) in &days_summary {
+        eprintln!(
+            "{:<12} {:>8} {:>9} {:>10} {:>12}",
+            day.to_string(),
+            d[0],
+            d[1],
+            d[2],
+            d[3]
+        );
+    }
+    eprintln!(
+        "{} attempts to {} contacts over {} days (seed {seed})",
+        events.len(),
+        ids.len(),
+        days
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -435,3 +435,59 @@ fn non_ascii_window_error_column_counts_characters() {
         &["at character 18 of the field: expected a day"],
     );
 }
+
+#[test]
+fn simulate_prints_a_deterministic_plan_and_a_daily_summary() {
+    let run = || {
+        crieur(&[
+            "simulate",
+            "--campaign",
+            "examples/campaign-fr.toml",
+            "--contacts",
+            "examples/contacts-fr.csv",
+            "--from",
+            "2027-03-22T00:00:00Z",
+            "--days",
+            "14",
+            "--seed",
+            "3",
+        ])
+    };
+    let (a, b) = (run(), run());
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert_eq!(a.stdout, b.stdout);
+    let plan = text(&a.stdout);
+    assert!(!plan.is_empty());
+    for line in plan.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        for k in ["contact", "instant", "attempt", "outcome"] {
+            assert!(v.get(k).is_some(), "{line}");
+        }
+        // Never the revoked contact after its revocation (2027-03-24T12:00Z).
+        if v["contact"] == "fr-revoked" {
+            assert!(
+                v["instant"].as_str().unwrap_or("") < "2027-03-24T12:00:00Z",
+                "{line}"
+            );
+        }
+    }
+    assert!(text(&a.stderr).contains("day (UTC)"), "{}", text(&a.stderr));
+    let o = crieur(&[
+        "simulate",
+        "--campaign",
+        "examples/campaign-fr.toml",
+        "--contacts",
+        "examples/contacts-fr.csv",
+        "--from",
+        "2027-03-22T00:00:00Z",
+        "--outcomes",
+        "busy=0.9,answered=0.5",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("add up to more than 1"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -1,0 +1,404 @@
+//! The planner: due queue, caps, retries, pacing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crieur_scheduler::{Contact, Decision, Evaluator, Policy, SkipReason};
+
+/// How an attempt ended, as far as scheduling is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    /// Answered; the message played (done).
+    Answered,
+    /// The opt-out key (done, for good).
+    OptedOut,
+    /// The configurable "not interested" key: a refusal (done; quiet period applies).
+    NotInterested,
+    Busy,
+    NoAnswer,
+    /// Trunk failure, codec mismatch …
+    Failed,
+    Rejected,
+    /// Answered by a machine.
+    Machine,
+    /// The process stopped mid-call (crash recovery closes the call as this).
+    Interrupted,
+}
+
+impl AttemptOutcome {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Answered => "answered",
+            AttemptOutcome::OptedOut => "opted-out",
+            AttemptOutcome::NotInterested => "not-interested",
+            AttemptOutcome::Busy => "busy",
+            AttemptOutcome::NoAnswer => "no-answer",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Rejected => "rejected",
+            AttemptOutcome::Machine => "machine",
+            AttemptOutcome::Interrupted => "interrupted",
+        }
+    }
+    fn is_final(self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::Answered | AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
+        )
+    }
+    fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
+        )
+    }
+}
+
+/// Retry rule for one outcome: wait at least `delay`, retry at most `max_retries` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryRule {
+    pub delay: Duration,
+    pub max_retries: u32,
+}
+
+/// Retry rules per retryable outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub busy: RetryRule,
+    pub no_answer: RetryRule,
+    pub failed: RetryRule,
+    pub rejected: RetryRule,
+    pub machine: RetryRule,
+    pub interrupted: RetryRule,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        let r = |mins: u64, n: u32| RetryRule {
+            delay: Duration::from_secs(mins * 60),
+            max_retries: n,
+        };
+        RetryPolicy {
+            busy: r(30, 3),
+            no_answer: r(4 * 60, 3),
+            failed: r(15, 2),
+            rejected: r(24 * 60, 0),
+            machine: r(24 * 60, 1),
+            interrupted: r(10, 2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn rule(&self, o: AttemptOutcome) -> Option<RetryRule> {
+        Some(match o {
+            AttemptOutcome::Busy => self.busy,
+            AttemptOutcome::NoAnswer => self.no_answer,
+            AttemptOutcome::Failed => self.failed,
+            AttemptOutcome::Rejected => self.rejected,
+            AttemptOutcome::Machine => self.machine,
+            AttemptOutcome::Interrupted => self.interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// Attempt caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapRules {
+    /// Attempts per contact in this campaign.
+    pub max_attempts: u32,
+    /// At most `.0` attempts in any rolling `.1` (FR: 4 per 30 days; US non-commercial: 3).
+    pub rolling: Option<(u32, Duration)>,
+    /// After a refusal, no contact for this long (FR: 60 days).
+    pub quiet_after_refusal: Option<Duration>,
+}
+
+impl CapRules {
+    /// The rule set's defaults: FR 4 per 30 days and 60 quiet days after a refusal; US 3 per
+    /// 30 days; `none` only the campaign's attempt cap.
+    pub fn for_ruleset(name: &str, max_attempts: u32) -> Self {
+        const DAY: u64 = 86_400;
+        match name {
+            "FR" => CapRules {
+                max_attempts,
+                rolling: Some((4, Duration::from_secs(30 * DAY))),
+                quiet_after_refusal: Some(Duration::from_secs(60 * DAY)),
+            },
+            "US" => CapRules {
+                max_attempts,
+                rolling: Some((3, Duration::from_secs(30 * DAY))),
+                quiet_after_refusal: None,
+            },
+            _ => CapRules {
+                max_attempts,
+                rolling: None,
+                quiet_after_refusal: None,
+            },
+        }
+    }
+}
+
+/// Calls per second (token bucket) and concurrent calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    pub calls_per_second: f64,
+    pub max_concurrent: u32,
+}
+
+/// One past attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+}
+
+/// Dial this contact now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialOrder {
+    /// Index of the contact in the planner.
+    pub contact: usize,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+}
+
+/// Why a due contact was not dialled and when it comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipNote {
+    /// The policy said Skip; back at `next` (none: never).
+    Policy {
+        reasons: Vec<SkipReason>,
+        next: Option<DateTime<Utc>>,
+    },
+    /// The campaign's attempt cap is reached: done.
+    AttemptCap,
+    /// The rolling cap; back when the oldest counted attempt leaves the window.
+    RollingCap { until: DateTime<Utc> },
+}
+
+#[derive(Debug, Default, Clone)]
+struct State {
+    attempts: Vec<Attempt>,
+    in_flight: bool,
+    done: bool,
+    /// Not before this (retry delay, quiet period), seconds.
+    not_before: i64,
+}
+
+/// The scheduling state of one campaign.
+pub struct Planner<'p> {
+    contacts: Vec<Contact>,
+    states: Vec<State>,
+    /// (due instant in seconds, contact index).
+    due: BTreeSet<(i64, usize)>,
+    caps: CapRules,
+    retry: RetryPolicy,
+    pacing: Pacing,
+    tokens: f64,
+    last_refill: Option<i64>,
+    in_flight: u32,
+    eval: Evaluator<'p>,
+    /// Skips noted by the last tick (for the audit log and `simulate`).
+    pub skipped: Vec<(usize, SkipNote)>,
+}
+
+fn secs(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+fn utc(s: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(s, 0).unwrap_or_default()
+}
+
+fn dur(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+impl<'p> Planner<'p> {
+    /// A planner with every contact due at `start`.
+    pub fn new(
+        contacts: Vec<Contact>,
+        policy: &'p Policy,
+        caps: CapRules,
+        retry: RetryPolicy,
+        pacing: Pacing,
+        start: DateTime<Utc>,
+    ) -> Self {
+        let due = (0..contacts.len()).map(|i| (secs(start), i)).collect();
+        Planner {
+            states: vec![State::default(); contacts.len()],
+            contacts,
+            due,
+            caps,
+            retry,
+            pacing,
+            tokens: pacing.calls_per_second.max(1.0),
+            last_refill: None,
+            in_flight: 0,
+            eval: Evaluator::new(policy),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The contact at `i`.
+    pub fn contact(&self, i: usize) -> &Contact {
+        &self.contacts[i]
+    }
+
+    /// Past attempts of contact `i`.
+    pub fn attempts(&self, i: usize) -> &[Attempt] {
+        &self.states[i].attempts
+    }
+
+    /// The earliest instant anything is due (for sleeping until then), if any.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.due.first().map(|&(t, _)| utc(t))
+    }
+
+    /// Calls in progress.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Contacts still to be dialled or in progress.
+    pub fn remaining(&self) -> usize {
+        self.states.iter().filter(|s| !s.done).count()
+    }
+
+    fn refill(&mut self, now: i64) {
+        let cap = self.pacing.calls_per_second.max(1.0);
+        if let Some(last) = self.last_refill {
+            self.tokens =
+                (self.tokens + (now - last) as f64 * self.pacing.calls_per_second).min(cap);
+        }
+        self.last_refill = Some(now);
+    }
+
+    /// Pops every contact due at or before `now`, decides each, and returns the calls to place
+    /// now — at most what pacing allows; the rest stay due. Costs O(due), not O(all).
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<DialOrder> {
+        let n = secs(now);
+        self.refill(n);
+        self.skipped.clear();
+        let mut orders = Vec::new();
+        while let Some(&(t, i)) = self.due.first() {
+            if t > n || self.in_flight >= self.pacing.max_concurrent || self.tokens < 1.0 {
+                break;
+            }
+            self.due.pop_first();
+            let st = &self.states[i];
+            if st.done || st.in_flight {
+                continue;
+            }
+            if st.not_before > n {
+                self.due.insert((st.not_before, i));
+                continue;
+            }
+            let made = st.attempts.len() as u32;
+            if made >= self.caps.max_attempts {
+                self.states[i].done = true;
+                self.skipped.push((i, SkipNote::AttemptCap));
+                continue;
+            }
+            if let Some((max, window)) = self.caps.rolling {
+                let from = n - dur(window);
+                let recent: Vec<i64> = st
+                    .attempts
+                    .iter()
+                    .map(|a| secs(a.at))
+                    .filter(|&a| a > from)
+                    .collect();
+                if recent.len() as u32 >= max {
+                    // Back when the oldest counted attempt leaves the window.
+                    let until = recent.iter().min().copied().unwrap_or(n) + dur(window);
+                    self.due.insert((until, i));
+                    self.skipped
+                        .push((i, SkipNote::RollingCap { until: utc(until) }));
+                    continue;
+                }
+            }
+            match self.eval.decide(&self.contacts[i], now) {
+                Decision::Dial(_) => {
+                    self.tokens -= 1.0;
+                    self.in_flight += 1;
+                    self.states[i].in_flight = true;
+                    orders.push(DialOrder {
+                        contact: i,
+                        attempt: made + 1,
+                        at: now,
+                    });
+                }
+                Decision::Skip(s) => {
+                    match s.next_eligible {
+                        Some(next) => {
+                            self.due.insert((secs(next).max(n + 1), i));
+                        }
+                        None => self.states[i].done = true,
+                    }
+                    self.skipped.push((
+                        i,
+                        SkipNote::Policy {
+                            reasons: s.reasons,
+                            next: s.next_eligible,
+                        },
+                    ));
+                }
+            }
+        }
+        orders
+    }
+
+    /// Loads contact `i`'s attempts from before this planner (other campaigns, an earlier run):
+    /// they count toward the caps, a refusal within the quiet period holds the contact until
+    /// it ends, and an opt-out ends it for good.
+    pub fn load_history(&mut self, i: usize, attempts: Vec<Attempt>) {
+        let Some(st) = self.states.get_mut(i) else {
+            return;
+        };
+        for a in &attempts {
+            if a.outcome == AttemptOutcome::OptedOut {
+                st.done = true;
+            }
+            if let (true, Some(q)) = (a.outcome.is_refusal(), self.caps.quiet_after_refusal) {
+                st.not_before = st.not_before.max(secs(a.at) + dur(q));
+            }
+        }
+        st.attempts = attempts;
+    }
+
+    /// A call placed by [`Planner::tick`] ended at `at` with `outcome`.
+    pub fn report(&mut self, contact: usize, at: DateTime<Utc>, outcome: AttemptOutcome) {
+        let Some(st) = self.states.get_mut(contact) else {
+            return;
+        };
+        if st.in_flight {
+            st.in_flight = false;
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        st.attempts.push(Attempt { at, outcome });
+        let n = secs(at);
+        if outcome.is_refusal() {
+            // The quiet period matters across campaigns (the store's rolling view); here the
+            // contact is done for this campaign.
+            st.done = true;
+            return;
+        }
+        if outcome.is_final() {
+            st.done = true;
+            return;
+        }
+        let Some(rule) = self.retry.rule(outcome) else {
+            st.done = true;
+            return;
+        };
+        let tries_of_kind = st.attempts.iter().filter(|a| a.outcome == outcome).count() as u32;
+        if tries_of_kind > rule.max_retries {
+            st.done = true;
+            return;
+        }
+        st.not_before = n + dur(rule.delay);
+        self.due.insert((st.not_before, contact));
+    }
+}
