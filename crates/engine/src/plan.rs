@@ -185,6 +185,8 @@ struct State {
     done: bool,
     /// Not before this (retry delay, quiet period), seconds.
     not_before: i64,
+    /// Its entry in the due queue, if queued.
+    due_at: Option<i64>,
 }
 
 /// The scheduling state of one campaign.
@@ -227,8 +229,12 @@ impl<'p> Planner<'p> {
         start: DateTime<Utc>,
     ) -> Self {
         let due = (0..contacts.len()).map(|i| (secs(start), i)).collect();
+        let queued = State {
+            due_at: Some(secs(start)),
+            ..State::default()
+        };
         Planner {
-            states: vec![State::default(); contacts.len()],
+            states: vec![queued; contacts.len()],
             contacts,
             due,
             caps,
@@ -267,6 +273,14 @@ impl<'p> Planner<'p> {
         self.states.iter().filter(|s| !s.done).count()
     }
 
+    /// Queues contact `i` at `t` (replacing its previous entry): O(log n).
+    fn enqueue(&mut self, i: usize, t: i64) {
+        if let Some(old) = self.states[i].due_at.replace(t) {
+            self.due.remove(&(old, i));
+        }
+        self.due.insert((t, i));
+    }
+
     fn refill(&mut self, now: i64) {
         let cap = self.pacing.calls_per_second.max(1.0);
         if let Some(last) = self.last_refill {
@@ -288,12 +302,14 @@ impl<'p> Planner<'p> {
                 break;
             }
             self.due.pop_first();
+            self.states[i].due_at = None;
             let st = &self.states[i];
             if st.done || st.in_flight {
                 continue;
             }
             if st.not_before > n {
-                self.due.insert((st.not_before, i));
+                let t = st.not_before;
+                self.enqueue(i, t);
                 continue;
             }
             let made = st.attempts.len() as u32;
@@ -313,7 +329,7 @@ impl<'p> Planner<'p> {
                 if recent.len() as u32 >= max {
                     // Back when the oldest counted attempt leaves the window.
                     let until = recent.iter().min().copied().unwrap_or(n) + dur(window);
-                    self.due.insert((until, i));
+                    self.enqueue(i, until);
                     self.skipped
                         .push((i, SkipNote::RollingCap { until: utc(until) }));
                     continue;
@@ -332,9 +348,7 @@ impl<'p> Planner<'p> {
                 }
                 Decision::Skip(s) => {
                     match s.next_eligible {
-                        Some(next) => {
-                            self.due.insert((secs(next).max(n + 1), i));
-                        }
+                        Some(next) => self.enqueue(i, secs(next).max(n + 1)),
                         None => self.states[i].done = true,
                     }
                     self.skipped.push((
@@ -348,6 +362,14 @@ impl<'p> Planner<'p> {
             }
         }
         orders
+    }
+
+    /// Makes contact `i` due at `at` (e.g. a lease released after a crash, or a contact whose
+    /// consent changed).
+    pub fn reschedule(&mut self, i: usize, at: DateTime<Utc>) {
+        if i < self.states.len() {
+            self.enqueue(i, secs(at));
+        }
     }
 
     /// Loads contact `i`'s attempts from before this planner (other campaigns, an earlier run):
@@ -399,6 +421,7 @@ impl<'p> Planner<'p> {
             return;
         }
         st.not_before = n + dur(rule.delay);
-        self.due.insert((st.not_before, contact));
+        let t = st.not_before;
+        self.enqueue(contact, t);
     }
 }
