@@ -41,8 +41,16 @@ pub fn run(
     println!("call      {} {}", contact.id(), contact.phone());
     let number = contact.phone().to_string();
     let store = Arc::new(SledStore::open(store, true)?);
+    // A crash left calls leased: close them as interrupted attempts (they count toward caps).
+    for (c, id) in store.recover_interrupted(now)? {
+        println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
+    }
     if store.is_opted_out(contact.phone())? {
         println!("refused   {number} is on the opt-out list");
+        return Ok(ExitCode::from(EXIT_REFUSED));
+    }
+    if let Some(why) = cap_reached(campaign, contact, &*store, now)? {
+        println!("refused   {why}");
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
     match Evaluator::new(&campaign.policy).decide(contact, now) {
@@ -114,6 +122,10 @@ pub fn run(
     let phone = contact.phone().clone();
     let hook_store = store.clone();
     let stop = tokio_util::sync::CancellationToken::new();
+    // Leased (durably) before the INVITE: after a crash from here on, the call counts.
+    let id = contact.id().clone();
+    store.lease(&campaign.name, &id, contact.phone(), now)?;
+    test_pause("after-lease");
     let report = rt.block_on(async {
         let uac = Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?;
         let req = CallRequest {
@@ -145,7 +157,9 @@ pub fn run(
                 let at = Utc::now();
                 // Durable (flushed to disk) when add_opt_out returns.
                 tokio::task::spawn_blocking(move || {
-                    hook_store.add_opt_out(&phone, at, &how).map(|_| ())
+                    let r = hook_store.add_opt_out(&phone, at, &how).map(|_| ());
+                    test_pause("after-opt-out");
+                    r
                 })
                 .await
                 .map_err(|e| e.to_string())?
@@ -155,6 +169,17 @@ pub fn run(
         .await
         .map_err(anyhow::Error::from)
     })?;
+    test_pause("after-call");
+    // The binary reads the clock: when the call ended.
+    #[allow(clippy::disallowed_methods)]
+    let ended = Utc::now();
+    store.finish_attempt(
+        &campaign.name,
+        &id,
+        contact.phone(),
+        report.ending.outcome.as_str(),
+        ended,
+    )?;
     for (at, what) in &report.timeline {
         println!("{:>9.3}s {what}", at.as_secs_f64());
     }
@@ -204,4 +229,66 @@ pub fn run(
         Outcome::AnsweredCompleted | Outcome::AnsweredOptedOut => ExitCode::SUCCESS,
         _ => ExitCode::from(EXIT_NOT_ANSWERED),
     })
+}
+
+/// The caps a call must respect, from the attempts the store recorded for this number across
+/// campaigns: the campaign's attempt cap, the rule set's rolling cap, the quiet period after a
+/// refusal. `Some(reason)` if one is reached.
+fn cap_reached(
+    campaign: &Campaign,
+    contact: &crieur_scheduler::Contact,
+    store: &dyn Store,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<String>> {
+    let caps = crieur_engine::CapRules::for_ruleset(
+        campaign.policy.ruleset().name(),
+        campaign.retry.max_attempts.unwrap_or(3),
+    );
+    let attempts = store.attempts(contact.phone())?;
+    let here = attempts
+        .iter()
+        .filter(|a| a.campaign == campaign.name)
+        .count() as u32;
+    if here >= caps.max_attempts {
+        return Ok(Some(format!(
+            "attempt cap: {here} of {} attempts made in this campaign",
+            caps.max_attempts
+        )));
+    }
+    if let Some((max, window)) = caps.rolling {
+        let from = now - chrono::Duration::from_std(window).unwrap_or_default();
+        let recent = attempts.iter().filter(|a| a.started > from).count() as u32;
+        if recent >= max {
+            return Ok(Some(format!(
+                "rolling cap: {recent} attempts in the last {} days, all campaigns ({} allows {max})",
+                window.as_secs() / 86_400,
+                campaign.policy.ruleset().name()
+            )));
+        }
+    }
+    if let Some(q) = caps.quiet_after_refusal {
+        let from = now - chrono::Duration::from_std(q).unwrap_or_default();
+        if let Some(r) = attempts.iter().rev().find(|a| {
+            a.started > from
+                && matches!(a.outcome.as_str(), "answered-opted-out" | "not-interested")
+        }) {
+            return Ok(Some(format!(
+                "refused on {} ({}): no contact for {} days",
+                r.started.to_rfc3339(),
+                r.outcome,
+                q.as_secs() / 86_400
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash
+/// tests can SIGKILL the process exactly there. Pausing weakens nothing.
+fn test_pause(point: &str) {
+    if std::env::var("CRIEUR_TEST_PAUSE_AT").is_ok_and(|p| p == point) {
+        println!("paused    at {point}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    }
 }

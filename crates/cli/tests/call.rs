@@ -79,11 +79,15 @@ struct Setup {
 
 impl Setup {
     fn new(sip_port: u16, windows: &str, expires: &str) -> Setup {
+        Self::with_extra(sip_port, windows, expires, "")
+    }
+
+    fn with_extra(sip_port: u16, windows: &str, expires: &str, extra_toml: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         tone_wav(&dir.path().join("msg.wav"), 1.0);
         tone_wav(&dir.path().join("confirm.wav"), 0.5);
         let campaign = format!(
-            "name = \"t\"\nruleset = \"none\"\nzone = \"Europe/Paris\"\nmessage = \"msg.wav\"\nconfirmation = \"confirm.wav\"\n\
+            "name = \"t\"\nruleset = \"none\"\nzone = \"Europe/Paris\"\nmessage = \"msg.wav\"\nconfirmation = \"confirm.wav\"\n{extra_toml}\
              [trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\nfrom = \"sip:+33100000000@crieur.test\"\nmax_call_secs = 60\n"
         );
         let contacts = format!(
@@ -444,4 +448,146 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
     // Nothing listens any more: the next call must be refused before any INVITE.
     let o = s.call();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stdout));
+}
+
+/// Starts a sipp UAS with `scenario` on `port`; returns the child (killed by the caller).
+fn sipp(s: &Setup, port: u16, scenario: &str) -> std::process::Child {
+    let scen = s.dir.path().join("uas.xml");
+    std::fs::write(&scen, scenario).unwrap_or_else(|e| panic!("{e}"));
+    let (p, mp, cp) = (
+        port.to_string(),
+        (port + 2).to_string(),
+        (port + 1).to_string(),
+    );
+    let child = Command::new("sipp")
+        .args([
+            "-sf",
+            &scen.display().to_string(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-mp",
+            &mp,
+            "-cp",
+            &cp,
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-nostdin",
+        ])
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// Runs `crieur call` and SIGKILLs it once it prints `paused    at <point>` (or after
+/// `after` if no pause point is given).
+fn call_and_kill(s: &Setup, pause: Option<&str>, after: Duration) {
+    use std::io::BufRead;
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crieur"));
+    cmd.args([
+        "call",
+        "--campaign",
+        &p("c.toml"),
+        "--contacts",
+        &p("k.csv"),
+        "--contact",
+        "c1",
+        "--store",
+        &p("store"),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if let Some(point) = pause {
+        cmd.env("CRIEUR_TEST_PAUSE_AT", point);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    match (pause, child.stdout.take()) {
+        (Some(point), Some(out)) => {
+            let want = format!("paused    at {point}");
+            let seen = std::io::BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l == want);
+            assert!(seen, "crieur never reached {point}");
+        }
+        _ => std::thread::sleep(after),
+    }
+    // Child::kill is SIGKILL on Unix: no destructor, no flush, no cleanup runs.
+    child.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+    let _ = child.wait();
+}
+
+/// After the kill, the next `crieur call` recovers the leased call as an interrupted attempt;
+/// with one attempt allowed, it must then refuse (never a second dial beyond policy).
+fn assert_recovered_and_capped(s: &Setup) -> String {
+    let o = s.call();
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("recovered an interrupted call to t/c1"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    out
+}
+
+const ONE_ATTEMPT: &str = "[retry]\nmax_attempts = 1\n";
+
+#[test]
+fn sigkill_after_the_lease_before_the_invite() {
+    let s = Setup::with_extra(free_port(), "daily 00:00-24:00", "", ONE_ATTEMPT);
+    call_and_kill(&s, Some("after-lease"), Duration::ZERO);
+    let out = assert_recovered_and_capped(&s);
+    assert!(out.contains("attempt cap: 1 of 1"), "{out}");
+}
+
+#[test]
+fn sigkill_mid_call() {
+    let port = free_port();
+    let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
+    tone_wav(&s.dir.path().join("msg.wav"), 10.0); // long enough to be killed while playing
+    let mut uas = sipp(&s, port, UAS);
+    call_and_kill(&s, None, Duration::from_millis(2500));
+    let _ = uas.kill();
+    let _ = uas.wait();
+    assert_recovered_and_capped(&s);
+}
+
+#[test]
+fn sigkill_after_the_call_before_its_outcome_is_written() {
+    let port = free_port();
+    let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
+    let mut uas = sipp(&s, port, UAS);
+    call_and_kill(&s, Some("after-call"), Duration::ZERO);
+    let _ = uas.wait();
+    // The call completed, but its outcome was never written: it counts as interrupted.
+    assert_recovered_and_capped(&s);
+}
+
+#[test]
+fn sigkill_right_after_an_opt_out_loses_nothing() {
+    let port = free_port();
+    let s = Setup::with_extra(port, "daily 00:00-24:00", "", "");
+    let mut uas = sipp(&s, port, UAS_OPT_OUT);
+    call_and_kill(&s, Some("after-opt-out"), Duration::ZERO);
+    let _ = uas.kill();
+    let _ = uas.wait();
+    let store = s.dir.path().join("store").display().to_string();
+    let o = crieur(&["optout", "--store", &store, "check", "+33612345678"]);
+    assert_eq!(text(&o.stdout).trim(), "opted out", "the opt-out was lost");
+    let o = s.call();
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("recovered an interrupted call to t/c1")
+            && out.contains("is on the opt-out list"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(3));
 }

@@ -30,6 +30,14 @@ pub enum Error {
     /// A read or write failed (disk full, I/O error): nothing of the operation was applied.
     #[error("store I/O failed, nothing was written: {0}")]
     Io(String),
+    /// The contact is already leased: a call to it is in progress (or was, before a crash
+    /// not yet recovered).
+    #[error("contact {campaign}/{id} is already being dialled (leased since {since})")]
+    Leased {
+        campaign: String,
+        id: String,
+        since: DateTime<Utc>,
+    },
     /// A stored record cannot be decoded.
     #[error("damaged record for {key}: {why}")]
     Corrupt { key: String, why: String },
@@ -76,6 +84,36 @@ pub trait Store {
     fn is_opted_out(&self, number: &E164) -> Result<bool>;
     /// The whole list (hashes only).
     fn opt_outs(&self) -> Result<Vec<OptOut>>;
+
+    /// Leases a contact for a call about to be placed: durable before it returns, so a crash
+    /// at any later point leaves the evidence that a call may have been placed. Fails with
+    /// [`Error::Leased`] if a lease already exists (the contact is being dialled).
+    fn lease(&self, campaign: &str, id: &ContactId, number: &E164, at: DateTime<Utc>)
+        -> Result<()>;
+    /// Ends a leased call: removes the lease and records the attempt, atomically and durably.
+    fn finish_attempt(
+        &self,
+        campaign: &str,
+        id: &ContactId,
+        number: &E164,
+        outcome: &str,
+        ended: DateTime<Utc>,
+    ) -> Result<()>;
+    /// After a crash: every lease left over becomes an `interrupted` attempt (it counts toward
+    /// the caps). Returns the contacts recovered.
+    fn recover_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>>;
+    /// Every recorded attempt to this number, across campaigns, oldest first.
+    fn attempts(&self, number: &E164) -> Result<Vec<AttemptRecord>>;
+}
+
+/// One recorded attempt (kept per number, across campaigns, for the rolling caps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub campaign: String,
+    pub contact: String,
+    pub started: DateTime<Utc>,
+    pub ended: DateTime<Utc>,
+    pub outcome: String,
 }
 
 const FORMAT: &[u8] = b"crieur-store-1";
@@ -85,7 +123,24 @@ pub struct SledStore {
     db: sled::Db,
     contacts: sled::Tree,
     optouts: sled::Tree,
+    leases: sled::Tree,
+    attempts: sled::Tree,
     key: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredLease {
+    at: i64,
+    number_hash: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredAttempt {
+    campaign: String,
+    contact: String,
+    started: i64,
+    ended: i64,
+    outcome: String,
 }
 
 #[derive(Serialize, Deserialize, PartialEq)]
@@ -175,6 +230,8 @@ impl SledStore {
         Ok(SledStore {
             contacts: db.open_tree("contacts").map_err(io)?,
             optouts: db.open_tree("optouts").map_err(io)?,
+            leases: db.open_tree("leases").map_err(io)?,
+            attempts: db.open_tree("attempts").map_err(io)?,
             db,
             key,
         })
@@ -193,6 +250,52 @@ impl SledStore {
         };
         mac.update(number.as_str().as_bytes());
         mac.finalize().into_bytes().into()
+    }
+
+    /// Removes the lease at `key` and records its attempt, in one transaction over both trees.
+    fn close_lease(
+        &self,
+        key: &[u8],
+        campaign: &str,
+        id: &str,
+        hash: Option<[u8; 32]>,
+        outcome: &str,
+        ended: DateTime<Utc>,
+    ) -> Result<()> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        let r = (&self.leases, &self.attempts).transaction(|(leases, attempts)| {
+            let Some(v) = leases.remove(key)? else {
+                return Ok(false);
+            };
+            let lease: StoredLease = postcard::from_bytes(&v)
+                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            let h = hash.unwrap_or(lease.number_hash);
+            // Key: number hash, start instant (big-endian: chronological), campaign, id.
+            let mut ak = Vec::with_capacity(32 + 8 + key.len());
+            ak.extend_from_slice(&h);
+            ak.extend_from_slice(&lease.at.to_be_bytes());
+            ak.extend_from_slice(key);
+            let rec = StoredAttempt {
+                campaign: campaign.to_owned(),
+                contact: id.to_owned(),
+                started: lease.at,
+                ended: ended.timestamp(),
+                outcome: outcome.to_owned(),
+            };
+            let bytes = postcard::to_allocvec(&rec)
+                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            attempts.insert(ak, bytes)?;
+            Ok(true)
+        });
+        match r {
+            Ok(_) => Ok(()),
+            Err(TransactionError::Abort(why)) => Err(Error::Corrupt {
+                key: id.to_owned(),
+                why,
+            }),
+            Err(TransactionError::Storage(e)) => Err(io(e)),
+        }
     }
 
     fn durable(&self) -> Result<()> {
@@ -385,6 +488,89 @@ impl Store for SledStore {
             })
             .collect()
     }
+
+    fn lease(
+        &self,
+        campaign: &str,
+        id: &ContactId,
+        number: &E164,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let key = contact_key(campaign, id.as_str());
+        let value = postcard::to_allocvec(&StoredLease {
+            at: at.timestamp(),
+            number_hash: self.number_key(number),
+        })
+        .map_err(io)?;
+        // compare_and_swap from "absent": two dialers can never lease the same contact.
+        match self
+            .leases
+            .compare_and_swap(&key, None as Option<&[u8]>, Some(value))
+            .map_err(io)?
+        {
+            Ok(()) => self.durable(),
+            Err(cas) => {
+                let since = cas
+                    .current
+                    .and_then(|v| postcard::from_bytes::<StoredLease>(&v).ok())
+                    .and_then(|l| DateTime::from_timestamp(l.at, 0))
+                    .unwrap_or_default();
+                Err(Error::Leased {
+                    campaign: campaign.to_owned(),
+                    id: id.to_string(),
+                    since,
+                })
+            }
+        }
+    }
+
+    fn finish_attempt(
+        &self,
+        campaign: &str,
+        id: &ContactId,
+        number: &E164,
+        outcome: &str,
+        ended: DateTime<Utc>,
+    ) -> Result<()> {
+        let key = contact_key(campaign, id.as_str());
+        let hash = self.number_key(number);
+        self.close_lease(&key, campaign, id.as_str(), Some(hash), outcome, ended)?;
+        self.durable()
+    }
+
+    fn recover_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
+        let mut recovered = Vec::new();
+        for kv in self.leases.iter() {
+            let (k, _) = kv.map_err(io)?;
+            let mut parts = k.splitn(2, |b| *b == 0);
+            let campaign = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let id = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            self.close_lease(&k, &campaign, &id, None, "interrupted", now)?;
+            recovered.push((campaign, id));
+        }
+        self.durable()?;
+        Ok(recovered)
+    }
+
+    fn attempts(&self, number: &E164) -> Result<Vec<AttemptRecord>> {
+        self.attempts
+            .scan_prefix(self.number_key(number))
+            .map(|kv| {
+                let (k, v) = kv.map_err(io)?;
+                let a: StoredAttempt = postcard::from_bytes(&v).map_err(|e| Error::Corrupt {
+                    key: hex::encode(&k),
+                    why: e.to_string(),
+                })?;
+                Ok(AttemptRecord {
+                    campaign: a.campaign,
+                    contact: a.contact,
+                    started: DateTime::from_timestamp(a.started, 0).unwrap_or_default(),
+                    ended: DateTime::from_timestamp(a.ended, 0).unwrap_or_default(),
+                    outcome: a.outcome,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -526,6 +712,39 @@ mod tests {
         let s = open(&path);
         assert!(matches!(s.remove_opt_out(&n("+33612345678")), Ok(true)));
         assert!(matches!(s.is_opted_out(&n("+33612345678")), Ok(false)));
+    }
+
+    #[test]
+    fn leases_recover_as_interrupted_attempts() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("s");
+        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+        let id = ContactId::new("a").unwrap_or_else(|e| panic!("{e}"));
+        let num = n("+33612345678");
+        {
+            let s = open(&path);
+            assert!(s.lease("c", &id, &num, t(0)).is_ok());
+            // A second lease of the same contact is refused: no double dialling.
+            assert!(matches!(
+                s.lease("c", &id, &num, t(1)),
+                Err(Error::Leased { .. })
+            ));
+            assert!(s.finish_attempt("c", &id, &num, "busy", t(30)).is_ok());
+            assert!(s.lease("c", &id, &num, t(3600)).is_ok());
+            // "Crash": the store is dropped with the lease held.
+        }
+        let s = open(&path);
+        let rec = s.recover_interrupted(t(7200)).unwrap_or_default();
+        assert_eq!(rec, vec![("c".to_owned(), "a".to_owned())]);
+        let attempts = s.attempts(&num).unwrap_or_default();
+        let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["busy", "interrupted"]);
+        assert_eq!(attempts[1].started, t(3600));
+        assert!(s
+            .recover_interrupted(t(7300))
+            .unwrap_or_default()
+            .is_empty());
+        assert!(s.lease("c", &id, &num, t(7400)).is_ok());
     }
 
     #[test]
