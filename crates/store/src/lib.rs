@@ -68,7 +68,10 @@ pub struct OptOut {
 
 /// The store interface.
 pub trait Store {
-    /// Adds or updates `contacts` of `campaign` atomically: all of them, or none on error.
+        /// Adds or updates `contacts` of `campaign`, durably. Written in atomic chunks: after a
+    /// crash mid-call a prefix is stored, and calling again with the same contacts completes
+    /// it (an upsert is idempotent: identical consent records are not added twice). Callers
+    /// validate everything first, so bad input never writes anything.
     fn upsert_contacts(&self, campaign: &str, contacts: &[Contact]) -> Result<ImportStats>;
     /// One contact.
     fn contact(&self, campaign: &str, id: &ContactId) -> Result<Option<Contact>>;
@@ -117,6 +120,8 @@ pub struct AttemptRecord {
 }
 
 const FORMAT: &[u8] = b"crieur-store-1";
+/// Contacts per atomic write batch (bounds memory on large imports).
+const CHUNK: usize = 10_000;
 
 /// The sled-backed store.
 pub struct SledStore {
@@ -403,9 +408,13 @@ impl Store for SledStore {
                     }
                 }
             };
-            let bytes = postcard::to_allocvec(&record).map_err(io)?;
+                        let bytes = postcard::to_allocvec(&record).map_err(io)?;
             batch.insert(key.clone(), bytes);
             seen.insert(key, record);
+            if seen.len() >= CHUNK {
+                self.contacts.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
+                seen.clear();
+            }
         }
         self.contacts.apply_batch(batch).map_err(io)?;
         self.durable()?;
