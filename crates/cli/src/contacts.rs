@@ -34,12 +34,23 @@ pub struct Loaded {
 
 /// Reads and validates a contacts file. Either every row is valid, or every problem is
 /// reported and nothing is returned.
+/// [`load`], showing progress on `bar` (bytes read).
+pub fn load_with_progress(
+    path: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<Loaded, InputErrors> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
+    bar.set_length(bytes.len() as u64);
+    load_bytes(path, &bytes, Some(bar))
+}
+
 pub fn load(path: &Path) -> Result<Loaded, InputErrors> {
     // Read whole: the contacts are held in memory anyway, and line numbers for errors are
     // counted from byte offsets (the csv crate's own line count is off with CRLF endings).
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
-    load_bytes(path, &bytes)
+    load_bytes(path, &bytes, None)
 }
 
 /// A row left out by [`load_lenient`].
@@ -52,10 +63,13 @@ pub struct Reject {
 
 /// Like [`load`], but keeps the valid rows and returns each invalid one with its reasons.
 /// Problems with the file itself (unreadable, bad header) are still errors.
-pub fn load_lenient(path: &Path) -> Result<(Loaded, Vec<Reject>, csv::StringRecord), InputErrors> {
+pub fn load_lenient(
+    path: &Path,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<(Loaded, Vec<Reject>, csv::StringRecord), InputErrors> {
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
-    let errors = match load_bytes(path, &bytes) {
+    let errors = match load_bytes(path, &bytes, bar) {
         Ok(l) => return Ok((l, Vec::new(), header_of(&bytes))),
         Err(e) => e.0,
     };
@@ -96,7 +110,7 @@ pub fn load_lenient(path: &Path) -> Result<(Loaded, Vec<Reject>, csv::StringReco
     let kept = kept
         .into_inner()
         .map_err(|e| InputError::new(path, e.to_string()))?;
-    let loaded = load_bytes(path, &kept)?;
+    let loaded = load_bytes(path, &kept, None)?;
     Ok((loaded, rejects, header))
 }
 
@@ -109,7 +123,11 @@ fn header_of(bytes: &[u8]) -> csv::StringRecord {
         .unwrap_or_default()
 }
 
-fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, InputErrors> {
+fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<Loaded, InputErrors> {
     let mut lines = LineIndex::new(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -175,6 +193,9 @@ fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, InputErrors> {
             }
         }
         out.rows += 1;
+        if let Some(b) = bar.filter(|_| out.rows % 4096 == 0) {
+            b.set_position(record.position().map_or(0, |p| p.byte()));
+        }
         let line = record.position().map_or(0, |p| lines.line_of(p.byte()));
         let field = |k: usize| record.get(index[k]).unwrap_or("");
         let err = |k: usize, msg: String| {

@@ -21,17 +21,33 @@ pub fn import(
     rejects: &Path,
 ) -> anyhow::Result<ExitCode> {
     let campaign = crate::campaign::load(campaign)?;
+    // A progress bar on a terminal; nothing when stderr is a file or a pipe.
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let len = std::fs::metadata(contacts).map_or(0, |m| m.len());
+        let b = indicatif::ProgressBar::new(len);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        ) {
+            b.set_style(style);
+        }
+        b.set_message("validating");
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let (loaded, rejected, header) = if skip_invalid {
-        crate::contacts::load_lenient(contacts)?
+        crate::contacts::load_lenient(contacts, Some(&bar))?
     } else {
         (
-            crate::contacts::load(contacts)?,
+            crate::contacts::load_with_progress(contacts, &bar)?,
             Vec::new(),
             csv::StringRecord::new(),
         )
     };
+    bar.set_message("writing");
     let s = SledStore::open(store, true)?;
     let stats = s.upsert_contacts(&campaign.name, &loaded.contacts)?;
+    bar.finish_and_clear();
     println!(
         "{}: imported into {} (campaign `{}`): {} new contacts, {} updated, {} consent records added, from {} rows",
         contacts.display(),

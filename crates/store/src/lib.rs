@@ -68,7 +68,7 @@ pub struct OptOut {
 
 /// The store interface.
 pub trait Store {
-        /// Adds or updates `contacts` of `campaign`, durably. Written in atomic chunks: after a
+    /// Adds or updates `contacts` of `campaign`, durably. Written in atomic chunks: after a
     /// crash mid-call a prefix is stored, and calling again with the same contacts completes
     /// it (an upsert is idempotent: identical consent records are not added twice). Callers
     /// validate everything first, so bad input never writes anything.
@@ -408,11 +408,13 @@ impl Store for SledStore {
                     }
                 }
             };
-                        let bytes = postcard::to_allocvec(&record).map_err(io)?;
+            let bytes = postcard::to_allocvec(&record).map_err(io)?;
             batch.insert(key.clone(), bytes);
             seen.insert(key, record);
             if seen.len() >= CHUNK {
-                self.contacts.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
+                self.contacts
+                    .apply_batch(std::mem::take(&mut batch))
+                    .map_err(io)?;
                 seen.clear();
             }
         }
