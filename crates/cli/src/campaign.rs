@@ -55,6 +55,11 @@ struct RawTrunk {
     password_file: Option<Spanned<String>>,
     #[serde(default)]
     max_call_secs: Option<Spanned<u64>>,
+    /// The trunk's own limits (the stricter of these and the campaign's pacing applies).
+    #[serde(default)]
+    calls_per_second: Option<f64>,
+    #[serde(default)]
+    max_concurrent_calls: Option<u32>,
 }
 
 /// Where the trunk password comes from. The password itself is read only when a call is
@@ -66,7 +71,7 @@ pub enum PasswordSource {
 }
 
 /// The SIP trunk calls go through.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrunkConfig {
     /// As written, e.g. `sip:127.0.0.1:5060`.
     pub uri: String,
@@ -78,6 +83,8 @@ pub struct TrunkConfig {
     pub username: Option<String>,
     pub password: Option<PasswordSource>,
     pub max_call_length: Duration,
+    pub calls_per_second: Option<f64>,
+    pub max_concurrent_calls: Option<u32>,
 }
 
 impl TrunkConfig {
@@ -129,11 +136,62 @@ impl Default for Pacing {
 /// Retry policy (used by the dialling loop; parsed and checked now).
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct Retry {
     /// Attempts per contact in this campaign; `None` = the rule set's default.
+    #[serde(rename = "max_attempts")]
     pub max_attempts: Option<u32>,
     /// Minimum delay between two attempts, seconds.
+    #[serde(rename = "min_delay_secs")]
     pub min_delay_secs: Option<u64>,
+    /// Per-outcome rules (`[retry.busy]`, `[retry.no-answer]` …); absent = the defaults.
+    pub busy: Option<RetryRule>,
+    pub no_answer: Option<RetryRule>,
+    pub failed: Option<RetryRule>,
+    pub rejected: Option<RetryRule>,
+    pub machine: Option<RetryRule>,
+    pub interrupted: Option<RetryRule>,
+}
+
+/// When to retry after one outcome.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRule {
+    pub delay_secs: u64,
+    pub max_retries: u32,
+}
+
+impl Retry {
+    /// The engine's retry policy: the defaults, overridden per outcome, every delay at least
+    /// `min_delay_secs`.
+    pub fn policy(&self) -> crieur_engine::RetryPolicy {
+        let mut p = crieur_engine::RetryPolicy::default();
+        let set = |r: &mut crieur_engine::RetryRule, o: Option<RetryRule>| {
+            if let Some(o) = o {
+                r.delay = Duration::from_secs(o.delay_secs);
+                r.max_retries = o.max_retries;
+            }
+        };
+        set(&mut p.busy, self.busy);
+        set(&mut p.no_answer, self.no_answer);
+        set(&mut p.failed, self.failed);
+        set(&mut p.rejected, self.rejected);
+        set(&mut p.machine, self.machine);
+        set(&mut p.interrupted, self.interrupted);
+        if let Some(min) = self.min_delay_secs.map(Duration::from_secs) {
+            for r in [
+                &mut p.busy,
+                &mut p.no_answer,
+                &mut p.failed,
+                &mut p.rejected,
+                &mut p.machine,
+                &mut p.interrupted,
+            ] {
+                r.delay = r.delay.max(min);
+            }
+        }
+        p
+    }
 }
 
 /// A validated campaign.
@@ -529,5 +587,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         username: t.username.as_ref().map(|u| u.get_ref().clone()),
         password,
         max_call_length,
+        calls_per_second: t.calls_per_second.filter(|c| *c > 0.0 && c.is_finite()),
+        max_concurrent_calls: t.max_concurrent_calls.filter(|c| *c > 0),
     })
 }

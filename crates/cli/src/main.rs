@@ -569,26 +569,25 @@ fn simulate(
     outcomes: &str,
     seed: u64,
 ) -> anyhow::Result<ExitCode> {
-    use crieur_engine::{CapRules, OutcomeMix, Pacing, RetryPolicy, SimConfig};
+    use crieur_engine::{CapRules, OutcomeMix, Pacing, SimConfig};
     let mix = OutcomeMix::parse(outcomes).map_err(|e| {
         InputErrors(vec![
             InputError::new(Path::new("--outcomes"), e).value(outcomes)
         ])
     })?;
     let (c, loaded) = load_both(campaign, contacts)?;
-    let mut retry = RetryPolicy::default();
-    if let Some(min) = c.retry.min_delay_secs.map(std::time::Duration::from_secs) {
-        for r in [
-            &mut retry.busy,
-            &mut retry.no_answer,
-            &mut retry.failed,
-            &mut retry.rejected,
-            &mut retry.machine,
-            &mut retry.interrupted,
-        ] {
-            r.delay = r.delay.max(min);
-        }
-    }
+    let retry = c.retry.policy();
+    // The stricter of the campaign's pacing and the trunk's own limits.
+    let trunk_cps = c
+        .trunk
+        .as_ref()
+        .and_then(|t| t.calls_per_second)
+        .unwrap_or(f64::INFINITY);
+    let trunk_max = c
+        .trunk
+        .as_ref()
+        .and_then(|t| t.max_concurrent_calls)
+        .unwrap_or(u32::MAX);
     let cfg = SimConfig {
         from,
         days,
@@ -597,8 +596,8 @@ fn simulate(
         caps: CapRules::for_ruleset(c.policy.ruleset().name(), c.retry.max_attempts.unwrap_or(3)),
         retry,
         pacing: Pacing {
-            calls_per_second: c.pacing.calls_per_second,
-            max_concurrent: c.pacing.max_concurrent_calls,
+            calls_per_second: c.pacing.calls_per_second.min(trunk_cps),
+            max_concurrent: c.pacing.max_concurrent_calls.min(trunk_max),
         },
         ring_timeout: c.ring_timeout,
         message_length: c.message_length,

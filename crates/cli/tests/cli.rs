@@ -491,3 +491,47 @@ fn simulate_prints_a_deterministic_plan_and_a_daily_summary() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn retry_rules_per_outcome_come_from_the_campaign() {
+    let campaign = format!(
+        "{CAMPAIGN}[retry]\nmax_attempts = 5\n[retry.busy]\ndelay_secs = 7200\nmax_retries = 1\n"
+    );
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let o = crieur(&[
+        "simulate",
+        "--campaign",
+        &s.path("campaign.toml"),
+        "--contacts",
+        &s.path("contacts.csv"),
+        "--from",
+        "2027-03-01T00:00:00Z",
+        "--days",
+        "7",
+        "--outcomes",
+        "busy=1.0",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let plan: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let got: Vec<(String, u64)> = plan
+        .iter()
+        .map(|v| {
+            (
+                v["instant"].as_str().unwrap_or("").to_owned(),
+                v["attempt"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    // One retry after busy, at least 2 h later: the window (18–20 h Paris) has closed, so the
+    // next evening.
+    assert_eq!(
+        got,
+        [
+            ("2027-03-01T17:00:00Z".to_owned(), 1),
+            ("2027-03-02T17:00:00Z".to_owned(), 2)
+        ]
+    );
+}
