@@ -20,6 +20,8 @@ use crate::input::{InputError, InputErrors};
 pub const EXIT_REFUSED: u8 = 3;
 /// Exit code when the call was placed but not answered (busy, no answer, failure …).
 pub const EXIT_NOT_ANSWERED: u8 = 4;
+/// Exit code when the opt-out key was pressed but could not be recorded during the call.
+pub const EXIT_OPT_OUT_FAILED: u8 = 5;
 
 /// The local address that routes to `trunk` (so Via/Contact/SDP carry a reachable address).
 fn local_ip_towards(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
@@ -40,7 +42,8 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     println!("call      {} {}", contact.id(), contact.phone());
     let number = contact.phone().to_string();
-    let store = Arc::new(SledStore::open(store, true)?);
+    // An existing store only: a mistyped path must not silently mean "no opt-outs".
+    let store = Arc::new(SledStore::open(store, false)?);
     // A crash left calls leased: close them as interrupted attempts (they count toward caps).
     for (c, id) in store.recover_interrupted(now)? {
         println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
@@ -122,11 +125,24 @@ pub fn run(
     let phone = contact.phone().clone();
     let hook_store = store.clone();
     let stop = tokio_util::sync::CancellationToken::new();
+    // Re-check just before the INVITE (setting up took time): the decision must still hold.
+    #[allow(clippy::disallowed_methods)]
+    let now = Utc::now();
+    if let Decision::Skip(s) = Evaluator::new(&campaign.policy).decide(contact, now) {
+        println!(
+            "refused   the policy says SKIP at the INVITE ({}):",
+            now.to_rfc3339()
+        );
+        for r in &s.reasons {
+            println!("  reason  {}", crate::reason_line(r));
+        }
+        return Ok(ExitCode::from(EXIT_REFUSED));
+    }
     // Leased (durably) before the INVITE: after a crash from here on, the call counts.
     let id = contact.id().clone();
     store.lease(&campaign.name, &id, contact.phone(), now)?;
     test_pause("after-lease");
-    let report = rt.block_on(async {
+    let result = rt.block_on(async {
         let uac = Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?;
         let req = CallRequest {
             number: number.clone(),
@@ -168,7 +184,17 @@ pub fn run(
         })
         .await
         .map_err(anyhow::Error::from)
-    })?;
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // The call may or may not have left: close the lease as an attempt, then fail.
+            #[allow(clippy::disallowed_methods)]
+            let at = Utc::now();
+            let _ = store.finish_attempt(&campaign.name, &id, contact.phone(), "local-error", at);
+            return Err(e);
+        }
+    };
     test_pause("after-call");
     // The binary reads the clock: when the call ended.
     #[allow(clippy::disallowed_methods)]
@@ -225,6 +251,27 @@ pub fn run(
         e.sip_status.map_or("-".to_owned(), |s| s.to_string()),
         e.reason
     );
+    if e.outcome == Outcome::OptOutFailed {
+        // The person asked to opt out: keep trying to record it, and say so loudly.
+        let mut recorded = false;
+        for _ in 0..3 {
+            #[allow(clippy::disallowed_methods)]
+            let at = Utc::now();
+            if store
+                .add_opt_out(contact.phone(), at, "opt-out key; recorded after the call")
+                .is_ok()
+            {
+                recorded = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        eprintln!(
+            "ALERT: {number} pressed the opt-out key but it could not be recorded during the call; {}",
+            if recorded { "it is now recorded" } else { "it is STILL NOT recorded: add it with `crieur optout add`" }
+        );
+        return Ok(ExitCode::from(EXIT_OPT_OUT_FAILED));
+    }
     Ok(match e.outcome {
         Outcome::AnsweredCompleted | Outcome::AnsweredOptedOut => ExitCode::SUCCESS,
         _ => ExitCode::from(EXIT_NOT_ANSWERED),
@@ -270,7 +317,10 @@ fn cap_reached(
         let from = now - chrono::Duration::from_std(q).unwrap_or_default();
         if let Some(r) = attempts.iter().rev().find(|a| {
             a.started > from
-                && matches!(a.outcome.as_str(), "answered-opted-out" | "not-interested")
+                && matches!(
+                    a.outcome.as_str(),
+                    "answered-opted-out" | "opt-out-failed" | "not-interested"
+                )
         }) {
             return Ok(Some(format!(
                 "refused on {} ({}): no contact for {} days",

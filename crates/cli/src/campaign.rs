@@ -138,7 +138,7 @@ impl Default for Pacing {
 #[serde(deny_unknown_fields)]
 #[serde(rename_all = "kebab-case")]
 pub struct Retry {
-    /// Attempts per contact in this campaign; `None` = the rule set's default.
+    /// Attempts per contact in this campaign; `None` = 3.
     #[serde(rename = "max_attempts")]
     pub max_attempts: Option<u32>,
     /// Minimum delay between two attempts, seconds.
@@ -249,12 +249,12 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
         errors: Vec::new(),
     };
 
-    if raw.name.get_ref().trim().is_empty() {
+    if raw.name.get_ref().trim().is_empty() || raw.name.get_ref().contains('\0') {
         cx.err(
             raw.name.span(),
             "name",
             None,
-            "expected a non-empty campaign name".into(),
+            "expected a non-empty campaign name without NUL characters".into(),
         );
     }
     let ruleset = RuleSet::by_name(raw.ruleset.get_ref())
@@ -519,6 +519,32 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
+    if host.is_empty() && port != 0 {
+        cx.err(
+            t.uri.span(),
+            "trunk.uri",
+            Some(t.uri.get_ref()),
+            "expected a host before the port".into(),
+        );
+    }
+    if t.calls_per_second
+        .is_some_and(|c| !(c > 0.0 && c.is_finite()))
+    {
+        cx.err(
+            t.uri.span(),
+            "trunk.calls_per_second",
+            t.calls_per_second.map(|c| c.to_string()).as_deref(),
+            "expected a positive number".into(),
+        );
+    }
+    if t.max_concurrent_calls == Some(0) {
+        cx.err(
+            t.uri.span(),
+            "trunk.max_concurrent_calls",
+            Some("0"),
+            "expected at least 1".into(),
+        );
+    }
     if let Some(tr) = &t.transport {
         if !tr.get_ref().eq_ignore_ascii_case("udp") {
             cx.err(
@@ -587,7 +613,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         username: t.username.as_ref().map(|u| u.get_ref().clone()),
         password,
         max_call_length,
-        calls_per_second: t.calls_per_second.filter(|c| *c > 0.0 && c.is_finite()),
-        max_concurrent_calls: t.max_concurrent_calls.filter(|c| *c > 0),
+        calls_per_second: t.calls_per_second,
+        max_concurrent_calls: t.max_concurrent_calls,
     })
 }

@@ -94,7 +94,22 @@ pub fn load_lenient(
     let mut rejects = Vec::new();
     let _ = kept.write_record(&header);
     let mut record = csv::StringRecord::new();
-    while let Ok(true) = reader.read_record(&mut record) {
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                // A malformed record (bad UTF-8, wrong column count) is rejected, not the rest.
+                let line = e.position().map_or(0, |p| lines.line_of(p.byte()));
+                rejects.push(Reject {
+                    line,
+                    fields: Vec::new(),
+                    reasons: vec![format!("malformed CSV: {e}")],
+                });
+                by_line.remove(&line);
+                continue;
+            }
+        }
         let line = record.position().map_or(0, |p| lines.line_of(p.byte()));
         match by_line.remove(&line) {
             Some(reasons) => rejects.push(Reject {

@@ -45,19 +45,6 @@ pub fn import(
         )
     };
     bar.set_message("writing");
-    let s = SledStore::open(store, true)?;
-    let stats = s.upsert_contacts(&campaign.name, &loaded.contacts)?;
-    bar.finish_and_clear();
-    println!(
-        "{}: imported into {} (campaign `{}`): {} new contacts, {} updated, {} consent records added, from {} rows",
-        contacts.display(),
-        store.display(),
-        campaign.name,
-        stats.created,
-        stats.updated,
-        stats.consents_added,
-        loaded.rows
-    );
     if !rejected.is_empty() {
         let mut w = csv::Writer::from_path(rejects)
             .with_context(|| format!("writing {}", rejects.display()))?;
@@ -77,6 +64,19 @@ pub fn import(
             rejects.display()
         );
     }
+    let s = SledStore::open(store, true)?;
+    let stats = s.upsert_contacts(&campaign.name, &loaded.contacts)?;
+    bar.finish_and_clear();
+    println!(
+        "{}: imported into {} (campaign `{}`): {} new contacts, {} updated, {} consent records added, from {} rows",
+        contacts.display(),
+        store.display(),
+        campaign.name,
+        stats.created,
+        stats.updated,
+        stats.consents_added,
+        loaded.rows
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -96,7 +96,26 @@ impl Setup {
         for (n, d) in [("c.toml", campaign), ("k.csv", contacts)] {
             std::fs::write(dir.path().join(n), d).unwrap_or_else(|e| panic!("{e}"));
         }
-        Setup { dir }
+        let s = Setup { dir };
+        s.import();
+        s
+    }
+
+    /// `crieur call` needs an existing store: `import` creates it (as ops do).
+    fn import(&self) {
+        let p = |n: &str| self.dir.path().join(n).display().to_string();
+        let o = Command::new(env!("CARGO_BIN_EXE_crieur"))
+            .args([
+                "import",
+                "--campaign",
+                &p("c.toml"),
+                "--store",
+                &p("store"),
+                &p("k.csv"),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(o.status.success(), "import: {}", text(&o.stderr));
     }
 
     fn call(&self) -> Output {
@@ -590,4 +609,31 @@ fn sigkill_right_after_an_opt_out_loses_nothing() {
         "{out}"
     );
     assert_eq!(o.status.code(), Some(3));
+}
+
+#[test]
+fn call_refuses_a_store_that_does_not_exist() {
+    let s = Setup::new(free_port(), "daily 00:00-24:00", "");
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args([
+            "call",
+            "--campaign",
+            &p("c.toml"),
+            "--contacts",
+            &p("k.csv"),
+            "--contact",
+            "c1",
+            "--store",
+            &p("typo"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("no store at"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!s.dir.path().join("typo").exists());
 }

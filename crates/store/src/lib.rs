@@ -4,7 +4,8 @@
 //! embedded default (sled). A shared database can be a second implementation.
 //!
 //! Durability: every write method returns only once its data is on disk (sled `flush`, an
-//! fsync); a batch of contacts is applied atomically (all rows or none).
+//! fsync). A contacts import is validated by the caller first (bad input writes nothing), then
+//! written in atomic chunks; re-running the same import after a crash completes it.
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,7 @@ pub enum Error {
     /// No store exists at the path and creation was not asked for.
     #[error("no store at {}: create one with `crieur import`", path.display())]
     Missing { path: PathBuf },
-    /// A read or write failed (disk full, I/O error): nothing of the operation was applied.
+    /// A read or write failed (disk full, I/O error): the batch being written was not applied.
     #[error("store I/O failed, nothing was written: {0}")]
     Io(String),
     /// The contact is already leased: a call to it is in progress (or was, before a crash
@@ -38,6 +39,9 @@ pub enum Error {
         id: String,
         since: DateTime<Utc>,
     },
+    /// An attempt was finished for a contact that holds no lease (recovered meanwhile).
+    #[error("contact {campaign}/{id} holds no lease: its call was already closed (recovered as interrupted?)")]
+    NotLeased { campaign: String, id: String },
     /// A stored record cannot be decoded.
     #[error("damaged record for {key}: {why}")]
     Corrupt { key: String, why: String },
@@ -219,8 +223,11 @@ impl SledStore {
             }
             (None, false) => {
                 let key: [u8; 32] = rand::random();
-                meta.insert("optout-key", &key[..]).map_err(io)?;
-                meta.insert("format", FORMAT).map_err(io)?;
+                // One batch: a crash cannot leave a key without a marker or the reverse.
+                let mut b = sled::Batch::default();
+                b.insert("optout-key", &key[..]);
+                b.insert("format", FORMAT);
+                meta.apply_batch(b).map_err(io)?;
                 db.flush().map_err(io)?;
                 Some(sled::IVec::from(&key[..]))
             }
@@ -266,7 +273,9 @@ impl SledStore {
         hash: Option<[u8; 32]>,
         outcome: &str,
         ended: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        // A unique suffix: two attempts in the same second never overwrite each other.
+        let uniq = self.db.generate_id().map_err(io)?;
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         use sled::Transactional;
         let r = (&self.leases, &self.attempts).transaction(|(leases, attempts)| {
@@ -280,6 +289,7 @@ impl SledStore {
             let mut ak = Vec::with_capacity(32 + 8 + key.len());
             ak.extend_from_slice(&h);
             ak.extend_from_slice(&lease.at.to_be_bytes());
+            ak.extend_from_slice(&uniq.to_be_bytes());
             ak.extend_from_slice(key);
             let rec = StoredAttempt {
                 campaign: campaign.to_owned(),
@@ -294,7 +304,7 @@ impl SledStore {
             Ok(true)
         });
         match r {
-            Ok(_) => Ok(()),
+            Ok(closed) => Ok(closed),
             Err(TransactionError::Abort(why)) => Err(Error::Corrupt {
                 key: id.to_owned(),
                 why,
@@ -545,7 +555,12 @@ impl Store for SledStore {
     ) -> Result<()> {
         let key = contact_key(campaign, id.as_str());
         let hash = self.number_key(number);
-        self.close_lease(&key, campaign, id.as_str(), Some(hash), outcome, ended)?;
+        if !self.close_lease(&key, campaign, id.as_str(), Some(hash), outcome, ended)? {
+            return Err(Error::NotLeased {
+                campaign: campaign.to_owned(),
+                id: id.to_string(),
+            });
+        }
         self.durable()
     }
 
@@ -556,8 +571,15 @@ impl Store for SledStore {
             let mut parts = k.splitn(2, |b| *b == 0);
             let campaign = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
             let id = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            self.close_lease(&k, &campaign, &id, None, "interrupted", now)?;
-            recovered.push((campaign, id));
+            match self.close_lease(&k, &campaign, &id, None, "interrupted", now) {
+                Ok(_) => recovered.push((campaign, id)),
+                // A damaged lease must not block every later call: drop it, but say so.
+                Err(Error::Corrupt { why, .. }) => {
+                    self.leases.remove(&k).map_err(io)?;
+                    recovered.push((campaign, format!("{id} (damaged lease removed: {why})")));
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.durable()?;
         Ok(recovered)
