@@ -193,69 +193,145 @@ fn load_bytes(
 
     let mut out = Loaded::default();
     let mut by_id: HashMap<String, (usize, usize)> = HashMap::new(); // id → (contact index, line)
+                                                                     // Validation runs on one thread: most of its cost is the `phonenumber` crate, whose
+                                                                     // regexes sit behind one process-wide mutex, so more threads made it slower (measured,
+                                                                     // see BENCHMARKS.md).
     let mut record = csv::StringRecord::new();
     loop {
-        match reader.read_record(&mut record) {
+        let row = match reader.read_record(&mut record) {
             Ok(false) => break,
-            Ok(true) => {}
+            Ok(true) => {
+                out.rows += 1;
+                if let Some(b) = bar.filter(|_| out.rows % 4096 == 0) {
+                    b.set_position(record.position().map_or(0, |p| p.byte()));
+                }
+                let line = record.position().map_or(0, |p| lines.line_of(p.byte()));
+                parse_row(path, &index, &record, line)
+            }
             Err(e) => {
                 let line = e.position().map_or(0, |p| lines.line_of(p.byte()));
+                let io = matches!(e.kind(), csv::ErrorKind::Io(_));
                 errors.push(InputError::new(path, format!("malformed CSV: {e}")).at(line, None));
-                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                if io {
                     break;
                 }
                 continue;
             }
-        }
-        out.rows += 1;
-        if let Some(b) = bar.filter(|_| out.rows % 4096 == 0) {
-            b.set_position(record.position().map_or(0, |p| p.byte()));
-        }
-        let line = record.position().map_or(0, |p| lines.line_of(p.byte()));
-        let field = |k: usize| record.get(index[k]).unwrap_or("");
-        let err = |k: usize, msg: String| {
-            InputError::new(path, msg)
-                .at(line, Some(index[k] + 1))
-                .field(COLUMNS[k])
-                .value(field(k))
         };
-        let row_errors = errors.len();
-        for k in 0..9 {
-            if REQUIRED[k] && field(k).is_empty() {
-                errors.push(
-                    InputError::new(path, "required, but empty")
-                        .at(line, Some(index[k] + 1))
-                        .field(COLUMNS[k]),
-                );
+        let row = match row {
+            Ok(r) => r,
+            Err(mut e) => {
+                errors.append(&mut e);
+                continue;
+            }
+        };
+        match by_id.get(row.id.as_str()) {
+            Some(&(i, first_line)) => {
+                let c = &mut out.contacts[i];
+                let err = |k: usize, msg: String, value: &str| {
+                    InputError::new(path, msg)
+                        .at(row.line, Some(index[k] + 1))
+                        .field(COLUMNS[k])
+                        .value(value)
+                };
+                if c.phone() != &row.phone {
+                    errors.push(err(
+                        1,
+                        format!(
+                            "contact `{}` has another phone on line {first_line} ({})",
+                            row.id,
+                            c.phone()
+                        ),
+                        row.phone.as_str(),
+                    ));
+                } else if c.given_zone() != row.zone {
+                    errors.push(err(
+                        2,
+                        format!("contact `{}` has another zone on line {first_line}", row.id),
+                        row.zone.map_or("", |z| z.name()),
+                    ));
+                } else {
+                    c.add_consent(row.consent);
+                }
+            }
+            None => {
+                by_id.insert(row.id.as_str().to_owned(), (out.contacts.len(), row.line));
+                out.contacts
+                    .push(Contact::new(row.id, row.phone, row.zone, vec![row.consent]));
             }
         }
-        if errors.len() > row_errors {
-            continue;
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(InputErrors(errors))
+    }
+}
+
+/// One valid row: a consent record of a contact.
+struct Row {
+    line: usize,
+    id: ContactId,
+    phone: E164,
+    zone: Option<chrono_tz::Tz>,
+    consent: ConsentRecord,
+}
+
+/// Validates one record; every problem of the row is reported, each at its column.
+fn parse_row(
+    path: &Path,
+    index: &[usize; 9],
+    record: &csv::StringRecord,
+    line: usize,
+) -> Result<Row, Vec<InputError>> {
+    let field = |k: usize| record.get(index[k]).unwrap_or("");
+    let err = |k: usize, msg: String| {
+        InputError::new(path, msg)
+            .at(line, Some(index[k] + 1))
+            .field(COLUMNS[k])
+            .value(field(k))
+    };
+    let mut errors = Vec::new();
+    for k in 0..9 {
+        if REQUIRED[k] && field(k).is_empty() {
+            errors.push(
+                InputError::new(path, "required, but empty")
+                    .at(line, Some(index[k] + 1))
+                    .field(COLUMNS[k]),
+            );
         }
-        let id = ContactId::new(field(0)).map_err(|e| err(0, e.to_string()));
-        let phone = field(1).parse::<E164>().map_err(|e| match e {
-            crieur_scheduler::Error::InvalidPhone { reason, .. } => {
-                err(1, format!("expected an E.164 number: {reason}"))
-            }
-            e => err(1, e.to_string()),
-        });
-        let zone = match field(2) {
-            "" => Ok(None),
-            z => parse_zone(z)
-                .map(Some)
-                .map_err(|_| err(2, "expected an IANA time-zone name such as Europe/Paris, or empty to infer it from the number".into())),
-        };
-        let windows = field(3).parse::<Windows>().map_err(|e| match e {
-            crieur_scheduler::Error::InvalidWindow { column, expected, .. } => err(
-                3,
-                format!("at character {column} of the field: expected {expected} (grammar: `mon-fri 18:00-20:00; sat 10:00-12:00`)"),
-            ),
-            e => err(3, e.to_string()),
-        });
-        let granted = instant(field(4)).map_err(|m| err(4, m));
-        let expires = optional_instant(field(5)).map_err(|m| err(5, m));
-        let revoked = optional_instant(field(6)).map_err(|m| err(6, m));
-        let parsed = match (id, phone, zone, windows, granted, expires, revoked) {
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let id = ContactId::new(field(0)).map_err(|e| err(0, e.to_string()));
+    let phone = field(1).parse::<E164>().map_err(|e| match e {
+        crieur_scheduler::Error::InvalidPhone { reason, .. } => {
+            err(1, format!("expected an E.164 number: {reason}"))
+        }
+        e => err(1, e.to_string()),
+    });
+    let zone = match field(2) {
+        "" => Ok(None),
+        z => parse_zone(z).map(Some).map_err(|_| {
+            err(
+                2,
+                "expected an IANA time-zone name such as Europe/Paris, or empty to infer it from the number".into(),
+            )
+        }),
+    };
+    let windows = field(3).parse::<Windows>().map_err(|e| match e {
+        crieur_scheduler::Error::InvalidWindow { column, expected, .. } => err(
+            3,
+            format!("at character {column} of the field: expected {expected} (grammar: `mon-fri 18:00-20:00; sat 10:00-12:00`)"),
+        ),
+        e => err(3, e.to_string()),
+    });
+    let granted = instant(field(4)).map_err(|m| err(4, m));
+    let expires = optional_instant(field(5)).map_err(|m| err(5, m));
+    let revoked = optional_instant(field(6)).map_err(|m| err(6, m));
+    let (id, phone, zone, windows, granted, expires, revoked) =
+        match (id, phone, zone, windows, granted, expires, revoked) {
             (Ok(id), Ok(phone), Ok(zone), Ok(windows), Ok(granted), Ok(expires), Ok(revoked)) => {
                 (id, phone, zone, windows, granted, expires, revoked)
             }
@@ -269,71 +345,41 @@ fn load_bytes(
                     expires.err(),
                     revoked.err(),
                 ];
-                errors.extend(all.into_iter().flatten());
-                continue;
+                return Err(all.into_iter().flatten().collect());
             }
         };
-        let (id, phone, zone, windows, granted, expires, revoked) = parsed;
-        if expires.is_some_and(|e| e <= granted) {
-            errors.push(err(
-                5,
-                format!(
-                    "expected an instant after granted_at ({})",
-                    granted.to_rfc3339()
-                ),
-            ));
-            continue;
-        }
-        if revoked.is_some_and(|r| r < granted) {
-            errors.push(err(
-                6,
-                format!(
-                    "expected an instant not before granted_at ({})",
-                    granted.to_rfc3339()
-                ),
-            ));
-            continue;
-        }
-        let consent = ConsentRecord {
+    if expires.is_some_and(|e| e <= granted) {
+        return Err(vec![err(
+            5,
+            format!(
+                "expected an instant after granted_at ({})",
+                granted.to_rfc3339()
+            ),
+        )]);
+    }
+    if revoked.is_some_and(|r| r < granted) {
+        return Err(vec![err(
+            6,
+            format!(
+                "expected an instant not before granted_at ({})",
+                granted.to_rfc3339()
+            ),
+        )]);
+    }
+    Ok(Row {
+        line,
+        id,
+        phone,
+        zone,
+        consent: ConsentRecord {
             windows,
             granted_at: granted,
             expires_at: expires,
             revoked_at: revoked,
             source: field(7).to_owned(),
             proof: field(8).to_owned(),
-        };
-        match by_id.get(id.as_str()) {
-            Some(&(i, first_line)) => {
-                let c = &mut out.contacts[i];
-                if c.phone() != &phone {
-                    errors.push(err(
-                        1,
-                        format!(
-                            "contact `{id}` has another phone on line {first_line} ({})",
-                            c.phone()
-                        ),
-                    ));
-                } else if c.given_zone() != zone {
-                    errors.push(err(
-                        2,
-                        format!("contact `{id}` has another zone on line {first_line}"),
-                    ));
-                } else {
-                    c.add_consent(consent);
-                }
-            }
-            None => {
-                by_id.insert(id.as_str().to_owned(), (out.contacts.len(), line));
-                out.contacts
-                    .push(Contact::new(id, phone, zone, vec![consent]));
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(InputErrors(errors))
-    }
+        },
+    })
 }
 
 fn instant(s: &str) -> Result<DateTime<Utc>, String> {

@@ -9,6 +9,11 @@ mod contacts;
 mod input;
 mod storecmd;
 
+#[global_allocator]
+// glibc malloc was a third of `crieur import` (sled clones and frees tree nodes on every
+// insert); mimalloc cuts that cost. See BENCHMARKS.md.
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
