@@ -149,6 +149,7 @@ pub fn run(
             message,
             confirmation,
             opt_out_key: campaign.opt_out_key,
+            not_interested_key: campaign.not_interested_key,
             keep_received_audio: false,
             stop: Some(stop.clone()),
         };
@@ -273,7 +274,9 @@ pub fn run(
         return Ok(ExitCode::from(EXIT_OPT_OUT_FAILED));
     }
     Ok(match e.outcome {
-        Outcome::AnsweredCompleted | Outcome::AnsweredOptedOut => ExitCode::SUCCESS,
+        Outcome::AnsweredCompleted | Outcome::AnsweredOptedOut | Outcome::AnsweredNotInterested => {
+            ExitCode::SUCCESS
+        }
         _ => ExitCode::from(EXIT_NOT_ANSWERED),
     })
 }
@@ -287,50 +290,17 @@ fn cap_reached(
     store: &dyn Store,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<String>> {
-    let caps = crieur_engine::CapRules::for_ruleset(
-        campaign.policy.ruleset().name(),
-        campaign.retry.max_attempts.unwrap_or(3),
-    );
-    let attempts = store.attempts(contact.phone())?;
-    let here = attempts
+    let caps = &campaign.caps;
+    let attempts: Vec<crieur_engine::Attempt> = store
+        .attempts(contact.phone())?
         .iter()
-        .filter(|a| a.campaign == campaign.name)
-        .count() as u32;
-    if here >= caps.max_attempts {
-        return Ok(Some(format!(
-            "attempt cap: {here} of {} attempts made in this campaign",
-            caps.max_attempts
-        )));
-    }
-    if let Some((max, window)) = caps.rolling {
-        let from = now - chrono::Duration::from_std(window).unwrap_or_default();
-        let recent = attempts.iter().filter(|a| a.started > from).count() as u32;
-        if recent >= max {
-            return Ok(Some(format!(
-                "rolling cap: {recent} attempts in the last {} days, all campaigns ({} allows {max})",
-                window.as_secs() / 86_400,
-                campaign.policy.ruleset().name()
-            )));
-        }
-    }
-    if let Some(q) = caps.quiet_after_refusal {
-        let from = now - chrono::Duration::from_std(q).unwrap_or_default();
-        if let Some(r) = attempts.iter().rev().find(|a| {
-            a.started > from
-                && matches!(
-                    a.outcome.as_str(),
-                    "answered-opted-out" | "opt-out-failed" | "not-interested"
-                )
-        }) {
-            return Ok(Some(format!(
-                "refused on {} ({}): no contact for {} days",
-                r.started.to_rfc3339(),
-                r.outcome,
-                q.as_secs() / 86_400
-            )));
-        }
-    }
-    Ok(None)
+        .map(|a| crieur_engine::Attempt {
+            at: a.started,
+            outcome: crieur_engine::AttemptOutcome::from_record(&a.outcome),
+            this_campaign: a.campaign == campaign.name,
+        })
+        .collect();
+    Ok(caps.check(&attempts, now).map(|hit| hit.to_string()))
 }
 
 /// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash

@@ -35,6 +35,10 @@ struct RawCampaign {
     #[serde(default)]
     opt_out_key: Option<Spanned<String>>,
     #[serde(default)]
+    not_interested_key: Option<Spanned<String>>,
+    #[serde(default)]
+    caps: Option<Spanned<RawCaps>>,
+    #[serde(default)]
     confirmation: Option<Spanned<String>>,
     #[serde(default)]
     trunk: Option<Spanned<RawTrunk>>,
@@ -153,6 +157,16 @@ pub struct Retry {
     pub interrupted: Option<RetryRule>,
 }
 
+/// `[caps]`: overrides of the rule set's caps. Under a rule set that sets a cap, an override
+/// may only tighten it.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaps {
+    rolling_max: Option<u32>,
+    rolling_days: Option<u32>,
+    quiet_days_after_refusal: Option<u32>,
+}
+
 /// When to retry after one outcome.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +221,10 @@ pub struct Campaign {
     pub policy: Policy,
     /// The key that opts out, for the whole message.
     pub opt_out_key: char,
+    /// Optional key for "not interested": a refusal (quiet period under FR), not an opt-out.
+    pub not_interested_key: Option<char>,
+    /// Attempt cap, rolling cap and quiet period: the rule set's, tightened by `[caps]`.
+    pub caps: crieur_engine::CapRules,
     /// The opt-out confirmation recording.
     pub confirmation: Option<PathBuf>,
     pub trunk: Option<TrunkConfig>,
@@ -393,23 +411,40 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
         );
     }
 
-    let opt_out_key = match &raw.opt_out_key {
-        None => '9',
-        Some(k) => {
-            let mut chars = k.get_ref().chars();
-            match (chars.next(), chars.next()) {
-                (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#' => c,
-                _ => {
-                    cx.err(
-                        k.span(),
-                        "opt_out_key",
-                        Some(k.get_ref()),
-                        "expected one key: 0-9, * or #".into(),
-                    );
-                    '9'
-                }
+    let mut key = |k: &Spanned<String>, field: &str| {
+        let mut chars = k.get_ref().chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#' => Some(c),
+            _ => {
+                cx.err(
+                    k.span(),
+                    field,
+                    Some(k.get_ref()),
+                    "expected one key: 0-9, * or #".into(),
+                );
+                None
             }
         }
+    };
+    let opt_out_key = match &raw.opt_out_key {
+        None => '9',
+        Some(k) => key(k, "opt_out_key").unwrap_or('9'),
+    };
+    let not_interested_key = raw
+        .not_interested_key
+        .as_ref()
+        .and_then(|k| key(k, "not_interested_key").map(|c| (k, c)));
+    let not_interested_key = match not_interested_key {
+        Some((k, c)) if c == opt_out_key => {
+            cx.err(
+                k.span(),
+                "not_interested_key",
+                Some(k.get_ref()),
+                format!("must differ from the opt-out key `{opt_out_key}`"),
+            );
+            None
+        }
+        other => other.map(|(_, c)| c),
     };
     let confirmation = raw.confirmation.as_ref().and_then(|c| {
         let p = base.join(c.get_ref());
@@ -445,8 +480,65 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
         (false, Some(z)) => CampaignSchedule::new(exprs, z).ok(),
         _ => None,
     };
-    match (cx.errors.is_empty(), ruleset, zone, message_length) {
-        (true, Some(ruleset), Some(zone), Some(message_length)) => {
+    let caps = ruleset.as_ref().map(|r| {
+        let mut caps =
+            crieur_engine::CapRules::for_ruleset(r.name(), retry.max_attempts.unwrap_or(3));
+        if let Some(c) = &raw.caps {
+            let span = c.span();
+            let c = *c.get_ref();
+            const DAY: u64 = 86_400;
+            let rs = r.name();
+            if c.rolling_max.is_some() || c.rolling_days.is_some() {
+                let (dmax, ddays) = caps
+                    .rolling
+                    .map_or((None, None), |(m, w)| (Some(m), Some(w.as_secs() / DAY)));
+                let max = c.rolling_max.or(dmax);
+                let days = c.rolling_days.map(u64::from).or(ddays);
+                match (max, days) {
+                    (Some(m), Some(d)) if m >= 1 && d >= 1 => {
+                        if dmax.is_some_and(|x| m > x) || ddays.is_some_and(|x| d < x) {
+                            cx.err(
+                                span.clone(),
+                                "caps.rolling_max",
+                                Some(&format!("{m} per {d} days")),
+                                format!(
+                                    "{rs} allows at most {} calls per {} days; an override may only be stricter",
+                                    dmax.unwrap_or(0),
+                                    ddays.unwrap_or(0)
+                                ),
+                            );
+                        }
+                        caps.rolling = Some((m, Duration::from_secs(d * DAY)));
+                    }
+                    _ => cx.err(
+                        span.clone(),
+                        "caps.rolling_max",
+                        None,
+                        "expected both rolling_max and rolling_days, each at least 1".into(),
+                    ),
+                }
+            }
+            if let Some(q) = c.quiet_days_after_refusal {
+                let q = u64::from(q);
+                let d = caps.quiet_after_refusal.map(|w| w.as_secs() / DAY);
+                if d.is_some_and(|d| q < d) {
+                    cx.err(
+                        span,
+                        "caps.quiet_days_after_refusal",
+                        Some(&q.to_string()),
+                        format!(
+                            "{rs} requires at least {} days; an override may only be stricter",
+                            d.unwrap_or(0)
+                        ),
+                    );
+                }
+                caps.quiet_after_refusal = (q > 0).then(|| Duration::from_secs(q * DAY));
+            }
+        }
+        caps
+    });
+    match (cx.errors.is_empty(), ruleset, zone, message_length, caps) {
+        (true, Some(ruleset), Some(zone), Some(message_length), Some(caps)) => {
             let ring_timeout = Duration::from_secs(ring);
             let policy = Policy::new(ruleset, schedule, ring_timeout, message_length)
                 .map_err(|e| InputError::new(path, e.to_string()).field("message"))?;
@@ -460,6 +552,8 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
                 retry,
                 policy,
                 opt_out_key,
+                not_interested_key,
+                caps,
                 confirmation,
                 trunk,
             })

@@ -574,7 +574,7 @@ fn simulate(
     outcomes: &str,
     seed: u64,
 ) -> anyhow::Result<ExitCode> {
-    use crieur_engine::{CapRules, OutcomeMix, Pacing, SimConfig};
+    use crieur_engine::{OutcomeMix, Pacing, SimConfig};
     let mix = OutcomeMix::parse(outcomes).map_err(|e| {
         InputErrors(vec![
             InputError::new(Path::new("--outcomes"), e).value(outcomes)
@@ -598,7 +598,7 @@ fn simulate(
         days,
         mix,
         seed,
-        caps: CapRules::for_ruleset(c.policy.ruleset().name(), c.retry.max_attempts.unwrap_or(3)),
+        caps: c.caps.clone(),
         retry,
         pacing: Pacing {
             calls_per_second: c.pacing.calls_per_second.min(trunk_cps),

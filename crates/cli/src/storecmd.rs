@@ -65,7 +65,9 @@ pub fn import(
         );
     }
     let s = SledStore::open(store, true)?;
-    let stats = s.upsert_contacts(&campaign.name, &loaded.contacts)?;
+    let stats = s
+        .upsert_contacts(&campaign.name, &loaded.contacts)
+        .with_context(|| format!("importing {} into {}", contacts.display(), store.display()))?;
     bar.finish_and_clear();
     println!(
         "{}: imported into {} (campaign `{}`): {} new contacts, {} updated, {} consent records added, from {} rows",

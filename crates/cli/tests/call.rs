@@ -469,6 +469,40 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stdout));
 }
 
+#[test]
+fn the_not_interested_key_is_a_refusal_that_holds_the_number_across_campaigns() {
+    let port = free_port();
+    let s = Setup::with_extra(
+        port,
+        "daily 00:00-24:00",
+        "",
+        "not_interested_key = \"2\"\n[caps]\nquiet_days_after_refusal = 60\n",
+    );
+    let mut uas = sipp(&s, port, &UAS_OPT_OUT.replace("Signal=9", "Signal=2"));
+    let o = s.call();
+    let sipp_ok = uas.wait().map(|st| st.success()).unwrap_or(false);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(out.contains("keys      2 by sip-info"), "{out}");
+    assert!(out.contains("outcome   answered-not-interested"), "{out}");
+    assert!(!out.contains("opt-out   recorded"), "{out}");
+    assert!(sipp_ok, "sipp did not count the call successful");
+    // Not an opt-out …
+    let store = s.dir.path().join("store").display().to_string();
+    let o = crieur(&["optout", "--store", &store, "check", "+33612345678"]);
+    assert_eq!(text(&o.stdout).trim(), "not opted out");
+    // … but another campaign of the same store must not call for 60 days.
+    let other = std::fs::read_to_string(s.dir.path().join("c.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("name = \"t\"", "name = \"other\"");
+    std::fs::write(s.dir.path().join("c.toml"), other).unwrap_or_else(|e| panic!("{e}"));
+    s.import();
+    let o = s.call();
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("(not-interested): no contact until"), "{out}");
+}
+
 /// Starts a sipp UAS with `scenario` on `port`; returns the child (killed by the caller).
 fn sipp(s: &Setup, port: u16, scenario: &str) -> std::process::Child {
     let scen = s.dir.path().join("uas.xml");
@@ -636,4 +670,92 @@ fn call_refuses_a_store_that_does_not_exist() {
         text(&o.stderr)
     );
     assert!(!s.dir.path().join("typo").exists());
+}
+
+/// Disk full while writing (RLIMIT_FSIZE makes writes past the limit fail with EFBIG, as a
+/// full disk fails them with ENOSPC): the import fails cleanly, says exactly how many contacts
+/// were written (whole chunks, a prefix of the file), loses no opt-out, and a re-run without
+/// the limit completes it.
+#[test]
+fn disk_full_during_an_import_fails_cleanly_and_loses_nothing() {
+    let s = Setup::new(free_port(), "daily 00:00-24:00", "");
+    let store = s.dir.path().join("store").display().to_string();
+    let o = crieur(&["optout", "--store", &store, "add", "+33612345679"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut csv =
+        String::from("id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\n");
+    let rows = 25_000;
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "b{i},+3361{:07},,mon-fri 18:00-20:00,2027-01-01T00:00:00Z,,,bench,p{i}\n",
+            i
+        ));
+    }
+    let big = s.dir.path().join("big.csv");
+    std::fs::write(&big, csv).unwrap_or_else(|e| panic!("{e}"));
+    let campaign = s.dir.path().join("c.toml").display().to_string();
+    let import = format!(
+        "{} import --campaign {campaign} --store {store} {}",
+        env!("CARGO_BIN_EXE_crieur"),
+        big.display()
+    );
+    let base = s.dir.path().join("base").display().to_string();
+    let cp = |from: &str, to: &str| {
+        let _ = std::fs::remove_dir_all(to);
+        let ok = Command::new("cp").args(["-a", from, to]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "cp {from} {to}");
+    };
+    cp(&store, &base);
+    // sled's file grows in steps, so the limit that leaves room for the first 10 k-contact
+    // chunk but not for all of them is found by trying, each time from the same store.
+    let mut found = None;
+    for mib in [2, 3, 4, 6, 8, 10, 12, 16] {
+        cp(&base, &store);
+        let o = Command::new("bash")
+            .args([
+                "-c",
+                &format!("trap '' XFSZ; ulimit -f {}; exec {import}", mib * 1024),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = text(&o.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            o.status.success() || err.contains("File too large"),
+            "{}{err}",
+            text(&o.stdout)
+        );
+        assert!(!o.status.success(), "all fitted under {mib} MiB: {err}");
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        if err.contains("nothing was written") {
+            continue;
+        }
+        let written: usize = err
+            .split("store I/O failed after ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count of written contacts in: {err}"));
+        found = Some(written);
+        break;
+    }
+    let written = found.unwrap_or_else(|| panic!("no limit gave a partial import"));
+    assert!(written > 0 && written < rows && written % 10_000 == 0);
+    // The opt-out made before is intact; the store opens and works.
+    let o = crieur(&["optout", "--store", &store, "check", "+33612345679"]);
+    assert_eq!(text(&o.stdout).trim(), "opted out", "{}", text(&o.stderr));
+    // Re-run without the limit: exactly the reported prefix was there.
+    let o = Command::new("bash")
+        .args(["-c", &import])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(
+        out.contains(&format!(
+            "{} new contacts, {written} updated",
+            rows - written
+        )),
+        "{out}"
+    );
 }

@@ -535,3 +535,22 @@ fn retry_rules_per_outcome_come_from_the_campaign() {
         ]
     );
 }
+
+#[test]
+fn caps_may_only_be_tightened_and_keys_must_differ() {
+    let campaign = format!(
+        "{CAMPAIGN}not_interested_key = \"9\"\n[caps]\nrolling_max = 6\nrolling_days = 30\nquiet_days_after_refusal = 10\n"
+    );
+    rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
+        "campaign.toml:6:22: field `not_interested_key`: bad value `9`: must differ from the opt-out key `9`",
+        "field `caps.rolling_max`: bad value `6 per 30 days`: FR allows at most 4 calls per 30 days; an override may only be stricter",
+        "field `caps.quiet_days_after_refusal`: bad value `10`: FR requires at least 60 days",
+    ]);
+    // Stricter is accepted.
+    let s = Scratch::new(
+        &format!("{CAMPAIGN}not_interested_key = \"2\"\n[caps]\nrolling_max = 2\nquiet_days_after_refusal = 90\n"),
+        &format!("{HEADER}{GOOD_ROW}"),
+    );
+    let o = s.run("check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}

@@ -8,6 +8,7 @@ mod plan;
 mod sim;
 
 pub use plan::{
-    Attempt, AttemptOutcome, CapRules, DialOrder, Pacing, Planner, RetryPolicy, RetryRule, SkipNote,
+    Attempt, AttemptOutcome, CapHit, CapRules, DialOrder, Pacing, Planner, RetryPolicy, RetryRule,
+    SkipNote,
 };
 pub use sim::{simulate, OutcomeMix, SimConfig, SimEvent};

@@ -41,13 +41,32 @@ impl AttemptOutcome {
             AttemptOutcome::Interrupted => "interrupted",
         }
     }
+    /// The scheduling meaning of an outcome as a call records it (the media layer's names,
+    /// as stored with each attempt) or as this enum names it. Unknown names count as
+    /// `failed`: still an attempt, retried by the failure rule.
+    pub fn from_record(name: &str) -> AttemptOutcome {
+        match name {
+            "answered" | "answered-completed" | "hung-up-mid-message" => AttemptOutcome::Answered,
+            // A failed opt-out write is still the person's refusal.
+            "opted-out" | "answered-opted-out" | "opt-out-failed" => AttemptOutcome::OptedOut,
+            "not-interested" | "answered-not-interested" => AttemptOutcome::NotInterested,
+            "busy" => AttemptOutcome::Busy,
+            "no-answer" => AttemptOutcome::NoAnswer,
+            "rejected" | "not-found" => AttemptOutcome::Rejected,
+            "machine" => AttemptOutcome::Machine,
+            "interrupted" | "local-shutdown" => AttemptOutcome::Interrupted,
+            _ => AttemptOutcome::Failed,
+        }
+    }
+
     fn is_final(self) -> bool {
         matches!(
             self,
             AttemptOutcome::Answered | AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
         )
     }
-    fn is_refusal(self) -> bool {
+    /// The opt-out key or the not-interested key.
+    pub fn is_refusal(self) -> bool {
         matches!(
             self,
             AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
@@ -140,6 +159,119 @@ impl CapRules {
     }
 }
 
+/// Why the caps hold a contact back now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapHit {
+    /// The campaign's attempt cap is reached: done for this campaign.
+    AttemptCap { made: u32, max: u32 },
+    /// The rolling cap (all campaigns); lifts when the oldest counted attempt leaves the window.
+    RollingCap {
+        recent: u32,
+        max: u32,
+        days: u64,
+        until: DateTime<Utc>,
+    },
+    /// A refusal within the quiet period (all campaigns).
+    QuietAfterRefusal {
+        refused_at: DateTime<Utc>,
+        outcome: AttemptOutcome,
+        until: DateTime<Utc>,
+    },
+}
+
+impl CapHit {
+    /// When the hold lifts (none: never, for this campaign).
+    pub fn until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            CapHit::AttemptCap { .. } => None,
+            CapHit::RollingCap { until, .. } | CapHit::QuietAfterRefusal { until, .. } => {
+                Some(*until)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for CapHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CapHit::AttemptCap { made, max } => {
+                write!(f, "attempt cap: {made} of {max} attempts made in this campaign")
+            }
+            CapHit::RollingCap {
+                recent,
+                max,
+                days,
+                until,
+            } => write!(
+                f,
+                "rolling cap: {recent} attempts in the last {days} days, all campaigns (at most {max}); lifts at {}",
+                until.to_rfc3339()
+            ),
+            CapHit::QuietAfterRefusal {
+                refused_at,
+                outcome,
+                until,
+            } => write!(
+                f,
+                "refused on {} ({}): no contact until {}",
+                refused_at.to_rfc3339(),
+                outcome.as_str(),
+                until.to_rfc3339()
+            ),
+        }
+    }
+}
+
+impl CapRules {
+    /// Checks `attempts` (every attempt on the number, all campaigns, in any order) against
+    /// the caps at `now`. The one place the caps are computed: the planner and the single-call
+    /// command both use it.
+    pub fn check(&self, attempts: &[Attempt], now: DateTime<Utc>) -> Option<CapHit> {
+        let n = secs(now);
+        let made = attempts.iter().filter(|a| a.this_campaign).count() as u32;
+        if made >= self.max_attempts {
+            return Some(CapHit::AttemptCap {
+                made,
+                max: self.max_attempts,
+            });
+        }
+        if let Some(q) = self.quiet_after_refusal {
+            let latest = attempts
+                .iter()
+                .filter(|a| a.outcome.is_refusal() && secs(a.at) + dur(q) > n)
+                .max_by_key(|a| a.at);
+            if let Some(r) = latest {
+                return Some(CapHit::QuietAfterRefusal {
+                    refused_at: r.at,
+                    outcome: r.outcome,
+                    until: utc(secs(r.at) + dur(q)),
+                });
+            }
+        }
+        if let Some((max, window)) = self.rolling {
+            let from = n - dur(window);
+            let mut recent: Vec<i64> = attempts
+                .iter()
+                .map(|a| secs(a.at))
+                .filter(|&a| a > from && a <= n)
+                .collect();
+            if recent.len() as u32 >= max {
+                // Lifts when enough of the counted attempts have left the window to leave
+                // room for one more.
+                recent.sort_unstable();
+                let k = recent.len() - max as usize;
+                return Some(CapHit::RollingCap {
+                    recent: recent.len() as u32,
+                    max,
+                    days: window.as_secs() / 86_400,
+                    until: utc(recent[k] + dur(window)),
+                });
+            }
+        }
+        None
+    }
+}
+
 /// Calls per second (token bucket) and concurrent calls.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pacing {
@@ -152,6 +284,9 @@ pub struct Pacing {
 pub struct Attempt {
     pub at: DateTime<Utc>,
     pub outcome: AttemptOutcome,
+    /// Made by this campaign: counts toward its attempt cap. Every attempt counts toward the
+    /// rolling cap and the quiet period.
+    pub this_campaign: bool,
 }
 
 /// Dial this contact now.
@@ -172,10 +307,8 @@ pub enum SkipNote {
         reasons: Vec<SkipReason>,
         next: Option<DateTime<Utc>>,
     },
-    /// The campaign's attempt cap is reached: done.
-    AttemptCap,
-    /// The rolling cap; back when the oldest counted attempt leaves the window.
-    RollingCap { until: DateTime<Utc> },
+    /// A cap holds it ([`CapHit::until`] says until when; never: done for this campaign).
+    Cap(CapHit),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -312,28 +445,14 @@ impl<'p> Planner<'p> {
                 self.enqueue(i, t);
                 continue;
             }
-            let made = st.attempts.len() as u32;
-            if made >= self.caps.max_attempts {
-                self.states[i].done = true;
-                self.skipped.push((i, SkipNote::AttemptCap));
-                continue;
-            }
-            if let Some((max, window)) = self.caps.rolling {
-                let from = n - dur(window);
-                let recent: Vec<i64> = st
-                    .attempts
-                    .iter()
-                    .map(|a| secs(a.at))
-                    .filter(|&a| a > from)
-                    .collect();
-                if recent.len() as u32 >= max {
-                    // Back when the oldest counted attempt leaves the window.
-                    let until = recent.iter().min().copied().unwrap_or(n) + dur(window);
-                    self.enqueue(i, until);
-                    self.skipped
-                        .push((i, SkipNote::RollingCap { until: utc(until) }));
-                    continue;
+            let made = st.attempts.iter().filter(|a| a.this_campaign).count() as u32;
+            if let Some(hit) = self.caps.check(&st.attempts, now) {
+                match hit.until() {
+                    Some(until) => self.enqueue(i, secs(until).max(n + 1)),
+                    None => self.states[i].done = true,
                 }
+                self.skipped.push((i, SkipNote::Cap(hit)));
+                continue;
             }
             match self.eval.decide(&self.contacts[i], now) {
                 Decision::Dial(_) => {
@@ -380,7 +499,7 @@ impl<'p> Planner<'p> {
             return;
         };
         for a in &attempts {
-            if a.outcome == AttemptOutcome::OptedOut {
+            if a.outcome == AttemptOutcome::OptedOut && a.this_campaign {
                 st.done = true;
             }
             if let (true, Some(q)) = (a.outcome.is_refusal(), self.caps.quiet_after_refusal) {
@@ -399,7 +518,11 @@ impl<'p> Planner<'p> {
             st.in_flight = false;
             self.in_flight = self.in_flight.saturating_sub(1);
         }
-        st.attempts.push(Attempt { at, outcome });
+        st.attempts.push(Attempt {
+            at,
+            outcome,
+            this_campaign: true,
+        });
         let n = secs(at);
         if outcome.is_refusal() {
             // The quiet period matters across campaigns (the store's rolling view); here the
@@ -423,5 +546,125 @@ impl<'p> Planner<'p> {
         st.not_before = n + dur(rule.delay);
         let t = st.not_before;
         self.enqueue(contact, t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    fn a(at: &str, outcome: AttemptOutcome, this_campaign: bool) -> Attempt {
+        Attempt {
+            at: t(at),
+            outcome,
+            this_campaign,
+        }
+    }
+
+    #[test]
+    fn attempt_cap_counts_this_campaign_only() {
+        let caps = CapRules::for_ruleset("none", 2);
+        let now = t("2027-03-10T12:00:00Z");
+        let other = [
+            a("2027-03-01T10:00:00Z", AttemptOutcome::Busy, false),
+            a("2027-03-02T10:00:00Z", AttemptOutcome::Busy, false),
+        ];
+        assert_eq!(caps.check(&other, now), None);
+        let mine = [
+            a("2027-03-01T10:00:00Z", AttemptOutcome::Busy, true),
+            a("2027-03-02T10:00:00Z", AttemptOutcome::NoAnswer, true),
+        ];
+        assert_eq!(
+            caps.check(&mine, now),
+            Some(CapHit::AttemptCap { made: 2, max: 2 })
+        );
+    }
+
+    #[test]
+    fn rolling_cap_counts_every_campaign_and_lifts_when_room_is_made() {
+        let caps = CapRules::for_ruleset("FR", 10);
+        let h = [
+            a("2027-03-01T10:00:00Z", AttemptOutcome::Busy, false),
+            a("2027-03-05T10:00:00Z", AttemptOutcome::Busy, true),
+            a("2027-03-09T10:00:00Z", AttemptOutcome::NoAnswer, false),
+            a("2027-03-10T10:00:00Z", AttemptOutcome::Busy, false),
+            a("2027-03-11T10:00:00Z", AttemptOutcome::Busy, true),
+        ];
+        let now = t("2027-03-12T12:00:00Z");
+        match caps.check(&h, now) {
+            Some(CapHit::RollingCap {
+                recent: 5,
+                max: 4,
+                days: 30,
+                until,
+            }) => {
+                // Two must leave the window: the second oldest (03-05) + 30 days.
+                assert_eq!(until, t("2027-04-04T10:00:00Z"));
+                assert_eq!(caps.check(&h, until), None);
+                assert!(caps
+                    .check(&h, until - chrono::Duration::seconds(1))
+                    .is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_in_another_campaign_holds_for_sixty_days_under_fr_only() {
+        let h = [a(
+            "2027-03-01T10:00:00Z",
+            AttemptOutcome::NotInterested,
+            false,
+        )];
+        let fr = CapRules::for_ruleset("FR", 3);
+        let until = t("2027-04-30T10:00:00Z");
+        assert_eq!(
+            fr.check(&h, t("2027-03-20T10:00:00Z")),
+            Some(CapHit::QuietAfterRefusal {
+                refused_at: t("2027-03-01T10:00:00Z"),
+                outcome: AttemptOutcome::NotInterested,
+                until,
+            })
+        );
+        assert_eq!(fr.check(&h, until), None);
+        let us = CapRules::for_ruleset("US", 3);
+        assert_eq!(us.check(&h, t("2027-03-20T10:00:00Z")), None);
+    }
+
+    #[test]
+    fn recorded_outcome_names_map_to_their_scheduling_meaning() {
+        use AttemptOutcome as O;
+        for (name, o) in [
+            ("answered-completed", O::Answered),
+            ("hung-up-mid-message", O::Answered),
+            ("answered-opted-out", O::OptedOut),
+            ("opt-out-failed", O::OptedOut),
+            ("answered-not-interested", O::NotInterested),
+            ("busy", O::Busy),
+            ("no-answer", O::NoAnswer),
+            ("not-found", O::Rejected),
+            ("trunk-failure", O::Failed),
+            ("codec-mismatch", O::Failed),
+            ("interrupted", O::Interrupted),
+            ("local-shutdown", O::Interrupted),
+            ("something new", O::Failed),
+        ] {
+            assert_eq!(O::from_record(name), o, "{name}");
+        }
+        for o in [
+            O::Answered,
+            O::OptedOut,
+            O::NotInterested,
+            O::Busy,
+            O::Machine,
+        ] {
+            assert_eq!(O::from_record(o.as_str()), o);
+        }
     }
 }

@@ -82,6 +82,7 @@ async fn main() {
                 message,
                 confirmation,
                 opt_out_key: '9',
+                not_interested_key: None,
                 keep_received_audio: false,
                 stop: None,
             };

@@ -22,6 +22,9 @@ pub enum Outcome {
     AnsweredCompleted,
     /// Answered, the opt-out key pressed and recorded.
     AnsweredOptedOut,
+    /// Answered, the "not interested" key pressed: a refusal for this campaign (not an
+    /// opt-out); the call ends at once.
+    AnsweredNotInterested,
     /// Answered, the callee hung up before the message ended.
     HungUpMidMessage,
     /// 486 Busy Here / 600 Busy Everywhere.
@@ -51,6 +54,7 @@ impl Outcome {
         match self {
             Outcome::AnsweredCompleted => "answered-completed",
             Outcome::AnsweredOptedOut => "answered-opted-out",
+            Outcome::AnsweredNotInterested => "answered-not-interested",
             Outcome::HungUpMidMessage => "hung-up-mid-message",
             Outcome::Busy => "busy",
             Outcome::NoAnswer => "no-answer",
@@ -132,6 +136,8 @@ pub struct ScriptConfig {
     pub ring_timeout: Duration,
     pub max_call_length: Duration,
     pub opt_out_key: char,
+    /// Optional "not interested" key (a refusal without opt-out).
+    pub not_interested_key: Option<char>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,6 +340,10 @@ impl CallScript {
                     .push_back(Action::RecordOptOut { digit, method });
                 self.state = State::AwaitingOptOutDurable { callee_gone: false };
             }
+            State::Playing if Some(digit) == self.cfg.not_interested_key => {
+                self.actions.push_back(Action::KeyPressed { digit, method });
+                self.hang_up(Outcome::AnsweredNotInterested, "the not-interested key");
+            }
             State::Playing => self.actions.push_back(Action::KeyPressed { digit, method }),
             _ => {}
         }
@@ -478,6 +488,7 @@ mod tests {
             ring_timeout: Duration::from_secs(20),
             max_call_length: Duration::from_secs(120),
             opt_out_key: '9',
+            not_interested_key: Some('2'),
         }
     }
 
@@ -554,6 +565,28 @@ mod tests {
         assert!(drain(&mut s).is_empty());
         s.handle_opt_out_durable(t0);
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredOptedOut));
+    }
+
+    #[test]
+    fn not_interested_key_hangs_up_as_a_refusal_and_other_keys_do_not() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        drain(&mut s);
+        s.handle_key(t0, '5', DtmfMethod::Rfc4733);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::KeyPressed {
+                digit: '5',
+                method: DtmfMethod::Rfc4733
+            }]
+        );
+        s.handle_key(t0, '2', DtmfMethod::Rfc4733);
+        let a = drain(&mut s);
+        assert!(a.contains(&Action::Bye), "{a:?}");
+        assert!(!a.iter().any(|x| matches!(x, Action::RecordOptOut { .. })));
+        s.handle_bye_done(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredNotInterested));
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct CallRequest {
     pub message: Arc<Message>,
     pub confirmation: Arc<Message>,
     pub opt_out_key: char,
+    /// Optional "not interested" key: ends the call as a refusal (no opt-out).
+    pub not_interested_key: Option<char>,
     /// Keep the received audio packets in the report (tests, diagnostics; off in production:
     /// it costs memory per call).
     pub keep_received_audio: bool,
@@ -249,6 +251,7 @@ impl Uac {
                 ring_timeout: trunk.ring_timeout,
                 max_call_length: trunk.max_call_length,
                 opt_out_key: req.opt_out_key,
+                not_interested_key: req.not_interested_key,
             },
         );
         let (state_tx, state_rx) = self.layer.new_dialog_state_channel();

@@ -282,6 +282,7 @@ async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -
         message: Arc::new(message),
         confirmation: Arc::new(tone(660.0, 1.0)),
         opt_out_key: '9',
+        not_interested_key: None,
         keep_received_audio: true,
         stop: None,
     };

@@ -31,6 +31,14 @@ pub enum Error {
     /// A read or write failed (disk full, I/O error): the batch being written was not applied.
     #[error("store I/O failed, nothing was written: {0}")]
     Io(String),
+    /// An import failed part-way (disk full, I/O error): the first `written` contacts are in
+    /// the store, each whole; none after. Re-running the import completes it.
+    #[error("store I/O failed after {written} of {total} contacts were written (each whole, none after; re-run the import to complete it): {why}")]
+    PartialImport {
+        written: usize,
+        total: usize,
+        why: String,
+    },
     /// The contact is already leased: a call to it is in progress (or was, before a crash
     /// not yet recovered).
     #[error("contact {campaign}/{id} is already being dialled (leased since {since})")]
@@ -380,7 +388,22 @@ impl Store for SledStore {
         let mut stats = ImportStats::default();
         let mut batch = sled::Batch::default();
         let mut seen = std::collections::HashMap::new();
-        for c in contacts {
+        // Chunks are written whole and flushed in order, so on failure exactly a prefix of
+        // the contacts is in the store.
+        let mut written = 0;
+        let total = contacts.len();
+        let partial = |written: usize, e: sled::Error| {
+            if written == 0 {
+                io(e)
+            } else {
+                Error::PartialImport {
+                    written,
+                    total,
+                    why: e.to_string(),
+                }
+            }
+        };
+        for (done, c) in contacts.iter().enumerate() {
             let key = contact_key(campaign, c.id().as_str());
             // Earlier rows of this batch first, then the stored record.
             let mut stored: Option<StoredContact> = match seen.remove(&key) {
@@ -424,12 +447,16 @@ impl Store for SledStore {
             if seen.len() >= CHUNK {
                 self.contacts
                     .apply_batch(std::mem::take(&mut batch))
-                    .map_err(io)?;
+                    .and_then(|()| self.db.flush().map(|_| ()))
+                    .map_err(|e| partial(written, e))?;
+                written = done + 1;
                 seen.clear();
             }
         }
-        self.contacts.apply_batch(batch).map_err(io)?;
-        self.durable()?;
+        self.contacts
+            .apply_batch(batch)
+            .and_then(|()| self.db.flush().map(|_| ()))
+            .map_err(|e| partial(written, e))?;
         Ok(stats)
     }
 
