@@ -36,14 +36,28 @@ fn local_ip_towards(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
 
 pub fn run(
     campaign: &Campaign,
-    contact: &crieur_scheduler::Contact,
+    contact_id: &str,
     now: DateTime<Utc>,
-    store: &Path,
+    store_path: &Path,
 ) -> anyhow::Result<ExitCode> {
+    // An existing store only: a mistyped path must not silently mean "no opt-outs".
+    let store = Arc::new(SledStore::open(store_path, false)?);
+    let id = crieur_scheduler::ContactId::new(contact_id)
+        .map_err(|e| InputErrors(vec![InputError::new(Path::new("--contact"), e.to_string())]))?;
+    let Some(contact) = store.contact(&campaign.name, &id)? else {
+        return Err(InputErrors(vec![InputError::new(
+            store_path,
+            format!(
+                "no contact `{contact_id}` in campaign `{}` of this store: import it with `crieur import`",
+                campaign.name
+            ),
+        )
+        .field("--contact")])
+        .into());
+    };
+    let contact = &contact;
     println!("call      {} {}", contact.id(), contact.phone());
     let number = contact.phone().to_string();
-    // An existing store only: a mistyped path must not silently mean "no opt-outs".
-    let store = Arc::new(SledStore::open(store, false)?);
     // A crash left calls leased: close them as interrupted attempts (they count toward caps).
     for (c, id) in store.recover_interrupted(now)? {
         println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");

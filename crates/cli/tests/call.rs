@@ -125,8 +125,6 @@ impl Setup {
                 "call",
                 "--campaign",
                 &p("c.toml"),
-                "--contacts",
-                &p("k.csv"),
                 "--contact",
                 "c1",
                 "--store",
@@ -549,8 +547,6 @@ fn call_and_kill(s: &Setup, pause: Option<&str>, after: Duration) {
         "call",
         "--campaign",
         &p("c.toml"),
-        "--contacts",
-        &p("k.csv"),
         "--contact",
         "c1",
         "--store",
@@ -654,8 +650,6 @@ fn call_refuses_a_store_that_does_not_exist() {
             "call",
             "--campaign",
             &p("c.toml"),
-            "--contacts",
-            &p("k.csv"),
             "--contact",
             "c1",
             "--store",
@@ -670,6 +664,25 @@ fn call_refuses_a_store_that_does_not_exist() {
         text(&o.stderr)
     );
     assert!(!s.dir.path().join("typo").exists());
+    // A contact that was never imported is not called.
+    let o = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args([
+            "call",
+            "--campaign",
+            &p("c.toml"),
+            "--contact",
+            "c2",
+            "--store",
+            &p("store"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("no contact `c2` in campaign `t` of this store"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 /// Disk full while writing (RLIMIT_FSIZE makes writes past the limit fail with EFBIG, as a
