@@ -1,0 +1,110 @@
+//! crieur's audit log: append-only JSON Lines in size-rotated segments, each record chained to
+//! the previous one by SHA-256, Ed25519-signed checkpoints, and the tools a regulator uses on
+//! it: `verify` (integrity) and `replay` (re-derive every dial decision and list violations).
+//!
+//! The format is specified for outsiders in `docs/audit-format.md`. The writer takes record
+//! timestamps as arguments: it never reads a clock.
+
+use std::path::{Path, PathBuf};
+
+pub mod build;
+pub mod export;
+pub mod log;
+pub mod record;
+pub mod replay;
+pub mod verify;
+
+pub use log::{AuditLog, Options, GENESIS};
+pub use record::{Entry, Record};
+pub use replay::{replay, ReplayReport, Violation};
+pub use verify::{latest_checkpoint, verify, Break, VerifyOptions, VerifyReport};
+
+/// The audit crate's errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The last line of the log is incomplete (a crash mid-write). It is not dropped:
+    /// `crieur audit repair` sets it aside and records that it did.
+    #[error("{}:{line}: torn audit record ({why}); run `crieur audit repair` to set it aside (it is kept and recorded)", segment.display())]
+    TornTail {
+        segment: PathBuf,
+        line: usize,
+        why: String,
+    },
+    /// An earlier write failed; the log accepts nothing more in this process.
+    #[error("an earlier audit write failed; the log accepts no more records in this process")]
+    Poisoned,
+    #[error("cannot encode an audit record: {0}")]
+    Encode(String),
+    #[error("{}: no audit log here (no audit-*.jsonl segment)", .0.display())]
+    Empty(PathBuf),
+    /// A record cannot be read back (replay needs every record intact: run `verify` first).
+    #[error("{segment}:{line}: unreadable record: {why}")]
+    Unreadable {
+        segment: String,
+        line: usize,
+        why: String,
+    },
+    #[error("bad key: {0}")]
+    Key(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, Error>;
+
+/// Reads an Ed25519 signing key: 64 hex characters (the 32-byte seed), surrounding
+/// whitespace ignored.
+pub fn signing_key_from_hex(text: &str) -> Result<ed25519_dalek::SigningKey> {
+    let bytes = hex::decode(text.trim()).map_err(|e| Error::Key(e.to_string()))?;
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| Error::Key("expected 32 bytes (64 hex characters)".into()))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// Reads an Ed25519 public key: 64 hex characters.
+pub fn verifying_key_from_hex(text: &str) -> Result<ed25519_dalek::VerifyingKey> {
+    let bytes = hex::decode(text.trim()).map_err(|e| Error::Key(e.to_string()))?;
+    let b: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| Error::Key("expected 32 bytes (64 hex characters)".into()))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(|e| Error::Key(e.to_string()))
+}
+
+/// Reads every record of the log in order, with its segment and line (for replay, export,
+/// report). Integrity is `verify`'s job; this only needs each line to parse.
+pub fn read_all(dir: &Path) -> Result<Vec<(String, usize, Entry)>> {
+    let mut out = Vec::new();
+    for (_, path) in log::segments(dir)? {
+        let name = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let e: Entry = serde_json::from_slice(line).map_err(|e| Error::Unreadable {
+                segment: name.clone(),
+                line: i + 1,
+                why: e.to_string(),
+            })?;
+            out.push((name.clone(), i + 1, e));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,348 @@
+//! The writer: segments, the hash chain, group commit, checkpoints, torn-tail detection.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ed25519_dalek::{Signer, SigningKey};
+use sha2::{Digest, Sha256};
+
+use crate::record::{checkpoint_message, Checkpoint, Entry, Record, TornTail};
+use crate::{Error, Result};
+
+/// `prev` of the first record of a log: 64 zeros.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Segment file name for index `i` (1-based): `audit-000001.jsonl`.
+pub fn segment_name(i: u32) -> String {
+    format!("audit-{i:06}.jsonl")
+}
+
+/// The segments of `dir`, in order.
+pub fn segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for e in rd {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix("audit-")
+            .and_then(|r| r.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            out.push((n, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Hex SHA-256 of one line (without its newline).
+pub fn line_hash(line: &[u8]) -> String {
+    hex::encode(Sha256::digest(line))
+}
+
+/// Writer options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rotate to a new segment past this size.
+    pub segment_bytes: u64,
+    /// A checkpoint after this many records …
+    pub checkpoint_every: u64,
+    /// … or once this much (record) time has passed since the last one.
+    pub checkpoint_interval: Duration,
+    /// The checkpoint signing key; none: no checkpoints.
+    pub signing_key: Option<SigningKey>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_bytes: 64 << 20,
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            signing_key: None,
+        }
+    }
+}
+
+/// An open audit log. Appends are buffered; [`AuditLog::commit`] writes and fsyncs them
+/// (group commit). Not thread-safe by itself: share it behind a mutex.
+pub struct AuditLog {
+    dir: PathBuf,
+    opts: Options,
+    file: File,
+    seg: u32,
+    seg_bytes: u64,
+    next_seq: u64,
+    last_hash: String,
+    buf: Vec<u8>,
+    since_checkpoint: u64,
+    last_checkpoint_ts: Option<DateTime<Utc>>,
+    /// A write failed: the file may end in a partial line; nothing more may be appended.
+    poisoned: bool,
+}
+
+/// Reads the tail state of the last segment: (next seq, last hash), or the torn line.
+fn tail_state(path: &Path) -> Result<Option<(u64, String)>> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let torn = |line: usize, why: &str| Error::TornTail {
+        segment: path.to_path_buf(),
+        line,
+        why: why.to_owned(),
+    };
+    let lines = bytes.split(|&b| b == b'\n').count() - 1;
+    if bytes.last() != Some(&b'\n') {
+        return Err(torn(lines + 1, "the last line has no newline"));
+    }
+    let body = &bytes[..bytes.len() - 1];
+    let last = body.rsplit(|&b| b == b'\n').next().unwrap_or(body);
+    let entry: Entry =
+        serde_json::from_slice(last).map_err(|e| torn(lines, &format!("not a record: {e}")))?;
+    Ok(Some((entry.seq + 1, line_hash(last))))
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `dir`. A torn last line (a crash mid-write) is an error:
+    /// it is never silently dropped or rewritten; [`AuditLog::repair_torn_tail`] sets it
+    /// aside and records that it did.
+    pub fn open(dir: &Path, opts: Options) -> Result<AuditLog> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let segs = segments(dir)?;
+        let mut state = None;
+        let mut seg = 1;
+        // The last non-empty segment holds the chain's head.
+        for (i, p) in segs.iter().rev() {
+            if let Some(s) = tail_state(p)? {
+                state = Some(s);
+                seg = *i;
+                break;
+            }
+        }
+        if let Some((last, _)) = segs.last() {
+            seg = seg.max(*last);
+        }
+        let (next_seq, last_hash) = state.unwrap_or((0, GENESIS.to_owned()));
+        let path = dir.join(segment_name(seg));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let seg_bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        sync_dir(dir)?;
+        Ok(AuditLog {
+            dir: dir.to_path_buf(),
+            opts,
+            file,
+            seg,
+            seg_bytes,
+            next_seq,
+            last_hash,
+            buf: Vec::with_capacity(1 << 16),
+            since_checkpoint: 0,
+            last_checkpoint_ts: None,
+            poisoned: false,
+        })
+    }
+
+    /// After a crash tore the last line: moves the torn bytes to `<segment>.torn-<n>`, then
+    /// opens the log and appends a `torn-tail` record naming them (size and SHA-256), durably.
+    /// Returns what was set aside, or `None` if the log was not torn.
+    pub fn repair_torn_tail(
+        dir: &Path,
+        opts: Options,
+        ts: DateTime<Utc>,
+    ) -> Result<Option<TornTail>> {
+        let segs = segments(dir)?;
+        let Some((_, path)) = segs
+            .iter()
+            .rev()
+            .find(|(_, p)| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+        else {
+            return Ok(None);
+        };
+        match tail_state(path) {
+            Ok(_) => return Ok(None),
+            Err(Error::TornTail { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        // Keep every complete, parsable line; the rest is the torn tail.
+        let mut keep = 0;
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' {
+                if serde_json::from_slice::<Entry>(&bytes[start..i]).is_err() {
+                    break;
+                }
+                keep = i + 1;
+                start = i + 1;
+            }
+        }
+        let torn = &bytes[keep..];
+        let mut n = 1;
+        let saved = loop {
+            let p = PathBuf::from(format!("{}.torn-{n}", path.display()));
+            if !p.exists() {
+                break p;
+            }
+            n += 1;
+        };
+        std::fs::write(&saved, torn).map_err(|e| Error::io(&saved, e))?;
+        File::open(&saved)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&saved, e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        f.set_len(keep as u64).map_err(|e| Error::io(path, e))?;
+        f.sync_all().map_err(|e| Error::io(path, e))?;
+        sync_dir(dir)?;
+        let record = TornTail {
+            segment: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            bytes: torn.len() as u64,
+            sha256: hex::encode(Sha256::digest(torn)),
+            saved_as: saved
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let mut log = AuditLog::open(dir, opts)?;
+        log.append(ts, &Record::TornTail(record.clone()))?;
+        log.commit()?;
+        Ok(Some(record))
+    }
+
+    /// The seq the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Hex hash of the last record (the genesis value for an empty log).
+    pub fn head_hash(&self) -> &str {
+        &self.last_hash
+    }
+
+    /// Appends a record stamped `ts` to the buffer (not yet durable: see
+    /// [`AuditLog::commit`]); returns its seq. May append a checkpoint after it.
+    pub fn append(&mut self, ts: DateTime<Utc>, record: &Record) -> Result<u64> {
+        let seq = self.push(ts, record)?;
+        self.since_checkpoint += 1;
+        let due_by_count = self.since_checkpoint >= self.opts.checkpoint_every;
+        let due_by_time = self
+            .last_checkpoint_ts
+            .is_none_or(|t| (ts - t).to_std().unwrap_or_default() >= self.opts.checkpoint_interval);
+        if self.opts.signing_key.is_some() && (due_by_count || due_by_time) {
+            self.checkpoint(ts)?;
+        }
+        Ok(seq)
+    }
+
+    /// Appends and commits: durable when this returns.
+    pub fn append_durable(&mut self, ts: DateTime<Utc>, record: &Record) -> Result<u64> {
+        let seq = self.append(ts, record)?;
+        self.commit()?;
+        Ok(seq)
+    }
+
+    /// Appends a signed checkpoint over the chain so far (if a key is configured).
+    pub fn checkpoint(&mut self, ts: DateTime<Utc>) -> Result<Option<Checkpoint>> {
+        let Some(key) = &self.opts.signing_key else {
+            return Ok(None);
+        };
+        if self.next_seq == 0 {
+            return Ok(None);
+        }
+        let upto_seq = self.next_seq - 1;
+        let sig = key.sign(&checkpoint_message(upto_seq, &self.last_hash));
+        let cp = Checkpoint {
+            upto_seq,
+            upto_hash: self.last_hash.clone(),
+            public_key: hex::encode(key.verifying_key().to_bytes()),
+            signature: hex::encode(sig.to_bytes()),
+        };
+        self.push(ts, &Record::Checkpoint(cp.clone()))?;
+        self.since_checkpoint = 0;
+        self.last_checkpoint_ts = Some(ts);
+        Ok(Some(cp))
+    }
+
+    fn push(&mut self, ts: DateTime<Utc>, record: &Record) -> Result<u64> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let seq = self.next_seq;
+        let entry = Entry {
+            seq,
+            ts,
+            prev: self.last_hash.clone(),
+            record: record.clone(),
+        };
+        let line = serde_json::to_vec(&entry).map_err(|e| Error::Encode(e.to_string()))?;
+        if self.seg_bytes > 0
+            && self.seg_bytes + (self.buf.len() + line.len() + 1) as u64 > self.opts.segment_bytes
+        {
+            self.commit()?;
+            self.rotate()?;
+        }
+        self.last_hash = line_hash(&line);
+        self.buf.extend_from_slice(&line);
+        self.buf.push(b'\n');
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        self.seg += 1;
+        let path = self.dir.join(segment_name(self.seg));
+        self.file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        self.seg_bytes = 0;
+        sync_dir(&self.dir)
+    }
+
+    /// Writes the buffered records and fsyncs them (one fsync for the whole group).
+    pub fn commit(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(segment_name(self.seg));
+        if let Err(e) = self
+            .file
+            .write_all(&self.buf)
+            .and_then(|()| self.file.sync_data())
+        {
+            self.poisoned = true;
+            return Err(Error::io(&path, e));
+        }
+        self.seg_bytes += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}

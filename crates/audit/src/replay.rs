@@ -1,0 +1,377 @@
+//! `replay`: re-derives every dial decision from the inputs recorded with it, with the same
+//! scheduler, and lists every violation. It trusts nothing the operator's process concluded:
+//! only the recorded inputs (consent snapshot, history, instants) and the policy of the run
+//! header, rebuilt here.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crieur_engine::{Attempt, AttemptOutcome, CapRules};
+use crieur_scheduler::{
+    decide, parse_zone, CampaignSchedule, ConsentRecord, Contact, ContactId, CronExpr, Decision,
+    Policy, RuleSet, SkipReason, Windows, E164,
+};
+use serde::Serialize;
+
+use crate::record::{DecisionRecord, Record, RunHeader};
+use crate::{read_all, Result};
+
+/// The law (and the FR rules) allow 2 s from answer to the message; more is a violation.
+pub const MAX_ANSWER_TO_AUDIO_MS: u64 = 2_000;
+
+/// One violation found by replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub segment: String,
+    pub line: usize,
+    pub seq: u64,
+    /// Stable kind: `outside-consent-window`, `outside-legal-hours`, `no-valid-consent`,
+    /// `outside-campaign-schedule`, `call-would-not-fit`, `unknown-zone`, `dial-after-opt-out`,
+    /// `cap-exceeded`, `retry-too-early`, `history-omitted`, `invite-after-window`,
+    /// `invite-without-decision`, `slow-first-audio`, `unreplayable`.
+    pub kind: String,
+    pub contact: Option<String>,
+    pub number: Option<String>,
+    pub detail: String,
+}
+
+/// What replay found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayReport {
+    pub records: usize,
+    pub runs: usize,
+    pub decisions: usize,
+    pub dials: usize,
+    pub skips: usize,
+    pub invites: usize,
+    pub violations: Vec<Violation>,
+}
+
+/// The kind of violation a scheduler `Skip` reason stands for, when a dial was recorded.
+fn kind_of(r: &SkipReason) -> &'static str {
+    match r {
+        SkipReason::UnknownZone => "unknown-zone",
+        SkipReason::NoConsent
+        | SkipReason::ConsentNotYetGranted { .. }
+        | SkipReason::ConsentExpired { .. }
+        | SkipReason::ConsentRevoked { .. } => "no-valid-consent",
+        SkipReason::OutsideConsentWindow { .. } | SkipReason::NoSingleConsentCoversAllZones => {
+            "outside-consent-window"
+        }
+        SkipReason::OutsideLegalHours { .. } | SkipReason::PublicHoliday { .. } => {
+            "outside-legal-hours"
+        }
+        SkipReason::OutsideCampaignSchedule { .. } => "outside-campaign-schedule",
+        SkipReason::CallWouldNotFit { .. } => "call-would-not-fit",
+        // A reason added to the scheduler after this replay was written.
+        _ => "policy-skip",
+    }
+}
+
+/// The policy, caps and retry delays of a run, rebuilt from its header.
+struct RunPolicy {
+    policy: Policy,
+    caps: CapRules,
+    retry: HashMap<String, Duration>,
+}
+
+fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
+    let Some(p) = &h.policy else {
+        return Ok(None);
+    };
+    let ruleset = RuleSet::by_name(&p.ruleset).map_err(|e| e.to_string())?;
+    if ruleset.version() != p.ruleset_version {
+        return Err(format!(
+            "rule set {} version {} was recorded; this replay knows version {}",
+            p.ruleset,
+            p.ruleset_version,
+            ruleset.version()
+        ));
+    }
+    let zone = parse_zone(&p.zone).map_err(|e| e.to_string())?;
+    let schedule = if p.schedule.is_empty() {
+        None
+    } else {
+        let exprs = p
+            .schedule
+            .iter()
+            .map(|s| s.parse::<CronExpr>().map_err(|e| e.to_string()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Some(CampaignSchedule::new(exprs, zone).map_err(|e| e.to_string())?)
+    };
+    let policy = Policy::new(
+        ruleset,
+        schedule,
+        Duration::from_millis(p.ring_timeout_ms),
+        Duration::from_millis(p.message_ms),
+    )
+    .map_err(|e| e.to_string())?;
+    let caps = match &h.caps {
+        Some(c) => CapRules {
+            max_attempts: c.max_attempts,
+            rolling: c
+                .rolling_max
+                .zip(c.rolling_days)
+                .map(|(m, d)| (m, Duration::from_secs(d * 86_400))),
+            quiet_after_refusal: c
+                .quiet_days_after_refusal
+                .map(|d| Duration::from_secs(d * 86_400)),
+        },
+        None => CapRules::for_ruleset(&p.ruleset, 3),
+    };
+    let retry = h
+        .retry
+        .iter()
+        .map(|r| (r.outcome.clone(), Duration::from_secs(r.delay_secs)))
+        .collect();
+    Ok(Some(RunPolicy {
+        policy,
+        caps,
+        retry,
+    }))
+}
+
+fn contact_of(d: &DecisionRecord) -> std::result::Result<Contact, String> {
+    let id = ContactId::new(d.contact.clone()).map_err(|e| e.to_string())?;
+    let phone: E164 = d
+        .number
+        .parse()
+        .map_err(|e: crieur_scheduler::Error| e.to_string())?;
+    let zone = d
+        .given_zone
+        .as_deref()
+        .map(parse_zone)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let mut consents = Vec::with_capacity(d.consents.len());
+    for c in &d.consents {
+        consents.push(ConsentRecord {
+            windows: c.windows.parse::<Windows>().map_err(|e| e.to_string())?,
+            granted_at: c.granted_at,
+            expires_at: c.expires_at,
+            revoked_at: c.revoked_at,
+            source: c.source.clone(),
+            proof: c.proof.clone(),
+        });
+    }
+    Ok(Contact::new(id, phone, zone, consents))
+}
+
+/// Replays the log in `dir`.
+pub fn replay(dir: &Path) -> Result<ReplayReport> {
+    let entries = read_all(dir)?;
+    let mut rep = ReplayReport {
+        records: entries.len(),
+        ..ReplayReport::default()
+    };
+    let mut run: Option<std::result::Result<Option<RunPolicy>, String>> = None;
+    let mut opted_out: HashSet<String> = HashSet::new();
+    // Outcomes recorded in this log, per number: (started, outcome, campaign).
+    let mut outcomes: HashMap<String, Vec<(DateTime<Utc>, String, String)>> = HashMap::new();
+    // Dial decisions by (campaign, contact, instant decided).
+    let mut dials: HashSet<(String, String, DateTime<Utc>)> = HashSet::new();
+    for (segment, line, e) in &entries {
+        let mut flag = |kind: &str, contact: Option<&str>, number: Option<&str>, detail: String| {
+            rep.violations.push(Violation {
+                segment: segment.clone(),
+                line: *line,
+                seq: e.seq,
+                kind: kind.to_owned(),
+                contact: contact.map(str::to_owned),
+                number: number.map(str::to_owned),
+                detail,
+            })
+        };
+        match &e.record {
+            Record::RunStart(h) => {
+                rep.runs += 1;
+                run = Some(rebuild(h));
+            }
+            Record::OptOutRecorded(o) => {
+                opted_out.insert(o.number.clone());
+            }
+            Record::OptOutListChange(c) => {
+                for n in &c.numbers {
+                    if c.action == "remove" {
+                        opted_out.remove(n);
+                    } else {
+                        opted_out.insert(n.clone());
+                    }
+                }
+            }
+            Record::Outcome(o) => {
+                outcomes.entry(o.number.clone()).or_default().push((
+                    o.started,
+                    o.outcome.clone(),
+                    o.campaign.clone(),
+                ));
+            }
+            Record::FirstAudio(f) if f.answer_to_audio_ms > MAX_ANSWER_TO_AUDIO_MS => {
+                flag(
+                    "slow-first-audio",
+                    None,
+                    None,
+                    format!(
+                        "call {}: {} ms from answer to the first audio (at most {MAX_ANSWER_TO_AUDIO_MS} ms)",
+                        f.call, f.answer_to_audio_ms
+                    ),
+                );
+            }
+            Record::InviteSent(i) => {
+                rep.invites += 1;
+                if !dials.contains(&(i.campaign.clone(), i.contact.clone(), i.decided_at)) {
+                    flag(
+                        "invite-without-decision",
+                        Some(&i.contact),
+                        Some(&i.number),
+                        format!(
+                            "no dial decision at {} precedes this INVITE",
+                            i.decided_at.to_rfc3339()
+                        ),
+                    );
+                }
+                if i.sent_at > i.valid_until || i.recheck != "dial" {
+                    flag(
+                        "invite-after-window",
+                        Some(&i.contact),
+                        Some(&i.number),
+                        format!(
+                            "INVITE sent at {} but the decision held only until {} (re-check: {})",
+                            i.sent_at.to_rfc3339(),
+                            i.valid_until.to_rfc3339(),
+                            i.recheck
+                        ),
+                    );
+                }
+                if opted_out.contains(&i.number) {
+                    flag(
+                        "dial-after-opt-out",
+                        Some(&i.contact),
+                        Some(&i.number),
+                        "INVITE to a number whose opt-out is recorded earlier in this log".into(),
+                    );
+                }
+            }
+            Record::Decision(d) => {
+                rep.decisions += 1;
+                if d.verdict != "dial" {
+                    rep.skips += 1;
+                    continue;
+                }
+                rep.dials += 1;
+                dials.insert((d.campaign.clone(), d.contact.clone(), d.now));
+                let (c, n) = (Some(d.contact.as_str()), Some(d.number.as_str()));
+                let rp = match &run {
+                    None => {
+                        flag(
+                            "unreplayable",
+                            c,
+                            n,
+                            "a decision before any run header".into(),
+                        );
+                        continue;
+                    }
+                    Some(Err(why)) => {
+                        flag("unreplayable", c, n, format!("the run header: {why}"));
+                        continue;
+                    }
+                    Some(Ok(None)) => {
+                        flag("unreplayable", c, n, "the run header has no policy".into());
+                        continue;
+                    }
+                    Some(Ok(Some(rp))) => rp,
+                };
+                if d.opted_out || opted_out.contains(&d.number) {
+                    flag(
+                        "dial-after-opt-out",
+                        c,
+                        n,
+                        "dialled a number on the opt-out list".into(),
+                    );
+                }
+                match contact_of(d) {
+                    Err(why) => flag("unreplayable", c, n, format!("the consent snapshot: {why}")),
+                    Ok(contact) => {
+                        if let Decision::Skip(s) = decide(&contact, &rp.policy, d.now) {
+                            for r in &s.reasons {
+                                flag(
+                                    kind_of(r),
+                                    c,
+                                    n,
+                                    format!("at {}: {r:?}", d.now.to_rfc3339()),
+                                );
+                            }
+                        }
+                    }
+                }
+                // Every outcome this log recorded earlier for the number must be among the
+                // decision's inputs.
+                let logged = outcomes.get(&d.number).map_or(&[][..], Vec::as_slice);
+                let missing = logged
+                    .iter()
+                    .filter(|(at, _, _)| !d.history.iter().any(|h| h.at == *at))
+                    .count();
+                if missing > 0 {
+                    flag(
+                        "history-omitted",
+                        c,
+                        n,
+                        format!("{missing} earlier attempt(s) in this log are missing from the decision's history"),
+                    );
+                }
+                let mut attempts: Vec<Attempt> = d
+                    .history
+                    .iter()
+                    .map(|h| Attempt {
+                        at: h.at,
+                        outcome: AttemptOutcome::from_record(&h.outcome),
+                        this_campaign: h.campaign == d.campaign,
+                    })
+                    .collect();
+                for (at, o, camp) in logged {
+                    if !d.history.iter().any(|h| h.at == *at) {
+                        attempts.push(Attempt {
+                            at: *at,
+                            outcome: AttemptOutcome::from_record(o),
+                            this_campaign: *camp == d.campaign,
+                        });
+                    }
+                }
+                if let Some(hit) = rp.caps.check(&attempts, d.now) {
+                    flag("cap-exceeded", c, n, hit.to_string());
+                }
+                let last_here = d
+                    .history
+                    .iter()
+                    .filter(|h| h.campaign == d.campaign)
+                    .max_by_key(|h| h.ended.unwrap_or(h.at));
+                if let Some(h) = last_here {
+                    let o = AttemptOutcome::from_record(&h.outcome);
+                    if let Some(delay) = rp.retry.get(o.as_str()) {
+                        let ended = h.ended.unwrap_or(h.at);
+                        let earliest =
+                            ended + chrono::Duration::from_std(*delay).unwrap_or_default();
+                        if d.now < earliest {
+                            flag(
+                                "retry-too-early",
+                                c,
+                                n,
+                                format!(
+                                    "retry at {} after `{}` ending {}; the rule allows it from {}",
+                                    d.now.to_rfc3339(),
+                                    h.outcome,
+                                    ended.to_rfc3339(),
+                                    earliest.to_rfc3339()
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(rep)
+}

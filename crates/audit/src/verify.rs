@@ -1,0 +1,292 @@
+//! `verify`: the chain, seq continuity, checkpoints and their signatures, and an exported
+//! checkpoint (anchor) that shows whether the newest records were cut.
+
+use std::path::Path;
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+
+use crate::log::{line_hash, segments, GENESIS};
+use crate::record::{checkpoint_message, Checkpoint, Entry, Record};
+use crate::{Error, Result};
+
+/// What to check besides the chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Checkpoints must be signed by this key (otherwise each is checked against the key it
+    /// names, which proves only that the chain was not changed after it was signed by that key).
+    pub public_key: Option<VerifyingKey>,
+    /// A checkpoint exported earlier and kept outside the system: the log must still contain
+    /// its record with that hash.
+    pub anchor: Option<Checkpoint>,
+}
+
+/// Where the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    pub segment: String,
+    /// 1-based line in the segment (0: the segment as a whole).
+    pub line: usize,
+    pub seq: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for Break {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.segment, self.line)?;
+        if let Some(s) = self.seq {
+            write!(f, " (seq {s})")?;
+        }
+        write!(f, ": {}", self.what)
+    }
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub segments: usize,
+    pub records: u64,
+    pub bytes: u64,
+    pub checkpoints: u64,
+    /// Seq and hash of the last good record.
+    pub head: Option<(u64, String)>,
+    /// Seq of the last valid checkpoint.
+    pub last_checkpoint: Option<u64>,
+    /// The first break; verification stops there (what follows cannot be trusted).
+    pub first_break: Option<Break>,
+}
+
+/// Reads `seq` and `prev` from the canonical start of a line:
+/// `{"seq":<n>,"ts":"<…>","prev":"<64 hex>",`. Lines not in that form are parsed fully.
+fn fast_header(line: &[u8]) -> Option<(u64, &[u8], usize)> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let seq: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(b",\"ts\":\"")?;
+    let q = rest.iter().position(|&b| b == b'"')?;
+    let rest = rest[q + 1..].strip_prefix(b",\"prev\":\"")?;
+    let prev = rest.get(..64)?;
+    let after = rest.get(64..66)?;
+    if after != b"\"," {
+        return None;
+    }
+    let type_at = line.len() - rest.len() + 66;
+    Some((seq, prev, type_at))
+}
+
+/// Verifies the log in `dir`.
+pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let mut rep = VerifyReport::default();
+    let segs = segments(dir)?;
+    if segs.is_empty() {
+        return Err(Error::Empty(dir.to_path_buf()));
+    }
+    rep.segments = segs.len();
+    let mut expect_seq = 0u64;
+    let mut prev_hash = GENESIS.to_owned();
+    let mut anchor_seen = false;
+    'outer: for (idx, (n, path)) in segs.iter().enumerate() {
+        let name = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let brk = |line: usize, seq: Option<u64>, what: String| Break {
+            segment: name.clone(),
+            line,
+            seq,
+            what,
+        };
+        if idx > 0 && *n != segs[idx - 1].0 + 1 {
+            rep.first_break = Some(brk(
+                0,
+                Some(expect_seq),
+                format!(
+                    "segment {} is missing",
+                    crate::log::segment_name(segs[idx - 1].0 + 1)
+                ),
+            ));
+            break;
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        rep.bytes += bytes.len() as u64;
+        let mut start = 0usize;
+        let mut line_no = 0usize;
+        while start < bytes.len() {
+            line_no += 1;
+            let Some(len) = bytes[start..].iter().position(|&b| b == b'\n') else {
+                rep.first_break = Some(brk(
+                    line_no,
+                    Some(expect_seq),
+                    format!(
+                        "torn last line ({} bytes without a newline): a write was cut short",
+                        bytes.len() - start
+                    ),
+                ));
+                break 'outer;
+            };
+            let line = &bytes[start..start + len];
+            start += len + 1;
+            let (seq, prev, type_at) = match fast_header(line) {
+                Some(h) => h,
+                None => {
+                    rep.first_break = Some(brk(
+                        line_no,
+                        Some(expect_seq),
+                        "not a record in canonical form ({\"seq\":…,\"ts\":…,\"prev\":…, first)"
+                            .into(),
+                    ));
+                    break 'outer;
+                }
+            };
+            if seq != expect_seq {
+                rep.first_break = Some(brk(
+                    line_no,
+                    Some(seq),
+                    format!("seq {seq} where {expect_seq} was expected (a record is missing, duplicated or moved)"),
+                ));
+                break 'outer;
+            }
+            if prev != prev_hash.as_bytes() {
+                rep.first_break = Some(brk(
+                    line_no,
+                    Some(seq),
+                    format!(
+                        "prev {} is not the hash of the previous record ({prev_hash}): it was changed",
+                        String::from_utf8_lossy(prev)
+                    ),
+                ));
+                break 'outer;
+            }
+            if line[type_at..].starts_with(b"\"type\":\"checkpoint\"") {
+                match check_checkpoint(line, seq, &prev_hash, opts) {
+                    Ok(()) => {
+                        rep.checkpoints += 1;
+                        rep.last_checkpoint = Some(seq);
+                    }
+                    Err(why) => {
+                        rep.first_break = Some(brk(line_no, Some(seq), why));
+                        break 'outer;
+                    }
+                }
+            }
+            prev_hash = line_hash(line);
+            if let Some(a) = &opts.anchor {
+                if a.upto_seq == seq {
+                    if a.upto_hash != prev_hash {
+                        rep.first_break = Some(brk(
+                            line_no,
+                            Some(seq),
+                            format!(
+                                "the exported checkpoint says record {seq} hashes to {}, the log has {prev_hash}",
+                                a.upto_hash
+                            ),
+                        ));
+                        break 'outer;
+                    }
+                    anchor_seen = true;
+                }
+            }
+            rep.head = Some((seq, prev_hash.clone()));
+            rep.records += 1;
+            expect_seq += 1;
+        }
+    }
+    if let (Some(a), None) = (&opts.anchor, &rep.first_break) {
+        if let Err(why) = check_signature(a, opts) {
+            rep.first_break = Some(Break {
+                segment: "(exported checkpoint)".into(),
+                line: 0,
+                seq: Some(a.upto_seq),
+                what: why,
+            });
+        } else if !anchor_seen {
+            rep.first_break = Some(Break {
+                segment: segs
+                    .last()
+                    .and_then(|(_, p)| p.file_name())
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                line: 0,
+                seq: Some(a.upto_seq),
+                what: format!(
+                    "the log ends at seq {} but the exported checkpoint covers seq {}: its newest records were cut",
+                    rep.head.as_ref().map_or("none".into(), |h| h.0.to_string()),
+                    a.upto_seq
+                ),
+            });
+        }
+    }
+    Ok(rep)
+}
+
+fn check_signature(cp: &Checkpoint, opts: &VerifyOptions) -> std::result::Result<(), String> {
+    let named = hex::decode(&cp.public_key)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        .ok_or("checkpoint names a malformed public key")?;
+    let key = match opts.public_key {
+        Some(k) if k != named => {
+            return Err(format!(
+                "checkpoint signed by key {}, not the given public key {}",
+                cp.public_key,
+                hex::encode(k.to_bytes())
+            ))
+        }
+        Some(k) => k,
+        None => named,
+    };
+    let sig = hex::decode(&cp.signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(|b| Signature::from_bytes(&b))
+        .ok_or("checkpoint signature is malformed")?;
+    key.verify(&checkpoint_message(cp.upto_seq, &cp.upto_hash), &sig)
+        .map_err(|_| "checkpoint signature does not verify".to_owned())
+}
+
+fn check_checkpoint(
+    line: &[u8],
+    seq: u64,
+    prev_hash: &str,
+    opts: &VerifyOptions,
+) -> std::result::Result<(), String> {
+    let entry: Entry =
+        serde_json::from_slice(line).map_err(|e| format!("malformed checkpoint: {e}"))?;
+    let Record::Checkpoint(cp) = entry.record else {
+        return Err("malformed checkpoint".into());
+    };
+    if cp.upto_seq + 1 != seq || cp.upto_hash != prev_hash {
+        return Err(format!(
+            "checkpoint covers seq {} / {} but follows seq {} / {prev_hash}",
+            cp.upto_seq,
+            cp.upto_hash,
+            seq.saturating_sub(1)
+        ));
+    }
+    check_signature(&cp, opts)
+}
+
+/// The latest checkpoint of the log (for `audit checkpoint --export`).
+pub fn latest_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
+    let mut latest = None;
+    for (_, path) in segments(dir)? {
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        for line in bytes.split(|&b| b == b'\n') {
+            if let Some((_, _, at)) = fast_header(line) {
+                if line[at..].starts_with(b"\"type\":\"checkpoint\"") {
+                    if let Ok(Entry {
+                        record: Record::Checkpoint(cp),
+                        ..
+                    }) = serde_json::from_slice(line)
+                    {
+                        latest = Some(cp);
+                    }
+                }
+            }
+        }
+    }
+    Ok(latest)
+}

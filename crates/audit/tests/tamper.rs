@@ -1,0 +1,478 @@
+//! Tamper cases: each must be caught by `verify` or `replay`; and the crash case (torn line).
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crieur_audit::build::{caps_snapshot, decision_record, policy_snapshot, DecisionInputs};
+use crieur_audit::record::*;
+use crieur_audit::{read_all, replay, verify, AuditLog, Entry, Options, VerifyOptions};
+use crieur_engine::CapRules;
+use crieur_scheduler::{decide, ConsentRecord, Contact, ContactId, Policy, RuleSet};
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+}
+
+fn policy() -> Policy {
+    Policy::new(
+        RuleSet::by_name("FR").unwrap_or_else(|e| panic!("{e}")),
+        None,
+        Duration::from_secs(20),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn contact(id: &str, number: &str, windows: &str) -> Contact {
+    Contact::new(
+        ContactId::new(id).unwrap_or_else(|e| panic!("{e}")),
+        number.parse().unwrap_or_else(|e| panic!("{e}")),
+        None,
+        vec![ConsentRecord {
+            windows: windows.parse().unwrap_or_else(|e| panic!("{e}")),
+            granted_at: t("2027-01-01T00:00:00Z"),
+            expires_at: None,
+            revoked_at: None,
+            source: "form".into(),
+            proof: "p-1".into(),
+        }],
+    )
+}
+
+fn header() -> Record {
+    let p = policy();
+    Record::RunStart(RunHeader {
+        format: FORMAT_VERSION,
+        command: "test".into(),
+        software: "crieur-test".into(),
+        campaign: Some("t".into()),
+        campaign_toml: Some("name = \"t\"\n".into()),
+        policy: Some(policy_snapshot(
+            &p,
+            "Europe/Paris",
+            Duration::from_secs(20),
+            Duration::from_secs(10),
+        )),
+        caps: Some(caps_snapshot(&CapRules::for_ruleset("FR", 3))),
+        retry: vec![RetrySnapshot {
+            outcome: "busy".into(),
+            delay_secs: 1800,
+            max_retries: 3,
+        }],
+        opt_out_key: Some('9'),
+        audio: vec![],
+        tzdb_version: crieur_scheduler::tzdb_version().into(),
+        phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
+    })
+}
+
+/// A decision at `now` for `c`, as the scheduler makes it.
+fn decision(c: &Contact, now: &str, history: Vec<PastAttempt>) -> Record {
+    let now = t(now);
+    let d = decide(c, &policy(), now);
+    Record::Decision(Box::new(decision_record(
+        c,
+        &d,
+        DecisionInputs {
+            campaign: "t",
+            now,
+            history,
+            opted_out: false,
+            refused: None,
+            attempt: 1,
+        },
+    )))
+}
+
+fn call(c: &Contact, call: &str, decided: &str, outcome: &str) -> Vec<Record> {
+    let at = t(decided);
+    vec![
+        Record::InviteSent(InviteSent {
+            call: call.into(),
+            campaign: "t".into(),
+            contact: c.id().to_string(),
+            number: c.phone().to_string(),
+            decided_at: at,
+            sent_at: at + chrono::Duration::milliseconds(3),
+            recheck: "dial".into(),
+            valid_until: at + chrono::Duration::minutes(30),
+        }),
+        Record::Answered(CallEvent {
+            call: call.into(),
+            at_ms: 4000,
+        }),
+        Record::FirstAudio(FirstAudio {
+            call: call.into(),
+            at_ms: 4002,
+            answer_to_audio_ms: 2,
+        }),
+        Record::Outcome(OutcomeRecord {
+            call: call.into(),
+            campaign: "t".into(),
+            contact: c.id().to_string(),
+            number: c.phone().to_string(),
+            started: at,
+            ended: at + chrono::Duration::seconds(15),
+            outcome: outcome.into(),
+        }),
+    ]
+}
+
+/// A clean log: a header, a skip, a dial and its call, another contact's call; checkpoints
+/// every 3 records.
+fn write_log(dir: &Path, signing: bool) -> Vec<Record> {
+    let c1 = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    let c2 = contact("c2", "+33612345679", "mon-fri 18:00-20:00");
+    let mut records = vec![
+        header(),
+        decision(&c1, "2027-03-03T10:00:00Z", vec![]), // 11:00 Paris: outside the window
+        decision(&c1, "2027-03-03T17:30:00Z", vec![]), // 18:30 Paris: dial
+    ];
+    records.extend(call(
+        &c1,
+        "call-1",
+        "2027-03-03T17:30:00Z",
+        "answered-completed",
+    ));
+    records.push(decision(&c2, "2027-03-03T17:31:00Z", vec![]));
+    records.extend(call(&c2, "call-2", "2027-03-03T17:31:00Z", "busy"));
+    records.push(Record::RunStop(RunStop {
+        reason: "done".into(),
+    }));
+    let opts = Options {
+        checkpoint_every: 3,
+        signing_key: signing.then(key),
+        ..Options::default()
+    };
+    let mut log = AuditLog::open(dir, opts).unwrap_or_else(|e| panic!("{e}"));
+    for (i, r) in records.iter().enumerate() {
+        log.append(
+            t("2027-03-03T17:00:00Z") + chrono::Duration::seconds(i as i64),
+            r,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    log.checkpoint(t("2027-03-03T18:00:00Z"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    records
+}
+
+fn segment(dir: &Path) -> std::path::PathBuf {
+    dir.join("audit-000001.jsonl")
+}
+
+fn lines(dir: &Path) -> Vec<Vec<u8>> {
+    let b = std::fs::read(segment(dir)).unwrap_or_else(|e| panic!("{e}"));
+    b.split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn write_lines(dir: &Path, ls: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    for l in ls {
+        out.extend_from_slice(l);
+        out.push(b'\n');
+    }
+    std::fs::write(segment(dir), out).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Rewrites the whole log from `entries`, recomputing every `prev` (and seq): what a forger
+/// without the signing key can do.
+fn rechain(dir: &Path, entries: Vec<Entry>) {
+    let mut prev = crieur_audit::GENESIS.to_owned();
+    let mut out = Vec::new();
+    for (i, mut e) in entries.into_iter().enumerate() {
+        e.seq = i as u64;
+        e.prev = prev;
+        let line = serde_json::to_vec(&e).unwrap_or_else(|e| panic!("{e}"));
+        prev = crieur_audit::log::line_hash(&line);
+        out.push(line);
+    }
+    write_lines(dir, &out);
+}
+
+fn entries(dir: &Path) -> Vec<Entry> {
+    read_all(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|(_, _, e)| e)
+        .collect()
+}
+
+fn first_break(dir: &Path, opts: &VerifyOptions) -> Option<crieur_audit::Break> {
+    verify(dir, opts)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .first_break
+}
+
+fn pinned() -> VerifyOptions {
+    VerifyOptions {
+        public_key: Some(key().verifying_key()),
+        anchor: None,
+    }
+}
+
+#[test]
+fn a_clean_log_verifies_and_replays_without_violations() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let records = write_log(d.path(), true);
+    let rep = verify(d.path(), &pinned()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rep.first_break, None);
+    assert!(rep.checkpoints >= 4, "{rep:?}");
+    assert_eq!(
+        rep.records as usize,
+        records.len() + rep.checkpoints as usize
+    );
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.violations, vec![], "{r:?}");
+    assert_eq!((r.decisions, r.dials, r.skips, r.invites), (3, 2, 1, 2));
+    // The chain is checkable with sha256sum: each prev is the SHA-256 of the previous line.
+    let ls = lines(d.path());
+    let e1: serde_json::Value = serde_json::from_slice(&ls[1]).unwrap_or_default();
+    assert_eq!(
+        e1["prev"].as_str(),
+        Some(crieur_audit::log::line_hash(&ls[0]).as_str())
+    );
+    assert!(ls[0].starts_with(b"{\"seq\":0,\"ts\":\"2027-03-03T17:00:00Z\",\"prev\":\"0000"));
+}
+
+#[test]
+fn flipping_one_byte_is_caught_at_its_line() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    let mut ls = lines(d.path());
+    let i = ls[4].len() / 2;
+    ls[4][i] ^= 0x01;
+    write_lines(d.path(), &ls);
+    let b =
+        first_break(d.path(), &VerifyOptions::default()).unwrap_or_else(|| panic!("not caught"));
+    // The flipped line itself may still parse; the next line's prev no longer matches it.
+    assert!(b.line == 5 || b.line == 6, "{b}");
+    assert_eq!(b.segment, "audit-000001.jsonl");
+}
+
+#[test]
+fn deleting_or_swapping_records_is_caught() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    let orig = lines(d.path());
+    let mut ls = orig.clone();
+    ls.remove(3);
+    write_lines(d.path(), &ls);
+    let b = first_break(d.path(), &VerifyOptions::default()).unwrap_or_else(|| panic!("delete"));
+    assert_eq!((b.line, b.seq), (4, Some(4)), "{b}");
+    assert!(b.what.contains("seq 4 where 3 was expected"), "{b}");
+    let mut ls = orig;
+    ls.swap(5, 6);
+    write_lines(d.path(), &ls);
+    let b = first_break(d.path(), &VerifyOptions::default()).unwrap_or_else(|| panic!("swap"));
+    assert_eq!(b.line, 6, "{b}");
+}
+
+#[test]
+fn truncating_the_tail_is_caught_against_an_exported_checkpoint() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), true);
+    let anchor = crieur_audit::latest_checkpoint(d.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no checkpoint"));
+    let mut ls = lines(d.path());
+    ls.truncate(ls.len() - 3);
+    write_lines(d.path(), &ls);
+    // A plain chain cannot show the cut …
+    assert_eq!(first_break(d.path(), &pinned()), None);
+    // … the exported checkpoint does.
+    let opts = VerifyOptions {
+        anchor: Some(anchor),
+        ..pinned()
+    };
+    let b = first_break(d.path(), &opts).unwrap_or_else(|| panic!("cut not caught"));
+    assert!(b.what.contains("newest records were cut"), "{b}");
+}
+
+#[test]
+fn widening_a_consent_window_is_caught_even_with_a_recomputed_chain() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), true);
+    let mut es = entries(d.path());
+    for e in &mut es {
+        if let Record::Decision(dr) = &mut e.record {
+            for c in &mut dr.consents {
+                c.windows = "daily 00:00-24:00".into();
+            }
+        }
+    }
+    rechain(d.path(), es);
+    let b = first_break(d.path(), &pinned()).unwrap_or_else(|| panic!("not caught"));
+    assert!(b.what.contains("checkpoint"), "{b}");
+}
+
+#[test]
+fn a_dial_outside_its_window_with_a_valid_chain_is_caught_by_replay() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    let mut es = entries(d.path());
+    // Turn the 11:00 skip into a dial (as a forger or a buggy dialler would record it).
+    let skip = es
+        .iter()
+        .position(|e| matches!(&e.record, Record::Decision(x) if x.verdict == "skip"))
+        .unwrap_or_else(|| panic!("no skip"));
+    if let Record::Decision(x) = &mut es[skip].record {
+        x.verdict = "dial".into();
+        x.reasons.clear();
+    }
+    rechain(d.path(), es);
+    assert_eq!(first_break(d.path(), &VerifyOptions::default()), None);
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = r.violations.iter().map(|v| v.kind.as_str()).collect();
+    assert!(kinds.contains(&"outside-consent-window"), "{r:?}");
+    assert!(kinds.contains(&"outside-legal-hours") || kinds.contains(&"outside-consent-window"));
+    assert_eq!(r.violations[0].seq, skip as u64);
+}
+
+#[test]
+fn replay_lists_opt_out_cap_retry_late_invite_and_slow_audio_violations() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let c = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let busy = |at: &str| PastAttempt {
+        at: t(at),
+        ended: Some(t(at) + chrono::Duration::seconds(20)),
+        outcome: "busy".into(),
+        campaign: "t".into(),
+    };
+    let mut rs = vec![header()];
+    // A retry 10 minutes after a busy (the rule says 30).
+    rs.push(decision(
+        &c,
+        "2027-03-03T17:15:00Z",
+        vec![busy("2027-03-03T17:05:00Z")],
+    ));
+    // Over the cap: three attempts already in this campaign.
+    rs.push(decision(
+        &c,
+        "2027-03-04T17:15:00Z",
+        vec![
+            busy("2027-03-01T17:05:00Z"),
+            busy("2027-03-02T17:05:00Z"),
+            busy("2027-03-03T17:05:00Z"),
+        ],
+    ));
+    // An INVITE sent after its decision expired, and a slow first packet.
+    let mut late = call(&c, "call-9", "2027-03-04T17:15:00Z", "answered-completed");
+    if let Record::InviteSent(i) = &mut late[0] {
+        i.sent_at = i.valid_until + chrono::Duration::seconds(5);
+    }
+    if let Record::FirstAudio(f) = &mut late[2] {
+        f.answer_to_audio_ms = 2500;
+    }
+    rs.extend(late);
+    // An opt-out, then a dial to the same number whose history omits the logged attempt.
+    rs.push(Record::OptOutRecorded(OptOutRecorded {
+        call: "call-9".into(),
+        number: "+33612345678".into(),
+        at: t("2027-03-04T17:16:00Z"),
+    }));
+    rs.push(decision(&c, "2027-03-05T17:15:00Z", vec![]));
+    for r in &rs {
+        log.append(t("2027-03-05T00:00:00Z"), r)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = r.violations.iter().map(|v| v.kind.as_str()).collect();
+    for k in [
+        "retry-too-early",
+        "cap-exceeded",
+        "invite-after-window",
+        "slow-first-audio",
+        "dial-after-opt-out",
+        "history-omitted",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+}
+
+#[test]
+fn a_torn_last_line_is_reported_and_repaired_without_losing_it() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), true);
+    let before = lines(d.path()).len();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment(d.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(&mut f, b"{\"seq\":99,\"ts\":\"2027-")
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(f);
+    let b = first_break(d.path(), &pinned()).unwrap_or_else(|| panic!("torn line not reported"));
+    assert!(b.what.contains("torn last line"), "{b}");
+    assert_eq!(b.line, before + 1);
+    match AuditLog::open(d.path(), Options::default()) {
+        Err(crieur_audit::Error::TornTail { line, .. }) => assert_eq!(line, before + 1),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened a torn log"),
+    }
+    let torn = AuditLog::repair_torn_tail(d.path(), Options::default(), t("2027-03-04T00:00:00Z"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("nothing repaired"));
+    assert_eq!(torn.bytes, 21);
+    let saved = std::fs::read(d.path().join(&torn.saved_as)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(saved, b"{\"seq\":99,\"ts\":\"2027-");
+    assert_eq!(first_break(d.path(), &pinned()), None);
+    assert!(matches!(
+        entries(d.path()).last().map(|e| &e.record),
+        Some(Record::TornTail(_))
+    ));
+}
+
+#[test]
+fn segments_rotate_and_the_chain_spans_them() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let opts = Options {
+        segment_bytes: 4096,
+        ..Options::default()
+    };
+    let c = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    let mut log = AuditLog::open(d.path(), opts.clone()).unwrap_or_else(|e| panic!("{e}"));
+    log.append(t("2027-03-03T17:00:00Z"), &header())
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..40 {
+        log.append(
+            t("2027-03-03T17:00:00Z"),
+            &decision(&c, "2027-03-03T17:30:00Z", vec![]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        if i % 7 == 0 {
+            log.commit().unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    drop(log);
+    // Reopening continues the chain.
+    let mut log = AuditLog::open(d.path(), opts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(log.next_seq(), 41);
+    log.append_durable(
+        t("2027-03-03T18:00:00Z"),
+        &Record::RunStop(RunStop { reason: "x".into() }),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rep = verify(d.path(), &VerifyOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rep.first_break, None);
+    assert!(rep.segments > 3, "{rep:?}");
+    assert_eq!(rep.records, 42);
+    // A missing middle segment is a break.
+    std::fs::remove_file(d.path().join("audit-000002.jsonl")).unwrap_or_else(|e| panic!("{e}"));
+    let b = first_break(d.path(), &VerifyOptions::default()).unwrap_or_else(|| panic!("gap"));
+    assert!(b.what.contains("missing"), "{b}");
+}
