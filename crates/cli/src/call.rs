@@ -7,10 +7,16 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
+use crieur_audit::build::{decision_record, DecisionInputs};
+use crieur_audit::record::{
+    CallEvent, Dtmf, FirstAudio, Hangup, InviteSent, OptOutRecorded, OutcomeRecord, PastAttempt,
+    SipResponse,
+};
+use crieur_audit::Record;
 use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallRequest, Credentials, OptOutFuture, Trunk, Uac};
-use crieur_scheduler::{Decision, Evaluator};
+use crieur_scheduler::{ContactId, Decision, Evaluator};
 use crieur_store::{SledStore, Store};
 
 use crate::campaign::Campaign;
@@ -36,9 +42,11 @@ fn local_ip_towards(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
 
 pub fn run(
     campaign: &Campaign,
+    campaign_path: &Path,
     contact_id: &str,
     now: DateTime<Utc>,
     store_path: &Path,
+    actx: &crate::audit::Ctx,
 ) -> anyhow::Result<ExitCode> {
     // An existing store only: a mistyped path must not silently mean "no opt-outs".
     let store = Arc::new(SledStore::open(store_path, false)?);
@@ -58,20 +66,69 @@ pub fn run(
     let contact = &contact;
     println!("call      {} {}", contact.id(), contact.phone());
     let number = contact.phone().to_string();
+    // The audit log first: a torn tail (crash mid-write) stops here, before anything happens.
+    let mut log = actx.open(store_path, Some(campaign))?;
+    log.append(
+        now,
+        &crate::audit::header("call", Some((campaign, campaign_path)))?,
+    )?;
     // A crash left calls leased: close them as interrupted attempts (they count toward caps).
     for (c, id) in store.recover_interrupted(now)? {
         println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
+        let number = ContactId::new(id.clone())
+            .ok()
+            .and_then(|i| store.contact(&c, &i).ok().flatten())
+            .map(|k| k.phone().to_string())
+            .unwrap_or_default();
+        log.append(
+            now,
+            &Record::Outcome(OutcomeRecord {
+                call: format!("recovered-{c}/{id}"),
+                campaign: c,
+                contact: id,
+                number,
+                started: now,
+                ended: now,
+                outcome: "interrupted".into(),
+            }),
+        )?;
     }
-    if store.is_opted_out(contact.phone())? {
-        println!("refused   {number} is on the opt-out list");
-        return Ok(ExitCode::from(EXIT_REFUSED));
-    }
-    if let Some(why) = cap_reached(campaign, contact, &*store, now)? {
+    let opted_out = store.is_opted_out(contact.phone())?;
+    let cap = cap_reached(campaign, contact, &*store, now)?;
+    let history = history(&*store, contact)?;
+    let attempt = 1 + history
+        .iter()
+        .filter(|h| h.campaign == campaign.name)
+        .count() as u32;
+    let decision = Evaluator::new(&campaign.policy).decide(contact, now);
+    let refused = if opted_out {
+        Some(format!("{number} is on the opt-out list"))
+    } else {
+        cap.clone()
+    };
+    log.append(
+        now,
+        &Record::Decision(Box::new(decision_record(
+            contact,
+            &decision,
+            DecisionInputs {
+                campaign: &campaign.name,
+                now,
+                history: history.clone(),
+                opted_out,
+                refused: refused.clone(),
+                attempt,
+            },
+        ))),
+    )?;
+    if let Some(why) = refused {
+        crate::audit::stop(&mut log, "refused")?;
         println!("refused   {why}");
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
-    match Evaluator::new(&campaign.policy).decide(contact, now) {
+    match decision {
         Decision::Skip(s) => {
+            crate::audit::stop(&mut log, "refused by the policy")?;
             println!("refused   the policy says SKIP at {}:", now.to_rfc3339());
             for r in &s.reasons {
                 println!("  reason  {}", crate::reason_line(r));
@@ -133,6 +190,7 @@ pub fn run(
     let message = Arc::new(Message::load(&campaign.message)?);
     let confirmation = Arc::new(Message::load(confirmation)?);
     let local = SocketAddr::new(local_ip_towards(address)?, 0);
+    log.commit()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -142,7 +200,24 @@ pub fn run(
     // Re-check just before the INVITE (setting up took time): the decision must still hold.
     #[allow(clippy::disallowed_methods)]
     let now = Utc::now();
-    if let Decision::Skip(s) = Evaluator::new(&campaign.policy).decide(contact, now) {
+    let recheck = Evaluator::new(&campaign.policy).decide(contact, now);
+    log.append(
+        now,
+        &Record::Decision(Box::new(decision_record(
+            contact,
+            &recheck,
+            DecisionInputs {
+                campaign: &campaign.name,
+                now,
+                history,
+                opted_out: false,
+                refused: None,
+                attempt,
+            },
+        ))),
+    )?;
+    if let Decision::Skip(s) = recheck {
+        crate::audit::stop(&mut log, "refused by the policy at the INVITE")?;
         println!(
             "refused   the policy says SKIP at the INVITE ({}):",
             now.to_rfc3339()
@@ -152,9 +227,34 @@ pub fn run(
         }
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
+    let valid_until = match &recheck {
+        Decision::Dial(d) => d.valid_until,
+        Decision::Skip(_) => now,
+    };
     // Leased (durably) before the INVITE: after a crash from here on, the call counts.
     let id = contact.id().clone();
     store.lease(&campaign.name, &id, contact.phone(), now)?;
+    let call_id = format!("{}-{}", contact.id(), now.timestamp_micros());
+    #[allow(clippy::disallowed_methods)]
+    let sent_at = Utc::now();
+    // Durable before the INVITE leaves: the log never lacks a call that happened.
+    log.append_durable(
+        sent_at,
+        &Record::InviteSent(InviteSent {
+            call: call_id.clone(),
+            campaign: campaign.name.clone(),
+            contact: contact.id().to_string(),
+            number: number.clone(),
+            decided_at: now,
+            sent_at,
+            recheck: "dial".into(),
+            valid_until,
+        }),
+    )?;
+    let log = Arc::new(std::sync::Mutex::new(log));
+    let hook_log = log.clone();
+    let hook_call = call_id.clone();
+    let hook_number = number.clone();
     test_pause("after-lease");
     let result = rt.block_on(async {
         let uac = Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?;
@@ -187,14 +287,26 @@ pub fn run(
                 #[allow(clippy::disallowed_methods)]
                 let at = Utc::now();
                 // Durable (flushed to disk) when add_opt_out returns.
+                let (log, call, number) =
+                    (hook_log.clone(), hook_call.clone(), hook_number.clone());
                 tokio::task::spawn_blocking(move || {
-                    let r = hook_store.add_opt_out(&phone, at, &how).map(|_| ());
+                    hook_store
+                        .add_opt_out(&phone, at, &how)
+                        .map_err(|e| e.to_string())?;
                     test_pause("after-opt-out");
-                    r
+                    // The audit record is durable too before the confirmation plays.
+                    let mut log = log
+                        .lock()
+                        .map_err(|_| "audit log lock poisoned".to_owned())?;
+                    log.append_durable(
+                        at,
+                        &Record::OptOutRecorded(OptOutRecorded { call, number, at }),
+                    )
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
                 })
                 .await
                 .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
             })
         })
         .await
@@ -207,6 +319,21 @@ pub fn run(
             #[allow(clippy::disallowed_methods)]
             let at = Utc::now();
             let _ = store.finish_attempt(&campaign.name, &id, contact.phone(), "local-error", at);
+            if let Ok(mut log) = log.lock() {
+                let _ = log.append(
+                    at,
+                    &Record::Outcome(OutcomeRecord {
+                        call: call_id.clone(),
+                        campaign: campaign.name.clone(),
+                        contact: contact.id().to_string(),
+                        number: number.clone(),
+                        started: sent_at,
+                        ended: at,
+                        outcome: "local-error".into(),
+                    }),
+                );
+                let _ = crate::audit::stop(&mut log, &format!("local error: {e}"));
+            }
             return Err(e);
         }
     };
@@ -221,6 +348,15 @@ pub fn run(
         report.ending.outcome.as_str(),
         ended,
     )?;
+    {
+        let mut log = log
+            .lock()
+            .map_err(|_| anyhow!("the audit log lock was poisoned"))?;
+        record_call(
+            &mut log, &call_id, campaign, contact, &report, sent_at, ended,
+        )?;
+        crate::audit::stop(&mut log, "call done")?;
+    }
     for (at, what) in &report.timeline {
         println!("{:>9.3}s {what}", at.as_secs_f64());
     }
@@ -315,6 +451,120 @@ fn cap_reached(
         })
         .collect();
     Ok(caps.check(&attempts, now).map(|hit| hit.to_string()))
+}
+
+/// Every earlier attempt on the number (all campaigns), as decisions record it.
+fn history(
+    store: &dyn Store,
+    contact: &crieur_scheduler::Contact,
+) -> anyhow::Result<Vec<PastAttempt>> {
+    Ok(store
+        .attempts(contact.phone())?
+        .into_iter()
+        .map(|a| PastAttempt {
+            at: a.started,
+            ended: Some(a.ended),
+            outcome: a.outcome,
+            campaign: a.campaign,
+        })
+        .collect())
+}
+
+/// The opt-out prompt is in the first 2 s of the message (the rules ask for it there):
+/// a message that played this far reached it.
+const OPT_OUT_PROMPT_MS: u64 = 2_000;
+
+/// The call's events, in order, into the audit log (then committed by the caller's stop).
+fn record_call(
+    log: &mut crieur_audit::AuditLog,
+    call: &str,
+    campaign: &Campaign,
+    contact: &crieur_scheduler::Contact,
+    r: &crieur_media::uac::CallReport,
+    sent_at: DateTime<Utc>,
+    ended: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let at = |d: std::time::Duration| sent_at + chrono::Duration::from_std(d).unwrap_or_default();
+    let c = || call.to_owned();
+    if let Some((status, when)) = r.final_response {
+        log.append(
+            at(when),
+            &Record::SipResponse(SipResponse {
+                call: c(),
+                status,
+                at_ms: ms(when),
+            }),
+        )?;
+    }
+    if let Some(when) = r.answered_at {
+        log.append(
+            at(when),
+            &Record::Answered(CallEvent {
+                call: c(),
+                at_ms: ms(when),
+            }),
+        )?;
+    }
+    if let (Some(when), Some(delay)) = (r.first_audio_at, r.answer_to_first_audio) {
+        log.append(
+            at(when),
+            &Record::FirstAudio(FirstAudio {
+                call: c(),
+                at_ms: ms(when),
+                answer_to_audio_ms: ms(delay),
+            }),
+        )?;
+        if r.message_packets * 20 >= OPT_OUT_PROMPT_MS {
+            let when = when + std::time::Duration::from_millis(OPT_OUT_PROMPT_MS);
+            log.append(
+                at(when),
+                &Record::OptOutPromptReached(CallEvent {
+                    call: c(),
+                    at_ms: ms(when),
+                }),
+            )?;
+        }
+    }
+    for (digit, method, when) in &r.keys {
+        log.append(
+            at(*when),
+            &Record::Dtmf(Dtmf {
+                call: c(),
+                at_ms: ms(*when),
+                digit: *digit,
+                method: method.as_str().into(),
+            }),
+        )?;
+    }
+    use crieur_media::call::HangupBy;
+    log.append(
+        ended,
+        &Record::Hangup(Hangup {
+            call: c(),
+            by: match r.ending.hangup_by {
+                HangupBy::Us => "us",
+                HangupBy::Callee => "callee",
+                HangupBy::Nobody => "nobody",
+            }
+            .into(),
+            reason: r.ending.reason.clone(),
+            sip_status: r.ending.sip_status,
+        }),
+    )?;
+    log.append(
+        ended,
+        &Record::Outcome(OutcomeRecord {
+            call: c(),
+            campaign: campaign.name.clone(),
+            contact: contact.id().to_string(),
+            number: contact.phone().to_string(),
+            started: sent_at,
+            ended,
+            outcome: r.ending.outcome.as_str().into(),
+        }),
+    )?;
+    Ok(())
 }
 
 /// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash

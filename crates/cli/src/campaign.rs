@@ -39,6 +39,8 @@ struct RawCampaign {
     #[serde(default)]
     caps: Option<Spanned<RawCaps>>,
     #[serde(default)]
+    audit: Option<RawAudit>,
+    #[serde(default)]
     confirmation: Option<Spanned<String>>,
     #[serde(default)]
     trunk: Option<Spanned<RawTrunk>>,
@@ -167,6 +169,24 @@ struct RawCaps {
     quiet_days_after_refusal: Option<u32>,
 }
 
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    signing_key_file: Option<String>,
+    checkpoint_every: Option<u64>,
+    checkpoint_secs: Option<u64>,
+}
+
+/// Audit log settings.
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    /// Ed25519 signing key (64 hex characters), relative to the campaign file.
+    pub signing_key_file: Option<PathBuf>,
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_secs: Option<u64>,
+}
+
 /// When to retry after one outcome.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -225,6 +245,7 @@ pub struct Campaign {
     pub not_interested_key: Option<char>,
     /// Attempt cap, rolling cap and quiet period: the rule set's, tightened by `[caps]`.
     pub caps: crieur_engine::CapRules,
+    pub audit: AuditConfig,
     /// The opt-out confirmation recording.
     pub confirmation: Option<PathBuf>,
     pub trunk: Option<TrunkConfig>,
@@ -554,6 +575,15 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
                 opt_out_key,
                 not_interested_key,
                 caps,
+                audit: AuditConfig {
+                    signing_key_file: raw
+                        .audit
+                        .as_ref()
+                        .and_then(|a| a.signing_key_file.as_ref())
+                        .map(|f| base.join(f)),
+                    checkpoint_every: raw.audit.as_ref().and_then(|a| a.checkpoint_every),
+                    checkpoint_secs: raw.audit.as_ref().and_then(|a| a.checkpoint_secs),
+                },
                 confirmation,
                 trunk,
             })

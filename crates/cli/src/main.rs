@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 an unexpected failure (I/O on output, a bug); 2 bad input (a
 //! campaign or contacts file, or an argument), with every problem located.
 
+mod audit;
 mod call;
 mod campaign;
 mod contacts;
@@ -37,6 +38,13 @@ use crate::input::{InputError, InputErrors};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The audit log directory (default: next to the store, `<store>.audit`).
+    #[arg(long, global = true, env = "CRIEUR_AUDIT")]
+    audit: Option<PathBuf>,
+    /// The audit checkpoint signing key file (64 hex characters; default: the campaign's
+    /// `[audit] signing_key_file`). Without a key no checkpoints are written.
+    #[arg(long, global = true, env = "CRIEUR_AUDIT_KEY")]
+    audit_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +107,11 @@ enum Command {
         /// The contacts CSV.
         contacts: PathBuf,
     },
+    /// The audit log: verify, replay, export, report, checkpoints.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+    },
     /// The global opt-out list (numbers kept only as keyed hashes).
     Optout {
         #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
@@ -134,7 +147,7 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum OptOutAction {
+pub(crate) enum OptOutAction {
     /// Add a number (E.164).
     Add { number: String },
     /// Remove a number added by mistake.
@@ -182,7 +195,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let actx = audit::Ctx {
+        dir: cli.audit,
+        key: cli.audit_key,
+    };
     match cli.command {
+        Command::Audit { cmd } => audit::run(&cmd),
         Command::Windows {
             campaign,
             contacts,
@@ -203,8 +221,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             skip_invalid,
             rejects,
             contacts,
-        } => storecmd::import(&campaign, &contacts, &store, skip_invalid, &rejects),
-        Command::Optout { store, action } => storecmd::optout(&store, &action),
+        } => storecmd::import(&campaign, &contacts, &store, skip_invalid, &rejects, &actx),
+        Command::Optout { store, action } => storecmd::optout(&store, &action, &actx),
         Command::Simulate {
             campaign,
             contacts,
@@ -218,11 +236,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             contact,
             store,
         } => {
-            let campaign = campaign::load(&campaign)?;
+            let campaign_path = campaign;
+            let campaign = campaign::load(&campaign_path)?;
             // The binary is the edge where the clock is read; the policy takes it as input.
             #[allow(clippy::disallowed_methods)]
             let now = Utc::now();
-            call::run(&campaign, &contact, now, &store)
+            call::run(&campaign, &campaign_path, &contact, now, &store, &actx)
         }
     }
 }

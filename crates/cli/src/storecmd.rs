@@ -8,6 +8,7 @@ use anyhow::Context;
 use chrono::Utc;
 use crieur_scheduler::E164;
 use crieur_store::{SledStore, Store};
+use sha2::Digest;
 
 use crate::input::{InputError, InputErrors};
 
@@ -19,7 +20,9 @@ pub fn import(
     store: &Path,
     skip_invalid: bool,
     rejects: &Path,
+    actx: &crate::audit::Ctx,
 ) -> anyhow::Result<ExitCode> {
+    let campaign_path = campaign;
     let campaign = crate::campaign::load(campaign)?;
     // A progress bar on a terminal; nothing when stderr is a file or a pipe.
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -65,9 +68,30 @@ pub fn import(
         );
     }
     let s = SledStore::open(store, true)?;
+    let mut log = actx.open(store, Some(&campaign))?;
+    log.append(
+        crate::audit::now(),
+        &crate::audit::header("import", Some((&campaign, campaign_path)))?,
+    )?;
     let stats = s
         .upsert_contacts(&campaign.name, &loaded.contacts)
         .with_context(|| format!("importing {} into {}", contacts.display(), store.display()))?;
+    let bytes =
+        std::fs::read(contacts).with_context(|| format!("reading {}", contacts.display()))?;
+    log.append(
+        crate::audit::now(),
+        &crieur_audit::Record::Import(crieur_audit::record::ImportRecord {
+            campaign: campaign.name.clone(),
+            file: contacts.display().to_string(),
+            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            rows: loaded.rows + rejected.len(),
+            created: stats.created,
+            updated: stats.updated,
+            consents_added: stats.consents_added,
+            rejected: rejected.len(),
+        }),
+    )?;
+    crate::audit::stop(&mut log, "import done")?;
     bar.finish_and_clear();
     println!(
         "{}: imported into {} (campaign `{}`): {} new contacts, {} updated, {} consent records added, from {} rows",
@@ -93,7 +117,34 @@ fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputErrors
 }
 
 /// `crieur optout add|remove|list|import`.
-pub fn optout(store: &Path, action: &crate::OptOutAction) -> anyhow::Result<ExitCode> {
+/// Records an opt-out list change in the audit log, durably.
+fn audit_change(
+    store: &Path,
+    actx: &crate::audit::Ctx,
+    action: &str,
+    numbers: &[E164],
+    source: &str,
+    at: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let mut log = actx.open(store, None)?;
+    log.append(at, &crate::audit::header("optout", None)?)?;
+    log.append(
+        at,
+        &crieur_audit::Record::OptOutListChange(crieur_audit::record::OptOutListChange {
+            action: action.into(),
+            numbers: numbers.iter().map(ToString::to_string).collect(),
+            source: source.into(),
+            at,
+        }),
+    )?;
+    crate::audit::stop(&mut log, "optout done")
+}
+
+pub fn optout(
+    store: &Path,
+    action: &crate::OptOutAction,
+    actx: &crate::audit::Ctx,
+) -> anyhow::Result<ExitCode> {
     use crate::OptOutAction as A;
     // The binary is where the clock is read: the opt-out's own timestamp.
     #[allow(clippy::disallowed_methods)]
@@ -103,6 +154,14 @@ pub fn optout(store: &Path, action: &crate::OptOutAction) -> anyhow::Result<Exit
             let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, true)?;
             let new = s.add_opt_out(&n, now, "crieur optout add")?;
+            audit_change(
+                store,
+                actx,
+                "add",
+                std::slice::from_ref(&n),
+                "crieur optout add",
+                now,
+            )?;
             println!(
                 "{}",
                 if new {
@@ -115,9 +174,20 @@ pub fn optout(store: &Path, action: &crate::OptOutAction) -> anyhow::Result<Exit
         A::Remove { number: n } => {
             let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, false)?;
+            let removed = s.remove_opt_out(&n)?;
+            if removed {
+                audit_change(
+                    store,
+                    actx,
+                    "remove",
+                    std::slice::from_ref(&n),
+                    "crieur optout remove",
+                    now,
+                )?;
+            }
             println!(
                 "{}",
-                if s.remove_opt_out(&n)? {
+                if removed {
                     "opt-out removed"
                 } else {
                     "not on the opt-out list"
@@ -181,6 +251,7 @@ pub fn optout(store: &Path, action: &crate::OptOutAction) -> anyhow::Result<Exit
                 file.file_name().map_or("-".into(), |f| f.to_string_lossy())
             );
             let new = s.add_opt_outs(&numbers, now, &source)?;
+            audit_change(store, actx, "add", &numbers, &source, now)?;
             println!(
                 "{}: {} numbers, {} new opt-outs recorded (durable)",
                 file.display(),

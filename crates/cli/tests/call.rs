@@ -465,6 +465,35 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
     // Nothing listens any more: the next call must be refused before any INVITE.
     let o = s.call();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stdout));
+    // The audit log holds both calls' decisions and the first call's events, intact.
+    let audit = format!("{store}.audit");
+    let o = crieur(&["audit", "verify", &audit]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let o = crieur(&["audit", "replay", &audit]);
+    assert!(
+        text(&o.stdout).contains("; 0 violations"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let log = std::fs::read_to_string(format!("{audit}/audit-000001.jsonl"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pos = |t: &str| {
+        log.find(&format!("\"type\":\"{t}\""))
+            .unwrap_or_else(|| panic!("no {t} record in {log}"))
+    };
+    assert!(pos("decision") < pos("invite-sent"));
+    assert!(pos("invite-sent") < pos("opt-out-recorded"));
+    assert!(pos("opt-out-recorded") < pos("hangup"));
+    assert!(log.contains("\"method\":\"sip-info\""), "{log}");
+    // The second call was refused: recorded as a skip because of the opt-out list.
+    assert!(log.contains("is on the opt-out list"), "{log}");
+    let o = crieur(&["audit", "export", "--csv", &audit]);
+    let csv = text(&o.stdout);
+    assert!(
+        csv.lines().count() == 2 && csv.contains("answered-opted-out"),
+        "{csv}"
+    );
 }
 
 #[test]

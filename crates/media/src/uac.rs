@@ -135,6 +135,14 @@ pub struct CallReport {
     pub keys: Vec<(char, DtmfMethod, Duration)>,
     pub opt_out_recorded: bool,
     pub answer_to_first_audio: Option<Duration>,
+    /// The INVITE's final response and when it came (offset from the INVITE).
+    pub final_response: Option<(u16, Duration)>,
+    /// When the call was answered (offset from the INVITE).
+    pub answered_at: Option<Duration>,
+    /// When the message's first RTP packet left (offset from the INVITE).
+    pub first_audio_at: Option<Duration>,
+    /// RTP packets of the message sent (× 20 ms = how far the message got).
+    pub message_packets: u64,
     pub codec: Option<Codec>,
     pub rtp_sent: u64,
     /// For each RTP packet sent, how late it left against its slot (start + n × 20 ms), µs.
@@ -275,6 +283,10 @@ impl Uac {
             keys: Vec::new(),
             opt_out_recorded: false,
             answer_to_first_audio: None,
+            final_response: None,
+            answered_at: None,
+            first_audio_at: None,
+            message_packets: 0,
             codec: None,
             rtp_sent: 0,
             send_lateness_us: Vec::new(),
@@ -388,8 +400,12 @@ impl Uac {
                                 if let Err(e) = rtp_sock.send_to(pkt, m.remote).await {
                                     tracing::debug!(error = %e, "RTP send");
                                 }
-                                report.rtp_sent += 1;
+                                                                report.rtp_sent += 1;
+                                if p == Prompt::Message {
+                                    report.message_packets += 1;
+                                }
                                 if p == Prompt::Message && report.rtp_sent == 1 {
+                                    report.first_audio_at = Some(at(now));
                                     script.handle_first_audio(now);
                                     report.timeline.push((at(now), "first audio packet sent".into()));
                                 }
@@ -412,8 +428,9 @@ impl Uac {
                     let now = Instant::now();
                     match r {
                         Ok(Ok((_, Some(resp)))) => {
-                            let code = resp.status_code.code();
+                                                        let code = resp.status_code.code();
                             report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                            report.final_response = Some((code, at(now)));
                                                         // rsipstack reports timer B (no response at all) as a 408 it makes
                             // itself, which has no To tag; a trunk's own 408 has one.
                             let local = resp.to_header().ok().and_then(|t| t.tag().ok().flatten()).is_none();
@@ -436,6 +453,7 @@ impl Uac {
                                                 now,
                                             ),
                                         });
+                                                                                report.answered_at = Some(at(now));
                                         script.handle_answered(now, true);
                                     }
                                     Err(e) => {

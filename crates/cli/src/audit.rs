@@ -1,0 +1,376 @@
+//! The audit log at the CLI: where it lives, the run header, and `crieur audit …`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use crieur_audit::record::{AudioSnapshot, Record, RetrySnapshot, RunHeader, RunStop};
+use crieur_audit::{AuditLog, Options, VerifyOptions};
+use sha2::{Digest, Sha256};
+
+use crate::campaign::Campaign;
+
+/// Exit code when `audit verify` finds a break or `audit replay` a violation.
+pub const EXIT_FINDINGS: u8 = 1;
+
+/// Where the audit log lives: `--audit`, else next to the store (`<store>.audit`).
+pub fn dir_for(store: &Path, explicit: Option<&Path>) -> PathBuf {
+    match explicit {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let mut s = store.as_os_str().to_owned();
+            s.push(".audit");
+            PathBuf::from(s)
+        }
+    }
+}
+
+/// The clock, read at the edge (records are stamped by the binary).
+pub fn now() -> DateTime<Utc> {
+    #[allow(clippy::disallowed_methods)]
+    Utc::now()
+}
+
+/// The signing key file: `--audit-key`, else the campaign's `[audit] signing_key_file`.
+pub fn key_file(cli: Option<&Path>, campaign: Option<&Campaign>) -> Option<PathBuf> {
+    cli.map(Path::to_path_buf)
+        .or_else(|| campaign.and_then(|c| c.audit.signing_key_file.clone()))
+}
+
+/// Opens the log. A torn tail (crash mid-write) stops the command: nothing may be appended
+/// after it until `crieur audit repair` has set it aside.
+pub fn open(
+    dir: &Path,
+    key: Option<&Path>,
+    campaign: Option<&Campaign>,
+) -> anyhow::Result<AuditLog> {
+    let mut opts = Options::default();
+    if let Some(c) = campaign {
+        if let Some(n) = c.audit.checkpoint_every {
+            opts.checkpoint_every = n;
+        }
+        if let Some(s) = c.audit.checkpoint_secs {
+            opts.checkpoint_interval = std::time::Duration::from_secs(s);
+        }
+    }
+    if let Some(k) = key {
+        let text = std::fs::read_to_string(k)
+            .with_context(|| format!("reading the audit signing key {}", k.display()))?;
+        opts.signing_key = Some(
+            crieur_audit::signing_key_from_hex(&text)
+                .with_context(|| format!("the audit signing key {}", k.display()))?,
+        );
+    }
+    Ok(AuditLog::open(dir, opts)?)
+}
+
+fn sha256_file(p: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+fn audio(role: &str, path: &Path, length: std::time::Duration) -> anyhow::Result<AudioSnapshot> {
+    let transcript = std::fs::read_to_string(path.with_extension("txt")).ok();
+    Ok(AudioSnapshot {
+        role: role.into(),
+        path: path.display().to_string(),
+        sha256: sha256_file(path)?,
+        length_ms: u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
+        transcript,
+    })
+}
+
+/// The run header: the campaign verbatim, the policy, caps and retry rules as replay rebuilds
+/// them, each recording's hash, length and transcript, and the data versions.
+pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Result<Record> {
+    let mut h = RunHeader {
+        format: crieur_audit::record::FORMAT_VERSION,
+        command: command.into(),
+        software: concat!("crieur ", env!("CARGO_PKG_VERSION")).into(),
+        campaign: None,
+        campaign_toml: None,
+        policy: None,
+        caps: None,
+        retry: Vec::new(),
+        opt_out_key: None,
+        audio: Vec::new(),
+        tzdb_version: crieur_scheduler::tzdb_version().into(),
+        phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
+    };
+    if let Some((c, path)) = campaign {
+        h.campaign = Some(c.name.clone());
+        h.campaign_toml = Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        h.policy = Some(crieur_audit::build::policy_snapshot(
+            &c.policy,
+            c.zone.name(),
+            c.ring_timeout,
+            c.message_length,
+        ));
+        h.caps = Some(crieur_audit::build::caps_snapshot(&c.caps));
+        let p = c.retry.policy();
+        for (name, r) in [
+            ("busy", p.busy),
+            ("no-answer", p.no_answer),
+            ("failed", p.failed),
+            ("rejected", p.rejected),
+            ("machine", p.machine),
+            ("interrupted", p.interrupted),
+        ] {
+            h.retry.push(RetrySnapshot {
+                outcome: name.into(),
+                delay_secs: r.delay.as_secs(),
+                max_retries: r.max_retries,
+            });
+        }
+        h.opt_out_key = Some(c.opt_out_key);
+        h.audio
+            .push(audio("message", &c.message, c.message_length)?);
+        if let Some(conf) = &c.confirmation {
+            let len = crieur_media::audio::Message::load(conf)
+                .map(|m| m.duration())
+                .unwrap_or_default();
+            h.audio.push(audio("confirmation", conf, len)?);
+        }
+    }
+    Ok(Record::RunStart(h))
+}
+
+/// Appends the run's stop record, durably.
+pub fn stop(log: &mut AuditLog, reason: &str) -> anyhow::Result<()> {
+    log.append(
+        now(),
+        &Record::RunStop(RunStop {
+            reason: reason.into(),
+        }),
+    )?;
+    log.checkpoint(now())?;
+    log.commit()?;
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum AuditCmd {
+    /// Checks the chain, seq continuity and checkpoint signatures; reports the first break
+    /// (segment, line, seq). Exit 1 on any break.
+    Verify {
+        dir: PathBuf,
+        /// The Ed25519 public key (64 hex characters) checkpoints must be signed with.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+        /// A checkpoint exported earlier (`audit checkpoint --export`): the log must still
+        /// hold that record with that hash (shows whether its newest records were cut).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Re-derives every dial decision from its recorded inputs and lists each violation.
+    /// Exit 1 if there is any.
+    Replay {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReplayFormat,
+    },
+    /// One row per call (CDR-style).
+    Export {
+        dir: PathBuf,
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A self-contained HTML page for a reviewer.
+    Report {
+        dir: PathBuf,
+        #[arg(long)]
+        html: PathBuf,
+    },
+    /// The latest signed checkpoint, for anchoring outside the system.
+    Checkpoint {
+        #[arg(long)]
+        export: PathBuf,
+    },
+    /// After a crash tore the last record: sets the torn bytes aside (kept, hashed, recorded).
+    Repair { dir: PathBuf },
+    /// Makes a signing key: writes the secret (hex) to FILE (mode 0600), prints the public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ReplayFormat {
+    Table,
+    Json,
+}
+
+pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCmd::Verify {
+            dir,
+            pubkey,
+            checkpoint,
+        } => {
+            let mut opts = VerifyOptions::default();
+            if let Some(p) = pubkey {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                opts.public_key = Some(crieur_audit::verifying_key_from_hex(&text)?);
+            }
+            if let Some(c) = checkpoint {
+                let text = std::fs::read_to_string(c)
+                    .with_context(|| format!("reading {}", c.display()))?;
+                opts.anchor = Some(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not an exported checkpoint", c.display()))?,
+                );
+            }
+            let rep = crieur_audit::verify(dir, &opts)?;
+            println!(
+                "{}: {} segments, {} records, {} bytes, {} checkpoints{}",
+                dir.display(),
+                rep.segments,
+                rep.records,
+                rep.bytes,
+                rep.checkpoints,
+                if opts.public_key.is_some() {
+                    " (signatures checked against the given key)"
+                } else {
+                    " (signatures checked against the key each checkpoint names; pin it with --pubkey)"
+                }
+            );
+            if let Some((seq, hash)) = &rep.head {
+                println!("head      seq {seq} {hash}");
+            }
+            match &rep.first_break {
+                None => {
+                    println!("OK        the chain is intact");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(b) => {
+                    println!("BROKEN    {b}");
+                    Ok(ExitCode::from(EXIT_FINDINGS))
+                }
+            }
+        }
+        AuditCmd::Replay { dir, format } => {
+            let rep = crieur_audit::replay(dir)?;
+            match format {
+                ReplayFormat::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
+                ReplayFormat::Table => {
+                    println!(
+                        "{} records, {} runs, {} decisions ({} dial, {} skip), {} INVITEs; {} violations",
+                        rep.records,
+                        rep.runs,
+                        rep.decisions,
+                        rep.dials,
+                        rep.skips,
+                        rep.invites,
+                        rep.violations.len()
+                    );
+                    if !rep.violations.is_empty() {
+                        println!("{:<28} {:<26} {:<14} detail", "where", "kind", "contact");
+                    }
+                    for v in &rep.violations {
+                        println!(
+                            "{:<28} {:<26} {:<14} {}",
+                            format!("{}:{} seq {}", v.segment, v.line, v.seq),
+                            v.kind,
+                            v.contact.as_deref().unwrap_or("-"),
+                            v.detail
+                        );
+                    }
+                }
+            }
+            Ok(if rep.violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FINDINGS)
+            })
+        }
+        AuditCmd::Export { dir, csv: _, json } => {
+            let rows = crieur_audit::export::calls(dir)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let mut w = csv::Writer::from_writer(std::io::stdout());
+                for r in &rows {
+                    w.serialize(r)?;
+                }
+                w.flush()?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Report { dir, html } => {
+            let rep = crieur_audit::replay(dir)?;
+            let page = crieur_audit::export::html_report(dir, &rep)?;
+            std::fs::write(html, page).with_context(|| format!("writing {}", html.display()))?;
+            println!(
+                "{}: {} calls, {} violations",
+                html.display(),
+                rep.invites,
+                rep.violations.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Checkpoint { export } => match crieur_audit::latest_checkpoint(export)? {
+            Some(cp) => {
+                println!("{}", serde_json::to_string(&cp)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            None => anyhow::bail!(
+                "{}: no checkpoint yet (checkpoints need a signing key: --audit-key or [audit] signing_key_file)",
+                export.display()
+            ),
+        },
+        AuditCmd::Repair { dir } => {
+            match AuditLog::repair_torn_tail(dir, Options::default(), now())? {
+                Some(t) => println!(
+                    "{}: torn tail of {} bytes (sha256 {}) moved to {}; a torn-tail record says so",
+                    t.segment, t.bytes, t.sha256, t.saved_as
+                ),
+                None => println!("{}: not torn; nothing to do", dir.display()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Keygen { out } => {
+            let seed: [u8; 32] = rand::random();
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            write_secret(out, &format!("{}\n", hex::encode(seed)))?;
+            println!("{}", hex::encode(key.verifying_key().to_bytes()));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The audit options every writing command gets.
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    pub dir: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// Opens the log for a command working on `store`.
+    pub fn open(&self, store: &Path, campaign: Option<&Campaign>) -> anyhow::Result<AuditLog> {
+        let dir = dir_for(store, self.dir.as_deref());
+        let key = key_file(self.key.as_deref(), campaign);
+        open(&dir, key.as_deref(), campaign)
+    }
+}
