@@ -5,7 +5,9 @@ use std::path::Path;
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 
-use crate::log::{line_hash, segments, GENESIS};
+use sha2::{Digest, Sha256};
+
+use crate::log::segments;
 use crate::record::{checkpoint_message, Checkpoint, Entry, Record};
 use crate::{Error, Result};
 
@@ -85,7 +87,9 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
     rep.segments = segs.len();
     let mut expect_seq = 0u64;
-    let mut prev_hash = GENESIS.to_owned();
+    let mut prev_hash: String;
+    // The previous line's digest, compared in binary (hex only when reported).
+    let mut prev_digest = [0u8; 32];
     let mut anchor_seen = false;
     'outer: for (idx, (n, path)) in segs.iter().enumerate() {
         let name = path
@@ -115,7 +119,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
         let mut line_no = 0usize;
         while start < bytes.len() {
             line_no += 1;
-            let Some(len) = bytes[start..].iter().position(|&b| b == b'\n') else {
+            let Some(len) = memchr::memchr(b'\n', &bytes[start..]) else {
                 rep.first_break = Some(brk(
                     line_no,
                     Some(expect_seq),
@@ -148,7 +152,11 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
                 ));
                 break 'outer;
             }
-            if prev != prev_hash.as_bytes() {
+            let mut claimed = [0u8; 32];
+            let prev_ok =
+                hex::decode_to_slice(prev, &mut claimed).is_ok() && claimed == prev_digest;
+            if !prev_ok {
+                prev_hash = hex::encode(prev_digest);
                 rep.first_break = Some(brk(
                     line_no,
                     Some(seq),
@@ -160,6 +168,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
                 break 'outer;
             }
             if line[type_at..].starts_with(b"\"type\":\"checkpoint\"") {
+                prev_hash = hex::encode(prev_digest);
                 match check_checkpoint(line, seq, &prev_hash, opts) {
                     Ok(()) => {
                         rep.checkpoints += 1;
@@ -171,9 +180,10 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
                     }
                 }
             }
-            prev_hash = line_hash(line);
+            prev_digest = Sha256::digest(line).into();
             if let Some(a) = &opts.anchor {
                 if a.upto_seq == seq {
+                    prev_hash = hex::encode(prev_digest);
                     if a.upto_hash != prev_hash {
                         rep.first_break = Some(brk(
                             line_no,
@@ -188,10 +198,14 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
                     anchor_seen = true;
                 }
             }
-            rep.head = Some((seq, prev_hash.clone()));
+            rep.head = Some((seq, String::new()));
             rep.records += 1;
             expect_seq += 1;
         }
+    }
+    if let Some(h) = &mut rep.head {
+        // The last good record (verification stops before a bad one).
+        h.1 = hex::encode(prev_digest);
     }
     if let (Some(a), None) = (&opts.anchor, &rep.first_break) {
         if let Err(why) = check_signature(a, opts) {
