@@ -14,7 +14,7 @@ pub mod record;
 pub mod replay;
 pub mod verify;
 
-pub use log::{AuditLog, Options, GENESIS};
+pub use log::{AuditLog, EncodedRecord, Options, GENESIS};
 pub use record::{Entry, Record};
 pub use replay::{replay, ReplayReport, Violation};
 pub use verify::{latest_checkpoint, verify, Break, VerifyOptions, VerifyReport};

@@ -241,6 +241,11 @@ impl AuditLog {
     /// [`AuditLog::commit`]); returns its seq. May append a checkpoint after it.
     pub fn append(&mut self, ts: DateTime<Utc>, record: &Record) -> Result<u64> {
         let seq = self.push(ts, record)?;
+        self.after_append(ts)?;
+        Ok(seq)
+    }
+
+    fn after_append(&mut self, ts: DateTime<Utc>) -> Result<()> {
         self.since_checkpoint += 1;
         let due_by_count = self.since_checkpoint >= self.opts.checkpoint_every;
         let due_by_time = self
@@ -249,7 +254,7 @@ impl AuditLog {
         if self.opts.signing_key.is_some() && (due_by_count || due_by_time) {
             self.checkpoint(ts)?;
         }
-        Ok(seq)
+        Ok(())
     }
 
     /// Appends and commits: durable when this returns.
@@ -282,21 +287,43 @@ impl AuditLog {
     }
 
     fn push(&mut self, ts: DateTime<Utc>, record: &Record) -> Result<u64> {
+        self.push_encoded(ts, &EncodedRecord::new(record)?)
+    }
+
+    /// The chain step: envelope + body straight into the group buffer, then its hash.
+    fn push_encoded(&mut self, ts: DateTime<Utc>, body: &EncodedRecord) -> Result<u64> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
         let seq = self.next_seq;
-        let line = encode_line(seq, ts, &self.last_hash, record)?;
+        let ts = ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let len = body.0.len() + ts.len() + 110;
         if self.seg_bytes > 0
-            && self.seg_bytes + (self.buf.len() + line.len() + 1) as u64 > self.opts.segment_bytes
+            && self.seg_bytes + (self.buf.len() + len) as u64 > self.opts.segment_bytes
         {
             self.commit()?;
             self.rotate()?;
         }
-        self.last_hash = line_hash(&line);
-        self.buf.extend_from_slice(&line);
+        let start = self.buf.len();
+        let _ = write!(
+            self.buf,
+            "{{\"seq\":{seq},\"ts\":\"{ts}\",\"prev\":\"{}\",",
+            self.last_hash
+        );
+        // The record is an object starting with `{"type":`.
+        self.buf
+            .extend_from_slice(body.0.get(1..).unwrap_or_default());
+        self.last_hash = line_hash(&self.buf[start..]);
         self.buf.push(b'\n');
         self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Like [`AuditLog::append`], for a record encoded beforehand — on the producer's own
+    /// thread, so only the chain step (envelope, hash, copy) is serial.
+    pub fn append_encoded(&mut self, ts: DateTime<Utc>, body: &EncodedRecord) -> Result<u64> {
+        let seq = self.push_encoded(ts, body)?;
+        self.after_append(ts)?;
         Ok(seq)
     }
 
@@ -335,24 +362,17 @@ impl AuditLog {
     }
 }
 
-/// One line in canonical form: `{"seq":…,"ts":"…","prev":"…",` then the record's own
-/// fields, `type` first. Built by splicing the record's JSON after the envelope (what
-/// `Entry`'s flattened serialization gives, without cloning the record or serde's flatten
-/// machinery).
-pub fn encode_line(seq: u64, ts: DateTime<Utc>, prev: &str, record: &Record) -> Result<Vec<u8>> {
-    let body = serde_json::to_vec(record).map_err(|e| Error::Encode(e.to_string()))?;
-    let ts = serde_json::to_string(&ts).map_err(|e| Error::Encode(e.to_string()))?;
-    let mut line = Vec::with_capacity(body.len() + 128);
-    line.extend_from_slice(b"{\"seq\":");
-    line.extend_from_slice(seq.to_string().as_bytes());
-    line.extend_from_slice(b",\"ts\":");
-    line.extend_from_slice(ts.as_bytes());
-    line.extend_from_slice(b",\"prev\":\"");
-    line.extend_from_slice(prev.as_bytes());
-    line.extend_from_slice(b"\",");
-    // The record is an object starting with `{"type":`.
-    line.extend_from_slice(body.get(1..).unwrap_or_default());
-    Ok(line)
+/// A record's own JSON (`{"type":…, …}`), encoded ahead of the chain step. The line is the
+/// envelope `{"seq":…,"ts":"…","prev":"…",` followed by this object without its `{`: what
+/// `Entry`'s flattened serialization gives, without serde's flatten machinery.
+pub struct EncodedRecord(Vec<u8>);
+
+impl EncodedRecord {
+    pub fn new(record: &Record) -> Result<EncodedRecord> {
+        serde_json::to_vec(record)
+            .map(EncodedRecord)
+            .map_err(|e| Error::Encode(e.to_string()))
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
