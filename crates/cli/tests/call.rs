@@ -801,3 +801,102 @@ fn disk_full_during_an_import_fails_cleanly_and_loses_nothing() {
         "{out}"
     );
 }
+
+/// The audit commands end to end on a log written by `call` and `optout` with a signing key:
+/// keygen, verify (pinned key, exported checkpoint), replay, export, report; a cut tail and a
+/// foreign key are caught.
+#[test]
+fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
+    let s = Setup::new(free_port(), "daily 00:00-24:00", "2020-06-01T00:00:00Z");
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
+    let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(p("audit.pub"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    let with_key = |args: &[&str]| {
+        let mut a = vec!["--audit-key", &p("audit.key")[..]]
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        a.extend(args.iter().map(|s| (*s).to_owned()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        crieur(&a)
+    };
+    // The consent expired: the call is refused, and the refusal is recorded with its inputs.
+    let o = with_key(&[
+        "call",
+        "--campaign",
+        &p("c.toml"),
+        "--contact",
+        "c1",
+        "--store",
+        &p("store"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let o = with_key(&["optout", "--store", &p("store"), "add", "+33612345670"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let audit = p("store.audit");
+    let o = crieur(&["audit", "verify", &audit, "--pubkey", &p("audit.pub")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("checked against the given key"));
+    let o = crieur(&["audit", "checkpoint", "--export", &audit]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(p("cp.json"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(&["audit", "replay", &audit, "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(rep["decisions"], 1, "{rep}");
+    assert_eq!(rep["skips"], 1, "{rep}");
+    let o = crieur(&["audit", "report", &audit, "--html", &p("report.html")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let html = std::fs::read_to_string(p("report.html")).unwrap_or_default();
+    assert!(
+        html.contains("<svg") && html.contains("Violations (0)"),
+        "{html}"
+    );
+    let o = crieur(&["audit", "export", "--json", &audit]);
+    assert_eq!(text(&o.stdout).trim(), "[]");
+    let log = std::fs::read_to_string(format!("{audit}/audit-000001.jsonl")).unwrap_or_default();
+    assert!(log.contains("ConsentExpired"), "{log}");
+    assert!(log.contains("\"type\":\"opt-out-list-change\""), "{log}");
+    // Cut the newest records (the last checkpoint and the record it covers): only the
+    // exported checkpoint shows it.
+    let cut: String = log
+        .lines()
+        .take(log.lines().count() - 2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(format!("{audit}/audit-000001.jsonl"), cut).unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(&["audit", "verify", &audit, "--pubkey", &p("audit.pub")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let o = crieur(&[
+        "audit",
+        "verify",
+        &audit,
+        "--pubkey",
+        &p("audit.pub"),
+        "--checkpoint",
+        &p("cp.json"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("newest records were cut"),
+        "{}",
+        text(&o.stdout)
+    );
+    // Another key: the checkpoints are not its.
+    let o = crieur(&["audit", "keygen", "--out", &p("other.key")]);
+    std::fs::write(p("other.pub"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(&["audit", "verify", &audit, "--pubkey", &p("other.pub")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("not the given public key"),
+        "{}",
+        text(&o.stdout)
+    );
+}
