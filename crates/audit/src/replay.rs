@@ -159,6 +159,12 @@ fn contact_of(d: &DecisionRecord) -> std::result::Result<Contact, String> {
     Ok(Contact::new(id, phone, zone, consents))
 }
 
+/// Whether a history entry and a logged outcome are the same attempt: the store keeps attempt
+/// instants to the second, the log to the nanosecond.
+fn same_attempt(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
+    a.timestamp() == b.timestamp()
+}
+
 /// Replays the log in `dir`.
 pub fn replay(dir: &Path) -> Result<ReplayReport> {
     let entries = read_all(dir)?;
@@ -311,7 +317,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 let logged = outcomes.get(&d.number).map_or(&[][..], Vec::as_slice);
                 let missing = logged
                     .iter()
-                    .filter(|(at, _, _)| !d.history.iter().any(|h| h.at == *at))
+                    .filter(|(at, _, _)| !d.history.iter().any(|h| same_attempt(h.at, *at)))
                     .count();
                 if missing > 0 {
                     flag(
@@ -331,7 +337,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                     })
                     .collect();
                 for (at, o, camp) in logged {
-                    if !d.history.iter().any(|h| h.at == *at) {
+                    if !d.history.iter().any(|h| same_attempt(h.at, *at)) {
                         attempts.push(Attempt {
                             at: *at,
                             outcome: AttemptOutcome::from_record(o),

@@ -146,50 +146,12 @@ pub fn run(
             d.valid_until.to_rfc3339()
         ),
     }
-    let cfg_err = |field: &str, msg: &str| -> anyhow::Error {
-        InputErrors(vec![
-            InputError::new(Path::new("campaign"), msg.to_owned()).field(field)
-        ])
-        .into()
-    };
-    let Some(t) = &campaign.trunk else {
-        return Err(cfg_err(
-            "trunk",
-            "a [trunk] section is needed to place calls",
-        ));
-    };
-    let Some(confirmation) = &campaign.confirmation else {
-        return Err(cfg_err(
-            "confirmation",
-            "an opt-out confirmation recording is needed to place calls",
-        ));
-    };
-    let address = (t.host.as_str(), t.port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolving the trunk {}", t.uri))?
-        .next()
-        .ok_or_else(|| anyhow!("the trunk {} resolves to no address", t.uri))?;
-    let password = t
-        .read_password()
-        .map_err(|e| cfg_err("trunk.password", &e))?;
-    let trunk = Trunk {
-        address,
-        domain: Some(format!("{}:{}", t.host, t.port)),
-        from_user: t.from_user.clone(),
-        from_domain: t.from_domain.clone(),
-        credentials: match (&t.username, password) {
-            (Some(u), Some(p)) => Some(Credentials {
-                username: u.clone(),
-                password: p,
-            }),
-            _ => None,
-        },
-        ring_timeout: campaign.ring_timeout,
-        max_call_length: t.max_call_length,
-    };
-    let message = Arc::new(Message::load(&campaign.message)?);
-    let confirmation = Arc::new(Message::load(confirmation)?);
-    let local = SocketAddr::new(local_ip_towards(address)?, 0);
+    let Prepared {
+        trunk,
+        local,
+        message,
+        confirmation,
+    } = prepare(campaign)?;
     log.commit()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -453,8 +415,70 @@ fn cap_reached(
     Ok(caps.check(&attempts, now).map(|hit| hit.to_string()))
 }
 
+/// What placing calls needs from a campaign: the trunk, the local address that reaches it,
+/// and both recordings loaded (G.711, 8 kHz).
+pub struct Prepared {
+    pub trunk: Trunk,
+    pub local: SocketAddr,
+    pub message: Arc<Message>,
+    pub confirmation: Arc<Message>,
+}
+
+pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
+    let cfg_err = |field: &str, msg: &str| -> anyhow::Error {
+        InputErrors(vec![
+            InputError::new(Path::new("campaign"), msg.to_owned()).field(field)
+        ])
+        .into()
+    };
+    let Some(t) = &campaign.trunk else {
+        return Err(cfg_err(
+            "trunk",
+            "a [trunk] section is needed to place calls",
+        ));
+    };
+    let Some(confirmation) = &campaign.confirmation else {
+        return Err(cfg_err(
+            "confirmation",
+            "an opt-out confirmation recording is needed to place calls",
+        ));
+    };
+    let address = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving the trunk {}", t.uri))?
+        .next()
+        .ok_or_else(|| anyhow!("the trunk {} resolves to no address", t.uri))?;
+    let password = t
+        .read_password()
+        .map_err(|e| cfg_err("trunk.password", &e))?;
+    let trunk = Trunk {
+        address,
+        domain: Some(format!("{}:{}", t.host, t.port)),
+        from_user: t.from_user.clone(),
+        from_domain: t.from_domain.clone(),
+        credentials: match (&t.username, password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: p,
+            }),
+            _ => None,
+        },
+        ring_timeout: campaign.ring_timeout,
+        max_call_length: t.max_call_length,
+    };
+    let message = Arc::new(Message::load(&campaign.message)?);
+    let confirmation = Arc::new(Message::load(confirmation)?);
+    let local = SocketAddr::new(local_ip_towards(address)?, 0);
+    Ok(Prepared {
+        trunk,
+        local,
+        message,
+        confirmation,
+    })
+}
+
 /// Every earlier attempt on the number (all campaigns), as decisions record it.
-fn history(
+pub(crate) fn history(
     store: &dyn Store,
     contact: &crieur_scheduler::Contact,
 ) -> anyhow::Result<Vec<PastAttempt>> {
@@ -475,7 +499,7 @@ fn history(
 const OPT_OUT_PROMPT_MS: u64 = 2_000;
 
 /// The call's events, in order, into the audit log (then committed by the caller's stop).
-fn record_call(
+pub(crate) fn record_call(
     log: &mut crieur_audit::AuditLog,
     call: &str,
     campaign: &Campaign,

@@ -270,6 +270,26 @@ impl Ctx<'_> {
     }
 }
 
+impl Campaign {
+    /// The stricter of the campaign's pacing and the trunk's own limits.
+    pub fn effective_pacing(&self) -> crieur_engine::Pacing {
+        let trunk_cps = self
+            .trunk
+            .as_ref()
+            .and_then(|t| t.calls_per_second)
+            .unwrap_or(f64::INFINITY);
+        let trunk_max = self
+            .trunk
+            .as_ref()
+            .and_then(|t| t.max_concurrent_calls)
+            .unwrap_or(u32::MAX);
+        crieur_engine::Pacing {
+            calls_per_second: self.pacing.calls_per_second.min(trunk_cps),
+            max_concurrent: self.pacing.max_concurrent_calls.min(trunk_max),
+        }
+    }
+}
+
 /// Reads and validates a campaign file; every problem found is reported.
 pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
     let text = std::fs::read_to_string(path)

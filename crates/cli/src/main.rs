@@ -8,6 +8,7 @@ mod call;
 mod campaign;
 mod contacts;
 mod input;
+mod run;
 mod storecmd;
 
 #[global_allocator]
@@ -107,6 +108,27 @@ enum Command {
         /// The contacts CSV.
         contacts: PathBuf,
     },
+    /// Run the campaign live: every contact of the campaign in the store is dialled when its
+    /// consent, the legal hours, the schedule, the caps and the retry rules allow, paced by
+    /// the campaign; every decision and call event goes to the audit log. Ends when every
+    /// contact is done, at --until, or on SIGINT/SIGTERM (calls in progress get --drain-secs;
+    /// a second signal hangs up at once).
+    Run {
+        #[arg(long)]
+        campaign: PathBuf,
+        #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
+        store: PathBuf,
+        /// Seconds calls in progress get to finish after the first SIGINT/SIGTERM.
+        #[arg(long, default_value_t = 30)]
+        drain_secs: u64,
+        /// Stop placing calls at this instant (RFC 3339), then drain and exit.
+        #[arg(long, value_parser = parse_instant)]
+        until: Option<DateTime<Utc>>,
+        /// Stop when no call is in progress and the next contact is due more than this many
+        /// seconds away (default: wait for it, however long).
+        #[arg(long)]
+        max_idle_secs: Option<u64>,
+    },
     /// The audit log: verify, replay, export, report, checkpoints.
     Audit {
         #[command(subcommand)]
@@ -201,6 +223,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Audit { cmd } => audit::run(&cmd),
+        Command::Run {
+            campaign,
+            store,
+            drain_secs,
+            until,
+            max_idle_secs,
+        } => {
+            let c = campaign::load(&campaign)?;
+            run::run(
+                &c,
+                &campaign,
+                &store,
+                &actx,
+                run::RunOptions {
+                    drain: std::time::Duration::from_secs(drain_secs),
+                    until,
+                    max_idle: max_idle_secs.map(std::time::Duration::from_secs),
+                },
+            )
+        }
         Command::Windows {
             campaign,
             contacts,
@@ -582,7 +624,7 @@ fn simulate(
     outcomes: &str,
     seed: u64,
 ) -> anyhow::Result<ExitCode> {
-    use crieur_engine::{OutcomeMix, Pacing, SimConfig};
+    use crieur_engine::{OutcomeMix, SimConfig};
     let mix = OutcomeMix::parse(outcomes).map_err(|e| {
         InputErrors(vec![
             InputError::new(Path::new("--outcomes"), e).value(outcomes)
@@ -590,17 +632,6 @@ fn simulate(
     })?;
     let (c, loaded) = load_both(campaign, contacts)?;
     let retry = c.retry.policy();
-    // The stricter of the campaign's pacing and the trunk's own limits.
-    let trunk_cps = c
-        .trunk
-        .as_ref()
-        .and_then(|t| t.calls_per_second)
-        .unwrap_or(f64::INFINITY);
-    let trunk_max = c
-        .trunk
-        .as_ref()
-        .and_then(|t| t.max_concurrent_calls)
-        .unwrap_or(u32::MAX);
     let cfg = SimConfig {
         from,
         days,
@@ -608,10 +639,7 @@ fn simulate(
         seed,
         caps: c.caps.clone(),
         retry,
-        pacing: Pacing {
-            calls_per_second: c.pacing.calls_per_second.min(trunk_cps),
-            max_concurrent: c.pacing.max_concurrent_calls.min(trunk_max),
-        },
+        pacing: c.effective_pacing(),
         ring_timeout: c.ring_timeout,
         message_length: c.message_length,
     };

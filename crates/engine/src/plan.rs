@@ -381,6 +381,16 @@ impl<'p> Planner<'p> {
         }
     }
 
+    /// How many contacts the planner holds (done or not).
+    pub fn len(&self) -> usize {
+        self.contacts.len()
+    }
+
+    /// Whether it holds no contact.
+    pub fn is_empty(&self) -> bool {
+        self.contacts.is_empty()
+    }
+
     /// The contact at `i`.
     pub fn contact(&self, i: usize) -> &Contact {
         &self.contacts[i]
@@ -507,6 +517,23 @@ impl<'p> Planner<'p> {
             }
         }
         st.attempts = attempts;
+    }
+
+    /// A dial order from [`Planner::tick`] was not placed after all (the re-check just before
+    /// the INVITE refused it, another process holds the contact's lease …): no attempt is
+    /// counted; the contact comes back at `retry_at`, or never (`None`).
+    pub fn cancel(&mut self, contact: usize, retry_at: Option<DateTime<Utc>>) {
+        let Some(st) = self.states.get_mut(contact) else {
+            return;
+        };
+        if st.in_flight {
+            st.in_flight = false;
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        match retry_at {
+            Some(t) => self.enqueue(contact, secs(t)),
+            None => self.states[contact].done = true,
+        }
     }
 
     /// A call placed by [`Planner::tick`] ended at `at` with `outcome`.

@@ -1,0 +1,658 @@
+//! `crieur run`: the campaign loop, live — store → planner → media → audit.
+//!
+//! One task (this loop) owns the planner and the audit log's chain; each call is its own
+//! task. Every order from the planner is re-checked just before its INVITE (opt-out list,
+//! caps across campaigns, the policy), recorded, leased, then placed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use chrono::{DateTime, Utc};
+use crieur_audit::build::{decision_record, DecisionInputs};
+use crieur_audit::record::{InviteSent, OptOutRecorded, OutcomeRecord};
+use crieur_audit::{AuditLog, Record};
+use crieur_engine::{Attempt, AttemptOutcome, Planner, SkipNote};
+use crieur_media::call::Outcome;
+use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
+use crieur_scheduler::{Contact, Decision, Evaluator};
+use crieur_store::{SledStore, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::call::{history, prepare, record_call, Prepared};
+use crate::campaign::Campaign;
+
+/// Options of `crieur run`.
+pub struct RunOptions {
+    /// On the first SIGINT/SIGTERM, calls in progress get this long before they are hung up.
+    pub drain: Duration,
+    /// Stop placing calls at this instant (then drain and exit).
+    pub until: Option<DateTime<Utc>>,
+    /// Stop when nothing is in flight and the next contact is due further away than this
+    /// (none: wait, however long).
+    pub max_idle: Option<Duration>,
+}
+
+/// A call task's result.
+struct Finished {
+    contact: usize,
+    call: String,
+    sent_at: DateTime<Utc>,
+    report: Result<CallReport, String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    dialled: u64,
+    answered: u64,
+    opted_out: u64,
+    failed: u64,
+    by_outcome: BTreeMap<String, u64>,
+    recent: std::collections::VecDeque<DateTime<Utc>>,
+}
+
+fn now() -> DateTime<Utc> {
+    crate::audit::now()
+}
+
+fn to_attempts(h: &[crieur_audit::record::PastAttempt], campaign: &str) -> Vec<Attempt> {
+    h.iter()
+        .map(|a| Attempt {
+            at: a.at,
+            outcome: AttemptOutcome::from_record(&a.outcome),
+            this_campaign: a.campaign == campaign,
+        })
+        .collect()
+}
+
+/// Runs the campaign until every contact is done, `until`, or a signal.
+pub fn run(
+    campaign: &Campaign,
+    campaign_path: &Path,
+    store_path: &Path,
+    actx: &crate::audit::Ctx,
+    opts: RunOptions,
+) -> anyhow::Result<ExitCode> {
+    let store = Arc::new(SledStore::open(store_path, false)?);
+    let mut log = actx.open(store_path, Some(campaign))?;
+    let start = now();
+    log.append(
+        start,
+        &crate::audit::header("run", Some((campaign, campaign_path)))?,
+    )?;
+    for (c, id) in store.recover_interrupted(start)? {
+        println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
+        log.append(
+            start,
+            &Record::Outcome(OutcomeRecord {
+                call: format!("recovered-{c}/{id}"),
+                campaign: c,
+                contact: id,
+                number: String::new(),
+                started: start,
+                ended: start,
+                outcome: "interrupted".into(),
+            }),
+        )?;
+    }
+    let contacts = store.contacts(&campaign.name)?;
+    if contacts.is_empty() {
+        return Err(anyhow!(
+            "campaign `{}` has no contacts in {}: import them with `crieur import`",
+            campaign.name,
+            store_path.display()
+        ));
+    }
+    let prepared = prepare(campaign)?;
+    let mut planner = Planner::new(
+        contacts,
+        &campaign.policy,
+        campaign.caps.clone(),
+        campaign.retry.policy(),
+        campaign.effective_pacing(),
+        start,
+    );
+    for i in 0..planner.len() {
+        let h = history(&*store, planner.contact(i))?;
+        planner.load_history(i, to_attempts(&h, &campaign.name));
+    }
+    log.commit()?;
+    let log = Arc::new(Mutex::new(log));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(event_loop(
+        campaign,
+        &store,
+        &log,
+        &mut planner,
+        prepared,
+        &opts,
+    ));
+    let mut log = log
+        .lock()
+        .map_err(|_| anyhow!("the audit log lock was poisoned"))?;
+    let reason = match &result {
+        Ok((r, _)) => r.clone(),
+        Err(e) => format!("error: {e:#}"),
+    };
+    // Whatever happened, the log is flushed and checkpointed.
+    crate::audit::stop(&mut log, &reason)?;
+    let counters = result?.1;
+    println!("stopped   {reason}");
+    println!("summary   {} calls placed", counters.dialled);
+    for (o, n) in &counters.by_outcome {
+        println!("  {o:<26} {n:>6}");
+    }
+    println!(
+        "audit     {} (verify: crieur audit verify {0}; replay: crieur audit replay {0})",
+        crate::audit::dir_for(store_path, actx.dir.as_deref()).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_lines)]
+async fn event_loop(
+    campaign: &Campaign,
+    store: &Arc<SledStore>,
+    log: &Arc<Mutex<AuditLog>>,
+    planner: &mut Planner<'_>,
+    prepared: Prepared,
+    opts: &RunOptions,
+) -> anyhow::Result<(String, Counters)> {
+    let Prepared {
+        trunk,
+        local,
+        message,
+        confirmation,
+    } = prepared;
+    let trunk = Arc::new(trunk);
+    let uac = Arc::new(Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+    let hangup_all = CancellationToken::new();
+    let mut signals = Signals::new()?;
+    let mut c = Counters::default();
+    let mut in_flight: u64 = 0;
+    let mut stopping: Option<(String, tokio::time::Instant)> = None;
+    let mut idle_note: Option<DateTime<Utc>> = None;
+    let mut remaining = planner.len() as u64;
+    let mut last_count: Option<tokio::time::Instant> = None;
+    let progress = Progress::new(planner.remaining() as u64);
+    let mut eval = Evaluator::new(&campaign.policy);
+    loop {
+        let t = now();
+        if stopping.is_none() {
+            if let Some(u) = opts.until.filter(|u| t >= *u) {
+                stopping = Some((
+                    format!("--until {} reached", u.to_rfc3339()),
+                    tokio::time::Instant::now() + opts.drain,
+                ));
+            }
+        }
+        if stopping.is_none() {
+            let orders = planner.tick(t);
+            // Every decision is recorded: the planner's skips first.
+            let skipped = std::mem::take(&mut planner.skipped);
+            {
+                let mut log = lock(log)?;
+                for (i, note) in &skipped {
+                    let contact = planner.contact(*i);
+                    let d = eval.decide(contact, t);
+                    let refused = match note {
+                        SkipNote::Cap(hit) => Some(hit.to_string()),
+                        SkipNote::Policy { .. } => None,
+                    };
+                    log.append(
+                        t,
+                        &Record::Decision(Box::new(decision_record(
+                            contact,
+                            &d,
+                            DecisionInputs {
+                                campaign: &campaign.name,
+                                now: t,
+                                history: Vec::new(),
+                                opted_out: false,
+                                refused,
+                                attempt: 0,
+                            },
+                        ))),
+                    )?;
+                }
+            }
+            let mut placing = Vec::new();
+            for o in orders {
+                let contact = planner.contact(o.contact).clone();
+                match recheck(campaign, store, &mut eval, &contact, t, log)? {
+                    Ok(valid_until) => placing.push((o.contact, contact, valid_until)),
+                    Err(retry_at) => planner.cancel(o.contact, retry_at),
+                }
+            }
+            // Lease, then one durable commit for all this tick's INVITE records, then send.
+            let mut ready = Vec::new();
+            for (i, contact, valid_until) in placing {
+                let sent_at = now();
+                match store.lease(&campaign.name, contact.id(), contact.phone(), sent_at) {
+                    Ok(()) => {}
+                    Err(crieur_store::Error::Leased { .. }) => {
+                        // Another process is dialling it: not ours to call now.
+                        planner.cancel(i, Some(sent_at + chrono::Duration::seconds(60)));
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let call = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
+                lock(log)?.append(
+                    sent_at,
+                    &Record::InviteSent(InviteSent {
+                        call: call.clone(),
+                        campaign: campaign.name.clone(),
+                        contact: contact.id().to_string(),
+                        number: contact.phone().to_string(),
+                        decided_at: t,
+                        sent_at,
+                        recheck: "dial".into(),
+                        valid_until,
+                    }),
+                )?;
+                ready.push((i, contact, call, sent_at));
+            }
+            lock(log)?.commit()?;
+            for (i, contact, call, sent_at) in ready {
+                in_flight += 1;
+                c.dialled += 1;
+                c.recent.push_back(sent_at);
+                let req = CallRequest {
+                    number: contact.phone().to_string(),
+                    message: message.clone(),
+                    confirmation: confirmation.clone(),
+                    opt_out_key: campaign.opt_out_key,
+                    not_interested_key: campaign.not_interested_key,
+                    keep_received_audio: false,
+                    stop: Some(hangup_all.child_token()),
+                };
+                let (uac, trunk, store, log, tx) = (
+                    uac.clone(),
+                    trunk.clone(),
+                    store.clone(),
+                    log.clone(),
+                    done_tx.clone(),
+                );
+                tokio::spawn(async move {
+                    let hook_call = call.clone();
+                    let phone = contact.phone().clone();
+                    let report = uac
+                        .call(&trunk, req, move |digit, method| -> OptOutFuture {
+                            Box::pin(async move {
+                                let how = format!("key {digit} by {}", method.as_str());
+                                let at = now();
+                                tokio::task::spawn_blocking(move || {
+                                    store
+                                        .add_opt_out(&phone, at, &how)
+                                        .map_err(|e| e.to_string())?;
+                                    let mut log = log
+                                        .lock()
+                                        .map_err(|_| "audit log lock poisoned".to_owned())?;
+                                    log.append_durable(
+                                        at,
+                                        &Record::OptOutRecorded(OptOutRecorded {
+                                            call: hook_call,
+                                            number: phone.to_string(),
+                                            at,
+                                        }),
+                                    )
+                                    .map(|_| ())
+                                    .map_err(|e| e.to_string())
+                                })
+                                .await
+                                .map_err(|e| e.to_string())?
+                            })
+                        })
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(Finished {
+                        contact: i,
+                        call,
+                        sent_at,
+                        report,
+                    });
+                });
+            }
+        }
+        // Calls that ended.
+        while let Ok(f) = done_rx.try_recv() {
+            in_flight -= 1;
+            finish(campaign, store, log, planner, &mut c, f)?;
+        }
+        lock(log)?.commit()?;
+        let t = now();
+        while c
+            .recent
+            .front()
+            .is_some_and(|s| t - *s > chrono::Duration::seconds(10))
+        {
+            c.recent.pop_front();
+        }
+        let next = planner.next_due();
+        // Counting what remains is O(contacts): once a second is plenty for a display.
+        if last_count.is_none_or(|l: tokio::time::Instant| l.elapsed() >= Duration::from_secs(1)) {
+            remaining = planner.remaining() as u64;
+            last_count = Some(tokio::time::Instant::now());
+        }
+        progress.show(
+            &c,
+            remaining,
+            in_flight,
+            next.filter(|n| *n > t && in_flight == 0),
+        );
+        // A contact not done is always queued (or in flight): an empty queue with nothing in
+        // flight means every contact is done.
+        if stopping.is_none() && in_flight == 0 && next.is_none() {
+            return Ok(("every contact is done".into(), c));
+        }
+        if stopping.is_none() && in_flight == 0 {
+            if let (Some(n), Some(max)) = (next, opts.max_idle) {
+                if (n - t).to_std().unwrap_or_default() > max {
+                    return Ok((
+                        format!(
+                            "idle: the next contact is due at {}, beyond --max-idle-secs {}",
+                            n.to_rfc3339(),
+                            max.as_secs()
+                        ),
+                        c,
+                    ));
+                }
+            }
+            if let Some(n) = next.filter(|n| *n > t + chrono::Duration::seconds(1)) {
+                if idle_note != Some(n) {
+                    idle_note = Some(n);
+                    progress.println(&format!(
+                        "idle      no contact is dialable now; the next becomes due at {} ({} s)",
+                        n.to_rfc3339(),
+                        (n - t).num_seconds()
+                    ));
+                }
+            }
+        }
+        if let Some((_, deadline)) = &stopping {
+            if in_flight == 0 {
+                let why = stopping.take().map(|s| s.0).unwrap_or_default();
+                return Ok((why, c));
+            }
+            if tokio::time::Instant::now() >= *deadline {
+                hangup_all.cancel();
+            }
+        }
+        // Sleep until something can happen: the next due contact (or the next token second),
+        // a call ending, a signal.
+        let wait = match (&stopping, next) {
+            (Some(_), _) => Duration::from_millis(200),
+            (None, Some(n)) if n > t => (n - t)
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_secs(1)),
+            _ => Duration::from_millis(100),
+        };
+        tokio::select! {
+            f = done_rx.recv() => {
+                if let Some(f) = f {
+                    in_flight -= 1;
+                    finish(campaign, store, log, planner, &mut c, f)?;
+                }
+            }
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
+            s = signals.recv() => {
+                match stopping {
+                    None => {
+                        progress.println(&format!(
+                            "stopping  {s}: no new calls; {in_flight} in progress get up to {} s (again to hang up now)",
+                            opts.drain.as_secs()
+                        ));
+                        stopping = Some((s.to_string(), tokio::time::Instant::now() + opts.drain));
+                    }
+                    Some(_) => {
+                        progress.println("stopping  now: hanging up every call");
+                        hangup_all.cancel();
+                        stopping = Some((format!("{s} (twice)"), tokio::time::Instant::now()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lock(log: &Arc<Mutex<AuditLog>>) -> anyhow::Result<std::sync::MutexGuard<'_, AuditLog>> {
+    log.lock()
+        .map_err(|_| anyhow!("the audit log lock was poisoned"))
+}
+
+/// The re-check just before the INVITE: opt-out list, caps across every campaign of the
+/// store (another process may have called meanwhile), and the policy at this instant. Records
+/// the decision. `Ok(valid_until)` to dial; `Err(retry_at)` not to (none: never).
+fn recheck(
+    campaign: &Campaign,
+    store: &Arc<SledStore>,
+    eval: &mut Evaluator<'_>,
+    contact: &Contact,
+    t: DateTime<Utc>,
+    log: &Arc<Mutex<AuditLog>>,
+) -> anyhow::Result<Result<DateTime<Utc>, Option<DateTime<Utc>>>> {
+    let opted_out = store.is_opted_out(contact.phone())?;
+    let h = history(&**store, contact)?;
+    let attempt = 1 + h.iter().filter(|a| a.campaign == campaign.name).count() as u32;
+    let cap = campaign.caps.check(&to_attempts(&h, &campaign.name), t);
+    let d = eval.decide(contact, t);
+    let refused = if opted_out {
+        Some(format!("{} is on the opt-out list", contact.phone()))
+    } else {
+        cap.as_ref().map(ToString::to_string)
+    };
+    lock(log)?.append(
+        t,
+        &Record::Decision(Box::new(decision_record(
+            contact,
+            &d,
+            DecisionInputs {
+                campaign: &campaign.name,
+                now: t,
+                history: h,
+                opted_out,
+                refused: refused.clone(),
+                attempt,
+            },
+        ))),
+    )?;
+    if opted_out {
+        return Ok(Err(None));
+    }
+    if let Some(hit) = cap {
+        return Ok(Err(hit.until()));
+    }
+    Ok(match d {
+        Decision::Dial(d) => Ok(d.valid_until),
+        Decision::Skip(s) => Err(s.next_eligible),
+    })
+}
+
+/// A call ended: store, audit, planner, counters.
+fn finish(
+    campaign: &Campaign,
+    store: &Arc<SledStore>,
+    log: &Arc<Mutex<AuditLog>>,
+    planner: &mut Planner<'_>,
+    c: &mut Counters,
+    f: Finished,
+) -> anyhow::Result<()> {
+    let ended = now();
+    let contact = planner.contact(f.contact).clone();
+    let outcome = match &f.report {
+        Ok(r) => r.ending.outcome.as_str().to_owned(),
+        Err(_) => "local-error".to_owned(),
+    };
+    store
+        .finish_attempt(
+            &campaign.name,
+            contact.id(),
+            contact.phone(),
+            &outcome,
+            ended,
+        )
+        .with_context(|| format!("recording the outcome of {}", contact.id()))?;
+    {
+        let mut log = lock(log)?;
+        match &f.report {
+            Ok(r) => record_call(&mut log, &f.call, campaign, &contact, r, f.sent_at, ended)?,
+            Err(e) => {
+                tracing::warn!(contact = %contact.id(), error = %e, "call failed locally");
+                log.append(
+                    ended,
+                    &Record::Outcome(OutcomeRecord {
+                        call: f.call.clone(),
+                        campaign: campaign.name.clone(),
+                        contact: contact.id().to_string(),
+                        number: contact.phone().to_string(),
+                        started: f.sent_at,
+                        ended,
+                        outcome: outcome.clone(),
+                    }),
+                )?;
+            }
+        }
+    }
+    if let Ok(r) = &f.report {
+        match r.ending.outcome {
+            Outcome::AnsweredCompleted
+            | Outcome::AnsweredNotInterested
+            | Outcome::HungUpMidMessage => c.answered += 1,
+            Outcome::AnsweredOptedOut => {
+                c.answered += 1;
+                c.opted_out += 1;
+            }
+            Outcome::OptOutFailed => {
+                c.answered += 1;
+                // The person asked: record it now, and say so loudly.
+                let ok = store
+                    .add_opt_out(
+                        contact.phone(),
+                        ended,
+                        "opt-out key; recorded after the call",
+                    )
+                    .is_ok();
+                eprintln!(
+                    "ALERT: {} pressed the opt-out key but it could not be recorded during the call; {}",
+                    contact.phone(),
+                    if ok { "it is now recorded" } else { "it is STILL NOT recorded: add it with `crieur optout add`" }
+                );
+                if ok {
+                    c.opted_out += 1;
+                }
+            }
+            Outcome::Busy | Outcome::NoAnswer => {}
+            _ => c.failed += 1,
+        }
+    } else {
+        c.failed += 1;
+    }
+    *c.by_outcome.entry(outcome.clone()).or_default() += 1;
+    planner.report(f.contact, ended, AttemptOutcome::from_record(&outcome));
+    Ok(())
+}
+
+/// SIGINT and SIGTERM.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// A progress line on a terminal (indicatif), plain log lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_plain: Mutex<Option<std::time::Instant>>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(Duration::from_millis(250));
+            let _ = total;
+            b
+        });
+        Progress {
+            bar,
+            last_plain: Mutex::new(None),
+        }
+    }
+
+    fn line(
+        c: &Counters,
+        remaining: u64,
+        in_flight: u64,
+        idle_until: Option<DateTime<Utc>>,
+    ) -> String {
+        let cps = c.recent.len() as f64 / 10.0;
+        let mut s = format!(
+            "dialled {} · answered {} · opted out {} · failed {} · remaining {} · {:.1} calls/s · {} in progress",
+            c.dialled, c.answered, c.opted_out, c.failed, remaining, cps, in_flight
+        );
+        if let Some(n) = idle_until {
+            s.push_str(&format!(" · idle until {}", n.to_rfc3339()));
+        }
+        s
+    }
+
+    fn show(
+        &self,
+        c: &Counters,
+        remaining: u64,
+        in_flight: u64,
+        idle_until: Option<DateTime<Utc>>,
+    ) {
+        let line = Self::line(c, remaining, in_flight, idle_until);
+        match &self.bar {
+            Some(b) => b.set_message(line),
+            None => {
+                let Ok(mut last) = self.last_plain.lock() else {
+                    return;
+                };
+                #[allow(clippy::disallowed_methods)]
+                let t = std::time::Instant::now();
+                if last.is_none_or(|l| t.duration_since(l) >= Duration::from_secs(10)) {
+                    *last = Some(t);
+                    println!("progress  {line}");
+                }
+            }
+        }
+    }
+
+    fn println(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => println!("{s}"),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

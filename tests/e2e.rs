@@ -1,0 +1,481 @@
+//! End-to-end: `crieur run` against sipp (an independent SIP implementation), on loopback.
+//!
+//! Built as a test of the `crieur` package (see `crates/cli/Cargo.toml`), so Cargo hands it
+//! the built binary.
+#![allow(clippy::disallowed_methods)] // a test bounds its children with the wall clock
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tone_wav(path: &Path, secs: f32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap_or_else(|e| panic!("{e}"));
+    for n in 0..(8000.0 * secs) as usize {
+        let v = 8000.0 * (2.0 * std::f32::consts::PI * 440.0 * n as f32 / 8000.0).sin();
+        w.write_sample(v as i16).unwrap_or_else(|e| panic!("{e}"));
+    }
+    w.finalize().unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn free_port() -> u16 {
+    // Three consecutive free ports: SIP, control, media.
+    for _ in 0..50 {
+        let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(a) = s.local_addr() else { continue };
+        let p = a.port();
+        if p < 60000 && (1..=3).all(|k| std::net::UdpSocket::bind(("127.0.0.1", p + k)).is_ok()) {
+            return p;
+        }
+    }
+    panic!("no free ports");
+}
+
+/// The callee, chosen by the number's last digit:
+/// 0 1 2 9 answer and listen to the whole message (we hang up); 3 busy (486);
+/// 4 ring without answering (we CANCEL after the ring timeout; 487);
+/// 5 answer, then the opt-out key by RFC 4733; 6 answer, then the opt-out key by SIP INFO;
+/// 7 answer, then hang up mid-message; 8 503.
+const MIXED: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="mixed callees">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="INVITE sip:\+[0-9]*3@" search_in="msg" assign_to="busy"/>
+      <ereg regexp="INVITE sip:\+[0-9]*4@" search_in="msg" assign_to="noanswer"/>
+      <ereg regexp="INVITE sip:\+[0-9]*5@" search_in="msg" assign_to="rfc4733"/>
+      <ereg regexp="INVITE sip:\+[0-9]*6@" search_in="msg" assign_to="info"/>
+      <ereg regexp="INVITE sip:\+[0-9]*7@" search_in="msg" assign_to="hangup"/>
+      <ereg regexp="INVITE sip:\+[0-9]*8@" search_in="msg" assign_to="unavailable"/>
+      <ereg regexp="sip:[^&gt;; ]*" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
+    </action>
+  </recv>
+  <nop next="busy" test="busy"/>
+  <nop next="noanswer" test="noanswer"/>
+  <nop next="unavailable" test="unavailable"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:callee@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+]]></send>
+  <recv request="ACK" crlf="true"/>
+  <nop next="rfc4733" test="rfc4733"/>
+  <nop next="info" test="info"/>
+  <nop next="hangup" test="hangup"/>
+  <recv request="BYE"/>
+  <send next="end"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+
+  <label id="rfc4733"/>
+  <pause milliseconds="400"/>
+  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_9.pcap"/></action></nop>
+  <recv request="BYE"/>
+  <send next="end"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+
+  <label id="info"/>
+  <pause milliseconds="400"/>
+  <send><![CDATA[
+INFO [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 2 INFO
+Max-Forwards: 70
+Content-Type: application/dtmf-relay
+Content-Length: [len]
+
+Signal=9
+Duration=160
+]]></send>
+  <recv response="200"/>
+  <recv request="BYE"/>
+  <send next="end"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+
+  <label id="hangup"/>
+  <pause milliseconds="500"/>
+  <send><![CDATA[
+BYE [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" next="end"/>
+
+  <label id="busy"/>
+  <send><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK" next="end"/>
+
+  <label id="unavailable"/>
+  <send><![CDATA[
+SIP/2.0 503 Service Unavailable
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK" next="end"/>
+
+  <label id="noanswer"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="CANCEL"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [last_cseq_number] INVITE
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+
+  <label id="end"/>
+</scenario>
+"#;
+
+/// A running sipp UAS expecting `calls` calls; killed on drop.
+struct Sipp(Child);
+
+impl Sipp {
+    fn start(dir: &Path, port: u16, calls: usize) -> Sipp {
+        let scen = dir.join(format!("mixed-{port}.xml"));
+        std::fs::write(&scen, MIXED).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new("sipp")
+            .args([
+                "-sf",
+                &scen.display().to_string(),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-cp",
+                &(port + 1).to_string(),
+                "-mp",
+                &(port + 2).to_string(),
+                "-m",
+                &calls.to_string(),
+                "-timeout",
+                "120s",
+                "-nostdin",
+                "-trace_err",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
+        std::thread::sleep(Duration::from_millis(300));
+        Sipp(child)
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn crieur(dir: &Path, args: &[&str]) -> Output {
+    // Bounded: a run that does not end is a failure, not a hung test.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+            panic!(
+                "crieur {args:?} did not end in 150 s:\n{}{}",
+                text(&o.stdout),
+                text(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn campaign(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\nruleset = \"none\"\nzone = \"Europe/Paris\"\nring_timeout_secs = 15\n\
+         message = \"msg.wav\"\nconfirmation = \"confirm.wav\"\n{extra}\n\
+         [pacing]\ncalls_per_second = 20\nmax_concurrent_calls = 60\n\
+         [trunk]\nuri = \"sip:127.0.0.1:{port}\"\nfrom = \"sip:+33100000000@crieur.test\"\nmax_call_secs = 60\n"
+    )
+}
+
+fn number(i: usize) -> String {
+    format!("+336120000{i:02}")
+}
+
+/// Outcome name → count, from `crieur audit export --csv`.
+fn outcomes(dir: &Path) -> std::collections::BTreeMap<String, usize> {
+    let o = crieur(dir, &["audit", "export", "--csv", "store.audit"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut r = csv::Reader::from_reader(o.stdout.as_slice());
+    let headers = r.headers().cloned().unwrap_or_default();
+    let col = headers
+        .iter()
+        .position(|h| h == "outcome")
+        .unwrap_or(usize::MAX);
+    let mut m = std::collections::BTreeMap::new();
+    for rec in r.records().map_while(Result::ok) {
+        *m.entry(rec.get(col).unwrap_or("").to_owned()).or_default() += 1;
+    }
+    m
+}
+
+fn called_numbers(dir: &Path, campaign: &str) -> std::collections::BTreeSet<String> {
+    let o = crieur(dir, &["audit", "export", "--csv", "store.audit"]);
+    let mut r = csv::Reader::from_reader(o.stdout.as_slice());
+    let h = r.headers().cloned().unwrap_or_default();
+    let (c, n) = (
+        h.iter().position(|x| x == "campaign").unwrap_or(usize::MAX),
+        h.iter().position(|x| x == "number").unwrap_or(usize::MAX),
+    );
+    r.records()
+        .map_while(Result::ok)
+        .filter(|rec| rec.get(c) == Some(campaign))
+        .filter_map(|rec| rec.get(n).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    tone_wav(&d.join("msg.wav"), 2.0);
+    tone_wav(&d.join("confirm.wav"), 0.5);
+    let mut csv =
+        String::from("id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\n");
+    for i in 0..50 {
+        csv.push_str(&format!(
+            "c{i:02},{},,daily 00:00-24:00,2020-01-01T00:00:00Z,,,test,p{i}\n",
+            number(i)
+        ));
+    }
+    std::fs::write(d.join("contacts.csv"), csv).unwrap_or_else(|e| panic!("{e}"));
+    // Run 1: busy numbers are retried once after 1 s; nothing else is retried.
+    let port = free_port();
+    let retry = "[retry]\nmax_attempts = 2\n[retry.busy]\ndelay_secs = 1\nmax_retries = 1\n\
+                 [retry.no-answer]\ndelay_secs = 1\nmax_retries = 0\n\
+                 [retry.failed]\ndelay_secs = 1\nmax_retries = 0\n";
+    std::fs::write(d.join("c1.toml"), campaign("first", port, retry))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(
+        d,
+        &[
+            "import",
+            "--campaign",
+            "c1.toml",
+            "--store",
+            "store",
+            "contacts.csv",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // 50 calls + 5 busy retries.
+    let sipp = Sipp::start(d, port, 55);
+    let o = crieur(d, &["run", "--campaign", "c1.toml", "--store", "store"]);
+    drop(sipp);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(out.contains("stopped   every contact is done"), "{out}");
+    let got = outcomes(d);
+    let want: std::collections::BTreeMap<String, usize> = [
+        ("answered-completed", 20),
+        ("busy", 10),
+        ("no-answer", 5),
+        ("answered-opted-out", 10),
+        ("hung-up-mid-message", 5),
+        ("trunk-failure", 5),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(got, want, "{out}");
+    // The opt-outs are in the store, by both methods.
+    for i in [5, 16, 25, 46] {
+        let o = crieur(d, &["optout", "--store", "store", "check", &number(i)]);
+        assert_eq!(text(&o.stdout).trim(), "opted out", "{}", number(i));
+    }
+    let o = crieur(d, &["optout", "--store", "store", "check", &number(0)]);
+    assert_eq!(text(&o.stdout).trim(), "not opted out");
+    let o = crieur(d, &["audit", "verify", "store.audit"]);
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    let o = crieur(d, &["audit", "replay", "store.audit"]);
+    assert!(
+        o.status.success() && text(&o.stdout).contains("; 0 violations"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // Run 2, another campaign on the same store, allowing 2 calls per number per 30 days:
+    // nobody who opted out, nobody who already had 2 calls (the busy ones).
+    let port = free_port();
+    std::fs::write(
+        d.join("c2.toml"),
+        campaign(
+            "second",
+            port,
+            "[retry]\nmax_attempts = 1\n[caps]\nrolling_max = 2\nrolling_days = 30\n",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(
+        d,
+        &[
+            "import",
+            "--campaign",
+            "c2.toml",
+            "--store",
+            "store",
+            "contacts.csv",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let sipp = Sipp::start(d, port, 35);
+    let o = crieur(
+        d,
+        &[
+            "run",
+            "--campaign",
+            "c2.toml",
+            "--store",
+            "store",
+            "--max-idle-secs",
+            "60",
+        ],
+    );
+    drop(sipp);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    // The capped numbers come back in 30 days: the run says so and stops, as asked.
+    assert!(out.contains("beyond --max-idle-secs 60"), "{out}");
+    let second = called_numbers(d, "second");
+    let expected: std::collections::BTreeSet<String> = (0..50)
+        .filter(|i| ![3, 5, 6].contains(&(i % 10)))
+        .map(number)
+        .collect();
+    assert_eq!(second, expected, "{out}");
+    let o = crieur(d, &["audit", "replay", "store.audit"]);
+    assert!(
+        o.status.success() && text(&o.stdout).contains("; 0 violations"),
+        "{}",
+        text(&o.stdout)
+    );
+    let log = std::fs::read_to_string(d.join("store.audit/audit-000001.jsonl")).unwrap_or_default();
+    assert!(
+        log.contains("is on the opt-out list") && log.contains("rolling cap"),
+        "the refusals are recorded with their reasons"
+    );
+}
