@@ -479,3 +479,210 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
         "the refusals are recorded with their reasons"
     );
 }
+
+/// A campaign whose consent window closes mid-run stops dialling at the right instant — the
+/// last start that leaves room for the whole call (ring timeout + message) — within 1 s, and
+/// says why.
+#[test]
+fn dialling_stops_when_the_window_closes_and_says_why() {
+    use chrono::{Duration as CD, Timelike, Utc};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    tone_wav(&d.join("msg.wav"), 1.0);
+    tone_wav(&d.join("confirm.wav"), 0.5);
+    // The window ends at the first minute boundary at least 30 s from now.
+    let now = Utc::now();
+    let end = (now + CD::seconds(90))
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or_else(|| panic!("time"));
+    let end = if end - now > CD::seconds(90) {
+        end - CD::minutes(1)
+    } else {
+        end
+    };
+    let start = end - CD::minutes(30);
+    let window = format!(
+        "daily {:02}:{:02}-{:02}:{:02}",
+        start.hour(),
+        start.minute(),
+        end.hour(),
+        end.minute()
+    );
+    let mut csv =
+        String::from("id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\n");
+    for i in 0..300 {
+        csv.push_str(&format!(
+            "w{i:03},+3361300{i:03}0,Etc/UTC,{window},2020-01-01T00:00:00Z,,,test,p{i}\n"
+        ));
+    }
+    std::fs::write(d.join("contacts.csv"), csv).unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let c = campaign("window", port, "").replace("calls_per_second = 20", "calls_per_second = 3");
+    std::fs::write(d.join("c.toml"), c).unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(
+        d,
+        &[
+            "import",
+            "--campaign",
+            "c.toml",
+            "--store",
+            "store",
+            "contacts.csv",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Numbers ending in 0: every call is answered and hears the whole message.
+    let sipp = Sipp::start(d, port, 1000);
+    let o = crieur(
+        d,
+        &[
+            "run",
+            "--campaign",
+            "c.toml",
+            "--store",
+            "store",
+            "--max-idle-secs",
+            "30",
+        ],
+    );
+    drop(sipp);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    let exp = crieur(d, &["audit", "export", "--csv", "store.audit"]);
+    let mut r = csv::Reader::from_reader(exp.stdout.as_slice());
+    let h = r.headers().cloned().unwrap_or_default();
+    let col = h
+        .iter()
+        .position(|x| x == "invite_at")
+        .unwrap_or(usize::MAX);
+    let invites: Vec<chrono::DateTime<Utc>> = r
+        .records()
+        .map_while(Result::ok)
+        .filter_map(|rec| rec.get(col).and_then(|s| s.parse().ok()))
+        .collect();
+    // D = 15 s ring timeout + 1 s message: the last start that fits is end − 16 s.
+    let last_fit = end - CD::seconds(16);
+    let last = invites
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or_else(|| panic!("no call: {out}"));
+    assert!(
+        last <= last_fit,
+        "an INVITE at {last}, after the last start that fits ({last_fit})"
+    );
+    assert!(
+        last_fit - last <= CD::seconds(1),
+        "dialling stopped at {last}, more than 1 s before {last_fit}: {out}"
+    );
+    assert!(
+        invites.len() < 300,
+        "everyone was dialled; the window did not cut the run"
+    );
+    // It says why it stopped dialling, and when it would resume.
+    assert!(
+        out.contains("no contact is dialable now; the next becomes due at"),
+        "{out}"
+    );
+    assert!(out.contains("beyond --max-idle-secs 30"), "{out}");
+    let o = crieur(d, &["audit", "replay", "store.audit"]);
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    let log = std::fs::read_to_string(d.join("store.audit/audit-000001.jsonl")).unwrap_or_default();
+    assert!(
+        log.contains("CallWouldNotFit") || log.contains("OutsideConsentWindow"),
+        "the skips say why"
+    );
+}
+
+/// SIGINT stops placing calls and lets calls in progress finish; a second SIGINT hangs them
+/// up at once (BYE). Either way the audit log is flushed, checkpointed and intact, exit 0.
+#[test]
+fn sigint_drains_then_a_second_sigint_hangs_up_at_once() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    tone_wav(&d.join("msg.wav"), 20.0);
+    tone_wav(&d.join("confirm.wav"), 0.5);
+    let mut csv =
+        String::from("id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\n");
+    for i in 0..100 {
+        csv.push_str(&format!(
+            "s{i:03},+3361400{i:03}0,,daily 00:00-24:00,2020-01-01T00:00:00Z,,,test,p{i}\n"
+        ));
+    }
+    std::fs::write(d.join("contacts.csv"), csv).unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let c = campaign("sigint", port, "").replace("calls_per_second = 20", "calls_per_second = 4");
+    std::fs::write(d.join("c.toml"), c).unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(
+        d,
+        &[
+            "import",
+            "--campaign",
+            "c.toml",
+            "--store",
+            "store",
+            "contacts.csv",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(d.join("key"), "42".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+    let sipp = Sipp::start(d, port, 1000);
+    let child = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args([
+            "--audit-key",
+            "key",
+            "run",
+            "--campaign",
+            "c.toml",
+            "--store",
+            "store",
+        ])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = child.id().to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    let int = || {
+        let ok = Command::new("kill").args(["-INT", &pid]).status();
+        assert!(ok.is_ok_and(|s| s.success()));
+    };
+    int();
+    std::thread::sleep(Duration::from_millis(1500));
+    int();
+    let signalled = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let took = signalled.elapsed();
+    drop(sipp);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    // The 20 s messages were cut: the second signal hung up at once.
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?} after the second SIGINT: {out}"
+    );
+    assert!(out.contains("stopping  SIGINT: no new calls"), "{out}");
+    assert!(out.contains("stopped   SIGINT (twice)"), "{out}");
+    assert!(out.contains("local-shutdown"), "{out}");
+    // No call was placed after the first signal (about 3 s × 4 calls/s).
+    let placed: usize = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("summary   ")
+                .and_then(|r| r.split(' ').next()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    assert!((8..=16).contains(&placed), "{placed} calls placed: {out}");
+    let o = crieur(d, &["audit", "verify", "store.audit"]);
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    let log = std::fs::read_to_string(d.join("store.audit/audit-000001.jsonl")).unwrap_or_default();
+    let last: Vec<&str> = log.lines().rev().take(2).collect();
+    assert!(
+        last[0].contains("\"type\":\"checkpoint\"") && last[1].contains("\"type\":\"run-stop\""),
+        "{last:?}"
+    );
+    let o = crieur(d, &["audit", "replay", "store.audit"]);
+    assert!(o.status.success(), "{}", text(&o.stdout));
+}

@@ -353,6 +353,16 @@ async fn event_loop(
             return Ok(("every contact is done".into(), c));
         }
         if stopping.is_none() && in_flight == 0 {
+            if let Some(n) = next.filter(|n| *n > t + chrono::Duration::seconds(1)) {
+                if idle_note != Some(n) {
+                    idle_note = Some(n);
+                    progress.println(&format!(
+                        "idle      no contact is dialable now; the next becomes due at {} ({} s)",
+                        n.to_rfc3339(),
+                        (n - t).num_seconds()
+                    ));
+                }
+            }
             if let (Some(n), Some(max)) = (next, opts.max_idle) {
                 if (n - t).to_std().unwrap_or_default() > max {
                     return Ok((
@@ -362,16 +372,6 @@ async fn event_loop(
                             max.as_secs()
                         ),
                         c,
-                    ));
-                }
-            }
-            if let Some(n) = next.filter(|n| *n > t + chrono::Duration::seconds(1)) {
-                if idle_note != Some(n) {
-                    idle_note = Some(n);
-                    progress.println(&format!(
-                        "idle      no contact is dialable now; the next becomes due at {} ({} s)",
-                        n.to_rfc3339(),
-                        (n - t).num_seconds()
                     ));
                 }
             }

@@ -424,20 +424,22 @@ impl<'p> Planner<'p> {
         self.due.insert((t, i));
     }
 
-    fn refill(&mut self, now: i64) {
+    /// Token bucket, refilled continuously (milliseconds): calls spread over each second
+    /// instead of leaving in a burst at its start.
+    fn refill(&mut self, now_ms: i64) {
         let cap = self.pacing.calls_per_second.max(1.0);
         if let Some(last) = self.last_refill {
-            self.tokens =
-                (self.tokens + (now - last) as f64 * self.pacing.calls_per_second).min(cap);
+            let elapsed = (now_ms - last).max(0) as f64 / 1000.0;
+            self.tokens = (self.tokens + elapsed * self.pacing.calls_per_second).min(cap);
         }
-        self.last_refill = Some(now);
+        self.last_refill = Some(now_ms);
     }
 
     /// Pops every contact due at or before `now`, decides each, and returns the calls to place
     /// now — at most what pacing allows; the rest stay due. Costs O(due), not O(all).
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<DialOrder> {
         let n = secs(now);
-        self.refill(n);
+        self.refill(now.timestamp_millis());
         self.skipped.clear();
         let mut orders = Vec::new();
         while let Some(&(t, i)) = self.due.first() {
