@@ -686,3 +686,26 @@ fn sigint_drains_then_a_second_sigint_hangs_up_at_once() {
     let o = crieur(d, &["audit", "replay", "store.audit"]);
     assert!(o.status.success(), "{}", text(&o.stdout));
 }
+
+/// `crieur demo` needs nothing else, ends with an intact, violation-free audit log, and says
+/// where everything is.
+#[test]
+fn the_demo_runs_on_its_simulated_network_and_its_log_verifies_and_replays() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let demo = dir.path().join("demo");
+    let o = crieur(dir.path(), &["demo", "--dir", &demo.display().to_string()]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    for want in [
+        "stopped   every contact is done",
+        "answered-completed",
+        "answered-opted-out",
+        "busy",
+        "no-answer",
+        "verify    OK",
+        "0 violations",
+        "audit log ",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in {out}");
+    }
+}

@@ -1,0 +1,381 @@
+//! A simulated callee network on loopback: one SIP endpoint (rsipstack, UDP) that answers
+//! each INVITE the way its number's behaviour says — answer after N s, busy, no answer,
+//! reject with a code, answer then press a key (RFC 4733 or SIP INFO) after N s, answer then
+//! hang up mid-message. For demos and load; correctness is tested against sipp.
+
+// The simulator is an I/O edge: it sleeps and reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, DialogStateSender};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::dialog::DialogId;
+use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::TransportLayer;
+use rsipstack::EndpointBuilder;
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+/// The simulator's errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("SIP: {0}")]
+    Sip(String),
+    #[error("bad simulator config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// How a key press reaches the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyMethod {
+    Rfc4733,
+    SipInfo,
+}
+
+/// What one callee does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "behaviour", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Behaviour {
+    /// Rings `after_ms`, answers, listens until the caller hangs up.
+    Answer {
+        #[serde(default)]
+        after_ms: u64,
+    },
+    /// 486 Busy Here.
+    Busy,
+    /// Rings until the caller gives up (CANCEL → 487).
+    NoAnswer,
+    /// Rejects with `code` (4xx, 5xx, 6xx).
+    Reject { code: u16 },
+    /// Answers after `after_ms`, then presses `key` `key_after_ms` into the message.
+    PressKey {
+        #[serde(default)]
+        after_ms: u64,
+        key: char,
+        key_after_ms: u64,
+        method: KeyMethod,
+    },
+    /// Answers after `after_ms`, then hangs up `hangup_after_ms` into the message.
+    HangUp {
+        #[serde(default)]
+        after_ms: u64,
+        hangup_after_ms: u64,
+    },
+}
+
+/// Behaviours per number (E.164, as in the Request-URI), and the default for the rest.
+///
+/// ```toml
+/// default = { behaviour = "answer", after_ms = 1000 }
+/// [numbers]
+/// "+33612345678" = { behaviour = "busy" }
+/// "+33612345679" = { behaviour = "press-key", key = "9", key_after_ms = 2000, method = "rfc4733" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub default: Behaviour,
+    #[serde(default)]
+    pub numbers: HashMap<String, Behaviour>,
+}
+
+impl Plan {
+    /// Reads a plan from TOML text.
+    pub fn from_toml(text: &str) -> Result<Plan, Error> {
+        toml::from_str(text).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    fn of(&self, number: &str) -> &Behaviour {
+        self.numbers.get(number).unwrap_or(&self.default)
+    }
+}
+
+/// A running simulated network; stops when dropped.
+pub struct Network {
+    addr: SocketAddr,
+    token: CancellationToken,
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+impl Network {
+    /// Starts on `bind` (a loopback address; port 0 picks one).
+    pub async fn start(bind: SocketAddr, plan: Plan) -> Result<Network, Error> {
+        let sip = |e: rsipstack::Error| Error::Sip(e.to_string());
+        let token = CancellationToken::new();
+        let tl = TransportLayer::new(token.child_token());
+        let udp = UdpConnection::create_connection(bind, None, Some(token.child_token()))
+            .await
+            .map_err(sip)?;
+        let addr = udp.get_addr().get_socketaddr().map_err(sip)?;
+        tl.add_transport(udp.into());
+        let endpoint = EndpointBuilder::new()
+            .with_user_agent("crieur-sim")
+            .with_transport_layer(tl)
+            .with_cancel_token(token.child_token())
+            .build();
+        let incoming = endpoint.incoming_transactions().map_err(sip)?;
+        let inner = endpoint.inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.serve().await {
+                tracing::warn!(error = %e, "simulator endpoint stopped");
+            }
+        });
+        let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let (state_tx, state_rx) = layer.new_dialog_state_channel();
+        tokio::spawn(watch(layer.clone(), state_rx));
+        let contact = rsipstack::sip::Uri::try_from(format!("sip:callee@{addr}").as_str())
+            .map_err(|e| Error::Sip(e.to_string()))?;
+        tokio::spawn(serve(
+            layer,
+            incoming,
+            state_tx,
+            contact,
+            Arc::new(plan),
+            token.child_token(),
+        ));
+        Ok(Network { addr, token })
+    }
+
+    /// Where to send INVITEs.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+async fn watch(layer: Arc<DialogLayer>, mut rx: DialogStateReceiver) {
+    while let Some(state) = rx.recv().await {
+        if let DialogState::Terminated(id, _) = state {
+            layer.remove_dialog(&id);
+        }
+    }
+}
+
+async fn serve(
+    layer: Arc<DialogLayer>,
+    mut incoming: TransactionReceiver,
+    state_tx: DialogStateSender,
+    contact: rsipstack::sip::Uri,
+    plan: Arc<Plan>,
+    stop: CancellationToken,
+) {
+    loop {
+        let mut tx = tokio::select! {
+            t = incoming.recv() => match t { Some(t) => t, None => return },
+            _ = stop.cancelled() => return,
+        };
+        match tx.original.method {
+            Method::Invite => {
+                let number = tx.original.uri.user().unwrap_or_default().to_owned();
+                let behaviour = plan.of(&number).clone();
+                match behaviour {
+                    Behaviour::Busy => {
+                        let _ = tx.reply(StatusCode::BusyHere).await;
+                        continue;
+                    }
+                    Behaviour::Reject { code } => {
+                        let _ = tx.reply(StatusCode::from(code)).await;
+                        continue;
+                    }
+                    _ => {}
+                }
+                let dialog = match layer.get_or_create_server_invite(
+                    &tx,
+                    state_tx.clone(),
+                    None,
+                    Some(contact.clone()),
+                ) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "simulator: no dialog for an INVITE");
+                        let _ = tx.reply(StatusCode::ServerInternalError).await;
+                        continue;
+                    }
+                };
+                let mut handler = dialog.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handler.handle(&mut tx).await {
+                        tracing::debug!(error = %e, "simulator: INVITE transaction");
+                    }
+                });
+                tokio::spawn(callee(dialog, behaviour, stop.child_token()));
+            }
+            _ => {
+                // In-dialog requests (BYE, INFO …) go to their dialog; the rest is refused.
+                let layer = layer.clone();
+                tokio::spawn(async move {
+                    let method = tx.original.method;
+                    match layer.match_dialog(&tx) {
+                        Some(mut d) => {
+                            let _ = d.handle(&mut tx).await;
+                        }
+                        None if method == Method::Ack => {}
+                        None => {
+                            let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+                        }
+                    }
+                    if let (Method::Bye, Ok(id)) = (method, DialogId::try_from(&tx)) {
+                        layer.remove_dialog(&id);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One callee's script.
+async fn callee(dialog: InviteDialog, behaviour: Behaviour, stop: CancellationToken) {
+    let _ = dialog.ringing(None, None);
+    let after = match &behaviour {
+        Behaviour::NoAnswer => return, // rings until CANCEL; rsipstack answers it with 487
+        Behaviour::Answer { after_ms }
+        | Behaviour::PressKey { after_ms, .. }
+        | Behaviour::HangUp { after_ms, .. } => *after_ms,
+        Behaviour::Busy | Behaviour::Reject { .. } => return,
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(after)) => {}
+        _ = stop.cancelled() => return,
+        _ = dialog.cancel_token().cancelled() => return,
+    }
+    let offer = dialog.initial_request().body;
+    let remote = match crieur_media::sdp::parse_answer(&offer) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = dialog.reject(Some(StatusCode::NotAcceptableHere), Some(e.to_string()));
+            return;
+        }
+    };
+    let Some(ip) = dialog
+        .initial_request()
+        .uri
+        .host_with_port
+        .host
+        .to_string()
+        .parse()
+        .ok()
+    else {
+        let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
+        return;
+    };
+    let rtp = match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "simulator: RTP socket");
+            let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
+            return;
+        }
+    };
+    let local = match rtp.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let answer = crieur_media::sdp::offer(local, rand::random::<u32>().into());
+    let headers = vec![Header::ContentType("application/sdp".into())];
+    if dialog
+        .accept(Some(headers), Some(answer.into_bytes()))
+        .is_err()
+    {
+        return;
+    }
+    // Received audio is read and dropped (so the socket never backs up).
+    let drain = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while rtp.recv(&mut buf).await.is_ok() {}
+    });
+    match behaviour {
+        Behaviour::PressKey {
+            key,
+            key_after_ms,
+            method,
+            ..
+        } => {
+            tokio::time::sleep(Duration::from_millis(key_after_ms)).await;
+            match method {
+                KeyMethod::SipInfo => {
+                    let body = format!("Signal={key}\r\nDuration=160\r\n");
+                    let h = vec![Header::ContentType("application/dtmf-relay".into())];
+                    let _ = dialog.info(Some(h), Some(body.into_bytes())).await;
+                }
+                KeyMethod::Rfc4733 => {
+                    if let (Some(pt), Some(code)) = (remote.event_pt, event_code(key)) {
+                        send_rfc4733(remote.remote, pt, code).await;
+                    }
+                }
+            }
+        }
+        Behaviour::HangUp {
+            hangup_after_ms, ..
+        } => {
+            tokio::time::sleep(Duration::from_millis(hangup_after_ms)).await;
+            let _ = dialog.bye().await;
+        }
+        _ => {}
+    }
+    // Listen until the call ends (the caller's BYE), with an upper bound.
+    tokio::select! {
+        _ = dialog.cancel_token().cancelled() => {}
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+    }
+    drain.abort();
+}
+
+fn event_code(key: char) -> Option<u8> {
+    match key {
+        '0'..='9' => Some(key as u8 - b'0'),
+        '*' => Some(10),
+        '#' => Some(11),
+        _ => None,
+    }
+}
+
+/// One key press by RFC 4733: 5 packets every 20 ms, then the end packet three times.
+async fn send_rfc4733(to: SocketAddr, pt: u8, code: u8) {
+    let Ok(sock) = UdpSocket::bind(SocketAddr::new(to.ip(), 0)).await else {
+        return;
+    };
+    let ssrc: u32 = rand::random();
+    let ts: u32 = rand::random();
+    let seq0: u16 = rand::random();
+    for n in 0u16..8 {
+        let end = n >= 5;
+        let duration = 160 * (n.min(5) + 1);
+        let h = crieur_media::rtp::RtpHeader {
+            marker: n == 0,
+            payload_type: pt,
+            sequence: seq0.wrapping_add(n),
+            timestamp: ts,
+            ssrc,
+        };
+        let mut pkt = [0u8; crieur_media::rtp::HEADER_LEN + 4];
+        let mut head = [0u8; crieur_media::rtp::HEADER_LEN];
+        crieur_media::rtp::write_header(&mut head, &h);
+        pkt[..crieur_media::rtp::HEADER_LEN].copy_from_slice(&head);
+        let d = duration.to_be_bytes();
+        pkt[crieur_media::rtp::HEADER_LEN..].copy_from_slice(&[
+            code,
+            if end { 0x80 | 10 } else { 10 },
+            d[0],
+            d[1],
+        ]);
+        let _ = sock.send_to(&pkt, to).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
