@@ -419,6 +419,25 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
         text(&o.stdout)
     );
 
+    // The same campaign run again (a restart): everyone is done — answered, opted out,
+    // busy twice (the attempt cap), or out of retries — so nobody is dialled again.
+    let o = crieur(
+        d,
+        &[
+            "run",
+            "--campaign",
+            "c1.toml",
+            "--store",
+            "store",
+            "--max-idle-secs",
+            "5",
+        ],
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(out.contains("summary   0 calls placed"), "{out}");
+    assert_eq!(outcomes(d).values().sum::<usize>(), 55);
+
     // Run 2, another campaign on the same store, allowing 2 calls per number per 30 days:
     // nobody who opted out, nobody who already had 2 calls (the busy ones).
     let port = free_port();

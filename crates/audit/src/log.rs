@@ -328,15 +328,26 @@ impl AuditLog {
     }
 
     fn rotate(&mut self) -> Result<()> {
-        self.seg += 1;
-        let path = self.dir.join(segment_name(self.seg));
-        self.file = OpenOptions::new()
+        let path = self.dir.join(segment_name(self.seg + 1));
+        let opened = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        self.seg_bytes = 0;
-        sync_dir(&self.dir)
+            .map_err(|e| Error::io(&path, e))
+            .and_then(|f| sync_dir(&self.dir).map(|()| f));
+        match opened {
+            Ok(f) => {
+                self.file = f;
+                self.seg += 1;
+                self.seg_bytes = 0;
+                Ok(())
+            }
+            Err(e) => {
+                // No segment may be skipped: nothing more is written in this process.
+                self.poisoned = true;
+                Err(e)
+            }
+        }
     }
 
     /// Writes the buffered records and fsyncs them (one fsync for the whole group).

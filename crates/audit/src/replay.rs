@@ -114,10 +114,10 @@ fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
             rolling: c
                 .rolling_max
                 .zip(c.rolling_days)
-                .map(|(m, d)| (m, Duration::from_secs(d * 86_400))),
+                .map(|(m, d)| (m, Duration::from_secs(d.saturating_mul(86_400)))),
             quiet_after_refusal: c
                 .quiet_days_after_refusal
-                .map(|d| Duration::from_secs(d * 86_400)),
+                .map(|d| Duration::from_secs(d.saturating_mul(86_400))),
         },
         None => CapRules::for_ruleset(&p.ruleset, 3),
     };
@@ -238,7 +238,8 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         ),
                     );
                 }
-                if i.sent_at > i.valid_until || i.recheck != "dial" {
+                // Starts are allowed in [decided, valid_until): at valid_until it is too late.
+                if i.sent_at >= i.valid_until || i.recheck != "dial" {
                     flag(
                         "invite-after-window",
                         Some(&i.contact),
@@ -357,9 +358,10 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                     let o = AttemptOutcome::from_record(&h.outcome);
                     if let Some(delay) = rp.retry.get(o.as_str()) {
                         let ended = h.ended.unwrap_or(h.at);
-                        let earliest =
-                            ended + chrono::Duration::from_std(*delay).unwrap_or_default();
-                        if d.now < earliest {
+                        let earliest = chrono::Duration::from_std(*delay)
+                            .ok()
+                            .and_then(|dl| ended.checked_add_signed(dl));
+                        if let Some(earliest) = earliest.filter(|e| d.now < *e) {
                             flag(
                                 "retry-too-early",
                                 c,

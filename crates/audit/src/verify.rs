@@ -272,7 +272,7 @@ fn check_checkpoint(
     let Record::Checkpoint(cp) = entry.record else {
         return Err("malformed checkpoint".into());
     };
-    if cp.upto_seq + 1 != seq || cp.upto_hash != prev_hash {
+    if cp.upto_seq.checked_add(1) != Some(seq) || cp.upto_hash != prev_hash {
         return Err(format!(
             "checkpoint covers seq {} / {} but follows seq {} / {prev_hash}",
             cp.upto_seq,

@@ -72,27 +72,7 @@ pub fn run(
         now,
         &crate::audit::header("call", Some((campaign, campaign_path)))?,
     )?;
-    // A crash left calls leased: close them as interrupted attempts (they count toward caps).
-    for (c, id) in store.recover_interrupted(now)? {
-        println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
-        let number = ContactId::new(id.clone())
-            .ok()
-            .and_then(|i| store.contact(&c, &i).ok().flatten())
-            .map(|k| k.phone().to_string())
-            .unwrap_or_default();
-        log.append(
-            now,
-            &Record::Outcome(OutcomeRecord {
-                call: format!("recovered-{c}/{id}"),
-                campaign: c,
-                contact: id,
-                number,
-                started: now,
-                ended: now,
-                outcome: "interrupted".into(),
-            }),
-        )?;
-    }
+    recover(&store, &mut log, now)?;
     let opted_out = store.is_opted_out(contact.phone())?;
     let cap = cap_reached(campaign, contact, &*store, now)?;
     let history = history(&*store, contact)?;
@@ -162,7 +142,16 @@ pub fn run(
     // Re-check just before the INVITE (setting up took time): the decision must still hold.
     #[allow(clippy::disallowed_methods)]
     let now = Utc::now();
+    // Everything again: the opt-out list and the caps may have changed meanwhile.
+    let opted_out = store.is_opted_out(contact.phone())?;
+    let cap = cap_reached(campaign, contact, &*store, now)?;
+    let history = self::history(&*store, contact)?;
     let recheck = Evaluator::new(&campaign.policy).decide(contact, now);
+    let refused = if opted_out {
+        Some(format!("{number} is on the opt-out list"))
+    } else {
+        cap
+    };
     log.append(
         now,
         &Record::Decision(Box::new(decision_record(
@@ -172,12 +161,17 @@ pub fn run(
                 campaign: &campaign.name,
                 now,
                 history,
-                opted_out: false,
-                refused: None,
+                opted_out,
+                refused: refused.clone(),
                 attempt,
             },
         ))),
     )?;
+    if let Some(why) = refused {
+        crate::audit::stop(&mut log, "refused at the INVITE")?;
+        println!("refused   {why}");
+        return Ok(ExitCode::from(EXIT_REFUSED));
+    }
     if let Decision::Skip(s) = recheck {
         crate::audit::stop(&mut log, "refused by the policy at the INVITE")?;
         println!(
@@ -195,10 +189,11 @@ pub fn run(
     };
     // Leased (durably) before the INVITE: after a crash from here on, the call counts.
     let id = contact.id().clone();
-    store.lease(&campaign.name, &id, contact.phone(), now)?;
-    let call_id = format!("{}-{}", contact.id(), now.timestamp_micros());
     #[allow(clippy::disallowed_methods)]
     let sent_at = Utc::now();
+    // The lease and the attempt it becomes carry the INVITE's instant.
+    store.lease(&campaign.name, &id, contact.phone(), sent_at)?;
+    let call_id = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
     // Durable before the INVITE leaves: the log never lacks a call that happened.
     log.append_durable(
         sent_at,
@@ -402,17 +397,44 @@ fn cap_reached(
     store: &dyn Store,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<String>> {
-    let caps = &campaign.caps;
+    Ok(held(campaign, contact, store, now)?.map(|(why, _)| why))
+}
+
+/// Whether the caps (all campaigns of the store) or this campaign's retry rules hold the
+/// contact at `now`: why, and until when (`None`: for good). Attempts count from when they
+/// ended, which is never looser than counting from when they started.
+pub(crate) fn held(
+    campaign: &Campaign,
+    contact: &crieur_scheduler::Contact,
+    store: &dyn Store,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<(String, Option<DateTime<Utc>>)>> {
     let attempts: Vec<crieur_engine::Attempt> = store
         .attempts(contact.phone())?
         .iter()
         .map(|a| crieur_engine::Attempt {
-            at: a.started,
+            at: a.ended.max(a.started),
             outcome: crieur_engine::AttemptOutcome::from_record(&a.outcome),
             this_campaign: a.campaign == campaign.name,
         })
         .collect();
-    Ok(caps.check(&attempts, now).map(|hit| hit.to_string()))
+    if let Some(hit) = campaign.caps.check(&attempts, now) {
+        return Ok(Some((hit.to_string(), hit.until())));
+    }
+    use crieur_engine::RetryGate;
+    Ok(match campaign.retry.policy().gate(&attempts) {
+        RetryGate::Open => None,
+        RetryGate::NotBefore(t) if t <= now => None,
+        RetryGate::NotBefore(t) => Some((
+            format!("retry delay: not before {}", t.to_rfc3339()),
+            Some(t),
+        )),
+        RetryGate::Done => Some((
+            "this campaign is done with this contact (final outcome, or its retries are used up)"
+                .into(),
+            None,
+        )),
+    })
 }
 
 /// What placing calls needs from a campaign: the trunk, the local address that reaches it,
@@ -477,6 +499,49 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
     })
 }
 
+/// Closes the calls a crash left leased as `interrupted` attempts (they count toward the
+/// caps) and records each, with the start its lease had, durably.
+pub(crate) fn recover(
+    store: &SledStore,
+    log: &mut crieur_audit::AuditLog,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    for (c, id) in store.recover_interrupted(now)? {
+        println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
+        let contact = ContactId::new(id.clone())
+            .ok()
+            .and_then(|i| store.contact(&c, &i).ok().flatten());
+        let number = contact
+            .as_ref()
+            .map(|k| k.phone().to_string())
+            .unwrap_or_default();
+        // The attempt the store just wrote, for its start instant.
+        let started = contact
+            .and_then(|k| store.attempts(k.phone()).ok())
+            .and_then(|a| {
+                a.into_iter()
+                    .filter(|a| a.campaign == c && a.contact == id && a.outcome == "interrupted")
+                    .map(|a| a.started)
+                    .max()
+            })
+            .unwrap_or(now);
+        log.append(
+            now,
+            &Record::Outcome(OutcomeRecord {
+                call: format!("recovered-{c}/{id}"),
+                campaign: c,
+                contact: id,
+                number,
+                started,
+                ended: now,
+                outcome: "interrupted".into(),
+            }),
+        )?;
+    }
+    log.commit()?;
+    Ok(())
+}
+
 /// Every earlier attempt on the number (all campaigns), as decisions record it.
 pub(crate) fn history(
     store: &dyn Store,
@@ -509,7 +574,9 @@ pub(crate) fn record_call(
     ended: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let at = |d: std::time::Duration| sent_at + chrono::Duration::from_std(d).unwrap_or_default();
+    // `ts` is when a record is written; each event's own time is its `at_ms` after the INVITE.
+    let written = crate::audit::now();
+    let at = |_: std::time::Duration| written;
     let c = || call.to_owned();
     if let Some((status, when)) = r.final_response {
         log.append(
@@ -563,7 +630,7 @@ pub(crate) fn record_call(
     }
     use crieur_media::call::HangupBy;
     log.append(
-        ended,
+        written,
         &Record::Hangup(Hangup {
             call: c(),
             by: match r.ending.hangup_by {
@@ -577,7 +644,7 @@ pub(crate) fn record_call(
         }),
     )?;
     log.append(
-        ended,
+        written,
         &Record::Outcome(OutcomeRecord {
             call: c(),
             campaign: campaign.name.clone(),

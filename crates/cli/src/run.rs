@@ -4,7 +4,7 @@
 //! task. Every order from the planner is re-checked just before its INVITE (opt-out list,
 //! caps across campaigns, the policy), recorded, leased, then placed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,7 @@ use crieur_media::call::Outcome;
 use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
 use crieur_scheduler::{Contact, Decision, Evaluator};
 use crieur_store::{SledStore, Store};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::call::{history, prepare, record_call, Prepared};
@@ -41,6 +42,8 @@ struct Finished {
     contact: usize,
     call: String,
     sent_at: DateTime<Utc>,
+    #[allow(dead_code)] // kept for diagnostics
+    number: String,
     report: Result<CallReport, String>,
 }
 
@@ -61,7 +64,8 @@ fn now() -> DateTime<Utc> {
 fn to_attempts(h: &[crieur_audit::record::PastAttempt], campaign: &str) -> Vec<Attempt> {
     h.iter()
         .map(|a| Attempt {
-            at: a.at,
+            // From when it ended: retry delays count from there, and caps are never looser.
+            at: a.ended.unwrap_or(a.at).max(a.at),
             outcome: AttemptOutcome::from_record(&a.outcome),
             this_campaign: a.campaign == campaign,
         })
@@ -83,26 +87,7 @@ pub fn run(
         start,
         &crate::audit::header("run", Some((campaign, campaign_path)))?,
     )?;
-    for (c, id) in store.recover_interrupted(start)? {
-        println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
-        let number = crieur_scheduler::ContactId::new(id.clone())
-            .ok()
-            .and_then(|i| store.contact(&c, &i).ok().flatten())
-            .map(|k| k.phone().to_string())
-            .unwrap_or_default();
-        log.append(
-            start,
-            &Record::Outcome(OutcomeRecord {
-                call: format!("recovered-{c}/{id}"),
-                campaign: c,
-                contact: id,
-                number,
-                started: start,
-                ended: start,
-                outcome: "interrupted".into(),
-            }),
-        )?;
-    }
+    crate::call::recover(&store, &mut log, start)?;
     let contacts = store.contacts(&campaign.name)?;
     if contacts.is_empty() {
         return Err(anyhow!(
@@ -159,7 +144,27 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::too_many_lines)]
+/// A call in progress, by its task.
+struct Placed {
+    contact: usize,
+    call: String,
+    sent_at: DateTime<Utc>,
+    number: String,
+}
+
+/// What the loop shares with call tasks.
+struct Shared {
+    uac: Arc<Uac>,
+    trunk: Arc<crieur_media::uac::Trunk>,
+    message: Arc<crieur_media::audio::Message>,
+    confirmation: Arc<crieur_media::audio::Message>,
+    hangup_all: CancellationToken,
+}
+
+/// Starting an INVITE this close to the end of its decision's validity is not done: the
+/// INVITE must leave (a few ms after its record is durable) while the decision still holds.
+const SEND_MARGIN_MS: i64 = 200;
+
 async fn event_loop(
     campaign: &Campaign,
     store: &Arc<SledStore>,
@@ -174,18 +179,84 @@ async fn event_loop(
         message,
         confirmation,
     } = prepared;
-    let trunk = Arc::new(trunk);
-    let uac = Arc::new(Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
-    let hangup_all = CancellationToken::new();
-    let mut signals = Signals::new()?;
+    let shared = Shared {
+        uac: Arc::new(Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?),
+        trunk: Arc::new(trunk),
+        message,
+        confirmation,
+        hangup_all: CancellationToken::new(),
+    };
+    let mut calls: JoinSet<Result<CallReport, String>> = JoinSet::new();
+    let mut placed: HashMap<tokio::task::Id, Placed> = HashMap::new();
     let mut c = Counters::default();
-    let mut in_flight: u64 = 0;
+    let r = dial_loop(
+        campaign,
+        store,
+        log,
+        planner,
+        opts,
+        &shared,
+        &mut calls,
+        &mut placed,
+        &mut c,
+    )
+    .await;
+    if r.is_err() {
+        // An error stops dialling, not the calls in progress: hang them up cleanly (an
+        // opt-out being recorded is finished first) and record how each ended.
+        shared.hangup_all.cancel();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !calls.is_empty() {
+            match tokio::time::timeout_at(deadline, calls.join_next_with_id()).await {
+                Ok(Some(j)) => {
+                    if let Some(f) = finished(j, &mut placed) {
+                        let _ = finish(campaign, store, log, planner, &mut c, f);
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+    r.map(|why| (why, c))
+}
+
+/// A joined call task → its result (a panicked task is a local error, not a lost call).
+fn finished(
+    j: Result<(tokio::task::Id, Result<CallReport, String>), tokio::task::JoinError>,
+    placed: &mut HashMap<tokio::task::Id, Placed>,
+) -> Option<Finished> {
+    let (id, report) = match j {
+        Ok((id, r)) => (id, r),
+        Err(e) => (e.id(), Err(format!("call task failed: {e}"))),
+    };
+    let p = placed.remove(&id)?;
+    Some(Finished {
+        contact: p.contact,
+        call: p.call,
+        sent_at: p.sent_at,
+        number: p.number,
+        report,
+    })
+}
+
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+async fn dial_loop(
+    campaign: &Campaign,
+    store: &Arc<SledStore>,
+    log: &Arc<Mutex<AuditLog>>,
+    planner: &mut Planner<'_>,
+    opts: &RunOptions,
+    shared: &Shared,
+    calls: &mut JoinSet<Result<CallReport, String>>,
+    placed: &mut HashMap<tokio::task::Id, Placed>,
+    c: &mut Counters,
+) -> anyhow::Result<String> {
+    let mut signals = Signals::new()?;
     let mut stopping: Option<(String, tokio::time::Instant)> = None;
     let mut idle_note: Option<DateTime<Utc>> = None;
     let mut remaining = planner.len() as u64;
     let mut last_count: Option<tokio::time::Instant> = None;
-    let progress = Progress::new(planner.remaining() as u64);
+    let progress = Progress::new();
     let mut eval = Evaluator::new(&campaign.policy);
     loop {
         let t = now();
@@ -199,54 +270,48 @@ async fn event_loop(
         }
         if stopping.is_none() {
             let orders = planner.tick(t);
-            // Every decision is recorded: the planner's skips first.
             let skipped = std::mem::take(&mut planner.skipped);
-            {
-                let mut log = lock(log)?;
-                for (i, note) in &skipped {
-                    let contact = planner.contact(*i);
-                    let d = eval.decide(contact, t);
-                    let refused = match note {
-                        SkipNote::Cap(hit) => Some(hit.to_string()),
-                        SkipNote::Policy { .. } => None,
-                    };
-                    log.append(
-                        t,
-                        &Record::Decision(Box::new(decision_record(
-                            contact,
-                            &d,
-                            DecisionInputs {
-                                campaign: &campaign.name,
-                                now: t,
-                                history: Vec::new(),
-                                opted_out: false,
-                                refused,
-                                attempt: 0,
-                            },
-                        ))),
-                    )?;
-                }
-            }
-            let mut placing = Vec::new();
+            // Each order: re-checked at its own instant, recorded, leased, its INVITE
+            // recorded; one commit for them all; then the calls leave.
+            let mut ready = Vec::new();
+            let mut failure = None;
             for o in orders {
                 let contact = planner.contact(o.contact).clone();
-                match recheck(campaign, store, &mut eval, &contact, t, log)? {
-                    Ok(valid_until) => placing.push((o.contact, contact, valid_until)),
-                    Err(retry_at) => planner.cancel(o.contact, retry_at),
+                let number = contact.phone().to_string();
+                if placed.values().any(|p| p.number == number) {
+                    // The same number under another contact id is being called right now.
+                    planner.cancel(o.contact, Some(now() + chrono::Duration::seconds(60)));
+                    continue;
                 }
-            }
-            // Lease, then one durable commit for all this tick's INVITE records, then send.
-            let mut ready = Vec::new();
-            for (i, contact, valid_until) in placing {
+                let (decided_at, valid_until) =
+                    match recheck(campaign, store, &mut eval, &contact, log)? {
+                        Ok(v) => v,
+                        Err(retry_at) => {
+                            planner.cancel(o.contact, retry_at);
+                            continue;
+                        }
+                    };
                 let sent_at = now();
+                if valid_until - sent_at <= chrono::Duration::milliseconds(SEND_MARGIN_MS) {
+                    planner.cancel(
+                        o.contact,
+                        Some(valid_until.max(sent_at) + chrono::Duration::seconds(1)),
+                    );
+                    continue;
+                }
                 match store.lease(&campaign.name, contact.id(), contact.phone(), sent_at) {
                     Ok(()) => {}
                     Err(crieur_store::Error::Leased { .. }) => {
                         // Another process is dialling it: not ours to call now.
-                        planner.cancel(i, Some(sent_at + chrono::Duration::seconds(60)));
+                        planner.cancel(o.contact, Some(sent_at + chrono::Duration::seconds(60)));
                         continue;
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        // The store failed: place what is ready, then stop.
+                        planner.cancel(o.contact, None);
+                        failure = Some(anyhow::Error::from(e));
+                        break;
+                    }
                 }
                 let call = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
                 lock(log)?.append(
@@ -255,81 +320,67 @@ async fn event_loop(
                         call: call.clone(),
                         campaign: campaign.name.clone(),
                         contact: contact.id().to_string(),
-                        number: contact.phone().to_string(),
-                        decided_at: t,
+                        number: number.clone(),
+                        decided_at,
                         sent_at,
                         recheck: "dial".into(),
                         valid_until,
                     }),
                 )?;
-                ready.push((i, contact, call, sent_at));
+                ready.push((o.contact, contact, call, sent_at));
             }
             lock(log)?.commit()?;
             for (i, contact, call, sent_at) in ready {
-                in_flight += 1;
                 c.dialled += 1;
                 c.recent.push_back(sent_at);
-                let req = CallRequest {
-                    number: contact.phone().to_string(),
-                    message: message.clone(),
-                    confirmation: confirmation.clone(),
-                    opt_out_key: campaign.opt_out_key,
-                    not_interested_key: campaign.not_interested_key,
-                    keep_received_audio: false,
-                    stop: Some(hangup_all.child_token()),
-                };
-                let (uac, trunk, store, log, tx) = (
-                    uac.clone(),
-                    trunk.clone(),
-                    store.clone(),
-                    log.clone(),
-                    done_tx.clone(),
-                );
-                tokio::spawn(async move {
-                    let hook_call = call.clone();
-                    let phone = contact.phone().clone();
-                    let report = uac
-                        .call(&trunk, req, move |digit, method| -> OptOutFuture {
-                            Box::pin(async move {
-                                let how = format!("key {digit} by {}", method.as_str());
-                                let at = now();
-                                tokio::task::spawn_blocking(move || {
-                                    store
-                                        .add_opt_out(&phone, at, &how)
-                                        .map_err(|e| e.to_string())?;
-                                    let mut log = log
-                                        .lock()
-                                        .map_err(|_| "audit log lock poisoned".to_owned())?;
-                                    log.append_durable(
-                                        at,
-                                        &Record::OptOutRecorded(OptOutRecorded {
-                                            call: hook_call,
-                                            number: phone.to_string(),
-                                            at,
-                                        }),
-                                    )
-                                    .map(|_| ())
-                                    .map_err(|e| e.to_string())
-                                })
-                                .await
-                                .map_err(|e| e.to_string())?
-                            })
-                        })
-                        .await
-                        .map_err(|e| e.to_string());
-                    let _ = tx.send(Finished {
+                let number = contact.phone().to_string();
+                let handle =
+                    calls.spawn(place(shared, campaign, store, log, contact, call.clone()));
+                placed.insert(
+                    handle.id(),
+                    Placed {
                         contact: i,
                         call,
                         sent_at,
-                        report,
-                    });
-                });
+                        number,
+                    },
+                );
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            // The planner's skips, each with the inputs it had.
+            for (i, note) in &skipped {
+                let contact = planner.contact(*i);
+                let d = eval.decide(contact, t);
+                let h = history(&**store, contact)?;
+                let opted_out = store.is_opted_out(contact.phone())?;
+                let refused = match note {
+                    SkipNote::Cap(hit) => Some(hit.to_string()),
+                    SkipNote::Policy { .. } => None,
+                };
+                lock(log)?.append(
+                    t,
+                    &Record::Decision(Box::new(decision_record(
+                        contact,
+                        &d,
+                        DecisionInputs {
+                            campaign: &campaign.name,
+                            now: t,
+                            history: h,
+                            opted_out,
+                            refused,
+                            attempt: 0,
+                        },
+                    ))),
+                )?;
             }
         }
         // Calls that ended.
-        while let Ok(f) = done_rx.try_recv() {
-            in_flight -= 1;
-            finish(campaign, store, log, planner, &mut c, f)?;
+        while let Some(j) = calls.try_join_next_with_id() {
+            if let Some(f) = finished(j, placed) {
+                finish(campaign, store, log, planner, c, f)?;
+            }
         }
         lock(log)?.commit()?;
         let t = now();
@@ -340,6 +391,7 @@ async fn event_loop(
         {
             c.recent.pop_front();
         }
+        let in_flight = calls.len() as u64;
         let next = planner.next_due();
         // Counting what remains is O(contacts): once a second is plenty for a display.
         if last_count.is_none_or(|l: tokio::time::Instant| l.elapsed() >= Duration::from_secs(1)) {
@@ -347,7 +399,7 @@ async fn event_loop(
             last_count = Some(tokio::time::Instant::now());
         }
         progress.show(
-            &c,
+            c,
             remaining,
             in_flight,
             next.filter(|n| *n > t && in_flight == 0),
@@ -355,7 +407,7 @@ async fn event_loop(
         // A contact not done is always queued (or in flight): an empty queue with nothing in
         // flight means every contact is done.
         if stopping.is_none() && in_flight == 0 && next.is_none() {
-            return Ok(("every contact is done".into(), c));
+            return Ok("every contact is done".into());
         }
         if stopping.is_none() && in_flight == 0 {
             if let Some(n) = next.filter(|n| *n > t + chrono::Duration::seconds(1)) {
@@ -370,28 +422,24 @@ async fn event_loop(
             }
             if let (Some(n), Some(max)) = (next, opts.max_idle) {
                 if (n - t).to_std().unwrap_or_default() > max {
-                    return Ok((
-                        format!(
-                            "idle: the next contact is due at {}, beyond --max-idle-secs {}",
-                            n.to_rfc3339(),
-                            max.as_secs()
-                        ),
-                        c,
+                    return Ok(format!(
+                        "idle: the next contact is due at {}, beyond --max-idle-secs {}",
+                        n.to_rfc3339(),
+                        max.as_secs()
                     ));
                 }
             }
         }
         if let Some((_, deadline)) = &stopping {
             if in_flight == 0 {
-                let why = stopping.take().map(|s| s.0).unwrap_or_default();
-                return Ok((why, c));
+                return Ok(stopping.take().map(|s| s.0).unwrap_or_default());
             }
             if tokio::time::Instant::now() >= *deadline {
-                hangup_all.cancel();
+                shared.hangup_all.cancel();
             }
         }
-        // Sleep until something can happen: the next due contact (or the next token second),
-        // a call ending, a signal.
+        // Sleep until something can happen: the next due contact (or the next token), a
+        // call ending, a signal.
         let wait = match (&stopping, next) {
             (Some(_), _) => Duration::from_millis(200),
             (None, Some(n)) if n > t => (n - t)
@@ -401,10 +449,9 @@ async fn event_loop(
             _ => Duration::from_millis(100),
         };
         tokio::select! {
-            f = done_rx.recv() => {
-                if let Some(f) = f {
-                    in_flight -= 1;
-                    finish(campaign, store, log, planner, &mut c, f)?;
+            Some(j) = calls.join_next_with_id(), if !calls.is_empty() => {
+                if let Some(f) = finished(j, placed) {
+                    finish(campaign, store, log, planner, c, f)?;
                 }
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
@@ -419,7 +466,7 @@ async fn event_loop(
                     }
                     Some(_) => {
                         progress.println("stopping  now: hanging up every call");
-                        hangup_all.cancel();
+                        shared.hangup_all.cancel();
                         stopping = Some((format!("{s} (twice)"), tokio::time::Instant::now()));
                     }
                 }
@@ -428,31 +475,94 @@ async fn event_loop(
     }
 }
 
+/// One call, as a task: the opt-out hook makes the opt-out durable in the store and in the
+/// audit log before the confirmation plays.
+fn place(
+    shared: &Shared,
+    campaign: &Campaign,
+    store: &Arc<SledStore>,
+    log: &Arc<Mutex<AuditLog>>,
+    contact: Contact,
+    call: String,
+) -> impl std::future::Future<Output = Result<CallReport, String>> + Send + 'static {
+    let req = CallRequest {
+        number: contact.phone().to_string(),
+        message: shared.message.clone(),
+        confirmation: shared.confirmation.clone(),
+        opt_out_key: campaign.opt_out_key,
+        not_interested_key: campaign.not_interested_key,
+        keep_received_audio: false,
+        stop: Some(shared.hangup_all.child_token()),
+    };
+    let (uac, trunk, store, log) = (
+        shared.uac.clone(),
+        shared.trunk.clone(),
+        store.clone(),
+        log.clone(),
+    );
+    async move {
+        let phone = contact.phone().clone();
+        uac.call(&trunk, req, move |digit, method| -> OptOutFuture {
+            Box::pin(async move {
+                let how = format!("key {digit} by {}", method.as_str());
+                let at = now();
+                tokio::task::spawn_blocking(move || {
+                    store
+                        .add_opt_out(&phone, at, &how)
+                        .map_err(|e| e.to_string())?;
+                    let mut log = log
+                        .lock()
+                        .map_err(|_| "audit log lock poisoned".to_owned())?;
+                    log.append_durable(
+                        at,
+                        &Record::OptOutRecorded(OptOutRecorded {
+                            call,
+                            number: phone.to_string(),
+                            at,
+                        }),
+                    )
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
 fn lock(log: &Arc<Mutex<AuditLog>>) -> anyhow::Result<std::sync::MutexGuard<'_, AuditLog>> {
     log.lock()
         .map_err(|_| anyhow!("the audit log lock was poisoned"))
 }
 
-/// The re-check just before the INVITE: opt-out list, caps across every campaign of the
-/// store (another process may have called meanwhile), and the policy at this instant. Records
-/// the decision. `Ok(valid_until)` to dial; `Err(retry_at)` not to (none: never).
+/// The re-check's verdict: `Ok((decided at, valid until))` to dial, `Err(retry at)` not to
+/// (none: never).
+type Recheck = Result<(DateTime<Utc>, DateTime<Utc>), Option<DateTime<Utc>>>;
+
+/// The re-check just before the INVITE, at its own instant: opt-out list, caps across every
+/// campaign of the store (another process may have called meanwhile), this campaign's retry
+/// rules, and the policy. Records the decision. `Ok((decided at, valid until))` to dial; `Err(retry_at)`
+/// not to (none: never).
 fn recheck(
     campaign: &Campaign,
     store: &Arc<SledStore>,
     eval: &mut Evaluator<'_>,
     contact: &Contact,
-    t: DateTime<Utc>,
     log: &Arc<Mutex<AuditLog>>,
-) -> anyhow::Result<Result<DateTime<Utc>, Option<DateTime<Utc>>>> {
+) -> anyhow::Result<Recheck> {
+    let t = now();
     let opted_out = store.is_opted_out(contact.phone())?;
     let h = history(&**store, contact)?;
     let attempt = 1 + h.iter().filter(|a| a.campaign == campaign.name).count() as u32;
-    let cap = campaign.caps.check(&to_attempts(&h, &campaign.name), t);
+    let held = crate::call::held(campaign, contact, &**store, t)?;
     let d = eval.decide(contact, t);
     let refused = if opted_out {
         Some(format!("{} is on the opt-out list", contact.phone()))
     } else {
-        cap.as_ref().map(ToString::to_string)
+        held.as_ref().map(|(why, _)| why.clone())
     };
     lock(log)?.append(
         t,
@@ -464,7 +574,7 @@ fn recheck(
                 now: t,
                 history: h,
                 opted_out,
-                refused: refused.clone(),
+                refused,
                 attempt,
             },
         ))),
@@ -472,11 +582,11 @@ fn recheck(
     if opted_out {
         return Ok(Err(None));
     }
-    if let Some(hit) = cap {
-        return Ok(Err(hit.until()));
+    if let Some((_, until)) = held {
+        return Ok(Err(until));
     }
     Ok(match d {
-        Decision::Dial(d) => Ok(d.valid_until),
+        Decision::Dial(d) => Ok((t, d.valid_until)),
         Decision::Skip(s) => Err(s.next_eligible),
     })
 }
@@ -538,13 +648,19 @@ fn finish(
             Outcome::OptOutFailed => {
                 c.answered += 1;
                 // The person asked: record it now, and say so loudly.
-                let ok = store
-                    .add_opt_out(
-                        contact.phone(),
+                let source = "opt-out key; recorded after the call";
+                let ok = store.add_opt_out(contact.phone(), ended, source).is_ok();
+                if ok {
+                    lock(log)?.append(
                         ended,
-                        "opt-out key; recorded after the call",
-                    )
-                    .is_ok();
+                        &Record::OptOutListChange(crieur_audit::record::OptOutListChange {
+                            action: "add".into(),
+                            numbers: vec![contact.phone().to_string()],
+                            source: source.into(),
+                            at: ended,
+                        }),
+                    )?;
+                }
                 eprintln!(
                     "ALERT: {} pressed the opt-out key but it could not be recorded during the call; {}",
                     contact.phone(),
@@ -597,11 +713,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: u64) -> Progress {
+    fn new() -> Progress {
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
             let b = indicatif::ProgressBar::new_spinner();
             b.enable_steady_tick(Duration::from_millis(250));
-            let _ = total;
             b
         });
         Progress {

@@ -110,6 +110,35 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Whether this campaign may try again, from its own earlier attempts (`this_campaign`;
+    /// others are ignored), by the same rules [`Planner::report`] applies: after a final
+    /// outcome or a refusal, never; after another, not before the last attempt's instant plus
+    /// the outcome's delay, and not once its retries are used up.
+    pub fn gate(&self, attempts: &[Attempt]) -> RetryGate {
+        let mine = || attempts.iter().filter(|a| a.this_campaign);
+        let Some(last) = mine().max_by_key(|a| a.at) else {
+            return RetryGate::Open;
+        };
+        let o = last.outcome;
+        if o.is_final() || o.is_refusal() {
+            return RetryGate::Done;
+        }
+        let Some(rule) = self.rule(o) else {
+            return RetryGate::Done;
+        };
+        let tries = mine().filter(|a| a.outcome == o).count() as u32;
+        if tries > rule.max_retries {
+            return RetryGate::Done;
+        }
+        match chrono::Duration::from_std(rule.delay)
+            .ok()
+            .and_then(|d| last.at.checked_add_signed(d))
+        {
+            Some(t) => RetryGate::NotBefore(t),
+            None => RetryGate::Done,
+        }
+    }
+
     fn rule(&self, o: AttemptOutcome) -> Option<RetryRule> {
         Some(match o {
             AttemptOutcome::Busy => self.busy,
@@ -121,6 +150,17 @@ impl RetryPolicy {
             _ => return None,
         })
     }
+}
+
+/// What the retry rules say about calling again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryGate {
+    /// No earlier attempt in this campaign.
+    Open,
+    /// Not before this instant (it may have passed).
+    NotBefore(DateTime<Utc>),
+    /// Never again in this campaign.
+    Done,
 }
 
 /// Attempt caps.
@@ -260,11 +300,13 @@ impl CapRules {
                 // room for one more.
                 recent.sort_unstable();
                 let k = recent.len() - max as usize;
+                // (`max` 0 allows nothing: held for a whole window from now.)
+                let from = recent.get(k).copied().unwrap_or(n);
                 return Some(CapHit::RollingCap {
                     recent: recent.len() as u32,
                     max,
                     days: window.as_secs() / 86_400,
-                    until: utc(recent[k] + dur(window)),
+                    until: utc(from.saturating_add(dur(window))),
                 });
             }
         }
@@ -511,12 +553,15 @@ impl<'p> Planner<'p> {
             return;
         };
         for a in &attempts {
-            if a.outcome == AttemptOutcome::OptedOut && a.this_campaign {
-                st.done = true;
-            }
             if let (true, Some(q)) = (a.outcome.is_refusal(), self.caps.quiet_after_refusal) {
                 st.not_before = st.not_before.max(secs(a.at) + dur(q));
             }
+        }
+        // This campaign's own earlier outcomes: a restarted run goes on where it stopped.
+        match self.retry.gate(&attempts) {
+            RetryGate::Open => {}
+            RetryGate::NotBefore(t) => st.not_before = st.not_before.max(secs(t)),
+            RetryGate::Done => st.done = true,
         }
         st.attempts = attempts;
     }
@@ -567,7 +612,11 @@ impl<'p> Planner<'p> {
             st.done = true;
             return;
         };
-        let tries_of_kind = st.attempts.iter().filter(|a| a.outcome == outcome).count() as u32;
+        let tries_of_kind = st
+            .attempts
+            .iter()
+            .filter(|a| a.this_campaign && a.outcome == outcome)
+            .count() as u32;
         if tries_of_kind > rule.max_retries {
             st.done = true;
             return;

@@ -142,7 +142,9 @@ impl Network {
         tokio::spawn(watch(layer.clone(), state_rx));
         let contact = rsipstack::sip::Uri::try_from(format!("sip:callee@{addr}").as_str())
             .map_err(|e| Error::Sip(e.to_string()))?;
+        // RTP on the SIP address's interface (the network is on loopback).
         tokio::spawn(serve(
+            addr.ip(),
             layer,
             incoming,
             state_tx,
@@ -168,6 +170,7 @@ async fn watch(layer: Arc<DialogLayer>, mut rx: DialogStateReceiver) {
 }
 
 async fn serve(
+    ip: std::net::IpAddr,
     layer: Arc<DialogLayer>,
     mut incoming: TransactionReceiver,
     state_tx: DialogStateSender,
@@ -214,7 +217,7 @@ async fn serve(
                         tracing::debug!(error = %e, "simulator: INVITE transaction");
                     }
                 });
-                tokio::spawn(callee(dialog, behaviour, stop.child_token()));
+                tokio::spawn(callee(dialog, behaviour, ip, stop.child_token()));
             }
             _ => {
                 // In-dialog requests (BYE, INFO …) go to their dialog; the rest is refused.
@@ -240,7 +243,12 @@ async fn serve(
 }
 
 /// One callee's script.
-async fn callee(dialog: InviteDialog, behaviour: Behaviour, stop: CancellationToken) {
+async fn callee(
+    dialog: InviteDialog,
+    behaviour: Behaviour,
+    ip: std::net::IpAddr,
+    stop: CancellationToken,
+) {
     let _ = dialog.ringing(None, None);
     let after = match &behaviour {
         Behaviour::NoAnswer => return, // rings until CANCEL; rsipstack answers it with 487
@@ -261,18 +269,6 @@ async fn callee(dialog: InviteDialog, behaviour: Behaviour, stop: CancellationTo
             let _ = dialog.reject(Some(StatusCode::NotAcceptableHere), Some(e.to_string()));
             return;
         }
-    };
-    let Some(ip) = dialog
-        .initial_request()
-        .uri
-        .host_with_port
-        .host
-        .to_string()
-        .parse()
-        .ok()
-    else {
-        let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
-        return;
     };
     let rtp = match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
         Ok(s) => s,
