@@ -359,20 +359,16 @@ async fn dial_loop(
                     SkipNote::Cap(hit) => Some(hit.to_string()),
                     SkipNote::Policy { .. } => None,
                 };
-                lock(log)?.append(
+                record_decision(
+                    log,
+                    contact,
+                    &d,
+                    &campaign.name,
                     t,
-                    &Record::Decision(Box::new(decision_record(
-                        contact,
-                        &d,
-                        DecisionInputs {
-                            campaign: &campaign.name,
-                            now: t,
-                            history: h,
-                            opted_out,
-                            refused,
-                            attempt: 0,
-                        },
-                    ))),
+                    h,
+                    opted_out,
+                    refused,
+                    0,
                 )?;
             }
         }
@@ -533,6 +529,37 @@ fn place(
     }
 }
 
+/// Appends a decision record with its inputs.
+#[allow(clippy::too_many_arguments)]
+fn record_decision(
+    log: &Arc<Mutex<AuditLog>>,
+    contact: &Contact,
+    d: &Decision,
+    campaign: &str,
+    now: DateTime<Utc>,
+    history: Vec<crieur_audit::record::PastAttempt>,
+    opted_out: bool,
+    refused: Option<String>,
+    attempt: u32,
+) -> anyhow::Result<()> {
+    lock(log)?.append(
+        now,
+        &Record::Decision(Box::new(decision_record(
+            contact,
+            d,
+            DecisionInputs {
+                campaign,
+                now,
+                history,
+                opted_out,
+                refused,
+                attempt,
+            },
+        ))),
+    )?;
+    Ok(())
+}
+
 fn lock(log: &Arc<Mutex<AuditLog>>) -> anyhow::Result<std::sync::MutexGuard<'_, AuditLog>> {
     log.lock()
         .map_err(|_| anyhow!("the audit log lock was poisoned"))
@@ -564,20 +591,16 @@ fn recheck(
     } else {
         held.as_ref().map(|(why, _)| why.clone())
     };
-    lock(log)?.append(
+    record_decision(
+        log,
+        contact,
+        &d,
+        &campaign.name,
         t,
-        &Record::Decision(Box::new(decision_record(
-            contact,
-            &d,
-            DecisionInputs {
-                campaign: &campaign.name,
-                now: t,
-                history: h,
-                opted_out,
-                refused,
-                attempt,
-            },
-        ))),
+        h,
+        opted_out,
+        refused,
+        attempt,
     )?;
     if opted_out {
         return Ok(Err(None));
