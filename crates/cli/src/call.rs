@@ -74,8 +74,8 @@ pub fn run(
     )?;
     recover(&store, &mut log, now)?;
     let opted_out = store.is_opted_out(contact.phone())?;
-    let cap = cap_reached(campaign, contact, &*store, now)?;
     let history = history(&*store, contact)?;
+    let cap = held(campaign, &history, now).map(|(why, _)| why);
     let attempt = 1 + history
         .iter()
         .filter(|h| h.campaign == campaign.name)
@@ -144,8 +144,8 @@ pub fn run(
     let now = Utc::now();
     // Everything again: the opt-out list and the caps may have changed meanwhile.
     let opted_out = store.is_opted_out(contact.phone())?;
-    let cap = cap_reached(campaign, contact, &*store, now)?;
     let history = self::history(&*store, contact)?;
+    let cap = held(campaign, &history, now).map(|(why, _)| why);
     let recheck = Evaluator::new(&campaign.policy).decide(contact, now);
     let refused = if opted_out {
         Some(format!("{number} is on the opt-out list"))
@@ -388,41 +388,32 @@ pub fn run(
     })
 }
 
-/// The caps a call must respect, from the attempts the store recorded for this number across
-/// campaigns: the campaign's attempt cap, the rule set's rolling cap, the quiet period after a
-/// refusal. `Some(reason)` if one is reached.
-fn cap_reached(
-    campaign: &Campaign,
-    contact: &crieur_scheduler::Contact,
-    store: &dyn Store,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Option<String>> {
-    Ok(held(campaign, contact, store, now)?.map(|(why, _)| why))
+/// Earlier attempts (as decisions record them) as the engine counts them: from when they
+/// ended — retry delays count from there, and caps are never looser that way.
+pub(crate) fn to_attempts(history: &[PastAttempt], campaign: &str) -> Vec<crieur_engine::Attempt> {
+    history
+        .iter()
+        .map(|a| crieur_engine::Attempt {
+            at: a.ended.unwrap_or(a.at).max(a.at),
+            outcome: crieur_engine::AttemptOutcome::from_record(&a.outcome),
+            this_campaign: a.campaign == campaign,
+        })
+        .collect()
 }
 
 /// Whether the caps (all campaigns of the store) or this campaign's retry rules hold the
-/// contact at `now`: why, and until when (`None`: for good). Attempts count from when they
-/// ended, which is never looser than counting from when they started.
+/// contact at `now`, from the number's `history`: why, and until when (`None`: for good).
 pub(crate) fn held(
     campaign: &Campaign,
-    contact: &crieur_scheduler::Contact,
-    store: &dyn Store,
+    history: &[PastAttempt],
     now: DateTime<Utc>,
-) -> anyhow::Result<Option<(String, Option<DateTime<Utc>>)>> {
-    let attempts: Vec<crieur_engine::Attempt> = store
-        .attempts(contact.phone())?
-        .iter()
-        .map(|a| crieur_engine::Attempt {
-            at: a.ended.max(a.started),
-            outcome: crieur_engine::AttemptOutcome::from_record(&a.outcome),
-            this_campaign: a.campaign == campaign.name,
-        })
-        .collect();
+) -> Option<(String, Option<DateTime<Utc>>)> {
+    let attempts = to_attempts(history, &campaign.name);
     if let Some(hit) = campaign.caps.check(&attempts, now) {
-        return Ok(Some((hit.to_string(), hit.until())));
+        return Some((hit.to_string(), hit.until()));
     }
     use crieur_engine::RetryGate;
-    Ok(match campaign.retry.policy().gate(&attempts) {
+    match campaign.retry.policy().gate(&attempts) {
         RetryGate::Open => None,
         RetryGate::NotBefore(t) if t <= now => None,
         RetryGate::NotBefore(t) => Some((
@@ -434,7 +425,7 @@ pub(crate) fn held(
                 .into(),
             None,
         )),
-    })
+    }
 }
 
 /// What placing calls needs from a campaign: the trunk, the local address that reaches it,

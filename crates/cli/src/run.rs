@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::{InviteSent, OptOutRecorded, OutcomeRecord};
 use crieur_audit::{AuditLog, Record};
-use crieur_engine::{Attempt, AttemptOutcome, Planner, SkipNote};
+use crieur_engine::{AttemptOutcome, Planner, SkipNote};
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
 use crieur_scheduler::{Contact, Decision, Evaluator};
@@ -23,7 +23,7 @@ use crieur_store::{SledStore, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::{history, prepare, record_call, Prepared};
+use crate::call::{history, prepare, record_call, to_attempts, Prepared};
 use crate::campaign::Campaign;
 
 /// Options of `crieur run`.
@@ -42,8 +42,6 @@ struct Finished {
     contact: usize,
     call: String,
     sent_at: DateTime<Utc>,
-    #[allow(dead_code)] // kept for diagnostics
-    number: String,
     report: Result<CallReport, String>,
 }
 
@@ -59,17 +57,6 @@ struct Counters {
 
 fn now() -> DateTime<Utc> {
     crate::audit::now()
-}
-
-fn to_attempts(h: &[crieur_audit::record::PastAttempt], campaign: &str) -> Vec<Attempt> {
-    h.iter()
-        .map(|a| Attempt {
-            // From when it ended: retry delays count from there, and caps are never looser.
-            at: a.ended.unwrap_or(a.at).max(a.at),
-            outcome: AttemptOutcome::from_record(&a.outcome),
-            this_campaign: a.campaign == campaign,
-        })
-        .collect()
 }
 
 /// Runs the campaign until every contact is done, `until`, or a signal.
@@ -234,7 +221,6 @@ fn finished(
         contact: p.contact,
         call: p.call,
         sent_at: p.sent_at,
-        number: p.number,
         report,
     })
 }
@@ -584,7 +570,7 @@ fn recheck(
     let opted_out = store.is_opted_out(contact.phone())?;
     let h = history(&**store, contact)?;
     let attempt = 1 + h.iter().filter(|a| a.campaign == campaign.name).count() as u32;
-    let held = crate::call::held(campaign, contact, &**store, t)?;
+    let held = crate::call::held(campaign, &h, t);
     let d = eval.decide(contact, t);
     let refused = if opted_out {
         Some(format!("{} is on the opt-out list", contact.phone()))
