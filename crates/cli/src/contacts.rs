@@ -7,8 +7,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use sha2::Digest;
+
 use chrono::{DateTime, Utc};
-use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, Windows, E164};
+use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, WindowsCache, E164};
 
 use crate::input::{InputError, InputErrors};
 
@@ -30,6 +32,8 @@ const REQUIRED: [bool; 9] = [true, true, false, true, true, false, false, true, 
 pub struct Loaded {
     pub contacts: Vec<Contact>,
     pub rows: usize,
+    /// SHA-256 of the file as read (for the audit record of an import).
+    pub sha256: [u8; 32],
 }
 
 /// Reads and validates a contacts file. Either every row is valid, or every problem is
@@ -125,7 +129,8 @@ pub fn load_lenient(
     let kept = kept
         .into_inner()
         .map_err(|e| InputError::new(path, e.to_string()))?;
-    let loaded = load_bytes(path, &kept, None)?;
+    let mut loaded = load_bytes(path, &kept, None)?;
+    loaded.sha256 = sha2::Sha256::digest(&bytes).into();
     Ok((loaded, rejects, header))
 }
 
@@ -144,9 +149,10 @@ fn load_bytes(
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<Loaded, InputErrors> {
     let mut lines = LineIndex::new(bytes);
+    // Fields are trimmed (and checked for UTF-8) by the workers, not by the reader: this
+    // thread only frames records, the one part that cannot be spread over the cores.
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .trim(csv::Trim::All)
         .from_reader(bytes);
     let headers = reader
         .headers()
@@ -157,9 +163,9 @@ fn load_bytes(
     for (i, h) in headers.iter().enumerate() {
         // Spreadsheets often save UTF-8 with a byte-order mark.
         let h = if i == 0 {
-            h.trim_start_matches('\u{feff}')
+            h.trim_start_matches('\u{feff}').trim()
         } else {
-            h
+            h.trim()
         };
         match COLUMNS.iter().position(|c| *c == h) {
             Some(k) => index[k] = i,
@@ -191,76 +197,87 @@ fn load_bytes(
         return Err(InputErrors(errors));
     }
 
-    let mut out = Loaded::default();
-    let mut by_id: HashMap<String, (usize, usize)> = HashMap::new(); // id → (contact index, line)
-                                                                     // Validation runs on one thread: most of its cost is the `phonenumber` crate, whose
-                                                                     // regexes sit behind one process-wide mutex, so more threads made it slower (measured,
-                                                                     // see BENCHMARKS.md).
-    let mut record = csv::StringRecord::new();
-    loop {
-        let row = match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                out.rows += 1;
-                if let Some(b) = bar.filter(|_| out.rows % 4096 == 0) {
-                    b.set_position(record.position().map_or(0, |p| p.byte()));
+    // Sized from the line count up front: growing these while millions of contacts stream
+    // in was a tenth of the load time (copies and fresh pages).
+    let rows = bytes.iter().filter(|&&b| b == b'\n').count();
+    let mut out = Loaded {
+        contacts: Vec::with_capacity(rows),
+        rows: 0,
+        sha256: [0; 32],
+    };
+    let mut by_id = ById::with_capacity(rows);
+    // Rows are read in blocks on this thread (CSV framing and line numbers are sequential),
+    // validated on every core, then merged in file order here. Each worker keeps the
+    // windows it has parsed: a campaign's contacts share a few distinct window texts.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    std::thread::scope(|scope| {
+        let digest = scope.spawn(|| <[u8; 32]>::from(sha2::Sha256::digest(bytes)));
+        // Long-lived workers (their allocator heaps and regex caches stay warm), each with
+        // its own queue; blocks go round-robin and come back in order.
+        let mut queues = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (to_worker, jobs) = std::sync::mpsc::channel::<Block>();
+            let (to_main, done) = std::sync::mpsc::channel::<(Block, Parsed)>();
+            let index = &index;
+            scope.spawn(move || {
+                let mut cache = WindowsCache::default();
+                for block in jobs {
+                    let parsed = block
+                        .records
+                        .iter()
+                        .zip(&block.lines)
+                        .take(block.len)
+                        .map(|(r, &l)| parse_row(path, index, r, l, &mut cache))
+                        .collect();
+                    if to_main.send((block, parsed)).is_err() {
+                        break;
+                    }
                 }
-                let line = record.position().map_or(0, |p| lines.line_of(p.byte()));
-                parse_row(path, &index, &record, line)
-            }
-            Err(e) => {
-                let line = e.position().map_or(0, |p| lines.line_of(p.byte()));
-                let io = matches!(e.kind(), csv::ErrorKind::Io(_));
-                errors.push(InputError::new(path, format!("malformed CSV: {e}")).at(line, None));
-                if io {
+            });
+            queues.push((to_worker, done));
+        }
+        let mut spare: Vec<Block> = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut sent = 0usize;
+        let mut end = false;
+        loop {
+            while !end && in_flight.len() < 2 * workers {
+                let mut block = spare.pop().unwrap_or_else(Block::new);
+                end = read_block(path, &mut reader, &mut lines, &mut block, &mut errors);
+                out.rows += block.len;
+                if let Some(b) = bar {
+                    if let Some(p) = block.records[..block.len].last().and_then(|r| r.position()) {
+                        b.set_position(p.byte());
+                    }
+                }
+                let w = sent % workers;
+                if queues[w].0.send(block).is_err() {
                     break;
                 }
-                continue;
+                in_flight.push_back(w);
+                sent += 1;
             }
-        };
-        let row = match row {
-            Ok(r) => r,
-            Err(mut e) => {
-                errors.append(&mut e);
-                continue;
-            }
-        };
-        match by_id.get(row.id.as_str()) {
-            Some(&(i, first_line)) => {
-                let c = &mut out.contacts[i];
-                let err = |k: usize, msg: String, value: &str| {
-                    InputError::new(path, msg)
-                        .at(row.line, Some(index[k] + 1))
-                        .field(COLUMNS[k])
-                        .value(value)
-                };
-                if c.phone() != &row.phone {
-                    errors.push(err(
-                        1,
-                        format!(
-                            "contact `{}` has another phone on line {first_line} ({})",
-                            row.id,
-                            c.phone()
-                        ),
-                        row.phone.as_str(),
-                    ));
-                } else if c.given_zone() != row.zone {
-                    errors.push(err(
-                        2,
-                        format!("contact `{}` has another zone on line {first_line}", row.id),
-                        row.zone.map_or("", |z| z.name()),
-                    ));
-                } else {
-                    c.add_consent(row.consent);
+            let Some(w) = in_flight.pop_front() else {
+                break;
+            };
+            // A closed queue means the worker panicked; leaving the scope re-raises it.
+            let Ok((block, parsed)) = queues[w].1.recv() else {
+                break;
+            };
+            spare.push(block);
+            for row in parsed {
+                match row {
+                    Ok(r) => by_id.merge(path, &index, &mut out, &mut errors, r),
+                    Err(mut e) => errors.append(&mut e),
                 }
             }
-            None => {
-                by_id.insert(row.id.as_str().to_owned(), (out.contacts.len(), row.line));
-                out.contacts
-                    .push(Contact::new(row.id, row.phone, row.zone, vec![row.consent]));
-            }
         }
-    }
+        // Closing the queues ends the workers.
+        drop(queues);
+        out.sha256 = digest
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    });
     if errors.is_empty() {
         Ok(out)
     } else {
@@ -268,30 +285,211 @@ fn load_bytes(
     }
 }
 
+/// Rows validated per block.
+const BLOCK: usize = 8192;
+
+/// A block of CSV records and their line numbers; `len` of them are filled.
+struct Block {
+    records: Vec<csv::ByteRecord>,
+    lines: Vec<usize>,
+    len: usize,
+}
+
+type Parsed = Vec<Result<Row, Vec<InputError>>>;
+
+impl Block {
+    fn new() -> Self {
+        Block {
+            records: vec![csv::ByteRecord::new(); BLOCK],
+            lines: vec![0; BLOCK],
+            len: 0,
+        }
+    }
+}
+
+/// Fills `block` with up to [`BLOCK`] records; malformed ones go to `errors`. Returns
+/// whether the file has ended.
+fn read_block(
+    path: &Path,
+    reader: &mut csv::Reader<&[u8]>,
+    lines: &mut LineIndex<'_>,
+    block: &mut Block,
+    errors: &mut Vec<InputError>,
+) -> bool {
+    block.len = 0;
+    while block.len < BLOCK {
+        let n = block.len;
+        match reader.read_byte_record(&mut block.records[n]) {
+            Ok(false) => return true,
+            Ok(true) => {
+                block.lines[n] = block.records[n]
+                    .position()
+                    .map_or(0, |p| lines.line_of(p.byte()));
+                block.len += 1;
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| lines.line_of(p.byte()));
+                let io = matches!(e.kind(), csv::ErrorKind::Io(_));
+                errors.push(InputError::new(path, format!("malformed CSV: {e}")).at(line, None));
+                if io {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Contacts by id without a copy of each id: keyed by the id's hash (computed on the
+/// workers), the index checked against the contact itself; a true 64-bit collision falls
+/// back to a map by id.
+struct ById {
+    by_hash: HashMap<u64, usize, std::hash::BuildHasherDefault<Prehashed>>,
+    collided: HashMap<String, usize>,
+    /// The first line of each contact.
+    first_line: Vec<usize>,
+}
+
+/// The hasher of keys that are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The hash of a contact id (SipHash with fixed keys: the same on every thread).
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
+}
+
+impl ById {
+    fn with_capacity(n: usize) -> Self {
+        ById {
+            by_hash: HashMap::with_capacity_and_hasher(n, Default::default()),
+            collided: HashMap::new(),
+            first_line: Vec::with_capacity(n),
+        }
+    }
+
+    fn get(&self, contacts: &[Contact], hash: u64, id: &str) -> Option<usize> {
+        match self.by_hash.get(&hash) {
+            Some(&i) if contacts.get(i).is_some_and(|c| c.id().as_str() == id) => Some(i),
+            Some(_) => self.collided.get(id).copied(),
+            None => None,
+        }
+    }
+
+    /// Adds a valid row to the contacts: a new contact, or one more consent record of a
+    /// contact already seen (which must agree on phone and zone).
+    fn merge(
+        &mut self,
+        path: &Path,
+        index: &[usize; 9],
+        out: &mut Loaded,
+        errors: &mut Vec<InputError>,
+        row: Row,
+    ) {
+        let row_id = row.contact.id().as_str();
+        match self.get(&out.contacts, row.id_hash, row_id) {
+            Some(i) => {
+                let first_line = self.first_line.get(i).copied().unwrap_or(0);
+                let c = &mut out.contacts[i];
+                let err = |k: usize, msg: String, value: &str| {
+                    InputError::new(path, msg)
+                        .at(row.line, Some(index[k] + 1))
+                        .field(COLUMNS[k])
+                        .value(value)
+                };
+                let new = &row.contact;
+                if c.phone() != new.phone() {
+                    errors.push(err(
+                        1,
+                        format!(
+                            "contact `{}` has another phone on line {first_line} ({})",
+                            row_id,
+                            c.phone()
+                        ),
+                        new.phone().as_str(),
+                    ));
+                } else if c.given_zone() != new.given_zone() {
+                    errors.push(err(
+                        2,
+                        format!("contact `{row_id}` has another zone on line {first_line}"),
+                        new.given_zone().map_or("", |z| z.name()),
+                    ));
+                } else {
+                    for consent in new.consents() {
+                        c.add_consent(consent.clone());
+                    }
+                }
+            }
+            None => {
+                let i = out.contacts.len();
+                if let std::collections::hash_map::Entry::Vacant(v) =
+                    self.by_hash.entry(row.id_hash)
+                {
+                    v.insert(i);
+                } else {
+                    self.collided.insert(row_id.to_owned(), i);
+                }
+                self.first_line.push(row.line);
+                out.contacts.push(row.contact);
+            }
+        }
+    }
+}
+
 /// One valid row: a consent record of a contact.
+/// (Built whole on the worker, so the merging thread only files it.)
 struct Row {
     line: usize,
-    id: ContactId,
-    phone: E164,
-    zone: Option<chrono_tz::Tz>,
-    consent: ConsentRecord,
+    id_hash: u64,
+    /// The contact with this row's consent record.
+    contact: Contact,
 }
 
 /// Validates one record; every problem of the row is reported, each at its column.
 fn parse_row(
     path: &Path,
     index: &[usize; 9],
-    record: &csv::StringRecord,
+    record: &csv::ByteRecord,
     line: usize,
+    windows: &mut WindowsCache,
 ) -> Result<Row, Vec<InputError>> {
-    let field = |k: usize| record.get(index[k]).unwrap_or("");
+    let mut errors = Vec::new();
+    let mut fields = [""; 9];
+    for (k, f) in fields.iter_mut().enumerate() {
+        match std::str::from_utf8(record.get(index[k]).unwrap_or_default()) {
+            Ok(v) => *f = v.trim(),
+            Err(e) => errors.push(
+                InputError::new(path, format!("malformed CSV: invalid UTF-8 ({e})"))
+                    .at(line, Some(index[k] + 1))
+                    .field(COLUMNS[k]),
+            ),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let field = |k: usize| fields[k];
     let err = |k: usize, msg: String| {
         InputError::new(path, msg)
             .at(line, Some(index[k] + 1))
             .field(COLUMNS[k])
             .value(field(k))
     };
-    let mut errors = Vec::new();
     for k in 0..9 {
         if REQUIRED[k] && field(k).is_empty() {
             errors.push(
@@ -320,7 +518,7 @@ fn parse_row(
             )
         }),
     };
-    let windows = field(3).parse::<Windows>().map_err(|e| match e {
+    let windows = windows.parse(field(3)).map_err(|e| match e {
         crieur_scheduler::Error::InvalidWindow { column, expected, .. } => err(
             3,
             format!("at character {column} of the field: expected {expected} (grammar: `mon-fri 18:00-20:00; sat 10:00-12:00`)"),
@@ -366,19 +564,18 @@ fn parse_row(
             ),
         )]);
     }
+    let consent = ConsentRecord {
+        windows,
+        granted_at: granted,
+        expires_at: expires,
+        revoked_at: revoked,
+        source: field(7).to_owned(),
+        proof: field(8).to_owned(),
+    };
     Ok(Row {
         line,
-        id,
-        phone,
-        zone,
-        consent: ConsentRecord {
-            windows,
-            granted_at: granted,
-            expires_at: expires,
-            revoked_at: revoked,
-            source: field(7).to_owned(),
-            proof: field(8).to_owned(),
-        },
+        id_hash: id_hash(id.as_str()),
+        contact: Contact::new(id, phone, zone, vec![consent]),
     })
 }
 

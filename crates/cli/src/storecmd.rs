@@ -8,7 +8,6 @@ use anyhow::Context;
 use chrono::Utc;
 use crieur_scheduler::E164;
 use crieur_store::{SledStore, Store};
-use sha2::Digest;
 
 use crate::input::{InputError, InputErrors};
 
@@ -76,14 +75,12 @@ pub fn import(
     let stats = s
         .upsert_contacts(&campaign.name, &loaded.contacts)
         .with_context(|| format!("importing {} into {}", contacts.display(), store.display()))?;
-    let bytes =
-        std::fs::read(contacts).with_context(|| format!("reading {}", contacts.display()))?;
     log.append(
         crate::audit::now(),
         &crieur_audit::Record::Import(crieur_audit::record::ImportRecord {
             campaign: campaign.name.clone(),
             file: contacts.display().to_string(),
-            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            sha256: hex::encode(loaded.sha256),
             rows: loaded.rows + rejected.len(),
             created: stats.created,
             updated: stats.updated,

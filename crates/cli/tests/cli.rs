@@ -401,6 +401,55 @@ fn instants_after_2099_are_refused() {
     );
 }
 
+/// Rows are validated in blocks of 8 192 on several threads: errors far apart in a large file
+/// keep their own lines and file order, a duplicate id across blocks is still caught, a field
+/// with bad UTF-8 is located, and spaces around fields are trimmed.
+#[test]
+fn errors_across_validation_blocks_keep_their_lines_and_order() {
+    let mut rows = String::from(HEADER);
+    for i in 0..20_000 {
+        let line = i + 2;
+        let row = match line {
+            3 => "c1,+33612340003,,mon 10:00-11:00,2027-01-10T09:00:00Z,,,form,p\n".to_owned(),
+            9_000 => format!("d{i},+3361234,,mon 10:00-11:00,2027-01-10T09:00:00Z,,,form,p\n"),
+            17_000 => {
+                "c1 , +33612345679 ,,mon 10:00-11:00,2027-01-10T09:00:00Z,,,form,p\n".to_owned()
+            }
+            19_000 => {
+                format!("d{i},+33612345678,,mon 10:00-11:00,2027-01-10T09:00:00Z,,,form,\u{0}\n")
+            }
+            _ => format!(
+                " d{i} , +336{:08} ,, mon 10:00-11:00 ,2027-01-10T09:00:00Z,,,form,p\n",
+                10_000_000 + i
+            ),
+        };
+        rows.push_str(&row);
+    }
+    let mut bytes = rows.into_bytes();
+    // Line 19 000's proof becomes an invalid UTF-8 byte.
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        bytes[at] = 0xff;
+    }
+    let s = Scratch::new(CAMPAIGN, "");
+    std::fs::write(s.dir.path().join("contacts.csv"), &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let o = s.run("check");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let want = [
+        "contacts.csv:9000:2: field `phone`: bad value `+3361234`",
+        "contacts.csv:17000:2: field `phone`: bad value `+33612345679`: contact `c1` has another phone on line 3",
+        "contacts.csv:19000:9: field `proof`: malformed CSV: invalid UTF-8",
+        "3 problem(s); nothing was done.",
+    ];
+    let mut from = 0;
+    for w in want {
+        let at = err[from..]
+            .find(w)
+            .unwrap_or_else(|| panic!("missing (or out of order) `{w}` in:\n{err}"));
+        from += at + w.len();
+    }
+}
+
 #[test]
 fn crlf_line_numbers() {
     let rows =

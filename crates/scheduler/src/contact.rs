@@ -96,6 +96,13 @@ impl FromStr for E164 {
             reason,
         };
         let t = s.trim();
+        if let Some(ok) = crate::phone::fast_valid(t) {
+            return Ok(E164 {
+                text: t.to_owned(),
+                country_code: ok.country_code,
+                geographic: is_geographic(ok.kind, ok.country_code),
+            });
+        }
         if !t.starts_with('+') {
             return Err(bad(
                 "not in E.164 form: expected `+` then the country code, e.g. +33612345678",
@@ -119,17 +126,24 @@ impl FromStr for E164 {
             ));
         }
         let country_code = n.code().value();
-        use phonenumber::Type;
-        let geographic = match n.number_type(&phonenumber::metadata::DATABASE) {
-            Type::FixedLine | Type::FixedLineOrMobile => true,
-            Type::Mobile => GEO_MOBILE_COUNTRIES.contains(&country_code),
-            _ => false,
-        };
         Ok(E164 {
             text: n.format().mode(phonenumber::Mode::E164).to_string(),
             country_code,
-            geographic,
+            geographic: is_geographic(
+                n.number_type(&phonenumber::metadata::DATABASE),
+                country_code,
+            ),
         })
+    }
+}
+
+/// Whether libphonenumber places a number of this type geographically.
+fn is_geographic(kind: phonenumber::Type, country_code: u16) -> bool {
+    use phonenumber::Type;
+    match kind {
+        Type::FixedLine | Type::FixedLineOrMobile => true,
+        Type::Mobile => GEO_MOBILE_COUNTRIES.contains(&country_code),
+        _ => false,
     }
 }
 

@@ -33,6 +33,7 @@ mod decide;
 mod error;
 mod holidays;
 mod interval;
+mod phone;
 mod policy;
 mod ruleset;
 mod schedule;
@@ -50,7 +51,7 @@ pub use holidays::Holidays;
 pub use policy::{Policy, MAX_CALL_DURATION_SECS};
 pub use ruleset::RuleSet;
 pub use schedule::{CampaignSchedule, CronExpr};
-pub use window::{Window, Windows};
+pub use window::{Window, Windows, WindowsCache};
 pub use zone::{phone_tz_map_version, tzdb_version, zones_for};
 
 /// Re-exported so callers name zones with the same type.

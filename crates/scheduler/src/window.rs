@@ -13,6 +13,7 @@
 //! `fri 22:00-02:00` is Friday 22:00 to Saturday 02:00.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use std::str::FromStr;
@@ -106,43 +107,56 @@ impl fmt::Display for Window {
 }
 
 /// A set of weekly windows, as written by the user, with its precomputed weekly timeline.
+///
+/// Immutable and shared: cloning is a reference-count increment, so the millions of
+/// contacts of a campaign that consented to the same few windows hold one copy of each.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Windows {
+pub struct Windows(Arc<Parsed>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
     windows: Vec<Window>,
+    /// The canonical text (`Display`), made once: stores write it for every contact.
+    text: Box<str>,
     /// The union of all windows as seconds after Monday 00:00, sorted and merged,
     /// wrapped into `[0, WEEK)`.
     week: Vec<Span>,
 }
 
 impl Windows {
+    /// The canonical text, as `Display` writes it.
+    pub fn as_str(&self) -> &str {
+        &self.0.text
+    }
+
     /// The individual windows.
     pub fn iter(&self) -> impl Iterator<Item = &Window> {
-        self.windows.iter()
+        self.0.windows.iter()
     }
 
     /// Whether there are no windows at all (such a consent allows nothing).
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
+        self.0.windows.is_empty()
     }
 
     /// The first window containing the wall-clock reading `local` (see [`Window::contains`]).
     pub fn containing(&self, local: NaiveDateTime) -> Option<&Window> {
-        self.windows.iter().find(|w| w.contains(local))
+        self.0.windows.iter().find(|w| w.contains(local))
     }
 
     /// The first window containing the wall-clock reading `local`.
     pub(crate) fn find(&self, local: i64) -> Option<&Window> {
-        self.windows.iter().find(|w| w.contains_local(local))
+        self.0.windows.iter().find(|w| w.contains_local(local))
     }
 
     /// Appends to `out` the local-seconds intervals of these windows within `[lo, hi)`.
     pub(crate) fn local_spans(&self, lo: i64, hi: i64, out: &mut Vec<Span>) {
-        if self.week.is_empty() || lo >= hi {
+        if self.0.week.is_empty() || lo >= hi {
             return;
         }
         let mut base = MONDAY_EPOCH + (lo - MONDAY_EPOCH).div_euclid(WEEK) * WEEK;
         while base < hi {
-            for s in &self.week {
+            for s in &self.0.week {
                 let start = (base + s.start).max(lo);
                 let end = (base + s.end).min(hi);
                 if start < end {
@@ -175,19 +189,46 @@ impl Windows {
         for s in raw {
             push(&mut week, s);
         }
-        Windows { windows, week }
+        let mut text = String::new();
+        for (i, w) in windows.iter().enumerate() {
+            if i > 0 {
+                text.push_str("; ");
+            }
+            text.push_str(&w.to_string());
+        }
+        Windows(Arc::new(Parsed {
+            windows,
+            text: text.into(),
+            week,
+        }))
+    }
+}
+
+/// Parses window texts, keeping each distinct one parsed: the contacts of a campaign share a
+/// few texts, so a million contacts parse a handful and share one [`Windows`] each. Bounded
+/// (a file with a different text on every row gains nothing from it).
+#[derive(Debug, Default)]
+pub struct WindowsCache(std::collections::HashMap<Box<str>, Windows>);
+
+impl WindowsCache {
+    const MAX: usize = 4096;
+
+    /// As `text.parse::<Windows>()`.
+    pub fn parse(&mut self, text: &str) -> Result<Windows, Error> {
+        if let Some(w) = self.0.get(text) {
+            return Ok(w.clone());
+        }
+        let w = text.parse::<Windows>()?;
+        if self.0.len() < Self::MAX {
+            self.0.insert(text.into(), w.clone());
+        }
+        Ok(w)
     }
 }
 
 impl fmt::Display for Windows {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, w) in self.windows.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{w}")?;
-        }
-        Ok(())
+        f.write_str(&self.0.text)
     }
 }
 

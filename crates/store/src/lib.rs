@@ -5,15 +5,19 @@
 //!
 //! Durability: every write method returns only once its data is on disk (sled `flush`, an
 //! fsync). A contacts import is validated by the caller first (bad input writes nothing), then
-//! written in atomic chunks; re-running the same import after a crash completes it.
+//! written in atomic batches of whole hash buckets; re-running the same import after a crash
+//! completes it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
-use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, Windows, E164};
+use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, WindowsCache, E164};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+mod buckets;
 
 /// Everything that can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +35,9 @@ pub enum Error {
     /// A read or write failed (disk full, I/O error): the batch being written was not applied.
     #[error("store I/O failed, nothing was written: {0}")]
     Io(String),
-    /// An import failed part-way (disk full, I/O error): the first `written` contacts are in
-    /// the store, each whole; none after. Re-running the import completes it.
-    #[error("store I/O failed after {written} of {total} contacts were written (each whole, none after; re-run the import to complete it): {why}")]
+    /// An import failed part-way (disk full, I/O error): `written` contacts are in the store,
+    /// each whole; the others are not there at all. Re-running the import completes it.
+    #[error("store I/O failed after {written} of {total} contacts were written (each whole, the others not at all; re-run the import to complete it): {why}")]
     PartialImport {
         written: usize,
         total: usize,
@@ -80,10 +84,10 @@ pub struct OptOut {
 
 /// The store interface.
 pub trait Store {
-    /// Adds or updates `contacts` of `campaign`, durably. Written in atomic chunks: after a
-    /// crash mid-call a prefix is stored, and calling again with the same contacts completes
-    /// it (an upsert is idempotent: identical consent records are not added twice). Callers
-    /// validate everything first, so bad input never writes anything.
+    /// Adds or updates `contacts` of `campaign`, durably. Written in atomic batches: after a
+    /// crash mid-call some contacts are stored, each whole, and calling again with the same
+    /// contacts completes it (an upsert is idempotent: identical consent records are not
+    /// added twice). Callers validate everything first, so bad input never writes anything.
     fn upsert_contacts(&self, campaign: &str, contacts: &[Contact]) -> Result<ImportStats>;
     /// One contact.
     fn contact(&self, campaign: &str, id: &ContactId) -> Result<Option<Contact>>;
@@ -131,9 +135,49 @@ pub struct AttemptRecord {
     pub outcome: String,
 }
 
-const FORMAT: &[u8] = b"crieur-store-1";
-/// Contacts per atomic write batch (bounds memory on large imports).
-const CHUNK: usize = 10_000;
+/// Version 2: contacts in hash buckets (see `buckets`), in the tree [`CONTACTS`].
+const FORMAT: &[u8] = b"crieur-store-2";
+/// Version 1 (one key `campaign \0 id` per contact in the tree `contacts`) is migrated on open.
+const FORMAT_1: &[u8] = b"crieur-store-1";
+const CONTACTS: &str = "contacts-b";
+
+/// Rewrites a version-1 store's contacts into buckets. Crash-safe: the new tree is rebuilt
+/// from scratch and flushed before the format marker changes, and the old tree is dropped
+/// only after; a crash before the marker changes makes the next open start over.
+fn migrate_from_1(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
+    let old = db.open_tree("contacts").map_err(io)?;
+    let new = db.open_tree(CONTACTS).map_err(io)?;
+    new.clear().map_err(io)?;
+    let mut buckets: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, sled::IVec)>> =
+        Default::default();
+    for kv in old.iter() {
+        let (k, v) = kv.map_err(io)?;
+        let mut parts = k.splitn(2, |b| *b == 0);
+        let campaign = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        let id = parts.next().unwrap_or_default().to_vec();
+        let bucket = buckets::bucket_of(&String::from_utf8_lossy(&id));
+        buckets
+            .entry(buckets::bucket_key(&campaign, bucket))
+            .or_default()
+            .push((id, v));
+    }
+    for (key, mut entries) in buckets {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut value = Vec::new();
+        for (id, record) in &entries {
+            buckets::push_entry(&mut value, id, record)?;
+        }
+        new.insert(key, value).map_err(io)?;
+    }
+    db.flush().map_err(io)?;
+    meta.insert("format", FORMAT).map_err(io)?;
+    db.flush().map_err(io)?;
+    db.drop_tree("contacts").map_err(io)?;
+    db.flush().map_err(io)?;
+    Ok(())
+}
+/// Buckets per atomic, flushed write batch of an import.
+const BUCKETS_PER_BATCH: usize = 256;
 
 /// The sled-backed store.
 pub struct SledStore {
@@ -217,6 +261,10 @@ impl SledStore {
         let meta = db.open_tree("meta").map_err(io)?;
         let key = match (meta.get("format").map_err(io)?, exists) {
             (Some(f), _) if f.as_ref() == FORMAT => meta.get("optout-key").map_err(io)?,
+            (Some(f), _) if f.as_ref() == FORMAT_1 => {
+                migrate_from_1(&db, &meta)?;
+                meta.get("optout-key").map_err(io)?
+            }
             (Some(f), _) => {
                 return Err(Error::NotAStore {
                     path: path.to_owned(),
@@ -248,7 +296,7 @@ impl SledStore {
                 why: "the opt-out key is missing or damaged".into(),
             })?;
         Ok(SledStore {
-            contacts: db.open_tree("contacts").map_err(io)?,
+            contacts: db.open_tree(CONTACTS).map_err(io)?,
             optouts: db.open_tree("optouts").map_err(io)?,
             leases: db.open_tree("leases").map_err(io)?,
             attempts: db.open_tree("attempts").map_err(io)?,
@@ -326,7 +374,8 @@ impl SledStore {
     }
 }
 
-fn contact_key(campaign: &str, id: &str) -> Vec<u8> {
+/// `campaign · 0x00 · id`: the key of a contact's lease.
+fn lease_key(campaign: &str, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(campaign.len() + 1 + id.len());
     k.extend_from_slice(campaign.as_bytes());
     k.push(0);
@@ -336,7 +385,7 @@ fn contact_key(campaign: &str, id: &str) -> Vec<u8> {
 
 fn store_consent(c: &ConsentRecord) -> StoredConsent {
     StoredConsent {
-        windows: c.windows.to_string(),
+        windows: c.windows.as_str().to_owned(),
         granted_at: c.granted_at.timestamp(),
         granted_nanos: c.granted_at.timestamp_subsec_nanos(),
         expires_at: c.expires_at.map(|t| t.timestamp()),
@@ -346,21 +395,28 @@ fn store_consent(c: &ConsentRecord) -> StoredConsent {
     }
 }
 
-fn decode_contact(key: &[u8], bytes: &[u8]) -> Result<Contact> {
+fn decode_contact(
+    campaign: &str,
+    id: &[u8],
+    bytes: &[u8],
+    windows: &mut WindowsCache,
+) -> Result<Contact> {
     let corrupt = |why: String| Error::Corrupt {
-        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        key: format!("{campaign}/{}", String::from_utf8_lossy(id)),
         why,
     };
     let s: StoredContact = postcard::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if s.id.as_bytes() != id {
+        return Err(corrupt(format!("entry holds the record of {:?}", s.id)));
+    }
     let instant = |t: i64, n: u32| {
         DateTime::from_timestamp(t, n).ok_or_else(|| corrupt(format!("instant {t}")))
     };
     let mut consents = Vec::with_capacity(s.consents.len());
     for c in &s.consents {
         consents.push(ConsentRecord {
-            windows: c
-                .windows
-                .parse::<Windows>()
+            windows: windows
+                .parse(&c.windows)
                 .map_err(|e| corrupt(e.to_string()))?,
             granted_at: instant(c.granted_at, c.granted_nanos)?,
             expires_at: c.expires_at.map(|t| instant(t, 0)).transpose()?,
@@ -383,100 +439,279 @@ fn decode_contact(key: &[u8], bytes: &[u8]) -> Result<Contact> {
     ))
 }
 
-impl Store for SledStore {
-    fn upsert_contacts(&self, campaign: &str, contacts: &[Contact]) -> Result<ImportStats> {
-        let mut stats = ImportStats::default();
-        let mut batch = sled::Batch::default();
-        let mut seen = std::collections::HashMap::new();
-        // Chunks are written whole and flushed in order, so on failure exactly a prefix of
-        // the contacts is in the store.
-        let mut written = 0;
-        let total = contacts.len();
-        let partial = |written: usize, e: sled::Error| {
-            if written == 0 {
-                io(e)
-            } else {
-                Error::PartialImport {
-                    written,
-                    total,
-                    why: e.to_string(),
-                }
-            }
+/// A contact encoded as a [`StoredContact`] without copying its fields (same fields, same
+/// order, so the same postcard bytes; a test checks it).
+#[derive(Serialize)]
+struct ContactOut<'a> {
+    id: &'a str,
+    phone: &'a str,
+    zone: Option<&'a str>,
+    consents: ConsentsOut<'a>,
+}
+
+struct ConsentsOut<'a>(&'a [ConsentRecord]);
+
+#[derive(Serialize)]
+struct ConsentOut<'a> {
+    windows: &'a str,
+    granted_at: i64,
+    granted_nanos: u32,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    source: &'a str,
+    proof: &'a str,
+}
+
+impl Serialize for ConsentsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|c| ConsentOut {
+            windows: c.windows.as_str(),
+            granted_at: c.granted_at.timestamp(),
+            granted_nanos: c.granted_at.timestamp_subsec_nanos(),
+            expires_at: c.expires_at.map(|t| t.timestamp()),
+            revoked_at: c.revoked_at.map(|t| t.timestamp()),
+            source: &c.source,
+            proof: &c.proof,
+        }))
+    }
+}
+
+fn contact_out(c: &Contact) -> ContactOut<'_> {
+    ContactOut {
+        id: c.id().as_str(),
+        phone: c.phone().as_str(),
+        zone: c.given_zone().map(|z| z.name()),
+        consents: ConsentsOut(c.consents()),
+    }
+}
+
+fn new_record(c: &Contact) -> StoredContact {
+    StoredContact {
+        id: c.id().to_string(),
+        phone: c.phone().to_string(),
+        zone: c.given_zone().map(|z| z.name().to_owned()),
+        consents: c.consents().iter().map(store_consent).collect(),
+    }
+}
+
+/// Applies an imported contact to its stored record: phone and zone replaced, consent
+/// records appended unless already there. Returns how many were added.
+fn update_record(s: &mut StoredContact, c: &Contact) -> usize {
+    s.phone = c.phone().to_string();
+    s.zone = c.given_zone().map(|z| z.name().to_owned());
+    let mut added = 0;
+    for consent in c.consents() {
+        let new = store_consent(consent);
+        if !s.consents.contains(&new) {
+            s.consents.push(new);
+            added += 1;
+        }
+    }
+    added
+}
+
+impl SledStore {
+    /// The new value of one bucket: its stored entries merged with `incoming` (contacts of
+    /// this bucket, sorted by id, stable).
+    fn merge_bucket(
+        &self,
+        campaign: &str,
+        key: &[u8],
+        incoming: &[&Contact],
+        stats: &mut ImportStats,
+    ) -> Result<Vec<u8>> {
+        let stored = self.contacts.get(key).map_err(io)?;
+        let corrupt = |why: String| Error::Corrupt {
+            key: String::from_utf8_lossy(key).replace('\0', "/"),
+            why,
         };
-        for (done, c) in contacts.iter().enumerate() {
-            let key = contact_key(campaign, c.id().as_str());
-            // Earlier rows of this batch first, then the stored record.
-            let mut stored: Option<StoredContact> = match seen.remove(&key) {
-                Some(s) => Some(s),
-                None => match self.contacts.get(&key).map_err(io)? {
-                    Some(b) => Some(postcard::from_bytes(&b).map_err(|e| Error::Corrupt {
-                        key: c.id().to_string(),
+        let mut old = buckets::Entries::new(stored.as_deref().unwrap_or_default()).peekable();
+        let mut out =
+            Vec::with_capacity(stored.as_ref().map_or(0, |b| b.len()) + incoming.len() * 160);
+        let encode = |r: &StoredContact| postcard::to_allocvec(r).map_err(io);
+        let mut i = 0;
+        while i < incoming.len() {
+            let id = incoming[i].id().as_str();
+            // Stored entries before this id are copied as they are.
+            while let Some(e) =
+                old.next_if(|e| e.as_ref().map_or(true, |(k, _)| *k < id.as_bytes()))
+            {
+                let (k, v) = e.map_err(corrupt)?;
+                buckets::push_entry(&mut out, k, v)?;
+            }
+            let first = incoming[i];
+            let stored = match old.next_if(|e| matches!(e, Ok((k, _)) if *k == id.as_bytes())) {
+                Some(Ok((_, v))) => Some(postcard::from_bytes::<StoredContact>(v).map_err(
+                    |e| Error::Corrupt {
+                        key: format!("{campaign}/{id}"),
                         why: e.to_string(),
-                    })?),
-                    None => None,
-                },
+                    },
+                )?),
+                _ => None,
             };
-            let record = match stored.take() {
-                Some(mut s) => {
+            i += 1;
+            // The same id more than once in one import: later ones update the first.
+            let repeated = i < incoming.len() && incoming[i].id().as_str() == id;
+            if stored.is_none() && !repeated {
+                // The common case, a new contact: encoded straight from the import.
+                stats.created += 1;
+                stats.consents_added += first.consents().len();
+                buckets::push_entry_with(&mut out, id.as_bytes(), |buf| {
+                    postcard::to_extend(&contact_out(first), buf).map_err(io)
+                })?;
+                continue;
+            }
+            let mut record = match stored {
+                Some(mut r) => {
                     stats.updated += 1;
-                    s.phone = c.phone().to_string();
-                    s.zone = c.given_zone().map(|z| z.name().to_owned());
-                    for consent in c.consents() {
-                        let new = store_consent(consent);
-                        if !s.consents.contains(&new) {
-                            s.consents.push(new);
-                            stats.consents_added += 1;
-                        }
-                    }
-                    s
+                    stats.consents_added += update_record(&mut r, first);
+                    r
                 }
                 None => {
                     stats.created += 1;
-                    stats.consents_added += c.consents().len();
-                    StoredContact {
-                        id: c.id().to_string(),
-                        phone: c.phone().to_string(),
-                        zone: c.given_zone().map(|z| z.name().to_owned()),
-                        consents: c.consents().iter().map(store_consent).collect(),
-                    }
+                    stats.consents_added += first.consents().len();
+                    new_record(first)
                 }
             };
-            let bytes = postcard::to_allocvec(&record).map_err(io)?;
-            batch.insert(key.clone(), bytes);
-            seen.insert(key, record);
-            if seen.len() >= CHUNK {
+            while i < incoming.len() && incoming[i].id().as_str() == id {
+                stats.updated += 1;
+                stats.consents_added += update_record(&mut record, incoming[i]);
+                i += 1;
+            }
+            buckets::push_entry(&mut out, id.as_bytes(), &encode(&record)?)?;
+        }
+        for e in old {
+            let (k, v) = e.map_err(corrupt)?;
+            buckets::push_entry(&mut out, k, v)?;
+        }
+        Ok(out)
+    }
+}
+
+impl Store for SledStore {
+    fn upsert_contacts(&self, campaign: &str, contacts: &[Contact]) -> Result<ImportStats> {
+        let mut groups: Vec<Vec<&Contact>> = vec![Vec::new(); buckets::BUCKETS];
+        for c in contacts {
+            groups[usize::from(buckets::bucket_of(c.id().as_str()))].push(c);
+        }
+        // Batches of whole buckets, each atomic and flushed, built and written on every core:
+        // on failure every contact is either wholly in the store or not at all.
+        let touched: Vec<(u16, &[&Contact])> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .map(|(b, g)| (b as u16, g.as_slice()))
+            .collect();
+        let batches: Vec<&[(u16, &[&Contact])]> = touched.chunks(BUCKETS_PER_BATCH).collect();
+        let next = AtomicUsize::new(0);
+        let written = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let write_batches = || -> Result<ImportStats> {
+            let mut stats = ImportStats::default();
+            while !failed.load(Ordering::Relaxed) {
+                let Some(batch_groups) = batches.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let mut batch = sled::Batch::default();
+                let mut in_batch = 0;
+                for &(bucket, group) in *batch_groups {
+                    let mut group = group.to_vec();
+                    // Stable: the same id twice keeps file order.
+                    group.sort_by(|a, b| a.id().cmp(b.id()));
+                    let key = buckets::bucket_key(campaign, bucket);
+                    let value = self.merge_bucket(campaign, &key, &group, &mut stats)?;
+                    batch.insert(key, value);
+                    in_batch += group.len();
+                }
                 self.contacts
-                    .apply_batch(std::mem::take(&mut batch))
+                    .apply_batch(batch)
                     .and_then(|()| self.db.flush().map(|_| ()))
-                    .map_err(|e| partial(written, e))?;
-                written = done + 1;
-                seen.clear();
+                    .map_err(io)?;
+                written.fetch_add(in_batch, Ordering::Relaxed);
+            }
+            Ok(stats)
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let results: Vec<Result<ImportStats>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let r = write_batches();
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut stats = ImportStats::default();
+        for r in results {
+            match r {
+                Ok(s) => {
+                    stats.created += s.created;
+                    stats.updated += s.updated;
+                    stats.consents_added += s.consents_added;
+                }
+                Err(e) => {
+                    let written = written.load(Ordering::Relaxed);
+                    return Err(if written == 0 {
+                        e
+                    } else {
+                        Error::PartialImport {
+                            written,
+                            total: contacts.len(),
+                            why: match e {
+                                Error::Io(why) => why,
+                                e => e.to_string(),
+                            },
+                        }
+                    });
+                }
             }
         }
-        self.contacts
-            .apply_batch(batch)
-            .and_then(|()| self.db.flush().map(|_| ()))
-            .map_err(|e| partial(written, e))?;
         Ok(stats)
     }
 
     fn contact(&self, campaign: &str, id: &ContactId) -> Result<Option<Contact>> {
-        let key = contact_key(campaign, id.as_str());
-        match self.contacts.get(&key).map_err(io)? {
-            Some(b) => decode_contact(&key, &b).map(Some),
-            None => Ok(None),
+        let key = buckets::bucket_key(campaign, buckets::bucket_of(id.as_str()));
+        let Some(bucket) = self.contacts.get(&key).map_err(io)? else {
+            return Ok(None);
+        };
+        for e in buckets::Entries::new(&bucket) {
+            let (k, v) = e.map_err(|why| Error::Corrupt {
+                key: String::from_utf8_lossy(&key).replace('\0', "/"),
+                why,
+            })?;
+            if k == id.as_str().as_bytes() {
+                return decode_contact(campaign, k, v, &mut WindowsCache::default()).map(Some);
+            }
         }
+        Ok(None)
     }
 
     fn contacts(&self, campaign: &str) -> Result<Vec<Contact>> {
-        let prefix = contact_key(campaign, "");
-        self.contacts
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv.map_err(io)?;
-                decode_contact(&k, &v)
-            })
-            .collect()
+        let mut prefix = campaign.as_bytes().to_vec();
+        prefix.push(0);
+        let mut windows = WindowsCache::default();
+        let mut out = Vec::new();
+        for kv in self.contacts.scan_prefix(&prefix) {
+            let (key, bucket) = kv.map_err(io)?;
+            for e in buckets::Entries::new(&bucket) {
+                let (k, v) = e.map_err(|why| Error::Corrupt {
+                    key: String::from_utf8_lossy(&key).replace('\0', "/"),
+                    why,
+                })?;
+                out.push(decode_contact(campaign, k, v, &mut windows)?);
+            }
+        }
+        // Buckets are in hash order; callers get id order.
+        out.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+        Ok(out)
     }
 
     fn add_opt_out(&self, number: &E164, at: DateTime<Utc>, source: &str) -> Result<bool> {
@@ -544,7 +779,7 @@ impl Store for SledStore {
         number: &E164,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let key = contact_key(campaign, id.as_str());
+        let key = lease_key(campaign, id.as_str());
         let value = postcard::to_allocvec(&StoredLease {
             at: at.timestamp(),
             number_hash: self.number_key(number),
@@ -580,7 +815,7 @@ impl Store for SledStore {
         outcome: &str,
         ended: DateTime<Utc>,
     ) -> Result<()> {
-        let key = contact_key(campaign, id.as_str());
+        let key = lease_key(campaign, id.as_str());
         let hash = self.number_key(number);
         if !self.close_lease(&key, campaign, id.as_str(), Some(hash), outcome, ended)? {
             return Err(Error::NotLeased {
@@ -722,6 +957,152 @@ mod tests {
         assert_eq!(c.consents()[0].windows.to_string(), "mon 10:00-11:00");
         // Campaigns are separate.
         assert!(s.contacts("other").map(|v| v.is_empty()).unwrap_or(false));
+    }
+
+    #[test]
+    fn a_contact_is_encoded_by_reference_exactly_as_its_stored_record() {
+        let mut c = contact("x", "+33612345678", "mon-fri 18:00-20:00", 1_800_000_123);
+        c.add_consent(ConsentRecord {
+            windows: "sat 10:00-12:00".parse().unwrap_or_else(|e| panic!("{e}")),
+            granted_at: DateTime::from_timestamp(1_800_000_000, 5).unwrap_or_default(),
+            expires_at: DateTime::from_timestamp(1_900_000_000, 0),
+            revoked_at: DateTime::from_timestamp(1_850_000_000, 0),
+            source: "list".into(),
+            proof: String::new(),
+        });
+        let by_ref = postcard::to_allocvec(&contact_out(&c)).unwrap_or_else(|e| panic!("{e}"));
+        let owned = postcard::to_allocvec(&new_record(&c)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(by_ref, owned);
+    }
+
+    /// A contact as read back: id, phone, consent records (windows, granted at).
+    type Seen = (String, String, Vec<(String, i64)>);
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Imports in several calls, with ids repeated within and across calls, read back
+        /// as a plain map model says: every id once, in id order, phone of the last import,
+        /// every distinct consent record in the order first seen.
+        #[test]
+        fn bucketed_imports_match_a_simple_model(
+            imports in proptest::collection::vec(
+                proptest::collection::vec((0u32..400, 0u8..3, 0u8..3), 1..300),
+                1..4,
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let s = open(&dir.path().join("s"));
+            let windows = ["mon 10:00-11:00", "sat 09:00-12:00", "mon-sun 18:00-20:00"];
+            let mut model: std::collections::BTreeMap<String, (String, Vec<(usize, i64)>)> =
+                Default::default();
+            for rows in &imports {
+                let batch: Vec<Contact> = rows
+                    .iter()
+                    .map(|&(id, phone, w)| {
+                        let id = format!("k{id}");
+                        let phone = format!("+3361234{:04}", u32::from(phone) * 7 + 1);
+                        let granted = 1_800_000_000 + i64::from(w) * 1000;
+                        let e = model.entry(id.clone()).or_default();
+                        e.0.clone_from(&phone);
+                        if !e.1.contains(&(usize::from(w), granted)) {
+                            e.1.push((usize::from(w), granted));
+                        }
+                        contact(&id, &phone, windows[usize::from(w)], granted)
+                    })
+                    .collect();
+                s.upsert_contacts("camp", &batch).unwrap_or_else(|e| panic!("{e}"));
+            }
+            let back = s.contacts("camp").unwrap_or_else(|e| panic!("{e}"));
+            let got: Vec<Seen> = back
+                .iter()
+                .map(|c| {
+                    (
+                        c.id().to_string(),
+                        c.phone().to_string(),
+                        c.consents()
+                            .iter()
+                            .map(|r| (r.windows.to_string(), r.granted_at.timestamp()))
+                            .collect(),
+                    )
+                })
+                .collect();
+            let want: Vec<Seen> = model
+                .iter()
+                .map(|(id, (phone, cs))| {
+                    (
+                        id.clone(),
+                        phone.clone(),
+                        cs.iter().map(|&(w, g)| (windows[w].to_owned(), g)).collect(),
+                    )
+                })
+                .collect();
+            proptest::prop_assert_eq!(&got, &want);
+            for (id, phone, _) in &want {
+                let cid = ContactId::new(id.as_str()).unwrap_or_else(|e| panic!("{e}"));
+                let one = s.contact("camp", &cid).unwrap_or_else(|e| panic!("{e}"));
+                proptest::prop_assert_eq!(one.map(|c| c.phone().to_string()), Some(phone.clone()));
+            }
+            let missing = ContactId::new("k-none").unwrap_or_else(|e| panic!("{e}"));
+            let none = s.contact("camp", &missing).unwrap_or_else(|e| panic!("{e}"));
+            proptest::prop_assert!(none.is_none());
+            let other = s.contacts("cam").unwrap_or_else(|e| panic!("{e}"));
+            proptest::prop_assert!(other.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated_on_open_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("s");
+        // Build a version-1 store by hand: one key per contact, the old marker.
+        let (hash, a, b) = {
+            let s = open(&path);
+            s.add_opt_out(&n("+33612345670"), DateTime::UNIX_EPOCH, "test")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let hash = s.number_key(&n("+33612345670"));
+            drop(s);
+            let db = sled::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let meta = db.open_tree("meta").unwrap_or_else(|e| panic!("{e}"));
+            meta.insert("format", FORMAT_1)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let old = db.open_tree("contacts").unwrap_or_else(|e| panic!("{e}"));
+            let a = contact("a", "+33612345678", "mon 10:00-11:00", 1_800_000_000);
+            let b = contact("b", "+33612345679", "sat 10:00-11:00", 1_800_000_000);
+            for (campaign, c) in [("c1", &a), ("c1", &b), ("c2", &a)] {
+                let key = format!("{campaign}\0{}", c.id());
+                let rec = postcard::to_allocvec(&new_record(c)).unwrap_or_else(|e| panic!("{e}"));
+                old.insert(key.as_bytes(), rec)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            db.flush().unwrap_or_else(|e| panic!("{e}"));
+            (hash, a, b)
+        };
+        let s = open(&path);
+        let ids = |campaign: &str| -> Vec<String> {
+            s.contacts(campaign)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .iter()
+                .map(|c| c.id().to_string())
+                .collect()
+        };
+        assert_eq!(ids("c1"), ["a", "b"]);
+        assert_eq!(ids("c2"), ["a"]);
+        let got = s.contact("c1", b.id()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got.map(|c| c.consents().to_vec()),
+            Some(b.consents().to_vec())
+        );
+        assert_eq!(s.number_key(&n("+33612345670")), hash, "same opt-out key");
+        assert!(s.is_opted_out(&n("+33612345670")).unwrap_or(false));
+        assert_eq!(
+            s.upsert_contacts("c1", &[a]).ok().map(|st| st.updated),
+            Some(1)
+        );
+        drop(s);
+        // Opened again: already version 2, nothing to migrate.
+        let s = open(&path);
+        assert_eq!(s.contacts("c1").map(|v| v.len()).unwrap_or(0), 2);
     }
 
     #[test]
