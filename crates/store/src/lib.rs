@@ -892,8 +892,24 @@ mod tests {
         )
     }
 
+    /// Opens, retrying for a while: sled's background thread of a store just dropped can
+    /// hold the file lock for a moment.
+    fn retrying<T, E: std::fmt::Display>(f: impl Fn() -> std::result::Result<T, E>) -> T {
+        let mut tries = 0;
+        loop {
+            match f() {
+                Ok(v) => return v,
+                Err(e) if tries < 100 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     fn open(dir: &Path) -> SledStore {
-        SledStore::open(dir, true).unwrap_or_else(|e| panic!("{e}"))
+        retrying(|| SledStore::open(dir, true))
     }
 
     #[test]
@@ -1062,7 +1078,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             let hash = s.number_key(&n("+33612345670"));
             drop(s);
-            let db = sled::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let db = retrying(|| sled::open(&path));
             let meta = db.open_tree("meta").unwrap_or_else(|e| panic!("{e}"));
             meta.insert("format", FORMAT_1)
                 .unwrap_or_else(|e| panic!("{e}"));
