@@ -38,14 +38,10 @@ pub(crate) fn bucket_key(campaign: &str, bucket: u16) -> Vec<u8> {
 
 /// Appends one entry.
 pub(crate) fn push_entry(out: &mut Vec<u8>, id: &[u8], record: &[u8]) -> Result<(), Error> {
-    let len = |n: usize| {
-        u32::try_from(n).map_err(|_| Error::Io(format!("a contact record of {n} bytes")))
-    };
-    out.extend_from_slice(&len(id.len())?.to_le_bytes());
-    out.extend_from_slice(id);
-    out.extend_from_slice(&len(record.len())?.to_le_bytes());
-    out.extend_from_slice(record);
-    Ok(())
+    push_entry_with(out, id, |mut buf| {
+        buf.extend_from_slice(record);
+        Ok(buf)
+    })
 }
 
 /// Appends one entry whose record `write` appends to the buffer it is given (and returns).

@@ -485,6 +485,14 @@ fn contact_out(c: &Contact) -> ContactOut<'_> {
     }
 }
 
+/// A damaged bucket, named `campaign/<bucket bytes>`.
+fn bucket_corrupt(key: &[u8], why: String) -> Error {
+    Error::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        why,
+    }
+}
+
 fn new_record(c: &Contact) -> StoredContact {
     StoredContact {
         id: c.id().to_string(),
@@ -521,10 +529,7 @@ impl SledStore {
         stats: &mut ImportStats,
     ) -> Result<Vec<u8>> {
         let stored = self.contacts.get(key).map_err(io)?;
-        let corrupt = |why: String| Error::Corrupt {
-            key: String::from_utf8_lossy(key).replace('\0', "/"),
-            why,
-        };
+        let corrupt = |why| bucket_corrupt(key, why);
         let mut old = buckets::Entries::new(stored.as_deref().unwrap_or_default()).peekable();
         let mut out =
             Vec::with_capacity(stored.as_ref().map_or(0, |b| b.len()) + incoming.len() * 160);
@@ -683,10 +688,7 @@ impl Store for SledStore {
             return Ok(None);
         };
         for e in buckets::Entries::new(&bucket) {
-            let (k, v) = e.map_err(|why| Error::Corrupt {
-                key: String::from_utf8_lossy(&key).replace('\0', "/"),
-                why,
-            })?;
+            let (k, v) = e.map_err(|why| bucket_corrupt(&key, why))?;
             if k == id.as_str().as_bytes() {
                 return decode_contact(campaign, k, v, &mut WindowsCache::default()).map(Some);
             }
@@ -702,10 +704,7 @@ impl Store for SledStore {
         for kv in self.contacts.scan_prefix(&prefix) {
             let (key, bucket) = kv.map_err(io)?;
             for e in buckets::Entries::new(&bucket) {
-                let (k, v) = e.map_err(|why| Error::Corrupt {
-                    key: String::from_utf8_lossy(&key).replace('\0', "/"),
-                    why,
-                })?;
+                let (k, v) = e.map_err(|why| bucket_corrupt(&key, why))?;
                 out.push(decode_contact(campaign, k, v, &mut windows)?);
             }
         }
