@@ -32,6 +32,7 @@ use crate::audio::Message;
 use crate::call::{Action, CallScript, Ending, HangupBy, Outcome, Prompt, ScriptConfig};
 use crate::dtmf::{parse_sip_info, DtmfMethod, Rfc4733Receiver, ToneDetector};
 use crate::g711::Codec;
+use crate::pacer::{Pacer, Stream, StreamEvent};
 use crate::rtp::{self, Packetizer};
 use crate::sdp;
 use crate::Error;
@@ -145,8 +146,10 @@ pub struct CallReport {
     pub message_packets: u64,
     pub codec: Option<Codec>,
     pub rtp_sent: u64,
-    /// For each RTP packet sent, how late it left against its slot (start + n × 20 ms), µs.
-    pub send_lateness_us: Vec<u32>,
+    /// The latest any RTP packet left against its slot (start + n × 20 ms), µs.
+    pub send_lateness_max_us: u32,
+    /// RTP packets the socket refused to send.
+    pub rtp_send_errors: u32,
     /// RTP audio packets received (payloads, in order of arrival), for tests and diagnostics.
     pub rtp_received: Vec<(rtp::RtpHeader, Vec<u8>)>,
 }
@@ -155,6 +158,7 @@ pub struct CallReport {
 pub struct Uac {
     layer: Arc<DialogLayer>,
     local: SocketAddr,
+    pacer: Arc<Pacer>,
     token: CancellationToken,
     _endpoint: rsipstack::transaction::endpoint::Endpoint,
 }
@@ -205,9 +209,15 @@ impl Uac {
         Ok(Uac {
             layer,
             local,
+            pacer: Arc::new(Pacer::per_core()?),
             token,
             _endpoint: endpoint,
         })
+    }
+
+    /// The RTP pacer every call of this UAC sends through.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
 
     /// The local SIP address.
@@ -224,8 +234,13 @@ impl Uac {
         on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture,
     ) -> Result<CallReport, Error> {
         trunk.validate()?;
-        let rtp_sock = UdpSocket::bind(SocketAddr::new(self.local.ip(), 0)).await?;
+        // One socket, two handles: the pacer sends on it, this task receives on it.
+        let rtp_send = std::net::UdpSocket::bind(SocketAddr::new(self.local.ip(), 0))?;
+        rtp_send.set_nonblocking(true)?;
+        let rtp_sock = UdpSocket::from_std(rtp_send.try_clone()?)?;
+        let rtp_send = Arc::new(rtp_send);
         let rtp_local = rtp_sock.local_addr()?;
+        let (pacer_tx, mut pacer_rx) = mpsc::unbounded_channel();
         let call_id = format!("{:032x}@{}", rand::random::<u128>(), self.local.ip());
         let offer = sdp::offer(rtp_local, rand::random::<u32>().into());
         let uri = |s: String| {
@@ -289,13 +304,13 @@ impl Uac {
             message_packets: 0,
             codec: None,
             rtp_sent: 0,
-            send_lateness_us: Vec::new(),
+            send_lateness_max_us: 0,
+            rtp_send_errors: 0,
             rtp_received: Vec::new(),
         };
         let at = |t: Instant| t.saturating_duration_since(t0);
         let mut on_opt_out = Some(on_opt_out);
         let mut media: Option<Media> = None;
-        let mut playing: Option<Prompt> = None;
         let mut opt_out_done: Option<tokio::task::JoinHandle<Result<(), String>>> = None;
         let mut rfc4733 = Rfc4733Receiver::default();
         let mut tones = ToneDetector::default();
@@ -332,12 +347,19 @@ impl Uac {
                     }
                     Action::Play(p) => {
                         if let Some(m) = media.as_mut() {
-                            m.packetizer.restart(now);
-                            playing = Some(p);
+                            let audio = match p {
+                                Prompt::Message => req.message.encoded_shared(m.codec),
+                                Prompt::Confirmation => req.confirmation.encoded_shared(m.codec),
+                            };
+                            m.stream.play(audio, p, now);
                             report.timeline.push((at(now), format!("playing {p:?}")));
                         }
                     }
-                    Action::StopPlayback => playing = None,
+                    Action::StopPlayback => {
+                        if let Some(m) = media.as_ref() {
+                            m.stream.stop();
+                        }
+                    }
                     Action::RecordOptOut { digit, method } => {
                         report.timeline.push((
                             at(now),
@@ -366,12 +388,6 @@ impl Uac {
             }
 
             let deadline = script.poll_timeout().map(tokio::time::Instant::from_std);
-            let send_at = match (&media, playing) {
-                (Some(m), Some(_)) => {
-                    Some(tokio::time::Instant::from_std(m.packetizer.poll_timeout()))
-                }
-                _ => None,
-            };
             tokio::select! {
                 _ = sleep_opt(deadline) => script.handle_timeout(Instant::now()),
                 _ = async {
@@ -384,38 +400,21 @@ impl Uac {
                     report.timeline.push((at(Instant::now()), "shutdown requested".into()));
                     script.handle_shutdown(Instant::now());
                 }
-                _ = sleep_opt(send_at) => {
-                    let now = Instant::now();
-                    if let (Some(m), Some(p)) = (media.as_mut(), playing) {
-                        let audio = match p {
-                            Prompt::Message => req.message.encoded(m.codec),
-                            Prompt::Confirmation => req.confirmation.encoded(m.codec),
-                        };
-                        let due = m.packetizer.poll_timeout();
-                                                match m.packetizer.poll_transmit(now, audio) {
-                            rtp::Tx::NotDue => {}
-                            rtp::Tx::Packet(pkt) => {
-                                let late = now.saturating_duration_since(due).as_micros();
-                                report.send_lateness_us.push(u32::try_from(late).unwrap_or(u32::MAX));
-                                if let Err(e) = rtp_sock.send_to(pkt, m.remote).await {
-                                    tracing::debug!(error = %e, "RTP send");
-                                }
-                                                                report.rtp_sent += 1;
-                                if p == Prompt::Message {
-                                    report.message_packets += 1;
-                                }
-                                if p == Prompt::Message && report.rtp_sent == 1 {
-                                    report.first_audio_at = Some(at(now));
-                                    script.handle_first_audio(now);
-                                    report.timeline.push((at(now), "first audio packet sent".into()));
-                                }
-                            }
-                                                        rtp::Tx::Done => {
-                                playing = None;
-                                report.timeline.push((at(now), format!("{p:?} played")));
-                                script.handle_prompt_done(now, p);
+                ev = pacer_rx.recv() => {
+                    match ev {
+                        Some(StreamEvent::FirstPacket(p, when)) => {
+                            if p == Prompt::Message && report.first_audio_at.is_none() {
+                                report.first_audio_at = Some(at(when));
+                                script.handle_first_audio(when);
+                                report.timeline.push((at(when), "first audio packet sent".into()));
                             }
                         }
+                        Some(StreamEvent::Done(p, when)) => {
+                            report.timeline.push((at(when), format!("{p:?} played")));
+                            script.handle_prompt_done(Instant::now(), p);
+                        }
+                        // The sender lives in `media`'s stream registration: not dropped here.
+                        None => {}
                     }
                 }
                 r = async {
@@ -441,16 +440,21 @@ impl Uac {
                                 match sdp::parse_answer(&resp.body) {
                                     Ok(answer) => {
                                         report.codec = Some(answer.codec);
+                                        let packetizer = Packetizer::new(
+                                            answer.codec.payload_type(),
+                                            rand::random(),
+                                            rand::random(),
+                                            rand::random(),
+                                            now,
+                                        );
                                         media = Some(Media {
-                                            remote: answer.remote,
                                             codec: answer.codec,
                                             event_pt: answer.event_pt,
-                                            packetizer: Packetizer::new(
-                                                answer.codec.payload_type(),
-                                                rand::random(),
-                                                rand::random(),
-                                                rand::random(),
-                                                now,
+                                            stream: self.pacer.open(
+                                                rtp_send.clone(),
+                                                answer.remote,
+                                                packetizer,
+                                                pacer_tx.clone(),
                                             ),
                                         });
                                                                                 report.answered_at = Some(at(now));
@@ -561,6 +565,14 @@ impl Uac {
             }
         }
         report.answer_to_first_audio = script.answer_to_first_audio();
+        if let Some(m) = media.take() {
+            let c = m.stream.counters();
+            report.message_packets = u64::from(c.sent(Prompt::Message));
+            report.rtp_sent = report.message_packets + u64::from(c.sent(Prompt::Confirmation));
+            report.send_lateness_max_us = c.max_lateness_us();
+            report.rtp_send_errors = c.send_errors();
+            // Dropping the stream closes it in the pacer.
+        }
         // Make sure the dialog is gone (CANCEL/BYE in flight finish on their own tasks).
         if !matches!(report.ending.hangup_by, HangupBy::Callee) && report.codec.is_some() {
             let _ = dialog.hangup().await;
@@ -570,10 +582,9 @@ impl Uac {
 }
 
 struct Media {
-    remote: SocketAddr,
     codec: Codec,
     event_pt: Option<u8>,
-    packetizer: Packetizer,
+    stream: Stream,
 }
 
 async fn sleep_opt(t: Option<tokio::time::Instant>) {
