@@ -1,9 +1,16 @@
 //! Load generator: N concurrent calls with playback through a SIP UAS (sipp), reporting CPU
 //! per concurrent call and RTP send-time lateness. Driven by `scripts/bench/media-load`.
 //!
-//! Usage: load <uas host:port> <calls> <calls per second> <message seconds>
+//! Usage: load <uas host:port> <calls> <calls per second> <message seconds> [SIP socket buffer bytes]
+//!
+//! With a 0 s message each call is signalling only (INVITE, 180, 200, ACK, BYE): S1.
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
+
+// The allocator of the `crieur` binary, so the figures are the shipped program's: rsipstack
+// allocates a great deal per transaction, and glibc's malloc was a third of S1's profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +37,8 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 5 {
-        eprintln!("usage: load <uas host:port> <calls> <cps> <message seconds>");
+    if args.len() != 5 && args.len() != 6 {
+        eprintln!("usage: load <uas host:port> <calls> <cps> <message seconds> [sip buffer bytes]");
         std::process::exit(2);
     }
     let uas = args[1]
@@ -40,15 +47,20 @@ async fn main() {
     let calls: usize = args[2].parse().unwrap_or_else(|e| panic!("calls: {e}"));
     let cps: f64 = args[3].parse().unwrap_or_else(|e| panic!("cps: {e}"));
     let secs: f32 = args[4].parse().unwrap_or_else(|e| panic!("seconds: {e}"));
+    let buffer: usize = args
+        .get(5)
+        .map(|b| b.parse().unwrap_or_else(|e| panic!("buffer: {e}")))
+        .unwrap_or(crieur_media::uac::SIP_SOCKET_BUFFER);
     let samples: Vec<f32> = (0..(8000.0 * secs) as usize)
         .map(|n| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * n as f32 / 8000.0).sin())
         .collect();
     let message = Arc::new(Message::from_samples(&samples));
-    let confirmation = Arc::new(Message::from_samples(&samples[..8000]));
+    let confirmation = Arc::new(Message::from_samples(&samples[..samples.len().min(8000)]));
     let uac = Arc::new(
-        Uac::start(
+        Uac::start_with_buffer(
             "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
             "crieur-load/0",
+            buffer,
         )
         .await
         .unwrap_or_else(|e| panic!("{e}")),
@@ -133,6 +145,12 @@ async fn main() {
     };
     let call_seconds = ok as f64 * f64::from(secs);
     let peak = (cps * f64::from(secs)).min(calls as f64);
+    let (rcvbuf, sndbuf) = uac.sip_socket_buffers();
+    println!(
+        "sip_buffers rcv={rcvbuf} snd={sndbuf} completed_per_s={:.0} cpu_per_call_us={:.1}",
+        ok as f64 / wall,
+        cpu * 1e6 / (ok + failed).max(1) as f64
+    );
     println!(
         "calls={calls} cps={cps} message={secs}s peak_concurrent~{peak:.0} ok={ok} failed={failed} wall={wall:.1}s cpu={cpu:.2}s \
          cpu_per_call_second={:.3}ms packets={packets} send_errors={send_errors} lateness_us p50={} p99={} p99.9={} worst_call_max={} answer_to_audio_us p50={} p99={}",

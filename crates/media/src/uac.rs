@@ -40,6 +40,8 @@ use crate::Error;
 
 /// The minimum ring time: US 47 CFR 64.1200(a)(6) and UK Ofcom require 15 s.
 pub const MIN_RING_TIMEOUT: Duration = Duration::from_secs(15);
+/// The SIP socket's receive and send buffer asked for by [`Uac::start`] (4 MiB).
+pub const SIP_SOCKET_BUFFER: usize = 4 << 20;
 /// The longest call accepted (a larger value is a configuration mistake).
 pub const MAX_CALL_LENGTH: Duration = Duration::from_secs(4 * 3600);
 
@@ -159,6 +161,7 @@ pub struct CallReport {
 pub struct Uac {
     layer: Arc<DialogLayer>,
     local: SocketAddr,
+    buffers: (usize, usize),
     pacer: Arc<Pacer>,
     token: CancellationToken,
     _endpoint: rsipstack::transaction::endpoint::Endpoint,
@@ -171,8 +174,20 @@ impl Drop for Uac {
 }
 
 impl Uac {
-    /// Binds the SIP UDP socket at `bind` (port 0 for any) and starts the stack.
+    /// Binds the SIP UDP socket at `bind` (port 0 for any) and starts the stack, with
+    /// [`SIP_SOCKET_BUFFER`] asked for as the socket's receive and send buffers.
     pub async fn start(bind: SocketAddr, user_agent: &str) -> Result<Uac, Error> {
+        Self::start_with_buffer(bind, user_agent, SIP_SOCKET_BUFFER).await
+    }
+
+    /// [`Uac::start`] with `buffer` bytes asked for as the SIP socket's `SO_RCVBUF` and
+    /// `SO_SNDBUF`. The kernel caps the request at `net.core.rmem_max` / `wmem_max`; a capped
+    /// request is logged, and [`Uac::sip_socket_buffers`] tells what was granted.
+    pub async fn start_with_buffer(
+        bind: SocketAddr,
+        user_agent: &str,
+        buffer: usize,
+    ) -> Result<Uac, Error> {
         let sip = |e: rsipstack::Error| Error::Sip(e.to_string());
         if bind.ip().is_unspecified() {
             // Via, Contact and SDP carry the bound address: it must be one the trunk can reach.
@@ -183,7 +198,32 @@ impl Uac {
         }
         let token = CancellationToken::new();
         let tl = TransportLayer::new(token.child_token());
-        let udp = UdpConnection::create_connection(bind, None, Some(token.child_token()))
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(bind),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        // A burst of responses at a high call rate overflows the default receive buffer
+        // (~208 KiB): the kernel drops them and every loss costs a retransmission timer.
+        socket.set_recv_buffer_size(buffer)?;
+        socket.set_send_buffer_size(buffer)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bind.into())?;
+        // Linux reports twice the size it grants (the doubling covers its bookkeeping).
+        let buffers = (
+            socket.recv_buffer_size()? / 2,
+            socket.send_buffer_size()? / 2,
+        );
+        if buffers.0 < buffer || buffers.1 < buffer {
+            tracing::warn!(
+                asked = buffer,
+                receive = buffers.0,
+                send = buffers.1,
+                "SIP socket buffers capped by the kernel (net.core.rmem_max / wmem_max)"
+            );
+        }
+        let socket = Arc::new(tokio::net::UdpSocket::from_std(socket.into())?);
+        let udp = UdpConnection::from_socket(socket, None, Some(token.child_token()))
             .await
             .map_err(sip)?;
         let local = udp.get_addr().get_socketaddr().map_err(sip)?;
@@ -210,6 +250,7 @@ impl Uac {
         Ok(Uac {
             layer,
             local,
+            buffers,
             pacer: Arc::new(Pacer::per_core()?),
             token,
             _endpoint: endpoint,
@@ -224,6 +265,11 @@ impl Uac {
     /// The local SIP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The SIP socket's receive and send buffers as granted by the kernel, in bytes.
+    pub fn sip_socket_buffers(&self) -> (usize, usize) {
+        self.buffers
     }
 
     /// Places one call and runs its script to the end. `on_opt_out` is called when the
