@@ -102,6 +102,9 @@ struct Active {
 
 struct Shared {
     late: Vec<AtomicU64>,
+    /// Streams open on the shard threads (opened and not yet closed): the concurrent-call
+    /// gauge, counted where the streams live.
+    open: AtomicU64,
 }
 
 /// The pacer: one sending thread per shard. Cheap to share (`Arc`); the threads end when the
@@ -133,6 +136,7 @@ impl Pacer {
     pub fn new(shards: usize) -> std::io::Result<Pacer> {
         let shared = Arc::new(Shared {
             late: (0..LATE_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            open: AtomicU64::new(0),
         });
         let mut senders = Vec::new();
         for k in 0..shards.max(1) {
@@ -194,6 +198,12 @@ impl Pacer {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Streams currently open (one per call with media): returns to 0 when every call has
+    /// ended and dropped its [`Stream`].
+    pub fn open_streams(&self) -> u64 {
+        self.shared.open.load(Ordering::Relaxed)
     }
 
     /// Width of a [`Pacer::lateness_histogram`] bucket in microseconds.
@@ -274,6 +284,8 @@ fn request_short_slices() {
     }
 }
 
+// The pacer is an I/O edge: it sends on the clock, so it reads it.
+#[allow(clippy::disallowed_methods)]
 fn run_shard(rx: mpsc::Receiver<Cmd>, shared: &Shared) {
     request_short_slices();
     let mut streams: HashMap<u64, Active> = HashMap::new();
@@ -342,7 +354,7 @@ fn run_shard(rx: mpsc::Receiver<Cmd>, shared: &Shared) {
         };
         let mut next = cmd;
         while let Some(c) = next {
-            apply(c, &mut streams, &mut heap);
+            apply(c, &mut streams, &mut heap, &shared.open);
             next = rx.try_recv().ok();
         }
     }
@@ -352,10 +364,13 @@ fn apply(
     cmd: Cmd,
     streams: &mut HashMap<u64, Active>,
     heap: &mut BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    open: &AtomicU64,
 ) {
     match cmd {
         Cmd::Open(a) => {
-            streams.insert(a.id, *a);
+            if streams.insert(a.id, *a).is_none() {
+                open.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Cmd::Play {
             id,
@@ -377,7 +392,9 @@ fn apply(
             }
         }
         Cmd::Close(id) => {
-            streams.remove(&id);
+            if streams.remove(&id).is_some() {
+                open.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -450,5 +467,13 @@ mod tests {
         assert_eq!(streams[0].counters().sent(Prompt::Confirmation), sent);
         let total: u64 = pacer.lateness_histogram().iter().sum();
         assert_eq!(total, 15 + u64::from(sent));
+        // The open-stream gauge counts the three, and returns to 0 once they are dropped.
+        assert_eq!(pacer.open_streams(), 3);
+        drop(streams);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pacer.open_streams() != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pacer.open_streams(), 0);
     }
 }

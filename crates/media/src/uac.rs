@@ -458,13 +458,14 @@ impl Uac {
                 }
                 ev = pacer_rx.recv() => {
                     match ev {
-                        Some(StreamEvent::FirstPacket(p, when)) => {
-                            if p == Prompt::Message && report.first_audio_at.is_none() {
-                                report.first_audio_at = Some(at(when));
-                                script.handle_first_audio(when);
-                                report.timeline.push((at(when), "first audio packet sent".into()));
-                            }
+                        Some(StreamEvent::FirstPacket(p, when))
+                            if p == Prompt::Message && report.first_audio_at.is_none() =>
+                        {
+                            report.first_audio_at = Some(at(when));
+                            script.handle_first_audio(when);
+                            report.timeline.push((at(when), "first audio packet sent".into()));
                         }
+                        Some(StreamEvent::FirstPacket(..)) => {}
                         Some(StreamEvent::Done(p, when)) => {
                             report.timeline.push((at(when), format!("{p:?} played")));
                             script.handle_prompt_done(Instant::now(), p);
