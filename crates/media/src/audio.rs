@@ -1,6 +1,7 @@
 //! Prerecorded messages: any WAV → 8 kHz mono → G.711, once, at load time.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rubato::{FftFixedIn, Resampler};
 
@@ -13,8 +14,8 @@ pub const RATE: u32 = 8000;
 /// A message ready to play: its audio encoded in both G.711 laws (the callee picks one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    pcmu: Vec<u8>,
-    pcma: Vec<u8>,
+    pcmu: Arc<[u8]>,
+    pcma: Arc<[u8]>,
 }
 
 impl Message {
@@ -85,6 +86,15 @@ impl Message {
         match codec {
             Codec::Pcmu => &self.pcmu,
             Codec::Pcma => &self.pcma,
+        }
+    }
+
+    /// The encoded samples, shared (for the pacer, which outlives no call but runs on
+    /// another thread).
+    pub fn encoded_shared(&self, codec: Codec) -> Arc<[u8]> {
+        match codec {
+            Codec::Pcmu => self.pcmu.clone(),
+            Codec::Pcma => self.pcma.clone(),
         }
     }
 

@@ -4,13 +4,14 @@
 //! (RTP on an absolute 20 ms schedule), [`g711`], [`dtmf`] (RFC 4733, SIP INFO, Goertzel),
 //! [`sdp`] (offer/answer) and [`audio::Message`] (WAV → 8 kHz G.711 at load time) — take
 //! `now` and inputs and return actions. The I/O edge ([`uac`]) drives them with rsipstack and
-//! UDP sockets.
+//! UDP sockets; every call's RTP leaves through the shared [`pacer`].
 
 pub mod audio;
 pub mod call;
 pub mod dtmf;
 mod error;
 pub mod g711;
+pub mod pacer;
 pub mod rtp;
 pub mod sdp;
 pub mod uac;

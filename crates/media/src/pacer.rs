@@ -1,0 +1,479 @@
+//! The shared RTP pacer: a few threads send every call's packets on one sorted schedule.
+//!
+//! Why not a task and a timer per call: with thousands of calls, tokio's timer wheel (1 ms
+//! ticks) and one wake-up per packet per call made every packet leave about a millisecond
+//! late, with a tail that grew with load (measured, BENCHMARKS.md). Here each shard (one per
+//! core) keeps its streams in a binary heap ordered by when their next packet is due, sleeps
+//! until the earliest, and sends every packet due by then in one pass — thousands of streams
+//! cost a few hundred wake-ups a second, not fifty per stream. Packets stay on each stream's
+//! absolute schedule ([`Packetizer`]: packet *n* at start + n × 20 ms), so a late wake-up
+//! delays one packet and never shifts the next.
+//!
+//! The call task keeps the SIP dialog and the receive side; it hands its RTP socket and
+//! [`Packetizer`] to the pacer when the call is answered ([`Pacer::open`]) and steers playback
+//! through the returned [`Stream`]. The pacer reports back the first packet and the end of
+//! each prompt as [`StreamEvent`]s.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::call::Prompt;
+use crate::rtp::{Packetizer, Tx};
+
+/// Packets due within this much after a wake-up go out in the same pass (slightly early
+/// rather than costing one more wake-up each).
+const BATCH: Duration = Duration::from_micros(100);
+/// Send lateness histogram: buckets of 10 µs up to 100 ms (the last bucket holds the rest).
+const LATE_BUCKET_US: u64 = 10;
+const LATE_BUCKETS: usize = 10_000;
+
+/// What a stream reports to its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The first packet of this prompt left at this instant.
+    FirstPacket(Prompt, Instant),
+    /// The prompt has been played to its end.
+    Done(Prompt, Instant),
+}
+
+/// Counters of one stream, readable by its call at any time.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// Packets sent, per prompt (`Prompt::Message`, `Prompt::Confirmation`).
+    sent: [AtomicU32; 2],
+    /// The latest any packet of this stream left after its slot, in microseconds.
+    max_lateness_us: AtomicU32,
+    /// Packets the socket refused (send buffer full, unreachable …).
+    send_errors: AtomicU32,
+}
+
+fn slot(p: Prompt) -> usize {
+    match p {
+        Prompt::Message => 0,
+        Prompt::Confirmation => 1,
+    }
+}
+
+impl StreamCounters {
+    /// Packets of prompt `p` sent so far.
+    pub fn sent(&self, p: Prompt) -> u32 {
+        self.sent[slot(p)].load(Ordering::Relaxed)
+    }
+    /// The worst send lateness so far (µs after the packet's 20 ms slot).
+    pub fn max_lateness_us(&self) -> u32 {
+        self.max_lateness_us.load(Ordering::Relaxed)
+    }
+    /// Packets the socket refused.
+    pub fn send_errors(&self) -> u32 {
+        self.send_errors.load(Ordering::Relaxed)
+    }
+}
+
+enum Cmd {
+    Open(Box<Active>),
+    Play {
+        id: u64,
+        audio: Arc<[u8]>,
+        prompt: Prompt,
+        start: Instant,
+    },
+    Stop(u64),
+    Close(u64),
+}
+
+/// A stream inside its shard.
+struct Active {
+    id: u64,
+    socket: Arc<UdpSocket>,
+    remote: SocketAddr,
+    packetizer: Packetizer,
+    playing: Option<(Arc<[u8]>, Prompt)>,
+    /// Bumped on every play/stop: heap entries of an older generation are stale.
+    generation: u32,
+    events: UnboundedSender<StreamEvent>,
+    counters: Arc<StreamCounters>,
+}
+
+struct Shared {
+    late: Vec<AtomicU64>,
+    /// Streams open on the shard threads (opened and not yet closed): the concurrent-call
+    /// gauge, counted where the streams live.
+    open: AtomicU64,
+}
+
+/// The pacer: one sending thread per shard. Cheap to share (`Arc`); the threads end when the
+/// pacer and every stream are dropped.
+pub struct Pacer {
+    shards: Vec<mpsc::Sender<Cmd>>,
+    next_id: AtomicU64,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacer")
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+/// A call's handle on its stream. Dropping it closes the stream.
+#[derive(Debug)]
+pub struct Stream {
+    id: u64,
+    shard: mpsc::Sender<Cmd>,
+    counters: Arc<StreamCounters>,
+}
+
+impl Pacer {
+    /// A pacer with `shards` sending threads (at least one).
+    pub fn new(shards: usize) -> std::io::Result<Pacer> {
+        let shared = Arc::new(Shared {
+            late: (0..LATE_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            open: AtomicU64::new(0),
+        });
+        let mut senders = Vec::new();
+        for k in 0..shards.max(1) {
+            let (tx, rx) = mpsc::channel();
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("rtp-pacer-{k}"))
+                .spawn(move || run_shard(rx, &shared))?;
+            senders.push(tx);
+        }
+        Ok(Pacer {
+            shards: senders,
+            next_id: AtomicU64::new(0),
+            shared,
+        })
+    }
+
+    /// A pacer with one shard per available core.
+    pub fn per_core() -> std::io::Result<Pacer> {
+        Pacer::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Hands a call's RTP socket and packetizer to the pacer; nothing is sent until
+    /// [`Stream::play`]. Events arrive on `events`.
+    pub fn open(
+        &self,
+        socket: Arc<UdpSocket>,
+        remote: SocketAddr,
+        packetizer: Packetizer,
+        events: UnboundedSender<StreamEvent>,
+    ) -> Stream {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shard = self.shards[(id % self.shards.len() as u64) as usize].clone();
+        let counters = Arc::new(StreamCounters::default());
+        // A send fails only if the shard thread is gone (it never exits while a sender
+        // lives, short of a panic); the call then simply plays nothing and ends on its timers.
+        let _ = shard.send(Cmd::Open(Box::new(Active {
+            id,
+            socket,
+            remote,
+            packetizer,
+            playing: None,
+            generation: 0,
+            events,
+            counters: counters.clone(),
+        })));
+        Stream {
+            id,
+            shard,
+            counters,
+        }
+    }
+
+    /// Send lateness of every packet so far: counts per 10 µs bucket (the last bucket counts
+    /// everything from 100 ms on).
+    pub fn lateness_histogram(&self) -> Vec<u64> {
+        self.shared
+            .late
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Streams currently open (one per call with media): returns to 0 when every call has
+    /// ended and dropped its [`Stream`].
+    pub fn open_streams(&self) -> u64 {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// Width of a [`Pacer::lateness_histogram`] bucket in microseconds.
+    pub const LATENESS_BUCKET_US: u64 = LATE_BUCKET_US;
+}
+
+impl Stream {
+    /// Plays `audio` (one byte per sample, already encoded) from `start`, replacing whatever
+    /// was playing.
+    pub fn play(&self, audio: Arc<[u8]>, prompt: Prompt, start: Instant) {
+        let _ = self.shard.send(Cmd::Play {
+            id: self.id,
+            audio,
+            prompt,
+            start,
+        });
+    }
+    /// Stops playback (the stream stays open).
+    pub fn stop(&self) {
+        let _ = self.shard.send(Cmd::Stop(self.id));
+    }
+    /// The stream's counters.
+    pub fn counters(&self) -> &StreamCounters {
+        &self.counters
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = self.shard.send(Cmd::Close(self.id));
+    }
+}
+
+/// Asks the scheduler for short time slices on this thread (Linux ≥ 6.12, EEVDF "custom
+/// slice": `sched_setattr` with `sched_runtime` under the normal policy — no privilege
+/// needed): a thread with a short slice gets an earlier deadline when it wakes, so the pacer
+/// does not wait behind a busy thread's whole slice. Older kernels refuse it and the pacer
+/// runs as any thread. There is no std or libc wrapper for `sched_setattr`, hence the raw
+/// system call.
+fn request_short_slices() {
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+        util_min: u32,
+        util_max: u32,
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice: 0,
+        priority: 0,
+        // 100 µs, the shortest slice the kernel accepts.
+        runtime: 100_000,
+        deadline: 0,
+        period: 0,
+        util_min: 0,
+        util_max: 0,
+    };
+    // SAFETY: sched_setattr(pid 0 = this thread, attr, flags 0) with a correctly sized,
+    // initialised struct that outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if r != 0 {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::info!(
+                error = %std::io::Error::last_os_error(),
+                "RTP pacer: the kernel refused short time slices; it runs as any thread"
+            );
+        });
+    }
+}
+
+// The pacer is an I/O edge: it sends on the clock, so it reads it.
+#[allow(clippy::disallowed_methods)]
+fn run_shard(rx: mpsc::Receiver<Cmd>, shared: &Shared) {
+    request_short_slices();
+    let mut streams: HashMap<u64, Active> = HashMap::new();
+    // (due, stream id, generation), earliest first.
+    let mut heap: BinaryHeap<Reverse<(Instant, u64, u32)>> = BinaryHeap::new();
+    loop {
+        let now = Instant::now();
+        while let Some(&Reverse((due, id, generation))) = heap.peek() {
+            if due > now + BATCH {
+                break;
+            }
+            heap.pop();
+            let Some(s) = streams.get_mut(&id) else {
+                continue;
+            };
+            if s.generation != generation {
+                continue;
+            }
+            let Some((audio, prompt)) = s.playing.as_ref() else {
+                continue;
+            };
+            let prompt = *prompt;
+            let first = s.packetizer.sent_in_prompt() == 0;
+            // A packet taken a little early (within BATCH) is built as if at its slot.
+            match s.packetizer.poll_transmit(now.max(due), audio) {
+                Tx::Packet(pkt) => {
+                    if s.socket.send_to(pkt, s.remote).is_err() {
+                        s.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let late = now.saturating_duration_since(due).as_micros();
+                    let late_us = u32::try_from(late).unwrap_or(u32::MAX);
+                    s.counters
+                        .max_lateness_us
+                        .fetch_max(late_us, Ordering::Relaxed);
+                    s.counters.sent[slot(prompt)].fetch_add(1, Ordering::Relaxed);
+                    let bucket = (late as u64 / LATE_BUCKET_US).min(LATE_BUCKETS as u64 - 1);
+                    if let Some(b) = shared.late.get(bucket as usize) {
+                        b.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if first {
+                        let _ = s.events.send(StreamEvent::FirstPacket(prompt, now));
+                    }
+                    heap.push(Reverse((s.packetizer.poll_timeout(), id, generation)));
+                }
+                Tx::Done => {
+                    s.playing = None;
+                    let _ = s.events.send(StreamEvent::Done(prompt, now));
+                }
+                Tx::NotDue => heap.push(Reverse((due, id, generation))),
+            }
+        }
+        // Sleep until the next packet is due, or a command arrives.
+        let wait = heap
+            .peek()
+            .map(|Reverse((due, _, _))| due.saturating_duration_since(Instant::now()));
+        let cmd = match wait {
+            Some(w) => match rx.recv_timeout(w) {
+                Ok(c) => Some(c),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+            None => match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => return,
+            },
+        };
+        let mut next = cmd;
+        while let Some(c) = next {
+            apply(c, &mut streams, &mut heap, &shared.open);
+            next = rx.try_recv().ok();
+        }
+    }
+}
+
+fn apply(
+    cmd: Cmd,
+    streams: &mut HashMap<u64, Active>,
+    heap: &mut BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    open: &AtomicU64,
+) {
+    match cmd {
+        Cmd::Open(a) => {
+            if streams.insert(a.id, *a).is_none() {
+                open.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Cmd::Play {
+            id,
+            audio,
+            prompt,
+            start,
+        } => {
+            if let Some(s) = streams.get_mut(&id) {
+                s.packetizer.restart(start);
+                s.playing = Some((audio, prompt));
+                s.generation = s.generation.wrapping_add(1);
+                heap.push(Reverse((s.packetizer.poll_timeout(), id, s.generation)));
+            }
+        }
+        Cmd::Stop(id) => {
+            if let Some(s) = streams.get_mut(&id) {
+                s.playing = None;
+                s.generation = s.generation.wrapping_add(1);
+            }
+        }
+        Cmd::Close(id) => {
+            if streams.remove(&id).is_some() {
+                open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // real time: the pacer runs on the clock
+    fn streams_play_on_schedule_report_their_prompts_and_stop() {
+        let pacer = Pacer::new(2).unwrap_or_else(|e| panic!("{e}"));
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        sink.set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let remote = sink.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let mut streams = Vec::new();
+        let mut events = Vec::new();
+        let audio: Arc<[u8]> = vec![0x55u8; 160 * 5].into(); // 5 packets
+        let t0 = Instant::now() + Duration::from_millis(20);
+        for k in 0..3u32 {
+            let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let p = Packetizer::new(8, 100 + k, 0, 0, t0);
+            let s = pacer.open(sock, remote, p, tx);
+            s.play(audio.clone(), Prompt::Message, t0);
+            streams.push(s);
+            events.push(rx);
+        }
+        // 3 streams × 5 packets, each on its own SSRC in order.
+        let mut seen: HashMap<u32, Vec<u16>> = HashMap::new();
+        let mut buf = [0u8; 512];
+        for _ in 0..15 {
+            let n = sink.recv(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+            let (h, payload) = rtp::parse(&buf[..n]).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(payload.len(), 160);
+            seen.entry(h.ssrc).or_default().push(h.sequence);
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(seen.values().all(|s| s == &[0, 1, 2, 3, 4]), "{seen:?}");
+        for (s, rx) in streams.iter().zip(events.iter_mut()) {
+            let first = rx.blocking_recv();
+            let done = rx.blocking_recv();
+            match (first, done) {
+                (
+                    Some(StreamEvent::FirstPacket(Prompt::Message, a)),
+                    Some(StreamEvent::Done(Prompt::Message, b)),
+                ) => {
+                    // Five 20 ms slots: done after the fifth packet's slot ends.
+                    assert!(
+                        b.duration_since(a) >= Duration::from_millis(95),
+                        "{a:?} {b:?}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(s.counters().sent(Prompt::Message), 5);
+            assert!(s.counters().max_lateness_us() < 20_000);
+        }
+        // Stop one stream mid-prompt: it sends nothing more.
+        let t1 = Instant::now() + Duration::from_millis(20);
+        streams[0].play(vec![0x55u8; 160 * 50].into(), Prompt::Confirmation, t1);
+        std::thread::sleep(Duration::from_millis(100));
+        streams[0].stop();
+        std::thread::sleep(Duration::from_millis(40));
+        let sent = streams[0].counters().sent(Prompt::Confirmation);
+        assert!((2..50).contains(&sent), "{sent}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(streams[0].counters().sent(Prompt::Confirmation), sent);
+        let total: u64 = pacer.lateness_histogram().iter().sum();
+        assert_eq!(total, 15 + u64::from(sent));
+        // The open-stream gauge counts the three, and returns to 0 once they are dropped.
+        assert_eq!(pacer.open_streams(), 3);
+        drop(streams);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pacer.open_streams() != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pacer.open_streams(), 0);
+    }
+}
