@@ -1,16 +1,23 @@
-//! S3 of the performance issue: CPU per RTP packet sent — crieur's send path (the
-//! `Packetizer` building each 172-byte G.711 packet on its 20 ms schedule, sent with tokio's
-//! `UdpSocket::send_to` as a call task does) against a raw `sendto` loop of the same
-//! datagrams, on the same box, in one run. Both measured as the sending thread's CPU time.
+//! S3 of the performance issue: CPU per RTP packet sent by crieur's `Pacer` (STREAMS calls'
+//! streams of 172-byte G.711 packets on their 20 ms schedules, each from its own socket,
+//! until about PACKETS are sent; CPU of the pacer's threads, sleeping and waking included)
+//! against raw `sendto` loops of the same datagrams on the same box in the same run: from one
+//! socket, and round-robin over STREAMS sockets (the pacer's shape). A draining receiver
+//! thread takes every datagram; on loopback the kernel's delivery to it is charged to the
+//! sender's system call in all three.
 //!
-//! `cargo run --release -p crieur-media --example packet_cost [PACKETS]` (default 1 000 000)
+//! `cargo run --release -p crieur-media --example packet_cost [PACKETS] [STREAMS]`
+//! (default 1 000 000 and 2 000)
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
 use std::net::UdpSocket;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crieur_media::rtp::{Packetizer, Tx};
+use crieur_media::call::Prompt;
+use crieur_media::pacer::Pacer;
+use crieur_media::rtp::Packetizer;
 
 /// This thread's CPU time (user + system), from /proc (1/100 s ticks).
 fn thread_cpu() -> f64 {
@@ -32,67 +39,94 @@ fn sink() -> std::net::SocketAddr {
     addr
 }
 
-/// `poll_transmit` at `poll_timeout()` is always due; anything else is a bug in the bench.
-fn unreachable_not_due() {
-    eprintln!("packetizer said not due at its own slot");
-    std::process::exit(1);
+/// CPU time (user + system) of this process's threads whose name starts with `prefix`.
+fn threads_cpu(prefix: &str) -> f64 {
+    let mut total = 0.0;
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let Some((name, after)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(')'))
+        else {
+            continue;
+        };
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        total += (ticks(11) + ticks(12)) / 100.0;
+    }
+    total
 }
 
 fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args
+        .next()
         .map_or(1_000_000, |s| s.parse().unwrap_or_else(|e| panic!("{e}")));
+    let streams: usize = args
+        .next()
+        .map_or(2_000, |s| s.parse().unwrap_or_else(|e| panic!("{e}")));
     let to = sink();
-    // 10 s of PCMU audio (one byte per sample), looped.
-    let audio: Vec<u8> = (0..80_000u32).map(|i| (i % 251) as u8).collect();
-
-    // Raw: the same 172-byte datagram, sendto in a loop.
-    let raw = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let pkt = [0x80u8; 172];
+
+    // Raw, one socket: the same 172-byte datagram, sendto in a loop.
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let c0 = thread_cpu();
-    let t0 = Instant::now();
     for _ in 0..n {
         let _ = raw.send_to(&pkt, to);
     }
-    let raw_wall = t0.elapsed();
-    let raw_cpu = thread_cpu() - c0;
+    let raw_one = thread_cpu() - c0;
 
-    // crieur: the packetizer and tokio's send_to, as a call task sends.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (ours_cpu, ours_wall) = rt.block_on(async {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let start = Instant::now();
-        let mut p = Packetizer::new(0, 1, 2, 3, start);
-        let c0 = thread_cpu();
-        let t0 = Instant::now();
-        let mut sent = 0u64;
-        while sent < n {
-            // Each packet is taken exactly at its slot: the schedule (timers) is not what is
-            // measured here, the packet path is.
-            let due = p.poll_timeout();
-            match p.poll_transmit(due, &audio) {
-                Tx::Packet(b) => {
-                    let _ = sock.send_to(b, to).await;
-                    sent += 1;
-                }
-                Tx::Done => p.restart(due),
-                Tx::NotDue => unreachable_not_due(),
-            }
-        }
-        (thread_cpu() - c0, t0.elapsed())
-    });
-    let per = |cpu: f64| cpu * 1e9 / n as f64;
+    // Raw, round-robin over as many sockets as the pacer has streams.
+    let socks: Vec<UdpSocket> = (0..streams)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let c0 = thread_cpu();
+    for i in 0..n {
+        let _ = socks[(i % streams as u64) as usize].send_to(&pkt, to);
+    }
+    let raw_many = thread_cpu() - c0;
+    drop(socks);
+
+    // crieur: the pacer playing `streams` streams, spread over one 20 ms period, for as long
+    // as it takes to send about `n` packets.
+    let pacer = Pacer::per_core().unwrap_or_else(|e| panic!("{e}"));
+    let secs = (n as f64 / (streams as f64 * 50.0)).ceil().max(1.0);
+    let audio: Arc<[u8]> = vec![0xD5u8; (8000.0 * secs) as usize].into();
+    let t0 = Instant::now() + Duration::from_millis(200 + streams as u64 / 10);
+    let mut keep = Vec::with_capacity(streams);
+    for i in 0..streams {
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
+        sock.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let start = t0 + Duration::from_micros((i as u64 * 20_000) / streams as u64);
+        let s = pacer.open(sock, to, Packetizer::new(8, i as u32, 0, 0, start), tx);
+        s.play(audio.clone(), Prompt::Message, start);
+        keep.push((s, rx));
+    }
+    let c0 = threads_cpu("rtp-pacer");
+    std::thread::sleep(
+        t0.saturating_duration_since(Instant::now()) + Duration::from_secs_f64(secs + 0.5),
+    );
+    let ours = threads_cpu("rtp-pacer") - c0;
+    let sent: u64 = keep
+        .iter()
+        .map(|(s, _)| u64::from(s.counters().sent(Prompt::Message)))
+        .sum();
+
+    let per = |cpu: f64, k: u64| cpu * 1e9 / k.max(1) as f64;
+    let (one, many, pacer_ns) = (per(raw_one, n), per(raw_many, n), per(ours, sent));
     println!(
-        "packets={n} (172 bytes)\nraw sendto:       {:.0} ns CPU/packet ({:.0} k packets/s wall)\ncrieur send path: {:.0} ns CPU/packet ({:.0} k packets/s wall)\nratio crieur/raw: {:.2}",
-        per(raw_cpu),
-        n as f64 / raw_wall.as_secs_f64() / 1e3,
-        per(ours_cpu),
-        n as f64 / ours_wall.as_secs_f64() / 1e3,
-        per(ours_cpu) / per(raw_cpu).max(1e-9)
+        "packets={n} (172 bytes), streams={streams}\n\
+         raw sendto, one socket:            {one:.0} ns CPU/packet\n\
+         raw sendto, {streams} sockets round-robin: {many:.0} ns CPU/packet\n\
+         crieur pacer, {streams} streams ({sent} packets in {secs:.0} s): {pacer_ns:.0} ns CPU/packet\n\
+         ratio pacer / raw same shape: {:.2}   (pacer / raw one socket: {:.2})",
+        pacer_ns / many.max(1e-9),
+        pacer_ns / one.max(1e-9)
     );
 }
