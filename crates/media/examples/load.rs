@@ -104,7 +104,8 @@ impl Tally {
                 self.worst = self.worst.max(r.send_lateness_max_us);
                 self.send_errors += u64::from(r.rtp_send_errors);
                 if let Some(d) = r.answer_to_first_audio {
-                    self.a2a.add(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+                    self.a2a
+                        .add(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
                 }
                 if let (Some(end), Some(answered), Some(key)) =
                     (env_num("KEY_END_MS"), r.answered_at, r.keys.first())
