@@ -46,8 +46,16 @@ struct Sipp {
 }
 
 impl Sipp {
+    /// Starts sipp on free ports. A port found free can be taken by another process before
+    /// sipp binds it (sipp then exits at once): that is retried on other ports.
     fn start(scenario: &str, extra: &[&str]) -> Sipp {
-        Self::start_on(free_ports().0, scenario, extra)
+        for _ in 0..5 {
+            let mut sipp = Self::start_on(free_ports().0, scenario, extra);
+            if matches!(sipp.child.try_wait(), Ok(None)) {
+                return sipp;
+            }
+        }
+        panic!("sipp exited at start five times (ports taken?)");
     }
 
     fn start_on(port: u16, scenario: &str, extra: &[&str]) -> Sipp {
