@@ -55,9 +55,12 @@ fn env_num(name: &str) -> Option<f64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// Counts per 10 µs up to 100 ms (the last bucket holds the rest): a soak of any length keeps
-/// the same few kilobytes (a vector per call made the soak's own memory grow).
+/// Counts per 10 µs up to 100 ms (the last bucket holds the rest) — the pacer's lateness
+/// histogram has the same shape: a soak of any length keeps the same few kilobytes (a vector
+/// per call made the soak's own memory grow).
 struct Histogram(Vec<u64>);
+
+const BUCKET_US: u64 = crieur_media::pacer::Pacer::LATENESS_BUCKET_US;
 
 impl Default for Histogram {
     fn default() -> Self {
@@ -67,7 +70,8 @@ impl Default for Histogram {
 
 impl Histogram {
     fn add(&mut self, us: u32) {
-        let i = (us as usize / 10).min(self.0.len() - 1);
+        let i = (u64::from(us) / BUCKET_US) as usize;
+        let i = i.min(self.0.len() - 1);
         self.0[i] += 1;
     }
     /// The lower edge of the bucket holding the `p` quantile, µs.
@@ -78,7 +82,7 @@ impl Histogram {
         for (i, c) in self.0.iter().enumerate() {
             seen += c;
             if seen >= want {
-                return i as u64 * 10;
+                return i as u64 * BUCKET_US;
             }
         }
         0
@@ -254,19 +258,8 @@ async fn main() {
     } = tally;
     key_delay_ms.sort_unstable();
     // Send lateness of every packet, from the pacer's histogram (10 µs buckets).
-    let hist = uac.pacer().lateness_histogram();
-    let packets: u64 = hist.iter().sum();
-    let late_pct = |p: f64| -> u64 {
-        let want = (packets as f64 * p).ceil() as u64;
-        let mut seen = 0;
-        for (i, c) in hist.iter().enumerate() {
-            seen += c;
-            if seen >= want.max(1) {
-                return i as u64 * crieur_media::pacer::Pacer::LATENESS_BUCKET_US;
-            }
-        }
-        0
-    };
+    let late = Histogram(uac.pacer().lateness_histogram());
+    let packets: u64 = late.0.iter().sum();
     let call_seconds = ok as f64 * f64::from(secs);
     let peak = (cps * f64::from(secs)).min(calls as f64);
     let (rcvbuf, sndbuf) = uac.sip_socket_buffers();
@@ -287,9 +280,9 @@ async fn main() {
         "calls={calls} cps={cps} message={secs}s peak_concurrent~{peak:.0} ok={ok} failed={failed} wall={wall:.1}s cpu={cpu:.2}s \
          cpu_per_call_second={:.3}ms packets={packets} send_errors={send_errors} lateness_us p50={} p99={} p99.9={} worst_call_max={} answer_to_audio_us p50={} p99={}",
         if call_seconds > 0.0 { cpu * 1000.0 / call_seconds } else { 0.0 },
-        late_pct(0.5),
-        late_pct(0.99),
-        late_pct(0.999),
+        late.pct(0.5),
+        late.pct(0.99),
+        late.pct(0.999),
         worst,
         a2a.pct(0.5),
         a2a.pct(0.99),
