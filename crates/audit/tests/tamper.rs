@@ -476,3 +476,83 @@ fn segments_rotate_and_the_chain_spans_them() {
     let b = first_break(d.path(), &VerifyOptions::default()).unwrap_or_else(|| panic!("gap"));
     assert!(b.what.contains("missing"), "{b}");
 }
+
+#[test]
+fn a_log_rechained_without_its_checkpoints_fails_with_a_pinned_key() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), true);
+    let es: Vec<Entry> = entries(d.path())
+        .into_iter()
+        .filter(|e| !matches!(e.record, Record::Checkpoint(_)))
+        .collect();
+    let n = es.len() as u64;
+    rechain(d.path(), es);
+    // The chain alone is intact …
+    let plain = verify(d.path(), &VerifyOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plain.first_break, None);
+    assert_eq!(plain.checkpoints, 0);
+    // … and says that nothing in it is proven.
+    let all = Some(crieur_audit::Unproven {
+        records: n,
+        first_seq: 0,
+        last_seq: n - 1,
+    });
+    assert_eq!(plain.unproven, all);
+    // With the operator's key pinned, a log without a checkpoint fails.
+    let rep = verify(d.path(), &pinned()).unwrap_or_else(|e| panic!("{e}"));
+    let b = rep
+        .first_break
+        .unwrap_or_else(|| panic!("no checkpoint, yet it passed"));
+    assert!(
+        b.what.contains("no checkpoint signed by the given key"),
+        "{b}"
+    );
+    assert!(b.what.contains(&format!("none of the {n} records")), "{b}");
+    assert_eq!(rep.unproven, all);
+}
+
+#[test]
+fn records_after_the_last_checkpoint_are_reported_unproven() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), true);
+    // A clean log ends with a checkpoint: everything is proven.
+    let rep = verify(d.path(), &pinned()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((rep.first_break, rep.unproven), (None, None));
+    // A forger turns the last decision into something else and re-chains from there; the
+    // checkpoints after it no longer verify, so they go too.
+    let mut es = entries(d.path());
+    let k = es
+        .iter()
+        .rposition(|e| matches!(e.record, Record::Decision(_)))
+        .unwrap_or_else(|| panic!("no decision"));
+    if let Record::Decision(x) = &mut es[k].record {
+        x.opted_out = true;
+    }
+    let mut kept = Vec::new();
+    for (i, e) in es.into_iter().enumerate() {
+        if !(i > k && matches!(e.record, Record::Checkpoint(_))) {
+            kept.push(e);
+        }
+    }
+    let last_cp = kept
+        .iter()
+        .rposition(|e| matches!(e.record, Record::Checkpoint(_)))
+        .unwrap_or_else(|| panic!("no checkpoint left")) as u64;
+    let n = kept.len() as u64;
+    rechain(d.path(), kept);
+    let rep = verify(d.path(), &pinned()).unwrap_or_else(|e| panic!("{e}"));
+    // The chain and the remaining checkpoints hold; the altered tail is reported unproven.
+    assert_eq!(rep.first_break, None);
+    assert_eq!(rep.last_checkpoint, Some(last_cp));
+    let u = rep
+        .unproven
+        .unwrap_or_else(|| panic!("the tail after the last checkpoint is not reported"));
+    assert_eq!(
+        (u.first_seq, u.last_seq, u.records),
+        (last_cp + 1, n - 1, n - 1 - last_cp)
+    );
+    assert!(
+        u.first_seq <= k as u64,
+        "{u:?} does not cover the altered record {k}"
+    );
+}

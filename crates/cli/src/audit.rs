@@ -154,7 +154,8 @@ pub fn stop(log: &mut AuditLog, reason: &str) -> anyhow::Result<()> {
 #[derive(clap::Subcommand)]
 pub enum AuditCmd {
     /// Checks the chain, seq continuity and checkpoint signatures; reports the first break
-    /// (segment, line, seq). Exit 1 on any break.
+    /// (segment, line, seq) and the records no checkpoint covers yet. Exit 1 on any break,
+    /// and with --pubkey when the log has no checkpoint at all (nothing in it is proven).
     Verify {
         dir: PathBuf,
         /// The Ed25519 public key (64 hex characters) checkpoints must be signed with.
@@ -243,6 +244,12 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             );
             if let Some((seq, hash)) = &rep.head {
                 println!("head      seq {seq} {hash}");
+            }
+            if let Some(u) = &rep.unproven {
+                println!(
+                    "UNPROVEN  {} records (seq {}-{}) after the last checkpoint: no signature covers them",
+                    u.records, u.first_seq, u.last_seq
+                );
             }
             match &rep.first_break {
                 None => {
