@@ -29,7 +29,7 @@ pub struct Violation {
     pub seq: u64,
     /// Stable kind: `outside-consent-window`, `outside-legal-hours`, `no-valid-consent`,
     /// `outside-campaign-schedule`, `call-would-not-fit`, `unknown-zone`, `dial-after-opt-out`,
-    /// `cap-exceeded`, `retry-too-early`, `history-omitted`, `invite-after-window`,
+    /// `cap-exceeded`, `retry-too-early`, `header-looser-than-ruleset`, `history-omitted`, `invite-after-window`,
     /// `invite-without-decision`, `slow-first-audio`, `unreplayable`.
     pub kind: String,
     pub contact: Option<String>,
@@ -74,7 +74,53 @@ fn kind_of(r: &SkipReason) -> &'static str {
 struct RunPolicy {
     policy: Policy,
     caps: CapRules,
+    /// The rule set's own caps (with the header's attempt cap): dials are checked against
+    /// these too, so a header that claims looser caps hides nothing.
+    ruleset_caps: CapRules,
     retry: HashMap<String, Duration>,
+    /// How the header's caps and retry rules are looser than the rule set's own.
+    looser: Vec<String>,
+}
+
+/// The outcomes the engine retries: a run header must give a rule for each, or replay
+/// could not check retry delays after them.
+const RETRYABLE: [AttemptOutcome; 6] = [
+    AttemptOutcome::Busy,
+    AttemptOutcome::NoAnswer,
+    AttemptOutcome::Failed,
+    AttemptOutcome::Rejected,
+    AttemptOutcome::Machine,
+    AttemptOutcome::Interrupted,
+];
+
+/// Every way the header's caps and retry rules are looser than the rule set's own.
+fn looser_than_ruleset(h: &RunHeader, caps: &CapRules, ruleset_caps: &CapRules) -> Vec<String> {
+    let mut out: Vec<String> = caps
+        .looser_than(ruleset_caps)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for r in &h.retry {
+        if AttemptOutcome::from_record(&r.outcome).is_final() && r.max_retries > 0 {
+            out.push(format!(
+                "retry rule for `{}` allows {} retries: an answered, opted-out or refused contact is never called again",
+                r.outcome, r.max_retries
+            ));
+        }
+    }
+    for o in RETRYABLE {
+        if !h
+            .retry
+            .iter()
+            .any(|r| AttemptOutcome::from_record(&r.outcome) == o)
+        {
+            out.push(format!(
+                "no retry rule for `{}`: the retry delays after it cannot be checked",
+                o.as_str()
+            ));
+        }
+    }
+    out
 }
 
 fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
@@ -121,6 +167,7 @@ fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
         },
         None => CapRules::for_ruleset(&p.ruleset, 3),
     };
+    let ruleset_caps = CapRules::for_ruleset(&p.ruleset, caps.max_attempts);
     let retry = h
         .retry
         .iter()
@@ -128,7 +175,9 @@ fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
         .collect();
     Ok(Some(RunPolicy {
         policy,
+        looser: looser_than_ruleset(h, &caps, &ruleset_caps),
         caps,
+        ruleset_caps,
         retry,
     }))
 }
@@ -193,7 +242,18 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
         match &e.record {
             Record::RunStart(h) => {
                 rep.runs += 1;
-                run = Some(rebuild(h));
+                let rebuilt = rebuild(h);
+                if let Ok(Some(rp)) = &rebuilt {
+                    for why in &rp.looser {
+                        flag(
+                            "header-looser-than-ruleset",
+                            None,
+                            None,
+                            format!("{}: {why}", rp.policy.ruleset()),
+                        );
+                    }
+                }
+                run = Some(rebuilt);
             }
             Record::OptOutRecorded(o) => {
                 opted_out.insert(o.number.clone());
@@ -348,6 +408,13 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 }
                 if let Some(hit) = rp.caps.check(&attempts, d.now) {
                     flag("cap-exceeded", c, n, hit.to_string());
+                } else if let Some(hit) = rp.ruleset_caps.check(&attempts, d.now) {
+                    flag(
+                        "cap-exceeded",
+                        c,
+                        n,
+                        format!("{hit} (the rule set's own caps; the run header's are looser)"),
+                    );
                 }
                 let last_here = d
                     .history

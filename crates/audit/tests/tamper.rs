@@ -46,6 +46,14 @@ fn contact(id: &str, number: &str, windows: &str) -> Contact {
     )
 }
 
+fn retry(outcome: &str, delay_secs: u64, max_retries: u32) -> RetrySnapshot {
+    RetrySnapshot {
+        outcome: outcome.into(),
+        delay_secs,
+        max_retries,
+    }
+}
+
 fn header() -> Record {
     let p = policy();
     Record::RunStart(RunHeader {
@@ -61,11 +69,15 @@ fn header() -> Record {
             Duration::from_secs(10),
         )),
         caps: Some(caps_snapshot(&CapRules::for_ruleset("FR", 3))),
-        retry: vec![RetrySnapshot {
-            outcome: "busy".into(),
-            delay_secs: 1800,
-            max_retries: 3,
-        }],
+        // The engine's defaults, as a campaign without `[retry]` records them.
+        retry: vec![
+            retry("busy", 1800, 3),
+            retry("no-answer", 4 * 3600, 3),
+            retry("failed", 900, 2),
+            retry("rejected", 86_400, 0),
+            retry("machine", 86_400, 1),
+            retry("interrupted", 600, 2),
+        ],
         opt_out_key: Some('9'),
         audio: vec![],
         tzdb_version: crieur_scheduler::tzdb_version().into(),
@@ -555,4 +567,98 @@ fn records_after_the_last_checkpoint_are_reported_unproven() {
         u.first_seq <= k as u64,
         "{u:?} does not cover the altered record {k}"
     );
+}
+
+#[test]
+fn a_run_header_looser_than_its_rule_set_is_a_violation_and_does_not_hide_one() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let c = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    // Under FR (4 calls per 30 days, 60 quiet days after a refusal) the header claims 100
+    // calls per 30 days, no quiet period, and retries after a refusal.
+    let Record::RunStart(mut h) = header() else {
+        panic!("not a header")
+    };
+    h.caps = Some(CapsSnapshot {
+        max_attempts: 10,
+        rolling_max: Some(100),
+        rolling_days: Some(30),
+        quiet_days_after_refusal: None,
+    });
+    h.retry.push(retry("not-interested", 60, 2));
+    // … and gives no rule for `machine` (replay could not check retries after one).
+    h.retry.retain(|r| r.outcome != "machine");
+    let busy = |at: &str, campaign: &str| PastAttempt {
+        at: t(at),
+        ended: Some(t(at) + chrono::Duration::seconds(20)),
+        outcome: "busy".into(),
+        campaign: campaign.into(),
+    };
+    // A fifth call in 30 days: within the header's caps, over FR's.
+    let history = vec![
+        busy("2027-02-20T17:05:00Z", "other"),
+        busy("2027-02-24T17:05:00Z", "other"),
+        busy("2027-02-27T17:05:00Z", "t"),
+        busy("2027-03-01T17:05:00Z", "t"),
+    ];
+    let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    for r in [
+        Record::RunStart(h),
+        decision(&c, "2027-03-03T17:30:00Z", history),
+    ] {
+        log.append(t("2027-03-03T17:30:00Z"), &r)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    let at = |seq: u64, kind: &str| -> Vec<&str> {
+        r.violations
+            .iter()
+            .filter(|v| v.seq == seq && v.kind == kind)
+            .map(|v| v.detail.as_str())
+            .collect()
+    };
+    let header = at(0, "header-looser-than-ruleset");
+    assert_eq!(header.len(), 4, "{r:?}");
+    assert!(header.iter().any(|d| d.contains(
+        "rolling cap 100 calls per 30 days where the rule set allows at most 4 per 30 days"
+    )));
+    assert!(header
+        .iter()
+        .any(|d| d.contains("no quiet period after a refusal where the rule set requires 60")));
+    assert!(header
+        .iter()
+        .any(|d| d.contains("retry rule for `not-interested` allows 2 retries")));
+    assert!(header
+        .iter()
+        .any(|d| d.contains("no retry rule for `machine`")));
+    let cap = at(1, "cap-exceeded");
+    assert_eq!(cap.len(), 1, "{r:?}");
+    assert!(
+        cap[0].contains("rolling cap: 4 attempts in the last 30 days"),
+        "{}",
+        cap[0]
+    );
+    assert!(cap[0].contains("the rule set's own caps"), "{}", cap[0]);
+}
+
+#[test]
+fn a_run_header_as_strict_as_its_rule_set_is_not_a_violation() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Record::RunStart(mut h) = header() else {
+        panic!("not a header")
+    };
+    // An explicit "never retry" after a refusal is fine.
+    h.retry.push(retry("not-interested", 0, 0));
+    // Stricter than FR: 2 calls per 60 days, 90 quiet days.
+    h.caps = Some(CapsSnapshot {
+        max_attempts: 3,
+        rolling_max: Some(2),
+        rolling_days: Some(60),
+        quiet_days_after_refusal: Some(90),
+    });
+    let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    log.append_durable(t("2027-03-03T17:30:00Z"), &Record::RunStart(h))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.violations, vec![], "{r:?}");
 }

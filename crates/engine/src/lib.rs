@@ -8,7 +8,7 @@ mod plan;
 mod sim;
 
 pub use plan::{
-    Attempt, AttemptOutcome, CapHit, CapRules, DialOrder, Pacing, Planner, RetryGate, RetryPolicy,
-    RetryRule, SkipNote,
+    Attempt, AttemptOutcome, CapHit, CapRules, DialOrder, Loosening, Pacing, Planner, RetryGate,
+    RetryPolicy, RetryRule, SkipNote,
 };
 pub use sim::{simulate, OutcomeMix, SimConfig, SimEvent};
