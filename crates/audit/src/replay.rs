@@ -3,19 +3,20 @@
 //! only the recorded inputs (consent snapshot, history, instants) and the policy of the run
 //! header, rebuilt here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crieur_engine::{Attempt, AttemptOutcome, CapRules};
+use crieur_engine::{Attempt, AttemptOutcome, CapRules, Loosening};
 use crieur_scheduler::{
     decide, parse_zone, CampaignSchedule, ConsentRecord, Contact, ContactId, CronExpr, Decision,
     Policy, RuleSet, SkipReason, Windows, E164,
 };
 use serde::Serialize;
+use serde_json::{json, Map, Value};
 
-use crate::record::{DecisionRecord, Record, RunHeader};
+use crate::record::{DecisionRecord, Reason, Record, RunHeader};
 use crate::{read_all, Result};
 
 /// The law (and the FR rules) allow 2 s from answer to the message; more is a violation.
@@ -34,6 +35,12 @@ pub struct Violation {
     pub kind: String,
     pub contact: Option<String>,
     pub number: Option<String>,
+    /// The evidence, one JSON object whose fields are stable per kind (`docs/audit-format.md`):
+    /// for a dial the policy refuses, the scheduler's reason as the log codes it
+    /// (`{"code":"outside-legal-hours","zone":…,"local":…,"ruleset":"FR"}`) and `at`; for the
+    /// others the values compared.
+    pub fields: Map<String, Value>,
+    /// The same in words.
     pub detail: String,
 }
 
@@ -46,7 +53,17 @@ pub struct ReplayReport {
     pub dials: usize,
     pub skips: usize,
     pub invites: usize,
+    /// Skip decisions per reason code (a decision with several reasons counts under each).
+    pub skip_reasons: BTreeMap<String, usize>,
     pub violations: Vec<Violation>,
+}
+
+/// A JSON object of `v` (a `json!({…})` or a serialised [`Reason`]).
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 /// The kind of violation a scheduler `Skip` reason stands for, when a dial was recorded.
@@ -78,8 +95,9 @@ struct RunPolicy {
     /// these too, so a header that claims looser caps hides nothing.
     ruleset_caps: CapRules,
     retry: HashMap<String, Duration>,
-    /// How the header's caps and retry rules are looser than the rule set's own.
-    looser: Vec<String>,
+    /// How the header's caps and retry rules are looser than the rule set's own: the
+    /// violation's fields and words.
+    looser: Vec<(Map<String, Value>, String)>,
 }
 
 /// The outcomes the engine retries: a run header must give a rule for each, or replay
@@ -94,17 +112,47 @@ const RETRYABLE: [AttemptOutcome; 6] = [
 ];
 
 /// Every way the header's caps and retry rules are looser than the rule set's own.
-fn looser_than_ruleset(h: &RunHeader, caps: &CapRules, ruleset_caps: &CapRules) -> Vec<String> {
-    let mut out: Vec<String> = caps
+fn looser_than_ruleset(
+    h: &RunHeader,
+    caps: &CapRules,
+    ruleset_caps: &CapRules,
+) -> Vec<(Map<String, Value>, String)> {
+    let mut out: Vec<(Map<String, Value>, String)> = caps
         .looser_than(ruleset_caps)
         .iter()
-        .map(ToString::to_string)
+        .map(|l| {
+            let fields = match l {
+                Loosening::RollingCap { given, required } => json!({
+                    "rule": "rolling-cap",
+                    "given_max": given.map(|g| g.0),
+                    "given_days": given.map(|g| g.1),
+                    "required_max": required.0,
+                    "required_days": required.1,
+                }),
+                Loosening::QuietAfterRefusal {
+                    given_days,
+                    required_days,
+                } => json!({
+                    "rule": "quiet-after-refusal",
+                    "given_days": given_days,
+                    "required_days": required_days,
+                }),
+            };
+            (object(fields), l.to_string())
+        })
         .collect();
     for r in &h.retry {
         if AttemptOutcome::from_record(&r.outcome).is_final() && r.max_retries > 0 {
-            out.push(format!(
-                "retry rule for `{}` allows {} retries: an answered, opted-out or refused contact is never called again",
-                r.outcome, r.max_retries
+            out.push((
+                object(json!({
+                    "rule": "retry-after-final",
+                    "outcome": r.outcome,
+                    "max_retries": r.max_retries,
+                })),
+                format!(
+                    "retry rule for `{}` allows {} retries: an answered, opted-out or refused contact is never called again",
+                    r.outcome, r.max_retries
+                ),
             ));
         }
     }
@@ -114,9 +162,12 @@ fn looser_than_ruleset(h: &RunHeader, caps: &CapRules, ruleset_caps: &CapRules) 
             .iter()
             .any(|r| AttemptOutcome::from_record(&r.outcome) == o)
         {
-            out.push(format!(
-                "no retry rule for `{}`: the retry delays after it cannot be checked",
-                o.as_str()
+            out.push((
+                object(json!({"rule": "no-retry-rule", "outcome": o.as_str()})),
+                format!(
+                    "no retry rule for `{}`: the retry delays after it cannot be checked",
+                    o.as_str()
+                ),
             ));
         }
     }
@@ -228,7 +279,11 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     // Dial decisions by (campaign, contact, instant decided).
     let mut dials: HashSet<(String, String, DateTime<Utc>)> = HashSet::new();
     for (segment, line, e) in &entries {
-        let mut flag = |kind: &str, contact: Option<&str>, number: Option<&str>, detail: String| {
+        let mut flag = |kind: &str,
+                        contact: Option<&str>,
+                        number: Option<&str>,
+                        fields: Value,
+                        detail: String| {
             rep.violations.push(Violation {
                 segment: segment.clone(),
                 line: *line,
@@ -236,6 +291,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 kind: kind.to_owned(),
                 contact: contact.map(str::to_owned),
                 number: number.map(str::to_owned),
+                fields: object(fields),
                 detail,
             })
         };
@@ -244,12 +300,17 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 rep.runs += 1;
                 let rebuilt = rebuild(h);
                 if let Ok(Some(rp)) = &rebuilt {
-                    for why in &rp.looser {
+                    let rs = rp.policy.ruleset();
+                    for (fields, why) in &rp.looser {
+                        let mut fields = fields.clone();
+                        fields.insert("ruleset".into(), rs.name().into());
+                        fields.insert("ruleset_version".into(), rs.version().into());
                         flag(
                             "header-looser-than-ruleset",
                             None,
                             None,
-                            format!("{}: {why}", rp.policy.ruleset()),
+                            Value::Object(fields),
+                            format!("{rs}: {why}"),
                         );
                     }
                 }
@@ -279,6 +340,11 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                     "slow-first-audio",
                     None,
                     None,
+                    json!({
+                        "call": f.call,
+                        "answer_to_audio_ms": f.answer_to_audio_ms,
+                        "max_ms": MAX_ANSWER_TO_AUDIO_MS,
+                    }),
                     format!(
                         "call {}: {} ms from answer to the first audio (at most {MAX_ANSWER_TO_AUDIO_MS} ms)",
                         f.call, f.answer_to_audio_ms
@@ -292,6 +358,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "invite-without-decision",
                         Some(&i.contact),
                         Some(&i.number),
+                        json!({"call": i.call, "decided_at": i.decided_at}),
                         format!(
                             "no dial decision at {} precedes this INVITE",
                             i.decided_at.to_rfc3339()
@@ -304,6 +371,12 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "invite-after-window",
                         Some(&i.contact),
                         Some(&i.number),
+                        json!({
+                            "call": i.call,
+                            "sent_at": i.sent_at,
+                            "valid_until": i.valid_until,
+                            "recheck": i.recheck,
+                        }),
                         format!(
                             "INVITE sent at {} but the decision held only until {} (re-check: {})",
                             i.sent_at.to_rfc3339(),
@@ -317,6 +390,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "dial-after-opt-out",
                         Some(&i.contact),
                         Some(&i.number),
+                        json!({"call": i.call, "source": "log"}),
                         "INVITE to a number whose opt-out is recorded earlier in this log".into(),
                     );
                 }
@@ -325,6 +399,9 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 rep.decisions += 1;
                 if d.verdict != "dial" {
                     rep.skips += 1;
+                    for r in &d.reasons {
+                        *rep.skip_reasons.entry(r.code().to_owned()).or_default() += 1;
+                    }
                     continue;
                 }
                 rep.dials += 1;
@@ -332,20 +409,18 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 let (c, n) = (Some(d.contact.as_str()), Some(d.number.as_str()));
                 let rp = match &run {
                     None => {
-                        flag(
-                            "unreplayable",
-                            c,
-                            n,
-                            "a decision before any run header".into(),
-                        );
+                        let why = "a decision before any run header";
+                        flag("unreplayable", c, n, json!({ "why": why }), why.into());
                         continue;
                     }
                     Some(Err(why)) => {
-                        flag("unreplayable", c, n, format!("the run header: {why}"));
+                        let why = format!("the run header: {why}");
+                        flag("unreplayable", c, n, json!({ "why": why }), why);
                         continue;
                     }
                     Some(Ok(None)) => {
-                        flag("unreplayable", c, n, "the run header has no policy".into());
+                        let why = "the run header has no policy";
+                        flag("unreplayable", c, n, json!({ "why": why }), why.into());
                         continue;
                     }
                     Some(Ok(Some(rp))) => rp,
@@ -355,19 +430,27 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "dial-after-opt-out",
                         c,
                         n,
+                        json!({ "source": if d.opted_out { "decision" } else { "log" } }),
                         "dialled a number on the opt-out list".into(),
                     );
                 }
                 match contact_of(d) {
-                    Err(why) => flag("unreplayable", c, n, format!("the consent snapshot: {why}")),
+                    Err(why) => {
+                        let why = format!("the consent snapshot: {why}");
+                        flag("unreplayable", c, n, json!({ "why": why }), why);
+                    }
                     Ok(contact) => {
                         if let Decision::Skip(s) = decide(&contact, &rp.policy, d.now) {
                             for r in &s.reasons {
+                                let reason = Reason::from(r);
+                                let mut fields = object(json!(reason));
+                                fields.insert("at".into(), json!(d.now));
                                 flag(
                                     kind_of(r),
                                     c,
                                     n,
-                                    format!("at {}: {r:?}", d.now.to_rfc3339()),
+                                    Value::Object(fields),
+                                    format!("at {}: {reason}", d.now.to_rfc3339()),
                                 );
                             }
                         }
@@ -385,6 +468,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "history-omitted",
                         c,
                         n,
+                        json!({ "missing": missing }),
                         format!("{missing} earlier attempt(s) in this log are missing from the decision's history"),
                     );
                 }
@@ -406,13 +490,19 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         });
                     }
                 }
+                let cap = |hit: &crieur_engine::CapHit, caps: &str| {
+                    let mut fields = object(json!(Reason::from(hit)));
+                    fields.insert("caps".into(), caps.into());
+                    Value::Object(fields)
+                };
                 if let Some(hit) = rp.caps.check(&attempts, d.now) {
-                    flag("cap-exceeded", c, n, hit.to_string());
+                    flag("cap-exceeded", c, n, cap(&hit, "header"), hit.to_string());
                 } else if let Some(hit) = rp.ruleset_caps.check(&attempts, d.now) {
                     flag(
                         "cap-exceeded",
                         c,
                         n,
+                        cap(&hit, "ruleset"),
                         format!("{hit} (the rule set's own caps; the run header's are looser)"),
                     );
                 }
@@ -433,6 +523,12 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                                 "retry-too-early",
                                 c,
                                 n,
+                                json!({
+                                    "at": d.now,
+                                    "after": h.outcome,
+                                    "ended": ended,
+                                    "not_before": earliest,
+                                }),
                                 format!(
                                     "retry at {} after `{}` ending {}; the rule allows it from {}",
                                     d.now.to_rfc3339(),

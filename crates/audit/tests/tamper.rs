@@ -350,6 +350,32 @@ fn a_dial_outside_its_window_with_a_valid_chain_is_caught_by_replay() {
     assert!(kinds.contains(&"outside-consent-window"), "{r:?}");
     assert!(kinds.contains(&"outside-legal-hours") || kinds.contains(&"outside-consent-window"));
     assert_eq!(r.violations[0].seq, skip as u64);
+    // With the scheduler's reason as the log codes it.
+    let v = r
+        .violations
+        .iter()
+        .find(|v| v.kind == "outside-consent-window")
+        .unwrap_or_else(|| panic!("{r:?}"));
+    let f = serde_json::Value::Object(v.fields.clone());
+    assert_eq!(
+        f,
+        serde_json::json!({
+            "code": "outside-consent-window",
+            "zone": "Europe/Paris",
+            "local": "2027-03-03T11:00:00",
+            "at": "2027-03-03T10:00:00Z",
+        })
+    );
+    assert_eq!(
+        v.detail,
+        "at 2027-03-03T10:00:00+00:00: 2027-03-03T11:00:00 in Europe/Paris is in no consented window"
+    );
+    // The JSON report carries them as they are.
+    let json = serde_json::to_value(&r).unwrap_or_default();
+    assert_eq!(
+        json["violations"][0]["fields"]["code"],
+        "outside-consent-window"
+    );
 }
 
 #[test]
@@ -661,4 +687,75 @@ fn a_run_header_as_strict_as_its_rule_set_is_not_a_violation() {
         .unwrap_or_else(|e| panic!("{e}"));
     let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.violations, vec![], "{r:?}");
+}
+
+#[test]
+fn skip_reasons_are_coded_objects_with_their_rule_set_and_replay_reads_them() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    let ls = lines(d.path());
+    // The 11:00 skip (seq 1): outside the consent window, in FR's legal hours.
+    let skip = String::from_utf8(ls[1].clone()).unwrap_or_default();
+    assert!(
+        skip.contains(r#""reasons":[{"code":"outside-consent-window","zone":"Europe/Paris","local":"2027-03-03T11:00:00"}]"#),
+        "{skip}"
+    );
+    assert!(
+        skip.contains(r#""ruleset":"FR","ruleset_version":"FR-2023-03-01""#),
+        "{skip}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&skip).unwrap_or_default();
+    assert_eq!(v["reasons"][0]["code"], "outside-consent-window");
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        r.skip_reasons.get("outside-consent-window").copied(),
+        Some(1),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn format_1_logs_with_text_reasons_still_replay() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    // Rewrite the skip's reasons as format 1 wrote them (Rust Debug text), and the header's
+    // format number.
+    let ls: Vec<Vec<u8>> = lines(d.path())
+        .into_iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_slice(&l).unwrap_or_default();
+            if v["type"] == "decision" && v["verdict"] == "skip" {
+                v["reasons"] = serde_json::json!([
+                    "OutsideConsentWindow { zone: Europe/Paris, local: 2027-03-03T11:00:00 }"
+                ]);
+            }
+            if v["type"] == "run-start" {
+                v["format"] = 1.into();
+            }
+            serde_json::to_vec(&v).unwrap_or_default()
+        })
+        .collect();
+    write_lines(d.path(), &ls);
+    let es = entries(d.path());
+    let reasons: Vec<&Reason> = es
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Decision(x) if x.verdict == "skip" => Some(&x.reasons),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        reasons,
+        [&Reason::Text {
+            text: "OutsideConsentWindow { zone: Europe/Paris, local: 2027-03-03T11:00:00 }".into()
+        }]
+    );
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.violations, vec![], "{r:?}");
+    assert_eq!(r.skip_reasons.get("text").copied(), Some(1));
+    // A code from a later version is read as `unknown`, not refused.
+    let later: Reason = serde_json::from_str(r#"{"code":"breaker-open","trunk":"x"}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(later, Reason::Unknown);
 }
