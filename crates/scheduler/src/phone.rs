@@ -276,6 +276,10 @@ impl Region {
     /// national prefix or carrier code, or `None` when it keeps them.
     fn strip_national_prefix(&self, national: &str) -> Option<String> {
         let np = self.national_prefix.as_ref()?;
+        // The common case (no prefix) by the cheaper test; captures only when it matches.
+        if !np.pattern.is_match(national) {
+            return None;
+        }
         let caps = np.pattern.captures(national)?;
         let whole_match = caps.get(0)?;
         let viable = self.viable(national);
