@@ -247,8 +247,14 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             }
             if let Some(u) = &rep.unproven {
                 println!(
-                    "UNPROVEN  {} records (seq {}-{}) after the last checkpoint: no signature covers them",
-                    u.records, u.first_seq, u.last_seq
+                    "UNPROVEN  {} records (seq {}-{}): {}",
+                    u.records,
+                    u.first_seq,
+                    u.last_seq,
+                    match rep.last_checkpoint {
+                        Some(c) => format!("after the last checkpoint (seq {c}), no signature covers them yet"),
+                        None => "no checkpoint at all: no signature covers them".into(),
+                    }
                 );
             }
             match &rep.first_break {

@@ -307,6 +307,33 @@ fn crieur(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A log without any signed checkpoint (here: written without a signing key) proves nothing:
+/// with the operator's key pinned, `audit verify` fails it; without, it says what is unproven.
+#[test]
+fn audit_verify_with_a_pinned_key_fails_a_log_without_checkpoints() {
+    let s = Setup::new(free_port(), "daily 00:00-24:00", "");
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
+    let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(p("audit.pub"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    let audit = p("store.audit");
+    let o = crieur(&["audit", "verify", &audit]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("OK        the chain is intact"), "{out}");
+    assert!(
+        out.contains("UNPROVEN  3 records (seq 0-2): no checkpoint at all"),
+        "{out}"
+    );
+    let o = crieur(&["audit", "verify", &audit, "--pubkey", &p("audit.pub")]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("BROKEN") && out.contains("no checkpoint signed by the given key"),
+        "{out}"
+    );
+}
+
 #[test]
 fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
     let s = Setup::new(free_port(), "daily 00:00-24:00", "");
