@@ -537,6 +537,41 @@ fn the_not_interested_key_is_a_refusal_that_holds_the_number_across_campaigns() 
     assert!(out.contains("(not-interested): no contact until"), "{out}");
 }
 
+#[test]
+fn a_callee_hanging_up_mid_message_was_answered_exit_0() {
+    let port = free_port();
+    let s = Setup::new(port, "daily 00:00-24:00", "");
+    // Answers, then hangs up 300 ms into the 1 s message.
+    let cut = UAS_OPT_OUT
+        .find("  <send><![CDATA[\nINFO")
+        .unwrap_or_else(|| panic!("scenario changed"));
+    let scenario = format!(
+        r#"{}  <send><![CDATA[
+BYE [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"#,
+        &UAS_OPT_OUT[..cut]
+    );
+    let mut uas = sipp(&s, port, &scenario);
+    let o = s.call();
+    let sipp_ok = uas.wait().map(|st| st.success()).unwrap_or(false);
+    let out = text(&o.stdout);
+    assert!(out.contains("outcome   hung-up-mid-message"), "{out}");
+    // Answered: not exit 4 ("placed but not answered").
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(sipp_ok, "sipp did not count the call successful");
+}
+
 /// Starts a sipp UAS with `scenario` on `port`; returns the child (killed by the caller).
 fn sipp(s: &Setup, port: u16, scenario: &str) -> std::process::Child {
     let scen = s.dir.path().join("uas.xml");

@@ -18,7 +18,7 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReas
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{Method, Response, StatusCode, Transport, Uri};
+use rsipstack::sip::{Header, Method, Response, StatusCode, Transport, Uri};
 use rsipstack::transaction::endpoint::EndpointOption;
 use rsipstack::transaction::{CallIdFormat, TransactionReceiver};
 use rsipstack::transport::udp::UdpConnection;
@@ -28,6 +28,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::audio::Message;
 use crate::call::{Action, CallScript, Ending, HangupBy, Outcome, Prompt, ScriptConfig};
@@ -42,6 +43,10 @@ use crate::Error;
 pub const MIN_RING_TIMEOUT: Duration = Duration::from_secs(15);
 /// The SIP socket's receive and send buffer asked for by [`Uac::start`] (4 MiB).
 pub const SIP_SOCKET_BUFFER: usize = 4 << 20;
+/// How long a process that is about to exit lets the BYE and CANCEL transactions of its
+/// ended calls go on ([`Uac::wait_background`]): 4 s covers a UDP request's first four
+/// transmissions (0, 0.5, 1.5, 3.5 s with T1 = 500 ms).
+pub const EXIT_GRACE: Duration = Duration::from_secs(4);
 /// The longest call accepted (a larger value is a configuration mistake).
 pub const MAX_CALL_LENGTH: Duration = Duration::from_secs(4 * 3600);
 
@@ -163,6 +168,8 @@ pub struct Uac {
     local: SocketAddr,
     buffers: (usize, usize),
     pacer: Arc<Pacer>,
+    /// CANCEL and BYE transactions still running after their call ended.
+    background: TaskTracker,
     token: CancellationToken,
     _endpoint: rsipstack::transaction::endpoint::Endpoint,
 }
@@ -252,6 +259,7 @@ impl Uac {
             local,
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
+            background: TaskTracker::new(),
             token,
             _endpoint: endpoint,
         })
@@ -260,6 +268,18 @@ impl Uac {
     /// The RTP pacer every call of this UAC sends through.
     pub fn pacer(&self) -> &Pacer {
         &self.pacer
+    }
+
+    /// Waits up to `limit` for the CANCEL and BYE transactions of ended calls to finish (a
+    /// BYE to a vanished peer retransmits for 32 s, timer F). Call before dropping the `Uac`
+    /// at exit, so a lost BYE still gets its retransmissions. True if none is left.
+    pub async fn wait_background(&self, limit: Duration) -> bool {
+        self.background.close();
+        let done = tokio::time::timeout(limit, self.background.wait())
+            .await
+            .is_ok();
+        self.background.reopen();
+        done
     }
 
     /// The local SIP address.
@@ -374,6 +394,7 @@ impl Uac {
         let mut pcm = Vec::with_capacity(rtp::SAMPLES_PER_PACKET);
         let mut buf = vec![0u8; 2048];
         let mut stopping = false;
+        let mut bye_sent = false;
 
         loop {
             // Perform what the script asked for.
@@ -381,26 +402,46 @@ impl Uac {
                 let now = Instant::now();
                 match action {
                     Action::Cancel => {
-                        report
-                            .timeline
-                            .push((at(now), "ring timeout: CANCEL".into()));
+                        // rsipstack holds a CANCEL asked for before any provisional response
+                        // until one comes (RFC 3261 §9.1); the script asks for one then only
+                        // on shutdown.
+                        report.timeline.push((
+                            at(now),
+                            if script.provisional_received() {
+                                "CANCEL sent".into()
+                            } else {
+                                "CANCEL held until a provisional response (RFC 3261 §9.1)".into()
+                            },
+                        ));
                         let d = dialog.clone();
-                        tokio::spawn(async move {
+                        self.background.spawn(async move {
                             if let Err(e) = d.cancel().await {
                                 tracing::debug!(error = %e, "CANCEL");
                             }
                         });
                     }
-                    Action::Bye => {
-                        report.timeline.push((at(now), "BYE sent".into()));
-                        let (d, tx) = (dialog.clone(), sip_tx.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = d.bye().await {
+                    Action::Bye { reason } => {
+                        report.timeline.push((
+                            at(now),
+                            match &reason {
+                                Some(r) => format!("BYE sent (Reason: {r})"),
+                                None => "BYE sent".into(),
+                            },
+                        ));
+                        // The BYE's transaction retransmits on its own (timer E/F) and is
+                        // tracked so that `Uac::wait_background` can let it finish; the call
+                        // ends now, when the BYE left, not when (or whether) it is answered.
+                        let d = dialog.clone();
+                        let headers = reason.map(|r| vec![Header::Reason(r.to_string().into())]);
+                        self.background.spawn(async move {
+                            if let Err(e) = d.bye_with_headers(headers).await {
                                 tracing::debug!(error = %e, "BYE");
                             }
-                            let _ = tx.send(SipEvent::ByeDone);
                         });
+                        bye_sent = true;
+                        script.handle_bye_sent(now);
                     }
+                    Action::Note(note) => report.timeline.push((at(now), note.into())),
                     Action::Play(p) => {
                         if let Some(m) = media.as_mut() {
                             let audio = match p {
@@ -484,16 +525,16 @@ impl Uac {
                     let now = Instant::now();
                     match r {
                         Ok(Ok((_, Some(resp)))) => {
-                                                        let code = resp.status_code.code();
-                            report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                            report.final_response = Some((code, at(now)));
-                                                        // rsipstack reports timer B (no response at all) as a 408 it makes
+                            let code = resp.status_code.code();
+                            // rsipstack reports timer B (no final response) as a 408 it makes
                             // itself, which has no To tag; a trunk's own 408 has one.
                             let local = resp.to_header().ok().and_then(|t| t.tag().ok().flatten()).is_none();
                             if code == 408 && local {
-
-                                script.handle_transport_error(now, "no response from the trunk (timer B)");
+                                report.timeline.push((at(now), "timer B: no final response to the INVITE".into()));
+                                script.handle_timer_b(now);
                             } else if resp.status_code == StatusCode::OK {
+                                report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                                report.final_response = Some((code, at(now)));
                                 match sdp::parse_answer(&resp.body) {
                                     Ok(answer) => {
                                         report.codec = Some(answer.codec);
@@ -523,6 +564,8 @@ impl Uac {
                                     }
                                 }
                             } else {
+                                report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                                report.final_response = Some((code, at(now)));
                                 script.handle_rejected(now, code, &reason(&resp));
                             }
                         }
@@ -534,8 +577,9 @@ impl Uac {
                 ev = sip_rx.recv() => {
                     let now = Instant::now();
                     match ev {
-                                                Some(SipEvent::Provisional(code, why)) => {
+                        Some(SipEvent::Provisional(code, why)) => {
                             report.timeline.push((at(now), format!("{code} {why}")));
+                            script.handle_provisional(now);
                         }
                         Some(SipEvent::Info { content_type, body }) => {
                             match parse_sip_info(&content_type, &body) {
@@ -550,7 +594,6 @@ impl Uac {
                             report.timeline.push((at(now), "BYE received".into()));
                             script.handle_remote_bye(now);
                         }
-                        Some(SipEvent::ByeDone) => script.handle_bye_done(now),
                                                 Some(SipEvent::Terminated(why)) => {
                             tracing::debug!(?why, "dialog terminated");
                             if !matches!(why, TerminatedReason::UasBye | TerminatedReason::UacBye | TerminatedReason::UacCancel) {
@@ -631,7 +674,10 @@ impl Uac {
             // Dropping the stream closes it in the pacer.
         }
         // Make sure the dialog is gone (CANCEL/BYE in flight finish on their own tasks).
-        if !matches!(report.ending.hangup_by, HangupBy::Callee) && report.codec.is_some() {
+        if !bye_sent
+            && !matches!(report.ending.hangup_by, HangupBy::Callee)
+            && report.codec.is_some()
+        {
             let _ = dialog.hangup().await;
         }
         Ok(report)
@@ -676,7 +722,6 @@ enum SipEvent {
     Provisional(u16, String),
     Info { content_type: String, body: String },
     RemoteBye,
-    ByeDone,
     Terminated(TerminatedReason),
 }
 

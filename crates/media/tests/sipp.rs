@@ -405,12 +405,127 @@ async fn pcma_only_answer_is_used() {
     assert!(sipp.succeeded());
 }
 
+/// BYE whose `Reason` header must match `regexp` (sipp fails the call otherwise), then 200.
+fn bye_checking_reason(regexp: &str) -> String {
+    BYE_200.replacen(
+        r#"<recv request="BYE"/>"#,
+        &format!(
+            r#"<recv request="BYE">
+    <action><ereg regexp="{regexp}" search_in="hdr" header="Reason:" check_it="true" assign_to="reason"/></action>
+  </recv>
+  <Reference variables="reason"/>"#
+        ),
+        1,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn no_common_codec_is_hung_up_as_codec_mismatch() {
-    let mut sipp = Sipp::start(&answer_scenario("18", BYE_200), &[]);
+async fn no_common_codec_is_hung_up_as_codec_mismatch_with_a_reason() {
+    // Answered with G.729 only: ACK, then BYE carrying `Reason: SIP;cause=488` (RFC 3326).
+    let bye = bye_checking_reason(
+        "^ *SIP *; *cause=488 *; *text=&quot;no common codec in the answer&quot; *$",
+    );
+    let mut sipp = Sipp::start(&answer_scenario("18", &bye), &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
     assert_eq!(r.ending.outcome, Outcome::CodecMismatch, "{}", timeline(&r));
     assert_eq!(r.rtp_sent, 0);
+    // Never counted as answered.
+    assert_eq!(r.answered_at, None);
+    assert_eq!(r.answer_to_first_audio, None);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_response_at_all_ends_by_timer_b_without_cancel() {
+    // sipp receives the INVITE (and its retransmissions) and never answers. Any other request
+    // — a CANCEL, forbidden before a provisional response (RFC 3261 §9.1) — is unexpected
+    // there and fails sipp's call.
+    let scenario = format!(
+        r#"{HEAD}  <pause milliseconds="36000"/>
+{TAIL}"#
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let t = trunk(sipp.addr());
+    let started = Instant::now();
+    let r = place(&t, tone(440.0, 0.5)).await.report;
+    let took = started.elapsed();
+    assert_eq!(r.ending.outcome, Outcome::TrunkFailure, "{}", timeline(&r));
+    assert!(r.ending.reason.contains("timer B"), "{:?}", r.ending);
+    assert!(
+        r.timeline.iter().any(|(_, s)| s.starts_with("timer B")),
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        !r.timeline.iter().any(|(_, s)| s.contains("CANCEL sent")),
+        "{}",
+        timeline(&r)
+    );
+    // No response came: none is recorded.
+    assert_eq!(r.final_response, None);
+    // Timer B is 64 × T1 = 32 s after the INVITE.
+    assert!(
+        took >= Duration::from_secs(31) && took < Duration::from_secs(36),
+        "{took:?}"
+    );
+    assert!(sipp.succeeded(), "sipp saw a request other than the INVITE");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bye_to_a_vanished_peer_ends_the_call_when_it_left() {
+    // Answers, then takes the BYE (and its retransmissions) without ever answering it.
+    let after_ack = r#"  <recv request="BYE"/>
+  <pause milliseconds="2500"/>
+"#;
+    let mut sipp = Sipp::start(&answer_scenario("0 8", after_ack), &[]);
+    let uac = Uac::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let req = CallRequest {
+        number: "+33612345678".into(),
+        message: Arc::new(tone(440.0, 1.0)),
+        confirmation: Arc::new(tone(660.0, 1.0)),
+        opt_out_key: '9',
+        not_interested_key: None,
+        keep_received_audio: false,
+        stop: None,
+    };
+    let started = Instant::now();
+    let r = uac
+        .call(&trunk(sipp.addr()), req, |_, _| -> OptOutFuture {
+            Box::pin(async { Ok(()) })
+        })
+        .await
+        .unwrap_or_else(|e| panic!("call: {e}"));
+    let took = started.elapsed();
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    let at = |what: &str| {
+        r.timeline
+            .iter()
+            .find(|(_, s)| s.starts_with(what))
+            .map(|(t, _)| *t)
+    };
+    let (bye, ended) = (at("BYE sent"), at("ended:"));
+    assert!(bye.is_some() && ended.is_some(), "{}", timeline(&r));
+    // The call ended when its BYE left, not 32 s later when timer F gave up on it.
+    assert!(
+        ended
+            .zip(bye)
+            .is_some_and(|(e, b)| e - b < Duration::from_millis(50)),
+        "{}",
+        timeline(&r)
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // The BYE's transaction is still retransmitting in the background.
+    assert!(!uac.wait_background(Duration::from_millis(300)).await);
     assert!(sipp.succeeded());
 }
 
