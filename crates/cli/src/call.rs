@@ -484,10 +484,16 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
         },
         ring_timeout: campaign.ring_timeout,
         max_call_length: t.max_call_length,
+        p_asserted_identity: t.p_asserted_identity.clone(),
     };
     let message = Arc::new(Message::load(&campaign.message)?);
     let confirmation = Arc::new(Message::load(confirmation)?);
-    let local = SocketAddr::new(local_ip_towards(address)?, 0);
+    // The configured SIP address (trunks whitelist IP:port), else the address that routes to
+    // the trunk on a port the system picks.
+    let local = match t.local_address {
+        Some(a) => a,
+        None => SocketAddr::new(local_ip_towards(address)?, 0),
+    };
     Ok(Prepared {
         trunk,
         local,

@@ -37,6 +37,7 @@ use crate::g711::Codec;
 use crate::pacer::{Pacer, Stream, StreamEvent};
 use crate::rtp::{self, Packetizer};
 use crate::sdp;
+use crate::signalling::{self, AckViaFix};
 use crate::Error;
 
 /// The minimum ring time: US 47 CFR 64.1200(a)(6) and UK Ofcom require 15 s.
@@ -82,6 +83,9 @@ pub struct Trunk {
     pub ring_timeout: Duration,
     /// Longest call, from INVITE to BYE.
     pub max_call_length: Duration,
+    /// `P-Asserted-Identity` (RFC 3325) for trunks that take the caller's identity from it:
+    /// a `sip:`, `sips:` or `tel:` URI.
+    pub p_asserted_identity: Option<String>,
 }
 
 impl Trunk {
@@ -102,6 +106,14 @@ impl Trunk {
                 field: "max_call_length",
                 why: format!("at most {} s", MAX_CALL_LENGTH.as_secs()),
             });
+        }
+        if let Some(pai) = &self.p_asserted_identity {
+            if signalling::p_asserted_identity(pai).is_none() {
+                return Err(Error::Config {
+                    field: "p_asserted_identity",
+                    why: format!("{pai}: expected a sip:, sips: or tel: URI"),
+                });
+            }
         }
         if self.max_call_length <= self.ring_timeout {
             return Err(Error::Config {
@@ -237,6 +249,7 @@ impl Uac {
         tl.add_transport(udp.into());
         let endpoint = EndpointBuilder::new()
             .with_user_agent(user_agent)
+            .with_inspector(Box::new(AckViaFix::default()))
             .with_transport_layer(tl)
             .with_cancel_token(token.child_token())
             // Call-IDs are ours (set per call); this only governs REGISTER and the like.
@@ -327,13 +340,21 @@ impl Uac {
             .clone()
             .unwrap_or_else(|| trunk.address.to_string());
         let opt = InviteOption {
-            caller: uri(format!("sip:{}@{}", trunk.from_user, trunk.from_domain))?,
-            callee: uri(format!("sip:{}@{}", req.number, domain))?,
+            caller: uri(signalling::sip_uri(&trunk.from_user, &trunk.from_domain))?,
+            // Request-URI and To.
+            callee: uri(signalling::sip_uri(&req.number, &domain))?,
             contact: uri(format!("sip:{}@{}", trunk.from_user, self.local))?,
             destination: Some(SipAddr::new(Transport::Udp, trunk.address.into())),
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
             call_id: Some(call_id.clone()),
+            headers: Some(signalling::invite_headers(
+                trunk
+                    .p_asserted_identity
+                    .as_deref()
+                    .and_then(signalling::p_asserted_identity)
+                    .as_deref(),
+            )),
             credential: trunk.credentials.as_ref().map(|c| Credential {
                 username: c.username.clone(),
                 password: c.password.clone(),

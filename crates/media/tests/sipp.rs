@@ -263,6 +263,7 @@ fn trunk(addr: SocketAddr) -> Trunk {
         credentials: None,
         ring_timeout: Duration::from_secs(15),
         max_call_length: Duration::from_secs(60),
+        p_asserted_identity: None,
     }
 }
 
@@ -804,7 +805,7 @@ async fn digest_auth_401_and_407_right_and_wrong_password() {
             // sipp's `verifyauth` reads only `Authorization`; for 407 the test checks the
             // `Proxy-Authorization` digest itself, computed independently here.
             let (port, _) = free_ports();
-            let uri = format!("sip:+33612345678@127.0.0.1:{port}");
+            let uri = format!("sip:+33612345678@127.0.0.1:{port};user=phone");
             let verify = if header == "WWW-Authenticate" {
                 r#"<verifyauth assign_to="authvalid" username="alice" password="s3cret"/>"#
                     .to_owned()
@@ -864,4 +865,141 @@ async fn a_failed_opt_out_write_hangs_up_without_confirming() {
         timeline(r)
     );
     assert!(sipp.succeeded());
+}
+
+/// `regexp` as a sipp `ereg` on `header` of the received message, failing the call when absent
+/// or different (`check_it`), or when present (`inverse`).
+fn check_header(header: &str, regexp: &str, var: &str, inverse: bool) -> String {
+    let check = if inverse {
+        r#"check_it_inverse="true""#
+    } else {
+        r#"check_it="true""#
+    };
+    format!(
+        r#"<ereg regexp="{regexp}" search_in="hdr" header="{header}:" {check} assign_to="{var}"/>"#
+    )
+}
+
+/// A regexp matching `s` literally (sipp uses POSIX extended regexps).
+fn literal(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if "\\^$.|?*+()[]{}".contains(c) {
+                format!("\\{c}")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invite_says_allow_supported_pai_and_user_phone() {
+    use crieur_media::signalling::{ALLOW, SUPPORTED};
+    let supported = if SUPPORTED.is_empty() {
+        // Nothing supported: no Supported header at all.
+        check_header("Supported", ".", "supported", true)
+    } else {
+        check_header(
+            "Supported",
+            &format!("^ *{} *$", literal(&SUPPORTED.join(", "))),
+            "supported",
+            false,
+        )
+    };
+    let checks = [
+        check_header("Allow", &format!("^ *{} *$", literal(ALLOW)), "allow", false),
+        supported,
+        check_header(
+            "P-Asserted-Identity",
+            "^ *&lt;sip:\\+33100000000@crieur\\.test;user=phone&gt; *$",
+            "pai",
+            false,
+        ),
+        check_header(
+            "To",
+            "^ *&lt;sip:\\+33612345678@127\\.0\\.0\\.1:[0-9]+;user=phone&gt; *$",
+            "to",
+            false,
+        ),
+        check_header(
+            "From",
+            "^ *&lt;sip:\\+33100000000@crieur\\.test;user=phone&gt;;tag=",
+            "from",
+            false,
+        ),
+        // The Request-URI (RFC 3261 §19.1.1).
+        r#"<ereg regexp="^INVITE sip:\+33612345678@127\.0\.0\.1:[0-9]+;user=phone SIP/2\.0" search_in="msg" check_it="true" assign_to="ruri"/>"#.to_owned(),
+    ];
+    let scenario = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="crieur INVITE headers">
+  <recv request="INVITE" crlf="true">
+    <action>
+      {}
+    </action>
+  </recv>
+  <Reference variables="allow,supported,pai,to,from,ruri"/>
+{}{ACK}{BYE_200}{TAIL}"#,
+        checks.join("\n      "),
+        response("200 OK", "", Some("0 101"))
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let mut t = trunk(sipp.addr());
+    t.p_asserted_identity = Some("sip:+33100000000@crieur.test".into());
+    let r = place(&t, tone(440.0, 0.3)).await.report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded(), "an INVITE header was missing or wrong");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ack_of_a_486_carries_the_invite_top_via_exactly() {
+    // Like a real trunk (RFC 3581, RFC 3261 §18.2.1), sipp answers 486 with our Via plus
+    // `rport=<port>` and `received=`; the ACK must carry the INVITE's Via as it was sent
+    // (RFC 3261 §17.1.1.3), compared byte for byte.
+    let scenario = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="ACK Via">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="invite_via"/>
+      <ereg regexp="^ *(.*);rport(.*)$" search_in="hdr" header="Via:" check_it="true" assign_to="whole,pre,post"/>
+    </action>
+  </recv>
+  <Reference variables="whole"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 486 Busy Here
+Via: [$pre];rport=[remote_port][$post];received=127.0.0.2
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="ack_via"/>
+      <strcmp assign_to="diff" variable="invite_via" variable2="ack_via"/>
+      <test assign_to="same" variable="diff" compare="equal" value="0"/>
+      <log message="INVITE Via [$invite_via] / ACK Via [$ack_via]"/>
+    </action>
+  </recv>
+  <nop hide="true" test="same" next="good"/>
+  <!-- Different: wait for a message that never comes, which fails the call. -->
+  <recv request="NEVER" timeout="100"/>
+  <label id="good"/>
+{TAIL}"#
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let r = place(&trunk(sipp.addr()), tone(440.0, 0.3)).await.report;
+    assert_eq!(r.ending.outcome, Outcome::Busy, "{}", timeline(&r));
+    assert!(sipp.succeeded(), "the ACK's Via differs from the INVITE's");
 }
