@@ -14,8 +14,38 @@ use rsipstack::transaction::endpoint::MessageInspector;
 use rsipstack::transport::SipAddr;
 
 /// The methods we handle (RFC 3261 §20.5): INVITE (we place calls; one outside a dialog
-/// gets 603), ACK, CANCEL, BYE, OPTIONS (200) and INFO (keys).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// gets 603), ACK, CANCEL, BYE, OPTIONS (200) and INFO (keys). Any other method outside a
+/// dialog gets 405 with `Allow` (RFC 3261 §8.2.1).
+pub const ALLOWED: [Method; 6] = [
+    Method::Invite,
+    Method::Ack,
+    Method::Cancel,
+    Method::Bye,
+    Method::Options,
+    Method::Info,
+];
+
+/// The `Allow` header's value: [`ALLOWED`], comma-separated.
+pub fn allow() -> String {
+    ALLOWED
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What we can do, for a 200 to OPTIONS (RFC 3261 §11.2: `Allow`, `Accept`, `Supported`)
+/// and a 405 (`Allow`, §8.2.1).
+pub fn capabilities() -> Vec<Header> {
+    let mut h = vec![
+        Header::Allow(allow().into()),
+        Header::Accept("application/sdp".into()),
+    ];
+    if !SUPPORTED.is_empty() {
+        h.push(Header::Supported(SUPPORTED.join(", ").into()));
+    }
+    h
+}
 
 /// The option tags we support (RFC 3261 §20.37). Empty: no extension is implemented
 /// (`100rel` is not; session timers are not refreshed by us), so no `Supported` header.
@@ -78,7 +108,7 @@ pub fn p_asserted_identity(uri: &str) -> Option<String> {
 
 /// The headers our INVITE carries beyond what rsipstack adds.
 pub fn invite_headers(p_asserted_identity: Option<&str>) -> Vec<Header> {
-    let mut h = vec![Header::Allow(ALLOW.into())];
+    let mut h = vec![Header::Allow(allow().into())];
     if !SUPPORTED.is_empty() {
         h.push(Header::Supported(SUPPORTED.join(", ").into()));
     }

@@ -769,9 +769,12 @@ async fn watch_states(
                 }
                 let _ = tx.send(SipEvent::Info { content_type, body });
             }
-            DialogState::Options(_, _, h)
-            | DialogState::Notify(_, _, h)
-            | DialogState::Message(_, _, h) => {
+            DialogState::Options(_, _, h) => {
+                let _ = h
+                    .respond(StatusCode::OK, Some(signalling::capabilities()), None)
+                    .await;
+            }
+            DialogState::Notify(_, _, h) | DialogState::Message(_, _, h) => {
                 let _ = h.reply(StatusCode::OK).await;
             }
             DialogState::Updated(_, _, h) | DialogState::Refer(_, _, h) => {
@@ -811,12 +814,22 @@ async fn incoming_loop(layer: Arc<DialogLayer>, mut incoming: TransactionReceive
                     }
                 }
                 None => {
-                    let code = match method {
-                        Method::Options => StatusCode::OK,
-                        Method::Invite => StatusCode::Decline,
-                        _ => StatusCode::CallTransactionDoesNotExist,
+                    let (code, headers) = match method {
+                        Method::Ack => (None, vec![]),
+                        Method::Options => (Some(StatusCode::OK), signalling::capabilities()),
+                        Method::Invite => (Some(StatusCode::Decline), vec![]),
+                        m if signalling::ALLOWED.contains(&m) => {
+                            (Some(StatusCode::CallTransactionDoesNotExist), vec![])
+                        }
+                        // A method we do not implement (RFC 3261 §8.2.1).
+                        _ => (
+                            Some(StatusCode::MethodNotAllowed),
+                            signalling::capabilities(),
+                        ),
                     };
-                    let _ = tx.reply(code).await;
+                    if let Some(code) = code {
+                        let _ = tx.reply_with(code, headers, None).await;
+                    }
                 }
             }
             if tx.last_response.is_none() && method != Method::Ack {

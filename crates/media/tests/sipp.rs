@@ -913,7 +913,7 @@ fn literal(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invite_says_allow_supported_pai_and_user_phone() {
-    use crieur_media::signalling::{ALLOW, SUPPORTED};
+    use crieur_media::signalling::{allow, SUPPORTED};
     let supported = if SUPPORTED.is_empty() {
         // Nothing supported: no Supported header at all.
         check_header("Supported", ".", "supported", true)
@@ -926,7 +926,7 @@ async fn invite_says_allow_supported_pai_and_user_phone() {
         )
     };
     let checks = [
-        check_header("Allow", &format!("^ *{} *$", literal(ALLOW)), "allow", false),
+        check_header("Allow", &format!("^ *{} *$", literal(&allow())), "allow", false),
         supported,
         check_header(
             "P-Asserted-Identity",
@@ -1026,4 +1026,71 @@ Content-Length: 0
     let r = place(&trunk(sipp.addr()), tone(440.0, 0.3)).await.report;
     assert_eq!(r.ending.outcome, Outcome::Busy, "{}", timeline(&r));
     assert!(sipp.succeeded(), "the ACK's Via differs from the INVITE's");
+}
+
+/// An out-of-dialog request from sipp (as a UAC) to `[remote_ip]:[remote_port]`.
+fn uac_request(method: &str, cseq: u32, body: &str) -> String {
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: text/plain\n"
+    };
+    format!(
+        r#"  <send><![CDATA[
+{method} sip:crieur@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:probe@[local_ip]:[local_port]>;tag=[pid]probe[call_number]
+To: <sip:crieur@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+Max-Forwards: 70
+{ct}Content-Length: [len]
+
+{body}]]></send>
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn options_get_our_capabilities_and_unknown_methods_405() {
+    use crieur_media::signalling::allow;
+    let uac = Uac::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    // sipp as a UAC (a trunk's keepalive, then a method we do not implement).
+    let allow_check =
+        |var: &str| check_header("Allow", &format!("^ *{} *$", literal(&allow())), var, false);
+    let scenario = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="probe">
+{}  <recv response="200">
+    <action>
+      {}
+      {}
+    </action>
+  </recv>
+{}  <recv response="405">
+    <action>{}</action>
+  </recv>
+  <Reference variables="allow1,accept,allow2"/>
+{TAIL}"#,
+        uac_request("OPTIONS", 1, ""),
+        allow_check("allow1"),
+        check_header("Accept", "application/sdp", "accept", false),
+        uac_request("MESSAGE", 2, "hello"),
+        allow_check("allow2"),
+    );
+    let target = uac.local_addr().to_string();
+    // As a UAC sipp may be done before `Sipp::start` looks: started once, its exit status read.
+    // It runs in its own process; this runtime stays free to answer.
+    let ok = tokio::task::spawn_blocking(move || {
+        Sipp::start_on(free_ports().0, &scenario, &[&target]).succeeded()
+    })
+    .await
+    .unwrap_or(false);
+    assert!(ok, "OPTIONS or MESSAGE got the wrong answer");
 }
