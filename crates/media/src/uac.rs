@@ -775,7 +775,14 @@ async fn watch_states(
                     .await;
             }
             DialogState::Notify(_, _, h) | DialogState::Message(_, _, h) => {
-                let _ = h.reply(StatusCode::OK).await;
+                // Methods we do not implement (RFC 3261 §8.2.1).
+                let _ = h
+                    .respond(
+                        StatusCode::MethodNotAllowed,
+                        Some(signalling::capabilities()),
+                        None,
+                    )
+                    .await;
             }
             DialogState::Updated(_, _, h) | DialogState::Refer(_, _, h) => {
                 // Re-INVITE / UPDATE / REFER: a broadcast call keeps its media as negotiated.

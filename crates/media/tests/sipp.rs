@@ -912,7 +912,7 @@ fn literal(s: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn invite_says_allow_supported_pai_and_user_phone() {
+async fn invite_says_allow_supported_pai_and_user_phone_and_in_dialog_options_405() {
     use crieur_media::signalling::{allow, SUPPORTED};
     let supported = if SUPPORTED.is_empty() {
         // Nothing supported: no Supported header at all.
@@ -948,7 +948,29 @@ async fn invite_says_allow_supported_pai_and_user_phone() {
         ),
         // The Request-URI (RFC 3261 §19.1.1).
         r#"<ereg regexp="^INVITE sip:\+33612345678@127\.0\.0\.1:[0-9]+;user=phone SIP/2\.0" search_in="msg" check_it="true" assign_to="ruri"/>"#.to_owned(),
+        // For the requests sipp sends in the dialog.
+        r#"<ereg regexp="sip:[^&gt;; ]*" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>"#.to_owned(),
+        r#"<ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>"#.to_owned(),
     ];
+    // In the dialog: OPTIONS → 200 with Allow; MESSAGE (not implemented) → 405.
+    let in_dialog = format!(
+        "{}{}",
+        uas_request("OPTIONS", 2, None, "").replace(
+            r#"<recv response="200"/>"#,
+            &format!(
+                r#"<recv response="200"><action>{}</action></recv>
+  <Reference variables="dlg_allow"/>"#,
+                check_header(
+                    "Allow",
+                    &format!("^ *{} *$", literal(&allow())),
+                    "dlg_allow",
+                    false
+                )
+            )
+        ),
+        uas_request("MESSAGE", 3, Some("text/plain"), "hi")
+            .replace(r#"<recv response="200"/>"#, r#"<recv response="405"/>"#)
+    );
     let scenario = format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -959,14 +981,14 @@ async fn invite_says_allow_supported_pai_and_user_phone() {
     </action>
   </recv>
   <Reference variables="allow,supported,pai,to,from,ruri"/>
-{}{ACK}{BYE_200}{TAIL}"#,
+{}{ACK}{in_dialog}{BYE_200}{TAIL}"#,
         checks.join("\n      "),
         response("200 OK", "", Some("0 101"))
     );
     let mut sipp = Sipp::start(&scenario, &[]);
     let mut t = trunk(sipp.addr());
     t.p_asserted_identity = Some("sip:+33100000000@crieur.test".into());
-    let r = place(&t, tone(440.0, 0.3)).await.report;
+    let r = place(&t, tone(440.0, 2.0)).await.report;
     assert_eq!(
         r.ending.outcome,
         Outcome::AnsweredCompleted,
