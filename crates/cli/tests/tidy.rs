@@ -101,6 +101,11 @@ const EDGES: &[(&str, &[Io], &str)] = &[
         "the SIP user agent (rsipstack on tokio): places calls, times them",
     ),
     (
+        "crates/media/src/signalling.rs",
+        &[Io::Clock],
+        "rsipstack's message inspector (sees each SIP message as it leaves): ages its ACK-Via memory by the clock",
+    ),
+    (
         "crates/media/src/pacer.rs",
         &[Io::Clock, Io::Sockets, Io::Threads, Io::Tokio],
         "the RTP sender threads, paced by the monotonic clock",
