@@ -492,7 +492,8 @@ mod tests {
         );
         assert!(
             wrong.is_empty(),
-            "{} of {checked} differ:\n{}",
+            "{} of {checked} differ (after an update of the `phonenumber` crate, regenerate the \
+             table with scripts/gen-phone-reference first):\n{}",
             wrong.len(),
             wrong.join("\n")
         );
