@@ -8,6 +8,7 @@ mod call;
 mod campaign;
 mod contacts;
 mod demo;
+mod fault;
 mod input;
 mod run;
 mod storecmd;
