@@ -104,3 +104,99 @@ pub fn describe(f: &TrunkFault) -> String {
         None => format!("{} — {what}: {}", f.kind.code(), f.detail),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crieur_media::call::{Ending, HangupBy};
+
+    use super::*;
+
+    fn report(outcome: Outcome, status: Option<u16>, first_18x: Option<u16>) -> CallReport {
+        let ms = Duration::from_millis;
+        CallReport {
+            call_id: "x".into(),
+            ending: Ending {
+                outcome,
+                sip_status: status,
+                reason: "why".into(),
+                hangup_by: HangupBy::Nobody,
+            },
+            timeline: vec![],
+            keys: vec![],
+            opt_out_recorded: false,
+            answer_to_first_audio: None,
+            final_response: status.map(|s| (s, ms(50))),
+            first_18x: first_18x.map(|s| (s, ms(10))),
+            credentials_sent: false,
+            answered_at: None,
+            first_audio_at: None,
+            message_packets: 0,
+            codec: None,
+            rtp_sent: 0,
+            send_lateness_max_us: 0,
+            rtp_send_errors: 0,
+            rtp_received: vec![],
+        }
+    }
+
+    #[test]
+    fn a_trunk_refusal_before_ringing_is_free_after_ringing_it_counts() {
+        let r = report(Outcome::TrunkFailure, Some(503), None);
+        assert_eq!(recorded_outcome(&r, true), "trunk-fault:trunk-failure");
+        assert_eq!(recorded_outcome(&r, false), "trunk-failure");
+        let rang = report(Outcome::TrunkFailure, Some(503), Some(180));
+        assert_eq!(recorded_outcome(&rang, true), "trunk-failure");
+        // Timer B: no status at all.
+        let silent = report(Outcome::TrunkFailure, None, None);
+        assert_eq!(recorded_outcome(&silent, true), "trunk-fault:trunk-failure");
+        assert!(matches!(
+            verdict(&Ok(silent)),
+            CallVerdict::Fault(TrunkFault {
+                kind: FaultKind::Unreachable,
+                ..
+            })
+        ));
+        // A 200 with no common codec: a configuration fault for the breaker, but the phone
+        // was answered — it counts.
+        let mismatch = report(Outcome::CodecMismatch, Some(200), Some(180));
+        assert_eq!(recorded_outcome(&mismatch, true), "codec-mismatch");
+        assert!(matches!(
+            verdict(&Ok(mismatch)),
+            CallVerdict::Fault(TrunkFault {
+                kind: FaultKind::CodecMismatch,
+                ..
+            })
+        ));
+        let auth = report(Outcome::AuthFailed, Some(403), None);
+        assert_eq!(recorded_outcome(&auth, true), "trunk-fault:auth-failed");
+        assert!(matches!(
+            verdict(&Ok(auth)),
+            CallVerdict::Fault(TrunkFault {
+                kind: FaultKind::Auth,
+                sip_status: Some(403),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_callees_answers_are_served_and_local_ends_neutral() {
+        for o in [
+            Outcome::Busy,
+            Outcome::NoAnswer,
+            Outcome::Rejected,
+            Outcome::NotFound,
+            Outcome::AnsweredCompleted,
+            Outcome::HungUpMidMessage,
+        ] {
+            let r = report(o, Some(486), None);
+            assert_eq!(verdict(&Ok(r.clone())), CallVerdict::Served, "{o:?}");
+            assert_eq!(recorded_outcome(&r, true), o.as_str());
+        }
+        let r = report(Outcome::LocalShutdown, None, None);
+        assert_eq!(verdict(&Ok(r)), CallVerdict::Neutral);
+        assert_eq!(verdict(&Err("task failed".into())), CallVerdict::Neutral);
+    }
+}

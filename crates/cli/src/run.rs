@@ -155,6 +155,8 @@ struct TrunkHealth {
     last_fault: HashMap<usize, u64>,
     /// Why dialling was stopped (an authentication fault).
     stopped: Option<String>,
+    /// A contact the trunk refused is dialled again no sooner than this (the open period).
+    retry_after: chrono::Duration,
 }
 
 impl TrunkHealth {
@@ -164,13 +166,10 @@ impl TrunkHealth {
     fn uncounted(&mut self, i: usize, verdict: &CallVerdict) -> bool {
         let served = self.breaker.served();
         match verdict {
-            CallVerdict::Fault(_) => match self.last_fault.insert(i, served) {
-                Some(then) if served > then => {
-                    self.last_fault.remove(&i);
-                    false
-                }
-                _ => true,
-            },
+            CallVerdict::Fault(_) => !self
+                .last_fault
+                .insert(i, served)
+                .is_some_and(|then| served > then),
             _ => {
                 self.last_fault.remove(&i);
                 true
@@ -278,16 +277,17 @@ async fn event_loop(
     let mut calls: JoinSet<Result<CallReport, String>> = JoinSet::new();
     let mut placed: HashMap<tokio::task::Id, Placed> = HashMap::new();
     let mut c = Counters::default();
+    let breaker = campaign
+        .trunk
+        .as_ref()
+        .map(|t| t.breaker)
+        .unwrap_or_default();
     let mut health = TrunkHealth {
-        breaker: Breaker::new(
-            campaign
-                .trunk
-                .as_ref()
-                .map(|t| t.breaker)
-                .unwrap_or_default(),
-        ),
+        breaker: Breaker::new(breaker),
         last_fault: HashMap::new(),
         stopped: None,
+        retry_after: chrono::Duration::from_std(breaker.open_for)
+            .unwrap_or(chrono::Duration::seconds(60)),
     };
     let progress = Progress::new();
     let r = dial_loop(
@@ -848,6 +848,11 @@ fn finish(
         c.trunk_refused += 1;
     }
     planner.report(f.contact, ended, scheduled);
+    if scheduled == AttemptOutcome::TrunkFault {
+        // Not at once: the trunk gets the breaker's open period to recover (an open breaker
+        // holds it longer; the contact is among the first due when dialling resumes).
+        planner.reschedule(f.contact, ended + health.retry_after);
+    }
     if let Some(tr) = health.breaker.on_call_ended(ended, verdict) {
         note_transition(campaign, log, health, progress, &tr, Some(&f.call))?;
     }
@@ -968,5 +973,58 @@ impl Drop for Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crieur_engine::{BreakerConfig, FaultKind, TrunkFault};
+
+    use super::*;
+
+    fn fault() -> CallVerdict {
+        CallVerdict::Fault(TrunkFault {
+            kind: FaultKind::ServerError,
+            sip_status: Some(503),
+            detail: String::new(),
+        })
+    }
+
+    /// A contact refused again while the trunk carried nothing else stays free (the trunk is
+    /// down); refused again after the trunk served other calls, it counts (it is this number).
+    #[test]
+    fn a_repeated_refusal_counts_only_once_the_trunk_served_others_meanwhile() {
+        let mut h = TrunkHealth {
+            breaker: Breaker::new(BreakerConfig::default()),
+            last_fault: HashMap::new(),
+            stopped: None,
+            retry_after: chrono::Duration::seconds(60),
+        };
+        let t = now();
+        assert!(h.uncounted(0, &fault()));
+        h.breaker.on_call_ended(t, fault());
+        assert!(h.uncounted(1, &fault()));
+        h.breaker.on_call_ended(t, fault());
+        assert!(
+            h.uncounted(0, &fault()),
+            "nothing served between: the trunk is down"
+        );
+        h.breaker.on_call_ended(t, fault());
+        assert!(h.uncounted(2, &CallVerdict::Served));
+        h.breaker.on_call_ended(t, CallVerdict::Served);
+        assert!(
+            !h.uncounted(0, &fault()),
+            "served meanwhile: this number's own failure"
+        );
+        assert!(
+            h.uncounted(0, &fault()),
+            "nothing served since its last refusal"
+        );
+        assert!(!h.uncounted(1, &fault()));
+        assert!(h.uncounted(1, &CallVerdict::Served));
+        assert!(
+            h.uncounted(1, &fault()),
+            "its last call went through: a fresh refusal"
+        );
     }
 }
