@@ -745,7 +745,9 @@ async fn a_403_after_credentials_is_an_auth_failure_without_them_a_rejection() {
     assert_eq!(r.first_18x, None);
     assert!(sipp.succeeded());
 
+    // Credentials configured, but the trunk never challenged: none were sent.
     let mut sipp = Sipp::start(&rejecting("403 Forbidden"), &[]);
+    t.address = sipp.addr();
     let r = place(&t, tone(440.0, 0.5)).await.report;
     assert_eq!(r.ending.outcome, Outcome::Rejected, "{}", timeline(&r));
     assert!(!r.credentials_sent);
