@@ -166,10 +166,10 @@ impl TrunkHealth {
     fn uncounted(&mut self, i: usize, verdict: &CallVerdict) -> bool {
         let served = self.breaker.served();
         match verdict {
-            CallVerdict::Fault(_) => !self
+            CallVerdict::Fault(_) => self
                 .last_fault
                 .insert(i, served)
-                .is_some_and(|then| served > then),
+                .is_none_or(|then| served <= then),
             _ => {
                 self.last_fault.remove(&i);
                 true
