@@ -160,6 +160,13 @@ fn contact_of(d: &DecisionRecord) -> std::result::Result<Contact, String> {
     Ok(Contact::new(id, phone, zone, consents))
 }
 
+/// Whether a final status can be a trunk fault: a refused credential (401, 407, 403 to the
+/// credentialed INVITE), no response (408: the transaction's own timeout), no common codec
+/// (488, 606), a server failure (5xx).
+fn trunk_fault_status(s: u16) -> bool {
+    matches!(s, 401 | 403 | 407 | 408 | 488 | 606 | 500..=599)
+}
+
 /// Whether a history entry and a logged outcome are the same attempt: the store keeps attempt
 /// instants to the second, the log to the nanosecond.
 fn same_attempt(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
@@ -181,6 +188,8 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     let mut dials: HashSet<(String, String, DateTime<Utc>)> = HashSet::new();
     // Calls where something rang or answered (an 18x or 2xx response, an `answered` record).
     let mut rang: HashSet<String> = HashSet::new();
+    // The final status of each call's INVITE, when one came.
+    let mut final_status: HashMap<String, u16> = HashMap::new();
     // Attempts recorded as trunk faults although something rang, by (number, start second):
     // they count, whatever their name says.
     let mut misclassified: HashSet<(String, i64)> = HashSet::new();
@@ -213,23 +222,37 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                     }
                 }
             }
-            Record::SipResponse(r) if (180..300).contains(&r.status) => {
-                rang.insert(r.call.clone());
+            Record::SipResponse(r) => {
+                if (180..300).contains(&r.status) {
+                    rang.insert(r.call.clone());
+                }
+                if r.status >= 200 {
+                    final_status.insert(r.call.clone(), r.status);
+                }
             }
             Record::Answered(a) => {
                 rang.insert(a.call.clone());
             }
             Record::Outcome(o) => {
                 let mut outcome = o.outcome.clone();
+                let status = final_status.get(&o.call).copied();
                 if AttemptOutcome::from_record(&outcome) == AttemptOutcome::TrunkFault
-                    && rang.contains(&o.call)
+                    && (rang.contains(&o.call) || !status.is_none_or(trunk_fault_status))
                 {
+                    let why = if rang.contains(&o.call) {
+                        "it rang or was answered".to_owned()
+                    } else {
+                        format!(
+                            "its final response {} is the callee's answer, not a trunk fault",
+                            status.unwrap_or_default()
+                        )
+                    };
                     flag(
                         "trunk-fault-misclassified",
                         Some(&o.contact),
                         Some(&o.number),
                         format!(
-                            "call {} is recorded `{}` (refused by the trunk before anything rang, not counted) but it rang or was answered: it counts",
+                            "call {} is recorded `{}` (refused by the trunk before anything rang, not counted) but {why}: it counts",
                             o.call, o.outcome
                         ),
                     );

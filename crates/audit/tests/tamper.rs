@@ -567,13 +567,15 @@ fn trunk_faults_count_toward_no_cap_unless_the_log_shows_they_rang() {
     rs.push(breaker("open", "trunk-server-error"));
     rs.push(decision(&c, "2027-03-03T17:30:00Z", history.clone()));
     let clean = rs.len();
-    // Then three more "trunk faults" that rang: they count; the fourth dial is over the cap
-    // of 3 attempts in this campaign.
+    // Then three more "trunk faults" that were not: they count; the fourth dial is over the
+    // cap of 3 attempts in this campaign.
     let mut h = history.clone();
     for i in 6..=8 {
         let at = format!("2027-03-03T17:3{i}:00Z");
         rs.push(decision(&c, &at, h.clone()));
-        rs.extend(refused(&format!("call-{i}"), &at, 503, true));
+        // Two rang (a 180), the third was a callee's busy (486), not a trunk fault.
+        let (status, rang) = if i == 8 { (486, false) } else { (503, true) };
+        rs.extend(refused(&format!("call-{i}"), &at, status, rang));
         h.push(PastAttempt {
             outcome: "trunk-fault:trunk-failure".into(),
             ..fault(&at)
