@@ -157,6 +157,8 @@ struct TrunkHealth {
     stopped: Option<String>,
     /// A contact the trunk refused is dialled again no sooner than this (the open period).
     retry_after: chrono::Duration,
+    /// The code of the last trunk fault that changed the breaker (for the progress line).
+    last_fault_code: &'static str,
 }
 
 impl TrunkHealth {
@@ -182,9 +184,10 @@ impl TrunkHealth {
         match self.breaker.state() {
             BreakerState::Closed => None,
             BreakerState::Open { until } => Some(format!(
-                "trunk breaker open until {} ({} trunk faults in a row)",
+                "trunk breaker open until {} ({} trunk faults in a row, last {})",
                 until.to_rfc3339(),
-                self.breaker.consecutive_faults()
+                self.breaker.consecutive_faults(),
+                self.last_fault_code
             )),
             BreakerState::HalfOpen => Some("trunk breaker half-open: one probe call".into()),
             BreakerState::Stopped => Some(format!(
@@ -210,7 +213,10 @@ fn note_transition(
         &Record::TrunkBreaker(crate::fault::breaker_record(&campaign.name, t, call)),
     )?;
     let why = match &t.cause {
-        Cause::Fault(f) => crate::fault::describe(f),
+        Cause::Fault(f) => {
+            health.last_fault_code = f.kind.code();
+            crate::fault::describe(f)
+        }
         c => c.code().to_owned(),
     };
     let line = match t.to {
@@ -288,6 +294,7 @@ async fn event_loop(
         stopped: None,
         retry_after: chrono::Duration::from_std(breaker.open_for)
             .unwrap_or(chrono::Duration::seconds(60)),
+        last_fault_code: "",
     };
     let progress = Progress::new();
     let r = dial_loop(
@@ -999,6 +1006,7 @@ mod tests {
             last_fault: HashMap::new(),
             stopped: None,
             retry_after: chrono::Duration::seconds(60),
+            last_fault_code: "",
         };
         let t = now();
         assert!(h.uncounted(0, &fault()));
