@@ -367,6 +367,19 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Checks, before anything is created, that `--audit-key` can be read (a campaign's
+    /// own key was checked when the campaign was loaded).
+    pub fn preflight(&self) -> Result<(), crate::input::InputErrors> {
+        match self
+            .key
+            .as_deref()
+            .and_then(crate::campaign::signing_key_problem)
+        {
+            Some(why) => Err(crate::input::InputError::new(Path::new("--audit-key"), why).into()),
+            None => Ok(()),
+        }
+    }
+
     /// Opens the log for a command working on `store`.
     pub fn open(&self, store: &Path, campaign: Option<&Campaign>) -> anyhow::Result<AuditLog> {
         let dir = dir_for(store, self.dir.as_deref());

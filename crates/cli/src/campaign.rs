@@ -8,7 +8,7 @@ use crieur_scheduler::{parse_zone, CampaignSchedule, CronExpr, Policy, RuleSet, 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::input::{line_col, InputError, InputErrors};
+use crate::input::{line_col, parse_toml, read_text, InputError, InputErrors};
 
 /// The minimum ring time before giving up: 47 CFR 64.1200(a)(6) and Ofcom require 15 s.
 pub const MIN_RING_TIMEOUT_SECS: u64 = 15;
@@ -173,7 +173,7 @@ struct RawCaps {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAudit {
-    signing_key_file: Option<String>,
+    signing_key_file: Option<Spanned<String>>,
     checkpoint_every: Option<u64>,
     checkpoint_secs: Option<u64>,
 }
@@ -292,16 +292,8 @@ impl Campaign {
 
 /// Reads and validates a campaign file; every problem found is reported.
 pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(path, format!("cannot read the campaign file: {e}")))?;
-    let raw: RawCampaign = toml::from_str(&text).map_err(|e| {
-        let mut err = InputError::new(path, e.message().to_owned());
-        if let Some(span) = e.span() {
-            let (l, c) = line_col(&text, span.start);
-            err = err.at(l, Some(c));
-        }
-        err
-    })?;
+    let text = read_text(path, "campaign file")?;
+    let raw: RawCampaign = parse_toml(path, &text).map_err(InputErrors)?;
     let mut cx = Ctx {
         path,
         text: &text,
@@ -517,6 +509,23 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
         }
     }
 
+    // The signing key is read now: a missing or malformed key must stop `check`, not a
+    // later `import` or `run` halfway.
+    let signing_key_file = raw
+        .audit
+        .as_ref()
+        .and_then(|a| a.signing_key_file.as_ref())
+        .and_then(|f| {
+            let p = base.join(f.get_ref());
+            match signing_key_problem(&p) {
+                None => Some(p),
+                Some(why) => {
+                    cx.err(f.span(), "audit.signing_key_file", Some(f.get_ref()), why);
+                    None
+                }
+            }
+        });
+
     let schedule = match (exprs.is_empty(), zone) {
         (false, Some(z)) => CampaignSchedule::new(exprs, z).ok(),
         _ => None,
@@ -596,11 +605,7 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
                 not_interested_key,
                 caps,
                 audit: AuditConfig {
-                    signing_key_file: raw
-                        .audit
-                        .as_ref()
-                        .and_then(|a| a.signing_key_file.as_ref())
-                        .map(|f| base.join(f)),
+                    signing_key_file,
                     checkpoint_every: raw.audit.as_ref().and_then(|a| a.checkpoint_every),
                     checkpoint_secs: raw.audit.as_ref().and_then(|a| a.checkpoint_secs),
                 },
@@ -612,20 +617,30 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
     }
 }
 
-/// Length of a WAV file's audio.
+/// What is wrong with an audit signing key file, if anything.
+pub fn signing_key_problem(path: &Path) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Err(e) => Some(format!(
+            "cannot read the signing key {}: {e} (make one with `crieur audit keygen --out {}`)",
+            path.display(),
+            path.display()
+        )),
+        Ok(text) => crieur_audit::signing_key_from_hex(&text)
+            .err()
+            .map(|e| format!("{}: not a signing key: {e}", path.display())),
+    }
+}
+
+/// Length of a WAV file's audio, decoded whole (as a call will play it): a file whose data
+/// is shorter than its header says, or that does not decode, is refused here rather than at
+/// the first call.
 fn wav_length(path: &Path) -> Result<Duration, String> {
-    let reader = hound::WavReader::open(path).map_err(|e| e.to_string())?;
-    let spec = reader.spec();
-    if spec.sample_rate == 0 {
-        return Err("sample rate is 0".into());
-    }
-    let samples = u64::from(reader.duration());
-    if samples == 0 {
-        return Err("the file holds no audio".into());
-    }
-    Ok(Duration::from_secs_f64(
-        samples as f64 / f64::from(spec.sample_rate),
-    ))
+    crieur_media::audio::Message::load(path)
+        .map(|m| m.duration())
+        .map_err(|e| match e {
+            crieur_media::Error::Audio { why, .. } => why,
+            e => e.to_string(),
+        })
 }
 
 fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConfig> {

@@ -346,7 +346,7 @@ fn load_both(
     campaign: &Path,
     contacts: &Path,
 ) -> Result<(campaign::Campaign, contacts::Loaded), InputErrors> {
-    match (campaign::load(campaign), contacts::load(contacts)) {
+    match (campaign::load(campaign), contacts::load(contacts, &Default::default())) {
         (Ok(c), Ok(l)) => Ok((c, l)),
         (c, l) => {
             let mut all = c.err().map(|e| e.0).unwrap_or_default();
@@ -598,7 +598,7 @@ fn explain(
 
 fn check(campaign_path: &Path, contacts_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let campaign = campaign::load(campaign_path);
-    let loaded = contacts_path.map(contacts::load);
+    let loaded = contacts_path.map(|p| contacts::load(p, &Default::default()));
     let mut errors = Vec::new();
     if let Ok(c) = &campaign {
         let p = &c.policy;

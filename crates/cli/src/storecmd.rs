@@ -37,20 +37,23 @@ pub fn import(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let (loaded, rejected, header) = if skip_invalid {
-        crate::contacts::load_lenient(contacts, Some(&bar))?
+    let (loaded, rejected, csv_header) = if skip_invalid {
+        crate::contacts::load_lenient(contacts, &Default::default(), Some(&bar))?
     } else {
         (
-            crate::contacts::load_with_progress(contacts, &bar)?,
+            crate::contacts::load_with_progress(contacts, &Default::default(), &bar)?,
             Vec::new(),
             csv::StringRecord::new(),
         )
     };
+    // Everything is validated before the store is created or touched.
+    actx.preflight()?;
+    let header = crate::audit::header("import", Some((&campaign, campaign_path)))?;
     bar.set_message("writing");
     if !rejected.is_empty() {
         let mut w = csv::Writer::from_path(rejects)
             .with_context(|| format!("writing {}", rejects.display()))?;
-        let mut h: Vec<String> = header.iter().map(str::to_owned).collect();
+        let mut h: Vec<String> = csv_header.iter().map(str::to_owned).collect();
         h.extend(["line".to_owned(), "reject_reason".to_owned()]);
         w.write_record(&h)?;
         for r in &rejected {
@@ -68,10 +71,7 @@ pub fn import(
     }
     let s = SledStore::open(store, true)?;
     let mut log = actx.open(store, Some(&campaign))?;
-    log.append(
-        crate::audit::now(),
-        &crate::audit::header("import", Some((&campaign, campaign_path)))?,
-    )?;
+    log.append(crate::audit::now(), &header)?;
     let stats = s
         .upsert_contacts(&campaign.name, &loaded.contacts)
         .with_context(|| format!("importing {} into {}", contacts.display(), store.display()))?;
@@ -224,9 +224,8 @@ pub fn optout(
             }
         }
         A::Import { file } => {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                InputErrors::from(InputError::new(file, format!("cannot read: {e}")))
-            })?;
+            // A byte-order mark is dropped; bytes that are not UTF-8 are located.
+            let text = crate::input::read_text(file, "opt-out list").map_err(InputErrors::from)?;
             let mut numbers = Vec::new();
             let mut errors = Vec::new();
             for (i, line) in text.lines().enumerate() {

@@ -603,3 +603,215 @@ fn caps_may_only_be_tightened_and_keys_must_differ() {
     let o = s.run("check");
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
+
+impl Scratch {
+    fn write(&self, name: &str, data: &[u8]) {
+        std::fs::write(self.dir.path().join(name), data).unwrap_or_else(|e| panic!("{e}"));
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.dir.path().join(name).exists()
+    }
+}
+
+/// A G.711 WAV (format tag 7 µ-law or 6 A-law, 8 kHz mono) whose `data` header announces
+/// `announced` bytes and which holds `held` (silence).
+fn g711_wav(tag: u16, announced: u32, held: usize) -> Vec<u8> {
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(4 + 26 + 8 + announced).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&18u32.to_le_bytes());
+    w.extend_from_slice(&tag.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8u16.to_le_bytes());
+    w.extend_from_slice(&0u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&announced.to_le_bytes());
+    w.extend(std::iter::repeat_n(if tag == 7 { 0xff } else { 0xd5 }, held));
+    w
+}
+
+/// Two columns of one name (whatever their case) are an error naming both: the second must
+/// not silently win (the consent would be attached to the wrong number).
+#[test]
+fn duplicate_columns_are_an_error_naming_both() {
+    let rows = "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof,Phone\nc1,+33612345678,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p,+33612345679\n";
+    rejects(
+        CAMPAIGN,
+        rows,
+        "check",
+        &["contacts.csv:1:10: bad value `Phone`: column 2 and column 10 are both `phone`; expected each column once"],
+    );
+}
+
+#[test]
+fn headers_are_case_insensitive_and_another_separator_is_named() {
+    let s = Scratch::new(
+        CAMPAIGN,
+        &format!("{}{GOOD_ROW}", HEADER.to_uppercase()),
+    );
+    let o = s.run("check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let semi = format!("{HEADER}{GOOD_ROW}").replace(',', ";");
+    rejects(CAMPAIGN, &semi, "check", &[
+        "contacts.csv:1: this file looks `;`-separated; give --delimiter ';'",
+        "1 problem(s)",
+    ]);
+}
+
+/// `[audit] signing_key_file` naming a missing (or malformed) key fails `check`; `import`
+/// then stops before creating the store — and so with a bad `--audit-key`.
+#[test]
+fn a_missing_signing_key_fails_check_and_import_creates_nothing() {
+    let campaign = format!("{CAMPAIGN}[audit]\nsigning_key_file = \"nope.key\"\n");
+    rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
+        "campaign.toml:7:20: field `audit.signing_key_file`: bad value `nope.key`: cannot read the signing key",
+    ]);
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    s.write("bad.key", b"not hex\n");
+    let import = |extra: &[&str]| {
+        let mut a = vec![
+            "import",
+            "--campaign",
+            &s.path("campaign.toml")[..],
+            "--contacts",
+            &s.path("contacts.csv")[..],
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        a.extend(["--store".to_owned(), s.path("store")]);
+        a.extend(extra.iter().map(|x| (*x).to_owned()));
+        crieur(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = import(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(!s.exists("store") && !s.exists("store.audit"));
+    // A good campaign, a bad --audit-key: still nothing created.
+    std::fs::write(
+        s.dir.path().join("campaign.toml"),
+        CAMPAIGN.replace("@WAV@", &root().join("audio/rappel-fr.wav").display().to_string()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = import(&["--audit-key", &s.path("bad.key")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--audit-key: "), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("not a signing key"), "{}", text(&o.stderr));
+    assert!(!s.exists("store") && !s.exists("store.audit"));
+    let o = import(&[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(s.exists("store"));
+}
+
+/// A WAV whose header announces 10 s but which holds 1 s fails `check`; µ-law and A-law
+/// WAVs (tags 7 and 6) are accepted, with their length.
+#[test]
+fn truncated_wav_fails_check_and_g711_wavs_are_accepted() {
+    let s = Scratch::new("", "");
+    s.write("cut.wav", &g711_wav(7, 80_000, 8_000));
+    rejects(
+        &CAMPAIGN.replace("@WAV@", &s.path("cut.wav")),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:5:11: field `message`", "truncated: the header announces 80000 bytes of audio (10.0 s), the file holds 8000 (1.0 s)"],
+    );
+    for (tag, name) in [(7, "mulaw.wav"), (6, "alaw.wav")] {
+        s.write(name, &g711_wav(tag, 24_000, 24_000));
+        s.write("campaign.toml", CAMPAIGN.replace("@WAV@", &s.path(name)).as_bytes());
+        s.write("contacts.csv", format!("{HEADER}{GOOD_ROW}").as_bytes());
+        let o = s.run("check");
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stdout).contains("D = 23 s (ring 20 s + message 3.0 s)"),
+            "{name}: {}",
+            text(&o.stdout)
+        );
+    }
+}
+
+/// A megabyte field is echoed as its first 80 characters and its size.
+#[test]
+fn huge_values_are_not_echoed_whole() {
+    let big = "x".repeat(1 << 20);
+    let rows = format!("{HEADER}c2,+33612345678,,{big},2027-01-10T09:00:00Z,,,form,p\n");
+    let s = Scratch::new(CAMPAIGN, &rows);
+    let o = s.run("check");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", &err[..err.len().min(2000)]);
+    assert!(err.len() < 1000, "{} bytes of errors", err.len());
+    assert!(
+        err.contains(&format!("bad value `{}… (1048576 bytes)`", "x".repeat(80))),
+        "{err}"
+    );
+}
+
+/// Spaces after the commas between days, as the grammar allows.
+#[test]
+fn spaces_between_days_are_accepted() {
+    let rows = format!("{HEADER}c1,+33612345678,,\"mon, wed 09:00-10:00\",2027-01-10T09:00:00Z,,,form,p\n");
+    let s = Scratch::new(CAMPAIGN, &rows);
+    let o = s.run("windows");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // 2027-03-01 is a Monday: Monday and Wednesday, 09:00-10:00 Paris (UTC+1).
+    let out = text(&o.stdout);
+    assert!(out.contains(r#""start":"2027-03-01T08:00:00Z""#), "{out}");
+    assert!(out.contains(r#""start":"2027-03-03T08:00:00Z""#), "{out}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+}
+
+/// A campaign file saved with a byte-order mark is read; one that is not UTF-8 is an error
+/// at the line and column of the first bad byte.
+#[test]
+fn toml_bom_is_accepted_and_non_utf8_is_located() {
+    let s = Scratch::new(&format!("\u{feff}{CAMPAIGN}"), &format!("{HEADER}{GOOD_ROW}"));
+    let o = s.run("check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut latin1 = b"name = \"caf".to_vec();
+    latin1.push(0xe9);
+    latin1.extend_from_slice(b"\"\nruleset = \"FR\"\n");
+    s.write("campaign.toml", &latin1);
+    let o = s.run("check");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("campaign.toml:1:12: not UTF-8 text: byte 0xe9"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// Every problem of a campaign file at once, each at its line and column: unknown keys, a
+/// value of the wrong type, and the checks that follow.
+#[test]
+fn toml_errors_are_all_reported_at_once() {
+    let campaign = format!(
+        "{CAMPAIGN}ringtimeout = 3\nopt_out_key = 9\n[pacing]\ncalls_per_second = \"fast\"\nmax_concurent_calls = 3\n"
+    );
+    rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
+        "campaign.toml:6:1: unknown field `ringtimeout`",
+        "campaign.toml:7:15: invalid type: integer `9`, expected a string",
+        "campaign.toml:9:20: invalid type: string \"fast\"",
+        "campaign.toml:10:1: unknown field `max_concurent_calls`",
+        "4 problem(s)",
+    ]);
+}
+
+/// Opt-out lists: a byte-order mark is accepted; a byte that is not UTF-8 is located.
+#[test]
+fn optout_list_bom_and_non_utf8() {
+    let s = Scratch::new("", "");
+    s.write("bom.txt", "\u{feff}+33612345678\n# comment\n+33612345679\n".as_bytes());
+    let o = crieur(&["optout", "import", &s.path("bom.txt"), "--store", &s.path("st")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("2 numbers"), "{}", text(&o.stdout));
+    s.write("latin1.txt", b"+33612345678\n# r\xe9sili\xe9s\n");
+    let o = crieur(&["optout", "import", &s.path("latin1.txt"), "--store", &s.path("st")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("latin1.txt:2:4: not UTF-8 text: byte 0xe9"),
+        "{}",
+        text(&o.stderr)
+    );
+}
