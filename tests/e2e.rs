@@ -379,6 +379,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
             "c1.toml",
             "--store",
             "store",
+            "--contacts",
             "contacts.csv",
         ],
     );
@@ -458,6 +459,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
             "c2.toml",
             "--store",
             "store",
+            "--contacts",
             "contacts.csv",
         ],
     );
@@ -547,6 +549,7 @@ fn dialling_stops_when_the_window_closes_and_says_why() {
             "c.toml",
             "--store",
             "store",
+            "--contacts",
             "contacts.csv",
         ],
     );
@@ -641,6 +644,7 @@ fn sigint_drains_then_a_second_sigint_hangs_up_at_once() {
             "c.toml",
             "--store",
             "store",
+            "--contacts",
             "contacts.csv",
         ],
     );
@@ -649,9 +653,9 @@ fn sigint_drains_then_a_second_sigint_hangs_up_at_once() {
     let sipp = Sipp::start(d, port, 1000);
     let child = Command::new(env!("CARGO_BIN_EXE_crieur"))
         .args([
+            "run",
             "--audit-key",
             "key",
-            "run",
             "--campaign",
             "c.toml",
             "--store",

@@ -52,12 +52,12 @@ pub fn run(
     let store = Arc::new(SledStore::open(store_path, false)?);
     let id = crieur_scheduler::ContactId::new(contact_id)
         .map_err(|e| InputErrors(vec![InputError::new(Path::new("--contact"), e.to_string())]))?;
-    let Some(contact) = store.contact(&campaign.name, &id)? else {
+    let Some(contact) = store.contact(&campaign.id, &id)? else {
         return Err(InputErrors(vec![InputError::new(
             store_path,
             format!(
                 "no contact `{contact_id}` in campaign `{}` of this store: import it with `crieur import`",
-                campaign.name
+                campaign.id
             ),
         )
         .field("--contact")])
@@ -78,7 +78,7 @@ pub fn run(
     let cap = held(campaign, &history, now).map(|(why, _)| why);
     let attempt = 1 + history
         .iter()
-        .filter(|h| h.campaign == campaign.name)
+        .filter(|h| h.campaign == campaign.id)
         .count() as u32;
     let decision = Evaluator::new(&campaign.policy).decide(contact, now);
     let refused = if opted_out {
@@ -92,7 +92,7 @@ pub fn run(
             contact,
             &decision,
             DecisionInputs {
-                campaign: &campaign.name,
+                campaign: &campaign.id,
                 now,
                 history: history.clone(),
                 opted_out,
@@ -158,7 +158,7 @@ pub fn run(
             contact,
             &recheck,
             DecisionInputs {
-                campaign: &campaign.name,
+                campaign: &campaign.id,
                 now,
                 history,
                 opted_out,
@@ -192,14 +192,14 @@ pub fn run(
     #[allow(clippy::disallowed_methods)]
     let sent_at = Utc::now();
     // The lease and the attempt it becomes carry the INVITE's instant.
-    store.lease(&campaign.name, &id, contact.phone(), sent_at)?;
+    store.lease(&campaign.id, &id, contact.phone(), sent_at)?;
     let call_id = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
     // Durable before the INVITE leaves: the log never lacks a call that happened.
     log.append_durable(
         sent_at,
         &Record::InviteSent(InviteSent {
             call: call_id.clone(),
-            campaign: campaign.name.clone(),
+            campaign: campaign.id.clone(),
             contact: contact.id().to_string(),
             number: number.clone(),
             decided_at: now,
@@ -275,13 +275,13 @@ pub fn run(
             // The call may or may not have left: close the lease as an attempt, then fail.
             #[allow(clippy::disallowed_methods)]
             let at = Utc::now();
-            let _ = store.finish_attempt(&campaign.name, &id, contact.phone(), "local-error", at);
+            let _ = store.finish_attempt(&campaign.id, &id, contact.phone(), "local-error", at);
             if let Ok(mut log) = log.lock() {
                 let _ = log.append(
                     at,
                     &Record::Outcome(OutcomeRecord {
                         call: call_id.clone(),
-                        campaign: campaign.name.clone(),
+                        campaign: campaign.id.clone(),
                         contact: contact.id().to_string(),
                         number: number.clone(),
                         started: sent_at,
@@ -299,7 +299,7 @@ pub fn run(
     #[allow(clippy::disallowed_methods)]
     let ended = Utc::now();
     store.finish_attempt(
-        &campaign.name,
+        &campaign.id,
         &id,
         contact.phone(),
         report.ending.outcome.as_str(),
@@ -408,7 +408,7 @@ pub(crate) fn held(
     history: &[PastAttempt],
     now: DateTime<Utc>,
 ) -> Option<(String, Option<DateTime<Utc>>)> {
-    let attempts = to_attempts(history, &campaign.name);
+    let attempts = to_attempts(history, &campaign.id);
     if let Some(hit) = campaign.caps.check(&attempts, now) {
         return Some((hit.to_string(), hit.until()));
     }
@@ -638,7 +638,7 @@ pub(crate) fn record_call(
         written,
         &Record::Outcome(OutcomeRecord {
             call: c(),
-            campaign: campaign.name.clone(),
+            campaign: campaign.id.clone(),
             contact: contact.id().to_string(),
             number: contact.phone().to_string(),
             started: sent_at,

@@ -20,6 +20,9 @@ pub const MAX_MESSAGE_SECS: u64 = 3600;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCampaign {
+    /// The stable id (the store and the audit log key on it); absent: the name.
+    #[serde(default)]
+    id: Option<Spanned<String>>,
     name: Spanned<String>,
     ruleset: Spanned<String>,
     zone: Spanned<String>,
@@ -231,6 +234,12 @@ impl Retry {
 /// A validated campaign.
 #[derive(Debug)]
 pub struct Campaign {
+    /// The stable id: what the store and the audit log know the campaign by. The TOML's
+    /// `id`, or (for files written before ids existed) its `name`.
+    pub id: String,
+    /// Whether `id` was given (rather than taken from the name).
+    pub id_given: bool,
+    /// The display name (may change between runs).
     pub name: String,
     pub zone: Tz,
     pub message: PathBuf,
@@ -270,7 +279,30 @@ impl Ctx<'_> {
     }
 }
 
+/// Whether `id` is a campaign id: 1 to 64 ASCII letters, digits, `-`, `_` or `.`,
+/// starting with a letter or digit.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 impl Campaign {
+    /// Said by `check` when the campaign has no `id`.
+    pub fn id_warning(&self) -> Option<String> {
+        (!self.id_given).then(|| {
+            format!(
+                "no `id`: the name `{}` is the campaign's id in the store and the audit log \
+                 (as before ids existed), so renaming the campaign would leave its contacts \
+                 and history behind; add `id = \"…\"` (for an existing store, its name as it is \
+                 now: `crieur campaigns` lists them)",
+                self.name
+            )
+        })
+    }
+
     /// The stricter of the campaign's pacing and the trunk's own limits.
     pub fn effective_pacing(&self) -> crieur_engine::Pacing {
         let trunk_cps = self
@@ -307,6 +339,16 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
             None,
             "expected a non-empty campaign name without NUL characters".into(),
         );
+    }
+    if let Some(id) = &raw.id {
+        if !valid_id(id.get_ref()) {
+            cx.err(
+                id.span(),
+                "id",
+                Some(id.get_ref()),
+                "expected 1 to 64 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit (e.g. `rappel-2027`)".into(),
+            );
+        }
     }
     let ruleset = RuleSet::by_name(raw.ruleset.get_ref())
         .map_err(|e| {
@@ -592,8 +634,14 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
             let ring_timeout = Duration::from_secs(ring);
             let policy = Policy::new(ruleset, schedule, ring_timeout, message_length)
                 .map_err(|e| InputError::new(path, e.to_string()).field("message"))?;
+            let name = raw.name.into_inner();
             Ok(Campaign {
-                name: raw.name.into_inner(),
+                id: raw
+                    .id
+                    .as_ref()
+                    .map_or_else(|| name.clone(), |i| i.get_ref().clone()),
+                id_given: raw.id.is_some(),
+                name,
                 zone,
                 message,
                 message_length,

@@ -171,31 +171,26 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     /// Removes the innermost entry of `table` whose key or value holds `span` (its value
     /// *is* `span` when `exact`); returns its key.
     fn remove_at(table: &mut DeTable<'_>, span: &Range<usize>, exact: bool) -> Option<String> {
-        let mut hit = None;
-        for (k, v) in table.iter_mut() {
-            let (ks, vs) = (k.span(), v.span());
-            let holds = vs.start <= span.start && span.end <= vs.end;
-            let here = if exact {
-                vs == *span
-            } else {
-                ks.contains(&span.start) || vs.contains(&span.start)
-            };
-            if !here && !holds {
+        // A `[table]`'s span is its header only, not the keys under it: look inside every
+        // table first.
+        for (_, v) in table.iter_mut() {
+            if v.span() == *span {
                 continue;
             }
-            if vs != *span {
-                if let DeValue::Table(inner) = v.get_mut() {
-                    if let Some(key) = remove_at(inner, span, exact) {
-                        return Some(key);
-                    }
+            if let DeValue::Table(inner) = v.get_mut() {
+                if let Some(key) = remove_at(inner, span, exact) {
+                    return Some(key);
                 }
             }
-            if here {
-                hit = Some(k.get_ref().to_string());
-                break;
-            }
         }
-        let key = hit?;
+        let key = table
+            .iter()
+            .find(|(k, v)| {
+                let (ks, vs) = (k.span(), v.span());
+                vs == *span
+                    || (!exact && (ks.contains(&span.start) || vs.contains(&span.start)))
+            })
+            .map(|(k, _)| k.get_ref().to_string())?;
         table.remove(key.as_str());
         Some(key)
     }

@@ -75,11 +75,11 @@ pub fn run(
         &crate::audit::header("run", Some((campaign, campaign_path)))?,
     )?;
     crate::call::recover(&store, &mut log, start)?;
-    let contacts = store.contacts(&campaign.name)?;
+    let contacts = store.contacts(&campaign.id)?;
     if contacts.is_empty() {
         return Err(anyhow!(
             "campaign `{}` has no contacts in {}: import them with `crieur import`",
-            campaign.name,
+            campaign.id,
             store_path.display()
         ));
     }
@@ -94,7 +94,7 @@ pub fn run(
     );
     for i in 0..planner.len() {
         let h = history(&*store, planner.contact(i))?;
-        planner.load_history(i, to_attempts(&h, &campaign.name));
+        planner.load_history(i, to_attempts(&h, &campaign.id));
     }
     log.commit()?;
     let log = Arc::new(Mutex::new(log));
@@ -285,7 +285,7 @@ async fn dial_loop(
                     );
                     continue;
                 }
-                match store.lease(&campaign.name, contact.id(), contact.phone(), sent_at) {
+                match store.lease(&campaign.id, contact.id(), contact.phone(), sent_at) {
                     Ok(()) => {}
                     Err(crieur_store::Error::Leased { .. }) => {
                         // Another process is dialling it: not ours to call now.
@@ -304,7 +304,7 @@ async fn dial_loop(
                     sent_at,
                     &Record::InviteSent(InviteSent {
                         call: call.clone(),
-                        campaign: campaign.name.clone(),
+                        campaign: campaign.id.clone(),
                         contact: contact.id().to_string(),
                         number: number.clone(),
                         decided_at,
@@ -349,7 +349,7 @@ async fn dial_loop(
                     log,
                     contact,
                     &d,
-                    &campaign.name,
+                    &campaign.id,
                     t,
                     h,
                     opted_out,
@@ -569,7 +569,7 @@ fn recheck(
     let t = now();
     let opted_out = store.is_opted_out(contact.phone())?;
     let h = history(&**store, contact)?;
-    let attempt = 1 + h.iter().filter(|a| a.campaign == campaign.name).count() as u32;
+    let attempt = 1 + h.iter().filter(|a| a.campaign == campaign.id).count() as u32;
     let held = crate::call::held(campaign, &h, t);
     let d = eval.decide(contact, t);
     let refused = if opted_out {
@@ -581,7 +581,7 @@ fn recheck(
         log,
         contact,
         &d,
-        &campaign.name,
+        &campaign.id,
         t,
         h,
         opted_out,
@@ -617,7 +617,7 @@ fn finish(
     };
     store
         .finish_attempt(
-            &campaign.name,
+            &campaign.id,
             contact.id(),
             contact.phone(),
             &outcome,
@@ -634,7 +634,7 @@ fn finish(
                     ended,
                     &Record::Outcome(OutcomeRecord {
                         call: f.call.clone(),
-                        campaign: campaign.name.clone(),
+                        campaign: campaign.id.clone(),
                         contact: contact.id().to_string(),
                         number: contact.phone().to_string(),
                         started: f.sent_at,

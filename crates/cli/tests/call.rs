@@ -111,6 +111,7 @@ impl Setup {
                 &p("c.toml"),
                 "--store",
                 &p("store"),
+                "--contacts",
                 &p("k.csv"),
             ])
             .output()
@@ -263,6 +264,7 @@ fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
         &p("c.toml"),
         "--store",
         &p("st"),
+        "--contacts",
         &p("in.csv"),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
@@ -285,6 +287,7 @@ fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
         "--skip-invalid",
         "--rejects",
         &p("rej.csv"),
+        "--contacts",
         &p("in.csv"),
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -310,6 +313,7 @@ fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
         &p("c.toml"),
         "--store",
         &p("st"),
+        "--contacts",
         &p("again.csv"),
     ]);
     assert!(
@@ -821,13 +825,24 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
     let p = |n: &str| s.dir.path().join(n).display().to_string();
     let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    std::fs::write(p("audit.pub"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    // The public key is written next to the secret (and printed); the secret is 0600.
+    assert_eq!(
+        std::fs::read_to_string(p("audit.pub")).unwrap_or_default(),
+        text(&o.stdout)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p("audit.key")).map_or(0, |m| m.permissions().mode());
+    assert_eq!(mode & 0o777, 0o600);
+    // A second keygen over the same files is refused.
+    let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
+    assert_eq!(o.status.code(), Some(1));
     let with_key = |args: &[&str]| {
-        let mut a = vec!["--audit-key", &p("audit.key")[..]]
+        // `--audit-key` after the subcommand, where it is used.
+        let mut a = vec![args[0], "--audit-key", &p("audit.key")[..]]
             .into_iter()
             .map(str::to_owned)
             .collect::<Vec<_>>();
-        a.extend(args.iter().map(|s| (*s).to_owned()));
+        a.extend(args[1..].iter().map(|s| (*s).to_owned()));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         crieur(&a)
     };
@@ -854,9 +869,8 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
     let o = crieur(&["audit", "verify", &audit, "--pubkey", &p("audit.pub")]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
     assert!(text(&o.stdout).contains("checked against the given key"));
-    let o = crieur(&["audit", "checkpoint", "--export", &audit]);
+    let o = crieur(&["audit", "checkpoint", &audit, "--export", &p("cp.json")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    std::fs::write(p("cp.json"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
     let o = crieur(&["audit", "replay", &audit, "--format", "json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
@@ -901,7 +915,7 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
     );
     // Another key: the checkpoints are not its.
     let o = crieur(&["audit", "keygen", "--out", &p("other.key")]);
-    std::fs::write(p("other.pub"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let o = crieur(&["audit", "verify", &audit, "--pubkey", &p("other.pub")]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
     assert!(

@@ -1,0 +1,190 @@
+//! Machine and human output: one `--format` (`table`, `json`, `jsonl`, `csv`) for every
+//! command that prints rows, one timestamp style, one way of writing durations.
+
+use std::io::Write;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns, for people.
+    Table,
+    /// One JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+    /// RFC 4180 CSV with a header row (written even when there are no rows).
+    Csv,
+}
+
+/// Every instant crieur prints: RFC 3339, UTC, whole seconds, `Z`.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A wait in human units: `42 days`, `3 h 05 min`, `12 min`, `40 s`.
+pub fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=3599 => format!("{} min", s / 60),
+        3600..=172_799 => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+/// Rows with named columns, streamed in one of the formats. For `table`, each column is
+/// padded to the width given (a wider value is not cut; the rest of its row shifts).
+pub struct Rows<W: Write> {
+    out: W,
+    format: Format,
+    columns: Vec<(&'static str, usize)>,
+    rows: usize,
+}
+
+/// One CSV field, quoted when it must be (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A value as a table or CSV cell: strings bare, null empty, the rest as JSON.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+impl<W: Write> Rows<W> {
+    /// Starts the output: the table or CSV header, or the JSON array's `[`.
+    pub fn new(
+        mut out: W,
+        format: Format,
+        columns: &[(&'static str, usize)],
+    ) -> anyhow::Result<Self> {
+        match format {
+            Format::Table => {
+                let head: Vec<String> = columns
+                    .iter()
+                    .map(|(n, w)| format!("{n:<w$}", w = *w))
+                    .collect();
+                writeln!(out, "{}", head.join(" ").trim_end())?;
+            }
+            Format::Csv => {
+                let head: Vec<String> = columns.iter().map(|(n, _)| csv_field(n)).collect();
+                writeln!(out, "{}", head.join(","))?;
+            }
+            Format::Json => write!(out, "[")?,
+            Format::Jsonl => {}
+        }
+        Ok(Rows {
+            out,
+            format,
+            columns: columns.to_vec(),
+            rows: 0,
+        })
+    }
+
+    /// One row: a value per column, in column order (values beyond the columns are left
+    /// out).
+    pub fn row(&mut self, values: &[Value]) -> anyhow::Result<()> {
+        // In column order (a `serde_json::Map` would sort the keys).
+        let object = || {
+            let fields: Vec<String> = self
+                .columns
+                .iter()
+                .zip(values)
+                .map(|((name, _), v)| format!("{}:{v}", Value::from(*name)))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        };
+        match self.format {
+            Format::Table => {
+                let cells: Vec<String> = self
+                    .columns
+                    .iter()
+                    .zip(values)
+                    .map(|((_, w), v)| format!("{:<w$}", cell(v), w = *w))
+                    .collect();
+                writeln!(self.out, "{}", cells.join(" ").trim_end())?;
+            }
+            Format::Csv => {
+                let cells: Vec<String> = self
+                    .columns
+                    .iter()
+                    .zip(values)
+                    .map(|(_, v)| csv_field(&cell(v)))
+                    .collect();
+                writeln!(self.out, "{}", cells.join(","))?;
+            }
+            Format::Jsonl => writeln!(self.out, "{}", object())?,
+            Format::Json => {
+                let sep = if self.rows == 0 { "\n" } else { ",\n" };
+                write!(self.out, "{sep}{}", object())?;
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Ends the output (the JSON array's `]`) and flushes it.
+    pub fn finish(self) -> anyhow::Result<()> {
+        self.into_inner().map(drop)
+    }
+
+    /// [`Rows::finish`], giving the writer back.
+    pub fn into_inner(mut self) -> anyhow::Result<W> {
+        if self.format == Format::Json {
+            writeln!(self.out, "{}]", if self.rows == 0 { "" } else { "\n" })?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(format: Format, rows: &[[Value; 2]]) -> String {
+        let mut r = Rows::new(Vec::new(), format, &[("a", 4), ("b", 3)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        for v in rows {
+            r.row(v).unwrap_or_else(|e| panic!("{e}"));
+        }
+        String::from_utf8(r.into_inner().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_default()
+    }
+
+    #[test]
+    fn every_format_with_and_without_rows() {
+        let rows = [[json!("x,\"y\""), json!(3)], [json!(null), json!("z")]];
+        assert_eq!(render(Format::Table, &rows), "a    b\nx,\"y\" 3\n     z\n");
+        assert_eq!(render(Format::Csv, &rows), "a,b\n\"x,\"\"y\"\"\",3\n,z\n");
+        assert_eq!(
+            render(Format::Jsonl, &rows),
+            "{\"a\":\"x,\\\"y\\\"\",\"b\":3}\n{\"a\":null,\"b\":\"z\"}\n"
+        );
+        let v: Value = serde_json::from_str(&render(Format::Json, &rows)).unwrap_or_default();
+        assert_eq!(v, json!([{"a": "x,\"y\"", "b": 3}, {"a": null, "b": "z"}]));
+        assert_eq!(render(Format::Csv, &[]), "a,b\n");
+        assert_eq!(render(Format::Json, &[]), "[]\n");
+        assert_eq!(render(Format::Jsonl, &[]), "");
+    }
+
+    #[test]
+    fn durations_in_human_units() {
+        let d = chrono::Duration::seconds;
+        assert_eq!(human_duration(d(40)), "40 s");
+        assert_eq!(human_duration(d(720)), "12 min");
+        assert_eq!(human_duration(d(3 * 3600 + 5 * 60)), "3 h 05 min");
+        assert_eq!(human_duration(d(42 * 86_400 + 7)), "42 days");
+    }
+}
