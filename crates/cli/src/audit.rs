@@ -455,7 +455,10 @@ pub fn keygen(out: &Path) -> anyhow::Result<(ed25519_dalek::VerifyingKey, PathBu
         );
     }
     if pub_path.exists() {
-        anyhow::bail!("{} exists already; choose another --out", pub_path.display());
+        anyhow::bail!(
+            "{} exists already; choose another --out",
+            pub_path.display()
+        );
     }
     let seed: [u8; 32] = rand::random();
     let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();

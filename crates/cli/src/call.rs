@@ -76,10 +76,7 @@ pub fn run(
     let opted_out = store.is_opted_out(contact.phone())?;
     let history = history(&*store, contact)?;
     let cap = held(campaign, &history, now).map(|(why, _)| why);
-    let attempt = 1 + history
-        .iter()
-        .filter(|h| h.campaign == campaign.id)
-        .count() as u32;
+    let attempt = 1 + history.iter().filter(|h| h.campaign == campaign.id).count() as u32;
     let decision = Evaluator::new(&campaign.policy).decide(contact, now);
     let refused = if opted_out {
         Some(format!("{number} is on the opt-out list"))
@@ -109,12 +106,15 @@ pub fn run(
     match decision {
         Decision::Skip(s) => {
             crate::audit::stop(&mut log, "refused by the policy")?;
-            println!("refused   the policy says SKIP at {}:", now.to_rfc3339());
+            println!(
+                "refused   the policy says SKIP at {}:",
+                crate::output::rfc3339(now)
+            );
             for r in &s.reasons {
                 println!("  reason  {}", crate::reason_line(r));
             }
             if let Some(n) = s.next_eligible {
-                println!("  next    {}", n.to_rfc3339());
+                println!("  next    {}", crate::output::rfc3339(n));
             }
             return Ok(ExitCode::from(EXIT_REFUSED));
         }
@@ -123,7 +123,7 @@ pub fn run(
             d.consent,
             d.ruleset.name,
             d.ruleset.version,
-            d.valid_until.to_rfc3339()
+            crate::output::rfc3339(d.valid_until)
         ),
     }
     let Prepared {
@@ -176,7 +176,7 @@ pub fn run(
         crate::audit::stop(&mut log, "refused by the policy at the INVITE")?;
         println!(
             "refused   the policy says SKIP at the INVITE ({}):",
-            now.to_rfc3339()
+            crate::output::rfc3339(now)
         );
         for r in &s.reasons {
             println!("  reason  {}", crate::reason_line(r));
@@ -417,7 +417,7 @@ pub(crate) fn held(
         RetryGate::Open => None,
         RetryGate::NotBefore(t) if t <= now => None,
         RetryGate::NotBefore(t) => Some((
-            format!("retry delay: not before {}", t.to_rfc3339()),
+            format!("retry delay: not before {}", crate::output::rfc3339(t)),
             Some(t),
         )),
         RetryGate::Done => Some((

@@ -178,15 +178,18 @@ fn other_delimiter(headers: &csv::StringRecord, used: u8) -> Option<char> {
         1 => headers.get(0)?,
         _ => return None,
     };
-    [',', ';', '\t', '|'].into_iter().filter(|&d| d as u32 != u32::from(used)).find(|&d| {
-        let names: Vec<&str> = only.split(d).map(|n| n.trim().trim_matches('"')).collect();
-        names.len() > 1
-            && names
-                .iter()
-                .filter(|n| COLUMNS.iter().any(|c| c.eq_ignore_ascii_case(n)))
-                .count()
-                >= 2
-    })
+    [',', ';', '\t', '|']
+        .into_iter()
+        .filter(|&d| d as u32 != u32::from(used))
+        .find(|&d| {
+            let names: Vec<&str> = only.split(d).map(|n| n.trim().trim_matches('"')).collect();
+            names.len() > 1
+                && names
+                    .iter()
+                    .filter(|n| COLUMNS.iter().any(|c| c.eq_ignore_ascii_case(n)))
+                    .count()
+                    >= 2
+        })
 }
 
 fn load_bytes(
@@ -581,12 +584,14 @@ fn parse_row(
         return Err(errors);
     }
     let id = ContactId::new(field(0)).map_err(|e| err(0, e.to_string()));
-    let phone = national(field(1), opts).parse::<E164>().map_err(|e| match e {
-        crieur_scheduler::Error::InvalidPhone { reason, .. } => {
-            err(1, format!("expected an E.164 number: {reason}"))
-        }
-        e => err(1, e.to_string()),
-    });
+    let phone = national(field(1), opts)
+        .parse::<E164>()
+        .map_err(|e| match e {
+            crieur_scheduler::Error::InvalidPhone { reason, .. } => {
+                err(1, format!("expected an E.164 number: {reason}"))
+            }
+            e => err(1, e.to_string()),
+        });
     let zone = match field(2) {
         "" => Ok(None),
         z => parse_zone(z).map(Some).map_err(|_| {
@@ -629,7 +634,7 @@ fn parse_row(
             5,
             format!(
                 "expected an instant after granted_at ({})",
-                granted.to_rfc3339()
+                crate::output::rfc3339(granted)
             ),
         )]);
     }
@@ -638,7 +643,7 @@ fn parse_row(
             6,
             format!(
                 "expected an instant not before granted_at ({})",
-                granted.to_rfc3339()
+                crate::output::rfc3339(granted)
             ),
         )]);
     }

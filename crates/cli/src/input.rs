@@ -187,8 +187,7 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
             .iter()
             .find(|(k, v)| {
                 let (ks, vs) = (k.span(), v.span());
-                vs == *span
-                    || (!exact && (ks.contains(&span.start) || vs.contains(&span.start)))
+                vs == *span || (!exact && (ks.contains(&span.start) || vs.contains(&span.start)))
             })
             .map(|(k, _)| k.get_ref().to_string())?;
         table.remove(key.as_str());

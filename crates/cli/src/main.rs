@@ -48,7 +48,12 @@ struct Cli {
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct StoreArg {
     /// The store directory (contacts, consent history, opt-out list, attempts).
-    #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store", global = true)]
+    #[arg(
+        long,
+        env = "CRIEUR_STORE",
+        default_value = "crieur.store",
+        global = true
+    )]
     pub store: PathBuf,
 }
 
@@ -867,7 +872,12 @@ fn simulate(
     let mut rows = output::Rows::new(
         BufWriter::new(stdout.lock()),
         format,
-        &[("contact", 20), ("instant", 21), ("attempt", 7), ("outcome", 0)],
+        &[
+            ("contact", 20),
+            ("instant", 21),
+            ("attempt", 7),
+            ("outcome", 0),
+        ],
     )?;
     let mut days_summary: std::collections::BTreeMap<chrono::NaiveDate, [usize; 4]> =
         Default::default();

@@ -155,8 +155,8 @@ mod tests {
     use serde_json::json;
 
     fn render(format: Format, rows: &[[Value; 2]]) -> String {
-        let mut r = Rows::new(Vec::new(), format, &[("a", 4), ("b", 3)])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut r =
+            Rows::new(Vec::new(), format, &[("a", 4), ("b", 3)]).unwrap_or_else(|e| panic!("{e}"));
         for v in rows {
             r.row(v).unwrap_or_else(|e| panic!("{e}"));
         }

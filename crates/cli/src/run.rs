@@ -249,7 +249,7 @@ async fn dial_loop(
         if stopping.is_none() {
             if let Some(u) = opts.until.filter(|u| t >= *u) {
                 stopping = Some((
-                    format!("--until {} reached", u.to_rfc3339()),
+                    format!("--until {} reached", crate::output::rfc3339(u)),
                     tokio::time::Instant::now() + opts.drain,
                 ));
             }
@@ -345,17 +345,7 @@ async fn dial_loop(
                     SkipNote::Cap(hit) => Some(hit.to_string()),
                     SkipNote::Policy { .. } => None,
                 };
-                record_decision(
-                    log,
-                    contact,
-                    &d,
-                    &campaign.id,
-                    t,
-                    h,
-                    opted_out,
-                    refused,
-                    0,
-                )?;
+                record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
             }
         }
         // Calls that ended.
@@ -396,9 +386,9 @@ async fn dial_loop(
                 if idle_note != Some(n) {
                     idle_note = Some(n);
                     progress.println(&format!(
-                        "idle      no contact is dialable now; the next becomes due at {} ({} s)",
-                        n.to_rfc3339(),
-                        (n - t).num_seconds()
+                        "idle      no contact is dialable now; the next becomes due at {} (in {})",
+                        crate::output::rfc3339(n),
+                        crate::output::human_duration(n - t)
                     ));
                 }
             }
@@ -406,7 +396,7 @@ async fn dial_loop(
                 if (n - t).to_std().unwrap_or_default() > max {
                     return Ok(format!(
                         "idle: the next contact is due at {}, beyond --max-idle-secs {}",
-                        n.to_rfc3339(),
+                        crate::output::rfc3339(n),
                         max.as_secs()
                     ));
                 }
@@ -616,13 +606,7 @@ fn finish(
         Err(_) => "local-error".to_owned(),
     };
     store
-        .finish_attempt(
-            &campaign.id,
-            contact.id(),
-            contact.phone(),
-            &outcome,
-            ended,
-        )
+        .finish_attempt(&campaign.id, contact.id(), contact.phone(), &outcome, ended)
         .with_context(|| format!("recording the outcome of {}", contact.id()))?;
     {
         let mut log = lock(log)?;
@@ -746,7 +730,7 @@ impl Progress {
             c.dialled, c.answered, c.opted_out, c.failed, remaining, cps, in_flight
         );
         if let Some(n) = idle_until {
-            s.push_str(&format!(" · idle until {}", n.to_rfc3339()));
+            s.push_str(&format!(" · idle until {}", crate::output::rfc3339(n)));
         }
         s
     }

@@ -182,7 +182,13 @@ pub fn status(
             _ => None,
         })
         .collect();
-    writeln!(out, "campaign  {} (`{}`) at {}", campaign.id, campaign.name, rfc3339(now))?;
+    writeln!(
+        out,
+        "campaign  {} (`{}`) at {}",
+        campaign.id,
+        campaign.name,
+        rfc3339(now)
+    )?;
     writeln!(out, "contacts  {}", contacts.len())?;
     writeln!(
         out,

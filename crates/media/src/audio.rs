@@ -205,7 +205,8 @@ fn g711_samples(data: &[u8], law: Codec) -> Vec<f32> {
 
 /// PCM or float samples (interleaved) in [-1, 1], read by hound.
 fn hound_samples(bytes: &[u8]) -> Result<Vec<f32>, String> {
-    let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    let mut reader =
+        hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
     let spec = reader.spec();
     match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => reader.samples::<f32>().collect::<Result<_, _>>(),
@@ -400,7 +401,11 @@ mod tests {
             std::fs::write(&p, g711_wav(tag, ch as u16, rate, &data, data.len()))
                 .unwrap_or_else(|e| panic!("{e}"));
             let m = Message::load(&p).unwrap_or_else(|e| panic!("g711 {tag} {ch}ch: {e}"));
-            assert!((m.len() as i64 - 4000).abs() <= 1, "g711 {tag}: {}", m.len());
+            assert!(
+                (m.len() as i64 - 4000).abs() <= 1,
+                "g711 {tag}: {}",
+                m.len()
+            );
             let decoded: Vec<f32> = m
                 .encoded(Codec::Pcmu)
                 .iter()
@@ -439,7 +444,9 @@ mod tests {
         let whole = std::fs::read(&p).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&p, &whole[..44 + 16_000]).unwrap_or_else(|e| panic!("{e}"));
         match Message::load(&p) {
-            Err(Error::Audio { why, .. }) => assert!(why.contains("(10.0 s)") && why.contains("(1.0 s)"), "{why}"),
+            Err(Error::Audio { why, .. }) => {
+                assert!(why.contains("(10.0 s)") && why.contains("(1.0 s)"), "{why}")
+            }
             other => panic!("truncated file loaded: {other:?}"),
         }
         std::fs::write(dir.path().join("bad.wav"), b"RIFF....WAVEfmt nope")
