@@ -205,6 +205,11 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     println!("store     {}", shown(&store));
     println!("audit log {}", shown(&audit));
     println!(
+        "keys      {} (secret, 0600), {} (public: audit verify --pubkey)",
+        shown(&dir.join("audit.key")),
+        shown(&dir.join("audit.pub"))
+    );
+    println!(
         "next      crieur audit report {} --html report.html   (a page for a reviewer)",
         shown(&audit)
     );

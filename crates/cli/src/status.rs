@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use crieur_scheduler::{Contact, Decision, Evaluator, NEXT_ELIGIBLE_HORIZON_DAYS};
+use crieur_scheduler::{Contact, Decision, Evaluator, SkipReason, NEXT_ELIGIBLE_HORIZON_DAYS};
 use crieur_store::{SledStore, Store};
 use serde_json::Value;
 
@@ -14,19 +14,51 @@ use crate::campaign::Campaign;
 use crate::output::{human_duration, rfc3339, Format, Rows};
 
 /// Why `c` can never be called within the next-eligible horizon (400 days) from `now`, if
-/// so: the reasons that hold at `now`.
-pub fn never_callable(ev: &mut Evaluator<'_>, c: &Contact, now: DateTime<Utc>) -> Option<String> {
+/// so.
+pub fn never_callable(
+    campaign: &Campaign,
+    ev: &mut Evaluator<'_>,
+    c: &Contact,
+    now: DateTime<Utc>,
+) -> Option<String> {
     match ev.decide(c, now) {
         Decision::Dial(_) => None,
         Decision::Skip(s) if s.next_eligible.is_some() => None,
-        Decision::Skip(s) => Some(
-            s.reasons
-                .iter()
-                .map(crate::reason_line)
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
+        Decision::Skip(s) => Some(why_never(&campaign.policy, &s.reasons)),
     }
+}
+
+/// The reasons that last (no zone, no consent, expired, revoked) when there are any; else
+/// the overlap that never happens, with the reasons at the instant looked at.
+fn why_never(policy: &crieur_scheduler::Policy, reasons: &[SkipReason]) -> String {
+    let lasting: Vec<String> = reasons
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                SkipReason::UnknownZone
+                    | SkipReason::NoConsent
+                    | SkipReason::ConsentExpired { .. }
+                    | SkipReason::ConsentRevoked { .. }
+            )
+        })
+        .map(crate::reason_line)
+        .collect();
+    if !lasting.is_empty() {
+        return lasting.join("; ");
+    }
+    let now: Vec<String> = reasons.iter().map(crate::reason_line).collect();
+    format!(
+        "its consent windows, the {} legal hours and holidays{} never leave room for a call of {} s (now: {})",
+        policy.ruleset().name(),
+        if policy.schedule().is_some() {
+            " and the campaign schedule"
+        } else {
+            ""
+        },
+        policy.call_duration().as_secs(),
+        now.join("; ")
+    )
 }
 
 /// The most "never callable" warnings printed one by one.
@@ -37,7 +69,7 @@ pub fn warn_never_callable(campaign: &Campaign, contacts: &[Contact], now: DateT
     let mut ev = Evaluator::batch(&campaign.policy);
     let mut n = 0usize;
     for c in contacts {
-        if let Some(why) = never_callable(&mut ev, c, now) {
+        if let Some(why) = never_callable(campaign, &mut ev, c, now) {
             n += 1;
             if n <= WARN_MAX {
                 println!(
@@ -63,7 +95,7 @@ pub fn campaigns(store_path: &Path, format: Format) -> anyhow::Result<ExitCode> 
     let mut rows = Rows::new(
         BufWriter::new(stdout.lock()),
         format,
-        &[("campaign", 24), ("contacts", 9), ("consents", 0)],
+        &[("campaign", 32), ("contacts", 9), ("consents", 0)],
     )?;
     for id in store.campaigns()? {
         let contacts = store.contacts(&id)?;
@@ -106,13 +138,7 @@ fn state(
         Decision::Dial(_) => State::Waiting(from),
         Decision::Skip(s) => match s.next_eligible {
             Some(t) => State::Waiting(t),
-            None => State::Never(
-                s.reasons
-                    .iter()
-                    .map(crate::reason_line)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
+            None => State::Never(why_never(&campaign.policy, &s.reasons)),
         },
     })
 }
