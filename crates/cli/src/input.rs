@@ -93,6 +93,12 @@ impl From<InputError> for InputErrors {
     }
 }
 
+impl From<Box<InputError>> for InputErrors {
+    fn from(e: Box<InputError>) -> Self {
+        InputErrors(vec![*e])
+    }
+}
+
 /// The most characters of a bad value an error echoes.
 pub const ECHO_MAX: usize = 80;
 
@@ -113,14 +119,14 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
 /// Reads a text input file: a leading byte-order mark is dropped, and bytes that are not
 /// UTF-8 are an error at their line and column (the column counts the characters before
 /// them, plus one).
-pub fn read_text(path: &Path, what: &str) -> Result<String, InputError> {
+pub fn read_text(path: &Path, what: &str) -> Result<String, InputErrors> {
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the {what}: {e}")))?;
-    text_of(path, strip_bom(&bytes).to_vec())
+    text_of(path, strip_bom(&bytes).to_vec()).map_err(InputErrors::from)
 }
 
 /// `bytes` as text, or an error at the first invalid byte.
-pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, InputError> {
+pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, Box<InputError>> {
     String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
         let at = e.utf8_error().valid_up_to();
@@ -135,6 +141,7 @@ pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, InputError> {
             ),
         )
         .at(line, Some(col))
+        .into()
     })
 }
 

@@ -110,7 +110,7 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
 fn parse_region(s: &str) -> Result<phonenumber::country::Id, String> {
     s.to_ascii_uppercase()
         .parse()
-        .map_err(|_| format!("expected a region code such as FR, US, GB (ISO 3166-1 alpha-2)"))
+        .map_err(|_| "expected a region code such as FR, US, GB (ISO 3166-1 alpha-2)".to_owned())
 }
 
 #[derive(Subcommand)]

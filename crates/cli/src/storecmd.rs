@@ -257,7 +257,7 @@ pub fn optout(
             rejects,
         } => {
             // A byte-order mark is dropped; bytes that are not UTF-8 are located.
-            let text = crate::input::read_text(file, "opt-out list").map_err(InputErrors::from)?;
+            let text = crate::input::read_text(file, "opt-out list")?;
             let mut numbers = Vec::new();
             let mut errors = Vec::new();
             for (i, line) in text.lines().enumerate() {
