@@ -325,11 +325,15 @@ impl Campaign {
 /// Reads and validates a campaign file; every problem found is reported.
 pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
     let text = read_text(path, "campaign file")?;
-    let raw: RawCampaign = parse_toml(path, &text).map_err(InputErrors)?;
+    let (raw, errors) = parse_toml::<RawCampaign>(path, &text);
+    let Some(raw) = raw else {
+        return Err(InputErrors(errors));
+    };
+    // The checks below add their problems to those of the TOML itself.
     let mut cx = Ctx {
         path,
         text: &text,
-        errors: Vec::new(),
+        errors,
     };
 
     if raw.name.get_ref().trim().is_empty() || raw.name.get_ref().contains('\0') {

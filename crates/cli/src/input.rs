@@ -156,11 +156,12 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// Parses a TOML document into `T`, reporting every problem rather than the first: every
 /// syntax error; then, deserialising again with each offending key left out, every unknown
 /// key and every value of the wrong type (a required key left out this way is not reported
-/// again as missing).
+/// again as missing). Returns the problems, and `T` as read without the offending keys when
+/// that could be built (so that the caller's own checks can report theirs too).
 pub fn parse_toml<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
-) -> Result<T, Vec<InputError>> {
+) -> (Option<T>, Vec<InputError>) {
     use toml::de::{DeTable, DeValue};
     let located = |e: &toml::de::Error| {
         let mut err = InputError::new(path, e.message().trim_end().to_owned());
@@ -172,7 +173,7 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     };
     let (mut doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
-        return Err(syntax.iter().map(located).collect());
+        return (None, syntax.iter().map(located).collect());
     }
     doc.get_mut().make_owned();
     /// Removes the innermost entry of `table` whose key or value holds `span` (its value
@@ -205,8 +206,7 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     // Each round removes one entry, so this ends; the bound is a safeguard.
     for _ in 0..256 {
         match T::deserialize(toml::de::Deserializer::from(doc.clone())) {
-            Ok(v) if errors.is_empty() => return Ok(v),
-            Ok(_) => return Err(errors),
+            Ok(v) => return (Some(v), errors),
             Err(e) => {
                 let missing = e
                     .message()
@@ -233,5 +233,5 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     if errors.is_empty() {
         errors.push(InputError::new(path, "cannot read the TOML document"));
     }
-    Err(errors)
+    (None, errors)
 }

@@ -488,8 +488,7 @@ fn sim(plan: &Path, bind: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
         .value(bind.to_string())])
         .into());
     }
-    let text = std::fs::read_to_string(plan)
-        .map_err(|e| InputErrors(vec![InputError::new(plan, format!("cannot read: {e}"))]))?;
+    let text = input::read_text(plan, "plan")?;
     let plan_v = crieur_sim::Plan::from_toml(&text)
         .map_err(|e| InputErrors(vec![InputError::new(plan, e.to_string())]))?;
     let listed = plan_v.numbers.len();

@@ -1247,3 +1247,28 @@ fn status_and_never_callable_warnings() {
         want.map(|(a, b)| (a.to_owned(), b.to_owned())).to_vec()
     );
 }
+
+/// A wrong type in an optional key does not hide the checks that follow it; a wrong type in
+/// a required key is reported once (not again as missing).
+#[test]
+fn toml_type_errors_and_checks_together() {
+    let campaign =
+        CAMPAIGN.replace("ring_timeout_secs = 20", "ring_timeout_secs = 10") + "opt_out_key = 9\n";
+    rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
+        "campaign.toml:6:15: invalid type: integer `9`, expected a string",
+        "campaign.toml:4:21: field `ring_timeout_secs`: bad value `10`: expected at least 15 seconds",
+        "2 problem(s)",
+    ]);
+    let s = Scratch::new(
+        &CAMPAIGN.replace("name = \"t\"", "name = 5"),
+        &format!("{HEADER}{GOOD_ROW}"),
+    );
+    let o = s.run("check");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("campaign.toml:1:8: invalid type: integer `5`, expected a string"),
+        "{err}"
+    );
+    assert!(!err.contains("missing field"), "{err}");
+}
