@@ -29,7 +29,7 @@ impl InputError {
             column: None,
             field: None,
             value: None,
-            message: message.into(),
+            message: cap_at(message.into(), MESSAGE_MAX),
         }
     }
     pub fn at(mut self, line: usize, column: Option<usize>) -> Self {
@@ -105,11 +105,20 @@ pub const ECHO_MAX: usize = 80;
 /// `value` if it has at most [`ECHO_MAX`] characters, else its first [`ECHO_MAX`] and how
 /// long it was: `abc… (1048576 bytes)`.
 pub fn cap(value: String) -> String {
-    match value.char_indices().nth(ECHO_MAX) {
-        None => value,
-        Some((end, _)) => format!("{}… ({} bytes)", &value[..end], value.len()),
+    cap_at(value, ECHO_MAX)
+}
+
+/// `text` cut after `max` characters, with its size.
+fn cap_at(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text,
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
     }
 }
+
+/// The most characters of a message printed: a message that quotes a huge input (a parser's
+/// own, say) is cut too.
+const MESSAGE_MAX: usize = 400;
 
 /// Strips a leading UTF-8 byte-order mark (spreadsheets and Windows editors write one).
 pub fn strip_bom(bytes: &[u8]) -> &[u8] {

@@ -109,7 +109,13 @@ pub fn import(
 
 fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputErrors> {
     s.trim().parse::<E164>().map_err(|e| {
-        let e = InputError::new(file, e.to_string()).value(s.trim());
+        let why = match e {
+            crieur_scheduler::Error::InvalidPhone { reason, .. } => {
+                format!("expected an E.164 number: {reason}")
+            }
+            e => e.to_string(),
+        };
+        let e = InputError::new(file, why).value(s.trim());
         InputErrors::from(match line {
             Some(l) => e.at(l, Some(1)),
             None => e,

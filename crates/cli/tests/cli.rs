@@ -765,6 +765,29 @@ fn huge_values_are_not_echoed_whole() {
         err.contains(&format!("bad value `{}… (1048576 bytes)`", "x".repeat(80))),
         "{err}"
     );
+    // In a campaign file: a bad value, and a parser's message quoting the input.
+    let campaign = CAMPAIGN
+        .replace("Europe/Paris", &big)
+        .replace("= 20", &format!("= \"{big}\""));
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let o = s.run("check");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", &err[..err.len().min(2000)]);
+    assert!(err.len() < 2000, "{} bytes of errors", err.len());
+    assert!(err.contains("bytes)"), "{err}");
+    // In an opt-out list.
+    s.write("list.txt", format!("+{}\n", "1".repeat(1 << 20)).as_bytes());
+    let o = crieur(&[
+        "optout",
+        "import",
+        &s.path("list.txt"),
+        "--store",
+        &s.path("st"),
+    ]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.len() < 1000, "{} bytes of errors", err.len());
+    assert!(err.contains("… (1048577 bytes)"), "{err}");
 }
 
 /// Spaces after the commas between days, as the grammar allows.
