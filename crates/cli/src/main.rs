@@ -117,8 +117,10 @@ fn parse_region(s: &str) -> Result<phonenumber::country::Id, String> {
 enum Command {
     /// Per contact, the intervals (UTC) in which a call may start.
     Windows {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
+        /// The contacts file (CSV).
         #[arg(long)]
         contacts: PathBuf,
         #[command(flatten)]
@@ -134,8 +136,10 @@ enum Command {
     },
     /// The decision for one contact at one instant, with every reason.
     Explain {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
+        /// The contacts file (CSV).
         #[arg(long)]
         contacts: PathBuf,
         #[command(flatten)]
@@ -150,6 +154,7 @@ enum Command {
     /// Place one call the way the campaign would: the policy decides first (no bypass), then
     /// the call's timeline is printed. Exit 0 answered, 3 refused by policy, 4 not answered.
     Call {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
         /// The contact's id in the store (as imported with `crieur import`: the decision uses
@@ -166,6 +171,7 @@ enum Command {
     /// Import contacts into the store: all-or-nothing, or with --skip-invalid the valid rows,
     /// the others written with their reasons to a rejects file.
     Import {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
         /// The contacts CSV.
@@ -179,6 +185,7 @@ enum Command {
         /// Import the valid rows; write the others to --rejects.
         #[arg(long)]
         skip_invalid: bool,
+        /// Where --skip-invalid writes the rejected rows, with their reasons.
         #[arg(long, default_value = "rejects.csv")]
         rejects: PathBuf,
         #[command(flatten)]
@@ -196,6 +203,7 @@ enum Command {
     /// Where a campaign stands in the store now: contacts, done, due now, next due, and the
     /// contacts that can never be called in the next 400 days, with why.
     Status {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
         #[command(flatten)]
@@ -231,6 +239,7 @@ enum Command {
     /// contact is done, at --until, or on SIGINT/SIGTERM (calls in progress get --drain-secs;
     /// a second signal hangs up at once).
     Run {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
         #[command(flatten)]
@@ -265,8 +274,10 @@ enum Command {
     /// Run the real scheduling loop on a simulated clock with simulated outcomes: the dial plan
     /// on stdout (JSON lines by default), a summary per day on stderr.
     Simulate {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
+        /// The contacts file (CSV).
         #[arg(long)]
         contacts: PathBuf,
         #[command(flatten)]
@@ -286,8 +297,10 @@ enum Command {
     },
     /// Validate a campaign (and optionally its contacts) and say what is wrong.
     Check {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
+        /// The contacts file (CSV).
         #[arg(long)]
         contacts: Option<PathBuf>,
         #[command(flatten)]
@@ -316,6 +329,7 @@ pub(crate) enum OptOutAction {
         /// Import the valid lines; write the others to --rejects.
         #[arg(long)]
         skip_invalid: bool,
+        /// Where --skip-invalid writes the rejected lines, with their reasons.
         #[arg(long, default_value = "optout-rejects.csv")]
         rejects: PathBuf,
     },
