@@ -95,39 +95,43 @@ impl<W: Write> Rows<W> {
     /// One row: a value per column, in column order (values beyond the columns are left
     /// out).
     pub fn row(&mut self, values: &[Value]) -> anyhow::Result<()> {
-        // In column order (a `serde_json::Map` would sort the keys).
-        let object = || {
-            let fields: Vec<String> = self
-                .columns
-                .iter()
-                .zip(values)
-                .map(|((name, _), v)| format!("{}:{v}", Value::from(*name)))
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        };
+        let fields = self.columns.iter().zip(values);
         match self.format {
             Format::Table => {
-                let cells: Vec<String> = self
-                    .columns
-                    .iter()
-                    .zip(values)
-                    .map(|((_, w), v)| format!("{:<w$}", cell(v), w = *w))
-                    .collect();
-                writeln!(self.out, "{}", cells.join(" ").trim_end())?;
+                let mut line = String::new();
+                for (i, ((_, w), v)) in fields.enumerate() {
+                    if i > 0 {
+                        line.push(' ');
+                    }
+                    let c = cell(v);
+                    line.push_str(&c);
+                    line.extend(std::iter::repeat_n(
+                        ' ',
+                        w.saturating_sub(c.chars().count()),
+                    ));
+                }
+                writeln!(self.out, "{}", line.trim_end())?;
             }
             Format::Csv => {
-                let cells: Vec<String> = self
-                    .columns
-                    .iter()
-                    .zip(values)
-                    .map(|(_, v)| csv_field(&cell(v)))
-                    .collect();
-                writeln!(self.out, "{}", cells.join(","))?;
+                for (i, (_, v)) in fields.enumerate() {
+                    let sep = if i > 0 { "," } else { "" };
+                    write!(self.out, "{sep}{}", csv_field(&cell(v)))?;
+                }
+                writeln!(self.out)?;
             }
-            Format::Jsonl => writeln!(self.out, "{}", object())?,
-            Format::Json => {
-                let sep = if self.rows == 0 { "\n" } else { ",\n" };
-                write!(self.out, "{sep}{}", object())?;
+            // In column order (a `serde_json::Map` would sort the keys).
+            Format::Jsonl | Format::Json => {
+                if self.format == Format::Json {
+                    write!(self.out, "{}", if self.rows == 0 { "\n" } else { ",\n" })?;
+                }
+                for (i, ((name, _), v)) in fields.enumerate() {
+                    let open = if i == 0 { "{" } else { "," };
+                    write!(self.out, "{open}{}:{v}", Value::from(*name))?;
+                }
+                write!(self.out, "}}")?;
+                if self.format == Format::Jsonl {
+                    writeln!(self.out)?;
+                }
             }
         }
         self.rows += 1;

@@ -64,12 +64,48 @@ fn why_never(policy: &crieur_scheduler::Policy, reasons: &[SkipReason]) -> Strin
 /// The most "never callable" warnings printed one by one.
 const WARN_MAX: usize = 20;
 
+/// What a decision depends on besides the policy and the instant: the zones and the
+/// consent records (not the id or the number).
+type DecisionInputs = (Vec<String>, Vec<(String, i64, Option<i64>, Option<i64>)>);
+
+fn decision_inputs(c: &Contact) -> DecisionInputs {
+    (
+        c.zones().0.iter().map(|z| z.name().to_owned()).collect(),
+        c.consents()
+            .iter()
+            .map(|r| {
+                (
+                    r.windows.as_str().to_owned(),
+                    r.granted_at.timestamp(),
+                    r.expires_at.map(|t| t.timestamp()),
+                    r.revoked_at.map(|t| t.timestamp()),
+                )
+            })
+            .collect(),
+    )
+}
+
 /// Prints a warning for each contact that can never be called in the next 400 days.
 pub fn warn_never_callable(campaign: &Campaign, contacts: &[Contact], now: DateTime<Utc>) {
     let mut ev = Evaluator::batch(&campaign.policy);
+    // Contacts with the same zones and consent records get the same answer: a file of many
+    // contacts sharing a few shapes searches 400 days once per shape, not per contact.
+    let mut seen: std::collections::HashMap<DecisionInputs, Option<String>> =
+        std::collections::HashMap::new();
     let mut n = 0usize;
     for c in contacts {
-        if let Some(why) = never_callable(campaign, &mut ev, c, now) {
+        let key = decision_inputs(c);
+        let never = match seen.get(&key) {
+            Some(v) => v.clone(),
+            None => {
+                let v = never_callable(campaign, &mut ev, c, now);
+                if seen.len() < 100_000 {
+                    seen.insert(key, v.clone());
+                }
+                v
+            }
+        };
+        if let Some(why) = never {
             n += 1;
             if n <= WARN_MAX {
                 println!(
