@@ -119,8 +119,11 @@ pub fn load_lenient(
         by_line.entry(e.line.unwrap_or(0)).or_default().push(msg);
     }
     let header = header_of(opts, &bytes);
-    let mut lines = LineIndex::new(&bytes);
-    let mut reader = opts.reader().from_reader(strip_bom(&bytes));
+    // Line numbers and the reader over the same bytes (after any byte-order mark), as in
+    // `load_bytes`.
+    let body = strip_bom(&bytes);
+    let mut lines = LineIndex::new(body);
+    let mut reader = opts.reader().from_reader(body);
     let mut kept = csv::WriterBuilder::new()
         .delimiter(opts.delimiter)
         .from_writer(Vec::new());

@@ -1295,3 +1295,36 @@ fn toml_type_errors_and_checks_together() {
     );
     assert!(!err.contains("missing field"), "{err}");
 }
+
+/// A byte-order mark does not shift the line numbers of `import --skip-invalid`'s rejects.
+#[test]
+fn skip_invalid_lines_are_right_after_a_bom() {
+    let rows = format!(
+        "\u{feff}{HEADER}{GOOD_ROW}c2,+3361234,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\nc3,+33612345679,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\n"
+    );
+    let s = Scratch::new(CAMPAIGN_NONE, &rows);
+    let o = crieur(&[
+        "import",
+        "--campaign",
+        &s.path("campaign.toml"),
+        "--contacts",
+        &s.path("contacts.csv"),
+        "--store",
+        &s.path("st"),
+        "--skip-invalid",
+        "--rejects",
+        &s.path("rej.csv"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("2 new contacts"),
+        "{}",
+        text(&o.stdout)
+    );
+    let rej = std::fs::read_to_string(s.path("rej.csv")).unwrap_or_default();
+    let last = rej.lines().nth(1).unwrap_or_default();
+    assert!(
+        last.starts_with("c2,+3361234,") && last.contains(",3,"),
+        "{rej}"
+    );
+}
