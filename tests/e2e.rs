@@ -728,7 +728,25 @@ fn the_demo_runs_on_its_simulated_network_and_its_log_verifies_and_replays() {
         "verify    OK",
         "0 violations",
         "audit log ",
+        "keys      ",
     ] {
         assert!(out.contains(want), "missing {want:?} in {out}");
     }
+    // The demo's signing key as `audit keygen` makes it: secret 0600, public key beside it,
+    // and the log verifies against that public key.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(demo.join("audit.key")).map_or(0, |m| m.permissions().mode());
+    assert_eq!(mode & 0o777, 0o600);
+    let o = crieur(
+        dir.path(),
+        &[
+            "audit",
+            "verify",
+            "--store",
+            &demo.join("store").display().to_string(),
+            "--pubkey",
+            &demo.join("audit.pub").display().to_string(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
 }
