@@ -202,8 +202,8 @@ pub enum AuditCmd {
     Export {
         #[command(flatten)]
         log: LogArgs,
-        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
-        format: ExportFormat,
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
         /// Same as --format csv.
         #[arg(long, hide = true, conflicts_with_all = ["json", "format"])]
         csv: bool,
@@ -239,14 +239,6 @@ pub enum AuditCmd {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-/// `audit export --format`.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    Csv,
-    Json,
-    Jsonl,
 }
 
 pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
@@ -369,20 +361,28 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let rows = crieur_audit::export::calls(&log.dir())?;
-            let format = if *json { ExportFormat::Json } else { *format };
+            let format = if *json { Format::Json } else { *format };
             match format {
-                ExportFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-                ExportFormat::Jsonl => {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Jsonl => {
                     for r in &rows {
                         println!("{}", serde_json::to_string(r)?);
                     }
                 }
-                ExportFormat::Csv => {
+                Format::Csv => {
                     let mut w = csv::Writer::from_writer(std::io::stdout());
                     for r in &rows {
                         w.serialize(r)?;
                     }
                     w.flush()?;
+                }
+                Format::Table => {
+                    // The CSV rendering, aligned.
+                    let mut w = csv::Writer::from_writer(Vec::new());
+                    for r in &rows {
+                        w.serialize(r)?;
+                    }
+                    print!("{}", crate::output::csv_as_table(&w.into_inner()?)?);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -153,6 +153,42 @@ impl<W: Write> Rows<W> {
     }
 }
 
+/// CSV (header first) as aligned columns, each as wide as its widest cell.
+pub fn csv_as_table(csv_bytes: &[u8]) -> anyhow::Result<String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(csv_bytes);
+    let records: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>()?;
+    let mut widths: Vec<usize> = Vec::new();
+    for r in &records {
+        for (i, f) in r.iter().enumerate() {
+            let n = f.chars().count();
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(n),
+                None => widths.push(n),
+            }
+        }
+    }
+    let mut out = String::new();
+    for r in &records {
+        let mut line = String::new();
+        for (i, f) in r.iter().enumerate() {
+            if i > 0 {
+                line.push(' ');
+            }
+            line.push_str(f);
+            let w = widths.get(i).copied().unwrap_or(0);
+            line.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(f.chars().count()),
+            ));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +217,13 @@ mod tests {
         assert_eq!(render(Format::Csv, &[]), "a,b\n");
         assert_eq!(render(Format::Json, &[]), "[]\n");
         assert_eq!(render(Format::Jsonl, &[]), "");
+    }
+
+    #[test]
+    fn csv_as_aligned_columns() {
+        let t = csv_as_table(b"a,long name\n\"x,y\",1\nzz,\n").unwrap_or_default();
+        assert_eq!(t, "a   long name\nx,y 1\nzz\n");
+        assert_eq!(csv_as_table(b"").unwrap_or_default(), "");
     }
 
     #[test]

@@ -498,6 +498,20 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
         csv.lines().count() == 2 && csv.contains("answered-opted-out"),
         "{csv}"
     );
+    // The same rows in every format.
+    let o = crieur(&["audit", "export", &audit, "--format", "jsonl"]);
+    let row: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap_or_default();
+    assert!(row.to_string().contains("answered-opted-out"), "{row}");
+    let o = crieur(&["audit", "export", &audit, "--format", "table"]);
+    let table = text(&o.stdout);
+    let (head, first) = (
+        table.lines().next().unwrap_or_default(),
+        table.lines().nth(1).unwrap_or_default(),
+    );
+    assert!(
+        table.lines().count() == 2 && !head.contains(',') && first.contains("answered-opted-out"),
+        "{table}"
+    );
 }
 
 #[test]
