@@ -266,8 +266,6 @@ enum Command {
     Optout {
         #[command(flatten)]
         store: StoreArg,
-        #[command(flatten)]
-        audit: AuditArgs,
         #[command(subcommand)]
         action: OptOutAction,
     },
@@ -311,9 +309,17 @@ enum Command {
 #[derive(Subcommand)]
 pub(crate) enum OptOutAction {
     /// Add a number (E.164).
-    Add { number: String },
+    Add {
+        number: String,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
     /// Remove a number added by mistake.
-    Remove { number: String },
+    Remove {
+        number: String,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
     /// Whether a number is on the list: exit 0 if it is, 1 if it is not (2 on a bad number).
     Check { number: String },
     /// List the entries (hash, date, source).
@@ -332,7 +338,21 @@ pub(crate) enum OptOutAction {
         /// Where --skip-invalid writes the rejected lines, with their reasons.
         #[arg(long, default_value = "optout-rejects.csv")]
         rejects: PathBuf,
+        #[command(flatten)]
+        audit: AuditArgs,
     },
+}
+
+impl OptOutAction {
+    /// The audit options of the actions that change the list (and so write the log).
+    fn audit(&self) -> AuditArgs {
+        match self {
+            OptOutAction::Add { audit, .. }
+            | OptOutAction::Remove { audit, .. }
+            | OptOutAction::Import { audit, .. } => audit.clone(),
+            OptOutAction::Check { .. } | OptOutAction::List { .. } => AuditArgs::default(),
+        }
+    }
 }
 
 use output::{rfc3339, Format};
@@ -445,11 +465,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = campaign::load(&campaign)?;
             status::status(&c, &store.store, at.unwrap_or_else(audit::now), format)
         }
-        Command::Optout {
-            store,
-            audit,
-            action,
-        } => storecmd::optout(&store.store, &action, &audit.ctx()),
+        Command::Optout { store, action } => {
+            storecmd::optout(&store.store, &action, &action.audit().ctx())
+        }
         Command::Simulate {
             campaign,
             contacts,

@@ -177,7 +177,7 @@ pub fn optout(
     #[allow(clippy::disallowed_methods)]
     let now = Utc::now();
     match action {
-        A::Add { number: n } => {
+        A::Add { number: n, .. } => {
             let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, true)?;
             let new = s.add_opt_out(&n, now, "crieur optout add")?;
@@ -198,7 +198,7 @@ pub fn optout(
                 }
             );
         }
-        A::Remove { number: n } => {
+        A::Remove { number: n, .. } => {
             let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, false)?;
             let removed = s.remove_opt_out(&n)?;
@@ -261,6 +261,7 @@ pub fn optout(
             file,
             skip_invalid,
             rejects,
+            ..
         } => {
             // A byte-order mark is dropped; bytes that are not UTF-8 are located.
             let text = crate::input::read_text(file, "opt-out list")?;

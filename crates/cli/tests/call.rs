@@ -928,12 +928,9 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
     let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
     assert_eq!(o.status.code(), Some(1));
     let with_key = |args: &[&str]| {
-        // `--audit-key` after the subcommand, where it is used.
-        let mut a = vec![args[0], "--audit-key", &p("audit.key")[..]]
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<Vec<_>>();
-        a.extend(args[1..].iter().map(|s| (*s).to_owned()));
+        // `--audit-key` after the (sub)command that writes the log, where it is used.
+        let mut a: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        a.extend(["--audit-key".to_owned(), p("audit.key")]);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         crieur(&a)
     };

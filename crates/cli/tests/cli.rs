@@ -934,6 +934,23 @@ fn one_command_line_store_contacts_campaigns_optout_check() {
     assert_eq!(o.status.code(), Some(2));
     let o = crieur(&["check", "--campaign", &c, "--store", &st]);
     assert_eq!(o.status.code(), Some(2), "check has no store");
+    // Each option is shown where it is used, and only there.
+    let help = |args: &[&str]| text(&crieur(&[args, &["--help"]].concat()).stdout);
+    for (cmd, store, audit_key) in [
+        (&["check"][..], false, false),
+        (&["windows"][..], false, false),
+        (&["import"][..], true, true),
+        (&["run"][..], true, true),
+        (&["campaigns"][..], true, false),
+        (&["optout", "check"][..], true, false),
+        (&["optout", "list"][..], true, false),
+        (&["optout", "add"][..], true, true),
+        (&["audit", "keygen"][..], false, false),
+    ] {
+        let h = help(cmd);
+        assert_eq!(h.contains("--store"), store, "{cmd:?}: {h}");
+        assert_eq!(h.contains("--audit-key"), audit_key, "{cmd:?}: {h}");
+    }
     let o = crieur(&["campaigns", "--store", &st, "--format", "csv"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "campaign,contacts,consents\nc-1,1,1\n");
