@@ -765,7 +765,13 @@ fn explain(
                             )
                         })
                         .collect();
-                    writeln!(out, "  next    {} ({})", rfc3339(n), readings.join("; "))?
+                    writeln!(
+                        out,
+                        "  next    {} (in {}; {})",
+                        rfc3339(n),
+                        output::human_duration(n - at),
+                        readings.join("; ")
+                    )?
                 }
                 None => writeln!(
                     out,

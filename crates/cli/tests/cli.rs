@@ -158,7 +158,12 @@ fn explain_lists_reasons_and_next_eligible() {
         "{out}"
     );
     assert!(out.contains("Mon 2027-03-29 18:30:00 (UTC+02:00)"), "{out}");
-    assert!(out.contains("next    2027-03-30T16:00:00Z"), "{out}");
+    assert!(
+        out.contains(
+            "next    2027-03-30T16:00:00Z (in 23 h 30 min; Tue 2027-03-30 18:00:00 Europe/Paris)"
+        ),
+        "{out}"
+    );
 
     let o = crieur(&[
         "explain",
