@@ -223,6 +223,7 @@ pub fn run(
             not_interested_key: campaign.not_interested_key,
             keep_received_audio: false,
             stop: Some(stop.clone()),
+            lead_in: campaign.lead_in,
         };
         // Ctrl-C / SIGTERM end the call cleanly (an opt-out in progress is recorded first);
         // a second Ctrl-C exits at once.
@@ -478,6 +479,7 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
         },
         ring_timeout: campaign.ring_timeout,
         max_call_length: t.max_call_length,
+        symmetric_rtp: t.symmetric_rtp,
     };
     let message = Arc::new(Message::load(&campaign.message)?);
     let confirmation = Arc::new(Message::load(confirmation)?);

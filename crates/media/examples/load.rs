@@ -178,6 +178,7 @@ async fn main() {
         credentials: None,
         ring_timeout: Duration::from_secs(15),
         max_call_length: Duration::from_secs(f64::from(secs) as u64 + 60),
+        symmetric_rtp: false,
     });
     let in_flight = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -227,6 +228,8 @@ async fn main() {
                 not_interested_key: None,
                 keep_received_audio: false,
                 stop: None,
+                // Measures the pacer's own answer-to-audio: no lead-in.
+                lead_in: Duration::ZERO,
             };
             let r = uac
                 .call(&trunk, req, |_, _| -> OptOutFuture {

@@ -41,6 +41,11 @@ pub enum Outcome {
     AuthFailed,
     /// The callee accepts none of our codecs (488/606, or an answer without PCMU/PCMA).
     CodecMismatch,
+    /// Answered, but the answer said the callee will not receive audio (`a=sendonly` or
+    /// `a=inactive`, RFC 3264 §6.1): nothing was played, the call was hung up at once. Not a
+    /// delivered message; retried like a failed call (the next attempt may be answered
+    /// normally — a phone that answers on hold, an SBC's early state).
+    MediaRefused,
     /// We stopped the call (shutdown).
     LocalShutdown,
     /// The opt-out key was pressed but could not be recorded durably: no confirmation was
@@ -63,6 +68,7 @@ impl Outcome {
             Outcome::TrunkFailure => "trunk-failure",
             Outcome::AuthFailed => "auth-failed",
             Outcome::CodecMismatch => "codec-mismatch",
+            Outcome::MediaRefused => "media-refused",
             Outcome::LocalShutdown => "local-shutdown",
             Outcome::OptOutFailed => "opt-out-failed",
         }
@@ -324,6 +330,18 @@ impl CallScript {
         } else {
             self.hang_up(Outcome::CodecMismatch, "no common codec in the answer");
         }
+    }
+
+    /// 200 OK whose answer refuses our audio (`a=sendonly` / `a=inactive`: the callee will not
+    /// receive): nothing is played; the call is hung up at once as `media-refused`.
+    pub fn handle_media_refused(&mut self, now: Instant, why: &str) {
+        let State::AwaitingAnswer { cancel_sent: None } = self.state else {
+            // A 200 crossing our CANCEL: as any answer after the ring timeout.
+            self.handle_answered(now, true);
+            return;
+        };
+        self.answered = Some(now);
+        self.hang_up(Outcome::MediaRefused, why);
     }
 
     /// The first RTP packet of the message left.
@@ -684,6 +702,15 @@ mod tests {
         assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
         s.handle_bye_done(t0);
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::CodecMismatch));
+
+        // An answer that will not receive: nothing plays, BYE, media-refused.
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_media_refused(t0, "a=inactive");
+        let a = drain(&mut s);
+        assert!(!a.iter().any(|x| matches!(x, Action::Play(_))), "{a:?}");
+        assert!(a.contains(&Action::Bye));
+        s.handle_bye_done(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::MediaRefused));
 
         let mut s = CallScript::new(t0, cfg());
         s.handle_answered(t0, true);

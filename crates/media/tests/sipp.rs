@@ -14,7 +14,9 @@ use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::g711::Codec;
-use crieur_media::uac::{CallReport, CallRequest, Credentials, OptOutFuture, Trunk, Uac};
+use crieur_media::uac::{
+    CallReport, CallRequest, Credentials, OptOutFuture, Trunk, Uac, DEFAULT_LEAD_IN,
+};
 
 /// Three consecutive free UDP ports (SIP, RTP, RTCP) on loopback.
 fn free_ports() -> (u16, u16) {
@@ -263,6 +265,7 @@ fn trunk(addr: SocketAddr) -> Trunk {
         credentials: None,
         ring_timeout: Duration::from_secs(15),
         max_call_length: Duration::from_secs(60),
+        symmetric_rtp: false,
     }
 }
 
@@ -277,6 +280,16 @@ async fn place(trunk: &Trunk, message: Message) -> Placed {
 
 /// Places a call whose opt-out hook returns `hook` (after a delay).
 async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -> Placed {
+    place_full(trunk, message, hook, DEFAULT_LEAD_IN).await
+}
+
+/// As [`place_with`], with a lead-in.
+async fn place_full(
+    trunk: &Trunk,
+    message: Message,
+    hook: Result<(), String>,
+    lead_in: Duration,
+) -> Placed {
     let uac = Uac::start(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
         "crieur-test/0",
@@ -293,6 +306,7 @@ async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -
         not_interested_key: None,
         keep_received_audio: true,
         stop: None,
+        lead_in,
     };
     let report = tokio::time::timeout(
         Duration::from_secs(50),
@@ -336,18 +350,21 @@ async fn answer_and_full_playback_decodes_back_to_the_message() {
         timeline(r)
     );
     assert_eq!(r.codec, Some(Codec::Pcma));
-    assert_eq!(r.rtp_sent, 100);
+    // 300 ms of lead-in (15 packets of silence), then the message's 100.
+    assert_eq!(r.message_packets, 100);
+    assert_eq!(r.rtp_sent, 115);
     assert!(
         r.answer_to_first_audio
-            .is_some_and(|d| d < Duration::from_millis(100)),
+            .is_some_and(|d| d >= Duration::from_millis(299) && d < Duration::from_millis(400)),
         "{:?}",
         r.answer_to_first_audio
     );
     // sipp echoes our RTP: every packet comes back, in order, 20 ms of timestamp apart,
-    // payload type 8, carrying exactly the encoded message.
+    // payload type 8: first the lead-in's A-law silence, then exactly the encoded message,
+    // on one schedule.
     let got = &r.rtp_received;
     assert!(
-        got.len() >= 95,
+        got.len() >= 110,
         "only {} packets echoed back\n{}",
         got.len(),
         timeline(r)
@@ -360,6 +377,11 @@ async fn answer_and_full_playback_decodes_back_to_the_message() {
         .iter()
         .all(|(h, p)| h.payload_type == 8 && p.len() == 160));
     assert!(got[0].0.marker);
+    assert!(
+        got[..15].iter().all(|(_, p)| p.iter().all(|&b| b == 0xD5)),
+        "the lead-in is not silence"
+    );
+    let got = &got[15..];
     // Sent on the 20 ms schedule: no packet left a whole slot late.
     assert!(
         r.send_lateness_max_us < 20_000,
