@@ -406,9 +406,10 @@ fn run_shard(rx: mpsc::Receiver<Cmd>, shared: &Shared) {
                         s.counters.last_ts.store(ts, Ordering::Relaxed);
                     }
                     let slot_us = due.saturating_duration_since(s.epoch).as_micros();
-                    s.counters
-                        .last_slot_us
-                        .store(u64::try_from(slot_us).unwrap_or(u64::MAX), Ordering::Relaxed);
+                    s.counters.last_slot_us.store(
+                        u64::try_from(slot_us).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
                     let bucket = (late as u64 / LATE_BUCKET_US).min(LATE_BUCKETS as u64 - 1);
                     if let Some(b) = shared.late.get(bucket as usize) {
                         b.fetch_add(1, Ordering::Relaxed);

@@ -392,11 +392,20 @@ mod tests {
     #[test]
     fn malformed_compounds_are_errors_and_rtp_is_not_rtcp() {
         assert_eq!(parse(&[0x80, 201]), Err(RtcpParseError::TooShort));
-        assert_eq!(parse(&[0x40, 201, 0, 1, 0, 0, 0, 0]), Err(RtcpParseError::BadVersion));
+        assert_eq!(
+            parse(&[0x40, 201, 0, 1, 0, 0, 0, 0]),
+            Err(RtcpParseError::BadVersion)
+        );
         // RC = 1 but no block.
-        assert_eq!(parse(&[0x81, 201, 0, 1, 0, 0, 0, 7]), Err(RtcpParseError::BadLength));
+        assert_eq!(
+            parse(&[0x81, 201, 0, 1, 0, 0, 0, 7]),
+            Err(RtcpParseError::BadLength)
+        );
         // Length beyond the datagram.
-        assert_eq!(parse(&[0x80, 201, 0, 9, 0, 0, 0, 7]), Err(RtcpParseError::BadLength));
+        assert_eq!(
+            parse(&[0x80, 201, 0, 9, 0, 0, 0, 7]),
+            Err(RtcpParseError::BadLength)
+        );
         let rtp = [0x80, 0x80 | 8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
         assert!(!is_rtcp(&rtp));
         let rtp = [0x80, 101, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -428,7 +437,7 @@ mod tests {
         assert_eq!(r.fraction_lost, (2 * 256 / 10) as u8);
         assert_eq!(r.highest_seq, 65_536 + 3);
         assert_eq!(r.jitter, 0); // perfectly paced
-        // Nothing new: no loss in the interval.
+                                 // Nothing new: no loss in the interval.
         let r = st.report(t0 + Duration::from_millis(300));
         assert_eq!(r.map(|r| r.fraction_lost), Some(0));
         // An SR from them is echoed as LSR with the delay since.
@@ -445,7 +454,9 @@ mod tests {
                 1000 + 160 * u32::from(k),
             );
         }
-        assert!(st.report(t0 + Duration::from_secs(1)).is_some_and(|r| r.jitter > 10));
+        assert!(st
+            .report(t0 + Duration::from_secs(1))
+            .is_some_and(|r| r.jitter > 10));
     }
 
     #[test]
@@ -461,7 +472,10 @@ mod tests {
             ..Default::default()
         };
         let rtt = round_trip(&b, arrival).unwrap_or_default();
-        assert!(rtt > Duration::from_millis(149) && rtt < Duration::from_millis(151), "{rtt:?}");
+        assert!(
+            rtt > Duration::from_millis(149) && rtt < Duration::from_millis(151),
+            "{rtt:?}"
+        );
         assert_eq!(round_trip(&ReportBlock::default(), arrival), None);
         assert_eq!(next_delay(true, 0.0), Duration::from_millis(1250));
         assert_eq!(next_delay(false, 1.0), Duration::from_millis(7500));

@@ -443,7 +443,10 @@ mod tests {
         assert!(resumed.contains("a=sendrecv\r\n"));
         let inactive = answer("6000 RTP/AVP 0", "a=inactive\r\n").unwrap_or_else(|e| panic!("{e}"));
         let off = l.answer(&inactive);
-        assert!(off.contains("a=inactive\r\n") && !off.contains("rtcp-mux"), "{off}");
+        assert!(
+            off.contains("a=inactive\r\n") && !off.contains("rtcp-mux"),
+            "{off}"
+        );
         assert_eq!(l.version(), 10);
     }
 }

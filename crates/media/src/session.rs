@@ -353,25 +353,22 @@ impl Media {
         let counters = self.stream.counters();
         let packets = counters.packets();
         let sending = packets != self.packets_at_reports[0];
-        let sender = counters.last_packet().filter(|_| sending).map(|(ts, slot_us)| {
-            let slot = self.stream.epoch() + Duration::from_micros(slot_us);
-            // The RTP clock now: the last packet's timestamp plus the time since its slot.
-            let elapsed = now.saturating_duration_since(slot).as_micros() / 125;
-            SenderInfo {
-                ntp: wall_ntp,
-                rtp_ts: ts.wrapping_add(elapsed as u32),
-                packets,
-                octets: packets.wrapping_mul(rtp::SAMPLES_PER_PACKET as u32),
-            }
-        });
+        let sender = counters
+            .last_packet()
+            .filter(|_| sending)
+            .map(|(ts, slot_us)| {
+                let slot = self.stream.epoch() + Duration::from_micros(slot_us);
+                // The RTP clock now: the last packet's timestamp plus the time since its slot.
+                let elapsed = now.saturating_duration_since(slot).as_micros() / 125;
+                SenderInfo {
+                    ntp: wall_ntp,
+                    rtp_ts: ts.wrapping_add(elapsed as u32),
+                    packets,
+                    octets: packets.wrapping_mul(rtp::SAMPLES_PER_PACKET as u32),
+                }
+            });
         let block = self.stats.report(now);
-        let pkt = rtcp::compound(
-            self.ssrc,
-            sender.as_ref(),
-            block.as_ref(),
-            &self.cname,
-            bye,
-        );
+        let pkt = rtcp::compound(self.ssrc, sender.as_ref(), block.as_ref(), &self.cname, bye);
         let (rtp_sock, rtcp_sock) = sockets;
         let sent = if self.rtcp_mux {
             rtp_sock.send_to(&pkt, self.rtp_peer.peer())

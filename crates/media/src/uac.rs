@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::dialog::dialog::{
     DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
 };
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, Request, Response, StatusCode, Transport, Uri};
 use rsipstack::transaction::endpoint::EndpointOption;
@@ -447,8 +447,7 @@ impl Uac {
                             let [message, confirmation] = prompts(m.codec());
                             match p {
                                 Prompt::Message => {
-                                    m.stream()
-                                        .play_after(message, p, now, lead_in_packets)
+                                    m.stream().play_after(message, p, now, lead_in_packets)
                                 }
                                 Prompt::Confirmation => m.stream().play(confirmation, p, now),
                             }
@@ -877,9 +876,10 @@ impl SessionRefresh {
         match session_expires(resp) {
             Some((interval, Some(r))) if r == "uac" => SessionRefresh {
                 interval: Some(interval),
-                use_update: resp
-                    .header_value("Allow")
-                    .is_some_and(|a| a.split(',').any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))),
+                use_update: resp.header_value("Allow").is_some_and(|a| {
+                    a.split(',')
+                        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+                }),
                 due: Some(tokio::time::Instant::from_std(now + interval / 2)),
             },
             _ => SessionRefresh::default(),

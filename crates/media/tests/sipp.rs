@@ -51,13 +51,15 @@ impl Sipp {
     /// Starts sipp on free ports. A port found free can be taken by another process before
     /// sipp binds it (sipp then exits at once): that is retried on other ports.
     fn start(scenario: &str, extra: &[&str]) -> Sipp {
+        let mut why = String::new();
         for _ in 0..5 {
             let mut sipp = Self::start_on(free_ports().0, scenario, extra);
             if matches!(sipp.child.try_wait(), Ok(None)) {
                 return sipp;
             }
+            why = std::fs::read_to_string(sipp.dir.path().join("stderr")).unwrap_or_default();
         }
-        panic!("sipp exited at start five times (ports taken?)");
+        panic!("sipp exited at start five times (ports taken?): {why}");
     }
 
     fn start_on(port: u16, scenario: &str, extra: &[&str]) -> Sipp {
@@ -92,7 +94,10 @@ impl Sipp {
             .args(&args)
             .current_dir(dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.path().join("stderr"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
         // Let sipp bind before the INVITE (SIP retransmission would cover a miss anyway).
@@ -152,31 +157,41 @@ const HEAD_DIALOG: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
   </recv>
 "#;
 
+/// An SDP body for sipp to send: `formats` on `port` (`[media_port]`: sipp's own), with
+/// extra attribute lines, `version` in its `o=` line.
+fn sdp_body(formats: &str, attrs: &str, port: &str, version: u32) -> String {
+    let rtpmaps: String = formats
+        .split(' ')
+        .map(|f| match f {
+            "0" => "a=rtpmap:0 PCMU/8000\n".to_owned(),
+            "8" => "a=rtpmap:8 PCMA/8000\n".to_owned(),
+            "18" => "a=rtpmap:18 G729/8000\n".to_owned(),
+            pt => format!("a=rtpmap:{pt} telephone-event/8000\n"),
+        })
+        .collect();
+    format!(
+        "v=0\no=sipp 1 {version} IN IP[local_ip_type] [local_ip]\ns=-\nc=IN IP[media_ip_type] [media_ip]\nt=0 0\nm=audio {port} RTP/AVP {formats}\n{rtpmaps}{attrs}"
+    )
+}
+
 fn response(code: &str, extra_headers: &str, sdp: Option<&str>) -> String {
+    response_with(
+        code,
+        extra_headers,
+        sdp.map(|f| sdp_body(f, "", "[media_port]", 1)),
+    )
+}
+
+/// A response with `body` (SDP) if any.
+fn response_with(code: &str, extra_headers: &str, body: Option<String>) -> String {
     // Final responses are retransmitted until the ACK; provisional ones are sent once.
     let retrans = if code.starts_with('1') {
         ""
     } else {
         r#" retrans="500""#
     };
-    let (ct, body) = match sdp {
-        Some(formats) => {
-            let rtpmaps: String = formats
-                .split(' ')
-                .map(|f| match f {
-                    "0" => "a=rtpmap:0 PCMU/8000\n".to_owned(),
-                    "8" => "a=rtpmap:8 PCMA/8000\n".to_owned(),
-                    "18" => "a=rtpmap:18 G729/8000\n".to_owned(),
-                    pt => format!("a=rtpmap:{pt} telephone-event/8000\n"),
-                })
-                .collect();
-            (
-                "Content-Type: application/sdp\n",
-                format!(
-                    "v=0\no=sipp 1 1 IN IP[local_ip_type] [local_ip]\ns=-\nc=IN IP[media_ip_type] [media_ip]\nt=0 0\nm=audio [media_port] RTP/AVP {formats}\n{rtpmaps}"
-                ),
-            )
-        }
+    let (ct, body) = match body {
+        Some(b) => ("Content-Type: application/sdp\n", b),
         None => ("", String::new()),
     };
     format!(
@@ -227,6 +242,7 @@ From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
 To: [$remote_from]
 Call-ID: [call_id]
 CSeq: {cseq} {method}
+Contact: <sip:callee@[local_ip]:[local_port]>
 Max-Forwards: 70
 {ct}Content-Length: [len]
 
@@ -237,6 +253,11 @@ Max-Forwards: 70
 }
 
 fn answer_scenario(formats: &str, after_ack: &str) -> String {
+    answer_scenario_with(sdp_body(formats, "", "[media_port]", 1), "", after_ack)
+}
+
+/// A UAS that answers with `sdp` (and `extra_headers`), then does `after_ack`.
+fn answer_scenario_with(sdp: String, extra_headers: &str, after_ack: &str) -> String {
     let head = if after_ack.contains("[$contact]") {
         HEAD_DIALOG
     } else {
@@ -245,7 +266,26 @@ fn answer_scenario(formats: &str, after_ack: &str) -> String {
     format!(
         "{head}{}{}{ACK}{after_ack}{TAIL}",
         ringing(),
-        response("200 OK", "", Some(formats))
+        response_with("200 OK", extra_headers, Some(sdp))
+    )
+}
+
+/// A re-INVITE from the UAS with `sdp`, its 200 and the ACK.
+fn uas_reinvite(cseq: u32, sdp: &str) -> String {
+    format!(
+        r#"{}  <send><![CDATA[
+ACK [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"#,
+        uas_request("INVITE", cseq, Some("application/sdp"), sdp)
     )
 }
 
@@ -572,8 +612,9 @@ async fn opt_out_by_sip_info() {
     assert!(sipp.succeeded());
 }
 
-/// A pcap of PCMU RTP carrying the DTMF tone for `9` (852 + 1477 Hz), for sipp to play.
-fn inband_pcap(path: &std::path::Path) {
+/// A pcap of RTP packets (one every 20 ms) for sipp's `play_pcap_audio` (it sends each
+/// packet's UDP payload from its media port to the call's RTP address).
+fn rtp_pcap(path: &std::path::Path, packets: &[Vec<u8>]) {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
@@ -581,24 +622,7 @@ fn inband_pcap(path: &std::path::Path) {
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&65_535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-    for n in 0..40u32 {
-        let payload: Vec<u8> = (0..160)
-            .map(|i| {
-                let k = (n * 160 + i) as f32 / 8000.0;
-                let v = if (5..15).contains(&n) {
-                    9000.0
-                        * ((2.0 * std::f32::consts::PI * 852.0 * k).sin()
-                            + (2.0 * std::f32::consts::PI * 1477.0 * k).sin())
-                } else {
-                    0.0
-                };
-                Codec::Pcmu.encode(v as i16)
-            })
-            .collect();
-        let mut rtp = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
-        rtp[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-        rtp[4..8].copy_from_slice(&(n * 160).to_be_bytes());
-        rtp.extend_from_slice(&payload);
+    for (n, rtp) in packets.iter().enumerate() {
         let udp_len = 8 + rtp.len();
         let ip_len = 20 + udp_len;
         let mut frame = vec![0u8; 12];
@@ -635,8 +659,8 @@ fn inband_pcap(path: &std::path::Path) {
             0,
             0,
         ]);
-        frame.extend_from_slice(&rtp);
-        let usec = n * 20_000;
+        frame.extend_from_slice(rtp);
+        let usec = n as u32 * 20_000;
         out.extend_from_slice(&(usec / 1_000_000).to_le_bytes());
         out.extend_from_slice(&(usec % 1_000_000).to_le_bytes());
         out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
@@ -644,6 +668,59 @@ fn inband_pcap(path: &std::path::Path) {
         out.extend_from_slice(&frame);
     }
     std::fs::write(path, out).unwrap_or_else(|e| panic!("pcap: {e}"));
+}
+
+/// A pcap of PCMU RTP carrying the DTMF tone for `9` (852 + 1477 Hz), for sipp to play.
+fn inband_pcap(path: &std::path::Path) {
+    let packets: Vec<Vec<u8>> = (0..40u32)
+        .map(|n| {
+            let mut rtp = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+            rtp[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            rtp[4..8].copy_from_slice(&(n * 160).to_be_bytes());
+            rtp.extend((0..160).map(|i| {
+                let k = (n * 160 + i) as f32 / 8000.0;
+                let v = if (5..15).contains(&n) {
+                    9000.0
+                        * ((2.0 * std::f32::consts::PI * 852.0 * k).sin()
+                            + (2.0 * std::f32::consts::PI * 1477.0 * k).sin())
+                } else {
+                    0.0
+                };
+                Codec::Pcmu.encode(v as i16)
+            }));
+            rtp
+        })
+        .collect();
+    rtp_pcap(path, &packets);
+}
+
+/// RFC 4733 packets for one press of `digit` (event code) on payload type `pt`: 6 updates
+/// 20 ms apart, then the end packet three times (§2.5.1.4), one timestamp for the event.
+fn rfc4733_packets(pt: u8, digit: u8) -> Vec<Vec<u8>> {
+    (0u16..9)
+        .map(|n| {
+            let end = n >= 6;
+            let duration = 160 * (n.min(6) + 1);
+            let mut p = vec![
+                0x80,
+                if n == 0 { 0x80 | pt } else { pt },
+                0,
+                0,
+                0,
+                0,
+                0x30,
+                0x39,
+                0x0B,
+                0xAD,
+                0xF0,
+                0x0D,
+            ];
+            p[2..4].copy_from_slice(&(1000 + n).to_be_bytes());
+            p.extend_from_slice(&[digit, if end { 0x80 | 10 } else { 10 }]);
+            p.extend_from_slice(&duration.to_be_bytes());
+            p
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -769,6 +846,418 @@ async fn a_failed_opt_out_write_hangs_up_without_confirming() {
         r.timeline.iter().any(|(_, s)| s == "BYE sent"),
         "{}",
         timeline(r)
+    );
+    assert!(sipp.succeeded());
+}
+
+// ---- issue 13: telephone-event types, peer address, answer direction, re-INVITE/UPDATE,
+// ---- session refresh, RTCP, lead-in.
+
+/// As [`place_full`], with a trunk option changed.
+async fn place_on(trunk: &Trunk, message: Message) -> CallReport {
+    place_full(trunk, message, Ok(()), DEFAULT_LEAD_IN)
+        .await
+        .report
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opt_out_when_the_answer_renames_telephone_event() {
+    // We offer telephone-event as 101; the answer names it 96. The phone sends its key with
+    // the offered type (101) or the answered one (96): both are the opt-out (RFC 3264 §5.1:
+    // we receive on what we offered; §6.1: the answerer's numbers are valid too).
+    for pt in [101u8, 96] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pcap = dir.path().join(format!("dtmf9-pt{pt}.pcap"));
+        rtp_pcap(&pcap, &rfc4733_packets(pt, 9));
+        let after_ack = format!(
+            "  <pause milliseconds=\"500\"/>\n  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n{BYE_200}",
+            pcap.display()
+        );
+        let mut sipp = Sipp::start(&answer_scenario("0 96", &after_ack), &[]);
+        let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
+        assert_opted_out(&placed, DtmfMethod::Rfc4733);
+        assert!(sipp.succeeded(), "key on {pt}");
+    }
+}
+
+/// A UAS that notes our RTP port, answers, then has a third party — a socket that is not the
+/// answer's address — send the RFC 4733 key `9` to that port.
+fn foreign_key_scenario(script: &std::path::Path) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="crieur test UAS">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="m=audio ([0-9]+)" search_in="body" check_it="true" assign_to="m,rtpport"/>
+    </action>
+  </recv>
+{}{}{ACK}  <pause milliseconds="500"/>
+  <nop><action><exec command="bash {} [$rtpport]"/></action></nop>
+{BYE_200}  <Reference variables="m"/>
+{TAIL}"#,
+        ringing(),
+        response("200 OK", "", Some("0 101")),
+        script.display()
+    )
+}
+
+/// A shell script sending RFC 4733 key 9 (type 101) from one socket of its own to
+/// 127.0.0.1:<port given as $1>.
+fn foreign_sender(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut sh = String::from("exec 3>/dev/udp/127.0.0.1/$1\n");
+    for p in rfc4733_packets(101, 9) {
+        let bytes: String = p.iter().map(|b| format!("\\x{b:02x}")).collect();
+        sh += &format!("printf '{bytes}' >&3\nsleep 0.02\n");
+    }
+    let path = dir.join("foreign.sh");
+    std::fs::write(&path, sh).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtp_from_a_foreign_source_is_ignored() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let script = foreign_sender(dir.path());
+    // Strict (the default): the key from a stranger does not opt the callee out.
+    let mut sipp = Sipp::start(&foreign_key_scenario(&script), &[]);
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert!(r.keys.is_empty(), "{:?}", r.keys);
+    assert!(!r.opt_out_recorded);
+    assert!(sipp.succeeded());
+    // The same packets do reach the call: with symmetric RTP latching on, the first source
+    // heard becomes the peer — here the stranger (the option's documented risk).
+    let mut sipp = Sipp::start(&foreign_key_scenario(&script), &[]);
+    let mut t = trunk(sipp.addr());
+    t.symmetric_rtp = true;
+    let r = place_on(&t, tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.keys.first().map(|k| (k.0, k.1)),
+        Some(('9', DtmfMethod::Rfc4733)),
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.ending.outcome, Outcome::AnsweredOptedOut);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inactive_and_sendonly_answers_get_no_message() {
+    for direction in ["inactive", "sendonly"] {
+        let sdp = sdp_body("0 101", &format!("a={direction}\n"), "[media_port]", 1);
+        let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", BYE_200), &["-rtp_echo"]);
+        let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
+        assert_eq!(
+            r.ending.outcome,
+            Outcome::MediaRefused,
+            "{direction}\n{}",
+            timeline(&r)
+        );
+        assert_eq!(r.rtp_sent, 0, "{direction}");
+        assert_eq!(r.message_packets, 0);
+        assert_eq!(r.first_audio_at, None);
+        assert!(
+            r.timeline.iter().any(|(_, s)| s == "BYE sent"),
+            "{}",
+            timeline(&r)
+        );
+        assert!(sipp.succeeded(), "{direction}");
+    }
+}
+
+impl Sipp {
+    /// sipp's message trace (`-trace_msg`): every message sent and received.
+    fn messages(&self) -> String {
+        std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect()
+    }
+}
+
+/// Our SDP bodies in sipp's message trace, in order: (o= version, whole body).
+fn our_sdps(trace: &str) -> Vec<(u64, String)> {
+    trace
+        .split("o=crieur ")
+        .skip(1)
+        .filter_map(|rest| {
+            let version = rest.split_whitespace().nth(1)?.parse().ok()?;
+            let body = rest.split("\n\n").next().unwrap_or(rest);
+            Some((version, body.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reinvite_and_update_with_the_same_sdp_keep_the_call_and_our_version() {
+    // The callee accepts rtcp-mux, so its re-offer is the same session as before.
+    let same = sdp_body("0 101", "a=rtcp-mux\n", "[media_port]", 1);
+    let after_ack = format!(
+        "  <pause milliseconds=\"600\"/>\n{}  <pause milliseconds=\"300\"/>\n{}{BYE_200}",
+        uas_reinvite(2, &same),
+        uas_request("UPDATE", 3, Some("application/sdp"), &same),
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(same.clone(), "", &after_ack),
+        &["-trace_msg"],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 150);
+    assert!(sipp.succeeded());
+    // Offer, answer to the re-INVITE, answer to the UPDATE: one o= version (RFC 3264 §8).
+    let sdps = our_sdps(&sipp.messages());
+    assert_eq!(sdps.len(), 3, "{sdps:?}");
+    assert!(sdps.iter().all(|(v, _)| *v == sdps[0].0), "{sdps:?}");
+    assert!(sdps.iter().all(|(_, b)| b.contains("a=sendrecv")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reinvite_moves_the_media_to_another_port() {
+    let new_rtp = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    new_rtp
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = new_rtp
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let moved = sdp_body("0 101", "", &port.to_string(), 2);
+    let after_ack = format!(
+        "  <pause milliseconds=\"1000\"/>\n{}{BYE_200}",
+        uas_reinvite(2, &moved)
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
+        &["-trace_msg"],
+    );
+    let addr = sipp.addr();
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let mut got = Vec::new();
+        while let Ok((n, from)) = new_rtp.recv_from(&mut buf) {
+            if let Ok((h, p)) = crieur_media::rtp::parse(&buf[..n]) {
+                got.push((from, h, p.len()));
+            }
+            if got.len() >= 40 {
+                break;
+            }
+        }
+        got
+    });
+    let r = place_on(&trunk(addr), tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    let got = receiver.join().unwrap_or_default();
+    assert!(
+        got.len() >= 40,
+        "only {} packets at the new port",
+        got.len()
+    );
+    // From our RTP socket, PCMU, one stream: consecutive sequence numbers.
+    assert!(got
+        .iter()
+        .all(|(from, h, n)| Some(*from) == r.rtp_local && h.payload_type == 0 && *n == 160));
+    assert!(got
+        .windows(2)
+        .all(|w| w[1].1.sequence == w[0].1.sequence.wrapping_add(1)));
+    assert!(
+        r.timeline
+            .iter()
+            .any(|(_, s)| s.contains(&format!("media moved to 127.0.0.1:{port}"))),
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded());
+    // Our answer differs from our offer only by the rtcp-mux the callee did not take (an
+    // answer may not carry it unoffered, RFC 5761 §5.1.1): so its version is one more.
+    let sdps = our_sdps(&sipp.messages());
+    assert_eq!(sdps.len(), 2, "{sdps:?}");
+    assert_eq!(sdps[1].0, sdps[0].0 + 1);
+    assert!(sdps[0].1.contains("a=rtcp-mux") && !sdps[1].1.contains("a=rtcp-mux"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hold_pauses_the_message_and_resume_continues_it() {
+    // Held (sendonly) after 1 s for 1.5 s, then resumed: nothing is sent while held, the
+    // message continues where it stopped, and plays to its end.
+    let hold = sdp_body("0 101", "a=sendonly\n", "[media_port]", 2);
+    let resume = sdp_body("0 101", "a=sendrecv\n", "[media_port]", 3);
+    let after_ack = format!(
+        "  <pause milliseconds=\"1000\"/>\n{}  <pause milliseconds=\"1500\"/>\n{}{BYE_200}",
+        uas_reinvite(2, &hold),
+        uas_reinvite(3, &resume)
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
+        &["-rtp_echo", "-trace_msg"],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 150, "{}", timeline(&r));
+    // The echo shows one gap of about the hold's length, the sequence unbroken across it.
+    let got = &r.rtp_received;
+    let gaps: Vec<u32> = got
+        .windows(2)
+        .map(|w| w[1].0.timestamp.wrapping_sub(w[0].0.timestamp))
+        .filter(|&d| d != 160)
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(
+        gaps[0] > 8 * 1200 && gaps[0] < 8 * 1900,
+        "hold gap {} ms",
+        gaps[0] / 8
+    );
+    assert!(got
+        .windows(2)
+        .all(|w| w[1].0.sequence == w[0].0.sequence.wrapping_add(1)));
+    // The message took its length plus the hold.
+    let (first, played) = (
+        r.first_audio_at,
+        r.timeline
+            .iter()
+            .find(|(_, s)| s == "Message played")
+            .map(|(t, _)| *t),
+    );
+    let took = played.zip(first).map(|(p, f)| p - f).unwrap_or_default();
+    assert!(took > Duration::from_millis(4300), "{took:?}");
+    assert!(sipp.succeeded());
+    // Our answers: recvonly to the hold (version + 1), sendrecv to the resume (+ 1 again).
+    let sdps = our_sdps(&sipp.messages());
+    assert_eq!(sdps.len(), 3, "{sdps:?}");
+    assert!(sdps[1].1.contains("a=recvonly") && sdps[2].1.contains("a=sendrecv"));
+    assert_eq!(
+        (sdps[1].0, sdps[2].0),
+        (sdps[0].0 + 1, sdps[0].0 + 2),
+        "{sdps:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reinvite_without_a_common_codec_is_488_and_the_call_goes_on() {
+    let g729 = sdp_body("18", "", "[media_port]", 2);
+    let after_ack = format!(
+        r#"  <pause milliseconds="500"/>
+  <send><![CDATA[
+INVITE [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:callee@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{g729}]]></send>
+  <recv response="488"/>
+  <send><![CDATA[
+ACK [$contact] SIP/2.0
+[last_Via:]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+{BYE_200}"#
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
+        &[],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 2.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 100);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_timer_with_refresher_uac_is_refreshed() {
+    // The 200 asks us to refresh every 2 s (RFC 4028; below the 90 s Min-SE a real trunk
+    // would allow, to keep the test short) and allows UPDATE: an UPDATE comes at ~1 s.
+    let after_ack = r#"  <recv request="UPDATE">
+    <action>
+      <ereg regexp="[0-9]+;refresher=uac" search_in="hdr" header="Session-Expires:" check_it="true" assign_to="se"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Session-Expires: 2;refresher=uac
+Content-Length: 0
+
+]]></send>
+  <Reference variables="se"/>
+"#
+    .to_owned()
+        + BYE_200;
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(
+            sdp_body("0 101", "", "[media_port]", 1),
+            "Session-Expires: 2;refresher=uac\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE, INFO\nRequire: timer\n",
+            &after_ack,
+        ),
+        &[],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 1.2)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    let sent = r
+        .timeline
+        .iter()
+        .find(|(_, s)| s == "session refresh: UPDATE sent")
+        .map(|(t, _)| *t);
+    let answered = r.answered_at.unwrap_or_default();
+    assert!(
+        sent.is_some_and(|t| t - answered >= Duration::from_millis(900)
+            && t - answered < Duration::from_millis(1500)),
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        r.timeline.iter().any(|(_, s)| s == "session refresh: 200"),
+        "{}",
+        timeline(&r)
     );
     assert!(sipp.succeeded());
 }
