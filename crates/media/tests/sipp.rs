@@ -1261,3 +1261,166 @@ Content-Length: 0
     );
     assert!(sipp.succeeded());
 }
+
+/// What the test's RTCP peer saw: (source, packet type of each packet in each compound).
+struct RtcpSeen {
+    from: Vec<SocketAddr>,
+    /// (packet type, SSRC, sender's packet count for an SR) of the first packet of each
+    /// compound, and whether the compound had SDES with a CNAME and a BYE.
+    compounds: Vec<(u8, u32, u32, bool, bool)>,
+}
+
+/// Splits a compound RTCP packet with a parser written for the test (independent of the
+/// crate's): the first packet's (type, SSRC, SR packet count), CNAME present, BYE present.
+fn read_compound(b: &[u8]) -> Option<(u8, u32, u32, bool, bool)> {
+    let word = |at: usize| {
+        b.get(at..at + 4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+    };
+    let (first, ssrc) = (*b.get(1)?, word(4)?);
+    let packets = if first == 200 { word(20)? } else { 0 };
+    let (mut at, mut cname, mut bye) = (0, false, false);
+    while at + 4 <= b.len() {
+        if b[at] >> 6 != 2 {
+            return None;
+        }
+        let len = 4 * (usize::from(u16::from_be_bytes([b[at + 2], b[at + 3]])) + 1);
+        match b[at + 1] {
+            202 => cname |= b.get(at + 8) == Some(&1) && b.get(at + 9).is_some_and(|&l| l > 0),
+            203 => bye = true,
+            _ => {}
+        }
+        at += len;
+    }
+    (at == b.len()).then_some((first, ssrc, packets, cname, bye))
+}
+
+/// A receiver report about `about` (`fraction` lost, 7 lost, jitter 80) echoing at once (DLSR
+/// 0) the SR whose NTP middle bits are `lsr`.
+fn crafted_rr(reporter: u32, about: u32, fraction: u8, lsr: u32) -> Vec<u8> {
+    let mut p = vec![0x81, 201, 0, 7];
+    p.extend_from_slice(&reporter.to_be_bytes());
+    p.extend_from_slice(&about.to_be_bytes());
+    p.extend_from_slice(&[fraction, 0, 0, 7]);
+    for w in [5000u32, 80, lsr, 0] {
+        p.extend_from_slice(&w.to_be_bytes());
+    }
+    p
+}
+
+/// Plays the far end's RTCP on `sock` until a BYE or `deadline`: on the first SR, sends a
+/// receiver report back from `sock` (and a different one from a stranger's socket, to be
+/// ignored). RTP datagrams (on a multiplexed port) are skipped.
+fn rtcp_peer(sock: UdpSocket, deadline: Instant) -> RtcpSeen {
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = RtcpSeen {
+        from: Vec::new(),
+        compounds: Vec::new(),
+    };
+    let mut buf = [0u8; 1500];
+    let mut answered = false;
+    while Instant::now() < deadline {
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        if !(200..=204).contains(&buf[1]) {
+            continue; // RTP
+        }
+        let Some(c) = read_compound(&buf[..n]) else {
+            panic!("a malformed RTCP compound: {:02x?}", &buf[..n]);
+        };
+        seen.from.push(from);
+        seen.compounds.push(c);
+        if c.0 == 200 && !answered {
+            answered = true;
+            let lsr = u32::from_be_bytes([buf[10], buf[11], buf[12], buf[13]]);
+            let _ = stranger.send_to(&crafted_rr(0x5757, c.1, 200, 0), from);
+            let _ = sock.send_to(&crafted_rr(0xFEED, c.1, 25, lsr), from);
+        }
+        if c.4 {
+            break;
+        }
+    }
+    seen
+}
+
+fn assert_rtcp(r: &CallReport, seen: &RtcpSeen, muxed: bool) {
+    let local = r.rtp_local.unwrap_or_else(|| panic!("no RTP address"));
+    assert_eq!(local.port() % 2, 0, "RTP port {} is odd", local.port());
+    let rtcp_from = if muxed {
+        local
+    } else {
+        SocketAddr::new(local.ip(), local.port() + 1)
+    };
+    assert!(!seen.compounds.is_empty(), "no RTCP\n{}", timeline(r));
+    assert!(seen.from.iter().all(|f| *f == rtcp_from), "{:?}", seen.from);
+    // Sender reports with our packet count, CNAME in every compound, BYE at the end.
+    let (kind, ssrc, packets, _, _) = seen.compounds[0];
+    assert_eq!(kind, 200, "the first report is not an SR");
+    assert!(packets > 0);
+    assert!(
+        seen.compounds.iter().all(|c| c.3),
+        "a compound without CNAME"
+    );
+    assert!(seen.compounds.iter().all(|c| c.1 == ssrc));
+    assert!(seen.compounds.last().is_some_and(|c| c.4), "no RTCP BYE");
+    assert_eq!(r.rtcp.sent as usize, seen.compounds.len());
+    // The peer's report was read; the stranger's was not.
+    assert_eq!(r.rtcp.reports_received, 1, "{:?}", r.rtcp);
+    let last = r.rtcp.last_report.unwrap_or_default();
+    assert_eq!(
+        (last.fraction_lost, last.cumulative_lost, last.jitter),
+        (25, 7, 80)
+    );
+    assert_eq!(r.rtcp.worst_fraction_lost, 25);
+    assert!(r
+        .rtcp
+        .round_trip
+        .is_some_and(|d| d < Duration::from_secs(1)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtcp_sender_reports_reach_the_peer_and_its_receiver_report_is_read() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = peer.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let sdp = sdp_body(
+        "0 101",
+        &format!("a=rtcp:{port} IN IP4 127.0.0.1\n"),
+        "[media_port]",
+        1,
+    );
+    let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", BYE_200), &[]);
+    let peer =
+        std::thread::spawn(move || rtcp_peer(peer, Instant::now() + Duration::from_secs(20)));
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
+    let seen = peer.join().unwrap_or_else(|_| panic!("RTCP peer"));
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_rtcp(&r, &seen, false);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtcp_mux_sends_and_reads_rtcp_on_the_rtp_port() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = peer.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let sdp = sdp_body("0 101", "a=rtcp-mux\n", &port.to_string(), 1);
+    let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", BYE_200), &[]);
+    let peer =
+        std::thread::spawn(move || rtcp_peer(peer, Instant::now() + Duration::from_secs(20)));
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
+    let seen = peer.join().unwrap_or_else(|_| panic!("RTCP peer"));
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_rtcp(&r, &seen, true);
+    assert!(sipp.succeeded());
+}
