@@ -1424,3 +1424,54 @@ async fn rtcp_mux_sends_and_reads_rtcp_on_the_rtp_port() {
     assert_rtcp(&r, &seen, true);
     assert!(sipp.succeeded());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reinvite_with_only_the_other_law_switches_codec_mid_message() {
+    // Answered PCMU; after 1 s a re-INVITE offers only PCMA: the message goes on in A-law, at
+    // the same place, as one stream.
+    let after_ack = format!(
+        "  <pause milliseconds=\"1000\"/>\n{}{BYE_200}",
+        uas_reinvite(2, &sdp_body("8 101", "", "[media_port]", 2))
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
+        &["-rtp_echo"],
+    );
+    let message = tone(440.0, 3.0);
+    let (ulaw, alaw) = (
+        message.encoded(Codec::Pcmu).to_vec(),
+        message.encoded(Codec::Pcma).to_vec(),
+    );
+    let r = place_on(&trunk(sipp.addr()), message).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 150);
+    assert!(
+        r.timeline.iter().any(|(_, s)| s.contains("codec now PCMA")),
+        "{}",
+        timeline(&r)
+    );
+    // Echoed: PCMU then PCMA, sequence unbroken, and each packet is the message's samples at
+    // its place (counted from the first message packet, after the 15 of lead-in) in its law.
+    let got: Vec<_> = r.rtp_received.iter().skip(15).collect();
+    let switch = got
+        .iter()
+        .position(|(h, _)| h.payload_type == 8)
+        .unwrap_or_else(|| panic!("no PCMA packet\n{}", timeline(&r)));
+    assert!(switch > 20, "switched after {switch} packets");
+    assert!(got[..switch].iter().all(|(h, _)| h.payload_type == 0));
+    assert!(got[switch..].iter().all(|(h, _)| h.payload_type == 8));
+    assert!(got
+        .windows(2)
+        .all(|w| w[1].0.sequence == w[0].0.sequence.wrapping_add(1)));
+    for (k, (_, p)) in got.iter().enumerate() {
+        let law = if k < switch { &ulaw } else { &alaw };
+        let want = &law[k * 160..((k + 1) * 160).min(law.len())];
+        assert_eq!(&p[..want.len()], want, "packet {k}");
+    }
+    assert!(sipp.succeeded());
+}
