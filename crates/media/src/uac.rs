@@ -491,6 +491,7 @@ impl Uac {
                 .as_ref()
                 .map(|m| tokio::time::Instant::from_std(m.rtcp_due()));
             let refresh_due = refresh.due.filter(|_| media.is_some() && !stopping);
+            let session_end = refresh.expires.filter(|_| media.is_some() && !stopping);
             tokio::select! {
                 _ = sleep_opt(deadline) => script.handle_timeout(Instant::now()),
                 _ = async {
@@ -614,6 +615,7 @@ impl Uac {
                             }
                         }
                         Some(SipEvent::Offer { req: offer_req, handle }) => {
+                            refresh.on_remote_refresh(&offer_req, now);
                             let (status, headers, body) = answer_offer(
                                 &offer_req,
                                 media.as_mut(),
@@ -648,6 +650,12 @@ impl Uac {
                         }
                         None => script.handle_transport_error(now, "SIP stack stopped"),
                     }
+                }
+                _ = sleep_opt(session_end) => {
+                    refresh.expires = None;
+                    let now = Instant::now();
+                    report.timeline.push((at(now), "session expiring without the far end's refresh (RFC 4028 §10)".into()));
+                    script.handle_dialog_gone(now, "the session expired: no refresh from the far end");
                 }
                 _ = sleep_opt(refresh_due) => {
                     refresh.due = None;
@@ -841,15 +849,19 @@ fn describe(
     what + &format!(" (our o= version {version})")
 }
 
-/// Session refresh when the far end asks us to refresh (RFC 4028: `Session-Expires` with
-/// `refresher=uac` in the 200 to our INVITE): an UPDATE without SDP if the far end allows
-/// UPDATE, else a re-INVITE with our unchanged SDP, every half interval.
+/// Session timers (RFC 4028). When we are the refresher (`refresher=uac` in the 200 to our
+/// INVITE, or `refresher=uas` in the far end's refresh): an UPDATE without SDP if the far end
+/// allows UPDATE, else a re-INVITE with our unchanged SDP, every half interval. When the far
+/// end is: without a refresh from it, the call is ended slightly before the session expires
+/// (§10: min(32 s, interval / 3) before).
 #[derive(Debug, Default)]
 struct SessionRefresh {
     interval: Option<Duration>,
     use_update: bool,
     /// When the next refresh is due (none while one is in flight).
     due: Option<tokio::time::Instant>,
+    /// When to give the session up for want of the far end's refresh.
+    expires: Option<tokio::time::Instant>,
 }
 
 struct RefreshOutcome {
@@ -859,7 +871,10 @@ struct RefreshOutcome {
 
 /// `Session-Expires: <seconds>[;refresher=uac|uas]`.
 fn session_expires(r: &Response) -> Option<(Duration, Option<String>)> {
-    let v = r.header_value("Session-Expires")?;
+    parse_session_expires(&r.header_value("Session-Expires")?)
+}
+
+fn parse_session_expires(v: &str) -> Option<(Duration, Option<String>)> {
     let mut parts = v.split(';');
     let secs: u64 = parts.next()?.trim().parse().ok()?;
     let refresher = parts.find_map(|p| {
@@ -873,16 +888,50 @@ fn session_expires(r: &Response) -> Option<(Duration, Option<String>)> {
 
 impl SessionRefresh {
     fn from_answer(resp: &Response, now: Instant) -> SessionRefresh {
+        let mut r = SessionRefresh {
+            use_update: resp.header_value("Allow").is_some_and(|a| {
+                a.split(',')
+                    .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+            }),
+            ..SessionRefresh::default()
+        };
         match session_expires(resp) {
-            Some((interval, Some(r))) if r == "uac" => SessionRefresh {
-                interval: Some(interval),
-                use_update: resp.header_value("Allow").is_some_and(|a| {
-                    a.split(',')
-                        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
-                }),
-                due: Some(tokio::time::Instant::from_std(now + interval / 2)),
-            },
-            _ => SessionRefresh::default(),
+            Some((interval, Some(who))) if who == "uac" => r.we_refresh(interval, now),
+            // The 2xx must name the refresher (§7.2); without one, the far end is taken to.
+            Some((interval, _)) => r.they_refresh(interval, now),
+            None => {}
+        }
+        r
+    }
+
+    fn we_refresh(&mut self, interval: Duration, now: Instant) {
+        self.interval = Some(interval);
+        self.due = Some(tokio::time::Instant::from_std(now + interval / 2));
+        self.expires = None;
+    }
+
+    fn they_refresh(&mut self, interval: Duration, now: Instant) {
+        self.interval = None;
+        self.due = None;
+        let margin = (interval / 3).min(Duration::from_secs(32));
+        self.expires = Some(tokio::time::Instant::from_std(now + interval - margin));
+    }
+
+    /// The far end's re-INVITE or UPDATE (any is a refresh, §10) with its Session-Expires:
+    /// `refresher=uas` makes us the refresher, otherwise (`uac`, or none: we answer `uac`)
+    /// the far end stays it. Without Session-Expires the session timer is off (§9).
+    fn on_remote_refresh(&mut self, req: &Request, now: Instant) {
+        match req
+            .header_value("Session-Expires")
+            .and_then(|v| parse_session_expires(&v))
+        {
+            Some((interval, Some(who))) if who == "uas" => self.we_refresh(interval, now),
+            Some((interval, _)) => self.they_refresh(interval, now),
+            None => {
+                self.interval = None;
+                self.due = None;
+                self.expires = None;
+            }
         }
     }
 

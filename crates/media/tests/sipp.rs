@@ -1475,3 +1475,32 @@ async fn reinvite_with_only_the_other_law_switches_codec_mid_message() {
     }
     assert!(sipp.succeeded());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_the_far_end_does_not_refresh_is_ended_before_it_expires() {
+    // The 200 makes the far end the refresher every 3 s; it never refreshes: we send BYE
+    // min(32 s, 3 s / 3) = 1 s before the session would expire (RFC 4028 §10).
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(
+            sdp_body("0 101", "", "[media_port]", 1),
+            "Session-Expires: 3;refresher=uas\nRequire: timer\n",
+            BYE_200,
+        ),
+        &[],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
+    assert_eq!(r.ending.outcome, Outcome::TrunkFailure, "{}", timeline(&r));
+    let expired = r
+        .timeline
+        .iter()
+        .find(|(_, s)| s.contains("without the far end's refresh"))
+        .map(|(t, _)| *t - r.answered_at.unwrap_or_default());
+    assert!(
+        expired
+            .is_some_and(|d| d >= Duration::from_millis(1950) && d < Duration::from_millis(2500)),
+        "{}",
+        timeline(&r)
+    );
+    assert!(r.message_packets < 150, "{}", r.message_packets);
+    assert!(sipp.succeeded());
+}
