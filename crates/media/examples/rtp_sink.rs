@@ -85,10 +85,12 @@ fn main() {
                 keys.push(Reverse((due + Duration::from_millis(20), port, k + 1)));
             }
         }
-        let wait = keys.peek().map_or(Duration::from_millis(200), |Reverse((due, _, _))| {
-            due.saturating_duration_since(now)
-                .clamp(Duration::from_micros(500), Duration::from_millis(200))
-        });
+        let wait = keys
+            .peek()
+            .map_or(Duration::from_millis(200), |Reverse((due, _, _))| {
+                due.saturating_duration_since(now)
+                    .clamp(Duration::from_micros(500), Duration::from_millis(200))
+            });
         let _ = sock.set_read_timeout(Some(wait));
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),

@@ -786,7 +786,11 @@ fn answer_offer(
     prompts: &impl Fn(Codec) -> [Arc<[u8]>; 2],
     timeline: &mut dyn FnMut(String),
 ) -> (StatusCode, Vec<Header>, Option<Vec<u8>>) {
-    let method = req.method;
+    let method = if req.method == Method::Invite {
+        "re-INVITE".to_owned()
+    } else {
+        req.method.to_string()
+    };
     let mut headers = Vec::new();
     if let Some(se) = req.header_value("Session-Expires") {
         let se = if se.to_ascii_lowercase().contains("refresher=") {
@@ -806,7 +810,7 @@ fn answer_offer(
         return (StatusCode::NotAcceptableHere, headers, None);
     };
     if req.body.is_empty() {
-        if method == Method::Invite {
+        if req.method == Method::Invite {
             timeline("re-INVITE without SDP (refresh): 200 with our SDP".into());
             headers.push(Header::ContentType("application/sdp".into()));
             return (StatusCode::OK, headers, Some(local.offer().into_bytes()));
@@ -823,13 +827,13 @@ fn answer_offer(
     };
     let changes = media.apply(&offer, now, prompts);
     let answer = local.answer(&offer);
-    timeline(describe(method, &offer, &changes, local.version()));
+    timeline(describe(&method, &offer, &changes, local.version()));
     headers.push(Header::ContentType("application/sdp".into()));
     (StatusCode::OK, headers, Some(answer.into_bytes()))
 }
 
 fn describe(
-    method: Method,
+    method: &str,
     sdp: &RemoteSdp,
     changes: &crate::session::Changes,
     version: u64,
