@@ -231,6 +231,17 @@ const TAIL: &str = "</scenario>\n";
 
 /// A request from the UAS inside the dialog (INFO, BYE).
 fn uas_request(method: &str, cseq: u32, content_type: Option<&str>, body: &str) -> String {
+    uas_request_with(method, cseq, content_type, "", body)
+}
+
+/// As [`uas_request`], with extra header lines.
+fn uas_request_with(
+    method: &str,
+    cseq: u32,
+    content_type: Option<&str>,
+    extra_headers: &str,
+    body: &str,
+) -> String {
     let ct = content_type
         .map(|c| format!("Content-Type: {c}\n"))
         .unwrap_or_default();
@@ -244,7 +255,7 @@ Call-ID: [call_id]
 CSeq: {cseq} {method}
 Contact: <sip:callee@[local_ip]:[local_port]>
 Max-Forwards: 70
-{ct}Content-Length: [len]
+{extra_headers}{ct}Content-Length: [len]
 
 {body}]]></send>
   <recv response="200"/>
@@ -1004,7 +1015,13 @@ async fn reinvite_and_update_with_the_same_sdp_keep_the_call_and_our_version() {
     let after_ack = format!(
         "  <pause milliseconds=\"600\"/>\n{}  <pause milliseconds=\"300\"/>\n{}{BYE_200}",
         uas_reinvite(2, &same),
-        uas_request("UPDATE", 3, Some("application/sdp"), &same),
+        uas_request_with(
+            "UPDATE",
+            3,
+            Some("application/sdp"),
+            "Session-Expires: 1800\nSupported: timer\n",
+            &same
+        ),
     );
     let mut sipp = Sipp::start(
         &answer_scenario_with(same.clone(), "", &after_ack),
@@ -1024,6 +1041,13 @@ async fn reinvite_and_update_with_the_same_sdp_keep_the_call_and_our_version() {
     assert_eq!(sdps.len(), 3, "{sdps:?}");
     assert!(sdps.iter().all(|(v, _)| *v == sdps[0].0), "{sdps:?}");
     assert!(sdps.iter().all(|(_, b)| b.contains("a=sendrecv")));
+    // The UPDATE's Session-Expires (no refresher named) is echoed with the requester as the
+    // refresher, and Require: timer since it said Supported: timer (RFC 4028 §9).
+    let trace = sipp.messages();
+    assert!(
+        trace.contains("Session-Expires: 1800;refresher=uac") && trace.contains("Require: timer"),
+        "{trace}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
