@@ -654,4 +654,58 @@ mod tests {
         }
         assert_eq!(pacer.open_streams(), 0);
     }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // real time: the pacer runs on the clock
+    fn hold_keeps_the_place_resume_continues_and_remote_moves() {
+        let pacer = Pacer::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let sinks: Vec<UdpSocket> = (0..2)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        for s in &sinks {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let addr = |k: usize| sinks[k].local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let t0 = Instant::now();
+        let s = pacer.open(sock, addr(0), Packetizer::new(0, 9, 0, 0, t0), tx);
+        // 50 packets, each its index in every byte; 2 of lead-in silence first.
+        let audio: Arc<[u8]> = (0..160 * 50)
+            .map(|i| (i / 160) as u8)
+            .collect::<Vec<_>>()
+            .into();
+        s.play_after(audio, Prompt::Message, t0, 2);
+        let mut buf = [0u8; 512];
+        let mut first = |k: usize| -> Option<(u16, u8)> {
+            let n = sinks[k].recv(&mut buf).ok()?;
+            rtp::parse(&buf[..n]).ok().map(|(h, p)| (h.sequence, p[0]))
+        };
+        let got: Vec<_> = (0..4).filter_map(|_| first(0)).collect();
+        assert_eq!(got, [(0, 0xFF), (1, 0xFF), (2, 0), (3, 1)]);
+        s.hold();
+        std::thread::sleep(Duration::from_millis(60));
+        let sent_at_hold = s.counters().sent(Prompt::Message);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(s.counters().sent(Prompt::Message), sent_at_hold);
+        assert!(sent_at_hold < 52, "the hold came after the end");
+        // Drain what left between the last read and the hold.
+        for _ in 4..sent_at_hold {
+            let _ = first(0);
+        }
+        let place = (sent_at_hold - 2) as u8; // audio packets played so far
+        s.set_remote(addr(1));
+        s.resume(Instant::now());
+        let rest: Vec<_> = std::iter::from_fn(|| first(1)).collect();
+        assert_eq!(
+            rest.iter().map(|r| r.1).collect::<Vec<_>>(),
+            (place..50).collect::<Vec<_>>(),
+            "{rest:?}"
+        );
+        assert!(rest.windows(2).all(|w| w[1].0 == w[0].0.wrapping_add(1)));
+        assert_eq!(s.counters().sent(Prompt::Message), 52);
+        assert_eq!(s.counters().packets(), 52);
+        assert!(s.counters().last_packet().is_some());
+    }
 }
