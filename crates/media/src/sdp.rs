@@ -74,6 +74,9 @@ pub struct LocalSdp {
     version: u64,
     direction: Direction,
     rtcp_mux: bool,
+    /// The far end's last offer's `m=` lines other than ours (rejected with port 0 in our
+    /// answer), as (index, line).
+    rejected: Vec<(usize, String)>,
     /// The last body sent, without its `o=` line.
     last: Option<String>,
 }
@@ -87,6 +90,7 @@ impl LocalSdp {
             version: session_id,
             direction: Direction::SendRecv,
             rtcp_mux: true,
+            rejected: Vec::new(),
             last: None,
         }
     }
@@ -106,9 +110,19 @@ impl LocalSdp {
     /// The formats stay the ones we offered: they include the codec in use (the caller checks
     /// the offer names one we take), and an unchanged offer gets back the same SDP, version
     /// included (RFC 3264 §8).
+    ///
+    /// The answer has the offer's `m=` lines in their order: ours where the offer's audio
+    /// stream is, the others (video, a second audio …) rejected with port 0 (RFC 3264 §6).
     pub fn answer(&mut self, to: &RemoteSdp) -> String {
         self.direction = to.direction.answer();
         self.rtcp_mux = to.rtcp_mux;
+        self.rejected = to
+            .m_lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != to.audio_index)
+            .map(|(i, (media, proto, fmt))| (i, format!("m={media} 0 {proto} {fmt}\r\n")))
+            .collect();
         self.render()
     }
 
@@ -116,17 +130,30 @@ impl LocalSdp {
         let ip = self.rtp.ip();
         let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
         let mux = if self.rtcp_mux { "a=rtcp-mux\r\n" } else { "" };
+        // The rejected lines before ours keep their index below our audio line's.
+        let audio_at = self
+            .rejected
+            .iter()
+            .enumerate()
+            .take_while(|(k, (i, _))| k == i)
+            .count();
+        let (before, after) = self.rejected.split_at(audio_at);
+        let lines = |ls: &[(usize, String)]| ls.iter().map(|(_, l)| l.as_str()).collect::<String>();
         let rest = format!(
             "s=crieur\r\n\
              c=IN {family} {ip}\r\n\
              t=0 0\r\n\
+             {before}\
              m=audio {port} RTP/AVP 0 8 {OFFER_EVENT_PT}\r\n\
              a=rtpmap:0 PCMU/8000\r\n\
              a=rtpmap:8 PCMA/8000\r\n\
              a=rtpmap:{OFFER_EVENT_PT} telephone-event/8000\r\n\
              a=fmtp:{OFFER_EVENT_PT} 0-15\r\n\
              a=ptime:20\r\n\
-             {mux}a={dir}\r\n",
+             {mux}a={dir}\r\n\
+             {after}",
+            before = lines(before),
+            after = lines(after),
             port = self.rtp.port(),
             dir = self.direction.as_str(),
         );
@@ -170,6 +197,11 @@ pub struct RemoteSdp {
     /// Its direction (media level, else session level, else sendrecv). A connection address
     /// of 0.0.0.0 (the RFC 2543 hold, RFC 3264 §8.4) counts as not receiving.
     pub direction: Direction,
+    /// Every `m=` line in order, as `(media, protocol, first format)`, and which one is the
+    /// audio stream used: an answer has as many, in the same order, the others rejected with
+    /// port 0 (RFC 3264 §6).
+    pub m_lines: Vec<(String, String, String)>,
+    pub audio_index: usize,
 }
 
 impl RemoteSdp {
@@ -204,11 +236,24 @@ pub fn parse_answer(body: &[u8]) -> Result<RemoteSdp, Error> {
     let bad = |why: String| Error::BadSdp { why };
     let sd = sdp::SessionDescription::unmarshal(&mut Cursor::new(body))
         .map_err(|e| bad(e.to_string()))?;
-    let media = sd
+    let (audio_index, media) = sd
         .media_descriptions
         .iter()
-        .find(|m| m.media_name.media == "audio" && m.media_name.port.value > 0)
+        .enumerate()
+        .find(|(_, m)| m.media_name.media == "audio" && m.media_name.port.value > 0)
         .ok_or_else(|| bad("no active audio stream".into()))?;
+    let m_lines = sd
+        .media_descriptions
+        .iter()
+        .map(|m| {
+            let n = &m.media_name;
+            (
+                n.media.clone(),
+                n.protos.join("/"),
+                n.formats.first().cloned().unwrap_or_else(|| "0".into()),
+            )
+        })
+        .collect();
     let conn = media
         .connection_information
         .as_ref()
@@ -308,6 +353,8 @@ pub fn parse_answer(body: &[u8]) -> Result<RemoteSdp, Error> {
             event_pts,
             other_pts,
             direction,
+            m_lines,
+            audio_index,
         }),
         None => Err(Error::CodecMismatch {
             answered: formats.join(" "),
@@ -448,5 +495,30 @@ mod tests {
             "{off}"
         );
         assert_eq!(l.version(), 10);
+    }
+
+    #[test]
+    fn an_answer_mirrors_the_offers_m_lines_rejecting_all_but_audio() {
+        let body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                    m=video 7000 RTP/AVP 31\r\n\
+                    m=audio 6000 RTP/AVP 0\r\n\
+                    m=image 9 udptl t38\r\n";
+        let offer = parse_answer(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(offer.audio_index, 1);
+        let mut l = LocalSdp::new(addr("127.0.0.1:4000"), 7);
+        let a = l.answer(&offer);
+        let m: Vec<&str> = a.lines().filter(|x| x.starts_with("m=")).collect();
+        assert_eq!(
+            m,
+            [
+                "m=video 0 RTP/AVP 31",
+                "m=audio 4000 RTP/AVP 0 8 101",
+                "m=image 0 udptl t38"
+            ],
+            "{a}"
+        );
+        // Parsable, and the same offer gets the same answer, version included.
+        assert!(parse_answer(a.as_bytes()).is_ok());
+        assert_eq!(l.answer(&offer), a);
     }
 }
