@@ -4,8 +4,8 @@
 //! (RTP on an absolute 20 ms schedule), [`g711`], [`dtmf`] (RFC 4733, SIP INFO, Goertzel),
 //! [`sdp`] (offer/answer), [`rtcp`] (reports) and [`audio::Message`] (WAV → 8 kHz G.711 at load time) — take
 //! `now` and inputs and return actions. The I/O edge ([`uac`]) drives them with rsipstack and
-//! UDP sockets and one [`session::Media`] per answered call; every call's RTP leaves through the
-//! shared [`pacer`].
+//! UDP sockets ([`signalling`]: what the INVITE says about us, the ACK-Via fix) and one
+//! [`session::Media`] per answered call; every call's RTP leaves through the shared [`pacer`].
 
 pub mod audio;
 pub mod call;
@@ -17,6 +17,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
+pub mod signalling;
 pub mod uac;
 
 pub use error::Error;
