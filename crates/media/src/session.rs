@@ -212,7 +212,16 @@ impl Media {
             self.stream.set_codec(codec.payload_type(), audio(codec));
             changes.codec = Some(codec);
         }
-        self.event_pts = sdp.accepted_event_pts();
+        // Keys stay accepted on every telephone-event type this session has named, unless
+        // the new SDP gives that number to another format: a phone that keeps its old number
+        // after a re-INVITE is still heard (a lost opt-out is the worst failure here).
+        let mut pts = sdp.accepted_event_pts();
+        for &old in &self.event_pts {
+            if !pts.contains(&old) && !sdp.other_pts.contains(&old) {
+                pts.push(old);
+            }
+        }
+        self.event_pts = pts;
         // 0.0.0.0 (an RFC 2543 hold) is not an address to send to; its direction says hold.
         if !sdp.remote.ip().is_unspecified() {
             if sdp.remote != self.rtp_peer.peer() {
@@ -415,5 +424,49 @@ mod tests {
         let mut f = PeerFilter::new(a("10.0.0.1:4000"), true);
         assert_eq!(f.check(a("10.0.0.1:4000")), Verdict::Accept);
         assert_eq!(f.check(a("198.51.100.7:31000")), Verdict::Drop);
+    }
+
+    fn sdp(m: &str, attrs: &str) -> RemoteSdp {
+        let body = format!("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {m}\r\n{attrs}");
+        crate::sdp::parse_answer(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
+    fn a_new_offer_moves_holds_switches_and_keeps_every_event_type() {
+        let pacer = crate::pacer::Pacer::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
+        let now = Instant::now();
+        let answer = sdp("6000 RTP/AVP 0 96", "a=rtpmap:96 telephone-event/8000\r\n");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let p = rtp::Packetizer::new(0, 1, 0, 0, now);
+        let stream = pacer.open(sock, answer.remote, p, tx);
+        let mut m = Media::new(&answer, stream, 1, "x".into(), false, now, 0.5);
+        assert_eq!(m.event_pts(), [96, 101]);
+        let audio = |_: Codec| -> [Arc<[u8]>; 2] { [vec![0u8; 160].into(), vec![0u8; 160].into()] };
+        // Moved, held, PCMA only, events on 97: all four changes, 96 and 101 still heard.
+        let offer = sdp(
+            "7000 RTP/AVP 8 97",
+            "a=rtpmap:97 telephone-event/8000\r\na=sendonly\r\n",
+        );
+        let c = m.apply(&offer, now, audio);
+        assert_eq!(c.moved_to, Some(a("127.0.0.1:7000")));
+        assert_eq!(c.codec, Some(Codec::Pcma));
+        assert_eq!(c.held, Some(true));
+        assert!(!m.far_receives());
+        assert_eq!(m.event_pts(), [97, 101, 96]);
+        // Resumed; 96 now names another format: no longer a telephone-event.
+        let offer = sdp("7000 RTP/AVP 8 96", "a=rtpmap:96 opus/48000/2\r\n");
+        let c = m.apply(&offer, now, audio);
+        assert_eq!((c.moved_to, c.codec, c.held), (None, None, Some(false)));
+        assert_eq!(m.event_pts(), [101, 97]);
+        // Only from the new address.
+        let ev = |from: &str, m: &mut Media| {
+            let mut pkt = vec![0x80, 101, 0, 1, 0, 0, 0, 9, 0, 0, 0, 2];
+            pkt.extend_from_slice(&[9, 0x8A, 0, 160]);
+            m.on_rtp(now, a(from), &pkt, 0, false).keys
+        };
+        assert!(ev("127.0.0.1:6000", &mut m).is_empty());
+        assert_eq!(ev("127.0.0.1:7000", &mut m), [('9', DtmfMethod::Rfc4733)]);
     }
 }
