@@ -55,7 +55,8 @@ pub fn calls(dir: &Path) -> Result<Vec<CallRow>> {
                     ..CallRow::default()
                 });
             }
-            Record::SipResponse(r) => {
+            // A provisional (18x) is evidence that something rang, not the final status.
+            Record::SipResponse(r) if r.status >= 200 => {
                 if let Some(k) = row(&r.call, &mut rows) {
                     rows[k].final_status = Some(r.status);
                 }
