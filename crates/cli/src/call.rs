@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::{
     CallEvent, Dtmf, FirstAudio, Hangup, InviteSent, OptOutRecorded, OutcomeRecord, PastAttempt,
-    SipResponse,
+    RtcpRecord, SipResponse,
 };
 use crieur_audit::Record;
 use crieur_media::audio::Message;
@@ -229,6 +229,7 @@ pub fn run(
             not_interested_key: campaign.not_interested_key,
             keep_received_audio: false,
             stop: Some(stop.clone()),
+            lead_in: campaign.lead_in,
         };
         // Ctrl-C / SIGTERM end the call cleanly (an opt-out in progress is recorded first);
         // a second Ctrl-C exits at once.
@@ -336,6 +337,25 @@ pub fn run(
             )),
         report.rtp_sent
     );
+    if report.rtcp.sent > 0 {
+        let q = &report.rtcp;
+        println!(
+            "rtcp      {} reports sent; far end: {}",
+            q.sent,
+            match (q.fraction_lost(), q.jitter_ms()) {
+                (Some(loss), Some(jitter)) => format!(
+                    "{:.1} % lost ({} packets), jitter {jitter:.1} ms{}",
+                    loss * 100.0,
+                    q.last_report.map_or(0, |b| b.cumulative_lost),
+                    q.round_trip.map_or(String::new(), |d| format!(
+                        ", round trip {} ms",
+                        d.as_millis()
+                    ))
+                ),
+                _ => "no report".to_owned(),
+            }
+        );
+    }
     let keys: Vec<String> = report
         .keys
         .iter()
@@ -508,6 +528,7 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
         },
         ring_timeout: campaign.ring_timeout,
         max_call_length: t.max_call_length,
+        symmetric_rtp: t.symmetric_rtp,
         p_asserted_identity: t.p_asserted_identity.clone(),
     };
     let message = Arc::new(Message::load(&campaign.message)?);
@@ -669,6 +690,9 @@ pub(crate) fn record_call(
             }),
         )?;
     }
+    if r.answered_at.is_some() && r.rtcp.sent > 0 {
+        log.append(written, &Record::Rtcp(rtcp_record(call, &r.rtcp)))?;
+    }
     use crieur_media::call::HangupBy;
     log.append(
         written,
@@ -697,6 +721,23 @@ pub(crate) fn record_call(
         }),
     )?;
     Ok(())
+}
+
+/// The call's RTCP for the audit log.
+fn rtcp_record(call: &str, r: &crieur_media::session::RtcpSummary) -> RtcpRecord {
+    RtcpRecord {
+        call: call.to_owned(),
+        reports_sent: r.sent,
+        reports_received: r.reports_received,
+        fraction_lost_256: r.last_report.map(|b| b.fraction_lost),
+        worst_fraction_lost_256: r.worst_fraction_lost,
+        cumulative_lost: r.last_report.map(|b| b.cumulative_lost),
+        // 8 kHz clock: one unit is 125 µs.
+        jitter_us: r.last_report.map(|b| u64::from(b.jitter) * 125),
+        round_trip_ms: r
+            .round_trip
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
 }
 
 /// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash

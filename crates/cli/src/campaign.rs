@@ -32,6 +32,9 @@ struct RawCampaign {
     #[serde(default)]
     ring_timeout_secs: Option<Spanned<u64>>,
     message: Spanned<String>,
+    /// Silence before the message, in milliseconds (default 300).
+    #[serde(default)]
+    lead_in_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pacing: Option<Spanned<Pacing>>,
     #[serde(default)]
@@ -70,6 +73,9 @@ struct RawTrunk {
     calls_per_second: Option<f64>,
     #[serde(default)]
     max_concurrent_calls: Option<u32>,
+    /// Symmetric RTP latching (a far end behind NAT).
+    #[serde(default)]
+    symmetric_rtp: bool,
     /// Our SIP address (`IP:port`), for trunks that whitelist it.
     #[serde(default)]
     local_address: Option<Spanned<String>>,
@@ -150,6 +156,8 @@ pub struct TrunkConfig {
     pub max_call_length: Duration,
     pub calls_per_second: Option<f64>,
     pub max_concurrent_calls: Option<u32>,
+    /// Accept RTP from the first source heard instead of the SDP's address (NAT).
+    pub symmetric_rtp: bool,
     /// When trunk faults pause (open) or stop dialling (`[trunk.breaker]`).
     pub breaker: BreakerConfig,
     /// The local SIP address (IP and port) calls are placed from; `None`: the address that
@@ -307,6 +315,8 @@ pub struct Campaign {
     pub zone: Tz,
     pub message: PathBuf,
     pub message_length: Duration,
+    /// Silence before the message (`lead_in_ms`).
+    pub lead_in: Duration,
     pub ring_timeout: Duration,
     pub pacing: Pacing,
     pub retry: Retry,
@@ -484,6 +494,21 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
         }
         Some(r) => *r.get_ref(),
         None => MIN_RING_TIMEOUT_SECS,
+    };
+
+    let max_lead_in = crieur_media::uac::MAX_LEAD_IN.as_millis() as u64;
+    let lead_in = match &raw.lead_in_ms {
+        Some(l) if *l.get_ref() > max_lead_in => {
+            cx.err(
+                l.span(),
+                "lead_in_ms",
+                Some(&l.get_ref().to_string()),
+                format!("expected at most {max_lead_in} (the identity must be heard within 2 s of the answer)"),
+            );
+            crieur_media::uac::DEFAULT_LEAD_IN
+        }
+        Some(l) => Duration::from_millis(*l.get_ref()),
+        None => crieur_media::uac::DEFAULT_LEAD_IN,
     };
 
     let base = path.parent().unwrap_or(Path::new("."));
@@ -712,6 +737,7 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
                 zone,
                 message,
                 message_length,
+                lead_in,
                 ring_timeout,
                 pacing,
                 retry,
@@ -917,6 +943,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         max_call_length,
         calls_per_second: t.calls_per_second,
         max_concurrent_calls: t.max_concurrent_calls,
+        symmetric_rtp: t.symmetric_rtp,
         breaker,
         local_address,
         p_asserted_identity: t.p_asserted_identity.as_ref().map(|p| p.get_ref().clone()),

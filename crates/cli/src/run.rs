@@ -627,6 +627,7 @@ fn place(
         not_interested_key: campaign.not_interested_key,
         keep_received_audio: false,
         stop: Some(shared.hangup_all.child_token()),
+        lead_in: campaign.lead_in,
     };
     let (uac, trunk, store, log) = (
         shared.uac.clone(),

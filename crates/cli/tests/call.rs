@@ -238,6 +238,7 @@ fn a_dial_places_the_call_and_prints_its_timeline() {
     assert!(out.contains("codec     PCMU"), "{out}");
     assert!(out.contains("answer → first audio"), "{out}");
     assert!(out.contains("outcome   answered-completed"), "{out}");
+    assert!(out.contains("rtcp      "), "{out}");
     assert!(sipp_ok, "sipp did not count the call successful");
 }
 
@@ -489,6 +490,9 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
     assert!(pos("decision") < pos("invite-sent"));
     assert!(pos("invite-sent") < pos("opt-out-recorded"));
     assert!(pos("opt-out-recorded") < pos("hangup"));
+    // The call's RTCP (at least the closing report with BYE; sipp sends no reports).
+    assert!(pos("rtcp") < pos("hangup"));
+    assert!(log.contains("\"reports_received\":0"), "{log}");
     assert!(log.contains("\"method\":\"sip-info\""), "{log}");
     // The second call was refused: recorded as a skip because of the opt-out list.
     assert!(log.contains("is on the opt-out list"), "{log}");

@@ -330,6 +330,34 @@ fn bad_trunk_local_address_and_p_asserted_identity_are_located() {
 }
 
 #[test]
+fn a_lead_in_longer_than_the_identity_rule_allows_is_located() {
+    let campaign = CAMPAIGN.replace(
+        "ring_timeout_secs = 20\n",
+        "ring_timeout_secs = 20\nlead_in_ms = 1600\n",
+    );
+    rejects(
+        &campaign,
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:5:14: field `lead_in_ms`: bad value `1600`: expected at most 1500"],
+    );
+    // At the limit, with symmetric RTP on the trunk: accepted.
+    let campaign = format!(
+        "{}[trunk]\nuri = \"sip:127.0.0.1:5060\"\nfrom = \"sip:+33100000000@x.test\"\nsymmetric_rtp = true\n",
+        CAMPAIGN.replace("ring_timeout_secs = 20\n", "ring_timeout_secs = 20\nlead_in_ms = 1500\n")
+    );
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let o = s.run("check");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+}
+
+#[test]
 fn toml_syntax_and_unknown_keys() {
     rejects(
         &format!("{CAMPAIGN}ringtimeout = 3\n"),
