@@ -106,6 +106,11 @@ const EDGES: &[(&str, &[Io], &str)] = &[
         "rsipstack's message inspector (sees each SIP message as it leaves): ages its ACK-Via memory by the clock",
     ),
     (
+        "crates/media/src/session.rs",
+        &[Io::Sockets],
+        "sends RTCP reports on the sockets the UAC opened and passes in (it reads no clock)",
+    ),
+    (
         "crates/media/src/pacer.rs",
         &[Io::Clock, Io::Sockets, Io::Threads, Io::Tokio],
         "the RTP sender threads, paced by the monotonic clock",
