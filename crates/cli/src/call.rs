@@ -16,7 +16,7 @@ use crieur_audit::Record;
 use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallRequest, Credentials, OptOutFuture, Trunk, Uac};
-use crieur_scheduler::{ContactId, Decision, Evaluator};
+use crieur_scheduler::{Decision, Evaluator};
 use crieur_store::{SledStore, Store};
 
 use crate::campaign::Campaign;
@@ -78,7 +78,12 @@ pub fn run(
         now,
         &crate::audit::header("call", Some((campaign, campaign_path)))?,
     )?;
-    recover(&store, &mut log, now)?;
+    recover(
+        &store,
+        &mut log,
+        &crate::audit::dir_for(store_path, actx.dir.as_deref()),
+        now,
+    )?;
     let Gate {
         history,
         opted_out,
@@ -191,11 +196,12 @@ pub fn run(
     };
     // Leased (durably) before the INVITE: after a crash from here on, the call counts.
     let id = contact.id().clone();
+    // To the microsecond, as the store keeps it: the log and the store name the same instant.
     #[allow(clippy::disallowed_methods)]
-    let sent_at = Utc::now();
-    // The lease and the attempt it becomes carry the INVITE's instant.
-    store.lease(&campaign.id, &id, contact.phone(), sent_at)?;
+    let sent_at = crieur_dial::to_micros(Utc::now());
     let call_id = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
+    // The lease and the attempt it becomes carry the INVITE's instant and its call id.
+    store.lease(&campaign.id, &id, contact.phone(), sent_at, &call_id)?;
     // Durable before the INVITE leaves: the log never lacks a call that happened.
     log.append_durable(
         sent_at,
@@ -274,7 +280,7 @@ pub fn run(
         // The call ended when it returned (its BYE, if we hung up, left then); the BYE may
         // still be retransmitting: let it, for a while, before the stack stops.
         #[allow(clippy::disallowed_methods)]
-        let ended = Utc::now();
+        let ended = crieur_dial::to_micros(Utc::now());
         uac.wait_background(crieur_media::uac::EXIT_GRACE).await;
         Ok::<_, anyhow::Error>((report, ended))
     });
@@ -283,7 +289,7 @@ pub fn run(
         Err(e) => {
             // The call may or may not have left: close the lease as an attempt, then fail.
             #[allow(clippy::disallowed_methods)]
-            let at = Utc::now();
+            let at = crieur_dial::to_micros(Utc::now());
             let _ = store.finish_attempt(&campaign.id, &id, contact.phone(), "local-error", at);
             if let Ok(mut log) = log.lock() {
                 let _ = log.append(
@@ -307,6 +313,7 @@ pub fn run(
     // Refused by the trunk before anything rang: recorded, but no attempt used.
     let outcome = crate::fault::recorded_outcome(&report, true);
     store.finish_attempt(&campaign.id, &id, contact.phone(), &outcome, ended)?;
+    test_pause("after-attempt");
     {
         let mut log = log
             .lock()
@@ -573,46 +580,24 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Closes the calls a crash left leased as `interrupted` attempts (they count toward the
-/// caps) and records each, with the start its lease had, durably.
+/// After a crash: the store and the audit log in `dir` reconciled from the log
+/// ([`crieur_dial::reconcile`]): every placed call gets its outcome, linked to its call id;
+/// a lease whose INVITE never left is released. Durable when it returns.
 pub(crate) fn recover(
     store: &SledStore,
     log: &mut crieur_audit::AuditLog,
+    dir: &Path,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    for (c, id) in store.recover_interrupted(now)? {
-        println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
-        let contact = ContactId::new(id.clone())
-            .ok()
-            .and_then(|i| store.contact(&c, &i).ok().flatten());
-        let number = contact
-            .as_ref()
-            .map(|k| k.phone().to_string())
-            .unwrap_or_default();
-        // The attempt the store just wrote, for its start instant.
-        let started = contact
-            .and_then(|k| store.attempts(k.phone()).ok())
-            .and_then(|a| {
-                a.into_iter()
-                    .filter(|a| a.campaign == c && a.contact == id && a.outcome == "interrupted")
-                    .map(|a| a.started)
-                    .max()
-            })
-            .unwrap_or(now);
-        log.append(
-            now,
-            &Record::Outcome(OutcomeRecord {
-                call: format!("recovered-{c}/{id}"),
-                campaign: c,
-                contact: id,
-                number,
-                started,
-                ended: now,
-                outcome: "interrupted".into(),
-            }),
-        )?;
+    let entries = match crieur_audit::read_all(dir) {
+        Ok(e) => e,
+        Err(crieur_audit::Error::Empty(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let entries: Vec<crieur_audit::Entry> = entries.into_iter().map(|(_, _, e)| e).collect();
+    for r in crieur_dial::reconcile(store, log, &entries, now)? {
+        println!("recovered {r}");
     }
-    log.commit()?;
     Ok(())
 }
 

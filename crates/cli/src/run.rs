@@ -81,7 +81,12 @@ pub fn run(
         start,
         &crate::audit::header("run", Some((campaign, campaign_path)))?,
     )?;
-    crate::call::recover(&store, &mut log, start)?;
+    crate::call::recover(
+        &store,
+        &mut log,
+        &crate::audit::dir_for(store_path, actx.dir.as_deref()),
+        start,
+    )?;
     let contacts = store.contacts(&campaign.id)?;
     if contacts.is_empty() {
         return Err(anyhow!(
@@ -456,7 +461,7 @@ async fn dial_loop(
                             continue;
                         }
                     };
-                let sent_at = now();
+                let sent_at = crieur_dial::to_micros(now());
                 if valid_until - sent_at <= chrono::Duration::milliseconds(SEND_MARGIN_MS) {
                     planner.cancel(
                         o.contact,
@@ -464,7 +469,8 @@ async fn dial_loop(
                     );
                     continue;
                 }
-                match store.lease(&campaign.id, contact.id(), contact.phone(), sent_at) {
+                let call = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
+                match store.lease(&campaign.id, contact.id(), contact.phone(), sent_at, &call) {
                     Ok(()) => {}
                     Err(crieur_store::Error::Leased { .. }) => {
                         // Another process is dialling it: not ours to call now.
@@ -478,7 +484,6 @@ async fn dial_loop(
                         break;
                     }
                 }
-                let call = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
                 lock(log)?.append(
                     sent_at,
                     &Record::InviteSent(InviteSent {
@@ -785,7 +790,7 @@ fn finish(
     progress: &Progress,
     f: Finished,
 ) -> anyhow::Result<()> {
-    let ended = now();
+    let ended = crieur_dial::to_micros(now());
     let contact = planner.contact(f.contact).clone();
     let verdict = crate::fault::verdict(&f.report);
     let uncounted = health.uncounted(f.contact, &verdict);

@@ -204,7 +204,7 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
         let id = crieur_scheduler::ContactId::new("c1").unwrap_or_else(|e| panic!("{e}"));
         let num: crieur_scheduler::E164 = "+33612345678".parse().unwrap_or_else(|e| panic!("{e}"));
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        st.lease("t", &id, &num, at)
+        st.lease("t", &id, &num, at, "c1-1")
             .unwrap_or_else(|e| panic!("{e}"));
         st.finish_attempt("t", &id, &num, "busy", at + chrono::Duration::seconds(20))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -222,7 +222,8 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
             Err(e) => panic!("{e}"),
         }
     };
-    let attempts = db.open_tree("attempts").unwrap_or_else(|e| panic!("{e}"));
+    // The store's attempts tree (format 3).
+    let attempts = db.open_tree("attempts-3").unwrap_or_else(|e| panic!("{e}"));
     let (k, v) = attempts
         .iter()
         .next()
@@ -840,6 +841,28 @@ fn sigkill_after_the_call_before_its_outcome_is_written() {
     let _ = uas.wait();
     // The call completed, but its outcome was never written: it counts as interrupted.
     assert_recovered_and_capped(&s);
+}
+
+/// Killed after the store recorded the call's end but before its outcome record: the next
+/// command writes that outcome from the store, under the call's own id, and replay finds every
+/// INVITE with its outcome.
+#[test]
+fn sigkill_after_the_store_recorded_the_outcome_before_the_log() {
+    let port = free_port();
+    let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
+    let mut uas = sipp(&s, port, UAS);
+    call_and_kill(&s, Some("after-attempt"), Duration::ZERO);
+    let _ = uas.wait();
+    let o = s.call();
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("recovered the outcome `answered-completed` of the call to t/c1 (call c1-"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    let audit = s.dir.path().join("store.audit").display().to_string();
+    let o = crieur(&["audit", "replay", &audit]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
 }
 
 #[test]
