@@ -8,11 +8,12 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
-use crieur_audit::record::{
-    CallEvent, Dtmf, FirstAudio, Hangup, InviteSent, OptOutRecorded, OutcomeRecord, PastAttempt,
-    Reason, RtcpRecord, SipResponse,
-};
+use crieur_audit::record::{InviteSent, OptOutRecorded};
 use crieur_audit::Record;
+use crieur_dial::protocol::{
+    attempt_number, gate, outcome_record, record_call, record_late_opt_out, CallRef,
+};
+use crieur_dial::{DialRules, Gate};
 use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallRequest, Credentials, OptOutFuture, Trunk, Uac};
@@ -88,7 +89,7 @@ pub fn run(
         history,
         opted_out,
         refused,
-    } = gate(campaign, &*store, contact, now)?;
+    } = gate(&rules(campaign), &*store, contact, now)?;
     let refused = refused.map(|(why, _)| why);
     let attempt = attempt_number(&history, &campaign.id);
     let decision = Evaluator::new(&campaign.policy).decide(contact, now);
@@ -156,7 +157,7 @@ pub fn run(
         history,
         opted_out,
         refused,
-    } = gate(campaign, &*store, contact, now)?;
+    } = gate(&rules(campaign), &*store, contact, now)?;
     let refused = refused.map(|(why, _)| why);
     let recheck = Evaluator::new(&campaign.policy).decide(contact, now);
     log.append(
@@ -292,18 +293,14 @@ pub fn run(
             let at = crieur_dial::to_micros(Utc::now());
             let _ = store.finish_attempt(&campaign.id, &id, contact.phone(), "local-error", at);
             if let Ok(mut log) = log.lock() {
-                let _ = log.append(
-                    at,
-                    &Record::Outcome(OutcomeRecord {
-                        call: call_id.clone(),
-                        campaign: campaign.id.clone(),
-                        contact: contact.id().to_string(),
-                        number: number.clone(),
-                        started: sent_at,
-                        ended: at,
-                        outcome: "local-error".into(),
-                    }),
-                );
+                let c = CallRef {
+                    call: &call_id,
+                    campaign: &campaign.id,
+                    contact,
+                    sent_at,
+                    ended: at,
+                };
+                let _ = log.append(at, &outcome_record(&c, "local-error"));
                 let _ = crate::audit::stop(&mut log, &format!("local error: {e}"));
             }
             return Err(e);
@@ -314,13 +311,28 @@ pub fn run(
     let outcome = crate::fault::recorded_outcome(&report, true);
     store.finish_attempt(&campaign.id, &id, contact.phone(), &outcome, ended)?;
     test_pause("after-attempt");
+    let mut late_opt_out = None;
     {
         let mut log = log
             .lock()
             .map_err(|_| anyhow!("the audit log lock was poisoned"))?;
-        record_call(
-            &mut log, &call_id, campaign, contact, &report, &outcome, sent_at, ended,
-        )?;
+        let c = CallRef {
+            call: &call_id,
+            campaign: &campaign.id,
+            contact,
+            sent_at,
+            ended,
+        };
+        record_call(&mut log, &c, &report, &outcome, crate::audit::now())?;
+        // The person asked to opt out but it could not be recorded during the call.
+        if report.ending.outcome == Outcome::OptOutFailed {
+            late_opt_out = Some(record_late_opt_out(
+                &*store,
+                &mut log,
+                contact.phone(),
+                crate::audit::now(),
+            )?);
+        }
         crate::audit::stop(&mut log, "call done")?;
     }
     for (at, what) in &report.timeline {
@@ -387,21 +399,7 @@ pub fn run(
         e.sip_status.map_or("-".to_owned(), |s| s.to_string()),
         e.reason
     );
-    if e.outcome == Outcome::OptOutFailed {
-        // The person asked to opt out: keep trying to record it, and say so loudly.
-        let mut recorded = false;
-        for _ in 0..3 {
-            #[allow(clippy::disallowed_methods)]
-            let at = Utc::now();
-            if store
-                .add_opt_out(contact.phone(), at, "opt-out key; recorded after the call")
-                .is_ok()
-            {
-                recorded = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
+    if let Some(recorded) = late_opt_out {
         eprintln!(
             "ALERT: {number} pressed the opt-out key but it could not be recorded during the call; {}",
             if recorded { "it is now recorded" } else { "it is STILL NOT recorded: add it with `crieur optout add`" }
@@ -429,86 +427,13 @@ pub fn run(
     })
 }
 
-/// The number the next attempt of `campaign` would have (1-based): its earlier attempts that
-/// count (a trunk fault does not).
-pub(crate) fn attempt_number(history: &[PastAttempt], campaign: &str) -> u32 {
-    1 + history
-        .iter()
-        .filter(|h| {
-            h.campaign == campaign
-                && crieur_engine::AttemptOutcome::from_record(&h.outcome).counts()
-        })
-        .count() as u32
-}
-
-/// Earlier attempts (as decisions record them) as the engine counts them: from when they
-/// ended — retry delays count from there, and caps are never looser that way.
-pub(crate) fn to_attempts(history: &[PastAttempt], campaign: &str) -> Vec<crieur_engine::Attempt> {
-    history
-        .iter()
-        .map(|a| crieur_engine::Attempt {
-            at: a.ended.unwrap_or(a.at).max(a.at),
-            outcome: crieur_engine::AttemptOutcome::from_record(&a.outcome),
-            this_campaign: a.campaign == campaign,
-        })
-        .collect()
-}
-
-/// Whether the caps (all campaigns of the store) or this campaign's retry rules hold the
-/// contact at `now`, from the number's `history`: why, and until when (`None`: for good).
-pub(crate) fn held(
-    campaign: &Campaign,
-    history: &[PastAttempt],
-    now: DateTime<Utc>,
-) -> Option<(Reason, Option<DateTime<Utc>>)> {
-    let attempts = to_attempts(history, &campaign.id);
-    if let Some(hit) = campaign.caps.check(&attempts, now) {
-        return Some((Reason::from(&hit), hit.until()));
+/// The dial protocol's rules of `campaign`, as plain values.
+pub(crate) fn rules(campaign: &Campaign) -> DialRules {
+    DialRules {
+        campaign: campaign.id.clone(),
+        caps: campaign.caps.clone(),
+        retry: campaign.retry.policy(),
     }
-    use crieur_engine::RetryGate;
-    match campaign.retry.policy().gate(&attempts) {
-        RetryGate::Open => None,
-        RetryGate::NotBefore(t) if t <= now => None,
-        RetryGate::NotBefore(t) => Some((Reason::RetryDelay { not_before: t }, Some(t))),
-        RetryGate::Done => Some((Reason::CampaignDone, None)),
-    }
-}
-
-/// What the caller checks before the policy, at one instant.
-pub(crate) struct Gate {
-    /// The number's attempts (all campaigns); empty when they cannot be read.
-    pub history: Vec<PastAttempt>,
-    pub opted_out: bool,
-    /// Why not to dial, and until when (`None`: not in this run).
-    pub refused: Option<(Reason, Option<DateTime<Utc>>)>,
-}
-
-/// The opt-out list, the number's history (a damaged one refuses the number: a shorter
-/// history could hide an attempt that counts toward a cap), the caps across campaigns and
-/// this campaign's retry rules.
-pub(crate) fn gate(
-    campaign: &Campaign,
-    store: &dyn Store,
-    contact: &crieur_scheduler::Contact,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Gate> {
-    let opted_out = store.is_opted_out(contact.phone())?;
-    let (history, damaged) = match history(store, contact)? {
-        Ok(h) => (h, None),
-        Err(why) => (Vec::new(), Some(why)),
-    };
-    let refused = if opted_out {
-        Some((Reason::OptedOut, None))
-    } else if let Some(why) = damaged {
-        Some((why, None))
-    } else {
-        held(campaign, &history, now)
-    };
-    Ok(Gate {
-        history,
-        opted_out,
-        refused,
-    })
 }
 
 /// What placing calls needs from a campaign: the trunk, the local address that reaches it,
@@ -599,163 +524,6 @@ pub(crate) fn recover(
         println!("recovered {r}");
     }
     Ok(())
-}
-
-/// Every earlier attempt on the number (all campaigns), as decisions record it.
-/// The number's attempts, or — when a stored attempt is damaged — the reason not to dial it
-/// (never a shorter history). Other store failures are errors.
-pub(crate) fn history(
-    store: &dyn Store,
-    contact: &crieur_scheduler::Contact,
-) -> anyhow::Result<Result<Vec<PastAttempt>, Reason>> {
-    match store.attempts(contact.phone()) {
-        Ok(a) => Ok(Ok(a
-            .into_iter()
-            .map(|a| PastAttempt {
-                at: a.started,
-                ended: Some(a.ended),
-                outcome: a.outcome,
-                campaign: a.campaign,
-            })
-            .collect())),
-        Err(e @ crieur_store::Error::Corrupt { .. }) => {
-            Ok(Err(Reason::HistoryUnreadable { why: e.to_string() }))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The opt-out prompt is in the first 2 s of the message (the rules ask for it there):
-/// a message that played this far reached it.
-const OPT_OUT_PROMPT_MS: u64 = 2_000;
-
-/// The call's events, in order, into the audit log (then committed by the caller's stop);
-/// `outcome` is the name recorded in the store too ([`crate::fault::recorded_outcome`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_call(
-    log: &mut crieur_audit::AuditLog,
-    call: &str,
-    campaign: &Campaign,
-    contact: &crieur_scheduler::Contact,
-    r: &crieur_media::uac::CallReport,
-    outcome: &str,
-    sent_at: DateTime<Utc>,
-    ended: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    // `ts` is when a record is written; each event's own time is its `at_ms` after the INVITE.
-    let written = crate::audit::now();
-    let at = |_: std::time::Duration| written;
-    let c = || call.to_owned();
-    // The first 18x: evidence that something rang (replay checks trunk faults against it).
-    if let Some((status, when)) = r.first_18x {
-        log.append(
-            at(when),
-            &Record::SipResponse(SipResponse {
-                call: c(),
-                status,
-                at_ms: ms(when),
-            }),
-        )?;
-    }
-    if let Some((status, when)) = r.final_response {
-        log.append(
-            at(when),
-            &Record::SipResponse(SipResponse {
-                call: c(),
-                status,
-                at_ms: ms(when),
-            }),
-        )?;
-    }
-    if let Some(when) = r.answered_at {
-        log.append(
-            at(when),
-            &Record::Answered(CallEvent {
-                call: c(),
-                at_ms: ms(when),
-            }),
-        )?;
-    }
-    if let (Some(when), Some(delay)) = (r.first_audio_at, r.answer_to_first_audio) {
-        log.append(
-            at(when),
-            &Record::FirstAudio(FirstAudio {
-                call: c(),
-                at_ms: ms(when),
-                answer_to_audio_ms: ms(delay),
-            }),
-        )?;
-        if r.message_packets * 20 >= OPT_OUT_PROMPT_MS {
-            let when = when + std::time::Duration::from_millis(OPT_OUT_PROMPT_MS);
-            log.append(
-                at(when),
-                &Record::OptOutPromptReached(CallEvent {
-                    call: c(),
-                    at_ms: ms(when),
-                }),
-            )?;
-        }
-    }
-    for (digit, method, when) in &r.keys {
-        log.append(
-            at(*when),
-            &Record::Dtmf(Dtmf {
-                call: c(),
-                at_ms: ms(*when),
-                digit: *digit,
-                method: method.as_str().into(),
-            }),
-        )?;
-    }
-    if r.answered_at.is_some() && r.rtcp.sent > 0 {
-        log.append(written, &Record::Rtcp(rtcp_record(call, &r.rtcp)))?;
-    }
-    use crieur_media::call::HangupBy;
-    log.append(
-        written,
-        &Record::Hangup(Hangup {
-            call: c(),
-            by: match r.ending.hangup_by {
-                HangupBy::Us => "us",
-                HangupBy::Callee => "callee",
-                HangupBy::Nobody => "nobody",
-            }
-            .into(),
-            reason: r.ending.reason.clone(),
-            sip_status: r.ending.sip_status,
-        }),
-    )?;
-    log.append(
-        written,
-        &Record::Outcome(OutcomeRecord {
-            call: c(),
-            campaign: campaign.id.clone(),
-            contact: contact.id().to_string(),
-            number: contact.phone().to_string(),
-            started: sent_at,
-            ended,
-            outcome: outcome.into(),
-        }),
-    )?;
-    Ok(())
-}
-
-/// The call's RTCP for the audit log.
-fn rtcp_record(call: &str, r: &crieur_media::session::RtcpSummary) -> RtcpRecord {
-    RtcpRecord {
-        call: call.to_owned(),
-        reports_sent: r.sent,
-        reports_received: r.reports_received,
-        fraction_lost_256: r.last_report.map(|b| b.fraction_lost),
-        worst_fraction_lost_256: r.worst_fraction_lost,
-        cumulative_lost: r.last_report.map(|b| b.cumulative_lost),
-        // 8 kHz clock: one unit is 125 µs.
-        jitter_us: r.last_report.map(|b| u64::from(b.jitter) * 125),
-        round_trip_ms: r
-            .round_trip
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    }
 }
 
 /// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash

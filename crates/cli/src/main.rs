@@ -9,7 +9,7 @@ mod call;
 mod campaign;
 mod contacts;
 mod demo;
-mod fault;
+use crieur_dial::fault;
 mod input;
 mod output;
 mod run;

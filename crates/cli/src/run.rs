@@ -13,8 +13,13 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
-use crieur_audit::record::{InviteSent, OptOutRecorded, OutcomeRecord};
+use crieur_audit::record::{InviteSent, OptOutRecorded};
 use crieur_audit::{AuditLog, Record};
+use crieur_dial::protocol::{
+    attempt_number, gate, history, outcome_record, record_call, record_late_opt_out, to_attempts,
+    CallRef,
+};
+use crieur_dial::Gate;
 use crieur_engine::{
     AttemptOutcome, Breaker, BreakerState, CallVerdict, Cause, Permit, Planner, SkipNote,
     Transition,
@@ -26,7 +31,7 @@ use crieur_store::{SledStore, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::{gate, history, prepare, record_call, to_attempts, Gate, Prepared};
+use crate::call::{prepare, rules, Prepared};
 use crate::campaign::Campaign;
 
 /// Options of `crieur run`.
@@ -754,8 +759,8 @@ fn recheck(
         history: h,
         opted_out,
         refused,
-    } = gate(campaign, &**store, contact, t)?;
-    let attempt = crate::call::attempt_number(&h, &campaign.id);
+    } = gate(&rules(campaign), &**store, contact, t)?;
+    let attempt = attempt_number(&h, &campaign.id);
     let d = eval.decide(contact, t);
     let until = refused.as_ref().map(|(_, until)| *until);
     record_decision(
@@ -803,24 +808,18 @@ fn finish(
         .with_context(|| format!("recording the outcome of {}", contact.id()))?;
     {
         let mut log = lock(log)?;
+        let call = CallRef {
+            call: &f.call,
+            campaign: &campaign.id,
+            contact: &contact,
+            sent_at: f.sent_at,
+            ended,
+        };
         match &f.report {
-            Ok(r) => record_call(
-                &mut log, &f.call, campaign, &contact, r, &outcome, f.sent_at, ended,
-            )?,
+            Ok(r) => record_call(&mut log, &call, r, &outcome, now())?,
             Err(e) => {
                 tracing::warn!(contact = %contact.id(), error = %e, "call failed locally");
-                log.append(
-                    ended,
-                    &Record::Outcome(OutcomeRecord {
-                        call: f.call.clone(),
-                        campaign: campaign.id.clone(),
-                        contact: contact.id().to_string(),
-                        number: contact.phone().to_string(),
-                        started: f.sent_at,
-                        ended,
-                        outcome: outcome.clone(),
-                    }),
-                )?;
+                log.append(ended, &outcome_record(&call, &outcome))?;
             }
         }
     }
@@ -836,19 +835,7 @@ fn finish(
             Outcome::OptOutFailed => {
                 c.answered += 1;
                 // The person asked: record it now, and say so loudly.
-                let source = "opt-out key; recorded after the call";
-                let ok = store.add_opt_out(contact.phone(), ended, source).is_ok();
-                if ok {
-                    lock(log)?.append(
-                        ended,
-                        &Record::OptOutListChange(crieur_audit::record::OptOutListChange {
-                            action: "add".into(),
-                            numbers: vec![contact.phone().to_string()],
-                            source: source.into(),
-                            at: ended,
-                        }),
-                    )?;
-                }
+                let ok = record_late_opt_out(&**store, &mut *lock(log)?, contact.phone(), now())?;
                 eprintln!(
                     "ALERT: {} pressed the opt-out key but it could not be recorded during the call; {}",
                     contact.phone(),

@@ -7,8 +7,11 @@
 //! leaves one of the states [`recover::reconcile`] repairs from the log when the store and the
 //! log are next opened to dial.
 
+pub mod fault;
+pub mod protocol;
 pub mod recover;
 
+pub use protocol::{DialRules, Gate};
 pub use recover::{reconcile, Recovered};
 
 /// The dial crate's errors.
