@@ -291,6 +291,10 @@ struct Shared {
 /// INVITE must leave (a few ms after its record is durable) while the decision still holds.
 const SEND_MARGIN_MS: i64 = 200;
 
+/// The longest the loop sleeps when nothing is due sooner (wall-clock steps are followed
+/// within this).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
 async fn event_loop(
     campaign: &Campaign,
     store: &Arc<SledStore>,
@@ -604,19 +608,33 @@ async fn dial_loop(
                 shared.hangup_all.cancel();
             }
         }
-        // Sleep until something can happen: the next due contact (or the next token), a
-        // call ending, a signal.
-        let blocked = matches!(health.breaker.permit(), Permit::None { .. });
-        let wait = match (&stopping, next) {
-            (Some(_), _) => Duration::from_millis(200),
-            // The breaker holds dialling: look again soon (it half-opens on its timer).
-            (None, _) if blocked => Duration::from_millis(200),
-            (None, Some(n)) if n > t => (n - t)
-                .to_std()
-                .unwrap_or_default()
-                .min(Duration::from_secs(1)),
-            _ => Duration::from_millis(100),
-        };
+        // Sleep until something is due: the planner's next contact or pacing token, the
+        // breaker's timer, `--until`, the drain deadline; a call ending or a signal wakes the
+        // loop too. Nothing polls: an idle campaign wakes only then (at least every
+        // MAX_SLEEP, to follow the wall clock if it is stepped).
+        let wait = match &stopping {
+            Some((_, deadline)) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                // Past the deadline the calls are being hung up: look again soon.
+                if left.is_zero() {
+                    Duration::from_millis(200)
+                } else {
+                    left
+                }
+            }
+            None => {
+                let due = match health.breaker.permit() {
+                    Permit::None { until } => until,
+                    _ => planner.poll_timeout(),
+                };
+                [due, opts.until]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map_or(MAX_SLEEP, |at| (at - t).to_std().unwrap_or_default())
+            }
+        }
+        .min(MAX_SLEEP);
         tokio::select! {
             Some(j) = calls.join_next_with_id(), if !calls.is_empty() => {
                 if let Some(f) = finished(j, placed) {

@@ -564,6 +564,29 @@ impl<'p> Planner<'p> {
         self.due.first().map(|&(t, _)| utc(t))
     }
 
+    /// When [`Planner::tick`] may next hand out a call (for sleeping until then): the next
+    /// due contact, or later when pacing holds it — the instant the token bucket has a token
+    /// again. `None` when nothing is queued, or every call slot is taken (a call ending is
+    /// then what wakes the caller).
+    pub fn poll_timeout(&self) -> Option<DateTime<Utc>> {
+        let due = self.next_due()?;
+        if self.in_flight >= self.pacing.max_concurrent {
+            return None;
+        }
+        if self.tokens >= 1.0 {
+            return Some(due);
+        }
+        let rate = self.pacing.calls_per_second;
+        if rate <= 0.0 {
+            return None;
+        }
+        let last = self.last_refill?;
+        // Whole milliseconds, rounded up: never before the token is there.
+        let wait_ms = ((1.0 - self.tokens) / rate * 1000.0).ceil() as i64;
+        let token = DateTime::from_timestamp_millis(last.saturating_add(wait_ms))?;
+        Some(due.max(token))
+    }
+
     /// Calls in progress.
     pub fn in_flight(&self) -> u32 {
         self.in_flight
@@ -964,6 +987,46 @@ mod tests {
             .check(&four, lifts - chrono::Duration::milliseconds(1))
             .is_some());
         assert_eq!(rolling.check(&four, lifts), None);
+    }
+
+    /// The planner's next wake-up: the next due contact; when pacing holds a due contact, the
+    /// instant its token is there; none while every call slot is taken or nothing is queued.
+    #[test]
+    fn poll_timeout_is_the_next_due_contact_or_the_next_token() {
+        let (policy, contact) = anytime();
+        let other = Contact::new(
+            crieur_scheduler::ContactId::new("c2").unwrap_or_else(|e| panic!("{e}")),
+            "+33612345679".parse().unwrap_or_else(|e| panic!("{e}")),
+            contact.given_zone(),
+            contact.consents().to_vec(),
+        );
+        let start = t("2027-03-10T10:00:00Z");
+        let mut p = Planner::new(
+            vec![contact, other],
+            &policy,
+            CapRules::for_ruleset("none", 5),
+            RetryPolicy::default(),
+            Pacing {
+                calls_per_second: 0.5,
+                max_concurrent: 2,
+            },
+            start,
+        );
+        assert_eq!(p.poll_timeout(), Some(start));
+        // One token (the bucket holds at least one): c1 goes, c2 waits 2 s for the next.
+        assert_eq!(p.tick(start).len(), 1);
+        assert_eq!(p.poll_timeout(), Some(start + chrono::Duration::seconds(2)));
+        assert!(p
+            .tick(start + chrono::Duration::milliseconds(1_999))
+            .is_empty());
+        assert_eq!(p.tick(start + chrono::Duration::seconds(2)).len(), 1);
+        // Both slots taken: nothing to wake for until a call ends.
+        assert_eq!(p.poll_timeout(), None);
+        let end = start + chrono::Duration::seconds(30);
+        p.report(0, end, AttemptOutcome::Answered);
+        p.report(1, end, AttemptOutcome::Busy);
+        // c2 is due again after the busy delay (30 min from the exact end).
+        assert_eq!(p.poll_timeout(), Some(end + chrono::Duration::minutes(30)));
     }
 
     #[test]

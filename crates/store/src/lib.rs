@@ -381,8 +381,11 @@ impl SledStore {
                 });
             }
         }
+        // No periodic background flush: every write flushes before it returns (`durable`),
+        // and an idle store then wakes no thread.
         let db = sled::Config::new()
             .path(path)
+            .flush_every_ms(None)
             .open()
             .map_err(|e| Error::Open {
                 path: path.to_owned(),
