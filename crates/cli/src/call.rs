@@ -203,6 +203,7 @@ pub fn run(
     let call_id = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
     // The lease and the attempt it becomes carry the INVITE's instant and its call id.
     store.lease(&campaign.id, &id, contact.phone(), sent_at, &call_id)?;
+    test_pause("after-lease-before-record");
     // Durable before the INVITE leaves: the log never lacks a call that happened.
     log.append_durable(
         sent_at,

@@ -843,6 +843,28 @@ fn sigkill_after_the_call_before_its_outcome_is_written() {
     assert_recovered_and_capped(&s);
 }
 
+/// Killed after the lease but before the INVITE's record was durable: the INVITE cannot have
+/// left, so the next command releases the lease and uses up no attempt — with one attempt
+/// allowed, the call is placed.
+#[test]
+fn sigkill_after_the_lease_before_its_invite_record_uses_no_attempt() {
+    let port = free_port();
+    let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
+    call_and_kill(&s, Some("after-lease-before-record"), Duration::ZERO);
+    let mut uas = sipp(&s, port, UAS);
+    let o = s.call();
+    let _ = uas.wait();
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("recovered lease of t/c1 (c1-") && out.contains("its INVITE never left"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    let audit = s.dir.path().join("store.audit").display().to_string();
+    let o = crieur(&["audit", "replay", &audit]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+}
+
 /// Killed after the store recorded the call's end but before its outcome record: the next
 /// command writes that outcome from the store, under the call's own id, and replay finds every
 /// INVITE with its outcome.
