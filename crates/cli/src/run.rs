@@ -15,15 +15,13 @@ use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::{InviteSent, OptOutRecorded};
 use crieur_audit::{AuditLog, Record};
+use crieur_dial::fault::TrunkHealth;
 use crieur_dial::protocol::{
     attempt_number, gate, history, outcome_record, record_call, record_late_opt_out, to_attempts,
     CallRef,
 };
 use crieur_dial::Gate;
-use crieur_engine::{
-    AttemptOutcome, Breaker, BreakerState, CallVerdict, Cause, Permit, Planner, SkipNote,
-    Transition,
-};
+use crieur_engine::{AttemptOutcome, BreakerState, Cause, Permit, Planner, SkipNote, Transition};
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
 use crieur_scheduler::{Contact, Decision, Evaluator};
@@ -180,56 +178,6 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The trunk's health: its circuit breaker, and each contact's last uncounted trunk fault.
-struct TrunkHealth {
-    breaker: Breaker,
-    /// Contact → the breaker's count of served calls at its last uncounted trunk fault.
-    last_fault: HashMap<usize, u64>,
-    /// Why dialling was stopped (an authentication fault).
-    stopped: Option<String>,
-    /// A contact the trunk refused is dialled again no sooner than this (the open period).
-    retry_after: chrono::Duration,
-    /// The code of the last trunk fault that changed the breaker (for the progress line).
-    last_fault_code: &'static str,
-}
-
-impl TrunkHealth {
-    /// Whether a fault that refused contact `i` before anything rang goes uncounted: yes,
-    /// unless the same contact was refused before and the trunk has carried other calls since
-    /// (then the refusal is about this number, not the trunk: it counts).
-    fn uncounted(&mut self, i: usize, verdict: &CallVerdict) -> bool {
-        let served = self.breaker.served();
-        match verdict {
-            CallVerdict::Fault(_) => self
-                .last_fault
-                .insert(i, served)
-                .is_none_or(|then| served <= then),
-            _ => {
-                self.last_fault.remove(&i);
-                true
-            }
-        }
-    }
-
-    /// The breaker's state in words, for the progress line and the end of the run.
-    fn describe(&self) -> Option<String> {
-        match self.breaker.state() {
-            BreakerState::Closed => None,
-            BreakerState::Open { until } => Some(format!(
-                "trunk breaker open until {} ({} trunk faults in a row, last {})",
-                until.to_rfc3339(),
-                self.breaker.consecutive_faults(),
-                self.last_fault_code
-            )),
-            BreakerState::HalfOpen => Some("trunk breaker half-open: one probe call".into()),
-            BreakerState::Stopped => Some(format!(
-                "dialling stopped: {}",
-                self.stopped.as_deref().unwrap_or("trunk fault")
-            )),
-        }
-    }
-}
-
 /// A breaker transition: into the audit log (committed with the loop's next commit) and on
 /// stderr. An authentication fault also says what to do.
 fn note_transition(
@@ -324,14 +272,7 @@ async fn event_loop(
         .as_ref()
         .map(|t| t.breaker)
         .unwrap_or_default();
-    let mut health = TrunkHealth {
-        breaker: Breaker::new(breaker),
-        last_fault: HashMap::new(),
-        stopped: None,
-        retry_after: chrono::Duration::from_std(breaker.open_for)
-            .unwrap_or(chrono::Duration::seconds(60)),
-        last_fault_code: "",
-    };
+    let mut health = TrunkHealth::new(breaker);
     let progress = Progress::new();
     let r = dial_loop(
         campaign,
@@ -1000,59 +941,5 @@ impl Drop for Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crieur_engine::{BreakerConfig, FaultKind, TrunkFault};
-
-    use super::*;
-
-    fn fault() -> CallVerdict {
-        CallVerdict::Fault(TrunkFault {
-            kind: FaultKind::ServerError,
-            sip_status: Some(503),
-            detail: String::new(),
-        })
-    }
-
-    /// A contact refused again while the trunk carried nothing else stays free (the trunk is
-    /// down); refused again after the trunk served other calls, it counts (it is this number).
-    #[test]
-    fn a_repeated_refusal_counts_only_once_the_trunk_served_others_meanwhile() {
-        let mut h = TrunkHealth {
-            breaker: Breaker::new(BreakerConfig::default()),
-            last_fault: HashMap::new(),
-            stopped: None,
-            retry_after: chrono::Duration::seconds(60),
-            last_fault_code: "",
-        };
-        let t = now();
-        assert!(h.uncounted(0, &fault()));
-        h.breaker.on_call_ended(t, fault());
-        assert!(h.uncounted(1, &fault()));
-        h.breaker.on_call_ended(t, fault());
-        assert!(
-            h.uncounted(0, &fault()),
-            "nothing served between: the trunk is down"
-        );
-        h.breaker.on_call_ended(t, fault());
-        assert!(h.uncounted(2, &CallVerdict::Served));
-        h.breaker.on_call_ended(t, CallVerdict::Served);
-        assert!(
-            !h.uncounted(0, &fault()),
-            "served meanwhile: this number's own failure"
-        );
-        assert!(
-            h.uncounted(0, &fault()),
-            "nothing served since its last refusal"
-        );
-        assert!(!h.uncounted(1, &fault()));
-        assert!(h.uncounted(1, &CallVerdict::Served));
-        assert!(
-            h.uncounted(1, &fault()),
-            "its last call went through: a fresh refusal"
-        );
     }
 }
