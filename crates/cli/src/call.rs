@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
-use crieur_audit::build::{decision_record, DecisionInputs};
-use crieur_audit::record::{InviteSent, OptOutRecorded};
+use crieur_audit::record::OptOutRecorded;
 use crieur_audit::Record;
 use crieur_dial::protocol::{
-    attempt_number, gate, outcome_record, record_call, record_late_opt_out, CallRef,
+    finish_call, lease_and_record_invite, recheck, record_late_opt_out, CallRef, Rechecked,
 };
-use crieur_dial::{DialRules, Gate};
+use crieur_dial::DialRules;
 use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallRequest, Credentials, OptOutFuture, Trunk, Uac};
@@ -85,30 +84,12 @@ pub fn run(
         &crate::audit::dir_for(store_path, actx.dir.as_deref()),
         now,
     )?;
-    let Gate {
-        history,
-        opted_out,
-        refused,
-    } = gate(&rules(campaign), &*store, contact, now)?;
-    let refused = refused.map(|(why, _)| why);
-    let attempt = attempt_number(&history, &campaign.id);
-    let decision = Evaluator::new(&campaign.policy).decide(contact, now);
-    log.append(
-        now,
-        &Record::Decision(Box::new(decision_record(
-            contact,
-            &decision,
-            DecisionInputs {
-                campaign: &campaign.id,
-                now,
-                history: history.clone(),
-                opted_out,
-                refused: refused.clone(),
-                attempt,
-            },
-        ))),
-    )?;
-    if let Some(why) = refused {
+    let dial = rules(campaign);
+    let mut eval = Evaluator::new(&campaign.policy);
+    let Rechecked {
+        decision, refused, ..
+    } = recheck(&dial, &*store, &mut eval, contact, &mut log, now)?;
+    if let Some((why, _)) = refused {
         crate::audit::stop(&mut log, "refused")?;
         println!("refused   {number}: {why}");
         return Ok(ExitCode::from(EXIT_REFUSED));
@@ -153,34 +134,13 @@ pub fn run(
     #[allow(clippy::disallowed_methods)]
     let now = Utc::now();
     // Everything again: the opt-out list and the caps may have changed meanwhile.
-    let Gate {
-        history,
-        opted_out,
-        refused,
-    } = gate(&rules(campaign), &*store, contact, now)?;
-    let refused = refused.map(|(why, _)| why);
-    let recheck = Evaluator::new(&campaign.policy).decide(contact, now);
-    log.append(
-        now,
-        &Record::Decision(Box::new(decision_record(
-            contact,
-            &recheck,
-            DecisionInputs {
-                campaign: &campaign.id,
-                now,
-                history,
-                opted_out,
-                refused: refused.clone(),
-                attempt,
-            },
-        ))),
-    )?;
-    if let Some(why) = refused {
+    let again = recheck(&dial, &*store, &mut eval, contact, &mut log, now)?;
+    if let Some((why, _)) = &again.refused {
         crate::audit::stop(&mut log, "refused at the INVITE")?;
         println!("refused   {number}: {why}");
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
-    if let Decision::Skip(s) = recheck {
+    if let Decision::Skip(s) = &again.decision {
         crate::audit::stop(&mut log, "refused by the policy at the INVITE")?;
         println!(
             "refused   the policy says SKIP at the INVITE ({}):",
@@ -191,32 +151,22 @@ pub fn run(
         }
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
-    let valid_until = match &recheck {
-        Decision::Dial(d) => d.valid_until,
-        Decision::Skip(_) => now,
-    };
-    // Leased (durably) before the INVITE: after a crash from here on, the call counts.
-    let id = contact.id().clone();
+    let valid_until = again.verdict().unwrap_or(now);
     // To the microsecond, as the store keeps it: the log and the store name the same instant.
     #[allow(clippy::disallowed_methods)]
     let sent_at = crieur_dial::to_micros(Utc::now());
-    let call_id = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
-    // The lease and the attempt it becomes carry the INVITE's instant and its call id.
-    store.lease(&campaign.id, &id, contact.phone(), sent_at, &call_id)?;
-    test_pause("after-lease-before-record");
-    // Durable before the INVITE leaves: the log never lacks a call that happened.
-    log.append_durable(
+    // Leased (durably) before the INVITE, its record durable before the INVITE leaves: after
+    // a crash from here on, the call counts.
+    let call_id = lease_and_record_invite(
+        &*store,
+        &mut log,
+        &dial,
+        contact,
+        now,
+        valid_until,
         sent_at,
-        &Record::InviteSent(InviteSent {
-            call: call_id.clone(),
-            campaign: campaign.id.clone(),
-            contact: contact.id().to_string(),
-            number: number.clone(),
-            decided_at: now,
-            sent_at,
-            recheck: "dial".into(),
-            valid_until,
-        }),
+        true,
+        || test_pause("after-lease-before-record"),
     )?;
     let log = Arc::new(std::sync::Mutex::new(log));
     let hook_log = log.clone();
@@ -292,7 +242,6 @@ pub fn run(
             // The call may or may not have left: close the lease as an attempt, then fail.
             #[allow(clippy::disallowed_methods)]
             let at = crieur_dial::to_micros(Utc::now());
-            let _ = store.finish_attempt(&campaign.id, &id, contact.phone(), "local-error", at);
             if let Ok(mut log) = log.lock() {
                 let c = CallRef {
                     call: &call_id,
@@ -301,7 +250,8 @@ pub fn run(
                     sent_at,
                     ended: at,
                 };
-                let _ = log.append(at, &outcome_record(&c, "local-error"));
+                let why = e.to_string();
+                let _ = finish_call(&*store, &mut log, &c, Err(&why), "local-error", at, || {});
                 let _ = crate::audit::stop(&mut log, &format!("local error: {e}"));
             }
             return Err(e);
@@ -310,8 +260,6 @@ pub fn run(
     test_pause("after-call");
     // Refused by the trunk before anything rang: recorded, but no attempt used.
     let outcome = crate::fault::recorded_outcome(&report, true);
-    store.finish_attempt(&campaign.id, &id, contact.phone(), &outcome, ended)?;
-    test_pause("after-attempt");
     let mut late_opt_out = None;
     {
         let mut log = log
@@ -324,7 +272,15 @@ pub fn run(
             sent_at,
             ended,
         };
-        record_call(&mut log, &c, &report, &outcome, crate::audit::now())?;
+        finish_call(
+            &*store,
+            &mut log,
+            &c,
+            Ok(&report),
+            &outcome,
+            crate::audit::now(),
+            || test_pause("after-attempt"),
+        )?;
         // The person asked to opt out but it could not be recorded during the call.
         if report.ending.outcome == Outcome::OptOutFailed {
             late_opt_out = Some(record_late_opt_out(

@@ -13,14 +13,13 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
-use crieur_audit::record::{InviteSent, OptOutRecorded};
+use crieur_audit::record::OptOutRecorded;
 use crieur_audit::{AuditLog, Record};
 use crieur_dial::fault::TrunkHealth;
 use crieur_dial::protocol::{
-    attempt_number, gate, history, outcome_record, record_call, record_late_opt_out, to_attempts,
+    finish_call, history, lease_and_record_invite, recheck, record_late_opt_out, to_attempts,
     CallRef,
 };
-use crieur_dial::Gate;
 use crieur_engine::{AttemptOutcome, BreakerState, Cause, Permit, Planner, SkipNote, Transition};
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
@@ -360,6 +359,7 @@ async fn dial_loop(
     let mut remaining = planner.len() as u64;
     let mut last_count: Option<tokio::time::Instant> = None;
     let mut eval = Evaluator::new(&campaign.policy);
+    let dial = rules(campaign);
     loop {
         let t = now();
         if stopping.is_none() {
@@ -403,14 +403,22 @@ async fn dial_loop(
                     planner.cancel(o.contact, Some(now() + chrono::Duration::seconds(60)));
                     continue;
                 }
-                let (decided_at, valid_until) =
-                    match recheck(campaign, store, &mut eval, &contact, log)? {
-                        Ok(v) => v,
-                        Err(retry_at) => {
-                            planner.cancel(o.contact, retry_at);
-                            continue;
-                        }
-                    };
+                let decided_at = now();
+                let checked = recheck(
+                    &dial,
+                    &**store,
+                    &mut eval,
+                    &contact,
+                    &mut *lock(log)?,
+                    decided_at,
+                )?;
+                let valid_until = match checked.verdict() {
+                    Ok(v) => v,
+                    Err(retry_at) => {
+                        planner.cancel(o.contact, retry_at);
+                        continue;
+                    }
+                };
                 let sent_at = crieur_dial::to_micros(now());
                 if valid_until - sent_at <= chrono::Duration::milliseconds(SEND_MARGIN_MS) {
                     planner.cancel(
@@ -419,34 +427,33 @@ async fn dial_loop(
                     );
                     continue;
                 }
-                let call = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
-                match store.lease(&campaign.id, contact.id(), contact.phone(), sent_at, &call) {
-                    Ok(()) => {}
-                    Err(crieur_store::Error::Leased { .. }) => {
+                // Leased, its INVITE recorded (durable with the commit below, before any
+                // INVITE of this tick leaves).
+                let call = match lease_and_record_invite(
+                    &**store,
+                    &mut *lock(log)?,
+                    &dial,
+                    &contact,
+                    decided_at,
+                    valid_until,
+                    sent_at,
+                    false,
+                    || {},
+                ) {
+                    Ok(call) => call,
+                    Err(crieur_dial::Error::Store(crieur_store::Error::Leased { .. })) => {
                         // Another process is dialling it: not ours to call now.
                         planner.cancel(o.contact, Some(sent_at + chrono::Duration::seconds(60)));
                         continue;
                     }
-                    Err(e) => {
+                    Err(crieur_dial::Error::Store(e)) => {
                         // The store failed: place what is ready, then stop.
                         planner.cancel(o.contact, None);
                         failure = Some(anyhow::Error::from(e));
                         break;
                     }
-                }
-                lock(log)?.append(
-                    sent_at,
-                    &Record::InviteSent(InviteSent {
-                        call: call.clone(),
-                        campaign: campaign.id.clone(),
-                        contact: contact.id().to_string(),
-                        number: number.clone(),
-                        decided_at,
-                        sent_at,
-                        recheck: "dial".into(),
-                        valid_until,
-                    }),
-                )?;
+                    Err(e) => return Err(e.into()),
+                };
                 ready.push((o.contact, contact, call, sent_at));
             }
             lock(log)?.commit()?;
@@ -698,50 +705,6 @@ fn lock(log: &Arc<Mutex<AuditLog>>) -> anyhow::Result<std::sync::MutexGuard<'_, 
         .map_err(|_| anyhow!("the audit log lock was poisoned"))
 }
 
-/// The re-check's verdict: `Ok((decided at, valid until))` to dial, `Err(retry at)` not to
-/// (none: never).
-type Recheck = Result<(DateTime<Utc>, DateTime<Utc>), Option<DateTime<Utc>>>;
-
-/// The re-check just before the INVITE, at its own instant: opt-out list, caps across every
-/// campaign of the store (another process may have called meanwhile), this campaign's retry
-/// rules, and the policy. Records the decision. `Ok((decided at, valid until))` to dial; `Err(retry_at)`
-/// not to (none: never).
-fn recheck(
-    campaign: &Campaign,
-    store: &Arc<SledStore>,
-    eval: &mut Evaluator<'_>,
-    contact: &Contact,
-    log: &Arc<Mutex<AuditLog>>,
-) -> anyhow::Result<Recheck> {
-    let t = now();
-    let Gate {
-        history: h,
-        opted_out,
-        refused,
-    } = gate(&rules(campaign), &**store, contact, t)?;
-    let attempt = attempt_number(&h, &campaign.id);
-    let d = eval.decide(contact, t);
-    let until = refused.as_ref().map(|(_, until)| *until);
-    record_decision(
-        log,
-        contact,
-        &d,
-        &campaign.id,
-        t,
-        h,
-        opted_out,
-        refused.map(|(why, _)| why),
-        attempt,
-    )?;
-    if let Some(until) = until {
-        return Ok(Err(until));
-    }
-    Ok(match d {
-        Decision::Dial(d) => Ok((t, d.valid_until)),
-        Decision::Skip(s) => Err(s.next_eligible),
-    })
-}
-
 /// A call ended: store, audit, planner, counters, the trunk's breaker.
 #[allow(clippy::too_many_arguments)]
 fn finish(
@@ -762,26 +725,26 @@ fn finish(
         Ok(r) => crate::fault::recorded_outcome(r, uncounted),
         Err(_) => "local-error".to_owned(),
     };
-    store
-        .finish_attempt(&campaign.id, contact.id(), contact.phone(), &outcome, ended)
-        .with_context(|| format!("recording the outcome of {}", contact.id()))?;
-    {
-        let mut log = lock(log)?;
-        let call = CallRef {
-            call: &f.call,
-            campaign: &campaign.id,
-            contact: &contact,
-            sent_at: f.sent_at,
-            ended,
-        };
-        match &f.report {
-            Ok(r) => record_call(&mut log, &call, r, &outcome, now())?,
-            Err(e) => {
-                tracing::warn!(contact = %contact.id(), error = %e, "call failed locally");
-                log.append(ended, &outcome_record(&call, &outcome))?;
-            }
-        }
+    if let Err(e) = &f.report {
+        tracing::warn!(contact = %contact.id(), error = %e, "call failed locally");
     }
+    let call = CallRef {
+        call: &f.call,
+        campaign: &campaign.id,
+        contact: &contact,
+        sent_at: f.sent_at,
+        ended,
+    };
+    finish_call(
+        &**store,
+        &mut *lock(log)?,
+        &call,
+        f.report.as_ref().map_err(String::as_str),
+        &outcome,
+        now(),
+        || {},
+    )
+    .with_context(|| format!("recording the outcome of {}", contact.id()))?;
     if let Ok(r) = &f.report {
         match r.ending.outcome {
             Outcome::AnsweredCompleted

@@ -4,15 +4,16 @@
 //! campaign loop cannot disagree on what they check or what they record.
 
 use chrono::{DateTime, Utc};
+use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::{
-    CallEvent, Dtmf, FirstAudio, Hangup, OptOutListChange, OutcomeRecord, PastAttempt, Reason,
-    RtcpRecord, SipResponse,
+    CallEvent, Dtmf, FirstAudio, Hangup, InviteSent, OptOutListChange, OutcomeRecord, PastAttempt,
+    Reason, RtcpRecord, SipResponse,
 };
 use crieur_audit::{AuditLog, Record};
 use crieur_engine::{Attempt, AttemptOutcome, CapRules, RetryGate, RetryPolicy};
 use crieur_media::call::HangupBy;
 use crieur_media::uac::CallReport;
-use crieur_scheduler::{Contact, E164};
+use crieur_scheduler::{Contact, Decision, Evaluator, E164};
 use crieur_store::Store;
 
 use crate::Result;
@@ -283,5 +284,151 @@ fn rtcp_record(call: &str, r: &crieur_media::session::RtcpSummary) -> RtcpRecord
         round_trip_ms: r
             .round_trip
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// The re-check at the INVITE instant, as recorded.
+#[derive(Debug, Clone)]
+pub struct Rechecked {
+    /// When it was decided.
+    pub at: DateTime<Utc>,
+    /// The policy's decision at that instant.
+    pub decision: Decision,
+    /// Why the opt-out list, the history, a cap or the retry rules refused it first, and until
+    /// when (`None`: for good).
+    pub refused: Option<(Reason, Option<DateTime<Utc>>)>,
+}
+
+impl Rechecked {
+    /// `Ok(valid_until)` to dial; `Err(retry_at)` not to (`None`: never).
+    pub fn verdict(&self) -> std::result::Result<DateTime<Utc>, Option<DateTime<Utc>>> {
+        if let Some((_, until)) = &self.refused {
+            return Err(*until);
+        }
+        match &self.decision {
+            Decision::Dial(d) => Ok(d.valid_until),
+            Decision::Skip(s) => Err(s.next_eligible),
+        }
+    }
+}
+
+/// Re-checks `contact` at `now` — the opt-out list, its history, the caps across campaigns,
+/// this campaign's retry rules ([`gate`]), then the policy — and records the decision with
+/// every input replay needs (appended to `log`; the caller commits).
+pub fn recheck(
+    rules: &DialRules,
+    store: &dyn Store,
+    eval: &mut Evaluator<'_>,
+    contact: &Contact,
+    log: &mut AuditLog,
+    now: DateTime<Utc>,
+) -> Result<Rechecked> {
+    let Gate {
+        history,
+        opted_out,
+        refused,
+    } = gate(rules, store, contact, now)?;
+    let attempt = attempt_number(&history, &rules.campaign);
+    let decision = eval.decide(contact, now);
+    log.append(
+        now,
+        &Record::Decision(Box::new(decision_record(
+            contact,
+            &decision,
+            DecisionInputs {
+                campaign: &rules.campaign,
+                now,
+                history,
+                opted_out,
+                refused: refused.as_ref().map(|(why, _)| why.clone()),
+                attempt,
+            },
+        ))),
+    )?;
+    Ok(Rechecked {
+        at: now,
+        decision,
+        refused,
+    })
+}
+
+/// A call's id: the contact's id and the INVITE's instant in microseconds.
+pub fn call_id(contact: &Contact, sent_at: DateTime<Utc>) -> String {
+    format!("{}-{}", contact.id(), sent_at.timestamp_micros())
+}
+
+/// Before an INVITE: the contact is leased in the store (durable, naming the call), then its
+/// `invite-sent` record appended — made durable here when `durable`, else by the caller's
+/// next commit, which must come before the INVITE leaves. `after_lease` runs between the two
+/// (a test hook). Returns the call's id; a contact already leased is
+/// `Error::Store(crieur_store::Error::Leased)`, and nothing is recorded.
+#[allow(clippy::too_many_arguments)]
+pub fn lease_and_record_invite(
+    store: &dyn Store,
+    log: &mut AuditLog,
+    rules: &DialRules,
+    contact: &Contact,
+    decided_at: DateTime<Utc>,
+    valid_until: DateTime<Utc>,
+    sent_at: DateTime<Utc>,
+    durable: bool,
+    after_lease: impl FnOnce(),
+) -> Result<String> {
+    let call = call_id(contact, sent_at);
+    store.lease(
+        &rules.campaign,
+        contact.id(),
+        contact.phone(),
+        sent_at,
+        &call,
+    )?;
+    after_lease();
+    let record = Record::InviteSent(InviteSent {
+        call: call.clone(),
+        campaign: rules.campaign.clone(),
+        contact: contact.id().to_string(),
+        number: contact.phone().to_string(),
+        decided_at,
+        sent_at,
+        recheck: "dial".into(),
+        valid_until,
+    });
+    if durable {
+        log.append_durable(sent_at, &record)?;
+    } else {
+        log.append(sent_at, &record)?;
+    }
+    Ok(call)
+}
+
+/// After a call: the lease closed into its attempt (store, durable), then the call's records
+/// — its events and outcome, or only the outcome when its task failed (`report` an error) —
+/// appended to `log` (the caller commits). The store first, the log second: a crash between
+/// them is repaired by [`crate::reconcile`] from the store. `after_store` runs between the two
+/// (a test hook).
+#[allow(clippy::too_many_arguments)]
+pub fn finish_call(
+    store: &dyn Store,
+    log: &mut AuditLog,
+    c: &CallRef<'_>,
+    report: std::result::Result<&CallReport, &str>,
+    outcome: &str,
+    written: DateTime<Utc>,
+    after_store: impl FnOnce(),
+) -> Result<()> {
+    store.finish_attempt(
+        c.campaign,
+        c.contact.id(),
+        c.contact.phone(),
+        outcome,
+        c.ended,
+    )?;
+    after_store();
+    match report {
+        Ok(r) => record_call(log, c, r, outcome, written),
+        Err(_) => {
+            log.append(written, &outcome_record(c, outcome))?;
+            Ok(())
+        }
     }
 }
