@@ -10,6 +10,9 @@
 //! | attempt | `invite-sent`, no `outcome` | the call ended, its `outcome` record was lost | `outcome` written from the attempt |
 //! | nothing | `invite-sent`, no `outcome` | the store lost the call | `interrupted` attempt + `outcome` |
 //!
+//! (An `invite-sent` to a contact this store does not hold is another store's, in an audit
+//! directory they share: left alone.)
+//!
 //! Every `outcome` written here carries the call id of its `invite-sent` and its instant, so
 //! replay links the two. Running it again changes nothing (it is idempotent), and a crash
 //! during it leaves a state it repairs on the next run.
@@ -19,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use crieur_audit::record::{InviteSent, OutcomeRecord};
 use crieur_audit::{AuditLog, Entry, Record};
-use crieur_scheduler::E164;
+use crieur_scheduler::{ContactId, E164};
 use crieur_store::{AttemptRecord, Lease, Store};
 
 use crate::Result;
@@ -196,6 +199,17 @@ pub fn reconcile(
                 });
             }
             None => {
+                // Not a contact of this store: the call is another store's (an audit
+                // directory shared between stores); it is not this store's to account for.
+                let ours = ContactId::new(i.contact.clone())
+                    .ok()
+                    .map(|id| store.contact(&i.campaign, &id))
+                    .transpose()?
+                    .flatten()
+                    .is_some_and(|c| Some(c.phone()) == number.as_ref());
+                if !ours {
+                    continue;
+                }
                 // The store has no trace of a call the log shows placed: it counts.
                 if let Some(n) = &number {
                     store.record_attempt(

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use crieur_audit::record::{InviteSent, OptOutRecorded, OutcomeRecord};
 use crieur_audit::{AuditLog, Options, Record};
 use crieur_dial::{reconcile, Recovered};
-use crieur_scheduler::{ContactId, E164};
+use crieur_scheduler::{Contact, ContactId, E164};
 use crieur_store::{SledStore, Store};
 use proptest::prelude::*;
 
@@ -31,6 +31,23 @@ fn steps(c: Call) -> usize {
 fn t0() -> DateTime<Utc> {
     // A sub-second start: instants must survive to the microsecond.
     DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap_or_default()
+}
+
+/// The store's contacts: c0 … c3, each with its number.
+fn import(store: &SledStore) {
+    let contacts: Vec<Contact> = (0..4)
+        .map(|c| {
+            Contact::new(
+                ContactId::new(format!("c{c}")).unwrap_or_else(|e| panic!("{e}")),
+                number(c),
+                None,
+                Vec::new(),
+            )
+        })
+        .collect();
+    store
+        .upsert_contacts("t", &contacts)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn number(c: u8) -> E164 {
@@ -139,6 +156,7 @@ fn crash_and_recover(calls: &[Call], crash_after: usize) -> Result<(), TestCaseE
     let (sp, lp) = (dir.path().join("store"), dir.path().join("audit"));
     {
         let store = SledStore::open(&sp, true).unwrap_or_else(|e| panic!("{e}"));
+        import(&store);
         let mut log = AuditLog::open(&lp, Options::default()).unwrap_or_else(|e| panic!("{e}"));
         run_until(&store, &mut log, calls, crash_after);
         // Killed: nothing more is written (every step above was durable when it returned).
@@ -316,4 +334,65 @@ proptest! {
         let total: usize = calls.iter().map(|c| steps(*c)).sum();
         crash_and_recover(&calls, at % (total + 1))?;
     }
+}
+
+/// The store lost a call the log shows placed (its lease and attempt are gone): recovery
+/// counts it (an `interrupted` attempt in the store, an outcome in the log). An INVITE to a
+/// contact the store does not hold is another store's (a shared audit directory): left alone.
+#[test]
+fn a_call_the_store_lost_counts_and_another_stores_call_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (sp, lp) = (dir.path().join("store"), dir.path().join("audit"));
+    let store = SledStore::open(&sp, true).unwrap_or_else(|e| panic!("{e}"));
+    import(&store);
+    let mut log = AuditLog::open(&lp, Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let sent = t0();
+    let invite = |contact: &str, number: &str, call: &str| {
+        Record::InviteSent(InviteSent {
+            call: call.into(),
+            campaign: "t".into(),
+            contact: contact.into(),
+            number: number.into(),
+            decided_at: sent,
+            sent_at: sent,
+            recheck: "dial".into(),
+            valid_until: sent + Duration::hours(1),
+        })
+    };
+    for r in [
+        invite("c1", &number(1).to_string(), "lost-1"),
+        invite("x9", "+33612345699", "other-store-1"),
+    ] {
+        log.append_durable(sent, &r)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let entries: Vec<_> = crieur_audit::read_all(&lp)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, _, e)| e)
+        .collect();
+    let now = t0() + Duration::hours(2);
+    let done = reconcile(&store, &mut log, &entries, now).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        done,
+        vec![Recovered::Interrupted {
+            campaign: "t".into(),
+            contact: "c1".into(),
+            call: "lost-1".into(),
+        }]
+    );
+    let a = store.attempts(&number(1)).unwrap_or_default();
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].call.as_str(), a[0].outcome.as_str()),
+        ("lost-1", "interrupted")
+    );
+    let outcomes: Vec<String> = read(&lp)
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Outcome(o) => Some(o.call),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, ["lost-1"]);
 }
