@@ -28,6 +28,22 @@ fn steps(c: Call) -> usize {
     }
 }
 
+/// Opens the store at `path`. A store just dropped in this process may keep its file lock a
+/// moment (sled releases it from a background thread): the open is retried while that lock
+/// is held, and only then (the store's own tests do the same).
+fn open(path: &std::path::Path, create: bool) -> SledStore {
+    for _ in 0..500 {
+        match SledStore::open(path, create) {
+            Ok(s) => return s,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("{}: still locked after 5 s", path.display())
+}
+
 fn t0() -> DateTime<Utc> {
     // A sub-second start: instants must survive to the microsecond.
     DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap_or_default()
@@ -155,13 +171,13 @@ fn crash_and_recover(calls: &[Call], crash_after: usize) -> Result<(), TestCaseE
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (sp, lp) = (dir.path().join("store"), dir.path().join("audit"));
     {
-        let store = SledStore::open(&sp, true).unwrap_or_else(|e| panic!("{e}"));
+        let store = open(&sp, true);
         import(&store);
         let mut log = AuditLog::open(&lp, Options::default()).unwrap_or_else(|e| panic!("{e}"));
         run_until(&store, &mut log, calls, crash_after);
         // Killed: nothing more is written (every step above was durable when it returned).
     }
-    let store = SledStore::open(&sp, false).unwrap_or_else(|e| panic!("{e}"));
+    let store = open(&sp, false);
     let now = t0() + Duration::days(1);
     let recovered = {
         let mut log = AuditLog::open(&lp, Options::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -285,11 +301,11 @@ fn recovery_says_what_each_leftover_was() {
             dir.path().join(format!("{name}.audit")),
         );
         {
-            let store = SledStore::open(&sp, true).unwrap_or_else(|e| panic!("{e}"));
+            let store = open(&sp, true);
             let mut log = AuditLog::open(&lp, Options::default()).unwrap_or_else(|e| panic!("{e}"));
             run_until(&store, &mut log, calls, k);
         }
-        let store = SledStore::open(&sp, false).unwrap_or_else(|e| panic!("{e}"));
+        let store = open(&sp, false);
         let mut log = AuditLog::open(&lp, Options::default()).unwrap_or_else(|e| panic!("{e}"));
         let entries: Vec<_> = crieur_audit::read_all(&lp)
             .unwrap_or_default()
@@ -343,7 +359,7 @@ proptest! {
 fn a_call_the_store_lost_counts_and_another_stores_call_is_left_alone() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (sp, lp) = (dir.path().join("store"), dir.path().join("audit"));
-    let store = SledStore::open(&sp, true).unwrap_or_else(|e| panic!("{e}"));
+    let store = open(&sp, true);
     import(&store);
     let mut log = AuditLog::open(&lp, Options::default()).unwrap_or_else(|e| panic!("{e}"));
     let sent = t0();
