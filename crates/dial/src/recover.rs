@@ -91,12 +91,14 @@ fn legacy_closes(o: &OutcomeRecord, i: &InviteSent) -> bool {
         && o.started.timestamp() == i.sent_at.timestamp()
 }
 
-/// Whether a lease taken before the store kept call ids (empty `call`) is `i`'s.
+/// Whether a lease taken before the store kept call ids (empty `call`) is `i`'s: same
+/// contact, same second — or any instant when the lease is damaged (read as the epoch): a
+/// call that may have left is counted, never released.
 fn legacy_lease_is(l: &Lease, i: &InviteSent) -> bool {
     l.call.is_empty()
         && l.campaign == i.campaign
         && l.contact == i.contact
-        && l.at.timestamp() == i.sent_at.timestamp()
+        && (l.at.timestamp() == i.sent_at.timestamp() || l.at == DateTime::<Utc>::default())
 }
 
 /// Whether a stored attempt is the one of call `i`.
@@ -167,7 +169,12 @@ pub fn reconcile(
             continue;
         };
         let i = invites[k];
-        store.recover_lease(&lease, true, now)?;
+        if store.recover_lease(&lease, true, now)?.is_none() {
+            // The lease could not become an attempt (it was damaged): the call still counts.
+            if let Ok(n) = i.number.parse::<E164>() {
+                store.record_attempt(&n, &interrupted(i, now))?;
+            }
+        }
         if !closed.contains(&k) {
             log.append(now, &outcome(i, "interrupted", now))?;
             closed.insert(k);
@@ -212,17 +219,7 @@ pub fn reconcile(
                 }
                 // The store has no trace of a call the log shows placed: it counts.
                 if let Some(n) = &number {
-                    store.record_attempt(
-                        n,
-                        &AttemptRecord {
-                            campaign: i.campaign.clone(),
-                            contact: i.contact.clone(),
-                            started: i.sent_at,
-                            ended: now,
-                            outcome: "interrupted".into(),
-                            call: i.call.clone(),
-                        },
-                    )?;
+                    store.record_attempt(n, &interrupted(i, now))?;
                 }
                 log.append(now, &outcome(i, "interrupted", now))?;
                 done.push(Recovered::Interrupted {
@@ -235,6 +232,18 @@ pub fn reconcile(
     }
     log.commit()?;
     Ok(done)
+}
+
+/// The `interrupted` attempt of INVITE `i`, ended at `now`.
+fn interrupted(i: &InviteSent, now: DateTime<Utc>) -> AttemptRecord {
+    AttemptRecord {
+        campaign: i.campaign.clone(),
+        contact: i.contact.clone(),
+        started: i.sent_at,
+        ended: now,
+        outcome: "interrupted".into(),
+        call: i.call.clone(),
+    }
 }
 
 /// The `outcome` record closing INVITE `i`.

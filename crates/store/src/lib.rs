@@ -1497,6 +1497,33 @@ mod tests {
         assert_eq!(s.attempts(&nb).ok(), Some(vec![lost]));
     }
 
+    /// A damaged lease is still listed (at the epoch, no call id: the caller counts it if
+    /// the log shows a call of that contact) and recovering it removes it, whatever it was.
+    #[test]
+    fn a_damaged_lease_is_listed_and_removed_on_recovery() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = open(&dir.path().join("s"));
+        s.leases
+            .insert(lease_key("c", "a"), &[0xff_u8; 3][..])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let leases = s.leases().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            leases,
+            vec![Lease {
+                campaign: "c".into(),
+                contact: "a".into(),
+                at: DateTime::<Utc>::default(),
+                call: String::new(),
+            }]
+        );
+        assert_eq!(
+            s.recover_lease(&leases[0], true, DateTime::<Utc>::default())
+                .ok(),
+            Some(None)
+        );
+        assert_eq!(s.leases().ok(), Some(vec![]));
+    }
+
     /// A version-2 store (whole seconds, no call ids) is rewritten on open: its attempts keep
     /// their instants, in microseconds, and a leftover lease is still there to recover.
     #[test]
