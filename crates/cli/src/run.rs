@@ -15,12 +15,12 @@ use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::OptOutRecorded;
 use crieur_audit::{AuditLog, Record};
-use crieur_dial::fault::TrunkHealth;
+use crieur_dial::core::{Core, Output};
 use crieur_dial::protocol::{
     finish_call, history, lease_and_record_invite, recheck, record_late_opt_out, to_attempts,
     CallRef,
 };
-use crieur_engine::{AttemptOutcome, BreakerState, Cause, Permit, Planner, SkipNote, Transition};
+use crieur_engine::{AttemptOutcome, BreakerState, Cause, Planner, SkipNote, Transition};
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
 use crieur_scheduler::{Contact, Decision, Evaluator};
@@ -134,16 +134,17 @@ pub fn run(
     }
     log.commit()?;
     let log = Arc::new(Mutex::new(log));
+    let breaker = campaign
+        .trunk
+        .as_ref()
+        .map(|t| t.breaker)
+        .unwrap_or_default();
+    let mut core = Core::new(planner, breaker);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let result = rt.block_on(event_loop(
-        campaign,
-        &store,
-        &log,
-        &mut planner,
-        prepared,
-        &opts,
+        campaign, &store, &log, &mut core, prepared, &opts,
     ));
     let mut log = log
         .lock()
@@ -182,7 +183,6 @@ pub fn run(
 fn note_transition(
     campaign: &Campaign,
     log: &Arc<Mutex<AuditLog>>,
-    health: &mut TrunkHealth,
     progress: &Progress,
     t: &Transition,
     call: Option<&str>,
@@ -192,10 +192,7 @@ fn note_transition(
         &Record::TrunkBreaker(crate::fault::breaker_record(&campaign.id, t, call)),
     )?;
     let why = match &t.cause {
-        Cause::Fault(f) => {
-            health.last_fault_code = f.kind.code();
-            crate::fault::describe(f)
-        }
+        Cause::Fault(f) => crate::fault::describe(f),
         c => c.code().to_owned(),
     };
     let line = match t.to {
@@ -207,7 +204,6 @@ fn note_transition(
         BreakerState::HalfOpen => format!("breaker   half-open: one probe call ({why})"),
         BreakerState::Closed => format!("breaker   closed: dialling resumes ({why})"),
         BreakerState::Stopped => {
-            health.stopped = Some(why.clone());
             format!(
                 "breaker   STOPPED: {why}. Dialling stops until an operator fixes the trunk settings and runs again; no contact's attempt was used by this fault"
             )
@@ -222,7 +218,6 @@ struct Placed {
     contact: usize,
     call: String,
     sent_at: DateTime<Utc>,
-    number: String,
 }
 
 /// What the loop shares with call tasks.
@@ -246,7 +241,7 @@ async fn event_loop(
     campaign: &Campaign,
     store: &Arc<SledStore>,
     log: &Arc<Mutex<AuditLog>>,
-    planner: &mut Planner<'_>,
+    core: &mut Core<'_>,
     prepared: Prepared,
     opts: &RunOptions,
 ) -> anyhow::Result<(String, Counters)> {
@@ -266,24 +261,17 @@ async fn event_loop(
     let mut calls: JoinSet<Result<CallReport, String>> = JoinSet::new();
     let mut placed: HashMap<tokio::task::Id, Placed> = HashMap::new();
     let mut c = Counters::default();
-    let breaker = campaign
-        .trunk
-        .as_ref()
-        .map(|t| t.breaker)
-        .unwrap_or_default();
-    let mut health = TrunkHealth::new(breaker);
     let progress = Progress::new();
     let r = dial_loop(
         campaign,
         store,
         log,
-        planner,
+        core,
         opts,
         &shared,
         &mut calls,
         &mut placed,
         &mut c,
-        &mut health,
         &progress,
     )
     .await;
@@ -296,23 +284,14 @@ async fn event_loop(
             match tokio::time::timeout_at(deadline, calls.join_next_with_id()).await {
                 Ok(Some(j)) => {
                     if let Some(f) = finished(j, &mut placed) {
-                        let _ = finish(
-                            campaign,
-                            store,
-                            log,
-                            planner,
-                            &mut c,
-                            &mut health,
-                            &progress,
-                            f,
-                        );
+                        let _ = finish(campaign, store, log, core, &mut c, &progress, f);
                     }
                 }
                 _ => break,
             }
         }
     }
-    c.trunk_end = health.describe();
+    c.trunk_end = core.health().describe();
     // Let the BYEs of the last calls be retransmitted for a while before the stack stops.
     shared
         .uac
@@ -344,19 +323,18 @@ async fn dial_loop(
     campaign: &Campaign,
     store: &Arc<SledStore>,
     log: &Arc<Mutex<AuditLog>>,
-    planner: &mut Planner<'_>,
+    core: &mut Core<'_>,
     opts: &RunOptions,
     shared: &Shared,
     calls: &mut JoinSet<Result<CallReport, String>>,
     placed: &mut HashMap<tokio::task::Id, Placed>,
     c: &mut Counters,
-    health: &mut TrunkHealth,
     progress: &Progress,
 ) -> anyhow::Result<String> {
     let mut signals = Signals::new()?;
     let mut stopping: Option<(String, tokio::time::Instant)> = None;
     let mut idle_note: Option<DateTime<Utc>> = None;
-    let mut remaining = planner.len() as u64;
+    let mut remaining = core.planner().len() as u64;
     let mut last_count: Option<tokio::time::Instant> = None;
     let mut eval = Evaluator::new(&campaign.policy);
     let dial = rules(campaign);
@@ -370,133 +348,81 @@ async fn dial_loop(
                 ));
             }
         }
-        if let Some(tr) = health.breaker.poll(t) {
-            note_transition(campaign, log, health, progress, &tr, None)?;
-        }
         if stopping.is_none() {
-            if let Some(why) = &health.stopped {
+            if let Some(why) = &core.health().stopped {
                 stopping = Some((
                     format!("trunk fault, dialling stopped: {why}"),
                     tokio::time::Instant::now() + opts.drain,
                 ));
             }
         }
-        let permit = health.breaker.permit();
-        if stopping.is_none() && !matches!(permit, Permit::None { .. }) {
-            let mut orders = planner.tick(t);
-            if permit == Permit::Probe && orders.len() > 1 {
-                // Half-open: one probe call; the others stay due.
-                for o in orders.split_off(1) {
-                    planner.cancel(o.contact, Some(t));
+        if stopping.is_some() {
+            core.stop();
+        }
+        core.handle_timeout(t);
+        // What the core asks: each dial re-checked at its own instant, recorded, leased, its
+        // INVITE recorded; one commit for them all; then the calls leave.
+        let mut ready = Vec::new();
+        let mut failure = None;
+        while let Some(out) = core.poll_output() {
+            match out {
+                Output::Breaker { transition, call } => {
+                    note_transition(campaign, log, progress, &transition, call.as_deref())?;
+                }
+                Output::Skip { contact: i, note } => {
+                    // The planner's skip, with the inputs it had.
+                    let contact = core.contact(i);
+                    let d = eval.decide(contact, t);
+                    let opted_out = store.is_opted_out(contact.phone())?;
+                    let (h, damaged) = match history(&**store, contact)? {
+                        Ok(h) => (h, None),
+                        Err(why) => (Vec::new(), Some(why)),
+                    };
+                    let refused = damaged.or(match note {
+                        SkipNote::Cap(hit) => Some((&hit).into()),
+                        SkipNote::Policy { .. } => None,
+                    });
+                    record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
+                }
+                Output::Dial { contact: i } if failure.is_some() => core.not_dialled(i, None),
+                Output::Dial { contact: i } => {
+                    let contact = core.contact(i).clone();
+                    match dial_one(store, log, &dial, &mut eval, &contact)? {
+                        Ok((call, sent_at)) => {
+                            core.dialled(i);
+                            ready.push((i, contact, call, sent_at));
+                        }
+                        Err(Ok(retry_at)) => core.not_dialled(i, retry_at),
+                        Err(Err(e)) => {
+                            // The store failed: place what is ready, then stop.
+                            core.not_dialled(i, None);
+                            failure = Some(e);
+                        }
+                    }
                 }
             }
-            let skipped = std::mem::take(&mut planner.skipped);
-            // Each order: re-checked at its own instant, recorded, leased, its INVITE
-            // recorded; one commit for them all; then the calls leave.
-            let mut ready = Vec::new();
-            let mut failure = None;
-            for o in orders {
-                let contact = planner.contact(o.contact).clone();
-                let number = contact.phone().to_string();
-                if placed.values().any(|p| p.number == number) {
-                    // The same number under another contact id is being called right now.
-                    planner.cancel(o.contact, Some(now() + chrono::Duration::seconds(60)));
-                    continue;
-                }
-                let decided_at = now();
-                let checked = recheck(
-                    &dial,
-                    &**store,
-                    &mut eval,
-                    &contact,
-                    &mut *lock(log)?,
-                    decided_at,
-                )?;
-                let valid_until = match checked.verdict() {
-                    Ok(v) => v,
-                    Err(retry_at) => {
-                        planner.cancel(o.contact, retry_at);
-                        continue;
-                    }
-                };
-                let sent_at = crieur_dial::to_micros(now());
-                if valid_until - sent_at <= chrono::Duration::milliseconds(SEND_MARGIN_MS) {
-                    planner.cancel(
-                        o.contact,
-                        Some(valid_until.max(sent_at) + chrono::Duration::seconds(1)),
-                    );
-                    continue;
-                }
-                // Leased, its INVITE recorded (durable with the commit below, before any
-                // INVITE of this tick leaves).
-                let call = match lease_and_record_invite(
-                    &**store,
-                    &mut *lock(log)?,
-                    &dial,
-                    &contact,
-                    decided_at,
-                    valid_until,
+        }
+        lock(log)?.commit()?;
+        for (i, contact, call, sent_at) in ready {
+            c.dialled += 1;
+            c.recent.push_back(sent_at);
+            let handle = calls.spawn(place(shared, campaign, store, log, contact, call.clone()));
+            placed.insert(
+                handle.id(),
+                Placed {
+                    contact: i,
+                    call,
                     sent_at,
-                    false,
-                    || {},
-                ) {
-                    Ok(call) => call,
-                    Err(crieur_dial::Error::Store(crieur_store::Error::Leased { .. })) => {
-                        // Another process is dialling it: not ours to call now.
-                        planner.cancel(o.contact, Some(sent_at + chrono::Duration::seconds(60)));
-                        continue;
-                    }
-                    Err(crieur_dial::Error::Store(e)) => {
-                        // The store failed: place what is ready, then stop.
-                        planner.cancel(o.contact, None);
-                        failure = Some(anyhow::Error::from(e));
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                ready.push((o.contact, contact, call, sent_at));
-            }
-            lock(log)?.commit()?;
-            for (i, contact, call, sent_at) in ready {
-                health.breaker.on_call_started();
-                c.dialled += 1;
-                c.recent.push_back(sent_at);
-                let number = contact.phone().to_string();
-                let handle =
-                    calls.spawn(place(shared, campaign, store, log, contact, call.clone()));
-                placed.insert(
-                    handle.id(),
-                    Placed {
-                        contact: i,
-                        call,
-                        sent_at,
-                        number,
-                    },
-                );
-            }
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            // The planner's skips, each with the inputs it had.
-            for (i, note) in &skipped {
-                let contact = planner.contact(*i);
-                let d = eval.decide(contact, t);
-                let opted_out = store.is_opted_out(contact.phone())?;
-                let (h, damaged) = match history(&**store, contact)? {
-                    Ok(h) => (h, None),
-                    Err(why) => (Vec::new(), Some(why)),
-                };
-                let refused = damaged.or(match note {
-                    SkipNote::Cap(hit) => Some(hit.into()),
-                    SkipNote::Policy { .. } => None,
-                });
-                record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
-            }
+                },
+            );
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         // Calls that ended.
         while let Some(j) = calls.try_join_next_with_id() {
             if let Some(f) = finished(j, placed) {
-                finish(campaign, store, log, planner, c, health, progress, f)?;
+                finish(campaign, store, log, core, c, progress, f)?;
             }
         }
         lock(log)?.commit()?;
@@ -509,10 +435,10 @@ async fn dial_loop(
             c.recent.pop_front();
         }
         let in_flight = calls.len() as u64;
-        let next = planner.next_due();
+        let next = core.planner().next_due();
         // Counting what remains is O(contacts): once a second is plenty for a display.
         if last_count.is_none_or(|l: tokio::time::Instant| l.elapsed() >= Duration::from_secs(1)) {
-            remaining = planner.remaining() as u64;
+            remaining = core.planner().remaining() as u64;
             last_count = Some(tokio::time::Instant::now());
         }
         progress.show(
@@ -520,7 +446,7 @@ async fn dial_loop(
             remaining,
             in_flight,
             next.filter(|n| *n > t && in_flight == 0),
-            health.describe().as_deref(),
+            core.health().describe().as_deref(),
         );
         // A contact not done is always queued (or in flight): an empty queue with nothing in
         // flight means every contact is done.
@@ -570,23 +496,17 @@ async fn dial_loop(
                     left
                 }
             }
-            None => {
-                let due = match health.breaker.permit() {
-                    Permit::None { until } => until,
-                    _ => planner.poll_timeout(),
-                };
-                [due, opts.until]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map_or(MAX_SLEEP, |at| (at - t).to_std().unwrap_or_default())
-            }
+            None => [core.poll_timeout(), opts.until]
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or(MAX_SLEEP, |at| (at - t).to_std().unwrap_or_default()),
         }
         .min(MAX_SLEEP);
         tokio::select! {
             Some(j) = calls.join_next_with_id(), if !calls.is_empty() => {
                 if let Some(f) = finished(j, placed) {
-                    finish(campaign, store, log, planner, c, health, progress, f)?;
+                    finish(campaign, store, log, core, c, progress, f)?;
                 }
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
@@ -607,6 +527,54 @@ async fn dial_loop(
                 }
             }
         }
+    }
+}
+
+/// What became of one dial order: `Ok((call, sent_at))` to place it (leased, its INVITE
+/// recorded); `Err(Ok(retry_at))` not placed, back at `retry_at` (never: `None`);
+/// `Err(Err(e))` the store failed.
+type Dialled = Result<(String, DateTime<Utc>), Result<Option<DateTime<Utc>>, anyhow::Error>>;
+
+/// One dial order at the INVITE instant: re-checked and recorded, then — with 200 ms of the
+/// decision's validity left — leased and its INVITE recorded (durable with the tick's
+/// commit, before the INVITE leaves).
+fn dial_one(
+    store: &Arc<SledStore>,
+    log: &Arc<Mutex<AuditLog>>,
+    dial: &crieur_dial::DialRules,
+    eval: &mut Evaluator<'_>,
+    contact: &Contact,
+) -> anyhow::Result<Dialled> {
+    let decided_at = now();
+    let checked = recheck(dial, &**store, eval, contact, &mut *lock(log)?, decided_at)?;
+    let valid_until = match checked.verdict() {
+        Ok(v) => v,
+        Err(retry_at) => return Ok(Err(Ok(retry_at))),
+    };
+    let sent_at = crieur_dial::to_micros(now());
+    if valid_until - sent_at <= chrono::Duration::milliseconds(SEND_MARGIN_MS) {
+        return Ok(Err(Ok(Some(
+            valid_until.max(sent_at) + chrono::Duration::seconds(1),
+        ))));
+    }
+    match lease_and_record_invite(
+        &**store,
+        &mut *lock(log)?,
+        dial,
+        contact,
+        decided_at,
+        valid_until,
+        sent_at,
+        false,
+        || {},
+    ) {
+        Ok(call) => Ok(Ok((call, sent_at))),
+        // Another process is dialling it: not ours to call now.
+        Err(crieur_dial::Error::Store(crieur_store::Error::Leased { .. })) => {
+            Ok(Err(Ok(Some(sent_at + chrono::Duration::seconds(60)))))
+        }
+        Err(crieur_dial::Error::Store(e)) => Ok(Err(Err(e.into()))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -711,16 +679,15 @@ fn finish(
     campaign: &Campaign,
     store: &Arc<SledStore>,
     log: &Arc<Mutex<AuditLog>>,
-    planner: &mut Planner<'_>,
+    core: &mut Core<'_>,
     c: &mut Counters,
-    health: &mut TrunkHealth,
     progress: &Progress,
     f: Finished,
 ) -> anyhow::Result<()> {
     let ended = crieur_dial::to_micros(now());
-    let contact = planner.contact(f.contact).clone();
+    let contact = core.contact(f.contact).clone();
     let verdict = crate::fault::verdict(&f.report);
-    let uncounted = health.uncounted(f.contact, &verdict);
+    let uncounted = core.uncounted(f.contact, &verdict);
     let outcome = match &f.report {
         Ok(r) => crate::fault::recorded_outcome(r, uncounted),
         Err(_) => "local-error".to_owned(),
@@ -778,14 +745,8 @@ fn finish(
     if scheduled == AttemptOutcome::TrunkFault {
         c.trunk_refused += 1;
     }
-    planner.report(f.contact, ended, scheduled);
-    if scheduled == AttemptOutcome::TrunkFault {
-        // Not at once: the trunk gets the breaker's open period to recover (an open breaker
-        // holds it longer; the contact is among the first due when dialling resumes).
-        planner.reschedule(f.contact, ended + health.retry_after);
-    }
-    if let Some(tr) = health.breaker.on_call_ended(ended, verdict) {
-        note_transition(campaign, log, health, progress, &tr, Some(&f.call))?;
+    if let Some(tr) = core.call_ended(f.contact, ended, scheduled, verdict) {
+        note_transition(campaign, log, progress, &tr, Some(&f.call))?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! leaves one of the states [`recover::reconcile`] repairs from the log when the store and the
 //! log are next opened to dial.
 
+pub mod core;
 pub mod fault;
 pub mod protocol;
 pub mod recover;
