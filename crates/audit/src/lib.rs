@@ -12,6 +12,7 @@ pub mod export;
 pub mod log;
 pub mod record;
 pub mod replay;
+pub mod report;
 pub mod verify;
 
 pub use log::{AuditLog, EncodedRecord, Options, GENESIS};

@@ -48,11 +48,13 @@ fn contact(id: &str, number: &str, windows: &str) -> Contact {
 
 fn header() -> Record {
     let p = policy();
-    Record::RunStart(RunHeader {
+    Record::RunStart(Box::new(RunHeader {
         format: FORMAT_VERSION,
         command: "test".into(),
         software: "crieur-test".into(),
         campaign: Some("t".into()),
+        campaign_file: None,
+        campaign_sha256: None,
         campaign_toml: Some("name = \"t\"\n".into()),
         policy: Some(policy_snapshot(
             &p,
@@ -70,7 +72,7 @@ fn header() -> Record {
         audio: vec![],
         tzdb_version: crieur_scheduler::tzdb_version().into(),
         phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
-    })
+    }))
 }
 
 /// A decision at `now` for `c`, as the scheduler makes it.

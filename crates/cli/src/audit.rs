@@ -89,6 +89,8 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
         command: command.into(),
         software: concat!("crieur ", env!("CARGO_PKG_VERSION")).into(),
         campaign: None,
+        campaign_file: None,
+        campaign_sha256: None,
         campaign_toml: None,
         policy: None,
         caps: None,
@@ -100,8 +102,11 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
     };
     if let Some((c, path)) = campaign {
         h.campaign = Some(c.name.clone());
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        h.campaign_file = Some(path.display().to_string());
+        h.campaign_sha256 = Some(hex::encode(Sha256::digest(&bytes)));
         h.campaign_toml = Some(
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", path.display()))?,
         );
         h.policy = Some(crieur_audit::build::policy_snapshot(
             &c.policy,
@@ -135,7 +140,7 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
             h.audio.push(audio("confirmation", conf, len)?);
         }
     }
-    Ok(Record::RunStart(h))
+    Ok(Record::RunStart(Box::new(h)))
 }
 
 /// Appends the run's stop record, durably.
@@ -180,11 +185,15 @@ pub enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
-    /// A self-contained HTML page for a reviewer.
+    /// A self-contained HTML page for a reviewer: campaign, rules, period, verification,
+    /// calls per hour against consent, timings against the 2 s rule, violations, every call.
     Report {
         dir: PathBuf,
         #[arg(long)]
         html: PathBuf,
+        /// The Ed25519 public key (64 hex characters) checkpoints must be signed with.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
     },
     /// The latest signed checkpoint, for anchoring outside the system.
     Checkpoint {
@@ -213,12 +222,7 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             pubkey,
             checkpoint,
         } => {
-            let mut opts = VerifyOptions::default();
-            if let Some(p) = pubkey {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                opts.public_key = Some(crieur_audit::verifying_key_from_hex(&text)?);
-            }
+            let mut opts = verify_options(pubkey.as_deref())?;
             if let Some(c) = checkpoint {
                 let text = std::fs::read_to_string(c)
                     .with_context(|| format!("reading {}", c.display()))?;
@@ -295,7 +299,11 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                let mut w = csv::Writer::from_writer(std::io::stdout());
+                // The header row comes first even when there is no call.
+                let mut w = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(std::io::stdout());
+                w.write_record(crieur_audit::export::COLUMNS)?;
                 for r in &rows {
                     w.serialize(r)?;
                 }
@@ -303,15 +311,16 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCmd::Report { dir, html } => {
-            let rep = crieur_audit::replay(dir)?;
-            let page = crieur_audit::export::html_report(dir, &rep)?;
-            std::fs::write(html, page).with_context(|| format!("writing {}", html.display()))?;
+        AuditCmd::Report { dir, html, pubkey } => {
+            let rep = crieur_audit::report::html_report(dir, &verify_options(pubkey.as_deref())?)?;
+            std::fs::write(html, &rep.html)
+                .with_context(|| format!("writing {}", html.display()))?;
             println!(
-                "{}: {} calls, {} violations",
+                "{}: {} calls, {} violations, chain {}",
                 html.display(),
-                rep.invites,
-                rep.violations.len()
+                rep.calls,
+                rep.violations,
+                if rep.intact { "intact" } else { "BROKEN" }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -343,6 +352,17 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Verification options with the pinned public key, if one is given.
+fn verify_options(pubkey: Option<&Path>) -> anyhow::Result<VerifyOptions> {
+    let mut opts = VerifyOptions::default();
+    if let Some(p) = pubkey {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        opts.public_key = Some(crieur_audit::verifying_key_from_hex(&text)?);
+    }
+    Ok(opts)
 }
 
 fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
