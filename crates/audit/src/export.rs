@@ -95,6 +95,7 @@ pub struct Call {
     pub windows: Vec<String>,
     answered_at: Option<DateTime<Utc>>,
     opt_out_key_at_ms: Option<u64>,
+    opt_out_at: Option<DateTime<Utc>>,
 }
 
 /// RFC 3339 UTC with milliseconds and `Z`.
@@ -179,6 +180,7 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
                     windows: info.map(|d| d.windows.clone()).unwrap_or_default(),
                     answered_at: None,
                     opt_out_key_at_ms: None,
+                    opt_out_at: None,
                 });
             }
             Record::SipResponse(r) => {
@@ -217,11 +219,7 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
             Record::OptOutRecorded(o) => {
                 if let Some(c) = at(&o.call).and_then(|k| out.get_mut(k)) {
                     c.row.optout_durable_at = utc(o.at);
-                    c.row.optout_durable_ms = c.opt_out_key_at_ms.map(|k| {
-                        let pressed = c.sent_at
-                            + chrono::Duration::milliseconds(i64::try_from(k).unwrap_or(0));
-                        ms_between(pressed, o.at)
-                    });
+                    c.opt_out_at = Some(o.at);
                 }
             }
             Record::Hangup(h) => {
@@ -238,6 +236,15 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
                 }
             }
             _ => {}
+        }
+    }
+    // The key presses are logged when the call ends, after the opt-out record (which is
+    // durable before the confirmation plays): pair them once everything is read.
+    for c in &mut out {
+        if let (Some(key), Some(durable)) = (c.opt_out_key_at_ms, c.opt_out_at) {
+            let pressed =
+                c.sent_at + chrono::Duration::milliseconds(i64::try_from(key).unwrap_or(0));
+            c.row.optout_durable_ms = Some(ms_between(pressed, durable));
         }
     }
     out

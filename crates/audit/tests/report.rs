@@ -31,7 +31,8 @@ fn ms(n: i64) -> chrono::Duration {
 
 const HOSTILE_PROOF: &str = "<img src=x onerror=\"document.title='pwned'\">";
 const CAMPAIGN: &str = "Rappel <b>vaccin</b> & \"co\"";
-const TOML: &str = "name = \"Rappel <b>vaccin</b>\"\n# </pre><script>document.title='pwned'</script>\n";
+const TOML: &str =
+    "name = \"Rappel <b>vaccin</b>\"\n# </pre><script>document.title='pwned'</script>\n";
 
 fn policy() -> Policy {
     Policy::new(
@@ -169,11 +170,17 @@ fn write_log(dir: &Path) -> Written {
     let evening = "mon-fri 18:00-20:00";
     let c1 = contact("c1", "+33612345678", evening, "form", HOSTILE_PROOF);
     let c2 = contact("c2", "+33612345679", evening, "web \"A&B\"", "sig-2");
-    let c3 = contact("c3", "+12125550123", "daily 09:00-20:00", "call-center", "rec-3");
+    let c3 = contact(
+        "c3",
+        "+12125550123",
+        "daily 09:00-20:00",
+        "call-center",
+        "rec-3",
+    );
     let c4 = contact("c4", "+33612345670", evening, "form", "p-4");
     put(header());
     put(decision(&c1, t("2027-03-03T10:00:00Z"), false)); // 11:00 Paris: outside consent
-    // c1: answered after 4 s, message at once, completed.
+                                                          // c1: answered after 4 s, message at once, completed.
     let d1 = t("2027-03-03T17:30:00Z"); // 18:30 Paris
     put(decision(&c1, d1, true));
     put(invite(&c1, "call-1", d1));
@@ -201,16 +208,17 @@ fn write_log(dir: &Path) -> Written {
         at_ms: 14_500,
         answer_to_audio_ms: 2_500,
     }));
+    // As crieur logs them: the opt-out durably during the call, the keys when it ends.
+    put(Record::OptOutRecorded(OptOutRecorded {
+        call: "call-2".into(),
+        number: c2.phone().to_string(),
+        at: d2 + ms(3 + 15_000 + 350),
+    }));
     put(Record::Dtmf(Dtmf {
         call: "call-2".into(),
         at_ms: 15_000,
         digit: '9',
         method: "rfc4733".into(),
-    }));
-    put(Record::OptOutRecorded(OptOutRecorded {
-        call: "call-2".into(),
-        number: c2.phone().to_string(),
-        at: d2 + ms(3 + 15_000 + 350),
     }));
     put(outcome(&c2, "call-2", d2, 25, "answered-opted-out"));
     // c3 (New York, 12:32 there): busy after 900 ms.
@@ -408,11 +416,18 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
     let (_tmp, page, w, source) = report();
     let dom = run_chromium(&page, &["--dump-dom"]);
     // Self-contained: no element loads anything, the style imports nothing.
-    for tag in dom.split('<').skip(1).map(|t| &t[..t.find('>').unwrap_or(t.len())]) {
+    for tag in dom
+        .split('<')
+        .skip(1)
+        .map(|t| &t[..t.find('>').unwrap_or(t.len())])
+    {
         for attr in [" src=", " href=", " srcset=", " data=", " xlink:href="] {
             assert!(!tag.contains(attr), "<{tag}> loads something");
         }
-        assert!(!tag.starts_with("link") && !tag.starts_with("iframe"), "<{tag}>");
+        assert!(
+            !tag.starts_with("link") && !tag.starts_with("iframe"),
+            "<{tag}>"
+        );
     }
     assert!(!source.contains("@import") && !source.contains("url("));
     for id in [
@@ -455,7 +470,8 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
     // Period, local and UTC.
     let period = text(section(&dom, "period"));
     assert!(
-        period.contains("2027-03-03T17:30:00.003Z UTC = 2027-03-03T18:30:00.003+01:00 Europe/Paris"),
+        period
+            .contains("2027-03-03T17:30:00.003Z UTC = 2027-03-03T18:30:00.003+01:00 Europe/Paris"),
         "{period}"
     );
     // Verification: pinned key, its fingerprint, the unproven tail.
@@ -493,17 +509,28 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
     assert_eq!(column(&dom, "zones-table", "calls"), ["1", "1", "2"]);
     assert_eq!(
         column(&dom, "outcomes-table", "outcome"),
-        ["answered-completed", "answered-opted-out", "busy", "no-answer"]
+        [
+            "answered-completed",
+            "answered-opted-out",
+            "busy",
+            "no-answer"
+        ]
     );
     // The 2 s rule: one of two first packets late; the opt-out durable in 350 ms.
     assert_eq!(column(&dom, "answer-to-audio-summary", "measured"), ["2"]);
-    assert_eq!(column(&dom, "answer-to-audio-summary", "over 2 000 ms"), ["1"]);
+    assert_eq!(
+        column(&dom, "answer-to-audio-summary", "over 2 000 ms"),
+        ["1"]
+    );
     assert_eq!(column(&dom, "optout-to-durable-summary", "max ms"), ["350"]);
     assert!(section(&dom, "latency").contains("2 s rule"));
     // Every violation with its record's seq.
     let mut seqs = column(&dom, "violations-table", "seq");
     seqs.sort();
-    let mut want = vec![w.slow_audio_seq.to_string(), w.orphan_invite_seq.to_string()];
+    let mut want = vec![
+        w.slow_audio_seq.to_string(),
+        w.orphan_invite_seq.to_string(),
+    ];
     want.sort();
     assert_eq!(seqs, want);
     let mut kinds = column(&dom, "violations-table", "kind");
@@ -583,7 +610,12 @@ fn the_call_table_sorts_when_its_column_titles_are_clicked() {
     let dom = sorted_by(&page, &source, &["number"]);
     assert_eq!(
         column(&dom, "calls-table", "number"),
-        ["+12125550123", "+33612345670", "+33612345678", "+33612345679"]
+        [
+            "+12125550123",
+            "+33612345670",
+            "+33612345678",
+            "+33612345679"
+        ]
     );
 }
 
