@@ -101,7 +101,7 @@ tr.bad td{background:#fee}.ok{color:#070;font-weight:600}.verdict{border:2px sol
 padding:.5em 1em;display:inline-block}code,pre{font-family:ui-monospace,monospace;font-size:12px}\
 pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em;max-width:80em}.hash{word-break:break-all}\
 dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:600}dd{margin:0}\
-svg{max-width:100%;height:auto}svg text{font:11px sans-serif}.note{color:#555}";
+svg{max-width:100%;height:auto}svg text{font:11px sans-serif}.scroll{overflow-x:auto}#calls-table td,#calls-table th{white-space:nowrap}.note{color:#555}";
 
 /// One table cell: escaped text, an optional sort key, a class.
 struct Cell {
@@ -236,6 +236,7 @@ fn bar_chart(
     categories: &[String],
     series: &[Series<'_>],
     rule: Option<(usize, &str)>,
+    min_group: u64,
 ) {
     let max = series
         .iter()
@@ -246,7 +247,7 @@ fn bar_chart(
     let step = tick_step(max);
     let top = max.div_ceil(step) * step;
     let (left, right, up, bottom) = (56u64, 16u64, 28u64, 64u64);
-    let group = (series.len() as u64 * 14 + 10).max(34);
+    let group = (series.len() as u64 * 14 + 10).max(min_group);
     let plot_w = group * categories.len() as u64;
     let plot_h = 220u64;
     let (w, ht) = (left + plot_w + right, up + plot_h + bottom);
@@ -430,6 +431,7 @@ fn distribution(h: &mut String, id: &str, title: &str, mut v: Vec<u64>) {
             values: &counts,
         }],
         Some((6, "2 s rule")),
+        72,
     );
     h.push_str("</div>");
 }
@@ -1023,6 +1025,7 @@ fn chart_hours(h: &mut String, calls: &[Call]) {
             },
         ],
         None,
+        34,
     );
     h.push_str(
         "<p class=\"note\">Blue: calls started in each hour of the callee's local time (its \
@@ -1294,6 +1297,7 @@ fn call_table(h: &mut String, calls: &[Call], rep: &ReplayReport) {
          a violation at its INVITE or its decision.</p>",
         calls.len()
     );
+    h.push_str("<div class=\"scroll\">");
     table(
         h,
         "calls-table",
@@ -1351,6 +1355,7 @@ fn call_table(h: &mut String, calls: &[Call], rep: &ReplayReport) {
             )
         }),
     );
+    h.push_str("</div>");
     h.push_str("</section>");
 }
 
