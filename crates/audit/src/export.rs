@@ -45,6 +45,8 @@ pub struct CallRow {
     pub ruleset: String,
     /// The INVITE's final SIP status.
     pub sip_status: Option<u16>,
+    /// INVITE → the first 18x (the callee's phone rang), when the log records it.
+    pub alerting_ms: Option<u64>,
     pub answer_to_audio_ms: Option<u64>,
     /// Opt-out key press → opt-out durable.
     pub optout_durable_ms: Option<u64>,
@@ -56,7 +58,7 @@ pub struct CallRow {
 
 /// The CSV header, in [`CallRow`]'s field order (a header row is written even when there is
 /// no call).
-pub const COLUMNS: [&str; 23] = [
+pub const COLUMNS: [&str; 24] = [
     "call",
     "campaign",
     "contact",
@@ -75,6 +77,7 @@ pub const COLUMNS: [&str; 23] = [
     "decision_seq",
     "ruleset",
     "sip_status",
+    "alerting_ms",
     "answer_to_audio_ms",
     "optout_durable_ms",
     "hangup_by",
@@ -185,9 +188,16 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
             }
             Record::SipResponse(r) => {
                 if let Some(c) = at(&r.call).and_then(|k| out.get_mut(k)) {
-                    c.row.sip_status = Some(r.status);
-                    if c.answered_at.is_none() {
-                        c.row.ring_ms = Some(r.at_ms);
+                    if r.status < 200 {
+                        // A provisional response: the first 18x says the phone rang.
+                        if (180..200).contains(&r.status) && c.row.alerting_ms.is_none() {
+                            c.row.alerting_ms = Some(r.at_ms);
+                        }
+                    } else {
+                        c.row.sip_status = Some(r.status);
+                        if c.answered_at.is_none() {
+                            c.row.ring_ms = Some(r.at_ms);
+                        }
                     }
                 }
             }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crieur_audit::build::{caps_snapshot, decision_record, policy_snapshot, DecisionInputs};
+use crieur_audit::export::CallRow;
 use crieur_audit::record::*;
 use crieur_audit::report::{html_report, key_fingerprint};
 use crieur_audit::{AuditLog, Options, VerifyOptions};
@@ -141,13 +142,14 @@ fn outcome(c: &Contact, call: &str, started: DateTime<Utc>, secs: i64, o: &str) 
 
 /// What the test knows about the log it wrote.
 struct Written {
+    opt_out_decision_seq: u64,
     slow_audio_seq: u64,
     orphan_invite_seq: u64,
     unproven: u64,
     public_key: String,
 }
 
-/// A run: a skip, four calls (completed; opted out after a slow first audio packet; busy;
+/// A run: a skip, four calls (rang then completed; opted out after a slow first audio packet; busy;
 /// an INVITE without a decision), a signed checkpoint, then two unproven records.
 fn write_log(dir: &Path) -> Written {
     let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
@@ -184,6 +186,13 @@ fn write_log(dir: &Path) -> Written {
     let d1 = t("2027-03-03T17:30:00Z"); // 18:30 Paris
     put(decision(&c1, d1, true));
     put(invite(&c1, "call-1", d1));
+    for (status, at_ms) in [(180, 1500), (200, 4000)] {
+        put(Record::SipResponse(SipResponse {
+            call: "call-1".into(),
+            status,
+            at_ms,
+        }));
+    }
     put(Record::Answered(CallEvent {
         call: "call-1".into(),
         at_ms: 4000,
@@ -197,7 +206,7 @@ fn write_log(dir: &Path) -> Written {
     // c2: answered after 12 s, first audio 2.5 s later (a violation), opt-out key at 15 s,
     // durable 350 ms later.
     let d2 = t("2027-03-03T17:31:00Z");
-    put(decision(&c2, d2, true));
+    let opt_out_decision_seq = put(decision(&c2, d2, true));
     put(invite(&c2, "call-2", d2));
     put(Record::Answered(CallEvent {
         call: "call-2".into(),
@@ -260,6 +269,7 @@ fn write_log(dir: &Path) -> Written {
     }));
     log.commit().unwrap_or_else(|e| panic!("{e}"));
     Written {
+        opt_out_decision_seq,
         slow_audio_seq,
         orphan_invite_seq,
         unproven: 2,
@@ -636,4 +646,63 @@ fn the_report_renders_to_a_screenshot() {
     );
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{e}"));
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
+}
+
+/// The export: one row per call in INVITE order, each column from its record.
+#[test]
+fn the_export_row_of_a_call_says_who_when_how_long_under_which_consent_and_decision() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let w = write_log(tmp.path());
+    let rows = crieur_audit::export::calls(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 4);
+    let fr = RuleSet::by_name("FR").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rows[1],
+        CallRow {
+            call: "call-2".into(),
+            campaign: CAMPAIGN.into(),
+            contact: "c2".into(),
+            number: "+33612345679".into(),
+            zone: "Europe/Paris".into(),
+            start_local: "2027-03-03T18:31:00.003+01:00".into(),
+            start_utc: "2027-03-03T17:31:00.003Z".into(),
+            ring_ms: Some(12_000),
+            answered_at: "2027-03-03T17:31:12.003Z".into(),
+            talk_ms: Some(12_997),
+            outcome: "answered-opted-out".into(),
+            keys: "9(rfc4733)".into(),
+            optout_durable_at: "2027-03-03T17:31:15.353Z".into(),
+            consent_source: "web \"A&B\"".into(),
+            consent_proof: "sig-2".into(),
+            decision_seq: Some(w.opt_out_decision_seq),
+            ruleset: format!("FR {}", fr.version()),
+            sip_status: None,
+            alerting_ms: None,
+            answer_to_audio_ms: Some(2_500),
+            optout_durable_ms: Some(350),
+            hangup_by: String::new(),
+            hangup_reason: String::new(),
+            ended_utc: "2027-03-03T17:31:25.000Z".into(),
+        }
+    );
+    // Rang at 1.5 s, answered at 4 s: the 180 is not the final status.
+    assert_eq!(
+        (rows[0].alerting_ms, rows[0].ring_ms, rows[0].sip_status),
+        (Some(1_500), Some(4_000), Some(200))
+    );
+    // Busy: the final response ends the ringing; no answer, no talk.
+    assert_eq!(
+        (rows[2].ring_ms, rows[2].sip_status, rows[2].talk_ms),
+        (Some(900), Some(486), None)
+    );
+    assert_eq!(rows[2].start_local, "2027-03-03T12:32:00.003-05:00");
+    // An INVITE without a decision: no zone, no consent, no decision seq.
+    assert_eq!(
+        (
+            rows[3].zone.as_str(),
+            rows[3].consent_proof.as_str(),
+            rows[3].decision_seq
+        ),
+        ("", "", None)
+    );
 }
