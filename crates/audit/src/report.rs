@@ -20,7 +20,7 @@ use crate::export::{calls_of, local, utc, Call};
 use crate::record::{Entry, Record, RunHeader};
 use crate::replay::{replay, ReplayReport, MAX_ANSWER_TO_AUDIO_MS};
 use crate::verify::{verify, VerifyOptions, VerifyReport};
-use crate::{read_all, Result};
+use crate::{read_readable, Result};
 
 /// The page and the figures the command prints.
 #[derive(Debug, Clone)]
@@ -490,15 +490,27 @@ fn fmt_dur_ms(ms: u64) -> String {
 /// Builds the report of the log in `dir`, verifying it with `opts`.
 pub fn html_report(dir: &Path, opts: &VerifyOptions) -> Result<Report> {
     let ver = verify(dir, opts)?;
-    let entries = read_all(dir)?;
-    let rep = replay(dir)?;
+    // A damaged log is reported as far as it can be read; replay needs all of it.
+    let (entries, unreadable) = read_readable(dir)?;
+    let (rep, replay_failed) = match &unreadable {
+        None => (replay(dir)?, None),
+        Some(e) => (ReplayReport::default(), Some(e.to_string())),
+    };
     let calls = calls_of(&entries);
-    let html = render(dir, opts, &ver, &rep, &entries, &calls);
+    let html = render(
+        dir,
+        opts,
+        &ver,
+        &rep,
+        replay_failed.as_deref(),
+        &entries,
+        &calls,
+    );
     Ok(Report {
         html,
         calls: calls.len(),
         violations: rep.violations.len(),
-        intact: ver.first_break.is_none(),
+        intact: ver.first_break.is_none() && unreadable.is_none(),
     })
 }
 
@@ -507,6 +519,7 @@ fn render(
     opts: &VerifyOptions,
     ver: &VerifyReport,
     rep: &ReplayReport,
+    replay_failed: Option<&str>,
     entries: &[(String, usize, Entry)],
     calls: &[Call],
 ) -> String {
@@ -550,7 +563,7 @@ fn render(
          <title>{t}</title><style>{STYLE}</style></head><body><h1>{t}</h1>",
         t = esc(&title)
     );
-    summary(&mut h, dir, ver, rep, calls);
+    summary(&mut h, dir, ver, rep, replay_failed, calls);
     campaigns(&mut h, &runs);
     period(&mut h, entries, calls, &runs);
     verification(&mut h, opts, ver, entries);
@@ -558,7 +571,7 @@ fn render(
     zones(&mut h, calls);
     outcomes(&mut h, calls);
     latencies(&mut h, calls);
-    violations(&mut h, ver, rep);
+    violations(&mut h, ver, rep, replay_failed);
     skips(&mut h, entries);
     lists(&mut h, entries);
     call_table(&mut h, calls, rep);
@@ -575,15 +588,30 @@ fn render(
     h
 }
 
-fn summary(h: &mut String, dir: &Path, ver: &VerifyReport, rep: &ReplayReport, calls: &[Call]) {
+fn summary(
+    h: &mut String,
+    dir: &Path,
+    ver: &VerifyReport,
+    rep: &ReplayReport,
+    replay_failed: Option<&str>,
+    calls: &[Call],
+) {
     let intact = ver.first_break.is_none();
-    let clean = intact && rep.violations.is_empty();
+    let clean = intact && rep.violations.is_empty() && replay_failed.is_none();
     let _ = write!(
         h,
         "<section id=\"summary\"><p class=\"verdict {}\">{}</p><p>Log <code>{}</code>: {} \
          records, {} runs, {} decisions ({} dial, {} skip), {} calls, {} violations.</p></section>",
         if clean { "ok" } else { "bad" },
         match (intact, rep.violations.len()) {
+            _ if replay_failed.is_some() => format!(
+                "Chain {}; the log cannot be replayed: a record is unreadable.",
+                if intact {
+                    "intact"
+                } else {
+                    "BROKEN (see Verification)"
+                }
+            ),
             (true, 0) => "Chain intact; replay finds no violation.".to_owned(),
             (true, n) => format!("Chain intact; replay finds {n} violation(s)."),
             (false, n) =>
@@ -1157,7 +1185,17 @@ fn latencies(h: &mut String, calls: &[Call]) {
     h.push_str("</section>");
 }
 
-fn violations(h: &mut String, ver: &VerifyReport, rep: &ReplayReport) {
+fn violations(h: &mut String, ver: &VerifyReport, rep: &ReplayReport, failed: Option<&str>) {
+    if let Some(why) = failed {
+        let _ = write!(
+            h,
+            "<section id=\"violations\"><h2>Violations (not replayed)</h2><p class=\"bad\">\
+             Replay needs every record and this one cannot be read: {}. The sections above and \
+             below show the records before it.</p></section>",
+            esc(why)
+        );
+        return;
+    }
     let _ = write!(
         h,
         "<section id=\"violations\"><h2>Violations ({})</h2>",

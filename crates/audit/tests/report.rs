@@ -706,3 +706,28 @@ fn the_export_row_of_a_call_says_who_when_how_long_under_which_consent_and_decis
         ("", "", None)
     );
 }
+
+/// A damaged log still gets a report: the break, and what can be read before it.
+#[test]
+fn a_damaged_log_is_reported_as_far_as_it_can_be_read() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(tmp.path());
+    let seg = tmp.path().join("audit-000001.jsonl");
+    let mut bytes = std::fs::read(&seg).unwrap_or_else(|e| panic!("{e}"));
+    bytes.extend_from_slice(b"{\"seq\":99,\"not\":\"a record\"}\n");
+    std::fs::write(&seg, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let rep = html_report(tmp.path(), &VerifyOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!rep.intact);
+    assert_eq!(rep.calls, 4);
+    assert!(
+        rep.html.contains("Chain BROKEN at audit-000001.jsonl:"),
+        "{}",
+        rep.html
+    );
+    assert!(
+        rep.html.contains("Violations (not replayed)"),
+        "{}",
+        rep.html
+    );
+    assert!(rep.html.contains("<h2>Calls (4)</h2>"), "{}", rep.html);
+}
