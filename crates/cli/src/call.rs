@@ -24,7 +24,9 @@ use crate::input::{InputError, InputErrors};
 
 /// Exit code when the policy refuses the call (a `Skip`, or an opted-out number).
 pub const EXIT_REFUSED: u8 = 3;
-/// Exit code when the call was placed but not answered (busy, no answer, failure …).
+/// Exit code when the call was placed but not answered (busy, no answer, rejected, trunk or
+/// auth failure, codec mismatch, shutdown before the answer). A call answered then hung up by
+/// the callee mid-message was answered: exit 0.
 pub const EXIT_NOT_ANSWERED: u8 = 4;
 /// Exit code when the opt-out key was pressed but could not be recorded during the call.
 pub const EXIT_OPT_OUT_FAILED: u8 = 5;
@@ -237,39 +239,45 @@ pub fn run(
             }
         });
 
-        uac.call(&trunk, req, move |digit, method| -> OptOutFuture {
-            Box::pin(async move {
-                let how = format!("key {digit} by {}", method.as_str());
-                // Clock read at the edge: the opt-out's own timestamp.
-                #[allow(clippy::disallowed_methods)]
-                let at = Utc::now();
-                // Durable (flushed to disk) when add_opt_out returns.
-                let (log, call, number) =
-                    (hook_log.clone(), hook_call.clone(), hook_number.clone());
-                tokio::task::spawn_blocking(move || {
-                    hook_store
-                        .add_opt_out(&phone, at, &how)
-                        .map_err(|e| e.to_string())?;
-                    test_pause("after-opt-out");
-                    // The audit record is durable too before the confirmation plays.
-                    let mut log = log
-                        .lock()
-                        .map_err(|_| "audit log lock poisoned".to_owned())?;
-                    log.append_durable(
-                        at,
-                        &Record::OptOutRecorded(OptOutRecorded { call, number, at }),
-                    )
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+        let report = uac
+            .call(&trunk, req, move |digit, method| -> OptOutFuture {
+                Box::pin(async move {
+                    let how = format!("key {digit} by {}", method.as_str());
+                    // Clock read at the edge: the opt-out's own timestamp.
+                    #[allow(clippy::disallowed_methods)]
+                    let at = Utc::now();
+                    // Durable (flushed to disk) when add_opt_out returns.
+                    let (log, call, number) =
+                        (hook_log.clone(), hook_call.clone(), hook_number.clone());
+                    tokio::task::spawn_blocking(move || {
+                        hook_store
+                            .add_opt_out(&phone, at, &how)
+                            .map_err(|e| e.to_string())?;
+                        test_pause("after-opt-out");
+                        // The audit record is durable too before the confirmation plays.
+                        let mut log = log
+                            .lock()
+                            .map_err(|_| "audit log lock poisoned".to_owned())?;
+                        log.append_durable(
+                            at,
+                            &Record::OptOutRecorded(OptOutRecorded { call, number, at }),
+                        )
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
                 })
-                .await
-                .map_err(|e| e.to_string())?
             })
-        })
-        .await
-        .map_err(anyhow::Error::from)
+            .await?;
+        // The call ended when it returned (its BYE, if we hung up, left then); the BYE may
+        // still be retransmitting: let it, for a while, before the stack stops.
+        #[allow(clippy::disallowed_methods)]
+        let ended = Utc::now();
+        uac.wait_background(crieur_media::uac::EXIT_GRACE).await;
+        Ok::<_, anyhow::Error>((report, ended))
     });
-    let report = match result {
+    let (report, ended) = match result {
         Ok(r) => r,
         Err(e) => {
             // The call may or may not have left: close the lease as an attempt, then fail.
@@ -295,9 +303,6 @@ pub fn run(
         }
     };
     test_pause("after-call");
-    // The binary reads the clock: when the call ended.
-    #[allow(clippy::disallowed_methods)]
-    let ended = Utc::now();
     store.finish_attempt(
         &campaign.name,
         &id,
@@ -381,9 +386,10 @@ pub fn run(
         return Ok(ExitCode::from(EXIT_OPT_OUT_FAILED));
     }
     Ok(match e.outcome {
-        Outcome::AnsweredCompleted | Outcome::AnsweredOptedOut | Outcome::AnsweredNotInterested => {
-            ExitCode::SUCCESS
-        }
+        Outcome::AnsweredCompleted
+        | Outcome::AnsweredOptedOut
+        | Outcome::AnsweredNotInterested
+        | Outcome::HungUpMidMessage => ExitCode::SUCCESS,
         _ => ExitCode::from(EXIT_NOT_ANSWERED),
     })
 }
@@ -478,10 +484,16 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
         },
         ring_timeout: campaign.ring_timeout,
         max_call_length: t.max_call_length,
+        p_asserted_identity: t.p_asserted_identity.clone(),
     };
     let message = Arc::new(Message::load(&campaign.message)?);
     let confirmation = Arc::new(Message::load(confirmation)?);
-    let local = SocketAddr::new(local_ip_towards(address)?, 0);
+    // The configured SIP address (trunks whitelist IP:port), else the address that routes to
+    // the trunk on a port the system picks.
+    let local = match t.local_address {
+        Some(a) => a,
+        None => SocketAddr::new(local_ip_towards(address)?, 0),
+    };
     Ok(Prepared {
         trunk,
         local,

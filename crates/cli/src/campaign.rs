@@ -66,6 +66,12 @@ struct RawTrunk {
     calls_per_second: Option<f64>,
     #[serde(default)]
     max_concurrent_calls: Option<u32>,
+    /// Our SIP address (`IP:port`), for trunks that whitelist it.
+    #[serde(default)]
+    local_address: Option<Spanned<String>>,
+    /// `P-Asserted-Identity` (RFC 3325) on the INVITE.
+    #[serde(default)]
+    p_asserted_identity: Option<Spanned<String>>,
 }
 
 /// Where the trunk password comes from. The password itself is read only when a call is
@@ -91,6 +97,11 @@ pub struct TrunkConfig {
     pub max_call_length: Duration,
     pub calls_per_second: Option<f64>,
     pub max_concurrent_calls: Option<u32>,
+    /// The local SIP address (IP and port) calls are placed from; `None`: the address that
+    /// routes to the trunk, any port.
+    pub local_address: Option<std::net::SocketAddr>,
+    /// `P-Asserted-Identity` URI (RFC 3325).
+    pub p_asserted_identity: Option<String>,
 }
 
 impl TrunkConfig {
@@ -748,6 +759,33 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
             "expected at most 14400 (4 hours)".into(),
         );
     }
+    let local_address = t.local_address.as_ref().and_then(|a| {
+        match a.get_ref().parse::<std::net::SocketAddr>() {
+            // Via, Contact and SDP carry it: it must be an address the trunk can reach.
+            Ok(s) if !s.ip().is_unspecified() => Some(s),
+            _ => {
+                cx.err(
+                    a.span(),
+                    "trunk.local_address",
+                    Some(a.get_ref()),
+                    "expected <IP>:<port> of this host, e.g. 203.0.113.5:5060 or [2001:db8::5]:5060 \
+                     (not a wildcard; port 0 for any)"
+                        .into(),
+                );
+                None
+            }
+        }
+    });
+    if let Some(p) = &t.p_asserted_identity {
+        if crieur_media::signalling::p_asserted_identity(p.get_ref()).is_none() {
+            cx.err(
+                p.span(),
+                "trunk.p_asserted_identity",
+                Some(p.get_ref()),
+                "expected a sip:, sips: or tel: URI, e.g. sip:+33100000000@example.fr".into(),
+            );
+        }
+    }
     (cx.errors.len() == errors).then(|| TrunkConfig {
         uri: t.uri.get_ref().clone(),
         host,
@@ -759,5 +797,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         max_call_length,
         calls_per_second: t.calls_per_second,
         max_concurrent_calls: t.max_concurrent_calls,
+        local_address,
+        p_asserted_identity: t.p_asserted_identity.as_ref().map(|p| p.get_ref().clone()),
     })
 }

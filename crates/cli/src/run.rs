@@ -204,6 +204,11 @@ async fn event_loop(
             }
         }
     }
+    // Let the BYEs of the last calls be retransmitted for a while before the stack stops.
+    shared
+        .uac
+        .wait_background(crieur_media::uac::EXIT_GRACE)
+        .await;
     r.map(|why| (why, c))
 }
 

@@ -607,6 +607,83 @@ fn the_not_interested_key_is_a_refusal_that_holds_the_number_across_campaigns() 
     assert!(out.contains("(not-interested): no contact until"), "{out}");
 }
 
+#[test]
+fn a_callee_hanging_up_mid_message_was_answered_exit_0() {
+    let port = free_port();
+    let s = Setup::new(port, "daily 00:00-24:00", "");
+    // Answers, then hangs up 300 ms into the 1 s message.
+    let cut = UAS_OPT_OUT
+        .find("  <send><![CDATA[\nINFO")
+        .unwrap_or_else(|| panic!("scenario changed"));
+    let scenario = format!(
+        r#"{}  <send><![CDATA[
+BYE [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"#,
+        &UAS_OPT_OUT[..cut]
+    );
+    let mut uas = sipp(&s, port, &scenario);
+    let o = s.call();
+    let sipp_ok = uas.wait().map(|st| st.success()).unwrap_or(false);
+    let out = text(&o.stdout);
+    assert!(out.contains("outcome   hung-up-mid-message"), "{out}");
+    // Answered: not exit 4 ("placed but not answered").
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(sipp_ok, "sipp did not count the call successful");
+}
+
+#[test]
+fn trunk_local_address_and_p_asserted_identity_are_used() {
+    let port = free_port();
+    let local = free_port();
+    let s = Setup::new(port, "daily 00:00-24:00", "");
+    // [trunk] is the file's last section.
+    let toml = s.dir.path().join("c.toml");
+    let mut c = std::fs::read_to_string(&toml).unwrap_or_else(|e| panic!("{e}"));
+    c.push_str(&format!(
+        "local_address = \"127.0.0.1:{local}\"\np_asserted_identity = \"tel:+33100000000\"\n"
+    ));
+    std::fs::write(&toml, c).unwrap_or_else(|e| panic!("{e}"));
+    // The INVITE comes from that port and says so in Via and Contact; PAI as configured.
+    let scenario = UAS.replacen(
+        r#"<recv request="INVITE" crlf="true"/>"#,
+        &format!(
+            r#"<recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="^ *SIP/2\.0/UDP 127\.0\.0\.1:{local};" search_in="hdr" header="Via:" check_it="true" assign_to="via"/>
+      <ereg regexp="@127\.0\.0\.1:{local}&gt;" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
+      <ereg regexp="^ *&lt;tel:\+33100000000&gt; *$" search_in="hdr" header="P-Asserted-Identity:" check_it="true" assign_to="pai"/>
+    </action>
+  </recv>
+  <Reference variables="via,contact,pai"/>"#
+        ),
+        1,
+    );
+    assert!(
+        scenario.contains("P-Asserted-Identity"),
+        "scenario not adapted"
+    );
+    let mut uas = sipp(&s, port, &scenario);
+    let o = s.call();
+    let sipp_ok = uas.wait().map(|st| st.success()).unwrap_or(false);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(
+        sipp_ok,
+        "the INVITE did not come from local_address or lacked the PAI"
+    );
+}
+
 /// Starts a sipp UAS with `scenario` on `port`; returns the child (killed by the caller).
 fn sipp(s: &Setup, port: u16, scenario: &str) -> std::process::Child {
     let scen = s.dir.path().join("uas.xml");

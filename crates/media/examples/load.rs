@@ -178,6 +178,7 @@ async fn main() {
         credentials: None,
         ring_timeout: Duration::from_secs(15),
         max_call_length: Duration::from_secs(f64::from(secs) as u64 + 60),
+        p_asserted_identity: None,
     });
     let in_flight = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();

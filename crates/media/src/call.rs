@@ -7,7 +7,8 @@
 //!
 //! | timer | starts | on expiry |
 //! |---|---|---|
-//! | ring timeout (≥ 15 s) | INVITE sent | CANCEL; the call ends `no-answer` when the INVITE's final response (487) arrives, or after a 32 s grace if none does |
+//! | ring timeout (≥ 15 s) | INVITE sent | CANCEL if a provisional response came (RFC 3261 §9.1 forbids it before one); the call ends `no-answer` when the INVITE's final response (487) arrives, or after a 32 s grace if none does. Without a provisional response nothing is sent: the CANCEL goes out when one arrives, else the INVITE ends by timer B (`trunk-failure`) |
+//! | no response (timer B + 2 s) | INVITE sent, only while no provisional response came | `trunk-failure` (the stack's own timer B normally ends the INVITE first) |
 //! | max call length | INVITE sent | BYE; ends `answered-completed` (message cut), or `opt-out-failed` if the opt-out is still not durable |
 //! | opt-out durability | opt-out key heard | bounded by the max call length: the confirmation plays only once the store says the opt-out is durable; if the callee hangs up first the call still waits for it |
 
@@ -114,10 +115,14 @@ pub enum Prompt {
 /// What the I/O layer must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Send CANCEL for the pending INVITE.
+    /// Send CANCEL for the pending INVITE (only once a provisional response came, or — on
+    /// shutdown — deferred by the stack until one does, RFC 3261 §9.1).
     Cancel,
-    /// Send BYE in the dialog.
-    Bye,
+    /// Send BYE in the dialog, with a `Reason` header (RFC 3326) when there is one. The call
+    /// ends when the BYE leaves ([`CallScript::handle_bye_sent`]), not when it is answered.
+    Bye { reason: Option<SipReason> },
+    /// Something for the call's timeline; nothing to do.
+    Note(&'static str),
     /// Start playing a prompt now (stopping any other).
     Play(Prompt),
     /// Stop playing.
@@ -128,6 +133,28 @@ pub enum Action {
     KeyPressed { digit: char, method: DtmfMethod },
     /// The call is over.
     Finished(Ending),
+}
+
+/// A `Reason` header value for a BYE (RFC 3326 §2): `SIP;cause=<code>;text="<text>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipReason {
+    pub cause: u16,
+    pub text: String,
+}
+
+impl std::fmt::Display for SipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `text` is a quoted-string (RFC 3261 §25.1): `"` and `\` are escaped, control
+        // characters (not allowed) are dropped.
+        write!(f, "SIP;cause={};text=\"", self.cause)?;
+        for c in self.text.chars().filter(|c| !c.is_control()) {
+            if c == '"' || c == '\\' {
+                write!(f, "\\")?;
+            }
+            write!(f, "{c}")?;
+        }
+        write!(f, "\"")
+    }
 }
 
 /// Call parameters.
@@ -142,9 +169,17 @@ pub struct ScriptConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
-    AwaitingAnswer { cancel_sent: Option<Instant> },
+    AwaitingAnswer {
+        /// A provisional response (1xx, 100 included) came: CANCEL is allowed (RFC 3261 §9.1).
+        provisional: bool,
+        /// The ring timeout passed before any provisional response: CANCEL on the first one.
+        ring_expired: bool,
+        cancel_sent: Option<Instant>,
+    },
     Playing,
-    AwaitingOptOutDurable { callee_gone: bool },
+    AwaitingOptOutDurable {
+        callee_gone: bool,
+    },
     Confirming,
     AwaitingByeSent,
     Ended,
@@ -152,6 +187,11 @@ enum State {
 
 /// Grace for the final response after CANCEL (64 × T1, the INVITE transaction's own limit).
 const CANCEL_GRACE: Duration = Duration::from_secs(32);
+/// Timer B (64 × T1, RFC 3261 §17.1.1.2): an INVITE with no response at all fails then.
+pub const TIMER_B: Duration = Duration::from_secs(32);
+/// How long past timer B the script waits for the stack to report it before ending the call
+/// itself (a bound that does not depend on the stack).
+const TIMER_B_SLACK: Duration = Duration::from_secs(2);
 
 /// One call's script.
 #[derive(Debug)]
@@ -171,7 +211,11 @@ impl CallScript {
     pub fn new(now: Instant, cfg: ScriptConfig) -> Self {
         CallScript {
             cfg,
-            state: State::AwaitingAnswer { cancel_sent: None },
+            state: State::AwaitingAnswer {
+                provisional: false,
+                ring_expired: false,
+                cancel_sent: None,
+            },
             invited: now,
             answered: None,
             first_audio: None,
@@ -196,16 +240,32 @@ impl CallScript {
         Some(self.first_audio?.saturating_duration_since(self.answered?))
     }
 
+    /// Whether a provisional response to the INVITE came (so CANCEL may be sent).
+    pub fn provisional_received(&self) -> bool {
+        !matches!(
+            self.state,
+            State::AwaitingAnswer {
+                provisional: false,
+                ..
+            }
+        )
+    }
+
     /// When [`CallScript::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let max = self.invited + self.cfg.max_call_length;
         match &self.state {
-            State::AwaitingAnswer { cancel_sent: None } => {
-                Some((self.invited + self.cfg.ring_timeout).min(max))
-            }
             State::AwaitingAnswer {
                 cancel_sent: Some(t),
+                ..
             } => Some(*t + CANCEL_GRACE),
+            State::AwaitingAnswer {
+                ring_expired: false,
+                ..
+            } => Some((self.invited + self.cfg.ring_timeout).min(max)),
+            // The ring timeout passed with no provisional response: waiting for one (then
+            // CANCEL) or for timer B.
+            State::AwaitingAnswer { .. } => Some(self.invited + TIMER_B + TIMER_B_SLACK),
             State::Playing | State::Confirming | State::AwaitingOptOutDurable { .. } => Some(max),
             _ => None,
         }
@@ -228,8 +288,12 @@ impl CallScript {
     }
 
     fn hang_up(&mut self, outcome: Outcome, reason: &str) {
+        self.hang_up_with(outcome, reason, None);
+    }
+
+    fn hang_up_with(&mut self, outcome: Outcome, reason: &str, sip_reason: Option<SipReason>) {
         self.actions.push_back(Action::StopPlayback);
-        self.actions.push_back(Action::Bye);
+        self.actions.push_back(Action::Bye { reason: sip_reason });
         self.pending_end = Some(Ending {
             outcome,
             sip_status: Some(200),
@@ -248,14 +312,9 @@ impl CallScript {
             return;
         }
         match self.state {
-            State::AwaitingAnswer { cancel_sent: None } => {
-                self.actions.push_back(Action::Cancel);
-                self.state = State::AwaitingAnswer {
-                    cancel_sent: Some(now),
-                };
-            }
             State::AwaitingAnswer {
                 cancel_sent: Some(_),
+                ..
             } => {
                 self.finish(
                     Outcome::NoAnswer,
@@ -264,6 +323,38 @@ impl CallScript {
                     HangupBy::Nobody,
                 );
             }
+            State::AwaitingAnswer {
+                provisional: true, ..
+            } => {
+                self.actions.push_back(Action::Note("ring timeout"));
+                self.actions.push_back(Action::Cancel);
+                self.state = State::AwaitingAnswer {
+                    provisional: true,
+                    ring_expired: true,
+                    cancel_sent: Some(now),
+                };
+            }
+            State::AwaitingAnswer {
+                provisional: false,
+                ring_expired: false,
+                ..
+            } => {
+                self.actions.push_back(Action::Note(
+                    "ring timeout with no provisional response: no CANCEL (RFC 3261 §9.1); \
+                     waiting for one or for timer B",
+                ));
+                self.state = State::AwaitingAnswer {
+                    provisional: false,
+                    ring_expired: true,
+                    cancel_sent: None,
+                };
+            }
+            State::AwaitingAnswer { .. } => self.finish(
+                Outcome::TrunkFailure,
+                None,
+                "timer B: no response to the INVITE",
+                HangupBy::Nobody,
+            ),
             State::AwaitingOptOutDurable { .. } => {
                 self.handle_opt_out_failed(
                     now,
@@ -282,9 +373,52 @@ impl CallScript {
         }
     }
 
+    /// A provisional response (1xx, 100 Trying included) to the INVITE. If the ring timeout
+    /// already passed, the CANCEL it held back goes now.
+    pub fn handle_provisional(&mut self, now: Instant) {
+        if let State::AwaitingAnswer {
+            ring_expired,
+            cancel_sent,
+            ..
+        } = self.state
+        {
+            let cancel_now = ring_expired && cancel_sent.is_none();
+            if cancel_now {
+                self.actions
+                    .push_back(Action::Note("provisional response after the ring timeout"));
+                self.actions.push_back(Action::Cancel);
+            }
+            self.state = State::AwaitingAnswer {
+                provisional: true,
+                ring_expired,
+                cancel_sent: if cancel_now { Some(now) } else { cancel_sent },
+            };
+        }
+    }
+
+    /// The INVITE transaction timed out (timer B, RFC 3261 §17.1.1.2): no final response.
+    pub fn handle_timer_b(&mut self, _now: Instant) {
+        if let State::AwaitingAnswer {
+            provisional,
+            cancel_sent,
+            ..
+        } = self.state
+        {
+            let (outcome, why) = match (provisional, cancel_sent) {
+                (false, _) => (Outcome::TrunkFailure, "timer B: no response to the INVITE"),
+                (true, Some(_)) => (Outcome::NoAnswer, "timer B: no final response after CANCEL"),
+                (true, None) => (
+                    Outcome::TrunkFailure,
+                    "timer B: no final response after a provisional one",
+                ),
+            };
+            self.finish(outcome, None, why, HangupBy::Nobody);
+        }
+    }
+
     /// A final non-2xx response to the INVITE.
     pub fn handle_rejected(&mut self, _now: Instant, code: u16, reason: &str) {
-        if let State::AwaitingAnswer { cancel_sent } = self.state {
+        if let State::AwaitingAnswer { cancel_sent, .. } = self.state {
             self.finish(
                 Outcome::of_status(code, cancel_sent.is_some()),
                 Some(code),
@@ -302,9 +436,10 @@ impl CallScript {
     }
 
     /// 200 OK. `codec_ok`: whether the answer named a codec we offered; if not, the call is
-    /// hung up at once as `codec-mismatch`.
+    /// hung up at once (BYE with `Reason: SIP;cause=488`, RFC 3326) as `codec-mismatch`, and
+    /// is not counted as answered.
     pub fn handle_answered(&mut self, now: Instant, codec_ok: bool) {
-        let State::AwaitingAnswer { cancel_sent } = self.state else {
+        let State::AwaitingAnswer { cancel_sent, .. } = self.state else {
             return;
         };
         if cancel_sent.is_some() {
@@ -317,12 +452,20 @@ impl CallScript {
             );
             return;
         }
-        self.answered = Some(now);
         if codec_ok {
+            self.answered = Some(now);
             self.state = State::Playing;
             self.actions.push_back(Action::Play(Prompt::Message));
         } else {
-            self.hang_up(Outcome::CodecMismatch, "no common codec in the answer");
+            let why = "no common codec in the answer";
+            self.hang_up_with(
+                Outcome::CodecMismatch,
+                why,
+                Some(SipReason {
+                    cause: 488,
+                    text: why.into(),
+                }),
+            );
         }
     }
 
@@ -392,7 +535,7 @@ impl CallScript {
             State::AwaitingOptOutDurable { .. } => {
                 self.state = State::AwaitingOptOutDurable { callee_gone: true }
             }
-            State::AwaitingByeSent => self.handle_bye_done(now),
+            State::AwaitingByeSent => self.handle_bye_sent(now),
             _ => {}
         }
     }
@@ -410,8 +553,9 @@ impl CallScript {
         }
     }
 
-    /// Our BYE got its final response (or failed): the call is over.
-    pub fn handle_bye_done(&mut self, _now: Instant) {
+    /// Our BYE left: the call is over. (Its transaction keeps retransmitting on its own; a
+    /// vanished peer does not hold the call's end for the 32 s of timer F.)
+    pub fn handle_bye_sent(&mut self, _now: Instant) {
         if self.state == State::AwaitingByeSent {
             if let Some(e) = self.pending_end.take() {
                 self.state = State::Ended;
@@ -458,7 +602,11 @@ impl CallScript {
     /// Local shutdown: end the call now.
     pub fn handle_shutdown(&mut self, _now: Instant) {
         match self.state {
-            State::AwaitingAnswer { cancel_sent: None } => {
+            State::AwaitingAnswer {
+                cancel_sent: None, ..
+            } => {
+                // Before any provisional response the stack holds the CANCEL until one comes
+                // (RFC 3261 §9.1): the phone must not go on ringing with nobody calling.
                 self.actions.push_back(Action::Cancel);
                 self.finish(
                     Outcome::LocalShutdown,
@@ -520,8 +668,11 @@ mod tests {
             }]
         );
         s.handle_prompt_done(t0 + Duration::from_secs(20), Prompt::Message);
-        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
-        s.handle_bye_done(t0 + Duration::from_secs(20));
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::StopPlayback, Action::Bye { reason: None }]
+        );
+        s.handle_bye_sent(t0 + Duration::from_secs(20));
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredCompleted));
         assert!(s.is_over());
     }
@@ -583,9 +734,9 @@ mod tests {
         );
         s.handle_key(t0, '2', DtmfMethod::Rfc4733);
         let a = drain(&mut s);
-        assert!(a.contains(&Action::Bye), "{a:?}");
+        assert!(a.contains(&Action::Bye { reason: None }), "{a:?}");
         assert!(!a.iter().any(|x| matches!(x, Action::RecordOptOut { .. })));
-        s.handle_bye_done(t0);
+        s.handle_bye_sent(t0);
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredNotInterested));
     }
 
@@ -594,12 +745,96 @@ mod tests {
         let t0 = Instant::now();
         let mut s = CallScript::new(t0, cfg());
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(20)));
+        s.handle_provisional(t0 + Duration::from_secs(1));
         s.handle_timeout(t0 + Duration::from_secs(19));
         assert!(drain(&mut s).is_empty());
         s.handle_timeout(t0 + Duration::from_secs(20));
-        assert_eq!(drain(&mut s), vec![Action::Cancel]);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::Note("ring timeout"), Action::Cancel]
+        );
         s.handle_rejected(t0 + Duration::from_secs(20), 487, "Request Terminated");
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::NoAnswer));
+    }
+
+    #[test]
+    fn ring_timeout_without_provisional_sends_no_cancel_and_ends_by_timer_b() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_timeout(t0 + Duration::from_secs(20));
+        let a = drain(&mut s);
+        assert!(!a.contains(&Action::Cancel), "{a:?}");
+        assert!(!s.provisional_received());
+        // The script's own bound is past timer B: the stack reports timer B first.
+        assert_eq!(s.poll_timeout(), Some(t0 + TIMER_B + TIMER_B_SLACK));
+        s.handle_timer_b(t0 + TIMER_B);
+        let a = drain(&mut s);
+        assert!(!a.contains(&Action::Cancel), "{a:?}");
+        let e = a.iter().find_map(|a| match a {
+            Action::Finished(e) => Some(e.clone()),
+            _ => None,
+        });
+        assert_eq!(e.as_ref().map(|e| e.outcome), Some(Outcome::TrunkFailure));
+        assert!(e.is_some_and(|e| e.reason.contains("timer B")));
+
+        // Without the stack's report, the script's bound ends it the same way.
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_timeout(t0 + Duration::from_secs(20));
+        drain(&mut s);
+        s.handle_timeout(t0 + TIMER_B + TIMER_B_SLACK);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::TrunkFailure));
+    }
+
+    #[test]
+    fn a_provisional_after_the_ring_timeout_releases_the_cancel() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_timeout(t0 + Duration::from_secs(20));
+        drain(&mut s);
+        s.handle_provisional(t0 + Duration::from_secs(25));
+        assert!(s.provisional_received());
+        let a = drain(&mut s);
+        assert_eq!(a.last(), Some(&Action::Cancel), "{a:?}");
+        // Only once.
+        s.handle_provisional(t0 + Duration::from_secs(26));
+        assert!(drain(&mut s).is_empty());
+        s.handle_rejected(t0 + Duration::from_secs(26), 487, "Request Terminated");
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::NoAnswer));
+
+        // A provisional before the ring timeout: CANCEL at the ring timeout.
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_provisional(t0 + Duration::from_secs(1));
+        assert!(drain(&mut s).is_empty());
+        s.handle_timeout(t0 + Duration::from_secs(20));
+        assert_eq!(drain(&mut s).last(), Some(&Action::Cancel));
+        s.handle_timer_b(t0 + Duration::from_secs(52));
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::NoAnswer));
+    }
+
+    #[test]
+    fn the_call_ends_when_our_bye_leaves() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_answered(t0, true);
+        s.handle_prompt_done(t0 + Duration::from_secs(10), Prompt::Message);
+        drain(&mut s);
+        assert!(!s.is_over());
+        assert_eq!(s.poll_timeout(), None);
+        s.handle_bye_sent(t0 + Duration::from_secs(10));
+        assert!(s.is_over());
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredCompleted));
+    }
+
+    #[test]
+    fn reason_header_value_is_a_quoted_string() {
+        let r = SipReason {
+            cause: 488,
+            text: "no \"common\" codec\\\n".into(),
+        };
+        assert_eq!(
+            r.to_string(),
+            r#"SIP;cause=488;text="no \"common\" codec\\""#
+        );
     }
 
     #[test]
@@ -610,8 +845,11 @@ mod tests {
         s.handle_key(t0, '9', DtmfMethod::Rfc4733);
         drain(&mut s);
         s.handle_opt_out_failed(t0, "disk full");
-        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
-        s.handle_bye_done(t0);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::StopPlayback, Action::Bye { reason: None }]
+        );
+        s.handle_bye_sent(t0);
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::OptOutFailed));
         // A hook that never returns is bounded by the max call length.
         let mut s = CallScript::new(t0, cfg());
@@ -620,13 +858,17 @@ mod tests {
         drain(&mut s);
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(120)));
         s.handle_timeout(t0 + Duration::from_secs(120));
-        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::StopPlayback, Action::Bye { reason: None }]
+        );
     }
 
     #[test]
     fn answer_crossing_cancel_is_no_answer_and_shutdown_waits_for_opt_out() {
         let t0 = Instant::now();
         let mut s = CallScript::new(t0, cfg());
+        s.handle_provisional(t0);
         s.handle_timeout(t0 + Duration::from_secs(20));
         drain(&mut s);
         s.handle_answered(t0 + Duration::from_secs(20), true);
@@ -639,8 +881,11 @@ mod tests {
         s.handle_shutdown(t0);
         assert!(drain(&mut s).is_empty());
         s.handle_opt_out_durable(t0);
-        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
-        s.handle_bye_done(t0);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::StopPlayback, Action::Bye { reason: None }]
+        );
+        s.handle_bye_sent(t0);
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredOptedOut));
 
         let mut s = CallScript::new(t0, cfg());
@@ -681,14 +926,29 @@ mod tests {
 
         let mut s = CallScript::new(t0, cfg());
         s.handle_answered(t0, false);
-        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
-        s.handle_bye_done(t0);
+        assert_eq!(
+            drain(&mut s),
+            vec![
+                Action::StopPlayback,
+                Action::Bye {
+                    reason: Some(SipReason {
+                        cause: 488,
+                        text: "no common codec in the answer".into()
+                    })
+                }
+            ]
+        );
+        assert_eq!(s.answer_to_first_audio(), None);
+        s.handle_bye_sent(t0);
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::CodecMismatch));
 
         let mut s = CallScript::new(t0, cfg());
         s.handle_answered(t0, true);
         drain(&mut s);
         s.handle_timeout(t0 + Duration::from_secs(120));
-        assert_eq!(drain(&mut s), vec![Action::StopPlayback, Action::Bye]);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::StopPlayback, Action::Bye { reason: None }]
+        );
     }
 }

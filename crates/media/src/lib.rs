@@ -4,7 +4,8 @@
 //! (RTP on an absolute 20 ms schedule), [`g711`], [`dtmf`] (RFC 4733, SIP INFO, Goertzel),
 //! [`sdp`] (offer/answer) and [`audio::Message`] (WAV → 8 kHz G.711 at load time) — take
 //! `now` and inputs and return actions. The I/O edge ([`uac`]) drives them with rsipstack and
-//! UDP sockets; every call's RTP leaves through the shared [`pacer`].
+//! UDP sockets ([`signalling`]: what the INVITE says about us, the ACK-Via fix); every call's
+//! RTP leaves through the shared [`pacer`].
 
 pub mod audio;
 pub mod call;
@@ -14,6 +15,7 @@ pub mod g711;
 pub mod pacer;
 pub mod rtp;
 pub mod sdp;
+pub mod signalling;
 pub mod uac;
 
 pub use error::Error;

@@ -18,7 +18,7 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReas
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{Method, Response, StatusCode, Transport, Uri};
+use rsipstack::sip::{Header, Method, Response, StatusCode, Transport, Uri};
 use rsipstack::transaction::endpoint::EndpointOption;
 use rsipstack::transaction::{CallIdFormat, TransactionReceiver};
 use rsipstack::transport::udp::UdpConnection;
@@ -28,6 +28,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::audio::Message;
 use crate::call::{Action, CallScript, Ending, HangupBy, Outcome, Prompt, ScriptConfig};
@@ -36,12 +37,17 @@ use crate::g711::Codec;
 use crate::pacer::{Pacer, Stream, StreamEvent};
 use crate::rtp::{self, Packetizer};
 use crate::sdp;
+use crate::signalling::{self, AckViaFix};
 use crate::Error;
 
 /// The minimum ring time: US 47 CFR 64.1200(a)(6) and UK Ofcom require 15 s.
 pub const MIN_RING_TIMEOUT: Duration = Duration::from_secs(15);
 /// The SIP socket's receive and send buffer asked for by [`Uac::start`] (4 MiB).
 pub const SIP_SOCKET_BUFFER: usize = 4 << 20;
+/// How long a process that is about to exit lets the BYE and CANCEL transactions of its
+/// ended calls go on ([`Uac::wait_background`]): 4 s covers a UDP request's first four
+/// transmissions (0, 0.5, 1.5, 3.5 s with T1 = 500 ms).
+pub const EXIT_GRACE: Duration = Duration::from_secs(4);
 /// The longest call accepted (a larger value is a configuration mistake).
 pub const MAX_CALL_LENGTH: Duration = Duration::from_secs(4 * 3600);
 
@@ -77,6 +83,9 @@ pub struct Trunk {
     pub ring_timeout: Duration,
     /// Longest call, from INVITE to BYE.
     pub max_call_length: Duration,
+    /// `P-Asserted-Identity` (RFC 3325) for trunks that take the caller's identity from it:
+    /// a `sip:`, `sips:` or `tel:` URI.
+    pub p_asserted_identity: Option<String>,
 }
 
 impl Trunk {
@@ -97,6 +106,14 @@ impl Trunk {
                 field: "max_call_length",
                 why: format!("at most {} s", MAX_CALL_LENGTH.as_secs()),
             });
+        }
+        if let Some(pai) = &self.p_asserted_identity {
+            if signalling::p_asserted_identity(pai).is_none() {
+                return Err(Error::Config {
+                    field: "p_asserted_identity",
+                    why: format!("{pai}: expected a sip:, sips: or tel: URI"),
+                });
+            }
         }
         if self.max_call_length <= self.ring_timeout {
             return Err(Error::Config {
@@ -163,6 +180,8 @@ pub struct Uac {
     local: SocketAddr,
     buffers: (usize, usize),
     pacer: Arc<Pacer>,
+    /// CANCEL and BYE transactions still running after their call ended.
+    background: TaskTracker,
     token: CancellationToken,
     _endpoint: rsipstack::transaction::endpoint::Endpoint,
 }
@@ -230,6 +249,7 @@ impl Uac {
         tl.add_transport(udp.into());
         let endpoint = EndpointBuilder::new()
             .with_user_agent(user_agent)
+            .with_inspector(Box::new(AckViaFix::default()))
             .with_transport_layer(tl)
             .with_cancel_token(token.child_token())
             // Call-IDs are ours (set per call); this only governs REGISTER and the like.
@@ -252,6 +272,7 @@ impl Uac {
             local,
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
+            background: TaskTracker::new(),
             token,
             _endpoint: endpoint,
         })
@@ -260,6 +281,18 @@ impl Uac {
     /// The RTP pacer every call of this UAC sends through.
     pub fn pacer(&self) -> &Pacer {
         &self.pacer
+    }
+
+    /// Waits up to `limit` for the CANCEL and BYE transactions of ended calls to finish (a
+    /// BYE to a vanished peer retransmits for 32 s, timer F). Call before dropping the `Uac`
+    /// at exit, so a lost BYE still gets its retransmissions. True if none is left.
+    pub async fn wait_background(&self, limit: Duration) -> bool {
+        self.background.close();
+        let done = tokio::time::timeout(limit, self.background.wait())
+            .await
+            .is_ok();
+        self.background.reopen();
+        done
     }
 
     /// The local SIP address.
@@ -307,13 +340,21 @@ impl Uac {
             .clone()
             .unwrap_or_else(|| trunk.address.to_string());
         let opt = InviteOption {
-            caller: uri(format!("sip:{}@{}", trunk.from_user, trunk.from_domain))?,
-            callee: uri(format!("sip:{}@{}", req.number, domain))?,
+            caller: uri(signalling::sip_uri(&trunk.from_user, &trunk.from_domain))?,
+            // Request-URI and To.
+            callee: uri(signalling::sip_uri(&req.number, &domain))?,
             contact: uri(format!("sip:{}@{}", trunk.from_user, self.local))?,
             destination: Some(SipAddr::new(Transport::Udp, trunk.address.into())),
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
             call_id: Some(call_id.clone()),
+            headers: Some(signalling::invite_headers(
+                trunk
+                    .p_asserted_identity
+                    .as_deref()
+                    .and_then(signalling::p_asserted_identity)
+                    .as_deref(),
+            )),
             credential: trunk.credentials.as_ref().map(|c| Credential {
                 username: c.username.clone(),
                 password: c.password.clone(),
@@ -374,6 +415,7 @@ impl Uac {
         let mut pcm = Vec::with_capacity(rtp::SAMPLES_PER_PACKET);
         let mut buf = vec![0u8; 2048];
         let mut stopping = false;
+        let mut bye_sent = false;
 
         loop {
             // Perform what the script asked for.
@@ -381,26 +423,46 @@ impl Uac {
                 let now = Instant::now();
                 match action {
                     Action::Cancel => {
-                        report
-                            .timeline
-                            .push((at(now), "ring timeout: CANCEL".into()));
+                        // rsipstack holds a CANCEL asked for before any provisional response
+                        // until one comes (RFC 3261 §9.1); the script asks for one then only
+                        // on shutdown.
+                        report.timeline.push((
+                            at(now),
+                            if script.provisional_received() {
+                                "CANCEL sent".into()
+                            } else {
+                                "CANCEL held until a provisional response (RFC 3261 §9.1)".into()
+                            },
+                        ));
                         let d = dialog.clone();
-                        tokio::spawn(async move {
+                        self.background.spawn(async move {
                             if let Err(e) = d.cancel().await {
                                 tracing::debug!(error = %e, "CANCEL");
                             }
                         });
                     }
-                    Action::Bye => {
-                        report.timeline.push((at(now), "BYE sent".into()));
-                        let (d, tx) = (dialog.clone(), sip_tx.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = d.bye().await {
+                    Action::Bye { reason } => {
+                        report.timeline.push((
+                            at(now),
+                            match &reason {
+                                Some(r) => format!("BYE sent (Reason: {r})"),
+                                None => "BYE sent".into(),
+                            },
+                        ));
+                        // The BYE's transaction retransmits on its own (timer E/F) and is
+                        // tracked so that `Uac::wait_background` can let it finish; the call
+                        // ends now, when the BYE left, not when (or whether) it is answered.
+                        let d = dialog.clone();
+                        let headers = reason.map(|r| vec![Header::Reason(r.to_string().into())]);
+                        self.background.spawn(async move {
+                            if let Err(e) = d.bye_with_headers(headers).await {
                                 tracing::debug!(error = %e, "BYE");
                             }
-                            let _ = tx.send(SipEvent::ByeDone);
                         });
+                        bye_sent = true;
+                        script.handle_bye_sent(now);
                     }
+                    Action::Note(note) => report.timeline.push((at(now), note.into())),
                     Action::Play(p) => {
                         if let Some(m) = media.as_mut() {
                             let audio = match p {
@@ -484,16 +546,16 @@ impl Uac {
                     let now = Instant::now();
                     match r {
                         Ok(Ok((_, Some(resp)))) => {
-                                                        let code = resp.status_code.code();
-                            report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                            report.final_response = Some((code, at(now)));
-                                                        // rsipstack reports timer B (no response at all) as a 408 it makes
+                            let code = resp.status_code.code();
+                            // rsipstack reports timer B (no final response) as a 408 it makes
                             // itself, which has no To tag; a trunk's own 408 has one.
                             let local = resp.to_header().ok().and_then(|t| t.tag().ok().flatten()).is_none();
                             if code == 408 && local {
-
-                                script.handle_transport_error(now, "no response from the trunk (timer B)");
+                                report.timeline.push((at(now), "timer B: no final response to the INVITE".into()));
+                                script.handle_timer_b(now);
                             } else if resp.status_code == StatusCode::OK {
+                                report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                                report.final_response = Some((code, at(now)));
                                 match sdp::parse_answer(&resp.body) {
                                     Ok(answer) => {
                                         report.codec = Some(answer.codec);
@@ -523,6 +585,8 @@ impl Uac {
                                     }
                                 }
                             } else {
+                                report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                                report.final_response = Some((code, at(now)));
                                 script.handle_rejected(now, code, &reason(&resp));
                             }
                         }
@@ -534,8 +598,9 @@ impl Uac {
                 ev = sip_rx.recv() => {
                     let now = Instant::now();
                     match ev {
-                                                Some(SipEvent::Provisional(code, why)) => {
+                        Some(SipEvent::Provisional(code, why)) => {
                             report.timeline.push((at(now), format!("{code} {why}")));
+                            script.handle_provisional(now);
                         }
                         Some(SipEvent::Info { content_type, body }) => {
                             match parse_sip_info(&content_type, &body) {
@@ -550,7 +615,6 @@ impl Uac {
                             report.timeline.push((at(now), "BYE received".into()));
                             script.handle_remote_bye(now);
                         }
-                        Some(SipEvent::ByeDone) => script.handle_bye_done(now),
                                                 Some(SipEvent::Terminated(why)) => {
                             tracing::debug!(?why, "dialog terminated");
                             if !matches!(why, TerminatedReason::UasBye | TerminatedReason::UacBye | TerminatedReason::UacCancel) {
@@ -631,7 +695,10 @@ impl Uac {
             // Dropping the stream closes it in the pacer.
         }
         // Make sure the dialog is gone (CANCEL/BYE in flight finish on their own tasks).
-        if !matches!(report.ending.hangup_by, HangupBy::Callee) && report.codec.is_some() {
+        if !bye_sent
+            && !matches!(report.ending.hangup_by, HangupBy::Callee)
+            && report.codec.is_some()
+        {
             let _ = dialog.hangup().await;
         }
         Ok(report)
@@ -676,7 +743,6 @@ enum SipEvent {
     Provisional(u16, String),
     Info { content_type: String, body: String },
     RemoteBye,
-    ByeDone,
     Terminated(TerminatedReason),
 }
 
@@ -703,10 +769,20 @@ async fn watch_states(
                 }
                 let _ = tx.send(SipEvent::Info { content_type, body });
             }
-            DialogState::Options(_, _, h)
-            | DialogState::Notify(_, _, h)
-            | DialogState::Message(_, _, h) => {
-                let _ = h.reply(StatusCode::OK).await;
+            DialogState::Options(_, _, h) => {
+                let _ = h
+                    .respond(StatusCode::OK, Some(signalling::capabilities()), None)
+                    .await;
+            }
+            DialogState::Notify(_, _, h) | DialogState::Message(_, _, h) => {
+                // Methods we do not implement (RFC 3261 §8.2.1).
+                let _ = h
+                    .respond(
+                        StatusCode::MethodNotAllowed,
+                        Some(signalling::capabilities()),
+                        None,
+                    )
+                    .await;
             }
             DialogState::Updated(_, _, h) | DialogState::Refer(_, _, h) => {
                 // Re-INVITE / UPDATE / REFER: a broadcast call keeps its media as negotiated.
@@ -745,12 +821,22 @@ async fn incoming_loop(layer: Arc<DialogLayer>, mut incoming: TransactionReceive
                     }
                 }
                 None => {
-                    let code = match method {
-                        Method::Options => StatusCode::OK,
-                        Method::Invite => StatusCode::Decline,
-                        _ => StatusCode::CallTransactionDoesNotExist,
+                    let (code, headers) = match method {
+                        Method::Ack => (None, vec![]),
+                        Method::Options => (Some(StatusCode::OK), signalling::capabilities()),
+                        Method::Invite => (Some(StatusCode::Decline), vec![]),
+                        m if signalling::ALLOWED.contains(&m) => {
+                            (Some(StatusCode::CallTransactionDoesNotExist), vec![])
+                        }
+                        // A method we do not implement (RFC 3261 §8.2.1).
+                        _ => (
+                            Some(StatusCode::MethodNotAllowed),
+                            signalling::capabilities(),
+                        ),
                     };
-                    let _ = tx.reply(code).await;
+                    if let Some(code) = code {
+                        let _ = tx.reply_with(code, headers, None).await;
+                    }
                 }
             }
             if tx.last_response.is_none() && method != Method::Ack {

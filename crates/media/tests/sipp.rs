@@ -263,6 +263,7 @@ fn trunk(addr: SocketAddr) -> Trunk {
         credentials: None,
         ring_timeout: Duration::from_secs(15),
         max_call_length: Duration::from_secs(60),
+        p_asserted_identity: None,
     }
 }
 
@@ -405,12 +406,127 @@ async fn pcma_only_answer_is_used() {
     assert!(sipp.succeeded());
 }
 
+/// BYE whose `Reason` header must match `regexp` (sipp fails the call otherwise), then 200.
+fn bye_checking_reason(regexp: &str) -> String {
+    BYE_200.replacen(
+        r#"<recv request="BYE"/>"#,
+        &format!(
+            r#"<recv request="BYE">
+    <action><ereg regexp="{regexp}" search_in="hdr" header="Reason:" check_it="true" assign_to="reason"/></action>
+  </recv>
+  <Reference variables="reason"/>"#
+        ),
+        1,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn no_common_codec_is_hung_up_as_codec_mismatch() {
-    let mut sipp = Sipp::start(&answer_scenario("18", BYE_200), &[]);
+async fn no_common_codec_is_hung_up_as_codec_mismatch_with_a_reason() {
+    // Answered with G.729 only: ACK, then BYE carrying `Reason: SIP;cause=488` (RFC 3326).
+    let bye = bye_checking_reason(
+        "^ *SIP *; *cause=488 *; *text=&quot;no common codec in the answer&quot; *$",
+    );
+    let mut sipp = Sipp::start(&answer_scenario("18", &bye), &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
     assert_eq!(r.ending.outcome, Outcome::CodecMismatch, "{}", timeline(&r));
     assert_eq!(r.rtp_sent, 0);
+    // Never counted as answered.
+    assert_eq!(r.answered_at, None);
+    assert_eq!(r.answer_to_first_audio, None);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_response_at_all_ends_by_timer_b_without_cancel() {
+    // sipp receives the INVITE (and its retransmissions) and never answers. Any other request
+    // — a CANCEL, forbidden before a provisional response (RFC 3261 §9.1) — is unexpected
+    // there and fails sipp's call.
+    let scenario = format!(
+        r#"{HEAD}  <pause milliseconds="36000"/>
+{TAIL}"#
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let t = trunk(sipp.addr());
+    let started = Instant::now();
+    let r = place(&t, tone(440.0, 0.5)).await.report;
+    let took = started.elapsed();
+    assert_eq!(r.ending.outcome, Outcome::TrunkFailure, "{}", timeline(&r));
+    assert!(r.ending.reason.contains("timer B"), "{:?}", r.ending);
+    assert!(
+        r.timeline.iter().any(|(_, s)| s.starts_with("timer B")),
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        !r.timeline.iter().any(|(_, s)| s.contains("CANCEL sent")),
+        "{}",
+        timeline(&r)
+    );
+    // No response came: none is recorded.
+    assert_eq!(r.final_response, None);
+    // Timer B is 64 × T1 = 32 s after the INVITE.
+    assert!(
+        took >= Duration::from_secs(31) && took < Duration::from_secs(36),
+        "{took:?}"
+    );
+    assert!(sipp.succeeded(), "sipp saw a request other than the INVITE");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bye_to_a_vanished_peer_ends_the_call_when_it_left() {
+    // Answers, then takes the BYE (and its retransmissions) without ever answering it.
+    let after_ack = r#"  <recv request="BYE"/>
+  <pause milliseconds="2500"/>
+"#;
+    let mut sipp = Sipp::start(&answer_scenario("0 8", after_ack), &[]);
+    let uac = Uac::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let req = CallRequest {
+        number: "+33612345678".into(),
+        message: Arc::new(tone(440.0, 1.0)),
+        confirmation: Arc::new(tone(660.0, 1.0)),
+        opt_out_key: '9',
+        not_interested_key: None,
+        keep_received_audio: false,
+        stop: None,
+    };
+    let started = Instant::now();
+    let r = uac
+        .call(&trunk(sipp.addr()), req, |_, _| -> OptOutFuture {
+            Box::pin(async { Ok(()) })
+        })
+        .await
+        .unwrap_or_else(|e| panic!("call: {e}"));
+    let took = started.elapsed();
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    let at = |what: &str| {
+        r.timeline
+            .iter()
+            .find(|(_, s)| s.starts_with(what))
+            .map(|(t, _)| *t)
+    };
+    let (bye, ended) = (at("BYE sent"), at("ended:"));
+    assert!(bye.is_some() && ended.is_some(), "{}", timeline(&r));
+    // The call ended when its BYE left, not 32 s later when timer F gave up on it.
+    assert!(
+        ended
+            .zip(bye)
+            .is_some_and(|(e, b)| e - b < Duration::from_millis(50)),
+        "{}",
+        timeline(&r)
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // The BYE's transaction is still retransmitting in the background.
+    assert!(!uac.wait_background(Duration::from_millis(300)).await);
     assert!(sipp.succeeded());
 }
 
@@ -434,8 +550,26 @@ async fn busy_and_unavailable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ring_timeout_cancels_then_487_then_ack() {
+    // The CANCEL has a single Via equal to the INVITE's top Via (RFC 3261 §9.1).
+    let head = HEAD.replacen(
+        r#"<recv request="INVITE" crlf="true"/>"#,
+        r#"<recv request="INVITE" crlf="true">
+    <action><ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="invite_via"/></action>
+  </recv>"#,
+        1,
+    );
+    let cancel = format!(
+        r#"  <recv request="CANCEL">
+    <action>{}</action>
+  </recv>
+  <nop hide="true" test="same" next="same_via"/>
+  <recv request="NEVER" timeout="100"/>
+  <label id="same_via"/>
+"#,
+        same_via_action()
+    );
     let scenario = format!(
-        r#"{HEAD}{}  <recv request="CANCEL"/>
+        r#"{head}{}{cancel}
   <send><![CDATA[
 SIP/2.0 200 OK
 [last_Via:]
@@ -689,7 +823,7 @@ async fn digest_auth_401_and_407_right_and_wrong_password() {
             // sipp's `verifyauth` reads only `Authorization`; for 407 the test checks the
             // `Proxy-Authorization` digest itself, computed independently here.
             let (port, _) = free_ports();
-            let uri = format!("sip:+33612345678@127.0.0.1:{port}");
+            let uri = format!("sip:+33612345678@127.0.0.1:{port};user=phone");
             let verify = if header == "WWW-Authenticate" {
                 r#"<verifyauth assign_to="authvalid" username="alice" password="s3cret"/>"#
                     .to_owned()
@@ -749,4 +883,236 @@ async fn a_failed_opt_out_write_hangs_up_without_confirming() {
         timeline(r)
     );
     assert!(sipp.succeeded());
+}
+
+/// `regexp` as a sipp `ereg` on `header` of the received message, failing the call when absent
+/// or different (`check_it`), or when present (`inverse`).
+fn check_header(header: &str, regexp: &str, var: &str, inverse: bool) -> String {
+    let check = if inverse {
+        r#"check_it_inverse="true""#
+    } else {
+        r#"check_it="true""#
+    };
+    format!(
+        r#"<ereg regexp="{regexp}" search_in="hdr" header="{header}:" {check} assign_to="{var}"/>"#
+    )
+}
+
+/// A regexp matching `s` literally (sipp uses POSIX extended regexps).
+fn literal(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if "\\^$.|?*+()[]{}".contains(c) {
+                format!("\\{c}")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invite_says_allow_supported_pai_and_user_phone_and_in_dialog_options_405() {
+    use crieur_media::signalling::{allow, SUPPORTED};
+    let supported = if SUPPORTED.is_empty() {
+        // Nothing supported: no Supported header at all.
+        check_header("Supported", ".", "supported", true)
+    } else {
+        check_header(
+            "Supported",
+            &format!("^ *{} *$", literal(&SUPPORTED.join(", "))),
+            "supported",
+            false,
+        )
+    };
+    let checks = [
+        check_header("Allow", &format!("^ *{} *$", literal(&allow())), "allow", false),
+        supported,
+        check_header(
+            "P-Asserted-Identity",
+            "^ *&lt;sip:\\+33100000000@crieur\\.test;user=phone&gt; *$",
+            "pai",
+            false,
+        ),
+        check_header(
+            "To",
+            "^ *&lt;sip:\\+33612345678@127\\.0\\.0\\.1:[0-9]+;user=phone&gt; *$",
+            "to",
+            false,
+        ),
+        check_header(
+            "From",
+            "^ *&lt;sip:\\+33100000000@crieur\\.test;user=phone&gt;;tag=",
+            "from",
+            false,
+        ),
+        // The Request-URI (RFC 3261 §19.1.1).
+        r#"<ereg regexp="^INVITE sip:\+33612345678@127\.0\.0\.1:[0-9]+;user=phone SIP/2\.0" search_in="msg" check_it="true" assign_to="ruri"/>"#.to_owned(),
+        // For the requests sipp sends in the dialog.
+        r#"<ereg regexp="sip:[^&gt;; ]*" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>"#.to_owned(),
+        r#"<ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>"#.to_owned(),
+    ];
+    // In the dialog: OPTIONS → 200 with Allow; MESSAGE (not implemented) → 405.
+    let in_dialog = format!(
+        "{}{}",
+        uas_request("OPTIONS", 2, None, "").replace(
+            r#"<recv response="200"/>"#,
+            &format!(
+                r#"<recv response="200"><action>{}</action></recv>
+  <Reference variables="dlg_allow"/>"#,
+                check_header(
+                    "Allow",
+                    &format!("^ *{} *$", literal(&allow())),
+                    "dlg_allow",
+                    false
+                )
+            )
+        ),
+        uas_request("MESSAGE", 3, Some("text/plain"), "hi")
+            .replace(r#"<recv response="200"/>"#, r#"<recv response="405"/>"#)
+    );
+    let scenario = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="crieur INVITE headers">
+  <recv request="INVITE" crlf="true">
+    <action>
+      {}
+    </action>
+  </recv>
+  <Reference variables="allow,supported,pai,to,from,ruri"/>
+{}{ACK}{in_dialog}{BYE_200}{TAIL}"#,
+        checks.join("\n      "),
+        response("200 OK", "", Some("0 101"))
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let mut t = trunk(sipp.addr());
+    t.p_asserted_identity = Some("sip:+33100000000@crieur.test".into());
+    let r = place(&t, tone(440.0, 2.0)).await.report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded(), "an INVITE header was missing or wrong");
+}
+
+/// sipp actions setting `same` when the received request's Via header equals `invite_via`
+/// byte for byte.
+fn same_via_action() -> &'static str {
+    r#"
+      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="req_via"/>
+      <strcmp assign_to="diff" variable="invite_via" variable2="req_via"/>
+      <test assign_to="same" variable="diff" compare="equal" value="0"/>
+    "#
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ack_of_a_486_carries_the_invite_top_via_exactly() {
+    // Like a real trunk (RFC 3581, RFC 3261 §18.2.1), sipp answers 486 with our Via plus
+    // `rport=<port>` and `received=`; the ACK must carry the INVITE's Via as it was sent
+    // (RFC 3261 §17.1.1.3), compared byte for byte.
+    let scenario = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="ACK Via">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="invite_via"/>
+      <ereg regexp="^ *(.*);rport(.*)$" search_in="hdr" header="Via:" check_it="true" assign_to="whole,pre,post"/>
+    </action>
+  </recv>
+  <Reference variables="whole"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 486 Busy Here
+Via: [$pre];rport=[remote_port][$post];received=127.0.0.2
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK">
+    <action>{}</action>
+  </recv>
+  <nop hide="true" test="same" next="good"/>
+  <!-- Different: wait for a message that never comes, which fails the call. -->
+  <recv request="NEVER" timeout="100"/>
+  <label id="good"/>
+{TAIL}"#,
+        same_via_action()
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let r = place(&trunk(sipp.addr()), tone(440.0, 0.3)).await.report;
+    assert_eq!(r.ending.outcome, Outcome::Busy, "{}", timeline(&r));
+    assert!(sipp.succeeded(), "the ACK's Via differs from the INVITE's");
+}
+
+/// An out-of-dialog request from sipp (as a UAC) to `[remote_ip]:[remote_port]`.
+fn uac_request(method: &str, cseq: u32, body: &str) -> String {
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: text/plain\n"
+    };
+    format!(
+        r#"  <send><![CDATA[
+{method} sip:crieur@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:probe@[local_ip]:[local_port]>;tag=[pid]probe[call_number]
+To: <sip:crieur@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+Max-Forwards: 70
+{ct}Content-Length: [len]
+
+{body}]]></send>
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn options_get_our_capabilities_and_unknown_methods_405() {
+    use crieur_media::signalling::allow;
+    let uac = Uac::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    // sipp as a UAC (a trunk's keepalive, then a method we do not implement).
+    let allow_check =
+        |var: &str| check_header("Allow", &format!("^ *{} *$", literal(&allow())), var, false);
+    let scenario = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="probe">
+{}  <recv response="200">
+    <action>
+      {}
+      {}
+    </action>
+  </recv>
+{}  <recv response="405">
+    <action>{}</action>
+  </recv>
+  <Reference variables="allow1,accept,allow2"/>
+{TAIL}"#,
+        uac_request("OPTIONS", 1, ""),
+        allow_check("allow1"),
+        check_header("Accept", "application/sdp", "accept", false),
+        uac_request("MESSAGE", 2, "hello"),
+        allow_check("allow2"),
+    );
+    let target = uac.local_addr().to_string();
+    // As a UAC sipp may be done before `Sipp::start` looks: started once, its exit status read.
+    // It runs in its own process; this runtime stays free to answer.
+    let ok = tokio::task::spawn_blocking(move || {
+        Sipp::start_on(free_ports().0, &scenario, &[&target]).succeeded()
+    })
+    .await
+    .unwrap_or(false);
+    assert!(ok, "OPTIONS or MESSAGE got the wrong answer");
 }
