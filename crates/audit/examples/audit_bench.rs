@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             command: "bench".into(),
             software: "bench".into(),
             campaign: Some("bench".into()),
+            campaign_name: None,
             campaign_file: None,
             campaign_sha256: None,
             campaign_toml: None,

@@ -133,6 +133,9 @@ pub struct RunHeader {
     pub command: String,
     pub software: String,
     pub campaign: Option<String>,
+    /// The campaign's display name (`campaign` is what records refer to it by).
+    #[serde(default)]
+    pub campaign_name: Option<String>,
     /// The campaign file's path as given to the command.
     #[serde(default)]
     pub campaign_file: Option<String>,

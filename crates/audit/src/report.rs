@@ -542,7 +542,12 @@ fn render(
     }
     let names: BTreeSet<&str> = runs
         .iter()
-        .filter_map(|r| r.header.campaign.as_deref())
+        .filter_map(|r| {
+            r.header
+                .campaign_name
+                .as_deref()
+                .or(r.header.campaign.as_deref())
+        })
         .collect();
     let title = if names.is_empty() {
         "crieur audit report".to_owned()
@@ -658,7 +663,15 @@ fn campaigns(h: &mut String, runs: &[Run<'_>]) {
                 esc(&computed)
             ),
         };
-        let _ = write!(h, "<div class=\"campaign\"><h3>{}</h3>", esc(name));
+        let _ = match hd.campaign_name.as_deref().filter(|n| n != name) {
+            Some(display) => write!(
+                h,
+                "<div class=\"campaign\"><h3>{} <span class=\"note\">(id {})</span></h3>",
+                esc(display),
+                esc(name)
+            ),
+            None => write!(h, "<div class=\"campaign\"><h3>{}</h3>", esc(name)),
+        };
         let mut items = vec![
             (
                 "campaign file",

@@ -68,6 +68,7 @@ fn header() -> Record {
         command: "run".into(),
         software: "crieur-test".into(),
         campaign: Some(CAMPAIGN.into()),
+        campaign_name: Some("Rappel <i>vaccin</i> 2027".into()),
         campaign_file: Some("campaigns/rappel.toml".into()),
         campaign_sha256: Some(hex::encode(Sha256::digest(TOML))),
         campaign_toml: Some(TOML.into()),
@@ -471,7 +472,10 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
     assert!(dom.contains("&lt;img src=x onerror=\"document.title='pwned'\"&gt;"));
     // Campaign identity and rules.
     let campaign = text(section(&dom, "campaign"));
-    assert!(campaign.contains(CAMPAIGN), "{campaign}");
+    assert!(
+        campaign.contains(&format!("Rappel <i>vaccin</i> 2027 (id {CAMPAIGN})")),
+        "{campaign}"
+    );
     assert!(campaign.contains(&hex::encode(Sha256::digest(TOML))));
     assert!(campaign.contains("matches the file recorded below"));
     assert!(campaign.contains("campaigns/rappel.toml"));

@@ -53,6 +53,7 @@ fn header() -> Record {
         command: "test".into(),
         software: "crieur-test".into(),
         campaign: Some("t".into()),
+        campaign_name: None,
         campaign_file: None,
         campaign_sha256: None,
         campaign_toml: Some("name = \"t\"\n".into()),

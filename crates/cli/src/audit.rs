@@ -89,6 +89,7 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
         command: command.into(),
         software: concat!("crieur ", env!("CARGO_PKG_VERSION")).into(),
         campaign: None,
+        campaign_name: None,
         campaign_file: None,
         campaign_sha256: None,
         campaign_toml: None,
@@ -103,6 +104,7 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
     if let Some((c, path)) = campaign {
         h.campaign = Some(c.name.clone());
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        h.campaign_name = Some(c.name.clone());
         h.campaign_file = Some(path.display().to_string());
         h.campaign_sha256 = Some(hex::encode(Sha256::digest(&bytes)));
         h.campaign_toml = Some(
