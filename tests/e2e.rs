@@ -234,13 +234,75 @@ Content-Length: 0
 </scenario>
 "#;
 
+/// A trunk that challenges every INVITE (401) and refuses the credentialed one (403): a
+/// wrong password.
+const WRONG_PASSWORD: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="wrong password">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 401 Unauthorized
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+WWW-Authenticate: Digest realm="crieur.test", nonce="[pid]n[call_number]", algorithm=MD5, qop="auth"
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+  <recv request="INVITE">
+    <action>
+      <ereg regexp="Digest" search_in="hdr" header="Authorization:" check_it="true" assign_to="creds"/>
+      <log message="credentials: [$creds]"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 403 Forbidden
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag02[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+"#;
+
+/// A trunk that answers every INVITE 503 at once (nothing rings).
+const UNAVAILABLE: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="503">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 503 Service Unavailable
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+"#;
+
 /// A running sipp UAS expecting `calls` calls; killed on drop.
 struct Sipp(Child);
 
 impl Sipp {
     fn start(dir: &Path, port: u16, calls: usize) -> Sipp {
-        let scen = dir.join(format!("mixed-{port}.xml"));
-        std::fs::write(&scen, MIXED).unwrap_or_else(|e| panic!("{e}"));
+        Self::start_scenario(dir, port, calls, "mixed", MIXED)
+    }
+
+    /// sipp playing `scenario` (XML), saved as `<name>-<port>.xml` in `dir`.
+    fn start_scenario(dir: &Path, port: u16, calls: usize, name: &str, scenario: &str) -> Sipp {
+        let scen = dir.join(format!("{name}-{port}.xml"));
+        std::fs::write(&scen, scenario).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new("sipp")
             .args([
                 "-sf",
@@ -369,7 +431,10 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
     let retry = "[retry]\nmax_attempts = 2\n[retry.busy]\ndelay_secs = 1\nmax_retries = 1\n\
                  [retry.no-answer]\ndelay_secs = 1\nmax_retries = 0\n\
                  [retry.failed]\ndelay_secs = 1\nmax_retries = 0\n";
-    std::fs::write(d.join("c1.toml"), campaign("first", port, retry))
+    // The 503s are trunk faults: the first of each contact is retried after 1 s and not
+    // counted; the second, after the trunk served other calls meanwhile, counts.
+    let breaker = "[trunk.breaker]\nopen_secs = 1\n";
+    std::fs::write(d.join("c1.toml"), campaign("first", port, retry) + breaker)
         .unwrap_or_else(|e| panic!("{e}"));
     let o = crieur(
         d,
@@ -383,8 +448,8 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
-    // 50 calls + 5 busy retries.
-    let sipp = Sipp::start(d, port, 55);
+    // 50 calls + 5 busy retries + 5 retries after a trunk fault.
+    let sipp = Sipp::start(d, port, 60);
     let o = crieur(d, &["run", "--campaign", "c1.toml", "--store", "store"]);
     drop(sipp);
     let out = text(&o.stdout);
@@ -397,6 +462,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
         ("no-answer", 5),
         ("answered-opted-out", 10),
         ("hung-up-mid-message", 5),
+        ("trunk-fault:trunk-failure", 5),
         ("trunk-failure", 5),
     ]
     .into_iter()
@@ -436,7 +502,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
     let out = text(&o.stdout);
     assert!(o.status.success(), "{out}{}", text(&o.stderr));
     assert!(out.contains("summary   0 calls placed"), "{out}");
-    assert_eq!(outcomes(d).values().sum::<usize>(), 55);
+    assert_eq!(outcomes(d).values().sum::<usize>(), 60);
 
     // Run 2, another campaign on the same store, allowing 2 calls per number per 30 days:
     // nobody who opted out, nobody who already had 2 calls (the busy ones).
@@ -447,7 +513,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
             "second",
             port,
             "[retry]\nmax_attempts = 1\n[caps]\nrolling_max = 2\nrolling_days = 30\n",
-        ),
+        ) + breaker,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let o = crieur(
@@ -462,7 +528,8 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let sipp = Sipp::start(d, port, 35);
+    // 35 numbers, the 5 refused by a 503 twice.
+    let sipp = Sipp::start(d, port, 40);
     let o = crieur(
         d,
         &[
@@ -727,4 +794,239 @@ fn the_demo_runs_on_its_simulated_network_and_its_log_verifies_and_replays() {
     ] {
         assert!(out.contains(want), "missing {want:?} in {out}");
     }
+}
+
+/// Contacts `t0`, `t1`, `t2` (numbers ending 0, 1, 2: the mixed scenario answers them) and a
+/// campaign that places one call at a time and allows one attempt per contact, with `extra`
+/// in its `[trunk]` (credentials, `[trunk.breaker]` after it).
+fn trunk_fault_setup(d: &Path, port: u16, trunk_extra: &str) {
+    tone_wav(&d.join("msg.wav"), 1.0);
+    tone_wav(&d.join("confirm.wav"), 0.5);
+    let mut csv =
+        String::from("id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\n");
+    for i in 0..3 {
+        csv.push_str(&format!(
+            "t{i},{},,daily 00:00-24:00,2020-01-01T00:00:00Z,,,test,p{i}\n",
+            number(i)
+        ));
+    }
+    std::fs::write(d.join("contacts.csv"), csv).unwrap_or_else(|e| panic!("{e}"));
+    let c = campaign("trunk", port, "[retry]\nmax_attempts = 1\n")
+        .replace("max_concurrent_calls = 60", "max_concurrent_calls = 1");
+    std::fs::write(d.join("c.toml"), format!("{c}{trunk_extra}")).unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(
+        d,
+        &[
+            "import",
+            "--campaign",
+            "c.toml",
+            "--store",
+            "store",
+            "contacts.csv",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+/// The audit log's records of one type, as JSON.
+fn records(d: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(d.join("store.audit/audit-000001.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
+/// A wrong trunk password: the trunk challenges (401), crieur answers with its credentials,
+/// the trunk refuses them (403). Dialling stops at once with the reason on stderr and in the
+/// audit log, exit code 6, and no contact's attempt is used: the same campaign, allowing one
+/// attempt per contact, then calls all three once the trunk accepts the calls.
+#[test]
+fn a_wrong_trunk_password_stops_dialling_and_uses_up_no_attempt() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let port = free_port();
+    std::fs::write(d.join("password"), "wrong\n").unwrap_or_else(|e| panic!("{e}"));
+    trunk_fault_setup(
+        d,
+        port,
+        "username = \"crieur\"\npassword_file = \"password\"\n",
+    );
+    let sipp = Sipp::start_scenario(d, port, 3, "wrong-password", WRONG_PASSWORD);
+    let o = crieur(d, &["run", "--campaign", "c.toml", "--store", "store"]);
+    drop(sipp);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(6), "{out}{err}");
+    assert!(
+        err.contains("breaker   STOPPED: trunk-auth-failed") && err.contains("SIP 403"),
+        "{err}"
+    );
+    assert!(err.contains("dialling stopped"), "{err}");
+    assert!(!out.contains("every contact is done"), "{out}");
+    // One call left (one at a time), then nothing: dialling stopped at once.
+    assert_eq!(records(d, "invite-sent").len(), 1, "{out}{err}");
+    let responses: Vec<u64> = records(d, "sip-response")
+        .iter()
+        .filter_map(|r| r["status"].as_u64())
+        .collect();
+    assert_eq!(responses, [403]);
+    let outcomes: Vec<String> = records(d, "outcome")
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["trunk-fault:auth-failed"]);
+    let b = records(d, "trunk-breaker");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["state"], "stopped");
+    assert_eq!(b[0]["cause"]["code"], "trunk-auth-failed");
+    assert_eq!(b[0]["cause"]["sip_status"], 403);
+    let o = crieur(d, &["audit", "verify", "store.audit"]);
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    let o = crieur(d, &["audit", "replay", "store.audit"]);
+    assert!(
+        o.status.success() && text(&o.stdout).contains("; 0 violations"),
+        "{}",
+        text(&o.stdout)
+    );
+    // The operator fixes the trunk: the refused attempt used up nothing, so with one attempt
+    // allowed per contact all three are called and answered.
+    let sipp = Sipp::start(d, port, 3);
+    let o = crieur(d, &["run", "--campaign", "c.toml", "--store", "store"]);
+    drop(sipp);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(out.contains("every contact is done"), "{out}");
+    let got = outcomes_of(d);
+    assert_eq!(got.get("answered-completed"), Some(&3), "{got:?}");
+    // Each decision of the second run saw the refused attempt in its history and still dialled
+    // it as attempt 1.
+    let dials: Vec<serde_json::Value> = records(d, "decision")
+        .into_iter()
+        .filter(|r| r["verdict"] == "dial")
+        .collect();
+    assert!(dials.iter().all(|r| r["attempt"] == 1), "{dials:?}");
+}
+
+/// Outcome name → count, from the `outcome` records (every attempt, not one row per call id).
+fn outcomes_of(d: &Path) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for r in records(d, "outcome") {
+        *m.entry(r["outcome"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    m
+}
+
+/// Five 503s in a row open the breaker; after `open_secs` it half-opens and lets one probe
+/// call through; the trunk works again by then, so the probe closes it and the campaign ends
+/// with every contact answered — the five refused attempts used up none of the one attempt
+/// each contact is allowed.
+#[test]
+fn five_503s_open_the_breaker_then_one_probe_closes_it() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let port = free_port();
+    trunk_fault_setup(
+        d,
+        port,
+        "[trunk.breaker]\nconsecutive_faults = 5\nopen_secs = 3\n",
+    );
+    // The failing trunk takes exactly five calls, then the working one takes its place
+    // (while the breaker is open: no INVITE meets a closed port).
+    let failing = Sipp::start_scenario(d, port, 5, "unavailable", UNAVAILABLE);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args(["run", "--campaign", "c.toml", "--store", "store"])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut failing = failing;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while failing.0.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the failing trunk never got its five calls");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let working = Sipp::start(d, port, 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run did not end");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    drop(working);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("every contact is done"), "{out}");
+    assert!(
+        err.contains("breaker   OPEN: dialling paused until"),
+        "{err}"
+    );
+    assert!(err.contains("after 5 trunk fault(s) in a row"), "{err}");
+    assert!(err.contains("breaker   half-open: one probe call"), "{err}");
+    assert!(err.contains("breaker   closed: dialling resumes"), "{err}");
+    let b = records(d, "trunk-breaker");
+    let states: Vec<(&str, &str)> = b
+        .iter()
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap_or_default(),
+                r["cause"]["code"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("open", "trunk-server-error"),
+            ("half-open", "open-period-elapsed"),
+            ("closed", "call-served")
+        ],
+        "{b:?}"
+    );
+    assert_eq!(b[0]["consecutive_faults"], 5);
+    assert_eq!(b[0]["cause"]["sip_status"], 503);
+    // Open for 3 s: the probe's INVITE left no sooner.
+    let ts = |v: &serde_json::Value, k: &str| -> chrono::DateTime<chrono::Utc> {
+        v[k].as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {v}"))
+    };
+    let opened = ts(&b[0], "ts");
+    let until = ts(&b[0], "until");
+    assert_eq!((until - opened).num_seconds(), 3);
+    let invites: Vec<chrono::DateTime<chrono::Utc>> = records(d, "invite-sent")
+        .iter()
+        .map(|r| ts(r, "sent_at"))
+        .collect();
+    assert_eq!(invites.len(), 8, "5 refused + the probe + 2: {out}{err}");
+    assert!(
+        invites[5] >= until,
+        "the probe left at {} before {until}",
+        invites[5]
+    );
+    assert!(
+        invites[4] < opened,
+        "no call left while the breaker was open"
+    );
+    let got = outcomes_of(d);
+    let want: std::collections::BTreeMap<String, usize> =
+        [("trunk-fault:trunk-failure", 5), ("answered-completed", 3)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+    assert_eq!(got, want);
+    let o = crieur(d, &["audit", "replay", "store.audit"]);
+    assert!(
+        o.status.success() && text(&o.stdout).contains("; 0 violations"),
+        "{}",
+        text(&o.stdout)
+    );
 }

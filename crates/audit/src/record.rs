@@ -33,7 +33,7 @@ pub enum Record {
     Decision(Box<DecisionRecord>),
     /// The INVITE left, after the decision was re-checked.
     InviteSent(InviteSent),
-    /// A final SIP response to the INVITE.
+    /// A SIP response to the INVITE: the first 18x provisional (something rang), the final.
     SipResponse(SipResponse),
     /// 200 OK: the call is answered.
     Answered(CallEvent),
@@ -57,6 +57,8 @@ pub enum Record {
     Checkpoint(Checkpoint),
     /// The log was found torn after a crash; the torn bytes were set aside, not dropped.
     TornTail(TornTail),
+    /// The trunk's circuit breaker changed state: dialling paused, resumed or stopped.
+    TrunkBreaker(TrunkBreaker),
 }
 
 impl Record {
@@ -79,6 +81,7 @@ impl Record {
             Record::OptOutListChange(_) => "opt-out-list-change",
             Record::Checkpoint(_) => "checkpoint",
             Record::TornTail(_) => "torn-tail",
+            Record::TrunkBreaker(_) => "trunk-breaker",
         }
     }
 }
@@ -337,4 +340,31 @@ pub struct TornTail {
     pub sha256: String,
     /// Where the torn bytes were set aside.
     pub saved_as: String,
+}
+
+/// Why the trunk's breaker changed state: a stable `code` and what showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerCause {
+    /// `trunk-auth-failed`, `trunk-unreachable`, `trunk-server-error`, `codec-mismatch` (a
+    /// trunk fault), `open-period-elapsed`, `call-served`.
+    pub code: String,
+    /// The call whose end caused it, if one did.
+    pub call: Option<String>,
+    /// The INVITE's final SIP status, if the cause is a call that got one.
+    pub sip_status: Option<u16>,
+    pub detail: String,
+}
+
+/// The trunk's circuit breaker changed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrunkBreaker {
+    pub campaign: String,
+    /// `closed`, `open`, `half-open` or `stopped`.
+    pub from: String,
+    pub state: String,
+    pub cause: BreakerCause,
+    /// Trunk faults in a row when it changed.
+    pub consecutive_faults: u32,
+    /// `open`: no call before this instant.
+    pub until: Option<DateTime<Utc>>,
 }

@@ -30,7 +30,8 @@ pub struct Violation {
     /// Stable kind: `outside-consent-window`, `outside-legal-hours`, `no-valid-consent`,
     /// `outside-campaign-schedule`, `call-would-not-fit`, `unknown-zone`, `dial-after-opt-out`,
     /// `cap-exceeded`, `retry-too-early`, `history-omitted`, `invite-after-window`,
-    /// `invite-without-decision`, `slow-first-audio`, `unreplayable`.
+    /// `invite-without-decision`, `slow-first-audio`, `trunk-fault-misclassified`,
+    /// `unreplayable`.
     pub kind: String,
     pub contact: Option<String>,
     pub number: Option<String>,
@@ -159,6 +160,13 @@ fn contact_of(d: &DecisionRecord) -> std::result::Result<Contact, String> {
     Ok(Contact::new(id, phone, zone, consents))
 }
 
+/// Whether a final status can be a trunk fault: a refused credential (401, 407, 403 to the
+/// credentialed INVITE), no response (408: the transaction's own timeout), no common codec
+/// (488, 606), a server failure (5xx).
+fn trunk_fault_status(s: u16) -> bool {
+    matches!(s, 401 | 403 | 407 | 408 | 488 | 606 | 500..=599)
+}
+
 /// Whether a history entry and a logged outcome are the same attempt: the store keeps attempt
 /// instants to the second, the log to the nanosecond.
 fn same_attempt(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
@@ -178,6 +186,13 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     let mut outcomes: HashMap<String, Vec<(DateTime<Utc>, String, String)>> = HashMap::new();
     // Dial decisions by (campaign, contact, instant decided).
     let mut dials: HashSet<(String, String, DateTime<Utc>)> = HashSet::new();
+    // Calls where something rang or answered (an 18x or 2xx response, an `answered` record).
+    let mut rang: HashSet<String> = HashSet::new();
+    // The final status of each call's INVITE, when one came.
+    let mut final_status: HashMap<String, u16> = HashMap::new();
+    // Attempts recorded as trunk faults although something rang, by (number, start second):
+    // they count, whatever their name says.
+    let mut misclassified: HashSet<(String, i64)> = HashSet::new();
     for (segment, line, e) in &entries {
         let mut flag = |kind: &str, contact: Option<&str>, number: Option<&str>, detail: String| {
             rep.violations.push(Violation {
@@ -207,10 +222,49 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                     }
                 }
             }
+            Record::SipResponse(r) => {
+                if (180..300).contains(&r.status) {
+                    rang.insert(r.call.clone());
+                }
+                if r.status >= 200 {
+                    final_status.insert(r.call.clone(), r.status);
+                }
+            }
+            Record::Answered(a) => {
+                rang.insert(a.call.clone());
+            }
             Record::Outcome(o) => {
+                let mut outcome = o.outcome.clone();
+                let status = final_status.get(&o.call).copied();
+                if AttemptOutcome::from_record(&outcome) == AttemptOutcome::TrunkFault
+                    && (rang.contains(&o.call) || !status.is_none_or(trunk_fault_status))
+                {
+                    let why = if rang.contains(&o.call) {
+                        "it rang or was answered".to_owned()
+                    } else {
+                        format!(
+                            "its final response {} is the callee's answer, not a trunk fault",
+                            status.unwrap_or_default()
+                        )
+                    };
+                    flag(
+                        "trunk-fault-misclassified",
+                        Some(&o.contact),
+                        Some(&o.number),
+                        format!(
+                            "call {} is recorded `{}` (refused by the trunk before anything rang, not counted) but {why}: it counts",
+                            o.call, o.outcome
+                        ),
+                    );
+                    misclassified.insert((o.number.clone(), o.started.timestamp()));
+                    outcome = o
+                        .outcome
+                        .trim_start_matches(crieur_engine::TRUNK_FAULT_PREFIX)
+                        .to_owned();
+                }
                 outcomes.entry(o.number.clone()).or_default().push((
                     o.started,
-                    o.outcome.clone(),
+                    outcome,
                     o.campaign.clone(),
                 ));
             }
@@ -328,12 +382,23 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         format!("{missing} earlier attempt(s) in this log are missing from the decision's history"),
                     );
                 }
+                // What an attempt counts as: its recorded name, unless this log shows it rang.
+                let outcome_of = |h: &crate::record::PastAttempt| {
+                    let o = AttemptOutcome::from_record(&h.outcome);
+                    if o == AttemptOutcome::TrunkFault
+                        && misclassified.contains(&(d.number.clone(), h.at.timestamp()))
+                    {
+                        AttemptOutcome::Failed
+                    } else {
+                        o
+                    }
+                };
                 let mut attempts: Vec<Attempt> = d
                     .history
                     .iter()
                     .map(|h| Attempt {
                         at: h.at,
-                        outcome: AttemptOutcome::from_record(&h.outcome),
+                        outcome: outcome_of(h),
                         this_campaign: h.campaign == d.campaign,
                     })
                     .collect();
@@ -349,13 +414,14 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 if let Some(hit) = rp.caps.check(&attempts, d.now) {
                     flag("cap-exceeded", c, n, hit.to_string());
                 }
+                // A trunk fault sets no retry delay: the last attempt that counts does.
                 let last_here = d
                     .history
                     .iter()
-                    .filter(|h| h.campaign == d.campaign)
+                    .filter(|h| h.campaign == d.campaign && outcome_of(h).counts())
                     .max_by_key(|h| h.ended.unwrap_or(h.at));
                 if let Some(h) = last_here {
-                    let o = AttemptOutcome::from_record(&h.outcome);
+                    let o = outcome_of(h);
                     if let Some(delay) = rp.retry.get(o.as_str()) {
                         let ended = h.ended.unwrap_or(h.at);
                         let earliest = chrono::Duration::from_std(*delay)

@@ -575,6 +575,7 @@ fn render(
     chart_hours(&mut h, calls);
     zones(&mut h, calls);
     outcomes(&mut h, calls);
+    breaker(&mut h, entries);
     latencies(&mut h, calls);
     violations(&mut h, ver, rep, replay_failed);
     skips(&mut h, entries);
@@ -1159,7 +1160,7 @@ fn outcomes(h: &mut String, calls: &[Call]) {
         &[("outcome", false), ("calls", true), ("share", true)],
         by.iter().map(|(o, n)| {
             (
-                o.starts_with('(') || *o == "opt-out-failed",
+                o.starts_with('(') || *o == "opt-out-failed" || o.starts_with("trunk-fault"),
                 vec![
                     txt(o),
                     num(n),
@@ -1168,6 +1169,60 @@ fn outcomes(h: &mut String, calls: &[Call]) {
             )
         }),
     );
+    h.push_str("</section>");
+}
+
+fn breaker(h: &mut String, entries: &[(String, usize, Entry)]) {
+    let rows: Vec<_> = entries
+        .iter()
+        .filter_map(|(_, _, e)| match &e.record {
+            Record::TrunkBreaker(b) => Some((e.seq, e.ts, b)),
+            _ => None,
+        })
+        .collect();
+    h.push_str("<section id=\"breaker\"><h2>Trunk breaker</h2>");
+    if rows.is_empty() {
+        h.push_str("<p>The trunk's circuit breaker never changed state: dialling was never paused for trunk faults.</p>");
+    } else {
+        h.push_str(
+            "<p class=\"note\">Each change of the trunk's circuit breaker: while it is open, \
+             nobody is dialled; a fault before anything rang uses up no attempt.</p>",
+        );
+        table(
+            h,
+            "breaker-table",
+            false,
+            &[
+                ("seq", true),
+                ("at (UTC)", false),
+                ("campaign", false),
+                ("change", false),
+                ("cause", false),
+                ("call", false),
+                ("SIP status", true),
+                ("faults in a row", true),
+                ("no call before", false),
+                ("detail", false),
+            ],
+            rows.iter().map(|(seq, ts, b)| {
+                (
+                    b.state != "closed",
+                    vec![
+                        num(seq),
+                        txt(&utc(*ts)),
+                        txt(&b.campaign),
+                        txt(&format!("{} → {}", b.from, b.state)),
+                        code(&b.cause.code),
+                        code(b.cause.call.as_deref().unwrap_or("")),
+                        opt_num(b.cause.sip_status.map(u64::from)),
+                        num(b.consecutive_faults),
+                        txt(&b.until.map(utc).unwrap_or_default()),
+                        txt(&b.cause.detail),
+                    ],
+                )
+            }),
+        );
+    }
     h.push_str("</section>");
 }
 

@@ -250,6 +250,19 @@ fn write_log(dir: &Path) -> Written {
         at_ms: 15_000,
     }));
     put(outcome(&c4, "call-4", d4, 16, "no-answer"));
+    put(Record::TrunkBreaker(TrunkBreaker {
+        campaign: CAMPAIGN.into(),
+        from: "closed".into(),
+        state: "open".into(),
+        cause: BreakerCause {
+            code: "trunk-server-error".into(),
+            call: Some("call-4".into()),
+            sip_status: Some(503),
+            detail: "<503 Service Unavailable>".into(),
+        },
+        consecutive_faults: 5,
+        until: Some(t("2027-03-03T17:35:00Z")),
+    }));
     let cp = log
         .checkpoint(t("2027-03-03T18:00:00Z"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -445,6 +458,7 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
     }
     assert!(!source.contains("@import") && !source.contains("url("));
     for id in [
+        "breaker",
         "summary",
         "campaign",
         "period",
@@ -541,6 +555,16 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
     );
     assert_eq!(column(&dom, "optout-to-durable-summary", "max ms"), ["350"]);
     assert!(section(&dom, "latency").contains("2 s rule"));
+    // The breaker opened.
+    assert_eq!(column(&dom, "breaker-table", "change"), ["closed → open"]);
+    assert_eq!(
+        column(&dom, "breaker-table", "cause"),
+        ["trunk-server-error"]
+    );
+    assert_eq!(
+        column(&dom, "breaker-table", "detail"),
+        ["<503 Service Unavailable>"]
+    );
     // Every violation with its record's seq.
     let mut seqs = column(&dom, "violations-table", "seq");
     seqs.sort();

@@ -479,3 +479,143 @@ fn segments_rotate_and_the_chain_spans_them() {
     let b = first_break(d.path(), &VerifyOptions::default()).unwrap_or_else(|| panic!("gap"));
     assert!(b.what.contains("missing"), "{b}");
 }
+
+/// Trunk faults: many `trunk-fault:*` attempts do not make a cap violation, the breaker's
+/// records are accepted; but an attempt recorded as a trunk fault although it rang counts, is
+/// flagged, and the cap it then breaks is flagged too.
+#[test]
+fn trunk_faults_count_toward_no_cap_unless_the_log_shows_they_rang() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let c = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    let fault = |at: &str| PastAttempt {
+        at: t(at),
+        ended: Some(t(at) + chrono::Duration::seconds(1)),
+        outcome: "trunk-fault:auth-failed".into(),
+        campaign: "t".into(),
+    };
+    let refused = |call: &str, at: &str, status: u16, rang: bool| {
+        let mut rs = vec![Record::InviteSent(InviteSent {
+            call: call.into(),
+            campaign: "t".into(),
+            contact: "c1".into(),
+            number: "+33612345678".into(),
+            decided_at: t(at),
+            sent_at: t(at),
+            recheck: "dial".into(),
+            valid_until: t(at) + chrono::Duration::minutes(30),
+        })];
+        if rang {
+            rs.push(Record::SipResponse(SipResponse {
+                call: call.into(),
+                status: 180,
+                at_ms: 100,
+            }));
+        }
+        rs.push(Record::SipResponse(SipResponse {
+            call: call.into(),
+            status,
+            at_ms: 200,
+        }));
+        rs.push(Record::Outcome(OutcomeRecord {
+            call: call.into(),
+            campaign: "t".into(),
+            contact: "c1".into(),
+            number: "+33612345678".into(),
+            started: t(at),
+            ended: t(at) + chrono::Duration::seconds(1),
+            outcome: format!(
+                "trunk-fault:{}",
+                if status == 403 {
+                    "auth-failed"
+                } else {
+                    "trunk-failure"
+                }
+            ),
+        }));
+        rs
+    };
+    let breaker = |state: &str, code: &str| {
+        Record::TrunkBreaker(TrunkBreaker {
+            campaign: "t".into(),
+            from: "closed".into(),
+            state: state.into(),
+            cause: BreakerCause {
+                code: code.into(),
+                call: Some("call-3".into()),
+                sip_status: Some(503),
+                detail: "Service Unavailable".into(),
+            },
+            consecutive_faults: 5,
+            until: Some(t("2027-03-03T17:40:00Z")),
+        })
+    };
+    // FR caps, 3 attempts per campaign, 4 in 30 days: five earlier trunk faults and a dial.
+    let history: Vec<PastAttempt> = (1..=5)
+        .map(|i| fault(&format!("2027-03-03T17:0{i}:00Z")))
+        .collect();
+    let mut rs = vec![header()];
+    for i in 1..=5 {
+        rs.push(decision(
+            &c,
+            &format!("2027-03-03T17:0{i}:00Z"),
+            history[..i - 1].to_vec(),
+        ));
+        rs.extend(refused(
+            &format!("call-{i}"),
+            &format!("2027-03-03T17:0{i}:00Z"),
+            403,
+            false,
+        ));
+    }
+    rs.push(breaker("open", "trunk-server-error"));
+    rs.push(decision(&c, "2027-03-03T17:30:00Z", history.clone()));
+    let clean = rs.len();
+    // Then three more "trunk faults" that were not: they count; the fourth dial is over the
+    // cap of 3 attempts in this campaign.
+    let mut h = history.clone();
+    for i in 6..=8 {
+        let at = format!("2027-03-03T17:3{i}:00Z");
+        rs.push(decision(&c, &at, h.clone()));
+        // Two rang (a 180), the third was a callee's busy (486), not a trunk fault.
+        let (status, rang) = if i == 8 { (486, false) } else { (503, true) };
+        rs.extend(refused(&format!("call-{i}"), &at, status, rang));
+        h.push(PastAttempt {
+            outcome: "trunk-fault:trunk-failure".into(),
+            ..fault(&at)
+        });
+    }
+    rs.push(decision(&c, "2027-03-03T17:50:00Z", h));
+    let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    for (i, r) in rs.iter().enumerate() {
+        log.append(t("2027-03-04T00:00:00Z"), r)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if i + 1 == clean {
+            log.commit().unwrap_or_else(|e| panic!("{e}"));
+            let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.violations, vec![], "trunk faults alone break no cap");
+        }
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first_break(d.path(), &VerifyOptions::default()), None);
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = r.violations.iter().map(|v| v.kind.as_str()).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "trunk-fault-misclassified")
+            .count(),
+        3,
+        "{kinds:?}"
+    );
+    let caps: Vec<&crieur_audit::Violation> = r
+        .violations
+        .iter()
+        .filter(|v| v.kind == "cap-exceeded")
+        .collect();
+    assert_eq!(caps.len(), 1, "{kinds:?}");
+    assert!(
+        caps[0].detail.contains("attempt cap: 3 of 3"),
+        "{}",
+        caps[0].detail
+    );
+}

@@ -30,6 +30,10 @@ pub const EXIT_REFUSED: u8 = 3;
 pub const EXIT_NOT_ANSWERED: u8 = 4;
 /// Exit code when the opt-out key was pressed but could not be recorded during the call.
 pub const EXIT_OPT_OUT_FAILED: u8 = 5;
+/// Exit code on a trunk fault: `call` — the trunk refused the call (credentials refused, no
+/// response, 5xx, no common codec), not the contact's answer; `run` — dialling was stopped
+/// (credentials refused) or the run ended with the trunk's breaker open.
+pub const EXIT_TRUNK_FAULT: u8 = 6;
 
 /// The local address that routes to `trunk` (so Via/Contact/SDP carry a reachable address).
 fn local_ip_towards(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
@@ -78,10 +82,7 @@ pub fn run(
     let opted_out = store.is_opted_out(contact.phone())?;
     let history = history(&*store, contact)?;
     let cap = held(campaign, &history, now).map(|(why, _)| why);
-    let attempt = 1 + history
-        .iter()
-        .filter(|h| h.campaign == campaign.name)
-        .count() as u32;
+    let attempt = attempt_number(&history, &campaign.name);
     let decision = Evaluator::new(&campaign.policy).decide(contact, now);
     let refused = if opted_out {
         Some(format!("{number} is on the opt-out list"))
@@ -303,19 +304,15 @@ pub fn run(
         }
     };
     test_pause("after-call");
-    store.finish_attempt(
-        &campaign.name,
-        &id,
-        contact.phone(),
-        report.ending.outcome.as_str(),
-        ended,
-    )?;
+    // Refused by the trunk before anything rang: recorded, but no attempt used.
+    let outcome = crate::fault::recorded_outcome(&report, true);
+    store.finish_attempt(&campaign.name, &id, contact.phone(), &outcome, ended)?;
     {
         let mut log = log
             .lock()
             .map_err(|_| anyhow!("the audit log lock was poisoned"))?;
         record_call(
-            &mut log, &call_id, campaign, contact, &report, sent_at, ended,
+            &mut log, &call_id, campaign, contact, &report, &outcome, sent_at, ended,
         )?;
         crate::audit::stop(&mut log, "call done")?;
     }
@@ -385,6 +382,18 @@ pub fn run(
         );
         return Ok(ExitCode::from(EXIT_OPT_OUT_FAILED));
     }
+    if let Some(f) = crate::fault::fault_of(&report) {
+        eprintln!("trunk     {}", crate::fault::describe(&f));
+        eprintln!(
+            "          {}",
+            if outcome != e.outcome.as_str() {
+                "refused before anything rang: not the contact's answer, no attempt used"
+            } else {
+                "something rang first: it counts as an attempt"
+            }
+        );
+        return Ok(ExitCode::from(EXIT_TRUNK_FAULT));
+    }
     Ok(match e.outcome {
         Outcome::AnsweredCompleted
         | Outcome::AnsweredOptedOut
@@ -392,6 +401,18 @@ pub fn run(
         | Outcome::HungUpMidMessage => ExitCode::SUCCESS,
         _ => ExitCode::from(EXIT_NOT_ANSWERED),
     })
+}
+
+/// The number the next attempt of `campaign` would have (1-based): its earlier attempts that
+/// count (a trunk fault does not).
+pub(crate) fn attempt_number(history: &[PastAttempt], campaign: &str) -> u32 {
+    1 + history
+        .iter()
+        .filter(|h| {
+            h.campaign == campaign
+                && crieur_engine::AttemptOutcome::from_record(&h.outcome).counts()
+        })
+        .count() as u32
 }
 
 /// Earlier attempts (as decisions record them) as the engine counts them: from when they
@@ -566,13 +587,16 @@ pub(crate) fn history(
 /// a message that played this far reached it.
 const OPT_OUT_PROMPT_MS: u64 = 2_000;
 
-/// The call's events, in order, into the audit log (then committed by the caller's stop).
+/// The call's events, in order, into the audit log (then committed by the caller's stop);
+/// `outcome` is the name recorded in the store too ([`crate::fault::recorded_outcome`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_call(
     log: &mut crieur_audit::AuditLog,
     call: &str,
     campaign: &Campaign,
     contact: &crieur_scheduler::Contact,
     r: &crieur_media::uac::CallReport,
+    outcome: &str,
     sent_at: DateTime<Utc>,
     ended: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -581,6 +605,17 @@ pub(crate) fn record_call(
     let written = crate::audit::now();
     let at = |_: std::time::Duration| written;
     let c = || call.to_owned();
+    // The first 18x: evidence that something rang (replay checks trunk faults against it).
+    if let Some((status, when)) = r.first_18x {
+        log.append(
+            at(when),
+            &Record::SipResponse(SipResponse {
+                call: c(),
+                status,
+                at_ms: ms(when),
+            }),
+        )?;
+    }
     if let Some((status, when)) = r.final_response {
         log.append(
             at(when),
@@ -655,7 +690,7 @@ pub(crate) fn record_call(
             number: contact.phone().to_string(),
             started: sent_at,
             ended,
-            outcome: r.ending.outcome.as_str().into(),
+            outcome: outcome.into(),
         }),
     )?;
     Ok(())

@@ -4,6 +4,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crieur_engine::BreakerConfig;
 use crieur_scheduler::{parse_zone, CampaignSchedule, CronExpr, Policy, RuleSet, Tz};
 use serde::Deserialize;
 use toml::Spanned;
@@ -72,6 +73,55 @@ struct RawTrunk {
     /// `P-Asserted-Identity` (RFC 3325) on the INVITE.
     #[serde(default)]
     p_asserted_identity: Option<Spanned<String>>,
+    /// `[trunk.breaker]`: when trunk faults pause or stop dialling.
+    #[serde(default)]
+    breaker: Option<Spanned<RawBreaker>>,
+}
+
+/// `[trunk.breaker]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    /// Trunk faults in a row that open the breaker.
+    #[serde(default)]
+    consecutive_faults: Option<Spanned<u32>>,
+    /// Seconds it stays open before one probe call.
+    #[serde(default)]
+    open_secs: Option<Spanned<u64>>,
+}
+
+/// The longest a breaker may stay open before probing (a larger value is a typo).
+const MAX_BREAKER_OPEN_SECS: u64 = 24 * 3600;
+
+/// `[trunk.breaker]` → the breaker's thresholds (defaults: 5 faults in a row, open 60 s).
+fn breaker_config(cx: &mut Ctx<'_>, b: Option<&Spanned<RawBreaker>>) -> BreakerConfig {
+    let mut cfg = BreakerConfig::default();
+    let Some(b) = b.map(Spanned::get_ref) else {
+        return cfg;
+    };
+    if let Some(n) = &b.consecutive_faults {
+        match *n.get_ref() {
+            0 | 1001.. => cx.err(
+                n.span(),
+                "trunk.breaker.consecutive_faults",
+                Some(&n.get_ref().to_string()),
+                "expected 1 to 1000 trunk faults in a row".into(),
+            ),
+            v => cfg.open_after = v,
+        }
+    }
+    if let Some(o) = &b.open_secs {
+        match *o.get_ref() {
+            v @ 1..=MAX_BREAKER_OPEN_SECS => cfg.open_for = Duration::from_secs(v),
+            v => cx.err(
+                o.span(),
+                "trunk.breaker.open_secs",
+                Some(&v.to_string()),
+                format!("expected 1 to {MAX_BREAKER_OPEN_SECS} seconds"),
+            ),
+        }
+    }
+    cfg
 }
 
 /// Where the trunk password comes from. The password itself is read only when a call is
@@ -97,6 +147,8 @@ pub struct TrunkConfig {
     pub max_call_length: Duration,
     pub calls_per_second: Option<f64>,
     pub max_concurrent_calls: Option<u32>,
+    /// When trunk faults pause (open) or stop dialling (`[trunk.breaker]`).
+    pub breaker: BreakerConfig,
     /// The local SIP address (IP and port) calls are placed from; `None`: the address that
     /// routes to the trunk, any port.
     pub local_address: Option<std::net::SocketAddr>,
@@ -749,6 +801,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
             "a password needs a username".into(),
         );
     }
+    let breaker = breaker_config(cx, t.breaker.as_ref());
     let max_call_length =
         Duration::from_secs(t.max_call_secs.as_ref().map_or(300, |m| *m.get_ref()));
     if let Some(m) = t.max_call_secs.as_ref().filter(|m| *m.get_ref() > 4 * 3600) {
@@ -797,6 +850,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         max_call_length,
         calls_per_second: t.calls_per_second,
         max_concurrent_calls: t.max_concurrent_calls,
+        breaker,
         local_address,
         p_asserted_identity: t.p_asserted_identity.as_ref().map(|p| p.get_ref().clone()),
     })

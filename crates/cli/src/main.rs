@@ -1,13 +1,15 @@
 //! `crieur`: the command-line front end.
 //!
 //! Exit codes: 0 success; 1 an unexpected failure (I/O on output, a bug); 2 bad input (a
-//! campaign or contacts file, or an argument), with every problem located.
+//! campaign or contacts file, or an argument), with every problem located; `call` 3–6 and
+//! `run` 6 (a trunk fault): see `call.rs` and docs/operations.md.
 
 mod audit;
 mod call;
 mod campaign;
 mod contacts;
 mod demo;
+mod fault;
 mod input;
 mod run;
 mod storecmd;

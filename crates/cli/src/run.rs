@@ -15,7 +15,10 @@ use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::{InviteSent, OptOutRecorded, OutcomeRecord};
 use crieur_audit::{AuditLog, Record};
-use crieur_engine::{AttemptOutcome, Planner, SkipNote};
+use crieur_engine::{
+    AttemptOutcome, Breaker, BreakerState, CallVerdict, Cause, Permit, Planner, SkipNote,
+    Transition,
+};
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
 use crieur_scheduler::{Contact, Decision, Evaluator};
@@ -51,6 +54,10 @@ struct Counters {
     answered: u64,
     opted_out: u64,
     failed: u64,
+    /// Calls the trunk refused before anything rang (no attempt used).
+    trunk_refused: u64,
+    /// The trunk's breaker when the run ended, if it was not closed: why.
+    trunk_end: Option<String>,
     by_outcome: BTreeMap<String, u64>,
     recent: std::collections::VecDeque<DateTime<Utc>>,
 }
@@ -122,13 +129,113 @@ pub fn run(
     println!("stopped   {reason}");
     println!("summary   {} calls placed", counters.dialled);
     for (o, n) in &counters.by_outcome {
-        println!("  {o:<26} {n:>6}");
+        println!("  {o:<34} {n:>6}");
     }
     println!(
         "audit     {} (verify: crieur audit verify {0}; replay: crieur audit replay {0})",
         crate::audit::dir_for(store_path, actx.dir.as_deref()).display()
     );
+    if let Some(why) = &counters.trunk_end {
+        eprintln!("trunk     {why}");
+        if counters.trunk_refused > 0 {
+            eprintln!(
+                "          {} call(s) refused by the trunk before anything rang: no attempt used, dialled again on the next run",
+                counters.trunk_refused
+            );
+        }
+        return Ok(ExitCode::from(crate::call::EXIT_TRUNK_FAULT));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The trunk's health: its circuit breaker, and each contact's last uncounted trunk fault.
+struct TrunkHealth {
+    breaker: Breaker,
+    /// Contact → the breaker's count of served calls at its last uncounted trunk fault.
+    last_fault: HashMap<usize, u64>,
+    /// Why dialling was stopped (an authentication fault).
+    stopped: Option<String>,
+    /// A contact the trunk refused is dialled again no sooner than this (the open period).
+    retry_after: chrono::Duration,
+    /// The code of the last trunk fault that changed the breaker (for the progress line).
+    last_fault_code: &'static str,
+}
+
+impl TrunkHealth {
+    /// Whether a fault that refused contact `i` before anything rang goes uncounted: yes,
+    /// unless the same contact was refused before and the trunk has carried other calls since
+    /// (then the refusal is about this number, not the trunk: it counts).
+    fn uncounted(&mut self, i: usize, verdict: &CallVerdict) -> bool {
+        let served = self.breaker.served();
+        match verdict {
+            CallVerdict::Fault(_) => self
+                .last_fault
+                .insert(i, served)
+                .is_none_or(|then| served <= then),
+            _ => {
+                self.last_fault.remove(&i);
+                true
+            }
+        }
+    }
+
+    /// The breaker's state in words, for the progress line and the end of the run.
+    fn describe(&self) -> Option<String> {
+        match self.breaker.state() {
+            BreakerState::Closed => None,
+            BreakerState::Open { until } => Some(format!(
+                "trunk breaker open until {} ({} trunk faults in a row, last {})",
+                until.to_rfc3339(),
+                self.breaker.consecutive_faults(),
+                self.last_fault_code
+            )),
+            BreakerState::HalfOpen => Some("trunk breaker half-open: one probe call".into()),
+            BreakerState::Stopped => Some(format!(
+                "dialling stopped: {}",
+                self.stopped.as_deref().unwrap_or("trunk fault")
+            )),
+        }
+    }
+}
+
+/// A breaker transition: into the audit log (committed with the loop's next commit) and on
+/// stderr. An authentication fault also says what to do.
+fn note_transition(
+    campaign: &Campaign,
+    log: &Arc<Mutex<AuditLog>>,
+    health: &mut TrunkHealth,
+    progress: &Progress,
+    t: &Transition,
+    call: Option<&str>,
+) -> anyhow::Result<()> {
+    lock(log)?.append(
+        t.at,
+        &Record::TrunkBreaker(crate::fault::breaker_record(&campaign.name, t, call)),
+    )?;
+    let why = match &t.cause {
+        Cause::Fault(f) => {
+            health.last_fault_code = f.kind.code();
+            crate::fault::describe(f)
+        }
+        c => c.code().to_owned(),
+    };
+    let line = match t.to {
+        BreakerState::Open { until } => format!(
+            "breaker   OPEN: dialling paused until {} after {} trunk fault(s) in a row; last: {why}",
+            until.to_rfc3339(),
+            t.consecutive_faults
+        ),
+        BreakerState::HalfOpen => format!("breaker   half-open: one probe call ({why})"),
+        BreakerState::Closed => format!("breaker   closed: dialling resumes ({why})"),
+        BreakerState::Stopped => {
+            health.stopped = Some(why.clone());
+            format!(
+                "breaker   STOPPED: {why}. Dialling stops until an operator fixes the trunk settings and runs again; no contact's attempt was used by this fault"
+            )
+        }
+    };
+    progress.warn(&line);
+    Ok(())
 }
 
 /// A call in progress, by its task.
@@ -176,6 +283,20 @@ async fn event_loop(
     let mut calls: JoinSet<Result<CallReport, String>> = JoinSet::new();
     let mut placed: HashMap<tokio::task::Id, Placed> = HashMap::new();
     let mut c = Counters::default();
+    let breaker = campaign
+        .trunk
+        .as_ref()
+        .map(|t| t.breaker)
+        .unwrap_or_default();
+    let mut health = TrunkHealth {
+        breaker: Breaker::new(breaker),
+        last_fault: HashMap::new(),
+        stopped: None,
+        retry_after: chrono::Duration::from_std(breaker.open_for)
+            .unwrap_or(chrono::Duration::seconds(60)),
+        last_fault_code: "",
+    };
+    let progress = Progress::new();
     let r = dial_loop(
         campaign,
         store,
@@ -186,6 +307,8 @@ async fn event_loop(
         &mut calls,
         &mut placed,
         &mut c,
+        &mut health,
+        &progress,
     )
     .await;
     if r.is_err() {
@@ -197,13 +320,23 @@ async fn event_loop(
             match tokio::time::timeout_at(deadline, calls.join_next_with_id()).await {
                 Ok(Some(j)) => {
                     if let Some(f) = finished(j, &mut placed) {
-                        let _ = finish(campaign, store, log, planner, &mut c, f);
+                        let _ = finish(
+                            campaign,
+                            store,
+                            log,
+                            planner,
+                            &mut c,
+                            &mut health,
+                            &progress,
+                            f,
+                        );
                     }
                 }
                 _ => break,
             }
         }
     }
+    c.trunk_end = health.describe();
     // Let the BYEs of the last calls be retransmitted for a while before the stack stops.
     shared
         .uac
@@ -241,13 +374,14 @@ async fn dial_loop(
     calls: &mut JoinSet<Result<CallReport, String>>,
     placed: &mut HashMap<tokio::task::Id, Placed>,
     c: &mut Counters,
+    health: &mut TrunkHealth,
+    progress: &Progress,
 ) -> anyhow::Result<String> {
     let mut signals = Signals::new()?;
     let mut stopping: Option<(String, tokio::time::Instant)> = None;
     let mut idle_note: Option<DateTime<Utc>> = None;
     let mut remaining = planner.len() as u64;
     let mut last_count: Option<tokio::time::Instant> = None;
-    let progress = Progress::new();
     let mut eval = Evaluator::new(&campaign.policy);
     loop {
         let t = now();
@@ -259,8 +393,26 @@ async fn dial_loop(
                 ));
             }
         }
+        if let Some(tr) = health.breaker.poll(t) {
+            note_transition(campaign, log, health, progress, &tr, None)?;
+        }
         if stopping.is_none() {
-            let orders = planner.tick(t);
+            if let Some(why) = &health.stopped {
+                stopping = Some((
+                    format!("trunk fault, dialling stopped: {why}"),
+                    tokio::time::Instant::now() + opts.drain,
+                ));
+            }
+        }
+        let permit = health.breaker.permit();
+        if stopping.is_none() && !matches!(permit, Permit::None { .. }) {
+            let mut orders = planner.tick(t);
+            if permit == Permit::Probe && orders.len() > 1 {
+                // Half-open: one probe call; the others stay due.
+                for o in orders.split_off(1) {
+                    planner.cancel(o.contact, Some(t));
+                }
+            }
             let skipped = std::mem::take(&mut planner.skipped);
             // Each order: re-checked at its own instant, recorded, leased, its INVITE
             // recorded; one commit for them all; then the calls leave.
@@ -322,6 +474,7 @@ async fn dial_loop(
             }
             lock(log)?.commit()?;
             for (i, contact, call, sent_at) in ready {
+                health.breaker.on_call_started();
                 c.dialled += 1;
                 c.recent.push_back(sent_at);
                 let number = contact.phone().to_string();
@@ -366,7 +519,7 @@ async fn dial_loop(
         // Calls that ended.
         while let Some(j) = calls.try_join_next_with_id() {
             if let Some(f) = finished(j, placed) {
-                finish(campaign, store, log, planner, c, f)?;
+                finish(campaign, store, log, planner, c, health, progress, f)?;
             }
         }
         lock(log)?.commit()?;
@@ -390,6 +543,7 @@ async fn dial_loop(
             remaining,
             in_flight,
             next.filter(|n| *n > t && in_flight == 0),
+            health.describe().as_deref(),
         );
         // A contact not done is always queued (or in flight): an empty queue with nothing in
         // flight means every contact is done.
@@ -427,8 +581,11 @@ async fn dial_loop(
         }
         // Sleep until something can happen: the next due contact (or the next token), a
         // call ending, a signal.
+        let blocked = matches!(health.breaker.permit(), Permit::None { .. });
         let wait = match (&stopping, next) {
             (Some(_), _) => Duration::from_millis(200),
+            // The breaker holds dialling: look again soon (it half-opens on its timer).
+            (None, _) if blocked => Duration::from_millis(200),
             (None, Some(n)) if n > t => (n - t)
                 .to_std()
                 .unwrap_or_default()
@@ -438,7 +595,7 @@ async fn dial_loop(
         tokio::select! {
             Some(j) = calls.join_next_with_id(), if !calls.is_empty() => {
                 if let Some(f) = finished(j, placed) {
-                    finish(campaign, store, log, planner, c, f)?;
+                    finish(campaign, store, log, planner, c, health, progress, f)?;
                 }
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
@@ -574,7 +731,7 @@ fn recheck(
     let t = now();
     let opted_out = store.is_opted_out(contact.phone())?;
     let h = history(&**store, contact)?;
-    let attempt = 1 + h.iter().filter(|a| a.campaign == campaign.name).count() as u32;
+    let attempt = crate::call::attempt_number(&h, &campaign.name);
     let held = crate::call::held(campaign, &h, t);
     let d = eval.decide(contact, t);
     let refused = if opted_out {
@@ -605,19 +762,24 @@ fn recheck(
     })
 }
 
-/// A call ended: store, audit, planner, counters.
+/// A call ended: store, audit, planner, counters, the trunk's breaker.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     campaign: &Campaign,
     store: &Arc<SledStore>,
     log: &Arc<Mutex<AuditLog>>,
     planner: &mut Planner<'_>,
     c: &mut Counters,
+    health: &mut TrunkHealth,
+    progress: &Progress,
     f: Finished,
 ) -> anyhow::Result<()> {
     let ended = now();
     let contact = planner.contact(f.contact).clone();
+    let verdict = crate::fault::verdict(&f.report);
+    let uncounted = health.uncounted(f.contact, &verdict);
     let outcome = match &f.report {
-        Ok(r) => r.ending.outcome.as_str().to_owned(),
+        Ok(r) => crate::fault::recorded_outcome(r, uncounted),
         Err(_) => "local-error".to_owned(),
     };
     store
@@ -632,7 +794,9 @@ fn finish(
     {
         let mut log = lock(log)?;
         match &f.report {
-            Ok(r) => record_call(&mut log, &f.call, campaign, &contact, r, f.sent_at, ended)?,
+            Ok(r) => record_call(
+                &mut log, &f.call, campaign, &contact, r, &outcome, f.sent_at, ended,
+            )?,
             Err(e) => {
                 tracing::warn!(contact = %contact.id(), error = %e, "call failed locally");
                 log.append(
@@ -691,7 +855,19 @@ fn finish(
         c.failed += 1;
     }
     *c.by_outcome.entry(outcome.clone()).or_default() += 1;
-    planner.report(f.contact, ended, AttemptOutcome::from_record(&outcome));
+    let scheduled = AttemptOutcome::from_record(&outcome);
+    if scheduled == AttemptOutcome::TrunkFault {
+        c.trunk_refused += 1;
+    }
+    planner.report(f.contact, ended, scheduled);
+    if scheduled == AttemptOutcome::TrunkFault {
+        // Not at once: the trunk gets the breaker's open period to recover (an open breaker
+        // holds it longer; the contact is among the first due when dialling resumes).
+        planner.reschedule(f.contact, ended + health.retry_after);
+    }
+    if let Some(tr) = health.breaker.on_call_ended(ended, verdict) {
+        note_transition(campaign, log, health, progress, &tr, Some(&f.call))?;
+    }
     Ok(())
 }
 
@@ -744,14 +920,21 @@ impl Progress {
         remaining: u64,
         in_flight: u64,
         idle_until: Option<DateTime<Utc>>,
+        trunk: Option<&str>,
     ) -> String {
         let cps = c.recent.len() as f64 / 10.0;
         let mut s = format!(
             "dialled {} · answered {} · opted out {} · failed {} · remaining {} · {:.1} calls/s · {} in progress",
             c.dialled, c.answered, c.opted_out, c.failed, remaining, cps, in_flight
         );
+        if c.trunk_refused > 0 {
+            s.push_str(&format!(" · {} refused by the trunk", c.trunk_refused));
+        }
         if let Some(n) = idle_until {
             s.push_str(&format!(" · idle until {}", n.to_rfc3339()));
+        }
+        if let Some(t) = trunk {
+            s.push_str(&format!(" · {t}"));
         }
         s
     }
@@ -762,8 +945,9 @@ impl Progress {
         remaining: u64,
         in_flight: u64,
         idle_until: Option<DateTime<Utc>>,
+        trunk: Option<&str>,
     ) {
-        let line = Self::line(c, remaining, in_flight, idle_until);
+        let line = Self::line(c, remaining, in_flight, idle_until, trunk);
         match &self.bar {
             Some(b) => b.set_message(line),
             None => {
@@ -786,6 +970,14 @@ impl Progress {
             None => println!("{s}"),
         }
     }
+
+    /// A line the operator must see: on stderr (above the progress line on a terminal).
+    fn warn(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
 }
 
 impl Drop for Progress {
@@ -793,5 +985,59 @@ impl Drop for Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crieur_engine::{BreakerConfig, FaultKind, TrunkFault};
+
+    use super::*;
+
+    fn fault() -> CallVerdict {
+        CallVerdict::Fault(TrunkFault {
+            kind: FaultKind::ServerError,
+            sip_status: Some(503),
+            detail: String::new(),
+        })
+    }
+
+    /// A contact refused again while the trunk carried nothing else stays free (the trunk is
+    /// down); refused again after the trunk served other calls, it counts (it is this number).
+    #[test]
+    fn a_repeated_refusal_counts_only_once_the_trunk_served_others_meanwhile() {
+        let mut h = TrunkHealth {
+            breaker: Breaker::new(BreakerConfig::default()),
+            last_fault: HashMap::new(),
+            stopped: None,
+            retry_after: chrono::Duration::seconds(60),
+            last_fault_code: "",
+        };
+        let t = now();
+        assert!(h.uncounted(0, &fault()));
+        h.breaker.on_call_ended(t, fault());
+        assert!(h.uncounted(1, &fault()));
+        h.breaker.on_call_ended(t, fault());
+        assert!(
+            h.uncounted(0, &fault()),
+            "nothing served between: the trunk is down"
+        );
+        h.breaker.on_call_ended(t, fault());
+        assert!(h.uncounted(2, &CallVerdict::Served));
+        h.breaker.on_call_ended(t, CallVerdict::Served);
+        assert!(
+            !h.uncounted(0, &fault()),
+            "served meanwhile: this number's own failure"
+        );
+        assert!(
+            h.uncounted(0, &fault()),
+            "nothing served since its last refusal"
+        );
+        assert!(!h.uncounted(1, &fault()));
+        assert!(h.uncounted(1, &CallVerdict::Served));
+        assert!(
+            h.uncounted(1, &fault()),
+            "its last call went through: a fresh refusal"
+        );
     }
 }

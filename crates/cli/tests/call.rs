@@ -1081,3 +1081,52 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
         text(&o.stdout)
     );
 }
+
+/// A UAS answering the INVITE with `code`, after a 180 Ringing if `ring`.
+fn refusing(code: &str, ring: bool) -> String {
+    let resp = |c: &str| {
+        format!(
+            "  <send><![CDATA[\nSIP/2.0 {c}\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n"
+        )
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n<scenario name=\"refusing\">\n  <recv request=\"INVITE\"/>\n{}{}  <recv request=\"ACK\"/>\n</scenario>\n",
+        if ring { resp("180 Ringing") } else { String::new() },
+        resp(code)
+    )
+}
+
+/// `crieur call` on a trunk fault: exit 6. A 503 before anything rang uses up no attempt (the
+/// campaign allows one); a 503 after a 180 does — the next call is refused by the cap.
+#[test]
+fn a_trunk_fault_exits_6_and_uses_up_an_attempt_only_if_something_rang() {
+    let port = free_port();
+    let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
+    let mut uas = sipp(&s, port, &refusing("503 Service Unavailable", false));
+    let o = s.call();
+    let _ = uas.wait();
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(6), "{out}{err}");
+    assert!(err.contains("trunk     trunk-server-error"), "{err}");
+    assert!(err.contains("no attempt used"), "{err}");
+    let mut uas = sipp(&s, port, &refusing("503 Service Unavailable", true));
+    let o = s.call();
+    let _ = uas.wait();
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(6), "{out}{err}");
+    assert!(err.contains("it counts as an attempt"), "{err}");
+    let o = s.call();
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("attempt cap: 1 of 1"), "{out}");
+    let log = std::fs::read_to_string(s.dir.path().join("store.audit/audit-000001.jsonl"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("\"outcome\":\"trunk-fault:trunk-failure\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("\"status\":180"),
+        "the 18x is evidence in the log"
+    );
+}

@@ -615,3 +615,30 @@ fn caps_may_only_be_tightened_and_keys_must_differ() {
     let o = s.run("check");
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
+
+#[test]
+fn trunk_breaker_thresholds_are_checked_and_located() {
+    let campaign = format!(
+        "{CAMPAIGN}[trunk]\nuri = \"sip:127.0.0.1:5060\"\nfrom = \"sip:+33100000000@crieur.test\"\n\
+         [trunk.breaker]\nconsecutive_faults = 0\nopen_secs = 90000\n"
+    );
+    rejects(
+        &campaign,
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &[
+            "campaign.toml:10:22",
+            "trunk.breaker.consecutive_faults",
+            "expected 1 to 1000 trunk faults in a row",
+            "campaign.toml:11:13",
+            "trunk.breaker.open_secs",
+            "expected 1 to 86400 seconds",
+        ],
+    );
+    let ok = campaign
+        .replace("consecutive_faults = 0", "consecutive_faults = 3")
+        .replace("open_secs = 90000", "open_secs = 30");
+    let s = Scratch::new(&ok, &format!("{HEADER}{GOOD_ROW}"));
+    let o = s.run("check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}

@@ -24,7 +24,16 @@ pub enum AttemptOutcome {
     Machine,
     /// The process stopped mid-call (crash recovery closes the call as this).
     Interrupted,
+    /// The trunk refused the call before anything rang (auth failure, 5xx, timer B, no
+    /// common codec): a trunk fault, not the contact's answer. Recorded as evidence, but it
+    /// uses up none of the contact's attempts or caps; the contact is retried when dialling
+    /// resumes. Recorded as `trunk-fault:<the call's outcome>` ([`TRUNK_FAULT_PREFIX`]).
+    TrunkFault,
 }
+
+/// The recorded outcome of an attempt the trunk refused before anything rang starts with this
+/// (e.g. `trunk-fault:auth-failed`, `trunk-fault:trunk-failure`).
+pub const TRUNK_FAULT_PREFIX: &str = "trunk-fault:";
 
 impl AttemptOutcome {
     /// Stable name.
@@ -39,12 +48,19 @@ impl AttemptOutcome {
             AttemptOutcome::Rejected => "rejected",
             AttemptOutcome::Machine => "machine",
             AttemptOutcome::Interrupted => "interrupted",
+            AttemptOutcome::TrunkFault => "trunk-fault",
         }
     }
     /// The scheduling meaning of an outcome as a call records it (the media layer's names,
     /// as stored with each attempt) or as this enum names it. Unknown names count as
-    /// `failed`: still an attempt, retried by the failure rule.
+    /// `failed`: still an attempt, retried by the failure rule. Only a name with the
+    /// [`TRUNK_FAULT_PREFIX`] is a trunk fault: a plain `auth-failed` or `trunk-failure` (an
+    /// attempt where something rang, or one recorded before trunk faults were told apart)
+    /// counts.
     pub fn from_record(name: &str) -> AttemptOutcome {
+        if name.starts_with(TRUNK_FAULT_PREFIX) {
+            return AttemptOutcome::TrunkFault;
+        }
         match name {
             "answered" | "answered-completed" | "hung-up-mid-message" => AttemptOutcome::Answered,
             // A failed opt-out write is still the person's refusal.
@@ -65,6 +81,12 @@ impl AttemptOutcome {
             AttemptOutcome::Answered | AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
         )
     }
+    /// Whether it uses up an attempt: counts toward the attempt cap, the rolling cap and the
+    /// retry rules. Every outcome does but a trunk fault.
+    pub fn counts(self) -> bool {
+        self != AttemptOutcome::TrunkFault
+    }
+
     /// The opt-out key or the not-interested key.
     pub fn is_refusal(self) -> bool {
         matches!(
@@ -115,7 +137,11 @@ impl RetryPolicy {
     /// outcome or a refusal, never; after another, not before the last attempt's instant plus
     /// the outcome's delay, and not once its retries are used up.
     pub fn gate(&self, attempts: &[Attempt]) -> RetryGate {
-        let mine = || attempts.iter().filter(|a| a.this_campaign);
+        let mine = || {
+            attempts
+                .iter()
+                .filter(|a| a.this_campaign && a.outcome.counts())
+        };
         let Some(last) = mine().max_by_key(|a| a.at) else {
             return RetryGate::Open;
         };
@@ -264,10 +290,16 @@ impl std::fmt::Display for CapHit {
 
 impl CapRules {
     /// Checks `attempts` (every attempt on the number, all campaigns, in any order) against
-    /// the caps at `now`. The one place the caps are computed: the planner and the single-call
-    /// command both use it.
+    /// the caps at `now`. The one place the caps are computed: the planner, the single-call
+    /// command and replay all use it. Trunk faults ([`AttemptOutcome::counts`]) are ignored.
     pub fn check(&self, attempts: &[Attempt], now: DateTime<Utc>) -> Option<CapHit> {
         let n = secs(now);
+        let counted: Vec<Attempt> = attempts
+            .iter()
+            .filter(|a| a.outcome.counts())
+            .copied()
+            .collect();
+        let attempts = &counted[..];
         let made = attempts.iter().filter(|a| a.this_campaign).count() as u32;
         if made >= self.max_attempts {
             return Some(CapHit::AttemptCap {
@@ -499,7 +531,11 @@ impl<'p> Planner<'p> {
                 self.enqueue(i, t);
                 continue;
             }
-            let made = st.attempts.iter().filter(|a| a.this_campaign).count() as u32;
+            let made = st
+                .attempts
+                .iter()
+                .filter(|a| a.this_campaign && a.outcome.counts())
+                .count() as u32;
             if let Some(hit) = self.caps.check(&st.attempts, now) {
                 match hit.until() {
                     Some(until) => self.enqueue(i, secs(until).max(n + 1)),
@@ -598,6 +634,12 @@ impl<'p> Planner<'p> {
             this_campaign: true,
         });
         let n = secs(at);
+        if outcome == AttemptOutcome::TrunkFault {
+            // Not the contact's answer: due again at once; the caller's breaker decides when
+            // dialling resumes.
+            self.enqueue(contact, n);
+            return;
+        }
         if outcome.is_refusal() {
             // The quiet period matters across campaigns (the store's rolling view); here the
             // contact is done for this campaign.
@@ -716,6 +758,91 @@ mod tests {
     }
 
     #[test]
+    fn trunk_faults_use_up_no_attempt_cap_or_retry() {
+        use AttemptOutcome as O;
+        let caps = CapRules::for_ruleset("FR", 1);
+        let now = t("2027-03-12T12:00:00Z");
+        let faults: Vec<Attempt> = (1..=9)
+            .map(|d| a(&format!("2027-03-0{d}T10:00:00Z"), O::TrunkFault, true))
+            .collect();
+        assert_eq!(caps.check(&faults, now), None);
+        assert_eq!(RetryPolicy::default().gate(&faults), RetryGate::Open);
+        // A real attempt among them still counts, and still sets the retry delay.
+        let mut h = faults.clone();
+        h.insert(0, a("2027-03-01T09:00:00Z", O::Busy, true));
+        assert_eq!(
+            caps.check(&h, now),
+            Some(CapHit::AttemptCap { made: 1, max: 1 })
+        );
+        assert_eq!(
+            RetryPolicy::default().gate(&h),
+            RetryGate::NotBefore(t("2027-03-01T09:30:00Z"))
+        );
+        let rolling = CapRules::for_ruleset("FR", 10);
+        let four: Vec<Attempt> = (1..=4)
+            .map(|d| a(&format!("2027-03-0{d}T10:00:00Z"), O::Busy, false))
+            .collect();
+        assert!(rolling.check(&four, now).is_some());
+        assert_eq!(rolling.check(&four[..3], now), None);
+        let mut three_and_faults = four[..3].to_vec();
+        three_and_faults.extend(faults);
+        assert_eq!(rolling.check(&three_and_faults, now), None);
+    }
+
+    #[test]
+    fn a_trunk_fault_requeues_the_contact_at_once_with_the_same_attempt_number() {
+        use crieur_scheduler::{ConsentRecord, ContactId, RuleSet, Windows};
+        let policy = Policy::new(
+            RuleSet::by_name("none").unwrap_or_else(|e| panic!("{e}")),
+            None,
+            Duration::from_secs(20),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let contact = Contact::new(
+            ContactId::new("c1").unwrap_or_else(|e| panic!("{e}")),
+            "+33612345678".parse().unwrap_or_else(|e| panic!("{e}")),
+            Some(crieur_scheduler::parse_zone("Europe/Paris").unwrap_or_else(|e| panic!("{e}"))),
+            vec![ConsentRecord {
+                windows: "mon-sun 00:00-24:00"
+                    .parse::<Windows>()
+                    .unwrap_or_else(|e| panic!("{e}")),
+                granted_at: t("2027-01-01T00:00:00Z"),
+                expires_at: None,
+                revoked_at: None,
+                source: "test".into(),
+                proof: "test".into(),
+            }],
+        );
+        let start = t("2027-03-10T10:00:00Z");
+        let mut p = Planner::new(
+            vec![contact],
+            &policy,
+            CapRules::for_ruleset("none", 1),
+            RetryPolicy::default(),
+            Pacing {
+                calls_per_second: 10.0,
+                max_concurrent: 1,
+            },
+            start,
+        );
+        for k in 0..5 {
+            let now = start + chrono::Duration::seconds(k);
+            let orders = p.tick(now);
+            assert_eq!(orders.len(), 1, "tick {k}: {:?}", p.skipped);
+            assert_eq!(orders[0].attempt, 1);
+            p.report(0, now, AttemptOutcome::TrunkFault);
+            assert_eq!(p.next_due(), Some(now));
+        }
+        let now = start + chrono::Duration::seconds(10);
+        assert_eq!(p.tick(now).len(), 1);
+        p.report(0, now, AttemptOutcome::NoAnswer);
+        // The one real attempt uses the cap of 1.
+        assert_eq!(p.tick(now + chrono::Duration::days(1)).len(), 0);
+        assert_eq!(p.remaining(), 0);
+    }
+
+    #[test]
     fn recorded_outcome_names_map_to_their_scheduling_meaning() {
         use AttemptOutcome as O;
         for (name, o) in [
@@ -732,6 +859,10 @@ mod tests {
             ("interrupted", O::Interrupted),
             ("local-shutdown", O::Interrupted),
             ("something new", O::Failed),
+            ("auth-failed", O::Failed),
+            ("trunk-fault:auth-failed", O::TrunkFault),
+            ("trunk-fault:trunk-failure", O::TrunkFault),
+            ("trunk-fault:codec-mismatch", O::TrunkFault),
         ] {
             assert_eq!(O::from_record(name), o, "{name}");
         }

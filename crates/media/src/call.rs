@@ -38,7 +38,8 @@ pub enum Outcome {
     NotFound,
     /// 5xx, timer B, transport error.
     TrunkFailure,
-    /// The trunk kept challenging our credentials (401/407).
+    /// The trunk refused our credentials: it kept challenging them (401/407), or answered
+    /// 403 to the INVITE that carried them.
     AuthFailed,
     /// The callee accepts none of our codecs (488/606, or an answer without PCMU/PCMA).
     CodecMismatch,
@@ -425,6 +426,14 @@ impl CallScript {
                 reason,
                 HangupBy::Nobody,
             );
+        }
+    }
+
+    /// A final refusal of the INVITE that carried our credentials (403 after a 401/407
+    /// challenge): the trunk refuses them, `auth-failed` whatever the code.
+    pub fn handle_auth_refused(&mut self, _now: Instant, code: u16, reason: &str) {
+        if let State::AwaitingAnswer { .. } = self.state {
+            self.finish(Outcome::AuthFailed, Some(code), reason, HangupBy::Nobody);
         }
     }
 
@@ -914,6 +923,18 @@ mod tests {
             s.handle_rejected(t0, code, "x");
             assert_eq!(ended(&drain(&mut s)), Some(want), "{code}");
         }
+    }
+
+    #[test]
+    fn a_403_to_the_credentialed_invite_is_an_auth_failure() {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_auth_refused(t0, 403, "Forbidden");
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::AuthFailed));
+        // Without credentials, a 403 is the callee's (or the network's) refusal.
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_rejected(t0, 403, "Forbidden");
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::Rejected));
     }
 
     #[test]

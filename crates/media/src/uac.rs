@@ -158,6 +158,12 @@ pub struct CallReport {
     pub answer_to_first_audio: Option<Duration>,
     /// The INVITE's final response and when it came (offset from the INVITE).
     pub final_response: Option<(u16, Duration)>,
+    /// The first 18x provisional response (something rang, or early media) and when it came.
+    /// With no 18x and no 2xx, the trunk refused the call before anything rang.
+    pub first_18x: Option<(u16, Duration)>,
+    /// Whether the INVITE that got the final response carried our credentials (we answered a
+    /// 401/407 challenge): a 403 to it is an authentication failure.
+    pub credentials_sent: bool,
     /// When the call was answered (offset from the INVITE).
     pub answered_at: Option<Duration>,
     /// When the message's first RTP packet left (offset from the INVITE).
@@ -396,6 +402,8 @@ impl Uac {
             opt_out_recorded: false,
             answer_to_first_audio: None,
             final_response: None,
+            first_18x: None,
+            credentials_sent: false,
             answered_at: None,
             first_audio_at: None,
             message_packets: 0,
@@ -547,6 +555,7 @@ impl Uac {
                     match r {
                         Ok(Ok((_, Some(resp)))) => {
                             let code = resp.status_code.code();
+                            report.credentials_sent = carries_credentials(&dialog.initial_request());
                             // rsipstack reports timer B (no final response) as a 408 it makes
                             // itself, which has no To tag; a trunk's own 408 has one.
                             let local = resp.to_header().ok().and_then(|t| t.tag().ok().flatten()).is_none();
@@ -584,6 +593,12 @@ impl Uac {
                                         script.handle_answered(now, false);
                                     }
                                 }
+                            } else if code == 403 && report.credentials_sent {
+                                report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                                report.final_response = Some((code, at(now)));
+                                // RFC 3261 §22.2, §22.3: a 403 to the credentialed request is
+                                // the trunk refusing our credentials, not the callee.
+                                script.handle_auth_refused(now, code, &reason(&resp));
                             } else {
                                 report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
                                 report.final_response = Some((code, at(now)));
@@ -599,6 +614,9 @@ impl Uac {
                     let now = Instant::now();
                     match ev {
                         Some(SipEvent::Provisional(code, why)) => {
+                            if (180..=199).contains(&code) && report.first_18x.is_none() {
+                                report.first_18x = Some((code, at(now)));
+                            }
                             report.timeline.push((at(now), format!("{code} {why}")));
                             script.handle_provisional(now);
                         }
@@ -730,6 +748,19 @@ async fn sleep_opt(t: Option<tokio::time::Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether a request carries an `Authorization` or `Proxy-Authorization` header.
+fn carries_credentials(r: &rsipstack::sip::Request) -> bool {
+    use rsipstack::sip::Header;
+    r.headers.iter().any(|h| match h {
+        Header::Authorization(_) | Header::ProxyAuthorization(_) => true,
+        Header::Other(name, _) => {
+            name.eq_ignore_ascii_case("authorization")
+                || name.eq_ignore_ascii_case("proxy-authorization")
+        }
+        _ => false,
+    })
 }
 
 fn reason(r: &Response) -> String {

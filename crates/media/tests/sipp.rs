@@ -851,6 +851,43 @@ async fn digest_auth_401_and_407_right_and_wrong_password() {
     }
 }
 
+/// A 403 to the INVITE that carried our credentials (after a 401) is the trunk refusing them:
+/// `auth-failed`, with `credentials_sent`. A 403 to an INVITE without credentials is the
+/// callee's (or the network's) refusal: `rejected`. Nothing rang in either (no 18x).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_403_after_credentials_is_an_auth_failure_without_them_a_rejection() {
+    let challenge = response(
+        "401 Unauthorized",
+        &format!(
+            "WWW-Authenticate: Digest realm=\"crieur.test\", nonce=\"{NONCE}\", algorithm=MD5\n"
+        ),
+        None,
+    );
+    let forbidden = response("403 Forbidden", "", None);
+    let scenario =
+        format!("{HEAD}{challenge}{ACK}  <recv request=\"INVITE\"/>\n{forbidden}{ACK}{TAIL}");
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let mut t = trunk(sipp.addr());
+    t.credentials = Some(Credentials {
+        username: "alice".into(),
+        password: "wrong".into(),
+    });
+    let r = place(&t, tone(440.0, 0.5)).await.report;
+    assert_eq!(r.ending.outcome, Outcome::AuthFailed, "{}", timeline(&r));
+    assert_eq!(r.ending.sip_status, Some(403));
+    assert!(r.credentials_sent);
+    assert_eq!(r.first_18x, None);
+    assert!(sipp.succeeded());
+
+    // Credentials configured, but the trunk never challenged: none were sent.
+    let mut sipp = Sipp::start(&rejecting("403 Forbidden"), &[]);
+    t.address = sipp.addr();
+    let r = place(&t, tone(440.0, 0.5)).await.report;
+    assert_eq!(r.ending.outcome, Outcome::Rejected, "{}", timeline(&r));
+    assert!(!r.credentials_sent);
+    assert!(sipp.succeeded());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_opt_out_write_hangs_up_without_confirming() {
     let after_ack = format!(

@@ -1,0 +1,202 @@
+//! Trunk faults seen from a finished call: what the breaker is told, and the outcome name the
+//! store and the audit log record (a `trunk-fault:` name uses up no attempt).
+
+use crieur_audit::record::{BreakerCause, TrunkBreaker};
+use crieur_engine::{CallVerdict, Cause, FaultKind, Transition, TrunkFault, TRUNK_FAULT_PREFIX};
+use crieur_media::call::Outcome;
+use crieur_media::uac::CallReport;
+
+/// The trunk fault a call ended with, if any: the trunk refused our credentials, did not
+/// answer, failed (5xx), or no codec is common.
+pub fn fault_of(r: &CallReport) -> Option<TrunkFault> {
+    let status = r.ending.sip_status;
+    let kind = match r.ending.outcome {
+        Outcome::AuthFailed => FaultKind::Auth,
+        Outcome::TrunkFailure if status.is_some_and(|s| (500..600).contains(&s)) => {
+            FaultKind::ServerError
+        }
+        Outcome::TrunkFailure => FaultKind::Unreachable,
+        Outcome::CodecMismatch => FaultKind::CodecMismatch,
+        _ => return None,
+    };
+    Some(TrunkFault {
+        kind,
+        sip_status: status,
+        detail: r.ending.reason.clone(),
+    })
+}
+
+/// What a finished call (or its task's failure) tells the breaker.
+pub fn verdict(r: &Result<CallReport, String>) -> CallVerdict {
+    match r {
+        Err(_) => CallVerdict::Neutral,
+        Ok(r) => match (fault_of(r), r.ending.outcome) {
+            (Some(f), _) => CallVerdict::Fault(f),
+            (None, Outcome::LocalShutdown) => CallVerdict::Neutral,
+            (None, _) => CallVerdict::Served,
+        },
+    }
+}
+
+/// Whether the trunk refused the call before anything rang: a trunk fault with no 18x and no
+/// answer. Such an attempt is not the contact's answer.
+pub fn refused_before_ringing(r: &CallReport) -> bool {
+    fault_of(r).is_some()
+        && r.first_18x.is_none()
+        && r.answered_at.is_none()
+        && !r
+            .final_response
+            .is_some_and(|(s, _)| (200..300).contains(&s))
+}
+
+/// The outcome name recorded in the store and the audit log: `trunk-fault:<outcome>` when the
+/// trunk refused the call before anything rang and `uncounted` (it then uses up no attempt),
+/// the call's own outcome otherwise.
+pub fn recorded_outcome(r: &CallReport, uncounted: bool) -> String {
+    let name = r.ending.outcome.as_str();
+    if uncounted && refused_before_ringing(r) {
+        format!("{TRUNK_FAULT_PREFIX}{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// A breaker transition as an audit record.
+pub fn breaker_record(campaign: &str, t: &Transition, call: Option<&str>) -> TrunkBreaker {
+    let (sip_status, detail) = match &t.cause {
+        Cause::Fault(f) => (f.sip_status, f.detail.clone()),
+        Cause::OpenPeriodElapsed => (None, "the open period ended: one probe call".into()),
+        Cause::CallServed => (None, "the trunk carried a call".into()),
+    };
+    TrunkBreaker {
+        campaign: campaign.to_owned(),
+        from: t.from.as_str().into(),
+        state: t.to.as_str().into(),
+        cause: BreakerCause {
+            code: t.cause.code().into(),
+            call: match t.cause {
+                Cause::OpenPeriodElapsed => None,
+                _ => call.map(str::to_owned),
+            },
+            sip_status,
+            detail,
+        },
+        consecutive_faults: t.consecutive_faults,
+        until: match t.to {
+            crieur_engine::BreakerState::Open { until } => Some(until),
+            _ => None,
+        },
+    }
+}
+
+/// One line for the operator: what the fault was.
+pub fn describe(f: &TrunkFault) -> String {
+    let what = match f.kind {
+        FaultKind::Auth => {
+            "the trunk refused our credentials (check trunk.username and the password)"
+        }
+        FaultKind::Unreachable => "the trunk did not answer",
+        FaultKind::ServerError => "the trunk failed",
+        FaultKind::CodecMismatch => "no codec in common with the far end (a configuration fault)",
+    };
+    match f.sip_status {
+        Some(s) => format!("{} — {what}: SIP {s} {}", f.kind.code(), f.detail),
+        None => format!("{} — {what}: {}", f.kind.code(), f.detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crieur_media::call::{Ending, HangupBy};
+
+    use super::*;
+
+    fn report(outcome: Outcome, status: Option<u16>, first_18x: Option<u16>) -> CallReport {
+        let ms = Duration::from_millis;
+        CallReport {
+            call_id: "x".into(),
+            ending: Ending {
+                outcome,
+                sip_status: status,
+                reason: "why".into(),
+                hangup_by: HangupBy::Nobody,
+            },
+            timeline: vec![],
+            keys: vec![],
+            opt_out_recorded: false,
+            answer_to_first_audio: None,
+            final_response: status.map(|s| (s, ms(50))),
+            first_18x: first_18x.map(|s| (s, ms(10))),
+            credentials_sent: false,
+            answered_at: None,
+            first_audio_at: None,
+            message_packets: 0,
+            codec: None,
+            rtp_sent: 0,
+            send_lateness_max_us: 0,
+            rtp_send_errors: 0,
+            rtp_received: vec![],
+        }
+    }
+
+    #[test]
+    fn a_trunk_refusal_before_ringing_is_free_after_ringing_it_counts() {
+        let r = report(Outcome::TrunkFailure, Some(503), None);
+        assert_eq!(recorded_outcome(&r, true), "trunk-fault:trunk-failure");
+        assert_eq!(recorded_outcome(&r, false), "trunk-failure");
+        let rang = report(Outcome::TrunkFailure, Some(503), Some(180));
+        assert_eq!(recorded_outcome(&rang, true), "trunk-failure");
+        // Timer B: no status at all.
+        let silent = report(Outcome::TrunkFailure, None, None);
+        assert_eq!(recorded_outcome(&silent, true), "trunk-fault:trunk-failure");
+        assert!(matches!(
+            verdict(&Ok(silent)),
+            CallVerdict::Fault(TrunkFault {
+                kind: FaultKind::Unreachable,
+                ..
+            })
+        ));
+        // A 200 with no common codec: a configuration fault for the breaker, but the phone
+        // was answered — it counts.
+        let mismatch = report(Outcome::CodecMismatch, Some(200), Some(180));
+        assert_eq!(recorded_outcome(&mismatch, true), "codec-mismatch");
+        assert!(matches!(
+            verdict(&Ok(mismatch)),
+            CallVerdict::Fault(TrunkFault {
+                kind: FaultKind::CodecMismatch,
+                ..
+            })
+        ));
+        let auth = report(Outcome::AuthFailed, Some(403), None);
+        assert_eq!(recorded_outcome(&auth, true), "trunk-fault:auth-failed");
+        assert!(matches!(
+            verdict(&Ok(auth)),
+            CallVerdict::Fault(TrunkFault {
+                kind: FaultKind::Auth,
+                sip_status: Some(403),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_callees_answers_are_served_and_local_ends_neutral() {
+        for o in [
+            Outcome::Busy,
+            Outcome::NoAnswer,
+            Outcome::Rejected,
+            Outcome::NotFound,
+            Outcome::AnsweredCompleted,
+            Outcome::HungUpMidMessage,
+        ] {
+            let r = report(o, Some(486), None);
+            assert_eq!(verdict(&Ok(r.clone())), CallVerdict::Served, "{o:?}");
+            assert_eq!(recorded_outcome(&r, true), o.as_str());
+        }
+        let r = report(Outcome::LocalShutdown, None, None);
+        assert_eq!(verdict(&Ok(r)), CallVerdict::Neutral);
+        assert_eq!(verdict(&Err("task failed".into())), CallVerdict::Neutral);
+    }
+}
