@@ -444,6 +444,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
             "c1.toml",
             "--store",
             "store",
+            "--contacts",
             "contacts.csv",
         ],
     );
@@ -524,6 +525,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
             "c2.toml",
             "--store",
             "store",
+            "--contacts",
             "contacts.csv",
         ],
     );
@@ -614,6 +616,7 @@ fn dialling_stops_when_the_window_closes_and_says_why() {
             "c.toml",
             "--store",
             "store",
+            "--contacts",
             "contacts.csv",
         ],
     );
@@ -708,6 +711,7 @@ fn sigint_drains_then_a_second_sigint_hangs_up_at_once() {
             "c.toml",
             "--store",
             "store",
+            "--contacts",
             "contacts.csv",
         ],
     );
@@ -716,9 +720,9 @@ fn sigint_drains_then_a_second_sigint_hangs_up_at_once() {
     let sipp = Sipp::start(d, port, 1000);
     let child = Command::new(env!("CARGO_BIN_EXE_crieur"))
         .args([
+            "run",
             "--audit-key",
             "key",
-            "run",
             "--campaign",
             "c.toml",
             "--store",
@@ -791,9 +795,27 @@ fn the_demo_runs_on_its_simulated_network_and_its_log_verifies_and_replays() {
         "verify    OK",
         "0 violations",
         "audit log ",
+        "keys      ",
     ] {
         assert!(out.contains(want), "missing {want:?} in {out}");
     }
+    // The demo's signing key as `audit keygen` makes it: secret 0600, public key beside it,
+    // and the log verifies against that public key.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(demo.join("audit.key")).map_or(0, |m| m.permissions().mode());
+    assert_eq!(mode & 0o777, 0o600);
+    let o = crieur(
+        dir.path(),
+        &[
+            "audit",
+            "verify",
+            "--store",
+            &demo.join("store").display().to_string(),
+            "--pubkey",
+            &demo.join("audit.pub").display().to_string(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
 }
 
 /// Contacts `t0`, `t1`, `t2` (numbers ending 0, 1, 2: the mixed scenario answers them) and a
@@ -822,6 +844,7 @@ fn trunk_fault_setup(d: &Path, port: u16, trunk_extra: &str) {
             "c.toml",
             "--store",
             "store",
+            "--contacts",
             "contacts.csv",
         ],
     );

@@ -45,6 +45,9 @@ pub enum Record {
     Dtmf(Dtmf),
     /// The opt-out is durable in the store (before any confirmation).
     OptOutRecorded(OptOutRecorded),
+    /// RTCP at the end of an answered call: the far end's reports on our audio (evidence it
+    /// arrived: loss and jitter as the callee's side measured them).
+    Rtcp(RtcpRecord),
     /// The call ended.
     Hangup(Hangup),
     /// The attempt's outcome, as counted toward caps and retries.
@@ -75,6 +78,7 @@ impl Record {
             Record::OptOutPromptReached(_) => "opt-out-prompt-reached",
             Record::Dtmf(_) => "dtmf",
             Record::OptOutRecorded(_) => "opt-out-recorded",
+            Record::Rtcp(_) => "rtcp",
             Record::Hangup(_) => "hangup",
             Record::Outcome(_) => "outcome",
             Record::Import(_) => "import",
@@ -258,6 +262,27 @@ pub struct FirstAudio {
     pub call: String,
     pub at_ms: u64,
     pub answer_to_audio_ms: u64,
+}
+
+/// RTCP of one call (RFC 3550 §6.4): what we sent, and the latest report block the far end
+/// sent about our stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtcpRecord {
+    pub call: String,
+    /// Compound RTCP packets we sent (sender reports, the last with BYE).
+    pub reports_sent: u32,
+    /// Report blocks about our audio received from the far end.
+    pub reports_received: u32,
+    /// Fraction of our packets lost, in 1/256, in the far end's latest report.
+    pub fraction_lost_256: Option<u8>,
+    /// The worst fraction lost of any of its reports, in 1/256.
+    pub worst_fraction_lost_256: u8,
+    /// Our packets lost since the start, as the far end counted them.
+    pub cumulative_lost: Option<i32>,
+    /// Interarrival jitter in its latest report, in microseconds.
+    pub jitter_us: Option<u64>,
+    /// Round-trip time from its latest report that echoed one of our sender reports.
+    pub round_trip_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

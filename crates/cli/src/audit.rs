@@ -10,6 +10,7 @@ use crieur_audit::{AuditLog, Options, VerifyOptions};
 use sha2::{Digest, Sha256};
 
 use crate::campaign::Campaign;
+use crate::output::Format;
 
 /// Exit code when `audit verify` finds a break or `audit replay` a violation.
 pub const EXIT_FINDINGS: u8 = 1;
@@ -102,7 +103,7 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
         phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
     };
     if let Some((c, path)) = campaign {
-        h.campaign = Some(c.name.clone());
+        h.campaign = Some(c.id.clone());
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         h.campaign_name = Some(c.name.clone());
         h.campaign_file = Some(path.display().to_string());
@@ -158,12 +159,36 @@ pub fn stop(log: &mut AuditLog, reason: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Which audit log a reading command works on: DIR, else `--audit`, else `<store>.audit`.
+#[derive(clap::Args, Debug)]
+pub struct LogArgs {
+    /// The audit log directory (default: --audit, else `<store>.audit`).
+    dir: Option<PathBuf>,
+    /// The audit log directory (default: `<store>.audit`).
+    #[arg(long, env = "CRIEUR_AUDIT")]
+    audit: Option<PathBuf>,
+    /// The store whose log it is (`<store>.audit`).
+    #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
+    store: PathBuf,
+}
+
+impl LogArgs {
+    /// The log directory.
+    pub fn dir(&self) -> PathBuf {
+        match self.dir.as_ref().or(self.audit.as_ref()) {
+            Some(d) => d.clone(),
+            None => dir_for(&self.store, None),
+        }
+    }
+}
+
 #[derive(clap::Subcommand)]
 pub enum AuditCmd {
     /// Checks the chain, seq continuity and checkpoint signatures; reports the first break
     /// (segment, line, seq). Exit 1 on any break.
     Verify {
-        dir: PathBuf,
+        #[command(flatten)]
+        log: LogArgs,
         /// The Ed25519 public key (64 hex characters) checkpoints must be signed with.
         #[arg(long)]
         pubkey: Option<PathBuf>,
@@ -173,57 +198,68 @@ pub enum AuditCmd {
         checkpoint: Option<PathBuf>,
     },
     /// Re-derives every dial decision from its recorded inputs and lists each violation.
-    /// Exit 1 if there is any.
+    /// Exit 1 if there is any. `json`: the whole report; `jsonl`, `csv`: one violation a row.
     Replay {
-        dir: PathBuf,
-        #[arg(long, value_enum, default_value = "table")]
-        format: ReplayFormat,
+        #[command(flatten)]
+        log: LogArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// One row per call (CDR-style).
     Export {
-        dir: PathBuf,
-        #[arg(long, conflicts_with = "json")]
+        #[command(flatten)]
+        log: LogArgs,
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Same as --format csv.
+        #[arg(long, hide = true, conflicts_with_all = ["json", "format"])]
         csv: bool,
-        #[arg(long)]
+        /// Same as --format json.
+        #[arg(long, hide = true, conflicts_with = "format")]
         json: bool,
     },
     /// A self-contained HTML page for a reviewer: campaign, rules, period, verification,
     /// calls per hour against consent, timings against the 2 s rule, violations, every call.
     Report {
-        dir: PathBuf,
+        #[command(flatten)]
+        log: LogArgs,
+        /// The page to write.
         #[arg(long)]
         html: PathBuf,
         /// The Ed25519 public key (64 hex characters) checkpoints must be signed with.
         #[arg(long)]
         pubkey: Option<PathBuf>,
     },
-    /// The latest signed checkpoint, for anchoring outside the system.
+    /// Writes the latest signed checkpoint to a file, for anchoring outside the system
+    /// (give it to `audit verify --checkpoint` later).
     Checkpoint {
+        #[command(flatten)]
+        log: LogArgs,
+        /// The file to write the checkpoint (JSON) to.
         #[arg(long)]
         export: PathBuf,
     },
     /// After a crash tore the last record: sets the torn bytes aside (kept, hashed, recorded).
-    Repair { dir: PathBuf },
-    /// Makes a signing key: writes the secret (hex) to FILE (mode 0600), prints the public key.
+    Repair {
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Makes a signing key: the secret (hex) in FILE (mode 0600), the public key next to it
+    /// (FILE with the extension `.pub`, e.g. audit.key → audit.pub), and on stdout.
     Keygen {
         #[arg(long)]
         out: PathBuf,
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum ReplayFormat {
-    Table,
-    Json,
-}
-
 pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCmd::Verify {
-            dir,
+            log,
             pubkey,
             checkpoint,
         } => {
+            let dir = &log.dir();
             let mut opts = verify_options(pubkey.as_deref())?;
             if let Some(c) = checkpoint {
                 let text = std::fs::read_to_string(c)
@@ -261,11 +297,11 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AuditCmd::Replay { dir, format } => {
-            let rep = crieur_audit::replay(dir)?;
+        AuditCmd::Replay { log, format } => {
+            let rep = crieur_audit::replay(&log.dir())?;
             match format {
-                ReplayFormat::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
-                ReplayFormat::Table => {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
+                Format::Table => {
                     println!(
                         "{} records, {} runs, {} decisions ({} dial, {} skip), {} INVITEs; {} violations",
                         rep.records,
@@ -289,6 +325,34 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
+                Format::Jsonl | Format::Csv => {
+                    let mut rows = crate::output::Rows::new(
+                        std::io::stdout().lock(),
+                        *format,
+                        &[
+                            ("segment", 0),
+                            ("line", 0),
+                            ("seq", 0),
+                            ("kind", 0),
+                            ("contact", 0),
+                            ("detail", 0),
+                        ],
+                    )?;
+                    for v in &rep.violations {
+                        // Each field as the report's JSON has it.
+                        let j = serde_json::to_value(v)?;
+                        let f = |k: &str| j.get(k).cloned().unwrap_or_default();
+                        rows.row(&[
+                            f("segment"),
+                            f("line"),
+                            f("seq"),
+                            f("kind"),
+                            f("contact"),
+                            f("detail"),
+                        ])?;
+                    }
+                    rows.finish()?;
+                }
             }
             Ok(if rep.violations.is_empty() {
                 ExitCode::SUCCESS
@@ -296,25 +360,46 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
                 ExitCode::from(EXIT_FINDINGS)
             })
         }
-        AuditCmd::Export { dir, csv: _, json } => {
-            let rows = crieur_audit::export::calls(dir)?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                // The header row comes first even when there is no call.
+        AuditCmd::Export {
+            log,
+            format,
+            csv: _,
+            json,
+        } => {
+            let rows = crieur_audit::export::calls(&log.dir())?;
+            let format = if *json { Format::Json } else { *format };
+            // The CSV rendering: the header row first, even when there is no call.
+            let as_csv = || -> anyhow::Result<Vec<u8>> {
                 let mut w = csv::WriterBuilder::new()
                     .has_headers(false)
-                    .from_writer(std::io::stdout());
+                    .from_writer(Vec::new());
                 w.write_record(crieur_audit::export::COLUMNS)?;
                 for r in &rows {
                     w.serialize(r)?;
                 }
-                w.flush()?;
+                Ok(w.into_inner()?)
+            };
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Jsonl => {
+                    for r in &rows {
+                        println!("{}", serde_json::to_string(r)?);
+                    }
+                }
+                Format::Csv => {
+                    use std::io::Write;
+                    std::io::stdout().lock().write_all(&as_csv()?)?;
+                }
+                Format::Table => {
+                    // The CSV rendering, aligned.
+                    print!("{}", crate::output::csv_as_table(&as_csv()?)?);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCmd::Report { dir, html, pubkey } => {
-            let rep = crieur_audit::report::html_report(dir, &verify_options(pubkey.as_deref())?)?;
+        AuditCmd::Report { log, html, pubkey } => {
+            let rep =
+                crieur_audit::report::html_report(&log.dir(), &verify_options(pubkey.as_deref())?)?;
             std::fs::write(html, &rep.html)
                 .with_context(|| format!("writing {}", html.display()))?;
             println!(
@@ -326,17 +411,28 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        AuditCmd::Checkpoint { export } => match crieur_audit::latest_checkpoint(export)? {
-            Some(cp) => {
-                println!("{}", serde_json::to_string(&cp)?);
-                Ok(ExitCode::SUCCESS)
+        AuditCmd::Checkpoint { log, export } => {
+            let dir = log.dir();
+            match crieur_audit::latest_checkpoint(&dir)? {
+                Some(cp) => {
+                    std::fs::write(export, format!("{}\n", serde_json::to_string(&cp)?))
+                        .with_context(|| format!("writing {}", export.display()))?;
+                    println!(
+                        "{}: the latest checkpoint of {} (keep it outside your systems; check the log against it with `crieur audit verify --checkpoint {}`)",
+                        export.display(),
+                        dir.display(),
+                        export.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => anyhow::bail!(
+                    "{}: no checkpoint yet (checkpoints need a signing key: --audit-key or [audit] signing_key_file)",
+                    dir.display()
+                ),
             }
-            None => anyhow::bail!(
-                "{}: no checkpoint yet (checkpoints need a signing key: --audit-key or [audit] signing_key_file)",
-                export.display()
-            ),
-        },
-        AuditCmd::Repair { dir } => {
+        }
+        AuditCmd::Repair { log } => {
+            let dir = &log.dir();
             match AuditLog::repair_torn_tail(dir, Options::default(), now())? {
                 Some(t) => println!(
                     "{}: torn tail of {} bytes (sha256 {}) moved to {}; a torn-tail record says so",
@@ -347,10 +443,13 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCmd::Keygen { out } => {
-            let seed: [u8; 32] = rand::random();
-            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-            write_secret(out, &format!("{}\n", hex::encode(seed)))?;
-            println!("{}", hex::encode(key.verifying_key().to_bytes()));
+            let (public, pub_path) = keygen(out)?;
+            eprintln!(
+                "secret key in {} (mode 0600), public key in {}",
+                out.display(),
+                pub_path.display()
+            );
+            println!("{}", hex::encode(public.to_bytes()));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -365,6 +464,30 @@ fn verify_options(pubkey: Option<&Path>) -> anyhow::Result<VerifyOptions> {
         opts.public_key = Some(crieur_audit::verifying_key_from_hex(&text)?);
     }
     Ok(opts)
+}
+
+/// Makes a signing key: the secret (hex) in `out`, mode 0600; the public key (hex) next to
+/// it, `out` with the extension `.pub`. Neither file may exist already.
+pub fn keygen(out: &Path) -> anyhow::Result<(ed25519_dalek::VerifyingKey, PathBuf)> {
+    let pub_path = out.with_extension("pub");
+    if pub_path == out {
+        anyhow::bail!(
+            "{}: the secret key file must not end in .pub (the public key goes there)",
+            out.display()
+        );
+    }
+    if pub_path.exists() {
+        anyhow::bail!(
+            "{} exists already; choose another --out",
+            pub_path.display()
+        );
+    }
+    let seed: [u8; 32] = rand::random();
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    write_secret(out, &format!("{}\n", hex::encode(seed)))?;
+    std::fs::write(&pub_path, format!("{}\n", hex::encode(public.to_bytes())))
+        .with_context(|| format!("writing {}", pub_path.display()))?;
+    Ok((public, pub_path))
 }
 
 fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -389,6 +512,19 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Checks, before anything is created, that `--audit-key` can be read (a campaign's
+    /// own key was checked when the campaign was loaded).
+    pub fn preflight(&self) -> Result<(), crate::input::InputErrors> {
+        match self
+            .key
+            .as_deref()
+            .and_then(crate::campaign::signing_key_problem)
+        {
+            Some(why) => Err(crate::input::InputError::new(Path::new("--audit-key"), why).into()),
+            None => Ok(()),
+        }
+    }
+
     /// Opens the log for a command working on `store`.
     pub fn open(&self, store: &Path, campaign: Option<&Campaign>) -> anyhow::Result<AuditLog> {
         let dir = dir_for(store, self.dir.as_deref());

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::{
     CallEvent, Dtmf, FirstAudio, Hangup, InviteSent, OptOutRecorded, OutcomeRecord, PastAttempt,
-    SipResponse,
+    RtcpRecord, SipResponse,
 };
 use crieur_audit::Record;
 use crieur_media::audio::Message;
@@ -58,12 +58,12 @@ pub fn run(
     let store = Arc::new(SledStore::open(store_path, false)?);
     let id = crieur_scheduler::ContactId::new(contact_id)
         .map_err(|e| InputErrors(vec![InputError::new(Path::new("--contact"), e.to_string())]))?;
-    let Some(contact) = store.contact(&campaign.name, &id)? else {
+    let Some(contact) = store.contact(&campaign.id, &id)? else {
         return Err(InputErrors(vec![InputError::new(
             store_path,
             format!(
                 "no contact `{contact_id}` in campaign `{}` of this store: import it with `crieur import`",
-                campaign.name
+                campaign.id
             ),
         )
         .field("--contact")])
@@ -82,7 +82,7 @@ pub fn run(
     let opted_out = store.is_opted_out(contact.phone())?;
     let history = history(&*store, contact)?;
     let cap = held(campaign, &history, now).map(|(why, _)| why);
-    let attempt = attempt_number(&history, &campaign.name);
+    let attempt = attempt_number(&history, &campaign.id);
     let decision = Evaluator::new(&campaign.policy).decide(contact, now);
     let refused = if opted_out {
         Some(format!("{number} is on the opt-out list"))
@@ -95,7 +95,7 @@ pub fn run(
             contact,
             &decision,
             DecisionInputs {
-                campaign: &campaign.name,
+                campaign: &campaign.id,
                 now,
                 history: history.clone(),
                 opted_out,
@@ -112,12 +112,15 @@ pub fn run(
     match decision {
         Decision::Skip(s) => {
             crate::audit::stop(&mut log, "refused by the policy")?;
-            println!("refused   the policy says SKIP at {}:", now.to_rfc3339());
+            println!(
+                "refused   the policy says SKIP at {}:",
+                crate::output::rfc3339(now)
+            );
             for r in &s.reasons {
                 println!("  reason  {}", crate::reason_line(r));
             }
             if let Some(n) = s.next_eligible {
-                println!("  next    {}", n.to_rfc3339());
+                println!("  next    {}", crate::output::rfc3339(n));
             }
             return Ok(ExitCode::from(EXIT_REFUSED));
         }
@@ -126,7 +129,7 @@ pub fn run(
             d.consent,
             d.ruleset.name,
             d.ruleset.version,
-            d.valid_until.to_rfc3339()
+            crate::output::rfc3339(d.valid_until)
         ),
     }
     let Prepared {
@@ -161,7 +164,7 @@ pub fn run(
             contact,
             &recheck,
             DecisionInputs {
-                campaign: &campaign.name,
+                campaign: &campaign.id,
                 now,
                 history,
                 opted_out,
@@ -179,7 +182,7 @@ pub fn run(
         crate::audit::stop(&mut log, "refused by the policy at the INVITE")?;
         println!(
             "refused   the policy says SKIP at the INVITE ({}):",
-            now.to_rfc3339()
+            crate::output::rfc3339(now)
         );
         for r in &s.reasons {
             println!("  reason  {}", crate::reason_line(r));
@@ -195,14 +198,14 @@ pub fn run(
     #[allow(clippy::disallowed_methods)]
     let sent_at = Utc::now();
     // The lease and the attempt it becomes carry the INVITE's instant.
-    store.lease(&campaign.name, &id, contact.phone(), sent_at)?;
+    store.lease(&campaign.id, &id, contact.phone(), sent_at)?;
     let call_id = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
     // Durable before the INVITE leaves: the log never lacks a call that happened.
     log.append_durable(
         sent_at,
         &Record::InviteSent(InviteSent {
             call: call_id.clone(),
-            campaign: campaign.name.clone(),
+            campaign: campaign.id.clone(),
             contact: contact.id().to_string(),
             number: number.clone(),
             decided_at: now,
@@ -226,6 +229,7 @@ pub fn run(
             not_interested_key: campaign.not_interested_key,
             keep_received_audio: false,
             stop: Some(stop.clone()),
+            lead_in: campaign.lead_in,
         };
         // Ctrl-C / SIGTERM end the call cleanly (an opt-out in progress is recorded first);
         // a second Ctrl-C exits at once.
@@ -284,13 +288,13 @@ pub fn run(
             // The call may or may not have left: close the lease as an attempt, then fail.
             #[allow(clippy::disallowed_methods)]
             let at = Utc::now();
-            let _ = store.finish_attempt(&campaign.name, &id, contact.phone(), "local-error", at);
+            let _ = store.finish_attempt(&campaign.id, &id, contact.phone(), "local-error", at);
             if let Ok(mut log) = log.lock() {
                 let _ = log.append(
                     at,
                     &Record::Outcome(OutcomeRecord {
                         call: call_id.clone(),
-                        campaign: campaign.name.clone(),
+                        campaign: campaign.id.clone(),
                         contact: contact.id().to_string(),
                         number: number.clone(),
                         started: sent_at,
@@ -306,7 +310,7 @@ pub fn run(
     test_pause("after-call");
     // Refused by the trunk before anything rang: recorded, but no attempt used.
     let outcome = crate::fault::recorded_outcome(&report, true);
-    store.finish_attempt(&campaign.name, &id, contact.phone(), &outcome, ended)?;
+    store.finish_attempt(&campaign.id, &id, contact.phone(), &outcome, ended)?;
     {
         let mut log = log
             .lock()
@@ -333,6 +337,25 @@ pub fn run(
             )),
         report.rtp_sent
     );
+    if report.rtcp.sent > 0 {
+        let q = &report.rtcp;
+        println!(
+            "rtcp      {} reports sent; far end: {}",
+            q.sent,
+            match (q.fraction_lost(), q.jitter_ms()) {
+                (Some(loss), Some(jitter)) => format!(
+                    "{:.1} % lost ({} packets), jitter {jitter:.1} ms{}",
+                    loss * 100.0,
+                    q.last_report.map_or(0, |b| b.cumulative_lost),
+                    q.round_trip.map_or(String::new(), |d| format!(
+                        ", round trip {} ms",
+                        d.as_millis()
+                    ))
+                ),
+                _ => "no report".to_owned(),
+            }
+        );
+    }
     let keys: Vec<String> = report
         .keys
         .iter()
@@ -435,7 +458,7 @@ pub(crate) fn held(
     history: &[PastAttempt],
     now: DateTime<Utc>,
 ) -> Option<(String, Option<DateTime<Utc>>)> {
-    let attempts = to_attempts(history, &campaign.name);
+    let attempts = to_attempts(history, &campaign.id);
     if let Some(hit) = campaign.caps.check(&attempts, now) {
         return Some((hit.to_string(), hit.until()));
     }
@@ -444,7 +467,7 @@ pub(crate) fn held(
         RetryGate::Open => None,
         RetryGate::NotBefore(t) if t <= now => None,
         RetryGate::NotBefore(t) => Some((
-            format!("retry delay: not before {}", t.to_rfc3339()),
+            format!("retry delay: not before {}", crate::output::rfc3339(t)),
             Some(t),
         )),
         RetryGate::Done => Some((
@@ -505,6 +528,7 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
         },
         ring_timeout: campaign.ring_timeout,
         max_call_length: t.max_call_length,
+        symmetric_rtp: t.symmetric_rtp,
         p_asserted_identity: t.p_asserted_identity.clone(),
     };
     let message = Arc::new(Message::load(&campaign.message)?);
@@ -666,6 +690,9 @@ pub(crate) fn record_call(
             }),
         )?;
     }
+    if r.answered_at.is_some() && r.rtcp.sent > 0 {
+        log.append(written, &Record::Rtcp(rtcp_record(call, &r.rtcp)))?;
+    }
     use crieur_media::call::HangupBy;
     log.append(
         written,
@@ -685,7 +712,7 @@ pub(crate) fn record_call(
         written,
         &Record::Outcome(OutcomeRecord {
             call: c(),
-            campaign: campaign.name.clone(),
+            campaign: campaign.id.clone(),
             contact: contact.id().to_string(),
             number: contact.phone().to_string(),
             started: sent_at,
@@ -694,6 +721,23 @@ pub(crate) fn record_call(
         }),
     )?;
     Ok(())
+}
+
+/// The call's RTCP for the audit log.
+fn rtcp_record(call: &str, r: &crieur_media::session::RtcpSummary) -> RtcpRecord {
+    RtcpRecord {
+        call: call.to_owned(),
+        reports_sent: r.sent,
+        reports_received: r.reports_received,
+        fraction_lost_256: r.last_report.map(|b| b.fraction_lost),
+        worst_fraction_lost_256: r.worst_fraction_lost,
+        cumulative_lost: r.last_report.map(|b| b.cumulative_lost),
+        // 8 kHz clock: one unit is 125 µs.
+        jitter_us: r.last_report.map(|b| u64::from(b.jitter) * 125),
+        round_trip_ms: r
+            .round_trip
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
 }
 
 /// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash

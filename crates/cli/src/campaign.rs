@@ -9,7 +9,7 @@ use crieur_scheduler::{parse_zone, CampaignSchedule, CronExpr, Policy, RuleSet, 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::input::{line_col, InputError, InputErrors};
+use crate::input::{line_col, parse_toml, read_text, InputError, InputErrors};
 
 /// The minimum ring time before giving up: 47 CFR 64.1200(a)(6) and Ofcom require 15 s.
 pub const MIN_RING_TIMEOUT_SECS: u64 = 15;
@@ -21,6 +21,9 @@ pub const MAX_MESSAGE_SECS: u64 = 3600;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCampaign {
+    /// The stable id (the store and the audit log key on it); absent: the name.
+    #[serde(default)]
+    id: Option<Spanned<String>>,
     name: Spanned<String>,
     ruleset: Spanned<String>,
     zone: Spanned<String>,
@@ -29,6 +32,9 @@ struct RawCampaign {
     #[serde(default)]
     ring_timeout_secs: Option<Spanned<u64>>,
     message: Spanned<String>,
+    /// Silence before the message, in milliseconds (default 300).
+    #[serde(default)]
+    lead_in_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pacing: Option<Spanned<Pacing>>,
     #[serde(default)]
@@ -67,6 +73,9 @@ struct RawTrunk {
     calls_per_second: Option<f64>,
     #[serde(default)]
     max_concurrent_calls: Option<u32>,
+    /// Symmetric RTP latching (a far end behind NAT).
+    #[serde(default)]
+    symmetric_rtp: bool,
     /// Our SIP address (`IP:port`), for trunks that whitelist it.
     #[serde(default)]
     local_address: Option<Spanned<String>>,
@@ -147,6 +156,8 @@ pub struct TrunkConfig {
     pub max_call_length: Duration,
     pub calls_per_second: Option<f64>,
     pub max_concurrent_calls: Option<u32>,
+    /// Accept RTP from the first source heard instead of the SDP's address (NAT).
+    pub symmetric_rtp: bool,
     /// When trunk faults pause (open) or stop dialling (`[trunk.breaker]`).
     pub breaker: BreakerConfig,
     /// The local SIP address (IP and port) calls are placed from; `None`: the address that
@@ -236,7 +247,7 @@ struct RawCaps {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAudit {
-    signing_key_file: Option<String>,
+    signing_key_file: Option<Spanned<String>>,
     checkpoint_every: Option<u64>,
     checkpoint_secs: Option<u64>,
 }
@@ -294,10 +305,18 @@ impl Retry {
 /// A validated campaign.
 #[derive(Debug)]
 pub struct Campaign {
+    /// The stable id: what the store and the audit log know the campaign by. The TOML's
+    /// `id`, or (for files written before ids existed) its `name`.
+    pub id: String,
+    /// Whether `id` was given (rather than taken from the name).
+    pub id_given: bool,
+    /// The display name (may change between runs).
     pub name: String,
     pub zone: Tz,
     pub message: PathBuf,
     pub message_length: Duration,
+    /// Silence before the message (`lead_in_ms`).
+    pub lead_in: Duration,
     pub ring_timeout: Duration,
     pub pacing: Pacing,
     pub retry: Retry,
@@ -333,7 +352,30 @@ impl Ctx<'_> {
     }
 }
 
+/// Whether `id` is a campaign id: 1 to 64 ASCII letters, digits, `-`, `_` or `.`,
+/// starting with a letter or digit.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 impl Campaign {
+    /// Said by `check` when the campaign has no `id`.
+    pub fn id_warning(&self) -> Option<String> {
+        (!self.id_given).then(|| {
+            format!(
+                "no `id`: the name `{}` is the campaign's id in the store and the audit log \
+                 (as before ids existed), so renaming the campaign would leave its contacts \
+                 and history behind; add `id = \"…\"` (for an existing store, its name as it is \
+                 now: `crieur campaigns` lists them)",
+                self.name
+            )
+        })
+    }
+
     /// The stricter of the campaign's pacing and the trunk's own limits.
     pub fn effective_pacing(&self) -> crieur_engine::Pacing {
         let trunk_cps = self
@@ -355,20 +397,16 @@ impl Campaign {
 
 /// Reads and validates a campaign file; every problem found is reported.
 pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(path, format!("cannot read the campaign file: {e}")))?;
-    let raw: RawCampaign = toml::from_str(&text).map_err(|e| {
-        let mut err = InputError::new(path, e.message().to_owned());
-        if let Some(span) = e.span() {
-            let (l, c) = line_col(&text, span.start);
-            err = err.at(l, Some(c));
-        }
-        err
-    })?;
+    let text = read_text(path, "campaign file")?;
+    let (raw, errors) = parse_toml::<RawCampaign>(path, &text);
+    let Some(raw) = raw else {
+        return Err(InputErrors(errors));
+    };
+    // The checks below add their problems to those of the TOML itself.
     let mut cx = Ctx {
         path,
         text: &text,
-        errors: Vec::new(),
+        errors,
     };
 
     if raw.name.get_ref().trim().is_empty() || raw.name.get_ref().contains('\0') {
@@ -378,6 +416,16 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
             None,
             "expected a non-empty campaign name without NUL characters".into(),
         );
+    }
+    if let Some(id) = &raw.id {
+        if !valid_id(id.get_ref()) {
+            cx.err(
+                id.span(),
+                "id",
+                Some(id.get_ref()),
+                "expected 1 to 64 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit (e.g. `rappel-2027`)".into(),
+            );
+        }
     }
     let ruleset = RuleSet::by_name(raw.ruleset.get_ref())
         .map_err(|e| {
@@ -446,6 +494,21 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
         }
         Some(r) => *r.get_ref(),
         None => MIN_RING_TIMEOUT_SECS,
+    };
+
+    let max_lead_in = crieur_media::uac::MAX_LEAD_IN.as_millis() as u64;
+    let lead_in = match &raw.lead_in_ms {
+        Some(l) if *l.get_ref() > max_lead_in => {
+            cx.err(
+                l.span(),
+                "lead_in_ms",
+                Some(&l.get_ref().to_string()),
+                format!("expected at most {max_lead_in} (the identity must be heard within 2 s of the answer)"),
+            );
+            crieur_media::uac::DEFAULT_LEAD_IN
+        }
+        Some(l) => Duration::from_millis(*l.get_ref()),
+        None => crieur_media::uac::DEFAULT_LEAD_IN,
     };
 
     let base = path.parent().unwrap_or(Path::new("."));
@@ -580,6 +643,23 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
         }
     }
 
+    // The signing key is read now: a missing or malformed key must stop `check`, not a
+    // later `import` or `run` halfway.
+    let signing_key_file = raw
+        .audit
+        .as_ref()
+        .and_then(|a| a.signing_key_file.as_ref())
+        .and_then(|f| {
+            let p = base.join(f.get_ref());
+            match signing_key_problem(&p) {
+                None => Some(p),
+                Some(why) => {
+                    cx.err(f.span(), "audit.signing_key_file", Some(f.get_ref()), why);
+                    None
+                }
+            }
+        });
+
     let schedule = match (exprs.is_empty(), zone) {
         (false, Some(z)) => CampaignSchedule::new(exprs, z).ok(),
         _ => None,
@@ -646,11 +726,18 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
             let ring_timeout = Duration::from_secs(ring);
             let policy = Policy::new(ruleset, schedule, ring_timeout, message_length)
                 .map_err(|e| InputError::new(path, e.to_string()).field("message"))?;
+            let name = raw.name.into_inner();
             Ok(Campaign {
-                name: raw.name.into_inner(),
+                id: raw
+                    .id
+                    .as_ref()
+                    .map_or_else(|| name.clone(), |i| i.get_ref().clone()),
+                id_given: raw.id.is_some(),
+                name,
                 zone,
                 message,
                 message_length,
+                lead_in,
                 ring_timeout,
                 pacing,
                 retry,
@@ -659,11 +746,7 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
                 not_interested_key,
                 caps,
                 audit: AuditConfig {
-                    signing_key_file: raw
-                        .audit
-                        .as_ref()
-                        .and_then(|a| a.signing_key_file.as_ref())
-                        .map(|f| base.join(f)),
+                    signing_key_file,
                     checkpoint_every: raw.audit.as_ref().and_then(|a| a.checkpoint_every),
                     checkpoint_secs: raw.audit.as_ref().and_then(|a| a.checkpoint_secs),
                 },
@@ -675,20 +758,30 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
     }
 }
 
-/// Length of a WAV file's audio.
+/// What is wrong with an audit signing key file, if anything.
+pub fn signing_key_problem(path: &Path) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Err(e) => Some(format!(
+            "cannot read the signing key {}: {e} (make one with `crieur audit keygen --out {}`)",
+            path.display(),
+            path.display()
+        )),
+        Ok(text) => crieur_audit::signing_key_from_hex(&text)
+            .err()
+            .map(|e| format!("{}: not a signing key: {e}", path.display())),
+    }
+}
+
+/// Length of a WAV file's audio, decoded whole (as a call will play it): a file whose data
+/// is shorter than its header says, or that does not decode, is refused here rather than at
+/// the first call.
 fn wav_length(path: &Path) -> Result<Duration, String> {
-    let reader = hound::WavReader::open(path).map_err(|e| e.to_string())?;
-    let spec = reader.spec();
-    if spec.sample_rate == 0 {
-        return Err("sample rate is 0".into());
-    }
-    let samples = u64::from(reader.duration());
-    if samples == 0 {
-        return Err("the file holds no audio".into());
-    }
-    Ok(Duration::from_secs_f64(
-        samples as f64 / f64::from(spec.sample_rate),
-    ))
+    crieur_media::audio::Message::load(path)
+        .map(|m| m.duration())
+        .map_err(|e| match e {
+            crieur_media::Error::Audio { why, .. } => why,
+            e => e.to_string(),
+        })
 }
 
 fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConfig> {
@@ -850,6 +943,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         max_call_length,
         calls_per_second: t.calls_per_second,
         max_concurrent_calls: t.max_concurrent_calls,
+        symmetric_rtp: t.symmetric_rtp,
         breaker,
         local_address,
         p_asserted_identity: t.p_asserted_identity.as_ref().map(|p| p.get_ref().clone()),

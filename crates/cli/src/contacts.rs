@@ -12,7 +12,7 @@ use sha2::Digest;
 use chrono::{DateTime, Utc};
 use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, WindowsCache, E164};
 
-use crate::input::{InputError, InputErrors};
+use crate::input::{strip_bom, InputError, InputErrors};
 
 pub const COLUMNS: [&str; 9] = [
     "id",
@@ -26,6 +26,33 @@ pub const COLUMNS: [&str; 9] = [
     "proof",
 ];
 const REQUIRED: [bool; 9] = [true, true, false, true, true, false, false, true, true];
+
+/// How to read a contacts file.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The field separator (default `,`).
+    pub delimiter: u8,
+    /// Numbers without `+` are national numbers of this region (`--default-region FR`);
+    /// without it every number must be in E.164.
+    pub default_region: Option<phonenumber::country::Id>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            delimiter: b',',
+            default_region: None,
+        }
+    }
+}
+
+impl Options {
+    fn reader(&self) -> csv::ReaderBuilder {
+        let mut b = csv::ReaderBuilder::new();
+        b.has_headers(true).delimiter(self.delimiter);
+        b
+    }
+}
 
 /// Contacts in file order, plus non-fatal findings.
 #[derive(Debug, Default)]
@@ -41,20 +68,21 @@ pub struct Loaded {
 /// [`load`], showing progress on `bar` (bytes read).
 pub fn load_with_progress(
     path: &Path,
+    opts: &Options,
     bar: &indicatif::ProgressBar,
 ) -> Result<Loaded, InputErrors> {
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
     bar.set_length(bytes.len() as u64);
-    load_bytes(path, &bytes, Some(bar))
+    load_bytes(path, opts, &bytes, Some(bar))
 }
 
-pub fn load(path: &Path) -> Result<Loaded, InputErrors> {
+pub fn load(path: &Path, opts: &Options) -> Result<Loaded, InputErrors> {
     // Read whole: the contacts are held in memory anyway, and line numbers for errors are
     // counted from byte offsets (the csv crate's own line count is off with CRLF endings).
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
-    load_bytes(path, &bytes, None)
+    load_bytes(path, opts, &bytes, None)
 }
 
 /// A row left out by [`load_lenient`].
@@ -69,12 +97,13 @@ pub struct Reject {
 /// Problems with the file itself (unreadable, bad header) are still errors.
 pub fn load_lenient(
     path: &Path,
+    opts: &Options,
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<(Loaded, Vec<Reject>, csv::StringRecord), InputErrors> {
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
-    let errors = match load_bytes(path, &bytes, bar) {
-        Ok(l) => return Ok((l, Vec::new(), header_of(&bytes))),
+    let errors = match load_bytes(path, opts, &bytes, bar) {
+        Ok(l) => return Ok((l, Vec::new(), header_of(opts, &bytes))),
         Err(e) => e.0,
     };
     if errors.iter().any(|e| e.line.is_none_or(|l| l <= 1)) {
@@ -89,12 +118,15 @@ pub fn load_lenient(
         }
         by_line.entry(e.line.unwrap_or(0)).or_default().push(msg);
     }
-    let header = header_of(&bytes);
-    let mut lines = LineIndex::new(&bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(bytes.as_slice());
-    let mut kept = csv::Writer::from_writer(Vec::new());
+    let header = header_of(opts, &bytes);
+    // Line numbers and the reader over the same bytes (after any byte-order mark), as in
+    // `load_bytes`.
+    let body = strip_bom(&bytes);
+    let mut lines = LineIndex::new(body);
+    let mut reader = opts.reader().from_reader(body);
+    let mut kept = csv::WriterBuilder::new()
+        .delimiter(opts.delimiter)
+        .from_writer(Vec::new());
     let mut rejects = Vec::new();
     let _ = kept.write_record(&header);
     let mut record = csv::StringRecord::new();
@@ -129,31 +161,52 @@ pub fn load_lenient(
     let kept = kept
         .into_inner()
         .map_err(|e| InputError::new(path, e.to_string()))?;
-    let mut loaded = load_bytes(path, &kept, None)?;
+    let mut loaded = load_bytes(path, opts, &kept, None)?;
     loaded.sha256 = sha2::Sha256::digest(&bytes).into();
     Ok((loaded, rejects, header))
 }
 
-fn header_of(bytes: &[u8]) -> csv::StringRecord {
-    csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(bytes)
+fn header_of(opts: &Options, bytes: &[u8]) -> csv::StringRecord {
+    opts.reader()
+        .from_reader(strip_bom(bytes))
         .headers()
         .cloned()
         .unwrap_or_default()
 }
 
+/// The separator a header line uses if it is not the one it was read with: a header read
+/// as a single field that splits into known column names on `;`, tab or `|`.
+fn other_delimiter(headers: &csv::StringRecord, used: u8) -> Option<char> {
+    let only = match headers.len() {
+        1 => headers.get(0)?,
+        _ => return None,
+    };
+    [',', ';', '\t', '|']
+        .into_iter()
+        .filter(|&d| d as u32 != u32::from(used))
+        .find(|&d| {
+            let names: Vec<&str> = only.split(d).map(|n| n.trim().trim_matches('"')).collect();
+            names.len() > 1
+                && names
+                    .iter()
+                    .filter(|n| COLUMNS.iter().any(|c| c.eq_ignore_ascii_case(n)))
+                    .count()
+                    >= 2
+        })
+}
+
 fn load_bytes(
     path: &Path,
-    bytes: &[u8],
+    opts: &Options,
+    file: &[u8],
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<Loaded, InputErrors> {
+    // Spreadsheets often save UTF-8 with a byte-order mark (the hash is of the file as read).
+    let bytes = strip_bom(file);
     let mut lines = LineIndex::new(bytes);
     // Fields are trimmed (and checked for UTF-8) by the workers, not by the reader: this
     // thread only frames records, the one part that cannot be spread over the cores.
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(bytes);
+    let mut reader = opts.reader().from_reader(bytes);
     let headers = reader
         .headers()
         .map_err(|e| InputError::new(path, format!("cannot read the header: {e}")).at(1, None))?
@@ -161,13 +214,29 @@ fn load_bytes(
     let mut index = [usize::MAX; 9];
     let mut errors = Vec::new();
     for (i, h) in headers.iter().enumerate() {
-        // Spreadsheets often save UTF-8 with a byte-order mark.
+        // Spreadsheets often save UTF-8 with a byte-order mark; headers are matched
+        // whatever their case (`Phone`, `PHONE`).
         let h = if i == 0 {
             h.trim_start_matches('\u{feff}').trim()
         } else {
             h.trim()
         };
-        match COLUMNS.iter().position(|c| *c == h) {
+        match COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)) {
+            // Two columns of one name: which one is meant cannot be known (the consent
+            // would be attached to the wrong number).
+            Some(k) if index[k] != usize::MAX => errors.push(
+                InputError::new(
+                    path,
+                    format!(
+                        "column {} and column {} are both `{}`; expected each column once",
+                        index[k] + 1,
+                        i + 1,
+                        COLUMNS[k]
+                    ),
+                )
+                .at(1, Some(i + 1))
+                .value(h),
+            ),
             Some(k) => index[k] = i,
             None => errors.push(
                 InputError::new(
@@ -178,6 +247,20 @@ fn load_bytes(
                 .value(h),
             ),
         }
+    }
+    if let Some(d) = other_delimiter(&headers, opts.delimiter) {
+        // One column holding the names joined by another separator: say so rather than
+        // listing every column as missing.
+        return Err(InputError::new(
+            path,
+            format!(
+                "this file looks `{}`-separated; give --delimiter '{}'",
+                d.escape_default(),
+                d.escape_default()
+            ),
+        )
+        .at(1, None)
+        .into());
     }
     for (k, name) in COLUMNS.iter().enumerate() {
         if index[k] == usize::MAX {
@@ -211,7 +294,7 @@ fn load_bytes(
     // windows it has parsed: a campaign's contacts share a few distinct window texts.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     std::thread::scope(|scope| {
-        let digest = scope.spawn(|| <[u8; 32]>::from(sha2::Sha256::digest(bytes)));
+        let digest = scope.spawn(|| <[u8; 32]>::from(sha2::Sha256::digest(file)));
         // Long-lived workers (their allocator heaps and regex caches stay warm), each with
         // its own queue; blocks go round-robin and come back in order.
         let mut queues = Vec::with_capacity(workers);
@@ -227,7 +310,7 @@ fn load_bytes(
                         .iter()
                         .zip(&block.lines)
                         .take(block.len)
-                        .map(|(r, &l)| parse_row(path, index, r, l, &mut cache))
+                        .map(|(r, &l)| parse_row(path, opts, index, r, l, &mut cache))
                         .collect();
                     if to_main.send((block, parsed)).is_err() {
                         break;
@@ -463,6 +546,7 @@ struct Row {
 /// Validates one record; every problem of the row is reported, each at its column.
 fn parse_row(
     path: &Path,
+    opts: &Options,
     index: &[usize; 9],
     record: &csv::ByteRecord,
     line: usize,
@@ -503,12 +587,14 @@ fn parse_row(
         return Err(errors);
     }
     let id = ContactId::new(field(0)).map_err(|e| err(0, e.to_string()));
-    let phone = field(1).parse::<E164>().map_err(|e| match e {
-        crieur_scheduler::Error::InvalidPhone { reason, .. } => {
-            err(1, format!("expected an E.164 number: {reason}"))
-        }
-        e => err(1, e.to_string()),
-    });
+    let phone = national(field(1), opts)
+        .parse::<E164>()
+        .map_err(|e| match e {
+            crieur_scheduler::Error::InvalidPhone { reason, .. } => {
+                err(1, format!("expected an E.164 number: {reason}"))
+            }
+            e => err(1, e.to_string()),
+        });
     let zone = match field(2) {
         "" => Ok(None),
         z => parse_zone(z).map(Some).map_err(|_| {
@@ -551,7 +637,7 @@ fn parse_row(
             5,
             format!(
                 "expected an instant after granted_at ({})",
-                granted.to_rfc3339()
+                crate::output::rfc3339(granted)
             ),
         )]);
     }
@@ -560,7 +646,7 @@ fn parse_row(
             6,
             format!(
                 "expected an instant not before granted_at ({})",
-                granted.to_rfc3339()
+                crate::output::rfc3339(granted)
             ),
         )]);
     }
@@ -577,6 +663,19 @@ fn parse_row(
         id_hash: id_hash(id.as_str()),
         contact: Contact::new(id, phone, zone, vec![consent]),
     })
+}
+
+/// A national number (no `+`) of the default region, in E.164; anything else as it is.
+fn national<'a>(s: &'a str, opts: &Options) -> std::borrow::Cow<'a, str> {
+    match opts.default_region {
+        Some(region) if !s.starts_with('+') && !s.is_empty() => {
+            match phonenumber::parse(Some(region), s) {
+                Ok(n) => n.format().mode(phonenumber::Mode::E164).to_string().into(),
+                Err(_) => s.into(),
+            }
+        }
+        _ => s.into(),
+    }
 }
 
 fn instant(s: &str) -> Result<DateTime<Utc>, String> {

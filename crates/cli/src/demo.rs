@@ -113,18 +113,13 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         network.addr()
     );
 
-    let key = dir.join("audit.key");
-    let seed: [u8; 32] = rand::random();
-    std::fs::write(&key, format!("{}\n", hex::encode(seed)))?;
-    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-    std::fs::write(
-        dir.join("audit.pub"),
-        format!("{}\n", hex::encode(public.to_bytes())),
-    )?;
+    // The signing key as `crieur audit keygen` makes it: the secret mode 0600, the public
+    // key next to it.
+    let (public, _) = crate::audit::keygen(&dir.join("audit.key"))?;
     let campaign = format!(
         "# The demo campaign: rule set `none` so that it runs at any hour (FR or US would wait\n\
          # for legal calling hours); every contact's own consent window is open now.\n\
-         name = \"crieur demo\"\nruleset = \"none\"\nzone = \"Europe/Paris\"\nring_timeout_secs = 15\n\
+         id = \"demo\"\nname = \"crieur demo\"\nruleset = \"none\"\nzone = \"Europe/Paris\"\nring_timeout_secs = 15\n\
          message = \"rappel-fr.wav\"\nconfirmation = \"optout-fr.wav\"\nopt_out_key = \"9\"\n\
          [pacing]\ncalls_per_second = 10\nmax_concurrent_calls = 40\n\
          [retry]\nmax_attempts = 2\n[retry.busy]\ndelay_secs = 10\nmax_retries = 1\n\
@@ -154,6 +149,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     crate::storecmd::import(
         &campaign_path,
         &dir.join("contacts.csv"),
+        &Default::default(),
         &store,
         false,
         &dir.join("rejects.csv"),
@@ -208,6 +204,11 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let shown = |p: &Path| p.display().to_string();
     println!("store     {}", shown(&store));
     println!("audit log {}", shown(&audit));
+    println!(
+        "keys      {} (secret, 0600), {} (public: audit verify --pubkey)",
+        shown(&dir.join("audit.key")),
+        shown(&dir.join("audit.pub"))
+    );
     println!(
         "next      crieur audit report {} --html report.html   (a page for a reviewer)",
         shown(&audit)

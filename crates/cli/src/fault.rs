@@ -138,6 +138,8 @@ mod tests {
             send_lateness_max_us: 0,
             rtp_send_errors: 0,
             rtp_received: vec![],
+            rtp_local: None,
+            rtcp: Default::default(),
         }
     }
 

@@ -11,7 +11,9 @@ mod contacts;
 mod demo;
 mod fault;
 mod input;
+mod output;
 mod run;
+mod status;
 mod storecmd;
 
 #[global_allocator]
@@ -19,13 +21,13 @@ mod storecmd;
 // insert); mimalloc cuts that cost. See BENCHMARKS.md.
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
-use clap::{Parser, Subcommand, ValueEnum};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use clap::{Parser, Subcommand};
 use crieur_scheduler::{
     phone_tz_map_version, tzdb_version, Contact, Decision, Evaluator, Reading, SkipReason,
     ZoneSource,
@@ -42,23 +44,89 @@ use crate::input::{InputError, InputErrors};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--store`, on the commands that use the store (before or after their subcommand).
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct StoreArg {
+    /// The store directory (contacts, consent history, opt-out list, attempts).
+    #[arg(
+        long,
+        env = "CRIEUR_STORE",
+        default_value = "crieur.store",
+        global = true
+    )]
+    pub store: PathBuf,
+}
+
+/// `--audit` and `--audit-key`, on the commands that write the audit log.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct AuditArgs {
     /// The audit log directory (default: next to the store, `<store>.audit`).
-    #[arg(long, global = true, env = "CRIEUR_AUDIT")]
-    audit: Option<PathBuf>,
+    #[arg(long, env = "CRIEUR_AUDIT", global = true)]
+    pub audit: Option<PathBuf>,
     /// The audit checkpoint signing key file (64 hex characters; default: the campaign's
     /// `[audit] signing_key_file`). Without a key no checkpoints are written.
-    #[arg(long, global = true, env = "CRIEUR_AUDIT_KEY")]
-    audit_key: Option<PathBuf>,
+    #[arg(long, env = "CRIEUR_AUDIT_KEY", global = true)]
+    pub audit_key: Option<PathBuf>,
+}
+
+impl AuditArgs {
+    fn ctx(&self) -> audit::Ctx {
+        audit::Ctx {
+            dir: self.audit.clone(),
+            key: self.audit_key.clone(),
+        }
+    }
+}
+
+/// How the contacts CSV is read.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct CsvArgs {
+    /// The field separator of the contacts file: one ASCII character, or `tab`.
+    #[arg(long, default_value = ",", value_parser = parse_delimiter)]
+    delimiter: u8,
+    /// Accept national numbers (without `+`) as numbers of this region, e.g. `FR`
+    /// (ISO 3166 code); without it every number must be in E.164 (`+33…`).
+    #[arg(long, value_parser = parse_region)]
+    default_region: Option<phonenumber::country::Id>,
+}
+
+impl CsvArgs {
+    fn options(&self) -> contacts::Options {
+        contacts::Options {
+            delimiter: self.delimiter,
+            default_region: self.default_region,
+        }
+    }
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" => Ok(s.as_bytes()[0]),
+        _ => Err("expected one ASCII character such as `;`, or `tab`".into()),
+    }
+}
+
+fn parse_region(s: &str) -> Result<phonenumber::country::Id, String> {
+    s.to_ascii_uppercase()
+        .parse()
+        .map_err(|_| "expected a region code such as FR, US, GB (ISO 3166-1 alpha-2)".to_owned())
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Per contact, the intervals (UTC) in which a call may start.
     Windows {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
+        /// The contacts file (CSV).
         #[arg(long)]
         contacts: PathBuf,
+        #[command(flatten)]
+        csv: CsvArgs,
         /// Start of the range, RFC 3339.
         #[arg(long, value_parser = parse_instant)]
         from: DateTime<Utc>,
@@ -70,10 +138,14 @@ enum Command {
     },
     /// The decision for one contact at one instant, with every reason.
     Explain {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
+        /// The contacts file (CSV).
         #[arg(long)]
         contacts: PathBuf,
+        #[command(flatten)]
+        csv: CsvArgs,
         /// The contact's id.
         #[arg(long)]
         contact: String,
@@ -84,6 +156,7 @@ enum Command {
     /// Place one call the way the campaign would: the policy decides first (no bypass), then
     /// the call's timeline is printed. Exit 0 answered, 3 refused by policy, 4 not answered.
     Call {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
         /// The contact's id in the store (as imported with `crieur import`: the decision uses
@@ -92,24 +165,56 @@ enum Command {
         contact: String,
         /// The store: its opt-out list is checked before the call, and an opt-out made during
         /// the call is recorded there (durably) before the confirmation plays.
-        #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        audit: AuditArgs,
     },
     /// Import contacts into the store: all-or-nothing, or with --skip-invalid the valid rows,
     /// the others written with their reasons to a rejects file.
     Import {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
-        /// The store directory (created if missing).
-        #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
-        store: PathBuf,
+        /// The contacts CSV.
+        #[arg(long, required_unless_present = "file")]
+        contacts: Option<PathBuf>,
+        /// Deprecated: the contacts CSV as a positional argument; use --contacts.
+        #[arg(hide = true, conflicts_with = "contacts")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        csv: CsvArgs,
         /// Import the valid rows; write the others to --rejects.
         #[arg(long)]
         skip_invalid: bool,
+        /// Where --skip-invalid writes the rejected rows, with their reasons.
         #[arg(long, default_value = "rejects.csv")]
         rejects: PathBuf,
-        /// The contacts CSV.
-        contacts: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
+    /// The campaigns of a store: id, contacts, consent records.
+    Campaigns {
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Where a campaign stands in the store now: contacts, done, due now, next due, and the
+    /// contacts that can never be called in the next 400 days, with why.
+    Status {
+        /// The campaign file (TOML).
+        #[arg(long)]
+        campaign: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        /// The instant to evaluate at (default: now), RFC 3339.
+        #[arg(long, value_parser = parse_instant)]
+        at: Option<DateTime<Utc>>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// The demo: 100 contacts in five zones whose windows are open now, dialled live against
     /// a simulated callee network on loopback; then the audit log is verified and replayed.
@@ -136,10 +241,13 @@ enum Command {
     /// contact is done, at --until, or on SIGINT/SIGTERM (calls in progress get --drain-secs;
     /// a second signal hangs up at once).
     Run {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
-        #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        audit: AuditArgs,
         /// Seconds calls in progress get to finish after the first SIGINT/SIGTERM.
         #[arg(long, default_value_t = 30)]
         drain_secs: u64,
@@ -158,18 +266,22 @@ enum Command {
     },
     /// The global opt-out list (numbers kept only as keyed hashes).
     Optout {
-        #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
         #[command(subcommand)]
         action: OptOutAction,
     },
     /// Run the real scheduling loop on a simulated clock with simulated outcomes: the dial plan
-    /// as JSON lines on stdout, a summary per day on stderr.
+    /// on stdout (JSON lines by default), a summary per day on stderr.
     Simulate {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
+        /// The contacts file (CSV).
         #[arg(long)]
         contacts: PathBuf,
+        #[command(flatten)]
+        csv: CsvArgs,
         /// Start, RFC 3339.
         #[arg(long, value_parser = parse_instant)]
         from: DateTime<Utc>,
@@ -180,35 +292,72 @@ enum Command {
         outcomes: String,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
     },
     /// Validate a campaign (and optionally its contacts) and say what is wrong.
     Check {
+        /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
+        /// The contacts file (CSV).
         #[arg(long)]
         contacts: Option<PathBuf>,
+        #[command(flatten)]
+        csv: CsvArgs,
     },
 }
 
 #[derive(Subcommand)]
 pub(crate) enum OptOutAction {
     /// Add a number (E.164).
-    Add { number: String },
+    Add {
+        number: String,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
     /// Remove a number added by mistake.
-    Remove { number: String },
-    /// Whether a number is on the list.
+    Remove {
+        number: String,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
+    /// Whether a number is on the list: exit 0 if it is, 1 if it is not (2 on a bad number).
     Check { number: String },
     /// List the entries (hash, date, source).
-    List,
-    /// Import a file of E.164 numbers, one per line (# comments allowed), e.g. Bloctel's.
-    Import { file: PathBuf },
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Import a file of E.164 numbers, one per line (# comments allowed), e.g. Bloctel's:
+    /// all lines or none, or with --skip-invalid the valid ones, the others written with
+    /// their reasons to --rejects.
+    Import {
+        file: PathBuf,
+        /// Import the valid lines; write the others to --rejects.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Where --skip-invalid writes the rejected lines, with their reasons.
+        #[arg(long, default_value = "optout-rejects.csv")]
+        rejects: PathBuf,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Table,
-    Jsonl,
+impl OptOutAction {
+    /// The audit options of the actions that change the list (and so write the log).
+    fn audit(&self) -> AuditArgs {
+        match self {
+            OptOutAction::Add { audit, .. }
+            | OptOutAction::Remove { audit, .. }
+            | OptOutAction::Import { audit, .. } => audit.clone(),
+            OptOutAction::Check { .. } | OptOutAction::List { .. } => AuditArgs::default(),
+        }
+    }
 }
+
+use output::{rfc3339, Format};
 
 fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
     let t = DateTime::parse_from_rfc3339(s)
@@ -239,10 +388,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let actx = audit::Ctx {
-        dir: cli.audit,
-        key: cli.audit_key,
-    };
     match cli.command {
         Command::Audit { cmd } => audit::run(&cmd),
         Command::Demo { dir } => demo::run(dir),
@@ -250,6 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             campaign,
             store,
+            audit,
             drain_secs,
             until,
             max_idle_secs,
@@ -258,8 +404,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run::run(
                 &c,
                 &campaign,
-                &store,
-                &actx,
+                &store.store,
+                &audit.ctx(),
                 run::RunOptions {
                     drain: std::time::Duration::from_secs(drain_secs),
                     until,
@@ -270,44 +416,98 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Windows {
             campaign,
             contacts,
+            csv,
             from,
             until,
             format,
-        } => windows(&campaign, &contacts, from, until, format),
+        } => windows(&campaign, &contacts, &csv.options(), from, until, format),
         Command::Explain {
             campaign,
             contacts,
+            csv,
             contact,
             at,
-        } => explain(&campaign, &contacts, &contact, at),
-        Command::Check { campaign, contacts } => check(&campaign, contacts.as_deref()),
+        } => explain(&campaign, &contacts, &csv.options(), &contact, at),
+        Command::Check {
+            campaign,
+            contacts,
+            csv,
+        } => check(&campaign, contacts.as_deref(), &csv.options()),
         Command::Import {
             campaign,
-            store,
+            contacts,
+            file,
+            csv,
             skip_invalid,
             rejects,
-            contacts,
-        } => storecmd::import(&campaign, &contacts, &store, skip_invalid, &rejects, &actx),
-        Command::Optout { store, action } => storecmd::optout(&store, &action, &actx),
+            store,
+            audit,
+        } => {
+            if file.is_some() {
+                eprintln!("warning: the contacts file as a positional argument is deprecated; use --contacts");
+            }
+            let contacts = contacts.or(file).unwrap_or_default();
+            storecmd::import(
+                &campaign,
+                &contacts,
+                &csv.options(),
+                &store.store,
+                skip_invalid,
+                &rejects,
+                &audit.ctx(),
+            )
+        }
+        Command::Campaigns { store, format } => status::campaigns(&store.store, format),
+        Command::Status {
+            campaign,
+            store,
+            at,
+            format,
+        } => {
+            let c = campaign::load(&campaign)?;
+            status::status(&c, &store.store, at.unwrap_or_else(audit::now), format)
+        }
+        Command::Optout { store, action } => {
+            storecmd::optout(&store.store, &action, &action.audit().ctx())
+        }
         Command::Simulate {
             campaign,
             contacts,
+            csv,
             from,
             days,
             outcomes,
             seed,
-        } => simulate(&campaign, &contacts, from, days, &outcomes, seed),
+            format,
+        } => simulate(
+            &campaign,
+            &contacts,
+            &csv.options(),
+            from,
+            days,
+            &outcomes,
+            seed,
+            format,
+        ),
         Command::Call {
             campaign,
             contact,
             store,
+            audit,
         } => {
             let campaign_path = campaign;
             let campaign = campaign::load(&campaign_path)?;
             // The binary is the edge where the clock is read; the policy takes it as input.
             #[allow(clippy::disallowed_methods)]
             let now = Utc::now();
-            call::run(&campaign, &campaign_path, &contact, now, &store, &actx)
+            call::run(
+                &campaign,
+                &campaign_path,
+                &contact,
+                now,
+                &store.store,
+                &audit.ctx(),
+            )
         }
     }
 }
@@ -322,8 +522,7 @@ fn sim(plan: &Path, bind: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
         .value(bind.to_string())])
         .into());
     }
-    let text = std::fs::read_to_string(plan)
-        .map_err(|e| InputErrors(vec![InputError::new(plan, format!("cannot read: {e}"))]))?;
+    let text = input::read_text(plan, "plan")?;
     let plan_v = crieur_sim::Plan::from_toml(&text)
         .map_err(|e| InputErrors(vec![InputError::new(plan, e.to_string())]))?;
     let listed = plan_v.numbers.len();
@@ -347,8 +546,9 @@ fn sim(plan: &Path, bind: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
 fn load_both(
     campaign: &Path,
     contacts: &Path,
+    opts: &contacts::Options,
 ) -> Result<(campaign::Campaign, contacts::Loaded), InputErrors> {
-    match (campaign::load(campaign), contacts::load(contacts)) {
+    match (campaign::load(campaign), contacts::load(contacts, opts)) {
         (Ok(c), Ok(l)) => Ok((c, l)),
         (c, l) => {
             let mut all = c.err().map(|e| e.0).unwrap_or_default();
@@ -358,13 +558,10 @@ fn load_both(
     }
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 fn windows(
     campaign: &Path,
     contacts: &Path,
+    opts: &contacts::Options,
     from: DateTime<Utc>,
     until: DateTime<Utc>,
     format: Format,
@@ -377,44 +574,29 @@ fn windows(
         .value(rfc3339(until))])
         .into());
     }
-    let (campaign, loaded) = load_both(campaign, contacts)?;
+    let (campaign, loaded) = load_both(campaign, contacts, opts)?;
     let mut ev = Evaluator::batch(&campaign.policy);
     let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    if let Format::Table = format {
-        writeln!(
-            out,
-            "{:<20} {:<21} {:<21} {:>9}",
-            "contact", "start (UTC)", "end (UTC)", "length"
-        )?;
-    }
+    let out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    // The length is for people; machines have start and end.
+    let columns: &[(&str, usize)] = &[("contact", 20), ("start", 21), ("end", 21), ("length", 9)];
+    let columns = match format {
+        Format::Table => columns,
+        _ => &columns[..3],
+    };
+    let mut rows = output::Rows::new(out, format, columns)?;
     for c in &loaded.contacts {
         for w in ev.windows(c, from, until) {
-            match format {
-                Format::Jsonl => writeln!(
-                    out,
-                    r#"{{"contact":{},"start":"{}","end":"{}"}}"#,
-                    serde_json::Value::from(c.id().as_str()),
-                    rfc3339(w.start),
-                    rfc3339(w.end)
-                )?,
-                Format::Table => {
-                    let len = (w.end - w.start).num_seconds();
-                    writeln!(
-                        out,
-                        "{:<20} {:<21} {:<21} {:>3}h{:02}m{:02}s",
-                        c.id().as_str(),
-                        rfc3339(w.start),
-                        rfc3339(w.end),
-                        len / 3600,
-                        len % 3600 / 60,
-                        len % 60
-                    )?
-                }
-            }
+            let len = (w.end - w.start).num_seconds();
+            rows.row(&[
+                c.id().as_str().into(),
+                rfc3339(w.start).into(),
+                rfc3339(w.end).into(),
+                format!("{:>3}h{:02}m{:02}s", len / 3600, len % 3600 / 60, len % 60).into(),
+            ])?;
         }
     }
-    out.flush().context("writing the windows")?;
+    rows.finish().context("writing the windows")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -498,10 +680,11 @@ pub(crate) fn reason_line(r: &SkipReason) -> String {
 fn explain(
     campaign: &Path,
     contacts: &Path,
+    opts: &contacts::Options,
     id: &str,
     at: DateTime<Utc>,
 ) -> anyhow::Result<ExitCode> {
-    let (campaign, loaded) = load_both(campaign, contacts)?;
+    let (campaign, loaded) = load_both(campaign, contacts, opts)?;
     let Some(c) = loaded.contacts.iter().find(|c| c.id().as_str() == id) else {
         return Err(
             InputErrors(vec![InputError::new(contacts, "no contact with this id")
@@ -584,7 +767,13 @@ fn explain(
                             )
                         })
                         .collect();
-                    writeln!(out, "  next    {} ({})", rfc3339(n), readings.join("; "))?
+                    writeln!(
+                        out,
+                        "  next    {} (in {}; {})",
+                        rfc3339(n),
+                        output::human_duration(n - at),
+                        readings.join("; ")
+                    )?
                 }
                 None => writeln!(
                     out,
@@ -598,16 +787,21 @@ fn explain(
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(campaign_path: &Path, contacts_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn check(
+    campaign_path: &Path,
+    contacts_path: Option<&Path>,
+    opts: &contacts::Options,
+) -> anyhow::Result<ExitCode> {
     let campaign = campaign::load(campaign_path);
-    let loaded = contacts_path.map(contacts::load);
+    let loaded = contacts_path.map(|p| contacts::load(p, opts));
     let mut errors = Vec::new();
     if let Ok(c) = &campaign {
         let p = &c.policy;
         println!(
-            "{}: ok: `{}`, rule set {} ({}), zone {}, {} schedule expression(s), D = {} s (ring {} s + message {:.1} s)",
+            "{}: ok: `{}` (id `{}`), rule set {} ({}), zone {}, {} schedule expression(s), D = {} s (ring {} s + message {:.1} s)",
             campaign_path.display(),
             c.name,
+            c.id,
             p.ruleset().name(),
             p.ruleset().version(),
             c.zone,
@@ -624,6 +818,9 @@ fn check(campaign_path: &Path, contacts_path: Option<&Path>) -> anyhow::Result<E
             c.retry.max_attempts.map_or("rule-set default".to_owned(), |n| n.to_string()),
             c.retry.min_delay_secs.map_or("rule-set default".to_owned(), |n| format!("{n} s")),
         );
+        if let Some(w) = c.id_warning() {
+            println!("warning: {}: {w}", campaign_path.display());
+        }
         for e in p.schedule().map_or(&[][..], |s| s.exprs()) {
             if !e.holds_ever() {
                 println!(
@@ -634,9 +831,13 @@ fn check(campaign_path: &Path, contacts_path: Option<&Path>) -> anyhow::Result<E
             }
         }
     }
-    if let Err(e) = campaign {
-        errors.extend(e.0);
-    }
+    let campaign = match campaign {
+        Ok(c) => Some(c),
+        Err(e) => {
+            errors.extend(e.0);
+            None
+        }
+    };
     if let (Some(path), Some(loaded)) = (contacts_path, loaded) {
         match loaded {
             Ok(l) => {
@@ -648,6 +849,9 @@ fn check(campaign_path: &Path, contacts_path: Option<&Path>) -> anyhow::Result<E
                     records,
                     l.rows
                 );
+                if let Some(campaign) = &campaign {
+                    status::warn_never_callable(campaign, &l.contacts, audit::now());
+                }
                 for c in &l.contacts {
                     let (zones, _) = c.zones();
                     if zones.is_empty() {
@@ -671,13 +875,16 @@ fn check(campaign_path: &Path, contacts_path: Option<&Path>) -> anyhow::Result<E
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn simulate(
     campaign: &Path,
     contacts: &Path,
+    opts: &contacts::Options,
     from: DateTime<Utc>,
     days: u32,
     outcomes: &str,
     seed: u64,
+    format: Format,
 ) -> anyhow::Result<ExitCode> {
     use crieur_engine::{OutcomeMix, SimConfig};
     let mix = OutcomeMix::parse(outcomes).map_err(|e| {
@@ -685,7 +892,7 @@ fn simulate(
             InputError::new(Path::new("--outcomes"), e).value(outcomes)
         ])
     })?;
-    let (c, loaded) = load_both(campaign, contacts)?;
+    let (c, loaded) = load_both(campaign, contacts, opts)?;
     let retry = c.retry.policy();
     let cfg = SimConfig {
         from,
@@ -701,18 +908,25 @@ fn simulate(
     let ids: Vec<String> = loaded.contacts.iter().map(|c| c.id().to_string()).collect();
     let events = crieur_engine::simulate(loaded.contacts, &c.policy, &cfg);
     let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut rows = output::Rows::new(
+        BufWriter::new(stdout.lock()),
+        format,
+        &[
+            ("contact", 20),
+            ("instant", 21),
+            ("attempt", 7),
+            ("outcome", 0),
+        ],
+    )?;
     let mut days_summary: std::collections::BTreeMap<chrono::NaiveDate, [usize; 4]> =
         Default::default();
     for e in &events {
-        writeln!(
-            out,
-            r#"{{"contact":{},"instant":"{}","attempt":{},"outcome":"{}"}}"#,
-            serde_json::Value::from(ids[e.contact].as_str()),
-            rfc3339(e.at),
-            e.attempt,
-            e.outcome.as_str()
-        )?;
+        rows.row(&[
+            ids[e.contact].as_str().into(),
+            rfc3339(e.at).into(),
+            e.attempt.into(),
+            e.outcome.as_str().into(),
+        ])?;
         let d = days_summary.entry(e.at.date_naive()).or_default();
         d[0] += 1;
         match e.outcome {
@@ -721,7 +935,7 @@ fn simulate(
             _ => d[3] += 1,
         }
     }
-    out.flush()?;
+    rows.finish()?;
     eprintln!(
         "{:<12} {:>8} {:>9} {:>10} {:>12}",
         "day (UTC)", "dialled", "answered", "opted out", "other/retry"

@@ -82,11 +82,11 @@ pub fn run(
         &crate::audit::header("run", Some((campaign, campaign_path)))?,
     )?;
     crate::call::recover(&store, &mut log, start)?;
-    let contacts = store.contacts(&campaign.name)?;
+    let contacts = store.contacts(&campaign.id)?;
     if contacts.is_empty() {
         return Err(anyhow!(
             "campaign `{}` has no contacts in {}: import them with `crieur import`",
-            campaign.name,
+            campaign.id,
             store_path.display()
         ));
     }
@@ -101,7 +101,7 @@ pub fn run(
     );
     for i in 0..planner.len() {
         let h = history(&*store, planner.contact(i))?;
-        planner.load_history(i, to_attempts(&h, &campaign.name));
+        planner.load_history(i, to_attempts(&h, &campaign.id));
     }
     log.commit()?;
     let log = Arc::new(Mutex::new(log));
@@ -210,7 +210,7 @@ fn note_transition(
 ) -> anyhow::Result<()> {
     lock(log)?.append(
         t.at,
-        &Record::TrunkBreaker(crate::fault::breaker_record(&campaign.name, t, call)),
+        &Record::TrunkBreaker(crate::fault::breaker_record(&campaign.id, t, call)),
     )?;
     let why = match &t.cause {
         Cause::Fault(f) => {
@@ -388,7 +388,7 @@ async fn dial_loop(
         if stopping.is_none() {
             if let Some(u) = opts.until.filter(|u| t >= *u) {
                 stopping = Some((
-                    format!("--until {} reached", u.to_rfc3339()),
+                    format!("--until {} reached", crate::output::rfc3339(u)),
                     tokio::time::Instant::now() + opts.drain,
                 ));
             }
@@ -442,7 +442,7 @@ async fn dial_loop(
                     );
                     continue;
                 }
-                match store.lease(&campaign.name, contact.id(), contact.phone(), sent_at) {
+                match store.lease(&campaign.id, contact.id(), contact.phone(), sent_at) {
                     Ok(()) => {}
                     Err(crieur_store::Error::Leased { .. }) => {
                         // Another process is dialling it: not ours to call now.
@@ -461,7 +461,7 @@ async fn dial_loop(
                     sent_at,
                     &Record::InviteSent(InviteSent {
                         call: call.clone(),
-                        campaign: campaign.name.clone(),
+                        campaign: campaign.id.clone(),
                         contact: contact.id().to_string(),
                         number: number.clone(),
                         decided_at,
@@ -503,17 +503,7 @@ async fn dial_loop(
                     SkipNote::Cap(hit) => Some(hit.to_string()),
                     SkipNote::Policy { .. } => None,
                 };
-                record_decision(
-                    log,
-                    contact,
-                    &d,
-                    &campaign.name,
-                    t,
-                    h,
-                    opted_out,
-                    refused,
-                    0,
-                )?;
+                record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
             }
         }
         // Calls that ended.
@@ -555,9 +545,9 @@ async fn dial_loop(
                 if idle_note != Some(n) {
                     idle_note = Some(n);
                     progress.println(&format!(
-                        "idle      no contact is dialable now; the next becomes due at {} ({} s)",
-                        n.to_rfc3339(),
-                        (n - t).num_seconds()
+                        "idle      no contact is dialable now; the next becomes due at {} (in {})",
+                        crate::output::rfc3339(n),
+                        crate::output::human_duration(n - t)
                     ));
                 }
             }
@@ -565,7 +555,7 @@ async fn dial_loop(
                 if (n - t).to_std().unwrap_or_default() > max {
                     return Ok(format!(
                         "idle: the next contact is due at {}, beyond --max-idle-secs {}",
-                        n.to_rfc3339(),
+                        crate::output::rfc3339(n),
                         max.as_secs()
                     ));
                 }
@@ -637,6 +627,7 @@ fn place(
         not_interested_key: campaign.not_interested_key,
         keep_received_audio: false,
         stop: Some(shared.hangup_all.child_token()),
+        lead_in: campaign.lead_in,
     };
     let (uac, trunk, store, log) = (
         shared.uac.clone(),
@@ -731,7 +722,7 @@ fn recheck(
     let t = now();
     let opted_out = store.is_opted_out(contact.phone())?;
     let h = history(&**store, contact)?;
-    let attempt = crate::call::attempt_number(&h, &campaign.name);
+    let attempt = crate::call::attempt_number(&h, &campaign.id);
     let held = crate::call::held(campaign, &h, t);
     let d = eval.decide(contact, t);
     let refused = if opted_out {
@@ -743,7 +734,7 @@ fn recheck(
         log,
         contact,
         &d,
-        &campaign.name,
+        &campaign.id,
         t,
         h,
         opted_out,
@@ -783,13 +774,7 @@ fn finish(
         Err(_) => "local-error".to_owned(),
     };
     store
-        .finish_attempt(
-            &campaign.name,
-            contact.id(),
-            contact.phone(),
-            &outcome,
-            ended,
-        )
+        .finish_attempt(&campaign.id, contact.id(), contact.phone(), &outcome, ended)
         .with_context(|| format!("recording the outcome of {}", contact.id()))?;
     {
         let mut log = lock(log)?;
@@ -803,7 +788,7 @@ fn finish(
                     ended,
                     &Record::Outcome(OutcomeRecord {
                         call: f.call.clone(),
-                        campaign: campaign.name.clone(),
+                        campaign: campaign.id.clone(),
                         contact: contact.id().to_string(),
                         number: contact.phone().to_string(),
                         started: f.sent_at,
@@ -931,7 +916,7 @@ impl Progress {
             s.push_str(&format!(" · {} refused by the trunk", c.trunk_refused));
         }
         if let Some(n) = idle_until {
-            s.push_str(&format!(" · idle until {}", n.to_rfc3339()));
+            s.push_str(&format!(" · idle until {}", crate::output::rfc3339(n)));
         }
         if let Some(t) = trunk {
             s.push_str(&format!(" · {t}"));

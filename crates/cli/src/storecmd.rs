@@ -1,6 +1,5 @@
 //! `crieur import` and `crieur optout`: the durable store from the command line.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -16,6 +15,7 @@ use crate::input::{InputError, InputErrors};
 pub fn import(
     campaign: &Path,
     contacts: &Path,
+    opts: &crate::contacts::Options,
     store: &Path,
     skip_invalid: bool,
     rejects: &Path,
@@ -37,20 +37,23 @@ pub fn import(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let (loaded, rejected, header) = if skip_invalid {
-        crate::contacts::load_lenient(contacts, Some(&bar))?
+    let (loaded, rejected, csv_header) = if skip_invalid {
+        crate::contacts::load_lenient(contacts, opts, Some(&bar))?
     } else {
         (
-            crate::contacts::load_with_progress(contacts, &bar)?,
+            crate::contacts::load_with_progress(contacts, opts, &bar)?,
             Vec::new(),
             csv::StringRecord::new(),
         )
     };
+    // Everything is validated before the store is created or touched.
+    actx.preflight()?;
+    let header = crate::audit::header("import", Some((&campaign, campaign_path)))?;
     bar.set_message("writing");
     if !rejected.is_empty() {
         let mut w = csv::Writer::from_path(rejects)
             .with_context(|| format!("writing {}", rejects.display()))?;
-        let mut h: Vec<String> = header.iter().map(str::to_owned).collect();
+        let mut h: Vec<String> = csv_header.iter().map(str::to_owned).collect();
         h.extend(["line".to_owned(), "reject_reason".to_owned()]);
         w.write_record(&h)?;
         for r in &rejected {
@@ -68,17 +71,14 @@ pub fn import(
     }
     let s = SledStore::open(store, true)?;
     let mut log = actx.open(store, Some(&campaign))?;
-    log.append(
-        crate::audit::now(),
-        &crate::audit::header("import", Some((&campaign, campaign_path)))?,
-    )?;
+    log.append(crate::audit::now(), &header)?;
     let stats = s
-        .upsert_contacts(&campaign.name, &loaded.contacts)
+        .upsert_contacts(&campaign.id, &loaded.contacts)
         .with_context(|| format!("importing {} into {}", contacts.display(), store.display()))?;
     log.append(
         crate::audit::now(),
         &crieur_audit::Record::Import(crieur_audit::record::ImportRecord {
-            campaign: campaign.name.clone(),
+            campaign: campaign.id.clone(),
             file: contacts.display().to_string(),
             sha256: hex::encode(loaded.sha256),
             rows: loaded.rows + rejected.len(),
@@ -90,11 +90,15 @@ pub fn import(
     )?;
     crate::audit::stop(&mut log, "import done")?;
     bar.finish_and_clear();
+    crate::status::warn_never_callable(&campaign, &loaded.contacts, crate::audit::now());
+    if let Some(w) = campaign.id_warning() {
+        println!("warning: {}: {w}", campaign_path.display());
+    }
     println!(
         "{}: imported into {} (campaign `{}`): {} new contacts, {} updated, {} consent records added, from {} rows",
         contacts.display(),
         store.display(),
-        campaign.name,
+        campaign.id,
         stats.created,
         stats.updated,
         stats.consents_added,
@@ -105,12 +109,37 @@ pub fn import(
 
 fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputErrors> {
     s.trim().parse::<E164>().map_err(|e| {
-        let e = InputError::new(file, e.to_string()).value(s.trim());
+        let why = match e {
+            crieur_scheduler::Error::InvalidPhone { reason, .. } => {
+                format!("expected an E.164 number: {reason}")
+            }
+            e => e.to_string(),
+        };
+        let e = InputError::new(file, why).value(s.trim());
         InputErrors::from(match line {
             Some(l) => e.at(l, Some(1)),
             None => e,
         })
     })
+}
+
+/// The rejected lines of an opt-out list: `line,number,reject_reason`.
+fn write_optout_rejects(text: &str, errors: &[InputError], path: &Path) -> anyhow::Result<()> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+    w.write_record(["line", "number", "reject_reason"])?;
+    for e in errors {
+        let line = e.line.unwrap_or(0);
+        let number = lines.get(line.wrapping_sub(1)).map_or("", |l| l.trim());
+        w.write_record([
+            line.to_string(),
+            crate::input::cap(number.to_owned()),
+            e.message.clone(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// `crieur optout add|remove|list|import`.
@@ -143,11 +172,12 @@ pub fn optout(
     actx: &crate::audit::Ctx,
 ) -> anyhow::Result<ExitCode> {
     use crate::OptOutAction as A;
+    actx.preflight()?;
     // The binary is where the clock is read: the opt-out's own timestamp.
     #[allow(clippy::disallowed_methods)]
     let now = Utc::now();
     match action {
-        A::Add { number: n } => {
+        A::Add { number: n, .. } => {
             let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, true)?;
             let new = s.add_opt_out(&n, now, "crieur optout add")?;
@@ -168,7 +198,7 @@ pub fn optout(
                 }
             );
         }
-        A::Remove { number: n } => {
+        A::Remove { number: n, .. } => {
             let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, false)?;
             let removed = s.remove_opt_out(&n)?;
@@ -194,39 +224,47 @@ pub fn optout(
         A::Check { number: n } => {
             let n = number(n, Path::new("<argument>"), None)?;
             let s = SledStore::open(store, false)?;
-            println!(
-                "{}",
-                if s.is_opted_out(&n)? {
-                    "opted out"
-                } else {
-                    "not opted out"
-                }
-            );
+            // Exit 0 when listed, 1 when not, for scripts (`if crieur optout check …`).
+            return Ok(if s.is_opted_out(&n)? {
+                println!("opted out");
+                ExitCode::SUCCESS
+            } else {
+                println!("not opted out");
+                ExitCode::from(1)
+            });
         }
-        A::List => {
+        A::List { format } => {
             let s = SledStore::open(store, false)?;
             let list = s.opt_outs()?;
+            if *format == crate::output::Format::Table {
+                println!(
+                    "{} opt-outs (numbers are stored only as keyed hashes)",
+                    list.len()
+                );
+            }
             let out = std::io::stdout();
-            let mut out = out.lock();
-            writeln!(
-                out,
-                "{} opt-outs (numbers are stored only as keyed hashes)",
-                list.len()
+            let mut rows = crate::output::Rows::new(
+                out.lock(),
+                *format,
+                &[("number_hash", 64), ("at", 20), ("source", 0)],
             )?;
             for o in list {
-                writeln!(
-                    out,
-                    "{}  {}  {}",
-                    o.number_hash,
-                    o.at.to_rfc3339(),
-                    o.source
-                )?;
+                rows.row(&[
+                    o.number_hash.to_string().into(),
+                    crate::output::rfc3339(o.at).into(),
+                    o.source.into(),
+                ])?;
             }
+            rows.finish()?;
         }
-        A::Import { file } => {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                InputErrors::from(InputError::new(file, format!("cannot read: {e}")))
-            })?;
+        A::Import {
+            file,
+            skip_invalid,
+            rejects,
+            ..
+        } => {
+            // A byte-order mark is dropped; bytes that are not UTF-8 are located.
+            let text = crate::input::read_text(file, "opt-out list")?;
             let mut numbers = Vec::new();
             let mut errors = Vec::new();
             for (i, line) in text.lines().enumerate() {
@@ -239,8 +277,16 @@ pub fn optout(
                     Err(e) => errors.extend(e.0),
                 }
             }
-            if !errors.is_empty() {
+            if !errors.is_empty() && !skip_invalid {
                 return Err(InputErrors(errors).into());
+            }
+            if !errors.is_empty() {
+                write_optout_rejects(&text, &errors, rejects)?;
+                println!(
+                    "{} lines rejected, written with their reasons to {}",
+                    errors.len(),
+                    rejects.display()
+                );
             }
             let s = SledStore::open(store, true)?;
             let source = format!(

@@ -113,6 +113,7 @@ impl Setup {
                 &p("c.toml"),
                 "--store",
                 &p("store"),
+                "--contacts",
                 &p("k.csv"),
             ])
             .output()
@@ -239,6 +240,7 @@ fn a_dial_places_the_call_and_prints_its_timeline() {
     assert!(out.contains("codec     PCMU"), "{out}");
     assert!(out.contains("answer → first audio"), "{out}");
     assert!(out.contains("outcome   answered-completed"), "{out}");
+    assert!(out.contains("rtcp      "), "{out}");
     assert!(sipp_ok, "sipp did not count the call successful");
 }
 
@@ -265,6 +267,7 @@ fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
         &p("c.toml"),
         "--store",
         &p("st"),
+        "--contacts",
         &p("in.csv"),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
@@ -287,6 +290,7 @@ fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
         "--skip-invalid",
         "--rejects",
         &p("rej.csv"),
+        "--contacts",
         &p("in.csv"),
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -312,6 +316,7 @@ fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
         &p("c.toml"),
         "--store",
         &p("st"),
+        "--contacts",
         &p("again.csv"),
     ]);
     assert!(
@@ -487,6 +492,9 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
     assert!(pos("decision") < pos("invite-sent"));
     assert!(pos("invite-sent") < pos("opt-out-recorded"));
     assert!(pos("opt-out-recorded") < pos("hangup"));
+    // The call's RTCP (at least the closing report with BYE; sipp sends no reports).
+    assert!(pos("rtcp") < pos("hangup"));
+    assert!(log.contains("\"reports_received\":0"), "{log}");
     assert!(log.contains("\"method\":\"sip-info\""), "{log}");
     // The second call was refused: recorded as a skip because of the opt-out list.
     assert!(log.contains("is on the opt-out list"), "{log}");
@@ -564,6 +572,20 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
         "{html}"
     );
     assert!(html.contains("id=\"optout-to-durable-summary\""), "{html}");
+    // The same rows in every format.
+    let o = crieur(&["audit", "export", &audit, "--format", "jsonl"]);
+    let row: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap_or_default();
+    assert!(row.to_string().contains("answered-opted-out"), "{row}");
+    let o = crieur(&["audit", "export", &audit, "--format", "table"]);
+    let table = text(&o.stdout);
+    let (head, first) = (
+        table.lines().next().unwrap_or_default(),
+        table.lines().nth(1).unwrap_or_default(),
+    );
+    assert!(
+        table.lines().count() == 2 && !head.contains(',') && first.contains("answered-opted-out"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -968,13 +990,21 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
     let p = |n: &str| s.dir.path().join(n).display().to_string();
     let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    std::fs::write(p("audit.pub"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    // The public key is written next to the secret (and printed); the secret is 0600.
+    assert_eq!(
+        std::fs::read_to_string(p("audit.pub")).unwrap_or_default(),
+        text(&o.stdout)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p("audit.key")).map_or(0, |m| m.permissions().mode());
+    assert_eq!(mode & 0o777, 0o600);
+    // A second keygen over the same files is refused.
+    let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
+    assert_eq!(o.status.code(), Some(1));
     let with_key = |args: &[&str]| {
-        let mut a = vec!["--audit-key", &p("audit.key")[..]]
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<Vec<_>>();
-        a.extend(args.iter().map(|s| (*s).to_owned()));
+        // `--audit-key` after the (sub)command that writes the log, where it is used.
+        let mut a: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        a.extend(["--audit-key".to_owned(), p("audit.key")]);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         crieur(&a)
     };
@@ -1001,9 +1031,8 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
     let o = crieur(&["audit", "verify", &audit, "--pubkey", &p("audit.pub")]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
     assert!(text(&o.stdout).contains("checked against the given key"));
-    let o = crieur(&["audit", "checkpoint", "--export", &audit]);
+    let o = crieur(&["audit", "checkpoint", &audit, "--export", &p("cp.json")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    std::fs::write(p("cp.json"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
     let o = crieur(&["audit", "replay", &audit, "--format", "json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
@@ -1072,7 +1101,7 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
     );
     // Another key: the checkpoints are not its.
     let o = crieur(&["audit", "keygen", "--out", &p("other.key")]);
-    std::fs::write(p("other.pub"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let o = crieur(&["audit", "verify", &audit, "--pubkey", &p("other.pub")]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
     assert!(

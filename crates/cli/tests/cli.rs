@@ -158,7 +158,12 @@ fn explain_lists_reasons_and_next_eligible() {
         "{out}"
     );
     assert!(out.contains("Mon 2027-03-29 18:30:00 (UTC+02:00)"), "{out}");
-    assert!(out.contains("next    2027-03-30T16:00:00Z"), "{out}");
+    assert!(
+        out.contains(
+            "next    2027-03-30T16:00:00Z (in 23 h 30 min; Tue 2027-03-30 18:00:00 Europe/Paris)"
+        ),
+        "{out}"
+    );
 
     let o = crieur(&[
         "explain",
@@ -322,6 +327,34 @@ fn bad_trunk_local_address_and_p_asserted_identity_are_located() {
         "field `trunk.local_address`: bad value `0.0.0.0:5060`: expected <IP>:<port> of this host",
         "field `trunk.p_asserted_identity`: bad value `+33100000000`: expected a sip:, sips: or tel: URI",
     ]);
+}
+
+#[test]
+fn a_lead_in_longer_than_the_identity_rule_allows_is_located() {
+    let campaign = CAMPAIGN.replace(
+        "ring_timeout_secs = 20\n",
+        "ring_timeout_secs = 20\nlead_in_ms = 1600\n",
+    );
+    rejects(
+        &campaign,
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:5:14: field `lead_in_ms`: bad value `1600`: expected at most 1500"],
+    );
+    // At the limit, with symmetric RTP on the trunk: accepted.
+    let campaign = format!(
+        "{}[trunk]\nuri = \"sip:127.0.0.1:5060\"\nfrom = \"sip:+33100000000@x.test\"\nsymmetric_rtp = true\n",
+        CAMPAIGN.replace("ring_timeout_secs = 20\n", "ring_timeout_secs = 20\nlead_in_ms = 1500\n")
+    );
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let o = s.run("check");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -614,6 +647,748 @@ fn caps_may_only_be_tightened_and_keys_must_differ() {
     );
     let o = s.run("check");
     assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+impl Scratch {
+    fn write(&self, name: &str, data: &[u8]) {
+        std::fs::write(self.dir.path().join(name), data).unwrap_or_else(|e| panic!("{e}"));
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.dir.path().join(name).exists()
+    }
+}
+
+/// A G.711 WAV (format tag 7 µ-law or 6 A-law, 8 kHz mono) whose `data` header announces
+/// `announced` bytes and which holds `held` (silence).
+fn g711_wav(tag: u16, announced: u32, held: usize) -> Vec<u8> {
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(4 + 26 + 8 + announced).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&18u32.to_le_bytes());
+    w.extend_from_slice(&tag.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8u16.to_le_bytes());
+    w.extend_from_slice(&0u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&announced.to_le_bytes());
+    w.extend(std::iter::repeat_n(
+        if tag == 7 { 0xff } else { 0xd5 },
+        held,
+    ));
+    w
+}
+
+/// Two columns of one name (whatever their case) are an error naming both: the second must
+/// not silently win (the consent would be attached to the wrong number).
+#[test]
+fn duplicate_columns_are_an_error_naming_both() {
+    let rows = "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof,Phone\nc1,+33612345678,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p,+33612345679\n";
+    rejects(
+        CAMPAIGN,
+        rows,
+        "check",
+        &["contacts.csv:1:10: bad value `Phone`: column 2 and column 10 are both `phone`; expected each column once"],
+    );
+}
+
+#[test]
+fn headers_are_case_insensitive_and_another_separator_is_named() {
+    let s = Scratch::new(CAMPAIGN, &format!("{}{GOOD_ROW}", HEADER.to_uppercase()));
+    let o = s.run("check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let semi = format!("{HEADER}{GOOD_ROW}").replace(',', ";");
+    rejects(
+        CAMPAIGN,
+        &semi,
+        "check",
+        &[
+            "contacts.csv:1: this file looks `;`-separated; give --delimiter ';'",
+            "1 problem(s)",
+        ],
+    );
+}
+
+/// `[audit] signing_key_file` naming a missing (or malformed) key fails `check`; `import`
+/// then stops before creating the store — and so with a bad `--audit-key`.
+#[test]
+fn a_missing_signing_key_fails_check_and_import_creates_nothing() {
+    let campaign = format!("{CAMPAIGN}[audit]\nsigning_key_file = \"nope.key\"\n");
+    rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
+        "campaign.toml:7:20: field `audit.signing_key_file`: bad value `nope.key`: cannot read the signing key",
+    ]);
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    s.write("bad.key", b"not hex\n");
+    let import = |extra: &[&str]| {
+        let mut a = vec![
+            "import",
+            "--campaign",
+            &s.path("campaign.toml")[..],
+            "--contacts",
+            &s.path("contacts.csv")[..],
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        a.extend(["--store".to_owned(), s.path("store")]);
+        a.extend(extra.iter().map(|x| (*x).to_owned()));
+        crieur(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = import(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(!s.exists("store") && !s.exists("store.audit"));
+    // A good campaign, a bad --audit-key: still nothing created.
+    std::fs::write(
+        s.dir.path().join("campaign.toml"),
+        CAMPAIGN.replace(
+            "@WAV@",
+            &root().join("audio/rappel-fr.wav").display().to_string(),
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = import(&["--audit-key", &s.path("bad.key")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("--audit-key: "),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stderr).contains("not a signing key"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!s.exists("store") && !s.exists("store.audit"));
+    let o = import(&[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(s.exists("store"));
+}
+
+/// A WAV whose header announces 10 s but which holds 1 s fails `check`; µ-law and A-law
+/// WAVs (tags 7 and 6) are accepted, with their length.
+#[test]
+fn truncated_wav_fails_check_and_g711_wavs_are_accepted() {
+    let s = Scratch::new("", "");
+    s.write("cut.wav", &g711_wav(7, 80_000, 8_000));
+    rejects(
+        &CAMPAIGN.replace("@WAV@", &s.path("cut.wav")),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:5:11: field `message`", "truncated: the header announces 80000 bytes of audio (10.0 s), the file holds 8000 (1.0 s)"],
+    );
+    for (tag, name) in [(7, "mulaw.wav"), (6, "alaw.wav")] {
+        s.write(name, &g711_wav(tag, 24_000, 24_000));
+        s.write(
+            "campaign.toml",
+            CAMPAIGN.replace("@WAV@", &s.path(name)).as_bytes(),
+        );
+        s.write("contacts.csv", format!("{HEADER}{GOOD_ROW}").as_bytes());
+        let o = s.run("check");
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stdout).contains("D = 23 s (ring 20 s + message 3.0 s)"),
+            "{name}: {}",
+            text(&o.stdout)
+        );
+    }
+}
+
+/// A megabyte field is echoed as its first 80 characters and its size.
+#[test]
+fn huge_values_are_not_echoed_whole() {
+    let big = "x".repeat(1 << 20);
+    let rows = format!("{HEADER}c2,+33612345678,,{big},2027-01-10T09:00:00Z,,,form,p\n");
+    let s = Scratch::new(CAMPAIGN, &rows);
+    let o = s.run("check");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", &err[..err.len().min(2000)]);
+    assert!(err.len() < 1000, "{} bytes of errors", err.len());
+    assert!(
+        err.contains(&format!("bad value `{}… (1048576 bytes)`", "x".repeat(80))),
+        "{err}"
+    );
+    // In a campaign file: a bad value, and a parser's message quoting the input.
+    let campaign = CAMPAIGN
+        .replace("Europe/Paris", &big)
+        .replace("= 20", &format!("= \"{big}\""));
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let o = s.run("check");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", &err[..err.len().min(2000)]);
+    assert!(err.len() < 2000, "{} bytes of errors", err.len());
+    assert!(err.contains("bytes)"), "{err}");
+    // In an opt-out list.
+    s.write("list.txt", format!("+{}\n", "1".repeat(1 << 20)).as_bytes());
+    let o = crieur(&[
+        "optout",
+        "import",
+        &s.path("list.txt"),
+        "--store",
+        &s.path("st"),
+    ]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.len() < 1000, "{} bytes of errors", err.len());
+    assert!(err.contains("… (1048577 bytes)"), "{err}");
+}
+
+/// Spaces after the commas between days, as the grammar allows.
+#[test]
+fn spaces_between_days_are_accepted() {
+    let rows = format!(
+        "{HEADER}c1,+33612345678,,\"mon, wed 10:00-11:00\",2027-01-10T09:00:00Z,,,form,p\n"
+    );
+    let s = Scratch::new(CAMPAIGN, &rows);
+    let o = s.run("windows");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // 2027-03-01 is a Monday: Monday and Wednesday, 10:00-11:00 Paris (UTC+1).
+    let out = text(&o.stdout);
+    assert!(out.contains(r#""start":"2027-03-01T09:00:00Z""#), "{out}");
+    assert!(out.contains(r#""start":"2027-03-03T09:00:00Z""#), "{out}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+}
+
+/// A campaign file saved with a byte-order mark is read; one that is not UTF-8 is an error
+/// at the line and column of the first bad byte.
+#[test]
+fn toml_bom_is_accepted_and_non_utf8_is_located() {
+    let s = Scratch::new(
+        &format!("\u{feff}{CAMPAIGN}"),
+        &format!("{HEADER}{GOOD_ROW}"),
+    );
+    let o = s.run("check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut latin1 = b"name = \"caf".to_vec();
+    latin1.push(0xe9);
+    latin1.extend_from_slice(b"\"\nruleset = \"FR\"\n");
+    s.write("campaign.toml", &latin1);
+    let o = s.run("check");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("campaign.toml:1:12: not UTF-8 text: byte 0xe9"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// Every problem of a campaign file at once, each at its line and column: unknown keys, a
+/// value of the wrong type, and the checks that follow.
+#[test]
+fn toml_errors_are_all_reported_at_once() {
+    let campaign = format!(
+        "{CAMPAIGN}ringtimeout = 3\nopt_out_key = 9\n[pacing]\ncalls_per_second = \"fast\"\nmax_concurent_calls = 3\n"
+    );
+    rejects(
+        &campaign,
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &[
+            "campaign.toml:6:1: unknown field `ringtimeout`",
+            "campaign.toml:7:15: invalid type: integer `9`, expected a string",
+            "campaign.toml:9:20: invalid type: string \"fast\"",
+            "campaign.toml:10:1: unknown field `max_concurent_calls`",
+            "4 problem(s)",
+        ],
+    );
+}
+
+/// Opt-out lists: a byte-order mark is accepted; a byte that is not UTF-8 is located.
+#[test]
+fn optout_list_bom_and_non_utf8() {
+    let s = Scratch::new("", "");
+    s.write(
+        "bom.txt",
+        "\u{feff}+33612345678\n# comment\n+33612345679\n".as_bytes(),
+    );
+    let o = crieur(&[
+        "optout",
+        "import",
+        &s.path("bom.txt"),
+        "--store",
+        &s.path("st"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("2 numbers"), "{}", text(&o.stdout));
+    s.write("latin1.txt", b"+33612345678\n# r\xe9sili\xe9s\n");
+    let o = crieur(&[
+        "optout",
+        "import",
+        &s.path("latin1.txt"),
+        "--store",
+        &s.path("st"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("latin1.txt:2:4: not UTF-8 text: byte 0xe9"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// `crieur` with `args` (owned strings).
+fn crieur_s(args: &[String]) -> Output {
+    crieur(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A campaign under rule set `none` (any hour), with an id.
+const CAMPAIGN_NONE: &str = "id = \"c-1\"\nname = \"First name\"\nruleset = \"none\"\nzone = \"Europe/Paris\"\nring_timeout_secs = 20\nmessage = \"@WAV@\"\n";
+
+/// `import --contacts`, `--store` after the subcommand (also after the optout subcommand),
+/// not before it; `campaigns` lists the store's campaigns by id; `optout check` exits 0 when
+/// listed and 1 when not; the positional contacts file still works, with a warning.
+#[test]
+fn one_command_line_store_contacts_campaigns_optout_check() {
+    let s = Scratch::new(CAMPAIGN_NONE, &format!("{HEADER}{GOOD_ROW}"));
+    let (c, k, st) = (
+        s.path("campaign.toml"),
+        s.path("contacts.csv"),
+        s.path("st"),
+    );
+    let o = crieur(&["import", "--campaign", &c, "--contacts", &k, "--store", &st]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("(campaign `c-1`)"),
+        "{}",
+        text(&o.stdout)
+    );
+    // The deprecated positional form.
+    let o = crieur(&["import", "--campaign", &c, "--store", &st, &k]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("deprecated; use --contacts"),
+        "{}",
+        text(&o.stderr)
+    );
+    // `--store` is not a global option any more: only where it is used.
+    let o = crieur(&["--store", &st, "campaigns"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = crieur(&["check", "--campaign", &c, "--store", &st]);
+    assert_eq!(o.status.code(), Some(2), "check has no store");
+    // Each option is shown where it is used, and only there.
+    let help = |args: &[&str]| text(&crieur(&[args, &["--help"]].concat()).stdout);
+    for (cmd, store, audit_key) in [
+        (&["check"][..], false, false),
+        (&["windows"][..], false, false),
+        (&["import"][..], true, true),
+        (&["run"][..], true, true),
+        (&["campaigns"][..], true, false),
+        (&["optout", "check"][..], true, false),
+        (&["optout", "list"][..], true, false),
+        (&["optout", "add"][..], true, true),
+        (&["audit", "keygen"][..], false, false),
+    ] {
+        let h = help(cmd);
+        assert_eq!(h.contains("--store"), store, "{cmd:?}: {h}");
+        assert_eq!(h.contains("--audit-key"), audit_key, "{cmd:?}: {h}");
+    }
+    let o = crieur(&["campaigns", "--store", &st, "--format", "csv"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "campaign,contacts,consents\nc-1,1,1\n");
+    let o = crieur(&["optout", "add", "+33612345678", "--store", &st]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = crieur(&["optout", "check", "+33612345678", "--store", &st]);
+    assert_eq!(
+        (o.status.code(), text(&o.stdout).trim()),
+        (Some(0), "opted out")
+    );
+    let o = crieur(&["optout", "--store", &st, "check", "+33612345679"]);
+    assert_eq!(
+        (o.status.code(), text(&o.stdout).trim()),
+        (Some(1), "not opted out")
+    );
+    let o = crieur(&["optout", "list", "--store", &st, "--format", "jsonl"]);
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap_or_default();
+    assert_eq!(v["source"], "crieur optout add", "{}", text(&o.stdout));
+    // Whole seconds, UTC, `Z`.
+    let at = v["at"].as_str().unwrap_or_default();
+    assert!(at.len() == 20 && at.ends_with('Z'), "{at}");
+    // The audit commands find `<store>.audit` from --store alone.
+    for cmd in ["verify", "replay"] {
+        let o = crieur(&["audit", cmd, "--store", &st]);
+        assert!(
+            o.status.success(),
+            "{cmd}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+    }
+    let o = crieur(&["audit", "export", "--store", &st, "--format", "jsonl"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = crieur(&[
+        "audit",
+        "checkpoint",
+        "--store",
+        &st,
+        "--export",
+        &s.path("cp.json"),
+    ]);
+    // No signing key was given: no checkpoint, and it says why.
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("no checkpoint yet"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!s.exists("cp.json"));
+}
+
+/// `--format` means the same everywhere: a CSV header even without rows, one JSON array.
+#[test]
+fn formats_for_windows_and_simulate() {
+    let s = Scratch::new(CAMPAIGN, &format!("{HEADER}{GOOD_ROW}"));
+    let args = |format: &str, until: &str| {
+        vec![
+            "windows".to_owned(),
+            "--campaign".into(),
+            s.path("campaign.toml"),
+            "--contacts".into(),
+            s.path("contacts.csv"),
+            "--from".into(),
+            "2027-03-01T00:00:00Z".into(),
+            "--until".into(),
+            until.into(),
+            "--format".into(),
+            format.into(),
+        ]
+    };
+    let o = crieur_s(&args("csv", "2027-03-03T00:00:00Z"));
+    assert_eq!(
+        text(&o.stdout),
+        "contact,start,end\nc1,2027-03-01T17:00:00Z,2027-03-01T18:59:25Z\nc1,2027-03-02T17:00:00Z,2027-03-02T18:59:25Z\n"
+    );
+    let o = crieur_s(&args("csv", "2027-03-01T00:00:00Z"));
+    assert_eq!(o.status.code(), Some(2), "--until must be after --from");
+    // A Sunday: no window, the header alone.
+    let mut a = args("csv", "2027-02-28T23:00:00Z");
+    a[6] = "2027-02-28T00:00:00Z".into();
+    let o = crieur_s(&a);
+    assert_eq!(text(&o.stdout), "contact,start,end\n");
+    let o = crieur_s(&args("json", "2027-03-03T00:00:00Z"));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v[1]["end"], "2027-03-02T18:59:25Z");
+    let o = crieur_s(&args("table", "2027-03-03T00:00:00Z"));
+    assert!(text(&o.stdout).contains("1h59m25s"), "{}", text(&o.stdout));
+    let o = crieur(&[
+        "simulate",
+        "--campaign",
+        &s.path("campaign.toml"),
+        "--contacts",
+        &s.path("contacts.csv"),
+        "--from",
+        "2027-03-01T00:00:00Z",
+        "--days",
+        "1",
+        "--outcomes",
+        "busy=0,no-answer=0,optout=0",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        text(&o.stdout),
+        "contact,instant,attempt,outcome\nc1,2027-03-01T17:00:00Z,1,answered\n"
+    );
+}
+
+/// A `;`-separated file of national numbers: `--delimiter ';' --default-region FR`.
+#[test]
+fn delimiter_and_default_region() {
+    let rows =
+        format!("{HEADER}c1,06 12 34 56 78,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\n")
+            .replace(',', ";");
+    let s = Scratch::new(CAMPAIGN, &rows);
+    let (c, k) = (s.path("campaign.toml"), s.path("contacts.csv"));
+    let o = crieur(&[
+        "check",
+        "--campaign",
+        &c,
+        "--contacts",
+        &k,
+        "--delimiter",
+        ";",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("bad value `06 12 34 56 78`: expected an E.164 number"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = crieur(&[
+        "explain",
+        "--campaign",
+        &c,
+        "--contacts",
+        &k,
+        "--delimiter",
+        ";",
+        "--default-region",
+        "fr",
+        "--contact",
+        "c1",
+        "--at",
+        "2027-03-01T17:00:00Z",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("contact   c1 +33612345678"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = crieur(&[
+        "check",
+        "--campaign",
+        &c,
+        "--contacts",
+        &k,
+        "--default-region",
+        "XX",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("expected a region code"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// `optout import --skip-invalid --rejects F`: the valid numbers in, the others in F with
+/// their line and reason.
+#[test]
+fn optout_import_skip_invalid_writes_rejects() {
+    let s = Scratch::new("", "");
+    s.write(
+        "list.txt",
+        b"+33612345678\nnot-a-number\n\n+33612345679\n+3361\n",
+    );
+    let st = s.path("st");
+    let o = crieur(&["optout", "import", &s.path("list.txt"), "--store", &st]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!s.exists("st"), "nothing imported on bad input");
+    let o = crieur(&[
+        "optout",
+        "import",
+        &s.path("list.txt"),
+        "--store",
+        &st,
+        "--skip-invalid",
+        "--rejects",
+        &s.path("rej.csv"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("2 lines rejected"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(
+        text(&o.stdout).contains("2 numbers, 2 new opt-outs"),
+        "{}",
+        text(&o.stdout)
+    );
+    let rej = std::fs::read_to_string(s.path("rej.csv")).unwrap_or_default();
+    let lines: Vec<&str> = rej.lines().collect();
+    assert_eq!(lines[0], "line,number,reject_reason");
+    assert!(lines[1].starts_with("2,not-a-number,"), "{rej}");
+    assert!(lines[2].starts_with("5,+3361,"), "{rej}");
+    assert_eq!(lines.len(), 3, "{rej}");
+    let o = crieur(&["optout", "check", "+33612345679", "--store", &st]);
+    assert_eq!(o.status.code(), Some(0));
+}
+
+/// The campaign's `id` is what the store knows it by: renaming the campaign keeps its
+/// contacts; a bad id is located; without an id, `check` says the name is used.
+#[test]
+fn campaign_id_is_stable_and_checked() {
+    let s = Scratch::new(CAMPAIGN_NONE, &format!("{HEADER}{GOOD_ROW}"));
+    let (c, k, st) = (
+        s.path("campaign.toml"),
+        s.path("contacts.csv"),
+        s.path("st"),
+    );
+    let o = crieur(&["import", "--campaign", &c, "--contacts", &k, "--store", &st]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let body = std::fs::read_to_string(&c).unwrap_or_default();
+    s.write(
+        "campaign.toml",
+        body.replace("First name", "Renamed").as_bytes(),
+    );
+    let o = crieur(&[
+        "status",
+        "--campaign",
+        &c,
+        "--store",
+        &st,
+        "--at",
+        "2027-03-01T12:00:00Z",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("campaign  c-1 (`Renamed`)"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(
+        text(&o.stdout).contains("contacts  1"),
+        "{}",
+        text(&o.stdout)
+    );
+    rejects(
+        &CAMPAIGN_NONE.replace("c-1", "bad id/"),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:1:6: field `id`: bad value `bad id/`: expected 1 to 64 ASCII letters"],
+    );
+    let s = Scratch::new(CAMPAIGN, &format!("{HEADER}{GOOD_ROW}"));
+    let o = s.run("check");
+    assert!(o.status.success());
+    assert!(
+        text(&o.stdout).contains("warning: ")
+            && text(&o.stdout).contains("no `id`: the name `t` is the campaign's id"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+/// `status`: contacts, done, due now, next due (in human units), and the contacts that can
+/// never be called in the next 400 days with why; `check` and `import` warn about those.
+#[test]
+fn status_and_never_callable_warnings() {
+    let rows = format!(
+        "{HEADER}\
+         due,+33612345670,,daily 00:00-24:00,2027-01-01T00:00:00Z,,,form,p\n\
+         later,+33612345671,,daily 00:00-24:00,2027-04-12T12:00:00Z,,,form,p\n\
+         expired,+33612345672,,daily 00:00-24:00,2026-01-01T00:00:00Z,2026-06-01T00:00:00Z,,form,p\n\
+         optedout,+33612345673,,daily 00:00-24:00,2027-01-01T00:00:00Z,,,form,p\n"
+    );
+    let s = Scratch::new(CAMPAIGN_NONE, &rows);
+    let (c, k, st) = (
+        s.path("campaign.toml"),
+        s.path("contacts.csv"),
+        s.path("st"),
+    );
+    let o = s.run("check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout)
+            .contains("warning: contact `expired`: cannot be called in the next 400 days"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = crieur(&["import", "--campaign", &c, "--contacts", &k, "--store", &st]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("warning: contact `expired`"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = crieur(&["optout", "add", "+33612345673", "--store", &st]);
+    assert!(o.status.success());
+    let at = "2027-03-01T12:00:00Z";
+    let o = crieur(&["status", "--campaign", &c, "--store", &st, "--at", at]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for want in [
+        "contacts  4",
+        "done      1 ",
+        "due now   1",
+        "next due  2027-04-12T12:00:00Z (in 42 days; 1 contacts waiting)",
+        "never     1 ",
+        "  expired              ConsentExpired: consent #0 expired at 2026-06-01T00:00:00Z",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+    let o = crieur(&[
+        "status",
+        "--campaign",
+        &c,
+        "--store",
+        &st,
+        "--at",
+        at,
+        "--format",
+        "jsonl",
+    ]);
+    let states: Vec<(String, String)> = text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["contact"].as_str().unwrap_or_default().to_owned(),
+                v["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("due", "due"),
+        ("expired", "never"),
+        ("later", "waiting"),
+        ("optedout", "done"),
+    ];
+    assert_eq!(
+        states,
+        want.map(|(a, b)| (a.to_owned(), b.to_owned())).to_vec()
+    );
+}
+
+/// A wrong type in an optional key does not hide the checks that follow it; a wrong type in
+/// a required key is reported once (not again as missing).
+#[test]
+fn toml_type_errors_and_checks_together() {
+    let campaign =
+        CAMPAIGN.replace("ring_timeout_secs = 20", "ring_timeout_secs = 10") + "opt_out_key = 9\n";
+    rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
+        "campaign.toml:6:15: invalid type: integer `9`, expected a string",
+        "campaign.toml:4:21: field `ring_timeout_secs`: bad value `10`: expected at least 15 seconds",
+        "2 problem(s)",
+    ]);
+    let s = Scratch::new(
+        &CAMPAIGN.replace("name = \"t\"", "name = 5"),
+        &format!("{HEADER}{GOOD_ROW}"),
+    );
+    let o = s.run("check");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("campaign.toml:1:8: invalid type: integer `5`, expected a string"),
+        "{err}"
+    );
+    assert!(!err.contains("missing field"), "{err}");
+}
+
+/// A byte-order mark does not shift the line numbers of `import --skip-invalid`'s rejects.
+#[test]
+fn skip_invalid_lines_are_right_after_a_bom() {
+    let rows = format!(
+        "\u{feff}{HEADER}{GOOD_ROW}c2,+3361234,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\nc3,+33612345679,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\n"
+    );
+    let s = Scratch::new(CAMPAIGN_NONE, &rows);
+    let o = crieur(&[
+        "import",
+        "--campaign",
+        &s.path("campaign.toml"),
+        "--contacts",
+        &s.path("contacts.csv"),
+        "--store",
+        &s.path("st"),
+        "--skip-invalid",
+        "--rejects",
+        &s.path("rej.csv"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("2 new contacts"),
+        "{}",
+        text(&o.stdout)
+    );
+    let rej = std::fs::read_to_string(s.path("rej.csv")).unwrap_or_default();
+    let last = rej.lines().nth(1).unwrap_or_default();
+    assert!(
+        last.starts_with("c2,+3361234,") && last.contains(",3,"),
+        "{rej}"
+    );
 }
 
 #[test]

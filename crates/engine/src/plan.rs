@@ -856,6 +856,7 @@ mod tests {
             ("not-found", O::Rejected),
             ("trunk-failure", O::Failed),
             ("codec-mismatch", O::Failed),
+            ("media-refused", O::Failed),
             ("interrupted", O::Interrupted),
             ("local-shutdown", O::Interrupted),
             ("something new", O::Failed),

@@ -10,6 +10,8 @@
 //!   (negative: heard before the end packet, from the event's first packet): S4.
 //! - `REPORT_EVERY_S=<s>`: prints the resident memory, calls in flight and the pacer's open
 //!   streams every so often, and once more after the last call: S5.
+//! - `LEAD_IN_MS=<ms>`: silence before each message (default 0: the pacer's own delay);
+//!   answer → first audio is then reported beyond the lead-in, with its worst total.
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
@@ -55,6 +57,15 @@ fn env_num(name: &str) -> Option<f64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// `LEAD_IN_MS`, as the call sends it: whole 20 ms packets.
+fn lead_in() -> Duration {
+    Duration::from_millis(env_num("LEAD_IN_MS").unwrap_or(0.0) as u64)
+}
+
+fn lead_in_packets_us() -> u32 {
+    (lead_in().as_micros().div_ceil(20_000) * 20_000) as u32
+}
+
 /// Counts per 10 µs up to 100 ms (the last bucket holds the rest) — the pacer's lateness
 /// histogram has the same shape: a soak of any length keeps the same few kilobytes (a vector
 /// per call made the soak's own memory grow).
@@ -95,6 +106,8 @@ struct Tally {
     failed: usize,
     worst: u32,
     a2a: Histogram,
+    /// The worst answer → first message audio, lead-in included, µs.
+    a2a_max_us: u32,
     send_errors: u64,
     calls_with_key: usize,
     key_delay_ms: Vec<i64>,
@@ -108,8 +121,9 @@ impl Tally {
                 self.worst = self.worst.max(r.send_lateness_max_us);
                 self.send_errors += u64::from(r.rtp_send_errors);
                 if let Some(d) = r.answer_to_first_audio {
-                    self.a2a
-                        .add(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+                    let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+                    self.a2a_max_us = self.a2a_max_us.max(us);
+                    self.a2a.add(us.saturating_sub(lead_in_packets_us()));
                 }
                 if let (Some(end), Some(answered), Some(key)) =
                     (env_num("KEY_END_MS"), r.answered_at, r.keys.first())
@@ -178,6 +192,7 @@ async fn main() {
         credentials: None,
         ring_timeout: Duration::from_secs(15),
         max_call_length: Duration::from_secs(f64::from(secs) as u64 + 60),
+        symmetric_rtp: false,
         p_asserted_identity: None,
     });
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -228,6 +243,8 @@ async fn main() {
                 not_interested_key: None,
                 keep_received_audio: false,
                 stop: None,
+                // 0 unless LEAD_IN_MS: the pacer's own answer-to-audio.
+                lead_in: lead_in(),
             };
             let r = uac
                 .call(&trunk, req, |_, _| -> OptOutFuture {
@@ -253,6 +270,7 @@ async fn main() {
         failed,
         worst,
         a2a,
+        a2a_max_us,
         send_errors,
         calls_with_key,
         mut key_delay_ms,
@@ -269,6 +287,15 @@ async fn main() {
         ok as f64 / wall,
         cpu * 1e6 / (ok + failed).max(1) as f64
     );
+    if lead_in() > Duration::ZERO {
+        println!(
+            "lead_in={}ms answer_to_first_message_audio_ms p50={:.1} p99={:.1} max={:.1}",
+            lead_in_packets_us() / 1000,
+            f64::from(lead_in_packets_us() + a2a.pct(0.5) as u32) / 1000.0,
+            f64::from(lead_in_packets_us() + a2a.pct(0.99) as u32) / 1000.0,
+            f64::from(a2a_max_us) / 1000.0,
+        );
+    }
     if env_num("KEY_END_MS").is_some() {
         println!(
             "keys calls_ok={ok} calls_with_key={calls_with_key} delay_vs_end_packet_ms p50={} p99={} max={}",

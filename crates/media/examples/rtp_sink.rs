@@ -5,11 +5,17 @@
 //!
 //! Usage: rtp_sink <port> [idle seconds before reporting, default 3]
 //! Prints one line: streams, packets, lost (sequence gaps), |gap − 20 ms| p50/p99/p99.9/max.
+//!
+//! `KEY_AFTER_MS=<ms>`: that long after a source's first packet, the sink presses the key 5
+//! back to it by RFC 4733 (payload type 101) from its own socket — the address the UAS's SDP
+//! named, the only one a call accepts keys from: event packets every 20 ms, the first at 0 ms,
+//! the three end packets from 140 ms (the shape of sipp's `dtmf_2833_5.pcap`). S4.
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 #![allow(unsafe_code)] // recvmsg with control messages has no safe std equivalent
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -52,6 +58,13 @@ fn main() {
         );
     }
     let mut tracks: HashMap<(u16, u32), Track> = HashMap::new();
+    let key_after = std::env::var("KEY_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
+    // (due, source port, packet index) of the key presses to send back.
+    let mut keys: BinaryHeap<Reverse<(Instant, u16, u16)>> = BinaryHeap::new();
+    let mut pressed: std::collections::HashSet<u16> = std::collections::HashSet::new();
     // |gap − 20 ms| in µs, 1 µs buckets up to 100 ms.
     let mut hist = vec![0u64; 100_001];
     let (mut packets, mut max_dev) = (0u64, 0u64);
@@ -61,6 +74,24 @@ fn main() {
     // SAFETY: sockaddr_in is plain data.
     let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     loop {
+        let now = Instant::now();
+        while let Some(&Reverse((due, port, k))) = keys.peek() {
+            if due > now {
+                break;
+            }
+            keys.pop();
+            let _ = sock.send_to(&key_packet(port, k), ("127.0.0.1", port));
+            if k < 9 {
+                keys.push(Reverse((due + Duration::from_millis(20), port, k + 1)));
+            }
+        }
+        let wait = keys
+            .peek()
+            .map_or(Duration::from_millis(200), |Reverse((due, _, _))| {
+                due.saturating_duration_since(now)
+                    .clamp(Duration::from_micros(500), Duration::from_millis(200))
+            });
+        let _ = sock.set_read_timeout(Some(wait));
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -76,7 +107,7 @@ fn main() {
         // SAFETY: fd is open; msg points at valid buffers for the duration of the call.
         let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
         if n < 0 {
-            if packets > 0 && last_rx.elapsed() >= idle {
+            if packets > 0 && keys.is_empty() && last_rx.elapsed() >= idle {
                 break;
             }
             continue;
@@ -100,6 +131,10 @@ fn main() {
         }
         let Some(ts) = ts else { continue };
         packets += 1;
+        let source = u16::from_be(from.sin_port);
+        if let Some(after) = key_after.filter(|_| pressed.insert(source)) {
+            keys.push(Reverse((last_rx + after, source, 0)));
+        }
         let marker = buf[1] & 0x80 != 0;
         let seq = u16::from_be_bytes([buf[2], buf[3]]);
         let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
@@ -122,6 +157,9 @@ fn main() {
         t.last = Some((ts, seq));
     }
     let gaps: u64 = hist.iter().sum();
+    if key_after.is_some() {
+        println!("keys pressed={}", pressed.len());
+    }
     let pct = |p: f64| -> usize {
         let want = ((gaps as f64) * p).ceil().max(1.0) as u64;
         let mut seen = 0;
@@ -141,4 +179,21 @@ fn main() {
         pct(0.99),
         pct(0.999),
     );
+}
+
+/// Packet `k` (0–9) of the key 5 sent back to the stream from `port`: 7 event packets, then
+/// the end packet three times; one timestamp per press, one SSRC per destination.
+fn key_packet(port: u16, k: u16) -> [u8; 16] {
+    let end = k >= 7;
+    let duration = 160 * (k.min(7) + 1);
+    let mut p = [0u8; 16];
+    p[0] = 0x80;
+    p[1] = if k == 0 { 0x80 | 101 } else { 101 };
+    p[2..4].copy_from_slice(&k.to_be_bytes());
+    p[4..8].copy_from_slice(&0x1000u32.to_be_bytes());
+    p[8..12].copy_from_slice(&(0x5EED_0000 | u32::from(port)).to_be_bytes());
+    p[12] = 5;
+    p[13] = if end { 0x80 | 10 } else { 10 };
+    p[14..16].copy_from_slice(&duration.to_be_bytes());
+    p
 }

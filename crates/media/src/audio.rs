@@ -19,41 +19,37 @@ pub struct Message {
 }
 
 impl Message {
-    /// Loads a WAV file (8/16/24/32-bit integer or 32-bit float, mono or multichannel, any
-    /// rate): downmixes, resamples to 8 kHz through an anti-aliasing FFT resampler, encodes.
+    /// Loads a WAV file (8/16/24/32-bit integer, 32-bit float, or 8-bit G.711 µ-law /
+    /// A-law; mono or multichannel, any rate): downmixes, resamples to 8 kHz through an
+    /// anti-aliasing FFT resampler, encodes. A file whose `data` chunk is shorter than its
+    /// header says (a truncated copy) is refused, not played short.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let bad = |why: String| Error::Audio {
             path: path.to_owned(),
             why,
         };
-        let mut reader = hound::WavReader::open(path).map_err(|e| bad(e.to_string()))?;
-        let spec = reader.spec();
-        let channels = usize::from(spec.channels);
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let wave = Wave::parse(&bytes).map_err(bad)?;
+        let channels = usize::from(wave.channels);
         if channels == 0 {
             return Err(bad("no channels".into()));
         }
-        if !(RATE..=384_000).contains(&spec.sample_rate) {
+        if !(RATE..=384_000).contains(&wave.rate) {
             return Err(bad(format!(
                 "sample rate {} Hz: expected 8000 to 384000 Hz",
-                spec.sample_rate
+                wave.rate
             )));
         }
-        let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
-            (hound::SampleFormat::Float, 32) => reader.samples::<f32>().collect::<Result<_, _>>(),
-            (hound::SampleFormat::Int, bits @ 1..=32) => {
-                let scale = 1.0 / (1u64 << (bits - 1)) as f32;
-                reader
-                    .samples::<i32>()
-                    .map(|s| s.map(|v| v as f32 * scale))
-                    .collect::<Result<_, _>>()
+        let interleaved: Vec<f32> = match (wave.format, wave.bits) {
+            // hound reads PCM and float only; G.711 WAVs (the usual telephony prompt
+            // format) are one byte per sample through the G.711 tables.
+            (FORMAT_MULAW, 8) => g711_samples(wave.data, Codec::Pcmu),
+            (FORMAT_ALAW, 8) => g711_samples(wave.data, Codec::Pcma),
+            (FORMAT_MULAW | FORMAT_ALAW, b) => {
+                return Err(bad(format!("G.711 with {b} bits per sample: expected 8")))
             }
-            (f, b) => {
-                return Err(bad(format!(
-                    "unsupported sample format {f:?} with {b} bits"
-                )))
-            }
-        }
-        .map_err(|e| bad(e.to_string()))?;
+            _ => hound_samples(&bytes).map_err(bad)?,
+        };
         if interleaved.is_empty() {
             return Err(bad("the file holds no audio".into()));
         }
@@ -61,7 +57,7 @@ impl Message {
             .chunks(channels)
             .map(|f| f.iter().sum::<f32>() / channels as f32)
             .collect();
-        let at_8k = resample(&mono, spec.sample_rate).map_err(bad)?;
+        let at_8k = resample(&mono, wave.rate).map_err(bad)?;
         if at_8k.is_empty() {
             return Err(bad("too short: less than one sample at 8 kHz".into()));
         }
@@ -112,6 +108,118 @@ impl Message {
     pub fn duration(&self) -> std::time::Duration {
         std::time::Duration::from_micros(self.len() as u64 * 125)
     }
+}
+
+/// WAVE format tags (RFC 2361): PCM, IEEE float, A-law, µ-law, extensible.
+const FORMAT_ALAW: u16 = 6;
+const FORMAT_MULAW: u16 = 7;
+const FORMAT_EXTENSIBLE: u16 = 0xfffe;
+
+/// What a RIFF/WAVE file says about its audio, and the audio bytes.
+struct Wave<'a> {
+    /// The format tag (an extensible file's sub-format).
+    format: u16,
+    channels: u16,
+    rate: u32,
+    bits: u16,
+    data: &'a [u8],
+}
+
+impl<'a> Wave<'a> {
+    /// Walks the RIFF chunks for `fmt ` and `data`; checks that the `data` chunk holds as
+    /// many bytes as its header announces.
+    fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+        let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
+        let u32_at = |b: &[u8], i: usize| {
+            b.get(i..i + 4)
+                .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+        };
+        if bytes.get(0..4) != Some(b"RIFF") || bytes.get(8..12) != Some(b"WAVE") {
+            return Err("not a WAV file (no RIFF/WAVE header)".into());
+        }
+        let mut fmt: Option<(u16, u16, u32, u16, u16)> = None;
+        let mut pos = 12;
+        while let (Some(id), Some(size)) = (bytes.get(pos..pos + 4), u32_at(bytes, pos + 4)) {
+            let body = pos + 8;
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            match id {
+                b"fmt " => {
+                    let f = bytes
+                        .get(body..body.saturating_add(size).min(bytes.len()))
+                        .unwrap_or_default();
+                    let (Some(tag), Some(ch), Some(rate), Some(align), Some(bits)) = (
+                        u16_at(f, 0),
+                        u16_at(f, 2),
+                        u32_at(f, 4),
+                        u16_at(f, 12),
+                        u16_at(f, 14),
+                    ) else {
+                        return Err("the `fmt ` chunk is too short".into());
+                    };
+                    // WAVE_FORMAT_EXTENSIBLE: the real tag opens the sub-format GUID.
+                    let tag = match (tag, u16_at(f, 24)) {
+                        (FORMAT_EXTENSIBLE, Some(sub)) => sub,
+                        (t, _) => t,
+                    };
+                    fmt = Some((tag, ch, rate, align, bits));
+                }
+                b"data" => {
+                    let Some((format, channels, rate, align, bits)) = fmt else {
+                        return Err("the `data` chunk comes before the `fmt ` chunk".into());
+                    };
+                    let held = bytes.len().saturating_sub(body);
+                    if size > held {
+                        let per_sec = f64::from(rate) * f64::from(align.max(1));
+                        return Err(format!(
+                            "truncated: the header announces {size} bytes of audio ({:.1} s), the file holds {held} ({:.1} s)",
+                            size as f64 / per_sec.max(1.0),
+                            held as f64 / per_sec.max(1.0)
+                        ));
+                    }
+                    return Ok(Wave {
+                        format,
+                        channels,
+                        rate,
+                        bits,
+                        data: &bytes[body..body + size],
+                    });
+                }
+                _ => {}
+            }
+            // Chunks are padded to an even length.
+            pos = body.saturating_add(size).saturating_add(size & 1);
+        }
+        Err(match fmt {
+            None => "no `fmt ` chunk".into(),
+            Some(_) => "no `data` chunk: the file holds no audio".into(),
+        })
+    }
+}
+
+/// G.711 bytes (interleaved) as samples in [-1, 1].
+fn g711_samples(data: &[u8], law: Codec) -> Vec<f32> {
+    data.iter()
+        .map(|&b| f32::from(law.decode(b)) / 32768.0)
+        .collect()
+}
+
+/// PCM or float samples (interleaved) in [-1, 1], read by hound.
+fn hound_samples(bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let mut reader =
+        hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    let spec = reader.spec();
+    match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => reader.samples::<f32>().collect::<Result<_, _>>(),
+        (hound::SampleFormat::Int, bits @ 1..=32) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()
+        }
+        (f, b) => return Err(format!("unsupported sample format {f:?} with {b} bits")),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Resamples mono audio from `rate` to 8 kHz (band-limited: rubato's FFT resampler applies a
@@ -216,6 +324,27 @@ mod tests {
         w.finalize().unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// A WAV file with a G.711 `fmt ` chunk (tag 6 or 7) whose `data` header announces
+    /// `announced` bytes.
+    fn g711_wav(tag: u16, channels: u16, rate: u32, data: &[u8], announced: usize) -> Vec<u8> {
+        let mut w = Vec::new();
+        w.extend_from_slice(b"RIFF");
+        w.extend_from_slice(&(4 + 26 + 8 + announced as u32).to_le_bytes());
+        w.extend_from_slice(b"WAVEfmt ");
+        w.extend_from_slice(&18u32.to_le_bytes());
+        w.extend_from_slice(&tag.to_le_bytes());
+        w.extend_from_slice(&channels.to_le_bytes());
+        w.extend_from_slice(&rate.to_le_bytes());
+        w.extend_from_slice(&(rate * u32::from(channels)).to_le_bytes());
+        w.extend_from_slice(&channels.to_le_bytes()); // block align
+        w.extend_from_slice(&8u16.to_le_bytes());
+        w.extend_from_slice(&0u16.to_le_bytes()); // cbSize
+        w.extend_from_slice(b"data");
+        w.extend_from_slice(&(announced as u32).to_le_bytes());
+        w.extend_from_slice(data);
+        w
+    }
+
     #[test]
     fn loads_every_wav_shape() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -253,6 +382,72 @@ mod tests {
                 "{bits}-bit {ch}ch: rms {}",
                 rms(&decoded[500..3500])
             );
+        }
+        // G.711 WAVs, µ-law (tag 7) and A-law (tag 6), mono and stereo, 8 and 16 kHz.
+        for (i, (tag, law, ch, rate)) in [
+            (FORMAT_MULAW, Codec::Pcmu, 1, 8000),
+            (FORMAT_ALAW, Codec::Pcma, 1, 8000),
+            (FORMAT_MULAW, Codec::Pcmu, 2, 16_000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = dir.path().join(format!("g711-{i}.wav"));
+            let frames = sine(440.0, rate, 0.5);
+            let data: Vec<u8> = frames
+                .iter()
+                .flat_map(|&f| std::iter::repeat_n(law.encode((f * 32767.0) as i16), ch))
+                .collect();
+            std::fs::write(&p, g711_wav(tag, ch as u16, rate, &data, data.len()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let m = Message::load(&p).unwrap_or_else(|e| panic!("g711 {tag} {ch}ch: {e}"));
+            assert!(
+                (m.len() as i64 - 4000).abs() <= 1,
+                "g711 {tag}: {}",
+                m.len()
+            );
+            let decoded: Vec<f32> = m
+                .encoded(Codec::Pcmu)
+                .iter()
+                .map(|&b| f32::from(Codec::Pcmu.decode(b)) / 32768.0)
+                .collect();
+            assert!(
+                (rms(&decoded[500..3500]) - 0.354).abs() < 0.03,
+                "g711 {tag} {ch}ch: rms {}",
+                rms(&decoded[500..3500])
+            );
+            // 8 kHz mono µ-law plays byte for byte as it was recorded.
+            if rate == RATE && ch == 1 && tag == FORMAT_MULAW {
+                assert_eq!(m.encoded(Codec::Pcmu), &data[..]);
+            }
+        }
+        // A truncated copy: the header announces 10 s, the file holds 1 s.
+        let p = dir.path().join("truncated.wav");
+        std::fs::write(&p, g711_wav(FORMAT_MULAW, 1, 8000, &[0xff; 8000], 80_000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match Message::load(&p) {
+            Err(Error::Audio { why, .. }) => assert!(
+                why.contains("truncated: the header announces 80000 bytes of audio (10.0 s), the file holds 8000 (1.0 s)"),
+                "{why}"
+            ),
+            other => panic!("truncated file loaded: {other:?}"),
+        }
+        // The same for a PCM file written by hound, cut short.
+        let p = dir.path().join("pcm.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        write_wav(&p, spec, &sine(440.0, 8000, 10.0));
+        let whole = std::fs::read(&p).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&p, &whole[..44 + 16_000]).unwrap_or_else(|e| panic!("{e}"));
+        match Message::load(&p) {
+            Err(Error::Audio { why, .. }) => {
+                assert!(why.contains("(10.0 s)") && why.contains("(1.0 s)"), "{why}")
+            }
+            other => panic!("truncated file loaded: {other:?}"),
         }
         std::fs::write(dir.path().join("bad.wav"), b"RIFF....WAVEfmt nope")
             .unwrap_or_else(|e| panic!("{e}"));

@@ -43,6 +43,11 @@ pub enum Outcome {
     AuthFailed,
     /// The callee accepts none of our codecs (488/606, or an answer without PCMU/PCMA).
     CodecMismatch,
+    /// Answered, but the answer said the callee will not receive audio (`a=sendonly` or
+    /// `a=inactive`, RFC 3264 §6.1): nothing was played, the call was hung up at once. Not a
+    /// delivered message; retried like a failed call (the next attempt may be answered
+    /// normally — a phone that answers on hold, an SBC's early state).
+    MediaRefused,
     /// We stopped the call (shutdown).
     LocalShutdown,
     /// The opt-out key was pressed but could not be recorded durably: no confirmation was
@@ -65,6 +70,7 @@ impl Outcome {
             Outcome::TrunkFailure => "trunk-failure",
             Outcome::AuthFailed => "auth-failed",
             Outcome::CodecMismatch => "codec-mismatch",
+            Outcome::MediaRefused => "media-refused",
             Outcome::LocalShutdown => "local-shutdown",
             Outcome::OptOutFailed => "opt-out-failed",
         }
@@ -476,6 +482,28 @@ impl CallScript {
                 }),
             );
         }
+    }
+
+    /// 200 OK whose answer refuses our audio (`a=sendonly` / `a=inactive`: the callee will not
+    /// receive): nothing is played; the call is hung up at once as `media-refused`.
+    pub fn handle_media_refused(&mut self, now: Instant, why: &str) {
+        let State::AwaitingAnswer {
+            cancel_sent: None, ..
+        } = self.state
+        else {
+            // A 200 crossing our CANCEL: as any answer after the ring timeout.
+            self.handle_answered(now, true);
+            return;
+        };
+        // Not answered as far as the message goes (as for a codec mismatch): nothing plays.
+        self.hang_up_with(
+            Outcome::MediaRefused,
+            why,
+            Some(SipReason {
+                cause: 488,
+                text: "the answer does not receive audio".into(),
+            }),
+        );
     }
 
     /// The first RTP packet of the message left.
@@ -962,6 +990,20 @@ mod tests {
         assert_eq!(s.answer_to_first_audio(), None);
         s.handle_bye_sent(t0);
         assert_eq!(ended(&drain(&mut s)), Some(Outcome::CodecMismatch));
+
+        // An answer that will not receive: nothing plays, BYE, media-refused.
+        let mut s = CallScript::new(t0, cfg());
+        s.handle_media_refused(t0, "a=inactive");
+        let a = drain(&mut s);
+        assert!(!a.iter().any(|x| matches!(x, Action::Play(_))), "{a:?}");
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Bye { reason: Some(r) } if r.cause == 488)),
+            "{a:?}"
+        );
+        assert_eq!(s.answer_to_first_audio(), None);
+        s.handle_bye_sent(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::MediaRefused));
 
         let mut s = CallScript::new(t0, cfg());
         s.handle_answered(t0, true);

@@ -2,10 +2,10 @@
 //!
 //! Sans-IO cores — [`call::CallScript`] (the per-call state machine), [`rtp::Packetizer`]
 //! (RTP on an absolute 20 ms schedule), [`g711`], [`dtmf`] (RFC 4733, SIP INFO, Goertzel),
-//! [`sdp`] (offer/answer) and [`audio::Message`] (WAV → 8 kHz G.711 at load time) — take
+//! [`sdp`] (offer/answer), [`rtcp`] (reports) and [`audio::Message`] (WAV → 8 kHz G.711 at load time) — take
 //! `now` and inputs and return actions. The I/O edge ([`uac`]) drives them with rsipstack and
-//! UDP sockets ([`signalling`]: what the INVITE says about us, the ACK-Via fix); every call's
-//! RTP leaves through the shared [`pacer`].
+//! UDP sockets ([`signalling`]: what the INVITE says about us, the ACK-Via fix) and one
+//! [`session::Media`] per answered call; every call's RTP leaves through the shared [`pacer`].
 
 pub mod audio;
 pub mod call;
@@ -13,8 +13,10 @@ pub mod dtmf;
 mod error;
 pub mod g711;
 pub mod pacer;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
+pub mod session;
 pub mod signalling;
 pub mod uac;
 

@@ -56,6 +56,10 @@ pub struct StreamCounters {
     max_lateness_us: AtomicU32,
     /// Packets the socket refused (send buffer full, unreachable …).
     send_errors: AtomicU32,
+    /// The RTP timestamp of the last packet sent, and its slot in µs from the stream's
+    /// epoch ([`Stream::epoch`]): what an RTCP sender report maps to wall-clock time.
+    last_ts: AtomicU32,
+    last_slot_us: AtomicU64,
 }
 
 fn slot(p: Prompt) -> usize {
@@ -78,6 +82,22 @@ impl StreamCounters {
     pub fn send_errors(&self) -> u32 {
         self.send_errors.load(Ordering::Relaxed)
     }
+    /// Every packet sent (both prompts, lead-in included).
+    pub fn packets(&self) -> u32 {
+        self.sent[0]
+            .load(Ordering::Relaxed)
+            .wrapping_add(self.sent[1].load(Ordering::Relaxed))
+    }
+    /// The last packet's RTP timestamp and slot (µs after [`Stream::epoch`]); `None` before
+    /// the first packet.
+    pub fn last_packet(&self) -> Option<(u32, u64)> {
+        (self.packets() > 0).then(|| {
+            (
+                self.last_ts.load(Ordering::Relaxed),
+                self.last_slot_us.load(Ordering::Relaxed),
+            )
+        })
+    }
 }
 
 enum Cmd {
@@ -87,8 +107,17 @@ enum Cmd {
         audio: Arc<[u8]>,
         prompt: Prompt,
         start: Instant,
+        lead_in: u32,
     },
     Stop(u64),
+    Remote(u64, SocketAddr),
+    Hold(u64),
+    Resume(u64, Instant),
+    Codec {
+        id: u64,
+        payload_type: u8,
+        audio: [Arc<[u8]>; 2],
+    },
     Close(u64),
 }
 
@@ -99,6 +128,10 @@ struct Active {
     remote: SocketAddr,
     packetizer: Packetizer,
     playing: Option<(Arc<[u8]>, Prompt)>,
+    /// On hold: the prompt keeps its place and nothing is sent.
+    held: bool,
+    /// Where [`StreamCounters::last_packet`]'s slots count from.
+    epoch: Instant,
     /// Bumped on every play/stop: heap entries of an older generation are stale.
     generation: u32,
     events: UnboundedSender<StreamEvent>,
@@ -134,6 +167,7 @@ pub struct Stream {
     id: u64,
     shard: mpsc::Sender<Cmd>,
     counters: Arc<StreamCounters>,
+    epoch: Instant,
 }
 
 impl Pacer {
@@ -176,6 +210,7 @@ impl Pacer {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shard = self.shards[(id % self.shards.len() as u64) as usize].clone();
         let counters = Arc::new(StreamCounters::default());
+        let epoch = packetizer.poll_timeout();
         // A send fails only if the shard thread is gone (it never exits while a sender
         // lives, short of a panic); the call then simply plays nothing and ends on its timers.
         let _ = shard.send(Cmd::Open(Box::new(Active {
@@ -184,6 +219,8 @@ impl Pacer {
             remote,
             packetizer,
             playing: None,
+            held: false,
+            epoch,
             generation: 0,
             events,
             counters: counters.clone(),
@@ -192,6 +229,7 @@ impl Pacer {
             id,
             shard,
             counters,
+            epoch,
         }
     }
 
@@ -219,12 +257,43 @@ impl Stream {
     /// Plays `audio` (one byte per sample, already encoded) from `start`, replacing whatever
     /// was playing.
     pub fn play(&self, audio: Arc<[u8]>, prompt: Prompt, start: Instant) {
+        self.play_after(audio, prompt, start, 0);
+    }
+    /// As [`Stream::play`], after `lead_in` packets of silence (packet *n* still at
+    /// `start + n × 20 ms`); [`StreamEvent::FirstPacket`] tells when the audio itself began.
+    pub fn play_after(&self, audio: Arc<[u8]>, prompt: Prompt, start: Instant, lead_in: u32) {
         let _ = self.shard.send(Cmd::Play {
             id: self.id,
             audio,
             prompt,
             start,
+            lead_in,
         });
+    }
+    /// Sends from now on to `remote` (a re-INVITE moved the media, or symmetric RTP latched).
+    pub fn set_remote(&self, remote: SocketAddr) {
+        let _ = self.shard.send(Cmd::Remote(self.id, remote));
+    }
+    /// Holds: nothing is sent, the prompt keeps its place (a prompt started meanwhile waits).
+    pub fn hold(&self) {
+        let _ = self.shard.send(Cmd::Hold(self.id));
+    }
+    /// Ends a hold: the prompt continues where it stopped, on a new schedule from `start`.
+    pub fn resume(&self, start: Instant) {
+        let _ = self.shard.send(Cmd::Resume(self.id, start));
+    }
+    /// Switches codec: its payload type, and each prompt's audio encoded with it
+    /// (`[message, confirmation]`, same lengths: one byte per sample).
+    pub fn set_codec(&self, payload_type: u8, audio: [Arc<[u8]>; 2]) {
+        let _ = self.shard.send(Cmd::Codec {
+            id: self.id,
+            payload_type,
+            audio,
+        });
+    }
+    /// The instant [`StreamCounters::last_packet`]'s slots count from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
     }
     /// Stops playback (the stream stays open).
     pub fn stop(&self) {
@@ -319,7 +388,7 @@ fn run_shard(rx: mpsc::Receiver<Cmd>, shared: &Shared) {
                 continue;
             };
             let prompt = *prompt;
-            let first = s.packetizer.sent_in_prompt() == 0;
+            let first = s.packetizer.at_first_audio();
             // A packet taken a little early (within TICK/2) is built as if at its slot.
             match s.packetizer.poll_transmit(now.max(due), audio) {
                 Tx::Packet(pkt) => {
@@ -332,6 +401,15 @@ fn run_shard(rx: mpsc::Receiver<Cmd>, shared: &Shared) {
                         .max_lateness_us
                         .fetch_max(late_us, Ordering::Relaxed);
                     s.counters.sent[slot(prompt)].fetch_add(1, Ordering::Relaxed);
+                    if let Some(b) = pkt.get(4..8) {
+                        let ts = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                        s.counters.last_ts.store(ts, Ordering::Relaxed);
+                    }
+                    let slot_us = due.saturating_duration_since(s.epoch).as_micros();
+                    s.counters.last_slot_us.store(
+                        u64::try_from(slot_us).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
                     let bucket = (late as u64 / LATE_BUCKET_US).min(LATE_BUCKETS as u64 - 1);
                     if let Some(b) = shared.late.get(bucket as usize) {
                         b.fetch_add(1, Ordering::Relaxed);
@@ -417,12 +495,50 @@ fn apply(
             audio,
             prompt,
             start,
+            lead_in,
         } => {
             if let Some(s) = streams.get_mut(&id) {
-                s.packetizer.restart(start);
+                s.packetizer.restart_with_lead_in(start, lead_in);
                 s.playing = Some((audio, prompt));
                 s.generation = s.generation.wrapping_add(1);
-                heap.push(Reverse((s.packetizer.poll_timeout(), id, s.generation)));
+                if !s.held {
+                    heap.push(Reverse((s.packetizer.poll_timeout(), id, s.generation)));
+                }
+            }
+        }
+        Cmd::Remote(id, remote) => {
+            if let Some(s) = streams.get_mut(&id) {
+                s.remote = remote;
+            }
+        }
+        Cmd::Hold(id) => {
+            if let Some(s) = streams.get_mut(&id) {
+                s.held = true;
+                s.generation = s.generation.wrapping_add(1);
+            }
+        }
+        Cmd::Resume(id, start) => {
+            if let Some(s) = streams.get_mut(&id) {
+                if s.held {
+                    s.held = false;
+                    s.generation = s.generation.wrapping_add(1);
+                    if s.playing.is_some() {
+                        s.packetizer.resume(start);
+                        heap.push(Reverse((s.packetizer.poll_timeout(), id, s.generation)));
+                    }
+                }
+            }
+        }
+        Cmd::Codec {
+            id,
+            payload_type,
+            audio,
+        } => {
+            if let Some(s) = streams.get_mut(&id) {
+                s.packetizer.set_payload_type(payload_type);
+                if let Some((a, p)) = s.playing.as_mut() {
+                    *a = audio[slot(*p)].clone();
+                }
             }
         }
         Cmd::Stop(id) => {
@@ -537,5 +653,59 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(pacer.open_streams(), 0);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // real time: the pacer runs on the clock
+    fn hold_keeps_the_place_resume_continues_and_remote_moves() {
+        let pacer = Pacer::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let sinks: Vec<UdpSocket> = (0..2)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        for s in &sinks {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let addr = |k: usize| sinks[k].local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let t0 = Instant::now();
+        let s = pacer.open(sock, addr(0), Packetizer::new(0, 9, 0, 0, t0), tx);
+        // 50 packets, each its index in every byte; 2 of lead-in silence first.
+        let audio: Arc<[u8]> = (0..160 * 50)
+            .map(|i| (i / 160) as u8)
+            .collect::<Vec<_>>()
+            .into();
+        s.play_after(audio, Prompt::Message, t0, 2);
+        let mut buf = [0u8; 512];
+        let mut first = |k: usize| -> Option<(u16, u8)> {
+            let n = sinks[k].recv(&mut buf).ok()?;
+            rtp::parse(&buf[..n]).ok().map(|(h, p)| (h.sequence, p[0]))
+        };
+        let got: Vec<_> = (0..4).filter_map(|_| first(0)).collect();
+        assert_eq!(got, [(0, 0xFF), (1, 0xFF), (2, 0), (3, 1)]);
+        s.hold();
+        std::thread::sleep(Duration::from_millis(60));
+        let sent_at_hold = s.counters().sent(Prompt::Message);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(s.counters().sent(Prompt::Message), sent_at_hold);
+        assert!(sent_at_hold < 52, "the hold came after the end");
+        // Drain what left between the last read and the hold.
+        for _ in 4..sent_at_hold {
+            let _ = first(0);
+        }
+        let place = (sent_at_hold - 2) as u8; // audio packets played so far
+        s.set_remote(addr(1));
+        s.resume(Instant::now());
+        let rest: Vec<_> = std::iter::from_fn(|| first(1)).collect();
+        assert_eq!(
+            rest.iter().map(|r| r.1).collect::<Vec<_>>(),
+            (place..50).collect::<Vec<_>>(),
+            "{rest:?}"
+        );
+        assert!(rest.windows(2).all(|w| w[1].0 == w[0].0.wrapping_add(1)));
+        assert_eq!(s.counters().sent(Prompt::Message), 52);
+        assert_eq!(s.counters().packets(), 52);
+        assert!(s.counters().last_packet().is_some());
     }
 }

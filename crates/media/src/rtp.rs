@@ -101,6 +101,10 @@ pub struct Packetizer {
     n: u32,
     /// Start of the next talkspurt: set the marker bit.
     marker: bool,
+    /// Packets of silence before the prompt's audio (the lead-in).
+    lead_in: u32,
+    /// Packets of the prompt already played before a pause ([`Packetizer::resume`]).
+    skip: u32,
     buf: Vec<u8>,
 }
 
@@ -121,6 +125,8 @@ impl Packetizer {
             start,
             n: 0,
             marker: true,
+            lead_in: 0,
+            skip: 0,
             buf: Vec::with_capacity(HEADER_LEN + SAMPLES_PER_PACKET),
         }
     }
@@ -128,6 +134,27 @@ impl Packetizer {
     /// Starts a new prompt at `start`: the first packet carries the marker bit, and the RTP
     /// timestamp jumps by the wall-clock gap since the last packet's slot.
     pub fn restart(&mut self, start: Instant) {
+        self.restart_with_lead_in(start, 0);
+    }
+
+    /// As [`Packetizer::restart`], with `lead_in` packets of silence before the prompt's
+    /// first sample: packet *n* is still due at `start + n × 20 ms`.
+    pub fn restart_with_lead_in(&mut self, start: Instant, lead_in: u32) {
+        self.new_talkspurt(start);
+        self.lead_in = lead_in;
+        self.skip = 0;
+    }
+
+    /// Resumes the current prompt where it stopped (after a hold), on a new schedule from
+    /// `start`; a lead-in not yet played is not replayed.
+    pub fn resume(&mut self, start: Instant) {
+        let played = self.n.saturating_sub(self.lead_in);
+        self.lead_in = self.lead_in.saturating_sub(self.n);
+        self.skip += played;
+        self.new_talkspurt(start);
+    }
+
+    fn new_talkspurt(&mut self, start: Instant) {
         let slot_end = self.start + PTIME * self.n;
         let gap = start.saturating_duration_since(slot_end);
         // 8 samples per millisecond; wrapping is RTP's arithmetic.
@@ -135,6 +162,22 @@ impl Packetizer {
         self.start = start;
         self.n = 0;
         self.marker = true;
+    }
+
+    /// Switches the payload type (a re-INVITE changed the codec).
+    pub fn set_payload_type(&mut self, payload_type: u8) {
+        self.payload_type = payload_type;
+    }
+
+    /// The RTP timestamp of the next packet, and the instant it is due: the sampling clock
+    /// a sender report maps to wall-clock time (RFC 3550 §6.4.1).
+    pub fn clock(&self) -> (u32, Instant) {
+        (self.ts, self.poll_timeout())
+    }
+
+    /// Whether the next packet is the prompt's first audio (after its lead-in).
+    pub fn at_first_audio(&self) -> bool {
+        self.skip == 0 && self.n == self.lead_in
     }
 
     /// When the next packet is due.
@@ -148,12 +191,18 @@ impl Packetizer {
         if now < self.poll_timeout() {
             return Tx::NotDue;
         }
-        let from = self.n as usize * SAMPLES_PER_PACKET;
-        let chunk = match audio.get(from..) {
-            Some(c) if !c.is_empty() => c,
-            _ => return Tx::Done,
+        // A short last chunk, and the lead-in, are silence, so every packet is 20 ms.
+        let silence = if self.payload_type == 8 { 0xD5 } else { 0xFF };
+        let chunk = match self.n.checked_sub(self.lead_in) {
+            None => &[][..],
+            Some(k) => {
+                let from = (self.skip + k) as usize * SAMPLES_PER_PACKET;
+                match audio.get(from..) {
+                    Some(c) if !c.is_empty() => &c[..c.len().min(SAMPLES_PER_PACKET)],
+                    _ => return Tx::Done,
+                }
+            }
         };
-        let chunk = &chunk[..chunk.len().min(SAMPLES_PER_PACKET)];
         let mut header = [0u8; HEADER_LEN];
         write_header(
             &mut header,
@@ -168,8 +217,6 @@ impl Packetizer {
         self.buf.clear();
         self.buf.extend_from_slice(&header);
         self.buf.extend_from_slice(chunk);
-        // A short last chunk is padded with silence so every packet is 20 ms.
-        let silence = if self.payload_type == 8 { 0xD5 } else { 0xFF };
         self.buf.resize(HEADER_LEN + SAMPLES_PER_PACKET, silence);
         self.marker = false;
         self.seq = self.seq.wrapping_add(1);
@@ -178,9 +225,10 @@ impl Packetizer {
         Tx::Packet(&self.buf)
     }
 
-    /// Packets of the current prompt sent so far.
+    /// Packets of the current prompt's audio sent so far (the lead-in not counted; the
+    /// packets before a pause counted).
     pub fn sent_in_prompt(&self) -> u32 {
-        self.n
+        self.skip + self.n.saturating_sub(self.lead_in)
     }
 }
 
@@ -226,6 +274,43 @@ mod tests {
         );
         assert!(got.iter().all(|b| b.len() == 172));
         assert_eq!(got[2][12 + 80], 0xD5); // padded with A-law silence
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing depends on its value
+    fn lead_in_is_silence_on_the_same_schedule_and_resume_continues() {
+        let t0 = Instant::now();
+        let audio: Vec<u8> = (0..160 * 4).map(|i| (i / 160) as u8 + 1).collect();
+        let mut p = Packetizer::new(0, 1, 0, 0, t0);
+        p.restart_with_lead_in(t0, 2);
+        let take = |p: &mut Packetizer, now: Instant| match p.poll_transmit(now, &audio) {
+            Tx::Packet(b) => parse(b).map(|(h, pl)| (h, pl[0], pl[159])).ok(),
+            _ => None,
+        };
+        assert!(!p.at_first_audio());
+        let a = take(&mut p, t0);
+        let b = take(&mut p, t0 + PTIME);
+        assert_eq!(a.map(|x| (x.1, x.2)), Some((0xFF, 0xFF)));
+        assert_eq!(b.map(|x| (x.1, x.2)), Some((0xFF, 0xFF)));
+        assert!(p.at_first_audio());
+        assert_eq!(p.poll_timeout(), t0 + PTIME * 2);
+        let c = take(&mut p, t0 + PTIME * 2);
+        assert_eq!(c.map(|x| x.1), Some(1));
+        // Paused after the first audio packet; resumed 1 s later with the second.
+        let t1 = t0 + Duration::from_secs(1);
+        p.resume(t1);
+        assert_eq!(p.poll_timeout(), t1);
+        assert!(!p.at_first_audio());
+        let d = take(&mut p, t1);
+        assert_eq!(d.map(|x| (x.0.marker, x.1)), Some((true, 2)));
+        // The timestamp followed the wall clock across the pause.
+        let (ts_c, ts_d) = (c.map(|x| x.0.timestamp), d.map(|x| x.0.timestamp));
+        assert_eq!((ts_c, ts_d), (Some(320), Some(8000)));
+        assert_eq!(p.sent_in_prompt(), 2);
+        let e = take(&mut p, t1 + PTIME);
+        let f = take(&mut p, t1 + PTIME * 2);
+        assert_eq!((e.map(|x| x.1), f.map(|x| x.1)), (Some(3), Some(4)));
+        assert_eq!(p.poll_transmit(t1 + PTIME * 3, &audio), Tx::Done);
     }
 
     #[test]

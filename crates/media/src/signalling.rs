@@ -14,15 +14,17 @@ use rsipstack::transaction::endpoint::MessageInspector;
 use rsipstack::transport::SipAddr;
 
 /// The methods we handle (RFC 3261 §20.5): INVITE (we place calls; one outside a dialog
-/// gets 603), ACK, CANCEL, BYE, OPTIONS (200) and INFO (keys). Any other method outside a
+/// gets 603; a re-INVITE in the dialog is answered), ACK, CANCEL, BYE, OPTIONS (200), INFO
+/// (keys) and UPDATE (RFC 3311: a new offer or a session refresh). Any other method outside a
 /// dialog gets 405 with `Allow` (RFC 3261 §8.2.1).
-pub const ALLOWED: [Method; 6] = [
+pub const ALLOWED: [Method; 7] = [
     Method::Invite,
     Method::Ack,
     Method::Cancel,
     Method::Bye,
     Method::Options,
     Method::Info,
+    Method::Update,
 ];
 
 /// The `Allow` header's value: [`ALLOWED`], comma-separated.
@@ -47,9 +49,9 @@ pub fn capabilities() -> Vec<Header> {
     h
 }
 
-/// The option tags we support (RFC 3261 §20.37). Empty: no extension is implemented
-/// (`100rel` is not; session timers are not refreshed by us), so no `Supported` header.
-pub const SUPPORTED: &[&str] = &[];
+/// The option tags we support (RFC 3261 §20.37): `timer` (RFC 4028 session timers: we refresh
+/// when made the refresher, and end a session the far end stops refreshing). `100rel` is not.
+pub const SUPPORTED: &[&str] = &["timer"];
 
 /// Whether `user` is a telephone-subscriber (RFC 3966 §3): a global number (`+` and digits,
 /// visual separators `-` `.` allowed) or a local one with its `phone-context`.

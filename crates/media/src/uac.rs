@@ -8,17 +8,20 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog::{
+    DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
+};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{Header, Method, Response, StatusCode, Transport, Uri};
+use rsipstack::sip::{Header, Method, Request, Response, StatusCode, Transport, Uri};
 use rsipstack::transaction::endpoint::EndpointOption;
 use rsipstack::transaction::{CallIdFormat, TransactionReceiver};
 use rsipstack::transport::udp::UdpConnection;
@@ -32,11 +35,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::audio::Message;
 use crate::call::{Action, CallScript, Ending, HangupBy, Outcome, Prompt, ScriptConfig};
-use crate::dtmf::{parse_sip_info, DtmfMethod, Rfc4733Receiver, ToneDetector};
+use crate::dtmf::{parse_sip_info, DtmfMethod};
 use crate::g711::Codec;
-use crate::pacer::{Pacer, Stream, StreamEvent};
+use crate::pacer::{Pacer, StreamEvent};
 use crate::rtp::{self, Packetizer};
-use crate::sdp;
+use crate::sdp::{self, LocalSdp, RemoteSdp};
+use crate::session::{Media, RtcpSummary};
 use crate::signalling::{self, AckViaFix};
 use crate::Error;
 
@@ -50,6 +54,11 @@ pub const SIP_SOCKET_BUFFER: usize = 4 << 20;
 pub const EXIT_GRACE: Duration = Duration::from_secs(4);
 /// The longest call accepted (a larger value is a configuration mistake).
 pub const MAX_CALL_LENGTH: Duration = Duration::from_secs(4 * 3600);
+/// Silence sent before the message by default, so the callee's media path is up before the
+/// first syllable (see [`CallRequest::lead_in`]).
+pub const DEFAULT_LEAD_IN: Duration = Duration::from_millis(300);
+/// The longest lead-in accepted: the identity must be heard within 2 s of the answer.
+pub const MAX_LEAD_IN: Duration = Duration::from_millis(1500);
 
 /// Digest credentials for the trunk. `Debug` never shows the password.
 #[derive(Clone)]
@@ -83,6 +92,10 @@ pub struct Trunk {
     pub ring_timeout: Duration,
     /// Longest call, from INVITE to BYE.
     pub max_call_length: Duration,
+    /// Symmetric RTP (for a far end behind NAT): accept RTP and RTCP from the first source
+    /// heard, once per negotiated address, and send there — instead of only from and to the
+    /// SDP's address. Off by default: with it, whoever sends first is the peer.
+    pub symmetric_rtp: bool,
     /// `P-Asserted-Identity` (RFC 3325) for trunks that take the caller's identity from it:
     /// a `sip:`, `sips:` or `tel:` URI.
     pub p_asserted_identity: Option<String>,
@@ -140,6 +153,9 @@ pub struct CallRequest {
     /// Cancelled to stop the call (shutdown): ends it `local-shutdown` (an opt-out in
     /// progress is finished first).
     pub stop: Option<CancellationToken>,
+    /// Silence before the message (rounded up to 20 ms packets, on the message's own
+    /// schedule; at most [`MAX_LEAD_IN`]). [`DEFAULT_LEAD_IN`] unless told otherwise.
+    pub lead_in: Duration,
 }
 
 /// A future that returns once the opt-out is durable (or the reason it could not be made so).
@@ -168,9 +184,11 @@ pub struct CallReport {
     pub answered_at: Option<Duration>,
     /// When the message's first RTP packet left (offset from the INVITE).
     pub first_audio_at: Option<Duration>,
-    /// RTP packets of the message sent (× 20 ms = how far the message got).
+    /// RTP packets of the message sent (× 20 ms = how far the message got), the lead-in's
+    /// silence not counted.
     pub message_packets: u64,
     pub codec: Option<Codec>,
+    /// Every RTP packet sent (lead-in, message, confirmation).
     pub rtp_sent: u64,
     /// The latest any RTP packet left against its slot (start + n × 20 ms), µs.
     pub send_lateness_max_us: u32,
@@ -178,6 +196,10 @@ pub struct CallReport {
     pub rtp_send_errors: u32,
     /// RTP audio packets received (payloads, in order of arrival), for tests and diagnostics.
     pub rtp_received: Vec<(rtp::RtpHeader, Vec<u8>)>,
+    /// Our RTP address (an even port; RTCP on the next one, RFC 3550 §11).
+    pub rtp_local: Option<SocketAddr>,
+    /// RTCP both ways: reports sent, and the far end's reports on our audio (loss, jitter).
+    pub rtcp: RtcpSummary,
 }
 
 /// A SIP UAC bound to one local address, placing any number of concurrent calls.
@@ -320,24 +342,36 @@ impl Uac {
         on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture,
     ) -> Result<CallReport, Error> {
         trunk.validate()?;
-        // One socket: the pacer sends on it, this task receives on it. It is registered with
-        // the reactor for reading only: with write interest, every packet the pacer sends
-        // would wake the reactor (each freed send buffer is an edge-triggered EPOLLOUT) —
-        // measured at a third of the process's CPU in S2 (docs/media.md).
-        let rtp_send = Arc::new(std::net::UdpSocket::bind(SocketAddr::new(
-            self.local.ip(),
-            0,
-        ))?);
-        rtp_send.set_nonblocking(true)?;
-        // SAFETY: the `AsyncFd` owns a clone of the `Arc`, so the socket — and its fd — stays
+        if req.lead_in > MAX_LEAD_IN {
+            return Err(Error::Config {
+                field: "lead_in",
+                why: format!(
+                    "{} ms is above the {} ms maximum (the identity must be heard within 2 s)",
+                    req.lead_in.as_millis(),
+                    MAX_LEAD_IN.as_millis()
+                ),
+            });
+        }
+        // RTP on an even port, RTCP on the next (RFC 3550 §11). The pacer sends on the RTP
+        // socket and this task receives on both. They are registered with the reactor for
+        // reading only: with write interest, every packet the pacer sends would wake the
+        // reactor (each freed send buffer is an edge-triggered EPOLLOUT) — measured at a
+        // third of the process's CPU in S2 (docs/media.md).
+        let (rtp_send, rtcp_send) = bind_rtp_pair(self.local.ip())?;
+        let (rtp_send, rtcp_send) = (Arc::new(rtp_send), Arc::new(rtcp_send));
+        // SAFETY: each `AsyncFd` owns a clone of its `Arc`, so the socket — and its fd — stays
         // open for the `AsyncFd`'s whole life, and a `UdpSocket`'s fd never changes.
         let rtp_sock =
             unsafe { AsyncFd::register_with_interest(rtp_send.clone(), Interest::READABLE) }
                 .map_err(|e| Error::Io(e.into()))?;
+        let rtcp_sock =
+            unsafe { AsyncFd::register_with_interest(rtcp_send.clone(), Interest::READABLE) }
+                .map_err(|e| Error::Io(e.into()))?;
         let rtp_local = rtp_send.local_addr()?;
         let (pacer_tx, mut pacer_rx) = mpsc::unbounded_channel();
         let call_id = format!("{:032x}@{}", rand::random::<u128>(), self.local.ip());
-        let offer = sdp::offer(rtp_local, rand::random::<u32>().into());
+        let mut local_sdp = LocalSdp::new(rtp_local, rand::random::<u32>().into());
+        let offer = local_sdp.offer();
         let uri = |s: String| {
             Uri::try_from(s.as_str()).map_err(|e| Error::Sip(format!("bad URI {s}: {e}")))
         };
@@ -412,17 +446,24 @@ impl Uac {
             send_lateness_max_us: 0,
             rtp_send_errors: 0,
             rtp_received: Vec::new(),
+            rtp_local: Some(rtp_local),
+            rtcp: RtcpSummary::default(),
         };
         let at = |t: Instant| t.saturating_duration_since(t0);
         let mut on_opt_out = Some(on_opt_out);
         let mut media: Option<Media> = None;
         let mut opt_out_done: Option<tokio::task::JoinHandle<Result<(), String>>> = None;
-        let mut rfc4733 = Rfc4733Receiver::default();
-        let mut tones = ToneDetector::default();
-        let mut digits = Vec::new();
-        let mut pcm = Vec::with_capacity(rtp::SAMPLES_PER_PACKET);
+        let mut refresh = SessionRefresh::default();
         let mut buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 1500];
         let mut stopping = false;
+        let lead_in_packets = req.lead_in.as_micros().div_ceil(rtp::PTIME.as_micros()) as u32;
+        let prompts = |codec: Codec| {
+            [
+                req.message.encoded_shared(codec),
+                req.confirmation.encoded_shared(codec),
+            ]
+        };
         let mut bye_sent = false;
 
         loop {
@@ -473,17 +514,19 @@ impl Uac {
                     Action::Note(note) => report.timeline.push((at(now), note.into())),
                     Action::Play(p) => {
                         if let Some(m) = media.as_mut() {
-                            let audio = match p {
-                                Prompt::Message => req.message.encoded_shared(m.codec),
-                                Prompt::Confirmation => req.confirmation.encoded_shared(m.codec),
-                            };
-                            m.stream.play(audio, p, now);
+                            let [message, confirmation] = prompts(m.codec());
+                            match p {
+                                Prompt::Message => {
+                                    m.stream().play_after(message, p, now, lead_in_packets)
+                                }
+                                Prompt::Confirmation => m.stream().play(confirmation, p, now),
+                            }
                             report.timeline.push((at(now), format!("playing {p:?}")));
                         }
                     }
                     Action::StopPlayback => {
                         if let Some(m) = media.as_ref() {
-                            m.stream.stop();
+                            m.stream().stop();
                         }
                     }
                     Action::RecordOptOut { digit, method } => {
@@ -514,6 +557,11 @@ impl Uac {
             }
 
             let deadline = script.poll_timeout().map(tokio::time::Instant::from_std);
+            let rtcp_due = media
+                .as_ref()
+                .map(|m| tokio::time::Instant::from_std(m.rtcp_due()));
+            let refresh_due = refresh.due.filter(|_| media.is_some() && !stopping);
+            let session_end = refresh.expires.filter(|_| media.is_some() && !stopping);
             tokio::select! {
                 _ = sleep_opt(deadline) => script.handle_timeout(Instant::now()),
                 _ = async {
@@ -566,26 +614,47 @@ impl Uac {
                                 report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
                                 report.final_response = Some((code, at(now)));
                                 match sdp::parse_answer(&resp.body) {
+                                    Ok(answer) if !answer.direction.receives() => {
+                                        // RFC 3264 §6.1: a sendonly/inactive answer will not
+                                        // receive our audio. Nothing is played.
+                                        report.codec = Some(answer.codec);
+                                        let why = format!(
+                                            "the answer is a={}: the callee will not receive audio",
+                                            answer.direction.as_str()
+                                        );
+                                        report.timeline.push((at(now), why.clone()));
+                                        script.handle_media_refused(now, &why);
+                                    }
                                     Ok(answer) => {
                                         report.codec = Some(answer.codec);
+                                        let ssrc = rand::random();
                                         let packetizer = Packetizer::new(
                                             answer.codec.payload_type(),
-                                            rand::random(),
+                                            ssrc,
                                             rand::random(),
                                             rand::random(),
                                             now,
                                         );
-                                        media = Some(Media {
-                                            codec: answer.codec,
-                                            event_pt: answer.event_pt,
-                                            stream: self.pacer.open(
-                                                rtp_send.clone(),
-                                                answer.remote,
-                                                packetizer,
-                                                pacer_tx.clone(),
-                                            ),
-                                        });
-                                                                                report.answered_at = Some(at(now));
+                                        let stream = self.pacer.open(
+                                            rtp_send.clone(),
+                                            answer.remote,
+                                            packetizer,
+                                            pacer_tx.clone(),
+                                        );
+                                        media = Some(Media::new(
+                                            &answer,
+                                            stream,
+                                            ssrc,
+                                            format!("crieur-{ssrc:08x}@{}", rtp_local.ip()),
+                                            trunk.symmetric_rtp,
+                                            now,
+                                            rand::random(),
+                                        ));
+                                        if answer.rtcp_mux {
+                                            report.timeline.push((at(now), "rtcp-mux".into()));
+                                        }
+                                        refresh = SessionRefresh::from_answer(&resp, now);
+                                        report.answered_at = Some(at(now));
                                         script.handle_answered(now, true);
                                     }
                                     Err(e) => {
@@ -629,11 +698,34 @@ impl Uac {
                                 None => tracing::debug!(%content_type, "INFO without a key"),
                             }
                         }
+                        Some(SipEvent::Offer { req: offer_req, handle }) => {
+                            refresh.on_remote_refresh(&offer_req, now);
+                            let (status, headers, body) = answer_offer(
+                                &offer_req,
+                                media.as_mut(),
+                                &mut local_sdp,
+                                now,
+                                &prompts,
+                                &mut |what| report.timeline.push((at(now), what)),
+                            );
+                            tokio::spawn(async move {
+                                if handle.respond(status, Some(headers), body).await.is_err() {
+                                    tracing::debug!("re-INVITE/UPDATE: the transaction is gone");
+                                }
+                            });
+                        }
+                        Some(SipEvent::Refreshed(r)) => {
+                            let what = refresh.handled(r, now, media.as_mut(), &prompts);
+                            report.timeline.push((at(now), what.text));
+                            if what.session_gone {
+                                script.handle_dialog_gone(now, "the session refresh failed (RFC 4028 §10)");
+                            }
+                        }
                         Some(SipEvent::RemoteBye) => {
                             report.timeline.push((at(now), "BYE received".into()));
                             script.handle_remote_bye(now);
                         }
-                                                Some(SipEvent::Terminated(why)) => {
+                        Some(SipEvent::Terminated(why)) => {
                             tracing::debug!(?why, "dialog terminated");
                             if !matches!(why, TerminatedReason::UasBye | TerminatedReason::UacBye | TerminatedReason::UacCancel) {
                                 script.handle_dialog_gone(now, &format!("dialog ended: {why:?}"));
@@ -642,37 +734,39 @@ impl Uac {
                         None => script.handle_transport_error(now, "SIP stack stopped"),
                     }
                 }
+                _ = sleep_opt(session_end) => {
+                    refresh.expires = None;
+                    let now = Instant::now();
+                    report.timeline.push((at(now), "session expiring without the far end's refresh (RFC 4028 §10)".into()));
+                    script.handle_dialog_gone(now, "the session expired: no refresh from the far end");
+                }
+                _ = sleep_opt(refresh_due) => {
+                    refresh.due = None;
+                    let now = Instant::now();
+                    let what = refresh.send(&dialog, &mut local_sdp, sip_tx.clone());
+                    report.timeline.push((at(now), what));
+                }
+                _ = sleep_opt(rtcp_due) => {
+                    if let Some(m) = media.as_mut() {
+                        m.send_rtcp(Instant::now(), wall_ntp(), rand::random(), (&rtp_send, &rtcp_send), false);
+                    }
+                }
+                r = recv_rtp(&rtcp_sock, &mut rtcp_buf) => {
+                    let Ok((n, from)) = r else { continue };
+                    if let Some(m) = media.as_mut() {
+                        m.on_rtcp(Instant::now(), from, &rtcp_buf[..n], wall_ntp(), false);
+                    }
+                }
                 r = recv_rtp(&rtp_sock, &mut buf) => {
                     let now = Instant::now();
-                    let Ok((n, _from)) = r else { continue };
-                    let Some(m) = media.as_ref() else { continue };
-                    // Malformed datagrams are dropped (logged at debug), never fatal.
-                    let Ok((h, payload)) = rtp::parse(&buf[..n]) else {
-                        tracing::debug!("dropped a malformed RTP packet");
-                        continue;
-                    };
-                    if Some(h.payload_type) == m.event_pt {
-                        match rfc4733.handle(h.timestamp, payload) {
-                            Ok(Some(d)) => {
-                                report.keys.push((d, DtmfMethod::Rfc4733, at(now)));
-                                script.handle_key(now, d, DtmfMethod::Rfc4733);
-                            }
-                            Ok(None) => {}
-                            Err(_) => tracing::debug!("dropped a malformed telephone-event"),
-                        }
-                    } else if h.payload_type == m.codec.payload_type() {
-                        pcm.clear();
-                        pcm.extend(payload.iter().map(|&b| m.codec.decode(b)));
-                        digits.clear();
-                        tones.feed(&pcm, &mut digits);
-                        for &d in &digits {
-                            report.keys.push((d, DtmfMethod::InBand, at(now)));
-                            script.handle_key(now, d, DtmfMethod::InBand);
-                        }
-                                                if req.keep_received_audio && report.rtp_received.len() < 100_000 {
-                            report.rtp_received.push((h, payload.to_vec()));
-                        }
+                    let Ok((n, from)) = r else { continue };
+                    let Some(m) = media.as_mut() else { continue };
+                    let heard = m.on_rtp(now, from, &buf[..n], wall_ntp(), req.keep_received_audio && report.rtp_received.len() < 100_000);
+                    for (d, method) in heard.keys {
+                        report.keys.push((d, method, at(now)));
+                        script.handle_key(now, d, method);
                     }
+                    report.rtp_received.extend(heard.audio);
                 }
                 r = async {
                     match opt_out_done.as_mut() {
@@ -688,7 +782,7 @@ impl Uac {
                             report.timeline.push((at(now), "opt-out recorded durably".into()));
                             script.handle_opt_out_durable(now);
                         }
-                                                Ok(Err(why)) => {
+                        Ok(Err(why)) => {
                             report.timeline.push((at(now), format!("opt-out NOT recorded: {why}")));
                             tracing::error!(%why, "opt-out could not be recorded");
                             script.handle_opt_out_failed(now, &format!("opt-out not recorded: {why}"));
@@ -704,12 +798,23 @@ impl Uac {
             }
         }
         report.answer_to_first_audio = script.answer_to_first_audio();
-        if let Some(m) = media.take() {
-            let c = m.stream.counters();
-            report.message_packets = u64::from(c.sent(Prompt::Message));
-            report.rtp_sent = report.message_packets + u64::from(c.sent(Prompt::Confirmation));
+        if let Some(mut m) = media.take() {
+            // RTCP BYE (RFC 3550 §6.6): the last report, with BYE.
+            m.send_rtcp(
+                Instant::now(),
+                wall_ntp(),
+                0.5,
+                (&rtp_send, &rtcp_send),
+                true,
+            );
+            let c = m.stream().counters();
+            // The lead-in's silence is sent as the message's first packets.
+            let message = c.sent(Prompt::Message);
+            report.message_packets = u64::from(message.saturating_sub(lead_in_packets));
+            report.rtp_sent = u64::from(message) + u64::from(c.sent(Prompt::Confirmation));
             report.send_lateness_max_us = c.max_lateness_us();
             report.rtp_send_errors = c.send_errors();
+            report.rtcp = m.rtcp.clone();
             // Dropping the stream closes it in the pacer.
         }
         // Make sure the dialog is gone (CANCEL/BYE in flight finish on their own tasks).
@@ -723,10 +828,287 @@ impl Uac {
     }
 }
 
-struct Media {
-    codec: Codec,
-    event_pt: Option<u8>,
-    stream: Stream,
+/// Binds the call's RTP socket on an even port and its RTCP socket on the next one (RFC 3550
+/// §11), on `ip`: the kernel picks a port; an odd one, or one whose successor is taken, is
+/// let go and another asked for.
+fn bind_rtp_pair(ip: IpAddr) -> Result<(std::net::UdpSocket, std::net::UdpSocket), Error> {
+    for _ in 0..64 {
+        let rtp = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let port = rtp.local_addr()?.port();
+        if port % 2 != 0 || port == u16::MAX {
+            continue;
+        }
+        if let Ok(rtcp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port + 1)) {
+            rtp.set_nonblocking(true)?;
+            rtcp.set_nonblocking(true)?;
+            return Ok((rtp, rtcp));
+        }
+    }
+    Err(Error::Io(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free even RTP port with a free RTCP port after it",
+    )))
+}
+
+/// The wall-clock time now in NTP format (for RTCP).
+fn wall_ntp() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    crate::rtcp::ntp(since)
+}
+
+/// Answers the far end's re-INVITE or UPDATE (RFC 3311, RFC 3261 §14.2): with an offer, 200
+/// and our answer (media moved, codec switched, hold or resume applied), or 488 when it
+/// names no codec we take (the session stays as it was); without one, 200 with our current
+/// SDP (a re-INVITE: our offer, the answer comes in the ACK and is not read — the session is
+/// kept as it is) or no body (an UPDATE). A Session-Expires in the request is echoed (RFC
+/// 4028 §9), the requester remaining the refresher unless it chose.
+fn answer_offer(
+    req: &Request,
+    media: Option<&mut Media>,
+    local: &mut LocalSdp,
+    now: Instant,
+    prompts: &impl Fn(Codec) -> [Arc<[u8]>; 2],
+    timeline: &mut dyn FnMut(String),
+) -> (StatusCode, Vec<Header>, Option<Vec<u8>>) {
+    let method = if req.method == Method::Invite {
+        "re-INVITE".to_owned()
+    } else {
+        req.method.to_string()
+    };
+    let mut headers = Vec::new();
+    if let Some(se) = req.header_value("Session-Expires") {
+        let se = if se.to_ascii_lowercase().contains("refresher=") {
+            se
+        } else {
+            format!("{se};refresher=uac")
+        };
+        headers.push(Header::SessionExpires(rsipstack::sip::SessionExpires::new(
+            se,
+        )));
+        if req.header_contains_token("Supported", "timer") {
+            headers.push(Header::Require(rsipstack::sip::Require::new("timer")));
+        }
+    }
+    let Some(media) = media else {
+        timeline(format!("{method} before the call's media: 488"));
+        return (StatusCode::NotAcceptableHere, headers, None);
+    };
+    if req.body.is_empty() {
+        if req.method == Method::Invite {
+            timeline("re-INVITE without SDP (refresh): 200 with our SDP".into());
+            headers.push(Header::ContentType("application/sdp".into()));
+            return (StatusCode::OK, headers, Some(local.offer().into_bytes()));
+        }
+        timeline(format!("{method} without SDP (refresh): 200"));
+        return (StatusCode::OK, headers, None);
+    }
+    let offer = match sdp::parse_answer(&req.body) {
+        Ok(o) => o,
+        Err(e) => {
+            timeline(format!("{method} refused (488): {e}"));
+            return (StatusCode::NotAcceptableHere, headers, None);
+        }
+    };
+    let changes = media.apply(&offer, now, prompts);
+    let answer = local.answer(&offer);
+    timeline(describe(&method, &offer, &changes, local.version()));
+    headers.push(Header::ContentType("application/sdp".into()));
+    (StatusCode::OK, headers, Some(answer.into_bytes()))
+}
+
+fn describe(
+    method: &str,
+    sdp: &RemoteSdp,
+    changes: &crate::session::Changes,
+    version: u64,
+) -> String {
+    let mut what = format!("{method} ({}): 200", sdp.direction.as_str());
+    if let Some(to) = changes.moved_to {
+        what += &format!(", media moved to {to}");
+    }
+    if let Some(c) = changes.codec {
+        what += &format!(", codec now {}", c.name());
+    }
+    match changes.held {
+        Some(true) => what += ", on hold: sending paused (the message keeps its place)",
+        Some(false) => what += ", resumed: sending again",
+        None => {}
+    }
+    what + &format!(" (our o= version {version})")
+}
+
+/// Session timers (RFC 4028). When we are the refresher (`refresher=uac` in the 200 to our
+/// INVITE, or `refresher=uas` in the far end's refresh): an UPDATE without SDP if the far end
+/// allows UPDATE, else a re-INVITE with our unchanged SDP, every half interval. When the far
+/// end is: without a refresh from it, the call is ended slightly before the session expires
+/// (§10: min(32 s, interval / 3) before).
+#[derive(Debug, Default)]
+struct SessionRefresh {
+    interval: Option<Duration>,
+    use_update: bool,
+    /// When the next refresh is due (none while one is in flight).
+    due: Option<tokio::time::Instant>,
+    /// When to give the session up for want of the far end's refresh.
+    expires: Option<tokio::time::Instant>,
+}
+
+struct RefreshOutcome {
+    text: String,
+    session_gone: bool,
+}
+
+/// `Session-Expires: <seconds>[;refresher=uac|uas]`.
+fn session_expires(r: &Response) -> Option<(Duration, Option<String>)> {
+    parse_session_expires(&r.header_value("Session-Expires")?)
+}
+
+fn parse_session_expires(v: &str) -> Option<(Duration, Option<String>)> {
+    let mut parts = v.split(';');
+    let secs: u64 = parts.next()?.trim().parse().ok()?;
+    let refresher = parts.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("refresher")
+            .then(|| v.trim().to_ascii_lowercase())
+    });
+    Some((Duration::from_secs(secs.max(1)), refresher))
+}
+
+impl SessionRefresh {
+    fn from_answer(resp: &Response, now: Instant) -> SessionRefresh {
+        let mut r = SessionRefresh {
+            use_update: resp.header_value("Allow").is_some_and(|a| {
+                a.split(',')
+                    .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+            }),
+            ..SessionRefresh::default()
+        };
+        match session_expires(resp) {
+            Some((interval, Some(who))) if who == "uac" => r.we_refresh(interval, now),
+            // The 2xx must name the refresher (§7.2); without one, the far end is taken to.
+            Some((interval, _)) => r.they_refresh(interval, now),
+            None => {}
+        }
+        r
+    }
+
+    fn we_refresh(&mut self, interval: Duration, now: Instant) {
+        self.interval = Some(interval);
+        self.due = Some(tokio::time::Instant::from_std(now + interval / 2));
+        self.expires = None;
+    }
+
+    fn they_refresh(&mut self, interval: Duration, now: Instant) {
+        self.interval = None;
+        self.due = None;
+        let margin = (interval / 3).min(Duration::from_secs(32));
+        self.expires = Some(tokio::time::Instant::from_std(now + interval - margin));
+    }
+
+    /// The far end's re-INVITE or UPDATE (any is a refresh, §10) with its Session-Expires:
+    /// `refresher=uas` makes us the refresher, otherwise (`uac`, or none: we answer `uac`)
+    /// the far end stays it. Without Session-Expires the session timer is off (§9).
+    fn on_remote_refresh(&mut self, req: &Request, now: Instant) {
+        match req
+            .header_value("Session-Expires")
+            .and_then(|v| parse_session_expires(&v))
+        {
+            Some((interval, Some(who))) if who == "uas" => self.we_refresh(interval, now),
+            Some((interval, _)) => self.they_refresh(interval, now),
+            None => {
+                self.interval = None;
+                self.due = None;
+                self.expires = None;
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        dialog: &InviteDialog,
+        local: &mut LocalSdp,
+        tx: mpsc::UnboundedSender<SipEvent>,
+    ) -> String {
+        let Some(interval) = self.interval else {
+            return String::new();
+        };
+        let mut headers = vec![
+            Header::SessionExpires(rsipstack::sip::SessionExpires::new(format!(
+                "{};refresher=uac",
+                interval.as_secs()
+            ))),
+            Header::Supported(rsipstack::sip::Supported::new("timer")),
+        ];
+        let d = dialog.clone();
+        if self.use_update {
+            tokio::spawn(async move {
+                let r = d.update(Some(headers), None).await;
+                let _ = tx.send(SipEvent::Refreshed(r.map_err(|e| e.to_string())));
+            });
+            "session refresh: UPDATE sent".into()
+        } else {
+            headers.push(Header::ContentType("application/sdp".into()));
+            let body = local.offer().into_bytes();
+            tokio::spawn(async move {
+                let r = d.reinvite(Some(headers), Some(body)).await;
+                let _ = tx.send(SipEvent::Refreshed(r.map_err(|e| e.to_string())));
+            });
+            "session refresh: re-INVITE sent".into()
+        }
+    }
+
+    fn handled(
+        &mut self,
+        r: Result<Option<Response>, String>,
+        now: Instant,
+        media: Option<&mut Media>,
+        prompts: &impl Fn(Codec) -> [Arc<[u8]>; 2],
+    ) -> RefreshOutcome {
+        let Some(interval) = self.interval else {
+            return RefreshOutcome {
+                text: String::new(),
+                session_gone: false,
+            };
+        };
+        let resp = match r {
+            Ok(Some(resp)) => resp,
+            Ok(None) | Err(_) => {
+                let why = r.err().unwrap_or_else(|| "dialog not confirmed".into());
+                return RefreshOutcome {
+                    text: format!("session refresh failed: {why}"),
+                    session_gone: true,
+                };
+            }
+        };
+        let code = resp.status_code.code();
+        if (200..300).contains(&code) {
+            if let (Some(m), Ok(answer)) = (media, sdp::parse_answer(&resp.body)) {
+                m.apply(&answer, now, prompts);
+            }
+            let next = session_expires(&resp).map_or(interval, |(i, _)| i);
+            self.interval = Some(next);
+            self.due = Some(tokio::time::Instant::from_std(now + next / 2));
+            RefreshOutcome {
+                text: format!("session refresh: {code}"),
+                session_gone: false,
+            }
+        } else if code == 408 || code == 481 {
+            RefreshOutcome {
+                text: format!("session refresh: {code}: the session is gone"),
+                session_gone: true,
+            }
+        } else {
+            // Another failure (491, 5xx …): try again in a quarter interval, still before the
+            // session expires.
+            self.due = Some(tokio::time::Instant::from_std(now + interval / 4));
+            RefreshOutcome {
+                text: format!("session refresh: {code}; retrying"),
+                session_gone: false,
+            }
+        }
+    }
 }
 
 /// Receives one datagram from the call's read-only registered RTP socket (cancel-safe: the
@@ -769,10 +1151,19 @@ fn reason(r: &Response) -> String {
         .unwrap_or_else(|| r.status_code.text().to_string())
 }
 
-#[derive(Debug)]
 enum SipEvent {
     Provisional(u16, String),
-    Info { content_type: String, body: String },
+    Info {
+        content_type: String,
+        body: String,
+    },
+    /// A re-INVITE or UPDATE: answered by the call's task, which holds the media.
+    Offer {
+        req: Request,
+        handle: TransactionHandle,
+    },
+    /// The response to our session refresh.
+    Refreshed(Result<Option<Response>, String>),
     RemoteBye,
     Terminated(TerminatedReason),
 }
@@ -815,8 +1206,17 @@ async fn watch_states(
                     )
                     .await;
             }
-            DialogState::Updated(_, _, h) | DialogState::Refer(_, _, h) => {
-                // Re-INVITE / UPDATE / REFER: a broadcast call keeps its media as negotiated.
+            DialogState::Updated(_, req, handle) => {
+                // Re-INVITE / UPDATE: the call's task answers (it holds the media); if it has
+                // ended, the dialog is on its way out.
+                if let Err(mpsc::error::SendError(SipEvent::Offer { handle, .. })) =
+                    tx.send(SipEvent::Offer { req, handle })
+                {
+                    let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+                }
+            }
+            DialogState::Refer(_, _, h) => {
+                // REFER: a broadcast call is not transferred.
                 let _ = h.reply(StatusCode::NotAcceptableHere).await;
             }
             DialogState::Terminated(id, why) => {

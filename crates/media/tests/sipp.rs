@@ -14,7 +14,9 @@ use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::g711::Codec;
-use crieur_media::uac::{CallReport, CallRequest, Credentials, OptOutFuture, Trunk, Uac};
+use crieur_media::uac::{
+    CallReport, CallRequest, Credentials, OptOutFuture, Trunk, Uac, DEFAULT_LEAD_IN,
+};
 
 /// Three consecutive free UDP ports (SIP, RTP, RTCP) on loopback.
 fn free_ports() -> (u16, u16) {
@@ -49,13 +51,15 @@ impl Sipp {
     /// Starts sipp on free ports. A port found free can be taken by another process before
     /// sipp binds it (sipp then exits at once): that is retried on other ports.
     fn start(scenario: &str, extra: &[&str]) -> Sipp {
+        let mut why = String::new();
         for _ in 0..5 {
             let mut sipp = Self::start_on(free_ports().0, scenario, extra);
             if matches!(sipp.child.try_wait(), Ok(None)) {
                 return sipp;
             }
+            why = std::fs::read_to_string(sipp.dir.path().join("stderr")).unwrap_or_default();
         }
-        panic!("sipp exited at start five times (ports taken?)");
+        panic!("sipp exited at start five times (ports taken?): {why}");
     }
 
     fn start_on(port: u16, scenario: &str, extra: &[&str]) -> Sipp {
@@ -90,7 +94,10 @@ impl Sipp {
             .args(&args)
             .current_dir(dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.path().join("stderr"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
         // Let sipp bind before the INVITE (SIP retransmission would cover a miss anyway).
@@ -150,31 +157,41 @@ const HEAD_DIALOG: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
   </recv>
 "#;
 
+/// An SDP body for sipp to send: `formats` on `port` (`[media_port]`: sipp's own), with
+/// extra attribute lines, `version` in its `o=` line.
+fn sdp_body(formats: &str, attrs: &str, port: &str, version: u32) -> String {
+    let rtpmaps: String = formats
+        .split(' ')
+        .map(|f| match f {
+            "0" => "a=rtpmap:0 PCMU/8000\n".to_owned(),
+            "8" => "a=rtpmap:8 PCMA/8000\n".to_owned(),
+            "18" => "a=rtpmap:18 G729/8000\n".to_owned(),
+            pt => format!("a=rtpmap:{pt} telephone-event/8000\n"),
+        })
+        .collect();
+    format!(
+        "v=0\no=sipp 1 {version} IN IP[local_ip_type] [local_ip]\ns=-\nc=IN IP[media_ip_type] [media_ip]\nt=0 0\nm=audio {port} RTP/AVP {formats}\n{rtpmaps}{attrs}"
+    )
+}
+
 fn response(code: &str, extra_headers: &str, sdp: Option<&str>) -> String {
+    response_with(
+        code,
+        extra_headers,
+        sdp.map(|f| sdp_body(f, "", "[media_port]", 1)),
+    )
+}
+
+/// A response with `body` (SDP) if any.
+fn response_with(code: &str, extra_headers: &str, body: Option<String>) -> String {
     // Final responses are retransmitted until the ACK; provisional ones are sent once.
     let retrans = if code.starts_with('1') {
         ""
     } else {
         r#" retrans="500""#
     };
-    let (ct, body) = match sdp {
-        Some(formats) => {
-            let rtpmaps: String = formats
-                .split(' ')
-                .map(|f| match f {
-                    "0" => "a=rtpmap:0 PCMU/8000\n".to_owned(),
-                    "8" => "a=rtpmap:8 PCMA/8000\n".to_owned(),
-                    "18" => "a=rtpmap:18 G729/8000\n".to_owned(),
-                    pt => format!("a=rtpmap:{pt} telephone-event/8000\n"),
-                })
-                .collect();
-            (
-                "Content-Type: application/sdp\n",
-                format!(
-                    "v=0\no=sipp 1 1 IN IP[local_ip_type] [local_ip]\ns=-\nc=IN IP[media_ip_type] [media_ip]\nt=0 0\nm=audio [media_port] RTP/AVP {formats}\n{rtpmaps}"
-                ),
-            )
-        }
+    let (ct, body) = match body {
+        Some(b) => ("Content-Type: application/sdp\n", b),
         None => ("", String::new()),
     };
     format!(
@@ -214,6 +231,17 @@ const TAIL: &str = "</scenario>\n";
 
 /// A request from the UAS inside the dialog (INFO, BYE).
 fn uas_request(method: &str, cseq: u32, content_type: Option<&str>, body: &str) -> String {
+    uas_request_with(method, cseq, content_type, "", body)
+}
+
+/// As [`uas_request`], with extra header lines.
+fn uas_request_with(
+    method: &str,
+    cseq: u32,
+    content_type: Option<&str>,
+    extra_headers: &str,
+    body: &str,
+) -> String {
     let ct = content_type
         .map(|c| format!("Content-Type: {c}\n"))
         .unwrap_or_default();
@@ -225,8 +253,9 @@ From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
 To: [$remote_from]
 Call-ID: [call_id]
 CSeq: {cseq} {method}
+Contact: <sip:callee@[local_ip]:[local_port]>
 Max-Forwards: 70
-{ct}Content-Length: [len]
+{extra_headers}{ct}Content-Length: [len]
 
 {body}]]></send>
   <recv response="200"/>
@@ -235,6 +264,11 @@ Max-Forwards: 70
 }
 
 fn answer_scenario(formats: &str, after_ack: &str) -> String {
+    answer_scenario_with(sdp_body(formats, "", "[media_port]", 1), "", after_ack)
+}
+
+/// A UAS that answers with `sdp` (and `extra_headers`), then does `after_ack`.
+fn answer_scenario_with(sdp: String, extra_headers: &str, after_ack: &str) -> String {
     let head = if after_ack.contains("[$contact]") {
         HEAD_DIALOG
     } else {
@@ -243,7 +277,26 @@ fn answer_scenario(formats: &str, after_ack: &str) -> String {
     format!(
         "{head}{}{}{ACK}{after_ack}{TAIL}",
         ringing(),
-        response("200 OK", "", Some(formats))
+        response_with("200 OK", extra_headers, Some(sdp))
+    )
+}
+
+/// A re-INVITE from the UAS with `sdp`, its 200 and the ACK.
+fn uas_reinvite(cseq: u32, sdp: &str) -> String {
+    format!(
+        r#"{}  <send><![CDATA[
+ACK [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"#,
+        uas_request("INVITE", cseq, Some("application/sdp"), sdp)
     )
 }
 
@@ -263,6 +316,7 @@ fn trunk(addr: SocketAddr) -> Trunk {
         credentials: None,
         ring_timeout: Duration::from_secs(15),
         max_call_length: Duration::from_secs(60),
+        symmetric_rtp: false,
         p_asserted_identity: None,
     }
 }
@@ -278,6 +332,16 @@ async fn place(trunk: &Trunk, message: Message) -> Placed {
 
 /// Places a call whose opt-out hook returns `hook` (after a delay).
 async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -> Placed {
+    place_full(trunk, message, hook, DEFAULT_LEAD_IN).await
+}
+
+/// As [`place_with`], with a lead-in.
+async fn place_full(
+    trunk: &Trunk,
+    message: Message,
+    hook: Result<(), String>,
+    lead_in: Duration,
+) -> Placed {
     let uac = Uac::start(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
         "crieur-test/0",
@@ -294,6 +358,7 @@ async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -
         not_interested_key: None,
         keep_received_audio: true,
         stop: None,
+        lead_in,
     };
     let report = tokio::time::timeout(
         Duration::from_secs(50),
@@ -337,18 +402,21 @@ async fn answer_and_full_playback_decodes_back_to_the_message() {
         timeline(r)
     );
     assert_eq!(r.codec, Some(Codec::Pcma));
-    assert_eq!(r.rtp_sent, 100);
+    // 300 ms of lead-in (15 packets of silence), then the message's 100.
+    assert_eq!(r.message_packets, 100);
+    assert_eq!(r.rtp_sent, 115);
     assert!(
         r.answer_to_first_audio
-            .is_some_and(|d| d < Duration::from_millis(100)),
+            .is_some_and(|d| d >= Duration::from_millis(299) && d < Duration::from_millis(400)),
         "{:?}",
         r.answer_to_first_audio
     );
     // sipp echoes our RTP: every packet comes back, in order, 20 ms of timestamp apart,
-    // payload type 8, carrying exactly the encoded message.
+    // payload type 8: first the lead-in's A-law silence, then exactly the encoded message,
+    // on one schedule.
     let got = &r.rtp_received;
     assert!(
-        got.len() >= 95,
+        got.len() >= 110,
         "only {} packets echoed back\n{}",
         got.len(),
         timeline(r)
@@ -361,6 +429,11 @@ async fn answer_and_full_playback_decodes_back_to_the_message() {
         .iter()
         .all(|(h, p)| h.payload_type == 8 && p.len() == 160));
     assert!(got[0].0.marker);
+    assert!(
+        got[..15].iter().all(|(_, p)| p.iter().all(|&b| b == 0xD5)),
+        "the lead-in is not silence"
+    );
+    let got = &got[15..];
     // Sent on the 20 ms schedule: no packet left a whole slot late.
     assert!(
         r.send_lateness_max_us < 20_000,
@@ -493,6 +566,7 @@ async fn bye_to_a_vanished_peer_ends_the_call_when_it_left() {
         not_interested_key: None,
         keep_received_audio: false,
         stop: None,
+        lead_in: DEFAULT_LEAD_IN,
     };
     let started = Instant::now();
     let r = uac
@@ -684,8 +758,9 @@ async fn opt_out_by_sip_info() {
     assert!(sipp.succeeded());
 }
 
-/// A pcap of PCMU RTP carrying the DTMF tone for `9` (852 + 1477 Hz), for sipp to play.
-fn inband_pcap(path: &std::path::Path) {
+/// A pcap of RTP packets (one every 20 ms) for sipp's `play_pcap_audio` (it sends each
+/// packet's UDP payload from its media port to the call's RTP address).
+fn rtp_pcap(path: &std::path::Path, packets: &[Vec<u8>]) {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
@@ -693,24 +768,7 @@ fn inband_pcap(path: &std::path::Path) {
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&65_535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-    for n in 0..40u32 {
-        let payload: Vec<u8> = (0..160)
-            .map(|i| {
-                let k = (n * 160 + i) as f32 / 8000.0;
-                let v = if (5..15).contains(&n) {
-                    9000.0
-                        * ((2.0 * std::f32::consts::PI * 852.0 * k).sin()
-                            + (2.0 * std::f32::consts::PI * 1477.0 * k).sin())
-                } else {
-                    0.0
-                };
-                Codec::Pcmu.encode(v as i16)
-            })
-            .collect();
-        let mut rtp = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
-        rtp[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-        rtp[4..8].copy_from_slice(&(n * 160).to_be_bytes());
-        rtp.extend_from_slice(&payload);
+    for (n, rtp) in packets.iter().enumerate() {
         let udp_len = 8 + rtp.len();
         let ip_len = 20 + udp_len;
         let mut frame = vec![0u8; 12];
@@ -747,8 +805,8 @@ fn inband_pcap(path: &std::path::Path) {
             0,
             0,
         ]);
-        frame.extend_from_slice(&rtp);
-        let usec = n * 20_000;
+        frame.extend_from_slice(rtp);
+        let usec = n as u32 * 20_000;
         out.extend_from_slice(&(usec / 1_000_000).to_le_bytes());
         out.extend_from_slice(&(usec % 1_000_000).to_le_bytes());
         out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
@@ -756,6 +814,59 @@ fn inband_pcap(path: &std::path::Path) {
         out.extend_from_slice(&frame);
     }
     std::fs::write(path, out).unwrap_or_else(|e| panic!("pcap: {e}"));
+}
+
+/// A pcap of PCMU RTP carrying the DTMF tone for `9` (852 + 1477 Hz), for sipp to play.
+fn inband_pcap(path: &std::path::Path) {
+    let packets: Vec<Vec<u8>> = (0..40u32)
+        .map(|n| {
+            let mut rtp = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+            rtp[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            rtp[4..8].copy_from_slice(&(n * 160).to_be_bytes());
+            rtp.extend((0..160).map(|i| {
+                let k = (n * 160 + i) as f32 / 8000.0;
+                let v = if (5..15).contains(&n) {
+                    9000.0
+                        * ((2.0 * std::f32::consts::PI * 852.0 * k).sin()
+                            + (2.0 * std::f32::consts::PI * 1477.0 * k).sin())
+                } else {
+                    0.0
+                };
+                Codec::Pcmu.encode(v as i16)
+            }));
+            rtp
+        })
+        .collect();
+    rtp_pcap(path, &packets);
+}
+
+/// RFC 4733 packets for one press of `digit` (event code) on payload type `pt`: 6 updates
+/// 20 ms apart, then the end packet three times (§2.5.1.4), one timestamp for the event.
+fn rfc4733_packets(pt: u8, digit: u8) -> Vec<Vec<u8>> {
+    (0u16..9)
+        .map(|n| {
+            let end = n >= 6;
+            let duration = 160 * (n.min(6) + 1);
+            let mut p = vec![
+                0x80,
+                if n == 0 { 0x80 | pt } else { pt },
+                0,
+                0,
+                0,
+                0,
+                0x30,
+                0x39,
+                0x0B,
+                0xAD,
+                0xF0,
+                0x0D,
+            ];
+            p[2..4].copy_from_slice(&(1000 + n).to_be_bytes());
+            p.extend_from_slice(&[digit, if end { 0x80 | 10 } else { 10 }]);
+            p.extend_from_slice(&duration.to_be_bytes());
+            p
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -919,6 +1030,679 @@ async fn a_failed_opt_out_write_hangs_up_without_confirming() {
         "{}",
         timeline(r)
     );
+    assert!(sipp.succeeded());
+}
+
+// ---- issue 13: telephone-event types, peer address, answer direction, re-INVITE/UPDATE,
+// ---- session refresh, RTCP, lead-in.
+
+/// As [`place_full`], with a trunk option changed.
+async fn place_on(trunk: &Trunk, message: Message) -> CallReport {
+    place_full(trunk, message, Ok(()), DEFAULT_LEAD_IN)
+        .await
+        .report
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opt_out_when_the_answer_renames_telephone_event() {
+    // We offer telephone-event as 101; the answer names it 96. The phone sends its key with
+    // the offered type (101) or the answered one (96): both are the opt-out (RFC 3264 §5.1:
+    // we receive on what we offered; §6.1: the answerer's numbers are valid too).
+    for pt in [101u8, 96] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pcap = dir.path().join(format!("dtmf9-pt{pt}.pcap"));
+        rtp_pcap(&pcap, &rfc4733_packets(pt, 9));
+        let after_ack = format!(
+            "  <pause milliseconds=\"500\"/>\n  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n{BYE_200}",
+            pcap.display()
+        );
+        let mut sipp = Sipp::start(&answer_scenario("0 96", &after_ack), &[]);
+        let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
+        assert_opted_out(&placed, DtmfMethod::Rfc4733);
+        assert!(sipp.succeeded(), "key on {pt}");
+    }
+}
+
+/// A UAS that notes our RTP port, answers, then has a third party — a socket that is not the
+/// answer's address — send the RFC 4733 key `9` to that port.
+fn foreign_key_scenario(script: &std::path::Path) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="crieur test UAS">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="m=audio ([0-9]+)" search_in="body" check_it="true" assign_to="m,rtpport"/>
+    </action>
+  </recv>
+{}{}{ACK}  <pause milliseconds="500"/>
+  <nop><action><exec command="bash {} [$rtpport]"/></action></nop>
+{BYE_200}  <Reference variables="m"/>
+{TAIL}"#,
+        ringing(),
+        response("200 OK", "", Some("0 101")),
+        script.display()
+    )
+}
+
+/// A shell script sending RFC 4733 key 9 (type 101) from one socket of its own to
+/// 127.0.0.1:<port given as $1>.
+fn foreign_sender(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut sh = String::from("exec 3>/dev/udp/127.0.0.1/$1\n");
+    for p in rfc4733_packets(101, 9) {
+        let bytes: String = p.iter().map(|b| format!("\\x{b:02x}")).collect();
+        sh += &format!("printf '{bytes}' >&3\nsleep 0.02\n");
+    }
+    let path = dir.join("foreign.sh");
+    std::fs::write(&path, sh).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtp_from_a_foreign_source_is_ignored() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let script = foreign_sender(dir.path());
+    // Strict (the default): the key from a stranger does not opt the callee out.
+    let mut sipp = Sipp::start(&foreign_key_scenario(&script), &[]);
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert!(r.keys.is_empty(), "{:?}", r.keys);
+    assert!(!r.opt_out_recorded);
+    assert!(sipp.succeeded());
+    // The same packets do reach the call: with symmetric RTP latching on, the first source
+    // heard becomes the peer — here the stranger (the option's documented risk).
+    let mut sipp = Sipp::start(&foreign_key_scenario(&script), &[]);
+    let mut t = trunk(sipp.addr());
+    t.symmetric_rtp = true;
+    let r = place_on(&t, tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.keys.first().map(|k| (k.0, k.1)),
+        Some(('9', DtmfMethod::Rfc4733)),
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.ending.outcome, Outcome::AnsweredOptedOut);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inactive_and_sendonly_answers_get_no_message() {
+    for direction in ["inactive", "sendonly"] {
+        let sdp = sdp_body("0 101", &format!("a={direction}\n"), "[media_port]", 1);
+        // BYE with `Reason: SIP;cause=488` (RFC 3326): the answer's media is not acceptable.
+        let bye = bye_checking_reason(
+            "^ *SIP *; *cause=488 *; *text=&quot;the answer does not receive audio&quot; *$",
+        );
+        let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", &bye), &["-rtp_echo"]);
+        let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
+        assert_eq!(
+            r.ending.outcome,
+            Outcome::MediaRefused,
+            "{direction}\n{}",
+            timeline(&r)
+        );
+        assert_eq!(r.rtp_sent, 0, "{direction}");
+        assert_eq!(r.message_packets, 0);
+        assert_eq!(r.first_audio_at, None);
+        assert_eq!(r.answered_at, None);
+        assert!(
+            r.timeline.iter().any(|(_, s)| s.starts_with("BYE sent")),
+            "{}",
+            timeline(&r)
+        );
+        assert!(sipp.succeeded(), "{direction}");
+    }
+}
+
+impl Sipp {
+    /// sipp's message trace (`-trace_msg`): every message sent and received.
+    fn messages(&self) -> String {
+        std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect()
+    }
+}
+
+/// Our SDP bodies in sipp's message trace, in order: (o= version, whole body).
+fn our_sdps(trace: &str) -> Vec<(u64, String)> {
+    trace
+        .split("o=crieur ")
+        .skip(1)
+        .filter_map(|rest| {
+            let version = rest.split_whitespace().nth(1)?.parse().ok()?;
+            let body = rest.split("\n\n").next().unwrap_or(rest);
+            Some((version, body.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reinvite_and_update_with_the_same_sdp_keep_the_call_and_our_version() {
+    // The callee accepts rtcp-mux, so its re-offer is the same session as before.
+    let same = sdp_body("0 101", "a=rtcp-mux\n", "[media_port]", 1);
+    let after_ack = format!(
+        "  <pause milliseconds=\"600\"/>\n{}  <pause milliseconds=\"300\"/>\n{}{BYE_200}",
+        uas_reinvite(2, &same),
+        uas_request_with(
+            "UPDATE",
+            3,
+            Some("application/sdp"),
+            "Session-Expires: 1800\nSupported: timer\n",
+            &same
+        ),
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(same.clone(), "", &after_ack),
+        &["-trace_msg"],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 150);
+    assert!(sipp.succeeded());
+    // Offer, answer to the re-INVITE, answer to the UPDATE: one o= version (RFC 3264 §8).
+    let sdps = our_sdps(&sipp.messages());
+    assert_eq!(sdps.len(), 3, "{sdps:?}");
+    assert!(sdps.iter().all(|(v, _)| *v == sdps[0].0), "{sdps:?}");
+    assert!(sdps.iter().all(|(_, b)| b.contains("a=sendrecv")));
+    // The UPDATE's Session-Expires (no refresher named) is echoed with the requester as the
+    // refresher, and Require: timer since it said Supported: timer (RFC 4028 §9).
+    let trace = sipp.messages();
+    assert!(
+        trace.contains("Session-Expires: 1800;refresher=uac") && trace.contains("Require: timer"),
+        "{trace}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reinvite_moves_the_media_to_another_port() {
+    let new_rtp = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    new_rtp
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = new_rtp
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let moved = sdp_body("0 101", "", &port.to_string(), 2);
+    let after_ack = format!(
+        "  <pause milliseconds=\"1000\"/>\n{}{BYE_200}",
+        uas_reinvite(2, &moved)
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
+        &["-trace_msg"],
+    );
+    let addr = sipp.addr();
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let mut got = Vec::new();
+        while let Ok((n, from)) = new_rtp.recv_from(&mut buf) {
+            if let Ok((h, p)) = crieur_media::rtp::parse(&buf[..n]) {
+                got.push((from, h, p.len()));
+            }
+            if got.len() >= 40 {
+                break;
+            }
+        }
+        got
+    });
+    let r = place_on(&trunk(addr), tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    let got = receiver.join().unwrap_or_default();
+    assert!(
+        got.len() >= 40,
+        "only {} packets at the new port",
+        got.len()
+    );
+    // From our RTP socket, PCMU, one stream: consecutive sequence numbers.
+    assert!(got
+        .iter()
+        .all(|(from, h, n)| Some(*from) == r.rtp_local && h.payload_type == 0 && *n == 160));
+    assert!(got
+        .windows(2)
+        .all(|w| w[1].1.sequence == w[0].1.sequence.wrapping_add(1)));
+    assert!(
+        r.timeline
+            .iter()
+            .any(|(_, s)| s.contains(&format!("media moved to 127.0.0.1:{port}"))),
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded());
+    // Our answer differs from our offer only by the rtcp-mux the callee did not take (an
+    // answer may not carry it unoffered, RFC 5761 §5.1.1): so its version is one more.
+    let sdps = our_sdps(&sipp.messages());
+    assert_eq!(sdps.len(), 2, "{sdps:?}");
+    assert_eq!(sdps[1].0, sdps[0].0 + 1);
+    assert!(sdps[0].1.contains("a=rtcp-mux") && !sdps[1].1.contains("a=rtcp-mux"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hold_pauses_the_message_and_resume_continues_it() {
+    // Held (sendonly) after 1 s for 1.5 s, then resumed: nothing is sent while held, the
+    // message continues where it stopped, and plays to its end.
+    let hold = sdp_body("0 101", "a=sendonly\n", "[media_port]", 2);
+    let resume = sdp_body("0 101", "a=sendrecv\n", "[media_port]", 3);
+    let after_ack = format!(
+        "  <pause milliseconds=\"1000\"/>\n{}  <pause milliseconds=\"1500\"/>\n{}{BYE_200}",
+        uas_reinvite(2, &hold),
+        uas_reinvite(3, &resume)
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
+        &["-rtp_echo", "-trace_msg"],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 150, "{}", timeline(&r));
+    // The echo shows one gap of about the hold's length, the sequence unbroken across it.
+    let got = &r.rtp_received;
+    let gaps: Vec<u32> = got
+        .windows(2)
+        .map(|w| w[1].0.timestamp.wrapping_sub(w[0].0.timestamp))
+        .filter(|&d| d != 160)
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(
+        gaps[0] > 8 * 1200 && gaps[0] < 8 * 1900,
+        "hold gap {} ms",
+        gaps[0] / 8
+    );
+    assert!(got
+        .windows(2)
+        .all(|w| w[1].0.sequence == w[0].0.sequence.wrapping_add(1)));
+    // The message took its length plus the hold.
+    let (first, played) = (
+        r.first_audio_at,
+        r.timeline
+            .iter()
+            .find(|(_, s)| s == "Message played")
+            .map(|(t, _)| *t),
+    );
+    let took = played.zip(first).map(|(p, f)| p - f).unwrap_or_default();
+    assert!(took > Duration::from_millis(4300), "{took:?}");
+    assert!(sipp.succeeded());
+    // Our answers: recvonly to the hold (version + 1), sendrecv to the resume (+ 1 again).
+    let sdps = our_sdps(&sipp.messages());
+    assert_eq!(sdps.len(), 3, "{sdps:?}");
+    assert!(sdps[1].1.contains("a=recvonly") && sdps[2].1.contains("a=sendrecv"));
+    assert_eq!(
+        (sdps[1].0, sdps[2].0),
+        (sdps[0].0 + 1, sdps[0].0 + 2),
+        "{sdps:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reinvite_without_a_common_codec_is_488_and_the_call_goes_on() {
+    let g729 = sdp_body("18", "", "[media_port]", 2);
+    let after_ack = format!(
+        r#"  <pause milliseconds="500"/>
+  <send><![CDATA[
+INVITE [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:callee@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{g729}]]></send>
+  <recv response="488"/>
+  <send><![CDATA[
+ACK [$contact] SIP/2.0
+[last_Via:]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+{BYE_200}"#
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
+        &[],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 2.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 100);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_timer_with_refresher_uac_is_refreshed() {
+    // The 200 asks us to refresh every 2 s (RFC 4028; below the 90 s Min-SE a real trunk
+    // would allow, to keep the test short) and allows UPDATE: an UPDATE comes at ~1 s.
+    let after_ack = r#"  <recv request="UPDATE">
+    <action>
+      <ereg regexp="[0-9]+;refresher=uac" search_in="hdr" header="Session-Expires:" check_it="true" assign_to="se"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Session-Expires: 2;refresher=uac
+Content-Length: 0
+
+]]></send>
+  <Reference variables="se"/>
+"#
+    .to_owned()
+        + BYE_200;
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(
+            sdp_body("0 101", "", "[media_port]", 1),
+            "Session-Expires: 2;refresher=uac\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE, INFO\nRequire: timer\n",
+            &after_ack,
+        ),
+        &[],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 1.2)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    let sent = r
+        .timeline
+        .iter()
+        .find(|(_, s)| s == "session refresh: UPDATE sent")
+        .map(|(t, _)| *t);
+    let answered = r.answered_at.unwrap_or_default();
+    assert!(
+        sent.is_some_and(|t| t - answered >= Duration::from_millis(900)
+            && t - answered < Duration::from_millis(1500)),
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        r.timeline.iter().any(|(_, s)| s == "session refresh: 200"),
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded());
+}
+
+/// What the test's RTCP peer saw: (source, packet type of each packet in each compound).
+struct RtcpSeen {
+    from: Vec<SocketAddr>,
+    /// (packet type, SSRC, sender's packet count for an SR) of the first packet of each
+    /// compound, and whether the compound had SDES with a CNAME and a BYE.
+    compounds: Vec<(u8, u32, u32, bool, bool)>,
+}
+
+/// Splits a compound RTCP packet with a parser written for the test (independent of the
+/// crate's): the first packet's (type, SSRC, SR packet count), CNAME present, BYE present.
+fn read_compound(b: &[u8]) -> Option<(u8, u32, u32, bool, bool)> {
+    let word = |at: usize| {
+        b.get(at..at + 4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+    };
+    let (first, ssrc) = (*b.get(1)?, word(4)?);
+    let packets = if first == 200 { word(20)? } else { 0 };
+    let (mut at, mut cname, mut bye) = (0, false, false);
+    while at + 4 <= b.len() {
+        if b[at] >> 6 != 2 {
+            return None;
+        }
+        let len = 4 * (usize::from(u16::from_be_bytes([b[at + 2], b[at + 3]])) + 1);
+        match b[at + 1] {
+            202 => cname |= b.get(at + 8) == Some(&1) && b.get(at + 9).is_some_and(|&l| l > 0),
+            203 => bye = true,
+            _ => {}
+        }
+        at += len;
+    }
+    (at == b.len()).then_some((first, ssrc, packets, cname, bye))
+}
+
+/// A receiver report about `about` (`fraction` lost, 7 lost, jitter 80) echoing at once (DLSR
+/// 0) the SR whose NTP middle bits are `lsr`.
+fn crafted_rr(reporter: u32, about: u32, fraction: u8, lsr: u32) -> Vec<u8> {
+    let mut p = vec![0x81, 201, 0, 7];
+    p.extend_from_slice(&reporter.to_be_bytes());
+    p.extend_from_slice(&about.to_be_bytes());
+    p.extend_from_slice(&[fraction, 0, 0, 7]);
+    for w in [5000u32, 80, lsr, 0] {
+        p.extend_from_slice(&w.to_be_bytes());
+    }
+    p
+}
+
+/// Plays the far end's RTCP on `sock` until a BYE or `deadline`: on the first SR, sends a
+/// receiver report back from `sock` (and a different one from a stranger's socket, to be
+/// ignored). RTP datagrams (on a multiplexed port) are skipped.
+fn rtcp_peer(sock: UdpSocket, deadline: Instant) -> RtcpSeen {
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = RtcpSeen {
+        from: Vec::new(),
+        compounds: Vec::new(),
+    };
+    let mut buf = [0u8; 1500];
+    let mut answered = false;
+    while Instant::now() < deadline {
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        if !(200..=204).contains(&buf[1]) {
+            continue; // RTP
+        }
+        let Some(c) = read_compound(&buf[..n]) else {
+            panic!("a malformed RTCP compound: {:02x?}", &buf[..n]);
+        };
+        seen.from.push(from);
+        seen.compounds.push(c);
+        if c.0 == 200 && !answered {
+            answered = true;
+            let lsr = u32::from_be_bytes([buf[10], buf[11], buf[12], buf[13]]);
+            let _ = stranger.send_to(&crafted_rr(0x5757, c.1, 200, 0), from);
+            let _ = sock.send_to(&crafted_rr(0xFEED, c.1, 25, lsr), from);
+        }
+        if c.4 {
+            break;
+        }
+    }
+    seen
+}
+
+fn assert_rtcp(r: &CallReport, seen: &RtcpSeen, muxed: bool) {
+    let local = r.rtp_local.unwrap_or_else(|| panic!("no RTP address"));
+    assert_eq!(local.port() % 2, 0, "RTP port {} is odd", local.port());
+    let rtcp_from = if muxed {
+        local
+    } else {
+        SocketAddr::new(local.ip(), local.port() + 1)
+    };
+    assert!(!seen.compounds.is_empty(), "no RTCP\n{}", timeline(r));
+    assert!(seen.from.iter().all(|f| *f == rtcp_from), "{:?}", seen.from);
+    // Sender reports with our packet count, CNAME in every compound, BYE at the end.
+    let (kind, ssrc, packets, _, _) = seen.compounds[0];
+    assert_eq!(kind, 200, "the first report is not an SR");
+    assert!(packets > 0);
+    assert!(
+        seen.compounds.iter().all(|c| c.3),
+        "a compound without CNAME"
+    );
+    assert!(seen.compounds.iter().all(|c| c.1 == ssrc));
+    assert!(seen.compounds.last().is_some_and(|c| c.4), "no RTCP BYE");
+    assert_eq!(r.rtcp.sent as usize, seen.compounds.len());
+    // The peer's report was read; the stranger's was not.
+    assert_eq!(r.rtcp.reports_received, 1, "{:?}", r.rtcp);
+    let last = r.rtcp.last_report.unwrap_or_default();
+    assert_eq!(
+        (last.fraction_lost, last.cumulative_lost, last.jitter),
+        (25, 7, 80)
+    );
+    assert_eq!(r.rtcp.worst_fraction_lost, 25);
+    assert!(r
+        .rtcp
+        .round_trip
+        .is_some_and(|d| d < Duration::from_secs(1)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtcp_sender_reports_reach_the_peer_and_its_receiver_report_is_read() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = peer.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let sdp = sdp_body(
+        "0 101",
+        &format!("a=rtcp:{port} IN IP4 127.0.0.1\n"),
+        "[media_port]",
+        1,
+    );
+    let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", BYE_200), &[]);
+    let peer =
+        std::thread::spawn(move || rtcp_peer(peer, Instant::now() + Duration::from_secs(20)));
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
+    let seen = peer.join().unwrap_or_else(|_| panic!("RTCP peer"));
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_rtcp(&r, &seen, false);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtcp_mux_sends_and_reads_rtcp_on_the_rtp_port() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = peer.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let sdp = sdp_body("0 101", "a=rtcp-mux\n", &port.to_string(), 1);
+    let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", BYE_200), &[]);
+    let peer =
+        std::thread::spawn(move || rtcp_peer(peer, Instant::now() + Duration::from_secs(20)));
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
+    let seen = peer.join().unwrap_or_else(|_| panic!("RTCP peer"));
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_rtcp(&r, &seen, true);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reinvite_with_only_the_other_law_switches_codec_mid_message() {
+    // Answered PCMU; after 1 s a re-INVITE offers only PCMA: the message goes on in A-law, at
+    // the same place, as one stream.
+    let after_ack = format!(
+        "  <pause milliseconds=\"1000\"/>\n{}{BYE_200}",
+        uas_reinvite(2, &sdp_body("8 101", "", "[media_port]", 2))
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
+        &["-rtp_echo"],
+    );
+    let message = tone(440.0, 3.0);
+    let (ulaw, alaw) = (
+        message.encoded(Codec::Pcmu).to_vec(),
+        message.encoded(Codec::Pcma).to_vec(),
+    );
+    let r = place_on(&trunk(sipp.addr()), message).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 150);
+    assert!(
+        r.timeline.iter().any(|(_, s)| s.contains("codec now PCMA")),
+        "{}",
+        timeline(&r)
+    );
+    // Echoed: PCMU then PCMA, sequence unbroken, and each packet is the message's samples at
+    // its place (counted from the first message packet, after the 15 of lead-in) in its law.
+    let got: Vec<_> = r.rtp_received.iter().skip(15).collect();
+    let switch = got
+        .iter()
+        .position(|(h, _)| h.payload_type == 8)
+        .unwrap_or_else(|| panic!("no PCMA packet\n{}", timeline(&r)));
+    assert!(switch > 20, "switched after {switch} packets");
+    assert!(got[..switch].iter().all(|(h, _)| h.payload_type == 0));
+    assert!(got[switch..].iter().all(|(h, _)| h.payload_type == 8));
+    assert!(got
+        .windows(2)
+        .all(|w| w[1].0.sequence == w[0].0.sequence.wrapping_add(1)));
+    for (k, (_, p)) in got.iter().enumerate() {
+        let law = if k < switch { &ulaw } else { &alaw };
+        let want = &law[k * 160..((k + 1) * 160).min(law.len())];
+        assert_eq!(&p[..want.len()], want, "packet {k}");
+    }
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_the_far_end_does_not_refresh_is_ended_before_it_expires() {
+    // The 200 makes the far end the refresher every 3 s; it never refreshes: we send BYE
+    // min(32 s, 3 s / 3) = 1 s before the session would expire (RFC 4028 §10).
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(
+            sdp_body("0 101", "", "[media_port]", 1),
+            "Session-Expires: 3;refresher=uas\nRequire: timer\n",
+            BYE_200,
+        ),
+        &[],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
+    assert_eq!(r.ending.outcome, Outcome::TrunkFailure, "{}", timeline(&r));
+    let expired = r
+        .timeline
+        .iter()
+        .find(|(_, s)| s.contains("without the far end's refresh"))
+        .map(|(t, _)| *t - r.answered_at.unwrap_or_default());
+    assert!(
+        expired
+            .is_some_and(|d| d >= Duration::from_millis(1950) && d < Duration::from_millis(2500)),
+        "{}",
+        timeline(&r)
+    );
+    assert!(r.message_packets < 150, "{}", r.message_packets);
     assert!(sipp.succeeded());
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! windows  := window (";" window)* [";"]
-//! window   := days SP range ("," range)*
+//! window   := days SP range ("," range)*   (spaces also allowed around "," "-" ";")
 //! days     := "daily" | dayitem ("," dayitem)*
 //! dayitem  := day | day "-" day          (a range may wrap: "sat-mon" = sat, sun, mon)
 //! day      := mon | tue | wed | thu | fri | sat | sun   (case-insensitive)
@@ -256,14 +256,26 @@ impl FromStr for Windows {
             }
             let lead = part.len() - part.trim_start().len();
             let body = part.trim();
-            let (days_txt, ranges_txt) = match body.split_once(char::is_whitespace) {
-                Some((d, r)) => (d, r.trim_start()),
-                None => {
+            // The days end where the first time starts (day names hold no digits), so spaces
+            // may follow the commas between days: `mon, wed 09:00-10:00`.
+            let (days_txt, ranges_txt) = match body.find(|c: char| c.is_ascii_digit()) {
+                // No days at all: reported by `parse_days` as a missing day.
+                Some(0) => ("", body),
+                Some(i) if body[..i].ends_with(char::is_whitespace) => {
+                    (body[..i].trim_end(), &body[i..])
+                }
+                found => {
+                    // Where the time range should have started: at the digit glued to the
+                    // days, or after the days.
+                    let at = found.unwrap_or_else(|| {
+                        body.find(char::is_whitespace)
+                            .map_or(body.len(), |w| w + lead_ws(&body[w..]))
+                    });
                     return Err(window_error(
                         input,
-                        here + lead + body.len(),
+                        here + lead + at,
                         "a space then a time range like `18:00-20:00` after the days",
-                    ))
+                    ));
                 }
             };
             let days = parse_days(days_txt)
@@ -319,11 +331,14 @@ fn parse_days(s: &str) -> Result<u8, ParseErr> {
     }
     let mut days = 0u8;
     let mut at = 0;
-    for item in s.split(',') {
+    for raw in s.split(',') {
+        // Spaces around `,` and `-` are allowed.
+        let item = raw.trim();
+        let at_item = at + lead_ws(raw);
         match item.split_once('-') {
             Some((a, b)) => {
-                let from = parse_day(a, at)?;
-                let to = parse_day(b, at + a.len() + 1)?;
+                let from = parse_day(a.trim_end(), at_item)?;
+                let to = parse_day(b.trim(), at_item + a.len() + 1 + lead_ws(b))?;
                 let mut d = from;
                 loop {
                     days |= 1 << d;
@@ -333,9 +348,9 @@ fn parse_days(s: &str) -> Result<u8, ParseErr> {
                     d = (d + 1) % 7;
                 }
             }
-            None => days |= 1 << parse_day(item, at)?,
+            None => days |= 1 << parse_day(item, at_item)?,
         }
-        at += item.len() + 1;
+        at += raw.len() + 1;
     }
     Ok(days)
 }
@@ -395,6 +410,12 @@ mod tests {
             w("tue 08:00-09:00,14:00-15:30;").to_string(),
             "tue 08:00-09:00; tue 14:00-15:30"
         );
+        // Spaces around `,` between days and around the `-` of a day range, as documented.
+        assert_eq!(w("mon, wed 09:00-10:00").to_string(), "mon,wed 09:00-10:00");
+        assert_eq!(
+            w("mon - wed ,  fri  09:00 - 10:00 , 11:00-12:00").to_string(),
+            "mon-wed,fri 09:00-10:00; mon-wed,fri 11:00-12:00"
+        );
     }
 
     #[test]
@@ -431,6 +452,10 @@ mod tests {
             ("mon 10:00-12:00;; tue 10:00-11:00", 17),
             ("mon 10:0012:00", 5),
             ("mon 10:00-12:00, 1:00-2:00", 18),
+            ("mon, wdn 09:00-10:00", 6),
+            ("mon,wed09:00-10:00", 8),
+            ("09:00-10:00", 1),
+            ("mon, 09:00-10:00", 5),
         ] {
             match input.parse::<Windows>() {
                 Err(Error::InvalidWindow { column: c, .. }) => assert_eq!(c, column, "{input}"),

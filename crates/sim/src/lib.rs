@@ -290,7 +290,10 @@ async fn callee(
     {
         return;
     }
-    // Received audio is read and dropped (so the socket never backs up).
+    // Received audio is read and dropped (so the socket never backs up). Keys leave from this
+    // same socket: the caller accepts RTP only from the address the answer named.
+    let rtp = std::sync::Arc::new(rtp);
+    let keys_from = rtp.clone();
     let drain = tokio::spawn(async move {
         let mut buf = [0u8; 2048];
         while rtp.recv(&mut buf).await.is_ok() {}
@@ -311,7 +314,7 @@ async fn callee(
                 }
                 KeyMethod::Rfc4733 => {
                     if let (Some(pt), Some(code)) = (remote.event_pt, event_code(key)) {
-                        send_rfc4733(remote.remote, pt, code).await;
+                        send_rfc4733(&keys_from, remote.remote, pt, code).await;
                     }
                 }
             }
@@ -343,10 +346,7 @@ fn event_code(key: char) -> Option<u8> {
 }
 
 /// One key press by RFC 4733: 5 packets every 20 ms, then the end packet three times.
-async fn send_rfc4733(to: SocketAddr, pt: u8, code: u8) {
-    let Ok(sock) = UdpSocket::bind(SocketAddr::new(to.ip(), 0)).await else {
-        return;
-    };
+async fn send_rfc4733(sock: &UdpSocket, to: SocketAddr, pt: u8, code: u8) {
     let ssrc: u32 = rand::random();
     let ts: u32 = rand::random();
     let seq0: u16 = rand::random();

@@ -93,6 +93,8 @@ pub trait Store {
     fn contact(&self, campaign: &str, id: &ContactId) -> Result<Option<Contact>>;
     /// Every contact of a campaign, in id order.
     fn contacts(&self, campaign: &str) -> Result<Vec<Contact>>;
+    /// The ids of the campaigns that have contacts here, in order.
+    fn campaigns(&self) -> Result<Vec<String>>;
     /// Records an opt-out; durable when this returns. `Ok(false)` if it was already there.
     fn add_opt_out(&self, number: &E164, at: DateTime<Utc>, source: &str) -> Result<bool>;
     /// Records many opt-outs in one durable batch; returns how many were new.
@@ -713,6 +715,24 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn campaigns(&self) -> Result<Vec<String>> {
+        // Keys are `campaign \0 bucket`, in order: after each campaign, skip to the next.
+        let mut out = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let Some(kv) = self.contacts.range(from.as_slice()..).next() else {
+                break;
+            };
+            let (key, _) = kv.map_err(io)?;
+            let name = key.split(|&b| b == 0).next().unwrap_or_default();
+            out.push(String::from_utf8_lossy(name).into_owned());
+            // The smallest key after every `name \0 …`.
+            from = name.to_vec();
+            from.push(1);
+        }
+        Ok(out)
+    }
+
     fn add_opt_out(&self, number: &E164, at: DateTime<Utc>, source: &str) -> Result<bool> {
         Ok(self.add_opt_outs(std::slice::from_ref(number), at, source)? == 1)
     }
@@ -1224,5 +1244,31 @@ mod tests {
             SledStore::open(&path, false),
             Err(Error::Open { .. })
         ));
+    }
+
+    #[test]
+    fn campaigns_are_listed_once_each_in_order() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = open(&dir.path().join("s"));
+        assert_eq!(s.campaigns().ok(), Some(vec![]));
+        // Enough contacts per campaign to fill many buckets; a name that prefixes another.
+        for campaign in ["b", "a", "a-2"] {
+            let contacts: Vec<Contact> = (0..300)
+                .map(|i| {
+                    contact(
+                        &format!("{campaign}-{i}"),
+                        &format!("+336123{i:05}"),
+                        "mon 10:00-11:00",
+                        1_800_000_000,
+                    )
+                })
+                .collect();
+            s.upsert_contacts(campaign, &contacts)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(
+            s.campaigns().ok(),
+            Some(vec!["a".to_owned(), "a-2".to_owned(), "b".to_owned()])
+        );
     }
 }

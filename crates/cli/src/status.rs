@@ -1,0 +1,281 @@
+//! `crieur campaigns` and `crieur status`: what a store holds and where a campaign stands;
+//! the "can never be called" warnings `check` and `import` give.
+
+use std::io::BufWriter;
+use std::path::Path;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use crieur_scheduler::{Contact, Decision, Evaluator, SkipReason, NEXT_ELIGIBLE_HORIZON_DAYS};
+use crieur_store::{SledStore, Store};
+use serde_json::Value;
+
+use crate::campaign::Campaign;
+use crate::output::{human_duration, rfc3339, Format, Rows};
+
+/// Why `c` can never be called within the next-eligible horizon (400 days) from `now`, if
+/// so.
+pub fn never_callable(
+    campaign: &Campaign,
+    ev: &mut Evaluator<'_>,
+    c: &Contact,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    match ev.decide(c, now) {
+        Decision::Dial(_) => None,
+        Decision::Skip(s) if s.next_eligible.is_some() => None,
+        Decision::Skip(s) => Some(why_never(&campaign.policy, &s.reasons)),
+    }
+}
+
+/// The reasons that last (no zone, no consent, expired, revoked) when there are any; else
+/// the overlap that never happens, with the reasons at the instant looked at.
+fn why_never(policy: &crieur_scheduler::Policy, reasons: &[SkipReason]) -> String {
+    let lasting: Vec<String> = reasons
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                SkipReason::UnknownZone
+                    | SkipReason::NoConsent
+                    | SkipReason::ConsentExpired { .. }
+                    | SkipReason::ConsentRevoked { .. }
+            )
+        })
+        .map(crate::reason_line)
+        .collect();
+    if !lasting.is_empty() {
+        return lasting.join("; ");
+    }
+    let now: Vec<String> = reasons.iter().map(crate::reason_line).collect();
+    format!(
+        "its consent windows, the {} legal hours and holidays{} never leave room for a call of {} s (now: {})",
+        policy.ruleset().name(),
+        if policy.schedule().is_some() {
+            " and the campaign schedule"
+        } else {
+            ""
+        },
+        policy.call_duration().as_secs(),
+        now.join("; ")
+    )
+}
+
+/// The most "never callable" warnings printed one by one.
+const WARN_MAX: usize = 20;
+
+/// What a decision depends on besides the policy and the instant: the zones and the
+/// consent records (not the id or the number).
+type DecisionInputs = (Vec<String>, Vec<(String, i64, Option<i64>, Option<i64>)>);
+
+fn decision_inputs(c: &Contact) -> DecisionInputs {
+    (
+        c.zones().0.iter().map(|z| z.name().to_owned()).collect(),
+        c.consents()
+            .iter()
+            .map(|r| {
+                (
+                    r.windows.as_str().to_owned(),
+                    r.granted_at.timestamp(),
+                    r.expires_at.map(|t| t.timestamp()),
+                    r.revoked_at.map(|t| t.timestamp()),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Prints a warning for each contact that can never be called in the next 400 days.
+pub fn warn_never_callable(campaign: &Campaign, contacts: &[Contact], now: DateTime<Utc>) {
+    let mut ev = Evaluator::batch(&campaign.policy);
+    // Contacts with the same zones and consent records get the same answer: a file of many
+    // contacts sharing a few shapes searches 400 days once per shape, not per contact.
+    let mut seen: std::collections::HashMap<DecisionInputs, Option<String>> =
+        std::collections::HashMap::new();
+    let mut n = 0usize;
+    for c in contacts {
+        let key = decision_inputs(c);
+        let never = match seen.get(&key) {
+            Some(v) => v.clone(),
+            None => {
+                let v = never_callable(campaign, &mut ev, c, now);
+                if seen.len() < 100_000 {
+                    seen.insert(key, v.clone());
+                }
+                v
+            }
+        };
+        if let Some(why) = never {
+            n += 1;
+            if n <= WARN_MAX {
+                println!(
+                    "warning: contact `{}`: cannot be called in the next {NEXT_ELIGIBLE_HORIZON_DAYS} days from {}: {why}",
+                    c.id(),
+                    rfc3339(now)
+                );
+            }
+        }
+    }
+    if n > WARN_MAX {
+        println!(
+            "warning: … and {} more contacts that cannot be called in the next {NEXT_ELIGIBLE_HORIZON_DAYS} days (`crieur status --campaign` lists them all after an import)",
+            n - WARN_MAX
+        );
+    }
+}
+
+/// `crieur campaigns`.
+pub fn campaigns(store_path: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    let store = SledStore::open(store_path, false)?;
+    let stdout = std::io::stdout();
+    let mut rows = Rows::new(
+        BufWriter::new(stdout.lock()),
+        format,
+        &[("campaign", 32), ("contacts", 9), ("consents", 0)],
+    )?;
+    for id in store.campaigns()? {
+        let contacts = store.contacts(&id)?;
+        let consents: usize = contacts.iter().map(|c| c.consents().len()).sum();
+        rows.row(&[id.into(), contacts.len().into(), consents.into()])?;
+    }
+    rows.finish()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where one contact stands.
+enum State {
+    /// Nothing more to do: opted out, a final outcome, or out of attempts.
+    Done(String),
+    Due,
+    /// Due at this instant (a retry delay, a cap, or its next window).
+    Waiting(DateTime<Utc>),
+    /// No instant in the next 400 days.
+    Never(String),
+}
+
+fn state(
+    campaign: &Campaign,
+    store: &SledStore,
+    ev: &mut Evaluator<'_>,
+    c: &Contact,
+    now: DateTime<Utc>,
+) -> anyhow::Result<State> {
+    if store.is_opted_out(c.phone())? {
+        return Ok(State::Done("opted out".into()));
+    }
+    let history = crate::call::history(store, c)?;
+    let from = match crate::call::held(campaign, &history, now) {
+        Some((why, None)) => return Ok(State::Done(why)),
+        Some((_, Some(until))) => until,
+        None => now,
+    };
+    Ok(match ev.decide(c, from) {
+        Decision::Dial(_) if from == now => State::Due,
+        Decision::Dial(_) => State::Waiting(from),
+        Decision::Skip(s) => match s.next_eligible {
+            Some(t) => State::Waiting(t),
+            None => State::Never(why_never(&campaign.policy, &s.reasons)),
+        },
+    })
+}
+
+/// `crieur status --campaign`.
+pub fn status(
+    campaign: &Campaign,
+    store_path: &Path,
+    now: DateTime<Utc>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let store = SledStore::open(store_path, false)?;
+    let contacts = store.contacts(&campaign.id)?;
+    if contacts.is_empty() {
+        let known = store.campaigns()?;
+        anyhow::bail!(
+            "campaign `{}` has no contacts in {} (campaigns there: {}); import them with `crieur import`",
+            campaign.id,
+            store_path.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    let mut ev = Evaluator::batch(&campaign.policy);
+    let mut states = Vec::with_capacity(contacts.len());
+    for c in &contacts {
+        states.push(state(campaign, &store, &mut ev, c, now)?);
+    }
+    let stdout = std::io::stdout();
+    let out = BufWriter::new(stdout.lock());
+    if format != Format::Table {
+        let mut rows = Rows::new(
+            out,
+            format,
+            &[("contact", 0), ("state", 0), ("next", 0), ("why", 0)],
+        )?;
+        for (c, s) in contacts.iter().zip(&states) {
+            let (state, next, why): (&str, Value, Value) = match s {
+                State::Done(why) => ("done", Value::Null, why.as_str().into()),
+                State::Due => ("due", rfc3339(now).into(), Value::Null),
+                State::Waiting(t) => ("waiting", rfc3339(*t).into(), Value::Null),
+                State::Never(why) => ("never", Value::Null, why.as_str().into()),
+            };
+            rows.row(&[c.id().as_str().into(), state.into(), next, why])?;
+        }
+        rows.finish()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::io::Write;
+    let mut out = out;
+    let count = |f: fn(&State) -> bool| states.iter().filter(|s| f(s)).count();
+    let next = states
+        .iter()
+        .filter_map(|s| match s {
+            State::Waiting(t) => Some(*t),
+            _ => None,
+        })
+        .min();
+    let never: Vec<(&Contact, &String)> = contacts
+        .iter()
+        .zip(&states)
+        .filter_map(|(c, s)| match s {
+            State::Never(why) => Some((c, why)),
+            _ => None,
+        })
+        .collect();
+    writeln!(
+        out,
+        "campaign  {} (`{}`) at {}",
+        campaign.id,
+        campaign.name,
+        rfc3339(now)
+    )?;
+    writeln!(out, "contacts  {}", contacts.len())?;
+    writeln!(
+        out,
+        "done      {} (opted out, a final outcome, or out of attempts)",
+        count(|s| matches!(s, State::Done(_)))
+    )?;
+    writeln!(out, "due now   {}", count(|s| matches!(s, State::Due)))?;
+    match next {
+        Some(t) => writeln!(
+            out,
+            "next due  {} (in {}; {} contacts waiting)",
+            rfc3339(t),
+            human_duration(t - now),
+            count(|s| matches!(s, State::Waiting(_)))
+        )?,
+        None => writeln!(out, "next due  -")?,
+    }
+    writeln!(
+        out,
+        "never     {} (no instant allowed in the next {NEXT_ELIGIBLE_HORIZON_DAYS} days)",
+        never.len()
+    )?;
+    for (c, why) in never {
+        writeln!(out, "  {:<20} {why}", c.id().as_str())?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
