@@ -96,6 +96,9 @@ pub struct Call {
     pub zone: Option<chrono_tz::Tz>,
     /// The consent windows the dial relied on (every consent's when the decision named none).
     pub windows: Vec<String>,
+    /// The far end's RTCP about our audio: report blocks received and the worst fraction
+    /// lost (in 1/256), when the call recorded it.
+    pub rtcp: Option<(u32, u8)>,
     answered_at: Option<DateTime<Utc>>,
     opt_out_key_at_ms: Option<u64>,
     opt_out_at: Option<DateTime<Utc>>,
@@ -181,6 +184,7 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
                     sent_at: i.sent_at,
                     zone,
                     windows: info.map(|d| d.windows.clone()).unwrap_or_default(),
+                    rtcp: None,
                     answered_at: None,
                     opt_out_key_at_ms: None,
                     opt_out_at: None,
@@ -230,6 +234,11 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
                 if let Some(c) = at(&o.call).and_then(|k| out.get_mut(k)) {
                     c.row.optout_durable_at = utc(o.at);
                     c.opt_out_at = Some(o.at);
+                }
+            }
+            Record::Rtcp(r) => {
+                if let Some(c) = at(&r.call).and_then(|k| out.get_mut(k)) {
+                    c.rtcp = Some((r.reports_received, r.worst_fraction_lost_256));
                 }
             }
             Record::Hangup(h) => {

@@ -1424,6 +1424,8 @@ fn call_table(h: &mut String, calls: &[Call], rep: &ReplayReport) {
             ("keys", false),
             ("answer→audio ms", true),
             ("opt-out→durable ms", true),
+            ("RTCP reports", true),
+            ("worst loss %", true),
             ("consent source", false),
             ("consent proof", false),
             ("rule set", false),
@@ -1455,6 +1457,13 @@ fn call_table(h: &mut String, calls: &[Call], rep: &ReplayReport) {
                     txt(&r.keys),
                     opt_num(r.answer_to_audio_ms),
                     opt_num(r.optout_durable_ms),
+                    opt_num(c.rtcp.map(|(n, _)| u64::from(n))),
+                    match c.rtcp {
+                        Some((n, lost)) if n > 0 => {
+                            num(format!("{:.1}", f64::from(lost) * 100.0 / 256.0))
+                        }
+                        _ => opt_num(None),
+                    },
                     txt(&r.consent_source),
                     txt(&r.consent_proof),
                     txt(&r.ruleset),

@@ -203,6 +203,16 @@ fn write_log(dir: &Path) -> Written {
         at_ms: 4120,
         answer_to_audio_ms: 120,
     }));
+    put(Record::Rtcp(RtcpRecord {
+        call: "call-1".into(),
+        reports_sent: 4,
+        reports_received: 3,
+        fraction_lost_256: Some(0),
+        worst_fraction_lost_256: 64,
+        cumulative_lost: Some(2),
+        jitter_us: Some(1_250),
+        round_trip_ms: Some(40),
+    }));
     put(outcome(&c1, "call-1", d1, 20, "answered-completed"));
     // c2: answered after 12 s, first audio 2.5 s later (a violation), opt-out key at 15 s,
     // durable 350 ms later.
@@ -601,6 +611,10 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
             "2027-03-03T12:32:00.003-05:00",
             ""
         ]
+    );
+    assert_eq!(
+        column(&dom, "calls-table", "worst loss %"),
+        ["25.0", "", "", ""]
     );
     assert_eq!(
         column(&dom, "calls-table", "violations"),
