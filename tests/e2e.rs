@@ -563,7 +563,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
     );
     let log = std::fs::read_to_string(d.join("store.audit/audit-000001.jsonl")).unwrap_or_default();
     assert!(
-        log.contains("is on the opt-out list") && log.contains("rolling cap"),
+        log.contains(r#"{"code":"opted-out"}"#) && log.contains(r#""code":"rolling-cap""#),
         "the refusals are recorded with their reasons"
     );
 }
@@ -679,7 +679,8 @@ fn dialling_stops_when_the_window_closes_and_says_why() {
     assert!(o.status.success(), "{}", text(&o.stdout));
     let log = std::fs::read_to_string(d.join("store.audit/audit-000001.jsonl")).unwrap_or_default();
     assert!(
-        log.contains("CallWouldNotFit") || log.contains("OutsideConsentWindow"),
+        log.contains(r#""code":"call-would-not-fit""#)
+            || log.contains(r#""code":"outside-consent-window""#),
         "the skips say why"
     );
 }

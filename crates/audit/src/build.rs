@@ -3,13 +3,115 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use crieur_engine::CapRules;
-use crieur_scheduler::{Contact, Decision, Policy, Reading};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use crieur_engine::{CapHit, CapRules};
+use crieur_scheduler::{Contact, Decision, Policy, Reading, SkipReason};
 
 use crate::record::{
-    CapsSnapshot, ConsentSnapshot, DecisionRecord, PastAttempt, PolicySnapshot, ZoneReading,
+    CapsSnapshot, ConsentSnapshot, DecisionRecord, PastAttempt, PolicySnapshot, Reason, ZoneReading,
 };
+
+/// A wall-clock reading as the log writes it.
+fn local(t: &NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+impl From<&SkipReason> for Reason {
+    fn from(r: &SkipReason) -> Reason {
+        match r {
+            SkipReason::UnknownZone => Reason::UnknownZone,
+            SkipReason::NoConsent => Reason::NoConsent,
+            SkipReason::ConsentNotYetGranted {
+                consent,
+                granted_at,
+            } => Reason::ConsentNotYetGranted {
+                consent: *consent,
+                granted_at: *granted_at,
+            },
+            SkipReason::ConsentExpired {
+                consent,
+                expires_at,
+            } => Reason::ConsentExpired {
+                consent: *consent,
+                expires_at: *expires_at,
+            },
+            SkipReason::ConsentRevoked {
+                consent,
+                revoked_at,
+            } => Reason::ConsentRevoked {
+                consent: *consent,
+                revoked_at: *revoked_at,
+            },
+            SkipReason::OutsideConsentWindow { zone, local: l } => Reason::OutsideConsentWindow {
+                zone: zone.name().to_owned(),
+                local: local(l),
+            },
+            SkipReason::NoSingleConsentCoversAllZones => Reason::NoSingleConsentCoversAllZones,
+            SkipReason::OutsideLegalHours {
+                zone,
+                local: l,
+                ruleset,
+            } => Reason::OutsideLegalHours {
+                zone: zone.name().to_owned(),
+                local: local(l),
+                ruleset: (*ruleset).to_owned(),
+            },
+            SkipReason::PublicHoliday { zone, date, name } => Reason::PublicHoliday {
+                zone: zone.name().to_owned(),
+                date: date.format("%Y-%m-%d").to_string(),
+                name: (*name).to_owned(),
+            },
+            SkipReason::OutsideCampaignSchedule { zone, local: l } => {
+                Reason::OutsideCampaignSchedule {
+                    zone: zone.name().to_owned(),
+                    local: local(l),
+                }
+            }
+            SkipReason::CallWouldNotFit {
+                allowed_until,
+                call_duration_secs,
+            } => Reason::CallWouldNotFit {
+                allowed_until: *allowed_until,
+                call_duration_secs: *call_duration_secs,
+            },
+            // A reason added to the scheduler after this was written: kept, as text.
+            other => Reason::Text {
+                text: format!("{other:?}"),
+            },
+        }
+    }
+}
+
+impl From<&CapHit> for Reason {
+    fn from(h: &CapHit) -> Reason {
+        match h {
+            CapHit::AttemptCap { made, max } => Reason::AttemptCap {
+                made: *made,
+                max: *max,
+            },
+            CapHit::RollingCap {
+                recent,
+                max,
+                days,
+                until,
+            } => Reason::RollingCap {
+                recent: *recent,
+                max: *max,
+                days: *days,
+                until: *until,
+            },
+            CapHit::QuietAfterRefusal {
+                refused_at,
+                outcome,
+                until,
+            } => Reason::QuietAfterRefusal {
+                refused_at: *refused_at,
+                outcome: outcome.as_str().to_owned(),
+                until: *until,
+            },
+        }
+    }
+}
 
 /// The policy as replay must rebuild it.
 pub fn policy_snapshot(
@@ -46,7 +148,7 @@ fn reading(r: &Reading) -> ZoneReading {
     ZoneReading {
         zone: r.zone.name().to_owned(),
         utc_offset_secs: r.utc_offset,
-        local: r.local.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        local: local(&r.local),
         window: r.window.map(|w| w.to_string()),
     }
 }
@@ -57,8 +159,9 @@ pub struct DecisionInputs<'a> {
     pub now: DateTime<Utc>,
     pub history: Vec<PastAttempt>,
     pub opted_out: bool,
-    /// Why the caller refused before the policy (opt-out list, a cap), if it did.
-    pub refused: Option<String>,
+    /// Why the caller refused before the policy (opt-out list, a cap, a damaged history), if
+    /// it did.
+    pub refused: Option<Reason>,
     pub attempt: u32,
 }
 
@@ -111,7 +214,9 @@ pub fn decision_record(
         Decision::Skip(s) => {
             rec.verdict = "skip".into();
             rec.readings = s.readings.iter().map(reading).collect();
-            rec.reasons = s.reasons.iter().map(|r| format!("{r:?}")).collect();
+            rec.ruleset = s.ruleset.name.to_owned();
+            rec.ruleset_version = s.ruleset.version.to_owned();
+            rec.reasons = s.reasons.iter().map(Reason::from).collect();
             rec.next_eligible = s.next_eligible;
         }
     }

@@ -18,7 +18,7 @@ pub mod verify;
 pub use log::{AuditLog, EncodedRecord, Options, GENESIS};
 pub use record::{Entry, Record};
 pub use replay::{replay, ReplayReport, Violation};
-pub use verify::{latest_checkpoint, verify, Break, VerifyOptions, VerifyReport};
+pub use verify::{latest_checkpoint, verify, Break, Unproven, VerifyOptions, VerifyReport};
 
 /// The audit crate's errors.
 #[derive(Debug, thiserror::Error)]

@@ -7,8 +7,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Format version, written in every run header.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version, written in every run header. 2: skip reasons are coded objects
+/// ([`Reason`]) and skip decisions carry their rule set; version 1 wrote reasons as free text
+/// (still read, as [`Reason::Text`]).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One line as read back: the envelope and the typed payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,11 +224,229 @@ pub struct DecisionRecord {
     pub ruleset_version: String,
     /// Dial: the decision holds until this instant.
     pub valid_until: Option<DateTime<Utc>>,
-    /// Skip: why (policy reasons, opt-out, cap).
-    pub reasons: Vec<String>,
+    /// Skip: why (the caller's refusal first, then the policy's reasons), each a coded object.
+    #[serde(deserialize_with = "reasons_any_version")]
+    pub reasons: Vec<Reason>,
     pub next_eligible: Option<DateTime<Utc>>,
     /// Attempt number this dial would be, in this campaign (1-based).
     pub attempt: u32,
+}
+
+/// Why a decision is a skip: a stable `code` and the fields of that code, one JSON object
+/// (`{"code":"outside-legal-hours","local":"2027-03-03T08:00:00","ruleset":"FR","zone":"Europe/Paris"}`).
+/// Every code and its fields are listed in `docs/audit-format.md`; a code's fields do not
+/// change meaning without a new format version. Instants are RFC 3339 UTC, `local` readings
+/// are wall-clock `YYYY-MM-DDTHH:MM:SS` in `zone`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Reason {
+    // The policy's reasons (the scheduler's `SkipReason`).
+    /// No time zone is known for the number.
+    UnknownZone,
+    /// The contact has no consent record.
+    NoConsent,
+    /// Consent record `consent` (index into `consents`) is granted only later.
+    ConsentNotYetGranted {
+        consent: usize,
+        granted_at: DateTime<Utc>,
+    },
+    ConsentExpired {
+        consent: usize,
+        expires_at: DateTime<Utc>,
+    },
+    ConsentRevoked {
+        consent: usize,
+        revoked_at: DateTime<Utc>,
+    },
+    /// The reading in `zone` is in no consented window.
+    OutsideConsentWindow { zone: String, local: String },
+    /// Each zone's reading is in some window, but no one consent record covers them all.
+    NoSingleConsentCoversAllZones,
+    /// The reading in `zone` is outside the legal hours of `ruleset`.
+    OutsideLegalHours {
+        zone: String,
+        local: String,
+        ruleset: String,
+    },
+    /// `date` (`YYYY-MM-DD`) is a public holiday in `zone`.
+    PublicHoliday {
+        zone: String,
+        date: String,
+        name: String,
+    },
+    /// The campaign's schedule does not hold (reading in the campaign's zone).
+    OutsideCampaignSchedule { zone: String, local: String },
+    /// Calling is allowed only until `allowed_until`, less than a call may take.
+    CallWouldNotFit {
+        allowed_until: DateTime<Utc>,
+        call_duration_secs: u64,
+    },
+    // The caller's refusals, before the policy.
+    /// The number is on the opt-out list.
+    OptedOut,
+    /// The campaign's attempt cap is reached.
+    AttemptCap { made: u32, max: u32 },
+    /// `recent` attempts (all campaigns) in the last `days` days, at most `max`; lifts `until`.
+    RollingCap {
+        recent: u32,
+        max: u32,
+        days: u64,
+        until: DateTime<Utc>,
+    },
+    /// Refused (`outcome`) at `refused_at`: no contact `until`.
+    QuietAfterRefusal {
+        refused_at: DateTime<Utc>,
+        outcome: String,
+        until: DateTime<Utc>,
+    },
+    /// The retry delay of the last attempt's outcome runs until `not_before`.
+    RetryDelay { not_before: DateTime<Utc> },
+    /// The campaign is done with the contact: a final outcome, or its retries are used up.
+    CampaignDone,
+    /// The number's stored call history cannot be read (damaged): not dialled until it is
+    /// repaired, since a shorter history could hide an attempt that counts toward a cap.
+    HistoryUnreadable { why: String },
+    /// A format-1 log's reason, which was free text.
+    Text { text: String },
+    /// A code this version does not know (written by a later one); its fields are not kept.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Reason {
+    /// The stable code (`outside-legal-hours` …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::UnknownZone => "unknown-zone",
+            Reason::NoConsent => "no-consent",
+            Reason::ConsentNotYetGranted { .. } => "consent-not-yet-granted",
+            Reason::ConsentExpired { .. } => "consent-expired",
+            Reason::ConsentRevoked { .. } => "consent-revoked",
+            Reason::OutsideConsentWindow { .. } => "outside-consent-window",
+            Reason::NoSingleConsentCoversAllZones => "no-single-consent-covers-all-zones",
+            Reason::OutsideLegalHours { .. } => "outside-legal-hours",
+            Reason::PublicHoliday { .. } => "public-holiday",
+            Reason::OutsideCampaignSchedule { .. } => "outside-campaign-schedule",
+            Reason::CallWouldNotFit { .. } => "call-would-not-fit",
+            Reason::OptedOut => "opted-out",
+            Reason::AttemptCap { .. } => "attempt-cap",
+            Reason::RollingCap { .. } => "rolling-cap",
+            Reason::QuietAfterRefusal { .. } => "quiet-after-refusal",
+            Reason::RetryDelay { .. } => "retry-delay",
+            Reason::CampaignDone => "campaign-done",
+            Reason::HistoryUnreadable { .. } => "history-unreadable",
+            Reason::Text { .. } => "text",
+            Reason::Unknown => "unknown",
+        }
+    }
+}
+
+/// In words, for people (the log keeps the coded form).
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = |d: &DateTime<Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match self {
+            Reason::UnknownZone => write!(f, "no time zone is known for this number"),
+            Reason::NoConsent => write!(f, "the contact has no consent record"),
+            Reason::ConsentNotYetGranted {
+                consent,
+                granted_at,
+            } => write!(f, "consent #{consent} is granted only from {}", t(granted_at)),
+            Reason::ConsentExpired {
+                consent,
+                expires_at,
+            } => write!(f, "consent #{consent} expired at {}", t(expires_at)),
+            Reason::ConsentRevoked {
+                consent,
+                revoked_at,
+            } => write!(f, "consent #{consent} was revoked at {}", t(revoked_at)),
+            Reason::OutsideConsentWindow { zone, local } => {
+                write!(f, "{local} in {zone} is in no consented window")
+            }
+            Reason::NoSingleConsentCoversAllZones => write!(
+                f,
+                "no one consent record in force covers the time in every zone"
+            ),
+            Reason::OutsideLegalHours {
+                zone,
+                local,
+                ruleset,
+            } => write!(f, "{local} in {zone} is outside the {ruleset} legal hours"),
+            Reason::PublicHoliday { zone, date, name } => {
+                write!(f, "{date} in {zone} is a public holiday ({name})")
+            }
+            Reason::OutsideCampaignSchedule { zone, local } => write!(
+                f,
+                "the campaign schedule does not hold at {local} ({zone})"
+            ),
+            Reason::CallWouldNotFit {
+                allowed_until,
+                call_duration_secs,
+            } => write!(
+                f,
+                "calling is allowed until {}, less than the {call_duration_secs} s a call may take",
+                t(allowed_until)
+            ),
+            Reason::OptedOut => write!(f, "the number is on the opt-out list"),
+            Reason::AttemptCap { made, max } => write!(
+                f,
+                "attempt cap: {made} of {max} attempts made in this campaign"
+            ),
+            Reason::RollingCap {
+                recent,
+                max,
+                days,
+                until,
+            } => write!(
+                f,
+                "rolling cap: {recent} attempts in the last {days} days, all campaigns (at most {max}); lifts at {}",
+                t(until)
+            ),
+            Reason::QuietAfterRefusal {
+                refused_at,
+                outcome,
+                until,
+            } => write!(
+                f,
+                "refused on {} ({outcome}): no contact until {}",
+                t(refused_at),
+                t(until)
+            ),
+            Reason::RetryDelay { not_before } => {
+                write!(f, "retry delay: not before {}", t(not_before))
+            }
+            Reason::CampaignDone => write!(
+                f,
+                "this campaign is done with this contact (final outcome, or its retries are used up)"
+            ),
+            Reason::HistoryUnreadable { why } => write!(
+                f,
+                "the number's call history is damaged ({why}): not dialled until it is repaired"
+            ),
+            Reason::Text { text } => f.write_str(text),
+            Reason::Unknown => write!(f, "a reason this version of crieur does not know"),
+        }
+    }
+}
+
+/// Reads `reasons` as format 2 writes them (coded objects) or as format 1 did (text).
+fn reasons_any_version<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<Reason>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum AnyVersion {
+        Coded(Reason),
+        Text(String),
+    }
+    Ok(Vec::<AnyVersion>::deserialize(d)?
+        .into_iter()
+        .map(|r| match r {
+            AnyVersion::Coded(r) => r,
+            AnyVersion::Text(text) => Reason::Text { text },
+        })
+        .collect())
 }
 
 /// The INVITE left.
@@ -392,4 +612,93 @@ pub struct TrunkBreaker {
     pub consecutive_faults: u32,
     /// `open`: no call before this instant.
     pub until: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    /// Every code: written as `{"code": code(), …}` and read back the same.
+    #[test]
+    fn every_reason_round_trips_under_its_code() {
+        let at = t("2027-03-03T10:00:00Z");
+        let all = [
+            Reason::UnknownZone,
+            Reason::NoConsent,
+            Reason::ConsentNotYetGranted {
+                consent: 0,
+                granted_at: at,
+            },
+            Reason::ConsentExpired {
+                consent: 1,
+                expires_at: at,
+            },
+            Reason::ConsentRevoked {
+                consent: 2,
+                revoked_at: at,
+            },
+            Reason::OutsideConsentWindow {
+                zone: "Europe/Paris".into(),
+                local: "2027-03-03T11:00:00".into(),
+            },
+            Reason::NoSingleConsentCoversAllZones,
+            Reason::OutsideLegalHours {
+                zone: "Europe/Paris".into(),
+                local: "2027-03-03T08:00:00".into(),
+                ruleset: "FR".into(),
+            },
+            Reason::PublicHoliday {
+                zone: "Europe/Paris".into(),
+                date: "2027-05-01".into(),
+                name: "Fête du Travail".into(),
+            },
+            Reason::OutsideCampaignSchedule {
+                zone: "Europe/Paris".into(),
+                local: "2027-03-03T11:00:00".into(),
+            },
+            Reason::CallWouldNotFit {
+                allowed_until: at,
+                call_duration_secs: 45,
+            },
+            Reason::OptedOut,
+            Reason::AttemptCap { made: 3, max: 3 },
+            Reason::RollingCap {
+                recent: 4,
+                max: 4,
+                days: 30,
+                until: at,
+            },
+            Reason::QuietAfterRefusal {
+                refused_at: at,
+                outcome: "not-interested".into(),
+                until: at,
+            },
+            Reason::RetryDelay { not_before: at },
+            Reason::CampaignDone,
+            Reason::HistoryUnreadable { why: "x".into() },
+            Reason::Text { text: "y".into() },
+        ];
+        for r in all {
+            let v = serde_json::to_value(&r).unwrap_or_default();
+            assert_eq!(v["code"], r.code(), "{v}");
+            let back: Reason = serde_json::from_value(v.clone()).unwrap_or(Reason::Unknown);
+            assert_eq!(back, r, "{v}");
+            assert!(!r.to_string().is_empty());
+        }
+        assert_eq!(
+            serde_json::to_string(&Reason::OutsideLegalHours {
+                zone: "Europe/Paris".into(),
+                local: "2027-03-03T08:00:00".into(),
+                ruleset: "FR".into(),
+            })
+            .unwrap_or_default(),
+            r#"{"code":"outside-legal-hours","zone":"Europe/Paris","local":"2027-03-03T08:00:00","ruleset":"FR"}"#
+        );
+    }
 }

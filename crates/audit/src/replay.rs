@@ -3,19 +3,20 @@
 //! only the recorded inputs (consent snapshot, history, instants) and the policy of the run
 //! header, rebuilt here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crieur_engine::{Attempt, AttemptOutcome, CapRules};
+use crieur_engine::{Attempt, AttemptOutcome, CapRules, Loosening};
 use crieur_scheduler::{
     decide, parse_zone, CampaignSchedule, ConsentRecord, Contact, ContactId, CronExpr, Decision,
     Policy, RuleSet, SkipReason, Windows, E164,
 };
 use serde::Serialize;
+use serde_json::{json, Map, Value};
 
-use crate::record::{DecisionRecord, Record, RunHeader};
+use crate::record::{DecisionRecord, Reason, Record, RunHeader};
 use crate::{read_all, Result};
 
 /// The law (and the FR rules) allow 2 s from answer to the message; more is a violation.
@@ -29,12 +30,18 @@ pub struct Violation {
     pub seq: u64,
     /// Stable kind: `outside-consent-window`, `outside-legal-hours`, `no-valid-consent`,
     /// `outside-campaign-schedule`, `call-would-not-fit`, `unknown-zone`, `dial-after-opt-out`,
-    /// `cap-exceeded`, `retry-too-early`, `history-omitted`, `invite-after-window`,
-    /// `invite-without-decision`, `slow-first-audio`, `trunk-fault-misclassified`,
-    /// `unreplayable`.
+    /// `cap-exceeded`, `retry-too-early`, `header-looser-than-ruleset`, `history-omitted`,
+    /// `invite-after-window`, `invite-without-decision`, `slow-first-audio`,
+    /// `trunk-fault-misclassified`, `unreplayable`.
     pub kind: String,
     pub contact: Option<String>,
     pub number: Option<String>,
+    /// The evidence, one JSON object whose fields are stable per kind (`docs/audit-format.md`):
+    /// for a dial the policy refuses, the scheduler's reason as the log codes it
+    /// (`{"code":"outside-legal-hours","zone":…,"local":…,"ruleset":"FR"}`) and `at`; for the
+    /// others the values compared.
+    pub fields: Map<String, Value>,
+    /// The same in words.
     pub detail: String,
 }
 
@@ -47,7 +54,17 @@ pub struct ReplayReport {
     pub dials: usize,
     pub skips: usize,
     pub invites: usize,
+    /// Skip decisions per reason code (a decision with several reasons counts under each).
+    pub skip_reasons: BTreeMap<String, usize>,
     pub violations: Vec<Violation>,
+}
+
+/// A JSON object of `v` (a `json!({…})` or a serialised [`Reason`]).
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 /// The kind of violation a scheduler `Skip` reason stands for, when a dial was recorded.
@@ -75,7 +92,87 @@ fn kind_of(r: &SkipReason) -> &'static str {
 struct RunPolicy {
     policy: Policy,
     caps: CapRules,
+    /// The rule set's own caps (with the header's attempt cap): dials are checked against
+    /// these too, so a header that claims looser caps hides nothing.
+    ruleset_caps: CapRules,
     retry: HashMap<String, Duration>,
+    /// How the header's caps and retry rules are looser than the rule set's own: the
+    /// violation's fields and words.
+    looser: Vec<(Map<String, Value>, String)>,
+}
+
+/// The outcomes the engine retries: a run header must give a rule for each, or replay
+/// could not check retry delays after them.
+const RETRYABLE: [AttemptOutcome; 6] = [
+    AttemptOutcome::Busy,
+    AttemptOutcome::NoAnswer,
+    AttemptOutcome::Failed,
+    AttemptOutcome::Rejected,
+    AttemptOutcome::Machine,
+    AttemptOutcome::Interrupted,
+];
+
+/// Every way the header's caps and retry rules are looser than the rule set's own.
+fn looser_than_ruleset(
+    h: &RunHeader,
+    caps: &CapRules,
+    ruleset_caps: &CapRules,
+) -> Vec<(Map<String, Value>, String)> {
+    let mut out: Vec<(Map<String, Value>, String)> = caps
+        .looser_than(ruleset_caps)
+        .iter()
+        .map(|l| {
+            let fields = match l {
+                Loosening::RollingCap { given, required } => json!({
+                    "rule": "rolling-cap",
+                    "given_max": given.map(|g| g.0),
+                    "given_days": given.map(|g| g.1),
+                    "required_max": required.0,
+                    "required_days": required.1,
+                }),
+                Loosening::QuietAfterRefusal {
+                    given_days,
+                    required_days,
+                } => json!({
+                    "rule": "quiet-after-refusal",
+                    "given_days": given_days,
+                    "required_days": required_days,
+                }),
+            };
+            (object(fields), l.to_string())
+        })
+        .collect();
+    for r in &h.retry {
+        if AttemptOutcome::from_record(&r.outcome).is_final() && r.max_retries > 0 {
+            out.push((
+                object(json!({
+                    "rule": "retry-after-final",
+                    "outcome": r.outcome,
+                    "max_retries": r.max_retries,
+                })),
+                format!(
+                    "retry rule for `{}` allows {} retries: an answered, opted-out or refused contact is never called again",
+                    r.outcome, r.max_retries
+                ),
+            ));
+        }
+    }
+    for o in RETRYABLE {
+        if !h
+            .retry
+            .iter()
+            .any(|r| AttemptOutcome::from_record(&r.outcome) == o)
+        {
+            out.push((
+                object(json!({"rule": "no-retry-rule", "outcome": o.as_str()})),
+                format!(
+                    "no retry rule for `{}`: the retry delays after it cannot be checked",
+                    o.as_str()
+                ),
+            ));
+        }
+    }
+    out
 }
 
 fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
@@ -122,6 +219,7 @@ fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
         },
         None => CapRules::for_ruleset(&p.ruleset, 3),
     };
+    let ruleset_caps = CapRules::for_ruleset(&p.ruleset, caps.max_attempts);
     let retry = h
         .retry
         .iter()
@@ -129,7 +227,9 @@ fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
         .collect();
     Ok(Some(RunPolicy {
         policy,
+        looser: looser_than_ruleset(h, &caps, &ruleset_caps),
         caps,
+        ruleset_caps,
         retry,
     }))
 }
@@ -194,7 +294,11 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     // they count, whatever their name says.
     let mut misclassified: HashSet<(String, i64)> = HashSet::new();
     for (segment, line, e) in &entries {
-        let mut flag = |kind: &str, contact: Option<&str>, number: Option<&str>, detail: String| {
+        let mut flag = |kind: &str,
+                        contact: Option<&str>,
+                        number: Option<&str>,
+                        fields: Value,
+                        detail: String| {
             rep.violations.push(Violation {
                 segment: segment.clone(),
                 line: *line,
@@ -202,13 +306,30 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 kind: kind.to_owned(),
                 contact: contact.map(str::to_owned),
                 number: number.map(str::to_owned),
+                fields: object(fields),
                 detail,
             })
         };
         match &e.record {
             Record::RunStart(h) => {
                 rep.runs += 1;
-                run = Some(rebuild(h));
+                let rebuilt = rebuild(h);
+                if let Ok(Some(rp)) = &rebuilt {
+                    let rs = rp.policy.ruleset();
+                    for (fields, why) in &rp.looser {
+                        let mut fields = fields.clone();
+                        fields.insert("ruleset".into(), rs.name().into());
+                        fields.insert("ruleset_version".into(), rs.version().into());
+                        flag(
+                            "header-looser-than-ruleset",
+                            None,
+                            None,
+                            Value::Object(fields),
+                            format!("{rs}: {why}"),
+                        );
+                    }
+                }
+                run = Some(rebuilt);
             }
             Record::OptOutRecorded(o) => {
                 opted_out.insert(o.number.clone());
@@ -251,6 +372,12 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "trunk-fault-misclassified",
                         Some(&o.contact),
                         Some(&o.number),
+                        json!({
+                            "call": o.call,
+                            "outcome": o.outcome,
+                            "rang": rang.contains(&o.call),
+                            "final_status": status,
+                        }),
                         format!(
                             "call {} is recorded `{}` (refused by the trunk before anything rang, not counted) but {why}: it counts",
                             o.call, o.outcome
@@ -273,6 +400,11 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                     "slow-first-audio",
                     None,
                     None,
+                    json!({
+                        "call": f.call,
+                        "answer_to_audio_ms": f.answer_to_audio_ms,
+                        "max_ms": MAX_ANSWER_TO_AUDIO_MS,
+                    }),
                     format!(
                         "call {}: {} ms from answer to the first audio (at most {MAX_ANSWER_TO_AUDIO_MS} ms)",
                         f.call, f.answer_to_audio_ms
@@ -286,6 +418,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "invite-without-decision",
                         Some(&i.contact),
                         Some(&i.number),
+                        json!({"call": i.call, "decided_at": i.decided_at}),
                         format!(
                             "no dial decision at {} precedes this INVITE",
                             i.decided_at.to_rfc3339()
@@ -298,6 +431,12 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "invite-after-window",
                         Some(&i.contact),
                         Some(&i.number),
+                        json!({
+                            "call": i.call,
+                            "sent_at": i.sent_at,
+                            "valid_until": i.valid_until,
+                            "recheck": i.recheck,
+                        }),
                         format!(
                             "INVITE sent at {} but the decision held only until {} (re-check: {})",
                             i.sent_at.to_rfc3339(),
@@ -311,6 +450,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "dial-after-opt-out",
                         Some(&i.contact),
                         Some(&i.number),
+                        json!({"call": i.call, "source": "log"}),
                         "INVITE to a number whose opt-out is recorded earlier in this log".into(),
                     );
                 }
@@ -319,6 +459,9 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 rep.decisions += 1;
                 if d.verdict != "dial" {
                     rep.skips += 1;
+                    for r in &d.reasons {
+                        *rep.skip_reasons.entry(r.code().to_owned()).or_default() += 1;
+                    }
                     continue;
                 }
                 rep.dials += 1;
@@ -326,20 +469,18 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 let (c, n) = (Some(d.contact.as_str()), Some(d.number.as_str()));
                 let rp = match &run {
                     None => {
-                        flag(
-                            "unreplayable",
-                            c,
-                            n,
-                            "a decision before any run header".into(),
-                        );
+                        let why = "a decision before any run header";
+                        flag("unreplayable", c, n, json!({ "why": why }), why.into());
                         continue;
                     }
                     Some(Err(why)) => {
-                        flag("unreplayable", c, n, format!("the run header: {why}"));
+                        let why = format!("the run header: {why}");
+                        flag("unreplayable", c, n, json!({ "why": why }), why);
                         continue;
                     }
                     Some(Ok(None)) => {
-                        flag("unreplayable", c, n, "the run header has no policy".into());
+                        let why = "the run header has no policy";
+                        flag("unreplayable", c, n, json!({ "why": why }), why.into());
                         continue;
                     }
                     Some(Ok(Some(rp))) => rp,
@@ -349,19 +490,27 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "dial-after-opt-out",
                         c,
                         n,
+                        json!({ "source": if d.opted_out { "decision" } else { "log" } }),
                         "dialled a number on the opt-out list".into(),
                     );
                 }
                 match contact_of(d) {
-                    Err(why) => flag("unreplayable", c, n, format!("the consent snapshot: {why}")),
+                    Err(why) => {
+                        let why = format!("the consent snapshot: {why}");
+                        flag("unreplayable", c, n, json!({ "why": why }), why);
+                    }
                     Ok(contact) => {
                         if let Decision::Skip(s) = decide(&contact, &rp.policy, d.now) {
                             for r in &s.reasons {
+                                let reason = Reason::from(r);
+                                let mut fields = object(json!(reason));
+                                fields.insert("at".into(), json!(d.now));
                                 flag(
                                     kind_of(r),
                                     c,
                                     n,
-                                    format!("at {}: {r:?}", d.now.to_rfc3339()),
+                                    Value::Object(fields),
+                                    format!("at {}: {reason}", d.now.to_rfc3339()),
                                 );
                             }
                         }
@@ -379,6 +528,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         "history-omitted",
                         c,
                         n,
+                        json!({ "missing": missing }),
                         format!("{missing} earlier attempt(s) in this log are missing from the decision's history"),
                     );
                 }
@@ -411,8 +561,21 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         });
                     }
                 }
+                let cap = |hit: &crieur_engine::CapHit, caps: &str| {
+                    let mut fields = object(json!(Reason::from(hit)));
+                    fields.insert("caps".into(), caps.into());
+                    Value::Object(fields)
+                };
                 if let Some(hit) = rp.caps.check(&attempts, d.now) {
-                    flag("cap-exceeded", c, n, hit.to_string());
+                    flag("cap-exceeded", c, n, cap(&hit, "header"), hit.to_string());
+                } else if let Some(hit) = rp.ruleset_caps.check(&attempts, d.now) {
+                    flag(
+                        "cap-exceeded",
+                        c,
+                        n,
+                        cap(&hit, "ruleset"),
+                        format!("{hit} (the rule set's own caps; the run header's are looser)"),
+                    );
                 }
                 // A trunk fault sets no retry delay: the last attempt that counts does.
                 let last_here = d
@@ -432,6 +595,12 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                                 "retry-too-early",
                                 c,
                                 n,
+                                json!({
+                                    "at": d.now,
+                                    "after": h.outcome,
+                                    "ended": ended,
+                                    "not_before": earliest,
+                                }),
                                 format!(
                                     "retry at {} after `{}` ending {}; the rule allows it from {}",
                                     d.now.to_rfc3339(),

@@ -17,7 +17,7 @@ use crieur_scheduler::{RuleSet, Windows};
 use sha2::{Digest, Sha256};
 
 use crate::export::{calls_of, local, utc, Call};
-use crate::record::{Entry, Record, RunHeader};
+use crate::record::{Entry, Reason, Record, RunHeader};
 use crate::replay::{replay, ReplayReport, MAX_ANSWER_TO_AUDIO_MS};
 use crate::verify::{verify, VerifyOptions, VerifyReport};
 use crate::{read_readable, Result};
@@ -464,13 +464,18 @@ struct Run<'a> {
     stop: Option<(u64, &'a str)>,
 }
 
-/// The short code of a skip reason (its leading word; a JSON reason's `code`).
-fn reason_code(r: &str) -> String {
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(r) {
-        if let Some(c) = v.get("code").and_then(|c| c.as_str()) {
-            return c.to_owned();
-        }
+/// The code a skip reason is grouped by: its stable `code`; for a format-1 log's free text,
+/// its leading word.
+fn reason_code(r: &Reason) -> String {
+    match r {
+        Reason::Text { text } => text_reason_code(text),
+        r => r.code().to_owned(),
     }
+}
+
+/// A format-1 log's free-text reason, grouped: the Rust name of the scheduler's reason, or
+/// the sentence without the number it starts with.
+fn text_reason_code(r: &str) -> String {
     // Free text that starts with the number ("+336… is on the opt-out list"): the rest.
     let r = match r.split_once(' ') {
         Some((first, rest)) if first.starts_with('+') => rest,
@@ -910,12 +915,6 @@ fn verification(
             esc(&b.to_string())
         ),
     };
-    let head = ver.head.as_ref().map(|(s, _)| *s);
-    let unproven = match (head, ver.last_checkpoint) {
-        (Some(hd), Some(cp)) => hd.saturating_sub(cp),
-        (_, None) => ver.records,
-        (None, Some(_)) => 0,
-    };
     let pinned = match &opts.public_key {
         Some(k) => {
             let hexk = hex::encode(k.to_bytes());
@@ -951,16 +950,22 @@ fn verification(
             ),
             (
                 "unproven records",
-                if unproven == 0 {
-                    "<span class=\"ok\" id=\"unproven\">0</span>: every record is covered by a \
-                     signed checkpoint"
-                        .into()
-                } else {
-                    format!(
-                        "<span class=\"bad\" id=\"unproven\">{unproven}</span> record(s) after \
-                         the last signed checkpoint: they could have been changed or cut without \
-                         a trace"
-                    )
+                match &ver.unproven {
+                    None => "<span class=\"ok\" id=\"unproven\">0</span>: every record is \
+                             covered by a signed checkpoint"
+                        .into(),
+                    Some(u) => format!(
+                        "<span class=\"bad\" id=\"unproven\">{}</span> record(s), seq {} to {}, \
+                         {}: they could have been changed or cut without a trace",
+                        u.records,
+                        u.first_seq,
+                        u.last_seq,
+                        if ver.checkpoints == 0 {
+                            "no checkpoint in the log"
+                        } else {
+                            "after the last signed checkpoint"
+                        }
+                    ),
                 },
             ),
             ("signature key", pinned),
@@ -1293,6 +1298,7 @@ fn violations(h: &mut String, ver: &VerifyReport, rep: &ReplayReport, failed: Op
                 ("contact", false),
                 ("number", false),
                 ("detail", false),
+                ("evidence", false),
             ],
             rep.violations.iter().map(|v| {
                 (
@@ -1304,6 +1310,11 @@ fn violations(h: &mut String, ver: &VerifyReport, rep: &ReplayReport, failed: Op
                         txt(v.contact.as_deref().unwrap_or("")),
                         txt(v.number.as_deref().unwrap_or("")),
                         txt(&v.detail),
+                        code(&if v.fields.is_empty() {
+                            String::new()
+                        } else {
+                            serde_json::Value::Object(v.fields.clone()).to_string()
+                        }),
                     ],
                 )
             }),
@@ -1313,12 +1324,15 @@ fn violations(h: &mut String, ver: &VerifyReport, rep: &ReplayReport, failed: Op
 }
 
 fn skips(h: &mut String, entries: &[(String, usize, Entry)]) {
-    let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    // Code → (decisions, first seq, the first one in words).
+    let mut by: BTreeMap<String, (u64, u64, String)> = BTreeMap::new();
     for (_, _, e) in entries {
         if let Record::Decision(d) = &e.record {
             if d.verdict == "skip" {
                 for r in &d.reasons {
-                    let s = by.entry(reason_code(r)).or_insert((0, e.seq));
+                    let s = by
+                        .entry(reason_code(r))
+                        .or_insert_with(|| (0, e.seq, r.to_string()));
                     s.0 += 1;
                 }
             }
@@ -1332,9 +1346,14 @@ fn skips(h: &mut String, entries: &[(String, usize, Entry)]) {
             h,
             "skips-table",
             false,
-            &[("reason", false), ("decisions", true), ("first seq", true)],
+            &[
+                ("reason", false),
+                ("decisions", true),
+                ("first seq", true),
+                ("the first, in words", false),
+            ],
             by.iter()
-                .map(|(r, (n, s))| (false, vec![code(r), num(n), num(s)])),
+                .map(|(r, (n, s, words))| (false, vec![code(r), num(n), num(s), txt(words)])),
         );
     }
     h.push_str("</section>");
@@ -1507,17 +1526,15 @@ mod tests {
     }
 
     #[test]
-    fn reason_codes_from_debug_text_and_json() {
+    fn reason_codes_are_the_stable_code_or_the_old_text_s_leading_word() {
+        assert_eq!(reason_code(&Reason::OptedOut), "opted-out");
+        let text = |t: &str| Reason::Text { text: t.into() };
         assert_eq!(
-            reason_code("OutsideLegalHours { zone: Europe/Paris }"),
+            reason_code(&text("OutsideLegalHours { zone: Europe/Paris }")),
             "OutsideLegalHours"
         );
         assert_eq!(
-            reason_code(r#"{"code":"outside-legal-hours","zone":"x"}"#),
-            "outside-legal-hours"
-        );
-        assert_eq!(
-            reason_code("+33612345670 is on the opt-out list"),
+            reason_code(&text("+33612345670 is on the opt-out list")),
             "is on the opt-out list"
         );
     }

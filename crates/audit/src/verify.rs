@@ -42,6 +42,16 @@ impl std::fmt::Display for Break {
     }
 }
 
+/// Records no checkpoint covers yet: the chain shows they were not changed *inside* the log,
+/// but nothing signed shows they are the operator's (a forger can re-chain a log, and with
+/// every checkpoint removed the chain alone looks intact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unproven {
+    pub records: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
 /// The result of a verification.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
@@ -53,6 +63,10 @@ pub struct VerifyReport {
     pub head: Option<(u64, String)>,
     /// Seq of the last valid checkpoint.
     pub last_checkpoint: Option<u64>,
+    /// The records after the last valid checkpoint (or the exported one, if later), or every
+    /// record when there is none. With a pinned key, a log without any checkpoint fails
+    /// (`first_break`): nothing in it is proven.
+    pub unproven: Option<Unproven>,
     /// The first break; verification stops there (what follows cannot be trusted).
     pub first_break: Option<Break>,
 }
@@ -207,6 +221,12 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
         // The last good record (verification stops before a bad one).
         h.1 = hex::encode(prev_digest);
     }
+    let last_segment = segs
+        .last()
+        .and_then(|(_, p)| p.file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut anchor_proven = None;
     if let (Some(a), None) = (&opts.anchor, &rep.first_break) {
         if let Err(why) = check_signature(a, opts) {
             rep.first_break = Some(Break {
@@ -217,11 +237,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
             });
         } else if !anchor_seen {
             rep.first_break = Some(Break {
-                segment: segs
-                    .last()
-                    .and_then(|(_, p)| p.file_name())
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                segment: last_segment.clone(),
                 line: 0,
                 seq: Some(a.upto_seq),
                 what: format!(
@@ -230,7 +246,38 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
                     a.upto_seq
                 ),
             });
+        } else {
+            anchor_proven = Some(a.upto_seq);
         }
+    }
+    if let Some((head, _)) = &rep.head {
+        // A checkpoint record is covered by its own signature; the exported checkpoint
+        // proves up to the record it names.
+        let proven = rep.last_checkpoint.max(anchor_proven);
+        let first_seq = proven.map_or(0, |p| p + 1);
+        if first_seq <= *head {
+            rep.unproven = Some(Unproven {
+                records: head - first_seq + 1,
+                first_seq,
+                last_seq: *head,
+            });
+        }
+    }
+    if opts.public_key.is_some()
+        && rep.first_break.is_none()
+        && rep.last_checkpoint.is_none()
+        && anchor_proven.is_none()
+    {
+        rep.first_break = Some(Break {
+            segment: last_segment,
+            line: 0,
+            seq: None,
+            what: format!(
+                "no checkpoint signed by the given key: none of the {} records is proven (a log \
+                 re-chained with its checkpoints removed looks the same)",
+                rep.records
+            ),
+        });
     }
     Ok(rep)
 }

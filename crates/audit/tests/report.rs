@@ -11,19 +11,19 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crieur_audit::build::{caps_snapshot, decision_record, policy_snapshot, DecisionInputs};
+use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::export::CallRow;
 use crieur_audit::record::*;
 use crieur_audit::report::{html_report, key_fingerprint};
 use crieur_audit::{AuditLog, Options, VerifyOptions};
-use crieur_engine::CapRules;
-use crieur_scheduler::{decide, ConsentRecord, Contact, ContactId, Decision, Policy, RuleSet};
+use crieur_scheduler::{decide, Contact, Decision, RuleSet};
 use sha2::{Digest, Sha256};
 
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or_else(|e| panic!("{s}: {e}"))
+mod common;
+use common::{policy, t};
+
+fn contact(id: &str, number: &str, windows: &str, source: &str, proof: &str) -> Contact {
+    common::contact_with(id, number, windows, source, proof)
 }
 
 fn ms(n: i64) -> chrono::Duration {
@@ -35,66 +35,21 @@ const CAMPAIGN: &str = "Rappel <b>vaccin</b> & \"co\"";
 const TOML: &str =
     "name = \"Rappel <b>vaccin</b>\"\n# </pre><script>document.title='pwned'</script>\n";
 
-fn policy() -> Policy {
-    Policy::new(
-        RuleSet::by_name("FR").unwrap_or_else(|e| panic!("{e}")),
-        None,
-        Duration::from_secs(20),
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn contact(id: &str, number: &str, windows: &str, source: &str, proof: &str) -> Contact {
-    Contact::new(
-        ContactId::new(id).unwrap_or_else(|e| panic!("{e}")),
-        number.parse().unwrap_or_else(|e| panic!("{e}")),
-        None,
-        vec![ConsentRecord {
-            windows: windows.parse().unwrap_or_else(|e| panic!("{e}")),
-            granted_at: t("2027-01-01T00:00:00Z"),
-            expires_at: None,
-            revoked_at: None,
-            source: source.into(),
-            proof: proof.into(),
-        }],
-    )
-}
-
 fn header() -> Record {
-    let p = policy();
-    Record::RunStart(Box::new(RunHeader {
-        format: FORMAT_VERSION,
-        command: "run".into(),
-        software: "crieur-test".into(),
-        campaign: Some(CAMPAIGN.into()),
-        campaign_name: Some("Rappel <i>vaccin</i> 2027".into()),
-        campaign_file: Some("campaigns/rappel.toml".into()),
-        campaign_sha256: Some(hex::encode(Sha256::digest(TOML))),
-        campaign_toml: Some(TOML.into()),
-        policy: Some(policy_snapshot(
-            &p,
-            "Europe/Paris",
-            Duration::from_secs(20),
-            Duration::from_secs(10),
-        )),
-        caps: Some(caps_snapshot(&CapRules::for_ruleset("FR", 3))),
-        retry: vec![RetrySnapshot {
-            outcome: "busy".into(),
-            delay_secs: 1800,
-            max_retries: 3,
-        }],
-        opt_out_key: Some('9'),
-        audio: vec![AudioSnapshot {
-            role: "message".into(),
-            path: "audio/rappel.wav".into(),
-            sha256: "ab".repeat(32),
-            length_ms: 10_000,
-            transcript: Some("Bonjour <script>document.title='pwned'</script>".into()),
-        }],
-        tzdb_version: crieur_scheduler::tzdb_version().into(),
-        phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
-    }))
+    let mut h = common::header(CAMPAIGN);
+    h.command = "run".into();
+    h.campaign_name = Some("Rappel <i>vaccin</i> 2027".into());
+    h.campaign_file = Some("campaigns/rappel.toml".into());
+    h.campaign_sha256 = Some(hex::encode(Sha256::digest(TOML)));
+    h.campaign_toml = Some(TOML.into());
+    h.audio = vec![AudioSnapshot {
+        role: "message".into(),
+        path: "audio/rappel.wav".into(),
+        sha256: "ab".repeat(32),
+        length_ms: 10_000,
+        transcript: Some("Bonjour <script>document.title='pwned'</script>".into()),
+    }];
+    Record::RunStart(Box::new(h))
 }
 
 /// The scheduler's decision for `c` at `now`, as the run records it; `dial` must be what the
@@ -589,6 +544,13 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
     assert_eq!(kinds, ["invite-without-decision", "slow-first-audio"]);
     // The skip, the opt-out list change.
     assert_eq!(column(&dom, "skips-table", "decisions"), ["1"]);
+    assert_eq!(
+        column(&dom, "skips-table", "reason"),
+        ["outside-consent-window"]
+    );
+    // Each violation's evidence, as replay codes it.
+    let evidence = column(&dom, "violations-table", "evidence").join(" ");
+    assert!(evidence.contains("2500"), "{evidence}");
     assert!(text(section(&dom, "imports")).contains("letter <2027-03-01>"));
     // Every call, with its consent's source and proof.
     assert_eq!(

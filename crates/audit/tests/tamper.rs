@@ -1,79 +1,25 @@
 //! Tamper cases: each must be caught by `verify` or `replay`; and the crash case (torn line).
 
 use std::path::Path;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use crieur_audit::build::{caps_snapshot, decision_record, policy_snapshot, DecisionInputs};
+use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::*;
 use crieur_audit::{read_all, replay, verify, AuditLog, Entry, Options, VerifyOptions};
-use crieur_engine::CapRules;
-use crieur_scheduler::{decide, ConsentRecord, Contact, ContactId, Policy, RuleSet};
+use crieur_scheduler::{decide, Contact};
 
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or_else(|e| panic!("{s}: {e}"))
-}
+mod common;
+use common::{policy, retry, t};
 
 fn key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
 }
 
-fn policy() -> Policy {
-    Policy::new(
-        RuleSet::by_name("FR").unwrap_or_else(|e| panic!("{e}")),
-        None,
-        Duration::from_secs(20),
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn contact(id: &str, number: &str, windows: &str) -> Contact {
-    Contact::new(
-        ContactId::new(id).unwrap_or_else(|e| panic!("{e}")),
-        number.parse().unwrap_or_else(|e| panic!("{e}")),
-        None,
-        vec![ConsentRecord {
-            windows: windows.parse().unwrap_or_else(|e| panic!("{e}")),
-            granted_at: t("2027-01-01T00:00:00Z"),
-            expires_at: None,
-            revoked_at: None,
-            source: "form".into(),
-            proof: "p-1".into(),
-        }],
-    )
+    common::contact_with(id, number, windows, "form", "p-1")
 }
 
 fn header() -> Record {
-    let p = policy();
-    Record::RunStart(Box::new(RunHeader {
-        format: FORMAT_VERSION,
-        command: "test".into(),
-        software: "crieur-test".into(),
-        campaign: Some("t".into()),
-        campaign_name: None,
-        campaign_file: None,
-        campaign_sha256: None,
-        campaign_toml: Some("name = \"t\"\n".into()),
-        policy: Some(policy_snapshot(
-            &p,
-            "Europe/Paris",
-            Duration::from_secs(20),
-            Duration::from_secs(10),
-        )),
-        caps: Some(caps_snapshot(&CapRules::for_ruleset("FR", 3))),
-        retry: vec![RetrySnapshot {
-            outcome: "busy".into(),
-            delay_secs: 1800,
-            max_retries: 3,
-        }],
-        opt_out_key: Some('9'),
-        audio: vec![],
-        tzdb_version: crieur_scheduler::tzdb_version().into(),
-        phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
-    }))
+    Record::RunStart(Box::new(common::header("t")))
 }
 
 /// A decision at `now` for `c`, as the scheduler makes it.
@@ -341,6 +287,32 @@ fn a_dial_outside_its_window_with_a_valid_chain_is_caught_by_replay() {
     assert!(kinds.contains(&"outside-consent-window"), "{r:?}");
     assert!(kinds.contains(&"outside-legal-hours") || kinds.contains(&"outside-consent-window"));
     assert_eq!(r.violations[0].seq, skip as u64);
+    // With the scheduler's reason as the log codes it.
+    let v = r
+        .violations
+        .iter()
+        .find(|v| v.kind == "outside-consent-window")
+        .unwrap_or_else(|| panic!("{r:?}"));
+    let f = serde_json::Value::Object(v.fields.clone());
+    assert_eq!(
+        f,
+        serde_json::json!({
+            "code": "outside-consent-window",
+            "zone": "Europe/Paris",
+            "local": "2027-03-03T11:00:00",
+            "at": "2027-03-03T10:00:00Z",
+        })
+    );
+    assert_eq!(
+        v.detail,
+        "at 2027-03-03T10:00:00+00:00: 2027-03-03T11:00:00 in Europe/Paris is in no consented window"
+    );
+    // The JSON report carries them as they are.
+    let json = serde_json::to_value(&r).unwrap_or_default();
+    assert_eq!(
+        json["violations"][0]["fields"]["code"],
+        "outside-consent-window"
+    );
 }
 
 #[test]
@@ -478,6 +450,251 @@ fn segments_rotate_and_the_chain_spans_them() {
     std::fs::remove_file(d.path().join("audit-000002.jsonl")).unwrap_or_else(|e| panic!("{e}"));
     let b = first_break(d.path(), &VerifyOptions::default()).unwrap_or_else(|| panic!("gap"));
     assert!(b.what.contains("missing"), "{b}");
+}
+
+#[test]
+fn a_log_rechained_without_its_checkpoints_fails_with_a_pinned_key() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), true);
+    let es: Vec<Entry> = entries(d.path())
+        .into_iter()
+        .filter(|e| !matches!(e.record, Record::Checkpoint(_)))
+        .collect();
+    let n = es.len() as u64;
+    rechain(d.path(), es);
+    // The chain alone is intact …
+    let plain = verify(d.path(), &VerifyOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plain.first_break, None);
+    assert_eq!(plain.checkpoints, 0);
+    // … and says that nothing in it is proven.
+    let all = Some(crieur_audit::Unproven {
+        records: n,
+        first_seq: 0,
+        last_seq: n - 1,
+    });
+    assert_eq!(plain.unproven, all);
+    // With the operator's key pinned, a log without a checkpoint fails.
+    let rep = verify(d.path(), &pinned()).unwrap_or_else(|e| panic!("{e}"));
+    let b = rep
+        .first_break
+        .unwrap_or_else(|| panic!("no checkpoint, yet it passed"));
+    assert!(
+        b.what.contains("no checkpoint signed by the given key"),
+        "{b}"
+    );
+    assert!(b.what.contains(&format!("none of the {n} records")), "{b}");
+    assert_eq!(rep.unproven, all);
+}
+
+#[test]
+fn records_after_the_last_checkpoint_are_reported_unproven() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), true);
+    // A clean log ends with a checkpoint: everything is proven.
+    let rep = verify(d.path(), &pinned()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((rep.first_break, rep.unproven), (None, None));
+    // A forger turns the last decision into something else and re-chains from there; the
+    // checkpoints after it no longer verify, so they go too.
+    let mut es = entries(d.path());
+    let k = es
+        .iter()
+        .rposition(|e| matches!(e.record, Record::Decision(_)))
+        .unwrap_or_else(|| panic!("no decision"));
+    if let Record::Decision(x) = &mut es[k].record {
+        x.opted_out = true;
+    }
+    let mut kept = Vec::new();
+    for (i, e) in es.into_iter().enumerate() {
+        if !(i > k && matches!(e.record, Record::Checkpoint(_))) {
+            kept.push(e);
+        }
+    }
+    let last_cp = kept
+        .iter()
+        .rposition(|e| matches!(e.record, Record::Checkpoint(_)))
+        .unwrap_or_else(|| panic!("no checkpoint left")) as u64;
+    let n = kept.len() as u64;
+    rechain(d.path(), kept);
+    let rep = verify(d.path(), &pinned()).unwrap_or_else(|e| panic!("{e}"));
+    // The chain and the remaining checkpoints hold; the altered tail is reported unproven.
+    assert_eq!(rep.first_break, None);
+    assert_eq!(rep.last_checkpoint, Some(last_cp));
+    let u = rep
+        .unproven
+        .unwrap_or_else(|| panic!("the tail after the last checkpoint is not reported"));
+    assert_eq!(
+        (u.first_seq, u.last_seq, u.records),
+        (last_cp + 1, n - 1, n - 1 - last_cp)
+    );
+    assert!(
+        u.first_seq <= k as u64,
+        "{u:?} does not cover the altered record {k}"
+    );
+}
+
+#[test]
+fn a_run_header_looser_than_its_rule_set_is_a_violation_and_does_not_hide_one() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let c = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    // Under FR (4 calls per 30 days, 60 quiet days after a refusal) the header claims 100
+    // calls per 30 days, no quiet period, and retries after a refusal.
+    let Record::RunStart(mut h) = header() else {
+        panic!("not a header")
+    };
+    h.caps = Some(CapsSnapshot {
+        max_attempts: 10,
+        rolling_max: Some(100),
+        rolling_days: Some(30),
+        quiet_days_after_refusal: None,
+    });
+    h.retry.push(retry("not-interested", 60, 2));
+    // … and gives no rule for `machine` (replay could not check retries after one).
+    h.retry.retain(|r| r.outcome != "machine");
+    let busy = |at: &str, campaign: &str| PastAttempt {
+        at: t(at),
+        ended: Some(t(at) + chrono::Duration::seconds(20)),
+        outcome: "busy".into(),
+        campaign: campaign.into(),
+    };
+    // A fifth call in 30 days: within the header's caps, over FR's.
+    let history = vec![
+        busy("2027-02-20T17:05:00Z", "other"),
+        busy("2027-02-24T17:05:00Z", "other"),
+        busy("2027-02-27T17:05:00Z", "t"),
+        busy("2027-03-01T17:05:00Z", "t"),
+    ];
+    let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    for r in [
+        Record::RunStart(h),
+        decision(&c, "2027-03-03T17:30:00Z", history),
+    ] {
+        log.append(t("2027-03-03T17:30:00Z"), &r)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    let at = |seq: u64, kind: &str| -> Vec<&str> {
+        r.violations
+            .iter()
+            .filter(|v| v.seq == seq && v.kind == kind)
+            .map(|v| v.detail.as_str())
+            .collect()
+    };
+    let header = at(0, "header-looser-than-ruleset");
+    assert_eq!(header.len(), 4, "{r:?}");
+    assert!(header.iter().any(|d| d.contains(
+        "rolling cap 100 calls per 30 days where the rule set allows at most 4 per 30 days"
+    )));
+    assert!(header
+        .iter()
+        .any(|d| d.contains("no quiet period after a refusal where the rule set requires 60")));
+    assert!(header
+        .iter()
+        .any(|d| d.contains("retry rule for `not-interested` allows 2 retries")));
+    assert!(header
+        .iter()
+        .any(|d| d.contains("no retry rule for `machine`")));
+    let cap = at(1, "cap-exceeded");
+    assert_eq!(cap.len(), 1, "{r:?}");
+    assert!(
+        cap[0].contains("rolling cap: 4 attempts in the last 30 days"),
+        "{}",
+        cap[0]
+    );
+    assert!(cap[0].contains("the rule set's own caps"), "{}", cap[0]);
+}
+
+#[test]
+fn a_run_header_as_strict_as_its_rule_set_is_not_a_violation() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Record::RunStart(mut h) = header() else {
+        panic!("not a header")
+    };
+    // An explicit "never retry" after a refusal is fine.
+    h.retry.push(retry("not-interested", 0, 0));
+    // Stricter than FR: 2 calls per 60 days, 90 quiet days.
+    h.caps = Some(CapsSnapshot {
+        max_attempts: 3,
+        rolling_max: Some(2),
+        rolling_days: Some(60),
+        quiet_days_after_refusal: Some(90),
+    });
+    let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    log.append_durable(t("2027-03-03T17:30:00Z"), &Record::RunStart(h))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.violations, vec![], "{r:?}");
+}
+
+#[test]
+fn skip_reasons_are_coded_objects_with_their_rule_set_and_replay_reads_them() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    let ls = lines(d.path());
+    // The 11:00 skip (seq 1): outside the consent window, in FR's legal hours.
+    let skip = String::from_utf8(ls[1].clone()).unwrap_or_default();
+    assert!(
+        skip.contains(r#""reasons":[{"code":"outside-consent-window","zone":"Europe/Paris","local":"2027-03-03T11:00:00"}]"#),
+        "{skip}"
+    );
+    assert!(
+        skip.contains(r#""ruleset":"FR","ruleset_version":"FR-2023-03-01""#),
+        "{skip}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&skip).unwrap_or_default();
+    assert_eq!(v["reasons"][0]["code"], "outside-consent-window");
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        r.skip_reasons.get("outside-consent-window").copied(),
+        Some(1),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn format_1_logs_with_text_reasons_still_replay() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    // Rewrite the skip's reasons as format 1 wrote them (Rust Debug text), and the header's
+    // format number.
+    let ls: Vec<Vec<u8>> = lines(d.path())
+        .into_iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_slice(&l).unwrap_or_default();
+            if v["type"] == "decision" && v["verdict"] == "skip" {
+                v["reasons"] = serde_json::json!([
+                    "OutsideConsentWindow { zone: Europe/Paris, local: 2027-03-03T11:00:00 }"
+                ]);
+            }
+            if v["type"] == "run-start" {
+                v["format"] = 1.into();
+            }
+            serde_json::to_vec(&v).unwrap_or_default()
+        })
+        .collect();
+    write_lines(d.path(), &ls);
+    let es = entries(d.path());
+    let reasons: Vec<&Reason> = es
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Decision(x) if x.verdict == "skip" => Some(&x.reasons),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        reasons,
+        [&Reason::Text {
+            text: "OutsideConsentWindow { zone: Europe/Paris, local: 2027-03-03T11:00:00 }".into()
+        }]
+    );
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.violations, vec![], "{r:?}");
+    assert_eq!(r.skip_reasons.get("text").copied(), Some(1));
+    // A code from a later version is read as `unknown`, not refused.
+    let later: Reason = serde_json::from_str(r#"{"code":"breaker-open","trunk":"x"}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(later, Reason::Unknown);
 }
 
 /// Trunk faults: many `trunk-fault:*` attempts do not make a cap violation, the breaker's

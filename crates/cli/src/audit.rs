@@ -185,7 +185,8 @@ impl LogArgs {
 #[derive(clap::Subcommand)]
 pub enum AuditCmd {
     /// Checks the chain, seq continuity and checkpoint signatures; reports the first break
-    /// (segment, line, seq). Exit 1 on any break.
+    /// (segment, line, seq) and the records no checkpoint covers yet. Exit 1 on any break,
+    /// and with --pubkey when the log has no checkpoint at all (nothing in it is proven).
     Verify {
         #[command(flatten)]
         log: LogArgs,
@@ -285,6 +286,20 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             );
             if let Some((seq, hash)) = &rep.head {
                 println!("head      seq {seq} {hash}");
+            }
+            if let Some(u) = &rep.unproven {
+                println!(
+                    "UNPROVEN  {} records (seq {}-{}): {}",
+                    u.records,
+                    u.first_seq,
+                    u.last_seq,
+                    match rep.last_checkpoint {
+                        Some(c) => format!(
+                            "after the last checkpoint (seq {c}), no signature covers them yet"
+                        ),
+                        None => "no checkpoint at all: no signature covers them".into(),
+                    }
+                );
             }
             match &rep.first_break {
                 None => {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::{
     CallEvent, Dtmf, FirstAudio, Hangup, InviteSent, OptOutRecorded, OutcomeRecord, PastAttempt,
-    RtcpRecord, SipResponse,
+    Reason, RtcpRecord, SipResponse,
 };
 use crieur_audit::Record;
 use crieur_media::audio::Message;
@@ -79,16 +79,14 @@ pub fn run(
         &crate::audit::header("call", Some((campaign, campaign_path)))?,
     )?;
     recover(&store, &mut log, now)?;
-    let opted_out = store.is_opted_out(contact.phone())?;
-    let history = history(&*store, contact)?;
-    let cap = held(campaign, &history, now).map(|(why, _)| why);
+    let Gate {
+        history,
+        opted_out,
+        refused,
+    } = gate(campaign, &*store, contact, now)?;
+    let refused = refused.map(|(why, _)| why);
     let attempt = attempt_number(&history, &campaign.id);
     let decision = Evaluator::new(&campaign.policy).decide(contact, now);
-    let refused = if opted_out {
-        Some(format!("{number} is on the opt-out list"))
-    } else {
-        cap.clone()
-    };
     log.append(
         now,
         &Record::Decision(Box::new(decision_record(
@@ -106,7 +104,7 @@ pub fn run(
     )?;
     if let Some(why) = refused {
         crate::audit::stop(&mut log, "refused")?;
-        println!("refused   {why}");
+        println!("refused   {number}: {why}");
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
     match decision {
@@ -149,15 +147,13 @@ pub fn run(
     #[allow(clippy::disallowed_methods)]
     let now = Utc::now();
     // Everything again: the opt-out list and the caps may have changed meanwhile.
-    let opted_out = store.is_opted_out(contact.phone())?;
-    let history = self::history(&*store, contact)?;
-    let cap = held(campaign, &history, now).map(|(why, _)| why);
+    let Gate {
+        history,
+        opted_out,
+        refused,
+    } = gate(campaign, &*store, contact, now)?;
+    let refused = refused.map(|(why, _)| why);
     let recheck = Evaluator::new(&campaign.policy).decide(contact, now);
-    let refused = if opted_out {
-        Some(format!("{number} is on the opt-out list"))
-    } else {
-        cap
-    };
     log.append(
         now,
         &Record::Decision(Box::new(decision_record(
@@ -175,7 +171,7 @@ pub fn run(
     )?;
     if let Some(why) = refused {
         crate::audit::stop(&mut log, "refused at the INVITE")?;
-        println!("refused   {why}");
+        println!("refused   {number}: {why}");
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
     if let Decision::Skip(s) = recheck {
@@ -457,25 +453,55 @@ pub(crate) fn held(
     campaign: &Campaign,
     history: &[PastAttempt],
     now: DateTime<Utc>,
-) -> Option<(String, Option<DateTime<Utc>>)> {
+) -> Option<(Reason, Option<DateTime<Utc>>)> {
     let attempts = to_attempts(history, &campaign.id);
     if let Some(hit) = campaign.caps.check(&attempts, now) {
-        return Some((hit.to_string(), hit.until()));
+        return Some((Reason::from(&hit), hit.until()));
     }
     use crieur_engine::RetryGate;
     match campaign.retry.policy().gate(&attempts) {
         RetryGate::Open => None,
         RetryGate::NotBefore(t) if t <= now => None,
-        RetryGate::NotBefore(t) => Some((
-            format!("retry delay: not before {}", crate::output::rfc3339(t)),
-            Some(t),
-        )),
-        RetryGate::Done => Some((
-            "this campaign is done with this contact (final outcome, or its retries are used up)"
-                .into(),
-            None,
-        )),
+        RetryGate::NotBefore(t) => Some((Reason::RetryDelay { not_before: t }, Some(t))),
+        RetryGate::Done => Some((Reason::CampaignDone, None)),
     }
+}
+
+/// What the caller checks before the policy, at one instant.
+pub(crate) struct Gate {
+    /// The number's attempts (all campaigns); empty when they cannot be read.
+    pub history: Vec<PastAttempt>,
+    pub opted_out: bool,
+    /// Why not to dial, and until when (`None`: not in this run).
+    pub refused: Option<(Reason, Option<DateTime<Utc>>)>,
+}
+
+/// The opt-out list, the number's history (a damaged one refuses the number: a shorter
+/// history could hide an attempt that counts toward a cap), the caps across campaigns and
+/// this campaign's retry rules.
+pub(crate) fn gate(
+    campaign: &Campaign,
+    store: &dyn Store,
+    contact: &crieur_scheduler::Contact,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Gate> {
+    let opted_out = store.is_opted_out(contact.phone())?;
+    let (history, damaged) = match history(store, contact)? {
+        Ok(h) => (h, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    let refused = if opted_out {
+        Some((Reason::OptedOut, None))
+    } else if let Some(why) = damaged {
+        Some((why, None))
+    } else {
+        held(campaign, &history, now)
+    };
+    Ok(Gate {
+        history,
+        opted_out,
+        refused,
+    })
 }
 
 /// What placing calls needs from a campaign: the trunk, the local address that reaches it,
@@ -591,20 +617,27 @@ pub(crate) fn recover(
 }
 
 /// Every earlier attempt on the number (all campaigns), as decisions record it.
+/// The number's attempts, or — when a stored attempt is damaged — the reason not to dial it
+/// (never a shorter history). Other store failures are errors.
 pub(crate) fn history(
     store: &dyn Store,
     contact: &crieur_scheduler::Contact,
-) -> anyhow::Result<Vec<PastAttempt>> {
-    Ok(store
-        .attempts(contact.phone())?
-        .into_iter()
-        .map(|a| PastAttempt {
-            at: a.started,
-            ended: Some(a.ended),
-            outcome: a.outcome,
-            campaign: a.campaign,
-        })
-        .collect())
+) -> anyhow::Result<Result<Vec<PastAttempt>, Reason>> {
+    match store.attempts(contact.phone()) {
+        Ok(a) => Ok(Ok(a
+            .into_iter()
+            .map(|a| PastAttempt {
+                at: a.started,
+                ended: Some(a.ended),
+                outcome: a.outcome,
+                campaign: a.campaign,
+            })
+            .collect())),
+        Err(e @ crieur_store::Error::Corrupt { .. }) => {
+            Ok(Err(Reason::HistoryUnreadable { why: e.to_string() }))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The opt-out prompt is in the first 2 s of the message (the rules ask for it there):

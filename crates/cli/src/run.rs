@@ -26,7 +26,7 @@ use crieur_store::{SledStore, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::{history, prepare, record_call, to_attempts, Prepared};
+use crate::call::{gate, history, prepare, record_call, to_attempts, Gate, Prepared};
 use crate::campaign::Campaign;
 
 /// Options of `crieur run`.
@@ -100,8 +100,30 @@ pub fn run(
         start,
     );
     for i in 0..planner.len() {
-        let h = history(&*store, planner.contact(i))?;
-        planner.load_history(i, to_attempts(&h, &campaign.id));
+        match history(&*store, planner.contact(i))? {
+            Ok(h) => planner.load_history(i, to_attempts(&h, &campaign.id)),
+            // A damaged history: the number is not dialled in this run, and the log says why.
+            Err(why) => {
+                let contact = planner.contact(i);
+                let d = Evaluator::new(&campaign.policy).decide(contact, start);
+                log.append(
+                    start,
+                    &Record::Decision(Box::new(decision_record(
+                        contact,
+                        &d,
+                        DecisionInputs {
+                            campaign: &campaign.id,
+                            now: start,
+                            history: Vec::new(),
+                            opted_out: false,
+                            refused: Some(why),
+                            attempt: 0,
+                        },
+                    ))),
+                )?;
+                planner.cancel(i, None);
+            }
+        }
     }
     log.commit()?;
     let log = Arc::new(Mutex::new(log));
@@ -497,12 +519,15 @@ async fn dial_loop(
             for (i, note) in &skipped {
                 let contact = planner.contact(*i);
                 let d = eval.decide(contact, t);
-                let h = history(&**store, contact)?;
                 let opted_out = store.is_opted_out(contact.phone())?;
-                let refused = match note {
-                    SkipNote::Cap(hit) => Some(hit.to_string()),
-                    SkipNote::Policy { .. } => None,
+                let (h, damaged) = match history(&**store, contact)? {
+                    Ok(h) => (h, None),
+                    Err(why) => (Vec::new(), Some(why)),
                 };
+                let refused = damaged.or(match note {
+                    SkipNote::Cap(hit) => Some(hit.into()),
+                    SkipNote::Policy { .. } => None,
+                });
                 record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
             }
         }
@@ -678,7 +703,7 @@ fn record_decision(
     now: DateTime<Utc>,
     history: Vec<crieur_audit::record::PastAttempt>,
     opted_out: bool,
-    refused: Option<String>,
+    refused: Option<crieur_audit::record::Reason>,
     attempt: u32,
 ) -> anyhow::Result<()> {
     lock(log)?.append(
@@ -720,16 +745,14 @@ fn recheck(
     log: &Arc<Mutex<AuditLog>>,
 ) -> anyhow::Result<Recheck> {
     let t = now();
-    let opted_out = store.is_opted_out(contact.phone())?;
-    let h = history(&**store, contact)?;
+    let Gate {
+        history: h,
+        opted_out,
+        refused,
+    } = gate(campaign, &**store, contact, t)?;
     let attempt = crate::call::attempt_number(&h, &campaign.id);
-    let held = crate::call::held(campaign, &h, t);
     let d = eval.decide(contact, t);
-    let refused = if opted_out {
-        Some(format!("{} is on the opt-out list", contact.phone()))
-    } else {
-        held.as_ref().map(|(why, _)| why.clone())
-    };
+    let until = refused.as_ref().map(|(_, until)| *until);
     record_decision(
         log,
         contact,
@@ -738,13 +761,10 @@ fn recheck(
         t,
         h,
         opted_out,
-        refused,
+        refused.map(|(why, _)| why),
         attempt,
     )?;
-    if opted_out {
-        return Ok(Err(None));
-    }
-    if let Some((_, until)) = held {
+    if let Some(until) = until {
         return Ok(Err(until));
     }
     Ok(match d {

@@ -163,9 +163,13 @@ fn state(
     if store.is_opted_out(c.phone())? {
         return Ok(State::Done("opted out".into()));
     }
-    let history = crate::call::history(store, c)?;
+    // A damaged history: not dialled until the store is repaired (never a shorter history).
+    let history = match crate::call::history(store, c)? {
+        Ok(h) => h,
+        Err(why) => return Ok(State::Done(why.to_string())),
+    };
     let from = match crate::call::held(campaign, &history, now) {
-        Some((why, None)) => return Ok(State::Done(why)),
+        Some((why, None)) => return Ok(State::Done(why.to_string())),
         Some((_, Some(until))) => until,
         None => now,
     };

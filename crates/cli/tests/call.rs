@@ -192,6 +192,66 @@ fn an_opted_out_number_is_refused() {
     );
 }
 
+/// A stored attempt that cannot be read back whole (here its key no longer agrees with its
+/// record) must stop dialling the number: before, an undecodable instant became 1970 and the
+/// attempt dropped out of the rolling cap.
+#[test]
+fn a_damaged_call_history_refuses_the_number_and_says_why() {
+    use crieur_store::Store;
+    // Nothing listens on this port: a call attempt would time out, a refusal is immediate.
+    let s = Setup::new(free_port(), "daily 00:00-24:00", "");
+    let store = s.dir.path().join("store");
+    {
+        let st = crieur_store::SledStore::open(&store, false).unwrap_or_else(|e| panic!("{e}"));
+        let id = crieur_scheduler::ContactId::new("c1").unwrap_or_else(|e| panic!("{e}"));
+        let num: crieur_scheduler::E164 = "+33612345678".parse().unwrap_or_else(|e| panic!("{e}"));
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        st.lease("t", &id, &num, at)
+            .unwrap_or_else(|e| panic!("{e}"));
+        st.finish_attempt("t", &id, &num, "busy", at + chrono::Duration::seconds(20))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Damage the attempt's key (its start instant), the way a bad sector or a bug would.
+    let mut tries = 0;
+    let db = loop {
+        match sled::open(&store) {
+            Ok(db) => break db,
+            // sled's thread of the store just closed may hold the lock a moment.
+            Err(_) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let attempts = db.open_tree("attempts").unwrap_or_else(|e| panic!("{e}"));
+    let (k, v) = attempts
+        .iter()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no attempt stored"));
+    let mut bad = k.to_vec();
+    bad[39] ^= 0x40;
+    attempts.remove(&k).unwrap_or_else(|e| panic!("{e}"));
+    attempts.insert(bad, v).unwrap_or_else(|e| panic!("{e}"));
+    db.flush().unwrap_or_else(|e| panic!("{e}"));
+    drop((attempts, db));
+    std::thread::sleep(Duration::from_millis(200));
+    let o = s.call();
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}{}", text(&o.stderr));
+    assert!(out.contains("call history is damaged"), "{out}");
+    assert!(!out.contains("INVITE"), "{out}");
+    let log = std::fs::read_to_string(s.dir.path().join("store.audit/audit-000001.jsonl"))
+        .unwrap_or_default();
+    assert!(
+        log.contains(
+            r#""reasons":[{"code":"history-unreadable","why":"damaged record for attempt "#
+        ),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_dial_places_the_call_and_prints_its_timeline() {
     let port = free_port();
@@ -249,6 +309,33 @@ fn crieur(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A log without any signed checkpoint (here: written without a signing key) proves nothing:
+/// with the operator's key pinned, `audit verify` fails it; without, it says what is unproven.
+#[test]
+fn audit_verify_with_a_pinned_key_fails_a_log_without_checkpoints() {
+    let s = Setup::new(free_port(), "daily 00:00-24:00", "");
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
+    let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(p("audit.pub"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    let audit = p("store.audit");
+    let o = crieur(&["audit", "verify", &audit]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("OK        the chain is intact"), "{out}");
+    assert!(
+        out.contains("UNPROVEN  3 records (seq 0-2): no checkpoint at all"),
+        "{out}"
+    );
+    let o = crieur(&["audit", "verify", &audit, "--pubkey", &p("audit.pub")]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("BROKEN") && out.contains("no checkpoint signed by the given key"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -497,7 +584,7 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
     assert!(log.contains("\"reports_received\":0"), "{log}");
     assert!(log.contains("\"method\":\"sip-info\""), "{log}");
     // The second call was refused: recorded as a skip because of the opt-out list.
-    assert!(log.contains("is on the opt-out list"), "{log}");
+    assert!(log.contains(r#"{"code":"opted-out"}"#), "{log}");
     let o = crieur(&["audit", "export", "--csv", &audit]);
     let csv = text(&o.stdout);
     assert!(
@@ -1072,7 +1159,12 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
         format!("{}\n", crieur_audit::export::COLUMNS.join(","))
     );
     let log = std::fs::read_to_string(format!("{audit}/audit-000001.jsonl")).unwrap_or_default();
-    assert!(log.contains("ConsentExpired"), "{log}");
+    assert!(log.contains(r#""code":"consent-expired""#), "{log}");
+    // A skip names its rule set too.
+    assert!(
+        log.contains(r#""ruleset":"none","ruleset_version":"none-1""#),
+        "{log}"
+    );
     assert!(log.contains("\"type\":\"opt-out-list-change\""), "{log}");
     // Cut the newest records (the last checkpoint and the record it covers): only the
     // exported checkpoint shows it.

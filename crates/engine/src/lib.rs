@@ -15,7 +15,7 @@ pub use breaker::{
     TrunkFault,
 };
 pub use plan::{
-    Attempt, AttemptOutcome, CapHit, CapRules, DialOrder, Pacing, Planner, RetryGate, RetryPolicy,
-    RetryRule, SkipNote, TRUNK_FAULT_PREFIX,
+    Attempt, AttemptOutcome, CapHit, CapRules, DialOrder, Loosening, Pacing, Planner, RetryGate,
+    RetryPolicy, RetryRule, SkipNote, TRUNK_FAULT_PREFIX,
 };
 pub use sim::{simulate, OutcomeMix, SimConfig, SimEvent};

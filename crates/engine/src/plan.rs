@@ -75,7 +75,8 @@ impl AttemptOutcome {
         }
     }
 
-    fn is_final(self) -> bool {
+    /// Answered, opted out or not interested: the campaign is done with the contact.
+    pub fn is_final(self) -> bool {
         matches!(
             self,
             AttemptOutcome::Answered | AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
@@ -221,6 +222,80 @@ impl CapRules {
                 rolling: None,
                 quiet_after_refusal: None,
             },
+        }
+    }
+
+    /// Every way these caps are looser than `rules` (a rule set's own, from
+    /// [`CapRules::for_ruleset`]); empty when they are at least as strict. A rolling cap is
+    /// at least as strict when it allows no more calls over a window at least as long. The
+    /// attempt cap is the campaign's own and not compared.
+    pub fn looser_than(&self, rules: &CapRules) -> Vec<Loosening> {
+        const DAY: u64 = 86_400;
+        let days = |d: Duration| d.as_secs() / DAY;
+        let mut out = Vec::new();
+        if let Some((rm, rw)) = rules.rolling {
+            let looser = match self.rolling {
+                None => true,
+                Some((m, w)) => m > rm || w < rw,
+            };
+            if looser {
+                out.push(Loosening::RollingCap {
+                    given: self.rolling.map(|(m, w)| (m, days(w))),
+                    required: (rm, days(rw)),
+                });
+            }
+        }
+        if let Some(rq) = rules.quiet_after_refusal {
+            if self.quiet_after_refusal.is_none_or(|q| q < rq) {
+                out.push(Loosening::QuietAfterRefusal {
+                    given_days: self.quiet_after_refusal.map(days),
+                    required_days: days(rq),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A way caps are looser than a rule set's own ([`CapRules::looser_than`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loosening {
+    /// The rolling cap allows more calls, or counts them over a shorter window, or is absent
+    /// (`given: None`). Pairs are (calls, days).
+    RollingCap {
+        given: Option<(u32, u64)>,
+        required: (u32, u64),
+    },
+    /// The quiet period after a refusal is shorter, or absent (`given_days: None`).
+    QuietAfterRefusal {
+        given_days: Option<u64>,
+        required_days: u64,
+    },
+}
+
+impl std::fmt::Display for Loosening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loosening::RollingCap {
+                given,
+                required: (m, d),
+            } => {
+                match given {
+                    Some((gm, gd)) => write!(f, "rolling cap {gm} calls per {gd} days")?,
+                    None => write!(f, "no rolling cap")?,
+                }
+                write!(f, " where the rule set allows at most {m} per {d} days")
+            }
+            Loosening::QuietAfterRefusal {
+                given_days,
+                required_days,
+            } => {
+                match given_days {
+                    Some(g) => write!(f, "{g} quiet days after a refusal")?,
+                    None => write!(f, "no quiet period after a refusal")?,
+                }
+                write!(f, " where the rule set requires {required_days}")
+            }
         }
     }
 }
@@ -876,5 +951,50 @@ mod tests {
         ] {
             assert_eq!(O::from_record(o.as_str()), o);
         }
+    }
+
+    #[test]
+    fn caps_looser_than_the_rule_set_are_named() {
+        const DAY: u64 = 86_400;
+        let fr = CapRules::for_ruleset("FR", 3);
+        assert_eq!(fr.looser_than(&fr), vec![]);
+        let with = |rolling: Option<(u32, u64)>, quiet: Option<u64>| CapRules {
+            max_attempts: 3,
+            rolling: rolling.map(|(m, d)| (m, Duration::from_secs(d * DAY))),
+            quiet_after_refusal: quiet.map(|d| Duration::from_secs(d * DAY)),
+        };
+        // Stricter: fewer calls, a longer window, a longer quiet period.
+        assert_eq!(with(Some((2, 60)), Some(90)).looser_than(&fr), vec![]);
+        let rolling = |given| Loosening::RollingCap {
+            given,
+            required: (4, 30),
+        };
+        assert_eq!(
+            with(Some((100, 30)), Some(60)).looser_than(&fr),
+            vec![rolling(Some((100, 30)))]
+        );
+        assert_eq!(
+            with(Some((4, 20)), Some(60)).looser_than(&fr),
+            vec![rolling(Some((4, 20)))]
+        );
+        assert_eq!(
+            with(None, None).looser_than(&fr),
+            vec![
+                rolling(None),
+                Loosening::QuietAfterRefusal {
+                    given_days: None,
+                    required_days: 60
+                }
+            ]
+        );
+        assert_eq!(
+            with(Some((4, 30)), Some(59)).looser_than(&fr)[0].to_string(),
+            "59 quiet days after a refusal where the rule set requires 60"
+        );
+        // `none` requires nothing.
+        assert_eq!(
+            with(None, None).looser_than(&CapRules::for_ruleset("none", 3)),
+            vec![]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Contacts and their consent records.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -88,51 +89,42 @@ impl fmt::Debug for E164 {
 impl FromStr for E164 {
     type Err = Error;
 
-    /// Parses and validates with libphonenumber's metadata. The input must be in
-    /// international form, starting with `+`.
+    /// Parses and validates by libphonenumber's rules and metadata (see `phone`). The
+    /// input must be in international form: `+`, then digits, optionally grouped with
+    /// spaces, `-`, `(`, `)` or `.`.
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = |reason: &'static str| Error::InvalidPhone {
             input: s.to_owned(),
             reason,
         };
         let t = s.trim();
-        if let Some(ok) = crate::phone::fast_valid(t) {
-            return Ok(E164 {
-                text: t.to_owned(),
-                country_code: ok.country_code,
-                geographic: is_geographic(ok.kind, ok.country_code),
-            });
-        }
-        if !t.starts_with('+') {
+        let Some(rest) = t.strip_prefix('+') else {
             return Err(bad(
                 "not in E.164 form: expected `+` then the country code, e.g. +33612345678",
             ));
-        }
+        };
         // libphonenumber's parser is lenient (letters as on a keypad, extensions, several
         // `+`); a consent record must name exactly one reachable number.
-        if !t[1..]
+        let digits: Cow<'_, str> = if rest.bytes().all(|b| b.is_ascii_digit()) {
+            Cow::Borrowed(rest)
+        } else if rest
             .chars()
             .all(|c| c.is_ascii_digit() || " -().".contains(c))
         {
+            Cow::Owned(rest.chars().filter(char::is_ascii_digit).collect())
+        } else {
             return Err(bad("only digits, spaces and - ( ) . may follow the `+`"));
-        }
-        let n = phonenumber::parse(None, t).map_err(|_| bad("not a phone number"))?;
-        if n.extension().is_some() {
-            return Err(bad("extensions cannot be dialled"));
-        }
-        if !phonenumber::is_valid(&n) {
-            return Err(bad(
-                "not a valid number for its country (libphonenumber metadata)",
-            ));
-        }
-        let country_code = n.code().value();
+        };
+        let ok = crate::phone::international(&digits).map_err(|r| bad(r.reason()))?;
+        let text = match (&digits, &ok.national) {
+            // Written as it is read: keep the caller's string.
+            (Cow::Borrowed(_), Cow::Borrowed(_)) => t.to_owned(),
+            _ => format!("+{}{}", ok.country_code, ok.national),
+        };
         Ok(E164 {
-            text: n.format().mode(phonenumber::Mode::E164).to_string(),
-            country_code,
-            geographic: is_geographic(
-                n.number_type(&phonenumber::metadata::DATABASE),
-                country_code,
-            ),
+            text,
+            country_code: ok.country_code,
+            geographic: is_geographic(ok.kind, ok.country_code),
         })
     }
 }

@@ -137,6 +137,8 @@ pub struct Skip {
     pub reasons: Vec<SkipReason>,
     /// The reading in every candidate zone.
     pub readings: Vec<Reading>,
+    /// The rule set applied.
+    pub ruleset: RuleSetRef,
     /// The earliest instant at or after `now` that decides `Dial`, searched
     /// [`NEXT_ELIGIBLE_HORIZON_DAYS`] ahead; `None` if there is none within that horizon.
     pub next_eligible: Option<DateTime<Utc>>,
@@ -393,6 +395,10 @@ impl<'p> Evaluator<'p> {
         Skip {
             reasons,
             readings,
+            ruleset: RuleSetRef {
+                name: rs.name(),
+                version: rs.version(),
+            },
             next_eligible: self.next_eligible(contact, lo),
         }
     }

@@ -10,7 +10,7 @@ const ZONED: &[(&str, Option<&str>)] = &[
     ("+33612345678", None),                        // Europe/Paris
     ("+12012345678", None),                        // America/New_York
     ("+19075550123", None),                        // America/Adak & America/Anchorage
-    ("+17095551234", None),                        // America/Puerto_Rico & America/St_Johns
+    ("+17095551234", None),                        // America/Halifax & America/St_Johns
     ("+61412345678", Some("Australia/Lord_Howe")), // 30-minute DST
     ("+17095551234", Some("America/St_Johns")),    // half-hour offset
     ("+262262123456", None),                       // Indian/Reunion

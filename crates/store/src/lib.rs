@@ -488,6 +488,47 @@ fn contact_out(c: &Contact) -> ContactOut<'_> {
 }
 
 /// A damaged bucket, named `campaign/<bucket bytes>`.
+/// An attempt as stored, checked whole: its instants must be real instants, and its key
+/// (number hash · start · unique id · campaign 0x00 contact) must agree with its value. A
+/// damaged attempt is an error, never an attempt in 1970 that drops out of the rolling caps:
+/// the caller must not dial the number until the history is repaired.
+fn decode_attempt(key: &[u8], value: &[u8]) -> Result<AttemptRecord> {
+    let corrupt = |why: String| Error::Corrupt {
+        key: format!("attempt {}", hex::encode(key)),
+        why,
+    };
+    let a: StoredAttempt = postcard::from_bytes(value).map_err(|e| corrupt(e.to_string()))?;
+    let instant = |what: &str, t: i64| {
+        DateTime::from_timestamp(t, 0)
+            .ok_or_else(|| corrupt(format!("its {what} instant {t} is not a date")))
+    };
+    // (An end before the start is not damage: the clock may have been stepped back.)
+    let (started, ended) = (instant("start", a.started)?, instant("end", a.ended)?);
+    let key_start = key
+        .get(32..40)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(i64::from_be_bytes);
+    if key_start != Some(a.started) {
+        return Err(corrupt(format!(
+            "its key says it started at {}, its record at {started}",
+            key_start.map_or("(none)".into(), |s| s.to_string())
+        )));
+    }
+    if key.get(48..) != Some(&lease_key(&a.campaign, &a.contact)[..]) {
+        return Err(corrupt(format!(
+            "its key names another contact than its record ({}/{})",
+            a.campaign, a.contact
+        )));
+    }
+    Ok(AttemptRecord {
+        campaign: a.campaign,
+        contact: a.contact,
+        started,
+        ended,
+        outcome: a.outcome,
+    })
+}
+
 fn bucket_corrupt(key: &[u8], why: String) -> Error {
     Error::Corrupt {
         key: String::from_utf8_lossy(key).replace('\0', "/"),
@@ -871,17 +912,7 @@ impl Store for SledStore {
             .scan_prefix(self.number_key(number))
             .map(|kv| {
                 let (k, v) = kv.map_err(io)?;
-                let a: StoredAttempt = postcard::from_bytes(&v).map_err(|e| Error::Corrupt {
-                    key: hex::encode(&k),
-                    why: e.to_string(),
-                })?;
-                Ok(AttemptRecord {
-                    campaign: a.campaign,
-                    contact: a.contact,
-                    started: DateTime::from_timestamp(a.started, 0).unwrap_or_default(),
-                    ended: DateTime::from_timestamp(a.ended, 0).unwrap_or_default(),
-                    outcome: a.outcome,
-                })
+                decode_attempt(&k, &v)
             })
             .collect()
     }
@@ -1244,6 +1275,77 @@ mod tests {
             SledStore::open(&path, false),
             Err(Error::Open { .. })
         ));
+    }
+
+    #[test]
+    fn a_damaged_attempt_is_an_error_not_an_attempt_in_1970() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = open(&dir.path().join("s"));
+        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+        let id = ContactId::new("a").unwrap_or_else(|e| panic!("{e}"));
+        let num = n("+33612345678");
+        for at in [0, 3600] {
+            assert!(s.lease("c", &id, &num, t(at)).is_ok());
+            assert!(s.finish_attempt("c", &id, &num, "busy", t(at + 30)).is_ok());
+        }
+        assert_eq!(s.attempts(&num).map(|a| a.len()).ok(), Some(2));
+        let (key, value) = s
+            .attempts
+            .scan_prefix(s.number_key(&num))
+            .next()
+            .and_then(|kv| kv.ok())
+            .unwrap_or_else(|| panic!("no attempt stored"));
+        let stored: StoredAttempt = postcard::from_bytes(&value).unwrap_or_else(|e| panic!("{e}"));
+        let damaged = |why: &str| match s.attempts(&num) {
+            Err(Error::Corrupt { key, why: w }) => {
+                assert!(key.starts_with("attempt "), "{key}");
+                assert!(w.contains(why), "{w}");
+            }
+            other => panic!("damage not reported: {other:?}"),
+        };
+        let put = |k: &[u8], a: &StoredAttempt| {
+            let bytes = postcard::to_allocvec(a).unwrap_or_else(|e| panic!("{e}"));
+            s.attempts
+                .insert(k, bytes)
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+        let with = |started: i64, ended: i64| StoredAttempt {
+            campaign: stored.campaign.clone(),
+            contact: stored.contact.clone(),
+            started,
+            ended,
+            outcome: stored.outcome.clone(),
+        };
+        // A start instant that is no date (it read as 1970 before, and left the cap's window).
+        put(&key, &with(i64::MAX, stored.ended));
+        damaged("start instant");
+        put(&key, &with(stored.started, i64::MIN));
+        damaged("end instant");
+        // Bytes that do not decode.
+        s.attempts
+            .insert(&key, &[0xff_u8; 3][..])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(s.attempts(&num), Err(Error::Corrupt { .. })));
+        // A key whose start instant disagrees with its record (a damaged key).
+        put(&key, &with(stored.started, stored.ended));
+        assert_eq!(s.attempts(&num).map(|a| a.len()).ok(), Some(2));
+        let mut bad_key = key.to_vec();
+        bad_key[39] ^= 0x01;
+        s.attempts.remove(&key).unwrap_or_else(|e| panic!("{e}"));
+        s.attempts
+            .insert(bad_key.clone(), value.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        damaged("its key says it started at");
+        // A key naming another contact.
+        s.attempts
+            .remove(&bad_key)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut other = key[..48].to_vec();
+        other.extend_from_slice(&lease_key("c", "b"));
+        s.attempts
+            .insert(other, value)
+            .unwrap_or_else(|e| panic!("{e}"));
+        damaged("another contact");
     }
 
     #[test]
