@@ -1083,7 +1083,7 @@ fn chart_hours(h: &mut String, calls: &[Call]) {
     );
 }
 
-/// Calls, answered, completed, opted out: the counters of the zone and outcome tables.
+/// Whether the callee answered.
 fn answered(c: &Call) -> bool {
     !c.row.answered_at.is_empty()
 }
