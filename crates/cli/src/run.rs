@@ -384,8 +384,8 @@ async fn dial_loop(
                     });
                     record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
                 }
-                Output::Dial { contact: i } if failure.is_some() => core.not_dialled(i, None),
-                Output::Dial { contact: i } => {
+                Output::Dial { contact: i, .. } if failure.is_some() => core.not_dialled(i, None),
+                Output::Dial { contact: i, .. } => {
                     let contact = core.contact(i).clone();
                     match dial_one(store, log, &dial, &mut eval, &contact)? {
                         Ok((call, sent_at)) => {

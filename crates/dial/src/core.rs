@@ -27,8 +27,9 @@ use crate::fault::TrunkHealth;
 #[derive(Debug, Clone)]
 pub enum Output {
     /// Dial contact `contact` now: re-check it at the INVITE instant, lease it, record its
-    /// INVITE; then answer [`Core::dialled`] or [`Core::not_dialled`].
-    Dial { contact: usize },
+    /// INVITE; then answer [`Core::dialled`] or [`Core::not_dialled`]. `attempt`: its number
+    /// in this campaign (1-based; trunk faults do not count).
+    Dial { contact: usize, attempt: u32 },
     /// The planner skipped `contact` (a cap, or the policy): record the decision.
     Skip { contact: usize, note: SkipNote },
     /// The trunk's breaker changed (after the call `call` ended, if any): record it.
@@ -114,7 +115,10 @@ impl<'p> Core<'p> {
             }
             // Held until the driver answers: the number is in a call from now.
             self.in_call.insert(o.contact, number);
-            self.out.push_back(Output::Dial { contact: o.contact });
+            self.out.push_back(Output::Dial {
+                contact: o.contact,
+                attempt: o.attempt,
+            });
         }
         for (contact, note) in std::mem::take(&mut self.planner.skipped) {
             self.out.push_back(Output::Skip { contact, note });

@@ -11,9 +11,11 @@ pub mod core;
 pub mod fault;
 pub mod protocol;
 pub mod recover;
+pub mod sim;
 
 pub use protocol::{DialRules, Gate};
 pub use recover::{reconcile, Recovered};
+pub use sim::{simulate, OutcomeMix, SimConfig, SimEvent};
 
 /// The dial crate's errors.
 #[derive(Debug, thiserror::Error)]

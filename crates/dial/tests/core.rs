@@ -106,8 +106,8 @@ impl Ending {
 /// What a drive saw.
 #[derive(Debug, Default)]
 struct Drive {
-    /// Every dial: (instant, contact).
-    dials: Vec<(DateTime<Utc>, usize)>,
+    /// Every dial: (instant, contact, how it ended).
+    dials: Vec<(DateTime<Utc>, usize, Ending)>,
     /// Instants the core was woken at (its `poll_timeout`s, and call ends).
     wakes: usize,
     breaker: Vec<String>,
@@ -158,7 +158,7 @@ fn drive(
         core.handle_timeout(now);
         while let Some(out) = core.poll_output() {
             match out {
-                Output::Dial { contact: i } => {
+                Output::Dial { contact: i, .. } => {
                     let number = core.contact(i).phone().to_string();
                     assert!(
                         !busy_numbers.contains_key(&number),
@@ -175,7 +175,7 @@ fn drive(
                     let k = tries.entry(i).or_default();
                     let ending = script(i, *k);
                     *k += 1;
-                    d.dials.push((now, i));
+                    d.dials.push((now, i, ending));
                     ends.insert((now + ending.length(), i), ending);
                 }
                 Output::Skip { .. } => {}
@@ -273,7 +273,17 @@ proptest! {
             planner(&policy, &numbers, max_attempts, start),
             BreakerConfig::default(),
         );
-        let script = |i: usize, k: usize| endings[(i * 7 + k) % endings.len()];
+        // The trunk recovers after 12 faults (a trunk down for good is probed for ever, by
+        // design: its refusals use up no attempt).
+        let faults = std::cell::Cell::new(0);
+        let script = |i: usize, k: usize| match endings[(i * 7 + k) % endings.len()] {
+            Ending::Fault if faults.get() >= 12 => Ending::Busy,
+            Ending::Fault => {
+                faults.set(faults.get() + 1);
+                Ending::Fault
+            }
+            e => e,
+        };
         let d = drive(&mut core, start, &script, 100_000);
         // It ended (no spinning on something due that never goes).
         prop_assert!(d.wakes < 100_000);
@@ -281,9 +291,8 @@ proptest! {
         prop_assert_eq!(core.poll_timeout(), None, "{} wakes", d.wakes);
         prop_assert_eq!(d.dialled_while_open, 0);
         let mut per: HashMap<usize, Vec<Ending>> = HashMap::new();
-        for (_, i) in &d.dials {
-            let k = per.get(i).map_or(0, Vec::len);
-            per.entry(*i).or_default().push(script(*i, k));
+        for (_, i, e) in &d.dials {
+            per.entry(*i).or_default().push(*e);
         }
         for (i, calls) in &per {
             // Faults may go uncounted; every other ending counts.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use crieur_dial::{simulate, OutcomeMix, SimConfig, SimEvent};
 use crieur_engine::*;
 use crieur_scheduler::*;
 use proptest::prelude::*;
