@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use crieur_engine::{CapHit, CapRules};
+use crieur_engine::{CapHit, CapRules, RetryPolicy};
 use crieur_scheduler::{Contact, Decision, Policy, Reading, SkipReason};
 
 use crate::record::{
-    CapsSnapshot, ConsentSnapshot, DecisionRecord, PastAttempt, PolicySnapshot, Reason, ZoneReading,
+    CapsSnapshot, ConsentSnapshot, DecisionRecord, PastAttempt, PolicySnapshot, Reason,
+    RetrySnapshot, ZoneReading,
 };
 
 /// A wall-clock reading as the log writes it.
@@ -142,6 +143,25 @@ pub fn caps_snapshot(caps: &CapRules) -> CapsSnapshot {
         rolling_days: caps.rolling.map(|r| r.1.as_secs() / DAY),
         quiet_days_after_refusal: caps.quiet_after_refusal.map(|q| q.as_secs() / DAY),
     }
+}
+
+/// The retry rules as a run header records them (replay rebuilds them by outcome name).
+pub fn retry_snapshot(p: &RetryPolicy) -> Vec<RetrySnapshot> {
+    [
+        ("busy", p.busy),
+        ("no-answer", p.no_answer),
+        ("failed", p.failed),
+        ("rejected", p.rejected),
+        ("machine", p.machine),
+        ("interrupted", p.interrupted),
+    ]
+    .into_iter()
+    .map(|(name, r)| RetrySnapshot {
+        outcome: name.into(),
+        delay_secs: r.delay.as_secs(),
+        max_retries: r.max_retries,
+    })
+    .collect()
 }
 
 fn reading(r: &Reading) -> ZoneReading {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use crieur_audit::record::{AudioSnapshot, Record, RetrySnapshot, RunHeader, RunStop};
+use crieur_audit::record::{AudioSnapshot, Record, RunHeader, RunStop};
 use crieur_audit::{AuditLog, Options, VerifyOptions};
 use sha2::{Digest, Sha256};
 
@@ -118,21 +118,7 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
             c.message_length,
         ));
         h.caps = Some(crieur_audit::build::caps_snapshot(&c.caps));
-        let p = c.retry.policy();
-        for (name, r) in [
-            ("busy", p.busy),
-            ("no-answer", p.no_answer),
-            ("failed", p.failed),
-            ("rejected", p.rejected),
-            ("machine", p.machine),
-            ("interrupted", p.interrupted),
-        ] {
-            h.retry.push(RetrySnapshot {
-                outcome: name.into(),
-                delay_secs: r.delay.as_secs(),
-                max_retries: r.max_retries,
-            });
-        }
+        h.retry = crieur_audit::build::retry_snapshot(&c.retry.policy());
         h.opt_out_key = Some(c.opt_out_key);
         h.audio
             .push(audio("message", &c.message, c.message_length)?);

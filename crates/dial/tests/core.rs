@@ -6,7 +6,6 @@
 //! the run ends with nothing due, and the core wakes only when something is due.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crieur_dial::core::{Core, Output};
@@ -14,52 +13,11 @@ use crieur_engine::{
     AttemptOutcome, BreakerConfig, CallVerdict, CapRules, FaultKind, Pacing, Planner, RetryPolicy,
     TrunkFault,
 };
-use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, Policy, RuleSet, Windows};
+use crieur_scheduler::Policy;
 use proptest::prelude::*;
 
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or_else(|e| panic!("{s}: {e}"))
-}
-
-fn policy() -> Policy {
-    Policy::new(
-        RuleSet::by_name("none").unwrap_or_else(|e| panic!("{e}")),
-        None,
-        Duration::from_secs(20),
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `n` contacts with consent at any hour; contacts `k` and `k + 1` share a number when
-/// `shared` holds for `k`.
-fn contacts(numbers: &[u8]) -> Vec<Contact> {
-    numbers
-        .iter()
-        .enumerate()
-        .map(|(k, n)| {
-            Contact::new(
-                ContactId::new(format!("c{k}")).unwrap_or_else(|e| panic!("{e}")),
-                format!("+336123456{n:02}")
-                    .parse()
-                    .unwrap_or_else(|e| panic!("{e}")),
-                Some(parse_zone("Europe/Paris").unwrap_or_else(|e| panic!("{e}"))),
-                vec![ConsentRecord {
-                    windows: "mon-sun 00:00-24:00"
-                        .parse::<Windows>()
-                        .unwrap_or_else(|e| panic!("{e}")),
-                    granted_at: t("2027-01-01T00:00:00Z"),
-                    expires_at: None,
-                    revoked_at: None,
-                    source: "test".into(),
-                    proof: "test".into(),
-                }],
-            )
-        })
-        .collect()
-}
+mod common;
+use common::{contacts, policy, t};
 
 /// How the fake network ends a call: after how long, with what.
 #[derive(Debug, Clone, Copy)]

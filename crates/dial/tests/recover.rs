@@ -12,6 +12,9 @@ use crieur_scheduler::{Contact, ContactId, E164};
 use crieur_store::{SledStore, Store};
 use proptest::prelude::*;
 
+mod common;
+use common::open;
+
 /// One call of a scenario: which contact, and how it ends.
 #[derive(Debug, Clone, Copy)]
 struct Call {
@@ -26,22 +29,6 @@ fn steps(c: Call) -> usize {
     } else {
         4
     }
-}
-
-/// Opens the store at `path`. A store just dropped in this process may keep its file lock a
-/// moment (sled releases it from a background thread): the open is retried while that lock
-/// is held, and only then (the store's own tests do the same).
-fn open(path: &std::path::Path, create: bool) -> SledStore {
-    for _ in 0..500 {
-        match SledStore::open(path, create) {
-            Ok(s) => return s,
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("{}: still locked after 5 s", path.display())
 }
 
 fn t0() -> DateTime<Utc> {
