@@ -1,4 +1,5 @@
-//! `crieur call`: one call placed the way a campaign places it — the policy decides first.
+//! `crieur call`: one call placed the way a campaign places it — a run of one contact
+//! through the same core and driver as `crieur run` (`crate::run`); this module only reports it.
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::Path;
@@ -7,16 +8,11 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
-use crieur_audit::record::OptOutRecorded;
-use crieur_audit::Record;
-use crieur_dial::protocol::{
-    finish_call, lease_and_record_invite, recheck, record_late_opt_out, CallRef, Rechecked,
-};
 use crieur_dial::DialRules;
 use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
-use crieur_media::uac::{CallRequest, Credentials, OptOutFuture, Trunk, Uac};
-use crieur_scheduler::{Decision, Evaluator};
+use crieur_media::uac::{CallReport, Credentials, Trunk};
+use crieur_scheduler::Decision;
 use crieur_store::{SledStore, Store};
 
 use crate::campaign::Campaign;
@@ -46,11 +42,13 @@ fn local_ip_towards(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
     Ok(s.local_addr()?.ip())
 }
 
+/// `crieur call`: a run of one contact ([`crate::run::drive`], [`crate::run::Scope::One`]) —
+/// the same core, re-check, lease, records, opt-out hook and end of call as `crieur run` —
+/// reported call by call, with its exit code.
 pub fn run(
     campaign: &Campaign,
     campaign_path: &Path,
     contact_id: &str,
-    now: DateTime<Utc>,
     store_path: &Path,
     actx: &crate::audit::Ctx,
 ) -> anyhow::Result<ExitCode> {
@@ -69,229 +67,102 @@ pub fn run(
         .field("--contact")])
         .into());
     };
-    let contact = &contact;
     println!("call      {} {}", contact.id(), contact.phone());
     let number = contact.phone().to_string();
-    // The audit log first: a torn tail (crash mid-write) stops here, before anything happens.
-    let mut log = actx.open(store_path, Some(campaign))?;
-    log.append(
-        now,
-        &crate::audit::header("call", Some((campaign, campaign_path)))?,
+    let (_, ran) = crate::run::drive(
+        campaign,
+        campaign_path,
+        store,
+        store_path,
+        actx,
+        crate::run::RunOptions {
+            // The call runs to its end (the trunk's maximum call length bounds it); Ctrl-C
+            // hangs it up cleanly (an opt-out in progress is recorded first).
+            drain: std::time::Duration::from_secs(86_400),
+            until: None,
+            max_idle: None,
+            scope: crate::run::Scope::One(Box::new(contact)),
+        },
     )?;
-    recover(
-        &store,
-        &mut log,
-        &crate::audit::dir_for(store_path, actx.dir.as_deref()),
-        now,
-    )?;
-    let dial = rules(campaign);
-    let mut eval = Evaluator::new(&campaign.policy);
-    let Rechecked {
-        decision, refused, ..
-    } = recheck(&dial, &*store, &mut eval, contact, &mut log, now)?;
-    if let Some((why, _)) = refused {
-        crate::audit::stop(&mut log, "refused")?;
-        println!("refused   {number}: {why}");
-        return Ok(ExitCode::from(EXIT_REFUSED));
-    }
-    match decision {
-        Decision::Skip(s) => {
-            crate::audit::stop(&mut log, "refused by the policy")?;
-            println!(
-                "refused   the policy says SKIP at {}:",
-                crate::output::rfc3339(now)
-            );
-            for r in &s.reasons {
-                println!("  reason  {}", crate::reason_line(r));
-            }
-            if let Some(n) = s.next_eligible {
-                println!("  next    {}", crate::output::rfc3339(n));
-            }
-            return Ok(ExitCode::from(EXIT_REFUSED));
+    let Some(done) = ran.calls.into_iter().next() else {
+        for r in &ran.refusals {
+            refused(&number, r);
         }
-        Decision::Dial(d) => println!(
+        if ran.refusals.is_empty() {
+            println!("refused   {number}: not dialled");
+        }
+        return Ok(ExitCode::from(EXIT_REFUSED));
+    };
+    if let Decision::Dial(d) = &done.decision {
+        println!(
             "policy    DIAL under consent #{} ({} {}), until {}",
             d.consent,
             d.ruleset.name,
             d.ruleset.version,
             crate::output::rfc3339(d.valid_until)
+        );
+    }
+    let report = done.report.map_err(|e| anyhow!(e))?;
+    print_report(&report);
+    let e = &report.ending;
+    if let Some(recorded) = done.late_opt_out {
+        eprintln!(
+            "ALERT: {number} pressed the opt-out key but it could not be recorded during the call; {}",
+            if recorded { "it is now recorded" } else { "it is STILL NOT recorded: add it with `crieur optout add`" }
+        );
+        return Ok(ExitCode::from(EXIT_OPT_OUT_FAILED));
+    }
+    if let Some(f) = crate::fault::fault_of(&report) {
+        eprintln!("trunk     {}", crate::fault::describe(&f));
+        eprintln!(
+            "          {}",
+            if done.outcome != e.outcome.as_str() {
+                "refused before anything rang: not the contact's answer, no attempt used"
+            } else {
+                "something rang first: it counts as an attempt"
+            }
+        );
+        return Ok(ExitCode::from(EXIT_TRUNK_FAULT));
+    }
+    Ok(match e.outcome {
+        Outcome::AnsweredCompleted
+        | Outcome::AnsweredOptedOut
+        | Outcome::AnsweredNotInterested
+        | Outcome::HungUpMidMessage => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_NOT_ANSWERED),
+    })
+}
+
+/// Why the contact was not dialled, as the decision recorded it.
+fn refused(number: &str, r: &crate::run::Refusal) {
+    if let Some(why) = &r.refused {
+        println!("refused   {number}: {why}");
+        return;
+    }
+    match &r.decision {
+        Decision::Skip(s) => {
+            println!(
+                "refused   the policy says SKIP at {}:",
+                crate::output::rfc3339(r.at)
+            );
+            for reason in &s.reasons {
+                println!("  reason  {}", crate::reason_line(reason));
+            }
+            if let Some(n) = s.next_eligible {
+                println!("  next    {}", crate::output::rfc3339(n));
+            }
+        }
+        Decision::Dial(d) => println!(
+            "refused   the decision at {} held only until {}: too close to send the INVITE",
+            crate::output::rfc3339(r.at),
+            crate::output::rfc3339(d.valid_until)
         ),
     }
-    let Prepared {
-        trunk,
-        local,
-        message,
-        confirmation,
-    } = prepare(campaign)?;
-    log.commit()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let phone = contact.phone().clone();
-    let hook_store = store.clone();
-    let stop = tokio_util::sync::CancellationToken::new();
-    // Re-check just before the INVITE (setting up took time): the decision must still hold.
-    #[allow(clippy::disallowed_methods)]
-    let now = Utc::now();
-    // Everything again: the opt-out list and the caps may have changed meanwhile.
-    let again = recheck(&dial, &*store, &mut eval, contact, &mut log, now)?;
-    if let Some((why, _)) = &again.refused {
-        crate::audit::stop(&mut log, "refused at the INVITE")?;
-        println!("refused   {number}: {why}");
-        return Ok(ExitCode::from(EXIT_REFUSED));
-    }
-    if let Decision::Skip(s) = &again.decision {
-        crate::audit::stop(&mut log, "refused by the policy at the INVITE")?;
-        println!(
-            "refused   the policy says SKIP at the INVITE ({}):",
-            crate::output::rfc3339(now)
-        );
-        for r in &s.reasons {
-            println!("  reason  {}", crate::reason_line(r));
-        }
-        return Ok(ExitCode::from(EXIT_REFUSED));
-    }
-    let valid_until = again.verdict().unwrap_or(now);
-    // To the microsecond, as the store keeps it: the log and the store name the same instant.
-    #[allow(clippy::disallowed_methods)]
-    let sent_at = crieur_dial::to_micros(Utc::now());
-    // Leased (durably) before the INVITE, its record durable before the INVITE leaves: after
-    // a crash from here on, the call counts.
-    let call_id = lease_and_record_invite(
-        &*store,
-        &mut log,
-        &dial,
-        contact,
-        now,
-        valid_until,
-        sent_at,
-        true,
-        || test_pause("after-lease-before-record"),
-    )?;
-    let log = Arc::new(std::sync::Mutex::new(log));
-    let hook_log = log.clone();
-    let hook_call = call_id.clone();
-    let hook_number = number.clone();
-    test_pause("after-lease");
-    let result = rt.block_on(async {
-        let uac = Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?;
-        let req = CallRequest {
-            number: number.clone(),
-            message,
-            confirmation,
-            opt_out_key: campaign.opt_out_key,
-            not_interested_key: campaign.not_interested_key,
-            keep_received_audio: false,
-            stop: Some(stop.clone()),
-            lead_in: campaign.lead_in,
-        };
-        // Ctrl-C / SIGTERM end the call cleanly (an opt-out in progress is recorded first);
-        // a second Ctrl-C exits at once.
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("stopping the call (Ctrl-C again to quit at once)");
-                on_signal.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        });
+}
 
-        let report = uac
-            .call(&trunk, req, move |digit, method| -> OptOutFuture {
-                Box::pin(async move {
-                    let how = format!("key {digit} by {}", method.as_str());
-                    // Clock read at the edge: the opt-out's own timestamp.
-                    #[allow(clippy::disallowed_methods)]
-                    let at = Utc::now();
-                    // Durable (flushed to disk) when add_opt_out returns.
-                    let (log, call, number) =
-                        (hook_log.clone(), hook_call.clone(), hook_number.clone());
-                    tokio::task::spawn_blocking(move || {
-                        hook_store
-                            .add_opt_out(&phone, at, &how)
-                            .map_err(|e| e.to_string())?;
-                        test_pause("after-opt-out");
-                        // The audit record is durable too before the confirmation plays.
-                        let mut log = log
-                            .lock()
-                            .map_err(|_| "audit log lock poisoned".to_owned())?;
-                        log.append_durable(
-                            at,
-                            &Record::OptOutRecorded(OptOutRecorded { call, number, at }),
-                        )
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
-                })
-            })
-            .await?;
-        // The call ended when it returned (its BYE, if we hung up, left then); the BYE may
-        // still be retransmitting: let it, for a while, before the stack stops.
-        #[allow(clippy::disallowed_methods)]
-        let ended = crieur_dial::to_micros(Utc::now());
-        uac.wait_background(crieur_media::uac::EXIT_GRACE).await;
-        Ok::<_, anyhow::Error>((report, ended))
-    });
-    let (report, ended) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            // The call may or may not have left: close the lease as an attempt, then fail.
-            #[allow(clippy::disallowed_methods)]
-            let at = crieur_dial::to_micros(Utc::now());
-            if let Ok(mut log) = log.lock() {
-                let c = CallRef {
-                    call: &call_id,
-                    campaign: &campaign.id,
-                    contact,
-                    sent_at,
-                    ended: at,
-                };
-                let why = e.to_string();
-                let _ = finish_call(&*store, &mut log, &c, Err(&why), "local-error", at, || {});
-                let _ = crate::audit::stop(&mut log, &format!("local error: {e}"));
-            }
-            return Err(e);
-        }
-    };
-    test_pause("after-call");
-    // Refused by the trunk before anything rang: recorded, but no attempt used.
-    let outcome = crate::fault::recorded_outcome(&report, true);
-    let mut late_opt_out = None;
-    {
-        let mut log = log
-            .lock()
-            .map_err(|_| anyhow!("the audit log lock was poisoned"))?;
-        let c = CallRef {
-            call: &call_id,
-            campaign: &campaign.id,
-            contact,
-            sent_at,
-            ended,
-        };
-        finish_call(
-            &*store,
-            &mut log,
-            &c,
-            Ok(&report),
-            &outcome,
-            crate::audit::now(),
-            || test_pause("after-attempt"),
-        )?;
-        // The person asked to opt out but it could not be recorded during the call.
-        if report.ending.outcome == Outcome::OptOutFailed {
-            late_opt_out = Some(record_late_opt_out(
-                &*store,
-                &mut log,
-                contact.phone(),
-                crate::audit::now(),
-            )?);
-        }
-        crate::audit::stop(&mut log, "call done")?;
-    }
+/// The call as the operator reads it: its timeline, codec, audio, RTCP, keys, opt-out and
+/// outcome.
+fn print_report(report: &CallReport) {
     for (at, what) in &report.timeline {
         println!("{:>9.3}s {what}", at.as_secs_f64());
     }
@@ -356,32 +227,6 @@ pub fn run(
         e.sip_status.map_or("-".to_owned(), |s| s.to_string()),
         e.reason
     );
-    if let Some(recorded) = late_opt_out {
-        eprintln!(
-            "ALERT: {number} pressed the opt-out key but it could not be recorded during the call; {}",
-            if recorded { "it is now recorded" } else { "it is STILL NOT recorded: add it with `crieur optout add`" }
-        );
-        return Ok(ExitCode::from(EXIT_OPT_OUT_FAILED));
-    }
-    if let Some(f) = crate::fault::fault_of(&report) {
-        eprintln!("trunk     {}", crate::fault::describe(&f));
-        eprintln!(
-            "          {}",
-            if outcome != e.outcome.as_str() {
-                "refused before anything rang: not the contact's answer, no attempt used"
-            } else {
-                "something rang first: it counts as an attempt"
-            }
-        );
-        return Ok(ExitCode::from(EXIT_TRUNK_FAULT));
-    }
-    Ok(match e.outcome {
-        Outcome::AnsweredCompleted
-        | Outcome::AnsweredOptedOut
-        | Outcome::AnsweredNotInterested
-        | Outcome::HungUpMidMessage => ExitCode::SUCCESS,
-        _ => ExitCode::from(EXIT_NOT_ANSWERED),
-    })
 }
 
 /// The dial protocol's rules of `campaign`, as plain values.
@@ -481,14 +326,4 @@ pub(crate) fn recover(
         println!("recovered {r}");
     }
     Ok(())
-}
-
-/// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash
-/// tests can SIGKILL the process exactly there. Pausing weakens nothing.
-fn test_pause(point: &str) {
-    if std::env::var("CRIEUR_TEST_PAUSE_AT").is_ok_and(|p| p == point) {
-        println!("paused    at {point}");
-        let _ = std::io::Write::flush(&mut std::io::stdout());
-        std::thread::sleep(std::time::Duration::from_secs(30));
-    }
 }

@@ -165,6 +165,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             drain: Duration::from_secs(30),
             until: None,
             max_idle: Some(Duration::from_secs(60)),
+            scope: crate::run::Scope::Campaign,
         },
     )?;
     drop(network);

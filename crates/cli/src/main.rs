@@ -410,6 +410,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     drain: std::time::Duration::from_secs(drain_secs),
                     until,
                     max_idle: max_idle_secs.map(std::time::Duration::from_secs),
+                    scope: run::Scope::Campaign,
                 },
             )
         }
@@ -497,14 +498,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let campaign_path = campaign;
             let campaign = campaign::load(&campaign_path)?;
-            // The binary is the edge where the clock is read; the policy takes it as input.
-            #[allow(clippy::disallowed_methods)]
-            let now = Utc::now();
             call::run(
                 &campaign,
                 &campaign_path,
                 &contact,
-                now,
                 &store.store,
                 &audit.ctx(),
             )

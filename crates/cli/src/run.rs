@@ -18,7 +18,7 @@ use crieur_audit::{AuditLog, Record};
 use crieur_dial::core::{Core, Output};
 use crieur_dial::protocol::{
     finish_call, history, lease_and_record_invite, recheck, record_late_opt_out, to_attempts,
-    CallRef,
+    CallRef, Rechecked,
 };
 use crieur_engine::{AttemptOutcome, BreakerState, Cause, Planner, SkipNote, Transition};
 use crieur_media::call::Outcome;
@@ -31,7 +31,17 @@ use tokio_util::sync::CancellationToken;
 use crate::call::{prepare, rules, Prepared};
 use crate::campaign::Campaign;
 
-/// Options of `crieur run`.
+/// Which contacts a run dials.
+pub enum Scope {
+    /// Every contact of the campaign, until each is done (`crieur run`).
+    Campaign,
+    /// One contact, once — what the re-check at the INVITE instant allows now — then the run
+    /// waits for its call to end (`crieur call`). Its caps and retry rules are the re-check's
+    /// to apply (the planner is given no history: there is nothing to schedule).
+    One(Box<Contact>),
+}
+
+/// Options of `crieur run` (and `crieur call`: a run of one contact).
 pub struct RunOptions {
     /// On the first SIGINT/SIGTERM, calls in progress get this long before they are hung up.
     pub drain: Duration,
@@ -40,6 +50,27 @@ pub struct RunOptions {
     /// Stop when nothing is in flight and the next contact is due further away than this
     /// (none: wait, however long).
     pub max_idle: Option<Duration>,
+    pub scope: Scope,
+}
+
+/// A call that ended, kept for a one-contact run's report.
+pub struct Done {
+    /// The re-check that let it go.
+    pub decision: Decision,
+    pub report: Result<CallReport, String>,
+    /// As recorded (store and log).
+    pub outcome: String,
+    /// The opt-out key was pressed but could not be recorded during the call: whether it is
+    /// recorded now.
+    pub late_opt_out: Option<bool>,
+}
+
+/// A contact not dialled, kept for a one-contact run's report: the decision as recorded.
+pub struct Refusal {
+    pub at: DateTime<Utc>,
+    pub decision: Decision,
+    /// Why the opt-out list, the history, a cap or the retry rules refused it first.
+    pub refused: Option<crieur_audit::record::Reason>,
 }
 
 /// A call task's result.
@@ -47,11 +78,16 @@ struct Finished {
     contact: usize,
     call: String,
     sent_at: DateTime<Utc>,
+    decision: Decision,
     report: Result<CallReport, String>,
 }
 
 #[derive(Default)]
-struct Counters {
+pub struct Counters {
+    /// Keep every call's report and every refusal (a one-contact run).
+    keep: bool,
+    pub calls: Vec<Done>,
+    pub refusals: Vec<Refusal>,
     dialled: u64,
     answered: u64,
     opted_out: u64,
@@ -77,11 +113,48 @@ pub fn run(
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
     let store = Arc::new(SledStore::open(store_path, false)?);
+    let (reason, counters) = drive(campaign, campaign_path, store, store_path, actx, opts)?;
+    println!("stopped   {reason}");
+    println!("summary   {} calls placed", counters.dialled);
+    for (o, n) in &counters.by_outcome {
+        println!("  {o:<34} {n:>6}");
+    }
+    println!(
+        "audit     {} (verify: crieur audit verify {0}; replay: crieur audit replay {0})",
+        crate::audit::dir_for(store_path, actx.dir.as_deref()).display()
+    );
+    if let Some(why) = &counters.trunk_end {
+        eprintln!("trunk     {why}");
+        if counters.trunk_refused > 0 {
+            eprintln!(
+                "          {} call(s) refused by the trunk before anything rang: no attempt used, dialled again on the next run",
+                counters.trunk_refused
+            );
+        }
+        return Ok(ExitCode::from(crate::call::EXIT_TRUNK_FAULT));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The run itself: its header, crash recovery, the planner and the core, the event loop, its
+/// stop record. Returns why it stopped and what it did.
+pub fn drive(
+    campaign: &Campaign,
+    campaign_path: &Path,
+    store: Arc<SledStore>,
+    store_path: &Path,
+    actx: &crate::audit::Ctx,
+    opts: RunOptions,
+) -> anyhow::Result<(String, Counters)> {
+    let one = matches!(opts.scope, Scope::One(_));
     let mut log = actx.open(store_path, Some(campaign))?;
     let start = now();
     log.append(
         start,
-        &crate::audit::header("run", Some((campaign, campaign_path)))?,
+        &crate::audit::header(
+            if one { "call" } else { "run" },
+            Some((campaign, campaign_path)),
+        )?,
     )?;
     crate::call::recover(
         &store,
@@ -89,7 +162,10 @@ pub fn run(
         &crate::audit::dir_for(store_path, actx.dir.as_deref()),
         start,
     )?;
-    let contacts = store.contacts(&campaign.id)?;
+    let contacts = match &opts.scope {
+        Scope::Campaign => store.contacts(&campaign.id)?,
+        Scope::One(c) => vec![(**c).clone()],
+    };
     if contacts.is_empty() {
         return Err(anyhow!(
             "campaign `{}` has no contacts in {}: import them with `crieur import`",
@@ -106,13 +182,18 @@ pub fn run(
         campaign.effective_pacing(),
         start,
     );
-    for i in 0..planner.len() {
+    let mut c = Counters {
+        keep: one,
+        ..Counters::default()
+    };
+    for i in (0..planner.len()).filter(|_| !one) {
         match history(&*store, planner.contact(i))? {
             Ok(h) => planner.load_history(i, to_attempts(&h, &campaign.id)),
             // A damaged history: the number is not dialled in this run, and the log says why.
             Err(why) => {
                 let contact = planner.contact(i);
                 let d = Evaluator::new(&campaign.policy).decide(contact, start);
+                c.keep_refusal(start, &d, Some(&why));
                 log.append(
                     start,
                     &Record::Decision(Box::new(decision_record(
@@ -144,7 +225,7 @@ pub fn run(
         .enable_all()
         .build()?;
     let result = rt.block_on(event_loop(
-        campaign, &store, &log, &mut core, prepared, &opts,
+        campaign, &store, &log, &mut core, prepared, &opts, c,
     ));
     let mut log = log
         .lock()
@@ -155,27 +236,7 @@ pub fn run(
     };
     // Whatever happened, the log is flushed and checkpointed.
     crate::audit::stop(&mut log, &reason)?;
-    let counters = result?.1;
-    println!("stopped   {reason}");
-    println!("summary   {} calls placed", counters.dialled);
-    for (o, n) in &counters.by_outcome {
-        println!("  {o:<34} {n:>6}");
-    }
-    println!(
-        "audit     {} (verify: crieur audit verify {0}; replay: crieur audit replay {0})",
-        crate::audit::dir_for(store_path, actx.dir.as_deref()).display()
-    );
-    if let Some(why) = &counters.trunk_end {
-        eprintln!("trunk     {why}");
-        if counters.trunk_refused > 0 {
-            eprintln!(
-                "          {} call(s) refused by the trunk before anything rang: no attempt used, dialled again on the next run",
-                counters.trunk_refused
-            );
-        }
-        return Ok(ExitCode::from(crate::call::EXIT_TRUNK_FAULT));
-    }
-    Ok(ExitCode::SUCCESS)
+    result
 }
 
 /// A breaker transition: into the audit log (committed with the loop's next commit) and on
@@ -218,6 +279,7 @@ struct Placed {
     contact: usize,
     call: String,
     sent_at: DateTime<Utc>,
+    decision: Decision,
 }
 
 /// What the loop shares with call tasks.
@@ -244,6 +306,7 @@ async fn event_loop(
     core: &mut Core<'_>,
     prepared: Prepared,
     opts: &RunOptions,
+    mut c: Counters,
 ) -> anyhow::Result<(String, Counters)> {
     let Prepared {
         trunk,
@@ -260,8 +323,7 @@ async fn event_loop(
     };
     let mut calls: JoinSet<Result<CallReport, String>> = JoinSet::new();
     let mut placed: HashMap<tokio::task::Id, Placed> = HashMap::new();
-    let mut c = Counters::default();
-    let progress = Progress::new();
+    let progress = Progress::new(c.keep);
     let r = dial_loop(
         campaign,
         store,
@@ -314,6 +376,7 @@ fn finished(
         contact: p.contact,
         call: p.call,
         sent_at: p.sent_at,
+        decision: p.decision,
         report,
     })
 }
@@ -382,17 +445,23 @@ async fn dial_loop(
                         SkipNote::Cap(hit) => Some((&hit).into()),
                         SkipNote::Policy { .. } => None,
                     });
+                    c.keep_refusal(t, &d, refused.as_ref());
                     record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
                 }
                 Output::Dial { contact: i, .. } if failure.is_some() => core.not_dialled(i, None),
                 Output::Dial { contact: i, .. } => {
                     let contact = core.contact(i).clone();
-                    match dial_one(store, log, &dial, &mut eval, &contact)? {
+                    let (checked, dialled) = dial_one(store, log, &dial, &mut eval, &contact)?;
+                    match dialled {
                         Ok((call, sent_at)) => {
                             core.dialled(i);
-                            ready.push((i, contact, call, sent_at));
+                            ready.push((i, contact, call, sent_at, checked.decision));
                         }
-                        Err(Ok(retry_at)) => core.not_dialled(i, retry_at),
+                        Err(Ok(retry_at)) => {
+                            let why = checked.refused.as_ref().map(|(why, _)| why);
+                            c.keep_refusal(checked.at, &checked.decision, why);
+                            core.not_dialled(i, retry_at);
+                        }
                         Err(Err(e)) => {
                             // The store failed: place what is ready, then stop.
                             core.not_dialled(i, None);
@@ -403,7 +472,10 @@ async fn dial_loop(
             }
         }
         lock(log)?.commit()?;
-        for (i, contact, call, sent_at) in ready {
+        if !ready.is_empty() {
+            test_pause("after-lease");
+        }
+        for (i, contact, call, sent_at, decision) in ready {
             c.dialled += 1;
             c.recent.push_back(sent_at);
             let handle = calls.spawn(place(shared, campaign, store, log, contact, call.clone()));
@@ -413,11 +485,17 @@ async fn dial_loop(
                     contact: i,
                     call,
                     sent_at,
+                    decision,
                 },
             );
         }
         if let Some(e) = failure {
             return Err(e);
+        }
+        if c.keep && stopping.is_none() {
+            // One contact, once: whatever this pass did not dial is not dialled.
+            core.stop();
+            stopping = Some(("call done".into(), tokio::time::Instant::now() + opts.drain));
         }
         // Calls that ended.
         while let Some(j) = calls.try_join_next_with_id() {
@@ -530,9 +608,9 @@ async fn dial_loop(
     }
 }
 
-/// What became of one dial order: `Ok((call, sent_at))` to place it (leased, its INVITE
-/// recorded); `Err(Ok(retry_at))` not placed, back at `retry_at` (never: `None`);
-/// `Err(Err(e))` the store failed.
+/// What became of one dial order (after its re-check): `Ok((call, sent_at))` to place it
+/// (leased, its INVITE recorded); `Err(Ok(retry_at))` not placed, back at `retry_at` (never:
+/// `None`); `Err(Err(e))` the store failed.
 type Dialled = Result<(String, DateTime<Utc>), Result<Option<DateTime<Utc>>, anyhow::Error>>;
 
 /// One dial order at the INVITE instant: re-checked and recorded, then — with 200 ms of the
@@ -544,20 +622,19 @@ fn dial_one(
     dial: &crieur_dial::DialRules,
     eval: &mut Evaluator<'_>,
     contact: &Contact,
-) -> anyhow::Result<Dialled> {
+) -> anyhow::Result<(Rechecked, Dialled)> {
     let decided_at = now();
     let checked = recheck(dial, &**store, eval, contact, &mut *lock(log)?, decided_at)?;
     let valid_until = match checked.verdict() {
         Ok(v) => v,
-        Err(retry_at) => return Ok(Err(Ok(retry_at))),
+        Err(retry_at) => return Ok((checked, Err(Ok(retry_at)))),
     };
     let sent_at = crieur_dial::to_micros(now());
     if valid_until - sent_at <= chrono::Duration::milliseconds(SEND_MARGIN_MS) {
-        return Ok(Err(Ok(Some(
-            valid_until.max(sent_at) + chrono::Duration::seconds(1),
-        ))));
+        let retry_at = valid_until.max(sent_at) + chrono::Duration::seconds(1);
+        return Ok((checked, Err(Ok(Some(retry_at)))));
     }
-    match lease_and_record_invite(
+    let dialled = match lease_and_record_invite(
         &**store,
         &mut *lock(log)?,
         dial,
@@ -566,16 +643,17 @@ fn dial_one(
         valid_until,
         sent_at,
         false,
-        || {},
+        || test_pause("after-lease-before-record"),
     ) {
-        Ok(call) => Ok(Ok((call, sent_at))),
+        Ok(call) => Ok((call, sent_at)),
         // Another process is dialling it: not ours to call now.
         Err(crieur_dial::Error::Store(crieur_store::Error::Leased { .. })) => {
-            Ok(Err(Ok(Some(sent_at + chrono::Duration::seconds(60)))))
+            Err(Ok(Some(sent_at + chrono::Duration::seconds(60))))
         }
-        Err(crieur_dial::Error::Store(e)) => Ok(Err(Err(e.into()))),
-        Err(e) => Err(e.into()),
-    }
+        Err(crieur_dial::Error::Store(e)) => Err(Err(e.into())),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((checked, dialled))
 }
 
 /// One call, as a task: the opt-out hook makes the opt-out durable in the store and in the
@@ -606,34 +684,43 @@ fn place(
     );
     async move {
         let phone = contact.phone().clone();
-        uac.call(&trunk, req, move |digit, method| -> OptOutFuture {
-            Box::pin(async move {
-                let how = format!("key {digit} by {}", method.as_str());
-                let at = now();
-                tokio::task::spawn_blocking(move || {
-                    store
-                        .add_opt_out(&phone, at, &how)
-                        .map_err(|e| e.to_string())?;
-                    let mut log = log
-                        .lock()
-                        .map_err(|_| "audit log lock poisoned".to_owned())?;
-                    log.append_durable(
-                        at,
-                        &Record::OptOutRecorded(OptOutRecorded {
-                            call,
-                            number: phone.to_string(),
+        let report = uac
+            .call(&trunk, req, move |digit, method| -> OptOutFuture {
+                Box::pin(async move {
+                    let how = format!("key {digit} by {}", method.as_str());
+                    let at = now();
+                    tokio::task::spawn_blocking(move || {
+                        store
+                            .add_opt_out(&phone, at, &how)
+                            .map_err(|e| e.to_string())?;
+                        test_pause("after-opt-out");
+                        let mut log = log
+                            .lock()
+                            .map_err(|_| "audit log lock poisoned".to_owned())?;
+                        log.append_durable(
                             at,
-                        }),
-                    )
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                            &Record::OptOutRecorded(OptOutRecorded {
+                                call,
+                                number: phone.to_string(),
+                                at,
+                            }),
+                        )
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
                 })
-                .await
-                .map_err(|e| e.to_string())?
             })
-        })
-        .await
-        .map_err(|e| e.to_string())
+            .await
+            .map_err(|e| e.to_string());
+        if pausing_at("after-call") {
+            // The crash test's point: the call over, its BYE's transaction done, nothing of
+            // its end recorded yet.
+            uac.wait_background(crieur_media::uac::EXIT_GRACE).await;
+            test_pause("after-call");
+        }
+        report
     }
 }
 
@@ -709,9 +796,10 @@ fn finish(
         f.report.as_ref().map_err(String::as_str),
         &outcome,
         now(),
-        || {},
+        || test_pause("after-attempt"),
     )
     .with_context(|| format!("recording the outcome of {}", contact.id()))?;
+    let mut late_opt_out = None;
     if let Ok(r) = &f.report {
         match r.ending.outcome {
             Outcome::AnsweredCompleted
@@ -725,6 +813,7 @@ fn finish(
                 c.answered += 1;
                 // The person asked: record it now, and say so loudly.
                 let ok = record_late_opt_out(&**store, &mut *lock(log)?, contact.phone(), now())?;
+                late_opt_out = Some(ok);
                 eprintln!(
                     "ALERT: {} pressed the opt-out key but it could not be recorded during the call; {}",
                     contact.phone(),
@@ -748,7 +837,51 @@ fn finish(
     if let Some(tr) = core.call_ended(f.contact, ended, scheduled, verdict) {
         note_transition(campaign, log, progress, &tr, Some(&f.call))?;
     }
+    if c.keep {
+        c.calls.push(Done {
+            decision: f.decision,
+            report: f.report,
+            outcome,
+            late_opt_out,
+        });
+    }
     Ok(())
+}
+
+impl Counters {
+    /// A contact not dialled, for a one-contact run's report.
+    fn keep_refusal(
+        &mut self,
+        at: DateTime<Utc>,
+        decision: &Decision,
+        refused: Option<&crieur_audit::record::Reason>,
+    ) {
+        if self.keep {
+            self.refusals.push(Refusal {
+                at,
+                decision: decision.clone(),
+                refused: refused.cloned(),
+            });
+        }
+    }
+}
+
+/// Whether the crash tests asked to stop at `point`.
+fn pausing_at(point: &str) -> bool {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    AT.get_or_init(|| std::env::var("CRIEUR_TEST_PAUSE_AT").ok())
+        .as_deref()
+        == Some(point)
+}
+
+/// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash
+/// tests can SIGKILL the process exactly there. Pausing weakens nothing.
+fn test_pause(point: &str) {
+    if pausing_at(point) {
+        println!("paused    at {point}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    }
 }
 
 /// SIGINT and SIGTERM, each one stream registered for the whole run: a signal that arrives
@@ -780,11 +913,13 @@ impl Signals {
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     last_plain: Mutex<Option<std::time::Instant>>,
+    /// No progress line (a one-contact run reports its call itself).
+    quiet: bool,
 }
 
 impl Progress {
-    fn new() -> Progress {
-        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+    fn new(quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
             let b = indicatif::ProgressBar::new_spinner();
             b.enable_steady_tick(Duration::from_millis(250));
             b
@@ -792,6 +927,7 @@ impl Progress {
         Progress {
             bar,
             last_plain: Mutex::new(None),
+            quiet,
         }
     }
 
@@ -827,6 +963,9 @@ impl Progress {
         idle_until: Option<DateTime<Utc>>,
         trunk: Option<&str>,
     ) {
+        if self.quiet {
+            return;
+        }
         let line = Self::line(c, remaining, in_flight, idle_until, trunk);
         match &self.bar {
             Some(b) => b.set_message(line),
