@@ -420,6 +420,20 @@ struct ToneRun {
     after: u32,
 }
 
+impl ToneRun {
+    fn open(start_frame: u64, f: &Frame) -> Self {
+        ToneRun {
+            start_frame,
+            frames: 1,
+            freq_sum: f.freq_hz,
+            last_freq: f.freq_hz,
+            level_sum: f.level_dbfs,
+            misses: 0,
+            after: 0,
+        }
+    }
+}
+
 /// The answering-machine detector (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct Detector {
@@ -686,15 +700,7 @@ impl Detector {
         match self.tone.as_mut() {
             None => {
                 if tonal {
-                    self.tone = Some(ToneRun {
-                        start_frame: frame_no,
-                        frames: 1,
-                        freq_sum: f.freq_hz,
-                        last_freq: f.freq_hz,
-                        level_sum: f.level_dbfs,
-                        misses: 0,
-                        after: 0,
-                    });
+                    self.tone = Some(ToneRun::open(frame_no, f));
                 }
             }
             Some(run) => {
@@ -738,15 +744,7 @@ impl Detector {
                 // Not a beep: start over, this frame possibly opening a new tone.
                 self.tone = None;
                 if tonal {
-                    self.tone = Some(ToneRun {
-                        start_frame: frame_no,
-                        frames: 1,
-                        freq_sum: f.freq_hz,
-                        last_freq: f.freq_hz,
-                        level_sum: f.level_dbfs,
-                        misses: 0,
-                        after: 0,
-                    });
+                    self.tone = Some(ToneRun::open(frame_no, f));
                 }
             }
         }
