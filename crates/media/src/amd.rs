@@ -209,9 +209,15 @@ pub struct AmdParams {
     pub max_word_length: Duration,
     /// A frame is voice when its level is this far above the noise floor (dB). Default 9 dB.
     pub voice_margin_db: f32,
-    /// … and above this absolute level (dBFS). Default −45 dBFS (about Asterisk's
-    /// `silence_threshold` of 256, an average magnitude, on a sine).
+    /// … and above this absolute level (dBFS). Default −55 dBFS: a quiet talker on a weak line
+    /// is −40 to −50 dBFS (Asterisk's `silence_threshold` of 256, an average magnitude, is
+    /// about −41 dBFS and misses them); the floor margin does the rest.
     pub voice_min_dbfs: f32,
+    /// … and within this range under the loudest voice of the last seconds (which decays
+    /// 5 dB/s), dB. Default 22 dB: a radio or television in the room, or a greeting's music
+    /// bed, is background under the speaker, not words; a speaker's own syllables stay within
+    /// ~20 dB of each other.
+    pub voice_range_db: f32,
     /// Beep: lowest and highest frequency (Hz). Default 350–2,100 Hz: the 400–2,000 Hz of
     /// common machines with margin.
     pub beep_min_hz: f32,
@@ -227,6 +233,10 @@ pub struct AmdParams {
     pub beep_min_tonality_db: f32,
     /// Beep: least level (dBFS). Default −40 dBFS.
     pub beep_min_dbfs: f32,
+    /// After a beep: how long to wait for another before the drop point (double and triple
+    /// beeps; the recording starts after the last). Default 100 ms: the gaps of multi-tone
+    /// beeps are 50–100 ms, and it keeps the beep → message delay well under 300 ms.
+    pub beep_settle: Duration,
     /// After a `machine` verdict without a beep: silence that ends the greeting. Default
     /// 1,500 ms (greetings pause under a second between sentences; machines that do not
     /// beep start recording when the greeting stops).
@@ -252,13 +262,15 @@ impl Default for AmdParams {
             max_words: 6,
             max_word_length: ms(5000),
             voice_margin_db: 9.0,
-            voice_min_dbfs: -45.0,
+            voice_min_dbfs: -55.0,
+            voice_range_db: 22.0,
             beep_min_hz: 350.0,
             beep_max_hz: 2100.0,
             beep_min_length: ms(100),
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
             beep_min_dbfs: -40.0,
+            beep_settle: ms(100),
             greeting_end_silence: ms(1500),
             max_greeting_wait: ms(30_000),
             beep_override_window: ms(30_000),
@@ -457,6 +469,8 @@ pub struct Detector {
     tone: Option<ToneRun>,
     // drop point
     dropped: bool,
+    pending_drop: Option<(Beep, u32)>,
+    peak: f32,
     events: std::collections::VecDeque<AmdEvent>,
 }
 
@@ -481,6 +495,8 @@ impl Detector {
             verdict: None,
             tone: None,
             dropped: false,
+            pending_drop: None,
+            peak: FLOOR_DBFS,
             events: std::collections::VecDeque::new(),
         }
     }
@@ -595,13 +611,20 @@ impl Detector {
         } else {
             self.p.voice_margin_db
         };
-        f.level_dbfs > self.p.voice_min_dbfs && f.level_dbfs > floor + margin
+        f.level_dbfs > self.p.voice_min_dbfs
+            && f.level_dbfs > floor + margin
+            && f.level_dbfs > self.peak - self.p.voice_range_db
     }
 
     fn step(&mut self, f: Frame) {
         let floor = self.floor.get();
         let voiced = self.is_voice(&f, floor);
         self.floor.push(f.level_dbfs);
+        // The loudest voice lately, decaying 5 dB/s: what is far under it is background.
+        self.peak -= 0.05;
+        if voiced && f.level_dbfs > self.peak {
+            self.peak = f.level_dbfs;
+        }
         self.frames += 1;
         self.beep_step(&f, floor);
         if self.verdict.is_none() {
@@ -609,7 +632,23 @@ impl Detector {
         } else {
             self.silence_step(voiced);
         }
-        if self.verdict.map(|v| v.kind) == Some(Kind::Machine) && !self.dropped {
+        if let Some((beep, quiet)) = self.pending_drop {
+            // A tone under way (a second or third beep) holds the drop back.
+            let quiet = if self.tone.is_some() {
+                0
+            } else {
+                quiet + FRAME_MS
+            };
+            self.pending_drop = Some((beep, quiet));
+            if quiet >= ms_u32(self.p.beep_settle) {
+                self.pending_drop = None;
+                self.drop_at(DropCause::Beep(beep));
+            }
+        }
+        if self.verdict.map(|v| v.kind) == Some(Kind::Machine)
+            && !self.dropped
+            && self.pending_drop.is_none()
+        {
             if self.silence_ms >= ms_u32(self.p.greeting_end_silence) {
                 self.drop_at(DropCause::Silence);
             } else if self.analysed() >= self.p.max_greeting_wait {
@@ -694,7 +733,10 @@ impl Detector {
             && (p.beep_min_hz..=p.beep_max_hz).contains(&f.freq_hz);
         let stable =
             |run: &ToneRun| (f.freq_hz - run.last_freq).abs() <= (0.02 * run.last_freq).max(10.0);
-        let min_frames = ms_u32(p.beep_min_length).div_ceil(FRAME_MS);
+        // A tone's edges fall inside frames: a 100 ms tone fills 9 whole frames at worst.
+        let min_frames = (ms_u32(p.beep_min_length) / FRAME_MS)
+            .saturating_sub(1)
+            .max(2);
         let max_frames = ms_u32(p.beep_max_length).div_ceil(FRAME_MS);
         let frame_no = self.frames - 1;
         match self.tone.as_mut() {
@@ -758,7 +800,8 @@ impl Detector {
             _ => self.decide(Kind::Machine, Cause::Beep),
         }
         if !self.dropped {
-            self.drop_at(DropCause::Beep(beep));
+            // The drop waits `beep_settle` for a further beep (double and triple beeps).
+            self.pending_drop = Some((beep, 0));
         }
     }
 }
@@ -991,8 +1034,29 @@ mod tests {
         );
         let d = drop_point(&ev).expect("a drop point");
         assert!(matches!(d.cause, DropCause::Beep(_)));
-        // Confirmed 20 ms after the tone's end.
-        assert!(d.at - b[0].end <= Duration::from_millis(40), "{d:?}");
+        // The beep is confirmed 20 ms after the tone's end, the drop `beep_settle` later.
+        assert!(d.at - b[0].end <= Duration::from_millis(140), "{d:?}");
+    }
+
+    #[test]
+    fn triple_beep_drops_after_the_last() {
+        let mut x = cat(&[speech(4000, -18.0, 2), silence(500)]);
+        for _ in 0..3 {
+            x.extend(tone(120, 1000.0, -14.0));
+            x.extend(silence(80));
+        }
+        x.extend(silence(1000));
+        let ev = run(AmdParams::default(), &g711(&x));
+        assert_eq!(beeps(&ev).len(), 3, "{ev:?}");
+        let d = drop_point(&ev).expect("a drop point");
+        let last = beeps(&ev)[2];
+        assert_eq!(d.cause, DropCause::Beep(last));
+        // The last beep ends at 4,500 + 2 × 200 + 120 ms.
+        assert!(
+            last.end >= Duration::from_millis(5010) && last.end <= Duration::from_millis(5030),
+            "{last:?}"
+        );
+        assert!(d.at >= last.end + Duration::from_millis(100), "{d:?}");
     }
 
     #[test]
