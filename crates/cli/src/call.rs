@@ -226,6 +226,7 @@ pub fn run(
             keep_received_audio: false,
             stop: Some(stop.clone()),
             lead_in: campaign.lead_in,
+            amd: None,
         };
         // Ctrl-C / SIGTERM end the call cleanly (an opt-out in progress is recorded first);
         // a second Ctrl-C exits at once.

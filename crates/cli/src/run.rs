@@ -653,6 +653,7 @@ fn place(
         keep_received_audio: false,
         stop: Some(shared.hangup_all.child_token()),
         lead_in: campaign.lead_in,
+        amd: None,
     };
     let (uac, trunk, store, log) = (
         shared.uac.clone(),

@@ -359,6 +359,7 @@ async fn place_full(
         keep_received_audio: true,
         stop: None,
         lead_in,
+        amd: None,
     };
     let report = tokio::time::timeout(
         Duration::from_secs(50),
@@ -567,6 +568,7 @@ async fn bye_to_a_vanished_peer_ends_the_call_when_it_left() {
         keep_received_audio: false,
         stop: None,
         lead_in: DEFAULT_LEAD_IN,
+        amd: None,
     };
     let started = Instant::now();
     let r = uac
