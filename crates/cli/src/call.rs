@@ -135,6 +135,7 @@ pub fn run(
         local,
         message,
         confirmation,
+        amd,
     } = prepare(campaign)?;
     log.commit()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -226,7 +227,7 @@ pub fn run(
             keep_received_audio: false,
             stop: Some(stop.clone()),
             lead_in: campaign.lead_in,
-            amd: None,
+            amd,
         };
         // Ctrl-C / SIGTERM end the call cleanly (an opt-out in progress is recorded first);
         // a second Ctrl-C exits at once.
@@ -512,6 +513,8 @@ pub struct Prepared {
     pub local: SocketAddr,
     pub message: Arc<Message>,
     pub confirmation: Arc<Message>,
+    /// Answering-machine detection (`[amd]`), the voicemail message loaded.
+    pub amd: Option<crieur_media::uac::AmdRequest>,
 }
 
 pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
@@ -566,11 +569,23 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
         Some(a) => a,
         None => SocketAddr::new(local_ip_towards(address)?, 0),
     };
+    let amd = match &campaign.amd {
+        Some(a) => Some(crieur_media::uac::AmdRequest {
+            mode: a.mode,
+            params: a.params,
+            voicemail: match &a.voicemail {
+                Some(v) => Some(Arc::new(Message::load(v)?)),
+                None => None,
+            },
+        }),
+        None => None,
+    };
     Ok(Prepared {
         trunk,
         local,
         message,
         confirmation,
+        amd,
     })
 }
 
@@ -724,6 +739,12 @@ pub(crate) fn record_call(
             }),
         )?;
     }
+    if let (Some(a), Some(answered)) = (&r.amd, r.answered_at) {
+        log.append(
+            written,
+            &Record::Amd(amd_record(call, campaign, a, answered)),
+        )?;
+    }
     if r.answered_at.is_some() && r.rtcp.sent > 0 {
         log.append(written, &Record::Rtcp(rtcp_record(call, &r.rtcp)))?;
     }
@@ -755,6 +776,68 @@ pub(crate) fn record_call(
         }),
     )?;
     Ok(())
+}
+
+/// The call's answering-machine detection for the audit log (times from the answer).
+fn amd_record(
+    call: &str,
+    campaign: &Campaign,
+    a: &crieur_media::uac::AmdReport,
+    answered: std::time::Duration,
+) -> crieur_audit::record::AmdRecord {
+    use crieur_audit::record::{AmdBeep, AmdFeatures, AmdRecord};
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let last = a.verdicts.last();
+    // The beep the drop waited for, else the last one heard.
+    let beep = match a.drop.map(|(_, p)| p.cause) {
+        Some(crieur_media::amd::DropCause::Beep(b)) => Some(b),
+        _ => a.beeps.last().map(|(_, b)| *b),
+    };
+    let beep_end = beep.map(|b| answered + b.end);
+    AmdRecord {
+        call: call.to_owned(),
+        mode: a.mode.as_str().into(),
+        verdict: last.map_or("none", |(_, v)| v.kind.as_str()).into(),
+        cause: last.map(|(_, v)| v.cause.as_str().into()),
+        first_verdict: (a.verdicts.len() > 1)
+            .then(|| a.verdicts.first().map(|(_, v)| v.kind.as_str().into()))
+            .flatten(),
+        answer_to_verdict_ms: last.map(|(at, _)| ms(at.saturating_sub(answered))),
+        features: last.map(|(_, v)| {
+            let f = v.features;
+            AmdFeatures {
+                initial_silence_ms: f.initial_silence_ms,
+                voice_ms: f.voice_ms,
+                words: f.words,
+                longest_word_ms: f.longest_word_ms,
+                silence_ms: f.silence_ms,
+                analysed_ms: f.analysed_ms,
+                noise_floor_dbfs: f.noise_floor_dbfs.round() as i32,
+            }
+        }),
+        beep: beep.map(|b| AmdBeep {
+            freq_hz: b.freq_hz.round() as u32,
+            length_ms: ms(b.end.saturating_sub(b.start)),
+            end_ms: ms(b.end),
+        }),
+        drop: a.drop.map(|(_, p)| p.cause.as_str().into()),
+        beep_to_voicemail_ms: match (beep_end, a.voicemail_started_at, a.drop) {
+            (Some(end), Some(vm), Some((_, p))) if p.cause.as_str() == "beep" => {
+                Some(ms(vm.saturating_sub(end)))
+            }
+            _ => None,
+        },
+        voicemail_at_ms: a.voicemail_started_at.map(ms),
+        voicemail_sha256: (a.voicemail_packets > 0)
+            .then(|| {
+                campaign
+                    .amd
+                    .as_ref()
+                    .and_then(|c| c.voicemail_sha256.clone())
+            })
+            .flatten(),
+        voicemail_played_ms: a.voicemail_packets * 20,
+    }
 }
 
 /// The call's RTCP for the audit log.
