@@ -95,6 +95,23 @@ pub struct AmdConfig {
     pub voicemail_sha256: Option<String>,
 }
 
+/// A recording named by `field` (relative to the campaign file): its path if it decodes.
+fn wav_file(cx: &mut Ctx<'_>, base: &Path, v: &Spanned<String>, field: &str) -> Option<PathBuf> {
+    let path = base.join(v.get_ref());
+    match wav_length(&path) {
+        Ok(_) => Some(path),
+        Err(why) => {
+            cx.err(
+                v.span(),
+                field,
+                Some(v.get_ref()),
+                format!("expected a readable WAV file ({}): {why}", path.display()),
+            );
+            None
+        }
+    }
+}
+
 /// `[amd]` → its configuration; every problem reported at the section's span.
 fn amd_config(cx: &mut Ctx<'_>, base: &Path, a: &Spanned<RawAmd>) -> Option<AmdConfig> {
     use crieur_media::call::AmdMode;
@@ -168,21 +185,10 @@ fn amd_config(cx: &mut Ctx<'_>, base: &Path, a: &Spanned<RawAmd>) -> Option<AmdC
         ),
         None => {}
     }
-    let voicemail = a.voicemail_message.as_ref().and_then(|v| {
-        let path = base.join(v.get_ref());
-        match wav_length(&path) {
-            Ok(_) => Some(path),
-            Err(why) => {
-                cx.err(
-                    v.span(),
-                    "amd.voicemail_message",
-                    Some(v.get_ref()),
-                    format!("expected a readable WAV file ({}): {why}", path.display()),
-                );
-                None
-            }
-        }
-    });
+    let voicemail = a
+        .voicemail_message
+        .as_ref()
+        .and_then(|v| wav_file(cx, base, v, "amd.voicemail_message"));
     if mode == Some(AmdMode::VoicemailDrop) && a.voicemail_message.is_none() {
         cx.err(
             span,
@@ -766,21 +772,10 @@ pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
         }
         other => other.map(|(_, c)| c),
     };
-    let confirmation = raw.confirmation.as_ref().and_then(|c| {
-        let p = base.join(c.get_ref());
-        match wav_length(&p) {
-            Ok(_) => Some(p),
-            Err(why) => {
-                cx.err(
-                    c.span(),
-                    "confirmation",
-                    Some(c.get_ref()),
-                    format!("expected a readable WAV file ({}): {why}", p.display()),
-                );
-                None
-            }
-        }
-    });
+    let confirmation = raw
+        .confirmation
+        .as_ref()
+        .and_then(|c| wav_file(&mut cx, base, c, "confirmation"));
     let trunk = raw
         .trunk
         .as_ref()
