@@ -20,9 +20,10 @@
 //! noise, hum or background music is floor and not voice), with a higher margin for
 //! noise-like frames (high zero-crossing rate, low tonality). The beep detector fits the
 //! two-tap predictor `x[n] = 2·cos(ω)·x[n−1] − x[n−2]`, which an undamped sinusoid satisfies
-//! exactly: the fit gives the frequency, the prediction gain (signal / residual energy) how
-//! pure the tone is. Speech (damped resonances over a harmonic series), music chords and
-//! noise predict badly; a beep predicts to the G.711 quantisation noise.
+//! exactly: the fit gives the frequency; a Goertzel filter there, how much of the frame's
+//! energy that one sinusoid holds; the sinusoid's invariant, how steady its envelope is.
+//! Music chords and noise put their energy elsewhere, voiced speech rings down between
+//! glottal pulses; a beep holds all its energy, steadily, to the G.711 quantisation noise.
 //!
 //! Time: the analysis clock is the audio itself (10 ms per frame fed), so jitter in packet
 //! arrival does not move the features. When the far end sends nothing (silence suppression,
@@ -186,15 +187,18 @@ pub struct AmdParams {
     /// to our message says nothing, and the beep still catches a machine.
     pub initial_silence: Duration,
     /// Voiced time after which the greeting is a machine's (Asterisk: 1,500 ms). Default
-    /// 2,500 ms: people answer "Allô ?", "Yes, who is this?" (0.3–1.3 s of voice), and a
-    /// longer "Hello, this is … speaking" stays under it, while the shortest greetings
-    /// ("You've reached …, leave a message") pass it within 3–4 s.
+    /// 3,000 ms: people answer "Allô ?", "Yes, who is this?" (0.3–1.3 s of voice), and a
+    /// slow "Hello, Marie speaking, who's calling please?" (2.5–3.5 s long, pauses
+    /// included) stays under it; at 2,500 ms such answers were cut off (5 % of humans in a
+    /// second corpus). Greetings pass it within 4–5 s; shorter ones without a beep are
+    /// missed (taken for a person: the message plays into the greeting).
     pub greeting: Duration,
     /// Silence after some voice that makes the verdict `human` (Asterisk: 800 ms). Default
     /// 800 ms: a person stops after "hello?" and waits; a recorded greeting rarely pauses
     /// that long between sentences in its first seconds.
     pub after_greeting_silence: Duration,
-    /// Analysis bound: `not-sure` past it (Asterisk: 5,000 ms). Default 5,000 ms.
+    /// Analysis bound: `not-sure` past it (Asterisk: 5,000 ms). Default 6,000 ms: room for
+    /// `greeting` after a second of initial silence.
     pub total_analysis_time: Duration,
     /// Shortest voiced run counted as a word (Asterisk: 100 ms). Default 100 ms: clicks and
     /// noise bursts are shorter.
@@ -202,8 +206,8 @@ pub struct AmdParams {
     /// Silence that ends a word (Asterisk: 50 ms). Default 50 ms.
     pub between_words_silence: Duration,
     /// Words after which the greeting is a machine's (Asterisk: 2 — "Yes, who is this?"
-    /// would be a machine). Default 6: a person's answer rarely has more distinct voiced
-    /// runs before pausing; a greeting reaches it in 2–3 s.
+    /// would be a machine). Default 10: a slow seven-word answer spoken word by word
+    /// reached 6 and 7; a greeting reaches 10 in 3–4 s.
     pub max_words: u32,
     /// A voiced run longer than this is a machine's (Asterisk: 5,000 ms). Default 5,000 ms.
     pub max_word_length: Duration,
@@ -227,9 +231,10 @@ pub struct AmdParams {
     /// Beep: longest tone. Default 5,000 ms (a longer steady tone is not a beep: a fax
     /// answer tone lasts 2.6–4 s and is one; a dial or busy tone on an open line is not).
     pub beep_max_length: Duration,
-    /// Beep: least prediction gain of the sinusoid fit (dB) per frame. Default 14 dB: a
-    /// G.711 beep gives 30+ dB, a beep 25 dB above line noise about 17 dB, voiced speech
-    /// under 10 dB.
+    /// Beep: least tonality per frame (dB): both the energy at the fitted frequency against
+    /// the rest (about the tone's signal-to-noise ratio) and the steadiness of its envelope.
+    /// Default 14 dB: a G.711 beep gives 30+ dB, a beep 20 dB above line noise about 18 dB;
+    /// voiced speech fails the steadiness, chords and noise the purity.
     pub beep_min_tonality_db: f32,
     /// Beep: least level (dBFS). Default −40 dBFS.
     pub beep_min_dbfs: f32,
@@ -254,12 +259,12 @@ impl Default for AmdParams {
         let ms = Duration::from_millis;
         AmdParams {
             initial_silence: ms(2500),
-            greeting: ms(2500),
+            greeting: ms(3000),
             after_greeting_silence: ms(800),
-            total_analysis_time: ms(5000),
+            total_analysis_time: ms(6000),
             min_word_length: ms(100),
             between_words_silence: ms(50),
-            max_words: 6,
+            max_words: 10,
             max_word_length: ms(5000),
             voice_margin_db: 9.0,
             voice_min_dbfs: -55.0,
@@ -326,15 +331,29 @@ fn analyse(x: &[f32]) -> Frame {
         e2 += w[2] * w[2];
     }
     let (freq_hz, tonality_db) = if den > 0.0 && e2 > 0.0 {
-        let c = (num / den).clamp(-2.0, 2.0);
-        let mut r2 = 0f32;
-        for w in x.windows(3) {
-            let r = w[2] - c * w[1] + w[0];
-            r2 += r * r;
-        }
+        // Line noise adds to the fit's denominator only, pulling `c` toward 0 by the
+        // noise-to-signal ratio (600 Hz read as 613 Hz at 22 dB SNR, which costs the Goertzel
+        // filter 5 % of the tone): the purity is taken at the best of `c` and up to 3 % past
+        // it, and the frequency with it.
+        let c0 = (num / den).clamp(-2.0, 2.0);
+        // Frames that cannot be a beep's (too quiet, or an unsteady envelope) skip the search.
+        let search: &[f32] = if level_dbfs < -45.0 || steadiness_db(x, c0) < 8.0 {
+            &[0.0]
+        } else {
+            &[0.0, 0.0075, 0.015, 0.0225, 0.03]
+        };
+        let (c, purity) = search
+            .iter()
+            .map(|d| {
+                let c = (c0 * (1.0 + d)).clamp(-2.0, 2.0);
+                (c, purity_db(x, c, energy))
+            })
+            .fold(
+                (c0, f32::MIN),
+                |best, t| if t.1 > best.1 { t } else { best },
+            );
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
-        let gain = 10.0 * (e2 / r2.max(e2 * 1e-6)).log10();
-        (freq, gain.min(steadiness_db(x, c)))
+        (freq, purity.min(steadiness_db(x, c)))
     } else {
         (0.0, 0.0)
     };
@@ -344,6 +363,24 @@ fn analyse(x: &[f32]) -> Frame {
         freq_hz,
         tonality_db,
     }
+}
+
+/// How much of the frame's energy is at the fitted frequency (`c = 2·cos ω`), against the
+/// rest, in dB: a Goertzel filter at ω gives the energy of that one sinusoid (`2·|X(ω)|²/N`,
+/// all of a pure tone's). With line noise it is about the tone's signal-to-noise ratio
+/// (the noise spreads over the whole band; a predictor's residual would count it several
+/// times over at low frequencies); a chord or speech's harmonics put energy elsewhere.
+fn purity_db(x: &[f32], c: f32, energy: f32) -> f32 {
+    let (mut s1, mut s2) = (0f32, 0f32);
+    for &v in x {
+        let s0 = v + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0);
+    let at = (2.0 * power / x.len().max(1) as f32).min(energy);
+    let rest = (energy - at).max(energy * 1e-5);
+    10.0 * (at.max(energy * 1e-5) / rest).log10()
 }
 
 /// How steady the amplitude is, as a gain comparable to the prediction gain (dB): for an
@@ -733,9 +770,10 @@ impl Detector {
             && (p.beep_min_hz..=p.beep_max_hz).contains(&f.freq_hz);
         let stable =
             |run: &ToneRun| (f.freq_hz - run.last_freq).abs() <= (0.02 * run.last_freq).max(10.0);
-        // A tone's edges fall inside frames: a 100 ms tone fills 9 whole frames at worst.
+        // A tone's edges fall inside frames, and ramp: a 100 ms tone fills 8 whole steady
+        // frames at worst.
         let min_frames = (ms_u32(p.beep_min_length) / FRAME_MS)
-            .saturating_sub(1)
+            .saturating_sub(2)
             .max(2);
         let max_frames = ms_u32(p.beep_max_length).div_ceil(FRAME_MS);
         let frame_no = self.frames - 1;
