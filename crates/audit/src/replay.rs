@@ -32,7 +32,7 @@ pub struct Violation {
     /// `outside-campaign-schedule`, `call-would-not-fit`, `unknown-zone`, `dial-after-opt-out`,
     /// `cap-exceeded`, `retry-too-early`, `header-looser-than-ruleset`, `history-omitted`,
     /// `invite-after-window`, `invite-without-decision`, `slow-first-audio`,
-    /// `trunk-fault-misclassified`, `unreplayable`.
+    /// `trunk-fault-misclassified`, `unconfigured-voicemail`, `unreplayable`.
     pub kind: String,
     pub contact: Option<String>,
     pub number: Option<String>,
