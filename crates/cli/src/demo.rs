@@ -139,6 +139,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
          [pacing]\ncalls_per_second = 10\nmax_concurrent_calls = 40\n\
          [retry]\nmax_attempts = 2\n[retry.busy]\ndelay_secs = 10\nmax_retries = 1\n\
          [retry.no-answer]\ndelay_secs = 10\nmax_retries = 0\n[retry.failed]\ndelay_secs = 10\nmax_retries = 0\n\
+         [retry.machine]\ndelay_secs = 10\nmax_retries = 0\n\
          [amd]\nmode = \"voicemail-drop\"\nvoicemail_message = \"voicemail-fr.wav\"\n\
          [audit]\nsigning_key_file = \"audit.key\"\n\
          [trunk]\nuri = \"sip:{}\"\nfrom = \"sip:+33100000000@crieur.demo\"\nmax_call_secs = 60\n",
