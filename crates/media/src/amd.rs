@@ -222,6 +222,13 @@ pub struct AmdParams {
     /// bed, is background under the speaker, not words; a speaker's own syllables stay within
     /// ~20 dB of each other.
     pub voice_range_db: f32,
+    /// Line echo: with our own audio as reference ([`Detector::set_reference`]), a far-end
+    /// frame no louder than our loudest frame of the last 500 ms less this is not voice (it
+    /// may be our message coming back from a 2-/4-wire hybrid). Default 20 dB: G.168 asks
+    /// a hybrid for ≥ 6 dB, typical hybrids give 15–25 dB and the network's echo cancellers
+    /// more; a person or greeting louder than that is still heard. Echo returning louder is
+    /// not handled (it would read as a long greeting: a person cut off).
+    pub echo_return_loss_db: f32,
     /// Beep: lowest and highest frequency (Hz). Default 350–2,100 Hz: the 400–2,000 Hz of
     /// common machines with margin.
     pub beep_min_hz: f32,
@@ -269,6 +276,7 @@ impl Default for AmdParams {
             voice_margin_db: 9.0,
             voice_min_dbfs: -55.0,
             voice_range_db: 22.0,
+            echo_return_loss_db: 20.0,
             beep_min_hz: 350.0,
             beep_max_hz: 2100.0,
             beep_min_length: ms(100),
@@ -309,15 +317,24 @@ struct Frame {
     tonality_db: f32,
 }
 
-fn analyse(x: &[f32]) -> Frame {
-    let n = x.len();
-    let energy: f32 = x.iter().map(|v| v * v).sum();
-    let mean_sq = energy / n.max(1) as f32;
-    let level_dbfs = if mean_sq > 0.0 {
+/// A frame's level, dBFS.
+fn analyse_level(x: &[f32]) -> f32 {
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
+    if mean_sq > 0.0 {
         (10.0 * (mean_sq / (32768.0 * 32768.0)).log10()).max(FLOOR_DBFS)
     } else {
         FLOOR_DBFS
-    };
+    }
+}
+
+/// How far back our own audio may come back as echo (the echo path's delay: a hybrid's few
+/// ms plus the network's round trip), in frames: 500 ms.
+const ECHO_SPAN_FRAMES: u64 = 50;
+
+fn analyse(x: &[f32]) -> Frame {
+    let n = x.len();
+    let energy: f32 = x.iter().map(|v| v * v).sum();
+    let level_dbfs = analyse_level(x);
     let crossings = x
         .windows(2)
         .filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0))
@@ -508,6 +525,8 @@ pub struct Detector {
     dropped: bool,
     pending_drop: Option<(Beep, u32)>,
     peak: f32,
+    /// Our own audio's frame levels and the frame it starts at (echo reference).
+    reference: Option<(u64, Vec<f32>)>,
     events: std::collections::VecDeque<AmdEvent>,
 }
 
@@ -534,6 +553,7 @@ impl Detector {
             dropped: false,
             pending_drop: None,
             peak: FLOOR_DBFS,
+            reference: None,
             events: std::collections::VecDeque::new(),
         }
     }
@@ -651,6 +671,48 @@ impl Detector {
         f.level_dbfs > self.p.voice_min_dbfs
             && f.level_dbfs > floor + margin
             && f.level_dbfs > self.peak - self.p.voice_range_db
+            && f.level_dbfs > self.echo_ceiling()
+    }
+
+    /// The loudest our own audio could come back as echo now: the reference's loudest
+    /// frame over the last `ECHO_SPAN` (the echo path's delay), less `echo_return_loss_db`.
+    fn echo_ceiling(&self) -> f32 {
+        let Some((offset, levels)) = &self.reference else {
+            return f32::MIN;
+        };
+        let now = self.frames;
+        let Some(end) = now.checked_sub(*offset) else {
+            return f32::MIN;
+        };
+        let start = end.saturating_sub(ECHO_SPAN_FRAMES);
+        let (start, end) = (
+            usize::try_from(start).unwrap_or(usize::MAX),
+            usize::try_from(end).unwrap_or(usize::MAX),
+        );
+        levels
+            .get(start.min(levels.len())..end.saturating_add(1).min(levels.len()))
+            .and_then(|w| w.iter().copied().reduce(f32::max))
+            .map_or(f32::MIN, |l| l - self.p.echo_return_loss_db)
+    }
+
+    /// Our own audio, starting at `start` (e.g. the message after its lead-in), as the echo
+    /// reference: far-end frames no louder than it could come back as (see
+    /// [`AmdParams::echo_return_loss_db`]) are not voice. Linear 8 kHz samples.
+    pub fn set_reference(&mut self, start: Instant, audio: &[i16]) {
+        let levels: Vec<f32> = audio
+            .chunks(FRAME)
+            .map(|c| {
+                let x: Vec<f32> = c.iter().map(|&v| f32::from(v)).collect();
+                analyse_level(&x)
+            })
+            .collect();
+        let offset = start.saturating_duration_since(self.start).as_millis() / u128::from(FRAME_MS);
+        self.reference = Some((u64::try_from(offset).unwrap_or(u64::MAX), levels));
+    }
+
+    /// Our audio stopped: no echo reference any more.
+    pub fn clear_reference(&mut self) {
+        self.reference = None;
     }
 
     fn step(&mut self, f: Frame) {
@@ -1258,6 +1320,45 @@ mod tests {
             (ast.kind, ast.cause),
             (Kind::Machine, Cause::MaxWords),
             "{ast:?}"
+        );
+    }
+
+    /// A person says "Hello?" while our message plays; the line returns our message 18 dB
+    /// down, 60 ms late (a hybrid's echo). Heard as voice, the echo makes a long greeting;
+    /// with our message as the reference it is not voice, and the person stays a person.
+    #[test]
+    fn echo_of_our_message_is_not_a_greeting() {
+        let ours = cat(&[silence(300), speech(9000, -16.0, 31)]);
+        let ours_pcm: Vec<i16> = ours.iter().map(|&v| v as i16).collect();
+        let hello = cat(&[silence(200), speech(600, -18.0, 32), silence(8700)]);
+        let echo_gain = 10f32.powf(-18.0 / 20.0);
+        let line: Vec<f32> = hello
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                h + echo_gain
+                    * i.checked_sub(480)
+                        .and_then(|j| ours.get(j))
+                        .copied()
+                        .unwrap_or(0.0)
+            })
+            .collect();
+        let far = g711(&line);
+        let without = first_verdict(&run(AmdParams::default(), &far)).expect("a verdict");
+        assert_eq!(without.kind, Kind::Machine, "{without:?}");
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        d.set_reference(t0, &ours_pcm);
+        let mut ev = Vec::new();
+        for (i, pkt) in far.chunks(160).enumerate() {
+            d.feed(t0 + Duration::from_millis(20 * i as u64 + 20), pkt);
+            ev.extend(std::iter::from_fn(|| d.poll_event()));
+        }
+        let with = first_verdict(&ev).expect("a verdict");
+        assert_eq!(
+            (with.kind, with.cause),
+            (Kind::Human, Cause::AfterGreetingSilence),
+            "{with:?}"
         );
     }
 

@@ -575,13 +575,24 @@ impl Uac {
                     Action::Note(note) => report.timeline.push((at(now), note.into())),
                     Action::Play(p) => {
                         if let Some(m) = media.as_mut() {
-                            let [message, confirmation, voicemail] = prompts(m.codec());
+                            let codec = m.codec();
+                            let [message, confirmation, voicemail] = prompts(codec);
+                            let (audio, starts) = match p {
+                                Prompt::Message => (message, now + rtp::PTIME * lead_in_packets),
+                                Prompt::Confirmation => (confirmation, now),
+                                Prompt::Voicemail => (voicemail, now),
+                            };
+                            // What we play is the detector's echo reference.
+                            if let Some(d) = detector.as_mut() {
+                                let pcm: Vec<i16> =
+                                    audio.iter().map(|&b| codec.decode(b)).collect();
+                                d.set_reference(starts, &pcm);
+                            }
                             match p {
                                 Prompt::Message => {
-                                    m.stream().play_after(message, p, now, lead_in_packets)
+                                    m.stream().play_after(audio, p, now, lead_in_packets)
                                 }
-                                Prompt::Confirmation => m.stream().play(confirmation, p, now),
-                                Prompt::Voicemail => m.stream().play(voicemail, p, now),
+                                _ => m.stream().play(audio, p, now),
                             }
                             report.timeline.push((at(now), format!("playing {p:?}")));
                         }
@@ -589,6 +600,9 @@ impl Uac {
                     Action::StopPlayback => {
                         if let Some(m) = media.as_ref() {
                             m.stream().stop();
+                        }
+                        if let Some(d) = detector.as_mut() {
+                            d.clear_reference();
                         }
                     }
                     Action::RecordOptOut { digit, method } => {

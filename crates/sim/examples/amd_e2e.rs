@@ -95,7 +95,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         symmetric_rtp: false,
         p_asserted_identity: None,
     });
-    let message = Arc::new(tone(440.0, 15.0));
+    // The project's own message (speech, 14 s): what the detector takes as its echo reference.
+    let message = Arc::new(Message::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../audio/rappel-fr.wav"),
+    )?);
     let confirmation = Arc::new(tone(660.0, 1.0));
     let voicemail = Arc::new(tone(880.0, 2.0));
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrent));
