@@ -2050,6 +2050,14 @@ async fn amd_call(
     (report, answered)
 }
 
+/// The project's own message (speech, 14 s, −23 dBFS RMS): what the detector hears back as
+/// echo reference, at a speaking level (a full-scale tone would make a greeting under it
+/// read as its echo).
+fn speech_message() -> Message {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../audio/rappel-fr.wav");
+    Message::load(&p).unwrap_or_else(|e| panic!("{e}"))
+}
+
 const GREETING: &str = "Hello, you have reached the voicemail of John Smith. I am not available \
     to take your call right now. Please leave your name and number after the tone.";
 
@@ -2067,8 +2075,8 @@ async fn amd_greeting_and_beep_then_the_voicemail_message() {
         ulaw_silence(6000),
     ]
     .concat();
-    // The message (30 s) would still be playing when the beep comes.
-    let (r, answered) = amd_call(&audio, tone(440.0, 30.0), AmdMode::VoicemailDrop).await;
+    // The message (14 s) would still be playing when the beep comes.
+    let (r, answered) = amd_call(&audio, speech_message(), AmdMode::VoicemailDrop).await;
     assert_eq!(
         r.ending.outcome,
         Outcome::MachineMessageLeft,
@@ -2125,7 +2133,9 @@ async fn amd_a_person_hears_the_whole_message() {
     use crieur_media::call::AmdMode;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let audio = [spoken("Hello?", dir.path()), ulaw_silence(8000)].concat();
-    let (r, _) = amd_call(&audio, tone(440.0, 5.0), AmdMode::VoicemailDrop).await;
+    let message = speech_message();
+    let packets = message.len().div_ceil(160) as u64;
+    let (r, _) = amd_call(&audio, message, AmdMode::VoicemailDrop).await;
     assert_eq!(
         r.ending.outcome,
         Outcome::AnsweredCompleted,
@@ -2134,7 +2144,10 @@ async fn amd_a_person_hears_the_whole_message() {
     );
     let a = r.amd.as_ref().unwrap_or_else(|| panic!("no AMD report"));
     assert_eq!(a.verdict().map(|v| v.kind), Some(Kind::Human), "{a:#?}");
-    assert_eq!(r.message_packets, 250, "the message played uninterrupted");
+    assert_eq!(
+        r.message_packets, packets,
+        "the message played uninterrupted"
+    );
     assert_eq!(a.voicemail_packets, 0);
 }
 
@@ -2146,7 +2159,7 @@ async fn amd_no_beep_falls_back_on_the_greeting_end() {
     let greeting = spoken(GREETING, dir.path());
     let greeting_end_ms = 200 + greeting.len() / 8;
     let audio = [greeting, ulaw_silence(8000)].concat();
-    let (r, answered) = amd_call(&audio, tone(440.0, 30.0), AmdMode::VoicemailDrop).await;
+    let (r, answered) = amd_call(&audio, speech_message(), AmdMode::VoicemailDrop).await;
     assert_eq!(
         r.ending.outcome,
         Outcome::MachineMessageLeft,
@@ -2173,7 +2186,7 @@ async fn amd_hang_up_on_machine() {
     use crieur_media::call::AmdMode;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let audio = [spoken(GREETING, dir.path()), ulaw_silence(3000)].concat();
-    let (r, _) = amd_call(&audio, tone(440.0, 30.0), AmdMode::HangUpOnMachine).await;
+    let (r, _) = amd_call(&audio, speech_message(), AmdMode::HangUpOnMachine).await;
     assert_eq!(
         r.ending.outcome,
         Outcome::MachineHungUp,
