@@ -487,7 +487,7 @@ struct ToneRun {
 }
 
 impl ToneRun {
-    fn open(start_frame: u64, f: &Frame) -> Self {
+    fn begin(start_frame: u64, f: &Frame) -> Self {
         ToneRun {
             start_frame,
             frames: 1,
@@ -842,7 +842,7 @@ impl Detector {
         match self.tone.as_mut() {
             None => {
                 if tonal {
-                    self.tone = Some(ToneRun::open(frame_no, f));
+                    self.tone = Some(ToneRun::begin(frame_no, f));
                 }
             }
             Some(run) => {
@@ -886,7 +886,7 @@ impl Detector {
                 // Not a beep: start over, this frame possibly opening a new tone.
                 self.tone = None;
                 if tonal {
-                    self.tone = Some(ToneRun::open(frame_no, f));
+                    self.tone = Some(ToneRun::begin(frame_no, f));
                 }
             }
         }
