@@ -332,15 +332,16 @@ async fn place(trunk: &Trunk, message: Message) -> Placed {
 
 /// Places a call whose opt-out hook returns `hook` (after a delay).
 async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -> Placed {
-    place_full(trunk, message, hook, DEFAULT_LEAD_IN).await
+    place_full(trunk, message, hook, DEFAULT_LEAD_IN, None).await
 }
 
-/// As [`place_with`], with a lead-in.
+/// As [`place_with`], with a lead-in and answering-machine detection.
 async fn place_full(
     trunk: &Trunk,
     message: Message,
     hook: Result<(), String>,
     lead_in: Duration,
+    amd: Option<crieur_media::uac::AmdRequest>,
 ) -> Placed {
     let uac = Uac::start(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
@@ -359,7 +360,7 @@ async fn place_full(
         keep_received_audio: true,
         stop: None,
         lead_in,
-        amd: None,
+        amd,
     };
     let report = tokio::time::timeout(
         Duration::from_secs(50),
@@ -1040,7 +1041,7 @@ async fn a_failed_opt_out_write_hangs_up_without_confirming() {
 
 /// As [`place_full`], with a trunk option changed.
 async fn place_on(trunk: &Trunk, message: Message) -> CallReport {
-    place_full(trunk, message, Ok(()), DEFAULT_LEAD_IN)
+    place_full(trunk, message, Ok(()), DEFAULT_LEAD_IN, None)
         .await
         .report
 }
@@ -2013,36 +2014,20 @@ async fn amd_call(
         pcap.display()
     );
     let mut sipp = Sipp::start(&answer_scenario("0", &after_ack), &[]);
-    let uac = Uac::start(
-        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-        "crieur-test/0",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("UAC: {e}"));
-    let req = CallRequest {
-        number: "+33612345678".into(),
-        message: Arc::new(message),
-        confirmation: Arc::new(tone(660.0, 1.0)),
-        opt_out_key: '9',
-        not_interested_key: None,
-        keep_received_audio: false,
-        stop: None,
-        lead_in: DEFAULT_LEAD_IN,
-        amd: Some(crieur_media::uac::AmdRequest {
-            mode,
-            params: crieur_media::amd::AmdParams::default(),
-            voicemail: Some(Arc::new(tone(880.0, 2.0))),
-        }),
+    let amd = crieur_media::uac::AmdRequest {
+        mode,
+        params: crieur_media::amd::AmdParams::default(),
+        voicemail: Some(Arc::new(tone(880.0, 2.0))),
     };
-    let report = tokio::time::timeout(
-        Duration::from_secs(50),
-        uac.call(&trunk(sipp.addr()), req, |_, _| -> OptOutFuture {
-            Box::pin(async { Ok(()) })
-        }),
+    let report = place_full(
+        &trunk(sipp.addr()),
+        message,
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        Some(amd),
     )
     .await
-    .unwrap_or_else(|_| panic!("the call did not end"))
-    .unwrap_or_else(|e| panic!("call: {e}"));
+    .report;
     assert!(sipp.succeeded(), "{:#?}", report.timeline);
     let answered = report
         .answered_at
