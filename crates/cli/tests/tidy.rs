@@ -3,7 +3,7 @@
 //! sans-IO — time is an input, no files, sockets, threads or async runtime — and that the
 //! crates depend on each other one way only; this test fails when that stops being true.
 //!
-//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`. Their library sources
+//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`, `dial`. Their library sources
 //!   (`src/`, comments and `#[cfg(test)]` modules aside) must not read a clock (`now()`,
 //!   `Instant::now`, `.elapsed()`, cron's `upcoming`), open files, open sockets, spawn
 //!   threads or tasks, or use tokio — except the files listed in [`EDGES`], the I/O edges by
@@ -66,7 +66,7 @@ impl Io {
 }
 
 /// The core crates (directories under `crates/`).
-const CORE: [&str; 5] = ["scheduler", "engine", "audit", "store", "media"];
+const CORE: [&str; 6] = ["scheduler", "engine", "audit", "store", "media", "dial"];
 
 /// Files of core crates that are I/O edges by design, what each may do, and why.
 const EDGES: &[(&str, &[Io], &str)] = &[
@@ -126,6 +126,8 @@ const DEPENDS_ON: &[(&str, &[&str])] = &[
     // Replay re-derives caps and retries with the engine's own code.
     ("audit", &["scheduler", "engine"]),
     ("sim", &["media"]),
+    // The dial protocol keeps the store and the audit log in step around each call.
+    ("dial", &["scheduler", "engine", "audit", "store", "media"]),
 ];
 
 /// Async runtimes and socket crates: no core crate depends on them …

@@ -169,6 +169,9 @@ pub struct AmdRequest {
     pub params: AmdParams,
     /// The voicemail message (`voicemail-drop`: required).
     pub voicemail: Option<Arc<Message>>,
+    /// What the audit log names the voicemail message by (its file's SHA-256), copied into
+    /// the report.
+    pub voicemail_sha256: Option<String>,
 }
 
 /// What answering-machine detection found in a call (offsets from the INVITE).
@@ -185,6 +188,8 @@ pub struct AmdReport {
     pub voicemail_started_at: Option<Duration>,
     /// RTP packets of the voicemail message sent.
     pub voicemail_packets: u64,
+    /// [`AmdRequest::voicemail_sha256`].
+    pub voicemail_sha256: Option<String>,
 }
 
 impl AmdReport {
@@ -502,6 +507,7 @@ impl Uac {
                 .filter(|a| a.mode != AmdMode::Off)
                 .map(|a| AmdReport {
                     mode: a.mode,
+                    voicemail_sha256: a.voicemail_sha256.clone(),
                     ..AmdReport::default()
                 }),
         };

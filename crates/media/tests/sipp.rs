@@ -2018,6 +2018,7 @@ async fn amd_call(
         mode,
         params: crieur_media::amd::AmdParams::default(),
         voicemail: Some(Arc::new(tone(880.0, 2.0))),
+        voicemail_sha256: None,
     };
     let report = place_full(
         &trunk(sipp.addr()),

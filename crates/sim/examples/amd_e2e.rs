@@ -118,6 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 mode: AmdMode::VoicemailDrop,
                 params: AmdParams::default(),
                 voicemail: Some(voicemail.clone()),
+                voicemail_sha256: None,
             }),
         };
         set.spawn(async move {
