@@ -66,7 +66,7 @@ pub fn open(
     Ok(AuditLog::open(dir, opts)?)
 }
 
-fn sha256_file(p: &Path) -> anyhow::Result<String> {
+pub(crate) fn sha256_file(p: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
@@ -127,6 +127,12 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
                 .map(|m| m.duration())
                 .unwrap_or_default();
             h.audio.push(audio("confirmation", conf, len)?);
+        }
+        if let Some(vm) = c.amd.as_ref().and_then(|a| a.voicemail.as_ref()) {
+            let len = crieur_media::audio::Message::load(vm)
+                .map(|m| m.duration())
+                .unwrap_or_default();
+            h.audio.push(audio("voicemail", vm, len)?);
         }
     }
     Ok(Record::RunStart(Box::new(h)))

@@ -245,6 +245,8 @@ pub struct Prepared {
     pub local: SocketAddr,
     pub message: Arc<Message>,
     pub confirmation: Arc<Message>,
+    /// Answering-machine detection (`[amd]`), the voicemail message loaded.
+    pub amd: Option<crieur_media::uac::AmdRequest>,
 }
 
 pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
@@ -299,11 +301,24 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
         Some(a) => a,
         None => SocketAddr::new(local_ip_towards(address)?, 0),
     };
+    let amd = match &campaign.amd {
+        Some(a) => Some(crieur_media::uac::AmdRequest {
+            mode: a.mode,
+            params: a.params,
+            voicemail: match &a.voicemail {
+                Some(v) => Some(Arc::new(Message::load(v)?)),
+                None => None,
+            },
+            voicemail_sha256: a.voicemail_sha256.clone(),
+        }),
+        None => None,
+    };
     Ok(Prepared {
         trunk,
         local,
         message,
         confirmation,
+        amd,
     })
 }
 

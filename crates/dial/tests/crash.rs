@@ -112,6 +112,7 @@ impl Ending {
             rtp_received: Vec::new(),
             rtp_local: None,
             rtcp: Default::default(),
+            amd: None,
         }
     }
 }
