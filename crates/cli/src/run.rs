@@ -12,15 +12,14 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
-use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::OptOutRecorded;
 use crieur_audit::{AuditLog, Record};
 use crieur_dial::core::{Core, Output};
 use crieur_dial::protocol::{
-    finish_call, history, lease_and_record_invite, recheck, record_late_opt_out, to_attempts,
-    CallRef, Rechecked,
+    finish_call, history, lease_and_record_invite, recheck, record_late_opt_out, record_skip,
+    to_attempts, CallRef, Rechecked,
 };
-use crieur_engine::{AttemptOutcome, BreakerState, Cause, Planner, SkipNote, Transition};
+use crieur_engine::{AttemptOutcome, BreakerState, Cause, Planner, Transition};
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
 use crieur_scheduler::{Contact, Decision, Evaluator};
@@ -190,25 +189,17 @@ pub fn drive(
         match history(&*store, planner.contact(i))? {
             Ok(h) => planner.load_history(i, to_attempts(&h, &campaign.id)),
             // A damaged history: the number is not dialled in this run, and the log says why.
-            Err(why) => {
-                let contact = planner.contact(i);
-                let d = Evaluator::new(&campaign.policy).decide(contact, start);
-                c.keep_refusal(start, &d, Some(&why));
-                log.append(
+            Err(_) => {
+                let (d, why) = record_skip(
+                    &rules(campaign),
+                    &*store,
+                    &mut Evaluator::new(&campaign.policy),
+                    planner.contact(i),
+                    &mut log,
                     start,
-                    &Record::Decision(Box::new(decision_record(
-                        contact,
-                        &d,
-                        DecisionInputs {
-                            campaign: &campaign.id,
-                            now: start,
-                            history: Vec::new(),
-                            opted_out: false,
-                            refused: Some(why),
-                            attempt: 0,
-                        },
-                    ))),
+                    None,
                 )?;
+                c.keep_refusal(start, &d, why.as_ref());
                 planner.cancel(i, None);
             }
         }
@@ -437,19 +428,16 @@ async fn dial_loop(
                 }
                 Output::Skip { contact: i, note } => {
                     // The planner's skip, with the inputs it had.
-                    let contact = core.contact(i);
-                    let d = eval.decide(contact, t);
-                    let opted_out = store.is_opted_out(contact.phone())?;
-                    let (h, damaged) = match history(&**store, contact)? {
-                        Ok(h) => (h, None),
-                        Err(why) => (Vec::new(), Some(why)),
-                    };
-                    let refused = damaged.or(match note {
-                        SkipNote::Cap(hit) => Some((&hit).into()),
-                        SkipNote::Policy { .. } => None,
-                    });
-                    c.keep_refusal(t, &d, refused.as_ref());
-                    record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
+                    let (d, why) = record_skip(
+                        &dial,
+                        &**store,
+                        &mut eval,
+                        core.contact(i),
+                        &mut *lock(log)?,
+                        t,
+                        Some(&note),
+                    )?;
+                    c.keep_refusal(t, &d, why.as_ref());
                 }
                 Output::Dial { contact: i, .. } if failure.is_some() => core.not_dialled(i, None),
                 Output::Dial { contact: i, .. } => {
@@ -726,37 +714,6 @@ fn place(
         }
         report
     }
-}
-
-/// Appends a decision record with its inputs.
-#[allow(clippy::too_many_arguments)]
-fn record_decision(
-    log: &Arc<Mutex<AuditLog>>,
-    contact: &Contact,
-    d: &Decision,
-    campaign: &str,
-    now: DateTime<Utc>,
-    history: Vec<crieur_audit::record::PastAttempt>,
-    opted_out: bool,
-    refused: Option<crieur_audit::record::Reason>,
-    attempt: u32,
-) -> anyhow::Result<()> {
-    lock(log)?.append(
-        now,
-        &Record::Decision(Box::new(decision_record(
-            contact,
-            d,
-            DecisionInputs {
-                campaign,
-                now,
-                history,
-                opted_out,
-                refused,
-                attempt,
-            },
-        ))),
-    )?;
-    Ok(())
 }
 
 fn lock(log: &Arc<Mutex<AuditLog>>) -> anyhow::Result<std::sync::MutexGuard<'_, AuditLog>> {

@@ -10,7 +10,7 @@ use crieur_audit::record::{
     OptOutListChange, OutcomeRecord, PastAttempt, Reason, RtcpRecord, SipResponse,
 };
 use crieur_audit::{AuditLog, Record};
-use crieur_engine::{Attempt, AttemptOutcome, CapRules, RetryGate, RetryPolicy};
+use crieur_engine::{Attempt, AttemptOutcome, CapRules, RetryGate, RetryPolicy, SkipNote};
 use crieur_media::call::HangupBy;
 use crieur_media::uac::CallReport;
 use crieur_scheduler::{Contact, Decision, Evaluator, E164};
@@ -389,26 +389,71 @@ pub fn recheck(
     } = gate(rules, store, contact, now)?;
     let attempt = attempt_number(&history, &rules.campaign);
     let decision = eval.decide(contact, now);
-    log.append(
+    let inputs = DecisionInputs {
+        campaign: &rules.campaign,
         now,
-        &Record::Decision(Box::new(decision_record(
-            contact,
-            &decision,
-            DecisionInputs {
-                campaign: &rules.campaign,
-                now,
-                history,
-                opted_out,
-                refused: refused.as_ref().map(|(why, _)| why.clone()),
-                attempt,
-            },
-        ))),
-    )?;
+        history,
+        opted_out,
+        refused: refused.as_ref().map(|(why, _)| why.clone()),
+        attempt,
+    };
+    append_decision(log, contact, &decision, inputs)?;
     Ok(Rechecked {
         at: now,
         decision,
         refused,
     })
+}
+
+/// A contact not dialled and not re-checked — the planner skipped it (`note`: a cap, or the
+/// policy), or its history could not be read (`unreadable`) — recorded with the inputs it had:
+/// the policy's decision at `now`, the opt-out list, the number's history (a damaged one is the
+/// reason), the cap hit (appended to `log`; the caller commits). Returns the decision and the
+/// reason recorded.
+pub fn record_skip(
+    rules: &DialRules,
+    store: &dyn Store,
+    eval: &mut Evaluator<'_>,
+    contact: &Contact,
+    log: &mut AuditLog,
+    now: DateTime<Utc>,
+    note: Option<&SkipNote>,
+) -> Result<(Decision, Option<Reason>)> {
+    let decision = eval.decide(contact, now);
+    let opted_out = store.is_opted_out(contact.phone())?;
+    let (history, damaged) = match history(store, contact)? {
+        Ok(h) => (h, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    let refused = damaged.or(match note {
+        Some(SkipNote::Cap(hit)) => Some(hit.into()),
+        Some(SkipNote::Policy { .. }) | None => None,
+    });
+    let inputs = DecisionInputs {
+        campaign: &rules.campaign,
+        now,
+        history,
+        opted_out,
+        refused: refused.clone(),
+        attempt: 0,
+    };
+    append_decision(log, contact, &decision, inputs)?;
+    Ok((decision, refused))
+}
+
+/// A decision record, with its inputs, appended to `log` (stamped with the decision's instant).
+fn append_decision(
+    log: &mut AuditLog,
+    contact: &Contact,
+    decision: &Decision,
+    inputs: DecisionInputs<'_>,
+) -> Result<()> {
+    let now = inputs.now;
+    log.append(
+        now,
+        &Record::Decision(Box::new(decision_record(contact, decision, inputs))),
+    )?;
+    Ok(())
 }
 
 /// A call's id: the contact's id and the INVITE's instant in microseconds.

@@ -18,9 +18,7 @@ use std::path::Path;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use crieur_audit::build::{
-    caps_snapshot, decision_record, policy_snapshot, retry_snapshot, DecisionInputs,
-};
+use crieur_audit::build::{caps_snapshot, policy_snapshot, retry_snapshot};
 use crieur_audit::record::{OptOutRecorded, RunHeader, RunStop};
 use crieur_audit::{AuditLog, Options, Record};
 use crieur_dial::core::{Core, Output};
@@ -28,9 +26,7 @@ use crieur_dial::protocol::{
     finish_call, history, lease_and_record_invite, recheck, to_attempts, CallRef,
 };
 use crieur_dial::{reconcile, DialRules};
-use crieur_engine::{
-    AttemptOutcome, BreakerConfig, CapRules, Pacing, Planner, RetryPolicy, SkipNote,
-};
+use crieur_engine::{AttemptOutcome, BreakerConfig, CapRules, Pacing, Planner, RetryPolicy};
 use crieur_media::call::{Ending as CallEnding, HangupBy, Outcome};
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::uac::CallReport;
@@ -368,27 +364,16 @@ fn run_once(
                     }
                 }
                 Output::Skip { contact: i, note } => {
-                    let contact = core.contact(i);
-                    let d = eval.decide(contact, now);
-                    let g = crieur_dial::protocol::gate(&rules, &store, contact, now)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    let refused = match note {
-                        SkipNote::Cap(hit) => Some((&hit).into()),
-                        SkipNote::Policy { .. } => None,
-                    };
-                    let rec = Record::Decision(Box::new(decision_record(
-                        contact,
-                        &d,
-                        DecisionInputs {
-                            campaign: CAMPAIGN,
-                            now,
-                            history: g.history,
-                            opted_out: g.opted_out,
-                            refused,
-                            attempt: 0,
-                        },
-                    )));
-                    ok(log.append(now, &rec).map(|_| ()).map_err(|e| e.to_string()));
+                    crieur_dial::protocol::record_skip(
+                        &rules,
+                        &store,
+                        &mut eval,
+                        core.contact(i),
+                        &mut log,
+                        now,
+                        Some(&note),
+                    )
+                    .unwrap_or_else(|e| panic!("{e}"));
                     if fuse.tick().is_err() {
                         return killed(now);
                     }
