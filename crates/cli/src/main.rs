@@ -6,11 +6,8 @@
 
 mod audit;
 mod call;
-mod campaign;
-mod contacts;
 mod demo;
 mod fault;
-mod input;
 mod output;
 mod run;
 mod status;
@@ -20,6 +17,8 @@ mod storecmd;
 // glibc malloc was a third of `crieur import` (sled clones and frees tree nodes on every
 // insert); mimalloc cuts that cost. See BENCHMARKS.md.
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use crieur_config::{campaign, contacts, input};
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! sans-IO — time is an input, no files, sockets, threads or async runtime — and that the
 //! crates depend on each other one way only; this test fails when that stops being true.
 //!
-//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`. Their library sources
+//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`, `config`. Their library sources
 //!   (`src/`, comments and `#[cfg(test)]` modules aside) must not read a clock (`now()`,
 //!   `Instant::now`, `.elapsed()`, cron's `upcoming`), open files, open sockets, spawn
 //!   threads or tasks, or use tokio — except the files listed in [`EDGES`], the I/O edges by
@@ -66,7 +66,7 @@ impl Io {
 }
 
 /// The core crates (directories under `crates/`).
-const CORE: [&str; 5] = ["scheduler", "engine", "audit", "store", "media"];
+const CORE: [&str; 6] = ["scheduler", "engine", "audit", "store", "media", "config"];
 
 /// Files of core crates that are I/O edges by design, what each may do, and why.
 const EDGES: &[(&str, &[Io], &str)] = &[
@@ -89,6 +89,21 @@ const EDGES: &[(&str, &[Io], &str)] = &[
         "crates/store/src/lib.rs",
         &[Io::Files, Io::Threads],
         "the sled backend: the store's directory; imports on every core",
+    ),
+    (
+        "crates/config/src/input.rs",
+        &[Io::Files],
+        "read_text: reads a text input file (campaign, plan, opt-out list)",
+    ),
+    (
+        "crates/config/src/campaign.rs",
+        &[Io::Files],
+        "the trunk password file (read when calling) and the audit signing key (checked at load)",
+    ),
+    (
+        "crates/config/src/contacts.rs",
+        &[Io::Files, Io::Threads],
+        "reads the contacts file; validates its rows on every core",
     ),
     (
         "crates/media/src/audio.rs",
@@ -126,6 +141,8 @@ const DEPENDS_ON: &[(&str, &[&str])] = &[
     // Replay re-derives caps and retries with the engine's own code.
     ("audit", &["scheduler", "engine"]),
     ("sim", &["media"]),
+    // Validation checks recordings (media), caps and retries (engine), signing keys (audit).
+    ("config", &["scheduler", "engine", "media", "audit"]),
 ];
 
 /// Async runtimes and socket crates: no core crate depends on them …
