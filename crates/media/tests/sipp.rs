@@ -5,7 +5,6 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,129 +13,15 @@ use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::g711::Codec;
+use crieur_test_support::Sipp;
+
 use crieur_media::uac::{
     CallReport, CallRequest, Credentials, OptOutFuture, Trunk, Uac, DEFAULT_LEAD_IN,
 };
 
-/// Three consecutive free UDP ports (SIP, RTP, RTCP) on loopback.
-fn free_ports() -> (u16, u16) {
-    for _ in 0..50 {
-        let Ok(a) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(p) = a.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if p > 60_000 {
-            continue;
-        }
-        let media = p + 2;
-        if UdpSocket::bind(("127.0.0.1", media)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", media + 1)).is_ok()
-        {
-            return (p, media);
-        }
-    }
-    panic!("no free ports on 127.0.0.1");
-}
-
-/// A running sipp UAS; killed on drop.
-struct Sipp {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Sipp {
-    /// Starts sipp on free ports. A port found free can be taken by another process before
-    /// sipp binds it (sipp then exits at once): that is retried on other ports.
-    fn start(scenario: &str, extra: &[&str]) -> Sipp {
-        let mut why = String::new();
-        for _ in 0..5 {
-            let mut sipp = Self::start_on(free_ports().0, scenario, extra);
-            if matches!(sipp.child.try_wait(), Ok(None)) {
-                return sipp;
-            }
-            why = std::fs::read_to_string(sipp.dir.path().join("stderr")).unwrap_or_default();
-        }
-        panic!("sipp exited at start five times (ports taken?): {why}");
-    }
-
-    fn start_on(port: u16, scenario: &str, extra: &[&str]) -> Sipp {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let path = dir.path().join("scenario.xml");
-        std::fs::write(&path, scenario).unwrap_or_else(|e| panic!("write scenario: {e}"));
-        let media = port + 2;
-        let (port_s, media_s) = (port.to_string(), media.to_string());
-        // sipp's control port (default 8888) would collide between tests run in parallel.
-        let control_s = (port + 1).to_string();
-        let mut args = vec![
-            "-sf",
-            path.to_str().unwrap_or_default(),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port_s,
-            "-mp",
-            &media_s,
-            "-cp",
-            &control_s,
-            "-m",
-            "1",
-            "-timeout",
-            "40s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_err",
-        ];
-        args.extend_from_slice(extra);
-        let child = Command::new("sipp")
-            .args(&args)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.path().join("stderr"))
-                    .map_or_else(|_| Stdio::null(), Stdio::from),
-            )
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
-        // Let sipp bind before the INVITE (SIP retransmission would cover a miss anyway).
-        std::thread::sleep(Duration::from_millis(300));
-        Sipp { child, port, dir }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Waits for sipp to finish its one call; true if sipp counted it successful.
-    fn succeeded(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(45);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                if !status.success() {
-                    let errs = std::fs::read_dir(self.dir.path())
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
-                        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                        .collect::<String>();
-                    eprintln!("sipp failed ({status}):\n{errs}");
-                }
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// sipp as the UAS playing `scenario` (one call; reaching its 40 s timeout is a failure).
+fn start_sipp(scenario: &str, extra: &[&str]) -> Sipp {
+    Sipp::scenario(scenario).timeout_error().args(extra).start()
 }
 
 const HEAD: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -390,7 +275,7 @@ fn timeline(r: &CallReport) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn answer_and_full_playback_decodes_back_to_the_message() {
-    let mut sipp = Sipp::start(&answer_scenario("8 0 101", BYE_200), &["-rtp_echo"]);
+    let mut sipp = start_sipp(&answer_scenario("8 0 101", BYE_200), &["-rtp_echo"]);
     let message = tone(440.0, 2.0); // 100 packets
     let original: Vec<u8> = message.encoded(Codec::Pcma).to_vec();
     let placed = place(&trunk(sipp.addr()), message).await;
@@ -467,7 +352,7 @@ async fn answer_and_full_playback_decodes_back_to_the_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pcma_only_answer_is_used() {
-    let mut sipp = Sipp::start(&answer_scenario("8", BYE_200), &[]);
+    let mut sipp = start_sipp(&answer_scenario("8", BYE_200), &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
     assert_eq!(
         r.ending.outcome,
@@ -499,7 +384,7 @@ async fn no_common_codec_is_hung_up_as_codec_mismatch_with_a_reason() {
     let bye = bye_checking_reason(
         "^ *SIP *; *cause=488 *; *text=&quot;no common codec in the answer&quot; *$",
     );
-    let mut sipp = Sipp::start(&answer_scenario("18", &bye), &[]);
+    let mut sipp = start_sipp(&answer_scenario("18", &bye), &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
     assert_eq!(r.ending.outcome, Outcome::CodecMismatch, "{}", timeline(&r));
     assert_eq!(r.rtp_sent, 0);
@@ -518,7 +403,7 @@ async fn no_response_at_all_ends_by_timer_b_without_cancel() {
         r#"{HEAD}  <pause milliseconds="36000"/>
 {TAIL}"#
     );
-    let mut sipp = Sipp::start(&scenario, &[]);
+    let mut sipp = start_sipp(&scenario, &[]);
     let t = trunk(sipp.addr());
     let started = Instant::now();
     let r = place(&t, tone(440.0, 0.5)).await.report;
@@ -551,7 +436,7 @@ async fn bye_to_a_vanished_peer_ends_the_call_when_it_left() {
     let after_ack = r#"  <recv request="BYE"/>
   <pause milliseconds="2500"/>
 "#;
-    let mut sipp = Sipp::start(&answer_scenario("0 8", after_ack), &[]);
+    let mut sipp = start_sipp(&answer_scenario("0 8", after_ack), &[]);
     let uac = Uac::start(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
         "crieur-test/0",
@@ -614,7 +499,7 @@ async fn busy_and_unavailable() {
         ("486 Busy Here", Outcome::Busy, 486),
         ("503 Service Unavailable", Outcome::TrunkFailure, 503),
     ] {
-        let mut sipp = Sipp::start(&rejecting(code), &[]);
+        let mut sipp = start_sipp(&rejecting(code), &[]);
         let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
         assert_eq!(r.ending.outcome, want, "{}", timeline(&r));
         assert_eq!(r.ending.sip_status, Some(status));
@@ -667,7 +552,7 @@ Content-Length: 0
 {ACK}{TAIL}"#,
         ringing()
     );
-    let mut sipp = Sipp::start(&scenario, &[]);
+    let mut sipp = start_sipp(&scenario, &[]);
     let t = trunk(sipp.addr());
     let started = Instant::now();
     let r = place(&t, tone(440.0, 0.5)).await.report;
@@ -688,7 +573,7 @@ async fn callee_bye_mid_message() {
         "  <pause milliseconds=\"1000\"/>\n{}",
         uas_request("BYE", 2, None, "")
     );
-    let mut sipp = Sipp::start(&answer_scenario("0 8 101", &after_ack), &[]);
+    let mut sipp = start_sipp(&answer_scenario("0 8 101", &after_ack), &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 5.0)).await.report;
     assert_eq!(
         r.ending.outcome,
@@ -735,7 +620,7 @@ async fn opt_out_by_rfc4733() {
     let after_ack = format!(
         "  <pause milliseconds=\"500\"/>\n  <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_9.pcap\"/></action></nop>\n{BYE_200}"
     );
-    let mut sipp = Sipp::start(&answer_scenario("0 101", &after_ack), &[]);
+    let mut sipp = start_sipp(&answer_scenario("0 101", &after_ack), &[]);
     let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
     assert_opted_out(&placed, DtmfMethod::Rfc4733);
     assert!(sipp.succeeded());
@@ -752,7 +637,7 @@ async fn opt_out_by_sip_info() {
             "Signal=9\nDuration=160\n"
         )
     );
-    let mut sipp = Sipp::start(&answer_scenario("0 8 101", &after_ack), &[]);
+    let mut sipp = start_sipp(&answer_scenario("0 8 101", &after_ack), &[]);
     let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
     assert_opted_out(&placed, DtmfMethod::SipInfo);
     assert!(sipp.succeeded());
@@ -878,7 +763,7 @@ async fn opt_out_by_in_band_tones() {
         "  <pause milliseconds=\"500\"/>\n  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n{BYE_200}",
         pcap.display()
     );
-    let mut sipp = Sipp::start(&answer_scenario("0", &after_ack), &[]);
+    let mut sipp = start_sipp(&answer_scenario("0", &after_ack), &[]);
     let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
     assert_opted_out(&placed, DtmfMethod::InBand);
     assert!(sipp.succeeded());
@@ -933,18 +818,21 @@ async fn digest_auth_401_and_407_right_and_wrong_password() {
         ] {
             // sipp's `verifyauth` reads only `Authorization`; for 407 the test checks the
             // `Proxy-Authorization` digest itself, computed independently here.
-            let (port, _) = free_ports();
-            let uri = format!("sip:+33612345678@127.0.0.1:{port};user=phone");
-            let verify = if header == "WWW-Authenticate" {
-                r#"<verifyauth assign_to="authvalid" username="alice" password="s3cret"/>"#
-                    .to_owned()
-            } else {
-                format!(
-                    r#"<ereg regexp="response=&quot;{}&quot;" search_in="hdr" header="Proxy-Authorization:" assign_to="authvalid"/>"#,
-                    digest("alice", "s3cret", &uri)
-                )
-            };
-            let mut sipp = Sipp::start_on(port, &auth_scenario(challenge, header, &verify), &[]);
+            let mut sipp = Sipp::scenario_for(move |port| {
+                let uri = format!("sip:+33612345678@127.0.0.1:{port};user=phone");
+                let verify = if header == "WWW-Authenticate" {
+                    r#"<verifyauth assign_to="authvalid" username="alice" password="s3cret"/>"#
+                        .to_owned()
+                } else {
+                    format!(
+                        r#"<ereg regexp="response=&quot;{}&quot;" search_in="hdr" header="Proxy-Authorization:" assign_to="authvalid"/>"#,
+                        digest("alice", "s3cret", &uri)
+                    )
+                };
+                auth_scenario(challenge, header, &verify)
+            })
+            .timeout_error()
+            .start();
             let mut t = trunk(sipp.addr());
             t.credentials = Some(Credentials {
                 username: "alice".into(),
@@ -977,7 +865,7 @@ async fn a_403_after_credentials_is_an_auth_failure_without_them_a_rejection() {
     let forbidden = response("403 Forbidden", "", None);
     let scenario =
         format!("{HEAD}{challenge}{ACK}  <recv request=\"INVITE\"/>\n{forbidden}{ACK}{TAIL}");
-    let mut sipp = Sipp::start(&scenario, &[]);
+    let mut sipp = start_sipp(&scenario, &[]);
     let mut t = trunk(sipp.addr());
     t.credentials = Some(Credentials {
         username: "alice".into(),
@@ -991,7 +879,7 @@ async fn a_403_after_credentials_is_an_auth_failure_without_them_a_rejection() {
     assert!(sipp.succeeded());
 
     // Credentials configured, but the trunk never challenged: none were sent.
-    let mut sipp = Sipp::start(&rejecting("403 Forbidden"), &[]);
+    let mut sipp = start_sipp(&rejecting("403 Forbidden"), &[]);
     t.address = sipp.addr();
     let r = place(&t, tone(440.0, 0.5)).await.report;
     assert_eq!(r.ending.outcome, Outcome::Rejected, "{}", timeline(&r));
@@ -1010,7 +898,7 @@ async fn a_failed_opt_out_write_hangs_up_without_confirming() {
             "Signal=9\nDuration=160\n"
         )
     );
-    let mut sipp = Sipp::start(&answer_scenario("0 101", &after_ack), &[]);
+    let mut sipp = start_sipp(&answer_scenario("0 101", &after_ack), &[]);
     let placed = place_with(
         &trunk(sipp.addr()),
         tone(440.0, 8.0),
@@ -1056,7 +944,7 @@ async fn opt_out_when_the_answer_renames_telephone_event() {
             "  <pause milliseconds=\"500\"/>\n  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n{BYE_200}",
             pcap.display()
         );
-        let mut sipp = Sipp::start(&answer_scenario("0 96", &after_ack), &[]);
+        let mut sipp = start_sipp(&answer_scenario("0 96", &after_ack), &[]);
         let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
         assert_opted_out(&placed, DtmfMethod::Rfc4733);
         assert!(sipp.succeeded(), "key on {pt}");
@@ -1103,7 +991,7 @@ async fn rtp_from_a_foreign_source_is_ignored() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let script = foreign_sender(dir.path());
     // Strict (the default): the key from a stranger does not opt the callee out.
-    let mut sipp = Sipp::start(&foreign_key_scenario(&script), &[]);
+    let mut sipp = start_sipp(&foreign_key_scenario(&script), &[]);
     let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
     assert_eq!(
         r.ending.outcome,
@@ -1116,7 +1004,7 @@ async fn rtp_from_a_foreign_source_is_ignored() {
     assert!(sipp.succeeded());
     // The same packets do reach the call: with symmetric RTP latching on, the first source
     // heard becomes the peer — here the stranger (the option's documented risk).
-    let mut sipp = Sipp::start(&foreign_key_scenario(&script), &[]);
+    let mut sipp = start_sipp(&foreign_key_scenario(&script), &[]);
     let mut t = trunk(sipp.addr());
     t.symmetric_rtp = true;
     let r = place_on(&t, tone(440.0, 3.0)).await;
@@ -1138,7 +1026,7 @@ async fn inactive_and_sendonly_answers_get_no_message() {
         let bye = bye_checking_reason(
             "^ *SIP *; *cause=488 *; *text=&quot;the answer does not receive audio&quot; *$",
         );
-        let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", &bye), &["-rtp_echo"]);
+        let mut sipp = start_sipp(&answer_scenario_with(sdp, "", &bye), &["-rtp_echo"]);
         let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
         assert_eq!(
             r.ending.outcome,
@@ -1156,19 +1044,6 @@ async fn inactive_and_sendonly_answers_get_no_message() {
             timeline(&r)
         );
         assert!(sipp.succeeded(), "{direction}");
-    }
-}
-
-impl Sipp {
-    /// sipp's message trace (`-trace_msg`): every message sent and received.
-    fn messages(&self) -> String {
-        std::fs::read_dir(self.dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .collect()
     }
 }
 
@@ -1200,7 +1075,7 @@ async fn reinvite_and_update_with_the_same_sdp_keep_the_call_and_our_version() {
             &same
         ),
     );
-    let mut sipp = Sipp::start(
+    let mut sipp = start_sipp(
         &answer_scenario_with(same.clone(), "", &after_ack),
         &["-trace_msg"],
     );
@@ -1242,7 +1117,7 @@ async fn reinvite_moves_the_media_to_another_port() {
         "  <pause milliseconds=\"1000\"/>\n{}{BYE_200}",
         uas_reinvite(2, &moved)
     );
-    let mut sipp = Sipp::start(
+    let mut sipp = start_sipp(
         &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
         &["-trace_msg"],
     );
@@ -1307,7 +1182,7 @@ async fn hold_pauses_the_message_and_resume_continues_it() {
         uas_reinvite(2, &hold),
         uas_reinvite(3, &resume)
     );
-    let mut sipp = Sipp::start(
+    let mut sipp = start_sipp(
         &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
         &["-rtp_echo", "-trace_msg"],
     );
@@ -1389,7 +1264,7 @@ Content-Length: 0
 ]]></send>
 {BYE_200}"#
     );
-    let mut sipp = Sipp::start(
+    let mut sipp = start_sipp(
         &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
         &[],
     );
@@ -1428,7 +1303,7 @@ Content-Length: 0
 "#
     .to_owned()
         + BYE_200;
-    let mut sipp = Sipp::start(
+    let mut sipp = start_sipp(
         &answer_scenario_with(
             sdp_body("0 101", "", "[media_port]", 1),
             "Session-Expires: 2;refresher=uac\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE, INFO\nRequire: timer\n",
@@ -1591,7 +1466,7 @@ async fn rtcp_sender_reports_reach_the_peer_and_its_receiver_report_is_read() {
         "[media_port]",
         1,
     );
-    let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", BYE_200), &[]);
+    let mut sipp = start_sipp(&answer_scenario_with(sdp, "", BYE_200), &[]);
     let peer =
         std::thread::spawn(move || rtcp_peer(peer, Instant::now() + Duration::from_secs(20)));
     let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
@@ -1611,7 +1486,7 @@ async fn rtcp_mux_sends_and_reads_rtcp_on_the_rtp_port() {
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let port = peer.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
     let sdp = sdp_body("0 101", "a=rtcp-mux\n", &port.to_string(), 1);
-    let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", BYE_200), &[]);
+    let mut sipp = start_sipp(&answer_scenario_with(sdp, "", BYE_200), &[]);
     let peer =
         std::thread::spawn(move || rtcp_peer(peer, Instant::now() + Duration::from_secs(20)));
     let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
@@ -1634,7 +1509,7 @@ async fn reinvite_with_only_the_other_law_switches_codec_mid_message() {
         "  <pause milliseconds=\"1000\"/>\n{}{BYE_200}",
         uas_reinvite(2, &sdp_body("8 101", "", "[media_port]", 2))
     );
-    let mut sipp = Sipp::start(
+    let mut sipp = start_sipp(
         &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
         &["-rtp_echo"],
     );
@@ -1681,7 +1556,7 @@ async fn reinvite_with_only_the_other_law_switches_codec_mid_message() {
 async fn a_session_the_far_end_does_not_refresh_is_ended_before_it_expires() {
     // The 200 makes the far end the refresher every 3 s; it never refreshes: we send BYE
     // min(32 s, 3 s / 3) = 1 s before the session would expire (RFC 4028 §10).
-    let mut sipp = Sipp::start(
+    let mut sipp = start_sipp(
         &answer_scenario_with(
             sdp_body("0 101", "", "[media_port]", 1),
             "Session-Expires: 3;refresher=uas\nRequire: timer\n",
@@ -1806,7 +1681,7 @@ async fn invite_says_allow_supported_pai_and_user_phone_and_in_dialog_options_40
         checks.join("\n      "),
         response("200 OK", "", Some("0 101"))
     );
-    let mut sipp = Sipp::start(&scenario, &[]);
+    let mut sipp = start_sipp(&scenario, &[]);
     let mut t = trunk(sipp.addr());
     t.p_asserted_identity = Some("sip:+33100000000@crieur.test".into());
     let r = place(&t, tone(440.0, 2.0)).await.report;
@@ -1865,7 +1740,7 @@ Content-Length: 0
 {TAIL}"#,
         same_via_action()
     );
-    let mut sipp = Sipp::start(&scenario, &[]);
+    let mut sipp = start_sipp(&scenario, &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 0.3)).await.report;
     assert_eq!(r.ending.outcome, Outcome::Busy, "{}", timeline(&r));
     assert!(sipp.succeeded(), "the ACK's Via differs from the INVITE's");
@@ -1931,7 +1806,11 @@ async fn options_get_our_capabilities_and_unknown_methods_405() {
     // As a UAC sipp may be done before `Sipp::start` looks: started once, its exit status read.
     // It runs in its own process; this runtime stays free to answer.
     let ok = tokio::task::spawn_blocking(move || {
-        Sipp::start_on(free_ports().0, &scenario, &[&target]).succeeded()
+        Sipp::scenario(&scenario)
+            .timeout_error()
+            .args(&[&target])
+            .start_once()
+            .succeeded()
     })
     .await
     .unwrap_or(false);
