@@ -10,7 +10,8 @@
 //!   design, each for what it is listed for (and an entry that is no longer needed fails too).
 //! * Their manifests must not depend on an async runtime or socket crate (except media's SIP
 //!   and RTP edges, [`IO_DEPS`]) nor turn on chrono's `clock` feature.
-//! * Internal dependencies go one way ([`DEPENDS_ON`]).
+//! * Internal dependencies go one way ([`DEPENDS_ON`]); the test harness
+//!   (`crieur-test-support`) is nobody's normal dependency.
 //! * No crate has its own `clippy.toml` (it would hide the root one, with the clock lint).
 //!
 //! The checks are tested on synthetic sources and a synthetic workspace below: each
@@ -278,6 +279,12 @@ fn check_manifest(file: &str, krate: &str, manifest: &str) -> Vec<Finding> {
     };
     let core = CORE.contains(&krate);
     for (name, spec) in deps {
+        if name == "crieur-test-support" {
+            find(format!(
+                "{krate} depends on test-support: the test harness is a dev-dependency only"
+            ));
+            continue;
+        }
         if let Some(to) = name.strip_prefix("crieur-") {
             if krate != "cli" {
                 let allowed = DEPENDS_ON
@@ -555,6 +562,21 @@ fn dependencies_pointing_the_wrong_way_or_on_tokio_are_caught() {
     }
     let dev = "[package]\nname = \"x\"\n[dev-dependencies]\ntokio.workspace = true\n";
     assert_eq!(check_manifest("Cargo.toml", "store", dev), vec![]);
+    // The test harness only as a dev-dependency, even for the binary.
+    let dev = "[dev-dependencies]\ncrieur-test-support = { path = \"../test-support\" }\n";
+    assert_eq!(check_manifest("Cargo.toml", "media", dev), vec![]);
+    for krate in ["cli", "media"] {
+        let found = check_manifest(
+            "Cargo.toml",
+            krate,
+            &m("crieur-test-support = { path = \"../test-support\" }"),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            whats(&found)[0].contains("dev-dependency only"),
+            "{found:?}"
+        );
+    }
 }
 
 #[test]
