@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crieur_test_support::scenario::*;
 use crieur_test_support::{free_port, text, tone_wav, CampaignToml, Sipp};
 
 /// The callee, chosen by the number's last digit:
@@ -15,253 +16,83 @@ use crieur_test_support::{free_port, text, tone_wav, CampaignToml, Sipp};
 /// 4 ring without answering (we CANCEL after the ring timeout; 487);
 /// 5 answer, then the opt-out key by RFC 4733; 6 answer, then the opt-out key by SIP INFO;
 /// 7 answer, then hang up mid-message; 8 503.
-const MIXED: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="mixed callees">
-  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp="INVITE sip:\+[0-9]*3@" search_in="msg" assign_to="busy"/>
+fn mixed() -> String {
+    let bye_200 = BYE_200.replacen("<send>", "<send next=\"end\">", 1);
+    format!(
+        r#"{}  <nop next="busy" test="busy"/>
+  <nop next="noanswer" test="noanswer"/>
+  <nop next="unavailable" test="unavailable"/>
+{}{}{ACK}  <nop next="rfc4733" test="rfc4733"/>
+  <nop next="info" test="info"/>
+  <nop next="hangup" test="hangup"/>
+{bye_200}
+  <label id="rfc4733"/>
+  <pause milliseconds="400"/>
+  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_9.pcap"/></action></nop>
+{bye_200}
+  <label id="info"/>
+  <pause milliseconds="400"/>
+{}{bye_200}
+  <label id="hangup"/>
+  <pause milliseconds="500"/>
+{}
+  <label id="busy"/>
+{}  <recv request="ACK" next="end"/>
+
+  <label id="unavailable"/>
+{}  <recv request="ACK" next="end"/>
+
+  <label id="noanswer"/>
+{}  <recv request="CANCEL"/>
+{CANCEL_200_487}  <recv request="ACK"/>
+
+  <label id="end"/>
+{TAIL}"#,
+        head_dialog_with(
+            r#"      <ereg regexp="INVITE sip:\+[0-9]*3@" search_in="msg" assign_to="busy"/>
       <ereg regexp="INVITE sip:\+[0-9]*4@" search_in="msg" assign_to="noanswer"/>
       <ereg regexp="INVITE sip:\+[0-9]*5@" search_in="msg" assign_to="rfc4733"/>
       <ereg regexp="INVITE sip:\+[0-9]*6@" search_in="msg" assign_to="info"/>
       <ereg regexp="INVITE sip:\+[0-9]*7@" search_in="msg" assign_to="hangup"/>
       <ereg regexp="INVITE sip:\+[0-9]*8@" search_in="msg" assign_to="unavailable"/>
-      <ereg regexp="sip:[^&gt;; ]*" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
-      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
-    </action>
-  </recv>
-  <nop next="busy" test="busy"/>
-  <nop next="noanswer" test="noanswer"/>
-  <nop next="unavailable" test="unavailable"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-]]></send>
-  <recv request="ACK" crlf="true"/>
-  <nop next="rfc4733" test="rfc4733"/>
-  <nop next="info" test="info"/>
-  <nop next="hangup" test="hangup"/>
-  <recv request="BYE"/>
-  <send next="end"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-
-  <label id="rfc4733"/>
-  <pause milliseconds="400"/>
-  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_9.pcap"/></action></nop>
-  <recv request="BYE"/>
-  <send next="end"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-
-  <label id="info"/>
-  <pause milliseconds="400"/>
-  <send><![CDATA[
-INFO [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: 2 INFO
-Max-Forwards: 70
-Content-Type: application/dtmf-relay
-Content-Length: [len]
-
-Signal=9
-Duration=160
-]]></send>
-  <recv response="200"/>
-  <recv request="BYE"/>
-  <send next="end"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-
-  <label id="hangup"/>
-  <pause milliseconds="500"/>
-  <send><![CDATA[
-BYE [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200" next="end"/>
-
-  <label id="busy"/>
-  <send><![CDATA[
-SIP/2.0 486 Busy Here
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK" next="end"/>
-
-  <label id="unavailable"/>
-  <send><![CDATA[
-SIP/2.0 503 Service Unavailable
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK" next="end"/>
-
-  <label id="noanswer"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="CANCEL"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq: [last_cseq_number] INVITE
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-
-  <label id="end"/>
-</scenario>
-"#;
+"#
+        ),
+        ringing(),
+        response("200 OK", "", Some("0 101")),
+        info_key(2, '9'),
+        uas_request("BYE", 3, None, "").replace(
+            r#"<recv response="200"/>"#,
+            r#"<recv response="200" next="end"/>"#
+        ),
+        response("486 Busy Here", "", None),
+        response("503 Service Unavailable", "", None),
+        ringing(),
+    )
+}
 
 /// A trunk that challenges every INVITE (401) and refuses the credentialed one (403): a
 /// wrong password.
-const WRONG_PASSWORD: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="wrong password">
-  <recv request="INVITE"/>
-  <send><![CDATA[
-SIP/2.0 401 Unauthorized
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-WWW-Authenticate: Digest realm="crieur.test", nonce="[pid]n[call_number]", algorithm=MD5, qop="auth"
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-  <recv request="INVITE">
+fn wrong_password() -> String {
+    format!(
+        r#"{HEAD}{}{ACK}  <recv request="INVITE">
     <action>
       <ereg regexp="Digest" search_in="hdr" header="Authorization:" check_it="true" assign_to="creds"/>
       <log message="credentials: [$creds]"/>
     </action>
   </recv>
-  <send><![CDATA[
-SIP/2.0 403 Forbidden
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag02[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
+{}{ACK}{TAIL}"#,
+        response(
+            "401 Unauthorized",
+            "WWW-Authenticate: Digest realm=\"crieur.test\", nonce=\"[pid]n[call_number]\", algorithm=MD5, qop=\"auth\"\n",
+            None
+        ),
+        response("403 Forbidden", "", None).replace("SIPpTag01", "SIPpTag02")
+    )
+}
 
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"#;
-
-/// A trunk that answers every INVITE 503 at once (nothing rings).
-const UNAVAILABLE: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="503">
-  <recv request="INVITE"/>
-  <send><![CDATA[
-SIP/2.0 503 Service Unavailable
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"#;
-
-/// sipp playing [`MIXED`] for `calls` calls on the campaign's `port`, from `dir`.
+/// sipp playing [`mixed`] for `calls` calls on the campaign's `port`, from `dir`.
 fn start_mixed(dir: &Path, port: u16, calls: usize) -> Sipp {
-    start_sipp(dir, port, calls, "mixed", MIXED)
+    start_sipp(dir, port, calls, "mixed", &mixed())
 }
 
 /// sipp playing `scenario` (saved as `<name>-<port>.xml` in `dir`) for `calls` calls on the
@@ -812,7 +643,7 @@ fn a_wrong_trunk_password_stops_dialling_and_uses_up_no_attempt() {
         port,
         "username = \"crieur\"\npassword_file = \"password\"\n",
     );
-    let sipp = start_sipp(d, port, 3, "wrong-password", WRONG_PASSWORD);
+    let sipp = start_sipp(d, port, 3, "wrong-password", &wrong_password());
     let o = crieur(d, &["run", "--campaign", "c.toml", "--store", "store"]);
     drop(sipp);
     let (out, err) = (text(&o.stdout), text(&o.stderr));
@@ -893,7 +724,13 @@ fn five_503s_open_the_breaker_then_one_probe_closes_it() {
     );
     // The failing trunk takes exactly five calls, then the working one takes its place
     // (while the breaker is open: no INVITE meets a closed port).
-    let failing = start_sipp(d, port, 5, "unavailable", UNAVAILABLE);
+    let failing = start_sipp(
+        d,
+        port,
+        5,
+        "unavailable",
+        &rejecting("503 Service Unavailable"),
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_crieur"))
         .args(["run", "--campaign", "c.toml", "--store", "store"])
         .current_dir(d)

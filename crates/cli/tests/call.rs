@@ -3,56 +3,13 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crieur_test_support::scenario::*;
 use crieur_test_support::{free_port, text, tone_wav, CampaignToml, Scratch, Sipp};
 
-const UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="answer">
-  <recv request="INVITE" crlf="true"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-]]></send>
-  <recv request="ACK" crlf="true"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-</scenario>
-"#;
+/// A UAS that answers (PCMU, telephone-event 101) and waits for our BYE.
+fn uas() -> String {
+    answer_scenario("0 101", BYE_200)
+}
 
 struct Setup {
     dir: Scratch,
@@ -216,7 +173,7 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
 fn a_dial_places_the_call_and_prints_its_timeline() {
     let port = free_port();
     let s = Setup::new(port, "daily 00:00-24:00", "");
-    let mut sipp = Sipp::scenario(UAS)
+    let mut sipp = Sipp::scenario(&uas())
         .port(port)
         .timeout_secs(30)
         .timeout_error()
@@ -383,70 +340,21 @@ fn optout_list_import_and_check() {
 }
 
 /// Answers, then the callee presses 9 by SIP INFO and waits for our BYE.
-const UAS_OPT_OUT: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="answer then opt out">
-  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp="sip:[^&gt;; ]*" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
-      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
-    </action>
-  </recv>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8
-a=rtpmap:8 PCMA/8000
-]]></send>
-  <recv request="ACK" crlf="true"/>
-  <pause milliseconds="300"/>
-  <send><![CDATA[
-INFO [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: 2 INFO
-Max-Forwards: 70
-Content-Type: application/dtmf-relay
-Content-Length: [len]
-
-Signal=9
-Duration=160
-]]></send>
-  <recv response="200"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-</scenario>
-"#;
+/// A UAS that answers (PCMA), sends the opt-out key 9 by SIP INFO 300 ms later, and waits
+/// for our BYE.
+fn uas_opt_out() -> String {
+    format!(
+        "{HEAD_DIALOG}{}{ACK}  <pause milliseconds=\"300\"/>\n{}{BYE_200}{TAIL}",
+        response("200 OK", "", Some("8")),
+        info_key(2, '9')
+    )
+}
 
 #[test]
 fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
     let port = free_port();
     let s = Setup::new(port, "daily 00:00-24:00", "");
-    let mut sipp = Sipp::scenario(UAS_OPT_OUT)
+    let mut sipp = Sipp::scenario(&uas_opt_out())
         .port(port)
         .timeout_secs(30)
         .timeout_error()
@@ -524,7 +432,7 @@ fn the_not_interested_key_is_a_refusal_that_holds_the_number_across_campaigns() 
     );
     // The not-interested key hangs up at once: our BYE may overtake our 200 to the INFO
     // (two independent transactions), so the scenario accepts either order.
-    let scenario = UAS_OPT_OUT.replace("Signal=9", "Signal=2").replace(
+    let scenario = uas_opt_out().replace("Signal=9", "Signal=2").replace(
         "<recv response=\"200\"/>\n  <recv request=\"BYE\"/>",
         "<recv response=\"200\" optional=\"true\"/>\n  <recv request=\"BYE\"/>",
     );
@@ -559,25 +467,14 @@ fn a_callee_hanging_up_mid_message_was_answered_exit_0() {
     let port = free_port();
     let s = Setup::new(port, "daily 00:00-24:00", "");
     // Answers, then hangs up 300 ms into the 1 s message.
-    let cut = UAS_OPT_OUT
+    let opt_out = uas_opt_out();
+    let cut = opt_out
         .find("  <send><![CDATA[\nINFO")
         .unwrap_or_else(|| panic!("scenario changed"));
     let scenario = format!(
-        r#"{}  <send><![CDATA[
-BYE [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200"/>
-</scenario>
-"#,
-        &UAS_OPT_OUT[..cut]
+        "{}{}{TAIL}",
+        &opt_out[..cut],
+        uas_request("BYE", 2, None, "")
     );
     let mut uas = sipp(port, &scenario);
     let o = s.call();
@@ -602,7 +499,7 @@ fn trunk_local_address_and_p_asserted_identity_are_used() {
     ));
     std::fs::write(&toml, c).unwrap_or_else(|e| panic!("{e}"));
     // The INVITE comes from that port and says so in Via and Contact; PAI as configured.
-    let scenario = UAS.replacen(
+    let scenario = uas().replacen(
         r#"<recv request="INVITE" crlf="true"/>"#,
         &format!(
             r#"<recv request="INVITE" crlf="true">
@@ -701,7 +598,7 @@ fn sigkill_mid_call() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
     tone_wav(&s.dir.dir().join("msg.wav"), 10.0); // long enough to be killed while playing
-    let mut uas = sipp(port, UAS);
+    let mut uas = sipp(port, &uas());
     call_and_kill(&s, None, Duration::from_millis(2500));
     uas.kill();
     assert_recovered_and_capped(&s);
@@ -711,7 +608,7 @@ fn sigkill_mid_call() {
 fn sigkill_after_the_call_before_its_outcome_is_written() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
-    let mut uas = sipp(port, UAS);
+    let mut uas = sipp(port, &uas());
     call_and_kill(&s, Some("after-call"), Duration::ZERO);
     let _ = uas.succeeded();
     // The call completed, but its outcome was never written: it counts as interrupted.
@@ -722,7 +619,7 @@ fn sigkill_after_the_call_before_its_outcome_is_written() {
 fn sigkill_right_after_an_opt_out_loses_nothing() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", "");
-    let mut uas = sipp(port, UAS_OPT_OUT);
+    let mut uas = sipp(port, &uas_opt_out());
     call_and_kill(&s, Some("after-opt-out"), Duration::ZERO);
     uas.kill();
     let store = s.dir.dir().join("store").display().to_string();
@@ -986,16 +883,11 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
 
 /// A UAS answering the INVITE with `code`, after a 180 Ringing if `ring`.
 fn refusing(code: &str, ring: bool) -> String {
-    let resp = |c: &str| {
-        format!(
-            "  <send><![CDATA[\nSIP/2.0 {c}\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n"
-        )
-    };
-    format!(
-        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n<scenario name=\"refusing\">\n  <recv request=\"INVITE\"/>\n{}{}  <recv request=\"ACK\"/>\n</scenario>\n",
-        if ring { resp("180 Ringing") } else { String::new() },
-        resp(code)
-    )
+    if ring {
+        format!("{HEAD}{}{}{ACK}{TAIL}", ringing(), response(code, "", None))
+    } else {
+        rejecting(code)
+    }
 }
 
 /// `crieur call` on a trunk fault: exit 6. A 503 before anything rang uses up no attempt (the

@@ -9,6 +9,8 @@
 // A test harness bounds its waits with the wall clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod scenario;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
