@@ -522,8 +522,11 @@ fn sim(plan: &Path, bind: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
         .into());
     }
     let text = input::read_text(plan, "plan")?;
-    let plan_v = crieur_sim::Plan::from_toml(&text)
-        .map_err(|e| InputErrors(vec![InputError::new(plan, e.to_string())]))?;
+    let plan_v = crieur_sim::Plan::from_toml(&text).map_err(|e| {
+        // With its source (the TOML parser's own message).
+        let why = format!("{:#}", anyhow::Error::from(e));
+        InputErrors(vec![InputError::new(plan, why)])
+    })?;
     let listed = plan_v.numbers.len();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -689,7 +689,8 @@ fn place(
             })
         })
         .await
-        .map_err(|e| e.to_string())
+        // With its sources (the SIP stack's own error): the reason recorded.
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
     }
 }
 
