@@ -35,13 +35,6 @@ pub enum Error {
         #[source]
         source: Box<rsipstack::Error>,
     },
-    /// The callee's contact URI does not parse.
-    #[error("bad SIP URI {uri}")]
-    BadUri {
-        uri: String,
-        #[source]
-        source: Box<rsipstack::sip::Error>,
-    },
     /// The plan is not valid TOML for [`Plan`].
     #[error("bad simulator config")]
     Config {
@@ -166,12 +159,8 @@ impl Network {
         let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let (state_tx, state_rx) = layer.new_dialog_state_channel();
         tokio::spawn(watch(layer.clone(), state_rx));
-        let uri = format!("sip:callee@{addr}");
-        let contact =
-            rsipstack::sip::Uri::try_from(uri.as_str()).map_err(|source| Error::BadUri {
-                uri,
-                source: Box::new(source),
-            })?;
+        let contact = rsipstack::sip::Uri::try_from(format!("sip:callee@{addr}").as_str())
+            .map_err(|e| sip("making the callee's contact URI")(e.into()))?;
         // RTP on the SIP address's interface (the network is on loopback).
         tokio::spawn(serve(
             addr.ip(),
