@@ -11,6 +11,7 @@
 //! recordings, its audit signing key); contacts are validated on several threads.
 
 pub mod campaign;
+pub mod check;
 pub mod contacts;
 pub mod input;
 
