@@ -5,8 +5,10 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// One problem in an input file.
+/// One problem in an input file. Built with [`InputError::new`] and its located setters
+/// ([`at`](InputError::at), [`field`](InputError::field), [`value`](InputError::value)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InputError {
     pub file: PathBuf,
     /// 1-based line, when known.
