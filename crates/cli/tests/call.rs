@@ -40,7 +40,7 @@ impl Setup {
 
     /// `crieur call` needs an existing store: `import` creates it (as ops do).
     fn import(&self) {
-        let p = |n: &str| self.dir.dir().join(n).display().to_string();
+        let p = |n: &str| self.dir.path().join(n).display().to_string();
         let o = Command::new(env!("CARGO_BIN_EXE_crieur"))
             .args([
                 "import",
@@ -57,7 +57,7 @@ impl Setup {
     }
 
     fn call(&self) -> Output {
-        let p = |n: &str| self.dir.dir().join(n).display().to_string();
+        let p = |n: &str| self.dir.path().join(n).display().to_string();
         Command::new(env!("CARGO_BIN_EXE_crieur"))
             .args([
                 "call",
@@ -94,7 +94,7 @@ fn a_skip_is_refused_with_its_reasons_and_nothing_is_sent() {
 #[test]
 fn an_opted_out_number_is_refused() {
     let s = Setup::new(free_port(), "daily 00:00-24:00", "");
-    let store = s.dir.dir().join("store").display().to_string();
+    let store = s.dir.path().join("store").display().to_string();
     let o = Command::new(env!("CARGO_BIN_EXE_crieur"))
         .args(["optout", "--store", &store, "add", "+33 6 12 34 56 78"])
         .output()
@@ -117,7 +117,7 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
     use crieur_store::Store;
     // Nothing listens on this port: a call attempt would time out, a refusal is immediate.
     let s = Setup::new(free_port(), "daily 00:00-24:00", "");
-    let store = s.dir.dir().join("store");
+    let store = s.dir.path().join("store");
     {
         let st = crieur_store::SledStore::open(&store, false).unwrap_or_else(|e| panic!("{e}"));
         let id = crieur_scheduler::ContactId::new("c1").unwrap_or_else(|e| panic!("{e}"));
@@ -159,7 +159,7 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
     assert_eq!(o.status.code(), Some(3), "{out}{}", text(&o.stderr));
     assert!(out.contains("call history is damaged"), "{out}");
     assert!(!out.contains("INVITE"), "{out}");
-    let log = std::fs::read_to_string(s.dir.dir().join("store.audit/audit-000001.jsonl"))
+    let log = std::fs::read_to_string(s.dir.path().join("store.audit/audit-000001.jsonl"))
         .unwrap_or_default();
     assert!(
         log.contains(
@@ -206,7 +206,7 @@ fn crieur(args: &[&str]) -> Output {
 #[test]
 fn audit_verify_with_a_pinned_key_fails_a_log_without_checkpoints() {
     let s = Setup::new(free_port(), "daily 00:00-24:00", "");
-    let p = |n: &str| s.dir.dir().join(n).display().to_string();
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
     let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     std::fs::write(p("audit.pub"), text(&o.stdout)).unwrap_or_else(|e| panic!("{e}"));
@@ -231,7 +231,7 @@ fn audit_verify_with_a_pinned_key_fails_a_log_without_checkpoints() {
 #[test]
 fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
     let s = Setup::new(free_port(), "daily 00:00-24:00", "");
-    let p = |n: &str| s.dir.dir().join(n).display().to_string();
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
     let rows = "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\n\
                 a,+33612345678,,mon 10:00-11:00,2027-01-01T00:00:00Z,,,form,p1\n\
                 b,+3361234,,mon 10:00-11:00,2027-01-01T00:00:00Z,,,form,p2\n\
@@ -254,7 +254,7 @@ fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
         text(&o.stderr)
     );
     assert!(
-        !s.dir.dir().join("st").exists(),
+        !s.dir.path().join("st").exists(),
         "a failed import must not create a store"
     );
     // --skip-invalid: two imported, one rejected with its reason.
@@ -306,7 +306,7 @@ fn import_is_all_or_nothing_or_skips_invalid_rows_into_a_rejects_file() {
 #[test]
 fn optout_list_import_and_check() {
     let s = Setup::new(free_port(), "daily 00:00-24:00", "");
-    let p = |n: &str| s.dir.dir().join(n).display().to_string();
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
     std::fs::write(
         p("bloctel.txt"),
         "# opposition list\n+33612345678\n\n+33612345679\n",
@@ -367,7 +367,7 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
     assert!(out.contains("opt-out   recorded"), "{out}");
     assert!(out.contains("outcome   answered-opted-out"), "{out}");
     assert!(sipp_ok, "sipp did not count the call successful");
-    let store = s.dir.dir().join("store").display().to_string();
+    let store = s.dir.path().join("store").display().to_string();
     let o = crieur(&["optout", "--store", &store, "check", "+33612345678"]);
     assert_eq!(text(&o.stdout).trim(), "opted out");
     // Nothing listens any more: the next call must be refused before any INVITE.
@@ -437,7 +437,7 @@ fn the_not_interested_key_is_a_refusal_that_holds_the_number_across_campaigns() 
         "<recv response=\"200\" optional=\"true\"/>\n  <recv request=\"BYE\"/>",
     );
     assert!(scenario.contains("optional"), "scenario not adapted");
-    let mut uas = sipp(port, &scenario);
+    let mut uas = sipp(&s, port, &scenario);
     let o = s.call();
     let sipp_ok = uas.succeeded();
     let out = text(&o.stdout);
@@ -447,14 +447,14 @@ fn the_not_interested_key_is_a_refusal_that_holds_the_number_across_campaigns() 
     assert!(!out.contains("opt-out   recorded"), "{out}");
     assert!(sipp_ok, "sipp did not count the call successful");
     // Not an opt-out …
-    let store = s.dir.dir().join("store").display().to_string();
+    let store = s.dir.path().join("store").display().to_string();
     let o = crieur(&["optout", "--store", &store, "check", "+33612345678"]);
     assert_eq!(text(&o.stdout).trim(), "not opted out");
     // … but another campaign of the same store must not call for 60 days.
-    let other = std::fs::read_to_string(s.dir.dir().join("c.toml"))
+    let other = std::fs::read_to_string(s.dir.path().join("c.toml"))
         .unwrap_or_else(|e| panic!("{e}"))
         .replace("name = \"t\"", "name = \"other\"");
-    std::fs::write(s.dir.dir().join("c.toml"), other).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(s.dir.path().join("c.toml"), other).unwrap_or_else(|e| panic!("{e}"));
     s.import();
     let o = s.call();
     let out = text(&o.stdout);
@@ -476,7 +476,7 @@ fn a_callee_hanging_up_mid_message_was_answered_exit_0() {
         &opt_out[..cut],
         uas_request("BYE", 2, None, "")
     );
-    let mut uas = sipp(port, &scenario);
+    let mut uas = sipp(&s, port, &scenario);
     let o = s.call();
     let sipp_ok = uas.succeeded();
     let out = text(&o.stdout);
@@ -492,7 +492,7 @@ fn trunk_local_address_and_p_asserted_identity_are_used() {
     let local = free_port();
     let s = Setup::new(port, "daily 00:00-24:00", "");
     // [trunk] is the file's last section.
-    let toml = s.dir.dir().join("c.toml");
+    let toml = s.dir.path().join("c.toml");
     let mut c = std::fs::read_to_string(&toml).unwrap_or_else(|e| panic!("{e}"));
     c.push_str(&format!(
         "local_address = \"127.0.0.1:{local}\"\np_asserted_identity = \"tel:+33100000000\"\n"
@@ -517,7 +517,7 @@ fn trunk_local_address_and_p_asserted_identity_are_used() {
         scenario.contains("P-Asserted-Identity"),
         "scenario not adapted"
     );
-    let mut uas = sipp(port, &scenario);
+    let mut uas = sipp(&s, port, &scenario);
     let o = s.call();
     let sipp_ok = uas.succeeded();
     let out = text(&o.stdout);
@@ -528,16 +528,21 @@ fn trunk_local_address_and_p_asserted_identity_are_used() {
     );
 }
 
-/// sipp playing `scenario` on `port` (the campaign's trunk), for one call in at most 30 s.
-fn sipp(port: u16, scenario: &str) -> Sipp {
-    Sipp::scenario(scenario).port(port).timeout_secs(30).start()
+/// Starts a sipp UAS with `scenario` on `port` (the campaign's trunk), for one call in at
+/// most 30 s, the scenario and sipp's logs in the setup's directory.
+fn sipp(s: &Setup, port: u16, scenario: &str) -> Sipp {
+    Sipp::scenario(scenario)
+        .in_dir(s.dir.path(), "uas")
+        .port(port)
+        .timeout_secs(30)
+        .start()
 }
 
 /// Runs `crieur call` and SIGKILLs it once it prints `paused    at <point>` (or after
 /// `after` if no pause point is given).
 fn call_and_kill(s: &Setup, pause: Option<&str>, after: Duration) {
     use std::io::BufRead;
-    let p = |n: &str| s.dir.dir().join(n).display().to_string();
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_crieur"));
     cmd.args([
         "call",
@@ -597,8 +602,8 @@ fn sigkill_after_the_lease_before_the_invite() {
 fn sigkill_mid_call() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
-    tone_wav(&s.dir.dir().join("msg.wav"), 10.0); // long enough to be killed while playing
-    let mut uas = sipp(port, &uas());
+    tone_wav(&s.dir.path().join("msg.wav"), 10.0); // long enough to be killed while playing
+    let mut uas = sipp(&s, port, &uas());
     call_and_kill(&s, None, Duration::from_millis(2500));
     uas.kill();
     assert_recovered_and_capped(&s);
@@ -608,7 +613,7 @@ fn sigkill_mid_call() {
 fn sigkill_after_the_call_before_its_outcome_is_written() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
-    let mut uas = sipp(port, &uas());
+    let mut uas = sipp(&s, port, &uas());
     call_and_kill(&s, Some("after-call"), Duration::ZERO);
     let _ = uas.succeeded();
     // The call completed, but its outcome was never written: it counts as interrupted.
@@ -619,10 +624,10 @@ fn sigkill_after_the_call_before_its_outcome_is_written() {
 fn sigkill_right_after_an_opt_out_loses_nothing() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", "");
-    let mut uas = sipp(port, &uas_opt_out());
+    let mut uas = sipp(&s, port, &uas_opt_out());
     call_and_kill(&s, Some("after-opt-out"), Duration::ZERO);
     uas.kill();
-    let store = s.dir.dir().join("store").display().to_string();
+    let store = s.dir.path().join("store").display().to_string();
     let o = crieur(&["optout", "--store", &store, "check", "+33612345678"]);
     assert_eq!(text(&o.stdout).trim(), "opted out", "the opt-out was lost");
     let o = s.call();
@@ -638,7 +643,7 @@ fn sigkill_right_after_an_opt_out_loses_nothing() {
 #[test]
 fn call_refuses_a_store_that_does_not_exist() {
     let s = Setup::new(free_port(), "daily 00:00-24:00", "");
-    let p = |n: &str| s.dir.dir().join(n).display().to_string();
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
     let o = Command::new(env!("CARGO_BIN_EXE_crieur"))
         .args([
             "call",
@@ -657,7 +662,7 @@ fn call_refuses_a_store_that_does_not_exist() {
         "{}",
         text(&o.stderr)
     );
-    assert!(!s.dir.dir().join("typo").exists());
+    assert!(!s.dir.path().join("typo").exists());
     // A contact that was never imported is not called.
     let o = Command::new(env!("CARGO_BIN_EXE_crieur"))
         .args([
@@ -686,7 +691,7 @@ fn call_refuses_a_store_that_does_not_exist() {
 #[test]
 fn disk_full_during_an_import_fails_cleanly_and_loses_nothing() {
     let s = Setup::new(free_port(), "daily 00:00-24:00", "");
-    let store = s.dir.dir().join("store").display().to_string();
+    let store = s.dir.path().join("store").display().to_string();
     let o = crieur(&["optout", "--store", &store, "add", "+33612345679"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let mut csv =
@@ -698,15 +703,15 @@ fn disk_full_during_an_import_fails_cleanly_and_loses_nothing() {
             i
         ));
     }
-    let big = s.dir.dir().join("big.csv");
+    let big = s.dir.path().join("big.csv");
     std::fs::write(&big, csv).unwrap_or_else(|e| panic!("{e}"));
-    let campaign = s.dir.dir().join("c.toml").display().to_string();
+    let campaign = s.dir.path().join("c.toml").display().to_string();
     let import = format!(
         "{} import --campaign {campaign} --store {store} {}",
         env!("CARGO_BIN_EXE_crieur"),
         big.display()
     );
-    let base = s.dir.dir().join("base").display().to_string();
+    let base = s.dir.path().join("base").display().to_string();
     let cp = |from: &str, to: &str| {
         let _ = std::fs::remove_dir_all(to);
         let ok = Command::new("cp").args(["-a", from, to]).status();
@@ -717,7 +722,7 @@ fn disk_full_during_an_import_fails_cleanly_and_loses_nothing() {
     // for all of them is found by trying, each time from the same store.
     // Limits are tried upward from the size of the store's file before the import.
     let before =
-        std::fs::metadata(s.dir.dir().join("base").join("db")).map_or(0, |m| m.len()) / 1024;
+        std::fs::metadata(s.dir.path().join("base").join("db")).map_or(0, |m| m.len()) / 1024;
     let mut found = None;
     for kib in (1..=40).map(|k| before + k * 256) {
         cp(&base, &store);
@@ -776,7 +781,7 @@ fn disk_full_during_an_import_fails_cleanly_and_loses_nothing() {
 #[test]
 fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
     let s = Setup::new(free_port(), "daily 00:00-24:00", "2020-06-01T00:00:00Z");
-    let p = |n: &str| s.dir.dir().join(n).display().to_string();
+    let p = |n: &str| s.dir.path().join(n).display().to_string();
     let o = crieur(&["audit", "keygen", "--out", &p("audit.key")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     // The public key is written next to the secret (and printed); the secret is 0600.
@@ -896,14 +901,14 @@ fn refusing(code: &str, ring: bool) -> String {
 fn a_trunk_fault_exits_6_and_uses_up_an_attempt_only_if_something_rang() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
-    let mut uas = sipp(port, &refusing("503 Service Unavailable", false));
+    let mut uas = sipp(&s, port, &refusing("503 Service Unavailable", false));
     let o = s.call();
     let _ = uas.succeeded();
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert_eq!(o.status.code(), Some(6), "{out}{err}");
     assert!(err.contains("trunk     trunk-server-error"), "{err}");
     assert!(err.contains("no attempt used"), "{err}");
-    let mut uas = sipp(port, &refusing("503 Service Unavailable", true));
+    let mut uas = sipp(&s, port, &refusing("503 Service Unavailable", true));
     let o = s.call();
     let _ = uas.succeeded();
     let (out, err) = (text(&o.stdout), text(&o.stderr));
@@ -913,7 +918,7 @@ fn a_trunk_fault_exits_6_and_uses_up_an_attempt_only_if_something_rang() {
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(3), "{out}");
     assert!(out.contains("attempt cap: 1 of 1"), "{out}");
-    let log = std::fs::read_to_string(s.dir.dir().join("store.audit/audit-000001.jsonl"))
+    let log = std::fs::read_to_string(s.dir.path().join("store.audit/audit-000001.jsonl"))
         .unwrap_or_default();
     assert!(
         log.contains("\"outcome\":\"trunk-fault:trunk-failure\""),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crieur_test_support::{text, Scratch};
+use crieur_test_support::text;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -26,24 +26,32 @@ const GOOD_ROW: &str = "c1,+33612345678,,mon-fri 18:00-20:00,2027-01-10T09:00:00
 
 /// A scratch directory with a campaign (whose body is `campaign`, `@WAV@` standing for the
 /// example recording), a contacts file, and `not-a-wav.wav`.
-fn scratch(campaign: &str, contacts: &str) -> Scratch {
-    let s = Scratch::new();
-    let wav = root().join("audio/rappel-fr.wav");
-    s.write(
-        "campaign.toml",
-        campaign.replace("@WAV@", &wav.display().to_string()),
-    );
-    s.write("contacts.csv", contacts);
-    s.write("not-a-wav.wav", b"RIFF\0\0\0\0nope");
-    s
+struct Scratch {
+    dir: crieur_test_support::Scratch,
 }
 
-/// `check`, or `windows` over the DST week, on a scratch's campaign and contacts.
-trait Run {
-    fn run(&self, cmd: &str) -> Output;
-}
-
-impl Run for Scratch {
+impl Scratch {
+    fn new(campaign: &str, contacts: &str) -> Scratch {
+        let dir = crieur_test_support::Scratch::new();
+        let wav = root().join("audio/rappel-fr.wav");
+        dir.write(
+            "campaign.toml",
+            campaign.replace("@WAV@", &wav.display().to_string()),
+        );
+        dir.write("contacts.csv", contacts);
+        dir.write("not-a-wav.wav", b"RIFF\0\0\0\0nope");
+        Scratch { dir }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.file(name)
+    }
+    fn write(&self, name: &str, data: impl AsRef<[u8]>) {
+        self.dir.write(name, data);
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.dir.exists(name)
+    }
+    /// `check`, or `windows` over the DST week, on the campaign and contacts.
     fn run(&self, cmd: &str) -> Output {
         let (c, k) = (self.path("campaign.toml"), self.path("contacts.csv"));
         match cmd {
@@ -180,7 +188,7 @@ fn explain_lists_reasons_and_next_eligible() {
 /// Runs `cmd` on a scratch campaign/contacts pair; expects exit 2, no stdout, and each
 /// `want` fragment in stderr.
 fn rejects(campaign: &str, contacts: &str, cmd: &str, want: &[&str]) {
-    let s = scratch(campaign, contacts);
+    let s = Scratch::new(campaign, contacts);
     let o = s.run(cmd);
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert_eq!(o.status.code(), Some(2), "stdout: {out}\nstderr: {err}");
@@ -188,7 +196,7 @@ fn rejects(campaign: &str, contacts: &str, cmd: &str, want: &[&str]) {
         assert!(out.is_empty(), "partial output on bad input: {out}");
     }
     for w in want {
-        let w = w.replace("@DIR@", &s.dir().display().to_string());
+        let w = w.replace("@DIR@", &s.dir.path().display().to_string());
         assert!(err.contains(&w), "missing `{w}` in:\n{err}");
     }
 }
@@ -292,7 +300,7 @@ fn unknown_ruleset_and_zone_in_campaign() {
 
 #[test]
 fn unreadable_wav_and_short_ring_timeout() {
-    let s = scratch("", "");
+    let s = Scratch::new("", "");
     let campaign = CAMPAIGN
         .replace("@WAV@", &s.path("not-a-wav.wav"))
         .replace("ring_timeout_secs = 20", "ring_timeout_secs = 10");
@@ -338,7 +346,7 @@ fn a_lead_in_longer_than_the_identity_rule_allows_is_located() {
         "{}[trunk]\nuri = \"sip:127.0.0.1:5060\"\nfrom = \"sip:+33100000000@x.test\"\nsymmetric_rtp = true\n",
         CAMPAIGN.replace("ring_timeout_secs = 20\n", "ring_timeout_secs = 20\nlead_in_ms = 1500\n")
     );
-    let s = scratch(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
     let o = s.run("check");
     assert_eq!(
         o.status.code(),
@@ -398,7 +406,7 @@ fn bad_arguments_exit_2() {
 #[test]
 fn bom_and_crlf_are_accepted() {
     let rows = format!("\u{feff}{HEADER}{GOOD_ROW}").replace('\n', "\r\n");
-    let s = scratch(CAMPAIGN, &rows);
+    let s = Scratch::new(CAMPAIGN, &rows);
     let o = s.run("windows");
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout).lines().count(), 5, "{}", text(&o.stdout));
@@ -407,7 +415,7 @@ fn bom_and_crlf_are_accepted() {
 #[test]
 fn never_holding_schedule_is_a_warning() {
     let campaign = format!("{CAMPAIGN}schedule = [\"* * 31 2 *\"]\n");
-    let s = scratch(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
     let o = s.run("check");
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
@@ -467,8 +475,8 @@ fn errors_across_validation_blocks_keep_their_lines_and_order() {
     if let Some(at) = bytes.iter().position(|&b| b == 0) {
         bytes[at] = 0xff;
     }
-    let s = scratch(CAMPAIGN, "");
-    std::fs::write(s.dir().join("contacts.csv"), &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let s = Scratch::new(CAMPAIGN, "");
+    std::fs::write(s.dir.path().join("contacts.csv"), &bytes).unwrap_or_else(|e| panic!("{e}"));
     let o = s.run("check");
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -583,7 +591,7 @@ fn retry_rules_per_outcome_come_from_the_campaign() {
     let campaign = format!(
         "{CAMPAIGN}[retry]\nmax_attempts = 5\n[retry.busy]\ndelay_secs = 7200\nmax_retries = 1\n"
     );
-    let s = scratch(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
     let o = crieur(&[
         "simulate",
         "--campaign",
@@ -633,7 +641,7 @@ fn caps_may_only_be_tightened_and_keys_must_differ() {
         "field `caps.quiet_days_after_refusal`: bad value `10`: FR requires at least 60 days",
     ]);
     // Stricter is accepted.
-    let s = scratch(
+    let s = Scratch::new(
         &format!("{CAMPAIGN}not_interested_key = \"2\"\n[caps]\nrolling_max = 2\nquiet_days_after_refusal = 90\n"),
         &format!("{HEADER}{GOOD_ROW}"),
     );
@@ -680,7 +688,7 @@ fn duplicate_columns_are_an_error_naming_both() {
 
 #[test]
 fn headers_are_case_insensitive_and_another_separator_is_named() {
-    let s = scratch(CAMPAIGN, &format!("{}{GOOD_ROW}", HEADER.to_uppercase()));
+    let s = Scratch::new(CAMPAIGN, &format!("{}{GOOD_ROW}", HEADER.to_uppercase()));
     let o = s.run("check");
     assert!(o.status.success(), "{}", text(&o.stderr));
     let semi = format!("{HEADER}{GOOD_ROW}").replace(',', ";");
@@ -703,7 +711,7 @@ fn a_missing_signing_key_fails_check_and_import_creates_nothing() {
     rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
         "campaign.toml:7:20: field `audit.signing_key_file`: bad value `nope.key`: cannot read the signing key",
     ]);
-    let s = scratch(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
     s.write("bad.key", b"not hex\n");
     let import = |extra: &[&str]| {
         let mut a = vec![
@@ -725,7 +733,7 @@ fn a_missing_signing_key_fails_check_and_import_creates_nothing() {
     assert!(!s.exists("store") && !s.exists("store.audit"));
     // A good campaign, a bad --audit-key: still nothing created.
     std::fs::write(
-        s.dir().join("campaign.toml"),
+        s.dir.path().join("campaign.toml"),
         CAMPAIGN.replace(
             "@WAV@",
             &root().join("audio/rappel-fr.wav").display().to_string(),
@@ -754,7 +762,7 @@ fn a_missing_signing_key_fails_check_and_import_creates_nothing() {
 /// WAVs (tags 7 and 6) are accepted, with their length.
 #[test]
 fn truncated_wav_fails_check_and_g711_wavs_are_accepted() {
-    let s = scratch("", "");
+    let s = Scratch::new("", "");
     s.write("cut.wav", g711_wav(7, 80_000, 8_000));
     rejects(
         &CAMPAIGN.replace("@WAV@", &s.path("cut.wav")),
@@ -784,7 +792,7 @@ fn truncated_wav_fails_check_and_g711_wavs_are_accepted() {
 fn huge_values_are_not_echoed_whole() {
     let big = "x".repeat(1 << 20);
     let rows = format!("{HEADER}c2,+33612345678,,{big},2027-01-10T09:00:00Z,,,form,p\n");
-    let s = scratch(CAMPAIGN, &rows);
+    let s = Scratch::new(CAMPAIGN, &rows);
     let o = s.run("check");
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{}", &err[..err.len().min(2000)]);
@@ -797,7 +805,7 @@ fn huge_values_are_not_echoed_whole() {
     let campaign = CAMPAIGN
         .replace("Europe/Paris", &big)
         .replace("= 20", &format!("= \"{big}\""));
-    let s = scratch(&campaign, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(&campaign, &format!("{HEADER}{GOOD_ROW}"));
     let o = s.run("check");
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{}", &err[..err.len().min(2000)]);
@@ -824,7 +832,7 @@ fn spaces_between_days_are_accepted() {
     let rows = format!(
         "{HEADER}c1,+33612345678,,\"mon, wed 10:00-11:00\",2027-01-10T09:00:00Z,,,form,p\n"
     );
-    let s = scratch(CAMPAIGN, &rows);
+    let s = Scratch::new(CAMPAIGN, &rows);
     let o = s.run("windows");
     assert!(o.status.success(), "{}", text(&o.stderr));
     // 2027-03-01 is a Monday: Monday and Wednesday, 10:00-11:00 Paris (UTC+1).
@@ -838,7 +846,7 @@ fn spaces_between_days_are_accepted() {
 /// at the line and column of the first bad byte.
 #[test]
 fn toml_bom_is_accepted_and_non_utf8_is_located() {
-    let s = scratch(
+    let s = Scratch::new(
         &format!("\u{feff}{CAMPAIGN}"),
         &format!("{HEADER}{GOOD_ROW}"),
     );
@@ -881,7 +889,7 @@ fn toml_errors_are_all_reported_at_once() {
 /// Opt-out lists: a byte-order mark is accepted; a byte that is not UTF-8 is located.
 #[test]
 fn optout_list_bom_and_non_utf8() {
-    let s = scratch("", "");
+    let s = Scratch::new("", "");
     s.write(
         "bom.txt",
         "\u{feff}+33612345678\n# comment\n+33612345679\n".as_bytes(),
@@ -924,7 +932,7 @@ const CAMPAIGN_NONE: &str = "id = \"c-1\"\nname = \"First name\"\nruleset = \"no
 /// listed and 1 when not; the positional contacts file still works, with a warning.
 #[test]
 fn one_command_line_store_contacts_campaigns_optout_check() {
-    let s = scratch(CAMPAIGN_NONE, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(CAMPAIGN_NONE, &format!("{HEADER}{GOOD_ROW}"));
     let (c, k, st) = (
         s.path("campaign.toml"),
         s.path("contacts.csv"),
@@ -1021,7 +1029,7 @@ fn one_command_line_store_contacts_campaigns_optout_check() {
 /// `--format` means the same everywhere: a CSV header even without rows, one JSON array.
 #[test]
 fn formats_for_windows_and_simulate() {
-    let s = scratch(CAMPAIGN, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(CAMPAIGN, &format!("{HEADER}{GOOD_ROW}"));
     let args = |format: &str, until: &str| {
         vec![
             "windows".to_owned(),
@@ -1082,7 +1090,7 @@ fn delimiter_and_default_region() {
     let rows =
         format!("{HEADER}c1,06 12 34 56 78,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\n")
             .replace(',', ";");
-    let s = scratch(CAMPAIGN, &rows);
+    let s = Scratch::new(CAMPAIGN, &rows);
     let (c, k) = (s.path("campaign.toml"), s.path("contacts.csv"));
     let o = crieur(&[
         "check",
@@ -1141,7 +1149,7 @@ fn delimiter_and_default_region() {
 /// their line and reason.
 #[test]
 fn optout_import_skip_invalid_writes_rejects() {
-    let s = scratch("", "");
+    let s = Scratch::new("", "");
     s.write(
         "list.txt",
         b"+33612345678\nnot-a-number\n\n+33612345679\n+3361\n",
@@ -1185,7 +1193,7 @@ fn optout_import_skip_invalid_writes_rejects() {
 /// contacts; a bad id is located; without an id, `check` says the name is used.
 #[test]
 fn campaign_id_is_stable_and_checked() {
-    let s = scratch(CAMPAIGN_NONE, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(CAMPAIGN_NONE, &format!("{HEADER}{GOOD_ROW}"));
     let (c, k, st) = (
         s.path("campaign.toml"),
         s.path("contacts.csv"),
@@ -1224,7 +1232,7 @@ fn campaign_id_is_stable_and_checked() {
         "check",
         &["campaign.toml:1:6: field `id`: bad value `bad id/`: expected 1 to 64 ASCII letters"],
     );
-    let s = scratch(CAMPAIGN, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(CAMPAIGN, &format!("{HEADER}{GOOD_ROW}"));
     let o = s.run("check");
     assert!(o.status.success());
     assert!(
@@ -1246,7 +1254,7 @@ fn status_and_never_callable_warnings() {
          expired,+33612345672,,daily 00:00-24:00,2026-01-01T00:00:00Z,2026-06-01T00:00:00Z,,form,p\n\
          optedout,+33612345673,,daily 00:00-24:00,2027-01-01T00:00:00Z,,,form,p\n"
     );
-    let s = scratch(CAMPAIGN_NONE, &rows);
+    let s = Scratch::new(CAMPAIGN_NONE, &rows);
     let (c, k, st) = (
         s.path("campaign.toml"),
         s.path("contacts.csv"),
@@ -1327,7 +1335,7 @@ fn toml_type_errors_and_checks_together() {
         "campaign.toml:4:21: field `ring_timeout_secs`: bad value `10`: expected at least 15 seconds",
         "2 problem(s)",
     ]);
-    let s = scratch(
+    let s = Scratch::new(
         &CAMPAIGN.replace("name = \"t\"", "name = 5"),
         &format!("{HEADER}{GOOD_ROW}"),
     );
@@ -1347,7 +1355,7 @@ fn skip_invalid_lines_are_right_after_a_bom() {
     let rows = format!(
         "\u{feff}{HEADER}{GOOD_ROW}c2,+3361234,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\nc3,+33612345679,,mon 18:00-20:00,2027-01-10T09:00:00Z,,,form,p\n"
     );
-    let s = scratch(CAMPAIGN_NONE, &rows);
+    let s = Scratch::new(CAMPAIGN_NONE, &rows);
     let o = crieur(&[
         "import",
         "--campaign",
@@ -1396,7 +1404,7 @@ fn trunk_breaker_thresholds_are_checked_and_located() {
     let ok = campaign
         .replace("consecutive_faults = 0", "consecutive_faults = 3")
         .replace("open_secs = 90000", "open_secs = 30");
-    let s = scratch(&ok, &format!("{HEADER}{GOOD_ROW}"));
+    let s = Scratch::new(&ok, &format!("{HEADER}{GOOD_ROW}"));
     let o = s.run("check");
     assert!(o.status.success(), "{}", text(&o.stderr));
 }

@@ -20,11 +20,6 @@ use crieur_media::uac::{
     CallReport, CallRequest, Credentials, OptOutFuture, Trunk, Uac, DEFAULT_LEAD_IN,
 };
 
-/// sipp as the UAS playing `scenario` (one call; reaching its 40 s timeout is a failure).
-fn start_sipp(scenario: &str, extra: &[&str]) -> Sipp {
-    Sipp::scenario(scenario).timeout_error().args(extra).start()
-}
-
 fn tone(f: f32, secs: f32) -> Message {
     let samples: Vec<f32> = (0..(8000.0 * secs) as usize)
         .map(|n| 0.4 * (2.0 * std::f32::consts::PI * f * n as f32 / 8000.0).sin())
@@ -115,7 +110,7 @@ fn timeline(r: &CallReport) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn answer_and_full_playback_decodes_back_to_the_message() {
-    let mut sipp = start_sipp(&answer_scenario("8 0 101", BYE_200), &["-rtp_echo"]);
+    let mut sipp = Sipp::start(&answer_scenario("8 0 101", BYE_200), &["-rtp_echo"]);
     let message = tone(440.0, 2.0); // 100 packets
     let original: Vec<u8> = message.encoded(Codec::Pcma).to_vec();
     let placed = place(&trunk(sipp.addr()), message).await;
@@ -192,7 +187,7 @@ async fn answer_and_full_playback_decodes_back_to_the_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pcma_only_answer_is_used() {
-    let mut sipp = start_sipp(&answer_scenario("8", BYE_200), &[]);
+    let mut sipp = Sipp::start(&answer_scenario("8", BYE_200), &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
     assert_eq!(
         r.ending.outcome,
@@ -224,7 +219,7 @@ async fn no_common_codec_is_hung_up_as_codec_mismatch_with_a_reason() {
     let bye = bye_checking_reason(
         "^ *SIP *; *cause=488 *; *text=&quot;no common codec in the answer&quot; *$",
     );
-    let mut sipp = start_sipp(&answer_scenario("18", &bye), &[]);
+    let mut sipp = Sipp::start(&answer_scenario("18", &bye), &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
     assert_eq!(r.ending.outcome, Outcome::CodecMismatch, "{}", timeline(&r));
     assert_eq!(r.rtp_sent, 0);
@@ -243,7 +238,7 @@ async fn no_response_at_all_ends_by_timer_b_without_cancel() {
         r#"{HEAD}  <pause milliseconds="36000"/>
 {TAIL}"#
     );
-    let mut sipp = start_sipp(&scenario, &[]);
+    let mut sipp = Sipp::start(&scenario, &[]);
     let t = trunk(sipp.addr());
     let started = Instant::now();
     let r = place(&t, tone(440.0, 0.5)).await.report;
@@ -276,7 +271,7 @@ async fn bye_to_a_vanished_peer_ends_the_call_when_it_left() {
     let after_ack = r#"  <recv request="BYE"/>
   <pause milliseconds="2500"/>
 "#;
-    let mut sipp = start_sipp(&answer_scenario("0 8", after_ack), &[]);
+    let mut sipp = Sipp::start(&answer_scenario("0 8", after_ack), &[]);
     let uac = Uac::start(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
         "crieur-test/0",
@@ -335,7 +330,7 @@ async fn busy_and_unavailable() {
         ("486 Busy Here", Outcome::Busy, 486),
         ("503 Service Unavailable", Outcome::TrunkFailure, 503),
     ] {
-        let mut sipp = start_sipp(&rejecting(code), &[]);
+        let mut sipp = Sipp::start(&rejecting(code), &[]);
         let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
         assert_eq!(r.ending.outcome, want, "{}", timeline(&r));
         assert_eq!(r.ending.sip_status, Some(status));
@@ -360,7 +355,7 @@ async fn ring_timeout_cancels_then_487_then_ack() {
         same_via_action()
     );
     let scenario = format!("{head}{}{cancel}\n{CANCEL_200_487}{ACK}{TAIL}", ringing());
-    let mut sipp = start_sipp(&scenario, &[]);
+    let mut sipp = Sipp::start(&scenario, &[]);
     let t = trunk(sipp.addr());
     let started = Instant::now();
     let r = place(&t, tone(440.0, 0.5)).await.report;
@@ -381,7 +376,7 @@ async fn callee_bye_mid_message() {
         "  <pause milliseconds=\"1000\"/>\n{}",
         uas_request("BYE", 2, None, "")
     );
-    let mut sipp = start_sipp(&answer_scenario("0 8 101", &after_ack), &[]);
+    let mut sipp = Sipp::start(&answer_scenario("0 8 101", &after_ack), &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 5.0)).await.report;
     assert_eq!(
         r.ending.outcome,
@@ -428,7 +423,7 @@ async fn opt_out_by_rfc4733() {
     let after_ack = format!(
         "  <pause milliseconds=\"500\"/>\n  <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_9.pcap\"/></action></nop>\n{BYE_200}"
     );
-    let mut sipp = start_sipp(&answer_scenario("0 101", &after_ack), &[]);
+    let mut sipp = Sipp::start(&answer_scenario("0 101", &after_ack), &[]);
     let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
     assert_opted_out(&placed, DtmfMethod::Rfc4733);
     assert!(sipp.succeeded());
@@ -440,7 +435,7 @@ async fn opt_out_by_sip_info() {
         "  <pause milliseconds=\"500\"/>\n{}{BYE_200}",
         info_key(2, '9')
     );
-    let mut sipp = start_sipp(&answer_scenario("0 8 101", &after_ack), &[]);
+    let mut sipp = Sipp::start(&answer_scenario("0 8 101", &after_ack), &[]);
     let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
     assert_opted_out(&placed, DtmfMethod::SipInfo);
     assert!(sipp.succeeded());
@@ -566,7 +561,7 @@ async fn opt_out_by_in_band_tones() {
         "  <pause milliseconds=\"500\"/>\n  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n{BYE_200}",
         pcap.display()
     );
-    let mut sipp = start_sipp(&answer_scenario("0", &after_ack), &[]);
+    let mut sipp = Sipp::start(&answer_scenario("0", &after_ack), &[]);
     let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
     assert_opted_out(&placed, DtmfMethod::InBand);
     assert!(sipp.succeeded());
@@ -668,7 +663,7 @@ async fn a_403_after_credentials_is_an_auth_failure_without_them_a_rejection() {
     let forbidden = response("403 Forbidden", "", None);
     let scenario =
         format!("{HEAD}{challenge}{ACK}  <recv request=\"INVITE\"/>\n{forbidden}{ACK}{TAIL}");
-    let mut sipp = start_sipp(&scenario, &[]);
+    let mut sipp = Sipp::start(&scenario, &[]);
     let mut t = trunk(sipp.addr());
     t.credentials = Some(Credentials {
         username: "alice".into(),
@@ -682,7 +677,7 @@ async fn a_403_after_credentials_is_an_auth_failure_without_them_a_rejection() {
     assert!(sipp.succeeded());
 
     // Credentials configured, but the trunk never challenged: none were sent.
-    let mut sipp = start_sipp(&rejecting("403 Forbidden"), &[]);
+    let mut sipp = Sipp::start(&rejecting("403 Forbidden"), &[]);
     t.address = sipp.addr();
     let r = place(&t, tone(440.0, 0.5)).await.report;
     assert_eq!(r.ending.outcome, Outcome::Rejected, "{}", timeline(&r));
@@ -696,7 +691,7 @@ async fn a_failed_opt_out_write_hangs_up_without_confirming() {
         "  <pause milliseconds=\"500\"/>\n{}{BYE_200}",
         info_key(2, '9')
     );
-    let mut sipp = start_sipp(&answer_scenario("0 101", &after_ack), &[]);
+    let mut sipp = Sipp::start(&answer_scenario("0 101", &after_ack), &[]);
     let placed = place_with(
         &trunk(sipp.addr()),
         tone(440.0, 8.0),
@@ -742,7 +737,7 @@ async fn opt_out_when_the_answer_renames_telephone_event() {
             "  <pause milliseconds=\"500\"/>\n  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n{BYE_200}",
             pcap.display()
         );
-        let mut sipp = start_sipp(&answer_scenario("0 96", &after_ack), &[]);
+        let mut sipp = Sipp::start(&answer_scenario("0 96", &after_ack), &[]);
         let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
         assert_opted_out(&placed, DtmfMethod::Rfc4733);
         assert!(sipp.succeeded(), "key on {pt}");
@@ -789,7 +784,7 @@ async fn rtp_from_a_foreign_source_is_ignored() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let script = foreign_sender(dir.path());
     // Strict (the default): the key from a stranger does not opt the callee out.
-    let mut sipp = start_sipp(&foreign_key_scenario(&script), &[]);
+    let mut sipp = Sipp::start(&foreign_key_scenario(&script), &[]);
     let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
     assert_eq!(
         r.ending.outcome,
@@ -802,7 +797,7 @@ async fn rtp_from_a_foreign_source_is_ignored() {
     assert!(sipp.succeeded());
     // The same packets do reach the call: with symmetric RTP latching on, the first source
     // heard becomes the peer — here the stranger (the option's documented risk).
-    let mut sipp = start_sipp(&foreign_key_scenario(&script), &[]);
+    let mut sipp = Sipp::start(&foreign_key_scenario(&script), &[]);
     let mut t = trunk(sipp.addr());
     t.symmetric_rtp = true;
     let r = place_on(&t, tone(440.0, 3.0)).await;
@@ -824,7 +819,7 @@ async fn inactive_and_sendonly_answers_get_no_message() {
         let bye = bye_checking_reason(
             "^ *SIP *; *cause=488 *; *text=&quot;the answer does not receive audio&quot; *$",
         );
-        let mut sipp = start_sipp(&answer_scenario_with(sdp, "", &bye), &["-rtp_echo"]);
+        let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", &bye), &["-rtp_echo"]);
         let r = place_on(&trunk(sipp.addr()), tone(440.0, 3.0)).await;
         assert_eq!(
             r.ending.outcome,
@@ -873,7 +868,7 @@ async fn reinvite_and_update_with_the_same_sdp_keep_the_call_and_our_version() {
             &same
         ),
     );
-    let mut sipp = start_sipp(
+    let mut sipp = Sipp::start(
         &answer_scenario_with(same.clone(), "", &after_ack),
         &["-trace_msg"],
     );
@@ -915,7 +910,7 @@ async fn reinvite_moves_the_media_to_another_port() {
         "  <pause milliseconds=\"1000\"/>\n{}{BYE_200}",
         uas_reinvite(2, &moved)
     );
-    let mut sipp = start_sipp(
+    let mut sipp = Sipp::start(
         &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
         &["-trace_msg"],
     );
@@ -980,7 +975,7 @@ async fn hold_pauses_the_message_and_resume_continues_it() {
         uas_reinvite(2, &hold),
         uas_reinvite(3, &resume)
     );
-    let mut sipp = start_sipp(
+    let mut sipp = Sipp::start(
         &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
         &["-rtp_echo", "-trace_msg"],
     );
@@ -1062,7 +1057,7 @@ Content-Length: 0
 ]]></send>
 {BYE_200}"#
     );
-    let mut sipp = start_sipp(
+    let mut sipp = Sipp::start(
         &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
         &[],
     );
@@ -1101,7 +1096,7 @@ Content-Length: 0
 "#
     .to_owned()
         + BYE_200;
-    let mut sipp = start_sipp(
+    let mut sipp = Sipp::start(
         &answer_scenario_with(
             sdp_body("0 101", "", "[media_port]", 1),
             "Session-Expires: 2;refresher=uac\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE, INFO\nRequire: timer\n",
@@ -1264,7 +1259,7 @@ async fn rtcp_sender_reports_reach_the_peer_and_its_receiver_report_is_read() {
         "[media_port]",
         1,
     );
-    let mut sipp = start_sipp(&answer_scenario_with(sdp, "", BYE_200), &[]);
+    let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", BYE_200), &[]);
     let peer =
         std::thread::spawn(move || rtcp_peer(peer, Instant::now() + Duration::from_secs(20)));
     let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
@@ -1284,7 +1279,7 @@ async fn rtcp_mux_sends_and_reads_rtcp_on_the_rtp_port() {
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let port = peer.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
     let sdp = sdp_body("0 101", "a=rtcp-mux\n", &port.to_string(), 1);
-    let mut sipp = start_sipp(&answer_scenario_with(sdp, "", BYE_200), &[]);
+    let mut sipp = Sipp::start(&answer_scenario_with(sdp, "", BYE_200), &[]);
     let peer =
         std::thread::spawn(move || rtcp_peer(peer, Instant::now() + Duration::from_secs(20)));
     let r = place_on(&trunk(sipp.addr()), tone(440.0, 6.0)).await;
@@ -1307,7 +1302,7 @@ async fn reinvite_with_only_the_other_law_switches_codec_mid_message() {
         "  <pause milliseconds=\"1000\"/>\n{}{BYE_200}",
         uas_reinvite(2, &sdp_body("8 101", "", "[media_port]", 2))
     );
-    let mut sipp = start_sipp(
+    let mut sipp = Sipp::start(
         &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
         &["-rtp_echo"],
     );
@@ -1354,7 +1349,7 @@ async fn reinvite_with_only_the_other_law_switches_codec_mid_message() {
 async fn a_session_the_far_end_does_not_refresh_is_ended_before_it_expires() {
     // The 200 makes the far end the refresher every 3 s; it never refreshes: we send BYE
     // min(32 s, 3 s / 3) = 1 s before the session would expire (RFC 4028 §10).
-    let mut sipp = start_sipp(
+    let mut sipp = Sipp::start(
         &answer_scenario_with(
             sdp_body("0 101", "", "[media_port]", 1),
             "Session-Expires: 3;refresher=uas\nRequire: timer\n",
@@ -1479,7 +1474,7 @@ async fn invite_says_allow_supported_pai_and_user_phone_and_in_dialog_options_40
         checks.join("\n      "),
         response("200 OK", "", Some("0 101"))
     );
-    let mut sipp = start_sipp(&scenario, &[]);
+    let mut sipp = Sipp::start(&scenario, &[]);
     let mut t = trunk(sipp.addr());
     t.p_asserted_identity = Some("sip:+33100000000@crieur.test".into());
     let r = place(&t, tone(440.0, 2.0)).await.report;
@@ -1534,7 +1529,7 @@ Content-Length: 0
         ),
         same_via_action()
     );
-    let mut sipp = start_sipp(&scenario, &[]);
+    let mut sipp = Sipp::start(&scenario, &[]);
     let r = place(&trunk(sipp.addr()), tone(440.0, 0.3)).await.report;
     assert_eq!(r.ending.outcome, Outcome::Busy, "{}", timeline(&r));
     assert!(sipp.succeeded(), "the ACK's Via differs from the INVITE's");

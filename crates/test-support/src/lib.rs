@@ -13,7 +13,7 @@ pub mod scenario;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Output bytes as text (lossy).
@@ -194,6 +194,12 @@ pub struct Sipp {
 }
 
 impl Sipp {
+    /// sipp playing `scenario` for one call on free ports, reaching its 40 s timeout a
+    /// failure, with `extra` arguments: the common case of [`Sipp::scenario`].
+    pub fn start(scenario: &str, extra: &[&str]) -> Sipp {
+        Self::scenario(scenario).timeout_error().args(extra).start()
+    }
+
     /// sipp playing `scenario` (XML; a UAS or a UAC); see [`SippBuilder`] for the options, then `start()`.
     pub fn scenario(scenario: &str) -> SippBuilder {
         let scenario = scenario.to_owned();
@@ -236,6 +242,11 @@ impl Sipp {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Waits for sipp to end, however long that takes (its `-timeout` bounds it).
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait()
     }
 
     /// Whether sipp is still running (it ends after its calls, or at its timeout).
@@ -293,11 +304,12 @@ impl Scratch {
             dir: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
         }
     }
-    pub fn dir(&self) -> &Path {
+    /// The directory.
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
     /// The path of `name` in the directory, as a string (for a command line).
-    pub fn path(&self, name: &str) -> String {
+    pub fn file(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
     pub fn write(&self, name: &str, data: impl AsRef<[u8]>) {
