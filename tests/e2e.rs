@@ -409,7 +409,7 @@ fn dialling_stops_when_the_window_closes_and_says_why() {
     let h = r.headers().cloned().unwrap_or_default();
     let col = h
         .iter()
-        .position(|x| x == "invite_at")
+        .position(|x| x == "start_utc")
         .unwrap_or(usize::MAX);
     let invites: Vec<chrono::DateTime<Utc>> = r
         .records()

@@ -63,11 +63,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut log = AuditLog::open(dir.path(), opts)?;
     log.append_durable(
         now,
-        &Record::RunStart(RunHeader {
+        &Record::RunStart(Box::new(RunHeader {
             format: FORMAT_VERSION,
             command: "bench".into(),
             software: "bench".into(),
             campaign: Some("bench".into()),
+            campaign_name: None,
+            campaign_file: None,
+            campaign_sha256: None,
             campaign_toml: None,
             policy: Some(policy_snapshot(
                 &policy,
@@ -83,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             audio: vec![],
             tzdb_version: crieur_scheduler::tzdb_version().into(),
             phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
-        }),
+        })),
     )?;
     // As in a run: the call tasks encode their records on their own threads (here one
     // two producer threads); the log's owner does the serial chain step and the group commits.

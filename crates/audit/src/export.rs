@@ -1,247 +1,302 @@
-//! Exports for reviewers: one row per call (CDR-style, CSV or JSON) and a self-contained HTML
-//! report (counts per outcome, calls per local hour against the consented windows, violations).
+//! `audit export`: one row per call (CDR-style), built from the log alone. The HTML report
+//! (`crate::report`) is built from the same rows.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::HashMap;
 use std::path::Path;
 
-use chrono::{NaiveDateTime, Timelike};
-use crieur_scheduler::Windows;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::record::Record;
-use crate::replay::ReplayReport;
+use crate::record::{Entry, Record};
 use crate::{read_all, Result};
 
-/// One call, as a row.
-#[derive(Debug, Clone, Default, Serialize)]
+/// One call, as a row. The field order is the column order of the CSV export
+/// ([`COLUMNS`]); instants are RFC 3339 with milliseconds, durations milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CallRow {
+    /// crieur's call id.
     pub call: String,
     pub campaign: String,
     pub contact: String,
     pub number: String,
-    pub decided_at: String,
-    pub invite_at: String,
-    pub final_status: Option<u16>,
-    pub answered: bool,
-    pub answer_to_audio_ms: Option<u64>,
+    /// The callee's zone (the dial decision's candidate zones, space-separated).
+    pub zone: String,
+    /// When the INVITE left, in the callee's (first candidate) zone, with its UTC offset.
+    pub start_local: String,
+    /// When the INVITE left, UTC.
+    pub start_utc: String,
+    /// INVITE → answer, or → the final response when unanswered.
+    pub ring_ms: Option<u64>,
+    /// When the callee answered (UTC), empty when unanswered.
+    pub answered_at: String,
+    /// Answer → end of the call.
+    pub talk_ms: Option<u64>,
+    pub outcome: String,
+    /// Key presses: `digit(method)`, space-separated.
     pub keys: String,
-    pub opted_out: bool,
+    /// When the opt-out was durable in the store (UTC), empty when none.
+    pub optout_durable_at: String,
+    /// The consent the dial decision relied on: its source and proof.
+    pub consent_source: String,
+    pub consent_proof: String,
+    /// Seq of the dial decision (the re-check) this call was placed under.
+    pub decision_seq: Option<u64>,
+    /// Rule set and version of that decision.
+    pub ruleset: String,
+    /// The INVITE's final SIP status.
+    pub sip_status: Option<u16>,
+    /// INVITE → the first 18x (the callee's phone rang), when the log records it.
+    pub alerting_ms: Option<u64>,
+    pub answer_to_audio_ms: Option<u64>,
+    /// Opt-out key press → opt-out durable.
+    pub optout_durable_ms: Option<u64>,
     pub hangup_by: String,
     pub hangup_reason: String,
-    pub outcome: String,
-    pub started: String,
-    pub ended: String,
+    /// When the call ended (UTC).
+    pub ended_utc: String,
+}
+
+/// The CSV header, in [`CallRow`]'s field order (a header row is written even when there is
+/// no call).
+pub const COLUMNS: [&str; 24] = [
+    "call",
+    "campaign",
+    "contact",
+    "number",
+    "zone",
+    "start_local",
+    "start_utc",
+    "ring_ms",
+    "answered_at",
+    "talk_ms",
+    "outcome",
+    "keys",
+    "optout_durable_at",
+    "consent_source",
+    "consent_proof",
+    "decision_seq",
+    "ruleset",
+    "sip_status",
+    "alerting_ms",
+    "answer_to_audio_ms",
+    "optout_durable_ms",
+    "hangup_by",
+    "hangup_reason",
+    "ended_utc",
+];
+
+/// A call as built from the log: its row and what the report needs besides.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub row: CallRow,
+    /// Seq of the INVITE record.
+    pub seq: u64,
+    pub sent_at: DateTime<Utc>,
+    /// The callee's first candidate zone, when known.
+    pub zone: Option<chrono_tz::Tz>,
+    /// The consent windows the dial relied on (every consent's when the decision named none).
+    pub windows: Vec<String>,
+    /// The far end's RTCP about our audio: report blocks received and the worst fraction
+    /// lost (in 1/256), when the call recorded it.
+    pub rtcp: Option<(u32, u8)>,
+    answered_at: Option<DateTime<Utc>>,
+    opt_out_key_at_ms: Option<u64>,
+    opt_out_at: Option<DateTime<Utc>>,
+}
+
+/// RFC 3339 UTC with milliseconds and `Z`.
+pub fn utc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// RFC 3339 in `zone` with milliseconds and the UTC offset.
+pub fn local(t: DateTime<Utc>, zone: chrono_tz::Tz) -> String {
+    t.with_timezone(&zone)
+        .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        .to_string()
+}
+
+fn ms_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+    u64::try_from((to - from).num_milliseconds()).unwrap_or(0)
+}
+
+/// What a dial decision contributes to the call placed under it.
+struct DialInfo {
+    seq: u64,
+    zones: Vec<String>,
+    ruleset: String,
+    source: String,
+    proof: String,
+    windows: Vec<String>,
 }
 
 /// Every call of the log, in INVITE order.
-pub fn calls(dir: &Path) -> Result<Vec<CallRow>> {
-    let mut rows: Vec<CallRow> = Vec::new();
-    let mut index: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, _, e) in read_all(dir)? {
-        let row = |call: &str, rows: &mut Vec<CallRow>| -> Option<usize> {
-            index.get(call).copied().filter(|&i| i < rows.len())
-        };
-        match e.record {
+pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
+    let mut out: Vec<Call> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut dials: HashMap<(String, String, DateTime<Utc>), DialInfo> = HashMap::new();
+    let mut opt_out_key: Option<char> = None;
+    for (_, _, e) in entries {
+        let at = |call: &str| index.get(call).copied();
+        match &e.record {
+            Record::RunStart(h) => opt_out_key = h.opt_out_key,
+            Record::Decision(d) if d.verdict == "dial" => {
+                let chosen = d.consent.and_then(|i| d.consents.get(i));
+                dials.insert(
+                    (d.campaign.clone(), d.contact.clone(), d.now),
+                    DialInfo {
+                        seq: e.seq,
+                        zones: d.readings.iter().map(|r| r.zone.clone()).collect(),
+                        ruleset: format!("{} {}", d.ruleset, d.ruleset_version)
+                            .trim()
+                            .to_owned(),
+                        source: chosen.map(|c| c.source.clone()).unwrap_or_default(),
+                        proof: chosen.map(|c| c.proof.clone()).unwrap_or_default(),
+                        windows: match chosen {
+                            Some(c) => vec![c.windows.clone()],
+                            None => d.consents.iter().map(|c| c.windows.clone()).collect(),
+                        },
+                    },
+                );
+            }
             Record::InviteSent(i) => {
-                index.insert(i.call.clone(), rows.len());
-                rows.push(CallRow {
-                    call: i.call,
-                    campaign: i.campaign,
-                    contact: i.contact,
-                    number: i.number,
-                    decided_at: i.decided_at.to_rfc3339(),
-                    invite_at: i.sent_at.to_rfc3339(),
-                    ..CallRow::default()
+                let info = dials.get(&(i.campaign.clone(), i.contact.clone(), i.decided_at));
+                let zone = info
+                    .and_then(|d| d.zones.first())
+                    .and_then(|z| z.parse::<chrono_tz::Tz>().ok());
+                index.insert(i.call.clone(), out.len());
+                out.push(Call {
+                    row: CallRow {
+                        call: i.call.clone(),
+                        campaign: i.campaign.clone(),
+                        contact: i.contact.clone(),
+                        number: i.number.clone(),
+                        zone: info.map(|d| d.zones.join(" ")).unwrap_or_default(),
+                        start_local: zone.map(|z| local(i.sent_at, z)).unwrap_or_default(),
+                        start_utc: utc(i.sent_at),
+                        consent_source: info.map(|d| d.source.clone()).unwrap_or_default(),
+                        consent_proof: info.map(|d| d.proof.clone()).unwrap_or_default(),
+                        decision_seq: info.map(|d| d.seq),
+                        ruleset: info.map(|d| d.ruleset.clone()).unwrap_or_default(),
+                        ..CallRow::default()
+                    },
+                    seq: e.seq,
+                    sent_at: i.sent_at,
+                    zone,
+                    windows: info.map(|d| d.windows.clone()).unwrap_or_default(),
+                    rtcp: None,
+                    answered_at: None,
+                    opt_out_key_at_ms: None,
+                    opt_out_at: None,
                 });
             }
-            // A provisional (18x) is evidence that something rang, not the final status.
-            Record::SipResponse(r) if r.status >= 200 => {
-                if let Some(k) = row(&r.call, &mut rows) {
-                    rows[k].final_status = Some(r.status);
+            Record::SipResponse(r) => {
+                if let Some(c) = at(&r.call).and_then(|k| out.get_mut(k)) {
+                    if r.status < 200 {
+                        // A provisional response: the first 18x says the phone rang.
+                        if (180..200).contains(&r.status) && c.row.alerting_ms.is_none() {
+                            c.row.alerting_ms = Some(r.at_ms);
+                        }
+                    } else {
+                        c.row.sip_status = Some(r.status);
+                        if c.answered_at.is_none() {
+                            c.row.ring_ms = Some(r.at_ms);
+                        }
+                    }
                 }
             }
             Record::Answered(a) => {
-                if let Some(k) = row(&a.call, &mut rows) {
-                    rows[k].answered = true;
+                if let Some(c) = at(&a.call).and_then(|k| out.get_mut(k)) {
+                    let t = c.sent_at
+                        + chrono::Duration::milliseconds(i64::try_from(a.at_ms).unwrap_or(0));
+                    c.answered_at = Some(t);
+                    c.row.answered_at = utc(t);
+                    c.row.ring_ms = Some(a.at_ms);
                 }
             }
             Record::FirstAudio(f) => {
-                if let Some(k) = row(&f.call, &mut rows) {
-                    rows[k].answer_to_audio_ms = Some(f.answer_to_audio_ms);
+                if let Some(c) = at(&f.call).and_then(|k| out.get_mut(k)) {
+                    c.row.answer_to_audio_ms = Some(f.answer_to_audio_ms);
                 }
             }
             Record::Dtmf(d) => {
-                if let Some(k) = row(&d.call, &mut rows) {
-                    let _ = write!(rows[k].keys, "{}({}) ", d.digit, d.method);
+                if let Some(c) = at(&d.call).and_then(|k| out.get_mut(k)) {
+                    if !c.row.keys.is_empty() {
+                        c.row.keys.push(' ');
+                    }
+                    c.row.keys.push_str(&format!("{}({})", d.digit, d.method));
+                    if Some(d.digit) == opt_out_key && c.opt_out_key_at_ms.is_none() {
+                        c.opt_out_key_at_ms = Some(d.at_ms);
+                    }
                 }
             }
             Record::OptOutRecorded(o) => {
-                if let Some(k) = row(&o.call, &mut rows) {
-                    rows[k].opted_out = true;
+                if let Some(c) = at(&o.call).and_then(|k| out.get_mut(k)) {
+                    c.row.optout_durable_at = utc(o.at);
+                    c.opt_out_at = Some(o.at);
+                }
+            }
+            Record::Rtcp(r) => {
+                if let Some(c) = at(&r.call).and_then(|k| out.get_mut(k)) {
+                    c.rtcp = Some((r.reports_received, r.worst_fraction_lost_256));
                 }
             }
             Record::Hangup(h) => {
-                if let Some(k) = row(&h.call, &mut rows) {
-                    rows[k].hangup_by = h.by;
-                    rows[k].hangup_reason = h.reason;
+                if let Some(c) = at(&h.call).and_then(|k| out.get_mut(k)) {
+                    c.row.hangup_by = h.by.clone();
+                    c.row.hangup_reason = h.reason.clone();
                 }
             }
             Record::Outcome(o) => {
-                if let Some(k) = row(&o.call, &mut rows) {
-                    rows[k].outcome = o.outcome;
-                    rows[k].started = o.started.to_rfc3339();
-                    rows[k].ended = o.ended.to_rfc3339();
+                if let Some(c) = at(&o.call).and_then(|k| out.get_mut(k)) {
+                    c.row.outcome = o.outcome.clone();
+                    c.row.ended_utc = utc(o.ended);
+                    c.row.talk_ms = c.answered_at.map(|a| ms_between(a, o.ended));
                 }
             }
             _ => {}
         }
     }
-    for r in &mut rows {
-        r.keys = r.keys.trim_end().to_owned();
-    }
-    Ok(rows)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Dials per local hour (first candidate zone's reading) and, per hour, how many of those
-/// dials' consent windows cover that hour of the same local day.
-pub fn hours(dir: &Path) -> Result<([u64; 24], [u64; 24])> {
-    let mut calls = [0u64; 24];
-    let mut covered = [0u64; 24];
-    for (_, _, e) in read_all(dir)? {
-        let Record::Decision(d) = e.record else {
-            continue;
-        };
-        if d.verdict != "dial" {
-            continue;
+    // The key presses are logged when the call ends, after the opt-out record (which is
+    // durable before the confirmation plays): pair them once everything is read.
+    for c in &mut out {
+        if let (Some(key), Some(durable)) = (c.opt_out_key_at_ms, c.opt_out_at) {
+            let pressed =
+                c.sent_at + chrono::Duration::milliseconds(i64::try_from(key).unwrap_or(0));
+            c.row.optout_durable_ms = Some(ms_between(pressed, durable));
         }
-        let Some(r) = d.readings.first() else {
-            continue;
-        };
-        let Ok(local) = NaiveDateTime::parse_from_str(&r.local, "%Y-%m-%dT%H:%M:%S") else {
-            continue;
-        };
-        calls[local.hour() as usize] += 1;
-        let windows: Vec<Windows> = d
-            .consents
+    }
+    out
+}
+
+/// Every call of the log in `dir`, in INVITE order.
+pub fn calls(dir: &Path) -> Result<Vec<CallRow>> {
+    Ok(calls_of(&read_all(dir)?)
+        .into_iter()
+        .map(|c| c.row)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CSV header names every field, in the order serde writes them.
+    #[test]
+    fn columns_are_the_row_fields_in_order() {
+        let text = serde_json::to_string(&CallRow::default()).unwrap_or_default();
+        let fields = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.as_object().map(|o| o.len()))
+            .unwrap_or(0);
+        assert_eq!(fields, COLUMNS.len(), "{text}");
+        let positions: Vec<usize> = COLUMNS
             .iter()
-            .filter_map(|c| c.windows.parse().ok())
+            .map(|c| text.find(&format!("\"{c}\":")).unwrap_or(usize::MAX))
             .collect();
-        for (h, slot) in covered.iter_mut().enumerate() {
-            let Some(at) = local.date().and_hms_opt(h as u32, 30, 0) else {
-                continue;
-            };
-            if windows.iter().any(|w| w.containing(at).is_some()) {
-                *slot += 1;
-            }
-        }
-    }
-    Ok((calls, covered))
-}
-
-/// The self-contained HTML report (no scripts, no external resources).
-pub fn html_report(dir: &Path, replay: &ReplayReport) -> Result<String> {
-    let rows = calls(dir)?;
-    let (per_hour, covered) = hours(dir)?;
-    let mut by_outcome: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &rows {
-        let o = if r.outcome.is_empty() {
-            "(no outcome recorded)"
-        } else {
-            &r.outcome
-        };
-        *by_outcome.entry(o.to_owned()).or_default() += 1;
-    }
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>crieur audit report</title>\
-         <style>body{{font:14px sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #999;padding:.2em .6em;text-align:left}}.bad{{color:#a00}}</style>\
-         <h1>crieur audit report</h1><p>Log: <code>{}</code>. {} records, {} runs, {} decisions \
-         ({} dial, {} skip), {} calls.</p>",
-        esc(&dir.display().to_string()),
-        replay.records,
-        replay.runs,
-        replay.decisions,
-        replay.dials,
-        replay.skips,
-        replay.invites
-    );
-    h.push_str("<h2>Calls per outcome</h2><table><tr><th>outcome</th><th>calls</th></tr>");
-    for (o, n) in &by_outcome {
-        let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", esc(o));
-    }
-    h.push_str("</table>");
-    // The plot: bars = dials per local hour; the grey band = how many of those dials'
-    // consent windows cover the hour.
-    let max = per_hour
-        .iter()
-        .chain(covered.iter())
-        .copied()
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let (w, ht) = (24 * 24 + 40, 220);
-    let _ = write!(
-        h,
-        "<h2>Calls per local hour against the consented windows</h2>\
-         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" role=\"img\" \
-         aria-label=\"calls per local hour\">",
-        ht + 40
-    );
-    for hour in 0..24 {
-        let x = 30 + hour * 24;
-        let ch = covered[hour] * ht / max;
-        let bh = per_hour[hour] * ht / max;
-        let _ = write!(
-            h,
-            "<rect x=\"{x}\" y=\"{}\" width=\"22\" height=\"{ch}\" fill=\"#ddd\"><title>{hour}h: consent covers {} dials</title></rect>\
-             <rect x=\"{}\" y=\"{}\" width=\"14\" height=\"{bh}\" fill=\"#36c\"><title>{hour}h: {} calls</title></rect>\
-             <text x=\"{}\" y=\"{}\" font-size=\"10\">{hour}</text>",
-            10 + ht - ch,
-            covered[hour],
-            x + 4,
-            10 + ht - bh,
-            per_hour[hour],
-            x + 5,
-            ht + 25
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{text} is not in COLUMNS order"
         );
     }
-    let _ = write!(
-        h,
-        "</svg><p>Blue: dials per hour of the called party's local time. Grey: how many of \
-         those dials had consent covering that hour. A blue bar taller than its grey band is a \
-         dial outside consent (also listed below).</p><h2>Violations ({})</h2>",
-        replay.violations.len()
-    );
-    if replay.violations.is_empty() {
-        h.push_str(
-            "<p>None: every dial decision re-derives as a dial from its recorded inputs.</p>",
-        );
-    } else {
-        h.push_str("<table><tr><th>where</th><th>kind</th><th>contact</th><th>detail</th></tr>");
-        for v in &replay.violations {
-            let _ = write!(
-                h,
-                "<tr class=\"bad\"><td>{}:{} (seq {})</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&v.segment),
-                v.line,
-                v.seq,
-                esc(&v.kind),
-                esc(v.contact.as_deref().unwrap_or("")),
-                esc(&v.detail)
-            );
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("</html>\n");
-    Ok(h)
 }

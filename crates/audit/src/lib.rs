@@ -12,6 +12,7 @@ pub mod export;
 pub mod log;
 pub mod record;
 pub mod replay;
+pub mod report;
 pub mod verify;
 
 pub use log::{AuditLog, EncodedRecord, Options, GENESIS};
@@ -84,9 +85,21 @@ pub fn verifying_key_from_hex(text: &str) -> Result<ed25519_dalek::VerifyingKey>
     ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(|e| Error::Key(e.to_string()))
 }
 
+/// A record as read back: its segment's file name, its line there (1-based), the record.
+pub type Located = (String, usize, Entry);
+
 /// Reads every record of the log in order, with its segment and line (for replay, export,
 /// report). Integrity is `verify`'s job; this only needs each line to parse.
-pub fn read_all(dir: &Path) -> Result<Vec<(String, usize, Entry)>> {
+pub fn read_all(dir: &Path) -> Result<Vec<Located>> {
+    match read_readable(dir)? {
+        (entries, None) => Ok(entries),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// The records up to the first line that cannot be read, and that line's error if there is
+/// one (the report shows what can be read of a damaged log).
+pub fn read_readable(dir: &Path) -> Result<(Vec<Located>, Option<Error>)> {
     let mut out = Vec::new();
     for (_, path) in log::segments(dir)? {
         let name = path
@@ -98,13 +111,18 @@ pub fn read_all(dir: &Path) -> Result<Vec<(String, usize, Entry)>> {
             if line.is_empty() {
                 continue;
             }
-            let e: Entry = serde_json::from_slice(line).map_err(|e| Error::Unreadable {
-                segment: name.clone(),
-                line: i + 1,
-                why: e.to_string(),
-            })?;
-            out.push((name.clone(), i + 1, e));
+            match serde_json::from_slice(line) {
+                Ok(e) => out.push((name.clone(), i + 1, e)),
+                Err(e) => {
+                    let err = Error::Unreadable {
+                        segment: name,
+                        line: i + 1,
+                        why: e.to_string(),
+                    };
+                    return Ok((out, Some(err)));
+                }
+            }
         }
     }
-    Ok(out)
+    Ok((out, None))
 }

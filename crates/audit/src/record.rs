@@ -28,7 +28,7 @@ pub struct Entry {
 pub enum Record {
     /// A command started (a campaign run, one call, an import …), with everything its
     /// decisions depend on.
-    RunStart(RunHeader),
+    RunStart(Box<RunHeader>),
     /// The command ended.
     RunStop(RunStop),
     /// A dial decision (dial or skip) with every input needed to re-derive it.
@@ -142,6 +142,15 @@ pub struct RunHeader {
     pub command: String,
     pub software: String,
     pub campaign: Option<String>,
+    /// The campaign's display name (`campaign` is what records refer to it by).
+    #[serde(default)]
+    pub campaign_name: Option<String>,
+    /// The campaign file's path as given to the command.
+    #[serde(default)]
+    pub campaign_file: Option<String>,
+    /// Lowercase hex SHA-256 of the campaign file's bytes (what `sha256sum` prints).
+    #[serde(default)]
+    pub campaign_sha256: Option<String>,
     /// The campaign file, verbatim.
     pub campaign_toml: Option<String>,
     pub policy: Option<PolicySnapshot>,

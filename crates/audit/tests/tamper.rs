@@ -1,88 +1,25 @@
 //! Tamper cases: each must be caught by `verify` or `replay`; and the crash case (torn line).
 
 use std::path::Path;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use crieur_audit::build::{caps_snapshot, decision_record, policy_snapshot, DecisionInputs};
+use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::*;
 use crieur_audit::{read_all, replay, verify, AuditLog, Entry, Options, VerifyOptions};
-use crieur_engine::CapRules;
-use crieur_scheduler::{decide, ConsentRecord, Contact, ContactId, Policy, RuleSet};
+use crieur_scheduler::{decide, Contact};
 
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or_else(|e| panic!("{s}: {e}"))
-}
+mod common;
+use common::{policy, retry, t};
 
 fn key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
 }
 
-fn policy() -> Policy {
-    Policy::new(
-        RuleSet::by_name("FR").unwrap_or_else(|e| panic!("{e}")),
-        None,
-        Duration::from_secs(20),
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn contact(id: &str, number: &str, windows: &str) -> Contact {
-    Contact::new(
-        ContactId::new(id).unwrap_or_else(|e| panic!("{e}")),
-        number.parse().unwrap_or_else(|e| panic!("{e}")),
-        None,
-        vec![ConsentRecord {
-            windows: windows.parse().unwrap_or_else(|e| panic!("{e}")),
-            granted_at: t("2027-01-01T00:00:00Z"),
-            expires_at: None,
-            revoked_at: None,
-            source: "form".into(),
-            proof: "p-1".into(),
-        }],
-    )
-}
-
-fn retry(outcome: &str, delay_secs: u64, max_retries: u32) -> RetrySnapshot {
-    RetrySnapshot {
-        outcome: outcome.into(),
-        delay_secs,
-        max_retries,
-    }
+    common::contact_with(id, number, windows, "form", "p-1")
 }
 
 fn header() -> Record {
-    let p = policy();
-    Record::RunStart(RunHeader {
-        format: FORMAT_VERSION,
-        command: "test".into(),
-        software: "crieur-test".into(),
-        campaign: Some("t".into()),
-        campaign_toml: Some("name = \"t\"\n".into()),
-        policy: Some(policy_snapshot(
-            &p,
-            "Europe/Paris",
-            Duration::from_secs(20),
-            Duration::from_secs(10),
-        )),
-        caps: Some(caps_snapshot(&CapRules::for_ruleset("FR", 3))),
-        // The engine's defaults, as a campaign without `[retry]` records them.
-        retry: vec![
-            retry("busy", 1800, 3),
-            retry("no-answer", 4 * 3600, 3),
-            retry("failed", 900, 2),
-            retry("rejected", 86_400, 0),
-            retry("machine", 86_400, 1),
-            retry("interrupted", 600, 2),
-        ],
-        opt_out_key: Some('9'),
-        audio: vec![],
-        tzdb_version: crieur_scheduler::tzdb_version().into(),
-        phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
-    })
+    Record::RunStart(Box::new(common::header("t")))
 }
 
 /// A decision at `now` for `c`, as the scheduler makes it.

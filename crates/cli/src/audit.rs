@@ -90,6 +90,9 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
         command: command.into(),
         software: concat!("crieur ", env!("CARGO_PKG_VERSION")).into(),
         campaign: None,
+        campaign_name: None,
+        campaign_file: None,
+        campaign_sha256: None,
         campaign_toml: None,
         policy: None,
         caps: None,
@@ -101,8 +104,12 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
     };
     if let Some((c, path)) = campaign {
         h.campaign = Some(c.id.clone());
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        h.campaign_name = Some(c.name.clone());
+        h.campaign_file = Some(path.display().to_string());
+        h.campaign_sha256 = Some(hex::encode(Sha256::digest(&bytes)));
         h.campaign_toml = Some(
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", path.display()))?,
         );
         h.policy = Some(crieur_audit::build::policy_snapshot(
             &c.policy,
@@ -136,7 +143,7 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
             h.audio.push(audio("confirmation", conf, len)?);
         }
     }
-    Ok(Record::RunStart(h))
+    Ok(Record::RunStart(Box::new(h)))
 }
 
 /// Appends the run's stop record, durably.
@@ -212,13 +219,17 @@ pub enum AuditCmd {
         #[arg(long, hide = true, conflicts_with = "format")]
         json: bool,
     },
-    /// A self-contained HTML page for a reviewer.
+    /// A self-contained HTML page for a reviewer: campaign, rules, period, verification,
+    /// calls per hour against consent, timings against the 2 s rule, violations, every call.
     Report {
         #[command(flatten)]
         log: LogArgs,
         /// The page to write.
         #[arg(long)]
         html: PathBuf,
+        /// The Ed25519 public key (64 hex characters) checkpoints must be signed with.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
     },
     /// Writes the latest signed checkpoint to a file, for anchoring outside the system
     /// (give it to `audit verify --checkpoint` later).
@@ -250,12 +261,7 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             checkpoint,
         } => {
             let dir = &log.dir();
-            let mut opts = VerifyOptions::default();
-            if let Some(p) = pubkey {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                opts.public_key = Some(crieur_audit::verifying_key_from_hex(&text)?);
-            }
+            let mut opts = verify_options(pubkey.as_deref())?;
             if let Some(c) = checkpoint {
                 let text = std::fs::read_to_string(c)
                     .with_context(|| format!("reading {}", c.display()))?;
@@ -377,6 +383,17 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
         } => {
             let rows = crieur_audit::export::calls(&log.dir())?;
             let format = if *json { Format::Json } else { *format };
+            // The CSV rendering: the header row first, even when there is no call.
+            let as_csv = || -> anyhow::Result<Vec<u8>> {
+                let mut w = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(Vec::new());
+                w.write_record(crieur_audit::export::COLUMNS)?;
+                for r in &rows {
+                    w.serialize(r)?;
+                }
+                Ok(w.into_inner()?)
+            };
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
                 Format::Jsonl => {
@@ -385,33 +402,27 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Format::Csv => {
-                    let mut w = csv::Writer::from_writer(std::io::stdout());
-                    for r in &rows {
-                        w.serialize(r)?;
-                    }
-                    w.flush()?;
+                    use std::io::Write;
+                    std::io::stdout().lock().write_all(&as_csv()?)?;
                 }
                 Format::Table => {
                     // The CSV rendering, aligned.
-                    let mut w = csv::Writer::from_writer(Vec::new());
-                    for r in &rows {
-                        w.serialize(r)?;
-                    }
-                    print!("{}", crate::output::csv_as_table(&w.into_inner()?)?);
+                    print!("{}", crate::output::csv_as_table(&as_csv()?)?);
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCmd::Report { log, html } => {
-            let dir = &log.dir();
-            let rep = crieur_audit::replay(dir)?;
-            let page = crieur_audit::export::html_report(dir, &rep)?;
-            std::fs::write(html, page).with_context(|| format!("writing {}", html.display()))?;
+        AuditCmd::Report { log, html, pubkey } => {
+            let rep =
+                crieur_audit::report::html_report(&log.dir(), &verify_options(pubkey.as_deref())?)?;
+            std::fs::write(html, &rep.html)
+                .with_context(|| format!("writing {}", html.display()))?;
             println!(
-                "{}: {} calls, {} violations",
+                "{}: {} calls, {} violations, chain {}",
                 html.display(),
-                rep.invites,
-                rep.violations.len()
+                rep.calls,
+                rep.violations,
+                if rep.intact { "intact" } else { "BROKEN" }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -457,6 +468,17 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Verification options with the pinned public key, if one is given.
+fn verify_options(pubkey: Option<&Path>) -> anyhow::Result<VerifyOptions> {
+    let mut opts = VerifyOptions::default();
+    if let Some(p) = pubkey {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        opts.public_key = Some(crieur_audit::verifying_key_from_hex(&text)?);
+    }
+    Ok(opts)
 }
 
 /// Makes a signing key: the secret (hex) in `out`, mode 0600; the public key (hex) next to

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crieur_test_support::scenario::*;
 use crieur_test_support::{free_port, text, tone_wav, CampaignToml, Scratch, Sipp};
+use sha2::Digest as _;
 
 /// A UAS that answers (PCMU, telephone-event 101) and waits for our BYE.
 fn uas() -> String {
@@ -405,6 +406,74 @@ fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
         csv.lines().count() == 2 && csv.contains("answered-opted-out"),
         "{csv}"
     );
+    // The export's row: who, when (local and UTC), how long, what was pressed, when the
+    // opt-out was durable, under which consent and decision.
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    let head = r.headers().cloned().unwrap_or_default();
+    assert_eq!(
+        head.iter().collect::<Vec<_>>(),
+        crieur_audit::export::COLUMNS
+    );
+    let row = r
+        .records()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("{csv}"));
+    let col = |name: &str| {
+        head.iter()
+            .position(|h| h == name)
+            .and_then(|k| row.get(k))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(col("number"), "+33612345678");
+    assert_eq!(col("zone"), "Europe/Paris");
+    assert_eq!(
+        (col("consent_source"), col("consent_proof")),
+        ("test".into(), "p".into())
+    );
+    assert_eq!(col("keys"), "9(sip-info)");
+    assert!(col("start_utc").ends_with('Z'), "{csv}");
+    assert!(
+        col("start_local").ends_with("+01:00") || col("start_local").ends_with("+02:00"),
+        "{csv}"
+    );
+    for n in [
+        "ring_ms",
+        "talk_ms",
+        "decision_seq",
+        "optout_durable_ms",
+        "answer_to_audio_ms",
+    ] {
+        assert!(col(n).parse::<u64>().is_ok(), "{n}: {csv}");
+    }
+    assert!(
+        !col("answered_at").is_empty() && !col("optout_durable_at").is_empty(),
+        "{csv}"
+    );
+    // The run header names the campaign file by its SHA-256.
+    let toml = std::fs::read(s.dir.path().join("c.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let sha = hex::encode(sha2::Sha256::digest(&toml));
+    assert!(
+        log.contains(&format!("\"campaign_sha256\":\"{sha}\"")),
+        "{log}"
+    );
+    // The report shows the call, its opt-out timing and the campaign's hash.
+    let page = s.dir.path().join("report.html");
+    let o = crieur(&[
+        "audit",
+        "report",
+        &audit,
+        "--html",
+        &page.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let html = std::fs::read_to_string(&page).unwrap_or_default();
+    assert!(
+        html.contains(&sha) && html.contains("answered-opted-out"),
+        "{html}"
+    );
+    assert!(html.contains("id=\"optout-to-durable-summary\""), "{html}");
     // The same rows in every format.
     let o = crieur(&["audit", "export", &audit, "--format", "jsonl"]);
     let row: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap_or_default();
@@ -832,15 +901,39 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
     assert_eq!(rep["decisions"], 1, "{rep}");
     assert_eq!(rep["skips"], 1, "{rep}");
-    let o = crieur(&["audit", "report", &audit, "--html", &p("report.html")]);
+    let o = crieur(&[
+        "audit",
+        "report",
+        &audit,
+        "--html",
+        &p("report.html"),
+        "--pubkey",
+        &p("audit.pub"),
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("0 calls, 0 violations, chain intact"));
     let html = std::fs::read_to_string(p("report.html")).unwrap_or_default();
     assert!(
         html.contains("<svg") && html.contains("Violations (0)"),
         "{html}"
     );
+    let public = std::fs::read_to_string(p("audit.pub")).unwrap_or_default();
+    assert!(
+        html.contains(&format!(
+            "fingerprint <code class=\"fingerprint\">{}</code>",
+            crieur_audit::report::key_fingerprint(&public)
+        )),
+        "{html}"
+    );
+    assert!(html.contains("id=\"unproven\">0<"), "{html}");
+    // No call: the exports are empty, the CSV still has its header row.
     let o = crieur(&["audit", "export", "--json", &audit]);
     assert_eq!(text(&o.stdout).trim(), "[]");
+    let o = crieur(&["audit", "export", "--csv", &audit]);
+    assert_eq!(
+        text(&o.stdout),
+        format!("{}\n", crieur_audit::export::COLUMNS.join(","))
+    );
     let log = std::fs::read_to_string(format!("{audit}/audit-000001.jsonl")).unwrap_or_default();
     assert!(log.contains(r#""code":"consent-expired""#), "{log}");
     // A skip names its rule set too.
