@@ -32,7 +32,8 @@ pub struct Violation {
     /// `outside-campaign-schedule`, `call-would-not-fit`, `unknown-zone`, `dial-after-opt-out`,
     /// `cap-exceeded`, `retry-too-early`, `header-looser-than-ruleset`, `history-omitted`,
     /// `invite-after-window`, `invite-without-decision`, `slow-first-audio`,
-    /// `trunk-fault-misclassified`, `unreplayable`.
+    /// `trunk-fault-misclassified`, `outcome-without-invite`, `invite-without-outcome`,
+    /// `unreplayable`.
     pub kind: String,
     pub contact: Option<String>,
     pub number: Option<String>,
@@ -267,10 +268,22 @@ fn trunk_fault_status(s: u16) -> bool {
     matches!(s, 401 | 403 | 407 | 408 | 488 | 606 | 500..=599)
 }
 
-/// Whether a history entry and a logged outcome are the same attempt: the store keeps attempt
-/// instants to the second, the log to the nanosecond.
+/// Whether a history entry `a` and a logged outcome's start `b` are the same attempt: the
+/// store keeps attempt instants to the microsecond (to the second before store format 3: a
+/// whole-second entry matches any start within its second), the log to the nanosecond.
 fn same_attempt(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
-    a.timestamp() == b.timestamp()
+    a.timestamp_micros() == b.timestamp_micros()
+        || (a.timestamp_subsec_nanos() == 0 && a.timestamp() == b.timestamp())
+}
+
+/// An `invite-sent` not yet closed by an `outcome` record: where it is, for the violation.
+struct OpenInvite {
+    segment: String,
+    line: usize,
+    seq: u64,
+    contact: String,
+    number: String,
+    sent_at: DateTime<Utc>,
 }
 
 /// Replays the log in `dir`.
@@ -293,6 +306,10 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     // Attempts recorded as trunk faults although something rang, by (number, start second):
     // they count, whatever their name says.
     let mut misclassified: HashSet<(String, i64)> = HashSet::new();
+    // Every call an `invite-sent` names, and those no `outcome` has closed yet.
+    let mut invited: HashSet<String> = HashSet::new();
+    let mut open: BTreeMap<u64, (String, OpenInvite)> = BTreeMap::new();
+    let mut open_by_call: HashMap<String, u64> = HashMap::new();
     for (segment, line, e) in &entries {
         let mut flag = |kind: &str,
                         contact: Option<&str>,
@@ -355,6 +372,25 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 rang.insert(a.call.clone());
             }
             Record::Outcome(o) => {
+                if !invited.contains(&o.call) {
+                    flag(
+                        "outcome-without-invite",
+                        Some(&o.contact),
+                        Some(&o.number),
+                        json!({
+                            "call": o.call,
+                            "outcome": o.outcome,
+                            "started": o.started,
+                        }),
+                        format!(
+                            "outcome `{}` of call {} but no `invite-sent` names that call earlier in this log",
+                            o.outcome, o.call
+                        ),
+                    );
+                }
+                if let Some(seq) = open_by_call.remove(&o.call) {
+                    open.remove(&seq);
+                }
                 let mut outcome = o.outcome.clone();
                 let status = final_status.get(&o.call).copied();
                 if AttemptOutcome::from_record(&outcome) == AttemptOutcome::TrunkFault
@@ -413,6 +449,22 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
             }
             Record::InviteSent(i) => {
                 rep.invites += 1;
+                invited.insert(i.call.clone());
+                open_by_call.insert(i.call.clone(), e.seq);
+                open.insert(
+                    e.seq,
+                    (
+                        i.call.clone(),
+                        OpenInvite {
+                            segment: segment.clone(),
+                            line: *line,
+                            seq: e.seq,
+                            contact: i.contact.clone(),
+                            number: i.number.clone(),
+                            sent_at: i.sent_at,
+                        },
+                    ),
+                );
                 if !dials.contains(&(i.campaign.clone(), i.contact.clone(), i.decided_at)) {
                     flag(
                         "invite-without-decision",
@@ -615,6 +667,23 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
             }
             _ => {}
         }
+    }
+    // Every INVITE must end in an outcome (recovery after a crash writes the `interrupted`
+    // ones): an INVITE without one is a call the log cannot account for.
+    for (call, i) in open.into_values() {
+        rep.violations.push(Violation {
+            segment: i.segment,
+            line: i.line,
+            seq: i.seq,
+            kind: "invite-without-outcome".into(),
+            contact: Some(i.contact),
+            number: Some(i.number),
+            fields: object(json!({"call": call, "sent_at": i.sent_at})),
+            detail: format!(
+                "INVITE of call {call} sent at {} has no outcome record in this log",
+                i.sent_at.to_rfc3339()
+            ),
+        });
     }
     Ok(rep)
 }

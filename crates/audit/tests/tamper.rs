@@ -836,3 +836,93 @@ fn trunk_faults_count_toward_no_cap_unless_the_log_shows_they_rang() {
         caps[0].detail
     );
 }
+
+/// Every INVITE must end in an outcome of its call, and every outcome follow its INVITE: a
+/// call a crash left without an outcome, and an outcome with no INVITE (what crieur used to
+/// write on recovery, `recovered-<campaign>/<contact>`), are both violations.
+#[test]
+fn an_outcome_without_its_invite_and_an_invite_without_outcome_are_flagged() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let c1 = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    let c2 = contact("c2", "+33612345679", "mon-fri 18:00-20:00");
+    let mut rs = vec![
+        header(),
+        decision(&c1, "2027-03-03T17:30:00Z", vec![]),
+        decision(&c2, "2027-03-03T17:31:00Z", vec![]),
+    ];
+    // c1's call: its INVITE, then the crash (no outcome).
+    let mut c1_call = call(&c1, "call-1", "2027-03-03T17:30:00Z", "busy");
+    c1_call.truncate(1);
+    rs.extend(c1_call);
+    // c2's call complete, then an outcome naming no INVITE.
+    rs.extend(call(&c2, "call-2", "2027-03-03T17:31:00Z", "busy"));
+    rs.push(Record::Outcome(OutcomeRecord {
+        call: "recovered-t/c1".into(),
+        campaign: "t".into(),
+        contact: "c1".into(),
+        number: "+33612345678".into(),
+        started: t("2027-03-03T17:30:00Z"),
+        ended: t("2027-03-03T18:30:00Z"),
+        outcome: "interrupted".into(),
+    }));
+    let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    for r in &rs {
+        log.append(t("2027-03-03T17:00:00Z"), r)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<(&str, Option<&str>, Option<&serde_json::Value>)> = r
+        .violations
+        .iter()
+        .map(|v| (v.kind.as_str(), v.contact.as_deref(), v.fields.get("call")))
+        .collect();
+    let call = |s: &str| serde_json::Value::String(s.into());
+    assert_eq!(
+        got,
+        vec![
+            (
+                "outcome-without-invite",
+                Some("c1"),
+                Some(&call("recovered-t/c1"))
+            ),
+            ("invite-without-outcome", Some("c1"), Some(&call("call-1"))),
+        ],
+        "{r:?}"
+    );
+    // The INVITE's violation points at the INVITE's own line.
+    let invite = &r.violations[1];
+    assert_eq!(invite.line, 4);
+    assert!(invite.fields.contains_key("sent_at"));
+}
+
+/// Retry delays are checked to the instant: a busy call that ended at .995 s may not be
+/// retried in the second before its delay runs out (the store once kept whole seconds,
+/// which hid such retries from replay too).
+#[test]
+fn a_retry_early_by_less_than_a_second_is_flagged() {
+    let c = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    let busy = PastAttempt {
+        at: t("2027-03-03T17:05:00.250Z"),
+        ended: Some(t("2027-03-03T17:05:20.995Z")),
+        outcome: "busy".into(),
+        campaign: "t".into(),
+    };
+    for (at, early) in [
+        // 30 min after the end is 17:35:20.995.
+        ("2027-03-03T17:35:20.500Z", true),
+        ("2027-03-03T17:35:20.995Z", false),
+    ] {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut log =
+            AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        for r in [header(), decision(&c, at, vec![busy.clone()])] {
+            log.append(t("2027-03-03T17:00:00Z"), &r)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        log.commit().unwrap_or_else(|e| panic!("{e}"));
+        let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<&str> = r.violations.iter().map(|v| v.kind.as_str()).collect();
+        assert_eq!(kinds.contains(&"retry-too-early"), early, "{at}: {kinds:?}");
+    }
+}

@@ -7,16 +7,16 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
-use crieur_audit::build::{decision_record, DecisionInputs};
-use crieur_audit::record::{
-    CallEvent, Dtmf, FirstAudio, Hangup, InviteSent, OptOutRecorded, OutcomeRecord, PastAttempt,
-    Reason, RtcpRecord, SipResponse,
-};
+use crieur_audit::record::OptOutRecorded;
 use crieur_audit::Record;
+use crieur_dial::protocol::{
+    finish_call, lease_and_record_invite, recheck, record_late_opt_out, CallRef, Rechecked,
+};
+use crieur_dial::DialRules;
 use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallRequest, Credentials, OptOutFuture, Trunk, Uac};
-use crieur_scheduler::{ContactId, Decision, Evaluator};
+use crieur_scheduler::{Decision, Evaluator};
 use crieur_store::{SledStore, Store};
 
 use crate::campaign::Campaign;
@@ -78,31 +78,18 @@ pub fn run(
         now,
         &crate::audit::header("call", Some((campaign, campaign_path)))?,
     )?;
-    recover(&store, &mut log, now)?;
-    let Gate {
-        history,
-        opted_out,
-        refused,
-    } = gate(campaign, &*store, contact, now)?;
-    let refused = refused.map(|(why, _)| why);
-    let attempt = attempt_number(&history, &campaign.id);
-    let decision = Evaluator::new(&campaign.policy).decide(contact, now);
-    log.append(
+    recover(
+        &store,
+        &mut log,
+        &crate::audit::dir_for(store_path, actx.dir.as_deref()),
         now,
-        &Record::Decision(Box::new(decision_record(
-            contact,
-            &decision,
-            DecisionInputs {
-                campaign: &campaign.id,
-                now,
-                history: history.clone(),
-                opted_out,
-                refused: refused.clone(),
-                attempt,
-            },
-        ))),
     )?;
-    if let Some(why) = refused {
+    let dial = rules(campaign);
+    let mut eval = Evaluator::new(&campaign.policy);
+    let Rechecked {
+        decision, refused, ..
+    } = recheck(&dial, &*store, &mut eval, contact, &mut log, now)?;
+    if let Some((why, _)) = refused {
         crate::audit::stop(&mut log, "refused")?;
         println!("refused   {number}: {why}");
         return Ok(ExitCode::from(EXIT_REFUSED));
@@ -147,34 +134,13 @@ pub fn run(
     #[allow(clippy::disallowed_methods)]
     let now = Utc::now();
     // Everything again: the opt-out list and the caps may have changed meanwhile.
-    let Gate {
-        history,
-        opted_out,
-        refused,
-    } = gate(campaign, &*store, contact, now)?;
-    let refused = refused.map(|(why, _)| why);
-    let recheck = Evaluator::new(&campaign.policy).decide(contact, now);
-    log.append(
-        now,
-        &Record::Decision(Box::new(decision_record(
-            contact,
-            &recheck,
-            DecisionInputs {
-                campaign: &campaign.id,
-                now,
-                history,
-                opted_out,
-                refused: refused.clone(),
-                attempt,
-            },
-        ))),
-    )?;
-    if let Some(why) = refused {
+    let again = recheck(&dial, &*store, &mut eval, contact, &mut log, now)?;
+    if let Some((why, _)) = &again.refused {
         crate::audit::stop(&mut log, "refused at the INVITE")?;
         println!("refused   {number}: {why}");
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
-    if let Decision::Skip(s) = recheck {
+    if let Decision::Skip(s) = &again.decision {
         crate::audit::stop(&mut log, "refused by the policy at the INVITE")?;
         println!(
             "refused   the policy says SKIP at the INVITE ({}):",
@@ -185,30 +151,22 @@ pub fn run(
         }
         return Ok(ExitCode::from(EXIT_REFUSED));
     }
-    let valid_until = match &recheck {
-        Decision::Dial(d) => d.valid_until,
-        Decision::Skip(_) => now,
-    };
-    // Leased (durably) before the INVITE: after a crash from here on, the call counts.
-    let id = contact.id().clone();
+    let valid_until = again.verdict().unwrap_or(now);
+    // To the microsecond, as the store keeps it: the log and the store name the same instant.
     #[allow(clippy::disallowed_methods)]
-    let sent_at = Utc::now();
-    // The lease and the attempt it becomes carry the INVITE's instant.
-    store.lease(&campaign.id, &id, contact.phone(), sent_at)?;
-    let call_id = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
-    // Durable before the INVITE leaves: the log never lacks a call that happened.
-    log.append_durable(
+    let sent_at = crieur_dial::to_micros(Utc::now());
+    // Leased (durably) before the INVITE, its record durable before the INVITE leaves: after
+    // a crash from here on, the call counts.
+    let call_id = lease_and_record_invite(
+        &*store,
+        &mut log,
+        &dial,
+        contact,
+        now,
+        valid_until,
         sent_at,
-        &Record::InviteSent(InviteSent {
-            call: call_id.clone(),
-            campaign: campaign.id.clone(),
-            contact: contact.id().to_string(),
-            number: number.clone(),
-            decided_at: now,
-            sent_at,
-            recheck: "dial".into(),
-            valid_until,
-        }),
+        true,
+        || test_pause("after-lease-before-record"),
     )?;
     let log = Arc::new(std::sync::Mutex::new(log));
     let hook_log = log.clone();
@@ -274,7 +232,7 @@ pub fn run(
         // The call ended when it returned (its BYE, if we hung up, left then); the BYE may
         // still be retransmitting: let it, for a while, before the stack stops.
         #[allow(clippy::disallowed_methods)]
-        let ended = Utc::now();
+        let ended = crieur_dial::to_micros(Utc::now());
         uac.wait_background(crieur_media::uac::EXIT_GRACE).await;
         Ok::<_, anyhow::Error>((report, ended))
     });
@@ -283,21 +241,17 @@ pub fn run(
         Err(e) => {
             // The call may or may not have left: close the lease as an attempt, then fail.
             #[allow(clippy::disallowed_methods)]
-            let at = Utc::now();
-            let _ = store.finish_attempt(&campaign.id, &id, contact.phone(), "local-error", at);
+            let at = crieur_dial::to_micros(Utc::now());
             if let Ok(mut log) = log.lock() {
-                let _ = log.append(
-                    at,
-                    &Record::Outcome(OutcomeRecord {
-                        call: call_id.clone(),
-                        campaign: campaign.id.clone(),
-                        contact: contact.id().to_string(),
-                        number: number.clone(),
-                        started: sent_at,
-                        ended: at,
-                        outcome: "local-error".into(),
-                    }),
-                );
+                let c = CallRef {
+                    call: &call_id,
+                    campaign: &campaign.id,
+                    contact,
+                    sent_at,
+                    ended: at,
+                };
+                let why = e.to_string();
+                let _ = finish_call(&*store, &mut log, &c, Err(&why), "local-error", at, || {});
                 let _ = crate::audit::stop(&mut log, &format!("local error: {e}"));
             }
             return Err(e);
@@ -306,14 +260,36 @@ pub fn run(
     test_pause("after-call");
     // Refused by the trunk before anything rang: recorded, but no attempt used.
     let outcome = crate::fault::recorded_outcome(&report, true);
-    store.finish_attempt(&campaign.id, &id, contact.phone(), &outcome, ended)?;
+    let mut late_opt_out = None;
     {
         let mut log = log
             .lock()
             .map_err(|_| anyhow!("the audit log lock was poisoned"))?;
-        record_call(
-            &mut log, &call_id, campaign, contact, &report, &outcome, sent_at, ended,
+        let c = CallRef {
+            call: &call_id,
+            campaign: &campaign.id,
+            contact,
+            sent_at,
+            ended,
+        };
+        finish_call(
+            &*store,
+            &mut log,
+            &c,
+            Ok(&report),
+            &outcome,
+            crate::audit::now(),
+            || test_pause("after-attempt"),
         )?;
+        // The person asked to opt out but it could not be recorded during the call.
+        if report.ending.outcome == Outcome::OptOutFailed {
+            late_opt_out = Some(record_late_opt_out(
+                &*store,
+                &mut log,
+                contact.phone(),
+                crate::audit::now(),
+            )?);
+        }
         crate::audit::stop(&mut log, "call done")?;
     }
     for (at, what) in &report.timeline {
@@ -380,21 +356,7 @@ pub fn run(
         e.sip_status.map_or("-".to_owned(), |s| s.to_string()),
         e.reason
     );
-    if e.outcome == Outcome::OptOutFailed {
-        // The person asked to opt out: keep trying to record it, and say so loudly.
-        let mut recorded = false;
-        for _ in 0..3 {
-            #[allow(clippy::disallowed_methods)]
-            let at = Utc::now();
-            if store
-                .add_opt_out(contact.phone(), at, "opt-out key; recorded after the call")
-                .is_ok()
-            {
-                recorded = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
+    if let Some(recorded) = late_opt_out {
         eprintln!(
             "ALERT: {number} pressed the opt-out key but it could not be recorded during the call; {}",
             if recorded { "it is now recorded" } else { "it is STILL NOT recorded: add it with `crieur optout add`" }
@@ -422,86 +384,13 @@ pub fn run(
     })
 }
 
-/// The number the next attempt of `campaign` would have (1-based): its earlier attempts that
-/// count (a trunk fault does not).
-pub(crate) fn attempt_number(history: &[PastAttempt], campaign: &str) -> u32 {
-    1 + history
-        .iter()
-        .filter(|h| {
-            h.campaign == campaign
-                && crieur_engine::AttemptOutcome::from_record(&h.outcome).counts()
-        })
-        .count() as u32
-}
-
-/// Earlier attempts (as decisions record them) as the engine counts them: from when they
-/// ended — retry delays count from there, and caps are never looser that way.
-pub(crate) fn to_attempts(history: &[PastAttempt], campaign: &str) -> Vec<crieur_engine::Attempt> {
-    history
-        .iter()
-        .map(|a| crieur_engine::Attempt {
-            at: a.ended.unwrap_or(a.at).max(a.at),
-            outcome: crieur_engine::AttemptOutcome::from_record(&a.outcome),
-            this_campaign: a.campaign == campaign,
-        })
-        .collect()
-}
-
-/// Whether the caps (all campaigns of the store) or this campaign's retry rules hold the
-/// contact at `now`, from the number's `history`: why, and until when (`None`: for good).
-pub(crate) fn held(
-    campaign: &Campaign,
-    history: &[PastAttempt],
-    now: DateTime<Utc>,
-) -> Option<(Reason, Option<DateTime<Utc>>)> {
-    let attempts = to_attempts(history, &campaign.id);
-    if let Some(hit) = campaign.caps.check(&attempts, now) {
-        return Some((Reason::from(&hit), hit.until()));
+/// The dial protocol's rules of `campaign`, as plain values.
+pub(crate) fn rules(campaign: &Campaign) -> DialRules {
+    DialRules {
+        campaign: campaign.id.clone(),
+        caps: campaign.caps.clone(),
+        retry: campaign.retry.policy(),
     }
-    use crieur_engine::RetryGate;
-    match campaign.retry.policy().gate(&attempts) {
-        RetryGate::Open => None,
-        RetryGate::NotBefore(t) if t <= now => None,
-        RetryGate::NotBefore(t) => Some((Reason::RetryDelay { not_before: t }, Some(t))),
-        RetryGate::Done => Some((Reason::CampaignDone, None)),
-    }
-}
-
-/// What the caller checks before the policy, at one instant.
-pub(crate) struct Gate {
-    /// The number's attempts (all campaigns); empty when they cannot be read.
-    pub history: Vec<PastAttempt>,
-    pub opted_out: bool,
-    /// Why not to dial, and until when (`None`: not in this run).
-    pub refused: Option<(Reason, Option<DateTime<Utc>>)>,
-}
-
-/// The opt-out list, the number's history (a damaged one refuses the number: a shorter
-/// history could hide an attempt that counts toward a cap), the caps across campaigns and
-/// this campaign's retry rules.
-pub(crate) fn gate(
-    campaign: &Campaign,
-    store: &dyn Store,
-    contact: &crieur_scheduler::Contact,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Gate> {
-    let opted_out = store.is_opted_out(contact.phone())?;
-    let (history, damaged) = match history(store, contact)? {
-        Ok(h) => (h, None),
-        Err(why) => (Vec::new(), Some(why)),
-    };
-    let refused = if opted_out {
-        Some((Reason::OptedOut, None))
-    } else if let Some(why) = damaged {
-        Some((why, None))
-    } else {
-        held(campaign, &history, now)
-    };
-    Ok(Gate {
-        history,
-        opted_out,
-        refused,
-    })
 }
 
 /// What placing calls needs from a campaign: the trunk, the local address that reaches it,
@@ -573,204 +462,25 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Closes the calls a crash left leased as `interrupted` attempts (they count toward the
-/// caps) and records each, with the start its lease had, durably.
+/// After a crash: the store and the audit log in `dir` reconciled from the log
+/// ([`crieur_dial::reconcile`]): every placed call gets its outcome, linked to its call id;
+/// a lease whose INVITE never left is released. Durable when it returns.
 pub(crate) fn recover(
     store: &SledStore,
     log: &mut crieur_audit::AuditLog,
+    dir: &Path,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    for (c, id) in store.recover_interrupted(now)? {
-        println!("recovered an interrupted call to {c}/{id} (counted as an attempt)");
-        let contact = ContactId::new(id.clone())
-            .ok()
-            .and_then(|i| store.contact(&c, &i).ok().flatten());
-        let number = contact
-            .as_ref()
-            .map(|k| k.phone().to_string())
-            .unwrap_or_default();
-        // The attempt the store just wrote, for its start instant.
-        let started = contact
-            .and_then(|k| store.attempts(k.phone()).ok())
-            .and_then(|a| {
-                a.into_iter()
-                    .filter(|a| a.campaign == c && a.contact == id && a.outcome == "interrupted")
-                    .map(|a| a.started)
-                    .max()
-            })
-            .unwrap_or(now);
-        log.append(
-            now,
-            &Record::Outcome(OutcomeRecord {
-                call: format!("recovered-{c}/{id}"),
-                campaign: c,
-                contact: id,
-                number,
-                started,
-                ended: now,
-                outcome: "interrupted".into(),
-            }),
-        )?;
+    let entries = match crieur_audit::read_all(dir) {
+        Ok(e) => e,
+        Err(crieur_audit::Error::Empty(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let entries: Vec<crieur_audit::Entry> = entries.into_iter().map(|(_, _, e)| e).collect();
+    for r in crieur_dial::reconcile(store, log, &entries, now)? {
+        println!("recovered {r}");
     }
-    log.commit()?;
     Ok(())
-}
-
-/// Every earlier attempt on the number (all campaigns), as decisions record it.
-/// The number's attempts, or — when a stored attempt is damaged — the reason not to dial it
-/// (never a shorter history). Other store failures are errors.
-pub(crate) fn history(
-    store: &dyn Store,
-    contact: &crieur_scheduler::Contact,
-) -> anyhow::Result<Result<Vec<PastAttempt>, Reason>> {
-    match store.attempts(contact.phone()) {
-        Ok(a) => Ok(Ok(a
-            .into_iter()
-            .map(|a| PastAttempt {
-                at: a.started,
-                ended: Some(a.ended),
-                outcome: a.outcome,
-                campaign: a.campaign,
-            })
-            .collect())),
-        Err(e @ crieur_store::Error::Corrupt { .. }) => {
-            Ok(Err(Reason::HistoryUnreadable { why: e.to_string() }))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The opt-out prompt is in the first 2 s of the message (the rules ask for it there):
-/// a message that played this far reached it.
-const OPT_OUT_PROMPT_MS: u64 = 2_000;
-
-/// The call's events, in order, into the audit log (then committed by the caller's stop);
-/// `outcome` is the name recorded in the store too ([`crate::fault::recorded_outcome`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_call(
-    log: &mut crieur_audit::AuditLog,
-    call: &str,
-    campaign: &Campaign,
-    contact: &crieur_scheduler::Contact,
-    r: &crieur_media::uac::CallReport,
-    outcome: &str,
-    sent_at: DateTime<Utc>,
-    ended: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    // `ts` is when a record is written; each event's own time is its `at_ms` after the INVITE.
-    let written = crate::audit::now();
-    let at = |_: std::time::Duration| written;
-    let c = || call.to_owned();
-    // The first 18x: evidence that something rang (replay checks trunk faults against it).
-    if let Some((status, when)) = r.first_18x {
-        log.append(
-            at(when),
-            &Record::SipResponse(SipResponse {
-                call: c(),
-                status,
-                at_ms: ms(when),
-            }),
-        )?;
-    }
-    if let Some((status, when)) = r.final_response {
-        log.append(
-            at(when),
-            &Record::SipResponse(SipResponse {
-                call: c(),
-                status,
-                at_ms: ms(when),
-            }),
-        )?;
-    }
-    if let Some(when) = r.answered_at {
-        log.append(
-            at(when),
-            &Record::Answered(CallEvent {
-                call: c(),
-                at_ms: ms(when),
-            }),
-        )?;
-    }
-    if let (Some(when), Some(delay)) = (r.first_audio_at, r.answer_to_first_audio) {
-        log.append(
-            at(when),
-            &Record::FirstAudio(FirstAudio {
-                call: c(),
-                at_ms: ms(when),
-                answer_to_audio_ms: ms(delay),
-            }),
-        )?;
-        if r.message_packets * 20 >= OPT_OUT_PROMPT_MS {
-            let when = when + std::time::Duration::from_millis(OPT_OUT_PROMPT_MS);
-            log.append(
-                at(when),
-                &Record::OptOutPromptReached(CallEvent {
-                    call: c(),
-                    at_ms: ms(when),
-                }),
-            )?;
-        }
-    }
-    for (digit, method, when) in &r.keys {
-        log.append(
-            at(*when),
-            &Record::Dtmf(Dtmf {
-                call: c(),
-                at_ms: ms(*when),
-                digit: *digit,
-                method: method.as_str().into(),
-            }),
-        )?;
-    }
-    if r.answered_at.is_some() && r.rtcp.sent > 0 {
-        log.append(written, &Record::Rtcp(rtcp_record(call, &r.rtcp)))?;
-    }
-    use crieur_media::call::HangupBy;
-    log.append(
-        written,
-        &Record::Hangup(Hangup {
-            call: c(),
-            by: match r.ending.hangup_by {
-                HangupBy::Us => "us",
-                HangupBy::Callee => "callee",
-                HangupBy::Nobody => "nobody",
-            }
-            .into(),
-            reason: r.ending.reason.clone(),
-            sip_status: r.ending.sip_status,
-        }),
-    )?;
-    log.append(
-        written,
-        &Record::Outcome(OutcomeRecord {
-            call: c(),
-            campaign: campaign.id.clone(),
-            contact: contact.id().to_string(),
-            number: contact.phone().to_string(),
-            started: sent_at,
-            ended,
-            outcome: outcome.into(),
-        }),
-    )?;
-    Ok(())
-}
-
-/// The call's RTCP for the audit log.
-fn rtcp_record(call: &str, r: &crieur_media::session::RtcpSummary) -> RtcpRecord {
-    RtcpRecord {
-        call: call.to_owned(),
-        reports_sent: r.sent,
-        reports_received: r.reports_received,
-        fraction_lost_256: r.last_report.map(|b| b.fraction_lost),
-        worst_fraction_lost_256: r.worst_fraction_lost,
-        cumulative_lost: r.last_report.map(|b| b.cumulative_lost),
-        // 8 kHz clock: one unit is 125 µs.
-        jitter_us: r.last_report.map(|b| u64::from(b.jitter) * 125),
-        round_trip_ms: r
-            .round_trip
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    }
 }
 
 /// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash

@@ -7,7 +7,7 @@
 mod audit;
 mod call;
 mod demo;
-mod fault;
+use crieur_dial::fault;
 mod output;
 mod run;
 mod status;
@@ -888,7 +888,7 @@ fn simulate(
     seed: u64,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    use crieur_engine::{OutcomeMix, SimConfig};
+    use crieur_dial::{OutcomeMix, SimConfig};
     let mix = OutcomeMix::parse(outcomes).map_err(|e| {
         InputErrors(vec![
             InputError::new(Path::new("--outcomes"), e).value(outcomes)
@@ -908,7 +908,7 @@ fn simulate(
         message_length: c.message_length,
     };
     let ids: Vec<String> = loaded.contacts.iter().map(|c| c.id().to_string()).collect();
-    let events = crieur_engine::simulate(loaded.contacts, &c.policy, &cfg);
+    let events = crieur_dial::simulate(loaded.contacts, &c.policy, &cfg);
     let stdout = std::io::stdout();
     let mut rows = output::Rows::new(
         BufWriter::new(stdout.lock()),

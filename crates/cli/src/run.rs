@@ -13,12 +13,14 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
-use crieur_audit::record::{InviteSent, OptOutRecorded, OutcomeRecord};
+use crieur_audit::record::OptOutRecorded;
 use crieur_audit::{AuditLog, Record};
-use crieur_engine::{
-    AttemptOutcome, Breaker, BreakerState, CallVerdict, Cause, Permit, Planner, SkipNote,
-    Transition,
+use crieur_dial::core::{Core, Output};
+use crieur_dial::protocol::{
+    finish_call, history, lease_and_record_invite, recheck, record_late_opt_out, to_attempts,
+    CallRef,
 };
+use crieur_engine::{AttemptOutcome, BreakerState, Cause, Planner, SkipNote, Transition};
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
 use crieur_scheduler::{Contact, Decision, Evaluator};
@@ -26,7 +28,7 @@ use crieur_store::{SledStore, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::{gate, history, prepare, record_call, to_attempts, Gate, Prepared};
+use crate::call::{prepare, rules, Prepared};
 use crate::campaign::Campaign;
 
 /// Options of `crieur run`.
@@ -81,7 +83,12 @@ pub fn run(
         start,
         &crate::audit::header("run", Some((campaign, campaign_path)))?,
     )?;
-    crate::call::recover(&store, &mut log, start)?;
+    crate::call::recover(
+        &store,
+        &mut log,
+        &crate::audit::dir_for(store_path, actx.dir.as_deref()),
+        start,
+    )?;
     let contacts = store.contacts(&campaign.id)?;
     if contacts.is_empty() {
         return Err(anyhow!(
@@ -127,16 +134,17 @@ pub fn run(
     }
     log.commit()?;
     let log = Arc::new(Mutex::new(log));
+    let breaker = campaign
+        .trunk
+        .as_ref()
+        .map(|t| t.breaker)
+        .unwrap_or_default();
+    let mut core = Core::new(planner, breaker);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let result = rt.block_on(event_loop(
-        campaign,
-        &store,
-        &log,
-        &mut planner,
-        prepared,
-        &opts,
+        campaign, &store, &log, &mut core, prepared, &opts,
     ));
     let mut log = log
         .lock()
@@ -170,62 +178,11 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The trunk's health: its circuit breaker, and each contact's last uncounted trunk fault.
-struct TrunkHealth {
-    breaker: Breaker,
-    /// Contact → the breaker's count of served calls at its last uncounted trunk fault.
-    last_fault: HashMap<usize, u64>,
-    /// Why dialling was stopped (an authentication fault).
-    stopped: Option<String>,
-    /// A contact the trunk refused is dialled again no sooner than this (the open period).
-    retry_after: chrono::Duration,
-    /// The code of the last trunk fault that changed the breaker (for the progress line).
-    last_fault_code: &'static str,
-}
-
-impl TrunkHealth {
-    /// Whether a fault that refused contact `i` before anything rang goes uncounted: yes,
-    /// unless the same contact was refused before and the trunk has carried other calls since
-    /// (then the refusal is about this number, not the trunk: it counts).
-    fn uncounted(&mut self, i: usize, verdict: &CallVerdict) -> bool {
-        let served = self.breaker.served();
-        match verdict {
-            CallVerdict::Fault(_) => self
-                .last_fault
-                .insert(i, served)
-                .is_none_or(|then| served <= then),
-            _ => {
-                self.last_fault.remove(&i);
-                true
-            }
-        }
-    }
-
-    /// The breaker's state in words, for the progress line and the end of the run.
-    fn describe(&self) -> Option<String> {
-        match self.breaker.state() {
-            BreakerState::Closed => None,
-            BreakerState::Open { until } => Some(format!(
-                "trunk breaker open until {} ({} trunk faults in a row, last {})",
-                until.to_rfc3339(),
-                self.breaker.consecutive_faults(),
-                self.last_fault_code
-            )),
-            BreakerState::HalfOpen => Some("trunk breaker half-open: one probe call".into()),
-            BreakerState::Stopped => Some(format!(
-                "dialling stopped: {}",
-                self.stopped.as_deref().unwrap_or("trunk fault")
-            )),
-        }
-    }
-}
-
 /// A breaker transition: into the audit log (committed with the loop's next commit) and on
 /// stderr. An authentication fault also says what to do.
 fn note_transition(
     campaign: &Campaign,
     log: &Arc<Mutex<AuditLog>>,
-    health: &mut TrunkHealth,
     progress: &Progress,
     t: &Transition,
     call: Option<&str>,
@@ -235,10 +192,7 @@ fn note_transition(
         &Record::TrunkBreaker(crate::fault::breaker_record(&campaign.id, t, call)),
     )?;
     let why = match &t.cause {
-        Cause::Fault(f) => {
-            health.last_fault_code = f.kind.code();
-            crate::fault::describe(f)
-        }
+        Cause::Fault(f) => crate::fault::describe(f),
         c => c.code().to_owned(),
     };
     let line = match t.to {
@@ -250,7 +204,6 @@ fn note_transition(
         BreakerState::HalfOpen => format!("breaker   half-open: one probe call ({why})"),
         BreakerState::Closed => format!("breaker   closed: dialling resumes ({why})"),
         BreakerState::Stopped => {
-            health.stopped = Some(why.clone());
             format!(
                 "breaker   STOPPED: {why}. Dialling stops until an operator fixes the trunk settings and runs again; no contact's attempt was used by this fault"
             )
@@ -265,7 +218,6 @@ struct Placed {
     contact: usize,
     call: String,
     sent_at: DateTime<Utc>,
-    number: String,
 }
 
 /// What the loop shares with call tasks.
@@ -281,11 +233,15 @@ struct Shared {
 /// INVITE must leave (a few ms after its record is durable) while the decision still holds.
 const SEND_MARGIN_MS: i64 = 200;
 
+/// The longest the loop sleeps when nothing is due sooner (wall-clock steps are followed
+/// within this).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
 async fn event_loop(
     campaign: &Campaign,
     store: &Arc<SledStore>,
     log: &Arc<Mutex<AuditLog>>,
-    planner: &mut Planner<'_>,
+    core: &mut Core<'_>,
     prepared: Prepared,
     opts: &RunOptions,
 ) -> anyhow::Result<(String, Counters)> {
@@ -305,31 +261,17 @@ async fn event_loop(
     let mut calls: JoinSet<Result<CallReport, String>> = JoinSet::new();
     let mut placed: HashMap<tokio::task::Id, Placed> = HashMap::new();
     let mut c = Counters::default();
-    let breaker = campaign
-        .trunk
-        .as_ref()
-        .map(|t| t.breaker)
-        .unwrap_or_default();
-    let mut health = TrunkHealth {
-        breaker: Breaker::new(breaker),
-        last_fault: HashMap::new(),
-        stopped: None,
-        retry_after: chrono::Duration::from_std(breaker.open_for)
-            .unwrap_or(chrono::Duration::seconds(60)),
-        last_fault_code: "",
-    };
     let progress = Progress::new();
     let r = dial_loop(
         campaign,
         store,
         log,
-        planner,
+        core,
         opts,
         &shared,
         &mut calls,
         &mut placed,
         &mut c,
-        &mut health,
         &progress,
     )
     .await;
@@ -342,23 +284,14 @@ async fn event_loop(
             match tokio::time::timeout_at(deadline, calls.join_next_with_id()).await {
                 Ok(Some(j)) => {
                     if let Some(f) = finished(j, &mut placed) {
-                        let _ = finish(
-                            campaign,
-                            store,
-                            log,
-                            planner,
-                            &mut c,
-                            &mut health,
-                            &progress,
-                            f,
-                        );
+                        let _ = finish(campaign, store, log, core, &mut c, &progress, f);
                     }
                 }
                 _ => break,
             }
         }
     }
-    c.trunk_end = health.describe();
+    c.trunk_end = core.health().describe();
     // Let the BYEs of the last calls be retransmitted for a while before the stack stops.
     shared
         .uac
@@ -390,21 +323,21 @@ async fn dial_loop(
     campaign: &Campaign,
     store: &Arc<SledStore>,
     log: &Arc<Mutex<AuditLog>>,
-    planner: &mut Planner<'_>,
+    core: &mut Core<'_>,
     opts: &RunOptions,
     shared: &Shared,
     calls: &mut JoinSet<Result<CallReport, String>>,
     placed: &mut HashMap<tokio::task::Id, Placed>,
     c: &mut Counters,
-    health: &mut TrunkHealth,
     progress: &Progress,
 ) -> anyhow::Result<String> {
     let mut signals = Signals::new()?;
     let mut stopping: Option<(String, tokio::time::Instant)> = None;
     let mut idle_note: Option<DateTime<Utc>> = None;
-    let mut remaining = planner.len() as u64;
+    let mut remaining = core.planner().len() as u64;
     let mut last_count: Option<tokio::time::Instant> = None;
     let mut eval = Evaluator::new(&campaign.policy);
+    let dial = rules(campaign);
     loop {
         let t = now();
         if stopping.is_none() {
@@ -415,126 +348,81 @@ async fn dial_loop(
                 ));
             }
         }
-        if let Some(tr) = health.breaker.poll(t) {
-            note_transition(campaign, log, health, progress, &tr, None)?;
-        }
         if stopping.is_none() {
-            if let Some(why) = &health.stopped {
+            if let Some(why) = &core.health().stopped {
                 stopping = Some((
                     format!("trunk fault, dialling stopped: {why}"),
                     tokio::time::Instant::now() + opts.drain,
                 ));
             }
         }
-        let permit = health.breaker.permit();
-        if stopping.is_none() && !matches!(permit, Permit::None { .. }) {
-            let mut orders = planner.tick(t);
-            if permit == Permit::Probe && orders.len() > 1 {
-                // Half-open: one probe call; the others stay due.
-                for o in orders.split_off(1) {
-                    planner.cancel(o.contact, Some(t));
+        if stopping.is_some() {
+            core.stop();
+        }
+        core.handle_timeout(t);
+        // What the core asks: each dial re-checked at its own instant, recorded, leased, its
+        // INVITE recorded; one commit for them all; then the calls leave.
+        let mut ready = Vec::new();
+        let mut failure = None;
+        while let Some(out) = core.poll_output() {
+            match out {
+                Output::Breaker { transition, call } => {
+                    note_transition(campaign, log, progress, &transition, call.as_deref())?;
                 }
-            }
-            let skipped = std::mem::take(&mut planner.skipped);
-            // Each order: re-checked at its own instant, recorded, leased, its INVITE
-            // recorded; one commit for them all; then the calls leave.
-            let mut ready = Vec::new();
-            let mut failure = None;
-            for o in orders {
-                let contact = planner.contact(o.contact).clone();
-                let number = contact.phone().to_string();
-                if placed.values().any(|p| p.number == number) {
-                    // The same number under another contact id is being called right now.
-                    planner.cancel(o.contact, Some(now() + chrono::Duration::seconds(60)));
-                    continue;
-                }
-                let (decided_at, valid_until) =
-                    match recheck(campaign, store, &mut eval, &contact, log)? {
-                        Ok(v) => v,
-                        Err(retry_at) => {
-                            planner.cancel(o.contact, retry_at);
-                            continue;
-                        }
+                Output::Skip { contact: i, note } => {
+                    // The planner's skip, with the inputs it had.
+                    let contact = core.contact(i);
+                    let d = eval.decide(contact, t);
+                    let opted_out = store.is_opted_out(contact.phone())?;
+                    let (h, damaged) = match history(&**store, contact)? {
+                        Ok(h) => (h, None),
+                        Err(why) => (Vec::new(), Some(why)),
                     };
-                let sent_at = now();
-                if valid_until - sent_at <= chrono::Duration::milliseconds(SEND_MARGIN_MS) {
-                    planner.cancel(
-                        o.contact,
-                        Some(valid_until.max(sent_at) + chrono::Duration::seconds(1)),
-                    );
-                    continue;
+                    let refused = damaged.or(match note {
+                        SkipNote::Cap(hit) => Some((&hit).into()),
+                        SkipNote::Policy { .. } => None,
+                    });
+                    record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
                 }
-                match store.lease(&campaign.id, contact.id(), contact.phone(), sent_at) {
-                    Ok(()) => {}
-                    Err(crieur_store::Error::Leased { .. }) => {
-                        // Another process is dialling it: not ours to call now.
-                        planner.cancel(o.contact, Some(sent_at + chrono::Duration::seconds(60)));
-                        continue;
-                    }
-                    Err(e) => {
-                        // The store failed: place what is ready, then stop.
-                        planner.cancel(o.contact, None);
-                        failure = Some(anyhow::Error::from(e));
-                        break;
+                Output::Dial { contact: i, .. } if failure.is_some() => core.not_dialled(i, None),
+                Output::Dial { contact: i, .. } => {
+                    let contact = core.contact(i).clone();
+                    match dial_one(store, log, &dial, &mut eval, &contact)? {
+                        Ok((call, sent_at)) => {
+                            core.dialled(i);
+                            ready.push((i, contact, call, sent_at));
+                        }
+                        Err(Ok(retry_at)) => core.not_dialled(i, retry_at),
+                        Err(Err(e)) => {
+                            // The store failed: place what is ready, then stop.
+                            core.not_dialled(i, None);
+                            failure = Some(e);
+                        }
                     }
                 }
-                let call = format!("{}-{}", contact.id(), sent_at.timestamp_micros());
-                lock(log)?.append(
+            }
+        }
+        lock(log)?.commit()?;
+        for (i, contact, call, sent_at) in ready {
+            c.dialled += 1;
+            c.recent.push_back(sent_at);
+            let handle = calls.spawn(place(shared, campaign, store, log, contact, call.clone()));
+            placed.insert(
+                handle.id(),
+                Placed {
+                    contact: i,
+                    call,
                     sent_at,
-                    &Record::InviteSent(InviteSent {
-                        call: call.clone(),
-                        campaign: campaign.id.clone(),
-                        contact: contact.id().to_string(),
-                        number: number.clone(),
-                        decided_at,
-                        sent_at,
-                        recheck: "dial".into(),
-                        valid_until,
-                    }),
-                )?;
-                ready.push((o.contact, contact, call, sent_at));
-            }
-            lock(log)?.commit()?;
-            for (i, contact, call, sent_at) in ready {
-                health.breaker.on_call_started();
-                c.dialled += 1;
-                c.recent.push_back(sent_at);
-                let number = contact.phone().to_string();
-                let handle =
-                    calls.spawn(place(shared, campaign, store, log, contact, call.clone()));
-                placed.insert(
-                    handle.id(),
-                    Placed {
-                        contact: i,
-                        call,
-                        sent_at,
-                        number,
-                    },
-                );
-            }
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            // The planner's skips, each with the inputs it had.
-            for (i, note) in &skipped {
-                let contact = planner.contact(*i);
-                let d = eval.decide(contact, t);
-                let opted_out = store.is_opted_out(contact.phone())?;
-                let (h, damaged) = match history(&**store, contact)? {
-                    Ok(h) => (h, None),
-                    Err(why) => (Vec::new(), Some(why)),
-                };
-                let refused = damaged.or(match note {
-                    SkipNote::Cap(hit) => Some(hit.into()),
-                    SkipNote::Policy { .. } => None,
-                });
-                record_decision(log, contact, &d, &campaign.id, t, h, opted_out, refused, 0)?;
-            }
+                },
+            );
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         // Calls that ended.
         while let Some(j) = calls.try_join_next_with_id() {
             if let Some(f) = finished(j, placed) {
-                finish(campaign, store, log, planner, c, health, progress, f)?;
+                finish(campaign, store, log, core, c, progress, f)?;
             }
         }
         lock(log)?.commit()?;
@@ -547,10 +435,10 @@ async fn dial_loop(
             c.recent.pop_front();
         }
         let in_flight = calls.len() as u64;
-        let next = planner.next_due();
+        let next = core.planner().next_due();
         // Counting what remains is O(contacts): once a second is plenty for a display.
         if last_count.is_none_or(|l: tokio::time::Instant| l.elapsed() >= Duration::from_secs(1)) {
-            remaining = planner.remaining() as u64;
+            remaining = core.planner().remaining() as u64;
             last_count = Some(tokio::time::Instant::now());
         }
         progress.show(
@@ -558,7 +446,7 @@ async fn dial_loop(
             remaining,
             in_flight,
             next.filter(|n| *n > t && in_flight == 0),
-            health.describe().as_deref(),
+            core.health().describe().as_deref(),
         );
         // A contact not done is always queued (or in flight): an empty queue with nothing in
         // flight means every contact is done.
@@ -594,23 +482,31 @@ async fn dial_loop(
                 shared.hangup_all.cancel();
             }
         }
-        // Sleep until something can happen: the next due contact (or the next token), a
-        // call ending, a signal.
-        let blocked = matches!(health.breaker.permit(), Permit::None { .. });
-        let wait = match (&stopping, next) {
-            (Some(_), _) => Duration::from_millis(200),
-            // The breaker holds dialling: look again soon (it half-opens on its timer).
-            (None, _) if blocked => Duration::from_millis(200),
-            (None, Some(n)) if n > t => (n - t)
-                .to_std()
-                .unwrap_or_default()
-                .min(Duration::from_secs(1)),
-            _ => Duration::from_millis(100),
-        };
+        // Sleep until something is due: the planner's next contact or pacing token, the
+        // breaker's timer, `--until`, the drain deadline; a call ending or a signal wakes the
+        // loop too. Nothing polls: an idle campaign wakes only then (at least every
+        // MAX_SLEEP, to follow the wall clock if it is stepped).
+        let wait = match &stopping {
+            Some((_, deadline)) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                // Past the deadline the calls are being hung up: look again soon.
+                if left.is_zero() {
+                    Duration::from_millis(200)
+                } else {
+                    left
+                }
+            }
+            None => [core.poll_timeout(), opts.until]
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or(MAX_SLEEP, |at| (at - t).to_std().unwrap_or_default()),
+        }
+        .min(MAX_SLEEP);
         tokio::select! {
             Some(j) = calls.join_next_with_id(), if !calls.is_empty() => {
                 if let Some(f) = finished(j, placed) {
-                    finish(campaign, store, log, planner, c, health, progress, f)?;
+                    finish(campaign, store, log, core, c, progress, f)?;
                 }
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
@@ -631,6 +527,54 @@ async fn dial_loop(
                 }
             }
         }
+    }
+}
+
+/// What became of one dial order: `Ok((call, sent_at))` to place it (leased, its INVITE
+/// recorded); `Err(Ok(retry_at))` not placed, back at `retry_at` (never: `None`);
+/// `Err(Err(e))` the store failed.
+type Dialled = Result<(String, DateTime<Utc>), Result<Option<DateTime<Utc>>, anyhow::Error>>;
+
+/// One dial order at the INVITE instant: re-checked and recorded, then — with 200 ms of the
+/// decision's validity left — leased and its INVITE recorded (durable with the tick's
+/// commit, before the INVITE leaves).
+fn dial_one(
+    store: &Arc<SledStore>,
+    log: &Arc<Mutex<AuditLog>>,
+    dial: &crieur_dial::DialRules,
+    eval: &mut Evaluator<'_>,
+    contact: &Contact,
+) -> anyhow::Result<Dialled> {
+    let decided_at = now();
+    let checked = recheck(dial, &**store, eval, contact, &mut *lock(log)?, decided_at)?;
+    let valid_until = match checked.verdict() {
+        Ok(v) => v,
+        Err(retry_at) => return Ok(Err(Ok(retry_at))),
+    };
+    let sent_at = crieur_dial::to_micros(now());
+    if valid_until - sent_at <= chrono::Duration::milliseconds(SEND_MARGIN_MS) {
+        return Ok(Err(Ok(Some(
+            valid_until.max(sent_at) + chrono::Duration::seconds(1),
+        ))));
+    }
+    match lease_and_record_invite(
+        &**store,
+        &mut *lock(log)?,
+        dial,
+        contact,
+        decided_at,
+        valid_until,
+        sent_at,
+        false,
+        || {},
+    ) {
+        Ok(call) => Ok(Ok((call, sent_at))),
+        // Another process is dialling it: not ours to call now.
+        Err(crieur_dial::Error::Store(crieur_store::Error::Leased { .. })) => {
+            Ok(Err(Ok(Some(sent_at + chrono::Duration::seconds(60)))))
+        }
+        Err(crieur_dial::Error::Store(e)) => Ok(Err(Err(e.into()))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -730,96 +674,45 @@ fn lock(log: &Arc<Mutex<AuditLog>>) -> anyhow::Result<std::sync::MutexGuard<'_, 
         .map_err(|_| anyhow!("the audit log lock was poisoned"))
 }
 
-/// The re-check's verdict: `Ok((decided at, valid until))` to dial, `Err(retry at)` not to
-/// (none: never).
-type Recheck = Result<(DateTime<Utc>, DateTime<Utc>), Option<DateTime<Utc>>>;
-
-/// The re-check just before the INVITE, at its own instant: opt-out list, caps across every
-/// campaign of the store (another process may have called meanwhile), this campaign's retry
-/// rules, and the policy. Records the decision. `Ok((decided at, valid until))` to dial; `Err(retry_at)`
-/// not to (none: never).
-fn recheck(
-    campaign: &Campaign,
-    store: &Arc<SledStore>,
-    eval: &mut Evaluator<'_>,
-    contact: &Contact,
-    log: &Arc<Mutex<AuditLog>>,
-) -> anyhow::Result<Recheck> {
-    let t = now();
-    let Gate {
-        history: h,
-        opted_out,
-        refused,
-    } = gate(campaign, &**store, contact, t)?;
-    let attempt = crate::call::attempt_number(&h, &campaign.id);
-    let d = eval.decide(contact, t);
-    let until = refused.as_ref().map(|(_, until)| *until);
-    record_decision(
-        log,
-        contact,
-        &d,
-        &campaign.id,
-        t,
-        h,
-        opted_out,
-        refused.map(|(why, _)| why),
-        attempt,
-    )?;
-    if let Some(until) = until {
-        return Ok(Err(until));
-    }
-    Ok(match d {
-        Decision::Dial(d) => Ok((t, d.valid_until)),
-        Decision::Skip(s) => Err(s.next_eligible),
-    })
-}
-
 /// A call ended: store, audit, planner, counters, the trunk's breaker.
 #[allow(clippy::too_many_arguments)]
 fn finish(
     campaign: &Campaign,
     store: &Arc<SledStore>,
     log: &Arc<Mutex<AuditLog>>,
-    planner: &mut Planner<'_>,
+    core: &mut Core<'_>,
     c: &mut Counters,
-    health: &mut TrunkHealth,
     progress: &Progress,
     f: Finished,
 ) -> anyhow::Result<()> {
-    let ended = now();
-    let contact = planner.contact(f.contact).clone();
+    let ended = crieur_dial::to_micros(now());
+    let contact = core.contact(f.contact).clone();
     let verdict = crate::fault::verdict(&f.report);
-    let uncounted = health.uncounted(f.contact, &verdict);
+    let uncounted = core.uncounted(f.contact, &verdict);
     let outcome = match &f.report {
         Ok(r) => crate::fault::recorded_outcome(r, uncounted),
         Err(_) => "local-error".to_owned(),
     };
-    store
-        .finish_attempt(&campaign.id, contact.id(), contact.phone(), &outcome, ended)
-        .with_context(|| format!("recording the outcome of {}", contact.id()))?;
-    {
-        let mut log = lock(log)?;
-        match &f.report {
-            Ok(r) => record_call(
-                &mut log, &f.call, campaign, &contact, r, &outcome, f.sent_at, ended,
-            )?,
-            Err(e) => {
-                tracing::warn!(contact = %contact.id(), error = %e, "call failed locally");
-                log.append(
-                    ended,
-                    &Record::Outcome(OutcomeRecord {
-                        call: f.call.clone(),
-                        campaign: campaign.id.clone(),
-                        contact: contact.id().to_string(),
-                        number: contact.phone().to_string(),
-                        started: f.sent_at,
-                        ended,
-                        outcome: outcome.clone(),
-                    }),
-                )?;
-            }
-        }
+    if let Err(e) = &f.report {
+        tracing::warn!(contact = %contact.id(), error = %e, "call failed locally");
     }
+    let call = CallRef {
+        call: &f.call,
+        campaign: &campaign.id,
+        contact: &contact,
+        sent_at: f.sent_at,
+        ended,
+    };
+    finish_call(
+        &**store,
+        &mut *lock(log)?,
+        &call,
+        f.report.as_ref().map_err(String::as_str),
+        &outcome,
+        now(),
+        || {},
+    )
+    .with_context(|| format!("recording the outcome of {}", contact.id()))?;
     if let Ok(r) = &f.report {
         match r.ending.outcome {
             Outcome::AnsweredCompleted
@@ -832,19 +725,7 @@ fn finish(
             Outcome::OptOutFailed => {
                 c.answered += 1;
                 // The person asked: record it now, and say so loudly.
-                let source = "opt-out key; recorded after the call";
-                let ok = store.add_opt_out(contact.phone(), ended, source).is_ok();
-                if ok {
-                    lock(log)?.append(
-                        ended,
-                        &Record::OptOutListChange(crieur_audit::record::OptOutListChange {
-                            action: "add".into(),
-                            numbers: vec![contact.phone().to_string()],
-                            source: source.into(),
-                            at: ended,
-                        }),
-                    )?;
-                }
+                let ok = record_late_opt_out(&**store, &mut *lock(log)?, contact.phone(), now())?;
                 eprintln!(
                     "ALERT: {} pressed the opt-out key but it could not be recorded during the call; {}",
                     contact.phone(),
@@ -865,14 +746,8 @@ fn finish(
     if scheduled == AttemptOutcome::TrunkFault {
         c.trunk_refused += 1;
     }
-    planner.report(f.contact, ended, scheduled);
-    if scheduled == AttemptOutcome::TrunkFault {
-        // Not at once: the trunk gets the breaker's open period to recover (an open breaker
-        // holds it longer; the contact is among the first due when dialling resumes).
-        planner.reschedule(f.contact, ended + health.retry_after);
-    }
-    if let Some(tr) = health.breaker.on_call_ended(ended, verdict) {
-        note_transition(campaign, log, health, progress, &tr, Some(&f.call))?;
+    if let Some(tr) = core.call_ended(f.contact, ended, scheduled, verdict) {
+        note_transition(campaign, log, progress, &tr, Some(&f.call))?;
     }
     Ok(())
 }
@@ -991,59 +866,5 @@ impl Drop for Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crieur_engine::{BreakerConfig, FaultKind, TrunkFault};
-
-    use super::*;
-
-    fn fault() -> CallVerdict {
-        CallVerdict::Fault(TrunkFault {
-            kind: FaultKind::ServerError,
-            sip_status: Some(503),
-            detail: String::new(),
-        })
-    }
-
-    /// A contact refused again while the trunk carried nothing else stays free (the trunk is
-    /// down); refused again after the trunk served other calls, it counts (it is this number).
-    #[test]
-    fn a_repeated_refusal_counts_only_once_the_trunk_served_others_meanwhile() {
-        let mut h = TrunkHealth {
-            breaker: Breaker::new(BreakerConfig::default()),
-            last_fault: HashMap::new(),
-            stopped: None,
-            retry_after: chrono::Duration::seconds(60),
-            last_fault_code: "",
-        };
-        let t = now();
-        assert!(h.uncounted(0, &fault()));
-        h.breaker.on_call_ended(t, fault());
-        assert!(h.uncounted(1, &fault()));
-        h.breaker.on_call_ended(t, fault());
-        assert!(
-            h.uncounted(0, &fault()),
-            "nothing served between: the trunk is down"
-        );
-        h.breaker.on_call_ended(t, fault());
-        assert!(h.uncounted(2, &CallVerdict::Served));
-        h.breaker.on_call_ended(t, CallVerdict::Served);
-        assert!(
-            !h.uncounted(0, &fault()),
-            "served meanwhile: this number's own failure"
-        );
-        assert!(
-            h.uncounted(0, &fault()),
-            "nothing served since its last refusal"
-        );
-        assert!(!h.uncounted(1, &fault()));
-        assert!(h.uncounted(1, &CallVerdict::Served));
-        assert!(
-            h.uncounted(1, &fault()),
-            "its last call went through: a fresh refusal"
-        );
     }
 }

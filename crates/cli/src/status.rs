@@ -101,11 +101,11 @@ fn state(
         return Ok(State::Done("opted out".into()));
     }
     // A damaged history: not dialled until the store is repaired (never a shorter history).
-    let history = match crate::call::history(store, c)? {
+    let history = match crieur_dial::protocol::history(store, c)? {
         Ok(h) => h,
         Err(why) => return Ok(State::Done(why.to_string())),
     };
-    let from = match crate::call::held(campaign, &history, now) {
+    let from = match crieur_dial::protocol::held(&crate::call::rules(campaign), &history, now) {
         Some((why, None)) => return Ok(State::Done(why.to_string())),
         Some((_, Some(until))) => until,
         None => now,

@@ -124,7 +124,7 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
         let id = crieur_scheduler::ContactId::new("c1").unwrap_or_else(|e| panic!("{e}"));
         let num: crieur_scheduler::E164 = "+33612345678".parse().unwrap_or_else(|e| panic!("{e}"));
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        st.lease("t", &id, &num, at)
+        st.lease("t", &id, &num, at, "c1-1")
             .unwrap_or_else(|e| panic!("{e}"));
         st.finish_attempt("t", &id, &num, "busy", at + chrono::Duration::seconds(20))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -142,7 +142,8 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
             Err(e) => panic!("{e}"),
         }
     };
-    let attempts = db.open_tree("attempts").unwrap_or_else(|e| panic!("{e}"));
+    // The store's attempts tree (format 3).
+    let attempts = db.open_tree("attempts-3").unwrap_or_else(|e| panic!("{e}"));
     let (k, v) = attempts
         .iter()
         .next()
@@ -687,6 +688,50 @@ fn sigkill_after_the_call_before_its_outcome_is_written() {
     let _ = uas.succeeded();
     // The call completed, but its outcome was never written: it counts as interrupted.
     assert_recovered_and_capped(&s);
+}
+
+/// Killed after the lease but before the INVITE's record was durable: the INVITE cannot have
+/// left, so the next command releases the lease and uses up no attempt — with one attempt
+/// allowed, the call is placed.
+#[test]
+fn sigkill_after_the_lease_before_its_invite_record_uses_no_attempt() {
+    let port = free_port();
+    let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
+    call_and_kill(&s, Some("after-lease-before-record"), Duration::ZERO);
+    let mut uas = sipp(&s, port, &uas());
+    let o = s.call();
+    let _ = uas.wait();
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("recovered lease of t/c1 (c1-") && out.contains("its INVITE never left"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    let audit = s.dir.path().join("store.audit").display().to_string();
+    let o = crieur(&["audit", "replay", &audit]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+}
+
+/// Killed after the store recorded the call's end but before its outcome record: the next
+/// command writes that outcome from the store, under the call's own id, and replay finds every
+/// INVITE with its outcome.
+#[test]
+fn sigkill_after_the_store_recorded_the_outcome_before_the_log() {
+    let port = free_port();
+    let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
+    let mut uas = sipp(&s, port, &uas());
+    call_and_kill(&s, Some("after-attempt"), Duration::ZERO);
+    let _ = uas.wait();
+    let o = s.call();
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("recovered the outcome `answered-completed` of the call to t/c1 (call c1-"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    let audit = s.dir.path().join("store.audit").display().to_string();
+    let o = crieur(&["audit", "replay", &audit]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
 }
 
 #[test]

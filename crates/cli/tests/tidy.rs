@@ -3,8 +3,8 @@
 //! sans-IO — time is an input, no files, sockets, threads or async runtime — and that the
 //! crates depend on each other one way only; this test fails when that stops being true.
 //!
-//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`, `config`. Their library sources
-//!   (`src/`, comments and `#[cfg(test)]` modules aside) must not read a clock (`now()`,
+//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`, `dial`, `config`. Their
+//!   library sources (`src/`, comments and `#[cfg(test)]` modules aside) must not read a clock (`now()`,
 //!   `Instant::now`, `.elapsed()`, cron's `upcoming`), open files, open sockets, spawn
 //!   threads or tasks, or use tokio — except the files listed in [`EDGES`], the I/O edges by
 //!   design, each for what it is listed for (and an entry that is no longer needed fails too).
@@ -67,7 +67,15 @@ impl Io {
 }
 
 /// The core crates (directories under `crates/`).
-const CORE: [&str; 6] = ["scheduler", "engine", "audit", "store", "media", "config"];
+const CORE: [&str; 7] = [
+    "scheduler",
+    "engine",
+    "audit",
+    "store",
+    "media",
+    "dial",
+    "config",
+];
 
 /// Files of core crates that are I/O edges by design, what each may do, and why.
 const EDGES: &[(&str, &[Io], &str)] = &[
@@ -142,6 +150,8 @@ const DEPENDS_ON: &[(&str, &[&str])] = &[
     // Replay re-derives caps and retries with the engine's own code.
     ("audit", &["scheduler", "engine"]),
     ("sim", &["media"]),
+    // The dial protocol keeps the store and the audit log in step around each call.
+    ("dial", &["scheduler", "engine", "audit", "store", "media"]),
     // Validation checks recordings (media), caps and retries (engine), signing keys (audit).
     ("config", &["scheduler", "engine", "media", "audit"]),
 ];

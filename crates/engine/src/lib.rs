@@ -8,7 +8,6 @@
 
 mod breaker;
 mod plan;
-mod sim;
 
 pub use breaker::{
     Breaker, BreakerConfig, BreakerState, CallVerdict, Cause, FaultKind, Permit, Transition,
@@ -18,4 +17,3 @@ pub use plan::{
     Attempt, AttemptOutcome, CapHit, CapRules, DialOrder, Loosening, Pacing, Planner, RetryGate,
     RetryPolicy, RetryRule, SkipNote, TRUNK_FAULT_PREFIX,
 };
-pub use sim::{simulate, OutcomeMix, SimConfig, SimEvent};

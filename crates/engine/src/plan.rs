@@ -368,7 +368,6 @@ impl CapRules {
     /// the caps at `now`. The one place the caps are computed: the planner, the single-call
     /// command and replay all use it. Trunk faults ([`AttemptOutcome::counts`]) are ignored.
     pub fn check(&self, attempts: &[Attempt], now: DateTime<Utc>) -> Option<CapHit> {
-        let n = secs(now);
         let counted: Vec<Attempt> = attempts
             .iter()
             .filter(|a| a.outcome.counts())
@@ -385,22 +384,22 @@ impl CapRules {
         if let Some(q) = self.quiet_after_refusal {
             let latest = attempts
                 .iter()
-                .filter(|a| a.outcome.is_refusal() && secs(a.at) + dur(q) > n)
+                .filter(|a| a.outcome.is_refusal() && plus(a.at, q) > now)
                 .max_by_key(|a| a.at);
             if let Some(r) = latest {
                 return Some(CapHit::QuietAfterRefusal {
                     refused_at: r.at,
                     outcome: r.outcome,
-                    until: utc(secs(r.at) + dur(q)),
+                    until: plus(r.at, q),
                 });
             }
         }
         if let Some((max, window)) = self.rolling {
-            let from = n - dur(window);
-            let mut recent: Vec<i64> = attempts
+            // Exact instants: an attempt leaves the window when `window` has passed since it.
+            let mut recent: Vec<DateTime<Utc>> = attempts
                 .iter()
-                .map(|a| secs(a.at))
-                .filter(|&a| a > from && a <= n)
+                .map(|a| a.at)
+                .filter(|&a| plus(a, window) > now && a <= now)
                 .collect();
             if recent.len() as u32 >= max {
                 // Lifts when enough of the counted attempts have left the window to leave
@@ -408,12 +407,12 @@ impl CapRules {
                 recent.sort_unstable();
                 let k = recent.len() - max as usize;
                 // (`max` 0 allows nothing: held for a whole window from now.)
-                let from = recent.get(k).copied().unwrap_or(n);
+                let from = recent.get(k).copied().unwrap_or(now);
                 return Some(CapHit::RollingCap {
                     recent: recent.len() as u32,
                     max,
                     days: window.as_secs() / 86_400,
-                    until: utc(from.saturating_add(dur(window))),
+                    until: plus(from, window),
                 });
             }
         }
@@ -492,12 +491,22 @@ fn secs(t: DateTime<Utc>) -> i64 {
     t.timestamp()
 }
 
-fn utc(s: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(s, 0).unwrap_or_default()
+/// The first whole second at or after `t`: a contact held until `t` is due then, never
+/// earlier (rounding down would retry up to a second early).
+fn secs_ceil(t: DateTime<Utc>) -> i64 {
+    t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
 }
 
-fn dur(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+/// `t + d`, exact (saturating far in the future).
+fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn utc(s: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(s, 0).unwrap_or_default()
 }
 
 impl<'p> Planner<'p> {
@@ -553,6 +562,29 @@ impl<'p> Planner<'p> {
     /// The earliest instant anything is due (for sleeping until then), if any.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         self.due.first().map(|&(t, _)| utc(t))
+    }
+
+    /// When [`Planner::tick`] may next hand out a call (for sleeping until then): the next
+    /// due contact, or later when pacing holds it — the instant the token bucket has a token
+    /// again. `None` when nothing is queued, or every call slot is taken (a call ending is
+    /// then what wakes the caller).
+    pub fn poll_timeout(&self) -> Option<DateTime<Utc>> {
+        let due = self.next_due()?;
+        if self.in_flight >= self.pacing.max_concurrent {
+            return None;
+        }
+        if self.tokens >= 1.0 {
+            return Some(due);
+        }
+        let rate = self.pacing.calls_per_second;
+        if rate <= 0.0 {
+            return None;
+        }
+        let last = self.last_refill?;
+        // Whole milliseconds, rounded up: never before the token is there.
+        let wait_ms = ((1.0 - self.tokens) / rate * 1000.0).ceil() as i64;
+        let token = DateTime::from_timestamp_millis(last.saturating_add(wait_ms))?;
+        Some(due.max(token))
     }
 
     /// Calls in progress.
@@ -613,7 +645,7 @@ impl<'p> Planner<'p> {
                 .count() as u32;
             if let Some(hit) = self.caps.check(&st.attempts, now) {
                 match hit.until() {
-                    Some(until) => self.enqueue(i, secs(until).max(n + 1)),
+                    Some(until) => self.enqueue(i, secs_ceil(until).max(n + 1)),
                     None => self.states[i].done = true,
                 }
                 self.skipped.push((i, SkipNote::Cap(hit)));
@@ -632,7 +664,7 @@ impl<'p> Planner<'p> {
                 }
                 Decision::Skip(s) => {
                     match s.next_eligible {
-                        Some(next) => self.enqueue(i, secs(next).max(n + 1)),
+                        Some(next) => self.enqueue(i, secs_ceil(next).max(n + 1)),
                         None => self.states[i].done = true,
                     }
                     self.skipped.push((
@@ -652,7 +684,7 @@ impl<'p> Planner<'p> {
     /// consent changed).
     pub fn reschedule(&mut self, i: usize, at: DateTime<Utc>) {
         if i < self.states.len() {
-            self.enqueue(i, secs(at));
+            self.enqueue(i, secs_ceil(at));
         }
     }
 
@@ -665,13 +697,13 @@ impl<'p> Planner<'p> {
         };
         for a in &attempts {
             if let (true, Some(q)) = (a.outcome.is_refusal(), self.caps.quiet_after_refusal) {
-                st.not_before = st.not_before.max(secs(a.at) + dur(q));
+                st.not_before = st.not_before.max(secs_ceil(plus(a.at, q)));
             }
         }
         // This campaign's own earlier outcomes: a restarted run goes on where it stopped.
         match self.retry.gate(&attempts) {
             RetryGate::Open => {}
-            RetryGate::NotBefore(t) => st.not_before = st.not_before.max(secs(t)),
+            RetryGate::NotBefore(t) => st.not_before = st.not_before.max(secs_ceil(t)),
             RetryGate::Done => st.done = true,
         }
         st.attempts = attempts;
@@ -689,7 +721,7 @@ impl<'p> Planner<'p> {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         match retry_at {
-            Some(t) => self.enqueue(contact, secs(t)),
+            Some(t) => self.enqueue(contact, secs_ceil(t)),
             None => self.states[contact].done = true,
         }
     }
@@ -738,7 +770,8 @@ impl<'p> Planner<'p> {
             st.done = true;
             return;
         }
-        st.not_before = n + dur(rule.delay);
+        // From the exact end of the call, rounded up to the planner's second.
+        st.not_before = secs_ceil(plus(at, rule.delay));
         let t = st.not_before;
         self.enqueue(contact, t);
     }
@@ -864,8 +897,8 @@ mod tests {
         assert_eq!(rolling.check(&three_and_faults, now), None);
     }
 
-    #[test]
-    fn a_trunk_fault_requeues_the_contact_at_once_with_the_same_attempt_number() {
+    /// A policy without legal hours and a contact with consent at any hour.
+    fn anytime() -> (Policy, Contact) {
         use crieur_scheduler::{ConsentRecord, ContactId, RuleSet, Windows};
         let policy = Policy::new(
             RuleSet::by_name("none").unwrap_or_else(|e| panic!("{e}")),
@@ -889,6 +922,116 @@ mod tests {
                 proof: "test".into(),
             }],
         );
+        (policy, contact)
+    }
+
+    /// Retry delays count from the exact end of the call: a call ending at .995 s is retried
+    /// at the next whole second after end + delay, never in the second before it.
+    #[test]
+    fn a_retry_is_never_due_before_the_exact_end_plus_its_delay() {
+        let (policy, contact) = anytime();
+        let start = t("2027-03-10T10:00:00Z");
+        let mut p = Planner::new(
+            vec![contact],
+            &policy,
+            CapRules::for_ruleset("none", 5),
+            RetryPolicy::default(),
+            Pacing {
+                calls_per_second: 10.0,
+                max_concurrent: 1,
+            },
+            start,
+        );
+        assert_eq!(p.tick(start).len(), 1);
+        let ended = start + chrono::Duration::milliseconds(20_995);
+        p.report(0, ended, AttemptOutcome::Busy);
+        let earliest = match RetryPolicy::default().gate(&[Attempt {
+            at: ended,
+            outcome: AttemptOutcome::Busy,
+            this_campaign: true,
+        }]) {
+            RetryGate::NotBefore(t) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(earliest, ended + chrono::Duration::minutes(30));
+        assert_eq!(p.next_due(), Some(t("2027-03-10T10:30:21Z")));
+        assert!(p.tick(t("2027-03-10T10:30:20.999Z")).is_empty());
+        assert_eq!(p.tick(t("2027-03-10T10:30:21Z")).len(), 1);
+    }
+
+    /// The caps use exact instants too: a refusal at .9 s holds until .9 s of the last day.
+    #[test]
+    fn caps_hold_to_the_exact_instant() {
+        let refused = t("2027-03-01T10:00:00.900Z");
+        let h = [Attempt {
+            at: refused,
+            outcome: AttemptOutcome::NotInterested,
+            this_campaign: false,
+        }];
+        let fr = CapRules::for_ruleset("FR", 3);
+        let until = refused + chrono::Duration::days(60);
+        assert!(fr
+            .check(&h, until - chrono::Duration::milliseconds(1))
+            .is_some());
+        assert_eq!(fr.check(&h, until), None);
+        let rolling = CapRules::for_ruleset("FR", 10);
+        let four: Vec<Attempt> = (0..4)
+            .map(|k| Attempt {
+                at: refused + chrono::Duration::hours(k),
+                outcome: AttemptOutcome::Busy,
+                this_campaign: false,
+            })
+            .collect();
+        let lifts = refused + chrono::Duration::days(30);
+        assert!(rolling
+            .check(&four, lifts - chrono::Duration::milliseconds(1))
+            .is_some());
+        assert_eq!(rolling.check(&four, lifts), None);
+    }
+
+    /// The planner's next wake-up: the next due contact; when pacing holds a due contact, the
+    /// instant its token is there; none while every call slot is taken or nothing is queued.
+    #[test]
+    fn poll_timeout_is_the_next_due_contact_or_the_next_token() {
+        let (policy, contact) = anytime();
+        let other = Contact::new(
+            crieur_scheduler::ContactId::new("c2").unwrap_or_else(|e| panic!("{e}")),
+            "+33612345679".parse().unwrap_or_else(|e| panic!("{e}")),
+            contact.given_zone(),
+            contact.consents().to_vec(),
+        );
+        let start = t("2027-03-10T10:00:00Z");
+        let mut p = Planner::new(
+            vec![contact, other],
+            &policy,
+            CapRules::for_ruleset("none", 5),
+            RetryPolicy::default(),
+            Pacing {
+                calls_per_second: 0.5,
+                max_concurrent: 2,
+            },
+            start,
+        );
+        assert_eq!(p.poll_timeout(), Some(start));
+        // One token (the bucket holds at least one): c1 goes, c2 waits 2 s for the next.
+        assert_eq!(p.tick(start).len(), 1);
+        assert_eq!(p.poll_timeout(), Some(start + chrono::Duration::seconds(2)));
+        assert!(p
+            .tick(start + chrono::Duration::milliseconds(1_999))
+            .is_empty());
+        assert_eq!(p.tick(start + chrono::Duration::seconds(2)).len(), 1);
+        // Both slots taken: nothing to wake for until a call ends.
+        assert_eq!(p.poll_timeout(), None);
+        let end = start + chrono::Duration::seconds(30);
+        p.report(0, end, AttemptOutcome::Answered);
+        p.report(1, end, AttemptOutcome::Busy);
+        // c2 is due again after the busy delay (30 min from the exact end).
+        assert_eq!(p.poll_timeout(), Some(end + chrono::Duration::minutes(30)));
+    }
+
+    #[test]
+    fn a_trunk_fault_requeues_the_contact_at_once_with_the_same_attempt_number() {
+        let (policy, contact) = anytime();
         let start = t("2027-03-10T10:00:00Z");
         let mut p = Planner::new(
             vec![contact],

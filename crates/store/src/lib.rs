@@ -109,8 +109,16 @@ pub trait Store {
     /// Leases a contact for a call about to be placed: durable before it returns, so a crash
     /// at any later point leaves the evidence that a call may have been placed. Fails with
     /// [`Error::Leased`] if a lease already exists (the contact is being dialled).
-    fn lease(&self, campaign: &str, id: &ContactId, number: &E164, at: DateTime<Utc>)
-        -> Result<()>;
+    /// `call` is the call's id, as the audit log's `invite-sent` record will name it: after a
+    /// crash, recovery links the lease to that record (or finds there is none).
+    fn lease(
+        &self,
+        campaign: &str,
+        id: &ContactId,
+        number: &E164,
+        at: DateTime<Utc>,
+        call: &str,
+    ) -> Result<()>;
     /// Ends a leased call: removes the lease and records the attempt, atomically and durably.
     fn finish_attempt(
         &self,
@@ -120,14 +128,27 @@ pub trait Store {
         outcome: &str,
         ended: DateTime<Utc>,
     ) -> Result<()>;
-    /// After a crash: every lease left over becomes an `interrupted` attempt (it counts toward
-    /// the caps). Returns the contacts recovered.
-    fn recover_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>>;
+    /// Every lease held (after a crash: the calls that were being placed), oldest first.
+    fn leases(&self) -> Result<Vec<Lease>>;
+    /// After a crash, one leftover lease: if its INVITE may have left (`sent`: the audit log
+    /// holds its `invite-sent`), it becomes an `interrupted` attempt ending at `now` (it counts
+    /// toward the caps), returned; if not, the lease is released and no attempt is recorded
+    /// (the INVITE leaves only after its record is durable). Durable when it returns.
+    fn recover_lease(
+        &self,
+        lease: &Lease,
+        sent: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<AttemptRecord>>;
+    /// Records an attempt that holds no lease (an INVITE the audit log shows that the store
+    /// lost); durable when it returns.
+    fn record_attempt(&self, number: &E164, attempt: &AttemptRecord) -> Result<()>;
     /// Every recorded attempt to this number, across campaigns, oldest first.
     fn attempts(&self, number: &E164) -> Result<Vec<AttemptRecord>>;
 }
 
-/// One recorded attempt (kept per number, across campaigns, for the rolling caps).
+/// One recorded attempt (kept per number, across campaigns, for the rolling caps). Instants
+/// are kept to the microsecond.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
     pub campaign: String,
@@ -135,10 +156,29 @@ pub struct AttemptRecord {
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
     pub outcome: String,
+    /// The call's id in the audit log (empty for an attempt recorded before store format 3).
+    pub call: String,
 }
 
-/// Version 2: contacts in hash buckets (see `buckets`), in the tree [`CONTACTS`].
-const FORMAT: &[u8] = b"crieur-store-2";
+/// A lease: a call being placed (or, after a crash, that was).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub campaign: String,
+    pub contact: String,
+    /// The INVITE's instant (to the microsecond).
+    pub at: DateTime<Utc>,
+    /// The call's id in the audit log (empty for a lease taken before store format 3).
+    pub call: String,
+}
+
+/// Version 3: leases and attempts carry their call id and microsecond instants (trees
+/// [`LEASES`], [`ATTEMPTS`]).
+const FORMAT: &[u8] = b"crieur-store-3";
+/// Version 2: contacts in hash buckets (see `buckets`), in the tree [`CONTACTS`]; leases and
+/// attempts to the second, without call ids (trees `leases`, `attempts`): migrated on open.
+const FORMAT_2: &[u8] = b"crieur-store-2";
+const LEASES: &str = "leases-3";
+const ATTEMPTS: &str = "attempts-3";
 /// Version 1 (one key `campaign \0 id` per contact in the tree `contacts`) is migrated on open.
 const FORMAT_1: &[u8] = b"crieur-store-1";
 const CONTACTS: &str = "contacts-b";
@@ -172,9 +212,90 @@ fn migrate_from_1(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
         new.insert(key, value).map_err(io)?;
     }
     db.flush().map_err(io)?;
-    meta.insert("format", FORMAT).map_err(io)?;
+    meta.insert("format", FORMAT_2).map_err(io)?;
     db.flush().map_err(io)?;
     db.drop_tree("contacts").map_err(io)?;
+    db.flush().map_err(io)?;
+    Ok(())
+}
+
+/// A version-2 lease (whole seconds, no call id).
+#[derive(Serialize, Deserialize)]
+struct StoredLease2 {
+    at: i64,
+    number_hash: [u8; 32],
+}
+
+/// A version-2 attempt (whole seconds, no call id).
+#[derive(Serialize, Deserialize)]
+struct StoredAttempt2 {
+    campaign: String,
+    contact: String,
+    started: i64,
+    ended: i64,
+    outcome: String,
+}
+
+/// A record rewritten by a migration: (key, value) → (new key, new value).
+type Rewrite<'a> = dyn Fn(&[u8], &[u8]) -> Result<(Vec<u8>, Vec<u8>)> + 'a;
+
+/// Rewrites a version-2 store's leases and attempts with microsecond instants (the whole
+/// seconds they had) and an empty call id, into the trees [`LEASES`] and [`ATTEMPTS`].
+/// Crash-safe like [`migrate_from_1`]: the new trees are rebuilt from scratch and flushed
+/// before the marker changes; the old ones are dropped after.
+fn migrate_from_2(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
+    let corrupt = |k: &[u8], why: String| Error::Corrupt {
+        key: hex::encode(k),
+        why,
+    };
+    let us = |s: i64| s.saturating_mul(1_000_000);
+    // Every record of tree `from`, rewritten by `f` (new key, new value) into tree `to`.
+    let rewrite = |from: &str, to: &str, f: &Rewrite<'_>| -> Result<()> {
+        let (old, new) = (
+            db.open_tree(from).map_err(io)?,
+            db.open_tree(to).map_err(io)?,
+        );
+        new.clear().map_err(io)?;
+        for kv in old.iter() {
+            let (k, v) = kv.map_err(io)?;
+            let (nk, nv) = f(&k, &v)?;
+            new.insert(nk, nv).map_err(io)?;
+        }
+        Ok(())
+    };
+    rewrite("leases", LEASES, &|k, v| {
+        let l: StoredLease2 = postcard::from_bytes(v).map_err(|e| corrupt(k, e.to_string()))?;
+        let new = StoredLease {
+            at_us: us(l.at),
+            number_hash: l.number_hash,
+            call: String::new(),
+        };
+        Ok((k.to_vec(), postcard::to_allocvec(&new).map_err(io)?))
+    })?;
+    rewrite("attempts", ATTEMPTS, &|k, v| {
+        let a: StoredAttempt2 = postcard::from_bytes(v).map_err(|e| corrupt(k, e.to_string()))?;
+        // Key: number hash (32) · start (8) · unique id (8) · campaign 0x00 contact.
+        let (Some(hash), Some(rest)) = (k.get(..32), k.get(40..)) else {
+            return Err(corrupt(k, "attempt key too short".into()));
+        };
+        let mut nk = hash.to_vec();
+        nk.extend_from_slice(&us(a.started).to_be_bytes());
+        nk.extend_from_slice(rest);
+        let new = StoredAttempt {
+            campaign: a.campaign,
+            contact: a.contact,
+            started_us: us(a.started),
+            ended_us: us(a.ended),
+            outcome: a.outcome,
+            call: String::new(),
+        };
+        Ok((nk, postcard::to_allocvec(&new).map_err(io)?))
+    })?;
+    db.flush().map_err(io)?;
+    meta.insert("format", FORMAT).map_err(io)?;
+    db.flush().map_err(io)?;
+    db.drop_tree("leases").map_err(io)?;
+    db.drop_tree("attempts").map_err(io)?;
     db.flush().map_err(io)?;
     Ok(())
 }
@@ -193,17 +314,24 @@ pub struct SledStore {
 
 #[derive(Serialize, Deserialize)]
 struct StoredLease {
-    at: i64,
+    at_us: i64,
     number_hash: [u8; 32],
+    call: String,
 }
 
 #[derive(Serialize, Deserialize)]
 struct StoredAttempt {
     campaign: String,
     contact: String,
-    started: i64,
-    ended: i64,
+    started_us: i64,
+    ended_us: i64,
     outcome: String,
+    call: String,
+}
+
+/// An instant as stored: microseconds since the epoch.
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
 }
 
 #[derive(Serialize, Deserialize, PartialEq)]
@@ -253,8 +381,11 @@ impl SledStore {
                 });
             }
         }
+        // No periodic background flush: every write flushes before it returns (`durable`),
+        // and an idle store then wakes no thread.
         let db = sled::Config::new()
             .path(path)
+            .flush_every_ms(None)
             .open()
             .map_err(|e| Error::Open {
                 path: path.to_owned(),
@@ -263,8 +394,13 @@ impl SledStore {
         let meta = db.open_tree("meta").map_err(io)?;
         let key = match (meta.get("format").map_err(io)?, exists) {
             (Some(f), _) if f.as_ref() == FORMAT => meta.get("optout-key").map_err(io)?,
+            (Some(f), _) if f.as_ref() == FORMAT_2 => {
+                migrate_from_2(&db, &meta)?;
+                meta.get("optout-key").map_err(io)?
+            }
             (Some(f), _) if f.as_ref() == FORMAT_1 => {
                 migrate_from_1(&db, &meta)?;
+                migrate_from_2(&db, &meta)?;
                 meta.get("optout-key").map_err(io)?
             }
             (Some(f), _) => {
@@ -300,8 +436,8 @@ impl SledStore {
         Ok(SledStore {
             contacts: db.open_tree(CONTACTS).map_err(io)?,
             optouts: db.open_tree("optouts").map_err(io)?,
-            leases: db.open_tree("leases").map_err(io)?,
-            attempts: db.open_tree("attempts").map_err(io)?,
+            leases: db.open_tree(LEASES).map_err(io)?,
+            attempts: db.open_tree(ATTEMPTS).map_err(io)?,
             db,
             key,
         })
@@ -346,15 +482,16 @@ impl SledStore {
             // Key: number hash, start instant (big-endian: chronological), campaign, id.
             let mut ak = Vec::with_capacity(32 + 8 + key.len());
             ak.extend_from_slice(&h);
-            ak.extend_from_slice(&lease.at.to_be_bytes());
+            ak.extend_from_slice(&lease.at_us.to_be_bytes());
             ak.extend_from_slice(&uniq.to_be_bytes());
             ak.extend_from_slice(key);
             let rec = StoredAttempt {
                 campaign: campaign.to_owned(),
                 contact: id.to_owned(),
-                started: lease.at,
-                ended: ended.timestamp(),
+                started_us: lease.at_us,
+                ended_us: micros(ended),
                 outcome: outcome.to_owned(),
+                call: lease.call.clone(),
             };
             let bytes = postcard::to_allocvec(&rec)
                 .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
@@ -499,16 +636,16 @@ fn decode_attempt(key: &[u8], value: &[u8]) -> Result<AttemptRecord> {
     };
     let a: StoredAttempt = postcard::from_bytes(value).map_err(|e| corrupt(e.to_string()))?;
     let instant = |what: &str, t: i64| {
-        DateTime::from_timestamp(t, 0)
+        DateTime::from_timestamp_micros(t)
             .ok_or_else(|| corrupt(format!("its {what} instant {t} is not a date")))
     };
     // (An end before the start is not damage: the clock may have been stepped back.)
-    let (started, ended) = (instant("start", a.started)?, instant("end", a.ended)?);
+    let (started, ended) = (instant("start", a.started_us)?, instant("end", a.ended_us)?);
     let key_start = key
         .get(32..40)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(i64::from_be_bytes);
-    if key_start != Some(a.started) {
+    if key_start != Some(a.started_us) {
         return Err(corrupt(format!(
             "its key says it started at {}, its record at {started}",
             key_start.map_or("(none)".into(), |s| s.to_string())
@@ -526,6 +663,7 @@ fn decode_attempt(key: &[u8], value: &[u8]) -> Result<AttemptRecord> {
         started,
         ended,
         outcome: a.outcome,
+        call: a.call,
     })
 }
 
@@ -838,11 +976,13 @@ impl Store for SledStore {
         id: &ContactId,
         number: &E164,
         at: DateTime<Utc>,
+        call: &str,
     ) -> Result<()> {
         let key = lease_key(campaign, id.as_str());
         let value = postcard::to_allocvec(&StoredLease {
-            at: at.timestamp(),
+            at_us: micros(at),
             number_hash: self.number_key(number),
+            call: call.to_owned(),
         })
         .map_err(io)?;
         // compare_and_swap from "absent": two dialers can never lease the same contact.
@@ -856,7 +996,7 @@ impl Store for SledStore {
                 let since = cas
                     .current
                     .and_then(|v| postcard::from_bytes::<StoredLease>(&v).ok())
-                    .and_then(|l| DateTime::from_timestamp(l.at, 0))
+                    .and_then(|l| DateTime::from_timestamp_micros(l.at_us))
                     .unwrap_or_default();
                 Err(Error::Leased {
                     campaign: campaign.to_owned(),
@@ -886,25 +1026,91 @@ impl Store for SledStore {
         self.durable()
     }
 
-    fn recover_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
-        let mut recovered = Vec::new();
+    fn leases(&self) -> Result<Vec<Lease>> {
+        let mut out = Vec::new();
         for kv in self.leases.iter() {
-            let (k, _) = kv.map_err(io)?;
+            let (k, v) = kv.map_err(io)?;
             let mut parts = k.splitn(2, |b| *b == 0);
             let campaign = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let id = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            match self.close_lease(&k, &campaign, &id, None, "interrupted", now) {
-                Ok(_) => recovered.push((campaign, id)),
-                // A damaged lease must not block every later call: drop it, but say so.
-                Err(Error::Corrupt { why, .. }) => {
-                    self.leases.remove(&k).map_err(io)?;
-                    recovered.push((campaign, format!("{id} (damaged lease removed: {why})")));
-                }
-                Err(e) => return Err(e),
-            }
+            let contact = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            // A damaged lease still names its contact: it is recovered (as a call that may
+            // have left) rather than left to block every later call.
+            let (at, call) = match postcard::from_bytes::<StoredLease>(&v) {
+                Ok(l) => (
+                    DateTime::from_timestamp_micros(l.at_us).unwrap_or_default(),
+                    l.call,
+                ),
+                Err(_) => (DateTime::default(), String::new()),
+            };
+            out.push(Lease {
+                campaign,
+                contact,
+                at,
+                call,
+            });
         }
+        out.sort_by_key(|l| l.at);
+        Ok(out)
+    }
+
+    fn recover_lease(
+        &self,
+        lease: &Lease,
+        sent: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<AttemptRecord>> {
+        let key = lease_key(&lease.campaign, &lease.contact);
+        if !sent {
+            self.leases.remove(&key).map_err(io)?;
+            self.durable()?;
+            return Ok(None);
+        }
+        let closed = match self.close_lease(
+            &key,
+            &lease.campaign,
+            &lease.contact,
+            None,
+            "interrupted",
+            now,
+        ) {
+            Ok(closed) => closed,
+            // A damaged lease must not block every later call: drop it (the caller records
+            // the call from the audit log with `record_attempt`).
+            Err(Error::Corrupt { .. }) => {
+                self.leases.remove(&key).map_err(io)?;
+                false
+            }
+            Err(e) => return Err(e),
+        };
         self.durable()?;
-        Ok(recovered)
+        Ok(closed.then(|| AttemptRecord {
+            campaign: lease.campaign.clone(),
+            contact: lease.contact.clone(),
+            started: lease.at,
+            ended: now,
+            outcome: "interrupted".into(),
+            call: lease.call.clone(),
+        }))
+    }
+
+    fn record_attempt(&self, number: &E164, a: &AttemptRecord) -> Result<()> {
+        let uniq = self.db.generate_id().map_err(io)?;
+        let mut ak = self.number_key(number).to_vec();
+        ak.extend_from_slice(&micros(a.started).to_be_bytes());
+        ak.extend_from_slice(&uniq.to_be_bytes());
+        ak.extend_from_slice(&lease_key(&a.campaign, &a.contact));
+        let rec = StoredAttempt {
+            campaign: a.campaign.clone(),
+            contact: a.contact.clone(),
+            started_us: micros(a.started),
+            ended_us: micros(a.ended),
+            outcome: a.outcome.clone(),
+            call: a.call.clone(),
+        };
+        self.attempts
+            .insert(ak, postcard::to_allocvec(&rec).map_err(io)?)
+            .map_err(io)?;
+        self.durable()
     }
 
     fn attempts(&self, number: &E164) -> Result<Vec<AttemptRecord>> {
@@ -1222,36 +1428,158 @@ mod tests {
     }
 
     #[test]
-    fn leases_recover_as_interrupted_attempts() {
+    fn leases_recover_as_interrupted_attempts_only_when_their_invite_may_have_left() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("s");
-        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
-        let id = ContactId::new("a").unwrap_or_else(|e| panic!("{e}"));
-        let num = n("+33612345678");
+        // Sub-second instants are kept to the microsecond.
+        let t =
+            |ms: i64| DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap_or_default();
+        let (a, b) = (
+            ContactId::new("a").unwrap_or_else(|e| panic!("{e}")),
+            ContactId::new("b").unwrap_or_else(|e| panic!("{e}")),
+        );
+        let (na, nb) = (n("+33612345678"), n("+33612345679"));
         {
             let s = open(&path);
-            assert!(s.lease("c", &id, &num, t(0)).is_ok());
+            assert!(s.lease("c", &a, &na, t(250), "a-1").is_ok());
             // A second lease of the same contact is refused: no double dialling.
             assert!(matches!(
-                s.lease("c", &id, &num, t(1)),
+                s.lease("c", &a, &na, t(1_000), "a-2"),
                 Err(Error::Leased { .. })
             ));
-            assert!(s.finish_attempt("c", &id, &num, "busy", t(30)).is_ok());
-            assert!(s.lease("c", &id, &num, t(3600)).is_ok());
-            // "Crash": the store is dropped with the lease held.
+            assert!(s.finish_attempt("c", &a, &na, "busy", t(30_750)).is_ok());
+            assert!(s.lease("c", &a, &na, t(3_600_001), "a-3").is_ok());
+            assert!(s.lease("c", &b, &nb, t(3_600_002), "b-1").is_ok());
+            // "Crash": the store is dropped with both leases held.
         }
         let s = open(&path);
-        let rec = s.recover_interrupted(t(7200)).unwrap_or_default();
-        assert_eq!(rec, vec![("c".to_owned(), "a".to_owned())]);
-        let attempts = s.attempts(&num).unwrap_or_default();
-        let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
-        assert_eq!(outcomes, ["busy", "interrupted"]);
-        assert_eq!(attempts[1].started, t(3600));
-        assert!(s
-            .recover_interrupted(t(7300))
-            .unwrap_or_default()
-            .is_empty());
-        assert!(s.lease("c", &id, &num, t(7400)).is_ok());
+        let leases = s.leases().unwrap_or_default();
+        let calls: Vec<&str> = leases.iter().map(|l| l.call.as_str()).collect();
+        assert_eq!(calls, ["a-3", "b-1"]);
+        assert_eq!(leases[0].at, t(3_600_001));
+        // a-3's INVITE is in the log: an interrupted attempt, linked to its call.
+        let rec = s
+            .recover_lease(&leases[0], true, t(7_200_000))
+            .ok()
+            .flatten();
+        assert_eq!(rec.as_ref().map(|r| r.call.as_str()), Some("a-3"));
+        // b-1's is not: it never left; the lease is released, no attempt used.
+        assert_eq!(
+            s.recover_lease(&leases[1], false, t(7_200_000)).ok(),
+            Some(None)
+        );
+        assert!(s.leases().unwrap_or_default().is_empty());
+        assert!(s.attempts(&nb).unwrap_or_default().is_empty());
+        let attempts = s.attempts(&na).unwrap_or_default();
+        let got: Vec<(&str, &str, DateTime<Utc>, DateTime<Utc>)> = attempts
+            .iter()
+            .map(|a| (a.outcome.as_str(), a.call.as_str(), a.started, a.ended))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("busy", "a-1", t(250), t(30_750)),
+                ("interrupted", "a-3", t(3_600_001), t(7_200_000))
+            ]
+        );
+        assert!(s.lease("c", &a, &na, t(7_400_000), "a-4").is_ok());
+        assert!(s.lease("c", &b, &nb, t(7_400_000), "b-2").is_ok());
+        // An attempt the log shows and the store lost is recorded as such.
+        let lost = AttemptRecord {
+            campaign: "c".into(),
+            contact: "b".into(),
+            started: t(10),
+            ended: t(20),
+            outcome: "interrupted".into(),
+            call: "b-0".into(),
+        };
+        assert!(s.record_attempt(&nb, &lost).is_ok());
+        assert_eq!(s.attempts(&nb).ok(), Some(vec![lost]));
+    }
+
+    /// A damaged lease is still listed (at the epoch, no call id: the caller counts it if
+    /// the log shows a call of that contact) and recovering it removes it, whatever it was.
+    #[test]
+    fn a_damaged_lease_is_listed_and_removed_on_recovery() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = open(&dir.path().join("s"));
+        s.leases
+            .insert(lease_key("c", "a"), &[0xff_u8; 3][..])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let leases = s.leases().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            leases,
+            vec![Lease {
+                campaign: "c".into(),
+                contact: "a".into(),
+                at: DateTime::<Utc>::default(),
+                call: String::new(),
+            }]
+        );
+        assert_eq!(
+            s.recover_lease(&leases[0], true, DateTime::<Utc>::default())
+                .ok(),
+            Some(None)
+        );
+        assert_eq!(s.leases().ok(), Some(vec![]));
+    }
+
+    /// A version-2 store (whole seconds, no call ids) is rewritten on open: its attempts keep
+    /// their instants, in microseconds, and a leftover lease is still there to recover.
+    #[test]
+    fn a_version_2_store_is_migrated() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("s");
+        let num = n("+33612345678");
+        let hash;
+        {
+            let s = open(&path);
+            hash = s.number_key(&num);
+            let old = s.db.open_tree("attempts").unwrap_or_else(|e| panic!("{e}"));
+            let leases = s.db.open_tree("leases").unwrap_or_else(|e| panic!("{e}"));
+            let rec = StoredAttempt2 {
+                campaign: "c".into(),
+                contact: "a".into(),
+                started: 1_800_000_000,
+                ended: 1_800_000_030,
+                outcome: "busy".into(),
+            };
+            let mut k = hash.to_vec();
+            k.extend_from_slice(&1_800_000_000_i64.to_be_bytes());
+            k.extend_from_slice(&7_u64.to_be_bytes());
+            k.extend_from_slice(&lease_key("c", "a"));
+            let v = postcard::to_allocvec(&rec).unwrap_or_else(|e| panic!("{e}"));
+            old.insert(k, v).unwrap_or_else(|e| panic!("{e}"));
+            let l = StoredLease2 {
+                at: 1_800_003_600,
+                number_hash: hash,
+            };
+            let v = postcard::to_allocvec(&l).unwrap_or_else(|e| panic!("{e}"));
+            leases
+                .insert(lease_key("c", "a"), v)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let meta = s.db.open_tree("meta").unwrap_or_else(|e| panic!("{e}"));
+            meta.insert("format", FORMAT_2)
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.db.flush().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let s = open(&path);
+        let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap_or_default();
+        let attempts = s.attempts(&num).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            attempts,
+            vec![AttemptRecord {
+                campaign: "c".into(),
+                contact: "a".into(),
+                started: at(1_800_000_000),
+                ended: at(1_800_000_030),
+                outcome: "busy".into(),
+                call: String::new(),
+            }]
+        );
+        let leases = s.leases().unwrap_or_default();
+        assert_eq!(leases.len(), 1);
+        assert_eq!(leases[0].at, at(1_800_003_600));
     }
 
     #[test]
@@ -1285,7 +1613,7 @@ mod tests {
         let id = ContactId::new("a").unwrap_or_else(|e| panic!("{e}"));
         let num = n("+33612345678");
         for at in [0, 3600] {
-            assert!(s.lease("c", &id, &num, t(at)).is_ok());
+            assert!(s.lease("c", &id, &num, t(at), "call").is_ok());
             assert!(s.finish_attempt("c", &id, &num, "busy", t(at + 30)).is_ok());
         }
         assert_eq!(s.attempts(&num).map(|a| a.len()).ok(), Some(2));
@@ -1309,17 +1637,18 @@ mod tests {
                 .insert(k, bytes)
                 .unwrap_or_else(|e| panic!("{e}"));
         };
-        let with = |started: i64, ended: i64| StoredAttempt {
+        let with = |started_us: i64, ended_us: i64| StoredAttempt {
             campaign: stored.campaign.clone(),
             contact: stored.contact.clone(),
-            started,
-            ended,
+            started_us,
+            ended_us,
             outcome: stored.outcome.clone(),
+            call: stored.call.clone(),
         };
         // A start instant that is no date (it read as 1970 before, and left the cap's window).
-        put(&key, &with(i64::MAX, stored.ended));
+        put(&key, &with(i64::MAX, stored.ended_us));
         damaged("start instant");
-        put(&key, &with(stored.started, i64::MIN));
+        put(&key, &with(stored.started_us, i64::MIN));
         damaged("end instant");
         // Bytes that do not decode.
         s.attempts
@@ -1327,7 +1656,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(s.attempts(&num), Err(Error::Corrupt { .. })));
         // A key whose start instant disagrees with its record (a damaged key).
-        put(&key, &with(stored.started, stored.ended));
+        put(&key, &with(stored.started_us, stored.ended_us));
         assert_eq!(s.attempts(&num).map(|a| a.len()).ok(), Some(2));
         let mut bad_key = key.to_vec();
         bad_key[39] ^= 0x01;

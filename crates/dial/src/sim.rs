@@ -1,13 +1,17 @@
-//! `simulate`: the real planner on a simulated clock with simulated outcomes.
+//! `simulate`: the campaign core ([`crate::core::Core`]) — the one `crieur run` drives — on
+//! a simulated clock with simulated outcomes, so what `simulate` plans is what `run` would
+//! do with those outcomes.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use crieur_engine::{
+    AttemptOutcome, BreakerConfig, CallVerdict, CapRules, Pacing, Planner, RetryPolicy,
+};
 use crieur_scheduler::{Contact, Policy};
 
-use crate::plan::{AttemptOutcome, CapRules, Pacing, Planner, RetryPolicy};
+use crate::core::{Core, Output};
 
 /// Probabilities of each outcome; what is left up to 1 is `Answered`.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,7 +88,8 @@ pub struct SimEvent {
     pub ended: DateTime<Utc>,
 }
 
-/// Runs the planner from `cfg.from` for `cfg.days` days; returns every attempt in order.
+/// Runs the campaign core from `cfg.from` for `cfg.days` days; returns every attempt in
+/// order. Time jumps from one [`Core::poll_timeout`] or call end to the next.
 pub fn simulate(contacts: Vec<Contact>, policy: &Policy, cfg: &SimConfig) -> Vec<SimEvent> {
     let mut rng = cfg.seed ^ 0x9E37_79B9_7F4A_7C15;
     let mut uniform = move || {
@@ -94,33 +99,44 @@ pub fn simulate(contacts: Vec<Contact>, policy: &Policy, cfg: &SimConfig) -> Vec
         rng ^= rng >> 27;
         (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     };
-    let start = cfg.from.timestamp();
-    let end = start + i64::from(cfg.days) * 86_400;
-    let mut planner = Planner::new(
-        contacts,
-        policy,
-        cfg.caps.clone(),
-        cfg.retry.clone(),
-        cfg.pacing,
-        cfg.from,
+    let end = cfg.from + chrono::Duration::days(i64::from(cfg.days));
+    let mut core = Core::new(
+        Planner::new(
+            contacts,
+            policy,
+            cfg.caps.clone(),
+            cfg.retry.clone(),
+            cfg.pacing,
+            cfg.from,
+        ),
+        BreakerConfig::default(),
     );
-    let mut calls: BinaryHeap<Reverse<(i64, usize, usize)>> = BinaryHeap::new(); // (end, contact, event index)
+    // Calls in progress: (end, event index) → contact.
+    let mut calls: BTreeMap<(DateTime<Utc>, usize), usize> = BTreeMap::new();
     let mut events: Vec<SimEvent> = Vec::new();
     let ring = i64::try_from(cfg.ring_timeout.as_secs()).unwrap_or(15);
     let message = i64::try_from(cfg.message_length.as_secs()).unwrap_or(0) + 1;
-    let mut now = start;
+    let mut now = cfg.from;
     while now < end {
-        while let Some(&Reverse((t, c, e))) = calls.peek() {
+        let mut progressed = false;
+        while let Some((&(t, e), &c)) = calls.first_key_value() {
             if t > now {
                 break;
             }
-            calls.pop();
+            calls.remove(&(t, e));
             if let Some(ev) = events.get(e) {
-                planner.report(c, ev.ended, ev.outcome);
+                // Simulated calls never meet a trunk fault.
+                core.call_ended(c, ev.ended, ev.outcome, CallVerdict::Served);
             }
+            progressed = true;
         }
-        let at = DateTime::from_timestamp(now, 0).unwrap_or_default();
-        for order in planner.tick(at) {
+        core.handle_timeout(now);
+        while let Some(out) = core.poll_output() {
+            let Output::Dial { contact, attempt } = out else {
+                continue;
+            };
+            progressed = true;
+            core.dialled(contact);
             let outcome = cfg.mix.draw(uniform());
             // Simulated call lengths: ringing, then the message (half of it for an opt-out).
             let len = match outcome {
@@ -129,27 +145,27 @@ pub fn simulate(contacts: Vec<Contact>, policy: &Policy, cfg: &SimConfig) -> Vec
                 AttemptOutcome::NoAnswer => ring,
                 _ => 2,
             };
-            calls.push(Reverse((now + len, order.contact, events.len())));
+            let ended = now + chrono::Duration::seconds(len);
+            calls.insert((ended, events.len()), contact);
             events.push(SimEvent {
-                contact: order.contact,
-                at,
-                attempt: order.attempt,
+                contact,
+                at: now,
+                attempt,
                 outcome,
-                ended: DateTime::from_timestamp(now + len, 0).unwrap_or_default(),
+                ended,
             });
         }
-        // Next instant: a call ends, something is due, or pacing frees a slot next second.
-        let mut next = end;
-        if let Some(&Reverse((t, _, _))) = calls.peek() {
-            next = next.min(t);
+        // Next instant: a call ends, or the core has something due.
+        let next = [core.poll_timeout(), calls.keys().next().map(|(t, _)| *t)]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            None => break,
+            // Due "at or before": never stand still without anything happening.
+            Some(n) if n <= now && !progressed => now += chrono::Duration::seconds(1),
+            Some(n) => now = n.max(now),
         }
-        if let Some(d) = planner.next_due() {
-            next = next.min(d.timestamp().max(now + 1));
-        }
-        if next >= end && calls.is_empty() && planner.next_due().is_none() {
-            break;
-        }
-        now = next.max(now + 1);
     }
     events
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use crieur_dial::{simulate, OutcomeMix, SimConfig, SimEvent};
 use crieur_engine::*;
 use crieur_scheduler::*;
 use proptest::prelude::*;
@@ -220,4 +221,82 @@ fn the_rolling_cap_is_what_holds_attempts_to_four_in_30_days() {
     assert_eq!(most_in_30_days(CapRules::for_ruleset("FR", 8)), 4);
     // Without the rule set's rolling cap the same campaign would call some people more often.
     assert!(most_in_30_days(CapRules::for_ruleset("none", 8)) > 4);
+}
+
+/// Differential: what `simulate` plans is what the campaign core does when a fake call
+/// network gives each call the outcome and length `simulate` drew for it — the same dials
+/// (contact, instant, attempt), in the same order. The fake network is driven the way
+/// `crieur run` drives the core: ended calls reported first, then time, then each `Dial`
+/// answered, then sleep until `poll_timeout` or the next call end.
+#[test]
+fn simulate_and_the_core_on_a_fake_network_make_the_same_dials() {
+    use crieur_dial::core::{Core, Output};
+    use std::collections::BTreeMap;
+    let cfg = cfg(11);
+    let policy = policy();
+    let planned = simulate(contacts(60), &policy, &cfg);
+    assert!(planned.len() > 100, "{}", planned.len());
+    // The network's script: each contact's k-th call, as simulate drew it.
+    let mut script: HashMap<usize, Vec<(AttemptOutcome, chrono::Duration)>> = HashMap::new();
+    for e in &planned {
+        script
+            .entry(e.contact)
+            .or_default()
+            .push((e.outcome, e.ended - e.at));
+    }
+    let mut core = Core::new(
+        Planner::new(
+            contacts(60),
+            &policy,
+            cfg.caps.clone(),
+            cfg.retry.clone(),
+            cfg.pacing,
+            cfg.from,
+        ),
+        BreakerConfig::default(),
+    );
+    let end = cfg.from + chrono::Duration::days(i64::from(cfg.days));
+    let mut ends: BTreeMap<(DateTime<Utc>, usize), (usize, AttemptOutcome)> = BTreeMap::new();
+    let mut calls_of: HashMap<usize, usize> = HashMap::new();
+    let mut dials: Vec<(usize, DateTime<Utc>, u32)> = Vec::new();
+    let mut now = cfg.from;
+    while now < end {
+        let mut progressed = false;
+        while let Some((&(t, n), &(c, outcome))) = ends.first_key_value() {
+            if t > now {
+                break;
+            }
+            ends.remove(&(t, n));
+            core.call_ended(c, t, outcome, CallVerdict::Served);
+            progressed = true;
+        }
+        core.handle_timeout(now);
+        while let Some(out) = core.poll_output() {
+            if let Output::Dial { contact, attempt } = out {
+                core.dialled(contact);
+                let k = calls_of.entry(contact).or_default();
+                let Some(&(outcome, len)) = script.get(&contact).and_then(|s| s.get(*k)) else {
+                    panic!("the core dialled {contact} more often than simulate did");
+                };
+                *k += 1;
+                ends.insert((now + len, dials.len()), (contact, outcome));
+                dials.push((contact, now, attempt));
+                progressed = true;
+            }
+        }
+        let next = [core.poll_timeout(), ends.keys().next().map(|(t, _)| *t)]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            None => break,
+            Some(n) if n <= now && !progressed => now += chrono::Duration::seconds(1),
+            Some(n) => now = n.max(now),
+        }
+    }
+    let want: Vec<(usize, DateTime<Utc>, u32)> = planned
+        .iter()
+        .map(|e| (e.contact, e.at, e.attempt))
+        .collect();
+    assert_eq!(dials, want);
 }

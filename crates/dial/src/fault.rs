@@ -1,8 +1,13 @@
 //! Trunk faults seen from a finished call: what the breaker is told, and the outcome name the
 //! store and the audit log record (a `trunk-fault:` name uses up no attempt).
 
+use std::collections::HashMap;
+
 use crieur_audit::record::{BreakerCause, TrunkBreaker};
-use crieur_engine::{CallVerdict, Cause, FaultKind, Transition, TrunkFault, TRUNK_FAULT_PREFIX};
+use crieur_engine::{
+    Breaker, BreakerConfig, BreakerState, CallVerdict, Cause, FaultKind, Transition, TrunkFault,
+    TRUNK_FAULT_PREFIX,
+};
 use crieur_media::call::Outcome;
 use crieur_media::uac::CallReport;
 
@@ -105,6 +110,68 @@ pub fn describe(f: &TrunkFault) -> String {
     }
 }
 
+/// The trunk's health: its circuit breaker, and each contact's last uncounted trunk fault.
+pub struct TrunkHealth {
+    pub breaker: Breaker,
+    /// Contact → the breaker's count of served calls at its last uncounted trunk fault.
+    pub last_fault: HashMap<usize, u64>,
+    /// Why dialling was stopped (an authentication fault).
+    pub stopped: Option<String>,
+    /// A contact the trunk refused is dialled again no sooner than this (the open period).
+    pub retry_after: chrono::Duration,
+    /// The code of the last trunk fault that changed the breaker (for the progress line).
+    pub last_fault_code: &'static str,
+}
+
+impl TrunkHealth {
+    /// A closed breaker with `config`; a refused contact is retried after its open period.
+    pub fn new(config: BreakerConfig) -> TrunkHealth {
+        TrunkHealth {
+            breaker: Breaker::new(config),
+            last_fault: HashMap::new(),
+            stopped: None,
+            retry_after: chrono::Duration::from_std(config.open_for)
+                .unwrap_or(chrono::Duration::seconds(60)),
+            last_fault_code: "",
+        }
+    }
+
+    /// Whether a fault that refused contact `i` before anything rang goes uncounted: yes,
+    /// unless the same contact was refused before and the trunk has carried other calls since
+    /// (then the refusal is about this number, not the trunk: it counts).
+    pub fn uncounted(&mut self, i: usize, verdict: &CallVerdict) -> bool {
+        let served = self.breaker.served();
+        match verdict {
+            CallVerdict::Fault(_) => self
+                .last_fault
+                .insert(i, served)
+                .is_none_or(|then| served <= then),
+            _ => {
+                self.last_fault.remove(&i);
+                true
+            }
+        }
+    }
+
+    /// The breaker's state in words, for the progress line and the end of the run.
+    pub fn describe(&self) -> Option<String> {
+        match self.breaker.state() {
+            BreakerState::Closed => None,
+            BreakerState::Open { until } => Some(format!(
+                "trunk breaker open until {} ({} trunk faults in a row, last {})",
+                until.to_rfc3339(),
+                self.breaker.consecutive_faults(),
+                self.last_fault_code
+            )),
+            BreakerState::HalfOpen => Some("trunk breaker half-open: one probe call".into()),
+            BreakerState::Stopped => Some(format!(
+                "dialling stopped: {}",
+                self.stopped.as_deref().unwrap_or("trunk fault")
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -200,5 +267,46 @@ mod tests {
         let r = report(Outcome::LocalShutdown, None, None);
         assert_eq!(verdict(&Ok(r)), CallVerdict::Neutral);
         assert_eq!(verdict(&Err("task failed".into())), CallVerdict::Neutral);
+    }
+
+    fn fault() -> CallVerdict {
+        CallVerdict::Fault(TrunkFault {
+            kind: FaultKind::ServerError,
+            sip_status: Some(503),
+            detail: String::new(),
+        })
+    }
+
+    /// A contact refused again while the trunk carried nothing else stays free (the trunk is
+    /// down); refused again after the trunk served other calls, it counts (it is this number).
+    #[test]
+    fn a_repeated_refusal_counts_only_once_the_trunk_served_others_meanwhile() {
+        let mut h = TrunkHealth::new(BreakerConfig::default());
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        assert!(h.uncounted(0, &fault()));
+        h.breaker.on_call_ended(t, fault());
+        assert!(h.uncounted(1, &fault()));
+        h.breaker.on_call_ended(t, fault());
+        assert!(
+            h.uncounted(0, &fault()),
+            "nothing served between: the trunk is down"
+        );
+        h.breaker.on_call_ended(t, fault());
+        assert!(h.uncounted(2, &CallVerdict::Served));
+        h.breaker.on_call_ended(t, CallVerdict::Served);
+        assert!(
+            !h.uncounted(0, &fault()),
+            "served meanwhile: this number's own failure"
+        );
+        assert!(
+            h.uncounted(0, &fault()),
+            "nothing served since its last refusal"
+        );
+        assert!(!h.uncounted(1, &fault()));
+        assert!(h.uncounted(1, &CallVerdict::Served));
+        assert!(
+            h.uncounted(1, &fault()),
+            "its last call went through: a fresh refusal"
+        );
     }
 }
