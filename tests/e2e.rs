@@ -558,6 +558,7 @@ fn the_demo_runs_on_its_simulated_network_and_its_log_verifies_and_replays() {
         "answered-completed",
         "answered-opted-out",
         "busy",
+        "machine-message-left",
         "no-answer",
         "verify    OK",
         "0 violations",

@@ -64,6 +64,9 @@ pub enum Record {
     TornTail(TornTail),
     /// The trunk's circuit breaker changed state: dialling paused, resumed or stopped.
     TrunkBreaker(TrunkBreaker),
+    /// Answering-machine detection in an answered call: the verdict, its cause and features,
+    /// the beep, and the voicemail message left.
+    Amd(AmdRecord),
 }
 
 impl Record {
@@ -88,6 +91,7 @@ impl Record {
             Record::Checkpoint(_) => "checkpoint",
             Record::TornTail(_) => "torn-tail",
             Record::TrunkBreaker(_) => "trunk-breaker",
+            Record::Amd(_) => "amd",
         }
     }
 }
@@ -475,6 +479,59 @@ pub struct SipResponse {
 pub struct CallEvent {
     pub call: String,
     pub at_ms: u64,
+}
+
+/// Answering-machine detection in one answered call (`docs/audit-format.md`, `amd`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmdRecord {
+    pub call: String,
+    /// `detect`, `voicemail-drop` or `hang-up-on-machine`.
+    pub mode: String,
+    /// The verdict that stands: `human`, `machine`, `not-sure`, or `none` (the call ended
+    /// first).
+    pub verdict: String,
+    /// Its cause (`long-greeting`, `max-words`, `after-greeting-silence`, `beep` …).
+    pub cause: Option<String>,
+    /// The first verdict, when a beep later turned it into `machine`.
+    pub first_verdict: Option<String>,
+    /// From the answer to the verdict that stands.
+    pub answer_to_verdict_ms: Option<u64>,
+    /// The features the verdict was made from.
+    pub features: Option<AmdFeatures>,
+    /// The beep the voicemail message waited for, if one was heard.
+    pub beep: Option<AmdBeep>,
+    /// Why the voicemail message started: `beep`, `silence` (the greeting ended without a
+    /// beep) or `timeout`.
+    pub drop: Option<String>,
+    /// From the beep's end to the voicemail message's first RTP packet.
+    pub beep_to_voicemail_ms: Option<u64>,
+    /// When the voicemail message's first packet left (from the INVITE).
+    pub voicemail_at_ms: Option<u64>,
+    /// The voicemail message played (its run header `audio` entry, role `voicemail`).
+    pub voicemail_sha256: Option<String>,
+    /// How much of it played.
+    pub voicemail_played_ms: u64,
+}
+
+/// [`AmdRecord::features`] (milliseconds of analysed audio from the answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmdFeatures {
+    pub initial_silence_ms: u32,
+    pub voice_ms: u32,
+    pub words: u32,
+    pub longest_word_ms: u32,
+    pub silence_ms: u32,
+    pub analysed_ms: u32,
+    pub noise_floor_dbfs: i32,
+}
+
+/// [`AmdRecord::beep`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmdBeep {
+    pub freq_hz: u32,
+    pub length_ms: u64,
+    /// Its end, from the answer.
+    pub end_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

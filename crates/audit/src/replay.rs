@@ -33,7 +33,7 @@ pub struct Violation {
     /// `cap-exceeded`, `retry-too-early`, `header-looser-than-ruleset`, `history-omitted`,
     /// `invite-after-window`, `invite-without-decision`, `slow-first-audio`,
     /// `trunk-fault-misclassified`, `outcome-without-invite`, `invite-without-outcome`,
-    /// `unreplayable`.
+    /// `unconfigured-voicemail`, `unreplayable`.
     pub kind: String,
     pub contact: Option<String>,
     pub number: Option<String>,
@@ -306,6 +306,8 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     // Attempts recorded as trunk faults although something rang, by (number, start second):
     // they count, whatever their name says.
     let mut misclassified: HashSet<(String, i64)> = HashSet::new();
+    // The voicemail messages the current run's header declares (sha256).
+    let mut voicemails: HashSet<String> = HashSet::new();
     // Every call an `invite-sent` names, and those no `outcome` has closed yet.
     let mut invited: HashSet<String> = HashSet::new();
     let mut open: BTreeMap<u64, (String, OpenInvite)> = BTreeMap::new();
@@ -330,6 +332,12 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
         match &e.record {
             Record::RunStart(h) => {
                 rep.runs += 1;
+                voicemails = h
+                    .audio
+                    .iter()
+                    .filter(|a| a.role == "voicemail")
+                    .map(|a| a.sha256.clone())
+                    .collect();
                 let rebuilt = rebuild(h);
                 if let Ok(Some(rp)) = &rebuilt {
                     let rs = rp.policy.ruleset();
@@ -430,6 +438,24 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                     outcome,
                     o.campaign.clone(),
                 ));
+            }
+            Record::Amd(a) => {
+                if let Some(h) = a
+                    .voicemail_sha256
+                    .as_ref()
+                    .filter(|h| !voicemails.contains(*h))
+                {
+                    flag(
+                        "unconfigured-voicemail",
+                        None,
+                        None,
+                        json!({ "call": a.call, "voicemail_sha256": h }),
+                        format!(
+                            "call {}: the voicemail message played ({h}) is not one its run header declares",
+                            a.call
+                        ),
+                    );
+                }
             }
             Record::FirstAudio(f) if f.answer_to_audio_ms > MAX_ANSWER_TO_AUDIO_MS => {
                 flag(

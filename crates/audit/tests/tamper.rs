@@ -926,3 +926,62 @@ fn a_retry_early_by_less_than_a_second_is_flagged() {
         assert_eq!(kinds.contains(&"retry-too-early"), early, "{at}: {kinds:?}");
     }
 }
+
+/// An `amd` record naming a voicemail message its run header does not declare is a
+/// violation; the declared one is not.
+#[test]
+fn a_voicemail_message_not_in_the_run_header_is_a_violation() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let mut h = header();
+    if let Record::RunStart(h) = &mut h {
+        h.audio.push(AudioSnapshot {
+            role: "voicemail".into(),
+            path: "voicemail-fr.wav".into(),
+            sha256: "aa".repeat(32),
+            length_ms: 19_460,
+            transcript: None,
+        });
+    }
+    let amd = |call: &str, sha: String| {
+        Record::Amd(AmdRecord {
+            call: call.into(),
+            mode: "voicemail-drop".into(),
+            verdict: "machine".into(),
+            cause: Some("long-greeting".into()),
+            first_verdict: None,
+            answer_to_verdict_ms: Some(3_400),
+            features: None,
+            beep: Some(AmdBeep {
+                freq_hz: 1000,
+                length_ms: 500,
+                end_ms: 9_000,
+            }),
+            drop: Some("beep".into()),
+            beep_to_voicemail_ms: Some(110),
+            voicemail_at_ms: Some(12_000),
+            voicemail_sha256: Some(sha),
+            voicemail_played_ms: 19_460,
+        })
+    };
+    for r in [
+        h,
+        amd("call-1", "aa".repeat(32)),
+        amd("call-2", "bb".repeat(32)),
+    ] {
+        log.append(t("2027-03-05T00:00:00Z"), &r)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    let hits: Vec<_> = r
+        .violations
+        .iter()
+        .filter(|v| v.kind == "unconfigured-voicemail")
+        .collect();
+    assert_eq!(hits.len(), 1, "{:?}", r.violations);
+    assert_eq!(
+        hits[0].fields.get("call").and_then(|c| c.as_str()),
+        Some("call-2")
+    );
+}

@@ -66,9 +66,8 @@ pub fn open(
     Ok(AuditLog::open(dir, opts)?)
 }
 
-fn sha256_file(p: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+pub(crate) fn sha256_file(p: &Path) -> anyhow::Result<String> {
+    crate::input::sha256_file(p).with_context(|| format!("reading {}", p.display()))
 }
 
 fn audio(role: &str, path: &Path, length: std::time::Duration) -> anyhow::Result<AudioSnapshot> {
@@ -141,6 +140,12 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Re
                 .map(|m| m.duration())
                 .unwrap_or_default();
             h.audio.push(audio("confirmation", conf, len)?);
+        }
+        if let Some(vm) = c.amd.as_ref().and_then(|a| a.voicemail.as_ref()) {
+            let len = crieur_media::audio::Message::load(vm)
+                .map(|m| m.duration())
+                .unwrap_or_default();
+            h.audio.push(audio("voicemail", vm, len)?);
         }
     }
     Ok(Record::RunStart(Box::new(h)))

@@ -122,6 +122,7 @@ pub fn run(
         local,
         message,
         confirmation,
+        amd,
     } = prepare(campaign)?;
     log.commit()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -184,6 +185,7 @@ pub fn run(
             keep_received_audio: false,
             stop: Some(stop.clone()),
             lead_in: campaign.lead_in,
+            amd,
         };
         // Ctrl-C / SIGTERM end the call cleanly (an opt-out in progress is recorded first);
         // a second Ctrl-C exits at once.
@@ -400,6 +402,8 @@ pub struct Prepared {
     pub local: SocketAddr,
     pub message: Arc<Message>,
     pub confirmation: Arc<Message>,
+    /// Answering-machine detection (`[amd]`), the voicemail message loaded.
+    pub amd: Option<crieur_media::uac::AmdRequest>,
 }
 
 pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
@@ -454,11 +458,24 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
         Some(a) => a,
         None => SocketAddr::new(local_ip_towards(address)?, 0),
     };
+    let amd = match &campaign.amd {
+        Some(a) => Some(crieur_media::uac::AmdRequest {
+            mode: a.mode,
+            params: a.params,
+            voicemail: match &a.voicemail {
+                Some(v) => Some(Arc::new(Message::load(v)?)),
+                None => None,
+            },
+            voicemail_sha256: a.voicemail_sha256.clone(),
+        }),
+        None => None,
+    };
     Ok(Prepared {
         trunk,
         local,
         message,
         confirmation,
+        amd,
     })
 }
 

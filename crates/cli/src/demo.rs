@@ -16,6 +16,10 @@ const MESSAGE: &[u8] = include_bytes!("../../../audio/rappel-fr.wav");
 const MESSAGE_TXT: &str = include_str!("../../../audio/rappel-fr.txt");
 const CONFIRM: &[u8] = include_bytes!("../../../audio/optout-fr.wav");
 const CONFIRM_TXT: &str = include_str!("../../../audio/optout-fr.txt");
+// The voicemail message crieur leaves, and the greeting the simulated voicemails play.
+const VOICEMAIL: &[u8] = include_bytes!("../../../audio/voicemail-fr.wav");
+const VOICEMAIL_TXT: &str = include_str!("../../../audio/voicemail-fr.txt");
+const GREETING: &[u8] = include_bytes!("../../../audio/greeting-fr.wav");
 
 const ZONES: [&str; 5] = [
     "Europe/Paris",
@@ -25,9 +29,16 @@ const ZONES: [&str; 5] = [
     "America/Guadeloupe",
 ];
 
-/// What callee `i` does: mostly answer and listen; a few of everything else.
-fn behaviour(i: usize) -> Behaviour {
+/// What callee `i` does: mostly answer and listen; a few of everything else, voicemails
+/// (greeting in `dir`) with and without a beep among them.
+fn behaviour(i: usize, dir: &Path) -> Behaviour {
     match i % 20 {
+        9 | 10 => Behaviour::Voicemail {
+            after_ms: 1500,
+            greeting: dir.join("greeting-fr.wav"),
+            beep_hz: if i % 20 == 9 { 1000.0 } else { 0.0 },
+            beep_ms: 500,
+        },
         3 => Behaviour::Busy,
         4 => Behaviour::NoAnswer,
         5 => Behaviour::PressKey {
@@ -92,6 +103,9 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     w("rappel-fr.txt", MESSAGE_TXT.as_bytes())?;
     w("optout-fr.wav", CONFIRM)?;
     w("optout-fr.txt", CONFIRM_TXT.as_bytes())?;
+    w("voicemail-fr.wav", VOICEMAIL)?;
+    w("voicemail-fr.txt", VOICEMAIL_TXT.as_bytes())?;
+    w("greeting-fr.wav", GREETING)?;
     println!("demo      in {}", dir.display());
 
     // The simulated network runs on its own runtime (threads), beside the campaign's.
@@ -104,12 +118,13 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         numbers: Default::default(),
     };
     for i in 0..100 {
-        plan.numbers.insert(number(i), behaviour(i));
+        plan.numbers.insert(number(i), behaviour(i, &dir));
     }
     let network = sim_rt.block_on(Network::start("127.0.0.1:0".parse()?, plan))?;
     println!(
         "network   simulated callees on {} (most answer; some are busy, do not answer, reject, \
-         hang up, or press 9 to opt out by RFC 4733 or SIP INFO)",
+         hang up, press 9 to opt out by RFC 4733 or SIP INFO, or are voicemails: crieur \
+         leaves its voicemail message after the beep)",
         network.addr()
     );
 
@@ -124,6 +139,8 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
          [pacing]\ncalls_per_second = 10\nmax_concurrent_calls = 40\n\
          [retry]\nmax_attempts = 2\n[retry.busy]\ndelay_secs = 10\nmax_retries = 1\n\
          [retry.no-answer]\ndelay_secs = 10\nmax_retries = 0\n[retry.failed]\ndelay_secs = 10\nmax_retries = 0\n\
+         [retry.machine]\ndelay_secs = 10\nmax_retries = 0\n\
+         [amd]\nmode = \"voicemail-drop\"\nvoicemail_message = \"voicemail-fr.wav\"\n\
          [audit]\nsigning_key_file = \"audit.key\"\n\
          [trunk]\nuri = \"sip:{}\"\nfrom = \"sip:+33100000000@crieur.demo\"\nmax_call_secs = 60\n",
         network.addr()

@@ -226,6 +226,7 @@ struct Shared {
     trunk: Arc<crieur_media::uac::Trunk>,
     message: Arc<crieur_media::audio::Message>,
     confirmation: Arc<crieur_media::audio::Message>,
+    amd: Option<crieur_media::uac::AmdRequest>,
     hangup_all: CancellationToken,
 }
 
@@ -250,12 +251,14 @@ async fn event_loop(
         local,
         message,
         confirmation,
+        amd,
     } = prepared;
     let shared = Shared {
         uac: Arc::new(Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?),
         trunk: Arc::new(trunk),
         message,
         confirmation,
+        amd,
         hangup_all: CancellationToken::new(),
     };
     let mut calls: JoinSet<Result<CallReport, String>> = JoinSet::new();
@@ -597,6 +600,7 @@ fn place(
         keep_received_audio: false,
         stop: Some(shared.hangup_all.child_token()),
         lead_in: campaign.lead_in,
+        amd: shared.amd.clone(),
     };
     let (uac, trunk, store, log) = (
         shared.uac.clone(),

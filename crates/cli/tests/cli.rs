@@ -1408,3 +1408,29 @@ fn trunk_breaker_thresholds_are_checked_and_located() {
     let o = s.run("check");
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
+
+/// `[amd]`: an unknown mode, `voicemail-drop` without a voicemail message, and an
+/// out-of-range parameter are each located; a well-formed section passes `check`.
+#[test]
+fn amd_section_is_checked() {
+    let bad = format!("{CAMPAIGN}\n[amd]\nmode = \"voicemail\"\n");
+    rejects(&bad, &format!("{HEADER}{GOOD_ROW}"), "check", &[
+        "campaign.toml:8:8: field `amd.mode`: bad value `voicemail`: expected off, detect, voicemail-drop or hang-up-on-machine",
+    ]);
+    let bad = format!("{CAMPAIGN}\n[amd]\nmode = \"voicemail-drop\"\ngreeting_ms = 5\n");
+    rejects(
+        &bad,
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &[
+            "field `amd.greeting_ms`: bad value `5`: expected 10 to 120000 milliseconds",
+            "field `amd.voicemail_message`: voicemail-drop needs a voicemail message",
+        ],
+    );
+    let good = format!(
+        "{CAMPAIGN}\n[amd]\nmode = \"voicemail-drop\"\nvoicemail_message = \"@WAV@\"\ngreeting_ms = 3000\n"
+    );
+    let s = Scratch::new(&good, &format!("{HEADER}{GOOD_ROW}"));
+    let o = s.run("check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}

@@ -51,6 +51,163 @@ struct RawCampaign {
     confirmation: Option<Spanned<String>>,
     #[serde(default)]
     trunk: Option<Spanned<RawTrunk>>,
+    #[serde(default)]
+    amd: Option<Spanned<RawAmd>>,
+}
+
+/// `[amd]`: answering-machine detection (`docs/formats.md`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAmd {
+    mode: Spanned<String>,
+    #[serde(default)]
+    voicemail_message: Option<Spanned<String>>,
+    #[serde(default)]
+    initial_silence_ms: Option<u64>,
+    #[serde(default)]
+    greeting_ms: Option<u64>,
+    #[serde(default)]
+    after_greeting_silence_ms: Option<u64>,
+    #[serde(default)]
+    total_analysis_ms: Option<u64>,
+    #[serde(default)]
+    min_word_ms: Option<u64>,
+    #[serde(default)]
+    between_words_ms: Option<u64>,
+    #[serde(default)]
+    max_words: Option<u32>,
+    #[serde(default)]
+    max_word_ms: Option<u64>,
+    #[serde(default)]
+    greeting_end_silence_ms: Option<u64>,
+    #[serde(default)]
+    max_greeting_wait_ms: Option<u64>,
+}
+
+/// Answering-machine detection for the campaign's calls.
+#[derive(Debug, Clone)]
+pub struct AmdConfig {
+    pub mode: crieur_media::call::AmdMode,
+    pub params: crieur_media::amd::AmdParams,
+    /// The voicemail message (required by `voicemail-drop`).
+    pub voicemail: Option<PathBuf>,
+    /// Its SHA-256, as the run header records it (each `amd` record names the one played).
+    pub voicemail_sha256: Option<String>,
+}
+
+/// A recording named by `field` (relative to the campaign file): its path if it decodes.
+fn wav_file(cx: &mut Ctx<'_>, base: &Path, v: &Spanned<String>, field: &str) -> Option<PathBuf> {
+    let path = base.join(v.get_ref());
+    match wav_length(&path) {
+        Ok(_) => Some(path),
+        Err(why) => {
+            cx.err(
+                v.span(),
+                field,
+                Some(v.get_ref()),
+                format!("expected a readable WAV file ({}): {why}", path.display()),
+            );
+            None
+        }
+    }
+}
+
+/// `[amd]` → its configuration; every problem reported at the section's span.
+fn amd_config(cx: &mut Ctx<'_>, base: &Path, a: &Spanned<RawAmd>) -> Option<AmdConfig> {
+    use crieur_media::call::AmdMode;
+    let span = a.span();
+    let a = a.get_ref();
+    let errors = cx.errors.len();
+    let mode = AmdMode::parse(a.mode.get_ref());
+    if mode.is_none() {
+        cx.err(
+            a.mode.span(),
+            "amd.mode",
+            Some(a.mode.get_ref()),
+            "expected off, detect, voicemail-drop or hang-up-on-machine".into(),
+        );
+    }
+    let mut p = crieur_media::amd::AmdParams::default();
+    let ms = Duration::from_millis;
+    for (name, v, field) in [
+        (
+            "initial_silence_ms",
+            a.initial_silence_ms,
+            &mut p.initial_silence,
+        ),
+        ("greeting_ms", a.greeting_ms, &mut p.greeting),
+        (
+            "after_greeting_silence_ms",
+            a.after_greeting_silence_ms,
+            &mut p.after_greeting_silence,
+        ),
+        (
+            "total_analysis_ms",
+            a.total_analysis_ms,
+            &mut p.total_analysis_time,
+        ),
+        ("min_word_ms", a.min_word_ms, &mut p.min_word_length),
+        (
+            "between_words_ms",
+            a.between_words_ms,
+            &mut p.between_words_silence,
+        ),
+        ("max_word_ms", a.max_word_ms, &mut p.max_word_length),
+        (
+            "greeting_end_silence_ms",
+            a.greeting_end_silence_ms,
+            &mut p.greeting_end_silence,
+        ),
+        (
+            "max_greeting_wait_ms",
+            a.max_greeting_wait_ms,
+            &mut p.max_greeting_wait,
+        ),
+    ] {
+        match v {
+            Some(v @ 10..=120_000) => *field = ms(v),
+            Some(v) => cx.err(
+                span.clone(),
+                &format!("amd.{name}"),
+                Some(&v.to_string()),
+                "expected 10 to 120000 milliseconds".into(),
+            ),
+            None => {}
+        }
+    }
+    match a.max_words {
+        Some(n @ 1..=100) => p.max_words = n,
+        Some(n) => cx.err(
+            span.clone(),
+            "amd.max_words",
+            Some(&n.to_string()),
+            "expected 1 to 100 words".into(),
+        ),
+        None => {}
+    }
+    let voicemail = a
+        .voicemail_message
+        .as_ref()
+        .and_then(|v| wav_file(cx, base, v, "amd.voicemail_message"));
+    if mode == Some(AmdMode::VoicemailDrop) && a.voicemail_message.is_none() {
+        cx.err(
+            span,
+            "amd.voicemail_message",
+            None,
+            "voicemail-drop needs a voicemail message (identity, call-back number, how to opt \
+             out: 47 CFR 64.1200(b))"
+                .into(),
+        );
+    }
+    let voicemail_sha256 = voicemail
+        .as_deref()
+        .and_then(|v| crate::input::sha256_file(v).ok());
+    (cx.errors.len() == errors).then(|| AmdConfig {
+        mode: mode.unwrap_or_default(),
+        params: p,
+        voicemail,
+        voicemail_sha256,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +486,8 @@ pub struct Campaign {
     /// The opt-out confirmation recording.
     pub confirmation: Option<PathBuf>,
     pub trunk: Option<TrunkConfig>,
+    /// `[amd]`: answering-machine detection (none: off).
+    pub amd: Option<AmdConfig>,
 }
 
 struct Ctx<'a> {
@@ -613,25 +772,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Campaign, InputErrors> {
         }
         other => other.map(|(_, c)| c),
     };
-    let confirmation = raw.confirmation.as_ref().and_then(|c| {
-        let p = base.join(c.get_ref());
-        match wav_length(&p) {
-            Ok(_) => Some(p),
-            Err(why) => {
-                cx.err(
-                    c.span(),
-                    "confirmation",
-                    Some(c.get_ref()),
-                    format!("expected a readable WAV file ({}): {why}", p.display()),
-                );
-                None
-            }
-        }
-    });
+    let confirmation = raw
+        .confirmation
+        .as_ref()
+        .and_then(|c| wav_file(&mut cx, base, c, "confirmation"));
     let trunk = raw
         .trunk
         .as_ref()
         .and_then(|t| trunk_config(&mut cx, base, t.get_ref()));
+    let amd = raw.amd.as_ref().and_then(|a| amd_config(&mut cx, base, a));
     if let (Some(t), Some(len)) = (&trunk, message_length) {
         if t.max_call_length <= Duration::from_secs(ring) + len {
             cx.err(
@@ -752,6 +901,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Campaign, InputErrors> {
                 },
                 confirmation,
                 trunk,
+                amd,
             })
         }
         _ => Err(InputErrors(cx.errors)),

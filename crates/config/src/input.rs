@@ -136,6 +136,14 @@ pub fn read_text(path: &Path, what: &str) -> Result<String, InputErrors> {
     text_of(path, strip_bom(&bytes).to_vec()).map_err(InputErrors::from)
 }
 
+/// The SHA-256 of a file's bytes, in lowercase hex (how the audit log names a recording or
+/// a campaign file).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path)?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
 /// `bytes` as text, or an error at the first invalid byte.
 pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, Box<InputError>> {
     String::from_utf8(bytes).map_err(|e| {

@@ -206,6 +206,7 @@ mod tests {
             rtp_send_errors: 0,
             rtp_received: vec![],
             rtp_local: None,
+            amd: None,
             rtcp: Default::default(),
         }
     }

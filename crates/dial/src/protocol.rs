@@ -6,8 +6,8 @@
 use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::{
-    CallEvent, Dtmf, FirstAudio, Hangup, InviteSent, OptOutListChange, OutcomeRecord, PastAttempt,
-    Reason, RtcpRecord, SipResponse,
+    AmdBeep, AmdFeatures, AmdRecord, CallEvent, Dtmf, FirstAudio, Hangup, InviteSent,
+    OptOutListChange, OutcomeRecord, PastAttempt, Reason, RtcpRecord, SipResponse,
 };
 use crieur_audit::{AuditLog, Record};
 use crieur_engine::{Attempt, AttemptOutcome, CapRules, RetryGate, RetryPolicy};
@@ -236,6 +236,9 @@ pub fn record_call(
             }),
         )?;
     }
+    if let (Some(a), Some(answered)) = (&r.amd, r.answered_at) {
+        log.append(written, &Record::Amd(amd_record(c.call, a, answered)))?;
+    }
     if r.answered_at.is_some() && r.rtcp.sent > 0 {
         log.append(written, &Record::Rtcp(rtcp_record(c.call, &r.rtcp)))?;
     }
@@ -255,6 +258,62 @@ pub fn record_call(
     )?;
     log.append(written, &outcome_record(c, outcome))?;
     Ok(())
+}
+
+/// The call's answering-machine detection for the audit log (times from the answer).
+fn amd_record(
+    call: &str,
+    a: &crieur_media::uac::AmdReport,
+    answered: std::time::Duration,
+) -> AmdRecord {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let last = a.verdicts.last();
+    // The beep the drop waited for, else the last one heard.
+    let beep = match a.drop.map(|(_, p)| p.cause) {
+        Some(crieur_media::amd::DropCause::Beep(b)) => Some(b),
+        _ => a.beeps.last().map(|(_, b)| *b),
+    };
+    let by_beep = matches!(
+        a.drop.map(|(_, p)| p.cause),
+        Some(crieur_media::amd::DropCause::Beep(_))
+    );
+    AmdRecord {
+        call: call.to_owned(),
+        mode: a.mode.as_str().into(),
+        verdict: last.map_or("none", |(_, v)| v.kind.as_str()).into(),
+        cause: last.map(|(_, v)| v.cause.as_str().into()),
+        first_verdict: (a.verdicts.len() > 1)
+            .then(|| a.verdicts.first().map(|(_, v)| v.kind.as_str().into()))
+            .flatten(),
+        answer_to_verdict_ms: last.map(|(at, _)| ms(at.saturating_sub(answered))),
+        features: last.map(|(_, v)| {
+            let f = v.features;
+            AmdFeatures {
+                initial_silence_ms: f.initial_silence_ms,
+                voice_ms: f.voice_ms,
+                words: f.words,
+                longest_word_ms: f.longest_word_ms,
+                silence_ms: f.silence_ms,
+                analysed_ms: f.analysed_ms,
+                noise_floor_dbfs: f.noise_floor_dbfs.round() as i32,
+            }
+        }),
+        beep: beep.map(|b| AmdBeep {
+            freq_hz: b.freq_hz.round() as u32,
+            length_ms: ms(b.end.saturating_sub(b.start)),
+            end_ms: ms(b.end),
+        }),
+        drop: a.drop.map(|(_, p)| p.cause.as_str().into()),
+        beep_to_voicemail_ms: match (beep, a.voicemail_started_at) {
+            (Some(b), Some(vm)) if by_beep => Some(ms(vm.saturating_sub(answered + b.end))),
+            _ => None,
+        },
+        voicemail_at_ms: a.voicemail_started_at.map(ms),
+        voicemail_sha256: (a.voicemail_packets > 0)
+            .then(|| a.voicemail_sha256.clone())
+            .flatten(),
+        voicemail_played_ms: a.voicemail_packets * 20,
+    }
 }
 
 /// The `outcome` record of a call (also for a call whose task failed: `local-error`).

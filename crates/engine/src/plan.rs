@@ -69,7 +69,8 @@ impl AttemptOutcome {
             "busy" => AttemptOutcome::Busy,
             "no-answer" => AttemptOutcome::NoAnswer,
             "rejected" | "not-found" => AttemptOutcome::Rejected,
-            "machine" => AttemptOutcome::Machine,
+            // Answering-machine detection: a voicemail left, or none (`[retry.machine]`).
+            "machine" | "machine-message-left" | "machine-hung-up" => AttemptOutcome::Machine,
             "interrupted" | "local-shutdown" => AttemptOutcome::Interrupted,
             _ => AttemptOutcome::Failed,
         }
@@ -1075,6 +1076,8 @@ mod tests {
             ("trunk-failure", O::Failed),
             ("codec-mismatch", O::Failed),
             ("media-refused", O::Failed),
+            ("machine-message-left", O::Machine),
+            ("machine-hung-up", O::Machine),
             ("interrupted", O::Interrupted),
             ("local-shutdown", O::Interrupted),
             ("something new", O::Failed),

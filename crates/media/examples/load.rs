@@ -245,6 +245,7 @@ async fn main() {
                 stop: None,
                 // 0 unless LEAD_IN_MS: the pacer's own answer-to-audio.
                 lead_in: lead_in(),
+                amd: None,
             };
             let r = uac
                 .call(&trunk, req, |_, _| -> OptOutFuture {

@@ -19,14 +19,9 @@ use crieur_media::call::Prompt;
 use crieur_media::pacer::Pacer;
 use crieur_media::rtp::Packetizer;
 
-/// This thread's CPU time (user + system), from /proc (1/100 s ticks).
-fn thread_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu;
 
 /// A receiver that drains the sink socket, so the kernel path is the same for both.
 fn sink() -> std::net::SocketAddr {

@@ -53,6 +53,12 @@ pub enum Outcome {
     /// The opt-out key was pressed but could not be recorded durably: no confirmation was
     /// played. (The caller must treat the number as opted out and alert an operator.)
     OptOutFailed,
+    /// Answered by a machine (`voicemail-drop`): the voicemail message played to its end after
+    /// the beep (or the greeting's end).
+    MachineMessageLeft,
+    /// Answered by a machine and no voicemail message left: we hung up on it
+    /// (`hang-up-on-machine`), or it hung up before the voicemail message ended.
+    MachineHungUp,
 }
 
 impl Outcome {
@@ -73,6 +79,8 @@ impl Outcome {
             Outcome::MediaRefused => "media-refused",
             Outcome::LocalShutdown => "local-shutdown",
             Outcome::OptOutFailed => "opt-out-failed",
+            Outcome::MachineMessageLeft => "machine-message-left",
+            Outcome::MachineHungUp => "machine-hung-up",
         }
     }
 
@@ -117,6 +125,47 @@ pub struct Ending {
 pub enum Prompt {
     Message,
     Confirmation,
+    /// The voicemail message (answering-machine detection, `voicemail-drop`).
+    Voicemail,
+}
+
+/// What answering-machine detection does with a `machine` verdict (`[amd] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AmdMode {
+    /// No detection.
+    #[default]
+    Off,
+    /// Classify only: the verdict is recorded, the call goes on as without it.
+    Detect,
+    /// Stop the message, wait for the beep (or the greeting's end), play the voicemail
+    /// message from its start, hang up: `machine-message-left`.
+    VoicemailDrop,
+    /// Stop the message and hang up: `machine-hung-up`.
+    HangUpOnMachine,
+}
+
+impl AmdMode {
+    /// The name in the campaign file and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmdMode::Off => "off",
+            AmdMode::Detect => "detect",
+            AmdMode::VoicemailDrop => "voicemail-drop",
+            AmdMode::HangUpOnMachine => "hang-up-on-machine",
+        }
+    }
+
+    /// Reads a mode's name.
+    pub fn parse(name: &str) -> Option<AmdMode> {
+        [
+            AmdMode::Off,
+            AmdMode::Detect,
+            AmdMode::VoicemailDrop,
+            AmdMode::HangUpOnMachine,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == name)
+    }
 }
 
 /// What the I/O layer must do.
@@ -172,6 +221,8 @@ pub struct ScriptConfig {
     pub opt_out_key: char,
     /// Optional "not interested" key (a refusal without opt-out).
     pub not_interested_key: Option<char>,
+    /// What a `machine` verdict does ([`CallScript::handle_machine`]).
+    pub amd: AmdMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +235,10 @@ enum State {
         cancel_sent: Option<Instant>,
     },
     Playing,
+    /// A machine (`voicemail-drop`): the message stopped, waiting for the beep or the
+    /// greeting's end.
+    AwaitingDropPoint,
+    PlayingVoicemail,
     AwaitingOptOutDurable {
         callee_gone: bool,
     },
@@ -273,7 +328,11 @@ impl CallScript {
             // The ring timeout passed with no provisional response: waiting for one (then
             // CANCEL) or for timer B.
             State::AwaitingAnswer { .. } => Some(self.invited + TIMER_B + TIMER_B_SLACK),
-            State::Playing | State::Confirming | State::AwaitingOptOutDurable { .. } => Some(max),
+            State::Playing
+            | State::Confirming
+            | State::AwaitingDropPoint
+            | State::PlayingVoicemail
+            | State::AwaitingOptOutDurable { .. } => Some(max),
             _ => None,
         }
     }
@@ -368,6 +427,10 @@ impl CallScript {
                     "the opt-out was not durable within the call's maximum length",
                 );
             }
+            State::AwaitingDropPoint | State::PlayingVoicemail => self.hang_up(
+                Outcome::MachineHungUp,
+                "maximum call length reached before the voicemail message ended",
+            ),
             State::Playing | State::Confirming => {
                 let outcome = if self.state == State::Confirming {
                     Outcome::AnsweredOptedOut
@@ -511,10 +574,44 @@ impl CallScript {
         self.first_audio.get_or_insert(now);
     }
 
-    /// A key press, from any method.
+    /// Answering-machine detection concluded `machine` (a later beep may conclude it after a
+    /// `human` verdict). Only while the message plays: `hang-up-on-machine` hangs up,
+    /// `voicemail-drop` stops the message and waits for [`CallScript::handle_drop_point`];
+    /// `detect` and `off` change nothing.
+    pub fn handle_machine(&mut self, _now: Instant) {
+        if self.state != State::Playing {
+            return;
+        }
+        match self.cfg.amd {
+            AmdMode::HangUpOnMachine => {
+                self.hang_up(Outcome::MachineHungUp, "answering machine: hung up")
+            }
+            AmdMode::VoicemailDrop => {
+                self.actions.push_back(Action::StopPlayback);
+                self.actions.push_back(Action::Note(
+                    "answering machine: message stopped, waiting for the beep",
+                ));
+                self.state = State::AwaitingDropPoint;
+            }
+            AmdMode::Detect | AmdMode::Off => {}
+        }
+    }
+
+    /// The beep ended (or the greeting did without one): the voicemail message starts.
+    pub fn handle_drop_point(&mut self, _now: Instant) {
+        if self.state == State::AwaitingDropPoint {
+            self.state = State::PlayingVoicemail;
+            self.actions.push_back(Action::Play(Prompt::Voicemail));
+        }
+    }
+
+    /// A key press, from any method. The opt-out key works during the voicemail message and
+    /// the wait for the beep too: a person wrongly taken for a machine can still opt out.
     pub fn handle_key(&mut self, _now: Instant, digit: char, method: DtmfMethod) {
         match self.state {
-            State::Playing if digit == self.cfg.opt_out_key => {
+            State::Playing | State::AwaitingDropPoint | State::PlayingVoicemail
+                if digit == self.cfg.opt_out_key =>
+            {
                 self.actions.push_back(Action::StopPlayback);
                 self.actions
                     .push_back(Action::RecordOptOut { digit, method });
@@ -524,7 +621,9 @@ impl CallScript {
                 self.actions.push_back(Action::KeyPressed { digit, method });
                 self.hang_up(Outcome::AnsweredNotInterested, "the not-interested key");
             }
-            State::Playing => self.actions.push_back(Action::KeyPressed { digit, method }),
+            State::Playing | State::AwaitingDropPoint | State::PlayingVoicemail => {
+                self.actions.push_back(Action::KeyPressed { digit, method })
+            }
             _ => {}
         }
     }
@@ -565,7 +664,10 @@ impl CallScript {
     /// The dialog ended without the callee's BYE (a transport or session failure).
     pub fn handle_dialog_gone(&mut self, now: Instant, why: &str) {
         match self.state {
-            State::Playing | State::Confirming => {
+            State::Playing
+            | State::Confirming
+            | State::AwaitingDropPoint
+            | State::PlayingVoicemail => {
                 self.actions.push_back(Action::StopPlayback);
                 self.finish(Outcome::TrunkFailure, None, why, HangupBy::Nobody);
             }
@@ -585,6 +687,9 @@ impl CallScript {
             }
             (State::Confirming, Prompt::Confirmation) => {
                 self.hang_up(Outcome::AnsweredOptedOut, "opt-out confirmed")
+            }
+            (State::PlayingVoicemail, Prompt::Voicemail) => {
+                self.hang_up(Outcome::MachineMessageLeft, "voicemail message left")
             }
             _ => {}
         }
@@ -610,6 +715,19 @@ impl CallScript {
                     Outcome::HungUpMidMessage,
                     Some(200),
                     "callee hung up during the message",
+                    HangupBy::Callee,
+                );
+            }
+            State::AwaitingDropPoint | State::PlayingVoicemail => {
+                self.actions.push_back(Action::StopPlayback);
+                self.finish(
+                    Outcome::MachineHungUp,
+                    Some(200),
+                    if self.state == State::AwaitingDropPoint {
+                        "the machine hung up before the voicemail message"
+                    } else {
+                        "the machine hung up during the voicemail message"
+                    },
                     HangupBy::Callee,
                 );
             }
@@ -655,7 +773,10 @@ impl CallScript {
             State::AwaitingAnswer { .. } => {
                 self.finish(Outcome::LocalShutdown, None, "shutdown", HangupBy::Us)
             }
-            State::Playing | State::Confirming => self.hang_up(Outcome::LocalShutdown, "shutdown"),
+            State::Playing
+            | State::Confirming
+            | State::AwaitingDropPoint
+            | State::PlayingVoicemail => self.hang_up(Outcome::LocalShutdown, "shutdown"),
             // The opt-out in progress is finished first (see handle_opt_out_durable).
             State::AwaitingOptOutDurable { .. } => self.shutdown_requested = true,
             _ => {}
@@ -674,7 +795,98 @@ mod tests {
             max_call_length: Duration::from_secs(120),
             opt_out_key: '9',
             not_interested_key: Some('2'),
+            amd: AmdMode::Off,
         }
+    }
+
+    fn amd(mode: AmdMode) -> (Instant, CallScript) {
+        let t0 = Instant::now();
+        let mut s = CallScript::new(t0, ScriptConfig { amd: mode, ..cfg() });
+        s.handle_answered(t0, true);
+        assert_eq!(drain(&mut s), vec![Action::Play(Prompt::Message)]);
+        (t0, s)
+    }
+
+    #[test]
+    fn voicemail_drop_stops_waits_plays_and_hangs_up() {
+        let (t0, mut s) = amd(AmdMode::VoicemailDrop);
+        // A drop point before any machine verdict means nothing.
+        s.handle_drop_point(t0);
+        assert!(drain(&mut s).is_empty());
+        s.handle_machine(t0 + Duration::from_secs(3));
+        let a = drain(&mut s);
+        assert_eq!(a[0], Action::StopPlayback, "{a:?}");
+        assert_eq!(a.len(), 2);
+        // The message is not "done" any more: its end does not hang up.
+        s.handle_prompt_done(t0, Prompt::Message);
+        assert!(drain(&mut s).is_empty());
+        s.handle_drop_point(t0 + Duration::from_secs(8));
+        assert_eq!(drain(&mut s), vec![Action::Play(Prompt::Voicemail)]);
+        s.handle_prompt_done(t0 + Duration::from_secs(30), Prompt::Voicemail);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::StopPlayback, Action::Bye { reason: None }]
+        );
+        s.handle_bye_sent(t0 + Duration::from_secs(30));
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::MachineMessageLeft));
+    }
+
+    #[test]
+    fn machine_hanging_up_during_the_voicemail_is_machine_hung_up() {
+        let (t0, mut s) = amd(AmdMode::VoicemailDrop);
+        s.handle_machine(t0);
+        s.handle_drop_point(t0);
+        drain(&mut s);
+        s.handle_remote_bye(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::MachineHungUp));
+    }
+
+    #[test]
+    fn hang_up_on_machine_and_detect_only() {
+        let (t0, mut s) = amd(AmdMode::HangUpOnMachine);
+        s.handle_machine(t0);
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::StopPlayback, Action::Bye { reason: None }]
+        );
+        s.handle_bye_sent(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::MachineHungUp));
+        for mode in [AmdMode::Detect, AmdMode::Off] {
+            let (t0, mut s) = amd(mode);
+            s.handle_machine(t0);
+            s.handle_drop_point(t0);
+            assert!(drain(&mut s).is_empty(), "{mode:?}");
+            s.handle_prompt_done(t0, Prompt::Message);
+            s.handle_bye_sent(t0);
+            assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredCompleted));
+        }
+    }
+
+    #[test]
+    fn opt_out_still_works_while_waiting_for_the_beep() {
+        let (t0, mut s) = amd(AmdMode::VoicemailDrop);
+        s.handle_machine(t0);
+        drain(&mut s);
+        s.handle_key(t0, '9', DtmfMethod::Rfc4733);
+        assert!(drain(&mut s).contains(&Action::RecordOptOut {
+            digit: '9',
+            method: DtmfMethod::Rfc4733
+        }));
+        s.handle_opt_out_durable(t0);
+        assert_eq!(drain(&mut s), vec![Action::Play(Prompt::Confirmation)]);
+    }
+
+    #[test]
+    fn amd_mode_names_round_trip() {
+        for m in [
+            AmdMode::Off,
+            AmdMode::Detect,
+            AmdMode::VoicemailDrop,
+            AmdMode::HangUpOnMachine,
+        ] {
+            assert_eq!(AmdMode::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(AmdMode::parse("voicemail"), None);
     }
 
     fn drain(s: &mut CallScript) -> Vec<Action> {

@@ -7,6 +7,7 @@
 //! UDP sockets ([`signalling`]: what the INVITE says about us, the ACK-Via fix) and one
 //! [`session::Media`] per answered call; every call's RTP leaves through the shared [`pacer`].
 
+pub mod amd;
 pub mod audio;
 pub mod call;
 pub mod dtmf;

@@ -50,8 +50,9 @@ pub enum StreamEvent {
 /// Counters of one stream, readable by its call at any time.
 #[derive(Debug, Default)]
 pub struct StreamCounters {
-    /// Packets sent, per prompt (`Prompt::Message`, `Prompt::Confirmation`).
-    sent: [AtomicU32; 2],
+    /// Packets sent, per prompt (`Prompt::Message`, `Prompt::Confirmation`,
+    /// `Prompt::Voicemail`).
+    sent: [AtomicU32; 3],
     /// The latest any packet of this stream left after its slot, in microseconds.
     max_lateness_us: AtomicU32,
     /// Packets the socket refused (send buffer full, unreachable …).
@@ -66,6 +67,7 @@ fn slot(p: Prompt) -> usize {
     match p {
         Prompt::Message => 0,
         Prompt::Confirmation => 1,
+        Prompt::Voicemail => 2,
     }
 }
 
@@ -82,11 +84,11 @@ impl StreamCounters {
     pub fn send_errors(&self) -> u32 {
         self.send_errors.load(Ordering::Relaxed)
     }
-    /// Every packet sent (both prompts, lead-in included).
+    /// Every packet sent (every prompt, lead-in included).
     pub fn packets(&self) -> u32 {
-        self.sent[0]
-            .load(Ordering::Relaxed)
-            .wrapping_add(self.sent[1].load(Ordering::Relaxed))
+        self.sent
+            .iter()
+            .fold(0u32, |n, c| n.wrapping_add(c.load(Ordering::Relaxed)))
     }
     /// The last packet's RTP timestamp and slot (µs after [`Stream::epoch`]); `None` before
     /// the first packet.
@@ -116,7 +118,7 @@ enum Cmd {
     Codec {
         id: u64,
         payload_type: u8,
-        audio: [Arc<[u8]>; 2],
+        audio: [Arc<[u8]>; 3],
     },
     Close(u64),
 }
@@ -283,8 +285,8 @@ impl Stream {
         let _ = self.shard.send(Cmd::Resume(self.id, start));
     }
     /// Switches codec: its payload type, and each prompt's audio encoded with it
-    /// (`[message, confirmation]`, same lengths: one byte per sample).
-    pub fn set_codec(&self, payload_type: u8, audio: [Arc<[u8]>; 2]) {
+    /// (`[message, confirmation, voicemail]`, same lengths: one byte per sample).
+    pub fn set_codec(&self, payload_type: u8, audio: [Arc<[u8]>; 3]) {
         let _ = self.shard.send(Cmd::Codec {
             id: self.id,
             payload_type,

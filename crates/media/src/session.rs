@@ -105,6 +105,8 @@ pub struct Heard {
     pub keys: Vec<(char, DtmfMethod)>,
     /// The audio packet, when it was one (header, payload).
     pub audio: Option<(rtp::RtpHeader, Vec<u8>)>,
+    /// The packet was audio: [`Media::last_audio`] holds it decoded.
+    pub decoded: bool,
 }
 
 /// What applying a new SDP of the far end changed.
@@ -197,13 +199,13 @@ impl Media {
     }
 
     /// Applies the far end's new SDP (its offer in a re-INVITE/UPDATE, or its answer to our
-    /// refresh) at `now`. `audio(codec)` gives both prompts encoded with a codec (message,
-    /// confirmation), for a codec switch. The caller checked it lists a codec we take.
+    /// refresh) at `now`. `audio(codec)` gives the prompts encoded with a codec (message,
+    /// confirmation, voicemail), for a codec switch. The caller checked it lists a codec we take.
     pub fn apply(
         &mut self,
         sdp: &RemoteSdp,
         now: Instant,
-        audio: impl Fn(Codec) -> [Arc<[u8]>; 2],
+        audio: impl Fn(Codec) -> [Arc<[u8]>; 3],
     ) -> Changes {
         let mut changes = Changes::default();
         let codec = sdp.codec_keeping(self.codec);
@@ -294,11 +296,17 @@ impl Media {
             heard
                 .keys
                 .extend(self.digits.iter().map(|&d| (d, DtmfMethod::InBand)));
+            heard.decoded = true;
             if keep_audio {
                 heard.audio = Some((h, payload.to_vec()));
             }
         }
         heard
+    }
+
+    /// The last audio packet heard, decoded (linear samples).
+    pub fn last_audio(&self) -> &[i16] {
+        &self.pcm
     }
 
     /// One datagram on the RTCP socket (or multiplexed on the RTP socket): accepted only from
@@ -443,7 +451,13 @@ mod tests {
         let stream = pacer.open(sock, answer.remote, p, tx);
         let mut m = Media::new(&answer, stream, 1, "x".into(), false, now, 0.5);
         assert_eq!(m.event_pts(), [96, 101]);
-        let audio = |_: Codec| -> [Arc<[u8]>; 2] { [vec![0u8; 160].into(), vec![0u8; 160].into()] };
+        let audio = |_: Codec| -> [Arc<[u8]>; 3] {
+            [
+                vec![0u8; 160].into(),
+                vec![0u8; 160].into(),
+                vec![0u8; 160].into(),
+            ]
+        };
         // Moved, held, PCMA only, events on 97: all four changes, 96 and 101 still heard.
         let offer = sdp(
             "7000 RTP/AVP 8 97",

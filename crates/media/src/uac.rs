@@ -33,8 +33,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::amd::{AmdEvent, AmdParams, Beep, Detector, DropPoint, Kind, Verdict};
 use crate::audio::Message;
-use crate::call::{Action, CallScript, Ending, HangupBy, Outcome, Prompt, ScriptConfig};
+use crate::call::{Action, AmdMode, CallScript, Ending, HangupBy, Outcome, Prompt, ScriptConfig};
 use crate::dtmf::{parse_sip_info, DtmfMethod};
 use crate::g711::Codec;
 use crate::pacer::{Pacer, StreamEvent};
@@ -156,6 +157,46 @@ pub struct CallRequest {
     /// Silence before the message (rounded up to 20 ms packets, on the message's own
     /// schedule; at most [`MAX_LEAD_IN`]). [`DEFAULT_LEAD_IN`] unless told otherwise.
     pub lead_in: Duration,
+    /// Answering-machine detection, if any.
+    pub amd: Option<AmdRequest>,
+}
+
+/// Answering-machine detection for one call: the detector listens from the answer while the
+/// message plays (a person hears who is calling within 2 s whatever it concludes).
+#[derive(Debug, Clone)]
+pub struct AmdRequest {
+    pub mode: AmdMode,
+    pub params: AmdParams,
+    /// The voicemail message (`voicemail-drop`: required).
+    pub voicemail: Option<Arc<Message>>,
+    /// What the audit log names the voicemail message by (its file's SHA-256), copied into
+    /// the report.
+    pub voicemail_sha256: Option<String>,
+}
+
+/// What answering-machine detection found in a call (offsets from the INVITE).
+#[derive(Debug, Clone, Default)]
+pub struct AmdReport {
+    pub mode: AmdMode,
+    /// Every verdict, when it was made: the first, then a beep's correction to `machine`.
+    pub verdicts: Vec<(Duration, Verdict)>,
+    /// Every beep, when it was confirmed.
+    pub beeps: Vec<(Duration, Beep)>,
+    /// The drop point (after a `machine` verdict), when it was decided.
+    pub drop: Option<(Duration, DropPoint)>,
+    /// When the voicemail message's first RTP packet left.
+    pub voicemail_started_at: Option<Duration>,
+    /// RTP packets of the voicemail message sent.
+    pub voicemail_packets: u64,
+    /// [`AmdRequest::voicemail_sha256`].
+    pub voicemail_sha256: Option<String>,
+}
+
+impl AmdReport {
+    /// The verdict that stands: the last one.
+    pub fn verdict(&self) -> Option<&Verdict> {
+        self.verdicts.last().map(|(_, v)| v)
+    }
 }
 
 /// A future that returns once the opt-out is durable (or the reason it could not be made so).
@@ -198,6 +239,8 @@ pub struct CallReport {
     pub rtp_received: Vec<(rtp::RtpHeader, Vec<u8>)>,
     /// Our RTP address (an even port; RTCP on the next one, RFC 3550 §11).
     pub rtp_local: Option<SocketAddr>,
+    /// Answering-machine detection, when the call asked for it.
+    pub amd: Option<AmdReport>,
     /// RTCP both ways: reports sent, and the far end's reports on our audio (loss, jitter).
     pub rtcp: RtcpSummary,
 }
@@ -362,6 +405,15 @@ impl Uac {
                 ),
             });
         }
+        if let Some(a) = &req.amd {
+            if a.mode == AmdMode::VoicemailDrop && a.voicemail.as_ref().is_none_or(|v| v.is_empty())
+            {
+                return Err(Error::Config {
+                    field: "amd.voicemail_message",
+                    why: "voicemail-drop needs a voicemail message".into(),
+                });
+            }
+        }
         // RTP on an even port, RTCP on the next (RFC 3550 §11). The pacer sends on the RTP
         // socket and this task receives on both. They are registered with the reactor for
         // reading only: with write interest, every packet the pacer sends would wake the
@@ -425,6 +477,7 @@ impl Uac {
                 max_call_length: trunk.max_call_length,
                 opt_out_key: req.opt_out_key,
                 not_interested_key: req.not_interested_key,
+                amd: req.amd.as_ref().map_or(AmdMode::Off, |a| a.mode),
             },
         );
         let (state_tx, state_rx) = self.layer.new_dialog_state_channel();
@@ -464,7 +517,17 @@ impl Uac {
             rtp_received: Vec::new(),
             rtp_local: Some(rtp_local),
             rtcp: RtcpSummary::default(),
+            amd: req
+                .amd
+                .as_ref()
+                .filter(|a| a.mode != AmdMode::Off)
+                .map(|a| AmdReport {
+                    mode: a.mode,
+                    voicemail_sha256: a.voicemail_sha256.clone(),
+                    ..AmdReport::default()
+                }),
         };
+        let mut detector: Option<Detector> = None;
         let at = |t: Instant| t.saturating_duration_since(t0);
         let mut on_opt_out = Some(on_opt_out);
         let mut media: Option<Media> = None;
@@ -474,10 +537,14 @@ impl Uac {
         let mut rtcp_buf = vec![0u8; 1500];
         let mut stopping = false;
         let lead_in_packets = req.lead_in.as_micros().div_ceil(rtp::PTIME.as_micros()) as u32;
+        let voicemail = req.amd.as_ref().and_then(|a| a.voicemail.clone());
         let prompts = |codec: Codec| {
             [
                 req.message.encoded_shared(codec),
                 req.confirmation.encoded_shared(codec),
+                voicemail
+                    .as_ref()
+                    .map_or_else(|| Arc::from(&[][..]), |v| v.encoded_shared(codec)),
             ]
         };
         let mut bye_sent = false;
@@ -530,12 +597,24 @@ impl Uac {
                     Action::Note(note) => report.timeline.push((at(now), note.into())),
                     Action::Play(p) => {
                         if let Some(m) = media.as_mut() {
-                            let [message, confirmation] = prompts(m.codec());
+                            let codec = m.codec();
+                            let [message, confirmation, voicemail] = prompts(codec);
+                            let (audio, starts) = match p {
+                                Prompt::Message => (message, now + rtp::PTIME * lead_in_packets),
+                                Prompt::Confirmation => (confirmation, now),
+                                Prompt::Voicemail => (voicemail, now),
+                            };
+                            // What we play is the detector's echo reference.
+                            if let Some(d) = detector.as_mut() {
+                                let pcm: Vec<i16> =
+                                    audio.iter().map(|&b| codec.decode(b)).collect();
+                                d.set_reference(starts, &pcm);
+                            }
                             match p {
                                 Prompt::Message => {
-                                    m.stream().play_after(message, p, now, lead_in_packets)
+                                    m.stream().play_after(audio, p, now, lead_in_packets)
                                 }
-                                Prompt::Confirmation => m.stream().play(confirmation, p, now),
+                                _ => m.stream().play(audio, p, now),
                             }
                             report.timeline.push((at(now), format!("playing {p:?}")));
                         }
@@ -543,6 +622,9 @@ impl Uac {
                     Action::StopPlayback => {
                         if let Some(m) = media.as_ref() {
                             m.stream().stop();
+                        }
+                        if let Some(d) = detector.as_mut() {
+                            d.clear_reference();
                         }
                     }
                     Action::RecordOptOut { digit, method } => {
@@ -577,9 +659,21 @@ impl Uac {
                 .as_ref()
                 .map(|m| tokio::time::Instant::from_std(m.rtcp_due()));
             let refresh_due = refresh.due.filter(|_| media.is_some() && !stopping);
+            let amd_due = detector
+                .as_ref()
+                .and_then(Detector::poll_timeout)
+                .filter(|_| !stopping)
+                .map(tokio::time::Instant::from_std);
             let session_end = refresh.expires.filter(|_| media.is_some() && !stopping);
             tokio::select! {
                 _ = sleep_opt(deadline) => script.handle_timeout(Instant::now()),
+                _ = sleep_opt(amd_due) => {
+                    let now = Instant::now();
+                    if let Some(d) = detector.as_mut() {
+                        d.handle_timeout(now);
+                        amd_events(d, &mut script, &mut report, now, t0);
+                    }
+                }
                 _ = async {
                     match &req.stop {
                         Some(t) => t.cancelled().await,
@@ -598,6 +692,12 @@ impl Uac {
                             report.first_audio_at = Some(at(when));
                             script.handle_first_audio(when);
                             report.timeline.push((at(when), "first audio packet sent".into()));
+                        }
+                        Some(StreamEvent::FirstPacket(Prompt::Voicemail, when)) => {
+                            if let Some(a) = report.amd.as_mut() {
+                                a.voicemail_started_at.get_or_insert(at(when));
+                            }
+                            report.timeline.push((at(when), "first voicemail packet sent".into()));
                         }
                         Some(StreamEvent::FirstPacket(..)) => {}
                         Some(StreamEvent::Done(p, when)) => {
@@ -672,6 +772,13 @@ impl Uac {
                                         refresh = SessionRefresh::from_answer(&resp, now);
                                         report.answered_at = Some(at(now));
                                         script.handle_answered(now, true);
+                                        // The detector listens from the answer, while the
+                                        // message plays.
+                                        detector = req
+                                            .amd
+                                            .as_ref()
+                                            .filter(|a| a.mode != AmdMode::Off)
+                                            .map(|a| Detector::new(now, a.params));
                                     }
                                     Err(e) => {
                                         report.timeline.push((at(now), format!("answer refused: {e}")));
@@ -783,6 +890,10 @@ impl Uac {
                         script.handle_key(now, d, method);
                     }
                     report.rtp_received.extend(heard.audio);
+                    if let Some(d) = detector.as_mut().filter(|d| heard.decoded && !d.is_done()) {
+                        d.feed(now, m.last_audio());
+                        amd_events(d, &mut script, &mut report, now, t0);
+                    }
                 }
                 r = async {
                     match opt_out_done.as_mut() {
@@ -827,7 +938,12 @@ impl Uac {
             // The lead-in's silence is sent as the message's first packets.
             let message = c.sent(Prompt::Message);
             report.message_packets = u64::from(message.saturating_sub(lead_in_packets));
-            report.rtp_sent = u64::from(message) + u64::from(c.sent(Prompt::Confirmation));
+            report.rtp_sent = u64::from(message)
+                + u64::from(c.sent(Prompt::Confirmation))
+                + u64::from(c.sent(Prompt::Voicemail));
+            if let Some(a) = report.amd.as_mut() {
+                a.voicemail_packets = u64::from(c.sent(Prompt::Voicemail));
+            }
             report.send_lateness_max_us = c.max_lateness_us();
             report.rtp_send_errors = c.send_errors();
             report.rtcp = m.rtcp.clone();
@@ -885,7 +1001,7 @@ fn answer_offer(
     media: Option<&mut Media>,
     local: &mut LocalSdp,
     now: Instant,
-    prompts: &impl Fn(Codec) -> [Arc<[u8]>; 2],
+    prompts: &impl Fn(Codec) -> [Arc<[u8]>; 3],
     timeline: &mut dyn FnMut(String),
 ) -> (StatusCode, Vec<Header>, Option<Vec<u8>>) {
     let method = if req.method == Method::Invite {
@@ -1080,7 +1196,7 @@ impl SessionRefresh {
         r: Result<Option<Response>, String>,
         now: Instant,
         media: Option<&mut Media>,
-        prompts: &impl Fn(Codec) -> [Arc<[u8]>; 2],
+        prompts: &impl Fn(Codec) -> [Arc<[u8]>; 3],
     ) -> RefreshOutcome {
         let Some(interval) = self.interval else {
             return RefreshOutcome {
@@ -1290,5 +1406,46 @@ async fn incoming_loop(layer: Arc<DialogLayer>, mut incoming: TransactionReceive
                 let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
             }
         });
+    }
+}
+
+/// Hands the detector's events to the script and the report.
+fn amd_events(
+    d: &mut Detector,
+    script: &mut CallScript,
+    report: &mut CallReport,
+    now: Instant,
+    t0: Instant,
+) {
+    let at = now.saturating_duration_since(t0);
+    while let Some(e) = d.poll_event() {
+        let Some(a) = report.amd.as_mut() else {
+            continue;
+        };
+        match e {
+            AmdEvent::Verdict(v) => {
+                a.verdicts.push((at, v));
+                report.timeline.push((
+                    at,
+                    format!("AMD: {} ({})", v.kind.as_str(), v.cause.as_str()),
+                ));
+                if v.kind == Kind::Machine {
+                    script.handle_machine(now);
+                }
+            }
+            AmdEvent::Beep(b) => {
+                a.beeps.push((at, b));
+                report
+                    .timeline
+                    .push((at, format!("AMD: beep {:.0} Hz", b.freq_hz)));
+            }
+            AmdEvent::Drop(p) => {
+                a.drop = Some((at, p));
+                report
+                    .timeline
+                    .push((at, format!("AMD: drop point ({})", p.cause.as_str())));
+                script.handle_drop_point(now);
+            }
+        }
     }
 }

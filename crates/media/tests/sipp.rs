@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,15 +53,16 @@ async fn place(trunk: &Trunk, message: Message) -> Placed {
 
 /// Places a call whose opt-out hook returns `hook` (after a delay).
 async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -> Placed {
-    place_full(trunk, message, hook, DEFAULT_LEAD_IN).await
+    place_full(trunk, message, hook, DEFAULT_LEAD_IN, None).await
 }
 
-/// As [`place_with`], with a lead-in.
+/// As [`place_with`], with a lead-in and answering-machine detection.
 async fn place_full(
     trunk: &Trunk,
     message: Message,
     hook: Result<(), String>,
     lead_in: Duration,
+    amd: Option<crieur_media::uac::AmdRequest>,
 ) -> Placed {
     let uac = Uac::start(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
@@ -79,6 +81,7 @@ async fn place_full(
         keep_received_audio: true,
         stop: None,
         lead_in,
+        amd,
     };
     let report = tokio::time::timeout(
         Duration::from_secs(50),
@@ -287,6 +290,7 @@ async fn bye_to_a_vanished_peer_ends_the_call_when_it_left() {
         keep_received_audio: false,
         stop: None,
         lead_in: DEFAULT_LEAD_IN,
+        amd: None,
     };
     let started = Instant::now();
     let r = uac
@@ -719,7 +723,7 @@ async fn a_failed_opt_out_write_hangs_up_without_confirming() {
 
 /// As [`place_full`], with a trunk option changed.
 async fn place_on(trunk: &Trunk, message: Message) -> CallReport {
-    place_full(trunk, message, Ok(()), DEFAULT_LEAD_IN)
+    place_full(trunk, message, Ok(()), DEFAULT_LEAD_IN, None)
         .await
         .report
 }
@@ -1604,4 +1608,245 @@ async fn options_get_our_capabilities_and_unknown_methods_405() {
     .await
     .unwrap_or(false);
     assert!(ok, "OPTIONS or MESSAGE got the wrong answer");
+}
+
+// ---------------------------------------------------------------------------------------
+// Answering-machine detection against sipp: sipp answers and plays, as the callee's audio,
+// a pcap of PCMU RTP made from espeak-ng speech (a person's "Hello?" or a machine's greeting)
+// with or without a beep.
+
+/// `text` spoken by espeak-ng, through sox to 8 kHz µ-law (as a phone line carries it).
+fn spoken(text: &str, dir: &std::path::Path) -> Vec<u8> {
+    let raw = dir.join("raw.wav");
+    let wav = dir.join("speech.wav");
+    let ok = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "165", "-w"])
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .unwrap_or_else(|e| panic!("espeak-ng (apt-get install espeak-ng): {e}"));
+    assert!(ok.success());
+    let ok = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-e", "mu-law", "-b", "8"])
+        .arg(&wav)
+        // Leading and trailing silence trimmed: the speech ends where the file does.
+        .args(["norm", "-8", "silence", "1", "0.02", "-50d", "reverse"])
+        .args(["silence", "1", "0.02", "-50d", "reverse"])
+        .status()
+        .unwrap_or_else(|e| panic!("sox: {e}"));
+    assert!(ok.success());
+    let m = Message::load(&wav).unwrap_or_else(|e| panic!("{e}"));
+    m.encoded(Codec::Pcmu).to_vec()
+}
+
+fn ulaw_silence(ms: usize) -> Vec<u8> {
+    vec![Codec::Pcmu.encode(0); ms * 8]
+}
+
+fn ulaw_tone(hz: f32, ms: usize) -> Vec<u8> {
+    (0..ms * 8)
+        .map(|n| {
+            let v = 8000.0 * (2.0 * std::f32::consts::PI * hz * n as f32 / 8000.0).sin();
+            Codec::Pcmu.encode(v as i16)
+        })
+        .collect()
+}
+
+/// µ-law audio as a pcap of 20 ms PCMU RTP packets.
+fn ulaw_pcap(path: &std::path::Path, audio: &[u8]) {
+    let packets: Vec<Vec<u8>> = audio
+        .chunks(160)
+        .enumerate()
+        .map(|(n, chunk)| {
+            let mut rtp = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x0A, 0x0B, 0x0C, 0x0D];
+            rtp[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            rtp[4..8].copy_from_slice(&(n as u32 * 160).to_be_bytes());
+            rtp.extend_from_slice(chunk);
+            rtp
+        })
+        .collect();
+    rtp_pcap(path, &packets);
+}
+
+/// Answers, plays `audio` (µ-law) as the callee 200 ms after the ACK, then waits for our BYE.
+async fn amd_call(
+    audio: &[u8],
+    message: Message,
+    mode: crieur_media::call::AmdMode,
+) -> (CallReport, Duration) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pcap = dir.path().join("callee.pcap");
+    ulaw_pcap(&pcap, audio);
+    let after_ack = format!(
+        "  <pause milliseconds=\"200\"/>\n  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n{BYE_200}",
+        pcap.display()
+    );
+    let mut sipp = Sipp::start(&answer_scenario("0", &after_ack), &[]);
+    let amd = crieur_media::uac::AmdRequest {
+        mode,
+        params: crieur_media::amd::AmdParams::default(),
+        voicemail: Some(Arc::new(tone(880.0, 2.0))),
+        voicemail_sha256: None,
+    };
+    let report = place_full(
+        &trunk(sipp.addr()),
+        message,
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        Some(amd),
+    )
+    .await
+    .report;
+    assert!(sipp.succeeded(), "{:#?}", report.timeline);
+    let answered = report
+        .answered_at
+        .unwrap_or_else(|| panic!("not answered: {:#?}", report.timeline));
+    (report, answered)
+}
+
+/// The project's own message (speech, 14 s, −23 dBFS RMS): what the detector hears back as
+/// echo reference, at a speaking level (a full-scale tone would make a greeting under it
+/// read as its echo).
+fn speech_message() -> Message {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../audio/rappel-fr.wav");
+    Message::load(&p).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const GREETING: &str = "Hello, you have reached the voicemail of John Smith. I am not available \
+    to take your call right now. Please leave your name and number after the tone.";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn amd_greeting_and_beep_then_the_voicemail_message() {
+    use crieur_media::amd::{Cause, Kind};
+    use crieur_media::call::AmdMode;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let greeting = spoken(GREETING, dir.path());
+    let beep_end_ms = 200 + greeting.len() / 8 + 400 + 500;
+    let audio = [
+        greeting,
+        ulaw_silence(400),
+        ulaw_tone(1000.0, 500),
+        ulaw_silence(6000),
+    ]
+    .concat();
+    // The message (14 s) would still be playing when the beep comes.
+    let (r, answered) = amd_call(&audio, speech_message(), AmdMode::VoicemailDrop).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::MachineMessageLeft,
+        "{:#?}",
+        r.timeline
+    );
+    let a = r.amd.as_ref().unwrap_or_else(|| panic!("no AMD report"));
+    let (machine_at, v) = a.verdicts[0];
+    assert_eq!(v.kind, Kind::Machine, "{a:#?}");
+    assert!(
+        matches!(v.cause, Cause::LongGreeting | Cause::MaxWords),
+        "{a:#?}"
+    );
+    // The message started at the answer (the 2 s rule) and was stopped by the verdict.
+    let first = r
+        .first_audio_at
+        .unwrap_or_else(|| panic!("no message audio"));
+    assert!(
+        first - answered < Duration::from_millis(400),
+        "{:#?}",
+        r.timeline
+    );
+    assert!(machine_at > first);
+    let (_, beep) = a.beeps[0];
+    assert!((beep.freq_hz - 1000.0).abs() < 15.0, "{beep:?}");
+    // The beep as heard, against where the pcap put it (from the answer; the pcap starts
+    // 200 ms after the ACK, give or take sipp's scheduling).
+    let heard_end = beep.end.as_millis() as i64;
+    assert!(
+        (heard_end - beep_end_ms as i64).abs() < 250,
+        "beep heard ending at {heard_end} ms, sent ending at {beep_end_ms} ms"
+    );
+    // The voicemail message's first RTP packet left after the beep ended, within 300 ms.
+    let vm = a
+        .voicemail_started_at
+        .unwrap_or_else(|| panic!("no voicemail audio: {:#?}", r.timeline));
+    let beep_end = answered + beep.end;
+    assert!(
+        vm > beep_end,
+        "voicemail at {vm:?}, beep ended {beep_end:?}"
+    );
+    assert!(
+        vm - beep_end < Duration::from_millis(300),
+        "{:?}",
+        vm - beep_end
+    );
+    // The whole voicemail message (2 s) played.
+    assert_eq!(a.voicemail_packets, 100, "{:#?}", r.timeline);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn amd_a_person_hears_the_whole_message() {
+    use crieur_media::amd::Kind;
+    use crieur_media::call::AmdMode;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let audio = [spoken("Hello?", dir.path()), ulaw_silence(8000)].concat();
+    let message = speech_message();
+    let packets = message.len().div_ceil(160) as u64;
+    let (r, _) = amd_call(&audio, message, AmdMode::VoicemailDrop).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{:#?}",
+        r.timeline
+    );
+    let a = r.amd.as_ref().unwrap_or_else(|| panic!("no AMD report"));
+    assert_eq!(a.verdict().map(|v| v.kind), Some(Kind::Human), "{a:#?}");
+    assert_eq!(
+        r.message_packets, packets,
+        "the message played uninterrupted"
+    );
+    assert_eq!(a.voicemail_packets, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn amd_no_beep_falls_back_on_the_greeting_end() {
+    use crieur_media::amd::DropCause;
+    use crieur_media::call::AmdMode;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let greeting = spoken(GREETING, dir.path());
+    let greeting_end_ms = 200 + greeting.len() / 8;
+    let audio = [greeting, ulaw_silence(8000)].concat();
+    let (r, answered) = amd_call(&audio, speech_message(), AmdMode::VoicemailDrop).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::MachineMessageLeft,
+        "{:#?}",
+        r.timeline
+    );
+    let a = r.amd.as_ref().unwrap_or_else(|| panic!("no AMD report"));
+    let (_, drop) = a.drop.unwrap_or_else(|| panic!("no drop point: {a:#?}"));
+    assert_eq!(drop.cause, DropCause::Silence, "{a:#?}");
+    assert!(a.beeps.is_empty());
+    // After 1.5 s of silence following the greeting.
+    let vm = a
+        .voicemail_started_at
+        .unwrap_or_else(|| panic!("no voicemail audio"));
+    let after = (vm - answered).as_millis() as i64 - greeting_end_ms as i64;
+    assert!(
+        (1300..2100).contains(&after),
+        "voicemail {after} ms after the greeting's end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn amd_hang_up_on_machine() {
+    use crieur_media::call::AmdMode;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let audio = [spoken(GREETING, dir.path()), ulaw_silence(3000)].concat();
+    let (r, _) = amd_call(&audio, speech_message(), AmdMode::HangUpOnMachine).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::MachineHungUp,
+        "{:#?}",
+        r.timeline
+    );
+    assert_eq!(r.amd.as_ref().map(|a| a.voicemail_packets), Some(0));
 }

@@ -1,7 +1,9 @@
 //! A simulated callee network on loopback: one SIP endpoint (rsipstack, UDP) that answers
 //! each INVITE the way its number's behaviour says — answer after N s, busy, no answer,
 //! reject with a code, answer then press a key (RFC 4733 or SIP INFO) after N s, answer then
-//! hang up mid-message. For demos and load; correctness is tested against sipp.
+//! hang up mid-message, answer and speak (a recording as the callee's audio: a person's
+//! "Hello?"), or a voicemail (a greeting, a beep, then "recording" silence). For demos and
+//! load; correctness is tested against sipp.
 
 // The simulator is an I/O edge: it sleeps and reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -82,6 +84,112 @@ pub enum Behaviour {
         after_ms: u64,
         hangup_after_ms: u64,
     },
+    /// Answers after `after_ms` and sends `audio` (a WAV file) as its side of the call — a
+    /// person's "Hello?", or anything to play to the caller — then silence until the caller
+    /// hangs up.
+    Speak {
+        #[serde(default)]
+        after_ms: u64,
+        audio: std::path::PathBuf,
+    },
+    /// A voicemail: answers after `after_ms`, sends its `greeting` (a WAV file), then
+    /// `beep_ms` of a `beep_hz` tone 300 ms later (`beep_hz = 0`: no beep), then silence
+    /// (the recording) until the caller hangs up.
+    Voicemail {
+        #[serde(default)]
+        after_ms: u64,
+        greeting: std::path::PathBuf,
+        #[serde(default = "default_beep_hz")]
+        beep_hz: f32,
+        #[serde(default = "default_beep_ms")]
+        beep_ms: u64,
+    },
+}
+
+fn default_beep_hz() -> f32 {
+    1000.0
+}
+
+fn default_beep_ms() -> u64 {
+    500
+}
+
+/// The callee's side of a `speak` or `voicemail` behaviour, 8 kHz linear samples.
+fn callee_audio(b: &Behaviour) -> Option<Vec<i16>> {
+    let load = |p: &std::path::Path| match crieur_media::audio::Message::load(p) {
+        Ok(m) => Some(
+            m.encoded(crieur_media::g711::Codec::Pcmu)
+                .iter()
+                .map(|&u| crieur_media::g711::Codec::Pcmu.decode(u))
+                .collect::<Vec<i16>>(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "simulator: callee audio");
+            None
+        }
+    };
+    match b {
+        Behaviour::Speak { audio, .. } => load(audio),
+        Behaviour::Voicemail {
+            greeting,
+            beep_hz,
+            beep_ms,
+            ..
+        } => {
+            let mut a = load(greeting)?;
+            a.extend(std::iter::repeat_n(0, 8 * 300));
+            if *beep_hz > 0.0 {
+                let n = usize::try_from(beep_ms * 8).unwrap_or(0);
+                a.extend((0..n).map(|i| {
+                    let t = i as f32 / 8000.0;
+                    (6000.0 * (2.0 * std::f32::consts::PI * beep_hz * t).sin()) as i16
+                }));
+            }
+            Some(a)
+        }
+        _ => None,
+    }
+}
+
+/// Sends `audio` to `to` as 20 ms RTP packets of `codec` on an absolute schedule, then
+/// silence packets until stopped (the caller's BYE ends the task).
+async fn send_audio(
+    sock: Arc<UdpSocket>,
+    to: SocketAddr,
+    codec: crieur_media::g711::Codec,
+    audio: Vec<i16>,
+) {
+    use crieur_media::rtp::{write_header, RtpHeader, HEADER_LEN};
+    let ssrc: u32 = rand::random();
+    let ts0: u32 = rand::random();
+    let seq0: u16 = rand::random();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let silence = [0i16; 160];
+    for n in 0u32.. {
+        tick.tick().await;
+        let start = usize::try_from(n).unwrap_or(usize::MAX).saturating_mul(160);
+        let chunk = audio
+            .get(start..)
+            .map_or(&silence[..], |r| &r[..r.len().min(160)]);
+        let chunk = if chunk.is_empty() {
+            &silence[..]
+        } else {
+            chunk
+        };
+        let h = RtpHeader {
+            marker: n == 0,
+            payload_type: codec.payload_type(),
+            sequence: seq0.wrapping_add(n as u16),
+            timestamp: ts0.wrapping_add(n.wrapping_mul(160)),
+            ssrc,
+        };
+        let mut head = [0u8; HEADER_LEN];
+        write_header(&mut head, &h);
+        let mut pkt = Vec::with_capacity(HEADER_LEN + 160);
+        pkt.extend_from_slice(&head);
+        pkt.extend(chunk.iter().map(|&s| codec.encode(s)));
+        let _ = sock.send_to(&pkt, to).await;
+    }
 }
 
 /// Behaviours per number (E.164, as in the Request-URI), and the default for the rest.
@@ -273,7 +381,9 @@ async fn callee(
         Behaviour::NoAnswer => return, // rings until CANCEL; rsipstack answers it with 487
         Behaviour::Answer { after_ms }
         | Behaviour::PressKey { after_ms, .. }
-        | Behaviour::HangUp { after_ms, .. } => *after_ms,
+        | Behaviour::HangUp { after_ms, .. }
+        | Behaviour::Speak { after_ms, .. }
+        | Behaviour::Voicemail { after_ms, .. } => *after_ms,
         Behaviour::Busy | Behaviour::Reject { .. } => return,
     };
     tokio::select! {
@@ -313,6 +423,9 @@ async fn callee(
     // same socket: the caller accepts RTP only from the address the answer named.
     let rtp = std::sync::Arc::new(rtp);
     let keys_from = rtp.clone();
+    // The callee's own audio (speak, voicemail), from the same socket.
+    let speaking = callee_audio(&behaviour)
+        .map(|a| tokio::spawn(send_audio(rtp.clone(), remote.remote, remote.codec, a)));
     let drain = tokio::spawn(async move {
         let mut buf = [0u8; 2048];
         while rtp.recv(&mut buf).await.is_ok() {}
@@ -353,6 +466,9 @@ async fn callee(
         _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
     }
     drain.abort();
+    if let Some(s) = speaking {
+        s.abort();
+    }
 }
 
 fn event_code(key: char) -> Option<u8> {

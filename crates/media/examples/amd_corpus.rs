@@ -1,0 +1,260 @@
+//! Plays a labelled corpus (`scripts/amd-corpus`) to the answering-machine detector, sans
+//! I/O: each G.711 µ-law file is decoded and fed in 20 ms packets on a simulated clock from
+//! the answer, as `uac.rs` feeds it. Prints the confusion matrix, time to verdict, the drop
+//! point against the labelled beep (or greeting) end, the CPU per analysed call-second, and
+//! every misjudged file.
+//!
+//! `cargo run --release -p crieur-media --example amd_corpus -- DIR [--asterisk]`
+//! (`--asterisk`: Asterisk's `amd.conf` defaults instead of crieur's)
+
+#![allow(clippy::disallowed_methods)] // a benchmark reads the clock
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crieur_media::amd::{AmdEvent, AmdParams, Detector, DropCause, Kind};
+use crieur_media::audio::Message;
+use crieur_media::g711::Codec;
+
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu;
+
+struct Result {
+    file: String,
+    class: String,
+    beep: String,
+    first: Option<(Kind, &'static str, Duration)>,
+    machine_at: Option<(Duration, &'static str)>,
+    drop: Option<(Duration, &'static str)>,
+    label_end: Duration,
+}
+
+fn pct(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        100.0 * a as f64 / b as f64
+    }
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i]
+}
+
+fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = Path::new(args.first().ok_or("usage: amd_corpus DIR [--asterisk]")?);
+    let params = if args.iter().any(|a| a == "--asterisk") {
+        AmdParams::asterisk()
+    } else {
+        AmdParams::default()
+    };
+    let labels = std::fs::read_to_string(dir.join("labels.tsv"))?;
+    let mut results = Vec::new();
+    let mut audio_s = 0f64;
+    let mut cpu_s = 0f64;
+    let t0 = Instant::now();
+    for line in labels.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [file, class, beep, end, ..] = cols[..] else {
+            continue;
+        };
+        let msg = Message::load(&dir.join(file))?;
+        let pcm: Vec<i16> = msg
+            .encoded(Codec::Pcmu)
+            .iter()
+            .map(|&b| Codec::Pcmu.decode(b))
+            .collect();
+        let c0 = thread_cpu();
+        let mut d = Detector::new(t0, params);
+        let mut r = Result {
+            file: file.to_string(),
+            class: class.to_string(),
+            beep: beep.to_string(),
+            first: None,
+            machine_at: None,
+            drop: None,
+            label_end: Duration::from_millis(end.parse().unwrap_or(0)),
+        };
+        // Repeated so the CPU figure is above /proc's 10 ms resolution.
+        const REPEAT: usize = 20;
+        for rep in 0..REPEAT {
+            let mut d2 = Detector::new(t0, params);
+            let det = if rep == 0 { &mut d } else { &mut d2 };
+            for (i, pkt) in pcm.chunks(160).enumerate() {
+                det.feed(t0 + Duration::from_millis(20 * (i as u64 + 1)), pkt);
+                while let Some(e) = det.poll_event() {
+                    if rep > 0 {
+                        continue;
+                    }
+                    match e {
+                        AmdEvent::Verdict(v) => {
+                            if r.first.is_none() {
+                                r.first = Some((v.kind, v.cause.as_str(), v.at));
+                            }
+                            if v.kind == Kind::Machine && r.machine_at.is_none() {
+                                r.machine_at = Some((v.at, v.cause.as_str()));
+                            }
+                        }
+                        AmdEvent::Drop(p) => {
+                            let at = match p.cause {
+                                // Where the detector says the beep ended, and when it knew.
+                                DropCause::Beep(_) => p.at,
+                                _ => p.at,
+                            };
+                            r.drop = Some((at, p.cause.as_str()));
+                        }
+                        AmdEvent::Beep(_) => {}
+                    }
+                }
+            }
+        }
+        cpu_s += thread_cpu() - c0;
+        audio_s += REPEAT as f64 * pcm.len() as f64 / 8000.0;
+        results.push(r);
+    }
+
+    let humans: Vec<&Result> = results.iter().filter(|r| r.class == "human").collect();
+    let machines: Vec<&Result> = results.iter().filter(|r| r.class == "machine").collect();
+    let is_machine = |r: &&&Result| r.machine_at.is_some();
+    let h_as_m = humans.iter().filter(is_machine).count();
+    let m_as_m = machines.iter().filter(is_machine).count();
+    let first_kind = |rs: &[&Result], k: Kind| {
+        rs.iter()
+            .filter(|r| r.first.map(|f| f.0) == Some(k))
+            .count()
+    };
+    println!(
+        "corpus {} ({} human, {} machine), params: {}",
+        dir.display(),
+        humans.len(),
+        machines.len(),
+        if params == AmdParams::asterisk() {
+            "Asterisk amd.conf defaults"
+        } else {
+            "crieur defaults"
+        }
+    );
+    println!();
+    println!("| labelled \\ judged | human / not-sure | machine |");
+    println!("|---|---|---|");
+    println!(
+        "| human ({}) | {} ({:.1} %) | {} ({:.1} %) |",
+        humans.len(),
+        humans.len() - h_as_m,
+        pct(humans.len() - h_as_m, humans.len()),
+        h_as_m,
+        pct(h_as_m, humans.len())
+    );
+    println!(
+        "| machine ({}) | {} ({:.1} %) | {} ({:.1} %) |",
+        machines.len(),
+        machines.len() - m_as_m,
+        pct(machines.len() - m_as_m, machines.len()),
+        m_as_m,
+        pct(m_as_m, machines.len())
+    );
+    println!();
+    println!("first verdicts: humans {} human / {} not-sure / {} machine; machines {} human / {} not-sure / {} machine",
+        first_kind(&humans, Kind::Human), first_kind(&humans, Kind::NotSure), first_kind(&humans, Kind::Machine),
+        first_kind(&machines, Kind::Human), first_kind(&machines, Kind::NotSure), first_kind(&machines, Kind::Machine));
+    let mut t_h: Vec<f64> = humans
+        .iter()
+        .filter_map(|r| r.first.map(|f| f.2.as_secs_f64() * 1000.0))
+        .collect();
+    let mut t_m: Vec<f64> = machines
+        .iter()
+        .filter_map(|r| r.machine_at.map(|m| m.0.as_secs_f64() * 1000.0))
+        .collect();
+    println!(
+        "time from answer to first verdict, humans: median {:.0} ms, p95 {:.0} ms",
+        quantile(&mut t_h.clone(), 0.5),
+        quantile(&mut t_h, 0.95)
+    );
+    println!(
+        "time from answer to machine verdict, machines: median {:.0} ms, p95 {:.0} ms",
+        quantile(&mut t_m.clone(), 0.5),
+        quantile(&mut t_m, 0.95)
+    );
+    // Drop point against the label: beep files by the beep's end, others by the greeting's.
+    let mut beep_lat = Vec::new();
+    let (mut early, mut beep_missed, mut beep_files) = (0, 0, 0);
+    let mut nobeep_lat = Vec::new();
+    for r in &machines {
+        let Some((at, cause)) = r.drop else {
+            if r.beep != "none" {
+                beep_missed += 1;
+                beep_files += 1;
+            }
+            continue;
+        };
+        let lat = at.as_secs_f64() * 1000.0 - r.label_end.as_secs_f64() * 1000.0;
+        if r.beep != "none" {
+            beep_files += 1;
+            if cause != "beep" {
+                beep_missed += 1;
+            }
+            if lat < -5.0 {
+                early += 1;
+            } else if cause == "beep" {
+                beep_lat.push(lat);
+            }
+        } else {
+            nobeep_lat.push(lat);
+            if lat < -5.0 {
+                early += 1;
+            }
+        }
+    }
+    println!("beep files {beep_files}: drop on the beep in {} ({} missed or dropped otherwise); drop before the labelled end (too early) in {early} machine files",
+        beep_files - beep_missed, beep_missed);
+    println!(
+        "beep end → drop decided (audio time): median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        quantile(&mut beep_lat.clone(), 0.5),
+        quantile(&mut beep_lat.clone(), 0.95),
+        quantile(&mut beep_lat, 1.0)
+    );
+    println!(
+        "no beep: greeting end → drop decided: median {:.0} ms, p95 {:.0} ms",
+        quantile(&mut nobeep_lat.clone(), 0.5),
+        quantile(&mut nobeep_lat, 0.95)
+    );
+    println!(
+        "CPU: {:.4} ms per analysed call-second ({:.0} s of audio in {:.2} s CPU)",
+        1000.0 * cpu_s / audio_s,
+        audio_s,
+        cpu_s
+    );
+    println!();
+    println!("misjudged or dropped early:");
+    for r in &results {
+        let wrong = (r.class == "human") == r.machine_at.is_some();
+        let early = r.class == "machine"
+            && r.drop
+                .map(|(at, _)| at + Duration::from_millis(5) < r.label_end)
+                .unwrap_or(false);
+        let missed_beep =
+            r.class == "machine" && r.beep != "none" && r.drop.map(|d| d.1) != Some("beep");
+        if wrong || early || missed_beep {
+            println!(
+                "  {} {} beep={} first={:?} machine={:?} drop={:?} label_end={:?}{}{}",
+                r.file,
+                r.class,
+                r.beep,
+                r.first,
+                r.machine_at,
+                r.drop,
+                r.label_end,
+                if early { " EARLY" } else { "" },
+                if missed_beep { " BEEP-MISSED" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
