@@ -5,338 +5,105 @@
 #![allow(clippy::disallowed_methods)] // a test bounds its children with the wall clock
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn tone_wav(path: &Path, secs: f32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap_or_else(|e| panic!("{e}"));
-    for n in 0..(8000.0 * secs) as usize {
-        let v = 8000.0 * (2.0 * std::f32::consts::PI * 440.0 * n as f32 / 8000.0).sin();
-        w.write_sample(v as i16).unwrap_or_else(|e| panic!("{e}"));
-    }
-    w.finalize().unwrap_or_else(|e| panic!("{e}"));
-}
-
-fn free_port() -> u16 {
-    // Three consecutive free ports: SIP, control, media.
-    for _ in 0..50 {
-        let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(a) = s.local_addr() else { continue };
-        let p = a.port();
-        if p < 60000 && (1..=3).all(|k| std::net::UdpSocket::bind(("127.0.0.1", p + k)).is_ok()) {
-            return p;
-        }
-    }
-    panic!("no free ports");
-}
+use crieur_test_support::scenario::*;
+use crieur_test_support::{free_port, text, tone_wav, CampaignToml, Sipp};
 
 /// The callee, chosen by the number's last digit:
 /// 0 1 2 9 answer and listen to the whole message (we hang up); 3 busy (486);
 /// 4 ring without answering (we CANCEL after the ring timeout; 487);
 /// 5 answer, then the opt-out key by RFC 4733; 6 answer, then the opt-out key by SIP INFO;
 /// 7 answer, then hang up mid-message; 8 503.
-const MIXED: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="mixed callees">
-  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp="INVITE sip:\+[0-9]*3@" search_in="msg" assign_to="busy"/>
+fn mixed() -> String {
+    let bye_200 = BYE_200.replacen("<send>", "<send next=\"end\">", 1);
+    format!(
+        r#"{}  <nop next="busy" test="busy"/>
+  <nop next="noanswer" test="noanswer"/>
+  <nop next="unavailable" test="unavailable"/>
+{}{}{ACK}  <nop next="rfc4733" test="rfc4733"/>
+  <nop next="info" test="info"/>
+  <nop next="hangup" test="hangup"/>
+{bye_200}
+  <label id="rfc4733"/>
+  <pause milliseconds="400"/>
+  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_9.pcap"/></action></nop>
+{bye_200}
+  <label id="info"/>
+  <pause milliseconds="400"/>
+{}{bye_200}
+  <label id="hangup"/>
+  <pause milliseconds="500"/>
+{}
+  <label id="busy"/>
+{}  <recv request="ACK" next="end"/>
+
+  <label id="unavailable"/>
+{}  <recv request="ACK" next="end"/>
+
+  <label id="noanswer"/>
+{}  <recv request="CANCEL"/>
+{CANCEL_200_487}  <recv request="ACK"/>
+
+  <label id="end"/>
+{TAIL}"#,
+        head_dialog_with(
+            r#"      <ereg regexp="INVITE sip:\+[0-9]*3@" search_in="msg" assign_to="busy"/>
       <ereg regexp="INVITE sip:\+[0-9]*4@" search_in="msg" assign_to="noanswer"/>
       <ereg regexp="INVITE sip:\+[0-9]*5@" search_in="msg" assign_to="rfc4733"/>
       <ereg regexp="INVITE sip:\+[0-9]*6@" search_in="msg" assign_to="info"/>
       <ereg regexp="INVITE sip:\+[0-9]*7@" search_in="msg" assign_to="hangup"/>
       <ereg regexp="INVITE sip:\+[0-9]*8@" search_in="msg" assign_to="unavailable"/>
-      <ereg regexp="sip:[^&gt;; ]*" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
-      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
-    </action>
-  </recv>
-  <nop next="busy" test="busy"/>
-  <nop next="noanswer" test="noanswer"/>
-  <nop next="unavailable" test="unavailable"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-]]></send>
-  <recv request="ACK" crlf="true"/>
-  <nop next="rfc4733" test="rfc4733"/>
-  <nop next="info" test="info"/>
-  <nop next="hangup" test="hangup"/>
-  <recv request="BYE"/>
-  <send next="end"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-
-  <label id="rfc4733"/>
-  <pause milliseconds="400"/>
-  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_9.pcap"/></action></nop>
-  <recv request="BYE"/>
-  <send next="end"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-
-  <label id="info"/>
-  <pause milliseconds="400"/>
-  <send><![CDATA[
-INFO [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: 2 INFO
-Max-Forwards: 70
-Content-Type: application/dtmf-relay
-Content-Length: [len]
-
-Signal=9
-Duration=160
-]]></send>
-  <recv response="200"/>
-  <recv request="BYE"/>
-  <send next="end"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-
-  <label id="hangup"/>
-  <pause milliseconds="500"/>
-  <send><![CDATA[
-BYE [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200" next="end"/>
-
-  <label id="busy"/>
-  <send><![CDATA[
-SIP/2.0 486 Busy Here
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK" next="end"/>
-
-  <label id="unavailable"/>
-  <send><![CDATA[
-SIP/2.0 503 Service Unavailable
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK" next="end"/>
-
-  <label id="noanswer"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="CANCEL"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq: [last_cseq_number] INVITE
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-
-  <label id="end"/>
-</scenario>
-"#;
+"#
+        ),
+        ringing(),
+        response("200 OK", "", Some("0 101")),
+        info_key(2, '9'),
+        uas_request("BYE", 3, None, "").replace(
+            r#"<recv response="200"/>"#,
+            r#"<recv response="200" next="end"/>"#
+        ),
+        response("486 Busy Here", "", None),
+        response("503 Service Unavailable", "", None),
+        ringing(),
+    )
+}
 
 /// A trunk that challenges every INVITE (401) and refuses the credentialed one (403): a
 /// wrong password.
-const WRONG_PASSWORD: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="wrong password">
-  <recv request="INVITE"/>
-  <send><![CDATA[
-SIP/2.0 401 Unauthorized
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-WWW-Authenticate: Digest realm="crieur.test", nonce="[pid]n[call_number]", algorithm=MD5, qop="auth"
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-  <recv request="INVITE">
+fn wrong_password() -> String {
+    format!(
+        r#"{HEAD}{}{ACK}  <recv request="INVITE">
     <action>
       <ereg regexp="Digest" search_in="hdr" header="Authorization:" check_it="true" assign_to="creds"/>
       <log message="credentials: [$creds]"/>
     </action>
   </recv>
-  <send><![CDATA[
-SIP/2.0 403 Forbidden
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag02[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"#;
-
-/// A trunk that answers every INVITE 503 at once (nothing rings).
-const UNAVAILABLE: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="503">
-  <recv request="INVITE"/>
-  <send><![CDATA[
-SIP/2.0 503 Service Unavailable
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"#;
-
-/// A running sipp UAS expecting `calls` calls; killed on drop.
-struct Sipp(Child);
-
-impl Sipp {
-    fn start(dir: &Path, port: u16, calls: usize) -> Sipp {
-        Self::start_scenario(dir, port, calls, "mixed", MIXED)
-    }
-
-    /// sipp playing `scenario` (XML), saved as `<name>-<port>.xml` in `dir`.
-    fn start_scenario(dir: &Path, port: u16, calls: usize, name: &str, scenario: &str) -> Sipp {
-        let scen = dir.join(format!("{name}-{port}.xml"));
-        std::fs::write(&scen, scenario).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new("sipp")
-            .args([
-                "-sf",
-                &scen.display().to_string(),
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-cp",
-                &(port + 1).to_string(),
-                "-mp",
-                &(port + 2).to_string(),
-                "-m",
-                &calls.to_string(),
-                "-timeout",
-                "120s",
-                "-nostdin",
-                "-trace_err",
-            ])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
-        std::thread::sleep(Duration::from_millis(300));
-        Sipp(child)
-    }
+{}{ACK}{TAIL}"#,
+        response(
+            "401 Unauthorized",
+            "WWW-Authenticate: Digest realm=\"crieur.test\", nonce=\"[pid]n[call_number]\", algorithm=MD5, qop=\"auth\"\n",
+            None
+        ),
+        response("403 Forbidden", "", None).replace("SIPpTag01", "SIPpTag02")
+    )
 }
 
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// sipp playing [`mixed`] for `calls` calls on the campaign's `port`, from `dir`.
+fn start_mixed(dir: &Path, port: u16, calls: usize) -> Sipp {
+    start_sipp(dir, port, calls, "mixed", &mixed())
+}
+
+/// sipp playing `scenario` (saved as `<name>-<port>.xml` in `dir`) for `calls` calls on the
+/// campaign's `port`; killed on drop.
+fn start_sipp(dir: &Path, port: u16, calls: usize, name: &str, scenario: &str) -> Sipp {
+    Sipp::scenario(scenario)
+        .in_dir(dir, name)
+        .port(port)
+        .calls(calls)
+        .timeout_secs(120)
+        .start()
 }
 
 fn crieur(dir: &Path, args: &[&str]) -> Output {
@@ -367,12 +134,11 @@ fn crieur(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn campaign(name: &str, port: u16, extra: &str) -> String {
-    format!(
-        "name = \"{name}\"\nruleset = \"none\"\nzone = \"Europe/Paris\"\nring_timeout_secs = 15\n\
-         message = \"msg.wav\"\nconfirmation = \"confirm.wav\"\n{extra}\n\
-         [pacing]\ncalls_per_second = 20\nmax_concurrent_calls = 60\n\
-         [trunk]\nuri = \"sip:127.0.0.1:{port}\"\nfrom = \"sip:+33100000000@crieur.test\"\nmax_call_secs = 60\n"
-    )
+    CampaignToml::new(name, port)
+        .ring_timeout_secs(15)
+        .extra(extra)
+        .pacing(20, 60)
+        .build()
 }
 
 fn number(i: usize) -> String {
@@ -450,7 +216,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     // 50 calls + 5 busy retries + 5 retries after a trunk fault.
-    let sipp = Sipp::start(d, port, 60);
+    let sipp = start_mixed(d, port, 60);
     let o = crieur(d, &["run", "--campaign", "c1.toml", "--store", "store"]);
     drop(sipp);
     let out = text(&o.stdout);
@@ -531,7 +297,7 @@ fn a_fifty_call_campaign_against_sipp_with_mixed_outcomes_then_a_second_run() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     // 35 numbers, the 5 refused by a 503 twice.
-    let sipp = Sipp::start(d, port, 40);
+    let sipp = start_mixed(d, port, 40);
     let o = crieur(
         d,
         &[
@@ -622,7 +388,7 @@ fn dialling_stops_when_the_window_closes_and_says_why() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     // Numbers ending in 0: every call is answered and hears the whole message.
-    let sipp = Sipp::start(d, port, 1000);
+    let sipp = start_mixed(d, port, 1000);
     let o = crieur(
         d,
         &[
@@ -718,7 +484,7 @@ fn sigint_drains_then_a_second_sigint_hangs_up_at_once() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     std::fs::write(d.join("key"), "42".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
-    let sipp = Sipp::start(d, port, 1000);
+    let sipp = start_mixed(d, port, 1000);
     let child = Command::new(env!("CARGO_BIN_EXE_crieur"))
         .args([
             "run",
@@ -878,7 +644,7 @@ fn a_wrong_trunk_password_stops_dialling_and_uses_up_no_attempt() {
         port,
         "username = \"crieur\"\npassword_file = \"password\"\n",
     );
-    let sipp = Sipp::start_scenario(d, port, 3, "wrong-password", WRONG_PASSWORD);
+    let sipp = start_sipp(d, port, 3, "wrong-password", &wrong_password());
     let o = crieur(d, &["run", "--campaign", "c.toml", "--store", "store"]);
     drop(sipp);
     let (out, err) = (text(&o.stdout), text(&o.stderr));
@@ -916,7 +682,7 @@ fn a_wrong_trunk_password_stops_dialling_and_uses_up_no_attempt() {
     );
     // The operator fixes the trunk: the refused attempt used up nothing, so with one attempt
     // allowed per contact all three are called and answered.
-    let sipp = Sipp::start(d, port, 3);
+    let sipp = start_mixed(d, port, 3);
     let o = crieur(d, &["run", "--campaign", "c.toml", "--store", "store"]);
     drop(sipp);
     let out = text(&o.stdout);
@@ -959,7 +725,13 @@ fn five_503s_open_the_breaker_then_one_probe_closes_it() {
     );
     // The failing trunk takes exactly five calls, then the working one takes its place
     // (while the breaker is open: no INVITE meets a closed port).
-    let failing = Sipp::start_scenario(d, port, 5, "unavailable", UNAVAILABLE);
+    let failing = start_sipp(
+        d,
+        port,
+        5,
+        "unavailable",
+        &rejecting("503 Service Unavailable"),
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_crieur"))
         .args(["run", "--campaign", "c.toml", "--store", "store"])
         .current_dir(d)
@@ -969,14 +741,14 @@ fn five_503s_open_the_breaker_then_one_probe_closes_it() {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut failing = failing;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while failing.0.try_wait().ok().flatten().is_none() {
+    while failing.running() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             panic!("the failing trunk never got its five calls");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let working = Sipp::start(d, port, 3);
+    let working = start_mixed(d, port, 3);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while child.try_wait().ok().flatten().is_none() {
         if std::time::Instant::now() > deadline {

@@ -67,8 +67,7 @@ pub fn open(
 }
 
 pub(crate) fn sha256_file(p: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    crate::input::sha256_file(p).with_context(|| format!("reading {}", p.display()))
 }
 
 fn audio(role: &str, path: &Path, length: std::time::Duration) -> anyhow::Result<AudioSnapshot> {

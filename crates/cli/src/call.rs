@@ -275,7 +275,7 @@ pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
         .ok_or_else(|| anyhow!("the trunk {} resolves to no address", t.uri))?;
     let password = t
         .read_password()
-        .map_err(|e| cfg_err("trunk.password", &e))?;
+        .map_err(|e| cfg_err("trunk.password", &format!("{:#}", anyhow::Error::from(e))))?;
     let trunk = Trunk {
         address,
         domain: Some(format!("{}:{}", t.host, t.port)),

@@ -6,11 +6,8 @@
 
 mod audit;
 mod call;
-mod campaign;
-mod contacts;
 mod demo;
 use crieur_dial::fault;
-mod input;
 mod output;
 mod run;
 mod status;
@@ -20,6 +17,8 @@ mod storecmd;
 // glibc malloc was a third of `crieur import` (sled clones and frees tree nodes on every
 // insert); mimalloc cuts that cost. See BENCHMARKS.md.
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use crieur_config::{campaign, contacts, input};
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -520,8 +519,11 @@ fn sim(plan: &Path, bind: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
         .into());
     }
     let text = input::read_text(plan, "plan")?;
-    let plan_v = crieur_sim::Plan::from_toml(&text)
-        .map_err(|e| InputErrors(vec![InputError::new(plan, e.to_string())]))?;
+    let plan_v = crieur_sim::Plan::from_toml(&text).map_err(|e| {
+        // With its source (the TOML parser's own message).
+        let why = format!("{:#}", anyhow::Error::from(e));
+        InputErrors(vec![InputError::new(plan, why)])
+    })?;
     let listed = plan_v.numbers.len();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

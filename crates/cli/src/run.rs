@@ -705,7 +705,8 @@ fn place(
                 })
             })
             .await
-            .map_err(|e| e.to_string());
+            // With its sources (the SIP stack's own error): the reason recorded.
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)));
         if pausing_at("after-call") {
             // The crash test's point: the call over, its BYE's transaction done, nothing of
             // its end recorded yet.

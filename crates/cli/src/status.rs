@@ -6,120 +6,57 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use crieur_scheduler::{Contact, Decision, Evaluator, SkipReason, NEXT_ELIGIBLE_HORIZON_DAYS};
+use crieur_config::check::{never_callable_all, NeverCallable};
+use crieur_scheduler::{Contact, Decision, Evaluator, NEXT_ELIGIBLE_HORIZON_DAYS};
 use crieur_store::{SledStore, Store};
 use serde_json::Value;
 
 use crate::campaign::Campaign;
 use crate::output::{human_duration, rfc3339, Format, Rows};
 
-/// Why `c` can never be called within the next-eligible horizon (400 days) from `now`, if
-/// so.
-pub fn never_callable(
-    campaign: &Campaign,
-    ev: &mut Evaluator<'_>,
-    c: &Contact,
-    now: DateTime<Utc>,
-) -> Option<String> {
-    match ev.decide(c, now) {
-        Decision::Dial(_) => None,
-        Decision::Skip(s) if s.next_eligible.is_some() => None,
-        Decision::Skip(s) => Some(why_never(&campaign.policy, &s.reasons)),
-    }
-}
-
-/// The reasons that last (no zone, no consent, expired, revoked) when there are any; else
-/// the overlap that never happens, with the reasons at the instant looked at.
-fn why_never(policy: &crieur_scheduler::Policy, reasons: &[SkipReason]) -> String {
-    let lasting: Vec<String> = reasons
-        .iter()
-        .filter(|r| {
-            matches!(
-                r,
-                SkipReason::UnknownZone
-                    | SkipReason::NoConsent
-                    | SkipReason::ConsentExpired { .. }
-                    | SkipReason::ConsentRevoked { .. }
+/// Why a contact can never be called, in words.
+fn why_never(policy: &crieur_scheduler::Policy, never: &NeverCallable) -> String {
+    match never {
+        NeverCallable::Lasting(reasons) => reasons
+            .iter()
+            .map(crate::reason_line)
+            .collect::<Vec<_>>()
+            .join("; "),
+        NeverCallable::NoRoom(reasons) => {
+            let now: Vec<String> = reasons.iter().map(crate::reason_line).collect();
+            format!(
+                "its consent windows, the {} legal hours and holidays{} never leave room for a call of {} s (now: {})",
+                policy.ruleset().name(),
+                if policy.schedule().is_some() {
+                    " and the campaign schedule"
+                } else {
+                    ""
+                },
+                policy.call_duration().as_secs(),
+                now.join("; ")
             )
-        })
-        .map(crate::reason_line)
-        .collect();
-    if !lasting.is_empty() {
-        return lasting.join("; ");
+        }
     }
-    let now: Vec<String> = reasons.iter().map(crate::reason_line).collect();
-    format!(
-        "its consent windows, the {} legal hours and holidays{} never leave room for a call of {} s (now: {})",
-        policy.ruleset().name(),
-        if policy.schedule().is_some() {
-            " and the campaign schedule"
-        } else {
-            ""
-        },
-        policy.call_duration().as_secs(),
-        now.join("; ")
-    )
 }
 
 /// The most "never callable" warnings printed one by one.
 const WARN_MAX: usize = 20;
 
-/// What a decision depends on besides the policy and the instant: the zones and the
-/// consent records (not the id or the number).
-type DecisionInputs = (Vec<String>, Vec<(String, i64, Option<i64>, Option<i64>)>);
-
-fn decision_inputs(c: &Contact) -> DecisionInputs {
-    (
-        c.zones().0.iter().map(|z| z.name().to_owned()).collect(),
-        c.consents()
-            .iter()
-            .map(|r| {
-                (
-                    r.windows.as_str().to_owned(),
-                    r.granted_at.timestamp(),
-                    r.expires_at.map(|t| t.timestamp()),
-                    r.revoked_at.map(|t| t.timestamp()),
-                )
-            })
-            .collect(),
-    )
-}
-
 /// Prints a warning for each contact that can never be called in the next 400 days.
 pub fn warn_never_callable(campaign: &Campaign, contacts: &[Contact], now: DateTime<Utc>) {
-    let mut ev = Evaluator::batch(&campaign.policy);
-    // Contacts with the same zones and consent records get the same answer: a file of many
-    // contacts sharing a few shapes searches 400 days once per shape, not per contact.
-    let mut seen: std::collections::HashMap<DecisionInputs, Option<String>> =
-        std::collections::HashMap::new();
-    let mut n = 0usize;
-    for c in contacts {
-        let key = decision_inputs(c);
-        let never = match seen.get(&key) {
-            Some(v) => v.clone(),
-            None => {
-                let v = never_callable(campaign, &mut ev, c, now);
-                if seen.len() < 100_000 {
-                    seen.insert(key, v.clone());
-                }
-                v
-            }
-        };
-        if let Some(why) = never {
-            n += 1;
-            if n <= WARN_MAX {
-                println!(
-                    "warning: contact `{}`: cannot be called in the next {NEXT_ELIGIBLE_HORIZON_DAYS} days from {}: {why}",
-                    c.id(),
-                    rfc3339(now)
-                );
-            }
-        }
+    let never = never_callable_all(&campaign.policy, contacts, now);
+    for (c, why) in never.iter().take(WARN_MAX) {
+        println!(
+            "warning: contact `{}`: cannot be called in the next {NEXT_ELIGIBLE_HORIZON_DAYS} days from {}: {}",
+            c.id(),
+            rfc3339(now),
+            why_never(&campaign.policy, why)
+        );
     }
-    if n > WARN_MAX {
+    if never.len() > WARN_MAX {
         println!(
             "warning: … and {} more contacts that cannot be called in the next {NEXT_ELIGIBLE_HORIZON_DAYS} days (`crieur status --campaign` lists them all after an import)",
-            n - WARN_MAX
+            never.len() - WARN_MAX
         );
     }
 }
@@ -178,7 +115,10 @@ fn state(
         Decision::Dial(_) => State::Waiting(from),
         Decision::Skip(s) => match s.next_eligible {
             Some(t) => State::Waiting(t),
-            None => State::Never(why_never(&campaign.policy, &s.reasons)),
+            None => State::Never(why_never(
+                &campaign.policy,
+                &NeverCallable::from_reasons(s.reasons),
+            )),
         },
     })
 }

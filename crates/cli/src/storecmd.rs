@@ -10,6 +10,18 @@ use crieur_store::{SledStore, Store};
 
 use crate::input::{InputError, InputErrors};
 
+/// The terminal's progress bar, fed by the contacts reader.
+struct Bar<'a>(&'a indicatif::ProgressBar);
+
+impl crieur_config::contacts::Progress for Bar<'_> {
+    fn length(&self, bytes: u64) {
+        self.0.set_length(bytes);
+    }
+    fn position(&self, bytes: u64) {
+        self.0.set_position(bytes);
+    }
+}
+
 /// `crieur import`: all-or-nothing by default; with `skip_invalid`, valid rows are imported
 /// and each rejected row is written, with its reasons, to `rejects`.
 pub fn import(
@@ -38,10 +50,10 @@ pub fn import(
         indicatif::ProgressBar::hidden()
     };
     let (loaded, rejected, csv_header) = if skip_invalid {
-        crate::contacts::load_lenient(contacts, opts, Some(&bar))?
+        crate::contacts::load_lenient(contacts, opts, Some(&Bar(&bar)))?
     } else {
         (
-            crate::contacts::load_with_progress(contacts, opts, &bar)?,
+            crate::contacts::load_with_progress(contacts, opts, &Bar(&bar))?,
             Vec::new(),
             csv::StringRecord::new(),
         )

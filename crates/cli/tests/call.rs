@@ -1,82 +1,19 @@
 //! `crieur call` end to end: the policy decides first, then a real call to a sipp UAS.
 
-use std::net::UdpSocket;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crieur_test_support::scenario::*;
+use crieur_test_support::{free_port, text, tone_wav, CampaignToml, Scratch, Sipp};
 use sha2::Digest as _;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// A UAS that answers (PCMU, telephone-event 101) and waits for our BYE.
+fn uas() -> String {
+    answer_scenario("0 101", BYE_200)
 }
-
-fn tone_wav(path: &Path, secs: f32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap_or_else(|e| panic!("{e}"));
-    for n in 0..(8000.0 * secs) as usize {
-        let v = 8000.0 * (2.0 * std::f32::consts::PI * 440.0 * n as f32 / 8000.0).sin();
-        w.write_sample(v as i16).unwrap_or_else(|e| panic!("{e}"));
-    }
-    w.finalize().unwrap_or_else(|e| panic!("{e}"));
-}
-
-const UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="answer">
-  <recv request="INVITE" crlf="true"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-]]></send>
-  <recv request="ACK" crlf="true"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-</scenario>
-"#;
 
 struct Setup {
-    dir: tempfile::TempDir,
+    dir: Scratch,
 }
 
 impl Setup {
@@ -85,19 +22,18 @@ impl Setup {
     }
 
     fn with_extra(sip_port: u16, windows: &str, expires: &str, extra_toml: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        tone_wav(&dir.path().join("msg.wav"), 1.0);
-        tone_wav(&dir.path().join("confirm.wav"), 0.5);
-        let campaign = format!(
-            "name = \"t\"\nruleset = \"none\"\nzone = \"Europe/Paris\"\nmessage = \"msg.wav\"\nconfirmation = \"confirm.wav\"\n{extra_toml}\
-             [trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\nfrom = \"sip:+33100000000@crieur.test\"\nmax_call_secs = 60\n"
+        let dir = Scratch::new();
+        dir.recordings(1.0);
+        dir.write(
+            "c.toml",
+            CampaignToml::new("t", sip_port).extra(extra_toml).build(),
         );
-        let contacts = format!(
-            "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\nc1,+33612345678,,{windows},2020-01-01T00:00:00Z,{expires},,test,p\n"
+        dir.write(
+            "k.csv",
+            format!(
+                "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\nc1,+33612345678,,{windows},2020-01-01T00:00:00Z,{expires},,test,p\n"
+            ),
         );
-        for (n, d) in [("c.toml", campaign), ("k.csv", contacts)] {
-            std::fs::write(dir.path().join(n), d).unwrap_or_else(|e| panic!("{e}"));
-        }
         let s = Setup { dir };
         s.import();
         s
@@ -136,24 +72,6 @@ impl Setup {
             .output()
             .unwrap_or_else(|e| panic!("{e}"))
     }
-}
-
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(p) = s.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if p < 60_000
-            && UdpSocket::bind(("127.0.0.1", p + 2)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", p + 3)).is_ok()
-        {
-            return p;
-        }
-    }
-    panic!("no free port");
 }
 
 #[test]
@@ -257,40 +175,13 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
 fn a_dial_places_the_call_and_prints_its_timeline() {
     let port = free_port();
     let s = Setup::new(port, "daily 00:00-24:00", "");
-    let scen = s.dir.path().join("uas.xml");
-    std::fs::write(&scen, UAS).unwrap_or_else(|e| panic!("{e}"));
-    let (p, mp, cp) = (
-        port.to_string(),
-        (port + 2).to_string(),
-        (port + 1).to_string(),
-    );
-    let mut sipp = Command::new("sipp")
-        .args([
-            "-sf",
-            &scen.display().to_string(),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-mp",
-            &mp,
-            "-cp",
-            &cp,
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-            "-nostdin",
-        ])
-        .current_dir(s.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
-    std::thread::sleep(Duration::from_millis(300));
+    let mut sipp = Sipp::scenario(&uas())
+        .port(port)
+        .timeout_secs(30)
+        .timeout_error()
+        .start();
     let o = s.call();
-    let sipp_ok = sipp.wait().map(|st| st.success()).unwrap_or(false);
+    let sipp_ok = sipp.succeeded();
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
     assert!(out.contains("policy    DIAL under consent #0"), "{out}");
@@ -451,103 +342,27 @@ fn optout_list_import_and_check() {
 }
 
 /// Answers, then the callee presses 9 by SIP INFO and waits for our BYE.
-const UAS_OPT_OUT: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="answer then opt out">
-  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp="sip:[^&gt;; ]*" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
-      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
-    </action>
-  </recv>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8
-a=rtpmap:8 PCMA/8000
-]]></send>
-  <recv request="ACK" crlf="true"/>
-  <pause milliseconds="300"/>
-  <send><![CDATA[
-INFO [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: 2 INFO
-Max-Forwards: 70
-Content-Type: application/dtmf-relay
-Content-Length: [len]
-
-Signal=9
-Duration=160
-]]></send>
-  <recv response="200"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-</scenario>
-"#;
+/// A UAS that answers (PCMA), sends the opt-out key 9 by SIP INFO 300 ms later, and waits
+/// for our BYE.
+fn uas_opt_out() -> String {
+    format!(
+        "{HEAD_DIALOG}{}{ACK}  <pause milliseconds=\"300\"/>\n{}{BYE_200}{TAIL}",
+        response("200 OK", "", Some("8")),
+        info_key(2, '9')
+    )
+}
 
 #[test]
 fn an_opt_out_during_a_call_is_in_the_store_and_blocks_the_next_call() {
     let port = free_port();
     let s = Setup::new(port, "daily 00:00-24:00", "");
-    let scen = s.dir.path().join("uas.xml");
-    std::fs::write(&scen, UAS_OPT_OUT).unwrap_or_else(|e| panic!("{e}"));
-    let (p, mp, cp) = (
-        port.to_string(),
-        (port + 2).to_string(),
-        (port + 1).to_string(),
-    );
-    let mut sipp = Command::new("sipp")
-        .args([
-            "-sf",
-            &scen.display().to_string(),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-mp",
-            &mp,
-            "-cp",
-            &cp,
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-            "-nostdin",
-        ])
-        .current_dir(s.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
-    std::thread::sleep(Duration::from_millis(300));
+    let mut sipp = Sipp::scenario(&uas_opt_out())
+        .port(port)
+        .timeout_secs(30)
+        .timeout_error()
+        .start();
     let o = s.call();
-    let sipp_ok = sipp.wait().map(|st| st.success()).unwrap_or(false);
+    let sipp_ok = sipp.succeeded();
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
     assert!(out.contains("keys      9 by sip-info"), "{out}");
@@ -687,14 +502,14 @@ fn the_not_interested_key_is_a_refusal_that_holds_the_number_across_campaigns() 
     );
     // The not-interested key hangs up at once: our BYE may overtake our 200 to the INFO
     // (two independent transactions), so the scenario accepts either order.
-    let scenario = UAS_OPT_OUT.replace("Signal=9", "Signal=2").replace(
+    let scenario = uas_opt_out().replace("Signal=9", "Signal=2").replace(
         "<recv response=\"200\"/>\n  <recv request=\"BYE\"/>",
         "<recv response=\"200\" optional=\"true\"/>\n  <recv request=\"BYE\"/>",
     );
     assert!(scenario.contains("optional"), "scenario not adapted");
     let mut uas = sipp(&s, port, &scenario);
     let o = s.call();
-    let sipp_ok = uas.wait().map(|st| st.success()).unwrap_or(false);
+    let sipp_ok = uas.succeeded();
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
     assert!(out.contains("keys      2 by sip-info"), "{out}");
@@ -722,29 +537,18 @@ fn a_callee_hanging_up_mid_message_was_answered_exit_0() {
     let port = free_port();
     let s = Setup::new(port, "daily 00:00-24:00", "");
     // Answers, then hangs up 300 ms into the 1 s message.
-    let cut = UAS_OPT_OUT
+    let opt_out = uas_opt_out();
+    let cut = opt_out
         .find("  <send><![CDATA[\nINFO")
         .unwrap_or_else(|| panic!("scenario changed"));
     let scenario = format!(
-        r#"{}  <send><![CDATA[
-BYE [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200"/>
-</scenario>
-"#,
-        &UAS_OPT_OUT[..cut]
+        "{}{}{TAIL}",
+        &opt_out[..cut],
+        uas_request("BYE", 2, None, "")
     );
     let mut uas = sipp(&s, port, &scenario);
     let o = s.call();
-    let sipp_ok = uas.wait().map(|st| st.success()).unwrap_or(false);
+    let sipp_ok = uas.succeeded();
     let out = text(&o.stdout);
     assert!(out.contains("outcome   hung-up-mid-message"), "{out}");
     // Answered: not exit 4 ("placed but not answered").
@@ -765,7 +569,7 @@ fn trunk_local_address_and_p_asserted_identity_are_used() {
     ));
     std::fs::write(&toml, c).unwrap_or_else(|e| panic!("{e}"));
     // The INVITE comes from that port and says so in Via and Contact; PAI as configured.
-    let scenario = UAS.replacen(
+    let scenario = uas().replacen(
         r#"<recv request="INVITE" crlf="true"/>"#,
         &format!(
             r#"<recv request="INVITE" crlf="true">
@@ -785,7 +589,7 @@ fn trunk_local_address_and_p_asserted_identity_are_used() {
     );
     let mut uas = sipp(&s, port, &scenario);
     let o = s.call();
-    let sipp_ok = uas.wait().map(|st| st.success()).unwrap_or(false);
+    let sipp_ok = uas.succeeded();
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
     assert!(
@@ -794,40 +598,14 @@ fn trunk_local_address_and_p_asserted_identity_are_used() {
     );
 }
 
-/// Starts a sipp UAS with `scenario` on `port`; returns the child (killed by the caller).
-fn sipp(s: &Setup, port: u16, scenario: &str) -> std::process::Child {
-    let scen = s.dir.path().join("uas.xml");
-    std::fs::write(&scen, scenario).unwrap_or_else(|e| panic!("{e}"));
-    let (p, mp, cp) = (
-        port.to_string(),
-        (port + 2).to_string(),
-        (port + 1).to_string(),
-    );
-    let child = Command::new("sipp")
-        .args([
-            "-sf",
-            &scen.display().to_string(),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-mp",
-            &mp,
-            "-cp",
-            &cp,
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-nostdin",
-        ])
-        .current_dir(s.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
-    std::thread::sleep(Duration::from_millis(300));
-    child
+/// Starts a sipp UAS with `scenario` on `port` (the campaign's trunk), for one call in at
+/// most 30 s, the scenario and sipp's logs in the setup's directory.
+fn sipp(s: &Setup, port: u16, scenario: &str) -> Sipp {
+    Sipp::scenario(scenario)
+        .in_dir(s.dir.path(), "uas")
+        .port(port)
+        .timeout_secs(30)
+        .start()
 }
 
 /// Runs `crieur call` and SIGKILLs it once it prints `paused    at <point>` (or after
@@ -895,10 +673,9 @@ fn sigkill_mid_call() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
     tone_wav(&s.dir.path().join("msg.wav"), 10.0); // long enough to be killed while playing
-    let mut uas = sipp(&s, port, UAS);
+    let mut uas = sipp(&s, port, &uas());
     call_and_kill(&s, None, Duration::from_millis(2500));
-    let _ = uas.kill();
-    let _ = uas.wait();
+    uas.kill();
     assert_recovered_and_capped(&s);
 }
 
@@ -906,9 +683,9 @@ fn sigkill_mid_call() {
 fn sigkill_after_the_call_before_its_outcome_is_written() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
-    let mut uas = sipp(&s, port, UAS);
+    let mut uas = sipp(&s, port, &uas());
     call_and_kill(&s, Some("after-call"), Duration::ZERO);
-    let _ = uas.wait();
+    let _ = uas.succeeded();
     // The call completed, but its outcome was never written: it counts as interrupted.
     assert_recovered_and_capped(&s);
 }
@@ -921,7 +698,7 @@ fn sigkill_after_the_lease_before_its_invite_record_uses_no_attempt() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
     call_and_kill(&s, Some("after-lease-before-record"), Duration::ZERO);
-    let mut uas = sipp(&s, port, UAS);
+    let mut uas = sipp(&s, port, &uas());
     let o = s.call();
     let _ = uas.wait();
     let out = text(&o.stdout);
@@ -942,7 +719,7 @@ fn sigkill_after_the_lease_before_its_invite_record_uses_no_attempt() {
 fn sigkill_after_the_store_recorded_the_outcome_before_the_log() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
-    let mut uas = sipp(&s, port, UAS);
+    let mut uas = sipp(&s, port, &uas());
     call_and_kill(&s, Some("after-attempt"), Duration::ZERO);
     let _ = uas.wait();
     let o = s.call();
@@ -961,10 +738,9 @@ fn sigkill_after_the_store_recorded_the_outcome_before_the_log() {
 fn sigkill_right_after_an_opt_out_loses_nothing() {
     let port = free_port();
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", "");
-    let mut uas = sipp(&s, port, UAS_OPT_OUT);
+    let mut uas = sipp(&s, port, &uas_opt_out());
     call_and_kill(&s, Some("after-opt-out"), Duration::ZERO);
-    let _ = uas.kill();
-    let _ = uas.wait();
+    uas.kill();
     let store = s.dir.path().join("store").display().to_string();
     let o = crieur(&["optout", "--store", &store, "check", "+33612345678"]);
     assert_eq!(text(&o.stdout).trim(), "opted out", "the opt-out was lost");
@@ -1250,16 +1026,11 @@ fn audit_commands_verify_replay_export_report_and_catch_a_cut_tail() {
 
 /// A UAS answering the INVITE with `code`, after a 180 Ringing if `ring`.
 fn refusing(code: &str, ring: bool) -> String {
-    let resp = |c: &str| {
-        format!(
-            "  <send><![CDATA[\nSIP/2.0 {c}\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n"
-        )
-    };
-    format!(
-        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n<scenario name=\"refusing\">\n  <recv request=\"INVITE\"/>\n{}{}  <recv request=\"ACK\"/>\n</scenario>\n",
-        if ring { resp("180 Ringing") } else { String::new() },
-        resp(code)
-    )
+    if ring {
+        format!("{HEAD}{}{}{ACK}{TAIL}", ringing(), response(code, "", None))
+    } else {
+        rejecting(code)
+    }
 }
 
 /// `crieur call` on a trunk fault: exit 6. A 503 before anything rang uses up no attempt (the
@@ -1270,14 +1041,14 @@ fn a_trunk_fault_exits_6_and_uses_up_an_attempt_only_if_something_rang() {
     let s = Setup::with_extra(port, "daily 00:00-24:00", "", ONE_ATTEMPT);
     let mut uas = sipp(&s, port, &refusing("503 Service Unavailable", false));
     let o = s.call();
-    let _ = uas.wait();
+    let _ = uas.succeeded();
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert_eq!(o.status.code(), Some(6), "{out}{err}");
     assert!(err.contains("trunk     trunk-server-error"), "{err}");
     assert!(err.contains("no attempt used"), "{err}");
     let mut uas = sipp(&s, port, &refusing("503 Service Unavailable", true));
     let o = s.call();
-    let _ = uas.wait();
+    let _ = uas.succeeded();
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert_eq!(o.status.code(), Some(6), "{out}{err}");
     assert!(err.contains("it counts as an attempt"), "{err}");

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crieur_test_support::text;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -19,39 +21,37 @@ fn crieur(args: &[&str]) -> Output {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 const HEADER: &str = "id,phone,zone,windows,granted_at,expires_at,revoked_at,source,proof\n";
 const GOOD_ROW: &str = "c1,+33612345678,,mon-fri 18:00-20:00,2027-01-10T09:00:00Z,,,form,proof-1\n";
 
-/// A scratch directory with a campaign (whose body is `campaign`) and a contacts file.
+/// A scratch directory with a campaign (whose body is `campaign`, `@WAV@` standing for the
+/// example recording), a contacts file, and `not-a-wav.wav`.
 struct Scratch {
-    dir: tempfile::TempDir,
+    dir: crieur_test_support::Scratch,
 }
 
 impl Scratch {
     fn new(campaign: &str, contacts: &str) -> Scratch {
-        let dir = match tempfile::tempdir() {
-            Ok(d) => d,
-            Err(e) => panic!("tempdir: {e}"),
-        };
+        let dir = crieur_test_support::Scratch::new();
         let wav = root().join("audio/rappel-fr.wav");
-        let body = campaign.replace("@WAV@", &wav.display().to_string());
-        for (name, data) in [("campaign.toml", body.as_str()), ("contacts.csv", contacts)] {
-            if let Err(e) = std::fs::write(dir.path().join(name), data) {
-                panic!("write {name}: {e}");
-            }
-        }
-        if let Err(e) = std::fs::write(dir.path().join("not-a-wav.wav"), b"RIFF\0\0\0\0nope") {
-            panic!("write: {e}");
-        }
+        dir.write(
+            "campaign.toml",
+            campaign.replace("@WAV@", &wav.display().to_string()),
+        );
+        dir.write("contacts.csv", contacts);
+        dir.write("not-a-wav.wav", b"RIFF\0\0\0\0nope");
         Scratch { dir }
     }
     fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
+        self.dir.file(name)
     }
+    fn write(&self, name: &str, data: impl AsRef<[u8]>) {
+        self.dir.write(name, data);
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.dir.exists(name)
+    }
+    /// `check`, or `windows` over the DST week, on the campaign and contacts.
     fn run(&self, cmd: &str) -> Output {
         let (c, k) = (self.path("campaign.toml"), self.path("contacts.csv"));
         match cmd {
@@ -649,15 +649,6 @@ fn caps_may_only_be_tightened_and_keys_must_differ() {
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
 
-impl Scratch {
-    fn write(&self, name: &str, data: &[u8]) {
-        std::fs::write(self.dir.path().join(name), data).unwrap_or_else(|e| panic!("{e}"));
-    }
-    fn exists(&self, name: &str) -> bool {
-        self.dir.path().join(name).exists()
-    }
-}
-
 /// A G.711 WAV (format tag 7 µ-law or 6 A-law, 8 kHz mono) whose `data` header announces
 /// `announced` bytes and which holds `held` (silence).
 fn g711_wav(tag: u16, announced: u32, held: usize) -> Vec<u8> {
@@ -772,7 +763,7 @@ fn a_missing_signing_key_fails_check_and_import_creates_nothing() {
 #[test]
 fn truncated_wav_fails_check_and_g711_wavs_are_accepted() {
     let s = Scratch::new("", "");
-    s.write("cut.wav", &g711_wav(7, 80_000, 8_000));
+    s.write("cut.wav", g711_wav(7, 80_000, 8_000));
     rejects(
         &CAMPAIGN.replace("@WAV@", &s.path("cut.wav")),
         &format!("{HEADER}{GOOD_ROW}"),
@@ -780,7 +771,7 @@ fn truncated_wav_fails_check_and_g711_wavs_are_accepted() {
         &["campaign.toml:5:11: field `message`", "truncated: the header announces 80000 bytes of audio (10.0 s), the file holds 8000 (1.0 s)"],
     );
     for (tag, name) in [(7, "mulaw.wav"), (6, "alaw.wav")] {
-        s.write(name, &g711_wav(tag, 24_000, 24_000));
+        s.write(name, g711_wav(tag, 24_000, 24_000));
         s.write(
             "campaign.toml",
             CAMPAIGN.replace("@WAV@", &s.path(name)).as_bytes(),

@@ -3,14 +3,15 @@
 //! sans-IO — time is an input, no files, sockets, threads or async runtime — and that the
 //! crates depend on each other one way only; this test fails when that stops being true.
 //!
-//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`, `dial`. Their library sources
-//!   (`src/`, comments and `#[cfg(test)]` modules aside) must not read a clock (`now()`,
+//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`, `dial`, `config`. Their
+//!   library sources (`src/`, comments and `#[cfg(test)]` modules aside) must not read a clock (`now()`,
 //!   `Instant::now`, `.elapsed()`, cron's `upcoming`), open files, open sockets, spawn
 //!   threads or tasks, or use tokio — except the files listed in [`EDGES`], the I/O edges by
 //!   design, each for what it is listed for (and an entry that is no longer needed fails too).
 //! * Their manifests must not depend on an async runtime or socket crate (except media's SIP
 //!   and RTP edges, [`IO_DEPS`]) nor turn on chrono's `clock` feature.
-//! * Internal dependencies go one way ([`DEPENDS_ON`]).
+//! * Internal dependencies go one way ([`DEPENDS_ON`]); the test harness
+//!   (`crieur-test-support`) is nobody's normal dependency.
 //! * No crate has its own `clippy.toml` (it would hide the root one, with the clock lint).
 //!
 //! The checks are tested on synthetic sources and a synthetic workspace below: each
@@ -66,7 +67,15 @@ impl Io {
 }
 
 /// The core crates (directories under `crates/`).
-const CORE: [&str; 6] = ["scheduler", "engine", "audit", "store", "media", "dial"];
+const CORE: [&str; 7] = [
+    "scheduler",
+    "engine",
+    "audit",
+    "store",
+    "media",
+    "dial",
+    "config",
+];
 
 /// Files of core crates that are I/O edges by design, what each may do, and why.
 const EDGES: &[(&str, &[Io], &str)] = &[
@@ -89,6 +98,21 @@ const EDGES: &[(&str, &[Io], &str)] = &[
         "crates/store/src/lib.rs",
         &[Io::Files, Io::Threads],
         "the sled backend: the store's directory; imports on every core",
+    ),
+    (
+        "crates/config/src/input.rs",
+        &[Io::Files],
+        "read_text: reads a text input file (campaign, plan, opt-out list)",
+    ),
+    (
+        "crates/config/src/campaign.rs",
+        &[Io::Files],
+        "the trunk password file (read when calling) and the audit signing key (checked at load)",
+    ),
+    (
+        "crates/config/src/contacts.rs",
+        &[Io::Files, Io::Threads],
+        "reads the contacts file; validates its rows on every core",
     ),
     (
         "crates/media/src/audio.rs",
@@ -128,6 +152,8 @@ const DEPENDS_ON: &[(&str, &[&str])] = &[
     ("sim", &["media"]),
     // The dial protocol keeps the store and the audit log in step around each call.
     ("dial", &["scheduler", "engine", "audit", "store", "media"]),
+    // Validation checks recordings (media), caps and retries (engine), signing keys (audit).
+    ("config", &["scheduler", "engine", "media", "audit"]),
 ];
 
 /// Async runtimes and socket crates: no core crate depends on them …
@@ -263,6 +289,12 @@ fn check_manifest(file: &str, krate: &str, manifest: &str) -> Vec<Finding> {
     };
     let core = CORE.contains(&krate);
     for (name, spec) in deps {
+        if name == "crieur-test-support" {
+            find(format!(
+                "{krate} depends on test-support: the test harness is a dev-dependency only"
+            ));
+            continue;
+        }
         if let Some(to) = name.strip_prefix("crieur-") {
             if krate != "cli" {
                 let allowed = DEPENDS_ON
@@ -540,6 +572,21 @@ fn dependencies_pointing_the_wrong_way_or_on_tokio_are_caught() {
     }
     let dev = "[package]\nname = \"x\"\n[dev-dependencies]\ntokio.workspace = true\n";
     assert_eq!(check_manifest("Cargo.toml", "store", dev), vec![]);
+    // The test harness only as a dev-dependency, even for the binary.
+    let dev = "[dev-dependencies]\ncrieur-test-support = { path = \"../test-support\" }\n";
+    assert_eq!(check_manifest("Cargo.toml", "media", dev), vec![]);
+    for krate in ["cli", "media"] {
+        let found = check_manifest(
+            "Cargo.toml",
+            krate,
+            &m("crieur-test-support = { path = \"../test-support\" }"),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            whats(&found)[0].contains("dev-dependency only"),
+            "{found:?}"
+        );
+    }
 }
 
 #[test]

@@ -18,9 +18,21 @@ pub enum Error {
     /// Trunk configuration is invalid.
     #[error("invalid trunk configuration: {field}: {why}")]
     Config { field: &'static str, why: String },
-    /// The SIP stack failed.
-    #[error("SIP: {0}")]
-    Sip(String),
+    /// The SIP stack failed at `what` we asked of it; its own error is the source (boxed:
+    /// it is large).
+    #[error("SIP stack: {what}")]
+    Sip {
+        what: &'static str,
+        #[source]
+        source: Box<rsipstack::Error>,
+    },
+    /// A URI built for the INVITE (trunk, caller ID) does not parse.
+    #[error("bad SIP URI {uri}")]
+    BadUri {
+        uri: String,
+        #[source]
+        source: Box<rsipstack::sip::Error>,
+    },
     /// A socket failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -278,7 +278,12 @@ impl Uac {
         user_agent: &str,
         buffer: usize,
     ) -> Result<Uac, Error> {
-        let sip = |e: rsipstack::Error| Error::Sip(e.to_string());
+        let sip = |what: &'static str| {
+            move |source| Error::Sip {
+                what,
+                source: Box::new(source),
+            }
+        };
         if bind.ip().is_unspecified() {
             // Via, Contact and SDP carry the bound address: it must be one the trunk can reach.
             return Err(Error::Config {
@@ -315,8 +320,11 @@ impl Uac {
         let socket = Arc::new(tokio::net::UdpSocket::from_std(socket.into())?);
         let udp = UdpConnection::from_socket(socket, None, Some(token.child_token()))
             .await
-            .map_err(sip)?;
-        let local = udp.get_addr().get_socketaddr().map_err(sip)?;
+            .map_err(sip("opening the SIP socket"))?;
+        let local = udp
+            .get_addr()
+            .get_socketaddr()
+            .map_err(sip("reading the SIP socket's address"))?;
         tl.add_transport(udp.into());
         let endpoint = EndpointBuilder::new()
             .with_user_agent(user_agent)
@@ -329,7 +337,9 @@ impl Uac {
                 ..Default::default()
             })
             .build();
-        let incoming = endpoint.incoming_transactions().map_err(sip)?;
+        let incoming = endpoint
+            .incoming_transactions()
+            .map_err(sip("taking the incoming transactions"))?;
         let inner = endpoint.inner.clone();
         tokio::spawn(async move {
             if let Err(e) = inner.serve().await {
@@ -425,7 +435,10 @@ impl Uac {
         let mut local_sdp = LocalSdp::new(rtp_local, rand::random::<u32>().into());
         let offer = local_sdp.offer();
         let uri = |s: String| {
-            Uri::try_from(s.as_str()).map_err(|e| Error::Sip(format!("bad URI {s}: {e}")))
+            Uri::try_from(s.as_str()).map_err(|source| Error::BadUri {
+                uri: s,
+                source: Box::new(source),
+            })
         };
         let domain = trunk
             .domain
@@ -471,7 +484,10 @@ impl Uac {
         let (dialog, invite) = self
             .layer
             .do_invite_async(opt, state_tx)
-            .map_err(|e| Error::Sip(e.to_string()))?;
+            .map_err(|source| Error::Sip {
+                what: "sending the INVITE",
+                source: Box::new(source),
+            })?;
         let (sip_tx, mut sip_rx) = mpsc::unbounded_channel();
         tokio::spawn(watch_states(self.layer.clone(), state_rx, sip_tx.clone()));
         let mut invite = Some(invite);

@@ -5,7 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,291 +14,12 @@ use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::g711::Codec;
+use crieur_test_support::scenario::*;
+use crieur_test_support::Sipp;
+
 use crieur_media::uac::{
     CallReport, CallRequest, Credentials, OptOutFuture, Trunk, Uac, DEFAULT_LEAD_IN,
 };
-
-/// Three consecutive free UDP ports (SIP, RTP, RTCP) on loopback.
-fn free_ports() -> (u16, u16) {
-    for _ in 0..50 {
-        let Ok(a) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(p) = a.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if p > 60_000 {
-            continue;
-        }
-        let media = p + 2;
-        if UdpSocket::bind(("127.0.0.1", media)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", media + 1)).is_ok()
-        {
-            return (p, media);
-        }
-    }
-    panic!("no free ports on 127.0.0.1");
-}
-
-/// A running sipp UAS; killed on drop.
-struct Sipp {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Sipp {
-    /// Starts sipp on free ports. A port found free can be taken by another process before
-    /// sipp binds it (sipp then exits at once): that is retried on other ports.
-    fn start(scenario: &str, extra: &[&str]) -> Sipp {
-        let mut why = String::new();
-        for _ in 0..5 {
-            let mut sipp = Self::start_on(free_ports().0, scenario, extra);
-            if matches!(sipp.child.try_wait(), Ok(None)) {
-                return sipp;
-            }
-            why = std::fs::read_to_string(sipp.dir.path().join("stderr")).unwrap_or_default();
-        }
-        panic!("sipp exited at start five times (ports taken?): {why}");
-    }
-
-    fn start_on(port: u16, scenario: &str, extra: &[&str]) -> Sipp {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let path = dir.path().join("scenario.xml");
-        std::fs::write(&path, scenario).unwrap_or_else(|e| panic!("write scenario: {e}"));
-        let media = port + 2;
-        let (port_s, media_s) = (port.to_string(), media.to_string());
-        // sipp's control port (default 8888) would collide between tests run in parallel.
-        let control_s = (port + 1).to_string();
-        let mut args = vec![
-            "-sf",
-            path.to_str().unwrap_or_default(),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port_s,
-            "-mp",
-            &media_s,
-            "-cp",
-            &control_s,
-            "-m",
-            "1",
-            "-timeout",
-            "40s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_err",
-        ];
-        args.extend_from_slice(extra);
-        let child = Command::new("sipp")
-            .args(&args)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.path().join("stderr"))
-                    .map_or_else(|_| Stdio::null(), Stdio::from),
-            )
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
-        // Let sipp bind before the INVITE (SIP retransmission would cover a miss anyway).
-        std::thread::sleep(Duration::from_millis(300));
-        Sipp { child, port, dir }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Waits for sipp to finish its one call; true if sipp counted it successful.
-    fn succeeded(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(45);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                if !status.success() {
-                    let errs = std::fs::read_dir(self.dir.path())
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
-                        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                        .collect::<String>();
-                    eprintln!("sipp failed ({status}):\n{errs}");
-                }
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const HEAD: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="crieur test UAS">
-  <recv request="INVITE" crlf="true"/>
-"#;
-
-/// As [`HEAD`], keeping the caller's Contact and From for requests the UAS sends in the dialog.
-const HEAD_DIALOG: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="crieur test UAS">
-  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp="sip:[^&gt;; ]*" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
-      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
-    </action>
-  </recv>
-"#;
-
-/// An SDP body for sipp to send: `formats` on `port` (`[media_port]`: sipp's own), with
-/// extra attribute lines, `version` in its `o=` line.
-fn sdp_body(formats: &str, attrs: &str, port: &str, version: u32) -> String {
-    let rtpmaps: String = formats
-        .split(' ')
-        .map(|f| match f {
-            "0" => "a=rtpmap:0 PCMU/8000\n".to_owned(),
-            "8" => "a=rtpmap:8 PCMA/8000\n".to_owned(),
-            "18" => "a=rtpmap:18 G729/8000\n".to_owned(),
-            pt => format!("a=rtpmap:{pt} telephone-event/8000\n"),
-        })
-        .collect();
-    format!(
-        "v=0\no=sipp 1 {version} IN IP[local_ip_type] [local_ip]\ns=-\nc=IN IP[media_ip_type] [media_ip]\nt=0 0\nm=audio {port} RTP/AVP {formats}\n{rtpmaps}{attrs}"
-    )
-}
-
-fn response(code: &str, extra_headers: &str, sdp: Option<&str>) -> String {
-    response_with(
-        code,
-        extra_headers,
-        sdp.map(|f| sdp_body(f, "", "[media_port]", 1)),
-    )
-}
-
-/// A response with `body` (SDP) if any.
-fn response_with(code: &str, extra_headers: &str, body: Option<String>) -> String {
-    // Final responses are retransmitted until the ACK; provisional ones are sent once.
-    let retrans = if code.starts_with('1') {
-        ""
-    } else {
-        r#" retrans="500""#
-    };
-    let (ct, body) = match body {
-        Some(b) => ("Content-Type: application/sdp\n", b),
-        None => ("", String::new()),
-    };
-    format!(
-        r#"  <send{retrans}><![CDATA[
-SIP/2.0 {code}
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port];transport=[transport]>
-{extra_headers}{ct}Content-Length: [len]
-
-{body}]]></send>
-"#
-    )
-}
-
-fn ringing() -> String {
-    response("180 Ringing", "", None)
-}
-
-const ACK: &str = "  <recv request=\"ACK\" crlf=\"true\"/>\n";
-const BYE_200: &str = r#"  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-"#;
-const TAIL: &str = "</scenario>\n";
-
-/// A request from the UAS inside the dialog (INFO, BYE).
-fn uas_request(method: &str, cseq: u32, content_type: Option<&str>, body: &str) -> String {
-    uas_request_with(method, cseq, content_type, "", body)
-}
-
-/// As [`uas_request`], with extra header lines.
-fn uas_request_with(
-    method: &str,
-    cseq: u32,
-    content_type: Option<&str>,
-    extra_headers: &str,
-    body: &str,
-) -> String {
-    let ct = content_type
-        .map(|c| format!("Content-Type: {c}\n"))
-        .unwrap_or_default();
-    format!(
-        r#"  <send><![CDATA[
-{method} [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: {cseq} {method}
-Contact: <sip:callee@[local_ip]:[local_port]>
-Max-Forwards: 70
-{extra_headers}{ct}Content-Length: [len]
-
-{body}]]></send>
-  <recv response="200"/>
-"#
-    )
-}
-
-fn answer_scenario(formats: &str, after_ack: &str) -> String {
-    answer_scenario_with(sdp_body(formats, "", "[media_port]", 1), "", after_ack)
-}
-
-/// A UAS that answers with `sdp` (and `extra_headers`), then does `after_ack`.
-fn answer_scenario_with(sdp: String, extra_headers: &str, after_ack: &str) -> String {
-    let head = if after_ack.contains("[$contact]") {
-        HEAD_DIALOG
-    } else {
-        HEAD
-    };
-    format!(
-        "{head}{}{}{ACK}{after_ack}{TAIL}",
-        ringing(),
-        response_with("200 OK", extra_headers, Some(sdp))
-    )
-}
-
-/// A re-INVITE from the UAS with `sdp`, its 200 and the ACK.
-fn uas_reinvite(cseq: u32, sdp: &str) -> String {
-    format!(
-        r#"{}  <send><![CDATA[
-ACK [$contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: {cseq} ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"#,
-        uas_request("INVITE", cseq, Some("application/sdp"), sdp)
-    )
-}
 
 fn tone(f: f32, secs: f32) -> Message {
     let samples: Vec<f32> = (0..(8000.0 * secs) as usize)
@@ -607,10 +328,6 @@ async fn bye_to_a_vanished_peer_ends_the_call_when_it_left() {
     assert!(sipp.succeeded());
 }
 
-fn rejecting(code: &str) -> String {
-    format!("{HEAD}{}{ACK}{TAIL}", response(code, "", None))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_and_unavailable() {
     for (code, want, status) in [
@@ -628,12 +345,8 @@ async fn busy_and_unavailable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ring_timeout_cancels_then_487_then_ack() {
     // The CANCEL has a single Via equal to the INVITE's top Via (RFC 3261 §9.1).
-    let head = HEAD.replacen(
-        r#"<recv request="INVITE" crlf="true"/>"#,
-        r#"<recv request="INVITE" crlf="true">
-    <action><ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="invite_via"/></action>
-  </recv>"#,
-        1,
+    let head = head_with(
+        "      <ereg regexp=\".*\" search_in=\"hdr\" header=\"Via:\" check_it=\"true\" assign_to=\"invite_via\"/>\n",
     );
     let cancel = format!(
         r#"  <recv request="CANCEL">
@@ -645,31 +358,7 @@ async fn ring_timeout_cancels_then_487_then_ack() {
 "#,
         same_via_action()
     );
-    let scenario = format!(
-        r#"{head}{}{cancel}
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq: [last_cseq_number] INVITE
-Content-Length: 0
-
-]]></send>
-{ACK}{TAIL}"#,
-        ringing()
-    );
+    let scenario = format!("{head}{}{cancel}\n{CANCEL_200_487}{ACK}{TAIL}", ringing());
     let mut sipp = Sipp::start(&scenario, &[]);
     let t = trunk(sipp.addr());
     let started = Instant::now();
@@ -748,12 +437,7 @@ async fn opt_out_by_rfc4733() {
 async fn opt_out_by_sip_info() {
     let after_ack = format!(
         "  <pause milliseconds=\"500\"/>\n{}{BYE_200}",
-        uas_request(
-            "INFO",
-            2,
-            Some("application/dtmf-relay"),
-            "Signal=9\nDuration=160\n"
-        )
+        info_key(2, '9')
     );
     let mut sipp = Sipp::start(&answer_scenario("0 8 101", &after_ack), &[]);
     let placed = place(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
@@ -936,18 +620,21 @@ async fn digest_auth_401_and_407_right_and_wrong_password() {
         ] {
             // sipp's `verifyauth` reads only `Authorization`; for 407 the test checks the
             // `Proxy-Authorization` digest itself, computed independently here.
-            let (port, _) = free_ports();
-            let uri = format!("sip:+33612345678@127.0.0.1:{port};user=phone");
-            let verify = if header == "WWW-Authenticate" {
-                r#"<verifyauth assign_to="authvalid" username="alice" password="s3cret"/>"#
-                    .to_owned()
-            } else {
-                format!(
-                    r#"<ereg regexp="response=&quot;{}&quot;" search_in="hdr" header="Proxy-Authorization:" assign_to="authvalid"/>"#,
-                    digest("alice", "s3cret", &uri)
-                )
-            };
-            let mut sipp = Sipp::start_on(port, &auth_scenario(challenge, header, &verify), &[]);
+            let mut sipp = Sipp::scenario_for(move |port| {
+                let uri = format!("sip:+33612345678@127.0.0.1:{port};user=phone");
+                let verify = if header == "WWW-Authenticate" {
+                    r#"<verifyauth assign_to="authvalid" username="alice" password="s3cret"/>"#
+                        .to_owned()
+                } else {
+                    format!(
+                        r#"<ereg regexp="response=&quot;{}&quot;" search_in="hdr" header="Proxy-Authorization:" assign_to="authvalid"/>"#,
+                        digest("alice", "s3cret", &uri)
+                    )
+                };
+                auth_scenario(challenge, header, &verify)
+            })
+            .timeout_error()
+            .start();
             let mut t = trunk(sipp.addr());
             t.credentials = Some(Credentials {
                 username: "alice".into(),
@@ -1006,12 +693,7 @@ async fn a_403_after_credentials_is_an_auth_failure_without_them_a_rejection() {
 async fn a_failed_opt_out_write_hangs_up_without_confirming() {
     let after_ack = format!(
         "  <pause milliseconds=\"500\"/>\n{}{BYE_200}",
-        uas_request(
-            "INFO",
-            2,
-            Some("application/dtmf-relay"),
-            "Signal=9\nDuration=160\n"
-        )
+        info_key(2, '9')
     );
     let mut sipp = Sipp::start(&answer_scenario("0 101", &after_ack), &[]);
     let placed = place_with(
@@ -1159,19 +841,6 @@ async fn inactive_and_sendonly_answers_get_no_message() {
             timeline(&r)
         );
         assert!(sipp.succeeded(), "{direction}");
-    }
-}
-
-impl Sipp {
-    /// sipp's message trace (`-trace_msg`): every message sent and received.
-    fn messages(&self) -> String {
-        std::fs::read_dir(self.dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .collect()
     }
 }
 
@@ -1838,16 +1507,7 @@ async fn the_ack_of_a_486_carries_the_invite_top_via_exactly() {
     // `rport=<port>` and `received=`; the ACK must carry the INVITE's Via as it was sent
     // (RFC 3261 §17.1.1.3), compared byte for byte.
     let scenario = format!(
-        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="ACK Via">
-  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="invite_via"/>
-      <ereg regexp="^ *(.*);rport(.*)$" search_in="hdr" header="Via:" check_it="true" assign_to="whole,pre,post"/>
-    </action>
-  </recv>
-  <Reference variables="whole"/>
+        r#"{}  <Reference variables="whole"/>
   <send retrans="500"><![CDATA[
 SIP/2.0 486 Busy Here
 Via: [$pre];rport=[remote_port][$post];received=127.0.0.2
@@ -1866,6 +1526,11 @@ Content-Length: 0
   <recv request="NEVER" timeout="100"/>
   <label id="good"/>
 {TAIL}"#,
+        head_with(
+            r#"      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="invite_via"/>
+      <ereg regexp="^ *(.*);rport(.*)$" search_in="hdr" header="Via:" check_it="true" assign_to="whole,pre,post"/>
+"#
+        ),
         same_via_action()
     );
     let mut sipp = Sipp::start(&scenario, &[]);
@@ -1934,7 +1599,11 @@ async fn options_get_our_capabilities_and_unknown_methods_405() {
     // As a UAC sipp may be done before `Sipp::start` looks: started once, its exit status read.
     // It runs in its own process; this runtime stays free to answer.
     let ok = tokio::task::spawn_blocking(move || {
-        Sipp::start_on(free_ports().0, &scenario, &[&target]).succeeded()
+        Sipp::scenario(&scenario)
+            .timeout_error()
+            .args(&[&target])
+            .start_once()
+            .succeeded()
     })
     .await
     .unwrap_or(false);

@@ -30,10 +30,19 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("SIP: {0}")]
-    Sip(String),
-    #[error("bad simulator config: {0}")]
-    Config(String),
+    /// The SIP stack failed at `what` we asked of it; its own error is the source.
+    #[error("SIP stack: {what}")]
+    Sip {
+        what: &'static str,
+        #[source]
+        source: Box<rsipstack::Error>,
+    },
+    /// The plan is not valid TOML for [`Plan`].
+    #[error("bad simulator config")]
+    Config {
+        #[source]
+        source: toml::de::Error,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -202,7 +211,7 @@ pub struct Plan {
 impl Plan {
     /// Reads a plan from TOML text.
     pub fn from_toml(text: &str) -> Result<Plan, Error> {
-        toml::from_str(text).map_err(|e| Error::Config(e.to_string()))
+        toml::from_str(text).map_err(|source| Error::Config { source })
     }
 
     fn of(&self, number: &str) -> &Behaviour {
@@ -225,20 +234,30 @@ impl Drop for Network {
 impl Network {
     /// Starts on `bind` (a loopback address; port 0 picks one).
     pub async fn start(bind: SocketAddr, plan: Plan) -> Result<Network, Error> {
-        let sip = |e: rsipstack::Error| Error::Sip(e.to_string());
+        let sip = |what: &'static str| {
+            move |source| Error::Sip {
+                what,
+                source: Box::new(source),
+            }
+        };
         let token = CancellationToken::new();
         let tl = TransportLayer::new(token.child_token());
         let udp = UdpConnection::create_connection(bind, None, Some(token.child_token()))
             .await
-            .map_err(sip)?;
-        let addr = udp.get_addr().get_socketaddr().map_err(sip)?;
+            .map_err(sip("opening the SIP socket"))?;
+        let addr = udp
+            .get_addr()
+            .get_socketaddr()
+            .map_err(sip("reading the SIP socket's address"))?;
         tl.add_transport(udp.into());
         let endpoint = EndpointBuilder::new()
             .with_user_agent("crieur-sim")
             .with_transport_layer(tl)
             .with_cancel_token(token.child_token())
             .build();
-        let incoming = endpoint.incoming_transactions().map_err(sip)?;
+        let incoming = endpoint
+            .incoming_transactions()
+            .map_err(sip("taking the incoming transactions"))?;
         let inner = endpoint.inner.clone();
         tokio::spawn(async move {
             if let Err(e) = inner.serve().await {
@@ -249,7 +268,7 @@ impl Network {
         let (state_tx, state_rx) = layer.new_dialog_state_channel();
         tokio::spawn(watch(layer.clone(), state_rx));
         let contact = rsipstack::sip::Uri::try_from(format!("sip:callee@{addr}").as_str())
-            .map_err(|e| Error::Sip(e.to_string()))?;
+            .map_err(|e| sip("making the callee's contact URI")(e.into()))?;
         // RTP on the SIP address's interface (the network is on loopback).
         tokio::spawn(serve(
             addr.ip(),
@@ -489,5 +508,24 @@ async fn send_rfc4733(sock: &UdpSocket, to: SocketAddr, pt: u8, code: u8) {
         ]);
         let _ = sock.send_to(&pkt, to).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bad plan is a structured error whose source is the TOML parser's own, located.
+    #[test]
+    fn a_bad_plan_keeps_the_parser_s_error_as_its_source() {
+        let e = Plan::from_toml("default = 3\n").err();
+        let Some(e @ Error::Config { .. }) = e else {
+            panic!("a bad plan was accepted: {e:?}");
+        };
+        assert_eq!(e.to_string(), "bad simulator config");
+        let source = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<toml::de::Error>())
+            .unwrap_or_else(|| panic!("no TOML source: {e:?}"));
+        assert!(source.span().is_some(), "{source}");
     }
 }

@@ -63,20 +63,28 @@ pub struct Loaded {
     pub sha256: [u8; 32],
 }
 
-/// Reads and validates a contacts file. Either every row is valid, or every problem is
-/// reported and nothing is returned.
-/// [`load`], showing progress on `bar` (bytes read).
+/// [`load`], reporting progress (bytes read) to `progress`.
 pub fn load_with_progress(
     path: &Path,
     opts: &Options,
-    bar: &indicatif::ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<Loaded, InputErrors> {
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
-    bar.set_length(bytes.len() as u64);
-    load_bytes(path, opts, &bytes, Some(bar))
+    progress.length(bytes.len() as u64);
+    load_bytes(path, opts, &bytes, Some(progress))
 }
 
+/// Where a long read reports how far it got (a progress bar, a log line).
+pub trait Progress {
+    /// The input's length in bytes, once known.
+    fn length(&self, bytes: u64);
+    /// Bytes read so far.
+    fn position(&self, bytes: u64);
+}
+
+/// Reads and validates a contacts file. Either every row is valid, or every problem is
+/// reported and nothing is returned.
 pub fn load(path: &Path, opts: &Options) -> Result<Loaded, InputErrors> {
     // Read whole: the contacts are held in memory anyway, and line numbers for errors are
     // counted from byte offsets (the csv crate's own line count is off with CRLF endings).
@@ -98,11 +106,11 @@ pub struct Reject {
 pub fn load_lenient(
     path: &Path,
     opts: &Options,
-    bar: Option<&indicatif::ProgressBar>,
+    progress: Option<&dyn Progress>,
 ) -> Result<(Loaded, Vec<Reject>, csv::StringRecord), InputErrors> {
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
-    let errors = match load_bytes(path, opts, &bytes, bar) {
+    let errors = match load_bytes(path, opts, &bytes, progress) {
         Ok(l) => return Ok((l, Vec::new(), header_of(opts, &bytes))),
         Err(e) => e.0,
     };
@@ -195,11 +203,17 @@ fn other_delimiter(headers: &csv::StringRecord, used: u8) -> Option<char> {
         })
 }
 
+/// Validates the bytes of a contacts file (as read: a byte-order mark is dropped),
+/// locating every problem in `path`; [`load`] without the reading.
+pub fn parse(path: &Path, opts: &Options, file: &[u8]) -> Result<Loaded, InputErrors> {
+    load_bytes(path, opts, file, None)
+}
+
 fn load_bytes(
     path: &Path,
     opts: &Options,
     file: &[u8],
-    bar: Option<&indicatif::ProgressBar>,
+    progress: Option<&dyn Progress>,
 ) -> Result<Loaded, InputErrors> {
     // Spreadsheets often save UTF-8 with a byte-order mark (the hash is of the file as read).
     let bytes = strip_bom(file);
@@ -328,9 +342,9 @@ fn load_bytes(
                 let mut block = spare.pop().unwrap_or_else(Block::new);
                 end = read_block(path, &mut reader, &mut lines, &mut block, &mut errors);
                 out.rows += block.len;
-                if let Some(b) = bar {
+                if let Some(b) = progress {
                     if let Some(p) = block.records[..block.len].last().and_then(|r| r.position()) {
-                        b.set_position(p.byte());
+                        b.position(p.byte());
                     }
                 }
                 let w = sent % workers;
@@ -637,7 +651,7 @@ fn parse_row(
             5,
             format!(
                 "expected an instant after granted_at ({})",
-                crate::output::rfc3339(granted)
+                granted.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
         )]);
     }
@@ -646,7 +660,7 @@ fn parse_row(
             6,
             format!(
                 "expected an instant not before granted_at ({})",
-                crate::output::rfc3339(granted)
+                granted.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
         )]);
     }

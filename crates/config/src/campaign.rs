@@ -201,7 +201,7 @@ fn amd_config(cx: &mut Ctx<'_>, base: &Path, a: &Spanned<RawAmd>) -> Option<AmdC
     }
     let voicemail_sha256 = voicemail
         .as_deref()
-        .and_then(|v| crate::audit::sha256_file(v).ok());
+        .and_then(|v| crate::input::sha256_file(v).ok());
     (cx.errors.len() == errors).then(|| AmdConfig {
         mode: mode.unwrap_or_default(),
         params: p,
@@ -326,19 +326,17 @@ pub struct TrunkConfig {
 
 impl TrunkConfig {
     /// Reads the password from its source.
-    pub fn read_password(&self) -> Result<Option<String>, String> {
+    pub fn read_password(&self) -> Result<Option<String>, crate::Error> {
         match &self.password {
             None => Ok(None),
-            Some(PasswordSource::Env(v)) => std::env::var(v).map(Some).map_err(|_| {
-                format!("the environment variable {v} (trunk.password_env) is not set")
-            }),
+            Some(PasswordSource::Env(v)) => std::env::var(v)
+                .map(Some)
+                .map_err(|_| crate::Error::PasswordEnv { var: v.clone() }),
             Some(PasswordSource::File(p)) => std::fs::read_to_string(p)
                 .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|e| {
-                    format!(
-                        "cannot read the password file {} (trunk.password_file): {e}",
-                        p.display()
-                    )
+                .map_err(|source| crate::Error::PasswordFile {
+                    path: p.clone(),
+                    source,
                 }),
         }
     }
@@ -556,17 +554,19 @@ impl Campaign {
 
 /// Reads and validates a campaign file; every problem found is reported.
 pub fn load(path: &Path) -> Result<Campaign, InputErrors> {
-    let text = read_text(path, "campaign file")?;
-    let (raw, errors) = parse_toml::<RawCampaign>(path, &text);
+    parse(path, &read_text(path, "campaign file")?)
+}
+
+/// Validates the text of a campaign file; every problem found is reported, located in
+/// `path`. The files it names (recordings, signing key) are relative to `path`'s directory
+/// and are read to check them.
+pub fn parse(path: &Path, text: &str) -> Result<Campaign, InputErrors> {
+    let (raw, errors) = parse_toml::<RawCampaign>(path, text);
     let Some(raw) = raw else {
         return Err(InputErrors(errors));
     };
     // The checks below add their problems to those of the TOML itself.
-    let mut cx = Ctx {
-        path,
-        text: &text,
-        errors,
-    };
+    let mut cx = Ctx { path, text, errors };
 
     if raw.name.get_ref().trim().is_empty() || raw.name.get_ref().contains('\0') {
         cx.err(

@@ -5,8 +5,10 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// One problem in an input file.
+/// One problem in an input file. Built with [`InputError::new`] and its located setters
+/// ([`at`](InputError::at), [`field`](InputError::field), [`value`](InputError::value)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InputError {
     pub file: PathBuf,
     /// 1-based line, when known.
@@ -132,6 +134,14 @@ pub fn read_text(path: &Path, what: &str) -> Result<String, InputErrors> {
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the {what}: {e}")))?;
     text_of(path, strip_bom(&bytes).to_vec()).map_err(InputErrors::from)
+}
+
+/// The SHA-256 of a file's bytes, in lowercase hex (how the audit log names a recording or
+/// a campaign file).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path)?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
 /// `bytes` as text, or an error at the first invalid byte.
