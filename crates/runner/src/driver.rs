@@ -443,6 +443,23 @@ async fn dial_loop(
     let mut eval = Evaluator::new(&campaign.policy);
     let dial = rules(campaign);
     loop {
+        // Orders first: a pause sent before the run started holds its first tick.
+        while st.listening {
+            match st.control.rx.try_recv() {
+                Ok(c) => obey(
+                    c,
+                    &mut paused,
+                    &mut stopping,
+                    st,
+                    core,
+                    shared,
+                    opts,
+                    calls.len(),
+                ),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => st.listening = false,
+            }
+        }
         let t = now();
         if let Some(u) = opts.until.filter(|u| t >= *u) {
             let why = format!(
@@ -631,40 +648,57 @@ async fn dial_loop(
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
             c = st.control.rx.recv(), if st.listening => match c {
+                Some(c) => obey(c, &mut paused, &mut stopping, st, core, shared, opts, calls.len()),
                 // Every handle dropped: the run goes on, unattended.
                 None => st.listening = false,
-                Some(Control::Pause) => {
-                    if !paused {
-                        paused = true;
-                        st.counters.paused = true;
-                        st.emit(Event::Paused);
-                    }
-                }
-                Some(Control::Resume) => {
-                    if paused {
-                        paused = false;
-                        st.counters.paused = false;
-                        st.emit(Event::Resumed);
-                    }
-                }
-                Some(Control::Stop { reason, drain }) if stopping.is_none() => {
-                    let drain = drain.unwrap_or(opts.drain);
-                    begin_stop(&mut stopping, st, reason, drain, calls.len(), true);
-                    core.stop();
-                }
-                Some(Control::Stop { reason, .. } | Control::HangUpNow { reason }) => {
-                    st.emit(Event::HangingUp { ordered: true });
-                    shared.hangup_all.cancel();
-                    let why = match stopping.take() {
-                        Some((first, _)) if first == reason => format!("{first} (twice)"),
-                        Some((first, _)) => format!("{first}, then {reason}"),
-                        None => reason,
-                    };
-                    st.counters.stopping = true;
-                    core.stop();
-                    stopping = Some((why, tokio::time::Instant::now()));
-                }
             },
+        }
+    }
+}
+
+/// A control order, carried out.
+#[allow(clippy::too_many_arguments)]
+fn obey(
+    c: Control,
+    paused: &mut bool,
+    stopping: &mut Stopping,
+    st: &mut State<'_>,
+    core: &mut Core<'_>,
+    shared: &Shared,
+    opts: &RunOptions,
+    in_flight: usize,
+) {
+    match c {
+        Control::Pause => {
+            if !*paused {
+                *paused = true;
+                st.counters.paused = true;
+                st.emit(Event::Paused);
+            }
+        }
+        Control::Resume => {
+            if *paused {
+                *paused = false;
+                st.counters.paused = false;
+                st.emit(Event::Resumed);
+            }
+        }
+        Control::Stop { reason, drain } if stopping.is_none() => {
+            let drain = drain.unwrap_or(opts.drain);
+            begin_stop(stopping, st, reason, drain, in_flight, true);
+            core.stop();
+        }
+        Control::Stop { reason, .. } | Control::HangUpNow { reason } => {
+            st.emit(Event::HangingUp { ordered: true });
+            shared.hangup_all.cancel();
+            let why = match stopping.take() {
+                Some((first, _)) if first == reason => format!("{first} (twice)"),
+                Some((first, _)) => format!("{first}, then {reason}"),
+                None => reason,
+            };
+            st.counters.stopping = true;
+            core.stop();
+            *stopping = Some((why, tokio::time::Instant::now()));
         }
     }
 }
