@@ -68,6 +68,7 @@ pub fn run(
             max_idle: None,
             scope: crieur_runner::Scope::One(Box::new(contact)),
         },
+        None,
     )?;
     let Some(done) = ran.calls.into_iter().next() else {
         for r in &ran.refusals {

@@ -178,6 +178,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         &campaign_path,
         &store,
         &actx,
+        &crate::run::ControlArgs::default(),
         crieur_runner::RunOptions {
             drain: Duration::from_secs(30),
             until: None,

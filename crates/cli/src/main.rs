@@ -257,6 +257,8 @@ enum Command {
         /// seconds away (default: wait for it, however long).
         #[arg(long)]
         max_idle_secs: Option<u64>,
+        #[command(flatten)]
+        control: run::ControlArgs,
     },
     /// The audit log: verify, replay, export, report, checkpoints.
     Audit {
@@ -402,6 +404,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drain_secs,
             until,
             max_idle_secs,
+            control,
         } => {
             let c = campaign::load(&campaign)?;
             run::run(
@@ -409,6 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &campaign,
                 &store.store,
                 &audit.ctx(),
+                &control,
                 crieur_runner::RunOptions {
                     drain: std::time::Duration::from_secs(drain_secs),
                     until,

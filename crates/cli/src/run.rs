@@ -3,7 +3,7 @@
 //! stop orders, shows its events (a progress line on a terminal, log lines otherwise) and
 //! picks the exit code.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,16 +15,57 @@ use crieur_store::SledStore;
 
 use crate::campaign::Campaign;
 
+/// The control API of `crieur run` (`docs/operations.md`).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ControlArgs {
+    /// Where the control API, metrics and dashboard listen (port 0: any free port; the
+    /// address is printed and written to <store>/owner.json).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// The API's token, in a file (else CRIEUR_TOKEN, else a new one in
+    /// <store>/control.token, readable by this user only).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// POST each call's outcome (JSON) to this http:// URL, retried, signed when
+    /// --webhook-secret-file is given (header X-Crieur-Signature: sha256=HMAC).
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// The webhooks' HMAC-SHA-256 key, in a file.
+    #[arg(long, requires = "webhook_url")]
+    webhook_secret_file: Option<PathBuf>,
+}
+
+impl Default for ControlArgs {
+    /// Loopback, any free port, a generated token, no webhook.
+    fn default() -> Self {
+        ControlArgs {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            token_file: None,
+            webhook_url: None,
+            webhook_secret_file: None,
+        }
+    }
+}
+
 /// Runs the campaign until every contact is done, `until`, or a signal.
 pub fn run(
     campaign: &Campaign,
     campaign_path: &Path,
     store_path: &Path,
     actx: &crate::audit::Ctx,
+    control: &ControlArgs,
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
     let store = Arc::new(SledStore::open(store_path, false)?);
-    let s = drive(campaign, campaign_path, store, store_path, actx, opts)?;
+    let s = drive(
+        campaign,
+        campaign_path,
+        store,
+        store_path,
+        actx,
+        opts,
+        Some(control),
+    )?;
     println!("stopped   {}", s.reason);
     println!("summary   {} calls placed", s.counters.dialled);
     for (o, n) in &s.counters.by_outcome {
@@ -56,10 +97,13 @@ pub fn drive(
     store_path: &Path,
     actx: &crate::audit::Ctx,
     opts: RunOptions,
+    control: Option<&ControlArgs>,
 ) -> anyhow::Result<Summary> {
     let one = matches!(opts.scope, crieur_runner::Scope::One(_));
     let prepared = crieur_runner::prepare(campaign)?;
     let log = actx.open(store_path, Some(campaign))?;
+    let log = Arc::new(std::sync::Mutex::new(log));
+    let shared_store: Arc<dyn crieur_store::Store + Send + Sync> = store.clone();
     let setup = Setup {
         campaign: Arc::new(campaign.clone()),
         header: crieur_runner::header::header(
@@ -67,22 +111,148 @@ pub fn drive(
             Some((campaign, campaign_path)),
         )?,
         store,
-        log,
+        log: log.clone(),
         audit_dir: crate::audit::dir_for(store_path, actx.dir.as_deref()),
         prepared,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (handle, control) = crieur_runner::control(16);
+    let (handle, rx) = crieur_runner::control(CONTROL_QUEUE);
     let progress = Progress::new(one);
-    let mut observer = |e: &Event| progress.event(e, one);
-    Ok(rt.block_on(async {
+    let api = match control {
+        Some(args) => Some(rt.block_on(serve(
+            args,
+            &setup.campaign,
+            shared_store,
+            log,
+            store_path,
+            &handle,
+        ))?),
+        None => None,
+    };
+    let feed = api.as_ref().map(|a| a.feed.clone());
+    let mut observer = |e: &Event| {
+        progress.event(e, one);
+        if let Some(f) = &feed {
+            f.observe(e);
+        }
+    };
+    let r = rt.block_on(async {
         let signals = tokio::spawn(forward_signals(handle));
-        let r = crieur_runner::run(setup, opts, control, &mut observer).await;
+        let r = crieur_runner::run(setup, opts, rx, &mut observer).await;
         signals.abort();
         r
-    })?)
+    });
+    // The owner file goes (a clean exit), then the API.
+    drop(api);
+    Ok(r?)
+}
+
+/// Orders waiting for the run at most (more: the API answers 503).
+const CONTROL_QUEUE: usize = 64;
+
+/// The control API while the run runs: its tasks (aborted when dropped) and the owner file
+/// (removed when dropped).
+struct Api {
+    feed: Arc<crieur_control::feed::Feed>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _owner: crieur_control::owner::Guard,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the control API of a run: its token, the listener, the owner file, the server and
+/// the background counts.
+async fn serve(
+    args: &ControlArgs,
+    campaign: &Arc<Campaign>,
+    store: Arc<dyn crieur_store::Store + Send + Sync>,
+    log: crieur_runner::SharedLog,
+    store_path: &Path,
+    handle: &RunHandle,
+) -> anyhow::Result<Api> {
+    use crieur_control::{owner, webhook};
+    let (token, token_file, made) = owner::token(
+        store_path,
+        args.token_file.as_deref(),
+        std::env::var("CRIEUR_TOKEN").ok(),
+    )?;
+    let hook = match &args.webhook_url {
+        Some(url) => {
+            let secret = match &args.webhook_secret_file {
+                Some(f) => Some(
+                    std::fs::read(f)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?,
+                ),
+                None => None,
+            };
+            Some(webhook::Webhook::start(webhook::Config {
+                url: url.clone(),
+                secret,
+                backoff: Duration::from_secs(1),
+            })?)
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("the control API cannot listen on {}: {e}", args.listen))?;
+    let address = listener.local_addr()?;
+    let feed = Arc::new(crieur_control::feed::Feed::new(&campaign.id, hook));
+    let ctx = Arc::new(crieur_control::Ctx::new(
+        store,
+        log,
+        vec![crieur_control::Served {
+            campaign: campaign.clone(),
+            handle: handle.clone(),
+            feed: feed.clone(),
+            snapshot: std::sync::Mutex::new(None),
+        }],
+        &token,
+        address,
+    ));
+    let guard = owner::write(
+        store_path,
+        &owner::Owner {
+            address,
+            pid: std::process::id(),
+            token_file: token_file.clone(),
+            started: crate::audit::now(),
+            campaigns: vec![campaign.id.clone()],
+        },
+        made.then(|| token_file.clone()).flatten(),
+    )?;
+    println!(
+        "control   http://{address}/ (dashboard, API: /openapi.yaml, metrics: /metrics); token {}",
+        token_file.map_or_else(
+            || "from CRIEUR_TOKEN".to_owned(),
+            |f| format!("in {}", f.display())
+        )
+    );
+    let server = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            if let Err(e) = crieur_control::api::serve(listener, ctx).await {
+                tracing::error!(error = %e, "control API stopped");
+            }
+        }
+    });
+    let counts = tokio::spawn(crieur_control::api::refresh_loop(
+        ctx,
+        Duration::from_secs(60),
+    ));
+    Ok(Api {
+        feed,
+        tasks: vec![server, counts],
+        _owner: guard,
+    })
 }
 
 /// SIGINT and SIGTERM as stop orders: the first drains the calls in progress, the next hangs

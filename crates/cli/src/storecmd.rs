@@ -35,6 +35,9 @@ pub fn import(
 ) -> anyhow::Result<ExitCode> {
     let campaign_path = campaign;
     let campaign = crate::campaign::load(campaign)?;
+    if let Some(c) = owner(store)? {
+        return import_through(&c, &campaign, contacts, opts, skip_invalid);
+    }
     // A progress bar on a terminal; nothing when stderr is a file or a pipe.
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let len = std::fs::metadata(contacts).map_or(0, |m| m.len());
@@ -119,21 +122,7 @@ pub fn import(
     Ok(ExitCode::SUCCESS)
 }
 
-fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputErrors> {
-    s.trim().parse::<E164>().map_err(|e| {
-        let why = match e {
-            crieur_scheduler::Error::InvalidPhone { reason, .. } => {
-                format!("expected an E.164 number: {reason}")
-            }
-            e => e.to_string(),
-        };
-        let e = InputError::new(file, why).value(s.trim());
-        InputErrors::from(match line {
-            Some(l) => e.at(l, Some(1)),
-            None => e,
-        })
-    })
-}
+use crieur_config::optouts::number;
 
 /// The rejected lines of an opt-out list: `line,number,reject_reason`.
 fn write_optout_rejects(text: &str, errors: &[InputError], path: &Path) -> anyhow::Result<()> {
@@ -184,6 +173,9 @@ pub fn optout(
     actx: &crate::audit::Ctx,
 ) -> anyhow::Result<ExitCode> {
     use crate::OptOutAction as A;
+    if let Some(c) = owner(store)? {
+        return optout_through(&c, action);
+    }
     actx.preflight()?;
     // The binary is where the clock is read: the opt-out's own timestamp.
     #[allow(clippy::disallowed_methods)]
@@ -277,18 +269,7 @@ pub fn optout(
         } => {
             // A byte-order mark is dropped; bytes that are not UTF-8 are located.
             let text = crate::input::read_text(file, "opt-out list")?;
-            let mut numbers = Vec::new();
-            let mut errors = Vec::new();
-            for (i, line) in text.lines().enumerate() {
-                let l = line.trim();
-                if l.is_empty() || l.starts_with('#') {
-                    continue;
-                }
-                match number(l, file, Some(i + 1)) {
-                    Ok(n) => numbers.push(n),
-                    Err(e) => errors.extend(e.0),
-                }
-            }
+            let (numbers, errors) = crieur_config::optouts::list(&text, file);
             if !errors.is_empty() && !skip_invalid {
                 return Err(InputErrors(errors).into());
             }
@@ -312,6 +293,191 @@ pub fn optout(
                 file.display(),
                 numbers.len(),
                 new
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The client of the process running a campaign on `store`, if one is (its owner file names
+/// a live process): ops commands then go through its control API instead of failing on the
+/// store's lock.
+fn owner(store: &Path) -> anyhow::Result<Option<crieur_control::client::Client>> {
+    let c = crieur_control::client::for_store(store)?;
+    if let Some(c) = &c {
+        eprintln!(
+            "note: {} is held by a running crieur (pid {}, campaign {}): going through its control API at {}",
+            store.display(),
+            c.owner.pid,
+            c.owner.campaigns.join(", "),
+            c.owner.address
+        );
+    }
+    Ok(c)
+}
+
+/// An API refusal: located input errors (exit 2) as the CLI would print them, else the
+/// message.
+fn api_error(e: crieur_control::Error) -> anyhow::Error {
+    let crieur_control::Error::Api(a) = &e else {
+        return e.into();
+    };
+    let located: Option<Vec<InputError>> = a.body.as_ref().and_then(|b| {
+        b["errors"].as_array().map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    let s = |k: &str| e[k].as_str().map(str::to_owned);
+                    let n = |k: &str| e[k].as_u64().map(|n| n as usize);
+                    let mut ie = InputError::new(
+                        Path::new(&s("file").unwrap_or_default()),
+                        s("message").unwrap_or_default(),
+                    );
+                    if let Some(l) = n("line") {
+                        ie = ie.at(l, n("column"));
+                    }
+                    if let Some(f) = s("field") {
+                        ie = ie.field(f);
+                    }
+                    if let Some(v) = s("value") {
+                        ie = ie.value(v);
+                    }
+                    ie
+                })
+                .collect()
+        })
+    });
+    match located {
+        Some(l) if !l.is_empty() => InputErrors(l).into(),
+        _ => e.into(),
+    }
+}
+
+/// `crieur import` through the running owner: the file's bytes, validated there exactly as
+/// here (all or nothing), written, audited, and handed to the running planner.
+fn import_through(
+    c: &crieur_control::client::Client,
+    campaign: &crieur_config::campaign::Campaign,
+    contacts: &Path,
+    opts: &crate::contacts::Options,
+    skip_invalid: bool,
+) -> anyhow::Result<ExitCode> {
+    use crieur_control::client::encode;
+    if skip_invalid {
+        anyhow::bail!(
+            "--skip-invalid is not available while a campaign runs on this store: fix the file (all or nothing), or import it after the run"
+        );
+    }
+    let bytes = std::fs::read(contacts)
+        .map_err(|e| InputError::new(contacts, format!("cannot read the contacts file: {e}")))
+        .map_err(InputErrors::from)?;
+    let mut q = format!(
+        "?file={}&delimiter={}",
+        encode(&contacts.display().to_string()),
+        encode(&char::from(opts.delimiter).to_string())
+    );
+    if let Some(r) = opts.default_region {
+        q.push_str(&format!("&default_region={}", encode(&format!("{r:?}"))));
+    }
+    let v = c
+        .post(
+            &format!("/api/campaigns/{}/contacts{q}", encode(&campaign.id)),
+            "text/csv",
+            &bytes,
+        )
+        .map_err(api_error)?;
+    println!(
+        "{}: imported into the running campaign `{}`: {} new contacts, {} updated, {} consent records added, from {} rows",
+        contacts.display(),
+        campaign.id,
+        v["created"],
+        v["updated"],
+        v["consents_added"],
+        v["rows"]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `crieur optout …` through the running owner.
+fn optout_through(
+    c: &crieur_control::client::Client,
+    action: &crate::OptOutAction,
+) -> anyhow::Result<ExitCode> {
+    use crate::OptOutAction as A;
+    use crieur_control::client::encode;
+    match action {
+        A::Add { number: n, .. } => {
+            let n = number(n, Path::new("<argument>"), None)?;
+            let body = serde_json::json!({ "number": n.to_string(), "source": "crieur optout add" });
+            let v = c
+                .post("/api/optouts", "application/json", body.to_string().as_bytes())
+                .map_err(api_error)?;
+            println!(
+                "{}",
+                if v["new"] == true {
+                    "opt-out recorded (durable)"
+                } else {
+                    "already opted out"
+                }
+            );
+            if v["hung_up"].as_u64().unwrap_or(0) > 0 {
+                println!("its call in progress was hung up");
+            }
+        }
+        A::Remove { number: n, .. } => {
+            let n = number(n, Path::new("<argument>"), None)?;
+            let v = c
+                .delete(&format!("/api/optouts/{}", encode(&n.to_string())))
+                .map_err(api_error)?;
+            println!(
+                "{}",
+                if v["removed"] == true {
+                    "opt-out removed"
+                } else {
+                    "not on the opt-out list"
+                }
+            );
+        }
+        A::Check { number: n } => {
+            let n = number(n, Path::new("<argument>"), None)?;
+            let v = c
+                .get(&format!("/api/optouts/{}", encode(&n.to_string())))
+                .map_err(api_error)?;
+            return Ok(if v["opted_out"] == true {
+                println!("opted out");
+                ExitCode::SUCCESS
+            } else {
+                println!("not opted out");
+                ExitCode::from(1)
+            });
+        }
+        A::List { .. } => anyhow::bail!(
+            "`crieur optout list` reads the store, which a running campaign holds (pid {}): run it after the run; `crieur optout check NUMBER` works now",
+            c.owner.pid
+        ),
+        A::Import {
+            file, skip_invalid, ..
+        } => {
+            if *skip_invalid {
+                anyhow::bail!(
+                    "--skip-invalid is not available while a campaign runs on this store: fix the list (all or nothing), or import it after the run"
+                );
+            }
+            let bytes = std::fs::read(file)
+                .map_err(|e| InputError::new(file, format!("cannot read the opt-out list: {e}")))
+                .map_err(InputErrors::from)?;
+            let v = c
+                .post(
+                    &format!("/api/optouts/import?file={}", encode(&file.display().to_string())),
+                    "text/plain",
+                    &bytes,
+                )
+                .map_err(api_error)?;
+            println!(
+                "{}: {} numbers, {} new opt-outs recorded (durable)",
+                file.display(),
+                v["numbers"],
+                v["new"]
             );
         }
     }

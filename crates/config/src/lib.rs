@@ -14,6 +14,7 @@ pub mod campaign;
 pub mod check;
 pub mod contacts;
 pub mod input;
+pub mod optouts;
 
 use std::path::PathBuf;
 

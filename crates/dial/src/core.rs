@@ -84,6 +84,27 @@ impl<'p> Core<'p> {
         self.in_call.len()
     }
 
+    /// A contact imported while the campaign runs, with its attempts so far: its index
+    /// ([`Planner::add`]).
+    pub fn add_contact(
+        &mut self,
+        contact: Contact,
+        attempts: Vec<crieur_engine::Attempt>,
+        now: DateTime<Utc>,
+    ) -> usize {
+        self.planner.add(contact, attempts, now)
+    }
+
+    /// Contact `i` imported again while the campaign runs ([`Planner::replace`]).
+    pub fn replace_contact(&mut self, i: usize, contact: Contact, now: DateTime<Utc>) {
+        self.planner.replace(i, contact, now);
+    }
+
+    /// Contacts due at `now` ([`Planner::due_count`]).
+    pub fn due_count(&self, now: DateTime<Utc>) -> usize {
+        self.planner.due_count(now)
+    }
+
     /// No new calls from now on (the calls in progress still end through [`Core::call_ended`]).
     pub fn stop(&mut self) {
         self.stopping = true;

@@ -710,6 +710,45 @@ impl<'p> Planner<'p> {
         st.attempts = attempts;
     }
 
+    /// Contacts due at or before `now` (waiting for pacing or a call slot): O(due).
+    pub fn due_count(&self, now: DateTime<Utc>) -> usize {
+        self.due.range(..(secs(now) + 1, 0)).count()
+    }
+
+    /// A contact imported while the campaign runs, with its attempts so far (as
+    /// [`Planner::load_history`] takes them): queued at `now`, or done if its retry rules say
+    /// so. Its index.
+    pub fn add(&mut self, contact: Contact, attempts: Vec<Attempt>, now: DateTime<Utc>) -> usize {
+        let i = self.contacts.len();
+        self.contacts.push(contact);
+        self.states.push(State::default());
+        self.load_history(i, attempts);
+        if !self.states[i].done {
+            self.enqueue(i, secs_ceil(now));
+        }
+        i
+    }
+
+    /// Contact `i` imported again while the campaign runs (new consent records): it takes the
+    /// new record and, unless in a call now or done by its retry rules, is looked at again at
+    /// `now` (its caps, retry delay and the policy are checked then, as for any due contact).
+    pub fn replace(&mut self, i: usize, contact: Contact, now: DateTime<Utc>) {
+        if i >= self.contacts.len() {
+            return;
+        }
+        self.contacts[i] = contact;
+        let st = &mut self.states[i];
+        if st.in_flight {
+            // Its report requeues it.
+            return;
+        }
+        st.done = self.retry.gate(&st.attempts) == RetryGate::Done;
+        if !st.done {
+            let at = secs_ceil(now).max(st.not_before);
+            self.enqueue(i, at);
+        }
+    }
+
     /// A dial order from [`Planner::tick`] was not placed after all (the re-check just before
     /// the INVITE refused it, another process holds the contact's lease …): no attempt is
     /// counted; the contact comes back at `retry_at`, or never (`None`).

@@ -2,15 +2,16 @@
 //! an event stream ([`Event`], tokio broadcast) and a [`Counters`] snapshot (tokio watch).
 //! The control API serves these; the CLI's SIGINT is a [`RunHandle::stop`].
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crieur_audit::record::Reason;
 use crieur_engine::Transition;
-use crieur_scheduler::Decision;
+use crieur_scheduler::{Contact, Decision};
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 /// What a run can be told while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,10 @@ pub enum Control {
     /// Hang up every call in progress now (an opt-out being recorded is finished first) and
     /// stop.
     HangUpNow { reason: String },
+    /// Contacts just written to the store (an import into the running campaign): the planner
+    /// takes them (a contact it already holds gets its new consent records and is looked at
+    /// again now); each is dialled, as any, only after the re-check at the INVITE instant.
+    AddContacts(Vec<Contact>),
 }
 
 /// What a run tells its observers, in order.
@@ -120,6 +125,68 @@ pub struct Counters {
     pub stopping: bool,
     /// Calls ended, by recorded outcome.
     pub by_outcome: BTreeMap<String, u64>,
+    /// Contacts due now (waiting for pacing, a call slot or a resume; counted at most once a
+    /// second).
+    pub due_now: u64,
+    /// The earliest instant a queued contact is due (past: due now).
+    pub next_due: Option<DateTime<Utc>>,
+    /// Contacts the planner holds (done or not).
+    pub contacts: u64,
+}
+
+/// The calls in progress by number, each with the token that hangs it up: what lets an
+/// opt-out that arrives from outside (the control API) end the call to that number at once,
+/// without going through the control channel.
+#[derive(Default)]
+pub struct InProgress {
+    calls: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl InProgress {
+    /// Registers a call to `number` about to leave, unless `opted_out` (read under the same
+    /// lock: an opt-out made durable before [`InProgress::hang_up`] is seen either here or
+    /// there, never by neither); `false`: it was cancelled at once.
+    pub(crate) fn register(
+        &self,
+        number: &str,
+        token: CancellationToken,
+        opted_out: impl FnOnce() -> bool,
+    ) -> bool {
+        let Ok(mut calls) = self.calls.lock() else {
+            token.cancel();
+            return false;
+        };
+        calls.insert(number.to_owned(), token.clone());
+        if opted_out() {
+            token.cancel();
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn remove(&self, number: &str) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.remove(number);
+        }
+    }
+
+    /// Hangs up the call in progress to `number` (E.164, as `Display`s it), if any: whether
+    /// there was one. Call it after the opt-out is durable in the store.
+    pub fn hang_up(&self, number: &str) -> bool {
+        match self.calls.lock() {
+            Ok(calls) => calls.get(number).map(CancellationToken::cancel).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    /// How many calls are in progress.
+    pub fn len(&self) -> usize {
+        self.calls.lock().map_or(0, |c| c.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The run's side of the control channel (given to [`crate::run`]).
@@ -127,6 +194,7 @@ pub struct ControlReceiver {
     pub(crate) rx: mpsc::Receiver<Control>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) counters: watch::Sender<Counters>,
+    pub(crate) in_progress: Arc<InProgress>,
 }
 
 /// The controller's side: tell the run what to do, watch it. Cloneable; the run goes on
@@ -136,12 +204,23 @@ pub struct RunHandle {
     tx: mpsc::Sender<Control>,
     events: broadcast::Sender<Event>,
     counters: watch::Receiver<Counters>,
+    in_progress: Arc<InProgress>,
 }
 
 /// The run has returned: it takes no more orders.
 #[derive(Debug, thiserror::Error)]
 #[error("the run has ended")]
 pub struct Ended;
+
+/// Why an order was not taken without waiting.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The control channel is full: try again shortly.
+    #[error("the run's control queue is full")]
+    Full,
+    #[error(transparent)]
+    Ended(#[from] Ended),
+}
 
 /// A control channel holding up to `capacity` orders, and an event stream keeping the last
 /// `capacity` events for a subscriber that lags.
@@ -150,16 +229,19 @@ pub fn control(capacity: usize) -> (RunHandle, ControlReceiver) {
     let (tx, rx) = mpsc::channel(capacity);
     let (events, _) = broadcast::channel(capacity);
     let (counters, watched) = watch::channel(Counters::default());
+    let in_progress = Arc::new(InProgress::default());
     (
         RunHandle {
             tx,
             events: events.clone(),
             counters: watched,
+            in_progress: in_progress.clone(),
         },
         ControlReceiver {
             rx,
             events,
             counters,
+            in_progress,
         },
     )
 }
@@ -174,6 +256,33 @@ impl RunHandle {
     /// when the channel is full or the run has ended.
     pub fn try_send(&self, c: Control) -> bool {
         self.tx.try_send(c).is_ok()
+    }
+
+    /// Sends `c` without waiting, saying why it was not taken.
+    pub fn offer(&self, c: Control) -> Result<(), Refused> {
+        self.tx.try_send(c).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Refused::Full,
+            mpsc::error::TrySendError::Closed(_) => Refused::Ended(Ended),
+        })
+    }
+
+    /// A slot in the control channel, held (so that an order prepared by slow work — an
+    /// import written to the store — cannot then find the channel full).
+    pub fn reserve(&self) -> Result<mpsc::Permit<'_, Control>, Refused> {
+        self.tx.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Refused::Full,
+            mpsc::error::TrySendError::Closed(_) => Refused::Ended(Ended),
+        })
+    }
+
+    /// Whether the run has returned.
+    pub fn is_ended(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// The calls in progress, by number (to hang one up after an opt-out).
+    pub fn in_progress(&self) -> &InProgress {
+        &self.in_progress
     }
 
     pub async fn pause(&self) -> Result<(), Ended> {

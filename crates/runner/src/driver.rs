@@ -51,6 +51,10 @@ pub struct RunOptions {
     pub scope: Scope,
 }
 
+/// The audit log, shared by the run, its call tasks and whoever else writes to it while the
+/// run holds it (the control API's opt-outs and imports).
+pub type SharedLog = Arc<Mutex<AuditLog>>;
+
 /// What a run works on. The caller opens the store and the log (the log's options — its
 /// signing key, checkpoint cadence — are the caller's) and builds the header
 /// ([`crate::header::header`]).
@@ -59,7 +63,7 @@ pub struct Setup {
     /// The run's first record.
     pub header: Record,
     pub store: Arc<dyn Store + Send + Sync>,
-    pub log: AuditLog,
+    pub log: SharedLog,
     /// The log's directory: read back for crash recovery.
     pub audit_dir: PathBuf,
     /// What places the calls.
@@ -123,6 +127,7 @@ struct Shared {
     confirmation: Arc<crieur_media::audio::Message>,
     amd: Option<crieur_media::uac::AmdRequest>,
     hangup_all: CancellationToken,
+    in_progress: Arc<crate::control::InProgress>,
 }
 
 /// Starting an INVITE this close to the end of its decision's validity is not done: the
@@ -170,6 +175,16 @@ impl State<'_> {
         refused: Option<&Reason>,
         dialled: bool,
     ) {
+        let (verdict, reason) = match (decision, refused) {
+            (_, Some(r)) => ("refused", r.code()),
+            (Decision::Dial(_), None) => ("dial", ""),
+            (Decision::Skip(s), None) => (
+                "skip",
+                s.reasons.first().map_or("", |r| Reason::from(r).code()),
+            ),
+        };
+        metrics::counter!("crieur_decisions_total", "verdict" => verdict, "reason" => reason)
+            .increment(1);
         self.emit(Event::Decided {
             contact: contact.id().to_string(),
             at,
@@ -199,10 +214,12 @@ pub async fn run(
         campaign,
         header,
         store,
-        mut log,
+        log: shared_log,
         audit_dir,
         prepared,
     } = setup;
+    let mut guard = lock(&shared_log)?;
+    let log = &mut *guard;
     let one = matches!(opts.scope, Scope::One(_));
     let mut st = State {
         control,
@@ -221,7 +238,7 @@ pub async fn run(
         Err(crieur_audit::Error::Empty(_)) => Vec::new(),
         Err(e) => return Err(e.into()),
     };
-    for r in crieur_dial::reconcile(&*store, &mut log, &entries, start)? {
+    for r in crieur_dial::reconcile(&*store, log, &entries, start)? {
         st.emit(Event::Recovered(r.to_string()));
     }
     let contacts = match &opts.scope {
@@ -252,7 +269,7 @@ pub async fn run(
                     &*store,
                     &mut Evaluator::new(&campaign.policy),
                     planner.contact(i),
-                    &mut log,
+                    log,
                     start,
                     None,
                 )?;
@@ -262,7 +279,8 @@ pub async fn run(
         }
     }
     log.commit()?;
-    let log = Arc::new(Mutex::new(log));
+    drop(guard);
+    let log = shared_log;
     let breaker = campaign
         .trunk
         .as_ref()
@@ -311,6 +329,12 @@ fn note_transition(
         t.at,
         &Record::TrunkBreaker(crieur_dial::fault::breaker_record(&campaign.id, &t, call)),
     )?;
+    metrics::gauge!("crieur_breaker_state", "campaign" => campaign.id.clone()).set(match t.to {
+        crieur_engine::BreakerState::Closed => 0.0,
+        crieur_engine::BreakerState::HalfOpen => 1.0,
+        crieur_engine::BreakerState::Open { .. } => 2.0,
+        crieur_engine::BreakerState::Stopped => 3.0,
+    });
     st.emit(Event::Breaker(Arc::new(t)));
     Ok(())
 }
@@ -338,6 +362,7 @@ async fn event_loop(
         confirmation,
         amd,
         hangup_all: CancellationToken::new(),
+        in_progress: st.control.in_progress.clone(),
     };
     let mut calls: JoinSet<std::result::Result<CallReport, String>> = JoinSet::new();
     let mut placed: HashMap<tokio::task::Id, Placed> = HashMap::new();
@@ -442,6 +467,9 @@ async fn dial_loop(
     let mut last_count: Option<DateTime<Utc>> = None;
     let mut eval = Evaluator::new(&campaign.policy);
     let dial = rules(campaign);
+    // Contact id → planner index, built at the first import into the running campaign.
+    let mut index: Option<HashMap<String, usize>> = None;
+    let mut added: Vec<Contact> = Vec::new();
     loop {
         // Orders first: a pause sent before the run started holds its first tick.
         while st.listening {
@@ -455,6 +483,7 @@ async fn dial_loop(
                     shared,
                     opts,
                     calls.len(),
+                    &mut added,
                 ),
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
                 Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => st.listening = false,
@@ -474,6 +503,14 @@ async fn dial_loop(
         }
         if stopping.is_some() {
             core.stop();
+        }
+        if !added.is_empty() {
+            let index = index.get_or_insert_with(|| {
+                (0..core.planner().len())
+                    .map(|i| (core.contact(i).id().to_string(), i))
+                    .collect()
+            });
+            take_contacts(campaign, store, log, core, st, index, &mut added, t)?;
         }
         if !paused {
             core.handle_timeout(t);
@@ -503,7 +540,11 @@ async fn dial_loop(
                 Output::Dial { contact: i, .. } if failure.is_some() => core.not_dialled(i, None),
                 Output::Dial { contact: i, .. } => {
                     let contact = core.contact(i).clone();
+                    #[allow(clippy::disallowed_methods)]
+                    let t0 = std::time::Instant::now();
                     let (checked, dialled) = dial_one(store, log, &dial, &mut eval, &contact)?;
+                    metrics::histogram!("crieur_store_seconds", "op" => "recheck-and-lease")
+                        .record(t0.elapsed().as_secs_f64());
                     let why = checked.refused.as_ref().map(|(why, _)| why);
                     st.decided(
                         &contact,
@@ -527,7 +568,7 @@ async fn dial_loop(
                 }
             }
         }
-        lock(log)?.commit()?;
+        commit(log)?;
         if !ready.is_empty() {
             test_pause("after-lease");
         }
@@ -540,7 +581,24 @@ async fn dial_loop(
                 number: contact.phone().to_string(),
                 at: sent_at,
             });
-            let handle = calls.spawn(place(shared, campaign, store, log, contact, call.clone()));
+            let stop = shared.hangup_all.child_token();
+            let number = contact.phone().clone();
+            // An opt-out that the control API made durable after this contact's re-check
+            // hangs this call up (here, or through the registry once it is in it).
+            shared
+                .in_progress
+                .register(&number.to_string(), stop.clone(), || {
+                    store.is_opted_out(&number).unwrap_or(true)
+                });
+            let handle = calls.spawn(place(
+                shared,
+                campaign,
+                store,
+                log,
+                contact,
+                call.clone(),
+                stop,
+            ));
             placed.insert(
                 handle.id(),
                 Placed {
@@ -565,7 +623,7 @@ async fn dial_loop(
                 finish(campaign, store, log, core, st, f)?;
             }
         }
-        lock(log)?.commit()?;
+        commit(log)?;
         let t = now();
         while st
             .recent
@@ -579,9 +637,14 @@ async fn dial_loop(
         // Counting what remains is O(contacts): once a second is plenty for a display.
         if last_count.is_none_or(|l| t - l >= chrono::Duration::seconds(1)) {
             st.counters.remaining = core.planner().remaining() as u64;
+            st.counters.due_now = core.due_count(t) as u64;
+            st.counters.contacts = core.planner().len() as u64;
             last_count = Some(t);
         }
+        st.counters.next_due = next;
         st.counters.in_flight = in_flight;
+        metrics::gauge!("crieur_calls_in_progress", "campaign" => campaign.id.clone())
+            .set(in_flight as f64);
         st.counters.calls_per_second = st.recent.len() as f64 / 10.0;
         st.counters.idle_until = next.filter(|n| *n > t && in_flight == 0);
         st.counters.trunk = core.health().describe();
@@ -648,7 +711,17 @@ async fn dial_loop(
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
             c = st.control.rx.recv(), if st.listening => match c {
-                Some(c) => obey(c, &mut paused, &mut stopping, st, core, shared, opts, calls.len()),
+                Some(c) => obey(
+                    c,
+                    &mut paused,
+                    &mut stopping,
+                    st,
+                    core,
+                    shared,
+                    opts,
+                    calls.len(),
+                    &mut added,
+                ),
                 // Every handle dropped: the run goes on, unattended.
                 None => st.listening = false,
             },
@@ -667,8 +740,10 @@ fn obey(
     shared: &Shared,
     opts: &RunOptions,
     in_flight: usize,
+    added: &mut Vec<Contact>,
 ) {
     match c {
+        Control::AddContacts(cs) => added.extend(cs),
         Control::Pause => {
             if !*paused {
                 *paused = true;
@@ -763,6 +838,7 @@ fn place(
     log: &Arc<Mutex<AuditLog>>,
     contact: Contact,
     call: String,
+    stop: CancellationToken,
 ) -> impl std::future::Future<Output = std::result::Result<CallReport, String>> + Send + 'static {
     let req = CallRequest {
         number: contact.phone().to_string(),
@@ -771,7 +847,7 @@ fn place(
         opt_out_key: campaign.opt_out_key,
         not_interested_key: campaign.not_interested_key,
         keep_received_audio: false,
-        stop: Some(shared.hangup_all.child_token()),
+        stop: Some(stop),
         lead_in: campaign.lead_in,
         amd: shared.amd.clone(),
     };
@@ -788,6 +864,8 @@ fn place(
                 Box::pin(async move {
                     let how = format!("key {digit} by {}", method.as_str());
                     let at = now();
+                    #[allow(clippy::disallowed_methods)]
+                    let t0 = std::time::Instant::now();
                     tokio::task::spawn_blocking(move || {
                         store
                             .add_opt_out(&phone, at, &how)
@@ -805,7 +883,10 @@ fn place(
                             }),
                         )
                         .map(|_| ())
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string())?;
+                        metrics::histogram!("crieur_optout_durable_seconds", "via" => "key")
+                            .record(t0.elapsed().as_secs_f64());
+                        Ok(())
                     })
                     .await
                     .map_err(|e| e.to_string())?
@@ -828,6 +909,58 @@ fn lock(log: &Arc<Mutex<AuditLog>>) -> Result<std::sync::MutexGuard<'_, AuditLog
     log.lock().map_err(|_| Error::Poisoned("audit log"))
 }
 
+/// The tick's commit (fsync), timed.
+fn commit(log: &Arc<Mutex<AuditLog>>) -> Result<()> {
+    #[allow(clippy::disallowed_methods)]
+    let t0 = std::time::Instant::now();
+    lock(log)?.commit()?;
+    metrics::histogram!("crieur_audit_commit_seconds").record(t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Contacts imported into the running campaign ([`Control::AddContacts`]): each with its
+/// history from the store, into the planner (a contact it holds takes its new consent
+/// records); a damaged history is recorded as a skip, as at the start of the run.
+#[allow(clippy::too_many_arguments)]
+fn take_contacts(
+    campaign: &Campaign,
+    store: &Arc<dyn Store + Send + Sync>,
+    log: &Arc<Mutex<AuditLog>>,
+    core: &mut Core<'_>,
+    st: &mut State<'_>,
+    index: &mut HashMap<String, usize>,
+    added: &mut Vec<Contact>,
+    t: DateTime<Utc>,
+) -> Result<()> {
+    for c in added.drain(..) {
+        let id = c.id().to_string();
+        if let Some(&i) = index.get(&id) {
+            core.replace_contact(i, c, t);
+            continue;
+        }
+        match history(&**store, &c)? {
+            Ok(h) => {
+                let i = core.add_contact(c, to_attempts(&h, &campaign.id), t);
+                index.insert(id, i);
+            }
+            Err(_) => {
+                let dial = rules(campaign);
+                let (d, why) = record_skip(
+                    &dial,
+                    &**store,
+                    &mut Evaluator::new(&campaign.policy),
+                    &c,
+                    &mut *lock(log)?,
+                    t,
+                    None,
+                )?;
+                st.decided(&c, t, &d, why.as_ref(), false);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A call ended: store, audit, planner, counters, the trunk's breaker.
 fn finish(
     campaign: &Campaign,
@@ -839,6 +972,7 @@ fn finish(
 ) -> Result<()> {
     let ended = crieur_dial::to_micros(now());
     let contact = core.contact(f.contact).clone();
+    shared_remove(st, &contact);
     let verdict = crieur_dial::fault::verdict(&f.report);
     let uncounted = core.uncounted(f.contact, &verdict);
     let outcome = match &f.report {
@@ -868,6 +1002,20 @@ fn finish(
         contact: contact.id().to_string(),
         source,
     })?;
+    metrics::histogram!("crieur_store_seconds", "op" => "finish-call")
+        .record((now() - ended).to_std().unwrap_or_default().as_secs_f64());
+    let cid = campaign.id.clone();
+    metrics::counter!("crieur_calls_total", "campaign" => cid.clone(), "outcome" => outcome.clone())
+        .increment(1);
+    if let Ok(r) = &f.report {
+        if let Some(d) = r.answer_to_first_audio {
+            metrics::histogram!("crieur_answer_to_first_audio_seconds").record(d.as_secs_f64());
+        }
+        if r.rtp_sent > 0 {
+            metrics::histogram!("crieur_rtp_send_lateness_seconds")
+                .record(f64::from(r.send_lateness_max_us) / 1e6);
+        }
+    }
     let c = &mut st.counters;
     let mut late_opt_out = None;
     if let Ok(r) = &f.report {
@@ -898,6 +1046,8 @@ fn finish(
     let scheduled = AttemptOutcome::from_record(&outcome);
     if scheduled == AttemptOutcome::TrunkFault {
         c.trunk_refused += 1;
+        metrics::counter!("crieur_trunk_faults_total", "campaign" => cid, "fault" => outcome.clone())
+            .increment(1);
     }
     st.emit(Event::Ended {
         call: f.call.clone(),
@@ -924,6 +1074,11 @@ fn finish(
         });
     }
     Ok(())
+}
+
+/// A call's end: its number leaves the registry of calls in progress.
+fn shared_remove(st: &State<'_>, contact: &Contact) {
+    st.control.in_progress.remove(&contact.phone().to_string());
 }
 
 /// Whether the crash tests asked to stop at `point`.

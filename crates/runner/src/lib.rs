@@ -18,8 +18,10 @@ mod driver;
 pub mod header;
 pub mod prepare;
 
-pub use control::{control, Control, ControlReceiver, Counters, Event, RunHandle};
-pub use driver::{run, Done, Refusal, RunOptions, Scope, Setup, Summary};
+pub use control::{
+    control, Control, ControlReceiver, Counters, Ended, Event, InProgress, Refused, RunHandle,
+};
+pub use driver::{run, Done, Refusal, RunOptions, Scope, Setup, SharedLog, Summary};
 pub use prepare::{prepare, rules, Prepared};
 
 use crieur_config::input::InputErrors;

@@ -40,7 +40,7 @@ fn setup(dir: &Scratch, port: u16) -> Setup {
         prepared: crieur_runner::prepare(&campaign).unwrap_or_else(|e| panic!("{e}")),
         campaign: Arc::new(campaign),
         store: Arc::new(store),
-        log,
+        log: Arc::new(Mutex::new(log)),
         audit_dir,
     }
 }

@@ -1,0 +1,782 @@
+//! The HTTP API (`docs/openapi.yaml`), on axum.
+//!
+//! **Tokens.** Every change (any method but `GET`/`HEAD`) needs `Authorization: Bearer
+//! <token>`; on an address that is not loopback every request does, but for the dashboard's
+//! page and the OpenAPI file (static, no data). No or a wrong token: 401.
+//!
+//! **The dial loop is never held up.** Orders to a run go through its bounded control channel
+//! without waiting (full: 503 with `Retry-After: 1`, nothing done); store and audit writes
+//! run on tokio's blocking pool, at most [`WRITES`] at once (more: 503, nothing written); an
+//! import reserves its slot in the control channel before it writes anything. The event
+//! stream is a broadcast that skips what a slow subscriber lags behind (it is told how many).
+//! The audit log is one: an opt-out's durable record shares its lock with the dial loop's
+//! commits (measured: `BENCHMARKS.md`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use crieur_audit::record::{ImportRecord, OptOutListChange};
+use crieur_audit::Record;
+use crieur_config::campaign::Campaign;
+use crieur_config::{InputError, InputErrors};
+use crieur_runner::{Control, Refused, RunHandle, SharedLog};
+use crieur_scheduler::{ContactId, Evaluator, E164};
+use crieur_store::Store;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::feed::{counters_json, event_json, Feed};
+use crate::now;
+
+/// Store and audit writes in progress at most; more are refused with 503.
+pub const WRITES: usize = 32;
+/// The largest request body (a contacts CSV): 64 MiB.
+pub const BODY_LIMIT: usize = 64 << 20;
+
+/// A campaign this process runs.
+pub struct Served {
+    pub campaign: Arc<Campaign>,
+    pub handle: RunHandle,
+    pub feed: Arc<Feed>,
+    /// What is counted over the whole campaign now and then ([`Ctx::refresh`]).
+    pub snapshot: Mutex<Option<Snapshot>>,
+}
+
+/// Counts over every contact of a campaign (O(contacts): refreshed in the background).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Snapshot {
+    pub at: DateTime<Utc>,
+    pub contacts: usize,
+    /// Contacts no consent record, rule or schedule lets be called within the horizon.
+    pub never_callable: usize,
+    /// Contacts whose number is on the opt-out list.
+    pub opted_out: usize,
+}
+
+/// What the API serves.
+pub struct Ctx {
+    store: Arc<dyn Store + Send + Sync>,
+    log: SharedLog,
+    campaigns: BTreeMap<String, Served>,
+    token_hash: [u8; 32],
+    loopback: bool,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    writes: Semaphore,
+}
+
+impl Ctx {
+    /// The API of the process that holds `store` and `log` and runs `campaigns`, listening on
+    /// `listen` with `token`.
+    pub fn new(
+        store: Arc<dyn Store + Send + Sync>,
+        log: SharedLog,
+        campaigns: Vec<Served>,
+        token: &str,
+        listen: SocketAddr,
+    ) -> Ctx {
+        Ctx {
+            store,
+            log,
+            campaigns: campaigns
+                .into_iter()
+                .map(|s| (s.campaign.id.clone(), s))
+                .collect(),
+            token_hash: Sha256::digest(token.as_bytes()).into(),
+            loopback: listen.ip().is_loopback(),
+            metrics: crate::metrics::install(),
+            writes: Semaphore::new(WRITES),
+        }
+    }
+
+    /// Counts what needs every contact (never callable, opted out) for each campaign served.
+    pub fn refresh(&self) {
+        for s in self.campaigns.values() {
+            let Ok(contacts) = self.store.contacts(&s.campaign.id) else {
+                continue;
+            };
+            let at = now();
+            let never =
+                crieur_config::check::never_callable_all(&s.campaign.policy, &contacts, at).len();
+            let opted_out = contacts
+                .iter()
+                .filter(|c| self.store.is_opted_out(c.phone()).unwrap_or(false))
+                .count();
+            if let Ok(mut snap) = s.snapshot.lock() {
+                *snap = Some(Snapshot {
+                    at,
+                    contacts: contacts.len(),
+                    never_callable: never,
+                    opted_out,
+                });
+            }
+        }
+    }
+
+    fn served(&self, id: &str) -> Result<&Served, ApiError> {
+        self.campaigns
+            .get(id)
+            .ok_or_else(|| ApiError::not_found(format!("no campaign `{id}` is running here")))
+    }
+}
+
+/// Refreshes [`Ctx::refresh`]'s counts every `every`, on the blocking pool, until the task is
+/// dropped.
+pub async fn refresh_loop(ctx: Arc<Ctx>, every: Duration) {
+    loop {
+        let c = ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || c.refresh()).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// An error answer: a status and a JSON body `{"error": …, "errors": [located …]}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": msg.into() }),
+        }
+    }
+    fn not_found(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, msg)
+    }
+    fn bad(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, msg)
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "control API");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+    fn busy(queue: &'static str) -> ApiError {
+        ::metrics::counter!("crieur_api_rejected_total", "queue" => queue).increment(1);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the {queue} queue is full: retry shortly"),
+        )
+    }
+    fn refused(r: Refused) -> ApiError {
+        match r {
+            Refused::Full => ApiError::busy("control"),
+            Refused::Ended(_) => ApiError::new(StatusCode::CONFLICT, "the run has ended"),
+        }
+    }
+}
+
+/// Located input errors, as the command line prints them, one object each.
+pub fn input_errors(e: &InputErrors) -> ApiError {
+    let errors: Vec<Value> =
+        e.0.iter()
+            .map(|e| {
+                json!({
+                    "file": e.file.display().to_string(),
+                    "line": e.line,
+                    "column": e.column,
+                    "field": e.field,
+                    "value": e.value,
+                    "message": e.message,
+                    "text": e.to_string(),
+                })
+            })
+            .collect();
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        body: json!({ "error": e.to_string(), "errors": errors }),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"crieur\""),
+            );
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The routes, behind the token check.
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/openapi.yaml", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/api/campaigns", get(campaigns))
+        .route("/api/campaigns/{id}", get(campaign))
+        .route("/api/campaigns/{id}/calls", get(calls))
+        .route("/api/campaigns/{id}/contacts", post(import))
+        .route("/api/campaigns/{id}/contacts/{contact}", get(contact))
+        .route("/api/campaigns/{id}/pause", post(pause))
+        .route("/api/campaigns/{id}/resume", post(resume))
+        .route("/api/campaigns/{id}/stop", post(stop))
+        .route("/api/events", get(events))
+        .route("/api/optouts", post(optout_add))
+        .route("/api/optouts/import", post(optout_import))
+        .route(
+            "/api/optouts/{number}",
+            get(optout_check).delete(optout_remove),
+        )
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(ctx.clone(), auth))
+        .with_state(ctx)
+}
+
+/// Serves the API on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) -> std::io::Result<()> {
+    axum::serve(listener, router(ctx)).await
+}
+
+/// Whether `headers` carry the token (compared by digest, in constant time).
+fn authorised(ctx: &Ctx, headers: &HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let d: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+    d.iter()
+        .zip(ctx.token_hash.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+async fn auth(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Response {
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let static_page = matches!(req.uri().path(), "/" | "/openapi.yaml");
+    let open = read && (ctx.loopback || static_page);
+    let r = if open || authorised(&ctx, req.headers()) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid token is needed: Authorization: Bearer <token>",
+        )
+        .into_response()
+    };
+    ::metrics::counter!("crieur_api_requests_total", "status" => r.status().as_str().to_owned())
+        .increment(1);
+    r
+}
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        DASHBOARD,
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI)
+}
+
+async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
+    let text = ctx.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+fn state_json(s: &Served) -> Value {
+    let c = s.handle.counters();
+    let mut v = counters_json(&c);
+    let t = now();
+    // Naive: what remains at the rate of the last 10 s.
+    let estimated_end = (c.calls_per_second > 0.0 && c.remaining > 0).then(|| {
+        let secs = (c.remaining as f64 / c.calls_per_second).min(1e9) as i64;
+        (t + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.insert("id".into(), json!(s.campaign.id));
+        o.insert("name".into(), json!(s.campaign.name));
+        o.insert("running".into(), json!(!s.handle.is_ended()));
+        o.insert("estimated_end".into(), json!(estimated_end));
+        let snap = s.snapshot.lock().ok().and_then(|g| g.clone());
+        o.insert(
+            "never_callable".into(),
+            json!(snap.as_ref().map(|s| s.never_callable)),
+        );
+        o.insert(
+            "opted_out_contacts".into(),
+            json!(snap.as_ref().map(|s| s.opted_out)),
+        );
+        o.insert(
+            "counted_at".into(),
+            json!(snap.map(|s| s.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))),
+        );
+    }
+    v
+}
+
+async fn campaigns(State(ctx): State<Arc<Ctx>>) -> ApiResult<Json<Value>> {
+    let list: Vec<Value> = ctx.campaigns.values().map(state_json).collect();
+    Ok(Json(json!({ "campaigns": list })))
+}
+
+async fn campaign(
+    State(ctx): State<Arc<Ctx>>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(state_json(ctx.served(&id)?)))
+}
+
+#[derive(serde::Deserialize)]
+struct CallsQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn calls(
+    State(ctx): State<Arc<Ctx>>,
+    UrlPath(id): UrlPath<String>,
+    q: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<crate::feed::Page>> {
+    let s = ctx.served(&id)?;
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(s.feed.since(q.since, limit)))
+}
+
+/// Runs `f` on the blocking pool, holding one of the [`WRITES`] slots (none free: 503).
+async fn write<T: Send + 'static>(
+    ctx: &Arc<Ctx>,
+    f: impl FnOnce(&Ctx) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let permit = ctx
+        .writes
+        .try_acquire()
+        .map_err(|_| ApiError::busy("write"))?;
+    let c = ctx.clone();
+    let r = tokio::task::spawn_blocking(move || f(&c))
+        .await
+        .map_err(ApiError::internal)?;
+    drop(permit);
+    r
+}
+
+async fn contact(
+    State(ctx): State<Arc<Ctx>>,
+    UrlPath((id, contact)): UrlPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let campaign = ctx.served(&id)?.campaign.clone();
+    let cid = ContactId::new(contact.clone()).map_err(|e| ApiError::bad(e.to_string()))?;
+    let c = ctx.clone();
+    tokio::task::spawn_blocking(move || -> ApiResult<Json<Value>> {
+        let store = &*c.store;
+        let Some(k) = store.contact(&id, &cid).map_err(ApiError::internal)? else {
+            return Err(ApiError::not_found(format!(
+                "no contact `{contact}` in campaign `{id}`"
+            )));
+        };
+        let t = now();
+        let rules = crieur_runner::rules(&campaign);
+        let gate =
+            crieur_dial::protocol::gate(&rules, store, &k, t).map_err(ApiError::internal)?;
+        let decision = Evaluator::new(&campaign.policy).decide(&k, t);
+        let next_eligible = match (&gate.refused, &decision) {
+            (Some((_, until)), _) => *until,
+            (None, crieur_scheduler::Decision::Dial(_)) => Some(t),
+            (None, crieur_scheduler::Decision::Skip(s)) => s.next_eligible,
+        };
+        let attempt = crieur_dial::protocol::attempt_number(&gate.history, &id);
+        let explain = crieur_audit::build::decision_record(
+            &k,
+            &decision,
+            crieur_audit::build::DecisionInputs {
+                campaign: &id,
+                now: t,
+                history: gate.history.clone(),
+                opted_out: gate.opted_out,
+                refused: gate.refused.as_ref().map(|(why, _)| why.clone()),
+                attempt,
+            },
+        );
+        Ok(Json(json!({
+            "campaign": id,
+            "contact": k.id().to_string(),
+            "number": k.phone().to_string(),
+            "opted_out": gate.opted_out,
+            "dialable_now": gate.refused.is_none() && matches!(decision, crieur_scheduler::Decision::Dial(_)),
+            "next_eligible": next_eligible.map(|n| n.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "attempts": gate.history.iter().map(|a| json!({
+                "campaign": a.campaign, "at": a.at, "ended": a.ended, "outcome": a.outcome,
+            })).collect::<Vec<_>>(),
+            "explain": serde_json::to_value(&explain).map_err(ApiError::internal)?,
+        })))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+fn order(ctx: &Ctx, id: &str, c: Control, what: &str) -> ApiResult<(StatusCode, Json<Value>)> {
+    ctx.served(id)?.handle.offer(c).map_err(ApiError::refused)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "campaign": id, "order": what })),
+    ))
+}
+
+async fn pause(
+    State(ctx): State<Arc<Ctx>>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    order(&ctx, &id, Control::Pause, "pause")
+}
+
+async fn resume(
+    State(ctx): State<Arc<Ctx>>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    order(&ctx, &id, Control::Resume, "resume")
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    /// Seconds the calls in progress get (default: the run's `--drain-secs`).
+    drain_secs: Option<u64>,
+    reason: Option<String>,
+}
+
+/// A JSON body, or 400 saying where it is malformed (an empty body: `T::default()`).
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(format!(
+            "malformed JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+async fn stop(
+    State(ctx): State<Arc<Ctx>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    ctx.served(&id)?;
+    let b: StopBody = json_body(&body)?;
+    let reason = b
+        .reason
+        .map(|r| format!("stopped through the API: {}", cap(&r)))
+        .unwrap_or_else(|| "stopped through the API".into());
+    order(
+        &ctx,
+        &id,
+        Control::Stop {
+            reason,
+            drain: b.drain_secs.map(Duration::from_secs),
+        },
+        "stop",
+    )
+}
+
+/// A free-text field, capped (it goes into the audit log).
+fn cap(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+#[derive(serde::Deserialize)]
+struct ImportQuery {
+    /// The name the errors are located in (default `<request body>`).
+    file: Option<String>,
+    delimiter: Option<char>,
+    default_region: Option<String>,
+}
+
+async fn import(
+    State(ctx): State<Arc<Ctx>>,
+    UrlPath(id): UrlPath<String>,
+    q: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let served = ctx.served(&id)?;
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let file = q.file.unwrap_or_else(|| "<request body>".into());
+    let mut opts = crieur_config::contacts::Options::default();
+    if let Some(d) = q.delimiter {
+        opts.delimiter = u8::try_from(d)
+            .ok()
+            .filter(|d| d.is_ascii() && *d != b'"')
+            .ok_or_else(|| ApiError::bad("delimiter: expected one ASCII character"))?;
+    }
+    if let Some(r) = &q.default_region {
+        opts.default_region = Some(r.to_ascii_uppercase().parse().map_err(|_| {
+            ApiError::bad("default_region: expected a region code such as FR (ISO 3166-1 alpha-2)")
+        })?);
+    }
+    // The run's slot first: once written, the contacts must reach its planner.
+    let permit = match served.handle.reserve() {
+        Ok(p) => Some(p),
+        Err(Refused::Ended(_)) => None,
+        Err(Refused::Full) => return Err(ApiError::busy("control")),
+    };
+    let campaign = served.campaign.clone();
+    let (contacts, v) = write(&ctx, move |c| {
+        let loaded = crieur_config::contacts::parse(Path::new(&file), &opts, &body)
+            .map_err(|e| input_errors(&e))?;
+        let stats = c
+            .store
+            .upsert_contacts(&campaign.id, &loaded.contacts)
+            .map_err(ApiError::internal)?;
+        let at = now();
+        let mut log = c
+            .log
+            .lock()
+            .map_err(|_| ApiError::internal("audit log lock poisoned"))?;
+        log.append_durable(
+            at,
+            &Record::Import(ImportRecord {
+                campaign: campaign.id.clone(),
+                file: file.clone(),
+                sha256: hex::encode(loaded.sha256),
+                rows: loaded.rows,
+                created: stats.created,
+                updated: stats.updated,
+                consents_added: stats.consents_added,
+                rejected: 0,
+            }),
+        )
+        .map_err(ApiError::internal)?;
+        let v = json!({
+            "campaign": campaign.id,
+            "rows": loaded.rows,
+            "created": stats.created,
+            "updated": stats.updated,
+            "consents_added": stats.consents_added,
+        });
+        Ok((loaded.contacts, v))
+    })
+    .await?;
+    if let Some(p) = permit {
+        p.send(Control::AddContacts(contacts));
+    }
+    Ok(Json(v))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OptOutBody {
+    number: Option<String>,
+    source: Option<String>,
+}
+
+fn source_of(s: Option<&str>) -> String {
+    match s.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => format!("api: {}", cap(s)),
+        None => "api".into(),
+    }
+}
+
+/// Adds `numbers` to the opt-out list, durable in the store and the audit log before it
+/// returns; then hangs up any call in progress to one of them. (new, hung up).
+fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, usize)> {
+    #[allow(clippy::disallowed_methods)]
+    let t0 = std::time::Instant::now();
+    let at = now();
+    let new = c
+        .store
+        .add_opt_outs(numbers, at, source)
+        .map_err(ApiError::internal)?;
+    audit_change(c, "add", numbers, source, at)?;
+    ::metrics::histogram!("crieur_optout_durable_seconds", "via" => "api")
+        .record(t0.elapsed().as_secs_f64());
+    let mut hung_up = 0;
+    for n in numbers {
+        let n = n.to_string();
+        for s in c.campaigns.values() {
+            hung_up += usize::from(s.handle.in_progress().hang_up(&n));
+        }
+    }
+    Ok((new, hung_up))
+}
+
+fn audit_change(
+    c: &Ctx,
+    action: &str,
+    numbers: &[E164],
+    source: &str,
+    at: DateTime<Utc>,
+) -> ApiResult<()> {
+    let mut log = c
+        .log
+        .lock()
+        .map_err(|_| ApiError::internal("audit log lock poisoned"))?;
+    log.append_durable(
+        at,
+        &Record::OptOutListChange(OptOutListChange {
+            action: action.into(),
+            numbers: numbers.iter().map(ToString::to_string).collect(),
+            source: source.into(),
+            at,
+        }),
+    )
+    .map_err(ApiError::internal)?;
+    Ok(())
+}
+
+fn number(s: &str, file: &str) -> ApiResult<E164> {
+    crieur_config::optouts::number(s, Path::new(file), None).map_err(|e| input_errors(&e))
+}
+
+async fn optout_add(State(ctx): State<Arc<Ctx>>, body: Bytes) -> ApiResult<Json<Value>> {
+    let b: OptOutBody = json_body(&body)?;
+    let raw = b
+        .number
+        .ok_or_else(|| ApiError::bad("malformed JSON: `number` is missing"))?;
+    let n = number(&raw, "<request body: number>")?;
+    let source = source_of(b.source.as_deref());
+    let shown = n.to_string();
+    let (new, hung_up) = write(&ctx, move |c| add_opt_outs(c, &[n], &source)).await?;
+    Ok(Json(json!({
+        "number": shown,
+        "new": new > 0,
+        "durable": true,
+        "hung_up": hung_up,
+    })))
+}
+
+async fn optout_check(
+    State(ctx): State<Arc<Ctx>>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let n = number(&raw, "<request path: number>")?;
+    let c = ctx.clone();
+    let listed = tokio::task::spawn_blocking(move || c.store.is_opted_out(&n))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "number": raw.trim(), "opted_out": listed })))
+}
+
+async fn optout_remove(
+    State(ctx): State<Arc<Ctx>>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let n = number(&raw, "<request path: number>")?;
+    let shown = n.to_string();
+    let removed = write(&ctx, move |c| {
+        let removed = c.store.remove_opt_out(&n).map_err(ApiError::internal)?;
+        if removed {
+            audit_change(c, "remove", &[n], "api", now())?;
+        }
+        Ok(removed)
+    })
+    .await?;
+    Ok(Json(json!({ "number": shown, "removed": removed })))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    file: Option<String>,
+}
+
+async fn optout_import(
+    State(ctx): State<Arc<Ctx>>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let file = q.file.unwrap_or_else(|| "<request body>".into());
+    let path = Path::new(&file);
+    let text = crieur_config::input::text_of(path, body.to_vec())
+        .map_err(|e| input_errors(&InputErrors(vec![*e])))?;
+    let (numbers, errors): (Vec<E164>, Vec<InputError>) = crieur_config::optouts::list(&text, path);
+    if !errors.is_empty() {
+        return Err(input_errors(&InputErrors(errors)));
+    }
+    let source = format!("api: import {}", cap(&file));
+    let count = numbers.len();
+    let (new, hung_up) = write(&ctx, move |c| add_opt_outs(c, &numbers, &source)).await?;
+    Ok(Json(json!({
+        "numbers": count,
+        "new": new,
+        "durable": true,
+        "hung_up": hung_up,
+    })))
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    campaign: Option<String>,
+}
+
+async fn events(
+    State(ctx): State<Arc<Ctx>>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let chosen: Vec<&Served> = match &q.campaign {
+        Some(id) => vec![ctx.served(id)?],
+        None => ctx.campaigns.values().collect(),
+    };
+    let streams = chosen.into_iter().map(|s| {
+        let id = s.campaign.id.clone();
+        stream::unfold((s.handle.subscribe(), id), |(mut rx, id)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => {
+                        if let Some(v) = event_json(&id, &e) {
+                            let kind = v["type"].as_str().unwrap_or("event").to_owned();
+                            let ev = SseEvent::default().event(kind).data(v.to_string());
+                            return Some((Ok(ev), (rx, id)));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let v = json!({"type": "lagged", "campaign": id, "skipped": n});
+                        let ev = SseEvent::default().event("lagged").data(v.to_string());
+                        return Some((Ok(ev), (rx, id)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed()
+    });
+    Ok(Sse::new(stream::select_all(streams)).keep_alive(KeepAlive::default()))
+}
