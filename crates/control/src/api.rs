@@ -102,6 +102,13 @@ impl Ctx {
         }
     }
 
+    /// At most `n` store and audit writes at once (default [`WRITES`]); more are refused with
+    /// 503.
+    pub fn with_write_slots(mut self, n: usize) -> Ctx {
+        self.writes = Semaphore::new(n);
+        self
+    }
+
     /// Counts what needs every contact (never callable, opted out) for each campaign served.
     pub fn refresh(&self) {
         for s in self.campaigns.values() {
@@ -227,6 +234,7 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/", get(dashboard))
+        .route("/dashboard.js", get(dashboard_js))
         .route("/openapi.yaml", get(openapi))
         .route("/metrics", get(metrics))
         .route("/api/campaigns", get(campaigns))
@@ -272,8 +280,10 @@ fn authorised(ctx: &Ctx, headers: &HeaderMap) -> bool {
 
 async fn auth(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Response {
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
-    let static_page = matches!(req.uri().path(), "/" | "/openapi.yaml");
-    let open = read && (ctx.loopback || static_page);
+    let static_page = matches!(req.uri().path(), "/" | "/dashboard.js" | "/openapi.yaml");
+    // A token given must be right, even where none is needed.
+    let given = req.headers().contains_key(header::AUTHORIZATION);
+    let open = read && (ctx.loopback || static_page) && !given;
     let r = if open || authorised(&ctx, req.headers()) {
         next.run(req).await
     } else {
@@ -297,10 +307,19 @@ async fn dashboard() -> impl IntoResponse {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+                "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'",
             ),
         ],
         DASHBOARD,
+    )
+}
+
+const DASHBOARD_JS: &str = include_str!("dashboard.js");
+
+async fn dashboard_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        DASHBOARD_JS,
     )
 }
 

@@ -197,6 +197,14 @@ pub struct ControlReceiver {
     pub(crate) in_progress: Arc<InProgress>,
 }
 
+impl ControlReceiver {
+    /// An order waiting, if any (for a caller that reads the orders itself instead of
+    /// handing them to [`crate::run`]).
+    pub fn try_recv(&mut self) -> Option<Control> {
+        self.rx.try_recv().ok()
+    }
+}
+
 /// The controller's side: tell the run what to do, watch it. Cloneable; the run goes on
 /// when every handle is dropped.
 #[derive(Clone)]
