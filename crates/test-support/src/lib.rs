@@ -1,7 +1,8 @@
 //! The test harness shared by crieur's test suites (a dev-dependency only): sipp, the
 //! independent SIP implementation the tests call, started on 127.0.0.1 on free ports and
 //! stopped on drop ([`Sipp`]); scratch directories with recordings and campaign files
-//! ([`Scratch`], [`CampaignToml`], [`tone_wav`]).
+//! ([`Scratch`], [`CampaignToml`], [`tone_wav`]); headless Chromium over the DevTools
+//! protocol ([`cdp`]).
 //!
 //! Tests fail loudly here (a harness that cannot start sipp or write a file panics with why):
 //! `unwrap`-style panics are the point of a test helper.
@@ -9,6 +10,7 @@
 // A test harness bounds its waits with the wall clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod cdp;
 pub mod scenario;
 
 use std::net::{SocketAddr, UdpSocket};

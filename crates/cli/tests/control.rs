@@ -1,0 +1,598 @@
+//! Operating a live `crieur run` against sipp (a real SIP peer on 127.0.0.1) through its
+//! control API, the command line and the dashboard in headless Chromium:
+//!
+//! * an opt-out added mid-run (API) hangs its call in progress up at once, and one added
+//!   through `crieur optout add` (which finds the running owner and goes through its API
+//!   instead of failing on the store's lock) is never dialled: refused at the INVITE instant;
+//! * contacts imported mid-run with `crieur import` are dialled by the running campaign; a
+//!   bad file is refused with the located errors and writes nothing;
+//! * a pause stops new INVITEs within a second, a resume restarts them, a stop ends the run
+//!   cleanly (its owner file removed, the log verifies and replays clean);
+//! * the dashboard loads during a run, its counters change, its pause button stops dialling.
+//!
+//! Every endpoint and error of the OpenAPI file is exercised in
+//! `crates/control/tests/contract.rs`.
+#![allow(clippy::disallowed_methods)] // a test bounds its waits with the wall clock
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use crieur_test_support::cdp::Browser;
+use crieur_test_support::scenario::{answer_scenario, BYE_200};
+use crieur_test_support::{free_port, text, tone_wav, CampaignToml, Sipp, CONTACTS_HEADER};
+use serde_json::Value;
+
+fn number(i: usize) -> String {
+    format!("+33615{i:06}")
+}
+
+fn csv(from: usize, to: usize) -> String {
+    let mut s = CONTACTS_HEADER.to_owned();
+    for i in from..to {
+        s.push_str(&format!(
+            "k{i:03},{},,daily 00:00-24:00,2020-01-01T00:00:00Z,,,test,p\n",
+            number(i)
+        ));
+    }
+    s
+}
+
+fn crieur(dir: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("crieur {args:?} did not end in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `crieur run` against sipp, with its control API.
+struct Live {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    _sipp: Sipp,
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+    campaign: String,
+}
+
+impl Live {
+    /// `contacts` imported, then a run at `cps` calls per second, `max` at once, each call a
+    /// `message_secs` message sipp listens to until we hang up.
+    fn start(contacts: usize, cps: u32, max: u32, message_secs: f32) -> Live {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let d = dir.path();
+        tone_wav(&d.join("msg.wav"), message_secs);
+        tone_wav(&d.join("confirm.wav"), 0.5);
+        let port = free_port();
+        std::fs::write(
+            d.join("c.toml"),
+            CampaignToml::new("live", port)
+                .ring_timeout_secs(15)
+                .pacing(cps, max)
+                .build(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("k.csv"), csv(0, contacts)).unwrap_or_else(|e| panic!("{e}"));
+        let o = crieur(
+            d,
+            &[
+                "import",
+                "--campaign",
+                "c.toml",
+                "--store",
+                "store",
+                "--contacts",
+                "k.csv",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let sipp = Sipp::scenario(&answer_scenario("0 101", BYE_200))
+            .in_dir(d, "uas")
+            .port(port)
+            .calls(10_000)
+            .timeout_secs(150)
+            .start();
+        let out = std::fs::File::create(d.join("run.out")).unwrap_or_else(|e| panic!("{e}"));
+        let err = std::fs::File::create(d.join("run.err")).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_crieur"))
+            .args(["run", "--campaign", "c.toml", "--store", "store"])
+            .current_dir(d)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let owner_file = d.join("store/owner.json");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let owner: Value = loop {
+            if let Some(v) = std::fs::read_to_string(&owner_file)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+            {
+                break v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no owner file: {}",
+                std::fs::read_to_string(d.join("run.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let token_file = PathBuf::from(owner["token_file"].as_str().unwrap_or_default());
+        let token = std::fs::read_to_string(&token_file)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim()
+            .to_owned();
+        assert!(
+            !owner.to_string().contains(&token),
+            "the owner file holds the token"
+        );
+        Live {
+            base: format!("http://{}", owner["address"].as_str().unwrap_or_default()),
+            token,
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(20)))
+                .build()
+                .into(),
+            campaign: owner["campaigns"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            dir,
+            child: Some(child),
+            _sipp: sipp,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn get(&self, url: &str) -> Value {
+        let mut r = self
+            .agent
+            .get(format!("{}{url}", self.base))
+            .call()
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(r.status(), 200, "{url}");
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// POST `body` (JSON) to `url` with the token: (status, answer).
+    fn post(&self, url: &str, body: &str, token: bool) -> (u16, Value) {
+        let mut req = self
+            .agent
+            .post(format!("{}{url}", self.base))
+            .header("Content-Type", "application/json");
+        if token {
+            req = req.header("Authorization", format!("Bearer {}", self.token));
+        }
+        let mut r = req.send(body).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = r.status().as_u16();
+        let v = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    fn state(&self) -> Value {
+        self.get(&format!("/api/campaigns/{}", self.campaign))
+    }
+
+    /// Every call event so far.
+    fn calls(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut since = 0;
+        loop {
+            let p = self.get(&format!(
+                "/api/campaigns/{}/calls?since={since}&limit=1000",
+                self.campaign
+            ));
+            let page = p["calls"].as_array().cloned().unwrap_or_default();
+            if page.is_empty() {
+                return out;
+            }
+            since = p["next"].as_u64().unwrap_or(0);
+            out.extend(page);
+        }
+    }
+
+    fn wait_state(&self, what: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.state();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{what}: still {s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the run to end (60 s at most): its exit status and output.
+    fn wait(&mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap_or_else(|| panic!("no run"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "the run did not end: {}{}",
+                    std::fs::read_to_string(self.path().join("run.out")).unwrap_or_default(),
+                    std::fs::read_to_string(self.path().join("run.err")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = std::fs::read_to_string(self.path().join("run.out")).unwrap_or_default()
+            + &std::fs::read_to_string(self.path().join("run.err")).unwrap_or_default();
+        (status, out)
+    }
+
+    /// Stops the run through the API and checks it ended cleanly: exit 0, its owner file
+    /// removed, its audit log verified and replayed without a violation. The run's output.
+    fn stop(&mut self) -> String {
+        let (s, v) = self.post(
+            &format!("/api/campaigns/{}/stop", self.campaign),
+            "{\"drain_secs\": 0}",
+            true,
+        );
+        assert_eq!(s, 202, "{v}");
+        let (status, out) = self.wait();
+        assert!(status.success(), "{out}");
+        self.check_ended(&out);
+        out
+    }
+
+    fn check_ended(&self, out: &str) {
+        let d = self.path();
+        assert!(!d.join("store/owner.json").exists(), "owner file left");
+        assert!(!d.join("store/control.token").exists(), "token file left");
+        for cmd in ["verify", "replay"] {
+            let o = crieur(d, &["audit", cmd, "store.audit"]);
+            assert!(
+                o.status.success(),
+                "audit {cmd}: {}{}\n{out}",
+                text(&o.stdout),
+                text(&o.stderr)
+            );
+        }
+    }
+
+    /// Records of `kind` in the audit log.
+    fn records(&self, kind: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.path().join("store.audit"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        files.sort();
+        for f in files {
+            for l in std::fs::read_to_string(f).unwrap_or_default().lines() {
+                if let Ok(v) = serde_json::from_str::<Value>(l) {
+                    if v["type"] == kind {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn at(v: &Value) -> DateTime<Utc> {
+    v["at"]
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| panic!("no instant in {v}"))
+}
+
+#[test]
+fn opt_outs_and_imports_mid_run_go_through_the_running_owner() {
+    // Six contacts, two calls at a time, 12 s messages: k000 and k001 are in their calls
+    // while k002.. wait.
+    let mut live = Live::start(6, 4, 2, 12.0);
+    let d = live.path().to_path_buf();
+    let s = live.wait_state("two calls in progress", Duration::from_secs(20), |s| {
+        s["in_progress"] == 2
+    });
+    assert_eq!(s["running"], true);
+    // Changes need the token; an unknown campaign is 404.
+    let (st, _) = live.post(
+        &format!("/api/campaigns/{}/pause", live.campaign),
+        "",
+        false,
+    );
+    assert_eq!(st, 401);
+    let (st, _) = live.post("/api/campaigns/nope/pause", "", true);
+    assert_eq!(st, 404);
+    let in_call: Vec<Value> = live
+        .calls()
+        .into_iter()
+        .filter(|c| c["type"] == "placed")
+        .collect();
+    let first = in_call[0]["number"].as_str().unwrap_or_default().to_owned();
+
+    // Through the API: the number in a call now. Durable, and its call hung up at once.
+    let (st, v) = live.post(
+        "/api/optouts",
+        &format!("{{\"number\": \"{first}\", \"source\": \"letter\"}}"),
+        true,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["new"].clone(), v["hung_up"].clone()),
+        (true.into(), 1.into())
+    );
+    let answered = Utc::now();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ended = loop {
+        if let Some(e) = live
+            .calls()
+            .into_iter()
+            .find(|c| c["type"] == "ended" && c["number"] == first.as_str())
+        {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the opted-out call was not hung up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Its 12 s message was cut: it ended within 2 s of the answer.
+    assert!(
+        at(&ended) - answered < chrono::Duration::seconds(2),
+        "ended {ended} after the opt-out at {answered}"
+    );
+
+    // Through the command line, which finds the owner: a number not dialled yet.
+    let last = number(5);
+    let o = crieur(&d, &["optout", "add", &last, "--store", "store"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("opt-out recorded (durable)"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(text(&o.stderr).contains("going through its control API"));
+    let o = crieur(&d, &["optout", "check", &last, "--store", "store"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let o = crieur(&d, &["optout", "check", &number(4), "--store", "store"]);
+    assert_eq!(o.status.code(), Some(1));
+    // A bad opt-out list: located, exit 2, nothing added.
+    std::fs::write(d.join("list.txt"), format!("{}\nnot-a-number\n", number(3)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(&d, &["optout", "import", "list.txt", "--store", "store"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("list.txt:2"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = crieur(&d, &["optout", "check", &number(3), "--store", "store"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // Contacts imported mid-run with `crieur import`: a bad file first (nothing written),
+    // then a good one, dialled by the running campaign.
+    std::fs::write(
+        d.join("more.csv"),
+        csv(6, 8) + "k099,0000,,daily 00:00-24:00,2020-01-01T00:00:00Z,,,test,p\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let args = [
+        "import",
+        "--campaign",
+        "c.toml",
+        "--store",
+        "store",
+        "--contacts",
+        "more.csv",
+    ];
+    let o = crieur(&d, &args);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stderr).contains("more.csv:4"),
+        "{}",
+        text(&o.stderr)
+    );
+    std::fs::write(d.join("more.csv"), csv(6, 8)).unwrap_or_else(|e| panic!("{e}"));
+    let o = crieur(&d, &args);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("2 new contacts"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // Every contact but the opted-out ones gets its call; then the run is stopped.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wanted = [number(2), number(3), number(4), number(6), number(7)];
+    loop {
+        let calls = live.calls();
+        let ended = |n: &str| {
+            calls
+                .iter()
+                .any(|c| c["type"] == "ended" && c["number"] == n)
+        };
+        if wanted.iter().all(|n| ended(n)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every call ended: {calls:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The refusal of the opted-out contact is recorded when it comes due (at once: two call
+    // slots and calls ending).
+    std::thread::sleep(Duration::from_secs(1));
+    live.stop();
+    let invited: Vec<String> = live
+        .records("invite-sent")
+        .iter()
+        .map(|r| r["number"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // The imported contacts were dialled; the opted-out ones never again / never.
+    for n in [number(6), number(7), number(2), number(3), number(4)] {
+        assert!(invited.contains(&n), "{n} not dialled: {invited:?}");
+    }
+    assert_eq!(
+        invited.iter().filter(|n| **n == first).count(),
+        1,
+        "{invited:?}"
+    );
+    assert!(!invited.contains(&last), "{last} dialled after its opt-out");
+    // It was due, and refused at the INVITE instant for its opt-out.
+    assert!(
+        live.records("decision")
+            .iter()
+            .any(|r| r["number"] == last.as_str()
+                && r["opted_out"] == true
+                && r["verdict"] == "skip"),
+        "no refusal recorded for {last}"
+    );
+    // Both opt-outs are in the log, with their sources.
+    let changes = live.records("opt-out-list-change");
+    assert!(changes
+        .iter()
+        .any(|r| r["source"] == "api: letter" && r["numbers"][0] == first.as_str()));
+    assert!(changes
+        .iter()
+        .any(|r| r["source"] == "api: crieur optout add" && r["numbers"][0] == last.as_str()));
+    // The store is free again: the command line works on it directly.
+    let o = crieur(&d, &["optout", "check", &first, "--store", "store"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!text(&o.stderr).contains("control API"));
+}
+
+#[test]
+fn pause_stops_new_invites_within_a_second_and_resume_restarts_them() {
+    let mut live = Live::start(200, 5, 20, 1.0);
+    live.wait_state("three calls placed", Duration::from_secs(20), |s| {
+        s["dialled"].as_u64().unwrap_or(0) >= 3
+    });
+    let (st, _) = live.post(&format!("/api/campaigns/{}/pause", live.campaign), "", true);
+    let paused_at = Utc::now();
+    assert_eq!(st, 202);
+    live.wait_state("paused", Duration::from_secs(1), |s| s["paused"] == true);
+    std::thread::sleep(Duration::from_secs(3));
+    let placed: Vec<Value> = live
+        .calls()
+        .into_iter()
+        .filter(|c| c["type"] == "placed")
+        .collect();
+    let late: Vec<&Value> = placed
+        .iter()
+        .filter(|c| at(c) > paused_at + chrono::Duration::seconds(1))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "INVITEs more than 1 s after the pause: {late:?}"
+    );
+    let count = placed.len();
+    let s = live.state();
+    assert_eq!(s["dialled"].as_u64(), Some(count as u64));
+    assert!(s["due_now"].as_u64().unwrap_or(0) > 0, "{s}");
+    let (st, _) = live.post(
+        &format!("/api/campaigns/{}/resume", live.campaign),
+        "",
+        true,
+    );
+    assert_eq!(st, 202);
+    live.wait_state("dialling again", Duration::from_secs(3), |s| {
+        s["paused"] == false && s["dialled"].as_u64().unwrap_or(0) > count as u64
+    });
+    let out = live.stop();
+    assert!(out.contains("stopped through the API"), "{out}");
+}
+
+#[test]
+fn the_dashboard_shows_a_live_run_and_its_pause_button_stops_dialling() {
+    let mut live = Live::start(200, 4, 20, 1.0);
+    let mut browser = Browser::start();
+    let page = browser.open(&format!("{}/#token={}", live.base, live.token));
+    let card = format!("document.getElementById('campaign-{}')", live.campaign);
+    let dialled = format!("({card} ? Number({card}.querySelector('.dialled').textContent) : null)");
+    // It loads, shows the run's counters, and they change.
+    let first = browser.wait_for(&page, &dialled, Duration::from_secs(20), |v| {
+        v.as_f64().is_some_and(|n| n >= 1.0)
+    });
+    let first = first.as_f64().unwrap_or(0.0);
+    browser.wait_for(&page, &dialled, Duration::from_secs(20), |v| {
+        v.as_f64().is_some_and(|n| n > first)
+    });
+    let state = format!("{card}.querySelector('.state').textContent");
+    assert_eq!(browser.eval(&page, &state), "running");
+    // The token came in the URL's fragment; the page dropped it from its address.
+    assert_eq!(browser.eval(&page, "location.hash"), "");
+    let calls_rows = format!("{card}.querySelectorAll('.calls tbody tr').length");
+    browser.wait_for(&page, &calls_rows, Duration::from_secs(5), |v| {
+        v.as_u64().is_some_and(|n| n > 0)
+    });
+    // Pause, by its button.
+    browser.eval(&page, &format!("{card}.querySelector('.pause').click()"));
+    let clicked = Utc::now();
+    browser.wait_for(&page, &state, Duration::from_secs(5), |v| v == "paused");
+    std::thread::sleep(Duration::from_secs(3));
+    let placed: Vec<Value> = live
+        .calls()
+        .into_iter()
+        .filter(|c| c["type"] == "placed")
+        .collect();
+    assert!(
+        placed
+            .iter()
+            .all(|c| at(c) <= clicked + chrono::Duration::seconds(1)),
+        "dialled after the pause"
+    );
+    // The page shows what the run says, and it no longer moves.
+    let api_dialled = live.state()["dialled"].as_f64();
+    browser.wait_for(&page, &dialled, Duration::from_secs(3), |v| {
+        v.as_f64() == api_dialled
+    });
+    assert_eq!(api_dialled, Some(placed.len() as f64));
+    // Resume, by its button: dialling again.
+    browser.eval(&page, &format!("{card}.querySelector('.resume').click()"));
+    let before = api_dialled.unwrap_or(0.0);
+    browser.wait_for(&page, &dialled, Duration::from_secs(5), |v| {
+        v.as_f64().is_some_and(|n| n > before)
+    });
+    drop(browser);
+    live.stop();
+}
