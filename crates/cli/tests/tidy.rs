@@ -168,6 +168,11 @@ const DEPENDS_ON: &[(&str, &[&str])] = &[
             "config",
         ],
     ),
+    // The control plane (axum): serves a run's handle, the store and the log.
+    (
+        "control",
+        &["scheduler", "audit", "store", "dial", "config", "runner"],
+    ),
 ];
 
 /// Async runtimes and socket crates: no core crate depends on them …

@@ -643,8 +643,10 @@ fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, us
         .add_opt_outs(numbers, at, source)
         .map_err(ApiError::internal)?;
     audit_change(c, "add", numbers, source, at)?;
+    #[allow(clippy::disallowed_methods)]
+    let took = t0.elapsed();
     ::metrics::histogram!("crieur_optout_durable_seconds", "via" => "api")
-        .record(t0.elapsed().as_secs_f64());
+        .record(took.as_secs_f64());
     let mut hung_up = 0;
     for n in numbers {
         let n = n.to_string();

@@ -218,8 +218,6 @@ pub async fn run(
         audit_dir,
         prepared,
     } = setup;
-    let mut guard = lock(&shared_log)?;
-    let log = &mut *guard;
     let one = matches!(opts.scope, Scope::One(_));
     let mut st = State {
         control,
@@ -232,54 +230,58 @@ pub async fn run(
         refusals: Vec::new(),
     };
     let start = now();
-    log.append(start, &header)?;
-    let entries = match crieur_audit::read_all(&audit_dir) {
-        Ok(e) => e.into_iter().map(|(_, _, e)| e).collect(),
-        Err(crieur_audit::Error::Empty(_)) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    for r in crieur_dial::reconcile(&*store, log, &entries, start)? {
-        st.emit(Event::Recovered(r.to_string()));
-    }
-    let contacts = match &opts.scope {
-        Scope::Campaign => store.contacts(&campaign.id)?,
-        Scope::One(c) => vec![(**c).clone()],
-    };
-    if contacts.is_empty() {
-        return Err(Error::NoContacts {
-            campaign: campaign.id.clone(),
-        });
-    }
-    let dial = rules(&campaign);
-    let mut planner = Planner::new(
-        contacts,
-        &campaign.policy,
-        campaign.caps.clone(),
-        campaign.retry.policy(),
-        campaign.effective_pacing(),
-        start,
-    );
-    for i in (0..planner.len()).filter(|_| !one) {
-        match history(&*store, planner.contact(i))? {
-            Ok(h) => planner.load_history(i, to_attempts(&h, &campaign.id)),
-            // A damaged history: the number is not dialled in this run, and the log says why.
-            Err(_) => {
-                let (d, why) = record_skip(
-                    &dial,
-                    &*store,
-                    &mut Evaluator::new(&campaign.policy),
-                    planner.contact(i),
-                    log,
-                    start,
-                    None,
-                )?;
-                st.decided(planner.contact(i), start, &d, why.as_ref(), false);
-                planner.cancel(i, None);
+    let planner = {
+        let mut guard = lock(&shared_log)?;
+        let log = &mut *guard;
+        log.append(start, &header)?;
+        let entries = match crieur_audit::read_all(&audit_dir) {
+            Ok(e) => e.into_iter().map(|(_, _, e)| e).collect(),
+            Err(crieur_audit::Error::Empty(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        for r in crieur_dial::reconcile(&*store, log, &entries, start)? {
+            st.emit(Event::Recovered(r.to_string()));
+        }
+        let contacts = match &opts.scope {
+            Scope::Campaign => store.contacts(&campaign.id)?,
+            Scope::One(c) => vec![(**c).clone()],
+        };
+        if contacts.is_empty() {
+            return Err(Error::NoContacts {
+                campaign: campaign.id.clone(),
+            });
+        }
+        let dial = rules(&campaign);
+        let mut planner = Planner::new(
+            contacts,
+            &campaign.policy,
+            campaign.caps.clone(),
+            campaign.retry.policy(),
+            campaign.effective_pacing(),
+            start,
+        );
+        for i in (0..planner.len()).filter(|_| !one) {
+            match history(&*store, planner.contact(i))? {
+                Ok(h) => planner.load_history(i, to_attempts(&h, &campaign.id)),
+                // A damaged history: the number is not dialled in this run, and the log says why.
+                Err(_) => {
+                    let (d, why) = record_skip(
+                        &dial,
+                        &*store,
+                        &mut Evaluator::new(&campaign.policy),
+                        planner.contact(i),
+                        log,
+                        start,
+                        None,
+                    )?;
+                    st.decided(planner.contact(i), start, &d, why.as_ref(), false);
+                    planner.cancel(i, None);
+                }
             }
         }
-    }
-    log.commit()?;
-    drop(guard);
+        log.commit()?;
+        planner
+    };
     let log = shared_log;
     let breaker = campaign
         .trunk
@@ -544,7 +546,7 @@ async fn dial_loop(
                     let t0 = std::time::Instant::now();
                     let (checked, dialled) = dial_one(store, log, &dial, &mut eval, &contact)?;
                     metrics::histogram!("crieur_store_seconds", "op" => "recheck-and-lease")
-                        .record(t0.elapsed().as_secs_f64());
+                        .record(elapsed_secs(t0));
                     let why = checked.refused.as_ref().map(|(why, _)| why);
                     st.decided(
                         &contact,
@@ -885,7 +887,7 @@ fn place(
                         .map(|_| ())
                         .map_err(|e| e.to_string())?;
                         metrics::histogram!("crieur_optout_durable_seconds", "via" => "key")
-                            .record(t0.elapsed().as_secs_f64());
+                            .record(elapsed_secs(t0));
                         Ok(())
                     })
                     .await
@@ -909,12 +911,18 @@ fn lock(log: &Arc<Mutex<AuditLog>>) -> Result<std::sync::MutexGuard<'_, AuditLog
     log.lock().map_err(|_| Error::Poisoned("audit log"))
 }
 
+/// Seconds since `t0` (for the latency histograms).
+#[allow(clippy::disallowed_methods)]
+fn elapsed_secs(t0: std::time::Instant) -> f64 {
+    t0.elapsed().as_secs_f64()
+}
+
 /// The tick's commit (fsync), timed.
 fn commit(log: &Arc<Mutex<AuditLog>>) -> Result<()> {
     #[allow(clippy::disallowed_methods)]
     let t0 = std::time::Instant::now();
     lock(log)?.commit()?;
-    metrics::histogram!("crieur_audit_commit_seconds").record(t0.elapsed().as_secs_f64());
+    metrics::histogram!("crieur_audit_commit_seconds").record(elapsed_secs(t0));
     Ok(())
 }
 
