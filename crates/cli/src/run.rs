@@ -33,6 +33,10 @@ pub(crate) struct ControlArgs {
     /// The webhooks' HMAC-SHA-256 key, in a file.
     #[arg(long, requires = "webhook_url")]
     webhook_secret_file: Option<PathBuf>,
+    /// Serve no control API (no metrics, dashboard, webhooks; ops commands wait for the
+    /// run to end).
+    #[arg(long, conflicts_with_all = ["token_file", "webhook_url"])]
+    no_control: bool,
 }
 
 impl Default for ControlArgs {
@@ -43,6 +47,7 @@ impl Default for ControlArgs {
             token_file: None,
             webhook_url: None,
             webhook_secret_file: None,
+            no_control: false,
         }
     }
 }
@@ -64,7 +69,7 @@ pub fn run(
         store_path,
         actx,
         opts,
-        Some(control),
+        (!control.no_control).then_some(control),
     )?;
     println!("stopped   {}", s.reason);
     println!("summary   {} calls placed", s.counters.dialled);

@@ -999,6 +999,68 @@ mod tests {
         assert_eq!(p.tick(t("2027-03-10T10:30:21Z")).len(), 1);
     }
 
+    /// A contact imported while the planner runs is due at once (its history applied: one
+    /// done with this campaign stays done); one imported again takes its new record and is
+    /// due again unless in a call or done; `due_count` counts what is due.
+    #[test]
+    fn contacts_added_while_running_are_due_at_once_unless_done() {
+        let (policy, contact) = anytime();
+        let start = t("2027-03-10T10:00:00Z");
+        let pacing = Pacing {
+            calls_per_second: 10.0,
+            max_concurrent: 1,
+        };
+        let mut p = Planner::new(
+            vec![contact.clone()],
+            &policy,
+            CapRules::for_ruleset("none", 5),
+            RetryPolicy::default(),
+            pacing,
+            start,
+        );
+        assert_eq!(p.due_count(start), 1);
+        assert_eq!(p.tick(start).len(), 1);
+        let later = t("2027-03-10T10:05:00Z");
+        let other = |id: &str| {
+            Contact::new(
+                crieur_scheduler::ContactId::new(id).unwrap_or_else(|e| panic!("{e}")),
+                "+33612345679".parse().unwrap_or_else(|e| panic!("{e}")),
+                contact.given_zone(),
+                contact.consents().to_vec(),
+            )
+        };
+        let i = p.add(other("c2"), Vec::new(), later);
+        assert_eq!((i, p.len(), p.remaining()), (1, 2, 2));
+        assert_eq!(p.next_due(), Some(later));
+        assert_eq!(p.due_count(later), 1);
+        // One call at a time: c1 is in its call, c2 waits for the slot.
+        assert!(p.tick(later).is_empty());
+        // c1 answered: done; imported again, it stays done (its retry rules say so).
+        p.report(0, later, AttemptOutcome::Answered);
+        p.replace(0, contact.clone(), later);
+        assert_eq!(p.remaining(), 1);
+        let orders = p.tick(later);
+        assert_eq!(orders.iter().map(|o| o.contact).collect::<Vec<_>>(), [1]);
+        // c3 imported with an answered call of this campaign already: done at once.
+        let done = p.add(
+            other("c3"),
+            vec![Attempt {
+                at: start,
+                outcome: AttemptOutcome::Answered,
+                this_campaign: true,
+            }],
+            later,
+        );
+        assert_eq!(p.remaining(), 1, "only c2, in its call");
+        assert_eq!(p.due_count(later + chrono::Duration::hours(1)), 0);
+        // c2 imported again while in its call: not queued twice; its report requeues it.
+        p.replace(1, other("c2"), later);
+        assert_eq!(p.due_count(later + chrono::Duration::hours(1)), 0);
+        p.report(1, later, AttemptOutcome::Busy);
+        assert_eq!(p.due_count(later + chrono::Duration::hours(1)), 1);
+        assert_eq!(p.contact(done).id().to_string(), "c3");
+    }
+
     /// The caps use exact instants too: a refusal at .9 s holds until .9 s of the last day.
     #[test]
     fn caps_hold_to_the_exact_instant() {
