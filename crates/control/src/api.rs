@@ -44,6 +44,8 @@ use crate::now;
 
 /// Store and audit writes in progress at most; more are refused with 503.
 pub const WRITES: usize = 32;
+/// The event stream sends at most one `progress` event this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// The largest request body (a contacts CSV): 64 MiB.
 pub const BODY_LIMIT: usize = 64 << 20;
 
@@ -778,25 +780,37 @@ async fn events(
     };
     let streams = chosen.into_iter().map(|s| {
         let id = s.campaign.id.clone();
-        stream::unfold((s.handle.subscribe(), id), |(mut rx, id)| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) => {
-                        if let Some(v) = event_json(&id, &e) {
-                            let kind = v["type"].as_str().unwrap_or("event").to_owned();
-                            let ev = SseEvent::default().event(kind).data(v.to_string());
-                            return Some((Ok(ev), (rx, id)));
+        stream::unfold(
+            (s.handle.subscribe(), id, None::<tokio::time::Instant>),
+            |(mut rx, id, mut last_progress)| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) => {
+                            // The counters change at every turn of the loop: at most one
+                            // `progress` a second.
+                            if let crieur_runner::Event::Progress(_) = e {
+                                let t = tokio::time::Instant::now();
+                                if last_progress.is_some_and(|l| t - l < PROGRESS_EVERY) {
+                                    continue;
+                                }
+                                last_progress = Some(t);
+                            }
+                            if let Some(v) = event_json(&id, &e) {
+                                let kind = v["type"].as_str().unwrap_or("event").to_owned();
+                                let ev = SseEvent::default().event(kind).data(v.to_string());
+                                return Some((Ok(ev), (rx, id, last_progress)));
+                            }
                         }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            let v = json!({"type": "lagged", "campaign": id, "skipped": n});
+                            let ev = SseEvent::default().event("lagged").data(v.to_string());
+                            return Some((Ok(ev), (rx, id, last_progress)));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let v = json!({"type": "lagged", "campaign": id, "skipped": n});
-                        let ev = SseEvent::default().event("lagged").data(v.to_string());
-                        return Some((Ok(ev), (rx, id)));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
-            }
-        })
+            },
+        )
         .boxed()
     });
     Ok(Sse::new(stream::select_all(streams)).keep_alive(KeepAlive::default()))

@@ -58,12 +58,12 @@ impl Feed {
 
     /// One of the run's events (the run's observer calls this, in order).
     pub fn observe(&self, e: &Event) {
-        let Some(v) = event_json(&self.campaign, e) else {
-            return;
-        };
         if !matches!(e, Event::Placed { .. } | Event::Ended { .. }) {
             return;
         }
+        let Some(v) = event_json(&self.campaign, e) else {
+            return;
+        };
         let seq = {
             let Ok(mut r) = self.ring.lock() else {
                 return;

@@ -36,16 +36,9 @@ pub enum Error {
     /// The owner file cannot be read as one.
     #[error("{path}: not an owner file: {why}")]
     OwnerFile { path: String, why: String },
-    /// A non-loopback address without a token.
-    #[error("serving on {0}, which is not a loopback address, needs a token (--token-file or CRIEUR_TOKEN)")]
-    NoToken(std::net::SocketAddr),
     /// The running owner refused or failed a request.
     #[error("{0}")]
     Api(#[from] client::ApiError),
-    #[error(transparent)]
-    Store(#[from] crieur_store::Error),
-    #[error(transparent)]
-    Audit(#[from] crieur_audit::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -471,6 +471,9 @@ struct State {
     due_at: Option<i64>,
 }
 
+/// [`Planner::due_count`] counts no further (a display's figure: "at least").
+pub const DUE_COUNT_CAP: usize = 100_000;
+
 /// The scheduling state of one campaign.
 pub struct Planner<'p> {
     contacts: Vec<Contact>,
@@ -710,9 +713,13 @@ impl<'p> Planner<'p> {
         st.attempts = attempts;
     }
 
-    /// Contacts due at or before `now` (waiting for pacing or a call slot): O(due).
+    /// Contacts due at or before `now` (waiting for pacing or a call slot), counted up to
+    /// [`DUE_COUNT_CAP`]: O(min(due, cap)).
     pub fn due_count(&self, now: DateTime<Utc>) -> usize {
-        self.due.range(..(secs(now) + 1, 0)).count()
+        self.due
+            .range(..(secs(now) + 1, 0))
+            .take(DUE_COUNT_CAP)
+            .count()
     }
 
     /// A contact imported while the campaign runs, with its attempts so far (as

@@ -472,6 +472,8 @@ async fn dial_loop(
     // Contact id → planner index, built at the first import into the running campaign.
     let mut index: Option<HashMap<String, usize>> = None;
     let mut added: Vec<Contact> = Vec::new();
+    let in_progress_gauge =
+        metrics::gauge!("crieur_calls_in_progress", "campaign" => campaign.id.clone());
     loop {
         // Orders first: a pause sent before the run started holds its first tick.
         while st.listening {
@@ -645,8 +647,7 @@ async fn dial_loop(
         }
         st.counters.next_due = next;
         st.counters.in_flight = in_flight;
-        metrics::gauge!("crieur_calls_in_progress", "campaign" => campaign.id.clone())
-            .set(in_flight as f64);
+        in_progress_gauge.set(in_flight as f64);
         st.counters.calls_per_second = st.recent.len() as f64 / 10.0;
         st.counters.idle_until = next.filter(|n| *n > t && in_flight == 0);
         st.counters.trunk = core.health().describe();
