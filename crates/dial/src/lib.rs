@@ -11,6 +11,7 @@ pub mod core;
 pub mod fault;
 pub mod protocol;
 pub mod recover;
+pub mod session;
 pub mod sim;
 
 pub use protocol::{DialRules, Gate};
@@ -25,6 +26,12 @@ pub enum Error {
     Store(#[from] crieur_store::Error),
     #[error(transparent)]
     Audit(#[from] crieur_audit::Error),
+    /// The session's probe halted it after this effect (the crash tests' process death).
+    #[error("halted after {0:?}")]
+    Halted(session::Point),
+    /// A lock shared with the call tasks was poisoned (a task panicked holding it).
+    #[error("the {0} lock was poisoned")]
+    Poisoned(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

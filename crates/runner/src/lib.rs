@@ -59,9 +59,9 @@ pub enum Error {
     #[error("the {0} lock was poisoned")]
     Poisoned(&'static str),
     /// Recording the end of a call failed.
-    #[error("recording the outcome of {contact}")]
+    #[error("recording the outcome of call {call}")]
     Finish {
-        contact: String,
+        call: String,
         #[source]
         source: crieur_dial::Error,
     },
