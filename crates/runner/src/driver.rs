@@ -563,6 +563,7 @@ async fn dial_loop(
         // Calls that ended.
         while let Some(j) = calls.tasks.try_join_next_with_id() {
             if let Some((call, end)) = joined(j, &mut calls.ids) {
+                settle_for_pause(shared).await;
                 finish(session, st, &call, end)?;
             }
         }
@@ -643,6 +644,7 @@ async fn dial_loop(
         tokio::select! {
             Some(j) = calls.tasks.join_next_with_id(), if !calls.tasks.is_empty() => {
                 if let Some((call, end)) = joined(j, &mut calls.ids) {
+                    settle_for_pause(shared).await;
                     finish(session, st, &call, end)?;
                 }
             }
@@ -745,6 +747,18 @@ fn place(
             test_pause("after-call");
         }
         (call, report)
+    }
+}
+
+/// The SIGKILL test that stops after a call's attempt is stored wants the call over on the
+/// wire first: its BYE's transaction done (the pause blocks this thread, and a task queued
+/// behind it would wait).
+async fn settle_for_pause(shared: &Shared) {
+    if pausing_at("after-attempt") {
+        shared
+            .uac
+            .wait_background(crieur_media::uac::EXIT_GRACE)
+            .await;
     }
 }
 
