@@ -16,6 +16,7 @@
 pub mod control;
 mod driver;
 pub mod header;
+pub mod log;
 pub mod prepare;
 
 pub use control::{control, Control, ControlReceiver, Counters, Event, RunHandle};
@@ -46,6 +47,19 @@ pub enum Error {
         what: String,
         #[source]
         source: std::io::Error,
+    },
+    /// The audit signing key file does not hold a key.
+    #[error("the audit signing key {}", path.display())]
+    Key {
+        path: std::path::PathBuf,
+        #[source]
+        source: crieur_audit::Error,
+    },
+    /// A signing key cannot be made there.
+    #[error("{}: {why}", path.display())]
+    KeyFile {
+        path: std::path::PathBuf,
+        why: &'static str,
     },
     /// The trunk's name resolves to no address.
     #[error("the trunk {uri} resolves to no address")]
