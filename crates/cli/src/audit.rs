@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use crieur_audit::record::Record;
 use crieur_audit::{AuditLog, Options, VerifyOptions};
 
 use crate::campaign::Campaign;
@@ -20,16 +19,6 @@ pub use crieur_runner::log::{dir_for, keygen};
 pub fn now() -> DateTime<Utc> {
     #[allow(clippy::disallowed_methods)]
     Utc::now()
-}
-
-/// The header of a command's run (see [`crieur_runner::header::header`]).
-pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Result<Record> {
-    Ok(crieur_runner::header::header(command, campaign)?)
-}
-
-/// Appends the run's stop record, durably.
-pub fn stop(log: &mut AuditLog, reason: &str) -> anyhow::Result<()> {
-    Ok(crieur_runner::header::stop(log, reason, now())?)
 }
 
 /// Which audit log a reading command works on: DIR, else `--audit`, else `<store>.audit`.

@@ -169,3 +169,28 @@ pub fn simulate(contacts: Vec<Contact>, policy: &Policy, cfg: &SimConfig) -> Vec
     }
     events
 }
+
+/// One day of a simulation (UTC).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Day {
+    pub dialled: usize,
+    pub answered: usize,
+    pub opted_out: usize,
+    /// Every other outcome (retried or not).
+    pub other: usize,
+}
+
+/// What the simulation did, day by day (UTC).
+pub fn per_day(events: &[SimEvent]) -> std::collections::BTreeMap<chrono::NaiveDate, Day> {
+    let mut days: std::collections::BTreeMap<chrono::NaiveDate, Day> = Default::default();
+    for e in events {
+        let d = days.entry(e.at.date_naive()).or_default();
+        d.dialled += 1;
+        match e.outcome {
+            AttemptOutcome::Answered => d.answered += 1,
+            AttemptOutcome::OptedOut => d.opted_out += 1,
+            _ => d.other += 1,
+        }
+    }
+    days
+}

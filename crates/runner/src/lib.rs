@@ -17,6 +17,7 @@ pub mod control;
 mod driver;
 pub mod header;
 pub mod log;
+pub mod ops;
 pub mod prepare;
 
 pub use control::{control, Control, ControlReceiver, Counters, Event, RunHandle};

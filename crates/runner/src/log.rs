@@ -41,16 +41,15 @@ pub fn open(dir: &Path, key: Option<&Path>, campaign: Option<&Campaign>) -> Resu
         .map(Path::to_path_buf)
         .or_else(|| campaign.and_then(|c| c.audit.signing_key_file.clone()));
     if let Some(k) = key {
-        let text = std::fs::read_to_string(&k).map_err(io(format!(
-            "reading the audit signing key {}",
-            k.display()
-        )))?;
-        opts.signing_key = Some(crieur_audit::signing_key_from_hex(&text).map_err(|source| {
-            Error::Key {
-                path: k.clone(),
-                source,
-            }
-        })?);
+        let text = std::fs::read_to_string(&k)
+            .map_err(io(format!("reading the audit signing key {}", k.display())))?;
+        opts.signing_key =
+            Some(
+                crieur_audit::signing_key_from_hex(&text).map_err(|source| Error::Key {
+                    path: k.clone(),
+                    source,
+                })?,
+            );
     }
     Ok(AuditLog::open(dir, opts)?)
 }
@@ -78,7 +77,10 @@ pub fn keygen(out: &Path) -> Result<(ed25519_dalek::VerifyingKey, PathBuf)> {
         .create_new(true)
         .mode(0o600)
         .open(out)
-        .map_err(io(format!("creating {} (it must not exist)", out.display())))?;
+        .map_err(io(format!(
+            "creating {} (it must not exist)",
+            out.display()
+        )))?;
     f.write_all(format!("{}\n", hex::encode(seed)).as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(io(format!("writing {}", out.display())))?;
