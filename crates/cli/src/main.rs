@@ -791,9 +791,11 @@ fn simulate(
 ) -> anyhow::Result<ExitCode> {
     use crieur_dial::{OutcomeMix, SimConfig};
     let mix = OutcomeMix::parse(outcomes).map_err(|e| {
-        InputErrors(vec![
-            InputError::new(Path::new("--outcomes"), e).value(outcomes)
-        ])
+        InputErrors(vec![InputError::new(
+            Path::new("--outcomes"),
+            e.to_string(),
+        )
+        .value(outcomes)])
     })?;
     let (c, loaded) = crieur_config::load_both(campaign, contacts, opts)?;
     let retry = c.retry.policy();

@@ -16,7 +16,7 @@ pub mod sim;
 
 pub use protocol::{DialRules, Gate};
 pub use recover::{reconcile, Recovered};
-pub use sim::{simulate, OutcomeMix, SimConfig, SimEvent};
+pub use sim::{simulate, MixError, OutcomeMix, SimConfig, SimEvent};
 
 /// The dial crate's errors.
 #[derive(Debug, thiserror::Error)]

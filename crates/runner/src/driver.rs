@@ -17,7 +17,7 @@ use crieur_dial::session::{
     Clock, Ended, Halt, Network, OptOutRecorder, Placement, Plan, Point, Probe, Session, Step,
 };
 use crieur_media::call::Outcome;
-use crieur_media::uac::{CallRequest, OptOutFuture, Uac};
+use crieur_media::uac::{CallRequest, OptOutError, OptOutFuture, Uac};
 use crieur_scheduler::{Contact, Decision};
 use crieur_store::Store;
 use tokio::task::JoinSet;
@@ -729,12 +729,11 @@ fn place(
                     let how = format!("key {digit} by {}", method.as_str());
                     let at = now();
                     tokio::task::spawn_blocking(move || {
-                        recorder
-                            .record(&id, &phone, at, &how, &mut TestPause)
-                            .map_err(|e| chain(&e))
+                        recorder.record(&id, &phone, at, &how, &mut TestPause)
                     })
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| -> OptOutError { Box::new(e) })?
+                    .map_err(|e| -> OptOutError { Box::new(e) })
                 })
             })
             .await
