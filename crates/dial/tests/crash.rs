@@ -20,13 +20,11 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use crieur_audit::build::{caps_snapshot, policy_snapshot, retry_snapshot};
-use crieur_audit::record::RunHeader;
 use crieur_audit::{AuditLog, Options, Record};
 use crieur_dial::session::{Halt, Network, Placement, Plan, Point, Probe, Session};
 use crieur_dial::DialRules;
 use crieur_engine::{AttemptOutcome, BreakerConfig, CapRules, Pacing, RetryPolicy};
-use crieur_media::call::{Ending as CallEnding, HangupBy, Outcome};
+use crieur_media::call::Outcome;
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::uac::CallReport;
 use crieur_scheduler::{Policy, E164};
@@ -34,7 +32,7 @@ use crieur_store::Store;
 use proptest::prelude::*;
 
 mod common;
-use common::{contacts, open, policy, t};
+use common::{contacts, open, policy, run_header, t};
 
 const CAMPAIGN: &str = "t";
 
@@ -65,50 +63,21 @@ impl Ending {
 
     /// What the media edge would report.
     fn report(self, call: &str) -> CallReport {
-        let s = StdDuration::from_millis;
-        let answered = matches!(self, Ending::Answered | Ending::OptsOut);
-        let (outcome, status, by, reason) = match self {
-            Ending::Answered => (
-                Outcome::AnsweredCompleted,
-                200,
-                HangupBy::Us,
-                "message played",
-            ),
-            Ending::OptsOut => (Outcome::AnsweredOptedOut, 200, HangupBy::Us, "opted out"),
-            Ending::Busy => (Outcome::Busy, 486, HangupBy::Nobody, "Busy Here"),
-            Ending::NoAnswer => (Outcome::NoAnswer, 487, HangupBy::Us, "ring timeout"),
+        let (outcome, status) = match self {
+            Ending::Answered => (Outcome::AnsweredCompleted, 200),
+            Ending::OptsOut => (Outcome::AnsweredOptedOut, 200),
+            Ending::Busy => (Outcome::Busy, 486),
+            Ending::NoAnswer => (Outcome::NoAnswer, 487),
         };
-        CallReport {
-            call_id: call.to_owned(),
-            ending: CallEnding {
-                outcome,
-                sip_status: Some(status),
-                reason: reason.into(),
-                hangup_by: by,
-            },
-            timeline: Vec::new(),
-            keys: if matches!(self, Ending::OptsOut) {
-                vec![('9', DtmfMethod::Rfc4733, s(7_000))]
-            } else {
-                Vec::new()
-            },
-            opt_out_recorded: matches!(self, Ending::OptsOut),
-            answer_to_first_audio: answered.then(|| s(80)),
-            final_response: Some((status, s(if answered { 2_000 } else { 1_400 }))),
-            first_18x: (!matches!(self, Ending::Busy)).then(|| (180, s(300))),
-            credentials_sent: false,
-            answered_at: answered.then(|| s(2_000)),
-            first_audio_at: answered.then(|| s(2_080)),
-            message_packets: if answered { 900 } else { 0 },
-            codec: None,
-            rtp_sent: if answered { 900 } else { 0 },
-            send_lateness_max_us: 0,
-            rtp_send_errors: 0,
-            rtp_received: Vec::new(),
-            rtp_local: None,
-            rtcp: Default::default(),
-            amd: None,
+        let mut r = common::report(call, outcome, status);
+        if matches!(self, Ending::OptsOut) {
+            r.keys = vec![('9', DtmfMethod::Rfc4733, StdDuration::from_millis(7_000))];
+            r.opt_out_recorded = true;
         }
+        if matches!(self, Ending::NoAnswer) {
+            r.ending.hangup_by = crieur_media::call::HangupBy::Us;
+        }
+        r
     }
 }
 
@@ -133,34 +102,6 @@ impl Campaign {
             retry: RetryPolicy::default(),
         }
     }
-}
-
-/// The run header `crieur run` writes: the policy, caps and retry rules replay re-derives
-/// every decision with.
-fn header(c: &Campaign, policy: &Policy) -> Record {
-    let rules = c.rules();
-    Record::RunStart(Box::new(RunHeader {
-        format: crieur_audit::record::FORMAT_VERSION,
-        command: "run".into(),
-        software: "crash test".into(),
-        campaign: Some(CAMPAIGN.into()),
-        campaign_name: None,
-        campaign_file: None,
-        campaign_sha256: None,
-        campaign_toml: None,
-        policy: Some(policy_snapshot(
-            policy,
-            "Europe/Paris",
-            StdDuration::from_secs(20),
-            StdDuration::from_secs(30),
-        )),
-        caps: Some(caps_snapshot(&rules.caps)),
-        retry: retry_snapshot(&rules.retry),
-        opt_out_key: Some('9'),
-        audio: Vec::new(),
-        tzdb_version: crieur_scheduler::tzdb_version().into(),
-        phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
-    }))
 }
 
 /// Counts the session's effects; the `kill_at`-th is the last before the crash.
@@ -271,7 +212,12 @@ fn run_once(
         plan,
         store,
         log,
-        &header(c, policy),
+        &run_header(
+            &c.rules(),
+            policy,
+            StdDuration::from_secs(20),
+            StdDuration::from_secs(30),
+        ),
         &entries,
         start,
         &mut steps,
