@@ -721,17 +721,8 @@ fn check(
             c.retry.max_attempts.map_or("rule-set default".to_owned(), |n| n.to_string()),
             c.retry.min_delay_secs.map_or("rule-set default".to_owned(), |n| format!("{n} s")),
         );
-        if let Some(w) = c.id_warning() {
+        for w in c.warnings() {
             println!("warning: {}: {w}", campaign_path.display());
-        }
-        for e in p.schedule().map_or(&[][..], |s| s.exprs()) {
-            if !e.holds_ever() {
-                println!(
-                    "warning: {}: schedule expression `{}` never holds: the campaign will never call under it",
-                    campaign_path.display(),
-                    e.source()
-                );
-            }
         }
     }
     let campaign = match campaign {
@@ -755,17 +746,12 @@ fn check(
                 if let Some(campaign) = &campaign {
                     status::warn_never_callable(campaign, &l.contacts, audit::now());
                 }
-                for c in &l.contacts {
-                    let (zones, _) = c.zones();
-                    if zones.is_empty() {
-                        println!("warning: contact `{}`: no time zone known for its number: it will never be called; give a zone", c.id());
-                    } else if zones.len() > 1 {
-                        println!(
-                            "warning: contact `{}`: its number may be in {} zones; calls only when allowed in every one (give a zone to lift this)",
-                            c.id(),
-                            zones.len()
-                        );
-                    }
+                for (c, w) in l
+                    .contacts
+                    .iter()
+                    .filter_map(|c| Some((c, c.zone_warning()?)))
+                {
+                    println!("warning: contact `{}`: {w}", c.id());
                 }
             }
             Err(e) => errors.extend(e.0),

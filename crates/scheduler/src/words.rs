@@ -79,6 +79,16 @@ impl fmt::Display for Reading {
 }
 
 impl Contact {
+    /// What `check` warns about a contact's zones: none known (never called), or several
+    /// (called only when all allow it).
+    pub fn zone_warning(&self) -> Option<String> {
+        match self.zones().0.len() {
+            0 => Some("no time zone known for its number: it will never be called; give a zone".into()),
+            1 => None,
+            n => Some(format!("its number may be in {n} zones; calls only when allowed in every one (give a zone to lift this)")),
+        }
+    }
+
     /// The zones the contact is called in, and where they come from.
     pub fn describe_zones(&self) -> String {
         let (zones, source) = self.zones();
