@@ -1,5 +1,5 @@
-//! Opt-out numbers and lists as the command line and the control API read them: one E.164
-//! number per line, blank lines and `#` comments skipped, every bad line located.
+//! Opt-out lists: one E.164 number a line (blank lines and `#` comments skipped), each bad
+//! line located.
 
 use std::path::Path;
 
@@ -7,7 +7,7 @@ use crieur_scheduler::E164;
 
 use crate::input::{InputError, InputErrors};
 
-/// Reads one number (`+` and digits, E.164), located at `line` of `file` when given.
+/// `s` as an E.164 number; a bad one is located in `file` (at `line`, if any).
 pub fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputErrors> {
     s.trim().parse::<E164>().map_err(|e| {
         let why = match e {
@@ -24,8 +24,9 @@ pub fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputEr
     })
 }
 
-/// Reads an opt-out list (the text of `file`): the valid numbers, and every bad line located.
-pub fn list(text: &str, file: &Path) -> (Vec<E164>, Vec<InputError>) {
+/// The numbers of an opt-out list read from `file` (its `text`), and every line that is not
+/// one.
+pub fn parse(file: &Path, text: &str) -> (Vec<E164>, Vec<InputError>) {
     let mut numbers = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -46,14 +47,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_list_keeps_the_good_numbers_and_locates_each_bad_line() {
-        let (ok, bad) = list(
-            "# comment\n+33612345678\n\nnot a number\n +14155550100 \n",
+    fn comments_and_blank_lines_are_skipped_and_bad_lines_located() {
+        let (numbers, errors) = parse(
             Path::new("l.txt"),
+            "# list\n+33612345678\n\n  +33612345679 \nnope\n",
         );
-        assert_eq!(ok.len(), 2);
-        assert_eq!(bad.len(), 1);
-        assert_eq!(bad[0].line, Some(4));
-        assert_eq!(bad[0].value.as_deref(), Some("not a number"));
+        assert_eq!(numbers.len(), 2);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, Some(5));
+        assert!(
+            errors[0].message.starts_with("expected an E.164 number"),
+            "{}",
+            errors[0].message
+        );
     }
 }

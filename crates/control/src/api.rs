@@ -749,7 +749,8 @@ async fn optout_import(
     let path = Path::new(&file);
     let text = crieur_config::input::text_of(path, body.to_vec())
         .map_err(|e| input_errors(&InputErrors(vec![*e])))?;
-    let (numbers, errors): (Vec<E164>, Vec<InputError>) = crieur_config::optouts::list(&text, path);
+    let (numbers, errors): (Vec<E164>, Vec<InputError>) =
+        crieur_config::optouts::parse(path, &text);
     if !errors.is_empty() {
         return Err(input_errors(&InputErrors(errors)));
     }
