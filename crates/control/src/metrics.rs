@@ -4,16 +4,16 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `crieur_calls_total` | counter | `campaign`, `outcome` |
-//! | `crieur_calls_in_progress` | gauge | `campaign` |
+//! | `crieur_calls_total` | counter | `outcome` |
+//! | `crieur_calls_in_progress` | gauge | |
 //! | `crieur_decisions_total` | counter | `verdict` (`dial`, `skip`, `refused`), `reason` |
 //! | `crieur_answer_to_first_audio_seconds` | histogram | |
 //! | `crieur_rtp_send_lateness_seconds` | histogram (each call's worst packet) | |
 //! | `crieur_optout_durable_seconds` | histogram | `via` (`key`, `api`) |
 //! | `crieur_audit_commit_seconds` | histogram | |
-//! | `crieur_store_seconds` | histogram | `op` |
-//! | `crieur_trunk_faults_total` | counter | `campaign`, `fault` |
-//! | `crieur_breaker_state` | gauge (0 closed, 1 half-open, 2 open, 3 stopped) | `campaign` |
+//! | `crieur_store_seconds` | histogram | `op` (`recheck`, `lease`, `attempt`) |
+//! | `crieur_trunk_faults_total` | counter | `fault` |
+//! | `crieur_breaker_state` | gauge (0 closed, 1 half-open, 2 open, 3 stopped) | |
 //! | `crieur_api_requests_total` | counter | `status` |
 //! | `crieur_api_rejected_total` | counter (503: a queue full) | `queue` |
 //! | `crieur_webhook_deliveries_total` | counter | `result` (`ok`, `failed`, `dropped`) |
