@@ -538,6 +538,26 @@ fn pause_stops_new_invites_within_a_second_and_resume_restarts_them() {
     live.wait_state("dialling again", Duration::from_secs(3), |s| {
         s["paused"] == false && s["dialled"].as_u64().unwrap_or(0) > count as u64
     });
+    // The metrics say what the run did.
+    let mut r = live
+        .agent
+        .get(format!("{}/metrics", live.base))
+        .call()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let metrics = r.body_mut().read_to_string().unwrap_or_default();
+    for m in [
+        "crieur_calls_total{outcome=\"answered-completed\"}",
+        "crieur_decisions_total{verdict=\"dial\",reason=\"\"}",
+        "crieur_calls_in_progress ",
+        "crieur_audit_commit_seconds_bucket",
+        "crieur_store_seconds_bucket{op=\"lease\"",
+        "crieur_store_seconds_bucket{op=\"attempt\"",
+        "crieur_answer_to_first_audio_seconds_bucket",
+        "crieur_rtp_send_lateness_seconds_bucket",
+        "crieur_api_requests_total{status=\"202\"}",
+    ] {
+        assert!(metrics.contains(m), "no {m} in:\n{metrics}");
+    }
     let out = live.stop();
     assert!(out.contains("stopped through the API"), "{out}");
 }
