@@ -40,6 +40,47 @@ const FRAME_MS: u32 = 10;
 pub const GAP_FILL: Duration = Duration::from_millis(200);
 /// Level given to a frame of digital silence (all zero), dBFS.
 const FLOOR_DBFS: f32 = -96.0;
+/// Corner of the high-pass filter every sample goes through first, Hz. The telephone band
+/// is 300–3,400 Hz (ITU-T G.712): below it there is no speech to hear, only what confuses a
+/// level detector — mains hum (50/60 Hz and its harmonics), road and wind rumble, DC offset.
+const HIGH_PASS_HZ: f32 = 200.0;
+/// Frames at least 10 dB under a tone that confirm it ended (the recording starts): 50 ms.
+/// A melody's notes run into each other or pause for 10–40 ms; the gaps of double and
+/// triple beeps are 50–100 ms.
+const BEEP_QUIET_FRAMES: u32 = 5;
+
+/// A second-order Butterworth high-pass (RBJ biquad, direct form I).
+#[derive(Debug, Clone, Copy)]
+struct HighPass {
+    b: [f32; 3],
+    a: [f32; 2],
+    x: [f32; 2],
+    y: [f32; 2],
+}
+
+impl HighPass {
+    fn new(corner_hz: f32) -> Self {
+        let w = 2.0 * std::f32::consts::PI * corner_hz / 8000.0;
+        let alpha = w.sin() / std::f32::consts::SQRT_2; // Q = 1/√2
+        let a0 = 1.0 + alpha;
+        let c = w.cos();
+        HighPass {
+            b: [(1.0 + c) / 2.0 / a0, -(1.0 + c) / a0, (1.0 + c) / 2.0 / a0],
+            a: [-2.0 * c / a0, (1.0 - alpha) / a0],
+            x: [0.0; 2],
+            y: [0.0; 2],
+        }
+    }
+
+    fn step(&mut self, x: f32) -> f32 {
+        let y = self.b[0] * x + self.b[1] * self.x[0] + self.b[2] * self.x[1]
+            - self.a[0] * self.y[0]
+            - self.a[1] * self.y[1];
+        self.x = [x, self.x[0]];
+        self.y = [y, self.y[0]];
+        y
+    }
+}
 
 /// What the far end is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,7 +323,7 @@ impl Default for AmdParams {
             beep_min_length: ms(100),
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
-            beep_min_dbfs: -40.0,
+            beep_min_dbfs: -50.0,
             beep_settle: ms(100),
             greeting_end_silence: ms(1500),
             max_greeting_wait: ms(30_000),
@@ -505,6 +546,7 @@ impl ToneRun {
 pub struct Detector {
     p: AmdParams,
     start: Instant,
+    high_pass: HighPass,
     buf: Vec<f32>,
     frames: u64,
     floor: NoiseFloor,
@@ -536,6 +578,7 @@ impl Detector {
         Detector {
             p,
             start: now,
+            high_pass: HighPass::new(HIGH_PASS_HZ),
             buf: Vec::with_capacity(FRAME),
             frames: 0,
             floor: NoiseFloor::new(),
@@ -589,7 +632,7 @@ impl Detector {
     pub fn feed(&mut self, now: Instant, samples: &[i16]) {
         self.fill_gap(now);
         for &s in samples {
-            self.buf.push(f32::from(s));
+            self.buf.push(self.high_pass.step(f32::from(s)));
             if self.buf.len() == FRAME {
                 let f = analyse(&self.buf);
                 self.buf.clear();
@@ -699,10 +742,12 @@ impl Detector {
     /// reference: far-end frames no louder than it could come back as (see
     /// [`AmdParams::echo_return_loss_db`]) are not voice. Linear 8 kHz samples.
     pub fn set_reference(&mut self, start: Instant, audio: &[i16]) {
+        // Through the same high-pass as the far end's audio, so the levels compare.
+        let mut hp = HighPass::new(HIGH_PASS_HZ);
         let levels: Vec<f32> = audio
             .chunks(FRAME)
             .map(|c| {
-                let x: Vec<f32> = c.iter().map(|&v| f32::from(v)).collect();
+                let x: Vec<f32> = c.iter().map(|&v| hp.step(f32::from(v))).collect();
                 analyse_level(&x)
             })
             .collect();
@@ -866,7 +911,7 @@ impl Detector {
                 let quieter = f.level_dbfs <= mean_level - 10.0;
                 if long_enough && quieter {
                     run.after += 1;
-                    if run.after >= 2 {
+                    if run.after >= BEEP_QUIET_FRAMES {
                         let beep = Beep {
                             start: Self::frame_time(run.start_frame),
                             end: Self::frame_time(run.start_frame + u64::from(run.frames)),
@@ -900,8 +945,9 @@ impl Detector {
             _ => self.decide(Kind::Machine, Cause::Beep),
         }
         if !self.dropped {
-            // The drop waits `beep_settle` for a further beep (double and triple beeps).
-            self.pending_drop = Some((beep, 0));
+            // The drop waits `beep_settle` for a further beep (double and triple beeps),
+            // counted from the tone's end: its confirmation was already that quiet.
+            self.pending_drop = Some((beep, BEEP_QUIET_FRAMES * FRAME_MS));
         }
     }
 }
