@@ -284,11 +284,14 @@ pub struct AmdParams {
     /// Default 14 dB: a G.711 beep gives 30+ dB, a beep 20 dB above line noise about 18 dB;
     /// voiced speech fails the steadiness, chords and noise the purity.
     pub beep_min_tonality_db: f32,
-    /// Beep: least level (dBFS). Default −40 dBFS.
+    /// Beep: least level (dBFS). Default −50 dBFS: a beep is often recorded as quietly as
+    /// the greeting, −30 to −45 dBFS on a quiet line; the tonality, the margin over the noise
+    /// floor (10 dB) and the quiet after it keep line noise out.
     pub beep_min_dbfs: f32,
-    /// After a beep: how long to wait for another before the drop point (double and triple
-    /// beeps; the recording starts after the last). Default 100 ms: the gaps of multi-tone
-    /// beeps are 50–100 ms, and it keeps the beep → message delay well under 300 ms.
+    /// After a beep: how long, from the tone's end, to wait for another before the drop
+    /// point (double and triple beeps; the recording starts after the last). Default 150 ms:
+    /// the gaps of multi-tone beeps are 50–100 ms, plus a frame for the next tone's ramp to
+    /// read as tonal; it keeps the beep → message delay under 300 ms.
     pub beep_settle: Duration,
     /// After a `machine` verdict without a beep: silence that ends the greeting. Default
     /// 1,500 ms (greetings pause under a second between sentences; machines that do not
@@ -324,7 +327,7 @@ impl Default for AmdParams {
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
             beep_min_dbfs: -50.0,
-            beep_settle: ms(100),
+            beep_settle: ms(150),
             greeting_end_silence: ms(1500),
             max_greeting_wait: ms(30_000),
             beep_override_window: ms(30_000),
