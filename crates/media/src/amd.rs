@@ -49,6 +49,13 @@ const HIGH_PASS_HZ: f32 = 200.0;
 /// triple beeps are 50–100 ms.
 const BEEP_QUIET_FRAMES: u32 = 5;
 
+/// How fast the loudest voice heard (the reference of `voice_range_db`) is forgotten: 1 dB/s
+/// (per 10 ms frame). A person who said "Hallo?" at −12 dBFS and listens with a television
+/// on 25 dB under stays the reference for the whole analysis (at 5 dB/s the television read
+/// as voice after 1–2 s and the person was cut off as a long greeting); a greeting that gets
+/// quieter after a loud intro is within the range anyway.
+const PEAK_DECAY_DB_PER_FRAME: f32 = 0.01;
+
 /// A second-order Butterworth high-pass (RBJ biquad, direct form I).
 #[derive(Debug, Clone, Copy)]
 struct HighPass {
@@ -224,8 +231,12 @@ pub enum AmdEvent {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AmdParams {
     /// Silence before any word after which the verdict is `not-sure` (Asterisk: 2,500 ms,
-    /// `MACHINE`). Default 2,500 ms. Not `machine` here: a person who picks up and listens
-    /// to our message says nothing, and the beep still catches a machine.
+    /// `MACHINE`). Default 3,500 ms. Not `machine` here: a person who picks up and listens
+    /// to our message says nothing, and the beep still catches a machine. Longer than
+    /// Asterisk's: business and carrier greetings open with 2–3 s of music or a pause (a
+    /// tune of pure notes is not voice), and a `not-sure` at 2.5 s ended their analysis
+    /// before the first word; a person who has said nothing for 3.5 s is `not-sure` all the
+    /// same, and nothing is cut for it (the message plays on).
     pub initial_silence: Duration,
     /// Voiced time after which the greeting is a machine's (Asterisk: 1,500 ms). Default
     /// 3,000 ms: people answer "Allô ?", "Yes, who is this?" (0.3–1.3 s of voice), and a
@@ -238,8 +249,9 @@ pub struct AmdParams {
     /// 800 ms: a person stops after "hello?" and waits; a recorded greeting rarely pauses
     /// that long between sentences in its first seconds.
     pub after_greeting_silence: Duration,
-    /// Analysis bound: `not-sure` past it (Asterisk: 5,000 ms). Default 6,000 ms: room for
-    /// `greeting` after a second of initial silence.
+    /// Analysis bound: `not-sure` past it (Asterisk: 5,000 ms). Default 7,500 ms: room for
+    /// `greeting` (3 s of voice, pauses between words included ~4 s) after up to
+    /// `initial_silence` of music or silence.
     pub total_analysis_time: Duration,
     /// Shortest voiced run counted as a word (Asterisk: 100 ms). Default 100 ms: clicks and
     /// noise bursts are shorter.
@@ -259,7 +271,7 @@ pub struct AmdParams {
     /// about −41 dBFS and misses them); the floor margin does the rest.
     pub voice_min_dbfs: f32,
     /// … and within this range under the loudest voice of the last seconds (which decays
-    /// 5 dB/s), dB. Default 22 dB: a radio or television in the room, or a greeting's music
+    /// 1 dB/s), dB. Default 22 dB: a radio or television in the room, or a greeting's music
     /// bed, is background under the speaker, not words; a speaker's own syllables stay within
     /// ~20 dB of each other.
     pub voice_range_db: f32,
@@ -294,8 +306,11 @@ pub struct AmdParams {
     /// read as tonal; it keeps the beep → message delay under 300 ms.
     pub beep_settle: Duration,
     /// After a `machine` verdict without a beep: silence that ends the greeting. Default
-    /// 1,500 ms (greetings pause under a second between sentences; machines that do not
-    /// beep start recording when the greeting stops).
+    /// 3,000 ms: greetings pause under a second between sentences, but the beep can come
+    /// 1.5–2.5 s after the last word (at 1.5 s the voicemail message started before such
+    /// beeps and the recording lost its start); machines that do not beep record from the
+    /// greeting's end, so waiting longer only leaves silence on the recording, and voicemail
+    /// systems hang up on 5+ s of silence, not 3.
     pub greeting_end_silence: Duration,
     /// After a `machine` verdict: the longest wait for a beep or the greeting's end, from
     /// the answer. Default 30 s (the longest greetings run ~25 s).
@@ -309,10 +324,10 @@ impl Default for AmdParams {
     fn default() -> Self {
         let ms = Duration::from_millis;
         AmdParams {
-            initial_silence: ms(2500),
+            initial_silence: ms(3500),
             greeting: ms(3000),
             after_greeting_silence: ms(800),
-            total_analysis_time: ms(6000),
+            total_analysis_time: ms(7500),
             min_word_length: ms(100),
             between_words_silence: ms(50),
             max_words: 10,
@@ -328,7 +343,7 @@ impl Default for AmdParams {
             beep_min_tonality_db: 14.0,
             beep_min_dbfs: -50.0,
             beep_settle: ms(150),
-            greeting_end_silence: ms(1500),
+            greeting_end_silence: ms(3000),
             max_greeting_wait: ms(30_000),
             beep_override_window: ms(30_000),
         }
@@ -714,7 +729,10 @@ impl Detector {
         } else {
             self.p.voice_margin_db
         };
-        f.level_dbfs > self.p.voice_min_dbfs
+        // A frame holding one steady sinusoid (a beep, a note of a tune of pure tones, a
+        // dial or busy tone) is a tone, not a word: a voice is never that pure.
+        f.tonality_db < self.p.beep_min_tonality_db
+            && f.level_dbfs > self.p.voice_min_dbfs
             && f.level_dbfs > floor + margin
             && f.level_dbfs > self.peak - self.p.voice_range_db
             && f.level_dbfs > self.echo_ceiling()
@@ -767,8 +785,8 @@ impl Detector {
         let floor = self.floor.get();
         let voiced = self.is_voice(&f, floor);
         self.floor.push(f.level_dbfs);
-        // The loudest voice lately, decaying 5 dB/s: what is far under it is background.
-        self.peak -= 0.05;
+        // The loudest voice lately, decaying 1 dB/s: what is far under it is background.
+        self.peak -= PEAK_DECAY_DB_PER_FRAME;
         if voiced && f.level_dbfs > self.peak {
             self.peak = f.level_dbfs;
         }
