@@ -1319,9 +1319,10 @@ mod tests {
             assert!(beeps(&ev).is_empty(), "gap {gap}: {:?}", beeps(&ev));
             let v = first_verdict(&ev).expect("a verdict");
             assert_eq!(v.kind, Kind::Machine, "gap {gap}: {v:?}");
-            // The tune was silence to the greeting analysis (the speech's first frames ramp).
+            // No word before the speech: the tune was silence to the greeting analysis, but
+            // for a frame at some notes' edges (a blip, not a word).
             assert!(
-                (3000..=3100).contains(&v.features.initial_silence_ms),
+                (2500..=3100).contains(&v.features.initial_silence_ms),
                 "gap {gap}: {v:?}"
             );
         }
