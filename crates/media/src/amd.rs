@@ -58,6 +58,12 @@ const BEEP_QUIET_FRAMES: u32 = 5;
 /// quieter after a loud intro is within the range anyway.
 const PEAK_DECAY_DB_PER_FRAME: f32 = 0.01;
 
+/// The silence after a greeting (`after_greeting_silence`) must be quiet (back near the
+/// quietest the line has been) for at least this fraction of it: 1/4. A television or radio
+/// under a person who has stopped talking leaves quiet moments between its words (a third
+/// to a half of the time); an intro's chords or a greeting's music bed leave almost none.
+const QUIET_SHARE: u32 = 4;
+
 /// A second-order Butterworth high-pass (RBJ biquad, direct form I).
 #[derive(Debug, Clone, Copy)]
 struct HighPass {
@@ -548,6 +554,43 @@ impl NoiseFloor {
     }
 }
 
+/// The quietest the line has been since the answer: the least mean level of a 100 ms block
+/// (a mean, so one lost packet filled with silence does not drag it down). After a person's
+/// "hello?" the line falls back to it; a music bed, an intro's chords or a radio stay above
+/// it even once the running [`NoiseFloor`] has taken them for floor.
+#[derive(Debug, Clone)]
+struct QuietFloor {
+    least: f32,
+    sum: f32,
+    in_block: u32,
+}
+
+impl QuietFloor {
+    fn new() -> Self {
+        QuietFloor {
+            least: f32::INFINITY,
+            sum: 0.0,
+            in_block: 0,
+        }
+    }
+
+    fn push(&mut self, level: f32) {
+        self.sum += level;
+        self.in_block += 1;
+        if self.in_block == 10 {
+            self.least = self.least.min(self.sum / 10.0);
+            self.sum = 0.0;
+            self.in_block = 0;
+        }
+    }
+
+    /// Whether `level` is within `margin` dB of the quietest block (true before the first
+    /// block: nothing to compare with yet).
+    fn is_quiet(&self, level: f32, margin: f32) -> bool {
+        level <= self.least + margin
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ToneRun {
     start_frame: u64,
@@ -583,11 +626,14 @@ pub struct Detector {
     buf: Vec<f32>,
     frames: u64,
     floor: NoiseFloor,
+    quiet_floor: QuietFloor,
     // greeting analysis (Asterisk's state, in ms of audio)
     in_initial_silence: bool,
     in_greeting: bool,
     in_word: bool,
     silence_ms: u32,
+    /// The part of the running silence that was quiet (see [`Detector::is_quiet`]).
+    quiet_ms: u32,
     initial_silence_ms: u32,
     voice_run_ms: u32,
     voice_ms: u32,
@@ -615,10 +661,12 @@ impl Detector {
             buf: Vec::with_capacity(FRAME),
             frames: 0,
             floor: NoiseFloor::new(),
+            quiet_floor: QuietFloor::new(),
             in_initial_silence: true,
             in_greeting: false,
             in_word: false,
             silence_ms: 0,
+            quiet_ms: 0,
             initial_silence_ms: 0,
             voice_run_ms: 0,
             voice_ms: 0,
@@ -799,7 +847,9 @@ impl Detector {
     fn step(&mut self, f: Frame) {
         let floor = self.floor.get();
         let voiced = self.is_voice(&f, floor);
+        let quiet = !voiced && self.is_quiet(&f);
         self.floor.push(f.level_dbfs);
+        self.quiet_floor.push(f.level_dbfs);
         // The loudest voice lately, decaying 1 dB/s: what is far under it is background.
         self.peak -= PEAK_DECAY_DB_PER_FRAME;
         if voiced && f.level_dbfs > self.peak {
@@ -808,7 +858,7 @@ impl Detector {
         self.frames += 1;
         self.beep_step(&f, floor);
         if self.verdict.is_none() {
-            self.greeting_step(voiced);
+            self.greeting_step(voiced, quiet);
         } else {
             self.silence_step(voiced);
         }
@@ -854,8 +904,22 @@ impl Detector {
         }
     }
 
-    /// Asterisk's `AMD()` loop, on one frame.
-    fn greeting_step(&mut self, voiced: bool) {
+    /// Whether a frame that is not voice is quiet: back near the quietest the line has been
+    /// (within `voice_margin_db`), or no louder than our own audio's echo could be. A person
+    /// who stops talking leaves the line to its background; a greeting's music bed, a music
+    /// intro's chords (which the running noise floor takes for floor after 1.5 s) or a radio
+    /// do not, and do not count as the silence after a greeting.
+    fn is_quiet(&self, f: &Frame) -> bool {
+        self.quiet_floor
+            .is_quiet(f.level_dbfs, self.p.voice_margin_db)
+            || f.level_dbfs <= self.echo_ceiling()
+    }
+
+    /// Asterisk's `AMD()` loop, on one frame. `quiet`: see [`Detector::is_quiet`]; the
+    /// silence after a greeting must be quiet for at least `1/QUIET_SHARE` of
+    /// `after_greeting_silence` (every frame that is not voice counts toward the initial
+    /// silence and ends a word).
+    fn greeting_step(&mut self, voiced: bool, quiet: bool) {
         let p = self.p;
         if self.analysed() >= p.total_analysis_time {
             self.decide(Kind::NotSure, Cause::TooLong);
@@ -863,6 +927,9 @@ impl Detector {
         }
         if !voiced {
             self.silence_ms = self.silence_ms.saturating_add(FRAME_MS);
+            if quiet {
+                self.quiet_ms = self.quiet_ms.saturating_add(FRAME_MS);
+            }
             if self.in_initial_silence {
                 self.initial_silence_ms = self.silence_ms;
             }
@@ -872,7 +939,10 @@ impl Detector {
             }
             if self.in_initial_silence && self.silence_ms >= ms_u32(p.initial_silence) {
                 self.decide(Kind::NotSure, Cause::InitialSilence);
-            } else if self.in_greeting && self.silence_ms >= ms_u32(p.after_greeting_silence) {
+            } else if self.in_greeting
+                && self.silence_ms >= ms_u32(p.after_greeting_silence)
+                && self.quiet_ms * QUIET_SHARE >= ms_u32(p.after_greeting_silence)
+            {
                 self.decide(Kind::Human, Cause::AfterGreetingSilence);
             }
             return;
@@ -891,6 +961,7 @@ impl Detector {
             }
             // A word's start resets the silence; a short voiced blip does not.
             self.silence_ms = 0;
+            self.quiet_ms = 0;
         }
         if self.voice_run_ms >= ms_u32(p.max_word_length) {
             self.decide(Kind::Machine, Cause::LongWord);
