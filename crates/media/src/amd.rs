@@ -1013,7 +1013,7 @@ impl Detector {
                     return;
                 }
                 let long_enough = run.frames >= min_frames && run.frames <= max_frames;
-                // A beep is followed by a drop in level (the recording starts): 20 ms at
+                // A beep is followed by a drop in level (the recording starts): 50 ms at
                 // least 10 dB under the tone. A note of a melody goes on into the next one.
                 let quieter = f.level_dbfs <= mean_level - 10.0;
                 if long_enough && quieter {
@@ -1030,9 +1030,11 @@ impl Detector {
                     }
                     return;
                 }
-                if run.after == 0 && run.misses == 0 && !quieter {
-                    // One frame's dropout inside a tone (a lost packet, a click).
-                    run.misses = 1;
+                if run.after == 0 && run.misses < 2 && !quieter {
+                    // Up to two frames' dropout inside a tone (a lost packet, a click, a quiet
+                    // tone's G.711 quantisation noise), or its last frame's dip followed by
+                    // the frame its edge falls in.
+                    run.misses += 1;
                     return;
                 }
                 // Not a beep: start over, this frame possibly opening a new tone.
