@@ -64,6 +64,11 @@ const PEAK_DECAY_DB_PER_FRAME: f32 = 0.01;
 /// to a half of the time); an intro's chords or a greeting's music bed leave almost none.
 const QUIET_SHARE: u32 = 4;
 
+/// How far back notes of other pitches make a tone the end of a tune, not a beep: 1 s (two
+/// such notes in it). A tune's notes last 100–500 ms; a two-note beep has one note before
+/// its last, a triple beep's notes are its own pitch.
+const TUNE_SPAN_FRAMES: u64 = 100;
+
 /// A second-order Butterworth high-pass (RBJ biquad, direct form I).
 #[derive(Debug, Clone, Copy)]
 struct HighPass {
@@ -742,6 +747,8 @@ pub struct Detector {
     verdict: Option<Verdict>,
     // beep
     tone: Option<ToneRun>,
+    /// Recent tones that were not beeps (a tune's notes): their end frame and frequency.
+    notes: std::collections::VecDeque<(u64, f32)>,
     // drop point
     dropped: bool,
     pending_drop: Option<(Beep, u32)>,
@@ -774,6 +781,7 @@ impl Detector {
             longest_word_ms: 0,
             verdict: None,
             tone: None,
+            notes: std::collections::VecDeque::new(),
             dropped: false,
             pending_drop: None,
             peak: FLOOR_DBFS,
@@ -1119,10 +1127,25 @@ impl Detector {
                 if long_enough && quieter {
                     run.after += 1;
                     if run.after >= BEEP_QUIET_FRAMES {
+                        let freq = run.freq_sum / run.frames as f32;
+                        // The last note of a tune is followed by quiet too: a tone that two
+                        // other notes led up to within the last second is music, not a beep
+                        // (a two-note beep has one before it, a triple beep's are its own
+                        // pitch).
+                        let since = run.start_frame.saturating_sub(TUNE_SPAN_FRAMES);
+                        let led_up = self
+                            .notes
+                            .iter()
+                            .filter(|(end, f)| *end >= since && (f - freq).abs() > 0.03 * freq)
+                            .count();
+                        if led_up >= 2 {
+                            self.tone = None;
+                            return;
+                        }
                         let beep = Beep {
                             start: Self::frame_time(run.start_frame),
                             end: Self::frame_time(run.start_frame + u64::from(run.frames)),
-                            freq_hz: run.freq_sum / run.frames as f32,
+                            freq_hz: freq,
                             level_dbfs: mean_level,
                         };
                         self.tone = None;
@@ -1137,7 +1160,15 @@ impl Detector {
                     run.misses += 1;
                     return;
                 }
-                // Not a beep: start over, this frame possibly opening a new tone.
+                // Not a beep: start over, this frame possibly opening a new tone. A tone of
+                // 50 ms or more is remembered as a note (see `TUNE_SPAN_FRAMES`).
+                if run.frames >= BEEP_QUIET_FRAMES {
+                    let note = (frame_no, run.freq_sum / run.frames as f32);
+                    if self.notes.len() >= 8 {
+                        self.notes.pop_front();
+                    }
+                    self.notes.push_back(note);
+                }
                 self.tone = None;
                 if tonal {
                     self.tone = Some(ToneRun::begin(frame_no, f));
@@ -1616,6 +1647,31 @@ mod tests {
             assert_eq!(found.len(), 1, "{f1}+{f2}: {ev:?}");
             assert!((found[0].freq_hz - f1).abs() < f1 * 0.03, "{found:?}");
         }
+    }
+
+    #[test]
+    fn a_tune_s_last_note_is_not_a_beep_but_a_two_note_beep_is() {
+        // A tune of pure notes ending in silence: its last note is followed by quiet, like a
+        // beep, but two other notes led up to it.
+        let mut x = speech(2000, -18.0, 3);
+        for hz in [523.0, 659.0, 784.0, 1047.0] {
+            x.extend(tone(200, hz, -18.0));
+        }
+        x.extend(silence(800));
+        let ev = run(AmdParams::default(), &g711(&x));
+        assert!(beeps(&ev).is_empty(), "{:?}", beeps(&ev));
+        // Two notes a fifth apart, the recording after the second: a beep.
+        let x = cat(&[
+            speech(3000, -18.0, 4),
+            silence(400),
+            tone(200, 1000.0, -16.0),
+            tone(200, 1500.0, -16.0),
+            silence(800),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let b = beeps(&ev);
+        assert_eq!(b.len(), 1, "{ev:?}");
+        assert!((b[0].freq_hz - 1500.0).abs() < 30.0, "{b:?}");
     }
 
     #[test]
