@@ -64,10 +64,12 @@ const PEAK_DECAY_DB_PER_FRAME: f32 = 0.01;
 /// to a half of the time); an intro's chords or a greeting's music bed leave almost none.
 const QUIET_SHARE: u32 = 4;
 
-/// How far back notes of other pitches make a tone the end of a tune, not a beep: 1 s (two
-/// such notes in it). A tune's notes last 100–500 ms; a two-note beep has one note before
-/// its last, a triple beep's notes are its own pitch.
-const TUNE_SPAN_FRAMES: u64 = 100;
+/// How far back notes of other pitches make a tone the end of a tune, not a beep: 2 s (two
+/// such notes in it, and no voice since). A tune's notes last 100–500 ms, and only those in
+/// the beep band count (a tune's lower notes are not followed); a two-note beep has one note
+/// before its last, a triple beep's notes are its own pitch, and a beep after a music intro
+/// has the greeting's words between.
+const TUNE_SPAN_FRAMES: u64 = 200;
 
 /// A second-order Butterworth high-pass (RBJ biquad, direct form I).
 #[derive(Debug, Clone, Copy)]
@@ -749,6 +751,8 @@ pub struct Detector {
     tone: Option<ToneRun>,
     /// Recent tones that were not beeps (a tune's notes): their end frame and frequency.
     notes: std::collections::VecDeque<(u64, f32)>,
+    /// Voice frames in a row, ms (whatever the verdict).
+    voice_streak_ms: u32,
     // drop point
     dropped: bool,
     pending_drop: Option<(Beep, u32)>,
@@ -782,6 +786,7 @@ impl Detector {
             verdict: None,
             tone: None,
             notes: std::collections::VecDeque::new(),
+            voice_streak_ms: 0,
             dropped: false,
             pending_drop: None,
             peak: FLOOR_DBFS,
@@ -964,6 +969,16 @@ impl Detector {
             self.peak = f.level_dbfs;
         }
         self.frames += 1;
+        // A word (not a blip at a note's edge) between a tune and a tone: the tone does not
+        // end the tune.
+        self.voice_streak_ms = if voiced {
+            self.voice_streak_ms.saturating_add(FRAME_MS)
+        } else {
+            0
+        };
+        if self.voice_streak_ms >= ms_u32(self.p.min_word_length) {
+            self.notes.clear();
+        }
         self.beep_step(&f, floor);
         if self.verdict.is_none() {
             self.greeting_step(voiced, quiet);
@@ -1129,7 +1144,7 @@ impl Detector {
                     if run.after >= BEEP_QUIET_FRAMES {
                         let freq = run.freq_sum / run.frames as f32;
                         // The last note of a tune is followed by quiet too: a tone that two
-                        // other notes led up to within the last second is music, not a beep
+                        // other notes led up to within the last 2 s is music, not a beep
                         // (a two-note beep has one before it, a triple beep's are its own
                         // pitch).
                         let since = run.start_frame.saturating_sub(TUNE_SPAN_FRAMES);
