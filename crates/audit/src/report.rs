@@ -1340,8 +1340,7 @@ fn amd(h: &mut String, calls: &[Call]) {
             ),
             (
                 "machines hung up on",
-                count(&|a| a.mode == "hang-up-on-machine" && a.verdict == "machine")
-                    .to_string(),
+                count(&|a| a.mode == "hang-up-on-machine" && a.verdict == "machine").to_string(),
             ),
         ],
     );

@@ -875,7 +875,9 @@ fn the_amd_section_and_columns_show_each_call_s_verdict_and_timings() {
     let amd = text(section(&dom, "amd"));
     assert!(amd.contains("calls analysed3 (3 voicemail-drop)"), "{amd}");
     assert!(
-        amd.contains("judged a machine2, of which 1 first judged a person and overturned by a beep"),
+        amd.contains(
+            "judged a machine2, of which 1 first judged a person and overturned by a beep"
+        ),
         "{amd}"
     );
     assert!(

@@ -564,7 +564,8 @@ fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
         let s: f64 = (i + 1..4).map(|k| g[i][k] * coef[k]).sum();
         coef[i] = (g[i][4] - s) / g[i][i];
     }
-    let explained = (coef.iter().zip(rhs).map(|(c, r)| c * r).sum::<f64>() as f32).clamp(0.0, energy);
+    let explained =
+        (coef.iter().zip(rhs).map(|(c, r)| c * r).sum::<f64>() as f32).clamp(0.0, energy);
     let rest = (energy - explained).max(energy * 1e-5);
     Some((hz(w1), 10.0 * (explained.max(energy * 1e-5) / rest).log10()))
 }
@@ -1650,7 +1651,11 @@ mod tests {
         // A square-ish beep through the line (its 3rd harmonic 15 dB down), and two tones at
         // once a fifth apart: neither is one sinusoid, both are two. (Two tones closer than
         // ~400 Hz, or both under ~800 Hz, are beyond a 10 ms fit through G.711: not found.)
-        for (f1, f2, rel) in [(800.0, 2400.0, -15.0), (1000.0, 3000.0, -20.0), (1000.0, 1500.0, 0.0)] {
+        for (f1, f2, rel) in [
+            (800.0, 2400.0, -15.0),
+            (1000.0, 3000.0, -20.0),
+            (1000.0, 1500.0, 0.0),
+        ] {
             let mut b = tone(400, f1, -20.0);
             for (a, v) in b.iter_mut().zip(tone(400, f2, -20.0 + rel)) {
                 *a += v;
