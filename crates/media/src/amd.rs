@@ -503,13 +503,13 @@ fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
         syv += y * v;
     }
     let det = suu * svv - suv * suv;
-    if !(det > 1e-9 * suu * svv) {
+    if !det.is_finite() || det <= 1e-9 * suu * svv {
         return None;
     }
     let a = (syu * svv - syv * suv) / det;
     let b = (syv * suu - syu * suv) / det;
     let disc = a * a + 4.0 * (b + 2.0);
-    if !(disc > 0.0) {
+    if !disc.is_finite() || disc <= 0.0 {
         return None;
     }
     let (c1, c2) = ((a + disc.sqrt()) / 2.0, (a - disc.sqrt()) / 2.0);
@@ -529,20 +529,14 @@ fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
     let (r1, r2) = ((w1.cos(), w1.sin()), (w2.cos(), w2.sin()));
     let (mut p1, mut p2) = ((1f64, 0f64), (1f64, 0f64));
     for &v in x {
-        let basis = [p1.0, p1.1, p2.0, p2.1];
-        for i in 0..4 {
-            for j in i..4 {
-                g[i][j] += basis[i] * basis[j];
+        let basis = [p1.0, p1.1, p2.0, p2.1, f64::from(v)];
+        for (row, bi) in g.iter_mut().zip(basis) {
+            for (cell, bj) in row.iter_mut().zip(basis) {
+                *cell += bi * bj;
             }
-            g[i][4] += basis[i] * f64::from(v);
         }
         p1 = (p1.0 * r1.0 - p1.1 * r1.1, p1.0 * r1.1 + p1.1 * r1.0);
         p2 = (p2.0 * r2.0 - p2.1 * r2.1, p2.0 * r2.1 + p2.1 * r2.0);
-    }
-    for i in 0..4 {
-        for j in 0..i {
-            g[i][j] = g[j][i];
-        }
     }
     let rhs = [g[0][4], g[1][4], g[2][4], g[3][4]];
     // Gaussian elimination with partial pivoting on the augmented 4×5 matrix.
@@ -552,10 +546,11 @@ fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
         if g[col][col].abs() < 1e-9 {
             return None;
         }
-        for row in col + 1..4 {
-            let f = g[row][col] / g[col][col];
-            for k in col..5 {
-                g[row][k] -= f * g[col][k];
+        let pivot_row = g[col];
+        for row in g.iter_mut().skip(col + 1) {
+            let f = row[col] / pivot_row[col];
+            for (cell, p) in row.iter_mut().zip(pivot_row).skip(col) {
+                *cell -= f * p;
             }
         }
     }
