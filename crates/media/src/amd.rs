@@ -463,7 +463,9 @@ fn analyse(x: &[f32]) -> Frame {
             .then(|| two_tones(x, energy))
             .flatten()
         {
-            Some(two) if two.1 > one.1 => two,
+            // Two tones must explain clearly more than one (a tone in noise fits a second,
+            // spurious one that explains a little of the noise).
+            Some(two) if two.1 > one.1 + TWO_TONE_MARGIN_DB => two,
             _ => one,
         }
     } else {
@@ -477,8 +479,11 @@ fn analyse(x: &[f32]) -> Frame {
     }
 }
 
-/// A frame whose one-sinusoid tonality reaches this (dB) is not also fitted with two.
-const ONE_TONE_DB: f32 = 20.0;
+/// A frame whose one-sinusoid tonality reaches this (dB: the default beep threshold) is not
+/// also fitted with two.
+const ONE_TONE_DB: f32 = 14.0;
+/// How much more (dB) two sinusoids must explain than one to be taken instead.
+const TWO_TONE_MARGIN_DB: f32 = 3.0;
 
 /// Two sinusoids at once — a dual-tone beep, or a beep with a strong harmonic (a square-ish
 /// tone through the line): the lower frequency (Hz) and how much of the frame's energy the
@@ -491,11 +496,28 @@ const ONE_TONE_DB: f32 = 20.0;
 /// tones' energy (a formant ringing down between glottal pulses, or a chord of three notes,
 /// leaves much of its energy out).
 fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
+    // At lag 1 the fit is ill-conditioned for close tones at low frequencies (8 kHz samples
+    // them finely: G.711 noise pulls both toward their mean); at lag 2 (`cᵢ = 2·cos 2ωᵢ`,
+    // tones up to 2 kHz) it resolves 700 + 1,050 Hz. Both are tried; the better projection
+    // wins.
+    [1usize, 2]
+        .into_iter()
+        .filter_map(|lag| {
+            let (w1, w2) = two_tone_fit(x, lag)?;
+            Some((w1, project_two(x, energy, w1, w2)?))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(w1, purity)| ((w1 * 8000.0 / (2.0 * std::f64::consts::PI)) as f32, purity))
+}
+
+/// The two angular frequencies (ω₁ < ω₂, rad/sample) of the palindromic fit
+/// `x[n] + x[n−4L] = a·(x[n−L] + x[n−3L]) + b·x[n−2L]` at lag `L`.
+fn two_tone_fit(x: &[f32], lag: usize) -> Option<(f64, f64)> {
     let (mut suu, mut suv, mut svv, mut syu, mut syv) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    for w in x.windows(5) {
-        let y = f64::from(w[4] + w[0]);
-        let u = f64::from(w[3] + w[1]);
-        let v = f64::from(w[2]);
+    for w in x.windows(4 * lag + 1) {
+        let y = f64::from(w[4 * lag] + w[0]);
+        let u = f64::from(w[3 * lag] + w[lag]);
+        let v = f64::from(w[2 * lag]);
         suu += u * u;
         suv += u * v;
         svv += v * v;
@@ -516,13 +538,19 @@ fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
     if !(c1 < 1.999 && c2 > -1.999) {
         return None;
     }
-    let (w1, w2) = ((c1 / 2.0).acos(), (c2 / 2.0).acos());
-    let hz = |w: f64| (w * 8000.0 / (2.0 * std::f64::consts::PI)) as f32;
+    let l = lag as f64;
+    let (w1, w2) = ((c1 / 2.0).acos() / l, (c2 / 2.0).acos() / l);
     // Closer than 80 Hz, 10 ms cannot tell them apart (the projection would be
     // ill-conditioned); that is one tone's business anyway.
-    if hz(w2) - hz(w1) < 80.0 {
+    if (w2 - w1) * 8000.0 / (2.0 * std::f64::consts::PI) < 80.0 {
         return None;
     }
+    Some((w1, w2))
+}
+
+/// How much of `x`'s energy constant-amplitude sinusoids at `w1` and `w2` (rad/sample) hold,
+/// against the rest, dB.
+fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<f32> {
     // Gram matrix and right-hand side of the projection on cos/sin at ω₁ and ω₂, the
     // sinusoids stepped by rotation (no trigonometry per sample).
     let mut g = [[0f64; 5]; 4];
@@ -562,7 +590,7 @@ fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
     let explained =
         (coef.iter().zip(rhs).map(|(c, r)| c * r).sum::<f64>() as f32).clamp(0.0, energy);
     let rest = (energy - explained).max(energy * 1e-5);
-    Some((hz(w1), 10.0 * (explained.max(energy * 1e-5) / rest).log10()))
+    Some(10.0 * (explained.max(energy * 1e-5) / rest).log10())
 }
 
 /// How much of the frame's energy is at the fitted frequency (`c = 2·cos ω`), against the
@@ -1644,12 +1672,14 @@ mod tests {
     #[test]
     fn a_beep_with_a_harmonic_or_two_tones_apart_is_a_beep() {
         // A square-ish beep through the line (its 3rd harmonic 15 dB down), and two tones at
-        // once a fifth apart: neither is one sinusoid, both are two. (Two tones closer than
-        // ~400 Hz, or both under ~800 Hz, are beyond a 10 ms fit through G.711: not found.)
+        // once a fifth or a third apart: none is one sinusoid, all are two. (Two tones a
+        // third apart under ~600 Hz are beyond a 10 ms fit through G.711: not found.)
         for (f1, f2, rel) in [
             (800.0, 2400.0, -15.0),
             (1000.0, 3000.0, -20.0),
             (1000.0, 1500.0, 0.0),
+            (700.0, 1050.0, 0.0),
+            (1000.0, 1250.0, -3.0),
         ] {
             let mut b = tone(400, f1, -20.0);
             for (a, v) in b.iter_mut().zip(tone(400, f2, -20.0 + rel)) {
