@@ -5,6 +5,9 @@
 //! test fails if the file names a status nothing here produced, or if a request here gets a
 //! status the file does not name.
 //!
+//! Served as on a non-loopback address, every read but the dashboard and this file needs the
+//! token too.
+//!
 //! The run is a control handle whose receiving end is held but not driven: its queue fills
 //! (503), and dropping it ends the run (409). The live behaviour against sipp is in
 //! `crates/cli/tests/control.rs`.
@@ -174,7 +177,7 @@ fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let served = |store: Arc<SledStore>| {
+    let served_on = |store: Arc<SledStore>, listen: std::net::SocketAddr| {
         Ctx::new(
             store,
             log.clone(),
@@ -185,16 +188,23 @@ fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
                 snapshot: Mutex::new(None),
             }],
             "secret-token",
-            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen,
         )
     };
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let served = |store: Arc<SledStore>| served_on(store, loopback);
     let ctx = Arc::new(served(store.clone()));
     ctx.refresh();
     // The same API with no write slot: every write is refused (503), nothing written.
     let full = Arc::new(served(store.clone()).with_write_slots(0));
-    let (base, base_full) = rt.block_on(async {
+    // The same API as served on every address: every read needs the token too.
+    let open = Arc::new(served_on(
+        store.clone(),
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+    ));
+    let (base, base_full, base_open) = rt.block_on(async {
         let mut bases = Vec::new();
-        for c in [ctx.clone(), full.clone()] {
+        for c in [ctx.clone(), full.clone(), open.clone()] {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -204,7 +214,7 @@ fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
             ));
             tokio::spawn(crieur_control::api::serve(l, c));
         }
-        (bases[0].clone(), bases[1].clone())
+        (bases[0].clone(), bases[1].clone(), bases[2].clone())
     });
     let api = Api {
         base,
@@ -227,6 +237,42 @@ fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
             .unwrap_or_else(|e| panic!("{e}")),
     };
     let c = format!("/api/campaigns/{id}");
+    let everywhere = Api {
+        base: base_open,
+        token: api.token.clone(),
+        agent: api.agent.clone(),
+        seen: Mutex::default(),
+        rt: tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}")),
+    };
+    for (t, u) in [
+        ("/metrics", "/metrics".to_owned()),
+        ("/api/campaigns", "/api/campaigns".to_owned()),
+        ("/api/campaigns/{id}", c.clone()),
+        (
+            "/api/optouts/{number}",
+            "/api/optouts/+33612345671".to_owned(),
+        ),
+    ] {
+        assert_eq!(
+            everywhere.call("GET", t, &u, Auth::None, None).status,
+            401,
+            "{u}"
+        );
+        assert_eq!(
+            everywhere.call("GET", t, &u, Auth::Token, None).status,
+            200,
+            "{u}"
+        );
+    }
+    for u in ["/", "/dashboard.js", "/openapi.yaml"] {
+        assert_eq!(
+            everywhere.call("GET", u, u, Auth::None, None).status,
+            200,
+            "{u}"
+        );
+    }
 
     // Static pages, open on loopback and elsewhere.
     let r = api.call("GET", "/", "/", Auth::None, None);
@@ -739,6 +785,12 @@ fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
     // What was exercised is exactly what is documented.
     let mut seen = api.seen.into_inner().unwrap_or_else(|e| panic!("{e}"));
     seen.extend(busy.seen.into_inner().unwrap_or_else(|e| panic!("{e}")));
+    seen.extend(
+        everywhere
+            .seen
+            .into_inner()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
     let doc = documented();
     let missing: Vec<_> = doc.difference(&seen).collect();
     let undocumented: Vec<_> = seen.difference(&doc).collect();
