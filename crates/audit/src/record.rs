@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+pub use crieur_outcome::Outcome;
 
 /// Format version, written in every run header. 2: skip reasons are coded objects
 /// ([`Reason`]) and skip decisions carry their rule set; version 1 wrote reasons as free text
@@ -200,7 +201,7 @@ pub struct PastAttempt {
     pub at: DateTime<Utc>,
     /// When it ended (retry delays count from here); none if unknown.
     pub ended: Option<DateTime<Utc>>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub campaign: String,
 }
 
@@ -301,7 +302,7 @@ pub enum Reason {
     /// Refused (`outcome`) at `refused_at`: no contact `until`.
     QuietAfterRefusal {
         refused_at: DateTime<Utc>,
-        outcome: String,
+        outcome: Outcome,
         until: DateTime<Utc>,
     },
     /// The retry delay of the last attempt's outcome runs until `not_before`.
@@ -595,7 +596,7 @@ pub struct OutcomeRecord {
     pub number: String,
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
-    pub outcome: String,
+    pub outcome: Outcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -733,7 +734,7 @@ mod tests {
             },
             Reason::QuietAfterRefusal {
                 refused_at: at,
-                outcome: "not-interested".into(),
+                outcome: Outcome::Scheduled(crieur_engine::AttemptOutcome::NotInterested),
                 until: at,
             },
             Reason::RetryDelay { not_before: at },

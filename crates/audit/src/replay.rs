@@ -16,7 +16,7 @@ use crieur_scheduler::{
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::record::{DecisionRecord, Reason, Record, RunHeader};
+use crate::record::{DecisionRecord, Outcome, Reason, Record, RunHeader};
 use crate::{read_all, Result};
 
 /// The law (and the FR rules) allow 2 s from answer to the message; more is a violation.
@@ -144,7 +144,12 @@ fn looser_than_ruleset(
         })
         .collect();
     for r in &h.retry {
-        if AttemptOutcome::from_record(&r.outcome).is_final() && r.max_retries > 0 {
+        if r.max_retries > 0
+            && r
+                .outcome
+                .parse::<Outcome>()
+                .is_ok_and(|o| o.scheduled().is_final())
+        {
             out.push((
                 object(json!({
                     "rule": "retry-after-final",
@@ -162,7 +167,7 @@ fn looser_than_ruleset(
         if !h
             .retry
             .iter()
-            .any(|r| AttemptOutcome::from_record(&r.outcome) == o)
+            .any(|r| r.outcome.parse::<Outcome>().is_ok_and(|r| r.scheduled() == o))
         {
             out.push((
                 object(json!({"rule": "no-retry-rule", "outcome": o.as_str()})),
@@ -296,7 +301,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     let mut run: Option<std::result::Result<Option<RunPolicy>, String>> = None;
     let mut opted_out: HashSet<String> = HashSet::new();
     // Outcomes recorded in this log, per number: (started, outcome, campaign).
-    let mut outcomes: HashMap<String, Vec<(DateTime<Utc>, String, String)>> = HashMap::new();
+    let mut outcomes: HashMap<String, Vec<(DateTime<Utc>, Outcome, String)>> = HashMap::new();
     // Dial decisions by (campaign, contact, instant decided).
     let mut dials: HashSet<(String, String, DateTime<Utc>)> = HashSet::new();
     // Calls where something rang or answered (an 18x or 2xx response, an `answered` record).
@@ -399,9 +404,9 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 if let Some(seq) = open_by_call.remove(&o.call) {
                     open.remove(&seq);
                 }
-                let mut outcome = o.outcome.clone();
+                let mut outcome = o.outcome;
                 let status = final_status.get(&o.call).copied();
-                if AttemptOutcome::from_record(&outcome) == AttemptOutcome::TrunkFault
+                if outcome.scheduled() == AttemptOutcome::TrunkFault
                     && (rang.contains(&o.call) || !status.is_none_or(trunk_fault_status))
                 {
                     let why = if rang.contains(&o.call) {
@@ -428,10 +433,9 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         ),
                     );
                     misclassified.insert((o.number.clone(), o.started.timestamp()));
-                    outcome = o
-                        .outcome
-                        .trim_start_matches(crieur_engine::TRUNK_FAULT_PREFIX)
-                        .to_owned();
+                    if let Outcome::Call { outcome: call, .. } = o.outcome {
+                        outcome = Outcome::call(call);
+                    }
                 }
                 outcomes.entry(o.number.clone()).or_default().push((
                     o.started,
@@ -612,7 +616,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 }
                 // What an attempt counts as: its recorded name, unless this log shows it rang.
                 let outcome_of = |h: &crate::record::PastAttempt| {
-                    let o = AttemptOutcome::from_record(&h.outcome);
+                    let o = h.outcome.scheduled();
                     if o == AttemptOutcome::TrunkFault
                         && misclassified.contains(&(d.number.clone(), h.at.timestamp()))
                     {
@@ -634,7 +638,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                     if !d.history.iter().any(|h| same_attempt(h.at, *at)) {
                         attempts.push(Attempt {
                             at: *at,
-                            outcome: AttemptOutcome::from_record(o),
+                            outcome: o.scheduled(),
                             this_campaign: *camp == d.campaign,
                         });
                     }

@@ -67,7 +67,8 @@ impl Io {
 }
 
 /// The core crates (directories under `crates/`).
-const CORE: [&str; 7] = [
+const CORE: [&str; 8] = [
+    "outcome",
     "scheduler",
     "engine",
     "audit",
@@ -143,15 +144,20 @@ const EDGES: &[(&str, &[Io], &str)] = &[
 
 /// Internal dependencies (normal, not dev) each crate may have; `cli` may have any.
 const DEPENDS_ON: &[(&str, &[&str])] = &[
+    // One outcome value shared by media, the store, the engine and the audit log.
+    ("outcome", &[]),
     ("scheduler", &[]),
-    ("media", &[]),
-    ("store", &["scheduler"]),
-    ("engine", &["scheduler"]),
+    ("media", &["outcome"]),
+    ("store", &["scheduler", "outcome"]),
+    ("engine", &["scheduler", "outcome"]),
     // Replay re-derives caps and retries with the engine's own code.
-    ("audit", &["scheduler", "engine"]),
+    ("audit", &["scheduler", "engine", "outcome"]),
     ("sim", &["media"]),
     // The dial protocol keeps the store and the audit log in step around each call.
-    ("dial", &["scheduler", "engine", "audit", "store", "media"]),
+    (
+        "dial",
+        &["scheduler", "engine", "audit", "store", "media", "outcome"],
+    ),
     // Validation checks recordings (media), caps and retries (engine), signing keys (audit).
     ("config", &["scheduler", "engine", "media", "audit"]),
     // The live driver (tokio): the dial core against the store, the log and the SIP UAC,

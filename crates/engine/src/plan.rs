@@ -4,99 +4,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+pub use crieur_outcome::{AttemptOutcome, TRUNK_FAULT_PREFIX};
 use crieur_scheduler::{Contact, Decision, Evaluator, Policy, SkipReason};
-
-/// How an attempt ended, as far as scheduling is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AttemptOutcome {
-    /// Answered; the message played (done).
-    Answered,
-    /// The opt-out key (done, for good).
-    OptedOut,
-    /// The configurable "not interested" key: a refusal (done; quiet period applies).
-    NotInterested,
-    Busy,
-    NoAnswer,
-    /// Trunk failure, codec mismatch …
-    Failed,
-    Rejected,
-    /// Answered by a machine.
-    Machine,
-    /// The process stopped mid-call (crash recovery closes the call as this).
-    Interrupted,
-    /// The trunk refused the call before anything rang (auth failure, 5xx, timer B, no
-    /// common codec): a trunk fault, not the contact's answer. Recorded as evidence, but it
-    /// uses up none of the contact's attempts or caps; the contact is retried when dialling
-    /// resumes. Recorded as `trunk-fault:<the call's outcome>` ([`TRUNK_FAULT_PREFIX`]).
-    TrunkFault,
-}
-
-/// The recorded outcome of an attempt the trunk refused before anything rang starts with this
-/// (e.g. `trunk-fault:auth-failed`, `trunk-fault:trunk-failure`).
-pub const TRUNK_FAULT_PREFIX: &str = "trunk-fault:";
-
-impl AttemptOutcome {
-    /// Stable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Answered => "answered",
-            AttemptOutcome::OptedOut => "opted-out",
-            AttemptOutcome::NotInterested => "not-interested",
-            AttemptOutcome::Busy => "busy",
-            AttemptOutcome::NoAnswer => "no-answer",
-            AttemptOutcome::Failed => "failed",
-            AttemptOutcome::Rejected => "rejected",
-            AttemptOutcome::Machine => "machine",
-            AttemptOutcome::Interrupted => "interrupted",
-            AttemptOutcome::TrunkFault => "trunk-fault",
-        }
-    }
-    /// The scheduling meaning of an outcome as a call records it (the media layer's names,
-    /// as stored with each attempt) or as this enum names it. Unknown names count as
-    /// `failed`: still an attempt, retried by the failure rule. Only a name with the
-    /// [`TRUNK_FAULT_PREFIX`] is a trunk fault: a plain `auth-failed` or `trunk-failure` (an
-    /// attempt where something rang, or one recorded before trunk faults were told apart)
-    /// counts.
-    pub fn from_record(name: &str) -> AttemptOutcome {
-        if name.starts_with(TRUNK_FAULT_PREFIX) {
-            return AttemptOutcome::TrunkFault;
-        }
-        match name {
-            "answered" | "answered-completed" | "hung-up-mid-message" => AttemptOutcome::Answered,
-            // A failed opt-out write is still the person's refusal.
-            "opted-out" | "answered-opted-out" | "opt-out-failed" => AttemptOutcome::OptedOut,
-            "not-interested" | "answered-not-interested" => AttemptOutcome::NotInterested,
-            "busy" => AttemptOutcome::Busy,
-            "no-answer" => AttemptOutcome::NoAnswer,
-            "rejected" | "not-found" => AttemptOutcome::Rejected,
-            // Answering-machine detection: a voicemail left, or none (`[retry.machine]`).
-            "machine" | "machine-message-left" | "machine-hung-up" => AttemptOutcome::Machine,
-            "interrupted" | "local-shutdown" => AttemptOutcome::Interrupted,
-            _ => AttemptOutcome::Failed,
-        }
-    }
-
-    /// Answered, opted out or not interested: the campaign is done with the contact.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            AttemptOutcome::Answered | AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
-        )
-    }
-    /// Whether it uses up an attempt: counts toward the attempt cap, the rolling cap and the
-    /// retry rules. Every outcome does but a trunk fault.
-    pub fn counts(self) -> bool {
-        self != AttemptOutcome::TrunkFault
-    }
-
-    /// The opt-out key or the not-interested key.
-    pub fn is_refusal(self) -> bool {
-        matches!(
-            self,
-            AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
-        )
-    }
-}
 
 /// Retry rule for one outcome: wait at least `delay`, retry at most `max_retries` times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1059,44 +968,6 @@ mod tests {
         // The one real attempt uses the cap of 1.
         assert_eq!(p.tick(now + chrono::Duration::days(1)).len(), 0);
         assert_eq!(p.remaining(), 0);
-    }
-
-    #[test]
-    fn recorded_outcome_names_map_to_their_scheduling_meaning() {
-        use AttemptOutcome as O;
-        for (name, o) in [
-            ("answered-completed", O::Answered),
-            ("hung-up-mid-message", O::Answered),
-            ("answered-opted-out", O::OptedOut),
-            ("opt-out-failed", O::OptedOut),
-            ("answered-not-interested", O::NotInterested),
-            ("busy", O::Busy),
-            ("no-answer", O::NoAnswer),
-            ("not-found", O::Rejected),
-            ("trunk-failure", O::Failed),
-            ("codec-mismatch", O::Failed),
-            ("media-refused", O::Failed),
-            ("machine-message-left", O::Machine),
-            ("machine-hung-up", O::Machine),
-            ("interrupted", O::Interrupted),
-            ("local-shutdown", O::Interrupted),
-            ("something new", O::Failed),
-            ("auth-failed", O::Failed),
-            ("trunk-fault:auth-failed", O::TrunkFault),
-            ("trunk-fault:trunk-failure", O::TrunkFault),
-            ("trunk-fault:codec-mismatch", O::TrunkFault),
-        ] {
-            assert_eq!(O::from_record(name), o, "{name}");
-        }
-        for o in [
-            O::Answered,
-            O::OptedOut,
-            O::NotInterested,
-            O::Busy,
-            O::Machine,
-        ] {
-            assert_eq!(O::from_record(o.as_str()), o);
-        }
     }
 
     #[test]

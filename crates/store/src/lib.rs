@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
+pub use crieur_outcome::Outcome;
 use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, WindowsCache, E164};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -125,7 +126,7 @@ pub trait Store {
         campaign: &str,
         id: &ContactId,
         number: &E164,
-        outcome: &str,
+        outcome: Outcome,
         ended: DateTime<Utc>,
     ) -> Result<()>;
     /// Every lease held (after a crash: the calls that were being placed), oldest first.
@@ -155,7 +156,7 @@ pub struct AttemptRecord {
     pub contact: String,
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The call's id in the audit log (empty for an attempt recorded before store format 3).
     pub call: String,
 }
@@ -233,7 +234,7 @@ struct StoredAttempt2 {
     contact: String,
     started: i64,
     ended: i64,
-    outcome: String,
+    outcome: Outcome,
 }
 
 /// A record rewritten by a migration: (key, value) → (new key, new value).
@@ -325,7 +326,7 @@ struct StoredAttempt {
     contact: String,
     started_us: i64,
     ended_us: i64,
-    outcome: String,
+    outcome: Outcome,
     call: String,
 }
 
@@ -465,7 +466,7 @@ impl SledStore {
         campaign: &str,
         id: &str,
         hash: Option<[u8; 32]>,
-        outcome: &str,
+        outcome: Outcome,
         ended: DateTime<Utc>,
     ) -> Result<bool> {
         // A unique suffix: two attempts in the same second never overwrite each other.
@@ -490,7 +491,7 @@ impl SledStore {
                 contact: id.to_owned(),
                 started_us: lease.at_us,
                 ended_us: micros(ended),
-                outcome: outcome.to_owned(),
+                outcome,
                 call: lease.call.clone(),
             };
             let bytes = postcard::to_allocvec(&rec)
@@ -1012,7 +1013,7 @@ impl Store for SledStore {
         campaign: &str,
         id: &ContactId,
         number: &E164,
-        outcome: &str,
+        outcome: Outcome,
         ended: DateTime<Utc>,
     ) -> Result<()> {
         let key = lease_key(campaign, id.as_str());
@@ -1070,7 +1071,7 @@ impl Store for SledStore {
             &lease.campaign,
             &lease.contact,
             None,
-            "interrupted",
+            Outcome::Scheduled(crieur_outcome::AttemptOutcome::Interrupted),
             now,
         ) {
             Ok(closed) => closed,
@@ -1088,7 +1089,7 @@ impl Store for SledStore {
             contact: lease.contact.clone(),
             started: lease.at,
             ended: now,
-            outcome: "interrupted".into(),
+            outcome: Outcome::Scheduled(crieur_outcome::AttemptOutcome::Interrupted),
             call: lease.call.clone(),
         }))
     }
@@ -1104,7 +1105,7 @@ impl Store for SledStore {
             contact: a.contact.clone(),
             started_us: micros(a.started),
             ended_us: micros(a.ended),
-            outcome: a.outcome.clone(),
+            outcome: a.outcome,
             call: a.call.clone(),
         };
         self.attempts
@@ -1127,6 +1128,10 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn busy() -> Outcome {
+        Outcome::call(crieur_outcome::CallOutcome::Busy)
+    }
 
     fn n(s: &str) -> E164 {
         s.parse().unwrap_or_else(|e| panic!("{e}"))
@@ -1447,7 +1452,7 @@ mod tests {
                 s.lease("c", &a, &na, t(1_000), "a-2"),
                 Err(Error::Leased { .. })
             ));
-            assert!(s.finish_attempt("c", &a, &na, "busy", t(30_750)).is_ok());
+            assert!(s.finish_attempt("c", &a, &na, busy(), t(30_750)).is_ok());
             assert!(s.lease("c", &a, &na, t(3_600_001), "a-3").is_ok());
             assert!(s.lease("c", &b, &nb, t(3_600_002), "b-1").is_ok());
             // "Crash": the store is dropped with both leases held.
@@ -1471,15 +1476,15 @@ mod tests {
         assert!(s.leases().unwrap_or_default().is_empty());
         assert!(s.attempts(&nb).unwrap_or_default().is_empty());
         let attempts = s.attempts(&na).unwrap_or_default();
-        let got: Vec<(&str, &str, DateTime<Utc>, DateTime<Utc>)> = attempts
+        let got: Vec<(String, &str, DateTime<Utc>, DateTime<Utc>)> = attempts
             .iter()
-            .map(|a| (a.outcome.as_str(), a.call.as_str(), a.started, a.ended))
+            .map(|a| (a.outcome.name(), a.call.as_str(), a.started, a.ended))
             .collect();
         assert_eq!(
             got,
             [
-                ("busy", "a-1", t(250), t(30_750)),
-                ("interrupted", "a-3", t(3_600_001), t(7_200_000))
+                ("busy".to_owned(), "a-1", t(250), t(30_750)),
+                ("interrupted".to_owned(), "a-3", t(3_600_001), t(7_200_000))
             ]
         );
         assert!(s.lease("c", &a, &na, t(7_400_000), "a-4").is_ok());
@@ -1490,7 +1495,7 @@ mod tests {
             contact: "b".into(),
             started: t(10),
             ended: t(20),
-            outcome: "interrupted".into(),
+            outcome: Outcome::Scheduled(crieur_outcome::AttemptOutcome::Interrupted),
             call: "b-0".into(),
         };
         assert!(s.record_attempt(&nb, &lost).is_ok());
@@ -1542,7 +1547,7 @@ mod tests {
                 contact: "a".into(),
                 started: 1_800_000_000,
                 ended: 1_800_000_030,
-                outcome: "busy".into(),
+                outcome: busy(),
             };
             let mut k = hash.to_vec();
             k.extend_from_slice(&1_800_000_000_i64.to_be_bytes());
@@ -1573,7 +1578,7 @@ mod tests {
                 contact: "a".into(),
                 started: at(1_800_000_000),
                 ended: at(1_800_000_030),
-                outcome: "busy".into(),
+                outcome: busy(),
                 call: String::new(),
             }]
         );
@@ -1614,7 +1619,7 @@ mod tests {
         let num = n("+33612345678");
         for at in [0, 3600] {
             assert!(s.lease("c", &id, &num, t(at), "call").is_ok());
-            assert!(s.finish_attempt("c", &id, &num, "busy", t(at + 30)).is_ok());
+            assert!(s.finish_attempt("c", &id, &num, busy(), t(at + 30)).is_ok());
         }
         assert_eq!(s.attempts(&num).map(|a| a.len()).ok(), Some(2));
         let (key, value) = s
@@ -1642,7 +1647,7 @@ mod tests {
             contact: stored.contact.clone(),
             started_us,
             ended_us,
-            outcome: stored.outcome.clone(),
+            outcome: stored.outcome,
             call: stored.call.clone(),
         };
         // A start instant that is no date (it read as 1970 before, and left the cap's window).
