@@ -5,8 +5,8 @@
 //! format version.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 pub use crieur_outcome::Outcome;
+use serde::{Deserialize, Serialize};
 
 /// Format version, written in every run header. 2: skip reasons are coded objects
 /// ([`Reason`]) and skip decisions carry their rule set; version 1 wrote reasons as free text

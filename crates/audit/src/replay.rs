@@ -145,8 +145,7 @@ fn looser_than_ruleset(
         .collect();
     for r in &h.retry {
         if r.max_retries > 0
-            && r
-                .outcome
+            && r.outcome
                 .parse::<Outcome>()
                 .is_ok_and(|o| o.scheduled().is_final())
         {
@@ -164,11 +163,11 @@ fn looser_than_ruleset(
         }
     }
     for o in RETRYABLE {
-        if !h
-            .retry
-            .iter()
-            .any(|r| r.outcome.parse::<Outcome>().is_ok_and(|r| r.scheduled() == o))
-        {
+        if !h.retry.iter().any(|r| {
+            r.outcome
+                .parse::<Outcome>()
+                .is_ok_and(|r| r.scheduled() == o)
+        }) {
             out.push((
                 object(json!({"rule": "no-retry-rule", "outcome": o.as_str()})),
                 format!(

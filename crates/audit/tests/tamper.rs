@@ -69,7 +69,7 @@ fn call(c: &Contact, call: &str, decided: &str, outcome: &str) -> Vec<Record> {
             number: c.phone().to_string(),
             started: at,
             ended: at + chrono::Duration::seconds(15),
-            outcome: outcome.into(),
+            outcome: common::named(outcome),
         }),
     ]
 }
@@ -323,7 +323,7 @@ fn replay_lists_opt_out_cap_retry_late_invite_and_slow_audio_violations() {
     let busy = |at: &str| PastAttempt {
         at: t(at),
         ended: Some(t(at) + chrono::Duration::seconds(20)),
-        outcome: "busy".into(),
+        outcome: common::named("busy"),
         campaign: "t".into(),
     };
     let mut rs = vec![header()];
@@ -553,7 +553,7 @@ fn a_run_header_looser_than_its_rule_set_is_a_violation_and_does_not_hide_one() 
     let busy = |at: &str, campaign: &str| PastAttempt {
         at: t(at),
         ended: Some(t(at) + chrono::Duration::seconds(20)),
-        outcome: "busy".into(),
+        outcome: common::named("busy"),
         campaign: campaign.into(),
     };
     // A fifth call in 30 days: within the header's caps, over FR's.
@@ -707,7 +707,7 @@ fn trunk_faults_count_toward_no_cap_unless_the_log_shows_they_rang() {
     let fault = |at: &str| PastAttempt {
         at: t(at),
         ended: Some(t(at) + chrono::Duration::seconds(1)),
-        outcome: "trunk-fault:auth-failed".into(),
+        outcome: common::named("trunk-fault:auth-failed"),
         campaign: "t".into(),
     };
     let refused = |call: &str, at: &str, status: u16, rang: bool| {
@@ -740,14 +740,14 @@ fn trunk_faults_count_toward_no_cap_unless_the_log_shows_they_rang() {
             number: "+33612345678".into(),
             started: t(at),
             ended: t(at) + chrono::Duration::seconds(1),
-            outcome: format!(
+            outcome: common::named(&format!(
                 "trunk-fault:{}",
                 if status == 403 {
                     "auth-failed"
                 } else {
                     "trunk-failure"
                 }
-            ),
+            )),
         }));
         rs
     };
@@ -797,7 +797,7 @@ fn trunk_faults_count_toward_no_cap_unless_the_log_shows_they_rang() {
         let (status, rang) = if i == 8 { (486, false) } else { (503, true) };
         rs.extend(refused(&format!("call-{i}"), &at, status, rang));
         h.push(PastAttempt {
-            outcome: "trunk-fault:trunk-failure".into(),
+            outcome: common::named("trunk-fault:trunk-failure"),
             ..fault(&at)
         });
     }
@@ -863,7 +863,7 @@ fn an_outcome_without_its_invite_and_an_invite_without_outcome_are_flagged() {
         number: "+33612345678".into(),
         started: t("2027-03-03T17:30:00Z"),
         ended: t("2027-03-03T18:30:00Z"),
-        outcome: "interrupted".into(),
+        outcome: common::named("interrupted"),
     }));
     let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
     for r in &rs {
@@ -905,7 +905,7 @@ fn a_retry_early_by_less_than_a_second_is_flagged() {
     let busy = PastAttempt {
         at: t("2027-03-03T17:05:00.250Z"),
         ended: Some(t("2027-03-03T17:05:20.995Z")),
-        outcome: "busy".into(),
+        outcome: common::named("busy"),
         campaign: "t".into(),
     };
     for (at, early) in [

@@ -101,7 +101,7 @@ pub fn run(
         eprintln!("trunk     {}", crate::fault::describe(&f));
         eprintln!(
             "          {}",
-            if done.outcome != e.outcome.as_str() {
+            if !done.outcome.counts() {
                 "refused before anything rang: not the contact's answer, no attempt used"
             } else {
                 "something rang first: it counts as an attempt"

@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use crieur_audit::record::{InviteSent, OutcomeRecord};
 use crieur_audit::{AuditLog, Entry, Record};
+use crieur_outcome::{AttemptOutcome, Outcome};
 use crieur_scheduler::{ContactId, E164};
 use crieur_store::{AttemptRecord, Lease, Store};
 
@@ -47,7 +48,7 @@ pub enum Recovered {
         campaign: String,
         contact: String,
         call: String,
-        outcome: String,
+        outcome: Outcome,
     },
 }
 
@@ -176,7 +177,7 @@ pub fn reconcile(
             }
         }
         if !closed.contains(&k) {
-            log.append(now, &outcome(i, "interrupted", now))?;
+            log.append(now, &outcome(i, INTERRUPTED, now))?;
             closed.insert(k);
         }
         done.push(Recovered::Interrupted {
@@ -197,7 +198,7 @@ pub fn reconcile(
         };
         match attempt {
             Some(a) => {
-                log.append(now, &outcome(i, &a.outcome, a.ended))?;
+                log.append(now, &outcome(i, a.outcome, a.ended))?;
                 done.push(Recovered::OutcomeRestored {
                     campaign: i.campaign.clone(),
                     contact: i.contact.clone(),
@@ -221,7 +222,7 @@ pub fn reconcile(
                 if let Some(n) = &number {
                     store.record_attempt(n, &interrupted(i, now))?;
                 }
-                log.append(now, &outcome(i, "interrupted", now))?;
+                log.append(now, &outcome(i, INTERRUPTED, now))?;
                 done.push(Recovered::Interrupted {
                     campaign: i.campaign.clone(),
                     contact: i.contact.clone(),
@@ -234,6 +235,9 @@ pub fn reconcile(
     Ok(done)
 }
 
+/// How recovery closes a call it cannot finish.
+const INTERRUPTED: Outcome = Outcome::Scheduled(AttemptOutcome::Interrupted);
+
 /// The `interrupted` attempt of INVITE `i`, ended at `now`.
 fn interrupted(i: &InviteSent, now: DateTime<Utc>) -> AttemptRecord {
     AttemptRecord {
@@ -241,13 +245,13 @@ fn interrupted(i: &InviteSent, now: DateTime<Utc>) -> AttemptRecord {
         contact: i.contact.clone(),
         started: i.sent_at,
         ended: now,
-        outcome: "interrupted".into(),
+        outcome: INTERRUPTED,
         call: i.call.clone(),
     }
 }
 
 /// The `outcome` record closing INVITE `i`.
-fn outcome(i: &InviteSent, outcome: &str, ended: DateTime<Utc>) -> Record {
+fn outcome(i: &InviteSent, outcome: Outcome, ended: DateTime<Utc>) -> Record {
     Record::Outcome(OutcomeRecord {
         call: i.call.clone(),
         campaign: i.campaign.clone(),
@@ -255,6 +259,6 @@ fn outcome(i: &InviteSent, outcome: &str, ended: DateTime<Utc>) -> Record {
         number: i.number.clone(),
         started: i.sent_at,
         ended,
-        outcome: outcome.to_owned(),
+        outcome,
     })
 }

@@ -491,7 +491,6 @@ impl<'p> Session<'p> {
         let verdict = verdict(end);
         let uncounted = self.core.uncounted(c.contact, &verdict);
         let recorded = recorded_outcome(end, uncounted);
-        let outcome = recorded.name();
         let r = CallRef {
             call,
             campaign: &self.rules.campaign,
@@ -505,7 +504,7 @@ impl<'p> Session<'p> {
             &mut *self.log.lock().map_err(|_| Error::Poisoned("audit log"))?,
             &r,
             end.as_ref().map_err(|e| e.why.as_str()),
-            &outcome,
+            recorded,
             clock.instant(),
             || halted = probe.after(Point::AttemptStored).err(),
         )?;

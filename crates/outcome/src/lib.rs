@@ -148,9 +148,7 @@ impl CallOutcome {
             CallOutcome::Busy => AttemptOutcome::Busy,
             CallOutcome::NoAnswer => AttemptOutcome::NoAnswer,
             CallOutcome::Rejected | CallOutcome::NotFound => AttemptOutcome::Rejected,
-            CallOutcome::MachineMessageLeft | CallOutcome::MachineHungUp => {
-                AttemptOutcome::Machine
-            }
+            CallOutcome::MachineMessageLeft | CallOutcome::MachineHungUp => AttemptOutcome::Machine,
             CallOutcome::LocalShutdown => AttemptOutcome::Interrupted,
             CallOutcome::TrunkFailure
             | CallOutcome::AuthFailed
@@ -440,7 +438,13 @@ mod tests {
     /// An unknown name is an error naming it, from `FromStr` and from serde alike.
     #[test]
     fn unknown_names_are_errors() {
-        for name in ["", "Answered", "trunk-fault:", "trunk-fault:busy-ish", "recovered-x"] {
+        for name in [
+            "",
+            "Answered",
+            "trunk-fault:",
+            "trunk-fault:busy-ish",
+            "recovered-x",
+        ] {
             assert_eq!(
                 name.parse::<Outcome>(),
                 Err(UnknownOutcome { name: name.into() })
@@ -449,7 +453,8 @@ mod tests {
                 .err()
                 .map(|e| e.to_string());
             assert!(
-                e.as_deref().is_some_and(|e| e.contains(&format!("{name:?}"))),
+                e.as_deref()
+                    .is_some_and(|e| e.contains(&format!("{name:?}"))),
                 "{name}: {e:?}"
             );
         }

@@ -60,7 +60,7 @@ pub enum Event {
         call: String,
         contact: String,
         number: String,
-        outcome: String,
+        outcome: crieur_dial::fault::Recorded,
         at: DateTime<Utc>,
     },
     /// The opt-out key was pressed but could not be recorded during the call: whether it is

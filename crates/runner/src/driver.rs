@@ -71,7 +71,7 @@ pub struct Done {
     pub decision: Decision,
     pub report: CallEnd,
     /// As recorded (store and log).
-    pub outcome: String,
+    pub outcome: Recorded,
     /// The opt-out key was pressed but could not be recorded during the call: whether it is
     /// recorded now.
     pub late_opt_out: Option<bool>,
@@ -257,10 +257,11 @@ impl State<'_> {
                 Outcome::Busy | Outcome::NoAnswer => {}
                 _ => c.failed += 1,
             },
-            Recorded::LocalError => c.failed += 1,
+            // A local error (scheduling outcomes are only recorded by recovery).
+            _ => c.failed += 1,
         }
-        let outcome = e.recorded.name();
-        *c.by_outcome.entry(outcome.clone()).or_default() += 1;
+        let outcome = e.recorded;
+        *c.by_outcome.entry(outcome.name()).or_default() += 1;
         if e.recorded.scheduled() == crieur_engine::AttemptOutcome::TrunkFault {
             c.trunk_refused += 1;
         }
@@ -268,7 +269,7 @@ impl State<'_> {
             call: e.call.clone(),
             contact: e.who.id().to_string(),
             number: e.who.phone().to_string(),
-            outcome: outcome.clone(),
+            outcome,
             at: e.ended,
         });
         if let Some(recorded) = e.late_opt_out {

@@ -85,3 +85,8 @@ pub fn header(campaign: &str) -> RunHeader {
         phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
     }
 }
+
+/// A recorded outcome by the name a store or a log holds.
+pub fn named(name: &str) -> Outcome {
+    name.parse().unwrap_or_else(|e| panic!("{e}"))
+}
