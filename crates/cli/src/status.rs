@@ -95,7 +95,7 @@ pub fn status(
         )?;
         for (c, s) in contacts.iter().zip(&states) {
             let (state, next, why): (&str, Value, Value) = match s {
-                Standing::Done(why) => ("done", Value::Null, why.as_str().into()),
+                Standing::Done(why) => ("done", Value::Null, why.to_string().into()),
                 Standing::Due => ("due", rfc3339(now).into(), Value::Null),
                 Standing::Waiting(t) => ("waiting", rfc3339(*t).into(), Value::Null),
                 Standing::Never(why) => ("never", Value::Null, never(why).into()),

@@ -939,13 +939,24 @@ pub fn signing_key_problem(path: &Path) -> Option<String> {
 /// Length of a WAV file's audio, decoded whole (as a call will play it): a file whose data
 /// is shorter than its header says, or that does not decode, is refused here rather than at
 /// the first call.
-fn wav_length(path: &Path) -> Result<Duration, String> {
+fn wav_length(path: &Path) -> Result<Duration, WavProblem> {
     crieur_media::audio::Message::load(path)
         .map(|m| m.duration())
-        .map_err(|e| match e {
-            crieur_media::Error::Audio { why, .. } => why,
-            e => e.to_string(),
-        })
+        .map_err(WavProblem)
+}
+
+/// Why a recording cannot be used, as an input error states it: the media error, shown
+/// without the path (the message names it).
+#[derive(Debug)]
+struct WavProblem(crieur_media::Error);
+
+impl std::fmt::Display for WavProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            crieur_media::Error::Audio { source, .. } => source.fmt(f),
+            e => e.fmt(f),
+        }
+    }
 }
 
 fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConfig> {

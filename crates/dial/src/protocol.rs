@@ -542,8 +542,8 @@ pub fn finish_call(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
     /// Nothing more to do — opted out, a final outcome, out of attempts, or a damaged
-    /// history — and why.
-    Done(String),
+    /// history — and why (as a decision would record it).
+    Done(Reason),
     Due,
     /// Due at this instant (a retry delay, a cap, or its next window).
     Waiting(DateTime<Utc>),
@@ -561,15 +561,15 @@ pub fn standing(
     now: DateTime<Utc>,
 ) -> Result<Standing> {
     if store.is_opted_out(contact.phone())? {
-        return Ok(Standing::Done("opted out".into()));
+        return Ok(Standing::Done(Reason::OptedOut));
     }
     // A damaged history: not dialled until the store is repaired (never a shorter history).
     let history = match history(store, contact)? {
         Ok(h) => h,
-        Err(why) => return Ok(Standing::Done(why.to_string())),
+        Err(why) => return Ok(Standing::Done(why)),
     };
     let from = match held(rules, &history, now) {
-        Some((why, None)) => return Ok(Standing::Done(why.to_string())),
+        Some((why, None)) => return Ok(Standing::Done(why)),
         Some((_, Some(until))) => until,
         None => now,
     };

@@ -7,8 +7,12 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum Error {
     /// A message file cannot be used.
-    #[error("cannot use audio file {}: {why}", path.display())]
-    Audio { path: PathBuf, why: String },
+    #[error("cannot use audio file {}: {source}", path.display())]
+    Audio {
+        path: PathBuf,
+        #[source]
+        source: crate::audio::AudioError,
+    },
     /// The callee's SDP cannot be parsed.
     #[error("unusable SDP answer: {why}")]
     BadSdp { why: String },

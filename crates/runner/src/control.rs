@@ -38,7 +38,7 @@ pub enum Control {
 #[non_exhaustive]
 pub enum Event {
     /// Crash recovery reconciled a call of an earlier run from the log.
-    Recovered(String),
+    Recovered(crieur_dial::Recovered),
     /// A contact was decided on (re-checked at the INVITE instant, or skipped by the planner)
     /// and the decision recorded; `refused`: the opt-out list, its history, a cap or the
     /// retry rules refused it first.

@@ -350,7 +350,7 @@ pub async fn run(
     let (mut session, recovered) =
         Session::start(plan, store, log, &header, &entries, now(), &mut steps)?;
     for r in recovered {
-        st.emit(Event::Recovered(r.to_string()));
+        st.emit(Event::Recovered(r));
     }
     st.steps(&session, &mut steps);
     let result = event_loop(&campaign, &mut session, prepared, &opts, &mut st).await;

@@ -50,9 +50,7 @@ pub(crate) fn push_entry_with(
     id: &[u8],
     write: impl FnOnce(Vec<u8>) -> Result<Vec<u8>, Error>,
 ) -> Result<(), Error> {
-    let len = |n: usize| {
-        u32::try_from(n).map_err(|_| Error::Io(format!("a contact record of {n} bytes")))
-    };
+    let len = |n: usize| u32::try_from(n).map_err(|_| Error::RecordTooLarge { len: n });
     out.extend_from_slice(&len(id.len())?.to_le_bytes());
     out.extend_from_slice(id);
     let at = out.len();
@@ -84,8 +82,12 @@ impl<'a> Entries<'a> {
     }
 }
 
+/// A bucket's last entry is cut short (its length fields promise more bytes than are left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Truncated;
+
 impl<'a> Iterator for Entries<'a> {
-    type Item = Result<(&'a [u8], &'a [u8]), String>;
+    type Item = Result<(&'a [u8], &'a [u8]), Truncated>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
@@ -95,7 +97,7 @@ impl<'a> Iterator for Entries<'a> {
         if entry.is_none() {
             self.rest = &[];
         }
-        Some(entry.ok_or_else(|| "truncated bucket entry".to_owned()))
+        Some(entry.ok_or(Truncated))
     }
 }
 
@@ -127,7 +129,7 @@ mod tests {
             let back: Vec<(Vec<u8>, Vec<u8>)> = Entries::new(&b)
                 .map(|e| e.map(|(i, r)| (i.to_vec(), r.to_vec())))
                 .collect::<Result<_, _>>()
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap_or_else(|e| panic!("{e:?}"));
             let want: Vec<(Vec<u8>, Vec<u8>)> =
                 items.iter().map(|(i, r)| (i.as_bytes().to_vec(), r.clone())).collect();
             prop_assert_eq!(back, want);

@@ -25,24 +25,42 @@ mod buckets;
 #[non_exhaustive]
 pub enum Error {
     /// The store cannot be opened: locked by another process, unreadable, or corrupt.
-    #[error("cannot open the store at {}: {why} (locked by another crieur process, or damaged; it was not modified)", path.display())]
-    Open { path: PathBuf, why: String },
+    #[error("cannot open the store at {}: {source} (locked by another crieur process, or damaged; it was not modified)", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
     /// The directory holds something that is not a crieur store.
     #[error("{} is not a crieur store ({why}); refusing to initialise over it", path.display())]
     NotAStore { path: PathBuf, why: String },
+    /// The store's directory cannot be listed.
+    #[error("cannot read the store directory {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// No store exists at the path and creation was not asked for.
     #[error("no store at {}: create one with `crieur import`", path.display())]
     Missing { path: PathBuf },
     /// A read or write failed (disk full, I/O error): the batch being written was not applied.
     #[error("store I/O failed, nothing was written: {0}")]
-    Io(String),
+    Io(#[from] sled::Error),
+    /// A record cannot be encoded (nothing was written).
+    #[error("cannot encode a store record, nothing was written: {0}")]
+    Encode(#[from] postcard::Error),
+    /// A contact record too large for its bucket's length field (nothing was written).
+    #[error("a contact record of {len} bytes is too large to store, nothing was written")]
+    RecordTooLarge { len: usize },
     /// An import failed part-way (disk full, I/O error): `written` contacts are in the store,
     /// each whole; the others are not there at all. Re-running the import completes it.
-    #[error("store I/O failed after {written} of {total} contacts were written (each whole, the others not at all; re-run the import to complete it): {why}")]
+    #[error("store I/O failed after {written} of {total} contacts were written (each whole, the others not at all; re-run the import to complete it): {source}")]
     PartialImport {
         written: usize,
         total: usize,
-        why: String,
+        #[source]
+        source: Box<Error>,
     },
     /// The contact is already leased: a call to it is in progress (or was, before a crash
     /// not yet recovered).
@@ -55,6 +73,9 @@ pub enum Error {
     /// An attempt was finished for a contact that holds no lease (recovered meanwhile).
     #[error("contact {campaign}/{id} holds no lease: its call was already closed (recovered as interrupted?)")]
     NotLeased { campaign: String, id: String },
+    /// A bucket of contact records ends in a cut entry.
+    #[error("damaged contacts bucket {key}: its last entry is truncated")]
+    TruncatedBucket { key: String },
     /// A stored record cannot be decoded.
     #[error("damaged record for {key}: {why}")]
     Corrupt { key: String, why: String },
@@ -360,8 +381,9 @@ struct StoredOptOut {
     source: String,
 }
 
-fn io(e: impl std::fmt::Display) -> Error {
-    Error::Io(e.to_string())
+/// A sled or encoding error as the store's own (`.map_err(io)`).
+fn io(e: impl Into<Error>) -> Error {
+    e.into()
 }
 
 impl SledStore {
@@ -375,7 +397,15 @@ impl SledStore {
                     path: path.to_owned(),
                 });
             }
-            if path.exists() && std::fs::read_dir(path).map_err(io)?.next().is_some() {
+            if path.exists()
+                && std::fs::read_dir(path)
+                    .map_err(|source| Error::Dir {
+                        path: path.to_owned(),
+                        source,
+                    })?
+                    .next()
+                    .is_some()
+            {
                 return Err(Error::NotAStore {
                     path: path.to_owned(),
                     why: "the directory is not empty".into(),
@@ -388,9 +418,9 @@ impl SledStore {
             .path(path)
             .flush_every_ms(None)
             .open()
-            .map_err(|e| Error::Open {
+            .map_err(|source| Error::Open {
                 path: path.to_owned(),
-                why: e.to_string(),
+                source,
             })?;
         let meta = db.open_tree("meta").map_err(io)?;
         let key = match (meta.get("format").map_err(io)?, exists) {
@@ -668,10 +698,9 @@ fn decode_attempt(key: &[u8], value: &[u8]) -> Result<AttemptRecord> {
     })
 }
 
-fn bucket_corrupt(key: &[u8], why: String) -> Error {
-    Error::Corrupt {
+fn bucket_corrupt(key: &[u8], _: buckets::Truncated) -> Error {
+    Error::TruncatedBucket {
         key: String::from_utf8_lossy(key).replace('\0', "/"),
-        why,
     }
 }
 
@@ -852,10 +881,7 @@ impl Store for SledStore {
                         Error::PartialImport {
                             written,
                             total: contacts.len(),
-                            why: match e {
-                                Error::Io(why) => why,
-                                e => e.to_string(),
-                            },
+                            source: Box::new(e),
                         }
                     });
                 }
