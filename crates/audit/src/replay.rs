@@ -180,37 +180,49 @@ fn looser_than_ruleset(
     out
 }
 
-fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
+/// Why a run header's policy cannot be rebuilt (replay then flags its decisions
+/// `unreplayable`).
+#[derive(Debug, thiserror::Error)]
+enum HeaderProblem {
+    #[error(transparent)]
+    Policy(#[from] crieur_scheduler::Error),
+    #[error("rule set {name} version {recorded} was recorded; this replay knows version {known}")]
+    RulesetVersion {
+        name: String,
+        recorded: String,
+        known: &'static str,
+    },
+}
+
+fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, HeaderProblem> {
     let Some(p) = &h.policy else {
         return Ok(None);
     };
-    let ruleset = RuleSet::by_name(&p.ruleset).map_err(|e| e.to_string())?;
+    let ruleset = RuleSet::by_name(&p.ruleset)?;
     if ruleset.version() != p.ruleset_version {
-        return Err(format!(
-            "rule set {} version {} was recorded; this replay knows version {}",
-            p.ruleset,
-            p.ruleset_version,
-            ruleset.version()
-        ));
+        return Err(HeaderProblem::RulesetVersion {
+            name: p.ruleset.clone(),
+            recorded: p.ruleset_version.clone(),
+            known: ruleset.version(),
+        });
     }
-    let zone = parse_zone(&p.zone).map_err(|e| e.to_string())?;
+    let zone = parse_zone(&p.zone)?;
     let schedule = if p.schedule.is_empty() {
         None
     } else {
         let exprs = p
             .schedule
             .iter()
-            .map(|s| s.parse::<CronExpr>().map_err(|e| e.to_string()))
+            .map(|s| s.parse::<CronExpr>())
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        Some(CampaignSchedule::new(exprs, zone).map_err(|e| e.to_string())?)
+        Some(CampaignSchedule::new(exprs, zone)?)
     };
     let policy = Policy::new(
         ruleset,
         schedule,
         Duration::from_millis(p.ring_timeout_ms),
         Duration::from_millis(p.message_ms),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let caps = match &h.caps {
         Some(c) => CapRules {
             max_attempts: c.max_attempts,
@@ -239,22 +251,14 @@ fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
     }))
 }
 
-fn contact_of(d: &DecisionRecord) -> std::result::Result<Contact, String> {
-    let id = ContactId::new(d.contact.clone()).map_err(|e| e.to_string())?;
-    let phone: E164 = d
-        .number
-        .parse()
-        .map_err(|e: crieur_scheduler::Error| e.to_string())?;
-    let zone = d
-        .given_zone
-        .as_deref()
-        .map(parse_zone)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+fn contact_of(d: &DecisionRecord) -> std::result::Result<Contact, crieur_scheduler::Error> {
+    let id = ContactId::new(d.contact.clone())?;
+    let phone: E164 = d.number.parse()?;
+    let zone = d.given_zone.as_deref().map(parse_zone).transpose()?;
     let mut consents = Vec::with_capacity(d.consents.len());
     for c in &d.consents {
         consents.push(ConsentRecord {
-            windows: c.windows.parse::<Windows>().map_err(|e| e.to_string())?,
+            windows: c.windows.parse::<Windows>()?,
             granted_at: c.granted_at,
             expires_at: c.expires_at,
             revoked_at: c.revoked_at,
@@ -297,7 +301,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
         records: entries.len(),
         ..ReplayReport::default()
     };
-    let mut run: Option<std::result::Result<Option<RunPolicy>, String>> = None;
+    let mut run: Option<std::result::Result<Option<RunPolicy>, HeaderProblem>> = None;
     let mut opted_out: HashSet<String> = HashSet::new();
     // Outcomes recorded in this log, per number: (started, outcome, campaign).
     let mut outcomes: HashMap<String, Vec<(DateTime<Utc>, Outcome, String)>> = HashMap::new();
