@@ -985,3 +985,38 @@ fn a_voicemail_message_not_in_the_run_header_is_a_violation() {
         Some("call-2")
     );
 }
+
+/// An `outcome` record names its outcome as it always has; a name no version of crieur writes
+/// is an error located at its segment and line, naming it — replay does not count it as some
+/// other outcome.
+#[test]
+fn an_unknown_outcome_name_is_a_located_error() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    let mut ls = lines(d.path());
+    let at = ls
+        .iter()
+        .position(|l| {
+            let l = String::from_utf8_lossy(l);
+            l.contains("\"type\":\"outcome\"") && l.contains("\"outcome\":\"busy\"")
+        })
+        .unwrap_or_else(|| panic!("no `busy` outcome record"));
+    let edited = String::from_utf8_lossy(&ls[at])
+        .replace("\"outcome\":\"busy\"", "\"outcome\":\"busy-ish\"");
+    ls[at] = edited.into_bytes();
+    write_lines(d.path(), &ls);
+    match replay(d.path()) {
+        Err(crieur_audit::Error::Unreadable {
+            segment,
+            line,
+            source,
+        }) => {
+            assert_eq!((segment.as_str(), line), ("audit-000001.jsonl", at + 1));
+            assert!(
+                source.to_string().contains("unknown outcome \"busy-ish\""),
+                "{source}"
+            );
+        }
+        other => panic!("an unknown outcome was replayed: {other:?}"),
+    }
+}

@@ -97,9 +97,9 @@ pub fn history(
                 campaign: a.campaign,
             })
             .collect())),
-        Err(e @ crieur_store::Error::Corrupt { .. }) => {
-            Ok(Err(Reason::HistoryUnreadable { why: e.to_string() }))
-        }
+        Err(
+            e @ (crieur_store::Error::Corrupt { .. } | crieur_store::Error::UnknownOutcome { .. }),
+        ) => Ok(Err(Reason::HistoryUnreadable { why: e.to_string() })),
         Err(e) => Err(e.into()),
     }
 }

@@ -76,6 +76,14 @@ pub enum Error {
     /// A bucket of contact records ends in a cut entry.
     #[error("damaged contacts bucket {key}: its last entry is truncated")]
     TruncatedBucket { key: String },
+    /// A stored attempt names an outcome no version of crieur writes: damaged, or written by
+    /// a newer version. The attempt is not read as some other outcome.
+    #[error("damaged record for {key}: {source}")]
+    UnknownOutcome {
+        key: String,
+        #[source]
+        source: crieur_outcome::UnknownOutcome,
+    },
     /// A stored record cannot be decoded.
     #[error("damaged record for {key}: {why}")]
     Corrupt { key: String, why: String },
@@ -255,7 +263,7 @@ struct StoredAttempt2 {
     contact: String,
     started: i64,
     ended: i64,
-    outcome: Outcome,
+    outcome: String,
 }
 
 /// A record rewritten by a migration: (key, value) → (new key, new value).
@@ -347,7 +355,8 @@ struct StoredAttempt {
     contact: String,
     started_us: i64,
     ended_us: i64,
-    outcome: Outcome,
+    /// The outcome's name ([`Outcome::name`]), parsed when the attempt is read.
+    outcome: String,
     call: String,
 }
 
@@ -521,7 +530,7 @@ impl SledStore {
                 contact: id.to_owned(),
                 started_us: lease.at_us,
                 ended_us: micros(ended),
-                outcome,
+                outcome: outcome.name(),
                 call: lease.call.clone(),
             };
             let bytes = postcard::to_allocvec(&rec)
@@ -655,7 +664,6 @@ fn contact_out(c: &Contact) -> ContactOut<'_> {
     }
 }
 
-/// A damaged bucket, named `campaign/<bucket bytes>`.
 /// An attempt as stored, checked whole: its instants must be real instants, and its key
 /// (number hash · start · unique id · campaign 0x00 contact) must agree with its value. A
 /// damaged attempt is an error, never an attempt in 1970 that drops out of the rolling caps:
@@ -693,11 +701,15 @@ fn decode_attempt(key: &[u8], value: &[u8]) -> Result<AttemptRecord> {
         contact: a.contact,
         started,
         ended,
-        outcome: a.outcome,
+        outcome: a.outcome.parse().map_err(|source| Error::UnknownOutcome {
+            key: format!("attempt {}", hex::encode(key)),
+            source,
+        })?,
         call: a.call,
     })
 }
 
+/// A damaged bucket, named `campaign/<bucket bytes>`.
 fn bucket_corrupt(key: &[u8], _: buckets::Truncated) -> Error {
     Error::TruncatedBucket {
         key: String::from_utf8_lossy(key).replace('\0', "/"),
@@ -1131,7 +1143,7 @@ impl Store for SledStore {
             contact: a.contact.clone(),
             started_us: micros(a.started),
             ended_us: micros(a.ended),
-            outcome: a.outcome,
+            outcome: a.outcome.name(),
             call: a.call.clone(),
         };
         self.attempts
@@ -1573,7 +1585,7 @@ mod tests {
                 contact: "a".into(),
                 started: 1_800_000_000,
                 ended: 1_800_000_030,
-                outcome: busy(),
+                outcome: "busy".into(),
             };
             let mut k = hash.to_vec();
             k.extend_from_slice(&1_800_000_000_i64.to_be_bytes());
@@ -1636,6 +1648,66 @@ mod tests {
         ));
     }
 
+    /// The outcome is stored by its name, as when it was a `String`: the same bytes, read
+    /// back as the typed value; a name no version writes is a damaged record, located by its
+    /// key and naming the outcome, never counted as some other outcome.
+    #[test]
+    fn outcomes_are_stored_by_name_and_an_unknown_name_is_damage() {
+        #[derive(Serialize)]
+        struct NamedAttempt<'a> {
+            campaign: &'a str,
+            contact: &'a str,
+            started_us: i64,
+            ended_us: i64,
+            outcome: &'a str,
+            call: &'a str,
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = open(&dir.path().join("s"));
+        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+        let id = ContactId::new("a").unwrap_or_else(|e| panic!("{e}"));
+        let num = n("+33612345678");
+        let refused = Outcome::Call {
+            outcome: crieur_outcome::CallOutcome::AuthFailed,
+            trunk_fault: true,
+        };
+        assert!(s.lease("c", &id, &num, t(0), "call-1").is_ok());
+        assert!(s.finish_attempt("c", &id, &num, refused, t(30)).is_ok());
+        let (key, value) = s
+            .attempts
+            .scan_prefix(s.number_key(&num))
+            .next()
+            .and_then(|kv| kv.ok())
+            .unwrap_or_else(|| panic!("no attempt stored"));
+        let named = |outcome: &str| {
+            postcard::to_allocvec(&NamedAttempt {
+                campaign: "c",
+                contact: "a",
+                started_us: micros(t(0)),
+                ended_us: micros(t(30)),
+                outcome,
+                call: "call-1",
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(&value[..], &named("trunk-fault:auth-failed")[..]);
+        let read = s.attempts(&num).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+            [refused]
+        );
+        s.attempts
+            .insert(&key, named("recovered-c/a"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match s.attempts(&num) {
+            Err(Error::UnknownOutcome { key, source }) => {
+                assert!(key.starts_with("attempt "), "{key}");
+                assert_eq!(source.name, "recovered-c/a");
+            }
+            other => panic!("an unknown outcome was read: {other:?}"),
+        }
+    }
+
     #[test]
     fn a_damaged_attempt_is_an_error_not_an_attempt_in_1970() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -1673,7 +1745,7 @@ mod tests {
             contact: stored.contact.clone(),
             started_us,
             ended_us,
-            outcome: stored.outcome,
+            outcome: stored.outcome.clone(),
             call: stored.call.clone(),
         };
         // A start instant that is no date (it read as 1970 before, and left the cap's window).
