@@ -59,8 +59,9 @@ pub enum Error {
     PartialImport {
         written: usize,
         total: usize,
+        /// What failed: sled's or the encoder's error (the store's own otherwise).
         #[source]
-        source: Box<Error>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The contact is already leased: a call to it is in progress (or was, before a crash
     /// not yet recovered).
@@ -893,7 +894,11 @@ impl Store for SledStore {
                         Error::PartialImport {
                             written,
                             total: contacts.len(),
-                            source: Box::new(e),
+                            source: match e {
+                                Error::Io(e) => Box::new(e),
+                                Error::Encode(e) => Box::new(e),
+                                e => Box::new(e),
+                            },
                         }
                     });
                 }
