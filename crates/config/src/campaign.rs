@@ -329,9 +329,14 @@ impl TrunkConfig {
     pub fn read_password(&self) -> Result<Option<String>, crate::Error> {
         match &self.password {
             None => Ok(None),
-            Some(PasswordSource::Env(v)) => std::env::var(v)
-                .map(Some)
-                .map_err(|_| crate::Error::PasswordEnv { var: v.clone() }),
+            Some(PasswordSource::Env(v)) => {
+                std::env::var(v)
+                    .map(Some)
+                    .map_err(|e| crate::Error::PasswordEnv {
+                        var: v.clone(),
+                        not_unicode: matches!(e, std::env::VarError::NotUnicode(_)),
+                    })
+            }
             Some(PasswordSource::File(p)) => std::fs::read_to_string(p)
                 .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
                 .map_err(|source| crate::Error::PasswordFile {
