@@ -67,8 +67,9 @@ impl Io {
 }
 
 /// The core crates (directories under `crates/`).
-const CORE: [&str; 7] = [
+const CORE: [&str; 8] = [
     "scheduler",
+    "sip",
     "engine",
     "audit",
     "store",
