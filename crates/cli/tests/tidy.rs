@@ -123,12 +123,7 @@ const EDGES: &[(&str, &[Io], &str)] = &[
     (
         "crates/media/src/uac.rs",
         &[Io::Clock, Io::Sockets, Io::Threads, Io::Tokio],
-        "the SIP user agent (rsipstack on tokio): places calls, times them",
-    ),
-    (
-        "crates/media/src/signalling.rs",
-        &[Io::Clock],
-        "rsipstack's message inspector (sees each SIP message as it leaves): ages its ACK-Via memory by the clock",
+        "the SIP user agent (crieur-sip's endpoint driven on tokio): places calls, times them",
     ),
     (
         "crates/media/src/session.rs",
@@ -145,12 +140,14 @@ const EDGES: &[(&str, &[Io], &str)] = &[
 /// Internal dependencies (normal, not dev) each crate may have; `cli` may have any.
 const DEPENDS_ON: &[(&str, &[&str])] = &[
     ("scheduler", &[]),
-    ("media", &[]),
+    ("sip", &[]),
+    // The SIP edge drives crieur-sip's endpoint.
+    ("media", &["sip"]),
     ("store", &["scheduler"]),
     ("engine", &["scheduler"]),
     // Replay re-derives caps and retries with the engine's own code.
     ("audit", &["scheduler", "engine"]),
-    ("sim", &["media"]),
+    ("sim", &["media", "sip"]),
     // The dial protocol keeps the store and the audit log in step around each call.
     ("dial", &["scheduler", "engine", "audit", "store", "media"]),
     // Validation checks recordings (media), caps and retries (engine), signing keys (audit).

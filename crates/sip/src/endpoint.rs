@@ -122,6 +122,13 @@ pub struct CallRef(u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestRef(u64);
 
+impl RequestRef {
+    /// A request that was never sent (for a driver reporting that it could not send one).
+    pub fn none() -> RequestRef {
+        RequestRef(0)
+    }
+}
+
 /// A request received that waits for the caller's answer ([`Endpoint::respond`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ServerRef(u64);
@@ -146,6 +153,8 @@ pub enum Event {
         call: CallRef,
         response: Box<Response>,
         after_cancel: bool,
+        /// The INVITE it answers carried our credentials.
+        credentials_sent: bool,
     },
     /// A final non-2xx response to our INVITE whose challenge, if any, was not answered.
     /// `credentials_sent`: the INVITE it answers carried our credentials.
@@ -1212,6 +1221,7 @@ impl Endpoint {
         c.route_set = rr;
         c.remote_target = wire::contact_uri(&r.headers);
         let after_cancel = c.cancel_wanted;
+        let credentials_sent = c.credentials_sent;
         self.send_ack(now, call, seq, &r, true);
         if after_cancel {
             let _ = self.bye(now, call, &[]);
@@ -1220,6 +1230,7 @@ impl Endpoint {
             call,
             response: Box::new(r),
             after_cancel,
+            credentials_sent,
         });
     }
 
@@ -1523,6 +1534,11 @@ impl Endpoint {
         let outputs = self.layer.send_response(&key, resp);
         self.apply(now, &key, outputs);
         self.arm(next, Target::Retransmit2xx(call), None);
+    }
+
+    /// Whether a datagram waits to be sent.
+    pub fn has_transmit(&self) -> bool {
+        !self.transmits.is_empty()
     }
 
     /// The next datagram to send.
