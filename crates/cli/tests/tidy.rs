@@ -3,7 +3,7 @@
 //! sans-IO — time is an input, no files, sockets, threads or async runtime — and that the
 //! crates depend on each other one way only; this test fails when that stops being true.
 //!
-//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`, `dial`, `config`. Their
+//! * Core crates: `scheduler`, `sip`, `engine`, `audit`, `store`, `media`, `dial`, `config`. Their
 //!   library sources (`src/`, comments and `#[cfg(test)]` modules aside) must not read a clock (`now()`,
 //!   `Instant::now`, `.elapsed()`, cron's `upcoming`), open files, open sockets, spawn
 //!   threads or tasks, or use tokio — except the files listed in [`EDGES`], the I/O edges by
@@ -168,7 +168,6 @@ const IO_DEPS: &[(&str, &str)] = &[
     ("media", "tokio"),
     ("media", "tokio-util"),
     ("media", "socket2"),
-    ("media", "rsipstack"),
 ];
 
 /// One violation, where it is.

@@ -9,7 +9,9 @@ pub type Header = (String, String);
 /// gets 603; a re-INVITE in the dialog is answered), ACK, CANCEL, BYE, OPTIONS (200), INFO
 /// (keys) and UPDATE (RFC 3311: a new offer or a session refresh). Any other method outside a
 /// dialog gets 405 with `Allow` (RFC 3261 §8.2.1).
-pub const ALLOWED: [&str; 7] = ["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE"];
+pub const ALLOWED: [&str; 7] = [
+    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE",
+];
 
 /// The `Allow` header's value: [`ALLOWED`], comma-separated.
 pub fn allow() -> String {

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crieur_sip::auth::Credentials as SipCredentials;
 use crieur_sip::{
-    wire, CallRef, Config as SipConfig, Endpoint, Event as SipEvent, Invite, Method, Outcome as
-    SipOutcome, Request, Response, ServerRef, Timers, Transport,
+    wire, CallRef, Config as SipConfig, Endpoint, Event as SipEvent, Invite, Method,
+    Outcome as SipOutcome, Request, Response, ServerRef, Timers, Transport,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -243,12 +243,10 @@ pub struct CallReport {
 
 /// A SIP UAC bound to one local address, placing any number of concurrent calls.
 pub struct Uac {
-    sip: mpsc::UnboundedSender<Command>,
+    sip: SipLoop,
     local: SocketAddr,
     buffers: (usize, usize),
     pacer: Arc<Pacer>,
-    /// CANCEL and BYE transactions still running (after their call ended, mostly).
-    background: Arc<AtomicUsize>,
     token: CancellationToken,
 }
 
@@ -315,21 +313,12 @@ impl Uac {
             capabilities: signalling::capabilities(),
             accept_incoming: false,
         });
-        let (sip, commands) = mpsc::unbounded_channel();
-        let background = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(sip_loop(
-            socket,
-            endpoint,
-            commands,
-            background.clone(),
-            token.child_token(),
-        ));
+        let sip = SipLoop::start(socket, endpoint, None, token.child_token());
         Ok(Uac {
             sip,
             local,
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
-            background,
             token,
         })
     }
@@ -345,7 +334,7 @@ impl Uac {
     pub async fn wait_background(&self, limit: Duration) -> bool {
         let end = tokio::time::Instant::now() + limit;
         loop {
-            if self.background.load(Ordering::Relaxed) == 0 {
+            if self.sip.background() == 0 {
                 return true;
             }
             if tokio::time::Instant::now() >= end {
@@ -453,13 +442,13 @@ impl Uac {
         );
         let (sip_tx, mut sip_rx) = mpsc::unbounded_channel();
         let (placed, placed_rx) = oneshot::channel();
-        self.sip
-            .send(Command::Invite {
-                invite: Box::new(invite),
-                events: sip_tx,
-                placed,
-            })
-            .map_err(|_| Error::SipStopped)?;
+        if !self.sip.send(Command::Invite {
+            invite: Box::new(invite),
+            events: sip_tx,
+            placed,
+        }) {
+            return Err(Error::SipStopped);
+        }
         let leg = placed_rx
             .await
             .map_err(|_| Error::SipStopped)?
@@ -468,7 +457,7 @@ impl Uac {
                 source,
             })?;
         let send = |c: Command| {
-            if self.sip.send(c).is_err() {
+            if !self.sip.send(c) {
                 tracing::debug!("the SIP loop is gone");
             }
         };
@@ -971,10 +960,9 @@ fn answer_offer(
             format!("{se};refresher=uac")
         };
         headers.push(("Session-Expires".into(), se));
-        if header_value(req, "Supported").is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("timer"))
-        }) {
+        if header_value(req, "Supported")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("timer")))
+        {
             headers.push(("Require".into(), "timer".into()));
         }
     }
@@ -1103,8 +1091,7 @@ impl SessionRefresh {
     /// `refresher=uas` makes us the refresher, otherwise (`uac`, or none: we answer `uac`)
     /// the far end stays it. Without Session-Expires the session timer is off (§9).
     fn on_remote_refresh(&mut self, req: &Request, now: Instant) {
-        match header_value(req, "Session-Expires").and_then(|v| parse_session_expires(&v))
-        {
+        match header_value(req, "Session-Expires").and_then(|v| parse_session_expires(&v)) {
             Some((interval, Some(who))) if who == "uas" => self.we_refresh(interval, now),
             Some((interval, _)) => self.they_refresh(interval, now),
             None => {
@@ -1115,12 +1102,7 @@ impl SessionRefresh {
         }
     }
 
-    fn send(
-        &mut self,
-        leg: CallRef,
-        local: &mut LocalSdp,
-        sip: &mpsc::UnboundedSender<Command>,
-    ) -> String {
+    fn send(&mut self, leg: CallRef, local: &mut LocalSdp, sip: &SipLoop) -> String {
         let Some(interval) = self.interval else {
             return String::new();
         };
@@ -1141,15 +1123,12 @@ impl SessionRefresh {
                 "session refresh: re-INVITE sent",
             )
         };
-        if sip
-            .send(Command::Request {
-                leg,
-                method,
-                headers,
-                body,
-            })
-            .is_err()
-        {
+        if !sip.send(Command::Request {
+            leg,
+            method,
+            headers,
+            body,
+        }) {
             tracing::debug!("the SIP loop is gone");
         }
         what.into()
@@ -1236,8 +1215,8 @@ fn reason(r: &Response) -> String {
     String::from_utf8_lossy(&r.reason).into_owned()
 }
 
-/// What a call's task asks of the SIP loop.
-enum Command {
+/// What a call's task asks of the SIP loop ([`SipLoop`]).
+pub enum Command {
     Invite {
         invite: Box<Invite>,
         /// The call's events.
@@ -1267,6 +1246,70 @@ enum Command {
 /// Datagrams read per wake-up before the loop looks at its other inputs.
 const RECV_BATCH: usize = 64;
 
+/// A call the far end placed (an INVITE from outside any dialog; [`SipLoop::start`] with an
+/// `incoming` channel): answer it with [`Command::Respond`]; its events come on `events`.
+pub struct IncomingCall {
+    pub call: CallRef,
+    pub server: ServerRef,
+    pub request: Box<Request>,
+    pub events: mpsc::UnboundedReceiver<SipEvent>,
+}
+
+/// One SIP loop: a task that owns a UDP socket and a sans-IO [`Endpoint`], takes
+/// [`Command`]s and hands each call its events. The UAC runs one; so does crieur-sim (a UAS).
+pub struct SipLoop {
+    commands: mpsc::UnboundedSender<Command>,
+    background: Arc<AtomicUsize>,
+}
+
+impl SipLoop {
+    /// Starts the loop on tokio. With `incoming`, INVITEs from outside a dialog are handed
+    /// there; without, the endpoint declines them.
+    pub fn start(
+        socket: tokio::net::UdpSocket,
+        endpoint: Endpoint,
+        incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
+        stop: CancellationToken,
+    ) -> SipLoop {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let background = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(sip_loop(
+            socket,
+            endpoint,
+            rx,
+            incoming,
+            background.clone(),
+            stop,
+        ));
+        SipLoop {
+            commands,
+            background,
+        }
+    }
+
+    /// Asks the loop to do something; false if it has stopped.
+    pub fn send(&self, c: Command) -> bool {
+        let ending = matches!(
+            c,
+            Command::Bye(..) | Command::Cancel(_) | Command::HangUp(_)
+        );
+        if ending {
+            // Counted until the loop has made its transaction (`background` then has it).
+            self.background.fetch_add(1, Ordering::SeqCst);
+        }
+        let sent = self.commands.send(c).is_ok();
+        if ending && !sent {
+            self.background.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    /// BYE and CANCEL transactions still running, and those asked for and not yet made.
+    pub fn background(&self) -> usize {
+        self.background.load(Ordering::SeqCst)
+    }
+}
+
 /// The SIP loop: owns the socket and the sans-IO endpoint; feeds it datagrams, commands and
 /// the time; sends what it transmits; routes its events to each call's task. A request the
 /// call's task can no longer answer (it ended) is answered 481 here.
@@ -1274,11 +1317,14 @@ async fn sip_loop(
     socket: tokio::net::UdpSocket,
     mut ep: Endpoint,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
     background: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
     let mut calls: HashMap<CallRef, mpsc::UnboundedSender<SipEvent>> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
+    // What the loop last published as the endpoint's background count.
+    let mut published = 0usize;
     loop {
         // Outputs first: datagrams, then events.
         while let Some(t) = ep.poll_transmit() {
@@ -1292,9 +1338,38 @@ async fn sip_loop(
                 calls.remove(&call);
                 continue;
             }
+            let ev = match (ev, &incoming) {
+                (
+                    SipEvent::Incoming {
+                        call,
+                        server,
+                        request,
+                    },
+                    Some(to),
+                ) => {
+                    let (tx, events) = mpsc::unbounded_channel();
+                    let c = IncomingCall {
+                        call,
+                        server,
+                        request,
+                        events,
+                    };
+                    if to.send(c).is_ok() {
+                        calls.insert(call, tx);
+                    } else {
+                        let _ = ep.respond(Instant::now(), server, 503, &[], None, Vec::new());
+                    }
+                    continue;
+                }
+                (ev, _) => ev,
+            };
             let Some(tx) = calls.get(&call) else {
                 if let SipEvent::Request { server, .. } | SipEvent::Incoming { server, .. } = ev {
-                    let code = if matches!(ev, SipEvent::Incoming { .. }) { 603 } else { 481 };
+                    let code = if matches!(ev, SipEvent::Incoming { .. }) {
+                        603
+                    } else {
+                        481
+                    };
                     let _ = ep.respond(Instant::now(), server, code, &[], None, Vec::new());
                 }
                 continue;
@@ -1306,7 +1381,15 @@ async fn sip_loop(
         if ep.has_transmit() {
             continue;
         }
-        background.store(ep.background(), Ordering::Relaxed);
+        // `background` = the endpoint's BYE/CANCEL transactions + commands queued that will
+        // make one (added by `SipLoop::send`, taken off in `command`).
+        let now_bg = ep.background();
+        if now_bg >= published {
+            background.fetch_add(now_bg - published, Ordering::SeqCst);
+        } else {
+            background.fetch_sub(published - now_bg, Ordering::SeqCst);
+        }
+        published = now_bg;
         let deadline = ep.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
@@ -1327,13 +1410,30 @@ async fn sip_loop(
             c = commands.recv() => {
                 let Some(c) = c else { break };
                 let now = Instant::now();
-                command(&mut ep, &mut calls, c, now);
+                let mut ending = 0;
+                for c in std::iter::once(c).chain(std::iter::from_fn(|| commands.try_recv().ok())) {
+                    ending += usize::from(matches!(c, Command::Bye(..) | Command::Cancel(_) | Command::HangUp(_)));
+                    command(&mut ep, &mut calls, c, now);
+                }
+                // Publish the transactions they made before taking the queued count off.
+                let now_bg = ep.background();
+                background.fetch_add(now_bg.saturating_sub(published), Ordering::SeqCst);
+                published = published.max(now_bg);
+                background.fetch_sub(ending, Ordering::SeqCst);
+            }
+            _ = sleep_opt(deadline) => ep.handle_timeout(Instant::now()),
+            _ = stop.cancelled() => {
+                // What the calls asked for before the stop still goes out (a call's last
+                // BYE is sent just before its `Uac` may be dropped).
+                let now = Instant::now();
                 while let Ok(c) = commands.try_recv() {
                     command(&mut ep, &mut calls, c, now);
                 }
+                while let Some(t) = ep.poll_transmit() {
+                    let _ = socket.send_to(&t.payload, t.destination).await;
+                }
+                break;
             }
-            _ = sleep_opt(deadline) => ep.handle_timeout(Instant::now()),
-            _ = stop.cancelled() => break,
         }
     }
 }

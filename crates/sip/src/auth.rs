@@ -167,7 +167,10 @@ mod tests {
                 1,
                 "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
             );
-            assert!(v.contains(&format!("response=\"{expected}\"")), "{alg}: {v}");
+            assert!(
+                v.contains(&format!("response=\"{expected}\"")),
+                "{alg}: {v}"
+            );
         }
     }
 
@@ -180,7 +183,9 @@ mod tests {
             "WWW-Authenticate",
             r#"Digest realm="r", nonce="n1", algorithm=MD5, qop="auth""#,
         );
-        let h = st.answer(&invite(), &resp, &creds, "c").unwrap_or_else(|e| panic!("{e:?}"));
+        let h = st
+            .answer(&invite(), &resp, &creds, "c")
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(h.name(), &HeaderName::Authorization);
         assert_eq!(param(&h, "uri"), "sip:bob@example.com");
         assert_eq!(param(&h, "nc"), "00000001");
@@ -199,7 +204,9 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}")),
         );
-        let h = st.answer(&invite(), &resp, &creds, "c").unwrap_or_else(|e| panic!("{e:?}"));
+        let h = st
+            .answer(&invite(), &resp, &creds, "c")
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(h.name(), &HeaderName::ProxyAuthorization);
         assert_eq!(param(&h, "algorithm"), "SHA-256");
         // No qop offered: RFC 2069's form, no nc/cnonce.
@@ -211,7 +218,11 @@ mod tests {
     #[test]
     fn stale_nonce_is_answered_again_a_plain_rechallenge_is_not() {
         let creds = Credentials::new("u", "p");
-        let first = challenge(401, "WWW-Authenticate", r#"Digest realm="r", nonce="n1", qop="auth""#);
+        let first = challenge(
+            401,
+            "WWW-Authenticate",
+            r#"Digest realm="r", nonce="n1", qop="auth""#,
+        );
         let stale = challenge(
             401,
             "WWW-Authenticate",
@@ -219,7 +230,9 @@ mod tests {
         );
         let mut st = State::default();
         assert!(st.answer(&invite(), &first, &creds, "c").is_ok());
-        let h = st.answer(&invite(), &stale, &creds, "c").unwrap_or_else(|e| panic!("{e:?}"));
+        let h = st
+            .answer(&invite(), &stale, &creds, "c")
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(param(&h, "nonce"), "n2");
         assert_eq!(param(&h, "nc"), "00000001");
         assert_eq!(
@@ -236,7 +249,9 @@ mod tests {
         // Basic is never answered (it would send the password).
         let basic = challenge(401, "WWW-Authenticate", r#"Basic realm="r""#);
         assert_eq!(
-            State::default().answer(&invite(), &basic, &creds, "c").err(),
+            State::default()
+                .answer(&invite(), &basic, &creds, "c")
+                .err(),
             Some(Refusal::Unanswerable)
         );
     }

@@ -33,8 +33,8 @@ use bytes::Bytes;
 use sipx_sip::headers::via::first_hop_end;
 use sipx_sip::transaction::{Dispatch, Output, Reliability, Timer, TuEvent};
 use sipx_sip::{
-    Header, HeaderName, Host, Message, Method, Request, RequestBuilder, Response,
-    ResponseBuilder, StatusCode, Timers, TransactionKey, TransactionLayer, Uri,
+    Header, HeaderName, Host, Message, Method, Request, RequestBuilder, Response, ResponseBuilder,
+    StatusCode, Timers, TransactionKey, TransactionLayer, Uri,
 };
 
 use crate::auth::{self, Credentials};
@@ -146,7 +146,10 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A provisional response to our INVITE (100 included).
-    Provisional { call: CallRef, response: Box<Response> },
+    Provisional {
+        call: CallRef,
+        response: Box<Response>,
+    },
     /// The first 2xx to our INVITE: the dialog is confirmed and its ACK sent. After a CANCEL
     /// (`after_cancel`: the 2xx crossed it) the endpoint has also sent the BYE.
     Answered {
@@ -178,13 +181,19 @@ pub enum Event {
         request: Box<Request>,
     },
     /// INFO in the dialog (answered 200).
-    Info { call: CallRef, request: Box<Request> },
+    Info {
+        call: CallRef,
+        request: Box<Request>,
+    },
     /// The far end's BYE (answered 200).
     Bye { call: CallRef },
     /// The caller cancelled our pending INVITE answer (200 to the CANCEL, 487 sent).
     Cancelled { call: CallRef },
     /// The ACK of our 2xx arrived.
-    Acked { call: CallRef, request: Box<Request> },
+    Acked {
+        call: CallRef,
+        request: Box<Request>,
+    },
     /// Our 2xx was never ACKed (64·T1): RFC 3261 §13.3.1.4 says end the call.
     NoAck { call: CallRef },
     /// One of our in-dialog requests ended.
@@ -466,7 +475,9 @@ impl Endpoint {
         kind: Kind,
         dest: SocketAddr,
     ) {
-        let Some((key, outputs)) = self.layer.send_request(req, self.cfg.transport.reliability())
+        let Some((key, outputs)) = self
+            .layer
+            .send_request(req, self.cfg.transport.reliability())
         else {
             tracing::warn!("a request we built has no transaction key");
             return;
@@ -565,7 +576,9 @@ impl Endpoint {
     /// Ends the call whatever its state: BYE if established, CANCEL if ringing, and forgets
     /// it once its transactions end.
     pub fn hang_up(&mut self, now: Instant, call: CallRef) {
-        let Some(c) = self.calls.get(&call) else { return };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
         if c.closed {
             return;
         }
@@ -645,7 +658,11 @@ impl Endpoint {
             (HeaderName::CallId, c.call_id.clone()),
             (
                 HeaderName::CSeq,
-                format!("{} {}", c.local_cseq, String::from_utf8_lossy(method.as_bytes())),
+                format!(
+                    "{} {}",
+                    c.local_cseq,
+                    String::from_utf8_lossy(method.as_bytes())
+                ),
             ),
         ];
         hs.extend(routes.into_iter().map(|r| (HeaderName::Route, r)));
@@ -740,7 +757,11 @@ impl Endpoint {
                     if self.cfg.transport.reliability() == Reliability::Unreliable {
                         self.arm(now + t1, Target::Retransmit2xx(call), None);
                     } else {
-                        self.arm(now + self.cfg.timers.timeout(), Target::Retransmit2xx(call), None);
+                        self.arm(
+                            now + self.cfg.timers.timeout(),
+                            Target::Retransmit2xx(call),
+                            None,
+                        );
                     }
                 }
             }
@@ -772,7 +793,9 @@ impl Endpoint {
                 .get(&call)
                 .map_or_else(hex_id, |c| c.local_tag.clone());
             let to = wire::value(&req.headers, &HeaderName::To).unwrap_or_default();
-            b = b.set_header(&HeaderName::To, format!("{to};tag={tag}")).map_err(bad)?;
+            b = b
+                .set_header(&HeaderName::To, format!("{to};tag={tag}"))
+                .map_err(bad)?;
         }
         b = b
             .header(HeaderName::Server, self.cfg.user_agent.clone())
@@ -847,7 +870,10 @@ impl Endpoint {
                     tracing::debug!(%from, "dropped a response without CSeq or Via");
                     return;
                 }
-                match self.layer.receive(Message::Response(resp), self.cfg.transport.reliability()) {
+                match self
+                    .layer
+                    .receive(Message::Response(resp), self.cfg.transport.reliability())
+                {
                     Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs),
                     Dispatch::Created { key, outputs } => self.apply(now, &key, outputs),
                     Dispatch::Unmatched(m) => {
@@ -863,7 +889,10 @@ impl Endpoint {
     fn on_request(&mut self, now: Instant, from: SocketAddr, req: Request) {
         let dest = response_destination(&req, from, self.cfg.transport.default_port());
         let method = req.method.clone();
-        match self.layer.receive(Message::Request(req), self.cfg.transport.reliability()) {
+        match self
+            .layer
+            .receive(Message::Request(req), self.cfg.transport.reliability())
+        {
             Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs),
             Dispatch::Created { key, outputs } => {
                 let call = self.match_dialog_of(&key);
@@ -899,9 +928,15 @@ impl Endpoint {
 
     /// An ACK outside any transaction: the ACK of a 2xx (ours as the UAS).
     fn on_ack(&mut self, _now: Instant, ack: Request) {
-        let Some(call_id) = wire::call_id(&ack.headers) else { return };
-        let Some(tag) = wire::tag(&ack.headers, &HeaderName::To) else { return };
-        let Some(&call) = self.dialogs.get(&(call_id, tag)) else { return };
+        let Some(call_id) = wire::call_id(&ack.headers) else {
+            return;
+        };
+        let Some(tag) = wire::tag(&ack.headers, &HeaderName::To) else {
+            return;
+        };
+        let Some(&call) = self.dialogs.get(&(call_id, tag)) else {
+            return;
+        };
         let seq = wire::cseq(&ack.headers).map(|(n, _)| n);
         let acked = self
             .calls
@@ -930,10 +965,20 @@ impl Endpoint {
         if !r.status.is_success() {
             return;
         }
-        let Some(call_id) = wire::call_id(&r.headers) else { return };
-        let Some(tag) = wire::tag(&r.headers, &HeaderName::From) else { return };
-        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else { return };
-        let Some(c) = self.dialogs.get(&(call_id, tag)).and_then(|c| self.calls.get(c)) else {
+        let Some(call_id) = wire::call_id(&r.headers) else {
+            return;
+        };
+        let Some(tag) = wire::tag(&r.headers, &HeaderName::From) else {
+            return;
+        };
+        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
+            return;
+        };
+        let Some(c) = self
+            .dialogs
+            .get(&(call_id, tag))
+            .and_then(|c| self.calls.get(c))
+        else {
             return;
         };
         if let Some((_, ack, dest)) = c.acks.iter().find(|(t, _, _)| *t == to_tag) {
@@ -959,7 +1004,11 @@ impl Endpoint {
                     });
                 }
                 Output::SetTimer { timer, after } => {
-                    self.arm(now + after, Target::Tx(key.clone(), timer), Some((key, timer)));
+                    self.arm(
+                        now + after,
+                        Target::Tx(key.clone(), timer),
+                        Some((key, timer)),
+                    );
                 }
                 Output::ClearTimer(timer) => {
                     if let Some(slot) = self.armed.remove(&(key.clone(), timer)) {
@@ -1007,7 +1056,9 @@ impl Endpoint {
 
     /// Forgets a call that is over and has nothing left running.
     fn reap(&mut self, call: CallRef) {
-        let Some(c) = self.calls.get(&call) else { return };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
         let over = c.closed || (c.role == Role::Uac && c.invite_done && !c.confirmed);
         if over && c.open == 0 && c.pending_2xx.is_none() && c.uas_invite.is_none() {
             if let Some(c) = self.calls.remove(&call) {
@@ -1033,13 +1084,10 @@ impl Endpoint {
                     }
                 }
             }
+            // A challenge answered: the request goes again in a new transaction.
             (Kind::Bye | Kind::Request(_), TuEvent::Response(r))
-                if matches!(r.status.code(), 401 | 407) =>
-            {
-                if !self.retry_with_credentials(now, call, key, &r) {
-                    self.request_done(now, call, key, Outcome::Response(r));
-                }
-            }
+                if matches!(r.status.code(), 401 | 407)
+                    && self.retry_with_credentials(now, call, key, &r) => {}
             (Kind::Request(_), TuEvent::Response(r)) if r.status.is_final() => {
                 self.request_done(now, call, key, Outcome::Response(r));
             }
@@ -1058,7 +1106,13 @@ impl Endpoint {
         }
     }
 
-    fn request_done(&mut self, now: Instant, call: CallRef, key: &TransactionKey, outcome: Outcome) {
+    fn request_done(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        key: &TransactionKey,
+        outcome: Outcome,
+    ) {
         let Some(Kind::Request(r)) = self.owners.get(key).map(|o| o.kind.clone()) else {
             return;
         };
@@ -1114,7 +1168,10 @@ impl Endpoint {
         req.headers.remove_all(h.name());
         req.headers.push(h);
         let method = req.method.clone();
-        let seq = if method == Method::Invite || method == Method::Bye || matches!(kind, Kind::Request(_)) {
+        let seq = if method == Method::Invite
+            || method == Method::Bye
+            || matches!(kind, Kind::Request(_))
+        {
             c.local_cseq += 1;
             c.local_cseq
         } else {
@@ -1170,14 +1227,20 @@ impl Endpoint {
         }
         // A final failure: the transaction ACKed it.
         if matches!(code, 401 | 407) {
-            let key = self.calls.get(&call).and_then(|c| c.invite.as_ref()).and_then(TransactionKey::from_sent_request);
+            let key = self
+                .calls
+                .get(&call)
+                .and_then(|c| c.invite.as_ref())
+                .and_then(TransactionKey::from_sent_request);
             if let Some(key) = key {
                 if self.retry_with_credentials(now, call, &key, &r) {
                     return;
                 }
             }
         }
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if c.invite_done {
             return;
         }
@@ -1198,8 +1261,12 @@ impl Endpoint {
             tracing::debug!("a 2xx without a To tag: ignored");
             return;
         };
-        let Some(seq) = wire::cseq(&r.headers).map(|(n, _)| n) else { return };
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(seq) = wire::cseq(&r.headers).map(|(n, _)| n) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if let Some((_, ack, dest)) = c.acks.iter().find(|(t, _, _)| *t == to_tag) {
             // A retransmission: the same ACK again.
             self.transmits.push_back(Transmit {
@@ -1237,10 +1304,14 @@ impl Endpoint {
     /// The ACK of a 2xx (§13.2.2.4): a request of the dialog with its own branch, the
     /// INVITE's CSeq number and credentials, no body (our offer was in the INVITE).
     fn send_ack(&mut self, _now: Instant, call: CallRef, seq: u32, r: &Response, remember: bool) {
-        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else { return };
+        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
+            return;
+        };
         let cseq_before = self.calls.get(&call).map(|c| c.local_cseq);
         let built = self.in_dialog(call, Method::Ack, &[], None, Vec::new());
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         // The ACK does not take a CSeq number of its own.
         if let Some(n) = cseq_before {
             c.local_cseq = n;
@@ -1272,8 +1343,12 @@ impl Endpoint {
 
     /// A 2xx from a fork that lost: a short-lived dialog from that response, ACKed and BYEd.
     fn fork_bye(&mut self, now: Instant, call: CallRef, seq: u32, r: &Response) {
-        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else { return };
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         // Borrow the call's dialog fields for this fork, then put them back.
         let saved = (
             c.remote_tag.replace(to_tag.clone()),
@@ -1303,7 +1378,11 @@ impl Endpoint {
 
     /// A new request for us (its server transaction just made).
     fn server_request(&mut self, now: Instant, key: &TransactionKey, req: Request) {
-        let call = self.owners.get(key).map(|o| o.call).filter(|c| self.calls.contains_key(c));
+        let call = self
+            .owners
+            .get(key)
+            .map(|o| o.call)
+            .filter(|c| self.calls.contains_key(c));
         let method = req.method.clone();
         let has_to_tag = wire::tag(&req.headers, &HeaderName::To).is_some();
         if method == Method::Cancel {
@@ -1321,8 +1400,13 @@ impl Endpoint {
                     let caps = self.capabilities();
                     self.auto_respond(now, key, None, 200, caps)
                 }
-                Method::Bye | Method::Info | Method::Update | Method::Invite | Method::Prack
-                | Method::Notify | Method::Refer => self.auto_respond(now, key, None, 481, vec![]),
+                Method::Bye
+                | Method::Info
+                | Method::Update
+                | Method::Invite
+                | Method::Prack
+                | Method::Notify
+                | Method::Refer => self.auto_respond(now, key, None, 481, vec![]),
                 _ => {
                     let caps = self.capabilities();
                     self.auto_respond(now, key, None, 405, caps)
@@ -1332,7 +1416,9 @@ impl Endpoint {
         };
         // §12.2.2: a CSeq lower than the last one is out of order.
         let seq = wire::cseq(&req.headers).map_or(0, |(n, _)| n);
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if c.remote_cseq.is_some_and(|last| seq <= last) && method != Method::Ack {
             self.auto_respond(now, key, Some(call), 500, vec![]);
             return;
@@ -1397,7 +1483,9 @@ impl Endpoint {
         ) else {
             return;
         };
-        let Some(dest) = self.owners.get(key).map(|o| o.dest) else { return };
+        let Some(dest) = self.owners.get(key).map(|o| o.dest) else {
+            return;
+        };
         let from = req
             .headers
             .typed::<sipx_sip::headers::From>()
@@ -1521,8 +1609,12 @@ impl Endpoint {
 
     fn retransmit_2xx(&mut self, now: Instant, call: CallRef) {
         let t2 = self.cfg.timers.t2;
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        let Some(p) = c.pending_2xx.as_mut() else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(p) = c.pending_2xx.as_mut() else {
+            return;
+        };
         if now >= p.deadline {
             c.pending_2xx = None;
             self.events.push_back(Event::NoAck { call });
@@ -1556,9 +1648,14 @@ impl Endpoint {
 /// request line (RFC 4475 §3.1.2.17 rejects one that does not).
 fn well_formed(req: &Request) -> bool {
     let has = |n: &HeaderName| req.headers.get(n).is_some();
-    [HeaderName::To, HeaderName::From, HeaderName::CallId, HeaderName::Via]
-        .iter()
-        .all(has)
+    [
+        HeaderName::To,
+        HeaderName::From,
+        HeaderName::CallId,
+        HeaderName::Via,
+    ]
+    .iter()
+    .all(has)
         && wire::cseq(&req.headers).is_some_and(|(_, m)| m == req.method)
         && wire::top_via(&req.headers).is_some()
 }
@@ -1566,7 +1663,9 @@ fn well_formed(req: &Request) -> bool {
 /// §18.2.1 and RFC 3581 §4: the top Via gets `received` (the source address) when its
 /// sent-by differs, and `rport=<source port>` when the client asked with `rport`.
 fn stamp_via(req: &mut Request, from: SocketAddr) {
-    let Some(via) = wire::top_via(&req.headers) else { return };
+    let Some(via) = wire::top_via(&req.headers) else {
+        return;
+    };
     let wants_rport = matches!(via.rport(), Some(None));
     let sent_by_ip: Option<IpAddr> = match &via.host {
         Host::Ip(ip) => Some(*ip),
@@ -1576,7 +1675,9 @@ fn stamp_via(req: &mut Request, from: SocketAddr) {
     if !wants_rport && !add_received {
         return;
     }
-    let Some(h) = req.headers.get(&HeaderName::Via) else { return };
+    let Some(h) = req.headers.get(&HeaderName::Via) else {
+        return;
+    };
     let raw = h.value().into_owned();
     let end = first_hop_end(&raw);
     let (first, rest) = raw.split_at(end);

@@ -16,5 +16,8 @@ pub enum Error {
     NoCall,
     /// The request cannot be sent in the call's state (no dialog yet, or it ended).
     #[error("cannot send {what}: {why}")]
-    NotNow { what: &'static str, why: &'static str },
+    NotNow {
+        what: &'static str,
+        why: &'static str,
+    },
 }

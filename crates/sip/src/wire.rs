@@ -53,7 +53,9 @@ pub fn cseq(h: &Headers) -> Option<(u32, Method)> {
 pub fn tag(h: &Headers, which: &HeaderName) -> Option<String> {
     let v = h.value(which)?;
     let a = Address::parse(&v, "From/To").ok()?;
-    a.tag().and_then(|t| std::str::from_utf8(t).ok()).map(str::to_owned)
+    a.tag()
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .map(str::to_owned)
 }
 
 /// The `Call-ID`.
@@ -91,7 +93,9 @@ fn route_value(a: &Address) -> String {
 
 /// The URI of a route-set entry (`<uri>;params`).
 pub fn route_uri(entry: &str) -> Option<Uri> {
-    Address::parse(entry.as_bytes(), "Route").ok().map(|a| a.uri)
+    Address::parse(entry.as_bytes(), "Route")
+        .ok()
+        .map(|a| a.uri)
 }
 
 /// Whether a URI has the `lr` parameter (a loose router, RFC 3261 §16.12.1.1).
