@@ -330,6 +330,7 @@ fn reason_of(code: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        416 => "Unsupported URI Scheme",
         481 => "Call/Transaction Does Not Exist",
         486 => "Busy Here",
         487 => "Request Terminated",
@@ -337,6 +338,7 @@ fn reason_of(code: u16) -> &'static str {
         491 => "Request Pending",
         500 => "Server Internal Error",
         503 => "Service Unavailable",
+        505 => "Version Not Supported",
         603 => "Decline",
         _ => "",
     }
@@ -793,9 +795,14 @@ impl Endpoint {
                 .get(&call)
                 .map_or_else(hex_id, |c| c.local_tag.clone());
             let to = wire::value(&req.headers, &HeaderName::To).unwrap_or_default();
-            b = b
-                .set_header(&HeaderName::To, format!("{to};tag={tag}"))
-                .map_err(bad)?;
+            // A To the builder refuses to re-emit (control characters in its display name,
+            // RFC 4475 §3.1.1.2) goes back as it came, without our tag: an answer without a
+            // tag beats none.
+            if let Ok(tagged) = wire::header(&HeaderName::To, format!("{to};tag={tag}")) {
+                b = b
+                    .set_header(&HeaderName::To, tagged.value().into_owned())
+                    .map_err(bad)?;
+            }
         }
         b = b
             .header(HeaderName::Server, self.cfg.user_agent.clone())
@@ -858,8 +865,9 @@ impl Endpoint {
     pub fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: Message) {
         match msg {
             Message::Request(mut req) => {
-                if !well_formed(&req) {
-                    tracing::debug!(%from, "dropped a request missing a mandatory header");
+                if let Some(code) = refusal(&req) {
+                    tracing::debug!(%from, code, "refused a malformed request");
+                    self.stateless(from, &req, code);
                     return;
                 }
                 stamp_via(&mut req, from);
@@ -884,6 +892,24 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// Answers a request without a transaction (it cannot have one: it is malformed); an ACK
+    /// or a request whose response cannot be built (no Via, From, To, Call-ID, CSeq) is only
+    /// dropped.
+    fn stateless(&mut self, from: SocketAddr, req: &Request, code: u16) {
+        if req.method == Method::Ack {
+            return;
+        }
+        let Ok(b) = ResponseBuilder::to_request(req, status(code), reason_of(code)) else {
+            return;
+        };
+        let resp = b.build();
+        let dest = response_destination(req, from, self.cfg.transport.default_port());
+        self.transmits.push_back(Transmit {
+            destination: dest,
+            payload: Message::Response(resp).to_bytes(),
+        });
     }
 
     fn on_request(&mut self, now: Instant, from: SocketAddr, req: Request) {
@@ -1477,12 +1503,11 @@ impl Endpoint {
     /// A UAS call from an INVITE outside any dialog (§12.1.1: route set from Record-Route in
     /// order, remote target from Contact).
     fn incoming(&mut self, _now: Instant, key: &TransactionKey, req: Request) {
-        let (Some(call_id), Some(remote_tag)) = (
-            wire::call_id(&req.headers),
-            wire::tag(&req.headers, &HeaderName::From),
-        ) else {
+        let Some(call_id) = wire::call_id(&req.headers) else {
             return;
         };
+        // An RFC 2543 caller's From has no tag (§12.1.1: the remote tag is then null).
+        let remote_tag = wire::tag(&req.headers, &HeaderName::From);
         let Some(dest) = self.owners.get(key).map(|o| o.dest) else {
             return;
         };
@@ -1510,7 +1535,7 @@ impl Endpoint {
                 local_tag: local_tag.clone(),
                 local: format!("<{to}>;tag={local_tag}"),
                 remote_uri: from,
-                remote_tag: Some(remote_tag),
+                remote_tag,
                 local_cseq: rand::random::<u16>().into(),
                 remote_cseq: wire::cseq(&req.headers).map(|(n, _)| n),
                 route_set: wire::record_routes(&req.headers),
@@ -1644,20 +1669,25 @@ impl Endpoint {
     }
 }
 
-/// The headers every request must have (§8.1.1), and a CSeq method that matches the
-/// request line (RFC 4475 §3.1.2.17 rejects one that does not).
-fn well_formed(req: &Request) -> bool {
-    let has = |n: &HeaderName| req.headers.get(n).is_some();
-    [
-        HeaderName::To,
-        HeaderName::From,
-        HeaderName::CallId,
-        HeaderName::Via,
-    ]
-    .iter()
-    .all(has)
-        && wire::cseq(&req.headers).is_some_and(|(_, m)| m == req.method)
-        && wire::top_via(&req.headers).is_some()
+/// Why a request cannot be acted on, as the status to answer: §8.1.1's headers missing or
+/// malformed, repeated single-value headers, a CSeq method that is not the request line's
+/// (RFC 4475 §3.1.2.17–18), headers in the Request-URI (§3.1.2.11): 400; a version other than
+/// SIP/2.0: 505 (§3.1.2.16); a Request-URI scheme we do not serve: 416 (RFC 3261 §8.2.2.1,
+/// RFC 4475 §3.3.2). A missing Max-Forwards is tolerated (RFC 2543 peers, §3.4).
+fn refusal(req: &Request) -> Option<u16> {
+    if let Some(f) = sipx_sip::validate_request(req)
+        .into_iter()
+        .find(|f| !f.is_repairable())
+    {
+        return Some(f.status());
+    }
+    if !matches!(
+        req.uri.scheme(),
+        sipx_sip::Scheme::Sip | sipx_sip::Scheme::Sips | sipx_sip::Scheme::Tel
+    ) {
+        return Some(416);
+    }
+    None
 }
 
 /// §18.2.1 and RFC 3581 §4: the top Via gets `received` (the source address) when its
