@@ -988,7 +988,8 @@ impl Endpoint {
     /// A response no transaction took: a 2xx retransmitted after its transaction ended, or
     /// one from a fork: ACKed again (it is ours) so the far end stops.
     fn stray_response(&mut self, _now: Instant, r: Response) {
-        if !r.status.is_success() {
+        let to_invite = wire::cseq(&r.headers).is_some_and(|(_, m)| m == Method::Invite);
+        if !r.status.is_success() || !to_invite {
             return;
         }
         let Some(call_id) = wire::call_id(&r.headers) else {
