@@ -245,6 +245,7 @@ pub struct CallReport {
 pub struct Uac {
     sip: SipLoop,
     local: SocketAddr,
+    transport: Transport,
     buffers: (usize, usize),
     pacer: Arc<Pacer>,
     token: CancellationToken,
@@ -263,6 +264,34 @@ impl Uac {
         Self::start_with_buffer(bind, user_agent, SIP_SOCKET_BUFFER).await
     }
 
+    /// [`Uac::start`] over TCP: a listener on `bind` (port 0 for any) for connections the
+    /// trunk opens, and a connection to the trunk opened with the first INVITE and kept
+    /// (RFC 3261 §18; our Via says TCP, Contact `;transport=tcp`; no retransmissions, timers
+    /// for a reliable transport).
+    pub async fn start_tcp(bind: SocketAddr, user_agent: &str) -> Result<Uac, Error> {
+        check_bind(bind)?;
+        let token = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let local = listener.local_addr()?;
+        let endpoint = Endpoint::new(SipConfig {
+            local,
+            transport: Transport::Tcp,
+            user_agent: user_agent.to_owned(),
+            timers: Timers::default(),
+            capabilities: signalling::capabilities(),
+            accept_incoming: false,
+        });
+        let sip = SipLoop::start(SipNet::Tcp(listener), endpoint, None, token.child_token());
+        Ok(Uac {
+            sip,
+            local,
+            transport: Transport::Tcp,
+            buffers: (0, 0),
+            pacer: Arc::new(Pacer::per_core()?),
+            token,
+        })
+    }
+
     /// [`Uac::start`] with `buffer` bytes asked for as the SIP socket's `SO_RCVBUF` and
     /// `SO_SNDBUF`. The kernel caps the request at `net.core.rmem_max` / `wmem_max`; a capped
     /// request is logged, and [`Uac::sip_socket_buffers`] tells what was granted.
@@ -271,13 +300,7 @@ impl Uac {
         user_agent: &str,
         buffer: usize,
     ) -> Result<Uac, Error> {
-        if bind.ip().is_unspecified() {
-            // Via, Contact and SDP carry the bound address: it must be one the trunk can reach.
-            return Err(Error::Config {
-                field: "bind",
-                why: format!("{bind}: bind to the address that reaches the trunk, not a wildcard"),
-            });
-        }
+        check_bind(bind)?;
         let token = CancellationToken::new();
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(bind),
@@ -313,10 +336,11 @@ impl Uac {
             capabilities: signalling::capabilities(),
             accept_incoming: false,
         });
-        let sip = SipLoop::start(socket, endpoint, None, token.child_token());
+        let sip = SipLoop::start(SipNet::Udp(socket), endpoint, None, token.child_token());
         Ok(Uac {
             sip,
             local,
+            transport: Transport::Udp,
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -349,7 +373,8 @@ impl Uac {
         self.local
     }
 
-    /// The SIP socket's receive and send buffers as granted by the kernel, in bytes.
+    /// The SIP socket's receive and send buffers as granted by the kernel, in bytes (UDP; 0
+    /// over TCP).
     pub fn sip_socket_buffers(&self) -> (usize, usize) {
         self.buffers
     }
@@ -412,7 +437,11 @@ impl Uac {
             request_uri: callee.clone(),
             from: signalling::sip_uri(&trunk.from_user, &trunk.from_domain),
             to: callee,
-            contact: format!("sip:{}@{}", trunk.from_user, self.local),
+            contact: match self.transport {
+                Transport::Udp => format!("sip:{}@{}", trunk.from_user, self.local),
+                Transport::Tcp => format!("sip:{}@{};transport=tcp", trunk.from_user, self.local),
+                Transport::Tls => format!("sips:{}@{}", trunk.from_user, self.local),
+            },
             destination: trunk.address,
             headers: signalling::invite_headers(
                 trunk
@@ -903,6 +932,17 @@ impl Uac {
     }
 }
 
+/// Via, Contact and SDP carry the bound address: it must be one the trunk can reach.
+fn check_bind(bind: SocketAddr) -> Result<(), Error> {
+    if bind.ip().is_unspecified() {
+        return Err(Error::Config {
+            field: "bind",
+            why: format!("{bind}: bind to the address that reaches the trunk, not a wildcard"),
+        });
+    }
+    Ok(())
+}
+
 /// Binds the call's RTP socket on an even port and its RTCP socket on the next one (RFC 3550
 /// §11), on `ip`: the kernel picks a port; an odd one, or one whose successor is taken, is
 /// let go and another asked for.
@@ -1255,7 +1295,17 @@ pub struct IncomingCall {
     pub events: mpsc::UnboundedReceiver<SipEvent>,
 }
 
-/// One SIP loop: a task that owns a UDP socket and a sans-IO [`Endpoint`], takes
+/// What a SIP loop sends and receives on.
+pub enum SipNet {
+    /// One UDP socket: a message per datagram.
+    Udp(tokio::net::UdpSocket),
+    /// TCP: a listener on our address for connections the far end opens, and one connection
+    /// per peer we send to (opened on the first message, reused after; messages framed by
+    /// their Content-Length, RFC 3261 §18.3).
+    Tcp(tokio::net::TcpListener),
+}
+
+/// One SIP loop: a task that owns a socket (or TCP connections) and a sans-IO [`Endpoint`], takes
 /// [`Command`]s and hands each call its events. The UAC runs one; so does crieur-sim (a UAS).
 pub struct SipLoop {
     commands: mpsc::UnboundedSender<Command>,
@@ -1266,7 +1316,7 @@ impl SipLoop {
     /// Starts the loop on tokio. With `incoming`, INVITEs from outside a dialog are handed
     /// there; without, the endpoint declines them.
     pub fn start(
-        socket: tokio::net::UdpSocket,
+        socket: SipNet,
         endpoint: Endpoint,
         incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
         stop: CancellationToken,
@@ -1314,7 +1364,7 @@ impl SipLoop {
 /// the time; sends what it transmits; routes its events to each call's task. A request the
 /// call's task can no longer answer (it ended) is answered 481 here.
 async fn sip_loop(
-    socket: tokio::net::UdpSocket,
+    net: SipNet,
     mut ep: Endpoint,
     mut commands: mpsc::UnboundedReceiver<Command>,
     incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
@@ -1325,12 +1375,12 @@ async fn sip_loop(
     let mut buf = vec![0u8; 65_536];
     // What the loop last published as the endpoint's background count.
     let mut published = 0usize;
+    let (framed, mut framed_rx) = mpsc::unbounded_channel();
+    let mut wire = Wire::new(net, framed);
     loop {
         // Outputs first: datagrams, then events.
         while let Some(t) = ep.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.payload, t.destination).await {
-                tracing::debug!(error = %e, to = %t.destination, "SIP send");
-            }
+            wire.send(t.destination, &t.payload).await;
         }
         while let Some(ev) = ep.poll_event() {
             let call = event_call(&ev);
@@ -1392,21 +1442,27 @@ async fn sip_loop(
         published = now_bg;
         let deadline = ep.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
+            r = wire.recv_udp(&mut buf) => {
                 let now = Instant::now();
                 match r {
                     Ok((n, from)) => {
                         ep.handle_input(now, from, buf.get(..n).unwrap_or_default());
                         for _ in 1..RECV_BATCH {
-                            match socket.try_recv_from(&mut buf) {
-                                Ok((n, from)) => ep.handle_input(now, from, buf.get(..n).unwrap_or_default()),
-                                Err(_) => break,
+                            match wire.try_recv_udp(&mut buf) {
+                                Some((n, from)) => ep.handle_input(now, from, buf.get(..n).unwrap_or_default()),
+                                None => break,
                             }
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "SIP receive"),
                 }
             }
+            m = framed_rx.recv() => {
+                if let Some((from, m)) = m {
+                    ep.handle_message(Instant::now(), from, m);
+                }
+            }
+            a = wire.accept() => wire.accepted(a),
             c = commands.recv() => {
                 let Some(c) = c else { break };
                 let now = Instant::now();
@@ -1430,10 +1486,119 @@ async fn sip_loop(
                     command(&mut ep, &mut calls, c, now);
                 }
                 while let Some(t) = ep.poll_transmit() {
-                    let _ = socket.send_to(&t.payload, t.destination).await;
+                    wire.send(t.destination, &t.payload).await;
                 }
                 break;
             }
+        }
+    }
+}
+
+/// The loop's network side: the UDP socket, or the TCP listener, the connections' write
+/// halves by peer, and the messages their readers framed.
+struct Wire {
+    net: SipNet,
+    conns: HashMap<SocketAddr, tokio::net::tcp::OwnedWriteHalf>,
+    /// Where the connections' readers put the messages they framed.
+    framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>,
+}
+
+impl Wire {
+    fn new(net: SipNet, framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>) -> Wire {
+        Wire {
+            net,
+            conns: HashMap::new(),
+            framed,
+        }
+    }
+
+    async fn send(&mut self, to: SocketAddr, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        match &self.net {
+            SipNet::Udp(s) => {
+                if let Err(e) = s.send_to(payload, to).await {
+                    tracing::debug!(error = %e, %to, "SIP send");
+                }
+            }
+            SipNet::Tcp(_) => {
+                if !self.conns.contains_key(&to) {
+                    match tokio::net::TcpStream::connect(to).await {
+                        Ok(stream) => self.adopt(stream, to),
+                        Err(e) => {
+                            tracing::debug!(error = %e, %to, "SIP: cannot connect");
+                            return;
+                        }
+                    }
+                }
+                let Some(w) = self.conns.get_mut(&to) else {
+                    return;
+                };
+                if let Err(e) = w.write_all(payload).await {
+                    tracing::debug!(error = %e, %to, "SIP send: the connection is gone");
+                    self.conns.remove(&to);
+                }
+            }
+        }
+    }
+
+    /// A connection: its reader frames messages into the loop; its writer is kept by peer.
+    fn adopt(&mut self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        use tokio::io::AsyncReadExt;
+        let _ = stream.set_nodelay(true);
+        let (mut read, write) = stream.into_split();
+        self.conns.insert(peer, write);
+        let tx = self.framed.clone();
+        tokio::spawn(async move {
+            let mut parser = crieur_sip::StreamParser::new(crieur_sip::Limits::stream());
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let n = match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                match parser.push(buf.get(..n).unwrap_or_default()) {
+                    Ok(messages) => {
+                        for m in messages {
+                            if tx.send((peer, m)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // A stream that does not frame cannot be resynchronised (§18.3).
+                        tracing::debug!(error = %e, %peer, "SIP: unframeable stream, closed");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn recv_udp(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        match &self.net {
+            SipNet::Udp(s) => s.recv_from(buf).await,
+            SipNet::Tcp(_) => std::future::pending().await,
+        }
+    }
+
+    fn try_recv_udp(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match &self.net {
+            SipNet::Udp(s) => s.try_recv_from(buf).ok(),
+            SipNet::Tcp(_) => None,
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        match &self.net {
+            SipNet::Tcp(l) => l.accept().await,
+            SipNet::Udp(_) => std::future::pending().await,
+        }
+    }
+
+    fn accepted(&mut self, a: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+        match a {
+            Ok((stream, peer)) => self.adopt(stream, peer),
+            Err(e) => tracing::debug!(error = %e, "SIP: accept"),
         }
     }
 }

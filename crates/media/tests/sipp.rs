@@ -70,6 +70,18 @@ async fn place_full(
     )
     .await
     .unwrap_or_else(|e| panic!("UAC: {e}"));
+    call_on(&uac, trunk, message, hook, lead_in, amd).await
+}
+
+/// [`place_full`] on a given UAC.
+async fn call_on(
+    uac: &Uac,
+    trunk: &Trunk,
+    message: Message,
+    hook: Result<(), String>,
+    lead_in: Duration,
+    amd: Option<crieur_media::uac::AmdRequest>,
+) -> Placed {
     let ran = Arc::new(AtomicBool::new(false));
     let flag = ran.clone();
     let req = CallRequest {
@@ -2132,5 +2144,51 @@ Content-Length: 0
         proxy.succeeded(),
         "the ACK and BYE did not reach the proxy as they should"
     );
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_over_tcp() {
+    // sipp as a TCP UAS (`-t t1`): our INVITE, ACK and BYE on one connection we opened, its
+    // responses back on it; Via says TCP, Contact `;transport=tcp`; no retransmission.
+    let checks = r#"      <ereg regexp="^ *SIP/2\.0/TCP 127\.0\.0\.1:[0-9]+;branch=z9hG4bK" search_in="hdr" header="Via:" check_it="true" assign_to="via"/>
+      <ereg regexp="transport=tcp" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
+"#;
+    let scenario = format!(
+        "{}{}{}{ACK}{BYE_200}{TAIL}",
+        head_with(checks),
+        ringing(),
+        response("200 OK", "", Some("0 101"))
+    );
+    let scenario = scenario.replacen(
+        "</recv>\n",
+        "</recv>\n  <Reference variables=\"via,contact\"/>\n",
+        1,
+    );
+    let mut sipp = Sipp::start(&scenario, &["-t", "t1"]);
+    let uac = Uac::start_tcp(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let r = call_on(
+        &uac,
+        &trunk(sipp.addr()),
+        tone(440.0, 0.5),
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        None,
+    )
+    .await
+    .report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 25);
+    assert!(uac.wait_background(Duration::from_secs(2)).await);
     assert!(sipp.succeeded());
 }

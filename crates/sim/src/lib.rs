@@ -235,7 +235,7 @@ impl Network {
         });
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
         let sip = Arc::new(SipLoop::start(
-            socket,
+            crieur_media::uac::SipNet::Udp(socket),
             endpoint,
             Some(incoming_tx),
             token.child_token(),

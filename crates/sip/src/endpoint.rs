@@ -913,7 +913,12 @@ impl Endpoint {
     }
 
     fn on_request(&mut self, now: Instant, from: SocketAddr, req: Request) {
-        let dest = response_destination(&req, from, self.cfg.transport.default_port());
+        // §18.2.2: on a connection, responses go back on it (the source address names it).
+        let dest = if self.cfg.transport.reliability() == Reliability::Reliable {
+            from
+        } else {
+            response_destination(&req, from, self.cfg.transport.default_port())
+        };
         let method = req.method.clone();
         match self
             .layer
