@@ -322,6 +322,16 @@ pub struct TrunkConfig {
     pub local_address: Option<std::net::SocketAddr>,
     /// `P-Asserted-Identity` URI (RFC 3325).
     pub p_asserted_identity: Option<String>,
+    /// What SIP travels on to the trunk (`transport = "udp" | "tcp"`).
+    pub transport: TrunkTransport,
+}
+
+/// The trunk's SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrunkTransport {
+    #[default]
+    Udp,
+    Tcp,
 }
 
 impl TrunkConfig {
@@ -995,16 +1005,22 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
             "expected at least 1".into(),
         );
     }
-    if let Some(tr) = &t.transport {
-        if !tr.get_ref().eq_ignore_ascii_case("udp") {
-            cx.err(
-                tr.span(),
-                "trunk.transport",
-                Some(tr.get_ref()),
-                "expected `udp` (TCP and TLS are not supported yet)".into(),
-            );
+    let transport = match t.transport.as_ref().map(|tr| tr.get_ref().to_ascii_lowercase()) {
+        None => TrunkTransport::Udp,
+        Some(tr) if tr == "udp" => TrunkTransport::Udp,
+        Some(tr) if tr == "tcp" => TrunkTransport::Tcp,
+        Some(_) => {
+            if let Some(tr) = &t.transport {
+                cx.err(
+                    tr.span(),
+                    "trunk.transport",
+                    Some(tr.get_ref()),
+                    "expected `udp` or `tcp` (TLS is not supported yet)".into(),
+                );
+            }
+            TrunkTransport::Udp
         }
-    }
+    };
     let (from_user, from_domain) = match t
         .from
         .get_ref()
@@ -1097,5 +1113,6 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         breaker,
         local_address,
         p_asserted_identity: t.p_asserted_identity.as_ref().map(|p| p.get_ref().clone()),
+        transport,
     })
 }

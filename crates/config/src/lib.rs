@@ -106,6 +106,7 @@ mod tests {
             breaker: crieur_engine::BreakerConfig::default(),
             local_address: None,
             p_asserted_identity: None,
+            transport: campaign::TrunkTransport::Udp,
         };
         match t.read_password() {
             Err(e @ Error::PasswordFile { .. }) => {

@@ -327,12 +327,17 @@ async fn event_loop(
     let Prepared {
         trunk,
         local,
+        tcp,
         message,
         confirmation,
         amd,
     } = prepared;
     let shared = Shared {
-        uac: Arc::new(Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?),
+        uac: Arc::new(if tcp {
+            Uac::start_tcp(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?
+        } else {
+            Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?
+        }),
         trunk: Arc::new(trunk),
         message,
         confirmation,

@@ -27,6 +27,8 @@ pub fn rules(campaign: &Campaign) -> DialRules {
 pub struct Prepared {
     pub trunk: Trunk,
     pub local: SocketAddr,
+    /// `[trunk] transport`: UDP or TCP.
+    pub tcp: bool,
     pub message: Arc<Message>,
     pub confirmation: Arc<Message>,
     /// Answering-machine detection (`[amd]`), the voicemail message loaded.
@@ -128,6 +130,7 @@ pub fn prepare(campaign: &Campaign) -> Result<Prepared> {
         None => None,
     };
     Ok(Prepared {
+        tcp: t.transport == crieur_config::campaign::TrunkTransport::Tcp,
         trunk,
         local,
         message,
