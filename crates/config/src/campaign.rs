@@ -1005,7 +1005,11 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
             "expected at least 1".into(),
         );
     }
-    let transport = match t.transport.as_ref().map(|tr| tr.get_ref().to_ascii_lowercase()) {
+    let transport = match t
+        .transport
+        .as_ref()
+        .map(|tr| tr.get_ref().to_ascii_lowercase())
+    {
         None => TrunkTransport::Udp,
         Some(tr) if tr == "udp" => TrunkTransport::Udp,
         Some(tr) if tr == "tcp" => TrunkTransport::Tcp,

@@ -246,6 +246,8 @@ pub struct Uac {
     sip: SipLoop,
     local: SocketAddr,
     transport: Transport,
+    /// TLS: the listener holding our advertised port.
+    _port: Option<std::net::TcpListener>,
     buffers: (usize, usize),
     pacer: Arc<Pacer>,
     token: CancellationToken,
@@ -289,6 +291,48 @@ impl Uac {
             buffers: (0, 0),
             pacer: Arc::new(Pacer::per_core()?),
             token,
+            _port: None,
+        })
+    }
+
+    /// [`Uac::start`] over TLS: connections to the trunk with its certificate checked against
+    /// `tls.server_name` (system roots plus `tls.ca_file`; SNI sent), `sips:` URIs (Request-URI,
+    /// To, From, Contact), Via `TLS`. `bind`'s port is only what our Via and Contact say: we
+    /// take no inbound connection (the trunk answers and sends its requests on ours).
+    pub async fn start_tls(
+        bind: SocketAddr,
+        user_agent: &str,
+        tls: &TlsTrunk,
+    ) -> Result<Uac, Error> {
+        check_bind(bind)?;
+        let (connector, name) = tls.connector()?;
+        let token = CancellationToken::new();
+        // A port for our Via and Contact: one the system gives, held by a listener nobody
+        // connects to, so it stays ours.
+        let holder = std::net::TcpListener::bind(bind)?;
+        let local = holder.local_addr()?;
+        let endpoint = Endpoint::new(SipConfig {
+            local,
+            transport: Transport::Tls,
+            user_agent: user_agent.to_owned(),
+            timers: Timers::default(),
+            capabilities: signalling::capabilities(),
+            accept_incoming: false,
+        });
+        let sip = SipLoop::start(
+            SipNet::Tls { connector, name },
+            endpoint,
+            None,
+            token.child_token(),
+        );
+        Ok(Uac {
+            sip,
+            local,
+            transport: Transport::Tls,
+            buffers: (0, 0),
+            pacer: Arc::new(Pacer::per_core()?),
+            token,
+            _port: Some(holder),
         })
     }
 
@@ -344,6 +388,7 @@ impl Uac {
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
             token,
+            _port: None,
         })
     }
 
@@ -431,11 +476,16 @@ impl Uac {
             .domain
             .clone()
             .unwrap_or_else(|| trunk.address.to_string());
-        let callee = signalling::sip_uri(&req.number, &domain);
+        // Over TLS the URIs are `sips:` (RFC 3261 §19.1, §26.2.2: TLS on every hop).
+        let secure = |u: String| match self.transport {
+            Transport::Tls => u.replacen("sip:", "sips:", 1),
+            Transport::Udp | Transport::Tcp => u,
+        };
+        let callee = secure(signalling::sip_uri(&req.number, &domain));
         let invite = Invite {
             call_id: call_id.clone(),
             request_uri: callee.clone(),
-            from: signalling::sip_uri(&trunk.from_user, &trunk.from_domain),
+            from: secure(signalling::sip_uri(&trunk.from_user, &trunk.from_domain)),
             to: callee,
             contact: match self.transport {
                 Transport::Udp => format!("sip:{}@{}", trunk.from_user, self.local),
@@ -1303,6 +1353,68 @@ pub enum SipNet {
     /// per peer we send to (opened on the first message, reused after; messages framed by
     /// their Content-Length, RFC 3261 §18.3).
     Tcp(tokio::net::TcpListener),
+    /// TLS (RFC 3261 §26.2, RFC 5922): connections we open, each a TLS session whose
+    /// certificate is checked against `name` (sent as SNI); responses and the far end's
+    /// requests come back on them. No listener: a trunk reaches us on our connection.
+    Tls {
+        connector: tokio_rustls::TlsConnector,
+        name: rustls::pki_types::ServerName<'static>,
+    },
+}
+
+/// How a TLS trunk is checked: the name its certificate must carry (a DNS name or an IP
+/// address; also sent as SNI) and, besides the system's roots, the CA certificates (PEM) to
+/// trust.
+#[derive(Debug, Clone)]
+pub struct TlsTrunk {
+    pub server_name: String,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl TlsTrunk {
+    fn connector(
+        &self,
+    ) -> Result<
+        (
+            tokio_rustls::TlsConnector,
+            rustls::pki_types::ServerName<'static>,
+        ),
+        Error,
+    > {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |why: String| Error::Config {
+            field: "trunk.tls",
+            why,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::debug!(error = %e, "a system root certificate could not be read");
+        }
+        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        if let Some(path) = &self.ca_file {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            for c in certs {
+                let c = c.map_err(|e| bad(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(c)
+                    .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            }
+        } else if added == 0 {
+            return Err(bad("no system root certificates and no CA file".into()));
+        }
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())
+            .map_err(|e| bad(format!("{}: {e}", self.server_name)))?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+    }
 }
 
 /// One SIP loop: a task that owns a socket (or TCP connections) and a sans-IO [`Endpoint`], takes
@@ -1380,7 +1492,9 @@ async fn sip_loop(
     loop {
         // Outputs first: datagrams, then events.
         while let Some(t) = ep.poll_transmit() {
-            wire.send(t.destination, &t.payload).await;
+            if !wire.send(t.destination, &t.payload).await {
+                ep.transport_error(Instant::now(), t.destination);
+            }
         }
         while let Some(ev) = ep.poll_event() {
             let call = event_call(&ev);
@@ -1486,7 +1600,7 @@ async fn sip_loop(
                     command(&mut ep, &mut calls, c, now);
                 }
                 while let Some(t) = ep.poll_transmit() {
-                    wire.send(t.destination, &t.payload).await;
+                    let _ = wire.send(t.destination, &t.payload).await;
                 }
                 break;
             }
@@ -1498,7 +1612,7 @@ async fn sip_loop(
 /// halves by peer, and the messages their readers framed.
 struct Wire {
     net: SipNet,
-    conns: HashMap<SocketAddr, tokio::net::tcp::OwnedWriteHalf>,
+    conns: HashMap<SocketAddr, Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>>,
     /// Where the connections' readers put the messages they framed.
     framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>,
 }
@@ -1512,40 +1626,63 @@ impl Wire {
         }
     }
 
-    async fn send(&mut self, to: SocketAddr, payload: &[u8]) {
+    /// Sends `payload` to `to`; false when a connection to it could not be had or broke
+    /// (a UDP send error is only logged: a datagram may be lost anyway).
+    async fn send(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
         use tokio::io::AsyncWriteExt;
         match &self.net {
             SipNet::Udp(s) => {
                 if let Err(e) = s.send_to(payload, to).await {
                     tracing::debug!(error = %e, %to, "SIP send");
                 }
+                true
             }
-            SipNet::Tcp(_) => {
+            SipNet::Tcp(_) | SipNet::Tls { .. } => {
                 if !self.conns.contains_key(&to) {
-                    match tokio::net::TcpStream::connect(to).await {
-                        Ok(stream) => self.adopt(stream, to),
-                        Err(e) => {
-                            tracing::debug!(error = %e, %to, "SIP: cannot connect");
-                            return;
-                        }
+                    if let Err(e) = self.connect(to).await {
+                        tracing::warn!(error = %e, %to, "SIP: cannot connect");
+                        return false;
                     }
                 }
                 let Some(w) = self.conns.get_mut(&to) else {
-                    return;
+                    return false;
                 };
                 if let Err(e) = w.write_all(payload).await {
                     tracing::debug!(error = %e, %to, "SIP send: the connection is gone");
                     self.conns.remove(&to);
+                    return false;
                 }
+                true
             }
         }
     }
 
-    /// A connection: its reader frames messages into the loop; its writer is kept by peer.
-    fn adopt(&mut self, stream: tokio::net::TcpStream, peer: SocketAddr) {
-        use tokio::io::AsyncReadExt;
+    /// Opens a connection to `to` (TCP, then the TLS handshake with the name checked).
+    async fn connect(&mut self, to: SocketAddr) -> std::io::Result<()> {
+        let stream = tokio::net::TcpStream::connect(to).await?;
         let _ = stream.set_nodelay(true);
-        let (mut read, write) = stream.into_split();
+        match &self.net {
+            SipNet::Tls { connector, name } => {
+                let tls = connector.connect(name.clone(), stream).await?;
+                let (read, write) = tokio::io::split(tls);
+                self.adopt(Box::new(read), Box::new(write), to);
+            }
+            _ => {
+                let (read, write) = stream.into_split();
+                self.adopt(Box::new(read), Box::new(write), to);
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection: its reader frames messages into the loop; its writer is kept by peer.
+    fn adopt(
+        &mut self,
+        mut read: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        write: Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>,
+        peer: SocketAddr,
+    ) {
+        use tokio::io::AsyncReadExt;
         self.conns.insert(peer, write);
         let tx = self.framed.clone();
         tokio::spawn(async move {
@@ -1577,27 +1714,31 @@ impl Wire {
     async fn recv_udp(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
         match &self.net {
             SipNet::Udp(s) => s.recv_from(buf).await,
-            SipNet::Tcp(_) => std::future::pending().await,
+            SipNet::Tcp(_) | SipNet::Tls { .. } => std::future::pending().await,
         }
     }
 
     fn try_recv_udp(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         match &self.net {
             SipNet::Udp(s) => s.try_recv_from(buf).ok(),
-            SipNet::Tcp(_) => None,
+            SipNet::Tcp(_) | SipNet::Tls { .. } => None,
         }
     }
 
     async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
         match &self.net {
             SipNet::Tcp(l) => l.accept().await,
-            SipNet::Udp(_) => std::future::pending().await,
+            SipNet::Udp(_) | SipNet::Tls { .. } => std::future::pending().await,
         }
     }
 
     fn accepted(&mut self, a: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
         match a {
-            Ok((stream, peer)) => self.adopt(stream, peer),
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                self.adopt(Box::new(read), Box::new(write), peer);
+            }
             Err(e) => tracing::debug!(error = %e, "SIP: accept"),
         }
     }

@@ -2192,3 +2192,263 @@ async fn a_call_over_tcp() {
     assert!(uac.wait_background(Duration::from_secs(2)).await);
     assert!(sipp.succeeded());
 }
+
+/// Kamailio with its TLS module on 127.0.0.1 (a TLS listener, certificate for 127.0.0.1 and
+/// localhost signed by a test CA), relaying every call to `sipp_port` over UDP and
+/// record-routing, so the dialog's ACK and BYE come back through it. Stopped (SIGTERM to its
+/// main process, which ends its children) on drop.
+struct Kamailio {
+    child: std::process::Child,
+    tls: SocketAddr,
+    ca: std::path::PathBuf,
+    _dir: crieur_test_support::Scratch,
+}
+
+impl Kamailio {
+    fn start(sipp_port: u16) -> Kamailio {
+        let dir = crieur_test_support::Scratch::new();
+        let p = |f: &str| dir.file(f);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl (apt-get install openssl): {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let (ca_key, ca, key, csr, cert, ext) = (
+            p("ca.key"),
+            p("ca.pem"),
+            p("key.pem"),
+            p("srv.csr"),
+            p("cert.pem"),
+            p("ext.cnf"),
+        );
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=crieur test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ]);
+        dir.write("ext.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+        dir.write(
+            "tls.cfg",
+            format!("[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\nprivate_key = {key}\ncertificate = {cert}\n\n[client:default]\nverify_certificate = no\nrequire_certificate = no\n"),
+        );
+        let udp = crieur_test_support::free_port();
+        let tls = free_tcp_port();
+        dir.write(
+            "kamailio.cfg",
+            format!(
+                r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+tcp_children=1
+listen=udp:127.0.0.1:{udp}
+listen=tls:127.0.0.1:{tls}
+enable_tls=yes
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "tls.so"
+modparam("tls", "config", "{}")
+request_route {{
+  if (has_totag()) {{
+    if (loose_route()) {{ t_relay(); exit; }}
+    sl_send_reply("404", "Not here");
+    exit;
+  }}
+  if (method=="CANCEL") {{
+    if (t_check_trans()) {{ t_relay(); }}
+    exit;
+  }}
+  record_route();
+  $du = "sip:127.0.0.1:{sipp_port};transport=udp";
+  t_relay();
+  exit;
+}}
+"#,
+                p("tls.cfg")
+            ),
+        );
+        let child = Command::new("kamailio")
+            .args([
+                "-f",
+                &p("kamailio.cfg"),
+                "-DD",
+                "-E",
+                "-P",
+                &p("kamailio.pid"),
+                "-w",
+                &p(""),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(p("kamailio.log")).unwrap_or_else(|e| panic!("{e}")))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("kamailio (apt-get install kamailio kamailio-tls-modules): {e}")
+            });
+        let tls = SocketAddr::from(([127, 0, 0, 1], tls));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(tls).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "kamailio did not listen:\n{}",
+                dir.read("kamailio.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Kamailio {
+            child,
+            tls,
+            ca: ca.into(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // SIGTERM to its main process (by PID): it ends its children.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Kamailio {
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self._dir.file("kamailio.log")).unwrap_or_default())
+            .into_owned()
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_over_tls_through_kamailio() {
+    // An independent TLS peer: Kamailio (tls module) relays our sips: call to sipp over UDP and
+    // record-routes, so our ACK and BYE go back through it on our TLS connection. Its
+    // certificate is checked against the name we give (127.0.0.1, an IP SAN) with the test CA.
+    // The callee copies the proxy's Record-Route into its 200 (RFC 3261 §12.1.1).
+    let callee = answer_scenario_with(
+        sdp_body("0 101", "", "[media_port]", 1),
+        "[last_Record-Route:]\n",
+        BYE_200,
+    );
+    let mut sipp = Sipp::start(&callee, &[]);
+    let kam = Kamailio::start(sipp.port());
+    let tls = |name: &str| crieur_media::uac::TlsTrunk {
+        server_name: name.into(),
+        ca_file: Some(kam.ca.clone()),
+    };
+    let uac = Uac::start_tls(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+        &tls("127.0.0.1"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let r = call_on(
+        &uac,
+        &trunk(kam.tls),
+        tone(440.0, 0.5),
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        None,
+    )
+    .await
+    .report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 25);
+    assert!(uac.wait_background(Duration::from_secs(2)).await);
+    assert!(sipp.succeeded(), "{}", kam.log());
+
+    // A name the certificate does not carry: the handshake fails, the INVITE is a transport
+    // error at once (not timer B), a trunk failure.
+    let uac = Uac::start_tls(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+        &tls("trunk.example"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let started = Instant::now();
+    let r = call_on(
+        &uac,
+        &trunk(kam.tls),
+        tone(440.0, 0.5),
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        None,
+    )
+    .await
+    .report;
+    assert_eq!(r.ending.outcome, Outcome::TrunkFailure, "{}", timeline(&r));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{}",
+        timeline(&r)
+    );
+}

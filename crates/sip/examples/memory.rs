@@ -45,7 +45,10 @@ fn main() {
         transport: Transport::Udp,
         user_agent: "crieur/mem".into(),
         timers: Timers::default(),
-        capabilities: vec![("Allow".into(), "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE".into())],
+        capabilities: vec![(
+            "Allow".into(),
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE".into(),
+        )],
         accept_incoming: false,
     });
     let offer = SDP.replace("10.0.0.2", "10.0.0.1").into_bytes();
@@ -61,7 +64,13 @@ fn main() {
                 to: format!("sip:+3361{i:07}@10.0.0.2:5060;user=phone"),
                 contact: "sip:+33100000000@10.0.0.1:5060".into(),
                 destination: trunk,
-                headers: vec![("Allow".into(), "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE".into()), ("Supported".into(), "timer".into())],
+                headers: vec![
+                    (
+                        "Allow".into(),
+                        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE".into(),
+                    ),
+                    ("Supported".into(), "timer".into()),
+                ],
                 content_type: Some("application/sdp".into()),
                 body: offer.clone(),
                 credentials: None,

@@ -1106,12 +1106,12 @@ impl Endpoint {
         };
         match (kind, ev) {
             (Kind::Invite, TuEvent::Response(r)) => self.invite_response(now, call, *r),
-            (Kind::Invite, TuEvent::Timeout | TuEvent::TransportError) => {
+            (Kind::Invite, ev @ (TuEvent::Timeout | TuEvent::TransportError)) => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     if !c.invite_done {
                         c.invite_done = true;
                         c.closed = true;
-                        let timeout = true;
+                        let timeout = matches!(ev, TuEvent::Timeout);
                         self.events.push_back(Event::InviteFailed { call, timeout });
                     }
                 }
@@ -1605,6 +1605,38 @@ impl Endpoint {
             self.auto_respond(now, &ik, Some(call), 487, vec![]);
             self.events.push_back(Event::Cancelled { call });
             self.reap(call);
+        }
+    }
+
+    /// The driver could not deliver to `destination` (no connection, a failed TLS
+    /// handshake, ICMP): every client transaction sending there fails now (RFC 3261 §8.1.3.1,
+    /// §17.1.4: a transport error is treated as a 503), instead of at its timeout.
+    pub fn transport_error(&mut self, now: Instant, destination: SocketAddr) {
+        let keys: Vec<TransactionKey> = self
+            .owners
+            .iter()
+            .filter(|(_, o)| o.dest == destination && !matches!(o.kind, Kind::Server(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(call) = self.owners.get(&key).map(|o| o.call) {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    // Timer B's path reports a timeout; this is the transport's.
+                    if !c.invite_done
+                        && matches!(self.owners.get(&key).map(|o| &o.kind), Some(Kind::Invite))
+                    {
+                        c.invite_done = true;
+                        c.closed = true;
+                        self.events.push_back(Event::InviteFailed {
+                            call,
+                            timeout: false,
+                        });
+                    }
+                }
+            }
+            let outputs = self.layer.on_transport_error(&key);
+            self.apply(now, &key, outputs);
+            self.terminated(&key);
         }
     }
 
