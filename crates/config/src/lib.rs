@@ -107,6 +107,7 @@ mod tests {
             local_address: None,
             p_asserted_identity: None,
             transport: campaign::TrunkTransport::Udp,
+            tls_ca_file: None,
         };
         match t.read_password() {
             Err(e @ Error::PasswordFile { .. }) => {

@@ -327,16 +327,21 @@ async fn event_loop(
     let Prepared {
         trunk,
         local,
-        tcp,
+        transport,
+        tls,
         message,
         confirmation,
         amd,
     } = prepared;
     let shared = Shared {
-        uac: Arc::new(if tcp {
-            Uac::start_tcp(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?
-        } else {
-            Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?
+        uac: Arc::new({
+            use crieur_config::campaign::TrunkTransport;
+            let ua = concat!("crieur/", env!("CARGO_PKG_VERSION"));
+            match transport {
+                TrunkTransport::Udp => Uac::start(local, ua).await?,
+                TrunkTransport::Tcp => Uac::start_tcp(local, ua).await?,
+                TrunkTransport::Tls => Uac::start_tls(local, ua, &tls).await?,
+            }
         }),
         trunk: Arc::new(trunk),
         message,
