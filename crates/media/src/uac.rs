@@ -1788,11 +1788,21 @@ fn command(
                 .collect();
             if let Err(e) = ep.request(now, leg, method, &headers, content_type.as_deref(), body) {
                 tracing::debug!(error = %e, "request in the dialog");
+                // Another offer pending in the dialog (RFC 3261 §14.1): as a 491, tried again
+                // later; anything else: the request could not go.
+                let outcome = match e {
+                    crieur_sip::Error::NotNow { .. } => crieur_sip::StatusCode::new(491)
+                        .map(|s| {
+                            SipOutcome::Response(Box::new(Response::new(s, "Request Pending")))
+                        })
+                        .unwrap_or(SipOutcome::TransportError),
+                    _ => SipOutcome::TransportError,
+                };
                 if let Some(tx) = calls.get(&leg) {
                     let _ = tx.send(SipEvent::Done {
                         call: leg,
                         request: crieur_sip::RequestRef::none(),
-                        outcome: SipOutcome::TransportError,
+                        outcome,
                     });
                 }
             }

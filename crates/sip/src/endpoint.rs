@@ -276,6 +276,10 @@ struct Call {
     acks: Vec<(String, Bytes, SocketAddr)>,
     /// Requests we sent in the dialog, awaiting an answer: their CSeq numbers (re-INVITE's ACK).
     pending_2xx: Option<Pending2xx>,
+    /// Our re-INVITE or UPDATE carrying an offer, until its final response (glare, §14.2).
+    offer_out: Option<RequestRef>,
+    /// The far end's re-INVITE or UPDATE handed to the caller and not answered yet.
+    offer_in: bool,
     /// UAS: the INVITE's server transaction until its final response.
     uas_invite: Option<(TransactionKey, ServerRef)>,
     /// BYE sent or received, or the INVITE failed: nothing more is sent.
@@ -459,6 +463,8 @@ impl Endpoint {
                 invite_done: false,
                 acks: Vec::new(),
                 pending_2xx: None,
+                offer_out: None,
+                offer_in: false,
                 uas_invite: None,
                 closed: false,
                 open: 0,
@@ -612,8 +618,20 @@ impl Endpoint {
                 why: "the dialog is not established, or it ended",
             });
         }
+        let offer = method == Method::Invite || (method == Method::Update && !body.is_empty());
+        if offer && (c.offer_out.is_some() || c.offer_in) {
+            return Err(Error::NotNow {
+                what: "an offer",
+                why: "another offer is pending in the dialog (RFC 3261 §14.1, RFC 3311 §5.1)",
+            });
+        }
         let (req, dest) = self.in_dialog(call, method, headers, content_type, body)?;
         let r = RequestRef(self.id());
+        if offer {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.offer_out = Some(r);
+            }
+        }
         self.send_request(now, call, req, Kind::Request(r), dest);
         Ok(r)
     }
@@ -731,6 +749,11 @@ impl Endpoint {
         let resp = self.response(call, &req, code, extra, body)?;
         if code >= 200 {
             self.servers.remove(&server);
+            if matches!(req.method, Method::Invite | Method::Update) {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.offer_in = false;
+                }
+            }
         }
         if is_invite {
             let uas_initial = self
@@ -1148,6 +1171,11 @@ impl Endpoint {
         let Some(Kind::Request(r)) = self.owners.get(key).map(|o| o.kind.clone()) else {
             return;
         };
+        if let Some(c) = self.calls.get_mut(&call) {
+            if c.offer_out == Some(r) {
+                c.offer_out = None;
+            }
+        }
         // A 2xx to our re-INVITE is ACKed (§14.1: as for the initial INVITE).
         if let Outcome::Response(resp) = &outcome {
             let is_invite = wire::cseq(&resp.headers).is_some_and(|(_, m)| m == Method::Invite);
@@ -1487,6 +1515,31 @@ impl Endpoint {
                 self.auto_respond(now, key, Some(call), 200, caps);
             }
             Method::Invite | Method::Update if !closed => {
+                let offer = method == Method::Invite || !req.body().is_empty();
+                let (theirs, ours) = self
+                    .calls
+                    .get(&call)
+                    .map_or((false, false), |c| (c.offer_in, c.offer_out.is_some()));
+                if offer && ours {
+                    // Glare: both sides offered (RFC 3261 §14.2, RFC 3311 §5.2).
+                    self.auto_respond(now, key, Some(call), 491, vec![]);
+                    return;
+                }
+                if offer && theirs {
+                    // A second offer before we answered the first: 500 with a random
+                    // Retry-After of 0–10 s (RFC 3261 §14.2, RFC 3311 §5.2).
+                    let after = (
+                        HeaderName::RetryAfter,
+                        rand::random_range(0..=10u8).to_string(),
+                    );
+                    self.auto_respond(now, key, Some(call), 500, vec![after]);
+                    return;
+                }
+                if offer {
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.offer_in = true;
+                    }
+                }
                 let server = ServerRef(self.id());
                 self.servers.insert(server, (key.clone(), call));
                 if let Some(o) = self.owners.get_mut(key) {
@@ -1559,6 +1612,8 @@ impl Endpoint {
                 invite_done: true,
                 acks: Vec::new(),
                 pending_2xx: None,
+                offer_out: None,
+                offer_in: false,
                 uas_invite: Some((key.clone(), server)),
                 closed: false,
                 open: 1,

@@ -25,4 +25,4 @@ pub use endpoint::{
     CallRef, Config, Endpoint, Event, Invite, Outcome, RequestRef, ServerRef, Transmit, Transport,
 };
 pub use error::Error;
-pub use sipx_sip::{Limits, Message, Method, Request, Response, StreamParser, Timers};
+pub use sipx_sip::{Limits, Message, Method, Request, Response, StatusCode, StreamParser, Timers};

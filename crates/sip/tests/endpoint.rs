@@ -637,3 +637,59 @@ fn uas_2xx_retransmitted_until_ack_and_cancel() {
         .iter()
         .any(|e| matches!(e, Event::Cancelled { .. })));
 }
+
+/// Glare (RFC 3261 §14.2, RFC 3311 §5.2): an offer from the far end while ours is pending gets
+/// 491; a second one before we answered the first gets 500 with a Retry-After of 0–10 s; and
+/// we send no offer while one is pending.
+#[test]
+fn glare_491_and_a_second_offer_500() {
+    let (mut ep, t0, call, inv) = established();
+    let src = a("10.0.0.2:5060");
+    let sdp = "Content-Type: application/sdp\r\n";
+    ep.request(
+        t0,
+        call,
+        Method::Invite,
+        &[],
+        Some("application/sdp"),
+        b"v=0\r\n".to_vec(),
+    )
+    .unwrap();
+    let ours = sent(&mut ep).remove(0).1;
+    assert!(ep
+        .request(
+            t0,
+            call,
+            Method::Update,
+            &[],
+            Some("application/sdp"),
+            b"v=0\r\n".to_vec()
+        )
+        .is_err());
+    // Their re-INVITE (with a body, so an offer) crosses ours: 491.
+    let mut theirs = far_request(&inv, "INVITE", 10, sdp);
+    theirs.truncate(theirs.len() - "Content-Length: 0\r\n\r\n".len());
+    theirs.extend_from_slice(b"Content-Length: 5\r\n\r\nv=0\r\n");
+    ep.handle_input(t0, src, &theirs);
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 491);
+    // Ours is answered: offers may come again; theirs now is handed over, a second one gets 500.
+    ep.handle_input(t0, src, &response(&ours, 200, Some("far"), ""));
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    let again = String::from_utf8(theirs.clone())
+        .unwrap()
+        .replace("CSeq: 10 INVITE", "CSeq: 11 INVITE")
+        .replace("farINVITE10", "farINVITE11");
+    ep.handle_input(t0, src, again.as_bytes());
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Request { .. })));
+    let second = again
+        .replace("CSeq: 11 INVITE", "CSeq: 12 INVITE")
+        .replace("farINVITE11", "farINVITE12");
+    ep.handle_input(t0, src, second.as_bytes());
+    let (_, r) = sent(&mut ep).remove(0);
+    assert_eq!(code(&r), 500);
+    let after: u8 = h(&r, HeaderName::RetryAfter).parse().unwrap();
+    assert!(after <= 10);
+}
