@@ -286,6 +286,9 @@ struct Call {
     closed: bool,
     /// Transactions still running for it.
     open: u32,
+    /// Of those, our INVITE transactions (kept after the final response only to absorb its
+    /// retransmissions: timer D after a failure, RFC 6026's timer M after a 2xx).
+    invites_open: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -468,6 +471,7 @@ impl Endpoint {
                 uas_invite: None,
                 closed: false,
                 open: 0,
+                invites_open: 0,
             },
         );
         self.dialogs.insert((inv.call_id, local_tag), call);
@@ -496,6 +500,9 @@ impl Endpoint {
         self.owners.insert(key.clone(), Owner { call, kind, dest });
         if let Some(c) = self.calls.get_mut(&call) {
             c.open += 1;
+            if matches!(self.owners.get(&key).map(|o| &o.kind), Some(Kind::Invite)) {
+                c.invites_open += 1;
+            }
         }
         self.apply(now, &key, outputs);
     }
@@ -1105,17 +1112,24 @@ impl Endpoint {
         }
         if let Some(c) = self.calls.get_mut(&owner.call) {
             c.open = c.open.saturating_sub(1);
+            if matches!(owner.kind, Kind::Invite) {
+                c.invites_open = c.invites_open.saturating_sub(1);
+            }
         }
         self.reap(owner.call);
     }
 
-    /// Forgets a call that is over and has nothing left running.
+    /// Forgets a call that is over and has nothing left running but INVITE transactions
+    /// absorbing retransmissions of their final response (they need no call: the one of a
+    /// failure re-sends its own ACK; a 2xx retransmitted after the dialog ended — impossible
+    /// once the far end answered our BYE or sent its own — is not ACKed again).
     fn reap(&mut self, call: CallRef) {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
         let over = c.closed || (c.role == Role::Uac && c.invite_done && !c.confirmed);
-        if over && c.open == 0 && c.pending_2xx.is_none() && c.uas_invite.is_none() {
+        let running = c.open - c.invites_open.min(c.open) * u32::from(c.invite_done);
+        if over && running == 0 && c.pending_2xx.is_none() && c.uas_invite.is_none() {
             if let Some(c) = self.calls.remove(&call) {
                 self.dialogs.remove(&(c.call_id, c.local_tag));
             }
@@ -1617,6 +1631,7 @@ impl Endpoint {
                 uas_invite: Some((key.clone(), server)),
                 closed: false,
                 open: 1,
+                invites_open: 0,
             },
         );
         self.dialogs.insert((call_id, local_tag), call);

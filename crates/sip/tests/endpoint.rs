@@ -693,3 +693,24 @@ fn glare_491_and_a_second_offer_500() {
     let after: u8 = h(&r, HeaderName::RetryAfter).parse().unwrap();
     assert!(after <= 10);
 }
+
+/// An ended call is forgotten as soon as its BYE is answered, not after RFC 6026's 32 s of
+/// the INVITE transaction (which absorbs 2xx retransmissions by itself).
+#[test]
+fn an_ended_call_is_forgotten_when_its_bye_is_answered() {
+    let (mut ep, t0, call, _inv) = established();
+    ep.bye(t0, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    assert_eq!(ep.background(), 1);
+    ep.handle_input(t0, a(TRUNK), &response(&bye, 200, None, ""));
+    // Timer K (T4 on UDP) ends the BYE's transaction.
+    ep.handle_timeout(t0 + Duration::from_secs(6));
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)),
+        "{ev:?}"
+    );
+    assert_eq!(ep.calls(), 0);
+    assert_eq!(ep.background(), 0);
+}
