@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use crieur_audit::record::Record;
 use crieur_audit::{AuditLog, Options, VerifyOptions};
 
 use crate::campaign::Campaign;
@@ -14,65 +13,12 @@ use crate::output::Format;
 /// Exit code when `audit verify` finds a break or `audit replay` a violation.
 pub const EXIT_FINDINGS: u8 = 1;
 
-/// Where the audit log lives: `--audit`, else next to the store (`<store>.audit`).
-pub fn dir_for(store: &Path, explicit: Option<&Path>) -> PathBuf {
-    match explicit {
-        Some(d) => d.to_path_buf(),
-        None => {
-            let mut s = store.as_os_str().to_owned();
-            s.push(".audit");
-            PathBuf::from(s)
-        }
-    }
-}
+pub use crieur_runner::log::{dir_for, keygen};
 
 /// The clock, read at the edge (records are stamped by the binary).
 pub fn now() -> DateTime<Utc> {
     #[allow(clippy::disallowed_methods)]
     Utc::now()
-}
-
-/// The signing key file: `--audit-key`, else the campaign's `[audit] signing_key_file`.
-pub fn key_file(cli: Option<&Path>, campaign: Option<&Campaign>) -> Option<PathBuf> {
-    cli.map(Path::to_path_buf)
-        .or_else(|| campaign.and_then(|c| c.audit.signing_key_file.clone()))
-}
-
-/// Opens the log. A torn tail (crash mid-write) stops the command: nothing may be appended
-/// after it until `crieur audit repair` has set it aside.
-pub fn open(
-    dir: &Path,
-    key: Option<&Path>,
-    campaign: Option<&Campaign>,
-) -> anyhow::Result<AuditLog> {
-    let mut opts = Options::default();
-    if let Some(c) = campaign {
-        if let Some(n) = c.audit.checkpoint_every {
-            opts.checkpoint_every = n;
-        }
-        if let Some(s) = c.audit.checkpoint_secs {
-            opts.checkpoint_interval = std::time::Duration::from_secs(s);
-        }
-    }
-    if let Some(k) = key {
-        let text = std::fs::read_to_string(k)
-            .with_context(|| format!("reading the audit signing key {}", k.display()))?;
-        opts.signing_key = Some(
-            crieur_audit::signing_key_from_hex(&text)
-                .with_context(|| format!("the audit signing key {}", k.display()))?,
-        );
-    }
-    Ok(AuditLog::open(dir, opts)?)
-}
-
-/// The header of a command's run (see [`crieur_runner::header::header`]).
-pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Result<Record> {
-    Ok(crieur_runner::header::header(command, campaign)?)
-}
-
-/// Appends the run's stop record, durably.
-pub fn stop(log: &mut AuditLog, reason: &str) -> anyhow::Result<()> {
-    Ok(crieur_runner::header::stop(log, reason, now())?)
 }
 
 /// Which audit log a reading command works on: DIR, else `--audit`, else `<store>.audit`.
@@ -397,44 +343,6 @@ fn verify_options(pubkey: Option<&Path>) -> anyhow::Result<VerifyOptions> {
     Ok(opts)
 }
 
-/// Makes a signing key: the secret (hex) in `out`, mode 0600; the public key (hex) next to
-/// it, `out` with the extension `.pub`. Neither file may exist already.
-pub fn keygen(out: &Path) -> anyhow::Result<(ed25519_dalek::VerifyingKey, PathBuf)> {
-    let pub_path = out.with_extension("pub");
-    if pub_path == out {
-        anyhow::bail!(
-            "{}: the secret key file must not end in .pub (the public key goes there)",
-            out.display()
-        );
-    }
-    if pub_path.exists() {
-        anyhow::bail!(
-            "{} exists already; choose another --out",
-            pub_path.display()
-        );
-    }
-    let seed: [u8; 32] = rand::random();
-    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-    write_secret(out, &format!("{}\n", hex::encode(seed)))?;
-    std::fs::write(&pub_path, format!("{}\n", hex::encode(public.to_bytes())))
-        .with_context(|| format!("writing {}", pub_path.display()))?;
-    Ok((public, pub_path))
-}
-
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 /// The audit options every writing command gets.
 #[derive(Debug, Clone, Default)]
 pub struct Ctx {
@@ -459,7 +367,10 @@ impl Ctx {
     /// Opens the log for a command working on `store`.
     pub fn open(&self, store: &Path, campaign: Option<&Campaign>) -> anyhow::Result<AuditLog> {
         let dir = dir_for(store, self.dir.as_deref());
-        let key = key_file(self.key.as_deref(), campaign);
-        open(&dir, key.as_deref(), campaign)
+        Ok(crieur_runner::log::open(
+            &dir,
+            self.key.as_deref(),
+            campaign,
+        )?)
     }
 }

@@ -103,7 +103,7 @@ async fn call_on(
                 // played before it returned would show in the timeline order.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 flag.store(true, Ordering::SeqCst);
-                hook
+                hook.map_err(Into::into)
             })
         }),
     )
