@@ -123,6 +123,8 @@ mod tests {
             breaker: crieur_engine::BreakerConfig::default(),
             local_address: None,
             p_asserted_identity: None,
+            transport: campaign::TrunkTransport::Udp,
+            tls_ca_file: None,
         };
         match t.read_password() {
             Err(e @ Error::PasswordFile { .. }) => {

@@ -391,12 +391,22 @@ async fn event_loop(
     let Prepared {
         trunk,
         local,
+        transport,
+        tls,
         message,
         confirmation,
         amd,
     } = prepared;
     let shared = Shared {
-        uac: Arc::new(Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?),
+        uac: Arc::new({
+            use crieur_config::campaign::TrunkTransport;
+            let ua = concat!("crieur/", env!("CARGO_PKG_VERSION"));
+            match transport {
+                TrunkTransport::Udp => Uac::start(local, ua).await?,
+                TrunkTransport::Tcp => Uac::start_tcp(local, ua).await?,
+                TrunkTransport::Tls => Uac::start_tls(local, ua, &tls).await?,
+            }
+        }),
         trunk: Arc::new(trunk),
         message,
         confirmation,
