@@ -1,7 +1,8 @@
 //! crieur's durable state: contacts with their consent history, and the global opt-out list.
 //!
 //! [`Store`] is the interface the engine and the command line use; [`SledStore`] is the
-//! embedded default (sled). A shared database can be a second implementation.
+//! embedded default (sled); [`PgStore`] keeps the same state in PostgreSQL, shared by
+//! several nodes dialling one campaign (`--store postgres://…`).
 //!
 //! Durability: every write method returns only once its data is on disk (sled `flush`, an
 //! fsync). A contacts import is validated by the caller first (bad input writes nothing), then
@@ -18,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 mod buckets;
+mod due;
+mod pg;
+
+pub use pg::PgStore;
 
 /// Everything that can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +150,54 @@ pub trait Store {
     fn record_attempt(&self, number: &E164, attempt: &AttemptRecord) -> Result<()>;
     /// Every recorded attempt to this number, across campaigns, oldest first.
     fn attempts(&self, number: &E164) -> Result<Vec<AttemptRecord>>;
+
+    /// The due index: sets when each contact may next be due (`None`: never again — done),
+    /// durably, and releases its claim ([`Store::claim_due`]). An import sets a new contact
+    /// due at its earliest consent grant and can only bring a contact's due instant forward
+    /// (new consent); the run sets it after each evaluation. Ids not in the store are
+    /// ignored.
+    fn set_due(&self, campaign: &str, due: &[(ContactId, Option<DateTime<Utc>>)]) -> Result<()>;
+    /// A contact's entry in the due index: `None` if the contact is not there,
+    /// `Some(None)` if it is done.
+    fn due_of(&self, campaign: &str, id: &ContactId) -> Result<Option<Option<DateTime<Utc>>>>;
+    /// Takes up to `claim.limit` contacts due at or before `claim.until`, earliest first,
+    /// that no other node holds (a claim held by another node until after `claim.now` is
+    /// skipped), and marks them held by `claim.node` until `claim.hold_until`. Two nodes
+    /// never get the same contact while a claim holds; setting the contact's due instant
+    /// releases it.
+    fn claim_due(&self, campaign: &str, claim: &Claim<'_>) -> Result<Vec<DueContact>>;
+    /// How many contacts of the campaign are remaining (have a due instant) and done, from
+    /// counters kept with the due index (no scan of the contacts).
+    fn progress(&self, campaign: &str) -> Result<Progress>;
+}
+
+/// A request to [`Store::claim_due`].
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// Who claims (a node id; one process on an embedded store).
+    pub node: &'a str,
+    /// Contacts due at or before this instant.
+    pub until: DateTime<Utc>,
+    /// Now: claims of other nodes that ended before this have lapsed.
+    pub now: DateTime<Utc>,
+    /// The claim holds until then (a node that dies loses its claims then).
+    pub hold_until: DateTime<Utc>,
+    /// At most this many contacts.
+    pub limit: usize,
+}
+
+/// A contact taken from the due index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueContact {
+    pub id: ContactId,
+    pub due: DateTime<Utc>,
+}
+
+/// Remaining (due some day) and done contacts of a campaign.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub remaining: u64,
+    pub done: u64,
 }
 
 /// One recorded attempt (kept per number, across campaigns, for the rolling caps). Instants
@@ -182,6 +235,11 @@ const ATTEMPTS: &str = "attempts-3";
 /// Version 1 (one key `campaign \0 id` per contact in the tree `contacts`) is migrated on open.
 const FORMAT_1: &[u8] = b"crieur-store-1";
 const CONTACTS: &str = "contacts-b";
+/// The due index's trees (see [`SledStore`]), and the meta key saying it is built (a store
+/// written before it existed gets it on open, every contact due at its earliest grant).
+const DUE: &str = "due-1";
+const DUEOF: &str = "dueof-1";
+const DUE_MARKER: &str = "due-index";
 
 /// Rewrites a version-1 store's contacts into buckets. Crash-safe: the new tree is rebuilt
 /// from scratch and flushed before the format marker changes, and the old tree is dropped
@@ -309,6 +367,15 @@ pub struct SledStore {
     optouts: sled::Tree,
     leases: sled::Tree,
     attempts: sled::Tree,
+    /// The ordered due index: `campaign 0x00 ord(due µs) id` → nothing.
+    due: sled::Tree,
+    /// Each contact's due entry, `o campaign 0x00 id` → due µs (8 bytes, BE) or nothing
+    /// (done), and counters per contacts bucket, `c campaign 0x00 bucket` → remaining,
+    /// done (u64 LE each). The truth the ordered index is checked against.
+    dueof: sled::Tree,
+    /// Claims of this process ([`Store::claim_due`]): an embedded store is held by one
+    /// process at a time (sled locks it), so they need not outlive it.
+    claims: std::sync::Mutex<Claims>,
     key: [u8; 32],
 }
 
@@ -433,14 +500,23 @@ impl SledStore {
                 path: path.to_owned(),
                 why: "the opt-out key is missing or damaged".into(),
             })?;
-        Ok(SledStore {
+        let store = SledStore {
             contacts: db.open_tree(CONTACTS).map_err(io)?,
             optouts: db.open_tree("optouts").map_err(io)?,
             leases: db.open_tree(LEASES).map_err(io)?,
             attempts: db.open_tree(ATTEMPTS).map_err(io)?,
+            due: db.open_tree(DUE).map_err(io)?,
+            dueof: db.open_tree(DUEOF).map_err(io)?,
+            claims: Default::default(),
             db,
             key,
-        })
+        };
+        if meta.get(DUE_MARKER).map_err(io)?.is_none() {
+            store.build_due_index()?;
+            meta.insert(DUE_MARKER, &b"1"[..]).map_err(io)?;
+            store.durable()?;
+        }
+        Ok(store)
     }
 
     /// Bytes the store occupies on disk.
@@ -684,30 +760,79 @@ fn new_record(c: &Contact) -> StoredContact {
 }
 
 /// Applies an imported contact to its stored record: phone and zone replaced, consent
-/// records appended unless already there. Returns how many were added.
-fn update_record(s: &mut StoredContact, c: &Contact) -> usize {
+/// records appended unless already there. Returns how many were added and the earliest
+/// grant among them.
+fn update_record(s: &mut StoredContact, c: &Contact) -> (usize, Option<i64>) {
     s.phone = c.phone().to_string();
     s.zone = c.given_zone().map(|z| z.name().to_owned());
     let mut added = 0;
+    let mut earliest: Option<i64> = None;
     for consent in c.consents() {
         let new = store_consent(consent);
         if !s.consents.contains(&new) {
+            let g = due::granted_us(&new);
+            earliest = Some(earliest.map_or(g, |e| e.min(g)));
             s.consents.push(new);
             added += 1;
         }
     }
-    added
+    (added, earliest)
+}
+
+/// Folds the imported versions of one contact (the same id, in file order) into its stored
+/// record (`None`: new), as an import does: returns the record and what it did for the due
+/// index. Shared by both backends.
+fn fold_import(
+    stored: Option<StoredContact>,
+    incoming: &[&Contact],
+    stats: &mut ImportStats,
+) -> Option<(StoredContact, due::Imported)> {
+    let (first, rest) = incoming.split_first()?;
+    let existed = stored.is_some();
+    let (mut record, mut added) = match stored {
+        Some(mut r) => {
+            stats.updated += 1;
+            let (n, e) = update_record(&mut r, first);
+            stats.consents_added += n;
+            (r, e)
+        }
+        None => {
+            stats.created += 1;
+            stats.consents_added += first.consents().len();
+            let r = new_record(first);
+            let e = due::earliest(&r);
+            (r, e)
+        }
+    };
+    for c in rest {
+        stats.updated += 1;
+        let (n, e) = update_record(&mut record, c);
+        stats.consents_added += n;
+        added = match (added, e) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let imported = due::Imported {
+        id: record.id.clone(),
+        existed,
+        added,
+        all: due::earliest(&record),
+    };
+    Some((record, imported))
 }
 
 impl SledStore {
     /// The new value of one bucket: its stored entries merged with `incoming` (contacts of
-    /// this bucket, sorted by id, stable).
+    /// this bucket, sorted by id, stable); what the import did to each contact goes to
+    /// `imported` (for the due index).
     fn merge_bucket(
         &self,
         campaign: &str,
         key: &[u8],
         incoming: &[&Contact],
         stats: &mut ImportStats,
+        imported: &mut Vec<due::Imported>,
     ) -> Result<Vec<u8>> {
         let stored = self.contacts.get(key).map_err(io)?;
         let corrupt = |why| bucket_corrupt(key, why);
@@ -735,42 +860,228 @@ impl SledStore {
                 )?),
                 _ => None,
             };
-            i += 1;
             // The same id more than once in one import: later ones update the first.
-            let repeated = i < incoming.len() && incoming[i].id().as_str() == id;
-            if stored.is_none() && !repeated {
+            let same = incoming[i..]
+                .iter()
+                .take_while(|c| c.id().as_str() == id)
+                .count();
+            if stored.is_none() && same == 1 {
                 // The common case, a new contact: encoded straight from the import.
                 stats.created += 1;
                 stats.consents_added += first.consents().len();
+                let earliest = first
+                    .consents()
+                    .iter()
+                    .map(|c| c.granted_at.timestamp_micros())
+                    .min();
+                imported.push(due::Imported {
+                    id: id.to_owned(),
+                    existed: false,
+                    added: earliest,
+                    all: earliest,
+                });
                 buckets::push_entry_with(&mut out, id.as_bytes(), |buf| {
                     postcard::to_extend(&contact_out(first), buf).map_err(io)
                 })?;
+                i += 1;
                 continue;
             }
-            let mut record = match stored {
-                Some(mut r) => {
-                    stats.updated += 1;
-                    stats.consents_added += update_record(&mut r, first);
-                    r
-                }
-                None => {
-                    stats.created += 1;
-                    stats.consents_added += first.consents().len();
-                    new_record(first)
-                }
-            };
-            while i < incoming.len() && incoming[i].id().as_str() == id {
-                stats.updated += 1;
-                stats.consents_added += update_record(&mut record, incoming[i]);
-                i += 1;
+            if let Some((record, imp)) = fold_import(stored, &incoming[i..i + same], stats) {
+                buckets::push_entry(&mut out, id.as_bytes(), &encode(&record)?)?;
+                imported.push(imp);
             }
-            buckets::push_entry(&mut out, id.as_bytes(), &encode(&record)?)?;
+            i += same;
         }
         for e in old {
             let (k, v) = e.map_err(corrupt)?;
             buckets::push_entry(&mut out, k, v)?;
         }
         Ok(out)
+    }
+}
+
+/// Claims held in this process: (campaign, contact) → (node, held until, µs).
+type Claims = std::collections::HashMap<(String, String), (String, i64)>;
+
+/// The due index writes of one import batch (see `upsert_contacts`).
+struct DueBatches {
+    index_new: sled::Batch,
+    entries: sled::Batch,
+    index_stale: sled::Batch,
+}
+
+/// `campaign 0x00 ord(due) id`: a key of the ordered due index.
+fn due_key(campaign: &str, us: i64, id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + 9 + id.len());
+    k.extend_from_slice(campaign.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&due::ord(us));
+    k.extend_from_slice(id);
+    k
+}
+
+/// `o campaign 0x00 id`: a contact's due entry.
+fn dueof_key(campaign: &str, id: &[u8]) -> Vec<u8> {
+    let mut k = vec![b'o'];
+    k.extend_from_slice(&lease_key(campaign, &String::from_utf8_lossy(id)));
+    k
+}
+
+/// `c campaign 0x00 bucket`: the counters of one contacts bucket.
+fn count_key(campaign: &str, bucket: u16) -> Vec<u8> {
+    let mut k = vec![b'c'];
+    k.extend_from_slice(&buckets::bucket_key(campaign, bucket));
+    k
+}
+
+fn due_entry(after: Option<i64>) -> Vec<u8> {
+    after.map_or_else(Vec::new, |us| us.to_be_bytes().to_vec())
+}
+
+fn decode_due_entry(key: &[u8], v: &[u8]) -> Result<Option<i64>> {
+    match v.len() {
+        0 => Ok(None),
+        _ => <[u8; 8]>::try_from(v)
+            .map(|b| Some(i64::from_be_bytes(b)))
+            .map_err(|_| Error::Corrupt {
+                key: String::from_utf8_lossy(key).replace('\0', "/"),
+                why: format!("a due entry of {} bytes", v.len()),
+            }),
+    }
+}
+
+fn encode_counts(p: Progress) -> [u8; 16] {
+    let mut b = [0; 16];
+    b[..8].copy_from_slice(&p.remaining.to_le_bytes());
+    b[8..].copy_from_slice(&p.done.to_le_bytes());
+    b
+}
+
+fn decode_counts(key: &[u8], v: &[u8]) -> Result<Progress> {
+    let half = |r: std::ops::Range<usize>| {
+        v.get(r)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    match (v.len(), half(0..8), half(8..16)) {
+        (16, Some(remaining), Some(done)) => Ok(Progress { remaining, done }),
+        _ => Err(Error::Corrupt {
+            key: String::from_utf8_lossy(key).replace('\0', "/"),
+            why: format!("counters of {} bytes", v.len()),
+        }),
+    }
+}
+
+fn instant_us(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+impl SledStore {
+    /// A contact's due entry: `None` if it has none.
+    fn due_entry_of(&self, campaign: &str, id: &[u8]) -> Result<Option<Option<i64>>> {
+        let k = dueof_key(campaign, id);
+        self.dueof
+            .get(&k)
+            .map_err(io)?
+            .map(|v| decode_due_entry(&k, &v))
+            .transpose()
+    }
+
+    fn counts(&self, key: &[u8]) -> Result<Progress> {
+        self.dueof
+            .get(key)
+            .map_err(io)?
+            .map_or(Ok(Progress::default()), |v| decode_counts(key, &v))
+    }
+
+    /// The due index writes for what an import did (one batch of whole buckets).
+    fn due_changes(&self, campaign: &str, imported: &[due::Imported]) -> Result<DueBatches> {
+        let mut out = DueBatches {
+            index_new: Default::default(),
+            entries: Default::default(),
+            index_stale: Default::default(),
+        };
+        let mut counts: std::collections::BTreeMap<u16, Progress> = Default::default();
+        for imp in imported {
+            let id = imp.id.as_bytes();
+            let before = match imp.existed {
+                true => self.due_entry_of(campaign, id)?,
+                false => None,
+            };
+            let Some(after) = imp.due_after(before) else {
+                continue;
+            };
+            let bucket = buckets::bucket_of(&imp.id);
+            let p = match counts.entry(bucket) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(self.counts(&count_key(campaign, bucket))?)
+                }
+            };
+            due::count(p, before, after);
+            if let Some(a) = after {
+                out.index_new.insert(due_key(campaign, a, id), &[][..]);
+            }
+            if let Some(Some(b)) = before {
+                out.index_stale.remove(due_key(campaign, b, id));
+            }
+            out.entries
+                .insert(dueof_key(campaign, id), due_entry(after));
+        }
+        for (bucket, p) in counts {
+            out.entries
+                .insert(count_key(campaign, bucket), &encode_counts(p)[..]);
+        }
+        Ok(out)
+    }
+
+    /// Builds the due index of a store written before it existed: every contact due at its
+    /// earliest consent grant. Rebuilt from scratch (a crash before the marker is set makes
+    /// the next open start over).
+    fn build_due_index(&self) -> Result<()> {
+        self.due.clear().map_err(io)?;
+        self.dueof.clear().map_err(io)?;
+        for kv in self.contacts.iter() {
+            let (key, bucket) = kv.map_err(io)?;
+            let (Some(sep), Some(b)) = (
+                key.iter().position(|&c| c == 0),
+                key.len()
+                    .checked_sub(2)
+                    .and_then(|i| key.get(i..))
+                    .and_then(|b| <[u8; 2]>::try_from(b).ok()),
+            ) else {
+                return Err(bucket_corrupt(&key, "not a bucket key".into()));
+            };
+            let campaign = String::from_utf8_lossy(&key[..sep]).into_owned();
+            let mut p = Progress::default();
+            let (mut index, mut entries) = (sled::Batch::default(), sled::Batch::default());
+            for e in buckets::Entries::new(&bucket) {
+                let (id, v) = e.map_err(|why| bucket_corrupt(&key, why))?;
+                let s: StoredContact = postcard::from_bytes(v).map_err(|e| Error::Corrupt {
+                    key: format!("{campaign}/{}", String::from_utf8_lossy(id)),
+                    why: e.to_string(),
+                })?;
+                let after = due::earliest(&s);
+                due::count(&mut p, None, after);
+                if let Some(a) = after {
+                    index.insert(due_key(&campaign, a, id), &[][..]);
+                }
+                entries.insert(dueof_key(&campaign, id), due_entry(after));
+            }
+            entries.insert(
+                count_key(&campaign, u16::from_be_bytes(b)),
+                &encode_counts(p)[..],
+            );
+            self.due.apply_batch(index).map_err(io)?;
+            self.dueof.apply_batch(entries).map_err(io)?;
+        }
+        self.durable()
+    }
+
+    fn lock_claims(&self) -> Result<std::sync::MutexGuard<'_, Claims>> {
+        self.claims
+            .lock()
+            .map_err(|_| Error::Io("the claims table was poisoned by a panic".into()))
     }
 }
 
@@ -800,17 +1111,32 @@ impl Store for SledStore {
                 };
                 let mut batch = sled::Batch::default();
                 let mut in_batch = 0;
+                let mut imported = Vec::new();
                 for &(bucket, group) in *batch_groups {
                     let mut group = group.to_vec();
                     // Stable: the same id twice keeps file order.
                     group.sort_by(|a, b| a.id().cmp(b.id()));
                     let key = buckets::bucket_key(campaign, bucket);
-                    let value = self.merge_bucket(campaign, &key, &group, &mut stats)?;
+                    let value =
+                        self.merge_bucket(campaign, &key, &group, &mut stats, &mut imported)?;
                     batch.insert(key, value);
                     in_batch += group.len();
                 }
+                let due = self.due_changes(campaign, &imported)?;
+                // The ordered index first (an extra entry is harmless: readers check it
+                // against the contact's own entry), then the contacts, then their entries
+                // and counters; stale ordered entries go last.
+                self.due
+                    .apply_batch(due.index_new)
+                    .and_then(|()| self.db.flush().map(|_| ()))
+                    .map_err(io)?;
                 self.contacts
                     .apply_batch(batch)
+                    .and_then(|()| self.db.flush().map(|_| ()))
+                    .map_err(io)?;
+                self.dueof
+                    .apply_batch(due.entries)
+                    .and_then(|()| self.due.apply_batch(due.index_stale))
                     .and_then(|()| self.db.flush().map(|_| ()))
                     .map_err(io)?;
                 written.fetch_add(in_batch, Ordering::Relaxed);
@@ -1121,6 +1447,122 @@ impl Store for SledStore {
                 decode_attempt(&k, &v)
             })
             .collect()
+    }
+
+    fn set_due(&self, campaign: &str, due: &[(ContactId, Option<DateTime<Utc>>)]) -> Result<()> {
+        use sled::transaction::{ConflictableTransactionError as Abort, TransactionError};
+        use sled::Transactional;
+        let r = (&self.due, &self.dueof).transaction(|(index, entries)| {
+            let abort = |e: Error| Abort::Abort(e);
+            for (id, when) in due {
+                let idb = id.as_str().as_bytes();
+                let ek = dueof_key(campaign, idb);
+                let Some(v) = entries.get(&ek)? else {
+                    continue;
+                };
+                let before = decode_due_entry(&ek, &v).map_err(abort)?;
+                let after = when.map(micros);
+                if before == after {
+                    continue;
+                }
+                let ck = count_key(campaign, buckets::bucket_of(id.as_str()));
+                let mut p = match entries.get(&ck)? {
+                    Some(v) => decode_counts(&ck, &v).map_err(abort)?,
+                    None => Progress::default(),
+                };
+                due::count(&mut p, Some(before), after);
+                entries.insert(ck, &encode_counts(p)[..])?;
+                entries.insert(ek, due_entry(after))?;
+                if let Some(b) = before {
+                    index.remove(due_key(campaign, b, idb))?;
+                }
+                if let Some(a) = after {
+                    index.insert(due_key(campaign, a, idb), &[][..])?;
+                }
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(io(e)),
+        }
+        self.durable()?;
+        let mut claims = self.lock_claims()?;
+        for (id, _) in due {
+            claims.remove(&(campaign.to_owned(), id.as_str().to_owned()));
+        }
+        Ok(())
+    }
+
+    fn due_of(&self, campaign: &str, id: &ContactId) -> Result<Option<Option<DateTime<Utc>>>> {
+        Ok(self
+            .due_entry_of(campaign, id.as_str().as_bytes())?
+            .map(|d| d.map(instant_us)))
+    }
+
+    fn claim_due(&self, campaign: &str, claim: &Claim<'_>) -> Result<Vec<DueContact>> {
+        let mut start = campaign.as_bytes().to_vec();
+        start.push(0);
+        let skip = start.len();
+        let end = due_key(campaign, micros(claim.until).saturating_add(1), b"");
+        let now = micros(claim.now);
+        let mut claims = self.lock_claims()?;
+        let mut out = Vec::new();
+        for kv in self.due.range(start..end) {
+            if out.len() >= claim.limit {
+                break;
+            }
+            let (k, _) = kv.map_err(io)?;
+            let (Some(us), Some(id)) = (
+                k.get(skip..skip + 8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(due::unord),
+                k.get(skip + 8..),
+            ) else {
+                continue;
+            };
+            // The ordered index may hold stale entries (see upsert_contacts): the contact's
+            // own entry decides.
+            if self.due_entry_of(campaign, id)? != Some(Some(us)) {
+                continue;
+            }
+            let id = String::from_utf8_lossy(id).into_owned();
+            if let Some((node, hold)) = claims.get(&(campaign.to_owned(), id.clone())) {
+                if node != claim.node && *hold > now {
+                    continue;
+                }
+            }
+            let cid = ContactId::new(id).map_err(|e| Error::Corrupt {
+                key: String::from_utf8_lossy(&k).replace('\0', "/"),
+                why: e.to_string(),
+            })?;
+            out.push(DueContact {
+                id: cid,
+                due: instant_us(us),
+            });
+        }
+        for d in &out {
+            claims.insert(
+                (campaign.to_owned(), d.id.as_str().to_owned()),
+                (claim.node.to_owned(), micros(claim.hold_until)),
+            );
+        }
+        Ok(out)
+    }
+
+    fn progress(&self, campaign: &str) -> Result<Progress> {
+        let mut prefix = vec![b'c'];
+        prefix.extend_from_slice(campaign.as_bytes());
+        prefix.push(0);
+        let mut total = Progress::default();
+        for kv in self.dueof.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(io)?;
+            let p = decode_counts(&k, &v)?;
+            total.remaining += p.remaining;
+            total.done += p.done;
+        }
+        Ok(total)
     }
 }
 
