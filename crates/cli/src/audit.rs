@@ -15,10 +15,12 @@ use crate::output::Format;
 /// Exit code when `audit verify` finds a break or `audit replay` a violation.
 pub const EXIT_FINDINGS: u8 = 1;
 
-/// Where the audit log lives: `--audit`, else next to the store (`<store>.audit`).
+/// Where the audit log lives: `--audit`, else next to the store (`<store>.audit`); with a
+/// PostgreSQL store, `crieur.audit` in the working directory (each node keeps its own log).
 pub fn dir_for(store: &Path, explicit: Option<&Path>) -> PathBuf {
     match explicit {
         Some(d) => d.to_path_buf(),
+        None if crate::stores::is_postgres(store) => PathBuf::from("crieur.audit"),
         None => {
             let mut s = store.as_os_str().to_owned();
             s.push(".audit");

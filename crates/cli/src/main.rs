@@ -12,6 +12,7 @@ mod output;
 mod run;
 mod status;
 mod storecmd;
+mod stores;
 
 #[global_allocator]
 // glibc malloc was a third of `crieur import` (sled clones and frees tree nodes on every

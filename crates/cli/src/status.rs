@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use crieur_config::check::{never_callable_all, NeverCallable};
 use crieur_scheduler::{Contact, Decision, Evaluator, NEXT_ELIGIBLE_HORIZON_DAYS};
-use crieur_store::{SledStore, Store};
+use crieur_store::Store;
 use serde_json::Value;
 
 use crate::campaign::Campaign;
@@ -63,7 +63,7 @@ pub fn warn_never_callable(campaign: &Campaign, contacts: &[Contact], now: DateT
 
 /// `crieur campaigns`.
 pub fn campaigns(store_path: &Path, format: Format) -> anyhow::Result<ExitCode> {
-    let store = SledStore::open(store_path, false)?;
+    let store = crate::stores::open(store_path, false)?;
     let stdout = std::io::stdout();
     let mut rows = Rows::new(
         BufWriter::new(stdout.lock()),
@@ -92,7 +92,7 @@ enum State {
 
 fn state(
     campaign: &Campaign,
-    store: &SledStore,
+    store: &dyn Store,
     ev: &mut Evaluator<'_>,
     c: &Contact,
     now: DateTime<Utc>,
@@ -130,14 +130,14 @@ pub fn status(
     now: DateTime<Utc>,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let store = SledStore::open(store_path, false)?;
+    let store = crate::stores::open(store_path, false)?;
     let contacts = store.contacts(&campaign.id)?;
     if contacts.is_empty() {
         let known = store.campaigns()?;
         anyhow::bail!(
             "campaign `{}` has no contacts in {} (campaigns there: {}); import them with `crieur import`",
             campaign.id,
-            store_path.display(),
+            crate::stores::shown(store_path),
             if known.is_empty() {
                 "none".to_owned()
             } else {
@@ -148,7 +148,7 @@ pub fn status(
     let mut ev = Evaluator::batch(&campaign.policy);
     let mut states = Vec::with_capacity(contacts.len());
     for c in &contacts {
-        states.push(state(campaign, &store, &mut ev, c, now)?);
+        states.push(state(campaign, &*store, &mut ev, c, now)?);
     }
     let stdout = std::io::stdout();
     let out = BufWriter::new(stdout.lock());

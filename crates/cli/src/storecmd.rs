@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chrono::Utc;
 use crieur_scheduler::E164;
-use crieur_store::{SledStore, Store};
 
 use crate::input::{InputError, InputErrors};
 
@@ -81,12 +80,18 @@ pub fn import(
             rejects.display()
         );
     }
-    let s = SledStore::open(store, true)?;
+    let s = crate::stores::open(store, true)?;
     let mut log = actx.open(store, Some(&campaign))?;
     log.append(crate::audit::now(), &header)?;
     let stats = s
         .upsert_contacts(&campaign.id, &loaded.contacts)
-        .with_context(|| format!("importing {} into {}", contacts.display(), store.display()))?;
+        .with_context(|| {
+            format!(
+                "importing {} into {}",
+                contacts.display(),
+                crate::stores::shown(store)
+            )
+        })?;
     log.append(
         crate::audit::now(),
         &crieur_audit::Record::Import(crieur_audit::record::ImportRecord {
@@ -109,7 +114,7 @@ pub fn import(
     println!(
         "{}: imported into {} (campaign `{}`): {} new contacts, {} updated, {} consent records added, from {} rows",
         contacts.display(),
-        store.display(),
+        crate::stores::shown(store),
         campaign.id,
         stats.created,
         stats.updated,
@@ -191,7 +196,7 @@ pub fn optout(
     match action {
         A::Add { number: n, .. } => {
             let n = number(n, Path::new("<argument>"), None)?;
-            let s = SledStore::open(store, true)?;
+            let s = crate::stores::open(store, true)?;
             let new = s.add_opt_out(&n, now, "crieur optout add")?;
             audit_change(
                 store,
@@ -212,7 +217,7 @@ pub fn optout(
         }
         A::Remove { number: n, .. } => {
             let n = number(n, Path::new("<argument>"), None)?;
-            let s = SledStore::open(store, false)?;
+            let s = crate::stores::open(store, false)?;
             let removed = s.remove_opt_out(&n)?;
             if removed {
                 audit_change(
@@ -235,7 +240,7 @@ pub fn optout(
         }
         A::Check { number: n } => {
             let n = number(n, Path::new("<argument>"), None)?;
-            let s = SledStore::open(store, false)?;
+            let s = crate::stores::open(store, false)?;
             // Exit 0 when listed, 1 when not, for scripts (`if crieur optout check …`).
             return Ok(if s.is_opted_out(&n)? {
                 println!("opted out");
@@ -246,7 +251,7 @@ pub fn optout(
             });
         }
         A::List { format } => {
-            let s = SledStore::open(store, false)?;
+            let s = crate::stores::open(store, false)?;
             let list = s.opt_outs()?;
             if *format == crate::output::Format::Table {
                 println!(
@@ -300,7 +305,7 @@ pub fn optout(
                     rejects.display()
                 );
             }
-            let s = SledStore::open(store, true)?;
+            let s = crate::stores::open(store, true)?;
             let source = format!(
                 "import {}",
                 file.file_name().map_or("-".into(), |f| f.to_string_lossy())

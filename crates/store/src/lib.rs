@@ -22,7 +22,7 @@ mod buckets;
 mod due;
 mod pg;
 
-pub use pg::PgStore;
+pub use pg::{redact, PgStore};
 
 /// Everything that can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -525,13 +525,7 @@ impl SledStore {
     }
 
     fn number_key(&self, number: &E164) -> [u8; 32] {
-        // HMAC accepts keys of any length: new_from_slice cannot fail for 32 bytes.
-        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC takes keys of any length"),
-        };
-        mac.update(number.as_str().as_bytes());
-        mac.finalize().into_bytes().into()
+        keyed_hash(&self.key, number)
     }
 
     /// Removes the lease at `key` and records its attempt, in one transaction over both trees.
@@ -587,6 +581,18 @@ impl SledStore {
     fn durable(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(io)
     }
+}
+
+/// HMAC-SHA-256 of the number under the store's opt-out key: how a number is kept (opt-out
+/// list, attempts, leases) by every backend.
+fn keyed_hash(key: &[u8; 32], number: &E164) -> [u8; 32] {
+    // HMAC accepts keys of any length: new_from_slice cannot fail for 32 bytes.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(number.as_str().as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 /// `campaign · 0x00 · id`: the key of a contact's lease.

@@ -22,9 +22,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use crieur_scheduler::{Contact, ContactId, WindowsCache, E164};
-use hmac::{Hmac, Mac};
 use postgres::{Client, NoTls, Transaction};
-use sha2::Sha256;
 
 use crate::{
     decode_contact, due, fold_import, instant_us, micros, AttemptRecord, Claim, DueContact, Error,
@@ -171,12 +169,7 @@ impl PgStore {
     }
 
     fn number_key(&self, number: &E164) -> Vec<u8> {
-        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC takes keys of any length"),
-        };
-        mac.update(number.as_str().as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        crate::keyed_hash(&self.key, number).to_vec()
     }
 
     /// Names the node this process is: written on the leases it takes.

@@ -1,0 +1,47 @@
+//! `--store`: a directory (the embedded sled store, the default) or a PostgreSQL connection
+//! string (`postgres://…`, shared by several nodes).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crieur_store::{PgStore, SledStore, Store};
+
+/// A store any thread of the process may use.
+pub type Shared = Arc<dyn Store + Send + Sync>;
+
+/// Whether `--store` names a PostgreSQL database.
+pub fn is_postgres(spec: &Path) -> bool {
+    spec.to_str().is_some_and(PgStore::is_url)
+}
+
+/// Opens the store `--store` names (with `create`: creates it, or its schema, if needed).
+/// `node` is written on the leases a PostgreSQL store takes.
+pub fn open(spec: &Path, create: bool) -> Result<Shared, crieur_store::Error> {
+    match spec.to_str() {
+        Some(url) if PgStore::is_url(url) => {
+            Ok(Arc::new(PgStore::open(url, create)?.with_node(&node_id())))
+        }
+        _ => Ok(Arc::new(SledStore::open(spec, create)?)),
+    }
+}
+
+/// This process's node id: `CRIEUR_NODE`, else the host name and process id.
+pub fn node_id() -> String {
+    if let Ok(n) = std::env::var("CRIEUR_NODE") {
+        if !n.is_empty() {
+            return n;
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!("{host}-{}", std::process::id())
+}
+
+/// How the store is named in messages (a connection string without its password).
+pub fn shown(spec: &Path) -> String {
+    match spec.to_str() {
+        Some(url) if PgStore::is_url(url) => crieur_store::redact(url),
+        _ => spec.display().to_string(),
+    }
+}
