@@ -143,6 +143,7 @@ fn header(c: &Campaign, policy: &Policy) -> Record {
     Record::RunStart(Box::new(RunHeader {
         format: crieur_audit::record::FORMAT_VERSION,
         command: "run".into(),
+        node: None,
         software: "crash test".into(),
         campaign: Some(CAMPAIGN.into()),
         campaign_name: None,
