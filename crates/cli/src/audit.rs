@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use crieur_audit::record::{AudioSnapshot, Record, RunHeader, RunStop};
+use crieur_audit::record::Record;
 use crieur_audit::{AuditLog, Options, VerifyOptions};
-use sha2::{Digest, Sha256};
 
 use crate::campaign::Campaign;
 use crate::output::Format;
@@ -68,89 +67,14 @@ pub fn open(
     Ok(AuditLog::open(dir, opts)?)
 }
 
-pub(crate) fn sha256_file(p: &Path) -> anyhow::Result<String> {
-    crate::input::sha256_file(p).with_context(|| format!("reading {}", p.display()))
-}
-
-fn audio(role: &str, path: &Path, length: std::time::Duration) -> anyhow::Result<AudioSnapshot> {
-    let transcript = std::fs::read_to_string(path.with_extension("txt")).ok();
-    Ok(AudioSnapshot {
-        role: role.into(),
-        path: path.display().to_string(),
-        sha256: sha256_file(path)?,
-        length_ms: u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
-        transcript,
-    })
-}
-
-/// The run header: the campaign verbatim, the policy, caps and retry rules as replay rebuilds
-/// them, each recording's hash, length and transcript, and the data versions.
+/// The header of a command's run (see [`crieur_runner::header::header`]).
 pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Result<Record> {
-    let mut h = RunHeader {
-        format: crieur_audit::record::FORMAT_VERSION,
-        command: command.into(),
-        node: Some(crate::stores::node_id()),
-        software: concat!("crieur ", env!("CARGO_PKG_VERSION")).into(),
-        campaign: None,
-        campaign_name: None,
-        campaign_file: None,
-        campaign_sha256: None,
-        campaign_toml: None,
-        policy: None,
-        caps: None,
-        retry: Vec::new(),
-        opt_out_key: None,
-        audio: Vec::new(),
-        tzdb_version: crieur_scheduler::tzdb_version().into(),
-        phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
-    };
-    if let Some((c, path)) = campaign {
-        h.campaign = Some(c.id.clone());
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        h.campaign_name = Some(c.name.clone());
-        h.campaign_file = Some(path.display().to_string());
-        h.campaign_sha256 = Some(hex::encode(Sha256::digest(&bytes)));
-        h.campaign_toml = Some(
-            String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", path.display()))?,
-        );
-        h.policy = Some(crieur_audit::build::policy_snapshot(
-            &c.policy,
-            c.zone.name(),
-            c.ring_timeout,
-            c.message_length,
-        ));
-        h.caps = Some(crieur_audit::build::caps_snapshot(&c.caps));
-        h.retry = crieur_audit::build::retry_snapshot(&c.retry.policy());
-        h.opt_out_key = Some(c.opt_out_key);
-        h.audio
-            .push(audio("message", &c.message, c.message_length)?);
-        if let Some(conf) = &c.confirmation {
-            let len = crieur_media::audio::Message::load(conf)
-                .map(|m| m.duration())
-                .unwrap_or_default();
-            h.audio.push(audio("confirmation", conf, len)?);
-        }
-        if let Some(vm) = c.amd.as_ref().and_then(|a| a.voicemail.as_ref()) {
-            let len = crieur_media::audio::Message::load(vm)
-                .map(|m| m.duration())
-                .unwrap_or_default();
-            h.audio.push(audio("voicemail", vm, len)?);
-        }
-    }
-    Ok(Record::RunStart(Box::new(h)))
+    Ok(crieur_runner::header::header(command, campaign)?)
 }
 
 /// Appends the run's stop record, durably.
 pub fn stop(log: &mut AuditLog, reason: &str) -> anyhow::Result<()> {
-    log.append(
-        now(),
-        &Record::RunStop(RunStop {
-            reason: reason.into(),
-        }),
-    )?;
-    log.checkpoint(now())?;
-    log.commit()?;
-    Ok(())
+    Ok(crieur_runner::header::stop(log, reason, now())?)
 }
 
 /// Which audit log a reading command works on: DIR, else `--audit`, else `<store>.audit`.

@@ -1,19 +1,13 @@
 //! `crieur call`: one call placed the way a campaign places it — a run of one contact
 //! through the same core and driver as `crieur run` (`crate::run`); this module only reports it.
 
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
-use chrono::{DateTime, Utc};
-use crieur_dial::DialRules;
-use crieur_media::audio::Message;
+use anyhow::anyhow;
 use crieur_media::call::Outcome;
-use crieur_media::uac::{CallReport, Credentials, Trunk};
+use crieur_media::uac::CallReport;
 use crieur_scheduler::Decision;
-use crieur_store::{SledStore, Store};
 
 use crate::campaign::Campaign;
 use crate::input::{InputError, InputErrors};
@@ -31,18 +25,7 @@ pub const EXIT_OPT_OUT_FAILED: u8 = 5;
 /// (credentials refused) or the run ended with the trunk's breaker open.
 pub const EXIT_TRUNK_FAULT: u8 = 6;
 
-/// The local address that routes to `trunk` (so Via/Contact/SDP carry a reachable address).
-fn local_ip_towards(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
-    let s = UdpSocket::bind(if trunk.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    })?;
-    s.connect(trunk)?;
-    Ok(s.local_addr()?.ip())
-}
-
-/// `crieur call`: a run of one contact ([`crate::run::drive`], [`crate::run::Scope::One`]) —
+/// `crieur call`: a run of one contact ([`crate::run::drive`], [`crieur_runner::Scope::One`]) —
 /// the same core, re-check, lease, records, opt-out hook and end of call as `crieur run` —
 /// reported call by call, with its exit code.
 pub fn run(
@@ -53,7 +36,7 @@ pub fn run(
     actx: &crate::audit::Ctx,
 ) -> anyhow::Result<ExitCode> {
     // An existing store only: a mistyped path must not silently mean "no opt-outs".
-    let store = Arc::new(SledStore::open(store_path, false)?);
+    let store = crate::stores::open(store_path, false)?;
     let id = crieur_scheduler::ContactId::new(contact_id)
         .map_err(|e| InputErrors(vec![InputError::new(Path::new("--contact"), e.to_string())]))?;
     let Some(contact) = store.contact(&campaign.id, &id)? else {
@@ -69,19 +52,19 @@ pub fn run(
     };
     println!("call      {} {}", contact.id(), contact.phone());
     let number = contact.phone().to_string();
-    let (_, ran) = crate::run::drive(
+    let ran = crate::run::drive(
         campaign,
         campaign_path,
         store,
         store_path,
         actx,
-        crate::run::RunOptions {
+        crieur_runner::RunOptions {
             // The call runs to its end (the trunk's maximum call length bounds it); Ctrl-C
             // hangs it up cleanly (an opt-out in progress is recorded first).
             drain: std::time::Duration::from_secs(86_400),
             until: None,
             max_idle: None,
-            scope: crate::run::Scope::One(Box::new(contact)),
+            scope: crieur_runner::Scope::One(Box::new(contact)),
         },
     )?;
     let Some(done) = ran.calls.into_iter().next() else {
@@ -134,7 +117,7 @@ pub fn run(
 }
 
 /// Why the contact was not dialled, as the decision recorded it.
-fn refused(number: &str, r: &crate::run::Refusal) {
+fn refused(number: &str, r: &crieur_runner::Refusal) {
     if let Some(why) = &r.refused {
         println!("refused   {number}: {why}");
         return;
@@ -227,118 +210,4 @@ fn print_report(report: &CallReport) {
         e.sip_status.map_or("-".to_owned(), |s| s.to_string()),
         e.reason
     );
-}
-
-/// The dial protocol's rules of `campaign`, as plain values.
-pub(crate) fn rules(campaign: &Campaign) -> DialRules {
-    DialRules {
-        campaign: campaign.id.clone(),
-        caps: campaign.caps.clone(),
-        retry: campaign.retry.policy(),
-    }
-}
-
-/// What placing calls needs from a campaign: the trunk, the local address that reaches it,
-/// and both recordings loaded (G.711, 8 kHz).
-pub struct Prepared {
-    pub trunk: Trunk,
-    pub local: SocketAddr,
-    pub message: Arc<Message>,
-    pub confirmation: Arc<Message>,
-    /// Answering-machine detection (`[amd]`), the voicemail message loaded.
-    pub amd: Option<crieur_media::uac::AmdRequest>,
-}
-
-pub fn prepare(campaign: &Campaign) -> anyhow::Result<Prepared> {
-    let cfg_err = |field: &str, msg: &str| -> anyhow::Error {
-        InputErrors(vec![
-            InputError::new(Path::new("campaign"), msg.to_owned()).field(field)
-        ])
-        .into()
-    };
-    let Some(t) = &campaign.trunk else {
-        return Err(cfg_err(
-            "trunk",
-            "a [trunk] section is needed to place calls",
-        ));
-    };
-    let Some(confirmation) = &campaign.confirmation else {
-        return Err(cfg_err(
-            "confirmation",
-            "an opt-out confirmation recording is needed to place calls",
-        ));
-    };
-    let address = (t.host.as_str(), t.port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolving the trunk {}", t.uri))?
-        .next()
-        .ok_or_else(|| anyhow!("the trunk {} resolves to no address", t.uri))?;
-    let password = t
-        .read_password()
-        .map_err(|e| cfg_err("trunk.password", &format!("{:#}", anyhow::Error::from(e))))?;
-    let trunk = Trunk {
-        address,
-        domain: Some(format!("{}:{}", t.host, t.port)),
-        from_user: t.from_user.clone(),
-        from_domain: t.from_domain.clone(),
-        credentials: match (&t.username, password) {
-            (Some(u), Some(p)) => Some(Credentials {
-                username: u.clone(),
-                password: p,
-            }),
-            _ => None,
-        },
-        ring_timeout: campaign.ring_timeout,
-        max_call_length: t.max_call_length,
-        symmetric_rtp: t.symmetric_rtp,
-        p_asserted_identity: t.p_asserted_identity.clone(),
-    };
-    let message = Arc::new(Message::load(&campaign.message)?);
-    let confirmation = Arc::new(Message::load(confirmation)?);
-    // The configured SIP address (trunks whitelist IP:port), else the address that routes to
-    // the trunk on a port the system picks.
-    let local = match t.local_address {
-        Some(a) => a,
-        None => SocketAddr::new(local_ip_towards(address)?, 0),
-    };
-    let amd = match &campaign.amd {
-        Some(a) => Some(crieur_media::uac::AmdRequest {
-            mode: a.mode,
-            params: a.params,
-            voicemail: match &a.voicemail {
-                Some(v) => Some(Arc::new(Message::load(v)?)),
-                None => None,
-            },
-            voicemail_sha256: a.voicemail_sha256.clone(),
-        }),
-        None => None,
-    };
-    Ok(Prepared {
-        trunk,
-        local,
-        message,
-        confirmation,
-        amd,
-    })
-}
-
-/// After a crash: the store and the audit log in `dir` reconciled from the log
-/// ([`crieur_dial::reconcile`]): every placed call gets its outcome, linked to its call id;
-/// a lease whose INVITE never left is released. Durable when it returns.
-pub(crate) fn recover(
-    store: &SledStore,
-    log: &mut crieur_audit::AuditLog,
-    dir: &Path,
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let entries = match crieur_audit::read_all(dir) {
-        Ok(e) => e,
-        Err(crieur_audit::Error::Empty(_)) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    let entries: Vec<crieur_audit::Entry> = entries.into_iter().map(|(_, _, e)| e).collect();
-    for r in crieur_dial::reconcile(store, log, &entries, now)? {
-        println!("recovered {r}");
-    }
-    Ok(())
 }

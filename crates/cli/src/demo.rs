@@ -178,11 +178,11 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         &campaign_path,
         &store,
         &actx,
-        crate::run::RunOptions {
+        crieur_runner::RunOptions {
             drain: Duration::from_secs(30),
             until: None,
             max_idle: Some(Duration::from_secs(60)),
-            scope: crate::run::Scope::Campaign,
+            scope: crieur_runner::Scope::Campaign,
         },
     )?;
     drop(network);

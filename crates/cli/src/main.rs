@@ -375,7 +375,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            if let Some(input) = e.downcast_ref::<InputErrors>() {
+            let input = e.downcast_ref::<InputErrors>().or(match e.downcast_ref() {
+                Some(crieur_runner::Error::Input(i)) => Some(i),
+                _ => None,
+            });
+            if let Some(input) = input {
                 eprintln!("{input}");
                 eprintln!("{} problem(s); nothing was done.", input.0.len());
                 ExitCode::from(2)
@@ -406,11 +410,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &campaign,
                 &store.store,
                 &audit.ctx(),
-                run::RunOptions {
+                crieur_runner::RunOptions {
                     drain: std::time::Duration::from_secs(drain_secs),
                     until,
                     max_idle: max_idle_secs.map(std::time::Duration::from_secs),
-                    scope: run::Scope::Campaign,
+                    scope: crieur_runner::Scope::Campaign,
                 },
             )
         }

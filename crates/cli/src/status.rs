@@ -105,7 +105,7 @@ fn state(
         Ok(h) => h,
         Err(why) => return Ok(State::Done(why.to_string())),
     };
-    let from = match crieur_dial::protocol::held(&crate::call::rules(campaign), &history, now) {
+    let from = match crieur_dial::protocol::held(&crieur_runner::rules(campaign), &history, now) {
         Some((why, None)) => return Ok(State::Done(why.to_string())),
         Some((_, Some(until))) => until,
         None => now,

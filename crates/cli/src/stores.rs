@@ -18,24 +18,11 @@ pub fn is_postgres(spec: &Path) -> bool {
 /// `node` is written on the leases a PostgreSQL store takes.
 pub fn open(spec: &Path, create: bool) -> Result<Shared, crieur_store::Error> {
     match spec.to_str() {
-        Some(url) if PgStore::is_url(url) => {
-            Ok(Arc::new(PgStore::open(url, create)?.with_node(&node_id())))
-        }
+        Some(url) if PgStore::is_url(url) => Ok(Arc::new(
+            PgStore::open(url, create)?.with_node(&crieur_runner::header::node_id()),
+        )),
         _ => Ok(Arc::new(SledStore::open(spec, create)?)),
     }
-}
-
-/// This process's node id: `CRIEUR_NODE`, else the host name and process id.
-pub fn node_id() -> String {
-    if let Ok(n) = std::env::var("CRIEUR_NODE") {
-        if !n.is_empty() {
-            return n;
-        }
-    }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    format!("{host}-{}", std::process::id())
 }
 
 /// How the store is named in messages (a connection string without its password).

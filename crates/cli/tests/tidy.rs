@@ -159,6 +159,20 @@ const DEPENDS_ON: &[(&str, &[&str])] = &[
     ("dial", &["scheduler", "engine", "audit", "store", "media"]),
     // Validation checks recordings (media), caps and retries (engine), signing keys (audit).
     ("config", &["scheduler", "engine", "media", "audit"]),
+    // The live driver (tokio): the dial core against the store, the log and the SIP UAC,
+    // the campaign as configured.
+    (
+        "runner",
+        &[
+            "scheduler",
+            "engine",
+            "audit",
+            "store",
+            "media",
+            "dial",
+            "config",
+        ],
+    ),
 ];
 
 /// Async runtimes and socket crates: no core crate depends on them …

@@ -458,7 +458,7 @@ impl Retry {
 }
 
 /// A validated campaign.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Campaign {
     /// The stable id: what the store and the audit log know the campaign by. The TOML's
     /// `id`, or (for files written before ids existed) its `name`.

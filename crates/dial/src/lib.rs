@@ -14,7 +14,7 @@ pub mod recover;
 pub mod sim;
 
 pub use protocol::{DialRules, Gate};
-pub use recover::{reconcile, Recovered};
+pub use recover::{reconcile, reconcile_node, recover_expired, Node, Recovered};
 pub use sim::{simulate, OutcomeMix, SimConfig, SimEvent};
 
 /// The dial crate's errors.

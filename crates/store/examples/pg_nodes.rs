@@ -101,13 +101,7 @@ fn worker(store: &PgStore, node: &str, deadline: Instant, dials: &AtomicU64, cal
                 Err(e) => panic!("{e}"),
             }
             store
-                .finish_attempt(
-                    CAMPAIGN,
-                    &d.id,
-                    c.phone(),
-                    "answered-completed",
-                    Utc::now(),
-                )
+                .finish_attempt(CAMPAIGN, &d.id, c.phone(), "answered-completed", Utc::now())
                 .unwrap_or_else(|e| panic!("{e}"));
             store
                 .set_due(CAMPAIGN, &[(d.id, None)])

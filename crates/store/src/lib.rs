@@ -166,6 +166,8 @@ pub trait Store {
     /// never get the same contact while a claim holds; setting the contact's due instant
     /// releases it.
     fn claim_due(&self, campaign: &str, claim: &Claim<'_>) -> Result<Vec<DueContact>>;
+    /// The earliest due instant of the campaign's contacts (claimed or not), if any remain.
+    fn next_due(&self, campaign: &str) -> Result<Option<DateTime<Utc>>>;
     /// How many contacts of the campaign are remaining (have a due instant) and done, from
     /// counters kept with the due index (no scan of the contacts).
     fn progress(&self, campaign: &str) -> Result<Progress>;
@@ -222,6 +224,8 @@ pub struct Lease {
     pub at: DateTime<Utc>,
     /// The call's id in the audit log (empty for a lease taken before store format 3).
     pub call: String,
+    /// The node that took it, on a shared store (empty on an embedded one: one process).
+    pub node: String,
 }
 
 /// Version 3: leases and attempts carry their call id and microsecond instants (trees
@@ -1379,6 +1383,7 @@ impl Store for SledStore {
                 contact,
                 at,
                 call,
+                node: String::new(),
             });
         }
         out.sort_by_key(|l| l.at);
@@ -1555,6 +1560,28 @@ impl Store for SledStore {
             );
         }
         Ok(out)
+    }
+
+    fn next_due(&self, campaign: &str) -> Result<Option<DateTime<Utc>>> {
+        let mut prefix = campaign.as_bytes().to_vec();
+        prefix.push(0);
+        let skip = prefix.len();
+        for kv in self.due.scan_prefix(&prefix) {
+            let (k, _) = kv.map_err(io)?;
+            let (Some(us), Some(id)) = (
+                k.get(skip..skip + 8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(due::unord),
+                k.get(skip + 8..),
+            ) else {
+                continue;
+            };
+            // A stale ordered entry is passed over (see upsert_contacts).
+            if self.due_entry_of(campaign, id)? == Some(Some(us)) {
+                return Ok(Some(instant_us(us)));
+            }
+        }
+        Ok(None)
     }
 
     fn progress(&self, campaign: &str) -> Result<Progress> {
@@ -1962,6 +1989,7 @@ mod tests {
                 contact: "a".into(),
                 at: DateTime::<Utc>::default(),
                 call: String::new(),
+                node: String::new(),
             }]
         );
         assert_eq!(

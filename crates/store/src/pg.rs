@@ -614,7 +614,7 @@ impl Store for PgStore {
     fn leases(&self) -> Result<Vec<Lease>> {
         let rows = self.with(|c| {
             c.query(
-                "SELECT campaign, contact, at_us, call FROM crieur_leases \
+                "SELECT campaign, contact, at_us, call, node FROM crieur_leases \
                  ORDER BY at_us, campaign, contact",
                 &[],
             )
@@ -627,6 +627,7 @@ impl Store for PgStore {
                 contact: r.get(1),
                 at: instant_us(r.get(2)),
                 call: r.get(3),
+                node: r.get(4),
             })
             .collect())
     }
@@ -794,6 +795,18 @@ impl Store for PgStore {
             .collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| (a.due, &a.id).cmp(&(b.due, &b.id)));
         Ok(out)
+    }
+
+    fn next_due(&self, campaign: &str) -> Result<Option<DateTime<Utc>>> {
+        let r: Option<i64> = self.with(|c| {
+            c.query_one(
+                "SELECT min(due_us) FROM crieur_contacts WHERE campaign = $1 AND due_us IS NOT NULL",
+                &[&campaign],
+            )
+            .map(|r| r.get(0))
+            .map_err(pg_err)
+        })?;
+        Ok(r.map(instant_us))
     }
 
     fn progress(&self, campaign: &str) -> Result<Progress> {

@@ -223,7 +223,8 @@ fn a_contact_is_leased_once_and_its_attempt_recorded_with_it(s: &dyn Store) {
             campaign: "c2".into(),
             contact: "a".into(),
             at,
-            call: "call-3".into()
+            call: "call-3".into(),
+            node: String::new(),
         }]
     );
     let att = ok(s.attempts(&num));
@@ -311,6 +312,8 @@ fn imported_contacts_are_due_at_their_earliest_grant_and_counted(s: &dyn Store) 
     };
     assert_eq!(ok(s.progress("c1")), counts);
     assert_eq!(ok(s.progress("none")), Progress::default());
+    assert_eq!(ok(s.next_due("c1")), Some(t(T0 + 20)));
+    assert_eq!(ok(s.next_due("none")), None);
     // Re-importing a contact as it was changes nothing.
     ok(s.upsert_contacts(
         "c1",
@@ -558,6 +561,8 @@ fn the_due_index_agrees_with_a_model_over_random_operations(s: &dyn Store) {
                 assert_eq!(got, want, "claim until {until}");
             }
         }
+        let next = model.values().flatten().min().copied();
+        assert_eq!(ok(s.next_due("c1")), next.map(t));
         let remaining = model.values().filter(|d| d.is_some()).count() as u64;
         assert_eq!(
             ok(s.progress("c1")),

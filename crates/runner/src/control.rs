@@ -1,0 +1,210 @@
+//! Controlling a run from outside and watching it: a bounded control channel ([`Control`]),
+//! an event stream ([`Event`], tokio broadcast) and a [`Counters`] snapshot (tokio watch).
+//! The control API serves these; the CLI's SIGINT is a [`RunHandle::stop`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crieur_audit::record::Reason;
+use crieur_engine::Transition;
+use crieur_scheduler::Decision;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// What a run can be told while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Control {
+    /// Place no new call until [`Control::Resume`]; the calls in progress go on. Due contacts
+    /// stay due (nothing is skipped or recorded for the pause).
+    Pause,
+    /// Dial again what is due.
+    Resume,
+    /// Place no new call; the calls in progress get `drain` (default: the run's own drain
+    /// time) to end, then are hung up; the run returns, stopped for `reason`. A second stop
+    /// hangs up at once.
+    Stop {
+        reason: String,
+        drain: Option<Duration>,
+    },
+    /// Hang up every call in progress now (an opt-out being recorded is finished first) and
+    /// stop.
+    HangUpNow { reason: String },
+}
+
+/// What a run tells its observers, in order.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// Crash recovery reconciled a call of an earlier run from the log.
+    Recovered(String),
+    /// A contact was decided on (re-checked at the INVITE instant, or skipped by the planner)
+    /// and the decision recorded; `refused`: the opt-out list, its history, a cap or the
+    /// retry rules refused it first.
+    Decided {
+        contact: String,
+        at: DateTime<Utc>,
+        decision: Decision,
+        refused: Option<Reason>,
+    },
+    /// A call's INVITE left (its lease and `invite-sent` record durable).
+    Placed {
+        call: String,
+        contact: String,
+        number: String,
+        at: DateTime<Utc>,
+    },
+    /// A call ended and was recorded (store and log) with `outcome`.
+    Ended {
+        call: String,
+        contact: String,
+        number: String,
+        outcome: String,
+        at: DateTime<Utc>,
+    },
+    /// The opt-out key was pressed but could not be recorded during the call: whether it is
+    /// recorded now.
+    LateOptOut {
+        number: String,
+        recorded: bool,
+    },
+    /// The trunk's breaker changed (recorded as a `trunk-breaker` record).
+    Breaker(Arc<Transition>),
+    /// Nothing is dialable now; the next contact is due at `next_due`. Sent once per
+    /// distinct instant.
+    Idle {
+        next_due: DateTime<Utc>,
+    },
+    Paused,
+    Resumed,
+    /// No new calls from now; the `in_flight` calls get `drain` to end. `ordered`: by a
+    /// [`Control`] order (else `until`, a trunk that refuses our credentials, …).
+    Stopping {
+        reason: String,
+        in_flight: u64,
+        drain: Duration,
+        ordered: bool,
+    },
+    /// Every call in progress is being hung up (`ordered`: by a [`Control`] order, else the
+    /// drain time is over).
+    HangingUp {
+        ordered: bool,
+    },
+    /// The counters, after each turn of the loop.
+    Progress(Counters),
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Calls placed (INVITEs sent).
+    pub dialled: u64,
+    pub answered: u64,
+    pub opted_out: u64,
+    /// Calls that failed (rejected, trunk or local errors; busy and no answer are not).
+    pub failed: u64,
+    /// Calls the trunk refused before anything rang (no attempt used).
+    pub trunk_refused: u64,
+    pub in_flight: u64,
+    /// Contacts not done (counted at most once a second).
+    pub remaining: u64,
+    /// Calls placed over the last 10 s, per second.
+    pub calls_per_second: f64,
+    /// Nothing in flight and nothing due before this instant.
+    pub idle_until: Option<DateTime<Utc>>,
+    /// The trunk's breaker when not closed: why.
+    pub trunk: Option<String>,
+    pub paused: bool,
+    pub stopping: bool,
+    /// Calls ended, by recorded outcome.
+    pub by_outcome: BTreeMap<String, u64>,
+}
+
+/// The run's side of the control channel (given to [`crate::run`]).
+pub struct ControlReceiver {
+    pub(crate) rx: mpsc::Receiver<Control>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) counters: watch::Sender<Counters>,
+}
+
+/// The controller's side: tell the run what to do, watch it. Cloneable; the run goes on
+/// when every handle is dropped.
+#[derive(Clone)]
+pub struct RunHandle {
+    tx: mpsc::Sender<Control>,
+    events: broadcast::Sender<Event>,
+    counters: watch::Receiver<Counters>,
+}
+
+/// The run has returned: it takes no more orders.
+#[derive(Debug, thiserror::Error)]
+#[error("the run has ended")]
+pub struct Ended;
+
+/// A control channel holding up to `capacity` orders, and an event stream keeping the last
+/// `capacity` events for a subscriber that lags.
+pub fn control(capacity: usize) -> (RunHandle, ControlReceiver) {
+    let capacity = capacity.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
+    let (events, _) = broadcast::channel(capacity);
+    let (counters, watched) = watch::channel(Counters::default());
+    (
+        RunHandle {
+            tx,
+            events: events.clone(),
+            counters: watched,
+        },
+        ControlReceiver {
+            rx,
+            events,
+            counters,
+        },
+    )
+}
+
+impl RunHandle {
+    /// Sends `c`, waiting while the channel is full.
+    pub async fn send(&self, c: Control) -> Result<(), Ended> {
+        self.tx.send(c).await.map_err(|_| Ended)
+    }
+
+    /// Sends `c` without waiting (from a signal handler or a synchronous context): `false`
+    /// when the channel is full or the run has ended.
+    pub fn try_send(&self, c: Control) -> bool {
+        self.tx.try_send(c).is_ok()
+    }
+
+    pub async fn pause(&self) -> Result<(), Ended> {
+        self.send(Control::Pause).await
+    }
+
+    pub async fn resume(&self) -> Result<(), Ended> {
+        self.send(Control::Resume).await
+    }
+
+    /// Stop and drain (the run's own drain time); the run stops for `reason`.
+    pub async fn stop(&self, reason: &str) -> Result<(), Ended> {
+        self.send(Control::Stop {
+            reason: reason.to_owned(),
+            drain: None,
+        })
+        .await
+    }
+
+    /// The events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The counters as the run last published them.
+    pub fn counters(&self) -> Counters {
+        self.counters.borrow().clone()
+    }
+
+    /// A receiver notified whenever the counters change.
+    pub fn watch_counters(&self) -> watch::Receiver<Counters> {
+        self.counters.clone()
+    }
+}

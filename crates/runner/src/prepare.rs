@@ -1,0 +1,137 @@
+//! What placing calls needs from a campaign: its dial rules, the trunk, the local address
+//! that reaches it, and the recordings loaded.
+
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+
+use crieur_config::campaign::Campaign;
+use crieur_config::input::{InputError, InputErrors};
+use crieur_dial::DialRules;
+use crieur_media::audio::Message;
+use crieur_media::uac::{AmdRequest, Credentials, Trunk};
+
+use crate::{Error, Result};
+
+/// The dial protocol's rules of `campaign`, as plain values.
+pub fn rules(campaign: &Campaign) -> DialRules {
+    DialRules {
+        campaign: campaign.id.clone(),
+        caps: campaign.caps.clone(),
+        retry: campaign.retry.policy(),
+    }
+}
+
+/// What placing calls needs from a campaign: the trunk, the local address that reaches it,
+/// and both recordings loaded (G.711, 8 kHz).
+pub struct Prepared {
+    pub trunk: Trunk,
+    pub local: SocketAddr,
+    pub message: Arc<Message>,
+    pub confirmation: Arc<Message>,
+    /// Answering-machine detection (`[amd]`), the voicemail message loaded.
+    pub amd: Option<AmdRequest>,
+}
+
+/// The local address that routes to `trunk` (so Via/Contact/SDP carry a reachable address).
+fn local_ip_towards(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let s = UdpSocket::bind(if trunk.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })?;
+    s.connect(trunk)?;
+    Ok(s.local_addr()?.ip())
+}
+
+fn config(field: &str, msg: String) -> Error {
+    InputErrors(vec![
+        InputError::new(Path::new("campaign"), msg).field(field)
+    ])
+    .into()
+}
+
+/// The campaign's trunk resolved, its password read, its recordings loaded. A campaign that
+/// cannot place calls (no `[trunk]`, no confirmation recording, no password) is an input
+/// error, located.
+pub fn prepare(campaign: &Campaign) -> Result<Prepared> {
+    let Some(t) = &campaign.trunk else {
+        return Err(config(
+            "trunk",
+            "a [trunk] section is needed to place calls".into(),
+        ));
+    };
+    let Some(confirmation) = &campaign.confirmation else {
+        return Err(config(
+            "confirmation",
+            "an opt-out confirmation recording is needed to place calls".into(),
+        ));
+    };
+    let address = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|source| Error::Io {
+            what: format!("resolving the trunk {}", t.uri),
+            source,
+        })?
+        .next()
+        .ok_or_else(|| Error::NoAddress { uri: t.uri.clone() })?;
+    let password = t.read_password().map_err(|e| {
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        config("trunk.password", why)
+    })?;
+    let trunk = Trunk {
+        address,
+        domain: Some(format!("{}:{}", t.host, t.port)),
+        from_user: t.from_user.clone(),
+        from_domain: t.from_domain.clone(),
+        credentials: match (&t.username, password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: p,
+            }),
+            _ => None,
+        },
+        ring_timeout: campaign.ring_timeout,
+        max_call_length: t.max_call_length,
+        symmetric_rtp: t.symmetric_rtp,
+        p_asserted_identity: t.p_asserted_identity.clone(),
+    };
+    let message = Arc::new(Message::load(&campaign.message)?);
+    let confirmation = Arc::new(Message::load(confirmation)?);
+    // The configured SIP address (trunks whitelist IP:port), else the address that routes to
+    // the trunk on a port the system picks.
+    let local = match t.local_address {
+        Some(a) => a,
+        None => SocketAddr::new(
+            local_ip_towards(address).map_err(|source| Error::Io {
+                what: format!("finding the local address that reaches {address}"),
+                source,
+            })?,
+            0,
+        ),
+    };
+    let amd = match &campaign.amd {
+        Some(a) => Some(AmdRequest {
+            mode: a.mode,
+            params: a.params,
+            voicemail: match &a.voicemail {
+                Some(v) => Some(Arc::new(Message::load(v)?)),
+                None => None,
+            },
+            voicemail_sha256: a.voicemail_sha256.clone(),
+        }),
+        None => None,
+    };
+    Ok(Prepared {
+        trunk,
+        local,
+        message,
+        confirmation,
+        amd,
+    })
+}
