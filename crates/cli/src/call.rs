@@ -65,6 +65,7 @@ pub fn run(
             until: None,
             max_idle: None,
             scope: crieur_runner::Scope::One(Box::new(contact)),
+            node_timeout: crieur_runner::NODE_TIMEOUT,
         },
     )?;
     let Some(done) = ran.calls.into_iter().next() else {

@@ -49,7 +49,15 @@ pub struct RunOptions {
     /// (none: wait, however long).
     pub max_idle: Option<Duration>,
     pub scope: Scope,
+    /// On a store several nodes share: how long after its last renewal a node is presumed
+    /// dead — its claims on due contacts lapse (renewed every 10 s while it lives) and its
+    /// leases are recovered by the others as interrupted attempts. Must be longer than any
+    /// call (a lease lasts its whole call). [`NODE_TIMEOUT`] by default.
+    pub node_timeout: Duration,
 }
+
+/// The default [`RunOptions::node_timeout`]: ten minutes.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What a run works on. The caller opens the store and the log (the log's options — its
 /// signing key, checkpoint cadence — are the caller's) and builds the header
@@ -161,25 +169,16 @@ fn refill_every() -> chrono::Duration {
     chrono::Duration::seconds(10)
 }
 
-/// A node's claims on the contacts it holds are renewed at each refill for this long: a
-/// node that dies loses them then, and another node takes its contacts.
-fn claim_hold() -> chrono::Duration {
-    chrono::Duration::minutes(2)
-}
-
 /// The most contacts a run holds at once (due before the horizon, or in a call).
 const MAX_HELD: usize = 100_000;
-
-/// A lease older than this on another node of a shared store means its node died: longer
-/// than any call (ring time, message, the longest call a trunk allows).
-pub fn lease_timeout() -> chrono::Duration {
-    chrono::Duration::minutes(10)
-}
 
 /// A campaign run's window on the store's due index: the planner holds only what is due
 /// before the horizon (and the calls in progress); what it settles goes back to the store.
 struct DueFeed {
     node: crieur_dial::Node,
+    /// Contacts taken per refill: what this node can dial until the next one (twice over),
+    /// so that nodes share the due contacts instead of the first taking them all.
+    per_refill: usize,
     /// The contacts the planner holds.
     held: std::collections::HashSet<String>,
     next_refill: DateTime<Utc>,
@@ -218,8 +217,8 @@ impl DueFeed {
             node: &self.node.id,
             until: t + horizon(),
             now: t,
-            hold_until: t + claim_hold(),
-            limit: MAX_HELD,
+            hold_until: t + self.node.lease_timeout,
+            limit: (self.held.len() + self.per_refill).min(MAX_HELD),
         };
         for d in store.claim_due(&campaign.id, &claim)? {
             if self.held.contains(d.id.as_str()) {
@@ -248,9 +247,12 @@ impl DueFeed {
         self.remaining = store.progress(&campaign.id)?.remaining;
         // With nothing held, nothing needs writing back soon: look again less often (an
         // idle campaign barely wakes).
-        self.next_refill = t + match core.planner().next_due() {
-            Some(_) => refill_every(),
-            None => chrono::Duration::seconds(60),
+        let soon = |n: &DateTime<Utc>| *n <= t + horizon();
+        self.next_refill = t + match (core.planner().next_due(), self.store_next) {
+            (Some(_), _) => refill_every(),
+            // Due soon but held by other nodes: their claims may lapse.
+            (None, Some(n)) if soon(&n) => refill_every(),
+            _ => chrono::Duration::seconds(60),
         };
         Ok(())
     }
@@ -361,7 +363,8 @@ pub async fn run(
     };
     let node = crieur_dial::Node {
         id: crate::header::node_id(),
-        lease_timeout: lease_timeout(),
+        lease_timeout: chrono::Duration::from_std(opts.node_timeout)
+            .unwrap_or(chrono::Duration::MAX),
     };
     for r in crieur_dial::reconcile_node(&*store, &mut log, &entries, start, &node)? {
         st.emit(Event::Recovered(r.to_string()));
@@ -376,8 +379,14 @@ pub async fn run(
                     campaign: campaign.id.clone(),
                 });
             }
+            let pacing = campaign.effective_pacing();
+            let per_refill = (pacing.calls_per_second * refill_every().num_seconds() as f64 * 2.0)
+                .ceil()
+                .max(f64::from(pacing.max_concurrent.min(10_000)))
+                .min(MAX_HELD as f64) as usize;
             st.feed = Some(DueFeed {
                 node,
+                per_refill: per_refill.max(1),
                 held: Default::default(),
                 next_refill: start,
                 store_next: None,
