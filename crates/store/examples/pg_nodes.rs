@@ -20,6 +20,17 @@ use crieur_store::{Claim, Error, PgStore, Store};
 
 const CAMPAIGN: &str = "bench";
 
+/// What a node's workers counted.
+#[derive(Default)]
+struct Counts {
+    /// Contacts taken and re-checked.
+    dials: AtomicU64,
+    /// Leases asked for.
+    calls: AtomicU64,
+    /// Leases refused: another holder (never expected here).
+    leased_already: AtomicU64,
+}
+
 fn setup(url: &str, n: usize) {
     let store = PgStore::open(url, true).unwrap_or_else(|e| panic!("{e}"));
     let granted = Utc::now() - chrono::Duration::days(1);
@@ -56,8 +67,16 @@ fn setup(url: &str, n: usize) {
     );
 }
 
-/// One worker: takes a few due contacts at a time and dials each once.
-fn worker(store: &PgStore, node: &str, deadline: Instant, dials: &AtomicU64, calls: &AtomicU64) {
+/// One worker: takes a few due contacts at a time and dials each once. Each worker claims
+/// under a name of its own (`node/k`): a node's claims are its planner's, and a node's
+/// workers here stand for concurrent calls of one planner, which never takes a contact it
+/// already holds.
+fn worker(store: &PgStore, node: &str, deadline: Instant, counts: &Counts) {
+    let Counts {
+        dials,
+        calls,
+        leased_already,
+    } = counts;
     while Instant::now() < deadline {
         let now = Utc::now();
         let due = store
@@ -97,7 +116,10 @@ fn worker(store: &PgStore, node: &str, deadline: Instant, dials: &AtomicU64, cal
             let call = format!("{node}:{}", calls.fetch_add(1, Ordering::Relaxed));
             match store.lease(CAMPAIGN, &d.id, c.phone(), Utc::now(), &call) {
                 Ok(()) => {}
-                Err(Error::Leased { .. }) => continue,
+                Err(Error::Leased { .. }) => {
+                    leased_already.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 Err(e) => panic!("{e}"),
             }
             store
@@ -114,18 +136,20 @@ fn node(url: &str, node: &str, secs: u64, workers: usize) {
     let store = PgStore::open(url, false)
         .unwrap_or_else(|e| panic!("{e}"))
         .with_node(node);
-    let (dials, calls) = (AtomicU64::new(0), AtomicU64::new(0));
+    let counts = Counts::default();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| worker(&store, node, deadline, &dials, &calls));
+        for k in 0..workers {
+            let (store, counts) = (&store, &counts);
+            s.spawn(move || worker(store, &format!("{node}/{k}"), deadline, counts));
         }
     });
     println!(
-        "node={node} dials={} leases={} secs={:.2}",
-        dials.load(Ordering::Relaxed),
-        calls.load(Ordering::Relaxed),
+        "node={node} dials={} leases={} refused={} secs={:.2}",
+        counts.dials.load(Ordering::Relaxed),
+        counts.calls.load(Ordering::Relaxed),
+        counts.leased_already.load(Ordering::Relaxed),
         start.elapsed().as_secs_f64()
     );
 }
