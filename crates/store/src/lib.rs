@@ -20,6 +20,7 @@ use sha2::Sha256;
 
 mod buckets;
 mod due;
+mod dueidx;
 mod pg;
 
 pub use pg::{redact, PgStore};
@@ -239,11 +240,10 @@ const ATTEMPTS: &str = "attempts-3";
 /// Version 1 (one key `campaign \0 id` per contact in the tree `contacts`) is migrated on open.
 const FORMAT_1: &[u8] = b"crieur-store-1";
 const CONTACTS: &str = "contacts-b";
-/// The due index's trees (see [`SledStore`]), and the meta key saying it is built (a store
+/// The due index's tree (see `dueidx`), and the meta key saying it is built (a store
 /// written before it existed gets it on open, every contact due at its earliest grant).
-const DUE: &str = "due-1";
-const DUEOF: &str = "dueof-1";
-const DUE_MARKER: &str = "due-index";
+const DUE: &str = "due-2";
+const DUE_MARKER: &str = "due-index-2";
 
 /// Rewrites a version-1 store's contacts into buckets. Crash-safe: the new tree is rebuilt
 /// from scratch and flushed before the format marker changes, and the old tree is dropped
@@ -371,12 +371,10 @@ pub struct SledStore {
     optouts: sled::Tree,
     leases: sled::Tree,
     attempts: sled::Tree,
-    /// The ordered due index: `campaign 0x00 ord(due µs) id` → nothing.
+    /// The due index (see `dueidx`).
     due: sled::Tree,
-    /// Each contact's due entry, `o campaign 0x00 id` → due µs (8 bytes, BE) or nothing
-    /// (done), and counters per contacts bucket, `c campaign 0x00 bucket` → remaining,
-    /// done (u64 LE each). The truth the ordered index is checked against.
-    dueof: sled::Tree,
+    /// Serialises the due index's read-modify-writes (a process holds the store alone).
+    due_lock: std::sync::Mutex<()>,
     /// Claims of this process ([`Store::claim_due`]): an embedded store is held by one
     /// process at a time (sled locks it), so they need not outlive it.
     claims: std::sync::Mutex<Claims>,
@@ -510,7 +508,7 @@ impl SledStore {
             leases: db.open_tree(LEASES).map_err(io)?,
             attempts: db.open_tree(ATTEMPTS).map_err(io)?,
             due: db.open_tree(DUE).map_err(io)?,
-            dueof: db.open_tree(DUEOF).map_err(io)?,
+            due_lock: Default::default(),
             claims: Default::default(),
             db,
             key,
@@ -913,185 +911,42 @@ impl SledStore {
 /// Claims held in this process: (campaign, contact) → (node, held until, µs).
 type Claims = std::collections::HashMap<(String, String), (String, i64)>;
 
-/// The due index writes of one import batch (see `upsert_contacts`).
-struct DueBatches {
-    index_new: sled::Batch,
-    entries: sled::Batch,
-    index_stale: sled::Batch,
-}
-
-/// `campaign 0x00 ord(due) id`: a key of the ordered due index.
-fn due_key(campaign: &str, us: i64, id: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(campaign.len() + 9 + id.len());
-    k.extend_from_slice(campaign.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&due::ord(us));
-    k.extend_from_slice(id);
-    k
-}
-
-/// `o campaign 0x00 id`: a contact's due entry.
-fn dueof_key(campaign: &str, id: &[u8]) -> Vec<u8> {
-    let mut k = vec![b'o'];
-    k.extend_from_slice(&lease_key(campaign, &String::from_utf8_lossy(id)));
-    k
-}
-
-/// `c campaign 0x00 bucket`: the counters of one contacts bucket.
-fn count_key(campaign: &str, bucket: u16) -> Vec<u8> {
-    let mut k = vec![b'c'];
-    k.extend_from_slice(&buckets::bucket_key(campaign, bucket));
-    k
-}
-
-fn due_entry(after: Option<i64>) -> Vec<u8> {
-    after.map_or_else(Vec::new, |us| us.to_be_bytes().to_vec())
-}
-
-fn decode_due_entry(key: &[u8], v: &[u8]) -> Result<Option<i64>> {
-    match v.len() {
-        0 => Ok(None),
-        _ => <[u8; 8]>::try_from(v)
-            .map(|b| Some(i64::from_be_bytes(b)))
-            .map_err(|_| Error::Corrupt {
-                key: String::from_utf8_lossy(key).replace('\0', "/"),
-                why: format!("a due entry of {} bytes", v.len()),
-            }),
-    }
-}
-
-fn encode_counts(p: Progress) -> [u8; 16] {
-    let mut b = [0; 16];
-    b[..8].copy_from_slice(&p.remaining.to_le_bytes());
-    b[8..].copy_from_slice(&p.done.to_le_bytes());
-    b
-}
-
-fn decode_counts(key: &[u8], v: &[u8]) -> Result<Progress> {
-    let half = |r: std::ops::Range<usize>| {
-        v.get(r)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_le_bytes)
-    };
-    match (v.len(), half(0..8), half(8..16)) {
-        (16, Some(remaining), Some(done)) => Ok(Progress { remaining, done }),
-        _ => Err(Error::Corrupt {
-            key: String::from_utf8_lossy(key).replace('\0', "/"),
-            why: format!("counters of {} bytes", v.len()),
-        }),
-    }
-}
-
 fn instant_us(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
 impl SledStore {
-    /// A contact's due entry: `None` if it has none.
-    fn due_entry_of(&self, campaign: &str, id: &[u8]) -> Result<Option<Option<i64>>> {
-        let k = dueof_key(campaign, id);
-        self.dueof
-            .get(&k)
-            .map_err(io)?
-            .map(|v| decode_due_entry(&k, &v))
-            .transpose()
-    }
-
-    fn counts(&self, key: &[u8]) -> Result<Progress> {
-        self.dueof
-            .get(key)
-            .map_err(io)?
-            .map_or(Ok(Progress::default()), |v| decode_counts(key, &v))
-    }
-
-    /// The due index writes for what an import did (one batch of whole buckets).
-    fn due_changes(&self, campaign: &str, imported: &[due::Imported]) -> Result<DueBatches> {
-        let mut out = DueBatches {
-            index_new: Default::default(),
-            entries: Default::default(),
-            index_stale: Default::default(),
-        };
-        let mut counts: std::collections::BTreeMap<u16, Progress> = Default::default();
-        for imp in imported {
-            let id = imp.id.as_bytes();
-            let before = match imp.existed {
-                true => self.due_entry_of(campaign, id)?,
-                false => None,
-            };
-            let Some(after) = imp.due_after(before) else {
-                continue;
-            };
-            let bucket = buckets::bucket_of(&imp.id);
-            let p = match counts.entry(bucket) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(self.counts(&count_key(campaign, bucket))?)
-                }
-            };
-            due::count(p, before, after);
-            if let Some(a) = after {
-                out.index_new.insert(due_key(campaign, a, id), &[][..]);
-            }
-            if let Some(Some(b)) = before {
-                out.index_stale.remove(due_key(campaign, b, id));
-            }
-            out.entries
-                .insert(dueof_key(campaign, id), due_entry(after));
-        }
-        for (bucket, p) in counts {
-            out.entries
-                .insert(count_key(campaign, bucket), &encode_counts(p)[..]);
-        }
-        Ok(out)
-    }
-
-    /// Builds the due index of a store written before it existed: every contact due at its
-    /// earliest consent grant. Rebuilt from scratch (a crash before the marker is set makes
-    /// the next open start over).
-    fn build_due_index(&self) -> Result<()> {
-        self.due.clear().map_err(io)?;
-        self.dueof.clear().map_err(io)?;
-        for kv in self.contacts.iter() {
-            let (key, bucket) = kv.map_err(io)?;
-            let (Some(sep), Some(b)) = (
-                key.iter().position(|&c| c == 0),
-                key.len()
-                    .checked_sub(2)
-                    .and_then(|i| key.get(i..))
-                    .and_then(|b| <[u8; 2]>::try_from(b).ok()),
-            ) else {
-                return Err(bucket_corrupt(&key, "not a bucket key".into()));
-            };
-            let campaign = String::from_utf8_lossy(&key[..sep]).into_owned();
-            let mut p = Progress::default();
-            let (mut index, mut entries) = (sled::Batch::default(), sled::Batch::default());
-            for e in buckets::Entries::new(&bucket) {
-                let (id, v) = e.map_err(|why| bucket_corrupt(&key, why))?;
-                let s: StoredContact = postcard::from_bytes(v).map_err(|e| Error::Corrupt {
-                    key: format!("{campaign}/{}", String::from_utf8_lossy(id)),
-                    why: e.to_string(),
-                })?;
-                let after = due::earliest(&s);
-                due::count(&mut p, None, after);
-                if let Some(a) = after {
-                    index.insert(due_key(&campaign, a, id), &[][..]);
-                }
-                entries.insert(dueof_key(&campaign, id), due_entry(after));
-            }
-            entries.insert(
-                count_key(&campaign, u16::from_be_bytes(b)),
-                &encode_counts(p)[..],
-            );
-            self.due.apply_batch(index).map_err(io)?;
-            self.dueof.apply_batch(entries).map_err(io)?;
-        }
-        self.durable()
-    }
-
     fn lock_claims(&self) -> Result<std::sync::MutexGuard<'_, Claims>> {
         self.claims
             .lock()
             .map_err(|_| Error::Io("the claims table was poisoned by a panic".into()))
+    }
+
+    fn lock_due(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.due_lock
+            .lock()
+            .map_err(|_| Error::Io("the due index lock was poisoned by a panic".into()))
+    }
+
+    /// The due index's writes for what an import did to some buckets' contacts.
+    fn due_batch(
+        &self,
+        campaign: &str,
+        imported: &[(u16, Vec<due::Imported>)],
+    ) -> Result<sled::Batch> {
+        let mut batch = sled::Batch::default();
+        for (bucket, imps) in imported {
+            let mut change = dueidx::BucketChange::load(self, campaign, *bucket)?;
+            for imp in imps {
+                let id = imp.id.as_bytes();
+                let before = change.get(id);
+                if let Some(after) = imp.due_after(before) {
+                    change.set(id, before, after)?;
+                }
+            }
+            change.write(&mut batch);
+        }
+        Ok(batch)
     }
 }
 
@@ -1127,28 +982,21 @@ impl Store for SledStore {
                     // Stable: the same id twice keeps file order.
                     group.sort_by(|a, b| a.id().cmp(b.id()));
                     let key = buckets::bucket_key(campaign, bucket);
-                    let value =
-                        self.merge_bucket(campaign, &key, &group, &mut stats, &mut imported)?;
+                    let mut imp = Vec::new();
+                    let value = self.merge_bucket(campaign, &key, &group, &mut stats, &mut imp)?;
                     batch.insert(key, value);
+                    imported.push((bucket, imp));
                     in_batch += group.len();
                 }
-                let due = self.due_changes(campaign, &imported)?;
-                // The ordered index first (an extra entry is harmless: readers check it
-                // against the contact's own entry), then the contacts, then their entries
-                // and counters; stale ordered entries go last.
-                self.due
-                    .apply_batch(due.index_new)
-                    .and_then(|()| self.db.flush().map(|_| ()))
-                    .map_err(io)?;
-                self.contacts
-                    .apply_batch(batch)
-                    .and_then(|()| self.db.flush().map(|_| ()))
-                    .map_err(io)?;
-                self.dueof
-                    .apply_batch(due.entries)
-                    .and_then(|()| self.due.apply_batch(due.index_stale))
-                    .and_then(|()| self.db.flush().map(|_| ()))
-                    .map_err(io)?;
+                // The contacts, then their due entries (a contact left without its entry by
+                // a crash in between gets it when the import is run again).
+                self.contacts.apply_batch(batch).map_err(io)?;
+                {
+                    let _held = self.lock_due()?;
+                    let due = self.due_batch(campaign, &imported)?;
+                    self.due.apply_batch(due).map_err(io)?;
+                }
+                self.db.flush().map_err(io)?;
                 written.fetch_add(in_batch, Ordering::Relaxed);
             }
             Ok(stats)
@@ -1461,42 +1309,30 @@ impl Store for SledStore {
     }
 
     fn set_due(&self, campaign: &str, due: &[(ContactId, Option<DateTime<Utc>>)]) -> Result<()> {
-        use sled::transaction::{ConflictableTransactionError as Abort, TransactionError};
-        use sled::Transactional;
-        let r = (&self.due, &self.dueof).transaction(|(index, entries)| {
-            let abort = |e: Error| Abort::Abort(e);
-            for (id, when) in due {
-                let idb = id.as_str().as_bytes();
-                let ek = dueof_key(campaign, idb);
-                let Some(v) = entries.get(&ek)? else {
-                    continue;
-                };
-                let before = decode_due_entry(&ek, &v).map_err(abort)?;
-                let after = when.map(micros);
-                if before == after {
-                    continue;
+        // By bucket; the last instant given for a contact wins.
+        let mut by_bucket: std::collections::BTreeMap<u16, Vec<(&ContactId, Option<i64>)>> =
+            Default::default();
+        for (id, when) in due {
+            by_bucket
+                .entry(buckets::bucket_of(id.as_str()))
+                .or_default()
+                .push((id, when.map(micros)));
+        }
+        {
+            let _held = self.lock_due()?;
+            let mut batch = sled::Batch::default();
+            for (bucket, changes) in by_bucket {
+                let mut change = dueidx::BucketChange::load(self, campaign, bucket)?;
+                for (id, after) in changes {
+                    let idb = id.as_str().as_bytes();
+                    // Ids not in the store are ignored.
+                    if let Some(before) = change.get(idb) {
+                        change.set(idb, Some(before), after)?;
+                    }
                 }
-                let ck = count_key(campaign, buckets::bucket_of(id.as_str()));
-                let mut p = match entries.get(&ck)? {
-                    Some(v) => decode_counts(&ck, &v).map_err(abort)?,
-                    None => Progress::default(),
-                };
-                due::count(&mut p, Some(before), after);
-                entries.insert(ck, &encode_counts(p)[..])?;
-                entries.insert(ek, due_entry(after))?;
-                if let Some(b) = before {
-                    index.remove(due_key(campaign, b, idb))?;
-                }
-                if let Some(a) = after {
-                    index.insert(due_key(campaign, a, idb), &[][..])?;
-                }
+                change.write(&mut batch);
             }
-            Ok(())
-        });
-        match r {
-            Ok(()) => {}
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(io(e)),
+            self.due.apply_batch(batch).map_err(io)?;
         }
         self.durable()?;
         let mut claims = self.lock_claims()?;
@@ -1507,51 +1343,34 @@ impl Store for SledStore {
     }
 
     fn due_of(&self, campaign: &str, id: &ContactId) -> Result<Option<Option<DateTime<Utc>>>> {
-        Ok(self
-            .due_entry_of(campaign, id.as_str().as_bytes())?
+        let change = dueidx::BucketChange::load(self, campaign, buckets::bucket_of(id.as_str()))?;
+        Ok(change
+            .get(id.as_str().as_bytes())
             .map(|d| d.map(instant_us)))
     }
 
     fn claim_due(&self, campaign: &str, claim: &Claim<'_>) -> Result<Vec<DueContact>> {
-        let mut start = campaign.as_bytes().to_vec();
-        start.push(0);
-        let skip = start.len();
-        let end = due_key(campaign, micros(claim.until).saturating_add(1), b"");
         let now = micros(claim.now);
         let mut claims = self.lock_claims()?;
         let mut out = Vec::new();
-        for kv in self.due.range(start..end) {
-            if out.len() >= claim.limit {
-                break;
-            }
-            let (k, _) = kv.map_err(io)?;
-            let (Some(us), Some(id)) = (
-                k.get(skip..skip + 8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(due::unord),
-                k.get(skip + 8..),
-            ) else {
-                continue;
-            };
-            // The ordered index may hold stale entries (see upsert_contacts): the contact's
-            // own entry decides.
-            if self.due_entry_of(campaign, id)? != Some(Some(us)) {
-                continue;
-            }
-            let id = String::from_utf8_lossy(id).into_owned();
-            if let Some((node, hold)) = claims.get(&(campaign.to_owned(), id.clone())) {
-                if node != claim.node && *hold > now {
-                    continue;
+        if claim.limit > 0 {
+            self.walk_due(campaign, micros(claim.until), |us, id| {
+                let id = String::from_utf8_lossy(id).into_owned();
+                if let Some((node, hold)) = claims.get(&(campaign.to_owned(), id.clone())) {
+                    if node != claim.node && *hold > now {
+                        return Ok(true);
+                    }
                 }
-            }
-            let cid = ContactId::new(id).map_err(|e| Error::Corrupt {
-                key: String::from_utf8_lossy(&k).replace('\0', "/"),
-                why: e.to_string(),
+                let cid = ContactId::new(id).map_err(|e| Error::Corrupt {
+                    key: format!("due entry of {campaign}"),
+                    why: e.to_string(),
+                })?;
+                out.push(DueContact {
+                    id: cid,
+                    due: instant_us(us),
+                });
+                Ok(out.len() < claim.limit)
             })?;
-            out.push(DueContact {
-                id: cid,
-                due: instant_us(us),
-            });
         }
         for d in &out {
             claims.insert(
@@ -1563,39 +1382,16 @@ impl Store for SledStore {
     }
 
     fn next_due(&self, campaign: &str) -> Result<Option<DateTime<Utc>>> {
-        let mut prefix = campaign.as_bytes().to_vec();
-        prefix.push(0);
-        let skip = prefix.len();
-        for kv in self.due.scan_prefix(&prefix) {
-            let (k, _) = kv.map_err(io)?;
-            let (Some(us), Some(id)) = (
-                k.get(skip..skip + 8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(due::unord),
-                k.get(skip + 8..),
-            ) else {
-                continue;
-            };
-            // A stale ordered entry is passed over (see upsert_contacts).
-            if self.due_entry_of(campaign, id)? == Some(Some(us)) {
-                return Ok(Some(instant_us(us)));
-            }
-        }
-        Ok(None)
+        let mut first = None;
+        self.walk_due(campaign, i64::MAX, |us, _| {
+            first = Some(instant_us(us));
+            Ok(false)
+        })?;
+        Ok(first)
     }
 
     fn progress(&self, campaign: &str) -> Result<Progress> {
-        let mut prefix = vec![b'c'];
-        prefix.extend_from_slice(campaign.as_bytes());
-        prefix.push(0);
-        let mut total = Progress::default();
-        for kv in self.dueof.scan_prefix(&prefix) {
-            let (k, v) = kv.map_err(io)?;
-            let p = decode_counts(&k, &v)?;
-            total.remaining += p.remaining;
-            total.done += p.done;
-        }
-        Ok(total)
+        self.due_counts(campaign)
     }
 }
 
