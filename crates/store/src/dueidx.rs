@@ -115,6 +115,18 @@ fn decode_slot(k: &[u8], mut v: &[u8]) -> Result<Slot> {
     Ok(out)
 }
 
+/// The slot entry at `at` in a slot value: (due, id, where the next one starts).
+fn slot_entry<'v>(k: &[u8], v: &'v [u8], at: usize) -> Result<Option<(i64, &'v [u8], usize)>> {
+    let Some(mut rest) = v.get(at..).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let d = i64_at(rest).ok_or_else(|| corrupt(k, "a truncated slot entry"))?;
+    rest = &rest[8..];
+    let before = rest.len();
+    let id = take(&mut rest).ok_or_else(|| corrupt(k, "a truncated slot entry"))?;
+    Ok(Some((d, id, at + 8 + (before - rest.len()))))
+}
+
 fn encode_slot(s: &Slot) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len() * 20);
     for (d, id) in s {
@@ -237,51 +249,55 @@ impl<'s> BucketChange<'s> {
 }
 
 impl SledStore {
-    /// Every entry due at or before `until_us`, slot by slot (earliest first within each),
-    /// while `more` says to go on.
+    /// Every entry due at or before `until_us`, earliest first, while `more` says to go on.
+    /// Slot by slot; within a slot, a lazy merge of its buckets' sorted values: the cost is
+    /// the entries yielded (and one read per bucket of each slot reached), not the slot's
+    /// size.
     pub(crate) fn walk_due(
         &self,
         campaign: &str,
         until_us: i64,
         mut more: impl FnMut(i64, &[u8]) -> Result<bool>,
     ) -> Result<()> {
+        use std::cmp::Reverse;
         let start = key(b's', campaign);
         let mut end = key(b's', campaign);
         end.extend_from_slice(&due::ord(slot_of(until_us).saturating_add(1)));
-        let mut current: Option<(i64, Slot)> = None;
-        let flush = |cur: &mut Option<(i64, Slot)>,
-                     more: &mut dyn FnMut(i64, &[u8]) -> Result<bool>|
-         -> Result<bool> {
-            if let Some((_, s)) = cur.take() {
-                for (d, id) in &s {
-                    if *d > until_us {
-                        break;
-                    }
-                    if !more(*d, id)? {
-                        return Ok(false);
-                    }
-                }
-            }
-            Ok(true)
-        };
-        for kv in self.due.range(start.clone()..end) {
-            let (k, v) = kv.map_err(io)?;
-            let slot = k
-                .get(start.len()..start.len() + 8)
+        let slot_from = |k: &[u8]| {
+            k.get(start.len()..start.len() + 8)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(due::unord)
-                .ok_or_else(|| corrupt(&k, "a slot key too short"))?;
-            if current.as_ref().is_some_and(|(s, _)| *s != slot) && !flush(&mut current, &mut more)?
-            {
-                return Ok(());
+                .ok_or_else(|| corrupt(k, "a slot key too short"))
+        };
+        let mut iter = self.due.range(start.clone()..end).peekable();
+        while let Some(kv) = iter.next() {
+            let (k, v) = kv.map_err(io)?;
+            let slot = slot_from(&k)?;
+            let mut values = vec![(k, v)];
+            while let Some(Ok((k2, _))) = iter.peek() {
+                if slot_from(k2)? != slot {
+                    break;
+                }
+                if let Some(kv) = iter.next() {
+                    values.push(kv.map_err(io)?);
+                }
             }
-            let entries = decode_slot(&k, &v)?;
-            match &mut current {
-                Some((_, s)) => s.extend(entries),
-                None => current = Some((slot, entries)),
+            let mut heap = std::collections::BinaryHeap::new();
+            for (i, (k, v)) in values.iter().enumerate() {
+                if let Some(e) = slot_entry(k, v, 0)? {
+                    heap.push(Reverse((e.0, e.1.to_vec(), i, e.2)));
+                }
+            }
+            while let Some(Reverse((d, id, i, next))) = heap.pop() {
+                if d > until_us || !more(d, &id)? {
+                    return Ok(());
+                }
+                let (k, v) = &values[i];
+                if let Some(e) = slot_entry(k, v, next)? {
+                    heap.push(Reverse((e.0, e.1.to_vec(), i, e.2)));
+                }
             }
         }
-        flush(&mut current, &mut more)?;
         Ok(())
     }
 

@@ -205,28 +205,29 @@ fn migrate(client: &mut Client, shown: &str, create: bool) -> Result<[u8; 32]> {
             .map(|r| r.get::<_, bool>(0))
             .map_err(pg_err)
     };
-    if !has(client, "crieur_migrations")? {
-        if !create {
-            return Err(Error::Missing { path: shown.into() });
-        }
-        let others: i64 = client
-            .query_one(
-                "SELECT count(*) FROM information_schema.tables \
-                 WHERE table_schema = current_schema()",
-                &[],
-            )
-            .map_err(pg_err)?
-            .get(0);
-        if others > 0 {
-            return Err(not_a_store(format!(
-                "the database holds {others} other tables and no crieur store"
-            )));
-        }
-    }
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .map_err(pg_err)?;
     let r = (|| {
+        // Under the lock: a node that finds no store may be racing one that creates it.
+        if !has(client, "crieur_migrations")? {
+            if !create {
+                return Err(Error::Missing { path: shown.into() });
+            }
+            let others: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM information_schema.tables \
+                     WHERE table_schema = current_schema()",
+                    &[],
+                )
+                .map_err(pg_err)?
+                .get(0);
+            if others > 0 {
+                return Err(not_a_store(format!(
+                    "the database holds {others} other tables and no crieur store"
+                )));
+            }
+        }
         client
             .batch_execute(
                 "CREATE TABLE IF NOT EXISTS crieur_migrations (
