@@ -934,9 +934,17 @@ impl SledStore {
         campaign: &str,
         imported: &[(u16, Vec<due::Imported>)],
     ) -> Result<sled::Batch> {
+        let mut by_bucket: std::collections::BTreeMap<u16, Vec<&due::Imported>> =
+            Default::default();
+        for imp in imported.iter().flat_map(|(_, imps)| imps) {
+            by_bucket
+                .entry(buckets::due_bucket_of(&imp.id))
+                .or_default()
+                .push(imp);
+        }
         let mut batch = sled::Batch::default();
-        for (bucket, imps) in imported {
-            let mut change = dueidx::BucketChange::load(self, campaign, *bucket)?;
+        for (bucket, imps) in by_bucket {
+            let mut change = dueidx::BucketChange::load(self, campaign, bucket)?;
             for imp in imps {
                 let id = imp.id.as_bytes();
                 let before = change.get(id);
@@ -1314,7 +1322,7 @@ impl Store for SledStore {
             Default::default();
         for (id, when) in due {
             by_bucket
-                .entry(buckets::bucket_of(id.as_str()))
+                .entry(buckets::due_bucket_of(id.as_str()))
                 .or_default()
                 .push((id, when.map(micros)));
         }
@@ -1343,7 +1351,8 @@ impl Store for SledStore {
     }
 
     fn due_of(&self, campaign: &str, id: &ContactId) -> Result<Option<Option<DateTime<Utc>>>> {
-        let change = dueidx::BucketChange::load(self, campaign, buckets::bucket_of(id.as_str()))?;
+        let change =
+            dueidx::BucketChange::load(self, campaign, buckets::due_bucket_of(id.as_str()))?;
         Ok(change
             .get(id.as_str().as_bytes())
             .map(|d| d.map(instant_us)))
