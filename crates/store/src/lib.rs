@@ -998,14 +998,17 @@ impl Store for SledStore {
                 }
                 // The contacts, then their due entries (a contact left without its entry by
                 // a crash in between gets it when the import is run again).
-                self.contacts.apply_batch(batch).map_err(io)?;
+                self.contacts
+                    .apply_batch(batch)
+                    .and_then(|()| self.db.flush().map(|_| ()))
+                    .map_err(io)?;
+                written.fetch_add(in_batch, Ordering::Relaxed);
                 {
                     let _held = self.lock_due()?;
                     let due = self.due_batch(campaign, &imported)?;
                     self.due.apply_batch(due).map_err(io)?;
                 }
                 self.db.flush().map_err(io)?;
-                written.fetch_add(in_batch, Ordering::Relaxed);
             }
             Ok(stats)
         };
