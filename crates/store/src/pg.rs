@@ -230,9 +230,7 @@ fn migrate(client: &mut Client, shown: &str, create: bool) -> Result<[u8; 32]> {
         }
         client
             .batch_execute(
-                "CREATE TABLE IF NOT EXISTS crieur_migrations (
-                     version    integer PRIMARY KEY,
-                     applied_at timestamptz NOT NULL DEFAULT now())",
+                "CREATE TABLE IF NOT EXISTS crieur_migrations (version integer PRIMARY KEY)",
             )
             .map_err(pg_err)?;
         for (version, sql) in MIGRATIONS {
