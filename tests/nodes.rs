@@ -1,5 +1,5 @@
 //! Several nodes, one campaign, one PostgreSQL store: three `crieur run` processes against
-//! sipp (the callee network), one SIGKILLed in the middle of a call, an opt-out recorded by
+//! sipp (the callee network), the first to hold a lease SIGKILLed in the middle of that call, an opt-out recorded by
 //! another process mid-run. Then the invariants: no contact dialled twice, no lease left
 //! (the dead node's call recovered by a live node as an interrupted attempt), nobody dialled
 //! after their opt-out, every chain intact, and the merged replay of every node's log finds
@@ -67,6 +67,20 @@ fn wait(mut child: Child, name: &str, deadline: Instant) -> Output {
     }
 }
 
+fn query_text(url: &str, sql: &str) -> Option<String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut c =
+                postgres::Client::connect(url, postgres::NoTls).unwrap_or_else(|e| panic!("{e}"));
+            c.query_one(sql, &[])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<_, Option<String>>(0)
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("{sql}"))
+    })
+}
+
 fn query_i64(url: &str, sql: &str) -> i64 {
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -126,15 +140,33 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
         .timeout_secs(180)
         .start();
     let deadline = Instant::now() + Duration::from_secs(170);
-    let killed = node(d, url, "node-1");
-    let (n2, n3) = (node(d, url, "node-2"), node(d, url, "node-3"));
-    // node-1 is killed in the middle of a call: once it holds a lease.
-    let leases_of_1 = "SELECT count(*) FROM crieur_leases WHERE node = 'node-1'";
-    while query_i64(url, leases_of_1) == 0 {
-        assert!(Instant::now() < deadline, "node-1 never placed a call");
+    let mut nodes: Vec<(String, Child)> = (1..=3)
+        .map(|k| {
+            let name = format!("node-{k}");
+            let child = node(d, url, &name);
+            (name, child)
+        })
+        .collect();
+    // The first node to hold a lease is killed in the middle of that call.
+    let victim = loop {
+        let holder = query_text(url, "SELECT min(node) FROM crieur_leases");
+        if let Some(name) = holder {
+            break name;
+        }
+        assert!(Instant::now() < deadline, "no node placed a call");
+        for (name, child) in &mut nodes {
+            assert!(
+                !matches!(child.try_wait(), Ok(Some(_))),
+                "{name} ended before any call"
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut killed = killed;
+    };
+    let at = nodes
+        .iter()
+        .position(|(n, _)| *n == victim)
+        .unwrap_or_else(|| panic!("no node named {victim}"));
+    let (_, mut killed) = nodes.remove(at);
     killed.kill().unwrap_or_else(|e| panic!("{e}")); // SIGKILL
     let _ = killed.wait();
     // An opt-out recorded by another process: no node may dial these numbers from now on.
@@ -154,8 +186,8 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
         );
         assert!(o.status.success(), "{}", text(&o.stderr));
     }
-    for (child, name) in [(n2, "node-2"), (n3, "node-3")] {
-        let o = wait(child, name, deadline);
+    for (name, child) in nodes {
+        let o = wait(child, &name, deadline);
         assert!(
             o.status.success(),
             "{name}: {}{}",
@@ -170,14 +202,15 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
     assert_eq!(query_i64(url, "SELECT count(*) FROM crieur_leases"), 0);
     let opted = "SELECT count(*) FROM crieur_attempts WHERE contact IN ('n30', 'n31', 'n32')";
     assert_eq!(query_i64(url, opted), 0, "dialled after the opt-out");
-    // node-1's call was recovered by a live node: an interrupted attempt that counts.
+    // The killed node's call was recovered by a live node: an interrupted attempt that counts.
     let interrupted = "SELECT count(*) FROM crieur_attempts WHERE outcome = 'interrupted'";
     assert!(query_i64(url, interrupted) >= 1);
     // Everyone else was dialled, by the nodes together.
     let dialled = query_i64(url, "SELECT count(DISTINCT contact) FROM crieur_attempts");
     assert_eq!(dialled, 30, "every contact not opted out was dialled");
-    // Every chain verifies (node-1's torn tail, if the kill tore one, set aside first).
-    let o = crieur(d, &["audit", "repair", "node-1.audit"]);
+    // Every chain verifies (the killed node's torn tail, if the kill tore one, set aside first).
+    let victim_log = format!("{victim}.audit");
+    let o = crieur(d, &["audit", "repair", &victim_log]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let logs = [
         "node-1.audit",
@@ -189,7 +222,7 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
     verify.extend(logs);
     let o = crieur(d, &verify);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
-    // Merged, the logs account for every call: each node alone does not (node-1's INVITE
+    // Merged, the logs account for every call: each node alone does not (the killed node's INVITE
     // has its outcome in another node's log).
     let mut replay = vec!["audit", "replay", "--format", "json"];
     replay.extend(logs);
@@ -203,9 +236,9 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
         Some(3 + 4),
         "3 runs and 4 control commands"
     );
-    let o = crieur(d, &["audit", "replay", "node-1.audit"]);
+    let o = crieur(d, &["audit", "replay", &victim_log]);
     assert!(
         !o.status.success(),
-        "node-1's log alone has an INVITE without its outcome"
+        "the killed node's log alone has an INVITE without its outcome"
     );
 }

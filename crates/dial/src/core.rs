@@ -95,6 +95,11 @@ impl<'p> Core<'p> {
             .collect()
     }
 
+    /// Changes the planner's pacing (see [`Planner::set_pacing`]).
+    pub fn set_pacing(&mut self, pacing: crieur_engine::Pacing) {
+        self.planner.set_pacing(pacing);
+    }
+
     /// The trunk's health (its breaker, why dialling stopped).
     pub fn health(&self) -> &TrunkHealth {
         &self.health

@@ -593,6 +593,13 @@ impl<'p> Planner<'p> {
         Some(due.max(token))
     }
 
+    /// Changes the pacing (e.g. this node's share of a campaign's, as nodes come and go):
+    /// the token bucket keeps what it holds, up to the new rate's burst.
+    pub fn set_pacing(&mut self, pacing: Pacing) {
+        self.tokens = self.tokens.min(pacing.calls_per_second.max(1.0));
+        self.pacing = pacing;
+    }
+
     /// Calls in progress.
     pub fn in_flight(&self) -> u32 {
         self.in_flight

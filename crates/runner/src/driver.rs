@@ -213,6 +213,10 @@ impl DueFeed {
         for r in crieur_dial::recover_expired(&**store, log, t, &self.node)? {
             st.emit(Event::Recovered(r.to_string()));
         }
+        // The campaign's pacing (and the trunk's) is shared among the nodes seen within
+        // the last three refills: each takes its share.
+        let live = store.node_alive(&campaign.id, &self.node.id, t, t - refill_every() * 3)?;
+        core.set_pacing(share(campaign.effective_pacing(), live));
         let claim = Claim {
             node: &self.node.id,
             until: t + horizon(),
@@ -271,6 +275,16 @@ impl DueFeed {
         }
         store.set_due(&campaign.id, &all)?;
         Ok(())
+    }
+}
+
+/// One node's share of a campaign's pacing among `nodes`: the rate divided, the concurrent
+/// calls divided (rounded down, at least one each).
+fn share(p: crieur_engine::Pacing, nodes: u32) -> crieur_engine::Pacing {
+    let n = nodes.max(1);
+    crieur_engine::Pacing {
+        calls_per_second: p.calls_per_second / f64::from(n),
+        max_concurrent: (p.max_concurrent / n).max(1),
     }
 }
 

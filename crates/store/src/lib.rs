@@ -169,6 +169,16 @@ pub trait Store {
     fn claim_due(&self, campaign: &str, claim: &Claim<'_>) -> Result<Vec<DueContact>>;
     /// The earliest due instant of the campaign's contacts (claimed or not), if any remain.
     fn next_due(&self, campaign: &str) -> Result<Option<DateTime<Utc>>>;
+    /// Records that `node` works on the campaign at `now`, and returns how many nodes did
+    /// since `since` (itself included): the campaign's pacing is shared among them. An
+    /// embedded store has one process: always 1.
+    fn node_alive(
+        &self,
+        campaign: &str,
+        node: &str,
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> Result<u32>;
     /// How many contacts of the campaign are remaining (have a due instant) and done, from
     /// counters kept with the due index (no scan of the contacts).
     fn progress(&self, campaign: &str) -> Result<Progress>;
@@ -1404,6 +1414,11 @@ impl Store for SledStore {
 
     fn progress(&self, campaign: &str) -> Result<Progress> {
         self.due_counts(campaign)
+    }
+
+    fn node_alive(&self, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<u32> {
+        // sled lets one process hold the store: this one.
+        Ok(1)
     }
 }
 

@@ -30,7 +30,10 @@ use crate::{
 };
 
 /// The migrations, in order: (version, SQL). Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_nodes.sql")),
+];
 
 /// The schema's format marker (table `crieur_meta`).
 const FORMAT: &[u8] = b"crieur-pg-1";
@@ -806,6 +809,31 @@ impl Store for PgStore {
             .map_err(pg_err)
         })?;
         Ok(r.map(instant_us))
+    }
+
+    fn node_alive(
+        &self,
+        campaign: &str,
+        node: &str,
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> Result<u32> {
+        let (now, since) = (micros(now), micros(since));
+        let n: i64 = self.tx(|t| {
+            t.execute(
+                "INSERT INTO crieur_nodes (campaign, node, seen_us) VALUES ($1, $2, $3) \
+                 ON CONFLICT (campaign, node) DO UPDATE SET seen_us = EXCLUDED.seen_us",
+                &[&campaign, &node, &now],
+            )
+            .map_err(pg_err)?;
+            t.query_one(
+                "SELECT count(*) FROM crieur_nodes WHERE campaign = $1 AND (seen_us >= $2 OR node = $3)",
+                &[&campaign, &since, &node],
+            )
+            .map(|r| r.get(0))
+            .map_err(pg_err)
+        })?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX).max(1))
     }
 
     fn progress(&self, campaign: &str) -> Result<Progress> {

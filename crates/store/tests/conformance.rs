@@ -640,3 +640,29 @@ fn postgres_nodes_never_lease_a_contact_twice() {
     assert_eq!(won.into_inner(), 20, "one lease per contact");
     assert_eq!(ok(a.leases()).len(), 20);
 }
+
+/// The nodes working on a campaign: each refill says it is alive; the pacing is shared
+/// among those seen recently.
+#[test]
+fn postgres_counts_the_nodes_seen_recently_per_campaign() {
+    let Some(db) = PgDb::new() else { return };
+    let s = ok(PgStore::open(&db.url, true));
+    assert_eq!(ok(s.node_alive("c1", "a", t(T0), t(T0 - 30))), 1);
+    assert_eq!(ok(s.node_alive("c1", "b", t(T0 + 5), t(T0 - 25))), 2);
+    assert_eq!(
+        ok(s.node_alive("c2", "c", t(T0 + 5), t(T0 - 25))),
+        1,
+        "per campaign"
+    );
+    // a is not seen again: 30 s later only b counts (and itself).
+    assert_eq!(ok(s.node_alive("c1", "b", t(T0 + 40), t(T0 + 10))), 1);
+    assert_eq!(ok(s.node_alive("c1", "a", t(T0 + 41), t(T0 + 11))), 2);
+}
+
+#[test]
+fn an_embedded_store_is_one_node() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s = sled_store(dir.path());
+    assert_eq!(ok(s.node_alive("c1", "a", t(T0), t(T0 - 30))), 1);
+    assert_eq!(ok(s.node_alive("c1", "b", t(T0), t(T0 - 30))), 1);
+}
