@@ -1151,3 +1151,28 @@ fn test_pause(point: &str) {
         std::thread::sleep(std::time::Duration::from_secs(30));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+    use crieur_engine::Pacing;
+
+    #[test]
+    fn each_node_takes_its_share_of_the_pacing() {
+        let p = Pacing {
+            calls_per_second: 6.0,
+            max_concurrent: 10,
+        };
+        assert_eq!(share(p, 1), p);
+        assert_eq!(
+            share(p, 3),
+            Pacing {
+                calls_per_second: 2.0,
+                max_concurrent: 3
+            }
+        );
+        // Never below one call at a time; never a division by zero.
+        assert_eq!(share(p, 20).max_concurrent, 1);
+        assert_eq!(share(p, 0), p);
+    }
+}
