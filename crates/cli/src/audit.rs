@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use crieur_audit::record::Record;
 use crieur_audit::{AuditLog, Options, VerifyOptions};
 
 use crate::campaign::Campaign;
@@ -14,67 +13,12 @@ use crate::output::Format;
 /// Exit code when `audit verify` finds a break or `audit replay` a violation.
 pub const EXIT_FINDINGS: u8 = 1;
 
-/// Where the audit log lives: `--audit`, else next to the store (`<store>.audit`); with a
-/// PostgreSQL store, `crieur.audit` in the working directory (each node keeps its own log).
-pub fn dir_for(store: &Path, explicit: Option<&Path>) -> PathBuf {
-    match explicit {
-        Some(d) => d.to_path_buf(),
-        None if crate::stores::is_postgres(store) => PathBuf::from("crieur.audit"),
-        None => {
-            let mut s = store.as_os_str().to_owned();
-            s.push(".audit");
-            PathBuf::from(s)
-        }
-    }
-}
+pub use crieur_runner::log::{dir_for, keygen};
 
 /// The clock, read at the edge (records are stamped by the binary).
 pub fn now() -> DateTime<Utc> {
     #[allow(clippy::disallowed_methods)]
     Utc::now()
-}
-
-/// The signing key file: `--audit-key`, else the campaign's `[audit] signing_key_file`.
-pub fn key_file(cli: Option<&Path>, campaign: Option<&Campaign>) -> Option<PathBuf> {
-    cli.map(Path::to_path_buf)
-        .or_else(|| campaign.and_then(|c| c.audit.signing_key_file.clone()))
-}
-
-/// Opens the log. A torn tail (crash mid-write) stops the command: nothing may be appended
-/// after it until `crieur audit repair` has set it aside.
-pub fn open(
-    dir: &Path,
-    key: Option<&Path>,
-    campaign: Option<&Campaign>,
-) -> anyhow::Result<AuditLog> {
-    let mut opts = Options::default();
-    if let Some(c) = campaign {
-        if let Some(n) = c.audit.checkpoint_every {
-            opts.checkpoint_every = n;
-        }
-        if let Some(s) = c.audit.checkpoint_secs {
-            opts.checkpoint_interval = std::time::Duration::from_secs(s);
-        }
-    }
-    if let Some(k) = key {
-        let text = std::fs::read_to_string(k)
-            .with_context(|| format!("reading the audit signing key {}", k.display()))?;
-        opts.signing_key = Some(
-            crieur_audit::signing_key_from_hex(&text)
-                .with_context(|| format!("the audit signing key {}", k.display()))?,
-        );
-    }
-    Ok(AuditLog::open(dir, opts)?)
-}
-
-/// The header of a command's run (see [`crieur_runner::header::header`]).
-pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> anyhow::Result<Record> {
-    Ok(crieur_runner::header::header(command, campaign)?)
-}
-
-/// Appends the run's stop record, durably.
-pub fn stop(log: &mut AuditLog, reason: &str) -> anyhow::Result<()> {
-    Ok(crieur_runner::header::stop(log, reason, now())?)
 }
 
 /// Which audit log a reading command works on: DIR, else `--audit`, else `<store>.audit`.
@@ -100,48 +44,14 @@ impl LogArgs {
     }
 }
 
-/// Which audit logs `verify` and `replay` read: the DIRs (one per node of a shared
-/// PostgreSQL store), else `--audit`, else `<store>.audit`.
-#[derive(clap::Args, Debug)]
-pub struct LogsArgs {
-    /// The audit log directories (default: --audit, else `<store>.audit`). Several: the logs
-    /// of several nodes, each its own chain, read together.
-    dirs: Vec<PathBuf>,
-    /// The audit log directory (default: `<store>.audit`).
-    #[arg(long, env = "CRIEUR_AUDIT")]
-    audit: Option<PathBuf>,
-    /// The store whose log it is (`<store>.audit`).
-    #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
-    store: PathBuf,
-}
-
-impl LogsArgs {
-    /// The log directories, each once.
-    pub fn dirs(&self) -> anyhow::Result<Vec<PathBuf>> {
-        let dirs = match (&self.dirs[..], &self.audit) {
-            ([], Some(d)) => vec![d.clone()],
-            ([], None) => vec![dir_for(&self.store, None)],
-            (d, _) => d.to_vec(),
-        };
-        let mut seen = std::collections::HashSet::new();
-        for d in &dirs {
-            if !seen.insert(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())) {
-                anyhow::bail!("{} is given twice: give each node's log once", d.display());
-            }
-        }
-        Ok(dirs)
-    }
-}
-
 #[derive(clap::Subcommand)]
 pub enum AuditCmd {
     /// Checks the chain, seq continuity and checkpoint signatures; reports the first break
-    /// (segment, line, seq) and the records no checkpoint covers yet (each log given: one
-    /// chain per node). Exit 1 on any break,
+    /// (segment, line, seq) and the records no checkpoint covers yet. Exit 1 on any break,
     /// and with --pubkey when the log has no checkpoint at all (nothing in it is proven).
     Verify {
         #[command(flatten)]
-        log: LogsArgs,
+        log: LogArgs,
         /// The Ed25519 public key (64 hex characters) checkpoints must be signed with.
         #[arg(long)]
         pubkey: Option<PathBuf>,
@@ -151,12 +61,10 @@ pub enum AuditCmd {
         checkpoint: Option<PathBuf>,
     },
     /// Re-derives every dial decision from its recorded inputs and lists each violation.
-    /// Several logs (one per node sharing a PostgreSQL store) are replayed merged in time
-    /// order: caps and opt-outs across nodes, an INVITE's outcome in another node's log.
     /// Exit 1 if there is any. `json`: the whole report; `jsonl`, `csv`: one violation a row.
     Replay {
         #[command(flatten)]
-        log: LogsArgs,
+        log: LogArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -207,50 +115,6 @@ pub enum AuditCmd {
     },
 }
 
-/// Verifies one log and prints what it found.
-fn verify_one(dir: &Path, opts: &crieur_audit::VerifyOptions) -> anyhow::Result<ExitCode> {
-    let rep = crieur_audit::verify(dir, opts)?;
-    println!(
-        "{}: {} segments, {} records, {} bytes, {} checkpoints{}",
-        dir.display(),
-        rep.segments,
-        rep.records,
-        rep.bytes,
-        rep.checkpoints,
-        if opts.public_key.is_some() {
-            " (signatures checked against the given key)"
-        } else {
-            " (signatures checked against the key each checkpoint names; pin it with --pubkey)"
-        }
-    );
-    if let Some((seq, hash)) = &rep.head {
-        println!("head      seq {seq} {hash}");
-    }
-    if let Some(u) = &rep.unproven {
-        println!(
-            "UNPROVEN  {} records (seq {}-{}): {}",
-            u.records,
-            u.first_seq,
-            u.last_seq,
-            match rep.last_checkpoint {
-                Some(c) =>
-                    format!("after the last checkpoint (seq {c}), no signature covers them yet"),
-                None => "no checkpoint at all: no signature covers them".into(),
-            }
-        );
-    }
-    match &rep.first_break {
-        None => {
-            println!("OK        the chain is intact");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(b) => {
-            println!("BROKEN    {b}");
-            Ok(ExitCode::from(EXIT_FINDINGS))
-        }
-    }
-}
-
 pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCmd::Verify {
@@ -258,6 +122,7 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             pubkey,
             checkpoint,
         } => {
+            let dir = &log.dir();
             let mut opts = verify_options(pubkey.as_deref())?;
             if let Some(c) = checkpoint {
                 let text = std::fs::read_to_string(c)
@@ -267,18 +132,50 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("{}: not an exported checkpoint", c.display()))?,
                 );
             }
-            let mut code = ExitCode::SUCCESS;
-            for dir in &log.dirs()? {
-                if verify_one(dir, &opts)? != ExitCode::SUCCESS {
-                    code = ExitCode::from(EXIT_FINDINGS);
+            let rep = crieur_audit::verify(dir, &opts)?;
+            println!(
+                "{}: {} segments, {} records, {} bytes, {} checkpoints{}",
+                dir.display(),
+                rep.segments,
+                rep.records,
+                rep.bytes,
+                rep.checkpoints,
+                if opts.public_key.is_some() {
+                    " (signatures checked against the given key)"
+                } else {
+                    " (signatures checked against the key each checkpoint names; pin it with --pubkey)"
+                }
+            );
+            if let Some((seq, hash)) = &rep.head {
+                println!("head      seq {seq} {hash}");
+            }
+            if let Some(u) = &rep.unproven {
+                println!(
+                    "UNPROVEN  {} records (seq {}-{}): {}",
+                    u.records,
+                    u.first_seq,
+                    u.last_seq,
+                    match rep.last_checkpoint {
+                        Some(c) => format!(
+                            "after the last checkpoint (seq {c}), no signature covers them yet"
+                        ),
+                        None => "no checkpoint at all: no signature covers them".into(),
+                    }
+                );
+            }
+            match &rep.first_break {
+                None => {
+                    println!("OK        the chain is intact");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(b) => {
+                    println!("BROKEN    {b}");
+                    Ok(ExitCode::from(EXIT_FINDINGS))
                 }
             }
-            Ok(code)
         }
         AuditCmd::Replay { log, format } => {
-            let dirs = log.dirs()?;
-            let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-            let rep = crieur_audit::replay::replay_logs(&dirs)?;
+            let rep = crieur_audit::replay(&log.dir())?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
                 Format::Table => {
@@ -446,44 +343,6 @@ fn verify_options(pubkey: Option<&Path>) -> anyhow::Result<VerifyOptions> {
     Ok(opts)
 }
 
-/// Makes a signing key: the secret (hex) in `out`, mode 0600; the public key (hex) next to
-/// it, `out` with the extension `.pub`. Neither file may exist already.
-pub fn keygen(out: &Path) -> anyhow::Result<(ed25519_dalek::VerifyingKey, PathBuf)> {
-    let pub_path = out.with_extension("pub");
-    if pub_path == out {
-        anyhow::bail!(
-            "{}: the secret key file must not end in .pub (the public key goes there)",
-            out.display()
-        );
-    }
-    if pub_path.exists() {
-        anyhow::bail!(
-            "{} exists already; choose another --out",
-            pub_path.display()
-        );
-    }
-    let seed: [u8; 32] = rand::random();
-    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-    write_secret(out, &format!("{}\n", hex::encode(seed)))?;
-    std::fs::write(&pub_path, format!("{}\n", hex::encode(public.to_bytes())))
-        .with_context(|| format!("writing {}", pub_path.display()))?;
-    Ok((public, pub_path))
-}
-
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 /// The audit options every writing command gets.
 #[derive(Debug, Clone, Default)]
 pub struct Ctx {
@@ -508,7 +367,10 @@ impl Ctx {
     /// Opens the log for a command working on `store`.
     pub fn open(&self, store: &Path, campaign: Option<&Campaign>) -> anyhow::Result<AuditLog> {
         let dir = dir_for(store, self.dir.as_deref());
-        let key = key_file(self.key.as_deref(), campaign);
-        open(&dir, key.as_deref(), campaign)
+        Ok(crieur_runner::log::open(
+            &dir,
+            self.key.as_deref(),
+            campaign,
+        )?)
     }
 }

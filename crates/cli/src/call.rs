@@ -130,7 +130,7 @@ fn refused(number: &str, r: &crieur_runner::Refusal) {
                 crate::output::rfc3339(r.at)
             );
             for reason in &s.reasons {
-                println!("  reason  {}", crate::reason_line(reason));
+                println!("  reason  {reason}");
             }
             if let Some(n) = s.next_eligible {
                 println!("  next    {}", crate::output::rfc3339(n));

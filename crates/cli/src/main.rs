@@ -26,12 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use clap::{Parser, Subcommand};
-use crieur_scheduler::{
-    phone_tz_map_version, tzdb_version, Contact, Decision, Evaluator, Reading, SkipReason,
-    ZoneSource,
-};
+use crieur_scheduler::{tzdb_version, Decision, Evaluator};
 
 use crate::input::{InputError, InputErrors};
 
@@ -553,22 +550,6 @@ fn sim(plan: &Path, bind: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads both files, reporting the problems of both before giving up.
-fn load_both(
-    campaign: &Path,
-    contacts: &Path,
-    opts: &contacts::Options,
-) -> Result<(campaign::Campaign, contacts::Loaded), InputErrors> {
-    match (campaign::load(campaign), contacts::load(contacts, opts)) {
-        (Ok(c), Ok(l)) => Ok((c, l)),
-        (c, l) => {
-            let mut all = c.err().map(|e| e.0).unwrap_or_default();
-            all.extend(l.err().map(|e| e.0).unwrap_or_default());
-            Err(InputErrors(all))
-        }
-    }
-}
-
 fn windows(
     campaign: &Path,
     contacts: &Path,
@@ -585,7 +566,7 @@ fn windows(
         .value(rfc3339(until))])
         .into());
     }
-    let (campaign, loaded) = load_both(campaign, contacts, opts)?;
+    let (campaign, loaded) = crieur_config::load_both(campaign, contacts, opts)?;
     let mut ev = Evaluator::batch(&campaign.policy);
     let stdout = std::io::stdout();
     let out = BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -611,83 +592,6 @@ fn windows(
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_zones(c: &Contact) -> String {
-    let (zones, source) = c.zones();
-    let names: Vec<String> = zones.iter().map(|z| z.to_string()).collect();
-    match source {
-        ZoneSource::Given => format!("{} (given)", names.join(", ")),
-        ZoneSource::Number if zones.is_empty() => {
-            format!(
-                "unknown (no zone for this number in libphonenumber {})",
-                phone_tz_map_version()
-            )
-        }
-        ZoneSource::Number => format!(
-            "{} (from the number, libphonenumber {}{})",
-            names.join(", "),
-            phone_tz_map_version(),
-            if zones.len() > 1 {
-                "; calls only when allowed in every one"
-            } else {
-                ""
-            }
-        ),
-    }
-}
-
-fn reading_line(r: &Reading) -> String {
-    let off = r.utc_offset;
-    let sign = if off < 0 { '-' } else { '+' };
-    let abs = off.unsigned_abs();
-    format!(
-        "{}: {} {} (UTC{sign}{:02}:{:02}){}",
-        r.zone,
-        r.local.format("%a"),
-        r.local.format("%Y-%m-%d %H:%M:%S"),
-        abs / 3600,
-        abs % 3600 / 60,
-        r.window
-            .map(|w| format!(", in window `{w}`"))
-            .unwrap_or_default()
-    )
-}
-
-pub(crate) fn reason_line(r: &SkipReason) -> String {
-    match r {
-        SkipReason::UnknownZone => "UnknownZone: no time zone is known for this number; give one in the `zone` column".into(),
-        SkipReason::NoConsent => "NoConsent: the contact has no consent record".into(),
-        SkipReason::ConsentNotYetGranted { consent, granted_at } => {
-            format!("ConsentNotYetGranted: consent #{consent} is granted only from {}", rfc3339(*granted_at))
-        }
-        SkipReason::ConsentExpired { consent, expires_at } => {
-            format!("ConsentExpired: consent #{consent} expired at {}", rfc3339(*expires_at))
-        }
-        SkipReason::ConsentRevoked { consent, revoked_at } => {
-            format!("ConsentRevoked: consent #{consent} was revoked at {}", rfc3339(*revoked_at))
-        }
-        SkipReason::OutsideConsentWindow { zone, local } => {
-            format!("OutsideConsentWindow: {local} in {zone} is in no consented window")
-        }
-        SkipReason::NoSingleConsentCoversAllZones => {
-            "NoSingleConsentCoversAllZones: no one consent record in force covers the time in every zone".into()
-        }
-        SkipReason::OutsideLegalHours { zone, local, ruleset } => {
-            format!("OutsideLegalHours: {local} in {zone} is outside the {ruleset} legal hours")
-        }
-        SkipReason::PublicHoliday { zone, date, name } => {
-            format!("PublicHoliday: {date} in {zone} is a public holiday ({name})")
-        }
-        SkipReason::OutsideCampaignSchedule { zone, local } => {
-            format!("OutsideCampaignSchedule: the campaign schedule does not hold at {local} ({zone})")
-        }
-        SkipReason::CallWouldNotFit { allowed_until, call_duration_secs } => format!(
-            "CallWouldNotFit: calling is allowed until {}, less than the {call_duration_secs} s a call may take",
-            rfc3339(*allowed_until)
-        ),
-        other => format!("{other:?}"),
-    }
-}
-
 fn explain(
     campaign: &Path,
     contacts: &Path,
@@ -695,7 +599,7 @@ fn explain(
     id: &str,
     at: DateTime<Utc>,
 ) -> anyhow::Result<ExitCode> {
-    let (campaign, loaded) = load_both(campaign, contacts, opts)?;
+    let (campaign, loaded) = crieur_config::load_both(campaign, contacts, opts)?;
     let Some(c) = loaded.contacts.iter().find(|c| c.id().as_str() == id) else {
         return Err(
             InputErrors(vec![InputError::new(contacts, "no contact with this id")
@@ -708,7 +612,7 @@ fn explain(
     let mut out = String::new();
     use std::fmt::Write as _;
     writeln!(out, "contact   {} {}", c.id(), c.phone())?;
-    writeln!(out, "zones     {}", describe_zones(c))?;
+    writeln!(out, "zones     {}", c.describe_zones())?;
     writeln!(out, "at        {}", rfc3339(at))?;
     writeln!(
         out,
@@ -729,7 +633,7 @@ fn explain(
             let rec = &c.consents()[d.consent];
             writeln!(out, "decision  DIAL")?;
             for r in &d.readings {
-                writeln!(out, "  local   {}", reading_line(r))?;
+                writeln!(out, "  local   {r}")?;
             }
             writeln!(
                 out,
@@ -742,13 +646,9 @@ fn explain(
             )?;
             // `valid_until` looks only an hour ahead; the exact end is that of the dialable
             // interval containing `at` (searched up to 8 days ahead).
-            let at_s = at.with_nanosecond(0).unwrap_or(at);
-            let horizon = at_s + chrono::Duration::days(8);
             let (until, more) = Evaluator::new(policy)
-                .windows(c, at_s, horizon)
-                .into_iter()
-                .find(|w| w.start <= at_s)
-                .map_or((d.valid_until, true), |w| (w.end, w.end >= horizon));
+                .dialable_until(c, at, 8)
+                .unwrap_or((d.valid_until, true));
             writeln!(
                 out,
                 "  a call may start until {}{} (exclusive)",
@@ -759,10 +659,10 @@ fn explain(
         Decision::Skip(s) => {
             writeln!(out, "decision  SKIP")?;
             for r in &s.readings {
-                writeln!(out, "  local   {}", reading_line(r))?;
+                writeln!(out, "  local   {r}")?;
             }
             for r in &s.reasons {
-                writeln!(out, "  reason  {}", reason_line(r))?;
+                writeln!(out, "  reason  {r}")?;
             }
             match s.next_eligible {
                 Some(n) => {
@@ -829,17 +729,8 @@ fn check(
             c.retry.max_attempts.map_or("rule-set default".to_owned(), |n| n.to_string()),
             c.retry.min_delay_secs.map_or("rule-set default".to_owned(), |n| format!("{n} s")),
         );
-        if let Some(w) = c.id_warning() {
+        for w in c.warnings() {
             println!("warning: {}: {w}", campaign_path.display());
-        }
-        for e in p.schedule().map_or(&[][..], |s| s.exprs()) {
-            if !e.holds_ever() {
-                println!(
-                    "warning: {}: schedule expression `{}` never holds: the campaign will never call under it",
-                    campaign_path.display(),
-                    e.source()
-                );
-            }
         }
     }
     let campaign = match campaign {
@@ -863,17 +754,12 @@ fn check(
                 if let Some(campaign) = &campaign {
                     status::warn_never_callable(campaign, &l.contacts, audit::now());
                 }
-                for c in &l.contacts {
-                    let (zones, _) = c.zones();
-                    if zones.is_empty() {
-                        println!("warning: contact `{}`: no time zone known for its number: it will never be called; give a zone", c.id());
-                    } else if zones.len() > 1 {
-                        println!(
-                            "warning: contact `{}`: its number may be in {} zones; calls only when allowed in every one (give a zone to lift this)",
-                            c.id(),
-                            zones.len()
-                        );
-                    }
+                for (c, w) in l
+                    .contacts
+                    .iter()
+                    .filter_map(|c| Some((c, c.zone_warning()?)))
+                {
+                    println!("warning: contact `{}`: {w}", c.id());
                 }
             }
             Err(e) => errors.extend(e.0),
@@ -899,11 +785,13 @@ fn simulate(
 ) -> anyhow::Result<ExitCode> {
     use crieur_dial::{OutcomeMix, SimConfig};
     let mix = OutcomeMix::parse(outcomes).map_err(|e| {
-        InputErrors(vec![
-            InputError::new(Path::new("--outcomes"), e).value(outcomes)
-        ])
+        InputErrors(vec![InputError::new(
+            Path::new("--outcomes"),
+            e.to_string(),
+        )
+        .value(outcomes)])
     })?;
-    let (c, loaded) = load_both(campaign, contacts, opts)?;
+    let (c, loaded) = crieur_config::load_both(campaign, contacts, opts)?;
     let retry = c.retry.policy();
     let cfg = SimConfig {
         from,
@@ -929,8 +817,6 @@ fn simulate(
             ("outcome", 0),
         ],
     )?;
-    let mut days_summary: std::collections::BTreeMap<chrono::NaiveDate, [usize; 4]> =
-        Default::default();
     for e in &events {
         rows.row(&[
             ids[e.contact].as_str().into(),
@@ -938,27 +824,20 @@ fn simulate(
             e.attempt.into(),
             e.outcome.as_str().into(),
         ])?;
-        let d = days_summary.entry(e.at.date_naive()).or_default();
-        d[0] += 1;
-        match e.outcome {
-            crieur_engine::AttemptOutcome::Answered => d[1] += 1,
-            crieur_engine::AttemptOutcome::OptedOut => d[2] += 1,
-            _ => d[3] += 1,
-        }
     }
     rows.finish()?;
     eprintln!(
         "{:<12} {:>8} {:>9} {:>10} {:>12}",
         "day (UTC)", "dialled", "answered", "opted out", "other/retry"
     );
-    for (day, d) in &days_summary {
+    for (day, d) in crieur_dial::sim::per_day(&events) {
         eprintln!(
             "{:<12} {:>8} {:>9} {:>10} {:>12}",
             day.to_string(),
-            d[0],
-            d[1],
-            d[2],
-            d[3]
+            d.dialled,
+            d.answered,
+            d.opted_out,
+            d.other
         );
     }
     eprintln!(

@@ -7,37 +7,12 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use crieur_config::check::{never_callable_all, NeverCallable};
-use crieur_scheduler::{Contact, Decision, Evaluator, NEXT_ELIGIBLE_HORIZON_DAYS};
-use crieur_store::Store;
+use crieur_dial::protocol::{standing, Standing};
+use crieur_scheduler::{Contact, Evaluator, SkipReason, NEXT_ELIGIBLE_HORIZON_DAYS};
 use serde_json::Value;
 
 use crate::campaign::Campaign;
 use crate::output::{human_duration, rfc3339, Format, Rows};
-
-/// Why a contact can never be called, in words.
-fn why_never(policy: &crieur_scheduler::Policy, never: &NeverCallable) -> String {
-    match never {
-        NeverCallable::Lasting(reasons) => reasons
-            .iter()
-            .map(crate::reason_line)
-            .collect::<Vec<_>>()
-            .join("; "),
-        NeverCallable::NoRoom(reasons) => {
-            let now: Vec<String> = reasons.iter().map(crate::reason_line).collect();
-            format!(
-                "its consent windows, the {} legal hours and holidays{} never leave room for a call of {} s (now: {})",
-                policy.ruleset().name(),
-                if policy.schedule().is_some() {
-                    " and the campaign schedule"
-                } else {
-                    ""
-                },
-                policy.call_duration().as_secs(),
-                now.join("; ")
-            )
-        }
-    }
-}
 
 /// The most "never callable" warnings printed one by one.
 const WARN_MAX: usize = 20;
@@ -50,7 +25,7 @@ pub fn warn_never_callable(campaign: &Campaign, contacts: &[Contact], now: DateT
             "warning: contact `{}`: cannot be called in the next {NEXT_ELIGIBLE_HORIZON_DAYS} days from {}: {}",
             c.id(),
             rfc3339(now),
-            why_never(&campaign.policy, why)
+            why.describe(&campaign.policy)
         );
     }
     if never.len() > WARN_MAX {
@@ -79,50 +54,6 @@ pub fn campaigns(store_path: &Path, format: Format) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where one contact stands.
-enum State {
-    /// Nothing more to do: opted out, a final outcome, or out of attempts.
-    Done(String),
-    Due,
-    /// Due at this instant (a retry delay, a cap, or its next window).
-    Waiting(DateTime<Utc>),
-    /// No instant in the next 400 days.
-    Never(String),
-}
-
-fn state(
-    campaign: &Campaign,
-    store: &dyn Store,
-    ev: &mut Evaluator<'_>,
-    c: &Contact,
-    now: DateTime<Utc>,
-) -> anyhow::Result<State> {
-    if store.is_opted_out(c.phone())? {
-        return Ok(State::Done("opted out".into()));
-    }
-    // A damaged history: not dialled until the store is repaired (never a shorter history).
-    let history = match crieur_dial::protocol::history(store, c)? {
-        Ok(h) => h,
-        Err(why) => return Ok(State::Done(why.to_string())),
-    };
-    let from = match crieur_dial::protocol::held(&crieur_runner::rules(campaign), &history, now) {
-        Some((why, None)) => return Ok(State::Done(why.to_string())),
-        Some((_, Some(until))) => until,
-        None => now,
-    };
-    Ok(match ev.decide(c, from) {
-        Decision::Dial(_) if from == now => State::Due,
-        Decision::Dial(_) => State::Waiting(from),
-        Decision::Skip(s) => match s.next_eligible {
-            Some(t) => State::Waiting(t),
-            None => State::Never(why_never(
-                &campaign.policy,
-                &NeverCallable::from_reasons(s.reasons),
-            )),
-        },
-    })
-}
-
 /// `crieur status --campaign`.
 pub fn status(
     campaign: &Campaign,
@@ -146,9 +77,12 @@ pub fn status(
         );
     }
     let mut ev = Evaluator::batch(&campaign.policy);
+    let rules = crieur_runner::rules(campaign);
+    let never =
+        |why: &[SkipReason]| NeverCallable::from_reasons(why.to_vec()).describe(&campaign.policy);
     let mut states = Vec::with_capacity(contacts.len());
     for c in &contacts {
-        states.push(state(campaign, &*store, &mut ev, c, now)?);
+        states.push(standing(&rules, &*store, &mut ev, c, now)?);
     }
     let stdout = std::io::stdout();
     let out = BufWriter::new(stdout.lock());
@@ -160,10 +94,10 @@ pub fn status(
         )?;
         for (c, s) in contacts.iter().zip(&states) {
             let (state, next, why): (&str, Value, Value) = match s {
-                State::Done(why) => ("done", Value::Null, why.as_str().into()),
-                State::Due => ("due", rfc3339(now).into(), Value::Null),
-                State::Waiting(t) => ("waiting", rfc3339(*t).into(), Value::Null),
-                State::Never(why) => ("never", Value::Null, why.as_str().into()),
+                Standing::Done(why) => ("done", Value::Null, why.as_str().into()),
+                Standing::Due => ("due", rfc3339(now).into(), Value::Null),
+                Standing::Waiting(t) => ("waiting", rfc3339(*t).into(), Value::Null),
+                Standing::Never(why) => ("never", Value::Null, never(why).into()),
             };
             rows.row(&[c.id().as_str().into(), state.into(), next, why])?;
         }
@@ -172,19 +106,19 @@ pub fn status(
     }
     use std::io::Write;
     let mut out = out;
-    let count = |f: fn(&State) -> bool| states.iter().filter(|s| f(s)).count();
+    let count = |f: fn(&Standing) -> bool| states.iter().filter(|s| f(s)).count();
     let next = states
         .iter()
         .filter_map(|s| match s {
-            State::Waiting(t) => Some(*t),
+            Standing::Waiting(t) => Some(*t),
             _ => None,
         })
         .min();
-    let never: Vec<(&Contact, &String)> = contacts
+    let never: Vec<(&Contact, String)> = contacts
         .iter()
         .zip(&states)
         .filter_map(|(c, s)| match s {
-            State::Never(why) => Some((c, why)),
+            Standing::Never(why) => Some((c, never(why))),
             _ => None,
         })
         .collect();
@@ -199,16 +133,16 @@ pub fn status(
     writeln!(
         out,
         "done      {} (opted out, a final outcome, or out of attempts)",
-        count(|s| matches!(s, State::Done(_)))
+        count(|s| matches!(s, Standing::Done(_)))
     )?;
-    writeln!(out, "due now   {}", count(|s| matches!(s, State::Due)))?;
+    writeln!(out, "due now   {}", count(|s| matches!(s, Standing::Due)))?;
     match next {
         Some(t) => writeln!(
             out,
             "next due  {} (in {}; {} contacts waiting)",
             rfc3339(t),
             human_duration(t - now),
-            count(|s| matches!(s, State::Waiting(_)))
+            count(|s| matches!(s, Standing::Waiting(_)))
         )?,
         None => writeln!(out, "next due  -")?,
     }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::Utc;
+use crieur_config::optouts::number;
 use crieur_scheduler::E164;
 
 use crate::input::{InputError, InputErrors};
@@ -59,7 +60,7 @@ pub fn import(
     };
     // Everything is validated before the store is created or touched.
     actx.preflight()?;
-    let header = crate::audit::header("import", Some((&campaign, campaign_path)))?;
+    let header = crieur_runner::header::header("import", Some((&campaign, campaign_path)))?;
     bar.set_message("writing");
     if !rejected.is_empty() {
         let mut w = csv::Writer::from_path(rejects)
@@ -82,30 +83,23 @@ pub fn import(
     }
     let s = crate::stores::open(store, true)?;
     let mut log = actx.open(store, Some(&campaign))?;
-    log.append(crate::audit::now(), &header)?;
-    let stats = s
-        .upsert_contacts(&campaign.id, &loaded.contacts)
-        .with_context(|| {
-            format!(
-                "importing {} into {}",
-                contacts.display(),
-                crate::stores::shown(store)
-            )
-        })?;
-    log.append(
+    let stats = crieur_runner::ops::import_contacts(
+        &*s,
+        &mut log,
+        &header,
+        &campaign.id,
+        contacts,
+        &loaded,
+        rejected.len(),
         crate::audit::now(),
-        &crieur_audit::Record::Import(crieur_audit::record::ImportRecord {
-            campaign: campaign.id.clone(),
-            file: contacts.display().to_string(),
-            sha256: hex::encode(loaded.sha256),
-            rows: loaded.rows + rejected.len(),
-            created: stats.created,
-            updated: stats.updated,
-            consents_added: stats.consents_added,
-            rejected: rejected.len(),
-        }),
-    )?;
-    crate::audit::stop(&mut log, "import done")?;
+    )
+    .with_context(|| {
+        format!(
+            "importing {} into {}",
+            contacts.display(),
+            crate::stores::shown(store)
+        )
+    })?;
     bar.finish_and_clear();
     crate::status::warn_never_callable(&campaign, &loaded.contacts, crate::audit::now());
     if let Some(w) = campaign.id_warning() {
@@ -122,22 +116,6 @@ pub fn import(
         loaded.rows
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn number(s: &str, file: &Path, line: Option<usize>) -> Result<E164, InputErrors> {
-    s.trim().parse::<E164>().map_err(|e| {
-        let why = match e {
-            crieur_scheduler::Error::InvalidPhone { reason, .. } => {
-                format!("expected an E.164 number: {reason}")
-            }
-            e => e.to_string(),
-        };
-        let e = InputError::new(file, why).value(s.trim());
-        InputErrors::from(match line {
-            Some(l) => e.at(l, Some(1)),
-            None => e,
-        })
-    })
 }
 
 /// The rejected lines of an opt-out list: `line,number,reject_reason`.
@@ -159,7 +137,6 @@ fn write_optout_rejects(text: &str, errors: &[InputError], path: &Path) -> anyho
     Ok(())
 }
 
-/// `crieur optout add|remove|list|import`.
 /// Records an opt-out list change in the audit log, durably.
 fn audit_change(
     store: &Path,
@@ -170,19 +147,13 @@ fn audit_change(
     at: chrono::DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let mut log = actx.open(store, None)?;
-    log.append(at, &crate::audit::header("optout", None)?)?;
-    log.append(
-        at,
-        &crieur_audit::Record::OptOutListChange(crieur_audit::record::OptOutListChange {
-            action: action.into(),
-            numbers: numbers.iter().map(ToString::to_string).collect(),
-            source: source.into(),
-            at,
-        }),
-    )?;
-    crate::audit::stop(&mut log, "optout done")
+    let header = crieur_runner::header::header("optout", None)?;
+    Ok(crieur_runner::ops::record_opt_out_change(
+        &mut log, &header, action, numbers, source, at,
+    )?)
 }
 
+/// `crieur optout add|remove|list|import`.
 pub fn optout(
     store: &Path,
     action: &crate::OptOutAction,
@@ -282,18 +253,7 @@ pub fn optout(
         } => {
             // A byte-order mark is dropped; bytes that are not UTF-8 are located.
             let text = crate::input::read_text(file, "opt-out list")?;
-            let mut numbers = Vec::new();
-            let mut errors = Vec::new();
-            for (i, line) in text.lines().enumerate() {
-                let l = line.trim();
-                if l.is_empty() || l.starts_with('#') {
-                    continue;
-                }
-                match number(l, file, Some(i + 1)) {
-                    Ok(n) => numbers.push(n),
-                    Err(e) => errors.extend(e.0),
-                }
-            }
+            let (numbers, errors) = crieur_config::optouts::parse(file, &text);
             if !errors.is_empty() && !skip_invalid {
                 return Err(InputErrors(errors).into());
             }

@@ -9,11 +9,6 @@ use crieur_store::{PgStore, SledStore, Store};
 /// A store any thread of the process may use.
 pub type Shared = Arc<dyn Store + Send + Sync>;
 
-/// Whether `--store` names a PostgreSQL database.
-pub fn is_postgres(spec: &Path) -> bool {
-    spec.to_str().is_some_and(PgStore::is_url)
-}
-
 /// Opens the store `--store` names (with `create`: creates it, or its schema, if needed).
 /// `node` is written on the leases a PostgreSQL store takes.
 pub fn open(spec: &Path, create: bool) -> Result<Shared, crieur_store::Error> {

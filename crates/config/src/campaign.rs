@@ -533,6 +533,20 @@ impl Campaign {
         })
     }
 
+    /// What `check` warns about: no `id`, a schedule expression that never holds.
+    pub fn warnings(&self) -> Vec<String> {
+        let schedules = self.policy.schedule().map_or(&[][..], |s| s.exprs());
+        self.id_warning()
+            .into_iter()
+            .chain(schedules.iter().filter(|e| !e.holds_ever()).map(|e| {
+                format!(
+                    "schedule expression `{}` never holds: the campaign will never call under it",
+                    e.source()
+                )
+            }))
+            .collect()
+    }
+
     /// The stricter of the campaign's pacing and the trunk's own limits.
     pub fn effective_pacing(&self) -> crieur_engine::Pacing {
         let trunk_cps = self

@@ -31,6 +31,31 @@ pub fn never_callable(
 }
 
 impl NeverCallable {
+    /// Why, in words (under `policy`).
+    pub fn describe(&self, policy: &Policy) -> String {
+        let words = |reasons: &[SkipReason]| {
+            reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match self {
+            NeverCallable::Lasting(reasons) => words(reasons),
+            NeverCallable::NoRoom(reasons) => format!(
+                "its consent windows, the {} legal hours and holidays{} never leave room for a call of {} s (now: {})",
+                policy.ruleset().name(),
+                if policy.schedule().is_some() {
+                    " and the campaign schedule"
+                } else {
+                    ""
+                },
+                policy.call_duration().as_secs(),
+                words(reasons)
+            ),
+        }
+    }
+
     /// The reasons a skip without any next eligible instant gave, classified.
     pub fn from_reasons(reasons: Vec<SkipReason>) -> NeverCallable {
         let lasting: Vec<SkipReason> = reasons

@@ -14,10 +14,27 @@ pub mod campaign;
 pub mod check;
 pub mod contacts;
 pub mod input;
+pub mod optouts;
 
 use std::path::PathBuf;
 
 pub use input::{InputError, InputErrors};
+
+/// Loads a campaign and its contacts, reporting the problems of both before giving up.
+pub fn load_both(
+    campaign: &std::path::Path,
+    contacts: &std::path::Path,
+    opts: &contacts::Options,
+) -> Result<(campaign::Campaign, contacts::Loaded), InputErrors> {
+    match (campaign::load(campaign), contacts::load(contacts, opts)) {
+        (Ok(c), Ok(l)) => Ok((c, l)),
+        (c, l) => {
+            let mut all = c.err().map(|e| e.0).unwrap_or_default();
+            all.extend(l.err().map(|e| e.0).unwrap_or_default());
+            Err(InputErrors(all))
+        }
+    }
+}
 
 /// What can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

@@ -8,10 +8,12 @@
 //!   [`Core::call_ended`], [`Core::stop`];
 //! * outputs ([`Core::poll_output`]): [`Output::Dial`] (re-check at the INVITE instant, lease,
 //!   record — `crate::protocol`), [`Output::Skip`] (record the planner's skip),
-//!   [`Output::Breaker`] (record a breaker transition);
+//!   [`Output::Breaker`] (record a breaker transition), [`Output::Commit`] (make them durable,
+//!   then send the INVITEs);
 //! * [`Core::poll_timeout`]: the next due contact or pacing token, or the breaker's timer.
 //!
-//! The driver commits the log after a tick's dials and before their INVITEs leave.
+//! [`crate::session::Session`] carries the outputs out, for any driver: the live one
+//! (`crieur-runner`) and the crash tests' simulated one run that same code.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -37,6 +39,11 @@ pub enum Output {
         transition: Transition,
         call: Option<String>,
     },
+    /// Make what the outputs before it recorded durable (one commit, fsync, for the whole
+    /// tick), then — only then — send the INVITEs of the `Dial`s before it. The core emits
+    /// one after every batch of outputs: the lease → durable `invite-sent` → INVITE order is
+    /// the core's, not the driver's.
+    Commit,
 }
 
 /// How long a contact waits when its number is in another call of this run.
@@ -123,6 +130,15 @@ impl<'p> Core<'p> {
     /// Time has passed: the breaker's timer, then — unless stopping or the breaker holds
     /// dialling — every contact due at `now` (one probe when half-open).
     pub fn handle_timeout(&mut self, now: DateTime<Utc>) {
+        let before = self.out.len();
+        self.due(now);
+        if self.out.len() > before {
+            self.out.push_back(Output::Commit);
+        }
+    }
+
+    /// [`Core::handle_timeout`] but the commit.
+    fn due(&mut self, now: DateTime<Utc>) {
         if let Some(t) = self.health.breaker.poll(now) {
             self.note(t, None);
         }

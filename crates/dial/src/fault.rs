@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use crieur_audit::record::{BreakerCause, TrunkBreaker};
 use crieur_engine::{
-    Breaker, BreakerConfig, BreakerState, CallVerdict, Cause, FaultKind, Transition, TrunkFault,
-    TRUNK_FAULT_PREFIX,
+    AttemptOutcome, Breaker, BreakerConfig, BreakerState, CallVerdict, Cause, FaultKind,
+    Transition, TrunkFault, TRUNK_FAULT_PREFIX,
 };
 use crieur_media::call::Outcome;
 use crieur_media::uac::CallReport;
@@ -31,8 +31,20 @@ pub fn fault_of(r: &CallReport) -> Option<TrunkFault> {
     })
 }
 
+/// A call's task failed on our side (it panicked, or the SIP stack failed before the call
+/// had an outcome): recorded as `local-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why}")]
+pub struct LocalFailure {
+    /// What failed, with its sources.
+    pub why: String,
+}
+
+/// How a call ended, as the network reports it: its report, or why it failed on our side.
+pub type CallEnd = Result<CallReport, LocalFailure>;
+
 /// What a finished call (or its task's failure) tells the breaker.
-pub fn verdict(r: &Result<CallReport, String>) -> CallVerdict {
+pub fn verdict(r: &CallEnd) -> CallVerdict {
     match r {
         Err(_) => CallVerdict::Neutral,
         Ok(r) => match (fault_of(r), r.ending.outcome) {
@@ -54,15 +66,71 @@ pub fn refused_before_ringing(r: &CallReport) -> bool {
             .is_some_and(|(s, _)| (200..300).contains(&s))
 }
 
-/// The outcome name recorded in the store and the audit log: `trunk-fault:<outcome>` when the
-/// trunk refused the call before anything rang and `uncounted` (it then uses up no attempt),
-/// the call's own outcome otherwise.
-pub fn recorded_outcome(r: &CallReport, uncounted: bool) -> String {
-    let name = r.ending.outcome.as_str();
-    if uncounted && refused_before_ringing(r) {
-        format!("{TRUNK_FAULT_PREFIX}{name}")
-    } else {
-        name.to_owned()
+/// A finished call's outcome as recorded: the media layer's own [`Outcome`] — marked a trunk
+/// fault when the trunk refused it before anything rang and it goes uncounted — or a local
+/// error. One value from the call's end to the store, the log and the planner: its name
+/// ([`Recorded::name`]) is what the store and the log keep, its scheduling meaning
+/// ([`Recorded::scheduled`]) what the planner gets, with no name parsed back on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Call { outcome: Outcome, trunk_fault: bool },
+    LocalError,
+}
+
+impl Recorded {
+    /// The name recorded in the store and the audit log: `trunk-fault:<outcome>` for an
+    /// uncounted trunk fault, `local-error`, or the call's own outcome.
+    pub fn name(self) -> String {
+        match self {
+            Recorded::Call {
+                outcome,
+                trunk_fault: true,
+            } => format!("{TRUNK_FAULT_PREFIX}{}", outcome.as_str()),
+            Recorded::Call { outcome, .. } => outcome.as_str().to_owned(),
+            Recorded::LocalError => "local-error".to_owned(),
+        }
+    }
+
+    /// What the planner makes of it (retry rules, caps).
+    pub fn scheduled(self) -> AttemptOutcome {
+        match self {
+            Recorded::Call {
+                trunk_fault: true, ..
+            } => AttemptOutcome::TrunkFault,
+            Recorded::Call { outcome, .. } => scheduled(outcome),
+            Recorded::LocalError => AttemptOutcome::Failed,
+        }
+    }
+}
+
+/// The scheduling meaning of a call's outcome (the engine knows no media type: this is where
+/// the two meet).
+pub fn scheduled(outcome: Outcome) -> AttemptOutcome {
+    match outcome {
+        Outcome::AnsweredCompleted | Outcome::HungUpMidMessage => AttemptOutcome::Answered,
+        // A failed opt-out write is still the person's refusal.
+        Outcome::AnsweredOptedOut | Outcome::OptOutFailed => AttemptOutcome::OptedOut,
+        Outcome::AnsweredNotInterested => AttemptOutcome::NotInterested,
+        Outcome::Busy => AttemptOutcome::Busy,
+        Outcome::NoAnswer => AttemptOutcome::NoAnswer,
+        Outcome::Rejected | Outcome::NotFound => AttemptOutcome::Rejected,
+        Outcome::MachineMessageLeft | Outcome::MachineHungUp => AttemptOutcome::Machine,
+        Outcome::LocalShutdown => AttemptOutcome::Interrupted,
+        Outcome::TrunkFailure
+        | Outcome::AuthFailed
+        | Outcome::CodecMismatch
+        | Outcome::MediaRefused => AttemptOutcome::Failed,
+    }
+}
+
+/// The recorded outcome of a finished call (`uncounted`: [`TrunkHealth::uncounted`]'s answer).
+pub fn recorded_outcome(r: &CallEnd, uncounted: bool) -> Recorded {
+    match r {
+        Ok(r) => Recorded::Call {
+            outcome: r.ending.outcome,
+            trunk_fault: uncounted && refused_before_ringing(r),
+        },
+        Err(_) => Recorded::LocalError,
     }
 }
 
@@ -180,6 +248,45 @@ mod tests {
 
     use super::*;
 
+    /// Every outcome of a call, scheduled as its recorded name reads: the enum path the live
+    /// driver takes agrees with the name the store and the log keep (and replay reads).
+    #[test]
+    fn the_scheduled_meaning_is_the_recorded_names() {
+        use Outcome::*;
+        for o in [
+            AnsweredCompleted,
+            AnsweredOptedOut,
+            AnsweredNotInterested,
+            HungUpMidMessage,
+            Busy,
+            NoAnswer,
+            Rejected,
+            NotFound,
+            TrunkFailure,
+            AuthFailed,
+            CodecMismatch,
+            MediaRefused,
+            LocalShutdown,
+            OptOutFailed,
+            MachineMessageLeft,
+            MachineHungUp,
+        ] {
+            for trunk_fault in [false, true] {
+                let r = Recorded::Call {
+                    outcome: o,
+                    trunk_fault,
+                };
+                assert_eq!(
+                    r.scheduled(),
+                    AttemptOutcome::from_record(&r.name()),
+                    "{r:?}"
+                );
+            }
+        }
+        let r = Recorded::LocalError;
+        assert_eq!(r.scheduled(), AttemptOutcome::from_record(&r.name()));
+    }
+
     fn report(outcome: Outcome, status: Option<u16>, first_18x: Option<u16>) -> CallReport {
         let ms = Duration::from_millis;
         CallReport {
@@ -214,13 +321,25 @@ mod tests {
     #[test]
     fn a_trunk_refusal_before_ringing_is_free_after_ringing_it_counts() {
         let r = report(Outcome::TrunkFailure, Some(503), None);
-        assert_eq!(recorded_outcome(&r, true), "trunk-fault:trunk-failure");
-        assert_eq!(recorded_outcome(&r, false), "trunk-failure");
+        assert_eq!(
+            recorded_outcome(&Ok(r.clone()), true).name(),
+            "trunk-fault:trunk-failure"
+        );
+        assert_eq!(
+            recorded_outcome(&Ok(r.clone()), false).name(),
+            "trunk-failure"
+        );
         let rang = report(Outcome::TrunkFailure, Some(503), Some(180));
-        assert_eq!(recorded_outcome(&rang, true), "trunk-failure");
+        assert_eq!(
+            recorded_outcome(&Ok(rang.clone()), true).name(),
+            "trunk-failure"
+        );
         // Timer B: no status at all.
         let silent = report(Outcome::TrunkFailure, None, None);
-        assert_eq!(recorded_outcome(&silent, true), "trunk-fault:trunk-failure");
+        assert_eq!(
+            recorded_outcome(&Ok(silent.clone()), true).name(),
+            "trunk-fault:trunk-failure"
+        );
         assert!(matches!(
             verdict(&Ok(silent)),
             CallVerdict::Fault(TrunkFault {
@@ -231,7 +350,10 @@ mod tests {
         // A 200 with no common codec: a configuration fault for the breaker, but the phone
         // was answered — it counts.
         let mismatch = report(Outcome::CodecMismatch, Some(200), Some(180));
-        assert_eq!(recorded_outcome(&mismatch, true), "codec-mismatch");
+        assert_eq!(
+            recorded_outcome(&Ok(mismatch.clone()), true).name(),
+            "codec-mismatch"
+        );
         assert!(matches!(
             verdict(&Ok(mismatch)),
             CallVerdict::Fault(TrunkFault {
@@ -240,7 +362,10 @@ mod tests {
             })
         ));
         let auth = report(Outcome::AuthFailed, Some(403), None);
-        assert_eq!(recorded_outcome(&auth, true), "trunk-fault:auth-failed");
+        assert_eq!(
+            recorded_outcome(&Ok(auth.clone()), true).name(),
+            "trunk-fault:auth-failed"
+        );
         assert!(matches!(
             verdict(&Ok(auth)),
             CallVerdict::Fault(TrunkFault {
@@ -263,11 +388,16 @@ mod tests {
         ] {
             let r = report(o, Some(486), None);
             assert_eq!(verdict(&Ok(r.clone())), CallVerdict::Served, "{o:?}");
-            assert_eq!(recorded_outcome(&r, true), o.as_str());
+            assert_eq!(recorded_outcome(&Ok(r.clone()), true).name(), o.as_str());
         }
         let r = report(Outcome::LocalShutdown, None, None);
         assert_eq!(verdict(&Ok(r)), CallVerdict::Neutral);
-        assert_eq!(verdict(&Err("task failed".into())), CallVerdict::Neutral);
+        assert_eq!(
+            verdict(&Err(LocalFailure {
+                why: "task failed".into()
+            })),
+            CallVerdict::Neutral
+        );
     }
 
     fn fault() -> CallVerdict {

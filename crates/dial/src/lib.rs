@@ -11,11 +11,12 @@ pub mod core;
 pub mod fault;
 pub mod protocol;
 pub mod recover;
+pub mod session;
 pub mod sim;
 
 pub use protocol::{DialRules, Gate};
 pub use recover::{reconcile, reconcile_node, recover_expired, Node, Recovered};
-pub use sim::{simulate, OutcomeMix, SimConfig, SimEvent};
+pub use sim::{simulate, MixError, OutcomeMix, SimConfig, SimEvent};
 
 /// The dial crate's errors.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,12 @@ pub enum Error {
     Store(#[from] crieur_store::Error),
     #[error(transparent)]
     Audit(#[from] crieur_audit::Error),
+    /// The session's probe halted it after this effect (the crash tests' process death).
+    #[error("halted after {0:?}")]
+    Halted(session::Point),
+    /// A lock shared with the call tasks was poisoned (a task panicked holding it).
+    #[error("the {0} lock was poisoned")]
+    Poisoned(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -536,3 +536,48 @@ pub fn finish_call(
         }
     }
 }
+
+/// Where one contact of a campaign stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Nothing more to do — opted out, a final outcome, out of attempts, or a damaged
+    /// history — and why.
+    Done(String),
+    Due,
+    /// Due at this instant (a retry delay, a cap, or its next window).
+    Waiting(DateTime<Utc>),
+    /// No instant within the next-eligible horizon: the policy's reasons now.
+    Never(Vec<crieur_scheduler::SkipReason>),
+}
+
+/// Where `contact` stands at `now`: the opt-out list, its history (caps across campaigns,
+/// this campaign's retry rules), then the policy from the first instant they allow.
+pub fn standing(
+    rules: &DialRules,
+    store: &dyn Store,
+    ev: &mut Evaluator<'_>,
+    contact: &Contact,
+    now: DateTime<Utc>,
+) -> Result<Standing> {
+    if store.is_opted_out(contact.phone())? {
+        return Ok(Standing::Done("opted out".into()));
+    }
+    // A damaged history: not dialled until the store is repaired (never a shorter history).
+    let history = match history(store, contact)? {
+        Ok(h) => h,
+        Err(why) => return Ok(Standing::Done(why.to_string())),
+    };
+    let from = match held(rules, &history, now) {
+        Some((why, None)) => return Ok(Standing::Done(why.to_string())),
+        Some((_, Some(until))) => until,
+        None => now,
+    };
+    Ok(match ev.decide(contact, from) {
+        Decision::Dial(_) if from == now => Standing::Due,
+        Decision::Dial(_) => Standing::Waiting(from),
+        Decision::Skip(s) => match s.next_eligible {
+            Some(t) => Standing::Waiting(t),
+            None => Standing::Never(s.reasons),
+        },
+    })
+}

@@ -13,18 +13,32 @@ use crieur_scheduler::{Contact, Policy};
 
 use crate::core::{Core, Output};
 
+/// What is wrong with an outcome mix (the text as given, and what was expected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MixError {
+    #[error("`{0}`: expected outcome=probability")]
+    Part(String),
+    #[error("`{0}`: expected answered, optout, not-interested, busy, no-answer, failed, rejected or machine")]
+    Outcome(String),
+    #[error("`{0}`: expected a probability between 0 and 1")]
+    Probability(String),
+    #[error("the probabilities add up to more than 1")]
+    Sum,
+}
+
 /// Probabilities of each outcome; what is left up to 1 is `Answered`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutcomeMix(pub Vec<(AttemptOutcome, f64)>);
 
 impl OutcomeMix {
     /// Parses `answered=0.5,busy=0.1,no-answer=0.3,optout=0.05`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, MixError> {
         let mut v = Vec::new();
         for part in s.split(',').filter(|p| !p.trim().is_empty()) {
             let (k, p) = part
                 .split_once('=')
-                .ok_or_else(|| format!("`{part}`: expected outcome=probability"))?;
+                .ok_or_else(|| MixError::Part(part.to_owned()))?;
             let o = match k.trim() {
                 "answered" => AttemptOutcome::Answered,
                 "optout" | "opted-out" => AttemptOutcome::OptedOut,
@@ -34,19 +48,18 @@ impl OutcomeMix {
                 "failed" => AttemptOutcome::Failed,
                 "rejected" => AttemptOutcome::Rejected,
                 "machine" => AttemptOutcome::Machine,
-                other => return Err(format!("`{other}`: expected answered, optout, not-interested, busy, no-answer, failed, rejected or machine")),
+                other => return Err(MixError::Outcome(other.to_owned())),
             };
             let p: f64 = p
                 .trim()
                 .parse()
-                .map_err(|_| format!("`{p}`: expected a probability"))?;
-            if !(0.0..=1.0).contains(&p) {
-                return Err(format!("`{p}`: expected a probability between 0 and 1"));
-            }
+                .ok()
+                .filter(|p| (0.0..=1.0).contains(p))
+                .ok_or_else(|| MixError::Probability(p.trim().to_owned()))?;
             v.push((o, p));
         }
         if v.iter().map(|(_, p)| p).sum::<f64>() > 1.0 + 1e-9 {
-            return Err("the probabilities add up to more than 1".into());
+            return Err(MixError::Sum);
         }
         Ok(OutcomeMix(v))
     }
@@ -168,4 +181,29 @@ pub fn simulate(contacts: Vec<Contact>, policy: &Policy, cfg: &SimConfig) -> Vec
         }
     }
     events
+}
+
+/// One day of a simulation (UTC).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Day {
+    pub dialled: usize,
+    pub answered: usize,
+    pub opted_out: usize,
+    /// Every other outcome (retried or not).
+    pub other: usize,
+}
+
+/// What the simulation did, day by day (UTC).
+pub fn per_day(events: &[SimEvent]) -> std::collections::BTreeMap<chrono::NaiveDate, Day> {
+    let mut days: std::collections::BTreeMap<chrono::NaiveDate, Day> = Default::default();
+    for e in events {
+        let d = days.entry(e.at.date_naive()).or_default();
+        d.dialled += 1;
+        match e.outcome {
+            AttemptOutcome::Answered => d.answered += 1,
+            AttemptOutcome::OptedOut => d.opted_out += 1,
+            _ => d.other += 1,
+        }
+    }
+    days
 }

@@ -114,8 +114,12 @@ fn drive(
             }
         }
         core.handle_timeout(now);
+        // Every batch of outputs ends with a commit (nothing leaves before it is durable).
+        let mut uncommitted = 0;
         while let Some(out) = core.poll_output() {
+            uncommitted += 1;
             match out {
+                Output::Commit => uncommitted = 0,
                 Output::Dial { contact: i, .. } => {
                     let number = core.contact(i).phone().to_string();
                     assert!(
@@ -142,6 +146,7 @@ fn drive(
                 }
             }
         }
+        assert_eq!(uncommitted, 0, "outputs with no commit after them");
     }
     d
 }

@@ -1,6 +1,7 @@
-//! The campaign core, crashed at every one of its output boundaries. A driver like
-//! `crieur run`'s — but in simulated time, against a fake call network — carries out the
-//! core's outputs on a real store and a real audit log in a tempdir: every decision
+//! The campaign core, crashed at every one of its output boundaries. The live driver's own
+//! effect code (`crieur_dial::session::Session`, which `crieur-runner` runs on tokio) — here
+//! in simulated time, against a fake call network — carries out the core's outputs on a real
+//! store and a real audit log in a tempdir: every decision
 //! recorded, the lease, the `invite-sent` record, the tick's commit, the call placed, the
 //! opt-out (store, then log), the end of the call (attempt, records, commit), a breaker
 //! transition. After the `k`-th of these effects the process "dies": the core, the store, the
@@ -15,27 +16,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use crieur_audit::build::{caps_snapshot, policy_snapshot, retry_snapshot};
-use crieur_audit::record::{OptOutRecorded, RunHeader, RunStop};
 use crieur_audit::{AuditLog, Options, Record};
-use crieur_dial::core::{Core, Output};
-use crieur_dial::protocol::{
-    finish_call, history, lease_and_record_invite, recheck, to_attempts, CallRef,
-};
-use crieur_dial::{reconcile, DialRules};
-use crieur_engine::{AttemptOutcome, BreakerConfig, CapRules, Pacing, Planner, RetryPolicy};
-use crieur_media::call::{Ending as CallEnding, HangupBy, Outcome};
+use crieur_dial::session::{Halt, Network, Placement, Plan, Point, Probe, Session};
+use crieur_dial::DialRules;
+use crieur_engine::{AttemptOutcome, BreakerConfig, CapRules, Pacing, RetryPolicy};
+use crieur_media::call::Outcome;
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::uac::CallReport;
-use crieur_scheduler::{Evaluator, Policy, E164};
+use crieur_scheduler::{Policy, E164};
 use crieur_store::Store;
 use proptest::prelude::*;
 
 mod common;
-use common::{contacts, open, policy, t};
+use common::{contacts, open, policy, run_header, t};
 
 const CAMPAIGN: &str = "t";
 
@@ -66,50 +63,21 @@ impl Ending {
 
     /// What the media edge would report.
     fn report(self, call: &str) -> CallReport {
-        let s = StdDuration::from_millis;
-        let answered = matches!(self, Ending::Answered | Ending::OptsOut);
-        let (outcome, status, by, reason) = match self {
-            Ending::Answered => (
-                Outcome::AnsweredCompleted,
-                200,
-                HangupBy::Us,
-                "message played",
-            ),
-            Ending::OptsOut => (Outcome::AnsweredOptedOut, 200, HangupBy::Us, "opted out"),
-            Ending::Busy => (Outcome::Busy, 486, HangupBy::Nobody, "Busy Here"),
-            Ending::NoAnswer => (Outcome::NoAnswer, 487, HangupBy::Us, "ring timeout"),
+        let (outcome, status) = match self {
+            Ending::Answered => (Outcome::AnsweredCompleted, 200),
+            Ending::OptsOut => (Outcome::AnsweredOptedOut, 200),
+            Ending::Busy => (Outcome::Busy, 486),
+            Ending::NoAnswer => (Outcome::NoAnswer, 487),
         };
-        CallReport {
-            call_id: call.to_owned(),
-            ending: CallEnding {
-                outcome,
-                sip_status: Some(status),
-                reason: reason.into(),
-                hangup_by: by,
-            },
-            timeline: Vec::new(),
-            keys: if matches!(self, Ending::OptsOut) {
-                vec![('9', DtmfMethod::Rfc4733, s(7_000))]
-            } else {
-                Vec::new()
-            },
-            opt_out_recorded: matches!(self, Ending::OptsOut),
-            answer_to_first_audio: answered.then(|| s(80)),
-            final_response: Some((status, s(if answered { 2_000 } else { 1_400 }))),
-            first_18x: (!matches!(self, Ending::Busy)).then(|| (180, s(300))),
-            credentials_sent: false,
-            answered_at: answered.then(|| s(2_000)),
-            first_audio_at: answered.then(|| s(2_080)),
-            message_packets: if answered { 900 } else { 0 },
-            codec: None,
-            rtp_sent: if answered { 900 } else { 0 },
-            send_lateness_max_us: 0,
-            rtp_send_errors: 0,
-            rtp_received: Vec::new(),
-            rtp_local: None,
-            rtcp: Default::default(),
-            amd: None,
+        let mut r = common::report(call, outcome, status);
+        if matches!(self, Ending::OptsOut) {
+            r.keys = vec![('9', DtmfMethod::Rfc4733, StdDuration::from_millis(7_000))];
+            r.opt_out_recorded = true;
         }
+        if matches!(self, Ending::NoAnswer) {
+            r.ending.hangup_by = crieur_media::call::HangupBy::Us;
+        }
+        r
     }
 }
 
@@ -136,51 +104,18 @@ impl Campaign {
     }
 }
 
-/// The run header `crieur run` writes: the policy, caps and retry rules replay re-derives
-/// every decision with.
-fn header(c: &Campaign, policy: &Policy) -> Record {
-    let rules = c.rules();
-    Record::RunStart(Box::new(RunHeader {
-        format: crieur_audit::record::FORMAT_VERSION,
-        command: "run".into(),
-        node: None,
-        software: "crash test".into(),
-        campaign: Some(CAMPAIGN.into()),
-        campaign_name: None,
-        campaign_file: None,
-        campaign_sha256: None,
-        campaign_toml: None,
-        policy: Some(policy_snapshot(
-            policy,
-            "Europe/Paris",
-            StdDuration::from_secs(20),
-            StdDuration::from_secs(30),
-        )),
-        caps: Some(caps_snapshot(&rules.caps)),
-        retry: retry_snapshot(&rules.retry),
-        opt_out_key: Some('9'),
-        audio: Vec::new(),
-        tzdb_version: crieur_scheduler::tzdb_version().into(),
-        phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
-    }))
-}
-
-/// The process died.
-#[derive(Debug)]
-struct Killed;
-
-/// Counts the driver's effects; the `kill_at`-th is the last before the crash.
+/// Counts the session's effects; the `kill_at`-th is the last before the crash.
 struct Fuse {
     done: usize,
     kill_at: Option<usize>,
 }
 
-impl Fuse {
-    /// One more effect happened: `Err(Killed)` if the process dies right after it.
-    fn tick(&mut self) -> Result<(), Killed> {
+impl Probe for Fuse {
+    /// One more effect happened: halt if the process dies right after it.
+    fn after(&mut self, _: Point) -> Result<(), Halt> {
         self.done += 1;
         if self.kill_at == Some(self.done) {
-            Err(Killed)
+            Err(Halt)
         } else {
             Ok(())
         }
@@ -191,18 +126,58 @@ impl Fuse {
 #[derive(Debug, Clone)]
 enum Event {
     /// The callee pressed the opt-out key.
-    OptOut { contact: usize, call: String },
+    OptOut { number: E164, call: String },
     /// The call ended.
-    End {
-        contact: usize,
-        call: String,
-        sent_at: DateTime<Utc>,
-        ending: Ending,
-    },
+    End { call: String, ending: Ending },
+}
+
+/// The fake call network: each call placed ends as the campaign says, the `k`-th call to a
+/// contact with its `k`-th ending (counted across restarts).
+struct FakeNetwork<'a> {
+    campaign: &'a Campaign,
+    tries: &'a mut HashMap<usize, usize>,
+    events: &'a mut BTreeMap<(DateTime<Utc>, u64), Event>,
+    seq: &'a mut u64,
+}
+
+impl Network for FakeNetwork<'_> {
+    fn place(&mut self, p: Placement) {
+        let k = self.tries.entry(p.contact).or_default();
+        let ending = self.campaign.ending(p.contact, *k);
+        *k += 1;
+        if matches!(ending, Ending::OptsOut) {
+            *self.seq += 1;
+            self.events.insert(
+                (p.sent_at + Duration::seconds(7), *self.seq),
+                Event::OptOut {
+                    number: p.who.phone().clone(),
+                    call: p.call.clone(),
+                },
+            );
+        }
+        *self.seq += 1;
+        self.events.insert(
+            (p.sent_at + ending.length(), *self.seq),
+            Event::End {
+                call: p.call,
+                ending,
+            },
+        );
+    }
+}
+
+/// Whether `r` is the probe's halt (the process died), else its value.
+fn died<T>(r: crieur_dial::Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(crieur_dial::Error::Halted(_)) => None,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// One process's run, from `start`, until nothing is due (`Ok(end)`) or killed (`Err(at)`:
-/// the instant it died).
+/// the instant it died). The run is `crieur-runner`'s: the same [`Session`] (start,
+/// recovery, ticks, call ends, opt-outs), on a fake network in simulated time.
 fn run_once(
     c: &Campaign,
     policy: &Policy,
@@ -212,49 +187,49 @@ fn run_once(
     tries: &mut HashMap<usize, usize>,
     fuse: &mut Fuse,
 ) -> Result<DateTime<Utc>, DateTime<Utc>> {
-    let store = open(sp, false);
-    let rules = c.rules();
-    let ok = |r: Result<(), String>| r.unwrap_or_else(|e| panic!("{e}"));
-    let mut log = AuditLog::open(lp, Options::default()).unwrap_or_else(|e| panic!("{e}"));
-    // As `crieur run` starts: its header, then the store and the log reconciled from the log.
-    ok(log
-        .append(start, &header(c, policy))
-        .map(|_| ())
-        .map_err(|e| e.to_string()));
+    let store = Arc::new(open(sp, false));
+    let log = AuditLog::open(lp, Options::default()).unwrap_or_else(|e| panic!("{e}"));
     let entries: Vec<_> = crieur_audit::read_all(lp)
         .unwrap_or_default()
         .into_iter()
         .map(|(_, _, e)| e)
         .collect();
-    reconcile(&store, &mut log, &entries, start).unwrap_or_else(|e| panic!("{e}"));
     let contacts = store.contacts(CAMPAIGN).unwrap_or_else(|e| panic!("{e}"));
-    let mut planner = Planner::new(
-        contacts,
+    let plan = Plan {
+        rules: c.rules(),
         policy,
-        rules.caps.clone(),
-        rules.retry.clone(),
-        Pacing {
+        pacing: Pacing {
             calls_per_second: 2.0,
             max_concurrent: 3,
         },
+        breaker: BreakerConfig::default(),
+        contacts,
+        schedule_history: true,
+    };
+    // As `crieur run` starts: its header, then the store and the log reconciled from the log.
+    let mut steps = Vec::new();
+    let (mut session, _) = Session::start(
+        plan,
+        store,
+        log,
+        &run_header(
+            &c.rules(),
+            policy,
+            StdDuration::from_secs(20),
+            StdDuration::from_secs(30),
+        ),
+        &entries,
         start,
-    );
-    for i in 0..planner.len() {
-        let h = history(&store, planner.contact(i))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        planner.load_history(i, to_attempts(&h, CAMPAIGN));
-    }
-    ok(log.commit().map_err(|e| e.to_string()));
-    let mut core = Core::new(planner, BreakerConfig::default());
-    let mut eval = Evaluator::new(policy);
+        &mut steps,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let recorder = session.opt_out_recorder();
     let mut events: BTreeMap<(DateTime<Utc>, u64), Event> = BTreeMap::new();
     let mut seq = 0u64;
     let mut now = start;
-    let killed = |now| Err(now);
     loop {
         let next_event = events.keys().next().map(|(t, _)| *t);
-        let next = match (core.poll_timeout(), next_event) {
+        let next = match (session.core().poll_timeout(), next_event) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => match a.or(b) {
                 Some(n) => n,
@@ -270,195 +245,37 @@ fn run_once(
             let Some(ev) = events.remove(&(at, k)) else {
                 break;
             };
-            match ev {
-                Event::OptOut { contact, call } => {
-                    // The hook: the store first, then the log, both durable before the
-                    // confirmation plays.
-                    let phone = core.contact(contact).phone().clone();
-                    ok(store
-                        .add_opt_out(&phone, at, "key 9 by rfc4733")
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()));
-                    if fuse.tick().is_err() {
-                        return killed(at);
-                    }
-                    let rec = Record::OptOutRecorded(OptOutRecorded {
-                        call,
-                        number: phone.to_string(),
-                        at,
-                    });
-                    ok(log
-                        .append_durable(at, &rec)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()));
-                    if fuse.tick().is_err() {
-                        return killed(at);
-                    }
+            let mut clock = at;
+            let done = match ev {
+                // The hook: the store first, then the log, both durable before the
+                // confirmation plays.
+                Event::OptOut { number, call } => {
+                    died(recorder.record(&call, &number, at, "key 9 by rfc4733", fuse))
                 }
-                Event::End {
-                    contact,
-                    call,
-                    sent_at,
-                    ending,
-                } => {
-                    let who = core.contact(contact).clone();
-                    let report = ending.report(&call);
-                    let verdict = crieur_dial::fault::verdict(&Ok(report.clone()));
-                    let uncounted = core.uncounted(contact, &verdict);
-                    let outcome = crieur_dial::fault::recorded_outcome(&report, uncounted);
-                    let cr = CallRef {
-                        call: &call,
-                        campaign: CAMPAIGN,
-                        contact: &who,
-                        sent_at,
-                        ended: at,
-                    };
-                    let mut died = false;
-                    finish_call(&store, &mut log, &cr, Ok(&report), &outcome, at, || {
-                        died = fuse.tick().is_err();
-                    })
-                    .unwrap_or_else(|e| panic!("{e}"));
-                    if died {
-                        return killed(at);
-                    }
-                    if fuse.tick().is_err() {
-                        return killed(at);
-                    }
-                    ok(log.commit().map_err(|e| e.to_string()));
-                    if fuse.tick().is_err() {
-                        return killed(at);
-                    }
-                    let scheduled = AttemptOutcome::from_record(&outcome);
-                    if let Some(tr) = core.call_ended(contact, at, scheduled, verdict) {
-                        let rec = Record::TrunkBreaker(crieur_dial::fault::breaker_record(
-                            CAMPAIGN,
-                            &tr,
-                            Some(&call),
-                        ));
-                        ok(log
-                            .append(tr.at, &rec)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string()));
-                        if fuse.tick().is_err() {
-                            return killed(at);
-                        }
-                    }
-                }
+                Event::End { call, ending } => died(
+                    session
+                        .call_ended(&call, &Ok(ending.report(&call)), &mut clock, fuse)
+                        .map(|_| ()),
+                ),
+            };
+            if done.is_none() {
+                return Err(at);
             }
         }
-        core.handle_timeout(now);
-        let mut ready = Vec::new();
-        while let Some(out) = core.poll_output() {
-            match out {
-                Output::Breaker { transition, call } => {
-                    let rec = Record::TrunkBreaker(crieur_dial::fault::breaker_record(
-                        CAMPAIGN,
-                        &transition,
-                        call.as_deref(),
-                    ));
-                    ok(log
-                        .append(transition.at, &rec)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()));
-                    if fuse.tick().is_err() {
-                        return killed(now);
-                    }
-                }
-                Output::Skip { contact: i, note } => {
-                    crieur_dial::protocol::record_skip(
-                        &rules,
-                        &store,
-                        &mut eval,
-                        core.contact(i),
-                        &mut log,
-                        now,
-                        Some(&note),
-                    )
-                    .unwrap_or_else(|e| panic!("{e}"));
-                    if fuse.tick().is_err() {
-                        return killed(now);
-                    }
-                }
-                Output::Dial { contact: i, .. } => {
-                    let contact = core.contact(i).clone();
-                    let checked = recheck(&rules, &store, &mut eval, &contact, &mut log, now)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    if fuse.tick().is_err() {
-                        return killed(now);
-                    }
-                    let valid_until = match checked.verdict() {
-                        Ok(v) => v,
-                        Err(retry_at) => {
-                            core.not_dialled(i, retry_at);
-                            continue;
-                        }
-                    };
-                    let sent_at = crieur_dial::to_micros(now);
-                    let mut died = false;
-                    let call = lease_and_record_invite(
-                        &store,
-                        &mut log,
-                        &rules,
-                        &contact,
-                        now,
-                        valid_until,
-                        sent_at,
-                        false,
-                        || died = fuse.tick().is_err(),
-                    )
-                    .unwrap_or_else(|e| panic!("{e}"));
-                    if died || fuse.tick().is_err() {
-                        return killed(now);
-                    }
-                    core.dialled(i);
-                    ready.push((i, call, sent_at));
-                }
-            }
-        }
-        // One commit for the tick, before any INVITE leaves.
-        ok(log.commit().map_err(|e| e.to_string()));
-        if fuse.tick().is_err() {
-            return killed(now);
-        }
-        for (i, call, sent_at) in ready {
-            // Placed: the network has it.
-            let k = tries.entry(i).or_default();
-            let ending = c.ending(i, *k);
-            *k += 1;
-            if matches!(ending, Ending::OptsOut) {
-                seq += 1;
-                events.insert(
-                    (sent_at + Duration::seconds(7), seq),
-                    Event::OptOut {
-                        contact: i,
-                        call: call.clone(),
-                    },
-                );
-            }
-            seq += 1;
-            events.insert(
-                (sent_at + ending.length(), seq),
-                Event::End {
-                    contact: i,
-                    call,
-                    sent_at,
-                    ending,
-                },
-            );
-            if fuse.tick().is_err() {
-                return killed(now);
-            }
+        let mut net = FakeNetwork {
+            campaign: c,
+            tries,
+            events: &mut events,
+            seq: &mut seq,
+        };
+        let mut clock = now;
+        if died(session.tick(&mut clock, &mut net, fuse, &mut steps)).is_none() {
+            return Err(now);
         }
     }
-    ok(log
-        .append_durable(
-            now,
-            &Record::RunStop(RunStop {
-                reason: "every contact is done".into(),
-            }),
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string()));
+    session
+        .record_stop("every contact is done", now)
+        .unwrap_or_else(|e| panic!("{e}"));
     Ok(now)
 }
 

@@ -237,13 +237,7 @@ fn simulate_and_the_core_on_a_fake_network_make_the_same_dials() {
     let planned = simulate(contacts(60), &policy, &cfg);
     assert!(planned.len() > 100, "{}", planned.len());
     // The network's script: each contact's k-th call, as simulate drew it.
-    let mut script: HashMap<usize, Vec<(AttemptOutcome, chrono::Duration)>> = HashMap::new();
-    for e in &planned {
-        script
-            .entry(e.contact)
-            .or_default()
-            .push((e.outcome, e.ended - e.at));
-    }
+    let script = script_of(&planned);
     let mut core = Core::new(
         Planner::new(
             contacts(60),
@@ -284,14 +278,169 @@ fn simulate_and_the_core_on_a_fake_network_make_the_same_dials() {
                 progressed = true;
             }
         }
-        let next = [core.poll_timeout(), ends.keys().next().map(|(t, _)| *t)]
-            .into_iter()
-            .flatten()
-            .min();
-        match next {
+        let next_end = ends.keys().next().map(|(t, _)| *t);
+        match advance(now, [core.poll_timeout(), next_end], progressed) {
+            Some(n) => now = n,
             None => break,
-            Some(n) if n <= now && !progressed => now += chrono::Duration::seconds(1),
-            Some(n) => now = n.max(now),
+        }
+    }
+    let want: Vec<(usize, DateTime<Utc>, u32)> = planned
+        .iter()
+        .map(|e| (e.contact, e.at, e.attempt))
+        .collect();
+    assert_eq!(dials, want);
+}
+
+mod common;
+
+/// The network's script: each contact's `k`-th call, as `simulate` drew it (its outcome and
+/// length).
+fn script_of(planned: &[SimEvent]) -> HashMap<usize, Vec<(AttemptOutcome, chrono::Duration)>> {
+    let mut script: HashMap<usize, Vec<(AttemptOutcome, chrono::Duration)>> = HashMap::new();
+    for e in planned {
+        script
+            .entry(e.contact)
+            .or_default()
+            .push((e.outcome, e.ended - e.at));
+    }
+    script
+}
+
+/// The next instant of a simulated-time loop: the earliest of `next` (none: the loop is
+/// done), a second on when nothing moved at an instant already due.
+fn advance(
+    now: DateTime<Utc>,
+    next: [Option<DateTime<Utc>>; 2],
+    progressed: bool,
+) -> Option<DateTime<Utc>> {
+    match next.into_iter().flatten().min()? {
+        n if n <= now && !progressed => Some(now + chrono::Duration::seconds(1)),
+        n => Some(n.max(now)),
+    }
+}
+
+/// The differential test, on the live driver's own effect code: `crieur_dial::session::Session`
+/// — the re-check at each INVITE instant (the store's history, caps, retry rules, the policy),
+/// the lease, the records, the commit — on a real store and audit log, with a fake network
+/// that ends each contact's `k`-th call the way `simulate` drew it, on the same clock. It
+/// places the same calls, at the same instants, as `simulate` planned: what `simulate`
+/// shows is what `crieur run` does.
+#[test]
+fn simulate_and_the_live_session_on_a_fake_network_make_the_same_dials() {
+    use crieur_dial::session::{Network, NoProbe, Placement, Plan, Session};
+    use crieur_dial::DialRules;
+    use crieur_media::call::Outcome;
+    use crieur_store::Store;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    struct Recorder(Vec<Placement>);
+    impl Network for Recorder {
+        fn place(&mut self, p: Placement) {
+            self.0.push(p);
+        }
+    }
+    /// The call's end as the media edge reports it, for each scheduling outcome.
+    fn ending(o: AttemptOutcome) -> (Outcome, u16) {
+        match o {
+            AttemptOutcome::Answered => (Outcome::AnsweredCompleted, 200),
+            AttemptOutcome::OptedOut => (Outcome::AnsweredOptedOut, 200),
+            AttemptOutcome::NotInterested => (Outcome::AnsweredNotInterested, 200),
+            AttemptOutcome::Busy => (Outcome::Busy, 486),
+            AttemptOutcome::NoAnswer => (Outcome::NoAnswer, 487),
+            AttemptOutcome::Rejected => (Outcome::Rejected, 603),
+            AttemptOutcome::Machine => (Outcome::MachineMessageLeft, 200),
+            // A failed call the trunk is not blamed for (simulate has no trunk faults).
+            _ => (Outcome::MediaRefused, 200),
+        }
+    }
+
+    let cfg = cfg(11);
+    let policy = policy();
+    let planned = simulate(contacts(60), &policy, &cfg);
+    assert!(planned.len() > 100, "{}", planned.len());
+    let script = script_of(&planned);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = common::open(&dir.path().join("store"), true);
+    let rules = DialRules {
+        campaign: "sim".into(),
+        caps: cfg.caps.clone(),
+        retry: cfg.retry.clone(),
+    };
+    store
+        .upsert_contacts(&rules.campaign, &contacts(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = crieur_audit::AuditLog::open(&dir.path().join("audit"), Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let header = common::run_header(
+        &rules,
+        &policy,
+        Duration::from_secs(25),
+        Duration::from_secs(15),
+    );
+    let plan = Plan {
+        rules,
+        policy: &policy,
+        pacing: cfg.pacing,
+        breaker: BreakerConfig::default(),
+        contacts: contacts(60),
+        schedule_history: true,
+    };
+    let (mut session, _) = Session::start(
+        plan,
+        Arc::new(store),
+        log,
+        &header,
+        &[],
+        cfg.from,
+        &mut Vec::new(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let end = cfg.from + chrono::Duration::days(i64::from(cfg.days));
+    // (end, n) → the call and how it ended.
+    let mut ends: BTreeMap<(DateTime<Utc>, usize), (String, AttemptOutcome)> = BTreeMap::new();
+    let mut calls_of: HashMap<usize, usize> = HashMap::new();
+    let mut dials: Vec<(usize, DateTime<Utc>, u32)> = Vec::new();
+    let mut now = cfg.from;
+    while now < end {
+        let mut progressed = false;
+        while let Some((&(t, n), _)) = ends.first_key_value() {
+            if t > now {
+                break;
+            }
+            let Some((call, o)) = ends.remove(&(t, n)) else {
+                break;
+            };
+            let (outcome, status) = ending(o);
+            let r = common::report(&call, outcome, status);
+            let mut at = t;
+            session
+                .call_ended(&call, &Ok(r), &mut at, &mut NoProbe)
+                .unwrap_or_else(|e| panic!("{e}"));
+            progressed = true;
+        }
+        let mut net = Recorder(Vec::new());
+        let mut clock = now;
+        session
+            .tick(&mut clock, &mut net, &mut NoProbe, &mut Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        for p in net.0 {
+            let k = calls_of.entry(p.contact).or_default();
+            let Some(&(outcome, len)) = script.get(&p.contact).and_then(|s| s.get(*k)) else {
+                panic!(
+                    "the session dialled {} more often than simulate did",
+                    p.contact
+                );
+            };
+            *k += 1;
+            ends.insert((p.sent_at + len, dials.len()), (p.call, outcome));
+            dials.push((p.contact, p.sent_at, *k as u32));
+            progressed = true;
+        }
+        let next_end = ends.keys().next().map(|(t, _)| *t);
+        match advance(now, [session.core().poll_timeout(), next_end], progressed) {
+            Some(n) => now = n,
+            None => break,
         }
     }
     let want: Vec<(usize, DateTime<Utc>, u32)> = planned

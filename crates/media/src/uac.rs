@@ -200,7 +200,11 @@ impl AmdReport {
 }
 
 /// A future that returns once the opt-out is durable (or the reason it could not be made so).
-pub type OptOutFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub type OptOutFuture = Pin<Box<dyn Future<Output = Result<(), OptOutError>> + Send>>;
+
+/// Why the opt-out hook could not record an opt-out (the store's or the log's own error,
+/// with its sources).
+pub type OptOutError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What happened during a call, for the operator and the audit log.
 #[derive(Debug, Clone)]
@@ -531,7 +535,7 @@ impl Uac {
         let at = |t: Instant| t.saturating_duration_since(t0);
         let mut on_opt_out = Some(on_opt_out);
         let mut media: Option<Media> = None;
-        let mut opt_out_done: Option<tokio::task::JoinHandle<Result<(), String>>> = None;
+        let mut opt_out_done: Option<tokio::task::JoinHandle<Result<(), OptOutError>>> = None;
         let mut refresh = SessionRefresh::default();
         let mut buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 1500];
@@ -909,7 +913,14 @@ impl Uac {
                             report.timeline.push((at(now), "opt-out recorded durably".into()));
                             script.handle_opt_out_durable(now);
                         }
-                        Ok(Err(why)) => {
+                        Ok(Err(e)) => {
+                            // With its sources: the reason the operator reads.
+                            let mut why = e.to_string();
+                            let mut source = e.source();
+                            while let Some(c) = source {
+                                why.push_str(&format!(": {c}"));
+                                source = c.source();
+                            }
                             report.timeline.push((at(now), format!("opt-out NOT recorded: {why}")));
                             tracing::error!(%why, "opt-out could not be recorded");
                             script.handle_opt_out_failed(now, &format!("opt-out not recorded: {why}"));

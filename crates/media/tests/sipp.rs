@@ -91,7 +91,7 @@ async fn place_full(
                 // played before it returned would show in the timeline order.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 flag.store(true, Ordering::SeqCst);
-                hook
+                hook.map_err(Into::into)
             })
         }),
     )

@@ -1,25 +1,24 @@
-//! The run's event loop on tokio: the core's outputs carried out (re-check, lease, records,
-//! the tick's commit, then the INVITEs), calls as tasks on one shared `Uac`, their ends
-//! recorded, control orders, events.
+//! The run's event loop on tokio: the core's outputs carried out by
+//! `crieur_dial::session::Session` (the same code the crash tests run in simulated time),
+//! its INVITEs placed as tasks on one shared `Uac`, their ends recorded, control orders
+//! obeyed, events sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crieur_audit::record::{OptOutRecorded, Reason};
+use crieur_audit::record::Reason;
 use crieur_audit::{AuditLog, Record};
 use crieur_config::campaign::Campaign;
-use crieur_dial::core::{Core, Output};
-use crieur_dial::protocol::{
-    finish_call, history, lease_and_record_invite, recheck, record_late_opt_out, record_skip,
-    to_attempts, CallRef, Rechecked,
+use crieur_dial::fault::{CallEnd, LocalFailure, Recorded};
+use crieur_dial::session::{
+    Clock, Ended, Halt, Network, OptOutRecorder, Placement, Plan, Point, Probe, Session, Step,
 };
-use crieur_engine::{AttemptOutcome, Planner, Transition};
 use crieur_media::call::Outcome;
-use crieur_media::uac::{CallReport, CallRequest, OptOutFuture, Uac};
-use crieur_scheduler::{Contact, Decision, Evaluator};
+use crieur_media::uac::{CallRequest, OptOutError, OptOutFuture, Uac};
+use crieur_scheduler::{Contact, Decision};
 use crieur_store::{Claim, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -78,7 +77,7 @@ pub struct Setup {
 pub struct Done {
     /// The re-check that let it go.
     pub decision: Decision,
-    pub report: std::result::Result<CallReport, String>,
+    pub report: CallEnd,
     /// As recorded (store and log).
     pub outcome: String,
     /// The opt-out key was pressed but could not be recorded during the call: whether it is
@@ -106,21 +105,31 @@ pub struct Summary {
     pub refusals: Vec<Refusal>,
 }
 
-/// A call task's result.
-struct Finished {
-    contact: usize,
-    call: String,
-    sent_at: DateTime<Utc>,
-    decision: Decision,
-    report: std::result::Result<CallReport, String>,
+/// The wall clock (the driver is the edge that reads it).
+struct WallClock;
+
+impl Clock for WallClock {
+    fn instant(&mut self) -> DateTime<Utc> {
+        now()
+    }
 }
 
-/// A call in progress, by its task.
-struct Placed {
-    contact: usize,
-    call: String,
-    sent_at: DateTime<Utc>,
-    decision: Decision,
+/// The SIGKILL tests' pause points (`CRIEUR_TEST_PAUSE_AT=<point>`): the run stops there for
+/// 30 s so the test can kill the process exactly there. Pausing weakens nothing; it never
+/// halts the session.
+struct TestPause;
+
+impl Probe for TestPause {
+    fn after(&mut self, point: Point) -> std::result::Result<(), Halt> {
+        match point {
+            Point::Leased => test_pause("after-lease-before-record"),
+            Point::Committed { invites } if invites > 0 => test_pause("after-lease"),
+            Point::OptOutStored => test_pause("after-opt-out"),
+            Point::AttemptStored => test_pause("after-attempt"),
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// What the loop shares with call tasks.
@@ -131,11 +140,36 @@ struct Shared {
     confirmation: Arc<crieur_media::audio::Message>,
     amd: Option<crieur_media::uac::AmdRequest>,
     hangup_all: CancellationToken,
+    opt_out_key: char,
+    not_interested_key: Option<char>,
+    lead_in: Duration,
+    recorder: OptOutRecorder,
 }
 
-/// Starting an INVITE this close to the end of its decision's validity is not done: the
-/// INVITE must leave (a few ms after its record is durable) while the decision still holds.
-const SEND_MARGIN_MS: i64 = 200;
+/// The calls in progress: a task each on the shared `Uac`.
+struct Calls {
+    tasks: JoinSet<(String, CallEnd)>,
+    /// Task → call id (a task that panics returns no id of its own).
+    ids: HashMap<tokio::task::Id, String>,
+}
+
+/// The live network: an INVITE placed is a task on the shared `Uac`.
+struct LiveNetwork<'a> {
+    shared: &'a Shared,
+    calls: &'a mut Calls,
+    placed: Vec<Placement>,
+}
+
+impl Network for LiveNetwork<'_> {
+    fn place(&mut self, p: Placement) {
+        let handle = self
+            .calls
+            .tasks
+            .spawn(place(self.shared, p.who.clone(), p.call.clone()));
+        self.calls.ids.insert(handle.id(), p.call.clone());
+        self.placed.push(p);
+    }
+}
 
 /// The longest the loop sleeps when nothing is due sooner (wall-clock steps are followed
 /// within this).
@@ -163,8 +197,8 @@ fn horizon() -> chrono::Duration {
     chrono::Duration::minutes(10)
 }
 
-/// How often a campaign run refills from the due index, writes back what it settled and
-/// recovers the leases of dead nodes.
+/// How often a campaign run refills from the due index, writes back what it settled,
+/// renews its claims and recovers the leases of dead nodes.
 fn refill_every() -> chrono::Duration {
     chrono::Duration::seconds(10)
 }
@@ -172,10 +206,22 @@ fn refill_every() -> chrono::Duration {
 /// The most contacts a run holds at once (due before the horizon, or in a call).
 const MAX_HELD: usize = 100_000;
 
+/// One node's share of a campaign's pacing among `nodes`: the rate divided, the concurrent
+/// calls divided (rounded down, at least one each).
+fn share(p: crieur_engine::Pacing, nodes: u32) -> crieur_engine::Pacing {
+    let n = nodes.max(1);
+    crieur_engine::Pacing {
+        calls_per_second: p.calls_per_second / f64::from(n),
+        max_concurrent: (p.max_concurrent / n).max(1),
+    }
+}
+
 /// A campaign run's window on the store's due index: the planner holds only what is due
 /// before the horizon (and the calls in progress); what it settles goes back to the store.
 struct DueFeed {
+    campaign: String,
     node: crieur_dial::Node,
+    pacing: crieur_engine::Pacing,
     /// Contacts taken per refill: what this node can dial until the next one (twice over),
     /// so that nodes share the due contacts instead of the first taking them all.
     per_refill: usize,
@@ -189,34 +235,30 @@ struct DueFeed {
 }
 
 impl DueFeed {
-    /// Writes back what the core settled, recovers the expired leases of other nodes, takes
-    /// in what is due before the horizon (renewing this node's claims on what it holds).
-    #[allow(clippy::too_many_arguments)]
+    /// Writes back what the planner settled, recovers the expired leases of other nodes,
+    /// takes this node's share of the pacing, and takes in what is due before the horizon
+    /// (renewing this node's claims on what it holds).
     fn refill(
         &mut self,
-        campaign: &Campaign,
-        store: &Arc<dyn Store + Send + Sync>,
-        core: &mut Core<'_>,
-        log: &mut AuditLog,
-        eval: &mut Evaluator<'_>,
-        dial: &crieur_dial::DialRules,
+        session: &mut Session<'_>,
         st: &mut State<'_>,
         t: DateTime<Utc>,
     ) -> Result<()> {
-        let settled = core.settle(t + horizon());
+        let store = session.store().clone();
+        let settled = session.settle(t + horizon());
         if !settled.is_empty() {
             for (id, _) in &settled {
                 self.held.remove(id.as_str());
             }
-            store.set_due(&campaign.id, &settled)?;
+            store.set_due(&self.campaign, &settled)?;
         }
-        for r in crieur_dial::recover_expired(&**store, log, t, &self.node)? {
+        for r in session.recover_expired(t, &self.node)? {
             st.emit(Event::Recovered(r.to_string()));
         }
         // The campaign's pacing (and the trunk's) is shared among the nodes seen within
         // the last three refills: each takes its share.
-        let live = store.node_alive(&campaign.id, &self.node.id, t, t - refill_every() * 3)?;
-        core.set_pacing(share(campaign.effective_pacing(), live));
+        let live = store.node_alive(&self.campaign, &self.node.id, t, t - refill_every() * 3)?;
+        session.set_pacing(share(self.pacing, live));
         let claim = Claim {
             node: &self.node.id,
             until: t + horizon(),
@@ -224,35 +266,22 @@ impl DueFeed {
             hold_until: t + self.node.lease_timeout,
             limit: (self.held.len() + self.per_refill).min(MAX_HELD),
         };
-        for d in store.claim_due(&campaign.id, &claim)? {
+        for d in store.claim_due(&self.campaign, &claim)? {
             if self.held.contains(d.id.as_str()) {
                 continue;
             }
-            let Some(contact) = store.contact(&campaign.id, &d.id)? else {
-                store.set_due(&campaign.id, &[(d.id, None)])?;
+            let Some(contact) = store.contact(&self.campaign, &d.id)? else {
+                store.set_due(&self.campaign, &[(d.id, None)])?;
                 continue;
             };
-            match history(&**store, &contact)? {
-                Ok(h) => {
-                    self.held.insert(d.id.as_str().to_owned());
-                    core.admit(contact, to_attempts(&h, &campaign.id), d.due);
-                }
-                // A damaged history: not dialled now, the log says why; looked at again in
-                // an hour.
-                Err(_) => {
-                    let (dec, why) = record_skip(dial, &**store, eval, &contact, log, t, None)?;
-                    st.decided(&contact, t, &dec, why.as_ref(), false);
-                    let later = t + chrono::Duration::hours(1);
-                    store.set_due(&campaign.id, &[(d.id, Some(later))])?;
-                }
+            if session.admit(contact, d.due, t)?.is_some() {
+                self.held.insert(d.id.as_str().to_owned());
             }
         }
-        self.store_next = store.next_due(&campaign.id)?;
-        self.remaining = store.progress(&campaign.id)?.remaining;
-        // With nothing held, nothing needs writing back soon: look again less often (an
-        // idle campaign barely wakes).
+        self.store_next = store.next_due(&self.campaign)?;
+        self.remaining = store.progress(&self.campaign)?.remaining;
         let soon = |n: &DateTime<Utc>| *n <= t + horizon();
-        self.next_refill = t + match (core.planner().next_due(), self.store_next) {
+        self.next_refill = t + match (session.core().planner().next_due(), self.store_next) {
             (Some(_), _) => refill_every(),
             // Due soon but held by other nodes: their claims may lapse.
             (None, Some(n)) if soon(&n) => refill_every(),
@@ -263,28 +292,13 @@ impl DueFeed {
 
     /// At the end of the run: everything the planner holds and is not in a call goes back
     /// to the store with its next due instant (a restart re-evaluates nothing early).
-    fn write_back(
-        &mut self,
-        campaign: &Campaign,
-        store: &dyn Store,
-        core: &mut Core<'_>,
-    ) -> Result<()> {
-        let all = core.settle(DateTime::<Utc>::MIN_UTC);
+    fn write_back(&mut self, session: &mut Session<'_>) -> Result<()> {
+        let all = session.settle(DateTime::<Utc>::MIN_UTC);
         for (id, _) in &all {
             self.held.remove(id.as_str());
         }
-        store.set_due(&campaign.id, &all)?;
+        session.store().set_due(&self.campaign, &all)?;
         Ok(())
-    }
-}
-
-/// One node's share of a campaign's pacing among `nodes`: the rate divided, the concurrent
-/// calls divided (rounded down, at least one each).
-fn share(p: crieur_engine::Pacing, nodes: u32) -> crieur_engine::Pacing {
-    let n = nodes.max(1);
-    crieur_engine::Pacing {
-        calls_per_second: p.calls_per_second / f64::from(n),
-        max_concurrent: (p.max_concurrent / n).max(1),
     }
 }
 
@@ -314,26 +328,97 @@ impl State<'_> {
         self.emit(Event::Progress(c));
     }
 
-    /// A decision recorded: an event, and kept for a one-contact run's report when it refused.
-    fn decided(
-        &mut self,
-        contact: &Contact,
-        at: DateTime<Utc>,
-        decision: &Decision,
-        refused: Option<&Reason>,
-        dialled: bool,
-    ) {
-        self.emit(Event::Decided {
-            contact: contact.id().to_string(),
-            at,
-            decision: decision.clone(),
-            refused: refused.cloned(),
+    /// What the session did, as events (and a one-contact run's refusals).
+    fn steps(&mut self, session: &Session<'_>, steps: &mut Vec<Step>) {
+        for s in steps.drain(..) {
+            match s {
+                Step::Decided {
+                    contact,
+                    at,
+                    decision,
+                    refused,
+                    dialled,
+                } => {
+                    if self.keep && !dialled {
+                        self.refusals.push(Refusal {
+                            at,
+                            decision: decision.clone(),
+                            refused: refused.clone(),
+                        });
+                    }
+                    self.emit(Event::Decided {
+                        contact: session.core().contact(contact).id().to_string(),
+                        at,
+                        decision,
+                        refused,
+                    });
+                }
+                Step::Breaker { transition, .. } => self.emit(Event::Breaker(Arc::new(transition))),
+            }
+        }
+    }
+
+    fn placed(&mut self, p: &Placement) {
+        self.counters.dialled += 1;
+        self.recent.push_back(p.sent_at);
+        self.emit(Event::Placed {
+            call: p.call.clone(),
+            contact: p.who.id().to_string(),
+            number: p.who.phone().to_string(),
+            at: p.sent_at,
         });
-        if self.keep && !dialled {
-            self.refusals.push(Refusal {
-                at,
-                decision: decision.clone(),
-                refused: refused.cloned(),
+    }
+
+    /// A call ended and recorded: counters, events, a one-contact run's report.
+    fn ended(&mut self, e: Ended, end: CallEnd) {
+        let c = &mut self.counters;
+        match e.recorded {
+            Recorded::Call { outcome, .. } => match outcome {
+                Outcome::AnsweredCompleted
+                | Outcome::AnsweredNotInterested
+                | Outcome::HungUpMidMessage => c.answered += 1,
+                Outcome::AnsweredOptedOut => {
+                    c.answered += 1;
+                    c.opted_out += 1;
+                }
+                Outcome::OptOutFailed => {
+                    c.answered += 1;
+                    if e.late_opt_out == Some(true) {
+                        c.opted_out += 1;
+                    }
+                }
+                Outcome::Busy | Outcome::NoAnswer => {}
+                _ => c.failed += 1,
+            },
+            Recorded::LocalError => c.failed += 1,
+        }
+        let outcome = e.recorded.name();
+        *c.by_outcome.entry(outcome.clone()).or_default() += 1;
+        if e.recorded.scheduled() == crieur_engine::AttemptOutcome::TrunkFault {
+            c.trunk_refused += 1;
+        }
+        self.emit(Event::Ended {
+            call: e.call.clone(),
+            contact: e.who.id().to_string(),
+            number: e.who.phone().to_string(),
+            outcome: outcome.clone(),
+            at: e.ended,
+        });
+        if let Some(recorded) = e.late_opt_out {
+            self.emit(Event::LateOptOut {
+                number: e.who.phone().to_string(),
+                recorded,
+            });
+        }
+        if let Some(t) = e.breaker {
+            self.emit(Event::Breaker(Arc::new(t)));
+        }
+        if self.keep {
+            self.calls.push(Done {
+                decision: e.decision,
+                report: end,
+                outcome,
+                late_opt_out: e.late_opt_out,
             });
         }
     }
@@ -352,7 +437,7 @@ pub async fn run(
         campaign,
         header,
         store,
-        mut log,
+        log,
         audit_dir,
         prepared,
     } = setup;
@@ -368,21 +453,11 @@ pub async fn run(
         refusals: Vec::new(),
         feed: None,
     };
-    let start = now();
-    log.append(start, &header)?;
-    let entries = match crieur_audit::read_all(&audit_dir) {
-        Ok(e) => e.into_iter().map(|(_, _, e)| e).collect(),
-        Err(crieur_audit::Error::Empty(_)) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
     let node = crieur_dial::Node {
         id: crate::header::node_id(),
         lease_timeout: chrono::Duration::from_std(opts.node_timeout)
             .unwrap_or(chrono::Duration::MAX),
     };
-    for r in crieur_dial::reconcile_node(&*store, &mut log, &entries, start, &node)? {
-        st.emit(Event::Recovered(r.to_string()));
-    }
     // A campaign run reads only what the store's due index says is due soon; one contact
     // is that contact.
     let contacts = match &opts.scope {
@@ -399,10 +474,12 @@ pub async fn run(
                 .max(f64::from(pacing.max_concurrent.min(10_000)))
                 .min(MAX_HELD as f64) as usize;
             st.feed = Some(DueFeed {
-                node,
+                campaign: campaign.id.clone(),
+                node: node.clone(),
+                pacing,
                 per_refill: per_refill.max(1),
                 held: Default::default(),
-                next_refill: start,
+                next_refill: now(),
                 store_next: None,
                 remaining: p.remaining,
             });
@@ -410,49 +487,50 @@ pub async fn run(
         }
         Scope::One(c) => vec![(**c).clone()],
     };
-    let dial = rules(&campaign);
-    let planner = Planner::new(
+    let entries: Vec<crieur_audit::Entry> = match crieur_audit::read_all(&audit_dir) {
+        Ok(e) => e.into_iter().map(|(_, _, e)| e).collect(),
+        Err(crieur_audit::Error::Empty(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let plan = Plan {
+        rules: rules(&campaign),
+        policy: &campaign.policy,
+        pacing: campaign.effective_pacing(),
+        breaker: campaign
+            .trunk
+            .as_ref()
+            .map(|t| t.breaker)
+            .unwrap_or_default(),
         contacts,
-        &campaign.policy,
-        campaign.caps.clone(),
-        campaign.retry.policy(),
-        campaign.effective_pacing(),
-        start,
-    );
-    let breaker = campaign
-        .trunk
-        .as_ref()
-        .map(|t| t.breaker)
-        .unwrap_or_default();
-    let mut core = Core::new(planner, breaker);
-    let mut eval = Evaluator::new(&campaign.policy);
-    with_feed(&mut st, |feed, st| {
-        feed.refill(
-            &campaign, &store, &mut core, &mut log, &mut eval, &dial, st, start,
-        )
-    })?;
-    log.commit()?;
-    let log = Arc::new(Mutex::new(log));
-    let mut result = event_loop(&campaign, &store, &log, &mut core, prepared, &opts, &mut st).await;
-    if let Err(e) = with_feed(&mut st, |feed, _| {
-        feed.write_back(&campaign, &*store, &mut core)
-    }) {
+        schedule_history: !one,
+    };
+    let mut steps = Vec::new();
+    let start = now();
+    let (mut session, recovered) = Session::start_node(
+        plan, store, log, &header, &entries, start, &mut steps, &node,
+    )?;
+    for r in recovered {
+        st.emit(Event::Recovered(r.to_string()));
+    }
+    st.steps(&session, &mut steps);
+    with_feed(&mut st, |feed, st| feed.refill(&mut session, st, start))?;
+    let mut result = event_loop(&campaign, &mut session, prepared, &opts, &mut st).await;
+    if let Err(e) = with_feed(&mut st, |feed, _| feed.write_back(&mut session)) {
         if result.is_ok() {
             result = Err(e);
         }
     }
-    let mut log = lock(&log)?;
     let reason = match &result {
         Ok(r) => r.clone(),
         Err(e) => format!("error: {}", chain(e)),
     };
     // Whatever happened, the log is flushed and checkpointed.
-    crate::header::stop(&mut log, &reason, now())?;
+    session.record_stop(&reason, now())?;
     let reason = result?;
     Ok(Summary {
         reason,
         counters: st.counters,
-        trunk_end: core.health().describe(),
+        trunk_end: session.core().health().describe(),
         calls: st.calls,
         refusals: st.refusals,
     })
@@ -469,28 +547,9 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A breaker transition: into the audit log (committed with the loop's next commit) and
-/// out as an event.
-fn note_transition(
-    campaign: &Campaign,
-    log: &Arc<Mutex<AuditLog>>,
-    st: &mut State<'_>,
-    t: Transition,
-    call: Option<&str>,
-) -> Result<()> {
-    lock(log)?.append(
-        t.at,
-        &Record::TrunkBreaker(crieur_dial::fault::breaker_record(&campaign.id, &t, call)),
-    )?;
-    st.emit(Event::Breaker(Arc::new(t)));
-    Ok(())
-}
-
 async fn event_loop(
     campaign: &Campaign,
-    store: &Arc<dyn Store + Send + Sync>,
-    log: &Arc<Mutex<AuditLog>>,
-    core: &mut Core<'_>,
+    session: &mut Session<'_>,
     prepared: Prepared,
     opts: &RunOptions,
     st: &mut State<'_>,
@@ -509,31 +568,26 @@ async fn event_loop(
         confirmation,
         amd,
         hangup_all: CancellationToken::new(),
+        opt_out_key: campaign.opt_out_key,
+        not_interested_key: campaign.not_interested_key,
+        lead_in: campaign.lead_in,
+        recorder: session.opt_out_recorder(),
     };
-    let mut calls: JoinSet<std::result::Result<CallReport, String>> = JoinSet::new();
-    let mut placed: HashMap<tokio::task::Id, Placed> = HashMap::new();
-    let r = dial_loop(
-        campaign,
-        store,
-        log,
-        core,
-        opts,
-        &shared,
-        &mut calls,
-        &mut placed,
-        st,
-    )
-    .await;
+    let mut calls = Calls {
+        tasks: JoinSet::new(),
+        ids: HashMap::new(),
+    };
+    let r = dial_loop(session, opts, &shared, &mut calls, st).await;
     if r.is_err() {
         // An error stops dialling, not the calls in progress: hang them up cleanly (an
         // opt-out being recorded is finished first) and record how each ended.
         shared.hangup_all.cancel();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while !calls.is_empty() {
-            match tokio::time::timeout_at(deadline, calls.join_next_with_id()).await {
+        while !calls.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, calls.tasks.join_next_with_id()).await {
                 Ok(Some(j)) => {
-                    if let Some(f) = finished(j, &mut placed) {
-                        let _ = finish(campaign, store, log, core, st, f);
+                    if let Some((call, end)) = joined(j, &mut calls.ids) {
+                        let _ = finish(session, st, &call, end);
                     }
                 }
                 _ => break,
@@ -548,26 +602,42 @@ async fn event_loop(
     r
 }
 
-/// A joined call task → its result (a panicked task is a local error, not a lost call).
-fn finished(
-    j: std::result::Result<
-        (tokio::task::Id, std::result::Result<CallReport, String>),
-        tokio::task::JoinError,
-    >,
-    placed: &mut HashMap<tokio::task::Id, Placed>,
-) -> Option<Finished> {
-    let (id, report) = match j {
-        Ok((id, r)) => (id, r),
-        Err(e) => (e.id(), Err(format!("call task failed: {e}"))),
-    };
-    let p = placed.remove(&id)?;
-    Some(Finished {
-        contact: p.contact,
-        call: p.call,
-        sent_at: p.sent_at,
-        decision: p.decision,
-        report,
-    })
+/// A joined call task → its call and end (a panicked task is a local failure, not a lost
+/// call).
+fn joined(
+    j: std::result::Result<(tokio::task::Id, (String, CallEnd)), tokio::task::JoinError>,
+    ids: &mut HashMap<tokio::task::Id, String>,
+) -> Option<(String, CallEnd)> {
+    match j {
+        Ok((id, r)) => {
+            ids.remove(&id);
+            Some(r)
+        }
+        Err(e) => Some((
+            ids.remove(&e.id())?,
+            Err(LocalFailure {
+                why: format!("call task failed: {e}"),
+            }),
+        )),
+    }
+}
+
+/// A call ended: recorded by the session, then counted and told.
+fn finish(session: &mut Session<'_>, st: &mut State<'_>, call: &str, end: CallEnd) -> Result<()> {
+    if let Err(e) = &end {
+        tracing::warn!(call, error = %e, "call failed locally");
+    }
+    match session.call_ended(call, &end, &mut WallClock, &mut TestPause) {
+        Ok(Some(e)) => st.ended(e, end),
+        Ok(None) => tracing::warn!(call, "a call ended that the session does not know"),
+        Err(source) => {
+            return Err(Error::Finish {
+                call: call.to_owned(),
+                source,
+            })
+        }
+    }
+    Ok(())
 }
 
 /// Stopping: why, and when the calls in progress are hung up.
@@ -595,173 +665,91 @@ fn begin_stop(
     *stopping = Some((reason, tokio::time::Instant::now() + drain));
 }
 
-#[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+#[allow(clippy::too_many_lines)]
 async fn dial_loop(
-    campaign: &Campaign,
-    store: &Arc<dyn Store + Send + Sync>,
-    log: &Arc<Mutex<AuditLog>>,
-    core: &mut Core<'_>,
+    session: &mut Session<'_>,
     opts: &RunOptions,
     shared: &Shared,
-    calls: &mut JoinSet<std::result::Result<CallReport, String>>,
-    placed: &mut HashMap<tokio::task::Id, Placed>,
+    calls: &mut Calls,
     st: &mut State<'_>,
 ) -> Result<String> {
     let mut stopping: Stopping = None;
     let mut paused = false;
     let mut idle_note: Option<DateTime<Utc>> = None;
     let mut last_count: Option<DateTime<Utc>> = None;
-    let mut eval = Evaluator::new(&campaign.policy);
-    let dial = rules(campaign);
-    // Whether the planner changed since the due index was last refilled (a skip, a dial, a
-    // call's end): what it settled may need writing back.
+    let mut steps = Vec::new();
+    // Whether the planner changed since the due index was last refilled (a tick, a call's
+    // end): what it settled may need writing back.
     let mut dirty = false;
     loop {
         // Orders first: a pause sent before the run started holds its first tick.
         while st.listening {
             match st.control.rx.try_recv() {
-                Ok(c) => obey(
-                    c,
-                    &mut paused,
-                    &mut stopping,
-                    st,
-                    core,
-                    shared,
-                    opts,
-                    calls.len(),
-                ),
+                Ok(c) => obey(c, &mut paused, &mut stopping, st, session, shared, opts),
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
                 Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => st.listening = false,
             }
         }
         let t = now();
-        if let Some(u) = opts.until.filter(|u| t >= *u) {
-            let why = format!(
+        // `--until`, or a trunk that refuses our credentials: no new calls, drain.
+        let why = match (
+            opts.until.filter(|u| t >= *u),
+            &session.core().health().stopped,
+        ) {
+            (Some(u), _) => Some(format!(
                 "--until {} reached",
                 u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            );
-            begin_stop(&mut stopping, st, why, opts.drain, calls.len(), false);
-        }
-        if let Some(why) = &core.health().stopped {
-            let why = format!("trunk fault, dialling stopped: {why}");
-            begin_stop(&mut stopping, st, why, opts.drain, calls.len(), false);
+            )),
+            (None, Some(why)) => Some(format!("trunk fault, dialling stopped: {why}")),
+            (None, None) => None,
+        };
+        if let Some(why) = why {
+            let in_flight = session.in_flight();
+            begin_stop(&mut stopping, st, why, opts.drain, in_flight, false);
         }
         if stopping.is_some() {
-            core.stop();
+            session.stop();
         }
         if !paused {
-            core.handle_timeout(t);
-        }
-        // What the core asks: each dial re-checked at its own instant, recorded, leased, its
-        // INVITE recorded; one commit for them all; then the calls leave.
-        let mut ready = Vec::new();
-        let mut failure = None;
-        while let Some(out) = core.poll_output() {
-            dirty = true;
-            match out {
-                Output::Breaker { transition, call } => {
-                    note_transition(campaign, log, st, transition, call.as_deref())?;
-                }
-                Output::Skip { contact: i, note } => {
-                    // The planner's skip, with the inputs it had.
-                    let (d, why) = record_skip(
-                        &dial,
-                        &**store,
-                        &mut eval,
-                        core.contact(i),
-                        &mut *lock(log)?,
-                        t,
-                        Some(&note),
-                    )?;
-                    st.decided(core.contact(i), t, &d, why.as_ref(), false);
-                }
-                Output::Dial { contact: i, .. } if failure.is_some() => core.not_dialled(i, None),
-                Output::Dial { contact: i, .. } => {
-                    let contact = core.contact(i).clone();
-                    let (checked, dialled) = dial_one(store, log, &dial, &mut eval, &contact)?;
-                    let why = checked.refused.as_ref().map(|(why, _)| why);
-                    st.decided(
-                        &contact,
-                        checked.at,
-                        &checked.decision,
-                        why,
-                        dialled.is_ok(),
-                    );
-                    match dialled {
-                        Ok((call, sent_at)) => {
-                            core.dialled(i);
-                            ready.push((i, contact, call, sent_at, checked.decision));
-                        }
-                        Err(Ok(retry_at)) => core.not_dialled(i, retry_at),
-                        Err(Err(e)) => {
-                            // The store failed: place what is ready, then stop.
-                            core.not_dialled(i, None);
-                            failure = Some(e);
-                        }
-                    }
-                }
+            // The session re-checks, records, leases, commits, then hands the INVITEs over.
+            let mut net = LiveNetwork {
+                shared,
+                calls,
+                placed: Vec::new(),
+            };
+            let r = session.tick(&mut WallClock, &mut net, &mut TestPause, &mut steps);
+            dirty |= !steps.is_empty();
+            let placed = std::mem::take(&mut net.placed);
+            st.steps(session, &mut steps);
+            for p in &placed {
+                st.placed(p);
             }
-        }
-        lock(log)?.commit()?;
-        if !ready.is_empty() {
-            test_pause("after-lease");
-        }
-        for (i, contact, call, sent_at, decision) in ready {
-            st.counters.dialled += 1;
-            st.recent.push_back(sent_at);
-            st.emit(Event::Placed {
-                call: call.clone(),
-                contact: contact.id().to_string(),
-                number: contact.phone().to_string(),
-                at: sent_at,
-            });
-            let handle = calls.spawn(place(shared, campaign, store, log, contact, call.clone()));
-            placed.insert(
-                handle.id(),
-                Placed {
-                    contact: i,
-                    call,
-                    sent_at,
-                    decision,
-                },
-            );
-        }
-        if let Some(e) = failure {
-            return Err(e.into());
+            r?;
         }
         if st.keep && stopping.is_none() {
             // One contact, once: whatever this pass did not dial is not dialled.
-            core.stop();
+            session.stop();
             stopping = Some(("call done".into(), tokio::time::Instant::now() + opts.drain));
         }
         // Calls that ended.
-        while let Some(j) = calls.try_join_next_with_id() {
-            if let Some(f) = finished(j, placed) {
+        while let Some(j) = calls.tasks.try_join_next_with_id() {
+            if let Some((call, end)) = joined(j, &mut calls.ids) {
+                settle_for_pause(shared).await;
                 dirty = true;
-                finish(campaign, store, log, core, st, f)?;
+                finish(session, st, &call, end)?;
             }
         }
-        // The due index: what was settled goes back, what is due soon comes in. Also when
-        // the planner runs dry, before concluding that every contact is done.
+        // The due index: what was settled goes back, what is due soon comes in; also when
+        // the planner runs dry after a change, before concluding that every contact is done.
         let t = now();
-        let dry = core.planner().next_due().is_none() && calls.is_empty();
+        let dry = session.core().planner().next_due().is_none() && calls.tasks.is_empty();
         with_feed(st, |feed, st| {
             if t >= feed.next_refill || (dry && dirty) {
-                feed.refill(
-                    campaign,
-                    store,
-                    core,
-                    &mut *lock(log)?,
-                    &mut eval,
-                    &dial,
-                    st,
-                    t,
-                )?;
+                feed.refill(session, st, t)?;
                 dirty = false;
             }
             Ok(())
         })?;
-        lock(log)?.commit()?;
         let t = now();
         while st
             .recent
@@ -770,9 +758,10 @@ async fn dial_loop(
         {
             st.recent.pop_front();
         }
-        let in_flight = calls.len() as u64;
+        let in_flight = calls.tasks.len() as u64;
         // What the planner holds, else what the store says is due next (a campaign run).
-        let next = core
+        let next = session
+            .core()
             .planner()
             .next_due()
             .or_else(|| st.feed.as_ref().and_then(|f| f.store_next));
@@ -780,14 +769,14 @@ async fn dial_loop(
         if last_count.is_none_or(|l| t - l >= chrono::Duration::seconds(1)) {
             st.counters.remaining = match &st.feed {
                 Some(f) => f.remaining,
-                None => core.planner().remaining() as u64,
+                None => session.core().planner().remaining() as u64,
             };
             last_count = Some(t);
         }
         st.counters.in_flight = in_flight;
         st.counters.calls_per_second = st.recent.len() as f64 / 10.0;
         st.counters.idle_until = next.filter(|n| *n > t && in_flight == 0);
-        st.counters.trunk = core.health().describe();
+        st.counters.trunk = session.core().health().describe();
         st.counters.paused = paused;
         st.publish();
         // A contact not done is always queued (or in flight): an empty queue with nothing in
@@ -837,7 +826,7 @@ async fn dial_loop(
             }
             None if paused => MAX_SLEEP,
             None => [
-                core.poll_timeout(),
+                session.core().poll_timeout(),
                 opts.until,
                 st.feed.as_ref().map(|f| f.next_refill),
             ]
@@ -848,15 +837,15 @@ async fn dial_loop(
         }
         .min(MAX_SLEEP);
         tokio::select! {
-            Some(j) = calls.join_next_with_id(), if !calls.is_empty() => {
-                if let Some(f) = finished(j, placed) {
-                    dirty = true;
-                    finish(campaign, store, log, core, st, f)?;
+            Some(j) = calls.tasks.join_next_with_id(), if !calls.tasks.is_empty() => {
+                if let Some((call, end)) = joined(j, &mut calls.ids) {
+                    settle_for_pause(shared).await;
+                    finish(session, st, &call, end)?;
                 }
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
             c = st.control.rx.recv(), if st.listening => match c {
-                Some(c) => obey(c, &mut paused, &mut stopping, st, core, shared, opts, calls.len()),
+                Some(c) => obey(c, &mut paused, &mut stopping, st, session, shared, opts),
                 // Every handle dropped: the run goes on, unattended.
                 None => st.listening = false,
             },
@@ -865,36 +854,28 @@ async fn dial_loop(
 }
 
 /// A control order, carried out.
-#[allow(clippy::too_many_arguments)]
 fn obey(
     c: Control,
     paused: &mut bool,
     stopping: &mut Stopping,
     st: &mut State<'_>,
-    core: &mut Core<'_>,
+    session: &mut Session<'_>,
     shared: &Shared,
     opts: &RunOptions,
-    in_flight: usize,
 ) {
     match c {
-        Control::Pause => {
-            if !*paused {
-                *paused = true;
-                st.counters.paused = true;
-                st.emit(Event::Paused);
-            }
-        }
-        Control::Resume => {
-            if *paused {
-                *paused = false;
-                st.counters.paused = false;
-                st.emit(Event::Resumed);
+        Control::Pause | Control::Resume => {
+            let pause = c == Control::Pause;
+            if *paused != pause {
+                *paused = pause;
+                st.counters.paused = pause;
+                st.emit(if pause { Event::Paused } else { Event::Resumed });
             }
         }
         Control::Stop { reason, drain } if stopping.is_none() => {
             let drain = drain.unwrap_or(opts.drain);
-            begin_stop(stopping, st, reason, drain, in_flight, true);
-            core.stop();
+            begin_stop(stopping, st, reason, drain, session.in_flight(), true);
+            session.stop();
         }
         Control::Stop { reason, .. } | Control::HangUpNow { reason } => {
             st.emit(Event::HangingUp { ordered: true });
@@ -905,233 +886,74 @@ fn obey(
                 None => reason,
             };
             st.counters.stopping = true;
-            core.stop();
+            session.stop();
             *stopping = Some((why, tokio::time::Instant::now()));
         }
     }
 }
 
-/// What became of one dial order (after its re-check): `Ok((call, sent_at))` to place it
-/// (leased, its INVITE recorded); `Err(Ok(retry_at))` not placed, back at `retry_at` (never:
-/// `None`); `Err(Err(e))` the store failed.
-type Dialled = std::result::Result<
-    (String, DateTime<Utc>),
-    std::result::Result<Option<DateTime<Utc>>, crieur_store::Error>,
->;
-
-/// One dial order at the INVITE instant: re-checked and recorded, then — with 200 ms of the
-/// decision's validity left — leased and its INVITE recorded (durable with the tick's
-/// commit, before the INVITE leaves).
-fn dial_one(
-    store: &Arc<dyn Store + Send + Sync>,
-    log: &Arc<Mutex<AuditLog>>,
-    dial: &crieur_dial::DialRules,
-    eval: &mut Evaluator<'_>,
-    contact: &Contact,
-) -> Result<(Rechecked, Dialled)> {
-    let decided_at = now();
-    let checked = recheck(dial, &**store, eval, contact, &mut *lock(log)?, decided_at)?;
-    let valid_until = match checked.verdict() {
-        Ok(v) => v,
-        Err(retry_at) => return Ok((checked, Err(Ok(retry_at)))),
-    };
-    let sent_at = crieur_dial::to_micros(now());
-    if valid_until - sent_at <= chrono::Duration::milliseconds(SEND_MARGIN_MS) {
-        let retry_at = valid_until.max(sent_at) + chrono::Duration::seconds(1);
-        return Ok((checked, Err(Ok(Some(retry_at)))));
-    }
-    let dialled = match lease_and_record_invite(
-        &**store,
-        &mut *lock(log)?,
-        dial,
-        contact,
-        decided_at,
-        valid_until,
-        sent_at,
-        false,
-        || test_pause("after-lease-before-record"),
-    ) {
-        Ok(call) => Ok((call, sent_at)),
-        // Another process is dialling it: not ours to call now.
-        Err(crieur_dial::Error::Store(crieur_store::Error::Leased { .. })) => {
-            Err(Ok(Some(sent_at + chrono::Duration::seconds(60))))
-        }
-        Err(crieur_dial::Error::Store(e)) => Err(Err(e)),
-        Err(e) => return Err(e.into()),
-    };
-    Ok((checked, dialled))
-}
-
 /// One call, as a task: the opt-out hook makes the opt-out durable in the store and in the
-/// audit log before the confirmation plays.
+/// audit log before the confirmation plays. Returns the call's id and how it ended.
 fn place(
     shared: &Shared,
-    campaign: &Campaign,
-    store: &Arc<dyn Store + Send + Sync>,
-    log: &Arc<Mutex<AuditLog>>,
     contact: Contact,
     call: String,
-) -> impl std::future::Future<Output = std::result::Result<CallReport, String>> + Send + 'static {
+) -> impl std::future::Future<Output = (String, CallEnd)> + Send + 'static {
     let req = CallRequest {
         number: contact.phone().to_string(),
         message: shared.message.clone(),
         confirmation: shared.confirmation.clone(),
-        opt_out_key: campaign.opt_out_key,
-        not_interested_key: campaign.not_interested_key,
+        opt_out_key: shared.opt_out_key,
+        not_interested_key: shared.not_interested_key,
         keep_received_audio: false,
         stop: Some(shared.hangup_all.child_token()),
-        lead_in: campaign.lead_in,
+        lead_in: shared.lead_in,
         amd: shared.amd.clone(),
     };
-    let (uac, trunk, store, log) = (
+    let (uac, trunk, recorder) = (
         shared.uac.clone(),
         shared.trunk.clone(),
-        store.clone(),
-        log.clone(),
+        shared.recorder.clone(),
     );
     async move {
         let phone = contact.phone().clone();
+        let id = call.clone();
         let report = uac
             .call(&trunk, req, move |digit, method| -> OptOutFuture {
                 Box::pin(async move {
                     let how = format!("key {digit} by {}", method.as_str());
                     let at = now();
                     tokio::task::spawn_blocking(move || {
-                        store
-                            .add_opt_out(&phone, at, &how)
-                            .map_err(|e| e.to_string())?;
-                        test_pause("after-opt-out");
-                        let mut log = log
-                            .lock()
-                            .map_err(|_| "audit log lock poisoned".to_owned())?;
-                        log.append_durable(
-                            at,
-                            &Record::OptOutRecorded(OptOutRecorded {
-                                call,
-                                number: phone.to_string(),
-                                at,
-                            }),
-                        )
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                        recorder.record(&id, &phone, at, &how, &mut TestPause)
                     })
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| -> OptOutError { Box::new(e) })?
+                    .map_err(|e| -> OptOutError { Box::new(e) })
                 })
             })
             .await
             // With its sources (the SIP stack's own error): the reason recorded.
-            .map_err(|e| chain(&e));
+            .map_err(|e| LocalFailure { why: chain(&e) });
         if pausing_at("after-call") {
             // The crash test's point: the call over, its BYE's transaction done, nothing of
             // its end recorded yet.
             uac.wait_background(crieur_media::uac::EXIT_GRACE).await;
             test_pause("after-call");
         }
-        report
+        (call, report)
     }
 }
 
-fn lock(log: &Arc<Mutex<AuditLog>>) -> Result<std::sync::MutexGuard<'_, AuditLog>> {
-    log.lock().map_err(|_| Error::Poisoned("audit log"))
-}
-
-/// A call ended: store, audit, planner, counters, the trunk's breaker.
-fn finish(
-    campaign: &Campaign,
-    store: &Arc<dyn Store + Send + Sync>,
-    log: &Arc<Mutex<AuditLog>>,
-    core: &mut Core<'_>,
-    st: &mut State<'_>,
-    f: Finished,
-) -> Result<()> {
-    let ended = crieur_dial::to_micros(now());
-    let contact = core.contact(f.contact).clone();
-    let verdict = crieur_dial::fault::verdict(&f.report);
-    let uncounted = core.uncounted(f.contact, &verdict);
-    let outcome = match &f.report {
-        Ok(r) => crieur_dial::fault::recorded_outcome(r, uncounted),
-        Err(_) => "local-error".to_owned(),
-    };
-    if let Err(e) = &f.report {
-        tracing::warn!(contact = %contact.id(), error = %e, "call failed locally");
+/// The SIGKILL test that stops after a call's attempt is stored wants the call over on the
+/// wire first: its BYE's transaction done (the pause blocks this thread, and a task queued
+/// behind it would wait).
+async fn settle_for_pause(shared: &Shared) {
+    if pausing_at("after-attempt") {
+        shared
+            .uac
+            .wait_background(crieur_media::uac::EXIT_GRACE)
+            .await;
     }
-    let call = CallRef {
-        call: &f.call,
-        campaign: &campaign.id,
-        contact: &contact,
-        sent_at: f.sent_at,
-        ended,
-    };
-    finish_call(
-        &**store,
-        &mut *lock(log)?,
-        &call,
-        f.report.as_ref().map_err(String::as_str),
-        &outcome,
-        now(),
-        || test_pause("after-attempt"),
-    )
-    .map_err(|source| Error::Finish {
-        contact: contact.id().to_string(),
-        source,
-    })?;
-    let c = &mut st.counters;
-    let mut late_opt_out = None;
-    if let Ok(r) = &f.report {
-        match r.ending.outcome {
-            Outcome::AnsweredCompleted
-            | Outcome::AnsweredNotInterested
-            | Outcome::HungUpMidMessage => c.answered += 1,
-            Outcome::AnsweredOptedOut => {
-                c.answered += 1;
-                c.opted_out += 1;
-            }
-            Outcome::OptOutFailed => {
-                c.answered += 1;
-                // The person asked: record it now (and say so loudly: the event).
-                let ok = record_late_opt_out(&**store, &mut *lock(log)?, contact.phone(), now())?;
-                late_opt_out = Some(ok);
-                if ok {
-                    c.opted_out += 1;
-                }
-            }
-            Outcome::Busy | Outcome::NoAnswer => {}
-            _ => c.failed += 1,
-        }
-    } else {
-        c.failed += 1;
-    }
-    *c.by_outcome.entry(outcome.clone()).or_default() += 1;
-    let scheduled = AttemptOutcome::from_record(&outcome);
-    if scheduled == AttemptOutcome::TrunkFault {
-        c.trunk_refused += 1;
-    }
-    st.emit(Event::Ended {
-        call: f.call.clone(),
-        contact: contact.id().to_string(),
-        number: contact.phone().to_string(),
-        outcome: outcome.clone(),
-        at: ended,
-    });
-    if let Some(recorded) = late_opt_out {
-        st.emit(Event::LateOptOut {
-            number: contact.phone().to_string(),
-            recorded,
-        });
-    }
-    if let Some(tr) = core.call_ended(f.contact, ended, scheduled, verdict) {
-        note_transition(campaign, log, st, tr, Some(&f.call))?;
-    }
-    if st.keep {
-        st.calls.push(Done {
-            decision: f.decision,
-            report: f.report,
-            outcome,
-            late_opt_out,
-        });
-    }
-    Ok(())
 }
 
 /// Whether the crash tests asked to stop at `point`.
@@ -1142,8 +964,8 @@ fn pausing_at(point: &str) -> bool {
         == Some(point)
 }
 
-/// Test hook: with `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the crash
-/// tests can SIGKILL the process exactly there. Pausing weakens nothing.
+/// With `CRIEUR_TEST_PAUSE_AT=<point>`, stop at that point for 30 s so the SIGKILL tests can
+/// kill the process exactly there.
 fn test_pause(point: &str) {
     if pausing_at(point) {
         println!("paused    at {point}");

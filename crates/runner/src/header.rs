@@ -1,12 +1,10 @@
 //! A run's first and last records: the header (the campaign verbatim, the policy, caps and
 //! retry rules as replay rebuilds them, each recording's hash, length and transcript, the
-//! data versions) and the stop record.
+//! data versions); the stop record is `crieur_dial::session::record_stop`.
 
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
-use crieur_audit::record::{AudioSnapshot, Record, RunHeader, RunStop};
-use crieur_audit::AuditLog;
+use crieur_audit::record::{AudioSnapshot, Record, RunHeader};
 use crieur_config::campaign::Campaign;
 use sha2::{Digest, Sha256};
 
@@ -102,17 +100,4 @@ pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> Result<Rec
         }
     }
     Ok(Record::RunStart(Box::new(h)))
-}
-
-/// Appends the run's stop record at `now`, checkpoints and commits (durable when it returns).
-pub fn stop(log: &mut AuditLog, reason: &str, now: DateTime<Utc>) -> Result<()> {
-    log.append(
-        now,
-        &Record::RunStop(RunStop {
-            reason: reason.into(),
-        }),
-    )?;
-    log.checkpoint(now)?;
-    log.commit()?;
-    Ok(())
 }

@@ -16,6 +16,8 @@
 pub mod control;
 mod driver;
 pub mod header;
+pub mod log;
+pub mod ops;
 pub mod prepare;
 
 pub use control::{control, Control, ControlReceiver, Counters, Event, RunHandle};
@@ -47,6 +49,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The audit signing key file does not hold a key.
+    #[error("the audit signing key {}", path.display())]
+    Key {
+        path: std::path::PathBuf,
+        #[source]
+        source: crieur_audit::Error,
+    },
+    /// A signing key cannot be made there.
+    #[error("{}: {why}", path.display())]
+    KeyFile {
+        path: std::path::PathBuf,
+        why: &'static str,
+    },
     /// The trunk's name resolves to no address.
     #[error("the trunk {uri} resolves to no address")]
     NoAddress { uri: String },
@@ -59,9 +74,9 @@ pub enum Error {
     #[error("the {0} lock was poisoned")]
     Poisoned(&'static str),
     /// Recording the end of a call failed.
-    #[error("recording the outcome of {contact}")]
+    #[error("recording the outcome of call {call}")]
     Finish {
-        contact: String,
+        call: String,
         #[source]
         source: crieur_dial::Error,
     },

@@ -255,6 +255,23 @@ impl<'p> Evaluator<'p> {
             .collect()
     }
 
+    /// The end (exclusive) of the dialable interval holding `at` (to the second), searched
+    /// up to `days` ahead: `(end, true)` when it reaches that horizon (it ends at least
+    /// then); `None` when `at` is not dialable.
+    pub fn dialable_until(
+        &mut self,
+        contact: &Contact,
+        at: DateTime<Utc>,
+        days: i64,
+    ) -> Option<(DateTime<Utc>, bool)> {
+        let at = utc(secs(at));
+        let horizon = at + chrono::Duration::days(days);
+        self.windows(contact, at, horizon)
+            .into_iter()
+            .find(|w| w.start <= at)
+            .map(|w| (w.end, w.end >= horizon))
+    }
+
     /// See [`decide`].
     pub fn decide(&mut self, contact: &Contact, now: DateTime<Utc>) -> Decision {
         let lo = secs(now);

@@ -39,6 +39,7 @@ mod ruleset;
 mod schedule;
 mod time;
 mod window;
+mod words;
 mod zone;
 
 pub use contact::{ConsentRecord, Contact, ContactId, ZoneSource, E164};

@@ -8,6 +8,8 @@
 // The simulator is an I/O edge: it sleeps and reads the clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod demo;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
