@@ -67,14 +67,16 @@ fn wait(mut child: Child, name: &str, deadline: Instant) -> Output {
     }
 }
 
-fn query_text(url: &str, sql: &str) -> Option<String> {
+/// One value from the shared store's database (on a thread of its own: the client runs a
+/// runtime).
+fn query<T: for<'a> postgres::types::FromSql<'a> + Send>(url: &str, sql: &str) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut c =
                 postgres::Client::connect(url, postgres::NoTls).unwrap_or_else(|e| panic!("{e}"));
             c.query_one(sql, &[])
                 .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                .get::<_, Option<String>>(0)
+                .get::<_, T>(0)
         })
         .join()
         .unwrap_or_else(|_| panic!("{sql}"))
@@ -82,17 +84,7 @@ fn query_text(url: &str, sql: &str) -> Option<String> {
 }
 
 fn query_i64(url: &str, sql: &str) -> i64 {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut c =
-                postgres::Client::connect(url, postgres::NoTls).unwrap_or_else(|e| panic!("{e}"));
-            c.query_one(sql, &[])
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                .get::<_, i64>(0)
-        })
-        .join()
-        .unwrap_or_else(|_| panic!("{sql}"))
-    })
+    query(url, sql)
 }
 
 #[test]
@@ -149,7 +141,7 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
         .collect();
     // The first node to hold a lease is killed in the middle of that call.
     let victim = loop {
-        let holder = query_text(url, "SELECT min(node) FROM crieur_leases");
+        let holder: Option<String> = query(url, "SELECT min(node) FROM crieur_leases");
         if let Some(name) = holder {
             break name;
         }
