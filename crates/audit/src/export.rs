@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::record::{Entry, Record};
+use crate::record::{AmdRecord, Entry, Record};
 use crate::{read_all, Result};
 
 /// One call, as a row. The field order is the column order of the CSV export
@@ -99,6 +99,8 @@ pub struct Call {
     /// The far end's RTCP about our audio: report blocks received and the worst fraction
     /// lost (in 1/256), when the call recorded it.
     pub rtcp: Option<(u32, u8)>,
+    /// Its answering-machine detection (campaigns with `[amd]`), when the call recorded it.
+    pub amd: Option<AmdRecord>,
     answered_at: Option<DateTime<Utc>>,
     opt_out_key_at_ms: Option<u64>,
     opt_out_at: Option<DateTime<Utc>>,
@@ -185,6 +187,7 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
                     zone,
                     windows: info.map(|d| d.windows.clone()).unwrap_or_default(),
                     rtcp: None,
+                    amd: None,
                     answered_at: None,
                     opt_out_key_at_ms: None,
                     opt_out_at: None,
@@ -239,6 +242,11 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
             Record::Rtcp(r) => {
                 if let Some(c) = at(&r.call).and_then(|k| out.get_mut(k)) {
                     c.rtcp = Some((r.reports_received, r.worst_fraction_lost_256));
+                }
+            }
+            Record::Amd(a) => {
+                if let Some(c) = at(&a.call).and_then(|k| out.get_mut(k)) {
+                    c.amd = Some(a.clone());
                 }
             }
             Record::Hangup(h) => {

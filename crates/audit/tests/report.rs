@@ -432,6 +432,7 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
         "zones",
         "outcomes",
         "latency",
+        "amd",
         "violations",
         "skips",
         "imports",
@@ -520,6 +521,10 @@ fn the_report_renders_every_section_with_the_log_s_figures_and_no_injected_marku
     );
     assert_eq!(column(&dom, "optout-to-durable-summary", "max ms"), ["350"]);
     assert!(section(&dom, "latency").contains("2 s rule"));
+    // No campaign of this log has `[amd]`: the section says so, the call table's AMD columns
+    // are empty.
+    assert!(text(section(&dom, "amd")).contains("No call in this log ran"));
+    assert_eq!(column(&dom, "calls-table", "AMD verdict"), ["", "", "", ""]);
     // The breaker opened.
     assert_eq!(column(&dom, "breaker-table", "change"), ["closed → open"]);
     assert_eq!(
@@ -734,4 +739,193 @@ fn a_damaged_log_is_reported_as_far_as_it_can_be_read() {
         rep.html
     );
     assert!(rep.html.contains("<h2>Calls (4)</h2>"), "{}", rep.html);
+}
+
+/// The `amd` record of an answered call in `voicemail-drop` mode.
+fn amd_record(call: &str, verdict: &str, cause: &str, first: Option<&str>, at: u64) -> AmdRecord {
+    AmdRecord {
+        call: call.into(),
+        mode: "voicemail-drop".into(),
+        verdict: verdict.into(),
+        cause: Some(cause.into()),
+        first_verdict: first.map(Into::into),
+        answer_to_verdict_ms: Some(at),
+        features: Some(AmdFeatures {
+            initial_silence_ms: 300,
+            voice_ms: 900,
+            words: 2,
+            longest_word_ms: 400,
+            silence_ms: 800,
+            analysed_ms: u32::try_from(at).unwrap_or(u32::MAX),
+            noise_floor_dbfs: -70,
+        }),
+        beep: None,
+        drop: None,
+        beep_to_voicemail_ms: None,
+        voicemail_at_ms: None,
+        voicemail_sha256: None,
+        voicemail_played_ms: 0,
+    }
+}
+
+/// A run with `[amd]` in `voicemail-drop` mode: a person (`human` after 1.85 s, the message
+/// plays on), a greeting judged `machine` whose beep started the voicemail message 104 ms
+/// after it ended, and a short greeting first judged `human` that its beep overturned, the
+/// voicemail message starting 350 ms after the beep.
+fn write_amd_log(dir: &Path) {
+    let mut log = AuditLog::open(dir, Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let mut ts = t("2027-03-03T17:00:00Z");
+    let mut put = |r: Record| {
+        ts += chrono::Duration::seconds(1);
+        log.append(ts, &r).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let voicemail = "cd".repeat(32);
+    let Record::RunStart(mut h) = header() else {
+        unreachable!()
+    };
+    h.audio.push(AudioSnapshot {
+        role: "voicemail".into(),
+        path: "audio/voicemail.wav".into(),
+        sha256: voicemail.clone(),
+        length_ms: 12_000,
+        transcript: None,
+    });
+    put(Record::RunStart(h));
+    let evening = "mon-fri 18:00-20:00";
+    let mut d = t("2027-03-03T17:30:00Z");
+    let calls = [
+        (
+            "+33612345601",
+            amd_record("call-h", "human", "after-greeting-silence", None, 1_850),
+            "answered-completed",
+        ),
+        (
+            "+33612345602",
+            AmdRecord {
+                beep: Some(AmdBeep {
+                    freq_hz: 1_000,
+                    length_ms: 400,
+                    end_ms: 9_000,
+                }),
+                drop: Some("beep".into()),
+                beep_to_voicemail_ms: Some(104),
+                voicemail_at_ms: Some(14_104),
+                voicemail_sha256: Some(voicemail.clone()),
+                voicemail_played_ms: 12_000,
+                ..amd_record("call-m", "machine", "long-greeting", None, 4_410)
+            },
+            "machine-message-left",
+        ),
+        (
+            "+33612345603",
+            AmdRecord {
+                beep: Some(AmdBeep {
+                    freq_hz: 850,
+                    length_ms: 200,
+                    end_ms: 3_900,
+                }),
+                drop: Some("beep".into()),
+                beep_to_voicemail_ms: Some(350),
+                voicemail_at_ms: Some(9_250),
+                voicemail_sha256: Some(voicemail.clone()),
+                voicemail_played_ms: 12_000,
+                ..amd_record("call-b", "machine", "beep", Some("human"), 3_920)
+            },
+            "machine-message-left",
+        ),
+    ];
+    for (i, (number, amd, out)) in calls.into_iter().enumerate() {
+        let c = contact(&format!("a{i}"), number, evening, "form", "p");
+        put(decision(&c, d, true));
+        put(invite(&c, &amd.call, d));
+        put(Record::Answered(CallEvent {
+            call: amd.call.clone(),
+            at_ms: 5_000,
+        }));
+        put(Record::FirstAudio(FirstAudio {
+            call: amd.call.clone(),
+            at_ms: 5_100,
+            answer_to_audio_ms: 100,
+        }));
+        let call = amd.call.clone();
+        put(Record::Amd(amd));
+        put(outcome(&c, &call, d, 30, out));
+        d += chrono::Duration::minutes(1);
+    }
+    put(Record::RunStop(RunStop {
+        reason: "done".into(),
+    }));
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The AMD section and the call table's AMD columns, rendered in Chromium, are the `amd`
+/// records': each call's verdict (with the one a beep overturned), cause, answer → verdict
+/// and beep → voicemail; the summary counts verdicts, overturns and voicemail messages, and
+/// flags a beep → voicemail delay over the 300 ms target.
+#[test]
+fn the_amd_section_and_columns_show_each_call_s_verdict_and_timings() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let log = tmp.path().join("store.audit");
+    write_amd_log(&log);
+    let rep = html_report(&log, &VerifyOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((rep.calls, rep.violations), (3, 0), "{}", rep.html);
+    let page = tmp.path().join("report.html");
+    std::fs::write(&page, &rep.html).unwrap_or_else(|e| panic!("{e}"));
+    let dom = run_chromium(&page, &["--dump-dom"]);
+    let amd = text(section(&dom, "amd"));
+    assert!(amd.contains("calls analysed3 (3 voicemail-drop)"), "{amd}");
+    assert!(
+        amd.contains(
+            "judged a machine2, of which 1 first judged a person and overturned by a beep"
+        ),
+        "{amd}"
+    );
+    assert!(
+        amd.contains("voicemail messages started2 (after: 2 beep)"),
+        "{amd}"
+    );
+    assert!(amd.contains("machines hung up on0"), "{amd}");
+    assert_eq!(
+        column(&dom, "amd-verdicts", "verdict"),
+        ["human", "machine", "machine"]
+    );
+    assert_eq!(
+        column(&dom, "amd-verdicts", "cause"),
+        ["after-greeting-silence", "beep", "long-greeting"]
+    );
+    assert_eq!(column(&dom, "amd-verdicts", "calls"), ["1", "1", "1"]);
+    assert_eq!(column(&dom, "amd-verdict-time", "measured"), ["3"]);
+    assert_eq!(column(&dom, "amd-verdict-time", "median ms"), ["3920"]);
+    assert_eq!(column(&dom, "amd-verdict-time", "max ms"), ["4410"]);
+    assert_eq!(column(&dom, "amd-beep-to-voicemail", "measured"), ["2"]);
+    assert_eq!(column(&dom, "amd-beep-to-voicemail", "min ms"), ["104"]);
+    assert_eq!(column(&dom, "amd-beep-to-voicemail", "over 300 ms"), ["1"]);
+    assert!(
+        section(&dom, "amd").contains("<tr class=\"bad\">"),
+        "a delay over 300 ms is flagged"
+    );
+    assert_eq!(
+        column(&dom, "calls-table", "call"),
+        ["call-h", "call-m", "call-b"]
+    );
+    assert_eq!(
+        column(&dom, "calls-table", "AMD verdict"),
+        ["human", "machine", "machine (first human)"]
+    );
+    assert_eq!(
+        column(&dom, "calls-table", "AMD cause"),
+        ["after-greeting-silence", "long-greeting", "beep"]
+    );
+    assert_eq!(
+        column(&dom, "calls-table", "answer→verdict ms"),
+        ["1850", "4410", "3920"]
+    );
+    assert_eq!(
+        column(&dom, "calls-table", "beep→voicemail ms"),
+        ["", "104", "350"]
+    );
+    assert_eq!(
+        column(&dom, "outcomes-table", "outcome"),
+        ["answered-completed", "machine-message-left"]
+    );
 }

@@ -4,8 +4,9 @@
 //! point against the labelled beep (or greeting) end, the CPU per analysed call-second, and
 //! every misjudged file.
 //!
-//! `cargo run --release -p crieur-media --example amd_corpus -- DIR [--asterisk]`
-//! (`--asterisk`: Asterisk's `amd.conf` defaults instead of crieur's)
+//! `cargo run --release -p crieur-media --example amd_corpus -- DIR [--asterisk N]`
+//! (`--asterisk N`: Asterisk's `amd.conf` defaults with `maximum_number_of_words` N instead
+//! of crieur's, Asterisk's `MACHINE` on initial silence counted as `machine`)
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
@@ -50,11 +51,11 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = Path::new(args.first().ok_or("usage: amd_corpus DIR [--asterisk]")?);
-    let params = if args.iter().any(|a| a == "--asterisk") {
-        AmdParams::asterisk()
-    } else {
-        AmdParams::default()
-    };
+    let asterisk = args
+        .iter()
+        .position(|a| a == "--asterisk")
+        .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(2));
+    let params = asterisk.map_or_else(AmdParams::default, AmdParams::asterisk);
     let labels = std::fs::read_to_string(dir.join("labels.tsv"))?;
     let mut results = Vec::new();
     let mut audio_s = 0f64;
@@ -98,7 +99,10 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                             if r.first.is_none() {
                                 r.first = Some((v.kind, v.cause.as_str(), v.at));
                             }
-                            if v.kind == Kind::Machine && r.machine_at.is_none() {
+                            // Asterisk's AMD() says MACHINE on initial silence.
+                            let machine = v.kind == Kind::Machine
+                                || (asterisk.is_some() && v.cause.as_str() == "initial-silence");
+                            if machine && r.machine_at.is_none() {
                                 r.machine_at = Some((v.at, v.cause.as_str()));
                             }
                         }
@@ -135,10 +139,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         dir.display(),
         humans.len(),
         machines.len(),
-        if params == AmdParams::asterisk() {
-            "Asterisk amd.conf defaults"
-        } else {
-            "crieur defaults"
+        match asterisk {
+            Some(n) => format!("Asterisk amd.conf defaults, maximum_number_of_words {n}"),
+            None => "crieur defaults".to_owned(),
         }
     );
     println!();

@@ -15,10 +15,12 @@
 //!   at the beep's end, or when the greeting has ended without a beep (a long silence), or at
 //!   a bound.
 //!
-//! Analysis runs on 10 ms frames (80 samples). Voice activity per frame: energy above an
+//! Analysis runs on 10 ms frames (80 samples) of the audio through a 200 Hz high-pass
+//! ([`HIGH_PASS_HZ`]). Voice activity per frame: energy above an
 //! adaptive noise floor (a minimum over the last 1.5 s of frame levels, so a steady line
 //! noise, hum or background music is floor and not voice), with a higher margin for
-//! noise-like frames (high zero-crossing rate, low tonality). The beep detector fits the
+//! noise-like frames (high zero-crossing rate, low tonality); a frame holding one steady
+//! sinusoid is a tone, never voice. The beep detector fits the
 //! two-tap predictor `x[n] = 2·cos(ω)·x[n−1] − x[n−2]`, which an undamped sinusoid satisfies
 //! exactly: the fit gives the frequency; a Goertzel filter there, how much of the frame's
 //! energy that one sinusoid holds; the sinusoid's invariant, how steady its envelope is.
@@ -40,6 +42,67 @@ const FRAME_MS: u32 = 10;
 pub const GAP_FILL: Duration = Duration::from_millis(200);
 /// Level given to a frame of digital silence (all zero), dBFS.
 const FLOOR_DBFS: f32 = -96.0;
+/// Corner of the high-pass filter every sample goes through first, Hz. The telephone band
+/// is 300–3,400 Hz (ITU-T G.712): below it there is no speech to hear, only what confuses a
+/// level detector — mains hum (50/60 Hz and its harmonics), road and wind rumble, DC offset.
+pub const HIGH_PASS_HZ: f32 = 200.0;
+/// Frames at least 10 dB under a tone that confirm it ended (the recording starts): 50 ms.
+/// A melody's notes run into each other or pause for 10–40 ms; the gaps of double and
+/// triple beeps are 50–100 ms.
+const BEEP_QUIET_FRAMES: u32 = 5;
+
+/// How fast the loudest voice heard (the reference of `voice_range_db`) is forgotten: 1 dB/s
+/// (per 10 ms frame). A person who said "Hallo?" at −12 dBFS and listens with a television
+/// on 25 dB under stays the reference for the whole analysis (at 5 dB/s the television read
+/// as voice after 1–2 s and the person was cut off as a long greeting); a greeting that gets
+/// quieter after a loud intro is within the range anyway.
+const PEAK_DECAY_DB_PER_FRAME: f32 = 0.01;
+
+/// The silence after a greeting (`after_greeting_silence`) must be quiet (back near the
+/// quietest the line has been) for at least this fraction of it: 1/4. A television or radio
+/// under a person who has stopped talking leaves quiet moments between its words (a third
+/// to a half of the time); an intro's chords or a greeting's music bed leave almost none.
+const QUIET_SHARE: u32 = 4;
+
+/// How far back notes of other pitches make a tone the end of a tune, not a beep: 2 s (two
+/// such notes in it, and no voice since). A tune's notes last 100–500 ms, and only those in
+/// the beep band count (a tune's lower notes are not followed); a two-note beep has one note
+/// before its last, a triple beep's notes are its own pitch, and a beep after a music intro
+/// has the greeting's words between.
+const TUNE_SPAN_FRAMES: u64 = 200;
+
+/// A second-order Butterworth high-pass (RBJ biquad, direct form I).
+#[derive(Debug, Clone, Copy)]
+struct HighPass {
+    b: [f32; 3],
+    a: [f32; 2],
+    x: [f32; 2],
+    y: [f32; 2],
+}
+
+impl HighPass {
+    fn new(corner_hz: f32) -> Self {
+        let w = 2.0 * std::f32::consts::PI * corner_hz / 8000.0;
+        let alpha = w.sin() / std::f32::consts::SQRT_2; // Q = 1/√2
+        let a0 = 1.0 + alpha;
+        let c = w.cos();
+        HighPass {
+            b: [(1.0 + c) / 2.0 / a0, -(1.0 + c) / a0, (1.0 + c) / 2.0 / a0],
+            a: [-2.0 * c / a0, (1.0 - alpha) / a0],
+            x: [0.0; 2],
+            y: [0.0; 2],
+        }
+    }
+
+    fn step(&mut self, x: f32) -> f32 {
+        let y = self.b[0] * x + self.b[1] * self.x[0] + self.b[2] * self.x[1]
+            - self.a[0] * self.y[0]
+            - self.a[1] * self.y[1];
+        self.x = [x, self.x[0]];
+        self.y = [y, self.y[0]];
+        y
+    }
+}
 
 /// What the far end is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,8 +246,12 @@ pub enum AmdEvent {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AmdParams {
     /// Silence before any word after which the verdict is `not-sure` (Asterisk: 2,500 ms,
-    /// `MACHINE`). Default 2,500 ms. Not `machine` here: a person who picks up and listens
-    /// to our message says nothing, and the beep still catches a machine.
+    /// `MACHINE`). Default 3,500 ms. Not `machine` here: a person who picks up and listens
+    /// to our message says nothing, and the beep still catches a machine. Longer than
+    /// Asterisk's: business and carrier greetings open with 2–3 s of music or a pause (a
+    /// tune of pure notes is not voice), and a `not-sure` at 2.5 s ended their analysis
+    /// before the first word; a person who has said nothing for 3.5 s is `not-sure` all the
+    /// same, and nothing is cut for it (the message plays on).
     pub initial_silence: Duration,
     /// Voiced time after which the greeting is a machine's (Asterisk: 1,500 ms). Default
     /// 3,000 ms: people answer "Allô ?", "Yes, who is this?" (0.3–1.3 s of voice), and a
@@ -197,8 +264,9 @@ pub struct AmdParams {
     /// 800 ms: a person stops after "hello?" and waits; a recorded greeting rarely pauses
     /// that long between sentences in its first seconds.
     pub after_greeting_silence: Duration,
-    /// Analysis bound: `not-sure` past it (Asterisk: 5,000 ms). Default 6,000 ms: room for
-    /// `greeting` after a second of initial silence.
+    /// Analysis bound: `not-sure` past it (Asterisk: 5,000 ms). Default 7,500 ms: room for
+    /// `greeting` (3 s of voice, pauses between words included ~4 s) after up to
+    /// `initial_silence` of music or silence.
     pub total_analysis_time: Duration,
     /// Shortest voiced run counted as a word (Asterisk: 100 ms). Default 100 ms: clicks and
     /// noise bursts are shorter.
@@ -218,7 +286,7 @@ pub struct AmdParams {
     /// about −41 dBFS and misses them); the floor margin does the rest.
     pub voice_min_dbfs: f32,
     /// … and within this range under the loudest voice of the last seconds (which decays
-    /// 5 dB/s), dB. Default 22 dB: a radio or television in the room, or a greeting's music
+    /// 1 dB/s), dB. Default 22 dB: a radio or television in the room, or a greeting's music
     /// bed, is background under the speaker, not words; a speaker's own syllables stay within
     /// ~20 dB of each other.
     pub voice_range_db: f32,
@@ -243,15 +311,21 @@ pub struct AmdParams {
     /// Default 14 dB: a G.711 beep gives 30+ dB, a beep 20 dB above line noise about 18 dB;
     /// voiced speech fails the steadiness, chords and noise the purity.
     pub beep_min_tonality_db: f32,
-    /// Beep: least level (dBFS). Default −40 dBFS.
+    /// Beep: least level (dBFS). Default −50 dBFS: a beep is often recorded as quietly as
+    /// the greeting, −30 to −45 dBFS on a quiet line; the tonality, the margin over the noise
+    /// floor (10 dB) and the quiet after it keep line noise out.
     pub beep_min_dbfs: f32,
-    /// After a beep: how long to wait for another before the drop point (double and triple
-    /// beeps; the recording starts after the last). Default 100 ms: the gaps of multi-tone
-    /// beeps are 50–100 ms, and it keeps the beep → message delay well under 300 ms.
+    /// After a beep: how long, from the tone's end, to wait for another before the drop
+    /// point (double and triple beeps; the recording starts after the last). Default 150 ms:
+    /// the gaps of multi-tone beeps are 50–100 ms, plus a frame for the next tone's ramp to
+    /// read as tonal; it keeps the beep → message delay under 300 ms.
     pub beep_settle: Duration,
     /// After a `machine` verdict without a beep: silence that ends the greeting. Default
-    /// 1,500 ms (greetings pause under a second between sentences; machines that do not
-    /// beep start recording when the greeting stops).
+    /// 3,000 ms: greetings pause under a second between sentences, but the beep can come
+    /// 1.5–2.5 s after the last word (at 1.5 s the voicemail message started before such
+    /// beeps and the recording lost its start); machines that do not beep record from the
+    /// greeting's end, so waiting longer only leaves silence on the recording, and voicemail
+    /// systems hang up on 5+ s of silence, not 3.
     pub greeting_end_silence: Duration,
     /// After a `machine` verdict: the longest wait for a beep or the greeting's end, from
     /// the answer. Default 30 s (the longest greetings run ~25 s).
@@ -265,10 +339,10 @@ impl Default for AmdParams {
     fn default() -> Self {
         let ms = Duration::from_millis;
         AmdParams {
-            initial_silence: ms(2500),
+            initial_silence: ms(3500),
             greeting: ms(3000),
             after_greeting_silence: ms(800),
-            total_analysis_time: ms(6000),
+            total_analysis_time: ms(7500),
             min_word_length: ms(100),
             between_words_silence: ms(50),
             max_words: 10,
@@ -282,9 +356,9 @@ impl Default for AmdParams {
             beep_min_length: ms(100),
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
-            beep_min_dbfs: -40.0,
-            beep_settle: ms(100),
-            greeting_end_silence: ms(1500),
+            beep_min_dbfs: -50.0,
+            beep_settle: ms(150),
+            greeting_end_silence: ms(3000),
             max_greeting_wait: ms(30_000),
             beep_override_window: ms(30_000),
         }
@@ -292,13 +366,26 @@ impl Default for AmdParams {
 }
 
 impl AmdParams {
-    /// Asterisk's `amd.conf` defaults, for comparison: a machine on the second word, after
-    /// 1.5 s of voice, or after 2.5 s of initial silence.
-    pub fn asterisk() -> Self {
+    /// Asterisk's `amd.conf` defaults, for comparison (`app_amd.c`, `configs/samples/
+    /// amd.conf.sample`): initial silence 2,500 ms, greeting 1,500 ms, after-greeting
+    /// silence 800 ms, total analysis 5,000 ms, min word 100 ms, between words 50 ms,
+    /// `max_words` (2 in the sample `amd.conf`, 3 compiled in), max word 5,000 ms, and a
+    /// silence threshold of 256 (an average magnitude: about −40 dBFS RMS) as the least voice
+    /// level. The voice-activity detector (floor, echo, tonality) and the beep stay crieur's;
+    /// Asterisk's `MACHINE` on initial silence is `not-sure` here (the comparison in
+    /// `examples/amd_corpus.rs` counts it as `machine`).
+    pub fn asterisk(max_words: u32) -> Self {
         let ms = Duration::from_millis;
         AmdParams {
+            initial_silence: ms(2500),
             greeting: ms(1500),
-            max_words: 2,
+            after_greeting_silence: ms(800),
+            total_analysis_time: ms(5000),
+            min_word_length: ms(100),
+            between_words_silence: ms(50),
+            max_words,
+            max_word_length: ms(5000),
+            voice_min_dbfs: -40.0,
             ..AmdParams::default()
         }
     }
@@ -370,7 +457,17 @@ fn analyse(x: &[f32]) -> Frame {
                 |best, t| if t.1 > best.1 { t } else { best },
             );
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
-        (freq, purity.min(steadiness_db(x, c)))
+        let one = (freq, purity.min(steadiness_db(x, c)));
+        // Not one clean tone, but loud enough for a beep: perhaps two at once.
+        match (one.1 < ONE_TONE_DB && level_dbfs >= -55.0)
+            .then(|| two_tones(x, energy))
+            .flatten()
+        {
+            // Two tones must explain clearly more than one (a tone in noise fits a second,
+            // spurious one that explains a little of the noise).
+            Some(two) if two.1 > one.1 + TWO_TONE_MARGIN_DB => two,
+            _ => one,
+        }
     } else {
         (0.0, 0.0)
     };
@@ -380,6 +477,120 @@ fn analyse(x: &[f32]) -> Frame {
         freq_hz,
         tonality_db,
     }
+}
+
+/// A frame whose one-sinusoid tonality reaches this (dB: the default beep threshold) is not
+/// also fitted with two.
+const ONE_TONE_DB: f32 = 14.0;
+/// How much more (dB) two sinusoids must explain than one to be taken instead.
+const TWO_TONE_MARGIN_DB: f32 = 3.0;
+
+/// Two sinusoids at once — a dual-tone beep, or a beep with a strong harmonic (a square-ish
+/// tone through the line): the lower frequency (Hz) and how much of the frame's energy the
+/// two hold against the rest (dB), or `None` when the fit finds no two distinct tones.
+///
+/// Two undamped sinusoids satisfy `x[n] + x[n−4] = a·(x[n−1] + x[n−3]) + b·x[n−2]` with
+/// `a = c₁ + c₂`, `b = −(2 + c₁c₂)`, `cᵢ = 2·cos ωᵢ`: a least-squares fit of `a` and `b`
+/// gives the two frequencies as the roots of `t² − a·t − (b + 2)`. The frame is then
+/// projected on constant-amplitude sines and cosines at both: what they explain is the two
+/// tones' energy (a formant ringing down between glottal pulses, or a chord of three notes,
+/// leaves much of its energy out).
+fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
+    // At lag 1 the fit is ill-conditioned for close tones at low frequencies (8 kHz samples
+    // them finely: G.711 noise pulls both toward their mean); at lag 2 (`cᵢ = 2·cos 2ωᵢ`,
+    // tones up to 2 kHz) it resolves 700 + 1,050 Hz. Both are tried; the better projection
+    // wins.
+    [1usize, 2]
+        .into_iter()
+        .filter_map(|lag| {
+            let (w1, w2) = two_tone_fit(x, lag)?;
+            Some((w1, project_two(x, energy, w1, w2)?))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(w1, purity)| ((w1 * 8000.0 / (2.0 * std::f64::consts::PI)) as f32, purity))
+}
+
+/// The two angular frequencies (ω₁ < ω₂, rad/sample) of the palindromic fit
+/// `x[n] + x[n−4L] = a·(x[n−L] + x[n−3L]) + b·x[n−2L]` at lag `L`.
+fn two_tone_fit(x: &[f32], lag: usize) -> Option<(f64, f64)> {
+    let (mut suu, mut suv, mut svv, mut syu, mut syv) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    for w in x.windows(4 * lag + 1) {
+        let y = f64::from(w[4 * lag] + w[0]);
+        let u = f64::from(w[3 * lag] + w[lag]);
+        let v = f64::from(w[2 * lag]);
+        suu += u * u;
+        suv += u * v;
+        svv += v * v;
+        syu += y * u;
+        syv += y * v;
+    }
+    let det = suu * svv - suv * suv;
+    if !det.is_finite() || det <= 1e-9 * suu * svv {
+        return None;
+    }
+    let a = (syu * svv - syv * suv) / det;
+    let b = (syv * suu - syu * suv) / det;
+    let disc = a * a + 4.0 * (b + 2.0);
+    if !disc.is_finite() || disc <= 0.0 {
+        return None;
+    }
+    let (c1, c2) = ((a + disc.sqrt()) / 2.0, (a - disc.sqrt()) / 2.0);
+    if !(c1 < 1.999 && c2 > -1.999) {
+        return None;
+    }
+    let l = lag as f64;
+    let (w1, w2) = ((c1 / 2.0).acos() / l, (c2 / 2.0).acos() / l);
+    // Closer than 80 Hz, 10 ms cannot tell them apart (the projection would be
+    // ill-conditioned); that is one tone's business anyway.
+    if (w2 - w1) * 8000.0 / (2.0 * std::f64::consts::PI) < 80.0 {
+        return None;
+    }
+    Some((w1, w2))
+}
+
+/// How much of `x`'s energy constant-amplitude sinusoids at `w1` and `w2` (rad/sample) hold,
+/// against the rest, dB.
+fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<f32> {
+    // Gram matrix and right-hand side of the projection on cos/sin at ω₁ and ω₂, the
+    // sinusoids stepped by rotation (no trigonometry per sample).
+    let mut g = [[0f64; 5]; 4];
+    let (r1, r2) = ((w1.cos(), w1.sin()), (w2.cos(), w2.sin()));
+    let (mut p1, mut p2) = ((1f64, 0f64), (1f64, 0f64));
+    for &v in x {
+        let basis = [p1.0, p1.1, p2.0, p2.1, f64::from(v)];
+        for (row, bi) in g.iter_mut().zip(basis) {
+            for (cell, bj) in row.iter_mut().zip(basis) {
+                *cell += bi * bj;
+            }
+        }
+        p1 = (p1.0 * r1.0 - p1.1 * r1.1, p1.0 * r1.1 + p1.1 * r1.0);
+        p2 = (p2.0 * r2.0 - p2.1 * r2.1, p2.0 * r2.1 + p2.1 * r2.0);
+    }
+    let rhs = [g[0][4], g[1][4], g[2][4], g[3][4]];
+    // Gaussian elimination with partial pivoting on the augmented 4×5 matrix.
+    for col in 0..4 {
+        let pivot = (col..4).max_by(|&i, &j| g[i][col].abs().total_cmp(&g[j][col].abs()))?;
+        g.swap(col, pivot);
+        if g[col][col].abs() < 1e-9 {
+            return None;
+        }
+        let pivot_row = g[col];
+        for row in g.iter_mut().skip(col + 1) {
+            let f = row[col] / pivot_row[col];
+            for (cell, p) in row.iter_mut().zip(pivot_row).skip(col) {
+                *cell -= f * p;
+            }
+        }
+    }
+    let mut coef = [0f64; 4];
+    for i in (0..4).rev() {
+        let s: f64 = (i + 1..4).map(|k| g[i][k] * coef[k]).sum();
+        coef[i] = (g[i][4] - s) / g[i][i];
+    }
+    let explained =
+        (coef.iter().zip(rhs).map(|(c, r)| c * r).sum::<f64>() as f32).clamp(0.0, energy);
+    let rest = (energy - explained).max(energy * 1e-5);
+    Some(10.0 * (explained.max(energy * 1e-5) / rest).log10())
 }
 
 /// How much of the frame's energy is at the fitted frequency (`c = 2·cos ω`), against the
@@ -474,6 +685,43 @@ impl NoiseFloor {
     }
 }
 
+/// The quietest the line has been since the answer: the least mean level of a 100 ms block
+/// (a mean, so one lost packet filled with silence does not drag it down). After a person's
+/// "hello?" the line falls back to it; a music bed, an intro's chords or a radio stay above
+/// it even once the running [`NoiseFloor`] has taken them for floor.
+#[derive(Debug, Clone)]
+struct QuietFloor {
+    least: f32,
+    sum: f32,
+    in_block: u32,
+}
+
+impl QuietFloor {
+    fn new() -> Self {
+        QuietFloor {
+            least: f32::INFINITY,
+            sum: 0.0,
+            in_block: 0,
+        }
+    }
+
+    fn push(&mut self, level: f32) {
+        self.sum += level;
+        self.in_block += 1;
+        if self.in_block == 10 {
+            self.least = self.least.min(self.sum / 10.0);
+            self.sum = 0.0;
+            self.in_block = 0;
+        }
+    }
+
+    /// Whether `level` is within `margin` dB of the quietest block (true before the first
+    /// block: nothing to compare with yet).
+    fn is_quiet(&self, level: f32, margin: f32) -> bool {
+        level <= self.least + margin
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ToneRun {
     start_frame: u64,
@@ -505,14 +753,18 @@ impl ToneRun {
 pub struct Detector {
     p: AmdParams,
     start: Instant,
+    high_pass: HighPass,
     buf: Vec<f32>,
     frames: u64,
     floor: NoiseFloor,
+    quiet_floor: QuietFloor,
     // greeting analysis (Asterisk's state, in ms of audio)
     in_initial_silence: bool,
     in_greeting: bool,
     in_word: bool,
     silence_ms: u32,
+    /// The part of the running silence that was quiet (see [`Detector::is_quiet`]).
+    quiet_ms: u32,
     initial_silence_ms: u32,
     voice_run_ms: u32,
     voice_ms: u32,
@@ -521,6 +773,10 @@ pub struct Detector {
     verdict: Option<Verdict>,
     // beep
     tone: Option<ToneRun>,
+    /// Recent tones that were not beeps (a tune's notes): their end frame and frequency.
+    notes: std::collections::VecDeque<(u64, f32)>,
+    /// Voice frames in a row, ms (whatever the verdict).
+    voice_streak_ms: u32,
     // drop point
     dropped: bool,
     pending_drop: Option<(Beep, u32)>,
@@ -536,13 +792,16 @@ impl Detector {
         Detector {
             p,
             start: now,
+            high_pass: HighPass::new(HIGH_PASS_HZ),
             buf: Vec::with_capacity(FRAME),
             frames: 0,
             floor: NoiseFloor::new(),
+            quiet_floor: QuietFloor::new(),
             in_initial_silence: true,
             in_greeting: false,
             in_word: false,
             silence_ms: 0,
+            quiet_ms: 0,
             initial_silence_ms: 0,
             voice_run_ms: 0,
             voice_ms: 0,
@@ -550,6 +809,8 @@ impl Detector {
             longest_word_ms: 0,
             verdict: None,
             tone: None,
+            notes: std::collections::VecDeque::new(),
+            voice_streak_ms: 0,
             dropped: false,
             pending_drop: None,
             peak: FLOOR_DBFS,
@@ -589,7 +850,7 @@ impl Detector {
     pub fn feed(&mut self, now: Instant, samples: &[i16]) {
         self.fill_gap(now);
         for &s in samples {
-            self.buf.push(f32::from(s));
+            self.buf.push(self.high_pass.step(f32::from(s)));
             if self.buf.len() == FRAME {
                 let f = analyse(&self.buf);
                 self.buf.clear();
@@ -668,7 +929,10 @@ impl Detector {
         } else {
             self.p.voice_margin_db
         };
-        f.level_dbfs > self.p.voice_min_dbfs
+        // A frame holding one steady sinusoid (a beep, a note of a tune of pure tones, a
+        // dial or busy tone) is a tone, not a word: a voice is never that pure.
+        f.tonality_db < self.p.beep_min_tonality_db
+            && f.level_dbfs > self.p.voice_min_dbfs
             && f.level_dbfs > floor + margin
             && f.level_dbfs > self.peak - self.p.voice_range_db
             && f.level_dbfs > self.echo_ceiling()
@@ -699,10 +963,12 @@ impl Detector {
     /// reference: far-end frames no louder than it could come back as (see
     /// [`AmdParams::echo_return_loss_db`]) are not voice. Linear 8 kHz samples.
     pub fn set_reference(&mut self, start: Instant, audio: &[i16]) {
+        // Through the same high-pass as the far end's audio, so the levels compare.
+        let mut hp = HighPass::new(HIGH_PASS_HZ);
         let levels: Vec<f32> = audio
             .chunks(FRAME)
             .map(|c| {
-                let x: Vec<f32> = c.iter().map(|&v| f32::from(v)).collect();
+                let x: Vec<f32> = c.iter().map(|&v| hp.step(f32::from(v))).collect();
                 analyse_level(&x)
             })
             .collect();
@@ -718,16 +984,28 @@ impl Detector {
     fn step(&mut self, f: Frame) {
         let floor = self.floor.get();
         let voiced = self.is_voice(&f, floor);
+        let quiet = !voiced && self.is_quiet(&f);
         self.floor.push(f.level_dbfs);
-        // The loudest voice lately, decaying 5 dB/s: what is far under it is background.
-        self.peak -= 0.05;
+        self.quiet_floor.push(f.level_dbfs);
+        // The loudest voice lately, decaying 1 dB/s: what is far under it is background.
+        self.peak -= PEAK_DECAY_DB_PER_FRAME;
         if voiced && f.level_dbfs > self.peak {
             self.peak = f.level_dbfs;
         }
         self.frames += 1;
+        // A word (not a blip at a note's edge) between a tune and a tone: the tone does not
+        // end the tune.
+        self.voice_streak_ms = if voiced {
+            self.voice_streak_ms.saturating_add(FRAME_MS)
+        } else {
+            0
+        };
+        if self.voice_streak_ms >= ms_u32(self.p.min_word_length) {
+            self.notes.clear();
+        }
         self.beep_step(&f, floor);
         if self.verdict.is_none() {
-            self.greeting_step(voiced);
+            self.greeting_step(voiced, quiet);
         } else {
             self.silence_step(voiced);
         }
@@ -773,8 +1051,22 @@ impl Detector {
         }
     }
 
-    /// Asterisk's `AMD()` loop, on one frame.
-    fn greeting_step(&mut self, voiced: bool) {
+    /// Whether a frame that is not voice is quiet: back near the quietest the line has been
+    /// (within `voice_margin_db`), or no louder than our own audio's echo could be. A person
+    /// who stops talking leaves the line to its background; a greeting's music bed, a music
+    /// intro's chords (which the running noise floor takes for floor after 1.5 s) or a radio
+    /// do not, and do not count as the silence after a greeting.
+    fn is_quiet(&self, f: &Frame) -> bool {
+        self.quiet_floor
+            .is_quiet(f.level_dbfs, self.p.voice_margin_db)
+            || f.level_dbfs <= self.echo_ceiling()
+    }
+
+    /// Asterisk's `AMD()` loop, on one frame. `quiet`: see [`Detector::is_quiet`]; the
+    /// silence after a greeting must be quiet for at least `1/QUIET_SHARE` of
+    /// `after_greeting_silence` (every frame that is not voice counts toward the initial
+    /// silence and ends a word).
+    fn greeting_step(&mut self, voiced: bool, quiet: bool) {
         let p = self.p;
         if self.analysed() >= p.total_analysis_time {
             self.decide(Kind::NotSure, Cause::TooLong);
@@ -782,6 +1074,9 @@ impl Detector {
         }
         if !voiced {
             self.silence_ms = self.silence_ms.saturating_add(FRAME_MS);
+            if quiet {
+                self.quiet_ms = self.quiet_ms.saturating_add(FRAME_MS);
+            }
             if self.in_initial_silence {
                 self.initial_silence_ms = self.silence_ms;
             }
@@ -791,7 +1086,10 @@ impl Detector {
             }
             if self.in_initial_silence && self.silence_ms >= ms_u32(p.initial_silence) {
                 self.decide(Kind::NotSure, Cause::InitialSilence);
-            } else if self.in_greeting && self.silence_ms >= ms_u32(p.after_greeting_silence) {
+            } else if self.in_greeting
+                && self.silence_ms >= ms_u32(p.after_greeting_silence)
+                && self.quiet_ms * QUIET_SHARE >= ms_u32(p.after_greeting_silence)
+            {
                 self.decide(Kind::Human, Cause::AfterGreetingSilence);
             }
             return;
@@ -810,6 +1108,7 @@ impl Detector {
             }
             // A word's start resets the silence; a short voiced blip does not.
             self.silence_ms = 0;
+            self.quiet_ms = 0;
         }
         if self.voice_run_ms >= ms_u32(p.max_word_length) {
             self.decide(Kind::Machine, Cause::LongWord);
@@ -861,16 +1160,31 @@ impl Detector {
                     return;
                 }
                 let long_enough = run.frames >= min_frames && run.frames <= max_frames;
-                // A beep is followed by a drop in level (the recording starts): 20 ms at
+                // A beep is followed by a drop in level (the recording starts): 50 ms at
                 // least 10 dB under the tone. A note of a melody goes on into the next one.
                 let quieter = f.level_dbfs <= mean_level - 10.0;
                 if long_enough && quieter {
                     run.after += 1;
-                    if run.after >= 2 {
+                    if run.after >= BEEP_QUIET_FRAMES {
+                        let freq = run.freq_sum / run.frames as f32;
+                        // The last note of a tune is followed by quiet too: a tone that two
+                        // other notes led up to within the last 2 s is music, not a beep
+                        // (a two-note beep has one before it, a triple beep's are its own
+                        // pitch).
+                        let since = run.start_frame.saturating_sub(TUNE_SPAN_FRAMES);
+                        let led_up = self
+                            .notes
+                            .iter()
+                            .filter(|(end, f)| *end >= since && (f - freq).abs() > 0.03 * freq)
+                            .count();
+                        if led_up >= 2 {
+                            self.tone = None;
+                            return;
+                        }
                         let beep = Beep {
                             start: Self::frame_time(run.start_frame),
                             end: Self::frame_time(run.start_frame + u64::from(run.frames)),
-                            freq_hz: run.freq_sum / run.frames as f32,
+                            freq_hz: freq,
                             level_dbfs: mean_level,
                         };
                         self.tone = None;
@@ -878,12 +1192,22 @@ impl Detector {
                     }
                     return;
                 }
-                if run.after == 0 && run.misses == 0 && !quieter {
-                    // One frame's dropout inside a tone (a lost packet, a click).
-                    run.misses = 1;
+                if run.after == 0 && run.misses < 2 && !quieter {
+                    // Up to two frames' dropout inside a tone (a lost packet, a click, a quiet
+                    // tone's G.711 quantisation noise), or its last frame's dip followed by
+                    // the frame its edge falls in.
+                    run.misses += 1;
                     return;
                 }
-                // Not a beep: start over, this frame possibly opening a new tone.
+                // Not a beep: start over, this frame possibly opening a new tone. A tone of
+                // 50 ms or more is remembered as a note (see `TUNE_SPAN_FRAMES`).
+                if run.frames >= BEEP_QUIET_FRAMES {
+                    let note = (frame_no, run.freq_sum / run.frames as f32);
+                    if self.notes.len() >= 8 {
+                        self.notes.pop_front();
+                    }
+                    self.notes.push_back(note);
+                }
                 self.tone = None;
                 if tonal {
                     self.tone = Some(ToneRun::begin(frame_no, f));
@@ -900,8 +1224,9 @@ impl Detector {
             _ => self.decide(Kind::Machine, Cause::Beep),
         }
         if !self.dropped {
-            // The drop waits `beep_settle` for a further beep (double and triple beeps).
-            self.pending_drop = Some((beep, 0));
+            // The drop waits `beep_settle` for a further beep (double and triple beeps),
+            // counted from the tone's end: its confirmation was already that quiet.
+            self.pending_drop = Some((beep, BEEP_QUIET_FRAMES * FRAME_MS));
         }
     }
 }
@@ -1161,7 +1486,7 @@ mod tests {
 
     #[test]
     fn greeting_without_beep_drops_on_silence() {
-        let a = g711(&cat(&[speech(5000, -18.0, 3), silence(3000)]));
+        let a = g711(&cat(&[speech(5000, -18.0, 3), silence(4000)]));
         let mut a2 = a.iter().map(|&v| f32::from(v)).collect::<Vec<_>>();
         add_noise(&mut a2, -55.0, 9);
         let ev = run(AmdParams::default(), &g711(&a2));
@@ -1169,7 +1494,7 @@ mod tests {
         let d = drop_point(&ev).expect("a drop point");
         assert_eq!(d.cause, DropCause::Silence);
         assert!(
-            d.at >= Duration::from_millis(6400) && d.at <= Duration::from_millis(6700),
+            d.at >= Duration::from_millis(7900) && d.at <= Duration::from_millis(8200),
             "{d:?}"
         );
     }
@@ -1209,7 +1534,7 @@ mod tests {
         // No packet at all: only timeouts.
         let mut now = t0;
         let mut ev = Vec::new();
-        while now < t0 + Duration::from_secs(4) {
+        while now < t0 + Duration::from_secs(5) {
             if let Some(t) = d.poll_timeout() {
                 now = t;
                 d.handle_timeout(now);
@@ -1220,7 +1545,62 @@ mod tests {
         }
         let v = first_verdict(&ev).expect("a verdict");
         assert_eq!((v.kind, v.cause), (Kind::NotSure, Cause::InitialSilence));
-        assert!(v.at == Duration::from_millis(2500), "{v:?}");
+        assert!(v.at == AmdParams::default().initial_silence, "{v:?}");
+    }
+
+    /// A tune of pure notes, each ending in a short fade (20 ms) or a 30 ms pause.
+    fn tune(ms: u32, note_ms: u32, gap_ms: u32) -> Vec<f32> {
+        let notes = [523.0, 659.0, 784.0, 1047.0, 440.0, 523.0, 659.0, 880.0];
+        let mut x = Vec::new();
+        let mut i = 0;
+        while x.len() < (ms * 8) as usize {
+            let mut n = tone(note_ms, notes[i % notes.len()], -20.0);
+            let fade = 160.min(n.len());
+            let len = n.len();
+            for (k, v) in n[len - fade..].iter_mut().enumerate() {
+                *v *= 1.0 - k as f32 / fade as f32;
+            }
+            x.extend(n);
+            x.extend(silence(gap_ms));
+            i += 1;
+        }
+        x.truncate((ms * 8) as usize);
+        x
+    }
+
+    #[test]
+    fn a_music_intro_of_pure_notes_is_neither_words_nor_beeps() {
+        // 3 s of tune, then the greeting: a machine by its greeting, no beep in the tune.
+        for gap in [0, 30] {
+            let x = cat(&[tune(3000, 180, gap), speech(6000, -20.0, 41), silence(1000)]);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert!(beeps(&ev).is_empty(), "gap {gap}: {:?}", beeps(&ev));
+            let v = first_verdict(&ev).expect("a verdict");
+            assert_eq!(v.kind, Kind::Machine, "gap {gap}: {v:?}");
+            // No word before the speech: the tune was silence to the greeting analysis, but
+            // for a frame at some notes' edges (a blip, not a word).
+            assert!(
+                (2500..=3100).contains(&v.features.initial_silence_ms),
+                "gap {gap}: {v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_television_under_a_person_stays_background() {
+        // "Hallo?" at −12 dBFS, then the person listens; a television talks on 25 dB under.
+        let person = cat(&[silence(300), speech(700, -12.0, 42), silence(7000)]);
+        let tv = speech(8000, -37.0, 43);
+        let x: Vec<f32> = person.iter().zip(&tv).map(|(a, b)| a + b).collect();
+        let ev = run(AmdParams::default(), &g711(&x));
+        let verdicts: Vec<Kind> = ev
+            .iter()
+            .filter_map(|e| match e {
+                AmdEvent::Verdict(v) => Some(v.kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(verdicts, [Kind::Human], "{ev:?}");
     }
 
     #[test]
@@ -1290,6 +1670,56 @@ mod tests {
     }
 
     #[test]
+    fn a_beep_with_a_harmonic_or_two_tones_apart_is_a_beep() {
+        // A square-ish beep through the line (its 3rd harmonic 15 dB down), and two tones at
+        // once a fifth or a third apart: none is one sinusoid, all are two. (Two tones a
+        // third apart under ~600 Hz are beyond a 10 ms fit through G.711: not found.)
+        for (f1, f2, rel) in [
+            (800.0, 2400.0, -15.0),
+            (1000.0, 3000.0, -20.0),
+            (1000.0, 1500.0, 0.0),
+            (700.0, 1050.0, 0.0),
+            (1000.0, 1250.0, -3.0),
+        ] {
+            let mut b = tone(400, f1, -20.0);
+            for (a, v) in b.iter_mut().zip(tone(400, f2, -20.0 + rel)) {
+                *a += v;
+            }
+            let mut x = cat(&[speech(3000, -18.0, 8), silence(300), b, silence(600)]);
+            add_noise(&mut x, -55.0, 12);
+            let ev = run(AmdParams::default(), &g711(&x));
+            let found = beeps(&ev);
+            assert_eq!(found.len(), 1, "{f1}+{f2}: {ev:?}");
+            assert!((found[0].freq_hz - f1).abs() < f1 * 0.03, "{found:?}");
+        }
+    }
+
+    #[test]
+    fn a_tune_s_last_note_is_not_a_beep_but_a_two_note_beep_is() {
+        // A tune of pure notes ending in silence: its last note is followed by quiet, like a
+        // beep, but two other notes led up to it.
+        let mut x = speech(2000, -18.0, 3);
+        for hz in [523.0, 659.0, 784.0, 1047.0] {
+            x.extend(tone(200, hz, -18.0));
+        }
+        x.extend(silence(800));
+        let ev = run(AmdParams::default(), &g711(&x));
+        assert!(beeps(&ev).is_empty(), "{:?}", beeps(&ev));
+        // Two notes a fifth apart, the recording after the second: a beep.
+        let x = cat(&[
+            speech(3000, -18.0, 4),
+            silence(400),
+            tone(200, 1000.0, -16.0),
+            tone(200, 1500.0, -16.0),
+            silence(800),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let b = beeps(&ev);
+        assert_eq!(b.len(), 1, "{ev:?}");
+        assert!((b[0].freq_hz - 1500.0).abs() < 30.0, "{b:?}");
+    }
+
+    #[test]
     fn tones_outside_the_band_or_too_short_are_not_beeps() {
         for (hz, len) in [(250.0, 500), (2600.0, 500), (1000.0, 60)] {
             let x = cat(&[
@@ -1314,7 +1744,7 @@ mod tests {
         x.extend(silence(1500));
         let a = g711(&x);
         let ours = first_verdict(&run(AmdParams::default(), &a)).expect("verdict");
-        let ast = first_verdict(&run(AmdParams::asterisk(), &a)).expect("verdict");
+        let ast = first_verdict(&run(AmdParams::asterisk(2), &a)).expect("verdict");
         assert_eq!(ours.kind, Kind::Human, "{ours:?}");
         assert_eq!(
             (ast.kind, ast.cause),
