@@ -145,6 +145,10 @@ pub struct RunHeader {
     pub format: u32,
     /// `call`, `run`, `import`, `optout` …
     pub command: String,
+    /// The node (process) that writes this log: nodes sharing one PostgreSQL store each keep
+    /// their own chain, and `audit replay` merges them. Absent in logs written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub software: String,
     pub campaign: Option<String>,
     /// The campaign's display name (`campaign` is what records refer to it by).

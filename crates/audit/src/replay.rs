@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::record::{DecisionRecord, Outcome, Reason, Record, RunHeader};
-use crate::{read_all, Result};
+use crate::{read_all, Located, Result};
 
 /// The law (and the FR rules) allow 2 s from answer to the message; more is a violation.
 pub const MAX_ANSWER_TO_AUDIO_MS: u64 = 2_000;
@@ -296,12 +296,52 @@ struct OpenInvite {
 
 /// Replays the log in `dir`.
 pub fn replay(dir: &Path) -> Result<ReplayReport> {
-    let entries = read_all(dir)?;
+    replay_logs(&[dir])
+}
+
+/// The records of several logs (one per node) merged into one sequence by timestamp, each
+/// log's own order kept (a record is taken from the log whose next record is earliest; ties
+/// go to the log given first): `(log index, segment, line, entry)`. With more than one log
+/// the segment is named `<log dir>/<segment>`.
+pub fn merged(dirs: &[&Path]) -> Result<Vec<(usize, Located)>> {
+    let mut logs = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let mut entries = read_all(dir)?;
+        if dirs.len() > 1 {
+            for (segment, _, _) in &mut entries {
+                *segment = format!("{}/{segment}", dir.display());
+            }
+        }
+        logs.push(entries.into_iter().peekable());
+    }
+    let mut out = Vec::with_capacity(logs.iter().map(|l| l.len()).sum());
+    loop {
+        let next = logs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, l)| l.peek().map(|(_, _, e)| (e.ts, i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        if let Some(e) = logs[i].next() {
+            out.push((i, e));
+        }
+    }
+    Ok(out)
+}
+
+/// Replays several nodes' logs of the same campaigns as one: each decision is checked
+/// against its own log's run header, while opt-outs, outcomes (the caps across campaigns
+/// and nodes) and the pairing of each INVITE with its outcome (a node may record the outcome
+/// of a call another node placed and died in) are taken from every log, in time order.
+pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
+    let entries = merged(dirs)?;
     let mut rep = ReplayReport {
         records: entries.len(),
         ..ReplayReport::default()
     };
-    let mut run: Option<std::result::Result<Option<RunPolicy>, HeaderProblem>> = None;
+    // The current run header of each log.
+    let mut runs: Vec<Option<std::result::Result<Option<RunPolicy>, HeaderProblem>>> =
+        (0..dirs.len()).map(|_| None).collect();
     let mut opted_out: HashSet<String> = HashSet::new();
     // Outcomes recorded in this log, per number: (started, outcome, campaign).
     let mut outcomes: HashMap<String, Vec<(DateTime<Utc>, Outcome, String)>> = HashMap::new();
@@ -314,13 +354,17 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     // Attempts recorded as trunk faults although something rang, by (number, start second):
     // they count, whatever their name says.
     let mut misclassified: HashSet<(String, i64)> = HashSet::new();
-    // The voicemail messages the current run's header declares (sha256).
-    let mut voicemails: HashSet<String> = HashSet::new();
-    // Every call an `invite-sent` names, and those no `outcome` has closed yet.
+    // The voicemail messages the current run's header declares (sha256), per log.
+    let mut voicemails: Vec<HashSet<String>> = vec![HashSet::new(); dirs.len()];
+    // Every call an `invite-sent` names, and those no `outcome` has closed yet (by log and
+    // seq: the order they were sent in).
     let mut invited: HashSet<String> = HashSet::new();
-    let mut open: BTreeMap<u64, (String, OpenInvite)> = BTreeMap::new();
-    let mut open_by_call: HashMap<String, u64> = HashMap::new();
-    for (segment, line, e) in &entries {
+    let mut open: BTreeMap<(usize, u64), (String, OpenInvite)> = BTreeMap::new();
+    let mut open_by_call: HashMap<String, (usize, u64)> = HashMap::new();
+    for (log, (segment, line, e)) in &entries {
+        let log = *log;
+        let run = &mut runs[log];
+        let voicemails = &mut voicemails[log];
         let mut flag = |kind: &str,
                         contact: Option<&str>,
                         number: Option<&str>,
@@ -340,7 +384,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
         match &e.record {
             Record::RunStart(h) => {
                 rep.runs += 1;
-                voicemails = h
+                *voicemails = h
                     .audio
                     .iter()
                     .filter(|a| a.role == "voicemail")
@@ -362,7 +406,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         );
                     }
                 }
-                run = Some(rebuilt);
+                *run = Some(rebuilt);
             }
             Record::OptOutRecorded(o) => {
                 opted_out.insert(o.number.clone());
@@ -483,9 +527,9 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
             Record::InviteSent(i) => {
                 rep.invites += 1;
                 invited.insert(i.call.clone());
-                open_by_call.insert(i.call.clone(), e.seq);
+                open_by_call.insert(i.call.clone(), (log, e.seq));
                 open.insert(
-                    e.seq,
+                    (log, e.seq),
                     (
                         i.call.clone(),
                         OpenInvite {
@@ -552,7 +596,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 rep.dials += 1;
                 dials.insert((d.campaign.clone(), d.contact.clone(), d.now));
                 let (c, n) = (Some(d.contact.as_str()), Some(d.number.as_str()));
-                let rp = match &run {
+                let rp = match &*run {
                     None => {
                         let why = "a decision before any run header";
                         flag("unreplayable", c, n, json!({ "why": why }), why.into());

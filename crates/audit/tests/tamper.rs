@@ -2,13 +2,12 @@
 
 use std::path::Path;
 
-use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::*;
 use crieur_audit::{read_all, replay, verify, AuditLog, Entry, Options, VerifyOptions};
-use crieur_scheduler::{decide, Contact};
+use crieur_scheduler::Contact;
 
 mod common;
-use common::{policy, retry, t};
+use common::{retry, t};
 
 fn key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
@@ -24,20 +23,7 @@ fn header() -> Record {
 
 /// A decision at `now` for `c`, as the scheduler makes it.
 fn decision(c: &Contact, now: &str, history: Vec<PastAttempt>) -> Record {
-    let now = t(now);
-    let d = decide(c, &policy(), now);
-    Record::Decision(Box::new(decision_record(
-        c,
-        &d,
-        DecisionInputs {
-            campaign: "t",
-            now,
-            history,
-            opted_out: false,
-            refused: None,
-            attempt: 1,
-        },
-    )))
+    common::decision(c, t(now), history)
 }
 
 fn call(c: &Contact, call: &str, decided: &str, outcome: &str) -> Vec<Record> {

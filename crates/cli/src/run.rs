@@ -11,7 +11,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use crieur_engine::{BreakerState, Cause};
 use crieur_runner::{Counters, Event, RunHandle, RunOptions, Setup, Summary};
-use crieur_store::SledStore;
 
 use crate::campaign::Campaign;
 
@@ -23,7 +22,7 @@ pub fn run(
     actx: &crate::audit::Ctx,
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(SledStore::open(store_path, false)?);
+    let store = crate::stores::open(store_path, false)?;
     let s = drive(campaign, campaign_path, store, store_path, actx, opts)?;
     println!("stopped   {}", s.reason);
     println!("summary   {} calls placed", s.counters.dialled);
@@ -52,7 +51,7 @@ pub fn run(
 pub fn drive(
     campaign: &Campaign,
     campaign_path: &Path,
-    store: Arc<SledStore>,
+    store: crate::stores::Shared,
     store_path: &Path,
     actx: &crate::audit::Ctx,
     opts: RunOptions,

@@ -102,6 +102,11 @@ const EDGES: &[(&str, &[Io], &str)] = &[
         "the sled backend: the store's directory; imports on every core",
     ),
     (
+        "crates/store/src/pg.rs",
+        &[Io::Threads],
+        "the PostgreSQL backend: each call on a thread of its own (the client runs its own runtime)",
+    ),
+    (
         "crates/config/src/input.rs",
         &[Io::Files],
         "read_text: reads a text input file (campaign, plan, opt-out list)",

@@ -123,6 +123,85 @@ pub fn reconcile(
     entries: &[Entry],
     now: DateTime<Utc>,
 ) -> Result<Vec<Recovered>> {
+    reconcile_node(store, log, entries, now, &Node::default())
+}
+
+/// Which node reconciles, on a store several nodes share: the leases of other nodes are
+/// theirs (their calls are in their own logs) until they are older than `lease_timeout` —
+/// then their node is presumed dead and they are recovered here ([`recover_expired`]).
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    /// This node's id (the leases it takes carry it); empty: an embedded store, one process.
+    pub id: String,
+    /// How long a lease may last on a live node: longer than any call can.
+    pub lease_timeout: chrono::Duration,
+}
+
+impl Node {
+    /// Whether `lease` is another node's.
+    fn foreign(&self, lease: &Lease) -> bool {
+        !lease.node.is_empty() && lease.node != self.id
+    }
+}
+
+/// The leases of other nodes older than the lease timeout: each call may have left (its
+/// `invite-sent` is in the dead node's log), so it becomes an `interrupted` attempt that
+/// counts, and this node's log records its `outcome` under the dead node's call id (a merged
+/// replay of the nodes' logs pairs it with its INVITE). Newer leases of other nodes are left
+/// alone. Durable when it returns.
+pub fn recover_expired(
+    store: &dyn Store,
+    log: &mut AuditLog,
+    now: DateTime<Utc>,
+    node: &Node,
+) -> Result<Vec<Recovered>> {
+    let mut done = Vec::new();
+    for lease in store.leases()? {
+        if !node.foreign(&lease) || now - lease.at < node.lease_timeout {
+            continue;
+        }
+        let Some(a) = store.recover_lease(&lease, true, now)? else {
+            // Gone meanwhile: another node recovered it, or its own node finished it.
+            continue;
+        };
+        let number = match ContactId::new(lease.contact.clone()) {
+            Ok(id) => store
+                .contact(&lease.campaign, &id)?
+                .map(|c| c.phone().to_string()),
+            Err(_) => None,
+        };
+        log.append(
+            now,
+            &Record::Outcome(OutcomeRecord {
+                call: a.call.clone(),
+                campaign: a.campaign.clone(),
+                contact: a.contact.clone(),
+                number: number.unwrap_or_default(),
+                started: a.started,
+                ended: a.ended,
+                outcome: a.outcome.clone(),
+            }),
+        )?;
+        done.push(Recovered::Interrupted {
+            campaign: lease.campaign,
+            contact: lease.contact,
+            call: lease.call,
+        });
+    }
+    log.commit()?;
+    Ok(done)
+}
+
+/// [`reconcile`] by `node` on a store other nodes may share: its own leases are reconciled
+/// with its log; other nodes' are left to them, or recovered once expired
+/// ([`recover_expired`]).
+pub fn reconcile_node(
+    store: &dyn Store,
+    log: &mut AuditLog,
+    entries: &[Entry],
+    now: DateTime<Utc>,
+    node: &Node,
+) -> Result<Vec<Recovered>> {
     // Every INVITE of the log, in order, and which ones an outcome closes.
     let mut invites: Vec<&InviteSent> = Vec::new();
     let mut by_call: HashMap<&str, usize> = HashMap::new();
@@ -149,8 +228,11 @@ pub fn reconcile(
             closed.insert(k);
         }
     }
-    let mut done = Vec::new();
+    let mut done = recover_expired(store, log, now, node)?;
     for lease in store.leases()? {
+        if node.foreign(&lease) {
+            continue;
+        }
         let invite = if lease.call.is_empty() {
             invites
                 .iter()

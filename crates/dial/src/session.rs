@@ -19,7 +19,7 @@ use crieur_audit::record::{OptOutRecorded, Reason};
 use crieur_audit::{AuditLog, Entry, Record};
 use crieur_engine::{BreakerConfig, Pacing, Planner, Transition};
 use crieur_media::call::Outcome;
-use crieur_scheduler::{Contact, Decision, Evaluator, Policy, E164};
+use crieur_scheduler::{Contact, ContactId, Decision, Evaluator, Policy, E164};
 use crieur_store::Store;
 
 use crate::core::{Core, Output};
@@ -28,7 +28,7 @@ use crate::protocol::{
     finish_call, history, lease_and_record_invite, recheck, record_late_opt_out, record_skip,
     to_attempts, CallRef, DialRules,
 };
-use crate::recover::{reconcile, Recovered};
+use crate::recover::{reconcile_node, recover_expired, Node, Recovered};
 use crate::{Error, Result};
 
 /// Where the driver's instants come from — the wall clock live, simulated time in tests:
@@ -200,14 +200,40 @@ impl<'p> Session<'p> {
     pub fn start(
         plan: Plan<'p>,
         store: Arc<dyn Store + Send + Sync>,
-        mut log: AuditLog,
+        log: AuditLog,
         header: &Record,
         entries: &[Entry],
         now: DateTime<Utc>,
         steps: &mut Vec<Step>,
     ) -> Result<(Session<'p>, Vec<Recovered>)> {
+        Self::start_node(
+            plan,
+            store,
+            log,
+            header,
+            entries,
+            now,
+            steps,
+            &Node::default(),
+        )
+    }
+
+    /// [`Session::start`] by `node` on a store other nodes may share: its own leases are
+    /// reconciled with its log, other nodes' left to them until they expire
+    /// ([`crate::reconcile_node`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_node(
+        plan: Plan<'p>,
+        store: Arc<dyn Store + Send + Sync>,
+        mut log: AuditLog,
+        header: &Record,
+        entries: &[Entry],
+        now: DateTime<Utc>,
+        steps: &mut Vec<Step>,
+        node: &Node,
+    ) -> Result<(Session<'p>, Vec<Recovered>)> {
         log.append(now, header)?;
-        let recovered = reconcile(&*store, &mut log, entries, now)?;
+        let recovered = reconcile_node(&*store, &mut log, entries, now, node)?;
         let Plan {
             rules,
             policy,
@@ -264,6 +290,64 @@ impl<'p> Session<'p> {
 
     pub fn core(&self) -> &Core<'p> {
         &self.core
+    }
+
+    /// The store the session works on.
+    pub fn store(&self) -> &Arc<dyn Store + Send + Sync> {
+        &self.store
+    }
+
+    /// Takes in a contact read from the store's due index, due at `due`, with its history; a
+    /// contact whose history cannot be read is not taken: its skip is recorded in the log
+    /// and it is due again in an hour. Returns its index in the planner, if taken.
+    pub fn admit(
+        &mut self,
+        contact: Contact,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<usize>> {
+        match history(&*self.store, &contact)? {
+            Ok(h) => {
+                let attempts = to_attempts(&h, &self.rules.campaign);
+                Ok(Some(self.core.admit(contact, attempts, due)))
+            }
+            Err(_) => {
+                let mut log = self.log.lock().map_err(|_| Error::Poisoned("audit log"))?;
+                record_skip(
+                    &self.rules,
+                    &*self.store,
+                    &mut self.eval,
+                    &contact,
+                    &mut log,
+                    now,
+                    None,
+                )?;
+                log.commit()?;
+                drop(log);
+                self.store.set_due(
+                    &self.rules.campaign,
+                    &[(contact.id().clone(), Some(now + chrono::Duration::hours(1)))],
+                )?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Hands back what the planner settled (see [`Core::settle`]).
+    pub fn settle(&mut self, horizon: DateTime<Utc>) -> Vec<(ContactId, Option<DateTime<Utc>>)> {
+        self.core.settle(horizon)
+    }
+
+    /// This node's share of the pacing (see [`Core::set_pacing`]).
+    pub fn set_pacing(&mut self, pacing: Pacing) {
+        self.core.set_pacing(pacing);
+    }
+
+    /// Recovers the expired leases of other nodes ([`crate::recover_expired`]), in this
+    /// session's log.
+    pub fn recover_expired(&mut self, now: DateTime<Utc>, node: &Node) -> Result<Vec<Recovered>> {
+        let mut log = self.log.lock().map_err(|_| Error::Poisoned("audit log"))?;
+        recover_expired(&*self.store, &mut log, now, node)
     }
 
     /// No new calls from now on.

@@ -378,6 +378,8 @@ struct State {
     not_before: i64,
     /// Its entry in the due queue, if queued.
     due_at: Option<i64>,
+    /// The slot is free: its contact was handed back ([`Planner::settle`]).
+    free: bool,
 }
 
 /// The scheduling state of one campaign.
@@ -395,6 +397,8 @@ pub struct Planner<'p> {
     eval: Evaluator<'p>,
     /// Skips noted by the last tick (for the audit log and `simulate`).
     pub skipped: Vec<(usize, SkipNote)>,
+    /// Slots freed by [`Planner::settle`], reused by [`Planner::admit`].
+    free: Vec<usize>,
 }
 
 fn secs(t: DateTime<Utc>) -> i64 {
@@ -446,6 +450,7 @@ impl<'p> Planner<'p> {
             in_flight: 0,
             eval: Evaluator::new(policy),
             skipped: Vec::new(),
+            free: Vec::new(),
         }
     }
 
@@ -497,6 +502,13 @@ impl<'p> Planner<'p> {
         Some(due.max(token))
     }
 
+    /// Changes the pacing (e.g. this node's share of a campaign's, as nodes come and go):
+    /// the token bucket keeps what it holds, up to the new rate's burst.
+    pub fn set_pacing(&mut self, pacing: Pacing) {
+        self.tokens = self.tokens.min(pacing.calls_per_second.max(1.0));
+        self.pacing = pacing;
+    }
+
     /// Calls in progress.
     pub fn in_flight(&self) -> u32 {
         self.in_flight
@@ -504,7 +516,57 @@ impl<'p> Planner<'p> {
 
     /// Contacts still to be dialled or in progress.
     pub fn remaining(&self) -> usize {
-        self.states.iter().filter(|s| !s.done).count()
+        self.states.iter().filter(|s| !s.done && !s.free).count()
+    }
+
+    /// Takes in a contact read from the store's due index, due at `due`, with its past
+    /// attempts (as [`Planner::load_history`]): queued then, or later if its history holds
+    /// it, or done. Reuses a slot [`Planner::settle`] freed. Returns its index.
+    pub fn admit(&mut self, contact: Contact, attempts: Vec<Attempt>, due: DateTime<Utc>) -> usize {
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.contacts[i] = contact;
+                self.states[i] = State::default();
+                i
+            }
+            None => {
+                self.contacts.push(contact);
+                self.states.push(State::default());
+                self.contacts.len() - 1
+            }
+        };
+        self.load_history(i, attempts);
+        if !self.states[i].done {
+            self.enqueue(i, secs_ceil(due));
+        }
+        i
+    }
+
+    /// Hands back every contact that is done, or queued after `horizon`, and not in a call:
+    /// `(index, next due)` — `None` for done — for the driver to write to the store's due
+    /// index. Their slots are freed (the planner then holds only what is due before the
+    /// horizon and what is in a call). Costs O(contacts held).
+    pub fn settle(&mut self, horizon: DateTime<Utc>) -> Vec<(usize, Option<DateTime<Utc>>)> {
+        let h = secs(horizon);
+        let mut out = Vec::new();
+        let later: Vec<(i64, usize)> = self.due.range((h + 1, 0)..).copied().collect();
+        for (t, i) in later {
+            if !self.states[i].in_flight {
+                self.due.remove(&(t, i));
+                self.states[i].due_at = None;
+                out.push((i, Some(utc(t))));
+            }
+        }
+        for (i, st) in self.states.iter().enumerate() {
+            if st.done && !st.in_flight && !st.free {
+                out.push((i, None));
+            }
+        }
+        for &(i, _) in &out {
+            self.states[i].free = true;
+            self.free.push(i);
+        }
+        out
     }
 
     /// Queues contact `i` at `t` (replacing its previous entry): O(log n).
@@ -1013,5 +1075,62 @@ mod tests {
             with(None, None).looser_than(&CapRules::for_ruleset("none", 3)),
             vec![]
         );
+    }
+
+    #[test]
+    fn admitted_contacts_are_queued_settled_and_their_slots_reused() {
+        let (p, base) = anytime();
+        let start = t("2027-03-10T10:00:00Z");
+        let mut pl = Planner::new(
+            vec![],
+            &p,
+            CapRules::for_ruleset("none", 3),
+            RetryPolicy::default(),
+            Pacing {
+                calls_per_second: 100.0,
+                max_concurrent: 10,
+            },
+            start,
+        );
+        let c = |id: &str| {
+            Contact::new(
+                crieur_scheduler::ContactId::new(id).unwrap_or_else(|e| panic!("{e}")),
+                base.phone().clone(),
+                base.given_zone(),
+                base.consents().to_vec(),
+            )
+        };
+        let later = start + chrono::Duration::hours(5);
+        let a = pl.admit(c("a"), vec![], start);
+        let b = pl.admit(c("b"), vec![], later);
+        assert_eq!((a, b, pl.len(), pl.remaining()), (0, 1, 2, 2));
+        // b is due after the horizon: handed back with its instant, its slot freed.
+        let horizon = start + chrono::Duration::minutes(10);
+        assert_eq!(pl.settle(horizon), vec![(b, Some(later))]);
+        assert_eq!(pl.remaining(), 1);
+        // a is dialled (in a call: never handed back), then answered: done, handed back.
+        assert_eq!(pl.tick(start).len(), 1);
+        assert!(pl.settle(horizon).is_empty());
+        pl.report(
+            a,
+            start + chrono::Duration::seconds(30),
+            AttemptOutcome::Answered,
+        );
+        assert_eq!(pl.settle(horizon), vec![(a, None)]);
+        assert_eq!(pl.remaining(), 0);
+        assert!(pl.settle(horizon).is_empty(), "handed back once");
+        // A new contact takes a freed slot: the planner does not grow.
+        let d = pl.admit(c("d"), vec![], start);
+        assert!(d == a || d == b);
+        assert_eq!(pl.len(), 2);
+        assert_eq!(pl.contact(d).id().as_str(), "d");
+        assert_eq!(pl.next_due(), Some(start));
+        // A busy call is retried after its delay: handed back with that instant.
+        assert_eq!(pl.tick(start).len(), 1);
+        let ended = start + chrono::Duration::seconds(20);
+        pl.report(d, ended, AttemptOutcome::Busy);
+        let settled = pl.settle(horizon);
+        assert_eq!(settled.len(), 1);
+        assert!(settled[0].1 > Some(horizon));
     }
 }

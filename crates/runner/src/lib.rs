@@ -21,7 +21,7 @@ pub mod ops;
 pub mod prepare;
 
 pub use control::{control, Control, ControlReceiver, Counters, Event, RunHandle};
-pub use driver::{run, Done, Refusal, RunOptions, Scope, Setup, Summary};
+pub use driver::{run, Done, Refusal, RunOptions, Scope, Setup, Summary, NODE_TIMEOUT};
 pub use prepare::{prepare, rules, Prepared};
 
 use crieur_config::input::InputErrors;

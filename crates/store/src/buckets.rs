@@ -18,13 +18,24 @@ pub(crate) const BUCKETS: usize = 4096;
 /// The bucket of a contact id: FNV-1a (64-bit) of its bytes. Written by hand because the
 /// layout must never change with a library or compiler release (std's hasher may).
 pub(crate) fn bucket_of(id: &str) -> u16 {
+    // BUCKETS is a power of two below 2^16: the mask keeps the value in range.
+    (fnv(id) as usize & (BUCKETS - 1)) as u16
+}
+
+/// The due index's bucket of a contact id (see `dueidx`): the low 16 bits of the same hash,
+/// so each contacts bucket splits into 16 of them (smaller values: a change rewrites fewer
+/// entries).
+pub(crate) fn due_bucket_of(id: &str) -> u16 {
+    fnv(id) as u16
+}
+
+fn fnv(id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    // BUCKETS is a power of two below 2^16: the mask keeps the value in range.
-    (h as usize & (BUCKETS - 1)) as u16
+    h
 }
 
 /// `campaign · 0x00 · bucket (u16 BE)`.

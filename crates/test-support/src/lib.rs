@@ -9,6 +9,7 @@
 // A test harness bounds its waits with the wall clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod pg;
 pub mod scenario;
 
 use std::net::{SocketAddr, UdpSocket};

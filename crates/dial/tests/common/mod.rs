@@ -82,6 +82,7 @@ pub fn run_header(
     crieur_audit::Record::RunStart(Box::new(crieur_audit::record::RunHeader {
         format: crieur_audit::record::FORMAT_VERSION,
         command: "run".into(),
+        node: None,
         software: "dial tests".into(),
         campaign: Some(rules.campaign.clone()),
         campaign_name: None,
