@@ -45,7 +45,7 @@ fn outcome(c: &Contact, call: &str, at: DateTime<Utc>, what: &str, secs: i64) ->
         number: c.phone().to_string(),
         started: at,
         ended: at + Duration::seconds(secs),
-        outcome: what.into(),
+        outcome: common::named(what),
     })
 }
 
@@ -136,7 +136,7 @@ fn attempts_and_opt_outs_of_one_node_bind_the_others() {
     let past = |at: DateTime<Utc>| PastAttempt {
         at,
         ended: Some(at + Duration::seconds(20)),
-        outcome: "busy".into(),
+        outcome: common::named("busy"),
         campaign: "t".into(),
     };
     // Node A: three busy attempts to c1 on three days (each decision with its history), and

@@ -92,7 +92,7 @@ fn a_dead_nodes_leases_are_recovered_by_another_only_after_the_timeout() {
     let att = b.attempts(&number(0)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(att.len(), 1);
     assert_eq!(
-        (att[0].outcome.as_str(), att[0].call.as_str()),
+        (att[0].outcome.name().as_str(), att[0].call.as_str()),
         ("interrupted", "a:c0")
     );
     assert_eq!((att[0].started, att[0].ended), (t0(), now));
@@ -100,7 +100,7 @@ fn a_dead_nodes_leases_are_recovered_by_another_only_after_the_timeout() {
         .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
         .filter_map(|(_, _, e)| match e.record {
-            Record::Outcome(o) => Some((o.call, o.outcome, o.number)),
+            Record::Outcome(o) => Some((o.call, o.outcome.name(), o.number)),
             _ => None,
         })
         .collect();

@@ -253,7 +253,7 @@ impl DueFeed {
             store.set_due(&self.campaign, &settled)?;
         }
         for r in session.recover_expired(t, &self.node)? {
-            st.emit(Event::Recovered(r.to_string()));
+            st.emit(Event::Recovered(r));
         }
         // The campaign's pacing (and the trunk's) is shared among the nodes seen within
         // the last three refills: each takes its share.

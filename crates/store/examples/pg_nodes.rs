@@ -123,7 +123,13 @@ fn worker(store: &PgStore, node: &str, deadline: Instant, counts: &Counts) {
                 Err(e) => panic!("{e}"),
             }
             store
-                .finish_attempt(CAMPAIGN, &d.id, c.phone(), "answered-completed", Utc::now())
+                .finish_attempt(
+                    CAMPAIGN,
+                    &d.id,
+                    c.phone(),
+                    crieur_store::Outcome::call(crieur_outcome::CallOutcome::AnsweredCompleted),
+                    Utc::now(),
+                )
                 .unwrap_or_else(|e| panic!("{e}"));
             store
                 .set_due(CAMPAIGN, &[(d.id, None)])

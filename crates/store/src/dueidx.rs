@@ -203,9 +203,10 @@ impl<'s> BucketChange<'s> {
             };
             e.insert(s);
         }
-        self.slots
-            .get_mut(&slot)
-            .ok_or_else(|| Error::Io("a due slot vanished".into()))
+        self.slots.get_mut(&slot).ok_or_else(|| Error::Corrupt {
+            key: "due index".into(),
+            why: "a due slot vanished".into(),
+        })
     }
 
     /// Sets the contact's due instant (`before`: its entry as [`BucketChange::get`] gave it).
@@ -327,7 +328,7 @@ impl SledStore {
             let campaign = String::from_utf8_lossy(&k[..sep]).into_owned();
             let mut changes: BTreeMap<u16, BucketChange<'_>> = BTreeMap::new();
             for e in buckets::Entries::new(&bucket) {
-                let (id, v) = e.map_err(|why| corrupt(&k, &why))?;
+                let (id, v) = e.map_err(|t| crate::bucket_corrupt(&k, t))?;
                 let s: crate::StoredContact =
                     postcard::from_bytes(v).map_err(|e| corrupt(&k, &e.to_string()))?;
                 let b = buckets::due_bucket_of(&String::from_utf8_lossy(id));

@@ -94,6 +94,29 @@ pub enum Error {
     /// A stored record cannot be decoded.
     #[error("damaged record for {key}: {why}")]
     Corrupt { key: String, why: String },
+    /// The PostgreSQL database cannot be reached or opened (`target` is the connection
+    /// string without its password).
+    #[error("cannot open the PostgreSQL store {target}: {source}")]
+    OpenDatabase {
+        target: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// A PostgreSQL statement failed: the transaction it was part of was rolled back.
+    #[error("PostgreSQL: {}", pg_message(.0))]
+    Postgres(#[source] postgres::Error),
+    /// A lock of this process was poisoned by a panic in another thread.
+    #[error("the {what} was poisoned by a panic in another thread")]
+    Poisoned { what: &'static str },
+}
+
+/// The server's own message (with its SQLSTATE) when there is one: `Display` alone says
+/// "db error".
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -970,15 +993,15 @@ fn instant_us(us: i64) -> DateTime<Utc> {
 
 impl SledStore {
     fn lock_claims(&self) -> Result<std::sync::MutexGuard<'_, Claims>> {
-        self.claims
-            .lock()
-            .map_err(|_| Error::Io("the claims table was poisoned by a panic".into()))
+        self.claims.lock().map_err(|_| Error::Poisoned {
+            what: "claims table",
+        })
     }
 
     fn lock_due(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
-        self.due_lock
-            .lock()
-            .map_err(|_| Error::Io("the due index lock was poisoned by a panic".into()))
+        self.due_lock.lock().map_err(|_| Error::Poisoned {
+            what: "due index lock",
+        })
     }
 
     /// The due index's writes for what an import did to some buckets' contacts.

@@ -26,7 +26,7 @@ use postgres::{Client, NoTls, Transaction};
 
 use crate::{
     decode_contact, due, fold_import, instant_us, micros, AttemptRecord, Claim, DueContact, Error,
-    ImportStats, Lease, OptOut, Progress, Result, Store, StoredContact,
+    ImportStats, Lease, OptOut, Outcome, Progress, Result, Store, StoredContact,
 };
 
 /// The migrations, in order: (version, SQL). Never edit one that has shipped: add the next.
@@ -60,15 +60,7 @@ pub struct PgStore {
 }
 
 fn pg_err(e: postgres::Error) -> Error {
-    // The server's own message says what went wrong; `Display` alone says "db error".
-    match e.as_db_error() {
-        Some(db) => Error::Io(format!(
-            "PostgreSQL: {} ({})",
-            db.message(),
-            db.code().code()
-        )),
-        None => Error::Io(format!("PostgreSQL: {e}")),
-    }
+    Error::Postgres(e)
 }
 
 /// The connection string without its password (`postgres://user:secret@host` →
@@ -113,12 +105,12 @@ impl PgStore {
     /// initialised over ([`Error::NotAStore`]).
     pub fn open(url: &str, create: bool) -> Result<Self> {
         let shown = redact(url);
-        let open_err = |why: String| Error::Open {
-            path: shown.clone().into(),
-            why,
+        let open_err = |e: Error| Error::OpenDatabase {
+            target: shown.clone(),
+            source: Box::new(e),
         };
-        let mut client = off_runtime(|| Client::connect(url, NoTls))
-            .map_err(|e| open_err(pg_err(e).to_string()))?;
+        let mut client =
+            off_runtime(|| Client::connect(url, NoTls)).map_err(|e| open_err(pg_err(e)))?;
         let key = off_runtime(|| migrate(&mut client, &shown, create))?;
         Ok(PgStore {
             url: url.to_owned(),
@@ -134,7 +126,9 @@ impl PgStore {
         let pooled = self
             .idle
             .lock()
-            .map_err(|_| Error::Io("the connection pool was poisoned by a panic".into()))?
+            .map_err(|_| Error::Poisoned {
+                what: "connection pool",
+            })?
             .pop();
         let url = &self.url;
         let (client, r) = off_runtime(move || {
@@ -429,7 +423,7 @@ impl Store for PgStore {
                     return Err(Error::PartialImport {
                         written,
                         total: contacts.len(),
-                        why: e.to_string(),
+                        source: Box::new(e),
                     })
                 }
             }
@@ -589,7 +583,7 @@ impl Store for PgStore {
         campaign: &str,
         id: &ContactId,
         number: &E164,
-        outcome: &str,
+        outcome: Outcome,
         ended: DateTime<Utc>,
     ) -> Result<()> {
         let h = self.number_key(number);
@@ -657,7 +651,7 @@ impl Store for PgStore {
                 &lease.contact,
                 Some(&lease.call),
                 None,
-                "interrupted",
+                Outcome::Scheduled(crieur_outcome::AttemptOutcome::Interrupted),
                 micros(now),
             )
         })
@@ -687,12 +681,16 @@ impl Store for PgStore {
                         why: format!("instant {us} is not a date"),
                     })
                 };
+                let name: &str = r.get(4);
                 Ok(AttemptRecord {
                     campaign: r.get(0),
                     contact: r.get(1),
                     started: at(2)?,
                     ended: at(3)?,
-                    outcome: r.get(4),
+                    outcome: name.parse().map_err(|source| Error::UnknownOutcome {
+                        key: format!("attempt of {}/{}", r.get::<_, &str>(0), r.get::<_, &str>(1)),
+                        source,
+                    })?,
                     call: r.get(5),
                 })
             })
@@ -860,7 +858,7 @@ fn close_lease(
     contact: &str,
     call: Option<&str>,
     hash: Option<&[u8]>,
-    outcome: &str,
+    outcome: Outcome,
     ended_us: i64,
 ) -> Result<Option<AttemptRecord>> {
     let row = t
@@ -880,7 +878,7 @@ fn close_lease(
         contact: contact.to_owned(),
         started: instant_us(row.get(0)),
         ended: instant_us(ended_us),
-        outcome: outcome.to_owned(),
+        outcome,
         call: row.get(2),
     };
     insert_attempt(t, hash.unwrap_or(&stored_hash), &a)?;
@@ -902,7 +900,7 @@ fn insert_attempt(
             &micros(a.ended),
             &a.campaign,
             &a.contact,
-            &a.outcome,
+            &a.outcome.name(),
             &a.call,
         ],
     )

@@ -212,8 +212,8 @@ fn a_contact_is_leased_once_and_its_attempt_recorded_with_it(s: &dyn Store) {
     // Another campaign's contact of the same id is another contact.
     ok(s.lease("c2", &id("a"), &num, at, "call-3"));
     let ended = at + Duration::milliseconds(31_500);
-    ok(s.finish_attempt("c1", &id("a"), &num, "answered", ended));
-    match s.finish_attempt("c1", &id("a"), &num, "answered", ended) {
+    ok(s.finish_attempt("c1", &id("a"), &num, o("answered"), ended));
+    match s.finish_attempt("c1", &id("a"), &num, o("answered"), ended) {
         Err(Error::NotLeased { .. }) => {}
         other => panic!("finishing twice must fail: {other:?}"),
     }
@@ -233,7 +233,7 @@ fn a_contact_is_leased_once_and_its_attempt_recorded_with_it(s: &dyn Store) {
         (
             att[0].started,
             att[0].ended,
-            att[0].outcome.as_str(),
+            att[0].outcome.name().as_str(),
             att[0].call.as_str()
         ),
         (at, ended, "answered", "call-1"),
@@ -253,7 +253,7 @@ fn leases_recover_as_interrupted_only_when_their_invite_may_have_left(s: &dyn St
     let rec = ok(s.recover_lease(&leases[0], true, t(T0 + 60)))
         .unwrap_or_else(|| panic!("an interrupted attempt"));
     assert_eq!(
-        (rec.outcome.as_str(), rec.started, rec.ended),
+        (rec.outcome.name().as_str(), rec.started, rec.ended),
         ("interrupted", t(T0), t(T0 + 60))
     );
     assert_eq!(ok(s.recover_lease(&leases[1], false, t(T0 + 60))), None);
@@ -270,7 +270,7 @@ fn attempts_are_kept_per_number_across_campaigns_in_order(s: &dyn Store) {
         contact: "x".into(),
         started: t(started),
         ended: t(started + 30),
-        outcome: "no-answer".into(),
+        outcome: o("no-answer"),
         call: call.into(),
     };
     ok(s.record_attempt(&a, &rec("c2", T0 + 100, "2")));
@@ -665,4 +665,9 @@ fn an_embedded_store_is_one_node() {
     let s = sled_store(dir.path());
     assert_eq!(ok(s.node_alive("c1", "a", t(T0), t(T0 - 30))), 1);
     assert_eq!(ok(s.node_alive("c1", "b", t(T0), t(T0 - 30))), 1);
+}
+
+/// A recorded outcome by its name.
+fn o(name: &str) -> crieur_store::Outcome {
+    name.parse().unwrap_or_else(|e| panic!("{e}"))
 }
