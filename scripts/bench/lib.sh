@@ -12,10 +12,17 @@ start_uas() {
   local scenario="$1" port="$2" media="$3" calls="$4" timeout="$5" tmp
   tmp="$(mktemp --suffix=.xml)"
   sed "s/\[media_port\]/$media/" "$scenario" > "$tmp"
-  sipp -sf "$tmp" -i 127.0.0.1 -p "$port" -cp $((port + 1)) -m "$calls" -buff_size 4194304 \
-       -timeout "${timeout}s" -nostdin -bg >/dev/null 2>&1 || true
+  # sipp -bg prints its PID: kept by port, so stop_uas ends that sipp and nothing else.
+  UAS_PIDS[$port]=$(sipp -sf "$tmp" -i 127.0.0.1 -p "$port" -cp $((port + 1)) -m "$calls" \
+       -buff_size 4194304 -timeout "${timeout}s" -nostdin -bg 2>&1 \
+       | grep -o 'PID=\[[0-9]*\]' | grep -o '[0-9]*' || true)
   sleep 0.5
 }
+declare -A UAS_PIDS
 
 # stop_uas SIP_PORT
-stop_uas() { pkill -f "sipp -sf .* -i 127.0.0.1 -p $1 " 2>/dev/null || true; }
+stop_uas() {
+  local pid="${UAS_PIDS[$1]:-}"
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  unset "UAS_PIDS[$1]"
+}

@@ -66,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &Record::RunStart(Box::new(RunHeader {
             format: FORMAT_VERSION,
             command: "bench".into(),
+            node: None,
             software: "bench".into(),
             campaign: Some("bench".into()),
             campaign_name: None,

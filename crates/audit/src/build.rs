@@ -107,7 +107,7 @@ impl From<&CapHit> for Reason {
                 until,
             } => Reason::QuietAfterRefusal {
                 refused_at: *refused_at,
-                outcome: outcome.as_str().to_owned(),
+                outcome: crate::record::Outcome::Scheduled(*outcome),
                 until: *until,
             },
         }

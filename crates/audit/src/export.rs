@@ -257,7 +257,7 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
             }
             Record::Outcome(o) => {
                 if let Some(c) = at(&o.call).and_then(|k| out.get_mut(k)) {
-                    c.row.outcome = o.outcome.clone();
+                    c.row.outcome = o.outcome.name();
                     c.row.ended_utc = utc(o.ended);
                     c.row.talk_ms = c.answered_at.map(|a| ms_between(a, o.ended));
                 }

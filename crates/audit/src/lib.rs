@@ -41,18 +41,25 @@ pub enum Error {
     #[error("an earlier audit write failed; the log accepts no more records in this process")]
     Poisoned,
     #[error("cannot encode an audit record: {0}")]
-    Encode(String),
+    Encode(#[source] serde_json::Error),
     #[error("{}: no audit log here (no audit-*.jsonl segment)", .0.display())]
     Empty(PathBuf),
     /// A record cannot be read back (replay needs every record intact: run `verify` first).
-    #[error("{segment}:{line}: unreadable record: {why}")]
+    #[error("{segment}:{line}: unreadable record: {source}")]
     Unreadable {
         segment: String,
         line: usize,
-        why: String,
+        source: serde_json::Error,
     },
+    /// A key is not hexadecimal.
     #[error("bad key: {0}")]
-    Key(String),
+    KeyHex(#[source] hex::FromHexError),
+    /// A key is not 32 bytes long.
+    #[error("bad key: expected 32 bytes (64 hex characters), got {len} bytes")]
+    KeyLength { len: usize },
+    /// The bytes are no Ed25519 public key.
+    #[error("bad key: {0}")]
+    KeyInvalid(#[source] ed25519_dalek::SignatureError),
 }
 
 impl Error {
@@ -69,20 +76,20 @@ pub(crate) type Result<T> = std::result::Result<T, Error>;
 /// Reads an Ed25519 signing key: 64 hex characters (the 32-byte seed), surrounding
 /// whitespace ignored.
 pub fn signing_key_from_hex(text: &str) -> Result<ed25519_dalek::SigningKey> {
-    let bytes = hex::decode(text.trim()).map_err(|e| Error::Key(e.to_string()))?;
+    let bytes = hex::decode(text.trim()).map_err(Error::KeyHex)?;
     let seed: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| Error::Key("expected 32 bytes (64 hex characters)".into()))?;
+        .map_err(|b: Vec<u8>| Error::KeyLength { len: b.len() })?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
 /// Reads an Ed25519 public key: 64 hex characters.
 pub fn verifying_key_from_hex(text: &str) -> Result<ed25519_dalek::VerifyingKey> {
-    let bytes = hex::decode(text.trim()).map_err(|e| Error::Key(e.to_string()))?;
+    let bytes = hex::decode(text.trim()).map_err(Error::KeyHex)?;
     let b: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| Error::Key("expected 32 bytes (64 hex characters)".into()))?;
-    ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(|e| Error::Key(e.to_string()))
+        .map_err(|b: Vec<u8>| Error::KeyLength { len: b.len() })?;
+    ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(Error::KeyInvalid)
 }
 
 /// A record as read back: its segment's file name, its line there (1-based), the record.
@@ -117,7 +124,7 @@ pub fn read_readable(dir: &Path) -> Result<(Vec<Located>, Option<Error>)> {
                     let err = Error::Unreadable {
                         segment: name,
                         line: i + 1,
-                        why: e.to_string(),
+                        source: e,
                     };
                     return Ok((out, Some(err)));
                 }

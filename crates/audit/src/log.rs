@@ -382,7 +382,7 @@ impl EncodedRecord {
     pub fn new(record: &Record) -> Result<EncodedRecord> {
         serde_json::to_vec(record)
             .map(EncodedRecord)
-            .map_err(|e| Error::Encode(e.to_string()))
+            .map_err(Error::Encode)
     }
 }
 

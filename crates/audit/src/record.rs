@@ -5,6 +5,7 @@
 //! format version.
 
 use chrono::{DateTime, Utc};
+pub use crieur_outcome::Outcome;
 use serde::{Deserialize, Serialize};
 
 /// Format version, written in every run header. 2: skip reasons are coded objects
@@ -144,6 +145,10 @@ pub struct RunHeader {
     pub format: u32,
     /// `call`, `run`, `import`, `optout` …
     pub command: String,
+    /// The node (process) that writes this log: nodes sharing one PostgreSQL store each keep
+    /// their own chain, and `audit replay` merges them. Absent in logs written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub software: String,
     pub campaign: Option<String>,
     /// The campaign's display name (`campaign` is what records refer to it by).
@@ -200,7 +205,7 @@ pub struct PastAttempt {
     pub at: DateTime<Utc>,
     /// When it ended (retry delays count from here); none if unknown.
     pub ended: Option<DateTime<Utc>>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub campaign: String,
 }
 
@@ -301,7 +306,7 @@ pub enum Reason {
     /// Refused (`outcome`) at `refused_at`: no contact `until`.
     QuietAfterRefusal {
         refused_at: DateTime<Utc>,
-        outcome: String,
+        outcome: Outcome,
         until: DateTime<Utc>,
     },
     /// The retry delay of the last attempt's outcome runs until `not_before`.
@@ -595,7 +600,7 @@ pub struct OutcomeRecord {
     pub number: String,
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
-    pub outcome: String,
+    pub outcome: Outcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -733,7 +738,7 @@ mod tests {
             },
             Reason::QuietAfterRefusal {
                 refused_at: at,
-                outcome: "not-interested".into(),
+                outcome: Outcome::Scheduled(crieur_engine::AttemptOutcome::NotInterested),
                 until: at,
             },
             Reason::RetryDelay { not_before: at },

@@ -16,8 +16,8 @@ use crieur_scheduler::{
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::record::{DecisionRecord, Reason, Record, RunHeader};
-use crate::{read_all, Result};
+use crate::record::{DecisionRecord, Outcome, Reason, Record, RunHeader};
+use crate::{read_all, Located, Result};
 
 /// The law (and the FR rules) allow 2 s from answer to the message; more is a violation.
 pub const MAX_ANSWER_TO_AUDIO_MS: u64 = 2_000;
@@ -144,7 +144,11 @@ fn looser_than_ruleset(
         })
         .collect();
     for r in &h.retry {
-        if AttemptOutcome::from_record(&r.outcome).is_final() && r.max_retries > 0 {
+        if r.max_retries > 0
+            && r.outcome
+                .parse::<Outcome>()
+                .is_ok_and(|o| o.scheduled().is_final())
+        {
             out.push((
                 object(json!({
                     "rule": "retry-after-final",
@@ -159,11 +163,11 @@ fn looser_than_ruleset(
         }
     }
     for o in RETRYABLE {
-        if !h
-            .retry
-            .iter()
-            .any(|r| AttemptOutcome::from_record(&r.outcome) == o)
-        {
+        if !h.retry.iter().any(|r| {
+            r.outcome
+                .parse::<Outcome>()
+                .is_ok_and(|r| r.scheduled() == o)
+        }) {
             out.push((
                 object(json!({"rule": "no-retry-rule", "outcome": o.as_str()})),
                 format!(
@@ -176,37 +180,49 @@ fn looser_than_ruleset(
     out
 }
 
-fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
+/// Why a run header's policy cannot be rebuilt (replay then flags its decisions
+/// `unreplayable`).
+#[derive(Debug, thiserror::Error)]
+enum HeaderProblem {
+    #[error(transparent)]
+    Policy(#[from] crieur_scheduler::Error),
+    #[error("rule set {name} version {recorded} was recorded; this replay knows version {known}")]
+    RulesetVersion {
+        name: String,
+        recorded: String,
+        known: &'static str,
+    },
+}
+
+fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, HeaderProblem> {
     let Some(p) = &h.policy else {
         return Ok(None);
     };
-    let ruleset = RuleSet::by_name(&p.ruleset).map_err(|e| e.to_string())?;
+    let ruleset = RuleSet::by_name(&p.ruleset)?;
     if ruleset.version() != p.ruleset_version {
-        return Err(format!(
-            "rule set {} version {} was recorded; this replay knows version {}",
-            p.ruleset,
-            p.ruleset_version,
-            ruleset.version()
-        ));
+        return Err(HeaderProblem::RulesetVersion {
+            name: p.ruleset.clone(),
+            recorded: p.ruleset_version.clone(),
+            known: ruleset.version(),
+        });
     }
-    let zone = parse_zone(&p.zone).map_err(|e| e.to_string())?;
+    let zone = parse_zone(&p.zone)?;
     let schedule = if p.schedule.is_empty() {
         None
     } else {
         let exprs = p
             .schedule
             .iter()
-            .map(|s| s.parse::<CronExpr>().map_err(|e| e.to_string()))
+            .map(|s| s.parse::<CronExpr>())
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        Some(CampaignSchedule::new(exprs, zone).map_err(|e| e.to_string())?)
+        Some(CampaignSchedule::new(exprs, zone)?)
     };
     let policy = Policy::new(
         ruleset,
         schedule,
         Duration::from_millis(p.ring_timeout_ms),
         Duration::from_millis(p.message_ms),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let caps = match &h.caps {
         Some(c) => CapRules {
             max_attempts: c.max_attempts,
@@ -235,22 +251,14 @@ fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, String> {
     }))
 }
 
-fn contact_of(d: &DecisionRecord) -> std::result::Result<Contact, String> {
-    let id = ContactId::new(d.contact.clone()).map_err(|e| e.to_string())?;
-    let phone: E164 = d
-        .number
-        .parse()
-        .map_err(|e: crieur_scheduler::Error| e.to_string())?;
-    let zone = d
-        .given_zone
-        .as_deref()
-        .map(parse_zone)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+fn contact_of(d: &DecisionRecord) -> std::result::Result<Contact, crieur_scheduler::Error> {
+    let id = ContactId::new(d.contact.clone())?;
+    let phone: E164 = d.number.parse()?;
+    let zone = d.given_zone.as_deref().map(parse_zone).transpose()?;
     let mut consents = Vec::with_capacity(d.consents.len());
     for c in &d.consents {
         consents.push(ConsentRecord {
-            windows: c.windows.parse::<Windows>().map_err(|e| e.to_string())?,
+            windows: c.windows.parse::<Windows>()?,
             granted_at: c.granted_at,
             expires_at: c.expires_at,
             revoked_at: c.revoked_at,
@@ -288,15 +296,55 @@ struct OpenInvite {
 
 /// Replays the log in `dir`.
 pub fn replay(dir: &Path) -> Result<ReplayReport> {
-    let entries = read_all(dir)?;
+    replay_logs(&[dir])
+}
+
+/// The records of several logs (one per node) merged into one sequence by timestamp, each
+/// log's own order kept (a record is taken from the log whose next record is earliest; ties
+/// go to the log given first): `(log index, segment, line, entry)`. With more than one log
+/// the segment is named `<log dir>/<segment>`.
+pub fn merged(dirs: &[&Path]) -> Result<Vec<(usize, Located)>> {
+    let mut logs = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let mut entries = read_all(dir)?;
+        if dirs.len() > 1 {
+            for (segment, _, _) in &mut entries {
+                *segment = format!("{}/{segment}", dir.display());
+            }
+        }
+        logs.push(entries.into_iter().peekable());
+    }
+    let mut out = Vec::with_capacity(logs.iter().map(|l| l.len()).sum());
+    loop {
+        let next = logs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, l)| l.peek().map(|(_, _, e)| (e.ts, i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        if let Some(e) = logs[i].next() {
+            out.push((i, e));
+        }
+    }
+    Ok(out)
+}
+
+/// Replays several nodes' logs of the same campaigns as one: each decision is checked
+/// against its own log's run header, while opt-outs, outcomes (the caps across campaigns
+/// and nodes) and the pairing of each INVITE with its outcome (a node may record the outcome
+/// of a call another node placed and died in) are taken from every log, in time order.
+pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
+    let entries = merged(dirs)?;
     let mut rep = ReplayReport {
         records: entries.len(),
         ..ReplayReport::default()
     };
-    let mut run: Option<std::result::Result<Option<RunPolicy>, String>> = None;
+    // The current run header of each log.
+    let mut runs: Vec<Option<std::result::Result<Option<RunPolicy>, HeaderProblem>>> =
+        (0..dirs.len()).map(|_| None).collect();
     let mut opted_out: HashSet<String> = HashSet::new();
     // Outcomes recorded in this log, per number: (started, outcome, campaign).
-    let mut outcomes: HashMap<String, Vec<(DateTime<Utc>, String, String)>> = HashMap::new();
+    let mut outcomes: HashMap<String, Vec<(DateTime<Utc>, Outcome, String)>> = HashMap::new();
     // Dial decisions by (campaign, contact, instant decided).
     let mut dials: HashSet<(String, String, DateTime<Utc>)> = HashSet::new();
     // Calls where something rang or answered (an 18x or 2xx response, an `answered` record).
@@ -306,13 +354,17 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     // Attempts recorded as trunk faults although something rang, by (number, start second):
     // they count, whatever their name says.
     let mut misclassified: HashSet<(String, i64)> = HashSet::new();
-    // The voicemail messages the current run's header declares (sha256).
-    let mut voicemails: HashSet<String> = HashSet::new();
-    // Every call an `invite-sent` names, and those no `outcome` has closed yet.
+    // The voicemail messages the current run's header declares (sha256), per log.
+    let mut voicemails: Vec<HashSet<String>> = vec![HashSet::new(); dirs.len()];
+    // Every call an `invite-sent` names, and those no `outcome` has closed yet (by log and
+    // seq: the order they were sent in).
     let mut invited: HashSet<String> = HashSet::new();
-    let mut open: BTreeMap<u64, (String, OpenInvite)> = BTreeMap::new();
-    let mut open_by_call: HashMap<String, u64> = HashMap::new();
-    for (segment, line, e) in &entries {
+    let mut open: BTreeMap<(usize, u64), (String, OpenInvite)> = BTreeMap::new();
+    let mut open_by_call: HashMap<String, (usize, u64)> = HashMap::new();
+    for (log, (segment, line, e)) in &entries {
+        let log = *log;
+        let run = &mut runs[log];
+        let voicemails = &mut voicemails[log];
         let mut flag = |kind: &str,
                         contact: Option<&str>,
                         number: Option<&str>,
@@ -332,7 +384,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
         match &e.record {
             Record::RunStart(h) => {
                 rep.runs += 1;
-                voicemails = h
+                *voicemails = h
                     .audio
                     .iter()
                     .filter(|a| a.role == "voicemail")
@@ -354,7 +406,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         );
                     }
                 }
-                run = Some(rebuilt);
+                *run = Some(rebuilt);
             }
             Record::OptOutRecorded(o) => {
                 opted_out.insert(o.number.clone());
@@ -399,9 +451,9 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 if let Some(seq) = open_by_call.remove(&o.call) {
                     open.remove(&seq);
                 }
-                let mut outcome = o.outcome.clone();
+                let mut outcome = o.outcome;
                 let status = final_status.get(&o.call).copied();
-                if AttemptOutcome::from_record(&outcome) == AttemptOutcome::TrunkFault
+                if outcome.scheduled() == AttemptOutcome::TrunkFault
                     && (rang.contains(&o.call) || !status.is_none_or(trunk_fault_status))
                 {
                     let why = if rang.contains(&o.call) {
@@ -428,10 +480,9 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                         ),
                     );
                     misclassified.insert((o.number.clone(), o.started.timestamp()));
-                    outcome = o
-                        .outcome
-                        .trim_start_matches(crieur_engine::TRUNK_FAULT_PREFIX)
-                        .to_owned();
+                    if let Outcome::Call { outcome: call, .. } = o.outcome {
+                        outcome = Outcome::call(call);
+                    }
                 }
                 outcomes.entry(o.number.clone()).or_default().push((
                     o.started,
@@ -476,9 +527,9 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
             Record::InviteSent(i) => {
                 rep.invites += 1;
                 invited.insert(i.call.clone());
-                open_by_call.insert(i.call.clone(), e.seq);
+                open_by_call.insert(i.call.clone(), (log, e.seq));
                 open.insert(
-                    e.seq,
+                    (log, e.seq),
                     (
                         i.call.clone(),
                         OpenInvite {
@@ -545,7 +596,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 rep.dials += 1;
                 dials.insert((d.campaign.clone(), d.contact.clone(), d.now));
                 let (c, n) = (Some(d.contact.as_str()), Some(d.number.as_str()));
-                let rp = match &run {
+                let rp = match &*run {
                     None => {
                         let why = "a decision before any run header";
                         flag("unreplayable", c, n, json!({ "why": why }), why.into());
@@ -612,7 +663,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                 }
                 // What an attempt counts as: its recorded name, unless this log shows it rang.
                 let outcome_of = |h: &crate::record::PastAttempt| {
-                    let o = AttemptOutcome::from_record(&h.outcome);
+                    let o = h.outcome.scheduled();
                     if o == AttemptOutcome::TrunkFault
                         && misclassified.contains(&(d.number.clone(), h.at.timestamp()))
                     {
@@ -634,7 +685,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
                     if !d.history.iter().any(|h| same_attempt(h.at, *at)) {
                         attempts.push(Attempt {
                             at: *at,
-                            outcome: AttemptOutcome::from_record(o),
+                            outcome: o.scheduled(),
                             this_campaign: *camp == d.campaign,
                         });
                     }

@@ -189,7 +189,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
                         rep.last_checkpoint = Some(seq);
                     }
                     Err(why) => {
-                        rep.first_break = Some(brk(line_no, Some(seq), why));
+                        rep.first_break = Some(brk(line_no, Some(seq), why.to_string()));
                         break 'outer;
                     }
                 }
@@ -233,7 +233,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
                 segment: "(exported checkpoint)".into(),
                 line: 0,
                 seq: Some(a.upto_seq),
-                what: why,
+                what: why.to_string(),
             });
         } else if !anchor_seen {
             rep.first_break = Some(Break {
@@ -282,19 +282,47 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
     Ok(rep)
 }
 
-fn check_signature(cp: &Checkpoint, opts: &VerifyOptions) -> std::result::Result<(), String> {
+/// Why a checkpoint does not hold (a break in the report).
+#[derive(Debug, thiserror::Error)]
+enum CheckpointFault {
+    #[error("checkpoint names a malformed public key")]
+    MalformedKey,
+    #[error("checkpoint signed by key {named}, not the given public key {given}")]
+    OtherKey { named: String, given: String },
+    #[error("checkpoint signature is malformed")]
+    MalformedSignature,
+    #[error("checkpoint signature does not verify")]
+    BadSignature(#[source] ed25519_dalek::SignatureError),
+    #[error("malformed checkpoint: {0}")]
+    Unparsable(#[source] serde_json::Error),
+    #[error("malformed checkpoint")]
+    NotACheckpoint,
+    #[error(
+        "checkpoint covers seq {upto_seq} / {upto_hash} but follows seq {prev_seq} / {prev_hash}"
+    )]
+    Misplaced {
+        upto_seq: u64,
+        upto_hash: String,
+        prev_seq: u64,
+        prev_hash: String,
+    },
+}
+
+fn check_signature(
+    cp: &Checkpoint,
+    opts: &VerifyOptions,
+) -> std::result::Result<(), CheckpointFault> {
     let named = hex::decode(&cp.public_key)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .and_then(|b| VerifyingKey::from_bytes(&b).ok())
-        .ok_or("checkpoint names a malformed public key")?;
+        .ok_or(CheckpointFault::MalformedKey)?;
     let key = match opts.public_key {
         Some(k) if k != named => {
-            return Err(format!(
-                "checkpoint signed by key {}, not the given public key {}",
-                cp.public_key,
-                hex::encode(k.to_bytes())
-            ))
+            return Err(CheckpointFault::OtherKey {
+                named: cp.public_key.clone(),
+                given: hex::encode(k.to_bytes()),
+            })
         }
         Some(k) => k,
         None => named,
@@ -303,9 +331,9 @@ fn check_signature(cp: &Checkpoint, opts: &VerifyOptions) -> std::result::Result
         .ok()
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .map(|b| Signature::from_bytes(&b))
-        .ok_or("checkpoint signature is malformed")?;
+        .ok_or(CheckpointFault::MalformedSignature)?;
     key.verify(&checkpoint_message(cp.upto_seq, &cp.upto_hash), &sig)
-        .map_err(|_| "checkpoint signature does not verify".to_owned())
+        .map_err(CheckpointFault::BadSignature)
 }
 
 fn check_checkpoint(
@@ -313,19 +341,18 @@ fn check_checkpoint(
     seq: u64,
     prev_hash: &str,
     opts: &VerifyOptions,
-) -> std::result::Result<(), String> {
-    let entry: Entry =
-        serde_json::from_slice(line).map_err(|e| format!("malformed checkpoint: {e}"))?;
+) -> std::result::Result<(), CheckpointFault> {
+    let entry: Entry = serde_json::from_slice(line).map_err(CheckpointFault::Unparsable)?;
     let Record::Checkpoint(cp) = entry.record else {
-        return Err("malformed checkpoint".into());
+        return Err(CheckpointFault::NotACheckpoint);
     };
     if cp.upto_seq.checked_add(1) != Some(seq) || cp.upto_hash != prev_hash {
-        return Err(format!(
-            "checkpoint covers seq {} / {} but follows seq {} / {prev_hash}",
-            cp.upto_seq,
-            cp.upto_hash,
-            seq.saturating_sub(1)
-        ));
+        return Err(CheckpointFault::Misplaced {
+            upto_seq: cp.upto_seq,
+            upto_hash: cp.upto_hash.clone(),
+            prev_seq: seq.saturating_sub(1),
+            prev_hash: prev_hash.to_owned(),
+        });
     }
     check_signature(&cp, opts)
 }

@@ -92,7 +92,7 @@ fn outcome(c: &Contact, call: &str, started: DateTime<Utc>, secs: i64, o: &str) 
         number: c.phone().to_string(),
         started,
         ended: started + chrono::Duration::seconds(secs),
-        outcome: o.into(),
+        outcome: common::named(o),
     })
 }
 

@@ -2,13 +2,12 @@
 
 use std::path::Path;
 
-use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::*;
 use crieur_audit::{read_all, replay, verify, AuditLog, Entry, Options, VerifyOptions};
-use crieur_scheduler::{decide, Contact};
+use crieur_scheduler::Contact;
 
 mod common;
-use common::{policy, retry, t};
+use common::{retry, t};
 
 fn key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
@@ -24,20 +23,7 @@ fn header() -> Record {
 
 /// A decision at `now` for `c`, as the scheduler makes it.
 fn decision(c: &Contact, now: &str, history: Vec<PastAttempt>) -> Record {
-    let now = t(now);
-    let d = decide(c, &policy(), now);
-    Record::Decision(Box::new(decision_record(
-        c,
-        &d,
-        DecisionInputs {
-            campaign: "t",
-            now,
-            history,
-            opted_out: false,
-            refused: None,
-            attempt: 1,
-        },
-    )))
+    common::decision(c, t(now), history)
 }
 
 fn call(c: &Contact, call: &str, decided: &str, outcome: &str) -> Vec<Record> {
@@ -69,7 +55,7 @@ fn call(c: &Contact, call: &str, decided: &str, outcome: &str) -> Vec<Record> {
             number: c.phone().to_string(),
             started: at,
             ended: at + chrono::Duration::seconds(15),
-            outcome: outcome.into(),
+            outcome: common::named(outcome),
         }),
     ]
 }
@@ -323,7 +309,7 @@ fn replay_lists_opt_out_cap_retry_late_invite_and_slow_audio_violations() {
     let busy = |at: &str| PastAttempt {
         at: t(at),
         ended: Some(t(at) + chrono::Duration::seconds(20)),
-        outcome: "busy".into(),
+        outcome: common::named("busy"),
         campaign: "t".into(),
     };
     let mut rs = vec![header()];
@@ -553,7 +539,7 @@ fn a_run_header_looser_than_its_rule_set_is_a_violation_and_does_not_hide_one() 
     let busy = |at: &str, campaign: &str| PastAttempt {
         at: t(at),
         ended: Some(t(at) + chrono::Duration::seconds(20)),
-        outcome: "busy".into(),
+        outcome: common::named("busy"),
         campaign: campaign.into(),
     };
     // A fifth call in 30 days: within the header's caps, over FR's.
@@ -707,7 +693,7 @@ fn trunk_faults_count_toward_no_cap_unless_the_log_shows_they_rang() {
     let fault = |at: &str| PastAttempt {
         at: t(at),
         ended: Some(t(at) + chrono::Duration::seconds(1)),
-        outcome: "trunk-fault:auth-failed".into(),
+        outcome: common::named("trunk-fault:auth-failed"),
         campaign: "t".into(),
     };
     let refused = |call: &str, at: &str, status: u16, rang: bool| {
@@ -740,14 +726,14 @@ fn trunk_faults_count_toward_no_cap_unless_the_log_shows_they_rang() {
             number: "+33612345678".into(),
             started: t(at),
             ended: t(at) + chrono::Duration::seconds(1),
-            outcome: format!(
+            outcome: common::named(&format!(
                 "trunk-fault:{}",
                 if status == 403 {
                     "auth-failed"
                 } else {
                     "trunk-failure"
                 }
-            ),
+            )),
         }));
         rs
     };
@@ -797,7 +783,7 @@ fn trunk_faults_count_toward_no_cap_unless_the_log_shows_they_rang() {
         let (status, rang) = if i == 8 { (486, false) } else { (503, true) };
         rs.extend(refused(&format!("call-{i}"), &at, status, rang));
         h.push(PastAttempt {
-            outcome: "trunk-fault:trunk-failure".into(),
+            outcome: common::named("trunk-fault:trunk-failure"),
             ..fault(&at)
         });
     }
@@ -863,7 +849,7 @@ fn an_outcome_without_its_invite_and_an_invite_without_outcome_are_flagged() {
         number: "+33612345678".into(),
         started: t("2027-03-03T17:30:00Z"),
         ended: t("2027-03-03T18:30:00Z"),
-        outcome: "interrupted".into(),
+        outcome: common::named("interrupted"),
     }));
     let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
     for r in &rs {
@@ -905,7 +891,7 @@ fn a_retry_early_by_less_than_a_second_is_flagged() {
     let busy = PastAttempt {
         at: t("2027-03-03T17:05:00.250Z"),
         ended: Some(t("2027-03-03T17:05:20.995Z")),
-        outcome: "busy".into(),
+        outcome: common::named("busy"),
         campaign: "t".into(),
     };
     for (at, early) in [
@@ -984,4 +970,39 @@ fn a_voicemail_message_not_in_the_run_header_is_a_violation() {
         hits[0].fields.get("call").and_then(|c| c.as_str()),
         Some("call-2")
     );
+}
+
+/// An `outcome` record names its outcome as it always has; a name no version of crieur writes
+/// is an error located at its segment and line, naming it — replay does not count it as some
+/// other outcome.
+#[test]
+fn an_unknown_outcome_name_is_a_located_error() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    let mut ls = lines(d.path());
+    let at = ls
+        .iter()
+        .position(|l| {
+            let l = String::from_utf8_lossy(l);
+            l.contains("\"type\":\"outcome\"") && l.contains("\"outcome\":\"busy\"")
+        })
+        .unwrap_or_else(|| panic!("no `busy` outcome record"));
+    let edited = String::from_utf8_lossy(&ls[at])
+        .replace("\"outcome\":\"busy\"", "\"outcome\":\"busy-ish\"");
+    ls[at] = edited.into_bytes();
+    write_lines(d.path(), &ls);
+    match replay(d.path()) {
+        Err(crieur_audit::Error::Unreadable {
+            segment,
+            line,
+            source,
+        }) => {
+            assert_eq!((segment.as_str(), line), ("audit-000001.jsonl", at + 1));
+            assert!(
+                source.to_string().contains("unknown outcome \"busy-ish\""),
+                "{source}"
+            );
+        }
+        other => panic!("an unknown outcome was replayed: {other:?}"),
+    }
 }

@@ -44,14 +44,48 @@ impl LogArgs {
     }
 }
 
+/// Which audit logs `verify` and `replay` read: the DIRs (one per node of a shared
+/// PostgreSQL store), else `--audit`, else `<store>.audit`.
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// The audit log directories (default: --audit, else `<store>.audit`). Several: the logs
+    /// of several nodes, each its own chain, read together.
+    dirs: Vec<PathBuf>,
+    /// The audit log directory (default: `<store>.audit`).
+    #[arg(long, env = "CRIEUR_AUDIT")]
+    audit: Option<PathBuf>,
+    /// The store whose log it is (`<store>.audit`).
+    #[arg(long, env = "CRIEUR_STORE", default_value = "crieur.store")]
+    store: PathBuf,
+}
+
+impl LogsArgs {
+    /// The log directories, each once.
+    pub fn dirs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let dirs = match (&self.dirs[..], &self.audit) {
+            ([], Some(d)) => vec![d.clone()],
+            ([], None) => vec![dir_for(&self.store, None)],
+            (d, _) => d.to_vec(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for d in &dirs {
+            if !seen.insert(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())) {
+                anyhow::bail!("{} is given twice: give each node's log once", d.display());
+            }
+        }
+        Ok(dirs)
+    }
+}
+
 #[derive(clap::Subcommand)]
 pub enum AuditCmd {
     /// Checks the chain, seq continuity and checkpoint signatures; reports the first break
-    /// (segment, line, seq) and the records no checkpoint covers yet. Exit 1 on any break,
-    /// and with --pubkey when the log has no checkpoint at all (nothing in it is proven).
+    /// (segment, line, seq) and the records no checkpoint covers yet (each log given: one
+    /// chain per node). Exit 1 on any break, and with --pubkey when the log has no
+    /// checkpoint at all (nothing in it is proven).
     Verify {
         #[command(flatten)]
-        log: LogArgs,
+        log: LogsArgs,
         /// The Ed25519 public key (64 hex characters) checkpoints must be signed with.
         #[arg(long)]
         pubkey: Option<PathBuf>,
@@ -61,10 +95,12 @@ pub enum AuditCmd {
         checkpoint: Option<PathBuf>,
     },
     /// Re-derives every dial decision from its recorded inputs and lists each violation.
+    /// Several logs (one per node sharing a PostgreSQL store) are replayed merged in time
+    /// order: caps and opt-outs across nodes, an INVITE's outcome in another node's log.
     /// Exit 1 if there is any. `json`: the whole report; `jsonl`, `csv`: one violation a row.
     Replay {
         #[command(flatten)]
-        log: LogArgs,
+        log: LogsArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -115,6 +151,50 @@ pub enum AuditCmd {
     },
 }
 
+/// Verifies one log and prints what it found.
+fn verify_one(dir: &Path, opts: &crieur_audit::VerifyOptions) -> anyhow::Result<ExitCode> {
+    let rep = crieur_audit::verify(dir, opts)?;
+    println!(
+        "{}: {} segments, {} records, {} bytes, {} checkpoints{}",
+        dir.display(),
+        rep.segments,
+        rep.records,
+        rep.bytes,
+        rep.checkpoints,
+        if opts.public_key.is_some() {
+            " (signatures checked against the given key)"
+        } else {
+            " (signatures checked against the key each checkpoint names; pin it with --pubkey)"
+        }
+    );
+    if let Some((seq, hash)) = &rep.head {
+        println!("head      seq {seq} {hash}");
+    }
+    if let Some(u) = &rep.unproven {
+        println!(
+            "UNPROVEN  {} records (seq {}-{}): {}",
+            u.records,
+            u.first_seq,
+            u.last_seq,
+            match rep.last_checkpoint {
+                Some(c) =>
+                    format!("after the last checkpoint (seq {c}), no signature covers them yet"),
+                None => "no checkpoint at all: no signature covers them".into(),
+            }
+        );
+    }
+    match &rep.first_break {
+        None => {
+            println!("OK        the chain is intact");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(b) => {
+            println!("BROKEN    {b}");
+            Ok(ExitCode::from(EXIT_FINDINGS))
+        }
+    }
+}
+
 pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCmd::Verify {
@@ -122,7 +202,6 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             pubkey,
             checkpoint,
         } => {
-            let dir = &log.dir();
             let mut opts = verify_options(pubkey.as_deref())?;
             if let Some(c) = checkpoint {
                 let text = std::fs::read_to_string(c)
@@ -132,50 +211,18 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("{}: not an exported checkpoint", c.display()))?,
                 );
             }
-            let rep = crieur_audit::verify(dir, &opts)?;
-            println!(
-                "{}: {} segments, {} records, {} bytes, {} checkpoints{}",
-                dir.display(),
-                rep.segments,
-                rep.records,
-                rep.bytes,
-                rep.checkpoints,
-                if opts.public_key.is_some() {
-                    " (signatures checked against the given key)"
-                } else {
-                    " (signatures checked against the key each checkpoint names; pin it with --pubkey)"
-                }
-            );
-            if let Some((seq, hash)) = &rep.head {
-                println!("head      seq {seq} {hash}");
-            }
-            if let Some(u) = &rep.unproven {
-                println!(
-                    "UNPROVEN  {} records (seq {}-{}): {}",
-                    u.records,
-                    u.first_seq,
-                    u.last_seq,
-                    match rep.last_checkpoint {
-                        Some(c) => format!(
-                            "after the last checkpoint (seq {c}), no signature covers them yet"
-                        ),
-                        None => "no checkpoint at all: no signature covers them".into(),
-                    }
-                );
-            }
-            match &rep.first_break {
-                None => {
-                    println!("OK        the chain is intact");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some(b) => {
-                    println!("BROKEN    {b}");
-                    Ok(ExitCode::from(EXIT_FINDINGS))
+            let mut code = ExitCode::SUCCESS;
+            for dir in &log.dirs()? {
+                if verify_one(dir, &opts)? != ExitCode::SUCCESS {
+                    code = ExitCode::from(EXIT_FINDINGS);
                 }
             }
+            Ok(code)
         }
         AuditCmd::Replay { log, format } => {
-            let rep = crieur_audit::replay(&log.dir())?;
+            let dirs = log.dirs()?;
+            let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+            let rep = crieur_audit::replay::replay_logs(&dirs)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
                 Format::Table => {

@@ -3,13 +3,11 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::anyhow;
 use crieur_media::call::Outcome;
 use crieur_media::uac::CallReport;
 use crieur_scheduler::Decision;
-use crieur_store::{SledStore, Store};
 
 use crate::campaign::Campaign;
 use crate::input::{InputError, InputErrors};
@@ -38,7 +36,7 @@ pub fn run(
     actx: &crate::audit::Ctx,
 ) -> anyhow::Result<ExitCode> {
     // An existing store only: a mistyped path must not silently mean "no opt-outs".
-    let store = Arc::new(SledStore::open(store_path, false)?);
+    let store = crate::stores::open(store_path, false)?;
     let id = crieur_scheduler::ContactId::new(contact_id)
         .map_err(|e| InputErrors(vec![InputError::new(Path::new("--contact"), e.to_string())]))?;
     let Some(contact) = store.contact(&campaign.id, &id)? else {
@@ -67,6 +65,7 @@ pub fn run(
             until: None,
             max_idle: None,
             scope: crieur_runner::Scope::One(Box::new(contact)),
+            node_timeout: crieur_runner::NODE_TIMEOUT,
         },
         None,
     )?;
@@ -102,7 +101,7 @@ pub fn run(
         eprintln!("trunk     {}", crate::fault::describe(&f));
         eprintln!(
             "          {}",
-            if done.outcome != e.outcome.as_str() {
+            if !done.outcome.counts() {
                 "refused before anything rang: not the contact's answer, no attempt used"
             } else {
                 "something rang first: it counts as an attempt"

@@ -76,6 +76,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             until: None,
             max_idle: Some(Duration::from_secs(60)),
             scope: crieur_runner::Scope::Campaign,
+            node_timeout: crieur_runner::NODE_TIMEOUT,
         },
     )?;
     drop(network);

@@ -12,6 +12,7 @@ mod output;
 mod run;
 mod status;
 mod storecmd;
+mod stores;
 
 #[global_allocator]
 // glibc malloc was a third of `crieur import` (sled clones and frees tree nodes on every
@@ -254,6 +255,11 @@ enum Command {
         /// seconds away (default: wait for it, however long).
         #[arg(long)]
         max_idle_secs: Option<u64>,
+        /// With a store several nodes share (`--store postgres://…`): seconds after which a
+        /// node that stopped renewing its claims is presumed dead — its due contacts go to
+        /// the others, its leases become interrupted attempts. Longer than any call.
+        #[arg(long, env = "CRIEUR_NODE_TIMEOUT_SECS", default_value_t = 600)]
+        node_timeout_secs: u64,
         #[command(flatten)]
         control: run::ControlArgs,
     },
@@ -401,6 +407,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drain_secs,
             until,
             max_idle_secs,
+            node_timeout_secs,
             control,
         } => {
             let c = campaign::load(&campaign)?;
@@ -415,6 +422,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     until,
                     max_idle: max_idle_secs.map(std::time::Duration::from_secs),
                     scope: crieur_runner::Scope::Campaign,
+                    node_timeout: std::time::Duration::from_secs(node_timeout_secs),
                 },
             )
         }

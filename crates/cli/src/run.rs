@@ -11,7 +11,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use crieur_engine::{BreakerState, Cause};
 use crieur_runner::{Counters, Event, RunHandle, RunOptions, Setup, Summary};
-use crieur_store::SledStore;
 
 use crate::campaign::Campaign;
 
@@ -19,11 +18,13 @@ use crate::campaign::Campaign;
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ControlArgs {
     /// Where the control API, metrics and dashboard listen (port 0: any free port; the
-    /// address is printed and written to <store>/owner.json).
+    /// address is printed and written to <store>/owner.json — with a PostgreSQL store, to
+    /// owner.json in this node's audit directory).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
     /// The API's token, in a file (else CRIEUR_TOKEN, else a new one in
-    /// <store>/control.token, readable by this user only).
+    /// <store>/control.token — with a PostgreSQL store, in this node's audit directory —
+    /// readable by this user only).
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// POST each call's outcome (JSON) to this http:// URL, retried, signed when
@@ -61,7 +62,7 @@ pub fn run(
     control: &ControlArgs,
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(SledStore::open(store_path, false)?);
+    let store = crate::stores::open(store_path, false)?;
     let s = drive(
         campaign,
         campaign_path,
@@ -98,7 +99,7 @@ pub fn run(
 pub fn drive(
     campaign: &Campaign,
     campaign_path: &Path,
-    store: Arc<SledStore>,
+    store: crate::stores::Shared,
     store_path: &Path,
     actx: &crate::audit::Ctx,
     opts: RunOptions,
@@ -131,7 +132,7 @@ pub fn drive(
             &setup.campaign,
             shared_store,
             log,
-            store_path,
+            &crate::stores::local_dir(store_path, &setup.audit_dir),
             &handle,
         ))?),
         None => None,
@@ -180,12 +181,12 @@ async fn serve(
     campaign: &Arc<Campaign>,
     store: Arc<dyn crieur_store::Store + Send + Sync>,
     log: crieur_runner::SharedLog,
-    store_path: &Path,
+    home: &Path,
     handle: &RunHandle,
 ) -> anyhow::Result<Api> {
     use crieur_control::{owner, webhook};
     let (token, token_file, made) = owner::token(
-        store_path,
+        home,
         args.token_file.as_deref(),
         std::env::var("CRIEUR_TOKEN").ok(),
     )?;
@@ -224,7 +225,7 @@ async fn serve(
         address,
     ));
     let guard = owner::write(
-        store_path,
+        home,
         &owner::Owner {
             address,
             pid: std::process::id(),

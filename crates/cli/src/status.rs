@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use crieur_config::check::{never_callable_all, NeverCallable};
 use crieur_dial::protocol::{standing, Standing};
 use crieur_scheduler::{Contact, Evaluator, SkipReason, NEXT_ELIGIBLE_HORIZON_DAYS};
-use crieur_store::{SledStore, Store};
 use serde_json::Value;
 
 use crate::campaign::Campaign;
@@ -39,7 +38,7 @@ pub fn warn_never_callable(campaign: &Campaign, contacts: &[Contact], now: DateT
 
 /// `crieur campaigns`.
 pub fn campaigns(store_path: &Path, format: Format) -> anyhow::Result<ExitCode> {
-    let store = SledStore::open(store_path, false)?;
+    let store = crate::stores::open(store_path, false)?;
     let stdout = std::io::stdout();
     let mut rows = Rows::new(
         BufWriter::new(stdout.lock()),
@@ -62,14 +61,14 @@ pub fn status(
     now: DateTime<Utc>,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let store = SledStore::open(store_path, false)?;
+    let store = crate::stores::open(store_path, false)?;
     let contacts = store.contacts(&campaign.id)?;
     if contacts.is_empty() {
         let known = store.campaigns()?;
         anyhow::bail!(
             "campaign `{}` has no contacts in {} (campaigns there: {}); import them with `crieur import`",
             campaign.id,
-            store_path.display(),
+            crate::stores::shown(store_path),
             if known.is_empty() {
                 "none".to_owned()
             } else {
@@ -83,7 +82,7 @@ pub fn status(
         |why: &[SkipReason]| NeverCallable::from_reasons(why.to_vec()).describe(&campaign.policy);
     let mut states = Vec::with_capacity(contacts.len());
     for c in &contacts {
-        states.push(standing(&rules, &store, &mut ev, c, now)?);
+        states.push(standing(&rules, &*store, &mut ev, c, now)?);
     }
     let stdout = std::io::stdout();
     let out = BufWriter::new(stdout.lock());
@@ -95,7 +94,7 @@ pub fn status(
         )?;
         for (c, s) in contacts.iter().zip(&states) {
             let (state, next, why): (&str, Value, Value) = match s {
-                Standing::Done(why) => ("done", Value::Null, why.as_str().into()),
+                Standing::Done(why) => ("done", Value::Null, why.to_string().into()),
                 Standing::Due => ("due", rfc3339(now).into(), Value::Null),
                 Standing::Waiting(t) => ("waiting", rfc3339(*t).into(), Value::Null),
                 Standing::Never(why) => ("never", Value::Null, never(why).into()),

@@ -7,7 +7,6 @@ use anyhow::Context;
 use chrono::Utc;
 use crieur_config::optouts::number;
 use crieur_scheduler::E164;
-use crieur_store::{SledStore, Store};
 
 use crate::input::{InputError, InputErrors};
 
@@ -85,10 +84,10 @@ pub fn import(
             rejects.display()
         );
     }
-    let s = SledStore::open(store, true)?;
+    let s = crate::stores::open(store, true)?;
     let mut log = actx.open(store, Some(&campaign))?;
     let stats = crieur_runner::ops::import_contacts(
-        &s,
+        &*s,
         &mut log,
         &header,
         &campaign.id,
@@ -97,7 +96,13 @@ pub fn import(
         rejected.len(),
         crate::audit::now(),
     )
-    .with_context(|| format!("importing {} into {}", contacts.display(), store.display()))?;
+    .with_context(|| {
+        format!(
+            "importing {} into {}",
+            contacts.display(),
+            crate::stores::shown(store)
+        )
+    })?;
     bar.finish_and_clear();
     crate::status::warn_never_callable(&campaign, &loaded.contacts, crate::audit::now());
     if let Some(w) = campaign.id_warning() {
@@ -106,7 +111,7 @@ pub fn import(
     println!(
         "{}: imported into {} (campaign `{}`): {} new contacts, {} updated, {} consent records added, from {} rows",
         contacts.display(),
-        store.display(),
+        crate::stores::shown(store),
         campaign.id,
         stats.created,
         stats.updated,
@@ -168,7 +173,7 @@ pub fn optout(
     match action {
         A::Add { number: n, .. } => {
             let n = number(n, Path::new("<argument>"), None)?;
-            let s = SledStore::open(store, true)?;
+            let s = crate::stores::open(store, true)?;
             let new = s.add_opt_out(&n, now, "crieur optout add")?;
             audit_change(
                 store,
@@ -189,7 +194,7 @@ pub fn optout(
         }
         A::Remove { number: n, .. } => {
             let n = number(n, Path::new("<argument>"), None)?;
-            let s = SledStore::open(store, false)?;
+            let s = crate::stores::open(store, false)?;
             let removed = s.remove_opt_out(&n)?;
             if removed {
                 audit_change(
@@ -212,7 +217,7 @@ pub fn optout(
         }
         A::Check { number: n } => {
             let n = number(n, Path::new("<argument>"), None)?;
-            let s = SledStore::open(store, false)?;
+            let s = crate::stores::open(store, false)?;
             // Exit 0 when listed, 1 when not, for scripts (`if crieur optout check …`).
             return Ok(if s.is_opted_out(&n)? {
                 println!("opted out");
@@ -223,7 +228,7 @@ pub fn optout(
             });
         }
         A::List { format } => {
-            let s = SledStore::open(store, false)?;
+            let s = crate::stores::open(store, false)?;
             let list = s.opt_outs()?;
             if *format == crate::output::Format::Table {
                 println!(
@@ -266,7 +271,7 @@ pub fn optout(
                     rejects.display()
                 );
             }
-            let s = SledStore::open(store, true)?;
+            let s = crate::stores::open(store, true)?;
             let source = format!(
                 "import {}",
                 file.file_name().map_or("-".into(), |f| f.to_string_lossy())

@@ -126,8 +126,14 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
         st.lease("t", &id, &num, at, "c1-1")
             .unwrap_or_else(|e| panic!("{e}"));
-        st.finish_attempt("t", &id, &num, "busy", at + chrono::Duration::seconds(20))
-            .unwrap_or_else(|e| panic!("{e}"));
+        st.finish_attempt(
+            "t",
+            &id,
+            &num,
+            "busy".parse().unwrap_or_else(|e| panic!("{e}")),
+            at + chrono::Duration::seconds(20),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
     // Damage the attempt's key (its start instant), the way a bad sector or a bug would.
     let mut tries = 0;

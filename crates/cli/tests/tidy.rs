@@ -3,7 +3,7 @@
 //! sans-IO — time is an input, no files, sockets, threads or async runtime — and that the
 //! crates depend on each other one way only; this test fails when that stops being true.
 //!
-//! * Core crates: `scheduler`, `engine`, `audit`, `store`, `media`, `dial`, `config`. Their
+//! * Core crates: `scheduler`, `sip`, `engine`, `audit`, `store`, `media`, `dial`, `config`. Their
 //!   library sources (`src/`, comments and `#[cfg(test)]` modules aside) must not read a clock (`now()`,
 //!   `Instant::now`, `.elapsed()`, cron's `upcoming`), open files, open sockets, spawn
 //!   threads or tasks, or use tokio — except the files listed in [`EDGES`], the I/O edges by
@@ -67,8 +67,10 @@ impl Io {
 }
 
 /// The core crates (directories under `crates/`).
-const CORE: [&str; 7] = [
+const CORE: [&str; 9] = [
+    "outcome",
     "scheduler",
+    "sip",
     "engine",
     "audit",
     "store",
@@ -100,6 +102,11 @@ const EDGES: &[(&str, &[Io], &str)] = &[
         "the sled backend: the store's directory; imports on every core",
     ),
     (
+        "crates/store/src/pg.rs",
+        &[Io::Threads],
+        "the PostgreSQL backend: each call on a thread of its own (the client runs its own runtime)",
+    ),
+    (
         "crates/config/src/input.rs",
         &[Io::Files],
         "read_text: reads a text input file (campaign, plan, opt-out list)",
@@ -122,12 +129,7 @@ const EDGES: &[(&str, &[Io], &str)] = &[
     (
         "crates/media/src/uac.rs",
         &[Io::Clock, Io::Sockets, Io::Threads, Io::Tokio],
-        "the SIP user agent (rsipstack on tokio): places calls, times them",
-    ),
-    (
-        "crates/media/src/signalling.rs",
-        &[Io::Clock],
-        "rsipstack's message inspector (sees each SIP message as it leaves): ages its ACK-Via memory by the clock",
+        "the SIP user agent (crieur-sip's endpoint driven on tokio): places calls, times them",
     ),
     (
         "crates/media/src/session.rs",
@@ -143,15 +145,22 @@ const EDGES: &[(&str, &[Io], &str)] = &[
 
 /// Internal dependencies (normal, not dev) each crate may have; `cli` may have any.
 const DEPENDS_ON: &[(&str, &[&str])] = &[
+    // One outcome value shared by media, the store, the engine and the audit log.
+    ("outcome", &[]),
     ("scheduler", &[]),
-    ("media", &[]),
-    ("store", &["scheduler"]),
-    ("engine", &["scheduler"]),
+    ("sip", &[]),
+    // The SIP edge drives crieur-sip's endpoint.
+    ("media", &["sip", "outcome"]),
+    ("store", &["scheduler", "outcome"]),
+    ("engine", &["scheduler", "outcome"]),
     // Replay re-derives caps and retries with the engine's own code.
-    ("audit", &["scheduler", "engine"]),
-    ("sim", &["media"]),
+    ("audit", &["scheduler", "engine", "outcome"]),
+    ("sim", &["media", "sip"]),
     // The dial protocol keeps the store and the audit log in step around each call.
-    ("dial", &["scheduler", "engine", "audit", "store", "media"]),
+    (
+        "dial",
+        &["scheduler", "engine", "audit", "store", "media", "outcome"],
+    ),
     // Validation checks recordings (media), caps and retries (engine), signing keys (audit).
     ("config", &["scheduler", "engine", "media", "audit"]),
     // The live driver (tokio): the dial core against the store, the log and the SIP UAC,
@@ -189,7 +198,6 @@ const IO_DEPS: &[(&str, &str)] = &[
     ("media", "tokio"),
     ("media", "tokio-util"),
     ("media", "socket2"),
-    ("media", "rsipstack"),
 ];
 
 /// One violation, where it is.

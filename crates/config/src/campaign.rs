@@ -216,6 +216,9 @@ struct RawTrunk {
     uri: Spanned<String>,
     #[serde(default)]
     transport: Option<Spanned<String>>,
+    /// TLS: CA certificates (PEM) trusted besides the system's roots.
+    #[serde(default)]
+    tls_ca_file: Option<Spanned<String>>,
     from: Spanned<String>,
     #[serde(default)]
     username: Option<Spanned<String>>,
@@ -322,6 +325,21 @@ pub struct TrunkConfig {
     pub local_address: Option<std::net::SocketAddr>,
     /// `P-Asserted-Identity` URI (RFC 3325).
     pub p_asserted_identity: Option<String>,
+    /// What SIP travels on to the trunk (`transport = "udp" | "tcp" | "tls"`; a `sips:` URI
+    /// means TLS).
+    pub transport: TrunkTransport,
+    /// TLS: CA certificates (PEM) trusted besides the system's roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
+/// The trunk's SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrunkTransport {
+    #[default]
+    Udp,
+    Tcp,
+    /// TLS, the trunk's certificate checked against the URI's host.
+    Tls,
 }
 
 impl TrunkConfig {
@@ -329,9 +347,14 @@ impl TrunkConfig {
     pub fn read_password(&self) -> Result<Option<String>, crate::Error> {
         match &self.password {
             None => Ok(None),
-            Some(PasswordSource::Env(v)) => std::env::var(v)
-                .map(Some)
-                .map_err(|_| crate::Error::PasswordEnv { var: v.clone() }),
+            Some(PasswordSource::Env(v)) => {
+                std::env::var(v)
+                    .map(Some)
+                    .map_err(|e| crate::Error::PasswordEnv {
+                        var: v.clone(),
+                        not_unicode: matches!(e, std::env::VarError::NotUnicode(_)),
+                    })
+            }
             Some(PasswordSource::File(p)) => std::fs::read_to_string(p)
                 .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
                 .map_err(|source| crate::Error::PasswordFile {
@@ -939,18 +962,35 @@ pub fn signing_key_problem(path: &Path) -> Option<String> {
 /// Length of a WAV file's audio, decoded whole (as a call will play it): a file whose data
 /// is shorter than its header says, or that does not decode, is refused here rather than at
 /// the first call.
-fn wav_length(path: &Path) -> Result<Duration, String> {
+fn wav_length(path: &Path) -> Result<Duration, WavProblem> {
     crieur_media::audio::Message::load(path)
         .map(|m| m.duration())
-        .map_err(|e| match e {
-            crieur_media::Error::Audio { why, .. } => why,
-            e => e.to_string(),
-        })
+        .map_err(WavProblem)
+}
+
+/// Why a recording cannot be used, as an input error states it: the media error, shown
+/// without the path (the message names it).
+#[derive(Debug)]
+struct WavProblem(crieur_media::Error);
+
+impl std::fmt::Display for WavProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            crieur_media::Error::Audio { source, .. } => source.fmt(f),
+            e => e.fmt(f),
+        }
+    }
 }
 
 fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConfig> {
     let errors = cx.errors.len();
-    let (host, port) = match t.uri.get_ref().strip_prefix("sip:") {
+    // `sips:` (RFC 3261 §19.1): TLS to the trunk, port 5061 by default.
+    let uri = t.uri.get_ref();
+    let (rest, secure) = match uri.strip_prefix("sips:") {
+        Some(r) => (Some(r), true),
+        None => (uri.strip_prefix("sip:"), false),
+    };
+    let (host, port) = match rest {
         Some(rest) if !rest.is_empty() && !rest.contains(['@', ';', '?']) => {
             // `sip:[::1]:5060`: an IPv6 host is bracketed; a trailing `]` means no port.
             match rest.rsplit_once(':').filter(|_| !rest.ends_with(']')) {
@@ -966,7 +1006,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
                         (String::new(), 0)
                     }
                 },
-                None => (rest.to_owned(), 5060),
+                None => (rest.to_owned(), if secure { 5061 } else { 5060 }),
             }
         }
         _ => {
@@ -974,7 +1014,8 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
                 t.uri.span(),
                 "trunk.uri",
                 Some(t.uri.get_ref()),
-                "expected sip:<host>[:<port>], e.g. sip:trunk.example.net:5060".into(),
+                "expected sip:<host>[:<port>] or sips:<host>[:<port>], e.g. sip:trunk.example.net:5060"
+                    .into(),
             );
             (String::new(), 0)
         }
@@ -1009,13 +1050,47 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
             "expected at least 1".into(),
         );
     }
-    if let Some(tr) = &t.transport {
-        if !tr.get_ref().eq_ignore_ascii_case("udp") {
+    let transport = match t
+        .transport
+        .as_ref()
+        .map(|tr| tr.get_ref().to_ascii_lowercase())
+    {
+        None if secure => TrunkTransport::Tls,
+        None => TrunkTransport::Udp,
+        Some(tr) if tr == "tls" => TrunkTransport::Tls,
+        Some(tr) if tr == "udp" && !secure => TrunkTransport::Udp,
+        Some(tr) if tr == "tcp" && !secure => TrunkTransport::Tcp,
+        Some(_) => {
+            if let Some(tr) = &t.transport {
+                cx.err(
+                    tr.span(),
+                    "trunk.transport",
+                    Some(tr.get_ref()),
+                    if secure {
+                        "expected `tls` for a sips: trunk (RFC 3261 §26.2.2)".into()
+                    } else {
+                        "expected `udp`, `tcp` or `tls`".into()
+                    },
+                );
+            }
+            TrunkTransport::Udp
+        }
+    };
+    let tls_ca_file = t.tls_ca_file.as_ref().map(|f| base.join(f.get_ref()));
+    if let (Some(f), Some(path)) = (&t.tls_ca_file, &tls_ca_file) {
+        if transport != TrunkTransport::Tls {
             cx.err(
-                tr.span(),
-                "trunk.transport",
-                Some(tr.get_ref()),
-                "expected `udp` (TCP and TLS are not supported yet)".into(),
+                f.span(),
+                "trunk.tls_ca_file",
+                Some(f.get_ref()),
+                "only with transport = \"tls\"".into(),
+            );
+        } else if std::fs::metadata(path).is_err() {
+            cx.err(
+                f.span(),
+                "trunk.tls_ca_file",
+                Some(f.get_ref()),
+                "expected a readable PEM file of CA certificates".into(),
             );
         }
     }
@@ -1111,5 +1186,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         breaker,
         local_address,
         p_asserted_identity: t.p_asserted_identity.as_ref().map(|p| p.get_ref().clone()),
+        transport,
+        tls_ca_file,
     })
 }

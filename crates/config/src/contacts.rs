@@ -625,9 +625,9 @@ fn parse_row(
         ),
         e => err(3, e.to_string()),
     });
-    let granted = instant(field(4)).map_err(|m| err(4, m));
-    let expires = optional_instant(field(5)).map_err(|m| err(5, m));
-    let revoked = optional_instant(field(6)).map_err(|m| err(6, m));
+    let granted = instant(field(4)).map_err(|e| err(4, bad_instant(e)));
+    let expires = optional_instant(field(5)).map_err(|e| err(5, bad_instant(e)));
+    let revoked = optional_instant(field(6)).map_err(|e| err(6, bad_instant(e)));
     let (id, phone, zone, windows, granted, expires, revoked) =
         match (id, phone, zone, windows, granted, expires, revoked) {
             (Ok(id), Ok(phone), Ok(zone), Ok(windows), Ok(granted), Ok(expires), Ok(revoked)) => {
@@ -692,13 +692,16 @@ fn national<'a>(s: &'a str, opts: &Options) -> std::borrow::Cow<'a, str> {
     }
 }
 
-fn instant(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| format!("expected an RFC 3339 instant such as 2027-01-10T09:00:00Z ({e})"))
+fn instant(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s).map(|d| d.with_timezone(&Utc))
 }
 
-fn optional_instant(s: &str) -> Result<Option<DateTime<Utc>>, String> {
+/// The input error's message for an instant that does not parse.
+fn bad_instant(e: chrono::ParseError) -> String {
+    format!("expected an RFC 3339 instant such as 2027-01-10T09:00:00Z ({e})")
+}
+
+fn optional_instant(s: &str) -> Result<Option<DateTime<Utc>>, chrono::ParseError> {
     if s.is_empty() {
         Ok(None)
     } else {

@@ -43,10 +43,10 @@ pub enum Error {
     /// Bad input files, every problem located.
     #[error(transparent)]
     Input(#[from] InputErrors),
-    /// The trunk password's environment variable is not set (or not Unicode). No source:
-    /// `VarError::NotUnicode` would carry the password itself.
-    #[error("the environment variable {var} (trunk.password_env) is not set")]
-    PasswordEnv { var: String },
+    /// The trunk password's environment variable is not set, or not Unicode (`not_unicode`).
+    /// No `VarError` source: `VarError::NotUnicode` would carry the password itself.
+    #[error("the environment variable {var} (trunk.password_env) {}", if *not_unicode { "is not valid Unicode" } else { "is not set" })]
+    PasswordEnv { var: String, not_unicode: bool },
     /// The trunk password file cannot be read.
     #[error("cannot read the password file {} (trunk.password_file)", path.display())]
     PasswordFile {
@@ -123,6 +123,8 @@ mod tests {
             breaker: crieur_engine::BreakerConfig::default(),
             local_address: None,
             p_asserted_identity: None,
+            transport: campaign::TrunkTransport::Udp,
+            tls_ca_file: None,
         };
         match t.read_password() {
             Err(e @ Error::PasswordFile { .. }) => {
@@ -142,6 +144,26 @@ mod tests {
                 "the environment variable CRIEUR_TEST_SURELY_UNSET_PASSWORD_VARIABLE (trunk.password_env) is not set"
             ),
             other => panic!("{other:?}"),
+        }
+        // A value that is not Unicode: said so, and the value (the password) is not shown.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let var = "CRIEUR_TEST_NOT_UNICODE_PASSWORD_VARIABLE";
+            std::env::set_var(var, std::ffi::OsStr::from_bytes(b"secret\xff"));
+            t.password = Some(campaign::PasswordSource::Env(var.into()));
+            match t.read_password() {
+                Err(
+                    e @ Error::PasswordEnv {
+                        not_unicode: true, ..
+                    },
+                ) => {
+                    let text = e.to_string();
+                    assert!(text.ends_with("is not valid Unicode"), "{text}");
+                    assert!(!text.contains("secret"), "{text}");
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

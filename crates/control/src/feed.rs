@@ -165,7 +165,7 @@ pub fn event_json(campaign: &str, e: &Event) -> Option<Value> {
             outcome,
             at,
         } => {
-            json!({"type": "ended", "call": call, "contact": contact, "number": number, "outcome": outcome, "at": rfc3339(at)})
+            json!({"type": "ended", "call": call, "contact": contact, "number": number, "outcome": outcome.name(), "at": rfc3339(at)})
         }
         Event::Decided {
             contact,
@@ -197,7 +197,7 @@ pub fn event_json(campaign: &str, e: &Event) -> Option<Value> {
         } => json!({"type": "stopping", "reason": reason, "in_progress": in_flight}),
         Event::HangingUp { .. } => json!({"type": "hanging-up"}),
         Event::Progress(c) => json!({"type": "progress", "counters": counters_json(c)}),
-        Event::Recovered(r) => json!({"type": "recovered", "what": r}),
+        Event::Recovered(r) => json!({"type": "recovered", "what": r.to_string()}),
         _ => return None,
     };
     if let Some(o) = v.as_object_mut() {

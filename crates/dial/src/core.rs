@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use crieur_engine::{
     AttemptOutcome, BreakerConfig, CallVerdict, Permit, Planner, SkipNote, Transition,
 };
-use crieur_scheduler::Contact;
+use crieur_scheduler::{Contact, ContactId};
 
 use crate::fault::TrunkHealth;
 
@@ -76,6 +76,37 @@ impl<'p> Core<'p> {
         &self.planner
     }
 
+    /// Takes in a contact read from the store's due index, due at `due`, with its history
+    /// (see [`Planner::admit`]); returns its index.
+    pub fn admit(
+        &mut self,
+        contact: Contact,
+        attempts: Vec<crieur_engine::Attempt>,
+        due: DateTime<Utc>,
+    ) -> usize {
+        self.planner.admit(contact, attempts, due)
+    }
+
+    /// Hands back the contacts that are done or due after `horizon` and not in a call, with
+    /// their next due instant (`None`: done), for the driver to write to the store's due
+    /// index; the planner forgets them (see [`Planner::settle`]). Nothing while outputs are
+    /// pending (they name contacts by index).
+    pub fn settle(&mut self, horizon: DateTime<Utc>) -> Vec<(ContactId, Option<DateTime<Utc>>)> {
+        if !self.out.is_empty() {
+            return Vec::new();
+        }
+        self.planner
+            .settle(horizon)
+            .into_iter()
+            .map(|(i, at)| (self.planner.contact(i).id().clone(), at))
+            .collect()
+    }
+
+    /// Changes the planner's pacing (see [`Planner::set_pacing`]).
+    pub fn set_pacing(&mut self, pacing: crieur_engine::Pacing) {
+        self.planner.set_pacing(pacing);
+    }
+
     /// The trunk's health (its breaker, why dialling stopped).
     pub fn health(&self) -> &TrunkHealth {
         &self.health
@@ -91,25 +122,16 @@ impl<'p> Core<'p> {
         self.in_call.len()
     }
 
-    /// A contact imported while the campaign runs, with its attempts so far: its index
-    /// ([`Planner::add`]).
-    pub fn add_contact(
-        &mut self,
-        contact: Contact,
-        attempts: Vec<crieur_engine::Attempt>,
-        now: DateTime<Utc>,
-    ) -> usize {
-        self.planner.add(contact, attempts, now)
-    }
-
-    /// Contact `i` imported again while the campaign runs ([`Planner::replace`]).
-    pub fn replace_contact(&mut self, i: usize, contact: Contact, now: DateTime<Utc>) {
-        self.planner.replace(i, contact, now);
-    }
-
-    /// Contact `i` is not dialled in this run (its history cannot be read).
-    pub fn cancel_contact(&mut self, i: usize) {
-        self.planner.cancel(i, None);
+    /// The contact imported again while the campaign runs, if the planner holds it: it takes
+    /// the new record ([`Planner::replace`]). Whether it was held.
+    pub fn replace_contact(&mut self, contact: Contact, now: DateTime<Utc>) -> bool {
+        match self.planner.index_of(contact.id()) {
+            Some(i) => {
+                self.planner.replace(i, contact, now);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Contacts due at `now` ([`Planner::due_count`]).

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 
 use crieur_audit::record::{BreakerCause, TrunkBreaker};
 use crieur_engine::{
-    AttemptOutcome, Breaker, BreakerConfig, BreakerState, CallVerdict, Cause, FaultKind,
-    Transition, TrunkFault, TRUNK_FAULT_PREFIX,
+    Breaker, BreakerConfig, BreakerState, CallVerdict, Cause, FaultKind, Transition, TrunkFault,
 };
 use crieur_media::call::Outcome;
 use crieur_media::uac::CallReport;
@@ -66,62 +65,11 @@ pub fn refused_before_ringing(r: &CallReport) -> bool {
             .is_some_and(|(s, _)| (200..300).contains(&s))
 }
 
-/// A finished call's outcome as recorded: the media layer's own [`Outcome`] — marked a trunk
-/// fault when the trunk refused it before anything rang and it goes uncounted — or a local
-/// error. One value from the call's end to the store, the log and the planner: its name
-/// ([`Recorded::name`]) is what the store and the log keep, its scheduling meaning
-/// ([`Recorded::scheduled`]) what the planner gets, with no name parsed back on the way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    Call { outcome: Outcome, trunk_fault: bool },
-    LocalError,
-}
-
-impl Recorded {
-    /// The name recorded in the store and the audit log: `trunk-fault:<outcome>` for an
-    /// uncounted trunk fault, `local-error`, or the call's own outcome.
-    pub fn name(self) -> String {
-        match self {
-            Recorded::Call {
-                outcome,
-                trunk_fault: true,
-            } => format!("{TRUNK_FAULT_PREFIX}{}", outcome.as_str()),
-            Recorded::Call { outcome, .. } => outcome.as_str().to_owned(),
-            Recorded::LocalError => "local-error".to_owned(),
-        }
-    }
-
-    /// What the planner makes of it (retry rules, caps).
-    pub fn scheduled(self) -> AttemptOutcome {
-        match self {
-            Recorded::Call {
-                trunk_fault: true, ..
-            } => AttemptOutcome::TrunkFault,
-            Recorded::Call { outcome, .. } => scheduled(outcome),
-            Recorded::LocalError => AttemptOutcome::Failed,
-        }
-    }
-}
-
-/// The scheduling meaning of a call's outcome (the engine knows no media type: this is where
-/// the two meet).
-pub fn scheduled(outcome: Outcome) -> AttemptOutcome {
-    match outcome {
-        Outcome::AnsweredCompleted | Outcome::HungUpMidMessage => AttemptOutcome::Answered,
-        // A failed opt-out write is still the person's refusal.
-        Outcome::AnsweredOptedOut | Outcome::OptOutFailed => AttemptOutcome::OptedOut,
-        Outcome::AnsweredNotInterested => AttemptOutcome::NotInterested,
-        Outcome::Busy => AttemptOutcome::Busy,
-        Outcome::NoAnswer => AttemptOutcome::NoAnswer,
-        Outcome::Rejected | Outcome::NotFound => AttemptOutcome::Rejected,
-        Outcome::MachineMessageLeft | Outcome::MachineHungUp => AttemptOutcome::Machine,
-        Outcome::LocalShutdown => AttemptOutcome::Interrupted,
-        Outcome::TrunkFailure
-        | Outcome::AuthFailed
-        | Outcome::CodecMismatch
-        | Outcome::MediaRefused => AttemptOutcome::Failed,
-    }
-}
+/// A finished call's outcome as recorded: the shared [`Outcome`] — the media layer's own
+/// call outcome, marked a trunk fault when the trunk refused it before anything rang and it
+/// goes uncounted — or a local error. One value from the call's end to the store, the log and
+/// the planner ([`Outcome::scheduled`]), with no name parsed back on the way.
+pub type Recorded = crieur_outcome::Outcome;
 
 /// The recorded outcome of a finished call (`uncounted`: [`TrunkHealth::uncounted`]'s answer).
 pub fn recorded_outcome(r: &CallEnd, uncounted: bool) -> Recorded {
@@ -247,45 +195,6 @@ mod tests {
     use crieur_media::call::{Ending, HangupBy};
 
     use super::*;
-
-    /// Every outcome of a call, scheduled as its recorded name reads: the enum path the live
-    /// driver takes agrees with the name the store and the log keep (and replay reads).
-    #[test]
-    fn the_scheduled_meaning_is_the_recorded_names() {
-        use Outcome::*;
-        for o in [
-            AnsweredCompleted,
-            AnsweredOptedOut,
-            AnsweredNotInterested,
-            HungUpMidMessage,
-            Busy,
-            NoAnswer,
-            Rejected,
-            NotFound,
-            TrunkFailure,
-            AuthFailed,
-            CodecMismatch,
-            MediaRefused,
-            LocalShutdown,
-            OptOutFailed,
-            MachineMessageLeft,
-            MachineHungUp,
-        ] {
-            for trunk_fault in [false, true] {
-                let r = Recorded::Call {
-                    outcome: o,
-                    trunk_fault,
-                };
-                assert_eq!(
-                    r.scheduled(),
-                    AttemptOutcome::from_record(&r.name()),
-                    "{r:?}"
-                );
-            }
-        }
-        let r = Recorded::LocalError;
-        assert_eq!(r.scheduled(), AttemptOutcome::from_record(&r.name()));
-    }
 
     fn report(outcome: Outcome, status: Option<u16>, first_18x: Option<u16>) -> CallReport {
         let ms = Duration::from_millis;

@@ -15,7 +15,7 @@ pub mod session;
 pub mod sim;
 
 pub use protocol::{DialRules, Gate};
-pub use recover::{reconcile, Recovered};
+pub use recover::{reconcile, reconcile_node, recover_expired, Node, Recovered};
 pub use sim::{simulate, MixError, OutcomeMix, SimConfig, SimEvent};
 
 /// The dial crate's errors.

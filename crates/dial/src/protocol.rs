@@ -10,9 +10,10 @@ use crieur_audit::record::{
     OptOutListChange, OutcomeRecord, PastAttempt, Reason, RtcpRecord, SipResponse,
 };
 use crieur_audit::{AuditLog, Record};
-use crieur_engine::{Attempt, AttemptOutcome, CapRules, RetryGate, RetryPolicy, SkipNote};
+use crieur_engine::{Attempt, CapRules, RetryGate, RetryPolicy, SkipNote};
 use crieur_media::call::HangupBy;
 use crieur_media::uac::CallReport;
+use crieur_outcome::Outcome;
 use crieur_scheduler::{Contact, Decision, Evaluator, E164};
 use crieur_store::Store;
 
@@ -33,7 +34,7 @@ pub struct DialRules {
 pub fn attempt_number(history: &[PastAttempt], campaign: &str) -> u32 {
     1 + history
         .iter()
-        .filter(|h| h.campaign == campaign && AttemptOutcome::from_record(&h.outcome).counts())
+        .filter(|h| h.campaign == campaign && h.outcome.counts())
         .count() as u32
 }
 
@@ -44,7 +45,7 @@ pub fn to_attempts(history: &[PastAttempt], campaign: &str) -> Vec<Attempt> {
         .iter()
         .map(|a| Attempt {
             at: a.ended.unwrap_or(a.at).max(a.at),
-            outcome: AttemptOutcome::from_record(&a.outcome),
+            outcome: a.outcome.scheduled(),
             this_campaign: a.campaign == campaign,
         })
         .collect()
@@ -96,9 +97,9 @@ pub fn history(
                 campaign: a.campaign,
             })
             .collect())),
-        Err(e @ crieur_store::Error::Corrupt { .. }) => {
-            Ok(Err(Reason::HistoryUnreadable { why: e.to_string() }))
-        }
+        Err(
+            e @ (crieur_store::Error::Corrupt { .. } | crieur_store::Error::UnknownOutcome { .. }),
+        ) => Ok(Err(Reason::HistoryUnreadable { why: e.to_string() })),
         Err(e) => Err(e.into()),
     }
 }
@@ -180,7 +181,7 @@ pub fn record_call(
     log: &mut AuditLog,
     c: &CallRef<'_>,
     r: &CallReport,
-    outcome: &str,
+    outcome: Outcome,
     written: DateTime<Utc>,
 ) -> Result<()> {
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -317,7 +318,7 @@ fn amd_record(
 }
 
 /// The `outcome` record of a call (also for a call whose task failed: `local-error`).
-pub fn outcome_record(c: &CallRef<'_>, outcome: &str) -> Record {
+pub fn outcome_record(c: &CallRef<'_>, outcome: Outcome) -> Record {
     Record::Outcome(OutcomeRecord {
         call: c.call.to_owned(),
         campaign: c.campaign.to_owned(),
@@ -325,7 +326,7 @@ pub fn outcome_record(c: &CallRef<'_>, outcome: &str) -> Record {
         number: c.contact.phone().to_string(),
         started: c.sent_at,
         ended: c.ended,
-        outcome: outcome.to_owned(),
+        outcome,
     })
 }
 
@@ -516,7 +517,7 @@ pub fn finish_call(
     log: &mut AuditLog,
     c: &CallRef<'_>,
     report: std::result::Result<&CallReport, &str>,
-    outcome: &str,
+    outcome: Outcome,
     written: DateTime<Utc>,
     after_store: impl FnOnce(),
 ) -> Result<()> {
@@ -541,8 +542,8 @@ pub fn finish_call(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
     /// Nothing more to do — opted out, a final outcome, out of attempts, or a damaged
-    /// history — and why.
-    Done(String),
+    /// history — and why (as a decision would record it).
+    Done(Reason),
     Due,
     /// Due at this instant (a retry delay, a cap, or its next window).
     Waiting(DateTime<Utc>),
@@ -560,15 +561,15 @@ pub fn standing(
     now: DateTime<Utc>,
 ) -> Result<Standing> {
     if store.is_opted_out(contact.phone())? {
-        return Ok(Standing::Done("opted out".into()));
+        return Ok(Standing::Done(Reason::OptedOut));
     }
     // A damaged history: not dialled until the store is repaired (never a shorter history).
     let history = match history(store, contact)? {
         Ok(h) => h,
-        Err(why) => return Ok(Standing::Done(why.to_string())),
+        Err(why) => return Ok(Standing::Done(why)),
     };
     let from = match held(rules, &history, now) {
-        Some((why, None)) => return Ok(Standing::Done(why.to_string())),
+        Some((why, None)) => return Ok(Standing::Done(why)),
         Some((_, Some(until))) => until,
         None => now,
     };

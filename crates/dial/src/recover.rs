@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use crieur_audit::record::{InviteSent, OutcomeRecord};
 use crieur_audit::{AuditLog, Entry, Record};
+use crieur_outcome::{AttemptOutcome, Outcome};
 use crieur_scheduler::{ContactId, E164};
 use crieur_store::{AttemptRecord, Lease, Store};
 
@@ -47,7 +48,7 @@ pub enum Recovered {
         campaign: String,
         contact: String,
         call: String,
-        outcome: String,
+        outcome: Outcome,
     },
 }
 
@@ -122,6 +123,85 @@ pub fn reconcile(
     entries: &[Entry],
     now: DateTime<Utc>,
 ) -> Result<Vec<Recovered>> {
+    reconcile_node(store, log, entries, now, &Node::default())
+}
+
+/// Which node reconciles, on a store several nodes share: the leases of other nodes are
+/// theirs (their calls are in their own logs) until they are older than `lease_timeout` —
+/// then their node is presumed dead and they are recovered here ([`recover_expired`]).
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    /// This node's id (the leases it takes carry it); empty: an embedded store, one process.
+    pub id: String,
+    /// How long a lease may last on a live node: longer than any call can.
+    pub lease_timeout: chrono::Duration,
+}
+
+impl Node {
+    /// Whether `lease` is another node's.
+    fn foreign(&self, lease: &Lease) -> bool {
+        !lease.node.is_empty() && lease.node != self.id
+    }
+}
+
+/// The leases of other nodes older than the lease timeout: each call may have left (its
+/// `invite-sent` is in the dead node's log), so it becomes an `interrupted` attempt that
+/// counts, and this node's log records its `outcome` under the dead node's call id (a merged
+/// replay of the nodes' logs pairs it with its INVITE). Newer leases of other nodes are left
+/// alone. Durable when it returns.
+pub fn recover_expired(
+    store: &dyn Store,
+    log: &mut AuditLog,
+    now: DateTime<Utc>,
+    node: &Node,
+) -> Result<Vec<Recovered>> {
+    let mut done = Vec::new();
+    for lease in store.leases()? {
+        if !node.foreign(&lease) || now - lease.at < node.lease_timeout {
+            continue;
+        }
+        let Some(a) = store.recover_lease(&lease, true, now)? else {
+            // Gone meanwhile: another node recovered it, or its own node finished it.
+            continue;
+        };
+        let number = match ContactId::new(lease.contact.clone()) {
+            Ok(id) => store
+                .contact(&lease.campaign, &id)?
+                .map(|c| c.phone().to_string()),
+            Err(_) => None,
+        };
+        log.append(
+            now,
+            &Record::Outcome(OutcomeRecord {
+                call: a.call.clone(),
+                campaign: a.campaign.clone(),
+                contact: a.contact.clone(),
+                number: number.unwrap_or_default(),
+                started: a.started,
+                ended: a.ended,
+                outcome: a.outcome,
+            }),
+        )?;
+        done.push(Recovered::Interrupted {
+            campaign: lease.campaign,
+            contact: lease.contact,
+            call: lease.call,
+        });
+    }
+    log.commit()?;
+    Ok(done)
+}
+
+/// [`reconcile`] by `node` on a store other nodes may share: its own leases are reconciled
+/// with its log; other nodes' are left to them, or recovered once expired
+/// ([`recover_expired`]).
+pub fn reconcile_node(
+    store: &dyn Store,
+    log: &mut AuditLog,
+    entries: &[Entry],
+    now: DateTime<Utc>,
+    node: &Node,
+) -> Result<Vec<Recovered>> {
     // Every INVITE of the log, in order, and which ones an outcome closes.
     let mut invites: Vec<&InviteSent> = Vec::new();
     let mut by_call: HashMap<&str, usize> = HashMap::new();
@@ -148,8 +228,11 @@ pub fn reconcile(
             closed.insert(k);
         }
     }
-    let mut done = Vec::new();
+    let mut done = recover_expired(store, log, now, node)?;
     for lease in store.leases()? {
+        if node.foreign(&lease) {
+            continue;
+        }
         let invite = if lease.call.is_empty() {
             invites
                 .iter()
@@ -176,7 +259,7 @@ pub fn reconcile(
             }
         }
         if !closed.contains(&k) {
-            log.append(now, &outcome(i, "interrupted", now))?;
+            log.append(now, &outcome(i, INTERRUPTED, now))?;
             closed.insert(k);
         }
         done.push(Recovered::Interrupted {
@@ -197,7 +280,7 @@ pub fn reconcile(
         };
         match attempt {
             Some(a) => {
-                log.append(now, &outcome(i, &a.outcome, a.ended))?;
+                log.append(now, &outcome(i, a.outcome, a.ended))?;
                 done.push(Recovered::OutcomeRestored {
                     campaign: i.campaign.clone(),
                     contact: i.contact.clone(),
@@ -221,7 +304,7 @@ pub fn reconcile(
                 if let Some(n) = &number {
                     store.record_attempt(n, &interrupted(i, now))?;
                 }
-                log.append(now, &outcome(i, "interrupted", now))?;
+                log.append(now, &outcome(i, INTERRUPTED, now))?;
                 done.push(Recovered::Interrupted {
                     campaign: i.campaign.clone(),
                     contact: i.contact.clone(),
@@ -234,6 +317,9 @@ pub fn reconcile(
     Ok(done)
 }
 
+/// How recovery closes a call it cannot finish.
+const INTERRUPTED: Outcome = Outcome::Scheduled(AttemptOutcome::Interrupted);
+
 /// The `interrupted` attempt of INVITE `i`, ended at `now`.
 fn interrupted(i: &InviteSent, now: DateTime<Utc>) -> AttemptRecord {
     AttemptRecord {
@@ -241,13 +327,13 @@ fn interrupted(i: &InviteSent, now: DateTime<Utc>) -> AttemptRecord {
         contact: i.contact.clone(),
         started: i.sent_at,
         ended: now,
-        outcome: "interrupted".into(),
+        outcome: INTERRUPTED,
         call: i.call.clone(),
     }
 }
 
 /// The `outcome` record closing INVITE `i`.
-fn outcome(i: &InviteSent, outcome: &str, ended: DateTime<Utc>) -> Record {
+fn outcome(i: &InviteSent, outcome: Outcome, ended: DateTime<Utc>) -> Record {
     Record::Outcome(OutcomeRecord {
         call: i.call.clone(),
         campaign: i.campaign.clone(),
@@ -255,6 +341,6 @@ fn outcome(i: &InviteSent, outcome: &str, ended: DateTime<Utc>) -> Record {
         number: i.number.clone(),
         started: i.sent_at,
         ended,
-        outcome: outcome.to_owned(),
+        outcome,
     })
 }

@@ -19,7 +19,7 @@ use crieur_audit::record::{OptOutRecorded, Reason};
 use crieur_audit::{AuditLog, Entry, Record};
 use crieur_engine::{BreakerConfig, Pacing, Planner, Transition};
 use crieur_media::call::Outcome;
-use crieur_scheduler::{Contact, Decision, Evaluator, Policy, E164};
+use crieur_scheduler::{Contact, ContactId, Decision, Evaluator, Policy, E164};
 use crieur_store::Store;
 
 use crate::core::{Core, Output};
@@ -28,7 +28,7 @@ use crate::protocol::{
     finish_call, history, lease_and_record_invite, recheck, record_late_opt_out, record_skip,
     to_attempts, CallRef, DialRules,
 };
-use crate::recover::{reconcile, Recovered};
+use crate::recover::{reconcile_node, recover_expired, Node, Recovered};
 use crate::{Error, Result};
 
 /// Where the driver's instants come from — the wall clock live, simulated time in tests:
@@ -190,8 +190,6 @@ pub struct Session<'p> {
     rules: DialRules,
     eval: Evaluator<'p>,
     calls: HashMap<String, InCall>,
-    /// Contact id → planner index, built at the first [`Session::add_contacts`].
-    index: Option<HashMap<String, usize>>,
 }
 
 impl<'p> Session<'p> {
@@ -208,13 +206,24 @@ impl<'p> Session<'p> {
         now: DateTime<Utc>,
         steps: &mut Vec<Step>,
     ) -> Result<(Session<'p>, Vec<Recovered>)> {
-        let log = Arc::new(Mutex::new(log));
-        Session::start_shared(plan, store, log, header, entries, now, steps)
+        Self::start_node(
+            plan,
+            store,
+            Arc::new(Mutex::new(log)),
+            header,
+            entries,
+            now,
+            steps,
+            &Node::default(),
+        )
     }
 
-    /// [`Session::start`] on a log others write to as well while the session runs (a
-    /// control API's opt-outs and imports): each append takes its lock.
-    pub fn start_shared(
+    /// [`Session::start`] by `node` on a store other nodes may share (its own leases are
+    /// reconciled with its log, other nodes' left to them until they expire:
+    /// [`crate::reconcile_node`]), on a log others write to as well while the session runs
+    /// (a control API's opt-outs and imports: each append takes its lock).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_node(
         plan: Plan<'p>,
         store: Arc<dyn Store + Send + Sync>,
         shared: Arc<Mutex<AuditLog>>,
@@ -222,11 +231,12 @@ impl<'p> Session<'p> {
         entries: &[Entry],
         now: DateTime<Utc>,
         steps: &mut Vec<Step>,
+        node: &Node,
     ) -> Result<(Session<'p>, Vec<Recovered>)> {
         let mut guard = shared.lock().map_err(|_| Error::Poisoned("audit log"))?;
         let log = &mut *guard;
         log.append(now, header)?;
-        let recovered = reconcile(&*store, log, entries, now)?;
+        let recovered = reconcile_node(&*store, log, entries, now, node)?;
         let Plan {
             rules,
             policy,
@@ -278,13 +288,70 @@ impl<'p> Session<'p> {
             rules,
             eval,
             calls: HashMap::new(),
-            index: None,
         };
         Ok((session, recovered))
     }
 
     pub fn core(&self) -> &Core<'p> {
         &self.core
+    }
+
+    /// The store the session works on.
+    pub fn store(&self) -> &Arc<dyn Store + Send + Sync> {
+        &self.store
+    }
+
+    /// Takes in a contact read from the store's due index, due at `due`, with its history; a
+    /// contact whose history cannot be read is not taken: its skip is recorded in the log
+    /// and it is due again in an hour. Returns its index in the planner, if taken.
+    pub fn admit(
+        &mut self,
+        contact: Contact,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<usize>> {
+        match history(&*self.store, &contact)? {
+            Ok(h) => {
+                let attempts = to_attempts(&h, &self.rules.campaign);
+                Ok(Some(self.core.admit(contact, attempts, due)))
+            }
+            Err(_) => {
+                let mut log = self.log.lock().map_err(|_| Error::Poisoned("audit log"))?;
+                record_skip(
+                    &self.rules,
+                    &*self.store,
+                    &mut self.eval,
+                    &contact,
+                    &mut log,
+                    now,
+                    None,
+                )?;
+                log.commit()?;
+                drop(log);
+                self.store.set_due(
+                    &self.rules.campaign,
+                    &[(contact.id().clone(), Some(now + chrono::Duration::hours(1)))],
+                )?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Hands back what the planner settled (see [`Core::settle`]).
+    pub fn settle(&mut self, horizon: DateTime<Utc>) -> Vec<(ContactId, Option<DateTime<Utc>>)> {
+        self.core.settle(horizon)
+    }
+
+    /// This node's share of the pacing (see [`Core::set_pacing`]).
+    pub fn set_pacing(&mut self, pacing: Pacing) {
+        self.core.set_pacing(pacing);
+    }
+
+    /// Recovers the expired leases of other nodes ([`crate::recover_expired`]), in this
+    /// session's log.
+    pub fn recover_expired(&mut self, now: DateTime<Utc>, node: &Node) -> Result<Vec<Recovered>> {
+        let mut log = self.log.lock().map_err(|_| Error::Poisoned("audit log"))?;
+        recover_expired(&*self.store, &mut log, now, node)
     }
 
     /// No new calls from now on.
@@ -297,61 +364,16 @@ impl<'p> Session<'p> {
         self.calls.len()
     }
 
-    /// Contacts imported into the running campaign (already in the store): each with its
-    /// history, into the planner, due at once (a contact it holds takes its new consent
-    /// records, [`Core::replace_contact`]); a damaged history is recorded as a skip, as at
-    /// the start (in `steps`).
-    pub fn add_contacts(
-        &mut self,
-        contacts: Vec<Contact>,
-        now: DateTime<Utc>,
-        steps: &mut Vec<Step>,
-    ) -> Result<()> {
-        let core = &self.core;
-        let index = self.index.get_or_insert_with(|| {
-            (0..core.planner().len())
-                .map(|i| (core.contact(i).id().to_string(), i))
-                .collect()
-        });
-        for c in contacts {
-            let id = c.id().to_string();
-            if let Some(&i) = index.get(&id) {
-                self.core.replace_contact(i, c, now);
-                continue;
-            }
-            match history(&*self.store, &c)? {
-                Ok(h) => {
-                    let i = self
-                        .core
-                        .add_contact(c, to_attempts(&h, &self.rules.campaign), now);
-                    index.insert(id, i);
-                }
-                Err(_) => {
-                    let mut log = self.log.lock().map_err(|_| Error::Poisoned("audit log"))?;
-                    let (decision, refused) = record_skip(
-                        &self.rules,
-                        &*self.store,
-                        &mut self.eval,
-                        &c,
-                        &mut log,
-                        now,
-                        None,
-                    )?;
-                    log.commit()?;
-                    let i = self.core.add_contact(c, Vec::new(), now);
-                    self.core.cancel_contact(i);
-                    index.insert(id, i);
-                    steps.push(Step::Decided {
-                        contact: i,
-                        at: now,
-                        decision,
-                        refused,
-                        dialled: false,
-                    });
-                }
-            }
-        }
-        Ok(())
+    /// Contacts imported into the running campaign (already in the store, and in its due
+    /// index): each one the planner holds takes its new consent records
+    /// ([`Core::replace_contact`]). Returns how many it held; the others come in from the
+    /// due index ([`Session::admit`]).
+    pub fn renew_contacts(&mut self, contacts: Vec<Contact>, now: DateTime<Utc>) -> usize {
+        contacts
+            .into_iter()
+            .map(|c| self.core.replace_contact(c, now))
+            .filter(|held| *held)
+            .count()
     }
 
     /// What the opt-out hook of a call records with.
@@ -569,7 +591,6 @@ impl<'p> Session<'p> {
         let verdict = verdict(end);
         let uncounted = self.core.uncounted(c.contact, &verdict);
         let recorded = recorded_outcome(end, uncounted);
-        let outcome = recorded.name();
         let r = CallRef {
             call,
             campaign: &self.rules.campaign,
@@ -583,7 +604,7 @@ impl<'p> Session<'p> {
             &mut *self.log.lock().map_err(|_| Error::Poisoned("audit log"))?,
             &r,
             end.as_ref().map_err(|e| e.why.as_str()),
-            &outcome,
+            recorded,
             clock.instant(),
             || halted = probe.after(Point::AttemptStored).err(),
         )?;

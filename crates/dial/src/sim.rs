@@ -17,12 +17,18 @@ use crate::core::{Core, Output};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MixError {
-    #[error("`{0}`: expected outcome=probability")]
-    Part(String),
-    #[error("`{0}`: expected answered, optout, not-interested, busy, no-answer, failed, rejected or machine")]
-    Outcome(String),
-    #[error("`{0}`: expected a probability between 0 and 1")]
-    Probability(String),
+    /// A part of the mix is not `outcome=probability`.
+    #[error("`{part}`: expected outcome=probability")]
+    Part { part: String },
+    /// No outcome of the simulation has this name.
+    #[error("`{name}`: expected answered, optout, not-interested, busy, no-answer, failed, rejected or machine")]
+    Outcome { name: String },
+    /// Not a number (`source`), or not between 0 and 1.
+    #[error("`{text}`: expected a probability between 0 and 1")]
+    Probability {
+        text: String,
+        source: Option<std::num::ParseFloatError>,
+    },
     #[error("the probabilities add up to more than 1")]
     Sum,
 }
@@ -38,7 +44,7 @@ impl OutcomeMix {
         for part in s.split(',').filter(|p| !p.trim().is_empty()) {
             let (k, p) = part
                 .split_once('=')
-                .ok_or_else(|| MixError::Part(part.to_owned()))?;
+                .ok_or_else(|| MixError::Part { part: part.into() })?;
             let o = match k.trim() {
                 "answered" => AttemptOutcome::Answered,
                 "optout" | "opted-out" => AttemptOutcome::OptedOut,
@@ -48,14 +54,17 @@ impl OutcomeMix {
                 "failed" => AttemptOutcome::Failed,
                 "rejected" => AttemptOutcome::Rejected,
                 "machine" => AttemptOutcome::Machine,
-                other => return Err(MixError::Outcome(other.to_owned())),
+                other => return Err(MixError::Outcome { name: other.into() }),
             };
-            let p: f64 = p
-                .trim()
-                .parse()
-                .ok()
-                .filter(|p| (0.0..=1.0).contains(p))
-                .ok_or_else(|| MixError::Probability(p.trim().to_owned()))?;
+            let text = p.trim();
+            let bad = |source| MixError::Probability {
+                text: text.into(),
+                source,
+            };
+            let p: f64 = text.parse().map_err(|e| bad(Some(e)))?;
+            if !(0.0..=1.0).contains(&p) {
+                return Err(bad(None));
+            }
             v.push((o, p));
         }
         if v.iter().map(|(_, p)| p).sum::<f64>() > 1.0 + 1e-9 {

@@ -23,7 +23,7 @@ use chrono::{DateTime, Duration, Utc};
 use crieur_audit::{AuditLog, Options, Record};
 use crieur_dial::session::{Halt, Network, Placement, Plan, Point, Probe, Session};
 use crieur_dial::DialRules;
-use crieur_engine::{AttemptOutcome, BreakerConfig, CapRules, Pacing, RetryPolicy};
+use crieur_engine::{BreakerConfig, CapRules, Pacing, RetryPolicy};
 use crieur_media::call::Outcome;
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::uac::CallReport;
@@ -350,7 +350,7 @@ fn check(c: &Campaign, sp: &Path, lp: &Path) -> Result<(), TestCaseError> {
             prop_assert!(i.sent_at < *at, "{} dialled after its opt-out", i.number);
         }
         let o = outcomes.iter().find(|o| o.call == i.call);
-        if o.is_some_and(|o| AttemptOutcome::from_record(&o.outcome).counts()) {
+        if o.is_some_and(|o| o.outcome.counts()) {
             *counted.entry(&i.number).or_default() += 1;
         }
     }

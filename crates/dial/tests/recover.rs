@@ -116,11 +116,11 @@ fn run_until(store: &SledStore, log: &mut AuditLog, calls: &[Call], crash_after:
                     .map_err(|e| e.to_string()))
             });
         }
-        let outcome = if c.opts_out {
+        let outcome = common::named(if c.opts_out {
             "answered-opted-out"
         } else {
             "busy"
-        };
+        });
         step(&mut || {
             ok(store
                 .finish_attempt("t", &id, &n, outcome, ended)
@@ -133,7 +133,7 @@ fn run_until(store: &SledStore, log: &mut AuditLog, calls: &[Call], crash_after:
             number: n.to_string(),
             started: sent,
             ended,
-            outcome: outcome.into(),
+            outcome,
         });
         step(&mut || {
             ok(log
@@ -215,8 +215,8 @@ fn crash_and_recover(calls: &[Call], crash_after: usize) -> Result<(), TestCaseE
         // The recorded outcome is the store's (the call's real end when the store had it).
         let o = outcomes.iter().find(|o| o.call == i.call);
         prop_assert_eq!(
-            a.map(|a| (a.outcome.clone(), a.ended)),
-            o.map(|o| (o.outcome.clone(), o.ended))
+            a.map(|a| (a.outcome, a.ended)),
+            o.map(|o| (o.outcome, o.ended))
         );
     }
     // No opt-out lost: every one the log records is on the store's list.
@@ -305,7 +305,7 @@ fn recovery_says_what_each_leftover_was() {
     let kind = |r: &[Recovered]| match r {
         [Recovered::Released { .. }] => "released",
         [Recovered::Interrupted { .. }] => "interrupted",
-        [Recovered::OutcomeRestored { outcome, .. }] if outcome == "answered-opted-out" => {
+        [Recovered::OutcomeRestored { outcome, .. }] if outcome.name() == "answered-opted-out" => {
             "restored"
         }
         [] => "nothing",
@@ -387,7 +387,7 @@ fn a_call_the_store_lost_counts_and_another_stores_call_is_left_alone() {
     let a = store.attempts(&number(1)).unwrap_or_default();
     assert_eq!(a.len(), 1);
     assert_eq!(
-        (a[0].call.as_str(), a[0].outcome.as_str()),
+        (a[0].call.as_str(), a[0].outcome.name().as_str()),
         ("lost-1", "interrupted")
     );
     let outcomes: Vec<String> = read(&lp)

@@ -4,99 +4,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crieur_scheduler::{Contact, Decision, Evaluator, Policy, SkipReason};
-
-/// How an attempt ended, as far as scheduling is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AttemptOutcome {
-    /// Answered; the message played (done).
-    Answered,
-    /// The opt-out key (done, for good).
-    OptedOut,
-    /// The configurable "not interested" key: a refusal (done; quiet period applies).
-    NotInterested,
-    Busy,
-    NoAnswer,
-    /// Trunk failure, codec mismatch …
-    Failed,
-    Rejected,
-    /// Answered by a machine.
-    Machine,
-    /// The process stopped mid-call (crash recovery closes the call as this).
-    Interrupted,
-    /// The trunk refused the call before anything rang (auth failure, 5xx, timer B, no
-    /// common codec): a trunk fault, not the contact's answer. Recorded as evidence, but it
-    /// uses up none of the contact's attempts or caps; the contact is retried when dialling
-    /// resumes. Recorded as `trunk-fault:<the call's outcome>` ([`TRUNK_FAULT_PREFIX`]).
-    TrunkFault,
-}
-
-/// The recorded outcome of an attempt the trunk refused before anything rang starts with this
-/// (e.g. `trunk-fault:auth-failed`, `trunk-fault:trunk-failure`).
-pub const TRUNK_FAULT_PREFIX: &str = "trunk-fault:";
-
-impl AttemptOutcome {
-    /// Stable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Answered => "answered",
-            AttemptOutcome::OptedOut => "opted-out",
-            AttemptOutcome::NotInterested => "not-interested",
-            AttemptOutcome::Busy => "busy",
-            AttemptOutcome::NoAnswer => "no-answer",
-            AttemptOutcome::Failed => "failed",
-            AttemptOutcome::Rejected => "rejected",
-            AttemptOutcome::Machine => "machine",
-            AttemptOutcome::Interrupted => "interrupted",
-            AttemptOutcome::TrunkFault => "trunk-fault",
-        }
-    }
-    /// The scheduling meaning of an outcome as a call records it (the media layer's names,
-    /// as stored with each attempt) or as this enum names it. Unknown names count as
-    /// `failed`: still an attempt, retried by the failure rule. Only a name with the
-    /// [`TRUNK_FAULT_PREFIX`] is a trunk fault: a plain `auth-failed` or `trunk-failure` (an
-    /// attempt where something rang, or one recorded before trunk faults were told apart)
-    /// counts.
-    pub fn from_record(name: &str) -> AttemptOutcome {
-        if name.starts_with(TRUNK_FAULT_PREFIX) {
-            return AttemptOutcome::TrunkFault;
-        }
-        match name {
-            "answered" | "answered-completed" | "hung-up-mid-message" => AttemptOutcome::Answered,
-            // A failed opt-out write is still the person's refusal.
-            "opted-out" | "answered-opted-out" | "opt-out-failed" => AttemptOutcome::OptedOut,
-            "not-interested" | "answered-not-interested" => AttemptOutcome::NotInterested,
-            "busy" => AttemptOutcome::Busy,
-            "no-answer" => AttemptOutcome::NoAnswer,
-            "rejected" | "not-found" => AttemptOutcome::Rejected,
-            // Answering-machine detection: a voicemail left, or none (`[retry.machine]`).
-            "machine" | "machine-message-left" | "machine-hung-up" => AttemptOutcome::Machine,
-            "interrupted" | "local-shutdown" => AttemptOutcome::Interrupted,
-            _ => AttemptOutcome::Failed,
-        }
-    }
-
-    /// Answered, opted out or not interested: the campaign is done with the contact.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            AttemptOutcome::Answered | AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
-        )
-    }
-    /// Whether it uses up an attempt: counts toward the attempt cap, the rolling cap and the
-    /// retry rules. Every outcome does but a trunk fault.
-    pub fn counts(self) -> bool {
-        self != AttemptOutcome::TrunkFault
-    }
-
-    /// The opt-out key or the not-interested key.
-    pub fn is_refusal(self) -> bool {
-        matches!(
-            self,
-            AttemptOutcome::OptedOut | AttemptOutcome::NotInterested
-        )
-    }
-}
+pub use crieur_outcome::{AttemptOutcome, TRUNK_FAULT_PREFIX};
+use crieur_scheduler::{Contact, ContactId, Decision, Evaluator, Policy, SkipReason};
 
 /// Retry rule for one outcome: wait at least `delay`, retry at most `max_retries` times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -469,6 +378,8 @@ struct State {
     not_before: i64,
     /// Its entry in the due queue, if queued.
     due_at: Option<i64>,
+    /// The slot is free: its contact was handed back ([`Planner::settle`]).
+    free: bool,
 }
 
 /// [`Planner::due_count`] counts no further (a display's figure: "at least").
@@ -489,6 +400,8 @@ pub struct Planner<'p> {
     eval: Evaluator<'p>,
     /// Skips noted by the last tick (for the audit log and `simulate`).
     pub skipped: Vec<(usize, SkipNote)>,
+    /// Slots freed by [`Planner::settle`], reused by [`Planner::admit`].
+    free: Vec<usize>,
 }
 
 fn secs(t: DateTime<Utc>) -> i64 {
@@ -540,6 +453,7 @@ impl<'p> Planner<'p> {
             in_flight: 0,
             eval: Evaluator::new(policy),
             skipped: Vec::new(),
+            free: Vec::new(),
         }
     }
 
@@ -591,6 +505,13 @@ impl<'p> Planner<'p> {
         Some(due.max(token))
     }
 
+    /// Changes the pacing (e.g. this node's share of a campaign's, as nodes come and go):
+    /// the token bucket keeps what it holds, up to the new rate's burst.
+    pub fn set_pacing(&mut self, pacing: Pacing) {
+        self.tokens = self.tokens.min(pacing.calls_per_second.max(1.0));
+        self.pacing = pacing;
+    }
+
     /// Calls in progress.
     pub fn in_flight(&self) -> u32 {
         self.in_flight
@@ -598,7 +519,57 @@ impl<'p> Planner<'p> {
 
     /// Contacts still to be dialled or in progress.
     pub fn remaining(&self) -> usize {
-        self.states.iter().filter(|s| !s.done).count()
+        self.states.iter().filter(|s| !s.done && !s.free).count()
+    }
+
+    /// Takes in a contact read from the store's due index, due at `due`, with its past
+    /// attempts (as [`Planner::load_history`]): queued then, or later if its history holds
+    /// it, or done. Reuses a slot [`Planner::settle`] freed. Returns its index.
+    pub fn admit(&mut self, contact: Contact, attempts: Vec<Attempt>, due: DateTime<Utc>) -> usize {
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.contacts[i] = contact;
+                self.states[i] = State::default();
+                i
+            }
+            None => {
+                self.contacts.push(contact);
+                self.states.push(State::default());
+                self.contacts.len() - 1
+            }
+        };
+        self.load_history(i, attempts);
+        if !self.states[i].done {
+            self.enqueue(i, secs_ceil(due));
+        }
+        i
+    }
+
+    /// Hands back every contact that is done, or queued after `horizon`, and not in a call:
+    /// `(index, next due)` — `None` for done — for the driver to write to the store's due
+    /// index. Their slots are freed (the planner then holds only what is due before the
+    /// horizon and what is in a call). Costs O(contacts held).
+    pub fn settle(&mut self, horizon: DateTime<Utc>) -> Vec<(usize, Option<DateTime<Utc>>)> {
+        let h = secs(horizon);
+        let mut out = Vec::new();
+        let later: Vec<(i64, usize)> = self.due.range((h + 1, 0)..).copied().collect();
+        for (t, i) in later {
+            if !self.states[i].in_flight {
+                self.due.remove(&(t, i));
+                self.states[i].due_at = None;
+                out.push((i, Some(utc(t))));
+            }
+        }
+        for (i, st) in self.states.iter().enumerate() {
+            if st.done && !st.in_flight && !st.free {
+                out.push((i, None));
+            }
+        }
+        for &(i, _) in &out {
+            self.states[i].free = true;
+            self.free.push(i);
+        }
+        out
     }
 
     /// Queues contact `i` at `t` (replacing its previous entry): O(log n).
@@ -722,25 +693,20 @@ impl<'p> Planner<'p> {
             .count()
     }
 
-    /// A contact imported while the campaign runs, with its attempts so far (as
-    /// [`Planner::load_history`] takes them): queued at `now`, or done if its retry rules say
-    /// so. Its index.
-    pub fn add(&mut self, contact: Contact, attempts: Vec<Attempt>, now: DateTime<Utc>) -> usize {
-        let i = self.contacts.len();
-        self.contacts.push(contact);
-        self.states.push(State::default());
-        self.load_history(i, attempts);
-        if !self.states[i].done {
-            self.enqueue(i, secs_ceil(now));
-        }
-        i
+    /// The index of the contact the planner holds with this id (not a slot
+    /// [`Planner::settle`] freed), if any: O(contacts held).
+    pub fn index_of(&self, id: &ContactId) -> Option<usize> {
+        self.contacts
+            .iter()
+            .zip(&self.states)
+            .position(|(c, st)| !st.free && c.id() == id)
     }
 
     /// Contact `i` imported again while the campaign runs (new consent records): it takes the
     /// new record and, unless in a call now or done by its retry rules, is looked at again at
     /// `now` (its caps, retry delay and the policy are checked then, as for any due contact).
     pub fn replace(&mut self, i: usize, contact: Contact, now: DateTime<Utc>) {
-        if i >= self.contacts.len() {
+        if self.states.get(i).is_none_or(|st| st.free) {
             return;
         }
         self.contacts[i] = contact;
@@ -1036,7 +1002,7 @@ mod tests {
                 contact.consents().to_vec(),
             )
         };
-        let i = p.add(other("c2"), Vec::new(), later);
+        let i = p.admit(other("c2"), Vec::new(), later);
         assert_eq!((i, p.len(), p.remaining()), (1, 2, 2));
         assert_eq!(p.next_due(), Some(later));
         assert_eq!(p.due_count(later), 1);
@@ -1049,7 +1015,7 @@ mod tests {
         let orders = p.tick(later);
         assert_eq!(orders.iter().map(|o| o.contact).collect::<Vec<_>>(), [1]);
         // c3 imported with an answered call of this campaign already: done at once.
-        let done = p.add(
+        let done = p.admit(
             other("c3"),
             vec![Attempt {
                 at: start,
@@ -1066,6 +1032,13 @@ mod tests {
         p.report(1, later, AttemptOutcome::Busy);
         assert_eq!(p.due_count(later + chrono::Duration::hours(1)), 1);
         assert_eq!(p.contact(done).id().to_string(), "c3");
+        assert_eq!(p.index_of(other("c2").id()), Some(1));
+        // c3, done, handed back to the store: its slot is free, not replaced, not found.
+        assert!(p.settle(later).contains(&(done, None)));
+        assert_eq!(p.index_of(other("c3").id()), None);
+        let (left, next) = (p.remaining(), p.next_due());
+        p.replace(done, other("c3"), later);
+        assert_eq!((p.remaining(), p.next_due()), (left, next));
     }
 
     /// The caps use exact instants too: a refusal at .9 s holds until .9 s of the last day.
@@ -1170,44 +1143,6 @@ mod tests {
     }
 
     #[test]
-    fn recorded_outcome_names_map_to_their_scheduling_meaning() {
-        use AttemptOutcome as O;
-        for (name, o) in [
-            ("answered-completed", O::Answered),
-            ("hung-up-mid-message", O::Answered),
-            ("answered-opted-out", O::OptedOut),
-            ("opt-out-failed", O::OptedOut),
-            ("answered-not-interested", O::NotInterested),
-            ("busy", O::Busy),
-            ("no-answer", O::NoAnswer),
-            ("not-found", O::Rejected),
-            ("trunk-failure", O::Failed),
-            ("codec-mismatch", O::Failed),
-            ("media-refused", O::Failed),
-            ("machine-message-left", O::Machine),
-            ("machine-hung-up", O::Machine),
-            ("interrupted", O::Interrupted),
-            ("local-shutdown", O::Interrupted),
-            ("something new", O::Failed),
-            ("auth-failed", O::Failed),
-            ("trunk-fault:auth-failed", O::TrunkFault),
-            ("trunk-fault:trunk-failure", O::TrunkFault),
-            ("trunk-fault:codec-mismatch", O::TrunkFault),
-        ] {
-            assert_eq!(O::from_record(name), o, "{name}");
-        }
-        for o in [
-            O::Answered,
-            O::OptedOut,
-            O::NotInterested,
-            O::Busy,
-            O::Machine,
-        ] {
-            assert_eq!(O::from_record(o.as_str()), o);
-        }
-    }
-
-    #[test]
     fn caps_looser_than_the_rule_set_are_named() {
         const DAY: u64 = 86_400;
         let fr = CapRules::for_ruleset("FR", 3);
@@ -1250,5 +1185,62 @@ mod tests {
             with(None, None).looser_than(&CapRules::for_ruleset("none", 3)),
             vec![]
         );
+    }
+
+    #[test]
+    fn admitted_contacts_are_queued_settled_and_their_slots_reused() {
+        let (p, base) = anytime();
+        let start = t("2027-03-10T10:00:00Z");
+        let mut pl = Planner::new(
+            vec![],
+            &p,
+            CapRules::for_ruleset("none", 3),
+            RetryPolicy::default(),
+            Pacing {
+                calls_per_second: 100.0,
+                max_concurrent: 10,
+            },
+            start,
+        );
+        let c = |id: &str| {
+            Contact::new(
+                crieur_scheduler::ContactId::new(id).unwrap_or_else(|e| panic!("{e}")),
+                base.phone().clone(),
+                base.given_zone(),
+                base.consents().to_vec(),
+            )
+        };
+        let later = start + chrono::Duration::hours(5);
+        let a = pl.admit(c("a"), vec![], start);
+        let b = pl.admit(c("b"), vec![], later);
+        assert_eq!((a, b, pl.len(), pl.remaining()), (0, 1, 2, 2));
+        // b is due after the horizon: handed back with its instant, its slot freed.
+        let horizon = start + chrono::Duration::minutes(10);
+        assert_eq!(pl.settle(horizon), vec![(b, Some(later))]);
+        assert_eq!(pl.remaining(), 1);
+        // a is dialled (in a call: never handed back), then answered: done, handed back.
+        assert_eq!(pl.tick(start).len(), 1);
+        assert!(pl.settle(horizon).is_empty());
+        pl.report(
+            a,
+            start + chrono::Duration::seconds(30),
+            AttemptOutcome::Answered,
+        );
+        assert_eq!(pl.settle(horizon), vec![(a, None)]);
+        assert_eq!(pl.remaining(), 0);
+        assert!(pl.settle(horizon).is_empty(), "handed back once");
+        // A new contact takes a freed slot: the planner does not grow.
+        let d = pl.admit(c("d"), vec![], start);
+        assert!(d == a || d == b);
+        assert_eq!(pl.len(), 2);
+        assert_eq!(pl.contact(d).id().as_str(), "d");
+        assert_eq!(pl.next_due(), Some(start));
+        // A busy call is retried after its delay: handed back with that instant.
+        assert_eq!(pl.tick(start).len(), 1);
+        let ended = start + chrono::Duration::seconds(20);
+        pl.report(d, ended, AttemptOutcome::Busy);
+        let settled = pl.settle(horizon);
+        assert_eq!(settled.len(), 1);
+        assert!(settled[0].1 > Some(horizon));
     }
 }

@@ -15,7 +15,7 @@
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
-// The allocator of the `crieur` binary, so the figures are the shipped program's: rsipstack
+// The allocator of the `crieur` binary, so the figures are the shipped program's: the SIP stack
 // allocates a great deal per transaction, and glibc's malloc was a third of S1's profile.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

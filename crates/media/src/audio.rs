@@ -11,6 +11,54 @@ use crate::Error;
 /// The sample rate G.711 carries.
 pub const RATE: u32 = 8000;
 
+/// Why a message file cannot be used (the source of [`Error::Audio`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AudioError {
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not a WAV file (no RIFF/WAVE header)")]
+    NotWav,
+    #[error("the `fmt ` chunk is too short")]
+    FmtTooShort,
+    #[error("the `data` chunk comes before the `fmt ` chunk")]
+    DataBeforeFmt,
+    #[error("no `fmt ` chunk")]
+    NoFmt,
+    #[error("no `data` chunk: the file holds no audio")]
+    NoData,
+    /// A truncated copy: the `data` chunk holds fewer bytes than its header announces.
+    #[error("truncated: the header announces {announced} bytes of audio ({announced_secs:.1} s), the file holds {held} ({held_secs:.1} s)")]
+    Truncated {
+        announced: usize,
+        held: usize,
+        announced_secs: f64,
+        held_secs: f64,
+    },
+    #[error("no channels")]
+    NoChannels,
+    #[error("sample rate {rate} Hz: expected 8000 to 384000 Hz")]
+    Rate { rate: u32 },
+    #[error("G.711 with {bits} bits per sample: expected 8")]
+    G711Bits { bits: u16 },
+    #[error("unsupported sample format {format:?} with {bits} bits")]
+    Unsupported {
+        format: hound::SampleFormat,
+        bits: u16,
+    },
+    /// hound cannot decode the samples.
+    #[error(transparent)]
+    Decode(#[from] hound::Error),
+    #[error("cannot resample it: {0}")]
+    Resampler(#[from] rubato::ResamplerConstructionError),
+    #[error("cannot resample it: {0}")]
+    Resample(#[from] rubato::ResampleError),
+    #[error("the file holds no audio")]
+    NoAudio,
+    #[error("too short: less than one sample at 8 kHz")]
+    TooShort,
+}
+
 /// A message ready to play: its audio encoded in both G.711 laws (the callee picks one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -24,34 +72,29 @@ impl Message {
     /// anti-aliasing FFT resampler, encodes. A file whose `data` chunk is shorter than its
     /// header says (a truncated copy) is refused, not played short.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let bad = |why: String| Error::Audio {
+        let bad = |source: AudioError| Error::Audio {
             path: path.to_owned(),
-            why,
+            source,
         };
-        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| bad(AudioError::Read(e)))?;
         let wave = Wave::parse(&bytes).map_err(bad)?;
         let channels = usize::from(wave.channels);
         if channels == 0 {
-            return Err(bad("no channels".into()));
+            return Err(bad(AudioError::NoChannels));
         }
         if !(RATE..=384_000).contains(&wave.rate) {
-            return Err(bad(format!(
-                "sample rate {} Hz: expected 8000 to 384000 Hz",
-                wave.rate
-            )));
+            return Err(bad(AudioError::Rate { rate: wave.rate }));
         }
         let interleaved: Vec<f32> = match (wave.format, wave.bits) {
             // hound reads PCM and float only; G.711 WAVs (the usual telephony prompt
             // format) are one byte per sample through the G.711 tables.
             (FORMAT_MULAW, 8) => g711_samples(wave.data, Codec::Pcmu),
             (FORMAT_ALAW, 8) => g711_samples(wave.data, Codec::Pcma),
-            (FORMAT_MULAW | FORMAT_ALAW, b) => {
-                return Err(bad(format!("G.711 with {b} bits per sample: expected 8")))
-            }
+            (FORMAT_MULAW | FORMAT_ALAW, b) => return Err(bad(AudioError::G711Bits { bits: b })),
             _ => hound_samples(&bytes).map_err(bad)?,
         };
         if interleaved.is_empty() {
-            return Err(bad("the file holds no audio".into()));
+            return Err(bad(AudioError::NoAudio));
         }
         let mono: Vec<f32> = interleaved
             .chunks(channels)
@@ -59,7 +102,7 @@ impl Message {
             .collect();
         let at_8k = resample(&mono, wave.rate).map_err(bad)?;
         if at_8k.is_empty() {
-            return Err(bad("too short: less than one sample at 8 kHz".into()));
+            return Err(bad(AudioError::TooShort));
         }
         Ok(Self::from_samples(&at_8k))
     }
@@ -128,14 +171,14 @@ struct Wave<'a> {
 impl<'a> Wave<'a> {
     /// Walks the RIFF chunks for `fmt ` and `data`; checks that the `data` chunk holds as
     /// many bytes as its header announces.
-    fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, AudioError> {
         let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
         let u32_at = |b: &[u8], i: usize| {
             b.get(i..i + 4)
                 .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
         };
         if bytes.get(0..4) != Some(b"RIFF") || bytes.get(8..12) != Some(b"WAVE") {
-            return Err("not a WAV file (no RIFF/WAVE header)".into());
+            return Err(AudioError::NotWav);
         }
         let mut fmt: Option<(u16, u16, u32, u16, u16)> = None;
         let mut pos = 12;
@@ -154,7 +197,7 @@ impl<'a> Wave<'a> {
                         u16_at(f, 12),
                         u16_at(f, 14),
                     ) else {
-                        return Err("the `fmt ` chunk is too short".into());
+                        return Err(AudioError::FmtTooShort);
                     };
                     // WAVE_FORMAT_EXTENSIBLE: the real tag opens the sub-format GUID.
                     let tag = match (tag, u16_at(f, 24)) {
@@ -165,16 +208,17 @@ impl<'a> Wave<'a> {
                 }
                 b"data" => {
                     let Some((format, channels, rate, align, bits)) = fmt else {
-                        return Err("the `data` chunk comes before the `fmt ` chunk".into());
+                        return Err(AudioError::DataBeforeFmt);
                     };
                     let held = bytes.len().saturating_sub(body);
                     if size > held {
                         let per_sec = f64::from(rate) * f64::from(align.max(1));
-                        return Err(format!(
-                            "truncated: the header announces {size} bytes of audio ({:.1} s), the file holds {held} ({:.1} s)",
-                            size as f64 / per_sec.max(1.0),
-                            held as f64 / per_sec.max(1.0)
-                        ));
+                        return Err(AudioError::Truncated {
+                            announced: size,
+                            held,
+                            announced_secs: size as f64 / per_sec.max(1.0),
+                            held_secs: held as f64 / per_sec.max(1.0),
+                        });
                     }
                     return Ok(Wave {
                         format,
@@ -190,8 +234,8 @@ impl<'a> Wave<'a> {
             pos = body.saturating_add(size).saturating_add(size & 1);
         }
         Err(match fmt {
-            None => "no `fmt ` chunk".into(),
-            Some(_) => "no `data` chunk: the file holds no audio".into(),
+            None => AudioError::NoFmt,
+            Some(_) => AudioError::NoData,
         })
     }
 }
@@ -204,9 +248,8 @@ fn g711_samples(data: &[u8], law: Codec) -> Vec<f32> {
 }
 
 /// PCM or float samples (interleaved) in [-1, 1], read by hound.
-fn hound_samples(bytes: &[u8]) -> Result<Vec<f32>, String> {
-    let mut reader =
-        hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+fn hound_samples(bytes: &[u8]) -> Result<Vec<f32>, AudioError> {
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes))?;
     let spec = reader.spec();
     match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => reader.samples::<f32>().collect::<Result<_, _>>(),
@@ -217,41 +260,34 @@ fn hound_samples(bytes: &[u8]) -> Result<Vec<f32>, String> {
                 .map(|s| s.map(|v| v as f32 * scale))
                 .collect::<Result<_, _>>()
         }
-        (f, b) => return Err(format!("unsupported sample format {f:?} with {b} bits")),
+        (format, bits) => return Err(AudioError::Unsupported { format, bits }),
     }
-    .map_err(|e| e.to_string())
+    .map_err(AudioError::Decode)
 }
 
 /// Resamples mono audio from `rate` to 8 kHz (band-limited: rubato's FFT resampler applies a
 /// windowed low-pass below the new Nyquist frequency), compensating the resampler's delay.
-fn resample(input: &[f32], rate: u32) -> Result<Vec<f32>, String> {
+fn resample(input: &[f32], rate: u32) -> Result<Vec<f32>, AudioError> {
     if rate == RATE {
         return Ok(input.to_vec());
     }
     const CHUNK: usize = 1024;
-    let mut r = FftFixedIn::<f32>::new(rate as usize, RATE as usize, CHUNK, 2, 1)
-        .map_err(|e| e.to_string())?;
+    let mut r = FftFixedIn::<f32>::new(rate as usize, RATE as usize, CHUNK, 2, 1)?;
     let delay = r.output_delay();
     let expected = (input.len() as u64 * u64::from(RATE) / u64::from(rate)) as usize;
     let mut out = Vec::with_capacity(expected + delay + CHUNK);
     let mut pos = 0;
     while pos + r.input_frames_next() <= input.len() {
         let n = r.input_frames_next();
-        let chunk = r
-            .process(&[&input[pos..pos + n]], None)
-            .map_err(|e| e.to_string())?;
+        let chunk = r.process(&[&input[pos..pos + n]], None)?;
         out.extend_from_slice(&chunk[0]);
         pos += n;
     }
     // The tail, then zeros to flush the filter's delay.
-    let tail = r
-        .process_partial(Some(&[&input[pos..]]), None)
-        .map_err(|e| e.to_string())?;
+    let tail = r.process_partial(Some(&[&input[pos..]]), None)?;
     out.extend_from_slice(&tail[0]);
     while out.len() < expected + delay {
-        let flush = r
-            .process_partial::<&[f32]>(None, None)
-            .map_err(|e| e.to_string())?;
+        let flush = r.process_partial::<&[f32]>(None, None)?;
         if flush[0].is_empty() {
             break;
         }
@@ -426,10 +462,13 @@ mod tests {
         std::fs::write(&p, g711_wav(FORMAT_MULAW, 1, 8000, &[0xff; 8000], 80_000))
             .unwrap_or_else(|e| panic!("{e}"));
         match Message::load(&p) {
-            Err(Error::Audio { why, .. }) => assert!(
-                why.contains("truncated: the header announces 80000 bytes of audio (10.0 s), the file holds 8000 (1.0 s)"),
-                "{why}"
-            ),
+            Err(Error::Audio {
+                source:
+                    AudioError::Truncated {
+                        announced, held, ..
+                    },
+                ..
+            }) => assert_eq!((announced, held), (80_000, 8000)),
             other => panic!("truncated file loaded: {other:?}"),
         }
         // The same for a PCM file written by hound, cut short.
@@ -444,8 +483,14 @@ mod tests {
         let whole = std::fs::read(&p).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&p, &whole[..44 + 16_000]).unwrap_or_else(|e| panic!("{e}"));
         match Message::load(&p) {
-            Err(Error::Audio { why, .. }) => {
-                assert!(why.contains("(10.0 s)") && why.contains("(1.0 s)"), "{why}")
+            Err(e @ Error::Audio { .. }) => {
+                let why = e.to_string();
+                assert!(
+                    why.contains("truncated: the header announces 16000")
+                        && why.contains("(10.0 s)")
+                        && why.contains("(1.0 s)"),
+                    "{why}"
+                )
             }
             other => panic!("truncated file loaded: {other:?}"),
         }

@@ -7,8 +7,12 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum Error {
     /// A message file cannot be used.
-    #[error("cannot use audio file {}: {why}", path.display())]
-    Audio { path: PathBuf, why: String },
+    #[error("cannot use audio file {}: {source}", path.display())]
+    Audio {
+        path: PathBuf,
+        #[source]
+        source: crate::audio::AudioError,
+    },
     /// The callee's SDP cannot be parsed.
     #[error("unusable SDP answer: {why}")]
     BadSdp { why: String },
@@ -18,21 +22,17 @@ pub enum Error {
     /// Trunk configuration is invalid.
     #[error("invalid trunk configuration: {field}: {why}")]
     Config { field: &'static str, why: String },
-    /// The SIP stack failed at `what` we asked of it; its own error is the source (boxed:
-    /// it is large).
-    #[error("SIP stack: {what}")]
+    /// The SIP core refused `what` we asked of it (a URI or header that does not parse, a
+    /// call it no longer has); its own error is the source.
+    #[error("SIP: {what}")]
     Sip {
         what: &'static str,
         #[source]
-        source: Box<rsipstack::Error>,
+        source: crieur_sip::Error,
     },
-    /// A URI built for the INVITE (trunk, caller ID) does not parse.
-    #[error("bad SIP URI {uri}")]
-    BadUri {
-        uri: String,
-        #[source]
-        source: Box<rsipstack::sip::Error>,
-    },
+    /// The SIP loop is gone (the `Uac` is shutting down).
+    #[error("SIP: the signalling loop stopped")]
+    SipStopped,
     /// A socket failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

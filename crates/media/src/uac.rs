@@ -1,8 +1,11 @@
-//! The I/O edge: a SIP user agent client (rsipstack, UDP) and the call's RTP socket, driving
-//! the sans-IO [`CallScript`], [`Packetizer`] and DTMF detectors.
+//! The I/O edge: a SIP user agent client (crieur-sip's sans-IO [`Endpoint`] on a UDP socket)
+//! and the call's RTP socket, driving the sans-IO [`CallScript`], [`Packetizer`] and DTMF
+//! detectors.
 //!
-//! One [`Uac`] serves many concurrent calls: one SIP endpoint and dialog layer, one task that
-//! answers in-dialog requests, and per call one RTP socket and one task.
+//! One [`Uac`] serves many concurrent calls: one SIP loop (a task owning the socket and the
+//! endpoint: datagrams and time in, datagrams and events out, as the pacer drives its
+//! streams), and per call one RTP socket and one task, which steers its call leg through a
+//! command channel and hears its events on its own channel.
 
 // The I/O edge is where the clock is read; the cores it drives take `now` as input.
 #![allow(clippy::disallowed_methods)]
@@ -13,25 +16,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::{
-    DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crieur_sip::auth::Credentials as SipCredentials;
+use crieur_sip::{
+    wire, CallRef, Config as SipConfig, Endpoint, Event as SipEvent, Invite, Method,
+    Outcome as SipOutcome, Request, Response, ServerRef, Timers, Transport,
 };
-use rsipstack::dialog::dialog_layer::DialogLayer;
-use rsipstack::dialog::invitation::InviteOption;
-use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{Header, Method, Request, Response, StatusCode, Transport, Uri};
-use rsipstack::transaction::endpoint::EndpointOption;
-use rsipstack::transaction::{CallIdFormat, TransactionReceiver};
-use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::{SipAddr, TransportLayer};
-use rsipstack::EndpointBuilder;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::amd::{AmdEvent, AmdParams, Beep, Detector, DropPoint, Kind, Verdict};
 use crate::audio::Message;
@@ -42,7 +38,7 @@ use crate::pacer::{Pacer, StreamEvent};
 use crate::rtp::{self, Packetizer};
 use crate::sdp::{self, LocalSdp, RemoteSdp};
 use crate::session::{Media, RtcpSummary};
-use crate::signalling::{self, AckViaFix};
+use crate::signalling::{self, Header};
 use crate::Error;
 
 /// The minimum ring time: US 47 CFR 64.1200(a)(6) and UK Ofcom require 15 s.
@@ -251,14 +247,14 @@ pub struct CallReport {
 
 /// A SIP UAC bound to one local address, placing any number of concurrent calls.
 pub struct Uac {
-    layer: Arc<DialogLayer>,
+    sip: SipLoop,
     local: SocketAddr,
+    transport: Transport,
+    /// TLS: the listener holding our advertised port.
+    _port: Option<std::net::TcpListener>,
     buffers: (usize, usize),
     pacer: Arc<Pacer>,
-    /// CANCEL and BYE transactions still running after their call ended.
-    background: TaskTracker,
     token: CancellationToken,
-    _endpoint: rsipstack::transaction::endpoint::Endpoint,
 }
 
 impl Drop for Uac {
@@ -274,6 +270,76 @@ impl Uac {
         Self::start_with_buffer(bind, user_agent, SIP_SOCKET_BUFFER).await
     }
 
+    /// [`Uac::start`] over TCP: a listener on `bind` (port 0 for any) for connections the
+    /// trunk opens, and a connection to the trunk opened with the first INVITE and kept
+    /// (RFC 3261 §18; our Via says TCP, Contact `;transport=tcp`; no retransmissions, timers
+    /// for a reliable transport).
+    pub async fn start_tcp(bind: SocketAddr, user_agent: &str) -> Result<Uac, Error> {
+        check_bind(bind)?;
+        let token = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let local = listener.local_addr()?;
+        let endpoint = Endpoint::new(SipConfig {
+            local,
+            transport: Transport::Tcp,
+            user_agent: user_agent.to_owned(),
+            timers: Timers::default(),
+            capabilities: signalling::capabilities(),
+            accept_incoming: false,
+        });
+        let sip = SipLoop::start(SipNet::Tcp(listener), endpoint, None, token.child_token());
+        Ok(Uac {
+            sip,
+            local,
+            transport: Transport::Tcp,
+            buffers: (0, 0),
+            pacer: Arc::new(Pacer::per_core()?),
+            token,
+            _port: None,
+        })
+    }
+
+    /// [`Uac::start`] over TLS: connections to the trunk with its certificate checked against
+    /// `tls.server_name` (system roots plus `tls.ca_file`; SNI sent), `sips:` URIs (Request-URI,
+    /// To, From, Contact), Via `TLS`. `bind`'s port is only what our Via and Contact say: we
+    /// take no inbound connection (the trunk answers and sends its requests on ours).
+    pub async fn start_tls(
+        bind: SocketAddr,
+        user_agent: &str,
+        tls: &TlsTrunk,
+    ) -> Result<Uac, Error> {
+        check_bind(bind)?;
+        let (connector, name) = tls.connector()?;
+        let token = CancellationToken::new();
+        // A port for our Via and Contact: one the system gives, held by a listener nobody
+        // connects to, so it stays ours.
+        let holder = std::net::TcpListener::bind(bind)?;
+        let local = holder.local_addr()?;
+        let endpoint = Endpoint::new(SipConfig {
+            local,
+            transport: Transport::Tls,
+            user_agent: user_agent.to_owned(),
+            timers: Timers::default(),
+            capabilities: signalling::capabilities(),
+            accept_incoming: false,
+        });
+        let sip = SipLoop::start(
+            SipNet::Tls { connector, name },
+            endpoint,
+            None,
+            token.child_token(),
+        );
+        Ok(Uac {
+            sip,
+            local,
+            transport: Transport::Tls,
+            buffers: (0, 0),
+            pacer: Arc::new(Pacer::per_core()?),
+            token,
+            _port: Some(holder),
+        })
+    }
+
     /// [`Uac::start`] with `buffer` bytes asked for as the SIP socket's `SO_RCVBUF` and
     /// `SO_SNDBUF`. The kernel caps the request at `net.core.rmem_max` / `wmem_max`; a capped
     /// request is logged, and [`Uac::sip_socket_buffers`] tells what was granted.
@@ -282,21 +348,8 @@ impl Uac {
         user_agent: &str,
         buffer: usize,
     ) -> Result<Uac, Error> {
-        let sip = |what: &'static str| {
-            move |source| Error::Sip {
-                what,
-                source: Box::new(source),
-            }
-        };
-        if bind.ip().is_unspecified() {
-            // Via, Contact and SDP carry the bound address: it must be one the trunk can reach.
-            return Err(Error::Config {
-                field: "bind",
-                why: format!("{bind}: bind to the address that reaches the trunk, not a wildcard"),
-            });
-        }
+        check_bind(bind)?;
         let token = CancellationToken::new();
-        let tl = TransportLayer::new(token.child_token());
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(bind),
             socket2::Type::DGRAM,
@@ -321,45 +374,25 @@ impl Uac {
                 "SIP socket buffers capped by the kernel (net.core.rmem_max / wmem_max)"
             );
         }
-        let socket = Arc::new(tokio::net::UdpSocket::from_std(socket.into())?);
-        let udp = UdpConnection::from_socket(socket, None, Some(token.child_token()))
-            .await
-            .map_err(sip("opening the SIP socket"))?;
-        let local = udp
-            .get_addr()
-            .get_socketaddr()
-            .map_err(sip("reading the SIP socket's address"))?;
-        tl.add_transport(udp.into());
-        let endpoint = EndpointBuilder::new()
-            .with_user_agent(user_agent)
-            .with_inspector(Box::new(AckViaFix::default()))
-            .with_transport_layer(tl)
-            .with_cancel_token(token.child_token())
-            // Call-IDs are ours (set per call); this only governs REGISTER and the like.
-            .with_option(EndpointOption {
-                callid_format: CallIdFormat::Uuid,
-                ..Default::default()
-            })
-            .build();
-        let incoming = endpoint
-            .incoming_transactions()
-            .map_err(sip("taking the incoming transactions"))?;
-        let inner = endpoint.inner.clone();
-        tokio::spawn(async move {
-            if let Err(e) = inner.serve().await {
-                tracing::warn!(error = %e, "SIP endpoint stopped");
-            }
-        });
-        let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
-        tokio::spawn(incoming_loop(layer.clone(), incoming));
-        Ok(Uac {
-            layer,
+        let socket = tokio::net::UdpSocket::from_std(socket.into())?;
+        let local = socket.local_addr()?;
+        let endpoint = Endpoint::new(SipConfig {
             local,
+            transport: Transport::Udp,
+            user_agent: user_agent.to_owned(),
+            timers: Timers::default(),
+            capabilities: signalling::capabilities(),
+            accept_incoming: false,
+        });
+        let sip = SipLoop::start(SipNet::Udp(socket), endpoint, None, token.child_token());
+        Ok(Uac {
+            sip,
+            local,
+            transport: Transport::Udp,
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
-            background: TaskTracker::new(),
             token,
-            _endpoint: endpoint,
+            _port: None,
         })
     }
 
@@ -372,12 +405,16 @@ impl Uac {
     /// BYE to a vanished peer retransmits for 32 s, timer F). Call before dropping the `Uac`
     /// at exit, so a lost BYE still gets its retransmissions. True if none is left.
     pub async fn wait_background(&self, limit: Duration) -> bool {
-        self.background.close();
-        let done = tokio::time::timeout(limit, self.background.wait())
-            .await
-            .is_ok();
-        self.background.reopen();
-        done
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            if self.sip.background() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The local SIP address.
@@ -385,7 +422,8 @@ impl Uac {
         self.local
     }
 
-    /// The SIP socket's receive and send buffers as granted by the kernel, in bytes.
+    /// The SIP socket's receive and send buffers as granted by the kernel, in bytes (UDP; 0
+    /// over TCP).
     pub fn sip_socket_buffers(&self) -> (usize, usize) {
         self.buffers
     }
@@ -438,39 +476,40 @@ impl Uac {
         let call_id = format!("{:032x}@{}", rand::random::<u128>(), self.local.ip());
         let mut local_sdp = LocalSdp::new(rtp_local, rand::random::<u32>().into());
         let offer = local_sdp.offer();
-        let uri = |s: String| {
-            Uri::try_from(s.as_str()).map_err(|source| Error::BadUri {
-                uri: s,
-                source: Box::new(source),
-            })
-        };
         let domain = trunk
             .domain
             .clone()
             .unwrap_or_else(|| trunk.address.to_string());
-        let opt = InviteOption {
-            caller: uri(signalling::sip_uri(&trunk.from_user, &trunk.from_domain))?,
-            // Request-URI and To.
-            callee: uri(signalling::sip_uri(&req.number, &domain))?,
-            contact: uri(format!("sip:{}@{}", trunk.from_user, self.local))?,
-            destination: Some(SipAddr::new(Transport::Udp, trunk.address.into())),
-            content_type: Some("application/sdp".into()),
-            offer: Some(offer.into_bytes()),
-            call_id: Some(call_id.clone()),
-            headers: Some(signalling::invite_headers(
+        // Over TLS the URIs are `sips:` (RFC 3261 §19.1, §26.2.2: TLS on every hop).
+        let secure = |u: String| match self.transport {
+            Transport::Tls => u.replacen("sip:", "sips:", 1),
+            Transport::Udp | Transport::Tcp => u,
+        };
+        let callee = secure(signalling::sip_uri(&req.number, &domain));
+        let invite = Invite {
+            call_id: call_id.clone(),
+            request_uri: callee.clone(),
+            from: secure(signalling::sip_uri(&trunk.from_user, &trunk.from_domain)),
+            to: callee,
+            contact: match self.transport {
+                Transport::Udp => format!("sip:{}@{}", trunk.from_user, self.local),
+                Transport::Tcp => format!("sip:{}@{};transport=tcp", trunk.from_user, self.local),
+                Transport::Tls => format!("sips:{}@{}", trunk.from_user, self.local),
+            },
+            destination: trunk.address,
+            headers: signalling::invite_headers(
                 trunk
                     .p_asserted_identity
                     .as_deref()
                     .and_then(signalling::p_asserted_identity)
                     .as_deref(),
-            )),
-            credential: trunk.credentials.as_ref().map(|c| Credential {
-                username: c.username.clone(),
-                password: c.password.clone(),
-                realm: None,
-                auth_username: None,
-            }),
-            ..Default::default()
+            ),
+            content_type: Some("application/sdp".into()),
+            body: offer.into_bytes(),
+            credentials: trunk
+                .credentials
+                .as_ref()
+                .map(|c| SipCredentials::new(c.username.clone(), c.password.clone())),
         };
 
         let t0 = Instant::now();
@@ -484,17 +523,27 @@ impl Uac {
                 amd: req.amd.as_ref().map_or(AmdMode::Off, |a| a.mode),
             },
         );
-        let (state_tx, state_rx) = self.layer.new_dialog_state_channel();
-        let (dialog, invite) = self
-            .layer
-            .do_invite_async(opt, state_tx)
+        let (sip_tx, mut sip_rx) = mpsc::unbounded_channel();
+        let (placed, placed_rx) = oneshot::channel();
+        if !self.sip.send(Command::Invite {
+            invite: Box::new(invite),
+            events: sip_tx,
+            placed,
+        }) {
+            return Err(Error::SipStopped);
+        }
+        let leg = placed_rx
+            .await
+            .map_err(|_| Error::SipStopped)?
             .map_err(|source| Error::Sip {
                 what: "sending the INVITE",
-                source: Box::new(source),
+                source,
             })?;
-        let (sip_tx, mut sip_rx) = mpsc::unbounded_channel();
-        tokio::spawn(watch_states(self.layer.clone(), state_rx, sip_tx.clone()));
-        let mut invite = Some(invite);
+        let send = |c: Command| {
+            if !self.sip.send(c) {
+                tracing::debug!("the SIP loop is gone");
+            }
+        };
 
         let mut report = CallReport {
             call_id,
@@ -559,7 +608,7 @@ impl Uac {
                 let now = Instant::now();
                 match action {
                     Action::Cancel => {
-                        // rsipstack holds a CANCEL asked for before any provisional response
+                        // crieur-sip holds a CANCEL asked for before any provisional response
                         // until one comes (RFC 3261 §9.1); the script asks for one then only
                         // on shutdown.
                         report.timeline.push((
@@ -570,12 +619,7 @@ impl Uac {
                                 "CANCEL held until a provisional response (RFC 3261 §9.1)".into()
                             },
                         ));
-                        let d = dialog.clone();
-                        self.background.spawn(async move {
-                            if let Err(e) = d.cancel().await {
-                                tracing::debug!(error = %e, "CANCEL");
-                            }
-                        });
+                        send(Command::Cancel(leg));
                     }
                     Action::Bye { reason } => {
                         report.timeline.push((
@@ -585,16 +629,13 @@ impl Uac {
                                 None => "BYE sent".into(),
                             },
                         ));
-                        // The BYE's transaction retransmits on its own (timer E/F) and is
-                        // tracked so that `Uac::wait_background` can let it finish; the call
-                        // ends now, when the BYE left, not when (or whether) it is answered.
-                        let d = dialog.clone();
-                        let headers = reason.map(|r| vec![Header::Reason(r.to_string().into())]);
-                        self.background.spawn(async move {
-                            if let Err(e) = d.bye_with_headers(headers).await {
-                                tracing::debug!(error = %e, "BYE");
-                            }
-                        });
+                        // The BYE's transaction retransmits on its own (timer E/F) in the SIP
+                        // loop, counted so that `Uac::wait_background` can let it finish; the
+                        // call ends now, when the BYE left, not when (or whether) it is answered.
+                        let headers = reason
+                            .map(|r| vec![("Reason".to_owned(), r.to_string())])
+                            .unwrap_or_default();
+                        send(Command::Bye(leg, headers));
                         bye_sent = true;
                         script.handle_bye_sent(now);
                     }
@@ -712,111 +753,102 @@ impl Uac {
                         None => {}
                     }
                 }
-                r = async {
-                    match invite.as_mut() {
-                        Some(j) => j.await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    invite = None;
+                ev = sip_rx.recv() => {
                     let now = Instant::now();
-                    match r {
-                        Ok(Ok((_, Some(resp)))) => {
-                            let code = resp.status_code.code();
-                            report.credentials_sent = carries_credentials(&dialog.initial_request());
-                            // rsipstack reports timer B (no final response) as a 408 it makes
-                            // itself, which has no To tag; a trunk's own 408 has one.
-                            let local = resp.to_header().ok().and_then(|t| t.tag().ok().flatten()).is_none();
-                            if code == 408 && local {
-                                report.timeline.push((at(now), "timer B: no final response to the INVITE".into()));
-                                script.handle_timer_b(now);
-                            } else if resp.status_code == StatusCode::OK {
-                                report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                                report.final_response = Some((code, at(now)));
-                                match sdp::parse_answer(&resp.body) {
-                                    Ok(answer) if !answer.direction.receives() => {
-                                        // RFC 3264 §6.1: a sendonly/inactive answer will not
-                                        // receive our audio. Nothing is played.
-                                        report.codec = Some(answer.codec);
-                                        let why = format!(
-                                            "the answer is a={}: the callee will not receive audio",
-                                            answer.direction.as_str()
-                                        );
-                                        report.timeline.push((at(now), why.clone()));
-                                        script.handle_media_refused(now, &why);
-                                    }
-                                    Ok(answer) => {
-                                        report.codec = Some(answer.codec);
-                                        let ssrc = rand::random();
-                                        let packetizer = Packetizer::new(
-                                            answer.codec.payload_type(),
-                                            ssrc,
-                                            rand::random(),
-                                            rand::random(),
-                                            now,
-                                        );
-                                        let stream = self.pacer.open(
-                                            rtp_send.clone(),
-                                            answer.remote,
-                                            packetizer,
-                                            pacer_tx.clone(),
-                                        );
-                                        media = Some(Media::new(
-                                            &answer,
-                                            stream,
-                                            ssrc,
-                                            format!("crieur-{ssrc:08x}@{}", rtp_local.ip()),
-                                            trunk.symmetric_rtp,
-                                            now,
-                                            rand::random(),
-                                        ));
-                                        if answer.rtcp_mux {
-                                            report.timeline.push((at(now), "rtcp-mux".into()));
-                                        }
-                                        refresh = SessionRefresh::from_answer(&resp, now);
-                                        report.answered_at = Some(at(now));
-                                        script.handle_answered(now, true);
-                                        // The detector listens from the answer, while the
-                                        // message plays.
-                                        detector = req
-                                            .amd
-                                            .as_ref()
-                                            .filter(|a| a.mode != AmdMode::Off)
-                                            .map(|a| Detector::new(now, a.params));
-                                    }
-                                    Err(e) => {
-                                        report.timeline.push((at(now), format!("answer refused: {e}")));
-                                        script.handle_answered(now, false);
-                                    }
+                    match ev {
+                        Some(SipEvent::Provisional { response: resp, .. }) => {
+                            let code = resp.status.code();
+                            if (180..=199).contains(&code) && report.first_18x.is_none() {
+                                report.first_18x = Some((code, at(now)));
+                            }
+                            report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                            script.handle_provisional(now);
+                        }
+                        Some(SipEvent::Answered { response: resp, credentials_sent, .. }) => {
+                            let code = resp.status.code();
+                            report.credentials_sent = credentials_sent;
+                            report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                            report.final_response = Some((code, at(now)));
+                            match sdp::parse_answer(resp.body()) {
+                                Ok(answer) if !answer.direction.receives() => {
+                                    // RFC 3264 §6.1: a sendonly/inactive answer will not
+                                    // receive our audio. Nothing is played.
+                                    report.codec = Some(answer.codec);
+                                    let why = format!(
+                                        "the answer is a={}: the callee will not receive audio",
+                                        answer.direction.as_str()
+                                    );
+                                    report.timeline.push((at(now), why.clone()));
+                                    script.handle_media_refused(now, &why);
                                 }
-                            } else if code == 403 && report.credentials_sent {
-                                report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                                report.final_response = Some((code, at(now)));
+                                Ok(answer) => {
+                                    report.codec = Some(answer.codec);
+                                    let ssrc = rand::random();
+                                    let packetizer = Packetizer::new(
+                                        answer.codec.payload_type(),
+                                        ssrc,
+                                        rand::random(),
+                                        rand::random(),
+                                        now,
+                                    );
+                                    let stream = self.pacer.open(
+                                        rtp_send.clone(),
+                                        answer.remote,
+                                        packetizer,
+                                        pacer_tx.clone(),
+                                    );
+                                    media = Some(Media::new(
+                                        &answer,
+                                        stream,
+                                        ssrc,
+                                        format!("crieur-{ssrc:08x}@{}", rtp_local.ip()),
+                                        trunk.symmetric_rtp,
+                                        now,
+                                        rand::random(),
+                                    ));
+                                    if answer.rtcp_mux {
+                                        report.timeline.push((at(now), "rtcp-mux".into()));
+                                    }
+                                    refresh = SessionRefresh::from_answer(&resp, now);
+                                    report.answered_at = Some(at(now));
+                                    script.handle_answered(now, true);
+                                    // The detector listens from the answer, while the
+                                    // message plays.
+                                    detector = req
+                                        .amd
+                                        .as_ref()
+                                        .filter(|a| a.mode != AmdMode::Off)
+                                        .map(|a| Detector::new(now, a.params));
+                                }
+                                Err(e) => {
+                                    report.timeline.push((at(now), format!("answer refused: {e}")));
+                                    script.handle_answered(now, false);
+                                }
+                            }
+                        }
+                        Some(SipEvent::Rejected { response: resp, credentials_sent, .. }) => {
+                            let code = resp.status.code();
+                            report.credentials_sent = credentials_sent;
+                            report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
+                            report.final_response = Some((code, at(now)));
+                            if code == 403 && credentials_sent {
                                 // RFC 3261 §22.2, §22.3: a 403 to the credentialed request is
                                 // the trunk refusing our credentials, not the callee.
                                 script.handle_auth_refused(now, code, &reason(&resp));
                             } else {
-                                report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                                report.final_response = Some((code, at(now)));
                                 script.handle_rejected(now, code, &reason(&resp));
                             }
                         }
-                        Ok(Ok((_, None))) => script.handle_transport_error(now, "no final response"),
-                        Ok(Err(e)) => script.handle_transport_error(now, &e.to_string()),
-                        Err(e) => script.handle_transport_error(now, &e.to_string()),
-                    }
-                }
-                ev = sip_rx.recv() => {
-                    let now = Instant::now();
-                    match ev {
-                        Some(SipEvent::Provisional(code, why)) => {
-                            if (180..=199).contains(&code) && report.first_18x.is_none() {
-                                report.first_18x = Some((code, at(now)));
-                            }
-                            report.timeline.push((at(now), format!("{code} {why}")));
-                            script.handle_provisional(now);
+                        Some(SipEvent::InviteFailed { timeout: true, .. }) => {
+                            report.timeline.push((at(now), "timer B: no final response to the INVITE".into()));
+                            script.handle_timer_b(now);
                         }
-                        Some(SipEvent::Info { content_type, body }) => {
+                        Some(SipEvent::InviteFailed { timeout: false, .. }) => {
+                            script.handle_transport_error(now, "the INVITE could not be sent");
+                        }
+                        Some(SipEvent::Info { request, .. }) => {
+                            let content_type = wire::value(&request.headers, &wire::name("Content-Type")).unwrap_or_default();
+                            let body = String::from_utf8_lossy(request.body());
                             match parse_sip_info(&content_type, &body) {
                                 Some(d) => {
                                     report.keys.push((d, DtmfMethod::SipInfo, at(now)));
@@ -825,9 +857,9 @@ impl Uac {
                                 None => tracing::debug!(%content_type, "INFO without a key"),
                             }
                         }
-                        Some(SipEvent::Offer { req: offer_req, handle }) => {
+                        Some(SipEvent::Request { server, request: offer_req, .. }) => {
                             refresh.on_remote_refresh(&offer_req, now);
-                            let (status, headers, body) = answer_offer(
+                            let (code, headers, body) = answer_offer(
                                 &offer_req,
                                 media.as_mut(),
                                 &mut local_sdp,
@@ -835,29 +867,20 @@ impl Uac {
                                 &prompts,
                                 &mut |what| report.timeline.push((at(now), what)),
                             );
-                            tokio::spawn(async move {
-                                if handle.respond(status, Some(headers), body).await.is_err() {
-                                    tracing::debug!("re-INVITE/UPDATE: the transaction is gone");
-                                }
-                            });
+                            send(Command::Respond { server, code, headers, body });
                         }
-                        Some(SipEvent::Refreshed(r)) => {
-                            let what = refresh.handled(r, now, media.as_mut(), &prompts);
+                        Some(SipEvent::Done { outcome, .. }) => {
+                            let what = refresh.handled(outcome, now, media.as_mut(), &prompts);
                             report.timeline.push((at(now), what.text));
                             if what.session_gone {
                                 script.handle_dialog_gone(now, "the session refresh failed (RFC 4028 §10)");
                             }
                         }
-                        Some(SipEvent::RemoteBye) => {
+                        Some(SipEvent::Bye { .. }) => {
                             report.timeline.push((at(now), "BYE received".into()));
                             script.handle_remote_bye(now);
                         }
-                        Some(SipEvent::Terminated(why)) => {
-                            tracing::debug!(?why, "dialog terminated");
-                            if !matches!(why, TerminatedReason::UasBye | TerminatedReason::UacBye | TerminatedReason::UacCancel) {
-                                script.handle_dialog_gone(now, &format!("dialog ended: {why:?}"));
-                            }
-                        }
+                        Some(_) => {}
                         None => script.handle_transport_error(now, "SIP stack stopped"),
                     }
                 }
@@ -870,7 +893,7 @@ impl Uac {
                 _ = sleep_opt(refresh_due) => {
                     refresh.due = None;
                     let now = Instant::now();
-                    let what = refresh.send(&dialog, &mut local_sdp, sip_tx.clone());
+                    let what = refresh.send(leg, &mut local_sdp, &self.sip);
                     report.timeline.push((at(now), what));
                 }
                 _ = sleep_opt(rtcp_due) => {
@@ -960,15 +983,25 @@ impl Uac {
             report.rtcp = m.rtcp.clone();
             // Dropping the stream closes it in the pacer.
         }
-        // Make sure the dialog is gone (CANCEL/BYE in flight finish on their own tasks).
-        if !bye_sent
-            && !matches!(report.ending.hangup_by, HangupBy::Callee)
-            && report.codec.is_some()
-        {
-            let _ = dialog.hangup().await;
+        // Make sure the call leg ends (a BYE if it is still up; BYE and CANCEL in flight finish
+        // in the SIP loop).
+        if !bye_sent && !matches!(report.ending.hangup_by, HangupBy::Callee) {
+            send(Command::HangUp(leg));
         }
+        send(Command::Forget(leg));
         Ok(report)
     }
+}
+
+/// Via, Contact and SDP carry the bound address: it must be one the trunk can reach.
+fn check_bind(bind: SocketAddr) -> Result<(), Error> {
+    if bind.ip().is_unspecified() {
+        return Err(Error::Config {
+            field: "bind",
+            why: format!("{bind}: bind to the address that reaches the trunk, not a wildcard"),
+        });
+    }
+    Ok(())
 }
 
 /// Binds the call's RTP socket on an even port and its RTCP socket on the next one (RFC 3550
@@ -1014,51 +1047,56 @@ fn answer_offer(
     now: Instant,
     prompts: &impl Fn(Codec) -> [Arc<[u8]>; 3],
     timeline: &mut dyn FnMut(String),
-) -> (StatusCode, Vec<Header>, Option<Vec<u8>>) {
+) -> (u16, Vec<Header>, Option<Vec<u8>>) {
     let method = if req.method == Method::Invite {
         "re-INVITE".to_owned()
     } else {
         req.method.to_string()
     };
-    let mut headers = Vec::new();
-    if let Some(se) = req.header_value("Session-Expires") {
+    let mut headers: Vec<Header> = Vec::new();
+    if let Some(se) = header_value(req, "Session-Expires") {
         let se = if se.to_ascii_lowercase().contains("refresher=") {
             se
         } else {
             format!("{se};refresher=uac")
         };
-        headers.push(Header::SessionExpires(rsipstack::sip::SessionExpires::new(
-            se,
-        )));
-        if req.header_contains_token("Supported", "timer") {
-            headers.push(Header::Require(rsipstack::sip::Require::new("timer")));
+        headers.push(("Session-Expires".into(), se));
+        if header_value(req, "Supported")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("timer")))
+        {
+            headers.push(("Require".into(), "timer".into()));
         }
     }
     let Some(media) = media else {
         timeline(format!("{method} before the call's media: 488"));
-        return (StatusCode::NotAcceptableHere, headers, None);
+        return (488, headers, None);
     };
-    if req.body.is_empty() {
+    if req.body().is_empty() {
         if req.method == Method::Invite {
             timeline("re-INVITE without SDP (refresh): 200 with our SDP".into());
-            headers.push(Header::ContentType("application/sdp".into()));
-            return (StatusCode::OK, headers, Some(local.offer().into_bytes()));
+            headers.push(("Content-Type".into(), "application/sdp".into()));
+            return (200, headers, Some(local.offer().into_bytes()));
         }
         timeline(format!("{method} without SDP (refresh): 200"));
-        return (StatusCode::OK, headers, None);
+        return (200, headers, None);
     }
-    let offer = match sdp::parse_answer(&req.body) {
+    let offer = match sdp::parse_answer(req.body()) {
         Ok(o) => o,
         Err(e) => {
             timeline(format!("{method} refused (488): {e}"));
-            return (StatusCode::NotAcceptableHere, headers, None);
+            return (488, headers, None);
         }
     };
     let changes = media.apply(&offer, now, prompts);
     let answer = local.answer(&offer);
     timeline(describe(&method, &offer, &changes, local.version()));
-    headers.push(Header::ContentType("application/sdp".into()));
-    (StatusCode::OK, headers, Some(answer.into_bytes()))
+    headers.push(("Content-Type".into(), "application/sdp".into()));
+    (200, headers, Some(answer.into_bytes()))
+}
+
+/// A header's value in a request.
+fn header_value(r: &Request, name: &str) -> Option<String> {
+    wire::value(&r.headers, &wire::name(name))
 }
 
 fn describe(
@@ -1104,7 +1142,7 @@ struct RefreshOutcome {
 
 /// `Session-Expires: <seconds>[;refresher=uac|uas]`.
 fn session_expires(r: &Response) -> Option<(Duration, Option<String>)> {
-    parse_session_expires(&r.header_value("Session-Expires")?)
+    parse_session_expires(&wire::value(&r.headers, &wire::name("Session-Expires"))?)
 }
 
 fn parse_session_expires(v: &str) -> Option<(Duration, Option<String>)> {
@@ -1122,7 +1160,7 @@ fn parse_session_expires(v: &str) -> Option<(Duration, Option<String>)> {
 impl SessionRefresh {
     fn from_answer(resp: &Response, now: Instant) -> SessionRefresh {
         let mut r = SessionRefresh {
-            use_update: resp.header_value("Allow").is_some_and(|a| {
+            use_update: wire::value(&resp.headers, &wire::name("Allow")).is_some_and(|a| {
                 a.split(',')
                     .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
             }),
@@ -1154,10 +1192,7 @@ impl SessionRefresh {
     /// `refresher=uas` makes us the refresher, otherwise (`uac`, or none: we answer `uac`)
     /// the far end stays it. Without Session-Expires the session timer is off (§9).
     fn on_remote_refresh(&mut self, req: &Request, now: Instant) {
-        match req
-            .header_value("Session-Expires")
-            .and_then(|v| parse_session_expires(&v))
-        {
+        match header_value(req, "Session-Expires").and_then(|v| parse_session_expires(&v)) {
             Some((interval, Some(who))) if who == "uas" => self.we_refresh(interval, now),
             Some((interval, _)) => self.they_refresh(interval, now),
             None => {
@@ -1168,43 +1203,41 @@ impl SessionRefresh {
         }
     }
 
-    fn send(
-        &mut self,
-        dialog: &InviteDialog,
-        local: &mut LocalSdp,
-        tx: mpsc::UnboundedSender<SipEvent>,
-    ) -> String {
+    fn send(&mut self, leg: CallRef, local: &mut LocalSdp, sip: &SipLoop) -> String {
         let Some(interval) = self.interval else {
             return String::new();
         };
         let mut headers = vec![
-            Header::SessionExpires(rsipstack::sip::SessionExpires::new(format!(
-                "{};refresher=uac",
-                interval.as_secs()
-            ))),
-            Header::Supported(rsipstack::sip::Supported::new("timer")),
+            (
+                "Session-Expires".to_owned(),
+                format!("{};refresher=uac", interval.as_secs()),
+            ),
+            ("Supported".to_owned(), "timer".to_owned()),
         ];
-        let d = dialog.clone();
-        if self.use_update {
-            tokio::spawn(async move {
-                let r = d.update(Some(headers), None).await;
-                let _ = tx.send(SipEvent::Refreshed(r.map_err(|e| e.to_string())));
-            });
-            "session refresh: UPDATE sent".into()
+        let (method, body, what) = if self.use_update {
+            (Method::Update, Vec::new(), "session refresh: UPDATE sent")
         } else {
-            headers.push(Header::ContentType("application/sdp".into()));
-            let body = local.offer().into_bytes();
-            tokio::spawn(async move {
-                let r = d.reinvite(Some(headers), Some(body)).await;
-                let _ = tx.send(SipEvent::Refreshed(r.map_err(|e| e.to_string())));
-            });
-            "session refresh: re-INVITE sent".into()
+            headers.push(("Content-Type".to_owned(), "application/sdp".to_owned()));
+            (
+                Method::Invite,
+                local.offer().into_bytes(),
+                "session refresh: re-INVITE sent",
+            )
+        };
+        if !sip.send(Command::Request {
+            leg,
+            method,
+            headers,
+            body,
+        }) {
+            tracing::debug!("the SIP loop is gone");
         }
+        what.into()
     }
 
     fn handled(
         &mut self,
-        r: Result<Option<Response>, String>,
+        r: SipOutcome,
         now: Instant,
         media: Option<&mut Media>,
         prompts: &impl Fn(Codec) -> [Arc<[u8]>; 3],
@@ -1216,18 +1249,22 @@ impl SessionRefresh {
             };
         };
         let resp = match r {
-            Ok(Some(resp)) => resp,
-            Ok(None) | Err(_) => {
-                let why = r.err().unwrap_or_else(|| "dialog not confirmed".into());
+            SipOutcome::Response(resp) => resp,
+            SipOutcome::Timeout | SipOutcome::TransportError => {
+                let why = if matches!(r, SipOutcome::Timeout) {
+                    "no response"
+                } else {
+                    "transport error"
+                };
                 return RefreshOutcome {
                     text: format!("session refresh failed: {why}"),
                     session_gone: true,
                 };
             }
         };
-        let code = resp.status_code.code();
+        let code = resp.status.code();
         if (200..300).contains(&code) {
-            if let (Some(m), Ok(answer)) = (media, sdp::parse_answer(&resp.body)) {
+            if let (Some(m), Ok(answer)) = (media, sdp::parse_answer(resp.body())) {
                 m.apply(&answer, now, prompts);
             }
             let next = session_expires(&resp).map_or(interval, |(i, _)| i);
@@ -1275,148 +1312,550 @@ async fn sleep_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// Whether a request carries an `Authorization` or `Proxy-Authorization` header.
-fn carries_credentials(r: &rsipstack::sip::Request) -> bool {
-    use rsipstack::sip::Header;
-    r.headers.iter().any(|h| match h {
-        Header::Authorization(_) | Header::ProxyAuthorization(_) => true,
-        Header::Other(name, _) => {
-            name.eq_ignore_ascii_case("authorization")
-                || name.eq_ignore_ascii_case("proxy-authorization")
-        }
-        _ => false,
-    })
-}
-
 fn reason(r: &Response) -> String {
-    r.wire_reason
-        .clone()
-        .unwrap_or_else(|| r.status_code.text().to_string())
+    String::from_utf8_lossy(&r.reason).into_owned()
 }
 
-enum SipEvent {
-    Provisional(u16, String),
-    Info {
-        content_type: String,
-        body: String,
+/// What a call's task asks of the SIP loop ([`SipLoop`]).
+pub enum Command {
+    Invite {
+        invite: Box<Invite>,
+        /// The call's events.
+        events: mpsc::UnboundedSender<SipEvent>,
+        placed: oneshot::Sender<Result<CallRef, crieur_sip::Error>>,
     },
-    /// A re-INVITE or UPDATE: answered by the call's task, which holds the media.
-    Offer {
-        req: Request,
-        handle: TransactionHandle,
+    Cancel(CallRef),
+    Bye(CallRef, Vec<Header>),
+    /// BYE if established, CANCEL if ringing.
+    HangUp(CallRef),
+    /// The call's task is done: its events go nowhere from now on.
+    Forget(CallRef),
+    Request {
+        leg: CallRef,
+        method: Method,
+        headers: Vec<Header>,
+        body: Vec<u8>,
     },
-    /// The response to our session refresh.
-    Refreshed(Result<Option<Response>, String>),
-    RemoteBye,
-    Terminated(TerminatedReason),
+    Respond {
+        server: ServerRef,
+        code: u16,
+        headers: Vec<Header>,
+        body: Option<Vec<u8>>,
+    },
 }
 
-/// Drains one call's dialog states: reports what the call script needs, answers in-dialog
-/// requests, and removes the dialog when it ends (or the registry would leak).
-async fn watch_states(
-    layer: Arc<DialogLayer>,
-    mut rx: DialogStateReceiver,
-    tx: mpsc::UnboundedSender<SipEvent>,
+/// Datagrams read per wake-up before the loop looks at its other inputs.
+const RECV_BATCH: usize = 64;
+
+/// A call the far end placed (an INVITE from outside any dialog; [`SipLoop::start`] with an
+/// `incoming` channel): answer it with [`Command::Respond`]; its events come on `events`.
+pub struct IncomingCall {
+    pub call: CallRef,
+    pub server: ServerRef,
+    pub request: Box<Request>,
+    pub events: mpsc::UnboundedReceiver<SipEvent>,
+}
+
+/// What a SIP loop sends and receives on.
+pub enum SipNet {
+    /// One UDP socket: a message per datagram.
+    Udp(tokio::net::UdpSocket),
+    /// TCP: a listener on our address for connections the far end opens, and one connection
+    /// per peer we send to (opened on the first message, reused after; messages framed by
+    /// their Content-Length, RFC 3261 §18.3).
+    Tcp(tokio::net::TcpListener),
+    /// TLS (RFC 3261 §26.2, RFC 5922): connections we open, each a TLS session whose
+    /// certificate is checked against `name` (sent as SNI); responses and the far end's
+    /// requests come back on them. No listener: a trunk reaches us on our connection.
+    Tls {
+        connector: tokio_rustls::TlsConnector,
+        name: rustls::pki_types::ServerName<'static>,
+    },
+}
+
+/// How a TLS trunk is checked: the name its certificate must carry (a DNS name or an IP
+/// address; also sent as SNI) and, besides the system's roots, the CA certificates (PEM) to
+/// trust.
+#[derive(Debug, Clone)]
+pub struct TlsTrunk {
+    pub server_name: String,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl TlsTrunk {
+    fn connector(
+        &self,
+    ) -> Result<
+        (
+            tokio_rustls::TlsConnector,
+            rustls::pki_types::ServerName<'static>,
+        ),
+        Error,
+    > {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |why: String| Error::Config {
+            field: "trunk.tls",
+            why,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::debug!(error = %e, "a system root certificate could not be read");
+        }
+        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        if let Some(path) = &self.ca_file {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            for c in certs {
+                let c = c.map_err(|e| bad(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(c)
+                    .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            }
+        } else if added == 0 {
+            return Err(bad("no system root certificates and no CA file".into()));
+        }
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())
+            .map_err(|e| bad(format!("{}: {e}", self.server_name)))?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+    }
+}
+
+/// One SIP loop: a task that owns a socket (or TCP connections) and a sans-IO [`Endpoint`], takes
+/// [`Command`]s and hands each call its events. The UAC runs one; so does crieur-sim (a UAS).
+pub struct SipLoop {
+    commands: mpsc::UnboundedSender<Command>,
+    background: Arc<AtomicUsize>,
+}
+
+impl SipLoop {
+    /// Starts the loop on tokio. With `incoming`, INVITEs from outside a dialog are handed
+    /// there; without, the endpoint declines them.
+    pub fn start(
+        socket: SipNet,
+        endpoint: Endpoint,
+        incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
+        stop: CancellationToken,
+    ) -> SipLoop {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let background = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(sip_loop(
+            socket,
+            endpoint,
+            rx,
+            incoming,
+            background.clone(),
+            stop,
+        ));
+        SipLoop {
+            commands,
+            background,
+        }
+    }
+
+    /// Asks the loop to do something; false if it has stopped.
+    pub fn send(&self, c: Command) -> bool {
+        let ending = matches!(
+            c,
+            Command::Bye(..) | Command::Cancel(_) | Command::HangUp(_)
+        );
+        if ending {
+            // Counted until the loop has made its transaction (`background` then has it).
+            self.background.fetch_add(1, Ordering::SeqCst);
+        }
+        let sent = self.commands.send(c).is_ok();
+        if ending && !sent {
+            self.background.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    /// BYE and CANCEL transactions still running, and those asked for and not yet made.
+    pub fn background(&self) -> usize {
+        self.background.load(Ordering::SeqCst)
+    }
+}
+
+/// The SIP loop: owns the socket and the sans-IO endpoint; feeds it datagrams, commands and
+/// the time; sends what it transmits; routes its events to each call's task. A request the
+/// call's task can no longer answer (it ended) is answered 481 here.
+async fn sip_loop(
+    net: SipNet,
+    mut ep: Endpoint,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
+    background: Arc<AtomicUsize>,
+    stop: CancellationToken,
 ) {
-    while let Some(st) = rx.recv().await {
-        match st {
-            DialogState::Trying(_) => {
-                let _ = tx.send(SipEvent::Provisional(100, "Trying".into()));
+    let mut calls: HashMap<CallRef, mpsc::UnboundedSender<SipEvent>> = HashMap::new();
+    let mut buf = vec![0u8; 65_536];
+    // What the loop last published as the endpoint's background count.
+    let mut published = 0usize;
+    let (framed, mut framed_rx) = mpsc::unbounded_channel();
+    let mut wire = Wire::new(net, framed);
+    loop {
+        // Outputs first: datagrams, then events.
+        while let Some(t) = ep.poll_transmit() {
+            if !wire.send(t.destination, &t.payload).await {
+                ep.transport_error(Instant::now(), t.destination);
             }
-            DialogState::Early(_, r) => {
-                let _ = tx.send(SipEvent::Provisional(r.status_code.code(), reason(&r)));
+        }
+        while let Some(ev) = ep.poll_event() {
+            let call = event_call(&ev);
+            if let SipEvent::Terminated { call } = ev {
+                calls.remove(&call);
+                continue;
             }
-            DialogState::Info(_, req, h) => {
-                let content_type = req.header_value("Content-Type").unwrap_or_default();
-                let body = String::from_utf8_lossy(&req.body).into_owned();
-                if let Err(e) = h.reply(StatusCode::OK).await {
-                    tracing::debug!(error = %e, "INFO reply");
+            let ev = match (ev, &incoming) {
+                (
+                    SipEvent::Incoming {
+                        call,
+                        server,
+                        request,
+                    },
+                    Some(to),
+                ) => {
+                    let (tx, events) = mpsc::unbounded_channel();
+                    let c = IncomingCall {
+                        call,
+                        server,
+                        request,
+                        events,
+                    };
+                    if to.send(c).is_ok() {
+                        calls.insert(call, tx);
+                    } else {
+                        let _ = ep.respond(Instant::now(), server, 503, &[], None, Vec::new());
+                    }
+                    continue;
                 }
-                let _ = tx.send(SipEvent::Info { content_type, body });
+                (ev, _) => ev,
+            };
+            let Some(tx) = calls.get(&call) else {
+                if let SipEvent::Request { server, .. } | SipEvent::Incoming { server, .. } = ev {
+                    let code = if matches!(ev, SipEvent::Incoming { .. }) {
+                        603
+                    } else {
+                        481
+                    };
+                    let _ = ep.respond(Instant::now(), server, code, &[], None, Vec::new());
+                }
+                continue;
+            };
+            if let Err(mpsc::error::SendError(SipEvent::Request { server, .. })) = tx.send(ev) {
+                let _ = ep.respond(Instant::now(), server, 481, &[], None, Vec::new());
             }
-            DialogState::Options(_, _, h) => {
-                let _ = h
-                    .respond(StatusCode::OK, Some(signalling::capabilities()), None)
-                    .await;
-            }
-            DialogState::Notify(_, _, h) | DialogState::Message(_, _, h) => {
-                // Methods we do not implement (RFC 3261 §8.2.1).
-                let _ = h
-                    .respond(
-                        StatusCode::MethodNotAllowed,
-                        Some(signalling::capabilities()),
-                        None,
-                    )
-                    .await;
-            }
-            DialogState::Updated(_, req, handle) => {
-                // Re-INVITE / UPDATE: the call's task answers (it holds the media); if it has
-                // ended, the dialog is on its way out.
-                if let Err(mpsc::error::SendError(SipEvent::Offer { handle, .. })) =
-                    tx.send(SipEvent::Offer { req, handle })
-                {
-                    let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+        }
+        if ep.has_transmit() {
+            continue;
+        }
+        // `background` = the endpoint's BYE/CANCEL transactions + commands queued that will
+        // make one (added by `SipLoop::send`, taken off in `command`).
+        let now_bg = ep.background();
+        if now_bg >= published {
+            background.fetch_add(now_bg - published, Ordering::SeqCst);
+        } else {
+            background.fetch_sub(published - now_bg, Ordering::SeqCst);
+        }
+        published = now_bg;
+        let deadline = ep.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            r = wire.recv_udp(&mut buf) => {
+                let now = Instant::now();
+                match r {
+                    Ok((n, from)) => {
+                        ep.handle_input(now, from, buf.get(..n).unwrap_or_default());
+                        for _ in 1..RECV_BATCH {
+                            match wire.try_recv_udp(&mut buf) {
+                                Some((n, from)) => ep.handle_input(now, from, buf.get(..n).unwrap_or_default()),
+                                None => break,
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "SIP receive"),
                 }
             }
-            DialogState::Refer(_, _, h) => {
-                // REFER: a broadcast call is not transferred.
-                let _ = h.reply(StatusCode::NotAcceptableHere).await;
-            }
-            DialogState::Terminated(id, why) => {
-                layer.remove_dialog(&id);
-                if matches!(why, TerminatedReason::UasBye) {
-                    let _ = tx.send(SipEvent::RemoteBye);
+            m = framed_rx.recv() => {
+                if let Some((from, m)) = m {
+                    ep.handle_message(Instant::now(), from, m);
                 }
-                let _ = tx.send(SipEvent::Terminated(why));
+            }
+            a = wire.accept() => wire.accepted(a),
+            c = commands.recv() => {
+                let Some(c) = c else { break };
+                let now = Instant::now();
+                let mut ending = 0;
+                for c in std::iter::once(c).chain(std::iter::from_fn(|| commands.try_recv().ok())) {
+                    ending += usize::from(matches!(c, Command::Bye(..) | Command::Cancel(_) | Command::HangUp(_)));
+                    command(&mut ep, &mut calls, c, now);
+                }
+                // Publish the transactions they made before taking the queued count off.
+                let now_bg = ep.background();
+                background.fetch_add(now_bg.saturating_sub(published), Ordering::SeqCst);
+                published = published.max(now_bg);
+                background.fetch_sub(ending, Ordering::SeqCst);
+            }
+            _ = sleep_opt(deadline) => ep.handle_timeout(Instant::now()),
+            _ = stop.cancelled() => {
+                // What the calls asked for before the stop still goes out (a call's last
+                // BYE is sent just before its `Uac` may be dropped).
+                let now = Instant::now();
+                while let Ok(c) = commands.try_recv() {
+                    command(&mut ep, &mut calls, c, now);
+                }
+                while let Some(t) = ep.poll_transmit() {
+                    let _ = wire.send(t.destination, &t.payload).await;
+                }
                 break;
             }
-            _ => {}
         }
     }
 }
 
-/// Answers every incoming request: in-dialog ones through their dialog, the rest with 481
-/// (or 200 for OPTIONS, 603 for an INVITE: we place calls, we do not take them).
-async fn incoming_loop(layer: Arc<DialogLayer>, mut incoming: TransactionReceiver) {
-    while let Some(mut tx) = incoming.recv().await {
-        let layer = layer.clone();
+/// The loop's network side: the UDP socket, or the TCP listener, the connections' write
+/// halves by peer, and the messages their readers framed.
+struct Wire {
+    net: SipNet,
+    conns: HashMap<SocketAddr, Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>>,
+    /// Where the connections' readers put the messages they framed.
+    framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>,
+}
+
+impl Wire {
+    fn new(net: SipNet, framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>) -> Wire {
+        Wire {
+            net,
+            conns: HashMap::new(),
+            framed,
+        }
+    }
+
+    /// Sends `payload` to `to`; false when a connection to it could not be had or broke
+    /// (a UDP send error is only logged: a datagram may be lost anyway).
+    async fn send(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
+        use tokio::io::AsyncWriteExt;
+        match &self.net {
+            SipNet::Udp(s) => {
+                if let Err(e) = s.send_to(payload, to).await {
+                    tracing::debug!(error = %e, %to, "SIP send");
+                }
+                true
+            }
+            SipNet::Tcp(_) | SipNet::Tls { .. } => {
+                if !self.conns.contains_key(&to) {
+                    if let Err(e) = self.connect(to).await {
+                        tracing::warn!(error = %e, %to, "SIP: cannot connect");
+                        return false;
+                    }
+                }
+                let Some(w) = self.conns.get_mut(&to) else {
+                    return false;
+                };
+                if let Err(e) = w.write_all(payload).await {
+                    tracing::debug!(error = %e, %to, "SIP send: the connection is gone");
+                    self.conns.remove(&to);
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
+    /// Opens a connection to `to` (TCP, then the TLS handshake with the name checked).
+    async fn connect(&mut self, to: SocketAddr) -> std::io::Result<()> {
+        let stream = tokio::net::TcpStream::connect(to).await?;
+        let _ = stream.set_nodelay(true);
+        match &self.net {
+            SipNet::Tls { connector, name } => {
+                let tls = connector.connect(name.clone(), stream).await?;
+                let (read, write) = tokio::io::split(tls);
+                self.adopt(Box::new(read), Box::new(write), to);
+            }
+            _ => {
+                let (read, write) = stream.into_split();
+                self.adopt(Box::new(read), Box::new(write), to);
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection: its reader frames messages into the loop; its writer is kept by peer.
+    fn adopt(
+        &mut self,
+        mut read: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        write: Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>,
+        peer: SocketAddr,
+    ) {
+        use tokio::io::AsyncReadExt;
+        self.conns.insert(peer, write);
+        let tx = self.framed.clone();
         tokio::spawn(async move {
-            let method = tx.original.method;
-            let mut dialog = layer.match_dialog(&tx);
-            if dialog.is_none() && method == Method::Bye {
-                // A BYE right after the 200 can beat the dialog's re-registration.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                dialog = layer.match_dialog(&tx);
-            }
-            match dialog {
-                Some(mut d) => {
-                    if let Err(e) = d.handle(&mut tx).await {
-                        tracing::debug!(error = %e, "in-dialog request");
-                    }
-                }
-                None => {
-                    let (code, headers) = match method {
-                        Method::Ack => (None, vec![]),
-                        Method::Options => (Some(StatusCode::OK), signalling::capabilities()),
-                        Method::Invite => (Some(StatusCode::Decline), vec![]),
-                        m if signalling::ALLOWED.contains(&m) => {
-                            (Some(StatusCode::CallTransactionDoesNotExist), vec![])
+            let mut parser = crieur_sip::StreamParser::new(crieur_sip::Limits::stream());
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let n = match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                match parser.push(buf.get(..n).unwrap_or_default()) {
+                    Ok(messages) => {
+                        for m in messages {
+                            if tx.send((peer, m)).is_err() {
+                                return;
+                            }
                         }
-                        // A method we do not implement (RFC 3261 §8.2.1).
-                        _ => (
-                            Some(StatusCode::MethodNotAllowed),
-                            signalling::capabilities(),
-                        ),
-                    };
-                    if let Some(code) = code {
-                        let _ = tx.reply_with(code, headers, None).await;
+                    }
+                    Err(e) => {
+                        // A stream that does not frame cannot be resynchronised (§18.3).
+                        tracing::debug!(error = %e, %peer, "SIP: unframeable stream, closed");
+                        return;
                     }
                 }
-            }
-            if tx.last_response.is_none() && method != Method::Ack {
-                let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
             }
         });
+    }
+
+    async fn recv_udp(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        match &self.net {
+            SipNet::Udp(s) => s.recv_from(buf).await,
+            SipNet::Tcp(_) | SipNet::Tls { .. } => std::future::pending().await,
+        }
+    }
+
+    fn try_recv_udp(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match &self.net {
+            SipNet::Udp(s) => s.try_recv_from(buf).ok(),
+            SipNet::Tcp(_) | SipNet::Tls { .. } => None,
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        match &self.net {
+            SipNet::Tcp(l) => l.accept().await,
+            SipNet::Udp(_) | SipNet::Tls { .. } => std::future::pending().await,
+        }
+    }
+
+    fn accepted(&mut self, a: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+        match a {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                self.adopt(Box::new(read), Box::new(write), peer);
+            }
+            Err(e) => tracing::debug!(error = %e, "SIP: accept"),
+        }
+    }
+}
+
+fn command(
+    ep: &mut Endpoint,
+    calls: &mut HashMap<CallRef, mpsc::UnboundedSender<SipEvent>>,
+    c: Command,
+    now: Instant,
+) {
+    match c {
+        Command::Invite {
+            invite,
+            events,
+            placed,
+        } => {
+            let r = ep.invite(now, *invite);
+            if let Ok(leg) = &r {
+                calls.insert(*leg, events);
+            }
+            let _ = placed.send(r);
+        }
+        Command::Cancel(leg) => ep.cancel(now, leg),
+        Command::Bye(leg, headers) => {
+            if let Err(e) = ep.bye(now, leg, &headers) {
+                tracing::debug!(error = %e, "BYE");
+            }
+        }
+        Command::HangUp(leg) => ep.hang_up(now, leg),
+        Command::Forget(leg) => {
+            calls.remove(&leg);
+        }
+        Command::Request {
+            leg,
+            method,
+            headers,
+            body,
+        } => {
+            let content_type = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+                .map(|(_, v)| v.clone());
+            let headers: Vec<Header> = headers
+                .into_iter()
+                .filter(|(n, _)| !n.eq_ignore_ascii_case("Content-Type"))
+                .collect();
+            if let Err(e) = ep.request(now, leg, method, &headers, content_type.as_deref(), body) {
+                tracing::debug!(error = %e, "request in the dialog");
+                // Another offer pending in the dialog (RFC 3261 §14.1): as a 491, tried again
+                // later; anything else: the request could not go.
+                let outcome = match e {
+                    crieur_sip::Error::NotNow { .. } => crieur_sip::StatusCode::new(491)
+                        .map(|s| {
+                            SipOutcome::Response(Box::new(Response::new(s, "Request Pending")))
+                        })
+                        .unwrap_or(SipOutcome::TransportError),
+                    _ => SipOutcome::TransportError,
+                };
+                if let Some(tx) = calls.get(&leg) {
+                    let _ = tx.send(SipEvent::Done {
+                        call: leg,
+                        request: crieur_sip::RequestRef::none(),
+                        outcome,
+                    });
+                }
+            }
+        }
+        Command::Respond {
+            server,
+            code,
+            headers,
+            body,
+        } => {
+            let content_type = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+                .map(|(_, v)| v.clone());
+            let headers: Vec<Header> = headers
+                .into_iter()
+                .filter(|(n, _)| !n.eq_ignore_ascii_case("Content-Type"))
+                .collect();
+            let body = body.unwrap_or_default();
+            if let Err(e) = ep.respond(now, server, code, &headers, content_type.as_deref(), body) {
+                tracing::debug!(error = %e, "re-INVITE/UPDATE: the transaction is gone");
+            }
+        }
+    }
+}
+
+/// The call an event is about.
+fn event_call(ev: &SipEvent) -> CallRef {
+    match ev {
+        SipEvent::Provisional { call, .. }
+        | SipEvent::Answered { call, .. }
+        | SipEvent::Rejected { call, .. }
+        | SipEvent::InviteFailed { call, .. }
+        | SipEvent::Incoming { call, .. }
+        | SipEvent::Request { call, .. }
+        | SipEvent::Info { call, .. }
+        | SipEvent::Bye { call }
+        | SipEvent::Cancelled { call }
+        | SipEvent::Acked { call, .. }
+        | SipEvent::NoAck { call }
+        | SipEvent::Done { call, .. }
+        | SipEvent::Terminated { call } => *call,
     }
 }
 

@@ -70,6 +70,18 @@ async fn place_full(
     )
     .await
     .unwrap_or_else(|e| panic!("UAC: {e}"));
+    call_on(&uac, trunk, message, hook, lead_in, amd).await
+}
+
+/// [`place_full`] on a given UAC.
+async fn call_on(
+    uac: &Uac,
+    trunk: &Trunk,
+    message: Message,
+    hook: Result<(), String>,
+    lead_in: Duration,
+    amd: Option<crieur_media::uac::AmdRequest>,
+) -> Placed {
     let ran = Arc::new(AtomicBool::new(false));
     let flag = ran.clone();
     let req = CallRequest {
@@ -1849,4 +1861,594 @@ async fn amd_hang_up_on_machine() {
         r.timeline
     );
     assert_eq!(r.amd.as_ref().map(|a| a.voicemail_packets), Some(0));
+}
+
+// ---- issue 19: the SIP core against sipp -------------------------------------------------
+
+/// Digest response (no qop) for an INVITE to `uri` with `nonce`, by `algorithm` ("MD5",
+/// "SHA-256"), computed here independently of the code under test (RFC 7616 §3.4.1).
+fn digest_with(algorithm: &str, user: &str, password: &str, uri: &str, nonce: &str) -> String {
+    let hex = |s: String| -> String {
+        let bytes: Vec<u8> = if algorithm == "SHA-256" {
+            use sha2::Digest;
+            sha2::Sha256::digest(s.as_bytes()).to_vec()
+        } else {
+            use md5::Digest;
+            md5::Md5::digest(s.as_bytes()).to_vec()
+        };
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let ha1 = hex(format!("{user}:crieur.test:{password}"));
+    let ha2 = hex(format!("INVITE:{uri}"));
+    hex(format!("{ha1}:{nonce}:{ha2}"))
+}
+
+/// A UAS whose `challenges` (header values of successive 401s) are answered in turn; the
+/// INVITE after the last must carry `response="<expected>"` (checked by sipp) to get a 200.
+fn challenged_scenario(challenges: &[String], expected: &str) -> String {
+    let mut s = String::from(HEAD);
+    for (i, c) in challenges.iter().enumerate() {
+        if i > 0 {
+            s += "  <recv request=\"INVITE\"/>\n";
+        }
+        s += &response(
+            "401 Unauthorized",
+            &format!("WWW-Authenticate: {c}\n"),
+            None,
+        );
+        s += ACK;
+    }
+    s += &format!(
+        r#"  <recv request="INVITE">
+    <action><ereg regexp="response=&quot;{expected}&quot;" search_in="hdr" header="Authorization:" check_it="true" assign_to="ok"/></action>
+  </recv>
+  <Reference variables="ok"/>
+"#
+    );
+    s += &response("200 OK", "", Some("0 101"));
+    s += ACK;
+    s += BYE_200;
+    s += TAIL;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_nonce_is_answered_again_with_the_new_nonce() {
+    // 401 (nonce n1), our credentials, 401 stale=true (nonce n2): the third INVITE must answer
+    // n2 with the same password (RFC 7616 §3.3), and the call goes on.
+    let mut sipp = Sipp::scenario_for(|port| {
+        let uri = format!("sip:+33612345678@127.0.0.1:{port};user=phone");
+        challenged_scenario(
+            &[
+                r#"Digest realm="crieur.test", nonce="n1", algorithm=MD5"#.into(),
+                r#"Digest realm="crieur.test", nonce="n2", algorithm=MD5, stale=true"#.into(),
+            ],
+            &digest_with("MD5", "alice", "s3cret", &uri, "n2"),
+        )
+    })
+    .timeout_error()
+    .start();
+    let mut t = trunk(sipp.addr());
+    t.credentials = Some(Credentials {
+        username: "alice".into(),
+        password: "s3cret".into(),
+    });
+    let r = place(&t, tone(440.0, 0.5)).await.report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert!(r.credentials_sent);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sha256_digest_is_answered_with_sha256() {
+    // sipp's `verifyauth` knows MD5 only: the expected SHA-256 response is computed here (sha2)
+    // and matched by sipp in the Authorization header.
+    let mut sipp = Sipp::scenario_for(|port| {
+        let uri = format!("sip:+33612345678@127.0.0.1:{port};user=phone");
+        challenged_scenario(
+            &[r#"Digest realm="crieur.test", nonce="s256", algorithm=SHA-256"#.into()],
+            &digest_with("SHA-256", "alice", "s3cret", &uri, "s256"),
+        )
+    })
+    .timeout_error()
+    .start();
+    let mut t = trunk(sipp.addr());
+    t.credentials = Some(Credentials {
+        username: "alice".into(),
+        password: "s3cret".into(),
+    });
+    let r = place(&t, tone(440.0, 0.5)).await.report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded());
+}
+
+/// A response to the INVITE from one fork (its own To tag), with SDP if `sdp`.
+fn fork_response(code: &str, tag: &str, sdp: bool) -> String {
+    response(code, "", sdp.then_some("0 101")).replace(
+        "[last_To:];tag=[pid]SIPpTag01[call_number]",
+        &format!("[last_To:];tag={tag}"),
+    )
+}
+
+/// Our BYE to the fork `tag` (checked in its To), answered 200.
+fn bye_to(tag: &str) -> String {
+    BYE_200.replacen(
+        r#"<recv request="BYE"/>"#,
+        &format!(
+            r#"<recv request="BYE">
+    <action><ereg regexp="tag={tag}" search_in="hdr" header="To:" check_it="true" assign_to="bye_{tag}"/></action>
+  </recv>
+  <Reference variables="bye_{tag}"/>"#
+        ),
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forking_first_2xx_wins_the_other_is_acked_and_byed() {
+    // Two forks ring, both answer: the first 200 (forkA) is the call; the second (forkB), once
+    // forkA's is ACKed, is ACKed and sent a BYE at once (RFC 3261 §13.2.2.4); the call then
+    // plays and hangs up forkA. (sipp cannot take a message between two of its own sends, so
+    // forkB's 200 follows forkA's ACK.)
+    let head = head_with(
+        r#"      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="inv_via"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="inv_from"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="inv_to"/>
+"#,
+    );
+    // forkB's 200, written from the INVITE's headers (after the ACK, sipp's `last_` ones are
+    // the ACK's).
+    let ok_b = format!(
+        r#"  <send><![CDATA[
+SIP/2.0 200 OK
+Via: [$inv_via]
+From: [$inv_from]
+To: [$inv_to];tag=forkB
+[last_Call-ID:]
+CSeq: 1 INVITE
+Contact: <sip:callee@[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{}]]></send>
+"#,
+        sdp_body("0 101", "", "[media_port]", 1)
+    );
+    let scenario = format!(
+        "{head}{}{}{}{ACK}{ok_b}{ACK}{}{}{TAIL}",
+        fork_response("180 Ringing", "forkA", false),
+        fork_response("180 Ringing", "forkB", false),
+        fork_response("200 OK", "forkA", true),
+        bye_to("forkB"),
+        bye_to("forkA"),
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 25);
+    assert!(sipp.succeeded(), "{}", sipp.messages());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2xx_crossing_the_cancel_is_acked_then_byed() {
+    // The ring timeout's CANCEL crosses the callee's 200: the 200 is ACKed and the call hung
+    // up at once with a BYE; nothing is played; `no-answer` with the 200 recorded.
+    // The callee answers the CANCEL (200) while its 200 to the INVITE is on the way (sipp cannot
+    // take our ACK between two of its own sends, so the CANCEL's 200 goes first).
+    let cancel_crossed = r#"  <recv request="CANCEL"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [last_cseq_number] INVITE
+Contact: <sip:callee@[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+]]></send>
+"#;
+    let scenario = format!("{HEAD}{}{cancel_crossed}{ACK}{BYE_200}{TAIL}", ringing());
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
+    assert_eq!(r.ending.outcome, Outcome::NoAnswer, "{}", timeline(&r));
+    assert_eq!(r.ending.sip_status, Some(200), "{}", timeline(&r));
+    assert_eq!(r.rtp_sent, 0);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn record_route_sends_the_dialog_through_the_proxy() {
+    // The 200 carries `Record-Route: <sip:proxy;lr>`: our ACK and BYE must go to the proxy
+    // (a second sipp, standing in for it), with `Route: <sip:proxy;lr>` and the callee's
+    // Contact as Request-URI (RFC 3261 §12.1.2, §12.2.1.1). The callee's sipp only answers.
+    let proxy_checks = |method: &str| {
+        format!(
+            r#"  <recv request="{method}">
+    <action>
+      <ereg regexp="^{method} sip:callee@127\.0\.0\.1:[0-9]+" search_in="msg" check_it="true" assign_to="ruri_{method}"/>
+      <ereg regexp="^ *&lt;sip:127\.0\.0\.1:[0-9]+;lr&gt; *$" search_in="hdr" header="Route:" check_it="true" assign_to="route_{method}"/>
+    </action>
+  </recv>
+  <Reference variables="ruri_{method},route_{method}"/>
+"#
+        )
+    };
+    let proxy_scenario = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="crieur test proxy">
+{}{}  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+{TAIL}"#,
+        proxy_checks("ACK"),
+        proxy_checks("BYE")
+    );
+    let mut proxy = Sipp::start(&proxy_scenario, &[]);
+    let record_route = format!("Record-Route: <sip:{};lr>\n", proxy.addr());
+    let callee = format!(
+        "{HEAD}{}{}{TAIL}",
+        ringing(),
+        response("200 OK", &record_route, Some("0 101"))
+            .replace(r#"<send retrans="500">"#, "<send>")
+    );
+    let mut sipp = Sipp::start(&callee, &[]);
+    let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        proxy.succeeded(),
+        "the ACK and BYE did not reach the proxy as they should"
+    );
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_over_tcp() {
+    // sipp as a TCP UAS (`-t t1`): our INVITE, ACK and BYE on one connection we opened, its
+    // responses back on it; Via says TCP, Contact `;transport=tcp`; no retransmission.
+    let checks = r#"      <ereg regexp="^ *SIP/2\.0/TCP 127\.0\.0\.1:[0-9]+;branch=z9hG4bK" search_in="hdr" header="Via:" check_it="true" assign_to="via"/>
+      <ereg regexp="transport=tcp" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
+"#;
+    let scenario = format!(
+        "{}{}{}{ACK}{BYE_200}{TAIL}",
+        head_with(checks),
+        ringing(),
+        response("200 OK", "", Some("0 101"))
+    );
+    let scenario = scenario.replacen(
+        "</recv>\n",
+        "</recv>\n  <Reference variables=\"via,contact\"/>\n",
+        1,
+    );
+    let mut sipp = Sipp::start(&scenario, &["-t", "t1"]);
+    let uac = Uac::start_tcp(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let r = call_on(
+        &uac,
+        &trunk(sipp.addr()),
+        tone(440.0, 0.5),
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        None,
+    )
+    .await
+    .report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 25);
+    assert!(uac.wait_background(Duration::from_secs(2)).await);
+    assert!(sipp.succeeded());
+}
+
+/// Kamailio with its TLS module on 127.0.0.1 (a TLS listener, certificate for 127.0.0.1 and
+/// localhost signed by a test CA), relaying every call to `sipp_port` over UDP and
+/// record-routing, so the dialog's ACK and BYE come back through it. Stopped (SIGTERM to its
+/// main process, which ends its children) on drop.
+struct Kamailio {
+    child: std::process::Child,
+    tls: SocketAddr,
+    ca: std::path::PathBuf,
+    _dir: crieur_test_support::Scratch,
+}
+
+impl Kamailio {
+    fn start(sipp_port: u16) -> Kamailio {
+        let dir = crieur_test_support::Scratch::new();
+        let p = |f: &str| dir.file(f);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl (apt-get install openssl): {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let (ca_key, ca, key, csr, cert, ext) = (
+            p("ca.key"),
+            p("ca.pem"),
+            p("key.pem"),
+            p("srv.csr"),
+            p("cert.pem"),
+            p("ext.cnf"),
+        );
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=crieur test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ]);
+        dir.write("ext.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+        dir.write(
+            "tls.cfg",
+            format!("[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\nprivate_key = {key}\ncertificate = {cert}\n\n[client:default]\nverify_certificate = no\nrequire_certificate = no\n"),
+        );
+        let udp = crieur_test_support::free_port();
+        let tls = free_tcp_port();
+        dir.write(
+            "kamailio.cfg",
+            format!(
+                r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+tcp_children=1
+listen=udp:127.0.0.1:{udp}
+listen=tls:127.0.0.1:{tls}
+enable_tls=yes
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "tls.so"
+modparam("tls", "config", "{}")
+request_route {{
+  if (has_totag()) {{
+    if (loose_route()) {{ t_relay(); exit; }}
+    sl_send_reply("404", "Not here");
+    exit;
+  }}
+  if (method=="CANCEL") {{
+    if (t_check_trans()) {{ t_relay(); }}
+    exit;
+  }}
+  record_route();
+  $du = "sip:127.0.0.1:{sipp_port};transport=udp";
+  t_relay();
+  exit;
+}}
+"#,
+                p("tls.cfg")
+            ),
+        );
+        let child = Command::new("kamailio")
+            .args([
+                "-f",
+                &p("kamailio.cfg"),
+                "-DD",
+                "-E",
+                "-P",
+                &p("kamailio.pid"),
+                "-w",
+                &p(""),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(p("kamailio.log")).unwrap_or_else(|e| panic!("{e}")))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("kamailio (apt-get install kamailio kamailio-tls-modules): {e}")
+            });
+        let tls = SocketAddr::from(([127, 0, 0, 1], tls));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(tls).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "kamailio did not listen:\n{}",
+                dir.read("kamailio.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Kamailio {
+            child,
+            tls,
+            ca: ca.into(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // SIGTERM to its main process (by PID): it ends its children.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Kamailio {
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self._dir.file("kamailio.log")).unwrap_or_default())
+            .into_owned()
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_over_tls_through_kamailio() {
+    // An independent TLS peer: Kamailio (tls module) relays our sips: call to sipp over UDP and
+    // record-routes, so our ACK and BYE go back through it on our TLS connection. Its
+    // certificate is checked against the name we give (127.0.0.1, an IP SAN) with the test CA.
+    // The callee copies the proxy's Record-Route into its 200 (RFC 3261 §12.1.1).
+    let callee = answer_scenario_with(
+        sdp_body("0 101", "", "[media_port]", 1),
+        "[last_Record-Route:]\n",
+        BYE_200,
+    );
+    let mut sipp = Sipp::start(&callee, &[]);
+    let kam = Kamailio::start(sipp.port());
+    let tls = |name: &str| crieur_media::uac::TlsTrunk {
+        server_name: name.into(),
+        ca_file: Some(kam.ca.clone()),
+    };
+    let uac = Uac::start_tls(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+        &tls("127.0.0.1"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let r = call_on(
+        &uac,
+        &trunk(kam.tls),
+        tone(440.0, 0.5),
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        None,
+    )
+    .await
+    .report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.message_packets, 25);
+    assert!(uac.wait_background(Duration::from_secs(2)).await);
+    assert!(sipp.succeeded(), "{}", kam.log());
+
+    // A name the certificate does not carry: the handshake fails, the INVITE is a transport
+    // error at once (not timer B), a trunk failure.
+    let uac = Uac::start_tls(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+        &tls("trunk.example"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let started = Instant::now();
+    let r = call_on(
+        &uac,
+        &trunk(kam.tls),
+        tone(440.0, 0.5),
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        None,
+    )
+    .await
+    .report;
+    assert_eq!(r.ending.outcome, Outcome::TrunkFailure, "{}", timeline(&r));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{}",
+        timeline(&r)
+    );
 }

@@ -43,7 +43,7 @@ pub enum Control {
 #[non_exhaustive]
 pub enum Event {
     /// Crash recovery reconciled a call of an earlier run from the log.
-    Recovered(String),
+    Recovered(crieur_dial::Recovered),
     /// A contact was decided on (re-checked at the INVITE instant, or skipped by the planner)
     /// and the decision recorded; `refused`: the opt-out list, its history, a cap or the
     /// retry rules refused it first.
@@ -65,7 +65,7 @@ pub enum Event {
         call: String,
         contact: String,
         number: String,
-        outcome: String,
+        outcome: crieur_dial::fault::Recorded,
         at: DateTime<Utc>,
     },
     /// The opt-out key was pressed but could not be recorded during the call: whether it is
@@ -125,12 +125,13 @@ pub struct Counters {
     pub stopping: bool,
     /// Calls ended, by recorded outcome.
     pub by_outcome: BTreeMap<String, u64>,
-    /// Contacts due now (waiting for pacing, a call slot or a resume; counted at most once a
-    /// second).
+    /// Contacts this run holds that are due now (waiting for pacing, a call slot or a resume;
+    /// counted at most once a second).
     pub due_now: u64,
     /// The earliest instant a queued contact is due (past: due now).
     pub next_due: Option<DateTime<Utc>>,
-    /// Contacts the planner holds (done or not).
+    /// The campaign's contacts, done or not (a campaign run: as the store counted them at
+    /// the last refill from its due index).
     pub contacts: u64,
 }
 

@@ -19,7 +19,7 @@ use crieur_dial::session::{
 use crieur_media::call::Outcome;
 use crieur_media::uac::{CallRequest, OptOutError, OptOutFuture, Uac};
 use crieur_scheduler::{Contact, Decision};
-use crieur_store::Store;
+use crieur_store::{Claim, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -48,11 +48,19 @@ pub struct RunOptions {
     /// (none: wait, however long).
     pub max_idle: Option<Duration>,
     pub scope: Scope,
+    /// On a store several nodes share: how long after its last renewal a node is presumed
+    /// dead — its claims on due contacts lapse (renewed every 10 s while it lives) and its
+    /// leases are recovered by the others as interrupted attempts. Must be longer than any
+    /// call (a lease lasts its whole call). [`NODE_TIMEOUT`] by default.
+    pub node_timeout: Duration,
 }
 
 /// The audit log, shared by the run, its call tasks and whoever else writes to it while the
 /// run holds it (the control API's opt-outs and imports).
 pub type SharedLog = Arc<Mutex<AuditLog>>;
+
+/// The default [`RunOptions::node_timeout`]: ten minutes.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What a run works on. The caller opens the store and the log (the log's options — its
 /// signing key, checkpoint cadence — are the caller's) and builds the header
@@ -75,7 +83,7 @@ pub struct Done {
     pub decision: Decision,
     pub report: CallEnd,
     /// As recorded (store and log).
-    pub outcome: String,
+    pub outcome: Recorded,
     /// The opt-out key was pressed but could not be recorded during the call: whether it is
     /// recorded now.
     pub late_opt_out: Option<bool>,
@@ -243,6 +251,135 @@ struct State<'o> {
     keep: bool,
     calls: Vec<Done>,
     refusals: Vec<Refusal>,
+    /// A campaign run's feed from the store's due index (none for one contact).
+    feed: Option<DueFeed>,
+}
+
+/// How far ahead a campaign run takes contacts from the store's due index.
+fn horizon() -> chrono::Duration {
+    chrono::Duration::minutes(10)
+}
+
+/// How often a campaign run refills from the due index, writes back what it settled,
+/// renews its claims and recovers the leases of dead nodes.
+fn refill_every() -> chrono::Duration {
+    chrono::Duration::seconds(10)
+}
+
+/// The most contacts a run holds at once (due before the horizon, or in a call).
+const MAX_HELD: usize = 100_000;
+
+/// One node's share of a campaign's pacing among `nodes`: the rate divided, the concurrent
+/// calls divided (rounded down, at least one each).
+fn share(p: crieur_engine::Pacing, nodes: u32) -> crieur_engine::Pacing {
+    let n = nodes.max(1);
+    crieur_engine::Pacing {
+        calls_per_second: p.calls_per_second / f64::from(n),
+        max_concurrent: (p.max_concurrent / n).max(1),
+    }
+}
+
+/// A campaign run's window on the store's due index: the planner holds only what is due
+/// before the horizon (and the calls in progress); what it settles goes back to the store.
+struct DueFeed {
+    campaign: String,
+    node: crieur_dial::Node,
+    pacing: crieur_engine::Pacing,
+    /// Contacts taken per refill: what this node can dial until the next one (twice over),
+    /// so that nodes share the due contacts instead of the first taking them all.
+    per_refill: usize,
+    /// The contacts the planner holds.
+    held: std::collections::HashSet<String>,
+    next_refill: DateTime<Utc>,
+    /// The store's earliest due instant, as of the last refill.
+    store_next: Option<DateTime<Utc>>,
+    /// Remaining contacts, as the store counts them at the last refill.
+    remaining: u64,
+    /// The campaign's contacts (remaining and done), as the store counts them then.
+    total: u64,
+}
+
+impl DueFeed {
+    /// Writes back what the planner settled, recovers the expired leases of other nodes,
+    /// takes this node's share of the pacing, and takes in what is due before the horizon
+    /// (renewing this node's claims on what it holds).
+    fn refill(
+        &mut self,
+        session: &mut Session<'_>,
+        st: &mut State<'_>,
+        t: DateTime<Utc>,
+    ) -> Result<()> {
+        let store = session.store().clone();
+        let settled = session.settle(t + horizon());
+        if !settled.is_empty() {
+            for (id, _) in &settled {
+                self.held.remove(id.as_str());
+            }
+            store.set_due(&self.campaign, &settled)?;
+        }
+        for r in session.recover_expired(t, &self.node)? {
+            st.emit(Event::Recovered(r));
+        }
+        // The campaign's pacing (and the trunk's) is shared among the nodes seen within
+        // the last three refills: each takes its share.
+        let live = store.node_alive(&self.campaign, &self.node.id, t, t - refill_every() * 3)?;
+        session.set_pacing(share(self.pacing, live));
+        let claim = Claim {
+            node: &self.node.id,
+            until: t + horizon(),
+            now: t,
+            hold_until: t + self.node.lease_timeout,
+            limit: (self.held.len() + self.per_refill).min(MAX_HELD),
+        };
+        for d in store.claim_due(&self.campaign, &claim)? {
+            if self.held.contains(d.id.as_str()) {
+                continue;
+            }
+            let Some(contact) = store.contact(&self.campaign, &d.id)? else {
+                store.set_due(&self.campaign, &[(d.id, None)])?;
+                continue;
+            };
+            if session.admit(contact, d.due, t)?.is_some() {
+                self.held.insert(d.id.as_str().to_owned());
+            }
+        }
+        self.store_next = store.next_due(&self.campaign)?;
+        let p = store.progress(&self.campaign)?;
+        self.remaining = p.remaining;
+        self.total = p.remaining + p.done;
+        let soon = |n: &DateTime<Utc>| *n <= t + horizon();
+        self.next_refill = t + match (session.core().planner().next_due(), self.store_next) {
+            (Some(_), _) => refill_every(),
+            // Due soon but held by other nodes: their claims may lapse.
+            (None, Some(n)) if soon(&n) => refill_every(),
+            _ => chrono::Duration::seconds(60),
+        };
+        Ok(())
+    }
+
+    /// At the end of the run: everything the planner holds and is not in a call goes back
+    /// to the store with its next due instant (a restart re-evaluates nothing early).
+    fn write_back(&mut self, session: &mut Session<'_>) -> Result<()> {
+        let all = session.settle(DateTime::<Utc>::MIN_UTC);
+        for (id, _) in &all {
+            self.held.remove(id.as_str());
+        }
+        session.store().set_due(&self.campaign, &all)?;
+        Ok(())
+    }
+}
+
+/// Runs `f` with the state's due feed, if any.
+fn with_feed<T>(
+    st: &mut State<'_>,
+    f: impl FnOnce(&mut DueFeed, &mut State<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let Some(mut feed) = st.feed.take() else {
+        return Ok(None);
+    };
+    let r = f(&mut feed, st);
+    st.feed = Some(feed);
+    r.map(Some)
 }
 
 impl State<'_> {
@@ -343,20 +480,22 @@ impl State<'_> {
                 Outcome::Busy | Outcome::NoAnswer => {}
                 _ => c.failed += 1,
             },
-            Recorded::LocalError => c.failed += 1,
+            // A local error (scheduling outcomes are only recorded by recovery).
+            _ => c.failed += 1,
         }
-        let outcome = e.recorded.name();
-        *c.by_outcome.entry(outcome.clone()).or_default() += 1;
-        metrics::counter!("crieur_calls_total", "outcome" => outcome.clone()).increment(1);
+        let outcome = e.recorded;
+        let name = outcome.name();
+        *c.by_outcome.entry(name.clone()).or_default() += 1;
+        metrics::counter!("crieur_calls_total", "outcome" => name.clone()).increment(1);
         if e.recorded.scheduled() == crieur_engine::AttemptOutcome::TrunkFault {
             c.trunk_refused += 1;
-            metrics::counter!("crieur_trunk_faults_total", "fault" => outcome.clone()).increment(1);
+            metrics::counter!("crieur_trunk_faults_total", "fault" => name).increment(1);
         }
         self.emit(Event::Ended {
             call: e.call.clone(),
             contact: e.who.id().to_string(),
             number: e.who.phone().to_string(),
-            outcome: outcome.clone(),
+            outcome,
             at: e.ended,
         });
         if let Some(recorded) = e.late_opt_out {
@@ -417,16 +556,43 @@ pub async fn run(
         keep: one,
         calls: Vec::new(),
         refusals: Vec::new(),
+        feed: None,
     };
+    let node = crieur_dial::Node {
+        id: crate::header::node_id(),
+        lease_timeout: chrono::Duration::from_std(opts.node_timeout)
+            .unwrap_or(chrono::Duration::MAX),
+    };
+    // A campaign run reads only what the store's due index says is due soon; one contact
+    // is that contact.
     let contacts = match &opts.scope {
-        Scope::Campaign => store.contacts(&campaign.id)?,
+        Scope::Campaign => {
+            let p = store.progress(&campaign.id)?;
+            if p.remaining + p.done == 0 {
+                return Err(Error::NoContacts {
+                    campaign: campaign.id.clone(),
+                });
+            }
+            let pacing = campaign.effective_pacing();
+            let per_refill = (pacing.calls_per_second * refill_every().num_seconds() as f64 * 2.0)
+                .ceil()
+                .max(f64::from(pacing.max_concurrent.min(10_000)))
+                .min(MAX_HELD as f64) as usize;
+            st.feed = Some(DueFeed {
+                campaign: campaign.id.clone(),
+                node: node.clone(),
+                pacing,
+                per_refill: per_refill.max(1),
+                held: Default::default(),
+                next_refill: now(),
+                store_next: None,
+                remaining: p.remaining,
+                total: p.remaining + p.done,
+            });
+            Vec::new()
+        }
         Scope::One(c) => vec![(**c).clone()],
     };
-    if contacts.is_empty() {
-        return Err(Error::NoContacts {
-            campaign: campaign.id.clone(),
-        });
-    }
     let entries: Vec<crieur_audit::Entry> = match crieur_audit::read_all(&audit_dir) {
         Ok(e) => e.into_iter().map(|(_, _, e)| e).collect(),
         Err(crieur_audit::Error::Empty(_)) => Vec::new(),
@@ -445,20 +611,28 @@ pub async fn run(
         schedule_history: !one,
     };
     let mut steps = Vec::new();
-    let (mut session, recovered) = Session::start_shared(
+    let start = now();
+    let (mut session, recovered) = Session::start_node(
         plan,
         store.clone(),
         log,
         &header,
         &entries,
-        now(),
+        start,
         &mut steps,
+        &node,
     )?;
     for r in recovered {
-        st.emit(Event::Recovered(r.to_string()));
+        st.emit(Event::Recovered(r));
     }
     st.steps(&session, &mut steps);
-    let result = event_loop(&campaign, &mut session, store, prepared, &opts, &mut st).await;
+    with_feed(&mut st, |feed, st| feed.refill(&mut session, st, start))?;
+    let mut result = event_loop(&campaign, &mut session, store, prepared, &opts, &mut st).await;
+    if let Err(e) = with_feed(&mut st, |feed, _| feed.write_back(&mut session)) {
+        if result.is_ok() {
+            result = Err(e);
+        }
+    }
     let reason = match &result {
         Ok(r) => r.clone(),
         Err(e) => format!("error: {}", chain(e)),
@@ -497,12 +671,22 @@ async fn event_loop(
     let Prepared {
         trunk,
         local,
+        transport,
+        tls,
         message,
         confirmation,
         amd,
     } = prepared;
     let shared = Shared {
-        uac: Arc::new(Uac::start(local, concat!("crieur/", env!("CARGO_PKG_VERSION"))).await?),
+        uac: Arc::new({
+            use crieur_config::campaign::TrunkTransport;
+            let ua = concat!("crieur/", env!("CARGO_PKG_VERSION"));
+            match transport {
+                TrunkTransport::Udp => Uac::start(local, ua).await?,
+                TrunkTransport::Tcp => Uac::start_tcp(local, ua).await?,
+                TrunkTransport::Tls => Uac::start_tls(local, ua, &tls).await?,
+            }
+        }),
         trunk: Arc::new(trunk),
         message,
         confirmation,
@@ -624,6 +808,9 @@ async fn dial_loop(
     let mut added: Vec<Contact> = Vec::new();
     let mut probe = Timed::new();
     let in_progress_gauge = metrics::gauge!("crieur_calls_in_progress");
+    // Whether the planner changed since the due index was last refilled (a tick, a call's
+    // end): what it settled may need writing back.
+    let mut dirty = false;
     loop {
         // Orders first: a pause sent before the run started holds its first tick.
         while st.listening {
@@ -663,8 +850,13 @@ async fn dial_loop(
             session.stop();
         }
         if !added.is_empty() {
-            session.add_contacts(std::mem::take(&mut added), t, &mut steps)?;
-            st.steps(session, &mut steps);
+            // Imported while the run runs (the store put them in its due index): those the
+            // planner holds take their new consent records now; the others come in from the
+            // due index at once (claimed, as any due contact, when nodes share the store).
+            session.renew_contacts(std::mem::take(&mut added), t);
+            if let Some(feed) = &mut st.feed {
+                feed.next_refill = t;
+            }
         }
         if !paused {
             // The session re-checks, records, leases, commits, then hands the INVITEs over.
@@ -675,6 +867,7 @@ async fn dial_loop(
             };
             probe.mark();
             let r = session.tick(&mut WallClock, &mut net, &mut probe, &mut steps);
+            dirty |= !steps.is_empty();
             let placed = std::mem::take(&mut net.placed);
             st.steps(session, &mut steps);
             for p in &placed {
@@ -691,9 +884,21 @@ async fn dial_loop(
         while let Some(j) = calls.tasks.try_join_next_with_id() {
             if let Some((call, end)) = joined(j, &mut calls.ids) {
                 settle_for_pause(shared).await;
+                dirty = true;
                 finish(session, st, &call, end)?;
             }
         }
+        // The due index: what was settled goes back, what is due soon comes in; also when
+        // the planner runs dry after a change, before concluding that every contact is done.
+        let t = now();
+        let dry = session.core().planner().next_due().is_none() && calls.tasks.is_empty();
+        with_feed(st, |feed, st| {
+            if t >= feed.next_refill || (dry && dirty) {
+                feed.refill(session, st, t)?;
+                dirty = false;
+            }
+            Ok(())
+        })?;
         let t = now();
         while st
             .recent
@@ -703,12 +908,23 @@ async fn dial_loop(
             st.recent.pop_front();
         }
         let in_flight = calls.tasks.len() as u64;
-        let next = session.core().planner().next_due();
+        // What the planner holds, else what the store says is due next (a campaign run).
+        let next = session
+            .core()
+            .planner()
+            .next_due()
+            .or_else(|| st.feed.as_ref().and_then(|f| f.store_next));
         // Counting what remains is O(contacts): once a second is plenty for a display.
         if last_count.is_none_or(|l| t - l >= chrono::Duration::seconds(1)) {
-            st.counters.remaining = session.core().planner().remaining() as u64;
+            st.counters.remaining = match &st.feed {
+                Some(f) => f.remaining,
+                None => session.core().planner().remaining() as u64,
+            };
             st.counters.due_now = session.core().due_count(t) as u64;
-            st.counters.contacts = session.core().planner().len() as u64;
+            st.counters.contacts = match &st.feed {
+                Some(f) => f.total,
+                None => session.core().planner().len() as u64,
+            };
             last_count = Some(t);
         }
         st.counters.next_due = next;
@@ -765,11 +981,15 @@ async fn dial_loop(
                 }
             }
             None if paused => MAX_SLEEP,
-            None => [session.core().poll_timeout(), opts.until]
-                .into_iter()
-                .flatten()
-                .min()
-                .map_or(MAX_SLEEP, |at| (at - t).to_std().unwrap_or_default()),
+            None => [
+                session.core().poll_timeout(),
+                opts.until,
+                st.feed.as_ref().map(|f| f.next_refill),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(MAX_SLEEP, |at| (at - t).to_std().unwrap_or_default()),
         }
         .min(MAX_SLEEP);
         tokio::select! {
@@ -918,5 +1138,30 @@ fn test_pause(point: &str) {
         println!("paused    at {point}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
         std::thread::sleep(std::time::Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+    use crieur_engine::Pacing;
+
+    #[test]
+    fn each_node_takes_its_share_of_the_pacing() {
+        let p = Pacing {
+            calls_per_second: 6.0,
+            max_concurrent: 10,
+        };
+        assert_eq!(share(p, 1), p);
+        assert_eq!(
+            share(p, 3),
+            Pacing {
+                calls_per_second: 2.0,
+                max_concurrent: 3
+            }
+        );
+        // Never below one call at a time; never a division by zero.
+        assert_eq!(share(p, 20).max_concurrent, 1);
+        assert_eq!(share(p, 0), p);
     }
 }

@@ -36,12 +36,27 @@ fn length_of(path: &Path) -> std::time::Duration {
         .unwrap_or_default()
 }
 
+/// This process's node id, in its run headers and on the leases it takes in a shared store:
+/// `CRIEUR_NODE`, else the host name and process id.
+pub fn node_id() -> String {
+    if let Ok(n) = std::env::var("CRIEUR_NODE") {
+        if !n.is_empty() {
+            return n;
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!("{host}-{}", std::process::id())
+}
+
 /// The header of a command's run (`command`: `run`, `call`, `import`, …) over `campaign`
 /// (read from `path`, kept verbatim), if any.
 pub fn header(command: &str, campaign: Option<(&Campaign, &Path)>) -> Result<Record> {
     let mut h = RunHeader {
         format: crieur_audit::record::FORMAT_VERSION,
         command: command.into(),
+        node: Some(node_id()),
         software: concat!("crieur ", env!("CARGO_PKG_VERSION")).into(),
         campaign: None,
         campaign_name: None,

@@ -23,7 +23,7 @@ pub mod prepare;
 pub use control::{
     control, Control, ControlReceiver, Counters, Ended, Event, InProgress, Refused, RunHandle,
 };
-pub use driver::{run, Done, Refusal, RunOptions, Scope, Setup, SharedLog, Summary};
+pub use driver::{run, Done, Refusal, RunOptions, Scope, Setup, SharedLog, Summary, NODE_TIMEOUT};
 pub use prepare::{prepare, rules, Prepared};
 
 use crieur_config::input::InputErrors;

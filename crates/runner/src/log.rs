@@ -12,6 +12,10 @@ use crate::{Error, Result};
 pub fn dir_for(store: &Path, explicit: Option<&Path>) -> PathBuf {
     match explicit {
         Some(d) => d.to_path_buf(),
+        // A PostgreSQL store is shared by nodes: each keeps its own log, here by default.
+        None if store.to_str().is_some_and(crieur_store::PgStore::is_url) => {
+            PathBuf::from("crieur.audit")
+        }
         None => {
             let mut s = store.as_os_str().to_owned();
             s.push(".audit");

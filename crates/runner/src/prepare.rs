@@ -27,6 +27,10 @@ pub fn rules(campaign: &Campaign) -> DialRules {
 pub struct Prepared {
     pub trunk: Trunk,
     pub local: SocketAddr,
+    /// `[trunk] transport`: UDP, TCP or TLS.
+    pub transport: crieur_config::campaign::TrunkTransport,
+    /// TLS: the name the trunk's certificate must carry (the URI's host) and the extra CA.
+    pub tls: crieur_media::uac::TlsTrunk,
     pub message: Arc<Message>,
     pub confirmation: Arc<Message>,
     /// Answering-machine detection (`[amd]`), the voicemail message loaded.
@@ -128,6 +132,11 @@ pub fn prepare(campaign: &Campaign) -> Result<Prepared> {
         None => None,
     };
     Ok(Prepared {
+        transport: t.transport,
+        tls: crieur_media::uac::TlsTrunk {
+            server_name: t.host.clone(),
+            ca_file: t.tls_ca_file.clone(),
+        },
         trunk,
         local,
         message,

@@ -87,6 +87,7 @@ fn pause_holds_resume_dials_stop_drains() {
                     until: None,
                     max_idle: None,
                     scope: Scope::Campaign,
+                    node_timeout: crieur_runner::NODE_TIMEOUT,
                 },
                 rx,
                 &mut observer,

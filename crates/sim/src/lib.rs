@@ -1,4 +1,5 @@
-//! A simulated callee network on loopback: one SIP endpoint (rsipstack, UDP) that answers
+//! A simulated callee network on loopback: one SIP endpoint (crieur-sip's, driven by
+//! crieur-media's SIP loop on UDP) that answers
 //! each INVITE the way its number's behaviour says — answer after N s, busy, no answer,
 //! reject with a code, answer then press a key (RFC 4733 or SIP INFO) after N s, answer then
 //! hang up mid-message, answer and speak (a recording as the callee's audio: a person's
@@ -15,30 +16,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, DialogStateSender};
-use rsipstack::dialog::dialog_layer::DialogLayer;
-use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::dialog::DialogId;
-use rsipstack::sip::{Header, Method, StatusCode};
-use rsipstack::transaction::TransactionReceiver;
-use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::TransportLayer;
-use rsipstack::EndpointBuilder;
+use crieur_media::uac::{Command, IncomingCall, SipLoop};
+use crieur_sip::{CallRef, Config, Endpoint, Event, Method, ServerRef, Timers, Transport};
 use serde::Deserialize;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// The simulator's errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The SIP stack failed at `what` we asked of it; its own error is the source.
-    #[error("SIP stack: {what}")]
-    Sip {
-        what: &'static str,
-        #[source]
-        source: Box<rsipstack::Error>,
-    },
     /// The plan is not valid TOML for [`Plan`].
     #[error("bad simulator config")]
     Config {
@@ -236,48 +224,29 @@ impl Drop for Network {
 impl Network {
     /// Starts on `bind` (a loopback address; port 0 picks one).
     pub async fn start(bind: SocketAddr, plan: Plan) -> Result<Network, Error> {
-        let sip = |what: &'static str| {
-            move |source| Error::Sip {
-                what,
-                source: Box::new(source),
-            }
-        };
         let token = CancellationToken::new();
-        let tl = TransportLayer::new(token.child_token());
-        let udp = UdpConnection::create_connection(bind, None, Some(token.child_token()))
-            .await
-            .map_err(sip("opening the SIP socket"))?;
-        let addr = udp
-            .get_addr()
-            .get_socketaddr()
-            .map_err(sip("reading the SIP socket's address"))?;
-        tl.add_transport(udp.into());
-        let endpoint = EndpointBuilder::new()
-            .with_user_agent("crieur-sim")
-            .with_transport_layer(tl)
-            .with_cancel_token(token.child_token())
-            .build();
-        let incoming = endpoint
-            .incoming_transactions()
-            .map_err(sip("taking the incoming transactions"))?;
-        let inner = endpoint.inner.clone();
-        tokio::spawn(async move {
-            if let Err(e) = inner.serve().await {
-                tracing::warn!(error = %e, "simulator endpoint stopped");
-            }
+        let socket = UdpSocket::bind(bind).await?;
+        let addr = socket.local_addr()?;
+        let endpoint = Endpoint::new(Config {
+            local: addr,
+            transport: Transport::Udp,
+            user_agent: "crieur-sim".into(),
+            timers: Timers::default(),
+            capabilities: crieur_media::signalling::capabilities(),
+            accept_incoming: true,
         });
-        let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
-        let (state_tx, state_rx) = layer.new_dialog_state_channel();
-        tokio::spawn(watch(layer.clone(), state_rx));
-        let contact = rsipstack::sip::Uri::try_from(format!("sip:callee@{addr}").as_str())
-            .map_err(|e| sip("making the callee's contact URI")(e.into()))?;
+        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        let sip = Arc::new(SipLoop::start(
+            crieur_media::uac::SipNet::Udp(socket),
+            endpoint,
+            Some(incoming_tx),
+            token.child_token(),
+        ));
         // RTP on the SIP address's interface (the network is on loopback).
         tokio::spawn(serve(
             addr.ip(),
-            layer,
+            sip,
             incoming,
-            state_tx,
-            contact,
             Arc::new(plan),
             token.child_token(),
         ));
@@ -290,137 +259,136 @@ impl Network {
     }
 }
 
-async fn watch(layer: Arc<DialogLayer>, mut rx: DialogStateReceiver) {
-    while let Some(state) = rx.recv().await {
-        if let DialogState::Terminated(id, _) = state {
-            layer.remove_dialog(&id);
-        }
-    }
-}
-
 async fn serve(
     ip: std::net::IpAddr,
-    layer: Arc<DialogLayer>,
-    mut incoming: TransactionReceiver,
-    state_tx: DialogStateSender,
-    contact: rsipstack::sip::Uri,
+    sip: Arc<SipLoop>,
+    mut incoming: mpsc::UnboundedReceiver<IncomingCall>,
     plan: Arc<Plan>,
     stop: CancellationToken,
 ) {
     loop {
-        let mut tx = tokio::select! {
-            t = incoming.recv() => match t { Some(t) => t, None => return },
+        let call = tokio::select! {
+            c = incoming.recv() => match c { Some(c) => c, None => return },
             _ = stop.cancelled() => return,
         };
-        match tx.original.method {
-            Method::Invite => {
-                let number = tx.original.uri.user().unwrap_or_default().to_owned();
-                let behaviour = plan.of(&number).clone();
-                match behaviour {
-                    Behaviour::Busy => {
-                        let _ = tx.reply(StatusCode::BusyHere).await;
-                        continue;
-                    }
-                    Behaviour::Reject { code } => {
-                        let _ = tx.reply(StatusCode::from(code)).await;
-                        continue;
-                    }
-                    _ => {}
-                }
-                let dialog = match layer.get_or_create_server_invite(
-                    &tx,
-                    state_tx.clone(),
-                    None,
-                    Some(contact.clone()),
-                ) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "simulator: no dialog for an INVITE");
-                        let _ = tx.reply(StatusCode::ServerInternalError).await;
-                        continue;
-                    }
-                };
-                let mut handler = dialog.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handler.handle(&mut tx).await {
-                        tracing::debug!(error = %e, "simulator: INVITE transaction");
-                    }
-                });
-                tokio::spawn(callee(dialog, behaviour, ip, stop.child_token()));
-            }
-            _ => {
-                // In-dialog requests (BYE, INFO …) go to their dialog; the rest is refused.
-                let layer = layer.clone();
-                tokio::spawn(async move {
-                    let method = tx.original.method;
-                    match layer.match_dialog(&tx) {
-                        Some(mut d) => {
-                            let _ = d.handle(&mut tx).await;
-                        }
-                        None if method == Method::Ack => {}
-                        None => {
-                            let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
-                        }
-                    }
-                    if let (Method::Bye, Ok(id)) = (method, DialogId::try_from(&tx)) {
-                        layer.remove_dialog(&id);
-                    }
-                });
-            }
+        let number = call
+            .request
+            .uri
+            .user()
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_default();
+        let behaviour = plan.of(&number).clone();
+        tokio::spawn(callee(sip.clone(), call, behaviour, ip, stop.child_token()));
+    }
+}
+
+/// Answers the INVITE (`code`, with an SDP body if any).
+fn respond(sip: &SipLoop, server: ServerRef, code: u16, sdp: Option<String>) {
+    let headers = if sdp.is_some() {
+        vec![("Content-Type".to_owned(), "application/sdp".to_owned())]
+    } else {
+        Vec::new()
+    };
+    sip.send(Command::Respond {
+        server,
+        code,
+        headers,
+        body: sdp.map(String::into_bytes),
+    });
+}
+
+/// Waits for the end of the call (the caller's BYE or CANCEL, or our 2xx never ACKed).
+async fn ended(events: &mut mpsc::UnboundedReceiver<Event>) {
+    while let Some(e) = events.recv().await {
+        if matches!(
+            e,
+            Event::Bye { .. } | Event::Cancelled { .. } | Event::NoAck { .. }
+        ) {
+            return;
         }
     }
 }
 
 /// One callee's script.
 async fn callee(
-    dialog: InviteDialog,
+    sip: Arc<SipLoop>,
+    call: IncomingCall,
     behaviour: Behaviour,
     ip: std::net::IpAddr,
     stop: CancellationToken,
 ) {
-    let _ = dialog.ringing(None, None);
+    let IncomingCall {
+        call: leg,
+        server,
+        request,
+        mut events,
+    } = call;
+    run_callee(
+        &sip,
+        leg,
+        server,
+        &request,
+        &mut events,
+        behaviour,
+        ip,
+        stop,
+    )
+    .await;
+    sip.send(Command::Forget(leg));
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_callee(
+    sip: &SipLoop,
+    leg: CallRef,
+    server: ServerRef,
+    request: &crieur_sip::Request,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    behaviour: Behaviour,
+    ip: std::net::IpAddr,
+    stop: CancellationToken,
+) {
     let after = match &behaviour {
-        Behaviour::NoAnswer => return, // rings until CANCEL; rsipstack answers it with 487
+        Behaviour::Busy => return respond(sip, server, 486, None),
+        Behaviour::Reject { code } => return respond(sip, server, *code, None),
+        Behaviour::NoAnswer => {
+            // Rings until CANCEL (the endpoint answers it, and the INVITE with 487).
+            respond(sip, server, 180, None);
+            tokio::select! {
+                _ = ended(events) => {}
+                _ = stop.cancelled() => {}
+            }
+            return;
+        }
         Behaviour::Answer { after_ms }
         | Behaviour::PressKey { after_ms, .. }
         | Behaviour::HangUp { after_ms, .. }
         | Behaviour::Speak { after_ms, .. }
         | Behaviour::Voicemail { after_ms, .. } => *after_ms,
-        Behaviour::Busy | Behaviour::Reject { .. } => return,
     };
+    respond(sip, server, 180, None);
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(after)) => {}
         _ = stop.cancelled() => return,
-        _ = dialog.cancel_token().cancelled() => return,
+        _ = ended(events) => return,
     }
-    let offer = dialog.initial_request().body;
-    let remote = match crieur_media::sdp::parse_answer(&offer) {
+    let remote = match crieur_media::sdp::parse_answer(request.body()) {
         Ok(o) => o,
         Err(e) => {
-            let _ = dialog.reject(Some(StatusCode::NotAcceptableHere), Some(e.to_string()));
-            return;
+            tracing::debug!(error = %e, "simulator: an offer it cannot answer");
+            return respond(sip, server, 488, None);
         }
     };
     let rtp = match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "simulator: RTP socket");
-            let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
-            return;
+            return respond(sip, server, 500, None);
         }
     };
-    let local = match rtp.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
-    };
+    let Ok(local) = rtp.local_addr() else { return };
     let answer = crieur_media::sdp::offer(local, rand::random::<u32>().into());
-    let headers = vec![Header::ContentType("application/sdp".into())];
-    if dialog
-        .accept(Some(headers), Some(answer.into_bytes()))
-        .is_err()
-    {
-        return;
-    }
+    respond(sip, server, 200, Some(answer));
     // Received audio is read and dropped (so the socket never backs up). Keys leave from this
     // same socket: the caller accepts RTP only from the address the answer named.
     let rtp = std::sync::Arc::new(rtp);
@@ -432,38 +400,47 @@ async fn callee(
         let mut buf = [0u8; 2048];
         while rtp.recv(&mut buf).await.is_ok() {}
     });
-    match behaviour {
-        Behaviour::PressKey {
-            key,
-            key_after_ms,
-            method,
-            ..
-        } => {
-            tokio::time::sleep(Duration::from_millis(key_after_ms)).await;
-            match method {
-                KeyMethod::SipInfo => {
-                    let body = format!("Signal={key}\r\nDuration=160\r\n");
-                    let h = vec![Header::ContentType("application/dtmf-relay".into())];
-                    let _ = dialog.info(Some(h), Some(body.into_bytes())).await;
-                }
-                KeyMethod::Rfc4733 => {
-                    if let (Some(pt), Some(code)) = (remote.event_pt, event_code(key)) {
-                        send_rfc4733(&keys_from, remote.remote, pt, code).await;
+    let script = async {
+        match behaviour {
+            Behaviour::PressKey {
+                key,
+                key_after_ms,
+                method,
+                ..
+            } => {
+                tokio::time::sleep(Duration::from_millis(key_after_ms)).await;
+                match method {
+                    KeyMethod::SipInfo => {
+                        let body = format!("Signal={key}\r\nDuration=160\r\n");
+                        sip.send(Command::Request {
+                            leg,
+                            method: Method::Info,
+                            headers: vec![("Content-Type".into(), "application/dtmf-relay".into())],
+                            body: body.into_bytes(),
+                        });
+                    }
+                    KeyMethod::Rfc4733 => {
+                        if let (Some(pt), Some(code)) = (remote.event_pt, event_code(key)) {
+                            send_rfc4733(&keys_from, remote.remote, pt, code).await;
+                        }
                     }
                 }
+                std::future::pending::<()>().await;
             }
+            Behaviour::HangUp {
+                hangup_after_ms, ..
+            } => {
+                tokio::time::sleep(Duration::from_millis(hangup_after_ms)).await;
+                sip.send(Command::Bye(leg, Vec::new()));
+            }
+            _ => std::future::pending::<()>().await,
         }
-        Behaviour::HangUp {
-            hangup_after_ms, ..
-        } => {
-            tokio::time::sleep(Duration::from_millis(hangup_after_ms)).await;
-            let _ = dialog.bye().await;
-        }
-        _ => {}
-    }
-    // Listen until the call ends (the caller's BYE), with an upper bound.
+    };
+    // Listen until the call ends (the caller's BYE, or ours: the script ends when it hung
+    // up), with an upper bound.
     tokio::select! {
-        _ = dialog.cancel_token().cancelled() => {}
+        _ = script => {}
+        _ = ended(events) => {}
         _ = stop.cancelled() => {}
         _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
     }

@@ -18,13 +18,24 @@ pub(crate) const BUCKETS: usize = 4096;
 /// The bucket of a contact id: FNV-1a (64-bit) of its bytes. Written by hand because the
 /// layout must never change with a library or compiler release (std's hasher may).
 pub(crate) fn bucket_of(id: &str) -> u16 {
+    // BUCKETS is a power of two below 2^16: the mask keeps the value in range.
+    (fnv(id) as usize & (BUCKETS - 1)) as u16
+}
+
+/// The due index's bucket of a contact id (see `dueidx`): the low 16 bits of the same hash,
+/// so each contacts bucket splits into 16 of them (smaller values: a change rewrites fewer
+/// entries).
+pub(crate) fn due_bucket_of(id: &str) -> u16 {
+    fnv(id) as u16
+}
+
+fn fnv(id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    // BUCKETS is a power of two below 2^16: the mask keeps the value in range.
-    (h as usize & (BUCKETS - 1)) as u16
+    h
 }
 
 /// `campaign · 0x00 · bucket (u16 BE)`.
@@ -50,9 +61,7 @@ pub(crate) fn push_entry_with(
     id: &[u8],
     write: impl FnOnce(Vec<u8>) -> Result<Vec<u8>, Error>,
 ) -> Result<(), Error> {
-    let len = |n: usize| {
-        u32::try_from(n).map_err(|_| Error::Io(format!("a contact record of {n} bytes")))
-    };
+    let len = |n: usize| u32::try_from(n).map_err(|_| Error::RecordTooLarge { len: n });
     out.extend_from_slice(&len(id.len())?.to_le_bytes());
     out.extend_from_slice(id);
     let at = out.len();
@@ -84,8 +93,12 @@ impl<'a> Entries<'a> {
     }
 }
 
+/// A bucket's last entry is cut short (its length fields promise more bytes than are left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Truncated;
+
 impl<'a> Iterator for Entries<'a> {
-    type Item = Result<(&'a [u8], &'a [u8]), String>;
+    type Item = Result<(&'a [u8], &'a [u8]), Truncated>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
@@ -95,7 +108,7 @@ impl<'a> Iterator for Entries<'a> {
         if entry.is_none() {
             self.rest = &[];
         }
-        Some(entry.ok_or_else(|| "truncated bucket entry".to_owned()))
+        Some(entry.ok_or(Truncated))
     }
 }
 
@@ -127,7 +140,7 @@ mod tests {
             let back: Vec<(Vec<u8>, Vec<u8>)> = Entries::new(&b)
                 .map(|e| e.map(|(i, r)| (i.to_vec(), r.to_vec())))
                 .collect::<Result<_, _>>()
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap_or_else(|e| panic!("{e:?}"));
             let want: Vec<(Vec<u8>, Vec<u8>)> =
                 items.iter().map(|(i, r)| (i.as_bytes().to_vec(), r.clone())).collect();
             prop_assert_eq!(back, want);

@@ -1,7 +1,8 @@
 //! crieur's durable state: contacts with their consent history, and the global opt-out list.
 //!
 //! [`Store`] is the interface the engine and the command line use; [`SledStore`] is the
-//! embedded default (sled). A shared database can be a second implementation.
+//! embedded default (sled); [`PgStore`] keeps the same state in PostgreSQL, shared by
+//! several nodes dialling one campaign (`--store postgres://…`).
 //!
 //! Durability: every write method returns only once its data is on disk (sled `flush`, an
 //! fsync). A contacts import is validated by the caller first (bad input writes nothing), then
@@ -12,36 +13,61 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
+pub use crieur_outcome::Outcome;
 use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, WindowsCache, E164};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 mod buckets;
+mod due;
+mod dueidx;
+mod pg;
+
+pub use pg::{redact, PgStore};
 
 /// Everything that can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The store cannot be opened: locked by another process, unreadable, or corrupt.
-    #[error("cannot open the store at {}: {why} (locked by another crieur process, or damaged; it was not modified)", path.display())]
-    Open { path: PathBuf, why: String },
+    #[error("cannot open the store at {}: {source} (locked by another crieur process, or damaged; it was not modified)", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
     /// The directory holds something that is not a crieur store.
     #[error("{} is not a crieur store ({why}); refusing to initialise over it", path.display())]
     NotAStore { path: PathBuf, why: String },
+    /// The store's directory cannot be listed.
+    #[error("cannot read the store directory {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// No store exists at the path and creation was not asked for.
     #[error("no store at {}: create one with `crieur import`", path.display())]
     Missing { path: PathBuf },
     /// A read or write failed (disk full, I/O error): the batch being written was not applied.
     #[error("store I/O failed, nothing was written: {0}")]
-    Io(String),
+    Io(#[from] sled::Error),
+    /// A record cannot be encoded (nothing was written).
+    #[error("cannot encode a store record, nothing was written: {0}")]
+    Encode(#[from] postcard::Error),
+    /// A contact record too large for its bucket's length field (nothing was written).
+    #[error("a contact record of {len} bytes is too large to store, nothing was written")]
+    RecordTooLarge { len: usize },
     /// An import failed part-way (disk full, I/O error): `written` contacts are in the store,
     /// each whole; the others are not there at all. Re-running the import completes it.
-    #[error("store I/O failed after {written} of {total} contacts were written (each whole, the others not at all; re-run the import to complete it): {why}")]
+    #[error("store I/O failed after {written} of {total} contacts were written (each whole, the others not at all; re-run the import to complete it): {source}")]
     PartialImport {
         written: usize,
         total: usize,
-        why: String,
+        /// What failed: sled's or the encoder's error (the store's own otherwise).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The contact is already leased: a call to it is in progress (or was, before a crash
     /// not yet recovered).
@@ -54,9 +80,43 @@ pub enum Error {
     /// An attempt was finished for a contact that holds no lease (recovered meanwhile).
     #[error("contact {campaign}/{id} holds no lease: its call was already closed (recovered as interrupted?)")]
     NotLeased { campaign: String, id: String },
+    /// A bucket of contact records ends in a cut entry.
+    #[error("damaged contacts bucket {key}: its last entry is truncated")]
+    TruncatedBucket { key: String },
+    /// A stored attempt names an outcome no version of crieur writes: damaged, or written by
+    /// a newer version. The attempt is not read as some other outcome.
+    #[error("damaged record for {key}: {source}")]
+    UnknownOutcome {
+        key: String,
+        #[source]
+        source: crieur_outcome::UnknownOutcome,
+    },
     /// A stored record cannot be decoded.
     #[error("damaged record for {key}: {why}")]
     Corrupt { key: String, why: String },
+    /// The PostgreSQL database cannot be reached or opened (`target` is the connection
+    /// string without its password).
+    #[error("cannot open the PostgreSQL store {target}: {source}")]
+    OpenDatabase {
+        target: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// A PostgreSQL statement failed: the transaction it was part of was rolled back.
+    #[error("PostgreSQL: {}", pg_message(.0))]
+    Postgres(#[source] postgres::Error),
+    /// A lock of this process was poisoned by a panic in another thread.
+    #[error("the {what} was poisoned by a panic in another thread")]
+    Poisoned { what: &'static str },
+}
+
+/// The server's own message (with its SQLSTATE) when there is one: `Display` alone says
+/// "db error".
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -125,7 +185,7 @@ pub trait Store {
         campaign: &str,
         id: &ContactId,
         number: &E164,
-        outcome: &str,
+        outcome: Outcome,
         ended: DateTime<Utc>,
     ) -> Result<()>;
     /// Every lease held (after a crash: the calls that were being placed), oldest first.
@@ -145,6 +205,66 @@ pub trait Store {
     fn record_attempt(&self, number: &E164, attempt: &AttemptRecord) -> Result<()>;
     /// Every recorded attempt to this number, across campaigns, oldest first.
     fn attempts(&self, number: &E164) -> Result<Vec<AttemptRecord>>;
+
+    /// The due index: sets when each contact may next be due (`None`: never again — done),
+    /// durably, and releases its claim ([`Store::claim_due`]). An import sets a new contact
+    /// due at its earliest consent grant and can only bring a contact's due instant forward
+    /// (new consent); the run sets it after each evaluation. Ids not in the store are
+    /// ignored.
+    fn set_due(&self, campaign: &str, due: &[(ContactId, Option<DateTime<Utc>>)]) -> Result<()>;
+    /// A contact's entry in the due index: `None` if the contact is not there,
+    /// `Some(None)` if it is done.
+    fn due_of(&self, campaign: &str, id: &ContactId) -> Result<Option<Option<DateTime<Utc>>>>;
+    /// Takes up to `claim.limit` contacts due at or before `claim.until`, earliest first,
+    /// that no other node holds (a claim held by another node until after `claim.now` is
+    /// skipped), and marks them held by `claim.node` until `claim.hold_until`. Two nodes
+    /// never get the same contact while a claim holds; setting the contact's due instant
+    /// releases it.
+    fn claim_due(&self, campaign: &str, claim: &Claim<'_>) -> Result<Vec<DueContact>>;
+    /// The earliest due instant of the campaign's contacts (claimed or not), if any remain.
+    fn next_due(&self, campaign: &str) -> Result<Option<DateTime<Utc>>>;
+    /// Records that `node` works on the campaign at `now`, and returns how many nodes did
+    /// since `since` (itself included): the campaign's pacing is shared among them. An
+    /// embedded store has one process: always 1.
+    fn node_alive(
+        &self,
+        campaign: &str,
+        node: &str,
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> Result<u32>;
+    /// How many contacts of the campaign are remaining (have a due instant) and done, from
+    /// counters kept with the due index (no scan of the contacts).
+    fn progress(&self, campaign: &str) -> Result<Progress>;
+}
+
+/// A request to [`Store::claim_due`].
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// Who claims (a node id; one process on an embedded store).
+    pub node: &'a str,
+    /// Contacts due at or before this instant.
+    pub until: DateTime<Utc>,
+    /// Now: claims of other nodes that ended before this have lapsed.
+    pub now: DateTime<Utc>,
+    /// The claim holds until then (a node that dies loses its claims then).
+    pub hold_until: DateTime<Utc>,
+    /// At most this many contacts.
+    pub limit: usize,
+}
+
+/// A contact taken from the due index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueContact {
+    pub id: ContactId,
+    pub due: DateTime<Utc>,
+}
+
+/// Remaining (due some day) and done contacts of a campaign.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub remaining: u64,
+    pub done: u64,
 }
 
 /// One recorded attempt (kept per number, across campaigns, for the rolling caps). Instants
@@ -155,7 +275,7 @@ pub struct AttemptRecord {
     pub contact: String,
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The call's id in the audit log (empty for an attempt recorded before store format 3).
     pub call: String,
 }
@@ -169,6 +289,8 @@ pub struct Lease {
     pub at: DateTime<Utc>,
     /// The call's id in the audit log (empty for a lease taken before store format 3).
     pub call: String,
+    /// The node that took it, on a shared store (empty on an embedded one: one process).
+    pub node: String,
 }
 
 /// Version 3: leases and attempts carry their call id and microsecond instants (trees
@@ -182,6 +304,10 @@ const ATTEMPTS: &str = "attempts-3";
 /// Version 1 (one key `campaign \0 id` per contact in the tree `contacts`) is migrated on open.
 const FORMAT_1: &[u8] = b"crieur-store-1";
 const CONTACTS: &str = "contacts-b";
+/// The due index's tree (see `dueidx`), and the meta key saying it is built (a store
+/// written before it existed gets it on open, every contact due at its earliest grant).
+const DUE: &str = "due-2";
+const DUE_MARKER: &str = "due-index-2";
 
 /// Rewrites a version-1 store's contacts into buckets. Crash-safe: the new tree is rebuilt
 /// from scratch and flushed before the format marker changes, and the old tree is dropped
@@ -309,6 +435,13 @@ pub struct SledStore {
     optouts: sled::Tree,
     leases: sled::Tree,
     attempts: sled::Tree,
+    /// The due index (see `dueidx`).
+    due: sled::Tree,
+    /// Serialises the due index's read-modify-writes (a process holds the store alone).
+    due_lock: std::sync::Mutex<()>,
+    /// Claims of this process ([`Store::claim_due`]): an embedded store is held by one
+    /// process at a time (sled locks it), so they need not outlive it.
+    claims: std::sync::Mutex<Claims>,
     key: [u8; 32],
 }
 
@@ -325,6 +458,7 @@ struct StoredAttempt {
     contact: String,
     started_us: i64,
     ended_us: i64,
+    /// The outcome's name ([`Outcome::name`]), parsed when the attempt is read.
     outcome: String,
     call: String,
 }
@@ -359,8 +493,9 @@ struct StoredOptOut {
     source: String,
 }
 
-fn io(e: impl std::fmt::Display) -> Error {
-    Error::Io(e.to_string())
+/// A sled or encoding error as the store's own (`.map_err(io)`).
+fn io(e: impl Into<Error>) -> Error {
+    e.into()
 }
 
 impl SledStore {
@@ -374,7 +509,15 @@ impl SledStore {
                     path: path.to_owned(),
                 });
             }
-            if path.exists() && std::fs::read_dir(path).map_err(io)?.next().is_some() {
+            if path.exists()
+                && std::fs::read_dir(path)
+                    .map_err(|source| Error::Dir {
+                        path: path.to_owned(),
+                        source,
+                    })?
+                    .next()
+                    .is_some()
+            {
                 return Err(Error::NotAStore {
                     path: path.to_owned(),
                     why: "the directory is not empty".into(),
@@ -387,9 +530,9 @@ impl SledStore {
             .path(path)
             .flush_every_ms(None)
             .open()
-            .map_err(|e| Error::Open {
+            .map_err(|source| Error::Open {
                 path: path.to_owned(),
-                why: e.to_string(),
+                source,
             })?;
         let meta = db.open_tree("meta").map_err(io)?;
         let key = match (meta.get("format").map_err(io)?, exists) {
@@ -433,14 +576,23 @@ impl SledStore {
                 path: path.to_owned(),
                 why: "the opt-out key is missing or damaged".into(),
             })?;
-        Ok(SledStore {
+        let store = SledStore {
             contacts: db.open_tree(CONTACTS).map_err(io)?,
             optouts: db.open_tree("optouts").map_err(io)?,
             leases: db.open_tree(LEASES).map_err(io)?,
             attempts: db.open_tree(ATTEMPTS).map_err(io)?,
+            due: db.open_tree(DUE).map_err(io)?,
+            due_lock: Default::default(),
+            claims: Default::default(),
             db,
             key,
-        })
+        };
+        if meta.get(DUE_MARKER).map_err(io)?.is_none() {
+            store.build_due_index()?;
+            meta.insert(DUE_MARKER, &b"1"[..]).map_err(io)?;
+            store.durable()?;
+        }
+        Ok(store)
     }
 
     /// Bytes the store occupies on disk.
@@ -449,13 +601,7 @@ impl SledStore {
     }
 
     fn number_key(&self, number: &E164) -> [u8; 32] {
-        // HMAC accepts keys of any length: new_from_slice cannot fail for 32 bytes.
-        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC takes keys of any length"),
-        };
-        mac.update(number.as_str().as_bytes());
-        mac.finalize().into_bytes().into()
+        keyed_hash(&self.key, number)
     }
 
     /// Removes the lease at `key` and records its attempt, in one transaction over both trees.
@@ -465,7 +611,7 @@ impl SledStore {
         campaign: &str,
         id: &str,
         hash: Option<[u8; 32]>,
-        outcome: &str,
+        outcome: Outcome,
         ended: DateTime<Utc>,
     ) -> Result<bool> {
         // A unique suffix: two attempts in the same second never overwrite each other.
@@ -490,7 +636,7 @@ impl SledStore {
                 contact: id.to_owned(),
                 started_us: lease.at_us,
                 ended_us: micros(ended),
-                outcome: outcome.to_owned(),
+                outcome: outcome.name(),
                 call: lease.call.clone(),
             };
             let bytes = postcard::to_allocvec(&rec)
@@ -511,6 +657,18 @@ impl SledStore {
     fn durable(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(io)
     }
+}
+
+/// HMAC-SHA-256 of the number under the store's opt-out key: how a number is kept (opt-out
+/// list, attempts, leases) by every backend.
+fn keyed_hash(key: &[u8; 32], number: &E164) -> [u8; 32] {
+    // HMAC accepts keys of any length: new_from_slice cannot fail for 32 bytes.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(number.as_str().as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 /// `campaign · 0x00 · id`: the key of a contact's lease.
@@ -624,7 +782,6 @@ fn contact_out(c: &Contact) -> ContactOut<'_> {
     }
 }
 
-/// A damaged bucket, named `campaign/<bucket bytes>`.
 /// An attempt as stored, checked whole: its instants must be real instants, and its key
 /// (number hash · start · unique id · campaign 0x00 contact) must agree with its value. A
 /// damaged attempt is an error, never an attempt in 1970 that drops out of the rolling caps:
@@ -662,15 +819,18 @@ fn decode_attempt(key: &[u8], value: &[u8]) -> Result<AttemptRecord> {
         contact: a.contact,
         started,
         ended,
-        outcome: a.outcome,
+        outcome: a.outcome.parse().map_err(|source| Error::UnknownOutcome {
+            key: format!("attempt {}", hex::encode(key)),
+            source,
+        })?,
         call: a.call,
     })
 }
 
-fn bucket_corrupt(key: &[u8], why: String) -> Error {
-    Error::Corrupt {
+/// A damaged bucket, named `campaign/<bucket bytes>`.
+fn bucket_corrupt(key: &[u8], _: buckets::Truncated) -> Error {
+    Error::TruncatedBucket {
         key: String::from_utf8_lossy(key).replace('\0', "/"),
-        why,
     }
 }
 
@@ -684,30 +844,79 @@ fn new_record(c: &Contact) -> StoredContact {
 }
 
 /// Applies an imported contact to its stored record: phone and zone replaced, consent
-/// records appended unless already there. Returns how many were added.
-fn update_record(s: &mut StoredContact, c: &Contact) -> usize {
+/// records appended unless already there. Returns how many were added and the earliest
+/// grant among them.
+fn update_record(s: &mut StoredContact, c: &Contact) -> (usize, Option<i64>) {
     s.phone = c.phone().to_string();
     s.zone = c.given_zone().map(|z| z.name().to_owned());
     let mut added = 0;
+    let mut earliest: Option<i64> = None;
     for consent in c.consents() {
         let new = store_consent(consent);
         if !s.consents.contains(&new) {
+            let g = due::granted_us(&new);
+            earliest = Some(earliest.map_or(g, |e| e.min(g)));
             s.consents.push(new);
             added += 1;
         }
     }
-    added
+    (added, earliest)
+}
+
+/// Folds the imported versions of one contact (the same id, in file order) into its stored
+/// record (`None`: new), as an import does: returns the record and what it did for the due
+/// index. Shared by both backends.
+fn fold_import(
+    stored: Option<StoredContact>,
+    incoming: &[&Contact],
+    stats: &mut ImportStats,
+) -> Option<(StoredContact, due::Imported)> {
+    let (first, rest) = incoming.split_first()?;
+    let existed = stored.is_some();
+    let (mut record, mut added) = match stored {
+        Some(mut r) => {
+            stats.updated += 1;
+            let (n, e) = update_record(&mut r, first);
+            stats.consents_added += n;
+            (r, e)
+        }
+        None => {
+            stats.created += 1;
+            stats.consents_added += first.consents().len();
+            let r = new_record(first);
+            let e = due::earliest(&r);
+            (r, e)
+        }
+    };
+    for c in rest {
+        stats.updated += 1;
+        let (n, e) = update_record(&mut record, c);
+        stats.consents_added += n;
+        added = match (added, e) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let imported = due::Imported {
+        id: record.id.clone(),
+        existed,
+        added,
+        all: due::earliest(&record),
+    };
+    Some((record, imported))
 }
 
 impl SledStore {
     /// The new value of one bucket: its stored entries merged with `incoming` (contacts of
-    /// this bucket, sorted by id, stable).
+    /// this bucket, sorted by id, stable); what the import did to each contact goes to
+    /// `imported` (for the due index).
     fn merge_bucket(
         &self,
         campaign: &str,
         key: &[u8],
         incoming: &[&Contact],
         stats: &mut ImportStats,
+        imported: &mut Vec<due::Imported>,
     ) -> Result<Vec<u8>> {
         let stored = self.contacts.get(key).map_err(io)?;
         let corrupt = |why| bucket_corrupt(key, why);
@@ -735,42 +944,93 @@ impl SledStore {
                 )?),
                 _ => None,
             };
-            i += 1;
             // The same id more than once in one import: later ones update the first.
-            let repeated = i < incoming.len() && incoming[i].id().as_str() == id;
-            if stored.is_none() && !repeated {
+            let same = incoming[i..]
+                .iter()
+                .take_while(|c| c.id().as_str() == id)
+                .count();
+            if stored.is_none() && same == 1 {
                 // The common case, a new contact: encoded straight from the import.
                 stats.created += 1;
                 stats.consents_added += first.consents().len();
+                let earliest = first
+                    .consents()
+                    .iter()
+                    .map(|c| c.granted_at.timestamp_micros())
+                    .min();
+                imported.push(due::Imported {
+                    id: id.to_owned(),
+                    existed: false,
+                    added: earliest,
+                    all: earliest,
+                });
                 buckets::push_entry_with(&mut out, id.as_bytes(), |buf| {
                     postcard::to_extend(&contact_out(first), buf).map_err(io)
                 })?;
+                i += 1;
                 continue;
             }
-            let mut record = match stored {
-                Some(mut r) => {
-                    stats.updated += 1;
-                    stats.consents_added += update_record(&mut r, first);
-                    r
-                }
-                None => {
-                    stats.created += 1;
-                    stats.consents_added += first.consents().len();
-                    new_record(first)
-                }
-            };
-            while i < incoming.len() && incoming[i].id().as_str() == id {
-                stats.updated += 1;
-                stats.consents_added += update_record(&mut record, incoming[i]);
-                i += 1;
+            if let Some((record, imp)) = fold_import(stored, &incoming[i..i + same], stats) {
+                buckets::push_entry(&mut out, id.as_bytes(), &encode(&record)?)?;
+                imported.push(imp);
             }
-            buckets::push_entry(&mut out, id.as_bytes(), &encode(&record)?)?;
+            i += same;
         }
         for e in old {
             let (k, v) = e.map_err(corrupt)?;
             buckets::push_entry(&mut out, k, v)?;
         }
         Ok(out)
+    }
+}
+
+/// Claims held in this process: (campaign, contact) → (node, held until, µs).
+type Claims = std::collections::HashMap<(String, String), (String, i64)>;
+
+fn instant_us(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+impl SledStore {
+    fn lock_claims(&self) -> Result<std::sync::MutexGuard<'_, Claims>> {
+        self.claims.lock().map_err(|_| Error::Poisoned {
+            what: "claims table",
+        })
+    }
+
+    fn lock_due(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.due_lock.lock().map_err(|_| Error::Poisoned {
+            what: "due index lock",
+        })
+    }
+
+    /// The due index's writes for what an import did to some buckets' contacts.
+    fn due_batch(
+        &self,
+        campaign: &str,
+        imported: &[(u16, Vec<due::Imported>)],
+    ) -> Result<sled::Batch> {
+        let mut by_bucket: std::collections::BTreeMap<u16, Vec<&due::Imported>> =
+            Default::default();
+        for imp in imported.iter().flat_map(|(_, imps)| imps) {
+            by_bucket
+                .entry(buckets::due_bucket_of(&imp.id))
+                .or_default()
+                .push(imp);
+        }
+        let mut batch = sled::Batch::default();
+        for (bucket, imps) in by_bucket {
+            let mut change = dueidx::BucketChange::load(self, campaign, bucket)?;
+            for imp in imps {
+                let id = imp.id.as_bytes();
+                let before = change.get(id);
+                if let Some(after) = imp.due_after(before) {
+                    change.set(id, before, after)?;
+                }
+            }
+            change.write(&mut batch);
+        }
+        Ok(batch)
     }
 }
 
@@ -800,20 +1060,31 @@ impl Store for SledStore {
                 };
                 let mut batch = sled::Batch::default();
                 let mut in_batch = 0;
+                let mut imported = Vec::new();
                 for &(bucket, group) in *batch_groups {
                     let mut group = group.to_vec();
                     // Stable: the same id twice keeps file order.
                     group.sort_by(|a, b| a.id().cmp(b.id()));
                     let key = buckets::bucket_key(campaign, bucket);
-                    let value = self.merge_bucket(campaign, &key, &group, &mut stats)?;
+                    let mut imp = Vec::new();
+                    let value = self.merge_bucket(campaign, &key, &group, &mut stats, &mut imp)?;
                     batch.insert(key, value);
+                    imported.push((bucket, imp));
                     in_batch += group.len();
                 }
+                // The contacts, then their due entries (a contact left without its entry by
+                // a crash in between gets it when the import is run again).
                 self.contacts
                     .apply_batch(batch)
                     .and_then(|()| self.db.flush().map(|_| ()))
                     .map_err(io)?;
                 written.fetch_add(in_batch, Ordering::Relaxed);
+                {
+                    let _held = self.lock_due()?;
+                    let due = self.due_batch(campaign, &imported)?;
+                    self.due.apply_batch(due).map_err(io)?;
+                }
+                self.db.flush().map_err(io)?;
             }
             Ok(stats)
         };
@@ -851,9 +1122,10 @@ impl Store for SledStore {
                         Error::PartialImport {
                             written,
                             total: contacts.len(),
-                            why: match e {
-                                Error::Io(why) => why,
-                                e => e.to_string(),
+                            source: match e {
+                                Error::Io(e) => Box::new(e),
+                                Error::Encode(e) => Box::new(e),
+                                e => Box::new(e),
                             },
                         }
                     });
@@ -1012,7 +1284,7 @@ impl Store for SledStore {
         campaign: &str,
         id: &ContactId,
         number: &E164,
-        outcome: &str,
+        outcome: Outcome,
         ended: DateTime<Utc>,
     ) -> Result<()> {
         let key = lease_key(campaign, id.as_str());
@@ -1047,6 +1319,7 @@ impl Store for SledStore {
                 contact,
                 at,
                 call,
+                node: String::new(),
             });
         }
         out.sort_by_key(|l| l.at);
@@ -1070,7 +1343,7 @@ impl Store for SledStore {
             &lease.campaign,
             &lease.contact,
             None,
-            "interrupted",
+            Outcome::Scheduled(crieur_outcome::AttemptOutcome::Interrupted),
             now,
         ) {
             Ok(closed) => closed,
@@ -1088,7 +1361,7 @@ impl Store for SledStore {
             contact: lease.contact.clone(),
             started: lease.at,
             ended: now,
-            outcome: "interrupted".into(),
+            outcome: Outcome::Scheduled(crieur_outcome::AttemptOutcome::Interrupted),
             call: lease.call.clone(),
         }))
     }
@@ -1104,7 +1377,7 @@ impl Store for SledStore {
             contact: a.contact.clone(),
             started_us: micros(a.started),
             ended_us: micros(a.ended),
-            outcome: a.outcome.clone(),
+            outcome: a.outcome.name(),
             call: a.call.clone(),
         };
         self.attempts
@@ -1122,11 +1395,107 @@ impl Store for SledStore {
             })
             .collect()
     }
+
+    fn set_due(&self, campaign: &str, due: &[(ContactId, Option<DateTime<Utc>>)]) -> Result<()> {
+        // By bucket; the last instant given for a contact wins.
+        let mut by_bucket: std::collections::BTreeMap<u16, Vec<(&ContactId, Option<i64>)>> =
+            Default::default();
+        for (id, when) in due {
+            by_bucket
+                .entry(buckets::due_bucket_of(id.as_str()))
+                .or_default()
+                .push((id, when.map(micros)));
+        }
+        {
+            let _held = self.lock_due()?;
+            let mut batch = sled::Batch::default();
+            for (bucket, changes) in by_bucket {
+                let mut change = dueidx::BucketChange::load(self, campaign, bucket)?;
+                for (id, after) in changes {
+                    let idb = id.as_str().as_bytes();
+                    // Ids not in the store are ignored.
+                    if let Some(before) = change.get(idb) {
+                        change.set(idb, Some(before), after)?;
+                    }
+                }
+                change.write(&mut batch);
+            }
+            self.due.apply_batch(batch).map_err(io)?;
+        }
+        self.durable()?;
+        let mut claims = self.lock_claims()?;
+        for (id, _) in due {
+            claims.remove(&(campaign.to_owned(), id.as_str().to_owned()));
+        }
+        Ok(())
+    }
+
+    fn due_of(&self, campaign: &str, id: &ContactId) -> Result<Option<Option<DateTime<Utc>>>> {
+        let change =
+            dueidx::BucketChange::load(self, campaign, buckets::due_bucket_of(id.as_str()))?;
+        Ok(change
+            .get(id.as_str().as_bytes())
+            .map(|d| d.map(instant_us)))
+    }
+
+    fn claim_due(&self, campaign: &str, claim: &Claim<'_>) -> Result<Vec<DueContact>> {
+        let now = micros(claim.now);
+        let mut claims = self.lock_claims()?;
+        let mut out = Vec::new();
+        if claim.limit > 0 {
+            self.walk_due(campaign, micros(claim.until), |us, id| {
+                let id = String::from_utf8_lossy(id).into_owned();
+                if let Some((node, hold)) = claims.get(&(campaign.to_owned(), id.clone())) {
+                    if node != claim.node && *hold > now {
+                        return Ok(true);
+                    }
+                }
+                let cid = ContactId::new(id).map_err(|e| Error::Corrupt {
+                    key: format!("due entry of {campaign}"),
+                    why: e.to_string(),
+                })?;
+                out.push(DueContact {
+                    id: cid,
+                    due: instant_us(us),
+                });
+                Ok(out.len() < claim.limit)
+            })?;
+        }
+        for d in &out {
+            claims.insert(
+                (campaign.to_owned(), d.id.as_str().to_owned()),
+                (claim.node.to_owned(), micros(claim.hold_until)),
+            );
+        }
+        Ok(out)
+    }
+
+    fn next_due(&self, campaign: &str) -> Result<Option<DateTime<Utc>>> {
+        let mut first = None;
+        self.walk_due(campaign, i64::MAX, |us, _| {
+            first = Some(instant_us(us));
+            Ok(false)
+        })?;
+        Ok(first)
+    }
+
+    fn progress(&self, campaign: &str) -> Result<Progress> {
+        self.due_counts(campaign)
+    }
+
+    fn node_alive(&self, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<u32> {
+        // sled lets one process hold the store: this one.
+        Ok(1)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn busy() -> Outcome {
+        Outcome::call(crieur_outcome::CallOutcome::Busy)
+    }
 
     fn n(s: &str) -> E164 {
         s.parse().unwrap_or_else(|e| panic!("{e}"))
@@ -1447,7 +1816,7 @@ mod tests {
                 s.lease("c", &a, &na, t(1_000), "a-2"),
                 Err(Error::Leased { .. })
             ));
-            assert!(s.finish_attempt("c", &a, &na, "busy", t(30_750)).is_ok());
+            assert!(s.finish_attempt("c", &a, &na, busy(), t(30_750)).is_ok());
             assert!(s.lease("c", &a, &na, t(3_600_001), "a-3").is_ok());
             assert!(s.lease("c", &b, &nb, t(3_600_002), "b-1").is_ok());
             // "Crash": the store is dropped with both leases held.
@@ -1471,15 +1840,15 @@ mod tests {
         assert!(s.leases().unwrap_or_default().is_empty());
         assert!(s.attempts(&nb).unwrap_or_default().is_empty());
         let attempts = s.attempts(&na).unwrap_or_default();
-        let got: Vec<(&str, &str, DateTime<Utc>, DateTime<Utc>)> = attempts
+        let got: Vec<(String, &str, DateTime<Utc>, DateTime<Utc>)> = attempts
             .iter()
-            .map(|a| (a.outcome.as_str(), a.call.as_str(), a.started, a.ended))
+            .map(|a| (a.outcome.name(), a.call.as_str(), a.started, a.ended))
             .collect();
         assert_eq!(
             got,
             [
-                ("busy", "a-1", t(250), t(30_750)),
-                ("interrupted", "a-3", t(3_600_001), t(7_200_000))
+                ("busy".to_owned(), "a-1", t(250), t(30_750)),
+                ("interrupted".to_owned(), "a-3", t(3_600_001), t(7_200_000))
             ]
         );
         assert!(s.lease("c", &a, &na, t(7_400_000), "a-4").is_ok());
@@ -1490,7 +1859,7 @@ mod tests {
             contact: "b".into(),
             started: t(10),
             ended: t(20),
-            outcome: "interrupted".into(),
+            outcome: Outcome::Scheduled(crieur_outcome::AttemptOutcome::Interrupted),
             call: "b-0".into(),
         };
         assert!(s.record_attempt(&nb, &lost).is_ok());
@@ -1514,6 +1883,7 @@ mod tests {
                 contact: "a".into(),
                 at: DateTime::<Utc>::default(),
                 call: String::new(),
+                node: String::new(),
             }]
         );
         assert_eq!(
@@ -1573,7 +1943,7 @@ mod tests {
                 contact: "a".into(),
                 started: at(1_800_000_000),
                 ended: at(1_800_000_030),
-                outcome: "busy".into(),
+                outcome: busy(),
                 call: String::new(),
             }]
         );
@@ -1605,6 +1975,66 @@ mod tests {
         ));
     }
 
+    /// The outcome is stored by its name, as when it was a `String`: the same bytes, read
+    /// back as the typed value; a name no version writes is a damaged record, located by its
+    /// key and naming the outcome, never counted as some other outcome.
+    #[test]
+    fn outcomes_are_stored_by_name_and_an_unknown_name_is_damage() {
+        #[derive(Serialize)]
+        struct NamedAttempt<'a> {
+            campaign: &'a str,
+            contact: &'a str,
+            started_us: i64,
+            ended_us: i64,
+            outcome: &'a str,
+            call: &'a str,
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = open(&dir.path().join("s"));
+        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+        let id = ContactId::new("a").unwrap_or_else(|e| panic!("{e}"));
+        let num = n("+33612345678");
+        let refused = Outcome::Call {
+            outcome: crieur_outcome::CallOutcome::AuthFailed,
+            trunk_fault: true,
+        };
+        assert!(s.lease("c", &id, &num, t(0), "call-1").is_ok());
+        assert!(s.finish_attempt("c", &id, &num, refused, t(30)).is_ok());
+        let (key, value) = s
+            .attempts
+            .scan_prefix(s.number_key(&num))
+            .next()
+            .and_then(|kv| kv.ok())
+            .unwrap_or_else(|| panic!("no attempt stored"));
+        let named = |outcome: &str| {
+            postcard::to_allocvec(&NamedAttempt {
+                campaign: "c",
+                contact: "a",
+                started_us: micros(t(0)),
+                ended_us: micros(t(30)),
+                outcome,
+                call: "call-1",
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(&value[..], &named("trunk-fault:auth-failed")[..]);
+        let read = s.attempts(&num).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+            [refused]
+        );
+        s.attempts
+            .insert(&key, named("recovered-c/a"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match s.attempts(&num) {
+            Err(Error::UnknownOutcome { key, source }) => {
+                assert!(key.starts_with("attempt "), "{key}");
+                assert_eq!(source.name, "recovered-c/a");
+            }
+            other => panic!("an unknown outcome was read: {other:?}"),
+        }
+    }
+
     #[test]
     fn a_damaged_attempt_is_an_error_not_an_attempt_in_1970() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -1614,7 +2044,7 @@ mod tests {
         let num = n("+33612345678");
         for at in [0, 3600] {
             assert!(s.lease("c", &id, &num, t(at), "call").is_ok());
-            assert!(s.finish_attempt("c", &id, &num, "busy", t(at + 30)).is_ok());
+            assert!(s.finish_attempt("c", &id, &num, busy(), t(at + 30)).is_ok());
         }
         assert_eq!(s.attempts(&num).map(|a| a.len()).ok(), Some(2));
         let (key, value) = s

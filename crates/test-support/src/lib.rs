@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod cdp;
+pub mod pg;
 pub mod scenario;
 
 use std::net::{SocketAddr, UdpSocket};

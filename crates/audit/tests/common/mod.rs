@@ -58,6 +58,7 @@ pub fn header(campaign: &str) -> RunHeader {
     RunHeader {
         format: FORMAT_VERSION,
         command: "test".into(),
+        node: None,
         software: "crieur-test".into(),
         campaign: Some(campaign.into()),
         campaign_name: None,
@@ -84,4 +85,27 @@ pub fn header(campaign: &str) -> RunHeader {
         tzdb_version: crieur_scheduler::tzdb_version().into(),
         phone_tz_map_version: crieur_scheduler::phone_tz_map_version().into(),
     }
+}
+
+/// A recorded outcome by the name a store or a log holds.
+pub fn named(name: &str) -> Outcome {
+    name.parse().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A decision of campaign `t` at `now` for `c`, as the scheduler makes it (first attempt, not
+/// opted out).
+pub fn decision(c: &Contact, now: DateTime<Utc>, history: Vec<PastAttempt>) -> Record {
+    let d = crieur_scheduler::decide(c, &policy(), now);
+    Record::Decision(Box::new(crieur_audit::build::decision_record(
+        c,
+        &d,
+        crieur_audit::build::DecisionInputs {
+            campaign: "t",
+            now,
+            history,
+            opted_out: false,
+            refused: None,
+            attempt: 1,
+        },
+    )))
 }

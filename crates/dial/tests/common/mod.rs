@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crieur_scheduler::{parse_zone, ConsentRecord, Contact, ContactId, Policy, RuleSet, Windows};
-use crieur_store::SledStore;
+use crieur_store::{Outcome, SledStore};
 
 pub fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
@@ -82,6 +82,7 @@ pub fn run_header(
     crieur_audit::Record::RunStart(Box::new(crieur_audit::record::RunHeader {
         format: crieur_audit::record::FORMAT_VERSION,
         command: "run".into(),
+        node: None,
         software: "dial tests".into(),
         campaign: Some(rules.campaign.clone()),
         campaign_name: None,
@@ -139,4 +140,9 @@ pub fn report(
         rtcp: Default::default(),
         amd: None,
     }
+}
+
+/// A recorded outcome by the name a store or a log holds.
+pub fn named(name: &str) -> Outcome {
+    name.parse().unwrap_or_else(|e| panic!("{e}"))
 }

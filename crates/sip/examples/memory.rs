@@ -1,0 +1,123 @@
+//! Signalling memory per established call: N calls placed on one `Endpoint` and answered
+//! (200 with SDP, ACKed), the heap in use before and after, counted by a wrapping allocator.
+//! Also after the INVITE transactions' RFC 6026 `Accepted` window (timer M, 32 s) has passed,
+//! which is what a long call holds.
+//!
+//! Usage: cargo run --release -p crieur-sip --example memory [calls]
+
+// A measurement reads no clock for its result; any instant serves as the origin.
+#![allow(clippy::disallowed_methods)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crieur_sip::{Config, Endpoint, Event, Invite, Timers, Transport};
+
+struct Counting;
+static IN_USE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        IN_USE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        IN_USE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let trunk = "10.0.0.2:5060".parse().unwrap_or_else(|_| unreachable!());
+    let mut ep = Endpoint::new(Config {
+        local: "10.0.0.1:5060".parse().unwrap_or_else(|_| unreachable!()),
+        transport: Transport::Udp,
+        user_agent: "crieur/mem".into(),
+        timers: Timers::default(),
+        capabilities: vec![(
+            "Allow".into(),
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE".into(),
+        )],
+        accept_incoming: false,
+    });
+    let offer = SDP.replace("10.0.0.2", "10.0.0.1").into_bytes();
+    let t0 = Instant::now();
+    let before = IN_USE.load(Ordering::Relaxed);
+    for i in 0..n {
+        let r = ep.invite(
+            t0,
+            Invite {
+                call_id: format!("{i:032x}@10.0.0.1"),
+                request_uri: format!("sip:+3361{i:07}@10.0.0.2:5060;user=phone"),
+                from: "sip:+33100000000@crieur.example;user=phone".into(),
+                to: format!("sip:+3361{i:07}@10.0.0.2:5060;user=phone"),
+                contact: "sip:+33100000000@10.0.0.1:5060".into(),
+                destination: trunk,
+                headers: vec![
+                    (
+                        "Allow".into(),
+                        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE".into(),
+                    ),
+                    ("Supported".into(), "timer".into()),
+                ],
+                content_type: Some("application/sdp".into()),
+                body: offer.clone(),
+                credentials: None,
+            },
+        );
+        if r.is_err() {
+            eprintln!("invite refused");
+            return;
+        }
+        // The far end answers what we sent: 180, then 200 with SDP.
+        while let Some(t) = ep.poll_transmit() {
+            let text = String::from_utf8_lossy(&t.payload).into_owned();
+            if !text.starts_with("INVITE ") {
+                continue;
+            }
+            let h = |name: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(name))
+                    .map(|l| l.to_owned())
+                    .unwrap_or_default()
+            };
+            for (code, body) in [("180 Ringing", ""), ("200 OK", SDP)] {
+                let resp = format!(
+                    "SIP/2.0 {code}\r\n{}\r\n{}\r\n{};tag=callee{i}\r\n{}\r\n{}\r\nContact: <sip:callee@10.0.0.2:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                    h("Via:"), h("From:"), h("To:"), h("Call-ID:"), h("CSeq:"), body.len()
+                );
+                ep.handle_input(t0, trunk, resp.as_bytes());
+            }
+        }
+        while ep.poll_transmit().is_some() {}
+        while ep.poll_event().is_some() {}
+    }
+    let placed = IN_USE.load(Ordering::Relaxed);
+    // After timer M: the INVITE transactions are gone, the dialogs stay.
+    ep.handle_timeout(t0 + Duration::from_secs(40));
+    while ep.poll_transmit().is_some() {}
+    let mut ended = 0;
+    while let Some(e) = ep.poll_event() {
+        if matches!(e, Event::Terminated { .. }) {
+            ended += 1;
+        }
+    }
+    let settled = IN_USE.load(Ordering::Relaxed);
+    println!(
+        "calls={n} established={} ended={ended} bytes_per_call: within_32s={} after_timer_m={}",
+        ep.calls(),
+        (placed - before) / n as isize,
+        (settled - before) / n as isize
+    );
+}

@@ -1,0 +1,1876 @@
+//! The endpoint: one transaction layer, the call legs, and the timers — sans I/O.
+//!
+//! The driver feeds every datagram ([`Endpoint::handle_input`]) and the time
+//! ([`Endpoint::handle_timeout`] when [`Endpoint::poll_timeout`] is due), sends what
+//! [`Endpoint::poll_transmit`] gives, and reads [`Endpoint::poll_event`]. Calls are placed
+//! ([`Endpoint::invite`]) and steered ([`Endpoint::cancel`], [`Endpoint::bye`],
+//! [`Endpoint::request`], [`Endpoint::respond`]) by [`CallRef`].
+//!
+//! A call leg is registered under its Call-ID and local tag from the moment its INVITE leaves,
+//! so a request in the dialog (a BYE right behind the 200) always finds it: there is no
+//! re-keying on the 2xx.
+//!
+//! RFC 3261 rules implemented here, each with its unit test below: §8.1.1 (request headers),
+//! §9.1 (CANCEL only after a provisional response; same Via, Request-URI, Call-ID, From, To,
+//! CSeq number, Route as the INVITE), §12.1.2 / §12.2.1.1 (dialog from the 2xx: remote tag,
+//! route set from Record-Route reversed, remote target from Contact; loose and strict
+//! routing), §12.2.2 (in-dialog requests: a lower CSeq gets 500, an unknown dialog 481),
+//! §13.2.2.4 (ACK for each 2xx, with its own branch, the INVITE's CSeq number and
+//! credentials, sent again on each retransmitted 2xx; the first 2xx wins and a 2xx from
+//! another fork is ACKed then sent a BYE), §13.3.1.4 (the UAS's 2xx retransmitted, T1
+//! doubling to T2, until the ACK, or given up at 64·T1), §9.2 (CANCEL received: 200, and 487
+//! to the INVITE), §8.2.1 (405 with Allow for a method we do not implement), §18.2.1 /
+//! RFC 3581 (`received` and `rport` stamped on a request's Via; responses sent back to the
+//! source port when `rport` was asked), RFC 3581 client side (`;rport` on our Via), and
+//! digest authentication of our requests ([`crate::auth`]).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sipx_sip::headers::via::first_hop_end;
+use sipx_sip::transaction::{Dispatch, Output, Reliability, Timer, TuEvent};
+use sipx_sip::{
+    Header, HeaderName, Host, Message, Method, Request, RequestBuilder, Response, ResponseBuilder,
+    StatusCode, Timers, TransactionKey, TransactionLayer, Uri,
+};
+
+use crate::auth::{self, Credentials};
+use crate::{wire, Error};
+
+/// The transport the endpoint's messages travel on (its Via says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    fn via(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    fn reliability(self) -> Reliability {
+        match self {
+            Transport::Udp => Reliability::Unreliable,
+            Transport::Tcp | Transport::Tls => Reliability::Reliable,
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            Transport::Udp | Transport::Tcp => 5060,
+        }
+    }
+}
+
+/// How the endpoint presents itself.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address in our Via and Contact (where the far end reaches us).
+    pub local: SocketAddr,
+    pub transport: Transport,
+    pub user_agent: String,
+    pub timers: Timers,
+    /// The headers of a 200 to OPTIONS and of a 405 (`Allow`, `Accept`, `Supported`).
+    pub capabilities: Vec<(String, String)>,
+    /// Hand INVITEs from outside any dialog to the caller ([`Event::Incoming`]): a UAS (the
+    /// simulator). Without it they get 603: we place calls, we do not take them.
+    pub accept_incoming: bool,
+}
+
+/// One call to place.
+#[derive(Debug, Clone)]
+pub struct Invite {
+    pub call_id: String,
+    pub request_uri: String,
+    /// The From URI (our identity).
+    pub from: String,
+    /// The To URI.
+    pub to: String,
+    /// Our Contact URI.
+    pub contact: String,
+    /// Where the INVITE goes (the trunk).
+    pub destination: SocketAddr,
+    /// More headers (name, value): `Allow`, `Supported`, `P-Asserted-Identity` …
+    pub headers: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub credentials: Option<Credentials>,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub payload: Bytes,
+}
+
+/// A call leg of this endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallRef(u64);
+
+/// One of our requests in a dialog (re-INVITE, UPDATE, INFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestRef(u64);
+
+impl RequestRef {
+    /// A request that was never sent (for a driver reporting that it could not send one).
+    pub fn none() -> RequestRef {
+        RequestRef(0)
+    }
+}
+
+/// A request received that waits for the caller's answer ([`Endpoint::respond`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerRef(u64);
+
+/// How one of our in-dialog requests ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Response(Box<Response>),
+    /// Timer F (or B): no final response.
+    Timeout,
+    TransportError,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A provisional response to our INVITE (100 included).
+    Provisional {
+        call: CallRef,
+        response: Box<Response>,
+    },
+    /// The first 2xx to our INVITE: the dialog is confirmed and its ACK sent. After a CANCEL
+    /// (`after_cancel`: the 2xx crossed it) the endpoint has also sent the BYE.
+    Answered {
+        call: CallRef,
+        response: Box<Response>,
+        after_cancel: bool,
+        /// The INVITE it answers carried our credentials.
+        credentials_sent: bool,
+    },
+    /// A final non-2xx response to our INVITE whose challenge, if any, was not answered.
+    /// `credentials_sent`: the INVITE it answers carried our credentials.
+    Rejected {
+        call: CallRef,
+        response: Box<Response>,
+        credentials_sent: bool,
+    },
+    /// No final response to our INVITE: timer B (`timeout`) or a transport error.
+    InviteFailed { call: CallRef, timeout: bool },
+    /// An INVITE from outside any dialog ([`Config::accept_incoming`]): answer it.
+    Incoming {
+        call: CallRef,
+        server: ServerRef,
+        request: Box<Request>,
+    },
+    /// A re-INVITE or UPDATE in the dialog: answer it ([`Endpoint::respond`]).
+    Request {
+        call: CallRef,
+        server: ServerRef,
+        request: Box<Request>,
+    },
+    /// INFO in the dialog (answered 200).
+    Info {
+        call: CallRef,
+        request: Box<Request>,
+    },
+    /// The far end's BYE (answered 200).
+    Bye { call: CallRef },
+    /// The caller cancelled our pending INVITE answer (200 to the CANCEL, 487 sent).
+    Cancelled { call: CallRef },
+    /// The ACK of our 2xx arrived.
+    Acked {
+        call: CallRef,
+        request: Box<Request>,
+    },
+    /// Our 2xx was never ACKed (64·T1): RFC 3261 §13.3.1.4 says end the call.
+    NoAck { call: CallRef },
+    /// One of our in-dialog requests ended.
+    Done {
+        call: CallRef,
+        request: RequestRef,
+        outcome: Outcome,
+    },
+    /// The call's last transaction is over: the endpoint forgot it.
+    Terminated { call: CallRef },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Uac,
+    Uas,
+}
+
+/// What a client or server transaction is to its call.
+#[derive(Debug, Clone)]
+enum Kind {
+    Invite,
+    Cancel,
+    Bye,
+    /// The BYE to a fork's 2xx that lost.
+    ForkBye,
+    Request(RequestRef),
+    /// A request we received (its ServerRef, if the caller answers it).
+    Server(Option<ServerRef>),
+}
+
+#[derive(Debug)]
+struct Owner {
+    call: CallRef,
+    kind: Kind,
+    /// Where its messages go.
+    dest: SocketAddr,
+}
+
+/// A 2xx we (as the UAS) retransmit until its ACK (RFC 3261 §13.3.1.4).
+#[derive(Debug)]
+struct Pending2xx {
+    key: TransactionKey,
+    response: Response,
+    interval: Duration,
+    deadline: Instant,
+    cseq: u32,
+}
+
+#[derive(Debug)]
+struct Call {
+    role: Role,
+    call_id: String,
+    local_tag: String,
+    /// `<uri>;tag=…`: the From (UAC) or To (UAS) we send.
+    local: String,
+    /// The far end's URI (without tag).
+    remote_uri: String,
+    remote_tag: Option<String>,
+    local_cseq: u32,
+    remote_cseq: Option<u32>,
+    route_set: Vec<String>,
+    remote_target: Option<Uri>,
+    contact: String,
+    /// Where requests go when the next hop is not an address (the trunk, or the caller).
+    destination: SocketAddr,
+    credentials: Option<Credentials>,
+    auth: auth::State,
+    /// UAC: the INVITE as last sent (for CANCEL, ACK and a credentials retry).
+    invite: Option<Request>,
+    provisional: bool,
+    cancel_wanted: bool,
+    cancel_sent: bool,
+    credentials_sent: bool,
+    /// The 2xx's dialog is established (UAC: first 2xx; UAS: our 2xx).
+    confirmed: bool,
+    /// The final response to our INVITE came (or it failed).
+    invite_done: bool,
+    /// UAC: the ACK of each 2xx answered, by To tag (resent on a retransmitted 2xx).
+    acks: Vec<(String, Bytes, SocketAddr)>,
+    /// Requests we sent in the dialog, awaiting an answer: their CSeq numbers (re-INVITE's ACK).
+    pending_2xx: Option<Pending2xx>,
+    /// Our re-INVITE or UPDATE carrying an offer, until its final response (glare, §14.2).
+    offer_out: Option<RequestRef>,
+    /// The far end's re-INVITE or UPDATE handed to the caller and not answered yet.
+    offer_in: bool,
+    /// UAS: the INVITE's server transaction until its final response.
+    uas_invite: Option<(TransactionKey, ServerRef)>,
+    /// BYE sent or received, or the INVITE failed: nothing more is sent.
+    closed: bool,
+    /// Transactions still running for it.
+    open: u32,
+    /// Of those, our INVITE transactions (kept after the final response only to absorb its
+    /// retransmissions: timer D after a failure, RFC 6026's timer M after a 2xx).
+    invites_open: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Tx(TransactionKey, Timer),
+    Retransmit2xx(CallRef),
+}
+
+/// The sans-IO SIP endpoint.
+#[derive(Debug)]
+pub struct Endpoint {
+    cfg: Config,
+    layer: TransactionLayer,
+    calls: HashMap<CallRef, Call>,
+    /// (Call-ID, local tag) → call.
+    dialogs: HashMap<(String, String), CallRef>,
+    owners: HashMap<TransactionKey, Owner>,
+    servers: HashMap<ServerRef, (TransactionKey, CallRef)>,
+    /// Timers: due instant and slot, the slot's target; a cleared timer's slot is gone.
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    slots: HashMap<u64, Target>,
+    armed: HashMap<(TransactionKey, Timer), u64>,
+    next_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    /// BYE and CANCEL transactions in flight.
+    background: usize,
+}
+
+fn hex_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::new(code).unwrap_or_else(|| StatusCode::new(500).unwrap_or_else(|| unreachable!()))
+}
+
+/// The standard reason phrase of the codes the endpoint sends itself.
+fn reason_of(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Unsupported URI Scheme",
+        481 => "Call/Transaction Does Not Exist",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        505 => "Version Not Supported",
+        603 => "Decline",
+        _ => "",
+    }
+}
+
+/// Where an address-literal URI points (its port, or the transport's default).
+fn uri_addr(u: &Uri, default_port: u16) -> Option<SocketAddr> {
+    let ip: IpAddr = match u.host()? {
+        Host::Ip(ip) => *ip,
+        Host::Name(n) => std::str::from_utf8(n.as_bytes()).ok()?.parse().ok()?,
+    };
+    Some(SocketAddr::new(ip, u.port().unwrap_or(default_port)))
+}
+
+impl Endpoint {
+    pub fn new(cfg: Config) -> Endpoint {
+        Endpoint {
+            layer: TransactionLayer::new(cfg.timers),
+            cfg,
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            owners: HashMap::new(),
+            servers: HashMap::new(),
+            heap: BinaryHeap::new(),
+            slots: HashMap::new(),
+            armed: HashMap::new(),
+            next_id: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            background: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Calls the endpoint still holds.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// BYE and CANCEL transactions still running (a process about to exit waits for them).
+    pub fn background(&self) -> usize {
+        self.background
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn via(&self) -> String {
+        format!(
+            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
+            self.cfg.transport.via(),
+            self.cfg.local,
+            hex_id()
+        )
+    }
+
+    // ---- placing calls -------------------------------------------------------------------
+
+    /// Sends an INVITE: a new call leg, registered at once under its Call-ID and From tag.
+    pub fn invite(&mut self, now: Instant, inv: Invite) -> Result<CallRef, Error> {
+        let local_tag = hex_id();
+        let local = format!("<{}>;tag={local_tag}", inv.from);
+        let ruri = wire::uri(&inv.request_uri)?;
+        wire::uri(&inv.to)?;
+        wire::uri(&inv.contact)?;
+        let mut b = RequestBuilder::new(Method::Invite, ruri);
+        let add = |b: RequestBuilder, n: HeaderName, v: String| -> Result<RequestBuilder, Error> {
+            b.header(n.clone(), v).map_err(|e| Error::BadHeader {
+                name: String::from_utf8_lossy(n.canonical()).into_owned(),
+                why: e.to_string(),
+            })
+        };
+        b = add(b, HeaderName::Via, self.via())?;
+        b = b.max_forwards(70);
+        b = add(b, HeaderName::From, local.clone())?;
+        b = add(b, HeaderName::To, format!("<{}>", inv.to))?;
+        b = add(b, HeaderName::CallId, inv.call_id.clone())?;
+        b = add(b, HeaderName::CSeq, "1 INVITE".into())?;
+        b = add(b, HeaderName::Contact, format!("<{}>", inv.contact))?;
+        b = add(b, HeaderName::UserAgent, self.cfg.user_agent.clone())?;
+        for (n, v) in &inv.headers {
+            b = add(b, wire::name(n), v.clone())?;
+        }
+        if let Some(ct) = &inv.content_type {
+            b = add(b, HeaderName::ContentType, ct.clone())?;
+        }
+        let req = b.body(Bytes::from(inv.body)).build();
+        let call = CallRef(self.id());
+        self.calls.insert(
+            call,
+            Call {
+                role: Role::Uac,
+                call_id: inv.call_id.clone(),
+                local_tag: local_tag.clone(),
+                local,
+                remote_uri: inv.to,
+                remote_tag: None,
+                local_cseq: 1,
+                remote_cseq: None,
+                route_set: Vec::new(),
+                remote_target: None,
+                contact: inv.contact,
+                destination: inv.destination,
+                credentials: inv.credentials,
+                auth: auth::State::default(),
+                invite: Some(req.clone()),
+                provisional: false,
+                cancel_wanted: false,
+                cancel_sent: false,
+                credentials_sent: false,
+                confirmed: false,
+                invite_done: false,
+                acks: Vec::new(),
+                pending_2xx: None,
+                offer_out: None,
+                offer_in: false,
+                uas_invite: None,
+                closed: false,
+                open: 0,
+                invites_open: 0,
+            },
+        );
+        self.dialogs.insert((inv.call_id, local_tag), call);
+        self.send_request(now, call, req, Kind::Invite, inv.destination);
+        Ok(call)
+    }
+
+    fn send_request(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        req: Request,
+        kind: Kind,
+        dest: SocketAddr,
+    ) {
+        let Some((key, outputs)) = self
+            .layer
+            .send_request(req, self.cfg.transport.reliability())
+        else {
+            tracing::warn!("a request we built has no transaction key");
+            return;
+        };
+        if matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye) {
+            self.background += 1;
+        }
+        self.owners.insert(key.clone(), Owner { call, kind, dest });
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.open += 1;
+            if matches!(self.owners.get(&key).map(|o| &o.kind), Some(Kind::Invite)) {
+                c.invites_open += 1;
+            }
+        }
+        self.apply(now, &key, outputs);
+    }
+
+    /// Cancels a call not answered yet: a CANCEL now if a provisional response came, else as
+    /// soon as one does (RFC 3261 §9.1); a 2xx that crosses it is ACKed and sent a BYE.
+    pub fn cancel(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.role != Role::Uac || c.invite_done || c.cancel_wanted {
+            return;
+        }
+        c.cancel_wanted = true;
+        if c.provisional {
+            self.send_cancel(now, call);
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(inv) = c.invite.as_ref() else { return };
+        if c.cancel_sent {
+            return;
+        }
+        c.cancel_sent = true;
+        // §9.1: the INVITE's Request-URI, Call-ID, To, From, CSeq number, Route and its
+        // top Via (same branch), nothing else.
+        let mut req = Request::new(Method::Cancel, inv.uri.clone());
+        if let Some(v) = inv.headers.get(&HeaderName::Via) {
+            let raw = v.value();
+            let first = raw.get(..first_hop_end(&raw)).unwrap_or(&raw).to_vec();
+            if let Ok(h) = wire::header(&HeaderName::Via, first) {
+                req.headers.push(h);
+            }
+        }
+        for n in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+            if let Some(h) = inv.headers.get(&n) {
+                req.headers.push(h.clone());
+            }
+        }
+        for h in inv.headers.get_all(&HeaderName::Route) {
+            req.headers.push(h.clone());
+        }
+        let seq = wire::cseq(&inv.headers).map_or(1, |(n, _)| n);
+        let extra = [
+            (HeaderName::CSeq, format!("{seq} CANCEL")),
+            (HeaderName::MaxForwards, "70".into()),
+            (HeaderName::ContentLength, "0".into()),
+        ];
+        for (n, v) in extra {
+            if let Ok(h) = wire::header(&n, v) {
+                req.headers.push(h);
+            }
+        }
+        let dest = c.destination;
+        self.send_request(now, call, req, Kind::Cancel, dest);
+    }
+
+    /// Ends an established call with a BYE (with more headers, e.g. `Reason`).
+    pub fn bye(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        headers: &[(String, String)],
+    ) -> Result<(), Error> {
+        let c = self.calls.get_mut(&call).ok_or(Error::NoCall)?;
+        if !c.confirmed {
+            return Err(Error::NotNow {
+                what: "BYE",
+                why: "the call is not established",
+            });
+        }
+        if c.closed {
+            return Ok(());
+        }
+        c.closed = true;
+        self.stop_2xx(call);
+        let (req, dest) = self.in_dialog(call, Method::Bye, headers, None, Vec::new())?;
+        self.send_request(now, call, req, Kind::Bye, dest);
+        Ok(())
+    }
+
+    /// Ends the call whatever its state: BYE if established, CANCEL if ringing, and forgets
+    /// it once its transactions end.
+    pub fn hang_up(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.closed {
+            return;
+        }
+        if c.confirmed {
+            let _ = self.bye(now, call, &[]);
+        } else if c.role == Role::Uac && !c.invite_done {
+            self.cancel(now, call);
+        } else if let Some(c) = self.calls.get_mut(&call) {
+            c.closed = true;
+            self.reap(call);
+        }
+    }
+
+    /// Sends a request in the established dialog (re-INVITE, UPDATE, INFO); its outcome comes
+    /// as [`Event::Done`].
+    pub fn request(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        method: Method,
+        headers: &[(String, String)],
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<RequestRef, Error> {
+        let c = self.calls.get(&call).ok_or(Error::NoCall)?;
+        if !c.confirmed || c.closed {
+            return Err(Error::NotNow {
+                what: "a request in the dialog",
+                why: "the dialog is not established, or it ended",
+            });
+        }
+        let offer = method == Method::Invite || (method == Method::Update && !body.is_empty());
+        if offer && (c.offer_out.is_some() || c.offer_in) {
+            return Err(Error::NotNow {
+                what: "an offer",
+                why: "another offer is pending in the dialog (RFC 3261 §14.1, RFC 3311 §5.1)",
+            });
+        }
+        let (req, dest) = self.in_dialog(call, method, headers, content_type, body)?;
+        let r = RequestRef(self.id());
+        if offer {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.offer_out = Some(r);
+            }
+        }
+        self.send_request(now, call, req, Kind::Request(r), dest);
+        Ok(r)
+    }
+
+    /// A request in the dialog (RFC 3261 §12.2.1.1): the next CSeq, the remote target and
+    /// route set (loose or strict routing), and the next hop.
+    fn in_dialog(
+        &mut self,
+        call: CallRef,
+        method: Method,
+        headers: &[(String, String)],
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(Request, SocketAddr), Error> {
+        let via = self.via();
+        let ua = self.cfg.user_agent.clone();
+        let default_port = self.cfg.transport.default_port();
+        let c = self.calls.get_mut(&call).ok_or(Error::NoCall)?;
+        c.local_cseq += 1;
+        let target = match &c.remote_target {
+            Some(t) => t.clone(),
+            None => wire::uri(&c.remote_uri)?,
+        };
+        let first = c.route_set.first().and_then(|r| wire::route_uri(r));
+        let (ruri, routes, hop) = match first {
+            None => (target.clone(), c.route_set.clone(), target.clone()),
+            Some(f) if wire::is_loose(&f) => (target.clone(), c.route_set.clone(), f),
+            Some(f) => {
+                // Strict router: it becomes the Request-URI, the remote target the last Route.
+                let mut rest: Vec<String> = c.route_set.iter().skip(1).cloned().collect();
+                rest.push(format!("<{target}>"));
+                (f.clone(), rest, f)
+            }
+        };
+        let dest = uri_addr(&hop, default_port).unwrap_or(c.destination);
+        let to = match &c.remote_tag {
+            Some(t) => format!("<{}>;tag={t}", c.remote_uri),
+            None => format!("<{}>", c.remote_uri),
+        };
+        let mut hs: Vec<(HeaderName, String)> = vec![
+            (HeaderName::Via, via),
+            (HeaderName::From, c.local.clone()),
+            (HeaderName::To, to),
+            (HeaderName::CallId, c.call_id.clone()),
+            (
+                HeaderName::CSeq,
+                format!(
+                    "{} {}",
+                    c.local_cseq,
+                    String::from_utf8_lossy(method.as_bytes())
+                ),
+            ),
+        ];
+        hs.extend(routes.into_iter().map(|r| (HeaderName::Route, r)));
+        hs.push((HeaderName::Contact, format!("<{}>", c.contact)));
+        hs.push((HeaderName::UserAgent, ua));
+        if let Some(ct) = content_type {
+            hs.push((HeaderName::ContentType, ct.to_owned()));
+        }
+        let mut b = RequestBuilder::new(method, ruri).max_forwards(70);
+        for (n, v) in hs
+            .into_iter()
+            .chain(headers.iter().map(|(n, v)| (wire::name(n), v.clone())))
+        {
+            b = b.header(n.clone(), v).map_err(|e| Error::BadHeader {
+                name: String::from_utf8_lossy(n.canonical()).into_owned(),
+                why: e.to_string(),
+            })?;
+        }
+        Ok((b.body(Bytes::from(body)).build(), dest))
+    }
+
+    // ---- answering -----------------------------------------------------------------------
+
+    /// Answers a request handed out as [`Event::Incoming`] or [`Event::Request`]. A 2xx to
+    /// an INVITE is retransmitted until its ACK.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        server: ServerRef,
+        code: u16,
+        headers: &[(String, String)],
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(), Error> {
+        let Some((key, call)) = self.servers.get(&server).cloned() else {
+            return Err(Error::NoCall);
+        };
+        let Some(req) = self.layer.server_request(&key).cloned() else {
+            self.servers.remove(&server);
+            return Err(Error::NoCall);
+        };
+        let mut extra: Vec<(HeaderName, String)> = headers
+            .iter()
+            .map(|(n, v)| (wire::name(n), v.clone()))
+            .collect();
+        if let Some(ct) = content_type {
+            extra.push((HeaderName::ContentType, ct.to_owned()));
+        }
+        let is_invite = req.method == Method::Invite;
+        if is_invite && code > 100 && code < 300 {
+            if let Some(c) = self.calls.get(&call) {
+                extra.push((HeaderName::Contact, format!("<{}>", c.contact)));
+                if c.role == Role::Uas && !c.confirmed {
+                    // §12.1.1: the dialog's Record-Route goes back in the response.
+                    for h in req.headers.get_all(&HeaderName::RecordRoute) {
+                        extra.push((
+                            HeaderName::RecordRoute,
+                            String::from_utf8_lossy(&h.value()).into_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        let resp = self.response(call, &req, code, extra, body)?;
+        if code >= 200 {
+            self.servers.remove(&server);
+            if matches!(req.method, Method::Invite | Method::Update) {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.offer_in = false;
+                }
+            }
+        }
+        if is_invite {
+            let uas_initial = self
+                .calls
+                .get(&call)
+                .is_some_and(|c| c.uas_invite.as_ref().is_some_and(|(k, _)| *k == key));
+            if let Some(c) = self.calls.get_mut(&call) {
+                if uas_initial && code >= 200 {
+                    c.uas_invite = None;
+                    if code < 300 {
+                        c.confirmed = true;
+                    } else {
+                        c.closed = true;
+                    }
+                }
+                if (200..300).contains(&code) {
+                    let cseq = wire::cseq(&req.headers).map_or(0, |(n, _)| n);
+                    let t1 = self.cfg.timers.t1;
+                    c.pending_2xx = Some(Pending2xx {
+                        key: key.clone(),
+                        response: resp.clone(),
+                        interval: t1,
+                        deadline: now + self.cfg.timers.timeout(),
+                        cseq,
+                    });
+                    if self.cfg.transport.reliability() == Reliability::Unreliable {
+                        self.arm(now + t1, Target::Retransmit2xx(call), None);
+                    } else {
+                        self.arm(
+                            now + self.cfg.timers.timeout(),
+                            Target::Retransmit2xx(call),
+                            None,
+                        );
+                    }
+                }
+            }
+        }
+        let outputs = self.layer.send_response(&key, resp);
+        self.apply(now, &key, outputs);
+        self.reap(call);
+        Ok(())
+    }
+
+    /// A response to `req` from this endpoint: the To tag of the dialog (ours), `extra`.
+    fn response(
+        &self,
+        call: CallRef,
+        req: &Request,
+        code: u16,
+        extra: Vec<(HeaderName, String)>,
+        body: Vec<u8>,
+    ) -> Result<Response, Error> {
+        let bad = |e: sipx_sip::BuildError| Error::BadHeader {
+            name: "response".into(),
+            why: e.to_string(),
+        };
+        let mut b = ResponseBuilder::to_request(req, status(code), reason_of(code)).map_err(bad)?;
+        let to_tag = wire::tag(&req.headers, &HeaderName::To);
+        if to_tag.is_none() && code > 100 {
+            let tag = self
+                .calls
+                .get(&call)
+                .map_or_else(hex_id, |c| c.local_tag.clone());
+            let to = wire::value(&req.headers, &HeaderName::To).unwrap_or_default();
+            // A To the builder refuses to re-emit (control characters in its display name,
+            // RFC 4475 §3.1.1.2) goes back as it came, without our tag: an answer without a
+            // tag beats none.
+            if let Ok(tagged) = wire::header(&HeaderName::To, format!("{to};tag={tag}")) {
+                b = b
+                    .set_header(&HeaderName::To, tagged.value().into_owned())
+                    .map_err(bad)?;
+            }
+        }
+        b = b
+            .header(HeaderName::Server, self.cfg.user_agent.clone())
+            .map_err(bad)?;
+        for (n, v) in extra {
+            b = b.header(n, v).map_err(bad)?;
+        }
+        Ok(b.body(Bytes::from(body)).build())
+    }
+
+    /// Answers statelessly-created server transactions the caller never sees.
+    fn auto_respond(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+        call: Option<CallRef>,
+        code: u16,
+        extra: Vec<(HeaderName, String)>,
+    ) {
+        let Some(req) = self.layer.server_request(key).cloned() else {
+            return;
+        };
+        let c = call.unwrap_or(CallRef(0));
+        match self.response(c, &req, code, extra, Vec::new()) {
+            Ok(resp) => {
+                let outputs = self.layer.send_response(key, resp);
+                self.apply(now, key, outputs);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot answer a request"),
+        }
+    }
+
+    fn capabilities(&self) -> Vec<(HeaderName, String)> {
+        self.cfg
+            .capabilities
+            .iter()
+            .map(|(n, v)| (wire::name(n), v.clone()))
+            .collect()
+    }
+
+    // ---- input ---------------------------------------------------------------------------
+
+    /// One datagram from `from`. Malformed input is dropped (logged at debug), never a panic.
+    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        // RFC 5626 §3.5.1 keep-alives (CRLF) carry nothing.
+        if datagram.iter().all(|b| b.is_ascii_whitespace()) {
+            return;
+        }
+        let msg = match wire::parse(datagram) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "dropped a malformed SIP datagram");
+                return;
+            }
+        };
+        self.handle_message(now, from, msg);
+    }
+
+    /// One parsed message from `from` (a stream transport's framer calls this).
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: Message) {
+        match msg {
+            Message::Request(mut req) => {
+                if let Some(code) = refusal(&req) {
+                    tracing::debug!(%from, code, "refused a malformed request");
+                    self.stateless(from, &req, code);
+                    return;
+                }
+                stamp_via(&mut req, from);
+                self.on_request(now, from, req);
+            }
+            Message::Response(resp) => {
+                if wire::cseq(&resp.headers).is_none() || wire::top_via(&resp.headers).is_none() {
+                    tracing::debug!(%from, "dropped a response without CSeq or Via");
+                    return;
+                }
+                match self
+                    .layer
+                    .receive(Message::Response(resp), self.cfg.transport.reliability())
+                {
+                    Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs),
+                    Dispatch::Created { key, outputs } => self.apply(now, &key, outputs),
+                    Dispatch::Unmatched(m) => {
+                        if let Message::Response(r) = *m {
+                            self.stray_response(now, r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a request without a transaction (it cannot have one: it is malformed); an ACK
+    /// or a request whose response cannot be built (no Via, From, To, Call-ID, CSeq) is only
+    /// dropped.
+    fn stateless(&mut self, from: SocketAddr, req: &Request, code: u16) {
+        if req.method == Method::Ack {
+            return;
+        }
+        let Ok(b) = ResponseBuilder::to_request(req, status(code), reason_of(code)) else {
+            return;
+        };
+        let resp = b.build();
+        let dest = response_destination(req, from, self.cfg.transport.default_port());
+        self.transmits.push_back(Transmit {
+            destination: dest,
+            payload: Message::Response(resp).to_bytes(),
+        });
+    }
+
+    fn on_request(&mut self, now: Instant, from: SocketAddr, req: Request) {
+        // §18.2.2: on a connection, responses go back on it (the source address names it).
+        let dest = if self.cfg.transport.reliability() == Reliability::Reliable {
+            from
+        } else {
+            response_destination(&req, from, self.cfg.transport.default_port())
+        };
+        let method = req.method.clone();
+        match self
+            .layer
+            .receive(Message::Request(req), self.cfg.transport.reliability())
+        {
+            Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs),
+            Dispatch::Created { key, outputs } => {
+                let call = self.match_dialog_of(&key);
+                self.owners.insert(
+                    key.clone(),
+                    Owner {
+                        call: call.unwrap_or(CallRef(0)),
+                        kind: Kind::Server(None),
+                        dest,
+                    },
+                );
+                if let Some(c) = call.and_then(|c| self.calls.get_mut(&c)) {
+                    c.open += 1;
+                }
+                self.apply(now, &key, outputs);
+            }
+            Dispatch::Unmatched(m) => {
+                if let Message::Request(r) = *m {
+                    if method == Method::Ack {
+                        self.on_ack(now, r);
+                    }
+                }
+            }
+        }
+    }
+
+    fn match_dialog_of(&self, key: &TransactionKey) -> Option<CallRef> {
+        let req = self.layer.server_request(key)?;
+        let call_id = wire::call_id(&req.headers)?;
+        let tag = wire::tag(&req.headers, &HeaderName::To)?;
+        self.dialogs.get(&(call_id, tag)).copied()
+    }
+
+    /// An ACK outside any transaction: the ACK of a 2xx (ours as the UAS).
+    fn on_ack(&mut self, _now: Instant, ack: Request) {
+        let Some(call_id) = wire::call_id(&ack.headers) else {
+            return;
+        };
+        let Some(tag) = wire::tag(&ack.headers, &HeaderName::To) else {
+            return;
+        };
+        let Some(&call) = self.dialogs.get(&(call_id, tag)) else {
+            return;
+        };
+        let seq = wire::cseq(&ack.headers).map(|(n, _)| n);
+        let acked = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.pending_2xx.as_ref())
+            .is_some_and(|p| Some(p.cseq) == seq);
+        if acked {
+            self.stop_2xx(call);
+            self.events.push_back(Event::Acked {
+                call,
+                request: Box::new(ack),
+            });
+            self.reap(call);
+        }
+    }
+
+    fn stop_2xx(&mut self, call: CallRef) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.pending_2xx = None;
+        }
+    }
+
+    /// A response no transaction took: a 2xx retransmitted after its transaction ended, or
+    /// one from a fork: ACKed again (it is ours) so the far end stops.
+    fn stray_response(&mut self, _now: Instant, r: Response) {
+        let to_invite = wire::cseq(&r.headers).is_some_and(|(_, m)| m == Method::Invite);
+        if !r.status.is_success() || !to_invite {
+            return;
+        }
+        let Some(call_id) = wire::call_id(&r.headers) else {
+            return;
+        };
+        let Some(tag) = wire::tag(&r.headers, &HeaderName::From) else {
+            return;
+        };
+        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
+            return;
+        };
+        let Some(c) = self
+            .dialogs
+            .get(&(call_id, tag))
+            .and_then(|c| self.calls.get(c))
+        else {
+            return;
+        };
+        if let Some((_, ack, dest)) = c.acks.iter().find(|(t, _, _)| *t == to_tag) {
+            self.transmits.push_back(Transmit {
+                destination: *dest,
+                payload: ack.clone(),
+            });
+        }
+    }
+
+    // ---- transaction outputs -------------------------------------------------------------
+
+    fn apply(&mut self, now: Instant, key: &TransactionKey, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Send(m) => {
+                    let Some(dest) = self.owners.get(key).map(|o| o.dest) else {
+                        continue;
+                    };
+                    self.transmits.push_back(Transmit {
+                        destination: dest,
+                        payload: m.to_bytes(),
+                    });
+                }
+                Output::SetTimer { timer, after } => {
+                    self.arm(
+                        now + after,
+                        Target::Tx(key.clone(), timer),
+                        Some((key, timer)),
+                    );
+                }
+                Output::ClearTimer(timer) => {
+                    if let Some(slot) = self.armed.remove(&(key.clone(), timer)) {
+                        self.slots.remove(&slot);
+                    }
+                }
+                Output::ToTu(ev) => self.on_tu(now, key, *ev),
+                Output::Terminated(_) => self.terminated(key),
+                _ => {}
+            }
+        }
+    }
+
+    fn arm(&mut self, at: Instant, target: Target, tx: Option<(&TransactionKey, Timer)>) {
+        let slot = self.id();
+        if let Some((k, t)) = tx {
+            if let Some(old) = self.armed.insert((k.clone(), t), slot) {
+                self.slots.remove(&old);
+            }
+        }
+        self.slots.insert(slot, target);
+        self.heap.push(Reverse((at, slot)));
+    }
+
+    fn terminated(&mut self, key: &TransactionKey) {
+        for t in Timer::ALL {
+            if let Some(slot) = self.armed.remove(&(key.clone(), t)) {
+                self.slots.remove(&slot);
+            }
+        }
+        let Some(owner) = self.owners.remove(key) else {
+            return;
+        };
+        if matches!(owner.kind, Kind::Bye | Kind::Cancel | Kind::ForkBye) {
+            self.background = self.background.saturating_sub(1);
+        }
+        if let Kind::Server(Some(s)) = owner.kind {
+            self.servers.remove(&s);
+        }
+        if let Some(c) = self.calls.get_mut(&owner.call) {
+            c.open = c.open.saturating_sub(1);
+            if matches!(owner.kind, Kind::Invite) {
+                c.invites_open = c.invites_open.saturating_sub(1);
+            }
+        }
+        self.reap(owner.call);
+    }
+
+    /// Forgets a call that is over and has nothing left running but INVITE transactions
+    /// absorbing retransmissions of their final response (they need no call: the one of a
+    /// failure re-sends its own ACK; a 2xx retransmitted after the dialog ended — impossible
+    /// once the far end answered our BYE or sent its own — is not ACKed again).
+    fn reap(&mut self, call: CallRef) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let over = c.closed || (c.role == Role::Uac && c.invite_done && !c.confirmed);
+        let running = c.open - c.invites_open.min(c.open) * u32::from(c.invite_done);
+        if over && running == 0 && c.pending_2xx.is_none() && c.uas_invite.is_none() {
+            if let Some(c) = self.calls.remove(&call) {
+                self.dialogs.remove(&(c.call_id, c.local_tag));
+            }
+            self.events.push_back(Event::Terminated { call });
+        }
+    }
+
+    fn on_tu(&mut self, now: Instant, key: &TransactionKey, ev: TuEvent) {
+        let Some((call, kind)) = self.owners.get(key).map(|o| (o.call, o.kind.clone())) else {
+            return;
+        };
+        match (kind, ev) {
+            (Kind::Invite, TuEvent::Response(r)) => self.invite_response(now, call, *r),
+            (Kind::Invite, ev @ (TuEvent::Timeout | TuEvent::TransportError)) => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    if !c.invite_done {
+                        c.invite_done = true;
+                        c.closed = true;
+                        let timeout = matches!(ev, TuEvent::Timeout);
+                        self.events.push_back(Event::InviteFailed { call, timeout });
+                    }
+                }
+            }
+            // A challenge answered: the request goes again in a new transaction.
+            (Kind::Bye | Kind::Request(_), TuEvent::Response(r))
+                if matches!(r.status.code(), 401 | 407)
+                    && self.retry_with_credentials(now, call, key, &r) => {}
+            (Kind::Request(_), TuEvent::Response(r)) if r.status.is_final() => {
+                self.request_done(now, call, key, Outcome::Response(r));
+            }
+            (Kind::Request(_), TuEvent::Timeout) => {
+                self.request_done(now, call, key, Outcome::Timeout)
+            }
+            (Kind::Request(_), TuEvent::TransportError) => {
+                self.request_done(now, call, key, Outcome::TransportError)
+            }
+            (Kind::Server(_), TuEvent::Request(r)) => self.server_request(now, key, *r),
+            (Kind::Server(_), TuEvent::Ack(a)) => self.on_ack(now, *a),
+            (Kind::Server(_), TuEvent::Timeout) => {
+                // Timer H: our non-2xx final to an INVITE never ACKed; nothing to do.
+            }
+            _ => {}
+        }
+    }
+
+    fn request_done(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        key: &TransactionKey,
+        outcome: Outcome,
+    ) {
+        let Some(Kind::Request(r)) = self.owners.get(key).map(|o| o.kind.clone()) else {
+            return;
+        };
+        if let Some(c) = self.calls.get_mut(&call) {
+            if c.offer_out == Some(r) {
+                c.offer_out = None;
+            }
+        }
+        // A 2xx to our re-INVITE is ACKed (§14.1: as for the initial INVITE).
+        if let Outcome::Response(resp) = &outcome {
+            let is_invite = wire::cseq(&resp.headers).is_some_and(|(_, m)| m == Method::Invite);
+            if is_invite && resp.status.is_success() {
+                if let Some(seq) = wire::cseq(&resp.headers).map(|(n, _)| n) {
+                    self.send_ack(now, call, seq, resp, false);
+                }
+            }
+        }
+        self.events.push_back(Event::Done {
+            call,
+            request: r,
+            outcome,
+        });
+    }
+
+    /// Sends the request of a 401/407'd transaction again with the challenge answered: same
+    /// request, next CSeq, new branch. False when it cannot or must not be answered.
+    fn retry_with_credentials(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        key: &TransactionKey,
+        resp: &Response,
+    ) -> bool {
+        let Some(orig) = self.layer.client_request(key).cloned() else {
+            return false;
+        };
+        let Some(kind) = self.owners.get(key).map(|o| o.kind.clone()) else {
+            return false;
+        };
+        let via = self.via();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        let Some(creds) = c.credentials.clone() else {
+            return false;
+        };
+        if c.cancel_wanted && matches!(kind, Kind::Invite) {
+            return false;
+        }
+        let h = match c.auth.answer(&orig, resp, &creds, &hex_id()) {
+            Ok(h) => h,
+            Err(why) => {
+                tracing::debug!(?why, "challenge not answered");
+                return false;
+            }
+        };
+        let mut req = orig;
+        req.headers.remove_all(h.name());
+        req.headers.push(h);
+        let method = req.method.clone();
+        let seq = if method == Method::Invite
+            || method == Method::Bye
+            || matches!(kind, Kind::Request(_))
+        {
+            c.local_cseq += 1;
+            c.local_cseq
+        } else {
+            wire::cseq(&req.headers).map_or(1, |(n, _)| n)
+        };
+        req.headers.remove_all(&HeaderName::Via);
+        req.headers.remove_all(&HeaderName::CSeq);
+        for (n, v) in [
+            (HeaderName::Via, via),
+            (
+                HeaderName::CSeq,
+                format!("{seq} {}", String::from_utf8_lossy(method.as_bytes())),
+            ),
+        ] {
+            match wire::header(&n, v) {
+                Ok(h) if n == HeaderName::Via => req.headers.push_front(h),
+                Ok(h) => req.headers.push(h),
+                Err(_) => return false,
+            }
+        }
+        if matches!(kind, Kind::Invite) {
+            c.invite = Some(req.clone());
+            c.provisional = false;
+            c.credentials_sent = true;
+        }
+        let dest = self.owners.get(key).map_or(c.destination, |o| o.dest);
+        self.send_request(now, call, req, kind, dest);
+        true
+    }
+
+    fn invite_response(&mut self, now: Instant, call: CallRef, r: Response) {
+        let code = r.status.code();
+        if r.status.is_provisional() {
+            let cancel = match self.calls.get_mut(&call) {
+                Some(c) if !c.invite_done => {
+                    c.provisional = true;
+                    c.cancel_wanted && !c.cancel_sent
+                }
+                _ => return,
+            };
+            if cancel {
+                self.send_cancel(now, call);
+            }
+            self.events.push_back(Event::Provisional {
+                call,
+                response: Box::new(r),
+            });
+            return;
+        }
+        if r.status.is_success() {
+            self.invite_2xx(now, call, r);
+            return;
+        }
+        // A final failure: the transaction ACKed it.
+        if matches!(code, 401 | 407) {
+            let key = self
+                .calls
+                .get(&call)
+                .and_then(|c| c.invite.as_ref())
+                .and_then(TransactionKey::from_sent_request);
+            if let Some(key) = key {
+                if self.retry_with_credentials(now, call, &key, &r) {
+                    return;
+                }
+            }
+        }
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.invite_done {
+            return;
+        }
+        c.invite_done = true;
+        c.closed = true;
+        let credentials_sent = c.credentials_sent;
+        self.events.push_back(Event::Rejected {
+            call,
+            response: Box::new(r),
+            credentials_sent,
+        });
+    }
+
+    /// A 2xx to our INVITE (§13.2.2.4, RFC 6026): the first sets up the dialog; the same
+    /// one again is ACKed again; another fork's is ACKed and sent a BYE.
+    fn invite_2xx(&mut self, now: Instant, call: CallRef, r: Response) {
+        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
+            tracing::debug!("a 2xx without a To tag: ignored");
+            return;
+        };
+        let Some(seq) = wire::cseq(&r.headers).map(|(n, _)| n) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Some((_, ack, dest)) = c.acks.iter().find(|(t, _, _)| *t == to_tag) {
+            // A retransmission: the same ACK again.
+            self.transmits.push_back(Transmit {
+                destination: *dest,
+                payload: ack.clone(),
+            });
+            return;
+        }
+        if c.confirmed || c.closed {
+            // Another fork answered too (or we gave the call up): ACK it, then BYE it.
+            self.fork_bye(now, call, seq, &r);
+            return;
+        }
+        c.confirmed = true;
+        c.invite_done = true;
+        c.remote_tag = Some(to_tag);
+        let mut rr = wire::record_routes(&r.headers);
+        rr.reverse();
+        c.route_set = rr;
+        c.remote_target = wire::contact_uri(&r.headers);
+        let after_cancel = c.cancel_wanted;
+        let credentials_sent = c.credentials_sent;
+        self.send_ack(now, call, seq, &r, true);
+        if after_cancel {
+            let _ = self.bye(now, call, &[]);
+        }
+        self.events.push_back(Event::Answered {
+            call,
+            response: Box::new(r),
+            after_cancel,
+            credentials_sent,
+        });
+    }
+
+    /// The ACK of a 2xx (§13.2.2.4): a request of the dialog with its own branch, the
+    /// INVITE's CSeq number and credentials, no body (our offer was in the INVITE).
+    fn send_ack(&mut self, _now: Instant, call: CallRef, seq: u32, r: &Response, remember: bool) {
+        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
+            return;
+        };
+        let cseq_before = self.calls.get(&call).map(|c| c.local_cseq);
+        let built = self.in_dialog(call, Method::Ack, &[], None, Vec::new());
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        // The ACK does not take a CSeq number of its own.
+        if let Some(n) = cseq_before {
+            c.local_cseq = n;
+        }
+        let Ok((mut ack, dest)) = built else {
+            tracing::debug!("cannot build the ACK");
+            return;
+        };
+        ack.headers.remove_all(&HeaderName::CSeq);
+        if let Ok(h) = wire::header(&HeaderName::CSeq, format!("{seq} ACK")) {
+            ack.headers.push(h);
+        }
+        if let Some(inv) = &c.invite {
+            for n in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
+                for h in inv.headers.get_all(&n) {
+                    ack.headers.push(h.clone());
+                }
+            }
+        }
+        let payload = Message::Request(ack).to_bytes();
+        if remember {
+            c.acks.push((to_tag, payload.clone(), dest));
+        }
+        self.transmits.push_back(Transmit {
+            destination: dest,
+            payload,
+        });
+    }
+
+    /// A 2xx from a fork that lost: a short-lived dialog from that response, ACKed and BYEd.
+    fn fork_bye(&mut self, now: Instant, call: CallRef, seq: u32, r: &Response) {
+        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        // Borrow the call's dialog fields for this fork, then put them back.
+        let saved = (
+            c.remote_tag.replace(to_tag.clone()),
+            std::mem::take(&mut c.route_set),
+            c.remote_target.take(),
+            c.local_cseq,
+            c.closed,
+        );
+        let mut rr = wire::record_routes(&r.headers);
+        rr.reverse();
+        c.route_set = rr;
+        c.remote_target = wire::contact_uri(&r.headers);
+        c.local_cseq = seq;
+        self.send_ack(now, call, seq, r, true);
+        let bye = self.in_dialog(call, Method::Bye, &[], None, Vec::new());
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.remote_tag = saved.0;
+            c.route_set = saved.1;
+            c.remote_target = saved.2;
+            c.local_cseq = saved.3;
+            c.closed = saved.4;
+        }
+        if let Ok((req, dest)) = bye {
+            self.send_request(now, call, req, Kind::ForkBye, dest);
+        }
+    }
+
+    /// A new request for us (its server transaction just made).
+    fn server_request(&mut self, now: Instant, key: &TransactionKey, req: Request) {
+        let call = self
+            .owners
+            .get(key)
+            .map(|o| o.call)
+            .filter(|c| self.calls.contains_key(c));
+        let method = req.method.clone();
+        let has_to_tag = wire::tag(&req.headers, &HeaderName::To).is_some();
+        if method == Method::Cancel {
+            self.on_cancel(now, key, &req);
+            return;
+        }
+        let Some(call) = call else {
+            // Outside any dialog we know.
+            match method {
+                Method::Invite if !has_to_tag && self.cfg.accept_incoming => {
+                    self.incoming(now, key, req)
+                }
+                Method::Invite if !has_to_tag => self.auto_respond(now, key, None, 603, vec![]),
+                Method::Options => {
+                    let caps = self.capabilities();
+                    self.auto_respond(now, key, None, 200, caps)
+                }
+                Method::Bye
+                | Method::Info
+                | Method::Update
+                | Method::Invite
+                | Method::Prack
+                | Method::Notify
+                | Method::Refer => self.auto_respond(now, key, None, 481, vec![]),
+                _ => {
+                    let caps = self.capabilities();
+                    self.auto_respond(now, key, None, 405, caps)
+                }
+            }
+            return;
+        };
+        // §12.2.2: a CSeq lower than the last one is out of order.
+        let seq = wire::cseq(&req.headers).map_or(0, |(n, _)| n);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.remote_cseq.is_some_and(|last| seq <= last) && method != Method::Ack {
+            self.auto_respond(now, key, Some(call), 500, vec![]);
+            return;
+        }
+        c.remote_cseq = Some(seq);
+        let closed = c.closed;
+        match method {
+            Method::Bye => {
+                self.auto_respond(now, key, Some(call), 200, vec![]);
+                let first = !closed;
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.closed = true;
+                    c.pending_2xx = None;
+                    if let Some((k, s)) = c.uas_invite.take() {
+                        // BYE before our final answer: the INVITE gets 487 (§15.1.2).
+                        self.servers.remove(&s);
+                        self.auto_respond(now, &k, Some(call), 487, vec![]);
+                    }
+                }
+                if first {
+                    self.events.push_back(Event::Bye { call });
+                }
+                self.reap(call);
+            }
+            Method::Info => {
+                self.auto_respond(now, key, Some(call), 200, vec![]);
+                self.events.push_back(Event::Info {
+                    call,
+                    request: Box::new(req),
+                });
+            }
+            Method::Options => {
+                let caps = self.capabilities();
+                self.auto_respond(now, key, Some(call), 200, caps);
+            }
+            Method::Invite | Method::Update if !closed => {
+                let offer = method == Method::Invite || !req.body().is_empty();
+                let (theirs, ours) = self
+                    .calls
+                    .get(&call)
+                    .map_or((false, false), |c| (c.offer_in, c.offer_out.is_some()));
+                if offer && ours {
+                    // Glare: both sides offered (RFC 3261 §14.2, RFC 3311 §5.2).
+                    self.auto_respond(now, key, Some(call), 491, vec![]);
+                    return;
+                }
+                if offer && theirs {
+                    // A second offer before we answered the first: 500 with a random
+                    // Retry-After of 0–10 s (RFC 3261 §14.2, RFC 3311 §5.2).
+                    let after = (
+                        HeaderName::RetryAfter,
+                        rand::random_range(0..=10u8).to_string(),
+                    );
+                    self.auto_respond(now, key, Some(call), 500, vec![after]);
+                    return;
+                }
+                if offer {
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.offer_in = true;
+                    }
+                }
+                let server = ServerRef(self.id());
+                self.servers.insert(server, (key.clone(), call));
+                if let Some(o) = self.owners.get_mut(key) {
+                    o.kind = Kind::Server(Some(server));
+                }
+                self.events.push_back(Event::Request {
+                    call,
+                    server,
+                    request: Box::new(req),
+                });
+            }
+            Method::Invite | Method::Update => self.auto_respond(now, key, Some(call), 481, vec![]),
+            _ => {
+                let caps = self.capabilities();
+                self.auto_respond(now, key, Some(call), 405, caps)
+            }
+        }
+    }
+
+    /// A UAS call from an INVITE outside any dialog (§12.1.1: route set from Record-Route in
+    /// order, remote target from Contact).
+    fn incoming(&mut self, _now: Instant, key: &TransactionKey, req: Request) {
+        let Some(call_id) = wire::call_id(&req.headers) else {
+            return;
+        };
+        // An RFC 2543 caller's From has no tag (§12.1.1: the remote tag is then null).
+        let remote_tag = wire::tag(&req.headers, &HeaderName::From);
+        let Some(dest) = self.owners.get(key).map(|o| o.dest) else {
+            return;
+        };
+        let from = req
+            .headers
+            .typed::<sipx_sip::headers::From>()
+            .and_then(Result::ok)
+            .map(|f| f.0.uri.to_string())
+            .unwrap_or_default();
+        let to = req
+            .headers
+            .typed::<sipx_sip::headers::To>()
+            .and_then(Result::ok)
+            .map(|t| t.0.uri.to_string())
+            .unwrap_or_default();
+        let local_tag = hex_id();
+        let call = CallRef(self.id());
+        let server = ServerRef(self.id());
+        let contact = format!("sip:{}", self.cfg.local);
+        self.calls.insert(
+            call,
+            Call {
+                role: Role::Uas,
+                call_id: call_id.clone(),
+                local_tag: local_tag.clone(),
+                local: format!("<{to}>;tag={local_tag}"),
+                remote_uri: from,
+                remote_tag,
+                local_cseq: rand::random::<u16>().into(),
+                remote_cseq: wire::cseq(&req.headers).map(|(n, _)| n),
+                route_set: wire::record_routes(&req.headers),
+                remote_target: wire::contact_uri(&req.headers),
+                contact,
+                destination: dest,
+                credentials: None,
+                auth: auth::State::default(),
+                invite: None,
+                provisional: false,
+                cancel_wanted: false,
+                cancel_sent: false,
+                credentials_sent: false,
+                confirmed: false,
+                invite_done: true,
+                acks: Vec::new(),
+                pending_2xx: None,
+                offer_out: None,
+                offer_in: false,
+                uas_invite: Some((key.clone(), server)),
+                closed: false,
+                open: 1,
+                invites_open: 0,
+            },
+        );
+        self.dialogs.insert((call_id, local_tag), call);
+        self.servers.insert(server, (key.clone(), call));
+        if let Some(o) = self.owners.get_mut(key) {
+            o.call = call;
+            o.kind = Kind::Server(Some(server));
+        }
+        self.events.push_back(Event::Incoming {
+            call,
+            server,
+            request: Box::new(req),
+        });
+    }
+
+    /// CANCEL (§9.2): 200 if it matches an INVITE we are answering, then 487 to that INVITE
+    /// if not answered yet; 481 if it matches nothing.
+    fn on_cancel(&mut self, now: Instant, key: &TransactionKey, req: &Request) {
+        let invite_key = TransactionKey::for_cancelled_invite(req);
+        let target = invite_key.as_ref().and_then(|k| {
+            self.layer.server_request(k)?;
+            Some((k.clone(), self.owners.get(k)?.call))
+        });
+        let Some((ik, call)) = target else {
+            self.auto_respond(now, key, None, 481, vec![]);
+            return;
+        };
+        self.auto_respond(now, key, Some(call), 200, vec![]);
+        let pending = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.uas_invite.as_ref())
+            .is_some_and(|(k, _)| *k == ik);
+        if pending {
+            if let Some(c) = self.calls.get_mut(&call) {
+                if let Some((_, s)) = c.uas_invite.take() {
+                    self.servers.remove(&s);
+                }
+                c.closed = true;
+            }
+            self.auto_respond(now, &ik, Some(call), 487, vec![]);
+            self.events.push_back(Event::Cancelled { call });
+            self.reap(call);
+        }
+    }
+
+    /// The driver could not deliver to `destination` (no connection, a failed TLS
+    /// handshake, ICMP): every client transaction sending there fails now (RFC 3261 §8.1.3.1,
+    /// §17.1.4: a transport error is treated as a 503), instead of at its timeout.
+    pub fn transport_error(&mut self, now: Instant, destination: SocketAddr) {
+        let keys: Vec<TransactionKey> = self
+            .owners
+            .iter()
+            .filter(|(_, o)| o.dest == destination && !matches!(o.kind, Kind::Server(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(call) = self.owners.get(&key).map(|o| o.call) {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    // Timer B's path reports a timeout; this is the transport's.
+                    if !c.invite_done
+                        && matches!(self.owners.get(&key).map(|o| &o.kind), Some(Kind::Invite))
+                    {
+                        c.invite_done = true;
+                        c.closed = true;
+                        self.events.push_back(Event::InviteFailed {
+                            call,
+                            timeout: false,
+                        });
+                    }
+                }
+            }
+            let outputs = self.layer.on_transport_error(&key);
+            self.apply(now, &key, outputs);
+            self.terminated(&key);
+        }
+    }
+
+    // ---- time and output -----------------------------------------------------------------
+
+    /// When [`Endpoint::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, slot))) = self.heap.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(target) = self.slots.remove(&slot) else {
+                continue;
+            };
+            match target {
+                Target::Tx(key, timer) => {
+                    if self.armed.get(&(key.clone(), timer)) == Some(&slot) {
+                        self.armed.remove(&(key.clone(), timer));
+                    }
+                    let outputs = self.layer.on_timer(&key, timer);
+                    self.apply(now, &key, outputs);
+                }
+                Target::Retransmit2xx(call) => self.retransmit_2xx(now, call),
+            }
+        }
+    }
+
+    fn retransmit_2xx(&mut self, now: Instant, call: CallRef) {
+        let t2 = self.cfg.timers.t2;
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(p) = c.pending_2xx.as_mut() else {
+            return;
+        };
+        if now >= p.deadline {
+            c.pending_2xx = None;
+            self.events.push_back(Event::NoAck { call });
+            self.reap(call);
+            return;
+        }
+        p.interval = (p.interval * 2).min(t2);
+        let (key, resp, next) = (p.key.clone(), p.response.clone(), now + p.interval);
+        let outputs = self.layer.send_response(&key, resp);
+        self.apply(now, &key, outputs);
+        self.arm(next, Target::Retransmit2xx(call), None);
+    }
+
+    /// Whether a datagram waits to be sent.
+    pub fn has_transmit(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+/// Why a request cannot be acted on, as the status to answer: §8.1.1's headers missing or
+/// malformed, repeated single-value headers, a CSeq method that is not the request line's
+/// (RFC 4475 §3.1.2.17–18), headers in the Request-URI (§3.1.2.11): 400; a version other than
+/// SIP/2.0: 505 (§3.1.2.16); a Request-URI scheme we do not serve: 416 (RFC 3261 §8.2.2.1,
+/// RFC 4475 §3.3.2). A missing Max-Forwards is tolerated (RFC 2543 peers, §3.4).
+fn refusal(req: &Request) -> Option<u16> {
+    if let Some(f) = sipx_sip::validate_request(req)
+        .into_iter()
+        .find(|f| !f.is_repairable())
+    {
+        return Some(f.status());
+    }
+    if !matches!(
+        req.uri.scheme(),
+        sipx_sip::Scheme::Sip | sipx_sip::Scheme::Sips | sipx_sip::Scheme::Tel
+    ) {
+        return Some(416);
+    }
+    None
+}
+
+/// §18.2.1 and RFC 3581 §4: the top Via gets `received` (the source address) when its
+/// sent-by differs, and `rport=<source port>` when the client asked with `rport`.
+fn stamp_via(req: &mut Request, from: SocketAddr) {
+    let Some(via) = wire::top_via(&req.headers) else {
+        return;
+    };
+    let wants_rport = matches!(via.rport(), Some(None));
+    let sent_by_ip: Option<IpAddr> = match &via.host {
+        Host::Ip(ip) => Some(*ip),
+        Host::Name(_) => None,
+    };
+    let add_received = sent_by_ip != Some(from.ip());
+    if !wants_rport && !add_received {
+        return;
+    }
+    let Some(h) = req.headers.get(&HeaderName::Via) else {
+        return;
+    };
+    let raw = h.value().into_owned();
+    let end = first_hop_end(&raw);
+    let (first, rest) = raw.split_at(end);
+    let mut first = String::from_utf8_lossy(first).trim().to_owned();
+    if wants_rport {
+        // `;rport` (no value) becomes `;rport=<port>`.
+        let mut parts: Vec<String> = first.split(';').map(str::to_owned).collect();
+        for p in parts.iter_mut().skip(1) {
+            if p.trim().eq_ignore_ascii_case("rport") {
+                *p = format!("rport={}", from.port());
+            }
+        }
+        first = parts.join(";");
+    }
+    if add_received || wants_rport {
+        first.push_str(&format!(";received={}", from.ip()));
+    }
+    let mut value = first.into_bytes();
+    value.extend_from_slice(rest);
+    if let Ok(new) = wire::header(&HeaderName::Via, value) {
+        let mut done = false;
+        req.headers.retain(|_| true);
+        let mut headers = sipx_sip::Headers::new();
+        for h in req.headers.iter() {
+            if !done && h.name() == &HeaderName::Via {
+                headers.push(new.clone());
+                done = true;
+            } else {
+                headers.push(h.clone());
+            }
+        }
+        req.headers = headers;
+    }
+}
+
+/// Where the responses to a request go (§18.2.2, RFC 3581 §4): the source address and
+/// port when the Via has `rport`; else its `received` address (or sent-by host) and sent-by
+/// port.
+fn response_destination(req: &Request, from: SocketAddr, default_port: u16) -> SocketAddr {
+    let Some(via) = wire::top_via(&req.headers) else {
+        return from;
+    };
+    if via.rport().is_some() {
+        return from;
+    }
+    let ip = via
+        .received()
+        .and_then(|r| std::str::from_utf8(r).ok()?.parse().ok())
+        .or(match &via.host {
+            Host::Ip(ip) => Some(*ip),
+            Host::Name(_) => None,
+        })
+        .unwrap_or(from.ip());
+    SocketAddr::new(ip, via.port.unwrap_or(default_port))
+}
+
+#[allow(dead_code)]
+fn _header_is_used(_: Header) {}

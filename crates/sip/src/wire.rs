@@ -1,0 +1,109 @@
+//! Header helpers shared by the call leg and digest auth: reading the few headers the core
+//! acts on, building headers from the caller's values, and parsing a datagram without ever
+//! panicking (malformed input is an `Err`, dropped and logged by the endpoint).
+
+use bytes::Bytes;
+use sipx_sip::headers::{Address, CSeq, Contact, RecordRoute, Via};
+use sipx_sip::{Header, HeaderName, Headers, Limits, Message, Method, Uri};
+
+use crate::Error;
+
+/// Parses one datagram (RFC 3261 §18.3: one message per UDP datagram; `Content-Length`
+/// checked). Never panics, whatever the input; the error says what is wrong.
+pub fn parse(datagram: &[u8]) -> Result<Message, String> {
+    sipx_sip::parse_datagram(Bytes::copy_from_slice(datagram), &Limits::datagram())
+        .map_err(|e| e.to_string())
+}
+
+/// A header's (first) value as text, if present and UTF-8.
+pub fn value(h: &Headers, name: &HeaderName) -> Option<String> {
+    let v = h.value(name)?;
+    std::str::from_utf8(&v).ok().map(|s| s.trim().to_owned())
+}
+
+/// A header name by its text (compact forms understood).
+pub fn name(n: &str) -> HeaderName {
+    HeaderName::parse(&Bytes::copy_from_slice(n.as_bytes()))
+}
+
+/// A header from the caller's name and value: a value that would break the message (line
+/// breaks, NUL) is refused.
+pub fn header(n: &HeaderName, v: impl Into<Bytes>) -> Result<Header, Error> {
+    Header::build(n.clone(), v).map_err(|e| Error::BadHeader {
+        name: String::from_utf8_lossy(n.canonical()).into_owned(),
+        why: e.to_string(),
+    })
+}
+
+/// A URI from text.
+pub fn uri(s: &str) -> Result<Uri, Error> {
+    Uri::parse(Bytes::copy_from_slice(s.as_bytes())).map_err(|e| Error::BadUri {
+        uri: s.to_owned(),
+        why: e.to_string(),
+    })
+}
+
+/// The `CSeq` header's number and method.
+pub fn cseq(h: &Headers) -> Option<(u32, Method)> {
+    let c: CSeq = h.typed()?.ok()?;
+    Some((c.sequence, c.method))
+}
+
+/// The `tag` parameter of a `From` or `To` header.
+pub fn tag(h: &Headers, which: &HeaderName) -> Option<String> {
+    let v = h.value(which)?;
+    let a = Address::parse(&v, "From/To").ok()?;
+    a.tag()
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .map(str::to_owned)
+}
+
+/// The `Call-ID`.
+pub fn call_id(h: &Headers) -> Option<String> {
+    value(h, &HeaderName::CallId)
+}
+
+/// The first `Contact` URI (the remote target, RFC 3261 §12.1.2).
+pub fn contact_uri(h: &Headers) -> Option<Uri> {
+    let c: Contact = h.typed()?.ok()?;
+    Some(c.0.uri)
+}
+
+/// Every `Record-Route` value in order, each as `<uri>` with its parameters (RFC 3261 §12.1).
+pub fn record_routes(h: &Headers) -> Vec<String> {
+    h.typed_all::<RecordRoute>()
+        .filter_map(Result::ok)
+        .map(|r| route_value(&r.0))
+        .collect()
+}
+
+/// An address as a route-set entry: `<uri>` and its header parameters.
+fn route_value(a: &Address) -> String {
+    let mut s = format!("<{}>", a.uri);
+    for p in &a.params {
+        s.push(';');
+        s.push_str(&String::from_utf8_lossy(&p.name));
+        if let Some(v) = &p.value {
+            s.push('=');
+            s.push_str(&String::from_utf8_lossy(v));
+        }
+    }
+    s
+}
+
+/// The URI of a route-set entry (`<uri>;params`).
+pub fn route_uri(entry: &str) -> Option<Uri> {
+    Address::parse(entry.as_bytes(), "Route")
+        .ok()
+        .map(|a| a.uri)
+}
+
+/// Whether a URI has the `lr` parameter (a loose router, RFC 3261 §16.12.1.1).
+pub fn is_loose(u: &Uri) -> bool {
+    u.params().is_some_and(|p| p.get("lr").is_some())
+}
+
+/// The top `Via`.
+pub fn top_via(h: &Headers) -> Option<Via> {
+    h.typed::<Via>()?.ok()
+}

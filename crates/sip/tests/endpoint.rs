@@ -1,0 +1,716 @@
+//! The endpoint against a scripted far end, one RFC rule per test: what leaves (parsed
+//! back), when, and what the caller is told.
+
+// Any instant serves as the origin: nothing here waits, time is an input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crieur_sip::auth::Credentials;
+use crieur_sip::wire;
+use crieur_sip::{Config, Endpoint, Event, Invite, Message, Method, Request, Timers, Transport};
+use sipx_sip::HeaderName;
+
+const ME: &str = "10.0.0.1:5060";
+const TRUNK: &str = "10.0.0.2:5060";
+
+fn a(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn cfg(accept_incoming: bool) -> Config {
+    Config {
+        local: a(ME),
+        transport: Transport::Udp,
+        user_agent: "crieur-test".into(),
+        timers: Timers::default(),
+        capabilities: vec![(
+            "Allow".into(),
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE".into(),
+        )],
+        accept_incoming,
+    }
+}
+
+fn invite(creds: Option<Credentials>) -> Invite {
+    Invite {
+        call_id: "call-1@10.0.0.1".into(),
+        request_uri: "sip:+33612345678@10.0.0.2:5060;user=phone".into(),
+        from: "sip:+33100000000@example.fr".into(),
+        to: "sip:+33612345678@10.0.0.2:5060;user=phone".into(),
+        contact: "sip:crieur@10.0.0.1:5060".into(),
+        destination: a(TRUNK),
+        headers: vec![("Allow".into(), "INVITE, ACK".into())],
+        content_type: Some("application/sdp".into()),
+        body: b"v=0\r\n".to_vec(),
+        credentials: creds,
+    }
+}
+
+/// Everything sent so far, parsed back, with where it went.
+fn sent(ep: &mut Endpoint) -> Vec<(SocketAddr, Message)> {
+    std::iter::from_fn(|| ep.poll_transmit())
+        .map(|t| (t.destination, wire::parse(&t.payload).unwrap()))
+        .collect()
+}
+
+fn events(ep: &mut Endpoint) -> Vec<Event> {
+    std::iter::from_fn(|| ep.poll_event()).collect()
+}
+
+fn req(m: &Message) -> &Request {
+    m.as_request().expect("a request")
+}
+
+fn h(m: &Message, n: HeaderName) -> String {
+    wire::value(m.headers(), &n).unwrap_or_default()
+}
+
+fn all(m: &Message, n: HeaderName) -> Vec<String> {
+    m.headers()
+        .get_all(&n)
+        .map(|h| String::from_utf8_lossy(&h.value()).into_owned())
+        .collect()
+}
+
+/// A response to `r` as the far end writes it (Vias echoed, To tag added).
+fn response(r: &Message, code: u16, to_tag: Option<&str>, extra: &str) -> Vec<u8> {
+    let reason = match code {
+        100 => "Trying",
+        180 => "Ringing",
+        200 => "OK",
+        401 => "Unauthorized",
+        407 => "Proxy Authentication Required",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        _ => "Whatever",
+    };
+    let mut s = format!("SIP/2.0 {code} {reason}\r\n");
+    for v in all(r, HeaderName::Via) {
+        s += &format!("Via: {v};received=10.0.0.1\r\n");
+    }
+    s += &format!("From: {}\r\n", h(r, HeaderName::From));
+    match to_tag {
+        Some(t) => s += &format!("To: {};tag={t}\r\n", h(r, HeaderName::To)),
+        None => s += &format!("To: {}\r\n", h(r, HeaderName::To)),
+    }
+    s += &format!(
+        "Call-ID: {}\r\nCSeq: {}\r\n",
+        h(r, HeaderName::CallId),
+        h(r, HeaderName::CSeq)
+    );
+    s += extra;
+    s += "Content-Length: 0\r\n\r\n";
+    s.into_bytes()
+}
+
+fn start(creds: Option<Credentials>) -> (Endpoint, Instant, crieur_sip::CallRef, Message) {
+    let mut ep = Endpoint::new(cfg(false));
+    let t0 = Instant::now();
+    let call = ep.invite(t0, invite(creds)).unwrap();
+    let mut out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    let (dest, inv) = out.remove(0);
+    assert_eq!(dest, a(TRUNK));
+    (ep, t0, call, inv)
+}
+
+#[test]
+fn the_invite_carries_what_8_1_1_requires_and_rport() {
+    let (_, _, _, inv) = start(None);
+    let r = req(&inv);
+    assert_eq!(r.method, Method::Invite);
+    let via = h(&inv, HeaderName::Via);
+    assert!(
+        via.starts_with("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK"),
+        "{via}"
+    );
+    assert!(via.ends_with(";rport"), "{via}");
+    assert!(h(&inv, HeaderName::From).contains(";tag="));
+    assert!(!h(&inv, HeaderName::To).contains("tag="));
+    assert_eq!(h(&inv, HeaderName::CSeq), "1 INVITE");
+    assert_eq!(h(&inv, HeaderName::MaxForwards), "70");
+    assert_eq!(h(&inv, HeaderName::CallId), "call-1@10.0.0.1");
+    assert_eq!(h(&inv, HeaderName::Contact), "<sip:crieur@10.0.0.1:5060>");
+    assert_eq!(&r.body()[..], b"v=0\r\n");
+}
+
+/// §17.1.1.2: timer A doubles from T1; timer B ends the transaction at 64·T1.
+#[test]
+fn timer_a_retransmits_and_timer_b_gives_up() {
+    let (mut ep, t0, call, inv) = start(None);
+    let mut at = Vec::new();
+    let mut t = t0;
+    while let Some(due) = ep.poll_timeout() {
+        if due > t0 + Duration::from_secs(40) {
+            break;
+        }
+        t = due;
+        ep.handle_timeout(t);
+        for (_, m) in sent(&mut ep) {
+            assert_eq!(h(&m, HeaderName::Via), h(&inv, HeaderName::Via));
+            at.push((t - t0).as_millis());
+        }
+        if !events(&mut ep).is_empty() {
+            break;
+        }
+    }
+    assert_eq!(at, [500, 1500, 3500, 7500, 15500, 31500]);
+    assert_eq!(t - t0, Duration::from_secs(32));
+    let _ = call;
+}
+
+#[test]
+fn timer_b_is_reported() {
+    let (mut ep, t0, call, _) = start(None);
+    ep.handle_timeout(t0 + Duration::from_secs(33));
+    // Catch up every timer due by then.
+    while ep
+        .poll_timeout()
+        .is_some_and(|d| d <= t0 + Duration::from_secs(33))
+    {
+        ep.handle_timeout(t0 + Duration::from_secs(33));
+    }
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::InviteFailed { call: c, timeout: true } if *c == call)),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Terminated { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(ep.calls(), 0);
+}
+
+/// §9.1: no CANCEL before a provisional response; then one with the INVITE's Via, Request-URI,
+/// Call-ID, From, To and CSeq number; the 487 is ACKed with the INVITE's Via (§17.1.1.3).
+#[test]
+fn cancel_waits_for_a_provisional_and_matches_the_invite() {
+    let (mut ep, t0, call, inv) = start(None);
+    ep.cancel(t0, call);
+    assert!(
+        sent(&mut ep).is_empty(),
+        "no CANCEL before a provisional response"
+    );
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 180, Some("callee"), ""));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    let cancel = &out[0].1;
+    assert_eq!(req(cancel).method, Method::Cancel);
+    assert_eq!(req(cancel).uri.to_string(), req(&inv).uri.to_string());
+    for n in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+    ] {
+        assert_eq!(h(cancel, n.clone()), h(&inv, n));
+    }
+    assert_eq!(all(cancel, HeaderName::Via).len(), 1);
+    assert_eq!(h(cancel, HeaderName::CSeq), "1 CANCEL");
+    // The CANCEL's 200, then the INVITE's 487.
+    ep.handle_input(t0, a(TRUNK), &response(cancel, 200, Some("callee"), ""));
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 487, Some("callee"), ""));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    let ack = &out[0].1;
+    assert_eq!(req(ack).method, Method::Ack);
+    assert_eq!(all(ack, HeaderName::Via), vec![h(&inv, HeaderName::Via)]);
+    assert_eq!(h(ack, HeaderName::CSeq), "1 ACK");
+    assert!(h(ack, HeaderName::To).contains("tag=callee"));
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter().any(
+            |e| matches!(e, Event::Rejected { response, .. } if response.status.code() == 487)
+        ),
+        "{ev:?}"
+    );
+}
+
+/// §13.2.2.4: the 2xx's ACK has a new branch, the INVITE's CSeq number, goes to the Contact;
+/// a retransmitted 2xx gets the same ACK again and no new event.
+#[test]
+fn a_2xx_is_acked_and_its_retransmission_acked_again() {
+    let (mut ep, t0, call, inv) = start(None);
+    let ok = response(
+        &inv,
+        200,
+        Some("b1"),
+        "Contact: <sip:callee@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    let (dest, ack) = &out[0];
+    assert_eq!(*dest, a("10.0.0.3:5062"));
+    assert_eq!(req(ack).method, Method::Ack);
+    assert_eq!(req(ack).uri.to_string(), "sip:callee@10.0.0.3:5062");
+    assert_ne!(h(ack, HeaderName::Via), h(&inv, HeaderName::Via));
+    assert_eq!(h(ack, HeaderName::CSeq), "1 ACK");
+    let ev = events(&mut ep);
+    assert!(
+        matches!(&ev[..], [Event::Answered { call: c, after_cancel: false, .. }] if *c == call),
+        "{ev:?}"
+    );
+    ep.handle_input(t0 + Duration::from_millis(500), a(TRUNK), &ok);
+    let again = sent(&mut ep);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.to_bytes(), ack.to_bytes());
+    assert!(events(&mut ep).is_empty());
+    // BYE: next CSeq, the dialog's tags, to the remote target.
+    ep.bye(t0, call, &[("Reason".into(), "SIP;cause=200".into())])
+        .unwrap();
+    let out = sent(&mut ep);
+    let (dest, bye) = &out[0];
+    assert_eq!(*dest, a("10.0.0.3:5062"));
+    assert_eq!(h(bye, HeaderName::CSeq), "2 BYE");
+    assert!(h(bye, HeaderName::To).ends_with(";tag=b1"));
+    assert_eq!(h(bye, HeaderName::From), h(&inv, HeaderName::From));
+    assert_eq!(
+        wire::value(bye.headers(), &wire::name("Reason")).as_deref(),
+        Some("SIP;cause=200")
+    );
+}
+
+/// Forking (§13.2.2.4): the first 2xx wins; another fork's 2xx is ACKed and sent a BYE in its
+/// own dialog (its To tag); the caller hears of the first only.
+#[test]
+fn forking_first_2xx_wins_the_other_is_acked_and_byed() {
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 180, Some("f1"), ""));
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 180, Some("f2"), ""));
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv,
+            200,
+            Some("f1"),
+            "Contact: <sip:one@10.0.0.2:5060>\r\n",
+        ),
+    );
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv,
+            200,
+            Some("f2"),
+            "Contact: <sip:two@10.0.0.2:5060>\r\n",
+        ),
+    );
+    let out = sent(&mut ep);
+    let kinds: Vec<(String, String)> = out
+        .iter()
+        .map(|(_, m)| {
+            (
+                String::from_utf8_lossy(req(m).method.as_bytes()).into_owned(),
+                h(m, HeaderName::To),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert!(kinds[0].0 == "ACK" && kinds[0].1.ends_with("tag=f1"));
+    assert!(kinds[1].0 == "ACK" && kinds[1].1.ends_with("tag=f2"));
+    assert!(kinds[2].0 == "BYE" && kinds[2].1.ends_with("tag=f2"));
+    assert_eq!(req(&out[2].1).uri.to_string(), "sip:two@10.0.0.2:5060");
+    let ev = events(&mut ep);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::Answered { .. }))
+            .count(),
+        1
+    );
+    // The winner's dialog is intact: our BYE goes to f1.
+    ep.bye(t0, call, &[]).unwrap();
+    let out = sent(&mut ep);
+    assert!(h(&out[0].1, HeaderName::To).ends_with("tag=f1"));
+    assert_eq!(req(&out[0].1).uri.to_string(), "sip:one@10.0.0.2:5060");
+}
+
+/// A 2xx crossing our CANCEL: ACKed, then a BYE; the caller is told `after_cancel`.
+#[test]
+fn a_2xx_crossing_cancel_is_acked_and_byed() {
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 180, Some("x"), ""));
+    ep.cancel(t0, call);
+    let cancel = sent(&mut ep).remove(0).1;
+    assert_eq!(req(&cancel).method, Method::Cancel);
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(&inv, 200, Some("x"), "Contact: <sip:x@10.0.0.2:5060>\r\n"),
+    );
+    ep.handle_input(t0, a(TRUNK), &response(&cancel, 481, Some("x"), ""));
+    let methods: Vec<Method> = sent(&mut ep)
+        .iter()
+        .map(|(_, m)| req(m).method.clone())
+        .collect();
+    assert_eq!(methods, [Method::Ack, Method::Bye]);
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            Event::Answered {
+                after_cancel: true,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+}
+
+/// §12.1.2 and §12.2.1.1: the route set is the 2xx's Record-Route reversed; with a loose
+/// router first, the Request-URI is the remote target and the request goes to that router.
+#[test]
+fn record_route_makes_the_route_set_loose_routing() {
+    let (mut ep, t0, call, inv) = start(None);
+    let ok = response(
+        &inv,
+        200,
+        Some("rr"),
+        "Record-Route: <sip:10.0.0.8:5070;lr>, <sip:10.0.0.9:5080;lr>\r\nContact: <sip:callee@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let (dest, ack) = sent(&mut ep).remove(0);
+    assert_eq!(dest, a("10.0.0.9:5080"));
+    assert_eq!(
+        all(&ack, HeaderName::Route),
+        ["<sip:10.0.0.9:5080;lr>", "<sip:10.0.0.8:5070;lr>"]
+    );
+    assert_eq!(req(&ack).uri.to_string(), "sip:callee@10.0.0.3:5062");
+    ep.bye(t0, call, &[]).unwrap();
+    let (dest, bye) = sent(&mut ep).remove(0);
+    assert_eq!(dest, a("10.0.0.9:5080"));
+    assert_eq!(all(&bye, HeaderName::Route).len(), 2);
+}
+
+/// §12.2.1.1 strict routing: the first route (no `lr`) becomes the Request-URI, the remote
+/// target the last Route.
+#[test]
+fn a_strict_router_gets_the_request_uri() {
+    let (mut ep, t0, call, inv) = start(None);
+    let ok = response(
+        &inv,
+        200,
+        Some("s"),
+        "Record-Route: <sip:10.0.0.8:5070>\r\nContact: <sip:callee@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let _ = sent(&mut ep);
+    ep.bye(t0, call, &[]).unwrap();
+    let (dest, bye) = sent(&mut ep).remove(0);
+    assert_eq!(dest, a("10.0.0.8:5070"));
+    assert_eq!(req(&bye).uri.to_string(), "sip:10.0.0.8:5070");
+    assert_eq!(all(&bye, HeaderName::Route), ["<sip:callee@10.0.0.3:5062>"]);
+}
+
+/// §22.2: a 401 is answered on a new INVITE (next CSeq, new branch, Authorization); a stale
+/// 407 again; a plain re-challenge is the trunk refusing the credentials.
+#[test]
+fn digest_challenge_stale_nonce_and_refusal() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 401, Some("t"), "WWW-Authenticate: Digest realm=\"trunk\", nonce=\"n1\", qop=\"auth\", algorithm=SHA-256\r\n"));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 2, "the 401's ACK, then the new INVITE");
+    assert_eq!(req(&out[0].1).method, Method::Ack);
+    let inv2 = &out[1].1;
+    assert_eq!(h(inv2, HeaderName::CSeq), "2 INVITE");
+    assert_ne!(h(inv2, HeaderName::Via), h(&inv, HeaderName::Via));
+    assert_eq!(h(inv2, HeaderName::CallId), h(&inv, HeaderName::CallId));
+    assert_eq!(h(inv2, HeaderName::From), h(&inv, HeaderName::From));
+    let auth = h(inv2, HeaderName::Authorization);
+    assert!(
+        auth.contains("algorithm=SHA-256")
+            && auth.contains("nonce=\"n1\"")
+            && auth.contains("qop=auth"),
+        "{auth}"
+    );
+    // Stale: answered again with the new nonce.
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            inv2,
+            407,
+            Some("t"),
+            "Proxy-Authenticate: Digest realm=\"trunk\", nonce=\"n2\", stale=true\r\n",
+        ),
+    );
+    let out = sent(&mut ep);
+    let inv3 = &out[1].1;
+    assert_eq!(h(inv3, HeaderName::CSeq), "3 INVITE");
+    assert!(h(inv3, HeaderName::ProxyAuthorization).contains("nonce=\"n2\""));
+    // Not stale: refused.
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            inv3,
+            407,
+            Some("t"),
+            "Proxy-Authenticate: Digest realm=\"trunk\", nonce=\"n3\"\r\n",
+        ),
+    );
+    assert_eq!(sent(&mut ep).len(), 1, "only the ACK");
+    let ev = events(&mut ep);
+    assert!(ev.iter().any(|e| matches!(e, Event::Rejected { call: c, credentials_sent: true, response } if *c == call && response.status.code() == 407)), "{ev:?}");
+}
+
+fn established() -> (Endpoint, Instant, crieur_sip::CallRef, Message) {
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv,
+            200,
+            Some("far"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
+    );
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    (ep, t0, call, inv)
+}
+
+/// A request from the far end in our dialog (its From is our To and vice versa).
+fn far_request(inv: &Message, method: &str, cseq: u32, extra: &str) -> Vec<u8> {
+    let from = h(inv, HeaderName::From);
+    let to = h(inv, HeaderName::To);
+    format!(
+        "{method} sip:crieur@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKfar{method}{cseq};rport\r\nFrom: {to};tag=far\r\nTo: {from}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n",
+        h(inv, HeaderName::CallId)
+    )
+    .into_bytes()
+}
+
+fn code(m: &Message) -> u16 {
+    m.as_response().expect("a response").status.code()
+}
+
+/// Server transactions: BYE, INFO, OPTIONS answered by the endpoint; re-INVITE and UPDATE
+/// handed to the caller; RFC 3581: the response goes to the source port, Via stamped.
+#[test]
+fn in_dialog_requests_are_answered() {
+    let (mut ep, t0, call, inv) = established();
+    let src = a("10.0.0.2:40000");
+    ep.handle_input(
+        t0,
+        src,
+        &far_request(&inv, "INFO", 5, "Content-Type: application/dtmf-relay\r\n"),
+    );
+    let (dest, r) = sent(&mut ep).remove(0);
+    assert_eq!(dest, src, "rport: back to the source port");
+    assert_eq!(code(&r), 200);
+    assert!(h(&r, HeaderName::Via).contains("rport=40000"));
+    ep.handle_input(t0, src, &far_request(&inv, "OPTIONS", 6, ""));
+    let (_, r) = sent(&mut ep).remove(0);
+    assert_eq!(code(&r), 200);
+    assert!(h(&r, HeaderName::Allow).contains("INVITE"));
+    // A CSeq below the last: 500 (§12.2.2).
+    ep.handle_input(t0, src, &far_request(&inv, "UPDATE", 4, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 500);
+    ep.handle_input(t0, src, &far_request(&inv, "UPDATE", 7, ""));
+    assert!(sent(&mut ep).is_empty());
+    let server = events(&mut ep)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Request {
+                server, request, ..
+            } => {
+                assert_eq!(request.method, Method::Update);
+                Some(server)
+            }
+            _ => None,
+        })
+        .expect("the UPDATE is the caller's to answer");
+    ep.respond(t0, server, 200, &[], None, Vec::new()).unwrap();
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    // A method we do not implement: 405 with Allow (§8.2.1).
+    ep.handle_input(t0, src, &far_request(&inv, "MESSAGE", 8, ""));
+    let (_, r) = sent(&mut ep).remove(0);
+    assert_eq!(code(&r), 405);
+    assert!(h(&r, HeaderName::Allow).contains("BYE"));
+    ep.handle_input(t0, src, &far_request(&inv, "BYE", 9, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Bye { call: c } if *c == call)),
+        "{ev:?}"
+    );
+    // The BYE retransmitted: answered again by its transaction, no second event.
+    ep.handle_input(t0, src, &far_request(&inv, "BYE", 9, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    assert!(!events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Bye { .. })));
+}
+
+#[test]
+fn requests_outside_any_dialog() {
+    let mut ep = Endpoint::new(cfg(false));
+    let t0 = Instant::now();
+    let r = |m: &str, to_tag: &str| {
+        format!("{m} sip:x@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bK{m}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@10.0.0.1>{to_tag}\r\nCall-ID: nope\r\nCSeq: 1 {m}\r\nContent-Length: 0\r\n\r\n").into_bytes()
+    };
+    for (m, tag, expected) in [
+        ("BYE", ";tag=zz", 481),
+        ("INVITE", "", 603),
+        ("OPTIONS", "", 200),
+        ("SUBSCRIBE", "", 405),
+        ("INFO", ";tag=q", 481),
+    ] {
+        ep.handle_input(t0, a("10.0.0.7:5060"), &r(m, tag));
+        let out = sent(&mut ep);
+        let codes: Vec<u16> = out.iter().map(|(_, m)| code(m)).collect();
+        assert_eq!(codes, [expected], "{m}");
+        // No rport asked: to the Via's sent-by.
+        assert_eq!(out[0].0, a("10.0.0.7:5060"));
+    }
+}
+
+/// The UAS side (the simulator): an INVITE handed out, our 2xx retransmitted from T1 until
+/// the ACK (§13.3.1.4); a CANCEL before the answer: 200, then 487 to the INVITE (§9.2).
+#[test]
+fn uas_2xx_retransmitted_until_ack_and_cancel() {
+    let mut ep = Endpoint::new(cfg(true));
+    let t0 = Instant::now();
+    let caller = a("10.0.0.5:5070");
+    let invite = |branch: &str, call_id: &str| {
+        format!("INVITE sip:+336@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bK{branch};rport\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: <sip:+336@10.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.5:5070>\r\nContent-Length: 0\r\n\r\n").into_bytes()
+    };
+    ep.handle_input(t0, caller, &invite("i1", "uas-1"));
+    let Some(Event::Incoming { server, call, .. }) = ep.poll_event() else {
+        panic!("no Incoming")
+    };
+    ep.respond(t0, server, 180, &[], None, Vec::new()).unwrap();
+    ep.respond(
+        t0,
+        server,
+        200,
+        &[],
+        Some("application/sdp"),
+        b"v=0\r\n".to_vec(),
+    )
+    .unwrap();
+    let out = sent(&mut ep);
+    assert_eq!(
+        out.iter().map(|(_, m)| code(m)).collect::<Vec<_>>(),
+        [180, 200]
+    );
+    let ok = out[1].1.clone();
+    assert!(h(&ok, HeaderName::To).contains(";tag="));
+    assert_eq!(h(&ok, HeaderName::Contact), "<sip:10.0.0.1:5060>");
+    ep.handle_timeout(t0 + Duration::from_millis(500));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    ep.handle_timeout(t0 + Duration::from_millis(1500));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    let ack = format!("ACK sip:10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKack\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: {}\r\nCall-ID: uas-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n", h(&ok, HeaderName::To));
+    ep.handle_input(t0 + Duration::from_millis(1600), caller, ack.as_bytes());
+    assert!(matches!(ep.poll_event(), Some(Event::Acked { call: c, .. }) if c == call));
+    ep.handle_timeout(t0 + Duration::from_millis(3500));
+    assert!(sent(&mut ep).is_empty(), "no retransmission after the ACK");
+
+    ep.handle_input(t0, caller, &invite("i2", "uas-2"));
+    let Some(Event::Incoming { server, .. }) = ep.poll_event() else {
+        panic!("no Incoming")
+    };
+    ep.respond(t0, server, 180, &[], None, Vec::new()).unwrap();
+    let _ = sent(&mut ep);
+    let cancel = "CANCEL sip:+336@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKi2;rport\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: <sip:+336@10.0.0.1>\r\nCall-ID: uas-2\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    ep.handle_input(t0, caller, cancel.as_bytes());
+    let out = sent(&mut ep);
+    let got: Vec<(u16, String)> = out
+        .iter()
+        .map(|(_, m)| (code(m), h(m, HeaderName::CSeq)))
+        .collect();
+    assert_eq!(
+        got,
+        [(200, "1 CANCEL".to_string()), (487, "1 INVITE".to_string())]
+    );
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Cancelled { .. })));
+}
+
+/// Glare (RFC 3261 §14.2, RFC 3311 §5.2): an offer from the far end while ours is pending gets
+/// 491; a second one before we answered the first gets 500 with a Retry-After of 0–10 s; and
+/// we send no offer while one is pending.
+#[test]
+fn glare_491_and_a_second_offer_500() {
+    let (mut ep, t0, call, inv) = established();
+    let src = a("10.0.0.2:5060");
+    let sdp = "Content-Type: application/sdp\r\n";
+    ep.request(
+        t0,
+        call,
+        Method::Invite,
+        &[],
+        Some("application/sdp"),
+        b"v=0\r\n".to_vec(),
+    )
+    .unwrap();
+    let ours = sent(&mut ep).remove(0).1;
+    assert!(ep
+        .request(
+            t0,
+            call,
+            Method::Update,
+            &[],
+            Some("application/sdp"),
+            b"v=0\r\n".to_vec()
+        )
+        .is_err());
+    // Their re-INVITE (with a body, so an offer) crosses ours: 491.
+    let mut theirs = far_request(&inv, "INVITE", 10, sdp);
+    theirs.truncate(theirs.len() - "Content-Length: 0\r\n\r\n".len());
+    theirs.extend_from_slice(b"Content-Length: 5\r\n\r\nv=0\r\n");
+    ep.handle_input(t0, src, &theirs);
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 491);
+    // Ours is answered: offers may come again; theirs now is handed over, a second one gets 500.
+    ep.handle_input(t0, src, &response(&ours, 200, Some("far"), ""));
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    let again = String::from_utf8(theirs.clone())
+        .unwrap()
+        .replace("CSeq: 10 INVITE", "CSeq: 11 INVITE")
+        .replace("farINVITE10", "farINVITE11");
+    ep.handle_input(t0, src, again.as_bytes());
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Request { .. })));
+    let second = again
+        .replace("CSeq: 11 INVITE", "CSeq: 12 INVITE")
+        .replace("farINVITE11", "farINVITE12");
+    ep.handle_input(t0, src, second.as_bytes());
+    let (_, r) = sent(&mut ep).remove(0);
+    assert_eq!(code(&r), 500);
+    let after: u8 = h(&r, HeaderName::RetryAfter).parse().unwrap();
+    assert!(after <= 10);
+}
+
+/// An ended call is forgotten as soon as its BYE is answered, not after RFC 6026's 32 s of
+/// the INVITE transaction (which absorbs 2xx retransmissions by itself).
+#[test]
+fn an_ended_call_is_forgotten_when_its_bye_is_answered() {
+    let (mut ep, t0, call, _inv) = established();
+    ep.bye(t0, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    assert_eq!(ep.background(), 1);
+    ep.handle_input(t0, a(TRUNK), &response(&bye, 200, None, ""));
+    // Timer K (T4 on UDP) ends the BYE's transaction.
+    ep.handle_timeout(t0 + Duration::from_secs(6));
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)),
+        "{ev:?}"
+    );
+    assert_eq!(ep.calls(), 0);
+    assert_eq!(ep.background(), 0);
+}
