@@ -764,3 +764,36 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
     }
     Ok(rep)
 }
+
+impl ReplayReport {
+    /// The report as a table (`crieur audit replay`): the totals, then one line per
+    /// violation.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{} records, {} runs, {} decisions ({} dial, {} skip), {} INVITEs; {} violations\n",
+            self.records,
+            self.runs,
+            self.decisions,
+            self.dials,
+            self.skips,
+            self.invites,
+            self.violations.len()
+        );
+        if !self.violations.is_empty() {
+            s.push_str(&format!(
+                "{:<28} {:<26} {:<14} detail\n",
+                "where", "kind", "contact"
+            ));
+        }
+        for v in &self.violations {
+            s.push_str(&format!(
+                "{:<28} {:<26} {:<14} {}\n",
+                format!("{}:{} seq {}", v.segment, v.line, v.seq),
+                v.kind,
+                v.contact.as_deref().unwrap_or("-"),
+                v.detail
+            ));
+        }
+        s
+    }
+}

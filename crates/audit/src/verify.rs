@@ -378,3 +378,41 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
     }
     Ok(latest)
 }
+
+impl VerifyReport {
+    /// The report as `crieur audit verify` prints it, up to the verdict on the chain:
+    /// sizes, how signatures were checked (`pinned`: against a given public key), the head,
+    /// the records no signature covers yet.
+    pub fn describe(&self, dir: &Path, pinned: bool) -> String {
+        let mut s = format!(
+            "{}: {} segments, {} records, {} bytes, {} checkpoints{}\n",
+            dir.display(),
+            self.segments,
+            self.records,
+            self.bytes,
+            self.checkpoints,
+            if pinned {
+                " (signatures checked against the given key)"
+            } else {
+                " (signatures checked against the key each checkpoint names; pin it with --pubkey)"
+            }
+        );
+        if let Some((seq, hash)) = &self.head {
+            s.push_str(&format!("head      seq {seq} {hash}\n"));
+        }
+        if let Some(u) = &self.unproven {
+            s.push_str(&format!(
+                "UNPROVEN  {} records (seq {}-{}): {}\n",
+                u.records,
+                u.first_seq,
+                u.last_seq,
+                match self.last_checkpoint {
+                    Some(c) =>
+                        format!("after the last checkpoint (seq {c}), no signature covers them yet"),
+                    None => "no checkpoint at all: no signature covers them".into(),
+                }
+            ));
+        }
+        s
+    }
+}

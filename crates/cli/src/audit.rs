@@ -154,35 +154,7 @@ pub enum AuditCmd {
 /// Verifies one log and prints what it found.
 fn verify_one(dir: &Path, opts: &crieur_audit::VerifyOptions) -> anyhow::Result<ExitCode> {
     let rep = crieur_audit::verify(dir, opts)?;
-    println!(
-        "{}: {} segments, {} records, {} bytes, {} checkpoints{}",
-        dir.display(),
-        rep.segments,
-        rep.records,
-        rep.bytes,
-        rep.checkpoints,
-        if opts.public_key.is_some() {
-            " (signatures checked against the given key)"
-        } else {
-            " (signatures checked against the key each checkpoint names; pin it with --pubkey)"
-        }
-    );
-    if let Some((seq, hash)) = &rep.head {
-        println!("head      seq {seq} {hash}");
-    }
-    if let Some(u) = &rep.unproven {
-        println!(
-            "UNPROVEN  {} records (seq {}-{}): {}",
-            u.records,
-            u.first_seq,
-            u.last_seq,
-            match rep.last_checkpoint {
-                Some(c) =>
-                    format!("after the last checkpoint (seq {c}), no signature covers them yet"),
-                None => "no checkpoint at all: no signature covers them".into(),
-            }
-        );
-    }
+    print!("{}", rep.describe(dir, opts.public_key.is_some()));
     match &rep.first_break {
         None => {
             println!("OK        the chain is intact");
@@ -225,30 +197,7 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             let rep = crieur_audit::replay::replay_logs(&dirs)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
-                Format::Table => {
-                    println!(
-                        "{} records, {} runs, {} decisions ({} dial, {} skip), {} INVITEs; {} violations",
-                        rep.records,
-                        rep.runs,
-                        rep.decisions,
-                        rep.dials,
-                        rep.skips,
-                        rep.invites,
-                        rep.violations.len()
-                    );
-                    if !rep.violations.is_empty() {
-                        println!("{:<28} {:<26} {:<14} detail", "where", "kind", "contact");
-                    }
-                    for v in &rep.violations {
-                        println!(
-                            "{:<28} {:<26} {:<14} {}",
-                            format!("{}:{} seq {}", v.segment, v.line, v.seq),
-                            v.kind,
-                            v.contact.as_deref().unwrap_or("-"),
-                            v.detail
-                        );
-                    }
-                }
+                Format::Table => print!("{}", rep.table()),
                 Format::Jsonl | Format::Csv => {
                     let mut rows = crate::output::Rows::new(
                         std::io::stdout().lock(),

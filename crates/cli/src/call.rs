@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 use crieur_media::call::Outcome;
-use crieur_media::uac::CallReport;
 use crieur_scheduler::Decision;
 
 use crate::campaign::Campaign;
@@ -71,7 +70,7 @@ pub fn run(
     )?;
     let Some(done) = ran.calls.into_iter().next() else {
         for r in &ran.refusals {
-            refused(&number, r);
+            print!("{}", crieur_runner::text::refusal(&number, r));
         }
         if ran.refusals.is_empty() {
             println!("refused   {number}: not dialled");
@@ -88,7 +87,7 @@ pub fn run(
         );
     }
     let report = done.report.map_err(|e| anyhow!(e))?;
-    print_report(&report);
+    print!("{}", crieur_runner::text::call_report(&report));
     let e = &report.ending;
     if let Some(recorded) = done.late_opt_out {
         eprintln!(
@@ -116,100 +115,4 @@ pub fn run(
         | Outcome::HungUpMidMessage => ExitCode::SUCCESS,
         _ => ExitCode::from(EXIT_NOT_ANSWERED),
     })
-}
-
-/// Why the contact was not dialled, as the decision recorded it.
-fn refused(number: &str, r: &crieur_runner::Refusal) {
-    if let Some(why) = &r.refused {
-        println!("refused   {number}: {why}");
-        return;
-    }
-    match &r.decision {
-        Decision::Skip(s) => {
-            println!(
-                "refused   the policy says SKIP at {}:",
-                crate::output::rfc3339(r.at)
-            );
-            for reason in &s.reasons {
-                println!("  reason  {reason}");
-            }
-            if let Some(n) = s.next_eligible {
-                println!("  next    {}", crate::output::rfc3339(n));
-            }
-        }
-        Decision::Dial(d) => println!(
-            "refused   the decision at {} held only until {}: too close to send the INVITE",
-            crate::output::rfc3339(r.at),
-            crate::output::rfc3339(d.valid_until)
-        ),
-    }
-}
-
-/// The call as the operator reads it: its timeline, codec, audio, RTCP, keys, opt-out and
-/// outcome.
-fn print_report(report: &CallReport) {
-    for (at, what) in &report.timeline {
-        println!("{:>9.3}s {what}", at.as_secs_f64());
-    }
-    println!(
-        "codec     {}",
-        report.codec.map_or("-".to_owned(), |c| c.name().to_owned())
-    );
-    println!(
-        "audio     answer → first audio {}; {} RTP packets sent",
-        report
-            .answer_to_first_audio
-            .map_or("-".to_owned(), |d| format!(
-                "{:.1} ms",
-                d.as_secs_f64() * 1000.0
-            )),
-        report.rtp_sent
-    );
-    if report.rtcp.sent > 0 {
-        let q = &report.rtcp;
-        println!(
-            "rtcp      {} reports sent; far end: {}",
-            q.sent,
-            match (q.fraction_lost(), q.jitter_ms()) {
-                (Some(loss), Some(jitter)) => format!(
-                    "{:.1} % lost ({} packets), jitter {jitter:.1} ms{}",
-                    loss * 100.0,
-                    q.last_report.map_or(0, |b| b.cumulative_lost),
-                    q.round_trip.map_or(String::new(), |d| format!(
-                        ", round trip {} ms",
-                        d.as_millis()
-                    ))
-                ),
-                _ => "no report".to_owned(),
-            }
-        );
-    }
-    let keys: Vec<String> = report
-        .keys
-        .iter()
-        .map(|(d, m, at)| format!("{d} by {} at {:.3}s", m.as_str(), at.as_secs_f64()))
-        .collect();
-    println!(
-        "keys      {}",
-        if keys.is_empty() {
-            "none".to_owned()
-        } else {
-            keys.join(", ")
-        }
-    );
-    println!(
-        "opt-out   {}",
-        if report.opt_out_recorded {
-            "recorded"
-        } else {
-            "not recorded"
-        }
-    );
-    let e = &report.ending;
-    println!(
-        "outcome   {} (SIP {}, {})",
-        e.outcome.as_str(),
-        e.sip_status.map_or("-".to_owned(), |s| s.to_string()),
-        e.reason
-    );
 }

@@ -28,7 +28,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chrono::{DateTime, Datelike, Utc};
 use clap::{Parser, Subcommand};
-use crieur_scheduler::{tzdb_version, Decision, Evaluator};
+use crieur_scheduler::Evaluator;
 
 use crate::input::{InputError, InputErrors};
 
@@ -612,93 +612,7 @@ fn explain(
             .into(),
         );
     };
-    let policy = &campaign.policy;
-    let mut out = String::new();
-    use std::fmt::Write as _;
-    writeln!(out, "contact   {} {}", c.id(), c.phone())?;
-    writeln!(out, "zones     {}", c.describe_zones())?;
-    writeln!(out, "at        {}", rfc3339(at))?;
-    writeln!(
-        out,
-        "rule set  {} ({}); tz database {}",
-        policy.ruleset().name(),
-        policy.ruleset().version(),
-        tzdb_version()
-    )?;
-    writeln!(
-        out,
-        "call      D = {} s (ring timeout {} s + message {:.1} s)",
-        policy.call_duration().as_secs(),
-        campaign.ring_timeout.as_secs(),
-        campaign.message_length.as_secs_f64()
-    )?;
-    match Evaluator::new(policy).decide(c, at) {
-        Decision::Dial(d) => {
-            let rec = &c.consents()[d.consent];
-            writeln!(out, "decision  DIAL")?;
-            for r in &d.readings {
-                writeln!(out, "  local   {r}")?;
-            }
-            writeln!(
-                out,
-                "  consent #{}: `{}`, granted {}, source `{}`, proof `{}`",
-                d.consent,
-                rec.windows,
-                rfc3339(rec.granted_at),
-                rec.source,
-                rec.proof
-            )?;
-            // `valid_until` looks only an hour ahead; the exact end is that of the dialable
-            // interval containing `at` (searched up to 8 days ahead).
-            let (until, more) = Evaluator::new(policy)
-                .dialable_until(c, at, 8)
-                .unwrap_or((d.valid_until, true));
-            writeln!(
-                out,
-                "  a call may start until {}{} (exclusive)",
-                if more { "at least " } else { "" },
-                rfc3339(until)
-            )?;
-        }
-        Decision::Skip(s) => {
-            writeln!(out, "decision  SKIP")?;
-            for r in &s.readings {
-                writeln!(out, "  local   {r}")?;
-            }
-            for r in &s.reasons {
-                writeln!(out, "  reason  {r}")?;
-            }
-            match s.next_eligible {
-                Some(n) => {
-                    let readings: Vec<String> = c
-                        .zones()
-                        .0
-                        .iter()
-                        .map(|z| {
-                            format!(
-                                "{} {}",
-                                n.with_timezone(z).format("%a %Y-%m-%d %H:%M:%S"),
-                                z
-                            )
-                        })
-                        .collect();
-                    writeln!(
-                        out,
-                        "  next    {} (in {}; {})",
-                        rfc3339(n),
-                        output::human_duration(n - at),
-                        readings.join("; ")
-                    )?
-                }
-                None => writeln!(
-                    out,
-                    "  next    none within {} days",
-                    crieur_scheduler::NEXT_ELIGIBLE_HORIZON_DAYS
-                )?,
-            }
-        }
-    }
-    print!("{out}");
+    print!("{}", crieur_config::text::explain(&campaign, c, at)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -711,27 +625,10 @@ fn check(
     let loaded = contacts_path.map(|p| contacts::load(p, opts));
     let mut errors = Vec::new();
     if let Ok(c) = &campaign {
-        let p = &c.policy;
         println!(
-            "{}: ok: `{}` (id `{}`), rule set {} ({}), zone {}, {} schedule expression(s), D = {} s (ring {} s + message {:.1} s)",
+            "{}: ok: {}",
             campaign_path.display(),
-            c.name,
-            c.id,
-            p.ruleset().name(),
-            p.ruleset().version(),
-            c.zone,
-            p.schedule().map_or(0, |s| s.exprs().len()),
-            p.call_duration().as_secs(),
-            c.ring_timeout.as_secs(),
-            c.message_length.as_secs_f64(),
-        );
-        println!(
-            "  message {}; pacing {} call(s)/s, at most {} concurrent; retry: max attempts {}, min delay {}",
-            c.message.display(),
-            c.pacing.calls_per_second,
-            c.pacing.max_concurrent_calls,
-            c.retry.max_attempts.map_or("rule-set default".to_owned(), |n| n.to_string()),
-            c.retry.min_delay_secs.map_or("rule-set default".to_owned(), |n| format!("{n} s")),
+            crieur_config::text::campaign_summary(c)
         );
         for w in c.warnings() {
             println!("warning: {}: {w}", campaign_path.display());
@@ -747,24 +644,11 @@ fn check(
     if let (Some(path), Some(loaded)) = (contacts_path, loaded) {
         match loaded {
             Ok(l) => {
-                let records: usize = l.contacts.iter().map(|c| c.consents().len()).sum();
-                println!(
-                    "{}: ok: {} contacts, {} consent records in {} rows",
-                    path.display(),
-                    l.contacts.len(),
-                    records,
-                    l.rows
-                );
+                print!("{}", crieur_config::text::contacts_summary(path, &l));
                 if let Some(campaign) = &campaign {
                     status::warn_never_callable(campaign, &l.contacts, audit::now());
                 }
-                for (c, w) in l
-                    .contacts
-                    .iter()
-                    .filter_map(|c| Some((c, c.zone_warning()?)))
-                {
-                    println!("warning: contact `{}`: {w}", c.id());
-                }
+                print!("{}", crieur_config::text::zone_warnings(&l.contacts));
             }
             Err(e) => errors.extend(e.0),
         }
@@ -830,20 +714,7 @@ fn simulate(
         ])?;
     }
     rows.finish()?;
-    eprintln!(
-        "{:<12} {:>8} {:>9} {:>10} {:>12}",
-        "day (UTC)", "dialled", "answered", "opted out", "other/retry"
-    );
-    for (day, d) in crieur_dial::sim::per_day(&events) {
-        eprintln!(
-            "{:<12} {:>8} {:>9} {:>10} {:>12}",
-            day.to_string(),
-            d.dialled,
-            d.answered,
-            d.opted_out,
-            d.other
-        );
-    }
+    eprint!("{}", crieur_dial::sim::per_day_table(&events));
     eprintln!(
         "{} attempts to {} contacts over {} days (seed {seed})",
         events.len(),

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 /// `--format`.
@@ -19,21 +18,7 @@ pub enum Format {
     Csv,
 }
 
-/// Every instant crieur prints: RFC 3339, UTC, whole seconds, `Z`.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// A wait in human units: `42 days`, `3 h 05 min`, `12 min`, `40 s`.
-pub fn human_duration(d: chrono::Duration) -> String {
-    let s = d.num_seconds().max(0);
-    match s {
-        0..=119 => format!("{s} s"),
-        120..=3599 => format!("{} min", s / 60),
-        3600..=172_799 => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} days", s / 86_400),
-    }
-}
+pub use crieur_config::text::{human_duration, rfc3339};
 
 /// Rows with named columns, streamed in one of the formats. For `table`, each column is
 /// padded to the width given (a wider value is not cut; the rest of its row shifts).

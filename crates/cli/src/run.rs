@@ -8,8 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use crieur_engine::{BreakerState, Cause};
 use crieur_runner::{Counters, Event, RunHandle, RunOptions, Setup, Summary};
 
 use crate::campaign::Campaign;
@@ -158,24 +156,7 @@ pub fn drive(
 /// Orders waiting for the run at most (more: the API answers 503).
 const CONTROL_QUEUE: usize = 64;
 
-/// The control API while the run runs: its tasks (aborted when dropped) and the owner file
-/// (removed when dropped).
-struct Api {
-    feed: Arc<crieur_control::feed::Feed>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    _owner: crieur_control::owner::Guard,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// Starts the control API of a run: its token, the listener, the owner file, the server and
-/// the background counts.
+/// Starts the control API of a run and says where it listens.
 async fn serve(
     args: &ControlArgs,
     campaign: &Arc<Campaign>,
@@ -183,82 +164,24 @@ async fn serve(
     log: crieur_runner::SharedLog,
     home: &Path,
     handle: &RunHandle,
-) -> anyhow::Result<Api> {
-    use crieur_control::{owner, webhook};
-    let (token, token_file, made) = owner::token(
-        home,
-        args.token_file.as_deref(),
-        std::env::var("CRIEUR_TOKEN").ok(),
-    )?;
-    let hook = match &args.webhook_url {
-        Some(url) => {
-            let secret = match &args.webhook_secret_file {
-                Some(f) => Some(
-                    std::fs::read(f)
-                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?,
-                ),
-                None => None,
-            };
-            Some(webhook::Webhook::start(webhook::Config {
-                url: url.clone(),
-                secret,
-                backoff: Duration::from_secs(1),
-            })?)
-        }
-        None => None,
+) -> anyhow::Result<crieur_control::live::Live> {
+    let opts = crieur_control::live::Options {
+        listen: args.listen,
+        token_file: args.token_file.clone(),
+        env_token: std::env::var("CRIEUR_TOKEN").ok(),
+        webhook_url: args.webhook_url.clone(),
+        webhook_secret_file: args.webhook_secret_file.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("the control API cannot listen on {}: {e}", args.listen))?;
-    let address = listener.local_addr()?;
-    let feed = Arc::new(crieur_control::feed::Feed::new(&campaign.id, hook));
-    let ctx = Arc::new(crieur_control::Ctx::new(
-        store,
-        log,
-        vec![crieur_control::Served {
-            campaign: campaign.clone(),
-            handle: handle.clone(),
-            feed: feed.clone(),
-            snapshot: std::sync::Mutex::new(None),
-        }],
-        &token,
-        address,
-    ));
-    let guard = owner::write(
-        home,
-        &owner::Owner {
-            address,
-            pid: std::process::id(),
-            token_file: token_file.clone(),
-            started: crate::audit::now(),
-            campaigns: vec![campaign.id.clone()],
-        },
-        made.then(|| token_file.clone()).flatten(),
-    )?;
+    let api = crieur_control::live::start(&opts, campaign, store, log, home, handle).await?;
     println!(
-        "control   http://{address}/ (dashboard, API: /openapi.yaml, metrics: /metrics); token {}",
-        token_file.map_or_else(
+        "control   http://{}/ (dashboard, API: /openapi.yaml, metrics: /metrics); token {}",
+        api.address,
+        api.token_file.as_ref().map_or_else(
             || "from CRIEUR_TOKEN".to_owned(),
             |f| format!("in {}", f.display())
         )
     );
-    let server = tokio::spawn({
-        let ctx = ctx.clone();
-        async move {
-            if let Err(e) = crieur_control::api::serve(listener, ctx).await {
-                tracing::error!(error = %e, "control API stopped");
-            }
-        }
-    });
-    let counts = tokio::spawn(crieur_control::api::refresh_loop(
-        ctx,
-        Duration::from_secs(60),
-    ));
-    Ok(Api {
-        feed,
-        tasks: vec![server, counts],
-        _owner: guard,
-    })
+    Ok(api)
 }
 
 /// SIGINT and SIGTERM as stop orders: the first drains the calls in progress, the next hangs
@@ -276,26 +199,6 @@ async fn forward_signals(handle: RunHandle) -> std::io::Result<()> {
         if handle.stop(s).await.is_err() {
             return Ok(());
         }
-    }
-}
-
-/// The breaker's transition, for the operator.
-fn breaker_line(t: &crieur_engine::Transition) -> String {
-    let why = match &t.cause {
-        Cause::Fault(f) => crate::fault::describe(f),
-        c => c.code().to_owned(),
-    };
-    match t.to {
-        BreakerState::Open { until } => format!(
-            "breaker   OPEN: dialling paused until {} after {} trunk fault(s) in a row; last: {why}",
-            until.to_rfc3339(),
-            t.consecutive_faults
-        ),
-        BreakerState::HalfOpen => format!("breaker   half-open: one probe call ({why})"),
-        BreakerState::Closed => format!("breaker   closed: dialling resumes ({why})"),
-        BreakerState::Stopped => format!(
-            "breaker   STOPPED: {why}. Dialling stops until an operator fixes the trunk settings and runs again; no contact's attempt was used by this fault"
-        ),
     }
 }
 
@@ -321,62 +224,24 @@ impl Progress {
         }
     }
 
-    /// One of the run's events, on the terminal.
+    /// One of the run's events, on the terminal: an alert on stderr (a one-contact run
+    /// reports its late opt-out itself), the others on stdout.
     fn event(&self, e: &Event, one: bool) {
-        match e {
-            Event::Recovered(r) => println!("recovered {r}"),
-            Event::Breaker(t) => self.warn(&breaker_line(t)),
-            Event::Idle { next_due } => self.println(&format!(
-                "idle      no contact is dialable now; the next becomes due at {} (in {})",
-                crate::output::rfc3339(*next_due),
-                crate::output::human_duration(*next_due - crate::audit::now())
-            )),
-            Event::Stopping {
-                reason,
-                in_flight,
-                drain,
-                ordered: true,
-            } => self.println(&format!(
-                "stopping  {reason}: no new calls; {in_flight} in progress get up to {} s (again to hang up now)",
-                drain.as_secs()
-            )),
-            Event::HangingUp { ordered: true } => {
-                self.println("stopping  now: hanging up every call");
-            }
-            Event::LateOptOut { number, recorded } if !one => eprintln!(
-                "ALERT: {number} pressed the opt-out key but it could not be recorded during the call; {}",
-                if *recorded { "it is now recorded" } else { "it is STILL NOT recorded: add it with `crieur optout add`" }
-            ),
-            Event::Progress(c) => self.show(c),
-            _ => {}
+        let line = crieur_runner::text::event_line(e, crate::audit::now());
+        match (e, line) {
+            (Event::Progress(c), _) => self.show(c),
+            (Event::LateOptOut { .. }, _) if one => {}
+            (Event::Breaker(_) | Event::LateOptOut { .. }, Some(l)) => self.warn(&l),
+            (_, Some(l)) => self.println(&l),
+            (_, None) => {}
         }
-    }
-
-    fn line(c: &Counters, idle_until: Option<DateTime<Utc>>) -> String {
-        let mut s = format!(
-            "dialled {} · answered {} · opted out {} · failed {} · remaining {} · {:.1} calls/s · {} in progress",
-            c.dialled, c.answered, c.opted_out, c.failed, c.remaining, c.calls_per_second, c.in_flight
-        );
-        if c.trunk_refused > 0 {
-            s.push_str(&format!(" · {} refused by the trunk", c.trunk_refused));
-        }
-        if c.paused {
-            s.push_str(" · paused");
-        }
-        if let Some(n) = idle_until {
-            s.push_str(&format!(" · idle until {}", crate::output::rfc3339(n)));
-        }
-        if let Some(t) = &c.trunk {
-            s.push_str(&format!(" · {t}"));
-        }
-        s
     }
 
     fn show(&self, c: &Counters) {
         if self.quiet {
             return;
         }
-        let line = Self::line(c, c.idle_until);
+        let line = crieur_runner::text::counters_line(c);
         match &self.bar {
             Some(b) => b.set_message(line),
             None => {

@@ -309,38 +309,27 @@ fn owner(store: &Path) -> anyhow::Result<Option<crieur_control::client::Client>>
 /// An API refusal: located input errors (exit 2) as the CLI would print them, else the
 /// message.
 fn api_error(e: crieur_control::Error) -> anyhow::Error {
-    let crieur_control::Error::Api(a) = &e else {
-        return e.into();
-    };
-    let located: Option<Vec<InputError>> = a.body.as_ref().and_then(|b| {
-        b["errors"].as_array().map(|errors| {
-            errors
-                .iter()
-                .map(|e| {
-                    let s = |k: &str| e[k].as_str().map(str::to_owned);
-                    let n = |k: &str| e[k].as_u64().map(|n| n as usize);
-                    let mut ie = InputError::new(
-                        Path::new(&s("file").unwrap_or_default()),
-                        s("message").unwrap_or_default(),
-                    );
-                    if let Some(l) = n("line") {
-                        ie = ie.at(l, n("column"));
-                    }
-                    if let Some(f) = s("field") {
-                        ie = ie.field(f);
-                    }
-                    if let Some(v) = s("value") {
-                        ie = ie.value(v);
-                    }
-                    ie
-                })
-                .collect()
-        })
-    });
-    match located {
-        Some(l) if !l.is_empty() => InputErrors(l).into(),
+    match &e {
+        crieur_control::Error::Api(a) if !a.located().is_empty() => InputErrors(a.located()).into(),
         _ => e.into(),
     }
+}
+
+/// A file's bytes, or a located error.
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| InputError::new(path, format!("cannot read {what}: {e}")))
+        .map_err(|e| InputErrors::from(e).into())
+}
+
+/// `--skip-invalid` while a campaign runs: refused (the API imports all or nothing).
+fn no_skip(skip_invalid: bool, what: &str) -> anyhow::Result<()> {
+    if skip_invalid {
+        anyhow::bail!(
+            "--skip-invalid is not available while a campaign runs on this store: fix {what} (all or nothing), or import it after the run"
+        );
+    }
+    Ok(())
 }
 
 /// `crieur import` through the running owner: the file's bytes, validated there exactly as
@@ -352,27 +341,15 @@ fn import_through(
     opts: &crate::contacts::Options,
     skip_invalid: bool,
 ) -> anyhow::Result<ExitCode> {
-    use crieur_control::client::encode;
-    if skip_invalid {
-        anyhow::bail!(
-            "--skip-invalid is not available while a campaign runs on this store: fix the file (all or nothing), or import it after the run"
-        );
-    }
-    let bytes = std::fs::read(contacts)
-        .map_err(|e| InputError::new(contacts, format!("cannot read the contacts file: {e}")))
-        .map_err(InputErrors::from)?;
-    let mut q = format!(
-        "?file={}&delimiter={}",
-        encode(&contacts.display().to_string()),
-        encode(&char::from(opts.delimiter).to_string())
-    );
-    if let Some(r) = opts.default_region {
-        q.push_str(&format!("&default_region={}", encode(&format!("{r:?}"))));
-    }
+    no_skip(skip_invalid, "the file")?;
+    let bytes = read(contacts, "the contacts file")?;
+    let region = opts.default_region.map(|r| format!("{r:?}"));
     let v = c
-        .post(
-            &format!("/api/campaigns/{}/contacts{q}", encode(&campaign.id)),
-            "text/csv",
+        .import_contacts(
+            &campaign.id,
+            &contacts.display().to_string(),
+            opts.delimiter,
+            region.as_deref(),
             &bytes,
         )
         .map_err(api_error)?;
@@ -380,10 +357,10 @@ fn import_through(
         "{}: imported into the running campaign `{}`: {} new contacts, {} updated, {} consent records added, from {} rows",
         contacts.display(),
         campaign.id,
-        v["created"],
-        v["updated"],
-        v["consents_added"],
-        v["rows"]
+        v.created,
+        v.updated,
+        v.consents_added,
+        v.rows
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -394,34 +371,31 @@ fn optout_through(
     action: &crate::OptOutAction,
 ) -> anyhow::Result<ExitCode> {
     use crate::OptOutAction as A;
-    use crieur_control::client::encode;
+    let arg = |n: &str| -> anyhow::Result<String> {
+        Ok(number(n, Path::new("<argument>"), None)?.to_string())
+    };
     match action {
         A::Add { number: n, .. } => {
-            let n = number(n, Path::new("<argument>"), None)?;
-            let body = serde_json::json!({ "number": n.to_string(), "source": "crieur optout add" });
-            let v = c
-                .post("/api/optouts", "application/json", body.to_string().as_bytes())
+            let (new, hung_up) = c
+                .add_opt_out(&arg(n)?, "crieur optout add")
                 .map_err(api_error)?;
             println!(
                 "{}",
-                if v["new"] == true {
+                if new {
                     "opt-out recorded (durable)"
                 } else {
                     "already opted out"
                 }
             );
-            if v["hung_up"].as_u64().unwrap_or(0) > 0 {
+            if hung_up > 0 {
                 println!("its call in progress was hung up");
             }
         }
         A::Remove { number: n, .. } => {
-            let n = number(n, Path::new("<argument>"), None)?;
-            let v = c
-                .delete(&format!("/api/optouts/{}", encode(&n.to_string())))
-                .map_err(api_error)?;
+            let removed = c.remove_opt_out(&arg(n)?).map_err(api_error)?;
             println!(
                 "{}",
-                if v["removed"] == true {
+                if removed {
                     "opt-out removed"
                 } else {
                     "not on the opt-out list"
@@ -429,11 +403,7 @@ fn optout_through(
             );
         }
         A::Check { number: n } => {
-            let n = number(n, Path::new("<argument>"), None)?;
-            let v = c
-                .get(&format!("/api/optouts/{}", encode(&n.to_string())))
-                .map_err(api_error)?;
-            return Ok(if v["opted_out"] == true {
+            return Ok(if c.is_opted_out(&arg(n)?).map_err(api_error)? {
                 println!("opted out");
                 ExitCode::SUCCESS
             } else {
@@ -448,26 +418,14 @@ fn optout_through(
         A::Import {
             file, skip_invalid, ..
         } => {
-            if *skip_invalid {
-                anyhow::bail!(
-                    "--skip-invalid is not available while a campaign runs on this store: fix the list (all or nothing), or import it after the run"
-                );
-            }
-            let bytes = std::fs::read(file)
-                .map_err(|e| InputError::new(file, format!("cannot read the opt-out list: {e}")))
-                .map_err(InputErrors::from)?;
-            let v = c
-                .post(
-                    &format!("/api/optouts/import?file={}", encode(&file.display().to_string())),
-                    "text/plain",
-                    &bytes,
-                )
+            no_skip(*skip_invalid, "the list")?;
+            let bytes = read(file, "the opt-out list")?;
+            let (numbers, new) = c
+                .import_opt_outs(&file.display().to_string(), &bytes)
                 .map_err(api_error)?;
             println!(
-                "{}: {} numbers, {} new opt-outs recorded (durable)",
-                file.display(),
-                v["numbers"],
-                v["new"]
+                "{}: {numbers} numbers, {new} new opt-outs recorded (durable)",
+                file.display()
             );
         }
     }

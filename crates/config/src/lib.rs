@@ -15,6 +15,7 @@ pub mod check;
 pub mod contacts;
 pub mod input;
 pub mod optouts;
+pub mod text;
 
 use std::path::PathBuf;
 

@@ -124,6 +124,123 @@ impl Client {
     }
 }
 
+impl ApiError {
+    /// The located input errors the API answered with (`errors`: file, line, column, field,
+    /// value, message), as the command line prints its own; empty if none.
+    pub fn located(&self) -> Vec<crieur_config::input::InputError> {
+        use crieur_config::input::InputError;
+        let Some(errors) = self.body.as_ref().and_then(|b| b["errors"].as_array()) else {
+            return Vec::new();
+        };
+        errors
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().map(str::to_owned);
+                let n = |k: &str| e[k].as_u64().map(|n| n as usize);
+                let mut ie = InputError::new(
+                    Path::new(&s("file").unwrap_or_default()),
+                    s("message").unwrap_or_default(),
+                );
+                if let Some(l) = n("line") {
+                    ie = ie.at(l, n("column"));
+                }
+                if let Some(f) = s("field") {
+                    ie = ie.field(f);
+                }
+                if let Some(v) = s("value") {
+                    ie = ie.value(v);
+                }
+                ie
+            })
+            .collect()
+    }
+}
+
+/// What an import into the running campaign did (`POST /api/campaigns/{id}/contacts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct Imported {
+    pub created: u64,
+    pub updated: u64,
+    pub consents_added: u64,
+    pub rows: u64,
+}
+
+/// An answer that does not have the shape the API documents.
+fn shape(what: &str, v: &Value) -> crate::Error {
+    ApiError {
+        status: 200,
+        message: format!("unexpected answer to {what}: {v}"),
+        body: Some(v.clone()),
+    }
+    .into()
+}
+
+impl Client {
+    /// Imports a contacts file (`name`, its `bytes`) into the running campaign `campaign`,
+    /// validated there as `crieur import` validates it (all or nothing).
+    pub fn import_contacts(
+        &self,
+        campaign: &str,
+        name: &str,
+        delimiter: u8,
+        default_region: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<Imported> {
+        let mut q = format!(
+            "?file={}&delimiter={}",
+            encode(name),
+            encode(&char::from(delimiter).to_string())
+        );
+        if let Some(r) = default_region {
+            q.push_str(&format!("&default_region={}", encode(r)));
+        }
+        let v = self.post(
+            &format!("/api/campaigns/{}/contacts{q}", encode(campaign)),
+            "text/csv",
+            bytes,
+        )?;
+        serde_json::from_value(v.clone()).map_err(|_| shape("an import", &v))
+    }
+
+    /// Records an opt-out (durable when it returns): whether it was new, and how many calls in
+    /// progress to the number were hung up.
+    pub fn add_opt_out(&self, number: &str, source: &str) -> Result<(bool, u64)> {
+        let body = serde_json::json!({ "number": number, "source": source });
+        let v = self.post(
+            "/api/optouts",
+            "application/json",
+            body.to_string().as_bytes(),
+        )?;
+        Ok((v["new"] == true, v["hung_up"].as_u64().unwrap_or(0)))
+    }
+
+    /// Removes an opt-out: whether it was there.
+    pub fn remove_opt_out(&self, number: &str) -> Result<bool> {
+        let v = self.delete(&format!("/api/optouts/{}", encode(number)))?;
+        Ok(v["removed"] == true)
+    }
+
+    /// Whether the number has opted out.
+    pub fn is_opted_out(&self, number: &str) -> Result<bool> {
+        let v = self.get(&format!("/api/optouts/{}", encode(number)))?;
+        Ok(v["opted_out"] == true)
+    }
+
+    /// Imports an opt-out list (`name`, its `bytes`; all or nothing): how many numbers it
+    /// held and how many were new.
+    pub fn import_opt_outs(&self, name: &str, bytes: &[u8]) -> Result<(u64, u64)> {
+        let v = self.post(
+            &format!("/api/optouts/import?file={}", encode(name)),
+            "text/plain",
+            bytes,
+        )?;
+        match (v["numbers"].as_u64(), v["new"].as_u64()) {
+            (Some(n), Some(new)) => Ok((n, new)),
+            _ => Err(shape("an opt-out import", &v)),
+        }
+    }
+}
+
 /// Percent-encodes a query or path value.
 pub fn encode(s: &str) -> String {
     let mut out = String::new();

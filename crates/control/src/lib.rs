@@ -5,6 +5,7 @@
 //! (served at `/openapi.yaml`).
 //!
 //! * [`api`] — the routes, the token check, the bounded work queues.
+//! * [`live`] — the API started beside a run (token, listener, owner file, server).
 //! * [`owner`] — `<store>/owner.json`: where the owner of a store listens, so that
 //!   `crieur optout …` and `crieur import` go through it instead of failing on the store's
 //!   lock.
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod client;
 pub mod feed;
+pub mod live;
 pub mod metrics;
 pub mod owner;
 pub mod webhook;

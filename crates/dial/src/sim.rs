@@ -202,6 +202,25 @@ pub struct Day {
     pub other: usize,
 }
 
+/// What the simulation did, day by day (UTC), as a table (`crieur simulate`).
+pub fn per_day_table(events: &[SimEvent]) -> String {
+    let mut s = format!(
+        "{:<12} {:>8} {:>9} {:>10} {:>12}\n",
+        "day (UTC)", "dialled", "answered", "opted out", "other/retry"
+    );
+    for (day, d) in per_day(events) {
+        s.push_str(&format!(
+            "{:<12} {:>8} {:>9} {:>10} {:>12}\n",
+            day.to_string(),
+            d.dialled,
+            d.answered,
+            d.opted_out,
+            d.other
+        ));
+    }
+    s
+}
+
 /// What the simulation did, day by day (UTC).
 pub fn per_day(events: &[SimEvent]) -> std::collections::BTreeMap<chrono::NaiveDate, Day> {
     let mut days: std::collections::BTreeMap<chrono::NaiveDate, Day> = Default::default();

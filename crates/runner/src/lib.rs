@@ -19,6 +19,7 @@ pub mod header;
 pub mod log;
 pub mod ops;
 pub mod prepare;
+pub mod text;
 
 pub use control::{
     control, Control, ControlReceiver, Counters, Ended, Event, InProgress, Refused, RunHandle,
