@@ -179,7 +179,7 @@ pub fn recover_expired(
                 number: number.unwrap_or_default(),
                 started: a.started,
                 ended: a.ended,
-                outcome: a.outcome.clone(),
+                outcome: a.outcome,
             }),
         )?;
         done.push(Recovered::Interrupted {
