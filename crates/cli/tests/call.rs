@@ -348,11 +348,12 @@ fn optout_list_import_and_check() {
 }
 
 /// Answers, then the callee presses 9 by SIP INFO and waits for our BYE.
-/// A UAS that answers (PCMA), sends the opt-out key 9 by SIP INFO 300 ms later, and waits
-/// for our BYE.
+/// A UAS that answers (PCMA), sends the opt-out key 9 by SIP INFO 800 ms later — inside the
+/// message, well after its 300 ms lead-in (a key at 300 ms raced the message's first packet,
+/// and the call then had no answer → first audio to report) — and waits for our BYE.
 fn uas_opt_out() -> String {
     format!(
-        "{HEAD_DIALOG}{}{ACK}  <pause milliseconds=\"300\"/>\n{}{BYE_200}{TAIL}",
+        "{HEAD_DIALOG}{}{ACK}  <pause milliseconds=\"800\"/>\n{}{BYE_200}{TAIL}",
         response("200 OK", "", Some("8")),
         info_key(2, '9')
     )
