@@ -24,8 +24,13 @@ pub struct PgDb {
 }
 
 /// Whether the tests that need PostgreSQL are told to skip (`CRIEUR_SKIP_POSTGRES=1`).
+/// Never under CI (`CI=true`): there a missing server is a failure, not a skip.
 pub fn skipped() -> bool {
-    std::env::var("CRIEUR_SKIP_POSTGRES").is_ok_and(|v| v == "1")
+    let asked = std::env::var("CRIEUR_SKIP_POSTGRES").is_ok_and(|v| v == "1");
+    if asked && std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CRIEUR_SKIP_POSTGRES=1 is refused under CI=true: the PostgreSQL tests must run");
+    }
+    asked
 }
 
 /// `url` with its database name replaced by `db`.
