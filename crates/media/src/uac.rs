@@ -1789,7 +1789,14 @@ fn command(
             headers,
             body,
         } => {
-            let (content_type, headers) = split_content_type(headers);
+            let content_type = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+                .map(|(_, v)| v.clone());
+            let headers: Vec<Header> = headers
+                .into_iter()
+                .filter(|(n, _)| !n.eq_ignore_ascii_case("Content-Type"))
+                .collect();
             if let Err(e) = ep.request(now, leg, method, &headers, content_type.as_deref(), body) {
                 tracing::debug!(error = %e, "request in the dialog");
                 // Another offer pending in the dialog (RFC 3261 §14.1): as a 491, tried again
@@ -1817,7 +1824,14 @@ fn command(
             headers,
             body,
         } => {
-            let (content_type, headers) = split_content_type(headers);
+            let content_type = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+                .map(|(_, v)| v.clone());
+            let headers: Vec<Header> = headers
+                .into_iter()
+                .filter(|(n, _)| !n.eq_ignore_ascii_case("Content-Type"))
+                .collect();
             let body = body.unwrap_or_default();
             if let Err(e) = ep.respond(now, server, code, &headers, content_type.as_deref(), body) {
                 tracing::debug!(error = %e, "re-INVITE/UPDATE: the transaction is gone");
@@ -1884,18 +1898,4 @@ fn amd_events(
             }
         }
     }
-}
-
-/// The `Content-Type` of a request or response we send (the endpoint sets it with the body)
-/// and the other headers.
-fn split_content_type(headers: Vec<Header>) -> (Option<String>, Vec<Header>) {
-    let content_type = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
-        .map(|(_, v)| v.clone());
-    let rest = headers
-        .into_iter()
-        .filter(|(n, _)| !n.eq_ignore_ascii_case("Content-Type"))
-        .collect();
-    (content_type, rest)
 }
