@@ -461,7 +461,7 @@ fn analyse(x: &[f32]) -> Frame {
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
         let one = (freq, purity.min(steadiness_db(x, c)));
         // Not one clean tone, but loud enough for a beep: perhaps two at once.
-        match (one.1 < ONE_TONE_DB && level_dbfs >= -55.0)
+        match (one.1 < ONE_TONE_DB && level_dbfs >= -50.0)
             .then(|| two_tones(x, energy))
             .flatten()
         {
@@ -501,14 +501,22 @@ fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
     // At lag 1 the fit is ill-conditioned for close tones at low frequencies (8 kHz samples
     // them finely: G.711 noise pulls both toward their mean); at lag L, `cᵢ = 2·cos Lωᵢ`
     // spreads them L times further apart. Lag 2 (tones up to 2 kHz) resolves 700 + 1,050 Hz;
-    // lag 4 (tones up to 1 kHz) the dual-tone beeps a third apart under 1 kHz (425 + 531,
-    // 480 + 600, 600 + 750 Hz: 25+ dB where lags 1 and 2 gave 0–17 dB through A-law); lag 1
-    // keeps a harmonic up to 4 kHz. Higher lags alias (a tone above 4,000/L Hz reads as
-    // another), which the projection rejects. All three are tried; the best projection wins.
-    [1usize, 2, 4]
+    // lags 3 and 4 (tones up to 1,333 and 1,000 Hz) the dual-tone beeps a third apart
+    // (425 + 531, 480 + 600, 600 + 750, 1,000 + 1,250 Hz: 25+ dB where lags 1 and 2 gave
+    // 0–17 dB through A-law); lag 1 keeps a harmonic up to 4 kHz. Higher lags alias (a tone
+    // above 4,000/L Hz reads as another), which the projection rejects. All are tried; the
+    // best projection wins.
+    [1usize, 2, 3, 4]
         .into_iter()
         .filter_map(|lag| {
             let (w1, w2) = two_tone_fit(x, lag)?;
+            // A pair whose lower tone is outside 300–2,200 Hz (the beep band with margin)
+            // makes no beep: not projected (most of speech's frames, whose first formant
+            // fits low, stop here).
+            let lower_hz = w1 * 8000.0 / (2.0 * std::f64::consts::PI);
+            if !(300.0..=2200.0).contains(&lower_hz) {
+                return None;
+            }
             Some((w1, project_two(x, energy, w1, w2)?))
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -557,28 +565,41 @@ fn two_tone_fit(x: &[f32], lag: usize) -> Option<(f64, f64)> {
 /// against the rest, dB.
 fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<f32> {
     // Gram matrix and right-hand side of the projection on cos/sin at ω₁ and ω₂, the
-    // sinusoids stepped by rotation (no trigonometry per sample).
-    let mut g = [[0f64; 5]; 4];
-    let (r1, r2) = ((w1.cos(), w1.sin()), (w2.cos(), w2.sin()));
-    let (mut p1, mut p2) = ((1f64, 0f64), (1f64, 0f64));
+    // sinusoids stepped by rotation (no trigonometry per sample), accumulated in f32 (80
+    // terms of at most 32,768²: well within its precision; the solve is in f64).
+    let (r1, r2) = (
+        (w1.cos() as f32, w1.sin() as f32),
+        (w2.cos() as f32, w2.sin() as f32),
+    );
+    let (mut p1, mut p2) = ((1f32, 0f32), (1f32, 0f32));
+    // The upper triangle of the 4×4 Gram matrix (10 cells) and the 4 right-hand sides.
+    let mut a = [0f32; 14];
     for &v in x {
-        let basis = [p1.0, p1.1, p2.0, p2.1, f64::from(v)];
-        // The Gram matrix is symmetric: its upper triangle and the right-hand side only.
-        for (i, row) in g.iter_mut().enumerate() {
-            let bi = basis[i];
-            for (cell, bj) in row.iter_mut().zip(basis).skip(i) {
-                *cell += bi * bj;
-            }
-        }
-        p1 = (p1.0 * r1.0 - p1.1 * r1.1, p1.0 * r1.1 + p1.1 * r1.0);
-        p2 = (p2.0 * r2.0 - p2.1 * r2.1, p2.0 * r2.1 + p2.1 * r2.0);
+        let (c1, s1, c2, s2) = (p1.0, p1.1, p2.0, p2.1);
+        a[0] += c1 * c1;
+        a[1] += c1 * s1;
+        a[2] += c1 * c2;
+        a[3] += c1 * s2;
+        a[4] += c1 * v;
+        a[5] += s1 * s1;
+        a[6] += s1 * c2;
+        a[7] += s1 * s2;
+        a[8] += s1 * v;
+        a[9] += c2 * c2;
+        a[10] += c2 * s2;
+        a[11] += c2 * v;
+        a[12] += s2 * s2;
+        a[13] += s2 * v;
+        p1 = (c1 * r1.0 - s1 * r1.1, c1 * r1.1 + s1 * r1.0);
+        p2 = (c2 * r2.0 - s2 * r2.1, c2 * r2.1 + s2 * r2.0);
     }
-    let upper = g;
-    for (i, row) in g.iter_mut().enumerate() {
-        for (j, cell) in row.iter_mut().enumerate().take(i) {
-            *cell = upper[j][i];
-        }
-    }
+    let a = a.map(f64::from);
+    let mut g = [
+        [a[0], a[1], a[2], a[3], a[4]],
+        [a[1], a[5], a[6], a[7], a[8]],
+        [a[2], a[6], a[9], a[10], a[11]],
+        [a[3], a[7], a[10], a[12], a[13]],
+    ];
     let rhs = [g[0][4], g[1][4], g[2][4], g[3][4]];
     // Gaussian elimination with partial pivoting on the augmented 4×5 matrix.
     for col in 0..4 {
@@ -1687,9 +1708,9 @@ mod tests {
     #[test]
     fn a_beep_with_a_harmonic_or_two_tones_apart_is_a_beep() {
         // A square-ish beep through the line (its 3rd harmonic 15 dB down), and two tones at
-        // once a fifth or a third apart: none is one sinusoid, all are two. Close low pairs
-        // (425 + 531, 480 + 600, 600 + 750 Hz, a third apart) need the lag-4 fit: at lags 1
-        // and 2, G.711's noise merges them.
+        // once a fifth or a third apart: none is one sinusoid, all are two. Close pairs
+        // (425 + 531, 480 + 600, 600 + 750 Hz, a third apart) need the lag-3 or lag-4 fit: at
+        // lags 1 and 2, G.711's noise merges them.
         for (f1, f2, rel) in [
             (800.0, 2400.0, -15.0),
             (1000.0, 3000.0, -20.0),
