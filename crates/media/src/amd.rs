@@ -67,12 +67,17 @@ const PEAK_DECAY_DB_PER_FRAME: f32 = 0.01;
 /// to a half of the time); an intro's chords or a greeting's music bed leave almost none.
 const QUIET_SHARE: u32 = 4;
 
-/// How far back notes of other pitches make a tone the end of a tune, not a beep: 2 s (two
-/// such notes in it, and no voice since). A tune's notes last 100–500 ms, and only those in
-/// the beep band count (a tune's lower notes are not followed); a two-note beep has one note
-/// before its last, a triple beep's notes are its own pitch, and a beep after a music intro
-/// has the greeting's words between.
+/// How far back notes of other pitches make a tone the end of a tune, not a beep: 2 s
+/// ([`TUNE_NOTES`] such notes in it, and no voice since). A tune's notes last 100–500 ms, and
+/// only those in the beep band count (a tune's lower notes are not followed); a two-note beep
+/// has one note before its last, a rising three-note beep two, a triple beep's notes are its
+/// own pitch, and a beep after a music intro has the greeting's words between.
 const TUNE_SPAN_FRAMES: u64 = 200;
+/// Notes of other pitches in the [`TUNE_SPAN_FRAMES`] before a tone that make it a tune's end:
+/// 3. A beep sequence has at most two notes before its last (a rising three-note beep, as
+/// some carriers' voicemail sounds: all of them were taken for a tune at 2); an arpeggio
+/// of 120–250 ms notes has 4–8 in the beep band in 2 s.
+const TUNE_NOTES: usize = 3;
 
 /// A second-order Butterworth high-pass (RBJ biquad, direct form I).
 #[derive(Debug, Clone, Copy)]
@@ -1207,7 +1212,7 @@ impl Detector {
                             .iter()
                             .filter(|(end, f)| *end >= since && (f - freq).abs() > 0.03 * freq)
                             .count();
-                        if led_up >= 2 {
+                        if led_up >= TUNE_NOTES {
                             self.tone = None;
                             return;
                         }
@@ -1735,9 +1740,9 @@ mod tests {
     }
 
     #[test]
-    fn a_tune_s_last_note_is_not_a_beep_but_a_two_note_beep_is() {
+    fn a_tune_s_last_note_is_not_a_beep_but_a_two_or_three_note_beep_is() {
         // A tune of pure notes ending in silence: its last note is followed by quiet, like a
-        // beep, but two other notes led up to it.
+        // beep, but three other notes led up to it.
         let mut x = speech(2000, -18.0, 3);
         for hz in [523.0, 659.0, 784.0, 1047.0] {
             x.extend(tone(200, hz, -18.0));
@@ -1757,6 +1762,19 @@ mod tests {
         let b = beeps(&ev);
         assert_eq!(b.len(), 1, "{ev:?}");
         assert!((b[0].freq_hz - 1500.0).abs() < 30.0, "{b:?}");
+        // Three rising notes of 110 ms (f, 5/4 f, 3/2 f), the recording after: a beep.
+        let x = cat(&[
+            speech(3000, -18.0, 4),
+            silence(500),
+            tone(110, 900.0, -18.0),
+            tone(110, 1125.0, -18.0),
+            tone(110, 1350.0, -18.0),
+            silence(800),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let b = beeps(&ev);
+        assert_eq!(b.len(), 1, "{ev:?}");
+        assert!((b[0].freq_hz - 1350.0).abs() < 30.0, "{b:?}");
     }
 
     #[test]
