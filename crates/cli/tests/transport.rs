@@ -1,0 +1,238 @@
+//! `crieur run` over TCP and TLS: whole campaigns placed through an independent peer — sipp
+//! over TCP (`-t t1`), and Kamailio's TLS module relaying to sipp — the message's RTP
+//! received by the test itself, the audit log verified and replayed.
+#![allow(clippy::disallowed_methods)] // a test bounds its children with the wall clock
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crieur_test_support::kamailio::Kamailio;
+use crieur_test_support::scenario::*;
+use crieur_test_support::{text, CampaignToml, Scratch, Sipp, CONTACTS_HEADER};
+
+/// Contacts in each campaign (sipp's `-m`).
+const CALLS: usize = 2;
+
+fn number(i: usize) -> String {
+    format!("+336120001{i:02}")
+}
+
+/// The test's RTP receiver: the address the callee's SDP names, where crieur sends the
+/// message. Counts the audio packets (PCMU, 160 bytes: 20 ms) of each stream (SSRC).
+struct RtpSink {
+    port: u16,
+    streams: Arc<Mutex<BTreeMap<u32, usize>>>,
+}
+
+impl RtpSink {
+    fn start() -> RtpSink {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = s.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let streams = Arc::new(Mutex::new(BTreeMap::new()));
+        let counts = streams.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let end = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < end {
+                let Ok(n) = s.recv(&mut buf) else {
+                    if Arc::strong_count(&counts) == 1 {
+                        return;
+                    }
+                    continue;
+                };
+                // RTP version 2, payload type 0 (PCMU), 12-byte header + 160 bytes.
+                if n == 172 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 0 {
+                    let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                    if let Ok(mut m) = counts.lock() {
+                        *m.entry(ssrc).or_default() += 1;
+                    }
+                }
+            }
+        });
+        RtpSink { port, streams }
+    }
+
+    /// Audio packets received per stream.
+    fn streams(&self) -> Vec<usize> {
+        self.streams
+            .lock()
+            .map(|m| m.values().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A callee that rings and answers (PCMU, telephone-event 101) with its media at `rtp_port`
+/// and copies the proxies' Record-Route into its 200 (RFC 3261 §12.1.1), then waits for our
+/// BYE.
+fn callee(rtp_port: u16) -> String {
+    answer_scenario_with(
+        sdp_body("0 101", "", &rtp_port.to_string(), 1),
+        "[last_Record-Route:]\n",
+        BYE_200,
+    )
+}
+
+fn crieur(dir: &Path, args: &[&str]) -> Output {
+    // Bounded: a run that does not end is a failure, not a hung test.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A campaign of [`CALLS`] contacts (1 s message) through the trunk `uri`, its `[trunk]`
+/// ending with `trunk_extra`, imported into `store`.
+fn campaign(dir: &Scratch, uri: &str, trunk_extra: &str) {
+    dir.recordings(1.0);
+    let c = CampaignToml::new("transport", 5060)
+        .extra("[retry]\nmax_attempts = 1\n")
+        .pacing(10, CALLS as u32)
+        .build()
+        .replace("uri = \"sip:127.0.0.1:5060\"", &format!("uri = \"{uri}\""));
+    dir.write("c.toml", format!("{c}{trunk_extra}"));
+    let mut csv = String::from(CONTACTS_HEADER);
+    for i in 0..CALLS {
+        csv.push_str(&format!(
+            "c{i},{},,daily 00:00-24:00,2020-01-01T00:00:00Z,,,test,p{i}\n",
+            number(i)
+        ));
+    }
+    dir.write("k.csv", csv);
+    let o = crieur(
+        dir.path(),
+        &[
+            "import",
+            "--campaign",
+            "c.toml",
+            "--store",
+            "store",
+            "--contacts",
+            "k.csv",
+        ],
+    );
+    assert!(o.status.success(), "import: {}", text(&o.stderr));
+}
+
+/// The audit log's records of `kind`.
+fn records(d: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(d.join("store.audit/audit-000001.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
+/// `crieur run` to its end; then every contact answered and its message heard whole (1 s: 50
+/// packets, after the 300 ms lead-in's 15), each call in the audit log — INVITE, 200, first
+/// audio, outcome `answered-completed`, our hang-up — the chain verifying and replay clean.
+fn run_and_check(dir: &Scratch, sink: &RtpSink, peer_log: impl Fn() -> String) {
+    let d = dir.path();
+    let o = crieur(d, &["run", "--campaign", "c.toml", "--store", "store"]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{out}{err}\n{}", peer_log());
+    assert!(out.contains("every contact is done"), "{out}{err}");
+    let outcomes: Vec<String> = records(d, "outcome")
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec!["answered-completed"; CALLS],
+        "{out}{err}\n{}",
+        peer_log()
+    );
+    assert_eq!(records(d, "invite-sent").len(), CALLS);
+    let finals: Vec<u64> = records(d, "sip-response")
+        .iter()
+        .filter_map(|r| r["status"].as_u64())
+        .filter(|s| *s >= 200)
+        .collect();
+    assert_eq!(finals, vec![200; CALLS]);
+    assert_eq!(records(d, "first-audio").len(), CALLS);
+    let hangups: Vec<String> = records(d, "hangup")
+        .iter()
+        .map(|r| r["by"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(hangups, vec!["us"; CALLS]);
+    // The last packets may still be in flight when the run ends.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sink.streams().iter().filter(|n| **n >= 65).count() < CALLS
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let streams = sink.streams();
+    assert_eq!(streams.len(), CALLS, "RTP streams received: {streams:?}");
+    assert!(streams.iter().all(|n| *n >= 65), "RTP packets per stream: {streams:?}");
+    let o = crieur(d, &["audit", "verify", "store.audit"]);
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    let o = crieur(d, &["audit", "replay", "store.audit"]);
+    assert!(
+        o.status.success() && text(&o.stdout).contains("; 0 violations"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+/// `transport = "tcp"` against sipp over TCP (`-t t1`: it speaks TCP only, on one
+/// connection): the calls are placed, answered, played and hung up over our connection.
+#[test]
+fn a_campaign_runs_over_tcp() {
+    let dir = Scratch::new();
+    let sink = RtpSink::start();
+    let mut sipp = Sipp::scenario(&callee(sink.port))
+        .in_dir(dir.path(), "tcp")
+        .calls(CALLS)
+        .timeout_secs(60)
+        .args(&["-t", "t1", "-trace_msg"])
+        .start();
+    campaign(
+        &dir,
+        &format!("sip:127.0.0.1:{}", sipp.port()),
+        "transport = \"tcp\"\n",
+    );
+    run_and_check(&dir, &sink, || sipp.messages());
+    assert!(sipp.succeeded(), "{}", sipp.messages());
+}
+
+/// A `sips:` trunk (TLS) through Kamailio's TLS module, relaying to sipp over UDP: its
+/// certificate checked against the URI's host with the campaign's CA file; the ACK and BYE
+/// go back through Kamailio (Record-Route) on our TLS connection.
+#[test]
+fn a_campaign_runs_over_tls_through_kamailio() {
+    let dir = Scratch::new();
+    let sink = RtpSink::start();
+    let mut sipp = Sipp::scenario(&callee(sink.port))
+        .in_dir(dir.path(), "tls")
+        .calls(CALLS)
+        .timeout_secs(60)
+        .args(&["-trace_msg"])
+        .start();
+    let kam = Kamailio::start(sipp.port());
+    campaign(
+        &dir,
+        &format!("sips:127.0.0.1:{}", kam.tls.port()),
+        &format!("tls_ca_file = \"{}\"\n", kam.ca.display()),
+    );
+    run_and_check(&dir, &sink, || format!("{}\n{}", sipp.messages(), kam.log()));
+    assert!(sipp.succeeded(), "{}\n{}", sipp.messages(), kam.log());
+}
