@@ -330,6 +330,37 @@ fn bad_trunk_local_address_and_p_asserted_identity_are_located() {
     ]);
 }
 
+/// `tls_cert_file` / `tls_key_file` (our TLS listener): both or neither, only over TLS, each
+/// a PEM file holding what it names; every problem located.
+#[test]
+fn bad_trunk_tls_listener_files_are_located() {
+    let trunk = |uri: &str, keys: &str| {
+        format!("{CAMPAIGN}[trunk]\nuri = \"{uri}\"\nfrom = \"sip:+33100000000@x.test\"\n{keys}")
+    };
+    rejects(
+        &trunk("sips:127.0.0.1:5061", "tls_cert_file = \"/nonexistent/cert.pem\"\ntls_key_file = \"@WAV@\"\n"),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &[
+            "campaign.toml:9:17: field `trunk.tls_cert_file`: bad value `/nonexistent/cert.pem`: expected a readable PEM file of our certificate chain",
+            "campaign.toml:10:16: field `trunk.tls_key_file`",
+            "expected a readable PEM file of our private key",
+        ],
+    );
+    rejects(
+        &trunk("sips:127.0.0.1:5061", "tls_key_file = \"key.pem\"\n"),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:9:16: field `trunk.tls_cert_file`: tls_cert_file and tls_key_file go together"],
+    );
+    rejects(
+        &trunk("sip:127.0.0.1:5060", "tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n"),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:9:17: field `trunk.tls_cert_file`: bad value `c.pem`: only with transport = \"tls\""],
+    );
+}
+
 #[test]
 fn a_lead_in_longer_than_the_identity_rule_allows_is_located() {
     let campaign = CAMPAIGN.replace(

@@ -101,15 +101,20 @@ fn crieur(dir: &Path, args: &[&str]) -> Output {
 /// A campaign of [`CALLS`] contacts (1 s message) through the trunk `uri`, its `[trunk]`
 /// ending with `trunk_extra`, imported into `store`.
 fn campaign(dir: &Scratch, uri: &str, trunk_extra: &str) {
-    dir.recordings(1.0);
+    campaign_of(dir, uri, trunk_extra, CALLS, 1.0);
+}
+
+/// A campaign of `calls` contacts with a `message_secs` message.
+fn campaign_of(dir: &Scratch, uri: &str, trunk_extra: &str, calls: usize, message_secs: f32) {
+    dir.recordings(message_secs);
     let c = CampaignToml::new("transport", 5060)
         .extra("[retry]\nmax_attempts = 1\n")
-        .pacing(10, CALLS as u32)
+        .pacing(10, calls as u32)
         .build()
         .replace("uri = \"sip:127.0.0.1:5060\"", &format!("uri = \"{uri}\""));
     dir.write("c.toml", format!("{c}{trunk_extra}"));
     let mut csv = String::from(CONTACTS_HEADER);
-    for i in 0..CALLS {
+    for i in 0..calls {
         csv.push_str(&format!(
             "c{i},{},,daily 00:00-24:00,2020-01-01T00:00:00Z,,,test,p{i}\n",
             number(i)
@@ -175,22 +180,16 @@ fn run_and_check(dir: &Scratch, sink: &RtpSink, peer_log: impl Fn() -> String) {
     assert_eq!(hangups, vec!["us"; CALLS]);
     // The last packets may still be in flight when the run ends.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while sink.streams().iter().filter(|n| **n >= 65).count() < CALLS
-        && Instant::now() < deadline
-    {
+    while sink.streams().iter().filter(|n| **n >= 65).count() < CALLS && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let streams = sink.streams();
     assert_eq!(streams.len(), CALLS, "RTP streams received: {streams:?}");
-    assert!(streams.iter().all(|n| *n >= 65), "RTP packets per stream: {streams:?}");
-    let o = crieur(d, &["audit", "verify", "store.audit"]);
-    assert!(o.status.success(), "{}", text(&o.stdout));
-    let o = crieur(d, &["audit", "replay", "store.audit"]);
     assert!(
-        o.status.success() && text(&o.stdout).contains("; 0 violations"),
-        "{}",
-        text(&o.stdout)
+        streams.iter().all(|n| *n >= 65),
+        "RTP packets per stream: {streams:?}"
     );
+    audit_clean(d);
 }
 
 /// `transport = "tcp"` against sipp over TCP (`-t t1`: it speaks TCP only, on one
@@ -233,6 +232,125 @@ fn a_campaign_runs_over_tls_through_kamailio() {
         &format!("sips:127.0.0.1:{}", kam.tls.port()),
         &format!("tls_ca_file = \"{}\"\n", kam.ca.display()),
     );
-    run_and_check(&dir, &sink, || format!("{}\n{}", sipp.messages(), kam.log()));
+    run_and_check(&dir, &sink, || {
+        format!("{}\n{}", sipp.messages(), kam.log())
+    });
     assert!(sipp.succeeded(), "{}\n{}", sipp.messages(), kam.log());
+}
+
+/// A callee behind the proxy that answers, then hangs up 1 s into the message: its BYE goes to
+/// our Contact through the proxy (its Route set from the INVITE's Record-Route, `rrs`).
+fn callee_hanging_up() -> String {
+    let head = HEAD.replacen(
+        r#"<recv request="INVITE" crlf="true"/>"#,
+        r#"<recv request="INVITE" crlf="true" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
+    </action>
+  </recv>"#,
+        1,
+    );
+    format!(
+        "{head}{}{}{ACK}  <pause milliseconds=\"1000\"/>\n{}{TAIL}",
+        ringing(),
+        response_with(
+            "200 OK",
+            "[last_Record-Route:]\n",
+            Some(sdp_body("0 101", "", "[media_port]", 1))
+        ),
+        uas_request_with("BYE", 2, None, "[routes]\n", "").replacen("[$contact]", "[next_url]", 1),
+    )
+}
+
+/// The callee hangs up through Kamailio, which relays its BYE to our Contact: Kamailio's
+/// connection to us is not ours to it (ours comes from another port and says no `alias`,
+/// RFC 5923), so it opens a new one to the address our Via and Contact give — as a proxy or
+/// trunk does once our connection has closed. `trunk` is `(uri, extra [trunk] keys)`.
+fn the_callee_hangs_up_through_kamailio(
+    trunk: impl Fn(&Kamailio) -> (String, String),
+) -> (Scratch, Option<String>, bool, String) {
+    let dir = Scratch::new();
+    let mut sipp = Sipp::scenario(&callee_hanging_up())
+        .in_dir(dir.path(), "bye")
+        .timeout_secs(30)
+        .args(&["-trace_msg"])
+        .start();
+    let kam = Kamailio::start(sipp.port());
+    let (uri, extra) = trunk(&kam);
+    campaign_of(&dir, &uri, &extra, 1, 4.0);
+    let o = crieur(
+        dir.path(),
+        &["run", "--campaign", "c.toml", "--store", "store"],
+    );
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{out}{err}\n{}", kam.log());
+    let outcome = records(dir.path(), "outcome")
+        .first()
+        .and_then(|r| r["outcome"].as_str().map(str::to_owned));
+    let ok = sipp.succeeded();
+    let log = format!("{out}{err}\n{}\n{}", sipp.messages(), kam.log());
+    (dir, outcome, ok, log)
+}
+
+/// The audit log of a finished run verifies and replays without a violation.
+fn audit_clean(d: &Path) {
+    let o = crieur(d, &["audit", "verify", "store.audit"]);
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    let o = crieur(d, &["audit", "replay", "store.audit"]);
+    assert!(
+        o.status.success() && text(&o.stdout).contains("; 0 violations"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+/// Over TCP, our listener takes the callee's BYE on the connection Kamailio opens to it.
+#[test]
+fn over_tcp_the_trunk_reaches_us_on_a_connection_of_its_own() {
+    let (dir, outcome, sipp_ok, log) = the_callee_hangs_up_through_kamailio(|k| {
+        (
+            format!("sip:127.0.0.1:{}", k.tcp.port()),
+            "transport = \"tcp\"\n".into(),
+        )
+    });
+    assert_eq!(outcome.as_deref(), Some("hung-up-mid-message"), "{log}");
+    assert!(sipp_ok, "the callee's BYE was not answered 200: {log}");
+    let by: Vec<String> = records(dir.path(), "hangup")
+        .iter()
+        .map(|r| r["by"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(by, ["callee"], "{log}");
+    audit_clean(dir.path());
+}
+
+/// Over TLS, with `tls_cert_file` / `tls_key_file` our TLS listener takes Kamailio's
+/// connection (Kamailio checks our certificate against the test CA) and the callee's BYE on
+/// it. Without them there is no listener: the BYE cannot reach us, the message plays to its
+/// end and we hang up — what the listener is for.
+#[test]
+fn over_tls_the_trunk_reaches_us_on_our_tls_listener() {
+    let (dir, outcome, sipp_ok, log) = the_callee_hangs_up_through_kamailio(|k| {
+        (
+            format!("sips:127.0.0.1:{}", k.tls.port()),
+            format!(
+                "tls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                k.ca.display(),
+                k.our_cert().display(),
+                k.our_key().display()
+            ),
+        )
+    });
+    assert_eq!(outcome.as_deref(), Some("hung-up-mid-message"), "{log}");
+    assert!(sipp_ok, "the callee's BYE was not answered 200: {log}");
+    audit_clean(dir.path());
+
+    let (dir, outcome, sipp_ok, log) = the_callee_hangs_up_through_kamailio(|k| {
+        (
+            format!("sips:127.0.0.1:{}", k.tls.port()),
+            format!("tls_ca_file = \"{}\"\n", k.ca.display()),
+        )
+    });
+    assert_eq!(outcome.as_deref(), Some("answered-completed"), "{log}");
+    assert!(!sipp_ok, "{log}");
+    audit_clean(dir.path());
 }

@@ -219,6 +219,12 @@ struct RawTrunk {
     /// TLS: CA certificates (PEM) trusted besides the system's roots.
     #[serde(default)]
     tls_ca_file: Option<Spanned<String>>,
+    /// TLS: our certificate chain (PEM), for the connections the trunk opens to us.
+    #[serde(default)]
+    tls_cert_file: Option<Spanned<String>>,
+    /// TLS: the private key (PEM) of `tls_cert_file`.
+    #[serde(default)]
+    tls_key_file: Option<Spanned<String>>,
     from: Spanned<String>,
     #[serde(default)]
     username: Option<Spanned<String>>,
@@ -330,6 +336,10 @@ pub struct TrunkConfig {
     pub transport: TrunkTransport,
     /// TLS: CA certificates (PEM) trusted besides the system's roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// TLS: our certificate chain and private key (PEM), served by a listener on our SIP
+    /// address to the connections the trunk opens to us (a request inside a dialog after our
+    /// connection closed); `None`: no listener, the trunk reaches us on our connection only.
+    pub tls_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// The trunk's SIP transport.
@@ -1094,6 +1104,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
             );
         }
     }
+    let tls_identity = tls_identity(cx, base, t, transport);
     let (from_user, from_domain) = match t
         .from
         .get_ref()
@@ -1188,5 +1199,70 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         p_asserted_identity: t.p_asserted_identity.as_ref().map(|p| p.get_ref().clone()),
         transport,
         tls_ca_file,
+        tls_identity,
     })
+}
+
+/// `tls_cert_file` and `tls_key_file`: both or neither, only over TLS, each a readable PEM
+/// file holding what it should (the chain and key are parsed again when the listener starts).
+fn tls_identity(
+    cx: &mut Ctx<'_>,
+    base: &Path,
+    t: &RawTrunk,
+    transport: TrunkTransport,
+) -> Option<(PathBuf, PathBuf)> {
+    let (cert, key) = match (&t.tls_cert_file, &t.tls_key_file) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        (Some(f), None) | (None, Some(f)) => {
+            cx.err(
+                f.span(),
+                if t.tls_cert_file.is_some() {
+                    "trunk.tls_key_file"
+                } else {
+                    "trunk.tls_cert_file"
+                },
+                None,
+                "tls_cert_file and tls_key_file go together".into(),
+            );
+            return None;
+        }
+    };
+    if transport != TrunkTransport::Tls {
+        cx.err(
+            cert.span(),
+            "trunk.tls_cert_file",
+            Some(cert.get_ref()),
+            "only with transport = \"tls\"".into(),
+        );
+        return None;
+    }
+    let mut ok = true;
+    for (f, field, marker, what) in [
+        (
+            cert,
+            "trunk.tls_cert_file",
+            "-----BEGIN CERTIFICATE-----",
+            "a readable PEM file of our certificate chain",
+        ),
+        (
+            key,
+            "trunk.tls_key_file",
+            "PRIVATE KEY-----",
+            "a readable PEM file of our private key",
+        ),
+    ] {
+        let holds =
+            std::fs::read_to_string(base.join(f.get_ref())).is_ok_and(|text| text.contains(marker));
+        if !holds {
+            cx.err(
+                f.span(),
+                field,
+                Some(f.get_ref()),
+                format!("expected {what}"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| (base.join(cert.get_ref()), base.join(key.get_ref())))
 }

@@ -14,8 +14,8 @@ use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::g711::Codec;
-use crieur_test_support::scenario::*;
 use crieur_test_support::kamailio::Kamailio;
+use crieur_test_support::scenario::*;
 use crieur_test_support::Sipp;
 
 use crieur_media::uac::{
@@ -2210,6 +2210,7 @@ async fn a_call_over_tls_through_kamailio() {
     let tls = |name: &str| crieur_media::uac::TlsTrunk {
         server_name: name.into(),
         ca_file: Some(kam.ca.clone()),
+        identity: None,
     };
     let uac = Uac::start_tls(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),

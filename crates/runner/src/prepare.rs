@@ -136,6 +136,12 @@ pub fn prepare(campaign: &Campaign) -> Result<Prepared> {
         tls: crieur_media::uac::TlsTrunk {
             server_name: t.host.clone(),
             ca_file: t.tls_ca_file.clone(),
+            identity: t.tls_identity.clone().map(|(cert_file, key_file)| {
+                crieur_media::listen::TlsIdentity {
+                    cert_file,
+                    key_file,
+                }
+            }),
         },
         trunk,
         local,

@@ -211,8 +211,10 @@ request_route {{
 
     /// What Kamailio logged.
     pub fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(self.dir.path().join("kamailio.log")).unwrap_or_default())
-            .into_owned()
+        String::from_utf8_lossy(
+            &std::fs::read(self.dir.path().join("kamailio.log")).unwrap_or_default(),
+        )
+        .into_owned()
     }
 }
 
