@@ -127,6 +127,8 @@ mod tests {
             transport: campaign::TrunkTransport::Udp,
             tls_ca_file: None,
             tls_identity: None,
+            port_given: true,
+            dns_server: None,
         };
         match t.read_password() {
             Err(e @ Error::PasswordFile { .. }) => {

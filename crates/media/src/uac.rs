@@ -96,9 +96,27 @@ pub struct Trunk {
     /// `P-Asserted-Identity` (RFC 3325) for trunks that take the caller's identity from it:
     /// a `sip:`, `sips:` or `tel:` URI.
     pub p_asserted_identity: Option<String>,
+    /// The trunk's servers as its SRV records give them (RFC 3263), each with its addresses:
+    /// every call tries them in an order drawn for it ([`Trunk::destinations`]). Empty:
+    /// `address` alone.
+    pub servers: Vec<crieur_sip::locate::Srv<Vec<SocketAddr>>>,
 }
 
 impl Trunk {
+    /// Where a call's INVITE goes first, and the servers to try after it, in order (RFC 3263
+    /// §4.3: by SRV priority, a weighted draw within one — drawn afresh for each call, so the
+    /// weights share the calls out — each server's addresses in turn).
+    pub fn destinations(&self) -> (SocketAddr, Vec<SocketAddr>) {
+        let mut all =
+            crieur_sip::locate::order(self.servers.clone(), |n| rand::random_range(0..=n))
+                .into_iter()
+                .flatten();
+        match all.next() {
+            Some(first) => (first, all.collect()),
+            None => (self.address, Vec::new()),
+        }
+    }
+
     /// Checks the limits the rules impose.
     pub fn validate(&self) -> Result<(), Error> {
         if self.ring_timeout < MIN_RING_TIMEOUT {
@@ -505,6 +523,7 @@ impl Uac {
             Transport::Udp | Transport::Tcp => u,
         };
         let callee = secure(signalling::sip_uri(&req.number, &domain));
+        let (destination, alternates) = trunk.destinations();
         let invite = Invite {
             call_id: call_id.clone(),
             request_uri: callee.clone(),
@@ -515,7 +534,8 @@ impl Uac {
                 Transport::Tcp => format!("sip:{}@{};transport=tcp", trunk.from_user, self.local),
                 Transport::Tls => format!("sips:{}@{}", trunk.from_user, self.local),
             },
-            destination: trunk.address,
+            destination,
+            alternates,
             headers: signalling::invite_headers(
                 trunk
                     .p_asserted_identity
@@ -572,7 +592,7 @@ impl Uac {
                 reason: String::new(),
                 hangup_by: HangupBy::Nobody,
             },
-            timeline: vec![(Duration::ZERO, format!("INVITE sent to {}", trunk.address))],
+            timeline: vec![(Duration::ZERO, format!("INVITE sent to {destination}"))],
             keys: Vec::new(),
             opt_out_recorded: false,
             answer_to_first_audio: None,

@@ -40,6 +40,7 @@ fn trunk(addr: SocketAddr) -> Trunk {
         max_call_length: Duration::from_secs(60),
         symmetric_rtp: false,
         p_asserted_identity: None,
+        servers: Vec::new(),
     }
 }
 

@@ -41,6 +41,7 @@ fn invite(creds: Option<Credentials>) -> Invite {
         to: "sip:+33612345678@10.0.0.2:5060;user=phone".into(),
         contact: "sip:crieur@10.0.0.1:5060".into(),
         destination: a(TRUNK),
+        alternates: Vec::new(),
         headers: vec![("Allow".into(), "INVITE, ACK".into())],
         content_type: Some("application/sdp".into()),
         body: b"v=0\r\n".to_vec(),
