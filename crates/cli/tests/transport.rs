@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crieur_test_support::dns::{Dns, SrvRecord};
 use crieur_test_support::kamailio::Kamailio;
 use crieur_test_support::scenario::*;
 use crieur_test_support::{text, CampaignToml, Scratch, Sipp, CONTACTS_HEADER};
@@ -352,5 +353,96 @@ fn over_tls_the_trunk_reaches_us_on_our_tls_listener() {
     });
     assert_eq!(outcome.as_deref(), Some("answered-completed"), "{log}");
     assert!(!sipp_ok, "{log}");
+    audit_clean(dir.path());
+}
+
+/// RFC 3263 end to end: a trunk named by a host without a port (`sip:trunk.test`), located
+/// by SRV on a real DNS server (dnsmasq, `[trunk] dns_server`): the first server (priority
+/// 10) answers 503, the INVITE goes on to the second (priority 20), which answers; one call,
+/// its message heard, the audit log clean.
+#[test]
+fn a_trunk_located_by_srv_fails_over_from_503_to_its_next_server() {
+    let dir = Scratch::new();
+    let sink = RtpSink::start();
+    let mut first = Sipp::scenario(&rejecting("503 Service Unavailable"))
+        .in_dir(dir.path(), "first")
+        .timeout_secs(30)
+        .args(&["-trace_msg"])
+        .start();
+    let mut second = Sipp::scenario(&callee(sink.port))
+        .in_dir(dir.path(), "second")
+        .timeout_secs(30)
+        .args(&["-trace_msg"])
+        .start();
+    let dns = Dns::start(
+        &[
+            SrvRecord {
+                service: "_sip._udp.trunk.test",
+                target: "second.trunk.test",
+                port: second.port(),
+                priority: 20,
+                weight: 0,
+            },
+            SrvRecord {
+                service: "_sip._udp.trunk.test",
+                target: "first.trunk.test",
+                port: first.port(),
+                priority: 10,
+                weight: 0,
+            },
+        ],
+        &[
+            ("first.trunk.test", "127.0.0.1"),
+            ("second.trunk.test", "127.0.0.1"),
+        ],
+    );
+    campaign_of(
+        &dir,
+        "sip:trunk.test",
+        &format!("dns_server = \"{}\"\n", dns.addr),
+        1,
+        1.0,
+    );
+    let o = crieur(
+        dir.path(),
+        &["run", "--campaign", "c.toml", "--store", "store"],
+    );
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    let log = || format!("{out}{err}\n{}\n{}", first.messages(), second.messages());
+    assert!(o.status.success(), "{}", log());
+    let outcomes: Vec<String> = records(dir.path(), "outcome")
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["answered-completed"], "{}", log());
+    // The 503 was the first server's, not the call's: the call's final response is the 200.
+    let finals: Vec<u64> = records(dir.path(), "sip-response")
+        .iter()
+        .filter_map(|r| r["status"].as_u64())
+        .filter(|s| *s >= 200)
+        .collect();
+    assert_eq!(finals, [200], "{}", log());
+    // The Request-URI names the trunk's domain, not a server SRV chose.
+    assert!(
+        second
+            .messages()
+            .contains("INVITE sip:+33612000100@trunk.test;user=phone SIP/2.0"),
+        "{}",
+        log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sink.streams().iter().all(|n| *n < 65) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        sink.streams().iter().any(|n| *n >= 65),
+        "{:?}",
+        sink.streams()
+    );
+    assert!(
+        first.succeeded(),
+        "the first server did not see its 503 ACKed"
+    );
+    assert!(second.succeeded(), "{}", second.messages());
     audit_clean(dir.path());
 }
