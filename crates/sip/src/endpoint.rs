@@ -1155,7 +1155,13 @@ impl Endpoint {
         match (kind, ev) {
             (Kind::Invite, TuEvent::Response(r)) => self.invite_response(now, call, key, *r),
             (Kind::Invite, ev @ (TuEvent::Timeout | TuEvent::TransportError)) => {
-                if self.fail_over(now, call, key) {
+                // An earlier server's transaction ending (after a failover) fails nothing.
+                let current = self
+                    .calls
+                    .get(&call)
+                    .and_then(|c| c.invite.as_ref())
+                    .and_then(TransactionKey::from_sent_request);
+                if current.as_ref() != Some(key) || self.fail_over(now, call, key) {
                     return;
                 }
                 if let Some(c) = self.calls.get_mut(&call) {
