@@ -321,12 +321,14 @@ fn unreadable_wav_and_short_ring_timeout() {
 fn bad_trunk_local_address_and_p_asserted_identity_are_located() {
     let campaign = format!(
         "{CAMPAIGN}[trunk]\nuri = \"sip:127.0.0.1:5060\"\nfrom = \"sip:+33100000000@x.test\"\n\
-         local_address = \"0.0.0.0:5060\"\np_asserted_identity = \"+33100000000\"\ntransport = \"sctp\"\n"
+         local_address = \"0.0.0.0:5060\"\np_asserted_identity = \"+33100000000\"\ntransport = \"sctp\"\n\
+         dns_server = \"resolver.example\"\n"
     );
     rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
         "field `trunk.local_address`: bad value `0.0.0.0:5060`: expected <IP>:<port> of this host",
         "field `trunk.p_asserted_identity`: bad value `+33100000000`: expected a sip:, sips: or tel: URI",
         "field `trunk.transport`: bad value `sctp`: expected `udp`, `tcp` or `tls`",
+        "campaign.toml:12:14: field `trunk.dns_server`: bad value `resolver.example`: expected <IP>:<port> of a DNS server",
     ]);
 }
 
