@@ -2195,6 +2195,64 @@ async fn a_call_over_tcp() {
     assert!(sipp.succeeded());
 }
 
+/// RFC 3263 §4.3 over TCP: the trunk's first server (by SRV priority) refuses the connection
+/// — a transport error — so the INVITE goes at once to the next, sipp over TCP, which answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tcp_an_unreachable_first_server_fails_over_to_the_next() {
+    let mut sipp = Sipp::start(&answer_scenario("0 101", BYE_200), &["-t", "t1"]);
+    let refused = SocketAddr::from((
+        [127, 0, 0, 1],
+        crieur_test_support::kamailio::free_tcp_port(),
+    ));
+    let uac = Uac::start_tcp(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let srv = |priority, addr| crieur_sip::locate::Srv {
+        priority,
+        weight: 0,
+        target: vec![addr],
+    };
+    let trunk = Trunk {
+        servers: vec![srv(20, sipp.addr()), srv(10, refused)],
+        ..trunk(refused)
+    };
+    let started = Instant::now();
+    let r = call_on(
+        &uac,
+        &trunk,
+        tone(440.0, 0.5),
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        None,
+    )
+    .await
+    .report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        r.timeline
+            .first()
+            .is_some_and(|(_, t)| t == &format!("INVITE sent to {refused}")),
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        r.answered_at.is_some_and(|a| a < Duration::from_secs(2)),
+        "not at once: {:?} ({:?} in all)",
+        r.answered_at,
+        started.elapsed()
+    );
+    assert!(uac.wait_background(Duration::from_secs(2)).await);
+    assert!(sipp.succeeded());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_over_tls_through_kamailio() {
     // An independent TLS peer: Kamailio (tls module) relays our sips: call to sipp over UDP and
