@@ -268,8 +268,9 @@ pub struct Uac {
     sip: SipLoop,
     local: SocketAddr,
     transport: Transport,
-    /// TLS: the listener holding our advertised port.
-    _port: Option<std::net::TcpListener>,
+    /// TLS without a listener: the socket holding our advertised port (bound, not listening:
+    /// a trunk that connects to it is refused at once instead of left waiting).
+    _port: Option<socket2::Socket>,
     buffers: (usize, usize),
     pacer: Arc<Pacer>,
     token: CancellationToken,
@@ -341,10 +342,17 @@ impl Uac {
                 (Some(inbound), None, local)
             }
             None => {
-                // A port for our Via and Contact: one the system gives, held by a listener
-                // nobody connects to, so it stays ours.
-                let holder = std::net::TcpListener::bind(bind)?;
-                let local = holder.local_addr()?;
+                // A port for our Via and Contact: one the system gives, held by a bound
+                // socket that does not listen, so it stays ours and refuses connections.
+                let holder = socket2::Socket::new(
+                    socket2::Domain::for_address(bind),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                holder.bind(&bind.into())?;
+                let local = holder.local_addr()?.as_socket().ok_or_else(|| {
+                    std::io::Error::other("the TLS port's socket has no IP address")
+                })?;
                 (None, Some(holder), local)
             }
         };
