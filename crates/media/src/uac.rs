@@ -76,7 +76,7 @@ impl std::fmt::Debug for Credentials {
 /// Where and how to place calls.
 #[derive(Debug, Clone)]
 pub struct Trunk {
-    /// The trunk's address (UDP).
+    /// The trunk's address (its only server when `servers` is empty).
     pub address: SocketAddr,
     /// Host part of the request URI (`sip:<number>@<domain>`); the trunk's address if `None`.
     pub domain: Option<String>,
