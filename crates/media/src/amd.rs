@@ -967,6 +967,11 @@ impl Detector {
     }
 
     fn is_voice(&self, f: &Frame, floor: f32) -> bool {
+        self.is_voice_but_for_echo(f, floor) && f.level_dbfs > self.echo_ceiling()
+    }
+
+    /// [`Detector::is_voice`] without the echo bound.
+    fn is_voice_but_for_echo(&self, f: &Frame, floor: f32) -> bool {
         // Noise-like frames (many zero crossings and no tonal structure) need more margin:
         // hiss and crackle are not speech; fricatives are, but they sit between vowels.
         let noisy = f.zcr > 0.45 && f.tonality_db < 3.0;
@@ -981,7 +986,6 @@ impl Detector {
             && f.level_dbfs > self.p.voice_min_dbfs
             && f.level_dbfs > floor + margin
             && f.level_dbfs > self.peak - self.p.voice_range_db
-            && f.level_dbfs > self.echo_ceiling()
     }
 
     /// The loudest the echo of our own audio can be in the residual now (dBFS): see
@@ -1020,6 +1024,10 @@ impl Detector {
         let floor = self.floor.get();
         let voiced = self.is_voice(&f, floor);
         let quiet = !voiced && self.is_quiet(&f);
+        // Voice but for the warm-up level guard (the echo path not yet found): our echo or
+        // the far end, unknown — neither a word nor silence for the greeting analysis (as
+        // silence, a greeting under our message's first second made a person waiting).
+        let unknown = !voiced && self.echo.level_guard() && self.is_voice_but_for_echo(&f, floor);
         self.floor.push(f.level_dbfs);
         self.quiet_floor.push(f.level_dbfs);
         // The loudest voice lately, decaying 1 dB/s: what is far under it is background.
@@ -1040,7 +1048,9 @@ impl Detector {
         }
         self.beep_step(&f, floor);
         if self.verdict.is_none() {
-            self.greeting_step(voiced, quiet);
+            if !unknown {
+                self.greeting_step(voiced, quiet);
+            }
         } else {
             self.silence_step(voiced);
         }

@@ -188,6 +188,9 @@ pub(super) struct EchoCanceller {
     double_talk: bool,
     erle_db: f32,
     ceiling: f32,
+    /// Whether this frame's bound is the warm-up level guard (what it hides may be the far
+    /// end: unknown, neither voice nor silence).
+    level_guard: bool,
 }
 
 impl EchoCanceller {
@@ -215,6 +218,7 @@ impl EchoCanceller {
             double_talk: false,
             erle_db: 0.0,
             ceiling: f32::MIN,
+            level_guard: false,
         }
     }
 
@@ -226,6 +230,11 @@ impl EchoCanceller {
 
     pub(super) fn clear_reference(&mut self) {
         self.reference = None;
+    }
+
+    /// Whether the last frame's bound was the warm-up level guard.
+    pub(super) fn level_guard(&self) -> bool {
+        self.level_guard
     }
 
     pub(super) fn state(&self) -> PathState {
@@ -392,9 +401,13 @@ impl EchoCanceller {
                     .map_or(f32::MIN, |l| l - warmup_loss_db)
             })
         };
+        self.level_guard = false;
         self.ceiling = match (&self.reference, self.state) {
             (None, _) | (_, PathState::NoEcho) => f32::MIN,
-            (Some(r), PathState::WarmingUp) => warmup(r),
+            (Some(r), PathState::WarmingUp) => {
+                self.level_guard = true;
+                warmup(r)
+            }
             (Some(r), PathState::Found(_)) => {
                 let (far, res, est) = (db(self.far_e), db(self.res_e), db(self.est_e));
                 // The ERLE shown, on frames of echo (no double talk, an echo estimate well
@@ -418,6 +431,7 @@ impl EchoCanceller {
                 if converged {
                     bound
                 } else {
+                    self.level_guard = true;
                     bound.max(warmup(r))
                 }
             }
