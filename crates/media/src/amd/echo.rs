@@ -43,6 +43,9 @@ pub(super) const RHO_MIN: f32 = 0.5;
 /// Blocks of our audio playing (not silent) before the delay estimate is trusted, or its
 /// absence taken as "no echo": 400 blocks (1 s of our message).
 pub(super) const WARMUP_BLOCKS: u32 = 400;
+/// Blocks of our audio after which the level guard stands no more, converged or not: 800
+/// (2 s: the warm-up, then 1 s for the filter).
+const GUARD_BLOCKS: u32 = 2 * WARMUP_BLOCKS;
 /// Filter length, samples (8 ms: a hybrid's impulse response is 2–6 ms after the bulk delay).
 pub(super) const TAPS: usize = 64;
 /// How far before the estimated delay the filter starts, samples (the envelope lag is only
@@ -351,7 +354,8 @@ impl EchoCanceller {
             *c += FORGET * (f * r - *c);
             *p += FORGET * (r * r - *p);
         }
-        if self.active_blocks < WARMUP_BLOCKS {
+        // The best lag is looked for every 8 blocks (20 ms): the path does not move faster.
+        if self.active_blocks < WARMUP_BLOCKS || block % 8 != 0 {
             return;
         }
         let (lag, rho) = self
@@ -420,7 +424,12 @@ impl EchoCanceller {
                 // Converged: shown `CONVERGED_DB`, or adapted long enough on echo alone that
                 // NLMS on speech has (a far end talking all along under the echo hides the
                 // ERLE from the measure above, but not from the filter).
-                let converged = self.erle_db >= CONVERGED_DB || self.adapted >= CONVERGE_SAMPLES;
+                // The level guard lasts at most `GUARD_BLOCKS` of our audio: a path found by
+                // chance (or under a far end so loud that the filter never adapts) would
+                // otherwise hide the far end for the whole call.
+                let converged = self.erle_db >= CONVERGED_DB
+                    || self.adapted >= CONVERGE_SAMPLES
+                    || self.active_blocks >= GUARD_BLOCKS;
                 let erle = if self.adapted >= CONVERGE_SAMPLES {
                     self.erle_db.max(ASSUMED_ERLE_DB)
                 } else {
