@@ -616,3 +616,139 @@ fn the_dashboard_shows_a_live_run_and_its_pause_button_stops_dialling() {
     drop(browser);
     live.stop();
 }
+
+/// The event stream's events (`event:` name, `data:` JSON), read until the stream ends (the
+/// run's process exits) or 90 s pass. `connected` is told once the stream is open.
+fn read_events(
+    url: String,
+    connected: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<Vec<(String, Value)>> {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(90)))
+            .build()
+            .into();
+        let r = agent.get(&url).call().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200);
+        assert!(r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream")));
+        let _ = connected.send(());
+        let mut out = Vec::new();
+        let mut name = String::new();
+        let reader = std::io::BufReader::new(r.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_owned();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(d.trim())
+                    .unwrap_or_else(|e| panic!("an event's data is not JSON: {e}: {line}"));
+                out.push((std::mem::take(&mut name), v));
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn the_event_stream_tells_each_call_placed_and_its_outcome_as_recorded() {
+    // Eight contacts, 1 s messages; paused at once, so that what the stream must tell is
+    // exactly what is dialled after it is open.
+    let mut live = Live::start(8, 4, 4, 1.0);
+    let (st, _) = live.post(&format!("/api/campaigns/{}/pause", live.campaign), "", true);
+    assert_eq!(st, 202);
+    live.wait_state(
+        "paused, nothing in progress",
+        Duration::from_secs(20),
+        |s| s["paused"] == true && s["in_progress"] == 0,
+    );
+    let before: Vec<String> = live
+        .calls()
+        .into_iter()
+        .filter(|c| c["type"] == "placed")
+        .filter_map(|c| c["number"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        live.state()["dialled"].as_u64(),
+        Some(before.len() as u64),
+        "{before:?}"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = read_events(
+        format!("{}/api/events?campaign={}", live.base, live.campaign),
+        tx,
+    );
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("the event stream did not open: {e}"));
+    let (st, _) = live.post(
+        &format!("/api/campaigns/{}/resume", live.campaign),
+        "",
+        true,
+    );
+    assert_eq!(st, 202);
+    // Every contact done: the run ends by itself, and the stream with it.
+    let (status, out) = live.wait();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("every contact is done"), "{out}");
+    let events = reader
+        .join()
+        .unwrap_or_else(|_| panic!("the reader panicked"));
+    for (name, v) in &events {
+        assert_eq!(v["type"].as_str(), Some(name.as_str()), "{v}");
+        assert_eq!(v["campaign"].as_str(), Some(live.campaign.as_str()), "{v}");
+    }
+    let of = |kind: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|(n, _)| n == kind)
+            .map(|(_, v)| v)
+            .collect()
+    };
+    assert_eq!(of("resumed").len(), 1, "{events:?}");
+    // One `placed` for each contact not dialled before the stream opened, each once.
+    let placed = of("placed");
+    let mut numbers: Vec<String> = placed
+        .iter()
+        .filter_map(|v| v["number"].as_str().map(str::to_owned))
+        .collect();
+    numbers.sort();
+    let mut expected: Vec<String> = (0..8).map(number).filter(|n| !before.contains(n)).collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(numbers, expected, "{events:?}");
+    // Each followed by its `ended`, with the outcome the audit log recorded for that call.
+    let recorded: Vec<Value> = live.records("outcome");
+    let ended = of("ended");
+    assert_eq!(ended.len(), placed.len(), "{events:?}");
+    for p in &placed {
+        let call = p["call"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no call in {p}"));
+        let pos = |v: &Value| events.iter().position(|(_, e)| e == v);
+        let e = ended
+            .iter()
+            .find(|e| e["call"] == call)
+            .unwrap_or_else(|| panic!("no `ended` for {call}: {events:?}"));
+        assert!(pos(p) < pos(e), "{call} ended before it was placed");
+        assert_eq!(e["number"], p["number"]);
+        assert_eq!(e["contact"], p["contact"]);
+        let r = recorded
+            .iter()
+            .find(|r| r["call"] == call)
+            .unwrap_or_else(|| panic!("no outcome record for {call}"));
+        assert_eq!(e["outcome"], r["outcome"], "{e} against {r}");
+        assert_eq!(e["outcome"], "answered-completed", "{e}");
+    }
+    // The last counters the stream carried never exceed what the run did.
+    let progress = of("progress");
+    assert!(!progress.is_empty(), "{events:?}");
+    for p in &progress {
+        assert!(p["counters"]["dialled"].as_u64().unwrap_or(99) <= 8, "{p}");
+    }
+    live.check_ended(&out);
+}

@@ -9,8 +9,10 @@
 //! run on tokio's blocking pool, at most [`WRITES`] at once (more: 503, nothing written); an
 //! import reserves its slot in the control channel before it writes anything. The event
 //! stream is a broadcast that skips what a slow subscriber lags behind (it is told how many).
-//! The audit log is one: an opt-out's durable record shares its lock with the dial loop's
-//! commits (measured: `BENCHMARKS.md`).
+//! The audit log is one, shared with the dial loop: an opt-out's record takes its lock only to
+//! append and write (no fsync under the lock, on either side); the fsync that makes it
+//! durable runs after, and one fsync covers every record written before it (group commit;
+//! measured: `BENCHMARKS.md`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -76,7 +78,7 @@ pub struct Ctx {
     campaigns: BTreeMap<String, Served>,
     token_hash: [u8; 32],
     loopback: bool,
-    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    metrics: Option<Arc<crate::metrics::Registry>>,
     writes: Semaphore,
 }
 
@@ -286,8 +288,18 @@ async fn auth(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Response
     // A token given must be right, even where none is needed.
     let given = req.headers().contains_key(header::AUTHORIZATION);
     let open = read && (ctx.loopback || static_page) && !given;
+    let route = match (req.method(), req.uri().path()) {
+        (_, "/metrics") => "metrics",
+        (&Method::POST, p) if p.starts_with("/api/optouts") => "optout",
+        _ => "other",
+    };
+    #[allow(clippy::disallowed_methods)]
+    let t0 = std::time::Instant::now();
     let r = if open || authorised(&ctx, req.headers()) {
-        next.run(req).await
+        let r = next.run(req).await;
+        ::metrics::histogram!("crieur_api_request_seconds", "route" => route)
+            .record(t0.elapsed().as_secs_f64());
+        r
     } else {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -330,7 +342,11 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
-    let text = ctx.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let text = ctx
+        .metrics
+        .as_ref()
+        .map(|m| m.render_with(|t| Bytes::copy_from_slice(t.as_bytes())))
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
@@ -586,11 +602,8 @@ async fn import(
             .upsert_contacts(&campaign.id, &loaded.contacts)
             .map_err(ApiError::internal)?;
         let at = now();
-        let mut log = c
-            .log
-            .lock()
-            .map_err(|_| ApiError::internal("audit log lock poisoned"))?;
-        log.append_durable(
+        crieur_dial::session::append_durable_shared(
+            &c.log,
             at,
             &Record::Import(ImportRecord {
                 campaign: campaign.id.clone(),
@@ -644,11 +657,17 @@ fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, us
         .store
         .add_opt_outs(numbers, at, source)
         .map_err(ApiError::internal)?;
+    #[allow(clippy::disallowed_methods)]
+    let stored = std::time::Instant::now();
     audit_change(c, "add", numbers, source, at)?;
     #[allow(clippy::disallowed_methods)]
-    let took = t0.elapsed();
+    let audited = std::time::Instant::now();
     ::metrics::histogram!("crieur_optout_durable_seconds", "via" => "api")
-        .record(took.as_secs_f64());
+        .record((audited - t0).as_secs_f64());
+    ::metrics::histogram!("crieur_optout_stage_seconds", "stage" => "store")
+        .record((stored - t0).as_secs_f64());
+    ::metrics::histogram!("crieur_optout_stage_seconds", "stage" => "audit")
+        .record((audited - stored).as_secs_f64());
     let mut hung_up = 0;
     for n in numbers {
         let n = n.to_string();
@@ -666,11 +685,8 @@ fn audit_change(
     source: &str,
     at: DateTime<Utc>,
 ) -> ApiResult<()> {
-    let mut log = c
-        .log
-        .lock()
-        .map_err(|_| ApiError::internal("audit log lock poisoned"))?;
-    log.append_durable(
+    crieur_dial::session::append_durable_shared(
+        &c.log,
         at,
         &Record::OptOutListChange(OptOutListChange {
             action: action.into(),

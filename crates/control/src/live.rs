@@ -1,5 +1,10 @@
 //! The control API beside a running campaign: its token, the listener, the owner file, the
 //! server and the background counts, started together and stopped together.
+//!
+//! The server runs on its own thread, on its own single-threaded tokio runtime (with its own
+//! blocking pool for the store and audit writes): a request is never queued behind the dial
+//! loop's work or the calls' SIP tasks on the run's runtime, and the operating system's
+//! scheduler, not tokio's, shares the CPU between them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,8 +29,8 @@ pub struct Options {
     pub webhook_secret_file: Option<PathBuf>,
 }
 
-/// The API while the run runs: its tasks (aborted when dropped) and the owner file (removed
-/// when dropped).
+/// The API while the run runs: its thread (stopped when dropped: the writes in progress are
+/// finished, for at most [`SHUTDOWN`]) and the owner file (removed when dropped).
 pub struct Live {
     /// What the run's observer feeds (recent calls, the event stream, webhooks).
     pub feed: Arc<Feed>,
@@ -33,14 +38,70 @@ pub struct Live {
     pub address: SocketAddr,
     /// The file holding the token (`None`: taken from `CRIEUR_TOKEN`).
     pub token_file: Option<PathBuf>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _server: Server,
     _owner: owner::Guard,
 }
 
-impl Drop for Live {
+/// How long a stopping API waits for the store and audit writes in progress.
+pub const SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// The API's thread and what stops it.
+struct Server {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves `ctx` on `listener` (a bound, non-blocking std listener) and refreshes its
+    /// counts every `refresh`, on a thread of its own.
+    fn start(
+        listener: std::net::TcpListener,
+        ctx: Arc<Ctx>,
+        refresh: Duration,
+    ) -> std::io::Result<Server> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("crieur-api-blocking")
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("crieur-api".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "control API stopped");
+                            return;
+                        }
+                    };
+                    let counts = tokio::spawn(api::refresh_loop(ctx.clone(), refresh));
+                    tokio::select! {
+                        r = api::serve(listener, ctx) => {
+                            if let Err(e) = r {
+                                tracing::error!(error = %e, "control API stopped");
+                            }
+                        }
+                        _ = stopped => {}
+                    }
+                    counts.abort();
+                });
+                rt.shutdown_timeout(SHUTDOWN);
+            })?;
+        Ok(Server {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -75,8 +136,8 @@ pub async fn start(
         }
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
+    let listener = std::net::TcpListener::bind(opts.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(io(format!(
             "the control API cannot listen on {}",
             opts.listen
@@ -108,20 +169,13 @@ pub async fn start(
         },
         made.then(|| token_file.clone()).flatten(),
     )?;
-    let server = tokio::spawn({
-        let ctx = ctx.clone();
-        async move {
-            if let Err(e) = api::serve(listener, ctx).await {
-                tracing::error!(error = %e, "control API stopped");
-            }
-        }
-    });
-    let counts = tokio::spawn(api::refresh_loop(ctx, Duration::from_secs(60)));
+    let server = Server::start(listener, ctx, Duration::from_secs(60))
+        .map_err(io("starting the control API's thread"))?;
     Ok(Live {
         feed,
         address,
         token_file,
-        tasks: vec![server, counts],
+        _server: server,
         _owner: guard,
     })
 }
