@@ -60,6 +60,26 @@ fn crieur(dir: &Path, args: &[&str]) -> Output {
     }
 }
 
+/// The owner file of `dir/store` once written (20 s at most; else `err`, the owner's
+/// stderr, says why).
+fn wait_owner(dir: &Path, err: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = std::fs::read_to_string(dir.join("store/owner.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no owner file: {}",
+            std::fs::read_to_string(dir.join(err)).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A `crieur run` against sipp, with its control API.
 struct Live {
     dir: tempfile::TempDir,
@@ -117,22 +137,7 @@ impl Live {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"));
-        let owner_file = d.join("store/owner.json");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let owner: Value = loop {
-            if let Some(v) = std::fs::read_to_string(&owner_file)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-            {
-                break v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no owner file: {}",
-                std::fs::read_to_string(d.join("run.err")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let owner = wait_owner(d, "run.err");
         let token_file = PathBuf::from(owner["token_file"].as_str().unwrap_or_default());
         let token = std::fs::read_to_string(&token_file)
             .unwrap_or_else(|e| panic!("{e}"))
@@ -751,4 +756,115 @@ fn the_event_stream_tells_each_call_placed_and_its_outcome_as_recorded() {
         assert!(p["counters"]["dialled"].as_u64().unwrap_or(99) <= 8, "{p}");
     }
     live.check_ended(&out);
+}
+
+#[test]
+fn a_store_served_with_no_run_takes_opt_outs_through_the_command_line_durably_and_audited() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    tone_wav(&d.join("msg.wav"), 1.0);
+    tone_wav(&d.join("confirm.wav"), 0.5);
+    std::fs::write(
+        d.join("c.toml"),
+        CampaignToml::new("live", free_port()).build(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(d.join("k.csv"), csv(0, 3)).unwrap_or_else(|e| panic!("{e}"));
+    let args = ["--campaign", "c.toml", "--store", "store"];
+    let o = crieur(d, &[&["import", "--contacts", "k.csv"][..], &args].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = std::fs::File::create(d.join("serve.err")).unwrap_or_else(|e| panic!("{e}"));
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args(["serve", "--store", "store", "--campaign", "c.toml"])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let owner = wait_owner(d, "serve.err");
+    let base = format!("http://{}", owner["address"].as_str().unwrap_or_default());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    // Through the command line, which finds the served store's owner.
+    let n = number(1);
+    let o = crieur(d, &["optout", "add", &n, "--store", "store"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stderr).contains("going through its control API"));
+    assert!(text(&o.stdout).contains("opt-out recorded (durable)"));
+    let o = crieur(d, &["optout", "check", &n, "--store", "store"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    // The campaign is shown idle; its contacts explained; no run to pause.
+    let get = |url: &str| -> (u16, Value) {
+        let mut r = agent
+            .get(format!("{base}{url}"))
+            .call()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        (r.status().as_u16(), v)
+    };
+    let (st, v) = get("/api/campaigns/live");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["running"], false, "{v}");
+    let (st, v) = get("/api/campaigns/live/contacts/k001");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["opted_out"], true, "{v}");
+    assert_eq!(v["dialable_now"], false, "{v}");
+    let token = std::fs::read_to_string(owner["token_file"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    let r = agent
+        .post(format!("{base}/api/campaigns/live/pause"))
+        .header("Authorization", format!("Bearer {}", token.trim()))
+        .send("")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 409);
+    // A run on the served store is refused, saying by whom.
+    let o = crieur(d, &["run", "--campaign", "c.toml", "--store", "store"]);
+    assert!(!o.status.success());
+    let pid = owner["pid"].as_u64().unwrap_or_default();
+    assert!(
+        text(&o.stderr).contains(&format!("held by a running crieur (pid {pid}")),
+        "{}",
+        text(&o.stderr)
+    );
+    // SIGTERM: a clean stop, the owner file gone.
+    let killed = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(s)) = serve.try_wait() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "crieur serve did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert!(!d.join("store/owner.json").exists());
+    // Durable: the store, opened directly now, has it; audited: the log says so, and verifies.
+    let o = crieur(d, &["optout", "check", &n, "--store", "store"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert!(!text(&o.stderr).contains("control API"));
+    let mut changes = Vec::new();
+    for e in std::fs::read_dir(d.join("store.audit")).unwrap_or_else(|e| panic!("{e}")) {
+        let p = e.unwrap_or_else(|e| panic!("{e}")).path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            for l in std::fs::read_to_string(p).unwrap_or_default().lines() {
+                let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+                if v["type"] == "opt-out-list-change" {
+                    changes.push(v);
+                }
+            }
+        }
+    }
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["action"], "add");
+    assert_eq!(changes[0]["numbers"][0].as_str(), Some(n.as_str()));
+    let o = crieur(d, &["audit", "verify", "store.audit"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
 }

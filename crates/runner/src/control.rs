@@ -326,3 +326,21 @@ impl RunHandle {
         self.counters.clone()
     }
 }
+
+/// SIGINT and SIGTERM as stop orders: the first drains the calls in progress, the next hangs
+/// them up. Each is one stream registered for the whole run: a signal that arrives while the
+/// run is busy is kept, never missed.
+pub async fn forward_signals(handle: RunHandle) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        let s = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        if handle.stop(s).await.is_err() {
+            return Ok(());
+        }
+    }
+}
