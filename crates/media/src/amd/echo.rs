@@ -32,6 +32,11 @@ const BLOCK: usize = 20;
 /// Longest echo delay looked for, in blocks (500 ms: a hybrid's few ms plus the network's
 /// round trip; G.168 echo cancellers cover 64–128 ms of tail, satellite paths ~500 ms).
 pub(super) const MAX_DELAY_BLOCKS: usize = 200;
+/// Lags correlated (0 to `MAX_DELAY_BLOCKS`).
+const LAGS: usize = MAX_DELAY_BLOCKS + 1;
+/// Lanes of the filter's dot products (independent partial sums the compiler can keep in
+/// vector registers; `TAPS` is a multiple).
+const LANES: usize = 8;
 /// Forgetting factor of the envelope correlation, per block: a time constant of 800 blocks
 /// (2 s), long enough to average over syllables, short enough to follow a changed path.
 const FORGET: f32 = 1.0 / 800.0;
@@ -125,15 +130,6 @@ impl Reference {
         }
     }
 
-    /// The sample sent at far-end sample index `n` (0 outside our audio).
-    fn at(&self, n: i64) -> f32 {
-        usize::try_from(n - self.offset as i64)
-            .ok()
-            .and_then(|i| self.samples.get(i))
-            .copied()
-            .unwrap_or(0.0)
-    }
-
     /// A block-indexed series at far-end block `k` (0 outside our audio).
     fn block(series: &[f32], offset: u64, k: i64) -> f32 {
         let first = (offset as i64).div_euclid(BLOCK as i64);
@@ -169,8 +165,14 @@ pub(super) struct EchoCanceller {
     far_pow: f32,
     cross: Vec<f32>,
     ref_pow: Vec<f32>,
-    /// Recent reference envelopes, mean removed, newest first (`MAX_DELAY_BLOCKS + 1`).
-    ref_hist: std::collections::VecDeque<f32>,
+    /// Recent changes of our envelope, newest first: a ring written twice (at `hist_at` and
+    /// `hist_at + LAGS`), so `ref_hist[hist_at..hist_at + LAGS]` is always one contiguous,
+    /// newest-first slice the correlation loop runs over without bounds checks.
+    ref_hist: Vec<f32>,
+    hist_at: usize,
+    /// The far-end block whose span peak (Geigel) `span_peak` holds.
+    peak_block: Option<i64>,
+    span_peak: f32,
     active_blocks: u32,
     state: PathState,
     // filter
@@ -205,9 +207,12 @@ impl EchoCanceller {
             far_last: 0.0,
             ref_last: 0.0,
             far_pow: 0.0,
-            cross: vec![0.0; MAX_DELAY_BLOCKS + 1],
-            ref_pow: vec![0.0; MAX_DELAY_BLOCKS + 1],
-            ref_hist: std::collections::VecDeque::with_capacity(MAX_DELAY_BLOCKS + 1),
+            cross: vec![0.0; LAGS],
+            ref_pow: vec![0.0; LAGS],
+            ref_hist: vec![0.0; 2 * LAGS],
+            hist_at: 0,
+            peak_block: None,
+            span_peak: 0.0,
             active_blocks: 0,
             state: PathState::WarmingUp,
             taps: [0.0; TAPS],
@@ -275,42 +280,52 @@ impl EchoCanceller {
         let first = n - delay as i64;
         let lo = first - (TAPS as i64 - 1) - r.offset as i64;
         let mut edge = [0f32; TAPS];
-        let x: &[f32] = match usize::try_from(lo)
+        let x: &[f32; TAPS] = match usize::try_from(lo)
             .ok()
             .and_then(|lo| r.samples.get(lo..lo + TAPS))
+            .and_then(|w| <&[f32; TAPS]>::try_from(w).ok())
         {
             Some(w) => w,
             None => {
-                for (j, v) in edge.iter_mut().enumerate() {
-                    *v = r.at(first - (TAPS - 1 - j) as i64);
+                // At our audio's ends: the part of the span inside it, zeros around.
+                let len = r.samples.len() as i64;
+                let (from, to) = (lo.clamp(0, len), (lo + TAPS as i64).clamp(0, len));
+                if let (Ok(from), Ok(to), Ok(at)) = (
+                    usize::try_from(from),
+                    usize::try_from(to),
+                    usize::try_from(from - lo),
+                ) {
+                    if let (Some(src), Some(dst)) =
+                        (r.samples.get(from..to), edge.get_mut(at..at + (to - from)))
+                    {
+                        dst.copy_from_slice(src);
+                    }
                 }
                 &edge
             }
         };
-        let y_bg: f32 = self.taps.iter().zip(x).map(|(w, v)| w * v).sum();
-        let y: f32 = self.fore.iter().zip(x).map(|(w, v)| w * v).sum();
+        let (y_bg, y, power) = filter(&self.taps, &self.fore, x);
         let (e, e_bg) = (d - y, d - y_bg);
-        // Geigel: louder than half our loudest in the span is the far end talking.
-        let span_peak = (0..=TAPS / BLOCK + 1)
-            .map(|b| {
-                Reference::block(
-                    &r.peak,
-                    r.offset,
-                    (first - (b * BLOCK) as i64).div_euclid(BLOCK as i64),
-                )
-            })
-            .fold(0f32, f32::max);
+        // Geigel: louder than half our loudest in the span is the far end talking. The span's
+        // blocks move with `first`'s block: looked up once per block.
+        let first_block = first.div_euclid(BLOCK as i64);
+        if self.peak_block != Some(first_block) {
+            self.peak_block = Some(first_block);
+            self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
+                .map(|b| Reference::block(&r.peak, r.offset, first_block - b))
+                .fold(0f32, f32::max);
+        }
+        let span_peak = self.span_peak;
         if d.abs() > 0.5 * span_peak {
             self.hangover = HANGOVER;
             self.double_talk = true;
         } else if self.hangover > 0 {
             self.hangover -= 1;
         }
-        let power: f32 = x.iter().map(|v| v * v).sum();
         if self.hangover == 0 && span_peak > 0.0 {
             self.adapted = self.adapted.saturating_add(1);
             let g = MU * e_bg / (power + DELTA * TAPS as f32);
-            for (w, v) in self.taps.iter_mut().zip(x) {
+            for (w, v) in self.taps.iter_mut().zip(x.iter()) {
                 *w = *w * (1.0 - LEAK) + g * v;
             }
         }
@@ -326,9 +341,11 @@ impl EchoCanceller {
         // Envelope changes, not levels: a far end that starts talking some time after our
         // message starts is a step in both envelopes, and steps correlate at that lag
         // whatever is said; the block-to-block changes of an echo follow ours one for one.
-        self.ref_hist.push_front(ref_env - self.ref_last);
+        self.hist_at = self.hist_at.checked_sub(1).unwrap_or(LAGS - 1);
+        let change = ref_env - self.ref_last;
+        self.ref_hist[self.hist_at] = change;
+        self.ref_hist[self.hist_at + LAGS] = change;
         self.ref_last = ref_env;
-        self.ref_hist.truncate(MAX_DELAY_BLOCKS + 1);
         let f = far_env - self.far_last;
         self.far_last = far_env;
         // Only while our audio plays (or has within the longest delay) is there anything to
@@ -345,12 +362,9 @@ impl EchoCanceller {
             self.active_blocks = self.active_blocks.saturating_add(1);
         }
         self.far_pow += FORGET * (f * f - self.far_pow);
-        for ((c, p), r) in self
-            .cross
-            .iter_mut()
-            .zip(self.ref_pow.iter_mut())
-            .zip(&self.ref_hist)
-        {
+        let hist = &self.ref_hist[self.hist_at..self.hist_at + LAGS];
+        let (cross, ref_pow) = (&mut self.cross[..LAGS], &mut self.ref_pow[..LAGS]);
+        for ((c, p), &r) in cross.iter_mut().zip(ref_pow.iter_mut()).zip(hist) {
             *c += FORGET * (f * r - *c);
             *p += FORGET * (r * r - *p);
         }
@@ -462,6 +476,25 @@ impl EchoCanceller {
         self.double_talk = false;
         self.ceiling
     }
+}
+
+/// The background's and foreground's outputs on our audio `x` and its power, in one pass
+/// with `LANES` partial sums (a single running sum is a chain the compiler may not reorder
+/// into vector lanes).
+fn filter(bg: &[f32; TAPS], fg: &[f32; TAPS], x: &[f32; TAPS]) -> (f32, f32, f32) {
+    let (mut a, mut b, mut p) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    for ((w, v), x) in bg
+        .chunks_exact(LANES)
+        .zip(fg.chunks_exact(LANES))
+        .zip(x.chunks_exact(LANES))
+    {
+        for i in 0..LANES {
+            a[i] += w[i] * x[i];
+            b[i] += v[i] * x[i];
+            p[i] += x[i] * x[i];
+        }
+    }
+    (a.iter().sum(), b.iter().sum(), p.iter().sum())
 }
 
 /// A frame's summed energy as a level, dBFS.
