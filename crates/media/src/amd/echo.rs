@@ -372,16 +372,17 @@ impl EchoCanceller {
         if self.active_blocks < WARMUP_BLOCKS || block % 8 != 0 {
             return;
         }
-        let (lag, rho) = self
-            .cross
-            .iter()
-            .zip(&self.ref_pow)
-            .enumerate()
-            .map(|(l, (c, p))| {
-                let den = (p * self.far_pow).sqrt();
-                (l, if den > 0.0 { c / den } else { 0.0 })
-            })
-            .fold((0, f32::MIN), |b, t| if t.1 > b.1 { t } else { b });
+        // The lag of the highest normalised correlation c / √(p · far_pow): among positive
+        // c, the highest c² / p, compared as products (no root or division per lag).
+        let (mut lag, mut best_c, mut best_p) = (0, 0f32, 0f32);
+        for (l, (&c, &p)) in self.cross.iter().zip(&self.ref_pow).enumerate() {
+            if c > 0.0 && p > 0.0 && (best_c == 0.0 || c * c * best_p > best_c * best_c * p) {
+                (lag, best_c, best_p) = (l, c, p);
+            }
+        }
+        let den = (best_p * self.far_pow).sqrt();
+        // No positive correlation at any lag reads as none (below `RHO_MIN` either way).
+        let rho = if den > 0.0 { best_c / den } else { 0.0 };
         let delay = (lag * BLOCK).saturating_sub(PRE_SAMPLES);
         self.state = match self.state {
             _ if rho < RHO_MIN => match self.state {
