@@ -25,7 +25,7 @@
 //! `echo_return_loss_db` stands in; if by then no echo correlates, the line has no echo we can
 //! measure and nothing is hidden.
 
-use super::{analyse_level, HighPass, FRAME, HIGH_PASS_HZ};
+use super::{HighPass, FRAME, HIGH_PASS_HZ};
 
 /// Envelope block, samples (2.5 ms).
 const BLOCK: usize = 20;
@@ -93,12 +93,18 @@ const ASSUMED_ERLE_DB: f32 = 15.0;
 /// Frames (10 ms) of our audio whose loudest one bounds the echo during warm-up (500 ms).
 const SPAN_FRAMES: usize = 50;
 
-/// Our audio, as sent, in the far end's sample clock.
+/// Our audio, as sent, in the far end's sample clock. It is high-passed and measured as the
+/// far end's audio reaches it ([`Reference::advance`]), not all when set: a call that ends
+/// early (a person answering, the detector done) pays only for what it played, and each of
+/// our samples is processed next to a far-end one.
 #[derive(Debug, Clone)]
 struct Reference {
     /// The far-end sample index at which `samples[0]` was sent.
     offset: u64,
-    /// High-passed (as the far end's audio is) samples.
+    /// Our audio as set.
+    raw: Vec<i16>,
+    hp: HighPass,
+    /// High-passed (as the far end's audio is) samples, `raw`'s first ones.
     samples: Vec<f32>,
     /// Mean magnitude per `BLOCK`.
     env: Vec<f32>,
@@ -106,27 +112,56 @@ struct Reference {
     peak: Vec<f32>,
     /// Level per 10 ms frame, dBFS (the warm-up guard).
     levels: Vec<f32>,
+    // The block and frame being summed.
+    block_sum: f32,
+    block_peak: f32,
+    frame_energy: f32,
 }
 
 impl Reference {
     fn new(offset: u64, audio: &[i16]) -> Self {
-        let mut hp = HighPass::new(HIGH_PASS_HZ);
-        let samples: Vec<f32> = audio.iter().map(|&v| hp.step(f32::from(v))).collect();
-        let env = samples
-            .chunks(BLOCK)
-            .map(|c| c.iter().map(|v| v.abs()).sum::<f32>() / BLOCK as f32)
-            .collect();
-        let peak = samples
-            .chunks(BLOCK)
-            .map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs())))
-            .collect();
-        let levels = samples.chunks(FRAME).map(analyse_level).collect();
         Reference {
             offset,
-            samples,
-            env,
-            peak,
-            levels,
+            raw: audio.to_vec(),
+            hp: HighPass::new(HIGH_PASS_HZ),
+            samples: Vec::with_capacity(audio.len()),
+            env: Vec::with_capacity(audio.len().div_ceil(BLOCK)),
+            peak: Vec::with_capacity(audio.len().div_ceil(BLOCK)),
+            levels: Vec::with_capacity(audio.len().div_ceil(FRAME)),
+            block_sum: 0.0,
+            block_peak: 0.0,
+            frame_energy: 0.0,
+        }
+    }
+
+    /// Processes our audio up to (not including) far-end sample index `upto`. A block or
+    /// frame of ours is summed whole before it is used, so this runs a frame ahead of the
+    /// far end (our block and frame edges need not fall on the far end's).
+    fn advance(&mut self, upto: i64) {
+        let upto = usize::try_from(upto - self.offset as i64)
+            .unwrap_or(0)
+            .min(self.raw.len());
+        for i in self.samples.len()..upto {
+            let Some(&v) = self.raw.get(i) else {
+                break;
+            };
+            let y = self.hp.step(f32::from(v));
+            self.samples.push(y);
+            self.block_sum += y.abs();
+            self.block_peak = self.block_peak.max(y.abs());
+            self.frame_energy += y * y;
+            let (len, last) = (i + 1, i + 1 == self.raw.len());
+            if len % BLOCK == 0 || last {
+                self.env.push(self.block_sum / BLOCK as f32);
+                self.peak.push(self.block_peak);
+                (self.block_sum, self.block_peak) = (0.0, 0.0);
+            }
+            if len % FRAME == 0 || last {
+                let n = len - (len - 1) / FRAME * FRAME;
+                self.levels
+                    .push(analyse_level_of_energy(self.frame_energy, n));
+                self.frame_energy = 0.0;
+            }
         }
     }
 
@@ -251,10 +286,11 @@ impl EchoCanceller {
 
     /// One far-end sample (high-passed) at far-end sample index `n`: the residual.
     pub(super) fn process(&mut self, n: u64, d: f32) -> f32 {
-        let Some(r) = self.reference.as_ref() else {
+        let n = n as i64;
+        let Some(r) = self.reference.as_mut() else {
             return d;
         };
-        let n = n as i64;
+        r.advance(n + 1 + FRAME as i64);
         // The envelope correlation, per block.
         let k = n.div_euclid(BLOCK as i64);
         if self.far_block != Some(k) {
