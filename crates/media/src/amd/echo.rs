@@ -106,6 +106,9 @@ struct Reference {
     hp: HighPass,
     /// High-passed (as the far end's audio is) samples, `raw`'s first ones.
     samples: Vec<f32>,
+    /// Running sum of `samples`' squares (`energy[i]`: of the first `i`): the filter's
+    /// normalisation over any span as one difference.
+    energy: Vec<f64>,
     /// Mean magnitude per `BLOCK`.
     env: Vec<f32>,
     /// Largest magnitude per `BLOCK` (Geigel's detector).
@@ -125,6 +128,11 @@ impl Reference {
             raw: audio.to_vec(),
             hp: HighPass::new(HIGH_PASS_HZ),
             samples: Vec::with_capacity(audio.len()),
+            energy: {
+                let mut e = Vec::with_capacity(audio.len() + 1);
+                e.push(0.0);
+                e
+            },
             env: Vec::with_capacity(audio.len().div_ceil(BLOCK)),
             peak: Vec::with_capacity(audio.len().div_ceil(BLOCK)),
             levels: Vec::with_capacity(audio.len().div_ceil(FRAME)),
@@ -147,6 +155,8 @@ impl Reference {
             };
             let y = self.hp.step(f32::from(v));
             self.samples.push(y);
+            let total = self.energy.last().copied().unwrap_or(0.0);
+            self.energy.push(total + f64::from(y * y));
             self.block_sum += y.abs();
             self.block_peak = self.block_peak.max(y.abs());
             self.frame_energy += y * y;
@@ -340,7 +350,13 @@ impl EchoCanceller {
                 &edge
             }
         };
-        let (y_bg, y, power) = filter(&self.taps, &self.fore, x);
+        let (y_bg, y) = filter(&self.taps, &self.fore, x);
+        let power = {
+            let len = r.samples.len() as i64;
+            let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
+            let at = |i| r.energy.get(span(i)).copied().unwrap_or(0.0);
+            (at(lo + TAPS as i64) - at(lo)).max(0.0) as f32
+        };
         let (e, e_bg) = (d - y, d - y_bg);
         // Geigel: louder than half our loudest in the span is the far end talking. The span's
         // blocks move with `first`'s block: looked up once per block.
@@ -515,11 +531,11 @@ impl EchoCanceller {
     }
 }
 
-/// The background's and foreground's outputs on our audio `x` and its power, in one pass
-/// with `LANES` partial sums (a single running sum is a chain the compiler may not reorder
-/// into vector lanes).
-fn filter(bg: &[f32; TAPS], fg: &[f32; TAPS], x: &[f32; TAPS]) -> (f32, f32, f32) {
-    let (mut a, mut b, mut p) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+/// The background's and foreground's outputs on our audio `x`, in one pass with `LANES`
+/// partial sums (a single running sum is a chain the compiler may not reorder into vector
+/// lanes).
+fn filter(bg: &[f32; TAPS], fg: &[f32; TAPS], x: &[f32; TAPS]) -> (f32, f32) {
+    let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
     for ((w, v), x) in bg
         .chunks_exact(LANES)
         .zip(fg.chunks_exact(LANES))
@@ -528,10 +544,9 @@ fn filter(bg: &[f32; TAPS], fg: &[f32; TAPS], x: &[f32; TAPS]) -> (f32, f32, f32
         for i in 0..LANES {
             a[i] += w[i] * x[i];
             b[i] += v[i] * x[i];
-            p[i] += x[i] * x[i];
         }
     }
-    (a.iter().sum(), b.iter().sum(), p.iter().sum())
+    (a.iter().sum(), b.iter().sum())
 }
 
 /// A frame's summed energy as a level, dBFS.
