@@ -660,9 +660,13 @@ fn steadiness_db(x: &[f32], c: f32) -> f32 {
     let mut blocks = [0f32; 8];
     let mut counts = [0f32; 8];
     let per = (x.len() / blocks.len()).max(1);
+    // Block `min(i / per, last)` for pair `i`, counted up rather than divided per sample.
+    let (mut k, mut next) = (0, per);
     for (i, w) in x.windows(2).enumerate() {
+        if i == next && k + 1 < blocks.len() {
+            (k, next) = (k + 1, next + per);
+        }
         let inv = w[1] * w[1] - c * w[1] * w[0] + w[0] * w[0];
-        let k = (i / per).min(blocks.len() - 1);
         blocks[k] += inv;
         counts[k] += 1.0;
     }
