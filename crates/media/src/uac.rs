@@ -250,6 +250,8 @@ pub struct Uac {
     sip: SipLoop,
     local: SocketAddr,
     transport: Transport,
+    /// The loop thread's runtime: the SIP loop and every call's task run there.
+    rt: tokio::runtime::Handle,
     /// TLS: the listener holding our advertised port.
     _port: Option<std::net::TcpListener>,
     buffers: (usize, usize),
@@ -277,7 +279,8 @@ impl Uac {
     pub async fn start_tcp(bind: SocketAddr, user_agent: &str) -> Result<Uac, Error> {
         check_bind(bind)?;
         let token = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let listener = std::net::TcpListener::bind(bind)?;
+        listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let endpoint = Endpoint::new(SipConfig {
             local,
@@ -287,11 +290,16 @@ impl Uac {
             capabilities: signalling::capabilities(),
             accept_incoming: false,
         });
-        let sip = SipLoop::start(SipNet::Tcp(listener), endpoint, None, token.child_token());
+        let (sip, rt) = LoopThread::start(
+            || Ok(SipNet::Tcp(tokio::net::TcpListener::from_std(listener)?)),
+            endpoint,
+            token.child_token(),
+        )?;
         Ok(Uac {
             sip,
             local,
             transport: Transport::Tcp,
+            rt,
             buffers: (0, 0),
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -323,16 +331,16 @@ impl Uac {
             capabilities: signalling::capabilities(),
             accept_incoming: false,
         });
-        let sip = SipLoop::start(
-            SipNet::Tls { connector, name },
+        let (sip, rt) = LoopThread::start(
+            || Ok(SipNet::Tls { connector, name }),
             endpoint,
-            None,
             token.child_token(),
-        );
+        )?;
         Ok(Uac {
             sip,
             local,
             transport: Transport::Tls,
+            rt,
             buffers: (0, 0),
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -374,7 +382,7 @@ impl Uac {
                 "SIP socket buffers capped by the kernel (net.core.rmem_max / wmem_max)"
             );
         }
-        let socket = tokio::net::UdpSocket::from_std(socket.into())?;
+        let socket: std::net::UdpSocket = socket.into();
         let local = socket.local_addr()?;
         let endpoint = Endpoint::new(SipConfig {
             local,
@@ -384,11 +392,16 @@ impl Uac {
             capabilities: signalling::capabilities(),
             accept_incoming: false,
         });
-        let sip = SipLoop::start(SipNet::Udp(socket), endpoint, None, token.child_token());
+        let (sip, rt) = LoopThread::start(
+            || Ok(SipNet::Udp(tokio::net::UdpSocket::from_std(socket)?)),
+            endpoint,
+            token.child_token(),
+        )?;
         Ok(Uac {
             sip,
             local,
             transport: Transport::Udp,
+            rt,
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -429,14 +442,66 @@ impl Uac {
     }
 
     /// Places one call and runs its script to the end. `on_opt_out` is called when the
-    /// opt-out key is heard; the confirmation plays only after its future completes `Ok`.
+    /// opt-out key is heard; the confirmation plays only after its future completes `Ok`
+    /// (the future runs on the caller's runtime).
+    ///
+    /// The call runs as a task on the UAC's loop thread, beside the SIP loop: its SIP events
+    /// reach it without crossing threads. This future only waits for its report; dropping it
+    /// aborts the call (as dropping the call itself did).
     pub async fn call(
         &self,
         trunk: &Trunk,
         req: CallRequest,
-        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture,
+        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture + Send + 'static,
     ) -> Result<CallReport, Error> {
         trunk.validate()?;
+        let ctx = CallContext {
+            sip: self.sip.clone(),
+            pacer: self.pacer.clone(),
+            local: self.local,
+            transport: self.transport,
+        };
+        let (trunk, caller) = (trunk.clone(), tokio::runtime::Handle::current());
+        let task = self
+            .rt
+            .spawn(async move { ctx.call(&trunk, req, on_opt_out, caller).await });
+        let abort = AbortOnDrop(task.abort_handle());
+        let r = task.await;
+        drop(abort);
+        match r {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The loop thread ended (its `Uac` is being dropped).
+            Err(_) => Err(Error::SipStopped),
+        }
+    }
+}
+
+/// Aborts a call's task when the future waiting for it is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a call's task needs of its [`Uac`].
+struct CallContext {
+    sip: SipLoop,
+    pacer: Arc<Pacer>,
+    local: SocketAddr,
+    transport: Transport,
+}
+
+impl CallContext {
+    async fn call(
+        &self,
+        trunk: &Trunk,
+        req: CallRequest,
+        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture,
+        caller: tokio::runtime::Handle,
+    ) -> Result<CallReport, Error> {
         if req.lead_in > MAX_LEAD_IN {
             return Err(Error::Config {
                 field: "lead_in",
@@ -678,7 +743,9 @@ impl Uac {
                             format!("opt-out key {digit} ({}): recording", method.as_str()),
                         ));
                         if let Some(hook) = on_opt_out.take() {
-                            opt_out_done = Some(tokio::spawn(hook(digit, method)));
+                            // On the caller's runtime: a durable write is its business,
+                            // not the loop thread's.
+                            opt_out_done = Some(caller.spawn(hook(digit, method)));
                         }
                     }
                     Action::KeyPressed { digit, method } => {
@@ -1430,6 +1497,7 @@ impl TlsTrunk {
 
 /// One SIP loop: a task that owns a socket (or TCP connections) and a sans-IO [`Endpoint`], takes
 /// [`Command`]s and hands each call its events. The UAC runs one; so does crieur-sim (a UAS).
+#[derive(Clone)]
 pub struct SipLoop {
     commands: mpsc::UnboundedSender<Command>,
     background: Arc<AtomicUsize>,
@@ -1444,9 +1512,19 @@ impl SipLoop {
         incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
         stop: CancellationToken,
     ) -> SipLoop {
+        Self::spawn(socket, endpoint, incoming, stop).0
+    }
+
+    /// [`SipLoop::start`], with the loop's task.
+    fn spawn(
+        socket: SipNet,
+        endpoint: Endpoint,
+        incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
+        stop: CancellationToken,
+    ) -> (SipLoop, tokio::task::JoinHandle<()>) {
         let (commands, rx) = mpsc::unbounded_channel();
         let background = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(sip_loop(
+        let task = tokio::spawn(sip_loop(
             socket,
             endpoint,
             rx,
@@ -1454,10 +1532,13 @@ impl SipLoop {
             background.clone(),
             stop,
         ));
-        SipLoop {
-            commands,
-            background,
-        }
+        (
+            SipLoop {
+                commands,
+                background,
+            },
+            task,
+        )
     }
 
     /// Asks the loop to do something; false if it has stopped.
@@ -1480,6 +1561,39 @@ impl SipLoop {
     /// BYE and CANCEL transactions still running, and those asked for and not yet made.
     pub fn background(&self) -> usize {
         self.background.load(Ordering::SeqCst)
+    }
+}
+
+/// A UAC's loop thread: a single-threaded tokio runtime running the SIP loop and every call's
+/// task. A call's SIP events go from the loop to its task on the same thread (a queue push,
+/// no futex, no thread switch), and its allocations are freed where they were made. The
+/// thread ends when the loop does (its `Uac` dropped); calls still on it are dropped then.
+struct LoopThread;
+
+impl LoopThread {
+    /// Starts the thread and the loop on it; `net` makes the loop's sockets inside the
+    /// thread's runtime, so their readiness is the loop thread's own reactor's.
+    fn start(
+        net: impl FnOnce() -> std::io::Result<SipNet>,
+        endpoint: Endpoint,
+        stop: CancellationToken,
+    ) -> Result<(SipLoop, tokio::runtime::Handle), Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (sip, task) = {
+            let _inside = rt.enter();
+            SipLoop::spawn(net()?, endpoint, None, stop)
+        };
+        std::thread::Builder::new()
+            .name("crieur-sip".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = task.await;
+                })
+            })?;
+        Ok((sip, handle))
     }
 }
 
