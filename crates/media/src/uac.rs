@@ -252,6 +252,7 @@ pub struct Uac {
     transport: Transport,
     /// The loop thread's runtime: the SIP loop and every call's task run there.
     rt: tokio::runtime::Handle,
+    ports: Arc<RtpPorts>,
     /// TLS: the listener holding our advertised port.
     _port: Option<std::net::TcpListener>,
     buffers: (usize, usize),
@@ -300,6 +301,7 @@ impl Uac {
             local,
             transport: Transport::Tcp,
             rt,
+            ports: Arc::default(),
             buffers: (0, 0),
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -341,6 +343,7 @@ impl Uac {
             local,
             transport: Transport::Tls,
             rt,
+            ports: Arc::default(),
             buffers: (0, 0),
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -402,6 +405,7 @@ impl Uac {
             local,
             transport: Transport::Udp,
             rt,
+            ports: Arc::default(),
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -457,6 +461,7 @@ impl Uac {
         trunk.validate()?;
         let ctx = CallContext {
             sip: self.sip.clone(),
+            ports: self.ports.clone(),
             pacer: self.pacer.clone(),
             local: self.local,
             transport: self.transport,
@@ -489,6 +494,7 @@ impl Drop for AbortOnDrop {
 /// What a call's task needs of its [`Uac`].
 struct CallContext {
     sip: SipLoop,
+    ports: Arc<RtpPorts>,
     pacer: Arc<Pacer>,
     local: SocketAddr,
     transport: Transport,
@@ -526,17 +532,13 @@ impl CallContext {
         // reading only: with write interest, every packet the pacer sends would wake the
         // reactor (each freed send buffer is an edge-triggered EPOLLOUT) — measured at a
         // third of the process's CPU in S2 (docs/media.md).
-        let (rtp_send, rtcp_send) = bind_rtp_pair(self.local.ip())?;
-        let (rtp_send, rtcp_send) = (Arc::new(rtp_send), Arc::new(rtcp_send));
-        // SAFETY: each `AsyncFd` owns a clone of its `Arc`, so the socket — and its fd — stays
-        // open for the `AsyncFd`'s whole life, and a `UdpSocket`'s fd never changes.
-        let rtp_sock =
-            unsafe { AsyncFd::register_with_interest(rtp_send.clone(), Interest::READABLE) }
-                .map_err(|e| Error::Io(e.into()))?;
-        let rtcp_sock =
-            unsafe { AsyncFd::register_with_interest(rtcp_send.clone(), Interest::READABLE) }
-                .map_err(|e| Error::Io(e.into()))?;
-        let rtp_local = rtp_send.local_addr()?;
+        let RtpPair {
+            rtp: rtp_send,
+            rtcp: rtcp_send,
+            rtp_fd: rtp_sock,
+            rtcp_fd: rtcp_sock,
+            local: rtp_local,
+        } = self.ports.take(self.local.ip(), Instant::now())?;
         let (pacer_tx, mut pacer_rx) = mpsc::unbounded_channel();
         let call_id = format!("{:032x}@{}", rand::random::<u128>(), self.local.ip());
         let mut local_sdp = LocalSdp::new(rtp_local, rand::random::<u32>().into());
@@ -1056,7 +1058,105 @@ impl CallContext {
             send(Command::HangUp(leg));
         }
         send(Command::Forget(leg));
+        self.ports.give_back(
+            RtpPair {
+                rtp: rtp_send,
+                rtcp: rtcp_send,
+                rtp_fd: rtp_sock,
+                rtcp_fd: rtcp_sock,
+                local: rtp_local,
+            },
+            Instant::now(),
+        );
         Ok(report)
+    }
+}
+
+/// A call's RTP socket (even port) and RTCP socket (the next one), registered with the loop
+/// thread's reactor for reading only.
+struct RtpPair {
+    rtp: Arc<std::net::UdpSocket>,
+    rtcp: Arc<std::net::UdpSocket>,
+    rtp_fd: AsyncFd<Arc<std::net::UdpSocket>>,
+    rtcp_fd: AsyncFd<Arc<std::net::UdpSocket>>,
+    local: SocketAddr,
+}
+
+impl RtpPair {
+    fn bind(ip: IpAddr) -> Result<RtpPair, Error> {
+        let (rtp, rtcp) = bind_rtp_pair(ip)?;
+        let (rtp, rtcp) = (Arc::new(rtp), Arc::new(rtcp));
+        // SAFETY: each `AsyncFd` owns a clone of its `Arc`, so the socket — and its fd — stays
+        // open for the `AsyncFd`'s whole life, and a `UdpSocket`'s fd never changes.
+        let rtp_fd = unsafe { AsyncFd::register_with_interest(rtp.clone(), Interest::READABLE) }
+            .map_err(|e| Error::Io(e.into()))?;
+        let rtcp_fd = unsafe { AsyncFd::register_with_interest(rtcp.clone(), Interest::READABLE) }
+            .map_err(|e| Error::Io(e.into()))?;
+        let local = rtp.local_addr()?;
+        Ok(RtpPair {
+            rtp,
+            rtcp,
+            rtp_fd,
+            rtcp_fd,
+            local,
+        })
+    }
+}
+
+/// The RTP/RTCP socket pairs of ended calls, handed to later calls instead of binding two
+/// sockets (and registering them, and closing them) per call: six to eight system calls and
+/// a port search each (S1, BENCHMARKS.md). A pair is reused only after [`RtpPorts::QUIET`]
+/// (what the previous far end still had in flight has arrived by then, and is read and
+/// dropped when the pair is taken; a call hears RTP only from its own answer's address
+/// anyway, `session::PeerFilter`) and once the pacer has let go of its stream.
+#[derive(Default)]
+struct RtpPorts {
+    idle: std::sync::Mutex<std::collections::VecDeque<(Instant, RtpPair)>>,
+}
+
+impl RtpPorts {
+    const QUIET: Duration = Duration::from_millis(500);
+    /// Pairs kept at most (two descriptors each); more are closed.
+    const MAX_IDLE: usize = 2048;
+
+    fn take(&self, ip: IpAddr, now: Instant) -> Result<RtpPair, Error> {
+        let reused = {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match idle.front() {
+                // The pair's own `Arc` and its `AsyncFd`'s: the pacer has closed the stream.
+                Some((since, p))
+                    if now.saturating_duration_since(*since) >= Self::QUIET
+                        && Arc::strong_count(&p.rtp) == 2 =>
+                {
+                    idle.pop_front().map(|(_, p)| p)
+                }
+                _ => None,
+            }
+        };
+        match reused {
+            Some(p) => {
+                // What the previous call's far end sent after it ended.
+                let mut buf = [0u8; 1500];
+                for s in [&p.rtp, &p.rtcp] {
+                    while s.recv_from(&mut buf).is_ok() {}
+                }
+                Ok(p)
+            }
+            None => RtpPair::bind(ip),
+        }
+    }
+
+    fn give_back(&self, pair: RtpPair, now: Instant) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < Self::MAX_IDLE {
+            idle.push_back((now, pair));
+        }
     }
 }
 
