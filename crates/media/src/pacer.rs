@@ -19,7 +19,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -159,7 +159,10 @@ struct Shared {
 /// Before, every command went through a channel that woke the shard: four or five wake-ups
 /// of a pacer thread per call (S1, BENCHMARKS.md).
 struct Inbox {
-    queue: Mutex<Vec<Cmd>>,
+    /// A lock-free queue (std's list channel): a call pushing never waits for the shard, and
+    /// the shard never waits for a call preempted in the middle of a push. The shard never
+    /// blocks on it either: it sleeps on its own (`thread::park`), so a push wakes nobody.
+    queue: mpsc::Sender<Cmd>,
     /// Set with each push, cleared by the shard before it takes the queue.
     pending: AtomicBool,
     /// When the shard next wakes by itself, in ns from `epoch`: [`AWAKE`] while it runs (it
@@ -190,10 +193,9 @@ impl Inbox {
 
     /// Queues `cmd`, which must be applied by `by`.
     fn send(&self, cmd: Cmd, by: Instant) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(cmd);
+        // Fails only once the shard thread is gone (short of a panic, it outlives every
+        // handle): the call then simply plays nothing and ends on its timers.
+        let _ = self.queue.send(cmd);
         // With the shard's `wake_at` store then `pending` load (both SeqCst): either the
         // shard sees this command before it sleeps, or this sees when it will wake.
         self.pending.store(true, Ordering::SeqCst);
@@ -259,8 +261,9 @@ impl Pacer {
         });
         let mut inboxes = Vec::new();
         for k in 0..shards.max(1) {
+            let (queue, rx) = mpsc::channel();
             let inbox = Arc::new(Inbox {
-                queue: Mutex::new(Vec::new()),
+                queue,
                 pending: AtomicBool::new(false),
                 wake_at: AtomicU64::new(AWAKE),
                 epoch: Instant::now(),
@@ -270,7 +273,7 @@ impl Pacer {
             let (shared, theirs) = (shared.clone(), inbox.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("rtp-pacer-{k}"))
-                .spawn(move || run_shard(&theirs, &shared))?;
+                .spawn(move || run_shard(&theirs, &rx, &shared))?;
             let _ = inbox.thread.set(thread.thread().clone());
             inboxes.push(inbox);
         }
@@ -461,7 +464,7 @@ fn request_short_slices() {
 
 // The pacer is an I/O edge: it sends on the clock, so it reads it.
 #[allow(clippy::disallowed_methods)]
-fn run_shard(inbox: &Inbox, shared: &Shared) {
+fn run_shard(inbox: &Inbox, rx: &mpsc::Receiver<Cmd>, shared: &Shared) {
     request_short_slices();
     let mut streams: HashMap<u64, Active> = HashMap::new();
     // (due, stream id, generation), earliest first.
@@ -469,17 +472,12 @@ fn run_shard(inbox: &Inbox, shared: &Shared) {
     let grid = Grid {
         epoch: inbox.epoch,
     };
-    let mut cmds = Vec::new();
     loop {
         // The inbox first: a stop, hold, codec or address change queued since the last wake
         // applies before this tick's packets.
         inbox.wake_at.store(AWAKE, Ordering::SeqCst);
         inbox.pending.store(false, Ordering::SeqCst);
-        std::mem::swap(
-            &mut cmds,
-            &mut *inbox.queue.lock().unwrap_or_else(PoisonError::into_inner),
-        );
-        for c in cmds.drain(..) {
+        while let Ok(c) = rx.try_recv() {
             apply(c, &mut streams, &mut heap, &shared.open);
         }
         if inbox.handles.load(Ordering::SeqCst) == 0 && !inbox.pending.load(Ordering::SeqCst) {
