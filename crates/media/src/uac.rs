@@ -4,8 +4,10 @@
 //!
 //! One [`Uac`] serves many concurrent calls: one SIP loop (a task owning the socket and the
 //! endpoint: datagrams and time in, datagrams and events out, as the pacer drives its
-//! streams), and per call one RTP socket and one task, which steers its call leg through a
-//! command channel and hears its events on its own channel.
+//! streams), and per call one RTP socket pair and one task, which steers its call leg through
+//! a command channel and hears its events on its own channel. The loop and the calls' tasks
+//! share one thread (a single-threaded runtime per `Uac`), so those channels never cross
+//! threads; [`Uac::call`] only hands the call to that thread and waits for its report.
 
 // The I/O edge is where the clock is read; the cores it drives take `now` as input.
 #![allow(clippy::disallowed_methods)]
