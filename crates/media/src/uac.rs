@@ -468,7 +468,7 @@ impl Uac {
             local: self.local,
             transport: self.transport,
         };
-        let (trunk, caller) = (trunk.clone(), tokio::runtime::Handle::current());
+        let (trunk, caller) = (trunk.clone(), tokio::runtime::Handle::try_current().ok());
         let task = self
             .rt
             .spawn(async move { ctx.call(&trunk, req, on_opt_out, caller).await });
@@ -508,7 +508,7 @@ impl CallContext {
         trunk: &Trunk,
         req: CallRequest,
         on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture,
-        caller: tokio::runtime::Handle,
+        caller: Option<tokio::runtime::Handle>,
     ) -> Result<CallReport, Error> {
         if req.lead_in > MAX_LEAD_IN {
             return Err(Error::Config {
@@ -749,7 +749,11 @@ impl CallContext {
                         if let Some(hook) = on_opt_out.take() {
                             // On the caller's runtime: a durable write is its business,
                             // not the loop thread's.
-                            opt_out_done = Some(caller.spawn(hook(digit, method)));
+                            let hook = hook(digit, method);
+                            opt_out_done = Some(match &caller {
+                                Some(rt) => rt.spawn(hook),
+                                None => tokio::spawn(hook),
+                            });
                         }
                     }
                     Action::KeyPressed { digit, method } => {
