@@ -469,9 +469,7 @@ fn run_shard(inbox: &Inbox, rx: &mpsc::Receiver<Cmd>, shared: &Shared) {
     let mut streams: HashMap<u64, Active> = HashMap::new();
     // (due, stream id, generation), earliest first.
     let mut heap: BinaryHeap<Reverse<(Instant, u64, u32)>> = BinaryHeap::new();
-    let grid = Grid {
-        epoch: inbox.epoch,
-    };
+    let grid = Grid { epoch: inbox.epoch };
     loop {
         // The inbox first: a stop, hold, codec or address change queued since the last wake
         // applies before this tick's packets.

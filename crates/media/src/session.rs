@@ -505,9 +505,15 @@ mod tests {
         let now = Instant::now();
         let answer = sdp("6000 RTP/AVP 0", "");
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let stream = pacer.open(sock, answer.remote, rtp::Packetizer::new(0, 1, 0, 0, now), tx);
+        let stream = pacer.open(
+            sock,
+            answer.remote,
+            rtp::Packetizer::new(0, 1, 0, 0, now),
+            tx,
+        );
         let mut m = Media::new(&answer, stream, 1, "x".into(), false, now, 0.5);
-        let audio = |_: Codec| -> [Arc<[u8]>; 3] { [vec![0u8; 160].into(), vec![].into(), vec![].into()] };
+        let audio =
+            |_: Codec| -> [Arc<[u8]>; 3] { [vec![0u8; 160].into(), vec![].into(), vec![].into()] };
         let c = m.apply(&sdp("6000 RTP/AVP 8", ""), now, audio);
         assert_eq!(c.codec, Some(Codec::Pcma));
         let pkt = |pt: u8, seq: u8, byte: u8| {
@@ -526,6 +532,9 @@ mod tests {
         assert_eq!(m.last_audio()[0], Codec::Pcma.decode(0x80));
         assert_ne!(Codec::Pcmu.decode(0x80), Codec::Pcma.decode(0x80));
         // A format never negotiated is not audio.
-        assert!(!m.on_rtp(now, a("127.0.0.1:6000"), &pkt(3, 3, 0), 0, true).decoded);
+        assert!(
+            !m.on_rtp(now, a("127.0.0.1:6000"), &pkt(3, 3, 0), 0, true)
+                .decoded
+        );
     }
 }
