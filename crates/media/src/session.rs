@@ -452,17 +452,23 @@ mod tests {
         crate::sdp::parse_answer(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    #[test]
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
-    fn a_new_offer_moves_holds_switches_and_keeps_every_event_type() {
+    /// The media of a call answered with `answer` at `now` (its stream on a pacer of its own;
+    /// the shard lives as long as the stream).
+    fn answered(answer: &RemoteSdp, now: Instant) -> Media {
         let pacer = crate::pacer::Pacer::new(1).unwrap_or_else(|e| panic!("{e}"));
         let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
-        let now = Instant::now();
-        let answer = sdp("6000 RTP/AVP 0 96", "a=rtpmap:96 telephone-event/8000\r\n");
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let p = rtp::Packetizer::new(0, 1, 0, 0, now);
         let stream = pacer.open(sock, answer.remote, p, tx);
-        let mut m = Media::new(&answer, stream, 1, "x".into(), false, now, 0.5);
+        Media::new(answer, stream, 1, "x".into(), false, now, 0.5)
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
+    fn a_new_offer_moves_holds_switches_and_keeps_every_event_type() {
+        let now = Instant::now();
+        let answer = sdp("6000 RTP/AVP 0 96", "a=rtpmap:96 telephone-event/8000\r\n");
+        let mut m = answered(&answer, now);
         assert_eq!(m.event_pts(), [96, 101]);
         let audio = |_: Codec| -> [Arc<[u8]>; 3] {
             [
@@ -500,18 +506,8 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
     fn audio_in_the_old_law_arriving_after_a_switch_is_heard_in_that_law() {
-        let pacer = crate::pacer::Pacer::new(1).unwrap_or_else(|e| panic!("{e}"));
-        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
         let now = Instant::now();
-        let answer = sdp("6000 RTP/AVP 0", "");
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let stream = pacer.open(
-            sock,
-            answer.remote,
-            rtp::Packetizer::new(0, 1, 0, 0, now),
-            tx,
-        );
-        let mut m = Media::new(&answer, stream, 1, "x".into(), false, now, 0.5);
+        let mut m = answered(&sdp("6000 RTP/AVP 0", ""), now);
         let audio =
             |_: Codec| -> [Arc<[u8]>; 3] { [vec![0u8; 160].into(), vec![].into(), vec![].into()] };
         let c = m.apply(&sdp("6000 RTP/AVP 8", ""), now, audio);
