@@ -27,6 +27,7 @@ pub fn import_contacts(
     now: DateTime<Utc>,
 ) -> Result<ImportStats> {
     log.append(now, header)?;
+    store.expect_contacts(campaign, loaded.contacts.len())?;
     let stats = store.upsert_contacts(campaign, &loaded.contacts)?;
     log.append(
         now,
