@@ -52,13 +52,33 @@ pub fn import(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let (loaded, rejected, csv_header) = if skip_invalid {
-        crate::contacts::load_lenient(contacts, opts, Some(&Bar(&bar)))?
+    // All or nothing: the file split by contact id on disk (bounded memory), every part
+    // validated, before anything is written; --skip-invalid reads it whole.
+    let mut never = crieur_config::text::NeverWarnings::default();
+    let now = crate::audit::now();
+    let (loaded, rejected, csv_header, split) = if skip_invalid {
+        let (l, r, h) = crate::contacts::load_lenient(contacts, opts, Some(&Bar(&bar)))?;
+        never.add(&campaign, &l.contacts, now);
+        (l, r, h, None)
     } else {
+        let parts = (std::fs::metadata(contacts).map_or(0, |m| m.len()) >> 25) as usize + 1;
+        let tag = (std::process::id(), now.timestamp_micros());
+        let dir = std::env::temp_dir().join(format!("crieur-import-{}-{}", tag.0, tag.1));
+        let part = |id: &str| crieur_store::import_part(id, parts.next_power_of_two());
+        let s = crieur_config::split::split(
+            contacts,
+            opts,
+            parts.next_power_of_two(),
+            &part,
+            &dir,
+            Some(&Bar(&bar)),
+        )?;
+        s.validate(|l| never.add(&campaign, &l.contacts, now))?;
         (
-            crate::contacts::load_with_progress(contacts, opts, &Bar(&bar))?,
+            Default::default(),
             Vec::new(),
             csv::StringRecord::new(),
+            Some(s),
         )
     };
     // Everything is validated before the store is created or touched.
@@ -86,15 +106,22 @@ pub fn import(
     }
     let s = crate::stores::open(store, true)?;
     let mut log = actx.open(store, Some(&campaign))?;
+    let source = match &split {
+        Some(s) => crieur_runner::ops::Source::Split(s),
+        None => crieur_runner::ops::Source::Loaded {
+            loaded: &loaded,
+            rejected: rejected.len(),
+        },
+    };
+    let rows = split.as_ref().map_or(loaded.rows, |s| s.rows);
     let stats = crieur_runner::ops::import_contacts(
         &*s,
         &mut log,
         &header,
         &campaign.id,
         contacts,
-        &loaded,
-        rejected.len(),
-        crate::audit::now(),
+        source,
+        now,
     )
     .with_context(|| {
         format!(
@@ -104,7 +131,7 @@ pub fn import(
         )
     })?;
     bar.finish_and_clear();
-    crate::status::warn_never_callable(&campaign, &loaded.contacts, crate::audit::now());
+    print!("{}", never.text());
     if let Some(w) = campaign.id_warning() {
         println!("warning: {}: {w}", campaign_path.display());
     }
@@ -116,7 +143,7 @@ pub fn import(
         stats.created,
         stats.updated,
         stats.consents_added,
-        loaded.rows
+        rows
     );
     Ok(ExitCode::SUCCESS)
 }

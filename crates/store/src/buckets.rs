@@ -46,6 +46,15 @@ pub(crate) fn due_bucket_of(id: &str) -> u16 {
     fnv(id) as u16
 }
 
+/// The part of an import split in `parts` (a power of two, at most [`BUCKETS`]) a contact
+/// id falls in: the low bits of its bucket, so that every contacts bucket (and due index
+/// bucket) of a campaign is in one part only — an import written a part at a time writes
+/// each bucket once.
+pub fn import_part(id: &str, parts: usize) -> usize {
+    // A power of two divides every bucket count: the remainder is the bucket's low bits.
+    fnv(id) as usize % parts.clamp(1, BUCKETS)
+}
+
 fn fnv(id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {

@@ -24,6 +24,7 @@ mod due;
 mod dueidx;
 mod pg;
 
+pub use buckets::import_part;
 pub use pg::{redact, PgStore};
 
 /// Everything that can go wrong with the store.
@@ -243,6 +244,14 @@ pub trait Store {
     fn expect_contacts(&self, campaign: &str, rows: usize) -> Result<()> {
         let _ = (campaign, rows);
         Ok(())
+    }
+    /// When `node` last said it works on the campaign ([`Store::node_alive`]: at every
+    /// refill, and at least three times per lease timeout), if it ever did: the heartbeat
+    /// that keeps its leases, however long its calls run. An embedded store has one
+    /// process and no other node's leases: `None`.
+    fn node_seen(&self, campaign: &str, node: &str) -> Result<Option<DateTime<Utc>>> {
+        let _ = (campaign, node);
+        Ok(None)
     }
 }
 
