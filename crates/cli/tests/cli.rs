@@ -321,13 +321,46 @@ fn unreadable_wav_and_short_ring_timeout() {
 fn bad_trunk_local_address_and_p_asserted_identity_are_located() {
     let campaign = format!(
         "{CAMPAIGN}[trunk]\nuri = \"sip:127.0.0.1:5060\"\nfrom = \"sip:+33100000000@x.test\"\n\
-         local_address = \"0.0.0.0:5060\"\np_asserted_identity = \"+33100000000\"\ntransport = \"sctp\"\n"
+         local_address = \"0.0.0.0:5060\"\np_asserted_identity = \"+33100000000\"\ntransport = \"sctp\"\n\
+         dns_server = \"resolver.example\"\n"
     );
     rejects(&campaign, &format!("{HEADER}{GOOD_ROW}"), "check", &[
         "field `trunk.local_address`: bad value `0.0.0.0:5060`: expected <IP>:<port> of this host",
         "field `trunk.p_asserted_identity`: bad value `+33100000000`: expected a sip:, sips: or tel: URI",
         "field `trunk.transport`: bad value `sctp`: expected `udp`, `tcp` or `tls`",
+        "campaign.toml:12:14: field `trunk.dns_server`: bad value `resolver.example`: expected <IP>:<port> of a DNS server",
     ]);
+}
+
+/// `tls_cert_file` / `tls_key_file` (our TLS listener): both or neither, only over TLS, each
+/// a PEM file holding what it names; every problem located.
+#[test]
+fn bad_trunk_tls_listener_files_are_located() {
+    let trunk = |uri: &str, keys: &str| {
+        format!("{CAMPAIGN}[trunk]\nuri = \"{uri}\"\nfrom = \"sip:+33100000000@x.test\"\n{keys}")
+    };
+    rejects(
+        &trunk("sips:127.0.0.1:5061", "tls_cert_file = \"/nonexistent/cert.pem\"\ntls_key_file = \"@WAV@\"\n"),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &[
+            "campaign.toml:9:17: field `trunk.tls_cert_file`: bad value `/nonexistent/cert.pem`: expected a readable PEM file of our certificate chain",
+            "campaign.toml:10:16: field `trunk.tls_key_file`",
+            "expected a readable PEM file of our private key",
+        ],
+    );
+    rejects(
+        &trunk("sips:127.0.0.1:5061", "tls_key_file = \"key.pem\"\n"),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:9:16: field `trunk.tls_cert_file`: tls_cert_file and tls_key_file go together"],
+    );
+    rejects(
+        &trunk("sip:127.0.0.1:5060", "tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n"),
+        &format!("{HEADER}{GOOD_ROW}"),
+        "check",
+        &["campaign.toml:9:17: field `trunk.tls_cert_file`: bad value `c.pem`: only with transport = \"tls\""],
+    );
 }
 
 #[test]

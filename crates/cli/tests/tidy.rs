@@ -132,6 +132,11 @@ const EDGES: &[(&str, &[Io], &str)] = &[
         "the SIP user agent (crieur-sip's endpoint driven on tokio): places calls, times them",
     ),
     (
+        "crates/media/src/listen.rs",
+        &[Io::Sockets, Io::Threads, Io::Tokio],
+        "the TLS listener beside the UAC: accepts the connections a trunk opens, each handshake in a task",
+    ),
+    (
         "crates/media/src/session.rs",
         &[Io::Sockets],
         "sends RTCP reports on the sockets the UAC opened and passes in (it reads no clock)",
@@ -164,7 +169,8 @@ const DEPENDS_ON: &[(&str, &[&str])] = &[
     // Validation checks recordings (media), caps and retries (engine), signing keys (audit).
     ("config", &["scheduler", "engine", "media", "audit"]),
     // The live driver (tokio): the dial core against the store, the log and the SIP UAC,
-    // the campaign as configured.
+    // the campaign as configured; the trunk located by RFC 3263 in crieur-sip's terms
+    // (`locate::Srv`, `Transport`).
     (
         "runner",
         &[
@@ -175,6 +181,7 @@ const DEPENDS_ON: &[(&str, &[&str])] = &[
             "media",
             "dial",
             "config",
+            "sip",
         ],
     ),
     // The control plane (axum): serves a run's handle, the store and the log.

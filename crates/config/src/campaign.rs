@@ -219,6 +219,16 @@ struct RawTrunk {
     /// TLS: CA certificates (PEM) trusted besides the system's roots.
     #[serde(default)]
     tls_ca_file: Option<Spanned<String>>,
+    /// TLS: our certificate chain (PEM), for the connections the trunk opens to us.
+    #[serde(default)]
+    tls_cert_file: Option<Spanned<String>>,
+    /// TLS: the private key (PEM) of `tls_cert_file`.
+    #[serde(default)]
+    tls_key_file: Option<Spanned<String>>,
+    /// The DNS server (`IP:port`) asked for the trunk's SRV and address records, instead of
+    /// the system's.
+    #[serde(default)]
+    dns_server: Option<Spanned<String>>,
     from: Spanned<String>,
     #[serde(default)]
     username: Option<Spanned<String>>,
@@ -307,7 +317,13 @@ pub struct TrunkConfig {
     /// As written, e.g. `sip:127.0.0.1:5060`.
     pub uri: String,
     pub host: String,
+    /// The URI's port, or the transport's default (5060, 5061 for TLS) when it gives none.
     pub port: u16,
+    /// Whether the URI gives the port: without one, a host name is located by DNS SRV
+    /// (RFC 3263 §4.2).
+    pub port_given: bool,
+    /// The DNS server to ask (`[trunk] dns_server`); `None`: the system's (`/etc/resolv.conf`).
+    pub dns_server: Option<std::net::SocketAddr>,
     /// Caller ID (From user) and From host.
     pub from_user: String,
     pub from_domain: String,
@@ -330,6 +346,10 @@ pub struct TrunkConfig {
     pub transport: TrunkTransport,
     /// TLS: CA certificates (PEM) trusted besides the system's roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// TLS: our certificate chain and private key (PEM), served by a listener on our SIP
+    /// address to the connections the trunk opens to us (a request inside a dialog after our
+    /// connection closed); `None`: no listener, the trunk reaches us on our connection only.
+    pub tls_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// The trunk's SIP transport.
@@ -984,7 +1004,7 @@ impl std::fmt::Display for WavProblem {
 
 fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConfig> {
     let errors = cx.errors.len();
-    // `sips:` (RFC 3261 §19.1): TLS to the trunk, port 5061 by default.
+    // `sips:` (RFC 3261 §19.1): TLS to the trunk, port 5061 by default (or SRV's, RFC 3263).
     let uri = t.uri.get_ref();
     let (rest, secure) = match uri.strip_prefix("sips:") {
         Some(r) => (Some(r), true),
@@ -1006,7 +1026,7 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
                         (String::new(), 0)
                     }
                 },
-                None => (rest.to_owned(), if secure { 5061 } else { 5060 }),
+                None => (rest.to_owned(), 0),
             }
         }
         _ => {
@@ -1024,7 +1044,8 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    if host.is_empty() && port != 0 {
+    // (An empty host with a URI error already reported is not reported again.)
+    if host.is_empty() && cx.errors.len() == errors {
         cx.err(
             t.uri.span(),
             "trunk.uri",
@@ -1094,6 +1115,29 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
             );
         }
     }
+    let tls_identity = tls_identity(cx, base, t, transport);
+    // No port in the URI: the transport's default (RFC 3261 §19.1.2), unless SRV gives one.
+    let port_given = port != 0;
+    let port = match (port, transport) {
+        (0, TrunkTransport::Tls) => 5061,
+        (0, _) => 5060,
+        (p, _) => p,
+    };
+    let dns_server =
+        t.dns_server
+            .as_ref()
+            .and_then(|d| match d.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
+                _ => {
+                    cx.err(
+                        d.span(),
+                        "trunk.dns_server",
+                        Some(d.get_ref()),
+                        "expected <IP>:<port> of a DNS server, e.g. 192.0.2.53:53".into(),
+                    );
+                    None
+                }
+            });
     let (from_user, from_domain) = match t
         .from
         .get_ref()
@@ -1175,6 +1219,8 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         uri: t.uri.get_ref().clone(),
         host,
         port,
+        port_given,
+        dns_server,
         from_user,
         from_domain,
         username: t.username.as_ref().map(|u| u.get_ref().clone()),
@@ -1188,5 +1234,70 @@ fn trunk_config(cx: &mut Ctx<'_>, base: &Path, t: &RawTrunk) -> Option<TrunkConf
         p_asserted_identity: t.p_asserted_identity.as_ref().map(|p| p.get_ref().clone()),
         transport,
         tls_ca_file,
+        tls_identity,
     })
+}
+
+/// `tls_cert_file` and `tls_key_file`: both or neither, only over TLS, each a readable PEM
+/// file holding what it should (the chain and key are parsed again when the listener starts).
+fn tls_identity(
+    cx: &mut Ctx<'_>,
+    base: &Path,
+    t: &RawTrunk,
+    transport: TrunkTransport,
+) -> Option<(PathBuf, PathBuf)> {
+    let (cert, key) = match (&t.tls_cert_file, &t.tls_key_file) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        (Some(f), None) | (None, Some(f)) => {
+            cx.err(
+                f.span(),
+                if t.tls_cert_file.is_some() {
+                    "trunk.tls_key_file"
+                } else {
+                    "trunk.tls_cert_file"
+                },
+                None,
+                "tls_cert_file and tls_key_file go together".into(),
+            );
+            return None;
+        }
+    };
+    if transport != TrunkTransport::Tls {
+        cx.err(
+            cert.span(),
+            "trunk.tls_cert_file",
+            Some(cert.get_ref()),
+            "only with transport = \"tls\"".into(),
+        );
+        return None;
+    }
+    let mut ok = true;
+    for (f, field, marker, what) in [
+        (
+            cert,
+            "trunk.tls_cert_file",
+            "-----BEGIN CERTIFICATE-----",
+            "a readable PEM file of our certificate chain",
+        ),
+        (
+            key,
+            "trunk.tls_key_file",
+            "PRIVATE KEY-----",
+            "a readable PEM file of our private key",
+        ),
+    ] {
+        let holds =
+            std::fs::read_to_string(base.join(f.get_ref())).is_ok_and(|text| text.contains(marker));
+        if !holds {
+            cx.err(
+                f.span(),
+                field,
+                Some(f.get_ref()),
+                format!("expected {what}"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| (base.join(cert.get_ref()), base.join(key.get_ref())))
 }

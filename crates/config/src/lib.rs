@@ -127,6 +127,9 @@ mod tests {
             p_asserted_identity: None,
             transport: campaign::TrunkTransport::Udp,
             tls_ca_file: None,
+            tls_identity: None,
+            port_given: true,
+            dns_server: None,
         };
         match t.read_password() {
             Err(e @ Error::PasswordFile { .. }) => {

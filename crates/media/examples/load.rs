@@ -194,6 +194,7 @@ async fn main() {
         max_call_length: Duration::from_secs(f64::from(secs) as u64 + 60),
         symmetric_rtp: false,
         p_asserted_identity: None,
+        servers: Vec::new(),
     });
     let in_flight = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();

@@ -76,7 +76,7 @@ impl std::fmt::Debug for Credentials {
 /// Where and how to place calls.
 #[derive(Debug, Clone)]
 pub struct Trunk {
-    /// The trunk's address (UDP).
+    /// The trunk's address (its only server when `servers` is empty).
     pub address: SocketAddr,
     /// Host part of the request URI (`sip:<number>@<domain>`); the trunk's address if `None`.
     pub domain: Option<String>,
@@ -96,9 +96,27 @@ pub struct Trunk {
     /// `P-Asserted-Identity` (RFC 3325) for trunks that take the caller's identity from it:
     /// a `sip:`, `sips:` or `tel:` URI.
     pub p_asserted_identity: Option<String>,
+    /// The trunk's servers as its SRV records give them (RFC 3263), each with its addresses:
+    /// every call tries them in an order drawn for it ([`Trunk::destinations`]). Empty:
+    /// `address` alone.
+    pub servers: Vec<crieur_sip::locate::Srv<Vec<SocketAddr>>>,
 }
 
 impl Trunk {
+    /// Where a call's INVITE goes first, and the servers to try after it, in order (RFC 3263
+    /// §4.3: by SRV priority, a weighted draw within one — drawn afresh for each call, so the
+    /// weights share the calls out — each server's addresses in turn).
+    pub fn destinations(&self) -> (SocketAddr, Vec<SocketAddr>) {
+        let mut all =
+            crieur_sip::locate::order(self.servers.clone(), |n| rand::random_range(0..=n))
+                .into_iter()
+                .flatten();
+        match all.next() {
+            Some(first) => (first, all.collect()),
+            None => (self.address, Vec::new()),
+        }
+    }
+
     /// Checks the limits the rules impose.
     pub fn validate(&self) -> Result<(), Error> {
         if self.ring_timeout < MIN_RING_TIMEOUT {
@@ -250,8 +268,9 @@ pub struct Uac {
     sip: SipLoop,
     local: SocketAddr,
     transport: Transport,
-    /// TLS: the listener holding our advertised port.
-    _port: Option<std::net::TcpListener>,
+    /// TLS without a listener: the socket holding our advertised port (bound, not listening:
+    /// a trunk that connects to it is refused at once instead of left waiting).
+    _port: Option<socket2::Socket>,
     buffers: (usize, usize),
     pacer: Arc<Pacer>,
     token: CancellationToken,
@@ -301,8 +320,10 @@ impl Uac {
 
     /// [`Uac::start`] over TLS: connections to the trunk with its certificate checked against
     /// `tls.server_name` (system roots plus `tls.ca_file`; SNI sent), `sips:` URIs (Request-URI,
-    /// To, From, Contact), Via `TLS`. `bind`'s port is only what our Via and Contact say: we
-    /// take no inbound connection (the trunk answers and sends its requests on ours).
+    /// To, From, Contact), Via `TLS`. With `tls.identity`, a TLS listener on `bind` (the
+    /// address our Via and Contact give) takes the connections the trunk opens to us, served
+    /// with that certificate ([`crate::listen`]); without, `bind`'s port is only what they say
+    /// and the trunk can reach us only on our own connection.
     pub async fn start_tls(
         bind: SocketAddr,
         user_agent: &str,
@@ -311,10 +332,30 @@ impl Uac {
         check_bind(bind)?;
         let (connector, name) = tls.connector()?;
         let token = CancellationToken::new();
-        // A port for our Via and Contact: one the system gives, held by a listener nobody
-        // connects to, so it stays ours.
-        let holder = std::net::TcpListener::bind(bind)?;
-        let local = holder.local_addr()?;
+        let (inbound, holder, local) = match &tls.identity {
+            Some(id) => {
+                let acceptor = id.acceptor()?;
+                let listener = tokio::net::TcpListener::bind(bind).await?;
+                let local = listener.local_addr()?;
+                let inbound =
+                    crate::listen::Inbound::start(listener, acceptor, token.child_token());
+                (Some(inbound), None, local)
+            }
+            None => {
+                // A port for our Via and Contact: one the system gives, held by a bound
+                // socket that does not listen, so it stays ours and refuses connections.
+                let holder = socket2::Socket::new(
+                    socket2::Domain::for_address(bind),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                holder.bind(&bind.into())?;
+                let local = holder.local_addr()?.as_socket().ok_or_else(|| {
+                    std::io::Error::other("the TLS port's socket has no IP address")
+                })?;
+                (None, Some(holder), local)
+            }
+        };
         let endpoint = Endpoint::new(SipConfig {
             local,
             transport: Transport::Tls,
@@ -324,7 +365,11 @@ impl Uac {
             accept_incoming: false,
         });
         let sip = SipLoop::start(
-            SipNet::Tls { connector, name },
+            SipNet::Tls {
+                connector,
+                name,
+                inbound,
+            },
             endpoint,
             None,
             token.child_token(),
@@ -336,7 +381,7 @@ impl Uac {
             buffers: (0, 0),
             pacer: Arc::new(Pacer::per_core()?),
             token,
-            _port: Some(holder),
+            _port: holder,
         })
     }
 
@@ -486,6 +531,7 @@ impl Uac {
             Transport::Udp | Transport::Tcp => u,
         };
         let callee = secure(signalling::sip_uri(&req.number, &domain));
+        let (destination, alternates) = trunk.destinations();
         let invite = Invite {
             call_id: call_id.clone(),
             request_uri: callee.clone(),
@@ -496,7 +542,8 @@ impl Uac {
                 Transport::Tcp => format!("sip:{}@{};transport=tcp", trunk.from_user, self.local),
                 Transport::Tls => format!("sips:{}@{}", trunk.from_user, self.local),
             },
-            destination: trunk.address,
+            destination,
+            alternates,
             headers: signalling::invite_headers(
                 trunk
                     .p_asserted_identity
@@ -553,7 +600,7 @@ impl Uac {
                 reason: String::new(),
                 hangup_by: HangupBy::Nobody,
             },
-            timeline: vec![(Duration::ZERO, format!("INVITE sent to {}", trunk.address))],
+            timeline: vec![(Duration::ZERO, format!("INVITE sent to {destination}"))],
             keys: Vec::new(),
             opt_out_recorded: false,
             answer_to_first_audio: None,
@@ -1366,10 +1413,12 @@ pub enum SipNet {
     Tcp(tokio::net::TcpListener),
     /// TLS (RFC 3261 §26.2, RFC 5922): connections we open, each a TLS session whose
     /// certificate is checked against `name` (sent as SNI); responses and the far end's
-    /// requests come back on them. No listener: a trunk reaches us on our connection.
+    /// requests come back on them. With `inbound`, also the connections the far end opens
+    /// to our listener, handshaken with our certificate.
     Tls {
         connector: tokio_rustls::TlsConnector,
         name: rustls::pki_types::ServerName<'static>,
+        inbound: Option<crate::listen::Inbound>,
     },
 }
 
@@ -1380,6 +1429,8 @@ pub enum SipNet {
 pub struct TlsTrunk {
     pub server_name: String,
     pub ca_file: Option<std::path::PathBuf>,
+    /// Our certificate and key, for a listener taking the connections the trunk opens to us.
+    pub identity: Option<crate::listen::TlsIdentity>,
 }
 
 impl TlsTrunk {
@@ -1623,9 +1674,14 @@ async fn sip_loop(
 /// halves by peer, and the messages their readers framed.
 struct Wire {
     net: SipNet,
-    conns: HashMap<SocketAddr, Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>>,
+    /// Each peer's connection: its id and write half.
+    conns: HashMap<SocketAddr, (u64, Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>)>,
     /// Where the connections' readers put the messages they framed.
     framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>,
+    /// The connections (peer, id) their readers saw close ([`Wire::sweep`]).
+    closed: Arc<std::sync::Mutex<Vec<(SocketAddr, u64)>>>,
+    /// The last connection's id.
+    next_id: u64,
 }
 
 impl Wire {
@@ -1634,6 +1690,8 @@ impl Wire {
             net,
             conns: HashMap::new(),
             framed,
+            closed: Arc::default(),
+            next_id: 0,
         }
     }
 
@@ -1649,13 +1707,14 @@ impl Wire {
                 true
             }
             SipNet::Tcp(_) | SipNet::Tls { .. } => {
+                self.sweep();
                 if !self.conns.contains_key(&to) {
                     if let Err(e) = self.connect(to).await {
                         tracing::warn!(error = %e, %to, "SIP: cannot connect");
                         return false;
                     }
                 }
-                let Some(w) = self.conns.get_mut(&to) else {
+                let Some((_, w)) = self.conns.get_mut(&to) else {
                     return false;
                 };
                 if let Err(e) = w.write_all(payload).await {
@@ -1673,7 +1732,9 @@ impl Wire {
         let stream = tokio::net::TcpStream::connect(to).await?;
         let _ = stream.set_nodelay(true);
         match &self.net {
-            SipNet::Tls { connector, name } => {
+            SipNet::Tls {
+                connector, name, ..
+            } => {
                 let tls = connector.connect(name.clone(), stream).await?;
                 let (read, write) = tokio::io::split(tls);
                 self.adopt(Box::new(read), Box::new(write), to);
@@ -1694,14 +1755,22 @@ impl Wire {
         peer: SocketAddr,
     ) {
         use tokio::io::AsyncReadExt;
-        self.conns.insert(peer, write);
-        let tx = self.framed.clone();
+        self.sweep();
+        self.next_id += 1;
+        let id = self.next_id;
+        self.conns.insert(peer, (id, write));
+        let (tx, closed) = (self.framed.clone(), self.closed.clone());
         tokio::spawn(async move {
             let mut parser = crieur_sip::StreamParser::new(crieur_sip::Limits::stream());
             let mut buf = vec![0u8; 65_536];
             loop {
                 let n = match read.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => {
+                        if let Ok(mut c) = closed.lock() {
+                            c.push((peer, id));
+                        }
+                        return;
+                    }
                     Ok(n) => n,
                 };
                 match parser.push(buf.get(..n).unwrap_or_default()) {
@@ -1715,6 +1784,9 @@ impl Wire {
                     Err(e) => {
                         // A stream that does not frame cannot be resynchronised (§18.3).
                         tracing::debug!(error = %e, %peer, "SIP: unframeable stream, closed");
+                        if let Ok(mut c) = closed.lock() {
+                            c.push((peer, id));
+                        }
                         return;
                     }
                 }
@@ -1736,21 +1808,46 @@ impl Wire {
         }
     }
 
-    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    /// A connection the far end opened to our listener (TCP, or TLS handshaken).
+    async fn accept(&self) -> std::io::Result<crate::listen::Accepted> {
         match &self.net {
-            SipNet::Tcp(l) => l.accept().await,
+            SipNet::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                Ok(crate::listen::Accepted {
+                    read: Box::new(read),
+                    write: Box::new(write),
+                    peer,
+                })
+            }
+            SipNet::Tls {
+                inbound: Some(i), ..
+            } => Ok(i.next().await),
             SipNet::Udp(_) | SipNet::Tls { .. } => std::future::pending().await,
         }
     }
 
-    fn accepted(&mut self, a: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+    fn accepted(&mut self, a: std::io::Result<crate::listen::Accepted>) {
         match a {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let (read, write) = stream.into_split();
-                self.adopt(Box::new(read), Box::new(write), peer);
-            }
+            Ok(a) => self.adopt(a.read, a.write, a.peer),
             Err(e) => tracing::debug!(error = %e, "SIP: accept"),
+        }
+    }
+
+    /// Drops the write halves of the connections whose readers saw them close: the next
+    /// message to that peer opens a new connection (RFC 3261 §18) instead of being written
+    /// into a dead one, and a connection the far end opened and closed holds no socket.
+    fn sweep(&mut self) {
+        let closed = match self.closed.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(_) => return,
+        };
+        for (peer, id) in closed {
+            // Only the connection that closed: a newer one to the same peer stays.
+            if self.conns.get(&peer).is_some_and(|(i, _)| *i == id) {
+                self.conns.remove(&peer);
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ use crieur_media::audio::Message;
 use crieur_media::call::Outcome;
 use crieur_media::dtmf::DtmfMethod;
 use crieur_media::g711::Codec;
+use crieur_test_support::kamailio::Kamailio;
 use crieur_test_support::scenario::*;
 use crieur_test_support::Sipp;
 
@@ -39,6 +40,7 @@ fn trunk(addr: SocketAddr) -> Trunk {
         max_call_length: Duration::from_secs(60),
         symmetric_rtp: false,
         p_asserted_identity: None,
+        servers: Vec::new(),
     }
 }
 
@@ -2193,192 +2195,62 @@ async fn a_call_over_tcp() {
     assert!(sipp.succeeded());
 }
 
-/// Kamailio with its TLS module on 127.0.0.1 (a TLS listener, certificate for 127.0.0.1 and
-/// localhost signed by a test CA), relaying every call to `sipp_port` over UDP and
-/// record-routing, so the dialog's ACK and BYE come back through it. Stopped (SIGTERM to its
-/// main process, which ends its children) on drop.
-struct Kamailio {
-    child: std::process::Child,
-    tls: SocketAddr,
-    ca: std::path::PathBuf,
-    _dir: crieur_test_support::Scratch,
-}
-
-impl Kamailio {
-    fn start(sipp_port: u16) -> Kamailio {
-        let dir = crieur_test_support::Scratch::new();
-        let p = |f: &str| dir.file(f);
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .output()
-                .unwrap_or_else(|e| panic!("openssl (apt-get install openssl): {e}"));
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let (ca_key, ca, key, csr, cert, ext) = (
-            p("ca.key"),
-            p("ca.pem"),
-            p("key.pem"),
-            p("srv.csr"),
-            p("cert.pem"),
-            p("ext.cnf"),
-        );
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca,
-            "-days",
-            "2",
-            "-subj",
-            "/CN=crieur test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=localhost",
-        ]);
-        dir.write("ext.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-        dir.write(
-            "tls.cfg",
-            format!("[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\nprivate_key = {key}\ncertificate = {cert}\n\n[client:default]\nverify_certificate = no\nrequire_certificate = no\n"),
-        );
-        let udp = crieur_test_support::free_port();
-        let tls = free_tcp_port();
-        dir.write(
-            "kamailio.cfg",
-            format!(
-                r#"#!KAMAILIO
-debug=2
-log_stderror=yes
-children=1
-tcp_children=1
-listen=udp:127.0.0.1:{udp}
-listen=tls:127.0.0.1:{tls}
-enable_tls=yes
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
-loadmodule "sl.so"
-loadmodule "tm.so"
-loadmodule "rr.so"
-loadmodule "pv.so"
-loadmodule "siputils.so"
-loadmodule "tls.so"
-modparam("tls", "config", "{}")
-request_route {{
-  if (has_totag()) {{
-    if (loose_route()) {{ t_relay(); exit; }}
-    sl_send_reply("404", "Not here");
-    exit;
-  }}
-  if (method=="CANCEL") {{
-    if (t_check_trans()) {{ t_relay(); }}
-    exit;
-  }}
-  record_route();
-  $du = "sip:127.0.0.1:{sipp_port};transport=udp";
-  t_relay();
-  exit;
-}}
-"#,
-                p("tls.cfg")
-            ),
-        );
-        let child = Command::new("kamailio")
-            .args([
-                "-f",
-                &p("kamailio.cfg"),
-                "-DD",
-                "-E",
-                "-P",
-                &p("kamailio.pid"),
-                "-w",
-                &p(""),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(p("kamailio.log")).unwrap_or_else(|e| panic!("{e}")))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("kamailio (apt-get install kamailio kamailio-tls-modules): {e}")
-            });
-        let tls = SocketAddr::from(([127, 0, 0, 1], tls));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(tls).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "kamailio did not listen:\n{}",
-                dir.read("kamailio.log")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Kamailio {
-            child,
-            tls,
-            ca: ca.into(),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        // SIGTERM to its main process (by PID): it ends its children.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Kamailio {
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(self._dir.file("kamailio.log")).unwrap_or_default())
-            .into_owned()
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
+/// RFC 3263 §4.3 over TCP: the trunk's first server (by SRV priority) refuses the connection
+/// — a transport error — so the INVITE goes at once to the next, sipp over TCP, which answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tcp_an_unreachable_first_server_fails_over_to_the_next() {
+    let mut sipp = Sipp::start(&answer_scenario("0 101", BYE_200), &["-t", "t1"]);
+    let refused = SocketAddr::from((
+        [127, 0, 0, 1],
+        crieur_test_support::kamailio::free_tcp_port(),
+    ));
+    let uac = Uac::start_tcp(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let srv = |priority, addr| crieur_sip::locate::Srv {
+        priority,
+        weight: 0,
+        target: vec![addr],
+    };
+    let trunk = Trunk {
+        servers: vec![srv(20, sipp.addr()), srv(10, refused)],
+        ..trunk(refused)
+    };
+    let started = Instant::now();
+    let r = call_on(
+        &uac,
+        &trunk,
+        tone(440.0, 0.5),
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        None,
+    )
+    .await
+    .report;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        r.timeline
+            .first()
+            .is_some_and(|(_, t)| t == &format!("INVITE sent to {refused}")),
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        r.answered_at.is_some_and(|a| a < Duration::from_secs(2)),
+        "not at once: {:?} ({:?} in all)",
+        r.answered_at,
+        started.elapsed()
+    );
+    assert!(uac.wait_background(Duration::from_secs(2)).await);
+    assert!(sipp.succeeded());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -2397,6 +2269,7 @@ async fn a_call_over_tls_through_kamailio() {
     let tls = |name: &str| crieur_media::uac::TlsTrunk {
         server_name: name.into(),
         ca_file: Some(kam.ca.clone()),
+        identity: None,
     };
     let uac = Uac::start_tls(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),

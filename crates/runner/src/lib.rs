@@ -16,6 +16,7 @@
 pub mod control;
 mod driver;
 pub mod header;
+pub mod locate;
 pub mod log;
 pub mod ops;
 pub mod prepare;

@@ -1,7 +1,7 @@
 //! What placing calls needs from a campaign: its dial rules, the trunk, the local address
 //! that reaches it, and the recordings loaded.
 
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -71,13 +71,20 @@ pub fn prepare(campaign: &Campaign) -> Result<Prepared> {
             "an opt-out confirmation recording is needed to place calls".into(),
         ));
     };
-    let address = (t.host.as_str(), t.port)
-        .to_socket_addrs()
-        .map_err(|source| Error::Io {
-            what: format!("resolving the trunk {}", t.uri),
-            source,
-        })?
-        .next()
+    // RFC 3263: SRV for a host name without a port, else its addresses.
+    use crieur_config::campaign::TrunkTransport;
+    let located = crate::locate::locate(
+        &t.host,
+        t.port_given.then_some(t.port),
+        match t.transport {
+            TrunkTransport::Udp => crieur_sip::Transport::Udp,
+            TrunkTransport::Tcp => crieur_sip::Transport::Tcp,
+            TrunkTransport::Tls => crieur_sip::Transport::Tls,
+        },
+        t.dns_server,
+    )?;
+    let address = located
+        .first()
         .ok_or_else(|| Error::NoAddress { uri: t.uri.clone() })?;
     let password = t.read_password().map_err(|e| {
         let mut why = e.to_string();
@@ -90,7 +97,14 @@ pub fn prepare(campaign: &Campaign) -> Result<Prepared> {
     })?;
     let trunk = Trunk {
         address,
-        domain: Some(format!("{}:{}", t.host, t.port)),
+        // The Request-URI's host is the URI's: with its port if it gave one (an IPv6
+        // address bracketed), never one SRV chose (RFC 3263 §4.2).
+        domain: Some(match (t.port_given, t.host.contains(':')) {
+            (true, true) => format!("[{}]:{}", t.host, t.port),
+            (true, false) => format!("{}:{}", t.host, t.port),
+            (false, true) => format!("[{}]", t.host),
+            (false, false) => t.host.clone(),
+        }),
         from_user: t.from_user.clone(),
         from_domain: t.from_domain.clone(),
         credentials: match (&t.username, password) {
@@ -104,6 +118,11 @@ pub fn prepare(campaign: &Campaign) -> Result<Prepared> {
         max_call_length: t.max_call_length,
         symmetric_rtp: t.symmetric_rtp,
         p_asserted_identity: t.p_asserted_identity.clone(),
+        servers: if located.by_srv || located.servers.iter().any(|s| s.target.len() > 1) {
+            located.servers
+        } else {
+            Vec::new()
+        },
     };
     let message = Arc::new(Message::load(&campaign.message)?);
     let confirmation = Arc::new(Message::load(confirmation)?);
@@ -136,6 +155,12 @@ pub fn prepare(campaign: &Campaign) -> Result<Prepared> {
         tls: crieur_media::uac::TlsTrunk {
             server_name: t.host.clone(),
             ca_file: t.tls_ca_file.clone(),
+            identity: t.tls_identity.clone().map(|(cert_file, key_file)| {
+                crieur_media::listen::TlsIdentity {
+                    cert_file,
+                    key_file,
+                }
+            }),
         },
         trunk,
         local,

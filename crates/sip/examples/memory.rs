@@ -64,6 +64,7 @@ fn main() {
                 to: format!("sip:+3361{i:07}@10.0.0.2:5060;user=phone"),
                 contact: "sip:+33100000000@10.0.0.1:5060".into(),
                 destination: trunk,
+                alternates: Vec::new(),
                 headers: vec![
                     (
                         "Allow".into(),

@@ -100,6 +100,11 @@ pub struct Invite {
     pub contact: String,
     /// Where the INVITE goes (the trunk).
     pub destination: SocketAddr,
+    /// The trunk's other servers, in the order to try them (RFC 3263 §4.3, `locate::order`):
+    /// when `destination` answers 503, times out or cannot be reached, before anything rang
+    /// and unless the call is being cancelled, the INVITE goes to the next (same Call-ID and
+    /// From tag, next CSeq, new branch, no credentials).
+    pub alternates: Vec<SocketAddr>,
     /// More headers (name, value): `Allow`, `Supported`, `P-Asserted-Identity` …
     pub headers: Vec<(String, String)>,
     pub content_type: Option<String>,
@@ -286,6 +291,10 @@ struct Call {
     closed: bool,
     /// Transactions still running for it.
     open: u32,
+    /// UAC: the servers not tried yet ([`Invite::alternates`]).
+    alternates: VecDeque<SocketAddr>,
+    /// UAC: a provisional response other than 100 came (something rang: no failover).
+    rang: bool,
     /// Of those, our INVITE transactions (kept after the final response only to absorb its
     /// retransmissions: timer D after a failure, RFC 6026's timer M after a 2xx).
     invites_open: u32,
@@ -471,6 +480,8 @@ impl Endpoint {
                 uas_invite: None,
                 closed: false,
                 open: 0,
+                alternates: inv.alternates.into(),
+                rang: false,
                 invites_open: 0,
             },
         );
@@ -1142,8 +1153,17 @@ impl Endpoint {
             return;
         };
         match (kind, ev) {
-            (Kind::Invite, TuEvent::Response(r)) => self.invite_response(now, call, *r),
+            (Kind::Invite, TuEvent::Response(r)) => self.invite_response(now, call, key, *r),
             (Kind::Invite, ev @ (TuEvent::Timeout | TuEvent::TransportError)) => {
+                // An earlier server's transaction ending (after a failover) fails nothing.
+                let current = self
+                    .calls
+                    .get(&call)
+                    .and_then(|c| c.invite.as_ref())
+                    .and_then(TransactionKey::from_sent_request);
+                if current.as_ref() != Some(key) || self.fail_over(now, call, key) {
+                    return;
+                }
                 if let Some(c) = self.calls.get_mut(&call) {
                     if !c.invite_done {
                         c.invite_done = true;
@@ -1204,6 +1224,59 @@ impl Endpoint {
             request: r,
             outcome,
         });
+    }
+
+    /// RFC 3263 §4.3: the INVITE failed at its server (503, timeout, transport error) before
+    /// anything rang: the same request again to the next server — next CSeq (a server behind
+    /// both must not take it for a merged request, RFC 3261 §8.2.2.2), new branch, without the
+    /// credentials answered to the last server's challenge. False (the failure stands) when no
+    /// server is left, the call is being cancelled, something rang, it is over, or `key` is
+    /// not the call's current INVITE (an earlier server's transaction ending late).
+    fn fail_over(&mut self, now: Instant, call: CallRef, key: &TransactionKey) -> bool {
+        let via = self.via();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        if c.role != Role::Uac || c.invite_done || c.cancel_wanted || c.rang {
+            return false;
+        }
+        let current = c
+            .invite
+            .as_ref()
+            .and_then(TransactionKey::from_sent_request);
+        if current.as_ref() != Some(key) {
+            return false;
+        }
+        let Some(orig) = c.invite.clone() else {
+            return false;
+        };
+        let Some(next) = c.alternates.pop_front() else {
+            return false;
+        };
+        let mut req = orig;
+        req.headers.remove_all(&HeaderName::Authorization);
+        req.headers.remove_all(&HeaderName::ProxyAuthorization);
+        req.headers.remove_all(&HeaderName::Via);
+        req.headers.remove_all(&HeaderName::CSeq);
+        c.local_cseq += 1;
+        for (n, v) in [
+            (HeaderName::Via, via),
+            (HeaderName::CSeq, format!("{} INVITE", c.local_cseq)),
+        ] {
+            match wire::header(&n, v) {
+                Ok(h) if n == HeaderName::Via => req.headers.push_front(h),
+                Ok(h) => req.headers.push(h),
+                Err(_) => return false,
+            }
+        }
+        tracing::info!(from = %c.destination, to = %next, "INVITE: trying the trunk's next server (RFC 3263)");
+        c.destination = next;
+        c.invite = Some(req.clone());
+        c.provisional = false;
+        c.auth = auth::State::default();
+        c.credentials_sent = false;
+        self.send_request(now, call, req, Kind::Invite, next);
+        true
     }
 
     /// Sends the request of a 401/407'd transaction again with the challenge answered: same
@@ -1276,12 +1349,13 @@ impl Endpoint {
         true
     }
 
-    fn invite_response(&mut self, now: Instant, call: CallRef, r: Response) {
+    fn invite_response(&mut self, now: Instant, call: CallRef, key: &TransactionKey, r: Response) {
         let code = r.status.code();
         if r.status.is_provisional() {
             let cancel = match self.calls.get_mut(&call) {
                 Some(c) if !c.invite_done => {
                     c.provisional = true;
+                    c.rang |= code > 100;
                     c.cancel_wanted && !c.cancel_sent
                 }
                 _ => return,
@@ -1311,6 +1385,9 @@ impl Endpoint {
                     return;
                 }
             }
+        }
+        if crate::locate::fails_over(code) && self.fail_over(now, call, key) {
+            return;
         }
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -1631,6 +1708,8 @@ impl Endpoint {
                 uas_invite: Some((key.clone(), server)),
                 closed: false,
                 open: 1,
+                alternates: VecDeque::new(),
+                rang: false,
                 invites_open: 0,
             },
         );
@@ -1690,11 +1769,16 @@ impl Endpoint {
             .collect();
         for key in keys {
             if let Some(call) = self.owners.get(&key).map(|o| o.call) {
+                let invite = matches!(self.owners.get(&key).map(|o| &o.kind), Some(Kind::Invite));
+                if invite && self.fail_over(now, call, &key) {
+                    let outputs = self.layer.on_transport_error(&key);
+                    self.apply(now, &key, outputs);
+                    self.terminated(&key);
+                    continue;
+                }
                 if let Some(c) = self.calls.get_mut(&call) {
                     // Timer B's path reports a timeout; this is the transport's.
-                    if !c.invite_done
-                        && matches!(self.owners.get(&key).map(|o| &o.kind), Some(Kind::Invite))
-                    {
+                    if !c.invite_done && invite {
                         c.invite_done = true;
                         c.closed = true;
                         self.events.push_back(Event::InviteFailed {

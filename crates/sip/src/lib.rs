@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod endpoint;
 mod error;
+pub mod locate;
 pub mod wire;
 
 pub use endpoint::{

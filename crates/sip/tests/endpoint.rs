@@ -41,6 +41,7 @@ fn invite(creds: Option<Credentials>) -> Invite {
         to: "sip:+33612345678@10.0.0.2:5060;user=phone".into(),
         contact: "sip:crieur@10.0.0.1:5060".into(),
         destination: a(TRUNK),
+        alternates: Vec::new(),
         headers: vec![("Allow".into(), "INVITE, ACK".into())],
         content_type: Some("application/sdp".into()),
         body: b"v=0\r\n".to_vec(),
@@ -713,4 +714,131 @@ fn an_ended_call_is_forgotten_when_its_bye_is_answered() {
     );
     assert_eq!(ep.calls(), 0);
     assert_eq!(ep.background(), 0);
+}
+
+/// RFC 3263 §4.3 with three servers: the first answers 503 (after a 100), the second is
+/// unreachable (a transport error), the third rings: the same INVITE went to each in turn —
+/// same Call-ID and From tag, a new branch and the next CSeq each time — and the caller heard
+/// of the provisional responses, never of the failures.
+#[test]
+fn an_invite_fails_over_on_503_and_transport_error_to_the_next_server() {
+    let (s2, s3) = (a("10.0.0.3:5060"), a("10.0.0.4:5070"));
+    let mut ep = Endpoint::new(cfg(false));
+    let t0 = Instant::now();
+    let call = ep
+        .invite(
+            t0,
+            Invite {
+                alternates: vec![s2, s3],
+                ..invite(None)
+            },
+        )
+        .unwrap();
+    let (_, first) = sent(&mut ep).remove(0);
+    ep.handle_input(t0, a(TRUNK), &response(&first, 100, None, ""));
+    ep.handle_input(t0, a(TRUNK), &response(&first, 503, Some("busy-proxy"), ""));
+    let out = sent(&mut ep);
+    // The 503's ACK to the first server, then the INVITE to the second.
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].0, a(TRUNK));
+    assert_eq!(req(&out[0].1).method, Method::Ack);
+    let (dest, second) = (out[1].0, out[1].1.clone());
+    assert_eq!(dest, s2);
+    assert_eq!(req(&second).method, Method::Invite);
+    for n in [HeaderName::CallId, HeaderName::From, HeaderName::To] {
+        assert_eq!(h(&second, n.clone()), h(&first, n));
+    }
+    assert_eq!(h(&second, HeaderName::CSeq), "2 INVITE");
+    assert_ne!(
+        h(&second, HeaderName::Via),
+        h(&first, HeaderName::Via),
+        "a new branch"
+    );
+    // Told of the 100 (a provisional), not of the 503.
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter().all(|e| matches!(e, Event::Provisional { .. })),
+        "{ev:?}"
+    );
+    // The second server cannot be reached: on to the third.
+    ep.transport_error(t0, s2);
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, s3);
+    let third = out[0].1.clone();
+    assert_eq!(h(&third, HeaderName::CSeq), "3 INVITE");
+    assert!(events(&mut ep).is_empty());
+    ep.handle_input(t0, s3, &response(&third, 180, Some("callee"), ""));
+    let ev = events(&mut ep);
+    assert!(
+        matches!(ev.as_slice(), [Event::Provisional { call: c, .. }] if *c == call),
+        "{ev:?}"
+    );
+}
+
+/// No failover once something rang (a 503 after a 180 is the call's answer), nor when no
+/// server is left: the caller is told, as without alternates. A timeout fails over.
+#[test]
+fn an_invite_does_not_fail_over_after_a_ring_or_past_its_last_server() {
+    let s2 = a("10.0.0.3:5060");
+    let mut ep = Endpoint::new(cfg(false));
+    let t0 = Instant::now();
+    let call = ep
+        .invite(
+            t0,
+            Invite {
+                alternates: vec![s2],
+                ..invite(None)
+            },
+        )
+        .unwrap();
+    let (_, first) = sent(&mut ep).remove(0);
+    ep.handle_input(t0, a(TRUNK), &response(&first, 180, Some("x"), ""));
+    ep.handle_input(t0, a(TRUNK), &response(&first, 503, Some("x"), ""));
+    let out = sent(&mut ep);
+    assert!(out.iter().all(|(d, _)| *d == a(TRUNK)), "{out:?}");
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Rejected { call: c, response, .. }
+            if *c == call && response.status.code() == 503)),
+        "{ev:?}"
+    );
+
+    // Timer B at the first server: on to the second, whose 503 then stands.
+    let mut ep = Endpoint::new(cfg(false));
+    let call = ep
+        .invite(
+            t0,
+            Invite {
+                alternates: vec![s2],
+                ..invite(None)
+            },
+        )
+        .unwrap();
+    let _ = sent(&mut ep);
+    let mut t = t0;
+    let mut second = None;
+    while t < t0 + Duration::from_secs(40) && second.is_none() {
+        t += Duration::from_millis(500);
+        ep.handle_timeout(t);
+        second = sent(&mut ep)
+            .into_iter()
+            .find(|(d, _)| *d == s2)
+            .map(|(_, m)| m);
+    }
+    let second = second.expect("no INVITE to the second server after timer B");
+    assert!(
+        t >= t0 + Duration::from_secs(32),
+        "failed over before timer B: {t:?}"
+    );
+    assert!(events(&mut ep).is_empty());
+    ep.handle_input(t, s2, &response(&second, 503, Some("y"), ""));
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Rejected { call: c, response, .. }
+            if *c == call && response.status.code() == 503)),
+        "{ev:?}"
+    );
 }

@@ -11,6 +11,8 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod cdp;
+pub mod dns;
+pub mod kamailio;
 pub mod pg;
 pub mod scenario;
 

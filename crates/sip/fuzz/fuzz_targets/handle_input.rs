@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             to: "sip:+33100000000@192.0.2.1".into(),
             contact: "sip:a@192.0.2.200:5060".into(),
             destination: from,
+            alternates: Vec::new(),
             headers: vec![],
             content_type: None,
             body: vec![],
