@@ -260,8 +260,8 @@ enum Command {
         #[arg(long)]
         max_idle_secs: Option<u64>,
         /// With a store several nodes share (`--store postgres://…`): seconds after which a
-        /// node that stopped renewing its claims is presumed dead — its due contacts go to
-        /// the others, its leases become interrupted attempts. Longer than any call.
+        /// node unseen (no claim renewed, no heartbeat) is presumed dead — its due contacts go
+        /// to the others, its leases interrupted attempts. Its heartbeat keeps long calls'.
         #[arg(long, env = "CRIEUR_NODE_TIMEOUT_SECS", default_value_t = 600)]
         node_timeout_secs: u64,
         #[command(flatten)]

@@ -61,25 +61,9 @@ pub fn import(
         never.add(&campaign, &l.contacts, now);
         (l, r, h, None)
     } else {
-        let parts = (std::fs::metadata(contacts).map_or(0, |m| m.len()) >> 25) as usize + 1;
-        let tag = (std::process::id(), now.timestamp_micros());
-        let dir = std::env::temp_dir().join(format!("crieur-import-{}-{}", tag.0, tag.1));
-        let part = |id: &str| crieur_store::import_part(id, parts.next_power_of_two());
-        let s = crieur_config::split::split(
-            contacts,
-            opts,
-            parts.next_power_of_two(),
-            &part,
-            &dir,
-            Some(&Bar(&bar)),
-        )?;
-        s.validate(|l| never.add(&campaign, &l.contacts, now))?;
-        (
-            Default::default(),
-            Vec::new(),
-            csv::StringRecord::new(),
-            Some(s),
-        )
+        let bar = Some(&Bar(&bar) as &dyn crate::contacts::Progress);
+        let s = crieur_runner::ops::split_contacts(contacts, opts, &campaign, now, bar, &mut never);
+        (Default::default(), Vec::new(), Default::default(), Some(s?))
     };
     // Everything is validated before the store is created or touched.
     actx.preflight()?;
@@ -106,13 +90,7 @@ pub fn import(
     }
     let s = crate::stores::open(store, true)?;
     let mut log = actx.open(store, Some(&campaign))?;
-    let source = match &split {
-        Some(s) => crieur_runner::ops::Source::Split(s),
-        None => crieur_runner::ops::Source::Loaded {
-            loaded: &loaded,
-            rejected: rejected.len(),
-        },
-    };
+    let source = crieur_runner::ops::Source::of(split.as_ref(), &loaded, rejected.len());
     let rows = split.as_ref().map_or(loaded.rows, |s| s.rows);
     let stats = crieur_runner::ops::import_contacts(
         &*s,

@@ -25,6 +25,40 @@ pub enum Source<'a> {
     Split(&'a Split),
 }
 
+impl<'a> Source<'a> {
+    /// The split file if there is one, else the loaded contacts.
+    pub fn of(split: Option<&'a Split>, loaded: &'a Loaded, rejected: usize) -> Source<'a> {
+        match split {
+            Some(s) => Source::Split(s),
+            None => Source::Loaded { loaded, rejected },
+        }
+    }
+}
+
+/// `crieur import`'s all-or-nothing read of `path`: split by contact id into parts under
+/// the temp directory (one per 32 MiB of file, aligned with the store's buckets), every
+/// part validated — its never-callable contacts into `never` — before anything is written.
+pub fn split_contacts(
+    path: &Path,
+    opts: &crieur_config::contacts::Options,
+    campaign: &crieur_config::Campaign,
+    now: DateTime<Utc>,
+    progress: Option<&dyn crieur_config::contacts::Progress>,
+    never: &mut crieur_config::text::NeverWarnings,
+) -> std::result::Result<Split, crieur_config::input::InputErrors> {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let parts = ((size >> 25) as usize + 1).next_power_of_two();
+    let dir = std::env::temp_dir().join(format!(
+        "crieur-import-{}-{}",
+        std::process::id(),
+        now.timestamp_micros()
+    ));
+    let part = |id: &str| crieur_store::import_part(id, parts);
+    let split = crieur_config::split::split(path, opts, parts, &part, &dir, progress)?;
+    split.validate(|l| never.add(campaign, &l.contacts, now))?;
+    Ok(split)
+}
+
 /// The contacts of `source`, read from `file`, written into campaign `campaign` of
 /// `store`, and said so in `log` after `header`.
 pub fn import_contacts(
