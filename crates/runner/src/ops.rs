@@ -41,7 +41,7 @@ impl<'a> Source<'a> {
 pub fn split_contacts(
     path: &Path,
     opts: &crieur_config::contacts::Options,
-    campaign: &crieur_config::Campaign,
+    campaign: &crieur_config::campaign::Campaign,
     now: DateTime<Utc>,
     progress: Option<&dyn crieur_config::contacts::Progress>,
     never: &mut crieur_config::text::NeverWarnings,
