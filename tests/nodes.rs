@@ -67,6 +67,19 @@ fn wait(mut child: Child, name: &str, deadline: Instant) -> Output {
     }
 }
 
+/// Waits for every node (until `deadline`): each must end successfully.
+fn wait_all(nodes: Vec<(String, Child)>, deadline: Instant) {
+    for (name, child) in nodes {
+        let o = wait(child, &name, deadline);
+        assert!(
+            o.status.success(),
+            "{name}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+    }
+}
+
 /// One value from the shared store's database (on a thread of its own: the client runs a
 /// runtime).
 fn query<T: for<'a> postgres::types::FromSql<'a> + Send>(url: &str, sql: &str) -> T {
@@ -87,31 +100,20 @@ fn query_i64(url: &str, sql: &str) -> i64 {
     query(url, sql)
 }
 
-#[test]
-fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
-    let Some(db) = PgDb::new() else { return };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let d = dir.path();
-    tone_wav(&d.join("msg.wav"), 3.0);
-    tone_wav(&d.join("confirm.wav"), 0.5);
-    // 30 contacts, then 3 whose consent came later (due last): opted out mid-run.
-    let mut csv = String::from(CONTACTS_HEADER);
-    for i in 0..33 {
-        let granted = if i < 30 { "2020-01-01" } else { "2020-06-01" };
-        csv.push_str(&format!(
-            "n{i:02},+3361500{i:02}00,,daily 00:00-24:00,{granted}T00:00:00Z,,,test,p{i}\n"
-        ));
-    }
-    std::fs::write(d.join("contacts.csv"), csv).unwrap_or_else(|e| panic!("{e}"));
+/// The campaign `nodes` in `dir` (a `message_secs` message, 2 calls/s, 4 at once), `csv`'s
+/// contacts imported into the store at `url`, and sipp answering every call for `secs`.
+fn campaign(dir: &Path, url: &str, csv: &str, message_secs: f32, secs: u64) -> Sipp {
+    tone_wav(&dir.join("msg.wav"), message_secs);
+    tone_wav(&dir.join("confirm.wav"), 0.5);
+    std::fs::write(dir.join("contacts.csv"), csv).unwrap_or_else(|e| panic!("{e}"));
     let port = free_port();
     let campaign = CampaignToml::new("nodes", port)
         .ring_timeout_secs(15)
         .pacing(2, 4)
         .build();
-    std::fs::write(d.join("c.toml"), campaign).unwrap_or_else(|e| panic!("{e}"));
-    let url = db.url.as_str();
+    std::fs::write(dir.join("c.toml"), campaign).unwrap_or_else(|e| panic!("{e}"));
     let o = crieur(
-        d,
+        dir,
         &[
             "import",
             "--campaign",
@@ -125,12 +127,29 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let _sipp = Sipp::scenario(&answer_scenario("0 101", BYE_200))
-        .in_dir(d, "answer")
+    Sipp::scenario(&answer_scenario("0 101", BYE_200))
+        .in_dir(dir, "answer")
         .port(port)
         .calls(1000)
-        .timeout_secs(180)
-        .start();
+        .timeout_secs(secs)
+        .start()
+}
+
+#[test]
+fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
+    let Some(db) = PgDb::new() else { return };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    // 30 contacts, then 3 whose consent came later (due last): opted out mid-run.
+    let mut csv = String::from(CONTACTS_HEADER);
+    for i in 0..33 {
+        let granted = if i < 30 { "2020-01-01" } else { "2020-06-01" };
+        csv.push_str(&format!(
+            "n{i:02},+3361500{i:02}00,,daily 00:00-24:00,{granted}T00:00:00Z,,,test,p{i}\n"
+        ));
+    }
+    let url = db.url.as_str();
+    let _sipp = campaign(d, url, &csv, 3.0, 180);
     let deadline = Instant::now() + Duration::from_secs(170);
     let mut nodes: Vec<(String, Child)> = (1..=3)
         .map(|k| {
@@ -178,15 +197,7 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
         );
         assert!(o.status.success(), "{}", text(&o.stderr));
     }
-    for (name, child) in nodes {
-        let o = wait(child, &name, deadline);
-        assert!(
-            o.status.success(),
-            "{name}: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-    }
+    wait_all(nodes, deadline);
     // No contact dialled twice; nobody after their opt-out; no lease left behind.
     let twice = "SELECT count(*) FROM (SELECT contact FROM crieur_attempts \
                  GROUP BY contact HAVING count(*) > 1) t";
@@ -233,4 +244,108 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
         !o.status.success(),
         "the killed node's log alone has an INVITE without its outcome"
     );
+}
+
+#[test]
+fn an_opt_out_through_one_nodes_api_hangs_up_the_call_another_node_has_in_progress() {
+    let Some(db) = PgDb::new() else { return };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    // One contact, a 30 s message: its call is in progress on one node or the other.
+    let number = "+33615000100";
+    let csv =
+        format!("{CONTACTS_HEADER}n00,{number},,daily 00:00-24:00,2020-01-01T00:00:00Z,,,test,p\n");
+    let url = db.url.as_str();
+    let _sipp = campaign(d, url, &csv, 30.0, 120);
+    let deadline = Instant::now() + Duration::from_secs(100);
+    let nodes: Vec<(String, Child)> = ["node-a", "node-b"]
+        .iter()
+        .map(|name| (name.to_string(), node(d, url, name)))
+        .collect();
+    // Both serve their API; the call is placed by one of them.
+    for (name, _) in &nodes {
+        let owner = d.join(format!("{name}.audit/owner.json"));
+        while !owner.exists() {
+            assert!(Instant::now() < deadline, "{name} serves no API");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let holder = loop {
+        let holder: Option<String> = query(url, "SELECT min(node) FROM crieur_leases");
+        if let Some(name) = holder {
+            break name;
+        }
+        assert!(Instant::now() < deadline, "no node placed the call");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Well into the call (answered, the message playing).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(query_i64(url, "SELECT count(*) FROM crieur_leases"), 1);
+    // The opt-out, through the API of the node that does not hold the call.
+    let other = if holder == "node-a" {
+        "node-b"
+    } else {
+        "node-a"
+    };
+    let owner: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join(format!("{other}.audit/owner.json")))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let token = std::fs::read_to_string(owner["token_file"].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut r = agent
+        .post(format!(
+            "http://{}/api/optouts",
+            owner["address"].as_str().unwrap_or_default()
+        ))
+        .header("Authorization", format!("Bearer {}", token.trim()))
+        .header("Content-Type", "application/json")
+        .send(format!("{{\"number\": \"{number}\"}}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answered = Instant::now();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(r.status().as_u16(), 200, "{body}");
+    // The call on the other node ends within 2 s: its lease released, its attempt recorded.
+    loop {
+        let ended = query_i64(
+            url,
+            "SELECT count(*) FROM crieur_attempts WHERE contact = 'n00'",
+        );
+        if ended == 1 && query_i64(url, "SELECT count(*) FROM crieur_leases") == 0 {
+            break;
+        }
+        assert!(
+            answered.elapsed() < Duration::from_secs(2),
+            "{holder}'s call to {number} still in progress 2 s after the opt-out through {other}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Both nodes end (every contact done); the number was never dialled again.
+    wait_all(nodes, deadline);
+    assert_eq!(
+        query_i64(
+            url,
+            "SELECT count(*) FROM crieur_attempts WHERE contact = 'n00'"
+        ),
+        1,
+        "dialled again after the opt-out"
+    );
+    let mut verify = vec![
+        "audit",
+        "verify",
+        "node-a.audit",
+        "node-b.audit",
+        "control.audit",
+    ];
+    let o = crieur(d, &verify);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    verify[1] = "replay";
+    let o = crieur(d, &verify);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
 }

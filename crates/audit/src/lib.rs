@@ -15,7 +15,7 @@ pub mod replay;
 pub mod report;
 pub mod verify;
 
-pub use log::{AuditLog, EncodedRecord, Options, GENESIS};
+pub use log::{AuditLog, EncodedRecord, Options, Pending, GENESIS};
 pub use record::{Entry, Record};
 pub use replay::{replay, ReplayReport, Violation};
 pub use verify::{latest_checkpoint, verify, Break, Unproven, VerifyOptions, VerifyReport};

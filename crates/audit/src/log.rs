@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -73,11 +75,14 @@ impl Default for Options {
 }
 
 /// An open audit log. Appends are buffered; [`AuditLog::commit`] writes and fsyncs them
-/// (group commit). Not thread-safe by itself: share it behind a mutex.
+/// (group commit). Not thread-safe by itself: share it behind a mutex — and then commit in
+/// two steps, [`AuditLog::write_out`] under the mutex and [`Pending::wait`] (the fsync)
+/// after releasing it, so that one writer's fsync never holds up another's appends.
 pub struct AuditLog {
     dir: PathBuf,
     opts: Options,
-    file: File,
+    file: Arc<File>,
+    disk: Arc<Disk>,
     seg: u32,
     seg_bytes: u64,
     next_seq: u64,
@@ -152,9 +157,19 @@ impl AuditLog {
             .map_err(|e| Error::io(&path, e))?;
         let seg_bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         sync_dir(dir)?;
+        let file = Arc::new(file);
         Ok(AuditLog {
             dir: dir.to_path_buf(),
             opts,
+            disk: Arc::new(Disk {
+                synced: Mutex::new(Synced {
+                    file: file.clone(),
+                    path,
+                    upto: 0,
+                }),
+                written: AtomicU64::new(0),
+                poisoned: AtomicBool::new(false),
+            }),
             file,
             seg,
             seg_bytes,
@@ -321,7 +336,7 @@ impl AuditLog {
 
     /// The chain step: envelope + body straight into the group buffer, then its hash.
     fn push_encoded(&mut self, ts: DateTime<Utc>, body: &EncodedRecord) -> Result<u64> {
-        if self.poisoned {
+        if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
         let seq = self.next_seq;
@@ -366,6 +381,13 @@ impl AuditLog {
             .and_then(|f| sync_dir(&self.dir).map(|()| f));
         match opened {
             Ok(f) => {
+                // Everything written to the old segment is synced (the caller committed):
+                // from now on the fsyncs are the new segment's.
+                let f = Arc::new(f);
+                let mut synced = self.disk.synced.lock().map_err(|_| Error::Poisoned)?;
+                synced.file = f.clone();
+                synced.path = path;
+                drop(synced);
                 self.file = f;
                 self.seg += 1;
                 self.seg_bytes = 0;
@@ -381,23 +403,85 @@ impl AuditLog {
 
     /// Writes the buffered records and fsyncs them (one fsync for the whole group).
     pub fn commit(&mut self) -> Result<()> {
-        if self.poisoned {
+        self.write_out()?.wait()
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.poisoned || self.disk.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The first half of [`AuditLog::commit`]: writes the buffered records to the segment
+    /// (the page cache: no fsync); the returned [`Pending`] makes them — and everything
+    /// written before them — durable. Call it under the log's mutex, then release the mutex
+    /// and [`Pending::wait`]: appends and writes of other threads go on during the fsync,
+    /// and one fsync covers every write made before it started (group commit).
+    pub fn write_out(&mut self) -> Result<Pending> {
+        if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        if self.buf.is_empty() {
+        if !self.buf.is_empty() {
+            if let Err(e) = (&*self.file).write_all(&self.buf) {
+                self.poisoned = true;
+                self.disk.poisoned.store(true, Ordering::Release);
+                return Err(Error::io(&self.dir.join(segment_name(self.seg)), e));
+            }
+            self.seg_bytes += self.buf.len() as u64;
+            self.disk
+                .written
+                .fetch_add(self.buf.len() as u64, Ordering::AcqRel);
+            self.buf.clear();
+        }
+        Ok(Pending {
+            disk: self.disk.clone(),
+            upto: self.disk.written.load(Ordering::Acquire),
+        })
+    }
+}
+
+/// What a log has written and what of it is durable, shared with its [`Pending`] syncs.
+struct Disk {
+    /// Held across each fsync: one at a time; a sync whose bytes an fsync that started after
+    /// they were written already covered returns at once.
+    synced: Mutex<Synced>,
+    /// Bytes written since the log was opened (all segments).
+    written: AtomicU64,
+    /// A write or an fsync failed: nothing more is appended in this process.
+    poisoned: AtomicBool,
+}
+
+struct Synced {
+    /// The segment being written (replaced at a rotation, once the old one is synced).
+    file: Arc<File>,
+    path: PathBuf,
+    /// [`Disk::written`] as it was when the last successful fsync started.
+    upto: u64,
+}
+
+/// Records written by [`AuditLog::write_out`], not yet known to be durable.
+#[must_use = "the records are durable only once `wait` returns"]
+pub struct Pending {
+    disk: Arc<Disk>,
+    upto: u64,
+}
+
+impl Pending {
+    /// Returns once the records (and all written before them) are on disk: an fsync, unless
+    /// one that started after they were written has already done it. A failed fsync poisons
+    /// the log (its pages may be lost: nothing more is appended).
+    pub fn wait(self) -> Result<()> {
+        let mut synced = self.disk.synced.lock().map_err(|_| Error::Poisoned)?;
+        if self.disk.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        if synced.upto >= self.upto {
             return Ok(());
         }
-        let path = self.dir.join(segment_name(self.seg));
-        if let Err(e) = self
-            .file
-            .write_all(&self.buf)
-            .and_then(|()| self.file.sync_data())
-        {
-            self.poisoned = true;
-            return Err(Error::io(&path, e));
+        let target = self.disk.written.load(Ordering::Acquire);
+        if let Err(e) = synced.file.sync_data() {
+            self.disk.poisoned.store(true, Ordering::Release);
+            return Err(Error::io(&synced.path, e));
         }
-        self.seg_bytes += self.buf.len() as u64;
-        self.buf.clear();
+        synced.upto = target;
         Ok(())
     }
 }
@@ -452,4 +536,77 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RunStop;
+    use std::sync::PoisonError;
+
+    fn stop(i: usize) -> Record {
+        Record::RunStop(RunStop {
+            reason: format!("r{i}"),
+        })
+    }
+
+    #[test]
+    fn a_shared_log_commits_outside_its_lock_and_one_fsync_serves_earlier_writes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let opts = Options {
+            // A few records a segment: the writers below rotate while others wait.
+            segment_bytes: 600,
+            ..Options::default()
+        };
+        let log = Arc::new(Mutex::new(
+            AuditLog::open(dir.path(), opts).unwrap_or_else(|e| panic!("{e}")),
+        ));
+        let ts = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        // Two writes, the second before the first is synced: its fsync covers both.
+        let first = {
+            let mut l = log.lock().unwrap_or_else(PoisonError::into_inner);
+            l.append(ts, &stop(0)).unwrap_or_else(|e| panic!("{e}"));
+            l.write_out().unwrap_or_else(|e| panic!("{e}"))
+        };
+        let second = {
+            let mut l = log.lock().unwrap_or_else(PoisonError::into_inner);
+            l.append(ts, &stop(1)).unwrap_or_else(|e| panic!("{e}"));
+            l.write_out().unwrap_or_else(|e| panic!("{e}"))
+        };
+        let disk = first.disk.clone();
+        assert!(first.upto < second.upto);
+        second.wait().unwrap_or_else(|e| panic!("{e}"));
+        let synced = disk.synced.lock().map(|s| s.upto).unwrap_or_default();
+        assert!(synced >= disk.written.load(Ordering::Acquire));
+        first.wait().unwrap_or_else(|e| panic!("{e}"));
+        // Writers on several threads, each append durable, across rotations.
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let pending = {
+                            let mut l = log.lock().unwrap_or_else(PoisonError::into_inner);
+                            l.append(ts, &stop(100 * t + i))
+                                .unwrap_or_else(|e| panic!("{e}"));
+                            l.write_out().unwrap_or_else(|e| panic!("{e}"))
+                        };
+                        pending.wait().unwrap_or_else(|e| panic!("{e}"));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap_or_else(|_| panic!("a writer panicked"));
+        }
+        let synced = disk.synced.lock().map(|s| s.upto).unwrap_or_default();
+        assert_eq!(synced, disk.written.load(Ordering::Acquire));
+        drop(log);
+        let segs = segments(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(segs.len() > 5, "{} segments", segs.len());
+        let rep = crate::verify(dir.path(), &crate::VerifyOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rep.records, 102);
+        assert!(rep.first_break.is_none(), "{:?}", rep.first_break);
+    }
 }

@@ -267,6 +267,21 @@ enum Command {
         #[command(flatten)]
         control: run::ControlArgs,
     },
+    /// Serve the control API of a store no run is using: opt-outs, contact status and
+    /// explain, imports into --campaign, metrics, the dashboard (campaigns idle), until
+    /// SIGINT/SIGTERM; `crieur optout …` and `crieur import` go through it. `crieur run` on a
+    /// served store is refused: stop `serve` first.
+    Serve {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The campaigns shown and imported into (TOML; repeat the flag).
+        #[arg(long)]
+        campaign: Vec<PathBuf>,
+        #[command(flatten)]
+        audit: AuditArgs,
+        #[command(flatten)]
+        control: run::ControlArgs,
+    },
     /// The audit log: verify, replay, export, report, checkpoints.
     Audit {
         #[command(subcommand)]
@@ -402,6 +417,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Audit { cmd } => audit::run(&cmd),
+        Command::Serve {
+            store,
+            campaign,
+            audit,
+            control,
+        } => run::serve_store(&store.store, &campaign, &audit.ctx(), &control),
         Command::Demo { dir } => demo::run(dir),
         Command::Sim { plan, bind } => sim(&plan, bind),
         Command::Run {

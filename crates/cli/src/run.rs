@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crieur_runner::{Counters, Event, RunHandle, RunOptions, Setup, Summary};
+use crieur_runner::{Counters, Event, RunOptions, Setup, Summary};
 
 use crate::campaign::Campaign;
 
@@ -60,6 +60,8 @@ pub fn run(
     control: &ControlArgs,
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
+    // A store served (`crieur serve`) or run by another process: refused, saying by whom.
+    crieur_control::live::refuse_if_owned(&crate::stores::home(store_path, actx))?;
     let store = crate::stores::open(store_path, false)?;
     let s = drive(
         campaign,
@@ -124,18 +126,20 @@ pub fn drive(
         .build()?;
     let (handle, rx) = crieur_runner::control(CONTROL_QUEUE);
     let progress = Progress::new(one);
+    let home = crate::stores::local_dir(store_path, &setup.audit_dir);
     let api = match control {
-        Some(args) => Some(rt.block_on(serve(
-            args,
+        Some(a) => Some(rt.block_on(crieur_control::live::start(
+            &a.options(),
             &setup.campaign,
             shared_store,
             log,
-            &crate::stores::local_dir(store_path, &setup.audit_dir),
+            &home,
             &handle,
         ))?),
         None => None,
     };
-    let feed = api.as_ref().map(|a| a.feed.clone());
+    api.iter().for_each(|a| println!("{}", a.describe()));
+    let feed = api.as_ref().and_then(|a| a.feed.clone());
     let mut observer = |e: &Event| {
         progress.event(e, one);
         if let Some(f) = &feed {
@@ -143,7 +147,7 @@ pub fn drive(
         }
     };
     let r = rt.block_on(async {
-        let signals = tokio::spawn(forward_signals(handle));
+        let signals = tokio::spawn(crieur_runner::control::forward_signals(handle));
         let r = crieur_runner::run(setup, opts, rx, &mut observer).await;
         signals.abort();
         r
@@ -156,50 +160,39 @@ pub fn drive(
 /// Orders waiting for the run at most (more: the API answers 503).
 const CONTROL_QUEUE: usize = 64;
 
-/// Starts the control API of a run and says where it listens.
-async fn serve(
-    args: &ControlArgs,
-    campaign: &Arc<Campaign>,
-    store: Arc<dyn crieur_store::Store + Send + Sync>,
-    log: crieur_runner::SharedLog,
-    home: &Path,
-    handle: &RunHandle,
-) -> anyhow::Result<crieur_control::live::Live> {
-    let opts = crieur_control::live::Options {
-        listen: args.listen,
-        token_file: args.token_file.clone(),
-        env_token: std::env::var("CRIEUR_TOKEN").ok(),
-        webhook_url: args.webhook_url.clone(),
-        webhook_secret_file: args.webhook_secret_file.clone(),
-    };
-    let api = crieur_control::live::start(&opts, campaign, store, log, home, handle).await?;
-    println!(
-        "control   http://{}/ (dashboard, API: /openapi.yaml, metrics: /metrics); token {}",
-        api.address,
-        api.token_file.as_ref().map_or_else(
-            || "from CRIEUR_TOKEN".to_owned(),
-            |f| format!("in {}", f.display())
-        )
-    );
-    Ok(api)
-}
-
-/// SIGINT and SIGTERM as stop orders: the first drains the calls in progress, the next hangs
-/// them up. Each is one stream registered for the whole run: a signal that arrives while the
-/// run is busy is kept, never missed.
-async fn forward_signals(handle: RunHandle) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    loop {
-        let s = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        if handle.stop(s).await.is_err() {
-            return Ok(());
+impl ControlArgs {
+    fn options(&self) -> crieur_control::live::Options {
+        crieur_control::live::Options {
+            listen: self.listen,
+            token_file: self.token_file.clone(),
+            env_token: std::env::var("CRIEUR_TOKEN").ok(),
+            webhook_url: self.webhook_url.clone(),
+            webhook_secret_file: self.webhook_secret_file.clone(),
         }
     }
+}
+
+/// `crieur serve`: the control API of a store no run is using, until SIGINT or SIGTERM.
+pub fn serve_store(
+    store_path: &Path,
+    campaigns: &[PathBuf],
+    actx: &crate::audit::Ctx,
+    control: &ControlArgs,
+) -> anyhow::Result<ExitCode> {
+    let campaigns = campaigns
+        .iter()
+        .map(|c| crate::campaign::load(c).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let home = crate::stores::home(store_path, actx);
+    crieur_control::live::refuse_if_owned(&home)?;
+    let store = crate::stores::open(store_path, false)?;
+    let log = Arc::new(std::sync::Mutex::new(actx.open(store_path, None)?));
+    let header = crieur_runner::header::header("serve", None)?;
+    let api =
+        crieur_control::live::serve(&control.options(), &campaigns, store, log, &home, &header)?;
+    println!("{}", api.describe());
+    println!("stopped   {}", api.serve_until_signal()?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A progress line on a terminal (indicatif), plain log lines otherwise.

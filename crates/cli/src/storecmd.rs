@@ -299,15 +299,7 @@ pub fn optout(
 /// store's lock.
 fn owner(store: &Path) -> anyhow::Result<Option<crieur_control::client::Client>> {
     let c = crieur_control::client::for_store(store)?;
-    if let Some(c) = &c {
-        eprintln!(
-            "note: {} is held by a running crieur (pid {}, campaign {}): going through its control API at {}",
-            store.display(),
-            c.owner.pid,
-            c.owner.campaigns.join(", "),
-            c.owner.address
-        );
-    }
+    c.iter().for_each(|c| eprintln!("{}", c.note(store)));
     Ok(c)
 }
 

@@ -37,3 +37,8 @@ pub fn local_dir(spec: &Path, audit_dir: &Path) -> std::path::PathBuf {
         _ => spec.to_path_buf(),
     }
 }
+
+/// [`local_dir`] of the store `spec` and its audit log.
+pub fn home(spec: &Path, actx: &crate::audit::Ctx) -> std::path::PathBuf {
+    local_dir(spec, &crate::audit::dir_for(spec, actx.dir.as_deref()))
+}

@@ -60,6 +60,26 @@ fn crieur(dir: &Path, args: &[&str]) -> Output {
     }
 }
 
+/// The owner file of `dir/store` once written (20 s at most; else `err`, the owner's
+/// stderr, says why).
+fn wait_owner(dir: &Path, err: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = std::fs::read_to_string(dir.join("store/owner.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no owner file: {}",
+            std::fs::read_to_string(dir.join(err)).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A `crieur run` against sipp, with its control API.
 struct Live {
     dir: tempfile::TempDir,
@@ -117,22 +137,7 @@ impl Live {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"));
-        let owner_file = d.join("store/owner.json");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let owner: Value = loop {
-            if let Some(v) = std::fs::read_to_string(&owner_file)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-            {
-                break v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no owner file: {}",
-                std::fs::read_to_string(d.join("run.err")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let owner = wait_owner(d, "run.err");
         let token_file = PathBuf::from(owner["token_file"].as_str().unwrap_or_default());
         let token = std::fs::read_to_string(&token_file)
             .unwrap_or_else(|e| panic!("{e}"))
@@ -615,4 +620,251 @@ fn the_dashboard_shows_a_live_run_and_its_pause_button_stops_dialling() {
     });
     drop(browser);
     live.stop();
+}
+
+/// The event stream's events (`event:` name, `data:` JSON), read until the stream ends (the
+/// run's process exits) or 90 s pass. `connected` is told once the stream is open.
+fn read_events(
+    url: String,
+    connected: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<Vec<(String, Value)>> {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(90)))
+            .build()
+            .into();
+        let r = agent.get(&url).call().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200);
+        assert!(r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream")));
+        let _ = connected.send(());
+        let mut out = Vec::new();
+        let mut name = String::new();
+        let reader = std::io::BufReader::new(r.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_owned();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(d.trim())
+                    .unwrap_or_else(|e| panic!("an event's data is not JSON: {e}: {line}"));
+                out.push((std::mem::take(&mut name), v));
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn the_event_stream_tells_each_call_placed_and_its_outcome_as_recorded() {
+    // Eight contacts, 1 s messages; paused at once, so that what the stream must tell is
+    // exactly what is dialled after it is open.
+    let mut live = Live::start(8, 4, 4, 1.0);
+    let (st, _) = live.post(&format!("/api/campaigns/{}/pause", live.campaign), "", true);
+    assert_eq!(st, 202);
+    live.wait_state(
+        "paused, nothing in progress",
+        Duration::from_secs(20),
+        |s| s["paused"] == true && s["in_progress"] == 0,
+    );
+    let before: Vec<String> = live
+        .calls()
+        .into_iter()
+        .filter(|c| c["type"] == "placed")
+        .filter_map(|c| c["number"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        live.state()["dialled"].as_u64(),
+        Some(before.len() as u64),
+        "{before:?}"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = read_events(
+        format!("{}/api/events?campaign={}", live.base, live.campaign),
+        tx,
+    );
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("the event stream did not open: {e}"));
+    let (st, _) = live.post(
+        &format!("/api/campaigns/{}/resume", live.campaign),
+        "",
+        true,
+    );
+    assert_eq!(st, 202);
+    // Every contact done: the run ends by itself, and the stream with it.
+    let (status, out) = live.wait();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("every contact is done"), "{out}");
+    let events = reader
+        .join()
+        .unwrap_or_else(|_| panic!("the reader panicked"));
+    for (name, v) in &events {
+        assert_eq!(v["type"].as_str(), Some(name.as_str()), "{v}");
+        assert_eq!(v["campaign"].as_str(), Some(live.campaign.as_str()), "{v}");
+    }
+    let of = |kind: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|(n, _)| n == kind)
+            .map(|(_, v)| v)
+            .collect()
+    };
+    assert_eq!(of("resumed").len(), 1, "{events:?}");
+    // One `placed` for each contact not dialled before the stream opened, each once.
+    let placed = of("placed");
+    let mut numbers: Vec<String> = placed
+        .iter()
+        .filter_map(|v| v["number"].as_str().map(str::to_owned))
+        .collect();
+    numbers.sort();
+    let mut expected: Vec<String> = (0..8).map(number).filter(|n| !before.contains(n)).collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(numbers, expected, "{events:?}");
+    // Each followed by its `ended`, with the outcome the audit log recorded for that call.
+    let recorded: Vec<Value> = live.records("outcome");
+    let ended = of("ended");
+    assert_eq!(ended.len(), placed.len(), "{events:?}");
+    for p in &placed {
+        let call = p["call"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no call in {p}"));
+        let pos = |v: &Value| events.iter().position(|(_, e)| e == v);
+        let e = ended
+            .iter()
+            .find(|e| e["call"] == call)
+            .unwrap_or_else(|| panic!("no `ended` for {call}: {events:?}"));
+        assert!(pos(p) < pos(e), "{call} ended before it was placed");
+        assert_eq!(e["number"], p["number"]);
+        assert_eq!(e["contact"], p["contact"]);
+        let r = recorded
+            .iter()
+            .find(|r| r["call"] == call)
+            .unwrap_or_else(|| panic!("no outcome record for {call}"));
+        assert_eq!(e["outcome"], r["outcome"], "{e} against {r}");
+        assert_eq!(e["outcome"], "answered-completed", "{e}");
+    }
+    // The last counters the stream carried never exceed what the run did.
+    let progress = of("progress");
+    assert!(!progress.is_empty(), "{events:?}");
+    for p in &progress {
+        assert!(p["counters"]["dialled"].as_u64().unwrap_or(99) <= 8, "{p}");
+    }
+    live.check_ended(&out);
+}
+
+#[test]
+fn a_store_served_with_no_run_takes_opt_outs_through_the_command_line_durably_and_audited() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    tone_wav(&d.join("msg.wav"), 1.0);
+    tone_wav(&d.join("confirm.wav"), 0.5);
+    std::fs::write(
+        d.join("c.toml"),
+        CampaignToml::new("live", free_port()).build(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(d.join("k.csv"), csv(0, 3)).unwrap_or_else(|e| panic!("{e}"));
+    let args = ["--campaign", "c.toml", "--store", "store"];
+    let o = crieur(d, &[&["import", "--contacts", "k.csv"][..], &args].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = std::fs::File::create(d.join("serve.err")).unwrap_or_else(|e| panic!("{e}"));
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_crieur"))
+        .args(["serve", "--store", "store", "--campaign", "c.toml"])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let owner = wait_owner(d, "serve.err");
+    let base = format!("http://{}", owner["address"].as_str().unwrap_or_default());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    // Through the command line, which finds the served store's owner.
+    let n = number(1);
+    let o = crieur(d, &["optout", "add", &n, "--store", "store"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stderr).contains("going through its control API"));
+    assert!(text(&o.stdout).contains("opt-out recorded (durable)"));
+    let o = crieur(d, &["optout", "check", &n, "--store", "store"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    // The campaign is shown idle; its contacts explained; no run to pause.
+    let get = |url: &str| -> (u16, Value) {
+        let mut r = agent
+            .get(format!("{base}{url}"))
+            .call()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        (r.status().as_u16(), v)
+    };
+    let (st, v) = get("/api/campaigns/live");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["running"], false, "{v}");
+    let (st, v) = get("/api/campaigns/live/contacts/k001");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["opted_out"], true, "{v}");
+    assert_eq!(v["dialable_now"], false, "{v}");
+    let token = std::fs::read_to_string(owner["token_file"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    let r = agent
+        .post(format!("{base}/api/campaigns/live/pause"))
+        .header("Authorization", format!("Bearer {}", token.trim()))
+        .send("")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 409);
+    // A run on the served store is refused, saying by whom.
+    let o = crieur(d, &["run", "--campaign", "c.toml", "--store", "store"]);
+    assert!(!o.status.success());
+    let pid = owner["pid"].as_u64().unwrap_or_default();
+    assert!(
+        text(&o.stderr).contains(&format!("held by a running crieur (pid {pid}")),
+        "{}",
+        text(&o.stderr)
+    );
+    // SIGTERM: a clean stop, the owner file gone.
+    let killed = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(s)) = serve.try_wait() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "crieur serve did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert!(!d.join("store/owner.json").exists());
+    // Durable: the store, opened directly now, has it; audited: the log says so, and verifies.
+    let o = crieur(d, &["optout", "check", &n, "--store", "store"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert!(!text(&o.stderr).contains("control API"));
+    let mut changes = Vec::new();
+    for e in std::fs::read_dir(d.join("store.audit")).unwrap_or_else(|e| panic!("{e}")) {
+        let p = e.unwrap_or_else(|e| panic!("{e}")).path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            for l in std::fs::read_to_string(p).unwrap_or_default().lines() {
+                let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+                if v["type"] == "opt-out-list-change" {
+                    changes.push(v);
+                }
+            }
+        }
+    }
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["action"], "add");
+    assert_eq!(changes[0]["numbers"][0].as_str(), Some(n.as_str()));
+    let o = crieur(d, &["audit", "verify", "store.audit"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
 }

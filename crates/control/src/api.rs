@@ -9,8 +9,10 @@
 //! run on tokio's blocking pool, at most [`WRITES`] at once (more: 503, nothing written); an
 //! import reserves its slot in the control channel before it writes anything. The event
 //! stream is a broadcast that skips what a slow subscriber lags behind (it is told how many).
-//! The audit log is one: an opt-out's durable record shares its lock with the dial loop's
-//! commits (measured: `BENCHMARKS.md`).
+//! The audit log is one, shared with the dial loop: an opt-out's record takes its lock only to
+//! append and write (no fsync under the lock, on either side); the fsync that makes it
+//! durable runs after, and one fsync covers every record written before it (group commit;
+//! measured: `BENCHMARKS.md`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,7 +54,8 @@ pub const BODY_LIMIT: usize = 64 << 20;
 /// A campaign this process runs.
 pub struct Served {
     pub campaign: Arc<Campaign>,
-    pub handle: RunHandle,
+    /// Its run; `None`: served with no run in progress (`crieur serve`).
+    pub handle: Option<RunHandle>,
     pub feed: Arc<Feed>,
     /// What is counted over the whole campaign now and then ([`Ctx::refresh`]).
     pub snapshot: Mutex<Option<Snapshot>>,
@@ -80,7 +83,7 @@ pub struct Ctx {
     campaigns: BTreeMap<String, Served>,
     token_hash: [u8; 32],
     loopback: bool,
-    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    metrics: Option<Arc<crate::metrics::Registry>>,
     writes: Semaphore,
 }
 
@@ -297,8 +300,20 @@ async fn auth(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Response
     // A token given must be right, even where none is needed.
     let given = req.headers().contains_key(header::AUTHORIZATION);
     let open = read && (ctx.loopback || static_page) && !given;
+    let route = match (req.method(), req.uri().path()) {
+        (_, "/metrics") => "metrics",
+        (&Method::POST, p) if p.starts_with("/api/optouts") => "optout",
+        _ => "other",
+    };
+    #[allow(clippy::disallowed_methods)]
+    let t0 = std::time::Instant::now();
     let r = if open || authorised(&ctx, req.headers()) {
-        next.run(req).await
+        let r = next.run(req).await;
+        #[allow(clippy::disallowed_methods)]
+        let took = t0.elapsed();
+        ::metrics::histogram!("crieur_api_request_seconds", "route" => route)
+            .record(took.as_secs_f64());
+        r
     } else {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -341,7 +356,11 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
-    let text = ctx.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let text = ctx
+        .metrics
+        .as_ref()
+        .map(|m| m.render_with(|t| Bytes::copy_from_slice(t.as_bytes())))
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
@@ -352,7 +371,16 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
 }
 
 fn state_json(s: &Served) -> Value {
-    let c = s.handle.counters();
+    let mut c = s
+        .handle
+        .as_ref()
+        .map(RunHandle::counters)
+        .unwrap_or_default();
+    let snap = s.snapshot.lock().ok().and_then(|g| g.clone());
+    if s.handle.is_none() {
+        // No run: what the store holds, as last counted.
+        c.contacts = snap.as_ref().map_or(0, |s| s.contacts as u64);
+    }
     let mut v = counters_json(&c);
     let t = now();
     // Naive: what remains at the rate of the last 10 s.
@@ -363,9 +391,11 @@ fn state_json(s: &Served) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.insert("id".into(), json!(s.campaign.id));
         o.insert("name".into(), json!(s.campaign.name));
-        o.insert("running".into(), json!(!s.handle.is_ended()));
+        o.insert(
+            "running".into(),
+            json!(s.handle.as_ref().is_some_and(|h| !h.is_ended())),
+        );
         o.insert("estimated_end".into(), json!(estimated_end));
-        let snap = s.snapshot.lock().ok().and_then(|g| g.clone());
         o.insert(
             "never_callable".into(),
             json!(snap.as_ref().map(|s| s.never_callable)),
@@ -482,8 +512,23 @@ async fn contact(
     .map_err(ApiError::internal)?
 }
 
+/// The run of `s`, or 409 when it is served with no run.
+fn running(s: &Served) -> ApiResult<&RunHandle> {
+    s.handle.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "no run of `{}` is in progress here (the store is served by `crieur serve`)",
+                s.campaign.id
+            ),
+        )
+    })
+}
+
 fn order(ctx: &Ctx, id: &str, c: Control, what: &str) -> ApiResult<(StatusCode, Json<Value>)> {
-    ctx.served(id)?.handle.offer(c).map_err(ApiError::refused)?;
+    running(ctx.served(id)?)?
+        .offer(c)
+        .map_err(ApiError::refused)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "campaign": id, "order": what })),
@@ -583,10 +628,10 @@ async fn import(
         })?);
     }
     // The run's slot first: once written, the contacts must reach its planner.
-    let permit = match served.handle.reserve() {
-        Ok(p) => Some(p),
-        Err(Refused::Ended(_)) => None,
-        Err(Refused::Full) => return Err(ApiError::busy("control")),
+    let permit = match served.handle.as_ref().map(RunHandle::reserve) {
+        Some(Ok(p)) => Some(p),
+        None | Some(Err(Refused::Ended(_))) => None,
+        Some(Err(Refused::Full)) => return Err(ApiError::busy("control")),
     };
     let campaign = served.campaign.clone();
     let (contacts, v) = write(&ctx, move |c| {
@@ -597,11 +642,8 @@ async fn import(
             .upsert_contacts(&campaign.id, &loaded.contacts)
             .map_err(ApiError::internal)?;
         let at = now();
-        let mut log = c
-            .log
-            .lock()
-            .map_err(|_| ApiError::internal("audit log lock poisoned"))?;
-        log.append_durable(
+        crieur_dial::session::append_durable_shared(
+            &c.log,
             at,
             &Record::Import(ImportRecord {
                 campaign: campaign.id.clone(),
@@ -655,16 +697,22 @@ fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, us
         .store
         .add_opt_outs(numbers, at, source)
         .map_err(ApiError::internal)?;
+    #[allow(clippy::disallowed_methods)]
+    let stored = std::time::Instant::now();
     audit_change(c, "add", numbers, source, at)?;
     #[allow(clippy::disallowed_methods)]
-    let took = t0.elapsed();
+    let audited = std::time::Instant::now();
     ::metrics::histogram!("crieur_optout_durable_seconds", "via" => "api")
-        .record(took.as_secs_f64());
+        .record((audited - t0).as_secs_f64());
+    ::metrics::histogram!("crieur_optout_stage_seconds", "stage" => "store")
+        .record((stored - t0).as_secs_f64());
+    ::metrics::histogram!("crieur_optout_stage_seconds", "stage" => "audit")
+        .record((audited - stored).as_secs_f64());
     let mut hung_up = 0;
     for n in numbers {
         let n = n.to_string();
-        for s in c.campaigns.values() {
-            hung_up += usize::from(s.handle.in_progress().hang_up(&n));
+        for h in c.campaigns.values().filter_map(|s| s.handle.as_ref()) {
+            hung_up += usize::from(h.in_progress().hang_up(&n));
         }
     }
     Ok((new, hung_up))
@@ -677,11 +725,8 @@ fn audit_change(
     source: &str,
     at: DateTime<Utc>,
 ) -> ApiResult<()> {
-    let mut log = c
-        .log
-        .lock()
-        .map_err(|_| ApiError::internal("audit log lock poisoned"))?;
-    log.append_durable(
+    crieur_dial::session::append_durable_shared(
+        &c.log,
         at,
         &Record::OptOutListChange(OptOutListChange {
             action: action.into(),
@@ -790,40 +835,51 @@ async fn events(
         Some(id) => vec![ctx.served(id)?],
         None => ctx.campaigns.values().collect(),
     };
-    let streams = chosen.into_iter().map(|s| {
+    // A campaign with no run has no events: its stream stays open, with keep-alives.
+    let idle = chosen.iter().any(|s| s.handle.is_none());
+    let streams = chosen.into_iter().filter_map(|s| {
         let id = s.campaign.id.clone();
-        stream::unfold(
-            (s.handle.subscribe(), id, None::<tokio::time::Instant>),
-            |(mut rx, id, mut last_progress)| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(e) => {
-                            // The counters change at every turn of the loop: at most one
-                            // `progress` a second.
-                            if let crieur_runner::Event::Progress(_) = e {
-                                let t = tokio::time::Instant::now();
-                                if last_progress.is_some_and(|l| t - l < PROGRESS_EVERY) {
-                                    continue;
+        let rx = s.handle.as_ref()?.subscribe();
+        Some(
+            stream::unfold(
+                (rx, id, None::<tokio::time::Instant>),
+                |(mut rx, id, mut last_progress)| async move {
+                    loop {
+                        match rx.recv().await {
+                            Ok(e) => {
+                                // The counters change at every turn of the loop: at most one
+                                // `progress` a second.
+                                if let crieur_runner::Event::Progress(_) = e {
+                                    let t = tokio::time::Instant::now();
+                                    if last_progress.is_some_and(|l| t - l < PROGRESS_EVERY) {
+                                        continue;
+                                    }
+                                    last_progress = Some(t);
                                 }
-                                last_progress = Some(t);
+                                if let Some(v) = event_json(&id, &e) {
+                                    let kind = v["type"].as_str().unwrap_or("event").to_owned();
+                                    let ev = SseEvent::default().event(kind).data(v.to_string());
+                                    return Some((Ok(ev), (rx, id, last_progress)));
+                                }
                             }
-                            if let Some(v) = event_json(&id, &e) {
-                                let kind = v["type"].as_str().unwrap_or("event").to_owned();
-                                let ev = SseEvent::default().event(kind).data(v.to_string());
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                let v = json!({"type": "lagged", "campaign": id, "skipped": n});
+                                let ev = SseEvent::default().event("lagged").data(v.to_string());
                                 return Some((Ok(ev), (rx, id, last_progress)));
                             }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            let v = json!({"type": "lagged", "campaign": id, "skipped": n});
-                            let ev = SseEvent::default().event("lagged").data(v.to_string());
-                            return Some((Ok(ev), (rx, id, last_progress)));
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     }
-                }
-            },
+                },
+            )
+            .boxed(),
         )
-        .boxed()
     });
-    Ok(Sse::new(stream::select_all(streams)).keep_alive(KeepAlive::default()))
+    let all = stream::select_all(streams);
+    let all = if idle {
+        all.chain(stream::pending()).boxed()
+    } else {
+        all.boxed()
+    };
+    Ok(Sse::new(all).keep_alive(KeepAlive::default()))
 }

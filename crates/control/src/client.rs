@@ -42,6 +42,17 @@ pub fn for_store(store: &Path) -> Result<Option<Client>> {
 }
 
 impl Client {
+    /// What the command line says when it goes through the owner of `store`.
+    pub fn note(&self, store: &Path) -> String {
+        format!(
+            "note: {} is held by a running crieur (pid {}, campaign {}): going through its control API at {}",
+            store.display(),
+            self.owner.pid,
+            self.owner.campaigns.join(", "),
+            self.owner.address
+        )
+    }
+
     pub fn new(owner: Owner) -> Result<Client> {
         let token = match &owner.token_file {
             Some(f) => std::fs::read_to_string(f)

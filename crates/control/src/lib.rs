@@ -1,11 +1,12 @@
 //! crieur's control plane: what the process that owns a store serves while it runs a campaign
-//! (`crieur run`) — an HTTP API to watch and steer it (pause, resume, stop; opt-outs and
+//! (`crieur run`), or while it holds a store with no run (`crieur serve`) — an HTTP API to watch and steer it (pause, resume, stop; opt-outs and
 //! contact imports while it dials), Prometheus metrics, a server-sent event stream of call
 //! events, optional webhooks and a live dashboard page. Specified in `docs/openapi.yaml`
 //! (served at `/openapi.yaml`).
 //!
 //! * [`api`] — the routes, the token check, the bounded work queues.
-//! * [`live`] — the API started beside a run (token, listener, owner file, server).
+//! * [`live`] — the API started beside a run, or alone on a store (`crieur serve`): token,
+//!   listener, owner file, server.
 //! * [`owner`] — `<store>/owner.json`: where the owner of a store listens, so that
 //!   `crieur optout …` and `crieur import` go through it instead of failing on the store's
 //!   lock.
@@ -38,6 +39,16 @@ pub enum Error {
     /// The owner file cannot be read as one.
     #[error("{path}: not an owner file: {why}")]
     OwnerFile { path: String, why: String },
+    /// Another live process owns the store (its owner file in `home`).
+    #[error("{home} is held by a running crieur (pid {pid}, its control API at http://{address}/): stop it first (SIGINT or SIGTERM), or go through its API")]
+    Owned {
+        home: String,
+        pid: u32,
+        address: std::net::SocketAddr,
+    },
+    /// The audit log could not be written.
+    #[error("writing the audit log")]
+    Audit(#[source] crieur_dial::Error),
     /// The running owner refused or failed a request.
     #[error("{0}")]
     Api(#[from] client::ApiError),

@@ -183,7 +183,7 @@ fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
             log.clone(),
             vec![Served {
                 campaign: Arc::new(campaign.clone()),
-                handle: handle.clone(),
+                handle: Some(handle.clone()),
                 feed: Arc::new(Feed::new(&id, None)),
                 snapshot: Mutex::new(None),
             }],

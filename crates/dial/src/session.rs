@@ -460,7 +460,7 @@ impl<'p> Session<'p> {
         net: &mut dyn Network,
         probe: &mut dyn Probe,
     ) -> Result<()> {
-        self.log()?.commit()?;
+        commit_shared(&self.log)?;
         step(
             probe,
             Point::Committed {
@@ -629,7 +629,7 @@ impl<'p> Session<'p> {
             self.record_breaker(t, Some(call))?;
             step(probe, Point::Breaker)?;
         }
-        self.log()?.commit()?;
+        commit_shared(&self.log)?;
         step(probe, Point::CallCommitted)?;
         Ok(Some(Ended {
             contact: c.contact,
@@ -666,19 +666,46 @@ impl OptOutRecorder {
     ) -> Result<()> {
         self.store.add_opt_out(number, at, how)?;
         step(probe, Point::OptOutStored)?;
-        self.log
-            .lock()
-            .map_err(|_| Error::Poisoned("audit log"))?
-            .append_durable(
+        append_durable_shared(
+            &self.log,
+            at,
+            &Record::OptOutRecorded(OptOutRecorded {
+                call: call.to_owned(),
+                number: number.to_string(),
                 at,
-                &Record::OptOutRecorded(OptOutRecorded {
-                    call: call.to_owned(),
-                    number: number.to_string(),
-                    at,
-                }),
-            )?;
+            }),
+        )?;
         step(probe, Point::OptOutLogged)
     }
+}
+
+/// Commits a log other threads write to as well: what is buffered is written under its lock,
+/// then synced after the lock is released — so that the others' appends (an opt-out, the
+/// dial loop's records) never wait behind this fsync, and one fsync serves every write made
+/// before it (group commit).
+pub fn commit_shared(log: &Mutex<AuditLog>) -> Result<()> {
+    let pending = log
+        .lock()
+        .map_err(|_| Error::Poisoned("audit log"))?
+        .write_out()?;
+    pending.wait()?;
+    Ok(())
+}
+
+/// Appends `record` to a shared log and returns once it is durable ([`commit_shared`]); its
+/// seq.
+pub fn append_durable_shared(
+    log: &Mutex<AuditLog>,
+    at: DateTime<Utc>,
+    record: &Record,
+) -> Result<u64> {
+    let (seq, pending) = {
+        let mut log = log.lock().map_err(|_| Error::Poisoned("audit log"))?;
+        let seq = log.append(at, record)?;
+        (seq, log.write_out()?)
+    };
+    pending.wait()?;
+    Ok(seq)
 }
 
 /// A run's stop record, durable (appended at `now`, checkpointed, committed).

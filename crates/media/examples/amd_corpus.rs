@@ -4,9 +4,14 @@
 //! point against the labelled beep (or greeting) end, the CPU per analysed call-second, and
 //! every misjudged file.
 //!
-//! `cargo run --release -p crieur-media --example amd_corpus -- DIR [--asterisk N]`
+//! `cargo run --release -p crieur-media --example amd_corpus -- DIR [--asterisk N] [--echo E]`
 //! (`--asterisk N`: Asterisk's `amd.conf` defaults with `maximum_number_of_words` N instead
-//! of crieur's, Asterisk's `MACHINE` on initial silence counted as `machine`)
+//! of crieur's, Asterisk's `MACHINE` on initial silence counted as `machine`; `--echo E`: our
+//! message `audio/rappel-fr.wav`, from 300 ms after the answer as the UAC plays it, is the
+//! detector's echo reference, and with E a number comes back on the line too — through a
+//! short dispersive hybrid response at E dB of echo return loss, 20–250 ms late (varying per
+//! file) — before G.711; `--echo none`: the reference only, no echo on the line, as on the
+//! whole path with the simulated callee)
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
@@ -56,6 +61,21 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .position(|a| a == "--asterisk")
         .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(2));
     let params = asterisk.map_or_else(AmdParams::default, AmdParams::asterisk);
+    let echo = args
+        .iter()
+        .position(|a| a == "--echo")
+        .and_then(|i| args.get(i + 1))
+        .map(|e| e.parse::<f32>().ok());
+    let ours: Vec<i16> = match echo {
+        Some(_) => Message::load(Path::new("audio/rappel-fr.wav"))?
+            .encoded(Codec::Pcmu)
+            .iter()
+            .map(|&b| Codec::Pcmu.decode(b))
+            .collect(),
+        None => Vec::new(),
+    };
+    // Our message starts after the UAC's 300 ms lead-in.
+    const LEAD_IN: usize = 2400;
     let labels = std::fs::read_to_string(dir.join("labels.tsv"))?;
     let mut results = Vec::new();
     let mut audio_s = 0f64;
@@ -67,11 +87,20 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             continue;
         };
         let msg = Message::load(&dir.join(file))?;
-        let pcm: Vec<i16> = msg
+        let mut pcm: Vec<i16> = msg
             .encoded(Codec::Pcmu)
             .iter()
             .map(|&b| Codec::Pcmu.decode(b))
             .collect();
+        if let Some(Some(erl)) = echo {
+            pcm = with_echo(
+                &pcm,
+                &ours,
+                erl,
+                160 + 8 * ((results.len() * 37) % 230),
+                LEAD_IN,
+            );
+        }
         let c0 = thread_cpu();
         let mut d = Detector::new(t0, params);
         let mut r = Result {
@@ -88,6 +117,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         for rep in 0..REPEAT {
             let mut d2 = Detector::new(t0, params);
             let det = if rep == 0 { &mut d } else { &mut d2 };
+            if echo.is_some() {
+                det.set_reference(t0 + Duration::from_micros(LEAD_IN as u64 * 125), &ours);
+            }
             for (i, pkt) in pcm.chunks(160).enumerate() {
                 det.feed(t0 + Duration::from_millis(20 * (i as u64 + 1)), pkt);
                 while let Some(e) = det.poll_event() {
@@ -139,9 +171,15 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         dir.display(),
         humans.len(),
         machines.len(),
-        match asterisk {
-            Some(n) => format!("Asterisk amd.conf defaults, maximum_number_of_words {n}"),
-            None => "crieur defaults".to_owned(),
+        match (asterisk, echo) {
+            (Some(n), _) => format!("Asterisk amd.conf defaults, maximum_number_of_words {n}"),
+            (None, Some(Some(erl))) => format!(
+                "crieur defaults, our message as the echo reference and on the line at {erl} dB of echo return loss"
+            ),
+            (None, Some(None)) => {
+                "crieur defaults, our message as the echo reference, no echo on the line".to_owned()
+            }
+            (None, None) => "crieur defaults".to_owned(),
         }
     );
     println!();
@@ -260,4 +298,28 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// The far end's audio with our message's echo added: `ours` from sample `start`, through a
+/// short dispersive hybrid response (2 ms) scaled to `erl_db` of echo return loss, `delay`
+/// samples late, then through G.711 µ-law again (the far end encodes what its line carries).
+fn with_echo(far: &[i16], ours: &[i16], erl_db: f32, delay: usize, start: usize) -> Vec<i16> {
+    let ir = [0.7f32, -0.45, 0.3, -0.2, 0.12, -0.06, 0.03];
+    let norm = ir.iter().map(|h| h * h).sum::<f32>().sqrt();
+    let gain = 10f32.powf(-erl_db / 20.0) / norm;
+    far.iter()
+        .enumerate()
+        .map(|(n, &v)| {
+            let e: f32 = ir
+                .iter()
+                .enumerate()
+                .filter_map(|(k, h)| {
+                    let j = n.checked_sub(start + delay + k)?;
+                    Some(h * f32::from(*ours.get(j)?))
+                })
+                .sum();
+            let s = (f32::from(v) + gain * e).clamp(-32768.0, 32767.0) as i16;
+            Codec::Pcmu.decode(Codec::Pcmu.encode(s))
+        })
+        .collect()
 }

@@ -35,6 +35,9 @@
 
 use std::time::{Duration, Instant};
 
+mod echo;
+use echo::EchoCanceller;
+
 /// Samples per analysis frame (10 ms at 8 kHz).
 pub const FRAME: usize = 80;
 const FRAME_MS: u32 = 10;
@@ -64,12 +67,17 @@ const PEAK_DECAY_DB_PER_FRAME: f32 = 0.01;
 /// to a half of the time); an intro's chords or a greeting's music bed leave almost none.
 const QUIET_SHARE: u32 = 4;
 
-/// How far back notes of other pitches make a tone the end of a tune, not a beep: 2 s (two
-/// such notes in it, and no voice since). A tune's notes last 100–500 ms, and only those in
-/// the beep band count (a tune's lower notes are not followed); a two-note beep has one note
-/// before its last, a triple beep's notes are its own pitch, and a beep after a music intro
-/// has the greeting's words between.
+/// How far back notes of other pitches make a tone the end of a tune, not a beep: 2 s
+/// ([`TUNE_NOTES`] such notes in it, and no voice since). A tune's notes last 100–500 ms, and
+/// only those in the beep band count (a tune's lower notes are not followed); a two-note beep
+/// has one note before its last, a rising three-note beep two, a triple beep's notes are its
+/// own pitch, and a beep after a music intro has the greeting's words between.
 const TUNE_SPAN_FRAMES: u64 = 200;
+/// Notes of other pitches in the [`TUNE_SPAN_FRAMES`] before a tone that make it a tune's end:
+/// 3. A beep sequence has at most two notes before its last (a rising three-note beep, as
+/// some carriers' voicemail sounds: all of them were taken for a tune at 2); an arpeggio
+/// of 120–250 ms notes has 4–8 in the beep band in 2 s.
+const TUNE_NOTES: usize = 3;
 
 /// A second-order Butterworth high-pass (RBJ biquad, direct form I).
 #[derive(Debug, Clone, Copy)]
@@ -290,12 +298,15 @@ pub struct AmdParams {
     /// bed, is background under the speaker, not words; a speaker's own syllables stay within
     /// ~20 dB of each other.
     pub voice_range_db: f32,
-    /// Line echo: with our own audio as reference ([`Detector::set_reference`]), a far-end
-    /// frame no louder than our loudest frame of the last 500 ms less this is not voice (it
-    /// may be our message coming back from a 2-/4-wire hybrid). Default 20 dB: G.168 asks
-    /// a hybrid for ≥ 6 dB, typical hybrids give 15–25 dB and the network's echo cancellers
-    /// more; a person or greeting louder than that is still heard. Echo returning louder is
-    /// not handled (it would read as a long greeting: a person cut off).
+    /// Line echo: with our own audio as reference ([`Detector::set_reference`]), its echo is
+    /// cancelled by an adaptive filter once the echo path is found (see [`echo`]); until then
+    /// (the first second of our audio), a far-end frame no louder than our loudest frame of
+    /// the last 500 ms less this is not voice (it may be our message coming back from a
+    /// 2-/4-wire hybrid). Default 6 dB: the least echo return loss ITU-T G.168 allows a
+    /// hybrid, so that even that echo is not a greeting during the warm-up; a far end within
+    /// 6 dB of our message is still heard then, and everything the canceller leaves after.
+    /// (The level guard alone, at 20 dB, hid every greeting 20 dB under our message for the
+    /// whole call: the whole path detected fewer machines than the detector alone.)
     pub echo_return_loss_db: f32,
     /// Beep: lowest and highest frequency (Hz). Default 350–2,100 Hz: the 400–2,000 Hz of
     /// common machines with margin.
@@ -350,7 +361,7 @@ impl Default for AmdParams {
             voice_margin_db: 9.0,
             voice_min_dbfs: -55.0,
             voice_range_db: 22.0,
-            echo_return_loss_db: 20.0,
+            echo_return_loss_db: 6.0,
             beep_min_hz: 350.0,
             beep_max_hz: 2100.0,
             beep_min_length: ms(100),
@@ -414,10 +425,6 @@ fn analyse_level(x: &[f32]) -> f32 {
     }
 }
 
-/// How far back our own audio may come back as echo (the echo path's delay: a hybrid's few
-/// ms plus the network's round trip), in frames: 500 ms.
-const ECHO_SPAN_FRAMES: u64 = 50;
-
 fn analyse(x: &[f32]) -> Frame {
     let n = x.len();
     let energy: f32 = x.iter().map(|v| v * v).sum();
@@ -459,7 +466,7 @@ fn analyse(x: &[f32]) -> Frame {
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
         let one = (freq, purity.min(steadiness_db(x, c)));
         // Not one clean tone, but loud enough for a beep: perhaps two at once.
-        match (one.1 < ONE_TONE_DB && level_dbfs >= -55.0)
+        match (one.1 < ONE_TONE_DB && level_dbfs >= -50.0)
             .then(|| two_tones(x, energy))
             .flatten()
         {
@@ -497,13 +504,24 @@ const TWO_TONE_MARGIN_DB: f32 = 3.0;
 /// leaves much of its energy out).
 fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
     // At lag 1 the fit is ill-conditioned for close tones at low frequencies (8 kHz samples
-    // them finely: G.711 noise pulls both toward their mean); at lag 2 (`cᵢ = 2·cos 2ωᵢ`,
-    // tones up to 2 kHz) it resolves 700 + 1,050 Hz. Both are tried; the better projection
-    // wins.
-    [1usize, 2]
+    // them finely: G.711 noise pulls both toward their mean); at lag L, `cᵢ = 2·cos Lωᵢ`
+    // spreads them L times further apart. Lag 2 (tones up to 2 kHz) resolves 700 + 1,050 Hz;
+    // lags 3 and 4 (tones up to 1,333 and 1,000 Hz) the dual-tone beeps a third apart
+    // (425 + 531, 480 + 600, 600 + 750, 1,000 + 1,250 Hz: 25+ dB where lags 1 and 2 gave
+    // 0–17 dB through A-law); lag 1 keeps a harmonic up to 4 kHz. Higher lags alias (a tone
+    // above 4,000/L Hz reads as another), which the projection rejects. All are tried; the
+    // best projection wins.
+    [1usize, 2, 3, 4]
         .into_iter()
         .filter_map(|lag| {
             let (w1, w2) = two_tone_fit(x, lag)?;
+            // A pair whose lower tone is outside 300–2,200 Hz (the beep band with margin)
+            // makes no beep: not projected (most of speech's frames, whose first formant
+            // fits low, stop here).
+            let lower_hz = w1 * 8000.0 / (2.0 * std::f64::consts::PI);
+            if !(300.0..=2200.0).contains(&lower_hz) {
+                return None;
+            }
             Some((w1, project_two(x, energy, w1, w2)?))
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -552,20 +570,41 @@ fn two_tone_fit(x: &[f32], lag: usize) -> Option<(f64, f64)> {
 /// against the rest, dB.
 fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<f32> {
     // Gram matrix and right-hand side of the projection on cos/sin at ω₁ and ω₂, the
-    // sinusoids stepped by rotation (no trigonometry per sample).
-    let mut g = [[0f64; 5]; 4];
-    let (r1, r2) = ((w1.cos(), w1.sin()), (w2.cos(), w2.sin()));
-    let (mut p1, mut p2) = ((1f64, 0f64), (1f64, 0f64));
+    // sinusoids stepped by rotation (no trigonometry per sample), accumulated in f32 (80
+    // terms of at most 32,768²: well within its precision; the solve is in f64).
+    let (r1, r2) = (
+        (w1.cos() as f32, w1.sin() as f32),
+        (w2.cos() as f32, w2.sin() as f32),
+    );
+    let (mut p1, mut p2) = ((1f32, 0f32), (1f32, 0f32));
+    // The upper triangle of the 4×4 Gram matrix (10 cells) and the 4 right-hand sides.
+    let mut a = [0f32; 14];
     for &v in x {
-        let basis = [p1.0, p1.1, p2.0, p2.1, f64::from(v)];
-        for (row, bi) in g.iter_mut().zip(basis) {
-            for (cell, bj) in row.iter_mut().zip(basis) {
-                *cell += bi * bj;
-            }
-        }
-        p1 = (p1.0 * r1.0 - p1.1 * r1.1, p1.0 * r1.1 + p1.1 * r1.0);
-        p2 = (p2.0 * r2.0 - p2.1 * r2.1, p2.0 * r2.1 + p2.1 * r2.0);
+        let (c1, s1, c2, s2) = (p1.0, p1.1, p2.0, p2.1);
+        a[0] += c1 * c1;
+        a[1] += c1 * s1;
+        a[2] += c1 * c2;
+        a[3] += c1 * s2;
+        a[4] += c1 * v;
+        a[5] += s1 * s1;
+        a[6] += s1 * c2;
+        a[7] += s1 * s2;
+        a[8] += s1 * v;
+        a[9] += c2 * c2;
+        a[10] += c2 * s2;
+        a[11] += c2 * v;
+        a[12] += s2 * s2;
+        a[13] += s2 * v;
+        p1 = (c1 * r1.0 - s1 * r1.1, c1 * r1.1 + s1 * r1.0);
+        p2 = (c2 * r2.0 - s2 * r2.1, c2 * r2.1 + s2 * r2.0);
     }
+    let a = a.map(f64::from);
+    let mut g = [
+        [a[0], a[1], a[2], a[3], a[4]],
+        [a[1], a[5], a[6], a[7], a[8]],
+        [a[2], a[6], a[9], a[10], a[11]],
+        [a[3], a[7], a[10], a[12], a[13]],
+    ];
     let rhs = [g[0][4], g[1][4], g[2][4], g[3][4]];
     // Gaussian elimination with partial pivoting on the augmented 4×5 matrix.
     for col in 0..4 {
@@ -781,8 +820,10 @@ pub struct Detector {
     dropped: bool,
     pending_drop: Option<(Beep, u32)>,
     peak: f32,
-    /// Our own audio's frame levels and the frame it starts at (echo reference).
-    reference: Option<(u64, Vec<f32>)>,
+    /// Line echo of our own audio, cancelled (see [`echo`]).
+    echo: EchoCanceller,
+    /// The loudest the residual echo of our audio can be in the current frame, dBFS.
+    echo_ceiling: f32,
     events: std::collections::VecDeque<AmdEvent>,
 }
 
@@ -814,7 +855,8 @@ impl Detector {
             dropped: false,
             pending_drop: None,
             peak: FLOOR_DBFS,
-            reference: None,
+            echo: EchoCanceller::new(),
+            echo_ceiling: f32::MIN,
             events: std::collections::VecDeque::new(),
         }
     }
@@ -850,10 +892,14 @@ impl Detector {
     pub fn feed(&mut self, now: Instant, samples: &[i16]) {
         self.fill_gap(now);
         for &s in samples {
-            self.buf.push(self.high_pass.step(f32::from(s)));
+            let n = self.frames * FRAME as u64 + self.buf.len() as u64;
+            let x = self.high_pass.step(f32::from(s));
+            // What the far end said, our own echo taken out.
+            self.buf.push(self.echo.process(n, x));
             if self.buf.len() == FRAME {
                 let f = analyse(&self.buf);
                 self.buf.clear();
+                self.echo_ceiling = self.echo.end_frame(self.frames, self.p.echo_return_loss_db);
                 self.step(f);
             }
         }
@@ -921,6 +967,11 @@ impl Detector {
     }
 
     fn is_voice(&self, f: &Frame, floor: f32) -> bool {
+        self.is_voice_but_for_echo(f, floor) && f.level_dbfs > self.echo_ceiling()
+    }
+
+    /// [`Detector::is_voice`] without the echo bound.
+    fn is_voice_but_for_echo(&self, f: &Frame, floor: f32) -> bool {
         // Noise-like frames (many zero crossings and no tonal structure) need more margin:
         // hiss and crackle are not speech; fricatives are, but they sit between vowels.
         let noisy = f.zcr > 0.45 && f.tonality_db < 3.0;
@@ -935,56 +986,48 @@ impl Detector {
             && f.level_dbfs > self.p.voice_min_dbfs
             && f.level_dbfs > floor + margin
             && f.level_dbfs > self.peak - self.p.voice_range_db
-            && f.level_dbfs > self.echo_ceiling()
     }
 
-    /// The loudest our own audio could come back as echo now: the reference's loudest
-    /// frame over the last `ECHO_SPAN` (the echo path's delay), less `echo_return_loss_db`.
+    /// The loudest the echo of our own audio can be in the residual now (dBFS): see
+    /// [`echo`] — the echo estimate less the cancellation shown once the echo path is found,
+    /// our loudest frame of the last 500 ms less `echo_return_loss_db` while it is sought,
+    /// nothing when there is no reference or no echo.
     fn echo_ceiling(&self) -> f32 {
-        let Some((offset, levels)) = &self.reference else {
-            return f32::MIN;
-        };
-        let now = self.frames;
-        let Some(end) = now.checked_sub(*offset) else {
-            return f32::MIN;
-        };
-        let start = end.saturating_sub(ECHO_SPAN_FRAMES);
-        let (start, end) = (
-            usize::try_from(start).unwrap_or(usize::MAX),
-            usize::try_from(end).unwrap_or(usize::MAX),
-        );
-        levels
-            .get(start.min(levels.len())..end.saturating_add(1).min(levels.len()))
-            .and_then(|w| w.iter().copied().reduce(f32::max))
-            .map_or(f32::MIN, |l| l - self.p.echo_return_loss_db)
+        self.echo_ceiling
     }
 
     /// Our own audio, starting at `start` (e.g. the message after its lead-in), as the echo
-    /// reference: far-end frames no louder than it could come back as (see
-    /// [`AmdParams::echo_return_loss_db`]) are not voice. Linear 8 kHz samples.
+    /// reference: its echo is cancelled from the far end's audio before analysis, and what is
+    /// left of it is not voice (see [`echo`] and [`AmdParams::echo_return_loss_db`]). Linear
+    /// 8 kHz samples.
     pub fn set_reference(&mut self, start: Instant, audio: &[i16]) {
-        // Through the same high-pass as the far end's audio, so the levels compare.
-        let mut hp = HighPass::new(HIGH_PASS_HZ);
-        let levels: Vec<f32> = audio
-            .chunks(FRAME)
-            .map(|c| {
-                let x: Vec<f32> = c.iter().map(|&v| hp.step(f32::from(v))).collect();
-                analyse_level(&x)
-            })
-            .collect();
-        let offset = start.saturating_duration_since(self.start).as_millis() / u128::from(FRAME_MS);
-        self.reference = Some((u64::try_from(offset).unwrap_or(u64::MAX), levels));
+        let offset = start.saturating_duration_since(self.start).as_micros() * 8 / 1000;
+        self.echo
+            .set_reference(u64::try_from(offset).unwrap_or(u64::MAX), audio);
     }
 
     /// Our audio stopped: no echo reference any more.
     pub fn clear_reference(&mut self) {
-        self.reference = None;
+        self.echo.clear_reference();
+    }
+
+    /// What the echo canceller knows of the line's echo path (for tests and reports): the
+    /// echo's delay in samples once found, `None` while sought or when there is none.
+    pub fn echo_delay(&self) -> Option<usize> {
+        match self.echo.state() {
+            echo::PathState::Found(d) => Some(d),
+            _ => None,
+        }
     }
 
     fn step(&mut self, f: Frame) {
         let floor = self.floor.get();
         let voiced = self.is_voice(&f, floor);
         let quiet = !voiced && self.is_quiet(&f);
+        // Voice but for the warm-up level guard (the echo path not yet found): our echo or
+        // the far end, unknown — neither a word nor silence for the greeting analysis (as
+        // silence, a greeting under our message's first second made a person waiting).
+        let unknown = !voiced && self.echo.level_guard() && self.is_voice_but_for_echo(&f, floor);
         self.floor.push(f.level_dbfs);
         self.quiet_floor.push(f.level_dbfs);
         // The loudest voice lately, decaying 1 dB/s: what is far under it is background.
@@ -1005,7 +1048,9 @@ impl Detector {
         }
         self.beep_step(&f, floor);
         if self.verdict.is_none() {
-            self.greeting_step(voiced, quiet);
+            if !unknown {
+                self.greeting_step(voiced, quiet);
+            }
         } else {
             self.silence_step(voiced);
         }
@@ -1177,7 +1222,7 @@ impl Detector {
                             .iter()
                             .filter(|(end, f)| *end >= since && (f - freq).abs() > 0.03 * freq)
                             .count();
-                        if led_up >= 2 {
+                        if led_up >= TUNE_NOTES {
                             self.tone = None;
                             return;
                         }
@@ -1275,6 +1320,12 @@ mod tests {
     /// Speech-like: a glottal pulse train (F0 varying) through two resonances, syllables of
     /// 120–250 ms with 30–60 ms dips, `ms` long, at about `dbfs` RMS.
     fn speech(ms: u32, dbfs: f32, seed: u64) -> Vec<f32> {
+        talker(ms, dbfs, seed, 120.0)
+    }
+
+    /// [`speech`] with a pitch contour around `f0_base` Hz: two talkers whose glottal pulses
+    /// do not line up (two `speech` signals have the same pulse train from their start).
+    fn talker(ms: u32, dbfs: f32, seed: u64, f0_base: f32) -> Vec<f32> {
         let mut rng = Rng(seed | 1);
         let n = (ms * 8) as usize;
         let mut out = Vec::with_capacity(n);
@@ -1298,7 +1349,7 @@ mod tests {
                 gap_left -= 1;
                 0.03
             };
-            let f0 = 120.0 + 30.0 * (i as f32 / 2000.0).sin();
+            let f0 = f0_base + 30.0 * (i as f32 / 2000.0).sin();
             phase += f0 / SR;
             let pulse = if phase >= 1.0 {
                 phase -= 1.0;
@@ -1672,14 +1723,18 @@ mod tests {
     #[test]
     fn a_beep_with_a_harmonic_or_two_tones_apart_is_a_beep() {
         // A square-ish beep through the line (its 3rd harmonic 15 dB down), and two tones at
-        // once a fifth or a third apart: none is one sinusoid, all are two. (Two tones a
-        // third apart under ~600 Hz are beyond a 10 ms fit through G.711: not found.)
+        // once a fifth or a third apart: none is one sinusoid, all are two. Close pairs
+        // (425 + 531, 480 + 600, 600 + 750 Hz, a third apart) need the lag-3 or lag-4 fit: at
+        // lags 1 and 2, G.711's noise merges them.
         for (f1, f2, rel) in [
             (800.0, 2400.0, -15.0),
             (1000.0, 3000.0, -20.0),
             (1000.0, 1500.0, 0.0),
             (700.0, 1050.0, 0.0),
             (1000.0, 1250.0, -3.0),
+            (425.0, 531.0, 0.0),
+            (480.0, 600.0, 0.0),
+            (600.0, 750.0, -2.0),
         ] {
             let mut b = tone(400, f1, -20.0);
             for (a, v) in b.iter_mut().zip(tone(400, f2, -20.0 + rel)) {
@@ -1695,9 +1750,9 @@ mod tests {
     }
 
     #[test]
-    fn a_tune_s_last_note_is_not_a_beep_but_a_two_note_beep_is() {
+    fn a_tune_s_last_note_is_not_a_beep_but_a_two_or_three_note_beep_is() {
         // A tune of pure notes ending in silence: its last note is followed by quiet, like a
-        // beep, but two other notes led up to it.
+        // beep, but three other notes led up to it.
         let mut x = speech(2000, -18.0, 3);
         for hz in [523.0, 659.0, 784.0, 1047.0] {
             x.extend(tone(200, hz, -18.0));
@@ -1717,6 +1772,19 @@ mod tests {
         let b = beeps(&ev);
         assert_eq!(b.len(), 1, "{ev:?}");
         assert!((b[0].freq_hz - 1500.0).abs() < 30.0, "{b:?}");
+        // Three rising notes of 110 ms (f, 5/4 f, 3/2 f), the recording after: a beep.
+        let x = cat(&[
+            speech(3000, -18.0, 4),
+            silence(500),
+            tone(110, 900.0, -18.0),
+            tone(110, 1125.0, -18.0),
+            tone(110, 1350.0, -18.0),
+            silence(800),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let b = beeps(&ev);
+        assert_eq!(b.len(), 1, "{ev:?}");
+        assert!((b[0].freq_hz - 1350.0).abs() < 30.0, "{b:?}");
     }
 
     #[test]
@@ -1789,6 +1857,125 @@ mod tests {
             (with.kind, with.cause),
             (Kind::Human, Cause::AfterGreetingSilence),
             "{with:?}"
+        );
+    }
+
+    /// Our message through a hybrid: a short dispersive impulse response (2 ms) scaled to
+    /// `erl_db` of echo return loss, `delay_ms` late, plus `far` (the far end's own audio),
+    /// through G.711.
+    fn line_with_echo(ours: &[f32], far: &[f32], erl_db: f32, delay_ms: u32) -> Vec<i16> {
+        let ir = [0.7f32, -0.45, 0.3, -0.2, 0.12, -0.06, 0.03];
+        let norm = ir.iter().map(|h| h * h).sum::<f32>().sqrt();
+        let gain = 10f32.powf(-erl_db / 20.0) / norm;
+        let delay = (delay_ms * 8) as usize;
+        let line: Vec<f32> = far
+            .iter()
+            .enumerate()
+            .map(|(n, v)| {
+                let echo: f32 = ir
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, h)| {
+                        let j = n.checked_sub(delay + k)?;
+                        Some(h * ours.get(j)?)
+                    })
+                    .sum();
+                v + gain * echo
+            })
+            .collect();
+        g711(&line)
+    }
+
+    /// Feeds `far` with `ours` as the echo reference from the answer; the events and the
+    /// detector.
+    fn run_with_reference(ours: &[f32], far: &[i16]) -> (Vec<AmdEvent>, Detector) {
+        let ours_pcm = g711(ours);
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        d.set_reference(t0, &ours_pcm);
+        let mut ev = Vec::new();
+        for (i, pkt) in far.chunks(160).enumerate() {
+            d.feed(t0 + Duration::from_millis(20 * i as u64 + 20), pkt);
+            ev.extend(std::iter::from_fn(|| d.poll_event()));
+        }
+        (ev, d)
+    }
+
+    /// Our message alone coming back at 6–20 dB of echo return loss, 40–250 ms late, through
+    /// a dispersive hybrid: the canceller finds the path and nothing of it is a word (no
+    /// greeting, no human: the line is silent but for us).
+    #[test]
+    fn our_echo_alone_makes_no_words() {
+        for (erl, delay, f0) in [
+            (6.0, 40, 210.0),
+            (6.0, 40, 120.0),
+            (6.0, 250, 120.0),
+            (12.0, 120, 120.0),
+            (20.0, 60, 120.0),
+            (6.0, 40, 210.0),
+            (10.0, 150, 160.0),
+        ] {
+            let ours = cat(&[silence(300), talker(9700, -16.0, 41, f0)]);
+            let far = line_with_echo(&ours, &silence(10_000), erl, delay);
+            let (ev, d) = run_with_reference(&ours, &far);
+            let v = first_verdict(&ev).expect("a verdict");
+            assert_eq!(
+                (v.kind, v.cause, v.features.words),
+                (Kind::NotSure, Cause::InitialSilence, 0),
+                "ERL {erl} dB, {delay} ms, {f0} Hz: {v:?}"
+            );
+            assert!(beeps(&ev).is_empty(), "{ev:?}");
+            let found = d.echo_delay().expect("the echo path found") as i64;
+            assert!(
+                (found - i64::from(delay * 8)).abs() <= 40,
+                "ERL {erl} dB, {delay} ms: delay {found} samples"
+            );
+        }
+    }
+
+    /// A greeting 16 dB under our message (10 dB under its echo at 6 dB of return loss), or
+    /// 20 dB under it (5 dB under its echo at 15 dB), is heard through the canceller: a long
+    /// greeting, a machine. The level guard (our loudest frame less 20 dB) hid them.
+    #[test]
+    fn a_quiet_greeting_under_our_echo_is_heard() {
+        let ours = cat(&[silence(300), speech(11_700, -16.0, 43)]);
+        let greeting = |dbfs| cat(&[silence(1500), talker(6000, dbfs, 44, 210.0), silence(4500)]);
+        for (erl, delay, level) in [(6.0, 80, -32.0), (15.0, 200, -36.0)] {
+            let far = line_with_echo(&ours, &greeting(level), erl, delay);
+            let (ev, _) = run_with_reference(&ours, &far);
+            let v = first_verdict(&ev).expect("a verdict");
+            assert_eq!(
+                (v.kind, v.cause),
+                (Kind::Machine, Cause::LongGreeting),
+                "ERL {erl} dB: {v:?}"
+            );
+        }
+        // With no echo on the line at all (the callee's network cancels it), a greeting
+        // 24 dB under our message is heard from its first word.
+        let greeting = cat(&[silence(500), talker(6000, -40.0, 45, 190.0), silence(5500)]);
+        let (ev, d) = run_with_reference(&ours, &g711(&greeting));
+        let v = first_verdict(&ev).expect("a verdict");
+        assert_eq!(
+            (v.kind, v.cause),
+            (Kind::Machine, Cause::LongGreeting),
+            "{v:?}"
+        );
+        assert_eq!(d.echo_delay(), None);
+    }
+
+    /// A person answering while our echo comes back 6 dB down: "Hello?" then listening. The
+    /// echo does not make their silence a greeting.
+    #[test]
+    fn a_person_over_a_loud_echo_stays_a_person() {
+        let ours = cat(&[silence(300), speech(9700, -16.0, 46)]);
+        let hello = cat(&[silence(1800), talker(700, -20.0, 47, 200.0), silence(7500)]);
+        let far = line_with_echo(&ours, &hello, 6.0, 100);
+        let (ev, _) = run_with_reference(&ours, &far);
+        let v = first_verdict(&ev).expect("a verdict");
+        assert_eq!(
+            (v.kind, v.cause),
+            (Kind::Human, Cause::AfterGreetingSilence),
+            "{v:?}"
         );
     }
 

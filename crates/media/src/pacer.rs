@@ -18,8 +18,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -37,6 +37,11 @@ const TICK: Duration = Duration::from_millis(1);
 /// Send lateness histogram: buckets of 10 µs up to 100 ms (the last bucket holds the rest).
 const LATE_BUCKET_US: u64 = 10;
 const LATE_BUCKETS: usize = 10_000;
+/// How long a command that does not start audio may wait in a shard's inbox: a shard with
+/// open streams looks at its inbox at least this often (and on every packet tick), so such
+/// commands wake it only when it sleeps longer. A stop, hold, codec or address change still
+/// comes before the stream's next packet: the inbox is read before each tick's packets.
+const LAZY: Duration = Duration::from_millis(20);
 
 /// What a stream reports to its call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,10 +152,83 @@ struct Shared {
     open: AtomicU64,
 }
 
+/// A shard's inbox: the commands its streams' calls queue, and when the shard thread will
+/// next look at them by itself. A command wakes the thread only if it is needed sooner (a
+/// prompt starting before that wake, or any command to a shard asleep until told): calls
+/// opening, steering and closing streams cost no thread switch while the shard is ticking.
+/// Before, every command went through a channel that woke the shard: four or five wake-ups
+/// of a pacer thread per call (S1, BENCHMARKS.md).
+struct Inbox {
+    /// A lock-free queue (std's list channel): a call pushing never waits for the shard, and
+    /// the shard never waits for a call preempted in the middle of a push. The shard never
+    /// blocks on it either: it sleeps on its own (`thread::park`), so a push wakes nobody.
+    queue: mpsc::Sender<Cmd>,
+    /// Set with each push, cleared by the shard before it takes the queue.
+    pending: AtomicBool,
+    /// When the shard next wakes by itself, in ns from `epoch`: [`AWAKE`] while it runs (it
+    /// reads the inbox again before sleeping), [`ASLEEP`] when it sleeps until woken.
+    wake_at: AtomicU64,
+    epoch: Instant,
+    thread: OnceLock<std::thread::Thread>,
+    /// The pacer and its streams on this shard: the thread ends when none is left.
+    handles: AtomicUsize,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("wake_at", &self.wake_at)
+            .field("handles", &self.handles)
+            .finish_non_exhaustive()
+    }
+}
+
+const AWAKE: u64 = 0;
+const ASLEEP: u64 = u64::MAX;
+
+impl Inbox {
+    fn ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(ASLEEP - 1)
+    }
+
+    /// Queues `cmd`, which must be applied by `by`.
+    fn send(&self, cmd: Cmd, by: Instant) {
+        // Fails only once the shard thread is gone (short of a panic, it outlives every
+        // handle): the call then simply plays nothing and ends on its timers.
+        let _ = self.queue.send(cmd);
+        // With the shard's `wake_at` store then `pending` load (both SeqCst): either the
+        // shard sees this command before it sleeps, or this sees when it will wake.
+        self.pending.store(true, Ordering::SeqCst);
+        if self.wake_at.load(Ordering::SeqCst) > self.ns(by + TICK / 2) {
+            self.wake();
+        }
+    }
+
+    /// Queues a command that starts no audio (applied within [`LAZY`]).
+    // An I/O edge: the pacer sends on the clock.
+    #[allow(clippy::disallowed_methods)]
+    fn send_lazy(&self, cmd: Cmd) {
+        self.send(cmd, Instant::now() + LAZY);
+    }
+
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// A handle on this shard (the pacer's or a stream's) is gone.
+    fn release(&self) {
+        if self.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.wake();
+        }
+    }
+}
+
 /// The pacer: one sending thread per shard. Cheap to share (`Arc`); the threads end when the
 /// pacer and every stream are dropped.
 pub struct Pacer {
-    shards: Vec<mpsc::Sender<Cmd>>,
+    shards: Vec<Arc<Inbox>>,
     next_id: AtomicU64,
     shared: Arc<Shared>,
 }
@@ -167,29 +245,40 @@ impl std::fmt::Debug for Pacer {
 #[derive(Debug)]
 pub struct Stream {
     id: u64,
-    shard: mpsc::Sender<Cmd>,
+    shard: Arc<Inbox>,
     counters: Arc<StreamCounters>,
     epoch: Instant,
 }
 
 impl Pacer {
     /// A pacer with `shards` sending threads (at least one).
+    // An I/O edge: the shards' grids start now.
+    #[allow(clippy::disallowed_methods)]
     pub fn new(shards: usize) -> std::io::Result<Pacer> {
         let shared = Arc::new(Shared {
             late: (0..LATE_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             open: AtomicU64::new(0),
         });
-        let mut senders = Vec::new();
+        let mut inboxes = Vec::new();
         for k in 0..shards.max(1) {
-            let (tx, rx) = mpsc::channel();
-            let shared = shared.clone();
-            std::thread::Builder::new()
+            let (queue, rx) = mpsc::channel();
+            let inbox = Arc::new(Inbox {
+                queue,
+                pending: AtomicBool::new(false),
+                wake_at: AtomicU64::new(AWAKE),
+                epoch: Instant::now(),
+                thread: OnceLock::new(),
+                handles: AtomicUsize::new(1),
+            });
+            let (shared, theirs) = (shared.clone(), inbox.clone());
+            let thread = std::thread::Builder::new()
                 .name(format!("rtp-pacer-{k}"))
-                .spawn(move || run_shard(rx, &shared))?;
-            senders.push(tx);
+                .spawn(move || run_shard(&theirs, &rx, &shared))?;
+            let _ = inbox.thread.set(thread.thread().clone());
+            inboxes.push(inbox);
         }
         Ok(Pacer {
-            shards: senders,
+            shards: inboxes,
             next_id: AtomicU64::new(0),
             shared,
         })
@@ -213,9 +302,10 @@ impl Pacer {
         let shard = self.shards[(id % self.shards.len() as u64) as usize].clone();
         let counters = Arc::new(StreamCounters::default());
         let epoch = packetizer.poll_timeout();
-        // A send fails only if the shard thread is gone (it never exits while a sender
-        // lives, short of a panic); the call then simply plays nothing and ends on its timers.
-        let _ = shard.send(Cmd::Open(Box::new(Active {
+        // The shard thread lives while this stream does (short of a panic: the call then
+        // simply plays nothing and ends on its timers).
+        shard.handles.fetch_add(1, Ordering::SeqCst);
+        shard.send_lazy(Cmd::Open(Box::new(Active {
             id,
             socket,
             remote,
@@ -264,30 +354,33 @@ impl Stream {
     /// As [`Stream::play`], after `lead_in` packets of silence (packet *n* still at
     /// `start + n × 20 ms`); [`StreamEvent::FirstPacket`] tells when the audio itself began.
     pub fn play_after(&self, audio: Arc<[u8]>, prompt: Prompt, start: Instant, lead_in: u32) {
-        let _ = self.shard.send(Cmd::Play {
-            id: self.id,
-            audio,
-            prompt,
+        self.shard.send(
+            Cmd::Play {
+                id: self.id,
+                audio,
+                prompt,
+                start,
+                lead_in,
+            },
             start,
-            lead_in,
-        });
+        );
     }
     /// Sends from now on to `remote` (a re-INVITE moved the media, or symmetric RTP latched).
     pub fn set_remote(&self, remote: SocketAddr) {
-        let _ = self.shard.send(Cmd::Remote(self.id, remote));
+        self.shard.send_lazy(Cmd::Remote(self.id, remote));
     }
     /// Holds: nothing is sent, the prompt keeps its place (a prompt started meanwhile waits).
     pub fn hold(&self) {
-        let _ = self.shard.send(Cmd::Hold(self.id));
+        self.shard.send_lazy(Cmd::Hold(self.id));
     }
     /// Ends a hold: the prompt continues where it stopped, on a new schedule from `start`.
     pub fn resume(&self, start: Instant) {
-        let _ = self.shard.send(Cmd::Resume(self.id, start));
+        self.shard.send(Cmd::Resume(self.id, start), start);
     }
     /// Switches codec: its payload type, and each prompt's audio encoded with it
     /// (`[message, confirmation, voicemail]`, same lengths: one byte per sample).
     pub fn set_codec(&self, payload_type: u8, audio: [Arc<[u8]>; 3]) {
-        let _ = self.shard.send(Cmd::Codec {
+        self.shard.send_lazy(Cmd::Codec {
             id: self.id,
             payload_type,
             audio,
@@ -299,7 +392,7 @@ impl Stream {
     }
     /// Stops playback (the stream stays open).
     pub fn stop(&self) {
-        let _ = self.shard.send(Cmd::Stop(self.id));
+        self.shard.send_lazy(Cmd::Stop(self.id));
     }
     /// The stream's counters.
     pub fn counters(&self) -> &StreamCounters {
@@ -309,7 +402,16 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let _ = self.shard.send(Cmd::Close(self.id));
+        self.shard.send_lazy(Cmd::Close(self.id));
+        self.shard.release();
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        for s in &self.shards {
+            s.release();
+        }
     }
 }
 
@@ -362,15 +464,24 @@ fn request_short_slices() {
 
 // The pacer is an I/O edge: it sends on the clock, so it reads it.
 #[allow(clippy::disallowed_methods)]
-fn run_shard(rx: mpsc::Receiver<Cmd>, shared: &Shared) {
+fn run_shard(inbox: &Inbox, rx: &mpsc::Receiver<Cmd>, shared: &Shared) {
     request_short_slices();
     let mut streams: HashMap<u64, Active> = HashMap::new();
     // (due, stream id, generation), earliest first.
     let mut heap: BinaryHeap<Reverse<(Instant, u64, u32)>> = BinaryHeap::new();
-    let grid = Grid {
-        epoch: Instant::now(),
-    };
+    let grid = Grid { epoch: inbox.epoch };
     loop {
+        // The inbox first: a stop, hold, codec or address change queued since the last wake
+        // applies before this tick's packets.
+        inbox.wake_at.store(AWAKE, Ordering::SeqCst);
+        inbox.pending.store(false, Ordering::SeqCst);
+        while let Ok(c) = rx.try_recv() {
+            apply(c, &mut streams, &mut heap, &shared.open);
+        }
+        if inbox.handles.load(Ordering::SeqCst) == 0 && !inbox.pending.load(Ordering::SeqCst) {
+            // The pacer and every stream are gone, and their last commands applied.
+            return;
+        }
         let now = Instant::now();
         // Everything assigned to this tick or an earlier one (a late wake catches up); a wake
         // for a command between ticks sends nothing that belongs to the next tick.
@@ -428,26 +539,22 @@ fn run_shard(rx: mpsc::Receiver<Cmd>, shared: &Shared) {
                 Tx::NotDue => heap.push(Reverse((due, id, generation))),
             }
         }
-        // Sleep until the tick that sends the next due packet, or a command arrives.
-        let wait = heap.peek().map(|Reverse((due, _, _))| {
-            grid.tick_for(*due)
-                .saturating_duration_since(Instant::now())
-        });
-        let cmd = match wait {
-            Some(w) => match rx.recv_timeout(w) {
-                Ok(c) => Some(c),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            },
-            None => match rx.recv() {
-                Ok(c) => Some(c),
-                Err(_) => return,
-            },
-        };
-        let mut next = cmd;
-        while let Some(c) = next {
-            apply(c, &mut streams, &mut heap, &shared.open);
-            next = rx.try_recv().ok();
+        // Sleep until the tick that sends the next due packet — with open streams, at most
+        // [`LAZY`], so their calls' commands need not wake us — or until a command must be
+        // applied sooner.
+        let next = heap
+            .peek()
+            .map(|Reverse((due, _, _))| grid.tick_for(*due))
+            .or_else(|| (!streams.is_empty()).then(|| Instant::now() + LAZY));
+        inbox
+            .wake_at
+            .store(next.map_or(ASLEEP, |t| inbox.ns(t)), Ordering::SeqCst);
+        if inbox.pending.load(Ordering::SeqCst) {
+            continue;
+        }
+        match next {
+            Some(t) => std::thread::park_timeout(t.saturating_duration_since(Instant::now())),
+            None => std::thread::park(),
         }
     }
 }

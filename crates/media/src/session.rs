@@ -121,6 +121,12 @@ pub struct Changes {
 /// An answered call's media.
 pub struct Media {
     codec: Codec,
+    /// Every audio codec this session has sent us in, the current one first. Their payload
+    /// types (static: 0 PCMU, 8 PCMA) keep their meaning for the whole session (RFC 3264
+    /// §8.3.2, "because of the loose synchronization between signaling exchanges of SDP and
+    /// the media stream"): packets the far end sent in the old law before our answer reached
+    /// it still arrive after a switch, and are heard in their own law, not dropped.
+    heard_codecs: Vec<Codec>,
     event_pts: Vec<u8>,
     stream: Stream,
     rtp_peer: PeerFilter,
@@ -156,6 +162,7 @@ impl Media {
     ) -> Media {
         Media {
             codec: answer.codec,
+            heard_codecs: vec![answer.codec],
             event_pts: answer.accepted_event_pts(),
             stream,
             rtp_peer: PeerFilter::new(answer.remote, latch),
@@ -212,6 +219,8 @@ impl Media {
         if codec != self.codec {
             self.codec = codec;
             self.stream.set_codec(codec.payload_type(), audio(codec));
+            self.heard_codecs.retain(|&c| c != codec);
+            self.heard_codecs.insert(0, codec);
             changes.codec = Some(codec);
         }
         // Keys stay accepted on every telephone-event type this session has named, unless
@@ -287,9 +296,13 @@ impl Media {
                 Ok(None) => {}
                 Err(_) => tracing::debug!("dropped a malformed telephone-event"),
             }
-        } else if h.payload_type == self.codec.payload_type() {
+        } else if let Some(codec) = self
+            .heard_codecs
+            .iter()
+            .copied()
+            .find(|c| c.payload_type() == h.payload_type)
+        {
             self.pcm.clear();
-            let codec = self.codec;
             self.pcm.extend(payload.iter().map(|&b| codec.decode(b)));
             self.digits.clear();
             self.tones.feed(&self.pcm, &mut self.digits);
@@ -439,17 +452,23 @@ mod tests {
         crate::sdp::parse_answer(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    #[test]
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
-    fn a_new_offer_moves_holds_switches_and_keeps_every_event_type() {
+    /// The media of a call answered with `answer` at `now` (its stream on a pacer of its own;
+    /// the shard lives as long as the stream).
+    fn answered(answer: &RemoteSdp, now: Instant) -> Media {
         let pacer = crate::pacer::Pacer::new(1).unwrap_or_else(|e| panic!("{e}"));
         let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
-        let now = Instant::now();
-        let answer = sdp("6000 RTP/AVP 0 96", "a=rtpmap:96 telephone-event/8000\r\n");
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let p = rtp::Packetizer::new(0, 1, 0, 0, now);
         let stream = pacer.open(sock, answer.remote, p, tx);
-        let mut m = Media::new(&answer, stream, 1, "x".into(), false, now, 0.5);
+        Media::new(answer, stream, 1, "x".into(), false, now, 0.5)
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
+    fn a_new_offer_moves_holds_switches_and_keeps_every_event_type() {
+        let now = Instant::now();
+        let answer = sdp("6000 RTP/AVP 0 96", "a=rtpmap:96 telephone-event/8000\r\n");
+        let mut m = answered(&answer, now);
         assert_eq!(m.event_pts(), [96, 101]);
         let audio = |_: Codec| -> [Arc<[u8]>; 3] {
             [
@@ -482,5 +501,36 @@ mod tests {
         };
         assert!(ev("127.0.0.1:6000", &mut m).is_empty());
         assert_eq!(ev("127.0.0.1:7000", &mut m), [('9', DtmfMethod::Rfc4733)]);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
+    fn audio_in_the_old_law_arriving_after_a_switch_is_heard_in_that_law() {
+        let now = Instant::now();
+        let mut m = answered(&sdp("6000 RTP/AVP 0", ""), now);
+        let audio =
+            |_: Codec| -> [Arc<[u8]>; 3] { [vec![0u8; 160].into(), vec![].into(), vec![].into()] };
+        let c = m.apply(&sdp("6000 RTP/AVP 8", ""), now, audio);
+        assert_eq!(c.codec, Some(Codec::Pcma));
+        let pkt = |pt: u8, seq: u8, byte: u8| {
+            let mut p = vec![0x80, pt, 0, seq, 0, 0, 0, 9, 0, 0, 0, 2];
+            p.extend_from_slice(&[byte; 160]);
+            p
+        };
+        // A μ-law packet sent before the far end had our answer: kept, decoded as μ-law.
+        let h = m.on_rtp(now, a("127.0.0.1:6000"), &pkt(0, 1, 0x80), 0, true);
+        assert!(h.decoded);
+        assert_eq!(h.audio.map(|(h, _)| h.payload_type), Some(0));
+        assert_eq!(m.last_audio()[0], Codec::Pcmu.decode(0x80));
+        // Then A-law, decoded as A-law.
+        let h = m.on_rtp(now, a("127.0.0.1:6000"), &pkt(8, 2, 0x80), 0, true);
+        assert!(h.decoded);
+        assert_eq!(m.last_audio()[0], Codec::Pcma.decode(0x80));
+        assert_ne!(Codec::Pcmu.decode(0x80), Codec::Pcma.decode(0x80));
+        // A format never negotiated is not audio.
+        assert!(
+            !m.on_rtp(now, a("127.0.0.1:6000"), &pkt(3, 3, 0), 0, true)
+                .decoded
+        );
     }
 }

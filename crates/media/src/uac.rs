@@ -4,8 +4,10 @@
 //!
 //! One [`Uac`] serves many concurrent calls: one SIP loop (a task owning the socket and the
 //! endpoint: datagrams and time in, datagrams and events out, as the pacer drives its
-//! streams), and per call one RTP socket and one task, which steers its call leg through a
-//! command channel and hears its events on its own channel.
+//! streams), and per call one RTP socket pair and one task, which steers its call leg through
+//! a command channel and hears its events on its own channel. The loop and the calls' tasks
+//! share one thread (a single-threaded runtime per `Uac`), so those channels never cross
+//! threads; [`Uac::call`] only hands the call to that thread and waits for its report.
 
 // The I/O edge is where the clock is read; the cores it drives take `now` as input.
 #![allow(clippy::disallowed_methods)]
@@ -268,6 +270,9 @@ pub struct Uac {
     sip: SipLoop,
     local: SocketAddr,
     transport: Transport,
+    /// The loop thread's runtime: the SIP loop and every call's task run there.
+    rt: tokio::runtime::Handle,
+    ports: Arc<RtpPorts>,
     /// TLS without a listener: the socket holding our advertised port (bound, not listening:
     /// a trunk that connects to it is refused at once instead of left waiting).
     _port: Option<socket2::Socket>,
@@ -296,7 +301,8 @@ impl Uac {
     pub async fn start_tcp(bind: SocketAddr, user_agent: &str) -> Result<Uac, Error> {
         check_bind(bind)?;
         let token = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let listener = std::net::TcpListener::bind(bind)?;
+        listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let endpoint = Endpoint::new(SipConfig {
             local,
@@ -306,11 +312,17 @@ impl Uac {
             capabilities: signalling::capabilities(),
             accept_incoming: false,
         });
-        let sip = SipLoop::start(SipNet::Tcp(listener), endpoint, None, token.child_token());
+        let (sip, rt) = LoopThread::start(
+            || Ok(SipNet::Tcp(tokio::net::TcpListener::from_std(listener)?)),
+            endpoint,
+            token.child_token(),
+        )?;
         Ok(Uac {
             sip,
             local,
             transport: Transport::Tcp,
+            rt,
+            ports: Arc::default(),
             buffers: (0, 0),
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -332,14 +344,13 @@ impl Uac {
         check_bind(bind)?;
         let (connector, name) = tls.connector()?;
         let token = CancellationToken::new();
-        let (inbound, holder, local) = match &tls.identity {
+        let (listener, holder, local) = match &tls.identity {
             Some(id) => {
                 let acceptor = id.acceptor()?;
-                let listener = tokio::net::TcpListener::bind(bind).await?;
+                let listener = std::net::TcpListener::bind(bind)?;
+                listener.set_nonblocking(true)?;
                 let local = listener.local_addr()?;
-                let inbound =
-                    crate::listen::Inbound::start(listener, acceptor, token.child_token());
-                (Some(inbound), None, local)
+                (Some((listener, acceptor)), None, local)
             }
             None => {
                 // A port for our Via and Contact: one the system gives, held by a bound
@@ -364,20 +375,34 @@ impl Uac {
             capabilities: signalling::capabilities(),
             accept_incoming: false,
         });
-        let sip = SipLoop::start(
-            SipNet::Tls {
-                connector,
-                name,
-                inbound,
+        let inbound_stop = token.child_token();
+        let (sip, rt) = LoopThread::start(
+            move || {
+                // The listener's tasks on the loop thread too, beside the connections they
+                // hand to the loop.
+                let inbound = match listener {
+                    Some((l, acceptor)) => Some(crate::listen::Inbound::start(
+                        tokio::net::TcpListener::from_std(l)?,
+                        acceptor,
+                        inbound_stop,
+                    )),
+                    None => None,
+                };
+                Ok(SipNet::Tls {
+                    connector,
+                    name,
+                    inbound,
+                })
             },
             endpoint,
-            None,
             token.child_token(),
-        );
+        )?;
         Ok(Uac {
             sip,
             local,
             transport: Transport::Tls,
+            rt,
+            ports: Arc::default(),
             buffers: (0, 0),
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -419,7 +444,7 @@ impl Uac {
                 "SIP socket buffers capped by the kernel (net.core.rmem_max / wmem_max)"
             );
         }
-        let socket = tokio::net::UdpSocket::from_std(socket.into())?;
+        let socket: std::net::UdpSocket = socket.into();
         let local = socket.local_addr()?;
         let endpoint = Endpoint::new(SipConfig {
             local,
@@ -429,11 +454,17 @@ impl Uac {
             capabilities: signalling::capabilities(),
             accept_incoming: false,
         });
-        let sip = SipLoop::start(SipNet::Udp(socket), endpoint, None, token.child_token());
+        let (sip, rt) = LoopThread::start(
+            || Ok(SipNet::Udp(tokio::net::UdpSocket::from_std(socket)?)),
+            endpoint,
+            token.child_token(),
+        )?;
         Ok(Uac {
             sip,
             local,
             transport: Transport::Udp,
+            rt,
+            ports: Arc::default(),
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
             token,
@@ -474,14 +505,68 @@ impl Uac {
     }
 
     /// Places one call and runs its script to the end. `on_opt_out` is called when the
-    /// opt-out key is heard; the confirmation plays only after its future completes `Ok`.
+    /// opt-out key is heard; the confirmation plays only after its future completes `Ok`
+    /// (the future runs on the caller's runtime).
+    ///
+    /// The call runs as a task on the UAC's loop thread, beside the SIP loop: its SIP events
+    /// reach it without crossing threads. This future only waits for its report; dropping it
+    /// aborts the call (as dropping the call itself did).
     pub async fn call(
         &self,
         trunk: &Trunk,
         req: CallRequest,
-        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture,
+        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture + Send + 'static,
     ) -> Result<CallReport, Error> {
         trunk.validate()?;
+        let ctx = CallContext {
+            sip: self.sip.clone(),
+            ports: self.ports.clone(),
+            pacer: self.pacer.clone(),
+            local: self.local,
+            transport: self.transport,
+        };
+        let (trunk, caller) = (trunk.clone(), tokio::runtime::Handle::try_current().ok());
+        let task = self
+            .rt
+            .spawn(async move { ctx.call(&trunk, req, on_opt_out, caller).await });
+        let abort = AbortOnDrop(task.abort_handle());
+        let r = task.await;
+        drop(abort);
+        match r {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The loop thread ended (its `Uac` is being dropped).
+            Err(_) => Err(Error::SipStopped),
+        }
+    }
+}
+
+/// Aborts a call's task when the future waiting for it is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a call's task needs of its [`Uac`].
+struct CallContext {
+    sip: SipLoop,
+    ports: Arc<RtpPorts>,
+    pacer: Arc<Pacer>,
+    local: SocketAddr,
+    transport: Transport,
+}
+
+impl CallContext {
+    async fn call(
+        &self,
+        trunk: &Trunk,
+        req: CallRequest,
+        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture,
+        caller: Option<tokio::runtime::Handle>,
+    ) -> Result<CallReport, Error> {
         if req.lead_in > MAX_LEAD_IN {
             return Err(Error::Config {
                 field: "lead_in",
@@ -506,17 +591,13 @@ impl Uac {
         // reading only: with write interest, every packet the pacer sends would wake the
         // reactor (each freed send buffer is an edge-triggered EPOLLOUT) — measured at a
         // third of the process's CPU in S2 (docs/media.md).
-        let (rtp_send, rtcp_send) = bind_rtp_pair(self.local.ip())?;
-        let (rtp_send, rtcp_send) = (Arc::new(rtp_send), Arc::new(rtcp_send));
-        // SAFETY: each `AsyncFd` owns a clone of its `Arc`, so the socket — and its fd — stays
-        // open for the `AsyncFd`'s whole life, and a `UdpSocket`'s fd never changes.
-        let rtp_sock =
-            unsafe { AsyncFd::register_with_interest(rtp_send.clone(), Interest::READABLE) }
-                .map_err(|e| Error::Io(e.into()))?;
-        let rtcp_sock =
-            unsafe { AsyncFd::register_with_interest(rtcp_send.clone(), Interest::READABLE) }
-                .map_err(|e| Error::Io(e.into()))?;
-        let rtp_local = rtp_send.local_addr()?;
+        let RtpPair {
+            rtp: rtp_send,
+            rtcp: rtcp_send,
+            rtp_fd: rtp_sock,
+            rtcp_fd: rtcp_sock,
+            local: rtp_local,
+        } = self.ports.take(self.local.ip(), Instant::now())?;
         let (pacer_tx, mut pacer_rx) = mpsc::unbounded_channel();
         let call_id = format!("{:032x}@{}", rand::random::<u128>(), self.local.ip());
         let mut local_sdp = LocalSdp::new(rtp_local, rand::random::<u32>().into());
@@ -725,7 +806,13 @@ impl Uac {
                             format!("opt-out key {digit} ({}): recording", method.as_str()),
                         ));
                         if let Some(hook) = on_opt_out.take() {
-                            opt_out_done = Some(tokio::spawn(hook(digit, method)));
+                            // On the caller's runtime: a durable write is its business,
+                            // not the loop thread's.
+                            let hook = hook(digit, method);
+                            opt_out_done = Some(match &caller {
+                                Some(rt) => rt.spawn(hook),
+                                None => tokio::spawn(hook),
+                            });
                         }
                     }
                     Action::KeyPressed { digit, method } => {
@@ -1036,7 +1123,105 @@ impl Uac {
             send(Command::HangUp(leg));
         }
         send(Command::Forget(leg));
+        self.ports.give_back(
+            RtpPair {
+                rtp: rtp_send,
+                rtcp: rtcp_send,
+                rtp_fd: rtp_sock,
+                rtcp_fd: rtcp_sock,
+                local: rtp_local,
+            },
+            Instant::now(),
+        );
         Ok(report)
+    }
+}
+
+/// A call's RTP socket (even port) and RTCP socket (the next one), registered with the loop
+/// thread's reactor for reading only.
+struct RtpPair {
+    rtp: Arc<std::net::UdpSocket>,
+    rtcp: Arc<std::net::UdpSocket>,
+    rtp_fd: AsyncFd<Arc<std::net::UdpSocket>>,
+    rtcp_fd: AsyncFd<Arc<std::net::UdpSocket>>,
+    local: SocketAddr,
+}
+
+impl RtpPair {
+    fn bind(ip: IpAddr) -> Result<RtpPair, Error> {
+        let (rtp, rtcp) = bind_rtp_pair(ip)?;
+        let (rtp, rtcp) = (Arc::new(rtp), Arc::new(rtcp));
+        // SAFETY: each `AsyncFd` owns a clone of its `Arc`, so the socket — and its fd — stays
+        // open for the `AsyncFd`'s whole life, and a `UdpSocket`'s fd never changes.
+        let rtp_fd = unsafe { AsyncFd::register_with_interest(rtp.clone(), Interest::READABLE) }
+            .map_err(|e| Error::Io(e.into()))?;
+        let rtcp_fd = unsafe { AsyncFd::register_with_interest(rtcp.clone(), Interest::READABLE) }
+            .map_err(|e| Error::Io(e.into()))?;
+        let local = rtp.local_addr()?;
+        Ok(RtpPair {
+            rtp,
+            rtcp,
+            rtp_fd,
+            rtcp_fd,
+            local,
+        })
+    }
+}
+
+/// The RTP/RTCP socket pairs of ended calls, handed to later calls instead of binding two
+/// sockets (and registering them, and closing them) per call: six to eight system calls and
+/// a port search each (S1, BENCHMARKS.md). A pair is reused only after [`RtpPorts::QUIET`]
+/// (what the previous far end still had in flight has arrived by then, and is read and
+/// dropped when the pair is taken; a call hears RTP only from its own answer's address
+/// anyway, `session::PeerFilter`) and once the pacer has let go of its stream.
+#[derive(Default)]
+struct RtpPorts {
+    idle: std::sync::Mutex<std::collections::VecDeque<(Instant, RtpPair)>>,
+}
+
+impl RtpPorts {
+    const QUIET: Duration = Duration::from_millis(500);
+    /// Pairs kept at most (two descriptors each); more are closed.
+    const MAX_IDLE: usize = 2048;
+
+    fn take(&self, ip: IpAddr, now: Instant) -> Result<RtpPair, Error> {
+        let reused = {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match idle.front() {
+                // The pair's own `Arc` and its `AsyncFd`'s: the pacer has closed the stream.
+                Some((since, p))
+                    if now.saturating_duration_since(*since) >= Self::QUIET
+                        && Arc::strong_count(&p.rtp) == 2 =>
+                {
+                    idle.pop_front().map(|(_, p)| p)
+                }
+                _ => None,
+            }
+        };
+        match reused {
+            Some(p) => {
+                // What the previous call's far end sent after it ended.
+                let mut buf = [0u8; 1500];
+                for s in [&p.rtp, &p.rtcp] {
+                    while s.recv_from(&mut buf).is_ok() {}
+                }
+                Ok(p)
+            }
+            None => RtpPair::bind(ip),
+        }
+    }
+
+    fn give_back(&self, pair: RtpPair, now: Instant) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < Self::MAX_IDLE {
+            idle.push_back((now, pair));
+        }
     }
 }
 
@@ -1481,6 +1666,7 @@ impl TlsTrunk {
 
 /// One SIP loop: a task that owns a socket (or TCP connections) and a sans-IO [`Endpoint`], takes
 /// [`Command`]s and hands each call its events. The UAC runs one; so does crieur-sim (a UAS).
+#[derive(Clone)]
 pub struct SipLoop {
     commands: mpsc::UnboundedSender<Command>,
     background: Arc<AtomicUsize>,
@@ -1495,9 +1681,19 @@ impl SipLoop {
         incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
         stop: CancellationToken,
     ) -> SipLoop {
+        Self::spawn(socket, endpoint, incoming, stop).0
+    }
+
+    /// [`SipLoop::start`], with the loop's task.
+    fn spawn(
+        socket: SipNet,
+        endpoint: Endpoint,
+        incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
+        stop: CancellationToken,
+    ) -> (SipLoop, tokio::task::JoinHandle<()>) {
         let (commands, rx) = mpsc::unbounded_channel();
         let background = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(sip_loop(
+        let task = tokio::spawn(sip_loop(
             socket,
             endpoint,
             rx,
@@ -1505,10 +1701,13 @@ impl SipLoop {
             background.clone(),
             stop,
         ));
-        SipLoop {
-            commands,
-            background,
-        }
+        (
+            SipLoop {
+                commands,
+                background,
+            },
+            task,
+        )
     }
 
     /// Asks the loop to do something; false if it has stopped.
@@ -1531,6 +1730,39 @@ impl SipLoop {
     /// BYE and CANCEL transactions still running, and those asked for and not yet made.
     pub fn background(&self) -> usize {
         self.background.load(Ordering::SeqCst)
+    }
+}
+
+/// A UAC's loop thread: a single-threaded tokio runtime running the SIP loop and every call's
+/// task. A call's SIP events go from the loop to its task on the same thread (a queue push,
+/// no futex, no thread switch), and its allocations are freed where they were made. The
+/// thread ends when the loop does (its `Uac` dropped); calls still on it are dropped then.
+struct LoopThread;
+
+impl LoopThread {
+    /// Starts the thread and the loop on it; `net` makes the loop's sockets inside the
+    /// thread's runtime, so their readiness is the loop thread's own reactor's.
+    fn start(
+        net: impl FnOnce() -> std::io::Result<SipNet>,
+        endpoint: Endpoint,
+        stop: CancellationToken,
+    ) -> Result<(SipLoop, tokio::runtime::Handle), Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (sip, task) = {
+            let _inside = rt.enter();
+            SipLoop::spawn(net()?, endpoint, None, stop)
+        };
+        std::thread::Builder::new()
+            .name("crieur-sip".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = task.await;
+                })
+            })?;
+        Ok((sip, handle))
     }
 }
 

@@ -180,6 +180,26 @@ impl InProgress {
         }
     }
 
+    /// Hangs up every call in progress whose number `matches`: how many.
+    pub fn hang_up_where(&self, mut matches: impl FnMut(&str) -> bool) -> usize {
+        match self.calls.lock() {
+            Ok(calls) => calls
+                .iter()
+                .filter(|(n, _)| matches(n))
+                .map(|(_, t)| t.cancel())
+                .count(),
+            Err(_) => 0,
+        }
+    }
+
+    /// The numbers of the calls in progress.
+    pub fn numbers(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// How many calls are in progress.
     pub fn len(&self) -> usize {
         self.calls.lock().map_or(0, |c| c.len())
@@ -324,5 +344,112 @@ impl RunHandle {
     /// A receiver notified whenever the counters change.
     pub fn watch_counters(&self) -> watch::Receiver<Counters> {
         self.counters.clone()
+    }
+}
+
+/// SIGINT and SIGTERM as stop orders: the first drains the calls in progress, the next hangs
+/// them up. Each is one stream registered for the whole run: a signal that arrives while the
+/// run is busy is kept, never missed.
+pub async fn forward_signals(handle: RunHandle) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        let s = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        if handle.stop(s).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// How long the opt-out watch waits for a notification at a time (and so how long it takes
+/// to stop).
+const WATCH_WAIT: Duration = Duration::from_millis(500);
+/// The watch's poll: every call in progress re-checked against the store this often, and
+/// after each reconnection (notifications sent while it was down are lost).
+const WATCH_POLL: Duration = Duration::from_secs(30);
+
+/// On a store other processes write to (PostgreSQL: other nodes, their control APIs, the
+/// command line), the thread that hangs up a call in progress here as soon as its number is
+/// opted out anywhere: it LISTENs for each opt-out's notification, and polls the store for
+/// the calls in progress every [`WATCH_POLL`] and after a lost connection. Stopped and joined
+/// when dropped.
+pub(crate) struct OptOutWatcher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OptOutWatcher {
+    /// Starts watching `store` for the calls in `in_progress`, if the store can be watched.
+    pub(crate) fn start(
+        store: Arc<dyn crieur_store::Store + Send + Sync>,
+        in_progress: Arc<InProgress>,
+    ) -> Option<OptOutWatcher> {
+        let mut watch = match store.watch_opt_outs() {
+            Ok(Some(w)) => w,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "opt-outs of other processes cannot be watched");
+                return None;
+            }
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("crieur-optout-watch".into())
+            .spawn(move || {
+                use std::sync::atomic::Ordering;
+                // The first connection, as any reconnection, is followed by a poll.
+                let mut poll_due = true;
+                #[allow(clippy::disallowed_methods)]
+                let mut last_poll = std::time::Instant::now();
+                while !stopping.load(Ordering::Acquire) {
+                    match watch.next(WATCH_WAIT) {
+                        Ok(keys) if !keys.is_empty() => {
+                            let n = in_progress.hang_up_where(|number| keys.contains(&watch.key_of(number)));
+                            if n > 0 {
+                                tracing::info!(calls = n, "opted out elsewhere: hung up");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the opt-out watch lost its connection: polling, then reconnecting");
+                            poll_due = true;
+                            std::thread::sleep(WATCH_WAIT);
+                        }
+                    }
+                    #[allow(clippy::disallowed_methods)]
+                    let now = std::time::Instant::now();
+                    if poll_due || now.duration_since(last_poll) >= WATCH_POLL {
+                        poll_due = false;
+                        last_poll = now;
+                        for number in in_progress.numbers() {
+                            let Ok(n) = number.parse::<crieur_scheduler::E164>() else {
+                                continue;
+                            };
+                            if store.is_opted_out(&n).unwrap_or(false) {
+                                in_progress.hang_up(&number);
+                            }
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        Some(OptOutWatcher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for OptOutWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

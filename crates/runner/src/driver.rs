@@ -773,6 +773,9 @@ async fn event_loop(
         tasks: JoinSet::new(),
         ids: HashMap::new(),
     };
+    // Opted out by another node, its API or the command line: hung up here too.
+    let _watch =
+        crate::control::OptOutWatcher::start(shared.store.clone(), shared.in_progress.clone());
     let r = dial_loop(session, opts, &shared, &mut calls, st).await;
     if r.is_err() {
         // An error stops dialling, not the calls in progress: hang them up cleanly (an

@@ -237,6 +237,12 @@ pub trait Store {
     /// How many contacts of the campaign are remaining (have a due instant) and done, from
     /// counters kept with the due index (no scan of the contacts).
     fn progress(&self, campaign: &str) -> Result<Progress>;
+    /// A watch on the opt-outs other processes record in this store while this one runs
+    /// (PostgreSQL: each opt-out is NOTIFYed at its commit, and the watch LISTENs); `None`:
+    /// nobody else writes the store while a process holds it (the embedded store).
+    fn watch_opt_outs(&self) -> Result<Option<Box<dyn OptOutWatch>>> {
+        Ok(None)
+    }
     /// Told before an import of about `rows` contacts (validated) into `campaign`: a store
     /// may size the campaign's layout for it when it has no contacts yet (the embedded
     /// store: its contacts buckets, so that reading one contact of 10 M reads a value of
@@ -253,6 +259,17 @@ pub trait Store {
         let _ = (campaign, node);
         Ok(None)
     }
+}
+
+/// Opt-outs recorded by any process sharing a store, as they are committed
+/// ([`Store::watch_opt_outs`]).
+pub trait OptOutWatch: Send {
+    /// Waits at most `wait` for opt-outs committed since the last call, and returns the keyed
+    /// hashes of their numbers ([`OptOutWatch::key_of`]). An error: the watch's connection
+    /// failed, and opt-outs committed meanwhile may be missed; the next call reconnects.
+    fn next(&mut self, wait: std::time::Duration) -> Result<Vec<[u8; 32]>>;
+    /// The keyed hash of `number` (E.164 text, as [`E164`] shows it), as `next` gives them.
+    fn key_of(&self, number: &str) -> [u8; 32];
 }
 
 /// A request to [`Store::claim_due`].
@@ -717,12 +734,16 @@ impl SledStore {
 /// HMAC-SHA-256 of the number under the store's opt-out key: how a number is kept (opt-out
 /// list, attempts, leases) by every backend.
 fn keyed_hash(key: &[u8; 32], number: &E164) -> [u8; 32] {
+    keyed_hash_str(key, number.as_str())
+}
+
+fn keyed_hash_str(key: &[u8; 32], number: &str) -> [u8; 32] {
     // HMAC accepts keys of any length: new_from_slice cannot fail for 32 bytes.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC takes keys of any length"),
     };
-    mac.update(number.as_str().as_bytes());
+    mac.update(number.as_bytes());
     mac.finalize().into_bytes().into()
 }
 

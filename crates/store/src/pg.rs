@@ -22,6 +22,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use crieur_scheduler::{Contact, ContactId, WindowsCache, E164};
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Transaction};
 
 use crate::{
@@ -178,6 +179,66 @@ impl PgStore {
     /// The connection string as shown (without its password).
     pub fn name(&self) -> &str {
         &self.shown
+    }
+}
+
+/// The channel each opt-out is NOTIFYed on (its keyed hash, hex), at its commit.
+const OPT_OUT_CHANNEL: &str = "crieur_optouts";
+
+/// A [`crate::OptOutWatch`] on PostgreSQL: a connection of its own that LISTENs on
+/// [`OPT_OUT_CHANNEL`] (made again after a failure). Used from a thread of its own, never a
+/// tokio one (the client runs a runtime).
+struct PgWatch {
+    url: String,
+    key: [u8; 32],
+    client: Option<Client>,
+}
+
+impl crate::OptOutWatch for PgWatch {
+    fn next(&mut self, wait: std::time::Duration) -> Result<Vec<[u8; 32]>> {
+        let client = match &mut self.client {
+            Some(c) => c,
+            None => {
+                let mut c = Client::connect(&self.url, NoTls).map_err(pg_err)?;
+                c.batch_execute(&format!("LISTEN {OPT_OUT_CHANNEL}"))
+                    .map_err(pg_err)?;
+                self.client.insert(c)
+            }
+        };
+        let mut out = Vec::new();
+        let mut heard = |n: &postgres::Notification| {
+            let mut h = [0u8; 32];
+            match hex::decode_to_slice(n.payload(), &mut h) {
+                Ok(()) => out.push(h),
+                Err(e) => {
+                    tracing::warn!(payload = n.payload(), error = %e, "not an opt-out's hash: dropped")
+                }
+            }
+        };
+        let r = (|| -> std::result::Result<(), postgres::Error> {
+            let mut notes = client.notifications();
+            {
+                let mut first = notes.timeout_iter(wait);
+                if let Some(n) = first.next()? {
+                    heard(&n);
+                }
+            }
+            // And whatever else came meanwhile, without waiting.
+            let mut rest = notes.iter();
+            while let Some(n) = rest.next()? {
+                heard(&n);
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.client = None;
+            return Err(pg_err(e));
+        }
+        Ok(out)
+    }
+
+    fn key_of(&self, number: &str) -> [u8; 32] {
+        crate::keyed_hash_str(&self.key, number)
     }
 }
 
@@ -486,20 +547,39 @@ impl Store for PgStore {
         Ok(self.add_opt_outs(std::slice::from_ref(number), at, source)? == 1)
     }
 
+    fn watch_opt_outs(&self) -> Result<Option<Box<dyn crate::OptOutWatch>>> {
+        Ok(Some(Box::new(PgWatch {
+            url: self.url.clone(),
+            key: self.key,
+            client: None,
+        })))
+    }
+
     fn add_opt_outs(&self, numbers: &[E164], at: DateTime<Utc>, source: &str) -> Result<usize> {
         let mut hashes: Vec<Vec<u8>> = numbers.iter().map(|n| self.number_key(n)).collect();
         hashes.sort();
         hashes.dedup();
-        self.with(|c| {
+        self.tx(|t| {
             // The first opt-out of a number is the one kept: its date is the evidence.
-            c.execute(
-                "INSERT INTO crieur_optouts (number_hash, at_s, source) \
-                 SELECT h, $2, $3 FROM unnest($1::bytea[]) AS h \
-                 ON CONFLICT (number_hash) DO NOTHING",
-                &[&hashes, &at.timestamp(), &source],
+            let n = t
+                .execute(
+                    "INSERT INTO crieur_optouts (number_hash, at_s, source) \
+                     SELECT h, $2, $3 FROM unnest($1::bytea[]) AS h \
+                     ON CONFLICT (number_hash) DO NOTHING",
+                    &[&hashes, &at.timestamp(), &source],
+                )
+                .map_err(pg_err)?;
+            // Every node's watch hears of each at the commit (a number already listed too:
+            // a call to it in progress anywhere ends all the same).
+            t.execute(
+                &format!(
+                    "SELECT pg_notify('{OPT_OUT_CHANNEL}', encode(h, 'hex')) \
+                     FROM unnest($1::bytea[]) AS h"
+                ),
+                &[&hashes],
             )
-            .map(|n| n as usize)
-            .map_err(pg_err)
+            .map_err(pg_err)?;
+            Ok(n as usize)
         })
     }
 

@@ -1,0 +1,479 @@
+//! Line echo cancellation for the detector: our own message may come back from the far end's
+//! 2-/4-wire hybrid (ITU-T G.168 allows as little as 6 dB of echo return loss), and heard as
+//! the far end's voice it would make a person's "hello?" a long greeting. A level guard (our
+//! loudest frame less a fixed loss) hides every far end quieter than that; this cancels the
+//! echo instead, so a greeting well under our message is still heard.
+//!
+//! * **Bulk delay.** The echo comes back after the network's round trip (tens to hundreds of
+//!   ms), unknown. The envelopes (mean magnitude per 2.5 ms block) of the far end and of our
+//!   audio are cross-correlated at every lag up to [`MAX_DELAY_BLOCKS`] (500 ms), with
+//!   exponential forgetting; the lag of the highest normalised correlation, once it reaches
+//!   [`RHO_MIN`], places the filter.
+//! * **Filter.** A normalised-LMS adaptive filter of [`TAPS`] taps (8 ms: a hybrid's impulse
+//!   response) from [`PRE_SAMPLES`] before that lag predicts the echo from our audio; the far
+//!   end less the prediction (the residual) is what the detector analyses.
+//! * **Double talk.** Adaptation stops while the far end is louder than half our loudest
+//!   sample in the filter's span (Geigel's detector: louder than any echo with ≥ 6 dB of return
+//!   loss can be), and for [`HANGOVER`] samples after, so far-end speech does not pull the
+//!   filter away.
+//! * **What is left.** The residual still holds some echo (the filter's misadjustment, G.711
+//!   noise). Its level is bounded by the echo estimate's level less the echo return loss
+//!   enhancement (ERLE) the filter has shown: a frame of residual no louder than that (with
+//!   [`ERLE_MARGIN_DB`]) is not voice ([`EchoCanceller::ceiling`]).
+//!
+//! Until the delay is known ([`WARMUP_BLOCKS`] of our audio playing), the level guard with
+//! `echo_return_loss_db` stands in; if by then no echo correlates, the line has no echo we can
+//! measure and nothing is hidden.
+
+use super::{analyse_level, HighPass, FRAME, HIGH_PASS_HZ};
+
+/// Envelope block, samples (2.5 ms).
+const BLOCK: usize = 20;
+/// Longest echo delay looked for, in blocks (500 ms: a hybrid's few ms plus the network's
+/// round trip; G.168 echo cancellers cover 64–128 ms of tail, satellite paths ~500 ms).
+pub(super) const MAX_DELAY_BLOCKS: usize = 200;
+/// Forgetting factor of the envelope correlation, per block: a time constant of 800 blocks
+/// (2 s), long enough to average over syllables, short enough to follow a changed path.
+const FORGET: f32 = 1.0 / 800.0;
+/// Least normalised envelope correlation that says "this lag is our echo": 0.5. The best of
+/// 200 lags between two unrelated talkers' syllabic envelopes reached 0.3–0.4 after 1 s (a
+/// far end "found" that way is hidden while the filter learns nothing); an echo under a
+/// quiet far end correlates 0.6–0.95.
+pub(super) const RHO_MIN: f32 = 0.5;
+/// Blocks of our audio playing (not silent) before the delay estimate is trusted, or its
+/// absence taken as "no echo": 400 blocks (1 s of our message).
+pub(super) const WARMUP_BLOCKS: u32 = 400;
+/// Blocks of our audio after which the level guard stands no more, converged or not: 800
+/// (2 s: the warm-up, then 1 s for the filter).
+const GUARD_BLOCKS: u32 = 2 * WARMUP_BLOCKS;
+/// Filter length, samples (8 ms: a hybrid's impulse response is 2–6 ms after the bulk delay).
+pub(super) const TAPS: usize = 64;
+/// How far before the estimated delay the filter starts, samples (the envelope lag is only
+/// known to a block, 2.5 ms).
+const PRE_SAMPLES: usize = 24;
+/// NLMS step size: 0.3 — on speech the filter converges in ~300 ms; a far end talking under
+/// the echo (too quiet for the double-talk detector) disturbs the taps in proportion to it,
+/// which a larger step (0.5, 1) made a 10 dB loss of ERLE.
+const MU: f32 = 0.3;
+/// Regularisation of the NLMS normalisation (per tap): a −50 dBFS signal's power (sample
+/// units), so the pauses of our message, where the far end is not echo, take no large steps.
+const DELTA: f32 = 10_737.0; // (32768 · 10^(−50/20))²
+/// Leakage of the taps per adapted sample: our speech excites the filter unevenly (voiced
+/// sounds are low-pass), and taps in the directions it leaves unexcited drift under a far end
+/// talking; a fricative then reads them as a loud echo estimate. 1e-4 pulls them back over
+/// ~1 s of adaptation, costing the ERLE under a dB.
+const LEAK: f32 = 1e-4;
+/// Samples adaptation stays off after double talk (30 ms).
+const HANGOVER: u32 = 240;
+/// Margin on the residual echo bound (dB): a residual frame must exceed the echo estimate
+/// less the typical ERLE by this to be voice. Frame-to-frame the ERLE varies by ±3 dB (a
+/// syllable's onset, G.711 noise); a word needs 100 ms of frames above the bound in a row.
+pub(super) const ERLE_MARGIN_DB: f32 = 4.0;
+/// How fast the ERLE estimate moves toward each frame's, dB per 10 ms frame, either way:
+/// 10 dB/s. A tracker with equal steps up and down settles on the median of the frames'
+/// ERLE — one lucky frame is not convergence, and a far end talking over the echo on some
+/// frames does not drag it down much.
+const ERLE_STEP_DB: f32 = 0.1;
+/// ERLE (dB) under which the filter is taken as not yet converged: twice the margin.
+const CONVERGED_DB: f32 = 2.0 * ERLE_MARGIN_DB;
+/// Samples of adaptation (echo without double talk, our audio playing) after which the
+/// filter is converged whatever the measure says: 4,000 (0.5 s; it converges in ~0.3 s on
+/// speech).
+const CONVERGE_SAMPLES: u32 = 4000;
+/// The ERLE a converged filter is credited with at least, dB: 15 — 64 taps on a hybrid's
+/// response through G.711 gave 18–30 dB on our own speech (a high-pitched voice excites
+/// the filter least); a far end talking all along under the echo keeps the measure lower
+/// than the filter's real ERLE.
+const ASSUMED_ERLE_DB: f32 = 15.0;
+/// Frames (10 ms) of our audio whose loudest one bounds the echo during warm-up (500 ms).
+const SPAN_FRAMES: usize = 50;
+
+/// Our audio, as sent, in the far end's sample clock.
+#[derive(Debug, Clone)]
+struct Reference {
+    /// The far-end sample index at which `samples[0]` was sent.
+    offset: u64,
+    /// High-passed (as the far end's audio is) samples.
+    samples: Vec<f32>,
+    /// Mean magnitude per `BLOCK`.
+    env: Vec<f32>,
+    /// Largest magnitude per `BLOCK` (Geigel's detector).
+    peak: Vec<f32>,
+    /// Level per 10 ms frame, dBFS (the warm-up guard).
+    levels: Vec<f32>,
+}
+
+impl Reference {
+    fn new(offset: u64, audio: &[i16]) -> Self {
+        let mut hp = HighPass::new(HIGH_PASS_HZ);
+        let samples: Vec<f32> = audio.iter().map(|&v| hp.step(f32::from(v))).collect();
+        let env = samples
+            .chunks(BLOCK)
+            .map(|c| c.iter().map(|v| v.abs()).sum::<f32>() / BLOCK as f32)
+            .collect();
+        let peak = samples
+            .chunks(BLOCK)
+            .map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs())))
+            .collect();
+        let levels = samples.chunks(FRAME).map(analyse_level).collect();
+        Reference {
+            offset,
+            samples,
+            env,
+            peak,
+            levels,
+        }
+    }
+
+    /// The sample sent at far-end sample index `n` (0 outside our audio).
+    fn at(&self, n: i64) -> f32 {
+        usize::try_from(n - self.offset as i64)
+            .ok()
+            .and_then(|i| self.samples.get(i))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// A block-indexed series at far-end block `k` (0 outside our audio).
+    fn block(series: &[f32], offset: u64, k: i64) -> f32 {
+        let first = (offset as i64).div_euclid(BLOCK as i64);
+        usize::try_from(k - first)
+            .ok()
+            .and_then(|i| series.get(i))
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+/// State of the echo path estimate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum PathState {
+    /// Not enough of our audio yet.
+    WarmingUp,
+    /// The echo's delay is known (samples from sent to heard, the filter's first tap).
+    Found(usize),
+    /// Our audio played for the warm-up and nothing correlated: no measurable echo.
+    NoEcho,
+}
+
+/// The echo canceller (see the module documentation).
+#[derive(Debug, Clone)]
+pub(super) struct EchoCanceller {
+    reference: Option<Reference>,
+    // envelope correlation
+    far_sum: f32,
+    far_block: Option<i64>,
+    /// The previous block's envelopes.
+    far_last: f32,
+    ref_last: f32,
+    far_pow: f32,
+    cross: Vec<f32>,
+    ref_pow: Vec<f32>,
+    /// Recent reference envelopes, mean removed, newest first (`MAX_DELAY_BLOCKS + 1`).
+    ref_hist: std::collections::VecDeque<f32>,
+    active_blocks: u32,
+    state: PathState,
+    // filter
+    /// The adapting filter (background) and the one whose estimate is subtracted
+    /// (foreground): the background is copied over on frames where it cancels better, so a
+    /// spell of misadaptation (a far end talking under the echo) never reaches the residual.
+    taps: [f32; TAPS],
+    fore: [f32; TAPS],
+    /// This frame's residual energies of the background filter.
+    bg_e: f32,
+    /// Samples the filter adapted on since the path was found.
+    adapted: u32,
+    hangover: u32,
+    // per frame
+    far_e: f32,
+    res_e: f32,
+    est_e: f32,
+    double_talk: bool,
+    erle_db: f32,
+    ceiling: f32,
+    /// Whether this frame's bound is the warm-up level guard (what it hides may be the far
+    /// end: unknown, neither voice nor silence).
+    level_guard: bool,
+}
+
+impl EchoCanceller {
+    pub(super) fn new() -> Self {
+        EchoCanceller {
+            reference: None,
+            far_sum: 0.0,
+            far_block: None,
+            far_last: 0.0,
+            ref_last: 0.0,
+            far_pow: 0.0,
+            cross: vec![0.0; MAX_DELAY_BLOCKS + 1],
+            ref_pow: vec![0.0; MAX_DELAY_BLOCKS + 1],
+            ref_hist: std::collections::VecDeque::with_capacity(MAX_DELAY_BLOCKS + 1),
+            active_blocks: 0,
+            state: PathState::WarmingUp,
+            taps: [0.0; TAPS],
+            fore: [0.0; TAPS],
+            bg_e: 0.0,
+            adapted: 0,
+            hangover: 0,
+            far_e: 0.0,
+            res_e: 0.0,
+            est_e: 0.0,
+            double_talk: false,
+            erle_db: 0.0,
+            ceiling: f32::MIN,
+            level_guard: false,
+        }
+    }
+
+    /// Our audio from far-end sample index `offset` on. The path's estimate (delay, filter)
+    /// is kept: it is the same line.
+    pub(super) fn set_reference(&mut self, offset: u64, audio: &[i16]) {
+        self.reference = Some(Reference::new(offset, audio));
+    }
+
+    pub(super) fn clear_reference(&mut self) {
+        self.reference = None;
+    }
+
+    /// Whether the last frame's bound was the warm-up level guard.
+    pub(super) fn level_guard(&self) -> bool {
+        self.level_guard
+    }
+
+    pub(super) fn state(&self) -> PathState {
+        self.state
+    }
+
+    /// One far-end sample (high-passed) at far-end sample index `n`: the residual.
+    pub(super) fn process(&mut self, n: u64, d: f32) -> f32 {
+        let Some(r) = self.reference.as_ref() else {
+            return d;
+        };
+        let n = n as i64;
+        // The envelope correlation, per block.
+        let k = n.div_euclid(BLOCK as i64);
+        if self.far_block != Some(k) {
+            if let Some(done) = self.far_block {
+                let env = self.far_sum / BLOCK as f32;
+                let (offset, renv) = (r.offset, Reference::block(&r.env, r.offset, done));
+                self.correlate(env, renv, offset, done);
+            }
+            self.far_block = Some(k);
+            self.far_sum = 0.0;
+        }
+        self.far_sum += d.abs();
+        let Some(r) = self.reference.as_ref() else {
+            return d;
+        };
+        let PathState::Found(delay) = self.state else {
+            self.far_e += d * d;
+            self.res_e += d * d;
+            return d;
+        };
+        // The filter's span of our audio, oldest first: x[j] was sent at
+        // n − delay − (TAPS − 1 − j).
+        let first = n - delay as i64;
+        let lo = first - (TAPS as i64 - 1) - r.offset as i64;
+        let mut edge = [0f32; TAPS];
+        let x: &[f32] = match usize::try_from(lo)
+            .ok()
+            .and_then(|lo| r.samples.get(lo..lo + TAPS))
+        {
+            Some(w) => w,
+            None => {
+                for (j, v) in edge.iter_mut().enumerate() {
+                    *v = r.at(first - (TAPS - 1 - j) as i64);
+                }
+                &edge
+            }
+        };
+        let y_bg: f32 = self.taps.iter().zip(x).map(|(w, v)| w * v).sum();
+        let y: f32 = self.fore.iter().zip(x).map(|(w, v)| w * v).sum();
+        let (e, e_bg) = (d - y, d - y_bg);
+        // Geigel: louder than half our loudest in the span is the far end talking.
+        let span_peak = (0..=TAPS / BLOCK + 1)
+            .map(|b| {
+                Reference::block(
+                    &r.peak,
+                    r.offset,
+                    (first - (b * BLOCK) as i64).div_euclid(BLOCK as i64),
+                )
+            })
+            .fold(0f32, f32::max);
+        if d.abs() > 0.5 * span_peak {
+            self.hangover = HANGOVER;
+            self.double_talk = true;
+        } else if self.hangover > 0 {
+            self.hangover -= 1;
+        }
+        let power: f32 = x.iter().map(|v| v * v).sum();
+        if self.hangover == 0 && span_peak > 0.0 {
+            self.adapted = self.adapted.saturating_add(1);
+            let g = MU * e_bg / (power + DELTA * TAPS as f32);
+            for (w, v) in self.taps.iter_mut().zip(x) {
+                *w = *w * (1.0 - LEAK) + g * v;
+            }
+        }
+        self.far_e += d * d;
+        self.res_e += e * e;
+        self.est_e += y * y;
+        self.bg_e += e_bg * e_bg;
+        e
+    }
+
+    fn correlate(&mut self, far_env: f32, ref_env: f32, offset: u64, block: i64) {
+        let playing = ref_env > 0.0;
+        // Envelope changes, not levels: a far end that starts talking some time after our
+        // message starts is a step in both envelopes, and steps correlate at that lag
+        // whatever is said; the block-to-block changes of an echo follow ours one for one.
+        self.ref_hist.push_front(ref_env - self.ref_last);
+        self.ref_last = ref_env;
+        self.ref_hist.truncate(MAX_DELAY_BLOCKS + 1);
+        let f = far_env - self.far_last;
+        self.far_last = far_env;
+        // Only while our audio plays (or has within the longest delay) is there anything to
+        // learn; the far end's own speech between is not echo.
+        let sent_lately = (0..=MAX_DELAY_BLOCKS as i64).step_by(20).any(|l| {
+            self.reference
+                .as_ref()
+                .is_some_and(|r| Reference::block(&r.env, offset, block - l) > 0.0)
+        });
+        if !sent_lately {
+            return;
+        }
+        if playing {
+            self.active_blocks = self.active_blocks.saturating_add(1);
+        }
+        self.far_pow += FORGET * (f * f - self.far_pow);
+        for ((c, p), r) in self
+            .cross
+            .iter_mut()
+            .zip(self.ref_pow.iter_mut())
+            .zip(&self.ref_hist)
+        {
+            *c += FORGET * (f * r - *c);
+            *p += FORGET * (r * r - *p);
+        }
+        // The best lag is looked for every 8 blocks (20 ms): the path does not move faster.
+        if self.active_blocks < WARMUP_BLOCKS || block % 8 != 0 {
+            return;
+        }
+        let (lag, rho) = self
+            .cross
+            .iter()
+            .zip(&self.ref_pow)
+            .enumerate()
+            .map(|(l, (c, p))| {
+                let den = (p * self.far_pow).sqrt();
+                (l, if den > 0.0 { c / den } else { 0.0 })
+            })
+            .fold((0, f32::MIN), |b, t| if t.1 > b.1 { t } else { b });
+        let delay = (lag * BLOCK).saturating_sub(PRE_SAMPLES);
+        self.state = match self.state {
+            _ if rho < RHO_MIN => match self.state {
+                // A found path is kept through double talk (the correlation dips).
+                PathState::Found(d) => PathState::Found(d),
+                _ => PathState::NoEcho,
+            },
+            PathState::Found(d) if d.abs_diff(delay) < BLOCK => PathState::Found(d),
+            _ => {
+                self.taps = [0.0; TAPS];
+                self.fore = [0.0; TAPS];
+                self.adapted = 0;
+                self.erle_db = 0.0;
+                PathState::Found(delay)
+            }
+        };
+    }
+
+    /// At the end of each 10 ms frame: updates the residual echo bound from the frame's
+    /// energies, and returns it (dBFS: a residual frame no louder is not voice). `frame` is
+    /// the far-end frame index (the warm-up guard looks at our audio's levels then).
+    pub(super) fn end_frame(&mut self, frame: u64, warmup_loss_db: f32) -> f32 {
+        let db = |e: f32| analyse_energy(e);
+        let warmup = |r: &Reference| {
+            let first = r.offset / FRAME as u64;
+            frame.checked_sub(first).map_or(f32::MIN, |end| {
+                let start = end.saturating_sub(SPAN_FRAMES as u64);
+                let (start, end) = (
+                    usize::try_from(start).unwrap_or(usize::MAX),
+                    usize::try_from(end).unwrap_or(usize::MAX),
+                );
+                r.levels
+                    .get(start.min(r.levels.len())..end.saturating_add(1).min(r.levels.len()))
+                    .and_then(|w| w.iter().copied().reduce(f32::max))
+                    .map_or(f32::MIN, |l| l - warmup_loss_db)
+            })
+        };
+        self.level_guard = false;
+        self.ceiling = match (&self.reference, self.state) {
+            (None, _) | (_, PathState::NoEcho) => f32::MIN,
+            (Some(r), PathState::WarmingUp) => {
+                self.level_guard = true;
+                warmup(r)
+            }
+            (Some(r), PathState::Found(_)) => {
+                let (far, res, est) = (db(self.far_e), db(self.res_e), db(self.est_e));
+                // The ERLE shown, on frames of echo (no double talk, an echo estimate well
+                // above the G.711 floor): how far the residual is under the far end, its
+                // median tracked (see `ERLE_STEP_DB`).
+                if !self.double_talk && est > -50.0 {
+                    let inst = (far - res).clamp(0.0, 40.0);
+                    self.erle_db += (inst - self.erle_db).clamp(-ERLE_STEP_DB, ERLE_STEP_DB);
+                }
+                // Converged: shown `CONVERGED_DB`, or adapted long enough on echo alone that
+                // NLMS on speech has (a far end talking all along under the echo hides the
+                // ERLE from the measure above, but not from the filter).
+                // The level guard lasts at most `GUARD_BLOCKS` of our audio: a path found by
+                // chance (or under a far end so loud that the filter never adapts) would
+                // otherwise hide the far end for the whole call.
+                let converged = self.erle_db >= CONVERGED_DB
+                    || self.adapted >= CONVERGE_SAMPLES
+                    || self.active_blocks >= GUARD_BLOCKS;
+                let erle = if self.adapted >= CONVERGE_SAMPLES {
+                    self.erle_db.max(ASSUMED_ERLE_DB)
+                } else {
+                    self.erle_db
+                };
+                let bound = est - (erle - ERLE_MARGIN_DB).max(0.0);
+                // Until then, the warm-up guard stands too.
+                if converged {
+                    bound
+                } else {
+                    self.level_guard = true;
+                    bound.max(warmup(r))
+                }
+            }
+        };
+        // The background takes over when it cancelled clearly better this frame (1 dB) and
+        // took out at least half the far end's energy (3 dB): a filter adapting on a far end
+        // that is not echo (found by chance, or a far end under the Geigel threshold) makes
+        // the residual louder, not quieter, and is never used. A foreground doing harm
+        // (residual louder than the far end) is dropped.
+        if self.bg_e < 0.8 * self.res_e && self.bg_e < 0.5 * self.far_e {
+            self.fore = self.taps;
+        } else if self.res_e > self.far_e {
+            self.fore = [0.0; TAPS];
+        }
+        self.bg_e = 0.0;
+        self.far_e = 0.0;
+        self.res_e = 0.0;
+        self.est_e = 0.0;
+        self.double_talk = false;
+        self.ceiling
+    }
+}
+
+/// A frame's summed energy as a level, dBFS.
+fn analyse_energy(e: f32) -> f32 {
+    analyse_level_of_energy(e, FRAME)
+}
+
+fn analyse_level_of_energy(e: f32, n: usize) -> f32 {
+    let mean_sq = e / n as f32;
+    if mean_sq > 0.0 {
+        (10.0 * (mean_sq / (32768.0 * 32768.0)).log10()).max(super::FLOOR_DBFS)
+    } else {
+        super::FLOOR_DBFS
+    }
+}
