@@ -17,16 +17,9 @@ use crate::output::{human_duration, rfc3339, Format, Rows};
 pub fn campaigns(store_path: &Path, format: Format) -> anyhow::Result<ExitCode> {
     let store = crate::stores::open(store_path, false)?;
     let stdout = std::io::stdout();
-    let mut rows = Rows::new(
-        BufWriter::new(stdout.lock()),
-        format,
-        &[
-            ("campaign", 32),
-            ("contacts", 9),
-            ("remaining", 9),
-            ("done", 0),
-        ],
-    )?;
+    #[rustfmt::skip]
+    let cols = [("campaign", 32), ("contacts", 9), ("remaining", 9), ("done", 0)];
+    let mut rows = Rows::new(BufWriter::new(stdout.lock()), format, &cols)?;
     for id in store.campaigns()? {
         let p = store.progress(&id)?;
         let total = p.remaining + p.done;
