@@ -210,6 +210,7 @@ pub fn decision_record(
         now: inputs.now,
         given_zone: contact.given_zone().map(|z| z.name().to_owned()),
         consents,
+        consents_sha256: None,
         history: inputs.history,
         opted_out: inputs.opted_out,
         verdict: String::new(),

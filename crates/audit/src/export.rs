@@ -279,10 +279,9 @@ pub fn calls_of(entries: &[(String, usize, Entry)]) -> Vec<Call> {
 
 /// Every call of the log in `dir`, in INVITE order.
 pub fn calls(dir: &Path) -> Result<Vec<CallRow>> {
-    Ok(calls_of(&read_all(dir)?)
-        .into_iter()
-        .map(|c| c.row)
-        .collect())
+    let mut entries = read_all(dir)?;
+    crate::resolve_consents(&mut entries);
+    Ok(calls_of(&entries).into_iter().map(|c| c.row).collect())
 }
 
 #[cfg(test)]

@@ -92,6 +92,55 @@ pub fn verifying_key_from_hex(text: &str) -> Result<ed25519_dalek::VerifyingKey>
     ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(Error::KeyInvalid)
 }
 
+/// The consent snapshots a log has recorded so far (its `consent` records whose hash holds),
+/// to resolve the decisions that cite them.
+#[derive(Debug, Default)]
+pub struct Snapshots(std::collections::HashMap<String, Vec<record::ConsentSnapshot>>);
+
+impl Snapshots {
+    /// Learns a `consent` record; false (and not learnt) when its `sha256` is not the hash
+    /// of its `consents`.
+    pub fn learn(&mut self, c: &record::ConsentSnapshotRecord) -> bool {
+        let holds = record::snapshot_sha256(&c.consents).is_ok_and(|h| h == c.sha256);
+        if holds {
+            self.0.insert(c.sha256.clone(), c.consents.clone());
+        }
+        holds
+    }
+
+    /// A decision's consent records: inline, or the snapshot it cites if this log recorded
+    /// it (none: an unknown citation).
+    pub fn of<'a>(
+        &'a self,
+        d: &'a record::DecisionRecord,
+    ) -> Option<&'a [record::ConsentSnapshot]> {
+        match &d.consents_sha256 {
+            None => Some(&d.consents),
+            Some(h) => self.0.get(h).map(Vec::as_slice),
+        }
+    }
+}
+
+/// Fills in the consent records of each decision of one log that cites them by hash, from
+/// the `consent` records before it whose hash holds (what export and report read); a
+/// citation that does not resolve is left empty (replay reports it).
+pub fn resolve_consents(entries: &mut [Located]) {
+    let mut known = Snapshots::default();
+    for (_, _, e) in entries {
+        match &mut e.record {
+            Record::Consent(c) => {
+                known.learn(c);
+            }
+            Record::Decision(d) if d.consents_sha256.is_some() => {
+                if let Some(c) = known.of(d) {
+                    d.consents = c.to_vec();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A record as read back: its segment's file name, its line there (1-based), the record.
 pub type Located = (String, usize, Entry);
 

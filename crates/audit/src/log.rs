@@ -1,5 +1,6 @@
 //! The writer: segments, the hash chain, group commit, checkpoints, torn-tail detection.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,9 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
-use crate::record::{checkpoint_message, Checkpoint, Entry, Record, TornTail};
+use crate::record::{
+    checkpoint_message, snapshot_digest, Checkpoint, ConsentSnapshotRecord, Entry, Record, TornTail,
+};
 use crate::{Error, Result};
 
 /// `prev` of the first record of a log: 64 zeros.
@@ -89,7 +92,16 @@ pub struct AuditLog {
     last_checkpoint_ts: Option<DateTime<Utc>>,
     /// A write failed: the file may end in a partial line; nothing more may be appended.
     poisoned: bool,
+    /// The consent snapshots this process already recorded in the chain (their SHA-256), so
+    /// that a decision citing one again writes only its hash. Bounded: when full it is
+    /// emptied, and a snapshot cited after that is recorded once more (more bytes, never a
+    /// dangling citation). Empty at open: each process records what it cites.
+    cited: HashSet<[u8; 32]>,
 }
+
+/// How many distinct consent snapshots an open log remembers having recorded (32 bytes
+/// each, ~8 MiB with the set's overhead).
+pub const CITED_MAX: usize = 1 << 17;
 
 /// Reads the tail state of the last segment: (next seq, last hash), or the torn line.
 fn tail_state(path: &Path) -> Result<Option<(u64, String)>> {
@@ -167,6 +179,7 @@ impl AuditLog {
             since_checkpoint: 0,
             last_checkpoint_ts: None,
             poisoned: false,
+            cited: HashSet::new(),
         })
     }
 
@@ -302,7 +315,23 @@ impl AuditLog {
     }
 
     fn push(&mut self, ts: DateTime<Utc>, record: &Record) -> Result<u64> {
-        self.push_encoded(ts, &EncodedRecord::new(record)?)
+        self.push_cited(ts, &EncodedRecord::new(record)?)
+    }
+
+    /// A decision's consent snapshot first, unless this process already recorded it in the
+    /// chain, then the record itself.
+    fn push_cited(&mut self, ts: DateTime<Utc>, body: &EncodedRecord) -> Result<u64> {
+        if let Some((hash, snapshot)) = &body.snapshot {
+            if !self.cited.contains(hash) {
+                self.push_encoded(ts, snapshot)?;
+                self.after_append(ts)?;
+                if self.cited.len() >= CITED_MAX {
+                    self.cited.clear();
+                }
+                self.cited.insert(*hash);
+            }
+        }
+        self.push_encoded(ts, body)
     }
 
     /// The chain step: envelope + body straight into the group buffer, then its hash.
@@ -312,7 +341,7 @@ impl AuditLog {
         }
         let seq = self.next_seq;
         let ts = ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-        let len = body.0.len() + ts.len() + 110;
+        let len = body.body.len() + ts.len() + 110;
         if self.seg_bytes > 0
             && self.seg_bytes + (self.buf.len() + len) as u64 > self.opts.segment_bytes
         {
@@ -327,7 +356,7 @@ impl AuditLog {
         );
         // The record is an object starting with `{"type":`.
         self.buf
-            .extend_from_slice(body.0.get(1..).unwrap_or_default());
+            .extend_from_slice(body.body.get(1..).unwrap_or_default());
         self.last_hash = line_hash(&self.buf[start..]);
         self.buf.push(b'\n');
         self.next_seq += 1;
@@ -337,7 +366,7 @@ impl AuditLog {
     /// Like [`AuditLog::append`], for a record encoded beforehand — on the producer's own
     /// thread, so only the chain step (envelope, hash, copy) is serial.
     pub fn append_encoded(&mut self, ts: DateTime<Utc>, body: &EncodedRecord) -> Result<u64> {
-        let seq = self.push_encoded(ts, body)?;
+        let seq = self.push_cited(ts, body)?;
         self.after_append(ts)?;
         Ok(seq)
     }
@@ -460,13 +489,46 @@ impl Pending {
 /// A record's own JSON (`{"type":…, …}`), encoded ahead of the chain step. The line is the
 /// envelope `{"seq":…,"ts":"…","prev":"…",` followed by this object without its `{`: what
 /// `Entry`'s flattened serialization gives, without serde's flatten machinery.
-pub struct EncodedRecord(Vec<u8>);
+///
+/// A decision with its consent records inline is encoded citing them by hash
+/// (`consents_sha256`), with the `consent` record that holds them beside it: the log writes
+/// that one only the first time its chain needs it.
+pub struct EncodedRecord {
+    body: Vec<u8>,
+    snapshot: Option<([u8; 32], Box<EncodedRecord>)>,
+}
 
 impl EncodedRecord {
     pub fn new(record: &Record) -> Result<EncodedRecord> {
-        serde_json::to_vec(record)
-            .map(EncodedRecord)
-            .map_err(Error::Encode)
+        let encode = |r: &Record| serde_json::to_vec(r).map_err(Error::Encode);
+        let Record::Decision(d) = record else {
+            return Ok(EncodedRecord {
+                body: encode(record)?,
+                snapshot: None,
+            });
+        };
+        if d.consents_sha256.is_some() {
+            return Ok(EncodedRecord {
+                body: encode(record)?,
+                snapshot: None,
+            });
+        }
+        let digest = snapshot_digest(&d.consents).map_err(Error::Encode)?;
+        let sha256 = hex::encode(digest);
+        let mut cited = d.clone();
+        let consents = std::mem::take(&mut cited.consents);
+        cited.consents_sha256 = Some(sha256.clone());
+        let snapshot = Record::Consent(ConsentSnapshotRecord { sha256, consents });
+        Ok(EncodedRecord {
+            body: encode(&Record::Decision(cited))?,
+            snapshot: Some((
+                digest,
+                Box::new(EncodedRecord {
+                    body: encode(&snapshot)?,
+                    snapshot: None,
+                }),
+            )),
+        })
     }
 }
 

@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 pub use crieur_outcome::Outcome;
 use serde::{Deserialize, Serialize};
 
-/// Format version, written in every run header. 2: skip reasons are coded objects
-/// ([`Reason`]) and skip decisions carry their rule set; version 1 wrote reasons as free text
-/// (still read, as [`Reason::Text`]).
-pub const FORMAT_VERSION: u32 = 2;
+/// Format version, written in every run header. 3: decisions cite their consent snapshot by
+/// hash (`consents_sha256`, a `consent` record earlier in the chain); 2: skip reasons are
+/// coded objects ([`Reason`]) and skip decisions carry their rule set, consents inline;
+/// version 1 wrote reasons as free text (still read, as [`Reason::Text`]).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// One line as read back: the envelope and the typed payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,9 @@ pub enum Record {
     RunStart(Box<RunHeader>),
     /// The command ended.
     RunStop(RunStop),
+    /// A contact's consent records, recorded once per chain under their SHA-256; decisions
+    /// cite them by that hash.
+    Consent(ConsentSnapshotRecord),
     /// A dial decision (dial or skip) with every input needed to re-derive it.
     Decision(Box<DecisionRecord>),
     /// The INVITE left, after the decision was re-checked.
@@ -76,6 +80,7 @@ impl Record {
         match self {
             Record::RunStart(_) => "run-start",
             Record::RunStop(_) => "run-stop",
+            Record::Consent(_) => "consent",
             Record::Decision(_) => "decision",
             Record::InviteSent(_) => "invite-sent",
             Record::SipResponse(_) => "sip-response",
@@ -188,6 +193,26 @@ pub struct ConsentSnapshot {
     pub proof: String,
 }
 
+/// A consent snapshot recorded once in a chain: `sha256` is the lowercase hex SHA-256 of
+/// `consents` as written (compact JSON, this crate's field order: [`snapshot_sha256`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentSnapshotRecord {
+    pub sha256: String,
+    pub consents: Vec<ConsentSnapshot>,
+}
+
+/// The SHA-256 (lowercase hex) of a consent snapshot: of its compact JSON, as the `consents`
+/// of a `consent` record is written (`jq -cj .consents | sha256sum` on a verified line).
+pub fn snapshot_sha256(consents: &[ConsentSnapshot]) -> serde_json::Result<String> {
+    snapshot_digest(consents).map(hex::encode)
+}
+
+/// [`snapshot_sha256`]'s 32 bytes.
+pub fn snapshot_digest(consents: &[ConsentSnapshot]) -> serde_json::Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    Ok(Sha256::digest(serde_json::to_vec(consents)?).into())
+}
+
 /// The wall-clock reading of `now` in one candidate zone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZoneReading {
@@ -219,7 +244,14 @@ pub struct DecisionRecord {
     pub now: DateTime<Utc>,
     /// The contact's zone as given (none: inferred from the number).
     pub given_zone: Option<String>,
+    /// The contact's consent records inline (format 2, and a decision not yet written);
+    /// empty when `consents_sha256` cites them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consents: Vec<ConsentSnapshot>,
+    /// Format 3: the `consent` record (earlier in the same chain) holding the contact's
+    /// consent records, by its `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consents_sha256: Option<String>,
     /// Every earlier attempt on the number (all campaigns): the cap and retry inputs.
     pub history: Vec<PastAttempt>,
     /// Whether the number was on the opt-out list.

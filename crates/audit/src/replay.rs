@@ -16,8 +16,8 @@ use crieur_scheduler::{
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::record::{DecisionRecord, Outcome, Reason, Record, RunHeader};
-use crate::{read_all, Located, Result};
+use crate::record::{ConsentSnapshot, DecisionRecord, Outcome, Reason, Record, RunHeader};
+use crate::{read_all, Located, Result, Snapshots};
 
 /// The law (and the FR rules) allow 2 s from answer to the message; more is a violation.
 pub const MAX_ANSWER_TO_AUDIO_MS: u64 = 2_000;
@@ -33,7 +33,8 @@ pub struct Violation {
     /// `cap-exceeded`, `retry-too-early`, `header-looser-than-ruleset`, `history-omitted`,
     /// `invite-after-window`, `invite-without-decision`, `slow-first-audio`,
     /// `trunk-fault-misclassified`, `outcome-without-invite`, `invite-without-outcome`,
-    /// `unconfigured-voicemail`, `unreplayable`.
+    /// `unconfigured-voicemail`, `consent-snapshot-mismatch`, `consent-snapshot-unknown`,
+    /// `unreplayable`.
     pub kind: String,
     pub contact: Option<String>,
     pub number: Option<String>,
@@ -251,12 +252,15 @@ fn rebuild(h: &RunHeader) -> std::result::Result<Option<RunPolicy>, HeaderProble
     }))
 }
 
-fn contact_of(d: &DecisionRecord) -> std::result::Result<Contact, crieur_scheduler::Error> {
+fn contact_of(
+    d: &DecisionRecord,
+    snapshot: &[ConsentSnapshot],
+) -> std::result::Result<Contact, crieur_scheduler::Error> {
     let id = ContactId::new(d.contact.clone())?;
     let phone: E164 = d.number.parse()?;
     let zone = d.given_zone.as_deref().map(parse_zone).transpose()?;
-    let mut consents = Vec::with_capacity(d.consents.len());
-    for c in &d.consents {
+    let mut consents = Vec::with_capacity(snapshot.len());
+    for c in snapshot {
         consents.push(ConsentRecord {
             windows: c.windows.parse::<Windows>()?,
             granted_at: c.granted_at,
@@ -356,6 +360,8 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
     let mut misclassified: HashSet<(String, i64)> = HashSet::new();
     // The voicemail messages the current run's header declares (sha256), per log.
     let mut voicemails: Vec<HashSet<String>> = vec![HashSet::new(); dirs.len()];
+    // The consent snapshots each log recorded so far: a decision cites one of its own log's.
+    let mut snapshots: Vec<Snapshots> = (0..dirs.len()).map(|_| Snapshots::default()).collect();
     // Every call an `invite-sent` names, and those no `outcome` has closed yet (by log and
     // seq: the order they were sent in).
     let mut invited: HashSet<String> = HashSet::new();
@@ -365,6 +371,7 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
         let log = *log;
         let run = &mut runs[log];
         let voicemails = &mut voicemails[log];
+        let snapshots = &mut snapshots[log];
         let mut flag = |kind: &str,
                         contact: Option<&str>,
                         number: Option<&str>,
@@ -584,8 +591,35 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
                     );
                 }
             }
+            Record::Consent(c) => {
+                let intact = snapshots.learn(c);
+                if !intact {
+                    let computed = crate::record::snapshot_sha256(&c.consents).unwrap_or_default();
+                    flag(
+                        "consent-snapshot-mismatch",
+                        None,
+                        None,
+                        json!({ "sha256": c.sha256, "computed": computed }),
+                        format!(
+                            "a consent snapshot recorded as {} hashes to {computed}",
+                            c.sha256
+                        ),
+                    );
+                }
+            }
             Record::Decision(d) => {
                 rep.decisions += 1;
+                let snapshot = snapshots.of(d);
+                if snapshot.is_none() {
+                    let sha = d.consents_sha256.clone().unwrap_or_default();
+                    flag(
+                        "consent-snapshot-unknown",
+                        Some(&d.contact),
+                        Some(&d.number),
+                        json!({ "sha256": sha }),
+                        format!("the decision cites consent snapshot {sha}, which no intact consent record before it in its own log holds"),
+                    );
+                }
                 if d.verdict != "dial" {
                     rep.skips += 1;
                     for r in &d.reasons {
@@ -623,12 +657,14 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
                         "dialled a number on the opt-out list".into(),
                     );
                 }
-                match contact_of(d) {
-                    Err(why) => {
+                match snapshot.map(|s| contact_of(d, s)) {
+                    // Reported above: nothing to re-derive the decision from.
+                    None => {}
+                    Some(Err(why)) => {
                         let why = format!("the consent snapshot: {why}");
                         flag("unreplayable", c, n, json!({ "why": why }), why);
                     }
-                    Ok(contact) => {
+                    Some(Ok(contact)) => {
                         if let Decision::Skip(s) = decide(&contact, &rp.policy, d.now) {
                             for r in &s.reasons {
                                 let reason = Reason::from(r);

@@ -504,7 +504,8 @@ fn fmt_dur_ms(ms: u64) -> String {
 pub fn html_report(dir: &Path, opts: &VerifyOptions) -> Result<Report> {
     let ver = verify(dir, opts)?;
     // A damaged log is reported as far as it can be read; replay needs all of it.
-    let (entries, unreadable) = read_readable(dir)?;
+    let (mut entries, unreadable) = read_readable(dir)?;
+    crate::resolve_consents(&mut entries);
     let (rep, replay_failed) = match &unreadable {
         None => (replay(dir)?, None),
         Some(e) => (ReplayReport::default(), Some(e.to_string())),

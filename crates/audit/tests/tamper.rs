@@ -164,9 +164,16 @@ fn a_clean_log_verifies_and_replays_without_violations() {
     let rep = verify(d.path(), &pinned()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rep.first_break, None);
     assert!(rep.checkpoints >= 4, "{rep:?}");
+    // c1 and c2 have the same consent records: one snapshot, recorded before the first
+    // decision, cited by all three.
+    let snapshots = lines(d.path())
+        .iter()
+        .filter(|l| String::from_utf8_lossy(l).contains(r#""type":"consent""#))
+        .count();
+    assert_eq!(snapshots, 1);
     assert_eq!(
         rep.records as usize,
-        records.len() + rep.checkpoints as usize
+        records.len() + rep.checkpoints as usize + snapshots
     );
     let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.violations, vec![], "{r:?}");
@@ -240,16 +247,182 @@ fn widening_a_consent_window_is_caught_even_with_a_recomputed_chain() {
     let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     write_log(d.path(), true);
     let mut es = entries(d.path());
-    for e in &mut es {
-        if let Record::Decision(dr) = &mut e.record {
-            for c in &mut dr.consents {
-                c.windows = "daily 00:00-24:00".into();
-            }
-        }
-    }
+    // The decisions cite their consent records; the `consent` record holds them.
+    widen_snapshots(&mut es, true);
     rechain(d.path(), es);
     let b = first_break(d.path(), &pinned()).unwrap_or_else(|| panic!("not caught"));
     assert!(b.what.contains("checkpoint"), "{b}");
+}
+
+/// Widens every consent window of the log's consent snapshots (the hash they are recorded
+/// under recomputed, and the decisions' citations with it, when `rehash`).
+fn widen_snapshots(es: &mut [Entry], rehash: bool) -> usize {
+    let mut changed = 0;
+    let mut renamed = std::collections::HashMap::new();
+    for e in es.iter_mut() {
+        match &mut e.record {
+            Record::Consent(s) => {
+                for c in &mut s.consents {
+                    c.windows = "daily 00:00-24:00".into();
+                }
+                if rehash {
+                    let new = snapshot_sha256(&s.consents).unwrap_or_else(|e| panic!("{e}"));
+                    renamed.insert(s.sha256.clone(), new.clone());
+                    s.sha256 = new;
+                }
+                changed += 1;
+            }
+            Record::Decision(d) => {
+                assert!(
+                    d.consents.is_empty(),
+                    "a decision written with its consents inline"
+                );
+                if let Some(new) = d.consents_sha256.as_ref().and_then(|h| renamed.get(h)) {
+                    d.consents_sha256 = Some(new.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
+#[test]
+fn a_changed_consent_snapshot_is_caught_by_replay_even_with_a_recomputed_chain() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    let mut es = entries(d.path());
+    // Widen the snapshot's windows, keep its recorded hash, re-chain: the chain holds …
+    assert_eq!(widen_snapshots(&mut es, false), 1);
+    let snapshot_seq = es
+        .iter()
+        .position(|e| matches!(e.record, Record::Consent(_)))
+        .unwrap_or_else(|| panic!("no snapshot")) as u64;
+    rechain(d.path(), es);
+    assert_eq!(first_break(d.path(), &VerifyOptions::default()), None);
+    // … but the snapshot no longer hashes to its name, and no decision resolves.
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<(&str, u64)> = r
+        .violations
+        .iter()
+        .map(|v| (v.kind.as_str(), v.seq))
+        .collect();
+    assert_eq!(
+        kinds[0],
+        ("consent-snapshot-mismatch", snapshot_seq),
+        "{r:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|(k, _)| *k == "consent-snapshot-unknown")
+            .count(),
+        3,
+        "{r:?}"
+    );
+    // Export and report do not take the widened windows either: the dial's consent is unknown.
+    let rows = crieur_audit::export::calls(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(rows.iter().all(|c| c.consent_source.is_empty()), "{rows:?}");
+}
+
+#[test]
+fn a_snapshot_rehashed_with_its_citations_replays_as_the_new_windows_say() {
+    // A forger who rewrites the snapshot, its hash and every citation has written a
+    // different consent: replay judges each dial against it, as with consents inline (and
+    // only a signed checkpoint shows the rewrite). Here the wider windows still allow the
+    // dials, and the log replays clean: the references resolve after the rewrite.
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_log(d.path(), false);
+    let mut es = entries(d.path());
+    widen_snapshots(&mut es, true);
+    rechain(d.path(), es);
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.violations, vec![], "{r:?}");
+    let rows = crieur_audit::export::calls(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows[0].consent_source, "form", "{rows:?}");
+}
+
+#[test]
+fn a_decision_may_cite_only_a_snapshot_of_its_own_log() {
+    // Node A records c1's snapshot and decides; node B cites the same hash without having
+    // recorded it: replaying both logs merged flags B's decision.
+    let a = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let b = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let c1 = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    let mut log = AuditLog::open(a.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    for r in [header(), decision(&c1, "2027-03-03T10:00:00Z", vec![])] {
+        log.append(t("2027-03-03T17:00:00Z"), &r)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    let cited = entries(a.path())
+        .into_iter()
+        .find_map(|e| match e.record {
+            Record::Decision(d) => d.consents_sha256,
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no citation"));
+    let Record::Decision(mut on_b) = decision(&c1, "2027-03-03T10:00:01Z", vec![]) else {
+        panic!("not a decision")
+    };
+    on_b.consents.clear();
+    on_b.consents_sha256 = Some(cited.clone());
+    let mut log = AuditLog::open(b.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    for r in [header(), Record::Decision(on_b)] {
+        log.append(t("2027-03-03T17:00:01Z"), &r)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    // B's log holds no snapshot: its decision was written citing one.
+    assert!(entries(b.path())
+        .iter()
+        .all(|e| !matches!(e.record, Record::Consent(_))));
+    let r =
+        crieur_audit::replay::replay_logs(&[a.path(), b.path()]).unwrap_or_else(|e| panic!("{e}"));
+    let unknown: Vec<&crieur_audit::Violation> = r
+        .violations
+        .iter()
+        .filter(|v| v.kind == "consent-snapshot-unknown")
+        .collect();
+    assert_eq!(unknown.len(), 1, "{r:?}");
+    assert!(unknown[0]
+        .segment
+        .starts_with(&b.path().display().to_string()));
+    assert_eq!(unknown[0].fields.get("sha256"), Some(&cited.into()));
+}
+
+#[test]
+fn each_log_records_a_snapshot_once_and_again_after_reopening() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let c1 = contact("c1", "+33612345678", "mon-fri 18:00-20:00");
+    let c2 = contact("c2", "+33612345679", "mon 18:00-20:00");
+    for _ in 0..2 {
+        let mut log =
+            AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        log.append(t("2027-03-03T17:00:00Z"), &header())
+            .unwrap_or_else(|e| panic!("{e}"));
+        for now in ["2027-03-03T10:00:00Z", "2027-03-03T11:00:00Z"] {
+            for c in [&c1, &c2] {
+                log.append(t("2027-03-03T17:00:00Z"), &decision(c, now, vec![]))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        log.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let kinds: Vec<&str> = entries(d.path()).iter().map(|e| e.record.kind()).collect();
+    let run = [
+        "run-start",
+        "consent",
+        "decision",
+        "consent",
+        "decision",
+        "decision",
+        "decision",
+    ];
+    assert_eq!(kinds, [run, run].concat());
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.violations, vec![], "{r:?}");
+    assert_eq!(r.decisions, 8);
 }
 
 #[test]
@@ -422,7 +595,8 @@ fn segments_rotate_and_the_chain_spans_them() {
     drop(log);
     // Reopening continues the chain.
     let mut log = AuditLog::open(d.path(), opts).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(log.next_seq(), 41);
+    // The header, the snapshot once, 40 decisions citing it.
+    assert_eq!(log.next_seq(), 42);
     log.append_durable(
         t("2027-03-03T18:00:00Z"),
         &Record::RunStop(RunStop { reason: "x".into() }),
@@ -431,7 +605,7 @@ fn segments_rotate_and_the_chain_spans_them() {
     let rep = verify(d.path(), &VerifyOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rep.first_break, None);
     assert!(rep.segments > 3, "{rep:?}");
-    assert_eq!(rep.records, 42);
+    assert_eq!(rep.records, 43);
     // A missing middle segment is a break.
     std::fs::remove_file(d.path().join("audit-000002.jsonl")).unwrap_or_else(|e| panic!("{e}"));
     let b = first_break(d.path(), &VerifyOptions::default()).unwrap_or_else(|| panic!("gap"));
@@ -580,7 +754,8 @@ fn a_run_header_looser_than_its_rule_set_is_a_violation_and_does_not_hide_one() 
     assert!(header
         .iter()
         .any(|d| d.contains("no retry rule for `machine`")));
-    let cap = at(1, "cap-exceeded");
+    // seq 1 is the contact's consent snapshot, seq 2 the decision citing it.
+    let cap = at(2, "cap-exceeded");
     assert_eq!(cap.len(), 1, "{r:?}");
     assert!(
         cap[0].contains("rolling cap: 4 attempts in the last 30 days"),
@@ -617,8 +792,9 @@ fn skip_reasons_are_coded_objects_with_their_rule_set_and_replay_reads_them() {
     let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     write_log(d.path(), false);
     let ls = lines(d.path());
-    // The 11:00 skip (seq 1): outside the consent window, in FR's legal hours.
-    let skip = String::from_utf8(ls[1].clone()).unwrap_or_default();
+    // The 11:00 skip (seq 2, after the consent snapshot it cites): outside the consent
+    // window, in FR's legal hours.
+    let skip = String::from_utf8(ls[2].clone()).unwrap_or_default();
     assert!(
         skip.contains(r#""reasons":[{"code":"outside-consent-window","zone":"Europe/Paris","local":"2027-03-03T11:00:00"}]"#),
         "{skip}"
@@ -878,7 +1054,7 @@ fn an_outcome_without_its_invite_and_an_invite_without_outcome_are_flagged() {
     );
     // The INVITE's violation points at the INVITE's own line.
     let invite = &r.violations[1];
-    assert_eq!(invite.line, 4);
+    assert_eq!(invite.line, 5);
     assert!(invite.fields.contains_key("sent_at"));
 }
 

@@ -192,19 +192,23 @@ enum Command {
         #[command(flatten)]
         audit: AuditArgs,
     },
-    /// The campaigns of a store: id, contacts, consent records.
+    /// The campaigns of a store: id, contacts, remaining, done (the store's counters).
     Campaigns {
         #[command(flatten)]
         store: StoreArg,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Where a campaign stands in the store now: contacts, done, due now, next due, and the
-    /// contacts that can never be called in the next 400 days, with why.
+    /// Where a campaign stands: contacts, remaining, done and next due from the store's
+    /// counters; with --contacts (or a format other than table), every contact evaluated
+    /// now: done, due now, next due, never callable in the next 400 days and why.
     Status {
         /// The campaign file (TOML).
         #[arg(long)]
         campaign: PathBuf,
+        /// Evaluate every contact (reads them all).
+        #[arg(long)]
+        contacts: bool,
         #[command(flatten)]
         store: StoreArg,
         /// The instant to evaluate at (default: now), RFC 3339.
@@ -256,8 +260,8 @@ enum Command {
         #[arg(long)]
         max_idle_secs: Option<u64>,
         /// With a store several nodes share (`--store postgres://…`): seconds after which a
-        /// node that stopped renewing its claims is presumed dead — its due contacts go to
-        /// the others, its leases become interrupted attempts. Longer than any call.
+        /// node unseen (no claim renewed, no heartbeat) is presumed dead — its due contacts go
+        /// to the others, its leases interrupted attempts. Its heartbeat keeps long calls'.
         #[arg(long, env = "CRIEUR_NODE_TIMEOUT_SECS", default_value_t = 600)]
         node_timeout_secs: u64,
         #[command(flatten)]
@@ -497,9 +501,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
             at,
             format,
+            contacts,
         } => {
             let c = campaign::load(&campaign)?;
-            status::status(&c, &store.store, at.unwrap_or_else(audit::now), format)
+            let at = at.unwrap_or_else(audit::now);
+            status::status(&c, &store.store, at, format, contacts)
         }
         Command::Optout { store, action } => {
             storecmd::optout(&store.store, &action, &action.audit().ctx())
@@ -667,7 +673,9 @@ fn check(
             Ok(l) => {
                 print!("{}", crieur_config::text::contacts_summary(path, &l));
                 if let Some(campaign) = &campaign {
-                    status::warn_never_callable(campaign, &l.contacts, audit::now());
+                    let mut never = crieur_config::text::NeverWarnings::default();
+                    never.add(campaign, &l.contacts, audit::now());
+                    print!("{}", never.text());
                 }
                 print!("{}", crieur_config::text::zone_warnings(&l.contacts));
             }

@@ -1,12 +1,11 @@
-//! `crieur campaigns` and `crieur status`: what a store holds and where a campaign stands;
-//! the "can never be called" warnings `check` and `import` give.
+//! `crieur campaigns` and `crieur status`: what a store holds and where a campaign stands.
 
 use std::io::BufWriter;
 use std::path::Path;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use crieur_config::check::{never_callable_all, NeverCallable};
+use crieur_config::check::NeverCallable;
 use crieur_dial::protocol::{standing, Standing};
 use crieur_scheduler::{Contact, Evaluator, SkipReason, NEXT_ELIGIBLE_HORIZON_DAYS};
 use serde_json::Value;
@@ -14,41 +13,17 @@ use serde_json::Value;
 use crate::campaign::Campaign;
 use crate::output::{human_duration, rfc3339, Format, Rows};
 
-/// The most "never callable" warnings printed one by one.
-const WARN_MAX: usize = 20;
-
-/// Prints a warning for each contact that can never be called in the next 400 days.
-pub fn warn_never_callable(campaign: &Campaign, contacts: &[Contact], now: DateTime<Utc>) {
-    let never = never_callable_all(&campaign.policy, contacts, now);
-    for (c, why) in never.iter().take(WARN_MAX) {
-        println!(
-            "warning: contact `{}`: cannot be called in the next {NEXT_ELIGIBLE_HORIZON_DAYS} days from {}: {}",
-            c.id(),
-            rfc3339(now),
-            why.describe(&campaign.policy)
-        );
-    }
-    if never.len() > WARN_MAX {
-        println!(
-            "warning: … and {} more contacts that cannot be called in the next {NEXT_ELIGIBLE_HORIZON_DAYS} days (`crieur status --campaign` lists them all after an import)",
-            never.len() - WARN_MAX
-        );
-    }
-}
-
 /// `crieur campaigns`.
 pub fn campaigns(store_path: &Path, format: Format) -> anyhow::Result<ExitCode> {
     let store = crate::stores::open(store_path, false)?;
     let stdout = std::io::stdout();
-    let mut rows = Rows::new(
-        BufWriter::new(stdout.lock()),
-        format,
-        &[("campaign", 32), ("contacts", 9), ("consents", 0)],
-    )?;
+    #[rustfmt::skip]
+    let cols = [("campaign", 32), ("contacts", 9), ("remaining", 9), ("done", 0)];
+    let mut rows = Rows::new(BufWriter::new(stdout.lock()), format, &cols)?;
     for id in store.campaigns()? {
-        let contacts = store.contacts(&id)?;
-        let consents: usize = contacts.iter().map(|c| c.consents().len()).sum();
-        rows.row(&[id.into(), contacts.len().into(), consents.into()])?;
+        let p = store.progress(&id)?;
+        let total = p.remaining + p.done;
+        rows.row(&[id.into(), total.into(), p.remaining.into(), p.done.into()])?;
     }
     rows.finish()?;
     Ok(ExitCode::SUCCESS)
@@ -60,8 +35,19 @@ pub fn status(
     store_path: &Path,
     now: DateTime<Utc>,
     format: Format,
+    each: bool,
 ) -> anyhow::Result<ExitCode> {
     let store = crate::stores::open(store_path, false)?;
+    let p = store.progress(&campaign.id)?;
+    if !each && format == Format::Table && p.remaining + p.done > 0 {
+        let next = store.next_due(&campaign.id)?;
+        let (id, name) = (&campaign.id, &campaign.name);
+        print!(
+            "{}",
+            crieur_runner::text::campaign_counts(id, name, now, p, next)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let contacts = store.contacts(&campaign.id)?;
     if contacts.is_empty() {
         let known = store.campaigns()?;

@@ -52,14 +52,18 @@ pub fn import(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let (loaded, rejected, csv_header) = if skip_invalid {
-        crate::contacts::load_lenient(contacts, opts, Some(&Bar(&bar)))?
+    // All or nothing: the file split by contact id on disk (bounded memory), every part
+    // validated, before anything is written; --skip-invalid reads it whole.
+    let mut never = crieur_config::text::NeverWarnings::default();
+    let now = crate::audit::now();
+    let (loaded, rejected, csv_header, split) = if skip_invalid {
+        let (l, r, h) = crate::contacts::load_lenient(contacts, opts, Some(&Bar(&bar)))?;
+        never.add(&campaign, &l.contacts, now);
+        (l, r, h, None)
     } else {
-        (
-            crate::contacts::load_with_progress(contacts, opts, &Bar(&bar))?,
-            Vec::new(),
-            csv::StringRecord::new(),
-        )
+        let bar = Some(&Bar(&bar) as &dyn crate::contacts::Progress);
+        let s = crieur_runner::ops::split_contacts(contacts, opts, &campaign, now, bar, &mut never);
+        (Default::default(), Vec::new(), Default::default(), Some(s?))
     };
     // Everything is validated before the store is created or touched.
     actx.preflight()?;
@@ -86,15 +90,16 @@ pub fn import(
     }
     let s = crate::stores::open(store, true)?;
     let mut log = actx.open(store, Some(&campaign))?;
+    let source = crieur_runner::ops::Source::of(split.as_ref(), &loaded, rejected.len());
+    let rows = split.as_ref().map_or(loaded.rows, |s| s.rows);
     let stats = crieur_runner::ops::import_contacts(
         &*s,
         &mut log,
         &header,
         &campaign.id,
         contacts,
-        &loaded,
-        rejected.len(),
-        crate::audit::now(),
+        source,
+        now,
     )
     .with_context(|| {
         format!(
@@ -104,7 +109,7 @@ pub fn import(
         )
     })?;
     bar.finish_and_clear();
-    crate::status::warn_never_callable(&campaign, &loaded.contacts, crate::audit::now());
+    print!("{}", never.text());
     if let Some(w) = campaign.id_warning() {
         println!("warning: {}: {w}", campaign_path.display());
     }
@@ -116,7 +121,7 @@ pub fn import(
         stats.created,
         stats.updated,
         stats.consents_added,
-        loaded.rows
+        rows
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -138,7 +138,12 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
     // Damage the attempt's key (its start instant), the way a bad sector or a bug would.
     let mut tries = 0;
     let db = loop {
-        match sled::open(&store) {
+        // The segment size crieur creates its stores with (sled refuses another).
+        match sled::Config::new()
+            .path(&store)
+            .segment_size(8 << 20)
+            .open()
+        {
             Ok(db) => break db,
             // sled's thread of the store just closed may hold the lock a moment.
             Err(_) if tries < 50 => {

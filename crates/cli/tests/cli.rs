@@ -1011,7 +1011,11 @@ fn one_command_line_store_contacts_campaigns_optout_check() {
     }
     let o = crieur(&["campaigns", "--store", &st, "--format", "csv"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert_eq!(text(&o.stdout), "campaign,contacts,consents\nc-1,1,1\n");
+    // From the store's counters: the contact is due (remaining), none done.
+    assert_eq!(
+        text(&o.stdout),
+        "campaign,contacts,remaining,done\nc-1,1,1,0\n"
+    );
     let o = crieur(&["optout", "add", "+33612345678", "--store", &st]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let o = crieur(&["optout", "check", "+33612345678", "--store", &st]);
@@ -1312,7 +1316,32 @@ fn status_and_never_callable_warnings() {
     let o = crieur(&["optout", "add", "+33612345673", "--store", &st]);
     assert!(o.status.success());
     let at = "2027-03-01T12:00:00Z";
+    // Without --contacts: the store's counters and due index, no contact evaluated (the
+    // opt-out is not seen until a run decides the contact).
     let o = crieur(&["status", "--campaign", &c, "--store", &st, "--at", at]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for want in [
+        "contacts  4\n",
+        "remaining 4 ",
+        "done      0 ",
+        "next due  2026-01-01T00:00:00Z (due now)",
+        "from the store's counters",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+    // No contact evaluated: no "never" line.
+    assert!(!out.contains("\nnever "), "{out}");
+    let o = crieur(&[
+        "status",
+        "--campaign",
+        &c,
+        "--store",
+        &st,
+        "--at",
+        at,
+        "--contacts",
+    ]);
     let out = text(&o.stdout);
     assert!(o.status.success(), "{}", text(&o.stderr));
     for want in [

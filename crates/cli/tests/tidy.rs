@@ -122,6 +122,11 @@ const EDGES: &[(&str, &[Io], &str)] = &[
         "reads the contacts file; validates its rows on every core",
     ),
     (
+        "crates/config/src/split.rs",
+        &[Io::Files],
+        "streams a contacts file too large for memory into parts on disk, reads them back",
+    ),
+    (
         "crates/media/src/audio.rs",
         &[Io::Files],
         "loads the recordings (WAV files)",

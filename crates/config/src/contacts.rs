@@ -47,6 +47,15 @@ impl Default for Options {
 }
 
 impl Options {
+    /// A reader that takes every record as it comes (the header too), whatever its width.
+    pub(crate) fn reader_no_headers<R: std::io::Read>(&self, r: R) -> csv::Reader<R> {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(self.delimiter)
+            .from_reader(r)
+    }
+
     fn reader(&self) -> csv::ReaderBuilder {
         let mut b = csv::ReaderBuilder::new();
         b.has_headers(true).delimiter(self.delimiter);
@@ -72,7 +81,7 @@ pub fn load_with_progress(
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
     progress.length(bytes.len() as u64);
-    load_bytes(path, opts, &bytes, Some(progress))
+    load_bytes(path, opts, &bytes, Some(progress), None)
 }
 
 /// Where a long read reports how far it got (a progress bar, a log line).
@@ -90,7 +99,7 @@ pub fn load(path: &Path, opts: &Options) -> Result<Loaded, InputErrors> {
     // counted from byte offsets (the csv crate's own line count is off with CRLF endings).
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
-    load_bytes(path, opts, &bytes, None)
+    load_bytes(path, opts, &bytes, None, None)
 }
 
 /// A row left out by [`load_lenient`].
@@ -110,7 +119,7 @@ pub fn load_lenient(
 ) -> Result<(Loaded, Vec<Reject>, csv::StringRecord), InputErrors> {
     let bytes = std::fs::read(path)
         .map_err(|e| InputError::new(path, format!("cannot read the contacts file: {e}")))?;
-    let errors = match load_bytes(path, opts, &bytes, progress) {
+    let errors = match load_bytes(path, opts, &bytes, progress, None) {
         Ok(l) => return Ok((l, Vec::new(), header_of(opts, &bytes))),
         Err(e) => e.0,
     };
@@ -130,7 +139,7 @@ pub fn load_lenient(
     // Line numbers and the reader over the same bytes (after any byte-order mark), as in
     // `load_bytes`.
     let body = strip_bom(&bytes);
-    let mut lines = LineIndex::new(body);
+    let mut lines = LineIndex::new(body, None);
     let mut reader = opts.reader().from_reader(body);
     let mut kept = csv::WriterBuilder::new()
         .delimiter(opts.delimiter)
@@ -169,7 +178,7 @@ pub fn load_lenient(
     let kept = kept
         .into_inner()
         .map_err(|e| InputError::new(path, e.to_string()))?;
-    let mut loaded = load_bytes(path, opts, &kept, None)?;
+    let mut loaded = load_bytes(path, opts, &kept, None, None)?;
     loaded.sha256 = sha2::Sha256::digest(&bytes).into();
     Ok((loaded, rejects, header))
 }
@@ -206,18 +215,21 @@ fn other_delimiter(headers: &csv::StringRecord, used: u8) -> Option<char> {
 /// Validates the bytes of a contacts file (as read: a byte-order mark is dropped),
 /// locating every problem in `path`; [`load`] without the reading.
 pub fn parse(path: &Path, opts: &Options, file: &[u8]) -> Result<Loaded, InputErrors> {
-    load_bytes(path, opts, file, None)
+    load_bytes(path, opts, file, None, None)
 }
 
-fn load_bytes(
+/// Validates `file` (a whole contacts file, or a part of one: its header then some of its
+/// rows, `lines` giving the line in `path` of each of the part's lines after the header).
+pub(crate) fn load_bytes(
     path: &Path,
     opts: &Options,
     file: &[u8],
     progress: Option<&dyn Progress>,
+    lines: Option<&[u32]>,
 ) -> Result<Loaded, InputErrors> {
     // Spreadsheets often save UTF-8 with a byte-order mark (the hash is of the file as read).
     let bytes = strip_bom(file);
-    let mut lines = LineIndex::new(bytes);
+    let mut lines = LineIndex::new(bytes, lines);
     // Fields are trimmed (and checked for UTF-8) by the workers, not by the reader: this
     // thread only frames records, the one part that cannot be spread over the cores.
     let mut reader = opts.reader().from_reader(bytes);
@@ -709,23 +721,34 @@ fn optional_instant(s: &str) -> Result<Option<DateTime<Utc>>, chrono::ParseError
     }
 }
 
-/// 1-based line numbers of byte offsets, for offsets that mostly increase.
+/// 1-based line numbers of byte offsets, for offsets that mostly increase (in the file the
+/// bytes are a part of, when `map` gives the original line of each line after the header).
 struct LineIndex<'a> {
     bytes: &'a [u8],
     pos: usize,
     line: usize,
+    map: Option<&'a [u32]>,
 }
 
 impl<'a> LineIndex<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    fn new(bytes: &'a [u8], map: Option<&'a [u32]>) -> Self {
         LineIndex {
             bytes,
             pos: 0,
             line: 1,
+            map,
         }
     }
 
     fn line_of(&mut self, byte: u64) -> usize {
+        let line = self.line_here(byte);
+        match self.map {
+            Some(m) if line >= 2 => m.get(line - 2).map_or(line, |&l| l as usize),
+            _ => line,
+        }
+    }
+
+    fn line_here(&mut self, byte: u64) -> usize {
         let mut byte = usize::try_from(byte)
             .unwrap_or(usize::MAX)
             .min(self.bytes.len());

@@ -15,6 +15,7 @@ pub mod check;
 pub mod contacts;
 pub mod input;
 pub mod optouts;
+pub mod split;
 pub mod text;
 
 use std::path::PathBuf;

@@ -165,3 +165,51 @@ pub fn zone_warnings(contacts: &[Contact]) -> String {
         })
         .collect()
 }
+
+/// The most "never callable" warnings printed one by one.
+const WARN_MAX: usize = 20;
+
+/// The "can never be called" warnings of `check` and `import`, gathered over one or several
+/// sets of contacts (an import's parts): the first [`WARN_MAX`] in words, then a count.
+#[derive(Debug, Default)]
+pub struct NeverWarnings {
+    lines: Vec<String>,
+    more: usize,
+}
+
+impl NeverWarnings {
+    /// Adds the contacts of `contacts` that can never be called from `now`.
+    pub fn add(&mut self, campaign: &Campaign, contacts: &[Contact], now: DateTime<Utc>) {
+        let never = crate::check::never_callable_all(&campaign.policy, contacts, now);
+        for (c, why) in never {
+            if self.lines.len() < WARN_MAX {
+                self.lines.push(format!(
+                    "warning: contact `{}`: cannot be called in the next {} days from {}: {}",
+                    c.id(),
+                    crieur_scheduler::NEXT_ELIGIBLE_HORIZON_DAYS,
+                    rfc3339(now),
+                    why.describe(&campaign.policy)
+                ));
+            } else {
+                self.more += 1;
+            }
+        }
+    }
+
+    /// The warnings, a line each.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for l in &self.lines {
+            out.push_str(l);
+            out.push('\n');
+        }
+        if self.more > 0 {
+            out.push_str(&format!(
+                "warning: … and {} more contacts that cannot be called in the next {} days (`crieur status --campaign --contacts` lists them all after an import)\n",
+                self.more,
+                crieur_scheduler::NEXT_ELIGIBLE_HORIZON_DAYS
+            ));
+        }
+        out
+    }
+}

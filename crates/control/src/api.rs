@@ -72,6 +72,10 @@ pub struct Snapshot {
     pub opted_out: usize,
 }
 
+/// The most contacts a campaign may have for [`Ctx::refresh`] to count its never-callable
+/// and opted-out contacts.
+pub const COUNTED_MAX: u64 = 100_000;
+
 /// What the API serves.
 pub struct Ctx {
     store: Arc<dyn Store + Send + Sync>,
@@ -114,9 +118,16 @@ impl Ctx {
         self
     }
 
-    /// Counts what needs every contact (never callable, opted out) for each campaign served.
+    /// Counts what needs every contact (never callable, opted out) for each campaign served
+    /// of at most [`COUNTED_MAX`] contacts (the store's counters say how many); a larger
+    /// one is not counted (`null` in the API): reading every contact each minute is what a
+    /// run over millions must not do (issue 17: its start and memory stay O(due soon)).
     pub fn refresh(&self) {
         for s in self.campaigns.values() {
+            let size = self.store.progress(&s.campaign.id);
+            if size.map_or(true, |p| p.remaining + p.done > COUNTED_MAX) {
+                continue;
+            }
             let Ok(contacts) = self.store.contacts(&s.campaign.id) else {
                 continue;
             };

@@ -144,11 +144,13 @@ impl Node {
     }
 }
 
-/// The leases of other nodes older than the lease timeout: each call may have left (its
-/// `invite-sent` is in the dead node's log), so it becomes an `interrupted` attempt that
-/// counts, and this node's log records its `outcome` under the dead node's call id (a merged
-/// replay of the nodes' logs pairs it with its INVITE). Newer leases of other nodes are left
-/// alone. Durable when it returns.
+/// The leases of other nodes older than the lease timeout whose node has not been seen
+/// within it either (a live node's heartbeat, [`Store::node_seen`], keeps its leases
+/// while its calls run, however long): each call may have left (its `invite-sent` is in
+/// the dead node's log), so it becomes an `interrupted` attempt that counts, and this
+/// node's log records its `outcome` under the dead node's call id (a merged replay of the
+/// nodes' logs pairs it with its INVITE). The other leases of other nodes are left alone.
+/// Durable when it returns.
 pub fn recover_expired(
     store: &dyn Store,
     log: &mut AuditLog,
@@ -158,6 +160,10 @@ pub fn recover_expired(
     let mut done = Vec::new();
     for lease in store.leases()? {
         if !node.foreign(&lease) || now - lease.at < node.lease_timeout {
+            continue;
+        }
+        let seen = store.node_seen(&lease.campaign, &lease.node)?;
+        if seen.is_some_and(|s| now - s < node.lease_timeout) {
             continue;
         }
         let Some(a) = store.recover_lease(&lease, true, now)? else {

@@ -132,3 +132,47 @@ fn a_dead_nodes_leases_are_recovered_by_another_only_after_the_timeout() {
         .unwrap_or_else(|e| panic!("{e}"))
         .is_empty());
 }
+
+/// A call longer than the lease timeout on a live node: its node's heartbeat
+/// (`node_alive`, every refill) keeps the lease, so another node leaves it alone however old
+/// it is; once the heartbeats stop for a timeout, the lease is recovered.
+#[test]
+fn a_live_nodes_call_longer_than_the_timeout_is_not_taken_over() {
+    let Some(db) = PgDb::new() else { return };
+    let open = |n: &str| {
+        PgStore::open(&db.url, true)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_node(n)
+    };
+    let (a, b) = (open("node-a"), open("node-b"));
+    a.upsert_contacts("t", &[Contact::new(id(0), number(0), None, Vec::new())])
+        .unwrap_or_else(|e| panic!("{e}"));
+    a.lease("t", &id(0), &number(0), t0(), "a:c0")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut log = AuditLog::open(dir.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let beat = |at: DateTime<Utc>| {
+        a.node_alive("t", "node-a", at, at - Duration::minutes(1))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let recover = |log: &mut AuditLog, at: DateTime<Utc>| {
+        recover_expired(&b, log, at, &node("node-b")).unwrap_or_else(|e| panic!("{e}"))
+    };
+    // The call runs 25 min, node-a beating every few minutes; node-b looks on (timeout 10 min).
+    for m in [4, 8, 12, 16, 20, 24] {
+        beat(t0() + Duration::minutes(m));
+        assert_eq!(recover(&mut log, t0() + Duration::minutes(m + 3)), vec![]);
+    }
+    assert_eq!(b.leases().map(|l| l.len()).ok(), Some(1));
+    // node-a falls silent after 24 min: 10 min later its lease is recovered, not before.
+    assert_eq!(recover(&mut log, t0() + Duration::minutes(33)), vec![]);
+    assert_eq!(
+        recover(&mut log, t0() + Duration::minutes(34)),
+        vec![Recovered::Interrupted {
+            campaign: "t".into(),
+            contact: "c0".into(),
+            call: "a:c0".into()
+        }]
+    );
+    assert_eq!(b.leases().map(|l| l.len()).ok(), Some(0));
+}

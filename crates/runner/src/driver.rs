@@ -279,12 +279,75 @@ fn share(p: crieur_engine::Pacing, nodes: u32) -> crieur_engine::Pacing {
     }
 }
 
+/// The limits a run shares with others: its campaign's pacing (among the campaign's live
+/// nodes) and its trunk's own limits (among every live run on that trunk: any campaign, any
+/// node).
+#[derive(Debug, Clone)]
+struct Limits {
+    campaign: crieur_engine::Pacing,
+    /// The trunk's identity (host, port, user) and its limits, when it has any.
+    trunk: Option<(String, crieur_engine::Pacing)>,
+}
+
+impl Limits {
+    fn of(c: &Campaign) -> Limits {
+        let campaign = crieur_engine::Pacing {
+            calls_per_second: c.pacing.calls_per_second,
+            max_concurrent: c.pacing.max_concurrent_calls,
+        };
+        let trunk = c.trunk.as_ref().and_then(|t| {
+            if t.calls_per_second.is_none() && t.max_concurrent_calls.is_none() {
+                return None;
+            }
+            let key = format!(
+                "trunk {}:{} {}",
+                t.host.to_ascii_lowercase(),
+                t.port,
+                t.username.as_deref().unwrap_or_default()
+            );
+            let limits = crieur_engine::Pacing {
+                calls_per_second: t.calls_per_second.unwrap_or(f64::INFINITY),
+                max_concurrent: t.max_concurrent_calls.unwrap_or(u32::MAX),
+            };
+            Some((key, limits))
+        });
+        Limits { campaign, trunk }
+    }
+
+    /// This run's pacing at `t`, from the heartbeats of the runs seen since `since` (this
+    /// one's recorded now): its share of the campaign's pacing ([`share`]) and, under it,
+    /// its share of the trunk's — the trunk's rate and channels divided by the live runs on
+    /// the trunk (rounded down: the shares never add up to more than the trunk allows, even
+    /// if a run gets no channel while more runs than channels are live).
+    fn pacing(
+        &self,
+        store: &dyn Store,
+        campaign: &str,
+        node: &str,
+        t: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> Result<crieur_engine::Pacing> {
+        let live = store.node_alive(campaign, node, t, since)?;
+        let mut p = share(self.campaign, live);
+        if let Some((key, trunk)) = &self.trunk {
+            let runs = store
+                .node_alive(key, &format!("{node} {campaign}"), t, since)?
+                .max(1);
+            p.calls_per_second = p
+                .calls_per_second
+                .min(trunk.calls_per_second / f64::from(runs));
+            p.max_concurrent = p.max_concurrent.min(trunk.max_concurrent / runs);
+        }
+        Ok(p)
+    }
+}
+
 /// A campaign run's window on the store's due index: the planner holds only what is due
 /// before the horizon (and the calls in progress); what it settles goes back to the store.
 struct DueFeed {
     campaign: String,
     node: crieur_dial::Node,
-    pacing: crieur_engine::Pacing,
+    limits: Limits,
     /// Contacts taken per refill: what this node can dial until the next one (twice over),
     /// so that nodes share the due contacts instead of the first taking them all.
     per_refill: usize,
@@ -320,10 +383,13 @@ impl DueFeed {
         for r in session.recover_expired(t, &self.node)? {
             st.emit(Event::Recovered(r));
         }
-        // The campaign's pacing (and the trunk's) is shared among the nodes seen within
-        // the last three refills: each takes its share.
-        let live = store.node_alive(&self.campaign, &self.node.id, t, t - refill_every() * 3)?;
-        session.set_pacing(share(self.pacing, live));
+        // The campaign's pacing is shared among its nodes seen within the last three
+        // refills, the trunk's among the runs on it (every campaign): each takes its share.
+        let since = t - refill_every() * 3;
+        let pacing = self
+            .limits
+            .pacing(&*store, &self.campaign, &self.node.id, t, since)?;
+        session.set_pacing(pacing);
         let claim = Claim {
             node: &self.node.id,
             until: t + horizon(),
@@ -353,7 +419,11 @@ impl DueFeed {
             // Due soon but held by other nodes: their claims may lapse.
             (None, Some(n)) if soon(&n) => refill_every(),
             _ => chrono::Duration::seconds(60),
-        };
+        }
+        // The refill is the node's heartbeat (`node_alive`): three per lease timeout at
+        // least, so that a call longer than the timeout keeps its lease.
+        .min(self.node.lease_timeout / 3)
+        .max(chrono::Duration::seconds(1));
         Ok(())
     }
 
@@ -581,7 +651,7 @@ pub async fn run(
             st.feed = Some(DueFeed {
                 campaign: campaign.id.clone(),
                 node: node.clone(),
-                pacing,
+                limits: Limits::of(&campaign),
                 per_refill: per_refill.max(1),
                 held: Default::default(),
                 next_refill: now(),
@@ -1146,8 +1216,63 @@ fn test_pause(point: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::share;
+    use super::{share, Limits};
+    use chrono::{DateTime, Duration, Utc};
     use crieur_engine::Pacing;
+    use crieur_store::PgStore;
+
+    fn pace(calls_per_second: f64, max_concurrent: u32) -> Pacing {
+        Pacing {
+            calls_per_second,
+            max_concurrent,
+        }
+    }
+
+    /// Campaigns on one trunk share its rate and channels, whichever node runs them (here
+    /// two runs of different campaigns on one node, and a third on another), through the
+    /// runs' heartbeats in one PostgreSQL store; another trunk's runs do not count, and a
+    /// run that stops beating stops counting.
+    #[test]
+    fn campaigns_on_one_trunk_share_its_limits_across_runs_and_nodes() {
+        let Some(db) = crieur_test_support::pg::PgDb::new() else {
+            return;
+        };
+        let store = PgStore::open(&db.url, true).unwrap_or_else(|e| panic!("{e}"));
+        let on = |trunk: &str| Limits {
+            campaign: pace(10.0, 10),
+            trunk: Some((trunk.into(), pace(6.0, 4))),
+        };
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let at = |s: i64| t0 + Duration::seconds(s);
+        let pacing = |l: &Limits, campaign: &str, node: &str, t: DateTime<Utc>| {
+            l.pacing(&store, campaign, node, t, t - Duration::seconds(30))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (x, y) = (
+            on("trunk sip.example:5060 u"),
+            on("trunk other.example:5060 u"),
+        );
+        // Alone on the trunk: the trunk's limits bind (tighter than the campaign's).
+        assert_eq!(pacing(&x, "a", "n1", at(0)), pace(6.0, 4));
+        // Campaign b on the same node and trunk: half each.
+        assert_eq!(pacing(&x, "b", "n1", at(1)), pace(3.0, 2));
+        assert_eq!(pacing(&x, "a", "n1", at(2)), pace(3.0, 2));
+        // Campaign b on a second node too: a third of the rate each; channels rounded down
+        // (1 each: 3 in all, within the trunk's 4).
+        assert_eq!(pacing(&x, "b", "n2", at(3)), pace(2.0, 1));
+        // b's two nodes also share b's own pacing (10 / 2 = 5, looser than the trunk's 2).
+        assert_eq!(pacing(&x, "b", "n1", at(4)), pace(2.0, 1));
+        // A campaign on another trunk is alone on its trunk.
+        assert_eq!(pacing(&y, "c", "n1", at(5)), pace(6.0, 4));
+        // n2 and b stop: 40 s later only a's run is live on the trunk.
+        assert_eq!(pacing(&x, "a", "n1", at(45)), pace(6.0, 4));
+        // No trunk limits: only the campaign's pacing.
+        let free = Limits {
+            campaign: pace(10.0, 10),
+            trunk: None,
+        };
+        assert_eq!(pacing(&free, "a", "n1", at(46)), pace(10.0, 10));
+    }
 
     #[test]
     fn each_node_takes_its_share_of_the_pacing() {

@@ -11,6 +11,41 @@ use crieur_scheduler::Decision;
 
 use crate::{Counters, Event, Refusal};
 
+/// `crieur status` without `--contacts`: where a campaign stands from the store's counters
+/// and its due index (no contact read): contacts, remaining and done, the next due instant.
+pub fn campaign_counts(
+    id: &str,
+    name: &str,
+    now: DateTime<Utc>,
+    p: crieur_store::Progress,
+    next_due: Option<DateTime<Utc>>,
+) -> String {
+    let mut out = format!("campaign  {id} (`{name}`) at {}\n", rfc3339(now));
+    let _ = writeln!(out, "contacts  {}", p.remaining + p.done);
+    let _ = writeln!(
+        out,
+        "remaining {} (the run decides each again when it is due)",
+        p.remaining
+    );
+    let _ = writeln!(
+        out,
+        "done      {} (the run is done with them: opted out, a final outcome, out of attempts, never callable)",
+        p.done
+    );
+    let _ = match next_due {
+        Some(t) if t <= now => writeln!(out, "next due  {} (due now)", rfc3339(t)),
+        Some(t) => writeln!(
+            out,
+            "next due  {} (in {})",
+            rfc3339(t),
+            human_duration(t - now)
+        ),
+        None => writeln!(out, "next due  -"),
+    };
+    out.push_str("(from the store's counters; `--contacts` evaluates every contact now)\n");
+    out
+}
+
 /// Why the contact was not dialled, as the decision recorded it.
 pub fn refusal(number: &str, r: &Refusal) -> String {
     let mut out = String::new();

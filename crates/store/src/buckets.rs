@@ -11,15 +11,32 @@
 
 use crate::Error;
 
-/// Buckets per campaign. Fixed: it is part of the on-disk format. At ten million contacts
-/// a bucket holds about 2,400 of them (some 300 KB).
+/// Buckets per campaign unless chosen otherwise before its first import
+/// ([`count_for`]); a campaign's count is part of its on-disk layout, fixed once it has
+/// contacts. At ten million contacts, 4,096 buckets hold about 2,400 contacts each (some
+/// 400 KB: reading one contact read all that).
 pub(crate) const BUCKETS: usize = 4096;
+/// The most buckets a campaign has (bucket numbers are 16 bits).
+pub(crate) const MAX_BUCKETS: usize = 1 << 16;
 
-/// The bucket of a contact id: FNV-1a (64-bit) of its bytes. Written by hand because the
-/// layout must never change with a library or compiler release (std's hasher may).
-pub(crate) fn bucket_of(id: &str) -> u16 {
-    // BUCKETS is a power of two below 2^16: the mask keeps the value in range.
-    (fnv(id) as usize & (BUCKETS - 1)) as u16
+/// The bucket count for a first import of `rows` contacts: a power of two giving at most
+/// about 256 contacts per bucket, from [`BUCKETS`] to [`MAX_BUCKETS`].
+pub(crate) fn count_for(rows: usize) -> usize {
+    (rows / 256).next_power_of_two().clamp(BUCKETS, MAX_BUCKETS)
+}
+
+/// A stored bucket count (u32 BE), if it is a valid one.
+pub(crate) fn count_from(v: &[u8]) -> Option<usize> {
+    let n = u32::from_be_bytes(v.try_into().ok()?) as usize;
+    (n.is_power_of_two() && (BUCKETS..=MAX_BUCKETS).contains(&n)).then_some(n)
+}
+
+/// The bucket of a contact id among `count` (a power of two, at most 2^16): FNV-1a (64-bit)
+/// of its bytes, masked. Written by hand because the layout must never change with a
+/// library or compiler release (std's hasher may).
+pub(crate) fn bucket_of(id: &str, count: usize) -> u16 {
+    // count is a power of two at most 2^16: the mask keeps the value in range.
+    (fnv(id) as usize & (count - 1)) as u16
 }
 
 /// The due index's bucket of a contact id (see `dueidx`): the low 16 bits of the same hash,
@@ -27,6 +44,15 @@ pub(crate) fn bucket_of(id: &str) -> u16 {
 /// entries).
 pub(crate) fn due_bucket_of(id: &str) -> u16 {
     fnv(id) as u16
+}
+
+/// The part of an import split in `parts` (a power of two, at most [`BUCKETS`]) a contact
+/// id falls in: the low bits of its bucket, so that every contacts bucket (and due index
+/// bucket) of a campaign is in one part only — an import written a part at a time writes
+/// each bucket once.
+pub fn import_part(id: &str, parts: usize) -> usize {
+    // A power of two divides every bucket count: the remainder is the bucket's low bits.
+    fnv(id) as usize % parts.clamp(1, BUCKETS)
 }
 
 fn fnv(id: &str) -> u64 {
@@ -120,10 +146,14 @@ mod tests {
     #[test]
     fn the_bucket_function_is_fixed() {
         // Part of the on-disk format: these values must never change.
-        assert_eq!(bucket_of(""), (0xcbf2_9ce4_8422_2325u64 & 4095) as u16);
-        assert_eq!(bucket_of("c1"), bucket_of("c1"));
-        let spread: std::collections::HashSet<u16> =
-            (0..20_000).map(|i| bucket_of(&format!("c{i}"))).collect();
+        assert_eq!(
+            bucket_of("", BUCKETS),
+            (0xcbf2_9ce4_8422_2325u64 & 4095) as u16
+        );
+        assert_eq!(bucket_of("c1", BUCKETS), bucket_of("c1", BUCKETS));
+        let spread: std::collections::HashSet<u16> = (0..20_000)
+            .map(|i| bucket_of(&format!("c{i}"), BUCKETS))
+            .collect();
         assert!(spread.len() > 4000, "{} buckets used", spread.len());
     }
 

@@ -24,6 +24,7 @@ mod due;
 mod dueidx;
 mod pg;
 
+pub use buckets::import_part;
 pub use pg::{redact, PgStore};
 
 /// Everything that can go wrong with the store.
@@ -242,6 +243,22 @@ pub trait Store {
     fn watch_opt_outs(&self) -> Result<Option<Box<dyn OptOutWatch>>> {
         Ok(None)
     }
+    /// Told before an import of about `rows` contacts (validated) into `campaign`: a store
+    /// may size the campaign's layout for it when it has no contacts yet (the embedded
+    /// store: its contacts buckets, so that reading one contact of 10 M reads a value of
+    /// about 256 contacts, not 2,400). A hint; nothing else depends on it.
+    fn expect_contacts(&self, campaign: &str, rows: usize) -> Result<()> {
+        let _ = (campaign, rows);
+        Ok(())
+    }
+    /// When `node` last said it works on the campaign ([`Store::node_alive`]: at every
+    /// refill, and at least three times per lease timeout), if it ever did: the heartbeat
+    /// that keeps its leases, however long its calls run. An embedded store has one
+    /// process and no other node's leases: `None`.
+    fn node_seen(&self, campaign: &str, node: &str) -> Result<Option<DateTime<Utc>>> {
+        let _ = (campaign, node);
+        Ok(None)
+    }
 }
 
 /// Opt-outs recorded by any process sharing a store, as they are committed
@@ -325,6 +342,35 @@ const CONTACTS: &str = "contacts-b";
 /// written before it existed gets it on open, every contact due at its earliest grant).
 const DUE: &str = "due-2";
 const DUE_MARKER: &str = "due-index-2";
+/// sled's page cache (its default is 1 GiB, which a run over 10 M contacts filled with the
+/// buckets it read once).
+const CACHE_BYTES: u64 = 128 << 20;
+/// sled's log segment for a new store. sled writes a page (a tree node with its values)
+/// larger than a quarter segment to a file of its own, a "blob": with its default 512 KiB,
+/// the nodes holding buckets of ~150 contacts (10 M contacts) were blobs, and reading one
+/// contact opened and read a file (profiled: most of a run's time at 3 M contacts).
+const SEGMENT_BYTES: usize = 8 << 20;
+
+/// The segment size of the store at `path`: as it was created (sled refuses another), or
+/// [`SEGMENT_BYTES`] for a new one.
+fn segment_bytes(path: &Path) -> usize {
+    std::fs::read(path.join("conf"))
+        .ok()
+        .and_then(|conf| {
+            let text = String::from_utf8_lossy(&conf).into_owned();
+            text.lines()
+                .find_map(|l| l.strip_prefix("segment_size: "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(SEGMENT_BYTES)
+}
+
+/// `meta` key of a campaign's contacts bucket count (u32 BE); absent: [`buckets::BUCKETS`].
+fn buckets_key(campaign: &str) -> Vec<u8> {
+    let mut k = b"buckets\0".to_vec();
+    k.extend_from_slice(campaign.as_bytes());
+    k
+}
 
 /// Rewrites a version-1 store's contacts into buckets. Crash-safe: the new tree is rebuilt
 /// from scratch and flushed before the format marker changes, and the old tree is dropped
@@ -340,7 +386,8 @@ fn migrate_from_1(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
         let mut parts = k.splitn(2, |b| *b == 0);
         let campaign = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
         let id = parts.next().unwrap_or_default().to_vec();
-        let bucket = buckets::bucket_of(&String::from_utf8_lossy(&id));
+        // Version-1 stores predate per-campaign counts.
+        let bucket = buckets::bucket_of(&String::from_utf8_lossy(&id), buckets::BUCKETS);
         buckets
             .entry(buckets::bucket_key(&campaign, bucket))
             .or_default()
@@ -460,6 +507,10 @@ pub struct SledStore {
     /// process at a time (sled locks it), so they need not outlive it.
     claims: std::sync::Mutex<Claims>,
     key: [u8; 32],
+    meta: sled::Tree,
+    /// Each campaign's contacts bucket count, once read from `meta` (see
+    /// [`Store::expect_contacts`]).
+    bucket_counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -545,6 +596,8 @@ impl SledStore {
         // and an idle store then wakes no thread.
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .segment_size(segment_bytes(path))
             .flush_every_ms(None)
             .open()
             .map_err(|source| Error::Open {
@@ -603,6 +656,8 @@ impl SledStore {
             claims: Default::default(),
             db,
             key,
+            meta: meta.clone(),
+            bucket_counts: Default::default(),
         };
         if meta.get(DUE_MARKER).map_err(io)?.is_none() {
             store.build_due_index()?;
@@ -1013,6 +1068,26 @@ fn instant_us(us: i64) -> DateTime<Utc> {
 }
 
 impl SledStore {
+    /// The campaign's contacts bucket count: chosen by [`Store::expect_contacts`] before
+    /// its first import, [`buckets::BUCKETS`] otherwise (and for stores written before).
+    fn buckets_of(&self, campaign: &str) -> Result<usize> {
+        let mut known = self.bucket_counts.lock().map_err(|_| Error::Poisoned {
+            what: "bucket counts",
+        })?;
+        if let Some(n) = known.get(campaign) {
+            return Ok(*n);
+        }
+        let n = match self.meta.get(buckets_key(campaign)).map_err(io)? {
+            None => buckets::BUCKETS,
+            Some(v) => buckets::count_from(&v).ok_or_else(|| Error::Corrupt {
+                key: String::from_utf8_lossy(&buckets_key(campaign)).into_owned(),
+                why: format!("not a bucket count: {}", hex::encode(&v)),
+            })?,
+        };
+        known.insert(campaign.to_owned(), n);
+        Ok(n)
+    }
+
     fn lock_claims(&self) -> Result<std::sync::MutexGuard<'_, Claims>> {
         self.claims.lock().map_err(|_| Error::Poisoned {
             what: "claims table",
@@ -1056,10 +1131,33 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn expect_contacts(&self, campaign: &str, rows: usize) -> Result<()> {
+        let mut prefix = campaign.as_bytes().to_vec();
+        prefix.push(0);
+        if self.meta.get(buckets_key(campaign)).map_err(io)?.is_some()
+            || self.contacts.scan_prefix(&prefix).next().is_some()
+        {
+            // Fixed once the campaign has contacts: they are where its count puts them.
+            return Ok(());
+        }
+        let n = buckets::count_for(rows);
+        if n != buckets::BUCKETS {
+            self.meta
+                .insert(buckets_key(campaign), &(n as u32).to_be_bytes()[..])
+                .map_err(io)?;
+            self.durable()?;
+        }
+        if let Ok(mut known) = self.bucket_counts.lock() {
+            known.insert(campaign.to_owned(), n);
+        }
+        Ok(())
+    }
+
     fn upsert_contacts(&self, campaign: &str, contacts: &[Contact]) -> Result<ImportStats> {
-        let mut groups: Vec<Vec<&Contact>> = vec![Vec::new(); buckets::BUCKETS];
+        let count = self.buckets_of(campaign)?;
+        let mut groups: Vec<Vec<&Contact>> = vec![Vec::new(); count];
         for c in contacts {
-            groups[usize::from(buckets::bucket_of(c.id().as_str()))].push(c);
+            groups[usize::from(buckets::bucket_of(c.id().as_str(), count))].push(c);
         }
         // Batches of whole buckets, each atomic and flushed, built and written on every core:
         // on failure every contact is either wholly in the store or not at all.
@@ -1157,7 +1255,8 @@ impl Store for SledStore {
     }
 
     fn contact(&self, campaign: &str, id: &ContactId) -> Result<Option<Contact>> {
-        let key = buckets::bucket_key(campaign, buckets::bucket_of(id.as_str()));
+        let count = self.buckets_of(campaign)?;
+        let key = buckets::bucket_key(campaign, buckets::bucket_of(id.as_str(), count));
         let Some(bucket) = self.contacts.get(&key).map_err(io)? else {
             return Ok(None);
         };
@@ -1558,6 +1657,48 @@ mod tests {
         retrying(|| SledStore::open(dir, true))
     }
 
+    /// A campaign announced as large gets more, smaller contacts buckets, kept across
+    /// reopening; the count never changes once it has contacts; others keep 4,096.
+    #[test]
+    fn a_large_first_import_sizes_its_campaigns_buckets() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("s");
+        let cs: Vec<Contact> = (0..300)
+            .map(|i| contact(&format!("c{i}"), "+33612345678", "mon 10:00-11:00", 1))
+            .collect();
+        {
+            let s = open(&path);
+            s.expect_contacts("big", 10_000_000)
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.upsert_contacts("big", &cs)
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.upsert_contacts("small", &cs)
+                .unwrap_or_else(|e| panic!("{e}"));
+            // Too late for `small`: it has contacts.
+            s.expect_contacts("small", 10_000_000)
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.durable().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let s = open(&path);
+        assert_eq!(s.buckets_of("big").ok(), Some(1 << 16));
+        assert_eq!(s.buckets_of("small").ok(), Some(buckets::BUCKETS));
+        let mut prefix = b"big".to_vec();
+        prefix.push(0);
+        // 300 ids over 65,536 buckets: (nearly) one per bucket.
+        assert!(s.contacts.scan_prefix(&prefix).count() > 290);
+        for campaign in ["big", "small"] {
+            for c in &cs {
+                let got = s
+                    .contact(campaign, c.id())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(got.as_ref().map(Contact::id), Some(c.id()));
+            }
+            assert_eq!(s.contacts(campaign).map(|v| v.len()).ok(), Some(300));
+        }
+        assert_eq!(buckets::count_for(1_000_000), buckets::BUCKETS);
+        assert_eq!(buckets::count_for(2_000_000), 8192);
+    }
+
     #[test]
     fn reimport_keeps_consent_history() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -1724,7 +1865,12 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             let hash = s.number_key(&n("+33612345670"));
             drop(s);
-            let db = retrying(|| sled::open(&path));
+            let db = retrying(|| {
+                sled::Config::new()
+                    .path(&path)
+                    .segment_size(segment_bytes(&path))
+                    .open()
+            });
             let meta = db.open_tree("meta").unwrap_or_else(|e| panic!("{e}"));
             meta.insert("format", FORMAT_1)
                 .unwrap_or_else(|e| panic!("{e}"));

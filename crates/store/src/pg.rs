@@ -914,6 +914,24 @@ impl Store for PgStore {
         Ok(u32::try_from(n).unwrap_or(u32::MAX).max(1))
     }
 
+    fn node_seen(&self, campaign: &str, node: &str) -> Result<Option<DateTime<Utc>>> {
+        let r = self.with(|c| {
+            c.query_opt(
+                "SELECT seen_us FROM crieur_nodes WHERE campaign = $1 AND node = $2",
+                &[&campaign, &node],
+            )
+            .map_err(pg_err)
+        })?;
+        r.map(|r| {
+            let us: i64 = r.get(0);
+            DateTime::from_timestamp_micros(us).ok_or_else(|| Error::Corrupt {
+                key: format!("node {node} of campaign {campaign}"),
+                why: format!("instant {us} is not a date"),
+            })
+        })
+        .transpose()
+    }
+
     fn progress(&self, campaign: &str) -> Result<Progress> {
         let r = self.with(|c| {
             c.query_opt(
