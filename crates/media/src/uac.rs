@@ -300,34 +300,17 @@ impl Uac {
     /// for a reliable transport).
     pub async fn start_tcp(bind: SocketAddr, user_agent: &str) -> Result<Uac, Error> {
         check_bind(bind)?;
-        let token = CancellationToken::new();
         let listener = std::net::TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
-        let endpoint = Endpoint::new(SipConfig {
+        Self::launch(
             local,
-            transport: Transport::Tcp,
-            user_agent: user_agent.to_owned(),
-            timers: Timers::default(),
-            capabilities: signalling::capabilities(),
-            accept_incoming: false,
-        });
-        let (sip, rt) = LoopThread::start(
-            || Ok(SipNet::Tcp(tokio::net::TcpListener::from_std(listener)?)),
-            endpoint,
-            token.child_token(),
-        )?;
-        Ok(Uac {
-            sip,
-            local,
-            transport: Transport::Tcp,
-            rt,
-            ports: Arc::default(),
-            buffers: (0, 0),
-            pacer: Arc::new(Pacer::per_core()?),
-            token,
-            _port: None,
-        })
+            Transport::Tcp,
+            user_agent,
+            |_| Ok(SipNet::Tcp(tokio::net::TcpListener::from_std(listener)?)),
+            (0, 0),
+            None,
+        )
     }
 
     /// [`Uac::start`] over TLS: connections to the trunk with its certificate checked against
@@ -343,7 +326,6 @@ impl Uac {
     ) -> Result<Uac, Error> {
         check_bind(bind)?;
         let (connector, name) = tls.connector()?;
-        let token = CancellationToken::new();
         let (listener, holder, local) = match &tls.identity {
             Some(id) => {
                 let acceptor = id.acceptor()?;
@@ -367,17 +349,11 @@ impl Uac {
                 (None, Some(holder), local)
             }
         };
-        let endpoint = Endpoint::new(SipConfig {
+        Self::launch(
             local,
-            transport: Transport::Tls,
-            user_agent: user_agent.to_owned(),
-            timers: Timers::default(),
-            capabilities: signalling::capabilities(),
-            accept_incoming: false,
-        });
-        let inbound_stop = token.child_token();
-        let (sip, rt) = LoopThread::start(
-            move || {
+            Transport::Tls,
+            user_agent,
+            move |inbound_stop| {
                 // The listener's tasks on the loop thread too, beside the connections they
                 // hand to the loop.
                 let inbound = match listener {
@@ -394,20 +370,9 @@ impl Uac {
                     inbound,
                 })
             },
-            endpoint,
-            token.child_token(),
-        )?;
-        Ok(Uac {
-            sip,
-            local,
-            transport: Transport::Tls,
-            rt,
-            ports: Arc::default(),
-            buffers: (0, 0),
-            pacer: Arc::new(Pacer::per_core()?),
-            token,
-            _port: holder,
-        })
+            (0, 0),
+            holder,
+        )
     }
 
     /// [`Uac::start`] with `buffer` bytes asked for as the SIP socket's `SO_RCVBUF` and
@@ -419,7 +384,6 @@ impl Uac {
         buffer: usize,
     ) -> Result<Uac, Error> {
         check_bind(bind)?;
-        let token = CancellationToken::new();
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(bind),
             socket2::Type::DGRAM,
@@ -446,29 +410,48 @@ impl Uac {
         }
         let socket: std::net::UdpSocket = socket.into();
         let local = socket.local_addr()?;
+        Self::launch(
+            local,
+            Transport::Udp,
+            user_agent,
+            |_| Ok(SipNet::Udp(tokio::net::UdpSocket::from_std(socket)?)),
+            buffers,
+            None,
+        )
+    }
+
+    /// The UAC on its loop thread: an endpoint at `local` over `transport`, with the sockets
+    /// `net` makes inside the thread's runtime (given a token stopped with the UAC, for the
+    /// tasks it starts there). `port` is a socket held for the UAC's life.
+    fn launch(
+        local: SocketAddr,
+        transport: Transport,
+        user_agent: &str,
+        net: impl FnOnce(CancellationToken) -> std::io::Result<SipNet>,
+        buffers: (usize, usize),
+        port: Option<socket2::Socket>,
+    ) -> Result<Uac, Error> {
+        let token = CancellationToken::new();
         let endpoint = Endpoint::new(SipConfig {
             local,
-            transport: Transport::Udp,
+            transport,
             user_agent: user_agent.to_owned(),
             timers: Timers::default(),
             capabilities: signalling::capabilities(),
             accept_incoming: false,
         });
-        let (sip, rt) = LoopThread::start(
-            || Ok(SipNet::Udp(tokio::net::UdpSocket::from_std(socket)?)),
-            endpoint,
-            token.child_token(),
-        )?;
+        let tasks = token.child_token();
+        let (sip, rt) = LoopThread::start(|| net(tasks), endpoint, token.child_token())?;
         Ok(Uac {
             sip,
             local,
-            transport: Transport::Udp,
+            transport,
             rt,
             ports: Arc::default(),
             buffers,
             pacer: Arc::new(Pacer::per_core()?),
             token,
-            _port: None,
+            _port: port,
         })
     }
 
