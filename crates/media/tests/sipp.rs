@@ -1787,8 +1787,12 @@ async fn amd_greeting_and_beep_then_the_voicemail_message() {
         vm > beep_end,
         "voicemail at {vm:?}, beep ended {beep_end:?}"
     );
+    // Started by the beep, not by the fallback on the silence after the greeting (3 s):
+    // `beep.end` is audio time since the answer and `vm` wall time, so the two differ by the
+    // far end's start-up jitter too. The ≤ 300 ms p95 of the issue is a figure measured over
+    // a corpus (BENCHMARKS.md, `amd_e2e`), not a bound one call can assert on a loaded host.
     assert!(
-        vm - beep_end < Duration::from_millis(300),
+        vm - beep_end < Duration::from_millis(1_000),
         "{:?}",
         vm - beep_end
     );
