@@ -804,3 +804,106 @@ fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
     );
     drop(api.rt);
 }
+
+/// Served with no run (`crieur serve`) and no count over every contact (a campaign above
+/// `COUNTED_MAX`, or before the first refresh): the live state's `contacts` and `remaining`
+/// are the store's counters, as `crieur status` prints them, and follow its changes; what
+/// only a count over every contact gives stays `null`.
+#[test]
+fn without_a_run_the_state_counts_come_from_the_stores_counters() {
+    let dir = Scratch::new();
+    dir.recordings(1.0);
+    dir.write("c.toml", CampaignToml::new("t", 5060).build());
+    let campaign =
+        crieur_config::campaign::load(&dir.path().join("c.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let id = campaign.id.clone();
+    let store = Arc::new(
+        SledStore::open(&dir.path().join("store"), true).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let rows = [
+        ("c1", "+33612345671"),
+        ("c2", "+33612345672"),
+        ("c3", "+33612345673"),
+    ];
+    let loaded = crieur_config::contacts::parse(
+        Path::new("k.csv"),
+        &Default::default(),
+        contacts_csv(&rows).as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .upsert_contacts(&id, &loaded.contacts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = Arc::new(Mutex::new(
+        crieur_audit::AuditLog::open(&dir.path().join("audit"), Default::default())
+            .unwrap_or_else(|e| panic!("{e}")),
+    ));
+    let ctx = Arc::new(Ctx::new(
+        store.clone(),
+        log,
+        vec![Served {
+            campaign: Arc::new(campaign.clone()),
+            handle: None,
+            feed: Arc::new(Feed::new(&id, None)),
+            snapshot: Mutex::new(None),
+        }],
+        "secret-token",
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let base = format!(
+            "http://{}",
+            l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
+        tokio::spawn(crieur_control::api::serve(l, ctx));
+        base
+    });
+    let state = || -> Value {
+        let mut r = ureq::get(format!("{base}/api/campaigns/{id}"))
+            .call()
+            .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let s = state();
+    assert_eq!((s["contacts"].as_u64(), s["remaining"].as_u64()), (Some(3), Some(3)), "{s}");
+    assert!(s["never_callable"].is_null() && s["opted_out_contacts"].is_null(), "{s}");
+    let listed = || -> Value {
+        let mut r = ureq::get(format!("{base}/api/campaigns"))
+            .call()
+            .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // One contact done (nothing left to do), one more imported: the counters move with the
+    // store's writes, not with a count made once.
+    let c1 = crieur_scheduler::ContactId::new("c1".into()).unwrap_or_else(|e| panic!("{e}"));
+    store
+        .set_due(&id, &[(c1, None)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let more = crieur_config::contacts::parse(
+        Path::new("k2.csv"),
+        &Default::default(),
+        contacts_csv(&[("c4", "+33612345674")]).as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .upsert_contacts(&id, &more.contacts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = state();
+    assert_eq!((s["contacts"].as_u64(), s["remaining"].as_u64()), (Some(4), Some(3)), "{s}");
+    let l = listed();
+    assert_eq!(l["campaigns"][0]["contacts"].as_u64(), Some(4), "{l}");
+    assert_eq!(l["campaigns"][0]["remaining"].as_u64(), Some(3), "{l}");
+    let p = store.progress(&id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((p.remaining, p.done), (3, 1));
+    drop(rt);
+}

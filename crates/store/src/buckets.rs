@@ -16,13 +16,26 @@ use crate::Error;
 /// contacts. At ten million contacts, 4,096 buckets hold about 2,400 contacts each (some
 /// 400 KB: reading one contact read all that).
 pub(crate) const BUCKETS: usize = 4096;
-/// The most buckets a campaign has (bucket numbers are 16 bits).
-pub(crate) const MAX_BUCKETS: usize = 1 << 16;
+/// The most buckets a campaign has: 2^20 (bucket numbers above 2^16 take 4 bytes in keys).
+pub(crate) const MAX_BUCKETS: usize = 1 << 20;
+/// Contacts per bucket [`count_for`] aims at (between this and half of it, above 4,096
+/// buckets).
+///
+/// Why small: sled keeps up to 16 keys in a tree leaf and reads, caches and copies a leaf
+/// whole, so reading one contact costs a leaf — 16 buckets. With ~150 contacts a bucket (10 M
+/// contacts in 65,536 buckets) that was ~500 KB per due contact, and a tick for 1,000 due
+/// contacts read ~500 MB (1 s at 10 M, against 0.07 s at 100 k: profiled). With ~20–30 a
+/// bucket, a leaf is ~60–100 KB at any size. An import's cost does not grow with the count:
+/// sled copies the leaf on each insert, and there are as many fewer inserts as leaves are
+/// smaller.
+pub(crate) const PER_BUCKET: usize = 32;
 
 /// The bucket count for a first import of `rows` contacts: a power of two giving at most
-/// about 256 contacts per bucket, from [`BUCKETS`] to [`MAX_BUCKETS`].
+/// about [`PER_BUCKET`] contacts per bucket, from [`BUCKETS`] to [`MAX_BUCKETS`].
 pub(crate) fn count_for(rows: usize) -> usize {
-    (rows / 256).next_power_of_two().clamp(BUCKETS, MAX_BUCKETS)
+    (rows / PER_BUCKET)
+        .next_power_of_two()
+        .clamp(BUCKETS, MAX_BUCKETS)
 }
 
 /// A stored bucket count (u32 BE), if it is a valid one.
@@ -31,17 +44,16 @@ pub(crate) fn count_from(v: &[u8]) -> Option<usize> {
     (n.is_power_of_two() && (BUCKETS..=MAX_BUCKETS).contains(&n)).then_some(n)
 }
 
-/// The bucket of a contact id among `count` (a power of two, at most 2^16): FNV-1a (64-bit)
-/// of its bytes, masked. Written by hand because the layout must never change with a
-/// library or compiler release (std's hasher may).
-pub(crate) fn bucket_of(id: &str, count: usize) -> u16 {
-    // count is a power of two at most 2^16: the mask keeps the value in range.
-    (fnv(id) as usize & (count - 1)) as u16
+/// The bucket of a contact id among `count` (a power of two, at most [`MAX_BUCKETS`]): FNV-1a
+/// (64-bit) of its bytes, masked. Written by hand because the layout must never change with
+/// a library or compiler release (std's hasher may).
+pub(crate) fn bucket_of(id: &str, count: usize) -> u32 {
+    // count is a power of two at most 2^20: the mask keeps the value in range.
+    (fnv(id) as usize & (count - 1)) as u32
 }
 
-/// The due index's bucket of a contact id (see `dueidx`): the low 16 bits of the same hash,
-/// so each contacts bucket splits into 16 of them (smaller values: a change rewrites fewer
-/// entries).
+/// The due index's bucket of a contact id (see `dueidx`): the low 16 bits of the same hash
+/// (65,536 per campaign whatever its contacts bucket count).
 pub(crate) fn due_bucket_of(id: &str) -> u16 {
     fnv(id) as u16
 }
@@ -64,13 +76,31 @@ fn fnv(id: &str) -> u64 {
     h
 }
 
-/// `campaign · 0x00 · bucket (u16 BE)`.
-pub(crate) fn bucket_key(campaign: &str, bucket: u16) -> Vec<u8> {
-    let mut k = Vec::with_capacity(campaign.len() + 3);
+/// `campaign · 0x00 · bucket`: u16 BE for a campaign of at most 65,536 buckets (`count`),
+/// as every store written before larger counts existed; above, u32 BE of the bucket's
+/// [`position`]. One width per campaign.
+pub(crate) fn bucket_key(campaign: &str, bucket: u32, count: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + 5);
     k.extend_from_slice(campaign.as_bytes());
     k.push(0);
-    k.extend_from_slice(&bucket.to_be_bytes());
+    match u16::try_from(bucket) {
+        Ok(b) if count <= 1 << 16 => k.extend_from_slice(&b.to_be_bytes()),
+        _ => k.extend_from_slice(&position(bucket, count).to_be_bytes()),
+    }
     k
+}
+
+/// Where a bucket's key sorts among its campaign's: above 65,536 buckets, its number with
+/// its bits reversed (over the count's width), so that the buckets of one import part (the
+/// same low bits, [`import_part`]) are contiguous in the tree. sled keeps 16 keys a leaf:
+/// an import written a part at a time then fills each leaf once, instead of coming back to
+/// every leaf in every part after the page cache let it go (read again from the log).
+pub(crate) fn position(bucket: u32, count: usize) -> u32 {
+    if count <= 1 << 16 {
+        return bucket;
+    }
+    let bits = count.trailing_zeros();
+    bucket.reverse_bits() >> (32 - bits)
 }
 
 /// Appends one entry.
@@ -148,10 +178,38 @@ mod tests {
         // Part of the on-disk format: these values must never change.
         assert_eq!(
             bucket_of("", BUCKETS),
-            (0xcbf2_9ce4_8422_2325u64 & 4095) as u16
+            (0xcbf2_9ce4_8422_2325u64 & 4095) as u32
+        );
+        assert_eq!(
+            bucket_of("", MAX_BUCKETS),
+            (0xcbf2_9ce4_8422_2325u64 & 0xf_ffff) as u32
+        );
+        // Two bytes up to 65,536 buckets (the layout of every earlier store), four above.
+        assert_eq!(bucket_key("k", 0x1234, 1 << 16), b"k\0\x12\x34".to_vec());
+        // Above, the bits reversed over the count's width: 17 bits of 0x1234.
+        assert_eq!(
+            bucket_key("k", 0x1234, 1 << 17),
+            ((0x1234u32.reverse_bits() >> 15).to_be_bytes().iter())
+                .fold(b"k\0".to_vec(), |mut k, b| {
+                    k.push(*b);
+                    k
+                })
+        );
+        assert_eq!(position(1, 1 << 17), 1 << 16);
+        // One import part's buckets (the same low bits) are one run of positions.
+        let parts = 64;
+        let count = 1 << 19;
+        let mut of_part: Vec<u32> = (0..count as u32)
+            .filter(|b| *b as usize % parts == 5)
+            .map(|b| position(b, count))
+            .collect();
+        of_part.sort_unstable();
+        assert_eq!(
+            of_part.last().map(|l| l - of_part[0] + 1),
+            Some((count / parts) as u32)
         );
         assert_eq!(bucket_of("c1", BUCKETS), bucket_of("c1", BUCKETS));
-        let spread: std::collections::HashSet<u16> = (0..20_000)
+        let spread: std::collections::HashSet<u32> = (0..20_000)
             .map(|i| bucket_of(&format!("c{i}"), BUCKETS))
             .collect();
         assert!(spread.len() > 4000, "{} buckets used", spread.len());

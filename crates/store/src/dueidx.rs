@@ -2,8 +2,8 @@
 //! a tree node per insert, so one key per contact would cost an import ten times more).
 //!
 //! One tree (`due-2`), three kinds of keys, all written in one atomic batch per change:
-//! Buckets here are the due buckets (`buckets::due_bucket_of`: 65,536 per campaign, 16 per
-//! contacts bucket), so that a change rewrites about 150 entries at 10 M contacts.
+//! Buckets here are the due buckets (`buckets::due_bucket_of`: 65,536 per campaign, whatever
+//! its contacts bucket count), so that a change rewrites about 150 entries at 10 M contacts.
 //! * `o campaign 0x00 bucket` — the due entries of one bucket: `id length (u32 LE) ·
 //!   id · tag (0 done, 1 due) · due µs (i64 BE)`, sorted by id; the contact's own entry;
 //! * `c campaign 0x00 bucket` — that bucket's counters: remaining, done (u64 LE each);
@@ -163,8 +163,31 @@ pub(crate) struct BucketChange<'s> {
     campaign: &'s str,
     bucket: u16,
     entries: Entries,
+    /// The bucket's counters as read, and as changed.
+    counts_before: Progress,
     counts: Progress,
     slots: BTreeMap<i64, Slot>,
+}
+
+/// How a write moves a campaign's counters (summed over its buckets' changes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Delta {
+    pub remaining: i64,
+    pub done: i64,
+}
+
+impl Delta {
+    pub(crate) fn add(&mut self, other: Delta) {
+        self.remaining += other.remaining;
+        self.done += other.done;
+    }
+
+    /// `p` moved by this change.
+    pub(crate) fn apply(self, p: &mut Progress) {
+        let moved = |n: u64, d: i64| n.saturating_add_signed(d);
+        p.remaining = moved(p.remaining, self.remaining);
+        p.done = moved(p.done, self.done);
+    }
 }
 
 impl<'s> BucketChange<'s> {
@@ -184,6 +207,7 @@ impl<'s> BucketChange<'s> {
             campaign,
             bucket,
             entries,
+            counts_before: counts,
             counts,
             slots: BTreeMap::new(),
         })
@@ -230,8 +254,8 @@ impl<'s> BucketChange<'s> {
         Ok(())
     }
 
-    /// Adds the bucket's new values to `batch`.
-    pub(crate) fn write(self, batch: &mut sled::Batch) {
+    /// Adds the bucket's new values to `batch`; returns how they move the counters.
+    pub(crate) fn write(self, batch: &mut sled::Batch) -> Delta {
         batch.insert(
             entries_key(self.campaign, self.bucket),
             encode_entries(&self.entries),
@@ -247,6 +271,11 @@ impl<'s> BucketChange<'s> {
             } else {
                 batch.insert(k, encode_slot(s));
             }
+        }
+        let d = |after: u64, before: u64| after as i64 - before as i64;
+        Delta {
+            remaining: d(self.counts.remaining, self.counts_before.remaining),
+            done: d(self.counts.done, self.counts_before.done),
         }
     }
 }
@@ -304,7 +333,9 @@ impl SledStore {
         Ok(())
     }
 
-    /// A campaign's counters, summed over its buckets.
+    /// A campaign's counters, summed over its buckets (a scan of its up to 65,536 counter
+    /// keys: [`crate::Store::progress`] does it once per campaign and process, then keeps the
+    /// sum up to date with each write's [`Delta`]).
     pub(crate) fn due_counts(&self, campaign: &str) -> Result<Progress> {
         let mut total = Progress::default();
         for kv in self.due.scan_prefix(key(b'c', campaign)) {
@@ -344,6 +375,7 @@ impl SledStore {
             for change in changes.into_values() {
                 change.write(&mut batch);
             }
+            // Before any counter is cached (the store is being opened).
             self.due.apply_batch(batch).map_err(io)?;
         }
         self.durable()

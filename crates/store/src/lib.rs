@@ -246,7 +246,7 @@ pub trait Store {
     /// Told before an import of about `rows` contacts (validated) into `campaign`: a store
     /// may size the campaign's layout for it when it has no contacts yet (the embedded
     /// store: its contacts buckets, so that reading one contact of 10 M reads a value of
-    /// about 256 contacts, not 2,400). A hint; nothing else depends on it.
+    /// some 20–30 contacts, not 2,400). A hint; nothing else depends on it.
     fn expect_contacts(&self, campaign: &str, rows: usize) -> Result<()> {
         let _ = (campaign, rows);
         Ok(())
@@ -389,7 +389,7 @@ fn migrate_from_1(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
         // Version-1 stores predate per-campaign counts.
         let bucket = buckets::bucket_of(&String::from_utf8_lossy(&id), buckets::BUCKETS);
         buckets
-            .entry(buckets::bucket_key(&campaign, bucket))
+            .entry(buckets::bucket_key(&campaign, bucket, buckets::BUCKETS))
             .or_default()
             .push((id, v));
     }
@@ -489,7 +489,8 @@ fn migrate_from_2(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
     db.flush().map_err(io)?;
     Ok(())
 }
-/// Buckets per atomic, flushed write batch of an import.
+/// Buckets per atomic, flushed write batch of an import, at least (a campaign of more than
+/// 65,536 buckets puts more in a batch: the same contacts per batch, and flushes).
 const BUCKETS_PER_BATCH: usize = 256;
 
 /// The sled-backed store.
@@ -501,8 +502,10 @@ pub struct SledStore {
     attempts: sled::Tree,
     /// The due index (see `dueidx`).
     due: sled::Tree,
-    /// Serialises the due index's read-modify-writes (a process holds the store alone).
-    due_lock: std::sync::Mutex<()>,
+    /// Serialises the due index's read-modify-writes (a process holds the store alone), and
+    /// holds the campaigns' counters once summed ([`Store::progress`]), each write's change
+    /// applied as it is written: O(1) after the first.
+    due_lock: std::sync::Mutex<std::collections::HashMap<String, Progress>>,
     /// Claims of this process ([`Store::claim_due`]): an embedded store is held by one
     /// process at a time (sled locks it), so they need not outlive it.
     claims: std::sync::Mutex<Claims>,
@@ -1094,7 +1097,9 @@ impl SledStore {
         })
     }
 
-    fn lock_due(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+    fn lock_due(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<String, Progress>>> {
         self.due_lock.lock().map_err(|_| Error::Poisoned {
             what: "due index lock",
         })
@@ -1104,8 +1109,8 @@ impl SledStore {
     fn due_batch(
         &self,
         campaign: &str,
-        imported: &[(u16, Vec<due::Imported>)],
-    ) -> Result<sled::Batch> {
+        imported: &[(u32, Vec<due::Imported>)],
+    ) -> Result<(sled::Batch, dueidx::Delta)> {
         let mut by_bucket: std::collections::BTreeMap<u16, Vec<&due::Imported>> =
             Default::default();
         for imp in imported.iter().flat_map(|(_, imps)| imps) {
@@ -1115,6 +1120,7 @@ impl SledStore {
                 .push(imp);
         }
         let mut batch = sled::Batch::default();
+        let mut delta = dueidx::Delta::default();
         for (bucket, imps) in by_bucket {
             let mut change = dueidx::BucketChange::load(self, campaign, bucket)?;
             for imp in imps {
@@ -1124,9 +1130,24 @@ impl SledStore {
                     change.set(id, before, after)?;
                 }
             }
-            change.write(&mut batch);
+            delta.add(change.write(&mut batch));
         }
-        Ok(batch)
+        Ok((batch, delta))
+    }
+
+    /// Writes a due index batch and moves the campaign's cached counters with it (`counts`:
+    /// the held [`SledStore::lock_due`]).
+    fn apply_due(
+        &self,
+        counts: &mut std::collections::HashMap<String, Progress>,
+        campaign: &str,
+        (batch, delta): (sled::Batch, dueidx::Delta),
+    ) -> Result<()> {
+        self.due.apply_batch(batch).map_err(io)?;
+        if let Some(p) = counts.get_mut(campaign) {
+            delta.apply(p);
+        }
+        Ok(())
     }
 }
 
@@ -1157,17 +1178,21 @@ impl Store for SledStore {
         let count = self.buckets_of(campaign)?;
         let mut groups: Vec<Vec<&Contact>> = vec![Vec::new(); count];
         for c in contacts {
-            groups[usize::from(buckets::bucket_of(c.id().as_str(), count))].push(c);
+            groups[buckets::bucket_of(c.id().as_str(), count) as usize].push(c);
         }
         // Batches of whole buckets, each atomic and flushed, built and written on every core:
         // on failure every contact is either wholly in the store or not at all.
-        let touched: Vec<(u16, &[&Contact])> = groups
+        let touched: Vec<(u32, &[&Contact])> = groups
             .iter()
             .enumerate()
             .filter(|(_, g)| !g.is_empty())
-            .map(|(b, g)| (b as u16, g.as_slice()))
+            .map(|(b, g)| (b as u32, g.as_slice()))
             .collect();
-        let batches: Vec<&[(u16, &[&Contact])]> = touched.chunks(BUCKETS_PER_BATCH).collect();
+        // In key order: a batch fills leaves of the tree next to each other.
+        let mut touched = touched;
+        touched.sort_unstable_by_key(|(b, _)| buckets::position(*b, count));
+        let per_batch = BUCKETS_PER_BATCH.max(count >> 8);
+        let batches: Vec<&[(u32, &[&Contact])]> = touched.chunks(per_batch).collect();
         let next = AtomicUsize::new(0);
         let written = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
@@ -1184,7 +1209,7 @@ impl Store for SledStore {
                     let mut group = group.to_vec();
                     // Stable: the same id twice keeps file order.
                     group.sort_by(|a, b| a.id().cmp(b.id()));
-                    let key = buckets::bucket_key(campaign, bucket);
+                    let key = buckets::bucket_key(campaign, bucket, count);
                     let mut imp = Vec::new();
                     let value = self.merge_bucket(campaign, &key, &group, &mut stats, &mut imp)?;
                     batch.insert(key, value);
@@ -1199,9 +1224,9 @@ impl Store for SledStore {
                     .map_err(io)?;
                 written.fetch_add(in_batch, Ordering::Relaxed);
                 {
-                    let _held = self.lock_due()?;
+                    let mut counts = self.lock_due()?;
                     let due = self.due_batch(campaign, &imported)?;
-                    self.due.apply_batch(due).map_err(io)?;
+                    self.apply_due(&mut counts, campaign, due)?;
                 }
                 self.db.flush().map_err(io)?;
             }
@@ -1256,7 +1281,7 @@ impl Store for SledStore {
 
     fn contact(&self, campaign: &str, id: &ContactId) -> Result<Option<Contact>> {
         let count = self.buckets_of(campaign)?;
-        let key = buckets::bucket_key(campaign, buckets::bucket_of(id.as_str(), count));
+        let key = buckets::bucket_key(campaign, buckets::bucket_of(id.as_str(), count), count);
         let Some(bucket) = self.contacts.get(&key).map_err(io)? else {
             return Ok(None);
         };
@@ -1527,8 +1552,9 @@ impl Store for SledStore {
                 .push((id, when.map(micros)));
         }
         {
-            let _held = self.lock_due()?;
+            let mut counts = self.lock_due()?;
             let mut batch = sled::Batch::default();
+            let mut delta = dueidx::Delta::default();
             for (bucket, changes) in by_bucket {
                 let mut change = dueidx::BucketChange::load(self, campaign, bucket)?;
                 for (id, after) in changes {
@@ -1538,9 +1564,9 @@ impl Store for SledStore {
                         change.set(idb, Some(before), after)?;
                     }
                 }
-                change.write(&mut batch);
+                delta.add(change.write(&mut batch));
             }
-            self.due.apply_batch(batch).map_err(io)?;
+            self.apply_due(&mut counts, campaign, (batch, delta))?;
         }
         self.durable()?;
         let mut claims = self.lock_claims()?;
@@ -1600,7 +1626,15 @@ impl Store for SledStore {
     }
 
     fn progress(&self, campaign: &str) -> Result<Progress> {
-        self.due_counts(campaign)
+        let mut counts = self.lock_due()?;
+        if let Some(p) = counts.get(campaign) {
+            return Ok(*p);
+        }
+        // Summed once, under the lock every due index write takes: no write falls between
+        // the sum and the first change applied to it.
+        let p = self.due_counts(campaign)?;
+        counts.insert(campaign.to_owned(), p);
+        Ok(p)
     }
 
     fn node_alive(&self, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<u32> {
@@ -1657,6 +1691,51 @@ mod tests {
         retrying(|| SledStore::open(dir, true))
     }
 
+    /// The counters `progress` serves from memory after its first sum follow every write of
+    /// the due index (imports, new and repeated; evaluations; contacts done): after each,
+    /// they equal a fresh sum over the buckets, and the sum of a reopened store.
+    #[test]
+    fn cached_counters_follow_every_due_index_write() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("s");
+        let id = |i: usize| ContactId::new(format!("c{i}")).unwrap_or_else(|e| panic!("{e}"));
+        let cs: Vec<Contact> = (0..50)
+            .map(|i| contact(&format!("c{i}"), "+33612345678", "mon 10:00-11:00", 1))
+            .collect();
+        let s = open(&path);
+        let check = |s: &SledStore, want: (u64, u64)| {
+            let p = s.progress("k").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((p.remaining, p.done), want);
+            assert_eq!(s.due_counts("k").ok(), Some(p));
+        };
+        check(&s, (0, 0));
+        s.upsert_contacts("k", &cs[..30])
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&s, (30, 0));
+        let done: Vec<_> = (0..10).map(|i| (id(i), None)).collect();
+        s.set_due("k", &done).unwrap_or_else(|e| panic!("{e}"));
+        check(&s, (20, 10));
+        // Moved, not added; an unknown id is ignored; done again changes nothing.
+        let later = DateTime::from_timestamp(2_000_000_000, 0);
+        s.set_due("k", &[(id(20), later), (id(99), later), (id(0), None)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&s, (20, 10));
+        // The same contacts again (no new consent), then new ones with some old ones.
+        s.upsert_contacts("k", &cs[..30])
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&s, (20, 10));
+        s.upsert_contacts("k", &cs[25..])
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&s, (40, 10));
+        // New consent for a done contact: due again.
+        let again = contact("c1", "+33612345678", "tue 10:00-11:00", 5);
+        s.upsert_contacts("k", &[again])
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&s, (41, 9));
+        drop(s);
+        check(&open(&path), (41, 9));
+    }
+
     /// A campaign announced as large gets more, smaller contacts buckets, kept across
     /// reopening; the count never changes once it has contacts; others keep 4,096.
     #[test]
@@ -1680,11 +1759,11 @@ mod tests {
             s.durable().unwrap_or_else(|e| panic!("{e}"));
         }
         let s = open(&path);
-        assert_eq!(s.buckets_of("big").ok(), Some(1 << 16));
+        assert_eq!(s.buckets_of("big").ok(), Some(1 << 19));
         assert_eq!(s.buckets_of("small").ok(), Some(buckets::BUCKETS));
         let mut prefix = b"big".to_vec();
         prefix.push(0);
-        // 300 ids over 65,536 buckets: (nearly) one per bucket.
+        // 300 ids over 524,288 buckets: (nearly) one per bucket.
         assert!(s.contacts.scan_prefix(&prefix).count() > 290);
         for campaign in ["big", "small"] {
             for c in &cs {
@@ -1695,8 +1774,10 @@ mod tests {
             }
             assert_eq!(s.contacts(campaign).map(|v| v.len()).ok(), Some(300));
         }
-        assert_eq!(buckets::count_for(1_000_000), buckets::BUCKETS);
-        assert_eq!(buckets::count_for(2_000_000), 8192);
+        assert_eq!(buckets::count_for(100_000), buckets::BUCKETS);
+        assert_eq!(buckets::count_for(1_000_000), 1 << 15);
+        assert_eq!(buckets::count_for(10_000_000), 1 << 19);
+        assert_eq!(buckets::count_for(100_000_000), buckets::MAX_BUCKETS);
     }
 
     #[test]
