@@ -73,25 +73,78 @@ impl Split {
     }
 
     /// Validates every part, dropping the contacts: every problem of the file, in line
-    /// order, or the number of contacts. `each` sees each valid part's contacts.
+    /// order, or the number of contacts. `each` sees each valid part's contacts, in part
+    /// order. The parts are parsed on every core ([`Split::each_loaded`]).
     pub fn validate(&self, mut each: impl FnMut(&Loaded)) -> Result<usize, InputErrors> {
         let mut errors = self.framing.clone();
         let mut contacts = 0;
-        for i in 0..self.parts {
-            match self.load(i) {
-                Ok(l) => {
-                    contacts += l.contacts.len();
-                    each(&l);
-                }
-                Err(e) => errors.extend(e.0),
+        let mut take = |r: Result<Loaded, InputErrors>| match r {
+            Ok(l) => {
+                contacts += l.contacts.len();
+                each(&l);
             }
-        }
+            Err(e) => errors.extend(e.0),
+        };
+        self.each_loaded(|_, r| {
+            take(r);
+            true
+        });
         if errors.is_empty() {
             Ok(contacts)
         } else {
             errors.sort_by_key(|e| (e.line, e.column));
             Err(InputErrors(errors))
         }
+    }
+
+    /// Every part's [`Split::load`], handed to `f` in part order while the next ones are
+    /// parsed on the other cores (up to 4 threads, each holding one part until it is taken:
+    /// memory is that many parts and `f`'s); `f` returning `false` stops it.
+    pub fn each_loaded(&self, mut f: impl FnMut(usize, Result<Loaded, InputErrors>) -> bool) {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(self.parts);
+        if threads <= 1 {
+            for i in 0..self.parts {
+                if !f(i, self.load(i)) {
+                    return;
+                }
+            }
+            return;
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // One channel per thread: part i is parsed by thread i mod threads, so the
+            // parts arrive in order by taking from each channel in turn.
+            let mut receivers = Vec::with_capacity(threads);
+            for t in 0..threads {
+                // Rendezvous: a thread holds the part it parsed until it is taken.
+                let (tx, rx) = std::sync::mpsc::sync_channel(0);
+                receivers.push(rx);
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut i = t;
+                    while i < self.parts && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if tx.send(self.load(i)).is_err() {
+                            break;
+                        }
+                        i += threads;
+                    }
+                });
+            }
+            for i in 0..self.parts {
+                let Ok(r) = receivers[i % threads].recv() else {
+                    break;
+                };
+                if !f(i, r) {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+            }
+            // Unblocks the threads still sending: they stop.
+            drop(receivers);
+        });
     }
 }
 

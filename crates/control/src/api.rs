@@ -378,7 +378,12 @@ async fn stored_counts(ctx: &Arc<Ctx>) -> BTreeMap<String, Progress> {
         c.campaigns
             .values()
             .filter(|s| s.handle.is_none())
-            .filter_map(|s| Some((s.campaign.id.clone(), c.store.progress(&s.campaign.id).ok()?)))
+            .filter_map(|s| {
+                Some((
+                    s.campaign.id.clone(),
+                    c.store.progress(&s.campaign.id).ok()?,
+                ))
+            })
             .collect()
     })
     .await

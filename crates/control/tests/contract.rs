@@ -874,8 +874,15 @@ fn without_a_run_the_state_counts_come_from_the_stores_counters() {
             .unwrap_or_else(|e| panic!("{e}"))
     };
     let s = state();
-    assert_eq!((s["contacts"].as_u64(), s["remaining"].as_u64()), (Some(3), Some(3)), "{s}");
-    assert!(s["never_callable"].is_null() && s["opted_out_contacts"].is_null(), "{s}");
+    assert_eq!(
+        (s["contacts"].as_u64(), s["remaining"].as_u64()),
+        (Some(3), Some(3)),
+        "{s}"
+    );
+    assert!(
+        s["never_callable"].is_null() && s["opted_out_contacts"].is_null(),
+        "{s}"
+    );
     let listed = || -> Value {
         let mut r = ureq::get(format!("{base}/api/campaigns"))
             .call()
@@ -899,7 +906,11 @@ fn without_a_run_the_state_counts_come_from_the_stores_counters() {
         .upsert_contacts(&id, &more.contacts)
         .unwrap_or_else(|e| panic!("{e}"));
     let s = state();
-    assert_eq!((s["contacts"].as_u64(), s["remaining"].as_u64()), (Some(4), Some(3)), "{s}");
+    assert_eq!(
+        (s["contacts"].as_u64(), s["remaining"].as_u64()),
+        (Some(4), Some(3)),
+        "{s}"
+    );
     let l = listed();
     assert_eq!(l["campaigns"][0]["contacts"].as_u64(), Some(4), "{l}");
     assert_eq!(l["campaigns"][0]["remaining"].as_u64(), Some(3), "{l}");

@@ -80,11 +80,27 @@ pub fn import_contacts(
         Source::Split(split) => {
             store.expect_contacts(campaign, split.rows)?;
             let mut stats = ImportStats::default();
-            for i in 0..split.parts() {
-                let s = store.upsert_contacts(campaign, &split.load(i)?.contacts)?;
-                stats.created += s.created;
-                stats.updated += s.updated;
-                stats.consents_added += s.consents_added;
+            let mut failed = None;
+            // Each part written while the next ones are parsed on the other cores.
+            split.each_loaded(|_, part| {
+                match part
+                    .map_err(crate::Error::from)
+                    .and_then(|l| Ok(store.upsert_contacts(campaign, &l.contacts)?))
+                {
+                    Ok(s) => {
+                        stats.created += s.created;
+                        stats.updated += s.updated;
+                        stats.consents_added += s.consents_added;
+                        true
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
             }
             (stats, split.rows, 0, split.sha256)
         }

@@ -189,11 +189,13 @@ mod tests {
         // Above, the bits reversed over the count's width: 17 bits of 0x1234.
         assert_eq!(
             bucket_key("k", 0x1234, 1 << 17),
-            ((0x1234u32.reverse_bits() >> 15).to_be_bytes().iter())
-                .fold(b"k\0".to_vec(), |mut k, b| {
+            ((0x1234u32.reverse_bits() >> 15).to_be_bytes().iter()).fold(
+                b"k\0".to_vec(),
+                |mut k, b| {
                     k.push(*b);
                     k
-                })
+                }
+            )
         );
         assert_eq!(position(1, 1 << 17), 1 << 16);
         // One import part's buckets (the same low bits) are one run of positions.

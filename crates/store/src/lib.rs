@@ -1182,14 +1182,13 @@ impl Store for SledStore {
         }
         // Batches of whole buckets, each atomic and flushed, built and written on every core:
         // on failure every contact is either wholly in the store or not at all.
-        let touched: Vec<(u32, &[&Contact])> = groups
+        let mut touched: Vec<(u32, &[&Contact])> = groups
             .iter()
             .enumerate()
             .filter(|(_, g)| !g.is_empty())
             .map(|(b, g)| (b as u32, g.as_slice()))
             .collect();
         // In key order: a batch fills leaves of the tree next to each other.
-        let mut touched = touched;
         touched.sort_unstable_by_key(|(b, _)| buckets::position(*b, count));
         let per_batch = BUCKETS_PER_BATCH.max(count >> 8);
         let batches: Vec<&[(u32, &[&Contact])]> = touched.chunks(per_batch).collect();
