@@ -892,7 +892,7 @@ fn without_a_run_the_state_counts_come_from_the_stores_counters() {
     };
     // One contact done (nothing left to do), one more imported: the counters move with the
     // store's writes, not with a count made once.
-    let c1 = crieur_scheduler::ContactId::new("c1".into()).unwrap_or_else(|e| panic!("{e}"));
+    let c1 = crieur_scheduler::ContactId::new("c1").unwrap_or_else(|e| panic!("{e}"));
     store
         .set_due(&id, &[(c1, None)])
         .unwrap_or_else(|e| panic!("{e}"));
