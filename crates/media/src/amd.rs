@@ -20,7 +20,9 @@
 //! adaptive noise floor (a minimum over the last 1.5 s of frame levels, so a steady line
 //! noise, hum or background music is floor and not voice), with a higher margin for
 //! noise-like frames (high zero-crossing rate, low tonality); a frame holding one steady
-//! sinusoid is a tone, never voice. The beep detector fits the
+//! sinusoid is a tone, never voice; a word (a voiced run) counts for the greeting only when it
+//! peaks within `foreground_range_db` of the loudest word (the far end's own talker, not
+//! people talking in the room behind them). The beep detector fits the
 //! two-tap predictor `x[n] = 2·cos(ω)·x[n−1] − x[n−2]`, which an undamped sinusoid satisfies
 //! exactly: the fit gives the frequency; a Goertzel filter there, how much of the frame's
 //! energy that one sinusoid holds; the sinusoid's invariant, how steady its envelope is.
@@ -60,6 +62,12 @@ const BEEP_QUIET_FRAMES: u32 = 5;
 /// as voice after 1–2 s and the person was cut off as a long greeting); a greeting that gets
 /// quieter after a loud intro is within the range anyway.
 const PEAK_DECAY_DB_PER_FRAME: f32 = 0.01;
+
+/// How fast the loudest word (the reference of `foreground_range_db`) is forgotten: 0.2 dB/s
+/// (per 10 ms frame). A talker's level into a handset, and a greeting's, does not drift 10 dB
+/// within the 7.5 s analysis; at the 1 dB/s of [`PEAK_DECAY_DB_PER_FRAME`] a babble 12 dB
+/// under a person who said "Pronto?" became the foreground 3–5 s later.
+const FOREGROUND_DECAY_DB_PER_FRAME: f32 = 0.002;
 
 /// The silence after a greeting (`after_greeting_silence`) must be quiet (back near the
 /// quietest the line has been) for at least this fraction of it: 1/4. A television or radio
@@ -298,6 +306,19 @@ pub struct AmdParams {
     /// bed, is background under the speaker, not words; a speaker's own syllables stay within
     /// ~20 dB of each other.
     pub voice_range_db: f32,
+    /// A voiced run (a word) is the far end's own talker's only when its loudest frame is
+    /// within this of the loudest word heard since the answer (which is forgotten at
+    /// [`FOREGROUND_DECAY_DB_PER_FRAME`]), dB; a quieter one is someone else in the room —
+    /// two people talking 12–25 dB under the person (babble), a baby crying, a television —
+    /// and is neither voice nor silence for the greeting analysis. Default 10 dB: the words of
+    /// one talker into a handset, or of one recorded greeting, peak within 6–8 dB of each
+    /// other (a greeting is recorded at one level), while a background talker 12 dB under
+    /// the person peaks 12–15 dB under the person's loudest word. Frames inside a word are
+    /// still voice down to `voice_range_db` (a word's consonants and decay are 15–20 dB under
+    /// its vowel). Before this, each background word within `voice_range_db` of the person
+    /// counted as greeting, and a person with babble or a crying baby near them reached
+    /// `greeting`/`max_words` (6–7 % of the people of a held-out corpus cut off).
+    pub foreground_range_db: f32,
     /// Line echo: with our own audio as reference ([`Detector::set_reference`]), its echo is
     /// cancelled by an adaptive filter once the echo path is found (see [`echo`]); until then
     /// (the first second of our audio), a far-end frame no louder than our loudest frame of
@@ -361,6 +382,7 @@ impl Default for AmdParams {
             voice_margin_db: 9.0,
             voice_min_dbfs: -55.0,
             voice_range_db: 22.0,
+            foreground_range_db: 10.0,
             echo_return_loss_db: 6.0,
             beep_min_hz: 350.0,
             beep_max_hz: 2100.0,
@@ -824,6 +846,13 @@ pub struct Detector {
     dropped: bool,
     pending_drop: Option<(Beep, u32)>,
     peak: f32,
+    /// The loudest word's loudest frame, decaying (the reference of `foreground_range_db`).
+    word_peak: f32,
+    /// The voiced run under way: frames, its loudest frame, and whether it is the talker's
+    /// (see [`AmdParams::foreground_range_db`]).
+    run_frames: u32,
+    run_max: f32,
+    run_foreground: bool,
     /// Line echo of our own audio, cancelled (see [`echo`]).
     echo: EchoCanceller,
     /// The loudest the residual echo of our audio can be in the current frame, dBFS.
@@ -859,6 +888,10 @@ impl Detector {
             dropped: false,
             pending_drop: None,
             peak: FLOOR_DBFS,
+            word_peak: FLOOR_DBFS,
+            run_frames: 0,
+            run_max: FLOOR_DBFS,
+            run_foreground: false,
             echo: EchoCanceller::new(),
             echo_ceiling: f32::MIN,
             events: std::collections::VecDeque::new(),
@@ -1050,10 +1083,11 @@ impl Detector {
         if self.voice_streak_ms >= ms_u32(self.p.min_word_length) {
             self.notes.clear();
         }
+        let foreground = self.foreground_step(voiced, f.level_dbfs);
         self.beep_step(&f, floor);
         if self.verdict.is_none() {
             if !unknown {
-                self.greeting_step(voiced, quiet);
+                self.greeting_step(foreground, quiet);
             }
         } else {
             self.silence_step(voiced);
@@ -1081,6 +1115,65 @@ impl Detector {
                 self.drop_at(DropCause::Timeout);
             }
         }
+    }
+
+    /// Whether a voiced frame belongs to the far end's own talker (see
+    /// [`AmdParams::foreground_range_db`]): a voiced run is background until its loudest
+    /// frame comes within the range of the loudest word; when it does, its earlier frames,
+    /// counted as silence meanwhile, are credited back as voice.
+    fn foreground_step(&mut self, voiced: bool, level: f32) -> bool {
+        self.word_peak -= FOREGROUND_DECAY_DB_PER_FRAME;
+        if !voiced {
+            self.run_frames = 0;
+            self.run_max = FLOOR_DBFS;
+            self.run_foreground = false;
+            return false;
+        }
+        self.run_frames += 1;
+        self.run_max = self.run_max.max(level);
+        if self.run_max > self.word_peak {
+            if self.run_max > self.word_peak + self.p.foreground_range_db
+                && self.verdict.is_none()
+                && self.voice_ms > 0
+            {
+                // A talker louder by more than the range than every word so far: those were
+                // someone else in the room (babble before the person picked up and spoke).
+                self.forget_words();
+            }
+            self.word_peak = self.run_max;
+        }
+        if !self.run_foreground && self.run_max >= self.word_peak - self.p.foreground_range_db {
+            self.run_foreground = true;
+            if self.verdict.is_none() {
+                self.credit_voice(self.run_frames - 1);
+            }
+        }
+        self.run_foreground
+    }
+
+    /// The words counted so far were background: the greeting starts again from this run.
+    fn forget_words(&mut self) {
+        self.voice_ms = 0;
+        self.voice_run_ms = 0;
+        self.words = 0;
+        self.longest_word_ms = 0;
+        self.in_word = false;
+        self.run_foreground = false;
+    }
+
+    /// Frames of a word taken for background, counted as silence, are voice after all.
+    fn credit_voice(&mut self, frames: u32) {
+        let ms = frames * FRAME_MS;
+        if ms == 0 {
+            return;
+        }
+        self.silence_ms = self.silence_ms.saturating_sub(ms);
+        self.quiet_ms = self.quiet_ms.min(self.silence_ms);
+        if self.in_initial_silence {
+            self.initial_silence_ms = self.silence_ms;
+        }
+        self.voice_run_ms += ms;
+        self.voice_ms += ms;
     }
 
     fn drop_at(&mut self, cause: DropCause) {
@@ -1658,6 +1751,56 @@ mod tests {
         assert_eq!(verdicts, [Kind::Human], "{ev:?}");
     }
 
+    /// Two other people talking at once (babble), `ms` long, at about `dbfs` RMS.
+    fn babble(ms: u32, dbfs: f32, seed: u64) -> Vec<f32> {
+        let a = talker(ms, dbfs - 3.0, seed, 110.0);
+        let b = talker(ms, dbfs - 3.0, seed + 1, 210.0);
+        a.iter().zip(&b).map(|(x, y)| x + y).collect()
+    }
+
+    fn mix(a: &[f32], b: &[f32]) -> Vec<f32> {
+        a.iter().zip(b).map(|(x, y)| x + y).collect()
+    }
+
+    #[test]
+    fn babble_12_db_under_a_person_is_not_their_greeting() {
+        // "Pronto?" at −14 dBFS, two people talking on 12 dB under it for 8 s: without the
+        // foreground gate their words within 22 dB of the person made `long-greeting`.
+        for (pre, seed) in [(300, 50), (1500, 60), (2500, 70)] {
+            let person = cat(&[
+                silence(pre),
+                speech(600, -14.0, seed),
+                silence(8000 - pre - 600),
+            ]);
+            let x = mix(&person, &babble(8000, -26.0, seed + 2));
+            let ev = run(AmdParams::default(), &g711(&x));
+            let v = first_verdict(&ev).expect("a verdict");
+            assert_ne!(v.kind, Kind::Machine, "pre {pre}: {v:?}");
+        }
+        // With the gate wide open (the range as wide as a word's), the same babble is words.
+        let p = AmdParams {
+            foreground_range_db: 22.0,
+            ..AmdParams::default()
+        };
+        let person = cat(&[silence(300), speech(600, -14.0, 50), silence(7100)]);
+        let x = mix(&person, &babble(8000, -26.0, 52));
+        let v = first_verdict(&run(p, &g711(&x))).expect("a verdict");
+        assert_eq!(v.kind, Kind::Machine, "{v:?}");
+    }
+
+    #[test]
+    fn a_greeting_over_babble_is_still_a_machine() {
+        // A greeting is steady in level: all its words are foreground, babble 12 dB under or
+        // not (and babble before it, louder than nothing, does not count once it speaks).
+        for (bg, seed) in [(-30.0, 80), (-38.0, 90)] {
+            let greeting = cat(&[silence(1500), speech(6000, -18.0, seed), silence(500)]);
+            let x = mix(&greeting, &babble(8000, bg, seed + 2));
+            let v = first_verdict(&run(AmdParams::default(), &g711(&x))).expect("a verdict");
+            assert_eq!(v.kind, Kind::Machine, "babble at {bg}: {v:?}");
+            assert!(v.at < Duration::from_millis(6000), "{v:?}");
+        }
+    }
+
     #[test]
     fn steady_line_noise_is_not_voice() {
         for noise in [-60.0, -45.0, -35.0] {
@@ -1846,7 +1989,16 @@ mod tests {
             })
             .collect();
         let far = g711(&line);
+        // Without the reference, the echo 16 dB under the person is background to the
+        // foreground gate (not a machine)…
         let without = first_verdict(&run(AmdParams::default(), &far)).expect("a verdict");
+        assert_ne!(without.kind, Kind::Machine, "{without:?}");
+        // …but words nonetheless: with the gate as wide as a word, the echo is a greeting.
+        let wide = AmdParams {
+            foreground_range_db: 22.0,
+            ..AmdParams::default()
+        };
+        let without = first_verdict(&run(wide, &far)).expect("a verdict");
         assert_eq!(without.kind, Kind::Machine, "{without:?}");
         let t0 = Instant::now();
         let mut d = Detector::new(t0, AmdParams::default());
