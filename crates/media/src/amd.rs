@@ -8,7 +8,7 @@
 //!   [`Features`] that decided it, from a greeting analysis in the manner of Asterisk's
 //!   `AMD()` (initial silence, greeting length, word count and length, silence after the
 //!   greeting, total analysis time; see [`AmdParams`] for each bound and why);
-//! * a [`Beep`]: a single stable tone (350–2,100 Hz, ≥ 100 ms) followed by a drop in level —
+//! * a [`Beep`]: a single stable tone (350–3,000 Hz, ≥ 100 ms) followed by a drop in level —
 //!   the "leave your message after the tone" tone. A beep is only made by machines, so one
 //!   heard after a `human`/`not-sure` verdict (a short greeting) turns it into `machine`;
 //! * once the verdict is `machine`, a [`DropPoint`]: where a voicemail message should start —
@@ -55,6 +55,20 @@ pub const HIGH_PASS_HZ: f32 = 200.0;
 /// A melody's notes run into each other or pause for 10–40 ms; the gaps of double and
 /// triple beeps are 50–100 ms.
 const BEEP_QUIET_FRAMES: u32 = 5;
+/// A beep's decaying tail (a reverberant room, the line's echo of the tone), before the 10 dB
+/// drop that confirms its end: frames at the tone's frequency (±5 %), each at least
+/// [`TAIL_MIN_DECAY_DB`] under the one before, for up to 400 ms. A room's reverberation time
+/// (−60 dB) of 0.3–1.2 s decays 0.5–2 dB per 10 ms, so 10 dB take 50–200 ms; a melody's note
+/// does not fall steadily into the next one, and speech after a tone rises. Before this, a
+/// beep recorded in a room (10 dB not reached within 50 ms) was not found.
+const TAIL_MAX_FRAMES: u32 = 40;
+/// Least fall per frame of a beep's decaying tail, dB (50 dB/s: an RT60 of 1.2 s).
+const TAIL_MIN_DECAY_DB: f32 = 0.5;
+/// Least tonality of a tail frame, dB: a tone's reverberation is the tone (its energy stays
+/// at its frequency until the line noise takes over, by when it is 10 dB down); a held
+/// vowel's reverberant decay in a speaker-phone greeting is not (one such vowel was taken
+/// for a beep without this).
+const TAIL_MIN_TONALITY_DB: f32 = 8.0;
 
 /// How fast the loudest voice heard (the reference of `voice_range_db`) is forgotten: 1 dB/s
 /// (per 10 ms frame). A person who said "Hallo?" at −12 dBFS and listens with a television
@@ -329,8 +343,11 @@ pub struct AmdParams {
     /// (The level guard alone, at 20 dB, hid every greeting 20 dB under our message for the
     /// whole call: the whole path detected fewer machines than the detector alone.)
     pub echo_return_loss_db: f32,
-    /// Beep: lowest and highest frequency (Hz). Default 350–2,100 Hz: the 400–2,000 Hz of
-    /// common machines with margin.
+    /// Beep: lowest and highest frequency (Hz). Default 350–3,000 Hz: the 400–2,000 Hz of
+    /// most machines with margin below, and above it the 2–3 kHz beeps of some, and the last
+    /// notes of rising three-note tones that start at 1.4–1.7 kHz (2.1–2.6 kHz: every such
+    /// beep of recipe c was missed at 2,100 Hz); above 3 kHz G.712's band edge attenuates.
+    /// A voice is not one pure steady sinusoid up there either (fricatives are noise).
     pub beep_min_hz: f32,
     pub beep_max_hz: f32,
     /// Beep: shortest tone. Default 100 ms.
@@ -385,7 +402,7 @@ impl Default for AmdParams {
             foreground_range_db: 10.0,
             echo_return_loss_db: 6.0,
             beep_min_hz: 350.0,
-            beep_max_hz: 2100.0,
+            beep_max_hz: 3000.0,
             beep_min_length: ms(100),
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
@@ -674,9 +691,9 @@ fn purity_db(x: &[f32], c: f32, energy: f32) -> f32 {
 
 /// How steady the amplitude is, as a gain comparable to the prediction gain (dB): for an
 /// undamped sinusoid `x[n]² − c·x[n]·x[n−1] + x[n−1]²` equals `A²·sin²ω` at every sample.
-/// Summed over 10-sample blocks, its spread (relative to its mean) is ~0 for a tone, a few
-/// per cent with line noise, and large for voiced speech, whose resonances ring down between
-/// glottal pulses (a formant can predict like a tone over one frame; its envelope does not
+/// Summed over 10-sample blocks, its spread around a straight line (relative to its mean) is
+/// ~0 for a tone (flat, or gliding in level), a few per cent with line noise, and large for
+/// voiced speech, whose resonances ring down between glottal pulses (a formant can predict like a tone over one frame; its envelope does not
 /// stay flat). Returned as `−20·log10(spread)`, so a flat tone is "very tonal".
 fn steadiness_db(x: &[f32], c: f32) -> f32 {
     let mut blocks = [0f32; 8];
@@ -700,7 +717,28 @@ fn steadiness_db(x: &[f32], c: f32) -> f32 {
     if mean <= 0.0 {
         return 0.0;
     }
-    let var = blocks.iter().map(|b| (b - mean) * (b - mean)).sum::<f32>() / n;
+    // The spread around the envelope's straight line, not its mean: a tone whose level moves
+    // smoothly (an amplitude-modulated beep, a beep's reverberant decay, a fade) is as steady
+    // as a flat one over 10 ms; a formant ringing down and restarting at every glottal pulse
+    // (every 2–10 ms) is not a line.
+    let mid = (n - 1.0) / 2.0;
+    let (sxy, sxx) = blocks
+        .iter()
+        .enumerate()
+        .fold((0f32, 0f32), |(sxy, sxx), (k, b)| {
+            let t = k as f32 - mid;
+            (sxy + t * (b - mean), sxx + t * t)
+        });
+    let slope = sxy / sxx;
+    let var = blocks
+        .iter()
+        .enumerate()
+        .map(|(k, b)| {
+            let r = b - mean - slope * (k as f32 - mid);
+            r * r
+        })
+        .sum::<f32>()
+        / n;
     let spread = var.sqrt() / mean;
     -20.0 * spread.max(1e-4).log10()
 }
@@ -797,6 +835,10 @@ struct ToneRun {
     misses: u32,
     /// Frames since the tone stopped, all quieter than it by 10 dB (confirmation).
     after: u32,
+    /// The last frame's level (of the tone or its decaying tail), dBFS.
+    prev_level: f32,
+    /// Frames of a decaying tail after the tone (see [`TAIL_MAX_FRAMES`]).
+    tail: u32,
 }
 
 impl ToneRun {
@@ -809,6 +851,8 @@ impl ToneRun {
             level_sum: f.level_dbfs,
             misses: 0,
             after: 0,
+            prev_level: f.level_dbfs,
+            tail: 0,
         }
     }
 }
@@ -1294,6 +1338,7 @@ impl Detector {
                     run.freq_sum += f.freq_hz * (1 + run.misses) as f32;
                     run.level_sum += f.level_dbfs * (1 + run.misses) as f32;
                     run.last_freq = f.freq_hz;
+                    run.prev_level = f.level_dbfs;
                     run.misses = 0;
                     if run.frames > max_frames {
                         // Too long for a beep: wait for it to stop before looking again.
@@ -1332,6 +1377,19 @@ impl Detector {
                         self.tone = None;
                         self.on_beep(beep);
                     }
+                    return;
+                }
+                // A decaying tail of the tone (a room's reverberation, the tone's echo): the level
+                // falls frame by frame at the same frequency, not yet 10 dB under the tone.
+                if run.after == 0
+                    && long_enough
+                    && run.tail < TAIL_MAX_FRAMES
+                    && f.level_dbfs <= run.prev_level - TAIL_MIN_DECAY_DB
+                    && f.tonality_db >= TAIL_MIN_TONALITY_DB
+                    && (f.freq_hz - run.last_freq).abs() <= 0.05 * run.last_freq
+                {
+                    run.tail += 1;
+                    run.prev_level = f.level_dbfs;
                     return;
                 }
                 if run.after == 0 && run.misses < 2 && !quieter {
