@@ -1906,9 +1906,72 @@ mod tests {
         assert!(beeps(&ev).is_empty(), "{:?}", beeps(&ev));
     }
 
+    /// A tone with a room's reverberation: after `ms` of steady tone, the same sinusoid
+    /// decaying exponentially by `db_per_s`, its phase running on (the tail's own pitch).
+    fn tone_with_tail(ms: u32, hz: f32, dbfs: f32, tail_ms: u32, db_per_s: f32) -> Vec<f32> {
+        let a = amp(dbfs) * std::f32::consts::SQRT_2;
+        let (n, t) = ((ms * 8) as usize, (tail_ms * 8) as usize);
+        (0..n + t)
+            .map(|i| {
+                let g = if i < n {
+                    1.0
+                } else {
+                    10f32.powf(-db_per_s * (i - n) as f32 / SR / 20.0)
+                };
+                g * a * (2.0 * std::f32::consts::PI * hz * i as f32 / SR).sin()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_beep_with_a_reverberant_tail_is_a_beep() {
+        // 30–100 dB/s: the tone takes 100–330 ms to fall 10 dB (it was taken for a held note
+        // that never ended: not a beep).
+        for (db_per_s, seed) in [(30.0, 3), (60.0, 4), (100.0, 5)] {
+            let mut x = cat(&[
+                speech(3000, -18.0, seed),
+                silence(300),
+                tone_with_tail(300, 1100.0, -20.0, 600, db_per_s),
+                silence(800),
+            ]);
+            add_noise(&mut x, -55.0, seed + 10);
+            let ev = run(AmdParams::default(), &g711(&x));
+            let b = beeps(&ev);
+            assert_eq!(b.len(), 1, "{db_per_s} dB/s: {ev:?}");
+            assert!((b[0].freq_hz - 1100.0).abs() < 22.0, "{b:?}");
+            // It starts with the tone and ends in its tail (a slow tail, still tonal, is the
+            // tone's sound to its end), not after.
+            assert!(b[0].start >= Duration::from_millis(3280), "{b:?}");
+            assert!(b[0].end <= Duration::from_millis(3300 + 300 + 620), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn an_amplitude_modulated_beep_is_a_beep() {
+        // A 20 Hz tremolo of ±30 %: the level within a 10 ms frame moves along a line; the
+        // frequency stays put. (The envelope's spread around its mean failed the 14 dB.)
+        for (hz, seed) in [(700.0, 6), (1100.0, 7), (1700.0, 8)] {
+            let t = tone(400, hz, -20.0);
+            let am: Vec<f32> = t
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v * (1.0 + 0.3 * (2.0 * std::f32::consts::PI * 20.0 * i as f32 / SR).sin())
+                })
+                .collect();
+            let mut x = cat(&[speech(3000, -18.0, seed), silence(300), am, silence(800)]);
+            add_noise(&mut x, -55.0, seed + 10);
+            let ev = run(AmdParams::default(), &g711(&x));
+            let b = beeps(&ev);
+            assert_eq!(b.len(), 1, "{hz} Hz: {ev:?}");
+            assert!((b[0].freq_hz - hz).abs() < hz * 0.02, "{b:?}");
+        }
+    }
+
     #[test]
     fn beep_frequencies_lengths_and_noise() {
-        for hz in [400.0, 600.0, 850.0, 1000.0, 1400.0, 2000.0] {
+        // 2,400 and 2,900 Hz: beeps of some machines, the last note of a rising beep.
+        for hz in [400.0, 600.0, 850.0, 1000.0, 1400.0, 2000.0, 2400.0, 2900.0] {
             for len in [100, 200, 800] {
                 let mut x = cat(&[
                     speech(3000, -18.0, 8),
@@ -1994,7 +2057,7 @@ mod tests {
 
     #[test]
     fn tones_outside_the_band_or_too_short_are_not_beeps() {
-        for (hz, len) in [(250.0, 500), (2600.0, 500), (1000.0, 60)] {
+        for (hz, len) in [(250.0, 500), (3300.0, 500), (1000.0, 60)] {
             let x = cat(&[
                 speech(3000, -18.0, 8),
                 silence(300),
