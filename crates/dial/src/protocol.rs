@@ -155,6 +155,8 @@ pub fn record_late_opt_out(
                 numbers: vec![number.to_string()],
                 source: source.into(),
                 at,
+                ticket: None,
+                recovered: None,
             }),
         )?;
     }

@@ -143,6 +143,24 @@ pub struct OptOut {
     pub source: String,
 }
 
+/// An opt-out added through the control API while its audit record is made durable beside
+/// the store's commit (the two fsyncs overlap): kept in the store, in the same commit as the
+/// opt-out, until the audit record is known durable. After a crash between the two, the
+/// owner's start finds it here and writes the audit record the log lacks
+/// (`crieur_runner::ops::recover_opt_outs`). The numbers are in clear here — as in the
+/// log — for that record; the entry lives for the milliseconds between the two fsyncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOptOut {
+    /// Unique; the audit record carries it (`ticket`).
+    pub ticket: String,
+    /// Which audit log the record went to (its directory, absolute): a store shared by
+    /// nodes holds each node's pending opt-outs, and each node recovers its own.
+    pub log: String,
+    pub numbers: Vec<String>,
+    pub at: DateTime<Utc>,
+    pub source: String,
+}
+
 /// The store interface.
 pub trait Store {
     /// Adds or updates `contacts` of `campaign`, durably. Written in atomic batches: after a
@@ -166,6 +184,16 @@ pub trait Store {
     fn is_opted_out(&self, number: &E164) -> Result<bool>;
     /// The whole list (hashes only).
     fn opt_outs(&self) -> Result<Vec<OptOut>>;
+    /// Records `numbers` as [`Store::add_opt_outs`] does (at `pending.at`, from
+    /// `pending.source`) and keeps `pending` in the same durable commit; returns how many
+    /// were new.
+    fn add_opt_outs_pending(&self, numbers: &[E164], pending: &PendingOptOut) -> Result<usize>;
+    /// The pending opt-outs of the audit log `log`, oldest first.
+    fn pending_opt_outs(&self, log: &str) -> Result<Vec<PendingOptOut>>;
+    /// Forgets pending opt-outs (their audit records are durable). Not made durable here (no
+    /// fsync of its own): an entry a crash brings back is found with its record at the next
+    /// start and forgotten then.
+    fn clear_pending_opt_outs(&self, tickets: &[String]) -> Result<()>;
 
     /// Leases a contact for a call about to be placed: durable before it returns, so a crash
     /// at any later point leaves the evidence that a call may have been placed. Fails with
@@ -497,6 +525,8 @@ pub struct SledStore {
     db: sled::Db,
     contacts: sled::Tree,
     optouts: sled::Tree,
+    /// [`PendingOptOut`]s by ticket.
+    optouts_pending: sled::Tree,
     leases: sled::Tree,
     attempts: sled::Tree,
     /// The due index (see `dueidx`).
@@ -558,6 +588,14 @@ struct StoredContact {
 #[derive(Serialize, Deserialize)]
 struct StoredOptOut {
     at: i64,
+    source: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredPending {
+    log: String,
+    numbers: Vec<String>,
+    at_us: i64,
     source: String,
 }
 
@@ -649,6 +687,7 @@ impl SledStore {
         let store = SledStore {
             contacts: db.open_tree(CONTACTS).map_err(io)?,
             optouts: db.open_tree("optouts").map_err(io)?,
+            optouts_pending: db.open_tree("optouts-pending").map_err(io)?,
             leases: db.open_tree(LEASES).map_err(io)?,
             attempts: db.open_tree(ATTEMPTS).map_err(io)?,
             due: db.open_tree(DUE).map_err(io)?,
@@ -1326,6 +1365,79 @@ impl Store for SledStore {
         self.optouts.apply_batch(batch).map_err(io)?;
         self.durable()?;
         Ok(new.len())
+    }
+
+    fn add_opt_outs_pending(&self, numbers: &[E164], pending: &PendingOptOut) -> Result<usize> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        let value = postcard::to_allocvec(&StoredOptOut {
+            at: pending.at.timestamp(),
+            source: pending.source.clone(),
+        })
+        .map_err(io)?;
+        let kept = postcard::to_allocvec(&StoredPending {
+            log: pending.log.clone(),
+            numbers: pending.numbers.clone(),
+            at_us: micros(pending.at),
+            source: pending.source.clone(),
+        })
+        .map_err(io)?;
+        let keys: Vec<[u8; 32]> = numbers.iter().map(|n| self.number_key(n)).collect();
+        // Both trees in one transaction: after a crash, the opt-out and its pending entry
+        // are there together or not at all.
+        let r = (&self.optouts, &self.optouts_pending).transaction(|(optouts, kept_tree)| {
+            let mut new = std::collections::HashSet::new();
+            for k in &keys {
+                // The first opt-out of a number is the one kept: its date is the evidence.
+                if optouts.get(k)?.is_none() && new.insert(*k) {
+                    optouts.insert(&k[..], value.clone())?;
+                }
+            }
+            kept_tree.insert(pending.ticket.as_bytes(), kept.clone())?;
+            Ok::<_, ConflictableTransactionError<String>>(new.len())
+        });
+        let new = match r {
+            Ok(n) => n,
+            Err(TransactionError::Abort(why)) => {
+                return Err(Error::Corrupt {
+                    key: pending.ticket.clone(),
+                    why,
+                })
+            }
+            Err(TransactionError::Storage(e)) => return Err(io(e)),
+        };
+        self.durable()?;
+        Ok(new)
+    }
+
+    fn pending_opt_outs(&self, log: &str) -> Result<Vec<PendingOptOut>> {
+        let mut out = Vec::new();
+        for kv in &self.optouts_pending {
+            let (k, v) = kv.map_err(io)?;
+            let p: StoredPending = postcard::from_bytes(&v).map_err(|e| Error::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                why: e.to_string(),
+            })?;
+            if p.log == log {
+                out.push(PendingOptOut {
+                    ticket: String::from_utf8_lossy(&k).into_owned(),
+                    log: p.log,
+                    numbers: p.numbers,
+                    at: instant_us(p.at_us),
+                    source: p.source,
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.at, &a.ticket).cmp(&(b.at, &b.ticket)));
+        Ok(out)
+    }
+
+    fn clear_pending_opt_outs(&self, tickets: &[String]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for t in tickets {
+            batch.remove(t.as_bytes());
+        }
+        self.optouts_pending.apply_batch(batch).map_err(io)
     }
 
     fn remove_opt_out(&self, number: &E164) -> Result<bool> {

@@ -78,6 +78,7 @@ backends!(
     reimport_keeps_consent_history,
     campaigns_are_listed_once_each_in_order,
     opt_outs_are_hashed_and_global,
+    pending_opt_outs_are_kept_with_their_opt_outs_per_log,
     a_contact_is_leased_once_and_its_attempt_recorded_with_it,
     leases_recover_as_interrupted_only_when_their_invite_may_have_left,
     attempts_are_kept_per_number_across_campaigns_in_order,
@@ -199,6 +200,49 @@ fn opt_outs_are_hashed_and_global(s: &dyn Store) {
     assert!(!ok(s.remove_opt_out(&a)));
     assert!(!ok(s.is_opted_out(&a)));
     assert!(ok(s.is_opted_out(&b)));
+}
+
+fn pending_opt_outs_are_kept_with_their_opt_outs_per_log(s: &dyn Store) {
+    let p = |ticket: &str, log: &str, numbers: &[&str], at: i64| crieur_store::PendingOptOut {
+        ticket: ticket.into(),
+        log: log.into(),
+        numbers: numbers.iter().map(|s| (*s).to_owned()).collect(),
+        at: t(at),
+        source: "api".into(),
+    };
+    let a = p("b", "/n1/log", &["+33612345678", "+33612345679"], T0 + 1);
+    let b = p("a", "/n1/log", &["+33612345670"], T0);
+    let c = p("c", "/n2/log", &["+33612345671"], T0);
+    ok(s.add_opt_out(&n("+33612345679"), t(T0 - 5), "letter"));
+    assert_eq!(
+        ok(s.add_opt_outs_pending(&[n("+33612345678"), n("+33612345679")], &a)),
+        1,
+        "one new"
+    );
+    assert_eq!(ok(s.add_opt_outs_pending(&[n("+33612345670")], &b)), 1);
+    assert_eq!(ok(s.add_opt_outs_pending(&[n("+33612345671")], &c)), 1);
+    for x in [
+        "+33612345678",
+        "+33612345679",
+        "+33612345670",
+        "+33612345671",
+    ] {
+        assert!(ok(s.is_opted_out(&n(x))), "{x}");
+    }
+    // The first opt-out of a number is the one kept.
+    let kept = ok(s.opt_outs());
+    assert_eq!(kept.iter().filter(|o| o.source == "letter").count(), 1);
+    // Each log's own, oldest first, numbers in clear.
+    assert_eq!(
+        ok(s.pending_opt_outs("/n1/log")),
+        vec![b.clone(), a.clone()]
+    );
+    assert_eq!(ok(s.pending_opt_outs("/n2/log")), vec![c.clone()]);
+    ok(s.clear_pending_opt_outs(&["a".into(), "b".into(), "nope".into()]));
+    assert!(ok(s.pending_opt_outs("/n1/log")).is_empty());
+    assert_eq!(ok(s.pending_opt_outs("/n2/log")), vec![c]);
+    // Forgetting the entry leaves the opt-out.
+    assert!(ok(s.is_opted_out(&n("+33612345670"))));
 }
 
 fn a_contact_is_leased_once_and_its_attempt_recorded_with_it(s: &dyn Store) {
