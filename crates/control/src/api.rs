@@ -280,8 +280,16 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .with_state(ctx)
 }
 
-/// Serves the API on `listener` until the task is dropped.
+/// Serves the API on `listener` until the task is dropped. Each accepted connection has
+/// TCP_NODELAY: an answer leaves as soon as it is written, not held by Nagle's algorithm
+/// until the client's (delayed) ACK of what went before.
 pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY on an API connection");
+        }
+    });
     axum::serve(listener, router(ctx)).await
 }
 
