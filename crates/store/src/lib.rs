@@ -208,15 +208,14 @@ pub trait Store {
         at: DateTime<Utc>,
         call: &str,
     ) -> Result<()>;
-    /// Ends a leased call: removes the lease and records the attempt, atomically and durably.
-    fn finish_attempt(
-        &self,
-        campaign: &str,
-        id: &ContactId,
-        number: &E164,
-        outcome: Outcome,
-        ended: DateTime<Utc>,
-    ) -> Result<()>;
+    /// Ends a call: removes *its* lease (the contact's lease naming `attempt.call`) and records
+    /// its attempt, atomically and durably. A lease the call no longer holds — recovered
+    /// meanwhile by another node that judged this one dead, and perhaps leased again by
+    /// another call — is left alone: the call happened all the same and counts once, its
+    /// attempt (recorded by that recovery as `interrupted`) given its real outcome and end,
+    /// or recorded now if there is none ([`Finished::LeaseLost`]). `attempt.started` is used
+    /// only then (otherwise the lease's instant is).
+    fn finish_attempt(&self, number: &E164, attempt: &AttemptRecord) -> Result<Finished>;
     /// Every lease held (after a crash: the calls that were being placed), oldest first.
     fn leases(&self) -> Result<Vec<Lease>>;
     /// After a crash, one leftover lease: if its INVITE may have left (`sent`: the audit log
@@ -340,6 +339,20 @@ pub struct AttemptRecord {
     pub outcome: Outcome,
     /// The call's id in the audit log (empty for an attempt recorded before store format 3).
     pub call: String,
+}
+
+/// How [`Store::finish_attempt`] ended a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// Its lease closed into its attempt.
+    Closed,
+    /// Its lease was gone (recovered by another node): `held_by` is the lease the contact
+    /// holds now (node, call), left alone; `updated`: the recovery's attempt for this call
+    /// was given its real outcome (else the attempt was recorded now).
+    LeaseLost {
+        held_by: Option<(String, String)>,
+        updated: bool,
+    },
 }
 
 /// A lease: a call being placed (or, after a crash, that was).
@@ -715,12 +728,15 @@ impl SledStore {
         keyed_hash(&self.key, number)
     }
 
-    /// Removes the lease at `key` and records its attempt, in one transaction over both trees.
+    /// Removes the lease at `key` if it is call `call`'s and records its attempt, in one
+    /// transaction over both trees; `false` if the contact holds no lease of that call.
+    #[allow(clippy::too_many_arguments)]
     fn close_lease(
         &self,
         key: &[u8],
         campaign: &str,
         id: &str,
+        call: &str,
         hash: Option<[u8; 32]>,
         outcome: Outcome,
         ended: DateTime<Utc>,
@@ -730,11 +746,15 @@ impl SledStore {
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         use sled::Transactional;
         let r = (&self.leases, &self.attempts).transaction(|(leases, attempts)| {
-            let Some(v) = leases.remove(key)? else {
+            let Some(v) = leases.get(key)? else {
                 return Ok(false);
             };
             let lease: StoredLease = postcard::from_bytes(&v)
                 .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            if lease.call != call {
+                return Ok(false);
+            }
+            leases.remove(key)?;
             let h = hash.unwrap_or(lease.number_hash);
             // Key: number hash, start instant (big-endian: chronological), campaign, id.
             let mut ak = Vec::with_capacity(32 + 8 + key.len());
@@ -1511,23 +1531,54 @@ impl Store for SledStore {
         }
     }
 
-    fn finish_attempt(
-        &self,
-        campaign: &str,
-        id: &ContactId,
-        number: &E164,
-        outcome: Outcome,
-        ended: DateTime<Utc>,
-    ) -> Result<()> {
-        let key = lease_key(campaign, id.as_str());
+    fn finish_attempt(&self, number: &E164, a: &AttemptRecord) -> Result<Finished> {
+        let key = lease_key(&a.campaign, &a.contact);
         let hash = self.number_key(number);
-        if !self.close_lease(&key, campaign, id.as_str(), Some(hash), outcome, ended)? {
-            return Err(Error::NotLeased {
-                campaign: campaign.to_owned(),
-                id: id.to_string(),
-            });
+        if self.close_lease(
+            &key,
+            &a.campaign,
+            &a.contact,
+            &a.call,
+            Some(hash),
+            a.outcome,
+            a.ended,
+        )? {
+            self.durable()?;
+            return Ok(Finished::Closed);
         }
-        self.durable()
+        let held_by = match self.leases.get(&key).map_err(io)? {
+            Some(v) => postcard::from_bytes::<StoredLease>(&v)
+                .ok()
+                .map(|l| (String::new(), l.call)),
+            None => None,
+        };
+        // The recovery's attempt for this call, if there is one: its real outcome and end.
+        let mut found = None;
+        for kv in self.attempts.scan_prefix(hash) {
+            let (k, v) = kv.map_err(io)?;
+            if let Ok(rec) = postcard::from_bytes::<StoredAttempt>(&v) {
+                if rec.call == a.call && rec.campaign == a.campaign && rec.contact == a.contact {
+                    found = Some((k, rec));
+                    break;
+                }
+            }
+        }
+        let updated = match found {
+            Some((k, mut rec)) => {
+                rec.outcome = a.outcome.name();
+                rec.ended_us = micros(a.ended);
+                self.attempts
+                    .insert(k, postcard::to_allocvec(&rec).map_err(io)?)
+                    .map_err(io)?;
+                self.durable()?;
+                true
+            }
+            None => {
+                self.record_attempt(number, a)?;
+                false
+            }
+        };
+        Ok(Finished::LeaseLost { held_by, updated })
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
@@ -1566,7 +1617,17 @@ impl Store for SledStore {
     ) -> Result<Option<AttemptRecord>> {
         let key = lease_key(&lease.campaign, &lease.contact);
         if !sent {
-            self.leases.remove(&key).map_err(io)?;
+            // Only this lease (its call): never a newer one of the same contact.
+            let current = self.leases.get(&key).map_err(io)?;
+            let same = current.as_ref().is_some_and(|v| {
+                postcard::from_bytes::<StoredLease>(v).map_or(true, |l| l.call == lease.call)
+            });
+            if same {
+                let _ = self
+                    .leases
+                    .compare_and_swap(&key, current, None as Option<&[u8]>)
+                    .map_err(io)?;
+            }
             self.durable()?;
             return Ok(None);
         }
@@ -1574,6 +1635,7 @@ impl Store for SledStore {
             &key,
             &lease.campaign,
             &lease.contact,
+            &lease.call,
             None,
             Outcome::Scheduled(crieur_outcome::AttemptOutcome::Interrupted),
             now,
@@ -1724,6 +1786,29 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ends call `call` of a contact (its attempt as the dial protocol records it).
+    fn finish(
+        s: &SledStore,
+        campaign: &str,
+        id: &ContactId,
+        number: &E164,
+        call: &str,
+        outcome: Outcome,
+        ended: DateTime<Utc>,
+    ) -> Result<Finished> {
+        s.finish_attempt(
+            number,
+            &AttemptRecord {
+                campaign: campaign.into(),
+                contact: id.to_string(),
+                started: ended,
+                ended,
+                outcome,
+                call: call.into(),
+            },
+        )
+    }
 
     fn busy() -> Outcome {
         Outcome::call(crieur_outcome::CallOutcome::Busy)
@@ -2095,7 +2180,7 @@ mod tests {
                 s.lease("c", &a, &na, t(1_000), "a-2"),
                 Err(Error::Leased { .. })
             ));
-            assert!(s.finish_attempt("c", &a, &na, busy(), t(30_750)).is_ok());
+            assert!(finish(&s, "c", &a, &na, "a-1", busy(), t(30_750)).is_ok());
             assert!(s.lease("c", &a, &na, t(3_600_001), "a-3").is_ok());
             assert!(s.lease("c", &b, &nb, t(3_600_002), "b-1").is_ok());
             // "Crash": the store is dropped with both leases held.
@@ -2278,7 +2363,7 @@ mod tests {
             trunk_fault: true,
         };
         assert!(s.lease("c", &id, &num, t(0), "call-1").is_ok());
-        assert!(s.finish_attempt("c", &id, &num, refused, t(30)).is_ok());
+        assert!(finish(&s, "c", &id, &num, "call-1", refused, t(30)).is_ok());
         let (key, value) = s
             .attempts
             .scan_prefix(s.number_key(&num))
@@ -2323,7 +2408,7 @@ mod tests {
         let num = n("+33612345678");
         for at in [0, 3600] {
             assert!(s.lease("c", &id, &num, t(at), "call").is_ok());
-            assert!(s.finish_attempt("c", &id, &num, busy(), t(at + 30)).is_ok());
+            assert!(finish(&s, "c", &id, &num, "call", busy(), t(at + 30)).is_ok());
         }
         assert_eq!(s.attempts(&num).map(|a| a.len()).ok(), Some(2));
         let (key, value) = s

@@ -27,7 +27,8 @@ use postgres::{Client, NoTls, Transaction};
 
 use crate::{
     decode_contact, due, fold_import, instant_us, micros, AttemptRecord, Claim, DueContact, Error,
-    ImportStats, Lease, OptOut, Outcome, PendingOptOut, Progress, Result, Store, StoredContact,
+    Finished, ImportStats, Lease, OptOut, Outcome, PendingOptOut, Progress, Result, Store,
+    StoredContact,
 };
 
 /// The migrations, in order: (version, SQL). Never edit one that has shipped: add the next.
@@ -720,33 +721,52 @@ impl Store for PgStore {
         })
     }
 
-    fn finish_attempt(
-        &self,
-        campaign: &str,
-        id: &ContactId,
-        number: &E164,
-        outcome: Outcome,
-        ended: DateTime<Utc>,
-    ) -> Result<()> {
+    fn finish_attempt(&self, number: &E164, a: &AttemptRecord) -> Result<Finished> {
         let h = self.number_key(number);
-        let closed = self.tx(|t| {
-            close_lease(
+        self.tx(|t| {
+            // Only the call's own lease: one another node took since (after recovering this
+            // one) is left alone.
+            if close_lease(
                 t,
-                campaign,
-                id.as_str(),
-                None,
+                &a.campaign,
+                &a.contact,
+                Some(&a.call),
                 Some(&h),
-                outcome,
-                micros(ended),
-            )
-        })?;
-        match closed {
-            Some(_) => Ok(()),
-            None => Err(Error::NotLeased {
-                campaign: campaign.to_owned(),
-                id: id.to_string(),
-            }),
-        }
+                a.outcome,
+                micros(a.ended),
+            )?
+            .is_some()
+            {
+                return Ok(Finished::Closed);
+            }
+            let held_by = t
+                .query_opt(
+                    "SELECT node, call FROM crieur_leases WHERE campaign = $1 AND contact = $2",
+                    &[&a.campaign, &a.contact],
+                )
+                .map_err(pg_err)?
+                .map(|r| (r.get(0), r.get(1)));
+            // The recovery's attempt for this call: its real outcome and end.
+            let updated = t
+                .execute(
+                    "UPDATE crieur_attempts SET outcome = $1, ended_us = $2 \
+                     WHERE number_hash = $3 AND call = $4 AND campaign = $5 AND contact = $6",
+                    &[
+                        &a.outcome.name(),
+                        &micros(a.ended),
+                        &h,
+                        &a.call,
+                        &a.campaign,
+                        &a.contact,
+                    ],
+                )
+                .map_err(pg_err)?
+                > 0;
+            if !updated {
+                insert_attempt(t, &h, a)?;
+            }
+            Ok(Finished::LeaseLost { held_by, updated })
+        })
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {

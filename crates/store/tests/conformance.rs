@@ -8,7 +8,7 @@
 use chrono::{DateTime, Duration, Utc};
 use crieur_scheduler::{ConsentRecord, Contact, ContactId, E164};
 use crieur_store::{
-    AttemptRecord, Claim, DueContact, Error, Lease, PgStore, Progress, SledStore, Store,
+    AttemptRecord, Claim, DueContact, Error, Finished, Lease, PgStore, Progress, SledStore, Store,
 };
 use crieur_test_support::pg::PgDb;
 
@@ -79,6 +79,7 @@ backends!(
     campaigns_are_listed_once_each_in_order,
     opt_outs_are_hashed_and_global,
     pending_opt_outs_are_kept_with_their_opt_outs_per_log,
+    a_call_whose_lease_was_recovered_and_taken_again_leaves_the_new_lease_and_counts_once,
     a_contact_is_leased_once_and_its_attempt_recorded_with_it,
     leases_recover_as_interrupted_only_when_their_invite_may_have_left,
     attempts_are_kept_per_number_across_campaigns_in_order,
@@ -256,11 +257,18 @@ fn a_contact_is_leased_once_and_its_attempt_recorded_with_it(s: &dyn Store) {
     // Another campaign's contact of the same id is another contact.
     ok(s.lease("c2", &id("a"), &num, at, "call-3"));
     let ended = at + Duration::milliseconds(31_500);
-    ok(s.finish_attempt("c1", &id("a"), &num, o("answered"), ended));
-    match s.finish_attempt("c1", &id("a"), &num, o("answered"), ended) {
-        Err(Error::NotLeased { .. }) => {}
-        other => panic!("finishing twice must fail: {other:?}"),
-    }
+    assert_eq!(
+        ok(finish(s, "c1", "a", &num, "call-1", "answered", at, ended)),
+        Finished::Closed
+    );
+    // Finishing it again: no lease of that call; its attempt stays one.
+    assert_eq!(
+        ok(finish(s, "c1", "a", &num, "call-1", "answered", at, ended)),
+        Finished::LeaseLost {
+            held_by: None,
+            updated: true
+        }
+    );
     assert_eq!(
         ok(s.leases()),
         [Lease {
@@ -285,6 +293,120 @@ fn a_contact_is_leased_once_and_its_attempt_recorded_with_it(s: &dyn Store) {
     );
     // The contact can be leased again.
     ok(s.lease("c1", &id("a"), &num, ended, "call-4"));
+}
+
+/// Ends call `call` of contact `contact` as the dial protocol does.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    s: &dyn Store,
+    campaign: &str,
+    contact: &str,
+    num: &E164,
+    call: &str,
+    outcome: &str,
+    started: DateTime<Utc>,
+    ended: DateTime<Utc>,
+) -> Result<Finished, Error> {
+    s.finish_attempt(
+        num,
+        &AttemptRecord {
+            campaign: campaign.into(),
+            contact: contact.into(),
+            started,
+            ended,
+            outcome: o(outcome),
+            call: call.into(),
+        },
+    )
+}
+
+/// Issue 17's multi-node race: call A's lease is recovered (its node judged dead: a
+/// heartbeat late under load) as an `interrupted` attempt, the contact leased again for
+/// call B; then A ends. A's end must leave B's lease alone and count A once (the recovered
+/// attempt given A's real outcome); B then ends normally: two attempts, two calls.
+fn a_call_whose_lease_was_recovered_and_taken_again_leaves_the_new_lease_and_counts_once(
+    s: &dyn Store,
+) {
+    let num = n("+33612345678");
+    ok(s.lease("c1", &id("a"), &num, t(T0), "call-A"));
+    let lease = ok(s.leases()).remove(0);
+    ok(s.recover_lease(&lease, true, t(T0 + 700)));
+    ok(s.lease("c1", &id("a"), &num, t(T0 + 701), "call-B"));
+    // A late recovery of A's lease (another node's copy of it) touches nothing now.
+    assert_eq!(ok(s.recover_lease(&lease, true, t(T0 + 702))), None);
+    ok(s.recover_lease(&lease, false, t(T0 + 702)));
+    assert_eq!(ok(s.leases()).len(), 1, "B's lease kept");
+    match ok(finish(
+        s,
+        "c1",
+        "a",
+        &num,
+        "call-A",
+        "answered",
+        t(T0),
+        t(T0 + 710),
+    )) {
+        Finished::LeaseLost {
+            held_by: Some((_, call)),
+            updated: true,
+        } => assert_eq!(call, "call-B"),
+        other => panic!("A's lease was lost, B holds the contact: {other:?}"),
+    }
+    let leases = ok(s.leases());
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].call, "call-B", "B's lease intact");
+    let att = ok(s.attempts(&num));
+    assert_eq!(att.len(), 1, "A counted once: {att:?}");
+    assert_eq!(
+        (
+            att[0].call.as_str(),
+            att[0].outcome.name().as_str(),
+            att[0].ended
+        ),
+        ("call-A", "answered", t(T0 + 710)),
+        "the recovered attempt has A's real outcome"
+    );
+    assert_eq!(
+        ok(finish(
+            s,
+            "c1",
+            "a",
+            &num,
+            "call-B",
+            "busy",
+            t(T0 + 701),
+            t(T0 + 720)
+        )),
+        Finished::Closed
+    );
+    assert!(ok(s.leases()).is_empty());
+    let att = ok(s.attempts(&num));
+    assert_eq!(
+        att.iter().map(|a| a.call.as_str()).collect::<Vec<_>>(),
+        ["call-A", "call-B"]
+    );
+    // A call whose lease was released without an attempt (its INVITE thought unsent) still
+    // counts when it ends.
+    ok(s.lease("c1", &id("b"), &num, t(T0 + 800), "call-C"));
+    let lease = ok(s.leases()).remove(0);
+    ok(s.recover_lease(&lease, false, t(T0 + 900)));
+    assert_eq!(
+        ok(finish(
+            s,
+            "c1",
+            "b",
+            &num,
+            "call-C",
+            "busy",
+            t(T0 + 800),
+            t(T0 + 910)
+        )),
+        Finished::LeaseLost {
+            held_by: None,
+            updated: false
+        }
+    );
+    assert_eq!(ok(s.attempts(&num)).len(), 3);
 }
 
 fn leases_recover_as_interrupted_only_when_their_invite_may_have_left(s: &dyn Store) {
@@ -683,6 +805,61 @@ fn postgres_nodes_never_lease_a_contact_twice() {
     });
     assert_eq!(won.into_inner(), 20, "one lease per contact");
     assert_eq!(ok(a.leases()).len(), 20);
+}
+
+/// The race of issue 17 between two PostgreSQL nodes: n01's lease is recovered by n02 and
+/// the contact leased again by n02; n01's end of its call names n02's lease as the holder
+/// and leaves it.
+#[test]
+fn postgres_a_node_ending_a_call_another_recovered_leaves_that_nodes_lease() {
+    let Some(db) = PgDb::new() else { return };
+    let a = ok(PgStore::open(&db.url, true)).with_node("n01");
+    let b = ok(PgStore::open(&db.url, true)).with_node("n02");
+    let num = n("+33612345678");
+    ok(a.lease("c1", &id("x"), &num, t(T0), "n01-call"));
+    let lease = ok(b.leases()).remove(0);
+    assert_eq!(lease.node, "n01");
+    ok(b.recover_lease(&lease, true, t(T0 + 700)));
+    ok(b.lease("c1", &id("x"), &num, t(T0 + 701), "n02-call"));
+    assert_eq!(
+        ok(finish(
+            &a,
+            "c1",
+            "x",
+            &num,
+            "n01-call",
+            "answered",
+            t(T0),
+            t(T0 + 710)
+        )),
+        Finished::LeaseLost {
+            held_by: Some(("n02".into(), "n02-call".into())),
+            updated: true
+        }
+    );
+    let leases = ok(a.leases());
+    assert_eq!(
+        (
+            leases.len(),
+            leases[0].node.as_str(),
+            leases[0].call.as_str()
+        ),
+        (1, "n02", "n02-call")
+    );
+    assert_eq!(
+        ok(finish(
+            &b,
+            "c1",
+            "x",
+            &num,
+            "n02-call",
+            "busy",
+            t(T0 + 701),
+            t(T0 + 720)
+        )),
+        Finished::Closed
+    );
+    assert_eq!(ok(a.attempts(&num)).len(), 2, "one attempt per call");
 }
 
 /// The nodes working on a campaign: each refill says it is alive; the pacing is shared
