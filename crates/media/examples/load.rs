@@ -10,6 +10,7 @@
 //!   (negative: heard before the end packet, from the event's first packet): S4.
 //! - `REPORT_EVERY_S=<s>`: prints the resident memory, calls in flight and the pacer's open
 //!   streams every so often, and once more after the last call: S5.
+//! - `SIP_LOOPS=<n>`: SIP loop threads (default: one per core, as a campaign's UAC).
 //! - `LEAD_IN_MS=<ms>`: silence before each message (default 0: the pacer's own delay);
 //!   answer → first audio is then reported beyond the lead-in, with its worst total.
 
@@ -176,10 +177,12 @@ async fn main() {
     let message = Arc::new(Message::from_samples(&samples));
     let confirmation = Arc::new(Message::from_samples(&samples[..samples.len().min(8000)]));
     let uac = Arc::new(
-        Uac::start_with_buffer(
+        Uac::start_udp(
             "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
             "crieur-load/0",
             buffer,
+            // As `Uac::start`: one loop thread per core unless told.
+            env_num("SIP_LOOPS").map_or_else(Uac::loops_per_core, |n| n as usize),
         )
         .await
         .unwrap_or_else(|e| panic!("{e}")),

@@ -25,7 +25,7 @@
 //! digest authentication of our requests ([`crate::auth`]).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,10 @@ use sipx_sip::{
 
 use crate::auth::{self, Credentials};
 use crate::{wire, Error};
+
+/// The endpoint's maps: foldhash, seeded at random for each map (SipHash was ~3 % of S1's
+/// profile; the keys — branches, Call-IDs, tags — come off the wire, so the seed is random).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The transport the endpoint's messages travel on (its Via says which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,7 +282,9 @@ struct Call {
     /// The final response to our INVITE came (or it failed).
     invite_done: bool,
     /// UAC: the ACK of each 2xx answered, by To tag (resent on a retransmitted 2xx).
-    acks: Vec<(String, Bytes, SocketAddr)>,
+    acks: Vec<Ack>,
+    /// UAC: when the first 2xx came (RFC 6026's Accepted state lasts 64·T1 from it).
+    answered_at: Option<Instant>,
     /// Requests we sent in the dialog, awaiting an answer: their CSeq numbers (re-INVITE's ACK).
     pending_2xx: Option<Pending2xx>,
     /// Our re-INVITE or UPDATE carrying an offer, until its final response (glare, §14.2).
@@ -325,7 +331,15 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     /// BYE and CANCEL transactions in flight.
     background: usize,
+    /// Calls forgotten within 64·T1 of their 2xx, by (Call-ID, local tag): the ACK of each
+    /// 2xx, re-sent if the 2xx comes again (RFC 6026's Accepted state, see
+    /// [`Endpoint::accepted`]), and when to forget them, oldest first.
+    ended: HashMap<(String, String), Vec<Ack>>,
+    ended_order: VecDeque<(Instant, (String, String))>,
 }
+
+/// The ACK of one 2xx to our INVITE: the 2xx's To tag, the ACK's bytes, where it went.
+type Ack = (String, Bytes, SocketAddr);
 
 fn hex_id() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -374,17 +388,19 @@ impl Endpoint {
         Endpoint {
             layer: TransactionLayer::new(cfg.timers),
             cfg,
-            calls: HashMap::new(),
-            dialogs: HashMap::new(),
-            owners: HashMap::new(),
-            servers: HashMap::new(),
+            calls: HashMap::default(),
+            dialogs: HashMap::default(),
+            owners: HashMap::default(),
+            servers: HashMap::default(),
             heap: BinaryHeap::new(),
-            slots: HashMap::new(),
-            armed: HashMap::new(),
+            slots: HashMap::default(),
+            armed: HashMap::default(),
             next_id: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             background: 0,
+            ended: HashMap::default(),
+            ended_order: VecDeque::new(),
         }
     }
 
@@ -396,6 +412,11 @@ impl Endpoint {
     /// Calls the endpoint still holds.
     pub fn calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Transactions in flight, as (client, server).
+    pub fn transactions(&self) -> (usize, usize) {
+        self.layer.len()
     }
 
     /// BYE and CANCEL transactions still running (a process about to exit waits for them).
@@ -474,6 +495,7 @@ impl Endpoint {
                 confirmed: false,
                 invite_done: false,
                 acks: Vec::new(),
+                answered_at: None,
                 pending_2xx: None,
                 offer_out: None,
                 offer_in: false,
@@ -1031,11 +1053,15 @@ impl Endpoint {
         }
     }
 
-    /// A response no transaction took: a 2xx retransmitted after its transaction ended, or
-    /// one from a fork: ACKed again (it is ours) so the far end stops.
-    fn stray_response(&mut self, _now: Instant, r: Response) {
-        let to_invite = wire::cseq(&r.headers).is_some_and(|(_, m)| m == Method::Invite);
-        if !r.status.is_success() || !to_invite {
+    /// A response no transaction took: a 2xx to our INVITE after its transaction ended
+    /// (see [`Endpoint::accepted`]): while the call lives, handled as its transaction would
+    /// have passed it on — the same 2xx ACKed again, another fork's ACKed and sent a BYE —;
+    /// after, ACKed again until 64·T1 after the first 2xx.
+    fn stray_response(&mut self, now: Instant, r: Response) {
+        let Some((seq, method)) = wire::cseq(&r.headers) else {
+            return;
+        };
+        if !r.status.is_success() || method != Method::Invite {
             return;
         }
         let Some(call_id) = wire::call_id(&r.headers) else {
@@ -1047,18 +1073,57 @@ impl Endpoint {
         let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
             return;
         };
-        let Some(c) = self
-            .dialogs
-            .get(&(call_id, tag))
-            .and_then(|c| self.calls.get(c))
-        else {
+        let key = (call_id, tag);
+        if let Some(&call) = self.dialogs.get(&key) {
+            // Only a 2xx to the INVITE that set the dialog up (not to a re-INVITE of ours,
+            // whose own transaction takes its 2xx).
+            let invite_seq = self
+                .calls
+                .get(&call)
+                .filter(|c| c.role == Role::Uac && c.confirmed)
+                .and_then(|c| c.invite.as_ref())
+                .and_then(|i| wire::cseq(&i.headers))
+                .map(|(n, _)| n);
+            if invite_seq == Some(seq) {
+                self.invite_2xx(now, call, r);
+            }
             return;
-        };
-        if let Some((_, ack, dest)) = c.acks.iter().find(|(t, _, _)| *t == to_tag) {
+        }
+        self.forget_ended(now);
+        if let Some((_, ack, dest)) = self
+            .ended
+            .get(&key)
+            .and_then(|acks| acks.iter().find(|(t, _, _)| *t == to_tag))
+        {
             self.transmits.push_back(Transmit {
                 destination: *dest,
                 payload: ack.clone(),
             });
+        }
+    }
+
+    /// Whether `key` is our INVITE's client transaction (not a re-INVITE's): once its 2xx
+    /// came, the endpoint ends it at once instead of keeping it (and the INVITE it holds,
+    /// ~8 KB with its call) 64·T1 in RFC 6026's Accepted state, and does that state's work
+    /// itself from the dialog: a later 2xx matches no transaction and comes to
+    /// [`Endpoint::stray_response`], which ACKs it again or, from another fork, ACKs it and
+    /// sends a BYE — what the transaction would have passed on for. After the call is
+    /// forgotten, its ACKs alone are kept until 64·T1 after the first 2xx.
+    fn accepted(&self, key: &TransactionKey) -> bool {
+        self.owners
+            .get(key)
+            .is_some_and(|o| matches!(o.kind, Kind::Invite))
+    }
+
+    /// Drops the ACKs of forgotten calls whose 64·T1 is over.
+    fn forget_ended(&mut self, now: Instant) {
+        while let Some((until, _)) = self.ended_order.front() {
+            if *until > now {
+                break;
+            }
+            if let Some((_, key)) = self.ended_order.pop_front() {
+                self.ended.remove(&key);
+            }
         }
     }
 
@@ -1075,6 +1140,12 @@ impl Endpoint {
                         destination: dest,
                         payload: m.to_bytes(),
                     });
+                }
+                Output::SetTimer {
+                    timer: Timer::M, ..
+                } if self.accepted(key) => {
+                    let outputs = self.layer.on_timer(key, Timer::M);
+                    self.apply(now, key, outputs);
                 }
                 Output::SetTimer { timer, after } => {
                     self.arm(
@@ -1142,7 +1213,14 @@ impl Endpoint {
         let running = c.open - c.invites_open.min(c.open) * u32::from(c.invite_done);
         if over && running == 0 && c.pending_2xx.is_none() && c.uas_invite.is_none() {
             if let Some(c) = self.calls.remove(&call) {
-                self.dialogs.remove(&(c.call_id, c.local_tag));
+                let key = (c.call_id, c.local_tag);
+                self.dialogs.remove(&key);
+                // Its 2xx may still come again until 64·T1 after the first (RFC 6026).
+                let until = c.answered_at.map(|t| t + self.cfg.timers.timeout());
+                if let Some(until) = until.filter(|_| !c.acks.is_empty()) {
+                    self.ended.insert(key.clone(), c.acks);
+                    self.ended_order.push_back((until, key));
+                }
             }
             self.events.push_back(Event::Terminated { call });
         }
@@ -1433,6 +1511,7 @@ impl Endpoint {
         }
         c.confirmed = true;
         c.invite_done = true;
+        c.answered_at = Some(now);
         c.remote_tag = Some(to_tag);
         let mut rr = wire::record_routes(&r.headers);
         rr.reverse();
@@ -1702,6 +1781,7 @@ impl Endpoint {
                 confirmed: false,
                 invite_done: true,
                 acks: Vec::new(),
+                answered_at: None,
                 pending_2xx: None,
                 offer_out: None,
                 offer_in: false,
@@ -1798,11 +1878,17 @@ impl Endpoint {
 
     /// When [`Endpoint::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((t, _))| *t)
+        let timer = self.heap.peek().map(|Reverse((t, _))| *t);
+        let ended = self.ended_order.front().map(|(t, _)| *t);
+        match (timer, ended) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.forget_ended(now);
         while let Some(Reverse((t, slot))) = self.heap.peek().copied() {
             if t > now {
                 break;

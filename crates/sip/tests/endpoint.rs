@@ -842,3 +842,53 @@ fn an_invite_does_not_fail_over_after_a_ring_or_past_its_last_server() {
         "{ev:?}"
     );
 }
+
+/// RFC 6026's Accepted state done from the dialog: the INVITE's transaction ends with its 2xx
+/// (nothing holds the INVITE 64·T1), yet a retransmitted 2xx is ACKed again — while the call
+/// lives, after it is forgotten (its BYE answered), and not past 64·T1 after the 2xx.
+#[test]
+fn a_2xx_retransmitted_after_the_invite_transaction_is_acked_until_64_t1() {
+    let (mut ep, t0, call, inv) = start(None);
+    let ok = response(
+        &inv,
+        200,
+        Some("b1"),
+        "Contact: <sip:callee@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let ack = sent(&mut ep).remove(0);
+    assert_eq!(req(&ack.1).method, Method::Ack);
+    assert_eq!(
+        ep.transactions(),
+        (0, 0),
+        "the INVITE's transaction ended with its 2xx"
+    );
+    let _ = events(&mut ep);
+    ep.handle_input(t0 + Duration::from_secs(1), a(TRUNK), &ok);
+    let again = sent(&mut ep);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, ack.0);
+    assert_eq!(again[0].1.to_bytes(), ack.1.to_bytes());
+    assert!(events(&mut ep).is_empty());
+    // Hung up; the BYE answered; timer K: the call is forgotten.
+    ep.bye(t0 + Duration::from_secs(2), call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    ep.handle_input(
+        t0 + Duration::from_secs(2),
+        a(TRUNK),
+        &response(&bye, 200, Some("b1"), ""),
+    );
+    ep.handle_timeout(t0 + Duration::from_secs(8));
+    assert_eq!(ep.calls(), 0);
+    assert_eq!(ep.transactions(), (0, 0));
+    let _ = events(&mut ep);
+    // Within 64·T1 of the 2xx: the same ACK again.
+    ep.handle_input(t0 + Duration::from_secs(20), a(TRUNK), &ok);
+    let late = sent(&mut ep);
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].1.to_bytes(), ack.1.to_bytes());
+    // Past 64·T1 after the 2xx nothing is kept.
+    ep.handle_timeout(t0 + Duration::from_secs(33));
+    ep.handle_input(t0 + Duration::from_secs(33), a(TRUNK), &ok);
+    assert!(sent(&mut ep).is_empty());
+}
