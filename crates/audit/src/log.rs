@@ -401,6 +401,11 @@ impl AuditLog {
         }
     }
 
+    /// The directory the log is in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Writes the buffered records and fsyncs them (one fsync for the whole group).
     pub fn commit(&mut self) -> Result<()> {
         self.write_out()?.wait()

@@ -654,6 +654,15 @@ pub struct OptOutListChange {
     pub numbers: Vec<String>,
     pub source: String,
     pub at: DateTime<Utc>,
+    /// An API opt-out whose store commit ran beside this record's fsync: the ticket the
+    /// store kept with it until both were durable (recovery at start matches the two by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Written at an owner's start, not when the change was made: `store` (the store held
+    /// the opt-out, the log did not: a crash between the two writes) or `log` (the log held
+    /// it, the store did not: it was written into the store then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

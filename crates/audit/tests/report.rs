@@ -242,6 +242,8 @@ fn write_log(dir: &Path) -> Written {
         numbers: vec!["+33612345699".into()],
         source: "letter <2027-03-01>".into(),
         at: t("2027-03-03T18:00:02Z"),
+        ticket: None,
+        recovered: None,
     }));
     put(Record::RunStop(RunStop {
         reason: "done".into(),

@@ -110,6 +110,7 @@ pub fn drive(
     let log = actx.open(store_path, Some(campaign))?;
     let log = Arc::new(std::sync::Mutex::new(log));
     let shared_store: Arc<dyn crieur_store::Store + Send + Sync> = store.clone();
+    recover_opt_outs(&*shared_store, &log)?;
     let setup = Setup {
         campaign: Arc::new(campaign.clone()),
         header: crieur_runner::header::header(
@@ -157,6 +158,23 @@ pub fn drive(
     Ok(r?)
 }
 
+/// Closes the window a crash may have left between an API opt-out's two writes (see
+/// [`crieur_runner::ops::recover_opt_outs`]), saying so when it did.
+fn recover_opt_outs(
+    store: &dyn crieur_store::Store,
+    log: &std::sync::Mutex<crieur_audit::AuditLog>,
+) -> anyhow::Result<()> {
+    let r = crieur_runner::ops::recover_opt_outs(store, log, crieur_runner::now())?;
+    if !r.is_empty() {
+        println!(
+            "recovered {} opt-out(s) into the audit log and {} into the store (a crash between their two writes)",
+            r.audited.len(),
+            r.stored.len()
+        );
+    }
+    Ok(())
+}
+
 /// Orders waiting for the run at most (more: the API answers 503).
 const CONTROL_QUEUE: usize = 64;
 
@@ -187,6 +205,7 @@ pub fn serve_store(
     crieur_control::live::refuse_if_owned(&home)?;
     let store = crate::stores::open(store_path, false)?;
     let log = Arc::new(std::sync::Mutex::new(actx.open(store_path, None)?));
+    recover_opt_outs(&*store, &log)?;
     let header = crieur_runner::header::header("serve", None)?;
     let api =
         crieur_control::live::serve(&control.options(), &campaigns, store, log, &home, &header)?;

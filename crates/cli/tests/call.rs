@@ -127,11 +127,15 @@ fn a_damaged_call_history_refuses_the_number_and_says_why() {
         st.lease("t", &id, &num, at, "c1-1")
             .unwrap_or_else(|e| panic!("{e}"));
         st.finish_attempt(
-            "t",
-            &id,
             &num,
-            "busy".parse().unwrap_or_else(|e| panic!("{e}")),
-            at + chrono::Duration::seconds(20),
+            &crieur_store::AttemptRecord {
+                campaign: "t".into(),
+                contact: id.to_string(),
+                started: at,
+                ended: at + chrono::Duration::seconds(20),
+                outcome: "busy".parse().unwrap_or_else(|e| panic!("{e}")),
+                call: "c1-1".into(),
+            },
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }

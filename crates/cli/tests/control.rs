@@ -865,6 +865,21 @@ fn a_store_served_with_no_run_takes_opt_outs_through_the_command_line_durably_an
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0]["action"], "add");
     assert_eq!(changes[0]["numbers"][0].as_str(), Some(n.as_str()));
+    // Its two writes overlapped: the record carries the ticket the store kept beside the
+    // opt-out until both were durable; nothing was left pending, nothing recovered.
+    let ticket = changes[0]["ticket"].as_str().unwrap_or_default().to_owned();
+    assert!(!ticket.is_empty(), "{changes:?}");
+    assert!(changes[0].get("recovered").is_none(), "{changes:?}");
+    {
+        use crieur_store::Store;
+        let store = crieur_store::SledStore::open(&d.join("store"), false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log = d.join("store.audit").display().to_string();
+        let pending = store
+            .pending_opt_outs(&log)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(pending.is_empty(), "{pending:?}");
+    }
     let o = crieur(d, &["audit", "verify", "store.audit"]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
 }

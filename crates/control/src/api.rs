@@ -35,7 +35,7 @@ use crieur_config::campaign::Campaign;
 use crieur_config::{InputError, InputErrors};
 use crieur_runner::{Control, Refused, RunHandle, SharedLog};
 use crieur_scheduler::{ContactId, Evaluator, E164};
-use crieur_store::{Progress, Store};
+use crieur_store::{PendingOptOut, Progress, Store};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -85,6 +85,8 @@ pub struct Ctx {
     loopback: bool,
     metrics: Option<Arc<crate::metrics::Registry>>,
     writes: Semaphore,
+    /// How the store names `log` in its pending opt-outs.
+    log_id: String,
 }
 
 impl Ctx {
@@ -97,9 +99,14 @@ impl Ctx {
         token: &str,
         listen: SocketAddr,
     ) -> Ctx {
+        let log_id = log
+            .lock()
+            .map(|l| crieur_runner::ops::log_id(&l))
+            .unwrap_or_default();
         Ctx {
             store,
             log,
+            log_id,
             campaigns: campaigns
                 .into_iter()
                 .map(|s| (s.campaign.id.clone(), s))
@@ -273,8 +280,16 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .with_state(ctx)
 }
 
-/// Serves the API on `listener` until the task is dropped.
+/// Serves the API on `listener` until the task is dropped. Each accepted connection has
+/// TCP_NODELAY: an answer leaves as soon as it is written, not held by Nagle's algorithm
+/// until the client's (delayed) ACK of what went before.
 pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY on an API connection");
+        }
+    });
     axum::serve(listener, router(ctx)).await
 }
 
@@ -719,25 +734,80 @@ fn source_of(s: Option<&str>) -> String {
 
 /// Adds `numbers` to the opt-out list, durable in the store and the audit log before it
 /// returns; then hangs up any call in progress to one of them. (new, hung up).
+///
+/// The two fsyncs overlap: the audit record is written to the log's file first (the page
+/// cache), then its fsync runs beside the store's commit, and the answer waits for both.
+/// The store's commit keeps a pending entry with the record's ticket, forgotten once both
+/// are durable; a crash between the two is closed at the owner's next start
+/// ([`crieur_runner::ops::recover_opt_outs`]).
 fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, usize)> {
     #[allow(clippy::disallowed_methods)]
     let t0 = std::time::Instant::now();
     let at = now();
-    let new = c
+    let pending = PendingOptOut {
+        ticket: ticket(at),
+        log: c.log_id.clone(),
+        numbers: numbers.iter().map(ToString::to_string).collect(),
+        at,
+        source: source.into(),
+    };
+    let record = Record::OptOutListChange(OptOutListChange {
+        action: "add".into(),
+        numbers: pending.numbers.clone(),
+        source: source.into(),
+        at,
+        ticket: Some(pending.ticket.clone()),
+        recovered: None,
+    });
+    let synced = {
+        let mut log = c
+            .log
+            .lock()
+            .map_err(|_| ApiError::internal("the audit log's lock is poisoned"))?;
+        log.append(at, &record).map_err(ApiError::internal)?;
+        log.write_out().map_err(ApiError::internal)?
+    };
+    let ((stored, stored_at), (audited, audited_at)) = std::thread::scope(|s| {
+        let audit = s.spawn(move || {
+            let r = synced.wait();
+            #[allow(clippy::disallowed_methods)]
+            (r, std::time::Instant::now())
+        });
+        let r = c.store.add_opt_outs_pending(numbers, &pending);
+        #[allow(clippy::disallowed_methods)]
+        let t = std::time::Instant::now();
+        let a = audit
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        ((r, t), a)
+    });
+    audited.map_err(ApiError::internal)?;
+    let new = match stored {
+        Ok(new) => new,
+        // The log holds the opt-out: the store follows it (one more try, without the pending
+        // entry: the record is durable already).
+        Err(e) => {
+            tracing::warn!(error = %e, "the store failed an opt-out the audit log holds; trying again");
+            c.store
+                .add_opt_outs(numbers, at, source)
+                .map_err(ApiError::internal)?
+        }
+    };
+    // Both are durable: the pending entry is no longer needed (if this is lost in a crash,
+    // the next start finds the record and forgets the entry then).
+    if let Err(e) = c
         .store
-        .add_opt_outs(numbers, at, source)
-        .map_err(ApiError::internal)?;
-    #[allow(clippy::disallowed_methods)]
-    let stored = std::time::Instant::now();
-    audit_change(c, "add", numbers, source, at)?;
-    #[allow(clippy::disallowed_methods)]
-    let audited = std::time::Instant::now();
+        .clear_pending_opt_outs(std::slice::from_ref(&pending.ticket))
+    {
+        tracing::warn!(error = %e, "forgetting a pending opt-out (the next start will)");
+    }
+    let done = stored_at.max(audited_at);
     ::metrics::histogram!("crieur_optout_durable_seconds", "via" => "api")
-        .record((audited - t0).as_secs_f64());
+        .record((done - t0).as_secs_f64());
     ::metrics::histogram!("crieur_optout_stage_seconds", "stage" => "store")
-        .record((stored - t0).as_secs_f64());
+        .record((stored_at - t0).as_secs_f64());
     ::metrics::histogram!("crieur_optout_stage_seconds", "stage" => "audit")
-        .record((audited - stored).as_secs_f64());
+        .record((audited_at - t0).as_secs_f64());
     let mut hung_up = 0;
     for n in numbers {
         let n = n.to_string();
@@ -746,6 +816,17 @@ fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, us
         }
     }
     Ok((new, hung_up))
+}
+
+/// A ticket no other opt-out of any process has: the instant, the process, a counter.
+fn ticket(at: DateTime<Utc>) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        at.timestamp_micros(),
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 fn audit_change(
@@ -763,6 +844,8 @@ fn audit_change(
             numbers: numbers.iter().map(ToString::to_string).collect(),
             source: source.into(),
             at,
+            ticket: None,
+            recovered: None,
         }),
     )
     .map_err(ApiError::internal)?;

@@ -15,7 +15,7 @@ use crieur_media::call::HangupBy;
 use crieur_media::uac::CallReport;
 use crieur_outcome::Outcome;
 use crieur_scheduler::{Contact, Decision, Evaluator, E164};
-use crieur_store::Store;
+use crieur_store::{AttemptRecord, Finished, Store};
 
 use crate::Result;
 
@@ -155,6 +155,8 @@ pub fn record_late_opt_out(
                 numbers: vec![number.to_string()],
                 source: source.into(),
                 at,
+                ticket: None,
+                recovered: None,
             }),
         )?;
     }
@@ -521,13 +523,30 @@ pub fn finish_call(
     written: DateTime<Utc>,
     after_store: impl FnOnce(),
 ) -> Result<()> {
-    store.finish_attempt(
-        c.campaign,
-        c.contact.id(),
+    let finished = store.finish_attempt(
         c.contact.phone(),
-        outcome,
-        c.ended,
+        &AttemptRecord {
+            campaign: c.campaign.to_owned(),
+            contact: c.contact.id().to_string(),
+            started: c.sent_at,
+            ended: c.ended,
+            outcome,
+            call: c.call.to_owned(),
+        },
     )?;
+    if let Finished::LeaseLost { held_by, updated } = &finished {
+        // Another node recovered this call's lease (it judged this node dead: a heartbeat
+        // late under load?). The call counts once all the same; the lease the contact holds
+        // now (another call's) is left alone.
+        tracing::warn!(
+            call = c.call,
+            campaign = c.campaign,
+            contact = %c.contact.id(),
+            held_now_by = ?held_by,
+            recovered_attempt_updated = updated,
+            "a call ended whose lease another node had recovered: its attempt recorded once, the contact's current lease left alone"
+        );
+    }
     after_store();
     match report {
         Ok(r) => record_call(log, c, r, outcome, written),

@@ -166,6 +166,19 @@ pub fn recover_expired(
         if seen.is_some_and(|s| now - s < node.lease_timeout) {
             continue;
         }
+        // What justified it, in the process's log: if that node was alive after all (its
+        // heartbeat late), its call's end finds the lease gone and counts the call once
+        // (`Store::finish_attempt`).
+        tracing::warn!(
+            campaign = lease.campaign,
+            contact = lease.contact,
+            call = lease.call,
+            node = lease.node,
+            lease_age_s = (now - lease.at).num_milliseconds() as f64 / 1000.0,
+            heartbeat_age_s = seen.map(|s| (now - s).num_milliseconds() as f64 / 1000.0),
+            timeout_s = node.lease_timeout.num_seconds(),
+            "recovering another node's lease: older than the timeout, its node not seen within it"
+        );
         let Some(a) = store.recover_lease(&lease, true, now)? else {
             // Gone meanwhile: another node recovered it, or its own node finished it.
             continue;

@@ -123,7 +123,18 @@ fn run_until(store: &SledStore, log: &mut AuditLog, calls: &[Call], crash_after:
         });
         step(&mut || {
             ok(store
-                .finish_attempt("t", &id, &n, outcome, ended)
+                .finish_attempt(
+                    &n,
+                    &crieur_store::AttemptRecord {
+                        campaign: "t".into(),
+                        contact: id.to_string(),
+                        started: sent,
+                        ended,
+                        outcome,
+                        call: call.clone(),
+                    },
+                )
+                .map(|_| ())
                 .map_err(|e| e.to_string()))
         });
         let rec = Record::Outcome(OutcomeRecord {

@@ -140,8 +140,191 @@ pub fn record_opt_out_change(
             numbers: numbers.iter().map(ToString::to_string).collect(),
             source: source.into(),
             at,
+            ticket: None,
+            recovered: None,
         }),
     )?;
     crieur_dial::session::record_stop(log, "optout done", at)?;
     Ok(())
+}
+
+/// How a store names an audit log in its pending opt-outs ([`crieur_store::PendingOptOut`]):
+/// the log's directory, absolute.
+pub fn log_id(log: &AuditLog) -> String {
+    std::path::absolute(log.dir())
+        .unwrap_or_else(|_| log.dir().to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// What [`recover_opt_outs`] did at an owner's start (tickets).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Opt-outs the store held and the log lacked: their audit records written now.
+    pub audited: Vec<String>,
+    /// Opt-outs the log held and the store lacked: written into the store now.
+    pub stored: Vec<String>,
+}
+
+impl Recovered {
+    /// Nothing was recovered.
+    pub fn is_empty(&self) -> bool {
+        self.audited.is_empty() && self.stored.is_empty()
+    }
+}
+
+/// Bytes at a record line's start that hold its `type` (after `seq`, `ts` and `prev`).
+const LINE_HEAD: usize = 192;
+
+/// How far before its store entry's instant an opt-out's audit record is looked for.
+const RECOVERY_MARGIN_SECS: i64 = 60;
+
+/// At an owner's start, before it serves: closes the window a crash leaves between the two
+/// overlapping writes of an API opt-out (the store's commit, with a [`PendingOptOut`]
+/// entry, and the audit record's fsync; the answer waits for both).
+///
+/// - The store holds a pending entry of this log whose record (its `ticket`) the log lacks:
+///   the record is written now, `recovered: store`. Then the entry is forgotten.
+/// - The log holds an API opt-out (a record with a `ticket`) written since its last
+///   `run-stop` (a crash ends a run without one) whose numbers the store lacks (and that no
+///   later record of the log removed): they are written into the store now, and a record
+///   `recovered: log` says so. The audit log is the proof; the store follows it.
+///
+/// Records are written as their own run (header, records, stop), durable when it returns.
+/// Reads the log backwards from its end only as far as it must: to its last `run-stop`,
+/// and to a minute before the oldest pending entry.
+///
+/// [`PendingOptOut`]: crieur_store::PendingOptOut
+pub fn recover_opt_outs(
+    store: &dyn Store,
+    log: &std::sync::Mutex<AuditLog>,
+    now: DateTime<Utc>,
+) -> Result<Recovered> {
+    let (id, dir) = {
+        let l = log
+            .lock()
+            .map_err(|_| crate::Error::Poisoned("audit log"))?;
+        (log_id(&l), l.dir().to_path_buf())
+    };
+    let pending = store.pending_opt_outs(&id)?;
+    let cutoff = pending
+        .iter()
+        .map(|p| p.at)
+        .min()
+        .map(|t| t - chrono::Duration::seconds(RECOVERY_MARGIN_SECS));
+    let tail = tail_changes(&dir, cutoff)?;
+    let mut out = Recovered::default();
+    let mut records = Vec::new();
+    for p in &pending {
+        if !tail
+            .iter()
+            .any(|(_, c)| c.ticket.as_ref() == Some(&p.ticket))
+        {
+            out.audited.push(p.ticket.clone());
+            records.push(OptOutListChange {
+                action: "add".into(),
+                numbers: p.numbers.clone(),
+                source: p.source.clone(),
+                at: p.at,
+                ticket: Some(p.ticket.clone()),
+                recovered: Some("store".into()),
+            });
+        }
+    }
+    for (i, (after_stop, c)) in tail.iter().enumerate() {
+        let (true, Some(ticket), None, "add") =
+            (*after_stop, &c.ticket, &c.recovered, c.action.as_str())
+        else {
+            continue;
+        };
+        let removed_later = |n: &String| {
+            tail[i + 1..]
+                .iter()
+                .any(|(_, l)| l.action == "remove" && l.numbers.contains(n))
+        };
+        let mut missing = Vec::new();
+        for n in c.numbers.iter().filter(|n| !removed_later(n)) {
+            let Ok(e) = n.parse::<E164>() else { continue };
+            if !store.is_opted_out(&e)? {
+                missing.push(e);
+            }
+        }
+        if missing.is_empty() {
+            continue;
+        }
+        store.add_opt_outs(&missing, c.at, &c.source)?;
+        out.stored.push(ticket.clone());
+        records.push(OptOutListChange {
+            action: "add".into(),
+            numbers: missing.iter().map(ToString::to_string).collect(),
+            source: c.source.clone(),
+            at: c.at,
+            ticket: Some(ticket.clone()),
+            recovered: Some("log".into()),
+        });
+    }
+    if !records.is_empty() {
+        let header = crate::header::header("optout-recovery", None)?;
+        let mut l = log
+            .lock()
+            .map_err(|_| crate::Error::Poisoned("audit log"))?;
+        l.append(now, &header)?;
+        for r in records {
+            l.append(now, &Record::OptOutListChange(r))?;
+        }
+        crieur_dial::session::record_stop(&mut l, "optout recovery done", now)?;
+    }
+    if !pending.is_empty() {
+        let tickets: Vec<String> = pending.into_iter().map(|p| p.ticket).collect();
+        store.clear_pending_opt_outs(&tickets)?;
+    }
+    Ok(out)
+}
+
+/// The opt-out list changes at the end of the log in `dir`, in log order, each with whether
+/// it is after the log's last `run-stop`: those that are and, with a `cutoff`, every one at
+/// or after it too.
+fn tail_changes(
+    dir: &Path,
+    cutoff: Option<DateTime<Utc>>,
+) -> Result<Vec<(bool, OptOutListChange)>> {
+    #[derive(serde::Deserialize)]
+    struct Ts {
+        ts: DateTime<Utc>,
+    }
+    let mut found = Vec::new();
+    let mut stopped = false;
+    'segments: for (_, path) in crieur_audit::log::segments(dir)?.iter().rev() {
+        let bytes = std::fs::read(path).map_err(|source| crate::Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        for line in bytes.split(|&b| b == b'\n').rev().filter(|l| !l.is_empty()) {
+            // The type follows `seq`, `ts` and `prev` at the line's start.
+            let head = &line[..line.len().min(LINE_HEAD)];
+            let has = |s: &[u8]| head.windows(s.len()).any(|w| w == s);
+            if stopped {
+                let before = match cutoff {
+                    None => true,
+                    Some(c) => serde_json::from_slice::<Ts>(line).map_or(true, |t| t.ts < c),
+                };
+                if before {
+                    break 'segments;
+                }
+            }
+            if has(br#""type":"run-stop""#) {
+                stopped = true;
+            } else if has(br#""type":"opt-out-list-change""#) {
+                if let Ok(crieur_audit::Entry {
+                    record: Record::OptOutListChange(c),
+                    ..
+                }) = serde_json::from_slice(line)
+                {
+                    found.push((!stopped, c));
+                }
+            }
+        }
+    }
+    found.reverse();
+    Ok(found)
 }

@@ -124,11 +124,17 @@ fn worker(store: &PgStore, node: &str, deadline: Instant, counts: &Counts) {
             }
             store
                 .finish_attempt(
-                    CAMPAIGN,
-                    &d.id,
                     c.phone(),
-                    crieur_store::Outcome::call(crieur_outcome::CallOutcome::AnsweredCompleted),
-                    Utc::now(),
+                    &crieur_store::AttemptRecord {
+                        campaign: CAMPAIGN.into(),
+                        contact: d.id.to_string(),
+                        started: Utc::now(),
+                        ended: Utc::now(),
+                        outcome: crieur_store::Outcome::call(
+                            crieur_outcome::CallOutcome::AnsweredCompleted,
+                        ),
+                        call: call.clone(),
+                    },
                 )
                 .unwrap_or_else(|e| panic!("{e}"));
             store

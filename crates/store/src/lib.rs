@@ -143,6 +143,24 @@ pub struct OptOut {
     pub source: String,
 }
 
+/// An opt-out added through the control API while its audit record is made durable beside
+/// the store's commit (the two fsyncs overlap): kept in the store, in the same commit as the
+/// opt-out, until the audit record is known durable. After a crash between the two, the
+/// owner's start finds it here and writes the audit record the log lacks
+/// (`crieur_runner::ops::recover_opt_outs`). The numbers are in clear here — as in the
+/// log — for that record; the entry lives for the milliseconds between the two fsyncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOptOut {
+    /// Unique; the audit record carries it (`ticket`).
+    pub ticket: String,
+    /// Which audit log the record went to (its directory, absolute): a store shared by
+    /// nodes holds each node's pending opt-outs, and each node recovers its own.
+    pub log: String,
+    pub numbers: Vec<String>,
+    pub at: DateTime<Utc>,
+    pub source: String,
+}
+
 /// The store interface.
 pub trait Store {
     /// Adds or updates `contacts` of `campaign`, durably. Written in atomic batches: after a
@@ -166,6 +184,16 @@ pub trait Store {
     fn is_opted_out(&self, number: &E164) -> Result<bool>;
     /// The whole list (hashes only).
     fn opt_outs(&self) -> Result<Vec<OptOut>>;
+    /// Records `numbers` as [`Store::add_opt_outs`] does (at `pending.at`, from
+    /// `pending.source`) and keeps `pending` in the same durable commit; returns how many
+    /// were new.
+    fn add_opt_outs_pending(&self, numbers: &[E164], pending: &PendingOptOut) -> Result<usize>;
+    /// The pending opt-outs of the audit log `log`, oldest first.
+    fn pending_opt_outs(&self, log: &str) -> Result<Vec<PendingOptOut>>;
+    /// Forgets pending opt-outs (their audit records are durable). Not made durable here (no
+    /// fsync of its own): an entry a crash brings back is found with its record at the next
+    /// start and forgotten then.
+    fn clear_pending_opt_outs(&self, tickets: &[String]) -> Result<()>;
 
     /// Leases a contact for a call about to be placed: durable before it returns, so a crash
     /// at any later point leaves the evidence that a call may have been placed. Fails with
@@ -180,15 +208,14 @@ pub trait Store {
         at: DateTime<Utc>,
         call: &str,
     ) -> Result<()>;
-    /// Ends a leased call: removes the lease and records the attempt, atomically and durably.
-    fn finish_attempt(
-        &self,
-        campaign: &str,
-        id: &ContactId,
-        number: &E164,
-        outcome: Outcome,
-        ended: DateTime<Utc>,
-    ) -> Result<()>;
+    /// Ends a call: removes *its* lease (the contact's lease naming `attempt.call`) and records
+    /// its attempt, atomically and durably. A lease the call no longer holds — recovered
+    /// meanwhile by another node that judged this one dead, and perhaps leased again by
+    /// another call — is left alone: the call happened all the same and counts once, its
+    /// attempt (recorded by that recovery as `interrupted`) given its real outcome and end,
+    /// or recorded now if there is none ([`Finished::LeaseLost`]). `attempt.started` is used
+    /// only then (otherwise the lease's instant is).
+    fn finish_attempt(&self, number: &E164, attempt: &AttemptRecord) -> Result<Finished>;
     /// Every lease held (after a crash: the calls that were being placed), oldest first.
     fn leases(&self) -> Result<Vec<Lease>>;
     /// After a crash, one leftover lease: if its INVITE may have left (`sent`: the audit log
@@ -312,6 +339,20 @@ pub struct AttemptRecord {
     pub outcome: Outcome,
     /// The call's id in the audit log (empty for an attempt recorded before store format 3).
     pub call: String,
+}
+
+/// How [`Store::finish_attempt`] ended a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// Its lease closed into its attempt.
+    Closed,
+    /// Its lease was gone (recovered by another node): `held_by` is the lease the contact
+    /// holds now (node, call), left alone; `updated`: the recovery's attempt for this call
+    /// was given its real outcome (else the attempt was recorded now).
+    LeaseLost {
+        held_by: Option<(String, String)>,
+        updated: bool,
+    },
 }
 
 /// A lease: a call being placed (or, after a crash, that was).
@@ -498,6 +539,8 @@ pub struct SledStore {
     db: sled::Db,
     contacts: sled::Tree,
     optouts: sled::Tree,
+    /// [`PendingOptOut`]s by ticket.
+    optouts_pending: sled::Tree,
     leases: sled::Tree,
     attempts: sled::Tree,
     /// The due index (see `dueidx`).
@@ -561,6 +604,14 @@ struct StoredContact {
 #[derive(Serialize, Deserialize)]
 struct StoredOptOut {
     at: i64,
+    source: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredPending {
+    log: String,
+    numbers: Vec<String>,
+    at_us: i64,
     source: String,
 }
 
@@ -652,6 +703,7 @@ impl SledStore {
         let store = SledStore {
             contacts: db.open_tree(CONTACTS).map_err(io)?,
             optouts: db.open_tree("optouts").map_err(io)?,
+            optouts_pending: db.open_tree("optouts-pending").map_err(io)?,
             leases: db.open_tree(LEASES).map_err(io)?,
             attempts: db.open_tree(ATTEMPTS).map_err(io)?,
             due: db.open_tree(DUE).map_err(io)?,
@@ -679,12 +731,15 @@ impl SledStore {
         keyed_hash(&self.key, number)
     }
 
-    /// Removes the lease at `key` and records its attempt, in one transaction over both trees.
+    /// Removes the lease at `key` if it is call `call`'s and records its attempt, in one
+    /// transaction over both trees; `false` if the contact holds no lease of that call.
+    #[allow(clippy::too_many_arguments)]
     fn close_lease(
         &self,
         key: &[u8],
         campaign: &str,
         id: &str,
+        call: &str,
         hash: Option<[u8; 32]>,
         outcome: Outcome,
         ended: DateTime<Utc>,
@@ -694,11 +749,15 @@ impl SledStore {
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         use sled::Transactional;
         let r = (&self.leases, &self.attempts).transaction(|(leases, attempts)| {
-            let Some(v) = leases.remove(key)? else {
+            let Some(v) = leases.get(key)? else {
                 return Ok(false);
             };
             let lease: StoredLease = postcard::from_bytes(&v)
                 .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            if lease.call != call {
+                return Ok(false);
+            }
+            leases.remove(key)?;
             let h = hash.unwrap_or(lease.number_hash);
             // Key: number hash, start instant (big-endian: chronological), campaign, id.
             let mut ak = Vec::with_capacity(32 + 8 + key.len());
@@ -1352,6 +1411,79 @@ impl Store for SledStore {
         Ok(new.len())
     }
 
+    fn add_opt_outs_pending(&self, numbers: &[E164], pending: &PendingOptOut) -> Result<usize> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        let value = postcard::to_allocvec(&StoredOptOut {
+            at: pending.at.timestamp(),
+            source: pending.source.clone(),
+        })
+        .map_err(io)?;
+        let kept = postcard::to_allocvec(&StoredPending {
+            log: pending.log.clone(),
+            numbers: pending.numbers.clone(),
+            at_us: micros(pending.at),
+            source: pending.source.clone(),
+        })
+        .map_err(io)?;
+        let keys: Vec<[u8; 32]> = numbers.iter().map(|n| self.number_key(n)).collect();
+        // Both trees in one transaction: after a crash, the opt-out and its pending entry
+        // are there together or not at all.
+        let r = (&self.optouts, &self.optouts_pending).transaction(|(optouts, kept_tree)| {
+            let mut new = std::collections::HashSet::new();
+            for k in &keys {
+                // The first opt-out of a number is the one kept: its date is the evidence.
+                if optouts.get(k)?.is_none() && new.insert(*k) {
+                    optouts.insert(&k[..], value.clone())?;
+                }
+            }
+            kept_tree.insert(pending.ticket.as_bytes(), kept.clone())?;
+            Ok::<_, ConflictableTransactionError<String>>(new.len())
+        });
+        let new = match r {
+            Ok(n) => n,
+            Err(TransactionError::Abort(why)) => {
+                return Err(Error::Corrupt {
+                    key: pending.ticket.clone(),
+                    why,
+                })
+            }
+            Err(TransactionError::Storage(e)) => return Err(io(e)),
+        };
+        self.durable()?;
+        Ok(new)
+    }
+
+    fn pending_opt_outs(&self, log: &str) -> Result<Vec<PendingOptOut>> {
+        let mut out = Vec::new();
+        for kv in &self.optouts_pending {
+            let (k, v) = kv.map_err(io)?;
+            let p: StoredPending = postcard::from_bytes(&v).map_err(|e| Error::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                why: e.to_string(),
+            })?;
+            if p.log == log {
+                out.push(PendingOptOut {
+                    ticket: String::from_utf8_lossy(&k).into_owned(),
+                    log: p.log,
+                    numbers: p.numbers,
+                    at: instant_us(p.at_us),
+                    source: p.source,
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.at, &a.ticket).cmp(&(b.at, &b.ticket)));
+        Ok(out)
+    }
+
+    fn clear_pending_opt_outs(&self, tickets: &[String]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for t in tickets {
+            batch.remove(t.as_bytes());
+        }
+        self.optouts_pending.apply_batch(batch).map_err(io)
+    }
+
     fn remove_opt_out(&self, number: &E164) -> Result<bool> {
         let removed = self
             .optouts
@@ -1423,23 +1555,54 @@ impl Store for SledStore {
         }
     }
 
-    fn finish_attempt(
-        &self,
-        campaign: &str,
-        id: &ContactId,
-        number: &E164,
-        outcome: Outcome,
-        ended: DateTime<Utc>,
-    ) -> Result<()> {
-        let key = lease_key(campaign, id.as_str());
+    fn finish_attempt(&self, number: &E164, a: &AttemptRecord) -> Result<Finished> {
+        let key = lease_key(&a.campaign, &a.contact);
         let hash = self.number_key(number);
-        if !self.close_lease(&key, campaign, id.as_str(), Some(hash), outcome, ended)? {
-            return Err(Error::NotLeased {
-                campaign: campaign.to_owned(),
-                id: id.to_string(),
-            });
+        if self.close_lease(
+            &key,
+            &a.campaign,
+            &a.contact,
+            &a.call,
+            Some(hash),
+            a.outcome,
+            a.ended,
+        )? {
+            self.durable()?;
+            return Ok(Finished::Closed);
         }
-        self.durable()
+        let held_by = match self.leases.get(&key).map_err(io)? {
+            Some(v) => postcard::from_bytes::<StoredLease>(&v)
+                .ok()
+                .map(|l| (String::new(), l.call)),
+            None => None,
+        };
+        // The recovery's attempt for this call, if there is one: its real outcome and end.
+        let mut found = None;
+        for kv in self.attempts.scan_prefix(hash) {
+            let (k, v) = kv.map_err(io)?;
+            if let Ok(rec) = postcard::from_bytes::<StoredAttempt>(&v) {
+                if rec.call == a.call && rec.campaign == a.campaign && rec.contact == a.contact {
+                    found = Some((k, rec));
+                    break;
+                }
+            }
+        }
+        let updated = match found {
+            Some((k, mut rec)) => {
+                rec.outcome = a.outcome.name();
+                rec.ended_us = micros(a.ended);
+                self.attempts
+                    .insert(k, postcard::to_allocvec(&rec).map_err(io)?)
+                    .map_err(io)?;
+                self.durable()?;
+                true
+            }
+            None => {
+                self.record_attempt(number, a)?;
+                false
+            }
+        };
+        Ok(Finished::LeaseLost { held_by, updated })
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
@@ -1478,7 +1641,17 @@ impl Store for SledStore {
     ) -> Result<Option<AttemptRecord>> {
         let key = lease_key(&lease.campaign, &lease.contact);
         if !sent {
-            self.leases.remove(&key).map_err(io)?;
+            // Only this lease (its call): never a newer one of the same contact.
+            let current = self.leases.get(&key).map_err(io)?;
+            let same = current.as_ref().is_some_and(|v| {
+                postcard::from_bytes::<StoredLease>(v).map_or(true, |l| l.call == lease.call)
+            });
+            if same {
+                let _ = self
+                    .leases
+                    .compare_and_swap(&key, current, None as Option<&[u8]>)
+                    .map_err(io)?;
+            }
             self.durable()?;
             return Ok(None);
         }
@@ -1486,6 +1659,7 @@ impl Store for SledStore {
             &key,
             &lease.campaign,
             &lease.contact,
+            &lease.call,
             None,
             Outcome::Scheduled(crieur_outcome::AttemptOutcome::Interrupted),
             now,
@@ -1645,6 +1819,29 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ends call `call` of a contact (its attempt as the dial protocol records it).
+    fn finish(
+        s: &SledStore,
+        campaign: &str,
+        id: &ContactId,
+        number: &E164,
+        call: &str,
+        outcome: Outcome,
+        ended: DateTime<Utc>,
+    ) -> Result<Finished> {
+        s.finish_attempt(
+            number,
+            &AttemptRecord {
+                campaign: campaign.into(),
+                contact: id.to_string(),
+                started: ended,
+                ended,
+                outcome,
+                call: call.into(),
+            },
+        )
+    }
 
     fn busy() -> Outcome {
         Outcome::call(crieur_outcome::CallOutcome::Busy)
@@ -2063,7 +2260,7 @@ mod tests {
                 s.lease("c", &a, &na, t(1_000), "a-2"),
                 Err(Error::Leased { .. })
             ));
-            assert!(s.finish_attempt("c", &a, &na, busy(), t(30_750)).is_ok());
+            assert!(finish(&s, "c", &a, &na, "a-1", busy(), t(30_750)).is_ok());
             assert!(s.lease("c", &a, &na, t(3_600_001), "a-3").is_ok());
             assert!(s.lease("c", &b, &nb, t(3_600_002), "b-1").is_ok());
             // "Crash": the store is dropped with both leases held.
@@ -2246,7 +2443,7 @@ mod tests {
             trunk_fault: true,
         };
         assert!(s.lease("c", &id, &num, t(0), "call-1").is_ok());
-        assert!(s.finish_attempt("c", &id, &num, refused, t(30)).is_ok());
+        assert!(finish(&s, "c", &id, &num, "call-1", refused, t(30)).is_ok());
         let (key, value) = s
             .attempts
             .scan_prefix(s.number_key(&num))
@@ -2291,7 +2488,7 @@ mod tests {
         let num = n("+33612345678");
         for at in [0, 3600] {
             assert!(s.lease("c", &id, &num, t(at), "call").is_ok());
-            assert!(s.finish_attempt("c", &id, &num, busy(), t(at + 30)).is_ok());
+            assert!(finish(&s, "c", &id, &num, "call", busy(), t(at + 30)).is_ok());
         }
         assert_eq!(s.attempts(&num).map(|a| a.len()).ok(), Some(2));
         let (key, value) = s

@@ -27,13 +27,15 @@ use postgres::{Client, NoTls, Transaction};
 
 use crate::{
     decode_contact, due, fold_import, instant_us, micros, AttemptRecord, Claim, DueContact, Error,
-    ImportStats, Lease, OptOut, Outcome, Progress, Result, Store, StoredContact,
+    Finished, ImportStats, Lease, OptOut, Outcome, PendingOptOut, Progress, Result, Store,
+    StoredContact,
 };
 
 /// The migrations, in order: (version, SQL). Never edit one that has shipped: add the next.
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_nodes.sql")),
+    (3, include_str!("../migrations/0003_optout_pending.sql")),
 ];
 
 /// The schema's format marker (table `crieur_meta`).
@@ -458,6 +460,52 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// The opt-outs of `numbers` (the first of each number is kept: its date is the
+    /// evidence), with `pending` kept in the same transaction; NOTIFYed to every node.
+    fn insert_opt_outs(
+        &self,
+        numbers: &[E164],
+        at: DateTime<Utc>,
+        source: &str,
+        pending: Option<&PendingOptOut>,
+    ) -> Result<usize> {
+        let mut hashes: Vec<Vec<u8>> = numbers.iter().map(|n| self.number_key(n)).collect();
+        hashes.sort();
+        hashes.dedup();
+        self.tx(|t| {
+            // The first opt-out of a number is the one kept: its date is the evidence.
+            let n = t
+                .execute(
+                    "INSERT INTO crieur_optouts (number_hash, at_s, source) \
+                     SELECT h, $2, $3 FROM unnest($1::bytea[]) AS h \
+                     ON CONFLICT (number_hash) DO NOTHING",
+                    &[&hashes, &at.timestamp(), &source],
+                )
+                .map_err(pg_err)?;
+            if let Some(p) = pending {
+                t.execute(
+                    "INSERT INTO crieur_optouts_pending (ticket, log, numbers, at_us, source) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&p.ticket, &p.log, &p.numbers, &micros(p.at), &p.source],
+                )
+                .map_err(pg_err)?;
+            }
+            // Every node's watch hears of each at the commit (a number already listed too:
+            // a call to it in progress anywhere ends all the same).
+            t.execute(
+                &format!(
+                    "SELECT pg_notify('{OPT_OUT_CHANNEL}', encode(h, 'hex')) \
+                     FROM unnest($1::bytea[]) AS h"
+                ),
+                &[&hashes],
+            )
+            .map_err(pg_err)?;
+            Ok(n as usize)
+        })
+    }
+}
+
 impl Store for PgStore {
     fn upsert_contacts(&self, campaign: &str, contacts: &[Contact]) -> Result<ImportStats> {
         let mut sorted: Vec<&Contact> = contacts.iter().collect();
@@ -556,30 +604,45 @@ impl Store for PgStore {
     }
 
     fn add_opt_outs(&self, numbers: &[E164], at: DateTime<Utc>, source: &str) -> Result<usize> {
-        let mut hashes: Vec<Vec<u8>> = numbers.iter().map(|n| self.number_key(n)).collect();
-        hashes.sort();
-        hashes.dedup();
-        self.tx(|t| {
-            // The first opt-out of a number is the one kept: its date is the evidence.
-            let n = t
-                .execute(
-                    "INSERT INTO crieur_optouts (number_hash, at_s, source) \
-                     SELECT h, $2, $3 FROM unnest($1::bytea[]) AS h \
-                     ON CONFLICT (number_hash) DO NOTHING",
-                    &[&hashes, &at.timestamp(), &source],
-                )
-                .map_err(pg_err)?;
-            // Every node's watch hears of each at the commit (a number already listed too:
-            // a call to it in progress anywhere ends all the same).
-            t.execute(
-                &format!(
-                    "SELECT pg_notify('{OPT_OUT_CHANNEL}', encode(h, 'hex')) \
-                     FROM unnest($1::bytea[]) AS h"
-                ),
-                &[&hashes],
+        self.insert_opt_outs(numbers, at, source, None)
+    }
+
+    fn add_opt_outs_pending(&self, numbers: &[E164], pending: &PendingOptOut) -> Result<usize> {
+        self.insert_opt_outs(numbers, pending.at, &pending.source, Some(pending))
+    }
+
+    fn pending_opt_outs(&self, log: &str) -> Result<Vec<PendingOptOut>> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT ticket, numbers, at_us, source FROM crieur_optouts_pending \
+                 WHERE log = $1 ORDER BY at_us, ticket",
+                &[&log],
             )
-            .map_err(pg_err)?;
-            Ok(n as usize)
+            .map_err(pg_err)
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| PendingOptOut {
+                ticket: r.get(0),
+                log: log.to_owned(),
+                numbers: r.get(1),
+                at: instant_us(r.get(2)),
+                source: r.get(3),
+            })
+            .collect())
+    }
+
+    fn clear_pending_opt_outs(&self, tickets: &[String]) -> Result<()> {
+        self.tx(|t| {
+            // No wait for the WAL's flush: see the trait.
+            t.batch_execute("SET LOCAL synchronous_commit = off")
+                .map_err(pg_err)?;
+            t.execute(
+                "DELETE FROM crieur_optouts_pending WHERE ticket = ANY($1)",
+                &[&tickets],
+            )
+            .map(|_| ())
+            .map_err(pg_err)
         })
     }
 
@@ -658,33 +721,52 @@ impl Store for PgStore {
         })
     }
 
-    fn finish_attempt(
-        &self,
-        campaign: &str,
-        id: &ContactId,
-        number: &E164,
-        outcome: Outcome,
-        ended: DateTime<Utc>,
-    ) -> Result<()> {
+    fn finish_attempt(&self, number: &E164, a: &AttemptRecord) -> Result<Finished> {
         let h = self.number_key(number);
-        let closed = self.tx(|t| {
-            close_lease(
+        self.tx(|t| {
+            // Only the call's own lease: one another node took since (after recovering this
+            // one) is left alone.
+            if close_lease(
                 t,
-                campaign,
-                id.as_str(),
-                None,
+                &a.campaign,
+                &a.contact,
+                Some(&a.call),
                 Some(&h),
-                outcome,
-                micros(ended),
-            )
-        })?;
-        match closed {
-            Some(_) => Ok(()),
-            None => Err(Error::NotLeased {
-                campaign: campaign.to_owned(),
-                id: id.to_string(),
-            }),
-        }
+                a.outcome,
+                micros(a.ended),
+            )?
+            .is_some()
+            {
+                return Ok(Finished::Closed);
+            }
+            let held_by = t
+                .query_opt(
+                    "SELECT node, call FROM crieur_leases WHERE campaign = $1 AND contact = $2",
+                    &[&a.campaign, &a.contact],
+                )
+                .map_err(pg_err)?
+                .map(|r| (r.get(0), r.get(1)));
+            // The recovery's attempt for this call: its real outcome and end.
+            let updated = t
+                .execute(
+                    "UPDATE crieur_attempts SET outcome = $1, ended_us = $2 \
+                     WHERE number_hash = $3 AND call = $4 AND campaign = $5 AND contact = $6",
+                    &[
+                        &a.outcome.name(),
+                        &micros(a.ended),
+                        &h,
+                        &a.call,
+                        &a.campaign,
+                        &a.contact,
+                    ],
+                )
+                .map_err(pg_err)?
+                > 0;
+            if !updated {
+                insert_attempt(t, &h, a)?;
+            }
+            Ok(Finished::LeaseLost { held_by, updated })
+        })
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Duration, Utc};
 use crieur_scheduler::{ConsentRecord, Contact, ContactId, E164};
 use crieur_store::{
-    AttemptRecord, Claim, DueContact, Error, Lease, PgStore, Progress, SledStore, Store,
+    AttemptRecord, Claim, DueContact, Error, Finished, Lease, PgStore, Progress, SledStore, Store,
 };
 use crieur_test_support::pg::PgDb;
 
@@ -78,6 +78,8 @@ backends!(
     reimport_keeps_consent_history,
     campaigns_are_listed_once_each_in_order,
     opt_outs_are_hashed_and_global,
+    pending_opt_outs_are_kept_with_their_opt_outs_per_log,
+    a_call_whose_lease_was_recovered_and_taken_again_leaves_the_new_lease_and_counts_once,
     a_contact_is_leased_once_and_its_attempt_recorded_with_it,
     leases_recover_as_interrupted_only_when_their_invite_may_have_left,
     attempts_are_kept_per_number_across_campaigns_in_order,
@@ -201,6 +203,49 @@ fn opt_outs_are_hashed_and_global(s: &dyn Store) {
     assert!(ok(s.is_opted_out(&b)));
 }
 
+fn pending_opt_outs_are_kept_with_their_opt_outs_per_log(s: &dyn Store) {
+    let p = |ticket: &str, log: &str, numbers: &[&str], at: i64| crieur_store::PendingOptOut {
+        ticket: ticket.into(),
+        log: log.into(),
+        numbers: numbers.iter().map(|s| (*s).to_owned()).collect(),
+        at: t(at),
+        source: "api".into(),
+    };
+    let a = p("b", "/n1/log", &["+33612345678", "+33612345679"], T0 + 1);
+    let b = p("a", "/n1/log", &["+33612345670"], T0);
+    let c = p("c", "/n2/log", &["+33612345671"], T0);
+    ok(s.add_opt_out(&n("+33612345679"), t(T0 - 5), "letter"));
+    assert_eq!(
+        ok(s.add_opt_outs_pending(&[n("+33612345678"), n("+33612345679")], &a)),
+        1,
+        "one new"
+    );
+    assert_eq!(ok(s.add_opt_outs_pending(&[n("+33612345670")], &b)), 1);
+    assert_eq!(ok(s.add_opt_outs_pending(&[n("+33612345671")], &c)), 1);
+    for x in [
+        "+33612345678",
+        "+33612345679",
+        "+33612345670",
+        "+33612345671",
+    ] {
+        assert!(ok(s.is_opted_out(&n(x))), "{x}");
+    }
+    // The first opt-out of a number is the one kept.
+    let kept = ok(s.opt_outs());
+    assert_eq!(kept.iter().filter(|o| o.source == "letter").count(), 1);
+    // Each log's own, oldest first, numbers in clear.
+    assert_eq!(
+        ok(s.pending_opt_outs("/n1/log")),
+        vec![b.clone(), a.clone()]
+    );
+    assert_eq!(ok(s.pending_opt_outs("/n2/log")), vec![c.clone()]);
+    ok(s.clear_pending_opt_outs(&["a".into(), "b".into(), "nope".into()]));
+    assert!(ok(s.pending_opt_outs("/n1/log")).is_empty());
+    assert_eq!(ok(s.pending_opt_outs("/n2/log")), vec![c]);
+    // Forgetting the entry leaves the opt-out.
+    assert!(ok(s.is_opted_out(&n("+33612345670"))));
+}
+
 fn a_contact_is_leased_once_and_its_attempt_recorded_with_it(s: &dyn Store) {
     let num = n("+33612345678");
     let at = t(T0) + Duration::microseconds(123_456);
@@ -212,11 +257,18 @@ fn a_contact_is_leased_once_and_its_attempt_recorded_with_it(s: &dyn Store) {
     // Another campaign's contact of the same id is another contact.
     ok(s.lease("c2", &id("a"), &num, at, "call-3"));
     let ended = at + Duration::milliseconds(31_500);
-    ok(s.finish_attempt("c1", &id("a"), &num, o("answered"), ended));
-    match s.finish_attempt("c1", &id("a"), &num, o("answered"), ended) {
-        Err(Error::NotLeased { .. }) => {}
-        other => panic!("finishing twice must fail: {other:?}"),
-    }
+    assert_eq!(
+        ok(finish(s, "c1", "a", &num, "call-1", "answered", at, ended)),
+        Finished::Closed
+    );
+    // Finishing it again: no lease of that call; its attempt stays one.
+    assert_eq!(
+        ok(finish(s, "c1", "a", &num, "call-1", "answered", at, ended)),
+        Finished::LeaseLost {
+            held_by: None,
+            updated: true
+        }
+    );
     assert_eq!(
         ok(s.leases()),
         [Lease {
@@ -241,6 +293,120 @@ fn a_contact_is_leased_once_and_its_attempt_recorded_with_it(s: &dyn Store) {
     );
     // The contact can be leased again.
     ok(s.lease("c1", &id("a"), &num, ended, "call-4"));
+}
+
+/// Ends call `call` of contact `contact` as the dial protocol does.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    s: &dyn Store,
+    campaign: &str,
+    contact: &str,
+    num: &E164,
+    call: &str,
+    outcome: &str,
+    started: DateTime<Utc>,
+    ended: DateTime<Utc>,
+) -> Result<Finished, Error> {
+    s.finish_attempt(
+        num,
+        &AttemptRecord {
+            campaign: campaign.into(),
+            contact: contact.into(),
+            started,
+            ended,
+            outcome: o(outcome),
+            call: call.into(),
+        },
+    )
+}
+
+/// Issue 17's multi-node race: call A's lease is recovered (its node judged dead: a
+/// heartbeat late under load) as an `interrupted` attempt, the contact leased again for
+/// call B; then A ends. A's end must leave B's lease alone and count A once (the recovered
+/// attempt given A's real outcome); B then ends normally: two attempts, two calls.
+fn a_call_whose_lease_was_recovered_and_taken_again_leaves_the_new_lease_and_counts_once(
+    s: &dyn Store,
+) {
+    let num = n("+33612345678");
+    ok(s.lease("c1", &id("a"), &num, t(T0), "call-A"));
+    let lease = ok(s.leases()).remove(0);
+    ok(s.recover_lease(&lease, true, t(T0 + 700)));
+    ok(s.lease("c1", &id("a"), &num, t(T0 + 701), "call-B"));
+    // A late recovery of A's lease (another node's copy of it) touches nothing now.
+    assert_eq!(ok(s.recover_lease(&lease, true, t(T0 + 702))), None);
+    ok(s.recover_lease(&lease, false, t(T0 + 702)));
+    assert_eq!(ok(s.leases()).len(), 1, "B's lease kept");
+    match ok(finish(
+        s,
+        "c1",
+        "a",
+        &num,
+        "call-A",
+        "answered",
+        t(T0),
+        t(T0 + 710),
+    )) {
+        Finished::LeaseLost {
+            held_by: Some((_, call)),
+            updated: true,
+        } => assert_eq!(call, "call-B"),
+        other => panic!("A's lease was lost, B holds the contact: {other:?}"),
+    }
+    let leases = ok(s.leases());
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].call, "call-B", "B's lease intact");
+    let att = ok(s.attempts(&num));
+    assert_eq!(att.len(), 1, "A counted once: {att:?}");
+    assert_eq!(
+        (
+            att[0].call.as_str(),
+            att[0].outcome.name().as_str(),
+            att[0].ended
+        ),
+        ("call-A", "answered", t(T0 + 710)),
+        "the recovered attempt has A's real outcome"
+    );
+    assert_eq!(
+        ok(finish(
+            s,
+            "c1",
+            "a",
+            &num,
+            "call-B",
+            "busy",
+            t(T0 + 701),
+            t(T0 + 720)
+        )),
+        Finished::Closed
+    );
+    assert!(ok(s.leases()).is_empty());
+    let att = ok(s.attempts(&num));
+    assert_eq!(
+        att.iter().map(|a| a.call.as_str()).collect::<Vec<_>>(),
+        ["call-A", "call-B"]
+    );
+    // A call whose lease was released without an attempt (its INVITE thought unsent) still
+    // counts when it ends.
+    ok(s.lease("c1", &id("b"), &num, t(T0 + 800), "call-C"));
+    let lease = ok(s.leases()).remove(0);
+    ok(s.recover_lease(&lease, false, t(T0 + 900)));
+    assert_eq!(
+        ok(finish(
+            s,
+            "c1",
+            "b",
+            &num,
+            "call-C",
+            "busy",
+            t(T0 + 800),
+            t(T0 + 910)
+        )),
+        Finished::LeaseLost {
+            held_by: None,
+            updated: false
+        }
+    );
+    assert_eq!(ok(s.attempts(&num)).len(), 3);
 }
 
 fn leases_recover_as_interrupted_only_when_their_invite_may_have_left(s: &dyn Store) {
@@ -639,6 +805,61 @@ fn postgres_nodes_never_lease_a_contact_twice() {
     });
     assert_eq!(won.into_inner(), 20, "one lease per contact");
     assert_eq!(ok(a.leases()).len(), 20);
+}
+
+/// The race of issue 17 between two PostgreSQL nodes: n01's lease is recovered by n02 and
+/// the contact leased again by n02; n01's end of its call names n02's lease as the holder
+/// and leaves it.
+#[test]
+fn postgres_a_node_ending_a_call_another_recovered_leaves_that_nodes_lease() {
+    let Some(db) = PgDb::new() else { return };
+    let a = ok(PgStore::open(&db.url, true)).with_node("n01");
+    let b = ok(PgStore::open(&db.url, true)).with_node("n02");
+    let num = n("+33612345678");
+    ok(a.lease("c1", &id("x"), &num, t(T0), "n01-call"));
+    let lease = ok(b.leases()).remove(0);
+    assert_eq!(lease.node, "n01");
+    ok(b.recover_lease(&lease, true, t(T0 + 700)));
+    ok(b.lease("c1", &id("x"), &num, t(T0 + 701), "n02-call"));
+    assert_eq!(
+        ok(finish(
+            &a,
+            "c1",
+            "x",
+            &num,
+            "n01-call",
+            "answered",
+            t(T0),
+            t(T0 + 710)
+        )),
+        Finished::LeaseLost {
+            held_by: Some(("n02".into(), "n02-call".into())),
+            updated: true
+        }
+    );
+    let leases = ok(a.leases());
+    assert_eq!(
+        (
+            leases.len(),
+            leases[0].node.as_str(),
+            leases[0].call.as_str()
+        ),
+        (1, "n02", "n02-call")
+    );
+    assert_eq!(
+        ok(finish(
+            &b,
+            "c1",
+            "x",
+            &num,
+            "n02-call",
+            "busy",
+            t(T0 + 701),
+            t(T0 + 720)
+        )),
+        Finished::Closed
+    );
+    assert_eq!(ok(a.attempts(&num)).len(), 2, "one attempt per call");
 }
 
 /// The nodes working on a campaign: each refill says it is alive; the pacing is shared
