@@ -12,7 +12,9 @@ use libfuzzer_sys::fuzz_target;
 
 fn endpoint(accept_incoming: bool) -> Endpoint {
     Endpoint::new(Config {
-        local: "192.0.2.200:5060".parse().unwrap_or_else(|_| unreachable!()),
+        local: "192.0.2.200:5060"
+            .parse()
+            .unwrap_or_else(|_| unreachable!()),
         transport: Transport::Udp,
         user_agent: "fuzz".into(),
         timers: Timers::default(),
