@@ -24,7 +24,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -36,18 +35,15 @@ use crieur_config::{InputError, InputErrors};
 use crieur_runner::{Control, Refused, RunHandle, SharedLog};
 use crieur_scheduler::{ContactId, Evaluator, E164};
 use crieur_store::{PendingOptOut, Progress, Store};
-use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::feed::{counters_json, event_json, Feed};
+use crate::feed::{counters_json, Feed};
 use crate::now;
 
 /// Store and audit writes in progress at most; more are refused with 503.
 pub const WRITES: usize = 32;
-/// The event stream sends at most one `progress` event this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// The largest request body (a contacts CSV): 64 MiB.
 pub const BODY_LIMIT: usize = 64 << 20;
 
@@ -156,7 +152,12 @@ impl Ctx {
         }
     }
 
-    fn served(&self, id: &str) -> Result<&Served, ApiError> {
+    /// Every campaign served.
+    pub(crate) fn served_all(&self) -> impl Iterator<Item = &Served> {
+        self.campaigns.values()
+    }
+
+    pub(crate) fn served(&self, id: &str) -> Result<&Served, ApiError> {
         self.campaigns
             .get(id)
             .ok_or_else(|| ApiError::not_found(format!("no campaign `{id}` is running here")))
@@ -190,7 +191,7 @@ impl ApiError {
     fn not_found(msg: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, msg)
     }
-    fn bad(msg: impl Into<String>) -> ApiError {
+    pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, msg)
     }
     fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -268,7 +269,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/campaigns/{id}/pause", post(pause))
         .route("/api/campaigns/{id}/resume", post(resume))
         .route("/api/campaigns/{id}/stop", post(stop))
-        .route("/api/events", get(events))
+        .route("/api/events", get(crate::events::events))
         .route("/api/optouts", post(optout_add))
         .route("/api/optouts/import", post(optout_import))
         .route(
@@ -388,6 +389,10 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
 /// The store's counters of the served campaigns that have no run here (with a run, its own
 /// counters say the same, as of its last refill), read on the blocking pool.
 async fn stored_counts(ctx: &Arc<Ctx>) -> BTreeMap<String, Progress> {
+    // During a run, nothing to read: no hop to the blocking pool for each poll of the state.
+    if ctx.campaigns.values().all(|s| s.handle.is_some()) {
+        return BTreeMap::new();
+    }
     let c = ctx.clone();
     tokio::task::spawn_blocking(move || {
         c.campaigns
@@ -932,67 +937,4 @@ async fn optout_import(
         "durable": true,
         "hung_up": hung_up,
     })))
-}
-
-#[derive(serde::Deserialize)]
-struct EventsQuery {
-    campaign: Option<String>,
-}
-
-async fn events(
-    State(ctx): State<Arc<Ctx>>,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>> {
-    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
-    let chosen: Vec<&Served> = match &q.campaign {
-        Some(id) => vec![ctx.served(id)?],
-        None => ctx.campaigns.values().collect(),
-    };
-    // A campaign with no run has no events: its stream stays open, with keep-alives.
-    let idle = chosen.iter().any(|s| s.handle.is_none());
-    let streams = chosen.into_iter().filter_map(|s| {
-        let id = s.campaign.id.clone();
-        let rx = s.handle.as_ref()?.subscribe();
-        Some(
-            stream::unfold(
-                (rx, id, None::<tokio::time::Instant>),
-                |(mut rx, id, mut last_progress)| async move {
-                    loop {
-                        match rx.recv().await {
-                            Ok(e) => {
-                                // The counters change at every turn of the loop: at most one
-                                // `progress` a second.
-                                if let crieur_runner::Event::Progress(_) = e {
-                                    let t = tokio::time::Instant::now();
-                                    if last_progress.is_some_and(|l| t - l < PROGRESS_EVERY) {
-                                        continue;
-                                    }
-                                    last_progress = Some(t);
-                                }
-                                if let Some(v) = event_json(&id, &e) {
-                                    let kind = v["type"].as_str().unwrap_or("event").to_owned();
-                                    let ev = SseEvent::default().event(kind).data(v.to_string());
-                                    return Some((Ok(ev), (rx, id, last_progress)));
-                                }
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                                let v = json!({"type": "lagged", "campaign": id, "skipped": n});
-                                let ev = SseEvent::default().event("lagged").data(v.to_string());
-                                return Some((Ok(ev), (rx, id, last_progress)));
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                        }
-                    }
-                },
-            )
-            .boxed(),
-        )
-    });
-    let all = stream::select_all(streams);
-    let all = if idle {
-        all.chain(stream::pending()).boxed()
-    } else {
-        all.boxed()
-    };
-    Ok(Sse::new(all).keep_alive(KeepAlive::default()))
 }

@@ -13,11 +13,13 @@
 //! * [`client`] — the blocking client the command line uses.
 //! * [`metrics`] — the Prometheus recorder (the driver records through the `metrics` facade).
 //! * [`webhook`] — each call's outcome POSTed to a URL, signed (HMAC-SHA-256), retried.
+//! * [`events`] — the event stream (server-sent events), sent in batches.
 //! * [`feed`] — what the API keeps of the run's events: recent calls behind a cursor, and the
 //!   event stream's JSON.
 
 pub mod api;
 pub mod client;
+pub mod events;
 pub mod feed;
 pub mod live;
 pub mod metrics;

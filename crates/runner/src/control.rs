@@ -251,12 +251,18 @@ pub enum Refused {
     Ended(#[from] Ended),
 }
 
+/// The events the stream keeps for a subscriber that lags: a few seconds of a run at
+/// 200 calls/s (a `progress` at every turn of its loop, three events per call), so that a
+/// subscriber that reads them in batches (the control API's event stream, every 50 ms)
+/// misses none.
+pub const EVENT_BUFFER: usize = 4096;
+
 /// A control channel holding up to `capacity` orders, and an event stream keeping the last
-/// `capacity` events for a subscriber that lags.
+/// [`EVENT_BUFFER`] events for a subscriber that lags.
 pub fn control(capacity: usize) -> (RunHandle, ControlReceiver) {
     let capacity = capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
-    let (events, _) = broadcast::channel(capacity);
+    let (events, _) = broadcast::channel(EVENT_BUFFER);
     let (counters, watched) = watch::channel(Counters::default());
     let in_progress = Arc::new(InProgress::default());
     (

@@ -1,0 +1,234 @@
+//! The event stream (`GET /api/events`, server-sent events): each campaign's call events as
+//! the run publishes them, in batches.
+//!
+//! **Batched, not one write per event.** A subscriber waits for an event, then lets
+//! [`FLUSH`] pass and takes everything the broadcast holds by then (at most [`BATCH`]), sent
+//! together: hyper writes the events that are ready at once as one write. The API's thread
+//! is therefore woken at most about 1 / [`FLUSH`] times a second per subscriber, whatever the
+//! dialling rate — not once per event the run publishes (a `progress` at every turn of its
+//! loop, a `decided`, a `placed` and an `ended` per call), each of which used to cost a
+//! wake-up of this thread, a JSON encoding and its own loopback packet (measured:
+//! `BENCHMARKS.md`, "The control API under dialling load"). An event reaches the client at
+//! most [`FLUSH`] after it happened. The run keeps [`crieur_runner::EVENT_BUFFER`] events for a
+//! subscriber: one that falls further behind is told how many it missed (`lagged`).
+
+use std::time::Duration;
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use crieur_runner::Event;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::json;
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
+use tokio::time::Instant;
+
+use crate::api::{ApiError, Ctx, Served};
+use crate::feed::event_json;
+
+/// How long a subscriber gathers events after the first before sending them.
+pub const FLUSH: Duration = Duration::from_millis(50);
+/// The most events sent in one batch (the rest follow at once, in the next).
+pub const BATCH: usize = 512;
+/// The event stream sends at most one `progress` event this often.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// One subscriber to one campaign's events.
+pub struct Subscriber {
+    rx: broadcast::Receiver<Event>,
+    campaign: String,
+    last_progress: Option<Instant>,
+    closed: bool,
+}
+
+/// An event to send: its name and its data (JSON).
+pub type Rendered = (String, String);
+
+impl Subscriber {
+    pub fn new(rx: broadcast::Receiver<Event>, campaign: &str) -> Subscriber {
+        Subscriber {
+            rx,
+            campaign: campaign.to_owned(),
+            last_progress: None,
+            closed: false,
+        }
+    }
+
+    /// What `r` sends, if anything: not a `progress` within [`PROGRESS_EVERY`] of the last
+    /// one sent (the counters change at every turn of the run's loop), nor an event that is
+    /// not published.
+    fn render(&mut self, r: Result<Event, u64>, now: Instant) -> Option<Rendered> {
+        match r {
+            Ok(e) => {
+                if let Event::Progress(_) = e {
+                    if self
+                        .last_progress
+                        .is_some_and(|l| now.saturating_duration_since(l) < PROGRESS_EVERY)
+                    {
+                        return None;
+                    }
+                    self.last_progress = Some(now);
+                }
+                let v = event_json(&self.campaign, &e)?;
+                let kind = v["type"].as_str().unwrap_or("event").to_owned();
+                Some((kind, v.to_string()))
+            }
+            Err(skipped) => {
+                let v = json!({"type": "lagged", "campaign": self.campaign, "skipped": skipped});
+                Some(("lagged".to_owned(), v.to_string()))
+            }
+        }
+    }
+
+    /// Appends to `out` what `first` and the events held now send, until `out` holds
+    /// [`BATCH`] or nothing more is held (the stream closed: [`Subscriber::closed`]).
+    pub fn drain(&mut self, first: Result<Event, u64>, now: Instant, out: &mut Vec<Rendered>) {
+        out.extend(self.render(first, now));
+        while out.len() < BATCH {
+            let r = match self.rx.try_recv() {
+                Ok(e) => Ok(e),
+                Err(TryRecvError::Lagged(n)) => Err(n),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Closed) => {
+                    self.closed = true;
+                    return;
+                }
+            };
+            out.extend(self.render(r, now));
+        }
+    }
+
+    /// Whether the run has ended (nothing more will come).
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The next batch: at least one event, gathered for [`FLUSH`] after the first;
+    /// `None` once the run has ended and everything was sent.
+    async fn next(mut self) -> Option<(Vec<Rendered>, Subscriber)> {
+        let mut out = Vec::new();
+        while out.is_empty() {
+            if self.closed {
+                return None;
+            }
+            let first = match self.rx.recv().await {
+                Ok(e) => Ok(e),
+                Err(RecvError::Lagged(n)) => Err(n),
+                Err(RecvError::Closed) => return None,
+            };
+            // Not listening meanwhile: the run's sends do not wake this thread.
+            tokio::time::sleep(FLUSH).await;
+            self.drain(first, Instant::now(), &mut out);
+        }
+        Some((out, self))
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct EventsQuery {
+    campaign: Option<String>,
+}
+
+pub(crate) async fn events(
+    axum::extract::State(ctx): axum::extract::State<std::sync::Arc<Ctx>>,
+    q: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
+    let axum::extract::Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let chosen: Vec<&Served> = match &q.campaign {
+        Some(id) => vec![ctx.served(id)?],
+        None => ctx.served_all().collect(),
+    };
+    // A campaign with no run has no events: its stream stays open, with keep-alives.
+    let idle = chosen.iter().any(|s| s.handle.is_none());
+    let streams = chosen.into_iter().filter_map(|s| {
+        let sub = Subscriber::new(s.handle.as_ref()?.subscribe(), &s.campaign.id);
+        Some(
+            stream::unfold(sub, Subscriber::next)
+                .flat_map(|batch| {
+                    stream::iter(batch.into_iter().map(|(kind, data)| {
+                        Ok::<_, std::convert::Infallible>(SseEvent::default().event(kind).data(data))
+                    }))
+                })
+                .boxed(),
+        )
+    });
+    let all = stream::select_all(streams);
+    let all = if idle {
+        all.chain(stream::pending()).boxed()
+    } else {
+        all.boxed()
+    };
+    Ok(Sse::new(all).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(n: u32) -> Event {
+        Event::Placed {
+            call: format!("call{n}"),
+            contact: format!("c{n}"),
+            number: "+33612345678".into(),
+            at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn progress() -> Event {
+        Event::Progress(crieur_runner::Counters::default())
+    }
+
+    #[test]
+    fn a_batch_takes_what_is_held_in_order_bounded_with_one_progress_a_second() {
+        let (tx, rx) = broadcast::channel(4 * BATCH);
+        let mut sub = Subscriber::new(rx, "x");
+        let t0 = Instant::now();
+        for n in 1..=3 {
+            tx.send(placed(n)).ok();
+            tx.send(progress()).ok();
+        }
+        let mut out = Vec::new();
+        sub.drain(Ok(placed(0)), t0, &mut out);
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["placed", "placed", "progress", "placed", "placed"]);
+        let calls: Vec<String> = out
+            .iter()
+            .filter(|(k, _)| k == "placed")
+            .map(|(_, d)| {
+                let v: serde_json::Value = serde_json::from_str(d).unwrap_or_default();
+                assert_eq!(v["campaign"], "x");
+                v["call"].as_str().unwrap_or("").to_owned()
+            })
+            .collect();
+        assert_eq!(calls, ["call0", "call1", "call2", "call3"]);
+        assert!(!sub.closed());
+
+        // A progress a second later is sent; more than a batch is split, none lost.
+        for n in 0..(BATCH as u32 + 10) {
+            tx.send(placed(n)).ok();
+        }
+        let mut out = Vec::new();
+        sub.drain(Ok(progress()), t0 + PROGRESS_EVERY, &mut out);
+        assert_eq!(out.len(), BATCH);
+        assert_eq!(out[0].0, "progress");
+        let mut rest = Vec::new();
+        sub.drain(Ok(placed(999)), t0 + PROGRESS_EVERY, &mut rest);
+        assert_eq!(rest.len(), 1 + 11, "the first and the 11 left");
+        assert!(rest.iter().all(|(k, _)| k == "placed"));
+
+        // Lagging behind the buffer is said; the end of the run closes the stream.
+        let (tx, rx) = broadcast::channel(4);
+        let mut sub = Subscriber::new(rx, "x");
+        for n in 0..10 {
+            tx.send(placed(n)).ok();
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        sub.drain(Ok(placed(99)), t0, &mut out);
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["placed", "lagged", "placed", "placed", "placed", "placed"]);
+        assert!(out[1].1.contains("\"skipped\":6"), "{}", out[1].1);
+        assert!(sub.closed());
+    }
+}
