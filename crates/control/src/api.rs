@@ -83,6 +83,8 @@ pub struct Ctx {
     writes: Semaphore,
     /// How the store names `log` in its pending opt-outs.
     log_id: String,
+    /// The directory of `log`.
+    log_dir: std::path::PathBuf,
 }
 
 impl Ctx {
@@ -95,14 +97,15 @@ impl Ctx {
         token: &str,
         listen: SocketAddr,
     ) -> Ctx {
-        let log_id = log
+        let (log_id, log_dir) = log
             .lock()
-            .map(|l| crieur_runner::ops::log_id(&l))
+            .map(|l| (crieur_runner::ops::log_id(&l), l.dir().to_path_buf()))
             .unwrap_or_default();
         Ctx {
             store,
             log,
             log_id,
+            log_dir,
             campaigns: campaigns
                 .into_iter()
                 .map(|s| (s.campaign.id.clone(), s))
@@ -790,12 +793,21 @@ fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, us
     let new = match stored {
         Ok(new) => new,
         // The log holds the opt-out: the store follows it (one more try, without the pending
-        // entry: the record is durable already).
+        // entry: the record is durable already). Failed again: noted next to the log before
+        // the 500, so that the owner's next start rolls it forward, even after a clean stop.
         Err(e) => {
             tracing::warn!(error = %e, "the store failed an opt-out the audit log holds; trying again");
-            c.store
-                .add_opt_outs(numbers, at, source)
-                .map_err(ApiError::internal)?
+            match c.store.add_opt_outs(numbers, at, source) {
+                Ok(new) => new,
+                Err(e) => {
+                    if let Err(n) =
+                        crieur_runner::ops::note_unapplied(&c.log_dir, &pending.ticket, at)
+                    {
+                        tracing::error!(error = %n, ticket = %pending.ticket, "noting an opt-out the store lacks");
+                    }
+                    return Err(ApiError::internal(e));
+                }
+            }
         }
     };
     // Both are durable: the pending entry is no longer needed (if this is lost in a crash,

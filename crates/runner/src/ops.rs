@@ -179,20 +179,95 @@ const LINE_HEAD: usize = 192;
 /// How far before its store entry's instant an opt-out's audit record is looked for.
 const RECOVERY_MARGIN_SECS: i64 = 60;
 
+/// The file, in the audit log's directory, naming the API opt-outs whose audit record is
+/// durable but which the store failed (both tries; the API answered 500): one JSON line
+/// each, `{"ticket": …, "at": …}`, written durably before that answer. [`recover_opt_outs`]
+/// rolls them forward at the owner's next start — after a clean stop too, when the record is
+/// older than the log's last `run-stop` — then removes the file.
+pub const UNAPPLIED: &str = "optouts-unapplied.jsonl";
+
+/// One line of [`UNAPPLIED`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Unapplied {
+    ticket: String,
+    at: DateTime<Utc>,
+}
+
+/// Notes, durably, in [`UNAPPLIED`] in the log directory `dir`, that the opt-out of the audit
+/// record `ticket` (appended at `at`) is not in the store.
+pub fn note_unapplied(dir: &Path, ticket: &str, at: DateTime<Utc>) -> Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(UNAPPLIED);
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| crate::Error::Io { what, source }
+    };
+    let mut line = serde_json::to_vec(&Unapplied {
+        ticket: ticket.to_owned(),
+        at,
+    })
+    .map_err(|e| crate::Error::Io {
+        what: format!("encoding a line of {}", path.display()),
+        source: std::io::Error::other(e),
+    })?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io("opening"))?;
+    f.write_all(&line).map_err(io("writing"))?;
+    f.sync_all().map_err(io("syncing"))?;
+    // The file's name, durable in its directory.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing the directory of"))?;
+    Ok(())
+}
+
+/// The lines of [`UNAPPLIED`] in `dir` (none when there is no such file; a malformed line —
+/// a crash in its write — is skipped).
+fn unapplied(dir: &Path) -> Result<Vec<Unapplied>> {
+    let path = dir.join(UNAPPLIED);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(crate::Error::Io {
+                what: format!("reading {}", path.display()),
+                source,
+            })
+        }
+    };
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| match serde_json::from_slice(l) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::warn!(error = %e, file = %path.display(), "a malformed line skipped");
+                None
+            }
+        })
+        .collect())
+}
+
 /// At an owner's start, before it serves: closes the window a crash leaves between the two
 /// overlapping writes of an API opt-out (the store's commit, with a [`PendingOptOut`]
-/// entry, and the audit record's fsync; the answer waits for both).
+/// entry, and the audit record's fsync; the answer waits for both), and rolls forward the
+/// opt-outs the store failed while the log holds them ([`UNAPPLIED`]).
 ///
 /// - The store holds a pending entry of this log whose record (its `ticket`) the log lacks:
 ///   the record is written now, `recovered: store`. Then the entry is forgotten.
 /// - The log holds an API opt-out (a record with a `ticket`) written since its last
 ///   `run-stop` (a crash ends a run without one) whose numbers the store lacks (and that no
 ///   later record of the log removed): they are written into the store now, and a record
-///   `recovered: log` says so. The audit log is the proof; the store follows it.
+///   `recovered: log` says so. The audit log is the proof; the store follows it. The same
+///   for a record named in [`UNAPPLIED`], wherever it is in the log's tail.
 ///
 /// Records are written as their own run (header, records, stop), durable when it returns.
 /// Reads the log backwards from its end only as far as it must: to its last `run-stop`,
-/// and to a minute before the oldest pending entry.
+/// and to a minute before the oldest pending entry or unapplied opt-out.
 ///
 /// [`PendingOptOut`]: crieur_store::PendingOptOut
 pub fn recover_opt_outs(
@@ -207,9 +282,11 @@ pub fn recover_opt_outs(
         (log_id(&l), l.dir().to_path_buf())
     };
     let pending = store.pending_opt_outs(&id)?;
+    let unapplied = unapplied(&dir)?;
     let cutoff = pending
         .iter()
         .map(|p| p.at)
+        .chain(unapplied.iter().map(|u| u.at))
         .min()
         .map(|t| t - chrono::Duration::seconds(RECOVERY_MARGIN_SECS));
     let tail = tail_changes(&dir, cutoff)?;
@@ -232,11 +309,12 @@ pub fn recover_opt_outs(
         }
     }
     for (i, (after_stop, c)) in tail.iter().enumerate() {
-        let (true, Some(ticket), None, "add") =
-            (*after_stop, &c.ticket, &c.recovered, c.action.as_str())
-        else {
+        let (Some(ticket), None, "add") = (&c.ticket, &c.recovered, c.action.as_str()) else {
             continue;
         };
+        if !after_stop && !unapplied.iter().any(|u| &u.ticket == ticket) {
+            continue;
+        }
         let removed_later = |n: &String| {
             tail[i + 1..]
                 .iter()
@@ -277,6 +355,14 @@ pub fn recover_opt_outs(
     if !pending.is_empty() {
         let tickets: Vec<String> = pending.into_iter().map(|p| p.ticket).collect();
         store.clear_pending_opt_outs(&tickets)?;
+    }
+    if !unapplied.is_empty() {
+        // Rolled forward, durably: lost, this removal only makes the next start look again.
+        let path = dir.join(UNAPPLIED);
+        std::fs::remove_file(&path).map_err(|source| crate::Error::Io {
+            what: format!("removing {}", path.display()),
+            source,
+        })?;
     }
     Ok(out)
 }

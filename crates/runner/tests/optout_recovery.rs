@@ -208,6 +208,64 @@ fn nothing_lost_nothing_written(s: &dyn Store, dir: &Path) {
     assert_eq!(changes(dir).len(), 4, "nothing written");
 }
 
+/// The store failed an opt-out (both tries) whose record is durable, and the owner then
+/// stopped cleanly (its `run-stop` after the record): the note the API left next to the log
+/// makes the next start roll it forward, and only it — another ticketed record before the
+/// stop, not noted, is left alone. The note is then gone; a second start does nothing.
+fn store_failed_then_clean_stop(s: &dyn Store, dir: &Path) {
+    let log = open_log(dir);
+    write(
+        &log,
+        T0,
+        &[
+            header(),
+            api_record(&["+33612345611"], "answered", T0),
+            api_record(&["+33612345612", "+33612345613"], "t-6", T0 + 1),
+            Record::RunStop(crieur_audit::record::RunStop {
+                reason: "SIGTERM".into(),
+            }),
+        ],
+    );
+    ok(crieur_runner::ops::note_unapplied(dir, "t-6", t(T0 + 1)));
+    assert!(dir.join(crieur_runner::ops::UNAPPLIED).exists());
+    // A start later on, after other runs that stopped cleanly.
+    write(
+        &log,
+        T0 + 100,
+        &[
+            header(),
+            Record::RunStop(crieur_audit::record::RunStop {
+                reason: "done".into(),
+            }),
+        ],
+    );
+    let r = ok(recover_opt_outs(s, &log, t(T0 + 200)));
+    assert_eq!(
+        r,
+        Recovered {
+            audited: vec![],
+            stored: vec!["t-6".into()]
+        }
+    );
+    assert!(ok(s.is_opted_out(&n("+33612345612"))));
+    assert!(ok(s.is_opted_out(&n("+33612345613"))));
+    assert!(
+        !ok(s.is_opted_out(&n("+33612345611"))),
+        "a record not noted is not rolled forward past a run-stop"
+    );
+    let c = changes(dir);
+    assert_eq!(c.len(), 3, "{c:?}");
+    assert_eq!(c[2].ticket.as_deref(), Some("t-6"));
+    assert_eq!(c[2].recovered.as_deref(), Some("log"));
+    assert_eq!(c[2].at, t(T0 + 1), "the opt-out's own instant");
+    assert!(!dir.join(crieur_runner::ops::UNAPPLIED).exists());
+    drop(log);
+    log_is_clean(dir);
+    let log = open_log(dir);
+    assert!(ok(recover_opt_outs(s, &log, t(T0 + 300))).is_empty());
+    assert_eq!(changes(dir).len(), 3);
+}
+
 macro_rules! backends {
     ($($name:ident),* $(,)?) => {
         mod sled_backend {
@@ -237,5 +295,6 @@ macro_rules! backends {
 backends!(
     store_committed_log_lost,
     log_durable_store_lost,
-    nothing_lost_nothing_written
+    nothing_lost_nothing_written,
+    store_failed_then_clean_stop
 );
