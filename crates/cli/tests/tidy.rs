@@ -123,8 +123,8 @@ const EDGES: &[(&str, &[Io], &str)] = &[
     ),
     (
         "crates/config/src/split.rs",
-        &[Io::Files],
-        "streams a contacts file too large for memory into parts on disk, reads them back",
+        &[Io::Files, Io::Threads],
+        "streams a contacts file too large for memory into parts on disk, reads them back and validates them on every core",
     ),
     (
         "crates/media/src/audio.rs",
