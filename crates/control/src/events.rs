@@ -147,7 +147,9 @@ pub(crate) async fn events(
             stream::unfold(sub, Subscriber::next)
                 .flat_map(|batch| {
                     stream::iter(batch.into_iter().map(|(kind, data)| {
-                        Ok::<_, std::convert::Infallible>(SseEvent::default().event(kind).data(data))
+                        Ok::<_, std::convert::Infallible>(
+                            SseEvent::default().event(kind).data(data),
+                        )
                     }))
                 })
                 .boxed(),
@@ -227,7 +229,10 @@ mod tests {
         let mut out = Vec::new();
         sub.drain(Ok(placed(99)), t0, &mut out);
         let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["placed", "lagged", "placed", "placed", "placed", "placed"]);
+        assert_eq!(
+            names,
+            ["placed", "lagged", "placed", "placed", "placed", "placed"]
+        );
         assert!(out[1].1.contains("\"skipped\":6"), "{}", out[1].1);
         assert!(sub.closed());
     }
