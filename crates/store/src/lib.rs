@@ -78,9 +78,6 @@ pub enum Error {
         id: String,
         since: DateTime<Utc>,
     },
-    /// An attempt was finished for a contact that holds no lease (recovered meanwhile).
-    #[error("contact {campaign}/{id} holds no lease: its call was already closed (recovered as interrupted?)")]
-    NotLeased { campaign: String, id: String },
     /// A bucket of contact records ends in a cut entry.
     #[error("damaged contacts bucket {key}: its last entry is truncated")]
     TruncatedBucket { key: String },
