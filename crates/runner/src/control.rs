@@ -542,7 +542,10 @@ mod tests {
         c.dialled = 3;
         assert!(!gate.take(&c, ms(1_004), false));
         c.stopping = true;
-        assert!(gate.take(&c, ms(1_005), false), "stopping, with the new count");
+        assert!(
+            gate.take(&c, ms(1_005), false),
+            "stopping, with the new count"
+        );
         // The end of the run: the last counts, whenever.
         c.in_flight = 0;
         c.by_outcome.insert("answered-completed".into(), 3);

@@ -183,8 +183,14 @@ fn pause_holds_resume_dials_stop_drains() {
             t1.duration_since(t0)
         );
     }
-    assert!(progress.iter().any(|(_, c)| !c.paused), "resumed: {progress:?}");
-    assert!(progress.iter().any(|(_, c)| c.stopping), "stopping: {progress:?}");
+    assert!(
+        progress.iter().any(|(_, c)| !c.paused),
+        "resumed: {progress:?}"
+    );
+    assert!(
+        progress.iter().any(|(_, c)| c.stopping),
+        "stopping: {progress:?}"
+    );
     assert_eq!(
         progress.last().map(|(_, c)| *c),
         Some(&summary.counters),
