@@ -14,6 +14,7 @@
 //! `crates/control/tests/contract.rs`.
 #![allow(clippy::disallowed_methods)] // a test bounds its waits with the wall clock
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -63,11 +64,17 @@ fn crieur(dir: &Path, args: &[&str]) -> Output {
 /// The owner file of `dir/store` once written (20 s at most; else `err`, the owner's
 /// stderr, says why).
 fn wait_owner(dir: &Path, err: &str) -> Value {
+    wait_owner_of(dir, err, None)
+}
+
+/// [`wait_owner`], the file of the process `pid` when given (not one a killed owner left).
+fn wait_owner_of(dir: &Path, err: &str, pid: Option<u32>) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(v) = std::fs::read_to_string(dir.join("store/owner.json"))
             .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .filter(|v| pid.is_none_or(|p| v["pid"].as_u64() == Some(u64::from(p))))
         {
             return v;
         }
@@ -95,6 +102,18 @@ impl Live {
     /// `contacts` imported, then a run at `cps` calls per second, `max` at once, each call a
     /// `message_secs` message sipp listens to until we hang up.
     fn start(contacts: usize, cps: u32, max: u32, message_secs: f32) -> Live {
+        Live::start_with(contacts, cps, max, message_secs, "", &[])
+    }
+
+    /// [`Live::start`], with `extra` campaign TOML (`[retry]` …) and more sipp arguments.
+    fn start_with(
+        contacts: usize,
+        cps: u32,
+        max: u32,
+        message_secs: f32,
+        extra: &str,
+        sipp_args: &[&str],
+    ) -> Live {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let d = dir.path();
         tone_wav(&d.join("msg.wav"), message_secs);
@@ -104,6 +123,7 @@ impl Live {
             d.join("c.toml"),
             CampaignToml::new("live", port)
                 .ring_timeout_secs(15)
+                .extra(extra)
                 .pacing(cps, max)
                 .build(),
         )
@@ -127,42 +147,66 @@ impl Live {
             .port(port)
             .calls(10_000)
             .timeout_secs(150)
+            .args(sipp_args)
             .start();
-        let out = std::fs::File::create(d.join("run.out")).unwrap_or_else(|e| panic!("{e}"));
-        let err = std::fs::File::create(d.join("run.err")).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_crieur"))
-            .args(["run", "--campaign", "c.toml", "--store", "store"])
-            .current_dir(d)
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let owner = wait_owner(d, "run.err");
-        let token_file = PathBuf::from(owner["token_file"].as_str().unwrap_or_default());
-        let token = std::fs::read_to_string(&token_file)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .trim()
-            .to_owned();
-        assert!(
-            !owner.to_string().contains(&token),
-            "the owner file holds the token"
-        );
-        Live {
-            base: format!("http://{}", owner["address"].as_str().unwrap_or_default()),
-            token,
+        let mut live = Live {
+            base: String::new(),
+            token: String::new(),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(Duration::from_secs(20)))
                 .build()
                 .into(),
-            campaign: owner["campaigns"][0]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            campaign: String::new(),
             dir,
-            child: Some(child),
+            child: None,
             _sipp: sipp,
-        }
+        };
+        live.run();
+        live
+    }
+
+    /// Starts `crieur run` on the store (its output appended to `run.out` and `run.err`) and
+    /// waits for its control API.
+    fn run(&mut self) {
+        let d = self.dir.path();
+        let append = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(d.join(name))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_crieur"))
+            .args(["run", "--campaign", "c.toml", "--store", "store"])
+            .current_dir(d)
+            .stdout(append("run.out"))
+            .stderr(append("run.err"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let owner = wait_owner_of(d, "run.err", Some(child.id()));
+        self.child = Some(child);
+        let token_file = PathBuf::from(owner["token_file"].as_str().unwrap_or_default());
+        self.token = std::fs::read_to_string(&token_file)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim()
+            .to_owned();
+        assert!(
+            !owner.to_string().contains(&self.token),
+            "the owner file holds the token"
+        );
+        self.base = format!("http://{}", owner["address"].as_str().unwrap_or_default());
+        self.campaign = owner["campaigns"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+    }
+
+    /// SIGKILLs the run: no destructor, no flush, no cleanup runs.
+    fn kill(&mut self) {
+        let mut c = self.child.take().unwrap_or_else(|| panic!("no run"));
+        c.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+        let _ = c.wait();
     }
 
     fn path(&self) -> &Path {
@@ -882,4 +926,234 @@ fn a_store_served_with_no_run_takes_opt_outs_through_the_command_line_durably_an
     }
     let o = crieur(d, &["audit", "verify", "store.audit"]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+}
+
+/// The opt-out `body` (JSON for `/api/optouts`, a list for `/api/optouts/import`) POSTed to
+/// `url` with `token`: the instant its 200 came back; none if it did not (refused, or the
+/// process was killed first: what a client sees of a crash).
+fn optout_answered(
+    agent: &ureq::Agent,
+    base: &str,
+    token: &str,
+    url: &str,
+    body: &str,
+) -> Option<DateTime<Utc>> {
+    let r = agent
+        .post(format!("{base}{url}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send(body)
+        .ok()?;
+    (r.status() == 200).then(Utc::now)
+}
+
+/// Contact `i`'s index from its number.
+fn index(n: &str) -> usize {
+    n.strip_prefix("+33615")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("not a contact's number: {n}"))
+}
+
+/// The INVITEs sipp received (its `-trace_msg` trace): each dialled number with the
+/// Call-IDs it was dialled under (a retransmission is the same call).
+fn invites_received(trace: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut invite: Option<String> = None;
+    for l in trace.lines() {
+        if l.starts_with("-----") {
+            invite = None;
+        } else if let Some(uri) = l.strip_prefix("INVITE sip:") {
+            invite = uri.split('@').next().map(str::to_owned);
+        } else if let (Some(n), Some(id)) = (
+            &invite,
+            l.strip_prefix("Call-ID:").or_else(|| l.strip_prefix("i:")),
+        ) {
+            out.entry(n.clone()).or_default().insert(id.trim().to_owned());
+            invite = None;
+        }
+    }
+    out
+}
+
+/// A live run SIGKILLed again and again while opt-outs come in through its API — right after
+/// a 200, in the middle of requests, between them — and started again on the same store
+/// each time (its start recovers what a crash left between an opt-out's two writes). In the
+/// end, from the store (`crieur optout check`), the log (`audit verify`, `audit replay`, its
+/// records) and what sipp received: every opt-out answered 200 is in the store and in the
+/// log, and the store and the log agree on every number; nothing is left pending; no number
+/// was dialled after its opt-out's 200, none more than the one attempt the policy allows,
+/// none without its `invite-sent` record.
+#[test]
+fn opt_outs_answered_200_survive_sigkills_of_the_run_at_any_point() {
+    const CONTACTS: usize = 80;
+    let mut live = Live::start_with(
+        CONTACTS,
+        10,
+        4,
+        1.5,
+        "[retry]\nmax_attempts = 1\n",
+        &["-trace_msg"],
+    );
+    let d = live.path().to_path_buf();
+    let mut answered: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut asked: BTreeSet<usize> = BTreeSet::new();
+    // The numbers to opt out next: the furthest dialled so far (likely in a call now), then
+    // those the run is about to dial — the opt-outs race the dialling.
+    let mut next = |live: &Live, count: usize| -> Vec<String> {
+        let frontier = live
+            .records("invite-sent")
+            .iter()
+            .filter_map(|r| r["number"].as_str().map(index))
+            .max()
+            .unwrap_or(0);
+        let picked: Vec<usize> = (frontier..CONTACTS)
+            .chain(0..frontier)
+            .filter(|i| !asked.contains(i))
+            .take(count)
+            .collect();
+        asked.extend(&picked);
+        picked.into_iter().map(number).collect()
+    };
+    let one = |n: &str| format!("{{\"number\": \"{n}\", \"source\": \"crash test\"}}");
+    for round in 0..6u64 {
+        live.wait_state("a call in progress", Duration::from_secs(20), |s| {
+            s["in_progress"].as_u64().unwrap_or(0) >= 1
+        });
+        let (agent, base, token) = (live.agent.clone(), live.base.clone(), live.token.clone());
+        match round % 3 {
+            // Killed right after a 200 (the second of two, or of an import of two).
+            0 => {
+                let ns = next(&live, 2);
+                if round == 0 {
+                    for n in &ns {
+                        let t = optout_answered(&agent, &base, &token, "/api/optouts", &one(n));
+                        answered.insert(n.clone(), t.unwrap_or_else(|| panic!("{n}: no 200")));
+                    }
+                } else {
+                    let t = optout_answered(
+                        &agent,
+                        &base,
+                        &token,
+                        "/api/optouts/import",
+                        &format!("{}\n{}\n", ns[0], ns[1]),
+                    );
+                    let t = t.unwrap_or_else(|| panic!("{ns:?}: no 200"));
+                    for n in ns {
+                        answered.insert(n, t);
+                    }
+                }
+                live.kill();
+            }
+            // Killed in the middle of a stream of requests, at a different instant each
+            // round: those answered before count, the one cut off may or may not be stored.
+            1 => {
+                let ns = next(&live, 8);
+                let sender = std::thread::spawn(move || {
+                    ns.into_iter()
+                        .map_while(|n| {
+                            optout_answered(&agent, &base, &token, "/api/optouts", &one(&n))
+                                .map(|t| (n, t))
+                        })
+                        .collect::<Vec<_>>()
+                });
+                std::thread::sleep(Duration::from_millis(20 + 45 * round));
+                live.kill();
+                let got = sender
+                    .join()
+                    .unwrap_or_else(|_| panic!("the sender panicked"));
+                answered.extend(got);
+            }
+            // Killed between requests: one answered, then a pause while calls go on.
+            _ => {
+                let ns = next(&live, 1);
+                let t = optout_answered(&agent, &base, &token, "/api/optouts", &one(&ns[0]));
+                answered.insert(ns[0].clone(), t.unwrap_or_else(|| panic!("no 200")));
+                std::thread::sleep(Duration::from_millis(300));
+                live.kill();
+            }
+        }
+        live.run();
+    }
+    // The last run: one more opt-out, then a clean stop (the log verifies and replays clean).
+    live.wait_state("a call in progress", Duration::from_secs(20), |s| {
+        s["in_progress"].as_u64().unwrap_or(0) >= 1
+    });
+    let ns = next(&live, 1);
+    let t = optout_answered(&live.agent, &live.base, &live.token, "/api/optouts", &one(&ns[0]));
+    answered.insert(ns[0].clone(), t.unwrap_or_else(|| panic!("no 200")));
+    let out = live.stop();
+    assert!(answered.len() >= 12, "{answered:?}");
+
+    // The log's opt-outs (none removed here).
+    let changes = live.records("opt-out-list-change");
+    assert!(changes.iter().all(|c| c["action"] == "add"), "{changes:?}");
+    let logged: BTreeSet<String> = changes
+        .iter()
+        .flat_map(|c| c["numbers"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect();
+    // Every contact: in the store exactly when in the log; every 200 in both.
+    for i in 0..CONTACTS {
+        let n = number(i);
+        let o = crieur(&d, &["optout", "check", &n, "--store", "store"]);
+        let stored = match o.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("optout check {n}: {}{}", text(&o.stdout), text(&o.stderr)),
+        };
+        assert_eq!(
+            stored,
+            logged.contains(&n),
+            "{n}: in the store {stored}, in the log {}\n{out}",
+            logged.contains(&n)
+        );
+        if answered.contains_key(&n) {
+            assert!(stored, "{n} was answered 200 but is not in the store\n{out}");
+        }
+    }
+    // Nothing left pending, nothing left to roll forward.
+    assert!(!d.join("store.audit").join("optouts-unapplied.jsonl").exists());
+    {
+        use crieur_store::Store;
+        let store = crieur_store::SledStore::open(&d.join("store"), false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log = std::path::absolute(d.join("store.audit"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .display()
+            .to_string();
+        let pending = store
+            .pending_opt_outs(&log)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(pending.is_empty(), "{pending:?}");
+    }
+    // What was dialled, by the log and by sipp.
+    let mut invites: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
+    for r in live.records("invite-sent") {
+        let sent = r["sent_at"]
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .unwrap_or_else(|| panic!("no sent_at in {r}"))
+            .with_timezone(&Utc);
+        let n = r["number"].as_str().unwrap_or_default().to_owned();
+        invites.entry(n).or_default().push(sent);
+    }
+    let received = invites_received(&live._sipp.messages());
+    assert!(!received.is_empty(), "sipp's trace has no INVITE");
+    for (n, calls) in &received {
+        assert!(calls.len() <= 1, "{n} dialled {} times: {calls:?}", calls.len());
+        let logged = invites.get(n).map_or(0, Vec::len);
+        assert!(
+            logged >= calls.len(),
+            "{n}: {} INVITE(s) received, {logged} `invite-sent` record(s)",
+            calls.len()
+        );
+    }
+    for (n, sent) in &invites {
+        assert!(sent.len() <= 1, "{n}: {} `invite-sent` records", sent.len());
+        if let Some(ok) = answered.get(n) {
+            assert!(
+                sent.iter().all(|s| s < ok),
+                "{n} dialled at {sent:?}, after its opt-out's 200 at {ok}"
+            );
+        }
+    }
 }
