@@ -316,6 +316,12 @@ impl Live {
         let d = self.path();
         assert!(!d.join("store/owner.json").exists(), "owner file left");
         assert!(!d.join("store/control.token").exists(), "token file left");
+            .args([
+                "-r",
+                &d.join("store.audit").display().to_string(),
+                "/tmp/crashdbg",
+            ])
+            .status();
         for cmd in ["verify", "replay"] {
             let o = crieur(d, &["audit", cmd, "store.audit"]);
             assert!(
@@ -967,7 +973,9 @@ fn invites_received(trace: &str) -> BTreeMap<String, BTreeSet<String>> {
             &invite,
             l.strip_prefix("Call-ID:").or_else(|| l.strip_prefix("i:")),
         ) {
-            out.entry(n.clone()).or_default().insert(id.trim().to_owned());
+            out.entry(n.clone())
+                .or_default()
+                .insert(id.trim().to_owned());
             invite = None;
         }
     }
@@ -1078,7 +1086,13 @@ fn opt_outs_answered_200_survive_sigkills_of_the_run_at_any_point() {
         s["in_progress"].as_u64().unwrap_or(0) >= 1
     });
     let ns = next(&live, 1);
-    let t = optout_answered(&live.agent, &live.base, &live.token, "/api/optouts", &one(&ns[0]));
+    let t = optout_answered(
+        &live.agent,
+        &live.base,
+        &live.token,
+        "/api/optouts",
+        &one(&ns[0]),
+    );
     answered.insert(ns[0].clone(), t.unwrap_or_else(|| panic!("no 200")));
     let out = live.stop();
     assert!(answered.len() >= 12, "{answered:?}");
@@ -1107,11 +1121,17 @@ fn opt_outs_answered_200_survive_sigkills_of_the_run_at_any_point() {
             logged.contains(&n)
         );
         if answered.contains_key(&n) {
-            assert!(stored, "{n} was answered 200 but is not in the store\n{out}");
+            assert!(
+                stored,
+                "{n} was answered 200 but is not in the store\n{out}"
+            );
         }
     }
     // Nothing left pending, nothing left to roll forward.
-    assert!(!d.join("store.audit").join("optouts-unapplied.jsonl").exists());
+    assert!(!d
+        .join("store.audit")
+        .join("optouts-unapplied.jsonl")
+        .exists());
     {
         use crieur_store::Store;
         let store = crieur_store::SledStore::open(&d.join("store"), false)
@@ -1137,9 +1157,20 @@ fn opt_outs_answered_200_survive_sigkills_of_the_run_at_any_point() {
         invites.entry(n).or_default().push(sent);
     }
     let received = invites_received(&live._sipp.messages());
+    eprintln!(
+        "DEBUG answered {} asked {} invites {} received {}\n{out}",
+        answered.len(),
+        asked.len(),
+        invites.len(),
+        received.len()
+    );
     assert!(!received.is_empty(), "sipp's trace has no INVITE");
     for (n, calls) in &received {
-        assert!(calls.len() <= 1, "{n} dialled {} times: {calls:?}", calls.len());
+        assert!(
+            calls.len() <= 1,
+            "{n} dialled {} times: {calls:?}",
+            calls.len()
+        );
         let logged = invites.get(n).map_or(0, Vec::len);
         assert!(
             logged >= calls.len(),

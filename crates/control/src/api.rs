@@ -809,11 +809,13 @@ fn source_of(s: Option<&str>) -> String {
 /// Adds `numbers` to the opt-out list, durable in the store and the audit log before it
 /// returns; then hangs up any call in progress to one of them. (new, hung up).
 ///
-/// The two fsyncs overlap: the audit record is written to the log's file first (the page
-/// cache), then its fsync runs beside the store's commit, and the answer waits for both.
-/// The store's commit keeps a pending entry with the record's ticket, forgotten once both
-/// are durable; a crash between the two is closed at the owner's next start
-/// ([`crieur_runner::ops::recover_opt_outs`]).
+/// The two fsyncs overlap: once the store's commit shows the opt-out to its readers (and
+/// before it is durable), the audit record is written to the log's file (the page cache);
+/// its fsync then runs beside the store's, and the answer waits for both. In that order the
+/// log never records an opt-out before a dial decision that read the list without it (each
+/// decision reads the list under the log's lock). The store's commit keeps a pending entry
+/// with the record's ticket, forgotten once both are durable; a crash between the two is
+/// closed at the owner's next start ([`crieur_runner::ops::recover_opt_outs`]).
 fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, usize)> {
     #[allow(clippy::disallowed_methods)]
     let t0 = std::time::Instant::now();
@@ -833,28 +835,38 @@ fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, us
         ticket: Some(pending.ticket.clone()),
         recovered: None,
     });
-    let synced = {
-        let mut log = c
-            .log
-            .lock()
-            .map_err(|_| ApiError::internal("the audit log's lock is poisoned"))?;
-        log.append(at, &record).map_err(ApiError::internal)?;
-        log.write_out().map_err(ApiError::internal)?
-    };
-    let ((stored, stored_at), (audited, audited_at)) = std::thread::scope(|s| {
-        let audit = s.spawn(move || {
-            let r = synced.wait();
-            #[allow(clippy::disallowed_methods)]
-            (r, std::time::Instant::now())
+    // The record is written once the store shows the opt-out to every reader, never before:
+    // a dial decision that reads the list as it was (under the log's lock) is then always
+    // recorded before it. Its fsync runs beside the store's.
+    let ((stored, stored_at), audit) = std::thread::scope(|s| {
+        let mut audit = None;
+        let r = c.store.add_opt_outs_pending(numbers, &pending, &mut || {
+            audit = Some(write_record(c, at, &record).map(|synced| {
+                s.spawn(move || {
+                    let r = synced.wait();
+                    #[allow(clippy::disallowed_methods)]
+                    (r, std::time::Instant::now())
+                })
+            }));
         });
-        let r = c.store.add_opt_outs_pending(numbers, &pending);
         #[allow(clippy::disallowed_methods)]
         let t = std::time::Instant::now();
-        let a = audit
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        ((r, t), a)
+        let audit =
+            audit.map(|a| a.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))));
+        ((r, t), audit)
     });
+    let (audited, audited_at) = match audit {
+        Some(a) => a?,
+        // Nothing written, in the store or the log.
+        None => {
+            return Err(ApiError::internal(stored.err().map_or_else(
+                || "the store wrote no opt-out".to_owned(),
+                |e| e.to_string(),
+            )))
+        }
+    };
+    // A record that failed after the store took the opt-out: its pending entry stays, and
+    // the next start writes the record.
     audited.map_err(ApiError::internal)?;
     let new = match stored {
         Ok(new) => new,
@@ -899,6 +911,17 @@ fn add_opt_outs(c: &Ctx, numbers: &[E164], source: &str) -> ApiResult<(usize, us
         }
     }
     Ok((new, hung_up))
+}
+
+/// `record` appended to the shared log and written to its file (the page cache), under the
+/// log's lock; the returned handle makes it durable, outside the lock.
+fn write_record(c: &Ctx, at: DateTime<Utc>, record: &Record) -> ApiResult<crieur_audit::Pending> {
+    let mut log = c
+        .log
+        .lock()
+        .map_err(|_| ApiError::internal("the audit log's lock is poisoned"))?;
+    log.append(at, record).map_err(ApiError::internal)?;
+    log.write_out().map_err(ApiError::internal)
 }
 
 /// A ticket no other opt-out of any process has: the instant, the process, a counter.

@@ -93,7 +93,10 @@ fn store_committed_log_lost(s: &dyn Store, dir: &Path) {
     let log = open_log(dir);
     write(&log, T0, &[header()]);
     let p = pending(&log, &["+33612345678"], "t-1", T0 + 1);
-    assert_eq!(ok(s.add_opt_outs_pending(&[n("+33612345678")], &p)), 1);
+    assert_eq!(
+        ok(s.add_opt_outs_pending(&[n("+33612345678")], &p, &mut || {})),
+        1
+    );
     let r = ok(recover_opt_outs(s, &log, t(T0 + 10)));
     assert_eq!(
         r,
@@ -195,11 +198,11 @@ fn nothing_lost_nothing_written(s: &dyn Store, dir: &Path) {
         ],
     );
     let p = pending(&log, &["+33612345602"], "t-3", T0 + 1);
-    ok(s.add_opt_outs_pending(&[n("+33612345602")], &p));
+    ok(s.add_opt_outs_pending(&[n("+33612345602")], &p, &mut || {}));
     // Another node's pending entry (a shared store): not this log's to recover.
     let mut other = pending(&log, &["+33612345604"], "t-5", T0 + 1);
     other.log = "/elsewhere/crieur.audit".into();
-    ok(s.add_opt_outs_pending(&[n("+33612345604")], &other));
+    ok(s.add_opt_outs_pending(&[n("+33612345604")], &other, &mut || {}));
     assert!(ok(recover_opt_outs(s, &log, t(T0 + 10))).is_empty());
     assert!(ok(s.pending_opt_outs(&p.log)).is_empty());
     assert_eq!(ok(s.pending_opt_outs(&other.log)).len(), 1);

@@ -199,8 +199,17 @@ pub trait Store {
     fn opt_outs(&self) -> Result<Vec<OptOut>>;
     /// Records `numbers` as [`Store::add_opt_outs`] does (at `pending.at`, from
     /// `pending.source`) and keeps `pending` in the same durable commit; returns how many
-    /// were new.
-    fn add_opt_outs_pending(&self, numbers: &[E164], pending: &PendingOptOut) -> Result<usize>;
+    /// were new. `visible` runs once, as soon as the opt-outs (with `pending`) are seen by
+    /// every reader of the store ([`Store::is_opted_out`]) and before this waits for them to
+    /// be durable (where the backend can tell the two apart; else after the commit): the
+    /// caller writes the audit record there, so that the log never holds an opt-out a
+    /// dialler could still read as absent. Not run when nothing was written.
+    fn add_opt_outs_pending(
+        &self,
+        numbers: &[E164],
+        pending: &PendingOptOut,
+        visible: &mut dyn FnMut(),
+    ) -> Result<usize>;
     /// The pending opt-outs of the audit log `log`, oldest first.
     fn pending_opt_outs(&self, log: &str) -> Result<Vec<PendingOptOut>>;
     /// Forgets pending opt-outs (their audit records are durable). Not made durable here (no
@@ -1446,7 +1455,12 @@ impl Store for SledStore {
         Ok(new.len())
     }
 
-    fn add_opt_outs_pending(&self, numbers: &[E164], pending: &PendingOptOut) -> Result<usize> {
+    fn add_opt_outs_pending(
+        &self,
+        numbers: &[E164],
+        pending: &PendingOptOut,
+        visible: &mut dyn FnMut(),
+    ) -> Result<usize> {
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         use sled::Transactional;
         let value = postcard::to_allocvec(&StoredOptOut {
@@ -1485,6 +1499,8 @@ impl Store for SledStore {
             }
             Err(TransactionError::Storage(e)) => return Err(io(e)),
         };
+        // Applied (every reader sees it), not yet flushed.
+        visible();
         self.durable()?;
         Ok(new)
     }

@@ -658,8 +658,16 @@ impl Store for PgStore {
         self.insert_opt_outs(numbers, at, source, None)
     }
 
-    fn add_opt_outs_pending(&self, numbers: &[E164], pending: &PendingOptOut) -> Result<usize> {
-        self.insert_opt_outs(numbers, pending.at, &pending.source, Some(pending))
+    fn add_opt_outs_pending(
+        &self,
+        numbers: &[E164],
+        pending: &PendingOptOut,
+        visible: &mut dyn FnMut(),
+    ) -> Result<usize> {
+        // Seen by other sessions only at the commit, which is also when it is durable.
+        let n = self.insert_opt_outs(numbers, pending.at, &pending.source, Some(pending))?;
+        visible();
+        Ok(n)
     }
 
     fn pending_opt_outs(&self, log: &str) -> Result<Vec<PendingOptOut>> {

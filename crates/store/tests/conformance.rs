@@ -273,12 +273,23 @@ fn pending_opt_outs_are_kept_with_their_opt_outs_per_log(s: &dyn Store) {
     let c = p("c", "/n2/log", &["+33612345671"], T0);
     ok(s.add_opt_out(&n("+33612345679"), t(T0 - 5), "letter"));
     assert_eq!(
-        ok(s.add_opt_outs_pending(&[n("+33612345678"), n("+33612345679")], &a)),
+        ok(s.add_opt_outs_pending(&[n("+33612345678"), n("+33612345679")], &a, &mut || {})),
         1,
         "one new"
     );
-    assert_eq!(ok(s.add_opt_outs_pending(&[n("+33612345670")], &b)), 1);
-    assert_eq!(ok(s.add_opt_outs_pending(&[n("+33612345671")], &c)), 1);
+    // `visible` runs once, when a reader sees the opt-out already.
+    let mut seen = Vec::new();
+    assert_eq!(
+        ok(s.add_opt_outs_pending(&[n("+33612345670")], &b, &mut || {
+            seen.push(ok(s.is_opted_out(&n("+33612345670"))))
+        })),
+        1
+    );
+    assert_eq!(seen, [true]);
+    assert_eq!(
+        ok(s.add_opt_outs_pending(&[n("+33612345671")], &c, &mut || {})),
+        1
+    );
     for x in [
         "+33612345678",
         "+33612345679",
