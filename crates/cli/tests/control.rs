@@ -316,12 +316,6 @@ impl Live {
         let d = self.path();
         assert!(!d.join("store/owner.json").exists(), "owner file left");
         assert!(!d.join("store/control.token").exists(), "token file left");
-            .args([
-                "-r",
-                &d.join("store.audit").display().to_string(),
-                "/tmp/crashdbg",
-            ])
-            .status();
         for cmd in ["verify", "replay"] {
             let o = crieur(d, &["audit", cmd, "store.audit"]);
             assert!(
@@ -1157,13 +1151,6 @@ fn opt_outs_answered_200_survive_sigkills_of_the_run_at_any_point() {
         invites.entry(n).or_default().push(sent);
     }
     let received = invites_received(&live._sipp.messages());
-    eprintln!(
-        "DEBUG answered {} asked {} invites {} received {}\n{out}",
-        answered.len(),
-        asked.len(),
-        invites.len(),
-        received.len()
-    );
     assert!(!received.is_empty(), "sipp's trace has no INVITE");
     for (n, calls) in &received {
         assert!(
