@@ -488,12 +488,16 @@ impl<'p> Session<'p> {
     ) -> Result<Option<Placement>> {
         let who = self.core.contact(i).clone();
         let decided_at = clock.instant();
+        // The log's lock is held from the re-check to the `invite-sent` record: an opt-out
+        // recorded in the log (the control API writes its record once the store shows it)
+        // is then either seen by the re-check or recorded after the INVITE, never between.
+        let mut log = self.log.lock().map_err(|_| Error::Poisoned("audit log"))?;
         let checked = recheck(
             &self.rules,
             &*self.store,
             &mut self.eval,
             &who,
-            &mut *self.log.lock().map_err(|_| Error::Poisoned("audit log"))?,
+            &mut log,
             decided_at,
         )?;
         let refused = checked.refused.as_ref().map(|(why, _)| why.clone());
@@ -526,7 +530,7 @@ impl<'p> Session<'p> {
         let mut halted = None;
         let leased = lease_and_record_invite(
             &*self.store,
-            &mut *self.log.lock().map_err(|_| Error::Poisoned("audit log"))?,
+            &mut log,
             &self.rules,
             &who,
             decided_at,
@@ -535,6 +539,7 @@ impl<'p> Session<'p> {
             false,
             || halted = probe.after(Point::Leased).err(),
         );
+        drop(log);
         if halted.is_some() {
             return Err(Error::Halted(Point::Leased));
         }
