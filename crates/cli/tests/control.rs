@@ -8,7 +8,10 @@
 //!   bad file is refused with the located errors and writes nothing;
 //! * a pause stops new INVITEs within a second, a resume restarts them, a stop ends the run
 //!   cleanly (its owner file removed, the log verifies and replays clean);
-//! * the dashboard loads during a run, its counters change, its pause button stops dialling.
+//! * the dashboard loads during a run, its counters change, its pause button stops dialling;
+//! * SIGKILLed again and again while opt-outs come in (after a 200, mid-request, between
+//!   requests) and started again each time, the run loses no opt-out answered 200 nor its
+//!   audit record, and dials no number after its 200 nor beyond its one attempt.
 //!
 //! Every endpoint and error of the OpenAPI file is exercised in
 //! `crates/control/tests/contract.rs`.
