@@ -564,12 +564,13 @@ impl EchoCanceller {
 /// chain the compiler may not reorder into vector lanes).
 fn dot(w: &[f32; TAPS], x: &[f32; TAPS]) -> f32 {
     let mut a = [0f32; LANES];
-    for (w, x) in w.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
+    for k in (0..TAPS).step_by(LANES) {
+        let (w, x) = (&w[k..k + LANES], &x[k..k + LANES]);
         for i in 0..LANES {
             a[i] += w[i] * x[i];
         }
     }
-    a.iter().sum()
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
 /// A frame's summed energy as a level, dBFS.
