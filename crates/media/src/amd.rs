@@ -497,6 +497,14 @@ const TWO_TONE_GATE_DB: f32 = 3.0;
 /// 697 + 1,209 Hz); a vowel's formants and pitch move it by more from one frame to the next.
 const TWO_TONE_GATE_C0: f32 = 0.05;
 
+/// Whether a frame (`here`) may hold two tones, given the previous one: it continues two
+/// tones, or it is stationary with it (see [`TWO_TONE_GATE_DB`], [`TWO_TONE_GATE_C0`]).
+fn two_tone_gate_passes(prev: &TwoToneGate, here: &TwoToneGate) -> bool {
+    prev.two
+        || ((here.level_dbfs - prev.level_dbfs).abs() <= TWO_TONE_GATE_DB
+            && (here.c0 - prev.c0).abs() <= TWO_TONE_GATE_C0)
+}
+
 fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
     let n = x.len();
     let energy: f32 = x.iter().map(|v| v * v).sum();
@@ -543,9 +551,14 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         // fit of two is the analysis's costliest step, and most speech frames fail this
         // first; a dual-tone beep's first frame after its onset does too, so its run starts
         // a frame later (its 100+ ms leave 8+ frames).
-        let stationary = (level_dbfs - gate.level_dbfs).abs() <= TWO_TONE_GATE_DB
-            && (c0 - gate.c0).abs() <= TWO_TONE_GATE_C0;
-        let two = match (one.1 < ONE_TONE_DB && level_dbfs >= -50.0 && (gate.two || stationary))
+        let here = TwoToneGate {
+            level_dbfs,
+            c0,
+            two: false,
+        };
+        let two = match (one.1 < ONE_TONE_DB
+            && level_dbfs >= -50.0
+            && two_tone_gate_passes(gate, &here))
             .then(|| two_tones(x, energy))
             .flatten()
         {
@@ -1741,6 +1754,75 @@ mod tests {
             "{last:?}"
         );
         assert!(d.at >= last.end + Duration::from_millis(100), "{d:?}");
+    }
+
+    #[test]
+    fn a_second_beep_within_the_settle_holds_the_drop() {
+        // Some machines beep twice and record after the second: a 200 ms gap is waited for.
+        let x = cat(&[
+            speech(4000, -18.0, 2),
+            silence(500),
+            tone(180, 880.0, -14.0),
+            silence(200),
+            tone(180, 880.0, -14.0),
+            silence(1500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let b = beeps(&ev);
+        assert_eq!(b.len(), 2, "{ev:?}");
+        let d = drop_point(&ev).expect("a drop point");
+        assert_eq!(d.cause, DropCause::Beep(b[1]), "{ev:?}");
+        assert!(d.at >= b[1].end, "{d:?}");
+        assert!(d.at - b[1].end <= AmdParams::default().beep_settle, "{d:?}");
+    }
+
+    #[test]
+    fn a_second_beep_past_the_settle_is_not_waited_for() {
+        // The wait is bounded (the beep → message delay): 500 ms after the first, the
+        // voicemail has started.
+        let x = cat(&[
+            speech(4000, -18.0, 2),
+            silence(500),
+            tone(180, 880.0, -14.0),
+            silence(500),
+            tone(180, 880.0, -14.0),
+            silence(1500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let b = beeps(&ev);
+        assert!(!b.is_empty(), "{ev:?}");
+        let d = drop_point(&ev).expect("a drop point");
+        assert_eq!(d.cause, DropCause::Beep(b[0]), "{ev:?}");
+        assert!(d.at - b[0].end <= AmdParams::default().beep_settle, "{d:?}");
+    }
+
+    #[test]
+    fn the_two_tone_gate_passes_steady_tones_and_stops_most_speech() {
+        // Two tones at once (DTMF 770 + 1,336 Hz) through µ-law: every frame after the
+        // first is stationary with the one before, and fitted as two tones.
+        let a = tone(200, 770.0, -20.0);
+        let b = tone(200, 1336.0, -20.0);
+        let x: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+        let q: Vec<f32> = g711(&x).iter().map(|&v| f32::from(v)).collect();
+        let mut gate = TwoToneGate::new();
+        let frames: Vec<Frame> = q.chunks(FRAME).map(|c| analyse(c, &mut gate)).collect();
+        for f in &frames[1..] {
+            assert!(f.tonality_db >= ONE_TONE_DB, "{f:?}");
+            assert!((f.freq_hz - 770.0).abs() < 15.0, "{f:?}");
+        }
+        // A frame that moved (a syllable's onset, a formant's glide) is not fitted; one that
+        // continues two tones is, whatever it did.
+        let g = |level_dbfs, c0, two| TwoToneGate {
+            level_dbfs,
+            c0,
+            two,
+        };
+        assert!(two_tone_gate_passes(&g(-30.0, 1.2, false), &g(-31.5, 1.23, false)));
+        assert!(!two_tone_gate_passes(&g(-30.0, 1.2, false), &g(-34.0, 1.2, false)));
+        assert!(!two_tone_gate_passes(&g(-30.0, 1.2, false), &g(-30.0, 1.3, false)));
+        assert!(two_tone_gate_passes(&g(-30.0, 1.2, true), &g(-40.0, 0.5, false)));
+        // From silence (or the answer), nothing is stationary yet.
+        assert!(!two_tone_gate_passes(&TwoToneGate::new(), &g(-30.0, 1.2, false)));
     }
 
     #[test]
