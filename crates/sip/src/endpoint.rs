@@ -1927,8 +1927,18 @@ impl Endpoint {
 
     // ---- time and output -----------------------------------------------------------------
 
-    /// When [`Endpoint::handle_timeout`] is next due.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When [`Endpoint::handle_timeout`] is next due: the earliest timer still armed. A
+    /// cleared timer (timer A at the first response, E and F at a BYE's 200, B at the final
+    /// response …) leaves its entry in the heap; those on top are dropped here, so the caller
+    /// is not woken for them — they were most of the SIP loop's wake-ups per call at a low
+    /// rate (S1, BENCHMARKS.md).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((_, slot))) = self.heap.peek() {
+            if self.slots.contains_key(slot) {
+                break;
+            }
+            self.heap.pop();
+        }
         let timer = self.heap.peek().map(|Reverse((t, _))| *t);
         let ended = self.ended_order.front().map(|(t, _)| *t);
         match (timer, ended) {

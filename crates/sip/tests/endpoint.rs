@@ -725,6 +725,35 @@ fn an_ended_call_is_forgotten_when_its_bye_is_answered() {
     assert_eq!(ep.background(), 0);
 }
 
+/// A timer cleared by a response (A and B at the INVITE's answer, E and F at the BYE's 200)
+/// is not reported as due: `poll_timeout` names the next timer still armed — timer K of
+/// the answered BYE (T4 = 5 s) — so the caller's loop is not woken for nothing.
+#[test]
+fn cleared_timers_are_not_reported_due() {
+    let (mut ep, t0, call, _inv) = established();
+    // No INVITE timer is left after the 2xx (the endpoint's Accepted state needs none).
+    assert!(
+        ep.poll_timeout()
+            .is_none_or(|t| t >= t0 + Duration::from_secs(32)),
+        "{:?}",
+        ep.poll_timeout().map(|t| t - t0)
+    );
+    ep.bye(t0, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    // Timer E: the BYE's first retransmission at T1.
+    assert_eq!(ep.poll_timeout(), Some(t0 + Duration::from_millis(500)));
+    let t1 = t0 + Duration::from_millis(10);
+    ep.handle_input(t1, a(TRUNK), &response(&bye, 200, None, ""));
+    assert_eq!(ep.poll_timeout(), Some(t1 + Duration::from_secs(5)));
+    ep.handle_timeout(t1 + Duration::from_secs(5));
+    assert!(
+        ep.poll_timeout()
+            .is_none_or(|t| t >= t0 + Duration::from_secs(32)),
+        "{:?}",
+        ep.poll_timeout().map(|t| t - t0)
+    );
+}
+
 /// A BYE challenged with 401 is sent again with credentials: the call is kept for that
 /// retry (the first BYE's answer does not end it) and forgotten at the retry's 200.
 #[test]
