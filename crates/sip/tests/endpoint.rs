@@ -763,7 +763,12 @@ fn a_challenged_bye_keeps_its_call_until_the_retry_is_answered() {
     ep.handle_input(
         t0,
         a(TRUNK),
-        &response(&inv, 200, Some("far"), "Contact: <sip:callee@10.0.0.2:5060>\r\n"),
+        &response(
+            &inv,
+            200,
+            Some("far"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
     );
     let _ = sent(&mut ep);
     let _ = events(&mut ep);
