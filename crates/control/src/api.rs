@@ -57,20 +57,30 @@ pub struct Served {
     pub snapshot: Mutex<Option<Snapshot>>,
 }
 
-/// Counts over every contact of a campaign (O(contacts): refreshed in the background).
+/// Counts over every contact of a campaign (O(contacts): made in the background, off the
+/// API's thread and the run's, and served as of `at`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Snapshot {
+    /// When the count started: what it says is as of then.
     pub at: DateTime<Utc>,
     pub contacts: usize,
-    /// Contacts no consent record, rule or schedule lets be called within the horizon.
+    /// Contacts no consent record, rule or schedule lets be called within the horizon, as
+    /// of `at`.
     pub never_callable: usize,
     /// Contacts whose number is on the opt-out list.
     pub opted_out: usize,
+    /// How long the count took.
+    pub took_ms: u64,
 }
 
-/// The most contacts a campaign may have for [`Ctx::refresh`] to count its never-callable
-/// and opted-out contacts.
-pub const COUNTED_MAX: u64 = 100_000;
+/// Contacts read per batch by [`Ctx::refresh`]: its memory is O(this), whatever the
+/// campaign's size.
+pub const COUNT_BATCH: usize = 10_000;
+/// [`refresh_loop`] waits at least this many times the last count's duration before the
+/// next: a count over millions of contacts takes at most about a tenth of one core.
+pub const COUNT_DUTY: u32 = 10;
+/// The longest [`refresh_loop`]'s first count waits for a run to start.
+pub const COUNT_START_WAIT: Duration = Duration::from_secs(10);
 
 /// What the API serves.
 pub struct Ctx {
@@ -85,6 +95,9 @@ pub struct Ctx {
     log_id: String,
     /// The directory of `log`.
     log_dir: std::path::PathBuf,
+    /// Told when a write through the API changed contacts or opt-outs: the counts over
+    /// every contact are made again without waiting for their interval.
+    recount: tokio::sync::Notify,
 }
 
 impl Ctx {
@@ -114,6 +127,7 @@ impl Ctx {
             loopback: listen.ip().is_loopback(),
             metrics: crate::metrics::install(),
             writes: Semaphore::new(WRITES),
+            recount: tokio::sync::Notify::new(),
         }
     }
 
@@ -124,35 +138,59 @@ impl Ctx {
         self
     }
 
-    /// Counts what needs every contact (never callable, opted out) for each campaign served
-    /// of at most [`COUNTED_MAX`] contacts (the store's counters say how many); a larger
-    /// one is not counted (`null` in the API): reading every contact each minute is what a
-    /// run over millions must not do (issue 17: its start and memory stay O(due soon)).
-    pub fn refresh(&self) {
+    /// Counts what needs every contact (never callable, opted out) for each campaign
+    /// served, whatever its size: its contacts read [`COUNT_BATCH`] at a time from the
+    /// store (no lock held between batches: the run's writes go on), each batch's numbers
+    /// looked up in the opt-out list together. Returns how long it took. A campaign whose
+    /// count fails keeps its last one (logged).
+    pub fn refresh(&self) -> chrono::Duration {
+        let start = now();
         for s in self.campaigns.values() {
-            let size = self.store.progress(&s.campaign.id);
-            if size.map_or(true, |p| p.remaining + p.done > COUNTED_MAX) {
-                continue;
-            }
-            let Ok(contacts) = self.store.contacts(&s.campaign.id) else {
-                continue;
-            };
-            let at = now();
-            let never =
-                crieur_config::check::never_callable_all(&s.campaign.policy, &contacts, at).len();
-            let opted_out = contacts
-                .iter()
-                .filter(|c| self.store.is_opted_out(c.phone()).unwrap_or(false))
-                .count();
-            if let Ok(mut snap) = s.snapshot.lock() {
-                *snap = Some(Snapshot {
-                    at,
-                    contacts: contacts.len(),
-                    never_callable: never,
-                    opted_out,
-                });
+            match self.count(&s.campaign) {
+                Ok(snap) => {
+                    if let Ok(mut g) = s.snapshot.lock() {
+                        *g = Some(snap);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(campaign = %s.campaign.id, error = %e, "counting the contacts");
+                }
             }
         }
+        now() - start
+    }
+
+    fn count(&self, campaign: &Campaign) -> Result<Snapshot, crieur_store::Error> {
+        let at = now();
+        let (mut contacts, mut never, mut opted_out) = (0, 0, 0);
+        let mut failed = None;
+        self.store
+            .scan_contacts(&campaign.id, COUNT_BATCH, &mut |page| {
+                contacts += page.len();
+                never +=
+                    crieur_config::check::never_callable_all(&campaign.policy, &page, at).len();
+                let numbers: Vec<&E164> = page.iter().map(|c| c.phone()).collect();
+                match self.store.opted_out_among(&numbers) {
+                    Ok(v) => {
+                        opted_out += v.into_iter().filter(|o| *o).count();
+                        true
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(Snapshot {
+            at,
+            contacts,
+            never_callable: never,
+            opted_out,
+            took_ms: u64::try_from((now() - at).num_milliseconds()).unwrap_or(0),
+        })
     }
 
     /// Every campaign served.
@@ -167,13 +205,37 @@ impl Ctx {
     }
 }
 
-/// Refreshes [`Ctx::refresh`]'s counts every `every`, on the blocking pool, until the task is
-/// dropped.
+/// Refreshes [`Ctx::refresh`]'s counts on the blocking pool until the task is dropped: the
+/// next count starts `every` after the last ended, or [`COUNT_DUTY`] times its duration if
+/// longer (a campaign of millions is counted less often, never more than about a tenth of a
+/// core); after a write through the API (an opt-out, an import), as soon as that duty allows.
+/// The first count waits until each run served has started (published its first counters,
+/// at most [`COUNT_START_WAIT`]): it does not compete with a run's start (its recovery, its
+/// first reads of the due index, the phone-number metadata it loads) for the CPU and the
+/// store.
 pub async fn refresh_loop(ctx: Arc<Ctx>, every: Duration) {
+    for s in ctx.campaigns.values() {
+        if let Some(h) = &s.handle {
+            let mut w = h.watch_counters();
+            // Ended, or never published: count anyway.
+            let _ = tokio::time::timeout(COUNT_START_WAIT, w.changed()).await;
+        }
+    }
     loop {
         let c = ctx.clone();
-        let _ = tokio::task::spawn_blocking(move || c.refresh()).await;
-        tokio::time::sleep(every).await;
+        let took = tokio::task::spawn_blocking(move || c.refresh())
+            .await
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or_default();
+        let rest = took * COUNT_DUTY;
+        tokio::select! {
+            () = tokio::time::sleep(every.max(rest)) => {}
+            () = async {
+                ctx.recount.notified().await;
+                tokio::time::sleep(rest).await;
+            } => {}
+        }
     }
 }
 
@@ -508,6 +570,10 @@ async fn write<T: Send + 'static>(
         .await
         .map_err(ApiError::internal)?;
     drop(permit);
+    if r.is_ok() {
+        // Contacts or opt-outs changed: counted again soon (see `refresh_loop`).
+        ctx.recount.notify_one();
+    }
     r
 }
 

@@ -5,11 +5,13 @@
 //! [`FLUSH`] pass and takes everything the broadcast holds by then (at most [`BATCH`]), sent
 //! together: hyper writes the events that are ready at once as one write. The API's thread
 //! is therefore woken at most about 1 / [`FLUSH`] times a second per subscriber, whatever the
-//! dialling rate — not once per event the run publishes (a `progress` at every turn of its
-//! loop, a `decided`, a `placed` and an `ended` per call), each of which used to cost a
-//! wake-up of this thread, a JSON encoding and its own loopback packet (measured:
-//! `BENCHMARKS.md`, "The control API under dialling load"). An event reaches the client at
-//! most [`FLUSH`] after it happened. The run keeps [`crieur_runner::EVENT_BUFFER`] events for a
+//! dialling rate — not once per event the run publishes (a `decided`, a `placed` and an
+//! `ended` per call), each of which used to cost a wake-up of this thread, a JSON encoding
+//! and its own loopback packet (measured: `BENCHMARKS.md`, "The control API under dialling
+//! load"). An event reaches the client at most [`FLUSH`] after it happened. The run itself
+//! publishes `progress` at most once a second while only its counts change
+//! ([`crieur_runner::PROGRESS_EVERY`]; at once on a pause, a resume, a stop, a breaker change,
+//! and at its end): every one it publishes is sent. The run keeps [`crieur_runner::EVENT_BUFFER`] events for a
 //! subscriber: one that falls further behind is told how many it missed (`lagged`).
 
 use std::time::Duration;
@@ -22,7 +24,6 @@ use tokio::sync::broadcast::{
     self,
     error::{RecvError, TryRecvError},
 };
-use tokio::time::Instant;
 
 use crate::api::{ApiError, Ctx, Served};
 use crate::feed::event_json;
@@ -31,14 +32,11 @@ use crate::feed::event_json;
 pub const FLUSH: Duration = Duration::from_millis(50);
 /// The most events sent in one batch (the rest follow at once, in the next).
 pub const BATCH: usize = 512;
-/// The event stream sends at most one `progress` event this often.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// One subscriber to one campaign's events.
 pub struct Subscriber {
     rx: broadcast::Receiver<Event>,
     campaign: String,
-    last_progress: Option<Instant>,
     closed: bool,
 }
 
@@ -50,26 +48,14 @@ impl Subscriber {
         Subscriber {
             rx,
             campaign: campaign.to_owned(),
-            last_progress: None,
             closed: false,
         }
     }
 
-    /// What `r` sends, if anything: not a `progress` within [`PROGRESS_EVERY`] of the last
-    /// one sent (the counters change at every turn of the run's loop), nor an event that is
-    /// not published.
-    fn render(&mut self, r: Result<Event, u64>, now: Instant) -> Option<Rendered> {
+    /// What `r` sends, if anything (not an event that is not published).
+    fn render(&self, r: Result<Event, u64>) -> Option<Rendered> {
         match r {
             Ok(e) => {
-                if let Event::Progress(_) = e {
-                    if self
-                        .last_progress
-                        .is_some_and(|l| now.saturating_duration_since(l) < PROGRESS_EVERY)
-                    {
-                        return None;
-                    }
-                    self.last_progress = Some(now);
-                }
                 let v = event_json(&self.campaign, &e)?;
                 let kind = v["type"].as_str().unwrap_or("event").to_owned();
                 Some((kind, v.to_string()))
@@ -83,8 +69,8 @@ impl Subscriber {
 
     /// Appends to `out` what `first` and the events held now send, until `out` holds
     /// [`BATCH`] or nothing more is held (the stream closed: [`Subscriber::closed`]).
-    pub fn drain(&mut self, first: Result<Event, u64>, now: Instant, out: &mut Vec<Rendered>) {
-        out.extend(self.render(first, now));
+    pub fn drain(&mut self, first: Result<Event, u64>, out: &mut Vec<Rendered>) {
+        out.extend(self.render(first));
         while out.len() < BATCH {
             let r = match self.rx.try_recv() {
                 Ok(e) => Ok(e),
@@ -95,7 +81,7 @@ impl Subscriber {
                     return;
                 }
             };
-            out.extend(self.render(r, now));
+            out.extend(self.render(r));
         }
     }
 
@@ -119,7 +105,7 @@ impl Subscriber {
             };
             // Not listening meanwhile: the run's sends do not wake this thread.
             tokio::time::sleep(FLUSH).await;
-            self.drain(first, Instant::now(), &mut out);
+            self.drain(first, &mut out);
         }
         Some((out, self))
     }
@@ -182,18 +168,20 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_takes_what_is_held_in_order_bounded_with_one_progress_a_second() {
+    fn a_batch_takes_what_is_held_in_order_bounded_with_every_progress_the_run_published() {
         let (tx, rx) = broadcast::channel(4 * BATCH);
         let mut sub = Subscriber::new(rx, "x");
-        let t0 = Instant::now();
         for n in 1..=3 {
             tx.send(placed(n)).ok();
             tx.send(progress()).ok();
         }
         let mut out = Vec::new();
-        sub.drain(Ok(placed(0)), t0, &mut out);
+        sub.drain(Ok(placed(0)), &mut out);
         let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["placed", "placed", "progress", "placed", "placed"]);
+        assert_eq!(
+            names,
+            ["placed", "placed", "progress", "placed", "progress", "placed", "progress"]
+        );
         let calls: Vec<String> = out
             .iter()
             .filter(|(k, _)| k == "placed")
@@ -206,16 +194,16 @@ mod tests {
         assert_eq!(calls, ["call0", "call1", "call2", "call3"]);
         assert!(!sub.closed());
 
-        // A progress a second later is sent; more than a batch is split, none lost.
+        // More than a batch is split, none lost.
         for n in 0..(BATCH as u32 + 10) {
             tx.send(placed(n)).ok();
         }
         let mut out = Vec::new();
-        sub.drain(Ok(progress()), t0 + PROGRESS_EVERY, &mut out);
+        sub.drain(Ok(progress()), &mut out);
         assert_eq!(out.len(), BATCH);
         assert_eq!(out[0].0, "progress");
         let mut rest = Vec::new();
-        sub.drain(Ok(placed(999)), t0 + PROGRESS_EVERY, &mut rest);
+        sub.drain(Ok(placed(999)), &mut rest);
         assert_eq!(rest.len(), 1 + 11, "the first and the 11 left");
         assert!(rest.iter().all(|(k, _)| k == "placed"));
 
@@ -227,7 +215,7 @@ mod tests {
         }
         drop(tx);
         let mut out = Vec::new();
-        sub.drain(Ok(placed(99)), t0, &mut out);
+        sub.drain(Ok(placed(99)), &mut out);
         let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,

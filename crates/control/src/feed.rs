@@ -96,10 +96,15 @@ impl Feed {
         };
         let first = r.items.front().map_or(r.next, |i| i.seq);
         let (calls, dropped): (Vec<CallItem>, bool) = match since {
+            // The items are numbered without gaps from `first`: the page starts at its
+            // index, whatever the ring holds (no walk from the oldest).
             Some(s) => (
                 r.items
-                    .iter()
-                    .filter(|i| i.seq >= s)
+                    .range(
+                        usize::try_from(s.saturating_sub(first))
+                            .unwrap_or(usize::MAX)
+                            .min(r.items.len())..,
+                    )
                     .take(limit)
                     .cloned()
                     .collect(),
@@ -243,5 +248,17 @@ mod tests {
         assert!(p.dropped);
         assert_eq!(p.calls[0].seq, 5);
         assert_eq!(p.calls[0].event["campaign"], "x");
+        // A cursor inside the rolled ring starts its page there; one past the end gives
+        // nothing and keeps the cursor.
+        let p = f.since(Some(5_000), 3);
+        assert_eq!(
+            p.calls.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            [5_000, 5_001, 5_002]
+        );
+        assert!(!p.dropped && p.next == 5_003);
+        let end = 5 + RECENT as u64;
+        assert_eq!(f.since(Some(end - 1), 10).calls.len(), 1);
+        let p = f.since(Some(end + 3), 10);
+        assert!(p.calls.is_empty() && p.next == end + 3 && !p.dropped);
     }
 }

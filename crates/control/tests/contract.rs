@@ -805,8 +805,188 @@ fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
     drop(api.rt);
 }
 
-/// Served with no run (`crieur serve`) and no count over every contact (a campaign above
-/// `COUNTED_MAX`, or before the first refresh): the live state's `contacts` and `remaining`
+/// The counts over every contact (never callable, opted out), on either backend: made by a
+/// scan of the store in batches, whatever the campaign's size, served with the instant they
+/// are as of, and following the opt-out list at the next count.
+fn the_counts_over_every_contact_follow_the_store(store: Arc<dyn Store + Send + Sync>) {
+    let dir = Scratch::new();
+    dir.recordings(1.0);
+    dir.write("c.toml", CampaignToml::new("t", 5060).build());
+    let campaign =
+        crieur_config::campaign::load(&dir.path().join("c.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let id = campaign.id.clone();
+    // More than a batch of the count: 10 % of them with a consent that ended in 2021 (never
+    // callable again), and the numbers of 3 % put on the opt-out list (a number two
+    // contacts share counts for both).
+    let n = crieur_control::api::COUNT_BATCH + 2_345;
+    let phone = |k: usize| format!("+336{:08}", k % (n - 100));
+    let mut csv = CONTACTS_HEADER.to_owned();
+    for k in 0..n {
+        let expires = if k % 10 == 0 {
+            "2021-01-01T00:00:00Z"
+        } else {
+            ""
+        };
+        csv.push_str(&format!(
+            "c{k},{},,daily 00:00-24:00,2020-01-01T00:00:00Z,{expires},,test,p\n",
+            phone(k)
+        ));
+    }
+    let loaded =
+        crieur_config::contacts::parse(Path::new("k.csv"), &Default::default(), csv.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .upsert_contacts(&id, &loaded.contacts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let opted: Vec<crieur_scheduler::E164> = (0..n)
+        .step_by(33)
+        .map(|k| phone(k).parse().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let at = chrono::DateTime::UNIX_EPOCH;
+    store
+        .add_opt_outs(&opted, at, "test")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expected_opted = |list: &[crieur_scheduler::E164]| {
+        (0..n)
+            .filter(|k| list.iter().any(|o| o.to_string() == phone(*k)))
+            .count()
+    };
+    let ctx = served_with_no_run(&dir, store.clone(), &campaign);
+    let (rt, base) = serve(ctx.clone());
+    let state = || get_json(&format!("{base}/api/campaigns/{id}"));
+    let s = state();
+    assert!(
+        s["never_callable"].is_null() && s["counted_at"].is_null(),
+        "{s}"
+    );
+    // Counted in the background (an hour apart but for writes), as of when it started.
+    #[allow(clippy::disallowed_methods)] // the test's own instant, to compare with the count's
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    rt.spawn(crieur_control::api::refresh_loop(
+        ctx.clone(),
+        std::time::Duration::from_secs(3_600),
+    ));
+    // Bounded by a count of polls (30 s), not the clock.
+    let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| -> Value {
+        for _ in 0..600 {
+            let s = state();
+            if ok(&s) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{what}: {}", state());
+    };
+    let s = wait_for("counted", &|s| !s["counted_at"].is_null());
+    assert_eq!(
+        s["never_callable"].as_u64(),
+        Some(n.div_ceil(10) as u64),
+        "{s}"
+    );
+    let first = expected_opted(&opted);
+    assert_eq!(s["opted_out_contacts"].as_u64(), Some(first as u64), "{s}");
+    let counted: chrono::DateTime<chrono::Utc> = s["counted_at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(counted >= before, "{s}");
+    // An opt-out through the API (a number two contacts share): counted again at once, not
+    // an hour later; and its removal.
+    let bearer = ("Authorization", "Bearer secret-token");
+    let added = ureq::post(format!("{base}/api/optouts"))
+        .header(bearer.0, bearer.1)
+        .header("Content-Type", "application/json")
+        .send(r#"{"number": "+33600000001"}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(added.status(), 200);
+    let s = wait_for("the opt-out counted", &|s| {
+        s["opted_out_contacts"].as_u64() == Some(first as u64 + 2)
+    });
+    assert!(!s["counted_at"].is_null(), "{s}");
+    let removed = ureq::delete(format!("{base}/api/optouts/{}", opted[0]))
+        .header(bearer.0, bearer.1)
+        .call()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(removed.status(), 200);
+    wait_for("the removal counted", &|s| {
+        s["opted_out_contacts"].as_u64() == Some(expected_opted(&opted[1..]) as u64 + 2)
+    });
+    drop(rt);
+}
+
+#[test]
+fn the_counts_over_every_contact_follow_the_store_sled() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    the_counts_over_every_contact_follow_the_store(Arc::new(
+        SledStore::open(dir.path(), true).unwrap_or_else(|e| panic!("{e}")),
+    ));
+}
+
+#[test]
+fn the_counts_over_every_contact_follow_the_store_postgres() {
+    let Some(db) = crieur_test_support::pg::PgDb::new() else {
+        return;
+    };
+    the_counts_over_every_contact_follow_the_store(Arc::new(
+        crieur_store::PgStore::open(&db.url, true).unwrap_or_else(|e| panic!("{e}")),
+    ));
+}
+
+/// The API of `store` (an audit log in `dir`) serving `campaign` with no run, as `crieur
+/// serve` does, on loopback with the token `secret-token`.
+fn served_with_no_run(
+    dir: &Scratch,
+    store: Arc<dyn Store + Send + Sync>,
+    campaign: &crieur_config::campaign::Campaign,
+) -> Arc<Ctx> {
+    let log = Arc::new(Mutex::new(
+        crieur_audit::AuditLog::open(&dir.path().join("audit"), Default::default())
+            .unwrap_or_else(|e| panic!("{e}")),
+    ));
+    Arc::new(Ctx::new(
+        store,
+        log,
+        vec![Served {
+            campaign: Arc::new(campaign.clone()),
+            handle: None,
+            feed: Arc::new(Feed::new(&campaign.id, None)),
+            snapshot: Mutex::new(None),
+        }],
+        "secret-token",
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    ))
+}
+
+/// `ctx`'s API on 127.0.0.1 (a port of its own), on a runtime of its own: the runtime and
+/// the base URL.
+fn serve(ctx: Arc<Ctx>) -> (tokio::runtime::Runtime, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let base = format!(
+            "http://{}",
+            l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
+        tokio::spawn(crieur_control::api::serve(l, ctx));
+        base
+    });
+    (rt, base)
+}
+
+fn get_json(url: &str) -> Value {
+    let mut r = ureq::get(url).call().unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Served with no run (`crieur serve`) and before the first count over every contact: the
+/// live state's `contacts` and `remaining`
 /// are the store's counters, as `crieur status` prints them, and follow its changes; what
 /// only a count over every contact gives stays `null`.
 #[test]
@@ -834,45 +1014,9 @@ fn without_a_run_the_state_counts_come_from_the_stores_counters() {
     store
         .upsert_contacts(&id, &loaded.contacts)
         .unwrap_or_else(|e| panic!("{e}"));
-    let log = Arc::new(Mutex::new(
-        crieur_audit::AuditLog::open(&dir.path().join("audit"), Default::default())
-            .unwrap_or_else(|e| panic!("{e}")),
-    ));
-    let ctx = Arc::new(Ctx::new(
-        store.clone(),
-        log,
-        vec![Served {
-            campaign: Arc::new(campaign.clone()),
-            handle: None,
-            feed: Arc::new(Feed::new(&id, None)),
-            snapshot: Mutex::new(None),
-        }],
-        "secret-token",
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-    ));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let base = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let base = format!(
-            "http://{}",
-            l.local_addr().unwrap_or_else(|e| panic!("{e}"))
-        );
-        tokio::spawn(crieur_control::api::serve(l, ctx));
-        base
-    });
-    let state = || -> Value {
-        let mut r = ureq::get(format!("{base}/api/campaigns/{id}"))
-            .call()
-            .unwrap_or_else(|e| panic!("{e}"));
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let ctx = served_with_no_run(&dir, store.clone(), &campaign);
+    let (rt, base) = serve(ctx);
+    let state = || get_json(&format!("{base}/api/campaigns/{id}"));
     let s = state();
     assert_eq!(
         (s["contacts"].as_u64(), s["remaining"].as_u64()),
@@ -883,13 +1027,7 @@ fn without_a_run_the_state_counts_come_from_the_stores_counters() {
         s["never_callable"].is_null() && s["opted_out_contacts"].is_null(),
         "{s}"
     );
-    let listed = || -> Value {
-        let mut r = ureq::get(format!("{base}/api/campaigns"))
-            .call()
-            .unwrap_or_else(|e| panic!("{e}"));
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let listed = || get_json(&format!("{base}/api/campaigns"));
     // One contact done (nothing left to do), one more imported: the counters move with the
     // store's writes, not with a count made once.
     let c1 = crieur_scheduler::ContactId::new("c1").unwrap_or_else(|e| panic!("{e}"));

@@ -96,8 +96,55 @@ pub enum Event {
     HangingUp {
         ordered: bool,
     },
-    /// The counters, after each turn of the loop.
+    /// The counters: at most once every [`PROGRESS_EVERY`] while they change, at once when
+    /// the run pauses, resumes, starts stopping or its trunk's breaker changes, and a last
+    /// time at the end of the run (what the counters were when it returned). The
+    /// [`RunHandle::counters`] snapshot follows every turn of the loop.
     Progress(Counters),
+}
+
+/// The most often a run publishes [`Event::Progress`] while only its counts change.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// When the run publishes [`Event::Progress`]: the counters change at every turn of its loop
+/// (a call placed, one ended), which at 200 calls/s would be hundreds of events a second
+/// that every subscriber clones and every observer renders, for a display that needs one a
+/// second. Sans-IO: the caller gives the instant.
+#[derive(Debug, Default)]
+pub(crate) struct ProgressGate {
+    /// The last counters published, and when.
+    last: Option<(tokio::time::Instant, Counters)>,
+}
+
+impl ProgressGate {
+    /// Whether `c` is to be published at `now` (if so, it is taken as published): the
+    /// first, a change of state (paused, stopping, the trunk's breaker) at once, a change of
+    /// counts [`PROGRESS_EVERY`] after the last one published; with `last`, any change (the
+    /// end of the run).
+    pub(crate) fn take(&mut self, c: &Counters, now: tokio::time::Instant, last: bool) -> bool {
+        let due = match &self.last {
+            None => true,
+            Some((_, p)) if p == c => false,
+            Some((at, p)) => {
+                last || p.paused != c.paused
+                    || p.stopping != c.stopping
+                    || p.trunk != c.trunk
+                    || now.saturating_duration_since(*at) >= PROGRESS_EVERY
+            }
+        };
+        if due {
+            self.last = Some((now, c.clone()));
+        }
+        due
+    }
+
+    /// When `c`, held back, is due (none: it was published).
+    pub(crate) fn due(&self, c: &Counters) -> Option<tokio::time::Instant> {
+        match &self.last {
+            Some((at, p)) if p != c => Some(*at + PROGRESS_EVERY),
+            _ => None,
+        }
+    }
 }
 
 /// Where a run stands.
@@ -252,7 +299,7 @@ pub enum Refused {
 }
 
 /// The events the stream keeps for a subscriber that lags: a few seconds of a run at
-/// 200 calls/s (a `progress` at every turn of its loop, three events per call), so that a
+/// 200 calls/s (three events per call, a `progress` a second), so that a
 /// subscriber that reads them in batches (the control API's event stream, every 50 ms)
 /// misses none.
 pub const EVENT_BUFFER: usize = 4096;
@@ -457,5 +504,54 @@ impl Drop for OptOutWatcher {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_published_once_a_second_at_once_on_a_change_of_state_and_at_the_end() {
+        let t0 = tokio::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut gate = ProgressGate::default();
+        let mut c = Counters::default();
+        assert!(gate.take(&c, t0, false), "the first");
+        assert_eq!(gate.due(&c), None);
+        // Unchanged: never again, not even at the end.
+        assert!(!gate.take(&c, ms(5_000), false));
+        assert!(!gate.take(&c, ms(5_000), true));
+        // Counts that change: held back until a second after the last one published, and
+        // due then.
+        c.dialled = 1;
+        assert!(!gate.take(&c, ms(300), false));
+        c.dialled = 2;
+        c.in_flight = 2;
+        assert!(!gate.take(&c, ms(999), false));
+        assert_eq!(gate.due(&c), Some(ms(1_000)));
+        assert!(gate.take(&c, ms(1_000), false));
+        assert_eq!(gate.due(&c), None);
+        // A pause, a resume, a stop, the breaker: at once, each.
+        c.paused = true;
+        assert!(gate.take(&c, ms(1_001), false));
+        c.paused = false;
+        assert!(gate.take(&c, ms(1_002), false));
+        c.trunk = Some("trunk breaker half-open: one probe call".into());
+        assert!(gate.take(&c, ms(1_003), false));
+        c.dialled = 3;
+        assert!(!gate.take(&c, ms(1_004), false));
+        c.stopping = true;
+        assert!(
+            gate.take(&c, ms(1_005), false),
+            "stopping, with the new count"
+        );
+        // The end of the run: the last counts, whenever.
+        c.in_flight = 0;
+        c.by_outcome.insert("answered-completed".into(), 3);
+        assert!(!gate.take(&c, ms(1_006), false));
+        assert_eq!(gate.due(&c), Some(ms(2_005)));
+        assert!(gate.take(&c, ms(1_007), true));
+        assert_eq!(gate.due(&c), None);
     }
 }

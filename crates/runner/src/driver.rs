@@ -23,7 +23,7 @@ use crieur_store::{Claim, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{Control, ControlReceiver, Counters, Event};
+use crate::control::{Control, ControlReceiver, Counters, Event, ProgressGate};
 use crate::prepare::{rules, Prepared};
 use crate::{now, Error, Result};
 
@@ -245,6 +245,8 @@ struct State<'o> {
     listening: bool,
     observer: &'o mut (dyn FnMut(&Event) + Send),
     counters: Counters,
+    /// When the counters go out as a `progress` event.
+    progress: ProgressGate,
     /// When each of the last 10 s's calls was placed.
     recent: VecDeque<DateTime<Utc>>,
     /// Keep every call's report and every refusal (a one-contact run).
@@ -459,10 +461,24 @@ impl State<'_> {
         let _ = self.control.events.send(e);
     }
 
-    fn publish(&mut self) {
-        let c = self.counters.clone();
-        self.control.counters.send_replace(c.clone());
-        self.emit(Event::Progress(c));
+    /// The counters: in the watch channel at every turn (when they changed), as a
+    /// `progress` event when [`ProgressGate`] says so (`last`: the end of the run, any change
+    /// goes out).
+    fn publish(&mut self, last: bool) {
+        let c = &self.counters;
+        self.control.counters.send_if_modified(|w| {
+            let changed = w != c;
+            if changed {
+                w.clone_from(c);
+            }
+            changed
+        });
+        if self
+            .progress
+            .take(&self.counters, tokio::time::Instant::now(), last)
+        {
+            self.emit(Event::Progress(self.counters.clone()));
+        }
     }
 
     /// What the session did, as events (and a one-contact run's refusals).
@@ -622,6 +638,7 @@ pub async fn run(
         listening: true,
         observer,
         counters: Counters::default(),
+        progress: ProgressGate::default(),
         recent: VecDeque::new(),
         keep: one,
         calls: Vec::new(),
@@ -793,6 +810,9 @@ async fn event_loop(
             }
         }
     }
+    // The last counters, whatever the last turn held back.
+    st.counters.in_flight = calls.tasks.len() as u64;
+    st.publish(true);
     // Let the BYEs of the last calls be retransmitted for a while before the stack stops.
     shared
         .uac
@@ -1007,7 +1027,7 @@ async fn dial_loop(
         st.counters.idle_until = next.filter(|n| *n > t && in_flight == 0);
         st.counters.trunk = session.core().health().describe();
         st.counters.paused = paused;
-        st.publish();
+        st.publish(false);
         // A contact not done is always queued (or in flight): an empty queue with nothing in
         // flight means every contact is done.
         if stopping.is_none() && in_flight == 0 && next.is_none() {
@@ -1065,6 +1085,12 @@ async fn dial_loop(
             .map_or(MAX_SLEEP, |at| (at - t).to_std().unwrap_or_default()),
         }
         .min(MAX_SLEEP);
+        // Counters held back from the event stream go out within a second, even if nothing
+        // else happens (the run then idles with its last counters published).
+        let wait = match st.progress.due(&st.counters) {
+            Some(at) => wait.min(at.saturating_duration_since(tokio::time::Instant::now())),
+            None => wait,
+        };
         tokio::select! {
             Some(j) = calls.tasks.join_next_with_id(), if !calls.tasks.is_empty() => {
                 if let Some((call, end)) = joined(j, &mut calls.ids) {

@@ -24,7 +24,7 @@ pub mod text;
 
 pub use control::{
     control, Control, ControlReceiver, Counters, Ended, Event, InProgress, Refused, RunHandle,
-    EVENT_BUFFER,
+    EVENT_BUFFER, PROGRESS_EVERY,
 };
 pub use driver::{run, Done, Refusal, RunOptions, Scope, Setup, SharedLog, Summary, NODE_TIMEOUT};
 pub use prepare::{prepare, rules, Prepared};

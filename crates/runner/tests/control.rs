@@ -73,13 +73,16 @@ fn pause_holds_resume_dials_stop_drains() {
         handle.try_send(Control::Pause),
         "the channel takes an order before the run"
     );
-    let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<(tokio::time::Instant, Event)>>> = Arc::default();
     let summary = rt.block_on(async {
         let mut events = handle.subscribe();
         let log = seen.clone();
         let run = tokio::spawn(async move {
-            let mut observer =
-                move |e: &Event| log.lock().unwrap_or_else(|e| panic!("{e}")).push(e.clone());
+            let mut observer = move |e: &Event| {
+                log.lock()
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .push((tokio::time::Instant::now(), e.clone()));
+            };
             crieur_runner::run(
                 setup,
                 RunOptions {
@@ -94,23 +97,31 @@ fn pause_holds_resume_dials_stop_drains() {
             )
             .await
         });
-        // Paused from the start: the loop turns (progress published) without dialling.
-        let mut turns = 0;
-        while turns < 2 {
+        // Paused from the start: the loop turns (its first progress published) without
+        // dialling, though every contact is due.
+        loop {
             match events.recv().await.unwrap_or_else(|e| panic!("{e}")) {
                 Event::Progress(c) => {
                     assert!(c.paused && c.dialled == 0, "{c:?}");
-                    turns += 1;
-                    if turns == 1 {
-                        // Wake the loop again: a second turn, still paused.
-                        handle.pause().await.unwrap_or_else(|e| panic!("{e}"));
-                    }
+                    break;
                 }
                 Event::Placed { .. } => panic!("dialled while paused"),
                 _ => {}
             }
         }
-        assert_eq!(handle.counters().dialled, 0);
+        // Wake the loop again (a second turn, still paused) and give it time to dial if it
+        // would.
+        handle.pause().await.unwrap_or_else(|e| panic!("{e}"));
+        let quiet = tokio::time::Instant::now() + Duration::from_millis(1_500);
+        while let Ok(e) = tokio::time::timeout_at(quiet, events.recv()).await {
+            match e.unwrap_or_else(|e| panic!("{e}")) {
+                Event::Progress(c) => assert!(c.paused && c.dialled == 0, "{c:?}"),
+                Event::Placed { .. } => panic!("dialled while paused"),
+                _ => {}
+            }
+        }
+        let c = handle.counters();
+        assert!(c.paused && c.dialled == 0, "{c:?}");
         handle.resume().await.unwrap_or_else(|e| panic!("{e}"));
         // The first call goes out; stop while it is in progress.
         loop {
@@ -139,7 +150,7 @@ fn pause_holds_resume_dials_stop_drains() {
     let seen = seen.lock().unwrap_or_else(|e| panic!("{e}"));
     let kinds: Vec<&str> = seen
         .iter()
-        .filter_map(|e| match e {
+        .filter_map(|(_, e)| match e {
             Event::Paused => Some("paused"),
             Event::Resumed => Some("resumed"),
             Event::Placed { .. } => Some("placed"),
@@ -150,6 +161,41 @@ fn pause_holds_resume_dials_stop_drains() {
         })
         .collect();
     assert_eq!(kinds, ["paused", "resumed", "placed", "stopping", "ended"]);
+    // Progress: the counters once a second at most while only the counts change, at once
+    // when the run resumes or stops, and the final counters last (nobody is left with
+    // stale ones).
+    let progress: Vec<(tokio::time::Instant, &crieur_runner::Counters)> = seen
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::Progress(c) => Some((*t, c)),
+            _ => None,
+        })
+        .collect();
+    for w in progress.windows(2) {
+        let ((t0, a), (t1, b)) = (w[0], w[1]);
+        assert_ne!(a, b, "the same counters published twice");
+        let state_changed = a.paused != b.paused || a.stopping != b.stopping || a.trunk != b.trunk;
+        assert!(
+            state_changed
+                || t1.duration_since(t0)
+                    >= crieur_runner::PROGRESS_EVERY - Duration::from_millis(50),
+            "two progress events {:?} apart: {a:?} then {b:?}",
+            t1.duration_since(t0)
+        );
+    }
+    assert!(
+        progress.iter().any(|(_, c)| !c.paused),
+        "resumed: {progress:?}"
+    );
+    assert!(
+        progress.iter().any(|(_, c)| c.stopping),
+        "stopping: {progress:?}"
+    );
+    assert_eq!(
+        progress.last().map(|(_, c)| *c),
+        Some(&summary.counters),
+        "the last progress is the run's final counters"
+    );
     drop(seen);
     check_log(dir.path());
 }

@@ -169,6 +169,22 @@ pub trait Store {
     fn contact(&self, campaign: &str, id: &ContactId) -> Result<Option<Contact>>;
     /// Every contact of a campaign, in id order.
     fn contacts(&self, campaign: &str) -> Result<Vec<Contact>>;
+    /// The contacts of `campaign`, `batch` at a time (the last batch smaller; in no set
+    /// order), to `f`, which returns `false` to stop. Each batch is read on its own: no
+    /// lock or connection is held between batches, so that a scan over millions of contacts
+    /// (the control API's counts) never holds the run's writes up, and memory stays
+    /// O(`batch`) whatever the campaign's size.
+    fn scan_contacts(
+        &self,
+        campaign: &str,
+        batch: usize,
+        f: &mut dyn FnMut(Vec<Contact>) -> bool,
+    ) -> Result<()>;
+    /// Whether each of `numbers` is on the opt-out list, in order (one read for them all
+    /// where the backend allows it).
+    fn opted_out_among(&self, numbers: &[&E164]) -> Result<Vec<bool>> {
+        numbers.iter().map(|n| self.is_opted_out(n)).collect()
+    }
     /// The ids of the campaigns that have contacts here, in order.
     fn campaigns(&self) -> Result<Vec<String>>;
     /// Records an opt-out; durable when this returns. `Ok(false)` if it was already there.
@@ -1350,20 +1366,42 @@ impl Store for SledStore {
     }
 
     fn contacts(&self, campaign: &str) -> Result<Vec<Contact>> {
+        let mut out = Vec::new();
+        self.scan_contacts(campaign, usize::MAX, &mut |all| {
+            out = all;
+            true
+        })?;
+        // Buckets are in hash order; callers get id order.
+        out.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+        Ok(out)
+    }
+
+    fn scan_contacts(
+        &self,
+        campaign: &str,
+        batch: usize,
+        f: &mut dyn FnMut(Vec<Contact>) -> bool,
+    ) -> Result<()> {
+        let batch = batch.max(1);
         let mut prefix = campaign.as_bytes().to_vec();
         prefix.push(0);
         let mut windows = WindowsCache::default();
         let mut out = Vec::new();
+        // sled's iterators read one leaf at a time, lock-free: the writers go on.
         for kv in self.contacts.scan_prefix(&prefix) {
             let (key, bucket) = kv.map_err(io)?;
             for e in buckets::Entries::new(&bucket) {
                 let (k, v) = e.map_err(|why| bucket_corrupt(&key, why))?;
                 out.push(decode_contact(campaign, k, v, &mut windows)?);
             }
+            if out.len() >= batch && !f(std::mem::take(&mut out)) {
+                return Ok(());
+            }
         }
-        // Buckets are in hash order; callers get id order.
-        out.sort_unstable_by(|a, b| a.id().cmp(b.id()));
-        Ok(out)
+        if !out.is_empty() {
+            f(out);
+        }
+        Ok(())
     }
 
     fn campaigns(&self) -> Result<Vec<String>> {

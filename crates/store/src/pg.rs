@@ -579,6 +579,57 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn scan_contacts(
+        &self,
+        campaign: &str,
+        batch: usize,
+        f: &mut dyn FnMut(Vec<Contact>) -> bool,
+    ) -> Result<()> {
+        let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut windows = WindowsCache::default();
+        let mut after = String::new();
+        loop {
+            // One page per query, by id (keyset: each page an index range scan), the
+            // connection back in the pool between pages.
+            let rows = self.with(|c| {
+                c.query(
+                    "SELECT id, record FROM crieur_contacts WHERE campaign = $1 AND id > $2 \
+                     ORDER BY id LIMIT $3",
+                    &[&campaign, &after, &limit],
+                )
+                .map_err(pg_err)
+            })?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.get::<_, &str>(0).to_owned();
+            let full = rows.len() as i64 == limit;
+            let page = rows
+                .iter()
+                .map(|r| {
+                    let id: &str = r.get(0);
+                    decode_contact(campaign, id.as_bytes(), r.get(1), &mut windows)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if !f(page) || !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn opted_out_among(&self, numbers: &[&E164]) -> Result<Vec<bool>> {
+        let keys: Vec<Vec<u8>> = numbers.iter().map(|n| self.number_key(n)).collect();
+        let found: std::collections::HashSet<Vec<u8>> = self.with(|c| {
+            c.query(
+                "SELECT number_hash FROM crieur_optouts WHERE number_hash = ANY($1)",
+                &[&keys],
+            )
+            .map(|rows| rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
+            .map_err(pg_err)
+        })?;
+        Ok(keys.iter().map(|k| found.contains(k)).collect())
+    }
+
     fn campaigns(&self) -> Result<Vec<String>> {
         self.with(|c| {
             // A campaign has a counters row from its first import on.

@@ -77,6 +77,7 @@ macro_rules! backends {
 backends!(
     reimport_keeps_consent_history,
     campaigns_are_listed_once_each_in_order,
+    a_scan_gives_every_contact_of_its_campaign_once_in_bounded_batches,
     opt_outs_are_hashed_and_global,
     pending_opt_outs_are_kept_with_their_opt_outs_per_log,
     a_call_whose_lease_was_recovered_and_taken_again_leaves_the_new_lease_and_counts_once,
@@ -174,6 +175,62 @@ fn campaigns_are_listed_once_each_in_order(s: &dyn Store) {
     one("alpha", "2");
     one("alpha-2", "1");
     assert_eq!(ok(s.campaigns()), ["alpha", "alpha-2", "zeta"]);
+}
+
+fn a_scan_gives_every_contact_of_its_campaign_once_in_bounded_batches(s: &dyn Store) {
+    let phone = |k: usize| format!("+336123{k:05}");
+    let many: Vec<Contact> = (0..1_000)
+        .map(|k| contact(&format!("c{k}"), &phone(k), vec![consent(MONDAY, T0, "p")]))
+        .collect();
+    ok(s.upsert_contacts("big", &many));
+    ok(s.upsert_contacts(
+        "other",
+        &[contact("x", "+33699999999", vec![consent(MONDAY, T0, "p")])],
+    ));
+    for batch in [1, 7, 100, 5_000] {
+        let mut seen = Vec::new();
+        let mut sizes = Vec::new();
+        ok(s.scan_contacts("big", batch, &mut |page| {
+            sizes.push(page.len());
+            seen.extend(page);
+            true
+        }));
+        // Every contact, whole, once; no page empty; every page but the last at least
+        // `batch` and none much larger (a backend reads whole buckets: at most a bucket more).
+        assert_eq!(seen.len(), many.len(), "batch {batch}");
+        seen.sort_by(|a, b| a.id().cmp(b.id()));
+        let mut want = many.clone();
+        want.sort_by(|a, b| a.id().cmp(b.id()));
+        assert_eq!(seen, want, "batch {batch}");
+        assert!(sizes.iter().all(|&n| n > 0), "{sizes:?}");
+        let (last, full) = sizes.split_last().unwrap_or_else(|| panic!("no page"));
+        assert!(
+            full.iter().all(|&n| n >= batch && n < batch + 200),
+            "{sizes:?}"
+        );
+        assert!(*last <= batch + 200, "{sizes:?}");
+    }
+    // Stopped by the caller after the first page.
+    let mut pages = 0;
+    ok(s.scan_contacts("big", 10, &mut |_| {
+        pages += 1;
+        false
+    }));
+    assert_eq!(pages, 1);
+    let mut none = 0;
+    ok(s.scan_contacts("nobody", 10, &mut |p| {
+        none += p.len();
+        true
+    }));
+    assert_eq!(none, 0);
+
+    // Opted out, one answer per number asked, in order; a number asked twice is answered
+    // twice.
+    ok(s.add_opt_outs(&[n(&phone(3)), n(&phone(500))], t(T0), "list"));
+    let asked = [n(&phone(500)), n(&phone(4)), n(&phone(3)), n(&phone(500))];
+    let refs: Vec<&E164> = asked.iter().collect();
+    assert_eq!(ok(s.opted_out_among(&refs)), [true, false, true, true]);
+    assert_eq!(ok(s.opted_out_among(&[])), Vec::<bool>::new());
 }
 
 fn opt_outs_are_hashed_and_global(s: &dyn Store) {
