@@ -101,13 +101,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             .map(|&b| Codec::Pcmu.decode(b))
             .collect();
         if let Some(Some(erl)) = echo {
-            pcm = with_echo(
-                &pcm,
-                &ours,
-                erl,
-                160 + 8 * ((index * 37) % 230),
-                LEAD_IN,
-            );
+            pcm = with_echo(&pcm, &ours, erl, 160 + 8 * ((index * 37) % 230), LEAD_IN);
         }
         let c0 = thread_cpu();
         let mut d = Detector::new(t0, params);
@@ -121,7 +115,10 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             label_end: Duration::from_millis(end.parse().unwrap_or(0)),
         };
         // Repeated so the CPU figure is above /proc's 10 ms resolution.
-        let repeat: usize = std::env::var("AMD_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+        let repeat: usize = std::env::var("AMD_REPEAT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
         for rep in 0..repeat {
             let mut d2 = Detector::new(t0, params);
             let det = if rep == 0 { &mut d } else { &mut d2 };

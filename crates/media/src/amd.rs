@@ -556,17 +556,16 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
             c0,
             two: false,
         };
-        let two = match (one.1 < ONE_TONE_DB
-            && level_dbfs >= -50.0
-            && two_tone_gate_passes(gate, &here))
-            .then(|| two_tones(x, energy))
-            .flatten()
-        {
-            // Two tones must explain clearly more than one (a tone in noise fits a second,
-            // spurious one that explains a little of the noise).
-            Some(two) if two.1 > one.1 + TWO_TONE_MARGIN_DB => Some(two),
-            _ => None,
-        };
+        let two =
+            match (one.1 < ONE_TONE_DB && level_dbfs >= -50.0 && two_tone_gate_passes(gate, &here))
+                .then(|| two_tones(x, energy))
+                .flatten()
+            {
+                // Two tones must explain clearly more than one (a tone in noise fits a second,
+                // spurious one that explains a little of the noise).
+                Some(two) if two.1 > one.1 + TWO_TONE_MARGIN_DB => Some(two),
+                _ => None,
+            };
         *gate = TwoToneGate {
             level_dbfs,
             c0,
@@ -1729,10 +1728,7 @@ mod tests {
         let d = drop_point(&ev).expect("a drop point");
         assert!(matches!(d.cause, DropCause::Beep(_)));
         // The beep is confirmed 50 ms after the tone's end, the drop `beep_settle` from it.
-        assert!(
-            d.at - b[0].end <= AmdParams::default().beep_settle,
-            "{d:?}"
-        );
+        assert!(d.at - b[0].end <= AmdParams::default().beep_settle, "{d:?}");
     }
 
     #[test]
@@ -1817,12 +1813,27 @@ mod tests {
             c0,
             two,
         };
-        assert!(two_tone_gate_passes(&g(-30.0, 1.2, false), &g(-31.5, 1.23, false)));
-        assert!(!two_tone_gate_passes(&g(-30.0, 1.2, false), &g(-34.0, 1.2, false)));
-        assert!(!two_tone_gate_passes(&g(-30.0, 1.2, false), &g(-30.0, 1.3, false)));
-        assert!(two_tone_gate_passes(&g(-30.0, 1.2, true), &g(-40.0, 0.5, false)));
+        assert!(two_tone_gate_passes(
+            &g(-30.0, 1.2, false),
+            &g(-31.5, 1.23, false)
+        ));
+        assert!(!two_tone_gate_passes(
+            &g(-30.0, 1.2, false),
+            &g(-34.0, 1.2, false)
+        ));
+        assert!(!two_tone_gate_passes(
+            &g(-30.0, 1.2, false),
+            &g(-30.0, 1.3, false)
+        ));
+        assert!(two_tone_gate_passes(
+            &g(-30.0, 1.2, true),
+            &g(-40.0, 0.5, false)
+        ));
         // From silence (or the answer), nothing is stationary yet.
-        assert!(!two_tone_gate_passes(&TwoToneGate::new(), &g(-30.0, 1.2, false)));
+        assert!(!two_tone_gate_passes(
+            &TwoToneGate::new(),
+            &g(-30.0, 1.2, false)
+        ));
     }
 
     #[test]
