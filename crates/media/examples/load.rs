@@ -154,7 +154,11 @@ impl Tally {
     }
 }
 
-#[tokio::main]
+// One thread places the calls and collects their reports, as sipp's UAC is one thread: each
+// call runs on a UAC loop thread, and only its report comes back here. With tokio's default
+// two workers, every call's waiting task hopped to an idle worker and back (4.8 thread
+// switches per call at 1,000 calls/s, BENCHMARKS.md S1): the harness's cost, not the UAC's.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 5 && args.len() != 6 {

@@ -248,6 +248,8 @@ pub struct Stream {
     shard: Arc<Inbox>,
     counters: Arc<StreamCounters>,
     epoch: Instant,
+    /// The call's events, for a prompt that is over as soon as it starts.
+    events: UnboundedSender<StreamEvent>,
 }
 
 impl Pacer {
@@ -314,7 +316,7 @@ impl Pacer {
             held: false,
             epoch,
             generation: 0,
-            events,
+            events: events.clone(),
             counters: counters.clone(),
         })));
         Stream {
@@ -322,6 +324,7 @@ impl Pacer {
             shard,
             counters,
             epoch,
+            events,
         }
     }
 
@@ -353,7 +356,17 @@ impl Stream {
     }
     /// As [`Stream::play`], after `lead_in` packets of silence (packet *n* still at
     /// `start + n × 20 ms`); [`StreamEvent::FirstPacket`] tells when the audio itself began.
+    ///
+    /// An empty prompt without lead-in has no packet to pace: what was playing stops and the
+    /// prompt is reported done at `start` from here, without waking the shard for it and
+    /// without its thread handing the event back (two thread switches per such prompt: a
+    /// signalling-only call's, S1 in BENCHMARKS.md; a call without a voicemail message).
     pub fn play_after(&self, audio: Arc<[u8]>, prompt: Prompt, start: Instant, lead_in: u32) {
+        if audio.is_empty() && lead_in == 0 {
+            self.stop();
+            let _ = self.events.send(StreamEvent::Done(prompt, start));
+            return;
+        }
         self.shard.send(
             Cmd::Play {
                 id: self.id,
@@ -762,6 +775,45 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(pacer.open_streams(), 0);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // real time: the pacer runs on the clock
+    fn an_empty_prompt_is_done_at_once_and_stops_what_played() {
+        let pacer = Pacer::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let remote = sink.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let t0 = Instant::now();
+        let s = pacer.open(sock, remote, Packetizer::new(8, 7, 0, 0, t0), tx);
+        s.play(vec![0x55u8; 160 * 50].into(), Prompt::Message, t0);
+        std::thread::sleep(Duration::from_millis(70));
+        let t1 = Instant::now();
+        s.play(Arc::from(&[][..]), Prompt::Confirmation, t1);
+        // Reported at once, from the caller's side: no wait for a tick.
+        let mut got = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            got.push(e);
+        }
+        assert!(
+            got.contains(&StreamEvent::Done(Prompt::Confirmation, t1)),
+            "{got:?}"
+        );
+        // The message stopped (the stop applies before the shard's next packets).
+        std::thread::sleep(Duration::from_millis(60));
+        let sent = s.counters().sent(Prompt::Message);
+        assert!((2..50).contains(&sent), "{sent}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(s.counters().sent(Prompt::Message), sent);
+        assert_eq!(s.counters().sent(Prompt::Confirmation), 0);
+        // With lead-in, an empty prompt still goes through the shard (its silence is sent).
+        let t2 = Instant::now();
+        s.play_after(Arc::from(&[][..]), Prompt::Message, t2, 2);
+        assert!(!std::iter::from_fn(|| rx.try_recv().ok())
+            .any(|e| e == StreamEvent::Done(Prompt::Message, t2)));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(s.counters().sent(Prompt::Message), sent + 2);
     }
 
     #[test]

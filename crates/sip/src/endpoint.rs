@@ -240,6 +240,12 @@ struct Owner {
     kind: Kind,
     /// Where its messages go.
     dest: SocketAddr,
+    /// A BYE or CANCEL that got its final response (or failed): no longer counted among its
+    /// call's running transactions, so the call is forgotten then, not when the transaction
+    /// ends after timer K (T4, 5 s over UDP, RFC 3261 §17.1.2.2), which only absorbs the
+    /// response's retransmissions and needs no call. Holding every hung-up call 5 s longer
+    /// was most of S1's memory growth (BENCHMARKS.md).
+    settled: bool,
 }
 
 /// A 2xx we (as the UAS) retransmit until its ACK (RFC 3261 §13.3.1.4).
@@ -530,7 +536,15 @@ impl Endpoint {
         if matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye) {
             self.background += 1;
         }
-        self.owners.insert(key.clone(), Owner { call, kind, dest });
+        self.owners.insert(
+            key.clone(),
+            Owner {
+                call,
+                kind,
+                dest,
+                settled: false,
+            },
+        );
         if let Some(c) = self.calls.get_mut(&call) {
             c.open += 1;
             if matches!(self.owners.get(&key).map(|o| &o.kind), Some(Kind::Invite)) {
@@ -996,6 +1010,7 @@ impl Endpoint {
                         call: call.unwrap_or(CallRef(0)),
                         kind: Kind::Server(None),
                         dest,
+                        settled: false,
                     },
                 );
                 if let Some(c) = call.and_then(|c| self.calls.get_mut(&c)) {
@@ -1192,7 +1207,7 @@ impl Endpoint {
         if let Kind::Server(Some(s)) = owner.kind {
             self.servers.remove(&s);
         }
-        if let Some(c) = self.calls.get_mut(&owner.call) {
+        if let Some(c) = self.calls.get_mut(&owner.call).filter(|_| !owner.settled) {
             c.open = c.open.saturating_sub(1);
             if matches!(owner.kind, Kind::Invite) {
                 c.invites_open = c.invites_open.saturating_sub(1);
@@ -1230,6 +1245,42 @@ impl Endpoint {
         let Some((call, kind)) = self.owners.get(key).map(|o| (o.call, o.kind.clone())) else {
             return;
         };
+        // A BYE or CANCEL is over for its call at its final response (after a retry with
+        // credentials, if any, has been sent: that one counts on its own).
+        let settles = matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye)
+            && match &ev {
+                TuEvent::Response(r) => r.status.is_final(),
+                TuEvent::Timeout | TuEvent::TransportError => true,
+                _ => false,
+            };
+        self.on_tu_event(now, key, call, kind, ev);
+        if settles {
+            self.settle(key);
+        }
+    }
+
+    /// A BYE or CANCEL's call stops counting it (see [`Owner::settled`]), and is forgotten if
+    /// nothing else runs for it.
+    fn settle(&mut self, key: &TransactionKey) {
+        let Some(o) = self.owners.get_mut(key).filter(|o| !o.settled) else {
+            return;
+        };
+        o.settled = true;
+        let call = o.call;
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.open = c.open.saturating_sub(1);
+        }
+        self.reap(call);
+    }
+
+    fn on_tu_event(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+        call: CallRef,
+        kind: Kind,
+        ev: TuEvent,
+    ) {
         match (kind, ev) {
             (Kind::Invite, TuEvent::Response(r)) => self.invite_response(now, call, key, *r),
             (Kind::Invite, ev @ (TuEvent::Timeout | TuEvent::TransportError)) => {
@@ -1876,8 +1927,18 @@ impl Endpoint {
 
     // ---- time and output -----------------------------------------------------------------
 
-    /// When [`Endpoint::handle_timeout`] is next due.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When [`Endpoint::handle_timeout`] is next due: the earliest timer still armed. A
+    /// cleared timer (timer A at the first response, E and F at a BYE's 200, B at the final
+    /// response …) leaves its entry in the heap; those on top are dropped here, so the caller
+    /// is not woken for them — they were most of the SIP loop's wake-ups per call at a low
+    /// rate (S1, BENCHMARKS.md).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((_, slot))) = self.heap.peek() {
+            if self.slots.contains_key(slot) {
+                break;
+            }
+            self.heap.pop();
+        }
         let timer = self.heap.peek().map(|Reverse((t, _))| *t);
         let ended = self.ended_order.front().map(|(t, _)| *t);
         match (timer, ended) {

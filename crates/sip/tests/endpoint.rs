@@ -695,17 +695,19 @@ fn glare_491_and_a_second_offer_500() {
     assert!(after <= 10);
 }
 
-/// An ended call is forgotten as soon as its BYE is answered, not after RFC 6026's 32 s of
-/// the INVITE transaction (which absorbs 2xx retransmissions by itself).
+/// An ended call is forgotten as soon as its BYE is answered: not after RFC 6026's 32 s of
+/// the INVITE transaction (which absorbs 2xx retransmissions by itself), nor after timer K
+/// (T4, 5 s on UDP), which keeps only the BYE's transaction to absorb retransmissions of its
+/// response — one of those still matches it and is not taken for a new message.
 #[test]
 fn an_ended_call_is_forgotten_when_its_bye_is_answered() {
     let (mut ep, t0, call, _inv) = established();
     ep.bye(t0, call, &[]).unwrap();
     let bye = sent(&mut ep).remove(0).1;
     assert_eq!(ep.background(), 1);
-    ep.handle_input(t0, a(TRUNK), &response(&bye, 200, None, ""));
-    // Timer K (T4 on UDP) ends the BYE's transaction.
-    ep.handle_timeout(t0 + Duration::from_secs(6));
+    assert_eq!(ep.calls(), 1);
+    let t1 = t0 + Duration::from_millis(10);
+    ep.handle_input(t1, a(TRUNK), &response(&bye, 200, None, ""));
     let ev = events(&mut ep);
     assert!(
         ev.iter()
@@ -713,7 +715,89 @@ fn an_ended_call_is_forgotten_when_its_bye_is_answered() {
         "{ev:?}"
     );
     assert_eq!(ep.calls(), 0);
+    // The BYE's transaction lives on until timer K: a retransmitted 200 is absorbed.
+    assert_eq!(ep.background(), 1);
+    ep.handle_input(t1, a(TRUNK), &response(&bye, 200, None, ""));
+    assert!(sent(&mut ep).is_empty());
+    assert!(events(&mut ep).is_empty());
+    ep.handle_timeout(t0 + Duration::from_secs(6));
+    assert!(events(&mut ep).is_empty());
     assert_eq!(ep.background(), 0);
+}
+
+/// A timer cleared by a response (A and B at the INVITE's answer, E and F at the BYE's 200)
+/// is not reported as due: `poll_timeout` names the next timer still armed — timer K of
+/// the answered BYE (T4 = 5 s) — so the caller's loop is not woken for nothing.
+#[test]
+fn cleared_timers_are_not_reported_due() {
+    let (mut ep, t0, call, _inv) = established();
+    // No INVITE timer is left after the 2xx (the endpoint's Accepted state needs none).
+    assert!(
+        ep.poll_timeout()
+            .is_none_or(|t| t >= t0 + Duration::from_secs(32)),
+        "{:?}",
+        ep.poll_timeout().map(|t| t - t0)
+    );
+    ep.bye(t0, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    // Timer E: the BYE's first retransmission at T1.
+    assert_eq!(ep.poll_timeout(), Some(t0 + Duration::from_millis(500)));
+    let t1 = t0 + Duration::from_millis(10);
+    ep.handle_input(t1, a(TRUNK), &response(&bye, 200, None, ""));
+    assert_eq!(ep.poll_timeout(), Some(t1 + Duration::from_secs(5)));
+    ep.handle_timeout(t1 + Duration::from_secs(5));
+    assert!(
+        ep.poll_timeout()
+            .is_none_or(|t| t >= t0 + Duration::from_secs(32)),
+        "{:?}",
+        ep.poll_timeout().map(|t| t - t0)
+    );
+}
+
+/// A BYE challenged with 401 is sent again with credentials: the call is kept for that
+/// retry (the first BYE's answer does not end it) and forgotten at the retry's 200.
+#[test]
+fn a_challenged_bye_keeps_its_call_until_the_retry_is_answered() {
+    let creds = Credentials::new("alice", "secret");
+    let (mut ep, t0, call, inv) = start(Some(creds));
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv,
+            200,
+            Some("far"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
+    );
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    ep.bye(t0, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &bye,
+            401,
+            None,
+            "WWW-Authenticate: Digest realm=\"t\", nonce=\"n1\", qop=\"auth\"\r\n",
+        ),
+    );
+    let again = sent(&mut ep);
+    assert_eq!(again.len(), 1, "{again:?}");
+    let retry = &again[0].1;
+    assert_eq!(req(retry).method, Method::Bye);
+    assert!(!h(retry, HeaderName::Authorization).is_empty());
+    assert_eq!(ep.calls(), 1, "the call is kept for the retried BYE");
+    assert!(!events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Terminated { .. })));
+    ep.handle_input(t0, a(TRUNK), &response(retry, 200, None, ""));
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)));
+    assert_eq!(ep.calls(), 0);
 }
 
 /// RFC 3263 §4.3 with three servers: the first answers 503 (after a 100), the second is
