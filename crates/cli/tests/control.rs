@@ -121,10 +121,17 @@ impl Live {
         let d = dir.path();
         tone_wav(&d.join("msg.wav"), message_secs);
         tone_wav(&d.join("confirm.wav"), 0.5);
-        let port = free_port();
+        // sipp first, on the ports it finds free (tried again elsewhere when one is taken in
+        // between: tests run side by side), then the campaign naming its port.
+        let sipp = Sipp::scenario(&answer_scenario("0 101", BYE_200))
+            .in_dir(d, "uas")
+            .calls(10_000)
+            .timeout_secs(150)
+            .args(sipp_args)
+            .start();
         std::fs::write(
             d.join("c.toml"),
-            CampaignToml::new("live", port)
+            CampaignToml::new("live", sipp.port())
                 .ring_timeout_secs(15)
                 .extra(extra)
                 .pacing(cps, max)
@@ -145,13 +152,6 @@ impl Live {
             ],
         );
         assert!(o.status.success(), "{}", text(&o.stderr));
-        let sipp = Sipp::scenario(&answer_scenario("0 101", BYE_200))
-            .in_dir(d, "uas")
-            .port(port)
-            .calls(10_000)
-            .timeout_secs(150)
-            .args(sipp_args)
-            .start();
         let mut live = Live {
             base: String::new(),
             token: String::new(),
