@@ -2481,3 +2481,88 @@ fn amd_events(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn stats(p: &RtpPorts) -> (u64, u64, u64, u64) {
+        let s = p.stats();
+        (s.bound, s.reused, s.closed, s.idle)
+    }
+
+    /// A pair given back is handed out again only after the quiet time, and then the same
+    /// port, with what its previous far end sent in the meantime read and dropped.
+    #[tokio::test]
+    async fn a_pair_is_reused_after_the_quiet_time_with_its_stale_packets_dropped() {
+        let ports = RtpPorts::with_cap(4);
+        let t0 = Instant::now();
+        let a = ports.take(LOCAL, t0).unwrap_or_else(|e| panic!("{e}"));
+        let port = a.local.port();
+        assert_eq!(port % 2, 0, "RTP on an even port");
+        assert_eq!(
+            a.rtcp.local_addr().map(|l| l.port()).ok(),
+            Some(port + 1),
+            "RTCP on the next"
+        );
+        ports.give_back(a, t0);
+        // A late packet of the ended call.
+        let far = std::net::UdpSocket::bind((LOCAL, 0)).unwrap_or_else(|e| panic!("{e}"));
+        far.send_to(b"late", (LOCAL, port))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = ports
+            .take(LOCAL, t0 + RtpPorts::QUIET / 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(b.local.port(), port, "not before the quiet time");
+        assert_eq!(stats(&ports), (2, 0, 0, 1));
+        std::thread::sleep(Duration::from_millis(20));
+        let c = ports
+            .take(LOCAL, t0 + RtpPorts::QUIET)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.local.port(), port);
+        assert_eq!(stats(&ports), (2, 1, 0, 0));
+        let mut buf = [0u8; 16];
+        assert!(c.rtp.recv_from(&mut buf).is_err(), "the stale packet is gone");
+    }
+
+    /// The pool keeps at most its cap, closes what is beyond, and closes pairs idle longer
+    /// than `MAX_AGE` when it is next used.
+    #[tokio::test]
+    async fn the_pool_is_bounded_and_shrinks_when_idle() {
+        let ports = RtpPorts::with_cap(2);
+        let t0 = Instant::now();
+        let pairs: Vec<RtpPair> = (0..3)
+            .map(|_| ports.take(LOCAL, t0).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        for p in pairs {
+            ports.give_back(p, t0);
+        }
+        assert_eq!(stats(&ports), (3, 0, 1, 2), "the third is closed");
+        let later = t0 + RtpPorts::MAX_AGE + Duration::from_secs(1);
+        let fresh = ports.take(LOCAL, later).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stats(&ports), (4, 0, 3, 0), "the two idle pairs expired");
+        ports.give_back(fresh, later);
+        assert_eq!(ports.stats().idle, 1);
+    }
+
+    /// Half the soft open-file limit across the loops, two descriptors a pair; bounded both
+    /// ways.
+    #[test]
+    fn the_cap_follows_the_open_file_limit() {
+        let limit = open_file_limit();
+        let one = RtpPorts::new(1).max_idle;
+        let two = RtpPorts::new(2).max_idle;
+        match limit {
+            Some(n) => {
+                let want = |loops: usize| {
+                    (n / 4 / loops).clamp(RtpPorts::MIN_IDLE, RtpPorts::MAX_IDLE)
+                };
+                assert_eq!((one, two), (want(1), want(2)));
+            }
+            None => assert_eq!((one, two), (RtpPorts::MAX_IDLE, RtpPorts::MAX_IDLE)),
+        }
+        assert!(RtpPorts::new(1_000_000).max_idle >= RtpPorts::MIN_IDLE);
+    }
+}
