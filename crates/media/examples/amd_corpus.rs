@@ -81,11 +81,19 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let mut audio_s = 0f64;
     let mut cpu_s = 0f64;
     let t0 = Instant::now();
-    for line in labels.lines().skip(1) {
+    // `--only NAME`: just that file, with the echo delay it has in the whole corpus.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    for (index, line) in labels.lines().skip(1).enumerate() {
         let cols: Vec<&str> = line.split('\t').collect();
         let [file, class, beep, end, ..] = cols[..] else {
             continue;
         };
+        if only.is_some_and(|o| !file.contains(o.as_str())) {
+            continue;
+        }
         let msg = Message::load(&dir.join(file))?;
         let mut pcm: Vec<i16> = msg
             .encoded(Codec::Pcmu)
@@ -93,13 +101,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             .map(|&b| Codec::Pcmu.decode(b))
             .collect();
         if let Some(Some(erl)) = echo {
-            pcm = with_echo(
-                &pcm,
-                &ours,
-                erl,
-                160 + 8 * ((results.len() * 37) % 230),
-                LEAD_IN,
-            );
+            pcm = with_echo(&pcm, &ours, erl, 160 + 8 * ((index * 37) % 230), LEAD_IN);
         }
         let c0 = thread_cpu();
         let mut d = Detector::new(t0, params);
@@ -113,8 +115,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             label_end: Duration::from_millis(end.parse().unwrap_or(0)),
         };
         // Repeated so the CPU figure is above /proc's 10 ms resolution.
-        const REPEAT: usize = 20;
-        for rep in 0..REPEAT {
+        let repeat: usize = std::env::var("AMD_REPEAT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        for rep in 0..repeat {
             let mut d2 = Detector::new(t0, params);
             let det = if rep == 0 { &mut d } else { &mut d2 };
             if echo.is_some() {
@@ -152,7 +157,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             }
         }
         cpu_s += thread_cpu() - c0;
-        audio_s += REPEAT as f64 * pcm.len() as f64 / 8000.0;
+        audio_s += repeat as f64 * pcm.len() as f64 / 8000.0;
         results.push(r);
     }
 

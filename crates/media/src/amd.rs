@@ -365,9 +365,12 @@ pub struct AmdParams {
     /// floor (10 dB) and the quiet after it keep line noise out.
     pub beep_min_dbfs: f32,
     /// After a beep: how long, from the tone's end, to wait for another before the drop
-    /// point (double and triple beeps; the recording starts after the last). Default 150 ms:
-    /// the gaps of multi-tone beeps are 50–100 ms, plus a frame for the next tone's ramp to
-    /// read as tonal; it keeps the beep → message delay under 300 ms.
+    /// point (double and triple beeps; the recording starts after the last). Default 280 ms:
+    /// the gaps of triple beeps are 50–100 ms, but some machines beep twice 0.2–0.5 s apart
+    /// and record after the second (at 150 ms the voicemail message started between the two
+    /// and the recording lost its first 0.2–0.6 s); the wait is all of the beep → message
+    /// delay, bounded by its 300 ms target, so a second beep that starts up to ~260 ms after
+    /// the first (a frame for its ramp to read as tonal) is waited for, a later one is not.
     pub beep_settle: Duration,
     /// After a `machine` verdict without a beep: silence that ends the greeting. Default
     /// 3,000 ms: greetings pause under a second between sentences, but the beep can come
@@ -407,7 +410,7 @@ impl Default for AmdParams {
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
             beep_min_dbfs: -50.0,
-            beep_settle: ms(150),
+            beep_settle: ms(280),
             greeting_end_silence: ms(3000),
             max_greeting_wait: ms(30_000),
             beep_override_window: ms(30_000),
@@ -464,7 +467,45 @@ fn analyse_level(x: &[f32]) -> f32 {
     }
 }
 
-fn analyse(x: &[f32]) -> Frame {
+/// What the two-tone fit's gate remembers of the previous frame (see [`analyse`]).
+#[derive(Debug, Clone, Copy)]
+struct TwoToneGate {
+    level_dbfs: f32,
+    /// The lag-1 fit's coefficient (`2·cos ω` of one tone, a power-weighted mean of two).
+    c0: f32,
+    /// Whether the previous frame was two tones.
+    two: bool,
+}
+
+impl TwoToneGate {
+    fn new() -> Self {
+        TwoToneGate {
+            level_dbfs: FLOOR_DBFS,
+            c0: 0.0,
+            two: false,
+        }
+    }
+}
+
+/// A frame may hold the same two tones as the previous one only if it is as loud (within
+/// this, dB) … Two steady tones beat at their difference frequency (≥ 80 Hz: 0.8+ beats a
+/// frame), which moves a 10 ms frame's level by at most ±1.3 dB (tones 100 Hz apart, equal
+/// levels; ±0.5 dB 250 Hz apart); speech's syllables and pitch pulses move it more.
+const TWO_TONE_GATE_DB: f32 = 3.0;
+/// … and its lag-1 fit's coefficient is within this of the previous frame's: for two steady
+/// tones it is their power-weighted mean of `2·cos ω`, moved by the beat by ≤ 0.015 (DTMF
+/// 697 + 1,209 Hz); a vowel's formants and pitch move it by more from one frame to the next.
+const TWO_TONE_GATE_C0: f32 = 0.05;
+
+/// Whether a frame (`here`) may hold two tones, given the previous one: it continues two
+/// tones, or it is stationary with it (see [`TWO_TONE_GATE_DB`], [`TWO_TONE_GATE_C0`]).
+fn two_tone_gate_passes(prev: &TwoToneGate, here: &TwoToneGate) -> bool {
+    prev.two
+        || ((here.level_dbfs - prev.level_dbfs).abs() <= TWO_TONE_GATE_DB
+            && (here.c0 - prev.c0).abs() <= TWO_TONE_GATE_C0)
+}
+
+fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
     let n = x.len();
     let energy: f32 = x.iter().map(|v| v * v).sum();
     let level_dbfs = analyse_level(x);
@@ -504,17 +545,35 @@ fn analyse(x: &[f32]) -> Frame {
             );
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
         let one = (freq, purity.min(steadiness_db(x, c)));
-        // Not one clean tone, but loud enough for a beep: perhaps two at once.
-        match (one.1 < ONE_TONE_DB && level_dbfs >= -50.0)
-            .then(|| two_tones(x, energy))
-            .flatten()
-        {
-            // Two tones must explain clearly more than one (a tone in noise fits a second,
-            // spurious one that explains a little of the noise).
-            Some(two) if two.1 > one.1 + TWO_TONE_MARGIN_DB => two,
-            _ => one,
-        }
+        // Not one clean tone, but loud enough for a beep: perhaps two at once — if the frame
+        // is stationary with the previous one (the same level and lag-1 fit, as two steady
+        // tones are from one 10 ms to the next), or continues two tones found there. The
+        // fit of two is the analysis's costliest step, and most speech frames fail this
+        // first; a dual-tone beep's first frame after its onset does too, so its run starts
+        // a frame later (its 100+ ms leave 8+ frames).
+        let here = TwoToneGate {
+            level_dbfs,
+            c0,
+            two: false,
+        };
+        let two =
+            match (one.1 < ONE_TONE_DB && level_dbfs >= -50.0 && two_tone_gate_passes(gate, &here))
+                .then(|| two_tones(x, energy))
+                .flatten()
+            {
+                // Two tones must explain clearly more than one (a tone in noise fits a second,
+                // spurious one that explains a little of the noise).
+                Some(two) if two.1 > one.1 + TWO_TONE_MARGIN_DB => Some(two),
+                _ => None,
+            };
+        *gate = TwoToneGate {
+            level_dbfs,
+            c0,
+            two: two.is_some_and(|t| t.1 >= ONE_TONE_DB),
+        };
+        two.unwrap_or(one)
     } else {
+        *gate = TwoToneGate::new();
         (0.0, 0.0)
     };
     Frame {
@@ -902,6 +961,7 @@ pub struct Detector {
     /// The loudest the residual echo of our audio can be in the current frame, dBFS.
     echo_ceiling: f32,
     events: std::collections::VecDeque<AmdEvent>,
+    two_tone_gate: TwoToneGate,
 }
 
 impl Detector {
@@ -939,6 +999,7 @@ impl Detector {
             echo: EchoCanceller::new(),
             echo_ceiling: f32::MIN,
             events: std::collections::VecDeque::new(),
+            two_tone_gate: TwoToneGate::new(),
         }
     }
 
@@ -978,7 +1039,7 @@ impl Detector {
             // What the far end said, our own echo taken out.
             self.buf.push(self.echo.process(n, x));
             if self.buf.len() == FRAME {
-                let f = analyse(&self.buf);
+                let f = analyse(&self.buf, &mut self.two_tone_gate);
                 self.buf.clear();
                 self.echo_ceiling = self.echo.end_frame(self.frames, self.p.echo_return_loss_db);
                 self.step(f);
@@ -1591,11 +1652,11 @@ mod tests {
     fn pure_tone_is_fitted_exactly() {
         for hz in [400.0, 440.0, 1000.0, 1400.0, 2000.0] {
             let x = tone(10, hz, -20.0);
-            let f = analyse(&x);
+            let f = analyse(&x, &mut TwoToneGate::new());
             assert!((f.freq_hz - hz).abs() < 2.0, "{hz}: {f:?}");
             assert!(f.tonality_db > 40.0, "{hz}: {f:?}");
             let q: Vec<f32> = g711(&x).iter().map(|&v| f32::from(v)).collect();
-            let fq = analyse(&q);
+            let fq = analyse(&q, &mut TwoToneGate::new());
             assert!(fq.tonality_db > 25.0, "µ-law {hz}: {fq:?}");
         }
     }
@@ -1604,9 +1665,10 @@ mod tests {
     fn speech_is_not_tonal() {
         let x = speech(3000, -20.0, 7);
         let q: Vec<f32> = g711(&g711_f(&x)).iter().map(|&v| f32::from(v)).collect();
+        let mut gate = TwoToneGate::new();
         let tonal = q
             .chunks(FRAME)
-            .map(analyse)
+            .map(|x| analyse(x, &mut gate))
             .filter(|f| f.tonality_db >= AmdParams::default().beep_min_tonality_db)
             .count();
         // Isolated frames may fit, never a run of them (checked by the beep tests below).
@@ -1665,8 +1727,8 @@ mod tests {
         );
         let d = drop_point(&ev).expect("a drop point");
         assert!(matches!(d.cause, DropCause::Beep(_)));
-        // The beep is confirmed 20 ms after the tone's end, the drop `beep_settle` later.
-        assert!(d.at - b[0].end <= Duration::from_millis(140), "{d:?}");
+        // The beep is confirmed 50 ms after the tone's end, the drop `beep_settle` from it.
+        assert!(d.at - b[0].end <= AmdParams::default().beep_settle, "{d:?}");
     }
 
     #[test]
@@ -1688,6 +1750,90 @@ mod tests {
             "{last:?}"
         );
         assert!(d.at >= last.end + Duration::from_millis(100), "{d:?}");
+    }
+
+    #[test]
+    fn a_second_beep_within_the_settle_holds_the_drop() {
+        // Some machines beep twice and record after the second: a 200 ms gap is waited for.
+        let x = cat(&[
+            speech(4000, -18.0, 2),
+            silence(500),
+            tone(180, 880.0, -14.0),
+            silence(200),
+            tone(180, 880.0, -14.0),
+            silence(1500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let b = beeps(&ev);
+        assert_eq!(b.len(), 2, "{ev:?}");
+        let d = drop_point(&ev).expect("a drop point");
+        assert_eq!(d.cause, DropCause::Beep(b[1]), "{ev:?}");
+        assert!(d.at >= b[1].end, "{d:?}");
+        assert!(d.at - b[1].end <= AmdParams::default().beep_settle, "{d:?}");
+    }
+
+    #[test]
+    fn a_second_beep_past_the_settle_is_not_waited_for() {
+        // The wait is bounded (the beep → message delay): 500 ms after the first, the
+        // voicemail has started.
+        let x = cat(&[
+            speech(4000, -18.0, 2),
+            silence(500),
+            tone(180, 880.0, -14.0),
+            silence(500),
+            tone(180, 880.0, -14.0),
+            silence(1500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let b = beeps(&ev);
+        assert!(!b.is_empty(), "{ev:?}");
+        let d = drop_point(&ev).expect("a drop point");
+        assert_eq!(d.cause, DropCause::Beep(b[0]), "{ev:?}");
+        assert!(d.at - b[0].end <= AmdParams::default().beep_settle, "{d:?}");
+    }
+
+    #[test]
+    fn the_two_tone_gate_passes_steady_tones_and_stops_most_speech() {
+        // Two tones at once (DTMF 770 + 1,336 Hz) through µ-law: every frame after the
+        // first is stationary with the one before, and fitted as two tones.
+        let a = tone(200, 770.0, -20.0);
+        let b = tone(200, 1336.0, -20.0);
+        let x: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+        let q: Vec<f32> = g711(&x).iter().map(|&v| f32::from(v)).collect();
+        let mut gate = TwoToneGate::new();
+        let frames: Vec<Frame> = q.chunks(FRAME).map(|c| analyse(c, &mut gate)).collect();
+        for f in &frames[1..] {
+            assert!(f.tonality_db >= ONE_TONE_DB, "{f:?}");
+            assert!((f.freq_hz - 770.0).abs() < 15.0, "{f:?}");
+        }
+        // A frame that moved (a syllable's onset, a formant's glide) is not fitted; one that
+        // continues two tones is, whatever it did.
+        let g = |level_dbfs, c0, two| TwoToneGate {
+            level_dbfs,
+            c0,
+            two,
+        };
+        assert!(two_tone_gate_passes(
+            &g(-30.0, 1.2, false),
+            &g(-31.5, 1.23, false)
+        ));
+        assert!(!two_tone_gate_passes(
+            &g(-30.0, 1.2, false),
+            &g(-34.0, 1.2, false)
+        ));
+        assert!(!two_tone_gate_passes(
+            &g(-30.0, 1.2, false),
+            &g(-30.0, 1.3, false)
+        ));
+        assert!(two_tone_gate_passes(
+            &g(-30.0, 1.2, true),
+            &g(-40.0, 0.5, false)
+        ));
+        // From silence (or the answer), nothing is stationary yet.
+        assert!(!two_tone_gate_passes(
+            &TwoToneGate::new(),
+            &g(-30.0, 1.2, false)
+        ));
     }
 
     #[test]

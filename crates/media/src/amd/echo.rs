@@ -68,6 +68,9 @@ const DELTA: f32 = 10_737.0; // (32768 · 10^(−50/20))²
 /// talking; a fricative then reads them as a loud echo estimate. 1e-4 pulls them back over
 /// ~1 s of adaptation, costing the ERLE under a dB.
 const LEAK: f32 = 1e-4;
+/// A span of our audio whose loudest sample is under this (1 LSB, −90 dBFS) makes no echo
+/// above G.711's floor: the filter is not run (its output 0, nothing learned).
+const SILENT_PEAK: f32 = 1.0;
 /// Samples adaptation stays off after double talk (30 ms).
 const HANGOVER: u32 = 240;
 /// Margin on the residual echo bound (dB): a residual frame must exceed the echo estimate
@@ -226,8 +229,11 @@ pub(super) struct EchoCanceller {
     /// spell of misadaptation (a far end talking under the echo) never reaches the residual.
     taps: [f32; TAPS],
     fore: [f32; TAPS],
-    /// This frame's residual energies of the background filter.
+    /// This frame's residual energy of the background filter, and the foreground's and the
+    /// far end's on the same samples (those it adapted on: the background runs only then).
     bg_e: f32,
+    adapt_res_e: f32,
+    adapt_far_e: f32,
     /// Samples the filter adapted on since the path was found.
     adapted: u32,
     hangover: u32,
@@ -263,6 +269,8 @@ impl EchoCanceller {
             taps: [0.0; TAPS],
             fore: [0.0; TAPS],
             bg_e: 0.0,
+            adapt_res_e: 0.0,
+            adapt_far_e: 0.0,
             adapted: 0,
             hangover: 0,
             far_e: 0.0,
@@ -321,9 +329,32 @@ impl EchoCanceller {
             self.res_e += d * d;
             return d;
         };
+        // Geigel: louder than half our loudest in the filter's span is the far end talking.
+        // The span's blocks move with its first sample's block: looked up once per block.
+        let first = n - delay as i64;
+        let first_block = first.div_euclid(BLOCK as i64);
+        if self.peak_block != Some(first_block) {
+            self.peak_block = Some(first_block);
+            self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
+                .map(|b| Reference::block(&r.peak, r.offset, first_block - b))
+                .fold(0f32, f32::max);
+        }
+        let span_peak = self.span_peak;
+        self.far_e += d * d;
+        if span_peak < SILENT_PEAK {
+            // Our audio is silent over the span (a pause, or before or after it): no echo to
+            // predict, nothing to learn; the far end is all residual.
+            self.res_e += d * d;
+            if d.abs() > 0.5 * span_peak {
+                self.hangover = HANGOVER;
+                self.double_talk = true;
+            } else if self.hangover > 0 {
+                self.hangover -= 1;
+            }
+            return d;
+        }
         // The filter's span of our audio, oldest first: x[j] was sent at
         // n − delay − (TAPS − 1 − j).
-        let first = n - delay as i64;
         let lo = first - (TAPS as i64 - 1) - r.offset as i64;
         let mut edge = [0f32; TAPS];
         let x: &[f32; TAPS] = match usize::try_from(lo)
@@ -350,41 +381,34 @@ impl EchoCanceller {
                 &edge
             }
         };
-        let (y_bg, y) = filter(&self.taps, &self.fore, x);
-        let power = {
-            let len = r.samples.len() as i64;
-            let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
-            let at = |i| r.energy.get(span(i)).copied().unwrap_or(0.0);
-            (at(lo + TAPS as i64) - at(lo)).max(0.0) as f32
-        };
-        let (e, e_bg) = (d - y, d - y_bg);
-        // Geigel: louder than half our loudest in the span is the far end talking. The span's
-        // blocks move with `first`'s block: looked up once per block.
-        let first_block = first.div_euclid(BLOCK as i64);
-        if self.peak_block != Some(first_block) {
-            self.peak_block = Some(first_block);
-            self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
-                .map(|b| Reference::block(&r.peak, r.offset, first_block - b))
-                .fold(0f32, f32::max);
-        }
-        let span_peak = self.span_peak;
+        let y = dot(&self.fore, x);
+        let e = d - y;
         if d.abs() > 0.5 * span_peak {
             self.hangover = HANGOVER;
             self.double_talk = true;
         } else if self.hangover > 0 {
             self.hangover -= 1;
         }
-        if self.hangover == 0 && span_peak > 0.0 {
+        if self.hangover == 0 {
+            // Only while learning is the background filter run (its output is its error).
+            let e_bg = d - dot(&self.taps, x);
+            let power = {
+                let len = r.samples.len() as i64;
+                let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
+                let at = |i| r.energy.get(span(i)).copied().unwrap_or(0.0);
+                (at(lo + TAPS as i64) - at(lo)).max(0.0) as f32
+            };
             self.adapted = self.adapted.saturating_add(1);
             let g = MU * e_bg / (power + DELTA * TAPS as f32);
             for (w, v) in self.taps.iter_mut().zip(x.iter()) {
                 *w = *w * (1.0 - LEAK) + g * v;
             }
+            self.bg_e += e_bg * e_bg;
+            self.adapt_res_e += e * e;
+            self.adapt_far_e += d * d;
         }
-        self.far_e += d * d;
         self.res_e += e * e;
         self.est_e += y * y;
-        self.bg_e += e_bg * e_bg;
         e
     }
 
@@ -517,12 +541,17 @@ impl EchoCanceller {
         // that is not echo (found by chance, or a far end under the Geigel threshold) makes
         // the residual louder, not quieter, and is never used. A foreground doing harm
         // (residual louder than the far end) is dropped.
-        if self.bg_e < 0.8 * self.res_e && self.bg_e < 0.5 * self.far_e {
+        if self.adapt_far_e > 0.0
+            && self.bg_e < 0.8 * self.adapt_res_e
+            && self.bg_e < 0.5 * self.adapt_far_e
+        {
             self.fore = self.taps;
         } else if self.res_e > self.far_e {
             self.fore = [0.0; TAPS];
         }
         self.bg_e = 0.0;
+        self.adapt_res_e = 0.0;
+        self.adapt_far_e = 0.0;
         self.far_e = 0.0;
         self.res_e = 0.0;
         self.est_e = 0.0;
@@ -531,22 +560,17 @@ impl EchoCanceller {
     }
 }
 
-/// The background's and foreground's outputs on our audio `x`, in one pass with `LANES`
-/// partial sums (a single running sum is a chain the compiler may not reorder into vector
-/// lanes).
-fn filter(bg: &[f32; TAPS], fg: &[f32; TAPS], x: &[f32; TAPS]) -> (f32, f32) {
-    let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
-    for ((w, v), x) in bg
-        .chunks_exact(LANES)
-        .zip(fg.chunks_exact(LANES))
-        .zip(x.chunks_exact(LANES))
-    {
+/// A filter's output on our audio `x`, with `LANES` partial sums (a single running sum is a
+/// chain the compiler may not reorder into vector lanes).
+fn dot(w: &[f32; TAPS], x: &[f32; TAPS]) -> f32 {
+    let mut a = [0f32; LANES];
+    for k in (0..TAPS).step_by(LANES) {
+        let (w, x) = (&w[k..k + LANES], &x[k..k + LANES]);
         for i in 0..LANES {
             a[i] += w[i] * x[i];
-            b[i] += v[i] * x[i];
         }
     }
-    (a.iter().sum(), b.iter().sum())
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
 /// A frame's summed energy as a level, dBFS.
