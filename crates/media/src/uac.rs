@@ -2524,7 +2524,10 @@ mod tests {
         assert_eq!(c.local.port(), port);
         assert_eq!(stats(&ports), (2, 1, 0, 0));
         let mut buf = [0u8; 16];
-        assert!(c.rtp.recv_from(&mut buf).is_err(), "the stale packet is gone");
+        assert!(
+            c.rtp.recv_from(&mut buf).is_err(),
+            "the stale packet is gone"
+        );
     }
 
     /// The pool keeps at most its cap, closes what is beyond, and closes pairs idle longer
@@ -2556,9 +2559,8 @@ mod tests {
         let two = RtpPorts::new(2).max_idle;
         match limit {
             Some(n) => {
-                let want = |loops: usize| {
-                    (n / 4 / loops).clamp(RtpPorts::MIN_IDLE, RtpPorts::MAX_IDLE)
-                };
+                let want =
+                    |loops: usize| (n / 4 / loops).clamp(RtpPorts::MIN_IDLE, RtpPorts::MAX_IDLE);
                 assert_eq!((one, two), (want(1), want(2)));
             }
             None => assert_eq!((one, two), (RtpPorts::MAX_IDLE, RtpPorts::MAX_IDLE)),
