@@ -394,6 +394,7 @@ fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 fn main() -> ExitCode {
+    raise_open_file_limit();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -410,6 +411,34 @@ fn main() -> ExitCode {
                 eprintln!("error: {e:#}");
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as many servers do at start: each call
+/// in progress holds an RTP and an RTCP socket from its INVITE on (RFC 3264: the offerer
+/// listens on its port at once), and the UAC's pool of ended calls' pairs keeps up to half
+/// the soft limit — a distribution's default soft limit (1,024) would cap the call rate far
+/// below what the process can carry. Failing leaves the limit as it was, with a warning
+/// (on stderr: logging is not set up yet).
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` and `setrlimit` read or write one `rlimit` through a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            eprintln!(
+                "warning: the open-file limit stays at {soft} (raising it to {} failed: {})",
+                lim.rlim_max,
+                std::io::Error::last_os_error()
+            );
         }
     }
 }

@@ -1497,3 +1497,76 @@ fn amd_section_is_checked() {
     let o = s.run("check");
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
+
+/// The binary raises its soft open-file limit to the hard one at start (each call in
+/// progress holds two RTP sockets, and the UAC's pool of ended calls' pairs half the soft
+/// limit): started with a soft limit of 256, the running `crieur sim` has the hard limit.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` through a valid pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let hard = lim.rlim_max;
+    assert!(
+        hard > 256,
+        "the test needs a hard open-file limit above 256"
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crieur"));
+    cmd.args([
+        "sim",
+        "--plan",
+        "examples/sim-plan.toml",
+        "--bind",
+        "127.0.0.1:0",
+    ])
+    .current_dir(root())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    // SAFETY: between fork and exec only `setrlimit` runs (async-signal-safe), on a local.
+    unsafe {
+        cmd.pre_exec(move || {
+            let low = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &low) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run crieur: {e}"));
+    // Running once it prints its address (the limit is raised before anything else).
+    let mut line = String::new();
+    let read = child
+        .stdout
+        .take()
+        .map(|o| BufReader::new(o).read_line(&mut line));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        matches!(read, Some(Ok(n)) if n > 0) && line.contains("simulated callees"),
+        "crieur sim did not start: {line:?}"
+    );
+    let limits = limits.unwrap_or_else(|e| panic!("/proc/PID/limits: {e}"));
+    let files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file limit in {limits}"));
+    let soft: Vec<&str> = files.split_whitespace().collect();
+    assert_eq!(
+        soft.get(3).copied(),
+        Some(hard.to_string().as_str()),
+        "{files}"
+    );
+}

@@ -47,6 +47,11 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Open file descriptors of this process now.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
 fn pct<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
         return T::default();
@@ -216,6 +221,19 @@ async fn main() {
     };
     let report_every = env_num("REPORT_EVERY_S").map(Duration::from_secs_f64);
     let mut next_report = report_every.map(|e| t0 + e);
+    // The peak of open descriptors, sampled every 10 ms beside the run (a thread of its own:
+    // the harness's runtime is busy placing calls).
+    let fds_max = Arc::new(AtomicUsize::new(open_fds()));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (fds_max, sampling) = (fds_max.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                fds_max.fetch_max(open_fds(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
     let cpu0 = cpu_seconds();
     let mut set = tokio::task::JoinSet::new();
     let mut tally = Tally::default();
@@ -269,6 +287,24 @@ async fn main() {
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    let pairs = uac.rtp_pairs();
+    println!(
+        "rtp_pairs bound={} reused={} closed={} idle={} bound_per_call={:.3} fds_max={} fds_limit={}",
+        pairs.bound,
+        pairs.reused,
+        pairs.closed,
+        pairs.idle,
+        pairs.bound as f64 / calls.max(1) as f64,
+        fds_max.load(Ordering::Relaxed),
+        std::fs::read_to_string("/proc/self/limits")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+            .unwrap_or_default(),
+    );
     if report_every.is_some() {
         // The streams close on the pacer's threads just after the calls end.
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crieur_sip::auth::Credentials as SipCredentials;
 use crieur_sip::{
@@ -482,6 +482,7 @@ impl Uac {
     ) -> Result<Uac, Error> {
         let token = CancellationToken::new();
         let mut loops = Vec::with_capacity(nets.len());
+        let nets_len = nets.len();
         for (local, net) in nets {
             let endpoint = Endpoint::new(SipConfig {
                 local,
@@ -497,7 +498,7 @@ impl Uac {
                 sip,
                 local,
                 rt,
-                ports: Arc::default(),
+                ports: Arc::new(RtpPorts::new(nets_len)),
                 calls: Arc::default(),
             });
         }
@@ -514,6 +515,19 @@ impl Uac {
     /// The RTP pacer every call of this UAC sends through.
     pub fn pacer(&self) -> &Pacer {
         &self.pacer
+    }
+
+    /// The RTP socket pairs of every loop: bound, reused, closed, and idle now.
+    pub fn rtp_pairs(&self) -> RtpPairStats {
+        self.loops
+            .iter()
+            .map(|l| l.ports.stats())
+            .fold(RtpPairStats::default(), |a, b| RtpPairStats {
+                bound: a.bound + b.bound,
+                reused: a.reused + b.reused,
+                closed: a.closed + b.closed,
+                idle: a.idle + b.idle,
+            })
     }
 
     /// Waits up to `limit` for the CANCEL and BYE transactions of ended calls to finish (a
@@ -1228,28 +1242,80 @@ impl RtpPair {
     }
 }
 
+/// What a [`Uac`]'s RTP socket pairs did so far ([`Uac::rtp_pairs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RtpPairStats {
+    /// Pairs bound (two sockets each, and their port search).
+    pub bound: u64,
+    /// Calls that took an ended call's pair instead of binding one.
+    pub reused: u64,
+    /// Pairs closed by the pool: beyond its cap, idle too long, or let go for descriptors.
+    pub closed: u64,
+    /// Pairs in the pool now (two descriptors each).
+    pub idle: u64,
+}
+
 /// The RTP/RTCP socket pairs of ended calls, handed to later calls instead of binding two
 /// sockets (and registering them, and closing them) per call: six to eight system calls and
-/// a port search each (S1, BENCHMARKS.md). A pair is reused only after [`RtpPorts::QUIET`]
+/// a port search each (S1, BENCHMARKS.md). A pair is given back the moment its call's script
+/// ends (BYE sent or received, CANCEL, failure) and reused only after [`RtpPorts::QUIET`]
 /// (what the previous far end still had in flight has arrived by then, and is read and
 /// dropped when the pair is taken; a call hears RTP only from its own answer's address
 /// anyway, `session::PeerFilter`) and once the pacer has let go of its stream.
-#[derive(Default)]
+///
+/// The offer's port cannot be reserved without its socket: UDP has no reservation but a
+/// bound socket, and the offerer must be ready to receive on it at once (RFC 3264 §5) — so a
+/// pair is taken when the INVITE is sent. The pool is a cache of descriptors, bounded three
+/// ways: at most `max_idle` pairs (together a quarter of the process's open-file limit
+/// across a UAC's loops), a pair idle longer than [`RtpPorts::MAX_AGE`] is closed, and when
+/// binding fails for want of descriptors (`EMFILE`/`ENFILE`) the pool closes its idle pairs
+/// and binds again, so calls in progress always come before the cache.
 struct RtpPorts {
     idle: std::sync::Mutex<std::collections::VecDeque<(Instant, RtpPair)>>,
+    max_idle: usize,
+    bound: AtomicU64,
+    reused: AtomicU64,
+    closed: AtomicU64,
 }
 
 impl RtpPorts {
     const QUIET: Duration = Duration::from_millis(500);
-    /// Pairs kept at most (two descriptors each); more are closed.
-    const MAX_IDLE: usize = 2048;
+    /// A pair idle this long is closed (the rate fell: the pool shrinks back).
+    const MAX_AGE: Duration = Duration::from_secs(30);
+    /// Pairs one pool keeps at most, whatever the open-file limit.
+    const MAX_IDLE: usize = 8192;
+    /// And at least (a tiny open-file limit still reuses some).
+    const MIN_IDLE: usize = 16;
+
+    /// A pool for one of `loops` loops: the loops' pools together keep at most half of the
+    /// soft open-file limit in idle descriptors (two per pair).
+    fn new(loops: usize) -> RtpPorts {
+        let cap = open_file_limit()
+            .map_or(Self::MAX_IDLE, |n| n / 4 / loops.max(1))
+            .clamp(Self::MIN_IDLE, Self::MAX_IDLE);
+        RtpPorts::with_cap(cap)
+    }
+
+    fn with_cap(max_idle: usize) -> RtpPorts {
+        RtpPorts {
+            idle: std::sync::Mutex::default(),
+            max_idle,
+            bound: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(Instant, RtpPair)>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 
     fn take(&self, ip: IpAddr, now: Instant) -> Result<RtpPair, Error> {
         let reused = {
-            let mut idle = self
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut idle = self.lock();
+            self.expire(&mut idle, now);
             match idle.front() {
                 // The pair's own `Arc` and its `AsyncFd`'s: the pacer has closed the stream.
                 Some((since, p))
@@ -1261,28 +1327,86 @@ impl RtpPorts {
                 _ => None,
             }
         };
-        match reused {
-            Some(p) => {
-                // What the previous call's far end sent after it ended.
-                let mut buf = [0u8; 1500];
-                for s in [&p.rtp, &p.rtcp] {
-                    while s.recv_from(&mut buf).is_ok() {}
-                }
-                Ok(p)
+        if let Some(p) = reused {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            // What the previous call's far end sent after it ended.
+            let mut buf = [0u8; 1500];
+            for s in [&p.rtp, &p.rtcp] {
+                while s.recv_from(&mut buf).is_ok() {}
             }
-            None => RtpPair::bind(ip),
+            return Ok(p);
         }
+        let pair = match RtpPair::bind(ip) {
+            Err(Error::Io(e)) if out_of_descriptors(&e) => {
+                // The cache gives way to the call: its idle pairs are closed, and one more try.
+                let freed = std::mem::take(&mut *self.lock());
+                if freed.is_empty() {
+                    return Err(Error::Io(e));
+                }
+                tracing::warn!(
+                    closed = freed.len(),
+                    "out of file descriptors: the idle RTP socket pairs are closed"
+                );
+                self.closed.fetch_add(freed.len() as u64, Ordering::Relaxed);
+                drop(freed);
+                RtpPair::bind(ip)?
+            }
+            r => r?,
+        };
+        self.bound.fetch_add(1, Ordering::Relaxed);
+        Ok(pair)
     }
 
     fn give_back(&self, pair: RtpPair, now: Instant) {
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < Self::MAX_IDLE {
+        let mut idle = self.lock();
+        self.expire(&mut idle, now);
+        if idle.len() < self.max_idle {
             idle.push_back((now, pair));
+        } else {
+            drop(idle);
+            self.closed.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// Closes the pairs idle longer than [`RtpPorts::MAX_AGE`] (the oldest are in front).
+    fn expire(&self, idle: &mut std::collections::VecDeque<(Instant, RtpPair)>, now: Instant) {
+        while idle
+            .front()
+            .is_some_and(|(since, _)| now.saturating_duration_since(*since) > Self::MAX_AGE)
+        {
+            idle.pop_front();
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn stats(&self) -> RtpPairStats {
+        RtpPairStats {
+            bound: self.bound.load(Ordering::Relaxed),
+            reused: self.reused.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+            idle: self.lock().len() as u64,
+        }
+    }
+}
+
+/// The process's soft open-file limit (`RLIMIT_NOFILE`), if it has one.
+fn open_file_limit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` through a valid pointer and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    usize::try_from(lim.rlim_cur).ok()
+}
+
+/// The process (`EMFILE`) or the system (`ENFILE`) is out of file descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// A UDP socket bound at `at` with `buffer` bytes asked for as its receive and send buffers,
@@ -2355,5 +2479,92 @@ fn amd_events(
                 script.handle_drop_point(now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn stats(p: &RtpPorts) -> (u64, u64, u64, u64) {
+        let s = p.stats();
+        (s.bound, s.reused, s.closed, s.idle)
+    }
+
+    /// A pair given back is handed out again only after the quiet time, and then the same
+    /// port, with what its previous far end sent in the meantime read and dropped.
+    #[tokio::test]
+    async fn a_pair_is_reused_after_the_quiet_time_with_its_stale_packets_dropped() {
+        let ports = RtpPorts::with_cap(4);
+        let t0 = Instant::now();
+        let a = ports.take(LOCAL, t0).unwrap_or_else(|e| panic!("{e}"));
+        let port = a.local.port();
+        assert_eq!(port % 2, 0, "RTP on an even port");
+        assert_eq!(
+            a.rtcp.local_addr().map(|l| l.port()).ok(),
+            Some(port + 1),
+            "RTCP on the next"
+        );
+        ports.give_back(a, t0);
+        // A late packet of the ended call.
+        let far = std::net::UdpSocket::bind((LOCAL, 0)).unwrap_or_else(|e| panic!("{e}"));
+        far.send_to(b"late", (LOCAL, port))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = ports
+            .take(LOCAL, t0 + RtpPorts::QUIET / 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(b.local.port(), port, "not before the quiet time");
+        assert_eq!(stats(&ports), (2, 0, 0, 1));
+        std::thread::sleep(Duration::from_millis(20));
+        let c = ports
+            .take(LOCAL, t0 + RtpPorts::QUIET)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.local.port(), port);
+        assert_eq!(stats(&ports), (2, 1, 0, 0));
+        let mut buf = [0u8; 16];
+        assert!(
+            c.rtp.recv_from(&mut buf).is_err(),
+            "the stale packet is gone"
+        );
+    }
+
+    /// The pool keeps at most its cap, closes what is beyond, and closes pairs idle longer
+    /// than `MAX_AGE` when it is next used.
+    #[tokio::test]
+    async fn the_pool_is_bounded_and_shrinks_when_idle() {
+        let ports = RtpPorts::with_cap(2);
+        let t0 = Instant::now();
+        let pairs: Vec<RtpPair> = (0..3)
+            .map(|_| ports.take(LOCAL, t0).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        for p in pairs {
+            ports.give_back(p, t0);
+        }
+        assert_eq!(stats(&ports), (3, 0, 1, 2), "the third is closed");
+        let later = t0 + RtpPorts::MAX_AGE + Duration::from_secs(1);
+        let fresh = ports.take(LOCAL, later).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stats(&ports), (4, 0, 3, 0), "the two idle pairs expired");
+        ports.give_back(fresh, later);
+        assert_eq!(ports.stats().idle, 1);
+    }
+
+    /// Half the soft open-file limit across the loops, two descriptors a pair; bounded both
+    /// ways.
+    #[test]
+    fn the_cap_follows_the_open_file_limit() {
+        let limit = open_file_limit();
+        let one = RtpPorts::new(1).max_idle;
+        let two = RtpPorts::new(2).max_idle;
+        match limit {
+            Some(n) => {
+                let want =
+                    |loops: usize| (n / 4 / loops).clamp(RtpPorts::MIN_IDLE, RtpPorts::MAX_IDLE);
+                assert_eq!((one, two), (want(1), want(2)));
+            }
+            None => assert_eq!((one, two), (RtpPorts::MAX_IDLE, RtpPorts::MAX_IDLE)),
+        }
+        assert!(RtpPorts::new(1_000_000).max_idle >= RtpPorts::MIN_IDLE);
     }
 }
