@@ -153,15 +153,7 @@ pub(crate) async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn placed(n: u32) -> Event {
-        Event::Placed {
-            call: format!("call{n}"),
-            contact: format!("c{n}"),
-            number: "+33612345678".into(),
-            at: chrono::DateTime::UNIX_EPOCH,
-        }
-    }
+    use crate::feed::tests::placed;
 
     fn progress() -> Event {
         Event::Progress(crieur_runner::Counters::default())

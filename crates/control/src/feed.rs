@@ -212,10 +212,11 @@ pub fn event_json(campaign: &str, e: &Event) -> Option<Value> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn placed(n: u32) -> Event {
+    /// A `placed` event numbered `n` (shared with the event stream's tests).
+    pub(crate) fn placed(n: u32) -> Event {
         Event::Placed {
             call: format!("call{n}"),
             contact: format!("c{n}"),

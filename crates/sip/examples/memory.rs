@@ -91,12 +91,7 @@ fn main() {
             if !text.starts_with("INVITE ") {
                 continue;
             }
-            let h = |name: &str| {
-                text.lines()
-                    .find(|l| l.starts_with(name))
-                    .map(|l| l.to_owned())
-                    .unwrap_or_default()
-            };
+            let h = |name: &str| header_line(&text, name);
             for (code, body) in [("180 Ringing", ""), ("200 OK", SDP)] {
                 let resp = format!(
                     "SIP/2.0 {code}\r\n{}\r\n{}\r\n{};tag=callee{i}\r\n{}\r\n{}\r\nContact: <sip:callee@10.0.0.2:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
@@ -123,12 +118,7 @@ fn main() {
         if !text.starts_with("BYE ") {
             continue;
         }
-        let h = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .map(|l| l.to_owned())
-                .unwrap_or_default()
-        };
+        let h = |name: &str| header_line(&text, name);
         let resp = format!(
             "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{}\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
             h("Via:"),
@@ -161,4 +151,12 @@ fn main() {
         (hung_up - settled) / n as isize,
         (settled - before) / n as isize
     );
+}
+
+/// The whole line of the header `name` (with its colon) in `text`, or "".
+fn header_line(text: &str, name: &str) -> String {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .map(|l| l.to_owned())
+        .unwrap_or_default()
 }
