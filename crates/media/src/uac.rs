@@ -1845,6 +1845,13 @@ const RECV_BATCH: usize = 64;
 /// trickle is read at once as before.
 const COALESCE: Duration = Duration::from_millis(1);
 
+/// Wake-ups by datagrams in a row, each within [`COALESCE`] of the one before, that make the
+/// loop pause before its next read: a lone call's responses (180, 200, then its BYE's 200)
+/// come that close together and stop there, and pausing for them cost a timer wake-up of its
+/// own (tokio writes its eventfd when a timer earlier than its next is set; epoll sleeps whole
+/// milliseconds) with nothing to read at its end.
+const COALESCE_AFTER: u32 = 4;
+
 /// A call the far end placed (an INVITE from outside any dialog; [`SipLoop::start`] with an
 /// `incoming` channel): answer it with [`Command::Respond`]; its events come on `events`.
 pub struct IncomingCall {
@@ -2064,6 +2071,8 @@ async fn sip_loop(
     // The last wake-up by a datagram, and whether the socket is to be read after a pause.
     let mut last_read: Option<Instant> = None;
     let mut pause = false;
+    // Wake-ups by datagrams in a row within `COALESCE` of each other.
+    let mut quick = 0u32;
     loop {
         // New calls first: spawned here, they run as soon as this turn waits.
         if let (Some(jobs), Some(rx)) = (&jobs, &jobs_rx) {
@@ -2182,7 +2191,12 @@ async fn sip_loop(
             r = wire.recv_udp(&mut buf) => {
                 let now = Instant::now();
                 // Woken again within `COALESCE`: the next reads wait for a batch.
-                pause = last_read.is_some_and(|t| now.saturating_duration_since(t) < COALESCE);
+                quick = if last_read.is_some_and(|t| now.saturating_duration_since(t) < COALESCE) {
+                    quick.saturating_add(1)
+                } else {
+                    0
+                };
+                pause = quick + 1 >= COALESCE_AFTER;
                 last_read = Some(now);
                 match r {
                     Ok((n, from)) => {
