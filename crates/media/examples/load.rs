@@ -241,7 +241,7 @@ async fn main() {
             while sampling.load(Ordering::Relaxed) {
                 let p = uac.rtp_pairs_open();
                 pairs_max.fetch_max(p as usize, Ordering::Relaxed);
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     fds_max.fetch_max(open_fds(), Ordering::Relaxed);
                 }
                 n += 1;
