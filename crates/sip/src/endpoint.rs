@@ -27,6 +27,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -314,7 +315,8 @@ struct Call {
 
 #[derive(Debug, Clone)]
 enum Target {
-    Tx(TransactionKey, Timer),
+    /// A transaction's timer; the key is the one [`Endpoint::armed`] holds (shared, not copied).
+    Tx(Arc<TransactionKey>, Timer),
     Retransmit2xx(CallRef),
 }
 
@@ -331,7 +333,12 @@ pub struct Endpoint {
     /// Timers: due instant and slot, the slot's target; a cleared timer's slot is gone.
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     slots: HashMap<u64, Target>,
-    armed: HashMap<(TransactionKey, Timer), u64>,
+    /// Each transaction's armed timers: the slot of each, at `Timer as usize` (0: not armed).
+    /// Its key is shared with the slots' [`Target::Tx`], so arming, clearing and ending a
+    /// transaction's timers copies no key — a key is three heap vectors, and a key cloned for
+    /// every timer set, cleared, fired and for each of the 13 timers of an ended transaction
+    /// was some 40 key copies (120 allocations) per S1 call (BENCHMARKS.md).
+    armed: HashMap<Arc<TransactionKey>, [u64; TIMERS]>,
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -343,6 +350,9 @@ pub struct Endpoint {
     ended: HashMap<(String, String), Vec<Ack>>,
     ended_order: VecDeque<(Instant, (String, String))>,
 }
+
+/// Transaction timers (RFC 3261 §17 and RFC 6026's).
+const TIMERS: usize = Timer::ALL.len();
 
 /// The ACK of one 2xx to our INVITE: the 2xx's To tag, the ACK's bytes, where it went.
 type Ack = (String, Bytes, SocketAddr);
@@ -834,13 +844,9 @@ impl Endpoint {
                         cseq,
                     });
                     if self.cfg.transport.reliability() == Reliability::Unreliable {
-                        self.arm(now + t1, Target::Retransmit2xx(call), None);
+                        self.arm(now + t1, Target::Retransmit2xx(call));
                     } else {
-                        self.arm(
-                            now + self.cfg.timers.timeout(),
-                            Target::Retransmit2xx(call),
-                            None,
-                        );
+                        self.arm(now + self.cfg.timers.timeout(), Target::Retransmit2xx(call));
                     }
                 }
             }
@@ -1163,15 +1169,17 @@ impl Endpoint {
                     self.apply(now, key, outputs);
                 }
                 Output::SetTimer { timer, after } => {
-                    self.arm(
-                        now + after,
-                        Target::Tx(key.clone(), timer),
-                        Some((key, timer)),
-                    );
+                    let shared = match self.armed.get_key_value(key) {
+                        Some((k, _)) => Arc::clone(k),
+                        None => Arc::new(key.clone()),
+                    };
+                    self.arm(now + after, Target::Tx(shared, timer));
                 }
                 Output::ClearTimer(timer) => {
-                    if let Some(slot) = self.armed.remove(&(key.clone(), timer)) {
-                        self.slots.remove(&slot);
+                    let armed = self.armed.get_mut(key);
+                    if let Some(s) = armed.and_then(|a| a.get_mut(timer as usize)) {
+                        let old = std::mem::take(s);
+                        self.slots.remove(&old);
                     }
                 }
                 Output::ToTu(ev) => self.on_tu(now, key, *ev),
@@ -1181,10 +1189,12 @@ impl Endpoint {
         }
     }
 
-    fn arm(&mut self, at: Instant, target: Target, tx: Option<(&TransactionKey, Timer)>) {
+    fn arm(&mut self, at: Instant, target: Target) {
         let slot = self.id();
-        if let Some((k, t)) = tx {
-            if let Some(old) = self.armed.insert((k.clone(), t), slot) {
+        if let Target::Tx(k, t) = &target {
+            let armed = self.armed.entry(Arc::clone(k)).or_insert([0; TIMERS]);
+            if let Some(s) = armed.get_mut(*t as usize) {
+                let old = std::mem::replace(s, slot);
                 self.slots.remove(&old);
             }
         }
@@ -1193,10 +1203,8 @@ impl Endpoint {
     }
 
     fn terminated(&mut self, key: &TransactionKey) {
-        for t in Timer::ALL {
-            if let Some(slot) = self.armed.remove(&(key.clone(), t)) {
-                self.slots.remove(&slot);
-            }
+        for slot in self.armed.remove(key).into_iter().flatten() {
+            self.slots.remove(&slot);
         }
         let Some(owner) = self.owners.remove(key) else {
             return;
@@ -1960,8 +1968,11 @@ impl Endpoint {
             };
             match target {
                 Target::Tx(key, timer) => {
-                    if self.armed.get(&(key.clone(), timer)) == Some(&slot) {
-                        self.armed.remove(&(key.clone(), timer));
+                    let armed = self.armed.get_mut(&*key);
+                    if let Some(s) = armed.and_then(|a| a.get_mut(timer as usize)) {
+                        if *s == slot {
+                            *s = 0;
+                        }
                     }
                     let outputs = self.layer.on_timer(&key, timer);
                     self.apply(now, &key, outputs);
@@ -1989,7 +2000,7 @@ impl Endpoint {
         let (key, resp, next) = (p.key.clone(), p.response.clone(), now + p.interval);
         let outputs = self.layer.send_response(&key, resp);
         self.apply(now, &key, outputs);
-        self.arm(next, Target::Retransmit2xx(call), None);
+        self.arm(next, Target::Retransmit2xx(call));
     }
 
     /// Whether a datagram waits to be sent.
