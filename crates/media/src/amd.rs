@@ -371,7 +371,32 @@ pub struct AmdParams {
     /// and the recording lost its first 0.2–0.6 s); the wait is all of the beep → message
     /// delay, bounded by its 300 ms target, so a second beep that starts up to ~260 ms after
     /// the first (a frame for its ramp to read as tonal) is waited for, a later one is not.
+    /// Counted from the tone's end, its decaying tail (see [`TAIL_MAX_FRAMES`]) included: a
+    /// second beep 260 ms after the first would have started within the tail as much as
+    /// within silence (counted from the tail's end, reverberant beeps dropped 330–490 ms
+    /// after the tone: c-1's p95 334 ms). The beep's `machine` verdict (when it makes one)
+    /// waits for the same end: a tone followed by voice within it is no beep
+    /// ([`AmdParams::beep_voice_after`]).
     pub beep_settle: Duration,
+    /// A beep heard after a `human`/`not-sure` verdict turns it into `machine` (and stops
+    /// the message under the ear of whoever answered) only when its tone is at least this
+    /// far above the line's noise floor, dB. Default 20 dB. A voicemail system writes its
+    /// beep into the recording digitally, at a nominal level well above the line's noise
+    /// (30–50 dB on a quiet line; 10–20 dB over a greeting's recorded room noise at worst);
+    /// a tone that a person's room makes behind them — an appliance's pips, a microwave, a
+    /// phone's notification — comes through their microphone with the room's own noise, 5–17
+    /// dB over it in recipe e's kitchens, where it passed every other test of a beep and cut
+    /// 2–3 people in 150 off. Without an earlier verdict (or after `machine`) the beep needs
+    /// only the 10 dB of the tone test: there it stops no one.
+    pub beep_override_margin_db: f32,
+    /// Voice after a tone, before its [`AmdParams::beep_settle`] wait is over, that makes it
+    /// not a beep: it was under ongoing speech (a held vowel read as a tone, or a tone in the
+    /// person's room while they talk), and a voicemail's beep is followed by the recording's
+    /// quiet, not by words. Default 50 ms of the talker's own voice (half the shortest word;
+    /// background voices do not count): a click or a breath is shorter or is not voice. The
+    /// beep's verdict and drop point wait for the end of the settle wait anyway, so this
+    /// costs no time.
+    pub beep_voice_after: Duration,
     /// After a `machine` verdict without a beep: silence that ends the greeting. Default
     /// 3,000 ms: greetings pause under a second between sentences, but the beep can come
     /// 1.5–2.5 s after the last word (at 1.5 s the voicemail message started before such
@@ -411,6 +436,8 @@ impl Default for AmdParams {
             beep_min_tonality_db: 14.0,
             beep_min_dbfs: -50.0,
             beep_settle: ms(280),
+            beep_override_margin_db: 20.0,
+            beep_voice_after: ms(50),
             greeting_end_silence: ms(3000),
             max_greeting_wait: ms(30_000),
             beep_override_window: ms(30_000),
@@ -884,6 +911,16 @@ impl QuietFloor {
     }
 }
 
+/// A tone taken for a beep, waiting out [`AmdParams::beep_settle`] before it is reported.
+#[derive(Debug, Clone, Copy)]
+struct PendingBeep {
+    beep: Beep,
+    /// Time since the tone's end with no tone under way, ms.
+    quiet_ms: u32,
+    /// The talker's voice heard since the tone's end, ms.
+    voice_ms: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ToneRun {
     start_frame: u64,
@@ -898,6 +935,12 @@ struct ToneRun {
     prev_level: f32,
     /// Frames of a decaying tail after the tone (see [`TAIL_MAX_FRAMES`]).
     tail: u32,
+    /// The run's last frames, falling from `fall_top` by at least [`TAIL_MIN_DECAY_DB`] a
+    /// frame on average: a tail still pure enough to pass for the tone (a slow
+    /// reverberation), not the tone. (On average: line noise moves a frame's level by a few
+    /// tenths of a dB as the tail nears it.)
+    falling: u32,
+    fall_top: f32,
 }
 
 impl ToneRun {
@@ -912,6 +955,8 @@ impl ToneRun {
             after: 0,
             prev_level: f.level_dbfs,
             tail: 0,
+            falling: 0,
+            fall_top: f.level_dbfs,
         }
     }
 }
@@ -947,7 +992,7 @@ pub struct Detector {
     voice_streak_ms: u32,
     // drop point
     dropped: bool,
-    pending_drop: Option<(Beep, u32)>,
+    pending_drop: Option<PendingBeep>,
     peak: f32,
     /// The loudest word's loudest frame, decaying (the reference of `foreground_range_db`).
     word_peak: f32,
@@ -1197,17 +1242,23 @@ impl Detector {
         } else {
             self.silence_step(voiced);
         }
-        if let Some((beep, quiet)) = self.pending_drop {
+        if let Some(mut pending) = self.pending_drop {
             // A tone under way (a second or third beep) holds the drop back.
-            let quiet = if self.tone.is_some() {
+            pending.quiet_ms = if self.tone.is_some() {
                 0
             } else {
-                quiet + FRAME_MS
+                pending.quiet_ms + FRAME_MS
             };
-            self.pending_drop = Some((beep, quiet));
-            if quiet >= ms_u32(self.p.beep_settle) {
+            if foreground {
+                pending.voice_ms += FRAME_MS;
+            }
+            self.pending_drop = Some(pending);
+            if pending.voice_ms >= ms_u32(self.p.beep_voice_after) {
+                // Words right after the tone: it was under speech, not a beep.
                 self.pending_drop = None;
-                self.drop_at(DropCause::Beep(beep));
+            } else if pending.quiet_ms >= ms_u32(self.p.beep_settle) {
+                self.pending_drop = None;
+                self.confirm_beep(pending.beep);
             }
         }
         if self.verdict.map(|v| v.kind) == Some(Kind::Machine)
@@ -1399,6 +1450,13 @@ impl Detector {
                     run.freq_sum += f.freq_hz * (1 + run.misses) as f32;
                     run.level_sum += f.level_dbfs * (1 + run.misses) as f32;
                     run.last_freq = f.freq_hz;
+                    let falling = run.falling + 1 + run.misses;
+                    if run.fall_top - f.level_dbfs >= TAIL_MIN_DECAY_DB * falling as f32 {
+                        run.falling = falling;
+                    } else {
+                        run.falling = 0;
+                        run.fall_top = f.level_dbfs;
+                    }
                     run.prev_level = f.level_dbfs;
                     run.misses = 0;
                     if run.frames > max_frames {
@@ -1429,14 +1487,20 @@ impl Detector {
                             self.tone = None;
                             return;
                         }
+                        // The tone ends where its level began to fall steadily (a tail pure
+                        // enough to continue the run is the tone's reverberation).
+                        let falling = run.falling.min(run.frames - min_frames);
                         let beep = Beep {
                             start: Self::frame_time(run.start_frame),
-                            end: Self::frame_time(run.start_frame + u64::from(run.frames)),
+                            end: Self::frame_time(
+                                run.start_frame + u64::from(run.frames - falling),
+                            ),
                             freq_hz: freq,
                             level_dbfs: mean_level,
                         };
+                        let tail = run.tail + falling;
                         self.tone = None;
-                        self.on_beep(beep);
+                        self.on_beep(beep, tail, floor);
                     }
                     return;
                 }
@@ -1477,18 +1541,42 @@ impl Detector {
         }
     }
 
-    fn on_beep(&mut self, beep: Beep) {
-        self.events.push_back(AmdEvent::Beep(beep));
+    /// A tone ended and the line fell quiet after it (`tail`: frames of its decaying tail;
+    /// `floor`: the line's noise floor): a beep if nothing says otherwise before
+    /// `beep_settle` is over (see [`Detector::confirm_beep`]).
+    fn on_beep(&mut self, beep: Beep, tail: u32, floor: f32) {
         match self.verdict {
             Some(v) if v.kind == Kind::Machine => {}
             _ if self.analysed() > self.p.beep_override_window => return,
-            _ => self.decide(Kind::Machine, Cause::Beep),
+            // Someone was judged to have answered: only a tone clearly above the line's
+            // noise overrides that (see `beep_override_margin_db`).
+            Some(_) if beep.level_dbfs < floor + self.p.beep_override_margin_db => return,
+            _ => {}
         }
-        if !self.dropped {
-            // The drop waits `beep_settle` for a further beep (double and triple beeps),
-            // counted from the tone's end: its confirmation was already that quiet.
-            self.pending_drop = Some((beep, BEEP_QUIET_FRAMES * FRAME_MS));
+        if self.dropped {
+            return;
         }
+        if let Some(first) = self.pending_drop.take() {
+            // A beep followed by another (double and triple beeps): the first was one.
+            self.events.push_back(AmdEvent::Beep(first.beep));
+        }
+        // The wait for a further beep (double and triple beeps) and for voice after it
+        // counts from the tone's end: its tail and its confirmation were already that quiet.
+        self.pending_drop = Some(PendingBeep {
+            beep,
+            quiet_ms: (BEEP_QUIET_FRAMES + tail) * FRAME_MS,
+            voice_ms: 0,
+        });
+    }
+
+    /// The settle wait after a beep is over with no voice after it: reports the beep, makes
+    /// the verdict `machine` if it was not, and the drop point.
+    fn confirm_beep(&mut self, beep: Beep) {
+        self.events.push_back(AmdEvent::Beep(beep));
+        if self.verdict.map(|v| v.kind) != Some(Kind::Machine) {
+            self.decide(Kind::Machine, Cause::Beep);
+        }
+        self.drop_at(DropCause::Beep(beep));
     }
 }
 
@@ -2067,6 +2155,94 @@ mod tests {
                 g * a * (2.0 * std::f32::consts::PI * hz * i as f32 / SR).sin()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_tone_under_speech_is_not_a_beep() {
+        // A tone in the person's room while they talk (or a held vowel read as one), with
+        // their words going on 100 ms after it: no beep, no `machine`, the message plays on.
+        let x = cat(&[
+            talker(900, -18.0, 21, 140.0),
+            tone(200, 1000.0, -20.0),
+            silence(100),
+            talker(900, -18.0, 22, 140.0),
+            silence(2000),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        assert!(beeps(&ev).is_empty(), "{ev:?}");
+        assert!(
+            ev.iter()
+                .all(|e| !matches!(e, AmdEvent::Verdict(v) if v.kind == Kind::Machine)),
+            "{ev:?}"
+        );
+        assert_eq!(drop_point(&ev), None);
+        // The same tone with the line quiet after it is a beep.
+        let y = cat(&[
+            talker(900, -18.0, 21, 140.0),
+            tone(200, 1000.0, -20.0),
+            silence(2000),
+        ]);
+        assert_eq!(beeps(&run(AmdParams::default(), &g711(&y))).len(), 1);
+    }
+
+    #[test]
+    fn pips_in_a_room_do_not_override_a_person() {
+        // "Hello?" over a room's noise at −50 dBFS, judged human; then an appliance's three
+        // pips 14 dB over the noise: every feature of a beep but its level over the line's
+        // noise (`beep_override_margin_db`), so the person is not cut off.
+        let pips = |db: f32| {
+            cat(&[
+                tone(120, 2000.0, db),
+                silence(120),
+                tone(120, 2000.0, db),
+                silence(120),
+                tone(120, 2000.0, db),
+            ])
+        };
+        for (pip_db, machine) in [(-36.0, false), (-24.0, true)] {
+            let mut x = cat(&[
+                silence(300),
+                talker(700, -22.0, 23, 180.0),
+                silence(1500),
+                pips(pip_db),
+                silence(1500),
+            ]);
+            add_noise(&mut x, -50.0, 24);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert_eq!(
+                first_verdict(&ev).map(|v| v.kind),
+                Some(Kind::Human),
+                "{ev:?}"
+            );
+            let judged_machine = ev
+                .iter()
+                .any(|e| matches!(e, AmdEvent::Verdict(v) if v.kind == Kind::Machine));
+            assert_eq!(judged_machine, machine, "pips at {pip_db} dBFS: {ev:?}");
+        }
+    }
+
+    #[test]
+    fn a_reverberant_beep_drops_within_the_settle_of_its_tone() {
+        // The settle wait counts from the tone's end, its tail included: in a room whose
+        // reverberation takes the tone 10 dB down in ~70 ms (150 dB/s), the drop is decided
+        // no later than `beep_settle` (plus two frames) after the tone (counted from the
+        // tail's end, it came ~70 ms later).
+        let mut x = cat(&[
+            speech(4000, -18.0, 25),
+            silence(300),
+            tone_with_tail(300, 1100.0, -20.0, 600, 150.0),
+            silence(1000),
+        ]);
+        add_noise(&mut x, -55.0, 26);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let d = drop_point(&ev).expect("a drop point");
+        assert!(matches!(d.cause, DropCause::Beep(_)), "{d:?}");
+        let tone_end = Duration::from_millis(4000 + 300 + 300);
+        assert!(
+            d.at <= tone_end + AmdParams::default().beep_settle + Duration::from_millis(20),
+            "{d:?}"
+        );
+        assert!(d.at >= tone_end, "{d:?}");
     }
 
     #[test]
