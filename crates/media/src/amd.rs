@@ -64,6 +64,13 @@ const BEEP_QUIET_FRAMES: u32 = 5;
 const TAIL_MAX_FRAMES: u32 = 40;
 /// Least fall per frame of a beep's decaying tail, dB (50 dB/s: an RT60 of 1.2 s).
 const TAIL_MIN_DECAY_DB: f32 = 0.5;
+/// A tone run whose last frames fell steadily (by [`TAIL_MIN_DECAY_DB`] a frame on average)
+/// for this many frames has ended where the fall began: 100 ms, 5+ dB down. A slow
+/// reverberation stays pure enough to pass for the tone for 300–500 ms before its 10 dB drop
+/// (recipe c's reverberant beeps were dropped 400–540 ms after the tone); a steady beep does
+/// not fall 5 dB in 100 ms, an amplitude-modulated one falls for a quarter period (≤ 25 ms
+/// at 10+ Hz), a beep's fade-out lasts 5–50 ms.
+const FALL_END_FRAMES: u32 = 10;
 /// Least tonality of a tail frame, dB: a tone's reverberation is the tone (its energy stays
 /// at its frequency until the line noise takes over, by when it is 10 dB down); a held
 /// vowel's reverberant decay in a speaker-phone greeting is not (one such vowel was taken
@@ -360,9 +367,13 @@ pub struct AmdParams {
     /// Default 14 dB: a G.711 beep gives 30+ dB, a beep 20 dB above line noise about 18 dB;
     /// voiced speech fails the steadiness, chords and noise the purity.
     pub beep_min_tonality_db: f32,
-    /// Beep: least level (dBFS). Default −50 dBFS: a beep is often recorded as quietly as
-    /// the greeting, −30 to −45 dBFS on a quiet line; the tonality, the margin over the noise
-    /// floor (10 dB) and the quiet after it keep line noise out.
+    /// Beep: least level (dBFS). Default −56 dBFS: a beep is often recorded as quietly as
+    /// the greeting, −30 to −50 dBFS on a quiet line (a greeting at −39 dBFS RMS with its
+    /// beep 8–11 dB under it: −50 to −51 dBFS, which −50 missed while its tonality was
+    /// 28–30 dB and the line 25 dB under it); G.711 still carries a tone at −56 dBFS with
+    /// ~30 dB of signal to quantisation noise. The tonality, the margin over the noise
+    /// floor (10 dB, 20 to override a person: `beep_override_margin_db`) and the quiet after
+    /// it keep line noise out.
     pub beep_min_dbfs: f32,
     /// After a beep: how long, from the tone's end, to wait for another before the drop
     /// point (double and triple beeps; the recording starts after the last). Default 280 ms:
@@ -397,8 +408,8 @@ pub struct AmdParams {
     /// beep's verdict and drop point wait for the end of the settle wait anyway, so this
     /// costs no time.
     pub beep_voice_after: Duration,
-    /// After a `machine` verdict without a beep: silence that ends the greeting. Default
-    /// 3,000 ms: greetings pause under a second between sentences, but the beep can come
+    /// After a `machine` verdict without a beep: silence that ends the greeting (not while
+    /// a tone is under way: it may be the beep). Default 3,000 ms: greetings pause under a second between sentences, but the beep can come
     /// 1.5–2.5 s after the last word (at 1.5 s the voicemail message started before such
     /// beeps and the recording lost its start); machines that do not beep record from the
     /// greeting's end, so waiting longer only leaves silence on the recording, and voicemail
@@ -434,7 +445,7 @@ impl Default for AmdParams {
             beep_min_length: ms(100),
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
-            beep_min_dbfs: -50.0,
+            beep_min_dbfs: -56.0,
             beep_settle: ms(280),
             beep_override_margin_db: 20.0,
             beep_voice_after: ms(50),
@@ -1007,6 +1018,9 @@ pub struct Detector {
     echo_ceiling: f32,
     events: std::collections::VecDeque<AmdEvent>,
     two_tone_gate: TwoToneGate,
+    /// The tail of a tone ended by its steady fall: its frequency and last level. Frames
+    /// that go on falling at that frequency are the tail, not a new tone.
+    decaying: Option<(f32, f32)>,
 }
 
 impl Detector {
@@ -1045,6 +1059,7 @@ impl Detector {
             echo_ceiling: f32::MIN,
             events: std::collections::VecDeque::new(),
             two_tone_gate: TwoToneGate::new(),
+            decaying: None,
         }
     }
 
@@ -1243,8 +1258,12 @@ impl Detector {
             self.silence_step(voiced);
         }
         if let Some(mut pending) = self.pending_drop {
-            // A tone under way (a second or third beep) holds the drop back.
-            pending.quiet_ms = if self.tone.is_some() {
+            // A tone under way (a second or third beep) holds the drop back — if it is as
+            // loud as a beep: within 10 dB of this one (the drop that ends a tone). Fragments
+            // of a beep's reverberation 20–30 dB down are tonal too, and held reverberant
+            // beeps' drops 400–600 ms past the tone.
+            let second = self.tone.is_some() && f.level_dbfs >= pending.beep.level_dbfs - 10.0;
+            pending.quiet_ms = if second {
                 0
             } else {
                 pending.quiet_ms + FRAME_MS
@@ -1265,7 +1284,10 @@ impl Detector {
             && !self.dropped
             && self.pending_drop.is_none()
         {
-            if self.silence_ms >= ms_u32(self.p.greeting_end_silence) {
+            // A tone under way when the greeting's silence runs out is perhaps the beep that
+            // ends it (machines beep up to ~3 s after the last word): the drop on silence
+            // waits for the tone to end (or be a beep), bounded by `max_greeting_wait`.
+            if self.silence_ms >= ms_u32(self.p.greeting_end_silence) && self.tone.is_none() {
                 self.drop_at(DropCause::Silence);
             } else if self.analysed() >= self.p.max_greeting_wait {
                 self.drop_at(DropCause::Timeout);
@@ -1436,6 +1458,17 @@ impl Detector {
             .max(2);
         let max_frames = ms_u32(p.beep_max_length).div_ceil(FRAME_MS);
         let frame_no = self.frames - 1;
+        if let Some((freq, level)) = self.decaying {
+            // A tail rises by no more than line noise moves it, and keeps the tone's pitch.
+            if f.level_dbfs <= level + 1.0
+                && f.tonality_db >= TAIL_MIN_TONALITY_DB
+                && (f.freq_hz - freq).abs() <= 0.05 * freq
+            {
+                self.decaying = Some((freq, f.level_dbfs));
+                return;
+            }
+            self.decaying = None;
+        }
         match self.tone.as_mut() {
             None => {
                 if tonal {
@@ -1463,6 +1496,19 @@ impl Detector {
                         // Too long for a beep: wait for it to stop before looking again.
                         run.frames = max_frames + 1;
                     }
+                    let steady = run.frames - run.falling;
+                    if run.falling >= FALL_END_FRAMES
+                        && steady >= min_frames
+                        && steady <= max_frames
+                    {
+                        // A steady tone, then a steady fall: its reverberation (or echo), still
+                        // pure enough to pass for it. The tone has ended; the rest of the tail
+                        // is followed without starting a tone (see `decaying`).
+                        let r = *run;
+                        self.tone = None;
+                        self.decaying = Some((r.last_freq, f.level_dbfs));
+                        self.tone_ended(r, r.falling, min_frames, floor);
+                    }
                     return;
                 }
                 let long_enough = run.frames >= min_frames && run.frames <= max_frames;
@@ -1472,35 +1518,14 @@ impl Detector {
                 if long_enough && quieter {
                     run.after += 1;
                     if run.after >= BEEP_QUIET_FRAMES {
-                        let freq = run.freq_sum / run.frames as f32;
-                        // The last note of a tune is followed by quiet too: a tone that two
-                        // other notes led up to within the last 2 s is music, not a beep
-                        // (a two-note beep has one before it, a triple beep's are its own
-                        // pitch).
-                        let since = run.start_frame.saturating_sub(TUNE_SPAN_FRAMES);
-                        let led_up = self
-                            .notes
-                            .iter()
-                            .filter(|(end, f)| *end >= since && (f - freq).abs() > 0.03 * freq)
-                            .count();
-                        if led_up >= TUNE_NOTES {
-                            self.tone = None;
-                            return;
-                        }
-                        // The tone ends where its level began to fall steadily (a tail pure
-                        // enough to continue the run is the tone's reverberation).
-                        let falling = run.falling.min(run.frames - min_frames);
-                        let beep = Beep {
-                            start: Self::frame_time(run.start_frame),
-                            end: Self::frame_time(
-                                run.start_frame + u64::from(run.frames - falling),
-                            ),
-                            freq_hz: freq,
-                            level_dbfs: mean_level,
-                        };
-                        let tail = run.tail + falling;
+                        let r = *run;
                         self.tone = None;
-                        self.on_beep(beep, tail, floor);
+                        self.tone_ended(
+                            r,
+                            BEEP_QUIET_FRAMES + r.tail + r.falling,
+                            min_frames,
+                            floor,
+                        );
                     }
                     return;
                 }
@@ -1541,10 +1566,40 @@ impl Detector {
         }
     }
 
-    /// A tone ended and the line fell quiet after it (`tail`: frames of its decaying tail;
-    /// `floor`: the line's noise floor): a beep if nothing says otherwise before
+    /// A tone ended `since_end` frames ago (its decaying tail and the quiet that confirmed
+    /// it; `floor`: the line's noise floor): a beep if nothing says otherwise before
     /// `beep_settle` is over (see [`Detector::confirm_beep`]).
-    fn on_beep(&mut self, beep: Beep, tail: u32, floor: f32) {
+    /// A tone run ended (its confirmation quiet, or a steady fall after it), `since_end`
+    /// frames after the tone itself: a beep unless it is the last note of a tune or has no
+    /// steady part of a beep's length.
+    fn tone_ended(&mut self, run: ToneRun, since_end: u32, min_frames: u32, floor: f32) {
+        let freq = run.freq_sum / run.frames as f32;
+        // The last note of a tune is followed by quiet too: a tone that two other notes led
+        // up to within the last 2 s is music, not a beep (a two-note beep has one before it,
+        // a triple beep's are its own pitch).
+        let since = run.start_frame.saturating_sub(TUNE_SPAN_FRAMES);
+        let led_up = self
+            .notes
+            .iter()
+            .filter(|(end, f)| *end >= since && (f - freq).abs() > 0.03 * freq)
+            .count();
+        // The tone ends where its level began to fall steadily (a tail pure enough to
+        // continue the run is the tone's reverberation): what is steady before must be as
+        // long as a beep (a plucked or struck note falls from its start).
+        let steady = run.frames - run.falling;
+        if led_up >= TUNE_NOTES || steady < min_frames {
+            return;
+        }
+        let beep = Beep {
+            start: Self::frame_time(run.start_frame),
+            end: Self::frame_time(run.start_frame + u64::from(steady)),
+            freq_hz: freq,
+            level_dbfs: run.level_sum / run.frames as f32,
+        };
+        self.on_beep(beep, since_end, floor);
+    }
+
+    fn on_beep(&mut self, beep: Beep, since_end: u32, floor: f32) {
         match self.verdict {
             Some(v) if v.kind == Kind::Machine => {}
             _ if self.analysed() > self.p.beep_override_window => return,
@@ -1564,7 +1619,7 @@ impl Detector {
         // counts from the tone's end: its tail and its confirmation were already that quiet.
         self.pending_drop = Some(PendingBeep {
             beep,
-            quiet_ms: (BEEP_QUIET_FRAMES + tail) * FRAME_MS,
+            quiet_ms: since_end * FRAME_MS,
             voice_ms: 0,
         });
     }
@@ -2155,6 +2210,23 @@ mod tests {
                 g * a * (2.0 * std::f32::consts::PI * hz * i as f32 / SR).sin()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_beep_as_the_greeting_silence_runs_out_is_waited_for() {
+        // A machine that beeps 2.95 s after its last word, quietly (−52 dBFS, a greeting
+        // recorded at −40): the drop on 3 s of silence would fall inside the beep; it waits
+        // for the tone and drops on it.
+        let x = cat(&[
+            speech(4500, -40.0, 27),
+            silence(2950),
+            tone(300, 1650.0, -52.0),
+            silence(1500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let d = drop_point(&ev).expect("a drop point");
+        assert!(matches!(d.cause, DropCause::Beep(_)), "{ev:?}");
+        assert!(d.at >= Duration::from_millis(4500 + 2950 + 300), "{d:?}");
     }
 
     #[test]
