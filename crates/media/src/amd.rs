@@ -407,7 +407,9 @@ pub struct AmdParams {
     /// not a beep: it was under ongoing speech (a held vowel read as a tone, or a tone in the
     /// person's room while they talk), and a voicemail's beep is followed by the recording's
     /// quiet, not by words. Default 50 ms of the talker's own voice (half the shortest word;
-    /// background voices do not count): a click or a breath is shorter or is not voice. The
+    /// background voices do not count) within 10 dB of the tone's level (our message's
+    /// residual echo after a beep is not: counted, it cost 8 machines in 150 with our echo
+    /// at 15 dB of return loss): a click or a breath is shorter or is not voice. The
     /// beep's verdict and drop point wait for the end of the settle wait anyway, so this
     /// costs no time.
     pub beep_voice_after: Duration,
@@ -1271,7 +1273,10 @@ impl Detector {
             } else {
                 pending.quiet_ms + FRAME_MS
             };
-            if foreground {
+            // The talker's voice, as loud as the tone (within the 10 dB that ends a tone): a
+            // person over whose words a tone played, or whose vowel read as one. Our own
+            // message's residual echo after a machine's beep is far under the beep.
+            if foreground && f.level_dbfs >= pending.beep.level_dbfs - 10.0 {
                 pending.voice_ms += FRAME_MS;
             }
             self.pending_drop = Some(pending);
@@ -1608,7 +1613,11 @@ impl Detector {
             _ if self.analysed() > self.p.beep_override_window => return,
             // Someone was judged to have answered: only a tone clearly above the line's
             // noise overrides that (see `beep_override_margin_db`).
-            Some(_) if beep.level_dbfs < floor + self.p.beep_override_margin_db => return,
+            Some(_)
+                if beep.level_dbfs < self.line_floor(floor) + self.p.beep_override_margin_db =>
+            {
+                return
+            }
             _ => {}
         }
         if self.dropped {
@@ -1625,6 +1634,18 @@ impl Detector {
             quiet_ms: since_end * FRAME_MS,
             voice_ms: 0,
         });
+    }
+
+    /// The line's own noise: the quietest it has been since the answer (a 100 ms block's
+    /// mean level), or the running floor if that is lower. Not the running floor alone: our
+    /// message's residual echo raises it while it plays, and a beep 20 dB over the line is
+    /// not 20 dB over our echo.
+    fn line_floor(&self, floor: f32) -> f32 {
+        if self.quiet_floor.least.is_finite() {
+            self.quiet_floor.least.min(floor)
+        } else {
+            floor
+        }
     }
 
     /// The settle wait after a beep is over with no voice after it: reports the beep, makes
