@@ -9,8 +9,12 @@
 //!   `AMD()` (initial silence, greeting length, word count and length, silence after the
 //!   greeting, total analysis time; see [`AmdParams`] for each bound and why);
 //! * a [`Beep`]: a single stable tone (350–3,000 Hz, ≥ 100 ms) followed by a drop in level —
-//!   the "leave your message after the tone" tone. A beep is only made by machines, so one
-//!   heard after a `human`/`not-sure` verdict (a short greeting) turns it into `machine`;
+//!   the "leave your message after the tone" tone, reported once the line has stayed free of
+//!   the talker's voice for [`AmdParams::beep_settle`] after it (a tone under speech is not a
+//!   beep). A beep is only made by machines, so one heard after a `human`/`not-sure` verdict
+//!   (a short greeting) turns it into `machine` — if it is
+//!   [`AmdParams::beep_override_margin_db`] over the line's noise (a tone in a person's room
+//!   is not);
 //! * once the verdict is `machine`, a [`DropPoint`]: where a voicemail message should start —
 //!   at the beep's end, or when the greeting has ended without a beep (a long silence), or at
 //!   a bound.
