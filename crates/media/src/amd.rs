@@ -417,6 +417,15 @@ pub struct AmdParams {
     /// beep's verdict and drop point wait for the end of the settle wait anyway, so this
     /// costs no time.
     pub beep_voice_after: Duration,
+    /// After a drop point: how long a later beep is still listened for, ms from the drop.
+    /// Such a beep is a new drop point (the voicemail message restarts after it: the call
+    /// script plays it again from its start). Default 1,000 ms: some machines beep twice
+    /// 0.3–0.5 s apart, and some play a chime whose last note is a beep by every feature
+    /// 0.4 s before the real beep — waiting `beep_settle` longer for them would delay every
+    /// single beep's message past the 300 ms target; restarting costs only the message's
+    /// first second, said before the recording began. A second beep up to ~1.3 s after the
+    /// first (a beep of 300 ms, confirmed 280 ms after it) is caught.
+    pub beep_restart_window: Duration,
     /// After a `machine` verdict without a beep: silence that ends the greeting (not while
     /// a tone is under way: it may be the beep). Default 3,000 ms: greetings pause under a second between sentences, but the beep can come
     /// 1.5–2.5 s after the last word (at 1.5 s the voicemail message started before such
@@ -458,6 +467,7 @@ impl Default for AmdParams {
             beep_settle: ms(280),
             beep_override_margin_db: 20.0,
             beep_voice_after: ms(50),
+            beep_restart_window: ms(1000),
             greeting_end_silence: ms(3000),
             max_greeting_wait: ms(30_000),
             beep_override_window: ms(30_000),
@@ -1012,6 +1022,8 @@ pub struct Detector {
     voice_streak_ms: u32,
     // drop point
     dropped: bool,
+    /// When the last drop point was reported (analysed time).
+    dropped_at: Duration,
     pending_drop: Option<PendingBeep>,
     peak: f32,
     /// The loudest word's loudest frame, decaying (the reference of `foreground_range_db`).
@@ -1058,6 +1070,7 @@ impl Detector {
             notes: std::collections::VecDeque::new(),
             voice_streak_ms: 0,
             dropped: false,
+            dropped_at: Duration::ZERO,
             pending_drop: None,
             peak: FLOOR_DBFS,
             word_peak: FLOOR_DBFS,
@@ -1091,7 +1104,7 @@ impl Detector {
     /// is final (`human`/`not-sure` past the beep window).
     pub fn is_done(&self) -> bool {
         if self.dropped {
-            return true;
+            return !self.restart_open();
         }
         match self.verdict {
             Some(v) if v.kind != Kind::Machine => self.analysed() >= self.p.beep_override_window,
@@ -1368,6 +1381,7 @@ impl Detector {
 
     fn drop_at(&mut self, cause: DropCause) {
         self.dropped = true;
+        self.dropped_at = self.analysed();
         self.events.push_back(AmdEvent::Drop(DropPoint {
             cause,
             at: self.analysed(),
@@ -1624,7 +1638,7 @@ impl Detector {
             }
             _ => {}
         }
-        if self.dropped {
+        if self.dropped && !self.restart_open() {
             return;
         }
         if let Some(first) = self.pending_drop.take() {
@@ -1638,6 +1652,11 @@ impl Detector {
             quiet_ms: since_end * FRAME_MS,
             voice_ms: 0,
         });
+    }
+
+    /// Whether a beep can still move the drop point (see `beep_restart_window`).
+    fn restart_open(&self) -> bool {
+        self.dropped && self.analysed() <= self.dropped_at + self.p.beep_restart_window
     }
 
     /// The line's own noise: the quietest it has been since the answer (a 100 ms block's
@@ -1944,23 +1963,52 @@ mod tests {
     }
 
     #[test]
-    fn a_second_beep_past_the_settle_is_not_waited_for() {
+    fn a_second_beep_past_the_settle_is_not_waited_for_but_restarts_the_drop() {
         // The wait is bounded (the beep → message delay): 500 ms after the first, the
-        // voicemail has started.
+        // voicemail has started; the second beep is a new drop point after it (the message
+        // restarts), within `beep_restart_window`.
         let x = cat(&[
             speech(4000, -18.0, 2),
             silence(500),
             tone(180, 880.0, -14.0),
             silence(500),
             tone(180, 880.0, -14.0),
-            silence(1500),
+            silence(2500),
         ]);
         let ev = run(AmdParams::default(), &g711(&x));
         let b = beeps(&ev);
-        assert!(!b.is_empty(), "{ev:?}");
-        let d = drop_point(&ev).expect("a drop point");
-        assert_eq!(d.cause, DropCause::Beep(b[0]), "{ev:?}");
-        assert!(d.at - b[0].end <= AmdParams::default().beep_settle, "{d:?}");
+        assert_eq!(b.len(), 2, "{ev:?}");
+        let drops: Vec<DropPoint> = ev
+            .iter()
+            .filter_map(|e| match e {
+                AmdEvent::Drop(d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(drops.len(), 2, "{ev:?}");
+        assert_eq!(drops[0].cause, DropCause::Beep(b[0]), "{ev:?}");
+        assert!(
+            drops[0].at - b[0].end <= AmdParams::default().beep_settle,
+            "{drops:?}"
+        );
+        assert_eq!(drops[1].cause, DropCause::Beep(b[1]), "{ev:?}");
+        assert!(drops[1].at >= b[1].end, "{drops:?}");
+        assert!(
+            drops[1].at - b[1].end <= AmdParams::default().beep_settle,
+            "{drops:?}"
+        );
+        // A beep 1.5 s after the drop is past the window: nothing moves.
+        let y = cat(&[
+            speech(4000, -18.0, 2),
+            silence(500),
+            tone(180, 880.0, -14.0),
+            silence(1800),
+            tone(180, 880.0, -14.0),
+            silence(1500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&y));
+        let n = ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count();
+        assert_eq!(n, 1, "{ev:?}");
     }
 
     #[test]
