@@ -1022,8 +1022,9 @@ pub struct Detector {
     voice_streak_ms: u32,
     // drop point
     dropped: bool,
-    /// When the last drop point was reported (analysed time).
+    /// When the last drop point was reported (analysed time), and the level of its beep.
     dropped_at: Duration,
+    dropped_beep: Option<f32>,
     pending_drop: Option<PendingBeep>,
     peak: f32,
     /// The loudest word's loudest frame, decaying (the reference of `foreground_range_db`).
@@ -1071,6 +1072,7 @@ impl Detector {
             voice_streak_ms: 0,
             dropped: false,
             dropped_at: Duration::ZERO,
+            dropped_beep: None,
             pending_drop: None,
             peak: FLOOR_DBFS,
             word_peak: FLOOR_DBFS,
@@ -1382,6 +1384,10 @@ impl Detector {
     fn drop_at(&mut self, cause: DropCause) {
         self.dropped = true;
         self.dropped_at = self.analysed();
+        self.dropped_beep = match &cause {
+            DropCause::Beep(b) => Some(b.level_dbfs),
+            _ => None,
+        };
         self.events.push_back(AmdEvent::Drop(DropPoint {
             cause,
             at: self.analysed(),
@@ -1638,7 +1644,15 @@ impl Detector {
             }
             _ => {}
         }
-        if self.dropped && !self.restart_open() {
+        if self.dropped
+            && !(self.restart_open()
+                && self
+                    .dropped_beep
+                    .is_none_or(|first| beep.level_dbfs >= first - 20.0))
+        {
+            // Past the restart window; or a tone 20 dB under the beep that made the drop
+            // point (a fragment of its reverberation, 20–30 dB down), not a second beep (a
+            // chime's note and the beep after it are recorded within ~12 dB of each other).
             return;
         }
         if let Some(first) = self.pending_drop.take() {
