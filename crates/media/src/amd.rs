@@ -2320,6 +2320,38 @@ mod tests {
     }
 
     #[test]
+    fn a_chime_then_a_beep_drops_after_the_beep() {
+        // A falling three-note chime whose last note passes for a beep, then the beep 0.4 s
+        // later: the last drop point is the beep's (the voicemail message restarts there).
+        let x = cat(&[
+            speech(4000, -18.0, 31),
+            silence(500),
+            tone(150, 1319.0, -16.0),
+            tone(150, 1047.0, -16.0),
+            tone(150, 784.0, -16.0),
+            silence(400),
+            tone(300, 1000.0, -20.0),
+            silence(2500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let last = ev
+            .iter()
+            .filter_map(|e| match e {
+                AmdEvent::Drop(d) => Some(*d),
+                _ => None,
+            })
+            .last()
+            .expect("a drop point");
+        let beep_end = Duration::from_millis(4000 + 500 + 450 + 400 + 300);
+        match last.cause {
+            DropCause::Beep(b) => assert!((b.freq_hz - 1000.0).abs() < 20.0, "{ev:?}"),
+            c => panic!("{c:?}: {ev:?}"),
+        }
+        assert!(last.at >= beep_end, "{ev:?}");
+        assert!(last.at <= beep_end + Duration::from_millis(300), "{ev:?}");
+    }
+
+    #[test]
     fn a_tone_under_speech_is_not_a_beep() {
         // A tone in the person's room while they talk (or a held vowel read as one), with
         // their words going on 100 ms after it: no beep, no `machine`, the message plays on.
