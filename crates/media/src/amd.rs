@@ -2336,11 +2336,11 @@ mod tests {
         let ev = run(AmdParams::default(), &g711(&x));
         let last = ev
             .iter()
-            .filter_map(|e| match e {
+            .rev()
+            .find_map(|e| match e {
                 AmdEvent::Drop(d) => Some(*d),
                 _ => None,
             })
-            .last()
             .expect("a drop point");
         let beep_end = Duration::from_millis(4000 + 500 + 450 + 400 + 300);
         match last.cause {
