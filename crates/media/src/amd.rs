@@ -1034,11 +1034,11 @@ impl Detector {
     pub fn feed(&mut self, now: Instant, samples: &[i16]) {
         self.fill_gap(now);
         for &s in samples {
-            let n = self.frames * FRAME as u64 + self.buf.len() as u64;
-            let x = self.high_pass.step(f32::from(s));
-            // What the far end said, our own echo taken out.
-            self.buf.push(self.echo.process(n, x));
+            self.buf.push(self.high_pass.step(f32::from(s)));
             if self.buf.len() == FRAME {
+                // What the far end said, our own echo taken out.
+                self.echo
+                    .process_frame(self.frames * FRAME as u64, &mut self.buf);
                 let f = analyse(&self.buf, &mut self.two_tone_gate);
                 self.buf.clear();
                 self.echo_ceiling = self.echo.end_frame(self.frames, self.p.echo_return_loss_db);

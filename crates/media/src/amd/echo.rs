@@ -302,114 +302,146 @@ impl EchoCanceller {
         self.state
     }
 
-    /// One far-end sample (high-passed) at far-end sample index `n`: the residual.
-    pub(super) fn process(&mut self, n: u64, d: f32) -> f32 {
-        let n = n as i64;
+    /// One far-end frame (high-passed), its first sample at far-end sample index `n0`:
+    /// replaced in place by the residual. Our audio is processed per frame (its envelope
+    /// blocks tile the far end's frames), the filter per sample over a window of our audio
+    /// sliced once per block.
+    pub(super) fn process_frame(&mut self, n0: u64, frame: &mut [f32]) {
         let Some(r) = self.reference.as_mut() else {
-            return d;
+            return;
         };
-        r.advance(n + 1 + FRAME as i64);
-        // The envelope correlation, per block.
-        let k = n.div_euclid(BLOCK as i64);
-        if self.far_block != Some(k) {
-            if let Some(done) = self.far_block {
-                let env = self.far_sum / BLOCK as f32;
-                let (offset, renv) = (r.offset, Reference::block(&r.env, r.offset, done));
-                self.correlate(env, renv, offset, done);
+        let n0 = n0 as i64;
+        r.advance(n0 + frame.len() as i64 + FRAME as i64);
+        let mut at = 0;
+        while at < frame.len() {
+            let n = n0 + at as i64;
+            // The envelope correlation, per block (the block before, when this one starts).
+            let k = n.div_euclid(BLOCK as i64);
+            let end = usize::try_from((k + 1) * BLOCK as i64 - n0)
+                .unwrap_or(frame.len())
+                .min(frame.len());
+            if self.far_block != Some(k) {
+                if let Some(done) = self.far_block {
+                    let env = self.far_sum / BLOCK as f32;
+                    let (offset, renv) = match self.reference.as_ref() {
+                        Some(r) => (r.offset, Reference::block(&r.env, r.offset, done)),
+                        None => return,
+                    };
+                    self.correlate(env, renv, offset, done);
+                }
+                self.far_block = Some(k);
+                self.far_sum = 0.0;
             }
-            self.far_block = Some(k);
-            self.far_sum = 0.0;
+            let Some(block) = frame.get_mut(at..end) else {
+                return;
+            };
+            self.far_sum += block.iter().map(|d| d.abs()).sum::<f32>();
+            match self.state {
+                PathState::Found(delay) => self.filter_block(n, delay, block),
+                _ => {
+                    for &d in block.iter() {
+                        self.far_e += d * d;
+                        self.res_e += d * d;
+                    }
+                }
+            }
+            at = end;
         }
-        self.far_sum += d.abs();
-        let Some(r) = self.reference.as_ref() else {
-            return d;
+    }
+
+    /// The filter over far-end samples `block` from index `n` (within one envelope block),
+    /// the echo `delay` samples late: each sample replaced by the residual.
+    fn filter_block(&mut self, n: i64, delay: usize, block: &mut [f32]) {
+        let Some(r) = self.reference.take() else {
+            return;
         };
-        let PathState::Found(delay) = self.state else {
-            self.far_e += d * d;
-            self.res_e += d * d;
-            return d;
-        };
-        // Geigel: louder than half our loudest in the filter's span is the far end talking.
-        // The span's blocks move with its first sample's block: looked up once per block.
-        let first = n - delay as i64;
-        let first_block = first.div_euclid(BLOCK as i64);
-        if self.peak_block != Some(first_block) {
-            self.peak_block = Some(first_block);
-            self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
-                .map(|b| Reference::block(&r.peak, r.offset, first_block - b))
-                .fold(0f32, f32::max);
-        }
-        let span_peak = self.span_peak;
-        self.far_e += d * d;
-        if span_peak < SILENT_PEAK {
-            // Our audio is silent over the span (a pause, or before or after it): no echo to
-            // predict, nothing to learn; the far end is all residual.
-            self.res_e += d * d;
-            if d.abs() > 0.5 * span_peak {
+        let len = r.samples.len() as i64;
+        // The span of our audio the block's filters read, oldest first: for sample `i`,
+        // `x[j]` (j < TAPS) was sent at n + i − delay − (TAPS − 1 − j).
+        let lo0 = n - delay as i64 - (TAPS as i64 - 1) - r.offset as i64;
+        let span = usize::try_from(lo0)
+            .ok()
+            .and_then(|lo| r.samples.get(lo..lo + block.len() + TAPS - 1));
+        for (i, d) in block.iter_mut().enumerate() {
+            let n = n + i as i64;
+            // Geigel: louder than half our loudest in the filter's span is the far end
+            // talking. The span's blocks move with its first sample's block: looked up once
+            // per block.
+            let first_block = (n - delay as i64).div_euclid(BLOCK as i64);
+            if self.peak_block != Some(first_block) {
+                self.peak_block = Some(first_block);
+                self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
+                    .map(|b| Reference::block(&r.peak, r.offset, first_block - b))
+                    .fold(0f32, f32::max);
+            }
+            let span_peak = self.span_peak;
+            let far = *d;
+            self.far_e += far * far;
+            if far.abs() > 0.5 * span_peak {
                 self.hangover = HANGOVER;
                 self.double_talk = true;
             } else if self.hangover > 0 {
                 self.hangover -= 1;
             }
-            return d;
-        }
-        // The filter's span of our audio, oldest first: x[j] was sent at
-        // n − delay − (TAPS − 1 − j).
-        let lo = first - (TAPS as i64 - 1) - r.offset as i64;
-        let mut edge = [0f32; TAPS];
-        let x: &[f32; TAPS] = match usize::try_from(lo)
-            .ok()
-            .and_then(|lo| r.samples.get(lo..lo + TAPS))
-            .and_then(|w| <&[f32; TAPS]>::try_from(w).ok())
-        {
-            Some(w) => w,
-            None => {
-                // At our audio's ends: the part of the span inside it, zeros around.
-                let len = r.samples.len() as i64;
-                let (from, to) = (lo.clamp(0, len), (lo + TAPS as i64).clamp(0, len));
-                if let (Ok(from), Ok(to), Ok(at)) = (
-                    usize::try_from(from),
-                    usize::try_from(to),
-                    usize::try_from(from - lo),
-                ) {
-                    if let (Some(src), Some(dst)) =
-                        (r.samples.get(from..to), edge.get_mut(at..at + (to - from)))
-                    {
-                        dst.copy_from_slice(src);
+            if span_peak < SILENT_PEAK {
+                // Our audio is silent over the span (a pause, or before or after it): no echo
+                // to predict, nothing to learn; the far end is all residual.
+                self.res_e += far * far;
+                continue;
+            }
+            let lo = lo0 + i as i64;
+            let mut edge = [0f32; TAPS];
+            let x: &[f32; TAPS] = match span
+                .and_then(|s| s.get(i..i + TAPS))
+                .and_then(|w| <&[f32; TAPS]>::try_from(w).ok())
+            {
+                Some(w) => w,
+                None => {
+                    // At our audio's ends: the part of the span inside it, zeros around.
+                    let (from, to) = (lo.clamp(0, len), (lo + TAPS as i64).clamp(0, len));
+                    if let (Ok(from), Ok(to), Ok(at)) = (
+                        usize::try_from(from),
+                        usize::try_from(to),
+                        usize::try_from(from - lo),
+                    ) {
+                        if let (Some(src), Some(dst)) =
+                            (r.samples.get(from..to), edge.get_mut(at..at + (to - from)))
+                        {
+                            dst.copy_from_slice(src);
+                        }
                     }
+                    &edge
                 }
-                &edge
-            }
-        };
-        let y = dot(&self.fore, x);
-        let e = d - y;
-        if d.abs() > 0.5 * span_peak {
-            self.hangover = HANGOVER;
-            self.double_talk = true;
-        } else if self.hangover > 0 {
-            self.hangover -= 1;
-        }
-        if self.hangover == 0 {
-            // Only while learning is the background filter run (its output is its error).
-            let e_bg = d - dot(&self.taps, x);
-            let power = {
-                let len = r.samples.len() as i64;
-                let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
-                let at = |i| r.energy.get(span(i)).copied().unwrap_or(0.0);
-                (at(lo + TAPS as i64) - at(lo)).max(0.0) as f32
             };
-            self.adapted = self.adapted.saturating_add(1);
-            let g = MU * e_bg / (power + DELTA * TAPS as f32);
-            for (w, v) in self.taps.iter_mut().zip(x.iter()) {
-                *w = *w * (1.0 - LEAK) + g * v;
-            }
-            self.bg_e += e_bg * e_bg;
-            self.adapt_res_e += e * e;
-            self.adapt_far_e += d * d;
+            let (y, e) = if self.hangover == 0 {
+                // Only while learning is the background filter run (its output is its
+                // error), in the same pass as the foreground.
+                let (y, y_bg) = dot2(&self.fore, &self.taps, x);
+                let e = far - y;
+                let e_bg = far - y_bg;
+                let power = {
+                    let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
+                    let at = |i| r.energy.get(span(i)).copied().unwrap_or(0.0);
+                    (at(lo + TAPS as i64) - at(lo)).max(0.0) as f32
+                };
+                self.adapted = self.adapted.saturating_add(1);
+                let g = MU * e_bg / (power + DELTA * TAPS as f32);
+                for (w, v) in self.taps.iter_mut().zip(x.iter()) {
+                    *w = *w * (1.0 - LEAK) + g * v;
+                }
+                self.bg_e += e_bg * e_bg;
+                self.adapt_res_e += e * e;
+                self.adapt_far_e += far * far;
+                (y, e)
+            } else {
+                let y = dot(&self.fore, x);
+                (y, far - y)
+            };
+            self.res_e += e * e;
+            self.est_e += y * y;
+            *d = e;
         }
-        self.res_e += e * e;
-        self.est_e += y * y;
-        e
+        self.reference = Some(r);
     }
 
     fn correlate(&mut self, far_env: f32, ref_env: f32, offset: u64, block: i64) {
@@ -558,6 +590,20 @@ impl EchoCanceller {
         self.double_talk = false;
         self.ceiling
     }
+}
+
+/// Two filters' outputs on the same `x`, in one pass (the same partial sums as [`dot`]).
+fn dot2(w1: &[f32; TAPS], w2: &[f32; TAPS], x: &[f32; TAPS]) -> (f32, f32) {
+    let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
+    for k in (0..TAPS).step_by(LANES) {
+        let (w1, w2, x) = (&w1[k..k + LANES], &w2[k..k + LANES], &x[k..k + LANES]);
+        for i in 0..LANES {
+            a[i] += w1[i] * x[i];
+            b[i] += w2[i] * x[i];
+        }
+    }
+    let sum = |a: [f32; LANES]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    (sum(a), sum(b))
 }
 
 /// A filter's output on our audio `x`, with `LANES` partial sums (a single running sum is a
