@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 mod echo;
 use echo::EchoCanceller;
+pub use echo::EchoReference;
 
 /// Samples per analysis frame (10 ms at 8 kHz).
 pub const FRAME: usize = 80;
@@ -1141,8 +1142,15 @@ impl Detector {
     /// Our own audio, starting at `start` (e.g. the message after its lead-in), as the echo
     /// reference: its echo is cancelled from the far end's audio before analysis, and what is
     /// left of it is not voice (see [`echo`] and [`AmdParams::echo_return_loss_db`]). Linear
-    /// 8 kHz samples.
+    /// 8 kHz samples, prepared here for this call; a message played on many calls is better
+    /// prepared once ([`Detector::set_shared_reference`]).
     pub fn set_reference(&mut self, start: Instant, audio: &[i16]) {
+        self.set_shared_reference(start, std::sync::Arc::new(EchoReference::new(audio)));
+    }
+
+    /// [`Detector::set_reference`] with our audio already prepared (shared by the calls that
+    /// play it: [`crate::audio::Message::echo_reference`]).
+    pub fn set_shared_reference(&mut self, start: Instant, audio: std::sync::Arc<EchoReference>) {
         let offset = start.saturating_duration_since(self.start).as_micros() * 8 / 1000;
         self.echo
             .set_reference(u64::try_from(offset).unwrap_or(u64::MAX), audio);

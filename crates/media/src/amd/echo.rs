@@ -25,6 +25,8 @@
 //! `echo_return_loss_db` stands in; if by then no echo correlates, the line has no echo we can
 //! measure and nothing is hidden.
 
+use std::sync::Arc;
+
 use super::{HighPass, FRAME, HIGH_PASS_HZ};
 
 /// Envelope block, samples (2.5 ms).
@@ -53,6 +55,16 @@ pub(super) const WARMUP_BLOCKS: u32 = 400;
 const GUARD_BLOCKS: u32 = 2 * WARMUP_BLOCKS;
 /// Filter length, samples (8 ms: a hybrid's impulse response is 2–6 ms after the bulk delay).
 pub(super) const TAPS: usize = 64;
+/// Share of the converged filter's energy the taps it keeps hold (see [`EchoCanceller::fit_window`]):
+/// 99.9 % — what is cut is 30 dB under the echo, under the ERLE a 64-tap filter shows
+/// through G.711 (18–30 dB).
+const WINDOW_ENERGY: f32 = 0.999;
+/// Taps kept on either side of that span (a path that drifts by a sample or two, taps
+/// under the 0.1 % still learning): one `LANES`.
+const WINDOW_MARGIN: usize = LANES;
+/// Lags of the envelope correlation kept up either side of the found one once the filter has
+/// converged (8 blocks, 20 ms): the path is tracked, not sought again.
+const TRACK_LAGS: usize = 8;
 /// How far before the estimated delay the filter starts, samples (the envelope lag is only
 /// known to a block, 2.5 ms).
 const PRE_SAMPLES: usize = 24;
@@ -96,18 +108,13 @@ const ASSUMED_ERLE_DB: f32 = 15.0;
 /// Frames (10 ms) of our audio whose loudest one bounds the echo during warm-up (500 ms).
 const SPAN_FRAMES: usize = 50;
 
-/// Our audio, as sent, in the far end's sample clock. It is high-passed and measured as the
-/// far end's audio reaches it ([`Reference::advance`]), not all when set: a call that ends
-/// early (a person answering, the detector done) pays only for what it played, and each of
-/// our samples is processed next to a far-end one.
-#[derive(Debug, Clone)]
-struct Reference {
-    /// The far-end sample index at which `samples[0]` was sent.
-    offset: u64,
-    /// Our audio as set.
-    raw: Vec<i16>,
-    hp: HighPass,
-    /// High-passed (as the far end's audio is) samples, `raw`'s first ones.
+/// Our audio prepared as the echo reference: high-passed (as the far end's audio is) and
+/// measured once per message, not per call — a campaign's calls all play the same message
+/// ([`crate::audio::Message::echo_reference`] keeps one per G.711 law), so a call pays
+/// nothing to have it as its reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EchoReference {
+    /// High-passed samples.
     samples: Vec<f32>,
     /// Running sum of `samples`' squares (`energy[i]`: of the first `i`): the filter's
     /// normalisation over any span as one difference.
@@ -118,66 +125,64 @@ struct Reference {
     peak: Vec<f32>,
     /// Level per 10 ms frame, dBFS (the warm-up guard).
     levels: Vec<f32>,
-    // The block and frame being summed.
-    block_sum: f32,
-    block_peak: f32,
-    frame_energy: f32,
 }
 
-impl Reference {
-    fn new(offset: u64, audio: &[i16]) -> Self {
-        Reference {
-            offset,
-            raw: audio.to_vec(),
-            hp: HighPass::new(HIGH_PASS_HZ),
+impl EchoReference {
+    /// Prepares our audio (linear 8 kHz samples, as sent) as an echo reference.
+    pub fn new(audio: &[i16]) -> Self {
+        let mut hp = HighPass::new(HIGH_PASS_HZ);
+        let mut r = EchoReference {
             samples: Vec::with_capacity(audio.len()),
-            energy: {
-                let mut e = Vec::with_capacity(audio.len() + 1);
-                e.push(0.0);
-                e
-            },
+            energy: Vec::with_capacity(audio.len() + 1),
             env: Vec::with_capacity(audio.len().div_ceil(BLOCK)),
             peak: Vec::with_capacity(audio.len().div_ceil(BLOCK)),
             levels: Vec::with_capacity(audio.len().div_ceil(FRAME)),
-            block_sum: 0.0,
-            block_peak: 0.0,
-            frame_energy: 0.0,
-        }
-    }
-
-    /// Processes our audio up to (not including) far-end sample index `upto`. A block or
-    /// frame of ours is summed whole before it is used, so this runs a frame ahead of the
-    /// far end (our block and frame edges need not fall on the far end's).
-    fn advance(&mut self, upto: i64) {
-        let upto = usize::try_from(upto - self.offset as i64)
-            .unwrap_or(0)
-            .min(self.raw.len());
-        for i in self.samples.len()..upto {
-            let Some(&v) = self.raw.get(i) else {
-                break;
-            };
-            let y = self.hp.step(f32::from(v));
-            self.samples.push(y);
-            let total = self.energy.last().copied().unwrap_or(0.0);
-            self.energy.push(total + f64::from(y * y));
-            self.block_sum += y.abs();
-            self.block_peak = self.block_peak.max(y.abs());
-            self.frame_energy += y * y;
-            let (len, last) = (i + 1, i + 1 == self.raw.len());
+        };
+        r.energy.push(0.0);
+        let (mut block_sum, mut block_peak, mut frame_energy, mut total) = (0f32, 0f32, 0f32, 0f64);
+        for (i, &v) in audio.iter().enumerate() {
+            let y = hp.step(f32::from(v));
+            r.samples.push(y);
+            total += f64::from(y * y);
+            r.energy.push(total);
+            block_sum += y.abs();
+            block_peak = block_peak.max(y.abs());
+            frame_energy += y * y;
+            let (len, last) = (i + 1, i + 1 == audio.len());
             if len % BLOCK == 0 || last {
-                self.env.push(self.block_sum / BLOCK as f32);
-                self.peak.push(self.block_peak);
-                (self.block_sum, self.block_peak) = (0.0, 0.0);
+                r.env.push(block_sum / BLOCK as f32);
+                r.peak.push(block_peak);
+                (block_sum, block_peak) = (0.0, 0.0);
             }
             if len % FRAME == 0 || last {
                 let n = len - (len - 1) / FRAME * FRAME;
-                self.levels
-                    .push(analyse_level_of_energy(self.frame_energy, n));
-                self.frame_energy = 0.0;
+                r.levels.push(analyse_level_of_energy(frame_energy, n));
+                frame_energy = 0.0;
             }
         }
+        r
     }
 
+    /// Samples of our audio.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+/// Our audio as the reference of this call: from far-end sample index `offset` on.
+#[derive(Debug, Clone)]
+struct Reference {
+    /// The far-end sample index at which our first sample was sent.
+    offset: u64,
+    data: Arc<EchoReference>,
+}
+
+impl Reference {
     /// A block-indexed series at far-end block `k` (0 outside our audio).
     fn block(series: &[f32], offset: u64, k: i64) -> f32 {
         let first = (offset as i64).div_euclid(BLOCK as i64);
@@ -229,6 +234,13 @@ pub(super) struct EchoCanceller {
     /// spell of misadaptation (a far end talking under the echo) never reaches the residual.
     taps: [f32; TAPS],
     fore: [f32; TAPS],
+    /// The taps in use, `win.0..win.1` (multiples of `LANES`): all until the filter has
+    /// converged, then the span that holds the echo path's response (the rest are 0).
+    win: (usize, usize),
+    /// The lag (blocks) of the found path, and whether the correlation only tracks it
+    /// (±`TRACK_LAGS`: once the filter's window is fitted).
+    lag: usize,
+    tracking: bool,
     /// This frame's residual energy of the background filter, and the foreground's and the
     /// far end's on the same samples (those it adapted on: the background runs only then).
     bg_e: f32,
@@ -268,6 +280,9 @@ impl EchoCanceller {
             state: PathState::WarmingUp,
             taps: [0.0; TAPS],
             fore: [0.0; TAPS],
+            win: (0, TAPS),
+            lag: 0,
+            tracking: false,
             bg_e: 0.0,
             adapt_res_e: 0.0,
             adapt_far_e: 0.0,
@@ -285,8 +300,11 @@ impl EchoCanceller {
 
     /// Our audio from far-end sample index `offset` on. The path's estimate (delay, filter)
     /// is kept: it is the same line.
-    pub(super) fn set_reference(&mut self, offset: u64, audio: &[i16]) {
-        self.reference = Some(Reference::new(offset, audio));
+    pub(super) fn set_reference(&mut self, offset: u64, audio: Arc<EchoReference>) {
+        self.reference = Some(Reference {
+            offset,
+            data: audio,
+        });
     }
 
     pub(super) fn clear_reference(&mut self) {
@@ -307,11 +325,10 @@ impl EchoCanceller {
     /// blocks tile the far end's frames), the filter per sample over a window of our audio
     /// sliced once per block.
     pub(super) fn process_frame(&mut self, n0: u64, frame: &mut [f32]) {
-        let Some(r) = self.reference.as_mut() else {
+        if self.reference.is_none() {
             return;
-        };
+        }
         let n0 = n0 as i64;
-        r.advance(n0 + frame.len() as i64 + FRAME as i64);
         let mut at = 0;
         while at < frame.len() {
             let n = n0 + at as i64;
@@ -324,7 +341,7 @@ impl EchoCanceller {
                 if let Some(done) = self.far_block {
                     let env = self.far_sum / BLOCK as f32;
                     let (offset, renv) = match self.reference.as_ref() {
-                        Some(r) => (r.offset, Reference::block(&r.env, r.offset, done)),
+                        Some(r) => (r.offset, Reference::block(&r.data.env, r.offset, done)),
                         None => return,
                     };
                     self.correlate(env, renv, offset, done);
@@ -355,13 +372,13 @@ impl EchoCanceller {
         let Some(r) = self.reference.take() else {
             return;
         };
-        let len = r.samples.len() as i64;
+        let len = r.data.samples.len() as i64;
         // The span of our audio the block's filters read, oldest first: for sample `i`,
         // `x[j]` (j < TAPS) was sent at n + i − delay − (TAPS − 1 − j).
         let lo0 = n - delay as i64 - (TAPS as i64 - 1) - r.offset as i64;
         let span = usize::try_from(lo0)
             .ok()
-            .and_then(|lo| r.samples.get(lo..lo + block.len() + TAPS - 1));
+            .and_then(|lo| r.data.samples.get(lo..lo + block.len() + TAPS - 1));
         for (i, d) in block.iter_mut().enumerate() {
             let n = n + i as i64;
             // Geigel: louder than half our loudest in the filter's span is the far end
@@ -371,7 +388,7 @@ impl EchoCanceller {
             if self.peak_block != Some(first_block) {
                 self.peak_block = Some(first_block);
                 self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
-                    .map(|b| Reference::block(&r.peak, r.offset, first_block - b))
+                    .map(|b| Reference::block(&r.data.peak, r.offset, first_block - b))
                     .fold(0f32, f32::max);
             }
             let span_peak = self.span_peak;
@@ -404,9 +421,10 @@ impl EchoCanceller {
                         usize::try_from(to),
                         usize::try_from(from - lo),
                     ) {
-                        if let (Some(src), Some(dst)) =
-                            (r.samples.get(from..to), edge.get_mut(at..at + (to - from)))
-                        {
+                        if let (Some(src), Some(dst)) = (
+                            r.data.samples.get(from..to),
+                            edge.get_mut(at..at + (to - from)),
+                        ) {
                             dst.copy_from_slice(src);
                         }
                     }
@@ -416,17 +434,19 @@ impl EchoCanceller {
             let (y, e) = if self.hangover == 0 {
                 // Only while learning is the background filter run (its output is its
                 // error), in the same pass as the foreground.
-                let (y, y_bg) = dot2(&self.fore, &self.taps, x);
+                let (lo_w, hi_w) = self.win;
+                let xw = &x[lo_w..hi_w];
+                let (y, y_bg) = dot2(&self.fore[lo_w..hi_w], &self.taps[lo_w..hi_w], xw);
                 let e = far - y;
                 let e_bg = far - y_bg;
                 let power = {
                     let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
-                    let at = |i| r.energy.get(span(i)).copied().unwrap_or(0.0);
-                    (at(lo + TAPS as i64) - at(lo)).max(0.0) as f32
+                    let at = |i| r.data.energy.get(span(i)).copied().unwrap_or(0.0);
+                    (at(lo + hi_w as i64) - at(lo + lo_w as i64)).max(0.0) as f32
                 };
                 self.adapted = self.adapted.saturating_add(1);
-                let g = MU * e_bg / (power + DELTA * TAPS as f32);
-                for (w, v) in self.taps.iter_mut().zip(x.iter()) {
+                let g = MU * e_bg / (power + DELTA * (hi_w - lo_w) as f32);
+                for (w, v) in self.taps[lo_w..hi_w].iter_mut().zip(xw) {
                     *w = *w * (1.0 - LEAK) + g * v;
                 }
                 self.bg_e += e_bg * e_bg;
@@ -434,7 +454,8 @@ impl EchoCanceller {
                 self.adapt_far_e += far * far;
                 (y, e)
             } else {
-                let y = dot(&self.fore, x);
+                let (lo_w, hi_w) = self.win;
+                let y = dot(&self.fore[lo_w..hi_w], &x[lo_w..hi_w]);
                 (y, far - y)
             };
             self.res_e += e * e;
@@ -461,7 +482,7 @@ impl EchoCanceller {
         let sent_lately = (0..=MAX_DELAY_BLOCKS as i64).step_by(20).any(|l| {
             self.reference
                 .as_ref()
-                .is_some_and(|r| Reference::block(&r.env, offset, block - l) > 0.0)
+                .is_some_and(|r| Reference::block(&r.data.env, offset, block - l) > 0.0)
         });
         if !sent_lately {
             return;
@@ -470,8 +491,17 @@ impl EchoCanceller {
             self.active_blocks = self.active_blocks.saturating_add(1);
         }
         self.far_pow += FORGET * (f * f - self.far_pow);
-        let hist = &self.ref_hist[self.hist_at..self.hist_at + LAGS];
-        let (cross, ref_pow) = (&mut self.cross[..LAGS], &mut self.ref_pow[..LAGS]);
+        // Every lag while the path is sought; around the found one once it is tracked.
+        let (from, to) = if self.tracking {
+            (
+                self.lag.saturating_sub(TRACK_LAGS),
+                (self.lag + TRACK_LAGS + 1).min(LAGS),
+            )
+        } else {
+            (0, LAGS)
+        };
+        let hist = &self.ref_hist[self.hist_at + from..self.hist_at + to];
+        let (cross, ref_pow) = (&mut self.cross[from..to], &mut self.ref_pow[from..to]);
         for ((c, p), &r) in cross.iter_mut().zip(ref_pow.iter_mut()).zip(hist) {
             *c += FORGET * (f * r - *c);
             *p += FORGET * (r * r - *p);
@@ -483,7 +513,8 @@ impl EchoCanceller {
         // The lag of the highest normalised correlation c / √(p · far_pow): among positive
         // c, the highest c² / p, compared as products (no root or division per lag).
         let (mut lag, mut best_c, mut best_p) = (0, 0f32, 0f32);
-        for (l, (&c, &p)) in self.cross.iter().zip(&self.ref_pow).enumerate() {
+        for (l, (&c, &p)) in (from..).zip(self.cross[from..to].iter().zip(&self.ref_pow[from..to]))
+        {
             if c > 0.0 && p > 0.0 && (best_c == 0.0 || c * c * best_p > best_c * best_c * p) {
                 (lag, best_c, best_p) = (l, c, p);
             }
@@ -502,6 +533,9 @@ impl EchoCanceller {
             _ => {
                 self.taps = [0.0; TAPS];
                 self.fore = [0.0; TAPS];
+                self.win = (0, TAPS);
+                self.lag = lag;
+                self.tracking = false;
                 self.adapted = 0;
                 self.erle_db = 0.0;
                 PathState::Found(delay)
@@ -522,8 +556,9 @@ impl EchoCanceller {
                     usize::try_from(start).unwrap_or(usize::MAX),
                     usize::try_from(end).unwrap_or(usize::MAX),
                 );
-                r.levels
-                    .get(start.min(r.levels.len())..end.saturating_add(1).min(r.levels.len()))
+                let levels = &r.data.levels;
+                levels
+                    .get(start.min(levels.len())..end.saturating_add(1).min(levels.len()))
                     .and_then(|w| w.iter().copied().reduce(f32::max))
                     .map_or(f32::MIN, |l| l - warmup_loss_db)
             })
@@ -578,6 +613,11 @@ impl EchoCanceller {
             && self.bg_e < 0.5 * self.adapt_far_e
         {
             self.fore = self.taps;
+            // Once the cancellation is shown (not assumed), the filter keeps only the taps
+            // the echo path needs, and the correlation only tracks the path.
+            if !self.tracking && self.erle_db >= CONVERGED_DB {
+                self.fit_window();
+            }
         } else if self.res_e > self.far_e {
             self.fore = [0.0; TAPS];
         }
@@ -592,14 +632,66 @@ impl EchoCanceller {
     }
 }
 
+impl EchoCanceller {
+    /// Narrows the filter to the span of the foreground's taps that holds
+    /// [`WINDOW_ENERGY`] of its energy, [`WINDOW_MARGIN`] either side, whole `LANES`: a
+    /// hybrid's response is 2–6 ms of the 8 the filter covers (the rest is there because the
+    /// delay is known only to an envelope block), and each tap costs three multiply-adds a
+    /// sample. Taps outside are zeroed in both filters. The correlation then tracks the
+    /// found lag only.
+    fn fit_window(&mut self) {
+        let energy: Vec<f32> = self.fore.iter().map(|w| w * w).collect();
+        let total: f32 = energy.iter().sum();
+        if total <= 0.0 {
+            return;
+        }
+        // The shortest span holding the share: both ends moved in while what they cut stays
+        // under the rest (the tails are small; greedy from the weaker end).
+        let (mut lo, mut hi) = (0, TAPS);
+        let mut cut = 0f32;
+        let allowed = (1.0 - WINDOW_ENERGY) * total;
+        while hi - lo > 1 {
+            let (a, b) = (energy[lo], energy[hi - 1]);
+            let (next, at_lo) = if a <= b { (a, true) } else { (b, false) };
+            if cut + next > allowed {
+                break;
+            }
+            cut += next;
+            if at_lo {
+                lo += 1;
+            } else {
+                hi -= 1;
+            }
+        }
+        let lo = (lo.saturating_sub(WINDOW_MARGIN) / LANES) * LANES;
+        let hi = ((hi + WINDOW_MARGIN).div_ceil(LANES) * LANES).min(TAPS);
+        for (k, (w, f)) in self.taps.iter_mut().zip(self.fore.iter_mut()).enumerate() {
+            if !(lo..hi).contains(&k) {
+                (*w, *f) = (0.0, 0.0);
+            }
+        }
+        self.win = (lo, hi);
+        self.tracking = true;
+    }
+
+    /// The taps in use (for tests).
+    #[cfg(test)]
+    pub(super) fn window(&self) -> (usize, usize) {
+        self.win
+    }
+}
+
 /// Two filters' outputs on the same `x`, in one pass (the same partial sums as [`dot`]).
-fn dot2(w1: &[f32; TAPS], w2: &[f32; TAPS], x: &[f32; TAPS]) -> (f32, f32) {
+fn dot2(w1: &[f32], w2: &[f32], x: &[f32]) -> (f32, f32) {
     let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
-    for k in (0..TAPS).step_by(LANES) {
-        let (w1, w2, x) = (&w1[k..k + LANES], &w2[k..k + LANES], &x[k..k + LANES]);
-        for i in 0..LANES {
-            a[i] += w1[i] * x[i];
-            b[i] += w2[i] * x[i];
+    for ((w1, w2), x) in w1
+        .chunks_exact(LANES)
+        .zip(w2.chunks_exact(LANES))
+        .zip(x.chunks_exact(LANES))
+    {
+        for (((a, b), w1), (w2, x)) in a.iter_mut().zip(&mut b).zip(w1).zip(w2.iter().zip(x)) {
+            *a += w1 * x;
+            *b += w2 * x;
         }
     }
     let sum = |a: [f32; LANES]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
@@ -608,12 +700,11 @@ fn dot2(w1: &[f32; TAPS], w2: &[f32; TAPS], x: &[f32; TAPS]) -> (f32, f32) {
 
 /// A filter's output on our audio `x`, with `LANES` partial sums (a single running sum is a
 /// chain the compiler may not reorder into vector lanes).
-fn dot(w: &[f32; TAPS], x: &[f32; TAPS]) -> f32 {
+fn dot(w: &[f32], x: &[f32]) -> f32 {
     let mut a = [0f32; LANES];
-    for k in (0..TAPS).step_by(LANES) {
-        let (w, x) = (&w[k..k + LANES], &x[k..k + LANES]);
-        for i in 0..LANES {
-            a[i] += w[i] * x[i];
+    for (w, x) in w.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
+        for ((a, w), x) in a.iter_mut().zip(w).zip(x) {
+            *a += w * x;
         }
     }
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
