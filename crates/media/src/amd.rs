@@ -133,6 +133,20 @@ impl HighPass {
         self.y = [y, self.y[0]];
         y
     }
+
+    /// [`HighPass::step`] over `x` in place, the state in locals for the run (the same
+    /// arithmetic, in the same order).
+    fn run(&mut self, x: &mut [f32]) {
+        let ([b0, b1, b2], [a0, a1]) = (self.b, self.a);
+        let ([mut x1, mut x2], [mut y1, mut y2]) = (self.x, self.y);
+        for v in x {
+            let y = b0 * *v + b1 * x1 + b2 * x2 - a0 * y1 - a1 * y2;
+            (x2, x1) = (x1, *v);
+            (y2, y1) = (y1, y);
+            *v = y;
+        }
+        (self.x, self.y) = ([x1, x2], [y1, y2]);
+    }
 }
 
 /// What the far end is.
@@ -1034,8 +1048,16 @@ impl Detector {
     /// Feeds samples received at `now` (any count; frames are assembled internally).
     pub fn feed(&mut self, now: Instant, samples: &[i16]) {
         self.fill_gap(now);
-        for &s in samples {
-            self.buf.push(self.high_pass.step(f32::from(s)));
+        let mut rest = samples;
+        while !rest.is_empty() {
+            // Up to the frame's end, high-passed in one run.
+            let (part, later) = rest.split_at((FRAME - self.buf.len()).min(rest.len()));
+            rest = later;
+            let from = self.buf.len();
+            self.buf.extend(part.iter().map(|&s| f32::from(s)));
+            if let Some(new) = self.buf.get_mut(from..) {
+                self.high_pass.run(new);
+            }
             if self.buf.len() == FRAME {
                 // What the far end said, our own echo taken out.
                 self.echo

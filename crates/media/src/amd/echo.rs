@@ -681,17 +681,21 @@ impl EchoCanceller {
     }
 }
 
+/// A slice's whole `LANES` chunks, as arrays.
+fn chunks(v: &[f32]) -> impl Iterator<Item = &[f32; LANES]> {
+    v.chunks_exact(LANES)
+        .filter_map(|c| <&[f32; LANES]>::try_from(c).ok())
+}
+
 /// Two filters' outputs on the same `x`, in one pass (the same partial sums as [`dot`]).
 fn dot2(w1: &[f32], w2: &[f32], x: &[f32]) -> (f32, f32) {
     let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
-    for ((w1, w2), x) in w1
-        .chunks_exact(LANES)
-        .zip(w2.chunks_exact(LANES))
-        .zip(x.chunks_exact(LANES))
-    {
-        for (((a, b), w1), (w2, x)) in a.iter_mut().zip(&mut b).zip(w1).zip(w2.iter().zip(x)) {
-            *a += w1 * x;
-            *b += w2 * x;
+    // Whole `LANES` chunks as arrays: the inner loop's length is known, unrolled into
+    // vector operations without bounds checks.
+    for ((w1, w2), x) in chunks(w1).zip(chunks(w2)).zip(chunks(x)) {
+        for i in 0..LANES {
+            a[i] += w1[i] * x[i];
+            b[i] += w2[i] * x[i];
         }
     }
     let sum = |a: [f32; LANES]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
@@ -702,9 +706,9 @@ fn dot2(w1: &[f32], w2: &[f32], x: &[f32]) -> (f32, f32) {
 /// chain the compiler may not reorder into vector lanes).
 fn dot(w: &[f32], x: &[f32]) -> f32 {
     let mut a = [0f32; LANES];
-    for (w, x) in w.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
-        for ((a, w), x) in a.iter_mut().zip(w).zip(x) {
-            *a += w * x;
+    for (w, x) in chunks(w).zip(chunks(x)) {
+        for i in 0..LANES {
+            a[i] += w[i] * x[i];
         }
     }
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
