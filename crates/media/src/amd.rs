@@ -543,21 +543,18 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         // it, and the frequency with it.
         let c0 = (num / den).clamp(-2.0, 2.0);
         // Frames that cannot be a beep's (too quiet, or an unsteady envelope) skip the search.
-        let search: &[f32] = if level_dbfs < -45.0 || steadiness_db(x, c0) < 8.0 {
-            &[0.0]
+        let (c, purity) = if level_dbfs < -45.0 || steadiness_db(x, c0) < 8.0 {
+            (c0, purity_db(x, c0, energy))
         } else {
-            &[0.0, 0.0075, 0.015, 0.0225, 0.03]
+            // The five filters in one pass over the frame (independent recurrences).
+            let cs = [0.0, 0.0075, 0.015, 0.0225, 0.03].map(|d| (c0 * (1.0 + d)).clamp(-2.0, 2.0));
+            cs.into_iter()
+                .zip(purities_db(x, cs, energy))
+                .fold(
+                    (c0, f32::MIN),
+                    |best, t| if t.1 > best.1 { t } else { best },
+                )
         };
-        let (c, purity) = search
-            .iter()
-            .map(|d| {
-                let c = (c0 * (1.0 + d)).clamp(-2.0, 2.0);
-                (c, purity_db(x, c, energy))
-            })
-            .fold(
-                (c0, f32::MIN),
-                |best, t| if t.1 > best.1 { t } else { best },
-            );
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
         let one = (freq, purity.min(steadiness_db(x, c)));
         // Not one clean tone, but loud enough for a beep: perhaps two at once — if the frame
@@ -751,14 +748,28 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<f32> {
 /// (the noise spreads over the whole band; a predictor's residual would count it several
 /// times over at low frequencies); a chord or speech's harmonics put energy elsewhere.
 fn purity_db(x: &[f32], c: f32, energy: f32) -> f32 {
-    let (mut s1, mut s2) = (0f32, 0f32);
+    let [p] = purities_db(x, [c], energy);
+    p
+}
+
+/// [`purity_db`] at several `c` at once: the Goertzel recurrences interleaved in one pass
+/// (each a chain of dependent steps; side by side they overlap).
+fn purities_db<const N: usize>(x: &[f32], cs: [f32; N], energy: f32) -> [f32; N] {
+    let (mut s1, mut s2) = ([0f32; N], [0f32; N]);
     for &v in x {
-        let s0 = v + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
+        for k in 0..N {
+            let s0 = v + cs[k] * s1[k] - s2[k];
+            s2[k] = s1[k];
+            s1[k] = s0;
+        }
     }
+    std::array::from_fn(|k| goertzel_purity_db(s1[k], s2[k], cs[k], x.len(), energy))
+}
+
+/// The purity from a Goertzel filter's final state (see [`purity_db`]).
+fn goertzel_purity_db(s1: f32, s2: f32, c: f32, len: usize, energy: f32) -> f32 {
     let power = (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0);
-    let at = (2.0 * power / x.len().max(1) as f32).min(energy);
+    let at = (2.0 * power / len.max(1) as f32).min(energy);
     let rest = (energy - at).max(energy * 1e-5);
     10.0 * (at.max(energy * 1e-5) / rest).log10()
 }
