@@ -234,6 +234,9 @@ pub(super) struct EchoCanceller {
     /// spell of misadaptation (a far end talking under the echo) never reaches the residual.
     taps: [f32; TAPS],
     fore: [f32; TAPS],
+    /// Whether the foreground holds a filter (copied from the background): while it is all
+    /// zeros (none yet, or dropped as doing harm) its output is 0 and is not computed.
+    fore_live: bool,
     /// The taps in use, `win.0..win.1` (multiples of `LANES`): all until the filter has
     /// converged, then the span that holds the echo path's response (the rest are 0).
     win: (usize, usize),
@@ -280,6 +283,7 @@ impl EchoCanceller {
             state: PathState::WarmingUp,
             taps: [0.0; TAPS],
             fore: [0.0; TAPS],
+            fore_live: false,
             win: (0, TAPS),
             lag: 0,
             tracking: false,
@@ -436,7 +440,11 @@ impl EchoCanceller {
                 // error), in the same pass as the foreground.
                 let (lo_w, hi_w) = self.win;
                 let xw = &x[lo_w..hi_w];
-                let (y, y_bg) = dot2(&self.fore[lo_w..hi_w], &self.taps[lo_w..hi_w], xw);
+                let (y, y_bg) = if self.fore_live {
+                    dot2(&self.fore[lo_w..hi_w], &self.taps[lo_w..hi_w], xw)
+                } else {
+                    (0.0, dot(&self.taps[lo_w..hi_w], xw))
+                };
                 let e = far - y;
                 let e_bg = far - y_bg;
                 let power = {
@@ -455,7 +463,11 @@ impl EchoCanceller {
                 (y, e)
             } else {
                 let (lo_w, hi_w) = self.win;
-                let y = dot(&self.fore[lo_w..hi_w], &x[lo_w..hi_w]);
+                let y = if self.fore_live {
+                    dot(&self.fore[lo_w..hi_w], &x[lo_w..hi_w])
+                } else {
+                    0.0
+                };
                 (y, far - y)
             };
             self.res_e += e * e;
@@ -533,6 +545,7 @@ impl EchoCanceller {
             _ => {
                 self.taps = [0.0; TAPS];
                 self.fore = [0.0; TAPS];
+                self.fore_live = false;
                 self.win = (0, TAPS);
                 self.lag = lag;
                 self.tracking = false;
@@ -613,6 +626,7 @@ impl EchoCanceller {
             && self.bg_e < 0.5 * self.adapt_far_e
         {
             self.fore = self.taps;
+            self.fore_live = true;
             // Once the cancellation is shown (not assumed), the filter keeps only the taps
             // the echo path needs, and the correlation only tracks the path.
             if !self.tracking && self.erle_db >= CONVERGED_DB {
@@ -620,6 +634,7 @@ impl EchoCanceller {
             }
         } else if self.res_e > self.far_e {
             self.fore = [0.0; TAPS];
+            self.fore_live = false;
         }
         self.bg_e = 0.0;
         self.adapt_res_e = 0.0;
