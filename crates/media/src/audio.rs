@@ -334,6 +334,23 @@ fn resample(input: &[f32], rate: u32) -> Result<Vec<f32>, AudioError> {
 mod tests {
     use super::*;
 
+    /// The detector's echo reference is prepared once per law and shared by every clone of
+    /// the message (a campaign's calls), and is the message as decoded in that law.
+    #[test]
+    fn the_echo_reference_is_prepared_once_and_shared() {
+        let m = Message::from_samples(&sine(440.0, 8000, 0.5));
+        let a = m.echo_reference(Codec::Pcmu);
+        let b = m.clone().echo_reference(Codec::Pcmu);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.len(), m.len());
+        let decoded =
+            |c: Codec| -> Vec<i16> { m.encoded(c).iter().map(|&x| c.decode(x)).collect() };
+        assert_eq!(*a, EchoReference::new(&decoded(Codec::Pcmu)));
+        let alaw = m.echo_reference(Codec::Pcma);
+        assert!(!Arc::ptr_eq(&a, &alaw));
+        assert_eq!(*alaw, EchoReference::new(&decoded(Codec::Pcma)));
+    }
+
     fn sine(f: f32, rate: u32, secs: f32) -> Vec<f32> {
         (0..(rate as f32 * secs) as usize)
             .map(|n| 0.5 * (2.0 * std::f32::consts::PI * f * n as f32 / rate as f32).sin())
