@@ -13,6 +13,7 @@ pub mod call;
 pub mod dtmf;
 mod error;
 pub mod g711;
+mod inbox;
 pub mod listen;
 pub mod pacer;
 pub mod rtcp;

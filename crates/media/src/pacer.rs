@@ -18,7 +18,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -159,15 +159,11 @@ struct Shared {
 /// Before, every command went through a channel that woke the shard: four or five wake-ups
 /// of a pacer thread per call (S1, BENCHMARKS.md).
 struct Inbox {
-    /// A lock-free queue (std's list channel): a call pushing never waits for the shard, and
-    /// the shard never waits for a call preempted in the middle of a push. The shard never
-    /// blocks on it either: it sleeps on its own (`thread::park`), so a push wakes nobody.
-    queue: mpsc::Sender<Cmd>,
-    /// Set with each push, cleared by the shard before it takes the queue.
-    pending: AtomicBool,
-    /// When the shard next wakes by itself, in ns from `epoch`: [`AWAKE`] while it runs (it
-    /// reads the inbox again before sleeping), [`ASLEEP`] when it sleeps until woken.
-    wake_at: AtomicU64,
+    /// The commands and when the shard next looks at them (`crate::inbox`). The shard never
+    /// blocks on the queue: it sleeps on its own (`thread::park`), so a push wakes nobody
+    /// unless the inbox says the shard would look too late.
+    queue: crate::inbox::Inbox<Cmd>,
+    /// The shard's grid starts here.
     epoch: Instant,
     thread: OnceLock<std::thread::Thread>,
     /// The pacer and its streams on this shard: the thread ends when none is left.
@@ -177,29 +173,18 @@ struct Inbox {
 impl std::fmt::Debug for Inbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inbox")
-            .field("wake_at", &self.wake_at)
+            .field("queue", &self.queue)
             .field("handles", &self.handles)
             .finish_non_exhaustive()
     }
 }
 
-const AWAKE: u64 = 0;
-const ASLEEP: u64 = u64::MAX;
-
 impl Inbox {
-    fn ns(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(ASLEEP - 1)
-    }
-
     /// Queues `cmd`, which must be applied by `by`.
     fn send(&self, cmd: Cmd, by: Instant) {
         // Fails only once the shard thread is gone (short of a panic, it outlives every
         // handle): the call then simply plays nothing and ends on its timers.
-        let _ = self.queue.send(cmd);
-        // With the shard's `wake_at` store then `pending` load (both SeqCst): either the
-        // shard sees this command before it sleeps, or this sees when it will wake.
-        self.pending.store(true, Ordering::SeqCst);
-        if self.wake_at.load(Ordering::SeqCst) > self.ns(by + TICK / 2) {
+        if matches!(self.queue.push(cmd, by + TICK / 2), Ok(true)) {
             self.wake();
         }
     }
@@ -263,12 +248,11 @@ impl Pacer {
         });
         let mut inboxes = Vec::new();
         for k in 0..shards.max(1) {
-            let (queue, rx) = mpsc::channel();
+            let epoch = Instant::now();
+            let (queue, rx) = crate::inbox::Inbox::new(epoch);
             let inbox = Arc::new(Inbox {
                 queue,
-                pending: AtomicBool::new(false),
-                wake_at: AtomicU64::new(AWAKE),
-                epoch: Instant::now(),
+                epoch,
                 thread: OnceLock::new(),
                 handles: AtomicUsize::new(1),
             });
@@ -486,12 +470,11 @@ fn run_shard(inbox: &Inbox, rx: &mpsc::Receiver<Cmd>, shared: &Shared) {
     loop {
         // The inbox first: a stop, hold, codec or address change queued since the last wake
         // applies before this tick's packets.
-        inbox.wake_at.store(AWAKE, Ordering::SeqCst);
-        inbox.pending.store(false, Ordering::SeqCst);
+        inbox.queue.awake();
         while let Ok(c) = rx.try_recv() {
             apply(c, &mut streams, &mut heap, &shared.open);
         }
-        if inbox.handles.load(Ordering::SeqCst) == 0 && !inbox.pending.load(Ordering::SeqCst) {
+        if inbox.handles.load(Ordering::SeqCst) == 0 && !inbox.queue.pending() {
             // The pacer and every stream are gone, and their last commands applied.
             return;
         }
@@ -559,10 +542,7 @@ fn run_shard(inbox: &Inbox, rx: &mpsc::Receiver<Cmd>, shared: &Shared) {
             .peek()
             .map(|Reverse((due, _, _))| grid.tick_for(*due))
             .or_else(|| (!streams.is_empty()).then(|| Instant::now() + LAZY));
-        inbox
-            .wake_at
-            .store(next.map_or(ASLEEP, |t| inbox.ns(t)), Ordering::SeqCst);
-        if inbox.pending.load(Ordering::SeqCst) {
+        if !inbox.queue.may_sleep(next) {
             continue;
         }
         match next {

@@ -372,6 +372,11 @@ impl Media {
     /// RR; BYE appended when `bye`) from `rtcp_sock` — or the RTP socket when multiplexed —
     /// and schedules the next one. `wall_ntp`: the wall-clock time now in NTP format; `unit`
     /// a uniform random number in [0, 1) for the next delay.
+    ///
+    /// A BYE when we never sent an RTP or RTCP packet in this session is not sent at all:
+    /// "a participant which never sent an RTP or RTCP packet MUST NOT send a BYE packet when
+    /// they leave the group" (RFC 3550 §6.3.7) — a call hung up before its first packet, or
+    /// one with nothing to play, leaves silently.
     pub fn send_rtcp(
         &mut self,
         now: Instant,
@@ -382,6 +387,9 @@ impl Media {
     ) {
         let counters = self.stream.counters();
         let packets = counters.packets();
+        if bye && packets == 0 && self.rtcp.sent == 0 {
+            return;
+        }
         let sending = packets != self.packets_at_reports[0];
         let sender = counters
             .last_packet()
@@ -501,6 +509,37 @@ mod tests {
         };
         assert!(ev("127.0.0.1:6000", &mut m).is_empty());
         assert_eq!(ev("127.0.0.1:7000", &mut m), [('9', DtmfMethod::Rfc4733)]);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
+    fn no_rtcp_bye_from_a_session_that_sent_nothing() {
+        let now = Instant::now();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        peer.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+        let port = peer.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+        let answer = sdp(&format!("{port} RTP/AVP 0"), "a=rtcp-mux\r\n");
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 1500];
+        let received = |buf: &mut [u8]| {
+            // Loopback: a datagram sent is there at once.
+            std::thread::sleep(Duration::from_millis(20));
+            peer.recv_from(buf).ok().map(|(n, _)| n)
+        };
+        // Nothing sent yet: the BYE is not sent (RFC 3550 §6.3.7).
+        let mut m = answered(&answer, now);
+        m.send_rtcp(now, 0, 0.5, (&sock, &sock), true);
+        assert_eq!(m.rtcp.sent, 0);
+        assert_eq!(received(&mut buf), None);
+        // After a report: the BYE goes, in a compound of its own.
+        let mut m = answered(&answer, now);
+        m.send_rtcp(now, 0, 0.5, (&sock, &sock), false);
+        assert!(received(&mut buf).is_some());
+        m.send_rtcp(now, 0, 0.5, (&sock, &sock), true);
+        assert_eq!(m.rtcp.sent, 2);
+        let n = received(&mut buf).unwrap_or_else(|| panic!("no RTCP BYE"));
+        let got = rtcp::parse(&buf[..n]).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(got.bye);
     }
 
     #[test]

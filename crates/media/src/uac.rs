@@ -287,7 +287,8 @@ pub struct Uac {
 struct Shard {
     sip: SipLoop,
     local: SocketAddr,
-    rt: tokio::runtime::Handle,
+    /// The calls handed to the loop thread, spawned there by its SIP loop.
+    jobs: Arc<Jobs>,
     ports: Arc<RtpPorts>,
     /// Calls placed on this loop and not ended.
     calls: Arc<AtomicUsize>,
@@ -493,11 +494,11 @@ impl Uac {
                 accept_incoming: false,
             });
             let tasks = token.child_token();
-            let (sip, rt) = LoopThread::start(|| net(tasks), endpoint, token.child_token())?;
+            let (sip, jobs) = LoopThread::start(|| net(tasks), endpoint, token.child_token())?;
             loops.push(Shard {
                 sip,
                 local,
-                rt,
+                jobs,
                 ports: Arc::new(RtpPorts::new(nets_len)),
                 calls: Arc::default(),
             });
@@ -528,6 +529,18 @@ impl Uac {
                 closed: a.closed + b.closed,
                 idle: a.idle + b.idle,
             })
+    }
+
+    /// RTP socket pairs open now, in calls and idle in the pools (bound and not yet closed):
+    /// two counters read per loop, no lock taken — cheap enough to sample often.
+    pub fn rtp_pairs_open(&self) -> u64 {
+        self.loops
+            .iter()
+            .map(|l| {
+                let bound = l.ports.bound.load(Ordering::Relaxed);
+                bound.saturating_sub(l.ports.closed.load(Ordering::Relaxed))
+            })
+            .sum()
     }
 
     /// Waits up to `limit` for the CANCEL and BYE transactions of ended calls to finish (a
@@ -590,27 +603,63 @@ impl Uac {
             transport: self.transport,
         };
         let (trunk, caller) = (trunk.clone(), tokio::runtime::Handle::try_current().ok());
-        let task = shard
-            .rt
-            .spawn(async move { ctx.call(&trunk, req, on_opt_out, caller).await });
-        let abort = AbortOnDrop(task.abort_handle());
-        let r = task.await;
-        drop(abort);
-        match r {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        let (done, report) = oneshot::channel();
+        let job: Job = Box::pin(async move {
+            let mut done = done;
+            let call = CatchUnwind(Box::pin(ctx.call(&trunk, req, on_opt_out, caller)));
+            // The caller gone (its future dropped): the call is dropped, as an aborted task.
+            let r = tokio::select! {
+                r = call => Some(r),
+                () = done.closed() => None,
+            };
+            if let Some(r) = r {
+                let _ = done.send(r);
+            }
+        });
+        // Taken at the loop's next turn within `COALESCE`: the loop thread is woken only if
+        // it sleeps past that (not while it runs, or is about to wake anyway).
+        match shard.jobs.inbox.push(job, Instant::now() + COALESCE) {
+            Ok(true) => shard.jobs.wake.notify_one(),
+            Ok(false) => {}
             // The loop thread ended (its `Uac` is being dropped).
+            Err(_) => return Err(Error::SipStopped),
+        }
+        match report.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // The loop thread ended with the call on it.
             Err(_) => Err(Error::SipStopped),
         }
     }
 }
 
-/// Aborts a call's task when the future waiting for it is dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// A call handed to a loop thread ([`Uac::call`]): its future, spawned there by the SIP loop.
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// A loop thread's calls to spawn: its inbox, read at each of the SIP loop's turns, and what
+/// wakes the loop when the inbox says it sleeps too long.
+struct Jobs {
+    inbox: crate::inbox::Inbox<Job>,
+    wake: tokio::sync::Notify,
+}
+
+/// A call's future with its panic caught, to be resumed in the caller (as a task's panic is
+/// by its `JoinHandle`).
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let f = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
     }
 }
 
@@ -1803,6 +1852,13 @@ const RECV_BATCH: usize = 64;
 /// trickle is read at once as before.
 const COALESCE: Duration = Duration::from_millis(1);
 
+/// Wake-ups by datagrams in a row, each within [`COALESCE`] of the one before, that make the
+/// loop pause before its next read: a lone call's responses (180, 200, then its BYE's 200)
+/// come that close together and stop there, and pausing for them cost a timer wake-up of its
+/// own (tokio writes its eventfd when a timer earlier than its next is set; epoll sleeps whole
+/// milliseconds) with nothing to read at its end.
+const COALESCE_AFTER: u32 = 4;
+
 /// A call the far end placed (an INVITE from outside any dialog; [`SipLoop::start`] with an
 /// `incoming` channel): answer it with [`Command::Respond`]; its events come on `events`.
 pub struct IncomingCall {
@@ -1905,7 +1961,7 @@ impl SipLoop {
         incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
         stop: CancellationToken,
     ) -> SipLoop {
-        Self::spawn(socket, endpoint, incoming, stop).0
+        Self::spawn(socket, endpoint, incoming, None, stop).0
     }
 
     /// [`SipLoop::start`], with the loop's task.
@@ -1913,6 +1969,7 @@ impl SipLoop {
         socket: SipNet,
         endpoint: Endpoint,
         incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
+        jobs: Option<(Arc<Jobs>, std::sync::mpsc::Receiver<Job>)>,
         stop: CancellationToken,
     ) -> (SipLoop, tokio::task::JoinHandle<()>) {
         let (commands, rx) = mpsc::unbounded_channel();
@@ -1922,6 +1979,7 @@ impl SipLoop {
             endpoint,
             rx,
             incoming,
+            jobs,
             background.clone(),
             stop,
         ));
@@ -1970,14 +2028,18 @@ impl LoopThread {
         net: impl FnOnce() -> std::io::Result<SipNet>,
         endpoint: Endpoint,
         stop: CancellationToken,
-    ) -> Result<(SipLoop, tokio::runtime::Handle), Error> {
+    ) -> Result<(SipLoop, Arc<Jobs>), Error> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let handle = rt.handle().clone();
+        let (inbox, rx) = crate::inbox::Inbox::new(Instant::now());
+        let jobs = Arc::new(Jobs {
+            inbox,
+            wake: tokio::sync::Notify::new(),
+        });
         let (sip, task) = {
             let _inside = rt.enter();
-            SipLoop::spawn(net()?, endpoint, None, stop)
+            SipLoop::spawn(net()?, endpoint, None, Some((jobs.clone(), rx)), stop)
         };
         std::thread::Builder::new()
             .name("crieur-sip".into())
@@ -1986,7 +2048,7 @@ impl LoopThread {
                     let _ = task.await;
                 })
             })?;
-        Ok((sip, handle))
+        Ok((sip, jobs))
     }
 }
 
@@ -1998,10 +2060,13 @@ async fn sip_loop(
     mut ep: Endpoint,
     mut commands: mpsc::UnboundedReceiver<Command>,
     incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
+    jobs: Option<(Arc<Jobs>, std::sync::mpsc::Receiver<Job>)>,
     background: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
     let mut calls: HashMap<CallRef, mpsc::UnboundedSender<SipEvent>> = HashMap::new();
+    // The receiver apart: it is not `Sync`, and the inbox is waited on across awaits.
+    let (jobs, jobs_rx) = jobs.unzip();
     let mut buf = vec![0u8; 65_536];
     // What the loop last published as the endpoint's background count.
     let mut published = 0usize;
@@ -2013,8 +2078,17 @@ async fn sip_loop(
     // The last wake-up by a datagram, and whether the socket is to be read after a pause.
     let mut last_read: Option<Instant> = None;
     let mut pause = false;
+    // Wake-ups by datagrams in a row within `COALESCE` of each other.
+    let mut quick = 0u32;
     loop {
-        // Outputs first: datagrams, then events.
+        // New calls first: spawned here, they run as soon as this turn waits.
+        if let (Some(jobs), Some(rx)) = (&jobs, &jobs_rx) {
+            jobs.inbox.awake();
+            while let Ok(job) = rx.try_recv() {
+                tokio::spawn(job);
+            }
+        }
+        // Outputs, then: datagrams, then events.
         while let Some(t) = ep.poll_transmit() {
             if !wire.send(t.destination, &t.payload).await {
                 ep.transport_error(Instant::now(), t.destination);
@@ -2106,11 +2180,30 @@ async fn sip_loop(
                 timer.as_mut().reset(d);
             }
         }
+        if let Some(jobs) = &jobs {
+            if !jobs
+                .inbox
+                .may_sleep(deadline.map(tokio::time::Instant::into_std))
+            {
+                continue;
+            }
+        }
         tokio::select! {
+            () = async {
+                match &jobs {
+                    Some(jobs) => jobs.wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             r = wire.recv_udp(&mut buf) => {
                 let now = Instant::now();
                 // Woken again within `COALESCE`: the next reads wait for a batch.
-                pause = last_read.is_some_and(|t| now.saturating_duration_since(t) < COALESCE);
+                quick = if last_read.is_some_and(|t| now.saturating_duration_since(t) < COALESCE) {
+                    quick.saturating_add(1)
+                } else {
+                    0
+                };
+                pause = quick + 1 >= COALESCE_AFTER;
                 last_read = Some(now);
                 match r {
                     Ok((n, from)) => {
