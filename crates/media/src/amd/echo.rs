@@ -11,7 +11,11 @@
 //!   [`RHO_MIN`], places the filter.
 //! * **Filter.** A normalised-LMS adaptive filter of [`TAPS`] taps (8 ms: a hybrid's impulse
 //!   response) from [`PRE_SAMPLES`] before that lag predicts the echo from our audio; the far
-//!   end less the prediction (the residual) is what the detector analyses.
+//!   end less the prediction (the residual) is what the detector analyses. Once it shows
+//!   [`CONVERGED_DB`] of cancellation, only the taps the echo path needs are kept
+//!   ([`EchoCanceller::fit_window`]) and the delay is tracked, not sought again.
+//! * **Cost.** Our audio is prepared once per message ([`EchoReference`], shared by the
+//!   calls that play it); the far end is processed a 10 ms frame at a time.
 //! * **Double talk.** Adaptation stops while the far end is louder than half our loudest
 //!   sample in the filter's span (Geigel's detector: louder than any echo with ≥ 6 dB of return
 //!   loss can be), and for [`HANGOVER`] samples after, so far-end speech does not pull the
