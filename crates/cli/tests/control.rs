@@ -429,6 +429,19 @@ fn opt_outs_and_imports_mid_run_go_through_the_running_owner() {
         at(&ended) - answered < chrono::Duration::seconds(2),
         "ended {ended} after the opt-out at {answered}"
     );
+    // And the audit log says why we hung up: the opt-out, not a shutdown of the run.
+    let hangup = live
+        .records("hangup")
+        .into_iter()
+        .find(|h| h["call"] == ended["call"])
+        .unwrap_or_else(|| panic!("no hangup record for {ended}"));
+    assert_eq!(hangup["by"], "us", "{hangup}");
+    assert!(
+        hangup["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("number opted out during the call")),
+        "{hangup}"
+    );
 
     // Through the command line, which finds the owner: a number not dialled yet.
     let last = number(5);

@@ -1158,6 +1158,11 @@ fn place(
     call: String,
     stop: CancellationToken,
 ) -> impl std::future::Future<Output = (String, CallEnd)> + Send + 'static {
+    // Who stopped the call, if it ends `local-shutdown`: the run (a stop or hang-up-all
+    // cancels `hangup_all`, whose child `stop` is) or, alone, an opt-out of its number made
+    // durable meanwhile — the API's, another node's, the command line's (`InProgress` is the
+    // only other holder of `stop`, and cancels it only for an opt-out).
+    let (own_stop, run_stop) = (stop.clone(), shared.hangup_all.clone());
     let req = CallRequest {
         number: contact.phone().to_string(),
         message: shared.message.clone(),
@@ -1199,7 +1204,18 @@ fn place(
             })
             .await
             // With its sources (the SIP stack's own error): the reason recorded.
-            .map_err(|e| LocalFailure { why: chain(&e) });
+            .map_err(|e| LocalFailure { why: chain(&e) })
+            .map(|mut r| {
+                if r.ending.outcome == Outcome::LocalShutdown
+                    && own_stop.is_cancelled()
+                    && !run_stop.is_cancelled()
+                {
+                    // The audit log says why we hung up: not a shutdown of the run.
+                    r.ending.reason =
+                        format!("number opted out during the call ({})", r.ending.reason);
+                }
+                r
+            });
         if pausing_at("after-call") {
             // The crash test's point: the call over, its BYE's transaction done, nothing of
             // its end recorded yet.
