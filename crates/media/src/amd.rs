@@ -543,7 +543,10 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         // it, and the frequency with it.
         let c0 = (num / den).clamp(-2.0, 2.0);
         // Frames that cannot be a beep's (too quiet, or an unsteady envelope) skip the search.
-        let (c, purity) = if level_dbfs < -45.0 || steadiness_db(x, c0) < 8.0 {
+        // The steadiness at `c0`, computed once (the gate below and, when the search keeps
+        // `c0`, the tonality).
+        let steady0 = (level_dbfs >= -45.0).then(|| steadiness_db(x, c0));
+        let (c, purity) = if steady0.is_none_or(|s| s < 8.0) {
             (c0, purity_db(x, c0, energy))
         } else {
             // The five filters in one pass over the frame (independent recurrences).
@@ -556,7 +559,11 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
                 )
         };
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
-        let one = (freq, purity.min(steadiness_db(x, c)));
+        let steady = match steady0 {
+            Some(s) if c == c0 => s,
+            _ => steadiness_db(x, c),
+        };
+        let one = (freq, purity.min(steady));
         // Not one clean tone, but loud enough for a beep: perhaps two at once — if the frame
         // is stationary with the previous one (the same level and lag-1 fit, as two steady
         // tones are from one 10 ms to the next), or continues two tones found there. The
