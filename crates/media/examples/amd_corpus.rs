@@ -285,7 +285,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         cpu_s
     );
     println!();
-    println!("misjudged or dropped early:");
+    println!("misjudged, dropped early, or dropped late (over 300 ms after the beep):");
     for r in &results {
         let wrong = (r.class == "human") == r.machine_at.is_some();
         let early = r.class == "machine"
@@ -294,7 +294,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or(false);
         let missed_beep =
             r.class == "machine" && r.beep != "none" && r.drop.map(|d| d.1) != Some("beep");
-        if wrong || early || missed_beep {
+        // A drop on the beep more than the 300 ms target after the labelled beep end.
+        let late = r.class == "machine"
+            && r.beep != "none"
+            && r.drop.is_some_and(|(at, cause)| {
+                cause == "beep" && at > r.label_end + Duration::from_millis(300)
+            });
+        if wrong || early || missed_beep || late {
             println!(
                 "  {} {} beep={} first={:?} machine={:?} drop={:?} label_end={:?}{}{}",
                 r.file,
@@ -304,7 +310,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 r.machine_at,
                 r.drop,
                 r.label_end,
-                if early { " EARLY" } else { "" },
+                if early {
+                    " EARLY"
+                } else if late {
+                    " LATE"
+                } else {
+                    ""
+                },
                 if missed_beep { " BEEP-MISSED" } else { "" }
             );
         }

@@ -9,8 +9,12 @@
 //!   `AMD()` (initial silence, greeting length, word count and length, silence after the
 //!   greeting, total analysis time; see [`AmdParams`] for each bound and why);
 //! * a [`Beep`]: a single stable tone (350–3,000 Hz, ≥ 100 ms) followed by a drop in level —
-//!   the "leave your message after the tone" tone. A beep is only made by machines, so one
-//!   heard after a `human`/`not-sure` verdict (a short greeting) turns it into `machine`;
+//!   the "leave your message after the tone" tone, reported once the line has stayed free of
+//!   the talker's voice for [`AmdParams::beep_settle`] after it (a tone under speech is not a
+//!   beep). A beep is only made by machines, so one heard after a `human`/`not-sure` verdict
+//!   (a short greeting) turns it into `machine` — if it is
+//!   [`AmdParams::beep_override_margin_db`] over the line's noise (a tone in a person's room
+//!   is not);
 //! * once the verdict is `machine`, a [`DropPoint`]: where a voicemail message should start —
 //!   at the beep's end, or when the greeting has ended without a beep (a long silence), or at
 //!   a bound.
@@ -65,6 +69,13 @@ const BEEP_QUIET_FRAMES: u32 = 5;
 const TAIL_MAX_FRAMES: u32 = 40;
 /// Least fall per frame of a beep's decaying tail, dB (50 dB/s: an RT60 of 1.2 s).
 const TAIL_MIN_DECAY_DB: f32 = 0.5;
+/// A tone run whose last frames fell steadily (by [`TAIL_MIN_DECAY_DB`] a frame on average)
+/// for this many frames has ended where the fall began: 100 ms, 5+ dB down. A slow
+/// reverberation stays pure enough to pass for the tone for 300–500 ms before its 10 dB drop
+/// (recipe c's reverberant beeps were dropped 400–540 ms after the tone); a steady beep does
+/// not fall 5 dB in 100 ms, an amplitude-modulated one falls for a quarter period (≤ 25 ms
+/// at 10+ Hz), a beep's fade-out lasts 5–50 ms.
+const FALL_END_FRAMES: u32 = 10;
 /// Least tonality of a tail frame, dB: a tone's reverberation is the tone (its energy stays
 /// at its frequency until the line noise takes over, by when it is 10 dB down); a held
 /// vowel's reverberant decay in a speaker-phone greeting is not (one such vowel was taken
@@ -339,10 +350,13 @@ pub struct AmdParams {
     /// within this of the loudest word heard since the answer (which is forgotten at
     /// [`FOREGROUND_DECAY_DB_PER_FRAME`]), dB; a quieter one is someone else in the room —
     /// two people talking 12–25 dB under the person (babble), a baby crying, a television —
-    /// and is neither voice nor silence for the greeting analysis. Default 10 dB: the words of
+    /// and is neither voice nor silence for the greeting analysis. Default 8 dB: the words of
     /// one talker into a handset, or of one recorded greeting, peak within 6–8 dB of each
     /// other (a greeting is recorded at one level), while a background talker 12 dB under
-    /// the person peaks 12–15 dB under the person's loudest word. Frames inside a word are
+    /// the person peaks 8–15 dB under the person's loudest word (a television, a radio or an
+    /// office 12–25 dB under a person who had said "Hallo?" still reached `max_words` at
+    /// 10 dB: 4–9 people in 150 of recipe d cut off; 8 dB kept 2–3 more of them a corpus
+    /// for 1–2 machines a corpus found later by their beep or missed). Frames inside a word are
     /// still voice down to `voice_range_db` (a word's consonants and decay are 15–20 dB under
     /// its vowel). Before this, each background word within `voice_range_db` of the person
     /// counted as greeting, and a person with babble or a crying baby near them reached
@@ -375,9 +389,13 @@ pub struct AmdParams {
     /// Default 14 dB: a G.711 beep gives 30+ dB, a beep 20 dB above line noise about 18 dB;
     /// voiced speech fails the steadiness, chords and noise the purity.
     pub beep_min_tonality_db: f32,
-    /// Beep: least level (dBFS). Default −50 dBFS: a beep is often recorded as quietly as
-    /// the greeting, −30 to −45 dBFS on a quiet line; the tonality, the margin over the noise
-    /// floor (10 dB) and the quiet after it keep line noise out.
+    /// Beep: least level (dBFS). Default −56 dBFS: a beep is often recorded as quietly as
+    /// the greeting, −30 to −50 dBFS on a quiet line (a greeting at −39 dBFS RMS with its
+    /// beep 8–11 dB under it: −50 to −51 dBFS, which −50 missed while its tonality was
+    /// 28–30 dB and the line 25 dB under it); G.711 still carries a tone at −56 dBFS with
+    /// ~30 dB of signal to quantisation noise. The tonality, the margin over the noise
+    /// floor (10 dB, 20 to override a person: `beep_override_margin_db`) and the quiet after
+    /// it keep line noise out.
     pub beep_min_dbfs: f32,
     /// After a beep: how long, from the tone's end, to wait for another before the drop
     /// point (double and triple beeps; the recording starts after the last). Default 280 ms:
@@ -386,9 +404,45 @@ pub struct AmdParams {
     /// and the recording lost its first 0.2–0.6 s); the wait is all of the beep → message
     /// delay, bounded by its 300 ms target, so a second beep that starts up to ~260 ms after
     /// the first (a frame for its ramp to read as tonal) is waited for, a later one is not.
+    /// Counted from the tone's end, its decaying tail (see [`TAIL_MAX_FRAMES`]) included: a
+    /// second beep 260 ms after the first would have started within the tail as much as
+    /// within silence (counted from the tail's end, reverberant beeps dropped 330–490 ms
+    /// after the tone: c-1's p95 334 ms). The beep's `machine` verdict (when it makes one)
+    /// waits for the same end: a tone followed by voice within it is no beep
+    /// ([`AmdParams::beep_voice_after`]).
     pub beep_settle: Duration,
-    /// After a `machine` verdict without a beep: silence that ends the greeting. Default
-    /// 3,000 ms: greetings pause under a second between sentences, but the beep can come
+    /// A beep heard after a `human`/`not-sure` verdict turns it into `machine` (and stops
+    /// the message under the ear of whoever answered) only when its tone is at least this
+    /// far above the line's noise floor, dB. Default 20 dB. A voicemail system writes its
+    /// beep into the recording digitally, at a nominal level well above the line's noise
+    /// (30–50 dB on a quiet line; 10–20 dB over a greeting's recorded room noise at worst);
+    /// a tone that a person's room makes behind them — an appliance's pips, a microwave, a
+    /// phone's notification — comes through their microphone with the room's own noise, 5–17
+    /// dB over it in recipe e's kitchens, where it passed every other test of a beep and cut
+    /// 2–3 people in 150 off. Without an earlier verdict (or after `machine`) the beep needs
+    /// only the 10 dB of the tone test: there it stops no one.
+    pub beep_override_margin_db: f32,
+    /// Voice after a tone, before its [`AmdParams::beep_settle`] wait is over, that makes it
+    /// not a beep: it was under ongoing speech (a held vowel read as a tone, or a tone in the
+    /// person's room while they talk), and a voicemail's beep is followed by the recording's
+    /// quiet, not by words. Default 50 ms of the talker's own voice (half the shortest word;
+    /// background voices do not count) within 10 dB of the tone's level (our message's
+    /// residual echo after a beep is not: counted, it cost 8 machines in 150 with our echo
+    /// at 15 dB of return loss): a click or a breath is shorter or is not voice. The
+    /// beep's verdict and drop point wait for the end of the settle wait anyway, so this
+    /// costs no time.
+    pub beep_voice_after: Duration,
+    /// After a drop point: how long a later beep is still listened for, ms from the drop.
+    /// Such a beep is a new drop point (the voicemail message restarts after it: the call
+    /// script plays it again from its start). Default 1,000 ms: some machines beep twice
+    /// 0.3–0.5 s apart, and some play a chime whose last note is a beep by every feature
+    /// 0.4 s before the real beep — waiting `beep_settle` longer for them would delay every
+    /// single beep's message past the 300 ms target; restarting costs only the message's
+    /// first second, said before the recording began. A second beep up to ~1.3 s after the
+    /// first (a beep of 300 ms, confirmed 280 ms after it) is caught.
+    pub beep_restart_window: Duration,
+    /// After a `machine` verdict without a beep: silence that ends the greeting (not while
+    /// a tone is under way: it may be the beep). Default 3,000 ms: greetings pause under a second between sentences, but the beep can come
     /// 1.5–2.5 s after the last word (at 1.5 s the voicemail message started before such
     /// beeps and the recording lost its start); machines that do not beep record from the
     /// greeting's end, so waiting longer only leaves silence on the recording, and voicemail
@@ -417,15 +471,18 @@ impl Default for AmdParams {
             voice_margin_db: 9.0,
             voice_min_dbfs: -55.0,
             voice_range_db: 22.0,
-            foreground_range_db: 10.0,
+            foreground_range_db: 8.0,
             echo_return_loss_db: 6.0,
             beep_min_hz: 350.0,
             beep_max_hz: 3000.0,
             beep_min_length: ms(100),
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
-            beep_min_dbfs: -50.0,
+            beep_min_dbfs: -56.0,
             beep_settle: ms(280),
+            beep_override_margin_db: 20.0,
+            beep_voice_after: ms(50),
+            beep_restart_window: ms(1000),
             greeting_end_silence: ms(3000),
             max_greeting_wait: ms(30_000),
             beep_override_window: ms(30_000),
@@ -917,6 +974,16 @@ impl QuietFloor {
     }
 }
 
+/// A tone taken for a beep, waiting out [`AmdParams::beep_settle`] before it is reported.
+#[derive(Debug, Clone, Copy)]
+struct PendingBeep {
+    beep: Beep,
+    /// Time since the tone's end with no tone under way, ms.
+    quiet_ms: u32,
+    /// The talker's voice heard since the tone's end, ms.
+    voice_ms: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ToneRun {
     start_frame: u64,
@@ -931,6 +998,12 @@ struct ToneRun {
     prev_level: f32,
     /// Frames of a decaying tail after the tone (see [`TAIL_MAX_FRAMES`]).
     tail: u32,
+    /// The run's last frames, falling from `fall_top` by at least [`TAIL_MIN_DECAY_DB`] a
+    /// frame on average: a tail still pure enough to pass for the tone (a slow
+    /// reverberation), not the tone. (On average: line noise moves a frame's level by a few
+    /// tenths of a dB as the tail nears it.)
+    falling: u32,
+    fall_top: f32,
 }
 
 impl ToneRun {
@@ -945,6 +1018,8 @@ impl ToneRun {
             after: 0,
             prev_level: f.level_dbfs,
             tail: 0,
+            falling: 0,
+            fall_top: f.level_dbfs,
         }
     }
 }
@@ -980,7 +1055,10 @@ pub struct Detector {
     voice_streak_ms: u32,
     // drop point
     dropped: bool,
-    pending_drop: Option<(Beep, u32)>,
+    /// When the last drop point was reported (analysed time), and the level of its beep.
+    dropped_at: Duration,
+    dropped_beep: Option<f32>,
+    pending_drop: Option<PendingBeep>,
     peak: f32,
     /// The loudest word's loudest frame, decaying (the reference of `foreground_range_db`).
     word_peak: f32,
@@ -995,6 +1073,9 @@ pub struct Detector {
     echo_ceiling: f32,
     events: std::collections::VecDeque<AmdEvent>,
     two_tone_gate: TwoToneGate,
+    /// The tail of a tone ended by its steady fall: its frequency and last level. Frames
+    /// that go on falling at that frequency are the tail, not a new tone.
+    decaying: Option<(f32, f32)>,
 }
 
 impl Detector {
@@ -1023,6 +1104,8 @@ impl Detector {
             notes: std::collections::VecDeque::new(),
             voice_streak_ms: 0,
             dropped: false,
+            dropped_at: Duration::ZERO,
+            dropped_beep: None,
             pending_drop: None,
             peak: FLOOR_DBFS,
             word_peak: FLOOR_DBFS,
@@ -1033,6 +1116,7 @@ impl Detector {
             echo_ceiling: f32::MIN,
             events: std::collections::VecDeque::new(),
             two_tone_gate: TwoToneGate::new(),
+            decaying: None,
         }
     }
 
@@ -1055,7 +1139,7 @@ impl Detector {
     /// is final (`human`/`not-sure` past the beep window).
     pub fn is_done(&self) -> bool {
         if self.dropped {
-            return true;
+            return !self.restart_open();
         }
         match self.verdict {
             Some(v) if v.kind != Kind::Machine => self.analysed() >= self.p.beep_override_window,
@@ -1245,24 +1329,40 @@ impl Detector {
         } else {
             self.silence_step(voiced);
         }
-        if let Some((beep, quiet)) = self.pending_drop {
-            // A tone under way (a second or third beep) holds the drop back.
-            let quiet = if self.tone.is_some() {
+        if let Some(mut pending) = self.pending_drop {
+            // A tone under way (a second or third beep) holds the drop back — if it is as
+            // loud as a beep: within 10 dB of this one (the drop that ends a tone). Fragments
+            // of a beep's reverberation 20–30 dB down are tonal too, and held reverberant
+            // beeps' drops 400–600 ms past the tone.
+            let second = self.tone.is_some() && f.level_dbfs >= pending.beep.level_dbfs - 10.0;
+            pending.quiet_ms = if second {
                 0
             } else {
-                quiet + FRAME_MS
+                pending.quiet_ms + FRAME_MS
             };
-            self.pending_drop = Some((beep, quiet));
-            if quiet >= ms_u32(self.p.beep_settle) {
+            // The talker's voice, as loud as the tone (within the 10 dB that ends a tone): a
+            // person over whose words a tone played, or whose vowel read as one. Our own
+            // message's residual echo after a machine's beep is far under the beep.
+            if foreground && f.level_dbfs >= pending.beep.level_dbfs - 10.0 {
+                pending.voice_ms += FRAME_MS;
+            }
+            self.pending_drop = Some(pending);
+            if pending.voice_ms >= ms_u32(self.p.beep_voice_after) {
+                // Words right after the tone: it was under speech, not a beep.
                 self.pending_drop = None;
-                self.drop_at(DropCause::Beep(beep));
+            } else if pending.quiet_ms >= ms_u32(self.p.beep_settle) {
+                self.pending_drop = None;
+                self.confirm_beep(pending.beep);
             }
         }
         if self.verdict.map(|v| v.kind) == Some(Kind::Machine)
             && !self.dropped
             && self.pending_drop.is_none()
         {
-            if self.silence_ms >= ms_u32(self.p.greeting_end_silence) {
+            // A tone under way when the greeting's silence runs out is perhaps the beep that
+            // ends it (machines beep up to ~3 s after the last word): the drop on silence
+            // waits for the tone to end (or be a beep), bounded by `max_greeting_wait`.
+            if self.silence_ms >= ms_u32(self.p.greeting_end_silence) && self.tone.is_none() {
                 self.drop_at(DropCause::Silence);
             } else if self.analysed() >= self.p.max_greeting_wait {
                 self.drop_at(DropCause::Timeout);
@@ -1331,6 +1431,11 @@ impl Detector {
 
     fn drop_at(&mut self, cause: DropCause) {
         self.dropped = true;
+        self.dropped_at = self.analysed();
+        self.dropped_beep = match &cause {
+            DropCause::Beep(b) => Some(b.level_dbfs),
+            _ => None,
+        };
         self.events.push_back(AmdEvent::Drop(DropPoint {
             cause,
             at: self.analysed(),
@@ -1433,6 +1538,17 @@ impl Detector {
             .max(2);
         let max_frames = ms_u32(p.beep_max_length).div_ceil(FRAME_MS);
         let frame_no = self.frames - 1;
+        if let Some((freq, level)) = self.decaying {
+            // A tail rises by no more than line noise moves it, and keeps the tone's pitch.
+            if f.level_dbfs <= level + 1.0
+                && f.tonality_db >= TAIL_MIN_TONALITY_DB
+                && (f.freq_hz - freq).abs() <= 0.05 * freq
+            {
+                self.decaying = Some((freq, f.level_dbfs));
+                return;
+            }
+            self.decaying = None;
+        }
         match self.tone.as_mut() {
             None => {
                 if tonal {
@@ -1447,11 +1563,31 @@ impl Detector {
                     run.freq_sum += f.freq_hz * (1 + run.misses) as f32;
                     run.level_sum += f.level_dbfs * (1 + run.misses) as f32;
                     run.last_freq = f.freq_hz;
+                    let falling = run.falling + 1 + run.misses;
+                    if run.fall_top - f.level_dbfs >= TAIL_MIN_DECAY_DB * falling as f32 {
+                        run.falling = falling;
+                    } else {
+                        run.falling = 0;
+                        run.fall_top = f.level_dbfs;
+                    }
                     run.prev_level = f.level_dbfs;
                     run.misses = 0;
                     if run.frames > max_frames {
                         // Too long for a beep: wait for it to stop before looking again.
                         run.frames = max_frames + 1;
+                    }
+                    let steady = run.frames - run.falling;
+                    if run.falling >= FALL_END_FRAMES
+                        && steady >= min_frames
+                        && steady <= max_frames
+                    {
+                        // A steady tone, then a steady fall: its reverberation (or echo), still
+                        // pure enough to pass for it. The tone has ended; the rest of the tail
+                        // is followed without starting a tone (see `decaying`).
+                        let r = *run;
+                        self.tone = None;
+                        self.decaying = Some((r.last_freq, f.level_dbfs));
+                        self.tone_ended(r, r.falling, min_frames, floor);
                     }
                     return;
                 }
@@ -1462,29 +1598,14 @@ impl Detector {
                 if long_enough && quieter {
                     run.after += 1;
                     if run.after >= BEEP_QUIET_FRAMES {
-                        let freq = run.freq_sum / run.frames as f32;
-                        // The last note of a tune is followed by quiet too: a tone that two
-                        // other notes led up to within the last 2 s is music, not a beep
-                        // (a two-note beep has one before it, a triple beep's are its own
-                        // pitch).
-                        let since = run.start_frame.saturating_sub(TUNE_SPAN_FRAMES);
-                        let led_up = self
-                            .notes
-                            .iter()
-                            .filter(|(end, f)| *end >= since && (f - freq).abs() > 0.03 * freq)
-                            .count();
-                        if led_up >= TUNE_NOTES {
-                            self.tone = None;
-                            return;
-                        }
-                        let beep = Beep {
-                            start: Self::frame_time(run.start_frame),
-                            end: Self::frame_time(run.start_frame + u64::from(run.frames)),
-                            freq_hz: freq,
-                            level_dbfs: mean_level,
-                        };
+                        let r = *run;
                         self.tone = None;
-                        self.on_beep(beep);
+                        self.tone_ended(
+                            r,
+                            BEEP_QUIET_FRAMES + r.tail + r.falling,
+                            min_frames,
+                            floor,
+                        );
                     }
                     return;
                 }
@@ -1525,18 +1646,101 @@ impl Detector {
         }
     }
 
-    fn on_beep(&mut self, beep: Beep) {
-        self.events.push_back(AmdEvent::Beep(beep));
+    /// A tone ended `since_end` frames ago (its decaying tail and the quiet that confirmed
+    /// it; `floor`: the line's noise floor): a beep if nothing says otherwise before
+    /// `beep_settle` is over (see [`Detector::confirm_beep`]).
+    /// A tone run ended (its confirmation quiet, or a steady fall after it), `since_end`
+    /// frames after the tone itself: a beep unless it is the last note of a tune or has no
+    /// steady part of a beep's length.
+    fn tone_ended(&mut self, run: ToneRun, since_end: u32, min_frames: u32, floor: f32) {
+        let freq = run.freq_sum / run.frames as f32;
+        // The last note of a tune is followed by quiet too: a tone that two other notes led
+        // up to within the last 2 s is music, not a beep (a two-note beep has one before it,
+        // a triple beep's are its own pitch).
+        let since = run.start_frame.saturating_sub(TUNE_SPAN_FRAMES);
+        let led_up = self
+            .notes
+            .iter()
+            .filter(|(end, f)| *end >= since && (f - freq).abs() > 0.03 * freq)
+            .count();
+        // The tone ends where its level began to fall steadily (a tail pure enough to
+        // continue the run is the tone's reverberation): what is steady before must be as
+        // long as a beep (a plucked or struck note falls from its start).
+        let steady = run.frames - run.falling;
+        if led_up >= TUNE_NOTES || steady < min_frames {
+            return;
+        }
+        let beep = Beep {
+            start: Self::frame_time(run.start_frame),
+            end: Self::frame_time(run.start_frame + u64::from(steady)),
+            freq_hz: freq,
+            level_dbfs: run.level_sum / run.frames as f32,
+        };
+        self.on_beep(beep, since_end, floor);
+    }
+
+    fn on_beep(&mut self, beep: Beep, since_end: u32, floor: f32) {
         match self.verdict {
             Some(v) if v.kind == Kind::Machine => {}
             _ if self.analysed() > self.p.beep_override_window => return,
-            _ => self.decide(Kind::Machine, Cause::Beep),
+            // Someone was judged to have answered: only a tone clearly above the line's
+            // noise overrides that (see `beep_override_margin_db`).
+            Some(_)
+                if beep.level_dbfs < self.line_floor(floor) + self.p.beep_override_margin_db =>
+            {
+                return
+            }
+            _ => {}
         }
-        if !self.dropped {
-            // The drop waits `beep_settle` for a further beep (double and triple beeps),
-            // counted from the tone's end: its confirmation was already that quiet.
-            self.pending_drop = Some((beep, BEEP_QUIET_FRAMES * FRAME_MS));
+        if self.dropped
+            && !(self.restart_open()
+                && self
+                    .dropped_beep
+                    .is_none_or(|first| beep.level_dbfs >= first - 20.0))
+        {
+            // Past the restart window; or a tone 20 dB under the beep that made the drop
+            // point (a fragment of its reverberation, 20–30 dB down), not a second beep (a
+            // chime's note and the beep after it are recorded within ~12 dB of each other).
+            return;
         }
+        if let Some(first) = self.pending_drop.take() {
+            // A beep followed by another (double and triple beeps): the first was one.
+            self.events.push_back(AmdEvent::Beep(first.beep));
+        }
+        // The wait for a further beep (double and triple beeps) and for voice after it
+        // counts from the tone's end: its tail and its confirmation were already that quiet.
+        self.pending_drop = Some(PendingBeep {
+            beep,
+            quiet_ms: since_end * FRAME_MS,
+            voice_ms: 0,
+        });
+    }
+
+    /// Whether a beep can still move the drop point (see `beep_restart_window`).
+    fn restart_open(&self) -> bool {
+        self.dropped && self.analysed() <= self.dropped_at + self.p.beep_restart_window
+    }
+
+    /// The line's own noise: the quietest it has been since the answer (a 100 ms block's
+    /// mean level), or the running floor if that is lower. Not the running floor alone: our
+    /// message's residual echo raises it while it plays, and a beep 20 dB over the line is
+    /// not 20 dB over our echo.
+    fn line_floor(&self, floor: f32) -> f32 {
+        if self.quiet_floor.least.is_finite() {
+            self.quiet_floor.least.min(floor)
+        } else {
+            floor
+        }
+    }
+
+    /// The settle wait after a beep is over with no voice after it: reports the beep, makes
+    /// the verdict `machine` if it was not, and the drop point.
+    fn confirm_beep(&mut self, beep: Beep) {
+        self.events.push_back(AmdEvent::Beep(beep));
+        if self.verdict.map(|v| v.kind) != Some(Kind::Machine) {
+            self.decide(Kind::Machine, Cause::Beep);
+        }
+        self.drop_at(DropCause::Beep(beep));
     }
 }
 
@@ -1821,23 +2025,52 @@ mod tests {
     }
 
     #[test]
-    fn a_second_beep_past_the_settle_is_not_waited_for() {
+    fn a_second_beep_past_the_settle_is_not_waited_for_but_restarts_the_drop() {
         // The wait is bounded (the beep → message delay): 500 ms after the first, the
-        // voicemail has started.
+        // voicemail has started; the second beep is a new drop point after it (the message
+        // restarts), within `beep_restart_window`.
         let x = cat(&[
             speech(4000, -18.0, 2),
             silence(500),
             tone(180, 880.0, -14.0),
             silence(500),
             tone(180, 880.0, -14.0),
-            silence(1500),
+            silence(2500),
         ]);
         let ev = run(AmdParams::default(), &g711(&x));
         let b = beeps(&ev);
-        assert!(!b.is_empty(), "{ev:?}");
-        let d = drop_point(&ev).expect("a drop point");
-        assert_eq!(d.cause, DropCause::Beep(b[0]), "{ev:?}");
-        assert!(d.at - b[0].end <= AmdParams::default().beep_settle, "{d:?}");
+        assert_eq!(b.len(), 2, "{ev:?}");
+        let drops: Vec<DropPoint> = ev
+            .iter()
+            .filter_map(|e| match e {
+                AmdEvent::Drop(d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(drops.len(), 2, "{ev:?}");
+        assert_eq!(drops[0].cause, DropCause::Beep(b[0]), "{ev:?}");
+        assert!(
+            drops[0].at - b[0].end <= AmdParams::default().beep_settle,
+            "{drops:?}"
+        );
+        assert_eq!(drops[1].cause, DropCause::Beep(b[1]), "{ev:?}");
+        assert!(drops[1].at >= b[1].end, "{drops:?}");
+        assert!(
+            drops[1].at - b[1].end <= AmdParams::default().beep_settle,
+            "{drops:?}"
+        );
+        // A beep 1.5 s after the drop is past the window: nothing moves.
+        let y = cat(&[
+            speech(4000, -18.0, 2),
+            silence(500),
+            tone(180, 880.0, -14.0),
+            silence(1800),
+            tone(180, 880.0, -14.0),
+            silence(1500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&y));
+        let n = ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count();
+        assert_eq!(n, 1, "{ev:?}");
     }
 
     #[test]
@@ -2115,6 +2348,143 @@ mod tests {
                 g * a * (2.0 * std::f32::consts::PI * hz * i as f32 / SR).sin()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_beep_as_the_greeting_silence_runs_out_is_waited_for() {
+        // A machine that beeps 2.95 s after its last word, quietly (−52 dBFS, a greeting
+        // recorded at −40): the drop on 3 s of silence would fall inside the beep; it waits
+        // for the tone and drops on it.
+        let x = cat(&[
+            speech(4500, -40.0, 27),
+            silence(2950),
+            tone(300, 1650.0, -52.0),
+            silence(1500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let d = drop_point(&ev).expect("a drop point");
+        assert!(matches!(d.cause, DropCause::Beep(_)), "{ev:?}");
+        assert!(d.at >= Duration::from_millis(4500 + 2950 + 300), "{d:?}");
+    }
+
+    #[test]
+    fn a_chime_then_a_beep_drops_after_the_beep() {
+        // A falling three-note chime whose last note passes for a beep, then the beep 0.4 s
+        // later: the last drop point is the beep's (the voicemail message restarts there).
+        let x = cat(&[
+            speech(4000, -18.0, 31),
+            silence(500),
+            tone(150, 1319.0, -16.0),
+            tone(150, 1047.0, -16.0),
+            tone(150, 784.0, -16.0),
+            silence(400),
+            tone(300, 1000.0, -20.0),
+            silence(2500),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let last = ev
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                AmdEvent::Drop(d) => Some(*d),
+                _ => None,
+            })
+            .expect("a drop point");
+        let beep_end = Duration::from_millis(4000 + 500 + 450 + 400 + 300);
+        match last.cause {
+            DropCause::Beep(b) => assert!((b.freq_hz - 1000.0).abs() < 20.0, "{ev:?}"),
+            c => panic!("{c:?}: {ev:?}"),
+        }
+        assert!(last.at >= beep_end, "{ev:?}");
+        assert!(last.at <= beep_end + Duration::from_millis(300), "{ev:?}");
+    }
+
+    #[test]
+    fn a_tone_under_speech_is_not_a_beep() {
+        // A tone in the person's room while they talk (or a held vowel read as one), with
+        // their words going on 100 ms after it: no beep, no `machine`, the message plays on.
+        let x = cat(&[
+            talker(900, -18.0, 21, 140.0),
+            tone(200, 1000.0, -20.0),
+            silence(100),
+            talker(900, -18.0, 22, 140.0),
+            silence(2000),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        assert!(beeps(&ev).is_empty(), "{ev:?}");
+        assert!(
+            ev.iter()
+                .all(|e| !matches!(e, AmdEvent::Verdict(v) if v.kind == Kind::Machine)),
+            "{ev:?}"
+        );
+        assert_eq!(drop_point(&ev), None);
+        // The same tone with the line quiet after it is a beep.
+        let y = cat(&[
+            talker(900, -18.0, 21, 140.0),
+            tone(200, 1000.0, -20.0),
+            silence(2000),
+        ]);
+        assert_eq!(beeps(&run(AmdParams::default(), &g711(&y))).len(), 1);
+    }
+
+    #[test]
+    fn pips_in_a_room_do_not_override_a_person() {
+        // "Hello?" over a room's noise at −50 dBFS, judged human; then an appliance's three
+        // pips 14 dB over the noise: every feature of a beep but its level over the line's
+        // noise (`beep_override_margin_db`), so the person is not cut off.
+        let pips = |db: f32| {
+            cat(&[
+                tone(120, 2000.0, db),
+                silence(120),
+                tone(120, 2000.0, db),
+                silence(120),
+                tone(120, 2000.0, db),
+            ])
+        };
+        for (pip_db, machine) in [(-36.0, false), (-24.0, true)] {
+            let mut x = cat(&[
+                silence(300),
+                talker(700, -22.0, 23, 180.0),
+                silence(1500),
+                pips(pip_db),
+                silence(1500),
+            ]);
+            add_noise(&mut x, -50.0, 24);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert_eq!(
+                first_verdict(&ev).map(|v| v.kind),
+                Some(Kind::Human),
+                "{ev:?}"
+            );
+            let judged_machine = ev
+                .iter()
+                .any(|e| matches!(e, AmdEvent::Verdict(v) if v.kind == Kind::Machine));
+            assert_eq!(judged_machine, machine, "pips at {pip_db} dBFS: {ev:?}");
+        }
+    }
+
+    #[test]
+    fn a_reverberant_beep_drops_within_the_settle_of_its_tone() {
+        // The settle wait counts from the tone's end, its tail included: in a room whose
+        // reverberation takes the tone 10 dB down in ~70 ms (150 dB/s), the drop is decided
+        // no later than `beep_settle` (plus two frames) after the tone (counted from the
+        // tail's end, it came ~70 ms later).
+        let mut x = cat(&[
+            speech(4000, -18.0, 25),
+            silence(300),
+            tone_with_tail(300, 1100.0, -20.0, 600, 150.0),
+            silence(1000),
+        ]);
+        add_noise(&mut x, -55.0, 26);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let d = drop_point(&ev).expect("a drop point");
+        assert!(matches!(d.cause, DropCause::Beep(_)), "{d:?}");
+        let tone_end = Duration::from_millis(4000 + 300 + 300);
+        assert!(
+            d.at <= tone_end + AmdParams::default().beep_settle + Duration::from_millis(20),
+            "{d:?}"
+        );
+        assert!(d.at >= tone_end, "{d:?}");
     }
 
     #[test]

@@ -516,11 +516,22 @@ impl CallScript {
         }
     }
 
-    /// The beep ended (or the greeting did without one): the voicemail message starts.
+    /// The beep ended (or the greeting did without one): the voicemail message starts. A
+    /// later drop point while it plays (a second beep within the detector's restart window:
+    /// the recording started after it) plays it again from its start.
     pub fn handle_drop_point(&mut self, _now: Instant) {
-        if self.state == State::AwaitingDropPoint {
-            self.state = State::PlayingVoicemail;
-            self.actions.push_back(Action::Play(Prompt::Voicemail));
+        match self.state {
+            State::AwaitingDropPoint => {
+                self.state = State::PlayingVoicemail;
+                self.actions.push_back(Action::Play(Prompt::Voicemail));
+            }
+            State::PlayingVoicemail => {
+                self.actions.push_back(Action::Note(
+                    "answering machine: a later beep, the voicemail message restarts",
+                ));
+                self.actions.push_back(Action::Play(Prompt::Voicemail));
+            }
+            _ => {}
         }
     }
 
@@ -741,6 +752,11 @@ mod tests {
         assert!(drain(&mut s).is_empty());
         s.handle_drop_point(t0 + Duration::from_secs(8));
         assert_eq!(drain(&mut s), vec![Action::Play(Prompt::Voicemail)]);
+        // A second beep: the voicemail message starts again (the playback is replaced).
+        s.handle_drop_point(t0 + Duration::from_millis(8600));
+        let a = drain(&mut s);
+        assert_eq!(a.last(), Some(&Action::Play(Prompt::Voicemail)), "{a:?}");
+        assert_eq!(a.len(), 2, "{a:?}");
         s.handle_prompt_done(t0 + Duration::from_secs(30), Prompt::Voicemail);
         assert_eq!(
             drain(&mut s),

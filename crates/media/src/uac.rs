@@ -1021,7 +1021,8 @@ impl CallContext {
                         }
                         Some(StreamEvent::FirstPacket(Prompt::Voicemail, when)) => {
                             if let Some(a) = report.amd.as_mut() {
-                                a.voicemail_started_at.get_or_insert(at(when));
+                                // The last start: a later beep restarts the message.
+                                a.voicemail_started_at = Some(at(when));
                             }
                             report.timeline.push((at(when), "first voicemail packet sent".into()));
                         }
