@@ -66,14 +66,16 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .position(|a| a == "--echo")
         .and_then(|i| args.get(i + 1))
         .map(|e| e.parse::<f32>().ok());
-    let ours: Vec<i16> = match echo {
-        Some(_) => Message::load(Path::new("audio/rappel-fr.wav"))?
-            .encoded(Codec::Pcmu)
+    let ours_message = match echo {
+        Some(_) => Some(Message::load(Path::new("audio/rappel-fr.wav"))?),
+        None => None,
+    };
+    let ours: Vec<i16> = ours_message.as_ref().map_or_else(Vec::new, |m| {
+        m.encoded(Codec::Pcmu)
             .iter()
             .map(|&b| Codec::Pcmu.decode(b))
-            .collect(),
-        None => Vec::new(),
-    };
+            .collect()
+    });
     // Our message starts after the UAC's 300 ms lead-in.
     const LEAD_IN: usize = 2400;
     let labels = std::fs::read_to_string(dir.join("labels.tsv"))?;
@@ -122,8 +124,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         for rep in 0..repeat {
             let mut d2 = Detector::new(t0, params);
             let det = if rep == 0 { &mut d } else { &mut d2 };
-            if echo.is_some() {
-                det.set_reference(t0 + Duration::from_micros(LEAD_IN as u64 * 125), &ours);
+            // The message prepared once as the reference, shared by every call (as the UAC
+            // does).
+            if let Some(m) = &ours_message {
+                det.set_shared_reference(
+                    t0 + Duration::from_micros(LEAD_IN as u64 * 125),
+                    m.echo_reference(Codec::Pcmu),
+                );
             }
             for (i, pkt) in pcm.chunks(160).enumerate() {
                 det.feed(t0 + Duration::from_millis(20 * (i as u64 + 1)), pkt);

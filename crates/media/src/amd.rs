@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 mod echo;
 use echo::EchoCanceller;
+pub use echo::EchoReference;
 
 /// Samples per analysis frame (10 ms at 8 kHz).
 pub const FRAME: usize = 80;
@@ -142,6 +143,20 @@ impl HighPass {
         self.x = [x, self.x[0]];
         self.y = [y, self.y[0]];
         y
+    }
+
+    /// [`HighPass::step`] over `x` in place, the state in locals for the run (the same
+    /// arithmetic, in the same order).
+    fn run(&mut self, x: &mut [f32]) {
+        let ([b0, b1, b2], [a0, a1]) = (self.b, self.a);
+        let ([mut x1, mut x2], [mut y1, mut y2]) = (self.x, self.y);
+        for v in x {
+            let y = b0 * *v + b1 * x1 + b2 * x2 - a0 * y1 - a1 * y2;
+            (x2, x1) = (x1, *v);
+            (y2, y1) = (y1, y);
+            *v = y;
+        }
+        (self.x, self.y) = ([x1, x2], [y1, y2]);
     }
 }
 
@@ -585,23 +600,27 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         // it, and the frequency with it.
         let c0 = (num / den).clamp(-2.0, 2.0);
         // Frames that cannot be a beep's (too quiet, or an unsteady envelope) skip the search.
-        let search: &[f32] = if level_dbfs < -45.0 || steadiness_db(x, c0) < 8.0 {
-            &[0.0]
+        // The steadiness at `c0`, computed once (the gate below and, when the search keeps
+        // `c0`, the tonality).
+        let steady0 = (level_dbfs >= -45.0).then(|| steadiness_db(x, c0));
+        let (c, purity) = if steady0.is_none_or(|s| s < 8.0) {
+            (c0, purity_db(x, c0, energy))
         } else {
-            &[0.0, 0.0075, 0.015, 0.0225, 0.03]
+            // The five filters in one pass over the frame (independent recurrences).
+            let cs = [0.0, 0.0075, 0.015, 0.0225, 0.03].map(|d| (c0 * (1.0 + d)).clamp(-2.0, 2.0));
+            cs.into_iter()
+                .zip(purities_db(x, cs, energy))
+                .fold(
+                    (c0, f32::MIN),
+                    |best, t| if t.1 > best.1 { t } else { best },
+                )
         };
-        let (c, purity) = search
-            .iter()
-            .map(|d| {
-                let c = (c0 * (1.0 + d)).clamp(-2.0, 2.0);
-                (c, purity_db(x, c, energy))
-            })
-            .fold(
-                (c0, f32::MIN),
-                |best, t| if t.1 > best.1 { t } else { best },
-            );
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
-        let one = (freq, purity.min(steadiness_db(x, c)));
+        let steady = match steady0 {
+            Some(s) if c == c0 => s,
+            _ => steadiness_db(x, c),
+        };
+        let one = (freq, purity.min(steady));
         // Not one clean tone, but loud enough for a beep: perhaps two at once — if the frame
         // is stationary with the previous one (the same level and lag-1 fit, as two steady
         // tones are from one 10 ms to the next), or continues two tones found there. The
@@ -793,14 +812,28 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<f32> {
 /// (the noise spreads over the whole band; a predictor's residual would count it several
 /// times over at low frequencies); a chord or speech's harmonics put energy elsewhere.
 fn purity_db(x: &[f32], c: f32, energy: f32) -> f32 {
-    let (mut s1, mut s2) = (0f32, 0f32);
+    let [p] = purities_db(x, [c], energy);
+    p
+}
+
+/// [`purity_db`] at several `c` at once: the Goertzel recurrences interleaved in one pass
+/// (each a chain of dependent steps; side by side they overlap).
+fn purities_db<const N: usize>(x: &[f32], cs: [f32; N], energy: f32) -> [f32; N] {
+    let (mut s1, mut s2) = ([0f32; N], [0f32; N]);
     for &v in x {
-        let s0 = v + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
+        for k in 0..N {
+            let s0 = v + cs[k] * s1[k] - s2[k];
+            s2[k] = s1[k];
+            s1[k] = s0;
+        }
     }
+    std::array::from_fn(|k| goertzel_purity_db(s1[k], s2[k], cs[k], x.len(), energy))
+}
+
+/// The purity from a Goertzel filter's final state (see [`purity_db`]).
+fn goertzel_purity_db(s1: f32, s2: f32, c: f32, len: usize, energy: f32) -> f32 {
     let power = (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0);
-    let at = (2.0 * power / x.len().max(1) as f32).min(energy);
+    let at = (2.0 * power / len.max(1) as f32).min(energy);
     let rest = (energy - at).max(energy * 1e-5);
     10.0 * (at.max(energy * 1e-5) / rest).log10()
 }
@@ -1117,12 +1150,20 @@ impl Detector {
     /// Feeds samples received at `now` (any count; frames are assembled internally).
     pub fn feed(&mut self, now: Instant, samples: &[i16]) {
         self.fill_gap(now);
-        for &s in samples {
-            let n = self.frames * FRAME as u64 + self.buf.len() as u64;
-            let x = self.high_pass.step(f32::from(s));
-            // What the far end said, our own echo taken out.
-            self.buf.push(self.echo.process(n, x));
+        let mut rest = samples;
+        while !rest.is_empty() {
+            // Up to the frame's end, high-passed in one run.
+            let (part, later) = rest.split_at((FRAME - self.buf.len()).min(rest.len()));
+            rest = later;
+            let from = self.buf.len();
+            self.buf.extend(part.iter().map(|&s| f32::from(s)));
+            if let Some(new) = self.buf.get_mut(from..) {
+                self.high_pass.run(new);
+            }
             if self.buf.len() == FRAME {
+                // What the far end said, our own echo taken out.
+                self.echo
+                    .process_frame(self.frames * FRAME as u64, &mut self.buf);
                 let f = analyse(&self.buf, &mut self.two_tone_gate);
                 self.buf.clear();
                 self.echo_ceiling = self.echo.end_frame(self.frames, self.p.echo_return_loss_db);
@@ -1225,8 +1266,15 @@ impl Detector {
     /// Our own audio, starting at `start` (e.g. the message after its lead-in), as the echo
     /// reference: its echo is cancelled from the far end's audio before analysis, and what is
     /// left of it is not voice (see [`echo`] and [`AmdParams::echo_return_loss_db`]). Linear
-    /// 8 kHz samples.
+    /// 8 kHz samples, prepared here for this call; a message played on many calls is better
+    /// prepared once ([`Detector::set_shared_reference`]).
     pub fn set_reference(&mut self, start: Instant, audio: &[i16]) {
+        self.set_shared_reference(start, std::sync::Arc::new(EchoReference::new(audio)));
+    }
+
+    /// [`Detector::set_reference`] with our audio already prepared (shared by the calls that
+    /// play it: [`crate::audio::Message::echo_reference`]).
+    pub fn set_shared_reference(&mut self, start: Instant, audio: std::sync::Arc<EchoReference>) {
         let offset = start.saturating_duration_since(self.start).as_micros() * 8 / 1000;
         self.echo
             .set_reference(u64::try_from(offset).unwrap_or(u64::MAX), audio);

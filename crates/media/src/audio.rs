@@ -1,10 +1,11 @@
 //! Prerecorded messages: any WAV → 8 kHz mono → G.711, once, at load time.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rubato::{FftFixedIn, Resampler};
 
+use crate::amd::EchoReference;
 use crate::g711::Codec;
 use crate::Error;
 
@@ -60,11 +61,23 @@ pub enum AudioError {
 }
 
 /// A message ready to play: its audio encoded in both G.711 laws (the callee picks one).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Message {
     pcmu: Arc<[u8]>,
     pcma: Arc<[u8]>,
+    /// The answering-machine detector's echo reference per law (µ, A), prepared on first
+    /// use and shared by every call (and clone) that plays the message.
+    echo: Arc<[OnceLock<Arc<EchoReference>>; 2]>,
 }
+
+/// Messages are equal by their audio (the prepared references follow from it).
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.pcmu == other.pcmu && self.pcma == other.pcma
+    }
+}
+
+impl Eq for Message {}
 
 impl Message {
     /// Loads a WAV file (8/16/24/32-bit integer, 32-bit float, or 8-bit G.711 µ-law /
@@ -117,6 +130,7 @@ impl Message {
         Message {
             pcmu: pcm.iter().map(|&s| Codec::Pcmu.encode(s)).collect(),
             pcma: pcm.iter().map(|&s| Codec::Pcma.encode(s)).collect(),
+            echo: Arc::default(),
         }
     }
 
@@ -135,6 +149,26 @@ impl Message {
             Codec::Pcmu => self.pcmu.clone(),
             Codec::Pcma => self.pcma.clone(),
         }
+    }
+
+    /// The message as the answering-machine detector's echo reference when played in
+    /// `codec` (its decoded samples: what goes on the line), prepared once and shared
+    /// ([`crate::amd::Detector::set_shared_reference`]).
+    pub fn echo_reference(&self, codec: Codec) -> Arc<EchoReference> {
+        let at = match codec {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 1,
+        };
+        self.echo[at]
+            .get_or_init(|| {
+                let pcm: Vec<i16> = self
+                    .encoded(codec)
+                    .iter()
+                    .map(|&b| codec.decode(b))
+                    .collect();
+                Arc::new(EchoReference::new(&pcm))
+            })
+            .clone()
     }
 
     /// Samples at 8 kHz.
@@ -299,6 +333,23 @@ fn resample(input: &[f32], rate: u32) -> Result<Vec<f32>, AudioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The detector's echo reference is prepared once per law and shared by every clone of
+    /// the message (a campaign's calls), and is the message as decoded in that law.
+    #[test]
+    fn the_echo_reference_is_prepared_once_and_shared() {
+        let m = Message::from_samples(&sine(440.0, 8000, 0.5));
+        let a = m.echo_reference(Codec::Pcmu);
+        let b = m.clone().echo_reference(Codec::Pcmu);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.len(), m.len());
+        let decoded =
+            |c: Codec| -> Vec<i16> { m.encoded(c).iter().map(|&x| c.decode(x)).collect() };
+        assert_eq!(*a, EchoReference::new(&decoded(Codec::Pcmu)));
+        let alaw = m.echo_reference(Codec::Pcma);
+        assert!(!Arc::ptr_eq(&a, &alaw));
+        assert_eq!(*alaw, EchoReference::new(&decoded(Codec::Pcma)));
+    }
 
     fn sine(f: f32, rate: u32, secs: f32) -> Vec<f32> {
         (0..(rate as f32 * secs) as usize)

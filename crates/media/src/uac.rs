@@ -33,7 +33,7 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::amd::{AmdEvent, AmdParams, Beep, Detector, DropPoint, Kind, Verdict};
+use crate::amd::{AmdEvent, AmdParams, Beep, Detector, DropPoint, EchoReference, Kind, Verdict};
 use crate::audio::Message;
 use crate::call::{Action, AmdMode, CallScript, Ending, HangupBy, Outcome, Prompt, ScriptConfig};
 use crate::dtmf::{parse_sip_info, DtmfMethod};
@@ -887,17 +887,24 @@ impl CallContext {
                     Action::Play(p) => {
                         if let Some(m) = media.as_mut() {
                             let codec = m.codec();
-                            let [message, confirmation, voicemail] = prompts(codec);
+                            let [message, confirmation, voicemail_audio] = prompts(codec);
                             let (audio, starts) = match p {
                                 Prompt::Message => (message, now + rtp::PTIME * lead_in_packets),
                                 Prompt::Confirmation => (confirmation, now),
-                                Prompt::Voicemail => (voicemail, now),
+                                Prompt::Voicemail => (voicemail_audio, now),
                             };
-                            // What we play is the detector's echo reference.
+                            // What we play is the detector's echo reference (prepared once
+                            // per message and law, shared by the campaign's calls).
                             if let Some(d) = detector.as_mut() {
-                                let pcm: Vec<i16> =
-                                    audio.iter().map(|&b| codec.decode(b)).collect();
-                                d.set_reference(starts, &pcm);
+                                let reference = match p {
+                                    Prompt::Message => req.message.echo_reference(codec),
+                                    Prompt::Confirmation => req.confirmation.echo_reference(codec),
+                                    Prompt::Voicemail => voicemail.as_ref().map_or_else(
+                                        || Arc::new(EchoReference::new(&[])),
+                                        |v| v.echo_reference(codec),
+                                    ),
+                                };
+                                d.set_shared_reference(starts, reference);
                             }
                             match p {
                                 Prompt::Message => {
