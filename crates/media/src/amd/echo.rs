@@ -6,7 +6,9 @@
 //!
 //! * **Bulk delay.** The echo comes back after the network's round trip (tens to hundreds of
 //!   ms), unknown. The envelopes (mean magnitude per 2.5 ms block) of the far end and of our
-//!   audio are cross-correlated at every lag up to [`MAX_DELAY_BLOCKS`] (500 ms), with
+//!   audio are cross-correlated at every lag up to [`MAX_DELAY_BLOCKS`] (500 ms) in half
+//!   blocks (our envelope is taken on two grids, the second half a block later: an echo
+//!   delayed between two blocks is on one of them to within a quarter block), with
 //!   exponential forgetting; the lag of the highest normalised correlation, once it reaches
 //!   [`RHO_MIN`], places the filter.
 //! * **Filter.** A normalised-LMS adaptive filter of [`TAPS`] taps (8 ms: a hybrid's impulse
@@ -38,8 +40,14 @@ const BLOCK: usize = 20;
 /// Longest echo delay looked for, in blocks (500 ms: a hybrid's few ms plus the network's
 /// round trip; G.168 echo cancellers cover 64–128 ms of tail, satellite paths ~500 ms).
 pub(super) const MAX_DELAY_BLOCKS: usize = 200;
-/// Lags correlated (0 to `MAX_DELAY_BLOCKS`).
-const LAGS: usize = MAX_DELAY_BLOCKS + 1;
+/// Lags correlated, in half blocks (0 to `MAX_DELAY_BLOCKS` and a half): a delay between
+/// two blocks samples our audio's envelope at another phase than the far end's blocks, and
+/// on a noise-like sound (a fricative, the tests' signal) the envelope's block-to-block
+/// changes are mostly the blocks' own sampling noise, which two grids apart by half a block
+/// share only in part (half a block off, the correlation fell under `RHO_MIN`): our
+/// envelope is also taken on blocks half a block later, so every delay is within a quarter
+/// block (5 samples) of a lag.
+const LAGS: usize = 2 * (MAX_DELAY_BLOCKS + 1);
 /// Lanes of the filter's dot products (independent partial sums the compiler can keep in
 /// vector registers; `TAPS` is a multiple).
 const LANES: usize = 8;
@@ -51,6 +59,19 @@ const FORGET: f32 = 1.0 / 800.0;
 /// far end "found" that way is hidden while the filter learns nothing); an echo under a
 /// quiet far end correlates 0.6–0.95.
 pub(super) const RHO_MIN: f32 = 0.5;
+/// A lag under `RHO_MIN` is our echo all the same when its correlation is at least this
+/// (0.35) and [`PROMINENCE`] times the best of the lags more than [`PROMINENCE_EXCLUDE`]
+/// away: a noise-like sound's envelope (a fricative, the tests' signal) changes block to
+/// block mostly by the blocks' own sampling noise, which a hybrid's response and a delay off
+/// the half-block grid decorrelate in part, so its echo reached 0.40–0.48 at 613 samples
+/// (the best other lag 5–10 times less); between a far end talking and our audio
+/// uncorrelated, the best lag was 0.17–0.29 and at most 2.2 times the best other.
+const RHO_PROMINENT: f32 = 0.35;
+/// How many times the other lags' best a prominent lag's correlation is: 3.
+const PROMINENCE: f32 = 3.0;
+/// Lags (half blocks) either side of the best that are its own peak, not "other" lags: 4
+/// (a block, and the hybrid's response, either side).
+const PROMINENCE_EXCLUDE: usize = 4;
 /// Blocks of our audio playing (not silent) before the delay estimate is trusted, or its
 /// absence taken as "no echo": 400 blocks (1 s of our message).
 pub(super) const WARMUP_BLOCKS: u32 = 400;
@@ -71,10 +92,10 @@ const WINDOW_MAX_CUT: f32 = 0.01;
 /// under the 0.1 % still learning): one `LANES`.
 const WINDOW_MARGIN: usize = LANES;
 /// Lags of the envelope correlation kept up either side of the found one once the filter has
-/// converged (8 blocks, 20 ms): the path is tracked, not sought again.
-const TRACK_LAGS: usize = 8;
+/// converged (16 half blocks, 20 ms): the path is tracked, not sought again.
+const TRACK_LAGS: usize = 16;
 /// How far before the estimated delay the filter starts, samples (the envelope lag is only
-/// known to a block, 2.5 ms).
+/// known to a half block, 1.25 ms, and a hybrid's response spreads it).
 const PRE_SAMPLES: usize = 24;
 /// NLMS step size: 0.3 — on speech the filter converges in ~300 ms; a far end talking under
 /// the echo (too quiet for the double-talk detector) disturbs the taps in proportion to it,
@@ -129,6 +150,9 @@ pub struct EchoReference {
     energy: Vec<f64>,
     /// Mean magnitude per `BLOCK`.
     env: Vec<f32>,
+    /// Mean magnitude per `BLOCK` from `BLOCK / 2` on (`env_mid[i]`: samples
+    /// `BLOCK · i + BLOCK / 2` to `BLOCK · (i + 1) + BLOCK / 2`): the half-block lags.
+    env_mid: Vec<f32>,
     /// Largest magnitude per `BLOCK` (Geigel's detector).
     peak: Vec<f32>,
     /// Level per 10 ms frame, dBFS (the warm-up guard).
@@ -143,6 +167,7 @@ impl EchoReference {
             samples: Vec::with_capacity(audio.len()),
             energy: Vec::with_capacity(audio.len() + 1),
             env: Vec::with_capacity(audio.len().div_ceil(BLOCK)),
+            env_mid: Vec::new(),
             peak: Vec::with_capacity(audio.len().div_ceil(BLOCK)),
             levels: Vec::with_capacity(audio.len().div_ceil(FRAME)),
         };
@@ -168,6 +193,13 @@ impl EchoReference {
                 frame_energy = 0.0;
             }
         }
+        r.env_mid = r
+            .samples
+            .get(BLOCK / 2..)
+            .unwrap_or_default()
+            .chunks(BLOCK)
+            .map(|b| b.iter().map(|v| v.abs()).sum::<f32>() / BLOCK as f32)
+            .collect();
         r
     }
 
@@ -223,6 +255,7 @@ pub(super) struct EchoCanceller {
     /// The previous block's envelopes.
     far_last: f32,
     ref_last: f32,
+    mid_last: f32,
     far_pow: f32,
     cross: Vec<f32>,
     ref_pow: Vec<f32>,
@@ -280,6 +313,7 @@ impl EchoCanceller {
             far_block: None,
             far_last: 0.0,
             ref_last: 0.0,
+            mid_last: 0.0,
             far_pow: 0.0,
             cross: vec![0.0; LAGS],
             ref_pow: vec![0.0; LAGS],
@@ -352,11 +386,15 @@ impl EchoCanceller {
             if self.far_block != Some(k) {
                 if let Some(done) = self.far_block {
                     let env = self.far_sum / BLOCK as f32;
-                    let (offset, renv) = match self.reference.as_ref() {
-                        Some(r) => (r.offset, Reference::block(&r.data.env, r.offset, done)),
+                    let (offset, renv, rmid) = match self.reference.as_ref() {
+                        Some(r) => (
+                            r.offset,
+                            Reference::block(&r.data.env, r.offset, done),
+                            Reference::block(&r.data.env_mid, r.offset, done - 1),
+                        ),
                         None => return,
                     };
-                    self.correlate(env, renv, offset, done);
+                    self.correlate(env, (renv, rmid), offset, done);
                 }
                 self.far_block = Some(k);
                 self.far_sum = 0.0;
@@ -485,16 +523,22 @@ impl EchoCanceller {
         self.reference = Some(r);
     }
 
-    fn correlate(&mut self, far_env: f32, ref_env: f32, offset: u64, block: i64) {
+    /// The envelope correlation at far-end block `block` (`far_env`), our envelope's block
+    /// then and its half-block-later block before (`ref_env`: at lags 0 and ½).
+    fn correlate(&mut self, far_env: f32, ref_env: (f32, f32), offset: u64, block: i64) {
+        let (ref_env, mid_env) = ref_env;
         let playing = ref_env > 0.0;
         // Envelope changes, not levels: a far end that starts talking some time after our
         // message starts is a step in both envelopes, and steps correlate at that lag
         // whatever is said; the block-to-block changes of an echo follow ours one for one.
-        self.hist_at = self.hist_at.checked_sub(1).unwrap_or(LAGS - 1);
-        let change = ref_env - self.ref_last;
-        self.ref_hist[self.hist_at] = change;
-        self.ref_hist[self.hist_at + LAGS] = change;
-        self.ref_last = ref_env;
+        // Each grid's changes, interleaved (half-block lags, newest first).
+        for (env, last) in [(mid_env, &mut self.mid_last), (ref_env, &mut self.ref_last)] {
+            self.hist_at = self.hist_at.checked_sub(1).unwrap_or(LAGS - 1);
+            let change = env - *last;
+            self.ref_hist[self.hist_at] = change;
+            self.ref_hist[self.hist_at + LAGS] = change;
+            *last = env;
+        }
         let f = far_env - self.far_last;
         self.far_last = far_env;
         // Only while our audio plays (or has within the longest delay) is there anything to
@@ -532,19 +576,32 @@ impl EchoCanceller {
         }
         // The lag of the highest normalised correlation c / √(p · far_pow): among positive
         // c, the highest c² / p, compared as products (no root or division per lag).
-        let (mut lag, mut best_c, mut best_p) = (0, 0f32, 0f32);
-        for (l, (&c, &p)) in (from..).zip(self.cross[from..to].iter().zip(&self.ref_pow[from..to]))
-        {
-            if c > 0.0 && p > 0.0 && (best_c == 0.0 || c * c * best_p > best_c * best_c * p) {
-                (lag, best_c, best_p) = (l, c, p);
+        let lags = (from..).zip(self.cross[from..to].iter().zip(&self.ref_pow[from..to]));
+        let best = |skip: &dyn Fn(usize) -> bool| {
+            let (mut lag, mut best_c, mut best_p) = (0, 0f32, 0f32);
+            for (l, (&c, &p)) in lags.clone() {
+                if !skip(l)
+                    && c > 0.0
+                    && p > 0.0
+                    && (best_c == 0.0 || c * c * best_p > best_c * best_c * p)
+                {
+                    (lag, best_c, best_p) = (l, c, p);
+                }
             }
-        }
-        let den = (best_p * self.far_pow).sqrt();
-        // No positive correlation at any lag reads as none (below `RHO_MIN` either way).
-        let rho = if den > 0.0 { best_c / den } else { 0.0 };
-        let delay = (lag * BLOCK).saturating_sub(PRE_SAMPLES);
+            let den = (best_p * self.far_pow).sqrt();
+            // No positive correlation at any lag reads as none (below `RHO_MIN` either way).
+            (lag, if den > 0.0 { best_c / den } else { 0.0 })
+        };
+        let (lag, rho) = best(&|_| false);
+        // Prominence (while the path is sought over every lag): the best correlation more
+        // than `PROMINENCE_EXCLUDE` away.
+        let prominent = !self.tracking && rho >= RHO_PROMINENT && {
+            let (_, rest) = best(&|l| l.abs_diff(lag) <= PROMINENCE_EXCLUDE);
+            rho >= PROMINENCE * rest
+        };
+        let delay = (lag * BLOCK / 2).saturating_sub(PRE_SAMPLES);
         self.state = match self.state {
-            _ if rho < RHO_MIN => match self.state {
+            _ if rho < RHO_MIN && !prominent => match self.state {
                 // A found path is kept through double talk (the correlation dips).
                 PathState::Found(d) => PathState::Found(d),
                 _ => PathState::NoEcho,
@@ -828,11 +885,10 @@ mod tests {
             .iter()
             .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
             .collect();
-        // Delays on the envelope's 2.5 ms blocks: with this noise-like signal, a delay
-        // between two blocks (610, 613, 1,450 samples) splits the envelope correlation
-        // between two lags and the path is not found (a known limit; speech's smoother
-        // envelope fares better).
-        for delay in [300usize, 600, 1460] {
+        // Delays on the envelope's 2.5 ms blocks (300, 600, 1,460 samples) and between two:
+        // half way (610, 1,450: on the half-block grid), 613, and a quarter block off both
+        // grids (605, 1,455), which on this noise-like signal were not found on one grid.
+        for delay in [300usize, 600, 1460, 610, 613, 1450, 605, 1455] {
             let far = line(&ours, &speechlike(ours.len(), -75.0, 9), 10.0, delay);
             let (residual, ec) = cancel(&ours, &far);
             let PathState::Found(found) = ec.state() else {
@@ -859,6 +915,25 @@ mod tests {
             let erle =
                 10.0 * (energy(&high_passed(&far)[tail..]) / energy(&residual[tail..])).log10();
             assert!(erle >= ASSUMED_ERLE_DB, "delay {delay}: ERLE {erle:.1} dB");
+        }
+    }
+
+    /// A far end talking all along, uncorrelated with our audio and with no echo of it (as
+    /// loud as our message, and 20 dB under it): no path is found at any of the half-block
+    /// lags, and nothing is taken out of the far end.
+    #[test]
+    fn no_path_is_found_on_far_end_speech_uncorrelated_with_ours() {
+        for seed in [21u64, 23, 25, 27] {
+            let ours: Vec<i16> = speechlike(8 * 8000, -18.0, seed)
+                .iter()
+                .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
+                .collect();
+            for level in [-18.0, -38.0] {
+                let far = speechlike(ours.len(), level, seed + 1000);
+                let (residual, ec) = cancel(&ours, &far);
+                assert_eq!(ec.state(), PathState::NoEcho, "seed {seed}, {level} dBFS");
+                assert_eq!(residual, high_passed(&far), "seed {seed}, {level} dBFS");
+            }
         }
     }
 
