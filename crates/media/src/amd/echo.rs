@@ -258,11 +258,17 @@ pub(super) struct EchoCanceller {
     mid_last: f32,
     far_pow: f32,
     cross: Vec<f32>,
-    ref_pow: Vec<f32>,
     /// Recent changes of our envelope, newest first: a ring written twice (at `hist_at` and
     /// `hist_at + LAGS`), so `ref_hist[hist_at..hist_at + LAGS]` is always one contiguous,
     /// newest-first slice the correlation loop runs over without bounds checks.
     ref_hist: Vec<f32>,
+    /// The power of those changes (forgotten as `cross`) when each was pushed, the same
+    /// ring: at lag `l`, the power of our changes `l` before — what a per-lag average
+    /// updated every block holds, at no cost per lag.
+    pow_hist: Vec<f32>,
+    /// That power, per grid (on the blocks, half a block later).
+    ref_pow: f32,
+    mid_pow: f32,
     hist_at: usize,
     /// The far-end block whose span peak (Geigel) `span_peak` holds.
     peak_block: Option<i64>,
@@ -316,7 +322,9 @@ impl EchoCanceller {
             mid_last: 0.0,
             far_pow: 0.0,
             cross: vec![0.0; LAGS],
-            ref_pow: vec![0.0; LAGS],
+            pow_hist: vec![0.0; 2 * LAGS],
+            ref_pow: 0.0,
+            mid_pow: 0.0,
             ref_hist: vec![0.0; 2 * LAGS],
             hist_at: 0,
             peak_block: None,
@@ -532,11 +540,17 @@ impl EchoCanceller {
         // message starts is a step in both envelopes, and steps correlate at that lag
         // whatever is said; the block-to-block changes of an echo follow ours one for one.
         // Each grid's changes, interleaved (half-block lags, newest first).
-        for (env, last) in [(mid_env, &mut self.mid_last), (ref_env, &mut self.ref_last)] {
+        for (env, last, pow) in [
+            (mid_env, &mut self.mid_last, &mut self.mid_pow),
+            (ref_env, &mut self.ref_last, &mut self.ref_pow),
+        ] {
             self.hist_at = self.hist_at.checked_sub(1).unwrap_or(LAGS - 1);
             let change = env - *last;
+            *pow += FORGET * (change * change - *pow);
             self.ref_hist[self.hist_at] = change;
             self.ref_hist[self.hist_at + LAGS] = change;
+            self.pow_hist[self.hist_at] = *pow;
+            self.pow_hist[self.hist_at + LAGS] = *pow;
             *last = env;
         }
         let f = far_env - self.far_last;
@@ -565,10 +579,8 @@ impl EchoCanceller {
             (0, LAGS)
         };
         let hist = &self.ref_hist[self.hist_at + from..self.hist_at + to];
-        let (cross, ref_pow) = (&mut self.cross[from..to], &mut self.ref_pow[from..to]);
-        for ((c, p), &r) in cross.iter_mut().zip(ref_pow.iter_mut()).zip(hist) {
+        for (c, &r) in self.cross[from..to].iter_mut().zip(hist) {
             *c += FORGET * (f * r - *c);
-            *p += FORGET * (r * r - *p);
         }
         // The best lag is looked for every 8 blocks (20 ms): the path does not move faster.
         if self.active_blocks < WARMUP_BLOCKS || block % 8 != 0 {
@@ -576,29 +588,32 @@ impl EchoCanceller {
         }
         // The lag of the highest normalised correlation c / √(p · far_pow): among positive
         // c, the highest c² / p, compared as products (no root or division per lag).
-        let lags = (from..).zip(self.cross[from..to].iter().zip(&self.ref_pow[from..to]));
-        let best = |skip: &dyn Fn(usize) -> bool| {
+        let pow = &self.pow_hist[self.hist_at + from..self.hist_at + to];
+        let cross = &self.cross[from..to];
+        let far_pow = self.far_pow;
+        // The best lag (offset from `from`) and its correlation, among lags `skip` keeps.
+        let best = |skip: Option<usize>| {
             let (mut lag, mut best_c, mut best_p) = (0, 0f32, 0f32);
-            for (l, (&c, &p)) in lags.clone() {
-                if !skip(l)
-                    && c > 0.0
+            for (l, (&c, &p)) in cross.iter().zip(pow).enumerate() {
+                if c > 0.0
                     && p > 0.0
                     && (best_c == 0.0 || c * c * best_p > best_c * best_c * p)
+                    && skip.is_none_or(|s| l.abs_diff(s) > PROMINENCE_EXCLUDE)
                 {
                     (lag, best_c, best_p) = (l, c, p);
                 }
             }
-            let den = (best_p * self.far_pow).sqrt();
+            let den = (best_p * far_pow).sqrt();
             // No positive correlation at any lag reads as none (below `RHO_MIN` either way).
             (lag, if den > 0.0 { best_c / den } else { 0.0 })
         };
-        let (lag, rho) = best(&|_| false);
+        let (at, rho) = best(None);
+        let lag = from + at;
         // Prominence (while the path is sought over every lag): the best correlation more
         // than `PROMINENCE_EXCLUDE` away.
-        let prominent = !self.tracking && rho >= RHO_PROMINENT && {
-            let (_, rest) = best(&|l| l.abs_diff(lag) <= PROMINENCE_EXCLUDE);
-            rho >= PROMINENCE * rest
-        };
+        let prominent = !self.tracking
+            && (RHO_PROMINENT..RHO_MIN).contains(&rho)
+            && rho >= PROMINENCE * best(Some(at)).1;
         let delay = (lag * BLOCK / 2).saturating_sub(PRE_SAMPLES);
         self.state = match self.state {
             _ if rho < RHO_MIN && !prominent => match self.state {
