@@ -432,8 +432,9 @@ pub struct AmdParams {
     /// beep's verdict and drop point wait for the end of the settle wait anyway, so this
     /// costs no time.
     pub beep_voice_after: Duration,
-    /// After a drop point: how long a later beep is still listened for, ms from the drop.
-    /// Such a beep is a new drop point (the voicemail message restarts after it: the call
+    /// After the first drop point: how long a later beep is still listened for, ms from
+    /// that first drop (not from a restart's: restarts do not chain). Such a beep is a new
+    /// drop point (the voicemail message restarts after it: the call
     /// script plays it again from its start). Default 1,000 ms: some machines beep twice
     /// 0.3–0.5 s apart, and some play a chime whose last note is a beep by every feature
     /// 0.4 s before the real beep — waiting `beep_settle` longer for them would delay every
@@ -1430,8 +1431,14 @@ impl Detector {
     }
 
     fn drop_at(&mut self, cause: DropCause) {
+        // The restart window counts from the first drop point, not the latest: restarts
+        // cannot chain (a tone repeating every 0.4–1 s, a stutter or "mailbox full" tone,
+        // would otherwise restart the message for as long as it lasts, and the message would
+        // never be heard whole). At most two restarts fit in the window.
+        if !self.dropped {
+            self.dropped_at = self.analysed();
+        }
         self.dropped = true;
-        self.dropped_at = self.analysed();
         self.dropped_beep = match &cause {
             DropCause::Beep(b) => Some(b.level_dbfs),
             _ => None,
@@ -2022,6 +2029,22 @@ mod tests {
         assert_eq!(d.cause, DropCause::Beep(b[1]), "{ev:?}");
         assert!(d.at >= b[1].end, "{d:?}");
         assert!(d.at - b[1].end <= AmdParams::default().beep_settle, "{d:?}");
+    }
+
+    #[test]
+    fn beeps_repeating_past_the_window_restart_the_message_at_most_within_it() {
+        // A tone repeating every 0.7 s (a stutter or "mailbox full" tone): the second beep
+        // restarts the message, the later ones are past the window counted from the first
+        // drop point, so the message plays on whole.
+        let mut parts = vec![speech(4000, -18.0, 2), silence(500)];
+        for _ in 0..4 {
+            parts.push(tone(180, 880.0, -14.0));
+            parts.push(silence(520));
+        }
+        parts.push(silence(2500));
+        let ev = run(AmdParams::default(), &g711(&cat(&parts)));
+        let drops = ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count();
+        assert_eq!(drops, 2, "{ev:?}");
     }
 
     #[test]

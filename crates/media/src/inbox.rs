@@ -74,7 +74,10 @@ impl<T> Inbox<T> {
     /// The loop's turn begins: it reads the queue after this.
     pub(crate) fn awake(&self) {
         self.wake_at.store(AWAKE, Ordering::SeqCst);
-        self.pending.store(false, Ordering::SeqCst);
+        // A swap, not a store: reading a pusher's `true` synchronizes with it, so the queue
+        // read next sees that pusher's item (a plain store orders nothing with the pusher;
+        // x86 would not show the difference, weaker memory models could).
+        self.pending.swap(false, Ordering::SeqCst);
     }
 
     /// The loop is about to sleep until `next` (`None`: until woken). False when something

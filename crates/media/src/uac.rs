@@ -583,7 +583,7 @@ impl Uac {
     ///
     /// The call runs as a task on the UAC's loop thread, beside the SIP loop: its SIP events
     /// reach it without crossing threads. This future only waits for its report; dropping it
-    /// aborts the call (as dropping the call itself did).
+    /// drops the call at the loop's next turn (as dropping the call itself did).
     pub async fn call(
         &self,
         trunk: &Trunk,
@@ -608,9 +608,12 @@ impl Uac {
             let mut done = done;
             let call = CatchUnwind(Box::pin(ctx.call(&trunk, req, on_opt_out, caller)));
             // The caller gone (its future dropped): the call is dropped, as an aborted task.
+            // The caller checked first: a call whose caller is already gone is not begun
+            // (no RTP pair taken, no INVITE queued).
             let r = tokio::select! {
-                r = call => Some(r),
+                biased;
                 () = done.closed() => None,
+                r = call => Some(r),
             };
             if let Some(r) = r {
                 let _ = done.send(r);

@@ -220,15 +220,28 @@ impl Network for LiveNetwork<'_> {
         let store = &self.shared.store;
         // An opt-out that the control API made durable after this contact's re-check hangs
         // this call up (here, or through the registry once it is in it).
+        // A store that cannot say is taken as an opt-out (the call is not begun), and said so.
+        let mut unreadable = false;
         self.shared
             .in_progress
             .register(&number.to_string(), stop.clone(), || {
-                store.is_opted_out(&number).unwrap_or(true)
+                store.is_opted_out(&number).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "opt-out status unreadable: the call is hung up");
+                    unreadable = true;
+                    true
+                })
             });
-        let handle =
-            self.calls
-                .tasks
-                .spawn(place(self.shared, p.who.clone(), p.call.clone(), stop));
+        let why = if unreadable {
+            "number's opt-out status unreadable at dial time"
+        } else {
+            "number opted out during the call"
+        };
+        let handle = self.calls.tasks.spawn(place(
+            self.shared,
+            p.who.clone(),
+            p.call.clone(),
+            (stop, why),
+        ));
         self.calls.ids.insert(handle.id(), p.call.clone());
         self.placed.push(p);
     }
@@ -1156,7 +1169,7 @@ fn place(
     shared: &Shared,
     contact: Contact,
     call: String,
-    stop: CancellationToken,
+    (stop, opted_out_why): (CancellationToken, &'static str),
 ) -> impl std::future::Future<Output = (String, CallEnd)> + Send + 'static {
     // Who stopped the call, if it ends `local-shutdown`: the run (a stop or hang-up-all
     // cancels `hangup_all`, whose child `stop` is) or, alone, an opt-out of its number made
@@ -1211,8 +1224,7 @@ fn place(
                     && !run_stop.is_cancelled()
                 {
                     // The audit log says why we hung up: not a shutdown of the run.
-                    r.ending.reason =
-                        format!("number opted out during the call ({})", r.ending.reason);
+                    r.ending.reason = format!("{opted_out_why} ({})", r.ending.reason);
                 }
                 r
             });

@@ -354,6 +354,17 @@ pub struct Endpoint {
 /// Transaction timers (RFC 3261 §17 and RFC 6026's).
 const TIMERS: usize = Timer::ALL.len();
 
+// `armed` holds a timer at `Timer as usize`: every timer must have its slot (checked at
+// compile time; a sipx-sip release adding a timer out of order fails the build here rather
+// than arming a timer that can never be cleared).
+const _: () = {
+    let mut i = 0;
+    while i < TIMERS {
+        assert!((Timer::ALL[i] as usize) < TIMERS);
+        i += 1;
+    }
+};
+
 /// The ACK of one 2xx to our INVITE: the 2xx's To tag, the ACK's bytes, where it went.
 type Ack = (String, Bytes, SocketAddr);
 
