@@ -158,7 +158,9 @@ fn three_nodes_one_killed_dial_everyone_once_and_their_logs_replay_clean() {
             (name, child)
         })
         .collect();
-    // The first node to hold a lease is killed in the middle of that call.
+    // The first node to hold a lease is killed in the middle of that call — or, as the lease
+    // comes before the INVITE, between its dial decision and its INVITE: the merged replay
+    // must accept the other node's `interrupted` outcome either way.
     let victim = loop {
         let holder: Option<String> = query(url, "SELECT min(node) FROM crieur_leases");
         if let Some(name) = holder {

@@ -365,6 +365,12 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
     // Every call an `invite-sent` names, and those no `outcome` has closed yet (by log and
     // seq: the order they were sent in).
     let mut invited: HashSet<String> = HashSet::new();
+    // Dial decisions no `invite-sent` for their contact has followed yet, by (campaign,
+    // contact): a node killed between its decision and its INVITE leaves one, and the node
+    // that recovers its expired lease closes that call `interrupted` in its own log, not
+    // knowing whether the INVITE left (`recover_expired`) — a counted attempt and no call,
+    // which is not an outcome without an INVITE.
+    let mut dial_pending: HashSet<(String, String)> = HashSet::new();
     let mut open: BTreeMap<(usize, u64), (String, OpenInvite)> = BTreeMap::new();
     let mut open_by_call: HashMap<String, (usize, u64)> = HashMap::new();
     for (log, (segment, line, e)) in &entries {
@@ -439,7 +445,9 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
                 rang.insert(a.call.clone());
             }
             Record::Outcome(o) => {
-                if !invited.contains(&o.call) {
+                let decided_not_sent = o.outcome.name() == "interrupted"
+                    && dial_pending.remove(&(o.campaign.clone(), o.contact.clone()));
+                if !invited.contains(&o.call) && !decided_not_sent {
                     flag(
                         "outcome-without-invite",
                         Some(&o.contact),
@@ -533,6 +541,7 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
             }
             Record::InviteSent(i) => {
                 rep.invites += 1;
+                dial_pending.remove(&(i.campaign.clone(), i.contact.clone()));
                 invited.insert(i.call.clone());
                 open_by_call.insert(i.call.clone(), (log, e.seq));
                 open.insert(
@@ -619,6 +628,9 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
                         json!({ "sha256": sha }),
                         format!("the decision cites consent snapshot {sha}, which no intact consent record before it in its own log holds"),
                     );
+                }
+                if d.verdict == "dial" {
+                    dial_pending.insert((d.campaign.clone(), d.contact.clone()));
                 }
                 if d.verdict != "dial" {
                     rep.skips += 1;

@@ -58,6 +58,15 @@ fn write(dir: &Path, records: &[(DateTime<Utc>, Record)]) {
     log.commit().unwrap_or_else(|e| panic!("{e}"));
 }
 
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `n` seconds into the two-node tests' afternoon.
+fn s(n: i64) -> DateTime<Utc> {
+    t("2027-03-03T17:30:00Z") + Duration::seconds(n)
+}
+
 fn kinds(r: &crieur_audit::ReplayReport) -> Vec<&str> {
     r.violations.iter().map(|v| v.kind.as_str()).collect()
 }
@@ -71,13 +80,8 @@ fn replay_both(a: &Path, b: &Path) -> crieur_audit::ReplayReport {
 /// account for every call.
 #[test]
 fn a_call_placed_by_a_dead_node_is_closed_by_another_nodes_log() {
-    let (a, b) = (
-        tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
-        tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
-    );
+    let (a, b) = (dir(), dir());
     let (c1, c2) = (contact("c1", "+33612345678"), contact("c2", "+33612345679"));
-    let t0 = t("2027-03-03T17:30:00Z");
-    let s = |n: i64| t0 + Duration::seconds(n);
     write(
         a.path(),
         &[
@@ -122,14 +126,55 @@ fn a_call_placed_by_a_dead_node_is_closed_by_another_nodes_log() {
     assert!(last.1 .0.starts_with(&b.path().display().to_string()));
 }
 
+/// Node A dies between its dial decision and its INVITE (its lease taken, nothing sent);
+/// node B recovers the lease and closes the call `interrupted` (it cannot know whether the
+/// INVITE left): a counted attempt and no call, not an outcome without an INVITE. Any other
+/// outcome, or one with no dial decision before it, still is.
+#[test]
+fn a_dead_nodes_decision_without_its_invite_may_be_closed_interrupted_by_another_node() {
+    let (a, b) = (dir(), dir());
+    let (c1, c2, c3) = (
+        contact("c1", "+33612345678"),
+        contact("c2", "+33612345679"),
+        contact("c3", "+33612345670"),
+    );
+    write(
+        a.path(),
+        &[
+            (s(0), header("node-a")),
+            (s(1), decision(&c1, s(1), vec![])),
+            (s(1), decision(&c3, s(1), vec![])),
+            // SIGKILL before either INVITE.
+        ],
+    );
+    write(
+        b.path(),
+        &[
+            (s(0), header("node-b")),
+            (s(200), outcome(&c1, "a:call-1", s(1), "interrupted", 199)),
+            // No decision for c2 anywhere; c3's decided call closed as if it had rung.
+            (s(201), outcome(&c2, "a:call-2", s(1), "interrupted", 199)),
+            (s(202), outcome(&c3, "a:call-3", s(1), "busy", 199)),
+        ],
+    );
+    let both = replay_both(a.path(), b.path());
+    let calls: Vec<&str> = both
+        .violations
+        .iter()
+        .map(|v| v.fields["call"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        kinds(&both),
+        ["outcome-without-invite", "outcome-without-invite"]
+    );
+    assert_eq!(calls, ["a:call-2", "a:call-3"], "{:?}", both.violations);
+}
+
 /// The caps hold across nodes: node B's decision must count the attempts node A recorded
 /// for the same number; one that leaves them out is caught only when both logs are read.
 #[test]
 fn attempts_and_opt_outs_of_one_node_bind_the_others() {
-    let (a, b) = (
-        tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
-        tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
-    );
+    let (a, b) = (dir(), dir());
     let c1 = contact("c1", "+33612345678");
     let c2 = contact("c2", "+33612345679");
     let day = |d: i64| t("2027-03-01T17:30:00Z") + Duration::days(d);
