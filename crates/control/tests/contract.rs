@@ -144,27 +144,36 @@ fn contacts_csv(rows: &[(&str, &str)]) -> String {
     csv
 }
 
-#[test]
-#[allow(clippy::too_many_lines)]
-fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
+/// A scratch directory with recordings and campaign `t`, loaded, and its sled store holding
+/// `rows` (id, number) as contacts.
+fn campaign_and_store(
+    rows: &[(&str, &str)],
+) -> (Scratch, crieur_config::campaign::Campaign, Arc<SledStore>) {
     let dir = Scratch::new();
     dir.recordings(1.0);
     dir.write("c.toml", CampaignToml::new("t", 5060).build());
     let campaign =
         crieur_config::campaign::load(&dir.path().join("c.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let id = campaign.id.clone();
     let store = Arc::new(
         SledStore::open(&dir.path().join("store"), true).unwrap_or_else(|e| panic!("{e}")),
     );
-    let first = crieur_config::contacts::parse(
+    let loaded = crieur_config::contacts::parse(
         Path::new("k.csv"),
         &Default::default(),
-        contacts_csv(&[("c1", "+33612345671")]).as_bytes(),
+        contacts_csv(rows).as_bytes(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     store
-        .upsert_contacts(&id, &first.contacts)
+        .upsert_contacts(&campaign.id, &loaded.contacts)
         .unwrap_or_else(|e| panic!("{e}"));
+    (dir, campaign, store)
+}
+
+#[test]
+#[allow(clippy::too_many_lines)]
+fn every_endpoint_and_error_of_the_openapi_file_is_exercised() {
+    let (dir, campaign, store) = campaign_and_store(&[("c1", "+33612345671")]);
+    let id = campaign.id.clone();
     let audit = dir.path().join("audit");
     let log = Arc::new(Mutex::new(
         crieur_audit::AuditLog::open(&audit, Default::default()).unwrap_or_else(|e| panic!("{e}")),
@@ -991,29 +1000,12 @@ fn get_json(url: &str) -> Value {
 /// only a count over every contact gives stays `null`.
 #[test]
 fn without_a_run_the_state_counts_come_from_the_stores_counters() {
-    let dir = Scratch::new();
-    dir.recordings(1.0);
-    dir.write("c.toml", CampaignToml::new("t", 5060).build());
-    let campaign =
-        crieur_config::campaign::load(&dir.path().join("c.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let id = campaign.id.clone();
-    let store = Arc::new(
-        SledStore::open(&dir.path().join("store"), true).unwrap_or_else(|e| panic!("{e}")),
-    );
-    let rows = [
+    let (dir, campaign, store) = campaign_and_store(&[
         ("c1", "+33612345671"),
         ("c2", "+33612345672"),
         ("c3", "+33612345673"),
-    ];
-    let loaded = crieur_config::contacts::parse(
-        Path::new("k.csv"),
-        &Default::default(),
-        contacts_csv(&rows).as_bytes(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .upsert_contacts(&id, &loaded.contacts)
-        .unwrap_or_else(|e| panic!("{e}"));
+    ]);
+    let id = campaign.id.clone();
     let ctx = served_with_no_run(&dir, store.clone(), &campaign);
     let (rt, base) = serve(ctx);
     let state = || get_json(&format!("{base}/api/campaigns/{id}"));
