@@ -2407,7 +2407,7 @@ async fn a_call_with_nothing_to_play_is_acked_and_byed_at_its_answer() {
         );
         assert!(played.is_some() && bye > played, "{}", timeline(&r));
         // The BYE's transaction (in the SIP loop after the call) is answered and ends.
-        assert!(uac.wait_background(Duration::from_secs(5)).await);
+        assert!(uac.wait_background(Duration::from_secs(8)).await);
     }
     assert!(sipp.succeeded());
 }
@@ -2452,7 +2452,7 @@ async fn a_call_stopped_while_ringing_is_cancelled_then_487_is_acked() {
         timeline(&r)
     );
     assert!(notes.contains(&"CANCEL sent"), "{}", timeline(&r));
-    assert!(uac.wait_background(Duration::from_secs(5)).await);
+    assert!(uac.wait_background(Duration::from_secs(8)).await);
     assert!(sipp.succeeded());
 }
 
@@ -2475,6 +2475,6 @@ async fn a_ringing_call_whose_caller_is_gone_is_cancelled() {
         .await
         .is_err());
     tokio::time::sleep(t.ring_timeout).await;
-    assert!(uac.wait_background(Duration::from_secs(5)).await);
+    assert!(uac.wait_background(Duration::from_secs(8)).await);
     assert!(sipp.succeeded());
 }
