@@ -6,10 +6,13 @@
 //! socket and an endpoint: datagrams and time in, datagrams and events out, as the pacer
 //! drives its streams; over UDP one loop thread per core, each on its own port, a call going
 //! to the first loop with fewer than 64 calls, else to the least loaded), and per call one
-//! RTP socket pair and one task, which steers its call leg through a command channel and
-//! hears its events on its own channel. A loop and its calls'
-//! tasks share one thread (a single-threaded runtime per loop), so those channels never cross
-//! threads; [`Uac::call`] only hands the call to a loop thread and waits for its report.
+//! RTP socket pair. A call's script runs inline in its SIP loop — a state machine (`Call`)
+//! fed the loop's events and timers, no task or channel of its own — while it waits only on
+//! SIP and its timers; a call that must wait on more (its media, the opt-out's durable
+//! write, answering-machine detection, a stop token) goes on as a task on the loop's thread
+//! (a single-threaded runtime per loop), steering its call leg through the loop's command
+//! channel and hearing its events on its own. [`Uac::call`] only hands the call to a loop
+//! thread and waits for its report.
 
 // The I/O edge is where the clock is read; the cores it drives take `now` as input.
 #![allow(clippy::disallowed_methods)]
