@@ -1244,19 +1244,20 @@ impl Endpoint {
         heap.push(Reverse((at, slot)));
     }
 
-    /// `t` moved up to the [`CLEANUP_GRID`] (itself if on it).
+    /// `t` moved up to the [`CLEANUP_GRID`] (itself if on it): the first grid step at or
+    /// after it, the grid running both ways from its origin.
     fn on_grid(&self, t: Instant) -> Instant {
         let Some(origin) = self.grid_origin else {
             return t;
         };
-        let since = t.saturating_duration_since(origin);
         let grid = CLEANUP_GRID.as_nanos();
-        let steps = since.as_nanos().div_ceil(grid);
-        u64::try_from(steps * grid)
-            .ok()
-            .and_then(|ns| origin.checked_add(Duration::from_nanos(ns)))
-            .unwrap_or(t)
-            .max(t)
+        let step = |n: u128| Duration::from_nanos(u64::try_from(n * grid).unwrap_or(u64::MAX));
+        let on = if t >= origin {
+            origin.checked_add(step((t - origin).as_nanos().div_ceil(grid)))
+        } else {
+            origin.checked_sub(step((origin - t).as_nanos() / grid))
+        };
+        on.unwrap_or(t).max(t)
     }
 
     fn terminated(&mut self, key: &TransactionKey) {

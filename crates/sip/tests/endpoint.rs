@@ -1021,3 +1021,29 @@ fn a_2xx_retransmitted_after_the_invite_transaction_is_acked_until_64_t1() {
     ep.handle_input(t0 + Duration::from_secs(33), a(TRUNK), &ok);
     assert!(sent(&mut ep).is_empty());
 }
+
+/// Over a reliable transport timer K is zero (RFC 3261 §17.1.2.2): the BYE's transaction
+/// ends at the next grid step after its 200 — not at a step later on the grid because its
+/// origin (the first timer armed: the INVITE's timer B, 32 s on) lies after it.
+#[test]
+fn over_tcp_a_byes_transaction_ends_within_a_grid_step_of_its_200() {
+    let mut c = cfg(false);
+    c.transport = Transport::Tcp;
+    let mut ep = Endpoint::new(c);
+    let t0 = Instant::now();
+    let call = ep.invite(t0, invite(None)).unwrap();
+    let inv = sent(&mut ep).remove(0).1;
+    let contact = "Contact: <sip:callee@10.0.0.2:5060>\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 200, Some("far"), contact));
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    let t1 = t0 + Duration::from_millis(700);
+    ep.bye(t1, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    ep.handle_input(t1, a(TRUNK), &response(&bye, 200, None, ""));
+    assert_eq!(ep.background(), 1);
+    let due = ep.poll_timeout().unwrap();
+    assert!(due >= t1 && due <= t1 + CLEANUP_GRID, "{:?}", due - t1);
+    ep.handle_timeout(due);
+    assert_eq!(ep.background(), 0);
+}
