@@ -134,6 +134,28 @@ const CONVERGE_SAMPLES: u32 = 4000;
 /// the filter least); a far end talking all along under the echo keeps the measure lower
 /// than the filter's real ERLE.
 const ASSUMED_ERLE_DB: f32 = 15.0;
+/// Per 10 ms frame, how much of the copy-over and drop tests' sums is kept: 0.8 (a time
+/// constant of 50 ms). Under a far end 10 dB louder than the echo, the background's
+/// cancellation of it over one frame is within the far end's chance alignment with its
+/// output; over 400 samples it is 3 standard deviations clear of it.
+const COPY_DECAY: f32 = 0.8;
+
+/// The NLMS step on a frame whose far end holds `far` energy, of which the envelope gain
+/// predicts `echo` to be our echo: [`MU`] scaled by the echo's share of the far end (at most
+/// 1). A far end talking over the echo (a greeting, 5–10 dB over our echo) is noise to the
+/// filter, whose misadjustment grows with the step times that noise: with the step scaled by
+/// the echo-to-far-end ratio the misadjustment stays near what it is on echo alone (Valin,
+/// "On adjusting the learning rate in frequency domain echo cancellation with double-talk",
+/// 2007: the optimal step is the residual echo's share of the error), and the filter still
+/// converges, slower; on echo alone the step is `MU`.
+fn step_size(echo: f32, far: f32) -> f32 {
+    if far > 0.0 {
+        MU * (echo / far).min(1.0)
+    } else {
+        MU
+    }
+}
+
 /// Frames (10 ms) of our audio whose loudest one bounds the echo during warm-up (500 ms).
 const SPAN_FRAMES: usize = 50;
 
@@ -245,6 +267,25 @@ pub(super) enum PathState {
     NoEcho,
 }
 
+/// What the echo canceller knows of the line now (for traces: [`super::Detector::echo_trace`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EchoTrace {
+    /// The echo's delay (the filter's first tap), samples, once found.
+    pub delay: Option<usize>,
+    /// Whether the warm-up found no echo.
+    pub no_echo: bool,
+    /// The cancellation shown (tracked median), dB.
+    pub erle_db: f32,
+    /// Whether the foreground filter is subtracting.
+    pub filtering: bool,
+    /// Samples adapted on since the path was found.
+    pub adapted: u32,
+    /// The last frame's residual echo bound, dBFS.
+    pub ceiling_dbfs: f32,
+    /// Tones the detector took for beeps and voided by voice after them.
+    pub voided_beeps: u32,
+}
+
 /// The echo canceller (see the module documentation).
 #[derive(Debug, Clone)]
 pub(super) struct EchoCanceller {
@@ -298,6 +339,29 @@ pub(super) struct EchoCanceller {
     adapt_far_e: f32,
     /// Samples the filter adapted on since the path was found.
     adapted: u32,
+    /// The echo's gain on our envelope at the found lag (its block-to-block changes regressed
+    /// on ours: unbiased under a far end talking, which is uncorrelated with our audio).
+    env_gain: f32,
+    /// This frame's echo energy as the envelope gain predicts it (our audio's energy at the
+    /// delay, times the gain squared).
+    env_est_e: f32,
+    /// This frame's NLMS step (see [`step_size`]).
+    mu: f32,
+    /// The background filter's output energy on the samples it adapted on (this frame).
+    bg_y_e: f32,
+    /// The copy-over and drop tests' energies, summed over the last frames with
+    /// [`COPY_DECAY`]: far end, background and foreground residual and background output on
+    /// the samples adapted on; far end and residual on all samples.
+    sm_far: f32,
+    sm_bg: f32,
+    sm_res: f32,
+    sm_y: f32,
+    sm_all_far: f32,
+    sm_all_res: f32,
+    /// The echo energy the envelope gain predicts on the samples adapted on, summed so.
+    sm_pred: f32,
+    /// Samples adapted on this frame.
+    adapt_n: u32,
     hangover: u32,
     // per frame
     far_e: f32,
@@ -341,6 +405,18 @@ impl EchoCanceller {
             adapt_res_e: 0.0,
             adapt_far_e: 0.0,
             adapted: 0,
+            env_gain: 0.0,
+            env_est_e: 0.0,
+            mu: MU,
+            bg_y_e: 0.0,
+            sm_far: 0.0,
+            sm_bg: 0.0,
+            sm_res: 0.0,
+            sm_y: 0.0,
+            sm_all_far: 0.0,
+            sm_all_res: 0.0,
+            sm_pred: 0.0,
+            adapt_n: 0,
             hangover: 0,
             far_e: 0.0,
             res_e: 0.0,
@@ -374,6 +450,20 @@ impl EchoCanceller {
         self.state
     }
 
+    pub(super) fn trace(&self) -> EchoTrace {
+        EchoTrace {
+            delay: match self.state {
+                PathState::Found(d) => Some(d),
+                _ => None,
+            },
+            no_echo: self.state == PathState::NoEcho,
+            erle_db: self.erle_db,
+            filtering: self.fore_live,
+            adapted: self.adapted,
+            ..EchoTrace::default()
+        }
+    }
+
     /// One far-end frame (high-passed), its first sample at far-end sample index `n0`:
     /// replaced in place by the residual. Our audio is processed per frame (its envelope
     /// blocks tile the far end's frames), the filter per sample over a window of our audio
@@ -383,6 +473,9 @@ impl EchoCanceller {
             return;
         }
         let n0 = n0 as i64;
+        if let PathState::Found(delay) = self.state {
+            self.frame_step(n0, delay, frame);
+        }
         let mut at = 0;
         while at < frame.len() {
             let n = n0 + at as i64;
@@ -507,11 +600,13 @@ impl EchoCanceller {
                     (at(lo + hi_w as i64) - at(lo + lo_w as i64)).max(0.0) as f32
                 };
                 self.adapted = self.adapted.saturating_add(1);
-                let g = MU * e_bg / (power + DELTA * (hi_w - lo_w) as f32);
+                let g = self.mu * e_bg / (power + DELTA * (hi_w - lo_w) as f32);
                 for (w, v) in self.taps[lo_w..hi_w].iter_mut().zip(xw) {
                     *w = *w * (1.0 - LEAK) + g * v;
                 }
                 self.bg_e += e_bg * e_bg;
+                self.bg_y_e += y_bg * y_bg;
+                self.adapt_n += 1;
                 self.adapt_res_e += e * e;
                 self.adapt_far_e += far * far;
                 (y, e)
@@ -529,6 +624,29 @@ impl EchoCanceller {
             *d = e;
         }
         self.reference = Some(r);
+    }
+
+    /// Before a far-end frame (its first sample at index `n0`) is filtered: the echo energy
+    /// the envelope gain predicts over it ([`EchoCanceller::env_est_e`]) and the step
+    /// ([`step_size`]) the filter adapts with on it.
+    fn frame_step(&mut self, n0: i64, delay: usize, frame: &[f32]) {
+        let Some(r) = self.reference.as_ref() else {
+            return;
+        };
+        let len = r.data.samples.len() as i64;
+        // The echo in this frame is our audio sent `delay + PRE_SAMPLES` (the lag) earlier.
+        let lo = n0 - (delay + PRE_SAMPLES) as i64 - r.offset as i64;
+        let at = |i: i64| {
+            usize::try_from(i.clamp(0, len))
+                .ok()
+                .and_then(|i| r.data.energy.get(i))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let ours = (at(lo + frame.len() as i64) - at(lo)).max(0.0) as f32;
+        self.env_est_e = self.env_gain * self.env_gain * ours;
+        let far: f32 = frame.iter().map(|v| v * v).sum();
+        self.mu = step_size(self.env_est_e, far);
     }
 
     /// The envelope correlation at far-end block `block` (`far_env`), our envelope's block
@@ -630,10 +748,25 @@ impl EchoCanceller {
                 self.lag = lag;
                 self.tracking = false;
                 self.adapted = 0;
+                (self.sm_far, self.sm_bg, self.sm_res, self.sm_y, self.sm_pred) =
+                    (0.0, 0.0, 0.0, 0.0, 0.0);
                 self.erle_db = 0.0;
                 PathState::Found(delay)
             }
         };
+        // The echo's gain on our envelope at the path's lag: the regression of the far end's
+        // envelope changes on ours (a far end talking adds to the far end's changes, not, on
+        // average, to their product with ours).
+        if let PathState::Found(_) = self.state {
+            let (c, p) = (
+                self.cross.get(self.lag).copied().unwrap_or(0.0),
+                self.pow_hist
+                    .get(self.hist_at + self.lag)
+                    .copied()
+                    .unwrap_or(0.0),
+            );
+            self.env_gain = if p > 0.0 { (c / p).max(0.0) } else { 0.0 };
+        }
     }
 
     /// At the end of each 10 ms frame: updates the residual echo bound from the frame's
@@ -664,7 +797,14 @@ impl EchoCanceller {
                 warmup(r)
             }
             (Some(r), PathState::Found(_)) => {
-                let (far, res, est) = (db(self.far_e), db(self.res_e), db(self.est_e));
+                // The echo estimate: the foreground's output while it subtracts; else what the
+                // envelope gain predicts, all of it left in the residual.
+                let est_e = if self.fore_live {
+                    self.est_e
+                } else {
+                    self.env_est_e
+                };
+                let (far, res, est) = (db(self.far_e), db(self.res_e), db(est_e));
                 // The ERLE shown, on frames of echo (no double talk, an echo estimate well
                 // above the G.711 floor): how far the residual is under the far end, its
                 // median tracked (see `ERLE_STEP_DB`).
@@ -681,7 +821,10 @@ impl EchoCanceller {
                 let converged = self.erle_db >= CONVERGED_DB
                     || self.adapted >= CONVERGE_SAMPLES
                     || self.active_blocks >= GUARD_BLOCKS;
-                let erle = if self.adapted >= CONVERGE_SAMPLES {
+                let erle = if !self.fore_live {
+                    // Nothing subtracted: no cancellation to credit.
+                    0.0
+                } else if self.adapted >= CONVERGE_SAMPLES {
                     self.erle_db.max(ASSUMED_ERLE_DB)
                 } else {
                     self.erle_db
@@ -701,9 +844,28 @@ impl EchoCanceller {
         // that is not echo (found by chance, or a far end under the Geigel threshold) makes
         // the residual louder, not quieter, and is never used. A foreground doing harm
         // (residual louder than the far end) is dropped.
+        // Under a far end talking over the echo (a greeting, louder than our echo), no filter
+        // can take out half the far end: there the background takes over when, over the last
+        // frames, it cancelled better than the foreground, its output holds at least half the
+        // echo the envelope gain predicts (in amplitude), and it is mostly echo — what it took
+        // out of the far end (2·far·y − y²) is at least half its own energy, which an output
+        // with noise over a third of the echo's energy, or a far end's sound it does not hold,
+        // cannot do.
+        let d = COPY_DECAY;
+        self.sm_far = d * self.sm_far + self.adapt_far_e;
+        self.sm_bg = d * self.sm_bg + self.bg_e;
+        self.sm_res = d * self.sm_res + self.adapt_res_e;
+        self.sm_y = d * self.sm_y + self.bg_y_e;
+        self.sm_all_far = d * self.sm_all_far + self.far_e;
+        self.sm_all_res = d * self.sm_all_res + self.res_e;
+        self.sm_pred = d * self.sm_pred + self.env_est_e * self.adapt_n as f32 / FRAME as f32;
+        let under_talk = self.sm_y > 0.0
+            && self.sm_bg < self.sm_res
+            && self.sm_far - self.sm_bg >= 0.5 * self.sm_y
+            && self.sm_y >= 0.25 * self.sm_pred;
         if self.adapt_far_e > 0.0
-            && self.bg_e < 0.8 * self.adapt_res_e
-            && self.bg_e < 0.5 * self.adapt_far_e
+            && ((self.bg_e < 0.8 * self.adapt_res_e && self.bg_e < 0.5 * self.adapt_far_e)
+                || under_talk)
         {
             self.fore = self.taps;
             self.fore_live = true;
@@ -715,11 +877,15 @@ impl EchoCanceller {
                     self.fit_window();
                 }
             }
-        } else if self.res_e > self.far_e {
+        } else if self.sm_all_res > self.sm_all_far {
+            // Doing harm over the last frames (one frame's chance alignment of a far end
+            // talking with the estimate is not).
             self.fore = [0.0; TAPS];
             self.fore_live = false;
         }
         self.bg_e = 0.0;
+        self.bg_y_e = 0.0;
+        self.adapt_n = 0;
         self.adapt_res_e = 0.0;
         self.adapt_far_e = 0.0;
         self.far_e = 0.0;
