@@ -112,6 +112,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         }
         let tracing = std::env::var_os("AMD_TRACE").is_some();
         let (mut found_at, mut at_end, mut filtering_frames, mut frames) = (None, None, 0, 0);
+        let mut searches = String::new();
         let c0 = thread_cpu();
         let mut d = Detector::new(t0, params);
         let mut r = Result {
@@ -152,6 +153,15 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                         frames += 1;
                         filtering_frames += usize::from(t.filtering);
                         at_end = Some(t);
+                        if i % 25 == 24 {
+                            searches.push_str(&format!(
+                                " {:.1}s:{}/{:.2}/{:.2}",
+                                now.as_secs_f32(),
+                                t.best.0,
+                                t.best.1,
+                                t.best.2
+                            ));
+                        }
                     }
                 }
                 while let Some(e) = det.poll_event() {
@@ -186,7 +196,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         if tracing {
             let t = d.echo_trace();
             r.trace = format!(
-                "echo delay {echo_delay}; found {found_at:?}; at the label end {at_end:?}; filtering {filtering_frames}/{frames} packets; voided beeps {}",
+                "echo delay {echo_delay}; found {found_at:?}; at the label end {at_end:?}; filtering {filtering_frames}/{frames} packets; voided beeps {}; best lag (delay/rho/other):{searches}",
                 t.voided_beeps
             );
         }

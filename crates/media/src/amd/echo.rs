@@ -66,7 +66,15 @@ pub(super) const RHO_MIN: f32 = 0.5;
 /// the half-block grid decorrelate in part, so its echo reached 0.40–0.48 at 613 samples
 /// (the best other lag 5–10 times less); between a far end talking and our audio
 /// uncorrelated, the best lag was 0.17–0.29 and at most 2.2 times the best other.
-const RHO_PROMINENT: f32 = 0.35;
+const RHO_PROMINENT: f32 = 0.2;
+/// A lag under `RHO_PROMINENT` is our echo all the same when it was the best at
+/// `STABLE_SEARCHES` searches in a row (within `STABLE_LAG_SLACK` half blocks) with a
+/// correlation of at least this.
+const RHO_STABLE: f32 = 0.05;
+/// Searches in a row (every 20 ms): 50 (1 s).
+const STABLE_SEARCHES: u32 = 50;
+/// Half blocks the best lag may move between searches and stay "the same": 2.
+const STABLE_LAG_SLACK: usize = 2;
 /// How many times the other lags' best a prominent lag's correlation is: 3.
 const PROMINENCE: f32 = 3.0;
 /// Lags (half blocks) either side of the best that are its own peak, not "other" lags: 4
@@ -284,6 +292,9 @@ pub struct EchoTrace {
     pub ceiling_dbfs: f32,
     /// Tones the detector took for beeps and voided by voice after them.
     pub voided_beeps: u32,
+    /// At the last search: the best lag's delay (samples), its normalised correlation, and
+    /// the best correlation more than a block away from it.
+    pub best: (usize, f32, f32),
 }
 
 /// The echo canceller (see the module documentation).
@@ -360,6 +371,10 @@ pub(super) struct EchoCanceller {
     sm_all_res: f32,
     /// The echo energy the envelope gain predicts on the samples adapted on, summed so.
     sm_pred: f32,
+    /// The lag (half blocks) best at the last searches in a row, and how many.
+    streak: (usize, u32),
+    /// The last search's best lag (half blocks), its correlation and the best other's.
+    last_best: (usize, f32, f32),
     /// Samples adapted on this frame.
     adapt_n: u32,
     hangover: u32,
@@ -416,6 +431,8 @@ impl EchoCanceller {
             sm_all_far: 0.0,
             sm_all_res: 0.0,
             sm_pred: 0.0,
+            last_best: (0, 0.0, 0.0),
+            streak: (0, 0),
             adapt_n: 0,
             hangover: 0,
             far_e: 0.0,
@@ -460,6 +477,11 @@ impl EchoCanceller {
             erle_db: self.erle_db,
             filtering: self.fore_live,
             adapted: self.adapted,
+            best: (
+                self.last_best.0 * BLOCK / 2,
+                self.last_best.1,
+                self.last_best.2,
+            ),
             ..EchoTrace::default()
         }
     }
@@ -729,12 +751,23 @@ impl EchoCanceller {
         let lag = from + at;
         // Prominence (while the path is sought over every lag): the best correlation more
         // than `PROMINENCE_EXCLUDE` away.
+        let other = best(Some(at)).1;
+        self.last_best = (lag, rho, other);
         let prominent = !self.tracking
             && (RHO_PROMINENT..RHO_MIN).contains(&rho)
-            && rho >= PROMINENCE * best(Some(at)).1;
+            && rho >= PROMINENCE * other;
         let delay = (lag * BLOCK / 2).saturating_sub(PRE_SAMPLES);
+        // The same lag the best search after search (while the path is sought).
+        if !self.tracking && rho > 0.0 && self.streak.0.abs_diff(lag) <= STABLE_LAG_SLACK {
+            self.streak.1 = self.streak.1.saturating_add(1);
+        } else {
+            self.streak = (lag, 1);
+        }
+        let stable = !matches!(self.state, PathState::Found(_))
+            && rho >= RHO_STABLE
+            && self.streak.1 >= STABLE_SEARCHES;
         self.state = match self.state {
-            _ if rho < RHO_MIN && !prominent => match self.state {
+            _ if rho < RHO_MIN && !prominent && !stable => match self.state {
                 // A found path is kept through double talk (the correlation dips).
                 PathState::Found(d) => PathState::Found(d),
                 _ => PathState::NoEcho,
@@ -846,8 +879,9 @@ impl EchoCanceller {
         // (residual louder than the far end) is dropped.
         // Under a far end talking over the echo (a greeting, louder than our echo), no filter
         // can take out half the far end: there the background takes over when, over the last
-        // frames, it cancelled better than the foreground, its output holds at least half the
-        // echo the envelope gain predicts (in amplitude), and it is mostly echo — what it took
+        // frames, it cancelled better than the foreground, its output is within a factor 2 of
+        // the echo the envelope gain predicts (in amplitude: not a far end's tone it learned
+        // to predict from our audio on a path found by chance), and it is mostly echo — what it took
         // out of the far end (2·far·y − y²) is at least half its own energy, which an output
         // with noise over a third of the echo's energy, or a far end's sound it does not hold,
         // cannot do.
@@ -862,7 +896,7 @@ impl EchoCanceller {
         let under_talk = self.sm_y > 0.0
             && self.sm_bg < self.sm_res
             && self.sm_far - self.sm_bg >= 0.5 * self.sm_y
-            && self.sm_y >= 0.25 * self.sm_pred;
+            && (0.25 * self.sm_pred..=4.0 * self.sm_pred).contains(&self.sm_y);
         if self.adapt_far_e > 0.0
             && ((self.bg_e < 0.8 * self.adapt_res_e && self.bg_e < 0.5 * self.adapt_far_e)
                 || under_talk)
