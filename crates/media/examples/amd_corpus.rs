@@ -146,6 +146,19 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 if tracing && rep == 0 {
                     let t = det.echo_trace();
                     let now = Duration::from_millis(20 * (i as u64 + 1));
+                    if std::env::var_os("AMD_TRACE_FRAMES").is_some() {
+                        println!(
+                            "{:.2}s far {:.1} res {:.1} est {:.1} ceiling {:.1} erle {:.1} filtering {} mu-state {:?}",
+                            now.as_secs_f32(),
+                            t.levels.0,
+                            t.levels.1,
+                            t.levels.2,
+                            t.ceiling_dbfs,
+                            t.erle_db,
+                            t.filtering,
+                            t.delay
+                        );
+                    }
                     if found_at.is_none() {
                         found_at = t.delay.map(|d| (now, d));
                     }

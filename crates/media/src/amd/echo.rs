@@ -66,7 +66,7 @@ pub(super) const RHO_MIN: f32 = 0.5;
 /// the half-block grid decorrelate in part, so its echo reached 0.40–0.48 at 613 samples
 /// (the best other lag 5–10 times less); between a far end talking and our audio
 /// uncorrelated, the best lag was 0.17–0.29 and at most 2.2 times the best other.
-const RHO_PROMINENT: f32 = 0.2;
+const RHO_PROMINENT: f32 = 0.35;
 /// A lag under `RHO_PROMINENT` is our echo all the same when it was the best at
 /// `STABLE_SEARCHES` searches in a row (within `STABLE_LAG_SLACK` half blocks) with a
 /// correlation of at least this.
@@ -131,6 +131,9 @@ pub(super) const ERLE_MARGIN_DB: f32 = 4.0;
 /// ERLE — one lucky frame is not convergence, and a far end talking over the echo on some
 /// frames does not drag it down much.
 const ERLE_STEP_DB: f32 = 0.1;
+/// How close to the far end's level the echo estimate must be for a frame to measure the
+/// ERLE on (the far end is then mostly our echo): 3 dB.
+const EXPLAINED_DB: f32 = 3.0;
 /// ERLE (dB) under which the filter is taken as not yet converged: twice the margin.
 const CONVERGED_DB: f32 = 2.0 * ERLE_MARGIN_DB;
 /// Samples of adaptation (echo without double talk, our audio playing) after which the
@@ -293,8 +296,11 @@ pub struct EchoTrace {
     /// Tones the detector took for beeps and voided by voice after them.
     pub voided_beeps: u32,
     /// At the last search: the best lag's delay (samples), its normalised correlation, and
-    /// the best correlation more than a block away from it.
+    /// the best correlation more than a block away from it (NaN when not computed: only
+    /// when the best could be prominent).
     pub best: (usize, f32, f32),
+    /// The last frame's far end, residual and echo estimate, dBFS.
+    pub levels: (f32, f32, f32),
 }
 
 /// The echo canceller (see the module documentation).
@@ -373,6 +379,8 @@ pub(super) struct EchoCanceller {
     sm_pred: f32,
     /// The lag (half blocks) best at the last searches in a row, and how many.
     streak: (usize, u32),
+    /// The last frame's levels (see [`EchoTrace::levels`]).
+    last_levels: (f32, f32, f32),
     /// The last search's best lag (half blocks), its correlation and the best other's.
     last_best: (usize, f32, f32),
     /// Samples adapted on this frame.
@@ -432,6 +440,7 @@ impl EchoCanceller {
             sm_all_res: 0.0,
             sm_pred: 0.0,
             last_best: (0, 0.0, 0.0),
+            last_levels: (0.0, 0.0, 0.0),
             streak: (0, 0),
             adapt_n: 0,
             hangover: 0,
@@ -482,6 +491,7 @@ impl EchoCanceller {
                 self.last_best.1,
                 self.last_best.2,
             ),
+            levels: self.last_levels,
             ..EchoTrace::default()
         }
     }
@@ -623,8 +633,11 @@ impl EchoCanceller {
                 };
                 self.adapted = self.adapted.saturating_add(1);
                 let g = self.mu * e_bg / (power + DELTA * (hi_w - lo_w) as f32);
+                // The leakage in proportion to the step (a smaller step under a far end
+                // talking would otherwise leave the leakage to pull the taps to 0).
+                let keep = 1.0 - LEAK * (self.mu / MU);
                 for (w, v) in self.taps[lo_w..hi_w].iter_mut().zip(xw) {
-                    *w = *w * (1.0 - LEAK) + g * v;
+                    *w = *w * keep + g * v;
                 }
                 self.bg_e += e_bg * e_bg;
                 self.bg_y_e += y_bg * y_bg;
@@ -751,11 +764,15 @@ impl EchoCanceller {
         let lag = from + at;
         // Prominence (while the path is sought over every lag): the best correlation more
         // than `PROMINENCE_EXCLUDE` away.
-        let other = best(Some(at)).1;
+        // (The other lags' best only when it can decide: a pass over every lag.)
+        let can_be_prominent = !self.tracking && (RHO_PROMINENT..RHO_MIN).contains(&rho);
+        let other = if can_be_prominent {
+            best(Some(at)).1
+        } else {
+            f32::NAN
+        };
         self.last_best = (lag, rho, other);
-        let prominent = !self.tracking
-            && (RHO_PROMINENT..RHO_MIN).contains(&rho)
-            && rho >= PROMINENCE * other;
+        let prominent = can_be_prominent && rho >= PROMINENCE * other;
         let delay = (lag * BLOCK / 2).saturating_sub(PRE_SAMPLES);
         // The same lag the best search after search (while the path is sought).
         if !self.tracking && rho > 0.0 && self.streak.0.abs_diff(lag) <= STABLE_LAG_SLACK {
@@ -838,10 +855,16 @@ impl EchoCanceller {
                     self.env_est_e
                 };
                 let (far, res, est) = (db(self.far_e), db(self.res_e), db(est_e));
+                self.last_levels = (far, res, est);
                 // The ERLE shown, on frames of echo (no double talk, an echo estimate well
                 // above the G.711 floor): how far the residual is under the far end, its
                 // median tracked (see `ERLE_STEP_DB`).
-                if !self.double_talk && est > -50.0 {
+                // Only frames the echo estimate explains (within 3 dB of the far end): on a frame
+                // of a far end talking, or of its tone, under Geigel's bound, the residual is
+                // the far end's sound, not a failure to cancel (counted, a greeting or a
+                // beep over the echo held the measure at 5–7 dB where the filter took
+                // 15–20 dB out of our echo).
+                if !self.double_talk && est > -50.0 && est >= far - EXPLAINED_DB {
                     let inst = (far - res).clamp(0.0, 40.0);
                     self.erle_db += (inst - self.erle_db).clamp(-ERLE_STEP_DB, ERLE_STEP_DB);
                 }
