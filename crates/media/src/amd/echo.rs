@@ -73,6 +73,11 @@ const RHO_PROMINENT: f32 = 0.35;
 const RHO_STABLE: f32 = 0.05;
 /// Searches in a row (every 20 ms): 50 (1 s).
 const STABLE_SEARCHES: u32 = 50;
+/// Samples of adaptation a lag on trial has to show the filter explains echo: 8,000 (1 s).
+const TENTATIVE_SAMPLES: u32 = 8000;
+/// Frames in a row the filter on a lag on trial must take over to confirm it: 10 (100 ms;
+/// a lag that is not our echo took over single frames by chance).
+const CONFIRM_FRAMES: u32 = 10;
 /// Half blocks the best lag may move between searches and stay "the same": 2.
 const STABLE_LAG_SLACK: usize = 2;
 /// How many times the other lags' best a prominent lag's correlation is: 3.
@@ -276,6 +281,10 @@ pub(super) enum PathState {
     Found(usize),
     /// Our audio played for the warm-up and nothing correlated: no measurable echo.
     NoEcho,
+    /// A lag the best search after search under a far end talking (see `RHO_STABLE`), on
+    /// trial: the filter adapts on it, and it becomes the path once the filter's output
+    /// explains echo in the far end; until then nothing is taken out or hidden.
+    Tentative(usize),
 }
 
 /// What the echo canceller knows of the line now (for traces: [`super::Detector::echo_trace`]).
@@ -385,6 +394,8 @@ pub(super) struct EchoCanceller {
     last_best: (usize, f32, f32),
     /// Samples adapted on this frame.
     adapt_n: u32,
+    /// Frames in a row the background would have taken over a lag on trial.
+    confirmed: u32,
     hangover: u32,
     // per frame
     far_e: f32,
@@ -443,6 +454,7 @@ impl EchoCanceller {
             last_levels: (0.0, 0.0, 0.0),
             streak: (0, 0),
             adapt_n: 0,
+            confirmed: 0,
             hangover: 0,
             far_e: 0.0,
             res_e: 0.0,
@@ -505,7 +517,7 @@ impl EchoCanceller {
             return;
         }
         let n0 = n0 as i64;
-        if let PathState::Found(delay) = self.state {
+        if let PathState::Found(delay) | PathState::Tentative(delay) = self.state {
             self.frame_step(n0, delay, frame);
         }
         let mut at = 0;
@@ -537,7 +549,9 @@ impl EchoCanceller {
             };
             self.far_sum += block.iter().map(|d| d.abs()).sum::<f32>();
             match self.state {
-                PathState::Found(delay) => self.filter_block(n, delay, block),
+                PathState::Found(delay) | PathState::Tentative(delay) => {
+                    self.filter_block(n, delay, block)
+                }
                 _ => {
                     for &d in block.iter() {
                         self.far_e += d * d;
@@ -780,16 +794,29 @@ impl EchoCanceller {
         } else {
             self.streak = (lag, 1);
         }
-        let stable = !matches!(self.state, PathState::Found(_))
+        let stable = matches!(self.state, PathState::NoEcho)
             && rho >= RHO_STABLE
             && self.streak.1 >= STABLE_SEARCHES;
+        // A lag only stable is tried (the filter adapts on it) for `TENTATIVE_SAMPLES` of
+        // adaptation, and becomes the path only once the filter's output explains echo in the
+        // far end (see `end_frame`); otherwise the search goes on.
+        if let PathState::Tentative(_) = self.state {
+            if self.adapted >= TENTATIVE_SAMPLES {
+                self.state = PathState::NoEcho;
+                self.streak.1 = 0;
+            }
+        }
         self.state = match self.state {
             _ if rho < RHO_MIN && !prominent && !stable => match self.state {
                 // A found path is kept through double talk (the correlation dips).
                 PathState::Found(d) => PathState::Found(d),
+                PathState::Tentative(d) => PathState::Tentative(d),
                 _ => PathState::NoEcho,
             },
             PathState::Found(d) if d.abs_diff(delay) < BLOCK => PathState::Found(d),
+            PathState::Tentative(d) if d.abs_diff(delay) < BLOCK && !stable => {
+                PathState::Found(d)
+            }
             _ => {
                 self.taps = [0.0; TAPS];
                 self.fore = [0.0; TAPS];
@@ -801,13 +828,18 @@ impl EchoCanceller {
                 (self.sm_far, self.sm_bg, self.sm_res, self.sm_y, self.sm_pred) =
                     (0.0, 0.0, 0.0, 0.0, 0.0);
                 self.erle_db = 0.0;
-                PathState::Found(delay)
+                self.confirmed = 0;
+                if stable && rho < RHO_MIN && !prominent {
+                    PathState::Tentative(delay)
+                } else {
+                    PathState::Found(delay)
+                }
             }
         };
         // The echo's gain on our envelope at the path's lag: the regression of the far end's
         // envelope changes on ours (a far end talking adds to the far end's changes, not, on
         // average, to their product with ours).
-        if let PathState::Found(_) = self.state {
+        if let PathState::Found(_) | PathState::Tentative(_) = self.state {
             let (c, p) = (
                 self.cross.get(self.lag).copied().unwrap_or(0.0),
                 self.pow_hist
@@ -841,7 +873,8 @@ impl EchoCanceller {
         };
         self.level_guard = false;
         self.ceiling = match (&self.reference, self.state) {
-            (None, _) | (_, PathState::NoEcho) => f32::MIN,
+            // A lag on trial hides nothing until the filter confirms it.
+            (None, _) | (_, PathState::NoEcho | PathState::Tentative(_)) => f32::MIN,
             (Some(r), PathState::WarmingUp) => {
                 self.level_guard = true;
                 warmup(r)
@@ -920,10 +953,25 @@ impl EchoCanceller {
             && self.sm_bg < self.sm_res
             && self.sm_far - self.sm_bg >= 0.5 * self.sm_y
             && (0.25 * self.sm_pred..=4.0 * self.sm_pred).contains(&self.sm_y);
-        if self.adapt_far_e > 0.0
+        let better = self.adapt_far_e > 0.0
             && ((self.bg_e < 0.8 * self.adapt_res_e && self.bg_e < 0.5 * self.adapt_far_e)
-                || under_talk)
-        {
+                || under_talk);
+        // A lag on trial: the background is not used until it has taken over
+        // `CONFIRM_FRAMES` frames in a row (by chance, a filter on a lag that is not our echo
+        // took over a frame here and there), then the lag is the path.
+        let take_over = match self.state {
+            PathState::Tentative(d) => {
+                self.confirmed = if better { self.confirmed + 1 } else { 0 };
+                if self.confirmed >= CONFIRM_FRAMES {
+                    self.state = PathState::Found(d);
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => better,
+        };
+        if take_over {
             self.fore = self.taps;
             self.fore_live = true;
             // Once the cancellation is shown (not assumed), the filter keeps only the taps
@@ -1169,7 +1217,13 @@ mod tests {
             for level in [-18.0, -38.0] {
                 let far = speechlike(ours.len(), level, seed + 1000);
                 let (residual, ec) = cancel(&ours, &far);
-                assert_eq!(ec.state(), PathState::NoEcho, "seed {seed}, {level} dBFS");
+                // No path: none, or a lag on trial (the best search after search by chance),
+                // which the filter never confirms and which takes nothing out.
+                assert!(
+                    matches!(ec.state(), PathState::NoEcho | PathState::Tentative(_)),
+                    "seed {seed}, {level} dBFS: {:?}",
+                    ec.state()
+                );
                 assert_eq!(residual, high_passed(&far), "seed {seed}, {level} dBFS");
             }
         }
