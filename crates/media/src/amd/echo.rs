@@ -394,7 +394,7 @@ pub(super) struct EchoCanceller {
     last_best: (usize, f32, f32),
     /// Samples adapted on this frame.
     adapt_n: u32,
-    /// Frames in a row the background would have taken over a lag on trial.
+    /// Frames in a row the background took over (or would have, on a lag on trial).
     confirmed: u32,
     hangover: u32,
     // per frame
@@ -959,9 +959,9 @@ impl EchoCanceller {
         // A lag on trial: the background is not used until it has taken over
         // `CONFIRM_FRAMES` frames in a row (by chance, a filter on a lag that is not our echo
         // took over a frame here and there), then the lag is the path.
+        self.confirmed = if better { self.confirmed + 1 } else { 0 };
         let take_over = match self.state {
             PathState::Tentative(d) => {
-                self.confirmed = if better { self.confirmed + 1 } else { 0 };
                 if self.confirmed >= CONFIRM_FRAMES {
                     self.state = PathState::Found(d);
                     true
@@ -974,9 +974,15 @@ impl EchoCanceller {
         if take_over {
             self.fore = self.taps;
             self.fore_live = true;
-            // Once the cancellation is shown (not assumed), the filter keeps only the taps
-            // the echo path needs, and the correlation only tracks the path.
-            if self.erle_db >= CONVERGED_DB {
+            // Once the cancellation is shown (not assumed) — measured, or under a far end
+            // talking by a filter that took over `CONFIRM_FRAMES` frames in a row after
+            // `CONVERGE_SAMPLES` of adaptation (one take-over by chance on a lag that is not
+            // our echo made it the only one tracked, and a person's our echo) — the filter
+            // keeps only the taps the echo path needs, and the correlation only tracks the
+            // path.
+            if self.erle_db >= CONVERGED_DB
+                || (self.confirmed >= CONFIRM_FRAMES && self.adapted >= CONVERGE_SAMPLES)
+            {
                 self.tracking = true;
                 if self.win == (0, TAPS) {
                     self.fit_window();
