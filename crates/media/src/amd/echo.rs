@@ -814,9 +814,7 @@ impl EchoCanceller {
                 _ => PathState::NoEcho,
             },
             PathState::Found(d) if d.abs_diff(delay) < BLOCK => PathState::Found(d),
-            PathState::Tentative(d) if d.abs_diff(delay) < BLOCK && !stable => {
-                PathState::Found(d)
-            }
+            PathState::Tentative(d) if d.abs_diff(delay) < BLOCK && !stable => PathState::Found(d),
             _ => {
                 self.taps = [0.0; TAPS];
                 self.fore = [0.0; TAPS];
@@ -825,8 +823,13 @@ impl EchoCanceller {
                 self.lag = lag;
                 self.tracking = false;
                 self.adapted = 0;
-                (self.sm_far, self.sm_bg, self.sm_res, self.sm_y, self.sm_pred) =
-                    (0.0, 0.0, 0.0, 0.0, 0.0);
+                (
+                    self.sm_far,
+                    self.sm_bg,
+                    self.sm_res,
+                    self.sm_y,
+                    self.sm_pred,
+                ) = (0.0, 0.0, 0.0, 0.0, 0.0);
                 self.erle_db = 0.0;
                 self.confirmed = 0;
                 if stable && rho < RHO_MIN && !prominent {
@@ -1259,7 +1262,10 @@ mod tests {
             let far: Vec<f32> = echo.iter().zip(&talker).map(|(e, t)| e + t).collect();
             let (residual, ec) = cancel(&ours, &far);
             let PathState::Found(found) = ec.state() else {
-                panic!("{erl} dB, talker {over} dB over: no path ({:?})", ec.state());
+                panic!(
+                    "{erl} dB, talker {over} dB over: no path ({:?})",
+                    ec.state()
+                );
             };
             assert!(
                 found <= delay && delay + IR.len() <= found + TAPS,
@@ -1274,7 +1280,10 @@ mod tests {
                 .map(|(r, t)| r - t)
                 .collect();
             let erle = 10.0 * (energy(&high_passed(&echo)[tail..]) / energy(&left)).log10();
-            assert!(erle >= 10.0, "{erl} dB, talker {over} dB over: ERLE {erle:.1} dB");
+            assert!(
+                erle >= 10.0,
+                "{erl} dB, talker {over} dB over: ERLE {erle:.1} dB"
+            );
         }
     }
 
@@ -1295,7 +1304,11 @@ mod tests {
         for (k, frame) in far.chunks_exact(FRAME).enumerate() {
             if k == 800 {
                 // 8 s in: the path is known; the filters are emptied and kept from adapting.
-                assert!(matches!(ec.state(), PathState::Found(_)), "{:?}", ec.state());
+                assert!(
+                    matches!(ec.state(), PathState::Found(_)),
+                    "{:?}",
+                    ec.state()
+                );
                 (ec.taps, ec.fore, ec.fore_live) = ([0.0; TAPS], [0.0; TAPS], false);
             }
             if k >= 800 {
@@ -1316,7 +1329,10 @@ mod tests {
         off.sort_by(f32::total_cmp);
         let median = off[off.len() / 2];
         assert!(checked > 50, "{checked} frames of echo");
-        assert!(median.abs() <= 3.0, "residual over its bound: median {median:.1} dB");
+        assert!(
+            median.abs() <= 3.0,
+            "residual over its bound: median {median:.1} dB"
+        );
     }
 
     /// A tone on the far end that is not in our audio (a beep under our echo, as loud as
