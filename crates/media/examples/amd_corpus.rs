@@ -14,7 +14,9 @@
 //! whole path with the simulated callee). With `AMD_TRACE` set, every misjudged file or
 //! missed beep gets a line of the echo canceller's state (the echo's true delay, when and
 //! where the path was found, at the labelled end whether the filter subtracts, its ERLE and
-//! the residual bound, the beeps voided by voice after them).
+//! the residual bound, the beeps voided by voice after them, the best lag every 500 ms);
+//! with `AMD_TRACE_FRAMES` also every packet's far-end, residual and echo-estimate levels (use
+//! with `--only NAME`).
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
