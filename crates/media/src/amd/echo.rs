@@ -1242,7 +1242,9 @@ mod tests {
     /// under Geigel's bound): the echo path is still found at the right delay and the echo
     /// cancelled — the filter adapts with a step scaled to the echo's share of the far end,
     /// and takes over on what it explains of the far end, not on halving it (which no
-    /// filter can do when the far end is mostly someone else).
+    /// filter can do when the far end is mostly someone else). Each of the lag on trial, the
+    /// scaled step, the take-over under talk and the drop judged over 50 ms (not a frame) is
+    /// needed: without any one, no path is found or the ERLE is 7 dB.
     #[test]
     fn echo_under_a_far_end_talking_all_along_is_found_and_cancelled() {
         let ours: Vec<i16> = speechlike(10 * 8000, -18.0, 31)
