@@ -354,6 +354,9 @@ pub struct Endpoint {
     /// [`Endpoint::accepted`]), and when to forget them, oldest first.
     ended: HashMap<(String, String), Vec<Ack>>,
     ended_order: VecDeque<(Instant, (String, String))>,
+    /// Where each message we send is serialised before its bytes are copied out once
+    /// ([`wire::encode`]): grown once, reused for every datagram.
+    scratch: Vec<u8>,
 }
 
 /// Transaction timers (RFC 3261 §17 and RFC 6026's).
@@ -451,6 +454,7 @@ impl Endpoint {
             background: 0,
             ended: HashMap::default(),
             ended_order: VecDeque::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -991,10 +995,9 @@ impl Endpoint {
                 self.on_request(now, from, req);
             }
             Message::Response(resp) => {
-                if wire::cseq(&resp.headers).is_none() || wire::top_via(&resp.headers).is_none() {
-                    tracing::debug!(%from, "dropped a response without CSeq or Via");
-                    return;
-                }
+                // A response matched to a transaction has a CSeq and a top Via that parse
+                // (the transaction key is made of them); only one that matched nothing is
+                // checked here, not every response twice.
                 match self
                     .layer
                     .receive(Message::Response(resp), self.cfg.transport.reliability())
@@ -1003,6 +1006,11 @@ impl Endpoint {
                     Dispatch::Created { key, outputs } => self.apply(now, &key, outputs),
                     Dispatch::Unmatched(m) => {
                         if let Message::Response(r) = *m {
+                            if wire::cseq(&r.headers).is_none() || wire::top_via(&r.headers).is_none()
+                            {
+                                tracing::debug!(%from, "dropped a response without CSeq or Via");
+                                return;
+                            }
                             self.stray_response(now, r);
                         }
                     }
@@ -1025,7 +1033,7 @@ impl Endpoint {
         let dest = response_destination(req, from, self.cfg.transport.default_port());
         self.transmits.push_back(Transmit {
             destination: dest,
-            payload: Message::Response(resp).to_bytes(),
+            payload: wire::encode(&mut self.scratch, &Message::Response(resp)),
         });
     }
 
@@ -1193,7 +1201,7 @@ impl Endpoint {
                     };
                     self.transmits.push_back(Transmit {
                         destination: dest,
-                        payload: m.to_bytes(),
+                        payload: wire::encode(&mut self.scratch, &m),
                     });
                 }
                 Output::SetTimer {
@@ -1410,7 +1418,7 @@ impl Endpoint {
             let is_invite = wire::cseq(&resp.headers).is_some_and(|(_, m)| m == Method::Invite);
             if is_invite && resp.status.is_success() {
                 if let Some(seq) = wire::cseq(&resp.headers).map(|(n, _)| n) {
-                    self.send_ack(now, call, seq, resp, false);
+                    self.send_ack(now, call, seq, None);
                 }
             }
         }
@@ -1629,14 +1637,14 @@ impl Endpoint {
         c.confirmed = true;
         c.invite_done = true;
         c.answered_at = Some(now);
-        c.remote_tag = Some(to_tag);
+        c.remote_tag = Some(to_tag.clone());
         let mut rr = wire::record_routes(&r.headers);
         rr.reverse();
         c.route_set = rr;
         c.remote_target = wire::contact_uri(&r.headers);
         let after_cancel = c.cancel_wanted;
         let credentials_sent = c.credentials_sent;
-        self.send_ack(now, call, seq, &r, true);
+        self.send_ack(now, call, seq, Some(to_tag));
         if after_cancel {
             let _ = self.bye(now, call, &[]);
         }
@@ -1650,10 +1658,9 @@ impl Endpoint {
 
     /// The ACK of a 2xx (§13.2.2.4): a request of the dialog with its own branch, the
     /// INVITE's CSeq number and credentials, no body (our offer was in the INVITE).
-    fn send_ack(&mut self, _now: Instant, call: CallRef, seq: u32, r: &Response, remember: bool) {
-        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
-            return;
-        };
+    /// `remember`: the 2xx's To tag, under which the ACK is kept to be re-sent to a
+    /// retransmission of it (the initial INVITE's 2xx).
+    fn send_ack(&mut self, _now: Instant, call: CallRef, seq: u32, remember: Option<String>) {
         let cseq_before = self.calls.get(&call).map(|c| c.local_cseq);
         let built = self.in_dialog(call, Method::Ack, &[], None, Vec::new());
         let Some(c) = self.calls.get_mut(&call) else {
@@ -1678,8 +1685,8 @@ impl Endpoint {
                 }
             }
         }
-        let payload = Message::Request(ack).to_bytes();
-        if remember {
+        let payload = wire::encode(&mut self.scratch, &Message::Request(ack));
+        if let Some(to_tag) = remember {
             c.acks.push((to_tag, payload.clone(), dest));
         }
         self.transmits.push_back(Transmit {
@@ -1709,7 +1716,7 @@ impl Endpoint {
         c.route_set = rr;
         c.remote_target = wire::contact_uri(&r.headers);
         c.local_cseq = seq;
-        self.send_ack(now, call, seq, r, true);
+        self.send_ack(now, call, seq, Some(to_tag));
         let bye = self.in_dialog(call, Method::Bye, &[], None, Vec::new());
         if let Some(c) = self.calls.get_mut(&call) {
             c.remote_tag = saved.0;

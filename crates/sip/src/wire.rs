@@ -15,6 +15,16 @@ pub fn parse(datagram: &[u8]) -> Result<Message, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A message's bytes: serialised into `scratch` (cleared first, its capacity kept from one
+/// message to the next), then copied out in one allocation of the exact size — where
+/// `Message::to_bytes` grows a new vector from empty for each message (some six
+/// reallocations for an INVITE).
+pub fn encode(scratch: &mut Vec<u8>, m: &Message) -> Bytes {
+    scratch.clear();
+    m.write_to(scratch);
+    Bytes::copy_from_slice(scratch)
+}
+
 /// A header's (first) value as text, if present and UTF-8.
 pub fn value(h: &Headers, name: &HeaderName) -> Option<String> {
     let v = h.value(name)?;
