@@ -265,7 +265,7 @@ struct Call {
     call_id: String,
     local_tag: String,
     /// `<uri>;tag=…`: the From (UAC) or To (UAS) we send.
-    local: String,
+    local: Bytes,
     /// The far end's URI (without tag).
     remote_uri: String,
     remote_tag: Option<String>,
@@ -274,6 +274,8 @@ struct Call {
     route_set: Vec<String>,
     remote_target: Option<Uri>,
     contact: String,
+    /// `<contact>`: our Contact header's value in the dialog's requests.
+    contact_header: Bytes,
     /// Where requests go when the next hop is not an address (the trunk, or the caller).
     destination: SocketAddr,
     credentials: Option<Credentials>,
@@ -357,6 +359,9 @@ pub struct Endpoint {
     /// Where each message we send is serialised before its bytes are copied out once
     /// ([`wire::encode`]): grown once, reused for every datagram.
     scratch: Vec<u8>,
+    /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
+    /// every message rather than copied into each.
+    ua: Bytes,
 }
 
 /// Transaction timers (RFC 3261 §17 and RFC 6026's).
@@ -438,6 +443,7 @@ impl Endpoint {
     pub fn new(cfg: Config) -> Endpoint {
         Endpoint {
             layer: TransactionLayer::new(cfg.timers),
+            ua: Bytes::copy_from_slice(cfg.user_agent.as_bytes()),
             cfg,
             calls: HashMap::default(),
             dialogs: HashMap::default(),
@@ -497,7 +503,8 @@ impl Endpoint {
     /// Sends an INVITE: a new call leg, registered at once under its Call-ID and From tag.
     pub fn invite(&mut self, now: Instant, inv: Invite) -> Result<CallRef, Error> {
         let local_tag = hex_id();
-        let local = format!("<{}>;tag={local_tag}", inv.from);
+        let local = Bytes::from(format!("<{}>;tag={local_tag}", inv.from));
+        let contact_header = Bytes::from(format!("<{}>", inv.contact));
         let ruri = wire::uri(&inv.request_uri)?;
         wire::uri(&inv.to)?;
         wire::uri(&inv.contact)?;
@@ -510,12 +517,23 @@ impl Endpoint {
         };
         b = add(b, HeaderName::Via, self.via())?;
         b = b.max_forwards(70);
-        b = add(b, HeaderName::From, local.clone())?;
+        b = b.header(HeaderName::From, local.clone()).map_err(|e| Error::BadHeader {
+            name: "From".into(),
+            why: e.to_string(),
+        })?;
         b = add(b, HeaderName::To, format!("<{}>", inv.to))?;
         b = add(b, HeaderName::CallId, inv.call_id.clone())?;
         b = add(b, HeaderName::CSeq, "1 INVITE".into())?;
-        b = add(b, HeaderName::Contact, format!("<{}>", inv.contact))?;
-        b = add(b, HeaderName::UserAgent, self.cfg.user_agent.clone())?;
+        b = b
+            .header(HeaderName::Contact, contact_header.clone())
+            .map_err(|e| Error::BadHeader {
+                name: "Contact".into(),
+                why: e.to_string(),
+            })?;
+        b = b.header(HeaderName::UserAgent, self.ua.clone()).map_err(|e| Error::BadHeader {
+            name: "User-Agent".into(),
+            why: e.to_string(),
+        })?;
         for (n, v) in &inv.headers {
             b = add(b, wire::name(n), v.clone())?;
         }
@@ -538,6 +556,7 @@ impl Endpoint {
                 route_set: Vec::new(),
                 remote_target: None,
                 contact: inv.contact,
+                contact_header,
                 destination: inv.destination,
                 credentials: inv.credentials,
                 auth: auth::State::default(),
@@ -749,7 +768,7 @@ impl Endpoint {
         body: Vec<u8>,
     ) -> Result<(Request, SocketAddr), Error> {
         let via = self.via();
-        let ua = self.cfg.user_agent.clone();
+        let ua = self.ua.clone();
         let default_port = self.cfg.transport.default_port();
         let c = self.calls.get_mut(&call).ok_or(Error::NoCall)?;
         c.local_cseq += 1;
@@ -758,46 +777,61 @@ impl Endpoint {
             None => wire::uri(&c.remote_uri)?,
         };
         let first = c.route_set.first().and_then(|r| wire::route_uri(r));
-        let (ruri, routes, hop) = match first {
-            None => (target.clone(), c.route_set.clone(), target.clone()),
-            Some(f) if wire::is_loose(&f) => (target.clone(), c.route_set.clone(), f),
+        // The next hop's address is read from the URI where it is; the target is moved into
+        // the Request-URI (or the last Route), not copied.
+        let (ruri, dest, strict) = match first {
+            None => {
+                let dest = uri_addr(&target, default_port);
+                (target, dest, None)
+            }
+            Some(f) if wire::is_loose(&f) => (target, uri_addr(&f, default_port), None),
             Some(f) => {
                 // Strict router: it becomes the Request-URI, the remote target the last Route.
-                let mut rest: Vec<String> = c.route_set.iter().skip(1).cloned().collect();
-                rest.push(format!("<{target}>"));
-                (f.clone(), rest, f)
+                let dest = uri_addr(&f, default_port);
+                (f, dest, Some(format!("<{target}>")))
             }
         };
-        let dest = uri_addr(&hop, default_port).unwrap_or(c.destination);
+        let dest = dest.unwrap_or(c.destination);
         let to = match &c.remote_tag {
             Some(t) => format!("<{}>;tag={t}", c.remote_uri),
             None => format!("<{}>", c.remote_uri),
         };
-        let mut hs: Vec<(HeaderName, String)> = vec![
-            (HeaderName::Via, via),
+        let mut hs: Vec<(HeaderName, Bytes)> = vec![
+            (HeaderName::Via, via.into()),
             (HeaderName::From, c.local.clone()),
-            (HeaderName::To, to),
-            (HeaderName::CallId, c.call_id.clone()),
+            (HeaderName::To, to.into()),
+            (HeaderName::CallId, c.call_id.clone().into()),
             (
                 HeaderName::CSeq,
                 format!(
                     "{} {}",
                     c.local_cseq,
                     String::from_utf8_lossy(method.as_bytes())
-                ),
+                )
+                .into(),
             ),
         ];
-        hs.extend(routes.into_iter().map(|r| (HeaderName::Route, r)));
-        hs.push((HeaderName::Contact, format!("<{}>", c.contact)));
+        let routes = match strict {
+            None => &c.route_set[..],
+            Some(_) => c.route_set.get(1..).unwrap_or_default(),
+        };
+        hs.extend(
+            routes
+                .iter()
+                .chain(strict.as_ref())
+                .map(|r| (HeaderName::Route, Bytes::copy_from_slice(r.as_bytes()))),
+        );
+        hs.push((HeaderName::Contact, c.contact_header.clone()));
         hs.push((HeaderName::UserAgent, ua));
         if let Some(ct) = content_type {
-            hs.push((HeaderName::ContentType, ct.to_owned()));
+            hs.push((HeaderName::ContentType, Bytes::copy_from_slice(ct.as_bytes())));
         }
         let mut b = RequestBuilder::new(method, ruri).max_forwards(70);
-        for (n, v) in hs
-            .into_iter()
-            .chain(headers.iter().map(|(n, v)| (wire::name(n), v.clone())))
-        {
+        for (n, v) in hs.into_iter().chain(
+            headers
+                .iter()
+                .map(|(n, v)| (wire::name(n), Bytes::copy_from_slice(v.as_bytes()))),
+        ) {
             b = b.header(n.clone(), v).map_err(|e| Error::BadHeader {
                 name: String::from_utf8_lossy(n.canonical()).into_owned(),
                 why: e.to_string(),
@@ -926,7 +960,7 @@ impl Endpoint {
             }
         }
         b = b
-            .header(HeaderName::Server, self.cfg.user_agent.clone())
+            .header(HeaderName::Server, self.ua.clone())
             .map_err(bad)?;
         for (n, v) in extra {
             b = b.header(n, v).map_err(bad)?;
@@ -1886,13 +1920,14 @@ impl Endpoint {
                 role: Role::Uas,
                 call_id: call_id.clone(),
                 local_tag: local_tag.clone(),
-                local: format!("<{to}>;tag={local_tag}"),
+                local: Bytes::from(format!("<{to}>;tag={local_tag}")),
                 remote_uri: from,
                 remote_tag,
                 local_cseq: rand::random::<u16>().into(),
                 remote_cseq: wire::cseq(&req.headers).map(|(n, _)| n),
                 route_set: wire::record_routes(&req.headers),
                 remote_target: wire::contact_uri(&req.headers),
+                contact_header: Bytes::from(format!("<{contact}>")),
                 contact,
                 destination: dest,
                 credentials: None,
