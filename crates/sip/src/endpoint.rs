@@ -330,7 +330,9 @@ pub struct Endpoint {
     calls: HashMap<CallRef, Call>,
     /// (Call-ID, local tag) → call.
     dialogs: HashMap<(String, String), CallRef>,
-    owners: HashMap<TransactionKey, Owner>,
+    /// Each transaction's owner. The key is shared (not copied) with the transaction's timers
+    /// ([`Target::Tx`], `armed`): a key is three heap vectors.
+    owners: HashMap<Arc<TransactionKey>, Owner>,
     servers: HashMap<ServerRef, (TransactionKey, CallRef)>,
     /// Timers: due instant and slot, the slot's target; a cleared timer's slot is gone.
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -603,8 +605,9 @@ impl Endpoint {
         if matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye) {
             self.background += 1;
         }
+        let key = Arc::new(key);
         self.owners.insert(
-            key.clone(),
+            Arc::clone(&key),
             Owner {
                 call,
                 kind,
@@ -1086,8 +1089,9 @@ impl Endpoint {
             Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs),
             Dispatch::Created { key, outputs } => {
                 let call = self.match_dialog_of(&key);
+                let key = Arc::new(key);
                 self.owners.insert(
-                    key.clone(),
+                    Arc::clone(&key),
                     Owner {
                         call: call.unwrap_or(CallRef(0)),
                         kind: Kind::Server(None),
@@ -1245,9 +1249,12 @@ impl Endpoint {
                     self.apply(now, key, outputs);
                 }
                 Output::SetTimer { timer, after } => {
-                    let shared = match self.armed.get_key_value(key) {
+                    let shared = match self.owners.get_key_value(key) {
                         Some((k, _)) => Arc::clone(k),
-                        None => Arc::new(key.clone()),
+                        None => match self.armed.get_key_value(key) {
+                            Some((k, _)) => Arc::clone(k),
+                            None => Arc::new(key.clone()),
+                        },
                     };
                     self.arm(now + after, Target::Tx(shared, timer));
                 }
@@ -2000,11 +2007,11 @@ impl Endpoint {
     /// handshake, ICMP): every client transaction sending there fails now (RFC 3261 §8.1.3.1,
     /// §17.1.4: a transport error is treated as a 503), instead of at its timeout.
     pub fn transport_error(&mut self, now: Instant, destination: SocketAddr) {
-        let keys: Vec<TransactionKey> = self
+        let keys: Vec<Arc<TransactionKey>> = self
             .owners
             .iter()
             .filter(|(_, o)| o.dest == destination && !matches!(o.kind, Kind::Server(_)))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| Arc::clone(k))
             .collect();
         for key in keys {
             if let Some(call) = self.owners.get(&key).map(|o| o.call) {
