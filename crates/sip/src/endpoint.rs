@@ -26,6 +26,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -441,6 +442,41 @@ fn uri_addr(u: &Uri, default_port: u16) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, u.port().unwrap_or(default_port)))
 }
 
+/// A request in the dialog's Request-URI, next hop and, behind a strict router, the last
+/// Route (RFC 3261 §12.2.1.1): the remote target (its URI, or the far end's URI before a
+/// Contact came) as Request-URI unless the route set's first entry is a strict router, which
+/// then becomes the Request-URI and the target the last Route. The next hop's address is read
+/// where the URI is, or it is the call's destination.
+fn next_hop(c: &Call, default_port: u16) -> Result<(Uri, SocketAddr, Option<String>), Error> {
+    let target = match &c.remote_target {
+        Some(t) => t.clone(),
+        None => wire::uri(&c.remote_uri)?,
+    };
+    let first = c.route_set.first().and_then(|r| wire::route_uri(r));
+    let (ruri, dest, strict) = match first {
+        None => {
+            let dest = uri_addr(&target, default_port);
+            (target, dest, None)
+        }
+        Some(f) if wire::is_loose(&f) => (target, uri_addr(&f, default_port), None),
+        Some(f) => {
+            let dest = uri_addr(&f, default_port);
+            (f, dest, Some(format!("<{target}>")))
+        }
+    };
+    Ok((ruri, dest.unwrap_or(c.destination), strict))
+}
+
+/// The Route headers' values of a request in the dialog ([`next_hop`]'s `strict`: the last
+/// one behind a strict router, the router itself then not among them).
+fn routes<'a>(c: &'a Call, strict: Option<&'a str>) -> impl Iterator<Item = &'a str> {
+    let set = match strict {
+        None => &c.route_set[..],
+        Some(_) => c.route_set.get(1..).unwrap_or_default(),
+    };
+    set.iter().map(String::as_str).chain(strict)
+}
+
 impl Endpoint {
     pub fn new(cfg: Config) -> Endpoint {
         Endpoint {
@@ -491,12 +527,13 @@ impl Endpoint {
         self.next_id
     }
 
+    /// Our Via for a new request: a fresh branch (RFC 3261 §8.1.1.7), `rport` asked (RFC 3581).
     fn via(&self) -> String {
         format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
+            "SIP/2.0/{} {};branch=z9hG4bK{:016x};rport",
             self.cfg.transport.via(),
             self.cfg.local,
-            hex_id()
+            rand::random::<u64>()
         )
     }
 
@@ -519,10 +556,12 @@ impl Endpoint {
         };
         b = add(b, HeaderName::Via, self.via())?;
         b = b.max_forwards(70);
-        b = b.header(HeaderName::From, local.clone()).map_err(|e| Error::BadHeader {
-            name: "From".into(),
-            why: e.to_string(),
-        })?;
+        b = b
+            .header(HeaderName::From, local.clone())
+            .map_err(|e| Error::BadHeader {
+                name: "From".into(),
+                why: e.to_string(),
+            })?;
         b = add(b, HeaderName::To, format!("<{}>", inv.to))?;
         b = add(b, HeaderName::CallId, inv.call_id.clone())?;
         b = add(b, HeaderName::CSeq, "1 INVITE".into())?;
@@ -532,10 +571,12 @@ impl Endpoint {
                 name: "Contact".into(),
                 why: e.to_string(),
             })?;
-        b = b.header(HeaderName::UserAgent, self.ua.clone()).map_err(|e| Error::BadHeader {
-            name: "User-Agent".into(),
-            why: e.to_string(),
-        })?;
+        b = b
+            .header(HeaderName::UserAgent, self.ua.clone())
+            .map_err(|e| Error::BadHeader {
+                name: "User-Agent".into(),
+                why: e.to_string(),
+            })?;
         for (n, v) in &inv.headers {
             b = add(b, wire::name(n), v.clone())?;
         }
@@ -775,26 +816,7 @@ impl Endpoint {
         let default_port = self.cfg.transport.default_port();
         let c = self.calls.get_mut(&call).ok_or(Error::NoCall)?;
         c.local_cseq += 1;
-        let target = match &c.remote_target {
-            Some(t) => t.clone(),
-            None => wire::uri(&c.remote_uri)?,
-        };
-        let first = c.route_set.first().and_then(|r| wire::route_uri(r));
-        // The next hop's address is read from the URI where it is; the target is moved into
-        // the Request-URI (or the last Route), not copied.
-        let (ruri, dest, strict) = match first {
-            None => {
-                let dest = uri_addr(&target, default_port);
-                (target, dest, None)
-            }
-            Some(f) if wire::is_loose(&f) => (target, uri_addr(&f, default_port), None),
-            Some(f) => {
-                // Strict router: it becomes the Request-URI, the remote target the last Route.
-                let dest = uri_addr(&f, default_port);
-                (f, dest, Some(format!("<{target}>")))
-            }
-        };
-        let dest = dest.unwrap_or(c.destination);
+        let (ruri, dest, strict) = next_hop(c, default_port)?;
         let to = match &c.remote_tag {
             Some(t) => format!("<{}>;tag={t}", c.remote_uri),
             None => format!("<{}>", c.remote_uri),
@@ -814,20 +836,17 @@ impl Endpoint {
                 .into(),
             ),
         ];
-        let routes = match strict {
-            None => &c.route_set[..],
-            Some(_) => c.route_set.get(1..).unwrap_or_default(),
-        };
         hs.extend(
-            routes
-                .iter()
-                .chain(strict.as_ref())
+            routes(c, strict.as_deref())
                 .map(|r| (HeaderName::Route, Bytes::copy_from_slice(r.as_bytes()))),
         );
         hs.push((HeaderName::Contact, c.contact_header.clone()));
         hs.push((HeaderName::UserAgent, ua));
         if let Some(ct) = content_type {
-            hs.push((HeaderName::ContentType, Bytes::copy_from_slice(ct.as_bytes())));
+            hs.push((
+                HeaderName::ContentType,
+                Bytes::copy_from_slice(ct.as_bytes()),
+            ));
         }
         let mut b = RequestBuilder::new(method, ruri).max_forwards(70);
         for (n, v) in hs.into_iter().chain(
@@ -962,9 +981,7 @@ impl Endpoint {
                     .map_err(bad)?;
             }
         }
-        b = b
-            .header(HeaderName::Server, self.ua.clone())
-            .map_err(bad)?;
+        b = b.header(HeaderName::Server, self.ua.clone()).map_err(bad)?;
         for (n, v) in extra {
             b = b.header(n, v).map_err(bad)?;
         }
@@ -1043,7 +1060,8 @@ impl Endpoint {
                     Dispatch::Created { key, outputs } => self.apply(now, &key, outputs),
                     Dispatch::Unmatched(m) => {
                         if let Message::Response(r) = *m {
-                            if wire::cseq(&r.headers).is_none() || wire::top_via(&r.headers).is_none()
+                            if wire::cseq(&r.headers).is_none()
+                                || wire::top_via(&r.headers).is_none()
                             {
                                 tracing::debug!(%from, "dropped a response without CSeq or Via");
                                 return;
@@ -1701,32 +1719,72 @@ impl Endpoint {
     /// INVITE's CSeq number and credentials, no body (our offer was in the INVITE).
     /// `remember`: the 2xx's To tag, under which the ACK is kept to be re-sent to a
     /// retransmission of it (the initial INVITE's 2xx).
+    ///
+    /// Serialised straight into the endpoint's buffer: the ACK is no transaction's, so no
+    /// `Request` is built for it (its header strings, URI copies and header vector were ~20
+    /// allocations per call).
     fn send_ack(&mut self, _now: Instant, call: CallRef, seq: u32, remember: Option<String>) {
-        let cseq_before = self.calls.get(&call).map(|c| c.local_cseq);
-        let built = self.in_dialog(call, Method::Ack, &[], None, Vec::new());
+        let default_port = self.cfg.transport.default_port();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        // The ACK does not take a CSeq number of its own.
-        if let Some(n) = cseq_before {
-            c.local_cseq = n;
-        }
-        let Ok((mut ack, dest)) = built else {
-            tracing::debug!("cannot build the ACK");
-            return;
+        let (ruri, dest, strict) = match next_hop(c, default_port) {
+            Ok(hop) => hop,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot build the ACK");
+                return;
+            }
         };
-        ack.headers.remove_all(&HeaderName::CSeq);
-        if let Ok(h) = wire::header(&HeaderName::CSeq, format!("{seq} ACK")) {
-            ack.headers.push(h);
+        let out = &mut self.scratch;
+        out.clear();
+        out.extend_from_slice(b"ACK ");
+        ruri.write_to(out);
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        // Writing into a vector cannot fail.
+        let _ = write!(
+            out,
+            "Via: SIP/2.0/{} {};branch=z9hG4bK{:016x};rport\r\nMax-Forwards: 70\r\n",
+            self.cfg.transport.via(),
+            self.cfg.local,
+            rand::random::<u64>()
+        );
+        let mut clean = wire::field(out, "From", &c.local);
+        out.extend_from_slice(b"To: <");
+        out.extend_from_slice(c.remote_uri.as_bytes());
+        out.push(b'>');
+        if let Some(t) = &c.remote_tag {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(t.as_bytes());
         }
+        out.extend_from_slice(b"\r\n");
+        clean &= wire::field(out, "Call-ID", c.call_id.as_bytes());
+        let _ = write!(out, "CSeq: {seq} ACK\r\n");
+        for r in routes(c, strict.as_deref()) {
+            clean &= wire::field(out, "Route", r.as_bytes());
+        }
+        clean &= wire::field(out, "Contact", &c.contact_header);
+        clean &= wire::field(out, "User-Agent", &self.ua);
         if let Some(inv) = &c.invite {
             for n in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
                 for h in inv.headers.get_all(&n) {
-                    ack.headers.push(h.clone());
+                    h.write_to(out);
+                    out.extend_from_slice(b"\r\n");
                 }
             }
         }
-        let payload = wire::encode(&mut self.scratch, &Message::Request(ack));
+        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        // The values are ours or parsed ones (a remote tag, Record-Route): one with a line
+        // break or NUL (a message the parser should not have let through) sends nothing.
+        clean &= !c
+            .remote_uri
+            .bytes()
+            .chain(c.remote_tag.iter().flat_map(|t| t.bytes()))
+            .any(wire::breaks_line);
+        if !clean {
+            tracing::debug!("an ACK header value would break the message: not sent");
+            return;
+        }
+        let payload = Bytes::copy_from_slice(out);
         if let Some(to_tag) = remember {
             c.acks.push((to_tag, payload.clone(), dest));
         }

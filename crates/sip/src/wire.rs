@@ -25,6 +25,25 @@ pub fn encode(scratch: &mut Vec<u8>, m: &Message) -> Bytes {
     Bytes::copy_from_slice(scratch)
 }
 
+/// Whether a byte would end a header line early (CR, LF) or truncate it (NUL): what
+/// `Header::build` refuses in a value.
+pub fn breaks_line(b: u8) -> bool {
+    matches!(b, b'\r' | b'\n' | 0)
+}
+
+/// Appends the header line `name: value` (CRLF-terminated) to `out`; false, with nothing
+/// written, if `value` holds a byte that would break the message ([`breaks_line`]).
+pub fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) -> bool {
+    if value.iter().copied().any(breaks_line) {
+        return false;
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+    true
+}
+
 /// A header's (first) value as text, if present and UTF-8.
 pub fn value(h: &Headers, name: &HeaderName) -> Option<String> {
     let v = h.value(name)?;
