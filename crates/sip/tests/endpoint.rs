@@ -403,7 +403,12 @@ fn a_strict_router_gets_the_request_uri() {
         "Record-Route: <sip:10.0.0.8:5070>\r\nContact: <sip:callee@10.0.0.3:5062>\r\n",
     );
     ep.handle_input(t0, a(TRUNK), &ok);
-    let _ = sent(&mut ep);
+    // The ACK (serialised without a `Request`) is routed as any request of the dialog.
+    let (dest, ack) = sent(&mut ep).remove(0);
+    assert_eq!(dest, a("10.0.0.8:5070"));
+    assert_eq!(req(&ack).method, Method::Ack);
+    assert_eq!(req(&ack).uri.to_string(), "sip:10.0.0.8:5070");
+    assert_eq!(all(&ack, HeaderName::Route), ["<sip:callee@10.0.0.3:5062>"]);
     ep.bye(t0, call, &[]).unwrap();
     let (dest, bye) = sent(&mut ep).remove(0);
     assert_eq!(dest, a("10.0.0.8:5070"));
@@ -461,6 +466,52 @@ fn digest_challenge_stale_nonce_and_refusal() {
     assert_eq!(sent(&mut ep).len(), 1, "only the ACK");
     let ev = events(&mut ep);
     assert!(ev.iter().any(|e| matches!(e, Event::Rejected { call: c, credentials_sent: true, response } if *c == call && response.status.code() == 407)), "{ev:?}");
+}
+
+/// §13.2.2.4: the ACK of a 2xx carries the credentials of the INVITE it answers, the
+/// dialog's From, To (with the remote tag), Call-ID and the INVITE's CSeq number, one Via of
+/// its own, Max-Forwards and an empty body; each a single, well-formed header.
+#[test]
+fn the_2xx_ack_carries_the_invites_credentials_and_the_dialog() {
+    let (mut ep, t0, _call, inv) = start(Some(Credentials::new("alice", "secret")));
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv,
+            401,
+            Some("t"),
+            "WWW-Authenticate: Digest realm=\"trunk\", nonce=\"n1\", qop=\"auth\"\r\n",
+        ),
+    );
+    let out = sent(&mut ep);
+    let inv2 = out[1].1.clone();
+    let ok = response(
+        &inv2,
+        200,
+        Some("b7"),
+        "Record-Route: <sip:10.0.0.8:5070;lr>\r\nContact: <sip:callee@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let (dest, ack) = sent(&mut ep).remove(0);
+    assert_eq!(dest, a("10.0.0.8:5070"));
+    assert_eq!(req(&ack).method, Method::Ack);
+    assert_eq!(req(&ack).uri.to_string(), "sip:callee@10.0.0.3:5062");
+    assert_eq!(
+        h(&ack, HeaderName::Authorization),
+        h(&inv2, HeaderName::Authorization)
+    );
+    assert_eq!(h(&ack, HeaderName::CSeq), "2 ACK");
+    assert_eq!(h(&ack, HeaderName::From), h(&inv2, HeaderName::From));
+    assert_eq!(h(&ack, HeaderName::CallId), h(&inv2, HeaderName::CallId));
+    assert!(h(&ack, HeaderName::To).ends_with(";tag=b7"));
+    assert_eq!(all(&ack, HeaderName::Route), ["<sip:10.0.0.8:5070;lr>"]);
+    assert_eq!(all(&ack, HeaderName::Via).len(), 1);
+    assert_ne!(h(&ack, HeaderName::Via), h(&inv2, HeaderName::Via));
+    assert!(h(&ack, HeaderName::Via).contains(";branch=z9hG4bK"));
+    assert_eq!(h(&ack, HeaderName::MaxForwards), "70");
+    assert_eq!(h(&ack, HeaderName::ContentLength), "0");
+    assert!(req(&ack).body().is_empty());
 }
 
 fn established() -> (Endpoint, Instant, crieur_sip::CallRef, Message) {
