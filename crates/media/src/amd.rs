@@ -504,7 +504,9 @@ impl AmdParams {
     /// Asterisk's `amd.conf` defaults, for comparison (`app_amd.c`, `configs/samples/
     /// amd.conf.sample`): initial silence 2,500 ms, greeting 1,500 ms, after-greeting
     /// silence 800 ms, total analysis 5,000 ms, min word 100 ms, between words 50 ms,
-    /// `max_words` (2 in the sample `amd.conf`, 3 compiled in), max word 5,000 ms, and a
+    /// `max_words` (2 in the sample `amd.conf` and compiled into the current `app_amd.c`,
+    /// which says `MACHINE` past it as here; an older one compiled in 3 and said `MACHINE`
+    /// at it — see `examples/amd_asterisk.rs`), max word 5,000 ms, and a
     /// silence threshold of 256 (an average magnitude: about −40 dBFS RMS) as the least voice
     /// level. The voice-activity detector (floor, echo, tonality) and the beep stay crieur's;
     /// Asterisk's `MACHINE` on initial silence is `not-sure` here (the comparison in
