@@ -382,9 +382,8 @@ mod tests {
         let (s, c, at) = judge(Params::default(), &hello);
         assert_eq!((s, c), (Status::Human, Cause::Human));
         assert_eq!(at, 100 + 400 + 800);
-        let greeting = [quiet(100), tone(300, 3000.0), quiet(100)]
-            .repeat(4)
-            .concat();
+        let word = [quiet(100), tone(300, 3000.0), quiet(100)].concat();
+        let greeting = word.repeat(4);
         let (s, c, _) = judge(Params::default(), &greeting);
         // The third word is one too many (current rule, maximum 2).
         assert_eq!((s, c), (Status::Machine, Cause::MaxWords));
