@@ -379,8 +379,22 @@ pub struct AmdParams {
     /// A voice is not one pure steady sinusoid up there either (fricatives are noise).
     pub beep_min_hz: f32,
     pub beep_max_hz: f32,
-    /// Beep: shortest tone. Default 100 ms.
+    /// Beep: shortest tone. Default 60 ms: some machines beep for 60–80 ms (1,400 Hz for
+    /// 60 ms, 1,000 Hz for 80 ms), and rising three-note beeps have notes of 80 ms; at 100 ms
+    /// all of those were missed (recipe f: 20–30 a corpus). A tone shorter than
+    /// [`AmdParams::beep_strict_length`] must also pass the stricter test there.
     pub beep_min_length: Duration,
+    /// Beep: tones shorter than this (and at least `beep_min_length`) are beeps only if every
+    /// frame of them is one sinusoid to [`AmdParams::beep_strict_tonality_db`] and their
+    /// frequency stays within 1 % (a generated tone's stays within G.711's noise, ~0.1 %).
+    /// Default 100 ms, the length from which a steady tone passes on the ordinary test
+    /// (`beep_min_tonality_db` and 2 % from frame to frame): a vowel of speech can be that
+    /// steady for a few frames, never that pure.
+    pub beep_strict_length: Duration,
+    /// Beep: least tonality of every frame of a tone shorter than `beep_strict_length` (dB).
+    /// Default 24 dB: a beep through G.711 gives 30–50 dB, 24 dB over the line's noise about
+    /// 24 dB; a held vowel's strongest harmonic leaves 5–15 dB in the others.
+    pub beep_strict_tonality_db: f32,
     /// Beep: longest tone. Default 5,000 ms (a longer steady tone is not a beep: a fax
     /// answer tone lasts 2.6–4 s and is one; a dial or busy tone on an open line is not).
     pub beep_max_length: Duration,
@@ -476,7 +490,9 @@ impl Default for AmdParams {
             echo_return_loss_db: 6.0,
             beep_min_hz: 350.0,
             beep_max_hz: 3000.0,
-            beep_min_length: ms(100),
+            beep_min_length: ms(60),
+            beep_strict_length: ms(100),
+            beep_strict_tonality_db: 24.0,
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
             beep_min_dbfs: -56.0,
@@ -1005,11 +1021,80 @@ struct ToneRun {
     /// tenths of a dB as the tail nears it.)
     falling: u32,
     fall_top: f32,
+    /// Frames one sinusoid to [`AmdParams::beep_strict_tonality_db`], and the lowest and
+    /// highest frequency of the run's frames (the stricter test of short tones).
+    clean: u32,
+    freq_lo: f32,
+    freq_hi: f32,
+    /// The run's level in steady segments, for its discrete echoes (see [`ToneRun::segment`]).
+    echo: EchoSteps,
+}
+
+/// A tone's discrete echoes (a copy of it `d` ms later, and further ones at `2d`, `3d`…,
+/// each quieter) make its level a staircase of steady segments: each copy arriving while the
+/// tone plays adds to it (at some phase: the level steps up or down), the tone ending leaves
+/// the copies (the level steps down), and each copy ending steps it down again. The arrivals
+/// are on a grid (`d`, `2d`…, from the tone's start); a step down off that grid is where the
+/// tone itself ended, and the rest is its echo.
+#[derive(Debug, Clone, Copy)]
+struct EchoSteps {
+    /// The segment under way: its last frame, its mean level, its length.
+    seg_last: u64,
+    seg_level: f32,
+    seg_len: u32,
+    /// The last steady segment before it: its level and the frame after it (`NAN`: none).
+    step_level: f32,
+    step_end: u64,
+    /// The run's frame count and level sum before `step_end` (the tone's part before it).
+    mark_frames: u32,
+    mark_level_sum: f32,
+    /// The first steady segment's level: the tone alone, before its first copy arrived.
+    first_level: f32,
+    /// The echoes' delay, half frames (0: no copy seen yet), and the last multiple of it
+    /// where a copy arrived.
+    d: f32,
+    k: u32,
+}
+
+/// A run whose level has held (within [`ECHO_SEG_TOL_DB`]) this many frames is not falling
+/// steadily (see [`FALL_END_FRAMES`]): 50 ms.
+const ECHO_FLAT_FRAMES: u32 = 5;
+
+/// How far from a multiple of the echoes' delay a copy may arrive, half frames (15 ms): the
+/// tone's start and each step are known to half a frame.
+const ECHO_GRID_HALF_FRAMES: f32 = 3.0;
+
+/// Frames of a segment within this of its mean level (dB) are one steady segment. A steady
+/// tone through G.711 moves a frame's level by 0.1–0.3 dB; a tone with line noise 20 dB
+/// under by about as much.
+const ECHO_SEG_TOL_DB: f32 = 0.75;
+/// A segment is steady from 3 frames (30 ms): discrete echoes 30+ ms apart are resolved.
+const ECHO_SEG_FRAMES: u32 = 3;
+/// Least level step between two steady segments that marks a copy arriving or leaving, dB
+/// (a copy 16 dB under the tone moves the sum by 1.4 dB at most; at 1.5 dB those are
+/// not told from the level's drift, and a step that small does not matter).
+const ECHO_STEP_DB: f32 = 1.5;
+
+impl EchoSteps {
+    fn new(frame: u64, level: f32) -> Self {
+        EchoSteps {
+            seg_last: frame,
+            seg_level: level,
+            seg_len: 1,
+            step_level: f32::NAN,
+            step_end: frame,
+            mark_frames: 0,
+            mark_level_sum: 0.0,
+            first_level: f32::NAN,
+            d: 0.0,
+            k: 0,
+        }
+    }
 }
 
 impl ToneRun {
-    fn begin(start_frame: u64, f: &Frame) -> Self {
-        ToneRun {
+    fn begin(start_frame: u64, f: &Frame, strict_db: f32) -> Self {
+        let mut run = ToneRun {
             start_frame,
             frames: 1,
             freq_sum: f.freq_hz,
@@ -1021,9 +1106,112 @@ impl ToneRun {
             tail: 0,
             falling: 0,
             fall_top: f.level_dbfs,
+            clean: 0,
+            freq_lo: f.freq_hz,
+            freq_hi: f.freq_hz,
+            echo: EchoSteps::new(start_frame, f.level_dbfs),
+        };
+        run.purity(f, strict_db);
+        run
+    }
+
+    /// Counts `f` (a frame of the run) for the stricter test of short tones.
+    fn purity(&mut self, f: &Frame, strict_db: f32) {
+        if f.tonality_db >= strict_db {
+            self.clean += 1;
         }
+        self.freq_lo = self.freq_lo.min(f.freq_hz);
+        self.freq_hi = self.freq_hi.max(f.freq_hz);
+    }
+
+    /// Follows the run's level through steady segments (`frame`: this frame's number, before
+    /// it is added to the run). Returns the frame where the tone itself ended when a step
+    /// down off its echoes' arrival grid shows it (see [`EchoSteps`]): the run from there on
+    /// is its echo.
+    fn segment(&mut self, frame: u64, level: f32) -> Option<(u64, f32)> {
+        let e = &mut self.echo;
+        if (level - e.seg_level).abs() > ECHO_SEG_TOL_DB {
+            // A new segment (or a transition frame between two).
+            if e.seg_len >= ECHO_SEG_FRAMES {
+                if !e.first_level.is_finite() {
+                    e.first_level = e.seg_level;
+                }
+                e.step_level = e.seg_level;
+                e.step_end = e.seg_last + 1;
+                // Called before this frame (and any missed before it) is added to the run.
+                e.mark_frames = self.frames;
+                e.mark_level_sum = self.level_sum;
+            }
+            e.seg_last = frame;
+            e.seg_level = level;
+            e.seg_len = 1;
+            return None;
+        }
+        e.seg_len += 1;
+        e.seg_last = frame;
+        e.seg_level += (level - e.seg_level) / e.seg_len as f32;
+        if e.seg_len != ECHO_SEG_FRAMES || !e.step_level.is_finite() {
+            return None;
+        }
+        let delta = e.seg_level - e.step_level;
+        if delta.abs() < ECHO_STEP_DB {
+            return None;
+        }
+        // Where the step fell, in half frames from the tone's start: the run's first frame
+        // is the first whole one (the tone began in the frame before), the step falls in the
+        // frame after the segment's last.
+        let at = 2.0 * (e.step_end - self.start_frame) as f32 + 1.0;
+        if e.d == 0.0 {
+            // The first step: a copy arriving (the tone's end with its echo after it cannot
+            // be told from a copy arriving in a steady tone — the tone's end is then found
+            // by the drop after the last copy, late).
+            e.d = at;
+            e.k = 1;
+            return None;
+        }
+        // A further copy: at a multiple of `d` (`d` from the latest copy, each step known to
+        // half a frame), at most one missed on the way (a copy at a phase that moves the
+        // level less than a step).
+        let k = (at / e.d).round() as u32;
+        if k > e.k && k <= e.k + 2 && (at - k as f32 * e.d).abs() <= ECHO_GRID_HALF_FRAMES {
+            e.d = at / k as f32;
+            e.k = k;
+            return None;
+        }
+        // Off the grid: the tone ended there — if what follows is its echo, no louder than
+        // the tone alone (its first segment, before any copy) or than just before the step.
+        let cap = e.first_level.max(e.step_level) - 1.0;
+        (e.seg_level <= cap).then_some((e.step_end, cap))
     }
 }
+
+/// The echo of a beep after its tone ended (see [`EchoSteps`]): frames at its frequency no
+/// louder than `cap` are neither a new tone nor hold the settle wait.
+#[derive(Debug, Clone, Copy)]
+struct EchoTail {
+    freq: f32,
+    cap: f32,
+    frames: u32,
+    /// The previous frame was a tone at another frequency (one is forgiven: the frame where
+    /// two copies' edges meet reads off).
+    off: bool,
+}
+
+/// A tone within this fraction of a beep's frequency and at least [`ECHO_QUIETER_DB`] under
+/// it, while its settle wait or restart window is open, is its echo, not a second beep: a
+/// discrete echo is a copy of the tone, 4–16 dB down; a machine's repeated beeps are the
+/// same tone at the same level, a two- or three-note beep's notes are 20+ % apart.
+const ECHO_SAME_FREQ: f32 = 0.03;
+const ECHO_QUIETER_DB: f32 = 3.0;
+
+/// Whether `beep` is the echo of an earlier beep at `level`, `freq` (see [`ECHO_SAME_FREQ`]).
+fn is_echo_of(beep: &Beep, level: f32, freq: f32) -> bool {
+    (beep.freq_hz - freq).abs() <= ECHO_SAME_FREQ * freq && beep.level_dbfs <= level - ECHO_QUIETER_DB
+}
+
+/// The longest a beep's echo tail is followed: 1 s (three copies 150 ms apart after a
+/// 400 ms tone end 450 ms after it).
+const ECHO_TAIL_MAX_FRAMES: u32 = 100;
 
 /// The answering-machine detector (see the module documentation).
 #[derive(Debug, Clone)]
@@ -1058,7 +1246,7 @@ pub struct Detector {
     dropped: bool,
     /// When the last drop point was reported (analysed time), and the level of its beep.
     dropped_at: Duration,
-    dropped_beep: Option<f32>,
+    dropped_beep: Option<(f32, f32)>,
     pending_drop: Option<PendingBeep>,
     peak: f32,
     /// The loudest word's loudest frame, decaying (the reference of `foreground_range_db`).
@@ -1077,6 +1265,8 @@ pub struct Detector {
     /// The tail of a tone ended by its steady fall: its frequency and last level. Frames
     /// that go on falling at that frequency are the tail, not a new tone.
     decaying: Option<(f32, f32)>,
+    /// The discrete echo of a beep whose tone has ended (see [`EchoSteps`]).
+    echo_tail: Option<EchoTail>,
 }
 
 impl Detector {
@@ -1118,6 +1308,7 @@ impl Detector {
             events: std::collections::VecDeque::new(),
             two_tone_gate: TwoToneGate::new(),
             decaying: None,
+            echo_tail: None,
         }
     }
 
@@ -1335,7 +1526,12 @@ impl Detector {
             // loud as a beep: within 10 dB of this one (the drop that ends a tone). Fragments
             // of a beep's reverberation 20–30 dB down are tonal too, and held reverberant
             // beeps' drops 400–600 ms past the tone.
-            let second = self.tone.is_some() && f.level_dbfs >= pending.beep.level_dbfs - 10.0;
+            let second = self.tone.is_some_and(|t| {
+                f.level_dbfs >= pending.beep.level_dbfs - 10.0
+                    && !((t.last_freq - pending.beep.freq_hz).abs()
+                        <= ECHO_SAME_FREQ * pending.beep.freq_hz
+                        && f.level_dbfs <= pending.beep.level_dbfs - ECHO_QUIETER_DB)
+            });
             pending.quiet_ms = if second {
                 0
             } else {
@@ -1440,7 +1636,7 @@ impl Detector {
         }
         self.dropped = true;
         self.dropped_beep = match &cause {
-            DropCause::Beep(b) => Some(b.level_dbfs),
+            DropCause::Beep(b) => Some((b.level_dbfs, b.freq_hz)),
             _ => None,
         };
         self.events.push_back(AmdEvent::Drop(DropPoint {
@@ -1556,22 +1752,63 @@ impl Detector {
             }
             self.decaying = None;
         }
+        if let Some(mut t) = self.echo_tail {
+            // The echo: no louder than the tone was before it ended, at its frequency (one
+            // frame off it forgiven). Anything else ends it and is looked at afresh.
+            let other = f.tonality_db >= p.beep_min_tonality_db
+                && f.level_dbfs >= t.cap - 10.0
+                && (f.freq_hz - t.freq).abs() > 0.05 * t.freq;
+            self.echo_tail = None;
+            if f.level_dbfs <= t.cap && t.frames < ECHO_TAIL_MAX_FRAMES && !(other && t.off) {
+                t.frames += 1;
+                t.off = other;
+                self.echo_tail = Some(t);
+                return;
+            }
+        }
         match self.tone.as_mut() {
             None => {
                 if tonal {
-                    self.tone = Some(ToneRun::begin(frame_no, f));
+                    self.tone = Some(ToneRun::begin(frame_no, f, p.beep_strict_tonality_db));
                 }
             }
             Some(run) => {
                 let mean_level = run.level_sum / run.frames as f32;
                 if run.after == 0 && tonal && stable(run) {
+                    if let Some((end, cap)) = run.segment(frame_no, f.level_dbfs) {
+                        // The tone ended at `end`; since then the run has been its discrete
+                        // echo (see `EchoSteps`), followed without starting a tone.
+                        let mut r = *run;
+                        let frames = u32::try_from(end - r.start_frame).unwrap_or(u32::MAX);
+                        r.level_sum = r.echo.mark_level_sum / r.echo.mark_frames.max(1) as f32
+                            * frames as f32;
+                        r.freq_sum = r.last_freq * frames as f32;
+                        r.frames = frames;
+                        r.falling = 0;
+                        r.clean = r.clean.min(frames);
+                        self.tone = None;
+                        self.echo_tail = Some(EchoTail {
+                            freq: r.last_freq,
+                            cap,
+                            frames: 0,
+                            off: false,
+                        });
+                        let since_end = u32::try_from(frame_no + 1 - end).unwrap_or(u32::MAX);
+                        self.tone_ended(r, since_end, min_frames, floor);
+                        return;
+                    }
+                    run.purity(f, p.beep_strict_tonality_db);
                     // The tone goes on (a missed frame in it is forgiven).
                     run.frames += 1 + run.misses;
                     run.freq_sum += f.freq_hz * (1 + run.misses) as f32;
                     run.level_sum += f.level_dbfs * (1 + run.misses) as f32;
                     run.last_freq = f.freq_hz;
                     let falling = run.falling + 1 + run.misses;
-                    if run.fall_top - f.level_dbfs >= TAIL_MIN_DECAY_DB * falling as f32 {
+                    // (A level that holds for 50 ms is not falling: a step down to a discrete
+                    // echo, see `EchoSteps`; a decay of 0.5+ dB a frame never holds so long.)
+                    if run.fall_top - f.level_dbfs >= TAIL_MIN_DECAY_DB * falling as f32
+                        && run.echo.seg_len < ECHO_FLAT_FRAMES
+                    {
                         run.falling = falling;
                     } else {
                         run.falling = 0;
@@ -1647,7 +1884,7 @@ impl Detector {
                 }
                 self.tone = None;
                 if tonal {
-                    self.tone = Some(ToneRun::begin(frame_no, f));
+                    self.tone = Some(ToneRun::begin(frame_no, f, p.beep_strict_tonality_db));
                 }
             }
         }
@@ -1677,6 +1914,13 @@ impl Detector {
         if led_up >= TUNE_NOTES || steady < min_frames {
             return;
         }
+        // A short tone: every frame of it but its edge one sinusoid, and one frequency.
+        let strict_frames = (ms_u32(self.p.beep_strict_length) / FRAME_MS).saturating_sub(2);
+        if steady < strict_frames
+            && (run.clean.min(steady) + 1 < steady || run.freq_hi - run.freq_lo > 0.01 * freq)
+        {
+            return;
+        }
         let beep = Beep {
             start: Self::frame_time(run.start_frame),
             end: Self::frame_time(run.start_frame + u64::from(steady)),
@@ -1699,11 +1943,19 @@ impl Detector {
             }
             _ => {}
         }
+        // A tone at a beep's frequency, quieter than it, just after it: its discrete echo
+        // (the copy after a gap; a contiguous one is followed as `echo_tail`).
+        if self
+            .pending_drop
+            .is_some_and(|p| is_echo_of(&beep, p.beep.level_dbfs, p.beep.freq_hz))
+        {
+            return;
+        }
         if self.dropped
             && !(self.restart_open()
-                && self
-                    .dropped_beep
-                    .is_none_or(|first| beep.level_dbfs >= first - 20.0))
+                && self.dropped_beep.is_none_or(|(level, freq)| {
+                    beep.level_dbfs >= level - 20.0 && !is_echo_of(&beep, level, freq)
+                }))
         {
             // Past the restart window; or a tone 20 dB under the beep that made the drop
             // point (a fragment of its reverberation, 20–30 dB down), not a second beep (a
@@ -1905,6 +2157,49 @@ mod tests {
 
     fn cat(parts: &[Vec<f32>]) -> Vec<f32> {
         parts.concat()
+    }
+
+    /// A beep of `ms` at `hz` with its discrete echoes `d` ms apart, as sox's `echos 0.8 0.5
+    /// d 0.5 2d 0.3 3d 0.15` makes them: the tone (4 ms fades) at 0.8, copies `d`, `2d`, `3d`
+    /// later at 0.5, 0.3, 0.15, the whole at `dbfs` RMS for the tone's direct part.
+    fn echo_beep(ms: u32, hz: f32, dbfs: f32, d: u32) -> Vec<f32> {
+        let mut t = tone(ms, hz, dbfs);
+        let n = t.len();
+        for i in 0..32.min(n) {
+            let g = i as f32 / 32.0;
+            t[i] *= g;
+            t[n - 1 - i] *= g;
+        }
+        let d = (d * 8) as usize;
+        let mut out = vec![0f32; n + 3 * d];
+        for (k, g) in [(0, 1.0), (1, 0.5 / 0.8), (2, 0.3 / 0.8), (3, 0.15 / 0.8)] {
+            for (i, v) in t.iter().enumerate() {
+                out[i + k * d] += g * v;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn scratch_frames() {
+        let Ok(path) = std::env::var("SCRATCH_FILE") else { return };
+        let from: usize = std::env::var("SCRATCH_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let to: usize = std::env::var("SCRATCH_TO").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let msg = crate::audio::Message::load(std::path::Path::new(&path)).expect("load");
+        let a: Vec<i16> = msg.encoded(Codec::Pcmu).iter().map(|&b| Codec::Pcmu.decode(b)).collect();
+        let mut hp = HighPass::new(HIGH_PASS_HZ);
+        let mut gate = TwoToneGate::new();
+        for (i, c) in a.chunks(FRAME).enumerate() {
+            let mut b: Vec<f32> = c.iter().map(|&v| f32::from(v)).collect();
+            hp.run(&mut b);
+            let f = analyse(&b, &mut gate);
+            if i * 10 >= from && i * 10 <= to {
+                eprintln!("{:5} {:7.1} {:7.1} {:6.1}", i * 10, f.level_dbfs, f.freq_hz, f.tonality_db);
+            }
+        }
+        for e in run(AmdParams::default(), &a) {
+            eprintln!("{e:?}");
+        }
     }
 
     #[test]
