@@ -384,16 +384,17 @@ pub struct AmdParams {
     /// all of those were missed (recipe f: 20–30 a corpus). A tone shorter than
     /// [`AmdParams::beep_strict_length`] must also pass the stricter test there.
     pub beep_min_length: Duration,
-    /// Beep: tones shorter than this (and at least `beep_min_length`) are beeps only if every
-    /// frame of them is one sinusoid to [`AmdParams::beep_strict_tonality_db`] and their
-    /// frequency stays within 1 % (a generated tone's stays within G.711's noise, ~0.1 %).
+    /// Beep: tones shorter than this (and at least `beep_min_length`) are beeps only if their
+    /// frames are one sinusoid to [`AmdParams::beep_strict_tonality_db`] on average and their
+    /// frequency stays within 1 % (a generated tone's stays within 0.5 % with line noise
+    /// 15 dB under it).
     /// Default 100 ms, the length from which a steady tone passes on the ordinary test
     /// (`beep_min_tonality_db` and 2 % from frame to frame): a vowel of speech can be that
     /// steady for a few frames, never that pure.
     pub beep_strict_length: Duration,
-    /// Beep: least tonality of every frame of a tone shorter than `beep_strict_length` (dB).
-    /// Default 24 dB: a beep through G.711 gives 30–50 dB, 24 dB over the line's noise about
-    /// 24 dB; a held vowel's strongest harmonic leaves 5–15 dB in the others.
+    /// Beep: least mean tonality of the frames of a tone shorter than `beep_strict_length`
+    /// (dB). Default 20 dB: a beep through G.711 gives 30–50 dB, 20 dB over the line's noise
+    /// about 20 dB; a held vowel's strongest harmonic leaves 5–15 dB in the others.
     pub beep_strict_tonality_db: f32,
     /// Beep: longest tone. Default 5,000 ms (a longer steady tone is not a beep: a fax
     /// answer tone lasts 2.6–4 s and is one; a dial or busy tone on an open line is not).
@@ -492,7 +493,7 @@ impl Default for AmdParams {
             beep_max_hz: 3000.0,
             beep_min_length: ms(60),
             beep_strict_length: ms(100),
-            beep_strict_tonality_db: 24.0,
+            beep_strict_tonality_db: 20.0,
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
             beep_min_dbfs: -56.0,
@@ -1021,9 +1022,10 @@ struct ToneRun {
     /// tenths of a dB as the tail nears it.)
     falling: u32,
     fall_top: f32,
-    /// Frames one sinusoid to [`AmdParams::beep_strict_tonality_db`], and the lowest and
-    /// highest frequency of the run's frames (the stricter test of short tones).
-    clean: u32,
+    /// The run's frames (missed ones aside) and their tonality summed, and their lowest and
+    /// highest frequency (the stricter test of short tones).
+    counted: u32,
+    tonality_sum: f32,
     freq_lo: f32,
     freq_hi: f32,
     /// The run's level in steady segments, for its discrete echoes (see [`ToneRun::segment`]).
@@ -1042,6 +1044,8 @@ struct EchoSteps {
     seg_last: u64,
     seg_level: f32,
     seg_len: u32,
+    /// Whether the segment under way is steady (it is judged once, when it becomes so).
+    seg_steady: bool,
     /// The last steady segment before it: its level and the frame after it (`NAN`: none).
     step_level: f32,
     step_end: u64,
@@ -1068,8 +1072,12 @@ const ECHO_GRID_HALF_FRAMES: f32 = 3.0;
 /// tone through G.711 moves a frame's level by 0.1–0.3 dB; a tone with line noise 20 dB
 /// under by about as much.
 const ECHO_SEG_TOL_DB: f32 = 0.75;
-/// A segment is steady from 3 frames (30 ms): discrete echoes 30+ ms apart are resolved.
+/// A segment is steady from 3 frames (30 ms): discrete echoes 30+ ms apart are resolved …
 const ECHO_SEG_FRAMES: u32 = 3;
+/// … or from 2 frames after a step of this much (dB): a copy arriving 20–30 ms after the
+/// tone's end leaves 2 whole frames between the two steps (line noise does not move a
+/// steady tone's level 3 dB).
+const ECHO_BIG_STEP_DB: f32 = 3.0;
 /// Least level step between two steady segments that marks a copy arriving or leaving, dB
 /// (a copy 16 dB under the tone moves the sum by 1.4 dB at most; at 1.5 dB those are
 /// not told from the level's drift, and a step that small does not matter).
@@ -1081,6 +1089,7 @@ impl EchoSteps {
             seg_last: frame,
             seg_level: level,
             seg_len: 1,
+            seg_steady: false,
             step_level: f32::NAN,
             step_end: frame,
             mark_frames: 0,
@@ -1093,7 +1102,7 @@ impl EchoSteps {
 }
 
 impl ToneRun {
-    fn begin(start_frame: u64, f: &Frame, strict_db: f32) -> Self {
+    fn begin(start_frame: u64, f: &Frame) -> Self {
         let mut run = ToneRun {
             start_frame,
             frames: 1,
@@ -1106,20 +1115,20 @@ impl ToneRun {
             tail: 0,
             falling: 0,
             fall_top: f.level_dbfs,
-            clean: 0,
+            counted: 0,
+            tonality_sum: 0.0,
             freq_lo: f.freq_hz,
             freq_hi: f.freq_hz,
             echo: EchoSteps::new(start_frame, f.level_dbfs),
         };
-        run.purity(f, strict_db);
+        run.purity(f);
         run
     }
 
     /// Counts `f` (a frame of the run) for the stricter test of short tones.
-    fn purity(&mut self, f: &Frame, strict_db: f32) {
-        if f.tonality_db >= strict_db {
-            self.clean += 1;
-        }
+    fn purity(&mut self, f: &Frame) {
+        self.counted += 1;
+        self.tonality_sum += f.tonality_db;
         self.freq_lo = self.freq_lo.min(f.freq_hz);
         self.freq_hi = self.freq_hi.max(f.freq_hz);
     }
@@ -1132,7 +1141,7 @@ impl ToneRun {
         let e = &mut self.echo;
         if (level - e.seg_level).abs() > ECHO_SEG_TOL_DB {
             // A new segment (or a transition frame between two).
-            if e.seg_len >= ECHO_SEG_FRAMES {
+            if e.seg_steady {
                 if !e.first_level.is_finite() {
                     e.first_level = e.seg_level;
                 }
@@ -1145,16 +1154,21 @@ impl ToneRun {
             e.seg_last = frame;
             e.seg_level = level;
             e.seg_len = 1;
+            e.seg_steady = false;
             return None;
         }
         e.seg_len += 1;
         e.seg_last = frame;
         e.seg_level += (level - e.seg_level) / e.seg_len as f32;
-        if e.seg_len != ECHO_SEG_FRAMES || !e.step_level.is_finite() {
+        let delta = e.seg_level - e.step_level;
+        let steady = e.seg_len >= ECHO_SEG_FRAMES
+            || (e.seg_len == 2 && e.step_level.is_finite() && delta.abs() >= ECHO_BIG_STEP_DB);
+        if e.seg_steady || !steady {
             return None;
         }
-        let delta = e.seg_level - e.step_level;
-        if delta.abs() < ECHO_STEP_DB {
+        e.seg_steady = true;
+        if !e.step_level.is_finite() || delta.abs() < ECHO_STEP_DB {
+            // The first segment, or the same level again after a blip.
             return None;
         }
         // Where the step fell, in half frames from the tone's start: the run's first frame
@@ -1769,7 +1783,7 @@ impl Detector {
         match self.tone.as_mut() {
             None => {
                 if tonal {
-                    self.tone = Some(ToneRun::begin(frame_no, f, p.beep_strict_tonality_db));
+                    self.tone = Some(ToneRun::begin(frame_no, f));
                 }
             }
             Some(run) => {
@@ -1785,7 +1799,6 @@ impl Detector {
                         r.freq_sum = r.last_freq * frames as f32;
                         r.frames = frames;
                         r.falling = 0;
-                        r.clean = r.clean.min(frames);
                         self.tone = None;
                         self.echo_tail = Some(EchoTail {
                             freq: r.last_freq,
@@ -1797,7 +1810,7 @@ impl Detector {
                         self.tone_ended(r, since_end, min_frames, floor);
                         return;
                     }
-                    run.purity(f, p.beep_strict_tonality_db);
+                    run.purity(f);
                     // The tone goes on (a missed frame in it is forgiven).
                     run.frames += 1 + run.misses;
                     run.freq_sum += f.freq_hz * (1 + run.misses) as f32;
@@ -1873,6 +1886,33 @@ impl Detector {
                     run.misses += 1;
                     return;
                 }
+                let echo_after_gap = run.after > 0
+                    && long_enough
+                    && f.level_dbfs <= mean_level - ECHO_QUIETER_DB;
+                if echo_after_gap && !tonal && run.misses < 2 {
+                    // Perhaps the edge of the tone's echo (see below): a frame is waited.
+                    run.misses += 1;
+                    return;
+                }
+                if echo_after_gap
+                    && tonal
+                    && (f.freq_hz - run.last_freq).abs() <= ECHO_SAME_FREQ * run.last_freq
+                {
+                    // A tone, a gap too short to confirm its end, then the same tone quieter:
+                    // its discrete echo after a gap (or the copies left after it interfering
+                    // into a gap). The tone ended at the gap; the echo is followed without
+                    // starting a tone (see `EchoSteps`).
+                    let r = *run;
+                    self.tone = None;
+                    self.echo_tail = Some(EchoTail {
+                        freq: r.last_freq,
+                        cap: mean_level - 1.0,
+                        frames: 0,
+                        off: false,
+                    });
+                    self.tone_ended(r, r.after + r.misses + r.tail + r.falling, min_frames, floor);
+                    return;
+                }
                 // Not a beep: start over, this frame possibly opening a new tone. A tone of
                 // 50 ms or more is remembered as a note (see `TUNE_SPAN_FRAMES`).
                 if run.frames >= BEEP_QUIET_FRAMES {
@@ -1884,7 +1924,7 @@ impl Detector {
                 }
                 self.tone = None;
                 if tonal {
-                    self.tone = Some(ToneRun::begin(frame_no, f, p.beep_strict_tonality_db));
+                    self.tone = Some(ToneRun::begin(frame_no, f));
                 }
             }
         }
@@ -1914,10 +1954,11 @@ impl Detector {
         if led_up >= TUNE_NOTES || steady < min_frames {
             return;
         }
-        // A short tone: every frame of it but its edge one sinusoid, and one frequency.
+        // A short tone: one sinusoid to the stricter tonality on average, at one frequency.
         let strict_frames = (ms_u32(self.p.beep_strict_length) / FRAME_MS).saturating_sub(2);
         if steady < strict_frames
-            && (run.clean.min(steady) + 1 < steady || run.freq_hi - run.freq_lo > 0.01 * freq)
+            && (run.tonality_sum < self.p.beep_strict_tonality_db * run.counted as f32
+                || run.freq_hi - run.freq_lo > 0.01 * freq)
         {
             return;
         }
