@@ -1748,10 +1748,10 @@ impl Detector {
             && (p.beep_min_hz..=p.beep_max_hz).contains(&f.freq_hz);
         let stable =
             |run: &ToneRun| (f.freq_hz - run.last_freq).abs() <= (0.02 * run.last_freq).max(10.0);
-        // A tone's edges fall inside frames, and ramp: a 60 ms tone fills 5 whole steady
-        // frames at worst.
+        // A tone's edges fall inside frames, and ramp (and a band filter rings at them): a
+        // 60 ms tone fills 4 whole steady frames at worst.
         let min_frames = (ms_u32(p.beep_min_length) / FRAME_MS)
-            .saturating_sub(1)
+            .saturating_sub(2)
             .max(2);
         let max_frames = ms_u32(p.beep_max_length).div_ceil(FRAME_MS);
         let frame_no = self.frames - 1;
@@ -3079,7 +3079,7 @@ mod tests {
 
     #[test]
     fn tones_outside_the_band_or_too_short_are_not_beeps() {
-        for (hz, len) in [(250.0, 500), (3300.0, 500), (1000.0, 40)] {
+        for (hz, len) in [(250.0, 500), (3300.0, 500), (1000.0, 30)] {
             let x = cat(&[
                 speech(3000, -18.0, 8),
                 silence(300),
