@@ -650,16 +650,23 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
             c0,
             two: false,
         };
-        let two =
-            match (one.1 < ONE_TONE_DB && level_dbfs >= -50.0 && two_tone_gate_passes(gate, &here))
-                .then(|| two_tones(x, energy))
-                .flatten()
-            {
-                // Two tones must explain clearly more than one (a tone in noise fits a second,
-                // spurious one that explains a little of the noise).
-                Some(two) if two.1 > one.1 + TWO_TONE_MARGIN_DB => Some(two),
-                _ => None,
-            };
+        let fit = (one.1 < ONE_TONE_DB && level_dbfs >= -50.0 && two_tone_gate_passes(gate, &here))
+            .then(|| two_tones(x, energy))
+            .flatten();
+        let two = match fit {
+            // Two tones must explain clearly more than one (a tone in noise fits a second,
+            // spurious one that explains a little of the noise).
+            Some(two) if two.1 > one.1 + TWO_TONE_MARGIN_DB => Some(two),
+            _ => None,
+        };
+        // Still not one tone: perhaps a square wave (its odd harmonics), at the lower of
+        // the two tones fitted.
+        let two = match fit {
+            Some((f1, _)) if two.is_none_or(|t| t.1 < ONE_TONE_DB) => {
+                odd_harmonics(x, f1).map(|p| (f1, p)).or(two)
+            }
+            _ => two,
+        };
         *gate = TwoToneGate {
             level_dbfs,
             c0,
@@ -676,6 +683,72 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         freq_hz,
         tonality_db,
     }
+}
+
+/// A square wave's fundamental: at most this (Hz). Above, its 3rd harmonic is at 3.6+ kHz,
+/// out of the telephone band: what is left is one sinusoid.
+const SQUARE_MAX_HZ: f32 = 1200.0;
+
+/// A square wave (a buzzer's, some machines' beep) at `f1` (Hz): how much of the frame's
+/// energy its odd harmonics hold, against the rest (dB), or `None` when it is not one.
+///
+/// A square wave has only odd harmonics, the `k`th at `1/k` of the fundamental (the 3rd
+/// 9.5 dB under it, the 5th 14 dB): one sinusoid explains 6 dB of it, two 9–10 dB, too little
+/// for a beep. Its signature is taken strictly, because voiced speech is harmonic too: the
+/// 3rd harmonic 5–16 dB under the fundamental, and the even ones (all present in a voice at
+/// its pitch, and in a vowel's harmonics at any multiple of it) 20 dB under the odd ones.
+/// The powers are Goertzel filters on the Hann-windowed frame (its sidelobes −31 dB: the
+/// fundamental does not leak into its 2nd harmonic 2 bins away).
+fn odd_harmonics(x: &[f32], f1: f32) -> Option<f32> {
+    if !(300.0..=SQUARE_MAX_HZ).contains(&f1) {
+        return None;
+    }
+    let n = x.len();
+    if n < 2 {
+        return None;
+    }
+    let step = 2.0 * std::f32::consts::PI / (n - 1) as f32;
+    let (rot_c, rot_s) = (step.cos(), step.sin());
+    let mut wx = [0f32; FRAME];
+    let (mut c, mut s) = (1f32, 0f32);
+    let (mut sum_w, mut sum_w2, mut e_w) = (0f32, 0f32, 0f32);
+    for (v, &xi) in wx.iter_mut().zip(x) {
+        let w = 0.5 - 0.5 * c;
+        *v = w * xi;
+        sum_w += w;
+        sum_w2 += w * w;
+        e_w += *v * *v;
+        (c, s) = (c * rot_c - s * rot_s, c * rot_s + s * rot_c);
+    }
+    let wx = &wx[..n.min(FRAME)];
+    if e_w <= 0.0 || sum_w <= 0.0 {
+        return None;
+    }
+    // The windowed energy of one sinusoid from its Goertzel power: 2·|X|²·Σw²/(Σw)².
+    let scale = 2.0 * sum_w2 / (sum_w * sum_w);
+    let mut p = [0f32; 8];
+    for (k, pk) in p.iter_mut().enumerate().skip(1) {
+        let hz = f1 * k as f32;
+        if hz > 3600.0 {
+            break;
+        }
+        let c = 2.0 * (2.0 * std::f32::consts::PI * hz / 8000.0).cos();
+        let (mut s1, mut s2) = (0f32, 0f32);
+        for &v in wx {
+            let s0 = v + c * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        *pk = (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0) * scale;
+    }
+    let odd = p[1] + p[3] + p[5] + p[7];
+    let even = p[2] + p[4] + p[6];
+    let third_db = 10.0 * (p[1] / p[3].max(p[1] * 1e-6)).log10();
+    if !(5.0..=16.0).contains(&third_db) || even * 100.0 > odd {
+        return None;
+    }
+    let rest = (e_w - odd).max(e_w * 1e-5);
+    Some(10.0 * (odd.min(e_w) / rest).log10())
 }
 
 /// A frame whose one-sinusoid tonality reaches this (dB: the default beep threshold) is not
@@ -2340,6 +2413,42 @@ mod tests {
         assert_eq!(ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count(), 1, "{ev:?}");
         assert_dropped_on_beep(&ev, 1200.0, Duration::from_millis(4500), "gap");
         assert!(last_drop(&ev).is_some());
+    }
+
+    /// A square wave at `hz`, band-limited to 3,400 Hz (its odd harmonics at `1/k`), at
+    /// `dbfs` RMS.
+    fn square(ms: u32, hz: f32, dbfs: f32) -> Vec<f32> {
+        let mut x = vec![0f32; (ms * 8) as usize];
+        let mut k = 1;
+        while hz * k as f32 <= 3400.0 {
+            for (v, t) in x.iter_mut().zip(tone(ms, hz * k as f32, dbfs)) {
+                *v += t / k as f32;
+            }
+            k += 2;
+        }
+        let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32).sqrt();
+        let g = amp(dbfs) / rms.max(1e-9);
+        x.iter().map(|v| v * g).collect()
+    }
+
+    #[test]
+    fn square_wave_beeps_are_beeps_but_a_high_voice_is_not() {
+        // A buzzer's square wave at 400–1,000 Hz: one sinusoid holds 6 dB of it, its odd
+        // harmonics all of it.
+        for (hz, len) in [(400.0, 250), (600.0, 400), (850.0, 250), (1000.0, 250)] {
+            let mut x = cat(&[speech(4000, -18.0, 47), silence(500), square(len, hz, -24.0), silence(2000)]);
+            add_noise(&mut x, -62.0, 48);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert_eq!(beeps(&ev).len(), 1, "{hz} Hz: {ev:?}");
+            assert_dropped_on_beep(&ev, hz, Duration::from_millis(u64::from(4500 + len)), "square");
+        }
+        // A voice at a 300–400 Hz pitch (a child's, a high espeak voice) is harmonic, even
+        // harmonics and all: no beep, the talker judged human.
+        for f0 in [300.0, 365.0, 400.0] {
+            let x = cat(&[silence(300), talker(700, -20.0, 49, f0), silence(2500)]);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert!(beeps(&ev).is_empty(), "{f0} Hz: {ev:?}");
+        }
     }
 
     #[test]
