@@ -660,9 +660,10 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
             _ => None,
         };
         // Still not one tone: perhaps a square wave (its odd harmonics), at the lower of
-        // the two tones fitted.
+        // the two tones fitted — if those explain as much of it as of a square wave (its
+        // fundamental and 3rd harmonic: 9–10 dB; most speech frames fit two far worse).
         let two = match fit {
-            Some((f1, _)) if two.is_none_or(|t| t.1 < ONE_TONE_DB) => {
+            Some((f1, p)) if p >= SQUARE_TWO_TONE_DB && two.is_none_or(|t| t.1 < ONE_TONE_DB) => {
                 odd_harmonics(x, f1).map(|p| (f1, p)).or(two)
             }
             _ => two,
@@ -684,6 +685,10 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         tonality_db,
     }
 }
+
+/// Least share of a frame two tones must explain for its odd harmonics to be tried (dB): a
+/// square wave's fundamental and 3rd harmonic hold 9–10 dB of it (with line noise, less).
+const SQUARE_TWO_TONE_DB: f32 = 6.0;
 
 /// A square wave's fundamental: at most this (Hz). Above, its 3rd harmonic is at 3.6+ kHz,
 /// out of the telephone band: what is left is one sinusoid.
