@@ -8,8 +8,9 @@
 //!   [`Features`] that decided it, from a greeting analysis in the manner of Asterisk's
 //!   `AMD()` (initial silence, greeting length, word count and length, silence after the
 //!   greeting, total analysis time; see [`AmdParams`] for each bound and why);
-//! * a [`Beep`]: a single stable tone (350–3,000 Hz, ≥ 60 ms; a square wave by its odd harmonics) followed by a drop in level —
-//!   the "leave your message after the tone" tone, reported once the line has stayed free of
+//! * a [`Beep`]: a single stable tone (350–3,000 Hz, ≥ 60 ms; a square wave by its odd
+//!   harmonics; its discrete echo followed as its tail) followed by a drop in level — the
+//!   "leave your message after the tone" tone, reported once the line has stayed free of
 //!   the talker's voice for [`AmdParams::beep_settle`] after it (a tone under speech is not a
 //!   beep). A beep is only made by machines, so one heard after a `human`/`not-sure` verdict
 //!   (a short greeting) turns it into `machine` — if it is
