@@ -1299,7 +1299,8 @@ const ECHO_QUIETER_DB: f32 = 3.0;
 
 /// Whether `beep` is the echo of an earlier beep at `level`, `freq` (see [`ECHO_SAME_FREQ`]).
 fn is_echo_of(beep: &Beep, level: f32, freq: f32) -> bool {
-    (beep.freq_hz - freq).abs() <= ECHO_SAME_FREQ * freq && beep.level_dbfs <= level - ECHO_QUIETER_DB
+    (beep.freq_hz - freq).abs() <= ECHO_SAME_FREQ * freq
+        && beep.level_dbfs <= level - ECHO_QUIETER_DB
 }
 
 /// The longest a beep's echo tail is followed: 1 s (three copies 150 ms apart after a
@@ -1965,9 +1966,8 @@ impl Detector {
                     run.misses += 1;
                     return;
                 }
-                let echo_after_gap = run.after > 0
-                    && long_enough
-                    && f.level_dbfs <= mean_level - ECHO_QUIETER_DB;
+                let echo_after_gap =
+                    run.after > 0 && long_enough && f.level_dbfs <= mean_level - ECHO_QUIETER_DB;
                 if echo_after_gap && !tonal && run.misses < 2 {
                     // Perhaps the edge of the tone's echo (see below): a frame is waited.
                     run.misses += 1;
@@ -1989,7 +1989,12 @@ impl Detector {
                         frames: 0,
                         off: false,
                     });
-                    self.tone_ended(r, r.after + r.misses + r.tail + r.falling, min_frames, floor);
+                    self.tone_ended(
+                        r,
+                        r.after + r.misses + r.tail + r.falling,
+                        min_frames,
+                        floor,
+                    );
                     return;
                 }
                 // Not a beep: start over, this frame possibly opening a new tone. A tone of
@@ -2300,7 +2305,6 @@ mod tests {
         out
     }
 
-
     /// The last drop point of `ev`.
     fn last_drop(ev: &[AmdEvent]) -> Option<DropPoint> {
         ev.iter().rev().find_map(|e| match e {
@@ -2339,11 +2343,21 @@ mod tests {
         // Some machines beep 60–80 ms (1,400 Hz for 60 ms, 1,000 Hz for 80 ms): shorter than
         // the ordinary 100 ms, found on the stricter test (pure and at one frequency).
         for (hz, len, db) in [(1400.0, 60, -20.0), (1000.0, 80, -30.0), (700.0, 60, -40.0)] {
-            let mut x = cat(&[speech(4000, -18.0, 41), silence(500), tone(len, hz, db), silence(2000)]);
+            let mut x = cat(&[
+                speech(4000, -18.0, 41),
+                silence(500),
+                tone(len, hz, db),
+                silence(2000),
+            ]);
             add_noise(&mut x, -62.0, 42);
             let ev = run(AmdParams::default(), &g711(&x));
             assert_eq!(beeps(&ev).len(), 1, "{hz} Hz {len} ms: {ev:?}");
-            assert_dropped_on_beep(&ev, hz, Duration::from_millis(u64::from(4500 + len)), "short");
+            assert_dropped_on_beep(
+                &ev,
+                hz,
+                Duration::from_millis(u64::from(4500 + len)),
+                "short",
+            );
         }
     }
 
@@ -2363,7 +2377,12 @@ mod tests {
                 .collect()
         };
         for (rise, beep) in [(0.04, false), (0.0, true)] {
-            let x = cat(&[speech(4000, -18.0, 43), silence(500), glide(70, 900.0, rise), silence(2000)]);
+            let x = cat(&[
+                speech(4000, -18.0, 43),
+                silence(500),
+                glide(70, 900.0, rise),
+                silence(2000),
+            ]);
             let ev = run(AmdParams::default(), &g711(&x));
             assert_eq!(beeps(&ev).len(), usize::from(beep), "rise {rise}: {ev:?}");
         }
@@ -2396,10 +2415,26 @@ mod tests {
         // overlap the tone and each other and last up to 450 ms after it: the copies that
         // arrive while the tone plays are on a grid from its start, the tone's end is off it,
         // and what follows is its echo — neither a second beep nor a reason to wait.
-        for (len, d, hz) in [(250, 90, 1000.0), (400, 60, 700.0), (400, 150, 950.0), (150, 60, 1500.0), (300, 90, 1800.0)] {
-            let x = cat(&[speech(4000, -18.0, 45), silence(300), echo_beep(len, hz, -20.0, d), silence(2000)]);
+        for (len, d, hz) in [
+            (250, 90, 1000.0),
+            (400, 60, 700.0),
+            (400, 150, 950.0),
+            (150, 60, 1500.0),
+            (300, 90, 1800.0),
+        ] {
+            let x = cat(&[
+                speech(4000, -18.0, 45),
+                silence(300),
+                echo_beep(len, hz, -20.0, d),
+                silence(2000),
+            ]);
             let ev = run(AmdParams::default(), &g711(&x));
-            assert_dropped_on_beep(&ev, hz, Duration::from_millis(u64::from(4300 + len)), &format!("{len} ms, echo {d} ms"));
+            assert_dropped_on_beep(
+                &ev,
+                hz,
+                Duration::from_millis(u64::from(4300 + len)),
+                &format!("{len} ms, echo {d} ms"),
+            );
         }
     }
 
@@ -2407,7 +2442,12 @@ mod tests {
     fn a_beep_s_echo_after_a_gap_is_not_a_second_beep() {
         // A 200 ms beep and one copy of it 6 dB down 250 ms after its start (50 ms of gap),
         // and another 10 dB down 500 ms after: the drop point is the beep's, once.
-        let mut x = cat(&[speech(4000, -18.0, 46), silence(300), tone(200, 1200.0, -20.0), silence(1500)]);
+        let mut x = cat(&[
+            speech(4000, -18.0, 46),
+            silence(300),
+            tone(200, 1200.0, -20.0),
+            silence(1500),
+        ]);
         let b = 4300 * 8;
         let t = tone(200, 1200.0, -20.0);
         for (delay, gain) in [(250usize, 0.5f32), (500, 0.3)] {
@@ -2416,7 +2456,11 @@ mod tests {
             }
         }
         let ev = run(AmdParams::default(), &g711(&x));
-        assert_eq!(ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count(), 1, "{ev:?}");
+        assert_eq!(
+            ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count(),
+            1,
+            "{ev:?}"
+        );
         assert_dropped_on_beep(&ev, 1200.0, Duration::from_millis(4500), "gap");
         assert!(last_drop(&ev).is_some());
     }
@@ -2442,11 +2486,21 @@ mod tests {
         // A buzzer's square wave at 400–1,000 Hz: one sinusoid holds 6 dB of it, its odd
         // harmonics all of it.
         for (hz, len) in [(400.0, 250), (600.0, 400), (850.0, 250), (1000.0, 250)] {
-            let mut x = cat(&[speech(4000, -18.0, 47), silence(500), square(len, hz, -24.0), silence(2000)]);
+            let mut x = cat(&[
+                speech(4000, -18.0, 47),
+                silence(500),
+                square(len, hz, -24.0),
+                silence(2000),
+            ]);
             add_noise(&mut x, -62.0, 48);
             let ev = run(AmdParams::default(), &g711(&x));
             assert_eq!(beeps(&ev).len(), 1, "{hz} Hz: {ev:?}");
-            assert_dropped_on_beep(&ev, hz, Duration::from_millis(u64::from(4500 + len)), "square");
+            assert_dropped_on_beep(
+                &ev,
+                hz,
+                Duration::from_millis(u64::from(4500 + len)),
+                "square",
+            );
         }
         // A voice at a 300–400 Hz pitch (a child's, a high espeak voice) is harmonic, even
         // harmonics and all: no beep, the talker judged human.
