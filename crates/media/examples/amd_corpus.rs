@@ -11,7 +11,12 @@
 //! detector's echo reference, and with E a number comes back on the line too — through a
 //! short dispersive hybrid response at E dB of echo return loss, 20–250 ms late (varying per
 //! file) — before G.711; `--echo none`: the reference only, no echo on the line, as on the
-//! whole path with the simulated callee)
+//! whole path with the simulated callee). With `AMD_TRACE` set, every misjudged file or
+//! missed beep gets a line of the echo canceller's state (the echo's true delay, when and
+//! where the path was found, at the labelled end whether the filter subtracts, its ERLE and
+//! the residual bound, the beeps voided by voice after them, the best lag every 500 ms);
+//! with `AMD_TRACE_FRAMES` also every packet's far-end, residual and echo-estimate levels (use
+//! with `--only NAME`).
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
@@ -34,6 +39,7 @@ struct Result {
     machine_at: Option<(Duration, &'static str)>,
     drop: Option<(Duration, &'static str)>,
     label_end: Duration,
+    trace: String,
 }
 
 fn pct(a: usize, b: usize) -> f64 {
@@ -102,9 +108,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|&b| Codec::Pcmu.decode(b))
             .collect();
+        let echo_delay = 160 + 8 * ((index * 37) % 230);
         if let Some(Some(erl)) = echo {
-            pcm = with_echo(&pcm, &ours, erl, 160 + 8 * ((index * 37) % 230), LEAD_IN);
+            pcm = with_echo(&pcm, &ours, erl, echo_delay, LEAD_IN);
         }
+        let tracing = std::env::var_os("AMD_TRACE").is_some();
+        let (mut found_at, mut at_end, mut filtering_frames, mut frames) = (None, None, 0, 0);
+        let mut searches = String::new();
         let c0 = thread_cpu();
         let mut d = Detector::new(t0, params);
         let mut r = Result {
@@ -115,6 +125,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             machine_at: None,
             drop: None,
             label_end: Duration::from_millis(end.parse().unwrap_or(0)),
+            trace: String::new(),
         };
         // Repeated so the CPU figure is above /proc's 10 ms resolution.
         let repeat: usize = std::env::var("AMD_REPEAT")
@@ -134,6 +145,40 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             }
             for (i, pkt) in pcm.chunks(160).enumerate() {
                 det.feed(t0 + Duration::from_millis(20 * (i as u64 + 1)), pkt);
+                if tracing && rep == 0 {
+                    let t = det.echo_trace();
+                    let now = Duration::from_millis(20 * (i as u64 + 1));
+                    if std::env::var_os("AMD_TRACE_FRAMES").is_some() {
+                        println!(
+                            "{:.2}s far {:.1} res {:.1} est {:.1} ceiling {:.1} erle {:.1} filtering {} mu-state {:?}",
+                            now.as_secs_f32(),
+                            t.levels.0,
+                            t.levels.1,
+                            t.levels.2,
+                            t.ceiling_dbfs,
+                            t.erle_db,
+                            t.filtering,
+                            t.delay
+                        );
+                    }
+                    if found_at.is_none() {
+                        found_at = t.delay.map(|d| (now, d));
+                    }
+                    if now <= r.label_end {
+                        frames += 1;
+                        filtering_frames += usize::from(t.filtering);
+                        at_end = Some(t);
+                        if i % 25 == 24 {
+                            searches.push_str(&format!(
+                                " {:.1}s:{}/{:.2}/{:.2}",
+                                now.as_secs_f32(),
+                                t.best.0,
+                                t.best.1,
+                                t.best.2
+                            ));
+                        }
+                    }
+                }
                 while let Some(e) = det.poll_event() {
                     if rep > 0 {
                         continue;
@@ -162,6 +207,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                     }
                 }
             }
+        }
+        if tracing {
+            let t = d.echo_trace();
+            r.trace = format!(
+                "echo delay {echo_delay}; found {found_at:?}; at the label end {at_end:?}; filtering {filtering_frames}/{frames} packets; voided beeps {}; best lag (delay/rho/other):{searches}",
+                t.voided_beeps
+            );
         }
         cpu_s += thread_cpu() - c0;
         audio_s += repeat as f64 * pcm.len() as f64 / 8000.0;
@@ -319,6 +371,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 },
                 if missed_beep { " BEEP-MISSED" } else { "" }
             );
+            if !r.trace.is_empty() {
+                println!("    {}", r.trace);
+            }
         }
     }
     Ok(())

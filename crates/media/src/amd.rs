@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 mod echo;
 use echo::EchoCanceller;
-pub use echo::EchoReference;
+pub use echo::{EchoReference, EchoTrace};
 
 /// Samples per analysis frame (10 ms at 8 kHz).
 pub const FRAME: usize = 80;
@@ -1342,6 +1342,8 @@ pub struct Detector {
     dropped_at: Duration,
     dropped_beep: Option<(f32, f32)>,
     pending_drop: Option<PendingBeep>,
+    /// Tones taken for beeps and then voided by voice after them (for reports).
+    voided_beeps: u32,
     peak: f32,
     /// The loudest word's loudest frame, decaying (the reference of `foreground_range_db`).
     word_peak: f32,
@@ -1392,6 +1394,7 @@ impl Detector {
             dropped_at: Duration::ZERO,
             dropped_beep: None,
             pending_drop: None,
+            voided_beeps: 0,
             peak: FLOOR_DBFS,
             word_peak: FLOOR_DBFS,
             run_frames: 0,
@@ -1580,6 +1583,15 @@ impl Detector {
         }
     }
 
+    /// The echo canceller's state and the beeps voided so far (for traces and reports:
+    /// `amd_corpus` with `AMD_TRACE`).
+    pub fn echo_trace(&self) -> EchoTrace {
+        let mut t = self.echo.trace();
+        t.voided_beeps = self.voided_beeps;
+        t.ceiling_dbfs = self.echo_ceiling;
+        t
+    }
+
     fn step(&mut self, f: Frame) {
         let floor = self.floor.get();
         let voiced = self.is_voice(&f, floor);
@@ -1641,6 +1653,7 @@ impl Detector {
             if pending.voice_ms >= ms_u32(self.p.beep_voice_after) {
                 // Words right after the tone: it was under speech, not a beep.
                 self.pending_drop = None;
+                self.voided_beeps += 1;
             } else if pending.quiet_ms >= ms_u32(self.p.beep_settle) {
                 self.pending_drop = None;
                 self.confirm_beep(pending.beep);

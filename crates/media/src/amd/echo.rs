@@ -67,6 +67,19 @@ pub(super) const RHO_MIN: f32 = 0.5;
 /// (the best other lag 5–10 times less); between a far end talking and our audio
 /// uncorrelated, the best lag was 0.17–0.29 and at most 2.2 times the best other.
 const RHO_PROMINENT: f32 = 0.35;
+/// A lag under `RHO_PROMINENT` is our echo all the same when it was the best at
+/// `STABLE_SEARCHES` searches in a row (within `STABLE_LAG_SLACK` half blocks) with a
+/// correlation of at least this.
+const RHO_STABLE: f32 = 0.05;
+/// Searches in a row (every 20 ms): 50 (1 s).
+const STABLE_SEARCHES: u32 = 50;
+/// Samples of adaptation a lag on trial has to show the filter explains echo: 8,000 (1 s).
+const TENTATIVE_SAMPLES: u32 = 8000;
+/// Frames in a row the filter on a lag on trial must take over to confirm it: 10 (100 ms;
+/// a lag that is not our echo took over single frames by chance).
+const CONFIRM_FRAMES: u32 = 10;
+/// Half blocks the best lag may move between searches and stay "the same": 2.
+const STABLE_LAG_SLACK: usize = 2;
 /// How many times the other lags' best a prominent lag's correlation is: 3.
 const PROMINENCE: f32 = 3.0;
 /// Lags (half blocks) either side of the best that are its own peak, not "other" lags: 4
@@ -123,6 +136,9 @@ pub(super) const ERLE_MARGIN_DB: f32 = 4.0;
 /// ERLE — one lucky frame is not convergence, and a far end talking over the echo on some
 /// frames does not drag it down much.
 const ERLE_STEP_DB: f32 = 0.1;
+/// How close to the far end's level the echo estimate must be for a frame to measure the
+/// ERLE on (the far end is then mostly our echo): 3 dB.
+const EXPLAINED_DB: f32 = 3.0;
 /// ERLE (dB) under which the filter is taken as not yet converged: twice the margin.
 const CONVERGED_DB: f32 = 2.0 * ERLE_MARGIN_DB;
 /// Samples of adaptation (echo without double talk, our audio playing) after which the
@@ -134,6 +150,28 @@ const CONVERGE_SAMPLES: u32 = 4000;
 /// the filter least); a far end talking all along under the echo keeps the measure lower
 /// than the filter's real ERLE.
 const ASSUMED_ERLE_DB: f32 = 15.0;
+/// Per 10 ms frame, how much of the copy-over and drop tests' sums is kept: 0.8 (a time
+/// constant of 50 ms). Under a far end 10 dB louder than the echo, the background's
+/// cancellation of it over one frame is within the far end's chance alignment with its
+/// output; over 400 samples it is 3 standard deviations clear of it.
+const COPY_DECAY: f32 = 0.8;
+
+/// The NLMS step on a frame whose far end holds `far` energy, of which the envelope gain
+/// predicts `echo` to be our echo: [`MU`] scaled by the echo's share of the far end (at most
+/// 1). A far end talking over the echo (a greeting, 5–10 dB over our echo) is noise to the
+/// filter, whose misadjustment grows with the step times that noise: with the step scaled by
+/// the echo-to-far-end ratio the misadjustment stays near what it is on echo alone (Valin,
+/// "On adjusting the learning rate in frequency domain echo cancellation with double-talk",
+/// 2007: the optimal step is the residual echo's share of the error), and the filter still
+/// converges, slower; on echo alone the step is `MU`.
+fn step_size(echo: f32, far: f32) -> f32 {
+    if far > 0.0 {
+        MU * (echo / far).min(1.0)
+    } else {
+        MU
+    }
+}
+
 /// Frames (10 ms) of our audio whose loudest one bounds the echo during warm-up (500 ms).
 const SPAN_FRAMES: usize = 50;
 
@@ -243,6 +281,35 @@ pub(super) enum PathState {
     Found(usize),
     /// Our audio played for the warm-up and nothing correlated: no measurable echo.
     NoEcho,
+    /// A lag the best search after search under a far end talking (see `RHO_STABLE`), on
+    /// trial: the filter adapts on it, and it becomes the path once the filter's output
+    /// explains echo in the far end; until then nothing is taken out or hidden.
+    Tentative(usize),
+}
+
+/// What the echo canceller knows of the line now (for traces: [`super::Detector::echo_trace`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EchoTrace {
+    /// The echo's delay (the filter's first tap), samples, once found.
+    pub delay: Option<usize>,
+    /// Whether the warm-up found no echo.
+    pub no_echo: bool,
+    /// The cancellation shown (tracked median), dB.
+    pub erle_db: f32,
+    /// Whether the foreground filter is subtracting.
+    pub filtering: bool,
+    /// Samples adapted on since the path was found.
+    pub adapted: u32,
+    /// The last frame's residual echo bound, dBFS.
+    pub ceiling_dbfs: f32,
+    /// Tones the detector took for beeps and voided by voice after them.
+    pub voided_beeps: u32,
+    /// At the last search: the best lag's delay (samples), its normalised correlation, and
+    /// the best correlation more than a block away from it (NaN when not computed: only
+    /// when the best could be prominent).
+    pub best: (usize, f32, f32),
+    /// The last frame's far end, residual and echo estimate, dBFS.
+    pub levels: (f32, f32, f32),
 }
 
 /// The echo canceller (see the module documentation).
@@ -298,6 +365,37 @@ pub(super) struct EchoCanceller {
     adapt_far_e: f32,
     /// Samples the filter adapted on since the path was found.
     adapted: u32,
+    /// The echo's gain on our envelope at the found lag (its block-to-block changes regressed
+    /// on ours: unbiased under a far end talking, which is uncorrelated with our audio).
+    env_gain: f32,
+    /// This frame's echo energy as the envelope gain predicts it (our audio's energy at the
+    /// delay, times the gain squared).
+    env_est_e: f32,
+    /// This frame's NLMS step (see [`step_size`]).
+    mu: f32,
+    /// The background filter's output energy on the samples it adapted on (this frame).
+    bg_y_e: f32,
+    /// The copy-over and drop tests' energies, summed over the last frames with
+    /// [`COPY_DECAY`]: far end, background and foreground residual and background output on
+    /// the samples adapted on; far end and residual on all samples.
+    sm_far: f32,
+    sm_bg: f32,
+    sm_res: f32,
+    sm_y: f32,
+    sm_all_far: f32,
+    sm_all_res: f32,
+    /// The echo energy the envelope gain predicts on the samples adapted on, summed so.
+    sm_pred: f32,
+    /// The lag (half blocks) best at the last searches in a row, and how many.
+    streak: (usize, u32),
+    /// The last frame's levels (see [`EchoTrace::levels`]).
+    last_levels: (f32, f32, f32),
+    /// The last search's best lag (half blocks), its correlation and the best other's.
+    last_best: (usize, f32, f32),
+    /// Samples adapted on this frame.
+    adapt_n: u32,
+    /// Frames in a row the background took over (or would have, on a lag on trial).
+    confirmed: u32,
     hangover: u32,
     // per frame
     far_e: f32,
@@ -341,6 +439,22 @@ impl EchoCanceller {
             adapt_res_e: 0.0,
             adapt_far_e: 0.0,
             adapted: 0,
+            env_gain: 0.0,
+            env_est_e: 0.0,
+            mu: MU,
+            bg_y_e: 0.0,
+            sm_far: 0.0,
+            sm_bg: 0.0,
+            sm_res: 0.0,
+            sm_y: 0.0,
+            sm_all_far: 0.0,
+            sm_all_res: 0.0,
+            sm_pred: 0.0,
+            last_best: (0, 0.0, 0.0),
+            last_levels: (0.0, 0.0, 0.0),
+            streak: (0, 0),
+            adapt_n: 0,
+            confirmed: 0,
             hangover: 0,
             far_e: 0.0,
             res_e: 0.0,
@@ -374,6 +488,26 @@ impl EchoCanceller {
         self.state
     }
 
+    pub(super) fn trace(&self) -> EchoTrace {
+        EchoTrace {
+            delay: match self.state {
+                PathState::Found(d) => Some(d),
+                _ => None,
+            },
+            no_echo: self.state == PathState::NoEcho,
+            erle_db: self.erle_db,
+            filtering: self.fore_live,
+            adapted: self.adapted,
+            best: (
+                self.last_best.0 * BLOCK / 2,
+                self.last_best.1,
+                self.last_best.2,
+            ),
+            levels: self.last_levels,
+            ..EchoTrace::default()
+        }
+    }
+
     /// One far-end frame (high-passed), its first sample at far-end sample index `n0`:
     /// replaced in place by the residual. Our audio is processed per frame (its envelope
     /// blocks tile the far end's frames), the filter per sample over a window of our audio
@@ -383,6 +517,9 @@ impl EchoCanceller {
             return;
         }
         let n0 = n0 as i64;
+        if let PathState::Found(delay) | PathState::Tentative(delay) = self.state {
+            self.frame_step(n0, delay, frame);
+        }
         let mut at = 0;
         while at < frame.len() {
             let n = n0 + at as i64;
@@ -412,7 +549,9 @@ impl EchoCanceller {
             };
             self.far_sum += block.iter().map(|d| d.abs()).sum::<f32>();
             match self.state {
-                PathState::Found(delay) => self.filter_block(n, delay, block),
+                PathState::Found(delay) | PathState::Tentative(delay) => {
+                    self.filter_block(n, delay, block)
+                }
                 _ => {
                     for &d in block.iter() {
                         self.far_e += d * d;
@@ -507,11 +646,16 @@ impl EchoCanceller {
                     (at(lo + hi_w as i64) - at(lo + lo_w as i64)).max(0.0) as f32
                 };
                 self.adapted = self.adapted.saturating_add(1);
-                let g = MU * e_bg / (power + DELTA * (hi_w - lo_w) as f32);
+                let g = self.mu * e_bg / (power + DELTA * (hi_w - lo_w) as f32);
+                // The leakage in proportion to the step (a smaller step under a far end
+                // talking would otherwise leave the leakage to pull the taps to 0).
+                let keep = 1.0 - LEAK * (self.mu / MU);
                 for (w, v) in self.taps[lo_w..hi_w].iter_mut().zip(xw) {
-                    *w = *w * (1.0 - LEAK) + g * v;
+                    *w = *w * keep + g * v;
                 }
                 self.bg_e += e_bg * e_bg;
+                self.bg_y_e += y_bg * y_bg;
+                self.adapt_n += 1;
                 self.adapt_res_e += e * e;
                 self.adapt_far_e += far * far;
                 (y, e)
@@ -529,6 +673,29 @@ impl EchoCanceller {
             *d = e;
         }
         self.reference = Some(r);
+    }
+
+    /// Before a far-end frame (its first sample at index `n0`) is filtered: the echo energy
+    /// the envelope gain predicts over it ([`EchoCanceller::env_est_e`]) and the step
+    /// ([`step_size`]) the filter adapts with on it.
+    fn frame_step(&mut self, n0: i64, delay: usize, frame: &[f32]) {
+        let Some(r) = self.reference.as_ref() else {
+            return;
+        };
+        let len = r.data.samples.len() as i64;
+        // The echo in this frame is our audio sent `delay + PRE_SAMPLES` (the lag) earlier.
+        let lo = n0 - (delay + PRE_SAMPLES) as i64 - r.offset as i64;
+        let at = |i: i64| {
+            usize::try_from(i.clamp(0, len))
+                .ok()
+                .and_then(|i| r.data.energy.get(i))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let ours = (at(lo + frame.len() as i64) - at(lo)).max(0.0) as f32;
+        self.env_est_e = self.env_gain * self.env_gain * ours;
+        let far: f32 = frame.iter().map(|v| v * v).sum();
+        self.mu = step_size(self.env_est_e, far);
     }
 
     /// The envelope correlation at far-end block `block` (`far_env`), our envelope's block
@@ -611,17 +778,43 @@ impl EchoCanceller {
         let lag = from + at;
         // Prominence (while the path is sought over every lag): the best correlation more
         // than `PROMINENCE_EXCLUDE` away.
-        let prominent = !self.tracking
-            && (RHO_PROMINENT..RHO_MIN).contains(&rho)
-            && rho >= PROMINENCE * best(Some(at)).1;
+        // (The other lags' best only when it can decide: a pass over every lag.)
+        let can_be_prominent = !self.tracking && (RHO_PROMINENT..RHO_MIN).contains(&rho);
+        let other = if can_be_prominent {
+            best(Some(at)).1
+        } else {
+            f32::NAN
+        };
+        self.last_best = (lag, rho, other);
+        let prominent = can_be_prominent && rho >= PROMINENCE * other;
         let delay = (lag * BLOCK / 2).saturating_sub(PRE_SAMPLES);
+        // The same lag the best search after search (while the path is sought).
+        if !self.tracking && rho > 0.0 && self.streak.0.abs_diff(lag) <= STABLE_LAG_SLACK {
+            self.streak.1 = self.streak.1.saturating_add(1);
+        } else {
+            self.streak = (lag, 1);
+        }
+        let stable = matches!(self.state, PathState::NoEcho)
+            && rho >= RHO_STABLE
+            && self.streak.1 >= STABLE_SEARCHES;
+        // A lag only stable is tried (the filter adapts on it) for `TENTATIVE_SAMPLES` of
+        // adaptation, and becomes the path only once the filter's output explains echo in the
+        // far end (see `end_frame`); otherwise the search goes on.
+        if let PathState::Tentative(_) = self.state {
+            if self.adapted >= TENTATIVE_SAMPLES {
+                self.state = PathState::NoEcho;
+                self.streak.1 = 0;
+            }
+        }
         self.state = match self.state {
-            _ if rho < RHO_MIN && !prominent => match self.state {
+            _ if rho < RHO_MIN && !prominent && !stable => match self.state {
                 // A found path is kept through double talk (the correlation dips).
                 PathState::Found(d) => PathState::Found(d),
+                PathState::Tentative(d) => PathState::Tentative(d),
                 _ => PathState::NoEcho,
             },
             PathState::Found(d) if d.abs_diff(delay) < BLOCK => PathState::Found(d),
+            PathState::Tentative(d) if d.abs_diff(delay) < BLOCK && !stable => PathState::Found(d),
             _ => {
                 self.taps = [0.0; TAPS];
                 self.fore = [0.0; TAPS];
@@ -630,10 +823,35 @@ impl EchoCanceller {
                 self.lag = lag;
                 self.tracking = false;
                 self.adapted = 0;
+                (
+                    self.sm_far,
+                    self.sm_bg,
+                    self.sm_res,
+                    self.sm_y,
+                    self.sm_pred,
+                ) = (0.0, 0.0, 0.0, 0.0, 0.0);
                 self.erle_db = 0.0;
-                PathState::Found(delay)
+                self.confirmed = 0;
+                if stable && rho < RHO_MIN && !prominent {
+                    PathState::Tentative(delay)
+                } else {
+                    PathState::Found(delay)
+                }
             }
         };
+        // The echo's gain on our envelope at the path's lag: the regression of the far end's
+        // envelope changes on ours (a far end talking adds to the far end's changes, not, on
+        // average, to their product with ours).
+        if let PathState::Found(_) | PathState::Tentative(_) = self.state {
+            let (c, p) = (
+                self.cross.get(self.lag).copied().unwrap_or(0.0),
+                self.pow_hist
+                    .get(self.hist_at + self.lag)
+                    .copied()
+                    .unwrap_or(0.0),
+            );
+            self.env_gain = if p > 0.0 { (c / p).max(0.0) } else { 0.0 };
+        }
     }
 
     /// At the end of each 10 ms frame: updates the residual echo bound from the frame's
@@ -658,17 +876,31 @@ impl EchoCanceller {
         };
         self.level_guard = false;
         self.ceiling = match (&self.reference, self.state) {
-            (None, _) | (_, PathState::NoEcho) => f32::MIN,
+            // A lag on trial hides nothing until the filter confirms it.
+            (None, _) | (_, PathState::NoEcho | PathState::Tentative(_)) => f32::MIN,
             (Some(r), PathState::WarmingUp) => {
                 self.level_guard = true;
                 warmup(r)
             }
             (Some(r), PathState::Found(_)) => {
-                let (far, res, est) = (db(self.far_e), db(self.res_e), db(self.est_e));
+                // The echo estimate: the foreground's output while it subtracts; else what the
+                // envelope gain predicts, all of it left in the residual.
+                let est_e = if self.fore_live {
+                    self.est_e
+                } else {
+                    self.env_est_e
+                };
+                let (far, res, est) = (db(self.far_e), db(self.res_e), db(est_e));
+                self.last_levels = (far, res, est);
                 // The ERLE shown, on frames of echo (no double talk, an echo estimate well
                 // above the G.711 floor): how far the residual is under the far end, its
                 // median tracked (see `ERLE_STEP_DB`).
-                if !self.double_talk && est > -50.0 {
+                // Only frames the echo estimate explains (within 3 dB of the far end): on a frame
+                // of a far end talking, or of its tone, under Geigel's bound, the residual is
+                // the far end's sound, not a failure to cancel (counted, a greeting or a
+                // beep over the echo held the measure at 5–7 dB where the filter took
+                // 15–20 dB out of our echo).
+                if !self.double_talk && est > -50.0 && est >= far - EXPLAINED_DB {
                     let inst = (far - res).clamp(0.0, 40.0);
                     self.erle_db += (inst - self.erle_db).clamp(-ERLE_STEP_DB, ERLE_STEP_DB);
                 }
@@ -681,7 +913,10 @@ impl EchoCanceller {
                 let converged = self.erle_db >= CONVERGED_DB
                     || self.adapted >= CONVERGE_SAMPLES
                     || self.active_blocks >= GUARD_BLOCKS;
-                let erle = if self.adapted >= CONVERGE_SAMPLES {
+                let erle = if !self.fore_live {
+                    // Nothing subtracted: no cancellation to credit.
+                    0.0
+                } else if self.adapted >= CONVERGE_SAMPLES {
                     self.erle_db.max(ASSUMED_ERLE_DB)
                 } else {
                     self.erle_db
@@ -701,25 +936,70 @@ impl EchoCanceller {
         // that is not echo (found by chance, or a far end under the Geigel threshold) makes
         // the residual louder, not quieter, and is never used. A foreground doing harm
         // (residual louder than the far end) is dropped.
-        if self.adapt_far_e > 0.0
-            && self.bg_e < 0.8 * self.adapt_res_e
-            && self.bg_e < 0.5 * self.adapt_far_e
-        {
+        // Under a far end talking over the echo (a greeting, louder than our echo), no filter
+        // can take out half the far end: there the background takes over when, over the last
+        // frames, it cancelled better than the foreground, its output is within a factor 2 of
+        // the echo the envelope gain predicts (in amplitude: not a far end's tone it learned
+        // to predict from our audio on a path found by chance), and it is mostly echo — what it took
+        // out of the far end (2·far·y − y²) is at least half its own energy, which an output
+        // with noise over a third of the echo's energy, or a far end's sound it does not hold,
+        // cannot do.
+        let d = COPY_DECAY;
+        self.sm_far = d * self.sm_far + self.adapt_far_e;
+        self.sm_bg = d * self.sm_bg + self.bg_e;
+        self.sm_res = d * self.sm_res + self.adapt_res_e;
+        self.sm_y = d * self.sm_y + self.bg_y_e;
+        self.sm_all_far = d * self.sm_all_far + self.far_e;
+        self.sm_all_res = d * self.sm_all_res + self.res_e;
+        self.sm_pred = d * self.sm_pred + self.env_est_e * self.adapt_n as f32 / FRAME as f32;
+        let under_talk = self.sm_y > 0.0
+            && self.sm_bg < self.sm_res
+            && self.sm_far - self.sm_bg >= 0.5 * self.sm_y
+            && (0.25 * self.sm_pred..=4.0 * self.sm_pred).contains(&self.sm_y);
+        let better = self.adapt_far_e > 0.0
+            && ((self.bg_e < 0.8 * self.adapt_res_e && self.bg_e < 0.5 * self.adapt_far_e)
+                || under_talk);
+        // A lag on trial: the background is not used until it has taken over
+        // `CONFIRM_FRAMES` frames in a row (by chance, a filter on a lag that is not our echo
+        // took over a frame here and there), then the lag is the path.
+        self.confirmed = if better { self.confirmed + 1 } else { 0 };
+        let take_over = match self.state {
+            PathState::Tentative(d) => {
+                if self.confirmed >= CONFIRM_FRAMES {
+                    self.state = PathState::Found(d);
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => better,
+        };
+        if take_over {
             self.fore = self.taps;
             self.fore_live = true;
-            // Once the cancellation is shown (not assumed), the filter keeps only the taps
-            // the echo path needs, and the correlation only tracks the path.
-            if self.erle_db >= CONVERGED_DB {
+            // Once the cancellation is shown (not assumed) — measured, or under a far end
+            // talking by a filter that took over `CONFIRM_FRAMES` frames in a row after
+            // `CONVERGE_SAMPLES` of adaptation (one take-over by chance on a lag that is not
+            // our echo made it the only one tracked, and a person's our echo) — the filter
+            // keeps only the taps the echo path needs, and the correlation only tracks the
+            // path.
+            if self.erle_db >= CONVERGED_DB
+                || (self.confirmed >= CONFIRM_FRAMES && self.adapted >= CONVERGE_SAMPLES)
+            {
                 self.tracking = true;
                 if self.win == (0, TAPS) {
                     self.fit_window();
                 }
             }
-        } else if self.res_e > self.far_e {
+        } else if self.sm_all_res > self.sm_all_far {
+            // Doing harm over the last frames (one frame's chance alignment of a far end
+            // talking with the estimate is not).
             self.fore = [0.0; TAPS];
             self.fore_live = false;
         }
         self.bg_e = 0.0;
+        self.bg_y_e = 0.0;
+        self.adapt_n = 0;
         self.adapt_res_e = 0.0;
         self.adapt_far_e = 0.0;
         self.far_e = 0.0;
@@ -946,10 +1226,115 @@ mod tests {
             for level in [-18.0, -38.0] {
                 let far = speechlike(ours.len(), level, seed + 1000);
                 let (residual, ec) = cancel(&ours, &far);
-                assert_eq!(ec.state(), PathState::NoEcho, "seed {seed}, {level} dBFS");
+                // No path: none, or a lag on trial (the best search after search by chance),
+                // which the filter never confirms and which takes nothing out.
+                assert!(
+                    matches!(ec.state(), PathState::NoEcho | PathState::Tentative(_)),
+                    "seed {seed}, {level} dBFS: {:?}",
+                    ec.state()
+                );
                 assert_eq!(residual, high_passed(&far), "seed {seed}, {level} dBFS");
             }
         }
+    }
+
+    /// A far end talking all along over our echo (a greeting 6–10 dB louder than the echo,
+    /// under Geigel's bound): the echo path is still found at the right delay and the echo
+    /// cancelled — the filter adapts with a step scaled to the echo's share of the far end,
+    /// and takes over on what it explains of the far end, not on halving it (which no
+    /// filter can do when the far end is mostly someone else). Each of the lag on trial, the
+    /// scaled step, the take-over under talk and the drop judged over 50 ms (not a frame) is
+    /// needed: without any one, no path is found or the ERLE is 7 dB.
+    #[test]
+    fn echo_under_a_far_end_talking_all_along_is_found_and_cancelled() {
+        let ours: Vec<i16> = speechlike(10 * 8000, -18.0, 31)
+            .iter()
+            .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
+            .collect();
+        for (erl, over, delay) in [(20.0, 6.0, 700usize), (25.0, 10.0, 1460), (20.0, 8.0, 333)] {
+            // Our echo alone, the far end talking, and the two on the line.
+            let echo = line(&ours, &vec![0.0; ours.len()], erl, delay);
+            let echo_db = 10.0 * (energy(&echo) / echo.len() as f32 / (32768.0 * 32768.0)).log10();
+            // Three voices, so that it never pauses (in a pause, the echo alone, any filter
+            // can show its cancellation).
+            let talker: Vec<f32> = (0..3u64)
+                .map(|k| speechlike(ours.len(), echo_db + over - 4.8, 77 + k))
+                .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
+                .unwrap_or_default();
+            let far: Vec<f32> = echo.iter().zip(&talker).map(|(e, t)| e + t).collect();
+            let (residual, ec) = cancel(&ours, &far);
+            let PathState::Found(found) = ec.state() else {
+                panic!(
+                    "{erl} dB, talker {over} dB over: no path ({:?})",
+                    ec.state()
+                );
+            };
+            assert!(
+                found <= delay && delay + IR.len() <= found + TAPS,
+                "{erl} dB, talker {over} dB over: the filter starts at {found} for {delay}"
+            );
+            // The last 3 s: what is left of the echo (the residual less the talker).
+            let tail = far.len() - 3 * 8000;
+            let talker_hp = high_passed(&talker);
+            let left: Vec<f32> = residual[tail..]
+                .iter()
+                .zip(&talker_hp[tail..])
+                .map(|(r, t)| r - t)
+                .collect();
+            let erle = 10.0 * (energy(&high_passed(&echo)[tail..]) / energy(&left)).log10();
+            assert!(
+                erle >= 10.0,
+                "{erl} dB, talker {over} dB over: ERLE {erle:.1} dB"
+            );
+        }
+    }
+
+    /// With the echo path found but no filter subtracting (none taken over yet, or dropped),
+    /// the residual is all our echo: its bound is the echo the envelope gain predicts, so
+    /// the echo is not read as the far end's voice (after a beep, "voice after the tone").
+    #[test]
+    fn without_a_filter_the_bound_is_the_echo_the_envelope_predicts() {
+        let ours: Vec<i16> = speechlike(10 * 8000, -18.0, 41)
+            .iter()
+            .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
+            .collect();
+        let far = line(&ours, &speechlike(ours.len(), -75.0, 43), 15.0, 900);
+        let mut ec = EchoCanceller::new();
+        ec.set_reference(0, Arc::new(EchoReference::new(&ours)));
+        let mut hp = HighPass::new(HIGH_PASS_HZ);
+        let (mut checked, mut off) = (0, Vec::new());
+        for (k, frame) in far.chunks_exact(FRAME).enumerate() {
+            if k == 800 {
+                // 8 s in: the path is known; the filters are emptied and kept from adapting.
+                assert!(
+                    matches!(ec.state(), PathState::Found(_)),
+                    "{:?}",
+                    ec.state()
+                );
+                (ec.taps, ec.fore, ec.fore_live) = ([0.0; TAPS], [0.0; TAPS], false);
+            }
+            if k >= 800 {
+                ec.hangover = u32::MAX / 2;
+            }
+            let mut f: Vec<f32> = frame.iter().map(|&v| hp.step(v)).collect();
+            ec.process_frame((k * FRAME) as u64, &mut f);
+            let level = analyse_energy(energy(&f));
+            let ceiling = ec.end_frame(k as u64, 20.0);
+            if k > 800 && level > -60.0 {
+                assert!(!ec.fore_live);
+                checked += 1;
+                off.push(level - ceiling);
+            }
+        }
+        // Frame to frame the envelope's prediction misses by a few dB (the frame's phase in
+        // a syllable); on average it is the echo's level.
+        off.sort_by(f32::total_cmp);
+        let median = off[off.len() / 2];
+        assert!(checked > 50, "{checked} frames of echo");
+        assert!(
+            median.abs() <= 3.0,
+            "residual over its bound: median {median:.1} dB"
+        );
     }
 
     /// A tone on the far end that is not in our audio (a beep under our echo, as loud as
