@@ -477,6 +477,19 @@ fn routes<'a>(c: &'a Call, strict: Option<&'a str>) -> impl Iterator<Item = &'a 
     set.iter().map(String::as_str).chain(strict)
 }
 
+/// `b` with the header `n: v`; a value that would break the message (line breaks, NUL) is
+/// refused.
+fn add_header(
+    b: RequestBuilder,
+    n: HeaderName,
+    v: impl Into<Bytes>,
+) -> Result<RequestBuilder, Error> {
+    b.header(n.clone(), v).map_err(|e| Error::BadHeader {
+        name: String::from_utf8_lossy(n.canonical()).into_owned(),
+        why: e.to_string(),
+    })
+}
+
 impl Endpoint {
     pub fn new(cfg: Config) -> Endpoint {
         Endpoint {
@@ -548,40 +561,19 @@ impl Endpoint {
         wire::uri(&inv.to)?;
         wire::uri(&inv.contact)?;
         let mut b = RequestBuilder::new(Method::Invite, ruri);
-        let add = |b: RequestBuilder, n: HeaderName, v: String| -> Result<RequestBuilder, Error> {
-            b.header(n.clone(), v).map_err(|e| Error::BadHeader {
-                name: String::from_utf8_lossy(n.canonical()).into_owned(),
-                why: e.to_string(),
-            })
-        };
-        b = add(b, HeaderName::Via, self.via())?;
+        b = add_header(b, HeaderName::Via, self.via())?;
         b = b.max_forwards(70);
-        b = b
-            .header(HeaderName::From, local.clone())
-            .map_err(|e| Error::BadHeader {
-                name: "From".into(),
-                why: e.to_string(),
-            })?;
-        b = add(b, HeaderName::To, format!("<{}>", inv.to))?;
-        b = add(b, HeaderName::CallId, inv.call_id.clone())?;
-        b = add(b, HeaderName::CSeq, "1 INVITE".into())?;
-        b = b
-            .header(HeaderName::Contact, contact_header.clone())
-            .map_err(|e| Error::BadHeader {
-                name: "Contact".into(),
-                why: e.to_string(),
-            })?;
-        b = b
-            .header(HeaderName::UserAgent, self.ua.clone())
-            .map_err(|e| Error::BadHeader {
-                name: "User-Agent".into(),
-                why: e.to_string(),
-            })?;
+        b = add_header(b, HeaderName::From, local.clone())?;
+        b = add_header(b, HeaderName::To, format!("<{}>", inv.to))?;
+        b = add_header(b, HeaderName::CallId, inv.call_id.clone())?;
+        b = add_header(b, HeaderName::CSeq, Bytes::from_static(b"1 INVITE"))?;
+        b = add_header(b, HeaderName::Contact, contact_header.clone())?;
+        b = add_header(b, HeaderName::UserAgent, self.ua.clone())?;
         for (n, v) in &inv.headers {
-            b = add(b, wire::name(n), v.clone())?;
+            b = add_header(b, wire::name(n), v.clone())?;
         }
         if let Some(ct) = &inv.content_type {
-            b = add(b, HeaderName::ContentType, ct.clone())?;
+            b = add_header(b, HeaderName::ContentType, ct.clone())?;
         }
         let req = b.body(Bytes::from(inv.body)).build();
         let call = CallRef(self.id());
@@ -854,10 +846,7 @@ impl Endpoint {
                 .iter()
                 .map(|(n, v)| (wire::name(n), Bytes::copy_from_slice(v.as_bytes()))),
         ) {
-            b = b.header(n.clone(), v).map_err(|e| Error::BadHeader {
-                name: String::from_utf8_lossy(n.canonical()).into_owned(),
-                why: e.to_string(),
-            })?;
+            b = add_header(b, n, v)?;
         }
         Ok((b.body(Bytes::from(body)).build(), dest))
     }
