@@ -391,8 +391,11 @@ pub struct AmdParams {
     pub beep_max_hz: f32,
     /// Beep: shortest tone. Default 60 ms: some machines beep for 60–80 ms (1,400 Hz for
     /// 60 ms, 1,000 Hz for 80 ms), and rising three-note beeps have notes of 80 ms; at 100 ms
-    /// all of those were missed (recipe f: 20–30 a corpus). A tone shorter than
-    /// [`AmdParams::beep_strict_length`] must also pass the stricter test there.
+    /// all of those were missed (recipe f: 20–30 a corpus). Counted in whole 10 ms frames,
+    /// one less than the length holds (a 60 ms tone fills 5 wherever its edges fall, a
+    /// 45–49 ms one 4 at best: never a beep; 50–59 ms only with its edges near the frames').
+    /// A tone shorter than [`AmdParams::beep_strict_length`] must also pass the stricter test
+    /// there, and does not override a `human` verdict.
     pub beep_min_length: Duration,
     /// Beep: tones shorter than this (and at least `beep_min_length`) are beeps only if their
     /// frames are one sinusoid to [`AmdParams::beep_strict_tonality_db`] on average and their
@@ -400,7 +403,11 @@ pub struct AmdParams {
     /// 15 dB under it).
     /// Default 100 ms, the length from which a steady tone passes on the ordinary test
     /// (`beep_min_tonality_db` and 2 % from frame to frame): a vowel of speech can be that
-    /// steady for a few frames, never that pure.
+    /// steady for a few frames, never that pure. Counted as `beep_min_length` is (under 9
+    /// whole frames for 100 ms). Such a short tone, or a square wave's, is a beep only
+    /// without a verdict or after `not-sure`/`machine`, never over `human`: a smoke alarm's
+    /// or an appliance's chirp is 50–100 ms of one pure tone, a clarinet's note on a
+    /// television odd-harmonic like a buzzer.
     pub beep_strict_length: Duration,
     /// Beep: least mean tonality of the frames of a tone shorter than `beep_strict_length`
     /// (dB). Default 20 dB: a beep through G.711 gives 30–50 dB, 20 dB over the line's noise
