@@ -3302,7 +3302,14 @@ mod tests {
     /// of ±0.4 % (slow enough to stay within a tone run's frame-to-frame 2 %).
     fn clarinet(ms: u32, hz: f32, dbfs: f32) -> Vec<f32> {
         let n = (ms * 8) as usize;
-        let harmonics = [(1, 0.0), (2, -30.0), (3, -8.0), (4, -32.0), (5, -14.0), (7, -20.0)];
+        let harmonics = [
+            (1, 0.0),
+            (2, -30.0),
+            (3, -8.0),
+            (4, -32.0),
+            (5, -14.0),
+            (7, -20.0),
+        ];
         let mut phase = 0f32;
         let mut x: Vec<f32> = (0..n)
             .map(|i| {
