@@ -1266,6 +1266,12 @@ impl Call {
         self.report.credentials_sent = credentials_sent;
         self.note(now, format!("{code} {}", reason(resp)));
         self.report.final_response = Some((code, self.at(now)));
+        if self.script.cancel_sent() {
+            // A 200 that crossed our CANCEL: the script ends at it (the SIP stack ACKs and
+            // BYEs it). No stream opened, no RTP pair drained, no RTCP BYE.
+            self.script.handle_answered(now, true);
+            return;
+        }
         match sdp::parse_answer(resp.body()) {
             Ok(answer) if !answer.direction.receives() => {
                 // RFC 3264 §6.1: a sendonly/inactive answer will not receive our audio.

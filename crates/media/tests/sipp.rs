@@ -2092,6 +2092,9 @@ m=audio [media_port] RTP/AVP 0
     assert_eq!(r.ending.outcome, Outcome::NoAnswer, "{}", timeline(&r));
     assert_eq!(r.ending.sip_status, Some(200), "{}", timeline(&r));
     assert_eq!(r.rtp_sent, 0);
+    // No media set up for it: no stream opened, no RTCP (not even the BYE report).
+    assert_eq!(r.rtcp.sent, 0, "{}", timeline(&r));
+    assert_eq!(r.codec, None, "{}", timeline(&r));
     assert!(sipp.succeeded());
 }
 
