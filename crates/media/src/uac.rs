@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crieur_sip::auth::Credentials as SipCredentials;
 use crieur_sip::{
@@ -591,8 +591,9 @@ impl Uac {
     /// whose script ends at its answer (an empty message). A call that must wait on more —
     /// its media (RTP, a prompt being paced, re-INVITEs), the opt-out's durable write,
     /// answering-machine detection, a stop token — goes on from there as a task on the same
-    /// thread. This future only waits for its report; dropping it ends the call at its next
-    /// event or timer (inline: hung up; as a task: dropped, as dropping the call itself did).
+    /// thread. This future only waits for its report; dropping it ends the call at once as
+    /// its script would end it (CANCEL if ringing, BYE if established), inline or as a task,
+    /// and the call counts on its loop until then.
     pub async fn call(
         &self,
         trunk: &Trunk,
@@ -636,7 +637,10 @@ impl Uac {
             // The loop thread ended (its `Uac` is being dropped).
             Err(_) => return Err(Error::SipStopped),
         }
-        match report.await {
+        let mut gone = CallerGone(Some(&shard.jobs));
+        let report = report.await;
+        gone.0 = None;
+        match report {
             Ok(Ok(r)) => r,
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             // The loop thread ended with the call on it.
@@ -718,6 +722,21 @@ type Job = Box<NewCall>;
 struct Jobs {
     inbox: crate::inbox::Inbox<Job>,
     wake: tokio::sync::Notify,
+    /// A caller dropped its `Uac::call` future before its report: the loop looks for its
+    /// inline call (if it is one) at its next turn, and hangs it up.
+    gone: AtomicBool,
+}
+
+/// Tells the loop when the `Uac::call` future holding it is dropped before its report.
+struct CallerGone<'a>(Option<&'a Jobs>);
+
+impl Drop for CallerGone<'_> {
+    fn drop(&mut self) {
+        if let Some(jobs) = self.0 {
+            jobs.gone.store(true, Ordering::SeqCst);
+            jobs.wake.notify_one();
+        }
+    }
 }
 
 /// Where a call's report goes: the report, the call's error, or its panic (resumed in the
@@ -1124,10 +1143,11 @@ impl Call {
         }
     }
 
-    /// The call's stop token was cancelled.
-    fn on_stop(&mut self, now: Instant) {
+    /// The call's stop token was cancelled, or its caller is gone (`why`): the script ends
+    /// it (BYE if established, CANCEL if ringing).
+    fn on_stop(&mut self, now: Instant, why: &str) {
         self.stopping = true;
-        self.note(now, "shutdown requested".into());
+        self.note(now, why.into());
         self.script.handle_shutdown(now);
     }
 
@@ -1394,7 +1414,13 @@ impl Call {
 
     /// The call as a task: from where the SIP loop left it (at its INVITE, or where it first
     /// had to wait on more than SIP and timers) to its end. Its SIP events come on `sip_rx`.
-    async fn run(mut self, mut sip_rx: mpsc::UnboundedReceiver<SipEvent>) -> CallReport {
+    /// Its caller gone (`done` closed: the `Uac::call` future dropped) is a stop, as its stop
+    /// token's: the call goes on to its end, hung up by its script.
+    async fn run(
+        mut self,
+        mut sip_rx: mpsc::UnboundedReceiver<SipEvent>,
+        done: &mut ReportTx,
+    ) -> CallReport {
         let sip = self.ctx.sip.clone();
         let mut buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 1500];
@@ -1414,7 +1440,10 @@ impl Call {
             }
             tokio::select! {
                 _ = &mut timer, if next.is_some() => self.on_timer(Instant::now()),
-                () = stopped(&self.req.stop), if !self.stopping => self.on_stop(Instant::now()),
+                () = stopped(&self.req.stop), if !self.stopping => {
+                    self.on_stop(Instant::now(), "shutdown requested");
+                }
+                () = done.closed(), if !self.stopping => self.on_stop(Instant::now(), "caller gone"),
                 // The sender lives in the media's stream registration: never closed here.
                 Some(ev) = self.pacer_rx.recv() => self.on_pacer(ev),
                 ev = sip_rx.recv() => match ev {
@@ -1563,6 +1592,23 @@ impl Inlines {
         }
     }
 
+    /// Ends the inline calls whose callers are gone (their `Uac::call` futures dropped), at
+    /// once rather than at their next event or timer: a ringing call is cancelled, an
+    /// established one hung up. (A task sees its caller gone by itself: `Call::run`.)
+    fn sweep(&mut self, ep: &mut Endpoint, calls: &mut Calls) {
+        let gone: Vec<CallRef> = calls
+            .iter()
+            .filter(|(_, r)| matches!(r, Route::Inline(c) if c.done.is_closed()))
+            .map(|(leg, _)| *leg)
+            .collect();
+        let now = Instant::now();
+        for leg in gone {
+            if let Some(Route::Inline(c)) = calls.remove(&leg) {
+                self.step(c, ep, calls, now, |_, _| {});
+            }
+        }
+    }
+
     /// The earliest inline deadline.
     fn next(&self) -> Option<Instant> {
         self.timers.first().map(|&(t, _)| t)
@@ -1624,16 +1670,9 @@ impl Inlines {
             calls.insert(call.leg, Route::Task(tx));
             tokio::spawn(async move {
                 let mut done = done;
-                let run = CatchUnwind(Box::pin(call.run(rx)));
-                // The caller gone (its future dropped): the call is dropped, as an aborted task.
-                let r = tokio::select! {
-                    biased;
-                    () = done.closed() => None,
-                    r = run => Some(r),
-                };
-                if let Some(r) = r {
-                    let _ = done.send(r.map(Ok));
-                }
+                // The caller gone (its future dropped), the call is hung up and runs to its end.
+                let r = CatchUnwind(Box::pin(call.run(rx, &mut done))).await;
+                let _ = done.send(r.map(Ok));
             });
             return;
         }
@@ -2447,6 +2486,7 @@ impl LoopThread {
         let jobs = Arc::new(Jobs {
             inbox,
             wake: tokio::sync::Notify::new(),
+            gone: AtomicBool::new(false),
         });
         let (sip, task) = {
             let _inside = rt.enter();
@@ -2566,6 +2606,9 @@ async fn sip_loop(
                         inl.event(c, ev, &mut ep, &mut calls);
                     }
                 }
+            }
+            if jobs.gone.swap(false, Ordering::SeqCst) {
+                inl.sweep(&mut ep, &mut calls);
             }
         }
         if ep.has_transmit() {
