@@ -605,9 +605,11 @@ impl Uac {
         let Some(shard) = Shard::pick(&self.loops) else {
             return Err(Error::SipStopped);
         };
-        let _counted = OnLoop::new(&shard.calls);
         let (done, report) = oneshot::channel();
         let job = Box::new(NewCall {
+            // Counted until the call ends, not until this future does (dropped, the call
+            // goes on to be hung up).
+            counted: OnLoop::new(&shard.calls),
             ctx: CallContext {
                 sip: shard.sip.clone(),
                 ports: shard.ports.clone(),
@@ -756,6 +758,7 @@ struct NewCall {
     on_opt_out: OptOutHook,
     caller: Option<tokio::runtime::Handle>,
     done: ReportTx,
+    counted: OnLoop,
 }
 
 /// A call's future with its panic caught, to be resumed in the caller (as a task's panic is
@@ -838,6 +841,8 @@ struct Call {
     voicemail: Option<Arc<Message>>,
     /// What came on the RTP pair before the answer has been dropped ([`Call::drop_early`]).
     early_dropped: bool,
+    /// The call counted on its loop until it is dropped ([`Shard::pick`]).
+    _counted: OnLoop,
 }
 
 /// Each prompt's audio in `codec`: message, confirmation, voicemail.
@@ -868,6 +873,7 @@ impl Call {
             on_opt_out,
             caller,
             done,
+            counted,
         } = job;
         // RTP on an even port, RTCP on the next (RFC 3550 §11). The pacer sends on the RTP
         // socket and the call receives on both. They are registered with the reactor for
@@ -953,6 +959,7 @@ impl Call {
             lead_in_packets,
             voicemail,
             early_dropped: false,
+            _counted: counted,
             req,
         };
         Ok((call, done))
