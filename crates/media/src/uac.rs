@@ -809,10 +809,23 @@ impl Sig<'_> {
                     tracing::debug!("the SIP loop is gone");
                 }
             }
-            Sig::Ep { ep, calls, now } => command(ep, calls, c, *now),
+            Sig::Ep { ep, calls, now } => {
+                // The endpoint's own panic is told apart from the script's: it may have left
+                // the endpoint half-updated, so it is fatal for the loop (`Inlines::step`).
+                let now = *now;
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    command(ep, calls, c, now);
+                }));
+                if let Err(p) = r {
+                    std::panic::resume_unwind(Box::new(EndpointPanic(p)));
+                }
+            }
         }
     }
 }
+
+/// A panic raised in the endpoint while an inline call's script commanded it.
+struct EndpointPanic(Box<dyn std::any::Any + Send>);
 
 /// One call: its script, the report it writes, its RTP pair and media — the state both the
 /// inline path (driven by the SIP loop: [`Inline`]) and the call's task ([`Call::run`]) drive,
@@ -1188,6 +1201,12 @@ impl Call {
     fn on_sip(&mut self, ev: SipEvent, now: Instant, sig: &mut Sig<'_>) {
         match ev {
             SipEvent::Provisional { response: resp, .. } => {
+                // A script that panics, for the test of what a panic leaves behind (no
+                // public way makes the inline path's own code panic).
+                #[cfg(test)]
+                if self.req.number == tests::PANICS_AT_RINGING {
+                    panic!("a script's panic, at its ringing");
+                }
                 let code = resp.status.code();
                 if (180..=199).contains(&code) && self.report.first_18x.is_none() {
                     self.report.first_18x = Some((code, self.at(now)));
@@ -1504,6 +1523,15 @@ impl Call {
         self.ctx.ports.give_back(self.pair, Instant::now());
         self.report
     }
+
+    /// A call whose own code panicked (its script's state not to be trusted): its leg hung
+    /// up whatever the script did (the endpoint sends nothing twice: CANCEL if ringing, BYE
+    /// if established and not yet ended), forgotten by the loop, its RTP pair given back.
+    fn abandon(self, sig: &mut Sig<'_>) {
+        sig.send(Command::HangUp(self.leg));
+        sig.send(Command::Forget(self.leg));
+        self.ctx.ports.give_back(self.pair, Instant::now());
+    }
 }
 
 /// Returns when `stop` is cancelled (never without one).
@@ -1624,7 +1652,11 @@ impl Inlines {
     /// Feeds `input` to an inline call, performs what its script then asks for (and what the
     /// pacer says at once: an empty prompt is done as soon as it starts), and settles it:
     /// ended (its report sent), moved to a task, or back in `calls` with its deadline armed.
-    /// A panic ends the call and is resumed in its caller, as a task's was.
+    /// A panic in the call's own code hangs its leg up (CANCEL or BYE), takes it and its
+    /// deadline off the loop, gives its RTP pair back, and is resumed in its caller, as a
+    /// task's is. A panic in the endpoint (through `Sig::send`) may have left the endpoint
+    /// half-updated: it is resumed here, ending the loop thread (its calls' callers then get
+    /// `Error::SipStopped`).
     fn step(
         &mut self,
         mut c: Box<Inline>,
@@ -1652,7 +1684,15 @@ impl Inlines {
         let over = match stepped {
             Ok(over) => over,
             Err(panic) => {
-                let _ = c.done.send(Err(panic));
+                let panic = match panic.downcast::<EndpointPanic>() {
+                    Ok(p) => std::panic::resume_unwind(p.0),
+                    Err(p) => p,
+                };
+                self.disarm(&c);
+                let Inline { call, done, .. } = *c;
+                call.abandon(&mut Sig::Ep { ep, calls, now });
+                self.publish(ep);
+                let _ = done.send(Err(panic));
                 return;
             }
         };
@@ -2548,6 +2588,9 @@ async fn sip_loop(
             while let Ok(job) = rx.try_recv() {
                 inl.begin(job, &mut ep, &mut calls);
             }
+            if jobs.gone.swap(false, Ordering::SeqCst) {
+                inl.sweep(&mut ep, &mut calls);
+            }
         }
         // Outputs, then: datagrams, then events.
         while let Some(t) = ep.poll_transmit() {
@@ -2613,9 +2656,6 @@ async fn sip_loop(
                         inl.event(c, ev, &mut ep, &mut calls);
                     }
                 }
-            }
-            if jobs.gone.swap(false, Ordering::SeqCst) {
-                inl.sweep(&mut ep, &mut calls);
             }
         }
         if ep.has_transmit() {
@@ -3063,6 +3103,81 @@ mod tests {
     use super::*;
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// A call to this number panics in its script at its first provisional response.
+    pub(super) const PANICS_AT_RINGING: &str = "+33699999999";
+
+    /// A panic in an inline call's own code (here at its 180, the call ringing inline) is
+    /// resumed in its caller, and the call is not left behind: its leg is cancelled at once
+    /// (the ring timeout is 120 s: only the panic's handling sends this CANCEL), the 487
+    /// ACKed, its RTP pair given back, its loop's count and the loop's `background` back to
+    /// nothing — and the loop goes on serving calls.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panic_in_an_inline_call_cancels_its_leg_and_is_resumed_in_its_caller() {
+        use crieur_test_support::scenario::{ringing, ACK, CANCEL_200_487, HEAD, TAIL};
+        let scenario = format!(
+            "{HEAD}{}  <recv request=\"CANCEL\"/>\n{CANCEL_200_487}{ACK}{TAIL}",
+            ringing()
+        );
+        let mut sipp = crieur_test_support::Sipp::scenario(&scenario)
+            .timeout_error()
+            .calls(2)
+            .start();
+        let uac = Arc::new(
+            Uac::start(SocketAddr::from((LOCAL, 0)), "crieur-test/0")
+                .await
+                .unwrap_or_else(|e| panic!("UAC: {e}")),
+        );
+        let trunk = Trunk {
+            address: sipp.addr(),
+            domain: None,
+            from_user: "+33100000000".into(),
+            from_domain: "crieur.test".into(),
+            credentials: None,
+            ring_timeout: Duration::from_secs(120),
+            max_call_length: Duration::from_secs(600),
+            symmetric_rtp: false,
+            p_asserted_identity: None,
+            servers: Vec::new(),
+        };
+        let req = |number: &str| CallRequest {
+            number: number.into(),
+            message: Arc::new(Message::from_samples(&[])),
+            confirmation: Arc::new(Message::from_samples(&[])),
+            opt_out_key: '9',
+            not_interested_key: None,
+            keep_received_audio: false,
+            stop: None,
+            lead_in: Duration::ZERO,
+            amd: None,
+        };
+        let no_hook = |_: char, _: DtmfMethod| -> OptOutFuture { Box::pin(async { Ok(()) }) };
+        let (u, t) = (uac.clone(), trunk.clone());
+        let call = tokio::spawn(async move {
+            u.call(&t, req(PANICS_AT_RINGING), no_hook).await.map(|_| ())
+        });
+        let joined = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("the call's panic never reached its caller"));
+        assert!(
+            matches!(&joined, Err(e) if e.is_panic()),
+            "{:?}",
+            joined.map(|r| r.map_err(|e| e.to_string()))
+        );
+        // CANCEL sent at the panic: its transaction ends well before the ring timeout.
+        assert!(uac.wait_background(Duration::from_secs(8)).await);
+        let loaded: usize = uac.loops.iter().map(|l| l.calls.load(Ordering::SeqCst)).sum();
+        assert_eq!(loaded, 0);
+        let ports = uac.loops.iter().map(|l| l.ports.stats());
+        assert!(ports.clone().all(|p| p.bound == p.closed + p.idle), "{:?}", ports.collect::<Vec<_>>());
+        // The loop goes on: a second call rings and is cancelled by its caller going.
+        let second = uac.call(&trunk, req("+33612345678"), no_hook);
+        assert!(tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .is_err());
+        assert!(uac.wait_background(Duration::from_secs(8)).await);
+        assert!(sipp.succeeded());
+    }
 
     fn stats(p: &RtpPorts) -> (u64, u64, u64, u64) {
         let s = p.stats();
