@@ -546,9 +546,10 @@ impl Uac {
             .sum()
     }
 
-    /// Waits up to `limit` for the CANCEL and BYE transactions of ended calls to finish (a
-    /// BYE to a vanished peer retransmits for 32 s, timer F). Call before dropping the `Uac`
-    /// at exit, so a lost BYE still gets its retransmissions. True if none is left.
+    /// Waits up to `limit` for the CANCEL and BYE transactions of ended calls to get their
+    /// final response (a BYE to a vanished peer retransmits for 32 s, timer F; an answered
+    /// one is not waited for through its timer K). Call before dropping the `Uac` at exit,
+    /// so a lost BYE still gets its retransmissions. True if none is left.
     pub async fn wait_background(&self, limit: Duration) -> bool {
         let end = tokio::time::Instant::now() + limit;
         loop {
