@@ -534,6 +534,15 @@ impl Uac {
             })
     }
 
+    /// Calls that went on as tasks (to wait on their media, the opt-out's write, the
+    /// detector or a stop token), rather than running inline to their end in their SIP loop.
+    pub fn calls_as_tasks(&self) -> u64 {
+        self.loops
+            .iter()
+            .map(|l| l.jobs.to_tasks.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// RTP socket pairs open now, in calls and idle in the pools (bound and not yet closed):
     /// two counters read per loop, no lock taken — cheap enough to sample often.
     pub fn rtp_pairs_open(&self) -> u64 {
@@ -728,6 +737,8 @@ struct Jobs {
     /// A caller dropped its `Uac::call` future before its report: the loop looks for its
     /// inline call (if it is one) at its next turn, and hangs it up.
     gone: AtomicBool,
+    /// Calls the loop moved to tasks ([`Uac::calls_as_tasks`]).
+    to_tasks: AtomicU64,
 }
 
 /// Tells the loop when the `Uac::call` future holding it is dropped before its report.
@@ -1579,6 +1590,8 @@ struct Inlines {
     background: Arc<AtomicUsize>,
     /// What the loop last published as the endpoint's own count.
     published: usize,
+    /// The loop's inbox and its counters (none for a loop that takes no calls).
+    jobs: Option<Arc<Jobs>>,
 }
 
 impl Inlines {
@@ -1716,6 +1729,9 @@ impl Inlines {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             calls.insert(call.leg, Route::Task(tx));
+            if let Some(j) = &self.jobs {
+                j.to_tasks.fetch_add(1, Ordering::Relaxed);
+            }
             tokio::spawn(async move {
                 let mut done = done;
                 // The caller gone (its future dropped), the call is hung up and runs to its end.
@@ -2535,6 +2551,7 @@ impl LoopThread {
             inbox,
             wake: tokio::sync::Notify::new(),
             gone: AtomicBool::new(false),
+            to_tasks: AtomicU64::new(0),
         });
         let (sip, task) = {
             let _inside = rt.enter();
@@ -2571,6 +2588,7 @@ async fn sip_loop(
         timers: Default::default(),
         background,
         published: 0,
+        jobs: jobs.clone(),
     };
     let (framed, mut framed_rx) = mpsc::unbounded_channel();
     let mut wire = Wire::new(net, framed);

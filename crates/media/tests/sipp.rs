@@ -2412,6 +2412,8 @@ async fn a_call_with_nothing_to_play_is_acked_and_byed_at_its_answer() {
         // The BYE's transaction (in the SIP loop after the call) is answered and ends.
         assert!(uac.wait_background(Duration::from_secs(8)).await);
     }
+    // Inline from INVITE to report: neither call went on as a task.
+    assert_eq!(uac.calls_as_tasks(), 0);
     assert!(sipp.succeeded());
 }
 
@@ -2512,6 +2514,8 @@ async fn an_answered_call_whose_caller_is_gone_is_byed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!sipp.running(), "no BYE within 3 s of the caller's going");
+    // The message made it a task (the counter of the inline test above counts).
+    assert_eq!(uac.calls_as_tasks(), 1);
     assert!(sipp.succeeded());
     assert!(uac.wait_background(Duration::from_secs(8)).await);
 }
