@@ -3173,7 +3173,9 @@ mod tests {
         let no_hook = |_: char, _: DtmfMethod| -> OptOutFuture { Box::pin(async { Ok(()) }) };
         let (u, t) = (uac.clone(), trunk.clone());
         let call = tokio::spawn(async move {
-            u.call(&t, req(PANICS_AT_RINGING), no_hook).await.map(|_| ())
+            u.call(&t, req(PANICS_AT_RINGING), no_hook)
+                .await
+                .map(|_| ())
         });
         let joined = tokio::time::timeout(Duration::from_secs(10), call)
             .await
@@ -3185,10 +3187,18 @@ mod tests {
         );
         // CANCEL sent at the panic: its transaction ends well before the ring timeout.
         assert!(uac.wait_background(Duration::from_secs(8)).await);
-        let loaded: usize = uac.loops.iter().map(|l| l.calls.load(Ordering::SeqCst)).sum();
+        let loaded: usize = uac
+            .loops
+            .iter()
+            .map(|l| l.calls.load(Ordering::SeqCst))
+            .sum();
         assert_eq!(loaded, 0);
         let ports = uac.loops.iter().map(|l| l.ports.stats());
-        assert!(ports.clone().all(|p| p.bound == p.closed + p.idle), "{:?}", ports.collect::<Vec<_>>());
+        assert!(
+            ports.clone().all(|p| p.bound == p.closed + p.idle),
+            "{:?}",
+            ports.collect::<Vec<_>>()
+        );
         // The loop goes on: a second call rings and is cancelled by its caller going.
         let second = uac.call(&trunk, req("+33612345678"), no_hook);
         assert!(tokio::time::timeout(Duration::from_secs(1), second)

@@ -2486,7 +2486,10 @@ async fn a_ringing_call_whose_caller_is_gone_is_cancelled() {
     while sipp.running() && dropped.elapsed() < Duration::from_secs(3) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(!sipp.running(), "no CANCEL within 3 s of the caller's going");
+    assert!(
+        !sipp.running(),
+        "no CANCEL within 3 s of the caller's going"
+    );
     assert!(sipp.succeeded());
     assert!(uac.wait_background(Duration::from_secs(8)).await);
 }
