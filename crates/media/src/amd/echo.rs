@@ -630,7 +630,7 @@ impl EchoCanceller {
             };
             let (y, e) = if self.hangover == 0 {
                 // Only while learning is the background filter run (its output is its
-                // error), in the same pass as the foreground.
+                // error), beside the foreground.
                 let (lo_w, hi_w) = self.win;
                 let xw = &x[lo_w..hi_w];
                 let (y, y_bg) = if self.fore_live {
