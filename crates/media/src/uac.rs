@@ -6,10 +6,13 @@
 //! socket and an endpoint: datagrams and time in, datagrams and events out, as the pacer
 //! drives its streams; over UDP one loop thread per core, each on its own port, a call going
 //! to the first loop with fewer than 64 calls, else to the least loaded), and per call one
-//! RTP socket pair and one task, which steers its call leg through a command channel and
-//! hears its events on its own channel. A loop and its calls'
-//! tasks share one thread (a single-threaded runtime per loop), so those channels never cross
-//! threads; [`Uac::call`] only hands the call to a loop thread and waits for its report.
+//! RTP socket pair. A call's script runs inline in its SIP loop — a state machine (`Call`)
+//! fed the loop's events and timers, no task or channel of its own — while it waits only on
+//! SIP and its timers; a call that must wait on more (its media, the opt-out's durable
+//! write, answering-machine detection, a stop token) goes on as a task on the loop's thread
+//! (a single-threaded runtime per loop), steering its call leg through the loop's command
+//! channel and hearing its events on its own. [`Uac::call`] only hands the call to a loop
+//! thread and waits for its report.
 
 // The I/O edge is where the clock is read; the cores it drives take `now` as input.
 #![allow(clippy::disallowed_methods)]
@@ -581,9 +584,15 @@ impl Uac {
     /// opt-out key is heard; the confirmation plays only after its future completes `Ok`
     /// (the future runs on the caller's runtime).
     ///
-    /// The call runs as a task on the UAC's loop thread, beside the SIP loop: its SIP events
-    /// reach it without crossing threads. This future only waits for its report; dropping it
-    /// drops the call at the loop's next turn (as dropping the call itself did).
+    /// The call is handed to a loop thread, whose SIP loop places it and runs its script
+    /// inline — a state machine driven by the loop's own events and timers, with no task,
+    /// channel or `select!` of its own — for as long as the call waits only on SIP and its
+    /// timers: ringing, CANCEL on the ring timeout, the auth retry, failures, and a call
+    /// whose script ends at its answer (an empty message). A call that must wait on more —
+    /// its media (RTP, a prompt being paced, re-INVITEs), the opt-out's durable write,
+    /// answering-machine detection, a stop token — goes on from there as a task on the same
+    /// thread. This future only waits for its report; dropping it ends the call at its next
+    /// event or timer (inline: hung up; as a task: dropped, as dropping the call itself did).
     pub async fn call(
         &self,
         trunk: &Trunk,
@@ -591,33 +600,33 @@ impl Uac {
         on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture + Send + 'static,
     ) -> Result<CallReport, Error> {
         trunk.validate()?;
+        check_request(&req)?;
         let Some(shard) = Shard::pick(&self.loops) else {
             return Err(Error::SipStopped);
         };
         let _counted = OnLoop::new(&shard.calls);
-        let ctx = CallContext {
-            sip: shard.sip.clone(),
-            ports: shard.ports.clone(),
-            pacer: self.pacer.clone(),
-            local: shard.local,
-            transport: self.transport,
-        };
-        let (trunk, caller) = (trunk.clone(), tokio::runtime::Handle::try_current().ok());
         let (done, report) = oneshot::channel();
-        let job: Job = Box::pin(async move {
-            let mut done = done;
-            let call = CatchUnwind(Box::pin(ctx.call(&trunk, req, on_opt_out, caller)));
-            // The caller gone (its future dropped): the call is dropped, as an aborted task.
-            // The caller checked first: a call whose caller is already gone is not begun
-            // (no RTP pair taken, no INVITE queued).
-            let r = tokio::select! {
-                biased;
-                () = done.closed() => None,
-                r = call => Some(r),
-            };
-            if let Some(r) = r {
-                let _ = done.send(r);
-            }
+        let job = Box::new(NewCall {
+            ctx: CallContext {
+                sip: shard.sip.clone(),
+                ports: shard.ports.clone(),
+                pacer: self.pacer.clone(),
+                local: shard.local,
+            },
+            // Its offer is written on the loop thread, once the call's RTP pair is taken.
+            invite: invite_for(trunk, &req.number, shard.local, self.transport),
+            script: ScriptConfig {
+                ring_timeout: trunk.ring_timeout,
+                max_call_length: trunk.max_call_length,
+                opt_out_key: req.opt_out_key,
+                not_interested_key: req.not_interested_key,
+                amd: req.amd.as_ref().map_or(AmdMode::Off, |a| a.mode),
+            },
+            symmetric_rtp: trunk.symmetric_rtp,
+            req,
+            on_opt_out: Box::new(on_opt_out),
+            caller: tokio::runtime::Handle::try_current().ok(),
+            done,
         });
         // Taken at the loop's next turn within `COALESCE`: the loop thread is woken only if
         // it sleeps past that (not while it runs, or is about to wake anyway).
@@ -636,14 +645,98 @@ impl Uac {
     }
 }
 
-/// A call handed to a loop thread ([`Uac::call`]): its future, spawned there by the SIP loop.
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A call's request checked before it is handed to a loop.
+fn check_request(req: &CallRequest) -> Result<(), Error> {
+    if req.lead_in > MAX_LEAD_IN {
+        return Err(Error::Config {
+            field: "lead_in",
+            why: format!(
+                "{} ms is above the {} ms maximum (the identity must be heard within 2 s)",
+                req.lead_in.as_millis(),
+                MAX_LEAD_IN.as_millis()
+            ),
+        });
+    }
+    if let Some(a) = &req.amd {
+        if a.mode == AmdMode::VoicemailDrop && a.voicemail.as_ref().is_none_or(|v| v.is_empty()) {
+            return Err(Error::Config {
+                field: "amd.voicemail_message",
+                why: "voicemail-drop needs a voicemail message".into(),
+            });
+        }
+    }
+    Ok(())
+}
 
-/// A loop thread's calls to spawn: its inbox, read at each of the SIP loop's turns, and what
+/// A call's INVITE from `local` (its body, the offer, is written when the RTP pair is taken).
+fn invite_for(trunk: &Trunk, number: &str, local: SocketAddr, transport: Transport) -> Box<Invite> {
+    let call_id = format!("{:032x}@{}", rand::random::<u128>(), local.ip());
+    let domain = trunk
+        .domain
+        .clone()
+        .unwrap_or_else(|| trunk.address.to_string());
+    // Over TLS the URIs are `sips:` (RFC 3261 §19.1, §26.2.2: TLS on every hop).
+    let secure = |u: String| match transport {
+        Transport::Tls => u.replacen("sip:", "sips:", 1),
+        Transport::Udp | Transport::Tcp => u,
+    };
+    let callee = secure(signalling::sip_uri(number, &domain));
+    let (destination, alternates) = trunk.destinations();
+    Box::new(Invite {
+        call_id,
+        request_uri: callee.clone(),
+        from: secure(signalling::sip_uri(&trunk.from_user, &trunk.from_domain)),
+        to: callee,
+        contact: match transport {
+            Transport::Udp => format!("sip:{}@{}", trunk.from_user, local),
+            Transport::Tcp => format!("sip:{}@{};transport=tcp", trunk.from_user, local),
+            Transport::Tls => format!("sips:{}@{}", trunk.from_user, local),
+        },
+        destination,
+        alternates,
+        headers: signalling::invite_headers(
+            trunk
+                .p_asserted_identity
+                .as_deref()
+                .and_then(signalling::p_asserted_identity)
+                .as_deref(),
+        ),
+        content_type: Some("application/sdp".into()),
+        body: Vec::new(),
+        credentials: trunk
+            .credentials
+            .as_ref()
+            .map(|c| SipCredentials::new(c.username.clone(), c.password.clone())),
+    })
+}
+
+/// A call handed to a loop thread ([`Uac::call`]), placed there by its SIP loop.
+type Job = Box<NewCall>;
+
+/// A loop thread's calls to place: its inbox, read at each of the SIP loop's turns, and what
 /// wakes the loop when the inbox says it sleeps too long.
 struct Jobs {
     inbox: crate::inbox::Inbox<Job>,
     wake: tokio::sync::Notify,
+}
+
+/// Where a call's report goes: the report, the call's error, or its panic (resumed in the
+/// caller, as a task's panic is by its `JoinHandle`).
+type ReportTx = oneshot::Sender<std::thread::Result<Result<CallReport, Error>>>;
+
+/// The caller's opt-out hook ([`Uac::call`]).
+type OptOutHook = Box<dyn FnOnce(char, DtmfMethod) -> OptOutFuture + Send>;
+
+/// A call for a loop to place ([`Uac::call`]).
+struct NewCall {
+    ctx: CallContext,
+    invite: Box<Invite>,
+    script: ScriptConfig,
+    symmetric_rtp: bool,
+    req: CallRequest,
+    on_opt_out: OptOutHook,
+    caller: Option<tokio::runtime::Handle>,
+    done: ReportTx,
 }
 
 /// A call's future with its panic caught, to be resumed in the caller (as a task's panic is
@@ -666,130 +759,123 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// What a call's task needs of its [`Uac`].
+/// What a call needs of its [`Uac`]'s loop.
 struct CallContext {
     sip: SipLoop,
     ports: Arc<RtpPorts>,
     pacer: Arc<Pacer>,
+    /// The loop's SIP address (its IP is the RTP pair's).
     local: SocketAddr,
-    transport: Transport,
 }
 
-impl CallContext {
-    async fn call(
-        &self,
-        trunk: &Trunk,
-        req: CallRequest,
-        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture,
-        caller: Option<tokio::runtime::Handle>,
-    ) -> Result<CallReport, Error> {
-        if req.lead_in > MAX_LEAD_IN {
-            return Err(Error::Config {
-                field: "lead_in",
-                why: format!(
-                    "{} ms is above the {} ms maximum (the identity must be heard within 2 s)",
-                    req.lead_in.as_millis(),
-                    MAX_LEAD_IN.as_millis()
-                ),
-            });
-        }
-        if let Some(a) = &req.amd {
-            if a.mode == AmdMode::VoicemailDrop && a.voicemail.as_ref().is_none_or(|v| v.is_empty())
-            {
-                return Err(Error::Config {
-                    field: "amd.voicemail_message",
-                    why: "voicemail-drop needs a voicemail message".into(),
-                });
+/// How a call's script reaches its SIP loop: from inside the loop (inline: the endpoint at
+/// hand, no channel), or from the call's task (the loop's command channel).
+enum Sig<'a> {
+    Loop(&'a SipLoop),
+    Ep {
+        ep: &'a mut Endpoint,
+        calls: &'a mut Calls,
+        now: Instant,
+    },
+}
+
+impl Sig<'_> {
+    fn send(&mut self, c: Command) {
+        match self {
+            Sig::Loop(sip) => {
+                if !sip.send(c) {
+                    tracing::debug!("the SIP loop is gone");
+                }
             }
+            Sig::Ep { ep, calls, now } => command(ep, calls, c, *now),
         }
+    }
+}
+
+/// One call: its script, the report it writes, its RTP pair and media — the state both the
+/// inline path (driven by the SIP loop: [`Inline`]) and the call's task ([`Call::run`]) drive,
+/// through the same methods.
+struct Call {
+    ctx: CallContext,
+    req: CallRequest,
+    symmetric_rtp: bool,
+    on_opt_out: Option<OptOutHook>,
+    caller: Option<tokio::runtime::Handle>,
+    pair: RtpPair,
+    pacer_tx: mpsc::UnboundedSender<StreamEvent>,
+    pacer_rx: mpsc::UnboundedReceiver<StreamEvent>,
+    local_sdp: LocalSdp,
+    leg: CallRef,
+    t0: Instant,
+    script: CallScript,
+    report: CallReport,
+    detector: Option<Detector>,
+    media: Option<Media>,
+    opt_out_done: Option<tokio::task::JoinHandle<Result<(), OptOutError>>>,
+    refresh: SessionRefresh,
+    stopping: bool,
+    bye_sent: bool,
+    lead_in_packets: u32,
+    voicemail: Option<Arc<Message>>,
+    /// What came on the RTP pair before the answer has been dropped ([`Call::drop_early`]).
+    early_dropped: bool,
+}
+
+/// Each prompt's audio in `codec`: message, confirmation, voicemail.
+fn prompts_of(req: &CallRequest, voicemail: &Option<Arc<Message>>, codec: Codec) -> [Arc<[u8]>; 3] {
+    [
+        req.message.encoded_shared(codec),
+        req.confirmation.encoded_shared(codec),
+        voicemail
+            .as_ref()
+            .map_or_else(|| Arc::from(&[][..]), |v| v.encoded_shared(codec)),
+    ]
+}
+
+impl Call {
+    /// Places `job`'s call on `ep` at `now`: the call's RTP pair taken, its offer written,
+    /// its INVITE sent. `Err` (with the caller's report channel) if it could not be placed.
+    fn place(
+        job: NewCall,
+        ep: &mut Endpoint,
+        now: Instant,
+    ) -> Result<(Call, ReportTx), (Error, ReportTx)> {
+        let NewCall {
+            ctx,
+            mut invite,
+            script,
+            symmetric_rtp,
+            req,
+            on_opt_out,
+            caller,
+            done,
+        } = job;
         // RTP on an even port, RTCP on the next (RFC 3550 §11). The pacer sends on the RTP
-        // socket and this task receives on both. They are registered with the reactor for
+        // socket and the call receives on both. They are registered with the reactor for
         // reading only: with write interest, every packet the pacer sends would wake the
         // reactor (each freed send buffer is an edge-triggered EPOLLOUT) — measured at a
         // third of the process's CPU in S2 (docs/media.md).
-        let RtpPair {
-            rtp: rtp_send,
-            rtcp: rtcp_send,
-            rtp_fd: rtp_sock,
-            rtcp_fd: rtcp_sock,
-            local: rtp_local,
-        } = self.ports.take(self.local.ip(), Instant::now())?;
-        let (pacer_tx, mut pacer_rx) = mpsc::unbounded_channel();
-        let call_id = format!("{:032x}@{}", rand::random::<u128>(), self.local.ip());
-        let mut local_sdp = LocalSdp::new(rtp_local, rand::random::<u32>().into());
-        let offer = local_sdp.offer();
-        let domain = trunk
-            .domain
-            .clone()
-            .unwrap_or_else(|| trunk.address.to_string());
-        // Over TLS the URIs are `sips:` (RFC 3261 §19.1, §26.2.2: TLS on every hop).
-        let secure = |u: String| match self.transport {
-            Transport::Tls => u.replacen("sip:", "sips:", 1),
-            Transport::Udp | Transport::Tcp => u,
+        let pair = match ctx.ports.take(ctx.local.ip(), now) {
+            Ok(p) => p,
+            Err(e) => return Err((e, done)),
         };
-        let callee = secure(signalling::sip_uri(&req.number, &domain));
-        let (destination, alternates) = trunk.destinations();
-        let invite = Invite {
-            call_id: call_id.clone(),
-            request_uri: callee.clone(),
-            from: secure(signalling::sip_uri(&trunk.from_user, &trunk.from_domain)),
-            to: callee,
-            contact: match self.transport {
-                Transport::Udp => format!("sip:{}@{}", trunk.from_user, self.local),
-                Transport::Tcp => format!("sip:{}@{};transport=tcp", trunk.from_user, self.local),
-                Transport::Tls => format!("sips:{}@{}", trunk.from_user, self.local),
-            },
-            destination,
-            alternates,
-            headers: signalling::invite_headers(
-                trunk
-                    .p_asserted_identity
-                    .as_deref()
-                    .and_then(signalling::p_asserted_identity)
-                    .as_deref(),
-            ),
-            content_type: Some("application/sdp".into()),
-            body: offer.into_bytes(),
-            credentials: trunk
-                .credentials
-                .as_ref()
-                .map(|c| SipCredentials::new(c.username.clone(), c.password.clone())),
-        };
-
-        let t0 = Instant::now();
-        let mut script = CallScript::new(
-            t0,
-            ScriptConfig {
-                ring_timeout: trunk.ring_timeout,
-                max_call_length: trunk.max_call_length,
-                opt_out_key: req.opt_out_key,
-                not_interested_key: req.not_interested_key,
-                amd: req.amd.as_ref().map_or(AmdMode::Off, |a| a.mode),
-            },
-        );
-        let (sip_tx, mut sip_rx) = mpsc::unbounded_channel();
-        let (placed, placed_rx) = oneshot::channel();
-        if !self.sip.send(Command::Invite {
-            invite: Box::new(invite),
-            events: sip_tx,
-            placed,
-        }) {
-            return Err(Error::SipStopped);
-        }
-        let leg = placed_rx
-            .await
-            .map_err(|_| Error::SipStopped)?
-            .map_err(|source| Error::Sip {
-                what: "sending the INVITE",
-                source,
-            })?;
-        let send = |c: Command| {
-            if !self.sip.send(c) {
-                tracing::debug!("the SIP loop is gone");
+        let mut local_sdp = LocalSdp::new(pair.local, rand::random::<u32>().into());
+        invite.body = local_sdp.offer().into_bytes();
+        let destination = invite.destination;
+        let call_id = invite.call_id.clone();
+        let leg = match ep.invite(now, *invite) {
+            Ok(leg) => leg,
+            Err(source) => {
+                ctx.ports.give_back(pair, now);
+                let e = Error::Sip {
+                    what: "sending the INVITE",
+                    source,
+                };
+                return Err((e, done));
             }
         };
-
-        let mut report = CallReport {
+        let (pacer_tx, pacer_rx) = mpsc::unbounded_channel();
+        let report = CallReport {
             call_id,
             ending: Ending {
                 outcome: Outcome::LocalShutdown,
@@ -812,7 +898,7 @@ impl CallContext {
             send_lateness_max_us: 0,
             rtp_send_errors: 0,
             rtp_received: Vec::new(),
-            rtp_local: Some(rtp_local),
+            rtp_local: Some(pair.local),
             rtcp: RtcpSummary::default(),
             amd: req
                 .amd
@@ -824,422 +910,540 @@ impl CallContext {
                     ..AmdReport::default()
                 }),
         };
-        let mut detector: Option<Detector> = None;
-        let at = |t: Instant| t.saturating_duration_since(t0);
-        let mut on_opt_out = Some(on_opt_out);
-        let mut media: Option<Media> = None;
-        let mut opt_out_done: Option<tokio::task::JoinHandle<Result<(), OptOutError>>> = None;
-        let mut refresh = SessionRefresh::default();
-        let mut buf = vec![0u8; 2048];
-        let mut rtcp_buf = vec![0u8; 1500];
-        let mut stopping = false;
         let lead_in_packets = req.lead_in.as_micros().div_ceil(rtp::PTIME.as_micros()) as u32;
         let voicemail = req.amd.as_ref().and_then(|a| a.voicemail.clone());
-        let prompts = |codec: Codec| {
-            [
-                req.message.encoded_shared(codec),
-                req.confirmation.encoded_shared(codec),
-                voicemail
-                    .as_ref()
-                    .map_or_else(|| Arc::from(&[][..]), |v| v.encoded_shared(codec)),
-            ]
+        let call = Call {
+            ctx,
+            symmetric_rtp,
+            on_opt_out: Some(on_opt_out),
+            caller,
+            pair,
+            pacer_tx,
+            pacer_rx,
+            local_sdp,
+            leg,
+            t0: now,
+            script: CallScript::new(now, script),
+            report,
+            detector: None,
+            media: None,
+            opt_out_done: None,
+            refresh: SessionRefresh::default(),
+            stopping: false,
+            bye_sent: false,
+            lead_in_packets,
+            voicemail,
+            early_dropped: false,
+            req,
         };
-        let mut bye_sent = false;
+        Ok((call, done))
+    }
+
+    /// Drops what came on the RTP pair before the answer (early media: not the call's
+    /// media; a task reads and drops it as it comes, an inline call does not read). Done
+    /// before the first packet of ours can come back, and only once.
+    fn drop_early(&mut self) {
+        if !std::mem::replace(&mut self.early_dropped, true) {
+            self.pair.drain();
+        }
+    }
+
+    fn at(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.t0)
+    }
+
+    fn note(&mut self, t: Instant, what: String) {
+        let at = self.at(t);
+        self.report.timeline.push((at, what));
+    }
+
+    /// Whether the call must go on as a task: it waits on something the SIP loop does not
+    /// drive — its media (RTP and RTCP to read, a prompt being paced, re-INVITEs and session
+    /// refreshes), the opt-out's durable write, the detector, or a stop token.
+    fn needs_task(&self) -> bool {
+        self.media.is_some()
+            || self.opt_out_done.is_some()
+            || self.detector.is_some()
+            || self.req.stop.is_some()
+    }
+
+    /// Performs what the script asked for.
+    fn act(&mut self, sig: &mut Sig<'_>) {
+        while let Some(action) = self.script.poll_action() {
+            let now = Instant::now();
+            match action {
+                Action::Cancel => {
+                    // crieur-sip holds a CANCEL asked for before any provisional response
+                    // until one comes (RFC 3261 §9.1); the script asks for one then only on
+                    // shutdown.
+                    let what = if self.script.provisional_received() {
+                        "CANCEL sent"
+                    } else {
+                        "CANCEL held until a provisional response (RFC 3261 §9.1)"
+                    };
+                    self.note(now, what.into());
+                    sig.send(Command::Cancel(self.leg));
+                }
+                Action::Bye { reason } => {
+                    self.note(
+                        now,
+                        match &reason {
+                            Some(r) => format!("BYE sent (Reason: {r})"),
+                            None => "BYE sent".into(),
+                        },
+                    );
+                    // The BYE's transaction retransmits on its own (timer E/F) in the SIP
+                    // loop, counted so that `Uac::wait_background` can let it finish; the call
+                    // ends now, when the BYE left, not when (or whether) it is answered.
+                    let headers = reason
+                        .map(|r| vec![("Reason".to_owned(), r.to_string())])
+                        .unwrap_or_default();
+                    sig.send(Command::Bye(self.leg, headers));
+                    self.bye_sent = true;
+                    self.script.handle_bye_sent(now);
+                }
+                Action::Note(note) => self.note(now, note.into()),
+                Action::Play(p) => self.play(p, now),
+                Action::StopPlayback => {
+                    if let Some(m) = self.media.as_ref() {
+                        m.stream().stop();
+                    }
+                    if let Some(d) = self.detector.as_mut() {
+                        d.clear_reference();
+                    }
+                }
+                Action::RecordOptOut { digit, method } => {
+                    self.note(
+                        now,
+                        format!("opt-out key {digit} ({}): recording", method.as_str()),
+                    );
+                    if let Some(hook) = self.on_opt_out.take() {
+                        // On the caller's runtime: a durable write is its business, not the
+                        // loop thread's.
+                        let hook = hook(digit, method);
+                        self.opt_out_done = Some(match &self.caller {
+                            Some(rt) => rt.spawn(hook),
+                            None => tokio::spawn(hook),
+                        });
+                    }
+                }
+                Action::KeyPressed { digit, method } => {
+                    self.note(now, format!("key {digit} ({})", method.as_str()));
+                }
+                Action::Finished(e) => {
+                    self.note(now, format!("ended: {} ({})", e.outcome.as_str(), e.reason));
+                    self.report.ending = e;
+                }
+            }
+        }
+    }
+
+    fn play(&mut self, p: Prompt, now: Instant) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        let codec = m.codec();
+        let [message, confirmation, voicemail_audio] =
+            prompts_of(&self.req, &self.voicemail, codec);
+        let (audio, starts) = match p {
+            Prompt::Message => (message, now + rtp::PTIME * self.lead_in_packets),
+            Prompt::Confirmation => (confirmation, now),
+            Prompt::Voicemail => (voicemail_audio, now),
+        };
+        // What we play is the detector's echo reference (prepared once per message and law,
+        // shared by the campaign's calls).
+        if let Some(d) = self.detector.as_mut() {
+            let reference = match p {
+                Prompt::Message => self.req.message.echo_reference(codec),
+                Prompt::Confirmation => self.req.confirmation.echo_reference(codec),
+                Prompt::Voicemail => self.voicemail.as_ref().map_or_else(
+                    || Arc::new(EchoReference::new(&[])),
+                    |v| v.echo_reference(codec),
+                ),
+            };
+            d.set_shared_reference(starts, reference);
+        }
+        match p {
+            Prompt::Message => m.stream().play_after(audio, p, now, self.lead_in_packets),
+            _ => m.stream().play(audio, p, now),
+        }
+        self.note(now, format!("playing {p:?}"));
+    }
+
+    /// The call's deadlines, in the order they are served when due together (one per turn):
+    /// the script's, the detector's, the session's expiry, our refresh, RTCP.
+    fn deadlines(&self) -> [Option<Instant>; 5] {
+        let live = self.media.is_some() && !self.stopping;
+        [
+            self.script.poll_timeout(),
+            self.detector
+                .as_ref()
+                .and_then(Detector::poll_timeout)
+                .filter(|_| !self.stopping),
+            self.refresh.expires.filter(|_| live).map(Into::into),
+            self.refresh.due.filter(|_| live).map(Into::into),
+            self.media.as_ref().map(Media::rtcp_due),
+        ]
+    }
+
+    /// The earliest of [`Call::deadlines`].
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines().into_iter().flatten().min()
+    }
+
+    /// The first of the call's deadlines due at `now`, served.
+    fn on_timer(&mut self, now: Instant) {
+        let [script, amd, session_end, refresh, rtcp] = self.deadlines();
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(script) {
+            self.script.handle_timeout(now);
+        } else if due(amd) {
+            if let Some(d) = self.detector.as_mut() {
+                d.handle_timeout(now);
+                amd_events(d, &mut self.script, &mut self.report, now, self.t0);
+            }
+        } else if due(session_end) {
+            self.refresh.expires = None;
+            self.note(
+                now,
+                "session expiring without the far end's refresh (RFC 4028 §10)".into(),
+            );
+            self.script
+                .handle_dialog_gone(now, "the session expired: no refresh from the far end");
+        } else if due(refresh) {
+            self.refresh.due = None;
+            let what = self
+                .refresh
+                .send(self.leg, &mut self.local_sdp, &self.ctx.sip);
+            self.note(now, what);
+        } else if due(rtcp) {
+            if let Some(m) = self.media.as_mut() {
+                let socks = (&*self.pair.rtp, &*self.pair.rtcp);
+                m.send_rtcp(now, wall_ntp(), rand::random(), socks, false);
+            }
+        }
+    }
+
+    /// The call's stop token was cancelled.
+    fn on_stop(&mut self, now: Instant) {
+        self.stopping = true;
+        self.note(now, "shutdown requested".into());
+        self.script.handle_shutdown(now);
+    }
+
+    /// What the pacer says of the call's stream.
+    fn on_pacer(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::FirstPacket(p, when)
+                if p == Prompt::Message && self.report.first_audio_at.is_none() =>
+            {
+                self.report.first_audio_at = Some(self.at(when));
+                self.script.handle_first_audio(when);
+                self.note(when, "first audio packet sent".into());
+            }
+            StreamEvent::FirstPacket(Prompt::Voicemail, when) => {
+                let at = self.at(when);
+                if let Some(a) = self.report.amd.as_mut() {
+                    // The last start: a later beep restarts the message.
+                    a.voicemail_started_at = Some(at);
+                }
+                self.note(when, "first voicemail packet sent".into());
+            }
+            StreamEvent::FirstPacket(..) => {}
+            StreamEvent::Done(p, when) => {
+                self.note(when, format!("{p:?} played"));
+                self.script.handle_prompt_done(Instant::now(), p);
+            }
+        }
+    }
+
+    /// One of the call's SIP events.
+    fn on_sip(&mut self, ev: SipEvent, now: Instant, sig: &mut Sig<'_>) {
+        match ev {
+            SipEvent::Provisional { response: resp, .. } => {
+                let code = resp.status.code();
+                if (180..=199).contains(&code) && self.report.first_18x.is_none() {
+                    self.report.first_18x = Some((code, self.at(now)));
+                }
+                self.note(now, format!("{code} {}", reason(&resp)));
+                self.script.handle_provisional(now);
+            }
+            SipEvent::Answered {
+                response: resp,
+                credentials_sent,
+                ..
+            } => self.on_answered(&resp, credentials_sent, now),
+            SipEvent::Rejected {
+                response: resp,
+                credentials_sent,
+                ..
+            } => {
+                let code = resp.status.code();
+                self.report.credentials_sent = credentials_sent;
+                self.note(now, format!("{code} {}", reason(&resp)));
+                self.report.final_response = Some((code, self.at(now)));
+                if code == 403 && credentials_sent {
+                    // RFC 3261 §22.2, §22.3: a 403 to the credentialed request is the trunk
+                    // refusing our credentials, not the callee.
+                    self.script.handle_auth_refused(now, code, &reason(&resp));
+                } else {
+                    self.script.handle_rejected(now, code, &reason(&resp));
+                }
+            }
+            SipEvent::InviteFailed { timeout: true, .. } => {
+                self.note(now, "timer B: no final response to the INVITE".into());
+                self.script.handle_timer_b(now);
+            }
+            SipEvent::InviteFailed { timeout: false, .. } => {
+                self.script
+                    .handle_transport_error(now, "the INVITE could not be sent");
+            }
+            SipEvent::Info { request, .. } => {
+                let content_type =
+                    wire::value(&request.headers, &wire::name("Content-Type")).unwrap_or_default();
+                let body = String::from_utf8_lossy(request.body());
+                match parse_sip_info(&content_type, &body) {
+                    Some(d) => {
+                        self.report
+                            .keys
+                            .push((d, DtmfMethod::SipInfo, self.at(now)));
+                        self.script.handle_key(now, d, DtmfMethod::SipInfo);
+                    }
+                    None => tracing::debug!(%content_type, "INFO without a key"),
+                }
+            }
+            SipEvent::Request {
+                server,
+                request: offer_req,
+                ..
+            } => {
+                self.refresh.on_remote_refresh(&offer_req, now);
+                let (t0, report) = (self.t0, &mut self.report);
+                let (req, voicemail) = (&self.req, &self.voicemail);
+                let (code, headers, body) = answer_offer(
+                    &offer_req,
+                    self.media.as_mut(),
+                    &mut self.local_sdp,
+                    now,
+                    &|codec| prompts_of(req, voicemail, codec),
+                    &mut |what| {
+                        report
+                            .timeline
+                            .push((now.saturating_duration_since(t0), what))
+                    },
+                );
+                sig.send(Command::Respond {
+                    server,
+                    code,
+                    headers,
+                    body,
+                });
+            }
+            SipEvent::Done { outcome, .. } => {
+                let (req, voicemail) = (&self.req, &self.voicemail);
+                let what = self
+                    .refresh
+                    .handled(outcome, now, self.media.as_mut(), &|codec| {
+                        prompts_of(req, voicemail, codec)
+                    });
+                self.note(now, what.text);
+                if what.session_gone {
+                    self.script
+                        .handle_dialog_gone(now, "the session refresh failed (RFC 4028 §10)");
+                }
+            }
+            SipEvent::Bye { .. } => {
+                self.note(now, "BYE received".into());
+                self.script.handle_remote_bye(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The 2xx to our INVITE: the media set up from its answer (or refused).
+    fn on_answered(&mut self, resp: &Response, credentials_sent: bool, now: Instant) {
+        let code = resp.status.code();
+        self.report.credentials_sent = credentials_sent;
+        self.note(now, format!("{code} {}", reason(resp)));
+        self.report.final_response = Some((code, self.at(now)));
+        match sdp::parse_answer(resp.body()) {
+            Ok(answer) if !answer.direction.receives() => {
+                // RFC 3264 §6.1: a sendonly/inactive answer will not receive our audio.
+                // Nothing is played.
+                self.report.codec = Some(answer.codec);
+                let why = format!(
+                    "the answer is a={}: the callee will not receive audio",
+                    answer.direction.as_str()
+                );
+                self.note(now, why.clone());
+                self.script.handle_media_refused(now, &why);
+            }
+            Ok(answer) => {
+                self.report.codec = Some(answer.codec);
+                // Packets leave at once (lead-in or message): before, not after, the first
+                // could be echoed back. With nothing to send, only if the call goes on as a
+                // task (a short call's script ends here: no system call for it).
+                if self.lead_in_packets > 0 || !self.req.message.is_empty() {
+                    self.drop_early();
+                }
+                let ssrc = rand::random();
+                let packetizer = Packetizer::new(
+                    answer.codec.payload_type(),
+                    ssrc,
+                    rand::random(),
+                    rand::random(),
+                    now,
+                );
+                let stream = self.ctx.pacer.open(
+                    self.pair.rtp.clone(),
+                    answer.remote,
+                    packetizer,
+                    self.pacer_tx.clone(),
+                );
+                self.media = Some(Media::new(
+                    &answer,
+                    stream,
+                    ssrc,
+                    format!("crieur-{ssrc:08x}@{}", self.pair.local.ip()),
+                    self.symmetric_rtp,
+                    now,
+                    rand::random(),
+                ));
+                if answer.rtcp_mux {
+                    self.note(now, "rtcp-mux".into());
+                }
+                self.refresh = SessionRefresh::from_answer(resp, now);
+                self.report.answered_at = Some(self.at(now));
+                self.script.handle_answered(now, true);
+                // The detector listens from the answer, while the message plays.
+                self.detector = self
+                    .req
+                    .amd
+                    .as_ref()
+                    .filter(|a| a.mode != AmdMode::Off)
+                    .map(|a| Detector::new(now, a.params));
+            }
+            Err(e) => {
+                self.note(now, format!("answer refused: {e}"));
+                self.script.handle_answered(now, false);
+            }
+        }
+    }
+
+    /// An RTP datagram on the call's RTP socket.
+    fn on_rtp(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        let keep = self.req.keep_received_audio && self.report.rtp_received.len() < 100_000;
+        let heard = m.on_rtp(now, from, data, wall_ntp(), keep);
+        for (d, method) in heard.keys {
+            self.report
+                .keys
+                .push((d, method, now.saturating_duration_since(self.t0)));
+            self.script.handle_key(now, d, method);
+        }
+        self.report.rtp_received.extend(heard.audio);
+        if let Some(d) = self
+            .detector
+            .as_mut()
+            .filter(|d| heard.decoded && !d.is_done())
+        {
+            d.feed(now, m.last_audio());
+            amd_events(d, &mut self.script, &mut self.report, now, self.t0);
+        }
+    }
+
+    /// The opt-out hook's future finished.
+    fn on_opt_out_done(
+        &mut self,
+        r: Result<Result<(), OptOutError>, tokio::task::JoinError>,
+        now: Instant,
+    ) {
+        self.opt_out_done = None;
+        let why = match r {
+            Ok(Ok(())) => {
+                self.report.opt_out_recorded = true;
+                self.note(now, "opt-out recorded durably".into());
+                self.script.handle_opt_out_durable(now);
+                return;
+            }
+            Ok(Err(e)) => {
+                // With its sources: the reason the operator reads.
+                let mut why = e.to_string();
+                let mut source = e.source();
+                while let Some(c) = source {
+                    why.push_str(&format!(": {c}"));
+                    source = c.source();
+                }
+                why
+            }
+            Err(join) => join.to_string(),
+        };
+        self.note(now, format!("opt-out NOT recorded: {why}"));
+        tracing::error!(%why, "opt-out could not be recorded");
+        self.script
+            .handle_opt_out_failed(now, &format!("opt-out not recorded: {why}"));
+    }
+
+    /// The call as a task: from where the SIP loop left it (at its INVITE, or where it first
+    /// had to wait on more than SIP and timers) to its end. Its SIP events come on `sip_rx`.
+    async fn run(mut self, mut sip_rx: mpsc::UnboundedReceiver<SipEvent>) -> CallReport {
+        let sip = self.ctx.sip.clone();
+        let mut buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 1500];
         // One timer for the call, set to the earliest of its deadlines at each turn: not one
         // registered per deadline and per wake-up.
         let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
-
         loop {
-            // Perform what the script asked for.
-            while let Some(action) = script.poll_action() {
-                let now = Instant::now();
-                match action {
-                    Action::Cancel => {
-                        // crieur-sip holds a CANCEL asked for before any provisional response
-                        // until one comes (RFC 3261 §9.1); the script asks for one then only
-                        // on shutdown.
-                        report.timeline.push((
-                            at(now),
-                            if script.provisional_received() {
-                                "CANCEL sent".into()
-                            } else {
-                                "CANCEL held until a provisional response (RFC 3261 §9.1)".into()
-                            },
-                        ));
-                        send(Command::Cancel(leg));
-                    }
-                    Action::Bye { reason } => {
-                        report.timeline.push((
-                            at(now),
-                            match &reason {
-                                Some(r) => format!("BYE sent (Reason: {r})"),
-                                None => "BYE sent".into(),
-                            },
-                        ));
-                        // The BYE's transaction retransmits on its own (timer E/F) in the SIP
-                        // loop, counted so that `Uac::wait_background` can let it finish; the
-                        // call ends now, when the BYE left, not when (or whether) it is answered.
-                        let headers = reason
-                            .map(|r| vec![("Reason".to_owned(), r.to_string())])
-                            .unwrap_or_default();
-                        send(Command::Bye(leg, headers));
-                        bye_sent = true;
-                        script.handle_bye_sent(now);
-                    }
-                    Action::Note(note) => report.timeline.push((at(now), note.into())),
-                    Action::Play(p) => {
-                        if let Some(m) = media.as_mut() {
-                            let codec = m.codec();
-                            let [message, confirmation, voicemail_audio] = prompts(codec);
-                            let (audio, starts) = match p {
-                                Prompt::Message => (message, now + rtp::PTIME * lead_in_packets),
-                                Prompt::Confirmation => (confirmation, now),
-                                Prompt::Voicemail => (voicemail_audio, now),
-                            };
-                            // What we play is the detector's echo reference (prepared once
-                            // per message and law, shared by the campaign's calls).
-                            if let Some(d) = detector.as_mut() {
-                                let reference = match p {
-                                    Prompt::Message => req.message.echo_reference(codec),
-                                    Prompt::Confirmation => req.confirmation.echo_reference(codec),
-                                    Prompt::Voicemail => voicemail.as_ref().map_or_else(
-                                        || Arc::new(EchoReference::new(&[])),
-                                        |v| v.echo_reference(codec),
-                                    ),
-                                };
-                                d.set_shared_reference(starts, reference);
-                            }
-                            match p {
-                                Prompt::Message => {
-                                    m.stream().play_after(audio, p, now, lead_in_packets)
-                                }
-                                _ => m.stream().play(audio, p, now),
-                            }
-                            report.timeline.push((at(now), format!("playing {p:?}")));
-                        }
-                    }
-                    Action::StopPlayback => {
-                        if let Some(m) = media.as_ref() {
-                            m.stream().stop();
-                        }
-                        if let Some(d) = detector.as_mut() {
-                            d.clear_reference();
-                        }
-                    }
-                    Action::RecordOptOut { digit, method } => {
-                        report.timeline.push((
-                            at(now),
-                            format!("opt-out key {digit} ({}): recording", method.as_str()),
-                        ));
-                        if let Some(hook) = on_opt_out.take() {
-                            // On the caller's runtime: a durable write is its business,
-                            // not the loop thread's.
-                            let hook = hook(digit, method);
-                            opt_out_done = Some(match &caller {
-                                Some(rt) => rt.spawn(hook),
-                                None => tokio::spawn(hook),
-                            });
-                        }
-                    }
-                    Action::KeyPressed { digit, method } => {
-                        report
-                            .timeline
-                            .push((at(now), format!("key {digit} ({})", method.as_str())));
-                    }
-                    Action::Finished(e) => {
-                        report.timeline.push((
-                            at(now),
-                            format!("ended: {} ({})", e.outcome.as_str(), e.reason),
-                        ));
-                        report.ending = e;
-                    }
-                }
-            }
-            if script.is_over() {
+            self.act(&mut Sig::Loop(&sip));
+            if self.script.is_over() {
                 break;
             }
-
-            let deadline = script.poll_timeout().map(tokio::time::Instant::from_std);
-            let rtcp_due = media
-                .as_ref()
-                .map(|m| tokio::time::Instant::from_std(m.rtcp_due()));
-            let refresh_due = refresh.due.filter(|_| media.is_some() && !stopping);
-            let amd_due = detector
-                .as_ref()
-                .and_then(Detector::poll_timeout)
-                .filter(|_| !stopping)
-                .map(tokio::time::Instant::from_std);
-            let session_end = refresh.expires.filter(|_| media.is_some() && !stopping);
-            // The deadlines in the order they are served when due together (one per turn).
-            let next = [deadline, amd_due, session_end, refresh_due, rtcp_due]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = self.next_deadline().map(tokio::time::Instant::from_std);
             if let Some(next) = next {
                 if timer.deadline() != next {
                     timer.as_mut().reset(next);
                 }
             }
-            let due = |t: Option<tokio::time::Instant>| t.is_some() && t <= next;
             tokio::select! {
-                _ = &mut timer, if next.is_some() => {
-                    let now = Instant::now();
-                    if due(deadline) {
-                        script.handle_timeout(now);
-                    } else if due(amd_due) {
-                        if let Some(d) = detector.as_mut() {
-                            d.handle_timeout(now);
-                            amd_events(d, &mut script, &mut report, now, t0);
-                        }
-                    } else if due(session_end) {
-                        refresh.expires = None;
-                        report.timeline.push((at(now), "session expiring without the far end's refresh (RFC 4028 §10)".into()));
-                        script.handle_dialog_gone(now, "the session expired: no refresh from the far end");
-                    } else if due(refresh_due) {
-                        refresh.due = None;
-                        let what = refresh.send(leg, &mut local_sdp, &self.sip);
-                        report.timeline.push((at(now), what));
-                    } else if let Some(m) = media.as_mut().filter(|_| due(rtcp_due)) {
-                        m.send_rtcp(now, wall_ntp(), rand::random(), (&rtp_send, &rtcp_send), false);
+                _ = &mut timer, if next.is_some() => self.on_timer(Instant::now()),
+                () = stopped(&self.req.stop), if !self.stopping => self.on_stop(Instant::now()),
+                // The sender lives in the media's stream registration: never closed here.
+                Some(ev) = self.pacer_rx.recv() => self.on_pacer(ev),
+                ev = sip_rx.recv() => match ev {
+                    Some(ev) => self.on_sip(ev, Instant::now(), &mut Sig::Loop(&sip)),
+                    None => self.script.handle_transport_error(Instant::now(), "SIP stack stopped"),
+                },
+                r = recv_rtp(&self.pair.rtcp_fd, &mut rtcp_buf) => {
+                    if let (Ok((n, from)), Some(m)) = (r, self.media.as_mut()) {
+                        m.on_rtcp(Instant::now(), from, rtcp_buf.get(..n).unwrap_or_default(), wall_ntp(), false);
                     }
                 }
-                _ = async {
-                    match &req.stop {
-                        Some(t) => t.cancelled().await,
-                        None => std::future::pending().await,
-                    }
-                }, if !stopping => {
-                    stopping = true;
-                    report.timeline.push((at(Instant::now()), "shutdown requested".into()));
-                    script.handle_shutdown(Instant::now());
-                }
-                ev = pacer_rx.recv() => {
-                    match ev {
-                        Some(StreamEvent::FirstPacket(p, when))
-                            if p == Prompt::Message && report.first_audio_at.is_none() =>
-                        {
-                            report.first_audio_at = Some(at(when));
-                            script.handle_first_audio(when);
-                            report.timeline.push((at(when), "first audio packet sent".into()));
-                        }
-                        Some(StreamEvent::FirstPacket(Prompt::Voicemail, when)) => {
-                            if let Some(a) = report.amd.as_mut() {
-                                // The last start: a later beep restarts the message.
-                                a.voicemail_started_at = Some(at(when));
-                            }
-                            report.timeline.push((at(when), "first voicemail packet sent".into()));
-                        }
-                        Some(StreamEvent::FirstPacket(..)) => {}
-                        Some(StreamEvent::Done(p, when)) => {
-                            report.timeline.push((at(when), format!("{p:?} played")));
-                            script.handle_prompt_done(Instant::now(), p);
-                        }
-                        // The sender lives in `media`'s stream registration: not dropped here.
-                        None => {}
+                r = recv_rtp(&self.pair.rtp_fd, &mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.on_rtp(Instant::now(), from, buf.get(..n).unwrap_or_default());
                     }
                 }
-                ev = sip_rx.recv() => {
-                    let now = Instant::now();
-                    match ev {
-                        Some(SipEvent::Provisional { response: resp, .. }) => {
-                            let code = resp.status.code();
-                            if (180..=199).contains(&code) && report.first_18x.is_none() {
-                                report.first_18x = Some((code, at(now)));
-                            }
-                            report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                            script.handle_provisional(now);
-                        }
-                        Some(SipEvent::Answered { response: resp, credentials_sent, .. }) => {
-                            let code = resp.status.code();
-                            report.credentials_sent = credentials_sent;
-                            report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                            report.final_response = Some((code, at(now)));
-                            match sdp::parse_answer(resp.body()) {
-                                Ok(answer) if !answer.direction.receives() => {
-                                    // RFC 3264 §6.1: a sendonly/inactive answer will not
-                                    // receive our audio. Nothing is played.
-                                    report.codec = Some(answer.codec);
-                                    let why = format!(
-                                        "the answer is a={}: the callee will not receive audio",
-                                        answer.direction.as_str()
-                                    );
-                                    report.timeline.push((at(now), why.clone()));
-                                    script.handle_media_refused(now, &why);
-                                }
-                                Ok(answer) => {
-                                    report.codec = Some(answer.codec);
-                                    let ssrc = rand::random();
-                                    let packetizer = Packetizer::new(
-                                        answer.codec.payload_type(),
-                                        ssrc,
-                                        rand::random(),
-                                        rand::random(),
-                                        now,
-                                    );
-                                    let stream = self.pacer.open(
-                                        rtp_send.clone(),
-                                        answer.remote,
-                                        packetizer,
-                                        pacer_tx.clone(),
-                                    );
-                                    media = Some(Media::new(
-                                        &answer,
-                                        stream,
-                                        ssrc,
-                                        format!("crieur-{ssrc:08x}@{}", rtp_local.ip()),
-                                        trunk.symmetric_rtp,
-                                        now,
-                                        rand::random(),
-                                    ));
-                                    if answer.rtcp_mux {
-                                        report.timeline.push((at(now), "rtcp-mux".into()));
-                                    }
-                                    refresh = SessionRefresh::from_answer(&resp, now);
-                                    report.answered_at = Some(at(now));
-                                    script.handle_answered(now, true);
-                                    // The detector listens from the answer, while the
-                                    // message plays.
-                                    detector = req
-                                        .amd
-                                        .as_ref()
-                                        .filter(|a| a.mode != AmdMode::Off)
-                                        .map(|a| Detector::new(now, a.params));
-                                }
-                                Err(e) => {
-                                    report.timeline.push((at(now), format!("answer refused: {e}")));
-                                    script.handle_answered(now, false);
-                                }
-                            }
-                        }
-                        Some(SipEvent::Rejected { response: resp, credentials_sent, .. }) => {
-                            let code = resp.status.code();
-                            report.credentials_sent = credentials_sent;
-                            report.timeline.push((at(now), format!("{code} {}", reason(&resp))));
-                            report.final_response = Some((code, at(now)));
-                            if code == 403 && credentials_sent {
-                                // RFC 3261 §22.2, §22.3: a 403 to the credentialed request is
-                                // the trunk refusing our credentials, not the callee.
-                                script.handle_auth_refused(now, code, &reason(&resp));
-                            } else {
-                                script.handle_rejected(now, code, &reason(&resp));
-                            }
-                        }
-                        Some(SipEvent::InviteFailed { timeout: true, .. }) => {
-                            report.timeline.push((at(now), "timer B: no final response to the INVITE".into()));
-                            script.handle_timer_b(now);
-                        }
-                        Some(SipEvent::InviteFailed { timeout: false, .. }) => {
-                            script.handle_transport_error(now, "the INVITE could not be sent");
-                        }
-                        Some(SipEvent::Info { request, .. }) => {
-                            let content_type = wire::value(&request.headers, &wire::name("Content-Type")).unwrap_or_default();
-                            let body = String::from_utf8_lossy(request.body());
-                            match parse_sip_info(&content_type, &body) {
-                                Some(d) => {
-                                    report.keys.push((d, DtmfMethod::SipInfo, at(now)));
-                                    script.handle_key(now, d, DtmfMethod::SipInfo);
-                                }
-                                None => tracing::debug!(%content_type, "INFO without a key"),
-                            }
-                        }
-                        Some(SipEvent::Request { server, request: offer_req, .. }) => {
-                            refresh.on_remote_refresh(&offer_req, now);
-                            let (code, headers, body) = answer_offer(
-                                &offer_req,
-                                media.as_mut(),
-                                &mut local_sdp,
-                                now,
-                                &prompts,
-                                &mut |what| report.timeline.push((at(now), what)),
-                            );
-                            send(Command::Respond { server, code, headers, body });
-                        }
-                        Some(SipEvent::Done { outcome, .. }) => {
-                            let what = refresh.handled(outcome, now, media.as_mut(), &prompts);
-                            report.timeline.push((at(now), what.text));
-                            if what.session_gone {
-                                script.handle_dialog_gone(now, "the session refresh failed (RFC 4028 §10)");
-                            }
-                        }
-                        Some(SipEvent::Bye { .. }) => {
-                            report.timeline.push((at(now), "BYE received".into()));
-                            script.handle_remote_bye(now);
-                        }
-                        Some(_) => {}
-                        None => script.handle_transport_error(now, "SIP stack stopped"),
-                    }
-                }
-                r = recv_rtp(&rtcp_sock, &mut rtcp_buf) => {
-                    let Ok((n, from)) = r else { continue };
-                    if let Some(m) = media.as_mut() {
-                        m.on_rtcp(Instant::now(), from, &rtcp_buf[..n], wall_ntp(), false);
-                    }
-                }
-                r = recv_rtp(&rtp_sock, &mut buf) => {
-                    let now = Instant::now();
-                    let Ok((n, from)) = r else { continue };
-                    let Some(m) = media.as_mut() else { continue };
-                    let heard = m.on_rtp(now, from, &buf[..n], wall_ntp(), req.keep_received_audio && report.rtp_received.len() < 100_000);
-                    for (d, method) in heard.keys {
-                        report.keys.push((d, method, at(now)));
-                        script.handle_key(now, d, method);
-                    }
-                    report.rtp_received.extend(heard.audio);
-                    if let Some(d) = detector.as_mut().filter(|d| heard.decoded && !d.is_done()) {
-                        d.feed(now, m.last_audio());
-                        amd_events(d, &mut script, &mut report, now, t0);
-                    }
-                }
-                r = async {
-                    match opt_out_done.as_mut() {
-                        Some(j) => j.await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    opt_out_done = None;
-                    let now = Instant::now();
-                    match r {
-                        Ok(Ok(())) => {
-                            report.opt_out_recorded = true;
-                            report.timeline.push((at(now), "opt-out recorded durably".into()));
-                            script.handle_opt_out_durable(now);
-                        }
-                        Ok(Err(e)) => {
-                            // With its sources: the reason the operator reads.
-                            let mut why = e.to_string();
-                            let mut source = e.source();
-                            while let Some(c) = source {
-                                why.push_str(&format!(": {c}"));
-                                source = c.source();
-                            }
-                            report.timeline.push((at(now), format!("opt-out NOT recorded: {why}")));
-                            tracing::error!(%why, "opt-out could not be recorded");
-                            script.handle_opt_out_failed(now, &format!("opt-out not recorded: {why}"));
-                        }
-                        Err(join) => {
-                            let why = join.to_string();
-                            report.timeline.push((at(now), format!("opt-out NOT recorded: {why}")));
-                            tracing::error!(%why, "opt-out could not be recorded");
-                            script.handle_opt_out_failed(now, &format!("opt-out not recorded: {why}"));
-                        }
-                    }
-                }
+                r = joined(&mut self.opt_out_done) => self.on_opt_out_done(r, Instant::now()),
             }
         }
-        report.answer_to_first_audio = script.answer_to_first_audio();
-        if let Some(mut m) = media.take() {
+        self.end(&mut Sig::Loop(&sip))
+    }
+
+    /// The call's end: its report completed, its leg ended (BYE or CANCEL if still up; BYE
+    /// and CANCEL in flight finish in the SIP loop), its RTP pair back in the pool.
+    fn end(mut self, sig: &mut Sig<'_>) -> CallReport {
+        self.report.answer_to_first_audio = self.script.answer_to_first_audio();
+        if let Some(mut m) = self.media.take() {
             // RTCP BYE (RFC 3550 §6.6): the last report, with BYE.
-            m.send_rtcp(
-                Instant::now(),
-                wall_ntp(),
-                0.5,
-                (&rtp_send, &rtcp_send),
-                true,
-            );
+            let socks = (&*self.pair.rtp, &*self.pair.rtcp);
+            m.send_rtcp(Instant::now(), wall_ntp(), 0.5, socks, true);
             let c = m.stream().counters();
             // The lead-in's silence is sent as the message's first packets.
             let message = c.sent(Prompt::Message);
-            report.message_packets = u64::from(message.saturating_sub(lead_in_packets));
+            let report = &mut self.report;
+            report.message_packets = u64::from(message.saturating_sub(self.lead_in_packets));
             report.rtp_sent = u64::from(message)
                 + u64::from(c.sent(Prompt::Confirmation))
                 + u64::from(c.sent(Prompt::Voicemail));
@@ -1251,23 +1455,212 @@ impl CallContext {
             report.rtcp = m.rtcp.clone();
             // Dropping the stream closes it in the pacer.
         }
-        // Make sure the call leg ends (a BYE if it is still up; BYE and CANCEL in flight finish
-        // in the SIP loop).
-        if !bye_sent && !matches!(report.ending.hangup_by, HangupBy::Callee) {
-            send(Command::HangUp(leg));
+        if !self.bye_sent && !matches!(self.report.ending.hangup_by, HangupBy::Callee) {
+            sig.send(Command::HangUp(self.leg));
         }
-        send(Command::Forget(leg));
-        self.ports.give_back(
-            RtpPair {
-                rtp: rtp_send,
-                rtcp: rtcp_send,
-                rtp_fd: rtp_sock,
-                rtcp_fd: rtcp_sock,
-                local: rtp_local,
-            },
-            Instant::now(),
-        );
-        Ok(report)
+        sig.send(Command::Forget(self.leg));
+        self.ctx.ports.give_back(self.pair, Instant::now());
+        self.report
+    }
+}
+
+/// Returns when `stop` is cancelled (never without one).
+async fn stopped(stop: &Option<CancellationToken>) {
+    match stop {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The opt-out hook's result, when there is one running (never without).
+async fn joined(
+    j: &mut Option<tokio::task::JoinHandle<Result<(), OptOutError>>>,
+) -> Result<Result<(), OptOutError>, tokio::task::JoinError> {
+    match j {
+        Some(j) => j.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A call run inline by its SIP loop: its state, where its report goes, and the deadline the
+/// loop's timer holds for it.
+struct Inline {
+    call: Call,
+    done: ReportTx,
+    armed: Option<Instant>,
+}
+
+/// Where the SIP loop sends a call's events: to its script inline, or to its task.
+enum Route {
+    Inline(Box<Inline>),
+    Task(mpsc::UnboundedSender<SipEvent>),
+}
+
+/// The SIP loop's calls, by leg.
+type Calls = HashMap<CallRef, Route>;
+
+/// The SIP loop's side of its inline calls, and what it publishes of its endpoint.
+struct Inlines {
+    /// The inline calls' deadlines, earliest first: one entry per call, taken off when the
+    /// call moves it, ends or goes to a task (a stale one would wake the loop for nothing).
+    timers: std::collections::BTreeSet<(Instant, CallRef)>,
+    /// BYE and CANCEL transactions running, and asked for ([`SipLoop::background`]).
+    background: Arc<AtomicUsize>,
+    /// What the loop last published as the endpoint's own count.
+    published: usize,
+}
+
+impl Inlines {
+    /// Places a call handed to the loop: inline from its INVITE, or as a task from the start
+    /// when it needs one (a stop token).
+    fn begin(&mut self, job: Job, ep: &mut Endpoint, calls: &mut Calls) {
+        // A call whose caller is already gone is not begun (no RTP pair taken, no INVITE).
+        if job.done.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        match Call::place(*job, ep, now) {
+            Ok((call, done)) => {
+                let c = Box::new(Inline {
+                    call,
+                    done,
+                    armed: None,
+                });
+                self.step(c, ep, calls, now, |_, _| {});
+            }
+            Err((e, done)) => {
+                let _ = done.send(Ok(Err(e)));
+            }
+        }
+    }
+
+    /// A SIP event for an inline call.
+    fn event(&mut self, c: Box<Inline>, ev: SipEvent, ep: &mut Endpoint, calls: &mut Calls) {
+        let now = Instant::now();
+        self.step(c, ep, calls, now, |call, sig| call.on_sip(ev, now, sig));
+    }
+
+    /// Serves the inline calls' deadlines due at `now`.
+    fn fire(&mut self, ep: &mut Endpoint, calls: &mut Calls, now: Instant) {
+        while let Some(&(t, leg)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if !matches!(calls.get(&leg), Some(Route::Inline(c)) if c.armed == Some(t)) {
+                continue;
+            }
+            if let Some(Route::Inline(mut c)) = calls.remove(&leg) {
+                c.armed = None;
+                self.step(c, ep, calls, now, |call, _| call.on_timer(now));
+            }
+        }
+    }
+
+    /// The earliest inline deadline.
+    fn next(&self) -> Option<Instant> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    /// Feeds `input` to an inline call, performs what its script then asks for (and what the
+    /// pacer says at once: an empty prompt is done as soon as it starts), and settles it:
+    /// ended (its report sent), moved to a task, or back in `calls` with its deadline armed.
+    /// A panic ends the call and is resumed in its caller, as a task's was.
+    fn step(
+        &mut self,
+        mut c: Box<Inline>,
+        ep: &mut Endpoint,
+        calls: &mut Calls,
+        now: Instant,
+        input: impl FnOnce(&mut Call, &mut Sig<'_>),
+    ) {
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let call = &mut c.call;
+            let mut sig = Sig::Ep { ep, calls, now };
+            input(call, &mut sig);
+            loop {
+                call.act(&mut sig);
+                match call.pacer_rx.try_recv() {
+                    Ok(ev) => call.on_pacer(ev),
+                    Err(_) => break,
+                }
+            }
+            if call.script.is_over() || c.done.is_closed() {
+                return true;
+            }
+            false
+        }));
+        let over = match stepped {
+            Ok(over) => over,
+            Err(panic) => {
+                let _ = c.done.send(Err(panic));
+                return;
+            }
+        };
+        if over {
+            // Ended, or its caller gone (then hung up, its report dropped).
+            self.disarm(&c);
+            let Inline { call, done, .. } = *c;
+            let report = call.end(&mut Sig::Ep { ep, calls, now });
+            // The BYE or CANCEL it left counted before its caller hears of its end (which
+            // may wait for them: `Uac::wait_background`).
+            self.publish(ep);
+            let _ = done.send(Ok(Ok(report)));
+            return;
+        }
+        if c.call.needs_task() {
+            self.disarm(&c);
+            let Inline { mut call, done, .. } = *c;
+            if call.media.is_some() {
+                call.drop_early();
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            calls.insert(call.leg, Route::Task(tx));
+            tokio::spawn(async move {
+                let mut done = done;
+                let run = CatchUnwind(Box::pin(call.run(rx)));
+                // The caller gone (its future dropped): the call is dropped, as an aborted task.
+                let r = tokio::select! {
+                    biased;
+                    () = done.closed() => None,
+                    r = run => Some(r),
+                };
+                if let Some(r) = r {
+                    let _ = done.send(r.map(Ok));
+                }
+            });
+            return;
+        }
+        let next = c.call.next_deadline();
+        if next != c.armed {
+            self.disarm(&c);
+            if let Some(t) = next {
+                self.timers.insert((t, c.call.leg));
+            }
+            c.armed = next;
+        }
+        calls.insert(c.call.leg, Route::Inline(c));
+    }
+
+    /// Takes an inline call's deadline off the loop's timer.
+    fn disarm(&mut self, c: &Inline) {
+        if let Some(t) = c.armed {
+            self.timers.remove(&(t, c.call.leg));
+        }
+    }
+
+    /// Publishes the endpoint's BYE and CANCEL transactions in `background` (with the
+    /// commands queued that will make one, added by [`SipLoop::send`]).
+    fn publish(&mut self, ep: &Endpoint) {
+        let now_bg = ep.background();
+        if now_bg >= self.published {
+            self.background
+                .fetch_add(now_bg - self.published, Ordering::SeqCst);
+        } else {
+            self.background
+                .fetch_sub(self.published - now_bg, Ordering::SeqCst);
+        }
+        self.published = now_bg;
     }
 }
 
@@ -1282,6 +1675,14 @@ struct RtpPair {
 }
 
 impl RtpPair {
+    /// Reads and drops what is waiting on both sockets (they are non-blocking).
+    fn drain(&self) {
+        let mut buf = [0u8; 1500];
+        for s in [&self.rtp, &self.rtcp] {
+            while s.recv_from(&mut buf).is_ok() {}
+        }
+    }
+
     fn bind(ip: IpAddr) -> Result<RtpPair, Error> {
         let (rtp, rtcp) = bind_rtp_pair(ip)?;
         let (rtp, rtcp) = (Arc::new(rtp), Arc::new(rtcp));
@@ -2068,12 +2469,15 @@ async fn sip_loop(
     background: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
-    let mut calls: HashMap<CallRef, mpsc::UnboundedSender<SipEvent>> = HashMap::new();
+    let mut calls: Calls = HashMap::new();
     // The receiver apart: it is not `Sync`, and the inbox is waited on across awaits.
     let (jobs, jobs_rx) = jobs.unzip();
     let mut buf = vec![0u8; 65_536];
-    // What the loop last published as the endpoint's background count.
-    let mut published = 0usize;
+    let mut inl = Inlines {
+        timers: Default::default(),
+        background,
+        published: 0,
+    };
     let (framed, mut framed_rx) = mpsc::unbounded_channel();
     let mut wire = Wire::new(net, framed);
     // The endpoint's next timer: one `Sleep`, moved when the deadline moves (not one made and
@@ -2085,11 +2489,11 @@ async fn sip_loop(
     // Wake-ups by datagrams in a row within `COALESCE` of each other.
     let mut quick = 0u32;
     loop {
-        // New calls first: spawned here, they run as soon as this turn waits.
+        // New calls first: placed here, their INVITEs go out with this turn's datagrams.
         if let (Some(jobs), Some(rx)) = (&jobs, &jobs_rx) {
             jobs.inbox.awake();
             while let Ok(job) = rx.try_recv() {
-                tokio::spawn(job);
+                inl.begin(job, &mut ep, &mut calls);
             }
         }
         // Outputs, then: datagrams, then events.
@@ -2101,7 +2505,10 @@ async fn sip_loop(
         while let Some(ev) = ep.poll_event() {
             let call = event_call(&ev);
             if let SipEvent::Terminated { call } = ev {
-                calls.remove(&call);
+                // A call run inline stays: its script ends it (on its own timers, if need be).
+                if matches!(calls.get(&call), Some(Route::Task(_))) {
+                    calls.remove(&call);
+                }
                 continue;
             }
             let ev = match (ev, &incoming) {
@@ -2121,7 +2528,7 @@ async fn sip_loop(
                         events,
                     };
                     if to.send(c).is_ok() {
-                        calls.insert(call, tx);
+                        calls.insert(call, Route::Task(tx));
                     } else {
                         let _ = ep.respond(Instant::now(), server, 503, &[], None, Vec::new());
                     }
@@ -2129,19 +2536,30 @@ async fn sip_loop(
                 }
                 (ev, _) => ev,
             };
-            let Some(tx) = calls.get(&call) else {
-                if let SipEvent::Request { server, .. } | SipEvent::Incoming { server, .. } = ev {
-                    let code = if matches!(ev, SipEvent::Incoming { .. }) {
-                        603
-                    } else {
-                        481
-                    };
-                    let _ = ep.respond(Instant::now(), server, code, &[], None, Vec::new());
+            match calls.get(&call) {
+                None => {
+                    if let SipEvent::Request { server, .. } | SipEvent::Incoming { server, .. } = ev
+                    {
+                        let code = if matches!(ev, SipEvent::Incoming { .. }) {
+                            603
+                        } else {
+                            481
+                        };
+                        let _ = ep.respond(Instant::now(), server, code, &[], None, Vec::new());
+                    }
                 }
-                continue;
-            };
-            if let Err(mpsc::error::SendError(SipEvent::Request { server, .. })) = tx.send(ev) {
-                let _ = ep.respond(Instant::now(), server, 481, &[], None, Vec::new());
+                Some(Route::Task(tx)) => {
+                    if let Err(mpsc::error::SendError(SipEvent::Request { server, .. })) =
+                        tx.send(ev)
+                    {
+                        let _ = ep.respond(Instant::now(), server, 481, &[], None, Vec::new());
+                    }
+                }
+                Some(Route::Inline(_)) => {
+                    if let Some(Route::Inline(c)) = calls.remove(&call) {
+                        inl.event(c, ev, &mut ep, &mut calls);
+                    }
+                }
             }
         }
         if ep.has_transmit() {
@@ -2171,14 +2589,13 @@ async fn sip_loop(
         }
         // `background` = the endpoint's BYE/CANCEL transactions + commands queued that will
         // make one (added by `SipLoop::send`, taken off in `command`).
-        let now_bg = ep.background();
-        if now_bg >= published {
-            background.fetch_add(now_bg - published, Ordering::SeqCst);
-        } else {
-            background.fetch_sub(published - now_bg, Ordering::SeqCst);
-        }
-        published = now_bg;
-        let deadline = ep.poll_timeout().map(tokio::time::Instant::from_std);
+        inl.publish(&ep);
+        // The endpoint's timers and the inline calls' deadlines: one timer.
+        let deadline = [ep.poll_timeout(), inl.next()]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
         if let Some(d) = deadline {
             if timer.deadline() != d {
                 timer.as_mut().reset(d);
@@ -2238,11 +2655,15 @@ async fn sip_loop(
                 }
                 // Publish the transactions they made before taking the queued count off.
                 let now_bg = ep.background();
-                background.fetch_add(now_bg.saturating_sub(published), Ordering::SeqCst);
-                published = published.max(now_bg);
-                background.fetch_sub(ending, Ordering::SeqCst);
+                inl.background.fetch_add(now_bg.saturating_sub(inl.published), Ordering::SeqCst);
+                inl.published = inl.published.max(now_bg);
+                inl.background.fetch_sub(ending, Ordering::SeqCst);
             }
-            _ = &mut timer, if deadline.is_some() => ep.handle_timeout(Instant::now()),
+            _ = &mut timer, if deadline.is_some() => {
+                let now = Instant::now();
+                ep.handle_timeout(now);
+                inl.fire(&mut ep, &mut calls, now);
+            }
             _ = stop.cancelled() => {
                 // What the calls asked for before the stop still goes out (a call's last
                 // BYE is sent just before its `Uac` may be dropped).
@@ -2441,12 +2862,7 @@ impl Wire {
     }
 }
 
-fn command(
-    ep: &mut Endpoint,
-    calls: &mut HashMap<CallRef, mpsc::UnboundedSender<SipEvent>>,
-    c: Command,
-    now: Instant,
-) {
+fn command(ep: &mut Endpoint, calls: &mut Calls, c: Command, now: Instant) {
     match c {
         Command::Invite {
             invite,
@@ -2455,7 +2871,7 @@ fn command(
         } => {
             let r = ep.invite(now, *invite);
             if let Ok(leg) = &r {
-                calls.insert(*leg, events);
+                calls.insert(*leg, Route::Task(events));
             }
             let _ = placed.send(r);
         }
@@ -2495,7 +2911,7 @@ fn command(
                         .unwrap_or(SipOutcome::TransportError),
                     _ => SipOutcome::TransportError,
                 };
-                if let Some(tx) = calls.get(&leg) {
+                if let Some(Route::Task(tx)) = calls.get(&leg) {
                     let _ = tx.send(SipEvent::Done {
                         call: leg,
                         request: crieur_sip::RequestRef::none(),

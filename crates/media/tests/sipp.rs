@@ -2329,3 +2329,152 @@ async fn a_call_over_tls_through_kamailio() {
         timeline(&r)
     );
 }
+
+/// A UAS that rings, then takes a CANCEL: 200 to it, 487 to the INVITE, and the ACK.
+fn ring_then_cancel() -> String {
+    format!(
+        "{HEAD}{}  <recv request=\"CANCEL\"/>\n{CANCEL_200_487}{ACK}{TAIL}",
+        ringing()
+    )
+}
+
+/// A request for a call with `message`, no lead-in, and `stop`.
+fn short_request(
+    message: Message,
+    stop: Option<tokio_util::sync::CancellationToken>,
+) -> CallRequest {
+    CallRequest {
+        number: "+33612345678".into(),
+        message: Arc::new(message),
+        confirmation: Arc::new(Message::from_samples(&[])),
+        opt_out_key: '9',
+        not_interested_key: None,
+        keep_received_audio: false,
+        stop,
+        lead_in: Duration::ZERO,
+        amd: None,
+    }
+}
+
+fn no_opt_out(_: char, _: DtmfMethod) -> OptOutFuture {
+    Box::pin(async { Ok(()) })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_with_nothing_to_play_is_acked_and_byed_at_its_answer() {
+    // S1's short call: an empty message and no lead-in, so the script ends at the answer —
+    // the SIP loop runs it inline from its INVITE to its report (180, 200, ACK, BYE, the
+    // BYE's 200), with no task of its own. Two in a row on one UAC: the loop and the RTP pair
+    // the first gave back serve the second.
+    let mut sipp = Sipp::scenario(&answer_scenario("0", BYE_200))
+        .timeout_error()
+        .calls(2)
+        .start();
+    let uac = Uac::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let t = trunk(sipp.addr());
+    for _ in 0..2 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            uac.call(
+                &t,
+                short_request(Message::from_samples(&[]), None),
+                no_opt_out,
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("call did not finish"))
+        .unwrap_or_else(|e| panic!("call: {e}"));
+        assert_eq!(
+            r.ending.outcome,
+            Outcome::AnsweredCompleted,
+            "{}",
+            timeline(&r)
+        );
+        assert_eq!(r.first_18x.map(|(c, _)| c), Some(180));
+        assert_eq!(r.final_response.map(|(c, _)| c), Some(200));
+        assert!(r.answered_at.is_some());
+        assert_eq!(r.codec, Some(Codec::Pcmu));
+        assert_eq!((r.rtp_sent, r.message_packets), (0, 0));
+        let notes: Vec<&str> = r.timeline.iter().map(|(_, s)| s.as_str()).collect();
+        let (played, bye) = (
+            notes.iter().position(|s| *s == "Message played"),
+            notes.iter().position(|s| *s == "BYE sent"),
+        );
+        assert!(played.is_some() && bye > played, "{}", timeline(&r));
+        // The BYE's transaction (in the SIP loop after the call) is answered and ends.
+        assert!(uac.wait_background(Duration::from_secs(8)).await);
+    }
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_stopped_while_ringing_is_cancelled_then_487_is_acked() {
+    // A call with a stop token runs as a task from its INVITE; stopped after its 180, it
+    // sends CANCEL (RFC 3261 §9.1: a provisional response came) and ends `local-shutdown`
+    // at once; the 487 that follows is ACKed by the endpoint.
+    let mut sipp = Sipp::start(&ring_then_cancel(), &[]);
+    let uac = Uac::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stopper.cancel();
+    });
+    let started = Instant::now();
+    let req = short_request(tone(440.0, 0.5), Some(stop));
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        uac.call(&trunk(sipp.addr()), req, no_opt_out),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("call did not finish"))
+    .unwrap_or_else(|e| panic!("call: {e}"));
+    assert_eq!(r.ending.outcome, Outcome::LocalShutdown, "{}", timeline(&r));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{}",
+        timeline(&r)
+    );
+    let notes: Vec<&str> = r.timeline.iter().map(|(_, s)| s.as_str()).collect();
+    assert!(
+        notes.iter().any(|s| s.starts_with("180")),
+        "{}",
+        timeline(&r)
+    );
+    assert!(notes.contains(&"CANCEL sent"), "{}", timeline(&r));
+    assert!(uac.wait_background(Duration::from_secs(8)).await);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ringing_call_whose_caller_is_gone_is_cancelled() {
+    // The caller drops its `Uac::call` future while the call rings, inline in the SIP loop:
+    // at the call's next event or timer (here its 15 s ring timeout) the call is ended as
+    // its script would end it — CANCEL (a provisional response came), 487 ACKed — not left
+    // ringing with nobody to hear it.
+    let mut sipp = Sipp::start(&ring_then_cancel(), &[]);
+    let uac = Uac::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let t = trunk(sipp.addr());
+    let call = uac.call(&t, short_request(tone(440.0, 0.5), None), no_opt_out);
+    assert!(tokio::time::timeout(Duration::from_millis(500), call)
+        .await
+        .is_err());
+    tokio::time::sleep(t.ring_timeout).await;
+    assert!(uac.wait_background(Duration::from_secs(8)).await);
+    assert!(sipp.succeeded());
+}

@@ -1,7 +1,10 @@
 //! Signalling memory per established call: N calls placed on one `Endpoint` and answered
 //! (200 with SDP, ACKed), the heap in use before and after, counted by a wrapping allocator.
 //! Then every call hung up (BYE, 200): what an ended call holds until 64·T1 after its 2xx
-//! (RFC 6026: the ACK re-sent to a retransmitted 2xx), and after.
+//! (RFC 6026: the ACK re-sent to a retransmitted 2xx), and after. Also the allocations the
+//! endpoint itself makes per call (the example's own — its `Invite`, the far end's
+//! responses — left out): placing and answering it (INVITE, 180, 200, ACK), then hanging it
+//! up (BYE, its 200, timer K).
 //!
 //! Usage: cargo run --release -p crieur-sip --example memory [calls]
 
@@ -16,12 +19,27 @@ use crieur_sip::{Config, Endpoint, Event, Invite, Timers, Transport};
 
 struct Counting;
 static IN_USE: AtomicIsize = AtomicIsize::new(0);
+static ALLOCS: AtomicIsize = AtomicIsize::new(0);
+
+/// `f`'s result, with the allocations it made added to `count`.
+fn counted<T>(count: &mut isize, f: impl FnOnce() -> T) -> T {
+    let a = ALLOCS.load(Ordering::Relaxed);
+    let r = f();
+    *count += ALLOCS.load(Ordering::Relaxed) - a;
+    r
+}
 
 // SAFETY: forwards to the system allocator, only counting.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         IN_USE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.alloc(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        IN_USE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, new) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         IN_USE.fetch_sub(l.size() as isize, Ordering::Relaxed);
@@ -55,29 +73,29 @@ fn main() {
     let t0 = Instant::now();
     let mut refs = Vec::with_capacity(n);
     let before = IN_USE.load(Ordering::Relaxed);
+    // Allocations by the endpoint: placing and answering the calls, hanging them up.
+    let (mut placing, mut hanging_up) = (0isize, 0isize);
     for i in 0..n {
-        let r = ep.invite(
-            t0,
-            Invite {
-                call_id: format!("{i:032x}@10.0.0.1"),
-                request_uri: format!("sip:+3361{i:07}@10.0.0.2:5060;user=phone"),
-                from: "sip:+33100000000@crieur.example;user=phone".into(),
-                to: format!("sip:+3361{i:07}@10.0.0.2:5060;user=phone"),
-                contact: "sip:+33100000000@10.0.0.1:5060".into(),
-                destination: trunk,
-                alternates: Vec::new(),
-                headers: vec![
-                    (
-                        "Allow".into(),
-                        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE".into(),
-                    ),
-                    ("Supported".into(), "timer".into()),
-                ],
-                content_type: Some("application/sdp".into()),
-                body: offer.clone(),
-                credentials: None,
-            },
-        );
+        let invite = Invite {
+            call_id: format!("{i:032x}@10.0.0.1"),
+            request_uri: format!("sip:+3361{i:07}@10.0.0.2:5060;user=phone"),
+            from: "sip:+33100000000@crieur.example;user=phone".into(),
+            to: format!("sip:+3361{i:07}@10.0.0.2:5060;user=phone"),
+            contact: "sip:+33100000000@10.0.0.1:5060".into(),
+            destination: trunk,
+            alternates: Vec::new(),
+            headers: vec![
+                (
+                    "Allow".into(),
+                    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE".into(),
+                ),
+                ("Supported".into(), "timer".into()),
+            ],
+            content_type: Some("application/sdp".into()),
+            body: offer.clone(),
+            credentials: None,
+        };
+        let r = counted(&mut placing, || ep.invite(t0, invite));
         match r {
             Ok(call) => refs.push(call),
             Err(_) => {
@@ -86,7 +104,7 @@ fn main() {
             }
         }
         // The far end answers what we sent: 180, then 200 with SDP.
-        while let Some(t) = ep.poll_transmit() {
+        while let Some(t) = counted(&mut placing, || ep.poll_transmit()) {
             let text = String::from_utf8_lossy(&t.payload).into_owned();
             if !text.starts_with("INVITE ") {
                 continue;
@@ -97,23 +115,25 @@ fn main() {
                     "SIP/2.0 {code}\r\n{}\r\n{}\r\n{};tag=callee{i}\r\n{}\r\n{}\r\nContact: <sip:callee@10.0.0.2:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
                     h("Via:"), h("From:"), h("To:"), h("Call-ID:"), h("CSeq:"), body.len()
                 );
-                ep.handle_input(t0, trunk, resp.as_bytes());
+                counted(&mut placing, || ep.handle_input(t0, trunk, resp.as_bytes()));
             }
         }
-        while ep.poll_transmit().is_some() {}
-        while ep.poll_event().is_some() {}
+        counted(&mut placing, || {
+            while ep.poll_transmit().is_some() {}
+            while ep.poll_event().is_some() {}
+        });
     }
     let placed = IN_USE.load(Ordering::Relaxed);
     let established = ep.calls();
     // Every call hung up at 1 s: our BYE, the far end's 200 to it.
     let bye_at = t0 + Duration::from_secs(1);
     for &call in &refs {
-        if ep.bye(bye_at, call, &[]).is_err() {
+        if counted(&mut hanging_up, || ep.bye(bye_at, call, &[])).is_err() {
             eprintln!("bye refused");
             return;
         }
     }
-    while let Some(t) = ep.poll_transmit() {
+    while let Some(t) = counted(&mut hanging_up, || ep.poll_transmit()) {
         let text = String::from_utf8_lossy(&t.payload).into_owned();
         if !text.starts_with("BYE ") {
             continue;
@@ -127,14 +147,18 @@ fn main() {
             h("Call-ID:"),
             h("CSeq:")
         );
-        ep.handle_input(bye_at, trunk, resp.as_bytes());
+        counted(&mut hanging_up, || {
+            ep.handle_input(bye_at, trunk, resp.as_bytes())
+        });
     }
     // Timer K (5 s) ends the BYEs' transactions: the calls are forgotten; what RFC 6026 asks
     // for 2xx retransmissions (their ACKs) stays until 64·T1 after the 2xx.
-    ep.handle_timeout(t0 + Duration::from_secs(7));
-    while ep.poll_transmit().is_some() {}
+    counted(&mut hanging_up, || {
+        ep.handle_timeout(t0 + Duration::from_secs(7));
+        while ep.poll_transmit().is_some() {}
+    });
     let mut ended = 0;
-    while let Some(e) = ep.poll_event() {
+    while let Some(e) = counted(&mut hanging_up, || ep.poll_event()) {
         if matches!(e, Event::Terminated { .. }) {
             ended += 1;
         }
@@ -146,10 +170,13 @@ fn main() {
     // holds is what goes when its 64·T1 is over.
     println!(
         "calls={n} established={established} ended={ended} bytes_per_call: established={} \
-         ended_call_within_64_t1={} (maps' capacity kept after: {})",
+         ended_call_within_64_t1={} (maps' capacity kept after: {}); endpoint allocations \
+         per call: placing_and_answering={:.1} hanging_up={:.1}",
         (placed - before) / n as isize,
         (hung_up - settled) / n as isize,
-        (settled - before) / n as isize
+        (settled - before) / n as isize,
+        placing as f64 / n as f64,
+        hanging_up as f64 / n as f64
     );
 }
 

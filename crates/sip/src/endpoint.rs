@@ -332,6 +332,11 @@ pub struct Endpoint {
     servers: HashMap<ServerRef, (TransactionKey, CallRef)>,
     /// Timers: due instant and slot, the slot's target; a cleared timer's slot is gone.
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The timers that only end a transaction kept to absorb retransmissions (D, I, J, K, L):
+    /// reported due on a [`CLEANUP_GRID`] grid ([`Endpoint::poll_timeout`]).
+    cleanup: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The grid's origin: the first timer armed.
+    grid_origin: Option<Instant>,
     slots: HashMap<u64, Target>,
     /// Each transaction's armed timers: the slot of each, at `Timer as usize` (0: not armed).
     /// Its key is shared with the slots' [`Target::Tx`], so arming, clearing and ending a
@@ -353,6 +358,22 @@ pub struct Endpoint {
 
 /// Transaction timers (RFC 3261 §17 and RFC 6026's).
 const TIMERS: usize = Timer::ALL.len();
+
+/// The grid on which the timers that only end a transaction — D, I, J, K (RFC 3261
+/// §17.1.1.2, §17.2.1, §17.2.2, §17.1.2.2) and L (RFC 6026) — and the expiry of a forgotten
+/// call's ACKs are reported due: each is served at the first multiple of this (from the
+/// first timer armed) at or after its time. They keep a transaction to absorb
+/// retransmissions for *at least* their time, sending nothing when they fire; served one by
+/// one, each was a wake-up of the caller's loop per call at a low rate (timer K 5 s after a
+/// BYE's 200, the ACK's 64·T1 after the 2xx: two of S1's ~5 per call at 200 calls/s,
+/// BENCHMARKS.md); on the grid, all those of one second share a wake-up. A transaction lives
+/// at most this much longer.
+pub const CLEANUP_GRID: Duration = Duration::from_secs(1);
+
+/// Whether a timer only ends its transaction (see [`CLEANUP_GRID`]).
+fn cleanup_only(t: Timer) -> bool {
+    matches!(t, Timer::D | Timer::I | Timer::J | Timer::K | Timer::L)
+}
 
 // `armed` holds a timer at `Timer as usize`: every timer must have its slot (checked at
 // compile time; a sipx-sip release adding a timer out of order fails the build here rather
@@ -420,6 +441,8 @@ impl Endpoint {
             owners: HashMap::default(),
             servers: HashMap::default(),
             heap: BinaryHeap::new(),
+            cleanup: BinaryHeap::new(),
+            grid_origin: None,
             slots: HashMap::default(),
             armed: HashMap::default(),
             next_id: 1,
@@ -1202,15 +1225,39 @@ impl Endpoint {
 
     fn arm(&mut self, at: Instant, target: Target) {
         let slot = self.id();
+        self.grid_origin.get_or_insert(at);
+        let mut cleanup = false;
         if let Target::Tx(k, t) = &target {
             let armed = self.armed.entry(Arc::clone(k)).or_insert([0; TIMERS]);
             if let Some(s) = armed.get_mut(*t as usize) {
                 let old = std::mem::replace(s, slot);
                 self.slots.remove(&old);
             }
+            cleanup = cleanup_only(*t);
         }
         self.slots.insert(slot, target);
-        self.heap.push(Reverse((at, slot)));
+        let heap = if cleanup {
+            &mut self.cleanup
+        } else {
+            &mut self.heap
+        };
+        heap.push(Reverse((at, slot)));
+    }
+
+    /// `t` moved up to the [`CLEANUP_GRID`] (itself if on it): the first grid step at or
+    /// after it, the grid running both ways from its origin.
+    fn on_grid(&self, t: Instant) -> Instant {
+        let Some(origin) = self.grid_origin else {
+            return t;
+        };
+        let grid = CLEANUP_GRID.as_nanos();
+        let step = |n: u128| Duration::from_nanos(u64::try_from(n * grid).unwrap_or(u64::MAX));
+        let on = if t >= origin {
+            origin.checked_add(step((t - origin).as_nanos().div_ceil(grid)))
+        } else {
+            origin.checked_sub(step((origin - t).as_nanos() / grid))
+        };
+        on.unwrap_or(t).max(t)
     }
 
     fn terminated(&mut self, key: &TransactionKey) {
@@ -1951,29 +1998,45 @@ impl Endpoint {
     /// response …) leaves its entry in the heap; those on top are dropped here, so the caller
     /// is not woken for them — they were most of the SIP loop's wake-ups per call at a low
     /// rate (S1, BENCHMARKS.md).
+    ///
+    /// The timers that only end a transaction (D, I, J, K, L) and the expiry of a forgotten
+    /// call's ACKs are named at the first [`CLEANUP_GRID`] step at or after their time, so
+    /// that those of one step share a wake-up.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(Reverse((_, slot))) = self.heap.peek() {
-            if self.slots.contains_key(slot) {
-                break;
+        for heap in [&mut self.heap, &mut self.cleanup] {
+            while let Some(Reverse((_, slot))) = heap.peek() {
+                if self.slots.contains_key(slot) {
+                    break;
+                }
+                heap.pop();
             }
-            self.heap.pop();
         }
         let timer = self.heap.peek().map(|Reverse((t, _))| *t);
+        let cleanup = self.cleanup.peek().map(|Reverse((t, _))| *t);
         let ended = self.ended_order.front().map(|(t, _)| *t);
-        match (timer, ended) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let later = [cleanup, ended].into_iter().flatten().min();
+        [timer, later.map(|t| self.on_grid(t))]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.forget_ended(now);
-        while let Some(Reverse((t, slot))) = self.heap.peek().copied() {
-            if t > now {
+        loop {
+            // The earlier of the two heaps' tops, if due.
+            let eager = self.heap.peek().map(|r| r.0).filter(|(t, _)| *t <= now);
+            let cleanup = self.cleanup.peek().map(|r| r.0).filter(|(t, _)| *t <= now);
+            let slot = match (eager, cleanup) {
+                (Some(e), Some(c)) if c < e => self.cleanup.pop(),
+                (Some(_), _) => self.heap.pop(),
+                (None, Some(_)) => self.cleanup.pop(),
+                (None, None) => break,
+            };
+            let Some(Reverse((_, slot))) = slot else {
                 break;
-            }
-            self.heap.pop();
+            };
             let Some(target) = self.slots.remove(&slot) else {
                 continue;
             };

@@ -24,6 +24,7 @@ pub mod wire;
 
 pub use endpoint::{
     CallRef, Config, Endpoint, Event, Invite, Outcome, RequestRef, ServerRef, Transmit, Transport,
+    CLEANUP_GRID,
 };
 pub use error::Error;
 pub use sipx_sip::{Limits, Message, Method, Request, Response, StatusCode, StreamParser, Timers};

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use crieur_sip::auth::Credentials;
 use crieur_sip::wire;
-use crieur_sip::{Config, Endpoint, Event, Invite, Message, Method, Request, Timers, Transport};
+use crieur_sip::{
+    Config, Endpoint, Event, Invite, Message, Method, Request, Timers, Transport, CLEANUP_GRID,
+};
 use sipx_sip::HeaderName;
 
 const ME: &str = "10.0.0.1:5060";
@@ -733,7 +735,8 @@ fn an_ended_call_is_forgotten_when_its_bye_is_answered() {
 
 /// A timer cleared by a response (A and B at the INVITE's answer, E and F at the BYE's 200)
 /// is not reported as due: `poll_timeout` names the next timer still armed — timer K of
-/// the answered BYE (T4 = 5 s) — so the caller's loop is not woken for nothing.
+/// the answered BYE (T4 = 5 s, on the cleanup grid: at most `CLEANUP_GRID` later) — so the
+/// caller's loop is not woken for nothing.
 #[test]
 fn cleared_timers_are_not_reported_due() {
     let (mut ep, t0, call, _inv) = established();
@@ -750,14 +753,62 @@ fn cleared_timers_are_not_reported_due() {
     assert_eq!(ep.poll_timeout(), Some(t0 + Duration::from_millis(500)));
     let t1 = t0 + Duration::from_millis(10);
     ep.handle_input(t1, a(TRUNK), &response(&bye, 200, None, ""));
-    assert_eq!(ep.poll_timeout(), Some(t1 + Duration::from_secs(5)));
-    ep.handle_timeout(t1 + Duration::from_secs(5));
+    let k = ep.poll_timeout().unwrap();
+    assert!(
+        k >= t1 + Duration::from_secs(5) && k <= t1 + Duration::from_secs(5) + CLEANUP_GRID,
+        "{:?}",
+        k - t1
+    );
+    ep.handle_timeout(k);
+    assert_eq!(ep.background(), 0);
     assert!(
         ep.poll_timeout()
             .is_none_or(|t| t >= t0 + Duration::from_secs(32)),
         "{:?}",
         ep.poll_timeout().map(|t| t - t0)
     );
+}
+
+/// The timers that only end a transaction — here timer K of two answered BYEs, 300 ms
+/// apart — are reported due on the cleanup grid: both at one instant, no earlier than the
+/// later one's T4 and within `CLEANUP_GRID` of the earlier one's, so the caller's loop wakes
+/// once for both; each transaction lives at least its T4.
+#[test]
+fn cleanup_timers_share_a_wake_up_on_the_grid() {
+    let (mut ep, t0, first, _) = established();
+    let mut inv = invite(None);
+    inv.call_id = "call-2@10.0.0.1".into();
+    let second = ep.invite(t0, inv).unwrap();
+    let inv2 = sent(&mut ep).remove(0).1;
+    let contact = "Contact: <sip:callee@10.0.0.2:5060>\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 200, Some("far2"), contact));
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    let mut byes = Vec::new();
+    for call in [first, second] {
+        ep.bye(t0, call, &[]).unwrap();
+        byes.push(sent(&mut ep).remove(0).1);
+    }
+    let (t1, t2) = (
+        t0 + Duration::from_millis(10),
+        t0 + Duration::from_millis(310),
+    );
+    ep.handle_input(t1, a(TRUNK), &response(&byes[0], 200, None, ""));
+    ep.handle_input(t2, a(TRUNK), &response(&byes[1], 200, None, ""));
+    assert_eq!(ep.background(), 2);
+    let t4 = Duration::from_secs(5);
+    let due = ep.poll_timeout().unwrap();
+    assert!(
+        due >= t2 + t4 && due <= t1 + t4 + CLEANUP_GRID,
+        "{:?}",
+        due - t0
+    );
+    // Not served before their time, both served at the grid's instant.
+    ep.handle_timeout(t1 + t4 - Duration::from_millis(1));
+    assert_eq!(ep.background(), 2);
+    ep.handle_timeout(due);
+    assert_eq!(ep.background(), 0);
+    assert!(sent(&mut ep).is_empty());
 }
 
 /// A BYE challenged with 401 is sent again with credentials: the call is kept for that
@@ -969,4 +1020,30 @@ fn a_2xx_retransmitted_after_the_invite_transaction_is_acked_until_64_t1() {
     ep.handle_timeout(t0 + Duration::from_secs(33));
     ep.handle_input(t0 + Duration::from_secs(33), a(TRUNK), &ok);
     assert!(sent(&mut ep).is_empty());
+}
+
+/// Over a reliable transport timer K is zero (RFC 3261 §17.1.2.2): the BYE's transaction
+/// ends at the next grid step after its 200 — not at a step later on the grid because its
+/// origin (the first timer armed: the INVITE's timer B, 32 s on) lies after it.
+#[test]
+fn over_tcp_a_byes_transaction_ends_within_a_grid_step_of_its_200() {
+    let mut c = cfg(false);
+    c.transport = Transport::Tcp;
+    let mut ep = Endpoint::new(c);
+    let t0 = Instant::now();
+    let call = ep.invite(t0, invite(None)).unwrap();
+    let inv = sent(&mut ep).remove(0).1;
+    let contact = "Contact: <sip:callee@10.0.0.2:5060>\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 200, Some("far"), contact));
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    let t1 = t0 + Duration::from_millis(700);
+    ep.bye(t1, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    ep.handle_input(t1, a(TRUNK), &response(&bye, 200, None, ""));
+    assert_eq!(ep.background(), 1);
+    let due = ep.poll_timeout().unwrap();
+    assert!(due >= t1 && due <= t1 + CLEANUP_GRID, "{:?}", due - t1);
+    ep.handle_timeout(due);
+    assert_eq!(ep.background(), 0);
 }
