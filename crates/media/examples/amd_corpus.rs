@@ -17,6 +17,7 @@
 //! the residual bound, the beeps voided by voice after them, the best lag every 500 ms);
 //! with `AMD_TRACE_FRAMES` also every packet's far-end, residual and echo-estimate levels (use
 //! with `--only NAME`).
+//! With `AMD_ALL` set, every file is listed, not only those (to diff two builds' verdicts).
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
@@ -337,6 +338,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         cpu_s
     );
     println!();
+    // `AMD_ALL` lists every file (to diff two builds' verdicts file by file).
+    let all = std::env::var_os("AMD_ALL").is_some();
     println!("misjudged, dropped early, or dropped late (over 300 ms after the beep):");
     for r in &results {
         let wrong = (r.class == "human") == r.machine_at.is_some();
@@ -352,7 +355,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             && r.drop.is_some_and(|(at, cause)| {
                 cause == "beep" && at > r.label_end + Duration::from_millis(300)
             });
-        if wrong || early || missed_beep || late {
+        if wrong || early || missed_beep || late || all {
             println!(
                 "  {} {} beep={} first={:?} machine={:?} drop={:?} label_end={:?}{}{}",
                 r.file,

@@ -391,8 +391,11 @@ pub struct AmdParams {
     pub beep_max_hz: f32,
     /// Beep: shortest tone. Default 60 ms: some machines beep for 60–80 ms (1,400 Hz for
     /// 60 ms, 1,000 Hz for 80 ms), and rising three-note beeps have notes of 80 ms; at 100 ms
-    /// all of those were missed (recipe f: 20–30 a corpus). A tone shorter than
-    /// [`AmdParams::beep_strict_length`] must also pass the stricter test there.
+    /// all of those were missed (recipe f: 20–30 a corpus). Counted in whole 10 ms frames,
+    /// one less than the length holds (a 60 ms tone fills 5 wherever its edges fall, a
+    /// 45–49 ms one 4 at best: never a beep; 50–59 ms only with its edges near the frames').
+    /// A tone shorter than [`AmdParams::beep_strict_length`] must also pass the stricter test
+    /// there, and does not override a `human` verdict.
     pub beep_min_length: Duration,
     /// Beep: tones shorter than this (and at least `beep_min_length`) are beeps only if their
     /// frames are one sinusoid to [`AmdParams::beep_strict_tonality_db`] on average and their
@@ -400,7 +403,13 @@ pub struct AmdParams {
     /// 15 dB under it).
     /// Default 100 ms, the length from which a steady tone passes on the ordinary test
     /// (`beep_min_tonality_db` and 2 % from frame to frame): a vowel of speech can be that
-    /// steady for a few frames, never that pure.
+    /// steady for a few frames, never that pure. Counted in whole 10 ms frames, two less than
+    /// the length holds (under 8 for 100 ms: a 100 ms beep whose ramps take a frame's worth
+    /// of it fills 8, and so does an 80 ms tone whose edges fall on the frames'). Such a
+    /// short tone, or a square wave's, is a beep only
+    /// without a verdict or after `not-sure`/`machine`, never over `human`: a smoke alarm's
+    /// or an appliance's chirp is 50–100 ms of one pure tone, a clarinet's note on a
+    /// television odd-harmonic like a buzzer.
     pub beep_strict_length: Duration,
     /// Beep: least mean tonality of the frames of a tone shorter than `beep_strict_length`
     /// (dB). Default 20 dB: a beep through G.711 gives 30–50 dB, 20 dB over the line's noise
@@ -557,6 +566,8 @@ struct Frame {
     zcr: f32,
     freq_hz: f32,
     tonality_db: f32,
+    /// The tonality is that of a square wave's odd harmonics (see [`odd_harmonics`]).
+    square: bool,
 }
 
 /// A frame's level, dBFS.
@@ -623,7 +634,7 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         den += w[1] * w[1];
         e2 += w[2] * w[2];
     }
-    let (freq_hz, tonality_db) = if den > 0.0 && e2 > 0.0 {
+    let (freq_hz, tonality_db, square) = if den > 0.0 && e2 > 0.0 {
         // Line noise adds to the fit's denominator only, pulling `c` toward 0 by the
         // noise-to-signal ratio (600 Hz read as 613 Hz at 22 dB SNR, which costs the Goertzel
         // filter 5 % of the tone): the purity is taken at the best of `c` and up to 3 % past
@@ -674,27 +685,30 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         // Still not one tone: perhaps a square wave (its odd harmonics), at the lower of
         // the two tones fitted — if those explain as much of it as of a square wave (its
         // fundamental and 3rd harmonic: 9–10 dB; most speech frames fit two far worse).
-        let two = match fit {
+        let square = match fit {
             Some((f1, p)) if p >= SQUARE_TWO_TONE_DB && two.is_none_or(|t| t.1 < ONE_TONE_DB) => {
-                odd_harmonics(x, f1).map(|p| (f1, p)).or(two)
+                odd_harmonics(x, f1).map(|p| (f1, p))
             }
-            _ => two,
+            _ => None,
         };
+        let two = square.or(two);
         *gate = TwoToneGate {
             level_dbfs,
             c0,
             two: two.is_some_and(|t| t.1 >= ONE_TONE_DB),
         };
-        two.unwrap_or(one)
+        let (freq, tonality) = two.unwrap_or(one);
+        (freq, tonality, square.is_some())
     } else {
         *gate = TwoToneGate::new();
-        (0.0, 0.0)
+        (0.0, 0.0, false)
     };
     Frame {
         level_dbfs,
         zcr,
         freq_hz,
         tonality_db,
+        square,
     }
 }
 
@@ -1090,6 +1104,8 @@ struct PendingBeep {
     quiet_ms: u32,
     /// The talker's voice heard since the tone's end, ms.
     voice_ms: u32,
+    /// The beep may turn a `human` verdict into `machine` (see [`Detector::on_beep`]).
+    overrides: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1118,6 +1134,8 @@ struct ToneRun {
     tonality_sum: f32,
     freq_lo: f32,
     freq_hi: f32,
+    /// Of those, the frames read as a square wave (see [`odd_harmonics`]).
+    square: u32,
     /// The run's level in steady segments, for its discrete echoes (see [`ToneRun::segment`]).
     echo: EchoSteps,
 }
@@ -1209,6 +1227,7 @@ impl ToneRun {
             tonality_sum: 0.0,
             freq_lo: f.freq_hz,
             freq_hi: f.freq_hz,
+            square: 0,
             echo: EchoSteps::new(start_frame, f.level_dbfs),
         };
         run.purity(f);
@@ -1221,6 +1240,7 @@ impl ToneRun {
         self.tonality_sum += f.tonality_db;
         self.freq_lo = self.freq_lo.min(f.freq_hz);
         self.freq_hi = self.freq_hi.max(f.freq_hz);
+        self.square += u32::from(f.square);
     }
 
     /// Follows the run's level through steady segments (`frame`: this frame's number, before
@@ -1516,6 +1536,7 @@ impl Detector {
             zcr: 0.0,
             freq_hz: 0.0,
             tonality_db: 0.0,
+            square: false,
         };
         while self.analysed() + Duration::from_millis(u64::from(FRAME_MS)) <= wall
             && !self.is_done()
@@ -1681,7 +1702,11 @@ impl Detector {
                 self.voided_beeps += 1;
             } else if pending.quiet_ms >= ms_u32(self.p.beep_settle) {
                 self.pending_drop = None;
-                self.confirm_beep(pending.beep);
+                // A person judged to have answered while the wait ran: only a beep that may
+                // override them does.
+                if pending.overrides || self.verdict.map(|v| v.kind) != Some(Kind::Human) {
+                    self.confirm_beep(pending.beep);
+                }
             }
         }
         if self.verdict.map(|v| v.kind) == Some(Kind::Machine)
@@ -1923,10 +1948,12 @@ impl Detector {
             && (p.beep_min_hz..=p.beep_max_hz).contains(&f.freq_hz);
         let stable =
             |run: &ToneRun| (f.freq_hz - run.last_freq).abs() <= (0.02 * run.last_freq).max(10.0);
-        // A tone's edges fall inside frames, and ramp (and a band filter rings at them): a
-        // 60 ms tone fills 4 whole steady frames at worst.
+        // A tone's edges fall inside frames: a 60 ms tone fills 5 whole frames at worst
+        // (6 when its edges fall on theirs), a 45–49 ms one 4 at best. (At 4 frames, 40–49
+        // ms tones passed, and a 60 ms tone whose ramps take a frame's worth of it is missed
+        // at 5.)
         let min_frames = (ms_u32(p.beep_min_length) / FRAME_MS)
-            .saturating_sub(2)
+            .saturating_sub(1)
             .max(2);
         let max_frames = ms_u32(p.beep_max_length).div_ceil(FRAME_MS);
         let frame_no = self.frames - 1;
@@ -2134,8 +2161,12 @@ impl Detector {
             return;
         }
         // A short tone: one sinusoid to the stricter tonality on average, at one frequency.
+        // (8 whole frames for 100 ms: a 100 ms beep whose ramps take a frame's worth of it
+        // fills 8; at 9, 2–4 such beeps in 150 machines were missed or lost their override
+        // of `human`. An 80 ms tone whose edges fall on the frames' fills 8 too.)
         let strict_frames = (ms_u32(self.p.beep_strict_length) / FRAME_MS).saturating_sub(2);
-        if steady < strict_frames
+        let short = steady < strict_frames;
+        if short
             && (run.tonality_sum < self.p.beep_strict_tonality_db * run.counted as f32
                 || run.freq_hi - run.freq_lo > 0.01 * freq)
         {
@@ -2147,13 +2178,19 @@ impl Detector {
             freq_hz: freq,
             level_dbfs: run.level_sum / run.frames as f32,
         };
-        self.on_beep(beep, since_end, floor);
+        // A short tone or a square wave's is a beep only where it cuts no one off (see
+        // `beep_strict_length`): an appliance's or a smoke alarm's chirp is as short and as
+        // pure, and a clarinet's or a synth's note as odd-harmonic.
+        let overrides = !short && run.square == 0;
+        self.on_beep(beep, since_end, floor, overrides);
     }
 
-    fn on_beep(&mut self, beep: Beep, since_end: u32, floor: f32) {
+    /// A beep (`overrides`: it may turn a `human` verdict into `machine`).
+    fn on_beep(&mut self, beep: Beep, since_end: u32, floor: f32, overrides: bool) {
         match self.verdict {
             Some(v) if v.kind == Kind::Machine => {}
             _ if self.analysed() > self.p.beep_override_window => return,
+            Some(v) if v.kind == Kind::Human && !overrides => return,
             // Someone was judged to have answered: only a tone clearly above the line's
             // noise overrides that (see `beep_override_margin_db`).
             Some(_)
@@ -2192,6 +2229,7 @@ impl Detector {
             beep,
             quiet_ms: since_end * FRAME_MS,
             voice_ms: 0,
+            overrides,
         });
     }
 
@@ -3219,6 +3257,138 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, AmdEvent::Verdict(v) if v.kind == Kind::Machine));
             assert_eq!(judged_machine, machine, "pips at {pip_db} dBFS: {ev:?}");
+        }
+    }
+
+    /// Whether any verdict of `ev` is `machine`.
+    fn judged_machine(ev: &[AmdEvent]) -> bool {
+        ev.iter()
+            .any(|e| matches!(e, AmdEvent::Verdict(v) if v.kind == Kind::Machine))
+    }
+
+    /// A person's "hello?" judged human, then `later` (starting at 4 s), on a quiet line.
+    fn person_then(later: &[f32], seed: u64) -> Vec<AmdEvent> {
+        let mut x = cat(&[
+            silence(300),
+            talker(700, -22.0, seed, 180.0),
+            silence(3000),
+            later.to_vec(),
+            silence(1500),
+        ]);
+        add_noise(&mut x, -62.0, seed + 1);
+        run(AmdParams::default(), &g711(&x))
+    }
+
+    #[test]
+    fn a_short_chirp_does_not_override_a_person() {
+        // An appliance's or a smoke alarm's chirp (60–80 ms, pure, 2 kHz) 40 dB over the line
+        // while the person listens: every test of a short beep but its length passes, and a
+        // short tone does not turn `human` into `machine` (see `beep_strict_length`). (An 80 ms
+        // tone fills 7 whole 10 ms frames where its edges fall inside them, 8 — as many as a
+        // 100 ms beep with ramps — where they fall on them.)
+        for (len, db, offset) in [(60, -20.0, 0), (70, -24.0, 0), (80, -30.0, 5)] {
+            let ev = person_then(&cat(&[silence(offset), tone(len, 2000.0, db)]), 61);
+            assert_eq!(
+                first_verdict(&ev).map(|v| v.kind),
+                Some(Kind::Human),
+                "{len} ms: {ev:?}"
+            );
+            assert!(!judged_machine(&ev), "{len} ms chirp: {ev:?}");
+            assert!(drop_point(&ev).is_none(), "{len} ms chirp: {ev:?}");
+        }
+        // The same chirp 100 ms long passes the ordinary test: a beep, as from a machine whose
+        // greeting was short enough to be judged human.
+        let ev = person_then(&tone(120, 2000.0, -20.0), 61);
+        assert!(judged_machine(&ev), "120 ms: {ev:?}");
+    }
+
+    /// A clarinet-like note: `hz` with its odd harmonics (the 3rd 8 dB under it, the 5th 14,
+    /// the 7th 20 dB) and weak even ones (30 dB under), a 40 ms attack, and a 5 Hz vibrato
+    /// of ±0.4 % (slow enough to stay within a tone run's frame-to-frame 2 %).
+    fn clarinet(ms: u32, hz: f32, dbfs: f32) -> Vec<f32> {
+        let n = (ms * 8) as usize;
+        let harmonics = [
+            (1, 0.0),
+            (2, -30.0),
+            (3, -8.0),
+            (4, -32.0),
+            (5, -14.0),
+            (7, -20.0),
+        ];
+        let mut phase = 0f32;
+        let mut x: Vec<f32> = (0..n)
+            .map(|i| {
+                let t = i as f32 / SR;
+                let f = hz * (1.0 + 0.004 * (2.0 * std::f32::consts::PI * 5.0 * t).sin());
+                phase += 2.0 * std::f32::consts::PI * f / SR;
+                let attack = (t / 0.04).min(1.0);
+                attack
+                    * harmonics
+                        .iter()
+                        .filter(|(k, _)| hz * *k as f32 <= 3400.0)
+                        .map(|&(k, db)| 10f32.powf(db / 20.0) * (phase * k as f32).sin())
+                        .sum::<f32>()
+            })
+            .collect();
+        let rms = (x.iter().map(|v| v * v).sum::<f32>() / n.max(1) as f32).sqrt();
+        let g = amp(dbfs) / rms.max(1e-9);
+        x.iter_mut().for_each(|v| *v *= g);
+        x
+    }
+
+    #[test]
+    fn a_clarinet_s_note_does_not_override_a_person() {
+        // Music on a television while the person listens: a clarinet's (or a square-lead
+        // synth's) note is odd-harmonic like a buzzer, and steady; it does not turn `human`
+        // into `machine`.
+        for (hz, len) in [(400.0, 300), (420.0, 500), (600.0, 250)] {
+            let ev = person_then(&clarinet(len, hz, -20.0), 71);
+            assert_eq!(
+                first_verdict(&ev).map(|v| v.kind),
+                Some(Kind::Human),
+                "{hz} Hz: {ev:?}"
+            );
+            assert!(!judged_machine(&ev), "{hz} Hz {len} ms note: {ev:?}");
+        }
+    }
+
+    #[test]
+    fn a_machine_s_short_beep_still_drops() {
+        // A greeting judged `machine`, then its 70 ms beep: the short tone still makes the
+        // drop point (short beeps are only kept from overriding a person).
+        let mut x = cat(&[
+            speech(4000, -18.0, 81),
+            silence(700),
+            tone(70, 1400.0, -24.0),
+            silence(2000),
+        ]);
+        add_noise(&mut x, -62.0, 82);
+        let ev = run(AmdParams::default(), &g711(&x));
+        assert_eq!(first_verdict(&ev).map(|v| v.kind), Some(Kind::Machine));
+        assert_eq!(beeps(&ev).len(), 1, "{ev:?}");
+        assert_dropped_on_beep(&ev, 1400.0, Duration::from_millis(4770), "70 ms");
+    }
+
+    #[test]
+    fn a_tone_under_the_shortest_beep_is_none_at_any_alignment() {
+        // `beep_min_length` is 60 ms: a 60 ms tone is a beep wherever its edges fall in the
+        // 10 ms frames; a 45 ms one never is (4 whole frames when aligned).
+        for offset in [0, 3, 5, 8] {
+            for (len, beep) in [(45, false), (48, false), (60, true)] {
+                let mut x = cat(&[
+                    speech(4000, -18.0, 91),
+                    silence(500 + offset),
+                    tone(len, 1400.0, -24.0),
+                    silence(2000),
+                ]);
+                add_noise(&mut x, -62.0, 92);
+                let ev = run(AmdParams::default(), &g711(&x));
+                assert_eq!(
+                    beeps(&ev).len(),
+                    usize::from(beep),
+                    "{len} ms at +{offset} ms: {ev:?}"
+                );
+            }
         }
     }
 

@@ -221,6 +221,18 @@ impl CallScript {
         Some(self.first_audio?.saturating_duration_since(self.answered?))
     }
 
+    /// Whether the call is still waiting for its answer with a CANCEL sent (an answer now
+    /// crossed it: nothing is played, the call ends at it).
+    pub fn cancel_sent(&self) -> bool {
+        matches!(
+            self.state,
+            State::AwaitingAnswer {
+                cancel_sent: Some(_),
+                ..
+            }
+        )
+    }
+
     /// Whether a provisional response to the INVITE came (so CANCEL may be sent).
     pub fn provisional_received(&self) -> bool {
         !matches!(

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crieur_sip::auth::Credentials as SipCredentials;
 use crieur_sip::{
@@ -534,6 +534,15 @@ impl Uac {
             })
     }
 
+    /// Calls that went on as tasks (to wait on their media, the opt-out's write, the
+    /// detector or a stop token), rather than running inline to their end in their SIP loop.
+    pub fn calls_as_tasks(&self) -> u64 {
+        self.loops
+            .iter()
+            .map(|l| l.jobs.to_tasks.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// RTP socket pairs open now, in calls and idle in the pools (bound and not yet closed):
     /// two counters read per loop, no lock taken — cheap enough to sample often.
     pub fn rtp_pairs_open(&self) -> u64 {
@@ -546,9 +555,10 @@ impl Uac {
             .sum()
     }
 
-    /// Waits up to `limit` for the CANCEL and BYE transactions of ended calls to finish (a
-    /// BYE to a vanished peer retransmits for 32 s, timer F). Call before dropping the `Uac`
-    /// at exit, so a lost BYE still gets its retransmissions. True if none is left.
+    /// Waits up to `limit` for the CANCEL and BYE transactions of ended calls to get their
+    /// final response (a BYE to a vanished peer retransmits for 32 s, timer F; an answered
+    /// one is not waited for through its timer K). Call before dropping the `Uac` at exit,
+    /// so a lost BYE still gets its retransmissions. True if none is left.
     pub async fn wait_background(&self, limit: Duration) -> bool {
         let end = tokio::time::Instant::now() + limit;
         loop {
@@ -591,8 +601,9 @@ impl Uac {
     /// whose script ends at its answer (an empty message). A call that must wait on more —
     /// its media (RTP, a prompt being paced, re-INVITEs), the opt-out's durable write,
     /// answering-machine detection, a stop token — goes on from there as a task on the same
-    /// thread. This future only waits for its report; dropping it ends the call at its next
-    /// event or timer (inline: hung up; as a task: dropped, as dropping the call itself did).
+    /// thread. This future only waits for its report; dropping it ends the call at once as
+    /// its script would end it (CANCEL if ringing, BYE if established), inline or as a task,
+    /// and the call counts on its loop until then.
     pub async fn call(
         &self,
         trunk: &Trunk,
@@ -604,9 +615,11 @@ impl Uac {
         let Some(shard) = Shard::pick(&self.loops) else {
             return Err(Error::SipStopped);
         };
-        let _counted = OnLoop::new(&shard.calls);
         let (done, report) = oneshot::channel();
         let job = Box::new(NewCall {
+            // Counted until the call ends, not until this future does (dropped, the call
+            // goes on to be hung up).
+            counted: OnLoop::new(&shard.calls),
             ctx: CallContext {
                 sip: shard.sip.clone(),
                 ports: shard.ports.clone(),
@@ -636,7 +649,10 @@ impl Uac {
             // The loop thread ended (its `Uac` is being dropped).
             Err(_) => return Err(Error::SipStopped),
         }
-        match report.await {
+        let mut gone = CallerGone(Some(&shard.jobs));
+        let report = report.await;
+        gone.0 = None;
+        match report {
             Ok(Ok(r)) => r,
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             // The loop thread ended with the call on it.
@@ -718,6 +734,23 @@ type Job = Box<NewCall>;
 struct Jobs {
     inbox: crate::inbox::Inbox<Job>,
     wake: tokio::sync::Notify,
+    /// A caller dropped its `Uac::call` future before its report: the loop looks for its
+    /// inline call (if it is one) at its next turn, and hangs it up.
+    gone: AtomicBool,
+    /// Calls the loop moved to tasks ([`Uac::calls_as_tasks`]).
+    to_tasks: AtomicU64,
+}
+
+/// Tells the loop when the `Uac::call` future holding it is dropped before its report.
+struct CallerGone<'a>(Option<&'a Jobs>);
+
+impl Drop for CallerGone<'_> {
+    fn drop(&mut self) {
+        if let Some(jobs) = self.0 {
+            jobs.gone.store(true, Ordering::SeqCst);
+            jobs.wake.notify_one();
+        }
+    }
 }
 
 /// Where a call's report goes: the report, the call's error, or its panic (resumed in the
@@ -737,6 +770,7 @@ struct NewCall {
     on_opt_out: OptOutHook,
     caller: Option<tokio::runtime::Handle>,
     done: ReportTx,
+    counted: OnLoop,
 }
 
 /// A call's future with its panic caught, to be resumed in the caller (as a task's panic is
@@ -787,10 +821,23 @@ impl Sig<'_> {
                     tracing::debug!("the SIP loop is gone");
                 }
             }
-            Sig::Ep { ep, calls, now } => command(ep, calls, c, *now),
+            Sig::Ep { ep, calls, now } => {
+                // The endpoint's own panic is told apart from the script's: it may have left
+                // the endpoint half-updated, so it is fatal for the loop (`Inlines::step`).
+                let now = *now;
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    command(ep, calls, c, now);
+                }));
+                if let Err(p) = r {
+                    std::panic::resume_unwind(Box::new(EndpointPanic(p)));
+                }
+            }
         }
     }
 }
+
+/// A panic raised in the endpoint while an inline call's script commanded it.
+struct EndpointPanic(Box<dyn std::any::Any + Send>);
 
 /// One call: its script, the report it writes, its RTP pair and media — the state both the
 /// inline path (driven by the SIP loop: [`Inline`]) and the call's task ([`Call::run`]) drive,
@@ -819,6 +866,8 @@ struct Call {
     voicemail: Option<Arc<Message>>,
     /// What came on the RTP pair before the answer has been dropped ([`Call::drop_early`]).
     early_dropped: bool,
+    /// The call counted on its loop until it is dropped ([`Shard::pick`]).
+    _counted: OnLoop,
 }
 
 /// Each prompt's audio in `codec`: message, confirmation, voicemail.
@@ -849,6 +898,7 @@ impl Call {
             on_opt_out,
             caller,
             done,
+            counted,
         } = job;
         // RTP on an even port, RTCP on the next (RFC 3550 §11). The pacer sends on the RTP
         // socket and the call receives on both. They are registered with the reactor for
@@ -934,6 +984,7 @@ impl Call {
             lead_in_packets,
             voicemail,
             early_dropped: false,
+            _counted: counted,
             req,
         };
         Ok((call, done))
@@ -1124,10 +1175,11 @@ impl Call {
         }
     }
 
-    /// The call's stop token was cancelled.
-    fn on_stop(&mut self, now: Instant) {
+    /// The call's stop token was cancelled, or its caller is gone (`why`): the script ends
+    /// it (BYE if established, CANCEL if ringing).
+    fn on_stop(&mut self, now: Instant, why: &str) {
         self.stopping = true;
-        self.note(now, "shutdown requested".into());
+        self.note(now, why.into());
         self.script.handle_shutdown(now);
     }
 
@@ -1161,6 +1213,12 @@ impl Call {
     fn on_sip(&mut self, ev: SipEvent, now: Instant, sig: &mut Sig<'_>) {
         match ev {
             SipEvent::Provisional { response: resp, .. } => {
+                // A script that panics, for the test of what a panic leaves behind (no
+                // public way makes the inline path's own code panic).
+                #[cfg(test)]
+                if self.req.number == tests::PANICS_AT_RINGING {
+                    panic!("a script's panic, at its ringing");
+                }
                 let code = resp.status.code();
                 if (180..=199).contains(&code) && self.report.first_18x.is_none() {
                     self.report.first_18x = Some((code, self.at(now)));
@@ -1266,6 +1324,12 @@ impl Call {
         self.report.credentials_sent = credentials_sent;
         self.note(now, format!("{code} {}", reason(resp)));
         self.report.final_response = Some((code, self.at(now)));
+        if self.script.cancel_sent() {
+            // A 200 that crossed our CANCEL: the script ends at it (the SIP stack ACKs and
+            // BYEs it). No stream opened, no RTP pair drained, no RTCP BYE.
+            self.script.handle_answered(now, true);
+            return;
+        }
         match sdp::parse_answer(resp.body()) {
             Ok(answer) if !answer.direction.receives() => {
                 // RFC 3264 §6.1: a sendonly/inactive answer will not receive our audio.
@@ -1388,7 +1452,13 @@ impl Call {
 
     /// The call as a task: from where the SIP loop left it (at its INVITE, or where it first
     /// had to wait on more than SIP and timers) to its end. Its SIP events come on `sip_rx`.
-    async fn run(mut self, mut sip_rx: mpsc::UnboundedReceiver<SipEvent>) -> CallReport {
+    /// Its caller gone (`done` closed: the `Uac::call` future dropped) is a stop, as its stop
+    /// token's: the call goes on to its end, hung up by its script.
+    async fn run(
+        mut self,
+        mut sip_rx: mpsc::UnboundedReceiver<SipEvent>,
+        done: &mut ReportTx,
+    ) -> CallReport {
         let sip = self.ctx.sip.clone();
         let mut buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 1500];
@@ -1408,7 +1478,10 @@ impl Call {
             }
             tokio::select! {
                 _ = &mut timer, if next.is_some() => self.on_timer(Instant::now()),
-                () = stopped(&self.req.stop), if !self.stopping => self.on_stop(Instant::now()),
+                () = stopped(&self.req.stop), if !self.stopping => {
+                    self.on_stop(Instant::now(), "shutdown requested");
+                }
+                () = done.closed(), if !self.stopping => self.on_stop(Instant::now(), "caller gone"),
                 // The sender lives in the media's stream registration: never closed here.
                 Some(ev) = self.pacer_rx.recv() => self.on_pacer(ev),
                 ev = sip_rx.recv() => match ev {
@@ -1462,6 +1535,15 @@ impl Call {
         self.ctx.ports.give_back(self.pair, Instant::now());
         self.report
     }
+
+    /// A call whose own code panicked (its script's state not to be trusted): its leg hung
+    /// up whatever the script did (the endpoint sends nothing twice: CANCEL if ringing, BYE
+    /// if established and not yet ended), forgotten by the loop, its RTP pair given back.
+    fn abandon(self, sig: &mut Sig<'_>) {
+        sig.send(Command::HangUp(self.leg));
+        sig.send(Command::Forget(self.leg));
+        self.ctx.ports.give_back(self.pair, Instant::now());
+    }
 }
 
 /// Returns when `stop` is cancelled (never without one).
@@ -1508,6 +1590,8 @@ struct Inlines {
     background: Arc<AtomicUsize>,
     /// What the loop last published as the endpoint's own count.
     published: usize,
+    /// The loop's inbox and its counters (none for a loop that takes no calls).
+    jobs: Option<Arc<Jobs>>,
 }
 
 impl Inlines {
@@ -1557,6 +1641,23 @@ impl Inlines {
         }
     }
 
+    /// Ends the inline calls whose callers are gone (their `Uac::call` futures dropped), at
+    /// once rather than at their next event or timer: a ringing call is cancelled, an
+    /// established one hung up. (A task sees its caller gone by itself: `Call::run`.)
+    fn sweep(&mut self, ep: &mut Endpoint, calls: &mut Calls) {
+        let gone: Vec<CallRef> = calls
+            .iter()
+            .filter(|(_, r)| matches!(r, Route::Inline(c) if c.done.is_closed()))
+            .map(|(leg, _)| *leg)
+            .collect();
+        let now = Instant::now();
+        for leg in gone {
+            if let Some(Route::Inline(c)) = calls.remove(&leg) {
+                self.step(c, ep, calls, now, |_, _| {});
+            }
+        }
+    }
+
     /// The earliest inline deadline.
     fn next(&self) -> Option<Instant> {
         self.timers.first().map(|&(t, _)| t)
@@ -1565,7 +1666,11 @@ impl Inlines {
     /// Feeds `input` to an inline call, performs what its script then asks for (and what the
     /// pacer says at once: an empty prompt is done as soon as it starts), and settles it:
     /// ended (its report sent), moved to a task, or back in `calls` with its deadline armed.
-    /// A panic ends the call and is resumed in its caller, as a task's was.
+    /// A panic in the call's own code hangs its leg up (CANCEL or BYE), takes it and its
+    /// deadline off the loop, gives its RTP pair back, and is resumed in its caller, as a
+    /// task's is. A panic in the endpoint (through `Sig::send`) may have left the endpoint
+    /// half-updated: it is resumed here, ending the loop thread (its calls' callers then get
+    /// `Error::SipStopped`).
     fn step(
         &mut self,
         mut c: Box<Inline>,
@@ -1593,7 +1698,15 @@ impl Inlines {
         let over = match stepped {
             Ok(over) => over,
             Err(panic) => {
-                let _ = c.done.send(Err(panic));
+                let panic = match panic.downcast::<EndpointPanic>() {
+                    Ok(p) => std::panic::resume_unwind(p.0),
+                    Err(p) => p,
+                };
+                self.disarm(&c);
+                let Inline { call, done, .. } = *c;
+                call.abandon(&mut Sig::Ep { ep, calls, now });
+                self.publish(ep);
+                let _ = done.send(Err(panic));
                 return;
             }
         };
@@ -1616,18 +1729,14 @@ impl Inlines {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             calls.insert(call.leg, Route::Task(tx));
+            if let Some(j) = &self.jobs {
+                j.to_tasks.fetch_add(1, Ordering::Relaxed);
+            }
             tokio::spawn(async move {
                 let mut done = done;
-                let run = CatchUnwind(Box::pin(call.run(rx)));
-                // The caller gone (its future dropped): the call is dropped, as an aborted task.
-                let r = tokio::select! {
-                    biased;
-                    () = done.closed() => None,
-                    r = run => Some(r),
-                };
-                if let Some(r) = r {
-                    let _ = done.send(r.map(Ok));
-                }
+                // The caller gone (its future dropped), the call is hung up and runs to its end.
+                let r = CatchUnwind(Box::pin(call.run(rx, &mut done))).await;
+                let _ = done.send(r.map(Ok));
             });
             return;
         }
@@ -2441,6 +2550,8 @@ impl LoopThread {
         let jobs = Arc::new(Jobs {
             inbox,
             wake: tokio::sync::Notify::new(),
+            gone: AtomicBool::new(false),
+            to_tasks: AtomicU64::new(0),
         });
         let (sip, task) = {
             let _inside = rt.enter();
@@ -2477,6 +2588,7 @@ async fn sip_loop(
         timers: Default::default(),
         background,
         published: 0,
+        jobs: jobs.clone(),
     };
     let (framed, mut framed_rx) = mpsc::unbounded_channel();
     let mut wire = Wire::new(net, framed);
@@ -2494,6 +2606,9 @@ async fn sip_loop(
             jobs.inbox.awake();
             while let Ok(job) = rx.try_recv() {
                 inl.begin(job, &mut ep, &mut calls);
+            }
+            if jobs.gone.swap(false, Ordering::SeqCst) {
+                inl.sweep(&mut ep, &mut calls);
             }
         }
         // Outputs, then: datagrams, then events.
@@ -3007,6 +3122,91 @@ mod tests {
     use super::*;
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// A call to this number panics in its script at its first provisional response.
+    pub(super) const PANICS_AT_RINGING: &str = "+33699999999";
+
+    /// A panic in an inline call's own code (here at its 180, the call ringing inline) is
+    /// resumed in its caller, and the call is not left behind: its leg is cancelled at once
+    /// (the ring timeout is 120 s: only the panic's handling sends this CANCEL), the 487
+    /// ACKed, its RTP pair given back, its loop's count and the loop's `background` back to
+    /// nothing — and the loop goes on serving calls.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panic_in_an_inline_call_cancels_its_leg_and_is_resumed_in_its_caller() {
+        use crieur_test_support::scenario::{ringing, ACK, CANCEL_200_487, HEAD, TAIL};
+        let scenario = format!(
+            "{HEAD}{}  <recv request=\"CANCEL\"/>\n{CANCEL_200_487}{ACK}{TAIL}",
+            ringing()
+        );
+        let mut sipp = crieur_test_support::Sipp::scenario(&scenario)
+            .timeout_error()
+            .calls(2)
+            .start();
+        let uac = Arc::new(
+            Uac::start(SocketAddr::from((LOCAL, 0)), "crieur-test/0")
+                .await
+                .unwrap_or_else(|e| panic!("UAC: {e}")),
+        );
+        let trunk = Trunk {
+            address: sipp.addr(),
+            domain: None,
+            from_user: "+33100000000".into(),
+            from_domain: "crieur.test".into(),
+            credentials: None,
+            ring_timeout: Duration::from_secs(120),
+            max_call_length: Duration::from_secs(600),
+            symmetric_rtp: false,
+            p_asserted_identity: None,
+            servers: Vec::new(),
+        };
+        let req = |number: &str| CallRequest {
+            number: number.into(),
+            message: Arc::new(Message::from_samples(&[])),
+            confirmation: Arc::new(Message::from_samples(&[])),
+            opt_out_key: '9',
+            not_interested_key: None,
+            keep_received_audio: false,
+            stop: None,
+            lead_in: Duration::ZERO,
+            amd: None,
+        };
+        let no_hook = |_: char, _: DtmfMethod| -> OptOutFuture { Box::pin(async { Ok(()) }) };
+        let (u, t) = (uac.clone(), trunk.clone());
+        let call = tokio::spawn(async move {
+            u.call(&t, req(PANICS_AT_RINGING), no_hook)
+                .await
+                .map(|_| ())
+        });
+        let joined = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("the call's panic never reached its caller"));
+        assert!(
+            matches!(&joined, Err(e) if e.is_panic()),
+            "{:?}",
+            joined.map(|r| r.map_err(|e| e.to_string()))
+        );
+        // CANCEL sent at the panic: its transaction ends well before the ring timeout.
+        assert!(uac.wait_background(Duration::from_secs(8)).await);
+        let loaded: usize = uac
+            .loops
+            .iter()
+            .map(|l| l.calls.load(Ordering::SeqCst))
+            .sum();
+        assert_eq!(loaded, 0);
+        let ports = uac.loops.iter().map(|l| l.ports.stats());
+        assert!(
+            ports.clone().all(|p| p.bound == p.closed + p.idle),
+            "{:?}",
+            ports.collect::<Vec<_>>()
+        );
+        // The loop goes on: a second call rings and is cancelled by its caller going.
+        let second = uac.call(&trunk, req("+33612345678"), no_hook);
+        assert!(tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .is_err());
+        assert!(uac.wait_background(Duration::from_secs(8)).await);
+        assert!(sipp.succeeded());
+    }
 
     fn stats(p: &RtpPorts) -> (u64, u64, u64, u64) {
         let s = p.stats();

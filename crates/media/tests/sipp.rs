@@ -2092,6 +2092,9 @@ m=audio [media_port] RTP/AVP 0
     assert_eq!(r.ending.outcome, Outcome::NoAnswer, "{}", timeline(&r));
     assert_eq!(r.ending.sip_status, Some(200), "{}", timeline(&r));
     assert_eq!(r.rtp_sent, 0);
+    // No media set up for it: no stream opened, no RTCP (not even the BYE report).
+    assert_eq!(r.rtcp.sent, 0, "{}", timeline(&r));
+    assert_eq!(r.codec, None, "{}", timeline(&r));
     assert!(sipp.succeeded());
 }
 
@@ -2409,6 +2412,8 @@ async fn a_call_with_nothing_to_play_is_acked_and_byed_at_its_answer() {
         // The BYE's transaction (in the SIP loop after the call) is answered and ends.
         assert!(uac.wait_background(Duration::from_secs(8)).await);
     }
+    // Inline from INVITE to report: neither call went on as a task.
+    assert_eq!(uac.calls_as_tasks(), 0);
     assert!(sipp.succeeded());
 }
 
@@ -2459,9 +2464,9 @@ async fn a_call_stopped_while_ringing_is_cancelled_then_487_is_acked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ringing_call_whose_caller_is_gone_is_cancelled() {
     // The caller drops its `Uac::call` future while the call rings, inline in the SIP loop:
-    // at the call's next event or timer (here its 15 s ring timeout) the call is ended as
-    // its script would end it — CANCEL (a provisional response came), 487 ACKed — not left
-    // ringing with nobody to hear it.
+    // the loop is told at once and the call is ended as its script would end it — CANCEL (a
+    // provisional response came), 487 ACKed — not left ringing with nobody to hear it. The
+    // ring timeout is 120 s: only the caller's going can make this CANCEL.
     let mut sipp = Sipp::start(&ring_then_cancel(), &[]);
     let uac = Uac::start(
         "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
@@ -2469,12 +2474,51 @@ async fn a_ringing_call_whose_caller_is_gone_is_cancelled() {
     )
     .await
     .unwrap_or_else(|e| panic!("UAC: {e}"));
-    let t = trunk(sipp.addr());
+    let mut t = trunk(sipp.addr());
+    t.ring_timeout = Duration::from_secs(120);
+    t.max_call_length = Duration::from_secs(600);
     let call = uac.call(&t, short_request(tone(440.0, 0.5), None), no_opt_out);
     assert!(tokio::time::timeout(Duration::from_millis(500), call)
         .await
         .is_err());
-    tokio::time::sleep(t.ring_timeout).await;
-    assert!(uac.wait_background(Duration::from_secs(8)).await);
+    // sipp ends once its call is done: CANCEL answered, 487 ACKed.
+    let dropped = Instant::now();
+    while sipp.running() && dropped.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !sipp.running(),
+        "no CANCEL within 3 s of the caller's going"
+    );
     assert!(sipp.succeeded());
+    assert!(uac.wait_background(Duration::from_secs(8)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answered_call_whose_caller_is_gone_is_byed() {
+    // A call with a message plays it as a task on its loop's thread. Its caller drops the
+    // `Uac::call` future once it is answered: the task takes that as a stop and hangs up —
+    // the far end gets a BYE within moments, not when the 30 s message would have ended (or
+    // never, were the task just dropped).
+    let mut sipp = Sipp::start(&answer_scenario("0", BYE_200), &[]);
+    let uac = Uac::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let t = trunk(sipp.addr());
+    let call = uac.call(&t, short_request(tone(440.0, 30.0), None), no_opt_out);
+    assert!(tokio::time::timeout(Duration::from_millis(1500), call)
+        .await
+        .is_err());
+    let dropped = Instant::now();
+    while sipp.running() && dropped.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!sipp.running(), "no BYE within 3 s of the caller's going");
+    // The message made it a task (the counter of the inline test above counts).
+    assert_eq!(uac.calls_as_tasks(), 1);
+    assert!(sipp.succeeded());
+    assert!(uac.wait_background(Duration::from_secs(8)).await);
 }

@@ -352,7 +352,7 @@ pub struct Endpoint {
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    /// BYE and CANCEL transactions in flight.
+    /// BYE and CANCEL transactions in flight, until their final response (or failure).
     background: usize,
     /// Calls forgotten within 64·T1 of their 2xx, by (Call-ID, local tag): the ACK of each
     /// 2xx, re-sent if the 2xx comes again (RFC 6026's Accepted state, see
@@ -530,7 +530,9 @@ impl Endpoint {
         self.layer.len()
     }
 
-    /// BYE and CANCEL transactions still running (a process about to exit waits for them).
+    /// BYE and CANCEL transactions not yet answered with a final response, nor failed (a
+    /// process about to exit waits for them; not for timer K, which after the response only
+    /// absorbs its retransmissions).
     pub fn background(&self) -> usize {
         self.background
     }
@@ -1323,7 +1325,8 @@ impl Endpoint {
         let Some(owner) = self.owners.remove(key) else {
             return;
         };
-        if matches!(owner.kind, Kind::Bye | Kind::Cancel | Kind::ForkBye) {
+        // Uncounted at its final response ([`Endpoint::settle`]) if it got one.
+        if !owner.settled && matches!(owner.kind, Kind::Bye | Kind::Cancel | Kind::ForkBye) {
             self.background = self.background.saturating_sub(1);
         }
         if let Kind::Server(Some(s)) = owner.kind {
@@ -1388,6 +1391,9 @@ impl Endpoint {
             return;
         };
         o.settled = true;
+        // What is left of it (absorbing its response's retransmissions until timer K) is
+        // nothing an exiting process must wait for.
+        self.background = self.background.saturating_sub(1);
         let call = o.call;
         if let Some(c) = self.calls.get_mut(&call) {
             c.open = c.open.saturating_sub(1);
