@@ -724,10 +724,10 @@ impl EchoCanceller {
         self.far_last = far_env;
         // Only while our audio plays (or has within the longest delay) is there anything to
         // learn; the far end's own speech between is not echo.
-        let sent_lately = (0..=MAX_DELAY_BLOCKS as i64).step_by(20).any(|l| {
-            self.reference
-                .as_ref()
-                .is_some_and(|r| Reference::block(&r.data.env, offset, block - l) > 0.0)
+        // (Every 20th block back: a plain loop, the `step_by` iterator was a call per block.)
+        let sent_lately = self.reference.as_ref().is_some_and(|r| {
+            (0..=(MAX_DELAY_BLOCKS / 20) as i64)
+                .any(|i| Reference::block(&r.data.env, offset, block - 20 * i) > 0.0)
         });
         if !sent_lately {
             return;
@@ -762,11 +762,13 @@ impl EchoCanceller {
         let best = |skip: Option<usize>| {
             let (mut lag, mut best_c, mut best_p) = (0, 0f32, 0f32);
             for (l, (&c, &p)) in cross.iter().zip(pow).enumerate() {
-                if c > 0.0
-                    && p > 0.0
-                    && (best_c == 0.0 || c * c * best_p > best_c * best_c * p)
-                    && skip.is_none_or(|s| l.abs_diff(s) > PROMINENCE_EXCLUDE)
-                {
+                // Every test evaluated (`&`, `|`: no short-circuit), one branch per lag
+                // taken rarely: the sign of `c` lag to lag is noise a branch mispredicts.
+                let better = (c > 0.0)
+                    & (p > 0.0)
+                    & ((best_c == 0.0) | (c * c * best_p > best_c * best_c * p))
+                    & skip.is_none_or(|s| l.abs_diff(s) > PROMINENCE_EXCLUDE);
+                if better {
                     (lag, best_c, best_p) = (l, c, p);
                 }
             }
