@@ -760,18 +760,36 @@ impl EchoCanceller {
         let far_pow = self.far_pow;
         // The best lag (offset from `from`) and its correlation, among lags `skip` keeps.
         let best = |skip: Option<usize>| {
-            let (mut lag, mut best_c, mut best_p) = (0, 0f32, 0f32);
-            for (l, (&c, &p)) in cross.iter().zip(pow).enumerate() {
-                // Every test evaluated (`&`, `|`: no short-circuit), one branch per lag
-                // taken rarely: the sign of `c` lag to lag is noise a branch mispredicts.
-                let better = (c > 0.0)
-                    & (p > 0.0)
-                    & ((best_c == 0.0) | (c * c * best_p > best_c * best_c * p))
-                    & skip.is_none_or(|s| l.abs_diff(s) > PROMINENCE_EXCLUDE);
-                if better {
-                    (lag, best_c, best_p) = (l, c, p);
+            // (lag, c, p) of the best so far.
+            let mut b = (0, 0f32, 0f32);
+            // Whether lag `c`, `p` beats the best so far (`&`, `|`: every test evaluated, no
+            // branch on the sign of `c`, which is noise lag to lag).
+            let beats = |c: f32, p: f32, (_, best_c, best_p): (usize, f32, f32)| {
+                (c > 0.0) & (p > 0.0) & ((best_c == 0.0) | (c * c * best_p > best_c * best_c * p))
+            };
+            let scan = |b: &mut (usize, f32, f32), from: usize, cs: &[f32], ps: &[f32]| {
+                for (i, (&c, &p)) in cs.iter().zip(ps).enumerate() {
+                    let l = from + i;
+                    if beats(c, p, *b) & skip.is_none_or(|s| l.abs_diff(s) > PROMINENCE_EXCLUDE) {
+                        *b = (l, c, p);
+                    }
+                }
+            };
+            // Lag by lag in order, but a chunk of `LANES` lags none of which beats the best
+            // so far (tested side by side, `skip` aside: a superset) is passed over whole —
+            // the best changes a few times a search, so the result is the scan's.
+            let whole = cross.len() / LANES * LANES;
+            for (k, (cs, ps)) in chunks(&cross[..whole]).zip(chunks(&pow[..whole])).enumerate() {
+                let mut any = false;
+                for i in 0..LANES {
+                    any |= beats(cs[i], ps[i], b);
+                }
+                if any {
+                    scan(&mut b, k * LANES, cs, ps);
                 }
             }
+            scan(&mut b, whole, &cross[whole..], &pow[whole..]);
+            let (lag, best_c, best_p) = b;
             let den = (best_p * far_pow).sqrt();
             // No positive correlation at any lag reads as none (below `RHO_MIN` either way).
             (lag, if den > 0.0 { best_c / den } else { 0.0 })
