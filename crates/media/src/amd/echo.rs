@@ -779,7 +779,10 @@ impl EchoCanceller {
             // so far (tested side by side, `skip` aside: a superset) is passed over whole —
             // the best changes a few times a search, so the result is the scan's.
             let whole = cross.len() / LANES * LANES;
-            for (k, (cs, ps)) in chunks(&cross[..whole]).zip(chunks(&pow[..whole])).enumerate() {
+            for (k, (cs, ps)) in chunks(&cross[..whole])
+                .zip(chunks(&pow[..whole]))
+                .enumerate()
+            {
                 let mut any = false;
                 for i in 0..LANES {
                     any |= beats(cs[i], ps[i], b);
