@@ -576,6 +576,11 @@ impl EchoCanceller {
         let span = usize::try_from(lo0)
             .ok()
             .and_then(|lo| r.data.samples.get(lo..lo + block.len() + TAPS - 1));
+        // The step's regularisation over the taps in use, and the leakage in proportion to
+        // the step (a smaller step under a far end talking would otherwise leave the leakage
+        // to pull the taps to 0): the window and the step hold for the block, so once.
+        let regularise = DELTA * (self.win.1 - self.win.0) as f32;
+        let keep = 1.0 - LEAK * (self.mu / MU);
         for (i, d) in block.iter_mut().enumerate() {
             let n = n + i as i64;
             // Geigel: louder than half our loudest in the filter's span is the far end
@@ -649,10 +654,7 @@ impl EchoCanceller {
                     (at(lo + hi_w as i64) - at(lo + lo_w as i64)).max(0.0) as f32
                 };
                 self.adapted = self.adapted.saturating_add(1);
-                let g = self.mu * e_bg / (power + DELTA * (hi_w - lo_w) as f32);
-                // The leakage in proportion to the step (a smaller step under a far end
-                // talking would otherwise leave the leakage to pull the taps to 0).
-                let keep = 1.0 - LEAK * (self.mu / MU);
+                let g = self.mu * e_bg / (power + regularise);
                 for (w, v) in self.taps[lo_w..hi_w].iter_mut().zip(xw) {
                     *w = *w * keep + g * v;
                 }
