@@ -105,6 +105,14 @@ const FOREGROUND_DECAY_DB_PER_FRAME: f32 = 0.002;
 /// an office or an aside is someone else.
 const BACKGROUND_AFTER_DB: f32 = 4.0;
 
+/// The first counted run began within this many frames of the answer (200 ms): a voice
+/// already there when the line opened (see [`Detector::machine_or_hold`]).
+const HELD_FROM_START_FRAMES: u64 = 20;
+/// How long a machine verdict on words present from the answer waits for a louder voice,
+/// ms: the person who picked up in front of a television speaks 3–5 s in, and its words
+/// reach `max_words` or `greeting` from 3.5 s (corpus f, human-040/114/149).
+const HELD_MS: u32 = 1500;
+
 /// The silence after a greeting (`after_greeting_silence`) must be quiet (back near the
 /// quietest the line has been) for at least this fraction of it: 1/4. A television or radio
 /// under a person who has stopped talking leaves quiet moments between its words (a third
@@ -1396,6 +1404,12 @@ pub struct Detector {
     /// The talker's runs counted for the greeting so far (before the verdict), the last one
     /// the run under way if it is the talker's: see [`Detector::drop_background_runs`].
     counted_runs: Vec<CountedRun>,
+    /// The counted words began with a voice present from the answer (see
+    /// [`HELD_FROM_START_FRAMES`]).
+    words_from_start: bool,
+    /// A machine verdict held back (see [`Detector::machine_or_hold`]): its cause and the
+    /// frame where the hold ends.
+    held: Option<(Cause, u64)>,
     /// Line echo of our own audio, cancelled (see [`echo`]).
     echo: EchoCanceller,
     /// The loudest the residual echo of our audio can be in the current frame, dBFS.
@@ -1445,6 +1459,8 @@ impl Detector {
             run_max: FLOOR_DBFS,
             run_foreground: false,
             counted_runs: Vec::new(),
+            words_from_start: false,
+            held: None,
             echo: EchoCanceller::new(),
             echo_ceiling: f32::MIN,
             events: std::collections::VecDeque::new(),
@@ -1743,6 +1759,11 @@ impl Detector {
                 last.peak = self.run_max;
             }
         }
+        if self.held.is_some() && self.verdict.is_none() && self.rises_over_held() {
+            // The voice that rises over the words present from the answer: theirs were
+            // the room's, its words alone count.
+            self.forget_words();
+        }
         if self.run_max > self.word_peak {
             if self.run_max > self.word_peak + self.p.foreground_range_db
                 && self.verdict.is_none()
@@ -1760,6 +1781,11 @@ impl Detector {
         if !self.run_foreground && self.run_max >= self.word_peak - self.p.foreground_range_db {
             self.run_foreground = true;
             if self.verdict.is_none() {
+                if self.counted_runs.is_empty() {
+                    // `frames` counts this frame: the run began `run_frames - 1` before it.
+                    self.words_from_start =
+                        self.frames - u64::from(self.run_frames) < HELD_FROM_START_FRAMES;
+                }
                 self.counted_runs.push(CountedRun {
                     peak: self.run_max,
                     voice_ms: 0,
@@ -1769,6 +1795,24 @@ impl Detector {
             }
         }
         self.run_foreground
+    }
+
+    /// Whether the run under way (not yet counted, or the last counted) peaks more than
+    /// `foreground_range_db` over the held words' mean peak: a person's "Allô ?" over the
+    /// television that played from the answer. The peak of the loudest word (`word_peak`)
+    /// is no reference here: the background's own loudest syllables reach within a few dB of
+    /// the answer, and the answer's onset climbs over several frames.
+    fn rises_over_held(&self) -> bool {
+        let n = self
+            .counted_runs
+            .len()
+            .saturating_sub(usize::from(self.run_foreground));
+        let earlier = self.counted_runs.get(..n).unwrap_or_default();
+        if earlier.is_empty() {
+            return false;
+        }
+        let mean = earlier.iter().map(|r| r.peak).sum::<f32>() / earlier.len() as f32;
+        self.run_max > mean + self.p.foreground_range_db
     }
 
     /// Runs counted as the talker's that a louder talker since shows were not: each earlier
@@ -1814,6 +1858,8 @@ impl Detector {
         self.in_word = false;
         self.run_foreground = false;
         self.counted_runs.clear();
+        self.words_from_start = false;
+        self.held = None;
     }
 
     /// Frames of a word taken for background, counted as silence, are voice after all.
@@ -1879,6 +1925,18 @@ impl Detector {
     /// silence and ends a word).
     fn greeting_step(&mut self, voiced: bool, quiet: bool) {
         let p = self.p;
+        if let Some((cause, until)) = self.held {
+            if self.frames >= until || self.analysed() >= p.total_analysis_time {
+                self.held = None;
+                if self.words > p.max_words || self.voice_ms >= ms_u32(p.greeting) {
+                    // No voice rose over the words while held: they were the greeting.
+                    self.decide(Kind::Machine, cause);
+                    return;
+                }
+                // Those a louder voice since made background (`drop_background_runs`)
+                // took the count back under the bounds: the analysis goes on.
+            }
+        }
         if self.analysed() >= p.total_analysis_time {
             self.decide(Kind::NotSure, Cause::TooLong);
             return;
@@ -1901,7 +1959,11 @@ impl Detector {
                 && self.silence_ms >= ms_u32(p.after_greeting_silence)
                 && self.quiet_ms * QUIET_SHARE >= ms_u32(p.after_greeting_silence)
             {
-                self.decide(Kind::Human, Cause::AfterGreetingSilence);
+                match self.held {
+                    // A greeting already long enough for a machine that paused.
+                    Some((cause, _)) => self.decide(Kind::Machine, cause),
+                    None => self.decide(Kind::Human, Cause::AfterGreetingSilence),
+                }
             }
             return;
         }
@@ -1930,9 +1992,23 @@ impl Detector {
         if self.voice_run_ms >= ms_u32(p.max_word_length) {
             self.decide(Kind::Machine, Cause::LongWord);
         } else if self.words > p.max_words {
-            self.decide(Kind::Machine, Cause::MaxWords);
+            self.machine_or_hold(Cause::MaxWords);
         } else if self.in_greeting && self.voice_ms >= ms_u32(p.greeting) {
-            self.decide(Kind::Machine, Cause::LongGreeting);
+            self.machine_or_hold(Cause::LongGreeting);
+        }
+    }
+
+    /// A machine by its words' count or length — unless those words began with a voice
+    /// present from the answer (a television, a radio or a babble playing in the room when
+    /// the person picked up, who says "Allô ?" only seconds later): then the verdict waits
+    /// [`HELD_MS`] for a voice that rises over them by more than `foreground_range_db`
+    /// (which makes them background, `forget_words`, and ends the hold). A greeting that
+    /// starts with the answer is judged that much later, by the same rules.
+    fn machine_or_hold(&mut self, cause: Cause) {
+        if !self.words_from_start {
+            self.decide(Kind::Machine, cause);
+        } else if self.held.is_none() {
+            self.held = Some((cause, self.frames + u64::from(HELD_MS / FRAME_MS)));
         }
     }
 
