@@ -1760,9 +1760,16 @@ impl Detector {
             }
         }
         if self.held.is_some() && self.verdict.is_none() && self.rises_over_held() {
-            // The voice that rises over the words present from the answer: theirs were
-            // the room's, its words alone count.
-            self.forget_words();
+            // The voice that rises over the words present from the answer: those under it
+            // were the room's; its words (and any as loud) alone count.
+            self.drop_background_runs(self.run_max - self.p.foreground_range_db);
+            match self.held.take() {
+                // Its words and those as loud are a greeting: a machine, no need to wait on.
+                Some((cause, _)) if self.over_greeting_bounds() => {
+                    self.decide(Kind::Machine, cause)
+                }
+                _ => {}
+            }
         }
         if self.run_max > self.word_peak {
             if self.run_max > self.word_peak + self.p.foreground_range_db
@@ -1775,7 +1782,9 @@ impl Detector {
             }
             self.word_peak = self.run_max;
             if self.verdict.is_none() {
-                self.drop_background_runs();
+                self.drop_background_runs(
+                    self.word_peak - self.p.foreground_range_db - BACKGROUND_AFTER_DB,
+                );
             }
         }
         if !self.run_foreground && self.run_max >= self.word_peak - self.p.foreground_range_db {
@@ -1816,8 +1825,10 @@ impl Detector {
     }
 
     /// Runs counted as the talker's that a louder talker since shows were not: each earlier
-    /// run whose loudest frame is more than `foreground_range_db` + [`BACKGROUND_AFTER_DB`]
-    /// (12 dB) under the loudest word now gives its voice and its word back (the run under
+    /// run whose loudest frame is under `bound` — more than `foreground_range_db` +
+    /// [`BACKGROUND_AFTER_DB`] (12 dB) under the loudest word, or, while a machine verdict is
+    /// held (see [`Detector::machine_or_hold`]), more than the range under the voice rising
+    /// over the held words — now gives its voice and its word back (the run under
     /// way is judged as it goes). The
     /// foreground is the loudest talker heard so far, later words included: a television, a
     /// radio, an office or a person's aside to someone in the room, heard before the person
@@ -1828,14 +1839,13 @@ impl Detector {
     /// does not see such a climb, nor a word whose onset rises over a few frames. One
     /// talker's words into a handset, and a recorded greeting's, peak within 6–8 dB of each
     /// other and lose nothing.
-    fn drop_background_runs(&mut self) {
+    fn drop_background_runs(&mut self, bound: f32) {
         // The last run is the one under way once it is the talker's.
         let n = self
             .counted_runs
             .len()
             .saturating_sub(usize::from(self.run_foreground));
         let earlier = self.counted_runs.get_mut(..n).unwrap_or_default();
-        let bound = self.word_peak - self.p.foreground_range_db - BACKGROUND_AFTER_DB;
         for r in earlier
             .iter_mut()
             .filter(|r| r.peak < bound && r.voice_ms > 0)
@@ -1928,7 +1938,7 @@ impl Detector {
         if let Some((cause, until)) = self.held {
             if self.frames >= until || self.analysed() >= p.total_analysis_time {
                 self.held = None;
-                if self.words > p.max_words || self.voice_ms >= ms_u32(p.greeting) {
+                if self.over_greeting_bounds() {
                     // No voice rose over the words while held: they were the greeting.
                     self.decide(Kind::Machine, cause);
                     return;
@@ -1998,11 +2008,19 @@ impl Detector {
         }
     }
 
+    /// Whether the words counted make a machine's greeting (`max_words`, `greeting`).
+    fn over_greeting_bounds(&self) -> bool {
+        self.words > self.p.max_words
+            || (self.in_greeting && self.voice_ms >= ms_u32(self.p.greeting))
+    }
+
     /// A machine by its words' count or length — unless those words began with a voice
     /// present from the answer (a television, a radio or a babble playing in the room when
     /// the person picked up, who says "Allô ?" only seconds later): then the verdict waits
     /// [`HELD_MS`] for a voice that rises over them by more than `foreground_range_db`
-    /// (which makes them background, `forget_words`, and ends the hold). A greeting that
+    /// (see [`Detector::rises_over_held`]): the words more than the range under it give
+    /// their count back: if what is left still makes a greeting it is a machine's, now;
+    /// if not the hold ends and the analysis goes on (a person's "Allô ?", then silence). A greeting that
     /// starts with the answer is judged that much later, by the same rules.
     fn machine_or_hold(&mut self, cause: Cause) {
         if !self.words_from_start {
@@ -3143,6 +3161,31 @@ mod tests {
             // As soon as without giving words back (4.52 s, 4.47 s); with the bound at the
             // range itself (no `BACKGROUND_AFTER_DB`), its quieter syllables went: 4.83 s.
             assert!(v.at <= Duration::from_millis(4550), "seed {seed}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn babble_from_the_answer_then_a_late_allo_is_a_person() {
+        // Two people talk from the answer on, 4–5 s, before the person says "Allô ?" 14 dB
+        // over them and listens, the babble going on under: its words reached `max_words`
+        // or `greeting` before the "Allô ?" (a machine, the person cut off). The voice that
+        // rises over the voice present from the answer is the talker's.
+        for (pre, seed) in [(4000, 200), (4500, 210), (5000, 220)] {
+            let person = cat(&[
+                silence(pre),
+                speech(500, -20.0, seed),
+                silence(8000 - pre - 500),
+            ]);
+            let x = mix(&person, &babble(8000, -34.0, seed + 2));
+            let v = first_verdict(&run(AmdParams::default(), &g711(&x))).expect("a verdict");
+            assert_eq!(v.kind, Kind::Human, "pre {pre}: {v:?}");
+        }
+        // A greeting that starts with the answer is still a machine, 1.5 s later at most.
+        for seed in [230, 240] {
+            let x = cat(&[speech(6500, -20.0, seed), silence(1000)]);
+            let v = first_verdict(&run(AmdParams::default(), &g711(&x))).expect("a verdict");
+            assert_eq!(v.kind, Kind::Machine, "seed {seed}: {v:?}");
+            assert!(v.at <= Duration::from_millis(6000), "seed {seed}: {v:?}");
         }
     }
 
