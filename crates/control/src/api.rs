@@ -98,6 +98,11 @@ pub struct Ctx {
     /// Told when a write through the API changed contacts or opt-outs: the counts over
     /// every contact are made again without waiting for their interval.
     recount: tokio::sync::Notify,
+    /// Set when the API stops: each event stream sends what the run published before, then
+    /// ends (see [`Ctx::end_event_streams`]).
+    pub(crate) ending: tokio::sync::watch::Sender<bool>,
+    /// The event streams open now.
+    pub(crate) streams: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
@@ -128,6 +133,22 @@ impl Ctx {
             metrics: crate::metrics::install(),
             writes: Semaphore::new(WRITES),
             recount: tokio::sync::Notify::new(),
+            ending: tokio::sync::watch::Sender::new(false),
+            streams: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Tells every event stream to send what it holds and end, and waits (at most `limit`)
+    /// until they have: a run's last events (its last calls' `ended`, its final `progress`)
+    /// reach the clients before the API stops — they were published within the stream's
+    /// [`crate::events::FLUSH`] of the run's end, and used to be cut off with the server.
+    pub fn end_event_streams(&self, limit: std::time::Duration) {
+        self.ending.send_replace(true);
+        let step = std::time::Duration::from_millis(5);
+        let mut waited = std::time::Duration::ZERO;
+        while self.streams.load(std::sync::atomic::Ordering::Acquire) > 0 && waited < limit {
+            std::thread::sleep(step);
+            waited += step;
         }
     }
 

@@ -13,6 +13,10 @@
 //! ([`crieur_runner::PROGRESS_EVERY`]; at once on a pause, a resume, a stop, a breaker change,
 //! and at its end): every one it publishes is sent. The run keeps [`crieur_runner::EVENT_BUFFER`] events for a
 //! subscriber: one that falls further behind is told how many it missed (`lagged`).
+//!
+//! **Ended, not cut off.** When the API stops (the run's end), [`Ctx::end_event_streams`]
+//! tells every stream to send what the run published before — its last calls' `ended` and
+//! final `progress`, published within [`FLUSH`] of its end — and end; the server stops after.
 
 use std::time::Duration;
 
@@ -38,6 +42,8 @@ pub struct Subscriber {
     rx: broadcast::Receiver<Event>,
     campaign: String,
     closed: bool,
+    /// The API is stopping ([`Ctx::end_event_streams`]): send what is held, then end.
+    ending: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// An event to send: its name and its data (JSON).
@@ -49,7 +55,20 @@ impl Subscriber {
             rx,
             campaign: campaign.to_owned(),
             closed: false,
+            ending: None,
         }
+    }
+
+    /// Ends the stream when `ending` turns true, after sending what the run published
+    /// before.
+    pub fn ending_with(mut self, ending: tokio::sync::watch::Receiver<bool>) -> Subscriber {
+        self.ending = Some(ending);
+        self
+    }
+
+    /// Whether the API is stopping.
+    fn is_ending(&self) -> bool {
+        self.ending.as_ref().is_some_and(|e| *e.borrow())
     }
 
     /// What `r` sends, if anything (not an event that is not published).
@@ -98,16 +117,54 @@ impl Subscriber {
             if self.closed {
                 return None;
             }
-            let first = match self.rx.recv().await {
-                Ok(e) => Ok(e),
-                Err(RecvError::Lagged(n)) => Err(n),
-                Err(RecvError::Closed) => return None,
+            if self.is_ending() {
+                // What the run published before the API stopped, then the end.
+                self.drain_held(&mut out);
+                if out.is_empty() {
+                    return None;
+                }
+                break;
+            }
+            let mut ending = self.ending.clone();
+            let stopping = async {
+                match ending.as_mut() {
+                    Some(e) => {
+                        let _ = e.wait_for(|v| *v).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let first = tokio::select! {
+                r = self.rx.recv() => match r {
+                    Ok(e) => Ok(e),
+                    Err(RecvError::Lagged(n)) => Err(n),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = stopping => continue,
             };
             // Not listening meanwhile: the run's sends do not wake this thread.
-            tokio::time::sleep(FLUSH).await;
+            if !self.is_ending() {
+                tokio::time::sleep(FLUSH).await;
+            }
             self.drain(first, &mut out);
         }
         Some((out, self))
+    }
+
+    /// Appends to `out` what the broadcast holds now, up to [`BATCH`]; the stream is
+    /// [`Subscriber::closed`] once nothing more is held.
+    fn drain_held(&mut self, out: &mut Vec<Rendered>) {
+        while out.len() < BATCH {
+            let r = match self.rx.try_recv() {
+                Ok(e) => Ok(e),
+                Err(TryRecvError::Lagged(n)) => Err(n),
+                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => {
+                    self.closed = true;
+                    return;
+                }
+            };
+            out.extend(self.render(r));
+        }
     }
 }
 
@@ -128,7 +185,8 @@ pub(crate) async fn events(
     // A campaign with no run has no events: its stream stays open, with keep-alives.
     let idle = chosen.iter().any(|s| s.handle.is_none());
     let streams = chosen.into_iter().filter_map(|s| {
-        let sub = Subscriber::new(s.handle.as_ref()?.subscribe(), &s.campaign.id);
+        let sub = Subscriber::new(s.handle.as_ref()?.subscribe(), &s.campaign.id)
+            .ending_with(ctx.ending.subscribe());
         Some(
             stream::unfold(sub, Subscriber::next)
                 .flat_map(|batch| {
@@ -143,11 +201,42 @@ pub(crate) async fn events(
     });
     let all = stream::select_all(streams);
     let all = if idle {
-        all.chain(stream::pending()).boxed()
+        // Open until the API stops.
+        let mut ending = ctx.ending.subscribe();
+        let stop = stream::once(async move {
+            let _ = ending.wait_for(|v| *v).await;
+        })
+        .filter_map(|()| async { None });
+        all.chain(stop).boxed()
     } else {
         all.boxed()
     };
+    // Counted while open, so that a stopping API waits for it to send what it holds.
+    let open = Open::new(ctx.clone());
+    let all = all.map(move |e| {
+        let _ = &open;
+        e
+    });
     Ok(Sse::new(all).keep_alive(KeepAlive::default()))
+}
+
+/// An open event stream, counted in [`Ctx`]'s `streams` until dropped.
+struct Open(std::sync::Arc<Ctx>);
+
+impl Open {
+    fn new(ctx: std::sync::Arc<Ctx>) -> Open {
+        ctx.streams
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Open(ctx)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0
+            .streams
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 #[cfg(test)]

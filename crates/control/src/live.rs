@@ -52,6 +52,7 @@ pub const SHUTDOWN: Duration = Duration::from_secs(2);
 struct Server {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    ctx: Arc<Ctx>,
 }
 
 impl Server {
@@ -67,6 +68,7 @@ impl Server {
             .thread_name("crieur-api-blocking")
             .build()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let kept = ctx.clone();
         let thread = std::thread::Builder::new()
             .name("crieur-api".into())
             .spawn(move || {
@@ -94,12 +96,15 @@ impl Server {
         Ok(Server {
             stop: Some(stop),
             thread: Some(thread),
+            ctx: kept,
         })
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // The event streams first: what the run published before it ended reaches them.
+        self.ctx.end_event_streams(SHUTDOWN);
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

@@ -105,6 +105,14 @@ const FOREGROUND_DECAY_DB_PER_FRAME: f32 = 0.002;
 /// an office or an aside is someone else.
 const BACKGROUND_AFTER_DB: f32 = 4.0;
 
+/// The first counted run began within this many frames of the answer (200 ms): a voice
+/// already there when the line opened (see [`Detector::machine_or_hold`]).
+const HELD_FROM_START_FRAMES: u64 = 20;
+/// How long a machine verdict on words present from the answer waits for a louder voice,
+/// ms: the person who picked up in front of a television speaks 3–5 s in, and its words
+/// reach `max_words` or `greeting` from 3.5 s (corpus f, human-040/114/149).
+const HELD_MS: u32 = 1500;
+
 /// The silence after a greeting (`after_greeting_silence`) must be quiet (back near the
 /// quietest the line has been) for at least this fraction of it: 1/4. A television or radio
 /// under a person who has stopped talking leaves quiet moments between its words (a third
@@ -1396,6 +1404,12 @@ pub struct Detector {
     /// The talker's runs counted for the greeting so far (before the verdict), the last one
     /// the run under way if it is the talker's: see [`Detector::drop_background_runs`].
     counted_runs: Vec<CountedRun>,
+    /// The counted words began with a voice present from the answer (see
+    /// [`HELD_FROM_START_FRAMES`]).
+    words_from_start: bool,
+    /// A machine verdict held back (see [`Detector::machine_or_hold`]): its cause and the
+    /// frame where the hold ends.
+    held: Option<(Cause, u64)>,
     /// Line echo of our own audio, cancelled (see [`echo`]).
     echo: EchoCanceller,
     /// The loudest the residual echo of our audio can be in the current frame, dBFS.
@@ -1445,6 +1459,8 @@ impl Detector {
             run_max: FLOOR_DBFS,
             run_foreground: false,
             counted_runs: Vec::new(),
+            words_from_start: false,
+            held: None,
             echo: EchoCanceller::new(),
             echo_ceiling: f32::MIN,
             events: std::collections::VecDeque::new(),
@@ -1743,6 +1759,18 @@ impl Detector {
                 last.peak = self.run_max;
             }
         }
+        if self.held.is_some() && self.verdict.is_none() && self.rises_over_held() {
+            // The voice that rises over the words present from the answer: those under it
+            // were the room's; its words (and any as loud) alone count.
+            self.drop_background_runs(self.run_max - self.p.foreground_range_db);
+            match self.held.take() {
+                // Its words and those as loud are a greeting: a machine, no need to wait on.
+                Some((cause, _)) if self.over_greeting_bounds() => {
+                    self.decide(Kind::Machine, cause)
+                }
+                _ => {}
+            }
+        }
         if self.run_max > self.word_peak {
             if self.run_max > self.word_peak + self.p.foreground_range_db
                 && self.verdict.is_none()
@@ -1754,12 +1782,19 @@ impl Detector {
             }
             self.word_peak = self.run_max;
             if self.verdict.is_none() {
-                self.drop_background_runs();
+                self.drop_background_runs(
+                    self.word_peak - self.p.foreground_range_db - BACKGROUND_AFTER_DB,
+                );
             }
         }
         if !self.run_foreground && self.run_max >= self.word_peak - self.p.foreground_range_db {
             self.run_foreground = true;
             if self.verdict.is_none() {
+                if self.counted_runs.is_empty() {
+                    // `frames` counts this frame: the run began `run_frames - 1` before it.
+                    self.words_from_start =
+                        self.frames - u64::from(self.run_frames) < HELD_FROM_START_FRAMES;
+                }
                 self.counted_runs.push(CountedRun {
                     peak: self.run_max,
                     voice_ms: 0,
@@ -1771,9 +1806,29 @@ impl Detector {
         self.run_foreground
     }
 
+    /// Whether the run under way (not yet counted, or the last counted) peaks more than
+    /// `foreground_range_db` over the held words' mean peak: a person's "Allô ?" over the
+    /// television that played from the answer. The peak of the loudest word (`word_peak`)
+    /// is no reference here: the background's own loudest syllables reach within a few dB of
+    /// the answer, and the answer's onset climbs over several frames.
+    fn rises_over_held(&self) -> bool {
+        let n = self
+            .counted_runs
+            .len()
+            .saturating_sub(usize::from(self.run_foreground));
+        let earlier = self.counted_runs.get(..n).unwrap_or_default();
+        if earlier.is_empty() {
+            return false;
+        }
+        let mean = earlier.iter().map(|r| r.peak).sum::<f32>() / earlier.len() as f32;
+        self.run_max > mean + self.p.foreground_range_db
+    }
+
     /// Runs counted as the talker's that a louder talker since shows were not: each earlier
-    /// run whose loudest frame is more than `foreground_range_db` + [`BACKGROUND_AFTER_DB`]
-    /// (12 dB) under the loudest word now gives its voice and its word back (the run under
+    /// run whose loudest frame is under `bound` — more than `foreground_range_db` +
+    /// [`BACKGROUND_AFTER_DB`] (12 dB) under the loudest word, or, while a machine verdict is
+    /// held (see [`Detector::machine_or_hold`]), more than the range under the voice rising
+    /// over the held words — now gives its voice and its word back (the run under
     /// way is judged as it goes). The
     /// foreground is the loudest talker heard so far, later words included: a television, a
     /// radio, an office or a person's aside to someone in the room, heard before the person
@@ -1784,14 +1839,13 @@ impl Detector {
     /// does not see such a climb, nor a word whose onset rises over a few frames. One
     /// talker's words into a handset, and a recorded greeting's, peak within 6–8 dB of each
     /// other and lose nothing.
-    fn drop_background_runs(&mut self) {
+    fn drop_background_runs(&mut self, bound: f32) {
         // The last run is the one under way once it is the talker's.
         let n = self
             .counted_runs
             .len()
             .saturating_sub(usize::from(self.run_foreground));
         let earlier = self.counted_runs.get_mut(..n).unwrap_or_default();
-        let bound = self.word_peak - self.p.foreground_range_db - BACKGROUND_AFTER_DB;
         for r in earlier
             .iter_mut()
             .filter(|r| r.peak < bound && r.voice_ms > 0)
@@ -1814,6 +1868,8 @@ impl Detector {
         self.in_word = false;
         self.run_foreground = false;
         self.counted_runs.clear();
+        self.words_from_start = false;
+        self.held = None;
     }
 
     /// Frames of a word taken for background, counted as silence, are voice after all.
@@ -1879,6 +1935,18 @@ impl Detector {
     /// silence and ends a word).
     fn greeting_step(&mut self, voiced: bool, quiet: bool) {
         let p = self.p;
+        if let Some((cause, until)) = self.held {
+            if self.frames >= until || self.analysed() >= p.total_analysis_time {
+                self.held = None;
+                if self.over_greeting_bounds() {
+                    // No voice rose over the words while held: they were the greeting.
+                    self.decide(Kind::Machine, cause);
+                    return;
+                }
+                // Those a louder voice since made background (`drop_background_runs`)
+                // took the count back under the bounds: the analysis goes on.
+            }
+        }
         if self.analysed() >= p.total_analysis_time {
             self.decide(Kind::NotSure, Cause::TooLong);
             return;
@@ -1901,7 +1969,11 @@ impl Detector {
                 && self.silence_ms >= ms_u32(p.after_greeting_silence)
                 && self.quiet_ms * QUIET_SHARE >= ms_u32(p.after_greeting_silence)
             {
-                self.decide(Kind::Human, Cause::AfterGreetingSilence);
+                match self.held {
+                    // A greeting already long enough for a machine that paused.
+                    Some((cause, _)) => self.decide(Kind::Machine, cause),
+                    None => self.decide(Kind::Human, Cause::AfterGreetingSilence),
+                }
             }
             return;
         }
@@ -1930,9 +2002,31 @@ impl Detector {
         if self.voice_run_ms >= ms_u32(p.max_word_length) {
             self.decide(Kind::Machine, Cause::LongWord);
         } else if self.words > p.max_words {
-            self.decide(Kind::Machine, Cause::MaxWords);
+            self.machine_or_hold(Cause::MaxWords);
         } else if self.in_greeting && self.voice_ms >= ms_u32(p.greeting) {
-            self.decide(Kind::Machine, Cause::LongGreeting);
+            self.machine_or_hold(Cause::LongGreeting);
+        }
+    }
+
+    /// Whether the words counted make a machine's greeting (`max_words`, `greeting`).
+    fn over_greeting_bounds(&self) -> bool {
+        self.words > self.p.max_words
+            || (self.in_greeting && self.voice_ms >= ms_u32(self.p.greeting))
+    }
+
+    /// A machine by its words' count or length — unless those words began with a voice
+    /// present from the answer (a television, a radio or a babble playing in the room when
+    /// the person picked up, who says "Allô ?" only seconds later): then the verdict waits
+    /// [`HELD_MS`] for a voice that rises over them by more than `foreground_range_db`
+    /// (see [`Detector::rises_over_held`]): the words more than the range under it give
+    /// their count back: if what is left still makes a greeting it is a machine's, now;
+    /// if not the hold ends and the analysis goes on (a person's "Allô ?", then silence). A greeting that
+    /// starts with the answer is judged that much later, by the same rules.
+    fn machine_or_hold(&mut self, cause: Cause) {
+        if !self.words_from_start {
+            self.decide(Kind::Machine, cause);
+        } else if self.held.is_none() {
+            self.held = Some((cause, self.frames + u64::from(HELD_MS / FRAME_MS)));
         }
     }
 
@@ -3067,6 +3161,31 @@ mod tests {
             // As soon as without giving words back (4.52 s, 4.47 s); with the bound at the
             // range itself (no `BACKGROUND_AFTER_DB`), its quieter syllables went: 4.83 s.
             assert!(v.at <= Duration::from_millis(4550), "seed {seed}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn babble_from_the_answer_then_a_late_allo_is_a_person() {
+        // Two people talk from the answer on, 4–5 s, before the person says "Allô ?" 14 dB
+        // over them and listens, the babble going on under: its words reached `max_words`
+        // or `greeting` before the "Allô ?" (a machine, the person cut off). The voice that
+        // rises over the voice present from the answer is the talker's.
+        for (pre, seed) in [(4000, 200), (4500, 210), (5000, 220)] {
+            let person = cat(&[
+                silence(pre),
+                speech(500, -20.0, seed),
+                silence(8000 - pre - 500),
+            ]);
+            let x = mix(&person, &babble(8000, -34.0, seed + 2));
+            let v = first_verdict(&run(AmdParams::default(), &g711(&x))).expect("a verdict");
+            assert_eq!(v.kind, Kind::Human, "pre {pre}: {v:?}");
+        }
+        // A greeting that starts with the answer is still a machine, 1.5 s later at most.
+        for seed in [230, 240] {
+            let x = cat(&[speech(6500, -20.0, seed), silence(1000)]);
+            let v = first_verdict(&run(AmdParams::default(), &g711(&x))).expect("a verdict");
+            assert_eq!(v.kind, Kind::Machine, "seed {seed}: {v:?}");
+            assert!(v.at <= Duration::from_millis(6000), "seed {seed}: {v:?}");
         }
     }
 
