@@ -129,7 +129,11 @@ impl Subscriber {
             let stopping = async {
                 match ending.as_mut() {
                     Some(e) => {
-                        let _ = e.wait_for(|v| *v).await;
+                        // The sender gone (no API left to stop): never ending, rather
+                        // than a wait that returns at once and a loop that spins.
+                        if e.wait_for(|v| *v).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
                     }
                     None => std::future::pending::<()>().await,
                 }
@@ -246,6 +250,28 @@ mod tests {
 
     fn progress() -> Event {
         Event::Progress(crieur_runner::Counters::default())
+    }
+
+    fn names(batch: &[Rendered]) -> Vec<&str> {
+        batch.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stopping_api_gets_what_was_published_then_the_end() {
+        let (tx, rx) = broadcast::channel(64);
+        let ending = tokio::sync::watch::Sender::new(false);
+        let sub = Subscriber::new(rx, "x").ending_with(ending.subscribe());
+        // Published just before the API stops (within the batching delay): still sent.
+        tx.send(placed(1)).ok();
+        tx.send(progress()).ok();
+        ending.send_replace(true);
+        let Some((batch, sub)) = sub.next().await else {
+            panic!("the events published before the end were not sent");
+        };
+        assert_eq!(names(&batch), ["placed", "progress"]);
+        // Then the stream ends, although the run's sender is still there.
+        assert!(sub.next().await.is_none());
+        drop(tx);
     }
 
     #[test]
