@@ -58,6 +58,16 @@ async fn place_with(trunk: &Trunk, message: Message, hook: Result<(), String>) -
     place_full(trunk, message, hook, DEFAULT_LEAD_IN, None).await
 }
 
+/// A UAC on a free loopback port.
+async fn local_uac() -> Uac {
+    Uac::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"))
+}
+
 /// As [`place_with`], with a lead-in and answering-machine detection.
 async fn place_full(
     trunk: &Trunk,
@@ -66,12 +76,7 @@ async fn place_full(
     lead_in: Duration,
     amd: Option<crieur_media::uac::AmdRequest>,
 ) -> Placed {
-    let uac = Uac::start(
-        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-        "crieur-test/0",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let uac = local_uac().await;
     call_on(&uac, trunk, message, hook, lead_in, amd).await
 }
 
@@ -289,12 +294,7 @@ async fn bye_to_a_vanished_peer_ends_the_call_when_it_left() {
   <pause milliseconds="2500"/>
 "#;
     let mut sipp = Sipp::start(&answer_scenario("0 8", after_ack), &[]);
-    let uac = Uac::start(
-        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-        "crieur-test/0",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let uac = local_uac().await;
     let req = CallRequest {
         number: "+33612345678".into(),
         message: Arc::new(tone(440.0, 1.0)),
@@ -1579,12 +1579,7 @@ Max-Forwards: 70
 #[tokio::test(flavor = "multi_thread")]
 async fn options_get_our_capabilities_and_unknown_methods_405() {
     use crieur_media::signalling::allow;
-    let uac = Uac::start(
-        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-        "crieur-test/0",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let uac = local_uac().await;
     // sipp as a UAC (a trunk's keepalive, then a method we do not implement).
     let allow_check =
         |var: &str| check_header("Allow", &format!("^ *{} *$", literal(&allow())), var, false);
@@ -2373,12 +2368,7 @@ async fn a_call_with_nothing_to_play_is_acked_and_byed_at_its_answer() {
         .timeout_error()
         .calls(2)
         .start();
-    let uac = Uac::start(
-        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-        "crieur-test/0",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let uac = local_uac().await;
     let t = trunk(sipp.addr());
     for _ in 0..2 {
         let r = tokio::time::timeout(
@@ -2423,12 +2413,7 @@ async fn a_call_stopped_while_ringing_is_cancelled_then_487_is_acked() {
     // sends CANCEL (RFC 3261 §9.1: a provisional response came) and ends `local-shutdown`
     // at once; the 487 that follows is ACKed by the endpoint.
     let mut sipp = Sipp::start(&ring_then_cancel(), &[]);
-    let uac = Uac::start(
-        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-        "crieur-test/0",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let uac = local_uac().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let stopper = stop.clone();
     tokio::spawn(async move {
@@ -2468,12 +2453,7 @@ async fn a_ringing_call_whose_caller_is_gone_is_cancelled() {
     // provisional response came), 487 ACKed — not left ringing with nobody to hear it. The
     // ring timeout is 120 s: only the caller's going can make this CANCEL.
     let mut sipp = Sipp::start(&ring_then_cancel(), &[]);
-    let uac = Uac::start(
-        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-        "crieur-test/0",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let uac = local_uac().await;
     let mut t = trunk(sipp.addr());
     t.ring_timeout = Duration::from_secs(120);
     t.max_call_length = Duration::from_secs(600);
@@ -2501,12 +2481,7 @@ async fn an_answered_call_whose_caller_is_gone_is_byed() {
     // the far end gets a BYE within moments, not when the 30 s message would have ended (or
     // never, were the task just dropped).
     let mut sipp = Sipp::start(&answer_scenario("0", BYE_200), &[]);
-    let uac = Uac::start(
-        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-        "crieur-test/0",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let uac = local_uac().await;
     let t = trunk(sipp.addr());
     let call = uac.call(&t, short_request(tone(440.0, 30.0), None), no_opt_out);
     assert!(tokio::time::timeout(Duration::from_millis(1500), call)
