@@ -651,18 +651,40 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         // Frames that cannot be a beep's (too quiet, or an unsteady envelope) skip the search.
         // The steadiness at `c0`, computed once (the gate below and, when the search keeps
         // `c0`, the tonality).
-        let steady0 = (level_dbfs >= -45.0).then(|| steadiness_db(x, c0));
+        let steady0 = (level_dbfs >= QUIET_SEARCH_DBFS).then(|| steadiness_db(x, c0));
+        let best = |cs: &[f32], ps: &[f32]| {
+            cs.iter().zip(ps).fold(
+                (c0, f32::MIN),
+                |b, (&c, &p)| if p > b.1 { (c, p) } else { b },
+            )
+        };
         let (c, purity) = if steady0.is_none_or(|s| s < 8.0) {
             (c0, purity_db(x, c0, energy))
-        } else {
+        } else if level_dbfs >= -45.0 {
             // The five filters in one pass over the frame (independent recurrences).
             let cs = [0.0, 0.0075, 0.015, 0.0225, 0.03].map(|d| (c0 * (1.0 + d)).clamp(-2.0, 2.0));
-            cs.into_iter()
-                .zip(purities_db(x, cs, energy))
-                .fold(
-                    (c0, f32::MIN),
-                    |best, t| if t.1 > best.1 { t } else { best },
-                )
+            best(&cs, &purities_db(x, cs, energy))
+        } else {
+            // A quiet tone (see [`QUIET_SEARCH_DBFS`]): its line noise is nearer and `c0`
+            // further off, the more so the lower the tone (the fit's frequency moves by
+            // `cot ω` times the noise-to-signal ratio: 3.6× at 350 Hz, 0.2× at 2,200 Hz). The
+            // search steps by 0.4 % of the frequency (of its distance from 4 kHz above 2 kHz)
+            // away from 2 kHz, up to 6.4 %, so a low tone is not stepped past its frequency.
+            let w0 = (c0 / 2.0).acos();
+            let half = std::f32::consts::FRAC_PI_2;
+            let d = if w0 < half {
+                -0.004 * w0
+            } else {
+                0.004 * (2.0 * half - w0)
+            };
+            let (cd, sd) = (d.cos(), d.sin());
+            let (mut cw, mut sw) = (c0 / 2.0, w0.sin());
+            let cs: [f32; 17] = std::array::from_fn(|_| {
+                let c = (2.0 * cw).clamp(-2.0, 2.0);
+                (cw, sw) = (cw * cd - sw * sd, sw * cd + cw * sd);
+                c
+            });
+            best(&cs, &purities_db(x, cs, energy))
         };
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
         let steady = match steady0 {
@@ -719,6 +741,21 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         square,
     }
 }
+
+/// A tonal frame this much louder than a tone run's mean level so far (dB) starts a new run:
+/// a beep's level is steady (a ramp's partial first frame is not steady enough to be tonal),
+/// and the copies of its discrete echo step it by a few dB; a run of quiet frames before a
+/// tone 10+ dB louder is a note's lead-in or another sound, and counted with the tone it
+/// made a 60–80 ms note long enough for the tests of a beep.
+const TONE_ONSET_DB: f32 = 10.0;
+
+/// Frames from this level (dBFS) up to −45 dBFS get their own frequency search (see
+/// [`analyse`]): a beep recorded at −50 to −56 dBFS in a greeting's room noise is 14–22 dB
+/// over it, which pulls the fitted `c` 1–4 % toward 0 (a 612 Hz glide read as 645–655 Hz, a
+/// 2,200 Hz beep as 2,170 Hz), and the Goertzel filter there held so little of the tone that
+/// its frames read 2–12 dB tonal and the beep was missed. −58 dBFS: just under
+/// `beep_min_dbfs` (−56), which a beep's mean level must reach.
+const QUIET_SEARCH_DBFS: f32 = -58.0;
 
 /// Least share of a frame two tones must explain for its odd harmonics to be tried (dB): a
 /// square wave's fundamental and 3rd harmonic hold 9–10 dB of it (with line noise, less).
@@ -2095,6 +2132,13 @@ impl Detector {
             }
             Some(run) => {
                 let mean_level = run.level_sum / run.frames as f32;
+                if run.after == 0 && tonal && f.level_dbfs > mean_level + TONE_ONSET_DB {
+                    // Far louder than the run so far: this is where a tone begins (the run was
+                    // a quieter sound before it at the pitch, a note's lead-in), not where a
+                    // steady tone goes on. The run restarts here.
+                    self.tone = Some(ToneRun::begin(frame_no, f));
+                    return;
+                }
                 if run.after == 0 && tonal && stable(run) {
                     if let Some((end, cap)) = run.segment(frame_no, f.level_dbfs) {
                         // The tone ended at `end`; since then the run has been its discrete
@@ -3503,6 +3547,72 @@ mod tests {
                 Duration::from_millis(u64::from(4000 + len)),
                 "square after human",
             );
+        }
+    }
+
+    #[test]
+    fn a_quiet_tone_in_noise_is_read_at_its_frequency() {
+        // A beep recorded at −55 dBFS, white line noise 20 dB under it: the fit's `c` is
+        // pulled toward 0 by the noise (the frequency toward 2 kHz); the quiet search (see
+        // `QUIET_SEARCH_DBFS`) finds the tone where it is, tonal to its signal-to-noise ratio.
+        // (At 480 Hz a quarter of the frames stay off: the pull grows as the tone's frequency
+        // falls.)
+        for hz in [620.0, 950.0, 1400.0, 2200.0] {
+            let mut x = tone(1000, hz, -55.0);
+            add_noise(&mut x, -75.0, 91);
+            let q = g711_f(&x);
+            let mut gate = TwoToneGate::new();
+            let frames: Vec<Frame> = q.chunks(FRAME).map(|c| analyse(c, &mut gate)).collect();
+            let good = frames
+                .iter()
+                .filter(|f| f.tonality_db >= 14.0 && (f.freq_hz - hz).abs() <= 0.02 * hz)
+                .count();
+            assert!(
+                good * 10 >= frames.len() * 9,
+                "{hz} Hz: {good} of {}",
+                frames.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_quiet_beep_after_a_person_verdict_is_found() {
+        // A short greeting judged `human`, then its beep recorded 32 dB under it, the line's
+        // noise 22 dB under the beep: the beep turns the verdict into `machine`.
+        for (hz, seed) in [(620.0, 93), (950.0, 95), (2200.0, 97)] {
+            let mut x = cat(&[
+                silence(300),
+                talker(700, -22.0, seed, 180.0),
+                silence(3000),
+                tone(300, hz, -54.0),
+                silence(1500),
+            ]);
+            add_noise(&mut x, -76.0, seed + 1);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert_eq!(
+                first_verdict(&ev).map(|v| v.kind),
+                Some(Kind::Human),
+                "{hz} Hz: {ev:?}"
+            );
+            assert!(judged_machine(&ev), "{hz} Hz quiet beep: {ev:?}");
+            assert_dropped_on_beep(&ev, hz, Duration::from_millis(4300), "quiet beep");
+        }
+    }
+
+    #[test]
+    fn a_quiet_lead_in_does_not_lengthen_a_short_tone() {
+        // A sound at a note's pitch 18 dB under it, then the note (70 ms: short, see
+        // `beep_strict_length`) while a person listens: counted together they made a tone
+        // of 110 ms that overrode the person; the note is a run of its own (see
+        // `TONE_ONSET_DB`), short, and does not.
+        for (lead, hz) in [(40, 1000.0), (50, 700.0)] {
+            let ev = person_then(&cat(&[tone(lead, hz, -46.0), tone(70, hz, -28.0)]), 75);
+            assert_eq!(
+                first_verdict(&ev).map(|v| v.kind),
+                Some(Kind::Human),
+                "{hz} Hz: {ev:?}"
+            );
+            assert!(!judged_machine(&ev), "{hz} Hz, {lead} ms lead-in: {ev:?}");
         }
     }
 
