@@ -431,13 +431,14 @@ pub struct AmdParams {
     /// Default 14 dB: a G.711 beep gives 30+ dB, a beep 20 dB above line noise about 18 dB;
     /// voiced speech fails the steadiness, chords and noise the purity.
     pub beep_min_tonality_db: f32,
-    /// Beep: least level (dBFS). Default −56 dBFS: a beep is often recorded as quietly as
+    /// Beep: least level (dBFS). Default −60 dBFS: a beep is often recorded as quietly as
     /// the greeting, −30 to −50 dBFS on a quiet line (a greeting at −39 dBFS RMS with its
     /// beep 8–11 dB under it: −50 to −51 dBFS, which −50 missed while its tonality was
-    /// 28–30 dB and the line 25 dB under it); G.711 still carries a tone at −56 dBFS with
-    /// ~30 dB of signal to quantisation noise. The tonality, the margin over the noise
-    /// floor (10 dB, 20 to override a person: `beep_override_margin_db`) and the quiet after
-    /// it keep line noise out.
+    /// 28–30 dB and the line 25 dB under it; a greeting at −39 dBFS with its beep 8 dB under
+    /// its peak: −56 to −57 dBFS, which −56 missed, 4 machines of 450 in recipe e); G.711
+    /// still carries a tone at −60 dBFS with ~25 dB of signal to quantisation noise. The
+    /// tonality, the margin over the noise floor (10 dB, 20 to override a person:
+    /// `beep_override_margin_db`) and the quiet after it keep line noise out.
     pub beep_min_dbfs: f32,
     /// After a beep: how long, from the tone's end, to wait for another before the drop
     /// point (double and triple beeps; the recording starts after the last). Default 280 ms:
@@ -523,7 +524,7 @@ impl Default for AmdParams {
             beep_strict_tonality_db: 20.0,
             beep_max_length: ms(5000),
             beep_min_tonality_db: 14.0,
-            beep_min_dbfs: -56.0,
+            beep_min_dbfs: -60.0,
             beep_settle: ms(280),
             beep_override_margin_db: 20.0,
             beep_voice_after: ms(50),
@@ -753,9 +754,9 @@ const TONE_ONSET_DB: f32 = 10.0;
 /// [`analyse`]): a beep recorded at −50 to −56 dBFS in a greeting's room noise is 14–22 dB
 /// over it, which pulls the fitted `c` 1–4 % toward 0 (a 612 Hz glide read as 645–655 Hz, a
 /// 2,200 Hz beep as 2,170 Hz), and the Goertzel filter there held so little of the tone that
-/// its frames read 2–12 dB tonal and the beep was missed. −58 dBFS: just under
-/// `beep_min_dbfs` (−56), which a beep's mean level must reach.
-const QUIET_SEARCH_DBFS: f32 = -58.0;
+/// its frames read 2–12 dB tonal and the beep was missed. −62 dBFS: just under the default
+/// `beep_min_dbfs` (−60), which each frame of a beep must reach.
+const QUIET_SEARCH_DBFS: f32 = -62.0;
 
 /// Least share of a frame two tones must explain for its odd harmonics to be tried (dB): a
 /// square wave's fundamental and 3rd harmonic hold 9–10 dB of it (with line noise, less).
@@ -3579,15 +3580,15 @@ mod tests {
     fn a_quiet_beep_after_a_person_verdict_is_found() {
         // A short greeting judged `human`, then its beep recorded 32 dB under it, the line's
         // noise 22 dB under the beep: the beep turns the verdict into `machine`.
-        for (hz, seed) in [(620.0, 93), (950.0, 95), (2200.0, 97)] {
+        for (hz, seed, db) in [(620.0, 93, -54.0), (950.0, 95, -54.0), (2200.0, 97, -54.0)] {
             let mut x = cat(&[
                 silence(300),
                 talker(700, -22.0, seed, 180.0),
                 silence(3000),
-                tone(300, hz, -54.0),
+                tone(300, hz, db),
                 silence(1500),
             ]);
-            add_noise(&mut x, -76.0, seed + 1);
+            add_noise(&mut x, db - 22.0, seed + 1);
             let ev = run(AmdParams::default(), &g711(&x));
             assert_eq!(
                 first_verdict(&ev).map(|v| v.kind),
@@ -3597,6 +3598,18 @@ mod tests {
             assert!(judged_machine(&ev), "{hz} Hz quiet beep: {ev:?}");
             assert_dropped_on_beep(&ev, hz, Duration::from_millis(4300), "quiet beep");
         }
+        // A greeting judged `machine`, its beep at −58 dBFS (see `beep_min_dbfs`): the drop is
+        // on the beep, not on the silence after it.
+        let mut x = cat(&[
+            speech(4000, -36.0, 98),
+            silence(700),
+            tone(300, 950.0, -58.0),
+            silence(4000),
+        ]);
+        add_noise(&mut x, -80.0, 99);
+        let ev = run(AmdParams::default(), &g711(&x));
+        assert_eq!(first_verdict(&ev).map(|v| v.kind), Some(Kind::Machine));
+        assert_dropped_on_beep(&ev, 950.0, Duration::from_millis(5000), "−58 dBFS beep");
     }
 
     #[test]
