@@ -578,9 +578,9 @@ struct Frame {
     square: bool,
 }
 
-/// A frame's level, dBFS.
-fn analyse_level(x: &[f32]) -> f32 {
-    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
+/// A level in dBFS from the summed energy `e` of `n` samples.
+fn level_of_energy(e: f32, n: usize) -> f32 {
+    let mean_sq = e / n.max(1) as f32;
     if mean_sq > 0.0 {
         (10.0 * (mean_sq / (32768.0 * 32768.0)).log10()).max(FLOOR_DBFS)
     } else {
@@ -629,7 +629,8 @@ fn two_tone_gate_passes(prev: &TwoToneGate, here: &TwoToneGate) -> bool {
 fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
     let n = x.len();
     let energy: f32 = x.iter().map(|v| v * v).sum();
-    let level_dbfs = analyse_level(x);
+    // (The frame's energy once: its level was a second pass over it.)
+    let level_dbfs = level_of_energy(energy, n);
     let crossings = x
         .windows(2)
         .filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0))

@@ -231,7 +231,7 @@ impl EchoReference {
             }
             if len % FRAME == 0 || last {
                 let n = len - (len - 1) / FRAME * FRAME;
-                r.levels.push(analyse_level_of_energy(frame_energy, n));
+                r.levels.push(super::level_of_energy(frame_energy, n));
                 frame_energy = 0.0;
             }
         }
@@ -1054,9 +1054,10 @@ impl EchoCanceller {
     fn fit_window(&mut self) {
         let energy = self.fore.map(|w| w * w);
         let total: f32 = energy.iter().sum();
+        // The median: selected, not sorted (this runs every frame until the window is fitted).
         let mut sorted = energy;
-        sorted.sort_by(f32::total_cmp);
-        let floor = WINDOW_OVER_MEDIAN * sorted[TAPS / 2];
+        let (_, median, _) = sorted.select_nth_unstable_by(TAPS / 2, f32::total_cmp);
+        let floor = WINDOW_OVER_MEDIAN * *median;
         let (Some(first), Some(last)) = (
             energy.iter().position(|&e| e > floor),
             energy.iter().rposition(|&e| e > floor),
@@ -1112,16 +1113,7 @@ fn dot(w: &[f32], x: &[f32]) -> f32 {
 
 /// A frame's summed energy as a level, dBFS.
 fn analyse_energy(e: f32) -> f32 {
-    analyse_level_of_energy(e, FRAME)
-}
-
-fn analyse_level_of_energy(e: f32, n: usize) -> f32 {
-    let mean_sq = e / n as f32;
-    if mean_sq > 0.0 {
-        (10.0 * (mean_sq / (32768.0 * 32768.0)).log10()).max(super::FLOOR_DBFS)
-    } else {
-        super::FLOOR_DBFS
-    }
+    super::level_of_energy(e, FRAME)
 }
 
 #[cfg(test)]
