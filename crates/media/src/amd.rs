@@ -760,6 +760,15 @@ const TONE_ONSET_DB: f32 = 10.0;
 /// `beep_min_dbfs` (−60), which each frame of a beep must reach.
 const QUIET_SEARCH_DBFS: f32 = -62.0;
 
+/// A beep quieter than this (dBFS) must be `beep_override_margin_db` over the line's noise
+/// even before any verdict: −45 dBFS, where the quiet frequency search begins (see
+/// [`QUIET_SEARCH_DBFS`]). That search finds tones 14–20 dB over the line's noise, and an
+/// appliance's pips in a person's kitchen come through their microphone 5–17 dB over the
+/// room's (recipe e's human-073 with our echo at 15 dB: three 1,900 Hz pips at −52 dBFS,
+/// 14.5 dB over the line, before "Yep?" was heard — a `machine` verdict at 2.1 s without
+/// this); a voicemail writes its beep 30–50 dB over its line.
+const QUIET_BEEP_DBFS: f32 = -45.0;
+
 /// Least share of a frame two tones must explain for its odd harmonics to be tried (dB): a
 /// square wave's fundamental and 3rd harmonic hold 9–10 dB of it (with line noise, less).
 const SQUARE_TWO_TONE_DB: f32 = 6.0;
@@ -2378,10 +2387,11 @@ impl Detector {
             Some(v) if v.kind == Kind::Machine => {}
             _ if self.analysed() > self.p.beep_override_window => return,
             Some(v) if v.kind == Kind::Human && !overrides => return,
-            // Someone was judged to have answered: only a tone clearly above the line's
-            // noise overrides that (see `beep_override_margin_db`).
-            Some(_)
-                if beep.level_dbfs < self.line_floor(floor) + self.p.beep_override_margin_db =>
+            // Someone was judged to have answered, or a quiet tone (see [`QUIET_BEEP_DBFS`])
+            // came before any verdict: only a tone clearly above the line's noise makes a
+            // `machine` of it (see `beep_override_margin_db`).
+            v if (v.is_some() || beep.level_dbfs < QUIET_BEEP_DBFS)
+                && beep.level_dbfs < self.line_floor(floor) + self.p.beep_override_margin_db =>
             {
                 return
             }
@@ -3677,6 +3687,31 @@ mod tests {
         let ev = run(AmdParams::default(), &g711(&x));
         assert_eq!(first_verdict(&ev).map(|v| v.kind), Some(Kind::Machine));
         assert_dropped_on_beep(&ev, 950.0, Duration::from_millis(5000), "−58 dBFS beep");
+    }
+
+    #[test]
+    fn quiet_pips_in_a_person_s_room_before_a_word_are_no_beep() {
+        // An appliance's three 120 ms pips 16 dB over the room's noise, before the person
+        // (whose word our echo hides, say) is heard: the quiet search finds them tonal, but a
+        // quiet tone is a beep before any verdict only 20 dB over the line (see
+        // `QUIET_BEEP_DBFS`).
+        for (hz, seed) in [(1900.0, 101), (2400.0, 103)] {
+            let pip = tone(120, hz, -52.0);
+            let mut x = cat(&[
+                silence(500),
+                pip.clone(),
+                silence(120),
+                pip.clone(),
+                silence(120),
+                pip,
+                silence(1500),
+                talker(500, -36.0, seed, 180.0),
+                silence(3000),
+            ]);
+            add_noise(&mut x, -68.0, seed + 1);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert!(!judged_machine(&ev), "{hz} Hz pips: {ev:?}");
+        }
     }
 
     #[test]
