@@ -1256,6 +1256,15 @@ impl Call {
                 self.script
                     .handle_transport_error(now, "the INVITE could not be sent");
             }
+            SipEvent::AckFailed { response: resp, .. } => {
+                // The endpoint ended the call (BYE if it could be sent): a failure, not an
+                // answer.
+                self.report.final_response = Some((resp.status.code(), self.at(now)));
+                self.script.handle_transport_error(
+                    now,
+                    "the 2xx could not be ACKed (a header value it set would break the ACK): call ended",
+                );
+            }
             SipEvent::Info { request, .. } => {
                 let content_type =
                     wire::value(&request.headers, &wire::name("Content-Type")).unwrap_or_default();
@@ -3064,6 +3073,7 @@ fn event_call(ev: &SipEvent) -> CallRef {
         | SipEvent::Answered { call, .. }
         | SipEvent::Rejected { call, .. }
         | SipEvent::InviteFailed { call, .. }
+        | SipEvent::AckFailed { call, .. }
         | SipEvent::Incoming { call, .. }
         | SipEvent::Request { call, .. }
         | SipEvent::Info { call, .. }
