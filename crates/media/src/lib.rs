@@ -15,6 +15,7 @@ mod error;
 pub mod g711;
 mod inbox;
 pub mod listen;
+mod mmsg;
 pub mod pacer;
 pub mod rtcp;
 pub mod rtp;

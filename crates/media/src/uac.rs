@@ -2365,9 +2365,6 @@ pub enum Command {
     },
 }
 
-/// Datagrams read per wake-up before the loop looks at its other inputs.
-const RECV_BATCH: usize = 64;
-
 /// When datagrams come faster than one per this, the loop reads them at most once per this
 /// (sleeping, then draining the socket) instead of being woken by each: a wake-up is a
 /// thread switch, which S1's profile put at a quarter of the loop's CPU at 4,000 calls/s.
@@ -2592,7 +2589,10 @@ async fn sip_loop(
     let mut calls: Calls = HashMap::new();
     // The receiver apart: it is not `Sync`, and the inbox is waited on across awaits.
     let (jobs, jobs_rx) = jobs.unzip();
-    let mut buf = vec![0u8; 65_536];
+    // Over UDP each wake-up reads what waits in one `recvmmsg`, and each turn's datagrams
+    // leave in one `sendmmsg` (`mmsg.rs`).
+    let mut batch = crate::mmsg::RecvBatch::default();
+    let mut out: Vec<crieur_sip::Transmit> = Vec::new();
     let mut inl = Inlines {
         timers: Default::default(),
         background,
@@ -2621,11 +2621,7 @@ async fn sip_loop(
             }
         }
         // Outputs, then: datagrams, then events.
-        while let Some(t) = ep.poll_transmit() {
-            if !wire.send(t.destination, &t.payload).await {
-                ep.transport_error(Instant::now(), t.destination);
-            }
-        }
+        wire.send_all(&mut ep, &mut out).await;
         while let Some(ev) = ep.poll_event() {
             let call = event_call(&ev);
             if let SipEvent::Terminated { call } = ev {
@@ -2695,16 +2691,11 @@ async fn sip_loop(
                 tokio::time::sleep_until(tokio::time::Instant::from_std(at + COALESCE)).await;
             }
             let now = Instant::now();
-            let mut read = 0;
-            while let Some((n, from)) = wire.try_recv_udp(&mut buf) {
-                ep.handle_input(now, from, buf.get(..n).unwrap_or_default());
-                read += 1;
-                if read == RECV_BATCH {
-                    // More waiting: read again without pausing, after the outputs.
-                    pause = true;
-                    last_read = None;
-                    break;
-                }
+            let read = wire.read_batch(&mut batch, &mut ep, now);
+            if read == crate::mmsg::BATCH {
+                // More waiting: read again without pausing, after the outputs.
+                pause = true;
+                last_read = None;
             }
             if read > 0 {
                 last_read = last_read.map(|_| now);
@@ -2740,7 +2731,7 @@ async fn sip_loop(
                     None => std::future::pending().await,
                 }
             } => {}
-            r = wire.recv_udp(&mut buf) => {
+            r = wire.readable() => {
                 let now = Instant::now();
                 // Woken again within `COALESCE`: the next reads wait for a batch.
                 quick = if last_read.is_some_and(|t| now.saturating_duration_since(t) < COALESCE) {
@@ -2751,14 +2742,9 @@ async fn sip_loop(
                 pause = quick + 1 >= COALESCE_AFTER;
                 last_read = Some(now);
                 match r {
-                    Ok((n, from)) => {
-                        ep.handle_input(now, from, buf.get(..n).unwrap_or_default());
-                        for _ in 1..RECV_BATCH {
-                            match wire.try_recv_udp(&mut buf) {
-                                Some((n, from)) => ep.handle_input(now, from, buf.get(..n).unwrap_or_default()),
-                                None => break,
-                            }
-                        }
+                    // A full batch leaves the socket readable: the next turn reads on.
+                    Ok(()) => {
+                        wire.read_batch(&mut batch, &mut ep, now);
                     }
                     Err(e) => tracing::debug!(error = %e, "SIP receive"),
                 }
@@ -2928,17 +2914,68 @@ impl Wire {
         });
     }
 
-    async fn recv_udp(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    /// Sends what the endpoint has to send, emptying `out` (its buffer, kept from one turn
+    /// to the next). Over UDP all of a turn's datagrams go in one `sendmmsg`, waiting on the
+    /// socket only for what a full send buffer refused; a connection that cannot be had is
+    /// the endpoint's transport error.
+    async fn send_all(&mut self, ep: &mut Endpoint, out: &mut Vec<crieur_sip::Transmit>) {
+        out.clear();
+        out.extend(std::iter::from_fn(|| ep.poll_transmit()));
+        let mut sent = 0;
+        if let SipNet::Udp(s) = &self.net {
+            if out.len() > 1 {
+                let msgs: Vec<(SocketAddr, &[u8])> = out
+                    .iter()
+                    .map(|t| (t.destination, &t.payload[..]))
+                    .collect();
+                sent = match crate::mmsg::send(s, &msgs) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                    Err(e) => {
+                        // The first datagram's error, as `send_to` would have logged it.
+                        tracing::debug!(error = %e, to = ?out.first().map(|t| t.destination), "SIP send");
+                        1
+                    }
+                };
+            }
+        }
+        for t in out.drain(..).skip(sent) {
+            if !self.send(t.destination, &t.payload).await {
+                ep.transport_error(Instant::now(), t.destination);
+            }
+        }
+    }
+
+    /// Waits until the UDP socket has a datagram to read (never, over TCP or TLS).
+    async fn readable(&self) -> std::io::Result<()> {
         match &self.net {
-            SipNet::Udp(s) => s.recv_from(buf).await,
+            SipNet::Udp(s) => s.readable().await,
             SipNet::Tcp(_) | SipNet::Tls { .. } => std::future::pending().await,
         }
     }
 
-    fn try_recv_udp(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        match &self.net {
-            SipNet::Udp(s) => s.try_recv_from(buf).ok(),
-            SipNet::Tcp(_) | SipNet::Tls { .. } => None,
+    /// Reads what waits on the UDP socket (up to a batch, one `recvmmsg`) into the endpoint;
+    /// the number of datagrams taken ([`crate::mmsg::BATCH`]: more may wait).
+    fn read_batch(
+        &self,
+        batch: &mut crate::mmsg::RecvBatch,
+        ep: &mut Endpoint,
+        now: Instant,
+    ) -> usize {
+        let SipNet::Udp(s) = &self.net else {
+            return 0;
+        };
+        match batch.read(s) {
+            Ok(n) => {
+                for (d, from) in batch.datagrams() {
+                    ep.handle_input(now, from, d);
+                }
+                n
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "SIP receive");
+                0
+            }
         }
     }
 
