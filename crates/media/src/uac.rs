@@ -1801,6 +1801,24 @@ impl RtpPair {
         }
     }
 
+    /// Reads and drops what the previous call's far end sent after it ended — only on a
+    /// socket the loop's reactor has seen readable since it was last read dry: a pair that
+    /// got nothing (most: S1's calls send and get no RTP) costs no system call, where reading
+    /// each socket until it would block cost two empty `recvfrom` per call. A packet that
+    /// arrives after the reactor last looked is left, as one arriving just after a drain
+    /// always was: a call hears RTP only from its answer's address, and one with media
+    /// drains its pair again before its first packet ([`Call::drop_early`]).
+    fn drain_stale(&self) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut buf = [0u8; 1500];
+        for fd in [&self.rtp_fd, &self.rtcp_fd] {
+            if let std::task::Poll::Ready(Ok(mut ready)) = fd.poll_read_ready(&mut cx) {
+                // Until it would block (which clears the readiness) or fails.
+                while let Ok(Ok(_)) = ready.try_io(|s| s.get_ref().recv_from(&mut buf)) {}
+            }
+        }
+    }
+
     fn bind(ip: IpAddr) -> Result<RtpPair, Error> {
         let (rtp, rtcp) = bind_rtp_pair(ip)?;
         let (rtp, rtcp) = (Arc::new(rtp), Arc::new(rtcp));
@@ -1908,11 +1926,7 @@ impl RtpPorts {
         };
         if let Some(p) = reused {
             self.reused.fetch_add(1, Ordering::Relaxed);
-            // What the previous call's far end sent after it ended.
-            let mut buf = [0u8; 1500];
-            for s in [&p.rtp, &p.rtcp] {
-                while s.recv_from(&mut buf).is_ok() {}
-            }
+            p.drain_stale();
             return Ok(p);
         }
         let pair = match RtpPair::bind(ip) {
@@ -3284,7 +3298,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(b.local.port(), port, "not before the quiet time");
         assert_eq!(stats(&ports), (2, 0, 0, 1));
-        std::thread::sleep(Duration::from_millis(20));
+        // The loop thread's reactor looks at the sockets whenever the loop waits (here: this
+        // sleep); a pair is drained only if it saw the pair readable.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let c = ports
             .take(LOCAL, t0 + RtpPorts::QUIET)
             .unwrap_or_else(|e| panic!("{e}"));
