@@ -17,6 +17,7 @@ mod inbox;
 pub mod listen;
 mod mmsg;
 pub mod pacer;
+mod relay;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;

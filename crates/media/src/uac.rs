@@ -650,7 +650,16 @@ impl Uac {
             Err(_) => return Err(Error::SipStopped),
         }
         let mut gone = CallerGone(Some(&shard.jobs));
-        let report = report.await;
+        // Polled with a waker that lets the loop wake this caller once per turn for all the
+        // reports of that turn, and relays the others' wake-ups (`relay.rs`).
+        let relay = crate::relay::ReportWaker::new(shard.jobs.clone());
+        let waker = std::task::Waker::from(relay.clone());
+        let mut report = report;
+        let report = std::future::poll_fn(|cx| {
+            relay.polled(cx.waker());
+            std::pin::Pin::new(&mut report).poll(&mut std::task::Context::from_waker(&waker))
+        })
+        .await;
         gone.0 = None;
         match report {
             Ok(Ok(r)) => r,
@@ -739,6 +748,14 @@ struct Jobs {
     gone: AtomicBool,
     /// Calls the loop moved to tasks ([`Uac::calls_as_tasks`]).
     to_tasks: AtomicU64,
+    /// The reports' wake-ups of the callers: one per loop turn (`relay.rs`).
+    relay: crate::relay::Relay,
+}
+
+impl crate::relay::HasRelay for Jobs {
+    fn relay(&self) -> &crate::relay::Relay {
+        &self.relay
+    }
 }
 
 /// Tells the loop when the `Uac::call` future holding it is dropped before its report.
@@ -2572,6 +2589,7 @@ impl LoopThread {
             wake: tokio::sync::Notify::new(),
             gone: AtomicBool::new(false),
             to_tasks: AtomicU64::new(0),
+            relay: crate::relay::Relay::default(),
         });
         let (sip, task) = {
             let _inside = rt.enter();
@@ -2623,9 +2641,13 @@ async fn sip_loop(
     let mut pause = false;
     // Wake-ups by datagrams in a row within `COALESCE` of each other.
     let mut quick = 0u32;
+    // The callers' wake-ups by this loop's reports: held in a turn, made when it ends
+    // (before each wait, and when the loop ends).
+    let _turns = jobs.as_ref().map(|j| j.relay.guard());
     loop {
         // New calls first: placed here, their INVITEs go out with this turn's datagrams.
         if let (Some(jobs), Some(rx)) = (&jobs, &jobs_rx) {
+            jobs.relay.begin();
             jobs.inbox.awake();
             while let Ok(job) = rx.try_recv() {
                 inl.begin(job, &mut ep, &mut calls);
@@ -2701,6 +2723,9 @@ async fn sip_loop(
         }
         // What this turn's datagrams made has gone out: now the pause, if datagrams come fast.
         if std::mem::take(&mut pause) {
+            if let Some(j) = &jobs {
+                j.relay.flush();
+            }
             if let Some(at) = last_read {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(at + COALESCE)).await;
             }
@@ -2737,6 +2762,7 @@ async fn sip_loop(
             {
                 continue;
             }
+            jobs.relay.flush();
         }
         tokio::select! {
             () = async {
