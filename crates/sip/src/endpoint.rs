@@ -638,7 +638,8 @@ impl Endpoint {
                 destination: inv.destination,
                 credentials: inv.credentials,
                 auth: auth::State::default(),
-                invite: Some(req.clone()),
+                // Set once it is sent (below): the request is kept, not copied.
+                invite: None,
                 invite_tx: None,
                 provisional: false,
                 cancel_wanted: false,
@@ -660,7 +661,10 @@ impl Endpoint {
             },
         );
         self.dialogs.insert((inv.call_id, local_tag), call);
-        self.send_request(now, call, req, Kind::Invite, inv.destination);
+        self.send_request(now, call, &req, Kind::Invite, inv.destination);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.invite = Some(req);
+        }
         Ok(call)
     }
 
@@ -670,7 +674,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         call: CallRef,
-        req: Request,
+        req: &Request,
         kind: Kind,
         dest: SocketAddr,
     ) {
@@ -771,7 +775,7 @@ impl Endpoint {
             }
         }
         let dest = c.destination;
-        self.send_request(now, call, req, Kind::Cancel, dest);
+        self.send_request(now, call, &req, Kind::Cancel, dest);
     }
 
     /// Ends an established call with a BYE (with more headers, e.g. `Reason`).
@@ -794,7 +798,7 @@ impl Endpoint {
         c.closed = true;
         self.stop_2xx(call);
         let (req, dest) = self.in_dialog(call, Method::Bye, headers, None, Vec::new())?;
-        self.send_request(now, call, req, Kind::Bye, dest);
+        self.send_request(now, call, &req, Kind::Bye, dest);
         Ok(())
     }
 
@@ -849,7 +853,7 @@ impl Endpoint {
                 c.offer_out = Some(r);
             }
         }
-        self.send_request(now, call, req, Kind::Request(r), dest);
+        self.send_request(now, call, &req, Kind::Request(r), dest);
         Ok(r)
     }
 
@@ -1622,11 +1626,13 @@ impl Endpoint {
         }
         tracing::info!(from = %c.destination, to = %next, "INVITE: trying the trunk's next server (RFC 3263)");
         c.destination = next;
-        c.invite = Some(req.clone());
         c.provisional = false;
         c.auth = auth::State::default();
         c.credentials_sent = false;
-        self.send_request(now, call, req, Kind::Invite, next);
+        self.send_request(now, call, &req, Kind::Invite, next);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.invite = Some(req);
+        }
         true
     }
 
@@ -1690,13 +1696,16 @@ impl Endpoint {
                 Err(_) => return false,
             }
         }
-        if matches!(kind, Kind::Invite) {
-            c.invite = Some(req.clone());
+        let invite = matches!(kind, Kind::Invite);
+        if invite {
             c.provisional = false;
             c.credentials_sent = true;
         }
         let dest = self.clients.user(id).map_or(c.destination, |o| o.dest);
-        self.send_request(now, call, req, kind, dest);
+        self.send_request(now, call, &req, kind, dest);
+        if let Some(c) = self.calls.get_mut(&call).filter(|_| invite) {
+            c.invite = Some(req);
+        }
         true
     }
 
@@ -1910,7 +1919,7 @@ impl Endpoint {
             c.closed = saved.4;
         }
         if let Ok((req, dest)) = bye {
-            self.send_request(now, call, req, Kind::ForkBye, dest);
+            self.send_request(now, call, &req, Kind::ForkBye, dest);
         }
     }
 
