@@ -384,6 +384,8 @@ pub struct Endpoint {
     /// Where each message we send is serialised before its bytes are copied out once
     /// ([`wire::encode`]): grown once, reused for every datagram.
     scratch: Vec<u8>,
+    /// The last Contact URI [`Endpoint::invite`] found valid.
+    contact_checked: String,
     /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
     /// every message rather than copied into each.
     ua: Bytes,
@@ -546,6 +548,7 @@ impl Endpoint {
             ended: HashMap::default(),
             ended_order: VecDeque::new(),
             scratch: Vec::new(),
+            contact_checked: String::new(),
         }
     }
 
@@ -601,8 +604,16 @@ impl Endpoint {
         let local = Bytes::from(format!("<{}>;tag={local_tag}", inv.from));
         let contact_header = Bytes::from(format!("<{}>", inv.contact));
         let ruri = wire::uri(&inv.request_uri)?;
-        wire::uri(&inv.to)?;
-        wire::uri(&inv.contact)?;
+        // The To URI is checked unless it is the Request-URI just parsed (a UAC's usual
+        // case); the Contact once per distinct value (a loop's calls share it). Each parse
+        // is some four allocations (BENCHMARKS.md S1 step 14).
+        if inv.to != inv.request_uri {
+            wire::uri(&inv.to)?;
+        }
+        if self.contact_checked != inv.contact {
+            wire::uri(&inv.contact)?;
+            self.contact_checked.clone_from(&inv.contact);
+        }
         let mut b = RequestBuilder::new(Method::Invite, ruri);
         b = add_header(b, HeaderName::Via, self.via())?;
         b = b.max_forwards(70);
