@@ -119,12 +119,14 @@ pub fn tag_param(v: &[u8]) -> Option<&[u8]> {
         }
     }
     let rest = v.get(params?..)?;
-    rest.split(|&b| b == b';').skip(1).find_map(|p| {
-        let eq = p.iter().position(|&b| b == b'=')?;
-        let (name, value) = (p.get(..eq)?, p.get(eq + 1..)?);
-        let value = value.trim_ascii();
-        (name.trim_ascii().eq_ignore_ascii_case(b"tag") && !value.is_empty()).then_some(value)
-    })
+    // The first `tag` parameter decides, as in the address parser (a valueless one: none).
+    let p = rest.split(|&b| b == b';').skip(1).find(|p| {
+        let name = p.split(|&b| b == b'=').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"tag")
+    })?;
+    let eq = p.iter().position(|&b| b == b'=')?;
+    let value = p.get(eq + 1..)?.trim_ascii();
+    (!value.is_empty()).then_some(value)
 }
 
 /// The `Call-ID`.
@@ -211,5 +213,43 @@ mod tests {
         }
         assert_eq!(tag_param(b"<sip:a@x>;tag=abc"), Some(&b"abc"[..]));
         assert_eq!(tag_param(b"\"open <sip:a@x>;tag=1"), None);
+    }
+
+    proptest::proptest! {
+        /// On From/To-like values built from the characters that matter (quotes, brackets,
+        /// semicolons, escapes), whatever the address parser accepts, the tag read in place is
+        /// the one it finds; and it never panics on any bytes.
+        #[test]
+        fn tag_param_matches_the_parser_on_arbitrary_values(
+            v in "[\"<>;=\\\\ a-zA-Z0-9@:.]{0,40}",
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let _ = tag_param(&raw);
+            let v = v.as_bytes();
+            if let Ok(a) = Address::parse(v, "From/To") {
+                let full = a.tag().map(<[u8]>::to_vec).filter(|t| !t.is_empty());
+                proptest::prop_assert_eq!(tag_param(v).map(<[u8]>::to_vec), full);
+            }
+        }
+
+        /// The same on name-addr and addr-spec shaped values (display names quoted or not,
+        /// URI parameters, header parameters, `tag` in any case and place).
+        #[test]
+        fn tag_param_matches_the_parser_on_addresses(
+            display in "(\"[a-z ;<>=]{0,6}\" |[a-z]{0,4} ?)",
+            uri in "sip:[a-z]{1,4}@[a-z]{1,4}(;(tag|lr|[a-z]{1,3})(=[a-z0-9]{1,3})?){0,2}",
+            params in "( ?; ?(tag|TAG|Tag|[a-z]{1,3}) ?(= ?[a-z0-9]{0,3})?){0,3}",
+            bracket in proptest::prelude::any::<bool>(),
+        ) {
+            let v = if bracket {
+                format!("{display}<{uri}>{params}")
+            } else {
+                format!("{uri}{params}")
+            };
+            if let Ok(a) = Address::parse(v.as_bytes(), "From/To") {
+                let full = a.tag().map(<[u8]>::to_vec).filter(|t| !t.is_empty());
+                proptest::prop_assert_eq!(tag_param(v.as_bytes()).map(<[u8]>::to_vec), full, "{}", v);
+            }
+        }
     }
 }
