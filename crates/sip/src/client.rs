@@ -7,7 +7,7 @@
 //! [`ClientLayer::on_transport_error`]) returns a [`Step`]: what to send, which timers to
 //! clear and set (as durations from the caller's `now`), what to tell the transaction user.
 //!
-//! Written for cost (issue 19, BENCHMARKS.md S1 step 14): sipx-sip's transaction layer keyed
+//! Written for cost (issue 19, BENCHMARKS.md S1 step 18): sipx-sip's transaction layer keyed
 //! every transaction by its `TransactionKey` — three heap vectors, built again for each
 //! received response — and kept a parsed copy of each request. Here a transaction is named by
 //! the branch we gave it ([`Endpoint`](crate::Endpoint) draws it: `z9hG4bK` and 16 hex

@@ -171,6 +171,13 @@ pub enum Event {
         /// The INVITE it answers carried our credentials.
         credentials_sent: bool,
     },
+    /// A 2xx to our INVITE that could not be ACKed (a value it set for the dialog — route
+    /// set, To tag, target — would break the ACK's header lines): the call was ended (a BYE
+    /// sent if one could be) and is not answered; [`Event::Terminated`] follows.
+    AckFailed {
+        call: CallRef,
+        response: Box<Response>,
+    },
     /// A final non-2xx response to our INVITE whose challenge, if any, was not answered.
     /// `credentials_sent`: the INVITE it answers carried our credentials.
     Rejected {
@@ -262,6 +269,10 @@ struct Client {
     settled: bool,
     /// The slot of each armed timer, at `client::Timer as usize` (0: not armed).
     armed: [u64; CLIENT_TIMERS],
+    /// A re-INVITE's Authorization / Proxy-Authorization headers, for the ACK of its 2xx
+    /// (RFC 3261 §22.1): the transaction drops its request's bytes at the 2xx. Empty for
+    /// every other request.
+    ack_credentials: Vec<Header>,
 }
 
 /// A 2xx we (as the UAS) retransmit until its ACK (RFC 3261 §13.3.1.4).
@@ -606,7 +617,7 @@ impl Endpoint {
         let ruri = wire::uri(&inv.request_uri)?;
         // The To URI is checked unless it is the Request-URI just parsed (a UAC's usual
         // case); the Contact once per distinct value (a loop's calls share it). Each parse
-        // is some four allocations (BENCHMARKS.md S1 step 14).
+        // is some four allocations (BENCHMARKS.md S1 step 18).
         if inv.to != inv.request_uri {
             wire::uri(&inv.to)?;
         }
@@ -708,12 +719,18 @@ impl Endpoint {
         let bytes = Bytes::copy_from_slice(&self.scratch);
         let is_invite = matches!(kind, Kind::Invite);
         let background = matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye);
+        let ack_credentials = if matches!(kind, Kind::Request(_)) && method == Method::Invite {
+            credentials_of(Some(req))
+        } else {
+            Vec::new()
+        };
         let owner = Client {
             call,
             kind,
             dest,
             settled: false,
             armed: [0; CLIENT_TIMERS],
+            ack_credentials,
         };
         let Some(step) = self.clients.send(id, method, seq, bytes, owner) else {
             tracing::warn!("a request's branch is in use: not sent");
@@ -1580,12 +1597,25 @@ impl Endpoint {
                 c.offer_out = None;
             }
         }
-        // A 2xx to our re-INVITE is ACKed (§14.1: as for the initial INVITE).
+        // A 2xx to our re-INVITE is ACKed (§14.1: as for the initial INVITE), with the
+        // credentials of the re-INVITE it acknowledges (§22.1: the ACK for a 2xx carries the
+        // same credentials as its INVITE) — not the initial INVITE's, which may differ or
+        // be absent from it.
         if let Outcome::Response(resp) = &outcome {
             let is_invite = wire::cseq(&resp.headers).is_some_and(|(_, m)| m == Method::Invite);
             if is_invite && resp.status.is_success() {
                 if let Some(seq) = wire::cseq(&resp.headers).map(|(n, _)| n) {
-                    self.send_ack(now, call, seq, None);
+                    let creds = self
+                        .clients
+                        .user(id)
+                        .map(|o| o.ack_credentials.clone())
+                        .unwrap_or_default();
+                    if !self.send_ack(now, call, seq, None, Some(&creds)) {
+                        // The dialog cannot be ACKed (a header value would break the
+                        // message): it is ended, not left with an un-ACKed 2xx.
+                        let _ = self.bye(now, call, &[]);
+                        self.reap(call);
+                    }
                 }
             }
         }
@@ -1793,6 +1823,10 @@ impl Endpoint {
             });
             return;
         }
+        if c.confirmed && c.remote_tag.as_deref() == Some(to_tag.as_str()) {
+            // A retransmission of the 2xx whose ACK could not be built: nothing to re-send.
+            return;
+        }
         if c.confirmed || c.closed {
             // Another fork answered too (or we gave the call up): ACK it, then BYE it.
             self.fork_bye(now, call, seq, &r);
@@ -1808,7 +1842,26 @@ impl Endpoint {
         c.remote_target = wire::contact_uri(&r.headers);
         let after_cancel = c.cancel_wanted;
         let credentials_sent = c.credentials_sent;
-        self.send_ack(now, call, seq, Some(to_tag));
+        if !self.send_ack(now, call, seq, Some(to_tag), None) {
+            // §13.2.2.4 wants every 2xx ACKed; one that cannot be (a value from the 2xx —
+            // its route set, tag or target — would break the message) must not leave the
+            // call answered and un-ACKed: the call is ended (BYE, if that one can be sent;
+            // else it is given up here, the far end giving up its 2xx at 64·T1 and sending
+            // its own BYE, §13.3.1.4) and the caller told it failed, not that it answered.
+            tracing::info!(?call, "the 2xx cannot be ACKed: the call is ended");
+            if let Err(e) = self.bye(now, call, &[]) {
+                tracing::info!(?call, error = %e, "nor can it be sent a BYE");
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.closed = true;
+                }
+            }
+            self.events.push_back(Event::AckFailed {
+                call,
+                response: Box::new(r),
+            });
+            self.reap(call);
+            return;
+        }
         if after_cancel {
             let _ = self.bye(now, call, &[]);
         }
@@ -1828,16 +1881,27 @@ impl Endpoint {
     /// Serialised straight into the endpoint's buffer: the ACK is no transaction's, so no
     /// `Request` is built for it (its header strings, URI copies and header vector were ~20
     /// allocations per call).
-    fn send_ack(&mut self, _now: Instant, call: CallRef, seq: u32, remember: Option<String>) {
+    ///
+    /// `creds`: the `Authorization`/`Proxy-Authorization` headers of the INVITE it
+    /// acknowledges; `None`: the initial INVITE's (as last sent). False, with nothing sent,
+    /// when the ACK cannot be built.
+    fn send_ack(
+        &mut self,
+        _now: Instant,
+        call: CallRef,
+        seq: u32,
+        remember: Option<String>,
+        creds: Option<&[Header]>,
+    ) -> bool {
         let default_port = self.cfg.transport.default_port();
         let Some(c) = self.calls.get_mut(&call) else {
-            return;
+            return false;
         };
         let (ruri, dest, strict) = match next_hop(c, default_port) {
             Ok(hop) => hop,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot build the ACK");
-                return;
+                return false;
             }
         };
         let out = &mut self.scratch;
@@ -1869,13 +1933,17 @@ impl Endpoint {
         }
         clean &= wire::field(out, "Contact", &c.contact_header);
         clean &= wire::field(out, "User-Agent", &self.ua);
-        if let Some(inv) = &c.invite {
-            for n in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
-                for h in inv.headers.get_all(&n) {
-                    h.write_to(out);
-                    out.extend_from_slice(b"\r\n");
-                }
+        let initial;
+        let creds = match creds {
+            Some(hs) => hs,
+            None => {
+                initial = credentials_of(c.invite.as_ref());
+                &initial[..]
             }
+        };
+        for h in creds {
+            h.write_to(out);
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         // The values are ours or parsed ones (a remote tag, Record-Route): one with a line
@@ -1886,8 +1954,8 @@ impl Endpoint {
             .chain(c.remote_tag.iter().flat_map(|t| t.bytes()))
             .any(wire::breaks_line);
         if !clean {
-            tracing::debug!("an ACK header value would break the message: not sent");
-            return;
+            tracing::info!("an ACK header value would break the message: not sent");
+            return false;
         }
         let payload = Bytes::copy_from_slice(out);
         if let Some(to_tag) = remember {
@@ -1897,6 +1965,7 @@ impl Endpoint {
             destination: dest,
             payload,
         });
+        true
     }
 
     /// A 2xx from a fork that lost: a short-lived dialog from that response, ACKed and BYEd.
@@ -1920,7 +1989,7 @@ impl Endpoint {
         c.route_set = rr;
         c.remote_target = wire::contact_uri(&r.headers);
         c.local_cseq = seq;
-        self.send_ack(now, call, seq, Some(to_tag));
+        self.send_ack(now, call, seq, Some(to_tag), None);
         let bye = self.in_dialog(call, Method::Bye, &[], None, Vec::new());
         if let Some(c) = self.calls.get_mut(&call) {
             c.remote_tag = saved.0;
@@ -2319,6 +2388,18 @@ impl Endpoint {
 /// (RFC 4475 §3.1.2.17–18), headers in the Request-URI (§3.1.2.11): 400; a version other than
 /// SIP/2.0: 505 (§3.1.2.16); a Request-URI scheme we do not serve: 416 (RFC 3261 §8.2.2.1,
 /// RFC 4475 §3.3.2). A missing Max-Forwards is tolerated (RFC 2543 peers, §3.4).
+/// The credentials a request carries (`Authorization`, `Proxy-Authorization`), for the ACK
+/// of a 2xx to it (RFC 3261 §22.1).
+fn credentials_of(req: Option<&Request>) -> Vec<Header> {
+    let Some(req) = req else {
+        return Vec::new();
+    };
+    [HeaderName::Authorization, HeaderName::ProxyAuthorization]
+        .iter()
+        .flat_map(|n| req.headers.get_all(n).cloned())
+        .collect()
+}
+
 fn refusal(req: &Request) -> Option<u16> {
     if let Some(f) = sipx_sip::validate_request(req)
         .into_iter()

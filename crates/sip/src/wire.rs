@@ -88,7 +88,7 @@ pub fn tag(h: &Headers, which: &HeaderName) -> Option<String> {
 /// The `tag` parameter of a `From`/`To` value (RFC 3261 §20.20, §20.39), borrowed: the
 /// header's parameters follow the `<…>` of a name-addr (a quoted display name skipped), or
 /// the first `;` of a bare addr-spec. Read in place, where `Address::parse` built the whole
-/// address (URI included) for it: four allocations per response (BENCHMARKS.md S1 step 14).
+/// address (URI included) for it: four allocations per response (BENCHMARKS.md S1 step 18).
 /// `None` if there is no tag, or the value's brackets or quotes are not closed.
 pub fn tag_param(v: &[u8]) -> Option<&[u8]> {
     let mut i = 0;
