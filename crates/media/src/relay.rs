@@ -12,7 +12,8 @@
 //!
 //! A wake-up is never lost: those held are flushed before the loop awaits anything that may
 //! sleep and when it ends ([`TurnGuard`]), and those handed on are woken by the next caller
-//! future of that loop polled or dropped — the one woken to carry them is such a future.
+//! future of that loop polled or dropped ([`Polling`]) — the one woken to carry them is such
+//! a future, and if it was dropped before they were handed to it, `flush` wakes them itself.
 //! Wake-ups from another thread, or from the loop thread between turns (a task's report),
 //! are made at once.
 
@@ -28,8 +29,8 @@ pub(crate) struct Relay {
     thread: OnceLock<ThreadId>,
     /// The loop is in its turn (between waking and its next wait).
     in_turn: AtomicBool,
-    /// Wake-ups held in this turn.
-    held: Mutex<Vec<Waker>>,
+    /// Wake-ups held in this turn, each with the caller's waker it was made through.
+    held: Mutex<Vec<(Arc<ReportWaker>, Waker)>>,
     /// Wake-ups handed to a woken caller to make.
     handed: Mutex<Vec<Waker>>,
     any_handed: AtomicBool,
@@ -48,25 +49,31 @@ impl Relay {
     }
 
     /// The turn ends (the loop is about to wait): the first held wake-up is made, the others
-    /// handed to it.
+    /// handed to it — or made here, if its caller's future is already gone (it would never
+    /// pass them on, and its drop ran before they were handed: nothing else would).
     pub(crate) fn flush(&self) {
         self.in_turn.store(false, Ordering::SeqCst);
         let mut held = match self.held.lock() {
             Ok(mut h) if !h.is_empty() => std::mem::take(&mut *h),
             _ => return,
         };
-        let first = held.swap_remove(0);
+        let (first, first_task) = held.swap_remove(0);
         if !held.is_empty() {
             if let Ok(mut h) = self.handed.lock() {
-                h.append(&mut held);
+                h.extend(held.drain(..).map(|(_, w)| w));
                 self.any_handed.store(true, Ordering::SeqCst);
+            }
+            // Handed first, then checked (SeqCst, as `Polling::drop` stores, then relays):
+            // either that drop sees them handed, or this sees the caller gone.
+            if !first.alive.load(Ordering::SeqCst) {
+                self.relay();
             }
         }
         // Whatever could not be handed (a poisoned lock) is woken here.
-        for w in held {
+        for (_, w) in held {
             w.wake();
         }
-        first.wake();
+        first_task.wake();
     }
 
     /// Makes the wake-ups handed on (by a caller future of this loop, on its own thread).
@@ -83,13 +90,13 @@ impl Relay {
         }
     }
 
-    /// `task`'s wake-up: held if the loop thread is in its turn, else made now.
-    fn wake(&self, task: &Waker) {
+    /// `task`'s wake-up through `by`: held if the loop thread is in its turn, else made now.
+    fn wake(&self, by: &Arc<ReportWaker>, task: &Waker) {
         let held = self.in_turn.load(Ordering::SeqCst)
             && self.thread.get() == Some(&std::thread::current().id());
         if held {
             if let Ok(mut h) = self.held.lock() {
-                h.push(task.clone());
+                h.push((by.clone(), task.clone()));
                 return;
             }
         }
@@ -112,6 +119,28 @@ impl Drop for TurnGuard<'_> {
 pub(crate) struct ReportWaker {
     relay: Arc<RelayOwner>,
     task: Mutex<Option<Waker>>,
+    /// The caller's future is still there to be polled ([`Polling`]).
+    alive: AtomicBool,
+}
+
+impl std::fmt::Debug for ReportWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportWaker")
+            .field("alive", &self.alive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Held by the caller's future while it polls with a [`ReportWaker`]: when the future ends or
+/// is dropped (a timeout, a `select!`), the wake-ups handed to it are made, and any handed to
+/// it later are made by [`Relay::flush`] itself.
+pub(crate) struct Polling(pub(crate) Arc<ReportWaker>);
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+        self.0.relay.relay().relay();
+    }
 }
 
 /// Something that owns a [`Relay`] (the loop's shared state).
@@ -126,6 +155,7 @@ impl ReportWaker {
         Arc::new(ReportWaker {
             relay,
             task: Mutex::new(None),
+            alive: AtomicBool::new(true),
         })
     }
 
@@ -156,7 +186,7 @@ impl Wake for ReportWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         let task = self.task.lock().ok().and_then(|t| t.clone());
         if let Some(task) = task {
-            self.relay.relay().wake(&task);
+            self.relay.relay().wake(self, &task);
         }
     }
 }
@@ -229,5 +259,39 @@ mod tests {
         assert_eq!(woken(&counts), [2, 2, 2]);
         drop(rws);
         assert_eq!(woken(&counts), [2, 3, 2]);
+    }
+
+    /// The review's race: the loop makes X's report and Y's and Z's (held), X's caller drops
+    /// its future before the turn ends (its drop finds nothing handed yet), then the turn
+    /// ends: X, gone, will never pass Y and Z on, so the flush wakes them itself.
+    #[test]
+    fn a_caller_gone_before_the_flush_does_not_keep_the_others_asleep() {
+        let owner: Arc<RelayOwner> = Arc::new(Owner(Relay::default()));
+        let (counts, wakers): (Vec<_>, Vec<_>) = (0..3).map(|_| task()).unzip();
+        let rws: Vec<Arc<ReportWaker>> = (0..3).map(|_| ReportWaker::new(owner.clone())).collect();
+        for (rw, w) in rws.iter().zip(&wakers) {
+            rw.polled(w);
+        }
+        let polling: Vec<Polling> = rws.iter().cloned().map(Polling).collect();
+        let _turn = owner.relay().guard();
+        owner.relay().begin();
+        for rw in &rws {
+            Waker::from(rw.clone()).wake_by_ref();
+        }
+        let mut polling = polling.into_iter();
+        drop(polling.next());
+        assert_eq!(woken(&counts), [0, 0, 0], "held until the turn ends");
+        owner.relay().flush();
+        assert_eq!(woken(&counts), [1, 1, 1], "Y and Z woken though X is gone");
+
+        // X alive at the flush and dropped after it: its drop wakes them.
+        let rest: Vec<Polling> = polling.collect();
+        owner.relay().begin();
+        Waker::from(rws[1].clone()).wake_by_ref();
+        Waker::from(rws[2].clone()).wake_by_ref();
+        owner.relay().flush();
+        assert_eq!(woken(&counts), [1, 2, 1], "the first only");
+        drop(rest);
+        assert_eq!(woken(&counts), [1, 2, 2]);
     }
 }

@@ -654,6 +654,9 @@ impl Uac {
         // reports of that turn, and relays the others' wake-ups (`relay.rs`).
         let relay = crate::relay::ReportWaker::new(shard.jobs.clone());
         let waker = std::task::Waker::from(relay.clone());
+        // Dropped with this future (ended, or given up by the caller): what was handed to it
+        // is woken, and what the loop would hand it later is woken by the loop.
+        let _polling = crate::relay::Polling(relay.clone());
         let mut report = report;
         let report = std::future::poll_fn(|cx| {
             relay.polled(cx.waker());
