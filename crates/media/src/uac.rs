@@ -2659,7 +2659,12 @@ async fn sip_loop(
                 inl.sweep(&mut ep, &mut calls);
             }
         }
-        // Outputs, then: datagrams, then events.
+        // Outputs, then: datagrams, then events. Sending may wait (a full UDP send buffer, a
+        // TCP or TLS stream): what this turn holds so far is woken before it.
+        if let Some(j) = &jobs {
+            j.relay.flush();
+            j.relay.begin();
+        }
         wire.send_all(&mut ep, &mut out).await;
         while let Some(ev) = ep.poll_event() {
             let call = event_call(&ev);
