@@ -1276,6 +1276,13 @@ impl Call {
                 self.script
                     .handle_transport_error(now, "the INVITE could not be sent");
             }
+            SipEvent::AckFailed { .. } if self.report.answered_at.is_some() => {
+                // A 2xx to our re-INVITE: the endpoint ended the answered call.
+                self.script.handle_dialog_gone(
+                    now,
+                    "a re-INVITE's 2xx could not be ACKed (a header value it set would break the ACK): call ended",
+                );
+            }
             SipEvent::AckFailed { response: resp, .. } => {
                 // The endpoint ended the call (BYE if it could be sent): a failure, not an
                 // answer.

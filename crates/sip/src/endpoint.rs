@@ -173,7 +173,9 @@ pub enum Event {
     },
     /// A 2xx to our INVITE that could not be ACKed (a value it set for the dialog — route
     /// set, To tag, target — would break the ACK's header lines): the call was ended (a BYE
-    /// sent if one could be) and is not answered; [`Event::Terminated`] follows.
+    /// sent if one could be) and is not answered; [`Event::Terminated`] follows. Also after
+    /// the [`Event::Done`] of a re-INVITE of ours whose 2xx could not be ACKed: the answered
+    /// call was ended the same way.
     AckFailed {
         call: CallRef,
         response: Box<Response>,
@@ -1601,6 +1603,7 @@ impl Endpoint {
         // credentials of the re-INVITE it acknowledges (§22.1: the ACK for a 2xx carries the
         // same credentials as its INVITE) — not the initial INVITE's, which may differ or
         // be absent from it.
+        let mut unacked = None;
         if let Outcome::Response(resp) = &outcome {
             let is_invite = wire::cseq(&resp.headers).is_some_and(|(_, m)| m == Method::Invite);
             if is_invite && resp.status.is_success() {
@@ -1611,10 +1614,7 @@ impl Endpoint {
                         .map(|o| o.ack_credentials.clone())
                         .unwrap_or_default();
                     if !self.send_ack(now, call, seq, None, Some(&creds)) {
-                        // The dialog cannot be ACKed (a header value would break the
-                        // message): it is ended, not left with an un-ACKed 2xx.
-                        let _ = self.bye(now, call, &[]);
-                        self.reap(call);
+                        unacked = Some(resp.clone());
                     }
                 }
             }
@@ -1624,6 +1624,20 @@ impl Endpoint {
             request: r,
             outcome,
         });
+        if let Some(response) = unacked {
+            // The dialog cannot be ACKed (a header value would break the message): it is
+            // ended, not left with an un-ACKed 2xx, and the caller told why — after the
+            // request's own outcome, before the call's end.
+            tracing::info!(?call, "the re-INVITE's 2xx cannot be ACKed: the call is ended");
+            if let Err(e) = self.bye(now, call, &[]) {
+                tracing::info!(?call, error = %e, "nor can it be sent a BYE");
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.closed = true;
+                }
+            }
+            self.events.push_back(Event::AckFailed { call, response });
+            self.reap(call);
+        }
     }
 
     /// RFC 3263 §4.3: the INVITE failed at its server (503, timeout, transport error) before
@@ -2383,11 +2397,6 @@ impl Endpoint {
     }
 }
 
-/// Why a request cannot be acted on, as the status to answer: §8.1.1's headers missing or
-/// malformed, repeated single-value headers, a CSeq method that is not the request line's
-/// (RFC 4475 §3.1.2.17–18), headers in the Request-URI (§3.1.2.11): 400; a version other than
-/// SIP/2.0: 505 (§3.1.2.16); a Request-URI scheme we do not serve: 416 (RFC 3261 §8.2.2.1,
-/// RFC 4475 §3.3.2). A missing Max-Forwards is tolerated (RFC 2543 peers, §3.4).
 /// The credentials a request carries (`Authorization`, `Proxy-Authorization`), for the ACK
 /// of a 2xx to it (RFC 3261 §22.1).
 fn credentials_of(req: Option<&Request>) -> Vec<Header> {
@@ -2400,6 +2409,11 @@ fn credentials_of(req: Option<&Request>) -> Vec<Header> {
         .collect()
 }
 
+/// Why a request cannot be acted on, as the status to answer: §8.1.1's headers missing or
+/// malformed, repeated single-value headers, a CSeq method that is not the request line's
+/// (RFC 4475 §3.1.2.17–18), headers in the Request-URI (§3.1.2.11): 400; a version other than
+/// SIP/2.0: 505 (§3.1.2.16); a Request-URI scheme we do not serve: 416 (RFC 3261 §8.2.2.1,
+/// RFC 4475 §3.3.2). A missing Max-Forwards is tolerated (RFC 2543 peers, §3.4).
 fn refusal(req: &Request) -> Option<u16> {
     if let Some(f) = sipx_sip::validate_request(req)
         .into_iter()
