@@ -1613,7 +1613,9 @@ impl Endpoint {
                         .user(id)
                         .map(|o| o.ack_credentials.clone())
                         .unwrap_or_default();
-                    if !self.send_ack(now, call, seq, None, Some(&creds)) {
+                    if !self.send_ack(now, call, seq, None, Some(&creds))
+                        && self.calls.contains_key(&call)
+                    {
                         unacked = Some(resp.clone());
                     }
                 }
