@@ -1630,16 +1630,24 @@ impl Endpoint {
             // The dialog cannot be ACKed (a header value would break the message): it is
             // ended, not left with an un-ACKed 2xx, and the caller told why — after the
             // request's own outcome, before the call's end.
-            tracing::info!(?call, "the re-INVITE's 2xx cannot be ACKed: the call is ended");
-            if let Err(e) = self.bye(now, call, &[]) {
-                tracing::info!(?call, error = %e, "nor can it be sent a BYE");
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.closed = true;
-                }
-            }
-            self.events.push_back(Event::AckFailed { call, response });
-            self.reap(call);
+            self.end_unacked(now, call, response);
         }
+    }
+
+    /// A 2xx that cannot be ACKed: the call is ended (BYE, if that one can be sent; else it
+    /// is given up here, the far end giving up its 2xx at 64·T1 and sending its own BYE,
+    /// §13.3.1.4), [`Event::AckFailed`] says why, and the call is forgotten once its last
+    /// transaction is over.
+    fn end_unacked(&mut self, now: Instant, call: CallRef, response: Box<Response>) {
+        tracing::info!(?call, "a 2xx cannot be ACKed: the call is ended");
+        if let Err(e) = self.bye(now, call, &[]) {
+            tracing::info!(?call, error = %e, "nor can it be sent a BYE");
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.closed = true;
+            }
+        }
+        self.events.push_back(Event::AckFailed { call, response });
+        self.reap(call);
     }
 
     /// RFC 3263 §4.3: the INVITE failed at its server (503, timeout, transport error) before
@@ -1861,21 +1869,9 @@ impl Endpoint {
         if !self.send_ack(now, call, seq, Some(to_tag), None) {
             // §13.2.2.4 wants every 2xx ACKed; one that cannot be (a value from the 2xx —
             // its route set, tag or target — would break the message) must not leave the
-            // call answered and un-ACKed: the call is ended (BYE, if that one can be sent;
-            // else it is given up here, the far end giving up its 2xx at 64·T1 and sending
-            // its own BYE, §13.3.1.4) and the caller told it failed, not that it answered.
-            tracing::info!(?call, "the 2xx cannot be ACKed: the call is ended");
-            if let Err(e) = self.bye(now, call, &[]) {
-                tracing::info!(?call, error = %e, "nor can it be sent a BYE");
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.closed = true;
-                }
-            }
-            self.events.push_back(Event::AckFailed {
-                call,
-                response: Box::new(r),
-            });
-            self.reap(call);
+            // call answered and un-ACKed: the call is ended and the caller told it failed,
+            // not that it answered.
+            self.end_unacked(now, call, Box::new(r));
             return;
         }
         if after_cancel {
