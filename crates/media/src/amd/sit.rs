@@ -662,6 +662,49 @@ mod tests {
         assert!(d.poll().is_none());
     }
 
+    /// The answering-machine detector holds its events while a tone may be a SIT's: a SIT
+    /// before an announcement is reported as such, and its third tone never as a beep (nor a
+    /// machine's drop point); a greeting's 1,776.7 Hz beep alone is still a beep.
+    #[test]
+    fn the_amd_detector_reports_the_sit_and_not_a_beep() {
+        use crate::amd::{AmdEvent, AmdParams, Detector};
+        let events = |audio: &[f32]| {
+            let t0 = std::time::Instant::now();
+            let mut d = Detector::new(t0, AmdParams::default());
+            let mut ev = Vec::new();
+            for (i, p) in audio.chunks(160).enumerate() {
+                let pcm: Vec<i16> = p.iter().map(|&x| x as i16).collect();
+                d.feed(t0 + Duration::from_millis(20 * (i as u64 + 1)), &pcm);
+                ev.extend(std::iter::from_fn(|| d.poll_event()));
+            }
+            ev
+        };
+        for (first, second, kind) in TABLE {
+            let mut a = sit(first, second, -24.0, 0);
+            a.extend(vec![0.0; 8 * 300]);
+            a.extend(noise(8 * 3000, -22.0, 5));
+            a.extend(vec![0.0; 8 * 3000]);
+            let ev = events(&a);
+            assert!(
+                matches!(ev.last(), Some(AmdEvent::Sit(s)) if s.kind == kind),
+                "{kind:?}: {ev:?}"
+            );
+            assert!(
+                !ev.iter()
+                    .any(|e| matches!(e, AmdEvent::Beep(_) | AmdEvent::Drop(_))),
+                "{kind:?}: {ev:?}"
+            );
+        }
+        // Speech-like noise for 3 s, then the same third tone alone: a beep.
+        let mut a = noise(8 * 3000, -22.0, 9);
+        a.extend(vec![0.0; 8 * 400]);
+        a.extend(tone(1776.7, 380, -24.0));
+        a.extend(vec![0.0; 8 * 3000]);
+        let ev = events(&a);
+        assert!(ev.iter().any(|e| matches!(e, AmdEvent::Beep(_))), "{ev:?}");
+        assert!(!ev.iter().any(|e| matches!(e, AmdEvent::Sit(_))), "{ev:?}");
+    }
+
     #[test]
     fn temporary_types() {
         let temporary: Vec<_> = SitKind::ALL.into_iter().filter(|k| k.is_temporary()).collect();
