@@ -584,9 +584,9 @@ struct Frame {
     square: bool,
 }
 
-/// A frame's level, dBFS.
-fn analyse_level(x: &[f32]) -> f32 {
-    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
+/// A level in dBFS from the summed energy `e` of `n` samples.
+fn level_of_energy(e: f32, n: usize) -> f32 {
+    let mean_sq = e / n.max(1) as f32;
     if mean_sq > 0.0 {
         (10.0 * (mean_sq / (32768.0 * 32768.0)).log10()).max(FLOOR_DBFS)
     } else {
@@ -635,7 +635,8 @@ fn two_tone_gate_passes(prev: &TwoToneGate, here: &TwoToneGate) -> bool {
 fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
     let n = x.len();
     let energy: f32 = x.iter().map(|v| v * v).sum();
-    let level_dbfs = analyse_level(x);
+    // (The frame's energy once: its level was a second pass over it.)
+    let level_dbfs = level_of_energy(energy, n);
     let crossings = x
         .windows(2)
         .filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0))
@@ -655,25 +656,24 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         // it, and the frequency with it.
         let c0 = (num / den).clamp(-2.0, 2.0);
         // Frames that cannot be a beep's (too quiet, or an unsteady envelope) skip the search.
-        // The steadiness at `c0`, computed once (the gate below and, when the search keeps
-        // `c0`, the tonality).
-        let steady0 = (level_dbfs >= -45.0).then(|| steadiness_db(x, c0));
+        // The purity and the steadiness at `c0` in one pass (every frame needs both there:
+        // the gate below and, when the search keeps `c0`, the tonality).
+        let (purity0, steady_c0) = purity_and_steadiness_db(x, c0, energy);
+        let steady0 = (level_dbfs >= -45.0).then_some(steady_c0);
         let (c, purity) = if steady0.is_none_or(|s| s < 8.0) {
-            (c0, purity_db(x, c0, energy))
+            (c0, purity0)
         } else {
-            // The five filters in one pass over the frame (independent recurrences).
-            let cs = [0.0, 0.0075, 0.015, 0.0225, 0.03].map(|d| (c0 * (1.0 + d)).clamp(-2.0, 2.0));
+            // The four other filters in one pass over the frame (independent recurrences).
+            let cs = [0.0075, 0.015, 0.0225, 0.03].map(|d| (c0 * (1.0 + d)).clamp(-2.0, 2.0));
             cs.into_iter()
                 .zip(purities_db(x, cs, energy))
-                .fold(
-                    (c0, f32::MIN),
-                    |best, t| if t.1 > best.1 { t } else { best },
-                )
+                .fold((c0, purity0), |best, t| if t.1 > best.1 { t } else { best })
         };
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
-        let steady = match steady0 {
-            Some(s) if c == c0 => s,
-            _ => steadiness_db(x, c),
+        let steady = if c == c0 {
+            steady_c0
+        } else {
+            steadiness_db(x, c)
         };
         let one = (freq, purity.min(steady));
         // Not one clean tone, but loud enough for a beep: perhaps two at once — if the frame
@@ -947,12 +947,8 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<f32> {
 /// all of a pure tone's). With line noise it is about the tone's signal-to-noise ratio
 /// (the noise spreads over the whole band; a predictor's residual would count it several
 /// times over at low frequencies); a chord or speech's harmonics put energy elsewhere.
-fn purity_db(x: &[f32], c: f32, energy: f32) -> f32 {
-    let [p] = purities_db(x, [c], energy);
-    p
-}
-
-/// [`purity_db`] at several `c` at once: the Goertzel recurrences interleaved in one pass
+///
+/// At several `c` at once: the Goertzel recurrences interleaved in one pass
 /// (each a chain of dependent steps; side by side they overlap).
 fn purities_db<const N: usize>(x: &[f32], cs: [f32; N], energy: f32) -> [f32; N] {
     let (mut s1, mut s2) = ([0f32; N], [0f32; N]);
@@ -966,7 +962,7 @@ fn purities_db<const N: usize>(x: &[f32], cs: [f32; N], energy: f32) -> [f32; N]
     std::array::from_fn(|k| goertzel_purity_db(s1[k], s2[k], cs[k], x.len(), energy))
 }
 
-/// The purity from a Goertzel filter's final state (see [`purity_db`]).
+/// The purity from a Goertzel filter's final state (see [`purities_db`]).
 fn goertzel_purity_db(s1: f32, s2: f32, c: f32, len: usize, energy: f32) -> f32 {
     let power = (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0);
     let at = (2.0 * power / len.max(1) as f32).min(energy);
@@ -981,19 +977,56 @@ fn goertzel_purity_db(s1: f32, s2: f32, c: f32, len: usize, energy: f32) -> f32 
 /// voiced speech, whose resonances ring down between glottal pulses (a formant can predict like a tone over one frame; its envelope does not
 /// stay flat). Returned as `−20·log10(spread)`, so a flat tone is "very tonal".
 fn steadiness_db(x: &[f32], c: f32) -> f32 {
-    let mut blocks = [0f32; 8];
-    let mut counts = [0f32; 8];
-    let per = (x.len() / blocks.len()).max(1);
+    let mut blocks = [0f32; STEADY_BLOCKS];
+    let mut counts = [0f32; STEADY_BLOCKS];
+    let per = (x.len() / STEADY_BLOCKS).max(1);
     // Block `min(i / per, last)` for pair `i`, counted up rather than divided per sample.
     let (mut k, mut next) = (0, per);
     for (i, w) in x.windows(2).enumerate() {
-        if i == next && k + 1 < blocks.len() {
+        if i == next && k + 1 < STEADY_BLOCKS {
             (k, next) = (k + 1, next + per);
         }
         let inv = w[1] * w[1] - c * w[1] * w[0] + w[0] * w[0];
         blocks[k] += inv;
         counts[k] += 1.0;
     }
+    steadiness_of_blocks(blocks, counts)
+}
+
+/// Blocks of [`steadiness_db`]'s invariant over a frame.
+const STEADY_BLOCKS: usize = 8;
+
+/// [`purities_db`] and [`steadiness_db`] at one `c`, in one pass over the frame: the Goertzel
+/// recurrence's chain of dependent steps and the steadiness's sums overlap (each the same
+/// arithmetic, in the same order, as on its own).
+fn purity_and_steadiness_db(x: &[f32], c: f32, energy: f32) -> (f32, f32) {
+    let mut blocks = [0f32; STEADY_BLOCKS];
+    let mut counts = [0f32; STEADY_BLOCKS];
+    let per = (x.len() / STEADY_BLOCKS).max(1);
+    let (mut k, mut next) = (0, per);
+    let (mut s1, mut s2) = (0f32, 0f32);
+    if let Some(&v) = x.first() {
+        s1 = v;
+    }
+    for (i, w) in x.windows(2).enumerate() {
+        let s0 = w[1] + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+        if i == next && k + 1 < STEADY_BLOCKS {
+            (k, next) = (k + 1, next + per);
+        }
+        let inv = w[1] * w[1] - c * w[1] * w[0] + w[0] * w[0];
+        blocks[k] += inv;
+        counts[k] += 1.0;
+    }
+    (
+        goertzel_purity_db(s1, s2, c, x.len(), energy),
+        steadiness_of_blocks(blocks, counts),
+    )
+}
+
+/// [`steadiness_db`] from its blocks' sums and counts.
+fn steadiness_of_blocks(mut blocks: [f32; STEADY_BLOCKS], counts: [f32; STEADY_BLOCKS]) -> f32 {
     for (b, n) in blocks.iter_mut().zip(counts) {
         *b /= n.max(1.0);
     }
@@ -2775,6 +2808,38 @@ mod tests {
             let q: Vec<f32> = g711(&x).iter().map(|&v| f32::from(v)).collect();
             let fq = analyse(&q, &mut TwoToneGate::new());
             assert!(fq.tonality_db > 25.0, "µ-law {hz}: {fq:?}");
+        }
+    }
+
+    /// The purity and the steadiness taken in one pass over a frame are those taken each on
+    /// its own, to the bit (a tone, a tone in noise, speech, silence; at the fitted `c` and
+    /// off it).
+    #[test]
+    fn one_pass_purity_and_steadiness_are_the_separate_ones() {
+        let mut rng = Rng(0x5eed);
+        let mut noisy = tone(10, 1400.0, -30.0);
+        for v in &mut noisy {
+            *v += amp(-45.0) * rng.next();
+        }
+        let frames = [
+            tone(10, 620.0, -20.0),
+            noisy,
+            speech(10, -25.0, 3),
+            speech(300, -25.0, 5)[1600..1680].to_vec(),
+            silence(10),
+        ];
+        for x in &frames {
+            let energy: f32 = x.iter().map(|v| v * v).sum();
+            for c in [-1.9f32, -0.4, 0.0, 0.93, 1.41, 1.99] {
+                let (p, s) = purity_and_steadiness_db(x, c, energy);
+                let [p_alone] = purities_db(x, [c], energy);
+                assert_eq!(p.to_bits(), p_alone.to_bits(), "purity at {c}");
+                assert_eq!(
+                    s.to_bits(),
+                    steadiness_db(x, c).to_bits(),
+                    "steadiness at {c}"
+                );
+            }
         }
     }
 
