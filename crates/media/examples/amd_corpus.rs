@@ -349,7 +349,10 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         quantile(&mut nobeep_lat, 0.95)
     );
     let sit_files: Vec<&&Result> = machines.iter().filter(|r| r.sit_file).collect();
-    let mut kinds: Vec<&str> = sit_files.iter().filter_map(|r| r.sit.map(|s| s.1)).collect();
+    let mut kinds: Vec<&str> = sit_files
+        .iter()
+        .filter_map(|r| r.sit.map(|s| s.1))
+        .collect();
     kinds.sort_unstable();
     kinds.dedup();
     println!(

@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 mod echo;
 pub mod sit;
 use echo::EchoCanceller;
-pub use sit::{Sit, SitDetector, SitKind};
 pub use echo::{EchoReference, EchoTrace};
+pub use sit::{Sit, SitDetector, SitKind};
 
 /// Samples per analysis frame (10 ms at 8 kHz).
 pub const FRAME: usize = 80;

@@ -251,7 +251,9 @@ impl SitDetector {
         }
         self.fits.clear();
         self.buf.clear();
-        self.block = self.block.max(u64::try_from(at.as_millis()).unwrap_or(u64::MAX) / BLOCK_MS);
+        self.block = self
+            .block
+            .max(u64::try_from(at.as_millis()).unwrap_or(u64::MAX) / BLOCK_MS);
     }
 
     /// Whether the tone under way (or one that just ended) may be part of a SIT still to be
@@ -446,6 +448,7 @@ fn goertzel(x: &[f32], f: f32) -> f32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a fake clock's origin
 mod tests {
     use super::*;
     use crate::g711::Codec;
@@ -523,10 +526,16 @@ mod tests {
     }
 
     fn mix(a: &[f32], b: &[f32]) -> Vec<f32> {
-        a.iter().zip(b.iter().chain(std::iter::repeat(&0.0))).map(|(x, y)| x + y).collect()
+        a.iter()
+            .zip(b.iter().chain(std::iter::repeat(&0.0)))
+            .map(|(x, y)| x + y)
+            .collect()
     }
 
-    const TABLE: [((bool, bool), (bool, bool), SitKind); 8] = [
+    /// A segment: (high frequency?, long?).
+    type Seg = (bool, bool);
+
+    const TABLE: [(Seg, Seg, SitKind); 8] = [
         ((false, false), (false, false), SitKind::Intercept),
         ((true, true), (false, false), SitKind::VacantCode),
         ((true, false), (false, true), SitKind::ReorderIntra),
@@ -545,8 +554,14 @@ mod tests {
                 let s = got.unwrap_or_else(|| panic!("{kind:?} gap {gap}: not heard"));
                 assert_eq!(s.kind, kind, "gap {gap}");
                 let [a, b, c] = s.segments;
-                assert!((a.freq_hz - if first.0 { 985.2 } else { 913.8 }).abs() < 6.0, "{a:?}");
-                assert!((b.freq_hz - if second.0 { 1428.5 } else { 1370.6 }).abs() < 6.0, "{b:?}");
+                assert!(
+                    (a.freq_hz - if first.0 { 985.2 } else { 913.8 }).abs() < 6.0,
+                    "{a:?}"
+                );
+                assert!(
+                    (b.freq_hz - if second.0 { 1428.5 } else { 1370.6 }).abs() < 6.0,
+                    "{b:?}"
+                );
                 assert!((c.freq_hz - 1776.7).abs() < 6.0, "{c:?}");
                 // Where it was: the SIT starts after 137 ms of silence.
                 assert!(a.start.as_millis().abs_diff(137) <= 10, "{a:?}");
@@ -644,7 +659,10 @@ mod tests {
         assert_eq!(got, None);
         assert!(!ever);
         // Chords of the three frequencies at once, then each pair.
-        let c = mix(&mix(&tone(950.0, 400, -26.0), &tone(1400.0, 400, -26.0)), &tone(1776.7, 400, -26.0));
+        let c = mix(
+            &mix(&tone(950.0, 400, -26.0), &tone(1400.0, 400, -26.0)),
+            &tone(1776.7, 400, -26.0),
+        );
         let (_, got, _) = run(&with_tail(c));
         assert_eq!(got, None);
     }
@@ -707,7 +725,10 @@ mod tests {
 
     #[test]
     fn temporary_types() {
-        let temporary: Vec<_> = SitKind::ALL.into_iter().filter(|k| k.is_temporary()).collect();
+        let temporary: Vec<_> = SitKind::ALL
+            .into_iter()
+            .filter(|k| k.is_temporary())
+            .collect();
         assert_eq!(
             temporary,
             [
