@@ -1531,7 +1531,7 @@ impl Detector {
     /// Whether nothing more can come of feeding it: a drop point was reported, or the verdict
     /// is final (`human`/`not-sure` past the beep window).
     pub fn is_done(&self) -> bool {
-        if self.sit.pending() || self.sit.found().is_some() {
+        if self.sit.found().is_some() {
             return true;
         }
         if self.sit.pending() {
