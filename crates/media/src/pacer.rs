@@ -227,7 +227,6 @@ impl std::fmt::Debug for Pacer {
 }
 
 /// A call's handle on its stream. Dropping it closes the stream.
-#[derive(Debug)]
 pub struct Stream {
     id: u64,
     shard: Arc<Inbox>,
@@ -235,6 +234,12 @@ pub struct Stream {
     epoch: Instant,
     /// The call's events, for a prompt that is over as soon as it starts.
     events: UnboundedSender<StreamEvent>,
+    /// The stream until its first packet is due: it goes to its shard only with the first
+    /// prompt that has a packet ([`Stream::play_after`]), and what is done to it before
+    /// (remote, hold, codec, stop) is done here. A call that plays nothing — a short call,
+    /// S1 in BENCHMARKS.md — never touches the shard: no command queued, no shard woken to
+    /// open, stop and close a stream that sends nothing.
+    pending: std::sync::Mutex<Option<Box<Active>>>,
 }
 
 impl Pacer {
@@ -291,7 +296,7 @@ impl Pacer {
         // The shard thread lives while this stream does (short of a panic: the call then
         // simply plays nothing and ends on its timers).
         shard.handles.fetch_add(1, Ordering::SeqCst);
-        shard.send_lazy(Cmd::Open(Box::new(Active {
+        let active = Box::new(Active {
             id,
             socket,
             remote,
@@ -302,13 +307,14 @@ impl Pacer {
             generation: 0,
             events: events.clone(),
             counters: counters.clone(),
-        })));
+        });
         Stream {
             id,
             shard,
             counters,
             epoch,
             events,
+            pending: std::sync::Mutex::new(Some(active)),
         }
     }
 
@@ -322,14 +328,25 @@ impl Pacer {
             .collect()
     }
 
-    /// Streams currently open (one per call with media): returns to 0 when every call has
-    /// ended and dropped its [`Stream`].
+    /// Streams currently open (one per call with media that has sent a packet: a stream
+    /// goes to its shard with its first prompt that has one): returns to 0 when every call
+    /// has ended and dropped its [`Stream`].
     pub fn open_streams(&self) -> u64 {
         self.shared.open.load(Ordering::Relaxed)
     }
 
     /// Width of a [`Pacer::lateness_histogram`] bucket in microseconds.
     pub const LATENESS_BUCKET_US: u64 = LATE_BUCKET_US;
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("id", &self.id)
+            .field("shard", &self.shard)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Stream {
@@ -351,6 +368,10 @@ impl Stream {
             let _ = self.events.send(StreamEvent::Done(prompt, start));
             return;
         }
+        // The stream's first packet: it goes to its shard now, ahead of this prompt.
+        if let Some(a) = self.take_pending() {
+            self.shard.send_lazy(Cmd::Open(a));
+        }
         self.shard.send(
             Cmd::Play {
                 id: self.id,
@@ -364,24 +385,51 @@ impl Stream {
     }
     /// Sends from now on to `remote` (a re-INVITE moved the media, or symmetric RTP latched).
     pub fn set_remote(&self, remote: SocketAddr) {
-        self.shard.send_lazy(Cmd::Remote(self.id, remote));
+        if !self.if_pending(|a| a.remote = remote) {
+            self.shard.send_lazy(Cmd::Remote(self.id, remote));
+        }
     }
     /// Holds: nothing is sent, the prompt keeps its place (a prompt started meanwhile waits).
     pub fn hold(&self) {
-        self.shard.send_lazy(Cmd::Hold(self.id));
+        if !self.if_pending(|a| a.held = true) {
+            self.shard.send_lazy(Cmd::Hold(self.id));
+        }
     }
     /// Ends a hold: the prompt continues where it stopped, on a new schedule from `start`.
     pub fn resume(&self, start: Instant) {
-        self.shard.send(Cmd::Resume(self.id, start), start);
+        // Not yet with its shard: nothing plays, so there is no schedule to move.
+        if !self.if_pending(|a| a.held = false) {
+            self.shard.send(Cmd::Resume(self.id, start), start);
+        }
     }
     /// Switches codec: its payload type, and each prompt's audio encoded with it
     /// (`[message, confirmation, voicemail]`, same lengths: one byte per sample).
     pub fn set_codec(&self, payload_type: u8, audio: [Arc<[u8]>; 3]) {
-        self.shard.send_lazy(Cmd::Codec {
-            id: self.id,
-            payload_type,
-            audio,
-        });
+        // Not yet with its shard: nothing plays, so only the payload type changes.
+        if !self.if_pending(|a| a.packetizer.set_payload_type(payload_type)) {
+            self.shard.send_lazy(Cmd::Codec {
+                id: self.id,
+                payload_type,
+                audio,
+            });
+        }
+    }
+    /// The stream if it has not gone to its shard yet.
+    fn take_pending(&self) -> Option<Box<Active>> {
+        self.pending.lock().ok().and_then(|mut p| p.take())
+    }
+    /// Does `f` to the stream if it has not gone to its shard yet; false if it has.
+    fn if_pending(&self, f: impl FnOnce(&mut Active)) -> bool {
+        match self.pending.lock() {
+            Ok(mut p) => match p.as_deref_mut() {
+                Some(a) => {
+                    f(a);
+                    true
+                }
+                None => false,
+            },
+            Err(_) => false,
+        }
     }
     /// The instant [`StreamCounters::last_packet`]'s slots count from.
     pub fn epoch(&self) -> Instant {
@@ -389,7 +437,10 @@ impl Stream {
     }
     /// Stops playback (the stream stays open).
     pub fn stop(&self) {
-        self.shard.send_lazy(Cmd::Stop(self.id));
+        // Not yet with its shard: nothing plays.
+        if !self.if_pending(|_| ()) {
+            self.shard.send_lazy(Cmd::Stop(self.id));
+        }
     }
     /// The stream's counters.
     pub fn counters(&self) -> &StreamCounters {
@@ -399,7 +450,10 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.shard.send_lazy(Cmd::Close(self.id));
+        // A stream that never went to its shard has nothing there to close.
+        if self.take_pending().is_none() {
+            self.shard.send_lazy(Cmd::Close(self.id));
+        }
         self.shard.release();
     }
 }
@@ -750,6 +804,80 @@ mod tests {
         // The open-stream gauge counts the three, and returns to 0 once they are dropped.
         assert_eq!(pacer.open_streams(), 3);
         drop(streams);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pacer.open_streams() != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pacer.open_streams(), 0);
+    }
+
+    /// A stream goes to its shard only with its first packet: one that plays nothing (an
+    /// empty prompt) is never opened there — the shard's open-stream gauge stays at 0 and
+    /// its socket is let go as soon as the stream is dropped — while what was done to it
+    /// before (remote moved, payload type changed, held then resumed) applies to its first
+    /// packets when a prompt comes.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // real time: the pacer runs on the clock
+    fn a_stream_goes_to_its_shard_only_with_its_first_packet() {
+        let pacer = Pacer::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let sinks: Vec<UdpSocket> = (0..2)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        sinks[1]
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = |k: usize| sinks[k].local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let t0 = Instant::now();
+
+        // Nothing to play: done at once, and the shard never hears of the stream.
+        let s = pacer.open(
+            sock.clone(),
+            addr(0),
+            Packetizer::new(8, 7, 0, 0, t0),
+            tx.clone(),
+        );
+        s.set_remote(addr(1));
+        s.play(Arc::from(&[][..]), Prompt::Message, t0);
+        s.stop();
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(StreamEvent::Done(Prompt::Message, t0))
+        );
+        std::thread::sleep(LAZY + TICK * 3);
+        assert_eq!(pacer.open_streams(), 0);
+        drop(s);
+        assert_eq!(
+            Arc::strong_count(&sock),
+            1,
+            "the socket is let go with the stream"
+        );
+
+        // Changed before its first packet: the changes hold when it plays.
+        let s = pacer.open(sock.clone(), addr(0), Packetizer::new(8, 9, 0, 0, t0), tx);
+        s.set_remote(addr(1));
+        s.set_codec(
+            0,
+            [Arc::from(&[][..]), Arc::from(&[][..]), Arc::from(&[][..])],
+        );
+        s.hold();
+        s.resume(Instant::now());
+        std::thread::sleep(TICK * 3);
+        assert_eq!(pacer.open_streams(), 0);
+        s.play(
+            vec![0x55u8; 160 * 2].into(),
+            Prompt::Message,
+            Instant::now(),
+        );
+        let mut buf = [0u8; 512];
+        for seq in 0..2 {
+            let n = sinks[1].recv(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+            let (h, _) = rtp::parse(&buf[..n]).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!((h.sequence, h.payload_type, h.ssrc), (seq, 0, 9));
+        }
+        assert_eq!(pacer.open_streams(), 1);
+        drop(s);
         let deadline = Instant::now() + Duration::from_secs(2);
         while pacer.open_streams() != 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));

@@ -655,7 +655,16 @@ impl Uac {
             Err(_) => return Err(Error::SipStopped),
         }
         let mut gone = CallerGone(Some(&shard.jobs));
-        let report = report.await;
+        // Polled with a waker that lets the loop wake this caller once per turn for all the
+        // reports of that turn, and relays the others' wake-ups (`relay.rs`).
+        let relay = crate::relay::ReportWaker::new(shard.jobs.clone());
+        let waker = std::task::Waker::from(relay.clone());
+        let mut report = report;
+        let report = std::future::poll_fn(|cx| {
+            relay.polled(cx.waker());
+            std::pin::Pin::new(&mut report).poll(&mut std::task::Context::from_waker(&waker))
+        })
+        .await;
         gone.0 = None;
         match report {
             Ok(Ok(r)) => r,
@@ -744,6 +753,14 @@ struct Jobs {
     gone: AtomicBool,
     /// Calls the loop moved to tasks ([`Uac::calls_as_tasks`]).
     to_tasks: AtomicU64,
+    /// The reports' wake-ups of the callers: one per loop turn (`relay.rs`).
+    relay: crate::relay::Relay,
+}
+
+impl crate::relay::HasRelay for Jobs {
+    fn relay(&self) -> &crate::relay::Relay {
+        &self.relay
+    }
 }
 
 /// Tells the loop when the `Uac::call` future holding it is dropped before its report.
@@ -1260,6 +1277,15 @@ impl Call {
             SipEvent::InviteFailed { timeout: false, .. } => {
                 self.script
                     .handle_transport_error(now, "the INVITE could not be sent");
+            }
+            SipEvent::AckFailed { response: resp, .. } => {
+                // The endpoint ended the call (BYE if it could be sent): a failure, not an
+                // answer.
+                self.report.final_response = Some((resp.status.code(), self.at(now)));
+                self.script.handle_transport_error(
+                    now,
+                    "the 2xx could not be ACKed (a header value it set would break the ACK): call ended",
+                );
             }
             SipEvent::Info { request, .. } => {
                 let content_type =
@@ -1797,6 +1823,24 @@ impl RtpPair {
         }
     }
 
+    /// Reads and drops what the previous call's far end sent after it ended — only on a
+    /// socket the loop's reactor has seen readable since it was last read dry: a pair that
+    /// got nothing (most: S1's calls send and get no RTP) costs no system call, where reading
+    /// each socket until it would block cost two empty `recvfrom` per call. A packet that
+    /// arrives after the reactor last looked is left, as one arriving just after a drain
+    /// always was: a call hears RTP only from its answer's address, and one with media
+    /// drains its pair again before its first packet ([`Call::drop_early`]).
+    fn drain_stale(&self) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut buf = [0u8; 1500];
+        for fd in [&self.rtp_fd, &self.rtcp_fd] {
+            if let std::task::Poll::Ready(Ok(mut ready)) = fd.poll_read_ready(&mut cx) {
+                // Until it would block (which clears the readiness) or fails.
+                while let Ok(Ok(_)) = ready.try_io(|s| s.get_ref().recv_from(&mut buf)) {}
+            }
+        }
+    }
+
     fn bind(ip: IpAddr) -> Result<RtpPair, Error> {
         let (rtp, rtcp) = bind_rtp_pair(ip)?;
         let (rtp, rtcp) = (Arc::new(rtp), Arc::new(rtcp));
@@ -1904,11 +1948,7 @@ impl RtpPorts {
         };
         if let Some(p) = reused {
             self.reused.fetch_add(1, Ordering::Relaxed);
-            // What the previous call's far end sent after it ended.
-            let mut buf = [0u8; 1500];
-            for s in [&p.rtp, &p.rtcp] {
-                while s.recv_from(&mut buf).is_ok() {}
-            }
+            p.drain_stale();
             return Ok(p);
         }
         let pair = match RtpPair::bind(ip) {
@@ -2361,9 +2401,6 @@ pub enum Command {
     },
 }
 
-/// Datagrams read per wake-up before the loop looks at its other inputs.
-const RECV_BATCH: usize = 64;
-
 /// When datagrams come faster than one per this, the loop reads them at most once per this
 /// (sleeping, then draining the socket) instead of being woken by each: a wake-up is a
 /// thread switch, which S1's profile put at a quarter of the loop's CPU at 4,000 calls/s.
@@ -2557,6 +2594,7 @@ impl LoopThread {
             wake: tokio::sync::Notify::new(),
             gone: AtomicBool::new(false),
             to_tasks: AtomicU64::new(0),
+            relay: crate::relay::Relay::default(),
         });
         let (sip, task) = {
             let _inside = rt.enter();
@@ -2588,7 +2626,10 @@ async fn sip_loop(
     let mut calls: Calls = HashMap::new();
     // The receiver apart: it is not `Sync`, and the inbox is waited on across awaits.
     let (jobs, jobs_rx) = jobs.unzip();
-    let mut buf = vec![0u8; 65_536];
+    // Over UDP each wake-up reads what waits in one `recvmmsg`, and each turn's datagrams
+    // leave in one `sendmmsg` (`mmsg.rs`).
+    let mut batch = crate::mmsg::RecvBatch::default();
+    let mut out: Vec<crieur_sip::Transmit> = Vec::new();
     let mut inl = Inlines {
         timers: Default::default(),
         background,
@@ -2605,9 +2646,13 @@ async fn sip_loop(
     let mut pause = false;
     // Wake-ups by datagrams in a row within `COALESCE` of each other.
     let mut quick = 0u32;
+    // The callers' wake-ups by this loop's reports: held in a turn, made when it ends
+    // (before each wait, and when the loop ends).
+    let _turns = jobs.as_ref().map(|j| j.relay.guard());
     loop {
         // New calls first: placed here, their INVITEs go out with this turn's datagrams.
         if let (Some(jobs), Some(rx)) = (&jobs, &jobs_rx) {
+            jobs.relay.begin();
             jobs.inbox.awake();
             while let Ok(job) = rx.try_recv() {
                 inl.begin(job, &mut ep, &mut calls);
@@ -2617,11 +2662,7 @@ async fn sip_loop(
             }
         }
         // Outputs, then: datagrams, then events.
-        while let Some(t) = ep.poll_transmit() {
-            if !wire.send(t.destination, &t.payload).await {
-                ep.transport_error(Instant::now(), t.destination);
-            }
-        }
+        wire.send_all(&mut ep, &mut out).await;
         while let Some(ev) = ep.poll_event() {
             let call = event_call(&ev);
             if let SipEvent::Terminated { call } = ev {
@@ -2687,20 +2728,18 @@ async fn sip_loop(
         }
         // What this turn's datagrams made has gone out: now the pause, if datagrams come fast.
         if std::mem::take(&mut pause) {
+            if let Some(j) = &jobs {
+                j.relay.flush();
+            }
             if let Some(at) = last_read {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(at + COALESCE)).await;
             }
             let now = Instant::now();
-            let mut read = 0;
-            while let Some((n, from)) = wire.try_recv_udp(&mut buf) {
-                ep.handle_input(now, from, buf.get(..n).unwrap_or_default());
-                read += 1;
-                if read == RECV_BATCH {
-                    // More waiting: read again without pausing, after the outputs.
-                    pause = true;
-                    last_read = None;
-                    break;
-                }
+            let read = wire.read_batch(&mut batch, &mut ep, now);
+            if read == crate::mmsg::BATCH {
+                // More waiting: read again without pausing, after the outputs.
+                pause = true;
+                last_read = None;
             }
             if read > 0 {
                 last_read = last_read.map(|_| now);
@@ -2728,6 +2767,7 @@ async fn sip_loop(
             {
                 continue;
             }
+            jobs.relay.flush();
         }
         tokio::select! {
             () = async {
@@ -2736,7 +2776,7 @@ async fn sip_loop(
                     None => std::future::pending().await,
                 }
             } => {}
-            r = wire.recv_udp(&mut buf) => {
+            r = wire.readable() => {
                 let now = Instant::now();
                 // Woken again within `COALESCE`: the next reads wait for a batch.
                 quick = if last_read.is_some_and(|t| now.saturating_duration_since(t) < COALESCE) {
@@ -2747,14 +2787,9 @@ async fn sip_loop(
                 pause = quick + 1 >= COALESCE_AFTER;
                 last_read = Some(now);
                 match r {
-                    Ok((n, from)) => {
-                        ep.handle_input(now, from, buf.get(..n).unwrap_or_default());
-                        for _ in 1..RECV_BATCH {
-                            match wire.try_recv_udp(&mut buf) {
-                                Some((n, from)) => ep.handle_input(now, from, buf.get(..n).unwrap_or_default()),
-                                None => break,
-                            }
-                        }
+                    // A full batch leaves the socket readable: the next turn reads on.
+                    Ok(()) => {
+                        wire.read_batch(&mut batch, &mut ep, now);
                     }
                     Err(e) => tracing::debug!(error = %e, "SIP receive"),
                 }
@@ -2924,17 +2959,68 @@ impl Wire {
         });
     }
 
-    async fn recv_udp(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    /// Sends what the endpoint has to send, emptying `out` (its buffer, kept from one turn
+    /// to the next). Over UDP all of a turn's datagrams go in one `sendmmsg`, waiting on the
+    /// socket only for what a full send buffer refused; a connection that cannot be had is
+    /// the endpoint's transport error.
+    async fn send_all(&mut self, ep: &mut Endpoint, out: &mut Vec<crieur_sip::Transmit>) {
+        out.clear();
+        out.extend(std::iter::from_fn(|| ep.poll_transmit()));
+        let mut sent = 0;
+        if let SipNet::Udp(s) = &self.net {
+            if out.len() > 1 {
+                let msgs: Vec<(SocketAddr, &[u8])> = out
+                    .iter()
+                    .map(|t| (t.destination, &t.payload[..]))
+                    .collect();
+                sent = match crate::mmsg::send(s, &msgs) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                    Err(e) => {
+                        // The first datagram's error, as `send_to` would have logged it.
+                        tracing::debug!(error = %e, to = ?out.first().map(|t| t.destination), "SIP send");
+                        1
+                    }
+                };
+            }
+        }
+        for t in out.drain(..).skip(sent) {
+            if !self.send(t.destination, &t.payload).await {
+                ep.transport_error(Instant::now(), t.destination);
+            }
+        }
+    }
+
+    /// Waits until the UDP socket has a datagram to read (never, over TCP or TLS).
+    async fn readable(&self) -> std::io::Result<()> {
         match &self.net {
-            SipNet::Udp(s) => s.recv_from(buf).await,
+            SipNet::Udp(s) => s.readable().await,
             SipNet::Tcp(_) | SipNet::Tls { .. } => std::future::pending().await,
         }
     }
 
-    fn try_recv_udp(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        match &self.net {
-            SipNet::Udp(s) => s.try_recv_from(buf).ok(),
-            SipNet::Tcp(_) | SipNet::Tls { .. } => None,
+    /// Reads what waits on the UDP socket (up to a batch, one `recvmmsg`) into the endpoint;
+    /// the number of datagrams taken ([`crate::mmsg::BATCH`]: more may wait).
+    fn read_batch(
+        &self,
+        batch: &mut crate::mmsg::RecvBatch,
+        ep: &mut Endpoint,
+        now: Instant,
+    ) -> usize {
+        let SipNet::Udp(s) = &self.net else {
+            return 0;
+        };
+        match batch.read(s) {
+            Ok(n) => {
+                for (d, from) in batch.datagrams() {
+                    ep.handle_input(now, from, d);
+                }
+                n
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "SIP receive");
+                0
+            }
         }
     }
 
@@ -3069,6 +3155,7 @@ fn event_call(ev: &SipEvent) -> CallRef {
         | SipEvent::Answered { call, .. }
         | SipEvent::Rejected { call, .. }
         | SipEvent::InviteFailed { call, .. }
+        | SipEvent::AckFailed { call, .. }
         | SipEvent::Incoming { call, .. }
         | SipEvent::Request { call, .. }
         | SipEvent::Info { call, .. }
@@ -3254,7 +3341,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(b.local.port(), port, "not before the quiet time");
         assert_eq!(stats(&ports), (2, 0, 0, 1));
-        std::thread::sleep(Duration::from_millis(20));
+        // The loop thread's reactor looks at the sockets whenever the loop waits (here: this
+        // sleep); a pair is drained only if it saw the pair readable.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let c = ports
             .take(LOCAL, t0 + RtpPorts::QUIET)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -2557,3 +2557,62 @@ async fn an_answered_call_whose_caller_is_gone_is_byed() {
     assert!(sipp.succeeded());
     assert!(uac.wait_background(Duration::from_secs(8)).await);
 }
+
+/// RFC 3261 §13.2.2.4: every 2xx is ACKed. A 2xx whose Record-Route holds a value no ACK can
+/// carry (a NUL, legal in a quoted-pair, refused by the writer) must not leave the call
+/// answered and un-ACKed: the call ends as a trunk failure whose report says why, is not
+/// counted answered, and no ACK with a broken header line reaches the far end. The far end
+/// here is a raw UDP socket: sipp's XML scenarios cannot hold a NUL byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2xx_that_cannot_be_acked_ends_the_call_as_a_trunk_failure() {
+    let far = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    far.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = far.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let uas = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        let (n, from) = far.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+        let invite = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let header = |name: &str| {
+            invite
+                .lines()
+                .find(|l| {
+                    l.len() > name.len()
+                        && l[..name.len()].eq_ignore_ascii_case(name)
+                        && l.as_bytes()[name.len()] == b':'
+                })
+                .unwrap_or_else(|| panic!("no {name} in {invite}"))
+                .to_owned()
+        };
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=far\r\n{}\r\n{}\r\nRecord-Route: <sip:127.0.0.1:9;lr>;x=\"a\\\0b\"\r\nContact: <sip:far@{addr}>\r\nContent-Length: 0\r\n\r\n",
+            header("Via"),
+            header("From"),
+            header("To"),
+            header("Call-ID"),
+            header("CSeq"),
+        );
+        far.send_to(ok.as_bytes(), from)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // What comes next, for a second.
+        far.set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut got = Vec::new();
+        while let Ok((n, _)) = far.recv_from(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    });
+    let r = place(&trunk(addr), tone(440.0, 0.5)).await.report;
+    assert_eq!(r.ending.outcome, Outcome::TrunkFailure, "{}", timeline(&r));
+    assert!(r.ending.reason.contains("ACK"), "{:?}", r.ending);
+    assert_eq!(r.answered_at, None, "{}", timeline(&r));
+    let got = uas
+        .join()
+        .unwrap_or_else(|_| panic!("the far end panicked"));
+    assert!(
+        got.iter()
+            .all(|m| !m.starts_with("ACK") && !m.contains('\0')),
+        "{got:?}"
+    );
+}

@@ -40,6 +40,7 @@ use sipx_sip::{
 };
 
 use crate::auth::{self, Credentials};
+use crate::client::{self, ClientLayer, Received, Step, Tu, TxId};
 use crate::{wire, Error};
 
 /// The endpoint's maps: foldhash, seeded at random for each map (SipHash was ~3 % of S1's
@@ -170,6 +171,13 @@ pub enum Event {
         /// The INVITE it answers carried our credentials.
         credentials_sent: bool,
     },
+    /// A 2xx to our INVITE that could not be ACKed (a value it set for the dialog — route
+    /// set, To tag, target — would break the ACK's header lines): the call was ended (a BYE
+    /// sent if one could be) and is not answered; [`Event::Terminated`] follows.
+    AckFailed {
+        call: CallRef,
+        response: Box<Response>,
+    },
     /// A final non-2xx response to our INVITE whose challenge, if any, was not answered.
     /// `credentials_sent`: the INVITE it answers carried our credentials.
     Rejected {
@@ -236,11 +244,22 @@ enum Kind {
     Server(Option<ServerRef>),
 }
 
+/// A server transaction's owner (sipx-sip's server transactions).
 #[derive(Debug)]
 struct Owner {
     call: CallRef,
     kind: Kind,
     /// Where its messages go.
+    dest: SocketAddr,
+}
+
+/// A client transaction's owner and armed timers: the data each of our own client
+/// transactions ([`crate::client`]) carries, found with it in one lookup.
+#[derive(Debug)]
+struct Client {
+    call: CallRef,
+    kind: Kind,
+    /// Where its request (and a non-2xx's ACK) goes.
     dest: SocketAddr,
     /// A BYE or CANCEL that got its final response (or failed): no longer counted among its
     /// call's running transactions, so the call is forgotten then, not when the transaction
@@ -248,6 +267,12 @@ struct Owner {
     /// response's retransmissions and needs no call. Holding every hung-up call 5 s longer
     /// was most of S1's memory growth (BENCHMARKS.md).
     settled: bool,
+    /// The slot of each armed timer, at `client::Timer as usize` (0: not armed).
+    armed: [u64; CLIENT_TIMERS],
+    /// A re-INVITE's Authorization / Proxy-Authorization headers, for the ACK of its 2xx
+    /// (RFC 3261 §22.1): the transaction drops its request's bytes at the 2xx. Empty for
+    /// every other request.
+    ack_credentials: Vec<Header>,
 }
 
 /// A 2xx we (as the UAS) retransmit until its ACK (RFC 3261 §13.3.1.4).
@@ -283,6 +308,8 @@ struct Call {
     auth: auth::State,
     /// UAC: the INVITE as last sent (for CANCEL, ACK and a credentials retry).
     invite: Option<Request>,
+    /// UAC: that INVITE's client transaction.
+    invite_tx: Option<TxId>,
     provisional: bool,
     cancel_wanted: bool,
     cancel_sent: bool,
@@ -318,8 +345,11 @@ struct Call {
 
 #[derive(Debug, Clone)]
 enum Target {
-    /// A transaction's timer; the key is the one [`Endpoint::armed`] holds (shared, not copied).
+    /// A server transaction's timer; the key is the one [`Endpoint::armed`] holds (shared,
+    /// not copied).
     Tx(Arc<TransactionKey>, Timer),
+    /// One of our client transactions' timers.
+    Client(TxId, client::Timer),
     Retransmit2xx(CallRef),
 }
 
@@ -327,7 +357,10 @@ enum Target {
 #[derive(Debug)]
 pub struct Endpoint {
     cfg: Config,
+    /// sipx-sip's transaction layer, for the requests we receive (server transactions).
     layer: TransactionLayer,
+    /// Our client transactions ([`crate::client`]): responses go there.
+    clients: ClientLayer<Client>,
     calls: HashMap<CallRef, Call>,
     /// (Call-ID, local tag) → call.
     dialogs: HashMap<(String, String), CallRef>,
@@ -362,13 +395,26 @@ pub struct Endpoint {
     /// Where each message we send is serialised before its bytes are copied out once
     /// ([`wire::encode`]): grown once, reused for every datagram.
     scratch: Vec<u8>,
+    /// The last Contact URI [`Endpoint::invite`] found valid.
+    contact_checked: String,
     /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
     /// every message rather than copied into each.
     ua: Bytes,
 }
 
-/// Transaction timers (RFC 3261 §17 and RFC 6026's).
+/// Server transaction timers (sipx-sip's: RFC 3261 §17 and RFC 6026's).
 const TIMERS: usize = Timer::ALL.len();
+
+/// Our client transactions' timers.
+const CLIENT_TIMERS: usize = client::Timer::ALL.len();
+
+const _: () = {
+    let mut i = 0;
+    while i < CLIENT_TIMERS {
+        assert!((client::Timer::ALL[i] as usize) < CLIENT_TIMERS);
+        i += 1;
+    }
+};
 
 /// The grid on which the timers that only end a transaction — D, I, J, K (RFC 3261
 /// §17.1.1.2, §17.2.1, §17.2.2, §17.1.2.2) and L (RFC 6026) — and the expiry of a forgotten
@@ -494,6 +540,7 @@ impl Endpoint {
     pub fn new(cfg: Config) -> Endpoint {
         Endpoint {
             layer: TransactionLayer::new(cfg.timers),
+            clients: ClientLayer::new(cfg.timers, cfg.transport.reliability()),
             ua: Bytes::copy_from_slice(cfg.user_agent.as_bytes()),
             cfg,
             calls: HashMap::default(),
@@ -512,6 +559,7 @@ impl Endpoint {
             ended: HashMap::default(),
             ended_order: VecDeque::new(),
             scratch: Vec::new(),
+            contact_checked: String::new(),
         }
     }
 
@@ -527,7 +575,7 @@ impl Endpoint {
 
     /// Transactions in flight, as (client, server).
     pub fn transactions(&self) -> (usize, usize) {
-        self.layer.len()
+        (self.clients.len(), self.layer.len().1)
     }
 
     /// BYE and CANCEL transactions not yet answered with a final response, nor failed (a
@@ -542,13 +590,20 @@ impl Endpoint {
         self.next_id
     }
 
-    /// Our Via for a new request: a fresh branch (RFC 3261 §8.1.1.7), `rport` asked (RFC 3581).
+    /// Our Via for a new request: a fresh branch (RFC 3261 §8.1.1.7) — `z9hG4bK` and 16 hex
+    /// digits, even, drawn at random and in use by no transaction of ours: its number names
+    /// the client transaction ([`crate::client`]) —, `rport` asked (RFC 3581).
     fn via(&self) -> String {
+        let n = loop {
+            let n = rand::random::<u64>() & !1;
+            if !self.clients.branch_in_use(n) {
+                break n;
+            }
+        };
         format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{:016x};rport",
+            "SIP/2.0/{} {};branch=z9hG4bK{n:016x};rport",
             self.cfg.transport.via(),
             self.cfg.local,
-            rand::random::<u64>()
         )
     }
 
@@ -560,8 +615,16 @@ impl Endpoint {
         let local = Bytes::from(format!("<{}>;tag={local_tag}", inv.from));
         let contact_header = Bytes::from(format!("<{}>", inv.contact));
         let ruri = wire::uri(&inv.request_uri)?;
-        wire::uri(&inv.to)?;
-        wire::uri(&inv.contact)?;
+        // The To URI is checked unless it is the Request-URI just parsed (a UAC's usual
+        // case); the Contact once per distinct value (a loop's calls share it). Each parse
+        // is some four allocations (BENCHMARKS.md S1 step 18).
+        if inv.to != inv.request_uri {
+            wire::uri(&inv.to)?;
+        }
+        if self.contact_checked != inv.contact {
+            wire::uri(&inv.contact)?;
+            self.contact_checked.clone_from(&inv.contact);
+        }
         let mut b = RequestBuilder::new(Method::Invite, ruri);
         b = add_header(b, HeaderName::Via, self.via())?;
         b = b.max_forwards(70);
@@ -597,7 +660,9 @@ impl Endpoint {
                 destination: inv.destination,
                 credentials: inv.credentials,
                 auth: auth::State::default(),
-                invite: Some(req.clone()),
+                // Set once it is sent (below): the request is kept, not copied.
+                invite: None,
+                invite_tx: None,
                 provisional: false,
                 cancel_wanted: false,
                 cancel_sent: false,
@@ -618,45 +683,70 @@ impl Endpoint {
             },
         );
         self.dialogs.insert((inv.call_id, local_tag), call);
-        self.send_request(now, call, req, Kind::Invite, inv.destination);
+        self.send_request(now, call, &req, Kind::Invite, inv.destination);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.invite = Some(req);
+        }
         Ok(call)
     }
 
+    /// Starts our client transaction for `req` (its top Via is ours: its branch names the
+    /// transaction): the request serialised once, its bytes kept by the transaction.
     fn send_request(
         &mut self,
         now: Instant,
         call: CallRef,
-        req: Request,
+        req: &Request,
         kind: Kind,
         dest: SocketAddr,
     ) {
-        let Some((key, outputs)) = self
-            .layer
-            .send_request(req, self.cfg.transport.reliability())
-        else {
-            tracing::warn!("a request we built has no transaction key");
+        let branch = req
+            .headers
+            .get(&HeaderName::Via)
+            .and_then(|v| client::via_branch(&v.value()).and_then(client::branch_number));
+        let seq = req
+            .headers
+            .get(&HeaderName::CSeq)
+            .and_then(|h| client::cseq_parts(&h.value()).map(|(n, _)| n));
+        let (Some(branch), Some(seq)) = (branch, seq) else {
+            tracing::warn!("a request we built has no branch of ours or no CSeq");
             return;
         };
-        if matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye) {
+        let id = TxId::new(branch, &req.method);
+        let method = req.method.clone();
+        self.scratch.clear();
+        req.write_to(&mut self.scratch);
+        let bytes = Bytes::copy_from_slice(&self.scratch);
+        let is_invite = matches!(kind, Kind::Invite);
+        let background = matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye);
+        let ack_credentials = if matches!(kind, Kind::Request(_)) && method == Method::Invite {
+            credentials_of(Some(req))
+        } else {
+            Vec::new()
+        };
+        let owner = Client {
+            call,
+            kind,
+            dest,
+            settled: false,
+            armed: [0; CLIENT_TIMERS],
+            ack_credentials,
+        };
+        let Some(step) = self.clients.send(id, method, seq, bytes, owner) else {
+            tracing::warn!("a request's branch is in use: not sent");
+            return;
+        };
+        if background {
             self.background += 1;
         }
-        let key = Arc::new(key);
-        self.owners.insert(
-            Arc::clone(&key),
-            Owner {
-                call,
-                kind,
-                dest,
-                settled: false,
-            },
-        );
         if let Some(c) = self.calls.get_mut(&call) {
             c.open += 1;
-            if matches!(self.owners.get(&key).map(|o| &o.kind), Some(Kind::Invite)) {
+            if is_invite {
                 c.invites_open += 1;
+                c.invite_tx = Some(id);
             }
         }
-        self.apply(now, &key, outputs);
+        self.apply_client(now, id, step);
     }
 
     /// Cancels a call not answered yet: a CANCEL now if a provisional response came, else as
@@ -713,7 +803,7 @@ impl Endpoint {
             }
         }
         let dest = c.destination;
-        self.send_request(now, call, req, Kind::Cancel, dest);
+        self.send_request(now, call, &req, Kind::Cancel, dest);
     }
 
     /// Ends an established call with a BYE (with more headers, e.g. `Reason`).
@@ -736,7 +826,7 @@ impl Endpoint {
         c.closed = true;
         self.stop_2xx(call);
         let (req, dest) = self.in_dialog(call, Method::Bye, headers, None, Vec::new())?;
-        self.send_request(now, call, req, Kind::Bye, dest);
+        self.send_request(now, call, &req, Kind::Bye, dest);
         Ok(())
     }
 
@@ -791,7 +881,7 @@ impl Endpoint {
                 c.offer_out = Some(r);
             }
         }
-        self.send_request(now, call, req, Kind::Request(r), dest);
+        self.send_request(now, call, &req, Kind::Request(r), dest);
         Ok(r)
     }
 
@@ -1039,29 +1129,19 @@ impl Endpoint {
                 stamp_via(&mut req, from);
                 self.on_request(now, from, req);
             }
-            Message::Response(resp) => {
-                // A response matched to a transaction has a CSeq and a top Via that parse
-                // (the transaction key is made of them); only one that matched nothing is
-                // checked here, not every response twice.
-                match self
-                    .layer
-                    .receive(Message::Response(resp), self.cfg.transport.reliability())
-                {
-                    Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs),
-                    Dispatch::Created { key, outputs } => self.apply(now, &key, outputs),
-                    Dispatch::Unmatched(m) => {
-                        if let Message::Response(r) = *m {
-                            if wire::cseq(&r.headers).is_none()
-                                || wire::top_via(&r.headers).is_none()
-                            {
-                                tracing::debug!(%from, "dropped a response without CSeq or Via");
-                                return;
-                            }
-                            self.stray_response(now, r);
-                        }
+            // Responses go to our client transactions, matched by their top Via's branch
+            // and CSeq method (no allocation); only one that matched nothing is checked
+            // further here, not every response twice.
+            Message::Response(resp) => match self.clients.receive(resp) {
+                Received::Matched(id, step) => self.apply_client(now, id, step),
+                Received::Stray(r) => {
+                    if wire::cseq(&r.headers).is_none() || wire::top_via(&r.headers).is_none() {
+                        tracing::debug!(%from, "dropped a response without CSeq or Via");
+                        return;
                     }
+                    self.stray_response(now, r);
                 }
-            }
+            },
         }
     }
 
@@ -1105,7 +1185,6 @@ impl Endpoint {
                         call: call.unwrap_or(CallRef(0)),
                         kind: Kind::Server(None),
                         dest,
-                        settled: false,
                     },
                 );
                 if let Some(c) = call.and_then(|c| self.calls.get_mut(&c)) {
@@ -1219,9 +1298,9 @@ impl Endpoint {
     /// [`Endpoint::stray_response`], which ACKs it again or, from another fork, ACKs it and
     /// sends a BYE — what the transaction would have passed on for. After the call is
     /// forgotten, its ACKs alone are kept until 64·T1 after the first 2xx.
-    fn accepted(&self, key: &TransactionKey) -> bool {
-        self.owners
-            .get(key)
+    fn accepted(&self, id: TxId) -> bool {
+        self.clients
+            .user(id)
             .is_some_and(|o| matches!(o.kind, Kind::Invite))
     }
 
@@ -1251,12 +1330,6 @@ impl Endpoint {
                         payload: wire::encode(&mut self.scratch, &m),
                     });
                 }
-                Output::SetTimer {
-                    timer: Timer::M, ..
-                } if self.accepted(key) => {
-                    let outputs = self.layer.on_timer(key, Timer::M);
-                    self.apply(now, key, outputs);
-                }
                 Output::SetTimer { timer, after } => {
                     let shared = match self.owners.get_key_value(key) {
                         Some((k, _)) => Arc::clone(k),
@@ -1281,6 +1354,73 @@ impl Endpoint {
         }
     }
 
+    /// Does what one of our client transactions asks ([`Step`]), in its order: timers
+    /// cleared, the datagram sent, the transaction user told, timers set, the transaction
+    /// dropped.
+    fn apply_client(&mut self, now: Instant, id: TxId, step: Step) {
+        let Step {
+            clear,
+            send,
+            tu,
+            set,
+            terminated,
+        } = step;
+        for t in clear.into_iter().flatten() {
+            let armed = self.clients.user_mut(id).map(|c| &mut c.armed);
+            if let Some(s) = armed.and_then(|a| a.get_mut(t as usize)) {
+                let old = std::mem::take(s);
+                self.slots.remove(&old);
+            }
+        }
+        if let Some(payload) = send {
+            if let Some(dest) = self.clients.user(id).map(|c| c.dest) {
+                self.transmits.push_back(Transmit {
+                    destination: dest,
+                    payload,
+                });
+            }
+        }
+        if let Some(tu) = tu {
+            self.on_client_tu(now, id, tu);
+        }
+        for (timer, after) in set.into_iter().flatten() {
+            if !self.clients.contains(id) {
+                break;
+            }
+            if timer == client::Timer::M && self.accepted(id) {
+                // Our INVITE's Accepted state is the dialog's ([`Endpoint::accepted`]).
+                let step = self.clients.on_timer(id, client::Timer::M);
+                self.apply_client(now, id, step);
+                continue;
+            }
+            self.arm(now + after, Target::Client(id, timer));
+        }
+        if terminated {
+            self.client_terminated(id);
+        }
+    }
+
+    /// One of our client transactions ended: its timers go, its call counts it no more.
+    fn client_terminated(&mut self, id: TxId) {
+        let Some(o) = self.clients.remove(id) else {
+            return;
+        };
+        for slot in o.armed {
+            self.slots.remove(&slot);
+        }
+        // Uncounted at its final response ([`Endpoint::settle`]) if it got one.
+        if !o.settled && matches!(o.kind, Kind::Bye | Kind::Cancel | Kind::ForkBye) {
+            self.background = self.background.saturating_sub(1);
+        }
+        if let Some(c) = self.calls.get_mut(&o.call).filter(|_| !o.settled) {
+            c.open = c.open.saturating_sub(1);
+            if matches!(o.kind, Kind::Invite) {
+                c.invites_open = c.invites_open.saturating_sub(1);
+            }
+        }
+        self.reap(o.call);
+    }
+
     fn arm(&mut self, at: Instant, target: Target) {
         let slot = self.id();
         self.grid_origin.get_or_insert(at);
@@ -1292,6 +1432,14 @@ impl Endpoint {
                 self.slots.remove(&old);
             }
             cleanup = cleanup_only(*t);
+        }
+        if let Target::Client(id, t) = &target {
+            let armed = self.clients.user_mut(*id).map(|c| &mut c.armed);
+            if let Some(s) = armed.and_then(|a| a.get_mut(*t as usize)) {
+                let old = std::mem::replace(s, slot);
+                self.slots.remove(&old);
+            }
+            cleanup = t.cleanup_only();
         }
         self.slots.insert(slot, target);
         let heap = if cleanup {
@@ -1325,18 +1473,11 @@ impl Endpoint {
         let Some(owner) = self.owners.remove(key) else {
             return;
         };
-        // Uncounted at its final response ([`Endpoint::settle`]) if it got one.
-        if !owner.settled && matches!(owner.kind, Kind::Bye | Kind::Cancel | Kind::ForkBye) {
-            self.background = self.background.saturating_sub(1);
-        }
         if let Kind::Server(Some(s)) = owner.kind {
             self.servers.remove(&s);
         }
-        if let Some(c) = self.calls.get_mut(&owner.call).filter(|_| !owner.settled) {
+        if let Some(c) = self.calls.get_mut(&owner.call) {
             c.open = c.open.saturating_sub(1);
-            if matches!(owner.kind, Kind::Invite) {
-                c.invites_open = c.invites_open.saturating_sub(1);
-            }
         }
         self.reap(owner.call);
     }
@@ -1366,28 +1507,41 @@ impl Endpoint {
         }
     }
 
+    /// A server transaction's event (sipx-sip's).
     fn on_tu(&mut self, now: Instant, key: &TransactionKey, ev: TuEvent) {
-        let Some((call, kind)) = self.owners.get(key).map(|o| (o.call, o.kind.clone())) else {
+        if !self.owners.contains_key(key) {
+            return;
+        }
+        match ev {
+            TuEvent::Request(r) => self.server_request(now, key, *r),
+            TuEvent::Ack(a) => self.on_ack(now, *a),
+            // Timer H: our non-2xx final to an INVITE never ACKed; nothing to do.
+            _ => {}
+        }
+    }
+
+    /// What one of our client transactions tells its user.
+    fn on_client_tu(&mut self, now: Instant, id: TxId, tu: Tu) {
+        let Some((call, kind)) = self.clients.user(id).map(|o| (o.call, o.kind.clone())) else {
             return;
         };
         // A BYE or CANCEL is over for its call at its final response (after a retry with
         // credentials, if any, has been sent: that one counts on its own).
         let settles = matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye)
-            && match &ev {
-                TuEvent::Response(r) => r.status.is_final(),
-                TuEvent::Timeout | TuEvent::TransportError => true,
-                _ => false,
+            && match &tu {
+                Tu::Response(r) => r.status.is_final(),
+                Tu::Timeout | Tu::TransportError => true,
             };
-        self.on_tu_event(now, key, call, kind, ev);
+        self.on_client_event(now, id, call, kind, tu);
         if settles {
-            self.settle(key);
+            self.settle(id);
         }
     }
 
-    /// A BYE or CANCEL's call stops counting it (see [`Owner::settled`]), and is forgotten if
-    /// nothing else runs for it.
-    fn settle(&mut self, key: &TransactionKey) {
-        let Some(o) = self.owners.get_mut(key).filter(|o| !o.settled) else {
+    /// A BYE or CANCEL's call stops counting it (see [`Client::settled`]), and is forgotten
+    /// if nothing else runs for it.
+    fn settle(&mut self, id: TxId) {
+        let Some(o) = self.clients.user_mut(id).filter(|o| !o.settled) else {
             return;
         };
         o.settled = true;
@@ -1401,65 +1555,41 @@ impl Endpoint {
         self.reap(call);
     }
 
-    fn on_tu_event(
-        &mut self,
-        now: Instant,
-        key: &TransactionKey,
-        call: CallRef,
-        kind: Kind,
-        ev: TuEvent,
-    ) {
-        match (kind, ev) {
-            (Kind::Invite, TuEvent::Response(r)) => self.invite_response(now, call, key, *r),
-            (Kind::Invite, ev @ (TuEvent::Timeout | TuEvent::TransportError)) => {
+    fn on_client_event(&mut self, now: Instant, id: TxId, call: CallRef, kind: Kind, tu: Tu) {
+        match (kind, tu) {
+            (Kind::Invite, Tu::Response(r)) => self.invite_response(now, call, id, r),
+            (Kind::Invite, tu @ (Tu::Timeout | Tu::TransportError)) => {
                 // An earlier server's transaction ending (after a failover) fails nothing.
-                let current = self
-                    .calls
-                    .get(&call)
-                    .and_then(|c| c.invite.as_ref())
-                    .and_then(TransactionKey::from_sent_request);
-                if current.as_ref() != Some(key) || self.fail_over(now, call, key) {
+                let current = self.calls.get(&call).and_then(|c| c.invite_tx);
+                if current != Some(id) || self.fail_over(now, call, id) {
                     return;
                 }
                 if let Some(c) = self.calls.get_mut(&call) {
                     if !c.invite_done {
                         c.invite_done = true;
                         c.closed = true;
-                        let timeout = matches!(ev, TuEvent::Timeout);
+                        let timeout = matches!(tu, Tu::Timeout);
                         self.events.push_back(Event::InviteFailed { call, timeout });
                     }
                 }
             }
             // A challenge answered: the request goes again in a new transaction.
-            (Kind::Bye | Kind::Request(_), TuEvent::Response(r))
+            (Kind::Bye | Kind::Request(_), Tu::Response(r))
                 if matches!(r.status.code(), 401 | 407)
-                    && self.retry_with_credentials(now, call, key, &r) => {}
-            (Kind::Request(_), TuEvent::Response(r)) if r.status.is_final() => {
-                self.request_done(now, call, key, Outcome::Response(r));
+                    && self.retry_with_credentials(now, call, id, &r) => {}
+            (Kind::Request(_), Tu::Response(r)) if r.status.is_final() => {
+                self.request_done(now, call, id, Outcome::Response(Box::new(r)));
             }
-            (Kind::Request(_), TuEvent::Timeout) => {
-                self.request_done(now, call, key, Outcome::Timeout)
-            }
-            (Kind::Request(_), TuEvent::TransportError) => {
-                self.request_done(now, call, key, Outcome::TransportError)
-            }
-            (Kind::Server(_), TuEvent::Request(r)) => self.server_request(now, key, *r),
-            (Kind::Server(_), TuEvent::Ack(a)) => self.on_ack(now, *a),
-            (Kind::Server(_), TuEvent::Timeout) => {
-                // Timer H: our non-2xx final to an INVITE never ACKed; nothing to do.
+            (Kind::Request(_), Tu::Timeout) => self.request_done(now, call, id, Outcome::Timeout),
+            (Kind::Request(_), Tu::TransportError) => {
+                self.request_done(now, call, id, Outcome::TransportError)
             }
             _ => {}
         }
     }
 
-    fn request_done(
-        &mut self,
-        now: Instant,
-        call: CallRef,
-        key: &TransactionKey,
-        outcome: Outcome,
-    ) {
-        let Some(Kind::Request(r)) = self.owners.get(key).map(|o| o.kind.clone()) else {
+    fn request_done(&mut self, now: Instant, call: CallRef, id: TxId, outcome: Outcome) {
+        let Some(Kind::Request(r)) = self.clients.user(id).map(|o| o.kind.clone()) else {
             return;
         };
         if let Some(c) = self.calls.get_mut(&call) {
@@ -1467,12 +1597,25 @@ impl Endpoint {
                 c.offer_out = None;
             }
         }
-        // A 2xx to our re-INVITE is ACKed (§14.1: as for the initial INVITE).
+        // A 2xx to our re-INVITE is ACKed (§14.1: as for the initial INVITE), with the
+        // credentials of the re-INVITE it acknowledges (§22.1: the ACK for a 2xx carries the
+        // same credentials as its INVITE) — not the initial INVITE's, which may differ or
+        // be absent from it.
         if let Outcome::Response(resp) = &outcome {
             let is_invite = wire::cseq(&resp.headers).is_some_and(|(_, m)| m == Method::Invite);
             if is_invite && resp.status.is_success() {
                 if let Some(seq) = wire::cseq(&resp.headers).map(|(n, _)| n) {
-                    self.send_ack(now, call, seq, None);
+                    let creds = self
+                        .clients
+                        .user(id)
+                        .map(|o| o.ack_credentials.clone())
+                        .unwrap_or_default();
+                    if !self.send_ack(now, call, seq, None, Some(&creds)) {
+                        // The dialog cannot be ACKed (a header value would break the
+                        // message): it is ended, not left with an un-ACKed 2xx.
+                        let _ = self.bye(now, call, &[]);
+                        self.reap(call);
+                    }
                 }
             }
         }
@@ -1489,7 +1632,7 @@ impl Endpoint {
     /// credentials answered to the last server's challenge. False (the failure stands) when no
     /// server is left, the call is being cancelled, something rang, it is over, or `key` is
     /// not the call's current INVITE (an earlier server's transaction ending late).
-    fn fail_over(&mut self, now: Instant, call: CallRef, key: &TransactionKey) -> bool {
+    fn fail_over(&mut self, now: Instant, call: CallRef, id: TxId) -> bool {
         let via = self.via();
         let Some(c) = self.calls.get_mut(&call) else {
             return false;
@@ -1497,11 +1640,7 @@ impl Endpoint {
         if c.role != Role::Uac || c.invite_done || c.cancel_wanted || c.rang {
             return false;
         }
-        let current = c
-            .invite
-            .as_ref()
-            .and_then(TransactionKey::from_sent_request);
-        if current.as_ref() != Some(key) {
+        if c.invite_tx != Some(id) {
             return false;
         }
         let Some(orig) = c.invite.clone() else {
@@ -1528,11 +1667,13 @@ impl Endpoint {
         }
         tracing::info!(from = %c.destination, to = %next, "INVITE: trying the trunk's next server (RFC 3263)");
         c.destination = next;
-        c.invite = Some(req.clone());
         c.provisional = false;
         c.auth = auth::State::default();
         c.credentials_sent = false;
-        self.send_request(now, call, req, Kind::Invite, next);
+        self.send_request(now, call, &req, Kind::Invite, next);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.invite = Some(req);
+        }
         true
     }
 
@@ -1542,13 +1683,13 @@ impl Endpoint {
         &mut self,
         now: Instant,
         call: CallRef,
-        key: &TransactionKey,
+        id: TxId,
         resp: &Response,
     ) -> bool {
-        let Some(orig) = self.layer.client_request(key).cloned() else {
+        let Some(orig) = self.clients.request(id) else {
             return false;
         };
-        let Some(kind) = self.owners.get(key).map(|o| o.kind.clone()) else {
+        let Some(kind) = self.clients.user(id).map(|o| o.kind.clone()) else {
             return false;
         };
         let via = self.via();
@@ -1596,17 +1737,20 @@ impl Endpoint {
                 Err(_) => return false,
             }
         }
-        if matches!(kind, Kind::Invite) {
-            c.invite = Some(req.clone());
+        let invite = matches!(kind, Kind::Invite);
+        if invite {
             c.provisional = false;
             c.credentials_sent = true;
         }
-        let dest = self.owners.get(key).map_or(c.destination, |o| o.dest);
-        self.send_request(now, call, req, kind, dest);
+        let dest = self.clients.user(id).map_or(c.destination, |o| o.dest);
+        self.send_request(now, call, &req, kind, dest);
+        if let Some(c) = self.calls.get_mut(&call).filter(|_| invite) {
+            c.invite = Some(req);
+        }
         true
     }
 
-    fn invite_response(&mut self, now: Instant, call: CallRef, key: &TransactionKey, r: Response) {
+    fn invite_response(&mut self, now: Instant, call: CallRef, id: TxId, r: Response) {
         let code = r.status.code();
         if r.status.is_provisional() {
             let cancel = match self.calls.get_mut(&call) {
@@ -1632,18 +1776,14 @@ impl Endpoint {
         }
         // A final failure: the transaction ACKed it.
         if matches!(code, 401 | 407) {
-            let key = self
-                .calls
-                .get(&call)
-                .and_then(|c| c.invite.as_ref())
-                .and_then(TransactionKey::from_sent_request);
-            if let Some(key) = key {
-                if self.retry_with_credentials(now, call, &key, &r) {
+            let current = self.calls.get(&call).and_then(|c| c.invite_tx);
+            if let Some(current) = current {
+                if self.retry_with_credentials(now, call, current, &r) {
                     return;
                 }
             }
         }
-        if crate::locate::fails_over(code) && self.fail_over(now, call, key) {
+        if crate::locate::fails_over(code) && self.fail_over(now, call, id) {
             return;
         }
         let Some(c) = self.calls.get_mut(&call) else {
@@ -1683,6 +1823,10 @@ impl Endpoint {
             });
             return;
         }
+        if c.confirmed && c.remote_tag.as_deref() == Some(to_tag.as_str()) {
+            // A retransmission of the 2xx whose ACK could not be built: nothing to re-send.
+            return;
+        }
         if c.confirmed || c.closed {
             // Another fork answered too (or we gave the call up): ACK it, then BYE it.
             self.fork_bye(now, call, seq, &r);
@@ -1698,7 +1842,26 @@ impl Endpoint {
         c.remote_target = wire::contact_uri(&r.headers);
         let after_cancel = c.cancel_wanted;
         let credentials_sent = c.credentials_sent;
-        self.send_ack(now, call, seq, Some(to_tag));
+        if !self.send_ack(now, call, seq, Some(to_tag), None) {
+            // §13.2.2.4 wants every 2xx ACKed; one that cannot be (a value from the 2xx —
+            // its route set, tag or target — would break the message) must not leave the
+            // call answered and un-ACKed: the call is ended (BYE, if that one can be sent;
+            // else it is given up here, the far end giving up its 2xx at 64·T1 and sending
+            // its own BYE, §13.3.1.4) and the caller told it failed, not that it answered.
+            tracing::info!(?call, "the 2xx cannot be ACKed: the call is ended");
+            if let Err(e) = self.bye(now, call, &[]) {
+                tracing::info!(?call, error = %e, "nor can it be sent a BYE");
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.closed = true;
+                }
+            }
+            self.events.push_back(Event::AckFailed {
+                call,
+                response: Box::new(r),
+            });
+            self.reap(call);
+            return;
+        }
         if after_cancel {
             let _ = self.bye(now, call, &[]);
         }
@@ -1718,16 +1881,27 @@ impl Endpoint {
     /// Serialised straight into the endpoint's buffer: the ACK is no transaction's, so no
     /// `Request` is built for it (its header strings, URI copies and header vector were ~20
     /// allocations per call).
-    fn send_ack(&mut self, _now: Instant, call: CallRef, seq: u32, remember: Option<String>) {
+    ///
+    /// `creds`: the `Authorization`/`Proxy-Authorization` headers of the INVITE it
+    /// acknowledges; `None`: the initial INVITE's (as last sent). False, with nothing sent,
+    /// when the ACK cannot be built.
+    fn send_ack(
+        &mut self,
+        _now: Instant,
+        call: CallRef,
+        seq: u32,
+        remember: Option<String>,
+        creds: Option<&[Header]>,
+    ) -> bool {
         let default_port = self.cfg.transport.default_port();
         let Some(c) = self.calls.get_mut(&call) else {
-            return;
+            return false;
         };
         let (ruri, dest, strict) = match next_hop(c, default_port) {
             Ok(hop) => hop,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot build the ACK");
-                return;
+                return false;
             }
         };
         let out = &mut self.scratch;
@@ -1759,13 +1933,17 @@ impl Endpoint {
         }
         clean &= wire::field(out, "Contact", &c.contact_header);
         clean &= wire::field(out, "User-Agent", &self.ua);
-        if let Some(inv) = &c.invite {
-            for n in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
-                for h in inv.headers.get_all(&n) {
-                    h.write_to(out);
-                    out.extend_from_slice(b"\r\n");
-                }
+        let initial;
+        let creds = match creds {
+            Some(hs) => hs,
+            None => {
+                initial = credentials_of(c.invite.as_ref());
+                &initial[..]
             }
+        };
+        for h in creds {
+            h.write_to(out);
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         // The values are ours or parsed ones (a remote tag, Record-Route): one with a line
@@ -1776,8 +1954,8 @@ impl Endpoint {
             .chain(c.remote_tag.iter().flat_map(|t| t.bytes()))
             .any(wire::breaks_line);
         if !clean {
-            tracing::debug!("an ACK header value would break the message: not sent");
-            return;
+            tracing::info!("an ACK header value would break the message: not sent");
+            return false;
         }
         let payload = Bytes::copy_from_slice(out);
         if let Some(to_tag) = remember {
@@ -1787,6 +1965,7 @@ impl Endpoint {
             destination: dest,
             payload,
         });
+        true
     }
 
     /// A 2xx from a fork that lost: a short-lived dialog from that response, ACKed and BYEd.
@@ -1810,7 +1989,7 @@ impl Endpoint {
         c.route_set = rr;
         c.remote_target = wire::contact_uri(&r.headers);
         c.local_cseq = seq;
-        self.send_ack(now, call, seq, Some(to_tag));
+        self.send_ack(now, call, seq, Some(to_tag), None);
         let bye = self.in_dialog(call, Method::Bye, &[], None, Vec::new());
         if let Some(c) = self.calls.get_mut(&call) {
             c.remote_tag = saved.0;
@@ -1820,7 +1999,7 @@ impl Endpoint {
             c.closed = saved.4;
         }
         if let Ok((req, dest)) = bye {
-            self.send_request(now, call, req, Kind::ForkBye, dest);
+            self.send_request(now, call, &req, Kind::ForkBye, dest);
         }
     }
 
@@ -1993,6 +2172,7 @@ impl Endpoint {
                 credentials: None,
                 auth: auth::State::default(),
                 invite: None,
+                invite_tx: None,
                 provisional: false,
                 cancel_wanted: false,
                 cancel_sent: false,
@@ -2060,19 +2240,18 @@ impl Endpoint {
     /// handshake, ICMP): every client transaction sending there fails now (RFC 3261 §8.1.3.1,
     /// §17.1.4: a transport error is treated as a 503), instead of at its timeout.
     pub fn transport_error(&mut self, now: Instant, destination: SocketAddr) {
-        let keys: Vec<Arc<TransactionKey>> = self
-            .owners
+        let ids: Vec<TxId> = self
+            .clients
             .iter()
-            .filter(|(_, o)| o.dest == destination && !matches!(o.kind, Kind::Server(_)))
-            .map(|(k, _)| Arc::clone(k))
+            .filter(|(_, o)| o.dest == destination)
+            .map(|(id, _)| id)
             .collect();
-        for key in keys {
-            if let Some(call) = self.owners.get(&key).map(|o| o.call) {
-                let invite = matches!(self.owners.get(&key).map(|o| &o.kind), Some(Kind::Invite));
-                if invite && self.fail_over(now, call, &key) {
-                    let outputs = self.layer.on_transport_error(&key);
-                    self.apply(now, &key, outputs);
-                    self.terminated(&key);
+        for id in ids {
+            if let Some(call) = self.clients.user(id).map(|o| o.call) {
+                let invite = self.accepted(id);
+                if invite && self.fail_over(now, call, id) {
+                    let step = self.clients.on_transport_error(id);
+                    self.apply_client(now, id, step);
                     continue;
                 }
                 if let Some(c) = self.calls.get_mut(&call) {
@@ -2087,9 +2266,8 @@ impl Endpoint {
                     }
                 }
             }
-            let outputs = self.layer.on_transport_error(&key);
-            self.apply(now, &key, outputs);
-            self.terminated(&key);
+            let step = self.clients.on_transport_error(id);
+            self.apply_client(now, id, step);
         }
     }
 
@@ -2153,6 +2331,16 @@ impl Endpoint {
                     let outputs = self.layer.on_timer(&key, timer);
                     self.apply(now, &key, outputs);
                 }
+                Target::Client(id, timer) => {
+                    let armed = self.clients.user_mut(id).map(|c| &mut c.armed);
+                    if let Some(s) = armed.and_then(|a| a.get_mut(timer as usize)) {
+                        if *s == slot {
+                            *s = 0;
+                        }
+                    }
+                    let step = self.clients.on_timer(id, timer);
+                    self.apply_client(now, id, step);
+                }
                 Target::Retransmit2xx(call) => self.retransmit_2xx(now, call),
             }
         }
@@ -2200,6 +2388,18 @@ impl Endpoint {
 /// (RFC 4475 §3.1.2.17–18), headers in the Request-URI (§3.1.2.11): 400; a version other than
 /// SIP/2.0: 505 (§3.1.2.16); a Request-URI scheme we do not serve: 416 (RFC 3261 §8.2.2.1,
 /// RFC 4475 §3.3.2). A missing Max-Forwards is tolerated (RFC 2543 peers, §3.4).
+/// The credentials a request carries (`Authorization`, `Proxy-Authorization`), for the ACK
+/// of a 2xx to it (RFC 3261 §22.1).
+fn credentials_of(req: Option<&Request>) -> Vec<Header> {
+    let Some(req) = req else {
+        return Vec::new();
+    };
+    [HeaderName::Authorization, HeaderName::ProxyAuthorization]
+        .iter()
+        .flat_map(|n| req.headers.get_all(n).cloned())
+        .collect()
+}
+
 fn refusal(req: &Request) -> Option<u16> {
     if let Some(f) = sipx_sip::validate_request(req)
         .into_iter()

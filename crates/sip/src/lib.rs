@@ -7,8 +7,11 @@
 //! one [`Endpoint`] per loop.
 //!
 //! Layers:
-//! - the message syntax (parse, serialise) and the RFC 3261 §17 / RFC 6026 transaction
-//!   machines are [`sipx_sip`]'s (ARCHITECTURE.md says why that crate, with the evidence);
+//! - the message syntax (parse, serialise) and the RFC 3261 §17.2 server transactions (for
+//!   the requests we receive) are [`sipx_sip`]'s (ARCHITECTURE.md says why that crate, with
+//!   the evidence);
+//! - [`client`]: our own client transactions (RFC 3261 §17.1, RFC 6026), named by the branch
+//!   we draw, so that a response is matched without an allocation (ARCHITECTURE.md: why);
 //! - [`auth`]: digest authentication (RFC 3261 §22, RFC 7616: MD5 and SHA-256, `qop=auth`,
 //!   stale nonces);
 //! - [`endpoint`]: the call leg (dialog: tags, CSeq, route set and loose routing, ACK for a
@@ -17,6 +20,7 @@
 //! - [`wire`]: the few header helpers the rest shares.
 
 pub mod auth;
+pub mod client;
 pub mod endpoint;
 mod error;
 pub mod locate;

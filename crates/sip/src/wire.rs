@@ -81,10 +81,52 @@ pub fn cseq(h: &Headers) -> Option<(u32, Method)> {
 /// The `tag` parameter of a `From` or `To` header.
 pub fn tag(h: &Headers, which: &HeaderName) -> Option<String> {
     let v = h.value(which)?;
-    let a = Address::parse(&v, "From/To").ok()?;
-    a.tag()
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .map(str::to_owned)
+    let t = tag_param(&v)?;
+    std::str::from_utf8(t).ok().map(str::to_owned)
+}
+
+/// The `tag` parameter of a `From`/`To` value (RFC 3261 §20.20, §20.39), borrowed: the
+/// header's parameters follow the `<…>` of a name-addr (a quoted display name skipped), or
+/// the first `;` of a bare addr-spec. Read in place, where `Address::parse` built the whole
+/// address (URI included) for it: four allocations per response (BENCHMARKS.md S1 step 18).
+/// `None` if there is no tag, or the value's brackets or quotes are not closed.
+pub fn tag_param(v: &[u8]) -> Option<&[u8]> {
+    let mut i = 0;
+    let mut params = None;
+    while let Some(&b) = v.get(i) {
+        match b {
+            b'"' => {
+                i += 1;
+                loop {
+                    match v.get(i)? {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b'<' => {
+                let close = v.get(i..)?.iter().position(|&c| c == b'>')?;
+                params = Some(i + close + 1);
+                break;
+            }
+            b';' => {
+                params = Some(i);
+                break;
+            }
+            _ => i += 1,
+        }
+    }
+    let rest = v.get(params?..)?;
+    // The first `tag` parameter decides, as in the address parser (a valueless one: none).
+    let p = rest.split(|&b| b == b';').skip(1).find(|p| {
+        let name = p.split(|&b| b == b'=').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"tag")
+    })?;
+    let eq = p.iter().position(|&b| b == b'=')?;
+    let value = p.get(eq + 1..)?.trim_ascii();
+    (!value.is_empty()).then_some(value)
 }
 
 /// The `Call-ID`.
@@ -135,4 +177,79 @@ pub fn is_loose(u: &Uri) -> bool {
 /// The top `Via`.
 pub fn top_via(h: &Headers) -> Option<Via> {
     h.typed::<Via>()?.ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The tag read in place is the one a full parse of the address finds, and a bracket
+    /// or quote left open gives none.
+    #[test]
+    fn tag_param_agrees_with_the_address_parser() {
+        let cases: [&[u8]; 9] = [
+            b"<sip:a@x>;tag=abc",
+            b"\"A; tag=no <sip:b>\" <sip:a@x;tag=uri>;foo=1; TAG = t2 ;bar",
+            b"sip:a@x;tag=bare",
+            b"<sip:a@x>",
+            b"Bob <sip:bob@x;transport=udp>;x=y;tag=9",
+            b"\"q\\\"t\" <sip:a@x>;tag=esc",
+            b"<sip:a@x>;tag=",
+            b"\"open <sip:a@x>;tag=1",
+            b"<sip:a@x;tag=1",
+        ];
+        for c in cases {
+            let full = Address::parse(c, "From/To")
+                .ok()
+                .and_then(|a| a.tag().map(<[u8]>::to_vec))
+                .filter(|t| !t.is_empty());
+            assert_eq!(
+                tag_param(c).map(<[u8]>::to_vec),
+                full,
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+        }
+        assert_eq!(tag_param(b"<sip:a@x>;tag=abc"), Some(&b"abc"[..]));
+        assert_eq!(tag_param(b"\"open <sip:a@x>;tag=1"), None);
+    }
+
+    proptest::proptest! {
+        /// On From/To-like values built from the characters that matter (quotes, brackets,
+        /// semicolons, escapes), whatever the address parser accepts, the tag read in place is
+        /// the one it finds; and it never panics on any bytes.
+        #[test]
+        fn tag_param_matches_the_parser_on_arbitrary_values(
+            v in "[\"<>;=\\\\ a-zA-Z0-9@:.]{0,40}",
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let _ = tag_param(&raw);
+            let v = v.as_bytes();
+            if let Ok(a) = Address::parse(v, "From/To") {
+                let full = a.tag().map(<[u8]>::to_vec).filter(|t| !t.is_empty());
+                proptest::prop_assert_eq!(tag_param(v).map(<[u8]>::to_vec), full);
+            }
+        }
+
+        /// The same on name-addr and addr-spec shaped values (display names quoted or not,
+        /// URI parameters, header parameters, `tag` in any case and place).
+        #[test]
+        fn tag_param_matches_the_parser_on_addresses(
+            display in "(\"[a-z ;<>=]{0,6}\" |[a-z]{0,4} ?)",
+            uri in "sip:[a-z]{1,4}@[a-z]{1,4}(;(tag|lr|[a-z]{1,3})(=[a-z0-9]{1,3})?){0,2}",
+            params in "( ?; ?(tag|TAG|Tag|[a-z]{1,3}) ?(= ?[a-z0-9]{0,3})?){0,3}",
+            bracket in proptest::prelude::any::<bool>(),
+        ) {
+            let v = if bracket {
+                format!("{display}<{uri}>{params}")
+            } else {
+                format!("{uri}{params}")
+            };
+            if let Ok(a) = Address::parse(v.as_bytes(), "From/To") {
+                let full = a.tag().map(<[u8]>::to_vec).filter(|t| !t.is_empty());
+                proptest::prop_assert_eq!(tag_param(v.as_bytes()).map(<[u8]>::to_vec), full, "{}", v);
+            }
+        }
+    }
 }

@@ -1111,3 +1111,152 @@ fn over_tcp_a_byes_transaction_ends_within_a_grid_step_of_its_200() {
     ep.handle_timeout(due);
     assert_eq!(ep.transactions().0, clients - 1);
 }
+
+/// §22.1, §13.2.2.4: the ACK of a 2xx carries the credentials of the INVITE it acknowledges.
+/// A re-INVITE sent without credentials (while the initial INVITE carried some) is ACKed
+/// without them; a re-INVITE challenged and sent again with credentials is ACKed with the
+/// retry's, not the initial INVITE's.
+#[test]
+fn a_re_invites_2xx_is_acked_with_the_re_invites_own_credentials() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv,
+            401,
+            Some("t"),
+            "WWW-Authenticate: Digest realm=\"trunk\", nonce=\"n1\", qop=\"auth\"\r\n",
+        ),
+    );
+    let inv2 = sent(&mut ep).remove(1).1;
+    assert!(!h(&inv2, HeaderName::Authorization).is_empty());
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv2,
+            200,
+            Some("b7"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
+    );
+    let ack = sent(&mut ep).remove(0).1;
+    assert_eq!(
+        h(&ack, HeaderName::Authorization),
+        h(&inv2, HeaderName::Authorization)
+    );
+    let _ = events(&mut ep);
+
+    // A re-INVITE without credentials: its ACK has none.
+    ep.request(
+        t0,
+        call,
+        Method::Invite,
+        &[],
+        Some("application/sdp"),
+        b"v=0\r\n".to_vec(),
+    )
+    .unwrap();
+    let reinv = sent(&mut ep).remove(0).1;
+    assert_eq!(req(&reinv).method, Method::Invite);
+    assert!(all(&reinv, HeaderName::Authorization).is_empty());
+    ep.handle_input(t0, a(TRUNK), &response(&reinv, 200, Some("b7"), ""));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let ack = &out[0].1;
+    assert_eq!(req(ack).method, Method::Ack);
+    assert_eq!(
+        h(ack, HeaderName::CSeq),
+        format!(
+            "{} ACK",
+            h(&reinv, HeaderName::CSeq).split(' ').next().unwrap()
+        )
+    );
+    assert!(
+        all(ack, HeaderName::Authorization).is_empty()
+            && all(ack, HeaderName::ProxyAuthorization).is_empty(),
+        "the initial INVITE's credentials on the re-INVITE's ACK: {ack:?}"
+    );
+    let _ = events(&mut ep);
+
+    // A re-INVITE challenged (407), sent again with credentials: its ACK has the retry's.
+    ep.request(
+        t0,
+        call,
+        Method::Invite,
+        &[],
+        Some("application/sdp"),
+        b"v=0\r\n".to_vec(),
+    )
+    .unwrap();
+    let reinv = sent(&mut ep).remove(0).1;
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &reinv,
+            407,
+            Some("b7"),
+            "Proxy-Authenticate: Digest realm=\"proxy\", nonce=\"p1\", qop=\"auth\"\r\n",
+        ),
+    );
+    let out = sent(&mut ep);
+    let retry = &out.last().unwrap().1;
+    assert_eq!(req(retry).method, Method::Invite);
+    let pauth = h(retry, HeaderName::ProxyAuthorization);
+    assert!(pauth.contains("nonce=\"p1\""), "{pauth}");
+    ep.handle_input(t0, a(TRUNK), &response(retry, 200, Some("b7"), ""));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let ack = &out[0].1;
+    assert_eq!(req(ack).method, Method::Ack);
+    assert_eq!(all(ack, HeaderName::ProxyAuthorization), [pauth]);
+    assert!(
+        all(ack, HeaderName::Authorization).is_empty(),
+        "the initial INVITE's credentials on the re-INVITE's ACK: {ack:?}"
+    );
+}
+
+/// §13.2.2.4: every 2xx is ACKed. A 2xx whose route set holds a value that cannot go on an
+/// ACK (a NUL, legal in a quoted-pair, refused by the writer) must not leave the call
+/// answered and un-ACKed: the caller is told the call failed (not that it was answered), the
+/// call is ended and forgotten, and a retransmission of that 2xx brings nothing back.
+#[test]
+fn a_2xx_that_cannot_be_acked_ends_the_call_and_is_reported() {
+    let (mut ep, t0, call, inv) = start(None);
+    let ok = response(
+        &inv,
+        200,
+        Some("b7"),
+        "Record-Route: <sip:10.0.0.8:5070;lr>;x=\"a\\\0b\"\r\nContact: <sip:callee@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let out = sent(&mut ep);
+    assert!(
+        out.iter().all(|(_, m)| req(m).method == Method::Bye),
+        "only a BYE may leave (the ACK cannot be written): {out:?}"
+    );
+    let ev = events(&mut ep);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::Answered { .. })),
+        "an un-ACKed call reported answered: {ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::AckFailed { call: c, response } if *c == call && response.status.code() == 200)),
+        "{ev:?}"
+    );
+    if out.is_empty() {
+        // Nor can a BYE be written (the same route set): the call is given up at once.
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)),
+            "{ev:?}"
+        );
+        assert_eq!(ep.calls(), 0);
+    }
+    ep.handle_input(t0 + Duration::from_millis(500), a(TRUNK), &ok);
+    assert!(sent(&mut ep).is_empty());
+    assert!(events(&mut ep).is_empty());
+}
