@@ -548,6 +548,25 @@ pub struct AmdRecord {
     pub voicemail_sha256: Option<String>,
     /// How much of it played.
     pub voicemail_played_ms: u64,
+    /// A Special Information Tone heard (the call then ended `intercepted` or
+    /// `intercepted-congestion`); absent when none was (and in logs written before it
+    /// existed, which hash the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sit: Option<AmdSit>,
+}
+
+/// [`AmdRecord::sit`]: the tone's type and its three segments (times from the answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmdSit {
+    /// `ic`, `vc`, `ro-intra`, `ro-inter`, `nc-intra`, `nc-inter`, `io` or `reserved`.
+    pub code: String,
+    /// Each segment's measured frequency.
+    pub freq_hz: [u32; 3],
+    /// Each segment's length.
+    pub length_ms: [u64; 3],
+    /// The first segment's start and the third's end.
+    pub start_ms: u64,
+    pub end_ms: u64,
 }
 
 /// [`AmdRecord::features`] (milliseconds of analysed audio from the answer).

@@ -506,6 +506,19 @@ pub fn replay_logs(dirs: &[&Path]) -> Result<ReplayReport> {
                 ));
             }
             Record::Amd(a) => {
+                if let Some(sit) = a.sit.as_ref().filter(|_| a.voicemail_played_ms > 0) {
+                    flag(
+                        "voicemail-after-sit",
+                        None,
+                        None,
+                        json!({ "call": a.call, "sit": sit.code, "voicemail_played_ms": a.voicemail_played_ms }),
+                        format!(
+                            "call {}: a voicemail message played after a special information tone ({}): \
+                             the network's announcement records nothing",
+                            a.call, sit.code
+                        ),
+                    );
+                }
                 if let Some(h) = a
                     .voicemail_sha256
                     .as_ref()

@@ -767,6 +767,7 @@ fn amd_record(call: &str, verdict: &str, cause: &str, first: Option<&str>, at: u
         voicemail_at_ms: None,
         voicemail_sha256: None,
         voicemail_played_ms: 0,
+        sit: None,
     }
 }
 
@@ -814,6 +815,7 @@ fn write_amd_log(dir: &Path) {
                 voicemail_at_ms: Some(14_104),
                 voicemail_sha256: Some(voicemail.clone()),
                 voicemail_played_ms: 12_000,
+                sit: None,
                 ..amd_record("call-m", "machine", "long-greeting", None, 4_410)
             },
             "machine-message-left",
@@ -831,6 +833,7 @@ fn write_amd_log(dir: &Path) {
                 voicemail_at_ms: Some(9_250),
                 voicemail_sha256: Some(voicemail.clone()),
                 voicemail_played_ms: 12_000,
+                sit: None,
                 ..amd_record("call-b", "machine", "beep", Some("human"), 3_920)
             },
             "machine-message-left",

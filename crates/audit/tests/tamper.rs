@@ -1089,6 +1089,69 @@ fn a_retry_early_by_less_than_a_second_is_flagged() {
     }
 }
 
+fn amd_record(call: &str, sha: String, sit: Option<AmdSit>) -> Record {
+    Record::Amd(AmdRecord {
+        call: call.into(),
+        mode: "voicemail-drop".into(),
+        verdict: "machine".into(),
+        cause: Some("long-greeting".into()),
+        first_verdict: None,
+        answer_to_verdict_ms: Some(3_400),
+        features: None,
+        beep: Some(AmdBeep {
+            freq_hz: 1000,
+            length_ms: 500,
+            end_ms: 9_000,
+        }),
+        drop: Some("beep".into()),
+        beep_to_voicemail_ms: Some(110),
+        voicemail_at_ms: Some(12_000),
+        voicemail_sha256: Some(sha),
+        voicemail_played_ms: 19_460,
+        sit,
+    })
+}
+
+/// A voicemail message played after a special information tone is a violation (the
+/// network's announcement records nothing; the call must hang up on the tone).
+#[test]
+fn a_voicemail_message_after_a_sit_is_a_violation() {
+    let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut log = AuditLog::open(d.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let sit = AmdSit {
+        code: "vc".into(),
+        freq_hz: [985, 1371, 1777],
+        length_ms: [380, 270, 380],
+        start_ms: 120,
+        end_ms: 1_150,
+    };
+    let mut quiet = amd_record("call-2", "aa".repeat(32), Some(sit.clone()));
+    if let Record::Amd(a) = &mut quiet {
+        a.voicemail_played_ms = 0;
+        a.voicemail_sha256 = None;
+    }
+    for r in [
+        header(),
+        amd_record("call-1", "aa".repeat(32), Some(sit)),
+        quiet,
+    ] {
+        log.append(t("2027-03-05T00:00:00Z"), &r)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    log.commit().unwrap_or_else(|e| panic!("{e}"));
+    let r = replay(d.path()).unwrap_or_else(|e| panic!("{e}"));
+    let hits: Vec<_> = r
+        .violations
+        .iter()
+        .filter(|v| v.kind == "voicemail-after-sit")
+        .collect();
+    assert_eq!(hits.len(), 1, "{:?}", r.violations);
+    assert_eq!(
+        hits[0].fields.get("call").and_then(|c| c.as_str()),
+        Some("call-1")
+    );
+}
+
 /// An `amd` record naming a voicemail message its run header does not declare is a
 /// violation; the declared one is not.
 #[test]
@@ -1105,27 +1168,7 @@ fn a_voicemail_message_not_in_the_run_header_is_a_violation() {
             transcript: None,
         });
     }
-    let amd = |call: &str, sha: String| {
-        Record::Amd(AmdRecord {
-            call: call.into(),
-            mode: "voicemail-drop".into(),
-            verdict: "machine".into(),
-            cause: Some("long-greeting".into()),
-            first_verdict: None,
-            answer_to_verdict_ms: Some(3_400),
-            features: None,
-            beep: Some(AmdBeep {
-                freq_hz: 1000,
-                length_ms: 500,
-                end_ms: 9_000,
-            }),
-            drop: Some("beep".into()),
-            beep_to_voicemail_ms: Some(110),
-            voicemail_at_ms: Some(12_000),
-            voicemail_sha256: Some(sha),
-            voicemail_played_ms: 19_460,
-        })
-    };
+    let amd = |call: &str, sha: String| amd_record(call, sha, None);
     for r in [
         h,
         amd("call-1", "aa".repeat(32)),

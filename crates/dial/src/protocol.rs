@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use crieur_audit::build::{decision_record, DecisionInputs};
 use crieur_audit::record::{
-    AmdBeep, AmdFeatures, AmdRecord, CallEvent, Dtmf, FirstAudio, Hangup, InviteSent,
+    AmdBeep, AmdFeatures, AmdRecord, AmdSit, CallEvent, Dtmf, FirstAudio, Hangup, InviteSent,
     OptOutListChange, OutcomeRecord, PastAttempt, Reason, RtcpRecord, SipResponse,
 };
 use crieur_audit::{AuditLog, Record};
@@ -316,6 +316,13 @@ fn amd_record(
             .then(|| a.voicemail_sha256.clone())
             .flatten(),
         voicemail_played_ms: a.voicemail_packets * 20,
+        sit: a.sit.map(|(_, s)| AmdSit {
+            code: s.kind.as_str().into(),
+            freq_hz: s.segments.map(|g| g.freq_hz.round() as u32),
+            length_ms: s.segments.map(|g| ms(g.end.saturating_sub(g.start))),
+            start_ms: ms(s.segments[0].start),
+            end_ms: ms(s.segments[2].end),
+        }),
     }
 }
 

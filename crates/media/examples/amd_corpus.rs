@@ -18,6 +18,9 @@
 //! with `AMD_TRACE_FRAMES` also every packet's far-end, residual and echo-estimate levels (use
 //! with `--only NAME`).
 //! With `AMD_ALL` set, every file is listed, not only those (to diff two builds' verdicts).
+//! Files the labels mark a SIT (recipe h: text `SIT …`, noise `sit/…`) count as machines judged
+//! right when a SIT is heard (the call hangs up on the announcement); the SITs heard and the
+//! voicemail drops into an announcement are counted.
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
@@ -39,6 +42,11 @@ struct Result {
     first: Option<(Kind, &'static str, Duration)>,
     machine_at: Option<(Duration, &'static str)>,
     drop: Option<(Duration, &'static str)>,
+    /// A special information tone heard: when (its third tone's end) and its type.
+    sit: Option<(Duration, &'static str)>,
+    /// The labels say the file starts with a SIT (recipe h's `sit` style: its text starts
+    /// `SIT`, its noise column `sit/`).
+    sit_file: bool,
     label_end: Duration,
     trace: String,
 }
@@ -100,6 +108,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let [file, class, beep, end, ..] = cols[..] else {
             continue;
         };
+        let sit_file = cols.get(8).is_some_and(|n| n.starts_with("sit/"))
+            || cols.last().is_some_and(|t| t.starts_with("SIT "));
         if only.is_some_and(|o| !file.contains(o.as_str())) {
             continue;
         }
@@ -125,6 +135,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             first: None,
             machine_at: None,
             drop: None,
+            sit: None,
+            sit_file,
             label_end: Duration::from_millis(end.parse().unwrap_or(0)),
             trace: String::new(),
         };
@@ -205,6 +217,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                             r.drop = Some((at, p.cause.as_str()));
                         }
                         AmdEvent::Beep(_) => {}
+                        AmdEvent::Sit(s) => {
+                            r.sit = Some((s.segments[2].end, s.kind.as_str()));
+                        }
                     }
                 }
             }
@@ -223,7 +238,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 
     let humans: Vec<&Result> = results.iter().filter(|r| r.class == "human").collect();
     let machines: Vec<&Result> = results.iter().filter(|r| r.class == "machine").collect();
-    let is_machine = |r: &&&Result| r.machine_at.is_some();
+    // A SIT is a machine-side outcome: the call hangs up on the network's announcement (on a
+    // person's answer it would cut them off like a machine verdict).
+    let is_machine = |r: &&&Result| r.machine_at.is_some() || r.sit.is_some();
     let h_as_m = humans.iter().filter(is_machine).count();
     let m_as_m = machines.iter().filter(is_machine).count();
     let first_kind = |rs: &[&Result], k: Kind| {
@@ -331,6 +348,22 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         quantile(&mut nobeep_lat.clone(), 0.5),
         quantile(&mut nobeep_lat, 0.95)
     );
+    let sit_files: Vec<&&Result> = machines.iter().filter(|r| r.sit_file).collect();
+    let mut kinds: Vec<&str> = sit_files
+        .iter()
+        .filter_map(|r| r.sit.map(|s| s.1))
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    println!(
+        "SIT files {}: SIT heard in {} (types {}), voicemail dropped into the announcement in {}; SIT heard in other files: {} ({} human)",
+        sit_files.len(),
+        sit_files.iter().filter(|r| r.sit.is_some()).count(),
+        kinds.join(" "),
+        sit_files.iter().filter(|r| r.drop.is_some()).count(),
+        results.iter().filter(|r| !r.sit_file && r.sit.is_some()).count(),
+        humans.iter().filter(|r| r.sit.is_some()).count()
+    );
     println!(
         "CPU: {:.4} ms per analysed call-second ({:.0} s of audio in {:.2} s CPU)",
         1000.0 * cpu_s / audio_s,
@@ -342,7 +375,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let all = std::env::var_os("AMD_ALL").is_some();
     println!("misjudged, dropped early, or dropped late (over 300 ms after the beep):");
     for r in &results {
-        let wrong = (r.class == "human") == r.machine_at.is_some();
+        let wrong = (r.class == "human") == (r.machine_at.is_some() || r.sit.is_some());
         let early = r.class == "machine"
             && r.drop
                 .map(|(at, _)| at + Duration::from_millis(5) < r.label_end)
@@ -357,7 +390,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             });
         if wrong || early || missed_beep || late || all {
             println!(
-                "  {} {} beep={} first={:?} machine={:?} drop={:?} label_end={:?}{}{}",
+                "  {} {} beep={} first={:?} machine={:?} drop={:?} label_end={:?}{}{}{}",
                 r.file,
                 r.class,
                 r.beep,
@@ -365,6 +398,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 r.machine_at,
                 r.drop,
                 r.label_end,
+                match (r.sit_file, r.sit) {
+                    (_, Some((at, k))) => format!(" sit={k}@{at:?}"),
+                    (true, None) => " SIT-MISSED".to_owned(),
+                    (false, None) => String::new(),
+                },
                 if early {
                     " EARLY"
                 } else if late {

@@ -43,8 +43,10 @@
 use std::time::{Duration, Instant};
 
 mod echo;
+pub mod sit;
 use echo::EchoCanceller;
 pub use echo::{EchoReference, EchoTrace};
+pub use sit::{Sit, SitDetector, SitKind};
 
 /// Samples per analysis frame (10 ms at 8 kHz).
 pub const FRAME: usize = 80;
@@ -311,6 +313,10 @@ pub enum AmdEvent {
     Beep(Beep),
     /// After a `machine` verdict: the voicemail message may start (reported once).
     Drop(DropPoint),
+    /// A Special Information Tone ([`sit`]): the network, not the callee, answered with an
+    /// announcement. Reported once, whatever the verdict; nothing follows it. Events the
+    /// SIT's tones would have caused (its third tone taken for a beep) are not reported.
+    Sit(Sit),
 }
 
 /// The detector's parameters. Defaults are Asterisk's `amd.conf` where they serve this use,
@@ -1514,6 +1520,9 @@ pub struct Detector {
     decaying: Option<(f32, f32)>,
     /// The discrete echo of a beep whose tone has ended (see [`EchoSteps`]).
     echo_tail: Option<EchoTail>,
+    /// Special Information Tones, fed the same audio: while a tone may be part of one, the
+    /// events above wait ([`Detector::poll_event`]).
+    sit: SitDetector,
 }
 
 impl Detector {
@@ -1560,6 +1569,7 @@ impl Detector {
             two_tone_gate: TwoToneGate::new(),
             decaying: None,
             echo_tail: None,
+            sit: SitDetector::new(),
         }
     }
 
@@ -1581,6 +1591,12 @@ impl Detector {
     /// Whether nothing more can come of feeding it: a drop point was reported, or the verdict
     /// is final (`human`/`not-sure` past the beep window).
     pub fn is_done(&self) -> bool {
+        if self.sit.found().is_some() {
+            return true;
+        }
+        if self.sit.pending() {
+            return false;
+        }
         if self.dropped {
             return !self.restart_open();
         }
@@ -1593,6 +1609,7 @@ impl Detector {
     /// Feeds samples received at `now` (any count; frames are assembled internally).
     pub fn feed(&mut self, now: Instant, samples: &[i16]) {
         self.fill_gap(now);
+        self.sit.feed(samples);
         let mut rest = samples;
         while !rest.is_empty() {
             // Up to the frame's end, high-passed in one run.
@@ -1629,7 +1646,16 @@ impl Detector {
     }
 
     /// The next event, if any.
+    /// A SIT comes first and ends the reporting (what its tones caused is dropped); while a
+    /// tone may still turn out to be a SIT's, nothing is reported.
     pub fn poll_event(&mut self) -> Option<AmdEvent> {
+        if let Some(s) = self.sit.poll() {
+            self.events.clear();
+            return Some(AmdEvent::Sit(s));
+        }
+        if self.sit.pending() || self.sit.found().is_some() {
+            return None;
+        }
         self.events.pop_front()
     }
 
@@ -1640,6 +1666,7 @@ impl Detector {
         }
         // A partial frame in the buffer is dropped with the gap.
         self.buf.clear();
+        self.sit.gap(wall);
         let silence = Frame {
             level_dbfs: FLOOR_DBFS,
             zcr: 0.0,
@@ -4176,7 +4203,7 @@ mod tests {
                 match e {
                     AmdEvent::Verdict(v) => machine = v.kind == Kind::Machine,
                     AmdEvent::Drop(_) => prop_assert!(machine),
-                    AmdEvent::Beep(_) => {}
+                    AmdEvent::Beep(_) | AmdEvent::Sit(_) => {}
                 }
             }
         }

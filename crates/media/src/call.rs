@@ -528,6 +528,26 @@ impl CallScript {
         }
     }
 
+    /// A Special Information Tone: the network answered with an announcement, not the callee
+    /// (`temporary`: reorder or no circuit). Whatever was playing stops, no voicemail message
+    /// is left, and the call hangs up as `intercepted` / `intercepted-congestion`. Every AMD
+    /// mode but `off` (where there is no detector) acts on it.
+    pub fn handle_intercepted(&mut self, _now: Instant, temporary: bool, why: &str) {
+        if !matches!(
+            self.state,
+            State::Playing | State::AwaitingDropPoint | State::PlayingVoicemail
+        ) || self.cfg.amd == AmdMode::Off
+        {
+            return;
+        }
+        let outcome = if temporary {
+            Outcome::InterceptedCongestion
+        } else {
+            Outcome::Intercepted
+        };
+        self.hang_up(outcome, why);
+    }
+
     /// The beep ended (or the greeting did without one): the voicemail message starts. A
     /// later drop point while it plays (a second beep within the detector's restart window:
     /// the recording started after it) plays it again from its start.
@@ -807,6 +827,44 @@ mod tests {
             s.handle_bye_sent(t0);
             assert_eq!(ended(&drain(&mut s)), Some(Outcome::AnsweredCompleted));
         }
+    }
+
+    #[test]
+    fn a_sit_hangs_up_intercepted_in_every_mode_but_off() {
+        for mode in [
+            AmdMode::Detect,
+            AmdMode::VoicemailDrop,
+            AmdMode::HangUpOnMachine,
+        ] {
+            for (temporary, outcome) in [
+                (false, Outcome::Intercepted),
+                (true, Outcome::InterceptedCongestion),
+            ] {
+                let (t0, mut s) = amd(mode);
+                s.handle_intercepted(t0, temporary, "SIT");
+                assert_eq!(
+                    drain(&mut s),
+                    vec![Action::StopPlayback, Action::Bye { reason: None }],
+                    "{mode:?}"
+                );
+                // A drop point after it changes nothing: no voicemail message.
+                s.handle_drop_point(t0);
+                assert!(drain(&mut s).is_empty());
+                s.handle_bye_sent(t0);
+                assert_eq!(ended(&drain(&mut s)), Some(outcome), "{mode:?}");
+            }
+        }
+        // While waiting for the beep (the third tone taken for a machine's first).
+        let (t0, mut s) = amd(AmdMode::VoicemailDrop);
+        s.handle_machine(t0);
+        drain(&mut s);
+        s.handle_intercepted(t0, false, "SIT");
+        assert!(drain(&mut s).contains(&Action::Bye { reason: None }));
+        s.handle_bye_sent(t0);
+        assert_eq!(ended(&drain(&mut s)), Some(Outcome::Intercepted));
+        let (t0, mut s) = amd(AmdMode::Off);
+        s.handle_intercepted(t0, false, "SIT");
+        assert!(drain(&mut s).is_empty());
     }
 
     #[test]

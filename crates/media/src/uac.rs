@@ -36,7 +36,9 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::amd::{AmdEvent, AmdParams, Beep, Detector, DropPoint, EchoReference, Kind, Verdict};
+use crate::amd::{
+    AmdEvent, AmdParams, Beep, Detector, DropPoint, EchoReference, Kind, Sit, Verdict,
+};
 use crate::audio::Message;
 use crate::call::{Action, AmdMode, CallScript, Ending, HangupBy, Outcome, Prompt, ScriptConfig};
 use crate::dtmf::{parse_sip_info, DtmfMethod};
@@ -205,6 +207,9 @@ pub struct AmdReport {
     pub beeps: Vec<(Duration, Beep)>,
     /// The drop point (after a `machine` verdict), when it was decided.
     pub drop: Option<(Duration, DropPoint)>,
+    /// A Special Information Tone, when it was heard (the call then ends `intercepted` or
+    /// `intercepted-congestion`).
+    pub sit: Option<(Duration, Sit)>,
     /// When the voicemail message's first RTP packet left.
     pub voicemail_started_at: Option<Duration>,
     /// RTP packets of the voicemail message sent.
@@ -3214,6 +3219,18 @@ fn amd_events(
                     .timeline
                     .push((at, format!("AMD: drop point ({})", p.cause.as_str())));
                 script.handle_drop_point(now);
+            }
+            AmdEvent::Sit(s) => {
+                a.sit = Some((at, s));
+                let why = format!(
+                    "special information tone {} ({:.0}/{:.0}/{:.0} Hz)",
+                    s.kind.as_str(),
+                    s.segments[0].freq_hz,
+                    s.segments[1].freq_hz,
+                    s.segments[2].freq_hz
+                );
+                report.timeline.push((at, format!("AMD: {why}")));
+                script.handle_intercepted(now, s.kind.is_temporary(), &why);
             }
         }
     }

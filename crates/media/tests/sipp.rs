@@ -1864,6 +1864,66 @@ async fn amd_hang_up_on_machine() {
     assert_eq!(r.amd.as_ref().map(|a| a.voicemail_packets), Some(0));
 }
 
+/// A network announcement after a Special Information Tone (Telcordia's table: vacant code is
+/// 985.2 Hz long, 1,370.6 Hz short, 1,776.7 Hz long; no circuit intra-LATA 985.2 long,
+/// 1,428.5 long, 1,776.7 long): the call hangs up on the tone, `intercepted` (a vacant number,
+/// not dialled again) or `intercepted-congestion` (retried), with no voicemail message played
+/// into the announcement — in `voicemail-drop` (where the third tone would otherwise be taken
+/// for the beep) and in `detect`.
+#[tokio::test(flavor = "multi_thread")]
+async fn amd_sit_then_announcement_is_intercepted_with_no_voicemail() {
+    use crieur_media::amd::SitKind;
+    use crieur_media::call::AmdMode;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let announcement = spoken(
+        "We're sorry. The number you have dialed is not in service. Please check the number \
+         and dial again.",
+        dir.path(),
+    );
+    for (mode, f1, l1, f2, l2, kind, outcome) in [
+        (
+            AmdMode::VoicemailDrop,
+            985.2,
+            380,
+            1370.6,
+            274,
+            SitKind::VacantCode,
+            Outcome::Intercepted,
+        ),
+        (
+            AmdMode::Detect,
+            985.2,
+            380,
+            1428.5,
+            380,
+            SitKind::NoCircuitIntra,
+            Outcome::InterceptedCongestion,
+        ),
+    ] {
+        let audio = [
+            ulaw_silence(300),
+            ulaw_tone(f1, l1),
+            ulaw_tone(f2, l2),
+            ulaw_tone(1776.7, 380),
+            ulaw_silence(200),
+            announcement.clone(),
+            ulaw_silence(6000),
+        ]
+        .concat();
+        let (r, _) = amd_call(&audio, speech_message(), mode).await;
+        assert_eq!(r.ending.outcome, outcome, "{mode:?}: {:#?}", r.timeline);
+        let a = r.amd.as_ref().unwrap_or_else(|| panic!("no AMD report"));
+        let (_, sit) = a.sit.unwrap_or_else(|| panic!("no SIT: {:#?}", r.timeline));
+        assert_eq!(sit.kind, kind);
+        // Its third tone ends ~1.5 s after the answer (200 ms + 300 ms + 1,034 ms).
+        let end = sit.segments[2].end.as_millis();
+        assert!((1_300..1_900).contains(&end), "{sit:?}");
+        assert_eq!(a.voicemail_packets, 0, "{:#?}", r.timeline);
+        assert!(a.drop.is_none(), "{a:#?}");
+        assert!(a.beeps.is_empty(), "the third tone is no beep: {a:#?}");
+    }
+}
+
 // ---- issue 19: the SIP core against sipp -------------------------------------------------
 
 /// Digest response (no qop) for an INVITE to `uri` with `nonce`, by `algorithm` ("MD5",

@@ -63,6 +63,14 @@ pub enum CallOutcome {
     /// Answered by a machine and no voicemail message left: we hung up on it
     /// (`hang-up-on-machine`), or it hung up before the voicemail message ended.
     MachineHungUp,
+    /// Answered by the network's announcement after a Special Information Tone saying the
+    /// number cannot be reached as dialled (intercept, vacant code, ineffective other): the
+    /// message stopped, no voicemail message, hung up. Not retried, like `not-found`.
+    Intercepted,
+    /// Answered by the network's announcement after a Special Information Tone saying the
+    /// network could not complete the call now (reorder, no circuit): hung up; retried like a
+    /// failed call (a temporary condition).
+    InterceptedCongestion,
 }
 
 impl CallOutcome {
@@ -85,6 +93,8 @@ impl CallOutcome {
             CallOutcome::OptOutFailed => "opt-out-failed",
             CallOutcome::MachineMessageLeft => "machine-message-left",
             CallOutcome::MachineHungUp => "machine-hung-up",
+            CallOutcome::Intercepted => "intercepted",
+            CallOutcome::InterceptedCongestion => "intercepted-congestion",
         }
     }
 
@@ -112,7 +122,7 @@ impl fmt::Display for CallOutcome {
 
 impl CallOutcome {
     /// Every call outcome, in declaration order.
-    pub const ALL: [CallOutcome; 16] = [
+    pub const ALL: [CallOutcome; 18] = [
         CallOutcome::AnsweredCompleted,
         CallOutcome::AnsweredOptedOut,
         CallOutcome::AnsweredNotInterested,
@@ -129,6 +139,8 @@ impl CallOutcome {
         CallOutcome::OptOutFailed,
         CallOutcome::MachineMessageLeft,
         CallOutcome::MachineHungUp,
+        CallOutcome::Intercepted,
+        CallOutcome::InterceptedCongestion,
     ];
 
     /// The outcome this name stands for ([`CallOutcome::as_str`]'s inverse).
@@ -147,13 +159,17 @@ impl CallOutcome {
             CallOutcome::AnsweredNotInterested => AttemptOutcome::NotInterested,
             CallOutcome::Busy => AttemptOutcome::Busy,
             CallOutcome::NoAnswer => AttemptOutcome::NoAnswer,
-            CallOutcome::Rejected | CallOutcome::NotFound => AttemptOutcome::Rejected,
+            // A number the network says cannot be reached as dialled is not dialled again.
+            CallOutcome::Rejected | CallOutcome::NotFound | CallOutcome::Intercepted => {
+                AttemptOutcome::Rejected
+            }
             CallOutcome::MachineMessageLeft | CallOutcome::MachineHungUp => AttemptOutcome::Machine,
             CallOutcome::LocalShutdown => AttemptOutcome::Interrupted,
             CallOutcome::TrunkFailure
             | CallOutcome::AuthFailed
             | CallOutcome::CodecMismatch
-            | CallOutcome::MediaRefused => AttemptOutcome::Failed,
+            | CallOutcome::MediaRefused
+            | CallOutcome::InterceptedCongestion => AttemptOutcome::Failed,
         }
     }
 }
@@ -424,6 +440,8 @@ mod tests {
             ("auth-failed", A::Failed),
             ("codec-mismatch", A::Failed),
             ("media-refused", A::Failed),
+            ("intercepted", A::Rejected),
+            ("intercepted-congestion", A::Failed),
             ("local-error", A::Failed),
             ("trunk-fault", A::TrunkFault),
             ("trunk-fault:auth-failed", A::TrunkFault),
