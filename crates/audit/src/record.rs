@@ -558,7 +558,8 @@ pub struct AmdRecord {
 /// [`AmdRecord::sit`]: the tone's type and its three segments (times from the answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmdSit {
-    /// `ic`, `vc`, `ro-intra`, `ro-inter`, `nc-intra`, `nc-inter`, `io` or `reserved`.
+    /// `ic`, `vc`, `ro-intra`, `ro-inter`, `nc-intra`, `nc-inter`, `io`, `reserved` or
+    /// `unknown` (a combination the table does not assign).
     pub code: String,
     /// Each segment's measured frequency.
     pub freq_hz: [u32; 3],

@@ -17,12 +17,17 @@
 //! |---|---|---|---|
 //! | IC  | 913.8 short | 1,370.6 short | operator intercept (number changed, not in service) |
 //! | VC  | 985.2 long  | 1,370.6 short | vacant code (no such number) |
-//! | RO′ | 985.2 short | 1,370.6 long  | reorder, intra-LATA (switching blockage) |
-//! | RO″ | 913.8 short | 1,428.5 long  | reorder, inter-LATA |
+//! | RO′ | 913.8 short | 1,428.5 long  | reorder, intra-LATA (switching blockage) |
+//! | RO″ | 985.2 short | 1,370.6 long  | reorder, inter-LATA |
 //! | NC′ | 985.2 long  | 1,428.5 long  | no circuit, intra-LATA (all trunks busy) |
 //! | NC″ | 913.8 long  | 1,370.6 long  | no circuit, inter-LATA |
 //! | IO  | 913.8 long  | 1,428.5 short | ineffective other (call cannot be completed as dialled) |
 //! | —   | 985.2 short | 1,428.5 short | reserved for future use |
+//!
+//! The other eight combinations are unassigned ([`SitKind::Unknown`]); ITU-T E.180's
+//! 950/1,400/1,800 Hz SIT of 330 ms segments, read through this table, may land on any of
+//! them (330 ms is just past the short/long split). Unknown and reserved codes are treated
+//! like the temporary ones ([`SitKind::is_temporary`]): calling again is the safer error.
 //!
 //! Detection: the audio is cut in 10 ms blocks; in each, a Goertzel filter at each nominal
 //! frequency says how much of the block's energy that one sinusoid holds (a 10 ms window is
@@ -30,8 +35,8 @@
 //! band is a segment; when it ends, its frequency is measured over the whole segment (a
 //! Goertzel scan in 2 Hz steps, resolution ≈ 1/length) and must lie within ±5 % of one of
 //! its band's nominal frequencies (the standard asks ±0.2 % of the sender; the margin is for
-//! the line), its length within 220–440 ms (274/380 ms ± 5 %, measured to a block, and
-//! ITU-T's 330 ± 70 ms). Three such segments in band order, each starting within 40 ms of
+//! the line), its length within 220–440 ms: Telcordia's 274 and 380 ms with a margin for
+//! the line and the 10 ms blocks, and ITU-T's 330 ± 70 ms (260–400 ms). Three such segments in band order, each starting within 40 ms of
 //! the previous one's end, are a SIT; the short/long split is at 327 ms, half way.
 //!
 //! A lone tone (a voicemail beep at 1,776 Hz, say) is never a SIT; neither are two tones
@@ -56,7 +61,8 @@ const MAX_HOLE_BLOCKS: u64 = 2;
 /// The longest silence between two segments of a SIT, in blocks (ITU-T allows 30 ms; the
 /// transition block may be counted as a hole).
 const MAX_GAP_BLOCKS: u64 = 4;
-/// Accepted segment lengths (ms): short 274, long 380 (± 5 %), measured to a block.
+/// Accepted segment lengths (ms), measured to a block: Telcordia's short 274 and long 380
+/// with a margin, and ITU-T's 330 ± 70.
 const MIN_SEGMENT_MS: u64 = 220;
 const MAX_SEGMENT_MS: u64 = 440;
 /// Short below, long from.
@@ -87,6 +93,9 @@ pub enum SitKind {
     IneffectiveOther,
     /// The code reserved for future use (high short, high short).
     Reserved,
+    /// A combination the table does not assign (e.g. low long then high long; ITU-T E.180's
+    /// 330 ms tones may read as one).
+    Unknown,
 }
 
 impl SitKind {
@@ -95,15 +104,13 @@ impl SitKind {
         match (first, second) {
             ((false, false), (false, false)) => SitKind::Intercept,
             ((true, true), (false, false)) => SitKind::VacantCode,
-            ((true, false), (false, true)) => SitKind::ReorderIntra,
-            ((false, false), (true, true)) => SitKind::ReorderInter,
+            ((false, false), (true, true)) => SitKind::ReorderIntra,
+            ((true, false), (false, true)) => SitKind::ReorderInter,
             ((true, true), (true, true)) => SitKind::NoCircuitIntra,
             ((false, true), (false, true)) => SitKind::NoCircuitInter,
             ((false, true), (true, false)) => SitKind::IneffectiveOther,
             ((true, false), (true, false)) => SitKind::Reserved,
-            // Combinations the table does not assign (e.g. low long then high long): the
-            // nearest meaning is "the call cannot be completed as dialled".
-            _ => SitKind::IneffectiveOther,
+            _ => SitKind::Unknown,
         }
     }
 
@@ -118,11 +125,13 @@ impl SitKind {
             SitKind::NoCircuitInter => "nc-inter",
             SitKind::IneffectiveOther => "io",
             SitKind::Reserved => "reserved",
+            SitKind::Unknown => "unknown",
         }
     }
 
-    /// A temporary network condition (reorder, no circuit): worth calling again later. The
-    /// others say the number cannot be reached as dialled.
+    /// Worth calling again later: a temporary network condition (reorder, no circuit), or a
+    /// code that does not say the number is unreachable (reserved, unassigned) — redialling
+    /// is the safer error there. The others say the number cannot be reached as dialled.
     pub fn is_temporary(self) -> bool {
         matches!(
             self,
@@ -130,11 +139,13 @@ impl SitKind {
                 | SitKind::ReorderInter
                 | SitKind::NoCircuitIntra
                 | SitKind::NoCircuitInter
+                | SitKind::Reserved
+                | SitKind::Unknown
         )
     }
 
     /// Every type.
-    pub const ALL: [SitKind; 8] = [
+    pub const ALL: [SitKind; 9] = [
         SitKind::Intercept,
         SitKind::VacantCode,
         SitKind::ReorderIntra,
@@ -143,6 +154,7 @@ impl SitKind {
         SitKind::NoCircuitInter,
         SitKind::IneffectiveOther,
         SitKind::Reserved,
+        SitKind::Unknown,
     ];
 }
 
@@ -384,7 +396,8 @@ impl SitDetector {
             self.fits.remove(0);
         }
         if fit.band == 2 {
-            if let [a, b, c] = self.fits[self.fits.len() - 3..] {
+            let tail = self.fits.len().checked_sub(3).and_then(|i| self.fits.get(i..));
+            if let Some(&[a, b, c]) = tail {
                 let seg = |f: Fit| Segment {
                     start: Duration::from_millis(f.first * BLOCK_MS),
                     end: Duration::from_millis((f.last + 1) * BLOCK_MS),
@@ -606,8 +619,8 @@ mod tests {
     const TABLE: [(Seg, Seg, SitKind); 8] = [
         ((false, false), (false, false), SitKind::Intercept),
         ((true, true), (false, false), SitKind::VacantCode),
-        ((true, false), (false, true), SitKind::ReorderIntra),
-        ((false, false), (true, true), SitKind::ReorderInter),
+        ((false, false), (true, true), SitKind::ReorderIntra),
+        ((true, false), (false, true), SitKind::ReorderInter),
         ((true, true), (true, true), SitKind::NoCircuitIntra),
         ((false, true), (false, true), SitKind::NoCircuitInter),
         ((false, true), (true, false), SitKind::IneffectiveOther),
@@ -830,8 +843,54 @@ mod tests {
                 SitKind::ReorderIntra,
                 SitKind::ReorderInter,
                 SitKind::NoCircuitIntra,
-                SitKind::NoCircuitInter
+                SitKind::NoCircuitInter,
+                SitKind::Reserved,
+                SitKind::Unknown,
             ]
         );
+    }
+
+    /// The codes as the standard writes them (Telcordia GR-1162 / ANSI T1.401, first and
+    /// second segment as Hz and ms), not from `TABLE`: a swap in the code's table fails here.
+    #[test]
+    fn each_code_as_the_standard_writes_it() {
+        const STANDARD: [(&str, (f32, usize), (f32, usize)); 8] = [
+            ("ic", (913.8, 274), (1370.6, 274)),
+            ("vc", (985.2, 380), (1370.6, 274)),
+            ("ro-intra", (913.8, 274), (1428.5, 380)),
+            ("ro-inter", (985.2, 274), (1370.6, 380)),
+            ("nc-intra", (985.2, 380), (1428.5, 380)),
+            ("nc-inter", (913.8, 380), (1370.6, 380)),
+            ("io", (913.8, 380), (1428.5, 274)),
+            ("reserved", (985.2, 274), (1428.5, 274)),
+        ];
+        for (name, (f1, l1), (f2, l2)) in STANDARD {
+            let mut a = vec![0.0; 8 * 100];
+            a.extend(tone(f1, l1, -20.0));
+            a.extend(tone(f2, l2, -20.0));
+            a.extend(tone(1776.7, 380, -20.0));
+            let got = run(&with_tail(a)).1.map(|s| s.kind.as_str());
+            assert_eq!(got, Some(name), "{f1}/{l1} {f2}/{l2}");
+        }
+    }
+
+    #[test]
+    fn unassigned_combinations_are_unknown_and_retried() {
+        let assigned: Vec<_> = TABLE.iter().map(|&(a, b, _)| (a, b)).collect();
+        let mut unknown = 0;
+        for first in [(false, false), (false, true), (true, false), (true, true)] {
+            for second in [(false, false), (false, true), (true, false), (true, true)] {
+                if assigned.contains(&(first, second)) {
+                    continue;
+                }
+                unknown += 1;
+                let (_, got, _) = run(&with_tail(sit(first, second, -20.0, 0)));
+                let kind = got.map(|s| s.kind);
+                assert_eq!(kind, Some(SitKind::Unknown), "{first:?} {second:?}");
+                assert!(SitKind::Unknown.is_temporary());
+            }
+        }
+        assert_eq!(unknown, 8);
+        assert_eq!(SitKind::Unknown.as_str(), "unknown");
     }
 }
