@@ -107,13 +107,20 @@ pub fn cseq_parts(v: &[u8]) -> Option<(u32, &[u8])> {
 }
 
 /// The client transaction a received response belongs to (§17.1.3): the number of its top
-/// Via's branch (one of ours) and its CSeq method. No allocation.
-pub fn response_id(r: &Response) -> Option<(TxId, u32)> {
+/// Via's branch (one of ours) and its CSeq method, with the CSeq number, if `ours(id,
+/// method)` (the transaction exists and is of that method). No allocation. An odd branch number is none of ours (we draw them
+/// even, a CANCEL reusing its INVITE's): `None`, not our INVITE's transaction.
+pub fn response_id(r: &Response, ours: impl Fn(TxId, &[u8]) -> bool) -> Option<(TxId, u32)> {
     let via = r.headers.get(&HeaderName::Via)?.value();
     let n = branch_number(via_branch(&via)?)?;
+    if n & 1 == 1 {
+        return None;
+    }
     let cseq = r.headers.get(&HeaderName::CSeq)?.value();
-    let (seq, method) = cseq_parts(&cseq)?;
-    Some((TxId((n & !1) | u64::from(method == b"CANCEL")), seq))
+    let (seq, m) = cseq_parts(&cseq)?;
+    let id = TxId(n | u64::from(m == b"CANCEL"));
+    // §17.1.3: the CSeq method too (the low bit told CANCEL from the rest only).
+    ours(id, m).then_some((id, seq))
 }
 
 /// A client transaction's timers (RFC 3261 §17.1, RFC 6026 §8.4).
@@ -343,21 +350,17 @@ impl<U> ClientLayer<U> {
     /// A received response: its transaction and what to do, or the response back when it
     /// matches none (the caller's stray path).
     pub fn receive(&mut self, r: Response) -> Received {
-        let Some((id, _)) = response_id(&r) else {
+        let txs = &self.txs;
+        let ours = |id, m: &[u8]| txs.get(&id).is_some_and(|tx| m == tx.method.as_bytes());
+        let Some((id, _)) = response_id(&r, ours) else {
             return Received::Stray(r);
         };
         let Some(tx) = self.txs.get_mut(&id) else {
             return Received::Stray(r);
         };
-        // §17.1.3: the CSeq method too (the low bit told CANCEL from the rest only).
-        let same = r
-            .headers
-            .get(&HeaderName::CSeq)
-            .map(|h| h.value())
-            .as_deref()
-            .and_then(cseq_parts)
-            .is_some_and(|(_, m)| m == tx.method.as_bytes());
-        if !same {
+        if tx.invite() && tx.state == State::Completed && r.status.is_success() {
+            // Another fork's 2xx after our non-2xx final: not this transaction's (its ACK
+            // has the non-2xx's To tag); the caller's stray path ACKs it and ends it.
             return Received::Stray(r);
         }
         let step = if tx.invite() {
@@ -410,17 +413,20 @@ impl<U> ClientLayer<U> {
     }
 
     /// The transport could not deliver `id`'s request (§17.1.4): the transaction user is
-    /// told and the transaction ends.
+    /// told and the transaction ends. After its final response (`Completed`: re-sending a
+    /// non-2xx's ACK; `Accepted`) the TU already has its outcome: the transaction only ends.
     pub fn on_transport_error(&mut self, id: TxId) -> Step {
         let Some(tx) = self.txs.get_mut(&id) else {
             return Step::default();
         };
-        if tx.state == State::Terminated {
-            return Step::default();
-        }
+        let told = match tx.state {
+            State::Terminated => return Step::default(),
+            State::Completed | State::Accepted => true,
+            State::Calling | State::Trying | State::Proceeding => false,
+        };
         end(tx);
         Step {
-            tu: Some(Tu::TransportError),
+            tu: (!told).then_some(Tu::TransportError),
             terminated: true,
             ..Step::default()
         }
@@ -473,8 +479,9 @@ fn invite_response<U>(
             }
             step.tu = Some(Tu::Response(r));
         }
-        // A retransmitted final: the same ACK again, the TU not told.
-        State::Completed => step.send.clone_from(&tx.ack),
+        // A retransmitted final: the same ACK again, the TU not told. A late provisional
+        // is absorbed (a 2xx never comes here: [`ClientLayer::receive`] gives it back).
+        State::Completed if status.code() >= 300 => step.send.clone_from(&tx.ack),
         // RFC 6026: every 2xx reaches the TU (a retransmission, or another fork's).
         State::Accepted if status.is_success() => step.tu = Some(Tu::Response(r)),
         _ => {}
@@ -797,5 +804,88 @@ mod tests {
         let s = l.on_transport_error(id);
         assert!(matches!(s.tu, Some(Tu::TransportError)) && s.terminated);
         assert!(l.on_transport_error(id).tu.is_none());
+    }
+
+    /// After its final response the TU has the outcome: a transport error (re-sending the
+    /// non-2xx's ACK in Completed, or in Accepted) ends the transaction without a second one.
+    #[test]
+    fn a_transport_error_after_the_final_is_not_told_to_the_tu() {
+        let mut l = layer(Reliability::Unreliable);
+        let (inv, _) = start(&mut l, Method::Invite, 500);
+        l.receive(response(486, 500, 1, "INVITE"))
+            .matched()
+            .unwrap();
+        assert_eq!(l.state(inv), Some(State::Completed));
+        let s = l.on_transport_error(inv);
+        assert!(s.tu.is_none() && s.terminated, "{s:?}");
+        let (inv, _) = start(&mut l, Method::Invite, 502);
+        l.receive(response(200, 502, 1, "INVITE"))
+            .matched()
+            .unwrap();
+        assert_eq!(l.state(inv), Some(State::Accepted));
+        let s = l.on_transport_error(inv);
+        assert!(s.tu.is_none() && s.terminated, "{s:?}");
+        let (info, _) = start(&mut l, Method::Info, 504);
+        l.receive(response(200, 504, 1, "INFO")).matched().unwrap();
+        let s = l.on_transport_error(info);
+        assert!(s.tu.is_none() && s.terminated, "{s:?}");
+    }
+
+    /// In Completed only a retransmitted non-2xx final gets the ACK again: a late
+    /// provisional is absorbed, and a 2xx (another fork's) is given back as stray, not
+    /// answered with the non-2xx's ACK (whose To tag is not its).
+    #[test]
+    fn completed_re_acks_only_a_non_2xx_and_gives_a_2xx_back() {
+        let mut l = layer(Reliability::Unreliable);
+        let (id, _) = start(&mut l, Method::Invite, 600);
+        let (_, s) = l
+            .receive(response(486, 600, 1, "INVITE"))
+            .matched()
+            .unwrap();
+        let ack = s.send.unwrap();
+        let (_, s) = l
+            .receive(response(180, 600, 1, "INVITE"))
+            .matched()
+            .unwrap();
+        assert!(s.send.is_none() && s.tu.is_none(), "{s:?}");
+        match l.receive(response(200, 600, 1, "INVITE")) {
+            Received::Stray(r) => assert_eq!(r.status.code(), 200),
+            Received::Matched(_, s) => panic!("a 2xx matched Completed: {s:?}"),
+        }
+        let (_, s) = l
+            .receive(response(486, 600, 1, "INVITE"))
+            .matched()
+            .unwrap();
+        assert_eq!(s.send.as_ref(), Some(&ack));
+        assert_eq!(l.state(id), Some(State::Completed));
+    }
+
+    /// Branches are drawn even (a CANCEL's low bit is the id's, not the wire's): a response
+    /// whose branch number is odd is none of ours, for the INVITE or its CANCEL.
+    #[test]
+    fn an_odd_branch_matches_no_transaction() {
+        let mut l = layer(Reliability::Unreliable);
+        let (inv, _) = start(&mut l, Method::Invite, 700);
+        let (cancel, _) = start(&mut l, Method::Cancel, 700);
+        assert!(l
+            .receive(response(200, 701, 1, "INVITE"))
+            .matched()
+            .is_none());
+        assert!(l
+            .receive(response(200, 701, 1, "CANCEL"))
+            .matched()
+            .is_none());
+        assert_eq!(l.state(inv), Some(State::Calling));
+        assert_eq!(l.state(cancel), Some(State::Trying));
+        let (got, _) = l
+            .receive(response(200, 700, 1, "CANCEL"))
+            .matched()
+            .unwrap();
+        assert_eq!(got, cancel);
+        let (got, _) = l
+            .receive(response(200, 700, 1, "INVITE"))
+            .matched()
+            .unwrap();
+        assert_eq!(got, inv);
     }
 }

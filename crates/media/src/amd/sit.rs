@@ -396,7 +396,11 @@ impl SitDetector {
             self.fits.remove(0);
         }
         if fit.band == 2 {
-            let tail = self.fits.len().checked_sub(3).and_then(|i| self.fits.get(i..));
+            let tail = self
+                .fits
+                .len()
+                .checked_sub(3)
+                .and_then(|i| self.fits.get(i..));
             if let Some(&[a, b, c]) = tail {
                 let seg = |f: Fit| Segment {
                     start: Duration::from_millis(f.first * BLOCK_MS),
