@@ -275,6 +275,9 @@ struct Client {
     /// (RFC 3261 §22.1): the transaction drops its request's bytes at the 2xx. Empty for
     /// every other request.
     ack_credentials: Vec<Header>,
+    /// A request's outcome was given ([`Event::Done`]): a re-INVITE's 2xx retransmitted
+    /// afterwards (RFC 6026's Accepted passes each up) is only ACKed again.
+    done: bool,
 }
 
 /// A 2xx we (as the UAS) retransmit until its ACK (RFC 3261 §13.3.1.4).
@@ -731,6 +734,7 @@ impl Endpoint {
             kind,
             dest,
             settled: false,
+            done: false,
             armed: [0; CLIENT_TIMERS],
             ack_credentials,
         };
@@ -1591,9 +1595,33 @@ impl Endpoint {
     }
 
     fn request_done(&mut self, now: Instant, call: CallRef, id: TxId, outcome: Outcome) {
-        let Some(Kind::Request(r)) = self.clients.user(id).map(|o| o.kind.clone()) else {
+        let Some((Kind::Request(r), done)) =
+            self.clients.user(id).map(|o| (o.kind.clone(), o.done))
+        else {
             return;
         };
+        let ack_creds = |ep: &Self| {
+            ep.clients
+                .user(id)
+                .map(|o| o.ack_credentials.clone())
+                .unwrap_or_default()
+        };
+        if done {
+            // A retransmission of the 2xx already reported (§13.2.2.4: ACKed again, the
+            // caller not told twice).
+            if let Outcome::Response(resp) = &outcome {
+                if let Some((seq, Method::Invite)) = wire::cseq(&resp.headers) {
+                    if resp.status.is_success() {
+                        let creds = ack_creds(self);
+                        self.send_ack(now, call, seq, None, Some(&creds));
+                    }
+                }
+            }
+            return;
+        }
+        if let Some(o) = self.clients.user_mut(id) {
+            o.done = true;
+        }
         if let Some(c) = self.calls.get_mut(&call) {
             if c.offer_out == Some(r) {
                 c.offer_out = None;
@@ -1608,11 +1636,7 @@ impl Endpoint {
             let is_invite = wire::cseq(&resp.headers).is_some_and(|(_, m)| m == Method::Invite);
             if is_invite && resp.status.is_success() {
                 if let Some(seq) = wire::cseq(&resp.headers).map(|(n, _)| n) {
-                    let creds = self
-                        .clients
-                        .user(id)
-                        .map(|o| o.ack_credentials.clone())
-                        .unwrap_or_default();
+                    let creds = ack_creds(self);
                     if !self.send_ack(now, call, seq, None, Some(&creds))
                         && self.calls.contains_key(&call)
                     {

@@ -1250,3 +1250,47 @@ fn a_2xx_that_cannot_be_acked_ends_the_call_and_is_reported() {
     assert!(sent(&mut ep).is_empty());
     assert!(events(&mut ep).is_empty());
 }
+
+/// RFC 6026 passes each 2xx to a re-INVITE up from Accepted; RFC 3261 §13.2.2.4 has each
+/// retransmission ACKed again. The caller is told the re-INVITE's outcome once: a
+/// retransmitted 2xx is ACKed (the same ACK), with no second `Done`.
+#[test]
+fn a_re_invites_retransmitted_2xx_is_acked_again_and_done_once() {
+    let (mut ep, t0, call, inv) = start(None);
+    let contact = "Contact: <sip:callee@10.0.0.2:5060>\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 200, Some("far"), contact));
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    ep.request(
+        t0,
+        call,
+        Method::Invite,
+        &[],
+        Some("application/sdp"),
+        b"v=0\r\n".to_vec(),
+    )
+    .unwrap();
+    let reinv = sent(&mut ep).remove(0).1;
+    assert_eq!(req(&reinv).method, Method::Invite);
+    let ok = response(&reinv, 200, Some("far"), contact);
+    let mut acks = Vec::new();
+    let mut done = 0;
+    for i in 0..3u64 {
+        let t = t0 + Duration::from_millis(500 * i);
+        ep.handle_input(t, a(TRUNK), &ok);
+        let out = sent(&mut ep);
+        assert_eq!(out.len(), 1, "2xx #{i}: {out:?}");
+        assert_eq!(req(&out[0].1).method, Method::Ack);
+        // The same ACK but its Via's branch (an ACK to a 2xx is a transaction of its own).
+        acks.push((h(&out[0].1, HeaderName::CSeq), h(&out[0].1, HeaderName::To)));
+        for e in events(&mut ep) {
+            match e {
+                Event::Done { .. } => done += 1,
+                Event::AckFailed { .. } => panic!("AckFailed"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(done, 1);
+    assert!(acks.iter().all(|x| *x == acks[0]), "{acks:?}");
+}
