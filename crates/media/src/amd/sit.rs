@@ -858,7 +858,9 @@ mod tests {
     /// second segment as Hz and ms), not from `TABLE`: a swap in the code's table fails here.
     #[test]
     fn each_code_as_the_standard_writes_it() {
-        const STANDARD: [(&str, (f32, usize), (f32, usize)); 8] = [
+        /// A segment as the standard gives it: Hz, ms.
+        type Tone = (f32, usize);
+        const STANDARD: [(&str, Tone, Tone); 8] = [
             ("ic", (913.8, 274), (1370.6, 274)),
             ("vc", (985.2, 380), (1370.6, 274)),
             ("ro-intra", (913.8, 274), (1428.5, 380)),
