@@ -635,21 +635,30 @@ fn two_tone_gate_passes(prev: &TwoToneGate, here: &TwoToneGate) -> bool {
 
 fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
     let n = x.len();
-    let energy: f32 = x.iter().map(|v| v * v).sum();
-    // (The frame's energy once: its level was a second pass over it.)
-    let level_dbfs = level_of_energy(energy, n);
-    let crossings = x
-        .windows(2)
-        .filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0))
-        .count();
-    let zcr = crossings as f32 / (n.max(2) - 1) as f32;
-    // Least-squares fit of x[n] + x[n-2] = c·x[n-1], c = 2cos(ω).
+    // The frame's energy, its zero crossings and the least-squares fit of
+    // x[n] + x[n-2] = c·x[n-1], c = 2cos(ω), in one pass: each a chain of dependent
+    // additions, side by side they overlap (each sum the same terms in the same order as in
+    // a pass of its own; the energy from −0.0, as `Iterator::sum`).
+    let mut energy = -0.0f32;
+    let mut crossings = 0usize;
     let (mut num, mut den, mut e2) = (0f32, 0f32, 0f32);
+    if let [a, b, ..] = x {
+        energy += a * a;
+        energy += b * b;
+        crossings += usize::from((*a >= 0.0) != (*b >= 0.0));
+    }
     for w in x.windows(3) {
+        energy += w[2] * w[2];
+        crossings += usize::from((w[1] >= 0.0) != (w[2] >= 0.0));
         num += w[1] * (w[2] + w[0]);
         den += w[1] * w[1];
         e2 += w[2] * w[2];
     }
+    if let [a] = x {
+        energy += a * a;
+    }
+    let level_dbfs = level_of_energy(energy, n);
+    let zcr = crossings as f32 / (n.max(2) - 1) as f32;
     let (freq_hz, tonality_db, square) = if den > 0.0 && e2 > 0.0 {
         // Line noise adds to the fit's denominator only, pulling `c` toward 0 by the
         // noise-to-signal ratio (600 Hz read as 613 Hz at 22 dB SNR, which costs the Goertzel
