@@ -151,6 +151,11 @@ const EDGES: &[(&str, &[Io], &str)] = &[
         &[Io::Clock, Io::Sockets, Io::Threads, Io::Tokio],
         "the RTP sender threads, paced by the monotonic clock",
     ),
+    (
+        "crates/media/src/mmsg.rs",
+        &[Io::Sockets, Io::Tokio],
+        "the SIP loop's batched reads and sends (recvmmsg/sendmmsg) on the UAC's tokio UDP socket",
+    ),
 ];
 
 /// Internal dependencies (normal, not dev) each crate may have; `cli` may have any.
