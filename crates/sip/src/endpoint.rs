@@ -1600,23 +1600,29 @@ impl Endpoint {
         else {
             return;
         };
-        let ack_creds = |ep: &Self| {
-            ep.clients
-                .user(id)
-                .map(|o| o.ack_credentials.clone())
-                .unwrap_or_default()
-        };
-        if done {
-            // A retransmission of the 2xx already reported (§13.2.2.4: ACKed again, the
-            // caller not told twice).
-            if let Outcome::Response(resp) = &outcome {
-                if let Some((seq, Method::Invite)) = wire::cseq(&resp.headers) {
-                    if resp.status.is_success() {
-                        let creds = ack_creds(self);
-                        self.send_ack(now, call, seq, None, Some(&creds));
-                    }
+        // A 2xx to our re-INVITE is ACKed (§14.1: as for the initial INVITE), with the
+        // credentials of the re-INVITE it acknowledges (§22.1: the ACK for a 2xx carries the
+        // same credentials as its INVITE) — not the initial INVITE's, which may differ or
+        // be absent from it. Its retransmissions are ACKed again (§13.2.2.4).
+        let ack_seq = match &outcome {
+            Outcome::Response(resp) if resp.status.is_success() => {
+                match wire::cseq(&resp.headers) {
+                    Some((seq, Method::Invite)) => Some(seq),
+                    _ => None,
                 }
             }
+            _ => None,
+        };
+        let acked = ack_seq.map(|seq| {
+            let creds = self
+                .clients
+                .user(id)
+                .map(|o| o.ack_credentials.clone())
+                .unwrap_or_default();
+            self.send_ack(now, call, seq, None, Some(&creds))
+        });
+        if done {
+            // A retransmission of the 2xx already reported: the caller is not told twice.
             return;
         }
         if let Some(o) = self.clients.user_mut(id) {
@@ -1627,24 +1633,12 @@ impl Endpoint {
                 c.offer_out = None;
             }
         }
-        // A 2xx to our re-INVITE is ACKed (§14.1: as for the initial INVITE), with the
-        // credentials of the re-INVITE it acknowledges (§22.1: the ACK for a 2xx carries the
-        // same credentials as its INVITE) — not the initial INVITE's, which may differ or
-        // be absent from it.
-        let mut unacked = None;
-        if let Outcome::Response(resp) = &outcome {
-            let is_invite = wire::cseq(&resp.headers).is_some_and(|(_, m)| m == Method::Invite);
-            if is_invite && resp.status.is_success() {
-                if let Some(seq) = wire::cseq(&resp.headers).map(|(n, _)| n) {
-                    let creds = ack_creds(self);
-                    if !self.send_ack(now, call, seq, None, Some(&creds))
-                        && self.calls.contains_key(&call)
-                    {
-                        unacked = Some(resp.clone());
-                    }
-                }
+        let unacked = match &outcome {
+            Outcome::Response(resp) if acked == Some(false) && self.calls.contains_key(&call) => {
+                Some(resp.clone())
             }
-        }
+            _ => None,
+        };
         self.events.push_back(Event::Done {
             call,
             request: r,
