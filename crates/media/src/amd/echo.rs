@@ -114,6 +114,8 @@ const PRE_SAMPLES: usize = 24;
 /// the echo (too quiet for the double-talk detector) disturbs the taps in proportion to it,
 /// which a larger step (0.5, 1) made a 10 dB loss of ERLE.
 const MU: f32 = 0.3;
+/// A step under this share of [`MU`] (1 %) is no adaptation: the background is not run.
+const FROZEN_STEP_SHARE: f32 = 0.01;
 /// Regularisation of the NLMS normalisation (per tap): a −50 dBFS signal's power (sample
 /// units), so the pauses of our message, where the far end is not echo, take no large steps.
 const DELTA: f32 = 10_737.0; // (32768 · 10^(−50/20))²
@@ -265,6 +267,18 @@ struct Reference {
 }
 
 impl Reference {
+    /// The span of our audio the filters read for `count` far-end samples from index `n`,
+    /// the echo `delay` samples late, oldest first (for sample `i`, `x[j]` (j < TAPS) was
+    /// sent at n + i − delay − (TAPS − 1 − j)): its first sample's index in our audio, and
+    /// the span when wholly inside it.
+    fn span(&self, n: i64, delay: usize, count: usize) -> (i64, Option<&[f32]>) {
+        let lo0 = n - delay as i64 - (TAPS as i64 - 1) - self.offset as i64;
+        let span = usize::try_from(lo0)
+            .ok()
+            .and_then(|lo| self.data.samples.get(lo..lo + count + TAPS - 1));
+        (lo0, span)
+    }
+
     /// A block-indexed series at far-end block `k` (0 outside our audio).
     fn block(series: &[f32], offset: u64, k: i64) -> f32 {
         let first = (offset as i64).div_euclid(BLOCK as i64);
@@ -377,6 +391,8 @@ pub(super) struct EchoCanceller {
     env_est_e: f32,
     /// This frame's NLMS step (see [`step_size`]).
     mu: f32,
+    /// The foreground's output on this frame's samples (0 where our audio is silent).
+    fore_y: [f32; FRAME],
     /// The background filter's output energy on the samples it adapted on (this frame).
     bg_y_e: f32,
     /// The copy-over and drop tests' energies, summed over the last frames with
@@ -446,6 +462,7 @@ impl EchoCanceller {
             env_gain: 0.0,
             env_est_e: 0.0,
             mu: MU,
+            fore_y: [0.0; FRAME],
             bg_y_e: 0.0,
             sm_far: 0.0,
             sm_bg: 0.0,
@@ -554,7 +571,7 @@ impl EchoCanceller {
             self.far_sum += block.iter().map(|d| d.abs()).sum::<f32>();
             match self.state {
                 PathState::Found(delay) | PathState::Tentative(delay) => {
-                    self.filter_block(n, delay, block)
+                    self.filter_block(n, at, delay, block)
                 }
                 _ => {
                     for &d in block.iter() {
@@ -567,39 +584,31 @@ impl EchoCanceller {
         }
     }
 
-    /// The filter over far-end samples `block` from index `n` (within one envelope block),
-    /// the echo `delay` samples late: each sample replaced by the residual.
-    fn filter_block(&mut self, n: i64, delay: usize, block: &mut [f32]) {
+    /// The filter over far-end samples `block` from index `n` (within one envelope block;
+    /// `at`: its first sample's index in the frame), the echo `delay` samples late: each
+    /// sample replaced by the residual (the foreground's output from
+    /// [`EchoCanceller::frame_step`]), the background adapted on it.
+    fn filter_block(&mut self, n: i64, at: usize, delay: usize, block: &mut [f32]) {
         let Some(r) = self.reference.take() else {
             return;
         };
         let len = r.data.samples.len() as i64;
-        // The span of our audio the block's filters read, oldest first: for sample `i`,
-        // `x[j]` (j < TAPS) was sent at n + i − delay − (TAPS − 1 − j).
-        let lo0 = n - delay as i64 - (TAPS as i64 - 1) - r.offset as i64;
-        let span = usize::try_from(lo0)
-            .ok()
-            .and_then(|lo| r.data.samples.get(lo..lo + block.len() + TAPS - 1));
+        let (lo0, span) = r.span(n, delay, block.len());
         // The step's regularisation over the taps in use, and the leakage in proportion to
         // the step (a smaller step under a far end talking would otherwise leave the leakage
         // to pull the taps to 0): the window and the step hold for the block, so once.
         let regularise = DELTA * (self.win.1 - self.win.0) as f32;
         let keep = 1.0 - LEAK * (self.mu / MU);
+        // A step this small moves nothing (the far end is mostly not our echo): no
+        // adaptation, as in double talk.
+        let frozen = self.mu < MU * FROZEN_STEP_SHARE;
         for (i, d) in block.iter_mut().enumerate() {
             let n = n + i as i64;
-            // Geigel: louder than half our loudest in the filter's span is the far end
-            // talking. The span's blocks move with its first sample's block: looked up once
-            // per block.
-            let first_block = (n - delay as i64).div_euclid(BLOCK as i64);
-            if self.peak_block != Some(first_block) {
-                self.peak_block = Some(first_block);
-                self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
-                    .map(|b| Reference::block(&r.data.peak, r.offset, first_block - b))
-                    .fold(0f32, f32::max);
-            }
-            let span_peak = self.span_peak;
+            let span_peak = self.span_peak(&r, n, delay);
             let far = *d;
             self.far_e += far * far;
+            // Geigel: louder than half our loudest in the filter's span is the far end
+            // talking.
             if far.abs() > 0.5 * span_peak {
                 self.hangover = HANGOVER;
                 self.double_talk = true;
@@ -612,45 +621,23 @@ impl EchoCanceller {
                 self.res_e += far * far;
                 continue;
             }
-            let lo = lo0 + i as i64;
-            // (Filled only at our audio's ends: zeroing it every sample cost 16 stores.)
-            let edge: [f32; TAPS];
-            let x: &[f32; TAPS] = match span
-                .and_then(|s| s.get(i..i + TAPS))
-                .and_then(|w| <&[f32; TAPS]>::try_from(w).ok())
-            {
-                Some(w) => w,
-                None => {
-                    // At our audio's ends: the part of the span inside it, zeros around.
-                    let mut part = [0f32; TAPS];
-                    let (from, to) = (lo.clamp(0, len), (lo + TAPS as i64).clamp(0, len));
-                    if let (Ok(from), Ok(to), Ok(at)) = (
-                        usize::try_from(from),
-                        usize::try_from(to),
-                        usize::try_from(from - lo),
-                    ) {
-                        if let (Some(src), Some(dst)) = (
-                            r.data.samples.get(from..to),
-                            part.get_mut(at..at + (to - from)),
-                        ) {
-                            dst.copy_from_slice(src);
-                        }
-                    }
-                    edge = part;
-                    &edge
-                }
-            };
-            let (y, e) = if self.hangover == 0 {
+            let y = self.fore_y.get(at + i).copied().unwrap_or(0.0);
+            let e = far - y;
+            if self.hangover == 0 && !frozen {
                 // Only while learning is the background filter run (its output is its
                 // error), beside the foreground.
+                let lo = lo0 + i as i64;
+                let edge;
+                let x = match window(span, i) {
+                    Some(w) => w,
+                    None => {
+                        edge = edge_window(&r.data.samples, lo);
+                        &edge
+                    }
+                };
                 let (lo_w, hi_w) = self.win;
                 let xw = &x[lo_w..hi_w];
-                let (y, y_bg) = if self.fore_live {
-                    dot2(&self.fore[lo_w..hi_w], &self.taps[lo_w..hi_w], xw)
-                } else {
-                    (0.0, dot(&self.taps[lo_w..hi_w], xw))
-                };
-                let e = far - y;
+                let y_bg = dot(&self.taps[lo_w..hi_w], xw);
                 let e_bg = far - y_bg;
                 let power = {
                     let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
@@ -667,16 +654,7 @@ impl EchoCanceller {
                 self.adapt_n += 1;
                 self.adapt_res_e += e * e;
                 self.adapt_far_e += far * far;
-                (y, e)
-            } else {
-                let (lo_w, hi_w) = self.win;
-                let y = if self.fore_live {
-                    dot(&self.fore[lo_w..hi_w], &x[lo_w..hi_w])
-                } else {
-                    0.0
-                };
-                (y, far - y)
-            };
+            }
             self.res_e += e * e;
             self.est_e += y * y;
             *d = e;
@@ -684,11 +662,27 @@ impl EchoCanceller {
         self.reference = Some(r);
     }
 
+    /// Our loudest sample in the span the filter reads for far-end sample `n` (Geigel's
+    /// detector, and whether our audio is silent there). The span's blocks move with its
+    /// first sample's block: looked up once per block.
+    fn span_peak(&mut self, r: &Reference, n: i64, delay: usize) -> f32 {
+        let first_block = (n - delay as i64).div_euclid(BLOCK as i64);
+        if self.peak_block != Some(first_block) {
+            self.peak_block = Some(first_block);
+            self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
+                .map(|b| Reference::block(&r.data.peak, r.offset, first_block - b))
+                .fold(0f32, f32::max);
+        }
+        self.span_peak
+    }
+
     /// Before a far-end frame (its first sample at index `n0`) is filtered: the echo energy
-    /// the envelope gain predicts over it ([`EchoCanceller::env_est_e`]) and the step
-    /// ([`step_size`]) the filter adapts with on it.
+    /// the envelope gain predicts over it ([`EchoCanceller::env_est_e`]), the foreground's
+    /// output on each sample (`fore_y`: its taps hold for the frame), and the step
+    /// ([`step_size`]) the background adapts with on it — scaled by the share of the
+    /// foreground's residual that is our echo, which needs that residual first.
     fn frame_step(&mut self, n0: i64, delay: usize, frame: &[f32]) {
-        let Some(r) = self.reference.as_ref() else {
+        let Some(r) = self.reference.take() else {
             return;
         };
         let len = r.data.samples.len() as i64;
@@ -703,8 +697,38 @@ impl EchoCanceller {
         };
         let ours = (at(lo + frame.len() as i64) - at(lo)).max(0.0) as f32;
         self.env_est_e = self.env_gain * self.env_gain * ours;
-        let far: f32 = frame.iter().map(|v| v * v).sum();
-        self.mu = step_size(self.env_est_e, far);
+        let mut err = 0f32;
+        if self.fore_live {
+            let (lo0, span) = r.span(n0, delay, frame.len());
+            let (lo_w, hi_w) = self.win;
+            for (i, &far) in frame.iter().enumerate() {
+                let y = if self.span_peak(&r, n0 + i as i64, delay) < SILENT_PEAK {
+                    0.0
+                } else {
+                    let edge;
+                    let x = match window(span, i) {
+                        Some(w) => w,
+                        None => {
+                            edge = edge_window(&r.data.samples, lo0 + i as i64);
+                            &edge
+                        }
+                    };
+                    dot(&self.fore[lo_w..hi_w], &x[lo_w..hi_w])
+                };
+                if let Some(v) = self.fore_y.get_mut(i) {
+                    *v = y;
+                }
+                err += (far - y) * (far - y);
+            }
+        } else {
+            self.fore_y = [0.0; FRAME];
+            err = frame.iter().map(|v| v * v).sum();
+        }
+        // What is left of our echo in the residual: the echo less the cancellation shown
+        // (none while nothing is subtracted).
+        let erle = if self.fore_live { self.erle_db } else { 0.0 };
+        self.mu = step_size(self.env_est_e * 10f32.powf(-erle / 10.0), err);
+        self.reference = Some(r);
     }
 
     /// The envelope correlation at far-end block `block` (`far_env`), our envelope's block
@@ -1085,18 +1109,37 @@ impl EchoCanceller {
     }
 }
 
+/// The filter's input for the `i`-th sample of a span ([`Reference::span`]), when the span
+/// is wholly inside our audio.
+fn window(span: Option<&[f32]>, i: usize) -> Option<&[f32; TAPS]> {
+    span.and_then(|s| s.get(i..i + TAPS))
+        .and_then(|w| <&[f32; TAPS]>::try_from(w).ok())
+}
+
+/// The filter's input from our audio's sample `lo` (possibly outside it) at its ends: the
+/// part inside it, zeros around. (Built only there: zeroing a window every sample cost 16
+/// stores.)
+fn edge_window(samples: &[f32], lo: i64) -> [f32; TAPS] {
+    let len = samples.len() as i64;
+    let mut part = [0f32; TAPS];
+    let (from, to) = (lo.clamp(0, len), (lo + TAPS as i64).clamp(0, len));
+    if let (Ok(from), Ok(to), Ok(at)) = (
+        usize::try_from(from),
+        usize::try_from(to),
+        usize::try_from(from - lo),
+    ) {
+        if let (Some(src), Some(dst)) = (samples.get(from..to), part.get_mut(at..at + (to - from)))
+        {
+            dst.copy_from_slice(src);
+        }
+    }
+    part
+}
+
 /// A slice's whole `LANES` chunks, as arrays.
 fn chunks(v: &[f32]) -> impl Iterator<Item = &[f32; LANES]> {
     v.chunks_exact(LANES)
         .filter_map(|c| <&[f32; LANES]>::try_from(c).ok())
-}
-
-/// Two filters' outputs on the same `x` (the same partial sums as [`dot`]): one [`dot`] each.
-/// (Written as one loop over both, the compiler's straight-line vectoriser paired the two
-/// filters' taps in a register and broadcast `x` lane by lane, twice the work of a pass
-/// per filter over a window already in L1.)
-fn dot2(w1: &[f32], w2: &[f32], x: &[f32]) -> (f32, f32) {
-    (dot(w1, x), dot(w2, x))
 }
 
 /// A filter's output on our audio `x`, with `LANES` partial sums (a single running sum is a
