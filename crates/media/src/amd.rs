@@ -1634,6 +1634,7 @@ impl Detector {
                 self.echo
                     .process_frame(self.frames * FRAME as u64, &mut self.buf);
                 let f = analyse(&self.buf, &mut self.two_tone_gate);
+                self.echo.residual_tonality(f.tonality_db);
                 self.buf.clear();
                 self.echo_ceiling = self.echo.end_frame(self.frames, self.p.echo_return_loss_db);
                 self.step(f);
@@ -1784,6 +1785,7 @@ impl Detector {
     }
 
     fn step(&mut self, f: Frame) {
+        if std::env::var_os("DBG_FRAMES").is_some() { eprintln!("DBG {} {:?} ceil {:.1} floor {:.1}", self.frames, f, self.echo_ceiling, self.floor.get()); }
         let floor = self.floor.get();
         let voiced = self.is_voice(&f, floor);
         let quiet = !voiced && self.is_quiet(&f);

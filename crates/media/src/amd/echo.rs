@@ -116,6 +116,18 @@ const PRE_SAMPLES: usize = 24;
 const MU: f32 = 0.3;
 /// A step under this share of [`MU`] (1 %) is no adaptation: the background is not run.
 const FROZEN_STEP_SHARE: f32 = 0.01;
+/// A residual frame with a steady tone this pure (dB of the strongest sinusoid over the
+/// rest, as the beep detector measures it: 6) is the far end's own sound — a beep, a
+/// far-end note, a vowel held over our echo — never what is left of our echo, whose
+/// residual on our speech measured −15 to −40 dB: the converged filter does not adapt on the
+/// next frames ([`TONE_HOLD_FRAMES`]). A quiet beep under our echo is not caught by
+/// Geigel's detector, and adapting on it drew the taps toward predicting the tone from our
+/// audio: the residual echo rose 10–15 dB under the beep (its tonality 8–15 dB where it was
+/// 30 dB alone), which then went unheard.
+pub(super) const TONE_FREEZE_DB: f32 = 6.0;
+/// Frames adaptation stays off after a tonal residual frame: 2 (a tone's reverberation
+/// after it ends).
+const TONE_HOLD_FRAMES: u32 = 2;
 /// Regularisation of the NLMS normalisation (per tap): a −50 dBFS signal's power (sample
 /// units), so the pauses of our message, where the far end is not echo, take no large steps.
 const DELTA: f32 = 10_737.0; // (32768 · 10^(−50/20))²
@@ -393,6 +405,9 @@ pub(super) struct EchoCanceller {
     mu: f32,
     /// The foreground's output on this frame's samples (0 where our audio is silent).
     fore_y: [f32; FRAME],
+    /// Frames the converged filter is still not to adapt on after a tonal residual frame
+    /// (see [`TONE_FREEZE_DB`]).
+    tone_hold: u32,
     /// The background filter's output energy on the samples it adapted on (this frame).
     bg_y_e: f32,
     /// The copy-over and drop tests' energies, summed over the last frames with
@@ -463,6 +478,7 @@ impl EchoCanceller {
             env_est_e: 0.0,
             mu: MU,
             fore_y: [0.0; FRAME],
+            tone_hold: 0,
             bg_y_e: 0.0,
             sm_far: 0.0,
             sm_bg: 0.0,
@@ -498,6 +514,16 @@ impl EchoCanceller {
 
     pub(super) fn clear_reference(&mut self) {
         self.reference = None;
+    }
+
+    /// The tonality of the residual frame just analysed (dB; see [`TONE_FREEZE_DB`]): a
+    /// tone on the far end holds the converged filter's adaptation.
+    pub(super) fn residual_tonality(&mut self, tonality_db: f32) {
+        self.tone_hold = if tonality_db >= TONE_FREEZE_DB {
+            TONE_HOLD_FRAMES
+        } else {
+            self.tone_hold.saturating_sub(1)
+        };
     }
 
     /// Whether the last frame's bound was the warm-up level guard.
@@ -727,7 +753,11 @@ impl EchoCanceller {
         // What is left of our echo in the residual: the echo less the cancellation shown
         // (none while nothing is subtracted).
         let erle = if self.fore_live { self.erle_db } else { 0.0 };
-        self.mu = step_size(self.env_est_e * 10f32.powf(-erle / 10.0), err);
+        self.mu = if self.tone_hold > 0 && self.fore_live && self.adapted >= CONVERGE_SAMPLES {
+            0.0
+        } else {
+            step_size(self.env_est_e * 10f32.powf(-erle / 10.0), err)
+        };
         self.reference = Some(r);
     }
 
