@@ -1785,7 +1785,6 @@ impl Detector {
     }
 
     fn step(&mut self, f: Frame) {
-        if std::env::var_os("DBG_FRAMES").is_some() { eprintln!("DBG {} {:?} ceil {:.1} floor {:.1}", self.frames, f, self.echo_ceiling, self.floor.get()); }
         let floor = self.floor.get();
         let voiced = self.is_voice(&f, floor);
         let quiet = !voiced && self.is_quiet(&f);
