@@ -114,16 +114,15 @@ const PRE_SAMPLES: usize = 24;
 /// the echo (too quiet for the double-talk detector) disturbs the taps in proportion to it,
 /// which a larger step (0.5, 1) made a 10 dB loss of ERLE.
 const MU: f32 = 0.3;
-/// A step under this share of [`MU`] (1 %) is no adaptation: the background is not run.
+/// A step under this share of [`MU`] (1 %) is no adaptation: the background is not run
+/// (as in double talk).
 const FROZEN_STEP_SHARE: f32 = 0.01;
 /// A residual frame with a steady tone this pure (dB of the strongest sinusoid over the
 /// rest, as the beep detector measures it: 6) is the far end's own sound — a beep, a
-/// far-end note, a vowel held over our echo — never what is left of our echo, whose
-/// residual on our speech measured −15 to −40 dB: the converged filter does not adapt on the
-/// next frames ([`TONE_HOLD_FRAMES`]). A quiet beep under our echo is not caught by
-/// Geigel's detector, and adapting on it drew the taps toward predicting the tone from our
-/// audio: the residual echo rose 10–15 dB under the beep (its tonality 8–15 dB where it was
-/// 30 dB alone), which then went unheard.
+/// far-end note, a vowel held over our echo — not what is left of our echo, whose residual
+/// on our speech measured −15 to −40 dB: the converged filter does not adapt on the next
+/// frames ([`TONE_HOLD_FRAMES`]). A quiet beep under our echo is not caught by Geigel's
+/// detector, and adapting on it pulls the taps toward predicting the tone from our audio.
 pub(super) const TONE_FREEZE_DB: f32 = 6.0;
 /// Frames adaptation stays off after a tonal residual frame: 2 (a tone's reverberation
 /// after it ends).
@@ -279,18 +278,6 @@ struct Reference {
 }
 
 impl Reference {
-    /// The span of our audio the filters read for `count` far-end samples from index `n`,
-    /// the echo `delay` samples late, oldest first (for sample `i`, `x[j]` (j < TAPS) was
-    /// sent at n + i − delay − (TAPS − 1 − j)): its first sample's index in our audio, and
-    /// the span when wholly inside it.
-    fn span(&self, n: i64, delay: usize, count: usize) -> (i64, Option<&[f32]>) {
-        let lo0 = n - delay as i64 - (TAPS as i64 - 1) - self.offset as i64;
-        let span = usize::try_from(lo0)
-            .ok()
-            .and_then(|lo| self.data.samples.get(lo..lo + count + TAPS - 1));
-        (lo0, span)
-    }
-
     /// A block-indexed series at far-end block `k` (0 outside our audio).
     fn block(series: &[f32], offset: u64, k: i64) -> f32 {
         let first = (offset as i64).div_euclid(BLOCK as i64);
@@ -403,8 +390,10 @@ pub(super) struct EchoCanceller {
     env_est_e: f32,
     /// This frame's NLMS step (see [`step_size`]).
     mu: f32,
-    /// The foreground's output on this frame's samples (0 where our audio is silent).
-    fore_y: [f32; FRAME],
+    /// The last frame's residual energy and the echo energy the envelope gain predicted in
+    /// it (the step's residual-echo share, see [`EchoCanceller::frame_step`]).
+    last_res_e: f32,
+    last_env_est_e: f32,
     /// Frames the converged filter is still not to adapt on after a tonal residual frame
     /// (see [`TONE_FREEZE_DB`]).
     tone_hold: u32,
@@ -477,7 +466,8 @@ impl EchoCanceller {
             env_gain: 0.0,
             env_est_e: 0.0,
             mu: MU,
-            fore_y: [0.0; FRAME],
+            last_res_e: 0.0,
+            last_env_est_e: 0.0,
             tone_hold: 0,
             bg_y_e: 0.0,
             sm_far: 0.0,
@@ -597,7 +587,7 @@ impl EchoCanceller {
             self.far_sum += block.iter().map(|d| d.abs()).sum::<f32>();
             match self.state {
                 PathState::Found(delay) | PathState::Tentative(delay) => {
-                    self.filter_block(n, at, delay, block)
+                    self.filter_block(n, delay, block)
                 }
                 _ => {
                     for &d in block.iter() {
@@ -610,31 +600,41 @@ impl EchoCanceller {
         }
     }
 
-    /// The filter over far-end samples `block` from index `n` (within one envelope block;
-    /// `at`: its first sample's index in the frame), the echo `delay` samples late: each
-    /// sample replaced by the residual (the foreground's output from
-    /// [`EchoCanceller::frame_step`]), the background adapted on it.
-    fn filter_block(&mut self, n: i64, at: usize, delay: usize, block: &mut [f32]) {
+    /// The filter over far-end samples `block` from index `n` (within one envelope block),
+    /// the echo `delay` samples late: each sample replaced by the residual.
+    fn filter_block(&mut self, n: i64, delay: usize, block: &mut [f32]) {
         let Some(r) = self.reference.take() else {
             return;
         };
         let len = r.data.samples.len() as i64;
-        let (lo0, span) = r.span(n, delay, block.len());
+        // The span of our audio the block's filters read, oldest first: for sample `i`,
+        // `x[j]` (j < TAPS) was sent at n + i − delay − (TAPS − 1 − j).
+        let lo0 = n - delay as i64 - (TAPS as i64 - 1) - r.offset as i64;
+        let span = usize::try_from(lo0)
+            .ok()
+            .and_then(|lo| r.data.samples.get(lo..lo + block.len() + TAPS - 1));
         // The step's regularisation over the taps in use, and the leakage in proportion to
         // the step (a smaller step under a far end talking would otherwise leave the leakage
         // to pull the taps to 0): the window and the step hold for the block, so once.
         let regularise = DELTA * (self.win.1 - self.win.0) as f32;
         let keep = 1.0 - LEAK * (self.mu / MU);
-        // A step this small moves nothing (the far end is mostly not our echo): no
-        // adaptation, as in double talk.
+        // A step this small moves nothing (the far end is mostly not our echo).
         let frozen = self.mu < MU * FROZEN_STEP_SHARE;
         for (i, d) in block.iter_mut().enumerate() {
             let n = n + i as i64;
-            let span_peak = self.span_peak(&r, n, delay);
+            // Geigel: louder than half our loudest in the filter's span is the far end
+            // talking. The span's blocks move with its first sample's block: looked up once
+            // per block.
+            let first_block = (n - delay as i64).div_euclid(BLOCK as i64);
+            if self.peak_block != Some(first_block) {
+                self.peak_block = Some(first_block);
+                self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
+                    .map(|b| Reference::block(&r.data.peak, r.offset, first_block - b))
+                    .fold(0f32, f32::max);
+            }
+            let span_peak = self.span_peak;
             let far = *d;
             self.far_e += far * far;
-            // Geigel: louder than half our loudest in the filter's span is the far end
-            // talking.
             if far.abs() > 0.5 * span_peak {
                 self.hangover = HANGOVER;
                 self.double_talk = true;
@@ -647,23 +647,45 @@ impl EchoCanceller {
                 self.res_e += far * far;
                 continue;
             }
-            let y = self.fore_y.get(at + i).copied().unwrap_or(0.0);
-            let e = far - y;
-            if self.hangover == 0 && !frozen {
+            let lo = lo0 + i as i64;
+            // (Filled only at our audio's ends: zeroing it every sample cost 16 stores.)
+            let edge: [f32; TAPS];
+            let x: &[f32; TAPS] = match span
+                .and_then(|s| s.get(i..i + TAPS))
+                .and_then(|w| <&[f32; TAPS]>::try_from(w).ok())
+            {
+                Some(w) => w,
+                None => {
+                    // At our audio's ends: the part of the span inside it, zeros around.
+                    let mut part = [0f32; TAPS];
+                    let (from, to) = (lo.clamp(0, len), (lo + TAPS as i64).clamp(0, len));
+                    if let (Ok(from), Ok(to), Ok(at)) = (
+                        usize::try_from(from),
+                        usize::try_from(to),
+                        usize::try_from(from - lo),
+                    ) {
+                        if let (Some(src), Some(dst)) = (
+                            r.data.samples.get(from..to),
+                            part.get_mut(at..at + (to - from)),
+                        ) {
+                            dst.copy_from_slice(src);
+                        }
+                    }
+                    edge = part;
+                    &edge
+                }
+            };
+            let (y, e) = if self.hangover == 0 && !frozen {
                 // Only while learning is the background filter run (its output is its
                 // error), beside the foreground.
-                let lo = lo0 + i as i64;
-                let edge;
-                let x = match window(span, i) {
-                    Some(w) => w,
-                    None => {
-                        edge = edge_window(&r.data.samples, lo);
-                        &edge
-                    }
-                };
                 let (lo_w, hi_w) = self.win;
                 let xw = &x[lo_w..hi_w];
-                let y_bg = dot(&self.taps[lo_w..hi_w], xw);
+                let (y, y_bg) = if self.fore_live {
+                    dot2(&self.fore[lo_w..hi_w], &self.taps[lo_w..hi_w], xw)
+                } else {
+                    (0.0, dot(&self.taps[lo_w..hi_w], xw))
+                };
+                let e = far - y;
                 let e_bg = far - y_bg;
                 let power = {
                     let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
@@ -680,7 +702,16 @@ impl EchoCanceller {
                 self.adapt_n += 1;
                 self.adapt_res_e += e * e;
                 self.adapt_far_e += far * far;
-            }
+                (y, e)
+            } else {
+                let (lo_w, hi_w) = self.win;
+                let y = if self.fore_live {
+                    dot(&self.fore[lo_w..hi_w], &x[lo_w..hi_w])
+                } else {
+                    0.0
+                };
+                (y, far - y)
+            };
             self.res_e += e * e;
             self.est_e += y * y;
             *d = e;
@@ -688,27 +719,11 @@ impl EchoCanceller {
         self.reference = Some(r);
     }
 
-    /// Our loudest sample in the span the filter reads for far-end sample `n` (Geigel's
-    /// detector, and whether our audio is silent there). The span's blocks move with its
-    /// first sample's block: looked up once per block.
-    fn span_peak(&mut self, r: &Reference, n: i64, delay: usize) -> f32 {
-        let first_block = (n - delay as i64).div_euclid(BLOCK as i64);
-        if self.peak_block != Some(first_block) {
-            self.peak_block = Some(first_block);
-            self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
-                .map(|b| Reference::block(&r.data.peak, r.offset, first_block - b))
-                .fold(0f32, f32::max);
-        }
-        self.span_peak
-    }
-
     /// Before a far-end frame (its first sample at index `n0`) is filtered: the echo energy
-    /// the envelope gain predicts over it ([`EchoCanceller::env_est_e`]), the foreground's
-    /// output on each sample (`fore_y`: its taps hold for the frame), and the step
-    /// ([`step_size`]) the background adapts with on it — scaled by the share of the
-    /// foreground's residual that is our echo, which needs that residual first.
+    /// the envelope gain predicts over it ([`EchoCanceller::env_est_e`]) and the step
+    /// ([`step_size`]) the filter adapts with on it.
     fn frame_step(&mut self, n0: i64, delay: usize, frame: &[f32]) {
-        let Some(r) = self.reference.take() else {
+        let Some(r) = self.reference.as_ref() else {
             return;
         };
         let len = r.data.samples.len() as i64;
@@ -723,42 +738,20 @@ impl EchoCanceller {
         };
         let ours = (at(lo + frame.len() as i64) - at(lo)).max(0.0) as f32;
         self.env_est_e = self.env_gain * self.env_gain * ours;
-        let mut err = 0f32;
-        if self.fore_live {
-            let (lo0, span) = r.span(n0, delay, frame.len());
-            let (lo_w, hi_w) = self.win;
-            for (i, &far) in frame.iter().enumerate() {
-                let y = if self.span_peak(&r, n0 + i as i64, delay) < SILENT_PEAK {
-                    0.0
-                } else {
-                    let edge;
-                    let x = match window(span, i) {
-                        Some(w) => w,
-                        None => {
-                            edge = edge_window(&r.data.samples, lo0 + i as i64);
-                            &edge
-                        }
-                    };
-                    dot(&self.fore[lo_w..hi_w], &x[lo_w..hi_w])
-                };
-                if let Some(v) = self.fore_y.get_mut(i) {
-                    *v = y;
-                }
-                err += (far - y) * (far - y);
-            }
-        } else {
-            self.fore_y = [0.0; FRAME];
-            err = frame.iter().map(|v| v * v).sum();
-        }
-        // What is left of our echo in the residual: the echo less the cancellation shown
-        // (none while nothing is subtracted).
-        let erle = if self.fore_live { self.erle_db } else { 0.0 };
+        let far: f32 = frame.iter().map(|v| v * v).sum();
         self.mu = if self.tone_hold > 0 && self.fore_live && self.adapted >= CONVERGE_SAMPLES {
             0.0
+        } else if self.fore_live {
+            // Once a filter subtracts, the error the background adapts on is the residual:
+            // of it, our echo is what the envelope gain predicts less the cancellation shown
+            // (the last frame's: this one's residual is not known before it is filtered).
+            // A far end's sound under Geigel's bound (a quiet beep) is most of the residual,
+            // though a small part of the far end.
+            let residual_echo = self.last_env_est_e * 10f32.powf(-self.erle_db / 10.0);
+            step_size(self.env_est_e, far).min(step_size(residual_echo, self.last_res_e))
         } else {
-            step_size(self.env_est_e * 10f32.powf(-erle / 10.0), err)
+            step_size(self.env_est_e, far)
         };
-        self.reference = Some(r);
     }
 
     /// The envelope correlation at far-end block `block` (`far_env`), our envelope's block
@@ -1083,6 +1076,8 @@ impl EchoCanceller {
             self.fore = [0.0; TAPS];
             self.fore_live = false;
         }
+        self.last_res_e = self.res_e;
+        self.last_env_est_e = self.env_est_e;
         self.bg_e = 0.0;
         self.bg_y_e = 0.0;
         self.adapt_n = 0;
@@ -1139,37 +1134,18 @@ impl EchoCanceller {
     }
 }
 
-/// The filter's input for the `i`-th sample of a span ([`Reference::span`]), when the span
-/// is wholly inside our audio.
-fn window(span: Option<&[f32]>, i: usize) -> Option<&[f32; TAPS]> {
-    span.and_then(|s| s.get(i..i + TAPS))
-        .and_then(|w| <&[f32; TAPS]>::try_from(w).ok())
-}
-
-/// The filter's input from our audio's sample `lo` (possibly outside it) at its ends: the
-/// part inside it, zeros around. (Built only there: zeroing a window every sample cost 16
-/// stores.)
-fn edge_window(samples: &[f32], lo: i64) -> [f32; TAPS] {
-    let len = samples.len() as i64;
-    let mut part = [0f32; TAPS];
-    let (from, to) = (lo.clamp(0, len), (lo + TAPS as i64).clamp(0, len));
-    if let (Ok(from), Ok(to), Ok(at)) = (
-        usize::try_from(from),
-        usize::try_from(to),
-        usize::try_from(from - lo),
-    ) {
-        if let (Some(src), Some(dst)) = (samples.get(from..to), part.get_mut(at..at + (to - from)))
-        {
-            dst.copy_from_slice(src);
-        }
-    }
-    part
-}
-
 /// A slice's whole `LANES` chunks, as arrays.
 fn chunks(v: &[f32]) -> impl Iterator<Item = &[f32; LANES]> {
     v.chunks_exact(LANES)
         .filter_map(|c| <&[f32; LANES]>::try_from(c).ok())
+}
+
+/// Two filters' outputs on the same `x` (the same partial sums as [`dot`]): one [`dot`] each.
+/// (Written as one loop over both, the compiler's straight-line vectoriser paired the two
+/// filters' taps in a register and broadcast `x` lane by lane, twice the work of a pass
+/// per filter over a window already in L1.)
+fn dot2(w1: &[f32], w2: &[f32], x: &[f32]) -> (f32, f32) {
+    (dot(w1, x), dot(w2, x))
 }
 
 /// A filter's output on our audio `x`, with `LANES` partial sums (a single running sum is a
