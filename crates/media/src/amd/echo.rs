@@ -21,7 +21,10 @@
 //! * **Double talk.** Adaptation stops while the far end is louder than half our loudest
 //!   sample in the filter's span (Geigel's detector: louder than any echo with ≥ 6 dB of return
 //!   loss can be), and for [`HANGOVER`] samples after, so far-end speech does not pull the
-//!   filter away.
+//!   filter away. Under that bound (a quiet beep, a greeting under our echo) the step is
+//!   scaled by our echo's share of what the filter adapts on (see [`step_size`]), and is 0
+//!   once the filter has converged while the residual holds a steady tone
+//!   ([`TONE_FREEZE_DB`]): the far end's beep is never learned as echo.
 //! * **What is left.** The residual still holds some echo (the filter's misadjustment, G.711
 //!   noise). Its level is bounded by the echo estimate's level less the echo return loss
 //!   enhancement (ERLE) the filter has shown: a frame of residual no louder than that (with
@@ -175,7 +178,8 @@ const COPY_DECAY: f32 = 0.8;
 
 /// The NLMS step on a frame whose far end holds `far` energy, of which the envelope gain
 /// predicts `echo` to be our echo: [`MU`] scaled by the echo's share of the far end (at most
-/// 1). A far end talking over the echo (a greeting, 5–10 dB over our echo) is noise to the
+/// 1). (Once a filter subtracts, also at most the same with the last frame's residual and
+/// the echo left in it: see [`EchoCanceller::frame_step`].) A far end talking over the echo (a greeting, 5–10 dB over our echo) is noise to the
 /// filter, whose misadjustment grows with the step times that noise: with the step scaled by
 /// the echo-to-far-end ratio the misadjustment stays near what it is on echo alone (Valin,
 /// "On adjusting the learning rate in frequency domain echo cancellation with double-talk",
