@@ -13,6 +13,9 @@
 //! - `SIP_LOOPS=<n>`: SIP loop threads (default: one per core, as a campaign's UAC).
 //! - `LEAD_IN_MS=<ms>`: silence before each message (default 0: the pacer's own delay);
 //!   answer → first audio is then reported beyond the lead-in, with its worst total.
+//! - `S1_STOP=1`: each call carries a stop token (a child of one token for the run, never
+//!   cancelled), as a campaign's calls do (`crieur-runner`'s `place`: a child of its
+//!   hang-up-all token).
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
@@ -249,6 +252,8 @@ async fn main() {
             }
         })
     };
+    // As a campaign's: one token for the run, a child per call.
+    let run_stop = (env_num("S1_STOP") == Some(1.0)).then(tokio_util::sync::CancellationToken::new);
     let cpu0 = cpu_seconds();
     let mut set = tokio::task::JoinSet::new();
     let mut tally = Tally::default();
@@ -267,6 +272,7 @@ async fn main() {
                 next_report = Some(at + every);
             }
         }
+        let stop = run_stop.as_ref().map(|t| t.child_token());
         let (uac, trunk, message, confirmation, in_flight) = (
             uac.clone(),
             trunk.clone(),
@@ -283,7 +289,7 @@ async fn main() {
                 opt_out_key: '9',
                 not_interested_key: None,
                 keep_received_audio: false,
-                stop: None,
+                stop,
                 // 0 unless LEAD_IN_MS: the pacer's own answer-to-audio.
                 lead_in: lead_in(),
                 amd: None,
