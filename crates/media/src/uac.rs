@@ -1060,7 +1060,12 @@ impl Call {
 
     /// Its stop token was cancelled and the call not yet told.
     fn stop_due(&self) -> bool {
-        !self.stopping && self.req.stop.as_ref().is_some_and(CancellationToken::is_cancelled)
+        !self.stopping
+            && self
+                .req
+                .stop
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Performs what the script asked for.
@@ -1713,9 +1718,9 @@ impl Inlines {
     fn sweep(&mut self, ep: &mut Endpoint, calls: &mut Calls) {
         let due: Vec<CallRef> = calls
             .iter()
-            .filter(|(_, r)| {
-                matches!(r, Route::Inline(c) if c.done.is_closed() || c.call.stop_due())
-            })
+            .filter(
+                |(_, r)| matches!(r, Route::Inline(c) if c.done.is_closed() || c.call.stop_due()),
+            )
             .map(|(leg, _)| *leg)
             .collect();
         let now = Instant::now();

@@ -2488,9 +2488,9 @@ async fn a_call_stopped_while_ringing_is_cancelled_then_487_is_acked() {
     let started = Instant::now();
     let req = short_request(tone(440.0, 0.5), Some(stop));
     let r = tokio::time::timeout(Duration::from_secs(20), uac.call(&t, req, no_opt_out))
-    .await
-    .unwrap_or_else(|_| panic!("call did not finish"))
-    .unwrap_or_else(|e| panic!("call: {e}"));
+        .await
+        .unwrap_or_else(|_| panic!("call did not finish"))
+        .unwrap_or_else(|e| panic!("call: {e}"));
     assert_eq!(r.ending.outcome, Outcome::LocalShutdown, "{}", timeline(&r));
     assert!(
         started.elapsed() < Duration::from_secs(5),
