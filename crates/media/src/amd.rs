@@ -1282,6 +1282,14 @@ struct EchoSteps {
     /// where a copy arrived.
     d: f32,
     k: u32,
+    /// The first step when it went down by [`ECHO_ALONE_DB`] or more: its level relative to
+    /// the tone alone (dB, `NAN`: none), where it fell, and the run's frame count and level
+    /// sum before it — perhaps where the tone ended, the first copy alone after it (see
+    /// [`ToneRun::segment`]).
+    first_step_db: f32,
+    first_end: u64,
+    first_frames: u32,
+    first_level_sum: f32,
 }
 
 /// A run whose level has held (within [`ECHO_SEG_TOL_DB`]) this many frames is not falling
@@ -1306,6 +1314,16 @@ const ECHO_BIG_STEP_DB: f32 = 3.0;
 /// (a copy 16 dB under the tone moves the sum by 1.4 dB at most; at 1.5 dB those are
 /// not told from the level's drift, and a step that small does not matter).
 const ECHO_STEP_DB: f32 = 1.5;
+/// A tone whose end falls on its echoes' grid (its length a multiple of their delay) leaves
+/// a staircase of copies alone: the first `a` (dB under the tone), the second `2a`… (each
+/// round trip attenuates the same). Copies arriving while the tone plays cannot draw that
+/// staircase's first two steps when the first is at least this far down (their sum with the
+/// tone, for copies 3+ dB under it at any phase and a second copy no louder than the first,
+/// falls at most 3.4 dB at a first step that the second doubles within
+/// [`ECHO_GEOMETRIC_TOL_DB`]).
+const ECHO_ALONE_DB: f32 = 3.5;
+/// How near the second step must be to twice the first (dB) to be the second copy alone.
+const ECHO_GEOMETRIC_TOL_DB: f32 = 1.0;
 
 impl EchoSteps {
     fn new(frame: u64, level: f32) -> Self {
@@ -1321,6 +1339,10 @@ impl EchoSteps {
             first_level: f32::NAN,
             d: 0.0,
             k: 0,
+            first_step_db: f32::NAN,
+            first_end: frame,
+            first_frames: 0,
+            first_level_sum: 0.0,
         }
     }
 }
@@ -1402,18 +1424,36 @@ impl ToneRun {
         // frame after the segment's last.
         let at = 2.0 * (e.step_end - self.start_frame) as f32 + 1.0;
         if e.d == 0.0 {
-            // The first step: a copy arriving (the tone's end with its echo after it cannot
-            // be told from a copy arriving in a steady tone — the tone's end is then found
-            // by the drop after the last copy, late).
+            // The first step: a copy arriving, or the tone's end with its first copy alone
+            // after it (told apart at the next step, see `ECHO_ALONE_DB`).
             e.d = at;
             e.k = 1;
+            if delta <= -ECHO_ALONE_DB {
+                e.first_step_db = delta;
+                e.first_end = e.step_end;
+                e.first_frames = e.mark_frames;
+                e.first_level_sum = e.mark_level_sum;
+            }
             return None;
         }
         // A further copy: at a multiple of `d` (`d` from the latest copy, each step known to
         // half a frame), at most one missed on the way (a copy at a phase that moves the
         // level less than a step).
         let k = (at / e.d).round() as u32;
-        if k > e.k && k <= e.k + 2 && (at - k as f32 * e.d).abs() <= ECHO_GRID_HALF_FRAMES {
+        let on_grid = (at - k as f32 * e.d).abs() <= ECHO_GRID_HALF_FRAMES;
+        if k == 2
+            && e.k == 1
+            && on_grid
+            && (e.seg_level - e.first_level - 2.0 * e.first_step_db).abs() <= ECHO_GEOMETRIC_TOL_DB
+        {
+            // The second copy alone, at twice the first's attenuation: the tone ended at the
+            // first step (its length the echoes' delay), and the rest is its echo, quieter
+            // than the first copy was.
+            e.mark_frames = e.first_frames;
+            e.mark_level_sum = e.first_level_sum;
+            return Some((e.first_end, e.step_level - 1.0));
+        }
+        if k > e.k && k <= e.k + 2 && on_grid {
             e.d = at / k as f32;
             e.k = k;
             return None;
@@ -2661,9 +2701,14 @@ mod tests {
             t[i] *= g;
             t[n - 1 - i] *= g;
         }
+        with_copies(&t, d, &[0.5 / 0.8, 0.3 / 0.8, 0.15 / 0.8])
+    }
+
+    /// `t` and copies of it `d`, `2d`… ms later at `gains`.
+    fn with_copies(t: &[f32], d: u32, gains: &[f32]) -> Vec<f32> {
         let d = (d * 8) as usize;
-        let mut out = vec![0f32; n + 3 * d];
-        for (k, g) in [(0, 1.0), (1, 0.5 / 0.8), (2, 0.3 / 0.8), (3, 0.15 / 0.8)] {
+        let mut out = vec![0f32; t.len() + gains.len() * d];
+        for (k, g) in std::iter::once(1.0).chain(gains.iter().copied()).enumerate() {
             for (i, v) in t.iter().enumerate() {
                 out[i + k * d] += g * v;
             }
@@ -2802,6 +2847,50 @@ mod tests {
                 &format!("{len} ms, echo {d} ms"),
             );
         }
+    }
+
+    #[test]
+    fn a_beep_as_long_as_its_echoes_delay_drops_on_the_tone_s_end() {
+        // The tone ends as its first copy arrives (its length the echoes' delay): every step
+        // of the staircase is on the copies' grid, the first copy alone 4 dB under the tone,
+        // the second 8.5 dB — the tone ended at the first step, not after the last copy.
+        for (len, hz) in [(150, 950.0), (150, 1200.0), (150, 500.0), (100, 1500.0), (250, 700.0)] {
+            let x = cat(&[
+                speech(4000, -18.0, 45),
+                silence(300),
+                echo_beep(len, hz, -20.0, len),
+                silence(2000),
+            ]);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert_dropped_on_beep(
+                &ev,
+                hz,
+                Duration::from_millis(u64::from(4300 + len)),
+                &format!("{len} ms, echo {len} ms"),
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_tone_whose_copies_step_down_is_not_cut_at_the_first_step() {
+        // A 900 ms tone and two copies 150 and 300 ms later, 4.4 and 10.5 dB under it, at a
+        // phase where each arrival lowers the level (1.8 dB, then 4.6 dB under the tone):
+        // a staircase like a tone's end and its echo, but the first step too shallow for a
+        // copy alone (see `ECHO_ALONE_DB`). The drop comes after the tone's end.
+        let t = tone(900, 509.0, -20.0);
+        let x = cat(&[
+            speech(4000, -18.0, 45),
+            silence(300),
+            with_copies(&t, 150, &[0.6, 0.3]),
+            silence(2000),
+        ]);
+        let ev = run(AmdParams::default(), &g711(&x));
+        let first = ev.iter().find_map(|e| match e {
+            AmdEvent::Drop(d) => Some(*d),
+            _ => None,
+        });
+        let first = first.expect("a drop");
+        assert!(first.at >= Duration::from_millis(5200), "{ev:?}");
     }
 
     #[test]
