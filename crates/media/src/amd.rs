@@ -1282,11 +1282,9 @@ struct EchoSteps {
     /// where a copy arrived.
     d: f32,
     k: u32,
-    /// The first step when it went down by [`ECHO_ALONE_DB`] or more: its level relative to
-    /// the tone alone (dB, `NAN`: none), where it fell, and the run's frame count and level
-    /// sum before it — perhaps where the tone ended, the first copy alone after it (see
-    /// [`ToneRun::segment`]).
-    first_step_db: f32,
+    /// The first step when it went down by [`ECHO_ALONE_DB`] or more: where it fell (0:
+    /// none), and the run's frame count and level sum before it — perhaps where the tone
+    /// ended, the first copy alone after it (see [`ToneRun::segment`]).
     first_end: u64,
     first_frames: u32,
     first_level_sum: f32,
@@ -1314,16 +1312,15 @@ const ECHO_BIG_STEP_DB: f32 = 3.0;
 /// (a copy 16 dB under the tone moves the sum by 1.4 dB at most; at 1.5 dB those are
 /// not told from the level's drift, and a step that small does not matter).
 const ECHO_STEP_DB: f32 = 1.5;
-/// A tone whose end falls on its echoes' grid (its length a multiple of their delay) leaves
-/// a staircase of copies alone: the first `a` (dB under the tone), the second `2a`… (each
-/// round trip attenuates the same). Copies arriving while the tone plays cannot draw that
-/// staircase's first two steps when the first is at least this far down (their sum with the
-/// tone, for copies 3+ dB under it at any phase and a second copy no louder than the first,
-/// falls at most 3.4 dB at a first step that the second doubles within
-/// [`ECHO_GEOMETRIC_TOL_DB`]).
+/// A tone whose end falls on its echoes' grid (its length a multiple of their delay: the
+/// first copy arrives as the tone ends) leaves its copies alone after it, each quieter than
+/// the tone. The first step is read as that end when it falls at least this far (dB) under
+/// the tone alone, and the next segment, on the grid, stays at least [`ECHO_STEP_DB`] under
+/// it (copies alone, whatever their phases). A copy arriving while a longer tone plays
+/// lowers it that much only at a phase near opposition (a quarter of phases for a copy 4 dB
+/// down, none for one 10+ dB down), and the next copy arriving then mostly brings the level
+/// back: the drop comes at the tone's end plus `beep_settle`, while its echo still plays.
 const ECHO_ALONE_DB: f32 = 3.5;
-/// How near the second step must be to twice the first (dB) to be the second copy alone.
-const ECHO_GEOMETRIC_TOL_DB: f32 = 1.0;
 
 impl EchoSteps {
     fn new(frame: u64, level: f32) -> Self {
@@ -1339,8 +1336,7 @@ impl EchoSteps {
             first_level: f32::NAN,
             d: 0.0,
             k: 0,
-            first_step_db: f32::NAN,
-            first_end: frame,
+            first_end: 0,
             first_frames: 0,
             first_level_sum: 0.0,
         }
@@ -1429,7 +1425,6 @@ impl ToneRun {
             e.d = at;
             e.k = 1;
             if delta <= -ECHO_ALONE_DB {
-                e.first_step_db = delta;
                 e.first_end = e.step_end;
                 e.first_frames = e.mark_frames;
                 e.first_level_sum = e.mark_level_sum;
@@ -1443,15 +1438,15 @@ impl ToneRun {
         let on_grid = (at - k as f32 * e.d).abs() <= ECHO_GRID_HALF_FRAMES;
         if k == 2
             && e.k == 1
+            && e.first_end > 0
             && on_grid
-            && (e.seg_level - e.first_level - 2.0 * e.first_step_db).abs() <= ECHO_GEOMETRIC_TOL_DB
+            && e.seg_level <= e.first_level - ECHO_STEP_DB
         {
-            // The second copy alone, at twice the first's attenuation: the tone ended at the
-            // first step (its length the echoes' delay), and the rest is its echo, quieter
-            // than the first copy was.
+            // The copies alone since the first step, all under the tone (`ECHO_ALONE_DB`):
+            // the tone ended there, and the rest is its echo, quieter than the tone alone.
             e.mark_frames = e.first_frames;
             e.mark_level_sum = e.first_level_sum;
-            return Some((e.first_end, e.step_level - 1.0));
+            return Some((e.first_end, e.first_level - 1.0));
         }
         if k > e.k && k <= e.k + 2 && on_grid {
             e.d = at / k as f32;
@@ -2852,15 +2847,24 @@ mod tests {
     #[test]
     fn a_beep_as_long_as_its_echoes_delay_drops_on_the_tone_s_end() {
         // The tone ends as its first copy arrives (its length the echoes' delay): every step
-        // of the staircase is on the copies' grid, the first copy alone 4 dB under the tone,
-        // the second 8.5 dB — the tone ended at the first step, not after the last copy.
-        for (len, hz) in [(150, 950.0), (150, 1200.0), (150, 500.0), (100, 1500.0), (250, 700.0)] {
-            let x = cat(&[
-                speech(4000, -18.0, 45),
-                silence(300),
-                echo_beep(len, hz, -20.0, len),
-                silence(2000),
-            ]);
+        // of the staircase is on the copies' grid — the copies alone, 4 dB under the tone,
+        // then 8.5 dB (or, for sequential echoes, 2.5 then 5 dB): the tone ended at the first
+        // step, not after the last copy.
+        let sequential = [0.63, 0.75, 0.56];
+        for (len, hz, gains) in [
+            (150, 950.0, None),
+            (150, 1200.0, None),
+            (150, 500.0, None),
+            (100, 1500.0, None),
+            (250, 700.0, None),
+            (150, 950.0, Some(&sequential)),
+            (150, 700.0, Some(&sequential)),
+        ] {
+            let beep = match gains {
+                None => echo_beep(len, hz, -20.0, len),
+                Some(g) => with_copies(&tone(len, hz, -20.0), len, g),
+            };
+            let x = cat(&[speech(4000, -18.0, 45), silence(300), beep, silence(2000)]);
             let ev = run(AmdParams::default(), &g711(&x));
             assert_dropped_on_beep(
                 &ev,
@@ -2873,24 +2877,29 @@ mod tests {
 
     #[test]
     fn a_long_tone_whose_copies_step_down_is_not_cut_at_the_first_step() {
-        // A 900 ms tone and two copies 150 and 300 ms later, 4.4 and 10.5 dB under it, at a
-        // phase where each arrival lowers the level (1.8 dB, then 4.6 dB under the tone):
-        // a staircase like a tone's end and its echo, but the first step too shallow for a
-        // copy alone (see `ECHO_ALONE_DB`). The drop comes after the tone's end.
-        let t = tone(900, 509.0, -20.0);
-        let x = cat(&[
-            speech(4000, -18.0, 45),
-            silence(300),
-            with_copies(&t, 150, &[0.6, 0.3]),
-            silence(2000),
-        ]);
-        let ev = run(AmdParams::default(), &g711(&x));
-        let first = ev.iter().find_map(|e| match e {
-            AmdEvent::Drop(d) => Some(*d),
-            _ => None,
-        });
-        let first = first.expect("a drop");
-        assert!(first.at >= Duration::from_millis(5200), "{ev:?}");
+        // A 900 ms tone and copies of it arriving while it plays, each step on their grid
+        // and the first one down: at 509 Hz, copies 150 and 300 ms later, 4.4 and 10.5 dB
+        // under it, lower the level 1.8 dB, then 4.6 dB (too shallow a first step for a copy
+        // alone, see `ECHO_ALONE_DB`); at 1,005 Hz, copies 100 and 200 ms later, 4 and 4.4 dB
+        // under it, lower it 8.5 dB, then bring it back to the tone's level (not copies
+        // alone: over the echo's bound, a tone under way again, which holds the settle). The
+        // drop comes after the tone's end.
+        for (hz, d, gains) in [(509.0, 150, [0.6, 0.3]), (1005.0, 100, [0.63, 0.6])] {
+            let t = tone(900, hz, -20.0);
+            let x = cat(&[
+                speech(4000, -18.0, 45),
+                silence(300),
+                with_copies(&t, d, &gains),
+                silence(2000),
+            ]);
+            let ev = run(AmdParams::default(), &g711(&x));
+            let first = ev.iter().find_map(|e| match e {
+                AmdEvent::Drop(d) => Some(*d),
+                _ => None,
+            });
+            let first = first.expect("a drop");
+            assert!(first.at >= Duration::from_millis(5200), "{hz} Hz: {ev:?}");
+        }
     }
 
     #[test]
