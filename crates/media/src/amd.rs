@@ -2703,7 +2703,10 @@ mod tests {
     fn with_copies(t: &[f32], d: u32, gains: &[f32]) -> Vec<f32> {
         let d = (d * 8) as usize;
         let mut out = vec![0f32; t.len() + gains.len() * d];
-        for (k, g) in std::iter::once(1.0).chain(gains.iter().copied()).enumerate() {
+        for (k, g) in std::iter::once(1.0)
+            .chain(gains.iter().copied())
+            .enumerate()
+        {
             for (i, v) in t.iter().enumerate() {
                 out[i + k * d] += g * v;
             }
