@@ -1319,8 +1319,14 @@ const ECHO_STEP_DB: f32 = 1.5;
 /// it (copies alone, whatever their phases). A copy arriving while a longer tone plays
 /// lowers it that much only at a phase near opposition (a quarter of phases for a copy 4 dB
 /// down, none for one 10+ dB down), and the next copy arriving then mostly brings the level
-/// back: the drop comes at the tone's end plus `beep_settle`, while its echo still plays.
+/// back (see [`ECHO_RISE_DB`]) — but not always: at some phases the copies keep the level
+/// under the tone while it plays on. So the end is a guess: the beep ends there, but its
+/// copies hold the settle wait (see [`EchoTail::guess`]) and the drop comes after them.
 const ECHO_ALONE_DB: f32 = 3.5;
+/// Copies alone decay: the second is no louder than the first by more than this (dB; a
+/// hybrid's sequential echoes 1.5 dB up pass). A copy arriving while the tone plays, after a
+/// first one near opposition, brings the level back up by more (see [`ECHO_ALONE_DB`]).
+const ECHO_RISE_DB: f32 = 2.0;
 
 impl EchoSteps {
     fn new(frame: u64, level: f32) -> Self {
@@ -1380,8 +1386,9 @@ impl ToneRun {
     /// Follows the run's level through steady segments (`frame`: this frame's number, before
     /// it is added to the run). Returns the frame where the tone itself ended when a step
     /// down off its echoes' arrival grid shows it (see [`EchoSteps`]): the run from there on
-    /// is its echo.
-    fn segment(&mut self, frame: u64, level: f32) -> Option<(u64, f32)> {
+    /// is its echo; and whether that end was taken on the grid at the second copy (see
+    /// [`ECHO_ALONE_DB`]): a guess its echo tail checks (see [`EchoTail::guess`]).
+    fn segment(&mut self, frame: u64, level: f32) -> Option<(u64, f32, bool)> {
         let e = &mut self.echo;
         if (level - e.seg_level).abs() > ECHO_SEG_TOL_DB {
             // A new segment (or a transition frame between two).
@@ -1441,12 +1448,13 @@ impl ToneRun {
             && e.first_end > 0
             && on_grid
             && e.seg_level <= e.first_level - ECHO_STEP_DB
+            && e.seg_level <= e.step_level + ECHO_RISE_DB
         {
             // The copies alone since the first step, all under the tone (`ECHO_ALONE_DB`):
             // the tone ended there, and the rest is its echo, quieter than the tone alone.
             e.mark_frames = e.first_frames;
             e.mark_level_sum = e.first_level_sum;
-            return Some((e.first_end, e.first_level - 1.0));
+            return Some((e.first_end, e.first_level - 1.0, true));
         }
         if k > e.k && k <= e.k + 2 && on_grid {
             e.d = at / k as f32;
@@ -1456,7 +1464,7 @@ impl ToneRun {
         // Off the grid: the tone ended there — if what follows is its echo, no louder than
         // the tone alone (its first segment, before any copy) or than just before the step.
         let cap = e.first_level.max(e.step_level) - 1.0;
-        (e.seg_level <= cap).then_some((e.step_end, cap))
+        (e.seg_level <= cap).then_some((e.step_end, cap, false))
     }
 }
 
@@ -1480,6 +1488,28 @@ struct EchoTail {
     /// The previous frame was a tone at another frequency (one is forgiven: the frame where
     /// two copies' edges meet reads off).
     off: bool,
+    /// The tone's end was taken at the second copy on the grid (see [`ECHO_ALONE_DB`]): a
+    /// guess the copies alone bear out only by decaying. Each frame's level held two frames
+    /// (`prev`: the last frame's) sets `low`; a frame at the tone's pitch more than
+    /// [`ECHO_RISE_DB`] (and a segment's spread) over it is the tone still playing, a later
+    /// copy arriving in phase with it — the end was wrong, its drop is withdrawn.
+    guess: bool,
+    low: f32,
+    prev: f32,
+}
+
+impl EchoTail {
+    fn new(freq: f32, cap: f32, guess: bool) -> Self {
+        EchoTail {
+            freq,
+            cap,
+            frames: 0,
+            off: false,
+            guess,
+            low: f32::INFINITY,
+            prev: f32::INFINITY,
+        }
+    }
 }
 
 /// A tone within this fraction of a beep's frequency and at least [`ECHO_QUIETER_DB`] under
@@ -1564,6 +1594,9 @@ pub struct Detector {
     decaying: Option<(f32, f32)>,
     /// The discrete echo of a beep whose tone has ended (see [`EchoSteps`]).
     echo_tail: Option<EchoTail>,
+    /// This frame was a copy in an echo tail whose tone's end is a guess (see
+    /// [`EchoTail::guess`]): it holds the drop's settle wait as a tone does.
+    guess_held: bool,
     /// Special Information Tones, fed the same audio: while a tone may be part of one, the
     /// events above wait ([`Detector::poll_event`]).
     sit: SitDetector,
@@ -1613,6 +1646,7 @@ impl Detector {
             two_tone_gate: TwoToneGate::new(),
             decaying: None,
             echo_tail: None,
+            guess_held: false,
             sit: SitDetector::new(),
         }
     }
@@ -1859,12 +1893,13 @@ impl Detector {
             // loud as a beep: within 10 dB of this one (the drop that ends a tone). Fragments
             // of a beep's reverberation 20–30 dB down are tonal too, and held reverberant
             // beeps' drops 400–600 ms past the tone.
-            let second = self.tone.is_some_and(|t| {
-                f.level_dbfs >= pending.beep.level_dbfs - 10.0
-                    && !((t.last_freq - pending.beep.freq_hz).abs()
-                        <= ECHO_SAME_FREQ * pending.beep.freq_hz
-                        && f.level_dbfs <= pending.beep.level_dbfs - ECHO_QUIETER_DB)
-            });
+            let second = self.guess_held
+                || self.tone.is_some_and(|t| {
+                    f.level_dbfs >= pending.beep.level_dbfs - 10.0
+                        && !((t.last_freq - pending.beep.freq_hz).abs()
+                            <= ECHO_SAME_FREQ * pending.beep.freq_hz
+                            && f.level_dbfs <= pending.beep.level_dbfs - ECHO_QUIETER_DB)
+                });
             pending.quiet_ms = if second {
                 0
             } else {
@@ -2227,6 +2262,7 @@ impl Detector {
             }
             self.decaying = None;
         }
+        self.guess_held = false;
         if let Some(mut t) = self.echo_tail {
             // The echo: no louder than the tone was before it ended, at its frequency (one
             // frame off it forgiven). Anything else ends it and is looked at afresh.
@@ -2234,7 +2270,26 @@ impl Detector {
                 && f.level_dbfs >= t.cap - 10.0
                 && (f.freq_hz - t.freq).abs() > 0.05 * t.freq;
             self.echo_tail = None;
-            if f.level_dbfs <= t.cap && t.frames < ECHO_TAIL_MAX_FRAMES && !(other && t.off) {
+            // (A copy: tonal at the tone's pitch, within the 16 dB copies are under it.)
+            let same = f.tonality_db >= p.beep_min_tonality_db
+                && f.level_dbfs >= t.cap - 16.0
+                && (f.freq_hz - t.freq).abs() <= ECHO_SAME_FREQ * t.freq;
+            if t.guess && same && f.level_dbfs > t.low + ECHO_RISE_DB + ECHO_SEG_TOL_DB {
+                // Not copies alone: the tone goes on (see `EchoTail::guess`). Its drop is
+                // withdrawn; the frame starts a tone afresh, whose end makes the beep.
+                if self
+                    .pending_drop
+                    .is_some_and(|p| (p.beep.freq_hz - t.freq).abs() <= ECHO_SAME_FREQ * t.freq)
+                {
+                    self.pending_drop = None;
+                }
+            } else if f.level_dbfs <= t.cap && t.frames < ECHO_TAIL_MAX_FRAMES && !(other && t.off)
+            {
+                if t.guess && same {
+                    t.low = t.low.min(f.level_dbfs.max(t.prev));
+                    t.prev = f.level_dbfs;
+                    self.guess_held = true;
+                }
                 t.frames += 1;
                 t.off = other;
                 self.echo_tail = Some(t);
@@ -2257,7 +2312,7 @@ impl Detector {
                     return;
                 }
                 if run.after == 0 && tonal && stable(run) {
-                    if let Some((end, cap)) = run.segment(frame_no, f.level_dbfs) {
+                    if let Some((end, cap, guess)) = run.segment(frame_no, f.level_dbfs) {
                         // The tone ended at `end`; since then the run has been its discrete
                         // echo (see `EchoSteps`), followed without starting a tone.
                         let mut r = *run;
@@ -2268,12 +2323,7 @@ impl Detector {
                         r.frames = frames;
                         r.falling = 0;
                         self.tone = None;
-                        self.echo_tail = Some(EchoTail {
-                            freq: r.last_freq,
-                            cap,
-                            frames: 0,
-                            off: false,
-                        });
+                        self.echo_tail = Some(EchoTail::new(r.last_freq, cap, guess));
                         let since_end = u32::try_from(frame_no + 1 - end).unwrap_or(u32::MAX);
                         self.tone_ended(r, since_end, min_frames, floor);
                         return;
@@ -2371,12 +2421,7 @@ impl Detector {
                     // starting a tone (see `EchoSteps`).
                     let r = *run;
                     self.tone = None;
-                    self.echo_tail = Some(EchoTail {
-                        freq: r.last_freq,
-                        cap: mean_level - 1.0,
-                        frames: 0,
-                        off: false,
-                    });
+                    self.echo_tail = Some(EchoTail::new(r.last_freq, mean_level - 1.0, false));
                     self.tone_ended(
                         r,
                         r.after + r.misses + r.tail + r.falling,
@@ -2726,6 +2771,18 @@ mod tests {
     /// Checks that the drop point(s) of `ev` are all beeps at `hz`, the last within
     /// `beep_settle` (plus two frames) of `tone_end` and none before it.
     fn assert_dropped_on_beep(ev: &[AmdEvent], hz: f32, tone_end: Duration, what: &str) {
+        assert_dropped_on_beep_by(ev, hz, tone_end, tone_end, what);
+    }
+
+    /// As [`assert_dropped_on_beep`], the last drop within `beep_settle` (plus two frames)
+    /// of `quiet_from` (where the line went quiet after the tone).
+    fn assert_dropped_on_beep_by(
+        ev: &[AmdEvent],
+        hz: f32,
+        tone_end: Duration,
+        quiet_from: Duration,
+        what: &str,
+    ) {
         let drops: Vec<DropPoint> = ev
             .iter()
             .filter_map(|e| match e {
@@ -2743,7 +2800,7 @@ mod tests {
         }
         let last = drops[drops.len() - 1];
         assert!(
-            last.at <= tone_end + AmdParams::default().beep_settle + Duration::from_millis(20),
+            last.at <= quiet_from + AmdParams::default().beep_settle + Duration::from_millis(20),
             "{what}: late: {ev:?}"
         );
     }
@@ -2849,7 +2906,7 @@ mod tests {
     }
 
     #[test]
-    fn a_beep_as_long_as_its_echoes_delay_drops_on_the_tone_s_end() {
+    fn a_beep_as_long_as_its_echoes_delay_ends_with_the_tone() {
         // The tone ends as its first copy arrives (its length the echoes' delay): every step
         // of the staircase is on the copies' grid — the copies alone, 4 dB under the tone,
         // then 8.5 dB (or, for sequential echoes, 2.5 then 5 dB): the tone ended at the first
@@ -2870,11 +2927,22 @@ mod tests {
             };
             let x = cat(&[speech(4000, -18.0, 45), silence(300), beep, silence(2000)]);
             let ev = run(AmdParams::default(), &g711(&x));
-            assert_dropped_on_beep(
-                &ev,
-                hz,
-                Duration::from_millis(u64::from(4300 + len)),
-                &format!("{len} ms, echo {len} ms"),
+            // The drop waits for the copies to end (the end is a guess the copies alone
+            // cannot confirm, see `EchoTail::guess`), but the beep ends with the tone.
+            let end = Duration::from_millis(u64::from(4300 + len));
+            let echo_end = end + Duration::from_millis(u64::from(3 * len));
+            let what = format!("{len} ms at {hz} Hz, echo {len} ms");
+            assert_dropped_on_beep_by(&ev, hz, end, echo_end, &what);
+            let Some(DropPoint {
+                cause: DropCause::Beep(b),
+                ..
+            }) = last_drop(&ev)
+            else {
+                panic!("{what}: {ev:?}");
+            };
+            assert!(
+                b.end.abs_diff(end) <= Duration::from_millis(20),
+                "{what}: {b:?}"
             );
         }
     }
@@ -2903,6 +2971,60 @@ mod tests {
             });
             let first = first.expect("a drop");
             assert!(first.at >= Duration::from_millis(5200), "{hz} Hz: {ev:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_beep_whose_first_copy_arrives_in_opposition_is_not_cut() {
+        // A beep longer than twice its echoes' delay, with `echo_beep`'s geometric copies
+        // (0.625, 0.375, 0.1875): at some frequencies the first copy arrives near opposite
+        // phase (the level falls 8.5 dB) and the second in phase (back to 2.5 dB under the
+        // tone) while the tone still plays — a staircase whose first step down and second
+        // segment under the tone look like the tone's end and its copies alone. Also a beep
+        // whose length is within 15 ms of twice the delay; and copies at 0.4–0.6, 0.6 and
+        // 0.3 of that. No drop may come before the tone's end (a message cut at its start).
+        let mut cases = Vec::new();
+        for len in [600, 450, 700] {
+            for i in 0..40 {
+                cases.push((len, 150, 900.0 + 2.5 * i as f32));
+            }
+        }
+        for len in [290, 300, 310] {
+            for i in 0..20 {
+                cases.push((len, 150, 900.0 + 5.0 * i as f32));
+            }
+        }
+        let mut scaled = Vec::new();
+        // (At 0.7–0.8, 5 of the 72 are cut another way, with or without the rule: a tone held
+        // 5+ dB down by its copies passes for their echo in the settle wait — not this rule.)
+        for c in [0.4f32, 0.5, 0.6] {
+            for (len, d) in [(500, 200), (400, 120), (600, 100)] {
+                for i in 0..24 {
+                    scaled.push((len, d, 800.0 + 7.0 * i as f32, c));
+                }
+            }
+        }
+        let cases = cases
+            .into_iter()
+            .map(|(len, d, hz)| (len, d, hz, 0.0))
+            .chain(scaled);
+        for (len, d, hz, c) in cases {
+            let beep = if c == 0.0 {
+                echo_beep(len, hz, -20.0, d)
+            } else {
+                with_copies(&tone(len, hz, -20.0), d, &[c, c * 0.6, c * 0.3])
+            };
+            let x = cat(&[speech(4000, -18.0, 45), silence(300), beep, silence(2000)]);
+            let ev = run(AmdParams::default(), &g711(&x));
+            let end = Duration::from_millis(u64::from(4300 + len));
+            for e in &ev {
+                if let AmdEvent::Drop(p) = e {
+                    assert!(
+                        p.at >= end,
+                        "{len} ms at {hz} Hz, echo {d} ms ({c}): early: {ev:?}"
+                    );
+                }
+            }
         }
     }
 
