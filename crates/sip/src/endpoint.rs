@@ -1479,7 +1479,11 @@ impl Endpoint {
     /// A response no transaction took: a 2xx to our INVITE after its transaction ended
     /// (see [`Endpoint::accepted`]): while the call lives, handled as its transaction would
     /// have passed it on — the same 2xx ACKed again, another fork's ACKed and sent a BYE —;
-    /// after, ACKed again until 64·T1 after the first 2xx.
+    /// after, ACKed again until 64·T1 after the first 2xx. Also another fork's 2xx after our
+    /// INVITE failed (a non-2xx final, which its transaction took and ACKed, or timer B): its
+    /// transaction gives it back (its ACK is not the non-2xx's), and the call, kept while
+    /// that transaction absorbs retransmissions (timer D), ACKs it and sends that dialog a
+    /// BYE (RFC 3261 §13.2.2.4: every 2xx is ACKed; the call failed, so the dialog is ended).
     fn stray_response(&mut self, now: Instant, r: Response) {
         let Some((seq, method)) = wire::cseq(&r.headers) else {
             return;
@@ -1498,12 +1502,12 @@ impl Endpoint {
         };
         let key = (call_id, tag);
         if let Some(&call) = self.dialogs.get(&key) {
-            // Only a 2xx to the INVITE that set the dialog up (not to a re-INVITE of ours,
-            // whose own transaction takes its 2xx).
+            // Only a 2xx to the INVITE that set the dialog up, or that failed (not to a
+            // re-INVITE of ours, whose own transaction takes its 2xx).
             let invite_seq = self
                 .calls
                 .get(&call)
-                .filter(|c| c.role == Role::Uac && c.confirmed)
+                .filter(|c| c.role == Role::Uac && (c.confirmed || c.invite_done))
                 .and_then(|c| c.invite.as_ref())
                 .map(|i| i.seq);
             if invite_seq == Some(seq) {

@@ -334,6 +334,65 @@ fn forking_first_2xx_wins_the_other_is_acked_and_byed() {
     assert_eq!(req(&out[0].1).uri.to_string(), "sip:one@10.0.0.2:5060");
 }
 
+/// RFC 3261 §13.2.2.4 after a failure: one fork rejects (486, ACKed by the transaction with
+/// its To tag), then another answers 200: that 2xx is ACKed (a new branch, its own To tag,
+/// to its Contact) and its dialog sent a BYE; a retransmission of it gets the same ACK and no
+/// second BYE; the caller hears of the rejection only, and the call is forgotten once the
+/// BYE is answered and timer D is over.
+#[test]
+fn a_forks_2xx_after_our_non_2xx_final_is_acked_and_byed() {
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 486, Some("f1"), ""));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    assert!(
+        req(&out[0].1).method == Method::Ack && h(&out[0].1, HeaderName::To).ends_with("tag=f1")
+    );
+    let ok = response(
+        &inv,
+        200,
+        Some("f2"),
+        "Contact: <sip:two@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let (ack_dest, ack) = &out[0];
+    assert_eq!(req(ack).method, Method::Ack);
+    assert_eq!(*ack_dest, a("10.0.0.3:5062"));
+    assert!(h(ack, HeaderName::To).ends_with("tag=f2"));
+    assert_eq!(h(ack, HeaderName::CSeq), "1 ACK");
+    assert_ne!(h(ack, HeaderName::Via), h(&inv, HeaderName::Via));
+    let bye = &out[1].1;
+    assert_eq!(req(bye).method, Method::Bye);
+    assert_eq!(req(bye).uri.to_string(), "sip:two@10.0.0.3:5062");
+    assert!(h(bye, HeaderName::To).ends_with("tag=f2"));
+    assert_eq!(h(bye, HeaderName::From), h(&inv, HeaderName::From));
+    // The 2xx again: the same ACK, nothing else.
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let again = sent(&mut ep);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(h(&again[0].1, HeaderName::Via), h(ack, HeaderName::Via));
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Rejected { call: c, response, .. } if *c == call && response.status.code() == 486)),
+        "{ev:?}"
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::Answered { .. })),
+        "{ev:?}"
+    );
+    ep.handle_input(t0, a(TRUNK), &response(bye, 200, None, ""));
+    let t = t0 + Duration::from_secs(40);
+    while ep.poll_timeout().is_some_and(|d| d <= t) {
+        ep.handle_timeout(t);
+    }
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)));
+    assert_eq!(ep.calls(), 0);
+}
+
 /// A 2xx crossing our CANCEL: ACKed, then a BYE; the caller is told `after_cancel`.
 #[test]
 fn a_2xx_crossing_cancel_is_acked_and_byed() {
