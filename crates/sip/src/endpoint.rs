@@ -1480,10 +1480,10 @@ impl Endpoint {
     /// (see [`Endpoint::accepted`]): while the call lives, handled as its transaction would
     /// have passed it on — the same 2xx ACKed again, another fork's ACKed and sent a BYE —;
     /// after, ACKed again until 64·T1 after the first 2xx. Also another fork's 2xx after our
-    /// INVITE failed (a non-2xx final, which its transaction took and ACKed, or timer B): its
-    /// transaction gives it back (its ACK is not the non-2xx's), and the call, kept while
-    /// that transaction absorbs retransmissions (timer D), ACKs it and sends that dialog a
-    /// BYE (RFC 3261 §13.2.2.4: every 2xx is ACKed; the call failed, so the dialog is ended).
+    /// INVITE's non-2xx final (which its transaction took and ACKed): the transaction gives
+    /// it back (its ACK is not the non-2xx's), and the call, kept while that transaction
+    /// absorbs retransmissions (timer D), ACKs it and sends that dialog a BYE (RFC 3261
+    /// §13.2.2.4: every 2xx is ACKed; the call failed, so the dialog is ended).
     fn stray_response(&mut self, now: Instant, r: Response) {
         let Some((seq, method)) = wire::cseq(&r.headers) else {
             return;
