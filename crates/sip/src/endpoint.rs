@@ -24,7 +24,6 @@
 //! source port when `rport` was asked), RFC 3581 client side (`;rport` on our Via), and
 //! digest authentication of our requests ([`crate::auth`]).
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::Write as _;
@@ -617,16 +616,10 @@ fn uri_addr(u: &Uri, default_port: u16) -> Option<SocketAddr> {
 /// Contact came) as Request-URI unless the route set's first entry is a strict router, which
 /// then becomes the Request-URI and the target the last Route. The next hop's address is read
 /// where the URI is, or it is the call's destination.
-///
-/// The Request-URI is borrowed from the call when it is the remote target (the usual case:
-/// the 2xx had a Contact), not copied.
-fn next_hop(
-    c: &Call,
-    default_port: u16,
-) -> Result<(Cow<'_, Uri>, SocketAddr, Option<String>), Error> {
+fn next_hop(c: &Call, default_port: u16) -> Result<(Uri, SocketAddr, Option<String>), Error> {
     let target = match &c.remote_target {
-        Some(t) => Cow::Borrowed(t),
-        None => Cow::Owned(wire::uri(&c.remote_uri)?),
+        Some(t) => t.clone(),
+        None => wire::uri(&c.remote_uri)?,
     };
     let first = c.route_set.first().and_then(|r| wire::route_uri(r));
     let (ruri, dest, strict) = match first {
@@ -637,7 +630,7 @@ fn next_hop(
         Some(f) if wire::is_loose(&f) => (target, uri_addr(&f, default_port), None),
         Some(f) => {
             let dest = uri_addr(&f, default_port);
-            (Cow::Owned(f), dest, Some(format!("<{target}>")))
+            (f, dest, Some(format!("<{target}>")))
         }
     };
     Ok((ruri, dest.unwrap_or(c.destination), strict))
@@ -2122,7 +2115,7 @@ impl Endpoint {
             tracing::debug!("a 2xx without a To tag: ignored");
             return;
         };
-        let Some(seq) = wire::cseq_number(&r.headers) else {
+        let Some(seq) = wire::cseq(&r.headers).map(|(n, _)| n) else {
             return;
         };
         let Some(c) = self.calls.get_mut(&call) else {

@@ -78,13 +78,6 @@ pub fn cseq(h: &Headers) -> Option<(u32, Method)> {
     Some((c.sequence, c.method))
 }
 
-/// The `CSeq` header's number, read in place (no allocation, where [`cseq`] decodes the
-/// header and its method).
-pub fn cseq_number(h: &Headers) -> Option<u32> {
-    let v = h.get(&HeaderName::CSeq)?.value();
-    crate::client::cseq_parts(&v).map(|(n, _)| n)
-}
-
 /// The `tag` parameter of a `From` or `To` header.
 pub fn tag(h: &Headers, which: &HeaderName) -> Option<String> {
     let v = h.value(which)?;
