@@ -694,6 +694,51 @@ impl Uac {
     }
 }
 
+/// A call's report as it begins: `first` its first note, ending `local-shutdown` (no
+/// reason yet) until its script ends it.
+fn first_report(
+    call_id: String,
+    first: String,
+    rtp_local: Option<SocketAddr>,
+    req: &CallRequest,
+) -> CallReport {
+    CallReport {
+        call_id,
+        ending: Ending {
+            outcome: Outcome::LocalShutdown,
+            sip_status: None,
+            reason: String::new(),
+            hangup_by: HangupBy::Nobody,
+        },
+        timeline: vec![(Duration::ZERO, first)],
+        keys: Vec::new(),
+        opt_out_recorded: false,
+        answer_to_first_audio: None,
+        final_response: None,
+        first_18x: None,
+        credentials_sent: false,
+        answered_at: None,
+        first_audio_at: None,
+        message_packets: 0,
+        codec: None,
+        rtp_sent: 0,
+        send_lateness_max_us: 0,
+        rtp_send_errors: 0,
+        rtp_received: Vec::new(),
+        rtp_local,
+        rtcp: RtcpSummary::default(),
+        amd: req
+            .amd
+            .as_ref()
+            .filter(|a| a.mode != AmdMode::Off)
+            .map(|a| AmdReport {
+                mode: a.mode,
+                voicemail_sha256: a.voicemail_sha256.clone(),
+                ..AmdReport::default()
+            }),
+    }
+}
+
 /// A call's request checked before it is handed to a loop.
 fn check_request(req: &CallRequest) -> Result<(), Error> {
     if req.lead_in > MAX_LEAD_IN {
@@ -967,41 +1012,12 @@ impl Call {
             }
         };
         let (pacer_tx, pacer_rx) = mpsc::unbounded_channel();
-        let report = CallReport {
+        let report = first_report(
             call_id,
-            ending: Ending {
-                outcome: Outcome::LocalShutdown,
-                sip_status: None,
-                reason: String::new(),
-                hangup_by: HangupBy::Nobody,
-            },
-            timeline: vec![(Duration::ZERO, format!("INVITE sent to {destination}"))],
-            keys: Vec::new(),
-            opt_out_recorded: false,
-            answer_to_first_audio: None,
-            final_response: None,
-            first_18x: None,
-            credentials_sent: false,
-            answered_at: None,
-            first_audio_at: None,
-            message_packets: 0,
-            codec: None,
-            rtp_sent: 0,
-            send_lateness_max_us: 0,
-            rtp_send_errors: 0,
-            rtp_received: Vec::new(),
-            rtp_local: Some(pair.local),
-            rtcp: RtcpSummary::default(),
-            amd: req
-                .amd
-                .as_ref()
-                .filter(|a| a.mode != AmdMode::Off)
-                .map(|a| AmdReport {
-                    mode: a.mode,
-                    voicemail_sha256: a.voicemail_sha256.clone(),
-                    ..AmdReport::default()
-                }),
-        };
+            format!("INVITE sent to {destination}"),
+            Some(pair.local),
+            &req,
+        );
         let lead_in_packets = req.lead_in.as_micros().div_ceil(rtp::PTIME.as_micros()) as u32;
         let voicemail = req.amd.as_ref().and_then(|a| a.voicemail.clone());
         let call = Call {
@@ -1666,6 +1682,28 @@ impl Inlines {
     fn begin(&mut self, job: Job, ep: &mut Endpoint, calls: &mut Calls) {
         // A call whose caller is already gone is not begun (no RTP pair taken, no INVITE).
         if job.done.is_closed() {
+            return;
+        }
+        // Nor one stopped before its INVITE leaves (hang-up-all, an opt-out, a shutdown):
+        // nothing is placed — no phone rings to be cancelled — and it ends at once
+        // `local-shutdown`, as a stop before dialling does.
+        if job
+            .req
+            .stop
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+        {
+            let NewCall {
+                invite, req, done, ..
+            } = *job;
+            let mut r = first_report(
+                invite.call_id,
+                "shutdown requested before the INVITE: not placed".into(),
+                None,
+                &req,
+            );
+            r.ending.reason = "shutdown before the INVITE".into();
+            let _ = done.send(Ok(Ok(r)));
             return;
         }
         let now = Instant::now();
