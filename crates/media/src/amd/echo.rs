@@ -23,8 +23,10 @@
 //!   loss can be), and for [`HANGOVER`] samples after, so far-end speech does not pull the
 //!   filter away. Under that bound (a quiet beep, a greeting under our echo) the step is
 //!   scaled by our echo's share of what the filter adapts on (see [`step_size`]), and is 0
-//!   once the filter has converged while the residual holds a steady tone
-//!   ([`TONE_FREEZE_DB`]): the far end's beep is never learned as echo.
+//!   once the filter has converged, from the frame after a residual frame that holds a steady
+//!   tone 10+ dB over the line's floor ([`TONE_FREEZE_DB`]) to 2 frames after the last: a
+//!   far-end beep is adapted on for its first frame only (its tonality is known once that
+//!   frame is filtered), not learned as echo over its length.
 //! * **What is left.** The residual still holds some echo (the filter's misadjustment, G.711
 //!   noise). Its level is bounded by the echo estimate's level less the echo return loss
 //!   enhancement (ERLE) the filter has shown: a frame of residual no louder than that (with
@@ -127,6 +129,10 @@ const FROZEN_STEP_SHARE: f32 = 0.01;
 /// frames ([`TONE_HOLD_FRAMES`]). A quiet beep under our echo is not caught by Geigel's
 /// detector, and adapting on it pulls the taps toward predicting the tone from our audio.
 pub(super) const TONE_FREEZE_DB: f32 = 6.0;
+/// A tonal residual frame holds adaptation only this far (dB) over the line's noise floor —
+/// as far as a beep must be to be one (`Detector::beep_step`): a tone that is the floor
+/// itself, steady all call long, is the line's, not a beep.
+pub(super) const TONE_FREEZE_OVER_FLOOR_DB: f32 = 10.0;
 /// Frames adaptation stays off after a tonal residual frame: 2 (a tone's reverberation
 /// after it ends).
 const TONE_HOLD_FRAMES: u32 = 2;
@@ -510,14 +516,19 @@ impl EchoCanceller {
         self.reference = None;
     }
 
-    /// The tonality of the residual frame just analysed (dB; see [`TONE_FREEZE_DB`]): a
-    /// tone on the far end holds the converged filter's adaptation.
-    pub(super) fn residual_tonality(&mut self, tonality_db: f32) {
-        self.tone_hold = if tonality_db >= TONE_FREEZE_DB {
-            TONE_HOLD_FRAMES
-        } else {
-            self.tone_hold.saturating_sub(1)
-        };
+    /// The tonality of the residual frame just analysed (dB; see [`TONE_FREEZE_DB`]) and its
+    /// level over the line's noise floor (dB): a tone on the far end holds the converged
+    /// filter's adaptation from the next frame on — the frame itself was adapted on, its
+    /// tonality known only once it is filtered. A steady tone at the floor (line hum, a
+    /// carrier's whistle) holds nothing: it would freeze adaptation for the whole call
+    /// ([`TONE_FREEZE_OVER_FLOOR_DB`]).
+    pub(super) fn residual_tonality(&mut self, tonality_db: f32, over_floor_db: f32) {
+        self.tone_hold =
+            if tonality_db >= TONE_FREEZE_DB && over_floor_db >= TONE_FREEZE_OVER_FLOOR_DB {
+                TONE_HOLD_FRAMES
+            } else {
+                self.tone_hold.saturating_sub(1)
+            };
     }
 
     /// Whether the last frame's bound was the warm-up level guard.
@@ -1475,12 +1486,13 @@ mod tests {
                 let mut f: Vec<f32> = frame.iter().map(|&v| hp.step(v)).collect();
                 let before = ec.adapted;
                 ec.process_frame((k * FRAME) as u64, &mut f);
-                if (start + 2 * FRAME..start + len).contains(&(k * FRAME)) {
+                if (start..start + len).contains(&(k * FRAME)) {
                     adapted_in_tone += ec.adapted - before;
                 }
                 let analysed = super::super::analyse(&f, &mut gate);
                 if hold {
-                    ec.residual_tonality(analysed.tonality_db);
+                    // (The tone is 40 dB over the line's noise.)
+                    ec.residual_tonality(analysed.tonality_db, 40.0);
                 }
                 ec.end_frame(k as u64, 20.0);
                 residual.extend(f);
@@ -1500,7 +1512,9 @@ mod tests {
             let under = left(start + len / 2..start + len);
             let after = left(start + len + 8000..ours.len());
             if hold {
-                assert_eq!(adapted_in_tone, 0, "adapted on the tone");
+                // The tone's first frame only (it begins on a frame's edge): its tonality
+                // is known once it is filtered, the hold covers the frames after it.
+                assert_eq!(adapted_in_tone as usize, FRAME, "adapted on the tone");
                 assert!(
                     under >= before - 3.0 && under >= 25.0,
                     "ERLE under the tone {under:.1} dB, before it {before:.1} dB"
@@ -1516,6 +1530,55 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A steady tone on the line all call long (hum, a carrier's whistle) at its noise floor,
+    /// louder than what is left of our echo: the residual is tonal on every frame, but the
+    /// tone is the floor itself, so it holds nothing — the filter goes on adapting (without
+    /// the level floor it froze for the rest of the call once converged).
+    #[test]
+    fn a_steady_tone_at_the_line_s_floor_does_not_freeze_adaptation() {
+        let ours: Vec<i16> = speechlike(10 * 8000, -18.0, 71)
+            .iter()
+            .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
+            .collect();
+        let amp = 32768.0 * 10f32.powf(-45.0 / 20.0) * 2f32.sqrt();
+        let hum: Vec<f32> = (0..ours.len())
+            .map(|n| amp * (2.0 * std::f32::consts::PI * 450.0 * n as f32 / 8000.0).sin())
+            .collect();
+        let far = line(&ours, &hum, 15.0, 700);
+        let mut ec = EchoCanceller::new();
+        ec.set_reference(0, Arc::new(EchoReference::new(&ours)));
+        let (mut hp, mut gate) = (
+            HighPass::new(HIGH_PASS_HZ),
+            super::super::TwoToneGate::new(),
+        );
+        let mut floor = super::super::NoiseFloor::new();
+        let (mut tonal, mut late_adapted) = (0, 0);
+        for (k, frame) in far.chunks_exact(FRAME).enumerate() {
+            let mut f: Vec<f32> = frame.iter().map(|&v| hp.step(v)).collect();
+            let before = ec.adapted;
+            ec.process_frame((k * FRAME) as u64, &mut f);
+            if k * FRAME >= 6 * 8000 {
+                late_adapted += ec.adapted - before;
+            }
+            let analysed = super::super::analyse(&f, &mut gate);
+            tonal += usize::from(analysed.tonality_db >= TONE_FREEZE_DB);
+            ec.residual_tonality(analysed.tonality_db, analysed.level_dbfs - floor.get());
+            floor.push(analysed.level_dbfs);
+            ec.end_frame(k as u64, 20.0);
+        }
+        let frames = far.len() / FRAME;
+        assert!(
+            tonal * 10 >= frames * 9,
+            "tonal residual {tonal} of {frames}"
+        );
+        assert!(ec.adapted >= CONVERGE_SAMPLES, "not converged");
+        // The last 4 s: adapted on most of it.
+        assert!(
+            late_adapted >= 2 * 8000,
+            "adapted {late_adapted} samples in 4 s"
+        );
     }
 
     /// A tone on the far end that is not in our audio (a beep under our echo, as loud as
