@@ -301,7 +301,10 @@ struct Call {
     remote_uri: String,
     remote_tag: Option<String>,
     local_cseq: u32,
-    remote_cseq: Option<u32>,
+    /// The far end's last CSeq number in each of its dialogs, by its tag (§12.2.2): one
+    /// entry once the dialog is confirmed; a UAC's early dialogs (forks, RFC 3261 §12.1.2)
+    /// each count their own.
+    remote_cseq: Vec<(Option<String>, u32)>,
     route_set: Vec<String>,
     remote_target: Option<Uri>,
     contact: String,
@@ -409,6 +412,10 @@ pub struct Endpoint {
 
 /// Server transaction timers (sipx-sip's: RFC 3261 §17 and RFC 6026's).
 const TIMERS: usize = Timer::ALL.len();
+
+/// The far end's early dialogs whose CSeq a UAC call tracks (one per fork that sent a
+/// request in its early dialog).
+const MAX_EARLY_DIALOGS: usize = 8;
 
 /// Our client transactions' timers.
 const CLIENT_TIMERS: usize = client::Timer::ALL.len();
@@ -657,7 +664,7 @@ impl Endpoint {
                 remote_uri: inv.to,
                 remote_tag: None,
                 local_cseq: 1,
-                remote_cseq: None,
+                remote_cseq: Vec::new(),
                 route_set: Vec::new(),
                 remote_target: None,
                 contact: inv.contact,
@@ -1210,20 +1217,25 @@ impl Endpoint {
 
     fn match_dialog_of(&self, key: &TransactionKey) -> Option<CallRef> {
         let req = self.layer.server_request(key)?;
-        let call_id = wire::call_id(&req.headers)?;
-        let tag = wire::tag(&req.headers, &HeaderName::To)?;
-        self.dialogs.get(&(call_id, tag)).copied()
+        self.dialog_of(&req.headers)
+    }
+
+    /// The call whose dialog a request from the far end is in (RFC 3261 §12, §12.2.2): its
+    /// Call-ID, its To tag ours, and its From tag the far end's — a request from another
+    /// tag (a fork that lost, a stale or forged one) is in no dialog of ours (481), never
+    /// the confirmed call's. A UAC's early dialogs take any From tag (each fork's).
+    fn dialog_of(&self, headers: &sipx_sip::Headers) -> Option<CallRef> {
+        let call_id = wire::call_id(headers)?;
+        let tag = wire::tag(headers, &HeaderName::To)?;
+        let call = *self.dialogs.get(&(call_id, tag))?;
+        let c = self.calls.get(&call)?;
+        let early = c.role == Role::Uac && !c.confirmed;
+        (early || wire::tag(headers, &HeaderName::From) == c.remote_tag).then_some(call)
     }
 
     /// An ACK outside any transaction: the ACK of a 2xx (ours as the UAS).
     fn on_ack(&mut self, _now: Instant, ack: Request) {
-        let Some(call_id) = wire::call_id(&ack.headers) else {
-            return;
-        };
-        let Some(tag) = wire::tag(&ack.headers, &HeaderName::To) else {
-            return;
-        };
-        let Some(&call) = self.dialogs.get(&(call_id, tag)) else {
+        let Some(call) = self.dialog_of(&ack.headers) else {
             return;
         };
         let seq = wire::cseq(&ack.headers).map(|(n, _)| n);
@@ -1878,6 +1890,9 @@ impl Endpoint {
         c.invite_done = true;
         c.answered_at = Some(now);
         c.remote_tag = Some(to_tag.clone());
+        // The dialog is the winner's: the other forks' early dialogs are over.
+        c.remote_cseq
+            .retain(|(t, _)| t.as_deref() == Some(to_tag.as_str()));
         let mut rr = wire::record_routes(&r.headers);
         rr.reverse();
         c.route_set = rr;
@@ -2071,16 +2086,27 @@ impl Endpoint {
             }
             return;
         };
-        // §12.2.2: a CSeq lower than the last one is out of order.
+        // §12.2.2: a CSeq lower than the dialog's last one is out of order (an equal one is
+        // not: only a lower one MUST get 500).
         let seq = wire::cseq(&req.headers).map_or(0, |(n, _)| n);
+        let from_tag = wire::tag(&req.headers, &HeaderName::From);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        if c.remote_cseq.is_some_and(|last| seq <= last) && method != Method::Ack {
-            self.auto_respond(now, key, Some(call), 500, vec![]);
-            return;
+        match c.remote_cseq.iter_mut().find(|(t, _)| *t == from_tag) {
+            Some((_, last)) if seq < *last => {
+                self.auto_respond(now, key, Some(call), 500, vec![]);
+                return;
+            }
+            Some((_, last)) => *last = seq,
+            None => {
+                // Early dialogs are few (one per fork); a flood of tags keeps the latest.
+                if c.remote_cseq.len() >= MAX_EARLY_DIALOGS {
+                    c.remote_cseq.remove(0);
+                }
+                c.remote_cseq.push((from_tag, seq));
+            }
         }
-        c.remote_cseq = Some(seq);
         let closed = c.closed;
         match method {
             Method::Bye => {
@@ -2191,9 +2217,12 @@ impl Endpoint {
                 local_tag: local_tag.clone(),
                 local: Bytes::from(format!("<{to}>;tag={local_tag}")),
                 remote_uri: from,
+                remote_cseq: wire::cseq(&req.headers)
+                    .map(|(n, _)| (remote_tag.clone(), n))
+                    .into_iter()
+                    .collect(),
                 remote_tag,
                 local_cseq: rand::random::<u16>().into(),
-                remote_cseq: wire::cseq(&req.headers).map(|(n, _)| n),
                 route_set: wire::record_routes(&req.headers),
                 remote_target: wire::contact_uri(&req.headers),
                 contact_header: Bytes::from(format!("<{contact}>")),

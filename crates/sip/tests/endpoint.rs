@@ -539,10 +539,15 @@ fn established_with(
 
 /// A request from the far end in our dialog (its From is our To and vice versa).
 fn far_request(inv: &Message, method: &str, cseq: u32, extra: &str) -> Vec<u8> {
+    far_request_from(inv, "far", method, cseq, extra)
+}
+
+/// [`far_request`] from the far end's dialog tagged `tag` (a fork, or a forged tag).
+fn far_request_from(inv: &Message, tag: &str, method: &str, cseq: u32, extra: &str) -> Vec<u8> {
     let from = h(inv, HeaderName::From);
     let to = h(inv, HeaderName::To);
     format!(
-        "{method} sip:crieur@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKfar{method}{cseq};rport\r\nFrom: {to};tag=far\r\nTo: {from}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n",
+        "{method} sip:crieur@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK{tag}{method}{cseq};rport\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n",
         h(inv, HeaderName::CallId)
     )
     .into_bytes()
@@ -1293,4 +1298,86 @@ fn a_re_invites_retransmitted_2xx_is_acked_again_and_done_once() {
     }
     assert_eq!(done, 1);
     assert!(acks.iter().all(|x| *x == acks[0]), "{acks:?}");
+}
+
+/// §12, §12.2.2: a request with the call's Call-ID and our tag but another From tag than the
+/// far end's (a fork that lost, a stale or forged request) is in no dialog of ours: 481; the
+/// call is not ended, not handed the request, and its CSeq state is not moved by it.
+#[test]
+fn a_request_from_another_remote_tag_gets_481_and_leaves_the_dialog_alone() {
+    let (mut ep, t0, call, inv) = established();
+    let src = a(TRUNK);
+    for m in ["BYE", "INVITE", "UPDATE", "INFO"] {
+        ep.handle_input(t0, src, &far_request_from(&inv, "WRONG", m, 50, ""));
+        assert_eq!(code(&sent(&mut ep).remove(0).1), 481, "{m}");
+    }
+    assert!(events(&mut ep).is_empty());
+    // The ACK of a 2xx from another tag is nobody's either (and answered by nothing).
+    ep.handle_input(t0, src, &far_request_from(&inv, "WRONG", "ACK", 51, ""));
+    assert!(sent(&mut ep).is_empty());
+    assert!(events(&mut ep).is_empty());
+    // The real far end's requests, with a CSeq below the forged ones': in order.
+    ep.handle_input(t0, src, &far_request(&inv, "INFO", 3, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    ep.handle_input(t0, src, &far_request(&inv, "BYE", 4, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Bye { call: c } if *c == call)),
+        "{ev:?}"
+    );
+}
+
+/// §12.2.2 per dialog: two forks' early dialogs (RFC 3261 §12.1.2, one per To tag of a 1xx)
+/// each count their own CSeq — one fork's UPDATE does not make the other's out of order —,
+/// and once a fork's 2xx wins, the other's requests get 481.
+#[test]
+fn early_dialogs_of_two_forks_count_their_own_cseq() {
+    let (mut ep, t0, call, inv) = start(None);
+    let src = a(TRUNK);
+    for tag in ["fa", "fb"] {
+        let contact = format!("Contact: <sip:{tag}@10.0.0.2:5060>\r\n");
+        ep.handle_input(t0, src, &response(&inv, 180, Some(tag), &contact));
+    }
+    let _ = events(&mut ep);
+    for (tag, seq) in [("fa", 10), ("fb", 5), ("fa", 11)] {
+        ep.handle_input(t0, src, &far_request_from(&inv, tag, "UPDATE", seq, ""));
+        assert!(sent(&mut ep).is_empty(), "{tag} {seq}: not refused");
+        let server = events(&mut ep)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Request { server, .. } => Some(server),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{tag} {seq}: the UPDATE is the caller's"));
+        ep.respond(t0, server, 200, &[], None, Vec::new()).unwrap();
+        assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    }
+    ep.handle_input(
+        t0,
+        src,
+        &response(&inv, 200, Some("fa"), "Contact: <sip:fa@10.0.0.2:5060>\r\n"),
+    );
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Answered { call: c, .. } if *c == call)));
+    ep.handle_input(t0, src, &far_request_from(&inv, "fb", "BYE", 6, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 481);
+    assert!(events(&mut ep).is_empty());
+}
+
+/// §12.2.2: only a CSeq *lower* than the last one is out of order (500); an equal one (a new
+/// request reusing the number, not a retransmission: another branch) is taken.
+#[test]
+fn an_equal_cseq_is_not_out_of_order() {
+    let (mut ep, t0, _, inv) = established();
+    let src = a(TRUNK);
+    ep.handle_input(t0, src, &far_request(&inv, "INFO", 7, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    ep.handle_input(t0, src, &far_request(&inv, "OPTIONS", 7, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    ep.handle_input(t0, src, &far_request(&inv, "OPTIONS", 6, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 500);
 }
