@@ -984,10 +984,17 @@ impl Endpoint {
             extra.push((HeaderName::ContentType, ct.to_owned()));
         }
         let is_invite = req.method == Method::Invite;
-        if is_invite && code > 100 && code < 300 {
+        let refresh = matches!(req.method, Method::Invite | Method::Update);
+        if refresh && (200..300).contains(&code) {
+            // §12.2.2, RFC 3311 §5.2: a target refresh accepted moves the remote target to
+            // its Contact (on the 2xx, RFC 6141 §3.4: a refused one changes nothing).
+            self.refresh_target(call, &req.headers);
+        }
+        // A 2xx to an UPDATE carries our Contact as one to an INVITE does (RFC 3311 §5.2).
+        if (is_invite && code > 100 && code < 300) || (refresh && (200..300).contains(&code)) {
             if let Some(c) = self.calls.get(&call) {
                 extra.push((HeaderName::Contact, format!("<{}>", c.contact)));
-                if c.role == Role::Uas && !c.confirmed {
+                if is_invite && c.role == Role::Uas && !c.confirmed {
                     // §12.1.1: the dialog's Record-Route goes back in the response.
                     for h in req.headers.get_all(&HeaderName::RecordRoute) {
                         extra.push((
@@ -1043,6 +1050,21 @@ impl Endpoint {
         self.apply(now, &key, outputs);
         self.reap(call);
         Ok(())
+    }
+
+    /// A target refresh (RFC 3261 §12.2.1.2, §12.2.2; RFC 3311): the remote target becomes
+    /// the Contact of `headers` (a 2xx to our refresh, or the far end's refresh we accept),
+    /// if it has one. Not in a UAC's early dialogs: its 2xx sets the confirmed dialog's.
+    fn refresh_target(&mut self, call: CallRef, headers: &sipx_sip::Headers) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.role == Role::Uac && !c.confirmed {
+            return;
+        }
+        if let Some(target) = wire::contact_uri(headers) {
+            c.remote_target = Some(target);
+        }
     }
 
     /// A response to `req` from this endpoint: the To tag of the dialog (ours), `extra`.
@@ -1625,6 +1647,17 @@ impl Endpoint {
             }
             _ => None,
         };
+        // §12.2.1.2, RFC 3311 §5.1: the 2xx to our target refresh (re-INVITE, UPDATE) moves
+        // the remote target to its Contact — the ACK below already goes there.
+        if let Outcome::Response(resp) = &outcome {
+            let refresh = matches!(
+                wire::cseq(&resp.headers),
+                Some((_, Method::Invite | Method::Update))
+            );
+            if resp.status.is_success() && refresh {
+                self.refresh_target(call, &resp.headers);
+            }
+        }
         let acked = ack_seq.map(|seq| {
             let creds = self
                 .clients

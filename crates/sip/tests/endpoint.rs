@@ -1381,3 +1381,90 @@ fn an_equal_cseq_is_not_out_of_order() {
     ep.handle_input(t0, src, &far_request(&inv, "OPTIONS", 6, ""));
     assert_eq!(code(&sent(&mut ep).remove(0).1), 500);
 }
+
+/// The Request-URI and destination of the BYE the endpoint sends now.
+fn bye_target(ep: &mut Endpoint, t: Instant, call: crieur_sip::CallRef) -> (SocketAddr, String) {
+    ep.bye(t, call, &[]).unwrap();
+    let (dest, bye) = sent(ep).remove(0);
+    assert_eq!(req(&bye).method, Method::Bye);
+    (dest, req(&bye).uri.to_string())
+}
+
+/// §12.2.2, RFC 3311 §5.2: the far end's re-INVITE or UPDATE is a target refresh — once we
+/// accept it (2xx), our next request goes to its Contact —, and our 2xx to it carries our
+/// Contact (an UPDATE's too).
+#[test]
+fn a_received_target_refresh_moves_the_remote_target() {
+    for method in ["INVITE", "UPDATE"] {
+        let (mut ep, t0, call, inv) = established();
+        let src = a(TRUNK);
+        let contact = "Contact: <sip:x@10.0.0.9:5070>\r\n";
+        ep.handle_input(t0, src, &far_request(&inv, method, 5, contact));
+        let server = events(&mut ep)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Request { server, .. } => Some(server),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{method}: handed to the caller"));
+        ep.respond(t0, server, 200, &[], None, Vec::new()).unwrap();
+        let (_, ok) = sent(&mut ep).remove(0);
+        assert_eq!(code(&ok), 200, "{method}");
+        assert_eq!(
+            h(&ok, HeaderName::Contact),
+            "<sip:crieur@10.0.0.1:5060>",
+            "{method}: our Contact in the 2xx"
+        );
+        if method == "INVITE" {
+            ep.handle_input(t0, src, &far_request(&inv, "ACK", 5, ""));
+            let _ = events(&mut ep);
+        }
+        let (dest, ruri) = bye_target(&mut ep, t0, call);
+        assert_eq!(ruri, "sip:x@10.0.0.9:5070", "{method}");
+        assert_eq!(dest, a("10.0.0.9:5070"), "{method}");
+    }
+}
+
+/// A refresh we refuse changes nothing (RFC 6141 §3.4).
+#[test]
+fn a_refused_target_refresh_keeps_the_remote_target() {
+    let (mut ep, t0, call, inv) = established();
+    let contact = "Contact: <sip:x@10.0.0.9:5070>\r\n";
+    ep.handle_input(t0, a(TRUNK), &far_request(&inv, "UPDATE", 5, contact));
+    let server = events(&mut ep)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Request { server, .. } => Some(server),
+            _ => None,
+        })
+        .unwrap();
+    ep.respond(t0, server, 488, &[], None, Vec::new()).unwrap();
+    let _ = sent(&mut ep);
+    let (dest, ruri) = bye_target(&mut ep, t0, call);
+    assert_eq!(ruri, "sip:callee@10.0.0.2:5060");
+    assert_eq!(dest, a(TRUNK));
+}
+
+/// §12.2.1.2: the Contact of the 2xx to our own re-INVITE or UPDATE is the new remote target
+/// (the re-INVITE's ACK already goes there).
+#[test]
+fn the_2xx_to_our_target_refresh_moves_the_remote_target() {
+    for method in [Method::Invite, Method::Update] {
+        let (mut ep, t0, call, _) = established();
+        ep.request(t0, call, method.clone(), &[], None, Vec::new())
+            .unwrap();
+        let (_, r) = sent(&mut ep).remove(0);
+        let contact = "Contact: <sip:y@10.0.0.8:5080>\r\n";
+        ep.handle_input(t0, a(TRUNK), &response(&r, 200, Some("far"), contact));
+        let out = sent(&mut ep);
+        if method == Method::Invite {
+            let (dest, ack) = &out[0];
+            assert_eq!(req(ack).method, Method::Ack);
+            assert_eq!(req(ack).uri.to_string(), "sip:y@10.0.0.8:5080");
+            assert_eq!(*dest, a("10.0.0.8:5080"));
+        }
+        let (dest, ruri) = bye_target(&mut ep, t0, call);
+        assert_eq!(ruri, "sip:y@10.0.0.8:5080", "{method:?}");
+        assert_eq!(dest, a("10.0.0.8:5080"), "{method:?}");
+    }
+}
