@@ -278,6 +278,11 @@ struct Client {
     /// A request's outcome was given ([`Event::Done`]): a re-INVITE's 2xx retransmitted
     /// afterwards (RFC 6026's Accepted passes each up) is only ACKed again.
     done: bool,
+    /// The digest state of this request and its retries with credentials (RFC 3261 §22.2,
+    /// §22.3): a realm answered on *this* request and challenged again means refused; a
+    /// later request (a BYE or refresh after a challenged INVITE) starts afresh and answers
+    /// its own challenge.
+    auth: auth::State,
 }
 
 /// A 2xx we (as the UAS) retransmit until its ACK (RFC 3261 §13.3.1.4).
@@ -313,7 +318,6 @@ struct Call {
     /// Where requests go when the next hop is not an address (the trunk, or the caller).
     destination: SocketAddr,
     credentials: Option<Credentials>,
-    auth: auth::State,
     /// UAC: the INVITE as last sent (for CANCEL, ACK and a credentials retry).
     invite: Option<Request>,
     /// UAC: that INVITE's client transaction.
@@ -671,7 +675,6 @@ impl Endpoint {
                 contact_header,
                 destination: inv.destination,
                 credentials: inv.credentials,
-                auth: auth::State::default(),
                 // Set once it is sent (below): the request is kept, not copied.
                 invite: None,
                 invite_tx: None,
@@ -712,6 +715,19 @@ impl Endpoint {
         kind: Kind,
         dest: SocketAddr,
     ) {
+        self.send_request_auth(now, call, req, kind, dest, auth::State::default());
+    }
+
+    /// [`Endpoint::send_request`] with the digest state of the request it retries.
+    fn send_request_auth(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        req: &Request,
+        kind: Kind,
+        dest: SocketAddr,
+        auth: auth::State,
+    ) {
         let branch = req
             .headers
             .get(&HeaderName::Via)
@@ -744,6 +760,7 @@ impl Endpoint {
             done: false,
             armed: [0; CLIENT_TIMERS],
             ack_credentials,
+            auth,
         };
         let Some(step) = self.clients.send(id, method, seq, bytes, owner) else {
             tracing::warn!("a request's branch is in use: not sent");
@@ -1755,7 +1772,6 @@ impl Endpoint {
         tracing::info!(from = %c.destination, to = %next, "INVITE: trying the trunk's next server (RFC 3263)");
         c.destination = next;
         c.provisional = false;
-        c.auth = auth::State::default();
         c.credentials_sent = false;
         self.send_request(now, call, &req, Kind::Invite, next);
         if let Some(c) = self.calls.get_mut(&call) {
@@ -1776,7 +1792,11 @@ impl Endpoint {
         let Some(orig) = self.clients.request(id) else {
             return false;
         };
-        let Some(kind) = self.clients.user(id).map(|o| o.kind.clone()) else {
+        let Some((kind, mut state)) = self
+            .clients
+            .user(id)
+            .map(|o| (o.kind.clone(), o.auth.clone()))
+        else {
             return false;
         };
         let via = self.via();
@@ -1789,7 +1809,7 @@ impl Endpoint {
         if c.cancel_wanted && matches!(kind, Kind::Invite) {
             return false;
         }
-        let h = match c.auth.answer(&orig, resp, &creds, &hex_id()) {
+        let h = match state.answer(&orig, resp, &creds, &hex_id()) {
             Ok(h) => h,
             Err(why) => {
                 tracing::debug!(?why, "challenge not answered");
@@ -1830,7 +1850,7 @@ impl Endpoint {
             c.credentials_sent = true;
         }
         let dest = self.clients.user(id).map_or(c.destination, |o| o.dest);
-        self.send_request(now, call, &req, kind, dest);
+        self.send_request_auth(now, call, &req, kind, dest, state);
         if let Some(c) = self.calls.get_mut(&call).filter(|_| invite) {
             c.invite = Some(req);
         }
@@ -2262,7 +2282,6 @@ impl Endpoint {
                 contact,
                 destination: dest,
                 credentials: None,
-                auth: auth::State::default(),
                 invite: None,
                 invite_tx: None,
                 provisional: false,

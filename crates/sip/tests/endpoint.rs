@@ -1468,3 +1468,68 @@ fn the_2xx_to_our_target_refresh_moves_the_remote_target() {
         assert_eq!(dest, a("10.0.0.8:5080"), "{method:?}");
     }
 }
+
+/// §22.2/§22.3: the digest state is each request's. After a challenged INVITE (realm
+/// "trunk"), the BYE challenged by the same realm with a fresh nonce is answered (not taken
+/// for a refusal of the INVITE's credentials); its own retry challenged again (not stale)
+/// is refused.
+#[test]
+fn a_later_request_answers_its_own_challenge_after_a_challenged_invite() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let www = |n: &str| format!("WWW-Authenticate: Digest realm=\"trunk\", nonce=\"{n}\", qop=\"auth\"\r\n");
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 401, Some("t"), &www("n1")));
+    let inv2 = sent(&mut ep).remove(1).1;
+    assert!(h(&inv2, HeaderName::Authorization).contains("nonce=\"n1\""));
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(&inv2, 200, Some("far"), "Contact: <sip:callee@10.0.0.2:5060>\r\n"),
+    );
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    ep.bye(t0, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    ep.handle_input(t0, a(TRUNK), &response(&bye, 401, None, &www("n2")));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1, "the BYE again, answered: {out:?}");
+    let bye2 = &out[0].1;
+    assert_eq!(req(bye2).method, Method::Bye);
+    let auth = h(bye2, HeaderName::Authorization);
+    assert!(auth.contains("nonce=\"n2\"") && auth.contains("nc=00000001"), "{auth}");
+    // The retried BYE challenged again, not stale: the credentials are refused.
+    ep.handle_input(t0, a(TRUNK), &response(bye2, 401, None, &www("n3")));
+    assert!(sent(&mut ep).is_empty(), "not sent a third time");
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)));
+}
+
+/// The same for a refresh (re-INVITE) after a challenged INVITE: answered with its nonce.
+#[test]
+fn a_refresh_answers_its_own_challenge_after_a_challenged_invite() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let pa = |n: &str| format!("Proxy-Authenticate: Digest realm=\"trunk\", nonce=\"{n}\"\r\n");
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 407, Some("t"), &pa("n1")));
+    let inv2 = sent(&mut ep).remove(1).1;
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(&inv2, 200, Some("far"), "Contact: <sip:callee@10.0.0.2:5060>\r\n"),
+    );
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    let r = ep
+        .request(t0, call, Method::Invite, &[], None, Vec::new())
+        .unwrap();
+    let reinv = sent(&mut ep).remove(0).1;
+    ep.handle_input(t0, a(TRUNK), &response(&reinv, 407, Some("far"), &pa("n2")));
+    let out = sent(&mut ep);
+    let again = out
+        .iter()
+        .find(|(_, m)| m.as_request().is_some_and(|q| q.method == Method::Invite))
+        .expect("the re-INVITE again");
+    assert!(h(&again.1, HeaderName::ProxyAuthorization).contains("nonce=\"n2\""));
+    assert!(!events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Done { request, .. } if *request == r)));
+}
