@@ -412,6 +412,9 @@ pub struct Endpoint {
     /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
     /// every message rather than copied into each.
     ua: Bytes,
+    /// The option tags we support: the `Supported` of [`Config::capabilities`], lowercase
+    /// (a received request's `Require` is checked against them, RFC 3261 §8.2.2.3).
+    supported: Vec<String>,
 }
 
 /// Server transaction timers (sipx-sip's: RFC 3261 §17 and RFC 6026's).
@@ -482,12 +485,14 @@ fn reason_of(code: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         481 => "Call/Transaction Does Not Exist",
         486 => "Busy Here",
         487 => "Request Terminated",
         488 => "Not Acceptable Here",
         491 => "Request Pending",
         500 => "Server Internal Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         505 => "Version Not Supported",
         603 => "Decline",
@@ -554,7 +559,14 @@ fn add_header(
 
 impl Endpoint {
     pub fn new(cfg: Config) -> Endpoint {
+        let supported = cfg
+            .capabilities
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Supported") || n.eq_ignore_ascii_case("k"))
+            .flat_map(|(_, v)| option_tags(v.as_bytes()))
+            .collect();
         Endpoint {
+            supported,
             layer: TransactionLayer::new(cfg.timers),
             clients: ClientLayer::new(cfg.timers, cfg.transport.reliability()),
             ua: Bytes::copy_from_slice(cfg.user_agent.as_bytes()),
@@ -2114,6 +2126,19 @@ impl Endpoint {
             self.on_cancel(now, key, &req);
             return;
         }
+        // §8.2.2.3: an extension the request requires that we do not support: 420 naming
+        // it in `Unsupported` (ACK and CANCEL never come here: they may not be refused).
+        let unsupported: Vec<String> = req
+            .headers
+            .get_all(&HeaderName::Require)
+            .flat_map(|h| option_tags(&h.value()))
+            .filter(|t| !self.supported.contains(t))
+            .collect();
+        if !unsupported.is_empty() {
+            let named = (HeaderName::Unsupported, unsupported.join(", "));
+            self.auto_respond(now, key, call, 420, vec![named]);
+            return;
+        }
         let Some(call) = call else {
             // Outside any dialog we know.
             match method {
@@ -2492,6 +2517,17 @@ impl Endpoint {
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
+}
+
+/// The option tags of a `Require` or `Supported` value (RFC 3261 §20.32, §20.37),
+/// lowercase (option tags compare case-insensitively, §19.2); an empty or unreadable one is
+/// skipped.
+fn option_tags(v: &[u8]) -> Vec<String> {
+    v.split(|&b| b == b',')
+        .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
+        .filter(|t| !t.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// The credentials a request carries (`Authorization`, `Proxy-Authorization`), for the ACK

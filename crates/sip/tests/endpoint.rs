@@ -1533,3 +1533,50 @@ fn a_refresh_answers_its_own_challenge_after_a_challenged_invite() {
         .iter()
         .any(|e| matches!(e, Event::Done { request, .. } if *request == r)));
 }
+
+/// §8.2.2.3: a request requiring an extension we do not support gets 420 with `Unsupported`
+/// naming it (and nothing else happens: the BYE ends nothing, the re-INVITE is nobody's); one
+/// requiring only what our `Supported` says (tags compared case-insensitively) is served.
+#[test]
+fn a_required_extension_we_lack_gets_420_with_unsupported() {
+    let mut c = cfg(false);
+    c.capabilities.push(("Supported".into(), "timer".into()));
+    let mut ep = Endpoint::new(c);
+    let t0 = Instant::now();
+    let call = ep.invite(t0, invite(None)).unwrap();
+    let inv = sent(&mut ep).remove(0).1;
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(&inv, 200, Some("far"), "Contact: <sip:callee@10.0.0.2:5060>\r\n"),
+    );
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    let src = a(TRUNK);
+    for (i, m) in ["OPTIONS", "INFO", "BYE", "INVITE", "UPDATE"].iter().enumerate() {
+        let seq = 10 + u32::try_from(i).unwrap();
+        ep.handle_input(
+            t0,
+            src,
+            &far_request(&inv, m, seq, "Require: Timer, foo\r\nRequire: 100rel\r\n"),
+        );
+        let (_, r) = sent(&mut ep).remove(0);
+        assert_eq!(code(&r), 420, "{m}");
+        assert_eq!(h(&r, HeaderName::Unsupported), "foo, 100rel", "{m}");
+        assert!(events(&mut ep).is_empty(), "{m}");
+    }
+    ep.handle_input(t0, src, &far_request(&inv, "UPDATE", 20, "Require: TIMER\r\n"));
+    assert!(sent(&mut ep).is_empty());
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Request { call: c, .. } if *c == call)));
+    // Outside any dialog too: an INVITE requiring 100rel is not offered to the UAS.
+    let mut uas = Endpoint::new(cfg(true));
+    let inv = "INVITE sip:+336@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKr1\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: <sip:+336@10.0.0.1>\r\nCall-ID: req-1\r\nCSeq: 1 INVITE\r\nRequire: 100rel\r\nContact: <sip:c@10.0.0.5:5070>\r\nContent-Length: 0\r\n\r\n";
+    uas.handle_input(t0, a("10.0.0.5:5070"), inv.as_bytes());
+    let (_, r) = sent(&mut uas).remove(0);
+    assert_eq!(code(&r), 420);
+    assert_eq!(h(&r, HeaderName::Unsupported), "100rel");
+    assert!(h(&r, HeaderName::To).contains(";tag="));
+    assert!(events(&mut uas).is_empty());
+}
