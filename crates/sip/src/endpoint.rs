@@ -1067,11 +1067,10 @@ impl Endpoint {
                         deadline: now + self.cfg.timers.timeout(),
                         cseq,
                     });
-                    if self.cfg.transport.reliability() == Reliability::Unreliable {
-                        self.arm(now + t1, Target::Retransmit2xx(call));
-                    } else {
-                        self.arm(now + self.cfg.timers.timeout(), Target::Retransmit2xx(call));
-                    }
+                    // §13.3.1.4: "even if the transport at the UAS is reliable" — a hop
+                    // behind the far end may be UDP, and its retransmitted INVITE is
+                    // absorbed by our server transaction: only our 2xx again reaches it.
+                    self.arm(now + t1, Target::Retransmit2xx(call));
                 }
             }
         }
@@ -2497,7 +2496,9 @@ impl Endpoint {
             return;
         }
         p.interval = (p.interval * 2).min(t2);
-        let (key, resp, next) = (p.key.clone(), p.response.clone(), now + p.interval);
+        // Given up at 64·T1 itself, not at the first retransmission past it.
+        let next = (now + p.interval).min(p.deadline);
+        let (key, resp) = (p.key.clone(), p.response.clone());
         let outputs = self.layer.send_response(&key, resp);
         self.apply(now, &key, outputs);
         self.arm(next, Target::Retransmit2xx(call));

@@ -1580,3 +1580,68 @@ fn a_required_extension_we_lack_gets_420_with_unsupported() {
     assert!(h(&r, HeaderName::To).contains(";tag="));
     assert!(events(&mut uas).is_empty());
 }
+
+/// §13.3.1.4: our 2xx to an INVITE is retransmitted, T1 doubling to T2, until its ACK "even
+/// if the transport at the UAS is reliable" (over TCP: a UDP hop behind the far end may have
+/// lost it) — and given up at 64·T1 with [`Event::NoAck`].
+#[test]
+fn over_tcp_our_2xx_is_retransmitted_until_the_ack_too() {
+    let mut c = cfg(true);
+    c.transport = Transport::Tcp;
+    let mut ep = Endpoint::new(c);
+    let t0 = Instant::now();
+    let caller = a("10.0.0.5:5070");
+    let invite = |call_id: &str| format!("INVITE sip:+336@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5070;branch=z9hG4bK{call_id}\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: <sip:+336@10.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.5:5070;transport=tcp>\r\nContent-Length: 0\r\n\r\n");
+    // The first ACKed after two retransmissions.
+    ep.handle_input(t0, caller, invite("tcp-1").as_bytes());
+    let Some(Event::Incoming { server, call, .. }) = ep.poll_event() else {
+        panic!("no Incoming")
+    };
+    ep.respond(t0, server, 200, &[], None, Vec::new()).unwrap();
+    let ok = sent(&mut ep).remove(0).1;
+    let mut at = Vec::new();
+    while let Some(due) = ep.poll_timeout() {
+        if due > t0 + Duration::from_millis(2000) {
+            break;
+        }
+        ep.handle_timeout(due);
+        for (dest, m) in sent(&mut ep) {
+            assert_eq!(dest, caller);
+            assert_eq!(code(&m), 200);
+            at.push((due - t0).as_millis());
+        }
+    }
+    assert_eq!(at, [500, 1500]);
+    let ack = format!("ACK sip:10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5070;branch=z9hG4bKack\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: {}\r\nCall-ID: tcp-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n", h(&ok, HeaderName::To));
+    ep.handle_input(t0 + Duration::from_millis(1600), caller, ack.as_bytes());
+    assert!(matches!(ep.poll_event(), Some(Event::Acked { call: c, .. }) if c == call));
+    ep.handle_timeout(t0 + Duration::from_millis(3500));
+    assert!(sent(&mut ep).is_empty(), "no retransmission after the ACK");
+    // The second never ACKed: re-sent up to T2 apart, then NoAck at 64·T1.
+    let t1 = t0 + Duration::from_secs(10);
+    ep.handle_input(t1, caller, invite("tcp-2").as_bytes());
+    let Some(Event::Incoming { server, call, .. }) = ep.poll_event() else {
+        panic!("no Incoming")
+    };
+    ep.respond(t1, server, 200, &[], None, Vec::new()).unwrap();
+    let _ = sent(&mut ep);
+    let mut n = 0;
+    let mut no_ack = false;
+    while let Some(due) = ep.poll_timeout() {
+        if due > t1 + Duration::from_secs(40) {
+            break;
+        }
+        ep.handle_timeout(due);
+        n += sent(&mut ep).len();
+        no_ack |= events(&mut ep)
+            .iter()
+            .any(|e| matches!(e, Event::NoAck { call: c } if *c == call));
+        if no_ack {
+            assert_eq!(due - t1, Duration::from_secs(32));
+            break;
+        }
+    }
+    assert!(no_ack);
+    // 0.5, 1.5, 3.5, 7.5, then every 4 s to 31.5.
+    assert_eq!(n, 4 + 6);
+}
