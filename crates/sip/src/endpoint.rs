@@ -363,6 +363,9 @@ enum Target {
     /// One of our client transactions' timers.
     Client(TxId, client::Timer),
     Retransmit2xx(CallRef),
+    /// 64·T1 after our CANCEL (RFC 3261 §9.1): the INVITE without a final response by then
+    /// is given up.
+    CancelGiveUp(CallRef),
 }
 
 /// The sans-IO SIP endpoint.
@@ -846,6 +849,37 @@ impl Endpoint {
         }
         let dest = c.destination;
         self.send_request(now, call, &req, Kind::Cancel, dest);
+        // §9.1: no final response to the INVITE 64·T1 after the CANCEL: the INVITE's
+        // transaction (timer B is off since the provisional) is destroyed then.
+        self.arm(now + self.cfg.timers.timeout(), Target::CancelGiveUp(call));
+    }
+
+    /// §9.1: 64·T1 after our CANCEL and still no final response to the INVITE: it is
+    /// considered cancelled — its client transaction destroyed, the caller told (as for
+    /// timer B) and the call forgotten. A 2xx that comes later finds no call
+    /// ([`Endpoint::stray_response`]).
+    fn cancel_give_up(&mut self, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.invite_done {
+            return;
+        }
+        tracing::info!(
+            ?call,
+            "no final response 64·T1 after our CANCEL: the INVITE is given up (RFC 3261 §9.1)"
+        );
+        c.invite_done = true;
+        c.closed = true;
+        let tx = c.invite_tx;
+        self.events.push_back(Event::InviteFailed {
+            call,
+            timeout: true,
+        });
+        if let Some(id) = tx {
+            self.client_terminated(id);
+        }
+        self.reap(call);
     }
 
     /// Ends an established call with a BYE (with more headers, e.g. `Reason`).
@@ -1509,6 +1543,9 @@ impl Endpoint {
             }
             cleanup = t.cleanup_only();
         }
+        // Usually moot (the INVITE's 487 came long before): on the grid, not a wake-up of
+        // its own per cancelled call.
+        cleanup |= matches!(target, Target::CancelGiveUp(_));
         self.slots.insert(slot, target);
         let heap = if cleanup {
             &mut self.cleanup
@@ -2477,6 +2514,7 @@ impl Endpoint {
                     self.apply_client(now, id, step);
                 }
                 Target::Retransmit2xx(call) => self.retransmit_2xx(now, call),
+                Target::CancelGiveUp(call) => self.cancel_give_up(call),
             }
         }
     }

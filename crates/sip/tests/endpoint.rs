@@ -1645,3 +1645,44 @@ fn over_tcp_our_2xx_is_retransmitted_until_the_ack_too() {
     // 0.5, 1.5, 3.5, 7.5, then every 4 s to 31.5.
     assert_eq!(n, 4 + 6);
 }
+
+/// §9.1: a CANCEL answered 200 but the INVITE never answered (no 487): 64·T1 after the
+/// CANCEL the INVITE's transaction is destroyed, the caller told (as for timer B) and the
+/// call forgotten — not kept forever (timer B stopped at the provisional).
+#[test]
+fn an_invite_never_answered_after_our_cancel_is_given_up_at_64_t1() {
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 180, Some("t"), ""));
+    let t1 = t0 + Duration::from_secs(3);
+    ep.cancel(t1, call);
+    let cancel = sent(&mut ep).remove(0).1;
+    assert_eq!(req(&cancel).method, Method::Cancel);
+    ep.handle_input(t1, a(TRUNK), &response(&cancel, 200, Some("t"), ""));
+    let _ = events(&mut ep);
+    let mut failed_at = None;
+    while let Some(due) = ep.poll_timeout() {
+        if due > t1 + Duration::from_secs(60) {
+            break;
+        }
+        ep.handle_timeout(due);
+        for e in events(&mut ep) {
+            match e {
+                Event::InviteFailed { call: c, timeout: true } if c == call => {
+                    failed_at = Some(due - t1);
+                }
+                Event::Terminated { call: c } if c == call => {
+                    assert!(failed_at.is_some(), "told before it is forgotten");
+                }
+                _ => {}
+            }
+        }
+    }
+    let at = failed_at.expect("the INVITE given up");
+    assert!(
+        at >= Duration::from_secs(32) && at <= Duration::from_secs(32) + CLEANUP_GRID,
+        "{at:?}"
+    );
+    assert_eq!(ep.calls(), 0);
+    assert_eq!(ep.transactions(), (0, 0));
+    assert!(ep.poll_timeout().is_none(), "nothing left armed");
+}
