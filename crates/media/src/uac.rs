@@ -891,6 +891,9 @@ struct Call {
     voicemail: Option<Arc<Message>>,
     /// What came on the RTP pair before the answer has been dropped ([`Call::drop_early`]).
     early_dropped: bool,
+    /// Our 2xx to the far end's offerless re-INVITE carried our offer: its answer comes in
+    /// the ACK (RFC 3261 §13.2.1, §14.2; RFC 3264) and is applied then.
+    answer_in_ack: bool,
     /// The call counted on its loop until it is dropped ([`Shard::pick`]).
     _counted: OnLoop,
 }
@@ -1006,6 +1009,7 @@ impl Call {
             refresh: SessionRefresh::default(),
             stopping: false,
             bye_sent: false,
+            answer_in_ack: false,
             lead_in_packets,
             voicemail,
             early_dropped: false,
@@ -1331,12 +1335,31 @@ impl Call {
                             .push((now.saturating_duration_since(t0), what))
                     },
                 );
+                // An offerless re-INVITE answered with our offer: the answer is the ACK's.
+                self.answer_in_ack = offer_req.method == Method::Invite
+                    && offer_req.body().is_empty()
+                    && (200..300).contains(&code)
+                    && body.is_some();
                 sig.send(Command::Respond {
                     server,
                     code,
                     headers,
                     body,
                 });
+            }
+            SipEvent::Acked { request, .. } if self.answer_in_ack => {
+                self.answer_in_ack = false;
+                self.on_answer_in_ack(&request, now);
+            }
+            SipEvent::NoAck { .. } => {
+                // RFC 3261 §13.3.1.4: our 2xx to the far end's re-INVITE never ACKed (64·T1):
+                // the session is ended with a BYE (the script's end hangs the leg up).
+                self.answer_in_ack = false;
+                self.note(now, "our 2xx to the re-INVITE was never ACKed: BYE".into());
+                self.script.handle_dialog_gone(
+                    now,
+                    "our 2xx to the far end's re-INVITE was never ACKed (RFC 3261 §13.3.1.4)",
+                );
             }
             SipEvent::Done { outcome, .. } => {
                 let (req, voicemail) = (&self.req, &self.voicemail);
@@ -1357,6 +1380,40 @@ impl Call {
             }
             _ => {}
         }
+    }
+
+    /// The ACK of our 2xx that carried our offer (to an offerless re-INVITE): its SDP is
+    /// the answer (RFC 3264 §5–6), applied to the media — a new address, codec or direction.
+    /// Without one, or one we cannot read, the media stay as they were.
+    fn on_answer_in_ack(&mut self, ack: &Request, now: Instant) {
+        if ack.body().is_empty() {
+            self.note(
+                now,
+                "ACK without the answer to our offer (RFC 3261 §13.2.1): media unchanged".into(),
+            );
+            return;
+        }
+        let answer = match sdp::parse_answer(ack.body()) {
+            Ok(a) => a,
+            Err(e) => {
+                self.note(
+                    now,
+                    format!("the ACK's answer unreadable ({e}): media unchanged"),
+                );
+                return;
+            }
+        };
+        let Some(media) = self.media.as_mut() else {
+            return;
+        };
+        let (req, voicemail) = (&self.req, &self.voicemail);
+        let changes = media.apply(&answer, now, &|codec| prompts_of(req, voicemail, codec));
+        let what = format!(
+            "answer in the ACK ({}){}",
+            answer.direction.as_str(),
+            describe_changes(&changes)
+        );
+        self.note(now, what);
     }
 
     /// The 2xx to our INVITE: the media set up from its answer (or refused).
@@ -2179,7 +2236,16 @@ fn describe(
     changes: &crate::session::Changes,
     version: u64,
 ) -> String {
-    let mut what = format!("{method} ({}): 200", sdp.direction.as_str());
+    format!(
+        "{method} ({}): 200{} (our o= version {version})",
+        sdp.direction.as_str(),
+        describe_changes(changes)
+    )
+}
+
+/// What a new SDP changed in the media, for the timeline: `, media moved to …` and the like.
+fn describe_changes(changes: &crate::session::Changes) -> String {
+    let mut what = String::new();
     if let Some(to) = changes.moved_to {
         what += &format!(", media moved to {to}");
     }
@@ -2191,7 +2257,7 @@ fn describe(
         Some(false) => what += ", resumed: sending again",
         None => {}
     }
-    what + &format!(" (our o= version {version})")
+    what
 }
 
 /// Session timers (RFC 4028). When we are the refresher (`refresher=uac` in the 200 to our

@@ -1476,14 +1476,21 @@ fn the_2xx_to_our_target_refresh_moves_the_remote_target() {
 #[test]
 fn a_later_request_answers_its_own_challenge_after_a_challenged_invite() {
     let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
-    let www = |n: &str| format!("WWW-Authenticate: Digest realm=\"trunk\", nonce=\"{n}\", qop=\"auth\"\r\n");
+    let www = |n: &str| {
+        format!("WWW-Authenticate: Digest realm=\"trunk\", nonce=\"{n}\", qop=\"auth\"\r\n")
+    };
     ep.handle_input(t0, a(TRUNK), &response(&inv, 401, Some("t"), &www("n1")));
     let inv2 = sent(&mut ep).remove(1).1;
     assert!(h(&inv2, HeaderName::Authorization).contains("nonce=\"n1\""));
     ep.handle_input(
         t0,
         a(TRUNK),
-        &response(&inv2, 200, Some("far"), "Contact: <sip:callee@10.0.0.2:5060>\r\n"),
+        &response(
+            &inv2,
+            200,
+            Some("far"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
     );
     let _ = sent(&mut ep);
     let _ = events(&mut ep);
@@ -1495,7 +1502,10 @@ fn a_later_request_answers_its_own_challenge_after_a_challenged_invite() {
     let bye2 = &out[0].1;
     assert_eq!(req(bye2).method, Method::Bye);
     let auth = h(bye2, HeaderName::Authorization);
-    assert!(auth.contains("nonce=\"n2\"") && auth.contains("nc=00000001"), "{auth}");
+    assert!(
+        auth.contains("nonce=\"n2\"") && auth.contains("nc=00000001"),
+        "{auth}"
+    );
     // The retried BYE challenged again, not stale: the credentials are refused.
     ep.handle_input(t0, a(TRUNK), &response(bye2, 401, None, &www("n3")));
     assert!(sent(&mut ep).is_empty(), "not sent a third time");
@@ -1514,7 +1524,12 @@ fn a_refresh_answers_its_own_challenge_after_a_challenged_invite() {
     ep.handle_input(
         t0,
         a(TRUNK),
-        &response(&inv2, 200, Some("far"), "Contact: <sip:callee@10.0.0.2:5060>\r\n"),
+        &response(
+            &inv2,
+            200,
+            Some("far"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
     );
     let _ = sent(&mut ep);
     let _ = events(&mut ep);
@@ -1548,12 +1563,20 @@ fn a_required_extension_we_lack_gets_420_with_unsupported() {
     ep.handle_input(
         t0,
         a(TRUNK),
-        &response(&inv, 200, Some("far"), "Contact: <sip:callee@10.0.0.2:5060>\r\n"),
+        &response(
+            &inv,
+            200,
+            Some("far"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
     );
     let _ = sent(&mut ep);
     let _ = events(&mut ep);
     let src = a(TRUNK);
-    for (i, m) in ["OPTIONS", "INFO", "BYE", "INVITE", "UPDATE"].iter().enumerate() {
+    for (i, m) in ["OPTIONS", "INFO", "BYE", "INVITE", "UPDATE"]
+        .iter()
+        .enumerate()
+    {
         let seq = 10 + u32::try_from(i).unwrap();
         ep.handle_input(
             t0,
@@ -1565,7 +1588,11 @@ fn a_required_extension_we_lack_gets_420_with_unsupported() {
         assert_eq!(h(&r, HeaderName::Unsupported), "foo, 100rel", "{m}");
         assert!(events(&mut ep).is_empty(), "{m}");
     }
-    ep.handle_input(t0, src, &far_request(&inv, "UPDATE", 20, "Require: TIMER\r\n"));
+    ep.handle_input(
+        t0,
+        src,
+        &far_request(&inv, "UPDATE", 20, "Require: TIMER\r\n"),
+    );
     assert!(sent(&mut ep).is_empty());
     assert!(events(&mut ep)
         .iter()
@@ -1591,7 +1618,9 @@ fn over_tcp_our_2xx_is_retransmitted_until_the_ack_too() {
     let mut ep = Endpoint::new(c);
     let t0 = Instant::now();
     let caller = a("10.0.0.5:5070");
-    let invite = |call_id: &str| format!("INVITE sip:+336@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5070;branch=z9hG4bK{call_id}\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: <sip:+336@10.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.5:5070;transport=tcp>\r\nContent-Length: 0\r\n\r\n");
+    let invite = |call_id: &str| {
+        format!("INVITE sip:+336@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5070;branch=z9hG4bK{call_id}\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: <sip:+336@10.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.5:5070;transport=tcp>\r\nContent-Length: 0\r\n\r\n")
+    };
     // The first ACKed after two retransmissions.
     ep.handle_input(t0, caller, invite("tcp-1").as_bytes());
     let Some(Event::Incoming { server, call, .. }) = ep.poll_event() else {
@@ -1667,7 +1696,10 @@ fn an_invite_never_answered_after_our_cancel_is_given_up_at_64_t1() {
         ep.handle_timeout(due);
         for e in events(&mut ep) {
             match e {
-                Event::InviteFailed { call: c, timeout: true } if c == call => {
+                Event::InviteFailed {
+                    call: c,
+                    timeout: true,
+                } if c == call => {
                     failed_at = Some(due - t1);
                 }
                 Event::Terminated { call: c } if c == call => {
