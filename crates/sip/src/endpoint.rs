@@ -1207,7 +1207,17 @@ impl Endpoint {
         let msg = match wire::parse(datagram) {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(%from, error = %e, "dropped a malformed SIP datagram");
+                // §18.3, RFC 4475 §3.1.2: a malformed request whose request line and the
+                // headers a response needs can be read is answered 400; anything else
+                // (a response, unreadable headers) is dropped.
+                match salvage(datagram) {
+                    Some(mut req) => {
+                        tracing::debug!(%from, error = %e, "a malformed SIP request: 400");
+                        stamp_via(&mut req, from);
+                        self.stateless(from, &req, 400);
+                    }
+                    None => tracing::debug!(%from, error = %e, "dropped a malformed SIP datagram"),
+                }
                 return;
             }
         };
@@ -1218,12 +1228,13 @@ impl Endpoint {
     pub fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: Message) {
         match msg {
             Message::Request(mut req) => {
+                // Stamped first: a refusal goes where any response would (RFC 3581 §4).
+                stamp_via(&mut req, from);
                 if let Some(code) = refusal(&req) {
                     tracing::debug!(%from, code, "refused a malformed request");
                     self.stateless(from, &req, code);
                     return;
                 }
-                stamp_via(&mut req, from);
                 self.on_request(now, from, req);
             }
             // Responses go to our client transactions, matched by their top Via's branch
@@ -1245,15 +1256,21 @@ impl Endpoint {
     /// Answers a request without a transaction (it cannot have one: it is malformed); an ACK
     /// or a request whose response cannot be built (no Via, From, To, Call-ID, CSeq) is only
     /// dropped.
+    /// Its To gets a tag (§8.2.6.2), its Via is the one [`stamp_via`] stamped (`received`,
+    /// `rport`).
     fn stateless(&mut self, from: SocketAddr, req: &Request, code: u16) {
         if req.method == Method::Ack {
             return;
         }
-        let Ok(b) = ResponseBuilder::to_request(req, status(code), reason_of(code)) else {
+        let Ok(resp) = self.response(CallRef(0), req, code, Vec::new(), Vec::new()) else {
             return;
         };
-        let resp = b.build();
-        let dest = response_destination(req, from, self.cfg.transport.default_port());
+        // On a connection, back on it (§18.2.2).
+        let dest = if self.cfg.transport.reliability() == Reliability::Reliable {
+            from
+        } else {
+            response_destination(req, from, self.cfg.transport.default_port())
+        };
         self.transmits.push_back(Transmit {
             destination: dest,
             payload: wire::encode(&mut self.scratch, &Message::Response(resp)),
@@ -2555,6 +2572,63 @@ impl Endpoint {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+}
+
+/// The request a malformed datagram would be, as far as answering it goes (§8.2.6.2: its
+/// Via, From, To, Call-ID and CSeq), if its start line is a request line (`<method> … SIP/2.0`,
+/// whatever lies between: a Request-URI in `<>`, with whitespace, extra spaces — RFC 4475
+/// §3.1.2.7–10) and those headers parse; `None` for anything else (a response, a Via or
+/// CSeq that cannot be read: nowhere to answer, or nothing to answer with).
+fn salvage(datagram: &[u8]) -> Option<Request> {
+    let head_end = datagram
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(datagram.len());
+    let head = datagram.get(..head_end)?;
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let start = lines.next()?;
+    let words: Vec<&[u8]> = start
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let (method, last) = (words.first()?, words.last()?);
+    if words.len() < 3 || !last.eq_ignore_ascii_case(b"SIP/2.0") || method.starts_with(b"SIP/") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(head.len());
+    out.extend_from_slice(method);
+    out.extend_from_slice(b" sip:invalid SIP/2.0\r\n");
+    const KEPT: [&[u8]; 9] = [
+        b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq",
+    ];
+    let mut kept = false;
+    for line in lines {
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            // A folded line continues the header before it (§7.3.1).
+            if kept {
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
+        let name = line
+            .split(|&b| b == b':')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        kept = line.contains(&b':') && KEPT.iter().any(|k| name.eq_ignore_ascii_case(k));
+        if kept {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    match wire::parse(&out) {
+        Ok(Message::Request(r)) if wire::top_via(&r.headers).is_some() => Some(r),
+        _ => None,
     }
 }
 

@@ -1718,3 +1718,104 @@ fn an_invite_never_answered_after_our_cancel_is_given_up_at_64_t1() {
     assert_eq!(ep.transactions(), (0, 0));
     assert!(ep.poll_timeout().is_none(), "nothing left armed");
 }
+
+/// A request from 10.0.0.7 (its Via's sent-by port 5060, rport asked) with `line` as its
+/// request line and `extra` headers.
+fn raw_request(line: &str, method: &str, extra: &str) -> Vec<u8> {
+    format!("{line}\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKbad;rport\r\nFrom: <sip:a@10.0.0.7>;tag=1\r\nTo: <sip:x@10.0.0.1>\r\nCall-ID: bad-1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}").into_bytes()
+}
+
+/// §18.3, RFC 4475 §3.1.2, §8.2.6.2, RFC 3581 §4: a request that does not parse but whose
+/// request line and Via can be read gets 400 (a Request-URI in `<>` or with whitespace,
+/// extra spaces in the request line, a Content-Length past the datagram's end), and so do
+/// the requests refused statelessly (416, 505): each with a To tag, its Via stamped with
+/// `received` and `rport`, sent to the source port. A malformed ACK or response: nothing.
+#[test]
+fn malformed_requests_get_a_stateless_400_with_to_tag_and_rport() {
+    let mut ep = Endpoint::new(cfg(false));
+    let t0 = Instant::now();
+    let src = a("10.0.0.7:40000");
+    let cases: [(Vec<u8>, u16); 6] = [
+        (
+            raw_request(
+                "INVITE <sip:x@10.0.0.1> SIP/2.0",
+                "INVITE",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            raw_request(
+                "OPTIONS sip:x@10.0.0.1;lr=a b SIP/2.0",
+                "OPTIONS",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            raw_request(
+                "OPTIONS  sip:x@10.0.0.1  SIP/2.0",
+                "OPTIONS",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            raw_request(
+                "INFO sip:x@10.0.0.1 SIP/2.0",
+                "INFO",
+                "Content-Length: 900\r\n\r\nshort",
+            ),
+            400,
+        ),
+        (
+            raw_request(
+                "OPTIONS http://10.0.0.1/ SIP/2.0",
+                "OPTIONS",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            416,
+        ),
+        (
+            raw_request(
+                "OPTIONS sip:x@10.0.0.1 SIP/7.0",
+                "OPTIONS",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            505,
+        ),
+    ];
+    for (bytes, expected) in cases {
+        let what = String::from_utf8_lossy(&bytes[..40]).into_owned();
+        ep.handle_input(t0, src, &bytes);
+        let out = sent(&mut ep);
+        assert_eq!(out.len(), 1, "{what}: {out:?}");
+        let (dest, r) = &out[0];
+        assert_eq!(code(r), expected, "{what}");
+        assert_eq!(*dest, src, "{what}: rport: to the source port");
+        let via = h(r, HeaderName::Via);
+        assert!(
+            via.contains("rport=40000") && via.contains("received=10.0.0.7"),
+            "{what}: {via}"
+        );
+        assert!(h(r, HeaderName::To).contains(";tag="), "{what}");
+        assert_eq!(h(r, HeaderName::CallId), "bad-1", "{what}");
+        assert!(events(&mut ep).is_empty());
+    }
+    // Nothing to answer: a malformed ACK, a malformed response, a request without a Via.
+    let ack = raw_request(
+        "ACK <sip:x@10.0.0.1> SIP/2.0",
+        "ACK",
+        "Content-Length: 0\r\n\r\n",
+    );
+    let resp = b"SIP/2.0 200  OK OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\nContent-Length: 9\r\n\r\n";
+    let no_via = b"OPTIONS <sip:x@10.0.0.1> SIP/2.0\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@c>\r\nCall-ID: q\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    for bytes in [&ack[..], &resp[..], &no_via[..]] {
+        ep.handle_input(t0, src, bytes);
+        assert!(
+            sent(&mut ep).is_empty(),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
