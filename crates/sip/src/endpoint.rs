@@ -2210,6 +2210,9 @@ impl Endpoint {
                 | Method::Prack
                 | Method::Notify
                 | Method::Refer => self.auto_respond(now, key, None, 481, vec![]),
+                // §21.5.2: a method we do not even recognise: 501 (405 is for a known one
+                // we do not implement, §8.2.1).
+                Method::Other(_) => self.auto_respond(now, key, None, 501, vec![]),
                 _ => {
                     let caps = self.capabilities();
                     self.auto_respond(now, key, None, 405, caps)
@@ -2306,6 +2309,7 @@ impl Endpoint {
                 });
             }
             Method::Invite | Method::Update => self.auto_respond(now, key, Some(call), 481, vec![]),
+            Method::Other(_) => self.auto_respond(now, key, Some(call), 501, vec![]),
             _ => {
                 let caps = self.capabilities();
                 self.auto_respond(now, key, Some(call), 405, caps)

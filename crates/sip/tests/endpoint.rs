@@ -1819,3 +1819,19 @@ fn malformed_requests_get_a_stateless_400_with_to_tag_and_rport() {
         );
     }
 }
+
+/// §21.5.2 vs §8.2.1: a method we do not recognise gets 501, in a dialog or outside; a known
+/// one we do not implement (MESSAGE, SUBSCRIBE) 405 with Allow.
+#[test]
+fn an_unrecognised_method_gets_501_a_known_unimplemented_one_405() {
+    let (mut ep, t0, _, inv) = established();
+    ep.handle_input(t0, a(TRUNK), &far_request(&inv, "FROBNICATE", 5, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 501);
+    ep.handle_input(t0, a(TRUNK), &far_request(&inv, "MESSAGE", 6, ""));
+    let (_, r) = sent(&mut ep).remove(0);
+    assert_eq!(code(&r), 405);
+    assert!(h(&r, HeaderName::Allow).contains("INVITE"));
+    let out = b"FROBNICATE sip:x@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKfrob\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@10.0.0.1>\r\nCall-ID: frob\r\nCSeq: 1 FROBNICATE\r\nContent-Length: 0\r\n\r\n";
+    ep.handle_input(t0, a("10.0.0.7:5060"), out);
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 501);
+}
