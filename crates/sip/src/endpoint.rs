@@ -405,11 +405,13 @@ pub struct Endpoint {
     /// Calls forgotten within 64·T1 of their 2xx, by (Call-ID, local tag): the ACK of each
     /// 2xx, re-sent if the 2xx comes again (RFC 6026's Accepted state, see
     /// [`Endpoint::accepted`]), and when to forget them, oldest first.
-    ended: HashMap<(String, String), Vec<Ack>>,
+    ended: HashMap<(String, String), Ended>,
     ended_order: VecDeque<(Instant, (String, String))>,
     /// Where each message we send is serialised before its bytes are copied out once
     /// ([`wire::encode`]): grown once, reused for every datagram.
     scratch: Vec<u8>,
+    /// The latest `now` the caller gave (for what is dated where no `now` is passed).
+    last_now: Option<Instant>,
     /// The last Contact URI [`Endpoint::invite`] found valid.
     contact_checked: String,
     /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
@@ -467,6 +469,24 @@ const _: () = {
 
 /// The ACK of one 2xx to our INVITE: the 2xx's To tag, the ACK's bytes, where it went.
 type Ack = (String, Bytes, SocketAddr);
+
+/// What is kept of a UAC call once forgotten, for 64·T1 ([`Endpoint::stray_response`]): the
+/// ACK of each 2xx it had (sent again to a retransmission), and what a request in a new
+/// dialog from a late 2xx needs (RFC 3261 §13.2.2.4: ACK it, then BYE it).
+#[derive(Debug)]
+struct Ended {
+    acks: Vec<Ack>,
+    /// Our From (with our tag), shared with the call's.
+    local: Bytes,
+    remote_uri: String,
+    contact_header: Bytes,
+    destination: SocketAddr,
+    /// The CSeq number of our last INVITE: a 2xx to it, or an earlier one of the call's.
+    invite_seq: u32,
+}
+
+/// At most this many forgotten calls are remembered ([`Ended`]); past it the oldest go.
+const MAX_ENDED: usize = 1 << 16;
 
 fn hex_id() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -591,6 +611,7 @@ impl Endpoint {
             ended_order: VecDeque::new(),
             scratch: Vec::new(),
             contact_checked: String::new(),
+            last_now: None,
         }
     }
 
@@ -642,6 +663,7 @@ impl Endpoint {
 
     /// Sends an INVITE: a new call leg, registered at once under its Call-ID and From tag.
     pub fn invite(&mut self, now: Instant, inv: Invite) -> Result<CallRef, Error> {
+        self.last_now = Some(now);
         let local_tag = hex_id();
         let local = Bytes::from(format!("<{}>;tag={local_tag}", inv.from));
         let contact_header = Bytes::from(format!("<{}>", inv.contact));
@@ -797,6 +819,7 @@ impl Endpoint {
     /// Cancels a call not answered yet: a CANCEL now if a provisional response came, else as
     /// soon as one does (RFC 3261 §9.1); a 2xx that crosses it is ACKed and sent a BYE.
     pub fn cancel(&mut self, now: Instant, call: CallRef) {
+        self.last_now = Some(now);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -889,6 +912,7 @@ impl Endpoint {
         call: CallRef,
         headers: &[(String, String)],
     ) -> Result<(), Error> {
+        self.last_now = Some(now);
         let c = self.calls.get_mut(&call).ok_or(Error::NoCall)?;
         if !c.confirmed {
             return Err(Error::NotNow {
@@ -909,6 +933,7 @@ impl Endpoint {
     /// Ends the call whatever its state: BYE if established, CANCEL if ringing, and forgets
     /// it once its transactions end.
     pub fn hang_up(&mut self, now: Instant, call: CallRef) {
+        self.last_now = Some(now);
         let Some(c) = self.calls.get(&call) else {
             return;
         };
@@ -936,6 +961,7 @@ impl Endpoint {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<RequestRef, Error> {
+        self.last_now = Some(now);
         let c = self.calls.get(&call).ok_or(Error::NoCall)?;
         if !c.confirmed || c.closed {
             return Err(Error::NotNow {
@@ -1032,6 +1058,7 @@ impl Endpoint {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<(), Error> {
+        self.last_now = Some(now);
         let Some((key, call)) = self.servers.get(&server).cloned() else {
             return Err(Error::NoCall);
         };
@@ -1226,6 +1253,7 @@ impl Endpoint {
 
     /// One parsed message from `from` (a stream transport's framer calls this).
     pub fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: Message) {
+        self.last_now = Some(now);
         match msg {
             Message::Request(mut req) => {
                 // Stamped first: a refusal goes where any response would (RFC 3581 §4).
@@ -1364,7 +1392,9 @@ impl Endpoint {
     /// A response no transaction took: a 2xx to our INVITE after its transaction ended
     /// (see [`Endpoint::accepted`]): while the call lives, handled as its transaction would
     /// have passed it on — the same 2xx ACKed again, another fork's ACKed and sent a BYE —;
-    /// after, ACKed again until 64·T1 after the first 2xx.
+    /// after, for 64·T1 ([`Ended`]): the same 2xx ACKed again, and a 2xx from a dialog the
+    /// call never had (another fork's after the winner's, or one after our non-2xx final,
+    /// timer B or the CANCEL given up) ACKed then sent a BYE (RFC 3261 §13.2.2.4).
     fn stray_response(&mut self, now: Instant, r: Response) {
         let Some((seq, method)) = wire::cseq(&r.headers) else {
             return;
@@ -1388,7 +1418,7 @@ impl Endpoint {
             let invite_seq = self
                 .calls
                 .get(&call)
-                .filter(|c| c.role == Role::Uac && c.confirmed)
+                .filter(|c| c.role == Role::Uac && c.invite_done)
                 .and_then(|c| c.invite.as_ref())
                 .and_then(|i| wire::cseq(&i.headers))
                 .map(|(n, _)| n);
@@ -1398,15 +1428,69 @@ impl Endpoint {
             return;
         }
         self.forget_ended(now);
-        if let Some((_, ack, dest)) = self
-            .ended
-            .get(&key)
-            .and_then(|acks| acks.iter().find(|(t, _, _)| *t == to_tag))
-        {
+        let Some(e) = self.ended.get(&key) else {
+            return;
+        };
+        if let Some((_, ack, dest)) = e.acks.iter().find(|(t, _, _)| *t == to_tag) {
             self.transmits.push_back(Transmit {
                 destination: *dest,
                 payload: ack.clone(),
             });
+            return;
+        }
+        if seq > e.invite_seq {
+            // Not to our INVITE (a re-INVITE's, whose transaction is over): nothing to do.
+            return;
+        }
+        // A dialog the call never had: rebuilt for the time of its ACK and BYE (the BYE's
+        // transaction belongs to no call), its ACK kept for the 2xx's retransmissions.
+        self.next_id += 1;
+        let tmp = CallRef(self.next_id);
+        let c = Call {
+            role: Role::Uac,
+            call_id: key.0.clone(),
+            local_tag: key.1.clone(),
+            local: e.local.clone(),
+            remote_uri: e.remote_uri.clone(),
+            remote_tag: None,
+            local_cseq: e.invite_seq,
+            remote_cseq: Vec::new(),
+            route_set: Vec::new(),
+            remote_target: None,
+            contact: String::new(),
+            contact_header: e.contact_header.clone(),
+            destination: e.destination,
+            credentials: None,
+            invite: None,
+            invite_tx: None,
+            provisional: false,
+            cancel_wanted: false,
+            cancel_sent: false,
+            credentials_sent: false,
+            confirmed: false,
+            invite_done: true,
+            acks: Vec::new(),
+            answered_at: None,
+            pending_2xx: None,
+            offer_out: None,
+            offer_in: false,
+            uas_invite: None,
+            closed: true,
+            open: 0,
+            alternates: VecDeque::new(),
+            rang: false,
+            invites_open: 0,
+        };
+        tracing::info!(
+            call_id = %key.0,
+            "a 2xx to an INVITE whose call is over: ACKed and sent a BYE (RFC 3261 §13.2.2.4)"
+        );
+        self.calls.insert(tmp, c);
+        self.fork_bye(now, tmp, seq, &r);
+        if let Some(c) = self.calls.remove(&tmp) {
+            if let Some(e) = self.ended.get_mut(&key) {
+                e.acks.extend(c.acks);
+            }
         }
     }
 
@@ -1618,10 +1702,33 @@ impl Endpoint {
             if let Some(c) = self.calls.remove(&call) {
                 let key = (c.call_id, c.local_tag);
                 self.dialogs.remove(&key);
-                // Its 2xx may still come again until 64·T1 after the first (RFC 6026).
-                let until = c.answered_at.map(|t| t + self.cfg.timers.timeout());
-                if let Some(until) = until.filter(|_| !c.acks.is_empty()) {
-                    self.ended.insert(key.clone(), c.acks);
+                // Its 2xx may still come again until 64·T1 after the first (RFC 6026); a
+                // call never answered (non-2xx final, timer B, given up after the CANCEL) may
+                // still get a fork's 2xx, within 64·T1 of its end (§13.2.2.4).
+                let timeout = self.cfg.timers.timeout();
+                let until = c
+                    .answered_at
+                    .map_or_else(|| self.last_now.map(|n| n + timeout), |t| Some(t + timeout));
+                let invite_seq = c
+                    .invite
+                    .as_ref()
+                    .and_then(|i| wire::cseq(&i.headers))
+                    .map(|(n, _)| n);
+                if let (Some(until), Some(invite_seq), Role::Uac) = (until, invite_seq, c.role) {
+                    if self.ended.len() >= MAX_ENDED {
+                        if let Some((_, old)) = self.ended_order.pop_front() {
+                            self.ended.remove(&old);
+                        }
+                    }
+                    let e = Ended {
+                        acks: c.acks,
+                        local: c.local,
+                        remote_uri: c.remote_uri,
+                        contact_header: c.contact_header,
+                        destination: c.destination,
+                        invite_seq,
+                    };
+                    self.ended.insert(key.clone(), e);
                     self.ended_order.push_back((until, key));
                 }
             }
@@ -2433,6 +2540,7 @@ impl Endpoint {
     /// handshake, ICMP): every client transaction sending there fails now (RFC 3261 §8.1.3.1,
     /// §17.1.4: a transport error is treated as a 503), instead of at its timeout.
     pub fn transport_error(&mut self, now: Instant, destination: SocketAddr) {
+        self.last_now = Some(now);
         let ids: Vec<TxId> = self
             .clients
             .iter()
@@ -2496,6 +2604,7 @@ impl Endpoint {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         self.forget_ended(now);
         loop {
             // The earlier of the two heaps' tops, if due.

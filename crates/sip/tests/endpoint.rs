@@ -1716,6 +1716,11 @@ fn an_invite_never_answered_after_our_cancel_is_given_up_at_64_t1() {
     );
     assert_eq!(ep.calls(), 0);
     assert_eq!(ep.transactions(), (0, 0));
+    // What is left (the memory of the call for a late 2xx, §13.2.2.4) goes within 64·T1.
+    let end = t1 + Duration::from_secs(100);
+    while let Some(due) = ep.poll_timeout().filter(|d| *d <= end) {
+        ep.handle_timeout(due);
+    }
     assert!(ep.poll_timeout().is_none(), "nothing left armed");
 }
 
@@ -1834,4 +1839,66 @@ fn an_unrecognised_method_gets_501_a_known_unimplemented_one_405() {
     let out = b"FROBNICATE sip:x@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKfrob\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@10.0.0.1>\r\nCall-ID: frob\r\nCSeq: 1 FROBNICATE\r\nContent-Length: 0\r\n\r\n";
     ep.handle_input(t0, a("10.0.0.7:5060"), out);
     assert_eq!(code(&sent(&mut ep).remove(0).1), 501);
+}
+
+/// What a late 2xx got: the methods sent, in order, and where.
+fn methods(out: &[(SocketAddr, Message)]) -> Vec<(Method, SocketAddr)> {
+    out.iter()
+        .map(|(d, m)| (req(m).method.clone(), *d))
+        .collect()
+}
+
+/// §13.2.2.4: a 2xx to our INVITE whose call is over — another fork's after our non-2xx
+/// final, one after timer B, another fork's after the answered call was forgotten — is
+/// ACKed and sent a BYE (to its Contact); its retransmission is ACKed again, not BYEd twice.
+#[test]
+fn a_late_2xx_after_the_call_is_over_is_acked_and_byed() {
+    let contact = "Contact: <sip:late@10.0.0.9:5070>\r\n";
+    let late = a("10.0.0.9:5070");
+    let check = |ep: &mut Endpoint, t: Instant, inv: &Message, tag: &str| {
+        let ok = response(inv, 200, Some(tag), contact);
+        ep.handle_input(t, a(TRUNK), &ok);
+        let out = sent(ep);
+        assert_eq!(
+            methods(&out),
+            [(Method::Ack, late), (Method::Bye, late)],
+            "{tag}"
+        );
+        let bye = out[1].1.clone();
+        assert!(h(&bye, HeaderName::To).ends_with(&format!(";tag={tag}")));
+        assert_eq!(h(&bye, HeaderName::From), h(inv, HeaderName::From));
+        // The 2xx again: its ACK again, no second BYE.
+        ep.handle_input(t, a(TRUNK), &ok);
+        assert_eq!(methods(&sent(ep)), [(Method::Ack, late)], "{tag}");
+        // The BYE answered: nothing is left of it but its timer K.
+        ep.handle_input(t, late, &response(&bye, 200, None, ""));
+        assert_eq!(ep.calls(), 0);
+        assert_eq!(ep.background(), 0);
+    };
+    // After our non-2xx final (486 from one fork, then another fork's 200).
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 486, Some("busy"), ""));
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Rejected { call: c, .. } if *c == call)));
+    check(&mut ep, t0 + Duration::from_secs(1), &inv, "fork2");
+    // After timer B.
+    let (mut ep, t0, _, inv) = start(None);
+    let t = t0 + Duration::from_secs(33);
+    while ep.poll_timeout().is_some_and(|d| d <= t) {
+        ep.handle_timeout(t);
+    }
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::InviteFailed { timeout: true, .. })));
+    check(&mut ep, t, &inv, "slow");
+    // Another fork's 2xx after the answered call ended and was forgotten.
+    let (mut ep, t0, call, inv) = established();
+    ep.bye(t0, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    ep.handle_input(t0, a(TRUNK), &response(&bye, 200, None, ""));
+    assert_eq!(ep.calls(), 0);
+    check(&mut ep, t0 + Duration::from_secs(2), &inv, "other");
 }
