@@ -1407,7 +1407,7 @@ impl Call {
             return;
         };
         let (req, voicemail) = (&self.req, &self.voicemail);
-        let changes = media.apply(&answer, now, &|codec| prompts_of(req, voicemail, codec));
+        let changes = media.apply(&answer, now, |codec| prompts_of(req, voicemail, codec));
         let what = format!(
             "answer in the ACK ({}){}",
             answer.direction.as_str(),

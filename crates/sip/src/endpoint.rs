@@ -14,12 +14,16 @@
 //! §9.1 (CANCEL only after a provisional response; same Via, Request-URI, Call-ID, From, To,
 //! CSeq number, Route as the INVITE), §12.1.2 / §12.2.1.1 (dialog from the 2xx: remote tag,
 //! route set from Record-Route reversed, remote target from Contact; loose and strict
-//! routing), §12.2.2 (in-dialog requests: a lower CSeq gets 500, an unknown dialog 481),
+//! routing), §12.2.2 (in-dialog requests matched by Call-ID and both tags: a lower CSeq in
+//! that dialog gets 500, an unknown dialog 481; target refresh by re-INVITE/UPDATE),
 //! §13.2.2.4 (ACK for each 2xx, with its own branch, the INVITE's CSeq number and
 //! credentials, sent again on each retransmitted 2xx; the first 2xx wins and a 2xx from
-//! another fork is ACKed then sent a BYE), §13.3.1.4 (the UAS's 2xx retransmitted, T1
-//! doubling to T2, until the ACK, or given up at 64·T1), §9.2 (CANCEL received: 200, and 487
-//! to the INVITE), §8.2.1 (405 with Allow for a method we do not implement), §18.2.1 /
+//! another fork — or one after the call is over — is ACKed then sent a BYE), §13.3.1.4 (the
+//! UAS's 2xx retransmitted, T1 doubling to T2, until the ACK, on every transport, or given up
+//! at 64·T1), §9.1 (the INVITE given up 64·T1 after our CANCEL), §9.2 (CANCEL received: 200,
+//! and 487 to the INVITE), §8.2.2.3 (420 for a `Require` we do not support), §8.2.1 (405
+//! with Allow for a method we do not implement; 501 for one we do not recognise, §21.5.2),
+//! §18.3 (400 to a malformed request we can answer), §18.2.1 /
 //! RFC 3581 (`received` and `rport` stamped on a request's Via; responses sent back to the
 //! source port when `rport` was asked), RFC 3581 client side (`;rport` on our Via), and
 //! digest authentication of our requests ([`crate::auth`]).
