@@ -13,6 +13,9 @@
 //! - `SIP_LOOPS=<n>`: SIP loop threads (default: one per core, as a campaign's UAC).
 //! - `LEAD_IN_MS=<ms>`: silence before each message (default 0: the pacer's own delay);
 //!   answer → first audio is then reported beyond the lead-in, with its worst total.
+//! - `S1_STOP=1`: each call carries a stop token (a child of one token for the run, never
+//!   cancelled), as a campaign's calls do (`crieur-runner`'s `place`: a child of its
+//!   hang-up-all token).
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
@@ -222,10 +225,12 @@ async fn main() {
     let report_every = env_num("REPORT_EVERY_S").map(Duration::from_secs_f64);
     let mut next_report = report_every.map(|e| t0 + e);
     // The peak of open descriptors, beside the run (a thread of its own: the harness's
-    // runtime is busy placing calls). Every 10 ms it reads the RTP socket pairs open (the
+    // runtime is busy placing calls). Every 50 ms it reads the RTP socket pairs open (the
     // pool's counters: two atomics); `/proc/self/fd` only every 500 ms — listing it costs
     // ~2 ms of kernel time at 5,000 descriptors, and read every 10 ms it was a third of the
-    // process's CPU at 4,000 calls/s (the harness's, counted in S1's CPU per call).
+    // process's CPU at 4,000 calls/s (the harness's, counted in S1's CPU per call). Waking
+    // every 10 ms, the thread alone was 0.5 thread switches and ~7 µs per call at 200
+    // calls/s (`perf stat --per-thread`, BENCHMARKS.md S1): the harness's, not the UAC's.
     let fds_max = Arc::new(AtomicUsize::new(open_fds()));
     let pairs_max = Arc::new(AtomicUsize::new(0));
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -241,14 +246,16 @@ async fn main() {
             while sampling.load(Ordering::Relaxed) {
                 let p = uac.rtp_pairs_open();
                 pairs_max.fetch_max(p as usize, Ordering::Relaxed);
-                if n.is_multiple_of(50) {
+                if n.is_multiple_of(10) {
                     fds_max.fetch_max(open_fds(), Ordering::Relaxed);
                 }
                 n += 1;
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(50));
             }
         })
     };
+    // As a campaign's: one token for the run, a child per call.
+    let run_stop = (env_num("S1_STOP") == Some(1.0)).then(tokio_util::sync::CancellationToken::new);
     let cpu0 = cpu_seconds();
     let mut set = tokio::task::JoinSet::new();
     let mut tally = Tally::default();
@@ -267,6 +274,7 @@ async fn main() {
                 next_report = Some(at + every);
             }
         }
+        let stop = run_stop.as_ref().map(|t| t.child_token());
         let (uac, trunk, message, confirmation, in_flight) = (
             uac.clone(),
             trunk.clone(),
@@ -283,7 +291,7 @@ async fn main() {
                 opt_out_key: '9',
                 not_interested_key: None,
                 keep_received_audio: false,
-                stop: None,
+                stop,
                 // 0 unless LEAD_IN_MS: the pacer's own answer-to-audio.
                 lead_in: lead_in(),
                 amd: None,

@@ -1282,6 +1282,12 @@ struct EchoSteps {
     /// where a copy arrived.
     d: f32,
     k: u32,
+    /// The first step when it went down by [`ECHO_ALONE_DB`] or more: where it fell (0:
+    /// none), and the run's frame count and level sum before it — perhaps where the tone
+    /// ended, the first copy alone after it (see [`ToneRun::segment`]).
+    first_end: u64,
+    first_frames: u32,
+    first_level_sum: f32,
 }
 
 /// A run whose level has held (within [`ECHO_SEG_TOL_DB`]) this many frames is not falling
@@ -1306,6 +1312,15 @@ const ECHO_BIG_STEP_DB: f32 = 3.0;
 /// (a copy 16 dB under the tone moves the sum by 1.4 dB at most; at 1.5 dB those are
 /// not told from the level's drift, and a step that small does not matter).
 const ECHO_STEP_DB: f32 = 1.5;
+/// A tone whose end falls on its echoes' grid (its length a multiple of their delay: the
+/// first copy arrives as the tone ends) leaves its copies alone after it, each quieter than
+/// the tone. The first step is read as that end when it falls at least this far (dB) under
+/// the tone alone, and the next segment, on the grid, stays at least [`ECHO_STEP_DB`] under
+/// it (copies alone, whatever their phases). A copy arriving while a longer tone plays
+/// lowers it that much only at a phase near opposition (a quarter of phases for a copy 4 dB
+/// down, none for one 10+ dB down), and the next copy arriving then mostly brings the level
+/// back: the drop comes at the tone's end plus `beep_settle`, while its echo still plays.
+const ECHO_ALONE_DB: f32 = 3.5;
 
 impl EchoSteps {
     fn new(frame: u64, level: f32) -> Self {
@@ -1321,6 +1336,9 @@ impl EchoSteps {
             first_level: f32::NAN,
             d: 0.0,
             k: 0,
+            first_end: 0,
+            first_frames: 0,
+            first_level_sum: 0.0,
         }
     }
 }
@@ -1402,18 +1420,35 @@ impl ToneRun {
         // frame after the segment's last.
         let at = 2.0 * (e.step_end - self.start_frame) as f32 + 1.0;
         if e.d == 0.0 {
-            // The first step: a copy arriving (the tone's end with its echo after it cannot
-            // be told from a copy arriving in a steady tone — the tone's end is then found
-            // by the drop after the last copy, late).
+            // The first step: a copy arriving, or the tone's end with its first copy alone
+            // after it (told apart at the next step, see `ECHO_ALONE_DB`).
             e.d = at;
             e.k = 1;
+            if delta <= -ECHO_ALONE_DB {
+                e.first_end = e.step_end;
+                e.first_frames = e.mark_frames;
+                e.first_level_sum = e.mark_level_sum;
+            }
             return None;
         }
         // A further copy: at a multiple of `d` (`d` from the latest copy, each step known to
         // half a frame), at most one missed on the way (a copy at a phase that moves the
         // level less than a step).
         let k = (at / e.d).round() as u32;
-        if k > e.k && k <= e.k + 2 && (at - k as f32 * e.d).abs() <= ECHO_GRID_HALF_FRAMES {
+        let on_grid = (at - k as f32 * e.d).abs() <= ECHO_GRID_HALF_FRAMES;
+        if k == 2
+            && e.k == 1
+            && e.first_end > 0
+            && on_grid
+            && e.seg_level <= e.first_level - ECHO_STEP_DB
+        {
+            // The copies alone since the first step, all under the tone (`ECHO_ALONE_DB`):
+            // the tone ended there, and the rest is its echo, quieter than the tone alone.
+            e.mark_frames = e.first_frames;
+            e.mark_level_sum = e.first_level_sum;
+            return Some((e.first_end, e.first_level - 1.0));
+        }
+        if k > e.k && k <= e.k + 2 && on_grid {
             e.d = at / k as f32;
             e.k = k;
             return None;
@@ -2661,9 +2696,17 @@ mod tests {
             t[i] *= g;
             t[n - 1 - i] *= g;
         }
+        with_copies(&t, d, &[0.5 / 0.8, 0.3 / 0.8, 0.15 / 0.8])
+    }
+
+    /// `t` and copies of it `d`, `2d`… ms later at `gains`.
+    fn with_copies(t: &[f32], d: u32, gains: &[f32]) -> Vec<f32> {
         let d = (d * 8) as usize;
-        let mut out = vec![0f32; n + 3 * d];
-        for (k, g) in [(0, 1.0), (1, 0.5 / 0.8), (2, 0.3 / 0.8), (3, 0.15 / 0.8)] {
+        let mut out = vec![0f32; t.len() + gains.len() * d];
+        for (k, g) in std::iter::once(1.0)
+            .chain(gains.iter().copied())
+            .enumerate()
+        {
             for (i, v) in t.iter().enumerate() {
                 out[i + k * d] += g * v;
             }
@@ -2801,6 +2844,64 @@ mod tests {
                 Duration::from_millis(u64::from(4300 + len)),
                 &format!("{len} ms, echo {d} ms"),
             );
+        }
+    }
+
+    #[test]
+    fn a_beep_as_long_as_its_echoes_delay_drops_on_the_tone_s_end() {
+        // The tone ends as its first copy arrives (its length the echoes' delay): every step
+        // of the staircase is on the copies' grid — the copies alone, 4 dB under the tone,
+        // then 8.5 dB (or, for sequential echoes, 2.5 then 5 dB): the tone ended at the first
+        // step, not after the last copy.
+        let sequential = [0.63, 0.75, 0.56];
+        for (len, hz, gains) in [
+            (150, 950.0, None),
+            (150, 1200.0, None),
+            (150, 500.0, None),
+            (100, 1500.0, None),
+            (250, 700.0, None),
+            (150, 950.0, Some(&sequential)),
+            (150, 700.0, Some(&sequential)),
+        ] {
+            let beep = match gains {
+                None => echo_beep(len, hz, -20.0, len),
+                Some(g) => with_copies(&tone(len, hz, -20.0), len, g),
+            };
+            let x = cat(&[speech(4000, -18.0, 45), silence(300), beep, silence(2000)]);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert_dropped_on_beep(
+                &ev,
+                hz,
+                Duration::from_millis(u64::from(4300 + len)),
+                &format!("{len} ms, echo {len} ms"),
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_tone_whose_copies_step_down_is_not_cut_at_the_first_step() {
+        // A 900 ms tone and copies of it arriving while it plays, each step on their grid
+        // and the first one down: at 509 Hz, copies 150 and 300 ms later, 4.4 and 10.5 dB
+        // under it, lower the level 1.8 dB, then 4.6 dB (too shallow a first step for a copy
+        // alone, see `ECHO_ALONE_DB`); at 1,005 Hz, copies 100 and 200 ms later, 4 and 4.4 dB
+        // under it, lower it 8.5 dB, then bring it back to the tone's level (not copies
+        // alone: over the echo's bound, a tone under way again, which holds the settle). The
+        // drop comes after the tone's end.
+        for (hz, d, gains) in [(509.0, 150, [0.6, 0.3]), (1005.0, 100, [0.63, 0.6])] {
+            let t = tone(900, hz, -20.0);
+            let x = cat(&[
+                speech(4000, -18.0, 45),
+                silence(300),
+                with_copies(&t, d, &gains),
+                silence(2000),
+            ]);
+            let ev = run(AmdParams::default(), &g711(&x));
+            let first = ev.iter().find_map(|e| match e {
+                AmdEvent::Drop(d) => Some(*d),
+                _ => None,
+            });
+            let first = first.expect("a drop");
+            assert!(first.at >= Duration::from_millis(5200), "{hz} Hz: {ev:?}");
         }
     }
 

@@ -8,8 +8,9 @@
 //! to the first loop with fewer than 64 calls, else to the least loaded), and per call one
 //! RTP socket pair. A call's script runs inline in its SIP loop — a state machine (`Call`)
 //! fed the loop's events and timers, no task or channel of its own — while it waits only on
-//! SIP and its timers; a call that must wait on more (its media, the opt-out's durable
-//! write, answering-machine detection, a stop token) goes on as a task on the loop's thread
+//! SIP and its timers (its stop token watched by its caller's future, which tells the loop);
+//! a call that must wait on more (its media, the opt-out's durable write,
+//! answering-machine detection) goes on as a task on the loop's thread
 //! (a single-threaded runtime per loop), steering its call leg through the loop's command
 //! channel and hearing its events on its own. [`Uac::call`] only hands the call to a loop
 //! thread and waits for its report.
@@ -540,7 +541,7 @@ impl Uac {
     }
 
     /// Calls that went on as tasks (to wait on their media, the opt-out's write, the
-    /// detector or a stop token), rather than running inline to their end in their SIP loop.
+    /// or detector), rather than running inline to their end in their SIP loop.
     pub fn calls_as_tasks(&self) -> u64 {
         self.loops
             .iter()
@@ -605,7 +606,7 @@ impl Uac {
     /// timers: ringing, CANCEL on the ring timeout, the auth retry, failures, and a call
     /// whose script ends at its answer (an empty message). A call that must wait on more —
     /// its media (RTP, a prompt being paced, re-INVITEs), the opt-out's durable write,
-    /// answering-machine detection, a stop token — goes on from there as a task on the same
+    /// answering-machine detection — goes on from there as a task on the same
     /// thread. This future only waits for its report; dropping it ends the call at once as
     /// its script would end it (CANCEL if ringing, BYE if established), inline or as a task,
     /// and the call counts on its loop until then.
@@ -621,6 +622,7 @@ impl Uac {
             return Err(Error::SipStopped);
         };
         let (done, report) = oneshot::channel();
+        let req_stop = req.stop.clone();
         let job = Box::new(NewCall {
             // Counted until the call ends, not until this future does (dropped, the call
             // goes on to be hung up).
@@ -655,6 +657,11 @@ impl Uac {
             Err(_) => return Err(Error::SipStopped),
         }
         let mut gone = CallerGone(Some(&shard.jobs));
+        // The stop token is watched here while the call may be inline (its SIP loop polls no
+        // future of its own): cancelled, it tells the loop, which stops the call if it is
+        // still inline (a call gone on as a task watches its token itself).
+        let stop = req_stop;
+        let mut stopped = std::pin::pin!(stop.as_ref().map(CancellationToken::cancelled));
         // Polled with a waker that lets the loop wake this caller once per turn for all the
         // reports of that turn, and relays the others' wake-ups (`relay.rs`).
         let relay = crate::relay::ReportWaker::new(shard.jobs.clone());
@@ -665,6 +672,15 @@ impl Uac {
         let mut report = report;
         let report = std::future::poll_fn(|cx| {
             relay.polled(cx.waker());
+            if stopped
+                .as_mut()
+                .as_pin_mut()
+                .is_some_and(|s| s.poll(cx).is_ready())
+            {
+                stopped.set(None);
+                shard.jobs.look.store(true, Ordering::SeqCst);
+                shard.jobs.wake.notify_one();
+            }
             std::pin::Pin::new(&mut report).poll(&mut std::task::Context::from_waker(&waker))
         })
         .await;
@@ -751,9 +767,10 @@ type Job = Box<NewCall>;
 struct Jobs {
     inbox: crate::inbox::Inbox<Job>,
     wake: tokio::sync::Notify,
-    /// A caller dropped its `Uac::call` future before its report: the loop looks for its
-    /// inline call (if it is one) at its next turn, and hangs it up.
-    gone: AtomicBool,
+    /// A caller dropped its `Uac::call` future before its report, or its call's stop token
+    /// was cancelled: the loop looks for its inline call (if it is one) at its next turn, and
+    /// hangs it up.
+    look: AtomicBool,
     /// Calls the loop moved to tasks ([`Uac::calls_as_tasks`]).
     to_tasks: AtomicU64,
     /// The reports' wake-ups of the callers: one per loop turn (`relay.rs`).
@@ -772,7 +789,7 @@ struct CallerGone<'a>(Option<&'a Jobs>);
 impl Drop for CallerGone<'_> {
     fn drop(&mut self) {
         if let Some(jobs) = self.0 {
-            jobs.gone.store(true, Ordering::SeqCst);
+            jobs.look.store(true, Ordering::SeqCst);
             jobs.wake.notify_one();
         }
     }
@@ -1039,12 +1056,20 @@ impl Call {
 
     /// Whether the call must go on as a task: it waits on something the SIP loop does not
     /// drive — its media (RTP and RTCP to read, a prompt being paced, re-INVITEs and session
-    /// refreshes), the opt-out's durable write, the detector, or a stop token.
+    /// refreshes), the opt-out's durable write, or the detector. (A stop token does not: the
+    /// caller's future watches it and tells the loop, [`Inlines::sweep`].)
     fn needs_task(&self) -> bool {
-        self.media.is_some()
-            || self.opt_out_done.is_some()
-            || self.detector.is_some()
-            || self.req.stop.is_some()
+        self.media.is_some() || self.opt_out_done.is_some() || self.detector.is_some()
+    }
+
+    /// Its stop token was cancelled and the call not yet told.
+    fn stop_due(&self) -> bool {
+        !self.stopping
+            && self
+                .req
+                .stop
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Performs what the script asked for.
@@ -1693,8 +1718,8 @@ struct Inlines {
 }
 
 impl Inlines {
-    /// Places a call handed to the loop: inline from its INVITE, or as a task from the start
-    /// when it needs one (a stop token).
+    /// Places a call handed to the loop, inline from its INVITE (stopped at once if its stop
+    /// token already was cancelled).
     fn begin(&mut self, job: Job, ep: &mut Endpoint, calls: &mut Calls) {
         // A call whose caller is already gone is not begun (no RTP pair taken, no INVITE).
         if job.done.is_closed() {
@@ -1708,7 +1733,11 @@ impl Inlines {
                     done,
                     armed: None,
                 });
-                self.step(c, ep, calls, now, |_, _| {});
+                self.step(c, ep, calls, now, |call, _| {
+                    if call.stop_due() {
+                        call.on_stop(now, "shutdown requested");
+                    }
+                });
             }
             Err((e, done)) => {
                 let _ = done.send(Ok(Err(e)));
@@ -1739,19 +1768,26 @@ impl Inlines {
         }
     }
 
-    /// Ends the inline calls whose callers are gone (their `Uac::call` futures dropped), at
-    /// once rather than at their next event or timer: a ringing call is cancelled, an
-    /// established one hung up. (A task sees its caller gone by itself: `Call::run`.)
+    /// Ends the inline calls whose callers are gone (their `Uac::call` futures dropped) or
+    /// whose stop tokens were cancelled, at once rather than at their next event or timer:
+    /// a ringing call is cancelled (once a provisional response came), an established one
+    /// hung up. (A task sees both by itself: `Call::run`.)
     fn sweep(&mut self, ep: &mut Endpoint, calls: &mut Calls) {
-        let gone: Vec<CallRef> = calls
+        let due: Vec<CallRef> = calls
             .iter()
-            .filter(|(_, r)| matches!(r, Route::Inline(c) if c.done.is_closed()))
+            .filter(
+                |(_, r)| matches!(r, Route::Inline(c) if c.done.is_closed() || c.call.stop_due()),
+            )
             .map(|(leg, _)| *leg)
             .collect();
         let now = Instant::now();
-        for leg in gone {
+        for leg in due {
             if let Some(Route::Inline(c)) = calls.remove(&leg) {
-                self.step(c, ep, calls, now, |_, _| {});
+                self.step(c, ep, calls, now, |call, _| {
+                    if call.stop_due() {
+                        call.on_stop(now, "shutdown requested");
+                    }
+                });
             }
         }
     }
@@ -2668,7 +2704,7 @@ impl LoopThread {
         let jobs = Arc::new(Jobs {
             inbox,
             wake: tokio::sync::Notify::new(),
-            gone: AtomicBool::new(false),
+            look: AtomicBool::new(false),
             to_tasks: AtomicU64::new(0),
             relay: crate::relay::Relay::default(),
         });
@@ -2733,7 +2769,7 @@ async fn sip_loop(
             while let Ok(job) = rx.try_recv() {
                 inl.begin(job, &mut ep, &mut calls);
             }
-            if jobs.gone.swap(false, Ordering::SeqCst) {
+            if jobs.look.swap(false, Ordering::SeqCst) {
                 inl.sweep(&mut ep, &mut calls);
             }
         }

@@ -2575,11 +2575,16 @@ async fn a_call_with_nothing_to_play_is_acked_and_byed_at_its_answer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_stopped_while_ringing_is_cancelled_then_487_is_acked() {
-    // A call with a stop token runs as a task from its INVITE; stopped after its 180, it
+    // A call with a stop token (as a campaign's) runs inline in its SIP loop while it rings;
+    // its caller's future watches the token and tells the loop. Stopped after its 180, it
     // sends CANCEL (RFC 3261 §9.1: a provisional response came) and ends `local-shutdown`
-    // at once; the 487 that follows is ACKed by the endpoint.
+    // at once; the 487 that follows is ACKed by the endpoint. The ring timeout is 120 s:
+    // only the stop can make this CANCEL.
     let mut sipp = Sipp::start(&ring_then_cancel(), &[]);
     let uac = local_uac().await;
+    let mut t = trunk(sipp.addr());
+    t.ring_timeout = Duration::from_secs(120);
+    t.max_call_length = Duration::from_secs(600);
     let stop = tokio_util::sync::CancellationToken::new();
     let stopper = stop.clone();
     tokio::spawn(async move {
@@ -2588,13 +2593,10 @@ async fn a_call_stopped_while_ringing_is_cancelled_then_487_is_acked() {
     });
     let started = Instant::now();
     let req = short_request(tone(440.0, 0.5), Some(stop));
-    let r = tokio::time::timeout(
-        Duration::from_secs(20),
-        uac.call(&trunk(sipp.addr()), req, no_opt_out),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("call did not finish"))
-    .unwrap_or_else(|e| panic!("call: {e}"));
+    let r = tokio::time::timeout(Duration::from_secs(20), uac.call(&t, req, no_opt_out))
+        .await
+        .unwrap_or_else(|_| panic!("call did not finish"))
+        .unwrap_or_else(|e| panic!("call: {e}"));
     assert_eq!(r.ending.outcome, Outcome::LocalShutdown, "{}", timeline(&r));
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -2609,6 +2611,41 @@ async fn a_call_stopped_while_ringing_is_cancelled_then_487_is_acked() {
     );
     assert!(notes.contains(&"CANCEL sent"), "{}", timeline(&r));
     assert!(uac.wait_background(Duration::from_secs(8)).await);
+    // Inline throughout: the token did not make it a task.
+    assert_eq!(uac.calls_as_tasks(), 0);
+    assert!(sipp.succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_whose_stop_token_is_already_cancelled_is_cancelled_after_its_180() {
+    // The token is cancelled before the call is handed to its loop: the loop places it (the
+    // INVITE leaves) and stops it at once, inline, the call ending `local-shutdown`; its
+    // CANCEL waits in the endpoint for the provisional response (RFC 3261 §9.1). sipp
+    // pauses 300 ms before its 180: a CANCEL sent before it would be an unexpected message
+    // and fail the scenario. The ring timeout is 120 s: only the stop can make this CANCEL.
+    let scenario = format!(
+        "{HEAD}  <pause milliseconds=\"300\"/>\n{}  <recv request=\"CANCEL\"/>\n{CANCEL_200_487}{ACK}{TAIL}",
+        ringing()
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let uac = local_uac().await;
+    let mut t = trunk(sipp.addr());
+    t.ring_timeout = Duration::from_secs(120);
+    t.max_call_length = Duration::from_secs(600);
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    let req = short_request(tone(440.0, 0.5), Some(stop));
+    let r = tokio::time::timeout(Duration::from_secs(20), uac.call(&t, req, no_opt_out))
+        .await
+        .unwrap_or_else(|_| panic!("call did not finish"))
+        .unwrap_or_else(|e| panic!("call: {e}"));
+    assert_eq!(r.ending.outcome, Outcome::LocalShutdown, "{}", timeline(&r));
+    let notes: Vec<&str> = r.timeline.iter().map(|(_, s)| s.as_str()).collect();
+    assert!(notes.contains(&"shutdown requested"), "{}", timeline(&r));
+    assert!(notes.contains(&"CANCEL sent"), "{}", timeline(&r));
+    // The CANCEL's transaction (held for the 180, then answered) ends in the loop.
+    assert!(uac.wait_background(Duration::from_secs(8)).await);
+    assert_eq!(uac.calls_as_tasks(), 0);
     assert!(sipp.succeeded());
 }
 
