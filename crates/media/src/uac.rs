@@ -2912,8 +2912,16 @@ async fn sip_loop(
                 }
             }
             m = framed_rx.recv() => {
-                if let Some((from, m)) = m {
-                    ep.handle_message(Instant::now(), from, m);
+                match m {
+                    Some((from, wire::Framed::Message(m))) => {
+                        ep.handle_message(Instant::now(), from, m);
+                    }
+                    // Framed but malformed: answered 400 if it can be (RFC 3261 §18.3),
+                    // the connection kept.
+                    Some((from, wire::Framed::Malformed(bytes))) => {
+                        ep.handle_input(Instant::now(), from, &bytes);
+                    }
+                    None => {}
                 }
             }
             a = wire.accept() => wire.accepted(a),
@@ -2959,7 +2967,7 @@ struct Wire {
     /// Each peer's connection: its id and write half.
     conns: HashMap<SocketAddr, (u64, Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>)>,
     /// Where the connections' readers put the messages they framed.
-    framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>,
+    framed: mpsc::UnboundedSender<(SocketAddr, wire::Framed)>,
     /// The connections (peer, id) their readers saw close ([`Wire::sweep`]).
     closed: Arc<std::sync::Mutex<Vec<(SocketAddr, u64)>>>,
     /// The last connection's id.
@@ -2967,7 +2975,7 @@ struct Wire {
 }
 
 impl Wire {
-    fn new(net: SipNet, framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>) -> Wire {
+    fn new(net: SipNet, framed: mpsc::UnboundedSender<(SocketAddr, wire::Framed)>) -> Wire {
         Wire {
             net,
             conns: HashMap::new(),
@@ -3043,7 +3051,9 @@ impl Wire {
         self.conns.insert(peer, (id, write));
         let (tx, closed) = (self.framed.clone(), self.closed.clone());
         tokio::spawn(async move {
-            let mut parser = crieur_sip::StreamParser::new(crieur_sip::Limits::stream());
+            // Framed by Content-Length; a message that frames but does not parse is the
+            // endpoint's to answer (400), not the end of the connection (RFC 3261 §18.3).
+            let mut parser = wire::Framer::new();
             let mut buf = vec![0u8; 65_536];
             loop {
                 let n = match read.read(&mut buf).await {

@@ -2363,6 +2363,51 @@ async fn a_call_over_tcp() {
     assert!(sipp.succeeded());
 }
 
+/// RFC 3261 §18.3 over TCP: a request that frames (its Content-Length) but does not parse
+/// (a Request-URI in `<>`, RFC 4475 §3.1.2.7) is answered 400 on its connection, which stays
+/// open: the next request on it (OPTIONS) gets its 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tcp_a_malformed_request_gets_400_and_the_connection_stays() {
+    use std::io::{Read, Write};
+    let uac = Uac::start_tcp(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let to = uac.local_addr();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(to).unwrap_or_else(|e| panic!("{e}"));
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let me = s.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let request = |line: &str, n: u32| {
+            format!("{line}\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKtcp{n}\r\nFrom: <sip:a@{me}>;tag=t{n}\r\nTo: <sip:crieur@{to}>\r\nCall-ID: tcp-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        };
+        let mut answers = Vec::new();
+        for (n, line) in [
+            (1, format!("OPTIONS <sip:crieur@{to}> SIP/2.0")),
+            (2, format!("OPTIONS sip:crieur@{to} SIP/2.0")),
+        ] {
+            if s.write_all(request(&line, n).as_bytes()).is_err() {
+                break;
+            }
+            let mut buf = [0u8; 4096];
+            match s.read(&mut buf) {
+                Ok(k) if k > 0 => {
+                    let text = String::from_utf8_lossy(&buf[..k]).into_owned();
+                    answers.push(text.lines().next().unwrap_or_default().to_owned());
+                }
+                _ => break,
+            }
+        }
+        answers
+    })
+    .await
+    .unwrap_or_default();
+    assert_eq!(answers, ["SIP/2.0 400 Bad Request", "SIP/2.0 200 OK"]);
+}
+
 /// RFC 3263 §4.3 over TCP: the trunk's first server (by SRV priority) refuses the connection
 /// — a transport error — so the INVITE goes at once to the next, sipp over TCP, which answers.
 #[tokio::test(flavor = "multi_thread")]

@@ -35,6 +35,13 @@ fn cfg(accept_incoming: bool) -> Config {
     }
 }
 
+/// An endpoint on TCP.
+fn tcp_endpoint(accept_incoming: bool) -> Endpoint {
+    let mut c = cfg(accept_incoming);
+    c.transport = Transport::Tcp;
+    Endpoint::new(c)
+}
+
 fn invite(creds: Option<Credentials>) -> Invite {
     Invite {
         call_id: "call-1@10.0.0.1".into(),
@@ -1095,9 +1102,7 @@ fn a_2xx_retransmitted_after_the_invite_transaction_is_acked_until_64_t1() {
 /// origin (the first timer armed: the INVITE's timer B, 32 s on) lies after it.
 #[test]
 fn over_tcp_a_byes_transaction_ends_within_a_grid_step_of_its_200() {
-    let mut c = cfg(false);
-    c.transport = Transport::Tcp;
-    let mut ep = Endpoint::new(c);
+    let mut ep = tcp_endpoint(false);
     let t0 = Instant::now();
     let call = ep.invite(t0, invite(None)).unwrap();
     let inv = sent(&mut ep).remove(0).1;
@@ -1613,9 +1618,7 @@ fn a_required_extension_we_lack_gets_420_with_unsupported() {
 /// lost it) — and given up at 64·T1 with [`Event::NoAck`].
 #[test]
 fn over_tcp_our_2xx_is_retransmitted_until_the_ack_too() {
-    let mut c = cfg(true);
-    c.transport = Transport::Tcp;
-    let mut ep = Endpoint::new(c);
+    let mut ep = tcp_endpoint(true);
     let t0 = Instant::now();
     let caller = a("10.0.0.5:5070");
     let invite = |call_id: &str| {
@@ -1901,4 +1904,29 @@ fn a_late_2xx_after_the_call_is_over_is_acked_and_byed() {
     ep.handle_input(t0, a(TRUNK), &response(&bye, 200, None, ""));
     assert_eq!(ep.calls(), 0);
     check(&mut ep, t0 + Duration::from_secs(2), &inv, "other");
+}
+
+/// Over TCP a message framed but malformed (`wire::Framer` hands it out) is answered 400 on
+/// its connection (the source address, §18.2.2), with a To tag.
+#[test]
+fn over_tcp_a_framed_malformed_request_gets_400_on_its_connection() {
+    let mut ep = tcp_endpoint(false);
+    let t0 = Instant::now();
+    let conn = a("10.0.0.7:43210");
+    let bad = raw_request(
+        "INVITE <sip:x@10.0.0.1> SIP/2.0",
+        "INVITE",
+        "Content-Length: 0\r\n\r\n",
+    );
+    let mut f = wire::Framer::new();
+    let framed = f.push(&bad).unwrap();
+    let [wire::Framed::Malformed(bytes)] = &framed[..] else {
+        panic!("{framed:?}")
+    };
+    ep.handle_input(t0, conn, bytes);
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, conn);
+    assert_eq!(code(&out[0].1), 400);
+    assert!(h(&out[0].1, HeaderName::To).contains(";tag="));
 }
