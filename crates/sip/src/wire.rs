@@ -200,6 +200,9 @@ pub enum Framed {
 #[derive(Debug, Default)]
 pub struct Framer {
     buf: Vec<u8>,
+    /// How far the buffer was searched for the end of the head (not searched again: a head
+    /// dripped in byte by byte costs linear time, not quadratic).
+    scanned: usize,
 }
 
 /// The largest message a stream may carry (sipx-sip's stream limit).
@@ -222,7 +225,14 @@ impl Framer {
                 .take_while(|&&b| b == b'\r' || b == b'\n')
                 .count();
             self.buf.drain(..skip);
-            let Some(head_end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            self.scanned = self.scanned.saturating_sub(skip);
+            let from = self.scanned.saturating_sub(3);
+            let found = self
+                .buf
+                .get(from..)
+                .and_then(|b| b.windows(4).position(|w| w == b"\r\n\r\n"));
+            let Some(head_end) = found.map(|i| i + from) else {
+                self.scanned = self.buf.len();
                 if self.buf.len() > MAX_STREAM_MESSAGE {
                     return Err("a header section past the size limit".into());
                 }
@@ -241,6 +251,7 @@ impl Framer {
             }
             let bytes = Bytes::copy_from_slice(self.buf.get(..total).unwrap_or_default());
             self.buf.drain(..total);
+            self.scanned = 0;
             let limits = Limits {
                 max_message_bytes: MAX_STREAM_MESSAGE,
                 ..Limits::stream()
@@ -371,5 +382,27 @@ mod framer_tests {
         assert!(matches!(&out[0], Framed::Malformed(m) if &m[..] == bad.as_bytes()));
         assert!(matches!(&out[1], Framed::Message(Message::Request(_))));
         assert!(f.push(b"INFO sip:x SIP/2.0\r\nVia: x\r\n\r\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod framer_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Cut anywhere, the same stream frames into the same messages (the head's end is
+        /// found across reads), and arbitrary bytes never panic.
+        #[test]
+        fn split_reads_frame_the_same(cut in 0usize..400, junk in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let good = "OPTIONS sip:x@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@c>\r\nCall-ID: q\r\nCSeq: 1 OPTIONS\r\nContent-Length: 3\r\n\r\nabc";
+            let stream = format!("{good}\r\n{good}");
+            let (a, b) = stream.as_bytes().split_at(cut.min(stream.len()));
+            let mut f = Framer::new();
+            let mut n = f.push(a).map(|v| v.len()).unwrap_or(99);
+            n += f.push(b).map(|v| v.len()).unwrap_or(99);
+            prop_assert_eq!(n, 2);
+            let _ = Framer::new().push(&junk);
+        }
     }
 }
