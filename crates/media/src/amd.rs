@@ -1669,6 +1669,7 @@ impl Detector {
                 self.echo
                     .process_frame(self.frames * FRAME as u64, &mut self.buf);
                 let f = analyse(&self.buf, &mut self.two_tone_gate);
+                self.echo.residual_tonality(f.tonality_db);
                 self.buf.clear();
                 self.echo_ceiling = self.echo.end_frame(self.frames, self.p.echo_return_loss_db);
                 self.step(f);

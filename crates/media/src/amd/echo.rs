@@ -21,7 +21,10 @@
 //! * **Double talk.** Adaptation stops while the far end is louder than half our loudest
 //!   sample in the filter's span (Geigel's detector: louder than any echo with ≥ 6 dB of return
 //!   loss can be), and for [`HANGOVER`] samples after, so far-end speech does not pull the
-//!   filter away.
+//!   filter away. Under that bound (a quiet beep, a greeting under our echo) the step is
+//!   scaled by our echo's share of what the filter adapts on (see [`step_size`]), and is 0
+//!   once the filter has converged while the residual holds a steady tone
+//!   ([`TONE_FREEZE_DB`]): the far end's beep is never learned as echo.
 //! * **What is left.** The residual still holds some echo (the filter's misadjustment, G.711
 //!   noise). Its level is bounded by the echo estimate's level less the echo return loss
 //!   enhancement (ERLE) the filter has shown: a frame of residual no louder than that (with
@@ -114,6 +117,19 @@ const PRE_SAMPLES: usize = 24;
 /// the echo (too quiet for the double-talk detector) disturbs the taps in proportion to it,
 /// which a larger step (0.5, 1) made a 10 dB loss of ERLE.
 const MU: f32 = 0.3;
+/// A step under this share of [`MU`] (1 %) is no adaptation: the background is not run
+/// (as in double talk).
+const FROZEN_STEP_SHARE: f32 = 0.01;
+/// A residual frame with a steady tone this pure (dB of the strongest sinusoid over the
+/// rest, as the beep detector measures it: 6) is the far end's own sound — a beep, a
+/// far-end note, a vowel held over our echo — not what is left of our echo, whose residual
+/// on our speech measured −15 to −40 dB: the converged filter does not adapt on the next
+/// frames ([`TONE_HOLD_FRAMES`]). A quiet beep under our echo is not caught by Geigel's
+/// detector, and adapting on it pulls the taps toward predicting the tone from our audio.
+pub(super) const TONE_FREEZE_DB: f32 = 6.0;
+/// Frames adaptation stays off after a tonal residual frame: 2 (a tone's reverberation
+/// after it ends).
+const TONE_HOLD_FRAMES: u32 = 2;
 /// Regularisation of the NLMS normalisation (per tap): a −50 dBFS signal's power (sample
 /// units), so the pauses of our message, where the far end is not echo, take no large steps.
 const DELTA: f32 = 10_737.0; // (32768 · 10^(−50/20))²
@@ -162,7 +178,8 @@ const COPY_DECAY: f32 = 0.8;
 
 /// The NLMS step on a frame whose far end holds `far` energy, of which the envelope gain
 /// predicts `echo` to be our echo: [`MU`] scaled by the echo's share of the far end (at most
-/// 1). A far end talking over the echo (a greeting, 5–10 dB over our echo) is noise to the
+/// 1). (Once a filter subtracts, also at most the same with the last frame's residual and
+/// the echo left in it: see [`EchoCanceller::frame_step`].) A far end talking over the echo (a greeting, 5–10 dB over our echo) is noise to the
 /// filter, whose misadjustment grows with the step times that noise: with the step scaled by
 /// the echo-to-far-end ratio the misadjustment stays near what it is on echo alone (Valin,
 /// "On adjusting the learning rate in frequency domain echo cancellation with double-talk",
@@ -377,6 +394,13 @@ pub(super) struct EchoCanceller {
     env_est_e: f32,
     /// This frame's NLMS step (see [`step_size`]).
     mu: f32,
+    /// The last frame's residual energy and the echo energy the envelope gain predicted in
+    /// it (the step's residual-echo share, see [`EchoCanceller::frame_step`]).
+    last_res_e: f32,
+    last_env_est_e: f32,
+    /// Frames the converged filter is still not to adapt on after a tonal residual frame
+    /// (see [`TONE_FREEZE_DB`]).
+    tone_hold: u32,
     /// The background filter's output energy on the samples it adapted on (this frame).
     bg_y_e: f32,
     /// The copy-over and drop tests' energies, summed over the last frames with
@@ -446,6 +470,9 @@ impl EchoCanceller {
             env_gain: 0.0,
             env_est_e: 0.0,
             mu: MU,
+            last_res_e: 0.0,
+            last_env_est_e: 0.0,
+            tone_hold: 0,
             bg_y_e: 0.0,
             sm_far: 0.0,
             sm_bg: 0.0,
@@ -481,6 +508,16 @@ impl EchoCanceller {
 
     pub(super) fn clear_reference(&mut self) {
         self.reference = None;
+    }
+
+    /// The tonality of the residual frame just analysed (dB; see [`TONE_FREEZE_DB`]): a
+    /// tone on the far end holds the converged filter's adaptation.
+    pub(super) fn residual_tonality(&mut self, tonality_db: f32) {
+        self.tone_hold = if tonality_db >= TONE_FREEZE_DB {
+            TONE_HOLD_FRAMES
+        } else {
+            self.tone_hold.saturating_sub(1)
+        };
     }
 
     /// Whether the last frame's bound was the warm-up level guard.
@@ -585,6 +622,8 @@ impl EchoCanceller {
         // to pull the taps to 0): the window and the step hold for the block, so once.
         let regularise = DELTA * (self.win.1 - self.win.0) as f32;
         let keep = 1.0 - LEAK * (self.mu / MU);
+        // A step this small moves nothing (the far end is mostly not our echo).
+        let frozen = self.mu < MU * FROZEN_STEP_SHARE;
         for (i, d) in block.iter_mut().enumerate() {
             let n = n + i as i64;
             // Geigel: louder than half our loudest in the filter's span is the far end
@@ -640,7 +679,7 @@ impl EchoCanceller {
                     &edge
                 }
             };
-            let (y, e) = if self.hangover == 0 {
+            let (y, e) = if self.hangover == 0 && !frozen {
                 // Only while learning is the background filter run (its output is its
                 // error), beside the foreground.
                 let (lo_w, hi_w) = self.win;
@@ -704,7 +743,19 @@ impl EchoCanceller {
         let ours = (at(lo + frame.len() as i64) - at(lo)).max(0.0) as f32;
         self.env_est_e = self.env_gain * self.env_gain * ours;
         let far: f32 = frame.iter().map(|v| v * v).sum();
-        self.mu = step_size(self.env_est_e, far);
+        self.mu = if self.tone_hold > 0 && self.fore_live && self.adapted >= CONVERGE_SAMPLES {
+            0.0
+        } else if self.fore_live {
+            // Once a filter subtracts, the error the background adapts on is the residual:
+            // of it, our echo is what the envelope gain predicts less the cancellation shown
+            // (the last frame's: this one's residual is not known before it is filtered).
+            // A far end's sound under Geigel's bound (a quiet beep) is most of the residual,
+            // though a small part of the far end.
+            let residual_echo = self.last_env_est_e * 10f32.powf(-self.erle_db / 10.0);
+            step_size(self.env_est_e, far).min(step_size(residual_echo, self.last_res_e))
+        } else {
+            step_size(self.env_est_e, far)
+        };
     }
 
     /// The envelope correlation at far-end block `block` (`far_env`), our envelope's block
@@ -1029,6 +1080,8 @@ impl EchoCanceller {
             self.fore = [0.0; TAPS];
             self.fore_live = false;
         }
+        self.last_res_e = self.res_e;
+        self.last_env_est_e = self.env_est_e;
         self.bg_e = 0.0;
         self.bg_y_e = 0.0;
         self.adapt_n = 0;
@@ -1381,6 +1434,88 @@ mod tests {
             median.abs() <= 3.0,
             "residual over its bound: median {median:.1} dB"
         );
+    }
+
+    /// A quiet tone on the far end under our echo (a beep 12 dB under it, far under
+    /// Geigel's bound) for 1.5 s, the residual analysed as the detector does (its tonality
+    /// fed back): the converged filter does not adapt on it, so what is left of our echo
+    /// under the tone (the residual less the tone) stays as deep as before it; and after
+    /// the tone the filter adapts again. Adapting on the tone (the tone hold off) drew the
+    /// taps toward predicting it from our audio.
+    #[test]
+    fn a_quiet_far_end_tone_under_our_echo_does_not_move_the_filter() {
+        let ours: Vec<i16> = speechlike(10 * 8000, -18.0, 61)
+            .iter()
+            .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
+            .collect();
+        let (start, len) = (6 * 8000, 12_000);
+        let amp = 32768.0 * 10f32.powf(-45.0 / 20.0) * 2f32.sqrt();
+        let tone: Vec<f32> = (0..ours.len())
+            .map(|n| {
+                if (start..start + len).contains(&n) {
+                    amp * (2.0 * std::f32::consts::PI * 1100.0 * n as f32 / 8000.0).sin()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let noise = speechlike(ours.len(), -85.0, 63);
+        let far_end: Vec<f32> = tone.iter().zip(&noise).map(|(t, v)| t + v).collect();
+        let far = line(&ours, &far_end, 15.0, 700);
+        let echo = line(&ours, &vec![0.0; ours.len()], 15.0, 700);
+        for hold in [true, false] {
+            let mut ec = EchoCanceller::new();
+            ec.set_reference(0, Arc::new(EchoReference::new(&ours)));
+            let (mut hp, mut gate) = (
+                HighPass::new(HIGH_PASS_HZ),
+                super::super::TwoToneGate::new(),
+            );
+            let (mut residual, mut adapted_in_tone) = (Vec::with_capacity(far.len()), 0);
+            for (k, frame) in far.chunks_exact(FRAME).enumerate() {
+                let mut f: Vec<f32> = frame.iter().map(|&v| hp.step(v)).collect();
+                let before = ec.adapted;
+                ec.process_frame((k * FRAME) as u64, &mut f);
+                if (start + 2 * FRAME..start + len).contains(&(k * FRAME)) {
+                    adapted_in_tone += ec.adapted - before;
+                }
+                let analysed = super::super::analyse(&f, &mut gate);
+                if hold {
+                    ec.residual_tonality(analysed.tonality_db);
+                }
+                ec.end_frame(k as u64, 20.0);
+                residual.extend(f);
+            }
+            assert!(
+                matches!(ec.state(), PathState::Found(_)),
+                "{:?}",
+                ec.state()
+            );
+            let (tone_hp, echo_hp) = (high_passed(&tone), high_passed(&echo));
+            // What is left of our echo: the residual less the tone (and the line's noise).
+            let left = |span: std::ops::Range<usize>| {
+                let l: Vec<f32> = span.clone().map(|n| residual[n] - tone_hp[n]).collect();
+                10.0 * (energy(&echo_hp[span]) / energy(&l)).log10()
+            };
+            let before = left(start - 8000..start);
+            let under = left(start + len / 2..start + len);
+            let after = left(start + len + 8000..ours.len());
+            if hold {
+                assert_eq!(adapted_in_tone, 0, "adapted on the tone");
+                assert!(
+                    under >= before - 3.0 && under >= 25.0,
+                    "ERLE under the tone {under:.1} dB, before it {before:.1} dB"
+                );
+                assert!(after >= 25.0, "ERLE after the tone {after:.1} dB");
+            } else {
+                // Without the hold the filter adapts on the tone, and what is left of our
+                // echo under it rose (34 dB of cancellation where 51 before it).
+                assert!(adapted_in_tone > 0);
+                assert!(
+                    under < before - 10.0,
+                    "no hold: ERLE under the tone {under:.1} dB, before it {before:.1} dB"
+                );
+            }
+        }
     }
 
     /// A tone on the far end that is not in our audio (a beep under our echo, as loud as
