@@ -2161,26 +2161,25 @@ fn bye_to(tag: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn forking_first_2xx_wins_the_other_is_acked_and_byed() {
-    // Two forks ring, both answer: the first 200 (forkA) is the call; the second (forkB), once
-    // forkA's is ACKed, is ACKed and sent a BYE at once (RFC 3261 §13.2.2.4); the call then
-    // plays and hangs up forkA. (sipp cannot take a message between two of its own sends, so
-    // forkB's 200 follows forkA's ACK.)
-    let head = head_with(
+/// The scenario's start, keeping the INVITE's Via, From and To (for [`late_200`]).
+fn head_keeping_the_invite() -> String {
+    head_with(
         r#"      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="inv_via"/>
       <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="inv_from"/>
       <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="inv_to"/>
 "#,
-    );
-    // forkB's 200, written from the INVITE's headers (after the ACK, sipp's `last_` ones are
-    // the ACK's).
-    let ok_b = format!(
+    )
+}
+
+/// A 200 to the INVITE from the fork `tag`, written from the INVITE's headers kept by
+/// [`head_keeping_the_invite`] (after an ACK, sipp's `last_` ones are the ACK's).
+fn late_200(tag: &str) -> String {
+    format!(
         r#"  <send><![CDATA[
 SIP/2.0 200 OK
 Via: [$inv_via]
 From: [$inv_from]
-To: [$inv_to];tag=forkB
+To: [$inv_to];tag={tag}
 [last_Call-ID:]
 CSeq: 1 INVITE
 Contact: <sip:callee@[local_ip]:[local_port];transport=[transport]>
@@ -2190,7 +2189,17 @@ Content-Length: [len]
 {}]]></send>
 "#,
         sdp_body("0 101", "", "[media_port]", 1)
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forking_first_2xx_wins_the_other_is_acked_and_byed() {
+    // Two forks ring, both answer: the first 200 (forkA) is the call; the second (forkB), once
+    // forkA's is ACKed, is ACKed and sent a BYE at once (RFC 3261 §13.2.2.4); the call then
+    // plays and hangs up forkA. (sipp cannot take a message between two of its own sends, so
+    // forkB's 200 follows forkA's ACK.)
+    let head = head_keeping_the_invite();
+    let ok_b = late_200("forkB");
     let scenario = format!(
         "{head}{}{}{}{ACK}{ok_b}{ACK}{}{}{TAIL}",
         fork_response("180 Ringing", "forkA", false),
@@ -2209,6 +2218,37 @@ Content-Length: [len]
     );
     assert_eq!(r.message_packets, 25);
     assert!(sipp.succeeded(), "{}", sipp.messages());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forks_2xx_after_a_486_is_acked_and_byed() {
+    // One fork rejects the call (486, ACKed), then another answers (200, its own To tag):
+    // RFC 3261 §13.2.2.4 wants every 2xx ACKed, and the call has failed, so that dialog gets
+    // an ACK and a BYE. sipp expects both (and fails the scenario without them); the call stays
+    // busy: nothing is played. The UAC is kept until sipp is done (the late 2xx reaches it).
+    let scenario = format!(
+        "{}{}{ACK}{}{ACK}{}{TAIL}",
+        head_keeping_the_invite(),
+        fork_response("486 Busy Here", "forkA", false),
+        late_200("forkB"),
+        bye_to("forkB"),
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let uac = local_uac().await;
+    let r = call_on(
+        &uac,
+        &trunk(sipp.addr()),
+        tone(440.0, 0.3),
+        Ok(()),
+        DEFAULT_LEAD_IN,
+        None,
+    )
+    .await
+    .report;
+    assert_eq!(r.ending.outcome, Outcome::Busy, "{}", timeline(&r));
+    assert_eq!(r.rtp_sent, 0, "{}", timeline(&r));
+    assert!(sipp.succeeded(), "{}", sipp.messages());
+    drop(uac);
 }
 
 #[tokio::test(flavor = "multi_thread")]

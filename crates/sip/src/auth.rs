@@ -50,6 +50,20 @@ impl State {
         credentials: &Credentials,
         cnonce: &str,
     ) -> Result<Header, Refusal> {
+        let uri = req.uri.to_string();
+        self.answer_to(req.method.as_bytes(), &uri, resp, credentials, cnonce)
+    }
+
+    /// [`State::answer`] for a request given by its method and Request-URI (as written in
+    /// its request line): what the digest covers (RFC 2617 §3.2.2.2, qop=auth).
+    pub fn answer_to(
+        &mut self,
+        method: &[u8],
+        uri: &str,
+        resp: &Response,
+        credentials: &Credentials,
+        cnonce: &str,
+    ) -> Result<Header, Refusal> {
         let from_proxy = resp.status.code() == 407;
         let name = if from_proxy {
             HeaderName::ProxyAuthenticate
@@ -84,12 +98,11 @@ impl State {
                 1
             }
         };
-        let uri = req.uri.to_string();
         let value = digest::respond(
             &ch,
             credentials,
-            &String::from_utf8_lossy(req.method.as_bytes()),
-            &uri,
+            &String::from_utf8_lossy(method),
+            uri,
             nc,
             cnonce,
         );

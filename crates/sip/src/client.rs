@@ -360,7 +360,8 @@ impl<U> ClientLayer<U> {
         };
         if tx.invite() && tx.state == State::Completed && r.status.is_success() {
             // Another fork's 2xx after our non-2xx final: not this transaction's (its ACK
-            // has the non-2xx's To tag): the caller's stray path decides.
+            // has the non-2xx's To tag): the caller's stray path ACKs it and ends that
+            // dialog.
             return Received::Stray(r);
         }
         let step = if tx.invite() {

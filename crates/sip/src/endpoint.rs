@@ -39,8 +39,8 @@ use bytes::Bytes;
 use sipx_sip::headers::via::first_hop_end;
 use sipx_sip::transaction::{Dispatch, Output, Reliability, Timer, TuEvent};
 use sipx_sip::{
-    Header, HeaderName, Host, Message, Method, Request, RequestBuilder, Response, ResponseBuilder,
-    StatusCode, Timers, TransactionKey, TransactionLayer, Uri,
+    Header, HeaderName, Host, Message, Method, Request, Response, ResponseBuilder, StatusCode,
+    Timers, TransactionKey, TransactionLayer, Uri,
 };
 
 use crate::auth::{self, Credentials};
@@ -322,8 +322,9 @@ struct Call {
     /// Where requests go when the next hop is not an address (the trunk, or the caller).
     destination: SocketAddr,
     credentials: Option<Credentials>,
-    /// UAC: the INVITE as last sent (for CANCEL, ACK and a credentials retry).
-    invite: Option<Request>,
+    /// UAC: the INVITE as last sent, as the parts it is written from (for CANCEL, ACK, a
+    /// credentials retry and a fail-over).
+    invite: Option<OutInvite>,
     /// UAC: that INVITE's client transaction.
     invite_tx: Option<TxId>,
     provisional: bool,
@@ -357,6 +358,119 @@ struct Call {
     /// Of those, our INVITE transactions (kept after the final response only to absorb its
     /// retransmissions: timer D after a failure, RFC 6026's timer M after a 2xx).
     invites_open: u32,
+}
+
+/// Our INVITE as last sent, kept as what it is written from ([`write_invite`]) — the call's
+/// From, To, Call-ID and Contact complete it — rather than as a parsed `Request`: the INVITE,
+/// its CANCEL (§9.1), its re-sends with credentials (§22.2) or to another server (RFC 3263)
+/// and the credentials of its 2xx's ACK (§22.1) are all serialised from these straight into
+/// the endpoint's buffer.
+#[derive(Debug)]
+struct OutInvite {
+    /// The Request-URI (checked once, when the call was placed).
+    uri: Uri,
+    /// The header lines after Contact (`User-Agent`, the caller's, `Content-Type`), each
+    /// CRLF-terminated: checked and written once (and shared while the caller's headers do
+    /// not change from one call to the next).
+    extra: Bytes,
+    /// The `Route` lines among them, which the CANCEL repeats (§9.1).
+    routes: Bytes,
+    body: Bytes,
+    /// The branch number of its top Via (the client transaction's, [`crate::client`]).
+    branch: u64,
+    seq: u32,
+    /// The `Authorization` / `Proxy-Authorization` it carries (at most one of each name: an
+    /// answer replaces the earlier one of its name).
+    creds: Vec<Header>,
+}
+
+/// A request serialised for a client transaction of ours.
+#[derive(Debug)]
+struct Outgoing {
+    id: TxId,
+    method: Method,
+    seq: u32,
+    bytes: Bytes,
+    dest: SocketAddr,
+    /// A re-INVITE's credentials, for the ACK of its 2xx (see [`Client::ack_credentials`]).
+    ack_credentials: Vec<Header>,
+}
+
+/// The header lines of our INVITEs after Contact, for one set of the caller's headers and
+/// Content-Type ([`OutInvite::extra`], [`OutInvite::routes`], credentials the caller gave).
+#[derive(Debug, Default)]
+struct InviteHeaders {
+    headers: Vec<(String, String)>,
+    content_type: Option<String>,
+    extra: Bytes,
+    routes: Bytes,
+    creds: Vec<Header>,
+}
+
+/// `Err(BadHeader)` if `value` holds a byte that would break its header line.
+fn check_line(name: &str, value: &[u8]) -> Result<(), Error> {
+    match value.iter().position(|&b| wire::breaks_line(b)) {
+        None => Ok(()),
+        Some(at) => Err(Error::BadHeader {
+            name: name.to_owned(),
+            why: format!("a line break or NUL at byte {at}"),
+        }),
+    }
+}
+
+/// Appends our top Via line for branch number `n`: `prefix` ([`Endpoint::via_prefix`]),
+/// `z9hG4bK` and 16 hex digits, `;rport` (RFC 3581).
+fn write_via(out: &mut Vec<u8>, prefix: &[u8], n: u64) {
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&client::branch_param(n));
+    out.extend_from_slice(b";rport\r\n");
+}
+
+/// The INVITE of `c` as [`OutInvite`] says (RFC 3261 §8.1.1): Request-URI, our Via,
+/// Max-Forwards, From (our tag), To (no tag), Call-ID, CSeq, Contact, credentials, the
+/// other headers, Content-Length and the body — into `out` (cleared first).
+fn write_invite(out: &mut Vec<u8>, via: &[u8], c: &Call, inv: &OutInvite) {
+    out.clear();
+    out.extend_from_slice(b"INVITE ");
+    inv.uri.write_to(out);
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    write_via(out, via, inv.branch);
+    out.extend_from_slice(b"Max-Forwards: 70\r\nFrom: ");
+    out.extend_from_slice(&c.local);
+    out.extend_from_slice(b"\r\nTo: <");
+    out.extend_from_slice(c.remote_uri.as_bytes());
+    out.extend_from_slice(b">\r\nCall-ID: ");
+    out.extend_from_slice(c.call_id.as_bytes());
+    // Writing into a vector cannot fail.
+    let _ = write!(out, "\r\nCSeq: {} INVITE\r\nContact: ", inv.seq);
+    out.extend_from_slice(&c.contact_header);
+    out.extend_from_slice(b"\r\n");
+    for h in &inv.creds {
+        h.write_to(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&inv.extra);
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", inv.body.len());
+    out.extend_from_slice(&inv.body);
+}
+
+/// The CANCEL of that INVITE (§9.1): its Request-URI, top Via (same branch), From, To,
+/// Call-ID, CSeq number and Route headers; nothing else.
+fn write_cancel(out: &mut Vec<u8>, via: &[u8], c: &Call, inv: &OutInvite) {
+    out.clear();
+    out.extend_from_slice(b"CANCEL ");
+    inv.uri.write_to(out);
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    write_via(out, via, inv.branch);
+    out.extend_from_slice(b"Max-Forwards: 70\r\nFrom: ");
+    out.extend_from_slice(&c.local);
+    out.extend_from_slice(b"\r\nTo: <");
+    out.extend_from_slice(c.remote_uri.as_bytes());
+    out.extend_from_slice(b">\r\nCall-ID: ");
+    out.extend_from_slice(c.call_id.as_bytes());
+    let _ = write!(out, "\r\nCSeq: {} CANCEL\r\n", inv.seq);
+    out.extend_from_slice(&inv.routes);
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
 }
 
 #[derive(Debug, Clone)]
@@ -424,6 +538,10 @@ pub struct Endpoint {
     /// The option tags we support: the `Supported` of [`Config::capabilities`], lowercase
     /// (a received request's `Require` is checked against them, RFC 3261 §8.2.2.3).
     supported: Vec<String>,
+    /// `Via: SIP/2.0/<transport> <local>;branch=`: the start of our Via line ([`write_via`]).
+    via_prefix: Vec<u8>,
+    /// The last INVITE header lines written (a loop's calls share them).
+    invite_headers: InviteHeaders,
 }
 
 /// Server transaction timers (sipx-sip's: RFC 3261 §17 and RFC 6026's).
@@ -571,19 +689,6 @@ fn routes<'a>(c: &'a Call, strict: Option<&'a str>) -> impl Iterator<Item = &'a 
     set.iter().map(String::as_str).chain(strict)
 }
 
-/// `b` with the header `n: v`; a value that would break the message (line breaks, NUL) is
-/// refused.
-fn add_header(
-    b: RequestBuilder,
-    n: HeaderName,
-    v: impl Into<Bytes>,
-) -> Result<RequestBuilder, Error> {
-    b.header(n.clone(), v).map_err(|e| Error::BadHeader {
-        name: String::from_utf8_lossy(n.canonical()).into_owned(),
-        why: e.to_string(),
-    })
-}
-
 impl Endpoint {
     pub fn new(cfg: Config) -> Endpoint {
         let supported = cfg
@@ -597,6 +702,9 @@ impl Endpoint {
             layer: TransactionLayer::new(cfg.timers),
             clients: ClientLayer::new(cfg.timers, cfg.transport.reliability()),
             ua: Bytes::copy_from_slice(cfg.user_agent.as_bytes()),
+            via_prefix: format!("Via: SIP/2.0/{} {};branch=", cfg.transport.via(), cfg.local)
+                .into_bytes(),
+            invite_headers: InviteHeaders::default(),
             cfg,
             calls: HashMap::default(),
             dialogs: HashMap::default(),
@@ -649,18 +757,77 @@ impl Endpoint {
     /// Our Via for a new request: a fresh branch (RFC 3261 §8.1.1.7) — `z9hG4bK` and 16 hex
     /// digits, even, drawn at random and in use by no transaction of ours: its number names
     /// the client transaction ([`crate::client`]) —, `rport` asked (RFC 3581).
-    fn via(&self) -> String {
-        let n = loop {
+    fn fresh_branch(&self) -> u64 {
+        loop {
             let n = rand::random::<u64>() & !1;
             if !self.clients.branch_in_use(n) {
                 break n;
             }
-        };
+        }
+    }
+
+    /// [`Endpoint::fresh_branch`]'s Via as a header value (a request re-sent from its
+    /// parsed copy: a non-INVITE's credentials retry).
+    fn via(&self) -> String {
         format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{n:016x};rport",
+            "SIP/2.0/{} {};branch=z9hG4bK{:016x};rport",
             self.cfg.transport.via(),
             self.cfg.local,
+            self.fresh_branch(),
         )
+    }
+
+    /// The header lines of an INVITE after its Contact ([`OutInvite::extra`]): our
+    /// User-Agent, the caller's headers (each checked as `Header::build` does; a
+    /// Content-Length of theirs dropped: ours is the body's), Content-Type. Written once for
+    /// a set of headers and shared while the next calls bring the same.
+    fn invite_headers(
+        &mut self,
+        headers: &[(String, String)],
+        content_type: Option<&str>,
+    ) -> Result<&InviteHeaders, Error> {
+        let cached = &self.invite_headers;
+        if cached.headers.as_slice() != headers || cached.content_type.as_deref() != content_type {
+            check_line("User-Agent", &self.ua)?;
+            let mut extra = Vec::with_capacity(128);
+            let mut routes = Vec::new();
+            let mut creds = Vec::new();
+            extra.extend_from_slice(b"User-Agent: ");
+            extra.extend_from_slice(&self.ua);
+            extra.extend_from_slice(b"\r\n");
+            for (n, v) in headers {
+                let name = wire::name(n);
+                let h = wire::header(&name, Bytes::copy_from_slice(v.as_bytes()))?;
+                match name {
+                    HeaderName::ContentLength => continue,
+                    HeaderName::Authorization | HeaderName::ProxyAuthorization => {
+                        creds.push(h);
+                        continue;
+                    }
+                    HeaderName::Route => {
+                        h.write_to(&mut routes);
+                        routes.extend_from_slice(b"\r\n");
+                    }
+                    _ => {}
+                }
+                h.write_to(&mut extra);
+                extra.extend_from_slice(b"\r\n");
+            }
+            if let Some(ct) = content_type {
+                check_line("Content-Type", ct.as_bytes())?;
+                extra.extend_from_slice(b"Content-Type: ");
+                extra.extend_from_slice(ct.as_bytes());
+                extra.extend_from_slice(b"\r\n");
+            }
+            self.invite_headers = InviteHeaders {
+                headers: headers.to_vec(),
+                content_type: content_type.map(str::to_owned),
+                extra: Bytes::from(extra),
+                routes: Bytes::from(routes),
+                creds,
+            };
+        }
+        Ok(&self.invite_headers)
     }
 
     // ---- placing calls -------------------------------------------------------------------
@@ -682,84 +849,82 @@ impl Endpoint {
             wire::uri(&inv.contact)?;
             self.contact_checked.clone_from(&inv.contact);
         }
-        let mut b = RequestBuilder::new(Method::Invite, ruri);
-        b = add_header(b, HeaderName::Via, self.via())?;
-        b = b.max_forwards(70);
-        b = add_header(b, HeaderName::From, local.clone())?;
-        b = add_header(b, HeaderName::To, format!("<{}>", inv.to))?;
-        b = add_header(b, HeaderName::CallId, inv.call_id.clone())?;
-        b = add_header(b, HeaderName::CSeq, Bytes::from_static(b"1 INVITE"))?;
-        b = add_header(b, HeaderName::Contact, contact_header.clone())?;
-        b = add_header(b, HeaderName::UserAgent, self.ua.clone())?;
-        for (n, v) in &inv.headers {
-            b = add_header(b, wire::name(n), v.clone())?;
-        }
-        if let Some(ct) = &inv.content_type {
-            b = add_header(b, HeaderName::ContentType, ct.clone())?;
-        }
-        let req = b.body(Bytes::from(inv.body)).build();
+        check_line("From", &local)?;
+        check_line("To", inv.to.as_bytes())?;
+        check_line("Call-ID", inv.call_id.as_bytes())?;
+        check_line("Contact", &contact_header)?;
+        let hs = self.invite_headers(&inv.headers, inv.content_type.as_deref())?;
+        let (extra, routes, creds) = (hs.extra.clone(), hs.routes.clone(), hs.creds.clone());
+        let branch = self.fresh_branch();
+        let out_invite = OutInvite {
+            uri: ruri,
+            extra,
+            routes,
+            body: Bytes::from(inv.body),
+            branch,
+            seq: 1,
+            creds,
+        };
         let call = CallRef(self.id());
+        let c = Call {
+            role: Role::Uac,
+            call_id: inv.call_id.clone(),
+            local_tag: local_tag.clone(),
+            local,
+            remote_uri: inv.to,
+            remote_tag: None,
+            local_cseq: 1,
+            remote_cseq: Vec::new(),
+            route_set: Vec::new(),
+            remote_target: None,
+            contact: inv.contact,
+            contact_header,
+            destination: inv.destination,
+            credentials: inv.credentials,
+            invite: None,
+            invite_tx: None,
+            provisional: false,
+            cancel_wanted: false,
+            cancel_sent: false,
+            credentials_sent: false,
+            confirmed: false,
+            invite_done: false,
+            acks: Vec::new(),
+            answered_at: None,
+            pending_2xx: None,
+            offer_out: None,
+            offer_in: false,
+            uas_invite: None,
+            closed: false,
+            open: 0,
+            alternates: inv.alternates.into(),
+            rang: false,
+            invites_open: 0,
+        };
+        write_invite(&mut self.scratch, &self.via_prefix, &c, &out_invite);
+        let out = Outgoing {
+            id: TxId::new(branch, &Method::Invite),
+            method: Method::Invite,
+            seq: 1,
+            bytes: Bytes::copy_from_slice(&self.scratch),
+            dest: inv.destination,
+            ack_credentials: Vec::new(),
+        };
         self.calls.insert(
             call,
             Call {
-                role: Role::Uac,
-                call_id: inv.call_id.clone(),
-                local_tag: local_tag.clone(),
-                local,
-                remote_uri: inv.to,
-                remote_tag: None,
-                local_cseq: 1,
-                remote_cseq: Vec::new(),
-                route_set: Vec::new(),
-                remote_target: None,
-                contact: inv.contact,
-                contact_header,
-                destination: inv.destination,
-                credentials: inv.credentials,
-                // Set once it is sent (below): the request is kept, not copied.
-                invite: None,
-                invite_tx: None,
-                provisional: false,
-                cancel_wanted: false,
-                cancel_sent: false,
-                credentials_sent: false,
-                confirmed: false,
-                invite_done: false,
-                acks: Vec::new(),
-                answered_at: None,
-                pending_2xx: None,
-                offer_out: None,
-                offer_in: false,
-                uas_invite: None,
-                closed: false,
-                open: 0,
-                alternates: inv.alternates.into(),
-                rang: false,
-                invites_open: 0,
+                invite: Some(out_invite),
+                ..c
             },
         );
         self.dialogs.insert((inv.call_id, local_tag), call);
-        self.send_request(now, call, &req, Kind::Invite, inv.destination);
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.invite = Some(req);
-        }
+        self.send(now, call, Kind::Invite, out);
         Ok(call)
     }
 
-    /// Starts our client transaction for `req` (its top Via is ours: its branch names the
-    /// transaction): the request serialised once, its bytes kept by the transaction.
-    fn send_request(
-        &mut self,
-        now: Instant,
-        call: CallRef,
-        req: &Request,
-        kind: Kind,
-        dest: SocketAddr,
-    ) {
-        self.send_request_auth(now, call, req, kind, dest, auth::State::default());
-    }
-
-    /// [`Endpoint::send_request`] with the digest state of the request it retries.
+    /// Starts our client transaction for `req`, built as a `Request` (the retry of an
+    /// in-dialog request with credentials), carrying on `auth`: the digest state of the
+    /// request it retries.
     fn send_request_auth(
         &mut self,
         now: Instant,
@@ -781,18 +946,43 @@ impl Endpoint {
             tracing::warn!("a request we built has no branch of ours or no CSeq");
             return;
         };
-        let id = TxId::new(branch, &req.method);
-        let method = req.method.clone();
-        self.scratch.clear();
-        req.write_to(&mut self.scratch);
-        let bytes = Bytes::copy_from_slice(&self.scratch);
-        let is_invite = matches!(kind, Kind::Invite);
-        let background = matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye);
-        let ack_credentials = if matches!(kind, Kind::Request(_)) && method == Method::Invite {
+        let ack_credentials = if matches!(kind, Kind::Request(_)) && req.method == Method::Invite {
             credentials_of(Some(req))
         } else {
             Vec::new()
         };
+        let out = Outgoing {
+            id: TxId::new(branch, &req.method),
+            method: req.method.clone(),
+            seq,
+            bytes: {
+                self.scratch.clear();
+                req.write_to(&mut self.scratch);
+                Bytes::copy_from_slice(&self.scratch)
+            },
+            dest,
+            ack_credentials,
+        };
+        let id = out.id;
+        self.send(now, call, kind, out);
+        if let Some(o) = self.clients.user_mut(id) {
+            o.auth = auth;
+        }
+    }
+
+    /// Starts our client transaction for a request serialised (its branch names the
+    /// transaction): the transaction keeps its bytes.
+    fn send(&mut self, now: Instant, call: CallRef, kind: Kind, out: Outgoing) {
+        let Outgoing {
+            id,
+            method,
+            seq,
+            bytes,
+            dest,
+            ack_credentials,
+        } = out;
+        let is_invite = matches!(kind, Kind::Invite);
+        let background = matches!(kind, Kind::Bye | Kind::Cancel | Kind::ForkBye);
         let owner = Client {
             call,
             kind,
@@ -801,7 +991,7 @@ impl Endpoint {
             done: false,
             armed: [0; CLIENT_TIMERS],
             ack_credentials,
-            auth,
+            auth: auth::State::default(),
         };
         let Some(step) = self.clients.send(id, method, seq, bytes, owner) else {
             tracing::warn!("a request's branch is in use: not sent");
@@ -840,42 +1030,21 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let Some(inv) = c.invite.as_ref() else { return };
-        if c.cancel_sent {
+        if c.cancel_sent || c.invite.is_none() {
             return;
         }
         c.cancel_sent = true;
-        // §9.1: the INVITE's Request-URI, Call-ID, To, From, CSeq number, Route and its
-        // top Via (same branch), nothing else.
-        let mut req = Request::new(Method::Cancel, inv.uri.clone());
-        if let Some(v) = inv.headers.get(&HeaderName::Via) {
-            let raw = v.value();
-            let first = raw.get(..first_hop_end(&raw)).unwrap_or(&raw).to_vec();
-            if let Ok(h) = wire::header(&HeaderName::Via, first) {
-                req.headers.push(h);
-            }
-        }
-        for n in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
-            if let Some(h) = inv.headers.get(&n) {
-                req.headers.push(h.clone());
-            }
-        }
-        for h in inv.headers.get_all(&HeaderName::Route) {
-            req.headers.push(h.clone());
-        }
-        let seq = wire::cseq(&inv.headers).map_or(1, |(n, _)| n);
-        let extra = [
-            (HeaderName::CSeq, format!("{seq} CANCEL")),
-            (HeaderName::MaxForwards, "70".into()),
-            (HeaderName::ContentLength, "0".into()),
-        ];
-        for (n, v) in extra {
-            if let Ok(h) = wire::header(&n, v) {
-                req.headers.push(h);
-            }
-        }
-        let dest = c.destination;
-        self.send_request(now, call, &req, Kind::Cancel, dest);
+        let Some(inv) = c.invite.as_ref() else { return };
+        write_cancel(&mut self.scratch, &self.via_prefix, c, inv);
+        let out = Outgoing {
+            id: TxId::new(inv.branch, &Method::Cancel),
+            method: Method::Cancel,
+            seq: inv.seq,
+            bytes: Bytes::copy_from_slice(&self.scratch),
+            dest: c.destination,
+            ack_credentials: Vec::new(),
+        };
+        self.send(now, call, Kind::Cancel, out);
         // §9.1: no final response to the INVITE 64·T1 after the CANCEL: the INVITE's
         // transaction (timer B is off since the provisional) is destroyed then.
         self.arm(now + self.cfg.timers.timeout(), Target::CancelGiveUp(call));
@@ -929,8 +1098,8 @@ impl Endpoint {
         }
         c.closed = true;
         self.stop_2xx(call);
-        let (req, dest) = self.in_dialog(call, Method::Bye, headers, None, Vec::new())?;
-        self.send_request(now, call, &req, Kind::Bye, dest);
+        let out = self.in_dialog(call, Method::Bye, headers, None, Vec::new())?;
+        self.send(now, call, Kind::Bye, out);
         Ok(())
     }
 
@@ -980,19 +1149,23 @@ impl Endpoint {
                 why: "another offer is pending in the dialog (RFC 3261 §14.1, RFC 3311 §5.1)",
             });
         }
-        let (req, dest) = self.in_dialog(call, method, headers, content_type, body)?;
+        let out = self.in_dialog(call, method, headers, content_type, body)?;
         let r = RequestRef(self.id());
         if offer {
             if let Some(c) = self.calls.get_mut(&call) {
                 c.offer_out = Some(r);
             }
         }
-        self.send_request(now, call, &req, Kind::Request(r), dest);
+        self.send(now, call, Kind::Request(r), out);
         Ok(r)
     }
 
     /// A request in the dialog (RFC 3261 §12.2.1.1): the next CSeq, the remote target and
-    /// route set (loose or strict routing), and the next hop.
+    /// route set (loose or strict routing), and the next hop — serialised straight into the
+    /// endpoint's buffer (no `Request` built): request line, our Via (a fresh branch),
+    /// Max-Forwards, From, To (the remote tag), Call-ID, CSeq, Route set, Contact,
+    /// User-Agent, Content-Type, the caller's headers, Content-Length, body. A value that
+    /// would break its header line (line break, NUL) is refused, nothing sent.
     fn in_dialog(
         &mut self,
         call: CallRef,
@@ -1000,53 +1173,90 @@ impl Endpoint {
         headers: &[(String, String)],
         content_type: Option<&str>,
         body: Vec<u8>,
-    ) -> Result<(Request, SocketAddr), Error> {
-        let via = self.via();
-        let ua = self.ua.clone();
+    ) -> Result<Outgoing, Error> {
+        let branch = self.fresh_branch();
         let default_port = self.cfg.transport.default_port();
         let c = self.calls.get_mut(&call).ok_or(Error::NoCall)?;
         c.local_cseq += 1;
         let (ruri, dest, strict) = next_hop(c, default_port)?;
-        let to = match &c.remote_tag {
-            Some(t) => format!("<{}>;tag={t}", c.remote_uri),
-            None => format!("<{}>", c.remote_uri),
-        };
-        let mut hs: Vec<(HeaderName, Bytes)> = vec![
-            (HeaderName::Via, via.into()),
-            (HeaderName::From, c.local.clone()),
-            (HeaderName::To, to.into()),
-            (HeaderName::CallId, c.call_id.clone().into()),
-            (
-                HeaderName::CSeq,
-                format!(
-                    "{} {}",
-                    c.local_cseq,
-                    String::from_utf8_lossy(method.as_bytes())
-                )
-                .into(),
-            ),
-        ];
-        hs.extend(
-            routes(c, strict.as_deref())
-                .map(|r| (HeaderName::Route, Bytes::copy_from_slice(r.as_bytes()))),
-        );
-        hs.push((HeaderName::Contact, c.contact_header.clone()));
-        hs.push((HeaderName::UserAgent, ua));
+        let mut caller = Vec::with_capacity(headers.len());
+        let mut ack_credentials = Vec::new();
+        for (n, v) in headers {
+            let name = wire::name(n);
+            let h = wire::header(&name, Bytes::copy_from_slice(v.as_bytes()))?;
+            match name {
+                HeaderName::ContentLength => continue,
+                HeaderName::Authorization | HeaderName::ProxyAuthorization
+                    if method == Method::Invite =>
+                {
+                    ack_credentials.push(h.clone());
+                }
+                _ => {}
+            }
+            caller.push(h);
+        }
+        check_line("method", method.as_bytes())?;
+        check_line("From", &c.local)?;
+        check_line("To", c.remote_uri.as_bytes())?;
+        check_line("To", c.remote_tag.as_deref().unwrap_or_default().as_bytes())?;
+        check_line("Call-ID", c.call_id.as_bytes())?;
+        for r in routes(c, strict.as_deref()) {
+            check_line("Route", r.as_bytes())?;
+        }
+        check_line("Contact", &c.contact_header)?;
+        check_line("User-Agent", &self.ua)?;
+        check_line("Content-Type", content_type.unwrap_or_default().as_bytes())?;
+        let out = &mut self.scratch;
+        out.clear();
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        ruri.write_to(out);
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        write_via(out, &self.via_prefix, branch);
+        out.extend_from_slice(b"Max-Forwards: 70\r\nFrom: ");
+        out.extend_from_slice(&c.local);
+        out.extend_from_slice(b"\r\nTo: <");
+        out.extend_from_slice(c.remote_uri.as_bytes());
+        out.push(b'>');
+        if let Some(t) = &c.remote_tag {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(t.as_bytes());
+        }
+        out.extend_from_slice(b"\r\nCall-ID: ");
+        out.extend_from_slice(c.call_id.as_bytes());
+        // Writing into a vector cannot fail.
+        let _ = write!(out, "\r\nCSeq: {} ", c.local_cseq);
+        out.extend_from_slice(method.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for r in routes(c, strict.as_deref()) {
+            out.extend_from_slice(b"Route: ");
+            out.extend_from_slice(r.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"Contact: ");
+        out.extend_from_slice(&c.contact_header);
+        out.extend_from_slice(b"\r\nUser-Agent: ");
+        out.extend_from_slice(&self.ua);
+        out.extend_from_slice(b"\r\n");
         if let Some(ct) = content_type {
-            hs.push((
-                HeaderName::ContentType,
-                Bytes::copy_from_slice(ct.as_bytes()),
-            ));
+            out.extend_from_slice(b"Content-Type: ");
+            out.extend_from_slice(ct.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        let mut b = RequestBuilder::new(method, ruri).max_forwards(70);
-        for (n, v) in hs.into_iter().chain(
-            headers
-                .iter()
-                .map(|(n, v)| (wire::name(n), Bytes::copy_from_slice(v.as_bytes()))),
-        ) {
-            b = add_header(b, n, v)?;
+        for h in &caller {
+            h.write_to(out);
+            out.extend_from_slice(b"\r\n");
         }
-        Ok((b.body(Bytes::from(body)).build(), dest))
+        let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+        out.extend_from_slice(&body);
+        Ok(Outgoing {
+            id: TxId::new(branch, &method),
+            seq: c.local_cseq,
+            method,
+            bytes: Bytes::copy_from_slice(out),
+            dest,
+            ack_credentials,
+        })
     }
 
     // ---- answering -----------------------------------------------------------------------
@@ -1396,9 +1606,14 @@ impl Endpoint {
     /// A response no transaction took: a 2xx to our INVITE after its transaction ended
     /// (see [`Endpoint::accepted`]): while the call lives, handled as its transaction would
     /// have passed it on — the same 2xx ACKed again, another fork's ACKed and sent a BYE —;
-    /// after, for 64·T1 ([`Ended`]): the same 2xx ACKed again, and a 2xx from a dialog the
-    /// call never had (another fork's after the winner's, or one after our non-2xx final,
-    /// timer B or the CANCEL given up) ACKed then sent a BYE (RFC 3261 §13.2.2.4).
+    /// after, ACKed again until 64·T1 after the first 2xx. Also another fork's 2xx after our
+    /// INVITE's non-2xx final (which its transaction took and ACKed): the transaction gives
+    /// it back (its ACK is not the non-2xx's), and the call, kept while that transaction
+    /// absorbs retransmissions (timer D), ACKs it and sends that dialog a BYE (RFC 3261
+    /// §13.2.2.4: every 2xx is ACKed; the call failed, so the dialog is ended). After the
+    /// call is forgotten, for 64·T1 ([`Ended`]): the same 2xx ACKed again, and a 2xx from a
+    /// dialog the call never had (another fork's, one after timer B or the CANCEL given up)
+    /// ACKed then sent a BYE.
     fn stray_response(&mut self, now: Instant, r: Response) {
         let Some((seq, method)) = wire::cseq(&r.headers) else {
             return;
@@ -1417,15 +1632,14 @@ impl Endpoint {
         };
         let key = (call_id, tag);
         if let Some(&call) = self.dialogs.get(&key) {
-            // Only a 2xx to the INVITE that set the dialog up (not to a re-INVITE of ours,
-            // whose own transaction takes its 2xx).
+            // Only a 2xx to the INVITE that set the dialog up, or that failed (not to a
+            // re-INVITE of ours, whose own transaction takes its 2xx).
             let invite_seq = self
                 .calls
                 .get(&call)
-                .filter(|c| c.role == Role::Uac && c.invite_done)
+                .filter(|c| c.role == Role::Uac && (c.confirmed || c.invite_done))
                 .and_then(|c| c.invite.as_ref())
-                .and_then(|i| wire::cseq(&i.headers))
-                .map(|(n, _)| n);
+                .map(|i| i.seq);
             if invite_seq == Some(seq) {
                 self.invite_2xx(now, call, r);
             }
@@ -1713,11 +1927,7 @@ impl Endpoint {
                 let until = c
                     .answered_at
                     .map_or_else(|| self.last_now.map(|n| n + timeout), |t| Some(t + timeout));
-                let invite_seq = c
-                    .invite
-                    .as_ref()
-                    .and_then(|i| wire::cseq(&i.headers))
-                    .map(|(n, _)| n);
+                let invite_seq = c.invite.as_ref().map(|i| i.seq);
                 if let (Some(until), Some(invite_seq), Role::Uac) = (until, invite_seq, c.role) {
                     if self.ended.len() >= MAX_ENDED {
                         if let Some((_, old)) = self.ended_order.pop_front() {
@@ -1913,45 +2123,101 @@ impl Endpoint {
     /// server is left, the call is being cancelled, something rang, it is over, or `key` is
     /// not the call's current INVITE (an earlier server's transaction ending late).
     fn fail_over(&mut self, now: Instant, call: CallRef, id: TxId) -> bool {
-        let via = self.via();
+        let branch = self.fresh_branch();
         let Some(c) = self.calls.get_mut(&call) else {
             return false;
         };
         if c.role != Role::Uac || c.invite_done || c.cancel_wanted || c.rang {
             return false;
         }
-        if c.invite_tx != Some(id) {
+        if c.invite_tx != Some(id) || c.invite.is_none() {
             return false;
         }
-        let Some(orig) = c.invite.clone() else {
-            return false;
-        };
         let Some(next) = c.alternates.pop_front() else {
             return false;
         };
-        let mut req = orig;
-        req.headers.remove_all(&HeaderName::Authorization);
-        req.headers.remove_all(&HeaderName::ProxyAuthorization);
-        req.headers.remove_all(&HeaderName::Via);
-        req.headers.remove_all(&HeaderName::CSeq);
         c.local_cseq += 1;
-        for (n, v) in [
-            (HeaderName::Via, via),
-            (HeaderName::CSeq, format!("{} INVITE", c.local_cseq)),
-        ] {
-            match wire::header(&n, v) {
-                Ok(h) if n == HeaderName::Via => req.headers.push_front(h),
-                Ok(h) => req.headers.push(h),
-                Err(_) => return false,
-            }
-        }
         tracing::info!(from = %c.destination, to = %next, "INVITE: trying the trunk's next server (RFC 3263)");
         c.destination = next;
         c.provisional = false;
         c.credentials_sent = false;
-        self.send_request(now, call, &req, Kind::Invite, next);
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.invite = Some(req);
+        let seq = c.local_cseq;
+        let Some(inv) = c.invite.as_mut() else {
+            return false;
+        };
+        inv.creds.clear();
+        inv.branch = branch;
+        inv.seq = seq;
+        let Some(inv) = c.invite.as_ref() else {
+            return false;
+        };
+        write_invite(&mut self.scratch, &self.via_prefix, c, inv);
+        let out = Outgoing {
+            id: TxId::new(branch, &Method::Invite),
+            method: Method::Invite,
+            seq,
+            bytes: Bytes::copy_from_slice(&self.scratch),
+            dest: next,
+            ack_credentials: Vec::new(),
+        };
+        self.send(now, call, Kind::Invite, out);
+        true
+    }
+
+    /// Our INVITE sent again with the challenge of `resp` answered (§22.2): next CSeq, new
+    /// branch, the answer replacing an earlier one of its header name, written from the
+    /// call's [`OutInvite`]. False when it cannot or must not be answered.
+    fn retry_invite(&mut self, now: Instant, call: CallRef, id: TxId, resp: &Response) -> bool {
+        let branch = self.fresh_branch();
+        let (dest, mut state) = match self.clients.user(id) {
+            Some(o) => (Some(o.dest), o.auth.clone()),
+            None => (None, auth::State::default()),
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        let Some(creds) = c.credentials.clone() else {
+            return false;
+        };
+        if c.cancel_wanted {
+            return false;
+        }
+        let Some(inv) = c.invite.as_mut() else {
+            return false;
+        };
+        let uri = inv.uri.to_string();
+        let h = match state.answer_to(b"INVITE", &uri, resp, &creds, &hex_id()) {
+            Ok(h) => h,
+            Err(why) => {
+                tracing::debug!(?why, "challenge not answered");
+                return false;
+            }
+        };
+        inv.creds.retain(|x| x.name() != h.name());
+        inv.creds.push(h);
+        c.local_cseq += 1;
+        inv.seq = c.local_cseq;
+        inv.branch = branch;
+        c.provisional = false;
+        c.credentials_sent = true;
+        let dest = dest.unwrap_or(c.destination);
+        let Some(inv) = c.invite.as_ref() else {
+            return false;
+        };
+        write_invite(&mut self.scratch, &self.via_prefix, c, inv);
+        let out = Outgoing {
+            id: TxId::new(branch, &Method::Invite),
+            method: Method::Invite,
+            seq: inv.seq,
+            bytes: Bytes::copy_from_slice(&self.scratch),
+            dest,
+            ack_credentials: Vec::new(),
+        };
+        self.send(now, call, Kind::Invite, out);
+        // The retry carries on this request's digest state (a second challenge of the
+        // realm on it is a refusal).
+        if let Some(o) = self.clients.user_mut(TxId::new(branch, &Method::Invite)) {
+            o.auth = state;
         }
         true
     }
@@ -1965,14 +2231,17 @@ impl Endpoint {
         id: TxId,
         resp: &Response,
     ) -> bool {
-        let Some(orig) = self.clients.request(id) else {
-            return false;
-        };
         let Some((kind, mut state)) = self
             .clients
             .user(id)
             .map(|o| (o.kind.clone(), o.auth.clone()))
         else {
+            return false;
+        };
+        if matches!(kind, Kind::Invite) {
+            return self.retry_invite(now, call, id, resp);
+        }
+        let Some(orig) = self.clients.request(id) else {
             return false;
         };
         let via = self.via();
@@ -1982,9 +2251,6 @@ impl Endpoint {
         let Some(creds) = c.credentials.clone() else {
             return false;
         };
-        if c.cancel_wanted && matches!(kind, Kind::Invite) {
-            return false;
-        }
         let h = match state.answer(&orig, resp, &creds, &hex_id()) {
             Ok(h) => h,
             Err(why) => {
@@ -2020,16 +2286,8 @@ impl Endpoint {
                 Err(_) => return false,
             }
         }
-        let invite = matches!(kind, Kind::Invite);
-        if invite {
-            c.provisional = false;
-            c.credentials_sent = true;
-        }
         let dest = self.clients.user(id).map_or(c.destination, |o| o.dest);
         self.send_request_auth(now, call, &req, kind, dest, state);
-        if let Some(c) = self.calls.get_mut(&call).filter(|_| invite) {
-            c.invite = Some(req);
-        }
         true
     }
 
@@ -2184,13 +2442,8 @@ impl Endpoint {
         ruri.write_to(out);
         out.extend_from_slice(b" SIP/2.0\r\n");
         // Writing into a vector cannot fail.
-        let _ = write!(
-            out,
-            "Via: SIP/2.0/{} {};branch=z9hG4bK{:016x};rport\r\nMax-Forwards: 70\r\n",
-            self.cfg.transport.via(),
-            self.cfg.local,
-            rand::random::<u64>()
-        );
+        write_via(out, &self.via_prefix, rand::random::<u64>());
+        out.extend_from_slice(b"Max-Forwards: 70\r\n");
         let mut clean = wire::field(out, "From", &c.local);
         out.extend_from_slice(b"To: <");
         out.extend_from_slice(c.remote_uri.as_bytes());
@@ -2207,13 +2460,9 @@ impl Endpoint {
         }
         clean &= wire::field(out, "Contact", &c.contact_header);
         clean &= wire::field(out, "User-Agent", &self.ua);
-        let initial;
         let creds = match creds {
             Some(hs) => hs,
-            None => {
-                initial = credentials_of(c.invite.as_ref());
-                &initial[..]
-            }
+            None => c.invite.as_ref().map_or(&[][..], |i| &i.creds[..]),
         };
         for h in creds {
             h.write_to(out);
@@ -2272,8 +2521,8 @@ impl Endpoint {
             c.local_cseq = saved.3;
             c.closed = saved.4;
         }
-        if let Ok((req, dest)) = bye {
-            self.send_request(now, call, &req, Kind::ForkBye, dest);
+        if let Ok(out) = bye {
+            self.send(now, call, Kind::ForkBye, out);
         }
     }
 

@@ -1930,3 +1930,189 @@ fn over_tcp_a_framed_malformed_request_gets_400_on_its_connection() {
     assert_eq!(code(&out[0].1), 400);
     assert!(h(&out[0].1, HeaderName::To).contains(";tag="));
 }
+
+/// RFC 3261 §13.2.2.4 after a failure: one fork rejects (486, ACKed by the transaction with
+/// its To tag), then another answers 200: that 2xx is ACKed (a new branch, its own To tag,
+/// to its Contact) and its dialog sent a BYE; a retransmission of it gets the same ACK and no
+/// second BYE; the caller hears of the rejection only, and the call is forgotten once the
+/// BYE is answered and timer D is over.
+#[test]
+fn a_forks_2xx_after_our_non_2xx_final_is_acked_and_byed() {
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 486, Some("f1"), ""));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    assert!(
+        req(&out[0].1).method == Method::Ack && h(&out[0].1, HeaderName::To).ends_with("tag=f1")
+    );
+    let ok = response(
+        &inv,
+        200,
+        Some("f2"),
+        "Contact: <sip:two@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let (ack_dest, ack) = &out[0];
+    assert_eq!(req(ack).method, Method::Ack);
+    assert_eq!(*ack_dest, a("10.0.0.3:5062"));
+    assert!(h(ack, HeaderName::To).ends_with("tag=f2"));
+    assert_eq!(h(ack, HeaderName::CSeq), "1 ACK");
+    assert_ne!(h(ack, HeaderName::Via), h(&inv, HeaderName::Via));
+    let bye = &out[1].1;
+    assert_eq!(req(bye).method, Method::Bye);
+    assert_eq!(req(bye).uri.to_string(), "sip:two@10.0.0.3:5062");
+    assert!(h(bye, HeaderName::To).ends_with("tag=f2"));
+    assert_eq!(h(bye, HeaderName::From), h(&inv, HeaderName::From));
+    // The 2xx again: the same ACK, nothing else.
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let again = sent(&mut ep);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(h(&again[0].1, HeaderName::Via), h(ack, HeaderName::Via));
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Rejected { call: c, response, .. } if *c == call && response.status.code() == 486)),
+        "{ev:?}"
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::Answered { .. })),
+        "{ev:?}"
+    );
+    ep.handle_input(t0, a(TRUNK), &response(bye, 200, None, ""));
+    let t = t0 + Duration::from_secs(40);
+    while ep.poll_timeout().is_some_and(|d| d <= t) {
+        ep.handle_timeout(t);
+    }
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)));
+    assert_eq!(ep.calls(), 0);
+}
+
+/// The requests the endpoint writes straight into its buffer (no `Request` built) are what
+/// RFC 3261 asks and nothing else: each well formed for sipx-sip's validator (§8.1.1's
+/// headers, one Content-Length equal to the body's); the INVITE re-sent to a 401 then a 407
+/// carries one answer of each header (the second challenge's added, the first's kept, §22.2),
+/// a new branch and the next CSeq, and a caller's Route and Content-Length do not break it;
+/// its CANCEL (§9.1) is the last INVITE's: same branch, Request-URI, From, To, Call-ID, CSeq
+/// number and Route, no body, no credentials; and a BYE in the dialog is well formed too.
+#[test]
+fn requests_written_straight_are_well_formed_and_the_cancel_matches_the_last_invite() {
+    let mut ep = Endpoint::new(cfg(false));
+    let t0 = Instant::now();
+    let mut inv0 = invite(Some(Credentials::new("alice", "secret")));
+    inv0.headers = vec![
+        ("Route".into(), "<sip:10.0.0.9;lr>".into()),
+        ("Content-Length".into(), "999".into()),
+        (
+            "P-Asserted-Identity".into(),
+            "<sip:+33100000000@example.fr>".into(),
+        ),
+    ];
+    let call = ep.invite(t0, inv0).unwrap();
+    let well_formed = |m: &Message| {
+        let failures = sipx_sip::validate_request(req(m));
+        assert!(failures.is_empty(), "{failures:?}\n{m:?}");
+        assert_eq!(
+            all(m, HeaderName::ContentLength),
+            [req(m).body().len().to_string()]
+        );
+        assert_eq!(all(m, HeaderName::Via).len(), 1);
+        assert_eq!(h(m, HeaderName::MaxForwards), "70");
+    };
+    let inv = sent(&mut ep).remove(0).1;
+    well_formed(&inv);
+    assert_eq!(all(&inv, HeaderName::Route), ["<sip:10.0.0.9;lr>"]);
+    assert_eq!(h(&inv, HeaderName::UserAgent), "crieur-test");
+    assert_eq!(h(&inv, HeaderName::ContentType), "application/sdp");
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv,
+            401,
+            Some("t"),
+            "WWW-Authenticate: Digest realm=\"a\", nonce=\"n1\", qop=\"auth\"\r\n",
+        ),
+    );
+    let inv2 = sent(&mut ep).remove(1).1;
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv2,
+            407,
+            Some("t"),
+            "Proxy-Authenticate: Digest realm=\"b\", nonce=\"n2\", qop=\"auth\"\r\n",
+        ),
+    );
+    let inv3 = sent(&mut ep).remove(1).1;
+    for (m, seq) in [(&inv2, 2), (&inv3, 3)] {
+        well_formed(m);
+        assert_eq!(h(m, HeaderName::CSeq), format!("{seq} INVITE"));
+        assert_eq!(req(m).uri.to_string(), req(&inv).uri.to_string());
+        assert_eq!(&req(m).body()[..], b"v=0\r\n");
+        for n in [
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::Contact,
+        ] {
+            assert_eq!(h(m, n.clone()), h(&inv, n));
+        }
+        assert_eq!(all(m, HeaderName::Route), ["<sip:10.0.0.9;lr>"]);
+    }
+    assert_ne!(h(&inv2, HeaderName::Via), h(&inv3, HeaderName::Via));
+    assert_eq!(
+        all(&inv3, HeaderName::Authorization),
+        all(&inv2, HeaderName::Authorization)
+    );
+    assert_eq!(all(&inv3, HeaderName::Authorization).len(), 1);
+    let pa = all(&inv3, HeaderName::ProxyAuthorization);
+    assert!(pa.len() == 1 && pa[0].contains("nonce=\"n2\""), "{pa:?}");
+    assert!(
+        pa[0].contains("uri=\"sip:+33612345678@10.0.0.2:5060;user=phone\""),
+        "{pa:?}"
+    );
+    ep.handle_input(t0, a(TRUNK), &response(&inv3, 180, Some("t"), ""));
+    ep.cancel(t0, call);
+    let cancel = sent(&mut ep).remove(0).1;
+    well_formed(&cancel);
+    assert_eq!(req(&cancel).method, Method::Cancel);
+    assert_eq!(req(&cancel).uri.to_string(), req(&inv3).uri.to_string());
+    for n in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+    ] {
+        assert_eq!(h(&cancel, n.clone()), h(&inv3, n));
+    }
+    assert_eq!(h(&cancel, HeaderName::CSeq), "3 CANCEL");
+    assert_eq!(all(&cancel, HeaderName::Route), ["<sip:10.0.0.9;lr>"]);
+    assert!(all(&cancel, HeaderName::ProxyAuthorization).is_empty());
+    assert!(req(&cancel).body().is_empty());
+    // The 2xx crossing the CANCEL: ACKed and sent a BYE, both well formed.
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv3,
+            200,
+            Some("t"),
+            "Contact: <sip:callee@10.0.0.3>\r\nRecord-Route: <sip:10.0.0.7;lr>\r\n",
+        ),
+    );
+    let out = sent(&mut ep);
+    let bye = out
+        .iter()
+        .find(|(_, m)| req(m).method == Method::Bye)
+        .unwrap();
+    well_formed(&bye.1);
+    assert_eq!(bye.0, a("10.0.0.7:5060"));
+    assert_eq!(req(&bye.1).uri.to_string(), "sip:callee@10.0.0.3");
+    assert_eq!(h(&bye.1, HeaderName::CSeq), "4 BYE");
+    assert_eq!(all(&bye.1, HeaderName::Route), ["<sip:10.0.0.7;lr>"]);
+    assert!(h(&bye.1, HeaderName::To).ends_with(";tag=t"));
+}
