@@ -953,6 +953,9 @@ struct Call {
     voicemail: Option<Arc<Message>>,
     /// What came on the RTP pair before the answer has been dropped ([`Call::drop_early`]).
     early_dropped: bool,
+    /// Our 2xx to the far end's offerless re-INVITE carried our offer: its answer comes in
+    /// the ACK (RFC 3261 §13.2.1, §14.2; RFC 3264) and is applied then.
+    answer_in_ack: bool,
     /// The call counted on its loop until it is dropped ([`Shard::pick`]).
     _counted: OnLoop,
 }
@@ -1039,6 +1042,7 @@ impl Call {
             refresh: SessionRefresh::default(),
             stopping: false,
             bye_sent: false,
+            answer_in_ack: false,
             lead_in_packets,
             voicemail,
             early_dropped: false,
@@ -1372,12 +1376,31 @@ impl Call {
                             .push((now.saturating_duration_since(t0), what))
                     },
                 );
+                // An offerless re-INVITE answered with our offer: the answer is the ACK's.
+                self.answer_in_ack = offer_req.method == Method::Invite
+                    && offer_req.body().is_empty()
+                    && (200..300).contains(&code)
+                    && body.is_some();
                 sig.send(Command::Respond {
                     server,
                     code,
                     headers,
                     body,
                 });
+            }
+            SipEvent::Acked { request, .. } if self.answer_in_ack => {
+                self.answer_in_ack = false;
+                self.on_answer_in_ack(&request, now);
+            }
+            SipEvent::NoAck { .. } => {
+                // RFC 3261 §13.3.1.4: our 2xx to the far end's re-INVITE never ACKed (64·T1):
+                // the session is ended with a BYE (the script's end hangs the leg up).
+                self.answer_in_ack = false;
+                self.note(now, "our 2xx to the re-INVITE was never ACKed: BYE".into());
+                self.script.handle_dialog_gone(
+                    now,
+                    "our 2xx to the far end's re-INVITE was never ACKed (RFC 3261 §13.3.1.4)",
+                );
             }
             SipEvent::Done { outcome, .. } => {
                 let (req, voicemail) = (&self.req, &self.voicemail);
@@ -1398,6 +1421,40 @@ impl Call {
             }
             _ => {}
         }
+    }
+
+    /// The ACK of our 2xx that carried our offer (to an offerless re-INVITE): its SDP is
+    /// the answer (RFC 3264 §5–6), applied to the media — a new address, codec or direction.
+    /// Without one, or one we cannot read, the media stay as they were.
+    fn on_answer_in_ack(&mut self, ack: &Request, now: Instant) {
+        if ack.body().is_empty() {
+            self.note(
+                now,
+                "ACK without the answer to our offer (RFC 3261 §13.2.1): media unchanged".into(),
+            );
+            return;
+        }
+        let answer = match sdp::parse_answer(ack.body()) {
+            Ok(a) => a,
+            Err(e) => {
+                self.note(
+                    now,
+                    format!("the ACK's answer unreadable ({e}): media unchanged"),
+                );
+                return;
+            }
+        };
+        let Some(media) = self.media.as_mut() else {
+            return;
+        };
+        let (req, voicemail) = (&self.req, &self.voicemail);
+        let changes = media.apply(&answer, now, |codec| prompts_of(req, voicemail, codec));
+        let what = format!(
+            "answer in the ACK ({}){}",
+            answer.direction.as_str(),
+            describe_changes(&changes)
+        );
+        self.note(now, what);
     }
 
     /// The 2xx to our INVITE: the media set up from its answer (or refused).
@@ -2253,7 +2310,16 @@ fn describe(
     changes: &crate::session::Changes,
     version: u64,
 ) -> String {
-    let mut what = format!("{method} ({}): 200", sdp.direction.as_str());
+    format!(
+        "{method} ({}): 200{} (our o= version {version})",
+        sdp.direction.as_str(),
+        describe_changes(changes)
+    )
+}
+
+/// What a new SDP changed in the media, for the timeline: `, media moved to …` and the like.
+fn describe_changes(changes: &crate::session::Changes) -> String {
+    let mut what = String::new();
     if let Some(to) = changes.moved_to {
         what += &format!(", media moved to {to}");
     }
@@ -2265,7 +2331,7 @@ fn describe(
         Some(false) => what += ", resumed: sending again",
         None => {}
     }
-    what + &format!(" (our o= version {version})")
+    what
 }
 
 /// Session timers (RFC 4028). When we are the refresher (`refresher=uac` in the 200 to our
@@ -2884,8 +2950,16 @@ async fn sip_loop(
                 }
             }
             m = framed_rx.recv() => {
-                if let Some((from, m)) = m {
-                    ep.handle_message(Instant::now(), from, m);
+                match m {
+                    Some((from, wire::Framed::Message(m))) => {
+                        ep.handle_message(Instant::now(), from, m);
+                    }
+                    // Framed but malformed: answered 400 if it can be (RFC 3261 §18.3),
+                    // the connection kept.
+                    Some((from, wire::Framed::Malformed(bytes))) => {
+                        ep.handle_input(Instant::now(), from, &bytes);
+                    }
+                    None => {}
                 }
             }
             a = wire.accept() => wire.accepted(a),
@@ -2931,7 +3005,7 @@ struct Wire {
     /// Each peer's connection: its id and write half.
     conns: HashMap<SocketAddr, (u64, Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>)>,
     /// Where the connections' readers put the messages they framed.
-    framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>,
+    framed: mpsc::UnboundedSender<(SocketAddr, wire::Framed)>,
     /// The connections (peer, id) their readers saw close ([`Wire::sweep`]).
     closed: Arc<std::sync::Mutex<Vec<(SocketAddr, u64)>>>,
     /// The last connection's id.
@@ -2939,7 +3013,7 @@ struct Wire {
 }
 
 impl Wire {
-    fn new(net: SipNet, framed: mpsc::UnboundedSender<(SocketAddr, crieur_sip::Message)>) -> Wire {
+    fn new(net: SipNet, framed: mpsc::UnboundedSender<(SocketAddr, wire::Framed)>) -> Wire {
         Wire {
             net,
             conns: HashMap::new(),
@@ -3015,7 +3089,9 @@ impl Wire {
         self.conns.insert(peer, (id, write));
         let (tx, closed) = (self.framed.clone(), self.closed.clone());
         tokio::spawn(async move {
-            let mut parser = crieur_sip::StreamParser::new(crieur_sip::Limits::stream());
+            // Framed by Content-Length; a message that frames but does not parse is the
+            // endpoint's to answer (400), not the end of the connection (RFC 3261 §18.3).
+            let mut parser = wire::Framer::new();
             let mut buf = vec![0u8; 65_536];
             loop {
                 let n = match read.read(&mut buf).await {

@@ -982,6 +982,112 @@ async fn reinvite_moves_the_media_to_another_port() {
     assert!(sdps[0].1.contains("a=rtcp-mux") && !sdps[1].1.contains("a=rtcp-mux"));
 }
 
+/// The ACK of a re-INVITE from the UAS, CSeq `cseq`, carrying `sdp` (the answer to the offer
+/// in our 2xx) if not empty.
+fn uas_ack(cseq: u32, sdp: &str) -> String {
+    let ct = if sdp.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\n"
+    };
+    format!(
+        r#"  <send><![CDATA[
+ACK [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+{ct}Content-Length: [len]
+
+{sdp}]]></send>
+"#
+    )
+}
+
+/// RFC 3261 §13.2.1, §14.2, RFC 3264: an offerless re-INVITE gets our offer in the 200; the
+/// answer comes in the ACK, and when it moves the media our RTP goes to the new address.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_answer_in_the_ack_of_an_offerless_reinvite_moves_the_media() {
+    let new_rtp = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    new_rtp
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = new_rtp
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let moved = sdp_body("0 101", "", &port.to_string(), 2);
+    let after_ack = format!(
+        "  <pause milliseconds=\"1000\"/>\n{}{}{BYE_200}",
+        uas_request("INVITE", 2, None, ""),
+        uas_ack(2, &moved),
+    );
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(sdp_body("0 101", "", "[media_port]", 1), "", &after_ack),
+        &["-trace_msg"],
+    );
+    let addr = sipp.addr();
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let mut got = 0;
+        while let Ok((n, _)) = new_rtp.recv_from(&mut buf) {
+            if crieur_media::rtp::parse(&buf[..n]).is_ok() {
+                got += 1;
+            }
+            if got >= 40 {
+                break;
+            }
+        }
+        got
+    });
+    let r = place_on(&trunk(addr), tone(440.0, 3.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    let got = receiver.join().unwrap_or_default();
+    assert!(
+        got >= 40,
+        "only {got} packets at the new port\n{}",
+        timeline(&r)
+    );
+    assert!(
+        r.timeline.iter().any(|(_, s)| s.contains(&format!(
+            "answer in the ACK (sendrecv), media moved to 127.0.0.1:{port}"
+        ))),
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded());
+}
+
+/// RFC 3261 §13.3.1.4: our 2xx to the far end's re-INVITE never ACKed — retransmitted for
+/// 64·T1 (32 s) — ends the session with our BYE.
+#[tokio::test(flavor = "multi_thread")]
+async fn our_2xx_to_a_reinvite_never_acked_ends_the_call_with_a_bye() {
+    let same = sdp_body("0 101", "", "[media_port]", 1);
+    let after_ack = format!(
+        "  <pause milliseconds=\"500\"/>\n{}{BYE_200}",
+        uas_request("INVITE", 2, Some("application/sdp"), &same),
+    );
+    let mut sipp = Sipp::start(&answer_scenario_with(same.clone(), "", &after_ack), &[]);
+    let t = Instant::now();
+    // A message longer than 64·T1: the call ends by the BYE, not by the message's end.
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 45.0)).await;
+    assert_eq!(r.ending.outcome, Outcome::TrunkFailure, "{}", timeline(&r));
+    assert!(r.ending.reason.contains("never ACKed"), "{}", timeline(&r));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(32) && took < Duration::from_secs(40),
+        "{took:?}"
+    );
+    assert!(sipp.succeeded());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hold_pauses_the_message_and_resume_continues_it() {
     // Held (sendonly) after 1 s for 1.5 s, then resumed: nothing is sent while held, the
@@ -2295,6 +2401,51 @@ async fn a_call_over_tcp() {
     assert_eq!(r.message_packets, 25);
     assert!(uac.wait_background(Duration::from_secs(2)).await);
     assert!(sipp.succeeded());
+}
+
+/// RFC 3261 §18.3 over TCP: a request that frames (its Content-Length) but does not parse
+/// (a Request-URI in `<>`, RFC 4475 §3.1.2.7) is answered 400 on its connection, which stays
+/// open: the next request on it (OPTIONS) gets its 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tcp_a_malformed_request_gets_400_and_the_connection_stays() {
+    use std::io::{Read, Write};
+    let uac = Uac::start_tcp(
+        "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        "crieur-test/0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("UAC: {e}"));
+    let to = uac.local_addr();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(to).unwrap_or_else(|e| panic!("{e}"));
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let me = s.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let request = |line: &str, n: u32| {
+            format!("{line}\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKtcp{n}\r\nFrom: <sip:a@{me}>;tag=t{n}\r\nTo: <sip:crieur@{to}>\r\nCall-ID: tcp-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        };
+        let mut answers = Vec::new();
+        for (n, line) in [
+            (1, format!("OPTIONS <sip:crieur@{to}> SIP/2.0")),
+            (2, format!("OPTIONS sip:crieur@{to} SIP/2.0")),
+        ] {
+            if s.write_all(request(&line, n).as_bytes()).is_err() {
+                break;
+            }
+            let mut buf = [0u8; 4096];
+            match s.read(&mut buf) {
+                Ok(k) if k > 0 => {
+                    let text = String::from_utf8_lossy(&buf[..k]).into_owned();
+                    answers.push(text.lines().next().unwrap_or_default().to_owned());
+                }
+                _ => break,
+            }
+        }
+        answers
+    })
+    .await
+    .unwrap_or_default();
+    assert_eq!(answers, ["SIP/2.0 400 Bad Request", "SIP/2.0 200 OK"]);
 }
 
 /// RFC 3263 §4.3 over TCP: the trunk's first server (by SRV priority) refuses the connection

@@ -17,7 +17,8 @@ pub use sipx_sip::auth::{Algorithm, Credentials};
 /// How many times one request is sent again with credentials (stale nonces included).
 pub const MAX_ATTEMPTS: u8 = 4;
 
-/// What a call remembers between challenges.
+/// What one request and its retries with credentials remember between challenges (a later
+/// request starts afresh: only the retry of the same request can be refused).
 #[derive(Debug, Default, Clone)]
 pub struct State {
     /// Realms answered, with whether the nonce answered was stale-refreshed since.

@@ -14,12 +14,16 @@
 //! §9.1 (CANCEL only after a provisional response; same Via, Request-URI, Call-ID, From, To,
 //! CSeq number, Route as the INVITE), §12.1.2 / §12.2.1.1 (dialog from the 2xx: remote tag,
 //! route set from Record-Route reversed, remote target from Contact; loose and strict
-//! routing), §12.2.2 (in-dialog requests: a lower CSeq gets 500, an unknown dialog 481),
+//! routing), §12.2.2 (in-dialog requests matched by Call-ID and both tags: a lower CSeq in
+//! that dialog gets 500, an unknown dialog 481; target refresh by re-INVITE/UPDATE),
 //! §13.2.2.4 (ACK for each 2xx, with its own branch, the INVITE's CSeq number and
 //! credentials, sent again on each retransmitted 2xx; the first 2xx wins and a 2xx from
-//! another fork is ACKed then sent a BYE), §13.3.1.4 (the UAS's 2xx retransmitted, T1
-//! doubling to T2, until the ACK, or given up at 64·T1), §9.2 (CANCEL received: 200, and 487
-//! to the INVITE), §8.2.1 (405 with Allow for a method we do not implement), §18.2.1 /
+//! another fork — or one after the call is over — is ACKed then sent a BYE), §13.3.1.4 (the
+//! UAS's 2xx retransmitted, T1 doubling to T2, until the ACK, on every transport, or given up
+//! at 64·T1), §9.1 (the INVITE given up 64·T1 after our CANCEL), §9.2 (CANCEL received: 200,
+//! and 487 to the INVITE), §8.2.2.3 (420 for a `Require` we do not support), §8.2.1 (405
+//! with Allow for a method we do not implement; 501 for one we do not recognise, §21.5.2),
+//! §18.3 (400 to a malformed request we can answer), §18.2.1 /
 //! RFC 3581 (`received` and `rport` stamped on a request's Via; responses sent back to the
 //! source port when `rport` was asked), RFC 3581 client side (`;rport` on our Via), and
 //! digest authentication of our requests ([`crate::auth`]).
@@ -278,6 +282,11 @@ struct Client {
     /// A request's outcome was given ([`Event::Done`]): a re-INVITE's 2xx retransmitted
     /// afterwards (RFC 6026's Accepted passes each up) is only ACKed again.
     done: bool,
+    /// The digest state of this request and its retries with credentials (RFC 3261 §22.2,
+    /// §22.3): a realm answered on *this* request and challenged again means refused; a
+    /// later request (a BYE or refresh after a challenged INVITE) starts afresh and answers
+    /// its own challenge.
+    auth: auth::State,
 }
 
 /// A 2xx we (as the UAS) retransmit until its ACK (RFC 3261 §13.3.1.4).
@@ -301,7 +310,10 @@ struct Call {
     remote_uri: String,
     remote_tag: Option<String>,
     local_cseq: u32,
-    remote_cseq: Option<u32>,
+    /// The far end's last CSeq number in each of its dialogs, by its tag (§12.2.2): one
+    /// entry once the dialog is confirmed; a UAC's early dialogs (forks, RFC 3261 §12.1.2)
+    /// each count their own.
+    remote_cseq: Vec<(Option<String>, u32)>,
     route_set: Vec<String>,
     remote_target: Option<Uri>,
     contact: String,
@@ -310,7 +322,6 @@ struct Call {
     /// Where requests go when the next hop is not an address (the trunk, or the caller).
     destination: SocketAddr,
     credentials: Option<Credentials>,
-    auth: auth::State,
     /// UAC: the INVITE as last sent, as the parts it is written from (for CANCEL, ACK, a
     /// credentials retry and a fail-over).
     invite: Option<OutInvite>,
@@ -470,6 +481,9 @@ enum Target {
     /// One of our client transactions' timers.
     Client(TxId, client::Timer),
     Retransmit2xx(CallRef),
+    /// 64·T1 after our CANCEL (RFC 3261 §9.1): the INVITE without a final response by then
+    /// is given up.
+    CancelGiveUp(CallRef),
 }
 
 /// The sans-IO SIP endpoint.
@@ -509,16 +523,21 @@ pub struct Endpoint {
     /// Calls forgotten within 64·T1 of their 2xx, by (Call-ID, local tag): the ACK of each
     /// 2xx, re-sent if the 2xx comes again (RFC 6026's Accepted state, see
     /// [`Endpoint::accepted`]), and when to forget them, oldest first.
-    ended: HashMap<(String, String), Vec<Ack>>,
+    ended: HashMap<(String, String), Ended>,
     ended_order: VecDeque<(Instant, (String, String))>,
     /// Where each message we send is serialised before its bytes are copied out once
     /// ([`wire::encode`]): grown once, reused for every datagram.
     scratch: Vec<u8>,
+    /// The latest `now` the caller gave (for what is dated where no `now` is passed).
+    last_now: Option<Instant>,
     /// The last Contact URI [`Endpoint::invite`] found valid.
     contact_checked: String,
     /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
     /// every message rather than copied into each.
     ua: Bytes,
+    /// The option tags we support: the `Supported` of [`Config::capabilities`], lowercase
+    /// (a received request's `Require` is checked against them, RFC 3261 §8.2.2.3).
+    supported: Vec<String>,
     /// `Via: SIP/2.0/<transport> <local>;branch=`: the start of our Via line ([`write_via`]).
     via_prefix: Vec<u8>,
     /// The last INVITE header lines written (a loop's calls share them).
@@ -527,6 +546,10 @@ pub struct Endpoint {
 
 /// Server transaction timers (sipx-sip's: RFC 3261 §17 and RFC 6026's).
 const TIMERS: usize = Timer::ALL.len();
+
+/// The far end's early dialogs whose CSeq a UAC call tracks (one per fork that sent a
+/// request in its early dialog).
+const MAX_EARLY_DIALOGS: usize = 8;
 
 /// Our client transactions' timers.
 const CLIENT_TIMERS: usize = client::Timer::ALL.len();
@@ -569,6 +592,24 @@ const _: () = {
 /// The ACK of one 2xx to our INVITE: the 2xx's To tag, the ACK's bytes, where it went.
 type Ack = (String, Bytes, SocketAddr);
 
+/// What is kept of a UAC call once forgotten, for 64·T1 ([`Endpoint::stray_response`]): the
+/// ACK of each 2xx it had (sent again to a retransmission), and what a request in a new
+/// dialog from a late 2xx needs (RFC 3261 §13.2.2.4: ACK it, then BYE it).
+#[derive(Debug)]
+struct Ended {
+    acks: Vec<Ack>,
+    /// Our From (with our tag), shared with the call's.
+    local: Bytes,
+    remote_uri: String,
+    contact_header: Bytes,
+    destination: SocketAddr,
+    /// The CSeq number of our last INVITE: a 2xx to it, or an earlier one of the call's.
+    invite_seq: u32,
+}
+
+/// At most this many forgotten calls are remembered ([`Ended`]); past it the oldest go.
+const MAX_ENDED: usize = 1 << 16;
+
 fn hex_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
@@ -589,12 +630,14 @@ fn reason_of(code: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         481 => "Call/Transaction Does Not Exist",
         486 => "Busy Here",
         487 => "Request Terminated",
         488 => "Not Acceptable Here",
         491 => "Request Pending",
         500 => "Server Internal Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         505 => "Version Not Supported",
         603 => "Decline",
@@ -648,7 +691,14 @@ fn routes<'a>(c: &'a Call, strict: Option<&'a str>) -> impl Iterator<Item = &'a 
 
 impl Endpoint {
     pub fn new(cfg: Config) -> Endpoint {
+        let supported = cfg
+            .capabilities
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Supported") || n.eq_ignore_ascii_case("k"))
+            .flat_map(|(_, v)| option_tags(v.as_bytes()))
+            .collect();
         Endpoint {
+            supported,
             layer: TransactionLayer::new(cfg.timers),
             clients: ClientLayer::new(cfg.timers, cfg.transport.reliability()),
             ua: Bytes::copy_from_slice(cfg.user_agent.as_bytes()),
@@ -673,6 +723,7 @@ impl Endpoint {
             ended_order: VecDeque::new(),
             scratch: Vec::new(),
             contact_checked: String::new(),
+            last_now: None,
         }
     }
 
@@ -783,6 +834,7 @@ impl Endpoint {
 
     /// Sends an INVITE: a new call leg, registered at once under its Call-ID and From tag.
     pub fn invite(&mut self, now: Instant, inv: Invite) -> Result<CallRef, Error> {
+        self.last_now = Some(now);
         let local_tag = hex_id();
         let local = Bytes::from(format!("<{}>;tag={local_tag}", inv.from));
         let contact_header = Bytes::from(format!("<{}>", inv.contact));
@@ -822,14 +874,13 @@ impl Endpoint {
             remote_uri: inv.to,
             remote_tag: None,
             local_cseq: 1,
-            remote_cseq: None,
+            remote_cseq: Vec::new(),
             route_set: Vec::new(),
             remote_target: None,
             contact: inv.contact,
             contact_header,
             destination: inv.destination,
             credentials: inv.credentials,
-            auth: auth::State::default(),
             invite: None,
             invite_tx: None,
             provisional: false,
@@ -871,19 +922,17 @@ impl Endpoint {
         Ok(call)
     }
 
-    /// Starts our client transaction for `req` (its top Via is ours: its branch names the
-    /// transaction): the request serialised once, its bytes kept by the transaction.
-    ///
-    /// Only a non-INVITE's re-send with credentials (rebuilt from its parsed copy) comes
-    /// here; every other request is written straight into the buffer and goes to
-    /// [`Endpoint::send`].
-    fn send_request(
+    /// Starts our client transaction for `req`, built as a `Request` (the retry of an
+    /// in-dialog request with credentials), carrying on `auth`: the digest state of the
+    /// request it retries.
+    fn send_request_auth(
         &mut self,
         now: Instant,
         call: CallRef,
         req: &Request,
         kind: Kind,
         dest: SocketAddr,
+        auth: auth::State,
     ) {
         let branch = req
             .headers
@@ -914,7 +963,11 @@ impl Endpoint {
             dest,
             ack_credentials,
         };
+        let id = out.id;
         self.send(now, call, kind, out);
+        if let Some(o) = self.clients.user_mut(id) {
+            o.auth = auth;
+        }
     }
 
     /// Starts our client transaction for a request serialised (its branch names the
@@ -938,6 +991,7 @@ impl Endpoint {
             done: false,
             armed: [0; CLIENT_TIMERS],
             ack_credentials,
+            auth: auth::State::default(),
         };
         let Some(step) = self.clients.send(id, method, seq, bytes, owner) else {
             tracing::warn!("a request's branch is in use: not sent");
@@ -959,6 +1013,7 @@ impl Endpoint {
     /// Cancels a call not answered yet: a CANCEL now if a provisional response came, else as
     /// soon as one does (RFC 3261 §9.1); a 2xx that crosses it is ACKed and sent a BYE.
     pub fn cancel(&mut self, now: Instant, call: CallRef) {
+        self.last_now = Some(now);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -990,6 +1045,37 @@ impl Endpoint {
             ack_credentials: Vec::new(),
         };
         self.send(now, call, Kind::Cancel, out);
+        // §9.1: no final response to the INVITE 64·T1 after the CANCEL: the INVITE's
+        // transaction (timer B is off since the provisional) is destroyed then.
+        self.arm(now + self.cfg.timers.timeout(), Target::CancelGiveUp(call));
+    }
+
+    /// §9.1: 64·T1 after our CANCEL and still no final response to the INVITE: it is
+    /// considered cancelled — its client transaction destroyed, the caller told (as for
+    /// timer B) and the call forgotten. A 2xx that comes later finds no call
+    /// ([`Endpoint::stray_response`]).
+    fn cancel_give_up(&mut self, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.invite_done {
+            return;
+        }
+        tracing::info!(
+            ?call,
+            "no final response 64·T1 after our CANCEL: the INVITE is given up (RFC 3261 §9.1)"
+        );
+        c.invite_done = true;
+        c.closed = true;
+        let tx = c.invite_tx;
+        self.events.push_back(Event::InviteFailed {
+            call,
+            timeout: true,
+        });
+        if let Some(id) = tx {
+            self.client_terminated(id);
+        }
+        self.reap(call);
     }
 
     /// Ends an established call with a BYE (with more headers, e.g. `Reason`).
@@ -999,6 +1085,7 @@ impl Endpoint {
         call: CallRef,
         headers: &[(String, String)],
     ) -> Result<(), Error> {
+        self.last_now = Some(now);
         let c = self.calls.get_mut(&call).ok_or(Error::NoCall)?;
         if !c.confirmed {
             return Err(Error::NotNow {
@@ -1019,6 +1106,7 @@ impl Endpoint {
     /// Ends the call whatever its state: BYE if established, CANCEL if ringing, and forgets
     /// it once its transactions end.
     pub fn hang_up(&mut self, now: Instant, call: CallRef) {
+        self.last_now = Some(now);
         let Some(c) = self.calls.get(&call) else {
             return;
         };
@@ -1046,6 +1134,7 @@ impl Endpoint {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<RequestRef, Error> {
+        self.last_now = Some(now);
         let c = self.calls.get(&call).ok_or(Error::NoCall)?;
         if !c.confirmed || c.closed {
             return Err(Error::NotNow {
@@ -1183,6 +1272,7 @@ impl Endpoint {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<(), Error> {
+        self.last_now = Some(now);
         let Some((key, call)) = self.servers.get(&server).cloned() else {
             return Err(Error::NoCall);
         };
@@ -1198,10 +1288,17 @@ impl Endpoint {
             extra.push((HeaderName::ContentType, ct.to_owned()));
         }
         let is_invite = req.method == Method::Invite;
-        if is_invite && code > 100 && code < 300 {
+        let refresh = matches!(req.method, Method::Invite | Method::Update);
+        if refresh && (200..300).contains(&code) {
+            // §12.2.2, RFC 3311 §5.2: a target refresh accepted moves the remote target to
+            // its Contact (on the 2xx, RFC 6141 §3.4: a refused one changes nothing).
+            self.refresh_target(call, &req.headers);
+        }
+        // A 2xx to an UPDATE carries our Contact as one to an INVITE does (RFC 3311 §5.2).
+        if (is_invite && code > 100 && code < 300) || (refresh && (200..300).contains(&code)) {
             if let Some(c) = self.calls.get(&call) {
                 extra.push((HeaderName::Contact, format!("<{}>", c.contact)));
-                if c.role == Role::Uas && !c.confirmed {
+                if is_invite && c.role == Role::Uas && !c.confirmed {
                     // §12.1.1: the dialog's Record-Route goes back in the response.
                     for h in req.headers.get_all(&HeaderName::RecordRoute) {
                         extra.push((
@@ -1245,11 +1342,10 @@ impl Endpoint {
                         deadline: now + self.cfg.timers.timeout(),
                         cseq,
                     });
-                    if self.cfg.transport.reliability() == Reliability::Unreliable {
-                        self.arm(now + t1, Target::Retransmit2xx(call));
-                    } else {
-                        self.arm(now + self.cfg.timers.timeout(), Target::Retransmit2xx(call));
-                    }
+                    // §13.3.1.4: "even if the transport at the UAS is reliable" — a hop
+                    // behind the far end may be UDP, and its retransmitted INVITE is
+                    // absorbed by our server transaction: only our 2xx again reaches it.
+                    self.arm(now + t1, Target::Retransmit2xx(call));
                 }
             }
         }
@@ -1257,6 +1353,21 @@ impl Endpoint {
         self.apply(now, &key, outputs);
         self.reap(call);
         Ok(())
+    }
+
+    /// A target refresh (RFC 3261 §12.2.1.2, §12.2.2; RFC 3311): the remote target becomes
+    /// the Contact of `headers` (a 2xx to our refresh, or the far end's refresh we accept),
+    /// if it has one. Not in a UAC's early dialogs: its 2xx sets the confirmed dialog's.
+    fn refresh_target(&mut self, call: CallRef, headers: &sipx_sip::Headers) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.role == Role::Uac && !c.confirmed {
+            return;
+        }
+        if let Some(target) = wire::contact_uri(headers) {
+            c.remote_target = Some(target);
+        }
     }
 
     /// A response to `req` from this endpoint: the To tag of the dialog (ours), `extra`.
@@ -1337,7 +1448,17 @@ impl Endpoint {
         let msg = match wire::parse(datagram) {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(%from, error = %e, "dropped a malformed SIP datagram");
+                // §18.3, RFC 4475 §3.1.2: a malformed request whose request line and the
+                // headers a response needs can be read is answered 400; anything else
+                // (a response, unreadable headers) is dropped.
+                match salvage(datagram) {
+                    Some(mut req) => {
+                        tracing::debug!(%from, error = %e, "a malformed SIP request: 400");
+                        stamp_via(&mut req, from);
+                        self.stateless(from, &req, 400);
+                    }
+                    None => tracing::debug!(%from, error = %e, "dropped a malformed SIP datagram"),
+                }
                 return;
             }
         };
@@ -1346,14 +1467,16 @@ impl Endpoint {
 
     /// One parsed message from `from` (a stream transport's framer calls this).
     pub fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: Message) {
+        self.last_now = Some(now);
         match msg {
             Message::Request(mut req) => {
+                // Stamped first: a refusal goes where any response would (RFC 3581 §4).
+                stamp_via(&mut req, from);
                 if let Some(code) = refusal(&req) {
                     tracing::debug!(%from, code, "refused a malformed request");
                     self.stateless(from, &req, code);
                     return;
                 }
-                stamp_via(&mut req, from);
                 self.on_request(now, from, req);
             }
             // Responses go to our client transactions, matched by their top Via's branch
@@ -1375,15 +1498,21 @@ impl Endpoint {
     /// Answers a request without a transaction (it cannot have one: it is malformed); an ACK
     /// or a request whose response cannot be built (no Via, From, To, Call-ID, CSeq) is only
     /// dropped.
+    /// Its To gets a tag (§8.2.6.2), its Via is the one [`stamp_via`] stamped (`received`,
+    /// `rport`).
     fn stateless(&mut self, from: SocketAddr, req: &Request, code: u16) {
         if req.method == Method::Ack {
             return;
         }
-        let Ok(b) = ResponseBuilder::to_request(req, status(code), reason_of(code)) else {
+        let Ok(resp) = self.response(CallRef(0), req, code, Vec::new(), Vec::new()) else {
             return;
         };
-        let resp = b.build();
-        let dest = response_destination(req, from, self.cfg.transport.default_port());
+        // On a connection, back on it (§18.2.2).
+        let dest = if self.cfg.transport.reliability() == Reliability::Reliable {
+            from
+        } else {
+            response_destination(req, from, self.cfg.transport.default_port())
+        };
         self.transmits.push_back(Transmit {
             destination: dest,
             payload: wire::encode(&mut self.scratch, &Message::Response(resp)),
@@ -1431,20 +1560,25 @@ impl Endpoint {
 
     fn match_dialog_of(&self, key: &TransactionKey) -> Option<CallRef> {
         let req = self.layer.server_request(key)?;
-        let call_id = wire::call_id(&req.headers)?;
-        let tag = wire::tag(&req.headers, &HeaderName::To)?;
-        self.dialogs.get(&(call_id, tag)).copied()
+        self.dialog_of(&req.headers)
+    }
+
+    /// The call whose dialog a request from the far end is in (RFC 3261 §12, §12.2.2): its
+    /// Call-ID, its To tag ours, and its From tag the far end's — a request from another
+    /// tag (a fork that lost, a stale or forged one) is in no dialog of ours (481), never
+    /// the confirmed call's. A UAC's early dialogs take any From tag (each fork's).
+    fn dialog_of(&self, headers: &sipx_sip::Headers) -> Option<CallRef> {
+        let call_id = wire::call_id(headers)?;
+        let tag = wire::tag(headers, &HeaderName::To)?;
+        let call = *self.dialogs.get(&(call_id, tag))?;
+        let c = self.calls.get(&call)?;
+        let early = c.role == Role::Uac && !c.confirmed;
+        (early || wire::tag(headers, &HeaderName::From) == c.remote_tag).then_some(call)
     }
 
     /// An ACK outside any transaction: the ACK of a 2xx (ours as the UAS).
     fn on_ack(&mut self, _now: Instant, ack: Request) {
-        let Some(call_id) = wire::call_id(&ack.headers) else {
-            return;
-        };
-        let Some(tag) = wire::tag(&ack.headers, &HeaderName::To) else {
-            return;
-        };
-        let Some(&call) = self.dialogs.get(&(call_id, tag)) else {
+        let Some(call) = self.dialog_of(&ack.headers) else {
             return;
         };
         let seq = wire::cseq(&ack.headers).map(|(n, _)| n);
@@ -1476,7 +1610,10 @@ impl Endpoint {
     /// INVITE's non-2xx final (which its transaction took and ACKed): the transaction gives
     /// it back (its ACK is not the non-2xx's), and the call, kept while that transaction
     /// absorbs retransmissions (timer D), ACKs it and sends that dialog a BYE (RFC 3261
-    /// §13.2.2.4: every 2xx is ACKed; the call failed, so the dialog is ended).
+    /// §13.2.2.4: every 2xx is ACKed; the call failed, so the dialog is ended). After the
+    /// call is forgotten, for 64·T1 ([`Ended`]): the same 2xx ACKed again, and a 2xx from a
+    /// dialog the call never had (another fork's, one after timer B or the CANCEL given up)
+    /// ACKed then sent a BYE.
     fn stray_response(&mut self, now: Instant, r: Response) {
         let Some((seq, method)) = wire::cseq(&r.headers) else {
             return;
@@ -1509,15 +1646,69 @@ impl Endpoint {
             return;
         }
         self.forget_ended(now);
-        if let Some((_, ack, dest)) = self
-            .ended
-            .get(&key)
-            .and_then(|acks| acks.iter().find(|(t, _, _)| *t == to_tag))
-        {
+        let Some(e) = self.ended.get(&key) else {
+            return;
+        };
+        if let Some((_, ack, dest)) = e.acks.iter().find(|(t, _, _)| *t == to_tag) {
             self.transmits.push_back(Transmit {
                 destination: *dest,
                 payload: ack.clone(),
             });
+            return;
+        }
+        if seq > e.invite_seq {
+            // Not to our INVITE (a re-INVITE's, whose transaction is over): nothing to do.
+            return;
+        }
+        // A dialog the call never had: rebuilt for the time of its ACK and BYE (the BYE's
+        // transaction belongs to no call), its ACK kept for the 2xx's retransmissions.
+        self.next_id += 1;
+        let tmp = CallRef(self.next_id);
+        let c = Call {
+            role: Role::Uac,
+            call_id: key.0.clone(),
+            local_tag: key.1.clone(),
+            local: e.local.clone(),
+            remote_uri: e.remote_uri.clone(),
+            remote_tag: None,
+            local_cseq: e.invite_seq,
+            remote_cseq: Vec::new(),
+            route_set: Vec::new(),
+            remote_target: None,
+            contact: String::new(),
+            contact_header: e.contact_header.clone(),
+            destination: e.destination,
+            credentials: None,
+            invite: None,
+            invite_tx: None,
+            provisional: false,
+            cancel_wanted: false,
+            cancel_sent: false,
+            credentials_sent: false,
+            confirmed: false,
+            invite_done: true,
+            acks: Vec::new(),
+            answered_at: None,
+            pending_2xx: None,
+            offer_out: None,
+            offer_in: false,
+            uas_invite: None,
+            closed: true,
+            open: 0,
+            alternates: VecDeque::new(),
+            rang: false,
+            invites_open: 0,
+        };
+        tracing::info!(
+            call_id = %key.0,
+            "a 2xx to an INVITE whose call is over: ACKed and sent a BYE (RFC 3261 §13.2.2.4)"
+        );
+        self.calls.insert(tmp, c);
+        self.fork_bye(now, tmp, seq, &r);
+        if let Some(c) = self.calls.remove(&tmp) {
+            if let Some(e) = self.ended.get_mut(&key) {
+                e.acks.extend(c.acks);
+            }
         }
     }
 
@@ -1671,6 +1862,9 @@ impl Endpoint {
             }
             cleanup = t.cleanup_only();
         }
+        // Usually moot (the INVITE's 487 came long before): on the grid, not a wake-up of
+        // its own per cancelled call.
+        cleanup |= matches!(target, Target::CancelGiveUp(_));
         self.slots.insert(slot, target);
         let heap = if cleanup {
             &mut self.cleanup
@@ -1726,10 +1920,29 @@ impl Endpoint {
             if let Some(c) = self.calls.remove(&call) {
                 let key = (c.call_id, c.local_tag);
                 self.dialogs.remove(&key);
-                // Its 2xx may still come again until 64·T1 after the first (RFC 6026).
-                let until = c.answered_at.map(|t| t + self.cfg.timers.timeout());
-                if let Some(until) = until.filter(|_| !c.acks.is_empty()) {
-                    self.ended.insert(key.clone(), c.acks);
+                // Its 2xx may still come again until 64·T1 after the first (RFC 6026); a
+                // call never answered (non-2xx final, timer B, given up after the CANCEL) may
+                // still get a fork's 2xx, within 64·T1 of its end (§13.2.2.4).
+                let timeout = self.cfg.timers.timeout();
+                let until = c
+                    .answered_at
+                    .map_or_else(|| self.last_now.map(|n| n + timeout), |t| Some(t + timeout));
+                let invite_seq = c.invite.as_ref().map(|i| i.seq);
+                if let (Some(until), Some(invite_seq), Role::Uac) = (until, invite_seq, c.role) {
+                    if self.ended.len() >= MAX_ENDED {
+                        if let Some((_, old)) = self.ended_order.pop_front() {
+                            self.ended.remove(&old);
+                        }
+                    }
+                    let e = Ended {
+                        acks: c.acks,
+                        local: c.local,
+                        remote_uri: c.remote_uri,
+                        contact_header: c.contact_header,
+                        destination: c.destination,
+                        invite_seq,
+                    };
+                    self.ended.insert(key.clone(), e);
                     self.ended_order.push_back((until, key));
                 }
             }
@@ -1837,6 +2050,17 @@ impl Endpoint {
             }
             _ => None,
         };
+        // §12.2.1.2, RFC 3311 §5.1: the 2xx to our target refresh (re-INVITE, UPDATE) moves
+        // the remote target to its Contact — the ACK below already goes there.
+        if let Outcome::Response(resp) = &outcome {
+            let refresh = matches!(
+                wire::cseq(&resp.headers),
+                Some((_, Method::Invite | Method::Update))
+            );
+            if resp.status.is_success() && refresh {
+                self.refresh_target(call, &resp.headers);
+            }
+        }
         let acked = ack_seq.map(|seq| {
             let creds = self
                 .clients
@@ -1916,7 +2140,6 @@ impl Endpoint {
         tracing::info!(from = %c.destination, to = %next, "INVITE: trying the trunk's next server (RFC 3263)");
         c.destination = next;
         c.provisional = false;
-        c.auth = auth::State::default();
         c.credentials_sent = false;
         let seq = c.local_cseq;
         let Some(inv) = c.invite.as_mut() else {
@@ -1946,7 +2169,10 @@ impl Endpoint {
     /// call's [`OutInvite`]. False when it cannot or must not be answered.
     fn retry_invite(&mut self, now: Instant, call: CallRef, id: TxId, resp: &Response) -> bool {
         let branch = self.fresh_branch();
-        let dest = self.clients.user(id).map(|o| o.dest);
+        let (dest, mut state) = match self.clients.user(id) {
+            Some(o) => (Some(o.dest), o.auth.clone()),
+            None => (None, auth::State::default()),
+        };
         let Some(c) = self.calls.get_mut(&call) else {
             return false;
         };
@@ -1960,7 +2186,7 @@ impl Endpoint {
             return false;
         };
         let uri = inv.uri.to_string();
-        let h = match c.auth.answer_to(b"INVITE", &uri, resp, &creds, &hex_id()) {
+        let h = match state.answer_to(b"INVITE", &uri, resp, &creds, &hex_id()) {
             Ok(h) => h,
             Err(why) => {
                 tracing::debug!(?why, "challenge not answered");
@@ -1988,6 +2214,11 @@ impl Endpoint {
             ack_credentials: Vec::new(),
         };
         self.send(now, call, Kind::Invite, out);
+        // The retry carries on this request's digest state (a second challenge of the
+        // realm on it is a refusal).
+        if let Some(o) = self.clients.user_mut(TxId::new(branch, &Method::Invite)) {
+            o.auth = state;
+        }
         true
     }
 
@@ -2000,7 +2231,11 @@ impl Endpoint {
         id: TxId,
         resp: &Response,
     ) -> bool {
-        let Some(kind) = self.clients.user(id).map(|o| o.kind.clone()) else {
+        let Some((kind, mut state)) = self
+            .clients
+            .user(id)
+            .map(|o| (o.kind.clone(), o.auth.clone()))
+        else {
             return false;
         };
         if matches!(kind, Kind::Invite) {
@@ -2016,7 +2251,7 @@ impl Endpoint {
         let Some(creds) = c.credentials.clone() else {
             return false;
         };
-        let h = match c.auth.answer(&orig, resp, &creds, &hex_id()) {
+        let h = match state.answer(&orig, resp, &creds, &hex_id()) {
             Ok(h) => h,
             Err(why) => {
                 tracing::debug!(?why, "challenge not answered");
@@ -2052,7 +2287,7 @@ impl Endpoint {
             }
         }
         let dest = self.clients.user(id).map_or(c.destination, |o| o.dest);
-        self.send_request(now, call, &req, kind, dest);
+        self.send_request_auth(now, call, &req, kind, dest, state);
         true
     }
 
@@ -2142,6 +2377,9 @@ impl Endpoint {
         c.invite_done = true;
         c.answered_at = Some(now);
         c.remote_tag = Some(to_tag.clone());
+        // The dialog is the winner's: the other forks' early dialogs are over.
+        c.remote_cseq
+            .retain(|(t, _)| t.as_deref() == Some(to_tag.as_str()));
         let mut rr = wire::record_routes(&r.headers);
         rr.reverse();
         c.route_set = rr;
@@ -2301,6 +2539,19 @@ impl Endpoint {
             self.on_cancel(now, key, &req);
             return;
         }
+        // §8.2.2.3: an extension the request requires that we do not support: 420 naming
+        // it in `Unsupported` (ACK and CANCEL never come here: they may not be refused).
+        let unsupported: Vec<String> = req
+            .headers
+            .get_all(&HeaderName::Require)
+            .flat_map(|h| option_tags(&h.value()))
+            .filter(|t| !self.supported.contains(t))
+            .collect();
+        if !unsupported.is_empty() {
+            let named = (HeaderName::Unsupported, unsupported.join(", "));
+            self.auto_respond(now, key, call, 420, vec![named]);
+            return;
+        }
         let Some(call) = call else {
             // Outside any dialog we know.
             match method {
@@ -2319,6 +2570,9 @@ impl Endpoint {
                 | Method::Prack
                 | Method::Notify
                 | Method::Refer => self.auto_respond(now, key, None, 481, vec![]),
+                // §21.5.2: a method we do not even recognise: 501 (405 is for a known one
+                // we do not implement, §8.2.1).
+                Method::Other(_) => self.auto_respond(now, key, None, 501, vec![]),
                 _ => {
                     let caps = self.capabilities();
                     self.auto_respond(now, key, None, 405, caps)
@@ -2326,16 +2580,27 @@ impl Endpoint {
             }
             return;
         };
-        // §12.2.2: a CSeq lower than the last one is out of order.
+        // §12.2.2: a CSeq lower than the dialog's last one is out of order (an equal one is
+        // not: only a lower one MUST get 500).
         let seq = wire::cseq(&req.headers).map_or(0, |(n, _)| n);
+        let from_tag = wire::tag(&req.headers, &HeaderName::From);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        if c.remote_cseq.is_some_and(|last| seq <= last) && method != Method::Ack {
-            self.auto_respond(now, key, Some(call), 500, vec![]);
-            return;
+        match c.remote_cseq.iter_mut().find(|(t, _)| *t == from_tag) {
+            Some((_, last)) if seq < *last => {
+                self.auto_respond(now, key, Some(call), 500, vec![]);
+                return;
+            }
+            Some((_, last)) => *last = seq,
+            None => {
+                // Early dialogs are few (one per fork); a flood of tags keeps the latest.
+                if c.remote_cseq.len() >= MAX_EARLY_DIALOGS {
+                    c.remote_cseq.remove(0);
+                }
+                c.remote_cseq.push((from_tag, seq));
+            }
         }
-        c.remote_cseq = Some(seq);
         let closed = c.closed;
         match method {
             Method::Bye => {
@@ -2404,6 +2669,7 @@ impl Endpoint {
                 });
             }
             Method::Invite | Method::Update => self.auto_respond(now, key, Some(call), 481, vec![]),
+            Method::Other(_) => self.auto_respond(now, key, Some(call), 501, vec![]),
             _ => {
                 let caps = self.capabilities();
                 self.auto_respond(now, key, Some(call), 405, caps)
@@ -2446,16 +2712,18 @@ impl Endpoint {
                 local_tag: local_tag.clone(),
                 local: Bytes::from(format!("<{to}>;tag={local_tag}")),
                 remote_uri: from,
+                remote_cseq: wire::cseq(&req.headers)
+                    .map(|(n, _)| (remote_tag.clone(), n))
+                    .into_iter()
+                    .collect(),
                 remote_tag,
                 local_cseq: rand::random::<u16>().into(),
-                remote_cseq: wire::cseq(&req.headers).map(|(n, _)| n),
                 route_set: wire::record_routes(&req.headers),
                 remote_target: wire::contact_uri(&req.headers),
                 contact_header: Bytes::from(format!("<{contact}>")),
                 contact,
                 destination: dest,
                 credentials: None,
-                auth: auth::State::default(),
                 invite: None,
                 invite_tx: None,
                 provisional: false,
@@ -2525,6 +2793,7 @@ impl Endpoint {
     /// handshake, ICMP): every client transaction sending there fails now (RFC 3261 §8.1.3.1,
     /// §17.1.4: a transport error is treated as a 503), instead of at its timeout.
     pub fn transport_error(&mut self, now: Instant, destination: SocketAddr) {
+        self.last_now = Some(now);
         let ids: Vec<TxId> = self
             .clients
             .iter()
@@ -2588,6 +2857,7 @@ impl Endpoint {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         self.forget_ended(now);
         loop {
             // The earlier of the two heaps' tops, if due.
@@ -2627,6 +2897,7 @@ impl Endpoint {
                     self.apply_client(now, id, step);
                 }
                 Target::Retransmit2xx(call) => self.retransmit_2xx(now, call),
+                Target::CancelGiveUp(call) => self.cancel_give_up(call),
             }
         }
     }
@@ -2646,7 +2917,9 @@ impl Endpoint {
             return;
         }
         p.interval = (p.interval * 2).min(t2);
-        let (key, resp, next) = (p.key.clone(), p.response.clone(), now + p.interval);
+        // Given up at 64·T1 itself, not at the first retransmission past it.
+        let next = (now + p.interval).min(p.deadline);
+        let (key, resp) = (p.key.clone(), p.response.clone());
         let outputs = self.layer.send_response(&key, resp);
         self.apply(now, &key, outputs);
         self.arm(next, Target::Retransmit2xx(call));
@@ -2666,6 +2939,74 @@ impl Endpoint {
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
+}
+
+/// The request a malformed datagram would be, as far as answering it goes (§8.2.6.2: its
+/// Via, From, To, Call-ID and CSeq), if its start line is a request line (`<method> … SIP/2.0`,
+/// whatever lies between: a Request-URI in `<>`, with whitespace, extra spaces — RFC 4475
+/// §3.1.2.7–10) and those headers parse; `None` for anything else (a response, a Via or
+/// CSeq that cannot be read: nowhere to answer, or nothing to answer with).
+fn salvage(datagram: &[u8]) -> Option<Request> {
+    let head_end = datagram
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(datagram.len());
+    let head = datagram.get(..head_end)?;
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let start = lines.next()?;
+    let words: Vec<&[u8]> = start
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let (method, last) = (words.first()?, words.last()?);
+    if words.len() < 3 || !last.eq_ignore_ascii_case(b"SIP/2.0") || method.starts_with(b"SIP/") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(head.len());
+    out.extend_from_slice(method);
+    out.extend_from_slice(b" sip:invalid SIP/2.0\r\n");
+    const KEPT: [&[u8]; 9] = [
+        b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq",
+    ];
+    let mut kept = false;
+    for line in lines {
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            // A folded line continues the header before it (§7.3.1).
+            if kept {
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
+        let name = line
+            .split(|&b| b == b':')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        kept = line.contains(&b':') && KEPT.iter().any(|k| name.eq_ignore_ascii_case(k));
+        if kept {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    match wire::parse(&out) {
+        Ok(Message::Request(r)) if wire::top_via(&r.headers).is_some() => Some(r),
+        _ => None,
+    }
+}
+
+/// The option tags of a `Require` or `Supported` value (RFC 3261 §20.32, §20.37),
+/// lowercase (option tags compare case-insensitively, §19.2); an empty or unreadable one is
+/// skipped.
+fn option_tags(v: &[u8]) -> Vec<String> {
+    v.split(|&b| b == b',')
+        .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
+        .filter(|t| !t.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// The credentials a request carries (`Authorization`, `Proxy-Authorization`), for the ACK

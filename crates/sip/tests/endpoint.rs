@@ -35,6 +35,13 @@ fn cfg(accept_incoming: bool) -> Config {
     }
 }
 
+/// An endpoint on TCP.
+fn tcp_endpoint(accept_incoming: bool) -> Endpoint {
+    let mut c = cfg(accept_incoming);
+    c.transport = Transport::Tcp;
+    Endpoint::new(c)
+}
+
 fn invite(creds: Option<Credentials>) -> Invite {
     Invite {
         call_id: "call-1@10.0.0.1".into(),
@@ -334,65 +341,6 @@ fn forking_first_2xx_wins_the_other_is_acked_and_byed() {
     assert_eq!(req(&out[0].1).uri.to_string(), "sip:one@10.0.0.2:5060");
 }
 
-/// RFC 3261 §13.2.2.4 after a failure: one fork rejects (486, ACKed by the transaction with
-/// its To tag), then another answers 200: that 2xx is ACKed (a new branch, its own To tag,
-/// to its Contact) and its dialog sent a BYE; a retransmission of it gets the same ACK and no
-/// second BYE; the caller hears of the rejection only, and the call is forgotten once the
-/// BYE is answered and timer D is over.
-#[test]
-fn a_forks_2xx_after_our_non_2xx_final_is_acked_and_byed() {
-    let (mut ep, t0, call, inv) = start(None);
-    ep.handle_input(t0, a(TRUNK), &response(&inv, 486, Some("f1"), ""));
-    let out = sent(&mut ep);
-    assert_eq!(out.len(), 1);
-    assert!(
-        req(&out[0].1).method == Method::Ack && h(&out[0].1, HeaderName::To).ends_with("tag=f1")
-    );
-    let ok = response(
-        &inv,
-        200,
-        Some("f2"),
-        "Contact: <sip:two@10.0.0.3:5062>\r\n",
-    );
-    ep.handle_input(t0, a(TRUNK), &ok);
-    let out = sent(&mut ep);
-    assert_eq!(out.len(), 2, "{out:?}");
-    let (ack_dest, ack) = &out[0];
-    assert_eq!(req(ack).method, Method::Ack);
-    assert_eq!(*ack_dest, a("10.0.0.3:5062"));
-    assert!(h(ack, HeaderName::To).ends_with("tag=f2"));
-    assert_eq!(h(ack, HeaderName::CSeq), "1 ACK");
-    assert_ne!(h(ack, HeaderName::Via), h(&inv, HeaderName::Via));
-    let bye = &out[1].1;
-    assert_eq!(req(bye).method, Method::Bye);
-    assert_eq!(req(bye).uri.to_string(), "sip:two@10.0.0.3:5062");
-    assert!(h(bye, HeaderName::To).ends_with("tag=f2"));
-    assert_eq!(h(bye, HeaderName::From), h(&inv, HeaderName::From));
-    // The 2xx again: the same ACK, nothing else.
-    ep.handle_input(t0, a(TRUNK), &ok);
-    let again = sent(&mut ep);
-    assert_eq!(again.len(), 1, "{again:?}");
-    assert_eq!(h(&again[0].1, HeaderName::Via), h(ack, HeaderName::Via));
-    let ev = events(&mut ep);
-    assert!(
-        ev.iter().any(|e| matches!(e, Event::Rejected { call: c, response, .. } if *c == call && response.status.code() == 486)),
-        "{ev:?}"
-    );
-    assert!(
-        !ev.iter().any(|e| matches!(e, Event::Answered { .. })),
-        "{ev:?}"
-    );
-    ep.handle_input(t0, a(TRUNK), &response(bye, 200, None, ""));
-    let t = t0 + Duration::from_secs(40);
-    while ep.poll_timeout().is_some_and(|d| d <= t) {
-        ep.handle_timeout(t);
-    }
-    assert!(events(&mut ep)
-        .iter()
-        .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)));
-    assert_eq!(ep.calls(), 0);
-}
-
 /// A 2xx crossing our CANCEL: ACKed, then a BYE; the caller is told `after_cancel`.
 #[test]
 fn a_2xx_crossing_cancel_is_acked_and_byed() {
@@ -598,10 +546,15 @@ fn established_with(
 
 /// A request from the far end in our dialog (its From is our To and vice versa).
 fn far_request(inv: &Message, method: &str, cseq: u32, extra: &str) -> Vec<u8> {
+    far_request_from(inv, "far", method, cseq, extra)
+}
+
+/// [`far_request`] from the far end's dialog tagged `tag` (a fork, or a forged tag).
+fn far_request_from(inv: &Message, tag: &str, method: &str, cseq: u32, extra: &str) -> Vec<u8> {
     let from = h(inv, HeaderName::From);
     let to = h(inv, HeaderName::To);
     format!(
-        "{method} sip:crieur@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKfar{method}{cseq};rport\r\nFrom: {to};tag=far\r\nTo: {from}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n",
+        "{method} sip:crieur@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK{tag}{method}{cseq};rport\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n",
         h(inv, HeaderName::CallId)
     )
     .into_bytes()
@@ -1149,9 +1102,7 @@ fn a_2xx_retransmitted_after_the_invite_transaction_is_acked_until_64_t1() {
 /// origin (the first timer armed: the INVITE's timer B, 32 s on) lies after it.
 #[test]
 fn over_tcp_a_byes_transaction_ends_within_a_grid_step_of_its_200() {
-    let mut c = cfg(false);
-    c.transport = Transport::Tcp;
-    let mut ep = Endpoint::new(c);
+    let mut ep = tcp_endpoint(false);
     let t0 = Instant::now();
     let call = ep.invite(t0, invite(None)).unwrap();
     let inv = sent(&mut ep).remove(0).1;
@@ -1352,6 +1303,691 @@ fn a_re_invites_retransmitted_2xx_is_acked_again_and_done_once() {
     }
     assert_eq!(done, 1);
     assert!(acks.iter().all(|x| *x == acks[0]), "{acks:?}");
+}
+
+/// §12, §12.2.2: a request with the call's Call-ID and our tag but another From tag than the
+/// far end's (a fork that lost, a stale or forged request) is in no dialog of ours: 481; the
+/// call is not ended, not handed the request, and its CSeq state is not moved by it.
+#[test]
+fn a_request_from_another_remote_tag_gets_481_and_leaves_the_dialog_alone() {
+    let (mut ep, t0, call, inv) = established();
+    let src = a(TRUNK);
+    for m in ["BYE", "INVITE", "UPDATE", "INFO"] {
+        ep.handle_input(t0, src, &far_request_from(&inv, "WRONG", m, 50, ""));
+        assert_eq!(code(&sent(&mut ep).remove(0).1), 481, "{m}");
+    }
+    assert!(events(&mut ep).is_empty());
+    // The ACK of a 2xx from another tag is nobody's either (and answered by nothing).
+    ep.handle_input(t0, src, &far_request_from(&inv, "WRONG", "ACK", 51, ""));
+    assert!(sent(&mut ep).is_empty());
+    assert!(events(&mut ep).is_empty());
+    // The real far end's requests, with a CSeq below the forged ones': in order.
+    ep.handle_input(t0, src, &far_request(&inv, "INFO", 3, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    ep.handle_input(t0, src, &far_request(&inv, "BYE", 4, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Bye { call: c } if *c == call)),
+        "{ev:?}"
+    );
+}
+
+/// §12.2.2 per dialog: two forks' early dialogs (RFC 3261 §12.1.2, one per To tag of a 1xx)
+/// each count their own CSeq — one fork's UPDATE does not make the other's out of order —,
+/// and once a fork's 2xx wins, the other's requests get 481.
+#[test]
+fn early_dialogs_of_two_forks_count_their_own_cseq() {
+    let (mut ep, t0, call, inv) = start(None);
+    let src = a(TRUNK);
+    for tag in ["fa", "fb"] {
+        let contact = format!("Contact: <sip:{tag}@10.0.0.2:5060>\r\n");
+        ep.handle_input(t0, src, &response(&inv, 180, Some(tag), &contact));
+    }
+    let _ = events(&mut ep);
+    for (tag, seq) in [("fa", 10), ("fb", 5), ("fa", 11)] {
+        ep.handle_input(t0, src, &far_request_from(&inv, tag, "UPDATE", seq, ""));
+        assert!(sent(&mut ep).is_empty(), "{tag} {seq}: not refused");
+        let server = events(&mut ep)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Request { server, .. } => Some(server),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{tag} {seq}: the UPDATE is the caller's"));
+        ep.respond(t0, server, 200, &[], None, Vec::new()).unwrap();
+        assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    }
+    ep.handle_input(
+        t0,
+        src,
+        &response(&inv, 200, Some("fa"), "Contact: <sip:fa@10.0.0.2:5060>\r\n"),
+    );
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Answered { call: c, .. } if *c == call)));
+    ep.handle_input(t0, src, &far_request_from(&inv, "fb", "BYE", 6, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 481);
+    assert!(events(&mut ep).is_empty());
+}
+
+/// §12.2.2: only a CSeq *lower* than the last one is out of order (500); an equal one (a new
+/// request reusing the number, not a retransmission: another branch) is taken.
+#[test]
+fn an_equal_cseq_is_not_out_of_order() {
+    let (mut ep, t0, _, inv) = established();
+    let src = a(TRUNK);
+    ep.handle_input(t0, src, &far_request(&inv, "INFO", 7, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    ep.handle_input(t0, src, &far_request(&inv, "OPTIONS", 7, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    ep.handle_input(t0, src, &far_request(&inv, "OPTIONS", 6, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 500);
+}
+
+/// The Request-URI and destination of the BYE the endpoint sends now.
+fn bye_target(ep: &mut Endpoint, t: Instant, call: crieur_sip::CallRef) -> (SocketAddr, String) {
+    ep.bye(t, call, &[]).unwrap();
+    let (dest, bye) = sent(ep).remove(0);
+    assert_eq!(req(&bye).method, Method::Bye);
+    (dest, req(&bye).uri.to_string())
+}
+
+/// §12.2.2, RFC 3311 §5.2: the far end's re-INVITE or UPDATE is a target refresh — once we
+/// accept it (2xx), our next request goes to its Contact —, and our 2xx to it carries our
+/// Contact (an UPDATE's too).
+#[test]
+fn a_received_target_refresh_moves_the_remote_target() {
+    for method in ["INVITE", "UPDATE"] {
+        let (mut ep, t0, call, inv) = established();
+        let src = a(TRUNK);
+        let contact = "Contact: <sip:x@10.0.0.9:5070>\r\n";
+        ep.handle_input(t0, src, &far_request(&inv, method, 5, contact));
+        let server = events(&mut ep)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Request { server, .. } => Some(server),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{method}: handed to the caller"));
+        ep.respond(t0, server, 200, &[], None, Vec::new()).unwrap();
+        let (_, ok) = sent(&mut ep).remove(0);
+        assert_eq!(code(&ok), 200, "{method}");
+        assert_eq!(
+            h(&ok, HeaderName::Contact),
+            "<sip:crieur@10.0.0.1:5060>",
+            "{method}: our Contact in the 2xx"
+        );
+        if method == "INVITE" {
+            ep.handle_input(t0, src, &far_request(&inv, "ACK", 5, ""));
+            let _ = events(&mut ep);
+        }
+        let (dest, ruri) = bye_target(&mut ep, t0, call);
+        assert_eq!(ruri, "sip:x@10.0.0.9:5070", "{method}");
+        assert_eq!(dest, a("10.0.0.9:5070"), "{method}");
+    }
+}
+
+/// A refresh we refuse changes nothing (RFC 6141 §3.4).
+#[test]
+fn a_refused_target_refresh_keeps_the_remote_target() {
+    let (mut ep, t0, call, inv) = established();
+    let contact = "Contact: <sip:x@10.0.0.9:5070>\r\n";
+    ep.handle_input(t0, a(TRUNK), &far_request(&inv, "UPDATE", 5, contact));
+    let server = events(&mut ep)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Request { server, .. } => Some(server),
+            _ => None,
+        })
+        .unwrap();
+    ep.respond(t0, server, 488, &[], None, Vec::new()).unwrap();
+    let _ = sent(&mut ep);
+    let (dest, ruri) = bye_target(&mut ep, t0, call);
+    assert_eq!(ruri, "sip:callee@10.0.0.2:5060");
+    assert_eq!(dest, a(TRUNK));
+}
+
+/// §12.2.1.2: the Contact of the 2xx to our own re-INVITE or UPDATE is the new remote target
+/// (the re-INVITE's ACK already goes there).
+#[test]
+fn the_2xx_to_our_target_refresh_moves_the_remote_target() {
+    for method in [Method::Invite, Method::Update] {
+        let (mut ep, t0, call, _) = established();
+        ep.request(t0, call, method.clone(), &[], None, Vec::new())
+            .unwrap();
+        let (_, r) = sent(&mut ep).remove(0);
+        let contact = "Contact: <sip:y@10.0.0.8:5080>\r\n";
+        ep.handle_input(t0, a(TRUNK), &response(&r, 200, Some("far"), contact));
+        let out = sent(&mut ep);
+        if method == Method::Invite {
+            let (dest, ack) = &out[0];
+            assert_eq!(req(ack).method, Method::Ack);
+            assert_eq!(req(ack).uri.to_string(), "sip:y@10.0.0.8:5080");
+            assert_eq!(*dest, a("10.0.0.8:5080"));
+        }
+        let (dest, ruri) = bye_target(&mut ep, t0, call);
+        assert_eq!(ruri, "sip:y@10.0.0.8:5080", "{method:?}");
+        assert_eq!(dest, a("10.0.0.8:5080"), "{method:?}");
+    }
+}
+
+/// §22.2/§22.3: the digest state is each request's. After a challenged INVITE (realm
+/// "trunk"), the BYE challenged by the same realm with a fresh nonce is answered (not taken
+/// for a refusal of the INVITE's credentials); its own retry challenged again (not stale)
+/// is refused.
+#[test]
+fn a_later_request_answers_its_own_challenge_after_a_challenged_invite() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let www = |n: &str| {
+        format!("WWW-Authenticate: Digest realm=\"trunk\", nonce=\"{n}\", qop=\"auth\"\r\n")
+    };
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 401, Some("t"), &www("n1")));
+    let inv2 = sent(&mut ep).remove(1).1;
+    assert!(h(&inv2, HeaderName::Authorization).contains("nonce=\"n1\""));
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv2,
+            200,
+            Some("far"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
+    );
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    ep.bye(t0, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    ep.handle_input(t0, a(TRUNK), &response(&bye, 401, None, &www("n2")));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1, "the BYE again, answered: {out:?}");
+    let bye2 = &out[0].1;
+    assert_eq!(req(bye2).method, Method::Bye);
+    let auth = h(bye2, HeaderName::Authorization);
+    assert!(
+        auth.contains("nonce=\"n2\"") && auth.contains("nc=00000001"),
+        "{auth}"
+    );
+    // The retried BYE challenged again, not stale: the credentials are refused.
+    ep.handle_input(t0, a(TRUNK), &response(bye2, 401, None, &www("n3")));
+    assert!(sent(&mut ep).is_empty(), "not sent a third time");
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)));
+}
+
+/// The same for a refresh (re-INVITE) after a challenged INVITE: answered with its nonce.
+#[test]
+fn a_refresh_answers_its_own_challenge_after_a_challenged_invite() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let pa = |n: &str| format!("Proxy-Authenticate: Digest realm=\"trunk\", nonce=\"{n}\"\r\n");
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 407, Some("t"), &pa("n1")));
+    let inv2 = sent(&mut ep).remove(1).1;
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv2,
+            200,
+            Some("far"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
+    );
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    let r = ep
+        .request(t0, call, Method::Invite, &[], None, Vec::new())
+        .unwrap();
+    let reinv = sent(&mut ep).remove(0).1;
+    ep.handle_input(t0, a(TRUNK), &response(&reinv, 407, Some("far"), &pa("n2")));
+    let out = sent(&mut ep);
+    let again = out
+        .iter()
+        .find(|(_, m)| m.as_request().is_some_and(|q| q.method == Method::Invite))
+        .expect("the re-INVITE again");
+    assert!(h(&again.1, HeaderName::ProxyAuthorization).contains("nonce=\"n2\""));
+    assert!(!events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Done { request, .. } if *request == r)));
+}
+
+/// §8.2.2.3: a request requiring an extension we do not support gets 420 with `Unsupported`
+/// naming it (and nothing else happens: the BYE ends nothing, the re-INVITE is nobody's); one
+/// requiring only what our `Supported` says (tags compared case-insensitively) is served.
+#[test]
+fn a_required_extension_we_lack_gets_420_with_unsupported() {
+    let mut c = cfg(false);
+    c.capabilities.push(("Supported".into(), "timer".into()));
+    let mut ep = Endpoint::new(c);
+    let t0 = Instant::now();
+    let call = ep.invite(t0, invite(None)).unwrap();
+    let inv = sent(&mut ep).remove(0).1;
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &inv,
+            200,
+            Some("far"),
+            "Contact: <sip:callee@10.0.0.2:5060>\r\n",
+        ),
+    );
+    let _ = sent(&mut ep);
+    let _ = events(&mut ep);
+    let src = a(TRUNK);
+    for (i, m) in ["OPTIONS", "INFO", "BYE", "INVITE", "UPDATE"]
+        .iter()
+        .enumerate()
+    {
+        let seq = 10 + u32::try_from(i).unwrap();
+        ep.handle_input(
+            t0,
+            src,
+            &far_request(&inv, m, seq, "Require: Timer, foo\r\nRequire: 100rel\r\n"),
+        );
+        let (_, r) = sent(&mut ep).remove(0);
+        assert_eq!(code(&r), 420, "{m}");
+        assert_eq!(h(&r, HeaderName::Unsupported), "foo, 100rel", "{m}");
+        assert!(events(&mut ep).is_empty(), "{m}");
+    }
+    ep.handle_input(
+        t0,
+        src,
+        &far_request(&inv, "UPDATE", 20, "Require: TIMER\r\n"),
+    );
+    assert!(sent(&mut ep).is_empty());
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Request { call: c, .. } if *c == call)));
+    // Outside any dialog too: an INVITE requiring 100rel is not offered to the UAS.
+    let mut uas = Endpoint::new(cfg(true));
+    let inv = "INVITE sip:+336@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKr1\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: <sip:+336@10.0.0.1>\r\nCall-ID: req-1\r\nCSeq: 1 INVITE\r\nRequire: 100rel\r\nContact: <sip:c@10.0.0.5:5070>\r\nContent-Length: 0\r\n\r\n";
+    uas.handle_input(t0, a("10.0.0.5:5070"), inv.as_bytes());
+    let (_, r) = sent(&mut uas).remove(0);
+    assert_eq!(code(&r), 420);
+    assert_eq!(h(&r, HeaderName::Unsupported), "100rel");
+    assert!(h(&r, HeaderName::To).contains(";tag="));
+    assert!(events(&mut uas).is_empty());
+}
+
+/// §13.3.1.4: our 2xx to an INVITE is retransmitted, T1 doubling to T2, until its ACK "even
+/// if the transport at the UAS is reliable" (over TCP: a UDP hop behind the far end may have
+/// lost it) — and given up at 64·T1 with [`Event::NoAck`].
+#[test]
+fn over_tcp_our_2xx_is_retransmitted_until_the_ack_too() {
+    let mut ep = tcp_endpoint(true);
+    let t0 = Instant::now();
+    let caller = a("10.0.0.5:5070");
+    let invite = |call_id: &str| {
+        format!("INVITE sip:+336@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5070;branch=z9hG4bK{call_id}\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: <sip:+336@10.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.5:5070;transport=tcp>\r\nContent-Length: 0\r\n\r\n")
+    };
+    // The first ACKed after two retransmissions.
+    ep.handle_input(t0, caller, invite("tcp-1").as_bytes());
+    let Some(Event::Incoming { server, call, .. }) = ep.poll_event() else {
+        panic!("no Incoming")
+    };
+    ep.respond(t0, server, 200, &[], None, Vec::new()).unwrap();
+    let ok = sent(&mut ep).remove(0).1;
+    let mut at = Vec::new();
+    while let Some(due) = ep.poll_timeout() {
+        if due > t0 + Duration::from_millis(2000) {
+            break;
+        }
+        ep.handle_timeout(due);
+        for (dest, m) in sent(&mut ep) {
+            assert_eq!(dest, caller);
+            assert_eq!(code(&m), 200);
+            at.push((due - t0).as_millis());
+        }
+    }
+    assert_eq!(at, [500, 1500]);
+    let ack = format!("ACK sip:10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5070;branch=z9hG4bKack\r\nFrom: <sip:c@10.0.0.5>;tag=c1\r\nTo: {}\r\nCall-ID: tcp-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n", h(&ok, HeaderName::To));
+    ep.handle_input(t0 + Duration::from_millis(1600), caller, ack.as_bytes());
+    assert!(matches!(ep.poll_event(), Some(Event::Acked { call: c, .. }) if c == call));
+    ep.handle_timeout(t0 + Duration::from_millis(3500));
+    assert!(sent(&mut ep).is_empty(), "no retransmission after the ACK");
+    // The second never ACKed: re-sent up to T2 apart, then NoAck at 64·T1.
+    let t1 = t0 + Duration::from_secs(10);
+    ep.handle_input(t1, caller, invite("tcp-2").as_bytes());
+    let Some(Event::Incoming { server, call, .. }) = ep.poll_event() else {
+        panic!("no Incoming")
+    };
+    ep.respond(t1, server, 200, &[], None, Vec::new()).unwrap();
+    let _ = sent(&mut ep);
+    let mut n = 0;
+    let mut no_ack = false;
+    while let Some(due) = ep.poll_timeout() {
+        if due > t1 + Duration::from_secs(40) {
+            break;
+        }
+        ep.handle_timeout(due);
+        n += sent(&mut ep).len();
+        no_ack |= events(&mut ep)
+            .iter()
+            .any(|e| matches!(e, Event::NoAck { call: c } if *c == call));
+        if no_ack {
+            assert_eq!(due - t1, Duration::from_secs(32));
+            break;
+        }
+    }
+    assert!(no_ack);
+    // 0.5, 1.5, 3.5, 7.5, then every 4 s to 31.5.
+    assert_eq!(n, 4 + 6);
+}
+
+/// §9.1: a CANCEL answered 200 but the INVITE never answered (no 487): 64·T1 after the
+/// CANCEL the INVITE's transaction is destroyed, the caller told (as for timer B) and the
+/// call forgotten — not kept forever (timer B stopped at the provisional).
+#[test]
+fn an_invite_never_answered_after_our_cancel_is_given_up_at_64_t1() {
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 180, Some("t"), ""));
+    let t1 = t0 + Duration::from_secs(3);
+    ep.cancel(t1, call);
+    let cancel = sent(&mut ep).remove(0).1;
+    assert_eq!(req(&cancel).method, Method::Cancel);
+    ep.handle_input(t1, a(TRUNK), &response(&cancel, 200, Some("t"), ""));
+    let _ = events(&mut ep);
+    let mut failed_at = None;
+    while let Some(due) = ep.poll_timeout() {
+        if due > t1 + Duration::from_secs(60) {
+            break;
+        }
+        ep.handle_timeout(due);
+        for e in events(&mut ep) {
+            match e {
+                Event::InviteFailed {
+                    call: c,
+                    timeout: true,
+                } if c == call => {
+                    failed_at = Some(due - t1);
+                }
+                Event::Terminated { call: c } if c == call => {
+                    assert!(failed_at.is_some(), "told before it is forgotten");
+                }
+                _ => {}
+            }
+        }
+    }
+    let at = failed_at.expect("the INVITE given up");
+    assert!(
+        at >= Duration::from_secs(32) && at <= Duration::from_secs(32) + CLEANUP_GRID,
+        "{at:?}"
+    );
+    assert_eq!(ep.calls(), 0);
+    assert_eq!(ep.transactions(), (0, 0));
+    // What is left (the memory of the call for a late 2xx, §13.2.2.4) goes within 64·T1.
+    let end = t1 + Duration::from_secs(100);
+    while let Some(due) = ep.poll_timeout().filter(|d| *d <= end) {
+        ep.handle_timeout(due);
+    }
+    assert!(ep.poll_timeout().is_none(), "nothing left armed");
+}
+
+/// A request from 10.0.0.7 (its Via's sent-by port 5060, rport asked) with `line` as its
+/// request line and `extra` headers.
+fn raw_request(line: &str, method: &str, extra: &str) -> Vec<u8> {
+    format!("{line}\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKbad;rport\r\nFrom: <sip:a@10.0.0.7>;tag=1\r\nTo: <sip:x@10.0.0.1>\r\nCall-ID: bad-1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}").into_bytes()
+}
+
+/// §18.3, RFC 4475 §3.1.2, §8.2.6.2, RFC 3581 §4: a request that does not parse but whose
+/// request line and Via can be read gets 400 (a Request-URI in `<>` or with whitespace,
+/// extra spaces in the request line, a Content-Length past the datagram's end), and so do
+/// the requests refused statelessly (416, 505): each with a To tag, its Via stamped with
+/// `received` and `rport`, sent to the source port. A malformed ACK or response: nothing.
+#[test]
+fn malformed_requests_get_a_stateless_400_with_to_tag_and_rport() {
+    let mut ep = Endpoint::new(cfg(false));
+    let t0 = Instant::now();
+    let src = a("10.0.0.7:40000");
+    let cases: [(Vec<u8>, u16); 6] = [
+        (
+            raw_request(
+                "INVITE <sip:x@10.0.0.1> SIP/2.0",
+                "INVITE",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            raw_request(
+                "OPTIONS sip:x@10.0.0.1;lr=a b SIP/2.0",
+                "OPTIONS",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            raw_request(
+                "OPTIONS  sip:x@10.0.0.1  SIP/2.0",
+                "OPTIONS",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            raw_request(
+                "INFO sip:x@10.0.0.1 SIP/2.0",
+                "INFO",
+                "Content-Length: 900\r\n\r\nshort",
+            ),
+            400,
+        ),
+        (
+            raw_request(
+                "OPTIONS http://10.0.0.1/ SIP/2.0",
+                "OPTIONS",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            416,
+        ),
+        (
+            raw_request(
+                "OPTIONS sip:x@10.0.0.1 SIP/7.0",
+                "OPTIONS",
+                "Content-Length: 0\r\n\r\n",
+            ),
+            505,
+        ),
+    ];
+    for (bytes, expected) in cases {
+        let what = String::from_utf8_lossy(&bytes[..40]).into_owned();
+        ep.handle_input(t0, src, &bytes);
+        let out = sent(&mut ep);
+        assert_eq!(out.len(), 1, "{what}: {out:?}");
+        let (dest, r) = &out[0];
+        assert_eq!(code(r), expected, "{what}");
+        assert_eq!(*dest, src, "{what}: rport: to the source port");
+        let via = h(r, HeaderName::Via);
+        assert!(
+            via.contains("rport=40000") && via.contains("received=10.0.0.7"),
+            "{what}: {via}"
+        );
+        assert!(h(r, HeaderName::To).contains(";tag="), "{what}");
+        assert_eq!(h(r, HeaderName::CallId), "bad-1", "{what}");
+        assert!(events(&mut ep).is_empty());
+    }
+    // Nothing to answer: a malformed ACK, a malformed response, a request without a Via.
+    let ack = raw_request(
+        "ACK <sip:x@10.0.0.1> SIP/2.0",
+        "ACK",
+        "Content-Length: 0\r\n\r\n",
+    );
+    let resp = b"SIP/2.0 200  OK OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\nContent-Length: 9\r\n\r\n";
+    let no_via = b"OPTIONS <sip:x@10.0.0.1> SIP/2.0\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@c>\r\nCall-ID: q\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    for bytes in [&ack[..], &resp[..], &no_via[..]] {
+        ep.handle_input(t0, src, bytes);
+        assert!(
+            sent(&mut ep).is_empty(),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+/// §21.5.2 vs §8.2.1: a method we do not recognise gets 501, in a dialog or outside; a known
+/// one we do not implement (MESSAGE, SUBSCRIBE) 405 with Allow.
+#[test]
+fn an_unrecognised_method_gets_501_a_known_unimplemented_one_405() {
+    let (mut ep, t0, _, inv) = established();
+    ep.handle_input(t0, a(TRUNK), &far_request(&inv, "FROBNICATE", 5, ""));
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 501);
+    ep.handle_input(t0, a(TRUNK), &far_request(&inv, "MESSAGE", 6, ""));
+    let (_, r) = sent(&mut ep).remove(0);
+    assert_eq!(code(&r), 405);
+    assert!(h(&r, HeaderName::Allow).contains("INVITE"));
+    let out = b"FROBNICATE sip:x@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKfrob\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@10.0.0.1>\r\nCall-ID: frob\r\nCSeq: 1 FROBNICATE\r\nContent-Length: 0\r\n\r\n";
+    ep.handle_input(t0, a("10.0.0.7:5060"), out);
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 501);
+}
+
+/// What a late 2xx got: the methods sent, in order, and where.
+fn methods(out: &[(SocketAddr, Message)]) -> Vec<(Method, SocketAddr)> {
+    out.iter()
+        .map(|(d, m)| (req(m).method.clone(), *d))
+        .collect()
+}
+
+/// §13.2.2.4: a 2xx to our INVITE whose call is over — another fork's after our non-2xx
+/// final, one after timer B, another fork's after the answered call was forgotten — is
+/// ACKed and sent a BYE (to its Contact); its retransmission is ACKed again, not BYEd twice.
+#[test]
+fn a_late_2xx_after_the_call_is_over_is_acked_and_byed() {
+    let contact = "Contact: <sip:late@10.0.0.9:5070>\r\n";
+    let late = a("10.0.0.9:5070");
+    let check = |ep: &mut Endpoint, t: Instant, inv: &Message, tag: &str| {
+        let ok = response(inv, 200, Some(tag), contact);
+        ep.handle_input(t, a(TRUNK), &ok);
+        let out = sent(ep);
+        assert_eq!(
+            methods(&out),
+            [(Method::Ack, late), (Method::Bye, late)],
+            "{tag}"
+        );
+        let bye = out[1].1.clone();
+        assert!(h(&bye, HeaderName::To).ends_with(&format!(";tag={tag}")));
+        assert_eq!(h(&bye, HeaderName::From), h(inv, HeaderName::From));
+        // The 2xx again: its ACK again, no second BYE.
+        ep.handle_input(t, a(TRUNK), &ok);
+        assert_eq!(methods(&sent(ep)), [(Method::Ack, late)], "{tag}");
+        // The BYE answered: nothing is left of it but its timer K.
+        ep.handle_input(t, late, &response(&bye, 200, None, ""));
+        assert_eq!(ep.calls(), 0);
+        assert_eq!(ep.background(), 0);
+    };
+    // After our non-2xx final (486 from one fork, then another fork's 200).
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 486, Some("busy"), ""));
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Rejected { call: c, .. } if *c == call)));
+    check(&mut ep, t0 + Duration::from_secs(1), &inv, "fork2");
+    // After timer B.
+    let (mut ep, t0, _, inv) = start(None);
+    let t = t0 + Duration::from_secs(33);
+    while ep.poll_timeout().is_some_and(|d| d <= t) {
+        ep.handle_timeout(t);
+    }
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::InviteFailed { timeout: true, .. })));
+    check(&mut ep, t, &inv, "slow");
+    // Another fork's 2xx after the answered call ended and was forgotten.
+    let (mut ep, t0, call, inv) = established();
+    ep.bye(t0, call, &[]).unwrap();
+    let bye = sent(&mut ep).remove(0).1;
+    ep.handle_input(t0, a(TRUNK), &response(&bye, 200, None, ""));
+    assert_eq!(ep.calls(), 0);
+    check(&mut ep, t0 + Duration::from_secs(2), &inv, "other");
+}
+
+/// Over TCP a message framed but malformed (`wire::Framer` hands it out) is answered 400 on
+/// its connection (the source address, §18.2.2), with a To tag.
+#[test]
+fn over_tcp_a_framed_malformed_request_gets_400_on_its_connection() {
+    let mut ep = tcp_endpoint(false);
+    let t0 = Instant::now();
+    let conn = a("10.0.0.7:43210");
+    let bad = raw_request(
+        "INVITE <sip:x@10.0.0.1> SIP/2.0",
+        "INVITE",
+        "Content-Length: 0\r\n\r\n",
+    );
+    let mut f = wire::Framer::new();
+    let framed = f.push(&bad).unwrap();
+    let [wire::Framed::Malformed(bytes)] = &framed[..] else {
+        panic!("{framed:?}")
+    };
+    ep.handle_input(t0, conn, bytes);
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, conn);
+    assert_eq!(code(&out[0].1), 400);
+    assert!(h(&out[0].1, HeaderName::To).contains(";tag="));
+}
+
+/// RFC 3261 §13.2.2.4 after a failure: one fork rejects (486, ACKed by the transaction with
+/// its To tag), then another answers 200: that 2xx is ACKed (a new branch, its own To tag,
+/// to its Contact) and its dialog sent a BYE; a retransmission of it gets the same ACK and no
+/// second BYE; the caller hears of the rejection only, and the call is forgotten once the
+/// BYE is answered and timer D is over.
+#[test]
+fn a_forks_2xx_after_our_non_2xx_final_is_acked_and_byed() {
+    let (mut ep, t0, call, inv) = start(None);
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 486, Some("f1"), ""));
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1);
+    assert!(
+        req(&out[0].1).method == Method::Ack && h(&out[0].1, HeaderName::To).ends_with("tag=f1")
+    );
+    let ok = response(
+        &inv,
+        200,
+        Some("f2"),
+        "Contact: <sip:two@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let (ack_dest, ack) = &out[0];
+    assert_eq!(req(ack).method, Method::Ack);
+    assert_eq!(*ack_dest, a("10.0.0.3:5062"));
+    assert!(h(ack, HeaderName::To).ends_with("tag=f2"));
+    assert_eq!(h(ack, HeaderName::CSeq), "1 ACK");
+    assert_ne!(h(ack, HeaderName::Via), h(&inv, HeaderName::Via));
+    let bye = &out[1].1;
+    assert_eq!(req(bye).method, Method::Bye);
+    assert_eq!(req(bye).uri.to_string(), "sip:two@10.0.0.3:5062");
+    assert!(h(bye, HeaderName::To).ends_with("tag=f2"));
+    assert_eq!(h(bye, HeaderName::From), h(&inv, HeaderName::From));
+    // The 2xx again: the same ACK, nothing else.
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let again = sent(&mut ep);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(h(&again[0].1, HeaderName::Via), h(ack, HeaderName::Via));
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Rejected { call: c, response, .. } if *c == call && response.status.code() == 486)),
+        "{ev:?}"
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::Answered { .. })),
+        "{ev:?}"
+    );
+    ep.handle_input(t0, a(TRUNK), &response(bye, 200, None, ""));
+    let t = t0 + Duration::from_secs(40);
+    while ep.poll_timeout().is_some_and(|d| d <= t) {
+        ep.handle_timeout(t);
+    }
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Terminated { call: c } if *c == call)));
+    assert_eq!(ep.calls(), 0);
 }
 
 /// The requests the endpoint writes straight into its buffer (no `Request` built) are what
