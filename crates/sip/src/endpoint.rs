@@ -426,12 +426,12 @@ fn write_via(out: &mut Vec<u8>, prefix: &[u8], n: u64) {
     out.extend_from_slice(b";rport\r\n");
 }
 
-/// The INVITE of `c` as [`OutInvite`] says (RFC 3261 §8.1.1): Request-URI, our Via,
-/// Max-Forwards, From (our tag), To (no tag), Call-ID, CSeq, Contact, credentials, the
-/// other headers, Content-Length and the body — into `out` (cleared first).
-fn write_invite(out: &mut Vec<u8>, via: &[u8], c: &Call, inv: &OutInvite) {
+/// What the INVITE and its CANCEL share, into `out` (cleared first): the request line
+/// (`method` with its trailing space) with the INVITE's Request-URI, our Via with the INVITE's
+/// branch, Max-Forwards, From, To (no tag) and Call-ID (no line end after it).
+fn write_invite_head(out: &mut Vec<u8>, method: &[u8], via: &[u8], c: &Call, inv: &OutInvite) {
     out.clear();
-    out.extend_from_slice(b"INVITE ");
+    out.extend_from_slice(method);
     inv.uri.write_to(out);
     out.extend_from_slice(b" SIP/2.0\r\n");
     write_via(out, via, inv.branch);
@@ -441,6 +441,13 @@ fn write_invite(out: &mut Vec<u8>, via: &[u8], c: &Call, inv: &OutInvite) {
     out.extend_from_slice(c.remote_uri.as_bytes());
     out.extend_from_slice(b">\r\nCall-ID: ");
     out.extend_from_slice(c.call_id.as_bytes());
+}
+
+/// The INVITE of `c` as [`OutInvite`] says (RFC 3261 §8.1.1): Request-URI, our Via,
+/// Max-Forwards, From (our tag), To (no tag), Call-ID, CSeq, Contact, credentials, the
+/// other headers, Content-Length and the body — into `out` (cleared first).
+fn write_invite(out: &mut Vec<u8>, via: &[u8], c: &Call, inv: &OutInvite) {
+    write_invite_head(out, b"INVITE ", via, c, inv);
     // Writing into a vector cannot fail.
     let _ = write!(out, "\r\nCSeq: {} INVITE\r\nContact: ", inv.seq);
     out.extend_from_slice(&c.contact_header);
@@ -457,17 +464,7 @@ fn write_invite(out: &mut Vec<u8>, via: &[u8], c: &Call, inv: &OutInvite) {
 /// The CANCEL of that INVITE (§9.1): its Request-URI, top Via (same branch), From, To,
 /// Call-ID, CSeq number and Route headers; nothing else.
 fn write_cancel(out: &mut Vec<u8>, via: &[u8], c: &Call, inv: &OutInvite) {
-    out.clear();
-    out.extend_from_slice(b"CANCEL ");
-    inv.uri.write_to(out);
-    out.extend_from_slice(b" SIP/2.0\r\n");
-    write_via(out, via, inv.branch);
-    out.extend_from_slice(b"Max-Forwards: 70\r\nFrom: ");
-    out.extend_from_slice(&c.local);
-    out.extend_from_slice(b"\r\nTo: <");
-    out.extend_from_slice(c.remote_uri.as_bytes());
-    out.extend_from_slice(b">\r\nCall-ID: ");
-    out.extend_from_slice(c.call_id.as_bytes());
+    write_invite_head(out, b"CANCEL ", via, c, inv);
     let _ = write!(out, "\r\nCSeq: {} CANCEL\r\n", inv.seq);
     out.extend_from_slice(&inv.routes);
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
