@@ -602,10 +602,18 @@ struct Ended {
     destination: SocketAddr,
     /// The CSeq number of our last INVITE: a 2xx to it, or an earlier one of the call's.
     invite_seq: u32,
+    /// That INVITE's `Authorization`/`Proxy-Authorization` headers: the ACK of a late 2xx
+    /// carries them (§13.2.2.4: the same credentials as the INVITE).
+    creds: Vec<Header>,
 }
 
 /// At most this many forgotten calls are remembered ([`Ended`]); past it the oldest go.
 const MAX_ENDED: usize = 1 << 16;
+
+/// At most this many 2xx (forks, by To tag) of one INVITE are ACKed and kept: past it a
+/// further fork's 2xx is dropped (logged), so a misbehaving forking proxy or a forged 2xx per
+/// To tag cannot grow a call's memory without bound. Real forking stays far below it.
+const MAX_FORK_ACKS: usize = 8;
 
 fn hex_id() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -1657,6 +1665,11 @@ impl Endpoint {
             // Not to our INVITE (a re-INVITE's, whose transaction is over): nothing to do.
             return;
         }
+        if e.acks.len() >= MAX_FORK_ACKS {
+            tracing::info!(call_id = %key.0, "a late 2xx past the forks kept for a call: dropped");
+            return;
+        }
+        let creds = e.creds.clone();
         // A dialog the call never had: rebuilt for the time of its ACK and BYE (the BYE's
         // transaction belongs to no call), its ACK kept for the 2xx's retransmissions.
         self.next_id += 1;
@@ -1701,7 +1714,7 @@ impl Endpoint {
             "a 2xx to an INVITE whose call is over: ACKed and sent a BYE (RFC 3261 §13.2.2.4)"
         );
         self.calls.insert(tmp, c);
-        self.fork_bye(now, tmp, seq, &r);
+        self.fork_bye(now, tmp, seq, &r, Some(&creds));
         if let Some(c) = self.calls.remove(&tmp) {
             if let Some(e) = self.ended.get_mut(&key) {
                 e.acks.extend(c.acks);
@@ -1938,6 +1951,7 @@ impl Endpoint {
                         contact_header: c.contact_header,
                         destination: c.destination,
                         invite_seq,
+                        creds: c.invite.map(|i| i.creds).unwrap_or_default(),
                     };
                     self.ended.insert(key.clone(), e);
                     self.ended_order.push_back((until, key));
@@ -2367,7 +2381,11 @@ impl Endpoint {
         }
         if c.confirmed || c.closed {
             // Another fork answered too (or we gave the call up): ACK it, then BYE it.
-            self.fork_bye(now, call, seq, &r);
+            if c.acks.len() >= MAX_FORK_ACKS {
+                tracing::info!("a 2xx past the forks kept for a call: dropped");
+                return;
+            }
+            self.fork_bye(now, call, seq, &r, None);
             return;
         }
         c.confirmed = true;
@@ -2489,7 +2507,17 @@ impl Endpoint {
     }
 
     /// A 2xx from a fork that lost: a short-lived dialog from that response, ACKed and BYEd.
-    fn fork_bye(&mut self, now: Instant, call: CallRef, seq: u32, r: &Response) {
+    ///
+    /// `creds`: the ACK's credentials when the call no longer holds its INVITE (see
+    /// [`Endpoint::send_ack`]).
+    fn fork_bye(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        seq: u32,
+        r: &Response,
+        creds: Option<&[Header]>,
+    ) {
         let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
             return;
         };
@@ -2509,7 +2537,7 @@ impl Endpoint {
         c.route_set = rr;
         c.remote_target = wire::contact_uri(&r.headers);
         c.local_cseq = seq;
-        self.send_ack(now, call, seq, Some(to_tag), None);
+        self.send_ack(now, call, seq, Some(to_tag), creds);
         let bye = self.in_dialog(call, Method::Bye, &[], None, Vec::new());
         if let Some(c) = self.calls.get_mut(&call) {
             c.remote_tag = saved.0;

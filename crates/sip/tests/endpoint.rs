@@ -1906,6 +1906,65 @@ fn a_late_2xx_after_the_call_is_over_is_acked_and_byed() {
     check(&mut ep, t0 + Duration::from_secs(2), &inv, "other");
 }
 
+/// A late 2xx to a challenged INVITE whose call is over: its ACK carries the INVITE's
+/// credentials (§13.2.2.4), as the live call's ACK does.
+#[test]
+fn a_late_2xx_to_a_challenged_invite_is_acked_with_its_credentials() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let pa = "Proxy-Authenticate: Digest realm=\"trunk\", nonce=\"n1\"\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 407, Some("t"), pa));
+    let inv2 = sent(&mut ep).remove(1).1;
+    let creds = h(&inv2, HeaderName::ProxyAuthorization);
+    assert!(creds.starts_with("Digest "), "{creds}");
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 486, Some("busy"), ""));
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Rejected { call: c, .. } if *c == call)));
+    // The call kept for timer D, then forgotten: the late fork's 2xx after both.
+    for t in [t0 + Duration::from_secs(1), t0 + Duration::from_secs(40)] {
+        let t_end = t;
+        while ep.poll_timeout().is_some_and(|d| d <= t_end) {
+            ep.handle_timeout(t_end);
+        }
+        let _ = sent(&mut ep);
+        let tag = format!("late{}", t.duration_since(t0).as_secs());
+        let ok = response(
+            &inv2,
+            200,
+            Some(&tag),
+            "Contact: <sip:late@10.0.0.9:5070>\r\n",
+        );
+        ep.handle_input(t, a(TRUNK), &ok);
+        let out = sent(&mut ep);
+        assert_eq!(req(&out[0].1).method, Method::Ack, "{tag}");
+        assert_eq!(h(&out[0].1, HeaderName::ProxyAuthorization), creds, "{tag}");
+    }
+}
+
+/// Past [`MAX_FORK_ACKS`](8) 2xx of one INVITE (each a new To tag), a further one is dropped:
+/// no ACK, no BYE, nothing kept — a forged 2xx per To tag cannot grow a call without bound.
+#[test]
+fn forks_past_eight_are_not_acked_or_kept() {
+    let (mut ep, t0, _call, inv) = established();
+    // The winner's ACK is the first kept; seven more forks are ACKed and BYEd.
+    for i in 0..7 {
+        let tag = format!("fork{i}");
+        let ok = response(&inv, 200, Some(&tag), "Contact: <sip:f@10.0.0.9:5070>\r\n");
+        ep.handle_input(t0, a(TRUNK), &ok);
+        let out = sent(&mut ep);
+        assert_eq!(out.len(), 2, "{tag}: ACK and BYE");
+    }
+    let ok = response(
+        &inv,
+        200,
+        Some("fork7"),
+        "Contact: <sip:f@10.0.0.9:5070>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    assert!(sent(&mut ep).is_empty(), "the ninth 2xx is dropped");
+}
+
 /// Over TCP a message framed but malformed (`wire::Framer` hands it out) is answered 400 on
 /// its connection (the source address, §18.2.2), with a To tag.
 #[test]
