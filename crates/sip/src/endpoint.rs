@@ -360,6 +360,56 @@ struct Call {
     invites_open: u32,
 }
 
+impl Call {
+    /// A call leg with its identity and where it sends, every piece of dialog and
+    /// transaction state empty (the three places that make one set what differs).
+    fn with_identity(
+        role: Role,
+        call_id: String,
+        local_tag: String,
+        local: Bytes,
+        remote_uri: String,
+        contact_header: Bytes,
+        destination: SocketAddr,
+    ) -> Call {
+        Call {
+            role,
+            call_id,
+            local_tag,
+            local,
+            remote_uri,
+            remote_tag: None,
+            local_cseq: 1,
+            remote_cseq: Vec::new(),
+            route_set: Vec::new(),
+            remote_target: None,
+            contact: String::new(),
+            contact_header,
+            destination,
+            credentials: None,
+            invite: None,
+            invite_tx: None,
+            provisional: false,
+            cancel_wanted: false,
+            cancel_sent: false,
+            credentials_sent: false,
+            confirmed: false,
+            invite_done: false,
+            acks: Vec::new(),
+            answered_at: None,
+            pending_2xx: None,
+            offer_out: None,
+            offer_in: false,
+            uas_invite: None,
+            closed: false,
+            open: 0,
+            alternates: VecDeque::new(),
+            rang: false,
+            invites_open: 0,
+        }
+    }
+}
+
 /// Our INVITE as last sent, kept as what it is written from ([`write_invite`]) — the call's
 /// From, To, Call-ID and Contact complete it — rather than as a parsed `Request`: the INVITE,
 /// its CANCEL (§9.1), its re-sends with credentials (§22.2) or to another server (RFC 3263)
@@ -872,39 +922,18 @@ impl Endpoint {
         };
         let call = CallRef(self.id());
         let c = Call {
-            role: Role::Uac,
-            call_id: inv.call_id.clone(),
-            local_tag: local_tag.clone(),
-            local,
-            remote_uri: inv.to,
-            remote_tag: None,
-            local_cseq: 1,
-            remote_cseq: Vec::new(),
-            route_set: Vec::new(),
-            remote_target: None,
             contact: inv.contact,
-            contact_header,
-            destination: inv.destination,
             credentials: inv.credentials,
-            invite: None,
-            invite_tx: None,
-            provisional: false,
-            cancel_wanted: false,
-            cancel_sent: false,
-            credentials_sent: false,
-            confirmed: false,
-            invite_done: false,
-            acks: Vec::new(),
-            answered_at: None,
-            pending_2xx: None,
-            offer_out: None,
-            offer_in: false,
-            uas_invite: None,
-            closed: false,
-            open: 0,
             alternates: inv.alternates.into(),
-            rang: false,
-            invites_open: 0,
+            ..Call::with_identity(
+                Role::Uac,
+                inv.call_id.clone(),
+                local_tag.clone(),
+                local,
+                inv.to,
+                contact_header,
+                inv.destination,
+            )
         };
         write_invite(&mut self.scratch, &self.via_prefix, &c, &out_invite);
         let out = Outgoing {
@@ -1675,39 +1704,18 @@ impl Endpoint {
         self.next_id += 1;
         let tmp = CallRef(self.next_id);
         let c = Call {
-            role: Role::Uac,
-            call_id: key.0.clone(),
-            local_tag: key.1.clone(),
-            local: e.local.clone(),
-            remote_uri: e.remote_uri.clone(),
-            remote_tag: None,
             local_cseq: e.invite_seq,
-            remote_cseq: Vec::new(),
-            route_set: Vec::new(),
-            remote_target: None,
-            contact: String::new(),
-            contact_header: e.contact_header.clone(),
-            destination: e.destination,
-            credentials: None,
-            invite: None,
-            invite_tx: None,
-            provisional: false,
-            cancel_wanted: false,
-            cancel_sent: false,
-            credentials_sent: false,
-            confirmed: false,
             invite_done: true,
-            acks: Vec::new(),
-            answered_at: None,
-            pending_2xx: None,
-            offer_out: None,
-            offer_in: false,
-            uas_invite: None,
             closed: true,
-            open: 0,
-            alternates: VecDeque::new(),
-            rang: false,
-            invites_open: 0,
+            ..Call::with_identity(
+                Role::Uac,
+                key.0.clone(),
+                key.1.clone(),
+                e.local.clone(),
+                e.remote_uri.clone(),
+                e.contact_header.clone(),
+                e.destination,
+            )
         };
         tracing::info!(
             call_id = %key.0,
@@ -2729,14 +2737,11 @@ impl Endpoint {
         let call = CallRef(self.id());
         let server = ServerRef(self.id());
         let contact = format!("sip:{}", self.cfg.local);
+        let contact_header = Bytes::from(format!("<{contact}>"));
         self.calls.insert(
             call,
             Call {
-                role: Role::Uas,
-                call_id: call_id.clone(),
-                local_tag: local_tag.clone(),
-                local: Bytes::from(format!("<{to}>;tag={local_tag}")),
-                remote_uri: from,
+                contact,
                 remote_cseq: wire::cseq(&req.headers)
                     .map(|(n, _)| (remote_tag.clone(), n))
                     .into_iter()
@@ -2745,29 +2750,18 @@ impl Endpoint {
                 local_cseq: rand::random::<u16>().into(),
                 route_set: wire::record_routes(&req.headers),
                 remote_target: wire::contact_uri(&req.headers),
-                contact_header: Bytes::from(format!("<{contact}>")),
-                contact,
-                destination: dest,
-                credentials: None,
-                invite: None,
-                invite_tx: None,
-                provisional: false,
-                cancel_wanted: false,
-                cancel_sent: false,
-                credentials_sent: false,
-                confirmed: false,
                 invite_done: true,
-                acks: Vec::new(),
-                answered_at: None,
-                pending_2xx: None,
-                offer_out: None,
-                offer_in: false,
                 uas_invite: Some((key.clone(), server)),
-                closed: false,
                 open: 1,
-                alternates: VecDeque::new(),
-                rang: false,
-                invites_open: 0,
+                ..Call::with_identity(
+                    Role::Uas,
+                    call_id.clone(),
+                    local_tag.clone(),
+                    Bytes::from(format!("<{to}>;tag={local_tag}")),
+                    from,
+                    contact_header,
+                    dest,
+                )
             },
         );
         self.dialogs.insert((call_id, local_tag), call);
