@@ -335,8 +335,12 @@ struct Call {
     confirmed: bool,
     /// The final response to our INVITE came (or it failed).
     invite_done: bool,
-    /// UAC: the ACK of each 2xx answered, by To tag (resent on a retransmitted 2xx).
+    /// UAC: the ACK of each 2xx answered, by To tag and CSeq (resent on a retransmitted 2xx).
     acks: Vec<Ack>,
+    /// UAC: the CSeq number and credentials of each INVITE of the call sent before the one
+    /// in `invite` (answered with credentials, or failed over): a 2xx to one of them is still
+    /// ACKed, with its credentials (§13.2.2.4, §22.1). Empty unless the INVITE was re-sent.
+    earlier: Vec<(u32, Vec<Header>)>,
     /// UAC: when the first 2xx came (RFC 6026's Accepted state lasts 64·T1 from it).
     answered_at: Option<Instant>,
     /// Requests we sent in the dialog, awaiting an answer: their CSeq numbers (re-INVITE's ACK).
@@ -396,6 +400,7 @@ impl Call {
             confirmed: false,
             invite_done: false,
             acks: Vec::new(),
+            earlier: Vec::new(),
             answered_at: None,
             pending_2xx: None,
             offer_out: None,
@@ -636,8 +641,9 @@ const _: () = {
     }
 };
 
-/// The ACK of one 2xx to our INVITE: the 2xx's To tag, the ACK's bytes, where it went.
-type Ack = (String, Bytes, SocketAddr);
+/// The ACK of one 2xx to our INVITE: the 2xx's To tag and CSeq number (a 2xx to an earlier
+/// INVITE of the call may bear the same To tag), the ACK's bytes, where it went.
+type Ack = (String, u32, Bytes, SocketAddr);
 
 /// What is kept of a UAC call once forgotten, for 64·T1 ([`Endpoint::stray_response`]): the
 /// ACK of each 2xx it had (sent again to a retransmission), and what a request in a new
@@ -655,6 +661,8 @@ struct Ended {
     /// That INVITE's `Authorization`/`Proxy-Authorization` headers: the ACK of a late 2xx
     /// carries them (§13.2.2.4: the same credentials as the INVITE).
     creds: Vec<Header>,
+    /// The call's earlier INVITEs' CSeq numbers and credentials ([`Call::earlier`]).
+    earlier: Vec<(u32, Vec<Header>)>,
 }
 
 /// At most this many forgotten calls are remembered ([`Ended`]); past it the oldest go.
@@ -1666,16 +1674,28 @@ impl Endpoint {
         };
         let key = (call_id, tag);
         if let Some(&call) = self.dialogs.get(&key) {
-            // Only a 2xx to the INVITE that set the dialog up, or that failed (not to a
+            let Some(c) = self.calls.get(&call).filter(|c| c.role == Role::Uac) else {
+                return;
+            };
+            // A 2xx to the INVITE that set the dialog up, or that failed (not to a
             // re-INVITE of ours, whose own transaction takes its 2xx).
-            let invite_seq = self
-                .calls
-                .get(&call)
-                .filter(|c| c.role == Role::Uac && (c.confirmed || c.invite_done))
-                .and_then(|c| c.invite.as_ref())
-                .map(|i| i.seq);
-            if invite_seq == Some(seq) {
-                self.invite_2xx(now, call, r);
+            if c.invite.as_ref().map(|i| i.seq) == Some(seq) {
+                if c.confirmed || c.invite_done {
+                    self.invite_2xx(now, call, r);
+                }
+                return;
+            }
+            // A 2xx to an earlier INVITE of the call (re-sent with credentials or to another
+            // server): ACKed now with that INVITE's credentials, and its dialog — unless it
+            // is the call's own — sent a BYE (§13.2.2.4, §17.1.1.3, RFC 6026), not left to
+            // the far end's retransmissions until the call is forgotten.
+            if let Some(creds) = c
+                .earlier
+                .iter()
+                .find(|(s, _)| *s == seq)
+                .map(|(_, h)| h.clone())
+            {
+                self.earlier_2xx(now, call, seq, &r, &creds);
             }
             return;
         }
@@ -1683,22 +1703,27 @@ impl Endpoint {
         let Some(e) = self.ended.get(&key) else {
             return;
         };
-        if let Some((_, ack, dest)) = e.acks.iter().find(|(t, _, _)| *t == to_tag) {
+        if let Some((.., ack, dest)) = e.acks.iter().find(|(t, s, ..)| *t == to_tag && *s == seq) {
             self.transmits.push_back(Transmit {
                 destination: *dest,
                 payload: ack.clone(),
             });
             return;
         }
-        if seq > e.invite_seq {
-            // Not to our INVITE (a re-INVITE's, whose transaction is over): nothing to do.
-            return;
-        }
+        // Only a 2xx to one of the call's INVITEs (not a re-INVITE's, whose transaction is
+        // over): ACKed with that INVITE's credentials.
+        let creds = if seq == e.invite_seq {
+            e.creds.clone()
+        } else {
+            match e.earlier.iter().find(|(s, _)| *s == seq) {
+                Some((_, h)) => h.clone(),
+                None => return,
+            }
+        };
         if e.acks.len() >= MAX_FORK_ACKS {
             tracing::info!(call_id = %key.0, "a late 2xx past the forks kept for a call: dropped");
             return;
         }
-        let creds = e.creds.clone();
         // A dialog the call never had: rebuilt for the time of its ACK and BYE (the BYE's
         // transaction belongs to no call), its ACK kept for the 2xx's retransmissions.
         self.next_id += 1;
@@ -1727,6 +1752,47 @@ impl Endpoint {
             if let Some(e) = self.ended.get_mut(&key) {
                 e.acks.extend(c.acks);
             }
+        }
+    }
+
+    /// A 2xx to an earlier INVITE of the live `call` (sent `creds`): the same 2xx again gets
+    /// its ACK again; one from the call's confirmed dialog (the same To tag) is ACKed; any
+    /// other — another dialog, or one while the call still waits on its current INVITE — is
+    /// ACKed and sent a BYE: the call goes on with the INVITE it sent last.
+    fn earlier_2xx(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        seq: u32,
+        r: &Response,
+        creds: &[Header],
+    ) {
+        let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
+            return;
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if let Some((.., ack, dest)) = c.acks.iter().find(|(t, s, ..)| *t == to_tag && *s == seq) {
+            self.transmits.push_back(Transmit {
+                destination: *dest,
+                payload: ack.clone(),
+            });
+            return;
+        }
+        if c.acks.len() >= MAX_FORK_ACKS {
+            tracing::info!("a 2xx to an earlier INVITE past the forks kept for a call: dropped");
+            return;
+        }
+        tracing::info!(
+            call_id = %c.call_id,
+            seq,
+            "a 2xx to an earlier INVITE of a live call: ACKed (RFC 3261 §13.2.2.4)"
+        );
+        if c.confirmed && c.remote_tag.as_deref() == Some(to_tag.as_str()) {
+            self.send_ack(now, call, seq, Some(to_tag), Some(creds));
+        } else {
+            self.fork_bye(now, call, seq, r, Some(creds));
         }
     }
 
@@ -1960,6 +2026,7 @@ impl Endpoint {
                         destination: c.destination,
                         invite_seq,
                         creds: c.invite.map(|i| i.creds).unwrap_or_default(),
+                        earlier: c.earlier,
                     };
                     self.ended.insert(key.clone(), e);
                     self.ended_order.push_back((until, key));
@@ -2164,7 +2231,7 @@ impl Endpoint {
         let Some(inv) = c.invite.as_mut() else {
             return false;
         };
-        inv.creds.clear();
+        c.earlier.push((inv.seq, std::mem::take(&mut inv.creds)));
         inv.branch = branch;
         inv.seq = seq;
         let Some(inv) = c.invite.as_ref() else {
@@ -2212,6 +2279,7 @@ impl Endpoint {
                 return false;
             }
         };
+        c.earlier.push((inv.seq, inv.creds.clone()));
         inv.creds.retain(|x| x.name() != h.name());
         inv.creds.push(h);
         c.local_cseq += 1;
@@ -2375,7 +2443,7 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        if let Some((_, ack, dest)) = c.acks.iter().find(|(t, _, _)| *t == to_tag) {
+        if let Some((.., ack, dest)) = c.acks.iter().find(|(t, s, ..)| *t == to_tag && *s == seq) {
             // A retransmission: the same ACK again.
             self.transmits.push_back(Transmit {
                 destination: *dest,
@@ -2505,7 +2573,7 @@ impl Endpoint {
         }
         let payload = Bytes::copy_from_slice(out);
         if let Some(to_tag) = remember {
-            c.acks.push((to_tag, payload.clone(), dest));
+            c.acks.push((to_tag, seq, payload.clone(), dest));
         }
         self.transmits.push_back(Transmit {
             destination: dest,

@@ -2175,3 +2175,100 @@ fn requests_written_straight_are_well_formed_and_the_cancel_matches_the_last_inv
     assert_eq!(all(&bye.1, HeaderName::Route), ["<sip:10.0.0.7;lr>"]);
     assert!(h(&bye.1, HeaderName::To).ends_with(";tag=t"));
 }
+
+/// §13.2.2.4, §17.1.1.3, RFC 6026: while the call lives, a 2xx to an *earlier* INVITE of it
+/// — the one challenged before our credentials, or the one a server answered late after we
+/// failed over — is ACKed at once (its own CSeq and credentials), and BYEd when it made
+/// another dialog; not left un-ACKed until the call is forgotten.
+#[test]
+fn a_2xx_to_an_earlier_invite_of_a_live_call_is_acked_at_once() {
+    // After a credentials retry, the call answered by the retry.
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let pa = "Proxy-Authenticate: Digest realm=\"trunk\", nonce=\"n1\"\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 407, Some("t"), pa));
+    let inv2 = sent(&mut ep).remove(1).1;
+    assert_eq!(h(&inv2, HeaderName::CSeq), "2 INVITE");
+    let contact = "Contact: <sip:callee@10.0.0.2:5060>\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 200, Some("far"), contact));
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Answered { call: c, .. } if *c == call)));
+    // The first INVITE's 2xx from the same dialog: ACKed (CSeq 1, no credentials: that
+    // INVITE had none), no BYE; again on its retransmission.
+    let same = response(&inv, 200, Some("far"), contact);
+    for _ in 0..2 {
+        ep.handle_input(t0, a(TRUNK), &same);
+        let out = sent(&mut ep);
+        assert_eq!(methods(&out), [(Method::Ack, a(TRUNK))]);
+        assert_eq!(h(&out[0].1, HeaderName::CSeq), "1 ACK");
+        assert!(h(&out[0].1, HeaderName::To).ends_with(";tag=far"));
+        assert_eq!(h(&out[0].1, HeaderName::ProxyAuthorization), "");
+    }
+    // From another dialog: ACKed and BYEd; the call goes on.
+    let other = response(
+        &inv,
+        200,
+        Some("other"),
+        "Contact: <sip:o@10.0.0.9:5070>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &other);
+    let out = sent(&mut ep);
+    let o = a("10.0.0.9:5070");
+    assert_eq!(methods(&out), [(Method::Ack, o), (Method::Bye, o)]);
+    assert_eq!(h(&out[0].1, HeaderName::CSeq), "1 ACK");
+    assert!(h(&out[1].1, HeaderName::To).ends_with(";tag=other"));
+    ep.handle_input(t0, o, &response(&out[1].1, 200, None, ""));
+    let _ = sent(&mut ep);
+    assert_eq!(ep.calls(), 1, "the call lives on");
+    assert!(events(&mut ep).is_empty());
+    assert!(ep.bye(t0, call, &[]).is_ok());
+
+    // After a fail-over, while the second server's INVITE rings: the first server's late 2xx
+    // is ACKed and BYEd there; the second server's 2xx then answers the call.
+    let s2 = a("10.0.0.3:5060");
+    let mut ep = Endpoint::new(cfg(false));
+    let call = ep
+        .invite(
+            t0,
+            Invite {
+                alternates: vec![s2],
+                ..invite(None)
+            },
+        )
+        .unwrap();
+    let (_, first) = sent(&mut ep).remove(0);
+    ep.handle_input(t0, a(TRUNK), &response(&first, 503, Some("p"), ""));
+    let second = sent(&mut ep).remove(1).1;
+    ep.handle_input(t0, s2, &response(&second, 180, Some("x"), ""));
+    let _ = events(&mut ep);
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(&first, 200, Some("x"), "Contact: <sip:x@10.0.0.2:5060>\r\n"),
+    );
+    let out = sent(&mut ep);
+    assert_eq!(
+        methods(&out),
+        [(Method::Ack, a(TRUNK)), (Method::Bye, a(TRUNK))]
+    );
+    assert_eq!(h(&out[0].1, HeaderName::CSeq), "1 ACK");
+    assert!(events(&mut ep).is_empty(), "the call is not answered by it");
+    // The current INVITE's 2xx (the same To tag as it happens) answers the call.
+    ep.handle_input(
+        t0,
+        s2,
+        &response(
+            &second,
+            200,
+            Some("x"),
+            "Contact: <sip:x@10.0.0.3:5060>\r\n",
+        ),
+    );
+    let out = sent(&mut ep);
+    assert_eq!(methods(&out), [(Method::Ack, s2)]);
+    assert_eq!(h(&out[0].1, HeaderName::CSeq), "2 ACK");
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Answered { call: c, .. } if *c == call)));
+}
