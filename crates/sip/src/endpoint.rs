@@ -1524,6 +1524,11 @@ impl Endpoint {
             // Responses go to our client transactions, matched by their top Via's branch
             // and CSeq method (no allocation); only one that matched nothing is checked
             // further here, not every response twice.
+            // §8.1.3.3: a response with more than one Via value was meant for a proxy
+            // (misrouted, or forged): the UAC discards it.
+            Message::Response(resp) if wire::via_count(&resp.headers) > 1 => {
+                tracing::info!(%from, status = resp.status.code(), "dropped a response with more than one Via (RFC 3261 §8.1.3.3)");
+            }
             Message::Response(resp) => match self.clients.receive(resp) {
                 Received::Matched(id, step) => self.apply_client(now, id, step),
                 Received::Stray(r) => {

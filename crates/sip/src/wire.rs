@@ -179,6 +179,25 @@ pub fn top_via(h: &Headers) -> Option<Via> {
     h.typed::<Via>()?.ok()
 }
 
+/// How many `Via` values `h` holds: each `Via` header line, and each comma outside a quoted
+/// string in one (§7.3.1: values may be combined on a line), counts.
+pub fn via_count(h: &Headers) -> usize {
+    h.get_all(&HeaderName::Via)
+        .map(|v| {
+            let mut quoted = false;
+            let mut n = 1;
+            for b in v.value().iter() {
+                match b {
+                    b'"' => quoted = !quoted,
+                    b',' if !quoted => n += 1,
+                    _ => {}
+                }
+            }
+            n
+        })
+        .sum()
+}
+
 /// One message framed off a stream (TCP, TLS) by [`Framer`].
 // The common case is the message, as before `Framer` (not boxed: no allocation added).
 #[allow(clippy::large_enum_variant)]

@@ -2272,3 +2272,37 @@ fn a_2xx_to_an_earlier_invite_of_a_live_call_is_acked_at_once() {
         .iter()
         .any(|e| matches!(e, Event::Answered { call: c, .. } if *c == call)));
 }
+
+/// §8.1.3.3: a response with more than one Via value (on two lines, or two values on one)
+/// is discarded by the UAC: not ACKed, not reported; the one with ours alone then is.
+#[test]
+fn a_response_with_more_than_one_via_is_discarded() {
+    let (mut ep, t0, call, inv) = start(None);
+    let via = h(&inv, HeaderName::Via);
+    let ok = String::from_utf8(response(&inv, 200, Some("far"), "")).unwrap();
+    let ours = format!("Via: {via};received=10.0.0.1\r\n");
+    let two_lines = ok.replacen(
+        &ours,
+        &format!("{ours}Via: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKproxy\r\n"),
+        1,
+    );
+    let one_line = ok.replacen(
+        &ours,
+        &format!("Via: {via};received=10.0.0.1, SIP/2.0/UDP 10.0.0.7;branch=z9hG4bKp2\r\n"),
+        1,
+    );
+    let ringing = String::from_utf8(response(&inv, 180, Some("far"), ""))
+        .unwrap()
+        .replacen(&ours, &format!("Via: {via}, SIP/2.0/UDP 10.0.0.7\r\n"), 1);
+    for bad in [&two_lines, &one_line, &ringing] {
+        assert_ne!(bad, &ok);
+        ep.handle_input(t0, a(TRUNK), bad.as_bytes());
+        assert!(sent(&mut ep).is_empty(), "{bad}");
+        assert!(events(&mut ep).is_empty(), "{bad}");
+    }
+    ep.handle_input(t0, a(TRUNK), ok.as_bytes());
+    assert_eq!(methods(&sent(&mut ep)), [(Method::Ack, a(TRUNK))]);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Answered { call: c, .. } if *c == call)));
+}
