@@ -665,6 +665,14 @@ struct Ended {
     earlier: Vec<(u32, Vec<Header>)>,
 }
 
+/// The body types of an INVITE or UPDATE we take ([`Endpoint::refuse_body`]).
+const SDP_BODIES: &[&str] = &["application/sdp"];
+
+/// The body types of an INFO we take: a key pressed, as carriers send it
+/// (`application/dtmf-relay`, `Signal=`/`Duration=` lines) or as `application/dtmf` (the
+/// key alone) — what `crieur-media` reads.
+const INFO_BODIES: &[&str] = &["application/dtmf-relay", "application/dtmf"];
+
 /// At most this many forgotten calls are remembered ([`Ended`]); past it the oldest go.
 const MAX_ENDED: usize = 1 << 16;
 
@@ -692,6 +700,7 @@ fn reason_of(code: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
         481 => "Call/Transaction Does Not Exist",
@@ -2662,7 +2671,9 @@ impl Endpoint {
             // Outside any dialog we know.
             match method {
                 Method::Invite if !has_to_tag && self.cfg.accept_incoming => {
-                    self.incoming(now, key, req)
+                    if !self.refuse_body(now, key, None, &req) {
+                        self.incoming(now, key, req)
+                    }
                 }
                 Method::Invite if !has_to_tag => self.auto_respond(now, key, None, 603, vec![]),
                 Method::Options => {
@@ -2726,6 +2737,7 @@ impl Endpoint {
                 }
                 self.reap(call);
             }
+            Method::Info if self.refuse_body(now, key, Some(call), &req) => {}
             Method::Info => {
                 self.auto_respond(now, key, Some(call), 200, vec![]);
                 self.events.push_back(Event::Info {
@@ -2737,6 +2749,8 @@ impl Endpoint {
                 let caps = self.capabilities();
                 self.auto_respond(now, key, Some(call), 200, caps);
             }
+            Method::Invite | Method::Update
+                if !closed && self.refuse_body(now, key, Some(call), &req) => {}
             Method::Invite | Method::Update if !closed => {
                 let offer = method == Method::Invite || !req.body().is_empty();
                 let (theirs, ours) = self
@@ -2781,6 +2795,53 @@ impl Endpoint {
                 self.auto_respond(now, key, Some(call), 405, caps)
             }
         }
+    }
+
+    /// §8.2.3: a body we cannot take is answered 415 naming what we take — `Accept` for its
+    /// type, `Accept-Encoding` for a content coding other than `identity` — and true
+    /// returned. What the endpoint's user takes: SDP in an INVITE or UPDATE (offers and
+    /// answers, [`SDP_BODIES`]), the key of a SIP INFO ([`INFO_BODIES`]); an empty body
+    /// always. A body's language is never a reason (nothing here reads language), so no
+    /// `Accept-Language` is sent.
+    fn refuse_body(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+        call: Option<CallRef>,
+        req: &Request,
+    ) -> bool {
+        let accepted = match req.method {
+            Method::Invite | Method::Update => SDP_BODIES,
+            Method::Info => INFO_BODIES,
+            _ => return false,
+        };
+        if req.body().is_empty() {
+            return false;
+        }
+        let coded = req
+            .headers
+            .get_all(&HeaderName::ContentEncoding)
+            .flat_map(|h| option_tags(&h.value()))
+            .any(|c| c != "identity");
+        let extra = if coded {
+            (HeaderName::AcceptEncoding, "identity".to_owned())
+        } else {
+            let media = wire::value(&req.headers, &HeaderName::ContentType).map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+            // §7.4.1: a body without a Content-Type is of no type we take.
+            if media.is_some_and(|m| accepted.contains(&m.as_str())) {
+                return false;
+            }
+            (HeaderName::Accept, accepted.join(", "))
+        };
+        tracing::debug!(method = %String::from_utf8_lossy(req.method.as_bytes()), "a body we cannot take: 415");
+        self.auto_respond(now, key, call, 415, vec![extra]);
+        true
     }
 
     /// A UAS call from an INVITE outside any dialog (§12.1.1: route set from Record-Route in

@@ -2306,3 +2306,74 @@ fn a_response_with_more_than_one_via_is_discarded() {
         .iter()
         .any(|e| matches!(e, Event::Answered { call: c, .. } if *c == call)));
 }
+
+/// [`far_request`] with `body` (and `extra` header lines, e.g. its Content-Type).
+fn far_request_with(inv: &Message, method: &str, cseq: u32, extra: &str, body: &str) -> Vec<u8> {
+    let mut r = far_request(inv, method, cseq, extra);
+    r.truncate(r.len() - "Content-Length: 0\r\n\r\n".len());
+    r.extend_from_slice(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    r
+}
+
+/// §8.2.3: a body we cannot take gets 415 naming what we take (`Accept` for its type,
+/// `Accept-Encoding` for a coding), and the caller is not handed the request: INFO takes
+/// dtmf-relay and dtmf, re-INVITE and UPDATE take SDP; a body without a type is refused too.
+/// What we take still goes through, and the call goes on.
+#[test]
+fn a_body_we_cannot_take_gets_415_with_accept() {
+    let (mut ep, t0, call, inv) = established();
+    let src = a(TRUNK);
+    let sdp = "v=0\r\n";
+    let cases = [
+        (
+            "INFO",
+            "Content-Type: text/plain\r\n",
+            "hello",
+            HeaderName::Accept,
+            "application/dtmf-relay, application/dtmf",
+        ),
+        (
+            "INFO",
+            "",
+            "Signal=5\r\n",
+            HeaderName::Accept,
+            "application/dtmf-relay, application/dtmf",
+        ),
+        (
+            "INVITE",
+            "Content-Type: application/isup\r\n",
+            "xx",
+            HeaderName::Accept,
+            "application/sdp",
+        ),
+        (
+            "UPDATE",
+            "Content-Type: application/sdp\r\nContent-Encoding: gzip\r\n",
+            sdp,
+            HeaderName::AcceptEncoding,
+            "identity",
+        ),
+    ];
+    let mut cseq = 10;
+    for (method, extra, body, name, accept) in cases {
+        cseq += 1;
+        ep.handle_input(t0, src, &far_request_with(&inv, method, cseq, extra, body));
+        let out = sent(&mut ep);
+        assert_eq!(out.len(), 1, "{method} {extra}");
+        assert_eq!(code(&out[0].1), 415, "{method} {extra}");
+        assert_eq!(h(&out[0].1, name), accept, "{method} {extra}");
+        assert!(events(&mut ep).is_empty(), "{method} {extra}");
+    }
+    // What we take: a dtmf-relay INFO (its parameters ignored), an SDP re-INVITE.
+    let ct = "Content-Type: Application/DTMF-Relay; charset=x\r\n";
+    ep.handle_input(
+        t0,
+        src,
+        &far_request_with(&inv, "INFO", 20, ct, "Signal=5\r\n"),
+    );
+    assert_eq!(code(&sent(&mut ep).remove(0).1), 200);
+    assert!(matches!(events(&mut ep).as_slice(), [Event::Info { call: c, .. }] if *c == call));
+    let ct = "Content-Type: application/sdp\r\n";
+    ep.handle_input(t0, src, &far_request_with(&inv, "INVITE", 21, ct, sdp));
+    assert!(matches!(events(&mut ep).as_slice(), [Event::Request { call: c, .. }] if *c == call));
+}
