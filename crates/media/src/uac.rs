@@ -2493,8 +2493,17 @@ impl SessionRefresh {
                 text: format!("session refresh: {code}: the session is gone"),
                 session_gone: true,
             }
+        } else if code == 491 {
+            // Glare (RFC 3261 §14.1): tried again after a random 2.1–4 s in 10 ms steps —
+            // the range of the Call-ID's owner, which we are (we placed the call).
+            let delay = Duration::from_millis(10 * rand::random_range(210..=400u64));
+            self.due = Some(tokio::time::Instant::from_std(now + delay));
+            RefreshOutcome {
+                text: format!("session refresh: 491; retrying in {} ms", delay.as_millis()),
+                session_gone: false,
+            }
         } else {
-            // Another failure (491, 5xx …): try again in a quarter interval, still before the
+            // Another failure (5xx …): try again in a quarter interval, still before the
             // session expires.
             self.due = Some(tokio::time::Instant::from_std(now + interval / 4));
             RefreshOutcome {

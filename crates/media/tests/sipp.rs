@@ -1255,6 +1255,72 @@ Content-Length: 0
     assert!(sipp.succeeded());
 }
 
+/// RFC 3261 §14.1: our refresh UPDATE answered 491 (glare) is sent again after a random
+/// 2.1–4 s (we own the Call-ID: we placed the call), not at the refresh's usual retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_answered_491_is_retried_after_2_1_to_4_s() {
+    let reply = |code: &str, se: u32| {
+        format!(
+            r#"  <recv request="UPDATE"/>
+  <send><![CDATA[
+SIP/2.0 {code}
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Session-Expires: {se};refresher=uac
+Content-Length: 0
+
+]]></send>
+"#
+        )
+    };
+    // The 200 sets a long interval: no third refresh before the message ends.
+    let after_ack = reply("491 Request Pending", 4) + &reply("200 OK", 600) + BYE_200;
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(
+            sdp_body("0 101", "", "[media_port]", 1),
+            "Session-Expires: 4;refresher=uac\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE, INFO\nRequire: timer\n",
+            &after_ack,
+        ),
+        &[],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 7.5)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    let sent: Vec<Duration> = r
+        .timeline
+        .iter()
+        .filter(|(_, s)| s == "session refresh: UPDATE sent")
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(sent.len() >= 2, "{}", timeline(&r));
+    let gap = sent[1] - sent[0];
+    assert!(
+        gap >= Duration::from_millis(2050) && gap <= Duration::from_millis(4200),
+        "{gap:?}\n{}",
+        timeline(&r)
+    );
+    assert!(
+        r.timeline
+            .iter()
+            .any(|(_, s)| s.starts_with("session refresh: 491; retrying in ")),
+        "{}",
+        timeline(&r)
+    );
+    assert!(
+        r.timeline.iter().any(|(_, s)| s == "session refresh: 200"),
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded());
+}
+
 /// What the test's RTCP peer saw: (source, packet type of each packet in each compound).
 struct RtcpSeen {
     from: Vec<SocketAddr>,
