@@ -1314,6 +1314,21 @@ impl Call {
                     // RFC 3261 §22.2, §22.3: a 403 to the credentialed request is the trunk
                     // refusing our credentials, not the callee.
                     self.script.handle_auth_refused(now, code, &reason(&resp));
+                } else if (300..400).contains(&code) {
+                    // §8.1.3.4: a UAC MAY recurse on a 3xx; a dialer does not. The targets
+                    // are numbers and hosts no one screened (opt-out, calling hours, cost)
+                    // — the campaign calls the number it was given, through its trunk,
+                    // which routes on its own. The call ends `rejected` with the code, its
+                    // reason naming where it was redirected.
+                    let to: Vec<String> = resp
+                        .headers
+                        .get_all(&wire::name("Contact"))
+                        .map(|h| String::from_utf8_lossy(&h.value()).into_owned())
+                        .collect();
+                    let to = to.join(", ");
+                    let why = format!("{}; redirected to {to}: not followed", reason(&resp));
+                    self.note(now, why.clone());
+                    self.script.handle_rejected(now, code, &why);
                 } else {
                     self.script.handle_rejected(now, code, &reason(&resp));
                 }

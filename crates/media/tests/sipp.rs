@@ -356,6 +356,42 @@ async fn busy_and_unavailable() {
     }
 }
 
+/// RFC 3261 §8.1.3.4: a 3xx is not followed (the dialer calls the number it was given, not
+/// an unscreened target): one INVITE, the 3xx ACKed, the call `rejected` with its code and
+/// a reason naming the redirect.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_is_not_followed_and_names_its_target() {
+    let scenario = format!(
+        "{HEAD}{}{ACK}{TAIL}",
+        response(
+            "302 Moved Temporarily",
+            "Contact: <sip:+33699999999@192.0.2.9>\n",
+            None
+        )
+    );
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let r = place(&trunk(sipp.addr()), tone(440.0, 0.5)).await.report;
+    assert_eq!(r.ending.outcome, Outcome::Rejected, "{}", timeline(&r));
+    assert_eq!(r.ending.sip_status, Some(302));
+    assert!(
+        r.ending.reason.contains("redirected to")
+            && r.ending.reason.contains("sip:+33699999999@192.0.2.9")
+            && r.ending.reason.ends_with("not followed"),
+        "{}",
+        r.ending.reason
+    );
+    assert_eq!(
+        r.timeline
+            .iter()
+            .filter(|(_, s)| s.starts_with("INVITE sent"))
+            .count(),
+        1,
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ring_timeout_cancels_then_487_then_ack() {
     // The CANCEL has a single Via equal to the INVITE's top Via (RFC 3261 §9.1).
