@@ -3,6 +3,11 @@
 //! request sent again, with MD5 or SHA-256 (the strongest offered), `qop=auth` when offered
 //! (a fresh `cnonce`, the nonce count counted per nonce).
 //!
+//! Every challenge of the response is answered (RFC 3261 §22.3: one `Authorization` /
+//! `Proxy-Authorization` per realm challenged, e.g. two proxies on the path each asking in
+//! one 407; our one set of credentials is the trunk's, offered to each realm), the strongest
+//! algorithm offered per realm.
+//!
 //! When to stop: credentials are sent once per challenge. A second challenge for a realm we
 //! already answered means they were refused — unless it says `stale=true` (RFC 7616 §3.3:
 //! the nonce expired, the password is good), which is answered again with the new nonce.
@@ -23,8 +28,8 @@ pub const MAX_ATTEMPTS: u8 = 4;
 pub struct State {
     /// Realms answered, with whether the nonce answered was stale-refreshed since.
     answered: Vec<String>,
-    /// The last nonce answered and its count.
-    nonce: Option<(String, u32)>,
+    /// The nonces answered and each one's count (one per realm challenged).
+    nonces: Vec<(String, u32)>,
     attempts: u8,
 }
 
@@ -40,16 +45,16 @@ pub enum Refusal {
 }
 
 impl State {
-    /// The challenge of `resp` answered on `req` (sent again by the caller with a new branch
-    /// and CSeq): the `Authorization` / `Proxy-Authorization` header to put on it, replacing
-    /// any earlier one of the same name.
+    /// The challenges of `resp` answered on `req` (sent again by the caller with a new branch
+    /// and CSeq): an `Authorization` / `Proxy-Authorization` header per realm challenged, to
+    /// put on it in place of any earlier one of the same name and realm ([`replaces`]).
     pub fn answer(
         &mut self,
         req: &Request,
         resp: &Response,
         credentials: &Credentials,
         cnonce: &str,
-    ) -> Result<Header, Refusal> {
+    ) -> Result<Vec<Header>, Refusal> {
         let uri = req.uri.to_string();
         self.answer_to(req.method.as_bytes(), &uri, resp, credentials, cnonce)
     }
@@ -63,51 +68,83 @@ impl State {
         resp: &Response,
         credentials: &Credentials,
         cnonce: &str,
-    ) -> Result<Header, Refusal> {
-        let from_proxy = resp.status.code() == 407;
-        let name = if from_proxy {
-            HeaderName::ProxyAuthenticate
-        } else {
-            HeaderName::WwwAuthenticate
-        };
-        let challenges: Vec<Challenge> = resp
-            .headers
-            .get_all(&name)
-            .filter_map(|h| Challenge::parse(&h.value(), from_proxy))
-            .collect();
-        let Some(ch) = digest::strongest(challenges) else {
+    ) -> Result<Vec<Header>, Refusal> {
+        // §22.3: each WWW-Authenticate and Proxy-Authenticate of the response (a proxy may
+        // pass a 401's challenge up in its 407), grouped by header and realm, the strongest
+        // of each group answered.
+        let mut groups: Vec<Vec<Challenge>> = Vec::new();
+        for (name, proxy) in [
+            (HeaderName::ProxyAuthenticate, true),
+            (HeaderName::WwwAuthenticate, false),
+        ] {
+            for ch in resp
+                .headers
+                .get_all(&name)
+                .filter_map(|h| Challenge::parse(&h.value(), proxy))
+            {
+                match groups.iter_mut().find(|g| {
+                    g.first()
+                        .is_some_and(|f| f.from_proxy == proxy && f.realm == ch.realm)
+                }) {
+                    Some(g) => g.push(ch),
+                    None => groups.push(vec![ch]),
+                }
+            }
+        }
+        let chosen: Vec<Challenge> = groups.into_iter().filter_map(digest::strongest).collect();
+        if chosen.is_empty() {
             return Err(Refusal::Unanswerable);
-        };
+        }
         if self.attempts >= MAX_ATTEMPTS {
             return Err(Refusal::TooMany);
         }
-        if self.answered.contains(&ch.realm) && !ch.stale {
+        if chosen
+            .iter()
+            .any(|ch| self.answered.contains(&ch.realm) && !ch.stale)
+        {
             return Err(Refusal::Refused);
         }
         self.attempts += 1;
-        if !self.answered.contains(&ch.realm) {
-            self.answered.push(ch.realm.clone());
+        let method = String::from_utf8_lossy(method);
+        let mut out = Vec::with_capacity(chosen.len());
+        for ch in &chosen {
+            if !self.answered.contains(&ch.realm) {
+                self.answered.push(ch.realm.clone());
+            }
+            let nc = match self.nonces.iter_mut().find(|(n, _)| *n == ch.nonce) {
+                Some((_, count)) => {
+                    *count += 1;
+                    *count
+                }
+                None => {
+                    // One nonce per realm is current; older ones are never answered again.
+                    if self.nonces.len() >= MAX_ATTEMPTS as usize * 2 {
+                        self.nonces.remove(0);
+                    }
+                    self.nonces.push((ch.nonce.clone(), 1));
+                    1
+                }
+            };
+            let value = digest::respond(ch, credentials, &method, uri, nc, cnonce);
+            out.push(
+                wire::header(&ch.response_header(), value).map_err(|_| Refusal::Unanswerable)?,
+            );
         }
-        let nc = match &mut self.nonce {
-            Some((n, count)) if *n == ch.nonce => {
-                *count += 1;
-                *count
-            }
-            _ => {
-                self.nonce = Some((ch.nonce.clone(), 1));
-                1
-            }
-        };
-        let value = digest::respond(
-            &ch,
-            credentials,
-            &String::from_utf8_lossy(method),
-            uri,
-            nc,
-            cnonce,
-        );
-        wire::header(&ch.response_header(), value).map_err(|_| Refusal::Unanswerable)
+        Ok(out)
     }
+}
+
+/// The realm an `Authorization` / `Proxy-Authorization` header answers (its `realm`
+/// parameter; the digest parameters parse as a challenge's do).
+fn realm_of(h: &Header) -> Option<String> {
+    Challenge::parse(&h.value(), false).map(|c| c.realm)
+}
+
+/// Whether the answer `new` takes the place of the credentials header `old` on a request
+/// sent again: the same header name and realm (§22.3: an answer to another realm — another
+/// proxy on the path — stays).
+pub fn replaces(new: &Header, old: &Header) -> bool {
+    new.name() == old.name() && realm_of(new) == realm_of(old)
 }
 
 #[cfg(test)]
@@ -199,7 +236,8 @@ mod tests {
         );
         let h = st
             .answer(&invite(), &resp, &creds, "c")
-            .unwrap_or_else(|e| panic!("{e:?}"));
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .remove(0);
         assert_eq!(h.name(), &HeaderName::Authorization);
         assert_eq!(param(&h, "uri"), "sip:bob@example.com");
         assert_eq!(param(&h, "nc"), "00000001");
@@ -220,7 +258,8 @@ mod tests {
         );
         let h = st
             .answer(&invite(), &resp, &creds, "c")
-            .unwrap_or_else(|e| panic!("{e:?}"));
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .remove(0);
         assert_eq!(h.name(), &HeaderName::ProxyAuthorization);
         assert_eq!(param(&h, "algorithm"), "SHA-256");
         // No qop offered: RFC 2069's form, no nc/cnonce.
@@ -246,7 +285,8 @@ mod tests {
         assert!(st.answer(&invite(), &first, &creds, "c").is_ok());
         let h = st
             .answer(&invite(), &stale, &creds, "c")
-            .unwrap_or_else(|e| panic!("{e:?}"));
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .remove(0);
         assert_eq!(param(&h, "nonce"), "n2");
         assert_eq!(param(&h, "nc"), "00000001");
         assert_eq!(

@@ -434,8 +434,8 @@ struct OutInvite {
     /// The branch number of its top Via (the client transaction's, [`crate::client`]).
     branch: u64,
     seq: u32,
-    /// The `Authorization` / `Proxy-Authorization` it carries (at most one of each name: an
-    /// answer replaces the earlier one of its name).
+    /// The `Authorization` / `Proxy-Authorization` it carries (one per realm of each name:
+    /// an answer replaces the earlier one of its name and realm, §22.3).
     creds: Vec<Header>,
 }
 
@@ -2286,16 +2286,17 @@ impl Endpoint {
             return false;
         };
         let uri = inv.uri.to_string();
-        let h = match state.answer_to(b"INVITE", &uri, resp, &creds, &hex_id()) {
-            Ok(h) => h,
+        let hs = match state.answer_to(b"INVITE", &uri, resp, &creds, &hex_id()) {
+            Ok(hs) => hs,
             Err(why) => {
                 tracing::debug!(?why, "challenge not answered");
                 return false;
             }
         };
         c.earlier.push((inv.seq, inv.creds.clone()));
-        inv.creds.retain(|x| x.name() != h.name());
-        inv.creds.push(h);
+        inv.creds
+            .retain(|x| !hs.iter().any(|h| auth::replaces(h, x)));
+        inv.creds.extend(hs);
         c.local_cseq += 1;
         inv.seq = c.local_cseq;
         inv.branch = branch;
@@ -2352,16 +2353,19 @@ impl Endpoint {
         let Some(creds) = c.credentials.clone() else {
             return false;
         };
-        let h = match state.answer(&orig, resp, &creds, &hex_id()) {
-            Ok(h) => h,
+        let hs = match state.answer(&orig, resp, &creds, &hex_id()) {
+            Ok(hs) => hs,
             Err(why) => {
                 tracing::debug!(?why, "challenge not answered");
                 return false;
             }
         };
         let mut req = orig;
-        req.headers.remove_all(h.name());
-        req.headers.push(h);
+        req.headers
+            .retain(|x| !hs.iter().any(|h| auth::replaces(h, x)));
+        for h in hs {
+            req.headers.push(h);
+        }
         let method = req.method.clone();
         let seq = if method == Method::Invite
             || method == Method::Bye

@@ -2377,3 +2377,24 @@ fn a_body_we_cannot_take_gets_415_with_accept() {
     ep.handle_input(t0, src, &far_request_with(&inv, "INVITE", 21, ct, sdp));
     assert!(matches!(events(&mut ep).as_slice(), [Event::Request { call: c, .. }] if *c == call));
 }
+
+/// §22.3: a 407 with two proxies' challenges (two realms) is answered for each realm; a
+/// later challenge of one realm (stale) replaces that realm's answer only, the other's kept.
+#[test]
+fn every_realm_of_a_407_is_answered() {
+    let (mut ep, t0, _call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let pa = "Proxy-Authenticate: Digest realm=\"proxy-a\", nonce=\"na\"\r\nProxy-Authenticate: Digest realm=\"proxy-b\", nonce=\"nb\", algorithm=SHA-256\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 407, Some("t"), pa));
+    let inv2 = sent(&mut ep).remove(1).1;
+    let creds = all(&inv2, HeaderName::ProxyAuthorization);
+    assert_eq!(creds.len(), 2, "{creds:?}");
+    assert!(creds[0].contains("realm=\"proxy-a\"") && creds[0].contains("nonce=\"na\""));
+    assert!(creds[1].contains("realm=\"proxy-b\"") && creds[1].contains("algorithm=SHA-256"));
+    let stale = "Proxy-Authenticate: Digest realm=\"proxy-b\", nonce=\"nb2\", stale=true\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 407, Some("t"), stale));
+    let inv3 = sent(&mut ep).remove(1).1;
+    let again = all(&inv3, HeaderName::ProxyAuthorization);
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_eq!(again[0], creds[0], "proxy-a's answer kept");
+    assert!(again[1].contains("realm=\"proxy-b\"") && again[1].contains("nonce=\"nb2\""));
+}
