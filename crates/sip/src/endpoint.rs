@@ -645,6 +645,17 @@ const _: () = {
 /// INVITE of the call may bear the same To tag), the ACK's bytes, where it went.
 type Ack = (String, u32, Bytes, SocketAddr);
 
+/// The ACK kept for the 2xx with `to_tag` to our INVITE `seq`, to send again to its
+/// retransmission.
+fn kept_ack(acks: &[Ack], to_tag: &str, seq: u32) -> Option<Transmit> {
+    acks.iter()
+        .find(|(t, s, ..)| t == to_tag && *s == seq)
+        .map(|(.., ack, dest)| Transmit {
+            destination: *dest,
+            payload: ack.clone(),
+        })
+}
+
 /// What is kept of a UAC call once forgotten, for 64·T1 ([`Endpoint::stray_response`]): the
 /// ACK of each 2xx it had (sent again to a retransmission), and what a request in a new
 /// dialog from a late 2xx needs (RFC 3261 §13.2.2.4: ACK it, then BYE it).
@@ -1717,11 +1728,8 @@ impl Endpoint {
         let Some(e) = self.ended.get(&key) else {
             return;
         };
-        if let Some((.., ack, dest)) = e.acks.iter().find(|(t, s, ..)| *t == to_tag && *s == seq) {
-            self.transmits.push_back(Transmit {
-                destination: *dest,
-                payload: ack.clone(),
-            });
+        if let Some(t) = kept_ack(&e.acks, &to_tag, seq) {
+            self.transmits.push_back(t);
             return;
         }
         // Only a 2xx to one of the call's INVITEs (not a re-INVITE's, whose transaction is
@@ -1787,11 +1795,8 @@ impl Endpoint {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        if let Some((.., ack, dest)) = c.acks.iter().find(|(t, s, ..)| *t == to_tag && *s == seq) {
-            self.transmits.push_back(Transmit {
-                destination: *dest,
-                payload: ack.clone(),
-            });
+        if let Some(t) = kept_ack(&c.acks, &to_tag, seq) {
+            self.transmits.push_back(t);
             return;
         }
         if c.acks.len() >= MAX_FORK_ACKS {
@@ -2461,12 +2466,9 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        if let Some((.., ack, dest)) = c.acks.iter().find(|(t, s, ..)| *t == to_tag && *s == seq) {
+        if let Some(t) = kept_ack(&c.acks, &to_tag, seq) {
             // A retransmission: the same ACK again.
-            self.transmits.push_back(Transmit {
-                destination: *dest,
-                payload: ack.clone(),
-            });
+            self.transmits.push_back(t);
             return;
         }
         if c.confirmed && c.remote_tag.as_deref() == Some(to_tag.as_str()) {

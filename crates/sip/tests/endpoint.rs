@@ -980,23 +980,32 @@ fn an_invite_fails_over_on_503_and_transport_error_to_the_next_server() {
     );
 }
 
-/// No failover once something rang (a 503 after a 180 is the call's answer), nor when no
-/// server is left: the caller is told, as without alternates. A timeout fails over.
-#[test]
-fn an_invite_does_not_fail_over_after_a_ring_or_past_its_last_server() {
-    let s2 = a("10.0.0.3:5060");
+/// A call placed with `alternates` (RFC 3263 fail-over servers); its first INVITE.
+fn start_with_alternates(
+    t0: Instant,
+    alternates: Vec<SocketAddr>,
+) -> (Endpoint, crieur_sip::CallRef, Message) {
     let mut ep = Endpoint::new(cfg(false));
-    let t0 = Instant::now();
     let call = ep
         .invite(
             t0,
             Invite {
-                alternates: vec![s2],
+                alternates,
                 ..invite(None)
             },
         )
         .unwrap();
     let (_, first) = sent(&mut ep).remove(0);
+    (ep, call, first)
+}
+
+/// No failover once something rang (a 503 after a 180 is the call's answer), nor when no
+/// server is left: the caller is told, as without alternates. A timeout fails over.
+#[test]
+fn an_invite_does_not_fail_over_after_a_ring_or_past_its_last_server() {
+    let s2 = a("10.0.0.3:5060");
+    let t0 = Instant::now();
+    let (mut ep, call, first) = start_with_alternates(t0, vec![s2]);
     ep.handle_input(t0, a(TRUNK), &response(&first, 180, Some("x"), ""));
     ep.handle_input(t0, a(TRUNK), &response(&first, 503, Some("x"), ""));
     let out = sent(&mut ep);
@@ -2227,17 +2236,7 @@ fn a_2xx_to_an_earlier_invite_of_a_live_call_is_acked_at_once() {
     // After a fail-over, while the second server's INVITE rings: the first server's late 2xx
     // is ACKed and BYEd there; the second server's 2xx then answers the call.
     let s2 = a("10.0.0.3:5060");
-    let mut ep = Endpoint::new(cfg(false));
-    let call = ep
-        .invite(
-            t0,
-            Invite {
-                alternates: vec![s2],
-                ..invite(None)
-            },
-        )
-        .unwrap();
-    let (_, first) = sent(&mut ep).remove(0);
+    let (mut ep, call, first) = start_with_alternates(t0, vec![s2]);
     ep.handle_input(t0, a(TRUNK), &response(&first, 503, Some("p"), ""));
     let second = sent(&mut ep).remove(1).1;
     ep.handle_input(t0, s2, &response(&second, 180, Some("x"), ""));
