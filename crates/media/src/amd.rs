@@ -3793,6 +3793,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_beep_kept_from_overriding_a_person_is_reported() {
+        // "Hello?" over a room's noise at −50 dBFS, judged human; then one 1,500 Hz tone 17
+        // dB over the noise (under `beep_override_margin_db`): not a machine, and the trace
+        // says which tone was kept from overriding and by how much (for reports); a tone
+        // that overrides, or none, leaves nothing there.
+        for (tone_db, declined) in [(Some(-33.0), true), (Some(-24.0), false), (None, false)] {
+            let mut x = cat(&[
+                silence(300),
+                talker(700, -22.0, 23, 180.0),
+                silence(1500),
+                tone_db.map_or_else(|| silence(300), |db| tone(300, 1500.0, db)),
+                silence(1500),
+            ]);
+            add_noise(&mut x, -50.0, 24);
+            let t0 = Instant::now();
+            let mut d = Detector::new(t0, AmdParams::default());
+            let mut ev = Vec::new();
+            for (i, pkt) in g711(&x).chunks(160).enumerate() {
+                d.feed(t0 + Duration::from_millis(20 * i as u64 + 20), pkt);
+                ev.extend(std::iter::from_fn(|| d.poll_event()));
+            }
+            assert_eq!(judged_machine(&ev), !declined && tone_db.is_some(), "{ev:?}");
+            let kept = d.echo_trace().declined_beep;
+            assert_eq!(kept.is_some(), declined, "{tone_db:?}: {kept:?}");
+            if let Some((hz, over, spread)) = kept {
+                assert!((hz - 1500.0).abs() < 5.0, "{hz}");
+                assert!((10.0..19.0).contains(&over), "{over}");
+                assert!(spread < 0.005, "{spread}");
+            }
+        }
+    }
+
     /// Whether any verdict of `ev` is `machine`.
     fn judged_machine(ev: &[AmdEvent]) -> bool {
         ev.iter()
