@@ -799,17 +799,6 @@ const SQUARE_TWO_TONE_DB: f32 = 6.0;
 /// was kept from overriding (6 machines in 150 of recipe e missed for it).
 const SQUARE_OVERRIDE_SPREAD: f32 = 0.005;
 
-/// A short tone (under [`AmdParams::beep_strict_length`], pure to its stricter test) turns
-/// a `human` verdict into `machine` only if it is no more than this under the loudest word of
-/// the talker judged a person (dB), besides `beep_override_margin_db` over the line's noise.
-/// A voicemail writes its beep into the call at about its greeting's level (recipes e and f:
-/// the greeting's level −8 to +6 dB); an appliance's or an alarm's chirp in a person's room
-/// reaches their handset's microphone from a metre or more, while their mouth is a few
-/// centimetres from it: 20–40 dB less gain by distance alone (the inverse square law; a
-/// 70–80 dB SPL chirp at 1 m against speech's 85–95 dB SPL at the mouthpiece), so it comes
-/// 20+ dB under their words (recipe e's kitchen pips: 18–25 dB under the person's RMS).
-const SHORT_OVERRIDE_UNDER_TALKER_DB: f32 = 15.0;
-
 /// A square wave's fundamental: at most this (Hz). Above, its 3rd harmonic is at 3.6+ kHz,
 /// out of the telephone band: what is left is one sinusoid.
 const SQUARE_MAX_HZ: f32 = 1200.0;
@@ -1583,9 +1572,6 @@ pub struct Detector {
     peak: f32,
     /// The loudest word's loudest frame, decaying (the reference of `foreground_range_db`).
     word_peak: f32,
-    /// `word_peak` when the verdict was made: the talker's level (see
-    /// [`SHORT_OVERRIDE_UNDER_TALKER_DB`]).
-    talker_peak: f32,
     /// The voiced run under way: frames, its loudest frame, and whether it is the talker's
     /// (see [`AmdParams::foreground_range_db`]).
     run_frames: u32,
@@ -1652,7 +1638,6 @@ impl Detector {
             declined_beep: None,
             peak: FLOOR_DBFS,
             word_peak: FLOOR_DBFS,
-            talker_peak: FLOOR_DBFS,
             run_frames: 0,
             run_max: FLOOR_DBFS,
             run_foreground: false,
@@ -1799,7 +1784,6 @@ impl Detector {
             features: self.features(),
             at: self.analysed(),
         };
-        self.talker_peak = self.word_peak;
         self.verdict = Some(v);
         self.events.push_back(AmdEvent::Verdict(v));
     }
@@ -2515,13 +2499,8 @@ impl Detector {
         // an appliance's or a smoke alarm's chirp is as short and as pure. So is a square
         // wave's, unless its pitch holds still (see [`SQUARE_OVERRIDE_SPREAD`]): a clarinet's
         // or a synth's note is as odd-harmonic, but played, not generated.
-        // A short pure tone as loud as the talker's words (see
-        // [`SHORT_OVERRIDE_UNDER_TALKER_DB`]) is the voicemail's own.
-        let overrides = if short {
-            run.square == 0 && beep.level_dbfs >= self.talker_peak - SHORT_OVERRIDE_UNDER_TALKER_DB
-        } else {
-            run.square == 0 || run.freq_hi - run.freq_lo <= SQUARE_OVERRIDE_SPREAD * freq
-        };
+        let overrides = !short
+            && (run.square == 0 || run.freq_hi - run.freq_lo <= SQUARE_OVERRIDE_SPREAD * freq);
         let spread = (run.freq_hi - run.freq_lo) / freq;
         self.on_beep(beep, since_end, floor, overrides, spread);
     }
@@ -3815,40 +3794,6 @@ mod tests {
     }
 
     #[test]
-    fn a_short_beep_as_loud_as_the_greeting_overrides_a_person_verdict() {
-        // A short greeting ("Leave a message.", 0.8 s) judged `human`, then a voicemail's
-        // 60 ms beep at 1,400 Hz at the greeting's level: a machine, dropped on the beep. The
-        // same tone 25 dB under the talker (still 20+ dB over the line's noise) is a chirp in
-        // a person's room: they are not cut off.
-        for (tone_db, machine) in [(-24.0, true), (-47.0, false)] {
-            let mut x = cat(&[
-                silence(300),
-                talker(800, -22.0, 31, 160.0),
-                silence(2000),
-                tone(60, 1400.0, tone_db),
-                silence(2000),
-            ]);
-            add_noise(&mut x, -75.0, 32);
-            let ev = run(AmdParams::default(), &g711(&x));
-            assert_eq!(
-                first_verdict(&ev).map(|v| v.kind),
-                Some(Kind::Human),
-                "{ev:?}"
-            );
-            assert_eq!(
-                judged_machine(&ev),
-                machine,
-                "tone at {tone_db} dBFS: {ev:?}"
-            );
-            if machine {
-                assert_dropped_on_beep(&ev, 1400.0, Duration::from_millis(3160), "60 ms");
-            } else {
-                assert_eq!(drop_point(&ev), None, "{ev:?}");
-            }
-        }
-    }
-
-    #[test]
     fn a_beep_kept_from_overriding_a_person_is_reported() {
         // "Hello?" over a room's noise at −50 dBFS, judged human; then one 1,500 Hz tone 17
         // dB over the noise (under `beep_override_margin_db`): not a machine, and the trace
@@ -3870,11 +3815,7 @@ mod tests {
                 d.feed(t0 + Duration::from_millis(20 * i as u64 + 20), pkt);
                 ev.extend(std::iter::from_fn(|| d.poll_event()));
             }
-            assert_eq!(
-                judged_machine(&ev),
-                !declined && tone_db.is_some(),
-                "{ev:?}"
-            );
+            assert_eq!(judged_machine(&ev), !declined && tone_db.is_some(), "{ev:?}");
             let kept = d.echo_trace().declined_beep;
             assert_eq!(kept.is_some(), declined, "{tone_db:?}: {kept:?}");
             if let Some((hz, over, spread)) = kept {
