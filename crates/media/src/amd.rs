@@ -3815,7 +3815,11 @@ mod tests {
                 d.feed(t0 + Duration::from_millis(20 * i as u64 + 20), pkt);
                 ev.extend(std::iter::from_fn(|| d.poll_event()));
             }
-            assert_eq!(judged_machine(&ev), !declined && tone_db.is_some(), "{ev:?}");
+            assert_eq!(
+                judged_machine(&ev),
+                !declined && tone_db.is_some(),
+                "{ev:?}"
+            );
             let kept = d.echo_trace().declined_beep;
             assert_eq!(kept.is_some(), declined, "{tone_db:?}: {kept:?}");
             if let Some((hz, over, spread)) = kept {
