@@ -337,10 +337,12 @@ struct Call {
     invite_done: bool,
     /// UAC: the ACK of each 2xx answered, by To tag and CSeq (resent on a retransmitted 2xx).
     acks: Vec<Ack>,
-    /// UAC: the CSeq number and credentials of each INVITE of the call sent before the one
-    /// in `invite` (answered with credentials, or failed over): a 2xx to one of them is still
-    /// ACKed, with its credentials (§13.2.2.4, §22.1). Empty unless the INVITE was re-sent.
-    earlier: Vec<(u32, Vec<Header>)>,
+    /// UAC: the CSeq number, credentials and destination of each INVITE of the call sent
+    /// before the one in `invite` (answered with credentials, or failed over): a 2xx to one of
+    /// them is still ACKed, with its credentials (§13.2.2.4, §22.1), and its ACK and BYE go
+    /// where that INVITE went when the 2xx names no address (not to the server failed over
+    /// to). Empty unless the INVITE was re-sent.
+    earlier: Vec<Earlier>,
     /// UAC: when the first 2xx came (RFC 6026's Accepted state lasts 64·T1 from it).
     answered_at: Option<Instant>,
     /// Requests we sent in the dialog, awaiting an answer: their CSeq numbers (re-INVITE's ACK).
@@ -672,9 +674,13 @@ struct Ended {
     /// That INVITE's `Authorization`/`Proxy-Authorization` headers: the ACK of a late 2xx
     /// carries them (§13.2.2.4: the same credentials as the INVITE).
     creds: Vec<Header>,
-    /// The call's earlier INVITEs' CSeq numbers and credentials ([`Call::earlier`]).
-    earlier: Vec<(u32, Vec<Header>)>,
+    /// The call's earlier INVITEs' CSeq numbers, credentials, destinations ([`Call::earlier`]).
+    earlier: Vec<Earlier>,
 }
+
+/// An INVITE of a call sent before its last one ([`Call::earlier`]): its CSeq number, its
+/// `Authorization`/`Proxy-Authorization` headers, where it went.
+type Earlier = (u32, Vec<Header>, SocketAddr);
 
 /// The body types of an INVITE or UPDATE we take ([`Endpoint::refuse_body`]).
 const SDP_BODIES: &[&str] = &["application/sdp"];
@@ -1714,13 +1720,8 @@ impl Endpoint {
             // server): ACKed now with that INVITE's credentials, and its dialog — unless it
             // is the call's own — sent a BYE (§13.2.2.4, §17.1.1.3, RFC 6026), not left to
             // the far end's retransmissions until the call is forgotten.
-            if let Some(creds) = c
-                .earlier
-                .iter()
-                .find(|(s, _)| *s == seq)
-                .map(|(_, h)| h.clone())
-            {
-                self.earlier_2xx(now, call, seq, &r, &creds);
+            if let Some((_, creds, dest)) = c.earlier.iter().find(|(s, ..)| *s == seq).cloned() {
+                self.earlier_2xx(now, call, seq, &r, &creds, dest);
             }
             return;
         }
@@ -1734,11 +1735,11 @@ impl Endpoint {
         }
         // Only a 2xx to one of the call's INVITEs (not a re-INVITE's, whose transaction is
         // over): ACKed with that INVITE's credentials.
-        let creds = if seq == e.invite_seq {
-            e.creds.clone()
+        let (creds, destination) = if seq == e.invite_seq {
+            (e.creds.clone(), e.destination)
         } else {
-            match e.earlier.iter().find(|(s, _)| *s == seq) {
-                Some((_, h)) => h.clone(),
+            match e.earlier.iter().find(|(s, ..)| *s == seq) {
+                Some((_, h, d)) => (h.clone(), *d),
                 None => return,
             }
         };
@@ -1761,7 +1762,7 @@ impl Endpoint {
                 e.local.clone(),
                 e.remote_uri.clone(),
                 e.contact_header.clone(),
-                e.destination,
+                destination,
             )
         };
         tracing::info!(
@@ -1780,7 +1781,8 @@ impl Endpoint {
     /// A 2xx to an earlier INVITE of the live `call` (sent `creds`): the same 2xx again gets
     /// its ACK again; one from the call's confirmed dialog (the same To tag) is ACKed; any
     /// other — another dialog, or one while the call still waits on its current INVITE — is
-    /// ACKed and sent a BYE: the call goes on with the INVITE it sent last.
+    /// ACKed and sent a BYE: the call goes on with the INVITE it sent last. `dest` is where
+    /// that INVITE went: the ACK and BYE go there unless the 2xx names an address.
     fn earlier_2xx(
         &mut self,
         now: Instant,
@@ -1788,6 +1790,7 @@ impl Endpoint {
         seq: u32,
         r: &Response,
         creds: &[Header],
+        dest: SocketAddr,
     ) {
         let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
             return;
@@ -1811,7 +1814,12 @@ impl Endpoint {
         if c.confirmed && c.remote_tag.as_deref() == Some(to_tag.as_str()) {
             self.send_ack(now, call, seq, Some(to_tag), Some(creds));
         } else {
+            // The call's destination is the server failed over to, not this INVITE's.
+            let current = self.calls.get_mut(&call).map(|c| std::mem::replace(&mut c.destination, dest));
             self.fork_bye(now, call, seq, r, Some(creds));
+            if let (Some(c), Some(d)) = (self.calls.get_mut(&call), current) {
+                c.destination = d;
+            }
         }
     }
 
@@ -2243,14 +2251,14 @@ impl Endpoint {
         };
         c.local_cseq += 1;
         tracing::info!(from = %c.destination, to = %next, "INVITE: trying the trunk's next server (RFC 3263)");
-        c.destination = next;
+        let prev = std::mem::replace(&mut c.destination, next);
         c.provisional = false;
         c.credentials_sent = false;
         let seq = c.local_cseq;
         let Some(inv) = c.invite.as_mut() else {
             return false;
         };
-        c.earlier.push((inv.seq, std::mem::take(&mut inv.creds)));
+        c.earlier.push((inv.seq, std::mem::take(&mut inv.creds), prev));
         inv.branch = branch;
         inv.seq = seq;
         let Some(inv) = c.invite.as_ref() else {
@@ -2298,7 +2306,7 @@ impl Endpoint {
                 return false;
             }
         };
-        c.earlier.push((inv.seq, inv.creds.clone()));
+        c.earlier.push((inv.seq, inv.creds.clone(), dest.unwrap_or(c.destination)));
         inv.creds
             .retain(|x| !hs.iter().any(|h| auth::replaces(h, x)));
         inv.creds.extend(hs);

@@ -2397,3 +2397,42 @@ fn every_realm_of_a_407_is_answered() {
     assert_eq!(again[0], creds[0], "proxy-a's answer kept");
     assert!(again[1].contains("realm=\"proxy-b\"") && again[1].contains("nonce=\"nb2\""));
 }
+
+/// After a fail-over on timer B, the first server's late 2xx (its Contact a host name, no
+/// Record-Route: no address in it) is ACKed and sent a BYE at the first server — where its
+/// INVITE went — not at the server failed over to; the same once the call is over.
+#[test]
+fn an_earlier_invites_2xx_is_acked_and_byed_where_that_invite_went() {
+    let s2 = a("10.0.0.3:5060");
+    let t0 = Instant::now();
+    let contact = "Contact: <sip:late@far.example.net>\r\n";
+    for call_over in [false, true] {
+        let (mut ep, call, first) = start_with_alternates(t0, vec![s2]);
+        let mut t = t0;
+        let mut second = None;
+        while t < t0 + Duration::from_secs(40) && second.is_none() {
+            t += Duration::from_millis(500);
+            ep.handle_timeout(t);
+            second = sent(&mut ep)
+                .into_iter()
+                .find(|(d, _)| *d == s2)
+                .map(|(_, m)| m);
+        }
+        let second = second.expect("no INVITE to the second server after timer B");
+        if call_over {
+            ep.handle_input(t, s2, &response(&second, 486, Some("busy"), ""));
+            let _ = sent(&mut ep);
+            assert!(events(&mut ep)
+                .iter()
+                .any(|e| matches!(e, Event::Rejected { call: c, .. } if *c == call)));
+        }
+        ep.handle_input(t, a(TRUNK), &response(&first, 200, Some("late"), contact));
+        let out = sent(&mut ep);
+        assert_eq!(
+            methods(&out),
+            [(Method::Ack, a(TRUNK)), (Method::Bye, a(TRUNK))],
+            "call over: {call_over}"
+        );
+        assert_eq!(h(&out[0].1, HeaderName::CSeq), "1 ACK");
+    }
+}
