@@ -22,12 +22,18 @@ pub use sipx_sip::auth::{Algorithm, Credentials};
 /// How many times one request is sent again with credentials (stale nonces included).
 pub const MAX_ATTEMPTS: u8 = 4;
 
+/// At most this many realms of one response are answered (the first ones, proxies' before
+/// the end server's): a path has a proxy or two; a response with hundreds of challenges
+/// must not make a request of hundreds of digests.
+pub const MAX_REALMS: usize = 4;
+
 /// What one request and its retries with credentials remember between challenges (a later
 /// request starts afresh: only the retry of the same request can be refused).
 #[derive(Debug, Default, Clone)]
 pub struct State {
-    /// Realms answered, with whether the nonce answered was stale-refreshed since.
-    answered: Vec<String>,
+    /// Realms answered, each with whether a proxy asked (`Proxy-Authenticate`): a proxy's
+    /// realm and the end server's are apart, even of the same name (§22.3).
+    answered: Vec<(bool, String)>,
     /// The nonces answered and each one's count (one per realm challenged).
     nonces: Vec<(String, u32)>,
     attempts: u8,
@@ -91,7 +97,11 @@ impl State {
                 }
             }
         }
-        let chosen: Vec<Challenge> = groups.into_iter().filter_map(digest::strongest).collect();
+        let chosen: Vec<Challenge> = groups
+            .into_iter()
+            .filter_map(digest::strongest)
+            .take(MAX_REALMS)
+            .collect();
         if chosen.is_empty() {
             return Err(Refusal::Unanswerable);
         }
@@ -100,7 +110,7 @@ impl State {
         }
         if chosen
             .iter()
-            .any(|ch| self.answered.contains(&ch.realm) && !ch.stale)
+            .any(|ch| self.was_answered(ch) && !ch.stale)
         {
             return Err(Refusal::Refused);
         }
@@ -108,8 +118,8 @@ impl State {
         let method = String::from_utf8_lossy(method);
         let mut out = Vec::with_capacity(chosen.len());
         for ch in &chosen {
-            if !self.answered.contains(&ch.realm) {
-                self.answered.push(ch.realm.clone());
+            if !self.was_answered(ch) {
+                self.answered.push((ch.from_proxy, ch.realm.clone()));
             }
             let nc = match self.nonces.iter_mut().find(|(n, _)| *n == ch.nonce) {
                 Some((_, count)) => {
@@ -131,6 +141,13 @@ impl State {
             );
         }
         Ok(out)
+    }
+
+    /// Whether `ch`'s realm, from a proxy or from the end server as `ch` is, was answered.
+    fn was_answered(&self, ch: &Challenge) -> bool {
+        self.answered
+            .iter()
+            .any(|(p, r)| *p == ch.from_proxy && *r == ch.realm)
     }
 }
 
@@ -300,6 +317,20 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, MAX_ATTEMPTS);
+        // The same realm asked by a proxy (407) then by the end server (401): two realms,
+        // the second challenge answered, not taken for a refusal.
+        let mut st = State::default();
+        let proxy = challenge(
+            407,
+            "Proxy-Authenticate",
+            r#"Digest realm="r", nonce="p1", qop="auth""#,
+        );
+        assert!(st.answer(&invite(), &proxy, &creds, "c").is_ok());
+        let h = st
+            .answer(&invite(), &first, &creds, "c")
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .remove(0);
+        assert_eq!(h.name(), &HeaderName::Authorization);
         // Basic is never answered (it would send the password).
         let basic = challenge(401, "WWW-Authenticate", r#"Basic realm="r""#);
         assert_eq!(
@@ -308,5 +339,24 @@ mod tests {
                 .err(),
             Some(Refusal::Unanswerable)
         );
+    }
+
+    /// A response challenging hundreds of realms gets the first MAX_REALMS answered.
+    #[test]
+    fn at_most_max_realms_are_answered() {
+        let creds = Credentials::new("u", "p");
+        let mut s = String::from("SIP/2.0 407 Proxy Authentication Required\n");
+        for i in 0..200 {
+            s += &format!("Proxy-Authenticate: Digest realm=\"r{i}\", nonce=\"n{i}\"\n");
+        }
+        s += "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx\nFrom: <sip:a@b>;tag=1\nTo: <sip:c@d>;tag=2\nCall-ID: c\nCSeq: 1 INVITE\nContent-Length: 0\n\n";
+        let Message::Response(resp) = parse(&s) else {
+            panic!("not a response")
+        };
+        let hs = State::default()
+            .answer(&invite(), &resp, &creds, "c")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(hs.len(), MAX_REALMS);
+        assert_eq!(param(&hs[0], "realm"), "r0");
     }
 }
