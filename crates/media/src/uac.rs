@@ -1320,12 +1320,7 @@ impl Call {
                     // — the campaign calls the number it was given, through its trunk,
                     // which routes on its own. The call ends `rejected` with the code, its
                     // reason naming where it was redirected.
-                    let to: Vec<String> = resp
-                        .headers
-                        .get_all(&wire::name("Contact"))
-                        .map(|h| String::from_utf8_lossy(&h.value()).into_owned())
-                        .collect();
-                    let to = to.join(", ");
+                    let to = redirect_targets(&resp);
                     let why = format!("{}; redirected to {to}: not followed", reason(&resp));
                     self.note(now, why.clone());
                     self.script.handle_rejected(now, code, &why);
@@ -2362,7 +2357,13 @@ struct SessionRefresh {
     due: Option<tokio::time::Instant>,
     /// When to give the session up for want of the far end's refresh.
     expires: Option<tokio::time::Instant>,
+    /// Our refresh's 491s in a row (glare): past [`MAX_GLARE_RETRIES`] retries, given up.
+    glares: u8,
 }
+
+/// How many times in a row a refresh answered 491 is sent again: a far end (a B2BUA) that
+/// answers 491 to every refresh would otherwise be sent one every 2.1–4 s for the whole call.
+const MAX_GLARE_RETRIES: u8 = 3;
 
 struct RefreshOutcome {
     text: String,
@@ -2496,6 +2497,7 @@ impl SessionRefresh {
             if let (Some(m), Ok(answer)) = (media, sdp::parse_answer(resp.body())) {
                 m.apply(&answer, now, prompts);
             }
+            self.glares = 0;
             let next = session_expires(&resp).map_or(interval, |(i, _)| i);
             self.interval = Some(next);
             self.due = Some(tokio::time::Instant::from_std(now + next / 2));
@@ -2508,7 +2510,16 @@ impl SessionRefresh {
                 text: format!("session refresh: {code}: the session is gone"),
                 session_gone: true,
             }
+        } else if code == 491 && self.glares >= MAX_GLARE_RETRIES {
+            // RFC 4028 §10: a session not refreshed is over; the far end refuses every refresh.
+            RefreshOutcome {
+                text: format!(
+                    "session refresh: 491 again after {MAX_GLARE_RETRIES} retries: given up"
+                ),
+                session_gone: true,
+            }
         } else if code == 491 {
+            self.glares += 1;
             // Glare (RFC 3261 §14.1): tried again after a random 2.1–4 s in 10 ms steps —
             // the range of the Call-ID's owner, which we are (we placed the call).
             let delay = Duration::from_millis(10 * rand::random_range(210..=400u64));
@@ -2541,6 +2552,39 @@ async fn recv_rtp(
             return r;
         }
     }
+}
+
+/// At most this many of a 3xx's Contacts are named in the call's reason, in at most
+/// [`MAX_REDIRECT_TEXT`] bytes: a 3xx listing hundreds must not bloat the call's record.
+const MAX_REDIRECT_CONTACTS: usize = 3;
+const MAX_REDIRECT_TEXT: usize = 256;
+
+/// The first [`MAX_REDIRECT_CONTACTS`] Contacts of a 3xx, comma-separated, cut (at a char
+/// boundary, marked `…`) past [`MAX_REDIRECT_TEXT`] bytes.
+fn redirect_targets(resp: &Response) -> String {
+    let all: Vec<String> = resp
+        .headers
+        .get_all(&wire::name("Contact"))
+        .map(|h| String::from_utf8_lossy(&h.value()).into_owned())
+        .collect();
+    let mut to = all
+        .iter()
+        .take(MAX_REDIRECT_CONTACTS)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if all.len() > MAX_REDIRECT_CONTACTS {
+        to += ", …";
+    }
+    if to.len() > MAX_REDIRECT_TEXT {
+        let mut end = MAX_REDIRECT_TEXT;
+        while !to.is_char_boundary(end) {
+            end -= 1;
+        }
+        to.truncate(end);
+        to += "…";
+    }
+    to
 }
 
 fn reason(r: &Response) -> String {
@@ -3413,6 +3457,62 @@ fn amd_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parsed_response(s: &str) -> Response {
+        match wire::parse(s.replace('\n', "\r\n").as_bytes()) {
+            Ok(crieur_sip::Message::Response(r)) => r,
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    fn head(status: &str, extra: &str) -> String {
+        format!("SIP/2.0 {status}\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\nFrom: <sip:a@b>;tag=1\nTo: <sip:c@d>;tag=2\nCall-ID: c\nCSeq: 2 UPDATE\n{extra}Content-Length: 0\n\n")
+    }
+
+    /// A refresh answered 491 is retried at most MAX_GLARE_RETRIES times in a row, then the
+    /// session is given up (RFC 4028 §10); a 2xx between starts the count again.
+    #[test]
+    fn a_refresh_answered_491_is_retried_three_times_then_given_up() {
+        let now = Instant::now();
+        let mut r = SessionRefresh::default();
+        r.we_refresh(Duration::from_secs(90), now);
+        let no_prompts = |_: Codec| -> [Arc<[u8]>; 3] {
+            [Arc::from(&[][..]), Arc::from(&[][..]), Arc::from(&[][..])]
+        };
+        let glare =
+            || SipOutcome::Response(Box::new(parsed_response(&head("491 Request Pending", ""))));
+        for _ in 0..MAX_GLARE_RETRIES {
+            assert!(!r.handled(glare(), now, None, &no_prompts).session_gone);
+        }
+        let ok = parsed_response(&head("200 OK", "Session-Expires: 90;refresher=uac\n"));
+        assert!(
+            !r.handled(SipOutcome::Response(Box::new(ok)), now, None, &no_prompts)
+                .session_gone
+        );
+        for _ in 0..MAX_GLARE_RETRIES {
+            assert!(!r.handled(glare(), now, None, &no_prompts).session_gone);
+        }
+        let last = r.handled(glare(), now, None, &no_prompts);
+        assert!(last.session_gone, "{}", last.text);
+    }
+
+    /// A 3xx's reason names its first three Contacts, in at most 256 bytes.
+    #[test]
+    fn a_redirects_reason_names_three_contacts_at_most_256_bytes() {
+        let mut extra = String::new();
+        for i in 0..50 {
+            extra += &format!("Contact: <sip:+3361234{i:04}@gw{i}.example.net>\n");
+        }
+        let to = redirect_targets(&parsed_response(&head("302 Moved Temporarily", &extra)));
+        assert!(
+            to.starts_with("<sip:+33612340000@gw0.example.net>, <sip:+33612340001@"),
+            "{to}"
+        );
+        assert!(!to.contains("gw3."), "{to}");
+        let long = format!("Contact: <sip:{}@x.example.net>\n", "9".repeat(600));
+        let to = redirect_targets(&parsed_response(&head("302 Moved Temporarily", &long)));
+        assert!(to.len() <= MAX_REDIRECT_TEXT + "…".len(), "{}", to.len());
+    }
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 

@@ -108,10 +108,7 @@ impl State {
         if self.attempts >= MAX_ATTEMPTS {
             return Err(Refusal::TooMany);
         }
-        if chosen
-            .iter()
-            .any(|ch| self.was_answered(ch) && !ch.stale)
-        {
+        if chosen.iter().any(|ch| self.was_answered(ch) && !ch.stale) {
             return Err(Refusal::Refused);
         }
         self.attempts += 1;

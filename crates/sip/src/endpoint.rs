@@ -1815,7 +1815,10 @@ impl Endpoint {
             self.send_ack(now, call, seq, Some(to_tag), Some(creds));
         } else {
             // The call's destination is the server failed over to, not this INVITE's.
-            let current = self.calls.get_mut(&call).map(|c| std::mem::replace(&mut c.destination, dest));
+            let current = self
+                .calls
+                .get_mut(&call)
+                .map(|c| std::mem::replace(&mut c.destination, dest));
             self.fork_bye(now, call, seq, r, Some(creds));
             if let (Some(c), Some(d)) = (self.calls.get_mut(&call), current) {
                 c.destination = d;
@@ -2258,7 +2261,8 @@ impl Endpoint {
         let Some(inv) = c.invite.as_mut() else {
             return false;
         };
-        c.earlier.push((inv.seq, std::mem::take(&mut inv.creds), prev));
+        c.earlier
+            .push((inv.seq, std::mem::take(&mut inv.creds), prev));
         inv.branch = branch;
         inv.seq = seq;
         let Some(inv) = c.invite.as_ref() else {
@@ -2306,7 +2310,8 @@ impl Endpoint {
                 return false;
             }
         };
-        c.earlier.push((inv.seq, inv.creds.clone(), dest.unwrap_or(c.destination)));
+        c.earlier
+            .push((inv.seq, inv.creds.clone(), dest.unwrap_or(c.destination)));
         inv.creds
             .retain(|x| !hs.iter().any(|h| auth::replaces(h, x)));
         inv.creds.extend(hs);
