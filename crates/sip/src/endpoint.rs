@@ -1553,7 +1553,8 @@ impl Endpoint {
             // §8.1.3.3: a response with more than one Via value was meant for a proxy
             // (misrouted, or forged): the UAC discards it.
             Message::Response(resp) if wire::via_count(&resp.headers) > 1 => {
-                tracing::info!(%from, status = resp.status.code(), "dropped a response with more than one Via (RFC 3261 §8.1.3.3)");
+                // debug!: a flood of them (misrouted or forged) must not flood the log.
+                tracing::debug!(%from, status = resp.status.code(), "dropped a response with more than one Via (RFC 3261 §8.1.3.3)");
             }
             Message::Response(resp) => match self.clients.receive(resp) {
                 Received::Matched(id, step) => self.apply_client(now, id, step),

@@ -180,14 +180,17 @@ pub fn top_via(h: &Headers) -> Option<Via> {
 }
 
 /// How many `Via` values `h` holds: each `Via` header line, and each comma outside a quoted
-/// string in one (§7.3.1: values may be combined on a line), counts.
+/// string in one (§7.3.1: values may be combined on a line), counts; in a quoted string a
+/// backslash escapes the next byte (§25.1 `quoted-pair`: `\"` does not end it).
 pub fn via_count(h: &Headers) -> usize {
     h.get_all(&HeaderName::Via)
         .map(|v| {
-            let mut quoted = false;
+            let (mut quoted, mut escaped) = (false, false);
             let mut n = 1;
             for b in v.value().iter() {
                 match b {
+                    _ if escaped => escaped = false,
+                    b'\\' if quoted => escaped = true,
                     b'"' => quoted = !quoted,
                     b',' if !quoted => n += 1,
                     _ => {}
@@ -309,6 +312,26 @@ fn content_length(head: &[u8]) -> Option<usize> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A comma after an escaped quote in a quoted string (§25.1 quoted-pair) separates two
+    /// Via values; one inside the string does not.
+    #[test]
+    fn via_count_reads_escaped_quotes() {
+        let count = |via: &str| {
+            let m = parse(format!("SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+            via_count(m.headers())
+        };
+        assert_eq!(
+            count(r#"SIP/2.0/UDP a;branch=z9hG4bK1;x="q\"z", SIP/2.0/UDP b;branch=z9hG4bK2"#),
+            2
+        );
+        assert_eq!(count(r#"SIP/2.0/UDP a;branch=z9hG4bK1;x="q\", z""#), 1);
+        assert_eq!(
+            count(r#"SIP/2.0/UDP a;branch=z9hG4bK1;x="a\\", SIP/2.0/UDP b;branch=z9hG4bK2"#),
+            2
+        );
+    }
 
     /// The tag read in place is the one a full parse of the address finds, and a bracket
     /// or quote left open gives none.
