@@ -2425,6 +2425,14 @@ fn an_earlier_invites_2xx_is_acked_and_byed_where_that_invite_went() {
             assert!(events(&mut ep)
                 .iter()
                 .any(|e| matches!(e, Event::Rejected { call: c, .. } if *c == call)));
+            // Forgotten (its INVITE transaction over): the ended-call memory answers.
+            let end = t + Duration::from_secs(33);
+            while ep.poll_timeout().is_some_and(|d| d <= end) {
+                ep.handle_timeout(end);
+            }
+            t = end;
+            let _ = sent(&mut ep);
+            assert_eq!(ep.calls(), 0);
         }
         ep.handle_input(t, a(TRUNK), &response(&first, 200, Some("late"), contact));
         let out = sent(&mut ep);
