@@ -30,7 +30,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -305,12 +304,13 @@ async fn main() {
             let wake = at.checked_sub(ahead).unwrap_or(at);
             tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
             handed_until = at + ahead;
+            // The reports that came since the last batch.
+            drain(&mut handed, &mut tally);
         }
         // Results are taken as calls end, so a long soak holds no finished call.
         while let Some(r) = set.try_join_next() {
             tally.add(r);
         }
-        drain(&mut handed, &mut tally);
         if let (Some(at), Some(every)) = (next_report, report_every) {
             if Instant::now() >= at {
                 gauge("running");
