@@ -3633,23 +3633,58 @@ mod tests {
             .collect()
     }
 
+    /// sipp answering `calls` calls (ringing, 200, ACK, our BYE) with `args`, and a UAC of
+    /// `loops` loop threads with a trunk to it.
+    async fn ahead_setup(
+        calls: usize,
+        loops: usize,
+        args: &[&str],
+    ) -> (crieur_test_support::Sipp, Arc<Uac>, Trunk) {
+        use crieur_test_support::scenario::{answer_scenario, BYE_200};
+        let sipp = crieur_test_support::Sipp::scenario(&answer_scenario("0", BYE_200))
+            .timeout_error()
+            .calls(calls)
+            .args(args)
+            .start();
+        let uac = Uac::start_udp(
+            SocketAddr::from((LOCAL, 0)),
+            "crieur-test/0",
+            1 << 20,
+            loops,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("UAC: {e}"));
+        let trunk = ahead_trunk(sipp.addr());
+        (sipp, Arc::new(uac), trunk)
+    }
+
+    /// Every call's report, each answered and completed.
+    async fn all_completed(calls: Vec<tokio::task::JoinHandle<Result<CallReport, Error>>>) {
+        for c in calls {
+            let r = c
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_completed(&r);
+        }
+    }
+
+    fn assert_completed(r: &CallReport) {
+        assert_eq!(
+            r.ending.outcome,
+            Outcome::AnsweredCompleted,
+            "{:?}",
+            r.timeline
+        );
+    }
+
     /// Calls handed ahead ([`Uac::call_at`]) in one go are held by their loop and placed each
     /// at its start — not before (no RTP pair taken, no INVITE) and not long after — and go
     /// on to their ends as any call.
     #[tokio::test(flavor = "multi_thread")]
     async fn calls_handed_ahead_are_placed_at_their_start_not_before() {
-        use crieur_test_support::scenario::{answer_scenario, BYE_200};
         const CALLS: usize = 3;
-        let mut sipp = crieur_test_support::Sipp::scenario(&answer_scenario("0", BYE_200))
-            .timeout_error()
-            .calls(CALLS)
-            .start();
-        let uac = Arc::new(
-            Uac::start_udp(SocketAddr::from((LOCAL, 0)), "crieur-test/0", 1 << 20, 1)
-                .await
-                .unwrap_or_else(|e| panic!("UAC: {e}")),
-        );
-        let trunk = ahead_trunk(sipp.addr());
+        let (mut sipp, uac, trunk) = ahead_setup(CALLS, 1, &[]).await;
         let gap = Duration::from_millis(200);
         let first = Instant::now() + Duration::from_millis(400);
         let starts: Vec<Instant> = (0..CALLS).map(|i| first + gap * i as u32).collect();
@@ -3683,18 +3718,7 @@ mod tests {
             );
         }
         assert!(looked > 0, "every look came too late to tell");
-        for c in calls {
-            let r = c
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(
-                r.ending.outcome,
-                Outcome::AnsweredCompleted,
-                "{:?}",
-                r.timeline
-            );
-        }
+        all_completed(calls).await;
         assert!(sipp.succeeded());
     }
 
@@ -3704,16 +3728,7 @@ mod tests {
     /// call placed after them reaches the trunk (the loop and the trace work).
     #[tokio::test(flavor = "multi_thread")]
     async fn a_call_handed_ahead_and_given_up_before_its_start_places_nothing() {
-        use crieur_test_support::scenario::{answer_scenario, BYE_200};
-        let mut sipp = crieur_test_support::Sipp::scenario(&answer_scenario("0", BYE_200))
-            .timeout_error()
-            .calls(1)
-            .args(&["-trace_msg"])
-            .start();
-        let uac = Uac::start_udp(SocketAddr::from((LOCAL, 0)), "crieur-test/0", 1 << 20, 1)
-            .await
-            .unwrap_or_else(|e| panic!("UAC: {e}"));
-        let trunk = ahead_trunk(sipp.addr());
+        let (mut sipp, uac, trunk) = ahead_setup(1, 1, &["-trace_msg"]).await;
         let at = Instant::now() + Duration::from_millis(500);
         // Given up: the caller's future dropped 100 ms in.
         let gone = tokio::time::timeout(
@@ -3749,12 +3764,7 @@ mod tests {
             .call(&trunk, short_call(3, None), no_hook)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            r.ending.outcome,
-            Outcome::AnsweredCompleted,
-            "{:?}",
-            r.timeline
-        );
+        assert_completed(&r);
         assert!(sipp.succeeded());
         assert!(sipp.messages().contains("INVITE"), "{}", sipp.messages());
     }
@@ -3763,18 +3773,8 @@ mod tests {
     /// on its loop from its hand-off), every call placed at its start on its own loop.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_batch_handed_ahead_spans_the_loop_threads() {
-        use crieur_test_support::scenario::{answer_scenario, BYE_200};
         const CALLS: usize = 80;
-        let mut sipp = crieur_test_support::Sipp::scenario(&answer_scenario("0", BYE_200))
-            .timeout_error()
-            .calls(CALLS)
-            .start();
-        let uac = Arc::new(
-            Uac::start_udp(SocketAddr::from((LOCAL, 0)), "crieur-test/0", 1 << 20, 2)
-                .await
-                .unwrap_or_else(|e| panic!("UAC: {e}")),
-        );
-        let trunk = ahead_trunk(sipp.addr());
+        let (mut sipp, uac, trunk) = ahead_setup(CALLS, 2, &[]).await;
         let first = Instant::now() + Duration::from_millis(500);
         let calls: Vec<_> = (0..CALLS)
             .map(|i| {
@@ -3788,18 +3788,7 @@ mod tests {
             assert_eq!(pairs_taken(&uac), 0, "placed before their start");
             assert_eq!(counted(&uac), vec![Shard::FILL, CALLS - Shard::FILL]);
         }
-        for c in calls {
-            let r = c
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(
-                r.ending.outcome,
-                Outcome::AnsweredCompleted,
-                "{:?}",
-                r.timeline
-            );
-        }
+        all_completed(calls).await;
         let per_loop: Vec<u64> = uac
             .loops
             .iter()
