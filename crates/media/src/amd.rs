@@ -1341,10 +1341,10 @@ const ECHO_RISE_DB: f32 = 2.0;
 /// has ended. A copy arriving while the tone plays adds its own phasor (the tone's times its
 /// gain), whatever the phase — a step of its gain, and a discrete echo is quieter than what it
 /// copies: a hybrid's at least 6 dB (G.168's least echo return loss, 0.5), a room's or a
-/// chain of copies' a few dB (sequential copies at 0.75 of the tone); copies up to 0.8 (−2 dB)
-/// are told apart with the measure's own spread (a few hundredths). The tone's end removes
-/// its whole phasor (a step of 1), less the copy arriving with it when its length is a
-/// multiple of the echo's delay. (Levels cannot tell them apart: a copy at 0.6 in opposition
+/// chain of copies' a few dB (sequential copies at 0.75 of the tone); copies up to 0.85
+/// (−1.4 dB) are told apart with the measure's own spread (see [`PHASOR_SPREAD`]). The
+/// tone's end removes its whole phasor (a step of 1), less the copy arriving with it when its
+/// length is a multiple of the echo's delay. (Levels cannot tell them apart: a copy at 0.6 in opposition
 /// lowers the level 8 dB, as an end does.) Not covered: copies on two grids arriving together
 /// (two echo paths), whose steps add.
 const ECHO_END_RATIO: f32 = 0.95;
@@ -1357,7 +1357,7 @@ const ECHO_END_BACK_FRAMES: u64 = 20;
 /// together; a copy arriving inside the segment, a gain control moving, noise, a glide or a
 /// vibrato do not). A step hidden in it (a copy at right angles moves the level little)
 /// moves the mean by no more than that RMS: two segments' means are then off by 0.1 at
-/// most, the margin between a copy's step (0.8 at most) and the tone's end's (1), less it.
+/// most, the margin between a copy's step (0.85 at most) and [`ECHO_END_RATIO`].
 const PHASOR_SPREAD: f32 = 0.05;
 /// A step whose size, as phasors, is at most this share of the tone alone's is a copy
 /// arriving, not the tone's end (a step of 1, or 1 less the gain of a copy arriving with it:
@@ -2965,14 +2965,22 @@ mod tests {
     /// d 0.5 2d 0.3 3d 0.15` makes them: the tone (4 ms fades) at 0.8, copies `d`, `2d`, `3d`
     /// later at 0.5, 0.3, 0.15, the whole at `dbfs` RMS for the tone's direct part.
     fn echo_beep(ms: u32, hz: f32, dbfs: f32, d: u32) -> Vec<f32> {
-        let mut t = tone(ms, hz, dbfs);
+        with_copies(
+            &faded(tone(ms, hz, dbfs)),
+            d,
+            &[0.5 / 0.8, 0.3 / 0.8, 0.15 / 0.8],
+        )
+    }
+
+    /// `t` with 4 ms linear fades in and out.
+    fn faded(mut t: Vec<f32>) -> Vec<f32> {
         let n = t.len();
         for i in 0..32.min(n) {
             let g = i as f32 / 32.0;
             t[i] *= g;
             t[n - 1 - i] *= g;
         }
-        with_copies(&t, d, &[0.5 / 0.8, 0.3 / 0.8, 0.15 / 0.8])
+        t
     }
 
     /// `t` and copies of it `d`, `2d`… ms later at `gains`.
@@ -3312,14 +3320,7 @@ mod tests {
                 for d in [60u32, 100, 150] {
                     for k in 0..6 {
                         let hz = 900.0 + k as f32 * 1000.0 / (d * 6) as f32;
-                        let mut t = tone(len, hz, -20.0);
-                        let n = t.len();
-                        for i in 0..32.min(n) {
-                            let g = i as f32 / 32.0;
-                            t[i] *= g;
-                            t[n - 1 - i] *= g;
-                        }
-                        let beep = with_copies(&t, d, &gains);
+                        let beep = with_copies(&faded(tone(len, hz, -20.0)), d, &gains);
                         let x = cat(&[speech(4000, -18.0, 45), silence(300), beep, silence(2000)]);
                         let ev = run(AmdParams::default(), &g711(&x));
                         let end = Duration::from_millis(u64::from(4300 + len));
