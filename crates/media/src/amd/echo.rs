@@ -1483,6 +1483,58 @@ mod tests {
         assert!(erle >= 33.0, "ERLE {erle:.1} dB");
     }
 
+    /// How far (dB) the foreground's taps are from the tests' hybrid response at `erl_db`
+    /// (`IR` scaled as [`line`] does), at the alignment that fits them best: a filter's
+    /// misalignment, which sets how deeply it cancels the echo of any sound of ours.
+    fn misalignment_db(ec: &EchoCanceller, erl_db: f32) -> f32 {
+        let norm = IR.iter().map(|h| h * h).sum::<f32>().sqrt();
+        let gain = 10f32.powf(-erl_db / 20.0) / norm;
+        let h: Vec<f32> = IR.iter().map(|v| v * gain).collect();
+        let hn: f32 = h.iter().map(|v| v * v).sum();
+        // The echo of our sample sent `delay + TAPS − 1 − j` before is tap `j`'s: the
+        // response's first tap at some `j0`, the next ones before it.
+        let best = (IR.len() - 1..TAPS)
+            .map(|j0| {
+                (0..TAPS)
+                    .map(|j| {
+                        let want = j0.checked_sub(j).and_then(|k| h.get(k)).copied();
+                        (ec.fore[j] - want.unwrap_or(0.0)).powi(2)
+                    })
+                    .sum::<f32>()
+            })
+            .fold(f32::MAX, f32::min);
+        10.0 * (best / hn).log10()
+    }
+
+    /// Our message as sent is mostly low frequencies (a voice's long-term spectrum falls
+    /// 20–40 dB from 500 Hz to 3 kHz): the filter must learn the echo path where our audio is
+    /// weak too, or the echo of our next fricative is cancelled shallowly. Adapting on
+    /// whitened signals, it learns every direction at the same pace: after 6 s of a
+    /// steeply low-passed message its taps are within −30 dB of the hybrid's response (−49 dB;
+    /// the background adapting on our audio as sent reached only −12.7 dB: its weak
+    /// directions learn 100–1,000 times slower, and the leakage holds them back).
+    #[test]
+    fn a_low_pass_message_teaches_the_whole_echo_path() {
+        let (mut lp1, mut lp2) = (0f32, 0f32);
+        let ours: Vec<i16> = speechlike(6 * 8000, -10.0, 61)
+            .iter()
+            .map(|&v| {
+                lp1 = 0.85 * lp1 + 0.15 * v;
+                lp2 = 0.85 * lp2 + 0.15 * lp1;
+                (3.0 * lp2).clamp(-32768.0, 32767.0) as i16
+            })
+            .collect();
+        let far = line(&ours, &speechlike(ours.len(), -85.0, 63), 15.0, 700);
+        let (_, ec) = cancel(&ours, &far);
+        assert!(
+            matches!(ec.state(), PathState::Found(_)),
+            "{:?}",
+            ec.state()
+        );
+        let m = misalignment_db(&ec, 15.0);
+        assert!(m <= -30.0, "misalignment {m:.1} dB");
+    }
+
     /// A far end talking all along, uncorrelated with our audio and with no echo of it (as
     /// loud as our message, and 20 dB under it): no path is found at any of the half-block
     /// lags, and nothing is taken out of the far end.
@@ -1729,8 +1781,10 @@ mod tests {
             ec.end_frame(k as u64, 20.0);
         }
         let frames = far.len() / FRAME;
+        // (88 % since the background adapts whitened: at some syllables' onsets after a
+        // pause what is left of our echo is as loud as the tone, 10 dB under our echo.)
         assert!(
-            tonal * 10 >= frames * 9,
+            tonal * 100 >= frames * 85,
             "tonal residual {tonal} of {frames}"
         );
         assert!(ec.adapted >= CONVERGE_SAMPLES, "not converged");
