@@ -867,24 +867,20 @@ impl EchoCanceller {
         let len = r.data.samples.len() as i64;
         // The echo in this frame is our audio sent `delay + PRE_SAMPLES` (the lag) earlier.
         let lo = n0 - (delay + PRE_SAMPLES) as i64 - r.offset as i64;
-        let at = |i: i64| {
-            usize::try_from(i.clamp(0, len))
-                .ok()
-                .and_then(|i| r.data.energy.get(i))
-                .copied()
-                .unwrap_or(0.0)
+        // Our audio's energy over the frame's span, from a running sum (as sent, whitened).
+        let over_frame = |sums: &[f64]| {
+            let at = |i: i64| {
+                usize::try_from(i.clamp(0, len))
+                    .ok()
+                    .and_then(|i| sums.get(i))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            (at(lo + frame.len() as i64) - at(lo)).max(0.0) as f32
         };
-        let ours = (at(lo + frame.len() as i64) - at(lo)).max(0.0) as f32;
-        self.env_est_e = self.env_gain * self.env_gain * ours;
-        let white_at = |i: i64| {
-            usize::try_from(i.clamp(0, len))
-                .ok()
-                .and_then(|i| r.data.white_energy.get(i))
-                .copied()
-                .unwrap_or(0.0)
-        };
-        let ours_white = (white_at(lo + frame.len() as i64) - white_at(lo)).max(0.0) as f32;
-        self.env_est_white_e = self.env_gain * self.env_gain * ours_white;
+        let gain2 = self.env_gain * self.env_gain;
+        self.env_est_e = gain2 * over_frame(&r.data.energy);
+        self.env_est_white_e = gain2 * over_frame(&r.data.white_energy);
         let far: f32 = frame.iter().map(|v| v * v).sum();
         self.mu = if self.tone_hold > 0 && self.fore_live && self.adapted >= CONVERGE_SAMPLES {
             0.0
