@@ -27,7 +27,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crieur_media::amd::{AmdEvent, AmdParams, Detector, DropCause, Kind};
+use crieur_media::amd::{AmdEvent, AmdParams, Detector, DropCause, Features, Kind};
 use crieur_media::audio::Message;
 use crieur_media::g711::Codec;
 
@@ -49,6 +49,10 @@ struct Result {
     sit_file: bool,
     label_end: Duration,
     trace: String,
+    /// The first verdict's features (for `AMD_FEATURES`).
+    features: Option<Features>,
+    /// The file's 10 ms frames' levels, dBFS (for `AMD_FEATURES`).
+    levels: Vec<f32>,
 }
 
 fn pct(a: usize, b: usize) -> f64 {
@@ -124,6 +128,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             pcm = with_echo(&pcm, &ours, erl, echo_delay, LEAD_IN);
         }
         let tracing = std::env::var_os("AMD_TRACE").is_some();
+        let features = std::env::var_os("AMD_FEATURES").is_some();
         let (mut found_at, mut at_end, mut filtering_frames, mut frames) = (None, None, 0, 0);
         let mut searches = String::new();
         let c0 = thread_cpu();
@@ -139,7 +144,12 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             sit_file,
             label_end: Duration::from_millis(end.parse().unwrap_or(0)),
             trace: String::new(),
+            features: None,
+            levels: Vec::new(),
         };
+        if features {
+            r.levels = frame_levels(&pcm);
+        }
         // Repeated so the CPU figure is above /proc's 10 ms resolution.
         let repeat: usize = std::env::var("AMD_REPEAT")
             .ok()
@@ -200,6 +210,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                         AmdEvent::Verdict(v) => {
                             if r.first.is_none() {
                                 r.first = Some((v.kind, v.cause.as_str(), v.at));
+                                r.features = Some(v.features);
                             }
                             // Asterisk's AMD() says MACHINE on initial silence.
                             let machine = v.kind == Kind::Machine
@@ -227,8 +238,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         if tracing {
             let t = d.echo_trace();
             r.trace = format!(
-                "echo delay {echo_delay}; found {found_at:?}; at the label end {at_end:?}; filtering {filtering_frames}/{frames} packets; voided beeps {}; best lag (delay/rho/other):{searches}",
-                t.voided_beeps
+                "echo delay {echo_delay}; found {found_at:?}; at the label end {at_end:?}; filtering {filtering_frames}/{frames} packets; voided beeps {}; last beep kept from overriding (Hz, dB over the floor, spread) {:?}; best lag (delay/rho/other):{searches}",
+                t.voided_beeps,
+                t.declined_beep
             );
         }
         cpu_s += thread_cpu() - c0;
@@ -417,7 +429,76 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    if std::env::var_os("AMD_FEATURES").is_some() {
+        print_features(dir, &results);
+    }
     Ok(())
+}
+
+/// Each 10 ms frame's level, dBFS (−96 for digital silence).
+fn frame_levels(pcm: &[i16]) -> Vec<f32> {
+    pcm.chunks(80)
+        .map(|c| {
+            let e = c.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / c.len() as f64;
+            (10.0 * (e / (32768.0 * 32768.0)).max(1e-10).log10()).max(-96.0) as f32
+        })
+        .collect()
+}
+
+/// `AMD_FEATURES`: one line per file whose first verdict is `human` on the silence after
+/// the talk (the people, and the machines missed that way), with what the verdict saw —
+/// for `scripts/amd-features`, which pools corpora and compares people with missed machines.
+/// Columns: corpus, file, class, judged (`machine` when the file ended as one), first
+/// verdict's time, initial silence, voice, words, longest word (ms), the talk's span (first
+/// word to the verdict's silence, ms), the 10th percentile of the frames' levels within the
+/// talk and over the verdict's silence and the 1.5 s after it (dBFS: a played greeting's noise
+/// bed stops at its end, a person's room goes on).
+fn print_features(dir: &Path, results: &[Result]) {
+    let corpus = dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let p10 = |v: &[f32]| -> f32 {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(((v.len().saturating_sub(1)) as f64 * 0.1).round() as usize)
+            .copied()
+            .unwrap_or(f32::NAN)
+    };
+    for r in results {
+        let (Some((Kind::Human, "after-greeting-silence", at)), Some(f)) = (r.first, r.features)
+        else {
+            continue;
+        };
+        let at_frame = (at.as_millis() / 10) as usize;
+        let talk_end = at_frame.saturating_sub((f.silence_ms / 10) as usize);
+        let init = (f.initial_silence_ms / 10) as usize;
+        let talk = r
+            .levels
+            .get(init..talk_end.max(init + 1))
+            .unwrap_or_default();
+        let after = r
+            .levels
+            .get(talk_end..(at_frame + 150).min(r.levels.len()))
+            .unwrap_or_default();
+        let judged = if r.machine_at.is_some() || r.sit.is_some() {
+            "machine"
+        } else {
+            "human"
+        };
+        println!(
+            "feature\t{corpus}\t{}\t{}\t{judged}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.1}\t{:.1}",
+            r.file,
+            r.class,
+            at.as_millis(),
+            f.initial_silence_ms,
+            f.voice_ms,
+            f.words,
+            f.longest_word_ms,
+            (talk_end - init.min(talk_end)) * 10,
+            p10(talk),
+            p10(after)
+        );
+    }
 }
 
 /// The far end's audio with our message's echo added: `ours` from sample `start`, through a

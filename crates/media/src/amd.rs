@@ -1566,6 +1566,9 @@ pub struct Detector {
     pending_drop: Option<PendingBeep>,
     /// Tones taken for beeps and then voided by voice after them (for reports).
     voided_beeps: u32,
+    /// The last beep kept from overriding a verdict (for reports: see
+    /// [`EchoTrace::declined_beep`]).
+    declined_beep: Option<(f32, f32, f32)>,
     peak: f32,
     /// The loudest word's loudest frame, decaying (the reference of `foreground_range_db`).
     word_peak: f32,
@@ -1632,6 +1635,7 @@ impl Detector {
             dropped_beep: None,
             pending_drop: None,
             voided_beeps: 0,
+            declined_beep: None,
             peak: FLOOR_DBFS,
             word_peak: FLOOR_DBFS,
             run_frames: 0,
@@ -1850,6 +1854,7 @@ impl Detector {
     pub fn echo_trace(&self) -> EchoTrace {
         let mut t = self.echo.trace();
         t.voided_beeps = self.voided_beeps;
+        t.declined_beep = self.declined_beep;
         t.ceiling_dbfs = self.echo_ceiling;
         t
     }
@@ -2496,22 +2501,35 @@ impl Detector {
         // or a synth's note is as odd-harmonic, but played, not generated.
         let overrides = !short
             && (run.square == 0 || run.freq_hi - run.freq_lo <= SQUARE_OVERRIDE_SPREAD * freq);
-        self.on_beep(beep, since_end, floor, overrides);
+        let spread = (run.freq_hi - run.freq_lo) / freq;
+        self.on_beep(beep, since_end, floor, overrides, spread);
     }
 
-    /// A beep (`overrides`: it may turn a `human` verdict into `machine`).
-    fn on_beep(&mut self, beep: Beep, since_end: u32, floor: f32, overrides: bool) {
+    /// A beep (`overrides`: it may turn a `human` verdict into `machine`; `spread`: its
+    /// frequency's spread, for reports).
+    fn on_beep(&mut self, beep: Beep, since_end: u32, floor: f32, overrides: bool, spread: f32) {
+        let declined = Some((
+            beep.freq_hz,
+            beep.level_dbfs - self.line_floor(floor),
+            spread,
+        ));
         match self.verdict {
             Some(v) if v.kind == Kind::Machine => {}
             _ if self.analysed() > self.p.beep_override_window => return,
-            Some(v) if v.kind == Kind::Human && !overrides => return,
+            Some(v) if v.kind == Kind::Human && !overrides => {
+                self.declined_beep = declined;
+                return;
+            }
             // Someone was judged to have answered, or a quiet tone (see [`QUIET_BEEP_DBFS`])
             // came before any verdict: only a tone clearly above the line's noise makes a
             // `machine` of it (see `beep_override_margin_db`).
             v if (v.is_some() || beep.level_dbfs < QUIET_BEEP_DBFS)
                 && beep.level_dbfs < self.line_floor(floor) + self.p.beep_override_margin_db =>
             {
-                return
+                if v.is_some() {
+                    self.declined_beep = declined;
+                }
+                return;
             }
             _ => {}
         }
@@ -3772,6 +3790,43 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, AmdEvent::Verdict(v) if v.kind == Kind::Machine));
             assert_eq!(judged_machine, machine, "pips at {pip_db} dBFS: {ev:?}");
+        }
+    }
+
+    #[test]
+    fn a_beep_kept_from_overriding_a_person_is_reported() {
+        // "Hello?" over a room's noise at −50 dBFS, judged human; then one 1,500 Hz tone 17
+        // dB over the noise (under `beep_override_margin_db`): not a machine, and the trace
+        // says which tone was kept from overriding and by how much (for reports); a tone
+        // that overrides, or none, leaves nothing there.
+        for (tone_db, declined) in [(Some(-33.0), true), (Some(-24.0), false), (None, false)] {
+            let mut x = cat(&[
+                silence(300),
+                talker(700, -22.0, 23, 180.0),
+                silence(1500),
+                tone_db.map_or_else(|| silence(300), |db| tone(300, 1500.0, db)),
+                silence(1500),
+            ]);
+            add_noise(&mut x, -50.0, 24);
+            let t0 = Instant::now();
+            let mut d = Detector::new(t0, AmdParams::default());
+            let mut ev = Vec::new();
+            for (i, pkt) in g711(&x).chunks(160).enumerate() {
+                d.feed(t0 + Duration::from_millis(20 * i as u64 + 20), pkt);
+                ev.extend(std::iter::from_fn(|| d.poll_event()));
+            }
+            assert_eq!(
+                judged_machine(&ev),
+                !declined && tone_db.is_some(),
+                "{ev:?}"
+            );
+            let kept = d.echo_trace().declined_beep;
+            assert_eq!(kept.is_some(), declined, "{tone_db:?}: {kept:?}");
+            if let Some((hz, over, spread)) = kept {
+                assert!((hz - 1500.0).abs() < 5.0, "{hz}");
+                assert!((10.0..19.0).contains(&over), "{over}");
+                assert!(spread < 0.005, "{spread}");
+            }
         }
     }
 

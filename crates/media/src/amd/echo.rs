@@ -423,6 +423,12 @@ pub struct EchoTrace {
     pub ceiling_dbfs: f32,
     /// Tones the detector took for beeps and voided by voice after them.
     pub voided_beeps: u32,
+    /// The last tone that passed every test of a beep but was kept from turning a
+    /// `human`/`not-sure` verdict into `machine`: its frequency (Hz), its level over the
+    /// line's floor (dB) and its frequency's spread frame to frame (a share of it). For
+    /// reports (`amd_corpus`, `AMD_TRACE`): the beeps a voicemail plays after a short
+    /// greeting judged `human`, against the tones of a person's room.
+    pub declined_beep: Option<(f32, f32, f32)>,
     /// At the last search: the best lag's delay (samples), its normalised correlation, and
     /// the best correlation more than a block away from it (NaN when not computed: only
     /// when the best could be prominent).
