@@ -13,6 +13,12 @@
 //! - `SIP_LOOPS=<n>`: SIP loop threads (default: one per core, as a campaign's UAC).
 //! - `LEAD_IN_MS=<ms>`: silence before each message (default 0: the pacer's own delay);
 //!   answer → first audio is then reported beyond the lead-in, with its worst total.
+//! - `AHEAD_MS=<ms>`: hands the calls to the UAC this far ahead of their start
+//!   (`Uac::call_at`), in batches: the harness wakes once per this, not once per call, and
+//!   each call's loop thread places it from its own timer; the reports are taken at the
+//!   harness's own wake-ups too (each call's future polled then, not woken by its report).
+//!   Default 0: each call handed at its start with `Uac::call`, a task each (S2, S4, S5);
+//!   S1's scripts set 10.
 //! - `S1_STOP=1`: each call carries a stop token (a child of one token for the run, never
 //!   cancelled), as a campaign's calls do (`crieur-runner`'s `place`: a child of its
 //!   hang-up-all token).
@@ -162,6 +168,32 @@ impl Tally {
     }
 }
 
+/// A call handed ahead (`AHEAD_MS`): its future, polled at the harness's wake-ups.
+type Handed = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<CallReport, crieur_media::Error>> + Send>,
+>;
+
+/// Polls the handed calls from `from` on with a waker that does nothing (their reports are
+/// taken at the harness's next wake-up, which comes every `AHEAD_MS` anyway — a report does
+/// not wake it), and tallies those that ended.
+fn drain_from(handed: &mut Vec<Handed>, from: usize, tally: &mut Tally) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut i = from;
+    while i < handed.len() {
+        match handed[i].as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => {
+                tally.add(Ok(r));
+                drop(handed.swap_remove(i));
+            }
+            std::task::Poll::Pending => i += 1,
+        }
+    }
+}
+
+fn drain(handed: &mut Vec<Handed>, tally: &mut Tally) {
+    drain_from(handed, 0, tally);
+}
+
 // One thread places the calls and collects their reports, as sipp's UAC is one thread: each
 // call runs on a UAC loop thread, and only its report comes back here. With tokio's default
 // two workers, every call's waiting task hopped to an idle worker and back (4.8 thread
@@ -259,11 +291,22 @@ async fn main() {
     let cpu0 = cpu_seconds();
     let mut set = tokio::task::JoinSet::new();
     let mut tally = Tally::default();
+    let ahead = Duration::from_millis(env_num("AHEAD_MS").unwrap_or(0.0) as u64);
+    // Calls starting before this have been handed to the UAC.
+    let mut handed_until = t0;
+    // With `AHEAD_MS`, the calls handed and not yet reported.
+    let mut handed: Vec<Handed> = Vec::new();
     for i in 0..calls {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(
-            t0 + Duration::from_secs_f64(i as f64 / cps),
-        ))
-        .await;
+        let at = t0 + Duration::from_secs_f64(i as f64 / cps);
+        if at >= handed_until {
+            // The next batch: the calls of the window [at, at + ahead), handed `ahead` before
+            // the first of them starts.
+            let wake = at.checked_sub(ahead).unwrap_or(at);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
+            handed_until = at + ahead;
+            // The reports that came since the last batch.
+            drain(&mut handed, &mut tally);
+        }
         // Results are taken as calls end, so a long soak holds no finished call.
         while let Some(r) = set.try_join_next() {
             tally.add(r);
@@ -282,7 +325,7 @@ async fn main() {
             confirmation.clone(),
             in_flight.clone(),
         );
-        set.spawn(async move {
+        let call = async move {
             in_flight.fetch_add(1, Ordering::Relaxed);
             let req = CallRequest {
                 number: format!("+3361{:07}", i),
@@ -296,17 +339,31 @@ async fn main() {
                 lead_in: lead_in(),
                 amd: None,
             };
-            let r = uac
-                .call(&trunk, req, |_, _| -> OptOutFuture {
-                    Box::pin(async { Ok(()) })
-                })
-                .await;
+            let hook = |_, _| -> OptOutFuture { Box::pin(async { Ok(()) }) };
+            let r = if ahead.is_zero() {
+                uac.call(&trunk, req, hook).await
+            } else {
+                uac.call_at(&trunk, req, at, hook).await
+            };
             in_flight.fetch_sub(1, Ordering::Relaxed);
             r
-        });
+        };
+        if ahead.is_zero() {
+            set.spawn(call);
+        } else {
+            // Polled once now (which hands the call over), then at the harness's own
+            // wake-ups, not woken by its report.
+            handed.push(Box::pin(call));
+            let last = handed.len() - 1;
+            drain_from(&mut handed, last, &mut tally);
+        }
     }
     while let Some(r) = set.join_next().await {
         tally.add(r);
+    }
+    while !handed.is_empty() {
+        tokio::time::sleep(ahead).await;
+        drain(&mut handed, &mut tally);
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;

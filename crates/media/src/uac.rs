@@ -616,6 +616,36 @@ impl Uac {
         req: CallRequest,
         on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture + Send + 'static,
     ) -> Result<CallReport, Error> {
+        self.place(trunk, req, None, on_opt_out).await
+    }
+
+    /// [`Uac::call`], the call placed at `at` rather than at once: its loop thread holds it
+    /// and places it from its own timer at its first turn at or after `at` (never before),
+    /// so a caller with a schedule can hand the next calls ahead in one go — without a
+    /// thread switch per call to hand each over when it is due (the loop places them on
+    /// the turns it takes anyway: its datagrams', its timers'). Until it is placed the call
+    /// counts on its loop ([`Shard::pick`]); dropping this future, or cancelling its stop
+    /// token, before `at` places nothing (the stop ends it `local-shutdown`, not placed).
+    /// An `at` already past places the call at once, as [`Uac::call`].
+    pub async fn call_at(
+        &self,
+        trunk: &Trunk,
+        req: CallRequest,
+        at: Instant,
+        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture + Send + 'static,
+    ) -> Result<CallReport, Error> {
+        self.place(trunk, req, Some(at), on_opt_out).await
+    }
+
+    /// [`Uac::call`] and [`Uac::call_at`]: the call handed to a loop thread, to be placed at
+    /// `at` (at once if `None`), and its report awaited.
+    async fn place(
+        &self,
+        trunk: &Trunk,
+        req: CallRequest,
+        at: Option<Instant>,
+        on_opt_out: impl FnOnce(char, DtmfMethod) -> OptOutFuture + Send + 'static,
+    ) -> Result<CallReport, Error> {
         trunk.validate()?;
         check_request(&req)?;
         let Some(shard) = Shard::pick(&self.loops) else {
@@ -647,10 +677,14 @@ impl Uac {
             on_opt_out: Box::new(on_opt_out),
             caller: tokio::runtime::Handle::try_current().ok(),
             done,
+            at,
         });
-        // Taken at the loop's next turn within `COALESCE`: the loop thread is woken only if
-        // it sleeps past that (not while it runs, or is about to wake anyway).
-        match shard.jobs.inbox.push(job, Instant::now() + COALESCE) {
+        // Taken at the loop's next turn within `COALESCE` (a call handed ahead: by its
+        // start): the loop thread is woken only if it sleeps past that (not while it runs,
+        // or is about to wake anyway — for calls handed ahead in a batch, the first wakes it
+        // at most, and it then sleeps until the earliest of them).
+        let by = (Instant::now() + COALESCE).max(at.unwrap_or(Instant::now()));
+        match shard.jobs.inbox.push(job, by) {
             Ok(true) => shard.jobs.wake.notify_one(),
             Ok(false) => {}
             // The loop thread ended (its `Uac` is being dropped).
@@ -858,6 +892,8 @@ struct NewCall {
     caller: Option<tokio::runtime::Handle>,
     done: ReportTx,
     counted: OnLoop,
+    /// When to place it ([`Uac::call_at`]); at once if `None`.
+    at: Option<Instant>,
 }
 
 /// A call's future with its panic caught, to be resumed in the caller (as a task's panic is
@@ -989,6 +1025,7 @@ impl Call {
             caller,
             done,
             counted,
+            at: _,
         } = job;
         // RTP on an even port, RTCP on the next (RFC 3550 §11). The pacer sends on the RTP
         // socket and the call receives on both. They are registered with the reactor for
@@ -1741,9 +1778,59 @@ struct Inlines {
     published: usize,
     /// The loop's inbox and its counters (none for a loop that takes no calls).
     jobs: Option<Arc<Jobs>>,
+    /// Calls handed ahead ([`Uac::call_at`]), by start, then by arrival: placed at the
+    /// loop's first turn at or after their start, the earliest start on the loop's timer.
+    ahead: std::collections::BTreeMap<(Instant, u64), Job>,
+    /// Calls handed ahead so far (the tie-break of equal starts).
+    ahead_seq: u64,
 }
 
 impl Inlines {
+    /// A call handed to the loop: placed now, or held until its start.
+    fn take(&mut self, job: Job, ep: &mut Endpoint, calls: &mut Calls, now: Instant) {
+        match job.at {
+            Some(at) if at > now => {
+                self.ahead_seq += 1;
+                self.ahead.insert((at, self.ahead_seq), job);
+            }
+            _ => self.begin(job, ep, calls),
+        }
+    }
+
+    /// Places the calls handed ahead whose start has come.
+    fn start_due(&mut self, ep: &mut Endpoint, calls: &mut Calls, now: Instant) {
+        while let Some(entry) = self.ahead.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let job = entry.remove();
+            self.begin(job, ep, calls);
+        }
+    }
+
+    /// The calls handed ahead whose callers are gone are dropped (nothing placed), and those
+    /// whose stop tokens were cancelled end at once, not placed ([`Inlines::begin`]).
+    fn sweep_ahead(&mut self, ep: &mut Endpoint, calls: &mut Calls) {
+        let stopped = |j: &Job| {
+            j.done.is_closed()
+                || j.req
+                    .stop
+                    .as_ref()
+                    .is_some_and(CancellationToken::is_cancelled)
+        };
+        let due: Vec<(Instant, u64)> = self
+            .ahead
+            .iter()
+            .filter(|(_, j)| stopped(j))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(job) = self.ahead.remove(&k) {
+                self.begin(job, ep, calls);
+            }
+        }
+    }
+
     /// Places a call handed to the loop, inline from its INVITE (stopped at once if its stop
     /// token already was cancelled).
     fn begin(&mut self, job: Job, ep: &mut Endpoint, calls: &mut Calls) {
@@ -1840,9 +1927,13 @@ impl Inlines {
         }
     }
 
-    /// The earliest inline deadline.
+    /// The earliest inline deadline, or start of a call handed ahead.
     fn next(&self) -> Option<Instant> {
-        self.timers.first().map(|&(t, _)| t)
+        let ahead = self.ahead.first_key_value().map(|(&(t, _), _)| t);
+        [self.timers.first().map(|&(t, _)| t), ahead]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Feeds `input` to an inline call, performs what its script then asks for (and what the
@@ -2853,6 +2944,8 @@ async fn sip_loop(
         background,
         published: 0,
         jobs: jobs.clone(),
+        ahead: Default::default(),
+        ahead_seq: 0,
     };
     let (framed, mut framed_rx) = mpsc::unbounded_channel();
     let mut wire = Wire::new(net, framed);
@@ -2872,11 +2965,14 @@ async fn sip_loop(
         if let (Some(jobs), Some(rx)) = (&jobs, &jobs_rx) {
             jobs.relay.begin();
             jobs.inbox.awake();
+            let now = Instant::now();
             while let Ok(job) = rx.try_recv() {
-                inl.begin(job, &mut ep, &mut calls);
+                inl.take(job, &mut ep, &mut calls, now);
             }
+            inl.start_due(&mut ep, &mut calls, now);
             if jobs.look.swap(false, Ordering::SeqCst) {
                 inl.sweep(&mut ep, &mut calls);
+                inl.sweep_ahead(&mut ep, &mut calls);
             }
         }
         // Outputs, then: datagrams, then events. Sending may wait (a full UDP send buffer, a
@@ -2992,6 +3088,12 @@ async fn sip_loop(
             }
             jobs.relay.flush();
         }
+        // The loop's timer due within `COALESCE` (at 1,000 calls/s handed ahead, the next
+        // call's start is always that close): the socket is not watched meanwhile — what
+        // comes is read at that turn, with the timer's wake-up (sipp's UAC works on a 1 ms
+        // tick too), instead of a wake-up per datagram.
+        let tick = deadline
+            .is_some_and(|d| d.into_std().saturating_duration_since(Instant::now()) <= COALESCE);
         tokio::select! {
             () = async {
                 match &jobs {
@@ -2999,7 +3101,7 @@ async fn sip_loop(
                     None => std::future::pending().await,
                 }
             } => {}
-            r = wire.readable() => {
+            r = wire.readable(), if !tick => {
                 let now = Instant::now();
                 // Woken again within `COALESCE`: the next reads wait for a batch.
                 quick = if last_read.is_some_and(|t| now.saturating_duration_since(t) < COALESCE) {
@@ -3047,6 +3149,12 @@ async fn sip_loop(
             }
             _ = &mut timer, if deadline.is_some() => {
                 let now = Instant::now();
+                // What came meanwhile (the reactor's readiness is looked at first: no system
+                // call when nothing did); a full batch leaves more for the next turn.
+                if wire.read_batch(&mut batch, &mut ep, now) == crate::mmsg::BATCH {
+                    pause = true;
+                    last_read = None;
+                }
                 ep.handle_timeout(now);
                 inl.fire(&mut ep, &mut calls, now);
             }
@@ -3598,6 +3706,225 @@ mod tests {
             .await
             .is_err());
         assert!(uac.wait_background(Duration::from_secs(8)).await);
+        assert!(sipp.succeeded());
+    }
+
+    /// A trunk to `addr` for the tests of calls handed ahead.
+    fn ahead_trunk(addr: SocketAddr) -> Trunk {
+        Trunk {
+            address: addr,
+            domain: None,
+            from_user: "+33100000000".into(),
+            from_domain: "crieur.test".into(),
+            credentials: None,
+            ring_timeout: Duration::from_secs(15),
+            max_call_length: Duration::from_secs(60),
+            symmetric_rtp: false,
+            p_asserted_identity: None,
+            servers: Vec::new(),
+        }
+    }
+
+    /// A call whose script ends at its answer (an empty message): INVITE, 180, 200, ACK, BYE.
+    fn short_call(n: usize, stop: Option<CancellationToken>) -> CallRequest {
+        CallRequest {
+            number: format!("+336{n:08}"),
+            message: Arc::new(Message::from_samples(&[])),
+            confirmation: Arc::new(Message::from_samples(&[])),
+            opt_out_key: '9',
+            not_interested_key: None,
+            keep_received_audio: false,
+            stop,
+            lead_in: Duration::ZERO,
+            amd: None,
+        }
+    }
+
+    fn no_hook(_: char, _: DtmfMethod) -> OptOutFuture {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// RTP pairs taken so far across the loops: one per call placed (its INVITE's offer).
+    fn pairs_taken(uac: &Uac) -> u64 {
+        let s = uac.rtp_pairs();
+        s.bound + s.reused
+    }
+
+    fn counted(uac: &Uac) -> Vec<usize> {
+        uac.loops
+            .iter()
+            .map(|l| l.calls.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// sipp answering `calls` calls (ringing, 200, ACK, our BYE) with `args`, and a UAC of
+    /// `loops` loop threads with a trunk to it.
+    async fn ahead_setup(
+        calls: usize,
+        loops: usize,
+        args: &[&str],
+    ) -> (crieur_test_support::Sipp, Arc<Uac>, Trunk) {
+        use crieur_test_support::scenario::{answer_scenario, BYE_200};
+        let sipp = crieur_test_support::Sipp::scenario(&answer_scenario("0", BYE_200))
+            .timeout_error()
+            .calls(calls)
+            .args(args)
+            .start();
+        let uac = Uac::start_udp(
+            SocketAddr::from((LOCAL, 0)),
+            "crieur-test/0",
+            1 << 20,
+            loops,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("UAC: {e}"));
+        let trunk = ahead_trunk(sipp.addr());
+        (sipp, Arc::new(uac), trunk)
+    }
+
+    /// Every call's report, each answered and completed.
+    async fn all_completed(calls: Vec<tokio::task::JoinHandle<Result<CallReport, Error>>>) {
+        for c in calls {
+            let r = c
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_completed(&r);
+        }
+    }
+
+    fn assert_completed(r: &CallReport) {
+        assert_eq!(
+            r.ending.outcome,
+            Outcome::AnsweredCompleted,
+            "{:?}",
+            r.timeline
+        );
+    }
+
+    /// Calls handed ahead ([`Uac::call_at`]) in one go are held by their loop and placed each
+    /// at its start — not before (no RTP pair taken, no INVITE) and not long after — and go
+    /// on to their ends as any call.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn calls_handed_ahead_are_placed_at_their_start_not_before() {
+        const CALLS: usize = 3;
+        let (mut sipp, uac, trunk) = ahead_setup(CALLS, 1, &[]).await;
+        let gap = Duration::from_millis(200);
+        let first = Instant::now() + Duration::from_millis(400);
+        let starts: Vec<Instant> = (0..CALLS).map(|i| first + gap * i as u32).collect();
+        let calls: Vec<_> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, &at)| {
+                let (u, t) = (uac.clone(), trunk.clone());
+                tokio::spawn(async move { u.call_at(&t, short_call(i, None), at, no_hook).await })
+            })
+            .collect();
+        // Just before each start, exactly the calls before it have been placed; just after,
+        // it has too. (A look made late, past the start, tells nothing and is skipped.)
+        let margin = Duration::from_millis(60);
+        let mut looked = 0;
+        for (i, &at) in starts.iter().enumerate() {
+            tokio::time::sleep_until((at - margin).into()).await;
+            let placed = pairs_taken(&uac);
+            if Instant::now() < at {
+                assert_eq!(placed, i as u64, "before the start of call {i}");
+                if i == 0 {
+                    assert_eq!(counted(&uac), vec![CALLS], "held calls count on their loop");
+                }
+                looked += 1;
+            }
+            tokio::time::sleep_until((at + margin).into()).await;
+            assert_eq!(
+                pairs_taken(&uac),
+                i as u64 + 1,
+                "after the start of call {i}"
+            );
+        }
+        assert!(looked > 0, "every look came too late to tell");
+        all_completed(calls).await;
+        assert!(sipp.succeeded());
+    }
+
+    /// A call handed ahead whose caller goes before its start, or whose stop token is
+    /// cancelled then, places nothing: no INVITE reaches the trunk, no RTP pair is taken, and
+    /// it no longer counts on its loop; the stopped one ends `local-shutdown`, not placed. A
+    /// call placed after them reaches the trunk (the loop and the trace work).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_call_handed_ahead_and_given_up_before_its_start_places_nothing() {
+        let (mut sipp, uac, trunk) = ahead_setup(1, 1, &["-trace_msg"]).await;
+        let at = Instant::now() + Duration::from_millis(500);
+        // Given up: the caller's future dropped 100 ms in.
+        let gone = tokio::time::timeout(
+            Duration::from_millis(100),
+            uac.call_at(&trunk, short_call(1, None), at, no_hook),
+        )
+        .await;
+        assert!(
+            gone.is_err(),
+            "ended before its start: {:?}",
+            gone.map(|r| r.is_ok())
+        );
+        // Stopped: its token cancelled 100 ms in.
+        let stop = CancellationToken::new();
+        let (r, ()) = tokio::join!(
+            uac.call_at(&trunk, short_call(2, Some(stop.clone())), at, no_hook),
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                stop.cancel();
+            }
+        );
+        let r = r.unwrap_or_else(|e| panic!("{e}"));
+        assert!(Instant::now() < at, "the stopped call waited for its start");
+        assert_eq!(r.ending.outcome, Outcome::LocalShutdown);
+        assert_eq!(r.rtp_local, None, "{:?}", r.timeline);
+        // Past their start: nothing placed, nothing counted.
+        tokio::time::sleep_until((at + Duration::from_millis(200)).into()).await;
+        assert_eq!(pairs_taken(&uac), 0);
+        assert_eq!(counted(&uac), vec![0]);
+        assert!(!sipp.messages().contains("INVITE"), "{}", sipp.messages());
+        // The control: a call placed now reaches the trunk.
+        let r = uac
+            .call(&trunk, short_call(3, None), no_hook)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_completed(&r);
+        assert!(sipp.succeeded());
+        assert!(sipp.messages().contains("INVITE"), "{}", sipp.messages());
+    }
+
+    /// A batch handed ahead larger than a loop's fill spans the loop threads (each call counts
+    /// on its loop from its hand-off), every call placed at its start on its own loop.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_handed_ahead_spans_the_loop_threads() {
+        const CALLS: usize = 80;
+        let (mut sipp, uac, trunk) = ahead_setup(CALLS, 2, &[]).await;
+        let first = Instant::now() + Duration::from_millis(500);
+        let calls: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let (u, t) = (uac.clone(), trunk.clone());
+                let at = first + Duration::from_millis(i as u64);
+                tokio::spawn(async move { u.call_at(&t, short_call(i, None), at, no_hook).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if Instant::now() < first {
+            assert_eq!(pairs_taken(&uac), 0, "placed before their start");
+            assert_eq!(counted(&uac), vec![Shard::FILL, CALLS - Shard::FILL]);
+        }
+        all_completed(calls).await;
+        let per_loop: Vec<u64> = uac
+            .loops
+            .iter()
+            .map(|l| {
+                let s = l.ports.stats();
+                s.bound + s.reused
+            })
+            .collect();
+        assert_eq!(
+            per_loop,
+            vec![Shard::FILL as u64, (CALLS - Shard::FILL) as u64]
+        );
         assert!(sipp.succeeded());
     }
 
