@@ -999,6 +999,20 @@ fn start_with_alternates(
     (ep, call, first)
 }
 
+/// Time run in 500 ms steps from `t0` until the INVITE goes to `s2` (timer B at the first
+/// server): then, and that INVITE.
+fn until_failed_over(ep: &mut Endpoint, t0: Instant, s2: SocketAddr) -> (Instant, Message) {
+    let mut t = t0;
+    while t < t0 + Duration::from_secs(40) {
+        t += Duration::from_millis(500);
+        ep.handle_timeout(t);
+        if let Some((_, m)) = sent(ep).into_iter().find(|(d, _)| *d == s2) {
+            return (t, m);
+        }
+    }
+    panic!("no INVITE to the second server after timer B")
+}
+
 /// No failover once something rang (a 503 after a 180 is the call's answer), nor when no
 /// server is left: the caller is told, as without alternates. A timeout fails over.
 #[test]
@@ -1030,17 +1044,7 @@ fn an_invite_does_not_fail_over_after_a_ring_or_past_its_last_server() {
         )
         .unwrap();
     let _ = sent(&mut ep);
-    let mut t = t0;
-    let mut second = None;
-    while t < t0 + Duration::from_secs(40) && second.is_none() {
-        t += Duration::from_millis(500);
-        ep.handle_timeout(t);
-        second = sent(&mut ep)
-            .into_iter()
-            .find(|(d, _)| *d == s2)
-            .map(|(_, m)| m);
-    }
-    let second = second.expect("no INVITE to the second server after timer B");
+    let (t, second) = until_failed_over(&mut ep, t0, s2);
     assert!(
         t >= t0 + Duration::from_secs(32),
         "failed over before timer B: {t:?}"
@@ -2408,17 +2412,7 @@ fn an_earlier_invites_2xx_is_acked_and_byed_where_that_invite_went() {
     let contact = "Contact: <sip:late@far.example.net>\r\n";
     for call_over in [false, true] {
         let (mut ep, call, first) = start_with_alternates(t0, vec![s2]);
-        let mut t = t0;
-        let mut second = None;
-        while t < t0 + Duration::from_secs(40) && second.is_none() {
-            t += Duration::from_millis(500);
-            ep.handle_timeout(t);
-            second = sent(&mut ep)
-                .into_iter()
-                .find(|(d, _)| *d == s2)
-                .map(|(_, m)| m);
-        }
-        let second = second.expect("no INVITE to the second server after timer B");
+        let (mut t, second) = until_failed_over(&mut ep, t0, s2);
         if call_over {
             ep.handle_input(t, s2, &response(&second, 486, Some("busy"), ""));
             let _ = sent(&mut ep);
