@@ -2843,24 +2843,28 @@ impl Endpoint {
             .get_all(&HeaderName::ContentEncoding)
             .flat_map(|h| option_tags(&h.value()))
             .any(|c| c != "identity");
-        let extra = if coded {
-            (HeaderName::AcceptEncoding, "identity".to_owned())
-        } else {
-            let media = wire::value(&req.headers, &HeaderName::ContentType).map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-            // §7.4.1: a body without a Content-Type is of no type we take.
-            if media.is_some_and(|m| accepted.contains(&m.as_str())) {
-                return false;
-            }
-            (HeaderName::Accept, accepted.join(", "))
-        };
+        let media = wire::value(&req.headers, &HeaderName::ContentType).map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+        // §7.4.1: a body without a Content-Type is of no type we take.
+        let typed = media.is_some_and(|m| accepted.contains(&m.as_str()));
+        if typed && !coded {
+            return false;
+        }
+        // Both named when both are wrong: the far end's retry must fix both.
+        let mut extra = Vec::with_capacity(2);
+        if !typed {
+            extra.push((HeaderName::Accept, accepted.join(", ")));
+        }
+        if coded {
+            extra.push((HeaderName::AcceptEncoding, "identity".to_owned()));
+        }
         tracing::debug!(method = %String::from_utf8_lossy(req.method.as_bytes()), "a body we cannot take: 415");
-        self.auto_respond(now, key, call, 415, vec![extra]);
+        self.auto_respond(now, key, call, 415, extra);
         true
     }
 

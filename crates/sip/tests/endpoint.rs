@@ -2367,6 +2367,14 @@ fn a_body_we_cannot_take_gets_415_with_accept() {
         assert_eq!(h(&out[0].1, name), accept, "{method} {extra}");
         assert!(events(&mut ep).is_empty(), "{method} {extra}");
     }
+    // An unknown coding of an unknown type: both named.
+    let ct = "Content-Type: application/isup\r\nContent-Encoding: gzip\r\n";
+    ep.handle_input(t0, src, &far_request_with(&inv, "UPDATE", 19, ct, "xx"));
+    let out = sent(&mut ep);
+    assert_eq!(code(&out[0].1), 415);
+    assert_eq!(h(&out[0].1, HeaderName::Accept), "application/sdp");
+    assert_eq!(h(&out[0].1, HeaderName::AcceptEncoding), "identity");
+    assert!(events(&mut ep).is_empty());
     // What we take: a dtmf-relay INFO (its parameters ignored), an SDP re-INVITE.
     let ct = "Content-Type: Application/DTMF-Relay; charset=x\r\n";
     ep.handle_input(
