@@ -2446,3 +2446,43 @@ fn an_earlier_invites_2xx_is_acked_and_byed_where_that_invite_went() {
         assert_eq!(h(&out[0].1, HeaderName::CSeq), "1 ACK");
     }
 }
+
+/// An earlier INVITE that carried credentials: INVITE 1 → 407 realm a, INVITE 2 (a's
+/// answer) → 407 realm b, INVITE 3 (both). A 2xx to INVITE 2 is ACKed with INVITE 2's
+/// credentials (a's answer alone, §13.2.2.4) — while the call lives and after it is forgotten.
+#[test]
+fn a_2xx_to_an_earlier_credentialed_invite_is_acked_with_its_credentials() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let pa = "Proxy-Authenticate: Digest realm=\"a\", nonce=\"na\"\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 407, Some("t"), pa));
+    let inv2 = sent(&mut ep).remove(1).1;
+    let creds2 = all(&inv2, HeaderName::ProxyAuthorization);
+    assert_eq!(creds2.len(), 1, "{creds2:?}");
+    let pb = "Proxy-Authenticate: Digest realm=\"b\", nonce=\"nb\"\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 407, Some("t"), pb));
+    let inv3 = sent(&mut ep).remove(1).1;
+    assert_eq!(all(&inv3, HeaderName::ProxyAuthorization).len(), 2);
+    let contact = "Contact: <sip:late@10.0.0.9:5070>\r\n";
+    // Live: the call still waits on INVITE 3.
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 200, Some("x1"), contact));
+    let out = sent(&mut ep);
+    assert_eq!(req(&out[0].1).method, Method::Ack);
+    assert_eq!(h(&out[0].1, HeaderName::CSeq), "2 ACK");
+    assert_eq!(all(&out[0].1, HeaderName::ProxyAuthorization), creds2);
+    // INVITE 3 refused, the call forgotten: another fork's 2xx to INVITE 2.
+    ep.handle_input(t0, a(TRUNK), &response(&inv3, 486, Some("busy"), ""));
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Rejected { call: c, .. } if *c == call)));
+    let t = t0 + Duration::from_secs(40);
+    while ep.poll_timeout().is_some_and(|d| d <= t) {
+        ep.handle_timeout(t);
+    }
+    let _ = sent(&mut ep);
+    assert_eq!(ep.calls(), 0);
+    ep.handle_input(t, a(TRUNK), &response(&inv2, 200, Some("x2"), contact));
+    let out = sent(&mut ep);
+    assert_eq!(req(&out[0].1).method, Method::Ack);
+    assert_eq!(all(&out[0].1, HeaderName::ProxyAuthorization), creds2);
+}
