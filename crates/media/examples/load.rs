@@ -409,7 +409,8 @@ async fn main() {
     let peak = (cps * f64::from(secs)).min(calls as f64);
     let (rcvbuf, sndbuf) = uac.sip_socket_buffers();
     println!(
-        "sip_buffers rcv={rcvbuf} snd={sndbuf} completed_per_s={:.0} cpu_per_call_us={:.1}",
+        "sip_buffers rcv={rcvbuf} snd={sndbuf} ahead_ms={} completed_per_s={:.0} cpu_per_call_us={:.1}",
+        ahead.as_millis(),
         ok as f64 / wall,
         cpu * 1e6 / (ok + failed).max(1) as f64
     );
