@@ -515,8 +515,10 @@ fn non_invite_response<U>(
 }
 
 /// The ACK of a non-2xx final (§17.1.1.3): the INVITE's Request-URI, its top Via alone (same
-/// branch), From, Call-ID, CSeq number and Route headers; To from the response. `None` if
-/// the INVITE's bytes do not parse (they are ours: they do).
+/// branch), From, Call-ID, CSeq number and Route headers, and its `Authorization` /
+/// `Proxy-Authorization` as they are (part of that INVITE's transaction, like its CANCEL: no
+/// nonce count of its own); To from the response. `None` if the INVITE's bytes do not parse
+/// (they are ours: they do).
 fn make_ack(invite: &Bytes, seq: u32, r: &Response) -> Option<Bytes> {
     let Ok(Message::Request(req)) = sipx_sip::parse_datagram(invite.clone(), &Limits::datagram())
     else {
@@ -539,6 +541,8 @@ fn make_ack(invite: &Bytes, seq: u32, r: &Response) -> Option<Bytes> {
     .into_iter()
     .flatten()
     .chain(req.headers.get_all(&HeaderName::Route))
+    .chain(req.headers.get_all(&HeaderName::Authorization))
+    .chain(req.headers.get_all(&HeaderName::ProxyAuthorization))
     {
         h.write_to(&mut out);
         out.extend_from_slice(b"\r\n");

@@ -322,6 +322,9 @@ struct Call {
     /// Where requests go when the next hop is not an address (the trunk, or the caller).
     destination: SocketAddr,
     credentials: Option<Credentials>,
+    /// The count of each nonce our requests answered (RFC 7616 §3.4), all requests of the
+    /// call together.
+    nonce_counts: auth::Counts,
     /// UAC: the INVITE as last sent, as the parts it is written from (for CANCEL, ACK, a
     /// credentials retry and a fail-over).
     invite: Option<OutInvite>,
@@ -393,6 +396,7 @@ impl Call {
             contact_header,
             destination,
             credentials: None,
+            nonce_counts: auth::Counts::default(),
             invite: None,
             invite_tx: None,
             provisional: false,
@@ -519,11 +523,17 @@ fn write_invite(out: &mut Vec<u8>, via: &[u8], c: &Call, inv: &OutInvite) {
 }
 
 /// The CANCEL of that INVITE (§9.1): its Request-URI, top Via (same branch), From, To,
-/// Call-ID, CSeq number and Route headers; nothing else.
+/// Call-ID, CSeq number and Route headers, and its credentials as they are (the CANCEL is of
+/// its transaction, not a new request with a nonce count of its own: a proxy that checks
+/// credentials on every request cannot challenge a CANCEL, which is never sent again).
 fn write_cancel(out: &mut Vec<u8>, via: &[u8], c: &Call, inv: &OutInvite) {
     write_invite_head(out, b"CANCEL ", via, c, inv);
     let _ = write!(out, "\r\nCSeq: {} CANCEL\r\n", inv.seq);
     out.extend_from_slice(&inv.routes);
+    for h in &inv.creds {
+        h.write_to(out);
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
 }
 
@@ -2304,7 +2314,14 @@ impl Endpoint {
             return false;
         };
         let uri = inv.uri.to_string();
-        let hs = match state.answer_to(b"INVITE", &uri, resp, &creds, &hex_id()) {
+        let hs = match state.answer_to(
+            &mut c.nonce_counts,
+            b"INVITE",
+            &uri,
+            resp,
+            &creds,
+            &hex_id(),
+        ) {
             Ok(hs) => hs,
             Err(why) => {
                 tracing::debug!(?why, "challenge not answered");
@@ -2372,7 +2389,7 @@ impl Endpoint {
         let Some(creds) = c.credentials.clone() else {
             return false;
         };
-        let hs = match state.answer(&orig, resp, &creds, &hex_id()) {
+        let hs = match state.answer(&mut c.nonce_counts, &orig, resp, &creds, &hex_id()) {
             Ok(hs) => hs,
             Err(why) => {
                 tracing::debug!(?why, "challenge not answered");

@@ -240,6 +240,34 @@ fn cancel_waits_for_a_provisional_and_matches_the_invite() {
     );
 }
 
+/// The CANCEL of a credentialed INVITE and the ACK of its non-2xx final carry the INVITE's
+/// credentials as they are (the same transaction: no nonce count of their own); the ACK of
+/// the 407 that asked for them carries none (that INVITE had none).
+#[test]
+fn cancel_and_a_non_2xx_ack_carry_the_invites_credentials() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let pa = "Proxy-Authenticate: Digest realm=\"p\", nonce=\"n1\", qop=\"auth\"\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 407, Some("t"), pa));
+    let mut out = sent(&mut ep);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let inv2 = out.remove(1).1;
+    let ack407 = &out[0].1;
+    assert_eq!(req(ack407).method, Method::Ack);
+    assert!(all(ack407, HeaderName::ProxyAuthorization).is_empty());
+    let creds = all(&inv2, HeaderName::ProxyAuthorization);
+    assert_eq!(creds.len(), 1, "{creds:?}");
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 180, Some("callee"), ""));
+    ep.cancel(t0, call);
+    let cancel = sent(&mut ep).remove(0).1;
+    assert_eq!(req(&cancel).method, Method::Cancel);
+    assert_eq!(all(&cancel, HeaderName::ProxyAuthorization), creds);
+    ep.handle_input(t0, a(TRUNK), &response(&cancel, 200, Some("callee"), ""));
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 487, Some("callee"), ""));
+    let ack = sent(&mut ep).remove(0).1;
+    assert_eq!(req(&ack).method, Method::Ack);
+    assert_eq!(all(&ack, HeaderName::ProxyAuthorization), creds);
+}
+
 /// §13.2.2.4: the 2xx's ACK has a new branch, the INVITE's CSeq number, goes to the Contact;
 /// a retransmitted 2xx gets the same ACK again and no new event.
 #[test]
@@ -2136,11 +2164,12 @@ fn requests_written_straight_are_well_formed_and_the_cancel_matches_the_last_inv
         assert_eq!(all(m, HeaderName::Route), ["<sip:10.0.0.9;lr>"]);
     }
     assert_ne!(h(&inv2, HeaderName::Via), h(&inv3, HeaderName::Via));
-    assert_eq!(
-        all(&inv3, HeaderName::Authorization),
-        all(&inv2, HeaderName::Authorization)
+    // Realm a's answer again, with its nonce's next count (a new request).
+    let au = all(&inv3, HeaderName::Authorization);
+    assert!(
+        au.len() == 1 && au[0].contains("nonce=\"n1\"") && au[0].contains("nc=00000002"),
+        "{au:?}"
     );
-    assert_eq!(all(&inv3, HeaderName::Authorization).len(), 1);
     let pa = all(&inv3, HeaderName::ProxyAuthorization);
     assert!(pa.len() == 1 && pa[0].contains("nonce=\"n2\""), "{pa:?}");
     assert!(
@@ -2163,7 +2192,8 @@ fn requests_written_straight_are_well_formed_and_the_cancel_matches_the_last_inv
     }
     assert_eq!(h(&cancel, HeaderName::CSeq), "3 CANCEL");
     assert_eq!(all(&cancel, HeaderName::Route), ["<sip:10.0.0.9;lr>"]);
-    assert!(all(&cancel, HeaderName::ProxyAuthorization).is_empty());
+    assert_eq!(all(&cancel, HeaderName::ProxyAuthorization), pa);
+    assert_eq!(all(&cancel, HeaderName::Authorization), au);
     assert!(req(&cancel).body().is_empty());
     // The 2xx crossing the CANCEL: ACKed and sent a BYE, both well formed.
     ep.handle_input(
@@ -2406,8 +2436,42 @@ fn every_realm_of_a_407_is_answered() {
     let inv3 = sent(&mut ep).remove(1).1;
     let again = all(&inv3, HeaderName::ProxyAuthorization);
     assert_eq!(again.len(), 2, "{again:?}");
+    // proxy-a offered no qop: RFC 2069's form, no count, the same digest.
     assert_eq!(again[0], creds[0], "proxy-a's answer kept");
     assert!(again[1].contains("realm=\"proxy-b\"") && again[1].contains("nonce=\"nb2\""));
+}
+
+/// Two proxies on the path counting nonces (qop=auth): INVITE → 407 from proxy a → INVITE
+/// with a's answer → 407 from proxy b → INVITE with both, a's with nc=2 and a fresh cnonce.
+#[test]
+fn a_realm_answered_before_is_answered_again_with_the_next_nonce_count() {
+    let (mut ep, t0, _call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let pa = |r: &str| {
+        format!("Proxy-Authenticate: Digest realm=\"{r}\", nonce=\"n-{r}\", qop=\"auth\"\r\n")
+    };
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 407, Some("t"), &pa("a")));
+    let inv2 = sent(&mut ep).remove(1).1;
+    let first = all(&inv2, HeaderName::ProxyAuthorization);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].contains("nc=00000001"), "{}", first[0]);
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 407, Some("t"), &pa("b")));
+    let inv3 = sent(&mut ep).remove(1).1;
+    let both = all(&inv3, HeaderName::ProxyAuthorization);
+    assert_eq!(both.len(), 2, "{both:?}");
+    let of = |realm: &str| {
+        both.iter()
+            .find(|h| h.contains(&format!("realm=\"{realm}\"")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no answer to {realm}: {both:?}"))
+    };
+    let cnonce = |h: &str| {
+        h.split(',')
+            .find_map(|p| p.trim().strip_prefix("cnonce="))
+            .map(str::to_owned)
+    };
+    assert!(of("a").contains("nc=00000002"), "{}", of("a"));
+    assert_ne!(cnonce(&of("a")), cnonce(&first[0]));
+    assert!(of("b").contains("nc=00000001"), "{}", of("b"));
 }
 
 /// After a fail-over on timer B, the first server's late 2xx (its Contact a host name, no
