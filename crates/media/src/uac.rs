@@ -1265,12 +1265,22 @@ impl Call {
             }
         } else if due(session_end) {
             self.refresh.expires = None;
-            self.note(
-                now,
-                "session expiring without the far end's refresh (RFC 4028 §10)".into(),
-            );
-            self.script
-                .handle_dialog_gone(now, "the session expired: no refresh from the far end");
+            self.refresh.due = None;
+            if self.refresh.interval.is_some() {
+                self.note(
+                    now,
+                    "session expired: no refresh of ours answered 2xx (RFC 4028 §10)".into(),
+                );
+                self.script
+                    .handle_dialog_gone(now, "the session expired: our refreshes failed");
+            } else {
+                self.note(
+                    now,
+                    "session expiring without the far end's refresh (RFC 4028 §10)".into(),
+                );
+                self.script
+                    .handle_dialog_gone(now, "the session expired: no refresh from the far end");
+            }
         } else if due(refresh) {
             self.refresh.due = None;
             let what = self
@@ -2449,23 +2459,28 @@ fn describe_changes(changes: &crate::session::Changes) -> String {
 
 /// Session timers (RFC 4028). When we are the refresher (`refresher=uac` in the 200 to our
 /// INVITE, or `refresher=uas` in the far end's refresh): an UPDATE without SDP if the far end
-/// allows UPDATE, else a re-INVITE with our unchanged SDP, every half interval. When the far
-/// end is: without a refresh from it, the call is ended slightly before the session expires
-/// (§10: min(32 s, interval / 3) before).
+/// allows UPDATE, else a re-INVITE with our unchanged SDP, every half interval; only a 2xx
+/// extends the session (§10), so while refreshes fail (5xx, 491 past its retries) they are
+/// tried again only before the session expires (last 2xx + interval), and at that instant the
+/// call is ended (a timeout, 408 or 481 ends it at once, §10). When the far end is: without a
+/// refresh from it, the call is ended slightly before the session expires (§10, the side not
+/// refreshing: min(32 s, interval / 3) before).
 #[derive(Debug, Default)]
 struct SessionRefresh {
     interval: Option<Duration>,
     use_update: bool,
     /// When the next refresh is due (none while one is in flight).
     due: Option<tokio::time::Instant>,
-    /// When to give the session up for want of the far end's refresh.
+    /// When to give the session up: for want of the far end's refresh, or (we refresh) when
+    /// it expires, no refresh of ours having been answered 2xx since the last one.
     expires: Option<tokio::time::Instant>,
     /// Our refresh's 491s in a row (glare): past [`MAX_GLARE_RETRIES`] retries, given up.
     glares: u8,
 }
 
-/// How many times in a row a refresh answered 491 is sent again: a far end (a B2BUA) that
-/// answers 491 to every refresh would otherwise be sent one every 2.1–4 s for the whole call.
+/// How many times in a row a refresh answered 491 is sent again after 2.1–4 s (a far end, a
+/// B2BUA, that answers 491 to every refresh would otherwise be sent one every 2.1–4 s until
+/// the session expires); past them, a 491 is a failure like a 5xx.
 const MAX_GLARE_RETRIES: u8 = 3;
 
 struct RefreshOutcome {
@@ -2508,10 +2523,20 @@ impl SessionRefresh {
         r
     }
 
+    /// We refresh: the session refreshed at `now` (a 2xx, or the far end's refresh) expires
+    /// after `interval`; the next refresh is due at half of it.
     fn we_refresh(&mut self, interval: Duration, now: Instant) {
         self.interval = Some(interval);
         self.due = Some(tokio::time::Instant::from_std(now + interval / 2));
-        self.expires = None;
+        self.expires = Some(tokio::time::Instant::from_std(now + interval));
+    }
+
+    /// A refresh failed (not ending the session at once): tried again after `delay` if that
+    /// is before the session expires, else not (the expiry ends the call).
+    fn retry_after(&mut self, delay: Duration, now: Instant) -> bool {
+        let at = tokio::time::Instant::from_std(now + delay);
+        self.due = self.expires.filter(|e| at < *e).map(|_| at);
+        self.due.is_some()
     }
 
     fn they_refresh(&mut self, interval: Duration, now: Instant) {
@@ -2602,8 +2627,7 @@ impl SessionRefresh {
             }
             self.glares = 0;
             let next = session_expires(&resp).map_or(interval, |(i, _)| i);
-            self.interval = Some(next);
-            self.due = Some(tokio::time::Instant::from_std(now + next / 2));
+            self.we_refresh(next, now);
             RefreshOutcome {
                 text: format!("session refresh: {code}"),
                 session_gone: false,
@@ -2613,30 +2637,30 @@ impl SessionRefresh {
                 text: format!("session refresh: {code}: the session is gone"),
                 session_gone: true,
             }
-        } else if code == 491 && self.glares >= MAX_GLARE_RETRIES {
-            // RFC 4028 §10: a session not refreshed is over; the far end refuses every refresh.
-            RefreshOutcome {
-                text: format!(
-                    "session refresh: 491 again after {MAX_GLARE_RETRIES} retries: given up"
-                ),
-                session_gone: true,
-            }
-        } else if code == 491 {
+        } else if code == 491 && self.glares < MAX_GLARE_RETRIES {
             self.glares += 1;
             // Glare (RFC 3261 §14.1): tried again after a random 2.1–4 s in 10 ms steps —
             // the range of the Call-ID's owner, which we are (we placed the call).
             let delay = Duration::from_millis(10 * rand::random_range(210..=400u64));
-            self.due = Some(tokio::time::Instant::from_std(now + delay));
+            let text = if self.retry_after(delay, now) {
+                format!("session refresh: 491; retrying in {} ms", delay.as_millis())
+            } else {
+                "session refresh: 491; the session expires first: not retried".to_owned()
+            };
             RefreshOutcome {
-                text: format!("session refresh: 491; retrying in {} ms", delay.as_millis()),
+                text,
                 session_gone: false,
             }
         } else {
-            // Another failure (5xx …): try again in a quarter interval, still before the
-            // session expires.
-            self.due = Some(tokio::time::Instant::from_std(now + interval / 4));
+            // Another failure (5xx, 491 past its retries …): the session is not extended
+            // (§10); tried again in a quarter interval if that is before it expires.
+            let text = if self.retry_after(interval / 4, now) {
+                format!("session refresh: {code}; retrying")
+            } else {
+                format!("session refresh: {code}; the session expires before a retry")
+            };
             RefreshOutcome {
-                text: format!("session refresh: {code}; retrying"),
+                text,
                 session_gone: false,
             }
         }
@@ -3593,31 +3617,70 @@ mod tests {
         format!("SIP/2.0 {status}\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\nFrom: <sip:a@b>;tag=1\nTo: <sip:c@d>;tag=2\nCall-ID: c\nCSeq: 2 UPDATE\n{extra}Content-Length: 0\n\n")
     }
 
-    /// A refresh answered 491 is retried at most MAX_GLARE_RETRIES times in a row, then the
-    /// session is given up (RFC 4028 §10); a 2xx between starts the count again.
+    /// A refresh answered 491 is retried after 2.1–4 s at most MAX_GLARE_RETRIES times in a
+    /// row, then is a failure like a 5xx (a 2xx between starts the count again); a failed
+    /// refresh leaves the session's expiry where the last 2xx put it (RFC 4028 §10: only a
+    /// 2xx extends it) and is retried only before it.
     #[test]
-    fn a_refresh_answered_491_is_retried_three_times_then_given_up() {
-        let now = Instant::now();
+    fn failed_refreshes_keep_the_expiry_of_the_last_2xx_and_retry_only_before_it() {
+        let t0 = Instant::now();
+        let secs = |n: u64| tokio::time::Instant::from_std(t0 + Duration::from_secs(n));
         let mut r = SessionRefresh::default();
-        r.we_refresh(Duration::from_secs(90), now);
+        r.we_refresh(Duration::from_secs(90), t0);
+        assert_eq!((r.due, r.expires), (Some(secs(45)), Some(secs(90))));
         let no_prompts = |_: Codec| -> [Arc<[u8]>; 3] {
             [Arc::from(&[][..]), Arc::from(&[][..]), Arc::from(&[][..])]
         };
-        let glare =
-            || SipOutcome::Response(Box::new(parsed_response(&head("491 Request Pending", ""))));
+        let reply = |status: &str, extra: &str| {
+            SipOutcome::Response(Box::new(parsed_response(&head(status, extra))))
+        };
+        let glare = || reply("491 Request Pending", "");
+        let at = |n: u64| t0 + Duration::from_secs(n);
         for _ in 0..MAX_GLARE_RETRIES {
-            assert!(!r.handled(glare(), now, None, &no_prompts).session_gone);
+            let o = r.handled(glare(), at(45), None, &no_prompts);
+            assert!(
+                !o.session_gone && o.text.contains("retrying in"),
+                "{}",
+                o.text
+            );
+            assert!(r.due.is_some_and(|d| d < secs(50)));
         }
-        let ok = parsed_response(&head("200 OK", "Session-Expires: 90;refresher=uac\n"));
+        let ok = reply("200 OK", "Session-Expires: 90;refresher=uac\n");
+        assert!(!r.handled(ok, at(50), None, &no_prompts).session_gone);
+        assert_eq!((r.due, r.expires), (Some(secs(95)), Some(secs(140))));
+        for _ in 0..MAX_GLARE_RETRIES {
+            assert!(!r.handled(glare(), at(95), None, &no_prompts).session_gone);
+        }
+        // Past its retries, a 491 is retried a quarter interval later, as a 5xx is.
+        let o = r.handled(glare(), at(95), None, &no_prompts);
+        assert!(!o.session_gone, "{}", o.text);
+        assert_eq!(
+            r.due,
+            Some(tokio::time::Instant::from_std(
+                at(95) + Duration::from_millis(22_500)
+            ))
+        );
+        let o = r.handled(
+            reply("500 Server Internal Error", ""),
+            at(110),
+            None,
+            &no_prompts,
+        );
+        assert!(!o.session_gone && o.text.contains("retrying"), "{}", o.text);
+        // The next would come at 140.5 s: past the expiry, not tried; the expiry stays.
+        let o = r.handled(
+            reply("503 Service Unavailable", ""),
+            at(118),
+            None,
+            &no_prompts,
+        );
+        assert!(!o.session_gone, "{}", o.text);
+        assert_eq!((r.due, r.expires), (None, Some(secs(140))), "{}", o.text);
+        // A timeout ends the session at once (§10).
         assert!(
-            !r.handled(SipOutcome::Response(Box::new(ok)), now, None, &no_prompts)
+            r.handled(SipOutcome::Timeout, at(120), None, &no_prompts)
                 .session_gone
         );
-        for _ in 0..MAX_GLARE_RETRIES {
-            assert!(!r.handled(glare(), now, None, &no_prompts).session_gone);
-        }
-        let last = r.handled(glare(), now, None, &no_prompts);
-        assert!(last.session_gone, "{}", last.text);
     }
 
     /// A 3xx's reason names its first three Contacts, in at most 256 bytes.

@@ -1312,17 +1312,18 @@ Content-Length: 0
 "#
         )
     };
-    // The 200 sets a long interval: no third refresh before the message ends.
-    let after_ack = reply("491 Request Pending", 4) + &reply("200 OK", 600) + BYE_200;
+    // The 200 sets a long interval: no third refresh before the message ends. The session
+    // (10 s) outlasts the retry (5 s + 2.1–4 s): a retry past the expiry is not sent.
+    let after_ack = reply("491 Request Pending", 10) + &reply("200 OK", 600) + BYE_200;
     let mut sipp = Sipp::start(
         &answer_scenario_with(
             sdp_body("0 101", "", "[media_port]", 1),
-            "Session-Expires: 4;refresher=uac\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE, INFO\nRequire: timer\n",
+            "Session-Expires: 10;refresher=uac\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE, INFO\nRequire: timer\n",
             &after_ack,
         ),
         &[],
     );
-    let r = place_on(&trunk(sipp.addr()), tone(440.0, 7.5)).await;
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 10.0)).await;
     assert_eq!(
         r.ending.outcome,
         Outcome::AnsweredCompleted,
@@ -1351,6 +1352,58 @@ Content-Length: 0
     );
     assert!(
         r.timeline.iter().any(|(_, s)| s == "session refresh: 200"),
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded());
+}
+
+/// RFC 4028 §10: only a 2xx extends the session. We refresh every 2 s of a 4 s session; the
+/// far end answers 500 to each refresh: retried a quarter interval later (3 s) while that is
+/// before the expiry, not after, and the call is ended with a BYE when the session expires,
+/// 4 s after the 2xx (sipp fails on a third UPDATE; without the expiry the refreshes went on
+/// every second until the message ended).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_whose_refreshes_fail_is_ended_when_it_expires() {
+    let refused = r#"  <recv request="UPDATE"/>
+  <send><![CDATA[
+SIP/2.0 500 Server Internal Error
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+"#;
+    let after_ack = refused.repeat(2) + BYE_200;
+    let mut sipp = Sipp::start(
+        &answer_scenario_with(
+            sdp_body("0 101", "", "[media_port]", 1),
+            "Session-Expires: 4;refresher=uac\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE, INFO\nRequire: timer\n",
+            &after_ack,
+        ),
+        &[],
+    );
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 8.0)).await;
+    assert_eq!(r.ending.outcome, Outcome::TrunkFailure, "{}", timeline(&r));
+    let answered = r.answered_at.unwrap_or_default();
+    let sent: Vec<Duration> = r
+        .timeline
+        .iter()
+        .filter(|(_, s)| s == "session refresh: UPDATE sent")
+        .map(|(t, _)| *t - answered)
+        .collect();
+    assert_eq!(sent.len(), 2, "{}", timeline(&r));
+    let expired = r
+        .timeline
+        .iter()
+        .find(|(_, s)| s.starts_with("session expired: no refresh of ours"))
+        .map(|(t, _)| *t - answered);
+    assert!(
+        expired
+            .is_some_and(|d| d >= Duration::from_millis(3950) && d < Duration::from_millis(4600)),
         "{}",
         timeline(&r)
     );
