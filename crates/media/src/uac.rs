@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crieur_sip::auth::Credentials as SipCredentials;
+use crieur_sip::body;
 use crieur_sip::{
     wire, CallRef, Config as SipConfig, Endpoint, Event as SipEvent, Invite, Method,
     Outcome as SipOutcome, Request, Response, ServerRef, Timers, Transport,
@@ -1438,7 +1439,7 @@ impl Call {
                 );
                 // An offerless re-INVITE answered with our offer: the answer is the ACK's.
                 self.answer_in_ack = offer_req.method == Method::Invite
-                    && offer_req.body().is_empty()
+                    && body::sdp(&offer_req.headers, offer_req.body()).is_none()
                     && (200..300).contains(&code)
                     && body.is_some();
                 sig.send(Command::Respond {
@@ -1487,14 +1488,14 @@ impl Call {
     /// the answer (RFC 3264 §5–6), applied to the media — a new address, codec or direction.
     /// Without one, or one we cannot read, the media stay as they were.
     fn on_answer_in_ack(&mut self, ack: &Request, now: Instant) {
-        if ack.body().is_empty() {
+        let Some(sdp_body) = body::sdp(&ack.headers, ack.body()) else {
             self.note(
                 now,
                 "ACK without the answer to our offer (RFC 3261 §13.2.1): media unchanged".into(),
             );
             return;
-        }
-        let answer = match sdp::parse_answer(ack.body()) {
+        };
+        let answer = match sdp::parse_answer(sdp_body) {
             Ok(a) => a,
             Err(e) => {
                 self.note(
@@ -1529,7 +1530,8 @@ impl Call {
             self.script.handle_answered(now, true);
             return;
         }
-        match sdp::parse_answer(resp.body()) {
+        // The SDP alone or a multipart body's SDP part (RFC 5621); none: a parse error.
+        match sdp::parse_answer(body::sdp(&resp.headers, resp.body()).unwrap_or_default()) {
             Ok(answer) if !answer.direction.receives() => {
                 // RFC 3264 §6.1: a sendonly/inactive answer will not receive our audio.
                 // Nothing is played.
@@ -2399,7 +2401,9 @@ fn answer_offer(
         timeline(format!("{method} before the call's media: 488"));
         return (488, headers, None);
     };
-    if req.body().is_empty() {
+    // No SDP: no body, an optional one we do not read (RFC 3261 §20.11), a multipart body
+    // without an SDP part whose parts are all optional (the endpoint refused any other).
+    let Some(offer_body) = body::sdp(&req.headers, req.body()) else {
         if req.method == Method::Invite {
             timeline("re-INVITE without SDP (refresh): 200 with our SDP".into());
             headers.push(("Content-Type".into(), "application/sdp".into()));
@@ -2407,8 +2411,8 @@ fn answer_offer(
         }
         timeline(format!("{method} without SDP (refresh): 200"));
         return (200, headers, None);
-    }
-    let offer = match sdp::parse_answer(req.body()) {
+    };
+    let offer = match sdp::parse_answer(offer_body) {
         Ok(o) => o,
         Err(e) => {
             timeline(format!("{method} refused (488): {e}"));
@@ -2622,7 +2626,8 @@ impl SessionRefresh {
         };
         let code = resp.status.code();
         if (200..300).contains(&code) {
-            if let (Some(m), Ok(answer)) = (media, sdp::parse_answer(resp.body())) {
+            let answer = body::sdp(&resp.headers, resp.body()).map(sdp::parse_answer);
+            if let (Some(m), Some(Ok(answer))) = (media, answer) {
                 m.apply(&answer, now, prompts);
             }
             self.glares = 0;

@@ -1410,6 +1410,48 @@ Content-Length: 0
     assert!(sipp.succeeded());
 }
 
+/// RFC 5621 / SIP-I: the 200 carries `multipart/mixed` (SDP, then ISUP marked optional): its
+/// SDP part is the answer and the message plays. Then an UPDATE whose only body is ISUP with
+/// `handling=optional` is answered 200, its body ignored (RFC 3261 §20.11), not 415 (sipp
+/// fails on a 415).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multipart_answer_is_read_and_an_optional_body_ignored() {
+    let sdp = sdp_body("0 101", "", "[media_port]", 1);
+    let body = format!(
+        "--sep\nContent-Type: application/sdp\n\n{sdp}\n--sep\nContent-Type: application/isup;version=itu-t92+\nContent-Disposition: signal;handling=optional\n\nIAM\n--sep--\n"
+    );
+    let ok = response_with("200 OK", "", Some(body)).replacen(
+        "Content-Type: application/sdp\n",
+        "Content-Type: multipart/mixed;boundary=sep\n",
+        1,
+    );
+    let update = uas_request_with(
+        "UPDATE",
+        2,
+        Some("application/isup;version=itu-t92+"),
+        "Content-Disposition: signal;handling=optional\n",
+        "IAM\n",
+    );
+    let scenario = format!("{HEAD_DIALOG}{}{ok}{ACK}{update}{BYE_200}{TAIL}", ringing());
+    let mut sipp = Sipp::start(&scenario, &[]);
+    let r = place_on(&trunk(sipp.addr()), tone(440.0, 1.0)).await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::AnsweredCompleted,
+        "{}",
+        timeline(&r)
+    );
+    assert_eq!(r.codec, Some(Codec::Pcmu), "{}", timeline(&r));
+    assert!(
+        r.timeline
+            .iter()
+            .any(|(_, s)| s == "UPDATE without SDP (refresh): 200"),
+        "{}",
+        timeline(&r)
+    );
+    assert!(sipp.succeeded());
+}
+
 /// What the test's RTCP peer saw: (source, packet type of each packet in each compound).
 struct RtcpSeen {
     from: Vec<SocketAddr>,

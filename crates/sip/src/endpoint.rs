@@ -44,6 +44,7 @@ use sipx_sip::{
 };
 
 use crate::auth::{self, Credentials};
+use crate::body;
 use crate::client::{self, ClientLayer, Received, Step, Tu, TxId};
 use crate::{wire, Error};
 
@@ -694,6 +695,9 @@ type Earlier = (u32, Vec<Header>, SocketAddr);
 
 /// The body types of an INVITE or UPDATE we take ([`Endpoint::refuse_body`]).
 const SDP_BODIES: &[&str] = &["application/sdp"];
+
+/// What `Accept` names for an INVITE or UPDATE: SDP, alone or in a multipart body.
+const SDP_ACCEPT: &str = "application/sdp, multipart/mixed, multipart/alternative";
 
 /// The body types of an INFO we take: a key pressed, as carriers send it
 /// (`application/dtmf-relay`, `Signal=`/`Duration=` lines) or as `application/dtmf` (the
@@ -2789,7 +2793,9 @@ impl Endpoint {
             Method::Invite | Method::Update
                 if !closed && self.refuse_body(now, key, Some(call), &req) => {}
             Method::Invite | Method::Update if !closed => {
-                let offer = method == Method::Invite || !req.body().is_empty();
+                // An UPDATE's offer is its SDP (an optional body we ignore is none).
+                let offer =
+                    method == Method::Invite || body::sdp(&req.headers, req.body()).is_some();
                 let (theirs, ours) = self
                     .calls
                     .get(&call)
@@ -2837,8 +2843,9 @@ impl Endpoint {
     /// §8.2.3: a body we cannot take is answered 415 naming what we take — `Accept` for its
     /// type, `Accept-Encoding` for a content coding other than `identity` — and true
     /// returned. What the endpoint's user takes: SDP in an INVITE or UPDATE (offers and
-    /// answers, [`SDP_BODIES`]), the key of a SIP INFO ([`INFO_BODIES`]); an empty body
-    /// always. A body's language is never a reason (nothing here reads language), so no
+    /// answers, [`SDP_BODIES`]; alone or as a part of `multipart/mixed` or
+    /// `multipart/alternative`, RFC 5621), the key of a SIP INFO ([`INFO_BODIES`]); an empty
+    /// body always, and one marked `handling=optional` (§20.11: ignored). A body's language is never a reason (nothing here reads language), so no
     /// `Accept-Language` is sent.
     fn refuse_body(
         &mut self,
@@ -2847,35 +2854,20 @@ impl Endpoint {
         call: Option<CallRef>,
         req: &Request,
     ) -> bool {
-        let accepted = match req.method {
-            Method::Invite | Method::Update => SDP_BODIES,
-            Method::Info => INFO_BODIES,
+        let (accepted, accept) = match req.method {
+            Method::Invite | Method::Update => (SDP_BODIES, SDP_ACCEPT.to_owned()),
+            Method::Info => (INFO_BODIES, INFO_BODIES.join(", ")),
             _ => return false,
         };
-        if req.body().is_empty() {
+        // A body we cannot read marked `handling=optional` is ignored (§20.11); an SDP part
+        // of a multipart body is read ([`crate::body`]).
+        let Some((typed, coded)) = body::refused(&req.headers, req.body(), accepted) else {
             return false;
-        }
-        let coded = req
-            .headers
-            .get_all(&HeaderName::ContentEncoding)
-            .flat_map(|h| option_tags(&h.value()))
-            .any(|c| c != "identity");
-        let media = wire::value(&req.headers, &HeaderName::ContentType).map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-        // §7.4.1: a body without a Content-Type is of no type we take.
-        let typed = media.is_some_and(|m| accepted.contains(&m.as_str()));
-        if typed && !coded {
-            return false;
-        }
+        };
         // Both named when both are wrong: the far end's retry must fix both.
         let mut extra = Vec::with_capacity(2);
         if !typed {
-            extra.push((HeaderName::Accept, accepted.join(", ")));
+            extra.push((HeaderName::Accept, accept));
         }
         if coded {
             extra.push((HeaderName::AcceptEncoding, "identity".to_owned()));

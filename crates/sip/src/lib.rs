@@ -17,9 +17,12 @@
 //! - [`endpoint`]: the call leg (dialog: tags, CSeq, route set and loose routing, ACK for a
 //!   2xx, CANCEL, forking, in-dialog requests both ways), rport, and the demultiplexing of
 //!   datagrams to transactions and calls;
+//! - [`body`]: what a body is to us (the SDP, alone or a multipart's part; an optional body
+//!   ignored; one we cannot read refused);
 //! - [`wire`]: the few header helpers the rest shares.
 
 pub mod auth;
+pub mod body;
 pub mod client;
 pub mod endpoint;
 mod error;

@@ -2377,7 +2377,7 @@ fn a_body_we_cannot_take_gets_415_with_accept() {
             "Content-Type: application/isup\r\n",
             "xx",
             HeaderName::Accept,
-            "application/sdp",
+            "application/sdp, multipart/mixed, multipart/alternative",
         ),
         (
             "UPDATE",
@@ -2402,7 +2402,7 @@ fn a_body_we_cannot_take_gets_415_with_accept() {
     ep.handle_input(t0, src, &far_request_with(&inv, "UPDATE", 19, ct, "xx"));
     let out = sent(&mut ep);
     assert_eq!(code(&out[0].1), 415);
-    assert_eq!(h(&out[0].1, HeaderName::Accept), "application/sdp");
+    assert_eq!(h(&out[0].1, HeaderName::Accept), "application/sdp, multipart/mixed, multipart/alternative");
     assert_eq!(h(&out[0].1, HeaderName::AcceptEncoding), "identity");
     assert!(events(&mut ep).is_empty());
     // What we take: a dtmf-relay INFO (its parameters ignored), an SDP re-INVITE.
@@ -2417,6 +2417,39 @@ fn a_body_we_cannot_take_gets_415_with_accept() {
     let ct = "Content-Type: application/sdp\r\n";
     ep.handle_input(t0, src, &far_request_with(&inv, "INVITE", 21, ct, sdp));
     assert!(matches!(events(&mut ep).as_slice(), [Event::Request { call: c, .. }] if *c == call));
+}
+
+/// §20.11: a body we cannot read marked `handling=optional` is ignored, not refused (the
+/// request is handed up, its body no SDP: `crieur_sip::body::sdp` is None); RFC 5621: a
+/// `multipart/mixed` re-INVITE holding SDP and ISUP (SIP-I) is handed up, its SDP part read.
+#[test]
+fn an_optional_body_is_ignored_and_a_multipart_sdp_part_read() {
+    let (mut ep, t0, call, inv) = established();
+    let src = a(TRUNK);
+    let ct = "Content-Type: application/isup\r\nContent-Disposition: signal;handling=optional\r\n";
+    ep.handle_input(t0, src, &far_request_with(&inv, "UPDATE", 11, ct, "\x01\x02"));
+    assert!(sent(&mut ep).is_empty(), "no 415: the caller answers");
+    let ev = events(&mut ep);
+    let [Event::Request { call: c, request, .. }] = ev.as_slice() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(*c, call);
+    assert_eq!(crieur_sip::body::sdp(&request.headers, request.body()), None);
+    let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\n";
+    let body = format!(
+        "--sep\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--sep\r\nContent-Type: application/isup;version=itu-t92+\r\nContent-Disposition: signal;handling=optional\r\n\r\n\x01\x02\r\n--sep--\r\n"
+    );
+    let ct = "Content-Type: multipart/mixed;boundary=sep\r\n";
+    ep.handle_input(t0, src, &far_request_with(&inv, "INVITE", 12, ct, &body));
+    assert!(sent(&mut ep).is_empty(), "no 415: the caller answers");
+    let ev = events(&mut ep);
+    let [Event::Request { request, .. }] = ev.as_slice() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        crieur_sip::body::sdp(&request.headers, request.body()),
+        Some(sdp.as_bytes())
+    );
 }
 
 /// §22.3: a 407 with two proxies' challenges (two realms) is answered for each realm; a

@@ -1,8 +1,9 @@
 //! The parser entry: one datagram into an endpoint (`Endpoint::handle_input`), as a UAS with
 //! nothing going on, as a UAC with a call ringing (so responses reach the call leg), and as a
 //! UAC whose call was answered (so in-dialog requests and 2xx retransmissions, matched after
-//! the INVITE transaction ended, reach the dialog), then every timer fired. Nothing may panic
-//! or hang.
+//! the INVITE transaction ended, reach the dialog), then every timer fired; and the body
+//! reader (`crieur_sip::body`, multipart split) on the message's body. Nothing may panic or
+//! hang.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -24,6 +25,16 @@ fn endpoint(accept_incoming: bool) -> Endpoint {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The body reader on any message's body and headers (the endpoint reaches it only for
+    // the requests it takes).
+    if let Ok(m) = crieur_sip::wire::parse(data) {
+        let (headers, body) = match &m {
+            crieur_sip::Message::Request(r) => (&r.headers, r.body()),
+            crieur_sip::Message::Response(r) => (&r.headers, r.body()),
+        };
+        let _ = crieur_sip::body::sdp(headers, body);
+        let _ = crieur_sip::body::read(headers, body, &["application/dtmf-relay"]);
+    }
     let now = Instant::now();
     let from = "192.0.2.1:5060".parse().unwrap_or_else(|_| unreachable!());
     let mut uas = endpoint(true);
