@@ -1400,7 +1400,7 @@ impl Call {
                 self.report.final_response = Some((resp.status.code(), self.at(now)));
                 self.script.handle_transport_error(
                     now,
-                    "the 2xx could not be ACKed (a header value it set would break the ACK): call ended",
+                    "the 2xx could not be ACKed (a header value it set would break the ACK) or is in a dialog already ended: call ended",
                 );
             }
             SipEvent::Info { request, .. } => {

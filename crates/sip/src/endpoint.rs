@@ -180,7 +180,9 @@ pub enum Event {
     /// set, To tag, target — would break the ACK's header lines): the call was ended (a BYE
     /// sent if one could be) and is not answered; [`Event::Terminated`] follows. Also after
     /// the [`Event::Done`] of a re-INVITE of ours whose 2xx could not be ACKed: the answered
-    /// call was ended the same way.
+    /// call was ended the same way. Also a 2xx to our INVITE in a dialog we already ended (an
+    /// earlier INVITE's 2xx from the same server, with the same To tag, ACKed and sent a
+    /// BYE): ACKed, the call ended, not answered.
     AckFailed {
         call: CallRef,
         response: Box<Response>,
@@ -347,6 +349,10 @@ struct Call {
     /// where that INVITE went when the 2xx names no address (not to the server failed over
     /// to). Empty unless the INVITE was re-sent.
     earlier: Vec<Earlier>,
+    /// UAC: the dialogs of 2xx responses to earlier INVITEs that we ACKed and sent a BYE, by
+    /// To tag and the server that INVITE went to: the current INVITE's 2xx in one of them is
+    /// a dialog we ended, not the call's (bounded as `acks` is).
+    byed: Vec<(String, SocketAddr)>,
     /// UAC: when the first 2xx came (RFC 6026's Accepted state lasts 64·T1 from it).
     answered_at: Option<Instant>,
     /// Requests we sent in the dialog, awaiting an answer: their CSeq numbers (re-INVITE's ACK).
@@ -408,6 +414,7 @@ impl Call {
             invite_done: false,
             acks: Vec::new(),
             earlier: Vec::new(),
+            byed: Vec::new(),
             answered_at: None,
             pending_2xx: None,
             offer_out: None,
@@ -1785,7 +1792,7 @@ impl Endpoint {
             "a 2xx to an INVITE whose call is over: ACKed and sent a BYE (RFC 3261 §13.2.2.4)"
         );
         self.calls.insert(tmp, c);
-        self.fork_bye(now, tmp, seq, &r, Some(&creds));
+        self.fork_bye(now, tmp, seq, &r, Some(&creds), true);
         if let Some(c) = self.calls.remove(&tmp) {
             if let Some(e) = self.ended.get_mut(&key) {
                 e.acks.extend(c.acks);
@@ -1826,15 +1833,18 @@ impl Endpoint {
             seq,
             "a 2xx to an earlier INVITE of a live call: ACKed (RFC 3261 §13.2.2.4)"
         );
-        if c.confirmed && c.remote_tag.as_deref() == Some(to_tag.as_str()) {
+        // The call's own dialog: its To tag, from the server the call's INVITE went to (a
+        // server failed over from that picked the same tag is another dialog).
+        if c.confirmed && c.remote_tag.as_deref() == Some(to_tag.as_str()) && c.destination == dest
+        {
             self.send_ack(now, call, seq, Some(to_tag), Some(creds));
         } else {
             // The call's destination is the server failed over to, not this INVITE's.
-            let current = self
-                .calls
-                .get_mut(&call)
-                .map(|c| std::mem::replace(&mut c.destination, dest));
-            self.fork_bye(now, call, seq, r, Some(creds));
+            let current = self.calls.get_mut(&call).map(|c| {
+                c.byed.push((to_tag.clone(), dest));
+                std::mem::replace(&mut c.destination, dest)
+            });
+            self.fork_bye(now, call, seq, r, Some(creds), true);
             if let (Some(c), Some(d)) = (self.calls.get_mut(&call), current) {
                 c.destination = d;
             }
@@ -2516,7 +2526,25 @@ impl Endpoint {
                 tracing::info!("a 2xx past the forks kept for a call: dropped");
                 return;
             }
-            self.fork_bye(now, call, seq, &r, None);
+            self.fork_bye(now, call, seq, &r, None, true);
+            return;
+        }
+        if c.byed
+            .iter()
+            .any(|(t, d)| *t == to_tag && *d == c.destination)
+        {
+            // The dialog of an earlier INVITE's 2xx from this server, which we ACKed and sent
+            // a BYE: a dialog we ended, not the call. ACKed (§13.2.2.4), no second BYE; the
+            // call is over, not answered.
+            tracing::info!(call_id = %c.call_id, "the INVITE's 2xx is in a dialog we already ended: ACKed, the call ended");
+            c.invite_done = true;
+            c.closed = true;
+            self.fork_bye(now, call, seq, &r, None, false);
+            self.events.push_back(Event::AckFailed {
+                call,
+                response: Box::new(r),
+            });
+            self.reap(call);
             return;
         }
         c.confirmed = true;
@@ -2637,7 +2665,8 @@ impl Endpoint {
         true
     }
 
-    /// A 2xx from a fork that lost: a short-lived dialog from that response, ACKed and BYEd.
+    /// A 2xx from a fork that lost: a short-lived dialog from that response, ACKed and (if
+    /// `bye`) sent a BYE.
     ///
     /// `creds`: the ACK's credentials when the call no longer holds its INVITE (see
     /// [`Endpoint::send_ack`]).
@@ -2648,6 +2677,7 @@ impl Endpoint {
         seq: u32,
         r: &Response,
         creds: Option<&[Header]>,
+        bye: bool,
     ) {
         let Some(to_tag) = wire::tag(&r.headers, &HeaderName::To) else {
             return;
@@ -2669,7 +2699,11 @@ impl Endpoint {
         c.remote_target = wire::contact_uri(&r.headers);
         c.local_cseq = seq;
         self.send_ack(now, call, seq, Some(to_tag), creds);
-        let bye = self.in_dialog(call, Method::Bye, &[], None, Vec::new());
+        let bye = if bye {
+            Some(self.in_dialog(call, Method::Bye, &[], None, Vec::new()))
+        } else {
+            None
+        };
         if let Some(c) = self.calls.get_mut(&call) {
             c.remote_tag = saved.0;
             c.route_set = saved.1;
@@ -2677,7 +2711,7 @@ impl Endpoint {
             c.local_cseq = saved.3;
             c.closed = saved.4;
         }
-        if let Ok(out) = bye {
+        if let Some(Ok(out)) = bye {
             self.send(now, call, Kind::ForkBye, out);
         }
     }

@@ -2306,6 +2306,76 @@ fn a_2xx_to_an_earlier_invite_of_a_live_call_is_acked_at_once() {
         .any(|e| matches!(e, Event::Answered { call: c, .. } if *c == call)));
 }
 
+/// An earlier INVITE's 2xx with the current dialog's To tag. (1) Same server, the call not
+/// answered yet: that 2xx is ACKed and BYEd; the current INVITE's 2xx then comes in the same
+/// dialog — one we ended: ACKed, no second BYE, the call not answered (`AckFailed`). (2) After
+/// a fail-over, the call answered by the second server with tag x: the first server's late
+/// 2xx with tag x is another dialog (another server), ACKed and BYEd there — not taken for
+/// the call's and ACKed along its route.
+#[test]
+fn an_earlier_invites_2xx_in_the_current_dialogs_tag_is_not_the_call() {
+    let (mut ep, t0, call, inv) = start(Some(Credentials::new("alice", "secret")));
+    let www = "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\", qop=\"auth\"\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 401, Some("u"), www));
+    let inv2 = sent(&mut ep).remove(1).1;
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 180, Some("x"), ""));
+    let _ = events(&mut ep);
+    let contact = "Contact: <sip:x@10.0.0.2:5060>\r\n";
+    ep.handle_input(t0, a(TRUNK), &response(&inv, 200, Some("x"), contact));
+    let out = sent(&mut ep);
+    let far = a("10.0.0.2:5060");
+    assert_eq!(methods(&out), [(Method::Ack, far), (Method::Bye, far)]);
+    assert!(events(&mut ep).is_empty());
+    ep.handle_input(t0, a(TRUNK), &response(&inv2, 200, Some("x"), contact));
+    let out = sent(&mut ep);
+    assert_eq!(methods(&out), [(Method::Ack, far)], "ACKed, not BYEd twice");
+    assert_eq!(h(&out[0].1, HeaderName::CSeq), "2 ACK");
+    let ev = events(&mut ep);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::AckFailed { call: c, .. } if *c == call))
+            && !ev.iter().any(|e| matches!(e, Event::Answered { .. })),
+        "{ev:?}"
+    );
+
+    let s2 = a("10.0.0.3:5060");
+    let (mut ep, call, first) = start_with_alternates(t0, vec![s2]);
+    ep.handle_input(t0, a(TRUNK), &response(&first, 503, Some("p"), ""));
+    let second = sent(&mut ep).remove(1).1;
+    ep.handle_input(
+        t0,
+        s2,
+        &response(
+            &second,
+            200,
+            Some("x"),
+            "Contact: <sip:x@10.0.0.3:5060>\r\n",
+        ),
+    );
+    let _ = sent(&mut ep);
+    assert!(events(&mut ep)
+        .iter()
+        .any(|e| matches!(e, Event::Answered { call: c, .. } if *c == call)));
+    // The first server's late 2xx, the same tag, its Contact a host name: ACK and BYE there.
+    ep.handle_input(
+        t0,
+        a(TRUNK),
+        &response(
+            &first,
+            200,
+            Some("x"),
+            "Contact: <sip:x@far.example.net>\r\n",
+        ),
+    );
+    let out = sent(&mut ep);
+    assert_eq!(
+        methods(&out),
+        [(Method::Ack, a(TRUNK)), (Method::Bye, a(TRUNK))]
+    );
+    assert_eq!(h(&out[0].1, HeaderName::CSeq), "1 ACK");
+    assert_eq!(ep.calls(), 1, "the call lives on");
+}
+
 /// §8.1.3.3: a response with more than one Via value (on two lines, or two values on one)
 /// is discarded by the UAC: not ACKed, not reported; the one with ours alone then is.
 #[test]
@@ -2402,7 +2472,10 @@ fn a_body_we_cannot_take_gets_415_with_accept() {
     ep.handle_input(t0, src, &far_request_with(&inv, "UPDATE", 19, ct, "xx"));
     let out = sent(&mut ep);
     assert_eq!(code(&out[0].1), 415);
-    assert_eq!(h(&out[0].1, HeaderName::Accept), "application/sdp, multipart/mixed, multipart/alternative");
+    assert_eq!(
+        h(&out[0].1, HeaderName::Accept),
+        "application/sdp, multipart/mixed, multipart/alternative"
+    );
     assert_eq!(h(&out[0].1, HeaderName::AcceptEncoding), "identity");
     assert!(events(&mut ep).is_empty());
     // What we take: a dtmf-relay INFO (its parameters ignored), an SDP re-INVITE.
@@ -2427,14 +2500,24 @@ fn an_optional_body_is_ignored_and_a_multipart_sdp_part_read() {
     let (mut ep, t0, call, inv) = established();
     let src = a(TRUNK);
     let ct = "Content-Type: application/isup\r\nContent-Disposition: signal;handling=optional\r\n";
-    ep.handle_input(t0, src, &far_request_with(&inv, "UPDATE", 11, ct, "\x01\x02"));
+    ep.handle_input(
+        t0,
+        src,
+        &far_request_with(&inv, "UPDATE", 11, ct, "\x01\x02"),
+    );
     assert!(sent(&mut ep).is_empty(), "no 415: the caller answers");
     let ev = events(&mut ep);
-    let [Event::Request { call: c, request, .. }] = ev.as_slice() else {
+    let [Event::Request {
+        call: c, request, ..
+    }] = ev.as_slice()
+    else {
         panic!("{ev:?}")
     };
     assert_eq!(*c, call);
-    assert_eq!(crieur_sip::body::sdp(&request.headers, request.body()), None);
+    assert_eq!(
+        crieur_sip::body::sdp(&request.headers, request.body()),
+        None
+    );
     let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\n";
     let body = format!(
         "--sep\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--sep\r\nContent-Type: application/isup;version=itu-t92+\r\nContent-Disposition: signal;handling=optional\r\n\r\n\x01\x02\r\n--sep--\r\n"
