@@ -1365,18 +1365,10 @@ Content-Length: 0
 /// every second until the message ended).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_whose_refreshes_fail_is_ended_when_it_expires() {
-    let refused = r#"  <recv request="UPDATE"/>
-  <send><![CDATA[
-SIP/2.0 500 Server Internal Error
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-"#;
+    // Each UPDATE answered 500 (BYE_200's reply, to an UPDATE, with another status).
+    let refused = BYE_200
+        .replacen("request=\"BYE\"", "request=\"UPDATE\"", 1)
+        .replacen("200 OK", "500 Server Internal Error", 1);
     let after_ack = refused.repeat(2) + BYE_200;
     let mut sipp = Sipp::start(
         &answer_scenario_with(
