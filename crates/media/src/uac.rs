@@ -2497,6 +2497,9 @@ fn session_expires(r: &Response) -> Option<(Duration, Option<String>)> {
     parse_session_expires(&wire::value(&r.headers, &wire::name("Session-Expires"))?)
 }
 
+/// The interval is the far end's: clamped to [`MIN_SESSION_EXPIRES`]..=[`MAX_SESSION_EXPIRES`]
+/// (RFC 4028 §4/§5: no Min-SE is below 90 s, so no shorter interval is ever agreed; a day
+/// bounds a huge value that would otherwise overflow `Instant` arithmetic).
 fn parse_session_expires(v: &str) -> Option<(Duration, Option<String>)> {
     let mut parts = v.split(';');
     let secs: u64 = parts.next()?.trim().parse().ok()?;
@@ -2506,7 +2509,20 @@ fn parse_session_expires(v: &str) -> Option<(Duration, Option<String>)> {
             .eq_ignore_ascii_case("refresher")
             .then(|| v.trim().to_ascii_lowercase())
     });
-    Some((Duration::from_secs(secs.max(1)), refresher))
+    Some((
+        Duration::from_secs(secs.clamp(MIN_SESSION_EXPIRES, MAX_SESSION_EXPIRES)),
+        refresher,
+    ))
+}
+
+/// RFC 4028's floor for any Session-Expires / Min-SE (§4, §5).
+const MIN_SESSION_EXPIRES: u64 = 90;
+/// The longest session interval taken from the far end (one day).
+const MAX_SESSION_EXPIRES: u64 = 86_400;
+
+/// `now + d` as a timer instant, or `None` where it would overflow (the timer is then off).
+fn later(now: Instant, d: Duration) -> Option<tokio::time::Instant> {
+    now.checked_add(d).map(tokio::time::Instant::from_std)
 }
 
 impl SessionRefresh {
@@ -2530,16 +2546,27 @@ impl SessionRefresh {
     /// We refresh: the session refreshed at `now` (a 2xx, or the far end's refresh) expires
     /// after `interval`; the next refresh is due at half of it.
     fn we_refresh(&mut self, interval: Duration, now: Instant) {
-        self.interval = Some(interval);
-        self.due = Some(tokio::time::Instant::from_std(now + interval / 2));
-        self.expires = Some(tokio::time::Instant::from_std(now + interval));
+        match (later(now, interval / 2), later(now, interval)) {
+            (Some(due), Some(expires)) => {
+                self.interval = Some(interval);
+                self.due = Some(due);
+                self.expires = Some(expires);
+            }
+            _ => self.off(),
+        }
+    }
+
+    /// No session timer: no refresh of ours, no expiry (§9, or an interval we cannot time).
+    fn off(&mut self) {
+        self.interval = None;
+        self.due = None;
+        self.expires = None;
     }
 
     /// A refresh failed (not ending the session at once): tried again after `delay` if that
     /// is before the session expires, else not (the expiry ends the call).
     fn retry_after(&mut self, delay: Duration, now: Instant) -> bool {
-        let at = tokio::time::Instant::from_std(now + delay);
-        self.due = self.expires.filter(|e| at < *e).map(|_| at);
+        self.due = later(now, delay).filter(|at| self.expires.is_some_and(|e| *at < e));
         self.due.is_some()
     }
 
@@ -2547,7 +2574,7 @@ impl SessionRefresh {
         self.interval = None;
         self.due = None;
         let margin = (interval / 3).min(Duration::from_secs(32));
-        self.expires = Some(tokio::time::Instant::from_std(now + interval - margin));
+        self.expires = later(now, interval.saturating_sub(margin));
     }
 
     /// The far end's re-INVITE or UPDATE (any is a refresh, §10) with its Session-Expires:
@@ -2557,11 +2584,7 @@ impl SessionRefresh {
         match header_value(req, "Session-Expires").and_then(|v| parse_session_expires(&v)) {
             Some((interval, Some(who))) if who == "uas" => self.we_refresh(interval, now),
             Some((interval, _)) => self.they_refresh(interval, now),
-            None => {
-                self.interval = None;
-                self.due = None;
-                self.expires = None;
-            }
+            None => self.off(),
         }
     }
 
@@ -2631,8 +2654,13 @@ impl SessionRefresh {
                 m.apply(&answer, now, prompts);
             }
             self.glares = 0;
-            let next = session_expires(&resp).map_or(interval, |(i, _)| i);
-            self.we_refresh(next, now);
+            // RFC 4028 §7.2: a 2xx without Session-Expires turns the timer off; with
+            // `refresher=uas` the far end refreshes from now on; only `uac` keeps it ours.
+            match session_expires(&resp) {
+                Some((next, Some(who))) if who == "uac" => self.we_refresh(next, now),
+                Some((next, _)) => self.they_refresh(next, now),
+                None => self.off(),
+            }
             RefreshOutcome {
                 text: format!("session refresh: {code}"),
                 session_gone: false,
@@ -3685,6 +3713,64 @@ mod tests {
         assert!(
             r.handled(SipOutcome::Timeout, at(120), None, &no_prompts)
                 .session_gone
+        );
+    }
+
+    /// The far end's Session-Expires is clamped to 90 s–1 day: a huge one (which overflowed
+    /// `Instant` and panicked the call) and a 1 s one (an UPDATE every 500 ms) are bounded.
+    #[test]
+    fn a_far_ends_session_expires_is_clamped_and_never_panics() {
+        let t0 = Instant::now();
+        let huge = "9300000000000000000;refresher=uac";
+        assert_eq!(
+            parse_session_expires(huge),
+            Some((Duration::from_secs(86_400), Some("uac".to_owned())))
+        );
+        assert_eq!(
+            parse_session_expires("1;refresher=uas").map(|(d, _)| d),
+            Some(Duration::from_secs(90))
+        );
+        let answer = head("200 OK", &format!("Session-Expires: {huge}\n"));
+        let r = SessionRefresh::from_answer(&parsed_response(&answer), t0);
+        let day = tokio::time::Instant::from_std(t0 + Duration::from_secs(86_400));
+        assert_eq!(r.expires, Some(day));
+        let answer = head("200 OK", "Session-Expires: 18446744073709551615\n");
+        assert!(SessionRefresh::from_answer(&parsed_response(&answer), t0)
+            .expires
+            .is_some());
+    }
+
+    /// A 2xx to our refresh without Session-Expires turns the timer off (RFC 4028 §7.2: no
+    /// expiry, so no BYE of ours at it); with `refresher=uas` the far end refreshes from then
+    /// on (no refresh of ours, and the call ends only for want of its refresh).
+    #[test]
+    fn a_refresh_2xx_without_session_expires_or_naming_the_uas_stops_our_refreshes() {
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + Duration::from_secs(n);
+        let no_prompts = |_: Codec| -> [Arc<[u8]>; 3] {
+            [Arc::from(&[][..]), Arc::from(&[][..]), Arc::from(&[][..])]
+        };
+        let reply =
+            |extra: &str| SipOutcome::Response(Box::new(parsed_response(&head("200 OK", extra))));
+        let mut r = SessionRefresh::default();
+        r.we_refresh(Duration::from_secs(90), t0);
+        assert!(!r.handled(reply(""), at(45), None, &no_prompts).session_gone);
+        assert_eq!((r.interval, r.due, r.expires), (None, None, None));
+
+        let mut r = SessionRefresh::default();
+        r.we_refresh(Duration::from_secs(90), t0);
+        let o = r.handled(
+            reply("Session-Expires: 120;refresher=uas\n"),
+            at(45),
+            None,
+            &no_prompts,
+        );
+        assert!(!o.session_gone, "{}", o.text);
+        // They refresh: ours is off; without theirs the session ends 32 s before 120 s.
+        assert_eq!((r.interval, r.due), (None, None));
+        assert_eq!(
+            r.expires,
+            Some(tokio::time::Instant::from_std(at(45 + 120 - 32)))
         );
     }
 
