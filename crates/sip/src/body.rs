@@ -40,20 +40,32 @@ pub enum Verdict<'a> {
 }
 
 /// The session description of a message with `headers` and `body`, if it carries one
-/// ([`read`] with `application/sdp`). A body without a `Content-Type` is taken as SDP: a
-/// response or ACK is not refused (§7.4.1 names no type; the SDP parser is the judge).
+/// ([`read`] with `application/sdp`, except that the SDP part of a `multipart/mixed` body is
+/// taken even beside a required part we cannot read: a request is refused for that part by
+/// the endpoint's check before this is asked, and a response cannot be refused). A body
+/// without a `Content-Type` is taken as SDP: a response or ACK is not refused (§7.4.1 names
+/// no type; the SDP parser is the judge).
 pub fn sdp<'a>(headers: &Headers, body: &'a [u8]) -> Option<&'a [u8]> {
     if !body.is_empty() && headers.get(&HeaderName::ContentType).is_none() {
         return Some(body);
     }
-    match read(headers, body, &["application/sdp"]) {
+    match classify(headers, body, &["application/sdp"], false) {
         Verdict::Take(b) => Some(b),
         Verdict::Empty | Verdict::Refuse { .. } => None,
     }
 }
 
-/// What the body of a message with `headers` is to a reader of the types `accepted`.
+/// What the body of a message with `headers` is to a reader of the types `accepted`. A
+/// `multipart/mixed` body is refused if any part is neither accepted nor marked
+/// `handling=optional` (RFC 3261 §20.11: `required` is the default; RFC 5621 §9), even when
+/// another part is one we read.
 pub fn read<'a>(headers: &Headers, body: &'a [u8], accepted: &[&str]) -> Verdict<'a> {
+    classify(headers, body, accepted, true)
+}
+
+/// [`read`]; `strict` false takes an accepted part of `multipart/mixed` whatever its
+/// siblings are.
+fn classify<'a>(headers: &Headers, body: &'a [u8], accepted: &[&str], strict: bool) -> Verdict<'a> {
     if body.is_empty() {
         return Verdict::Empty;
     }
@@ -82,7 +94,7 @@ pub fn read<'a>(headers: &Headers, body: &'a [u8], accepted: &[&str]) -> Verdict
             if t.media_type == b"multipart"
                 && (t.subtype == b"mixed" || t.subtype == b"alternative") =>
         {
-            multipart(&t, body, accepted)
+            multipart(&t, body, accepted, strict)
         }
         _ => Verdict::Refuse {
             typed: false,
@@ -113,9 +125,11 @@ fn handling_optional(v: &[u8]) -> bool {
 
 /// A `multipart/mixed` or `multipart/alternative` body (RFC 2046 §5.1): the first part of an
 /// accepted type (the last, for `alternative`: its parts go from plainest to richest); if
-/// none, Empty when every part is optional, else Refuse. A body that does not split (no
-/// boundary, no delimiter) is refused.
-fn multipart<'a>(t: &ContentType, body: &'a [u8], accepted: &[&str]) -> Verdict<'a> {
+/// none, Empty when every part is optional, else Refuse. `mixed` and `strict`: refused if
+/// any part we do not read is required (every part of a mixed body is meant to be used; an
+/// `alternative` body needs one). A body that does not split (no boundary, no delimiter) is
+/// refused.
+fn multipart<'a>(t: &ContentType, body: &'a [u8], accepted: &[&str], strict: bool) -> Verdict<'a> {
     let refuse = Verdict::Refuse {
         typed: false,
         coded: false,
@@ -153,15 +167,16 @@ fn multipart<'a>(t: &ContentType, body: &'a [u8], accepted: &[&str]) -> Verdict<
         }
         // RFC 2046 §5.1: a part without Content-Type is text/plain.
         if !coded && ctype.as_ref().is_some_and(|t| is_accepted(t, accepted)) {
-            found = Some(content);
-            if t.subtype == b"mixed" {
-                break;
+            if t.subtype != b"mixed" || found.is_none() {
+                found = Some(content);
             }
         } else {
             all_optional &= optional;
         }
     }
+    let mixed = t.subtype == b"mixed";
     match found {
+        Some(_) if mixed && strict && !all_optional => refuse,
         Some(b) => Verdict::Take(b),
         None if all_optional => Verdict::Empty,
         None => refuse,
@@ -327,6 +342,36 @@ mod tests {
         assert!(refused(&mp, body, &["application/sdp"]).is_some());
     }
 
+    /// RFC 5621 §9 / RFC 3261 §20.11: a `multipart/mixed` request with an SDP part and a part
+    /// we cannot read that is not marked optional (no disposition: `required`) is refused —
+    /// its SDP is still what a response's reader takes; `alternative` needs one readable part.
+    #[test]
+    fn a_required_part_we_cannot_read_beside_the_sdp_is_refused() {
+        let isup = "Content-Type: application/isup\r\n\r\n\x01\x00\x49";
+        let sdp_part = format!(
+            "Content-Type: application/sdp\r\n\r\n{}",
+            String::from_utf8_lossy(SDP)
+        );
+        for (a, b) in [(sdp_part.as_str(), isup), (isup, sdp_part.as_str())] {
+            let body = format!("--b\r\n{a}\r\n--b\r\n{b}\r\n--b--\r\n").into_bytes();
+            let mixed = headers(&[(HeaderName::ContentType, "multipart/mixed;boundary=b")]);
+            assert_eq!(
+                refused(&mixed, &body, &["application/sdp"]),
+                Some((false, false))
+            );
+            assert_eq!(sdp(&mixed, &body), Some(SDP));
+            let alt = headers(&[(HeaderName::ContentType, "multipart/alternative;boundary=b")]);
+            assert_eq!(refused(&alt, &body, &["application/sdp"]), None);
+        }
+        // Marked optional, the same part is ignored.
+        let body = sipi("b", true);
+        let mixed = headers(&[(HeaderName::ContentType, "multipart/mixed;boundary=b")]);
+        assert_eq!(
+            read(&mixed, &body, &["application/sdp"]),
+            Verdict::Take(SDP)
+        );
+    }
+
     #[test]
     fn malformed_multipart_is_refused_not_a_panic() {
         let mp = |b: &str| headers(&[(HeaderName::ContentType, b)]);
@@ -350,14 +395,35 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        let long = format!("multipart/mixed;boundary={}", "b".repeat(71));
-        assert!(refused(&mp(&long), b"--x", &["application/sdp"]).is_some());
+        // A boundary past 70 characters: refused, the body well-formed all the same.
+        for n in [70, 71] {
+            let b = "b".repeat(n);
+            let body =
+                format!("--{b}\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n\r\n--{b}--\r\n");
+            let ct = mp(&format!("multipart/mixed;boundary={b}"));
+            assert_eq!(
+                refused(&ct, body.as_bytes(), &["application/sdp"]).is_some(),
+                n > MAX_BOUNDARY,
+                "{n}"
+            );
+        }
         // A truncated last part (no close delimiter) still gives its content.
         let h = mp("multipart/mixed;boundary=b");
         let body = b"--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n";
         assert_eq!(sdp(&h, body), Some(&b"v=0\r\n"[..]));
-        // Many parts: bounded.
-        let many = "--b\r\nContent-Type: text/plain\r\n\r\nx\r\n".repeat(1000) + "--b--";
-        assert!(refused(&h, many.as_bytes(), &["application/sdp"]).is_some());
+        // Many parts: bounded — an SDP part past the eighth is not looked at.
+        let optional = "--b\r\nContent-Type: text/plain\r\nContent-Disposition: render;handling=optional\r\n\r\nx\r\n";
+        let many = optional.repeat(MAX_PARTS)
+            + "--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n\r\n--b--";
+        assert_eq!(
+            split(many.as_bytes(), b"b").map(|p| p.len()),
+            Some(MAX_PARTS)
+        );
+        assert_eq!(sdp(&h, many.as_bytes()), None);
+        let many = optional.repeat(1000) + "--b--";
+        assert_eq!(
+            split(many.as_bytes(), b"b").map(|p| p.len()),
+            Some(MAX_PARTS)
+        );
     }
 }
