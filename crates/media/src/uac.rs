@@ -1422,7 +1422,6 @@ impl Call {
                 request: offer_req,
                 ..
             } => {
-                self.refresh.on_remote_refresh(&offer_req, now);
                 let (t0, report) = (self.t0, &mut self.report);
                 let (req, voicemail) = (&self.req, &self.voicemail);
                 let (code, headers, body) = answer_offer(
@@ -1437,6 +1436,7 @@ impl Call {
                             .push((now.saturating_duration_since(t0), what))
                     },
                 );
+                self.refresh.on_remote_refresh(&offer_req, code, now);
                 // An offerless re-INVITE answered with our offer: the answer is the ACK's.
                 self.answer_in_ack = offer_req.method == Method::Invite
                     && body::sdp(&offer_req.headers, offer_req.body()).is_none()
@@ -2478,8 +2478,11 @@ struct SessionRefresh {
     /// When to give the session up: for want of the far end's refresh, or (we refresh) when
     /// it expires, no refresh of ours having been answered 2xx since the last one.
     expires: Option<tokio::time::Instant>,
-    /// Our refresh's 491s in a row (glare): past [`MAX_GLARE_RETRIES`] retries, given up.
+    /// Our refresh's 491s (glare) or 422s in a row: past [`MAX_GLARE_RETRIES`] retries,
+    /// given up.
     glares: u8,
+    /// The far end's Min-SE from a 422 to our refresh: sent in every refresh after (§7.4).
+    min_se: Option<u64>,
 }
 
 /// How many times in a row a refresh answered 491 is sent again after 2.1–4 s (a far end, a
@@ -2513,6 +2516,13 @@ fn parse_session_expires(v: &str) -> Option<(Duration, Option<String>)> {
         Duration::from_secs(secs.clamp(MIN_SESSION_EXPIRES, MAX_SESSION_EXPIRES)),
         refresher,
     ))
+}
+
+/// A 422's `Min-SE: <seconds>` (clamped as a Session-Expires is), if it has one.
+fn min_se(r: &Response) -> Option<u64> {
+    let v = wire::value(&r.headers, &wire::name("Min-SE"))?;
+    let secs: u64 = v.split(';').next()?.trim().parse().ok()?;
+    Some(secs.clamp(MIN_SESSION_EXPIRES, MAX_SESSION_EXPIRES))
 }
 
 /// RFC 4028's floor for any Session-Expires / Min-SE (§4, §5).
@@ -2577,10 +2587,14 @@ impl SessionRefresh {
         self.expires = later(now, interval.saturating_sub(margin));
     }
 
-    /// The far end's re-INVITE or UPDATE (any is a refresh, §10) with its Session-Expires:
-    /// `refresher=uas` makes us the refresher, otherwise (`uac`, or none: we answer `uac`)
-    /// the far end stays it. Without Session-Expires the session timer is off (§9).
-    fn on_remote_refresh(&mut self, req: &Request, now: Instant) {
+    /// The far end's re-INVITE or UPDATE, answered `code`: only a 2xx is a refresh (§10),
+    /// with its Session-Expires: `refresher=uas` makes us the refresher, otherwise (`uac`,
+    /// or none: we answer `uac`) the far end stays it. Without Session-Expires the session
+    /// timer is off (§9).
+    fn on_remote_refresh(&mut self, req: &Request, code: u16, now: Instant) {
+        if !(200..300).contains(&code) {
+            return;
+        }
         match header_value(req, "Session-Expires").and_then(|v| parse_session_expires(&v)) {
             Some((interval, Some(who))) if who == "uas" => self.we_refresh(interval, now),
             Some((interval, _)) => self.they_refresh(interval, now),
@@ -2599,6 +2613,9 @@ impl SessionRefresh {
             ),
             ("Supported".to_owned(), "timer".to_owned()),
         ];
+        if let Some(min) = self.min_se {
+            headers.push(("Min-SE".to_owned(), min.to_string()));
+        }
         let (method, body, what) = if self.use_update {
             (Method::Update, Vec::new(), "session refresh: UPDATE sent")
         } else {
@@ -2669,6 +2686,24 @@ impl SessionRefresh {
             RefreshOutcome {
                 text: format!("session refresh: {code}: the session is gone"),
                 session_gone: true,
+            }
+        } else if let Some(min) = (code == 422 && self.glares < MAX_GLARE_RETRIES)
+            .then(|| min_se(&resp))
+            .flatten()
+        {
+            // RFC 4028 §7.4: too short for the far end: sent again at once with a
+            // Session-Expires of at least its Min-SE, and the Min-SE itself.
+            self.glares += 1;
+            self.min_se = Some(min);
+            self.interval = Some(interval.max(Duration::from_secs(min)));
+            let text = if self.retry_after(Duration::ZERO, now) {
+                format!("session refresh: 422; retrying with Session-Expires {min}")
+            } else {
+                "session refresh: 422; the session expires first: not retried".to_owned()
+            };
+            RefreshOutcome {
+                text,
+                session_gone: false,
             }
         } else if code == 491 && self.glares < MAX_GLARE_RETRIES {
             self.glares += 1;
@@ -3771,6 +3806,68 @@ mod tests {
         assert_eq!(
             r.expires,
             Some(tokio::time::Instant::from_std(at(45 + 120 - 32)))
+        );
+    }
+
+    /// A refresh answered 422 is sent again at once with the 422's Min-SE as its interval and
+    /// a Min-SE header (RFC 4028 §7.4), not the same too-short one until the session
+    /// expires; a 422 without Min-SE is a failure like a 5xx.
+    #[test]
+    fn a_refresh_answered_422_is_retried_with_its_min_se() {
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + Duration::from_secs(n);
+        let no_prompts = |_: Codec| -> [Arc<[u8]>; 3] {
+            [Arc::from(&[][..]), Arc::from(&[][..]), Arc::from(&[][..])]
+        };
+        let reply = |status: &str, extra: &str| {
+            SipOutcome::Response(Box::new(parsed_response(&head(status, extra))))
+        };
+        let mut r = SessionRefresh::default();
+        r.we_refresh(Duration::from_secs(90), t0);
+        let o = r.handled(
+            reply("422 Session Interval Too Small", "Min-SE: 600\n"),
+            at(45),
+            None,
+            &no_prompts,
+        );
+        assert!(!o.session_gone && o.text.contains("retrying"), "{}", o.text);
+        assert_eq!(r.interval, Some(Duration::from_secs(600)));
+        assert_eq!(r.due, Some(tokio::time::Instant::from_std(at(45))));
+        assert_eq!(r.min_se, Some(600));
+        let mut r = SessionRefresh::default();
+        r.we_refresh(Duration::from_secs(90), t0);
+        let o = r.handled(
+            reply("422 Session Interval Too Small", ""),
+            at(45),
+            None,
+            &no_prompts,
+        );
+        assert_eq!(r.interval, Some(Duration::from_secs(90)), "{}", o.text);
+        assert_eq!(r.min_se, None);
+    }
+
+    /// A far end's re-INVITE we refuse (488 …) is no refresh (RFC 4028 §10): our expiry stays.
+    #[test]
+    fn a_refused_far_end_refresh_does_not_extend_the_session() {
+        let t0 = Instant::now();
+        let req = match wire::parse(
+            "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKy\r\nFrom: <sip:c@d>;tag=2\r\nTo: <sip:a@b>;tag=1\r\nCall-ID: c\r\nCSeq: 3 INVITE\r\nSession-Expires: 90;refresher=uas\r\nContent-Length: 0\r\n\r\n"
+                .as_bytes(),
+        ) {
+            Ok(crieur_sip::Message::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        };
+        let mut r = SessionRefresh::default();
+        r.we_refresh(Duration::from_secs(90), t0);
+        let before = (r.due, r.expires);
+        r.on_remote_refresh(&req, 488, t0 + Duration::from_secs(30));
+        assert_eq!((r.due, r.expires), before);
+        r.on_remote_refresh(&req, 200, t0 + Duration::from_secs(30));
+        assert_eq!(
+            r.expires,
+            Some(tokio::time::Instant::from_std(
+                t0 + Duration::from_secs(120)
+            ))
         );
     }
 
