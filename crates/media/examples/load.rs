@@ -241,6 +241,7 @@ async fn main() {
         max_call_length: Duration::from_secs(f64::from(secs) as u64 + 60),
         symmetric_rtp: false,
         p_asserted_identity: None,
+        min_session_expires: std::time::Duration::from_secs(crieur_media::uac::MIN_SESSION_EXPIRES),
         servers: Vec::new(),
     });
     let in_flight = Arc::new(AtomicUsize::new(0));

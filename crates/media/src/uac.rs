@@ -107,6 +107,11 @@ pub struct Trunk {
     /// `P-Asserted-Identity` (RFC 3325) for trunks that take the caller's identity from it:
     /// a `sip:`, `sips:` or `tel:` URI.
     pub p_asserted_identity: Option<String>,
+    /// The shortest session interval (RFC 4028 `Session-Expires`) taken from the far end: a
+    /// shorter one is raised to it (and a longer one than a day lowered to a day).
+    /// [`MIN_SESSION_EXPIRES`] (90 s, the RFC's floor for any Min-SE, §4/§5) but in tests
+    /// that must see a refresh within seconds.
+    pub min_session_expires: Duration,
     /// The trunk's servers as its SRV records give them (RFC 3263), each with its addresses:
     /// every call tries them in an order drawn for it ([`Trunk::destinations`]). Empty:
     /// `address` alone.
@@ -677,6 +682,7 @@ impl Uac {
                 amd: req.amd.as_ref().map_or(AmdMode::Off, |a| a.mode),
             },
             symmetric_rtp: trunk.symmetric_rtp,
+            min_session_expires: trunk.min_session_expires,
             req,
             on_opt_out: Box::new(on_opt_out),
             caller: tokio::runtime::Handle::try_current().ok(),
@@ -891,6 +897,7 @@ struct NewCall {
     invite: Box<Invite>,
     script: ScriptConfig,
     symmetric_rtp: bool,
+    min_session_expires: Duration,
     req: CallRequest,
     on_opt_out: OptOutHook,
     caller: Option<tokio::runtime::Handle>,
@@ -1024,6 +1031,7 @@ impl Call {
             mut invite,
             script,
             symmetric_rtp,
+            min_session_expires,
             req,
             on_opt_out,
             caller,
@@ -1080,7 +1088,7 @@ impl Call {
             detector: None,
             media: None,
             opt_out_done: None,
-            refresh: SessionRefresh::default(),
+            refresh: SessionRefresh::with_floor(min_session_expires),
             stopping: false,
             bye_sent: false,
             answer_in_ack: false,
@@ -1577,7 +1585,7 @@ impl Call {
                 if answer.rtcp_mux {
                     self.note(now, "rtcp-mux".into());
                 }
-                self.refresh = SessionRefresh::from_answer(resp, now);
+                self.refresh = SessionRefresh::from_answer(resp, now, self.refresh.floor);
                 self.report.answered_at = Some(self.at(now));
                 self.script.handle_answered(now, true);
                 // The detector listens from the answer, while the message plays.
@@ -2471,6 +2479,8 @@ fn describe_changes(changes: &crate::session::Changes) -> String {
 /// refreshing: min(32 s, interval / 3) before).
 #[derive(Debug, Default)]
 struct SessionRefresh {
+    /// The shortest interval taken from the far end ([`Trunk::min_session_expires`]).
+    floor: Duration,
     interval: Option<Duration>,
     use_update: bool,
     /// When the next refresh is due (none while one is in flight).
@@ -2496,14 +2506,17 @@ struct RefreshOutcome {
 }
 
 /// `Session-Expires: <seconds>[;refresher=uac|uas]`.
-fn session_expires(r: &Response) -> Option<(Duration, Option<String>)> {
-    parse_session_expires(&wire::value(&r.headers, &wire::name("Session-Expires"))?)
+fn session_expires(r: &Response, floor: Duration) -> Option<(Duration, Option<String>)> {
+    parse_session_expires(
+        &wire::value(&r.headers, &wire::name("Session-Expires"))?,
+        floor,
+    )
 }
 
-/// The interval is the far end's: clamped to [`MIN_SESSION_EXPIRES`]..=[`MAX_SESSION_EXPIRES`]
-/// (RFC 4028 §4/§5: no Min-SE is below 90 s, so no shorter interval is ever agreed; a day
-/// bounds a huge value that would otherwise overflow `Instant` arithmetic).
-fn parse_session_expires(v: &str) -> Option<(Duration, Option<String>)> {
+/// The interval is the far end's: clamped to `floor` (at least 1 s; [`MIN_SESSION_EXPIRES`]
+/// outside tests: RFC 4028 §4/§5, no Min-SE is below 90 s, so no shorter interval is ever
+/// agreed) ..= [`MAX_SESSION_EXPIRES`] (a day: a huge value would overflow `Instant`).
+fn parse_session_expires(v: &str, floor: Duration) -> Option<(Duration, Option<String>)> {
     let mut parts = v.split(';');
     let secs: u64 = parts.next()?.trim().parse().ok()?;
     let refresher = parts.find_map(|p| {
@@ -2513,7 +2526,10 @@ fn parse_session_expires(v: &str) -> Option<(Duration, Option<String>)> {
             .then(|| v.trim().to_ascii_lowercase())
     });
     Some((
-        Duration::from_secs(secs.clamp(MIN_SESSION_EXPIRES, MAX_SESSION_EXPIRES)),
+        Duration::from_secs(secs.clamp(
+            floor.as_secs().clamp(1, MAX_SESSION_EXPIRES),
+            MAX_SESSION_EXPIRES,
+        )),
         refresher,
     ))
 }
@@ -2525,8 +2541,9 @@ fn min_se(r: &Response) -> Option<u64> {
     Some(secs.clamp(MIN_SESSION_EXPIRES, MAX_SESSION_EXPIRES))
 }
 
-/// RFC 4028's floor for any Session-Expires / Min-SE (§4, §5).
-const MIN_SESSION_EXPIRES: u64 = 90;
+/// RFC 4028's floor for any Session-Expires / Min-SE (§4, §5), in seconds: what
+/// [`Trunk::min_session_expires`] should be.
+pub const MIN_SESSION_EXPIRES: u64 = 90;
 /// The longest session interval taken from the far end (one day).
 const MAX_SESSION_EXPIRES: u64 = 86_400;
 
@@ -2536,15 +2553,24 @@ fn later(now: Instant, d: Duration) -> Option<tokio::time::Instant> {
 }
 
 impl SessionRefresh {
-    fn from_answer(resp: &Response, now: Instant) -> SessionRefresh {
+    /// No timer yet; intervals from the far end no shorter than `floor`.
+    fn with_floor(floor: Duration) -> SessionRefresh {
+        SessionRefresh {
+            floor,
+            ..SessionRefresh::default()
+        }
+    }
+
+    fn from_answer(resp: &Response, now: Instant, floor: Duration) -> SessionRefresh {
         let mut r = SessionRefresh {
+            floor,
             use_update: wire::value(&resp.headers, &wire::name("Allow")).is_some_and(|a| {
                 a.split(',')
                     .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
             }),
             ..SessionRefresh::default()
         };
-        match session_expires(resp) {
+        match session_expires(resp, floor) {
             Some((interval, Some(who))) if who == "uac" => r.we_refresh(interval, now),
             // The 2xx must name the refresher (§7.2); without one, the far end is taken to.
             Some((interval, _)) => r.they_refresh(interval, now),
@@ -2595,7 +2621,9 @@ impl SessionRefresh {
         if !(200..300).contains(&code) {
             return;
         }
-        match header_value(req, "Session-Expires").and_then(|v| parse_session_expires(&v)) {
+        match header_value(req, "Session-Expires")
+            .and_then(|v| parse_session_expires(&v, self.floor))
+        {
             Some((interval, Some(who))) if who == "uas" => self.we_refresh(interval, now),
             Some((interval, _)) => self.they_refresh(interval, now),
             None => self.off(),
@@ -2673,7 +2701,7 @@ impl SessionRefresh {
             self.glares = 0;
             // RFC 4028 §7.2: a 2xx without Session-Expires turns the timer off; with
             // `refresher=uas` the far end refreshes from now on; only `uac` keeps it ours.
-            match session_expires(&resp) {
+            match session_expires(&resp, self.floor) {
                 Some((next, Some(who))) if who == "uac" => self.we_refresh(next, now),
                 Some((next, _)) => self.they_refresh(next, now),
                 None => self.off(),
@@ -3693,7 +3721,7 @@ mod tests {
     fn failed_refreshes_keep_the_expiry_of_the_last_2xx_and_retry_only_before_it() {
         let t0 = Instant::now();
         let secs = |n: u64| tokio::time::Instant::from_std(t0 + Duration::from_secs(n));
-        let mut r = SessionRefresh::default();
+        let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
         assert_eq!((r.due, r.expires), (Some(secs(45)), Some(secs(90))));
         let no_prompts = |_: Codec| -> [Arc<[u8]>; 3] {
@@ -3758,21 +3786,30 @@ mod tests {
         let t0 = Instant::now();
         let huge = "9300000000000000000;refresher=uac";
         assert_eq!(
-            parse_session_expires(huge),
+            parse_session_expires(huge, Duration::from_secs(MIN_SESSION_EXPIRES)),
             Some((Duration::from_secs(86_400), Some("uac".to_owned())))
         );
         assert_eq!(
-            parse_session_expires("1;refresher=uas").map(|(d, _)| d),
+            parse_session_expires("1;refresher=uas", Duration::from_secs(MIN_SESSION_EXPIRES))
+                .map(|(d, _)| d),
             Some(Duration::from_secs(90))
         );
         let answer = head("200 OK", &format!("Session-Expires: {huge}\n"));
-        let r = SessionRefresh::from_answer(&parsed_response(&answer), t0);
+        let r = SessionRefresh::from_answer(
+            &parsed_response(&answer),
+            t0,
+            Duration::from_secs(MIN_SESSION_EXPIRES),
+        );
         let day = tokio::time::Instant::from_std(t0 + Duration::from_secs(86_400));
         assert_eq!(r.expires, Some(day));
         let answer = head("200 OK", "Session-Expires: 18446744073709551615\n");
-        assert!(SessionRefresh::from_answer(&parsed_response(&answer), t0)
-            .expires
-            .is_some());
+        assert!(SessionRefresh::from_answer(
+            &parsed_response(&answer),
+            t0,
+            Duration::from_secs(MIN_SESSION_EXPIRES)
+        )
+        .expires
+        .is_some());
     }
 
     /// A 2xx to our refresh without Session-Expires turns the timer off (RFC 4028 §7.2: no
@@ -3787,12 +3824,12 @@ mod tests {
         };
         let reply =
             |extra: &str| SipOutcome::Response(Box::new(parsed_response(&head("200 OK", extra))));
-        let mut r = SessionRefresh::default();
+        let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
         assert!(!r.handled(reply(""), at(45), None, &no_prompts).session_gone);
         assert_eq!((r.interval, r.due, r.expires), (None, None, None));
 
-        let mut r = SessionRefresh::default();
+        let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
         let o = r.handled(
             reply("Session-Expires: 120;refresher=uas\n"),
@@ -3822,7 +3859,7 @@ mod tests {
         let reply = |status: &str, extra: &str| {
             SipOutcome::Response(Box::new(parsed_response(&head(status, extra))))
         };
-        let mut r = SessionRefresh::default();
+        let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
         let o = r.handled(
             reply("422 Session Interval Too Small", "Min-SE: 600\n"),
@@ -3834,7 +3871,7 @@ mod tests {
         assert_eq!(r.interval, Some(Duration::from_secs(600)));
         assert_eq!(r.due, Some(tokio::time::Instant::from_std(at(45))));
         assert_eq!(r.min_se, Some(600));
-        let mut r = SessionRefresh::default();
+        let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
         let o = r.handled(
             reply("422 Session Interval Too Small", ""),
@@ -3857,7 +3894,7 @@ mod tests {
             Ok(crieur_sip::Message::Request(r)) => r,
             other => panic!("not a request: {other:?}"),
         };
-        let mut r = SessionRefresh::default();
+        let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
         let before = (r.due, r.expires);
         r.on_remote_refresh(&req, 488, t0 + Duration::from_secs(30));
@@ -3925,6 +3962,7 @@ mod tests {
             max_call_length: Duration::from_secs(600),
             symmetric_rtp: false,
             p_asserted_identity: None,
+            min_session_expires: Duration::from_secs(MIN_SESSION_EXPIRES),
             servers: Vec::new(),
         };
         let req = |number: &str| CallRequest {
@@ -3988,6 +4026,7 @@ mod tests {
             max_call_length: Duration::from_secs(60),
             symmetric_rtp: false,
             p_asserted_identity: None,
+            min_session_expires: Duration::from_secs(MIN_SESSION_EXPIRES),
             servers: Vec::new(),
         }
     }

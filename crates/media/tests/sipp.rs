@@ -40,6 +40,8 @@ fn trunk(addr: SocketAddr) -> Trunk {
         max_call_length: Duration::from_secs(60),
         symmetric_rtp: false,
         p_asserted_identity: None,
+        // Intervals of seconds, to see refreshes and expiries in a short test.
+        min_session_expires: Duration::from_secs(1),
         servers: Vec::new(),
     }
 }

@@ -118,6 +118,7 @@ pub fn prepare(campaign: &Campaign) -> Result<Prepared> {
         max_call_length: t.max_call_length,
         symmetric_rtp: t.symmetric_rtp,
         p_asserted_identity: t.p_asserted_identity.clone(),
+        min_session_expires: std::time::Duration::from_secs(crieur_media::uac::MIN_SESSION_EXPIRES),
         servers: if located.by_srv || located.servers.iter().any(|s| s.target.len() > 1) {
             located.servers
         } else {

@@ -94,6 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_call_length: Duration::from_secs(90),
         symmetric_rtp: false,
         p_asserted_identity: None,
+        min_session_expires: std::time::Duration::from_secs(crieur_media::uac::MIN_SESSION_EXPIRES),
         servers: Vec::new(),
     });
     // The project's own message (speech, 14 s): what the detector takes as its echo reference.
