@@ -23,7 +23,11 @@ pub fn allow() -> String {
 pub fn capabilities() -> Vec<Header> {
     let mut h = vec![
         ("Allow".to_owned(), allow()),
-        ("Accept".to_owned(), "application/sdp".to_owned()),
+        // What the endpoint's 415 names: the bodies it lets through to us.
+        (
+            "Accept".to_owned(),
+            crieur_sip::endpoint::SDP_ACCEPT.to_owned(),
+        ),
     ];
     if !SUPPORTED.is_empty() {
         h.push(("Supported".to_owned(), SUPPORTED.join(", ")));

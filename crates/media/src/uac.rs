@@ -1411,20 +1411,15 @@ impl Call {
                     "the 2xx could not be ACKed (a header value it set would break the ACK) or is in a dialog already ended: call ended",
                 );
             }
-            SipEvent::Info { request, .. } => {
-                let content_type =
-                    wire::value(&request.headers, &wire::name("Content-Type")).unwrap_or_default();
-                let body = String::from_utf8_lossy(request.body());
-                match parse_sip_info(&content_type, &body) {
-                    Some(d) => {
-                        self.report
-                            .keys
-                            .push((d, DtmfMethod::SipInfo, self.at(now)));
-                        self.script.handle_key(now, d, DtmfMethod::SipInfo);
-                    }
-                    None => tracing::debug!(%content_type, "INFO without a key"),
+            SipEvent::Info { request, .. } => match info_key(&request) {
+                Some(d) => {
+                    self.report
+                        .keys
+                        .push((d, DtmfMethod::SipInfo, self.at(now)));
+                    self.script.handle_key(now, d, DtmfMethod::SipInfo);
                 }
-            }
+                None => tracing::debug!("INFO without a key"),
+            },
             SipEvent::Request {
                 server,
                 request: offer_req,
@@ -2503,6 +2498,17 @@ const MAX_GLARE_RETRIES: u8 = 3;
 struct RefreshOutcome {
     text: String,
     session_gone: bool,
+}
+
+/// The key of a SIP INFO: its body, or the part of a multipart body (the endpoint lets
+/// either through, [`crieur_sip::body`]), of a DTMF type.
+fn info_key(request: &Request) -> Option<char> {
+    ["application/dtmf-relay", "application/dtmf"]
+        .into_iter()
+        .find_map(|t| {
+            let part = body::take(&request.headers, request.body(), &[t])?;
+            parse_sip_info(t, &String::from_utf8_lossy(part))
+        })
 }
 
 /// `Session-Expires: <seconds>[;refresher=uac|uas]`.
@@ -3906,6 +3912,28 @@ mod tests {
                 t0 + Duration::from_secs(120)
             ))
         );
+    }
+
+    /// An INFO's key is read from its `application/dtmf-relay` body, or from that part of a
+    /// `multipart/mixed` body (which the endpoint lets through).
+    #[test]
+    fn an_infos_key_is_read_from_a_multipart_part_too() {
+        let info = |ct: &str, body: &str| {
+            let m = format!("INFO sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKi\r\nFrom: <sip:c@d>;tag=2\r\nTo: <sip:a@b>;tag=1\r\nCall-ID: c\r\nCSeq: 4 INFO\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            match wire::parse(m.as_bytes()) {
+                Ok(crieur_sip::Message::Request(r)) => r,
+                other => panic!("not a request: {other:?}"),
+            }
+        };
+        let relay = "Signal=9\r\nDuration=160\r\n";
+        assert_eq!(info_key(&info("application/dtmf-relay", relay)), Some('9'));
+        let mixed =
+            format!("--b\r\nContent-Type: application/dtmf-relay\r\n\r\n{relay}\r\n--b--\r\n");
+        assert_eq!(
+            info_key(&info("multipart/mixed;boundary=b", &mixed)),
+            Some('9')
+        );
+        assert_eq!(info_key(&info("text/plain", relay)), None);
     }
 
     /// A 3xx's reason names its first three Contacts, in at most 256 bytes.

@@ -1897,7 +1897,12 @@ async fn options_get_our_capabilities_and_unknown_methods_405() {
 {TAIL}"#,
         uac_request("OPTIONS", 1, ""),
         allow_check("allow1"),
-        check_header("Accept", "application/sdp", "accept", false),
+        check_header(
+            "Accept",
+            &literal(crieur_sip::endpoint::SDP_ACCEPT),
+            "accept",
+            false,
+        ),
         uac_request("MESSAGE", 2, "hello"),
         allow_check("allow2"),
     );

@@ -372,7 +372,9 @@ async fn run_callee(
         _ = stop.cancelled() => return,
         _ = ended(events) => return,
     }
-    let remote = match crieur_media::sdp::parse_answer(request.body()) {
+    // The SDP as the endpoint let it through: the whole body, or a multipart body's part.
+    let offer = crieur_sip::body::sdp(&request.headers, request.body()).unwrap_or_default();
+    let remote = match crieur_media::sdp::parse_answer(offer) {
         Ok(o) => o,
         Err(e) => {
             tracing::debug!(error = %e, "simulator: an offer it cannot answer");

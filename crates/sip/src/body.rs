@@ -45,11 +45,21 @@ pub enum Verdict<'a> {
 /// the endpoint's check before this is asked, and a response cannot be refused). A body
 /// without a `Content-Type` is taken as SDP: a response or ACK is not refused (§7.4.1 names
 /// no type; the SDP parser is the judge).
+/// An untyped body marked `handling=optional` is ignored (§20.11), not taken as SDP.
 pub fn sdp<'a>(headers: &Headers, body: &'a [u8]) -> Option<&'a [u8]> {
-    if !body.is_empty() && headers.get(&HeaderName::ContentType).is_none() {
+    let optional = headers
+        .get(&HeaderName::ContentDisposition)
+        .is_some_and(|h| handling_optional(&h.value()));
+    if !body.is_empty() && headers.get(&HeaderName::ContentType).is_none() && !optional {
         return Some(body);
     }
-    match classify(headers, body, &["application/sdp"], false) {
+    take(headers, body, &["application/sdp"])
+}
+
+/// The body, or the part of a multipart body, of a type `accepted` (the first of a
+/// `multipart/mixed` body, whatever its siblings: as [`sdp`]).
+pub fn take<'a>(headers: &Headers, body: &'a [u8], accepted: &[&str]) -> Option<&'a [u8]> {
+    match classify(headers, body, accepted, false) {
         Verdict::Take(b) => Some(b),
         Verdict::Empty | Verdict::Refuse { .. } => None,
     }
@@ -363,6 +373,10 @@ mod tests {
             let alt = headers(&[(HeaderName::ContentType, "multipart/alternative;boundary=b")]);
             assert_eq!(refused(&alt, &body, &["application/sdp"]), None);
         }
+        // An untyped body marked optional is ignored, not taken as SDP (§20.11).
+        let opt = headers(&[(HeaderName::ContentDisposition, "session;handling=optional")]);
+        assert_eq!(sdp(&opt, SDP), None);
+        assert_eq!(sdp(&headers(&[]), SDP), Some(SDP));
         // Marked optional, the same part is ignored.
         let body = sipi("b", true);
         let mixed = headers(&[(HeaderName::ContentType, "multipart/mixed;boundary=b")]);

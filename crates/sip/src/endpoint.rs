@@ -703,8 +703,9 @@ type Earlier = (u32, Vec<Header>, SocketAddr);
 /// The body types of an INVITE or UPDATE we take ([`Endpoint::refuse_body`]).
 const SDP_BODIES: &[&str] = &["application/sdp"];
 
-/// What `Accept` names for an INVITE or UPDATE: SDP, alone or in a multipart body.
-const SDP_ACCEPT: &str = "application/sdp, multipart/mixed, multipart/alternative";
+/// What `Accept` names for an INVITE or UPDATE (a 415, and the call's 200 to OPTIONS): SDP,
+/// alone or in a multipart body.
+pub const SDP_ACCEPT: &str = "application/sdp, multipart/mixed, multipart/alternative";
 
 /// The body types of an INFO we take: a key pressed, as carriers send it
 /// (`application/dtmf-relay`, `Signal=`/`Duration=` lines) or as `application/dtmf` (the
