@@ -22,6 +22,8 @@
 //! last 5 s. Neither has the detector's double-talk control or copy-over tests: this measures
 //! the structures' cost and depth, not the detector.
 
+#![allow(clippy::disallowed_methods)] // a benchmark reads the clock
+
 use std::time::Instant;
 
 use rustfft::num_complex::Complex32 as C;
