@@ -9,8 +9,8 @@
 //! 15 dB of return loss with a floor 80 dB down, two adaptive filters of 64 taps, each a
 //! foreground (subtracted, copied from the background every 10 ms) and a background:
 //!
-//! * **NLMS**, as `amd/echo.rs` runs it (without its whitening): per sample, the foreground's and the background's
-//!   dot products and the background's update with leakage, the step normalised by our
+//! * **NLMS**, as `amd/echo.rs` runs it (without its whitening): per sample, the
+//!   foreground's and the background's dot products and the background's update with leakage, the step normalised by our
 //!   audio's energy over the taps from a running sum.
 //! * **MDF** (the multidelay block frequency-domain filter of Speex's and WebRTC's echo
 //!   cancellers, here one partition): blocks of 64 samples, 128-point FFTs (overlap-save), the
