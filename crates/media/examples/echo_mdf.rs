@@ -10,8 +10,8 @@
 //! foreground (subtracted, copied from the background every 10 ms) and a background:
 //!
 //! * **NLMS**, as `amd/echo.rs` runs it (without its whitening): per sample, the
-//!   foreground's and the background's dot products and the background's update with leakage, the step normalised by our
-//!   audio's energy over the taps from a running sum.
+//!   foreground's and the background's dot products and the background's update with
+//!   leakage, the step normalised by our audio's energy over the taps from a running sum.
 //! * **MDF** (the multidelay block frequency-domain filter of Speex's and WebRTC's echo
 //!   cancellers, here one partition): blocks of 64 samples, 128-point FFTs (overlap-save), the
 //!   step normalised per frequency bin by our audio's smoothed power there, the gradient
