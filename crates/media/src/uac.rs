@@ -3715,6 +3715,14 @@ mod tests {
         }
     }
 
+    fn no_prompts(_: Codec) -> [Arc<[u8]>; 3] {
+        [Arc::from(&[][..]), Arc::from(&[][..]), Arc::from(&[][..])]
+    }
+
+    fn reply(status: &str, extra: &str) -> SipOutcome {
+        SipOutcome::Response(Box::new(parsed_response(&head(status, extra))))
+    }
+
     fn head(status: &str, extra: &str) -> String {
         format!("SIP/2.0 {status}\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\nFrom: <sip:a@b>;tag=1\nTo: <sip:c@d>;tag=2\nCall-ID: c\nCSeq: 2 UPDATE\n{extra}Content-Length: 0\n\n")
     }
@@ -3730,12 +3738,6 @@ mod tests {
         let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
         assert_eq!((r.due, r.expires), (Some(secs(45)), Some(secs(90))));
-        let no_prompts = |_: Codec| -> [Arc<[u8]>; 3] {
-            [Arc::from(&[][..]), Arc::from(&[][..]), Arc::from(&[][..])]
-        };
-        let reply = |status: &str, extra: &str| {
-            SipOutcome::Response(Box::new(parsed_response(&head(status, extra))))
-        };
         let glare = || reply("491 Request Pending", "");
         let at = |n: u64| t0 + Duration::from_secs(n);
         for _ in 0..MAX_GLARE_RETRIES {
@@ -3825,20 +3827,16 @@ mod tests {
     fn a_refresh_2xx_without_session_expires_or_naming_the_uas_stops_our_refreshes() {
         let t0 = Instant::now();
         let at = |n: u64| t0 + Duration::from_secs(n);
-        let no_prompts = |_: Codec| -> [Arc<[u8]>; 3] {
-            [Arc::from(&[][..]), Arc::from(&[][..]), Arc::from(&[][..])]
-        };
-        let reply =
-            |extra: &str| SipOutcome::Response(Box::new(parsed_response(&head("200 OK", extra))));
+        let ok = |extra: &str| reply("200 OK", extra);
         let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
-        assert!(!r.handled(reply(""), at(45), None, &no_prompts).session_gone);
+        assert!(!r.handled(ok(""), at(45), None, &no_prompts).session_gone);
         assert_eq!((r.interval, r.due, r.expires), (None, None, None));
 
         let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
         let o = r.handled(
-            reply("Session-Expires: 120;refresher=uas\n"),
+            ok("Session-Expires: 120;refresher=uas\n"),
             at(45),
             None,
             &no_prompts,
@@ -3859,12 +3857,6 @@ mod tests {
     fn a_refresh_answered_422_is_retried_with_its_min_se() {
         let t0 = Instant::now();
         let at = |n: u64| t0 + Duration::from_secs(n);
-        let no_prompts = |_: Codec| -> [Arc<[u8]>; 3] {
-            [Arc::from(&[][..]), Arc::from(&[][..]), Arc::from(&[][..])]
-        };
-        let reply = |status: &str, extra: &str| {
-            SipOutcome::Response(Box::new(parsed_response(&head(status, extra))))
-        };
         let mut r = SessionRefresh::with_floor(Duration::from_secs(MIN_SESSION_EXPIRES));
         r.we_refresh(Duration::from_secs(90), t0);
         let o = r.handled(
