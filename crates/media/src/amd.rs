@@ -1436,8 +1436,18 @@ impl Phasors {
     /// frequency, read from consecutive frames within the ranges and taken out.
     fn step_ratio(&self, start: u64, ranges: [(u64, u64); 3]) -> Option<f32> {
         // A range of 4+ frames loses its first: a level within a segment's spread may still
-        // hold the step before it.
-        let ranges = ranges.map(|(a, b)| (if b >= a + 4 { a + 1 } else { a }, b));
+        // hold the step before it. The two that ended at a step lose their last (of 3+) too:
+        // it may hold part of that step (a tone's fade-out in the frame before its end: 0.7
+        // dB under the tone and its copies, within `ECHO_SEG_TOL_DB`, its phasor a fifth of
+        // the tone off — the tone's end was not measured and the drop waited for its copies
+        // to end). Why it holds on real lines: a tone's end and a copy's edge fall anywhere
+        // in a frame, and every real tone ramps.
+        let mut ranges = ranges.map(|(a, b)| (if b >= a + 4 { a + 1 } else { a }, b));
+        for r in &mut ranges[..2] {
+            if r.1 >= r.0 + 3 {
+                r.1 -= 1;
+            }
+        }
         let (mut tr, mut ti) = (0f32, 0f32);
         for &(a, b) in &ranges {
             for n in a..b.saturating_sub(1) {
@@ -3347,6 +3357,31 @@ mod tests {
             let ev = run(AmdParams::default(), &g711(&x));
             let end = Duration::from_millis(u64::from(4300 + len));
             assert_dropped_on_beep(&ev, hz, end, &format!("{len} ms at {hz} Hz, echo {d} ms"));
+        }
+    }
+
+    #[test]
+    fn an_echoed_beep_whose_fade_out_ends_a_segment_drops_on_its_end() {
+        // A 250 ms tone (4 ms fades) with sequential copies every 60 ms in phase, its end on
+        // a frame's edge or 9 ms into a frame: the segment before the step ends with a frame
+        // holding the tone's fade-out, within a segment's level spread but not its phasor's.
+        // Read with that frame, the segment was not one steady state, the step was not
+        // measured and the drop waited for the copies to end (0.4+ s after the tone's end).
+        // (With the end 3 ms into a frame it still waits: not covered.)
+        for off in [0u32, 9] {
+            for hz in [500.0, 700.0, 900.0, 1000.0] {
+                let beep = with_copies(&faded(tone(250, hz, -20.0)), 60, &SEQUENTIAL);
+                let x = cat(&[
+                    speech(4000, -18.0, 45),
+                    silence(300 + off),
+                    beep,
+                    silence(2000),
+                ]);
+                let ev = run(AmdParams::default(), &g711(&x));
+                let end = Duration::from_millis(u64::from(4550 + off));
+                let what = format!("250 ms at {hz} Hz ending {off} ms into a frame, echo 60 ms");
+                assert_dropped_on_beep(&ev, hz, end, &what);
+            }
         }
     }
 
