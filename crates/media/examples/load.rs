@@ -258,11 +258,13 @@ async fn main() {
     let mut next_report = report_every.map(|e| t0 + e);
     // The peak of open descriptors, beside the run (a thread of its own: the harness's
     // runtime is busy placing calls). Every 50 ms it reads the RTP socket pairs open (the
-    // pool's counters: two atomics); `/proc/self/fd` only every 500 ms — listing it costs
-    // ~2 ms of kernel time at 5,000 descriptors, and read every 10 ms it was a third of the
-    // process's CPU at 4,000 calls/s (the harness's, counted in S1's CPU per call). Waking
-    // every 10 ms, the thread alone was 0.5 thread switches and ~7 µs per call at 200
-    // calls/s (`perf stat --per-thread`, BENCHMARKS.md S1): the harness's, not the UAC's.
+    // pool's counters: two atomics); `/proc/self/fd` only when those reached a new peak by
+    // 32 pairs or more since the last listing, and every 5 s — listing it costs ~5 ms of
+    // kernel time at 4,000 descriptors: read every 10 ms it was a third of the process's CPU
+    // at 4,000 calls/s, every 500 ms still 3 % (the harness's, counted in S1's CPU per call;
+    // the descriptors follow the pairs, two each). Waking every 10 ms, the thread alone was
+    // 0.5 thread switches and ~7 µs per call at 200 calls/s (`perf stat --per-thread`,
+    // BENCHMARKS.md S1): the harness's, not the UAC's.
     let fds_max = Arc::new(AtomicUsize::new(open_fds()));
     let pairs_max = Arc::new(AtomicUsize::new(0));
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -275,11 +277,14 @@ async fn main() {
         );
         std::thread::spawn(move || {
             let mut n = 0u64;
+            // The pairs open at the last listing.
+            let mut listed_at = 0u64;
             while sampling.load(Ordering::Relaxed) {
                 let p = uac.rtp_pairs_open();
                 pairs_max.fetch_max(p as usize, Ordering::Relaxed);
-                if n.is_multiple_of(10) {
+                if p >= listed_at + 32 || n.is_multiple_of(100) {
                     fds_max.fetch_max(open_fds(), Ordering::Relaxed);
+                    listed_at = p;
                 }
                 n += 1;
                 std::thread::sleep(Duration::from_millis(50));
