@@ -3996,7 +3996,11 @@ mod tests {
         while pairs_taken(&uac) < Shard::FILL as u64 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(placed_per_loop(&uac), vec![Shard::FILL, 0], "the first calls");
+        assert_eq!(
+            placed_per_loop(&uac),
+            vec![Shard::FILL, 0],
+            "the first calls"
+        );
         assert_eq!(counted(&uac), vec![Shard::FILL, 0], "the first calls");
         // The next: half handed ahead, half at once.
         let at = Instant::now() + Duration::from_millis(200);
