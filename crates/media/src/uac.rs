@@ -4140,6 +4140,98 @@ mod tests {
             .collect()
     }
 
+    /// The epoll interests registered for `fd` in this process (every epoll instance's
+    /// `/proc/self/fdinfo` lists its registrations: `tfd: <fd> events: <hex mask> …`).
+    fn epoll_interests(fd: i32) -> Vec<u32> {
+        let mut found = Vec::new();
+        let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else {
+            return found;
+        };
+        for e in fds.flatten() {
+            let Ok(info) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+                let w: Vec<&str> = line.split_whitespace().collect();
+                if w.get(1).and_then(|t| t.parse::<i32>().ok()) == Some(fd) {
+                    if let Some(m) = w.get(3).and_then(|m| u32::from_str_radix(m, 16).ok()) {
+                        found.push(m);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Whether any registration of `fd` asks for readability (`EPOLLIN`).
+    fn watched_for_reading(fd: i32) -> bool {
+        epoll_interests(fd)
+            .iter()
+            .any(|m| m & libc::EPOLLIN as u32 != 0)
+    }
+
+    /// The SIP loop's UDP socket is registered for readability only while watched: not
+    /// watched (the loop ticking on its timer), a datagram wakes no thread — the socket's
+    /// descriptors have no `EPOLLIN` registration (tokio's own `UdpSocket` always has one)
+    /// — and what came meanwhile is read at once, by the unregistered read or when watched
+    /// again (registering a socket with datagrams waiting makes it ready).
+    #[tokio::test]
+    async fn the_sip_socket_is_registered_for_reading_only_while_watched() {
+        use std::os::fd::AsRawFd;
+        let sock = tokio::net::UdpSocket::bind((LOCAL, 0))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            watched_for_reading(sock.as_raw_fd()),
+            "tokio's UdpSocket: {:x?}",
+            epoll_interests(sock.as_raw_fd())
+        );
+        let addr = sock.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let mut u = UdpNet::new(sock).unwrap_or_else(|e| panic!("{e}"));
+        let send_fd = u.send.as_raw_fd();
+        let fds = |u: &UdpNet| {
+            [
+                Some(send_fd),
+                u.read.as_ref().map(AsRawFd::as_raw_fd),
+                u.spare.as_ref().map(AsRawFd::as_raw_fd),
+            ]
+        };
+        let reading = |u: &UdpNet| fds(u).into_iter().flatten().any(watched_for_reading);
+        assert!(
+            !epoll_interests(send_fd).is_empty(),
+            "registered for writing"
+        );
+        assert!(
+            !watched_for_reading(send_fd),
+            "{:x?}",
+            epoll_interests(send_fd)
+        );
+        assert!(reading(&u), "watched from the start");
+        u.watch(false);
+        assert!(!reading(&u), "not watched: {:?}", fds(&u));
+        let peer = std::net::UdpSocket::bind((LOCAL, 0)).unwrap_or_else(|e| panic!("{e}"));
+        let mut batch = crate::mmsg::RecvBatch::default();
+        peer.send_to(b"one", addr).unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let read = batch
+            .read_now(u.send.get_ref())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read, 1, "read while not watched");
+        peer.send_to(b"two", addr).unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        u.watch(true);
+        assert!(reading(&u), "watched again");
+        let r = u.read.as_ref().unwrap_or_else(|| panic!("watched"));
+        tokio::time::timeout(Duration::from_secs(1), r.readable())
+            .await
+            .unwrap_or_else(|_| panic!("the datagram that came meanwhile is not seen"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .retain_ready();
+        assert_eq!(batch.read(r).unwrap_or_else(|e| panic!("{e}")), 1);
+        let got: Vec<&[u8]> = batch.datagrams().map(|(d, _)| d).collect();
+        assert_eq!(got, vec![&b"two"[..]]);
+    }
+
     fn stats(p: &RtpPorts) -> (u64, u64, u64, u64) {
         let s = p.stats();
         (s.bound, s.reused, s.closed, s.idle)
