@@ -3132,10 +3132,10 @@ async fn sip_loop(
         // A call handed ahead starts within `COALESCE` (at 1,000 calls/s handed ahead, the
         // next start is always that close), so the loop's timer is due by then: the socket is
         // not watched meanwhile — what comes is read at that turn (sipp's UAC works on a 1 ms
-        // tick too), one loop turn instead of one per datagram (the reactor's thread is still
-        // woken by each datagram's readiness). Only for a held start: a loop of calls placed
-        // at once (the runner's) whose endpoint or ring timers are due as often watches its
-        // socket as before.
+        // tick too), one loop turn instead of one per datagram, and — the socket then not
+        // registered for readability ([`UdpNet`]) — one thread wake-up. Only for a held
+        // start: a loop of calls placed at once (the runner's) whose endpoint or ring timers
+        // are due as often watches its socket as before.
         let tick = inl
             .next_start()
             .is_some_and(|t| t.saturating_duration_since(Instant::now()) <= COALESCE);
