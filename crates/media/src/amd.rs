@@ -721,9 +721,11 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
             c0,
             two: false,
         };
-        let fit = (one.1 < ONE_TONE_DB && level_dbfs >= -50.0 && two_tone_gate_passes(gate, &here))
-            .then(|| two_tones(x, energy))
-            .flatten();
+        let fit = (one.1 < ONE_TONE_DB
+            && level_dbfs >= TWO_TONE_MIN_DBFS
+            && two_tone_gate_passes(gate, &here))
+        .then(|| two_tones(x, energy))
+        .flatten();
         let two = match fit {
             // Two tones must explain clearly more than one (a tone in noise fits a second,
             // spurious one that explains a little of the noise).
@@ -759,6 +761,29 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
         square,
     }
 }
+
+/// Quiet frames inside a tone, at most (10 ms each), after which the same tone coming back
+/// is still that tone: two RTP packets of 20 ms lost in a row, with no concealment (or the
+/// far end's comfort noise in their place). A beep of 200–700 ms on a line losing 2–4 % of
+/// its packets is cut into pieces (recipe e's `loss` channel: e-2 machine-136's 700 ms
+/// 1,100 Hz beep into pieces of 70–410 ms, machine-147's 200 ms one into 110 + 30 ms), and
+/// before this each piece was a tone of its own: a 4-frame gap does not confirm the first
+/// piece's end (that takes [`BEEP_QUIET_FRAMES`]), and its resumption started a new run, so
+/// only the last piece counted — too short to override a `human` verdict. The tone must
+/// come back at its own pitch ([`LOST_SAME_FREQ`]) and level ([`LOST_SAME_LEVEL_DB`]): a
+/// generated beep resumes exactly as it was, while pips or a chime's notes are 50–200 ms
+/// apart (recipe e's pips 80 ms) and a melody's notes change pitch.
+const LOST_PACKETS_FRAMES: u32 = 4;
+
+/// How near its last frame's frequency (a share of it) a tone must come back after lost
+/// packets ([`LOST_PACKETS_FRAMES`]): 1 %, half the 2 % a tone may move from frame to frame
+/// — a generated beep's fitted frequency moves by 0.1–0.3 % through G.711.
+const LOST_SAME_FREQ: f32 = 0.01;
+
+/// How near its last frame's level (dB) a tone must come back after lost packets: 1.5 dB
+/// (a steady beep's frames are within a few tenths of a dB of each other; lost packets do
+/// not change what is sent after them).
+const LOST_SAME_LEVEL_DB: f32 = 1.5;
 
 /// A tonal frame this much louder than a tone run's mean level so far (dB) starts a new run:
 /// a beep's level is steady (a ramp's partial first frame is not steady enough to be tonal),
@@ -864,6 +889,17 @@ fn odd_harmonics(x: &[f32], f1: f32) -> Option<f32> {
     let rest = (e_w - odd).max(e_w * 1e-5);
     Some(10.0 * (odd.min(e_w) / rest).log10())
 }
+
+/// The quietest frame (dBFS) fitted with two tones, and so with a square wave's odd
+/// harmonics (see [`analyse`]): −60 dBFS, the default [`AmdParams::beep_min_dbfs`], which
+/// every frame of a beep must reach anyway. It was −50 dBFS, the level a beep needed when
+/// the fit was written; the beep's own bound has since come down to −60 (machines record
+/// their beep 8–11 dB under a quiet greeting), and a square or dual-tone beep between the
+/// two was never tonal: recipe e's 1,100 Hz square beep at −50.3 dBFS, 27 dB over its line
+/// (e-2 machine-030), and recipe b's 950 + 1,188 Hz beep at −51 dBFS, 29 dB over its line
+/// (b-3 machine-074), were missed while a pure tone as quiet is found. A voicemail's buzzer
+/// or two-tone beep is no louder than its pure beeps: the bound must be the same.
+const TWO_TONE_MIN_DBFS: f32 = -60.0;
 
 /// A frame whose one-sinusoid tonality reaches this (dB: the default beep threshold) is not
 /// also fitted with two.
@@ -1222,6 +1258,9 @@ struct PendingBeep {
     voice_ms: u32,
     /// The beep may turn a `human` verdict into `machine` (see [`Detector::on_beep`]).
     overrides: bool,
+    /// No verdict stood when the tone ended (see [`Detector::settled`]): none yet, or one
+    /// given after it.
+    before_verdict: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -2145,7 +2184,7 @@ impl Detector {
                 self.pending_drop = None;
                 // A person judged to have answered while the wait ran: only a beep that may
                 // override them does.
-                if pending.overrides || self.verdict.map(|v| v.kind) != Some(Kind::Human) {
+                if self.settled(&pending, floor) {
                     self.confirm_beep(pending.beep);
                 }
             }
@@ -2540,6 +2579,20 @@ impl Detector {
                     self.phasors.push(0, x);
                     return;
                 }
+                if run.after > 0
+                    && run.after <= LOST_PACKETS_FRAMES
+                    && run.tail == 0
+                    && run.falling == 0
+                    && tonal
+                    && (f.freq_hz - run.last_freq).abs() <= LOST_SAME_FREQ * run.last_freq
+                    && (f.level_dbfs - run.prev_level).abs() <= LOST_SAME_LEVEL_DB
+                {
+                    // The same tone back after at most two packets' worth of quiet, at its
+                    // pitch and level: packets lost inside it (see [`LOST_PACKETS_FRAMES`]).
+                    // The gap is counted as the tone's, as a missed frame is.
+                    run.misses = run.after;
+                    run.after = 0;
+                }
                 if run.after == 0 && tonal && stable(run) {
                     self.phasors
                         .push(frame_no.saturating_sub(run.start_frame), x);
@@ -2742,10 +2795,12 @@ impl Detector {
             beep.level_dbfs - self.line_floor(floor),
             spread,
         ));
+        // The tone ended before the verdict (see [`Detector::settled`]).
+        let before_verdict = self.verdict.is_none_or(|v| v.at > beep.end);
         match self.verdict {
             Some(v) if v.kind == Kind::Machine => {}
             _ if self.analysed() > self.p.beep_override_window => return,
-            Some(v) if v.kind == Kind::Human && !overrides => {
+            Some(v) if v.kind == Kind::Human && !overrides && !before_verdict => {
                 self.declined_beep = declined;
                 return;
             }
@@ -2792,7 +2847,31 @@ impl Detector {
             quiet_ms: since_end * FRAME_MS,
             voice_ms: 0,
             overrides,
+            before_verdict,
         });
+    }
+
+    /// Whether a beep whose settle wait is over (no voice after it) is the machine's: yes
+    /// unless a `human` verdict stands that it may not override (see [`Detector::on_beep`]).
+    ///
+    /// A beep that ended before that verdict was heard while none stood, when a short tone
+    /// or a square wave is a beep: it still is if it is `beep_override_margin_db` over the
+    /// line, as a beep must be to override a person. A voicemail beeps 0.3–1 s after its
+    /// greeting's last word, the span of `after_greeting_silence` (800 ms), whose silence
+    /// the tone's own frames count toward — so a greeting judged `human` as its beep's
+    /// 280 ms `beep_settle` wait ran lost the beep where one that ended 280 ms earlier was
+    /// kept (recipe f's 60–80 ms beeps 0.15–0.3 s before the verdict: f-3 machine-043, -076,
+    /// -106; e-1 machine-013's 400 Hz buzzer 0.27 s before it). Whether a tone heard before
+    /// the verdict is a beep no longer depends on where the 280 ms wait falls; a tone in the
+    /// person's room that close after their "hello?" was a beep before this whenever it
+    /// ended earlier, and the margin keeps out the room's appliances (5–17 dB over its
+    /// noise, see `beep_override_margin_db`). Words after the tone still void it.
+    fn settled(&self, pending: &PendingBeep, floor: f32) -> bool {
+        pending.overrides
+            || self.verdict.map(|v| v.kind) != Some(Kind::Human)
+            || (pending.before_verdict
+                && pending.beep.level_dbfs
+                    >= self.line_floor(floor) + self.p.beep_override_margin_db)
     }
 
     /// Whether a beep can still move the drop point (see `beep_restart_window`).
@@ -4804,6 +4883,147 @@ mod tests {
                     AmdEvent::Beep(_) | AmdEvent::Sit(_) => {}
                 }
             }
+        }
+    }
+
+    /// A greeting, then a square wave and a two-tone beep at −51 dBFS on a line at −85 dBFS.
+    #[test]
+    fn square_and_two_tone_beeps_as_quiet_as_a_pure_one_are_beeps() {
+        // A beep may be recorded at −50 to −60 dBFS (see `beep_min_dbfs`); a buzzer's square
+        // wave or a two-tone beep there must be found as a pure tone is (see
+        // `TWO_TONE_MIN_DBFS`: at −50 dBFS their frames were never fitted).
+        let dual = |ms: u32| -> Vec<f32> {
+            let (a, b) = (tone(ms, 950.0, -54.0), tone(ms, 1187.5, -54.0));
+            a.iter().zip(&b).map(|(x, y)| x + y).collect()
+        };
+        for (what, beep, hz) in [
+            ("square 1,100 Hz", square(250, 1100.0, -51.0), 1100.0),
+            ("square 600 Hz", square(400, 600.0, -53.0), 600.0),
+            ("950 + 1,188 Hz", dual(250), 950.0),
+        ] {
+            let mut x = cat(&[
+                silence(300),
+                speech(6000, -24.0, 5),
+                silence(600),
+                beep.clone(),
+                silence(1500),
+            ]);
+            add_noise(&mut x, -85.0, 9);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert!(judged_machine(&ev), "{what}: {ev:?}");
+            let tone_end = Duration::from_millis(6900 + beep.len() as u64 / 8);
+            assert_dropped_on_beep(&ev, hz, tone_end, what);
+        }
+    }
+
+    /// `ms` of a tone at `hz`, −30 dBFS, with the 20 ms packets starting at each of `lost`
+    /// (ms into the tone) zeroed, as a line that lost them without concealment.
+    fn tone_with_lost_packets(ms: u32, hz: f32, lost: &[u32]) -> Vec<f32> {
+        let mut t = tone(ms, hz, -30.0);
+        for &at in lost {
+            let from = (at * 8) as usize;
+            t[from..from + 160].iter_mut().for_each(|v| *v = 0.0);
+        }
+        t
+    }
+
+    #[test]
+    fn a_beep_cut_by_lost_packets_is_one_beep() {
+        // A short greeting judged `human`, then its beep on a line losing packets: one or two
+        // 20 ms packets lost inside it leave pieces of 70 ms at its end, too short to
+        // override a person on their own; the tone coming back at its pitch and level after
+        // them is the same beep (see `LOST_PACKETS_FRAMES`), which overrides.
+        for (ms, lost) in [
+            (300, vec![220]),
+            (200, vec![80, 100]),
+            (700, vec![200, 420, 600]),
+        ] {
+            let beep = tone_with_lost_packets(ms, 1100.0, &lost);
+            let mut x = cat(&[
+                silence(300),
+                talker(900, -22.0, 31, 170.0),
+                silence(3000),
+                beep,
+                silence(1500),
+            ]);
+            add_noise(&mut x, -70.0, 32);
+            let ev = run(AmdParams::default(), &g711(&x));
+            assert_eq!(
+                first_verdict(&ev).map(|v| v.kind),
+                Some(Kind::Human),
+                "{ms} ms: {ev:?}"
+            );
+            assert!(judged_machine(&ev), "{ms} ms, lost at {lost:?}: {ev:?}");
+            let tone_end = Duration::from_millis(u64::from(4200 + ms));
+            assert_dropped_on_beep(&ev, 1100.0, tone_end, "beep with lost packets");
+        }
+    }
+
+    #[test]
+    fn pips_apart_are_not_joined_into_a_beep_that_overrides_a_person() {
+        // Three 60 ms pips of an appliance, 60 ms apart, as loud as the person: more than
+        // two lost packets apart, each a short tone of its own (see `LOST_PACKETS_FRAMES`),
+        // which does not override `human`.
+        let mut pips = Vec::new();
+        for _ in 0..3 {
+            pips.extend(tone(60, 2000.0, -24.0));
+            pips.extend(silence(60));
+        }
+        let ev = person_then(&pips, 33);
+        assert_eq!(
+            first_verdict(&ev).map(|v| v.kind),
+            Some(Kind::Human),
+            "{ev:?}"
+        );
+        assert!(!judged_machine(&ev), "{ev:?}");
+    }
+
+    /// A short greeting ("Leave a message."), `gap_ms` of silence, then a 60 ms beep at
+    /// `hz` and `dbfs` (short: see `beep_strict_length`) on a line at −70 dBFS.
+    fn greeting_then_short_beep(gap_ms: u32, hz: f32, dbfs: f32) -> Vec<AmdEvent> {
+        let mut x = cat(&[
+            silence(300),
+            talker(700, -22.0, 41, 190.0),
+            silence(gap_ms),
+            tone(60, hz, dbfs),
+            silence(2000),
+        ]);
+        add_noise(&mut x, -70.0, 42);
+        run(AmdParams::default(), &g711(&x))
+    }
+
+    #[test]
+    fn a_beep_that_ends_as_the_greeting_is_judged_human_is_still_a_beep() {
+        // The beep 0.4–0.65 s after the greeting's last word: the `human` verdict (800 ms
+        // of silence after it, the tone's frames among them) comes while the beep's settle
+        // wait runs. A short beep heard before any verdict is a beep wherever that wait
+        // ends (see `Detector::settled`).
+        for gap in [400, 450, 500, 550, 600, 650] {
+            let ev = greeting_then_short_beep(gap, 1000.0, -30.0);
+            assert!(
+                judged_machine(&ev),
+                "beep {gap} ms after the greeting: {ev:?}"
+            );
+            let tone_end = Duration::from_millis(u64::from(1000 + gap + 60));
+            assert_dropped_on_beep(&ev, 1000.0, tone_end, "beep as the verdict comes");
+        }
+    }
+
+    #[test]
+    fn a_quiet_chirp_as_a_person_is_judged_human_does_not_override_them() {
+        // The same timing, but a tone 14 dB over the line (an appliance in the person's
+        // room): under `beep_override_margin_db`, it does not turn the `human` verdict given
+        // while its wait ran into `machine`.
+        for gap in [400, 450, 500, 550, 600, 650] {
+            let ev = greeting_then_short_beep(gap, 2000.0, -56.0);
+            assert!(
+                !judged_machine(&ev),
+                "chirp {gap} ms after the word: {ev:?}"
+            );
+            assert!(
+                drop_point(&ev).is_none(),
+                "chirp {gap} ms after the word: {ev:?}"
+            );
         }
     }
 }
