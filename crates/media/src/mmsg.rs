@@ -34,6 +34,14 @@ impl Registered for UdpSocket {
     }
 }
 
+/// A socket not registered with the reactor (the SIP loop's, sent on directly): no
+/// readiness is tracked, each call is tried.
+impl Registered for std::net::UdpSocket {
+    fn try_io<R>(&self, _: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        f()
+    }
+}
+
 impl Registered for AsyncFd<std::net::UdpSocket> {
     fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         AsyncFd::try_io(self, interest, |_| f())

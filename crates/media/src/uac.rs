@@ -5,8 +5,8 @@
 //! One [`Uac`] serves many concurrent calls: one SIP loop per loop thread (a task owning a
 //! socket and an endpoint: datagrams and time in, datagrams and events out, as the pacer
 //! drives its streams; over UDP one loop thread per core, each on its own port, a call going
-//! to the first loop with fewer than 64 calls in progress — calls held until their start
-//! not counted — else to the least loaded), and per call one
+//! to the first loop with fewer than 64 calls in progress — up to 64 calls held until their
+//! start not counted — else to the least loaded), and per call one
 //! RTP socket pair. A call's script runs inline in its SIP loop — a state machine (`Call`)
 //! fed the loop's events and timers, no task or channel of its own — while it waits only on
 //! SIP and its timers (its stop token watched by its caller's future, which tells the loop);
@@ -279,8 +279,8 @@ pub struct CallReport {
 
 /// A SIP UAC placing any number of concurrent calls: one loop thread or more (over UDP, one
 /// per core: [`Uac::start`]), each with its own SIP socket, endpoint and RTP sockets; a call
-/// goes to the first loop with fewer than 64 calls in progress (calls held until their start
-/// not counted: [`Shard::FILL`]), else to the least loaded.
+/// goes to the first loop with fewer than 64 calls in progress (up to 64 calls held until
+/// their start not counted: [`Shard::FILL`]), else to the least loaded.
 pub struct Uac {
     loops: Vec<Shard>,
     transport: Transport,
@@ -312,22 +312,26 @@ impl Shard {
     /// goes to the first loop not over it (at a low rate one thread does the work, without
     /// waking the others); above, to the loop with the fewest calls, held ones included (a
     /// loop that falls behind keeps its calls longer, so the others take the new ones).
-    /// Calls held until their start do not count toward it: a caller handing a window of
-    /// calls ahead ([`Uac::call_at`]) holds a window's worth or two on the loop besides the
-    /// calls in progress — 40 to 80 at 4,000 calls/s in 10 ms windows — which would open the
-    /// second loop (two loops ticking for work one does) at a rate one loop keeps up with;
-    /// a loop that does not keep up has its calls in progress grow past this, as without
-    /// the hand-ahead.
+    /// Up to `FILL` calls held until their start do not count toward it: a caller handing a
+    /// window of calls ahead ([`Uac::call_at`]) holds a window's worth or two on the loop
+    /// besides the calls in progress — 40 to 80 at 4,000 calls/s in 10 ms windows — which
+    /// would open the second loop (two loops ticking for work one does) at a rate one loop
+    /// keeps up with. The held calls past `FILL` count: a bigger hand-ahead (many calls
+    /// handed at once, or a loop that falls behind its starts) spreads over the loops
+    /// instead of all going to the first.
     const FILL: usize = 64;
 
     /// The loop for the next call.
     fn pick(loops: &[Shard]) -> Option<&Shard> {
         let load = |l: &&Shard| l.calls.load(Ordering::Relaxed);
         // Read apart, the two counts may be a call apart: never below zero.
-        let in_progress = |l: &&Shard| load(l).saturating_sub(l.held.load(Ordering::Relaxed));
+        let counted = |l: &&Shard| {
+            let held = l.held.load(Ordering::Relaxed);
+            load(l).saturating_sub(held) + held.saturating_sub(Self::FILL)
+        };
         loops
             .iter()
-            .find(|l| in_progress(l) < Self::FILL)
+            .find(|l| counted(l) < Self::FILL)
             .or_else(|| loops.iter().min_by_key(load))
     }
 }
@@ -637,7 +641,8 @@ impl Uac {
     /// so a caller with a schedule can hand the next calls ahead in one go — without a
     /// thread switch per call to hand each over when it is due (the loop places them on
     /// the turns it takes anyway: its datagrams', its timers'). Until it is placed the call
-    /// counts on its loop ([`Shard::pick`]); dropping this future, or cancelling its stop
+    /// counts on its loop, toward its fill only past [`Shard::FILL`] held calls
+    /// ([`Shard::pick`]); dropping this future, or cancelling its stop
     /// token, before `at` places nothing (the stop ends it `local-shutdown`, not placed).
     /// An `at` already past places the call at once, as [`Uac::call`]. A call still held
     /// when the `Uac` stops resolves to [`Error::SipStopped`], not a report; a stop token
@@ -2758,6 +2763,10 @@ const COALESCE: Duration = Duration::from_millis(1);
 /// milliseconds) with nothing to read at its end.
 const COALESCE_AFTER: u32 = 4;
 
+/// How often a loop whose UDP socket the reactor would not register for reading
+/// ([`UdpNet::watch`]) reads it anyway, on its timer: late, not deaf.
+const DEAF_POLL: Duration = Duration::from_millis(5);
+
 /// A call the far end placed (an INVITE from outside any dialog; [`SipLoop::start`] with an
 /// `incoming` channel): answer it with [`Command::Respond`]; its events come on `events`.
 pub struct IncomingCall {
@@ -2859,8 +2868,8 @@ impl SipLoop {
         endpoint: Endpoint,
         incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
         stop: CancellationToken,
-    ) -> SipLoop {
-        Self::spawn(socket, endpoint, incoming, None, stop).0
+    ) -> std::io::Result<SipLoop> {
+        Ok(Self::spawn(socket, endpoint, incoming, None, stop)?.0)
     }
 
     /// [`SipLoop::start`], with the loop's task.
@@ -2870,11 +2879,15 @@ impl SipLoop {
         incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
         jobs: Option<(Arc<Jobs>, std::sync::mpsc::Receiver<Job>)>,
         stop: CancellationToken,
-    ) -> (SipLoop, tokio::task::JoinHandle<()>) {
+    ) -> std::io::Result<(SipLoop, tokio::task::JoinHandle<()>)> {
         let (commands, rx) = mpsc::unbounded_channel();
         let background = Arc::new(AtomicUsize::new(0));
+        // The socket registered with the reactor here (the caller's runtime: the loop's),
+        // so a failure is the caller's error rather than a loop that ends at once.
+        let (framed, framed_rx) = mpsc::unbounded_channel();
+        let wire = Wire::new(socket, framed)?;
         let task = tokio::spawn(sip_loop(
-            socket,
+            (wire, framed_rx),
             endpoint,
             rx,
             incoming,
@@ -2882,13 +2895,13 @@ impl SipLoop {
             background.clone(),
             stop,
         ));
-        (
+        Ok((
             SipLoop {
                 commands,
                 background,
             },
             task,
-        )
+        ))
     }
 
     /// Asks the loop to do something; false if it has stopped.
@@ -2941,7 +2954,7 @@ impl LoopThread {
         });
         let (sip, task) = {
             let _inside = rt.enter();
-            SipLoop::spawn(net()?, endpoint, None, Some((jobs.clone(), rx)), stop)
+            SipLoop::spawn(net()?, endpoint, None, Some((jobs.clone(), rx)), stop)?
         };
         std::thread::Builder::new()
             .name("crieur-sip".into())
@@ -2958,7 +2971,8 @@ impl LoopThread {
 /// the time; sends what it transmits; routes its events to each call's task. A request the
 /// call's task can no longer answer (it ended) is answered 481 here.
 async fn sip_loop(
-    net: SipNet,
+    // The socket, or listener and connections, and the messages the connections framed.
+    (mut wire, mut framed_rx): (Wire, mpsc::UnboundedReceiver<(SocketAddr, wire::Framed)>),
     mut ep: Endpoint,
     mut commands: mpsc::UnboundedReceiver<Command>,
     incoming: Option<mpsc::UnboundedSender<IncomingCall>>,
@@ -2980,15 +2994,6 @@ async fn sip_loop(
         jobs: jobs.clone(),
         ahead: Default::default(),
         ahead_seq: 0,
-    };
-    let (framed, mut framed_rx) = mpsc::unbounded_channel();
-    let mut wire = match Wire::new(net, framed) {
-        Ok(w) => w,
-        Err(e) => {
-            // The reactor took no registration: the loop ends (its calls get `SipStopped`).
-            tracing::error!(error = %e, "SIP socket: cannot register");
-            return;
-        }
     };
     // The endpoint's next timer: one `Sleep`, moved when the deadline moves (not one made and
     // registered at every turn).
@@ -3110,7 +3115,7 @@ async fn sip_loop(
         // make one (added by `SipLoop::send`, taken off in `command`).
         inl.publish(&ep);
         // The endpoint's timers and the inline calls' deadlines: one timer.
-        let deadline = [ep.poll_timeout(), inl.next()]
+        let mut deadline = [ep.poll_timeout(), inl.next()]
             .into_iter()
             .flatten()
             .min()
@@ -3140,7 +3145,15 @@ async fn sip_loop(
             .next_start()
             .is_some_and(|t| t.saturating_duration_since(Instant::now()) <= COALESCE);
         // Not watched while ticking: a datagram then wakes nothing ([`UdpNet`]).
-        wire.watch(!tick);
+        if wire.watch(!tick) {
+            // Not registered for reading though asked to be: read at the timer's turns, the
+            // timer armed within `DEAF_POLL` whatever else is due.
+            let poll = tokio::time::Instant::now() + DEAF_POLL;
+            if deadline.is_none_or(|d| d > poll) {
+                deadline = Some(poll);
+                timer.as_mut().reset(poll);
+            }
+        }
         tokio::select! {
             () = async {
                 match &jobs {
@@ -3246,20 +3259,27 @@ enum Net {
     },
 }
 
-/// The SIP loop's UDP socket, registered with the reactor for writability, and — through a
-/// duplicate of its descriptor — for readability only while the loop watches it
+/// The SIP loop's UDP socket, sent on directly (registered for writability only to wait
+/// out a full send buffer: [`UdpNet::send_to`]), and — through a duplicate of its
+/// descriptor — registered for readability only while the loop watches it
 /// ([`UdpNet::watch`]). While the loop ticks on its timer (a held call starting within
 /// `COALESCE`: 1,000 calls/s and more handed ahead), what came is read at the tick, and a
 /// datagram arriving must not wake the thread meanwhile: registered for readability, the
 /// socket woke the reactor's thread (this thread: epoll) at each arrival even when no task
 /// waited on it — 1.6 thread switches per call at 1,000/s where the ticks are one. Tokio's
-/// `UdpSocket` registers for both interests at once, with no way to drop one.
+/// `UdpSocket` registers for both interests at once, with no way to drop one. Registered for
+/// writability (mio: `EPOLLOUT|EPOLLET`), each datagram sent queued an `EPOLLOUT` event
+/// when its buffer was freed — one more reactor turn per sending turn, as on the RTP
+/// sockets (BENCHMARKS.md S1).
 struct UdpNet {
-    send: AsyncFd<std::net::UdpSocket>,
+    /// Non-blocking, not registered with the reactor.
+    send: std::net::UdpSocket,
     /// Registered for readability: while watched.
     read: Option<AsyncFd<std::net::UdpSocket>>,
     /// The duplicate, unregistered: while not watched.
     spare: Option<std::net::UdpSocket>,
+    /// The last registration for reading was refused (warned once until one succeeds).
+    refused: bool,
 }
 
 impl UdpNet {
@@ -3267,36 +3287,56 @@ impl UdpNet {
         // Non-blocking, taken off tokio's reactor.
         let s = s.into_std()?;
         let dup = s.try_clone()?;
-        let send = register(s, Interest::WRITABLE).map_err(|e| e.into_parts().1)?;
         let mut net = UdpNet {
-            send,
+            send: s,
             read: None,
             spare: Some(dup),
+            refused: false,
         };
         net.watch(true);
         Ok(net)
     }
 
+    /// Sends one datagram; on a full send buffer, waits for room on a duplicate of the
+    /// descriptor registered for writability for that wait only.
+    async fn send_to(&self, payload: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        match self.send.send_to(payload, to) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            sent => return sent,
+        }
+        let wait =
+            register(self.send.try_clone()?, Interest::WRITABLE).map_err(|e| e.into_parts().1)?;
+        wait.async_io(Interest::WRITABLE, |s| s.send_to(payload, to))
+            .await
+    }
+
     /// Registers the socket for readability (`on`), or takes that registration off: one
     /// `epoll_ctl` each way, and only on a change. Registering a socket with datagrams
-    /// waiting makes it ready at once (none is missed).
-    fn watch(&mut self, on: bool) {
+    /// waiting makes it ready at once (none is missed). False when asked to watch and the
+    /// reactor refused: the loop then reads at its timer's turns ([`DEAF_POLL`]), and tries
+    /// again at the next turn.
+    fn watch(&mut self, on: bool) -> bool {
         if on {
             if let Some(s) = self.spare.take() {
                 match register(s, Interest::READABLE) {
-                    Ok(r) => self.read = Some(r),
+                    Ok(r) => {
+                        self.read = Some(r);
+                        self.refused = false;
+                    }
                     Err(e) => {
-                        // Not watched: read at each timer turn (the loop's timer is its
-                        // wake-up), and tried again at the next watch.
                         let (s, e) = e.into_parts();
-                        tracing::debug!(error = %e, "SIP socket: cannot register for reading");
+                        if !std::mem::replace(&mut self.refused, true) {
+                            tracing::warn!(error = %e, "SIP socket: cannot register for reading, read every few ms");
+                        }
                         self.spare = Some(s);
+                        return false;
                     }
                 }
             }
         } else if let Some(r) = self.read.take() {
             self.spare = Some(r.into_inner());
         }
+        true
     }
 }
 
@@ -3339,10 +3379,12 @@ impl Wire {
         })
     }
 
-    /// Over UDP, whether the socket is watched for readability ([`UdpNet::watch`]).
-    fn watch(&mut self, on: bool) {
-        if let Net::Udp(u) = &mut self.net {
-            u.watch(on);
+    /// Over UDP, whether the socket is watched for readability ([`UdpNet::watch`]); true
+    /// when asked to watch it and it could not be registered.
+    fn watch(&mut self, on: bool) -> bool {
+        match &mut self.net {
+            Net::Udp(u) => !u.watch(on),
+            Net::Tcp(_) | Net::Tls { .. } => false,
         }
     }
 
@@ -3352,11 +3394,7 @@ impl Wire {
         use tokio::io::AsyncWriteExt;
         match &self.net {
             Net::Udp(u) => {
-                let sent = u
-                    .send
-                    .async_io(Interest::WRITABLE, |s| s.send_to(payload, to))
-                    .await;
-                if let Err(e) = sent {
+                if let Err(e) = u.send_to(payload, to).await {
                     tracing::debug!(error = %e, %to, "SIP send");
                 }
                 true
@@ -3506,7 +3544,7 @@ impl Wire {
         // came); not watched, nothing tracks it: one `recvmmsg`.
         let read = match &u.read {
             Some(r) => batch.read(r),
-            None => batch.read_now(u.send.get_ref()),
+            None => batch.read_now(&u.send),
         };
         match read {
             Ok(n) => {
@@ -4060,10 +4098,10 @@ mod tests {
         assert!(sipp.messages().contains("INVITE"), "{}", sipp.messages());
     }
 
-    /// A batch handed ahead larger than a loop's fill stays on the first loop: calls held
-    /// until their start do not count toward [`Shard::FILL`] (a window handed ahead beside
-    /// the calls in flight would otherwise open the second loop), every call placed at its
-    /// start there.
+    /// A batch handed ahead larger than a loop's fill stays on the first loop: up to
+    /// [`Shard::FILL`] calls held until their start do not count toward it (a window handed
+    /// ahead beside the calls in flight would otherwise open the second loop), every call
+    /// placed at its start there.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_batch_handed_ahead_stays_on_the_first_loop() {
         const CALLS: usize = 80;
@@ -4086,6 +4124,39 @@ mod tests {
         assert!(sipp.succeeded());
     }
 
+    /// A batch handed ahead of more than twice [`Shard::FILL`] spans the loops: the held
+    /// calls past the first `FILL` count toward the fill, so the first loop takes
+    /// `2 × FILL` and the rest go to the second.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_handed_ahead_past_twice_the_fill_spans_the_loops() {
+        const MORE: usize = 32;
+        const CALLS: usize = 2 * Shard::FILL + MORE;
+        let (mut sipp, uac, trunk) = ahead_setup(CALLS, 2, &[]).await;
+        let first = Instant::now() + Duration::from_millis(1500);
+        let calls: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let (u, t) = (uac.clone(), trunk.clone());
+                let at = first + Duration::from_micros(200 * i as u64);
+                tokio::spawn(async move { u.call_at(&t, short_call(i, None), at, no_hook).await })
+            })
+            .collect();
+        // All handed over before the first start.
+        let until = Instant::now() + Duration::from_millis(1200);
+        while counted(&uac).iter().sum::<usize>() < CALLS && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(Instant::now() < first, "not handed over in time");
+        assert_eq!(pairs_taken(&uac), 0, "placed before their start");
+        assert_eq!(
+            counted(&uac),
+            vec![2 * Shard::FILL, MORE],
+            "counted at the hand-off"
+        );
+        all_completed(calls).await;
+        assert_eq!(placed_per_loop(&uac), vec![2 * Shard::FILL, MORE], "placed");
+        assert!(sipp.succeeded());
+    }
+
     /// [`Shard::FILL`] calls in progress on the first loop (ringing) send the next calls —
     /// handed ahead or at once — to the second, each placed there.
     #[tokio::test(flavor = "multi_thread")]
@@ -4093,9 +4164,9 @@ mod tests {
         use crieur_test_support::scenario::{response, ringing, ACK, BYE_200, HEAD, TAIL};
         const MORE: usize = 16;
         let calls = Shard::FILL + MORE;
-        // Rings for 2 s before answering: the first calls are all in progress together.
+        // Rings for 4 s before answering: the first calls are all in progress together.
         let scenario = format!(
-            "{HEAD}{}  <pause milliseconds=\"2000\"/>\n{}{ACK}{BYE_200}{TAIL}",
+            "{HEAD}{}  <pause milliseconds=\"4000\"/>\n{}{ACK}{BYE_200}{TAIL}",
             ringing(),
             response("200 OK", "", Some("0"))
         );
@@ -4110,8 +4181,9 @@ mod tests {
             })
         };
         let mut handles: Vec<_> = (0..Shard::FILL).map(|i| call(i, None)).collect();
-        // Every one placed and none ended (they ring for 2 s).
-        let until = Instant::now() + Duration::from_secs(1);
+        // Every one placed and none ended (they ring for 4 s; a loaded machine may take a
+        // while to place them: the check below shows how many were).
+        let until = Instant::now() + Duration::from_secs(3);
         while pairs_taken(&uac) < Shard::FILL as u64 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -4198,12 +4270,8 @@ mod tests {
         };
         let reading = |u: &UdpNet| fds(u).into_iter().flatten().any(watched_for_reading);
         assert!(
-            !epoll_interests(send_fd).is_empty(),
-            "registered for writing"
-        );
-        assert!(
-            !watched_for_reading(send_fd),
-            "{:x?}",
+            epoll_interests(send_fd).is_empty(),
+            "the descriptor sent on is not registered: {:x?}",
             epoll_interests(send_fd)
         );
         assert!(reading(&u), "watched from the start");
@@ -4213,9 +4281,7 @@ mod tests {
         let mut batch = crate::mmsg::RecvBatch::default();
         peer.send_to(b"one", addr).unwrap_or_else(|e| panic!("{e}"));
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let read = batch
-            .read_now(u.send.get_ref())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let read = batch.read_now(&u.send).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(read, 1, "read while not watched");
         peer.send_to(b"two", addr).unwrap_or_else(|e| panic!("{e}"));
         tokio::time::sleep(Duration::from_millis(20)).await;
