@@ -3209,8 +3209,9 @@ async fn sip_loop(
             }
             _ = &mut timer, if deadline.is_some() => {
                 let now = Instant::now();
-                // What came meanwhile (the reactor's readiness is looked at first: no system
-                // call when nothing did); a full batch leaves more for the next turn.
+                // What came meanwhile (watched, the reactor's readiness is looked at first: no
+                // system call when nothing did; not watched — ticking — one `recvmmsg`); a
+                // full batch leaves more for the next turn.
                 if wire.read_batch(&mut batch, &mut ep, now) == crate::mmsg::BATCH {
                     pause = true;
                     last_read = None;
