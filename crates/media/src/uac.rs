@@ -4215,6 +4215,10 @@ mod tests {
 
     /// The epoll interests registered for `fd` in this process (every epoll instance's
     /// `/proc/self/fdinfo` lists its registrations: `tfd: <fd> events: <hex mask> …`).
+    /// Every epoll instance of the test process is read: a registration left by another
+    /// test for a descriptor since closed and whose number was reused would be counted.
+    /// None is today (the only duplicates, `UdpNet`'s, are deregistered before they are
+    /// closed); a test duplicating descriptors without doing so would make this flaky.
     fn epoll_interests(fd: i32) -> Vec<u32> {
         let mut found = Vec::new();
         let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else {
