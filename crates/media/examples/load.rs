@@ -259,11 +259,15 @@ async fn main() {
     let mut next_report = report_every.map(|e| t0 + e);
     // The peak of open descriptors, beside the run (a thread of its own: the harness's
     // runtime is busy placing calls). Every 50 ms it reads the RTP socket pairs open (the
-    // pool's counters: two atomics); `/proc/self/fd` only every 500 ms — listing it costs
-    // ~2 ms of kernel time at 5,000 descriptors, and read every 10 ms it was a third of the
-    // process's CPU at 4,000 calls/s (the harness's, counted in S1's CPU per call). Waking
-    // every 10 ms, the thread alone was 0.5 thread switches and ~7 µs per call at 200
-    // calls/s (`perf stat --per-thread`, BENCHMARKS.md S1): the harness's, not the UAC's.
+    // pool's counters: two atomics); `/proc/self/fd` only when those reached a new peak: 32
+    // pairs or more above the most listed at yet, and every 5 s — listing it costs ~5 ms of
+    // kernel time at 4,000 descriptors: read every 10 ms it was a third of the process's CPU
+    // at 4,000 calls/s, every 500 ms still 3 % (the harness's, counted in S1's CPU per call;
+    // the descriptors follow the pairs, two each). Waking every 10 ms, the thread alone was
+    // 0.5 thread switches and ~7 µs per call at 200 calls/s (`perf stat --per-thread`,
+    // BENCHMARKS.md S1): the harness's, not the UAC's. A peak less than 32 pairs above the
+    // last listed one may be missed: the thread also gives an upper estimate, the listing at
+    // the highest pairs plus two descriptors for each pair open past it at the peak.
     let fds_max = Arc::new(AtomicUsize::new(open_fds()));
     let pairs_max = Arc::new(AtomicUsize::new(0));
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -276,15 +280,24 @@ async fn main() {
         );
         std::thread::spawn(move || {
             let mut n = 0u64;
+            // The most pairs open at a listing, and the descriptors then.
+            let (mut listed_peak, mut fds_at_peak) = (0u64, 0usize);
+            let mut peak = 0u64;
             while sampling.load(Ordering::Relaxed) {
                 let p = uac.rtp_pairs_open();
+                peak = peak.max(p);
                 pairs_max.fetch_max(p as usize, Ordering::Relaxed);
-                if n.is_multiple_of(10) {
-                    fds_max.fetch_max(open_fds(), Ordering::Relaxed);
+                if p >= listed_peak + 32 || n.is_multiple_of(100) {
+                    let fds = open_fds();
+                    fds_max.fetch_max(fds, Ordering::Relaxed);
+                    if p >= listed_peak {
+                        (listed_peak, fds_at_peak) = (p, fds);
+                    }
                 }
                 n += 1;
                 std::thread::sleep(Duration::from_millis(50));
             }
+            fds_at_peak + 2 * peak.saturating_sub(listed_peak) as usize
         })
     };
     // As a campaign's: one token for the run, a child per call.
@@ -369,10 +382,10 @@ async fn main() {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     sampling.store(false, Ordering::Relaxed);
-    let _ = sampler.join();
+    let fds_upper = sampler.join().unwrap_or(0);
     let pairs = uac.rtp_pairs();
     println!(
-        "rtp_pairs bound={} reused={} closed={} idle={} bound_per_call={:.3} open_max={} fds_max={} fds_limit={}",
+        "rtp_pairs bound={} reused={} closed={} idle={} bound_per_call={:.3} open_max={} fds_max={} fds_max_upper={} fds_limit={}",
         pairs.bound,
         pairs.reused,
         pairs.closed,
@@ -380,6 +393,7 @@ async fn main() {
         pairs.bound as f64 / calls.max(1) as f64,
         pairs_max.load(Ordering::Relaxed),
         fds_max.load(Ordering::Relaxed),
+        fds_upper.max(fds_max.load(Ordering::Relaxed)),
         std::fs::read_to_string("/proc/self/limits")
             .unwrap_or_default()
             .lines()

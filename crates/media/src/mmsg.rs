@@ -15,8 +15,38 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+
+/// A UDP socket registered with the reactor, whose cached readiness a read or send looks at
+/// first: tokio's `UdpSocket`, or a descriptor of one in an `AsyncFd` (the SIP loop's,
+/// registered for the one interest it waits on: `uac.rs`, `UdpNet`).
+pub trait Registered: AsRawFd {
+    /// Runs `f` if the reactor says `interest` may be ready; a `WouldBlock` from it clears
+    /// that readiness.
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
+
+impl Registered for UdpSocket {
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        UdpSocket::try_io(self, interest, f)
+    }
+}
+
+/// A socket not registered with the reactor (the SIP loop's, sent on directly): no
+/// readiness is tracked, each call is tried.
+impl Registered for std::net::UdpSocket {
+    fn try_io<R>(&self, _: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        f()
+    }
+}
+
+impl Registered for AsyncFd<std::net::UdpSocket> {
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        AsyncFd::try_io(self, interest, |_| f())
+    }
+}
 
 /// Datagrams read, or sent, per system call.
 pub const BATCH: usize = 32;
@@ -59,7 +89,7 @@ impl RecvBatch {
     /// `n` from 0 (nothing waited) to [`BATCH`] (more may wait). Fewer than [`BATCH`] clears
     /// the socket's readiness (the kernel's queue was found empty), so the next
     /// `readable().await` sleeps until a datagram comes.
-    pub fn read(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+    pub fn read(&mut self, sock: &impl Registered) -> io::Result<usize> {
         self.got.clear();
         self.taken = 0;
         let r = sock.try_io(Interest::READABLE, || {
@@ -78,6 +108,21 @@ impl RecvBatch {
             Err(e) => Err(e),
         }
     }
+
+    /// [`RecvBatch::read`] of a socket not registered for readability: one `recvmmsg`
+    /// whatever the reactor knows (nothing: no readiness is tracked for it).
+    pub fn read_now(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
+        self.got.clear();
+        self.taken = 0;
+        match recv_mmsg(sock, &mut self.bufs, &mut self.got) {
+            Ok(n) => {
+                self.taken = n;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// One `recvmmsg(2)` into `bufs` (`BATCH` slots of `SLOT` bytes); `got` gets each datagram's
@@ -85,7 +130,7 @@ impl RecvBatch {
 /// when nothing waited. A datagram longer than its slot (only an IPv6 jumbogram could be)
 /// or from an address of another family is dropped.
 fn recv_mmsg(
-    sock: &UdpSocket,
+    sock: &impl AsRawFd,
     bufs: &mut [u8],
     got: &mut Vec<(usize, usize, SocketAddr)>,
 ) -> io::Result<usize> {
@@ -194,7 +239,7 @@ fn storage(to: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// with `send_to`). An error on one datagram (e.g. `EHOSTUNREACH`) is returned if it is the
 /// first (`WouldBlock`: the buffer is full); after others, those before it count as sent
 /// and the caller goes on with the rest.
-pub fn send(sock: &UdpSocket, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+pub fn send(sock: &impl Registered, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
     let mut done = 0;
     while done < msgs.len() {
         let chunk = msgs.get(done..).unwrap_or_default();
@@ -216,7 +261,7 @@ pub fn send(sock: &UdpSocket, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize>
 }
 
 /// One `sendmmsg(2)` of up to [`BATCH`] datagrams.
-fn send_mmsg(sock: &UdpSocket, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+fn send_mmsg(sock: &impl AsRawFd, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
     // SAFETY: all-zero bytes are a valid value of these plain C structures.
     let mut names: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
     let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };

@@ -241,7 +241,7 @@ impl Network {
             endpoint,
             Some(incoming_tx),
             token.child_token(),
-        ));
+        )?);
         // RTP on the SIP address's interface (the network is on loopback).
         tokio::spawn(serve(
             addr.ip(),
