@@ -4437,7 +4437,7 @@ mod tests {
 
     /// A batch handed ahead of more than twice [`Shard::FILL`] spans the loops: the held
     /// calls past the first `FILL` count toward the fill, so the first loop takes
-    /// `2 × FILL` and the rest go to the second.
+    /// about `2 × FILL` (a few either side: the hand-offs race) and the rest go to the second.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_batch_handed_ahead_past_twice_the_fill_spans_the_loops() {
         const MORE: usize = 32;
@@ -4458,13 +4458,21 @@ mod tests {
         }
         assert!(Instant::now() < first, "not handed over in time");
         assert_eq!(pairs_taken(&uac), 0, "placed before their start");
-        assert_eq!(
-            counted(&uac),
-            vec![2 * Shard::FILL, MORE],
-            "counted at the hand-off"
+        // The hand-offs run on several worker threads at once and `pick` reads the counts
+        // before its call is added (and a loop's two counts a call apart): a few calls
+        // either side of `2 × FILL` may land on the first loop. Without the rule all go there.
+        let at_hand_off = counted(&uac);
+        assert_eq!(at_hand_off.iter().sum::<usize>(), CALLS, "{at_hand_off:?}");
+        assert!(
+            at_hand_off[0] + 4 >= 2 * Shard::FILL && at_hand_off[0] <= 2 * Shard::FILL + 8,
+            "the first loop takes about 2 × FILL: {at_hand_off:?}"
+        );
+        assert!(
+            at_hand_off[1] + 8 >= MORE,
+            "the rest on the second: {at_hand_off:?}"
         );
         all_completed(calls).await;
-        assert_eq!(placed_per_loop(&uac), vec![2 * Shard::FILL, MORE], "placed");
+        assert_eq!(placed_per_loop(&uac), at_hand_off, "placed where counted");
         assert!(sipp.succeeded());
     }
 
