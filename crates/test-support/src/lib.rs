@@ -161,6 +161,12 @@ impl SippBuilder {
             &format!("{}s", self.timeout_secs),
             "-nostdin",
             "-trace_err",
+            // sipp's own default socket buffers are 64 KB: a burst of a few hundred calls on
+            // a loaded machine overflows them and the kernel drops datagrams (an ACK lost
+            // there makes the BYE behind it "unexpected" to sipp). 4 MB, capped by the
+            // kernel's `rmem_max`/`wmem_max`.
+            "-buff_size",
+            "4194304",
         ]
         .map(str::to_owned)
         .into();
