@@ -43,10 +43,17 @@
 use std::time::{Duration, Instant};
 
 mod echo;
+mod playout;
 pub mod sit;
 use echo::EchoCanceller;
 pub use echo::{EchoReference, EchoTrace};
+use playout::Playout;
 pub use sit::{Sit, SitDetector, SitKind};
+
+/// The duration of `n` samples at 8 kHz.
+fn samples_time(n: u64) -> Duration {
+    Duration::from_micros(n.saturating_mul(125))
+}
 
 /// Samples per analysis frame (10 ms at 8 kHz).
 pub const FRAME: usize = 80;
@@ -1902,6 +1909,11 @@ pub struct Detector {
     /// Special Information Tones, fed the same audio: while a tone may be part of one, the
     /// events above wait ([`Detector::poll_event`]).
     sit: SitDetector,
+    /// RTP packets placed by their timestamps ([`Detector::feed_packet`]).
+    playout: Playout,
+    /// When audio last arrived, and the samples fed by then: a stream that stops is filled
+    /// with silence from there by the wall clock.
+    last_audio: Option<(Instant, u64)>,
 }
 
 impl Detector {
@@ -1952,6 +1964,8 @@ impl Detector {
             phasors: Phasors::default(),
             guess_held: false,
             sit: SitDetector::new(),
+            playout: Playout::default(),
+            last_audio: None,
         }
     }
 
@@ -1988,9 +2002,36 @@ impl Detector {
         }
     }
 
-    /// Feeds samples received at `now` (any count; frames are assembled internally).
+    /// Feeds samples received at `now` (any count; frames are assembled internally), in the
+    /// order they arrive: for audio with no timestamps. A gap of more than [`GAP_FILL`] since
+    /// the last audio is silence.
     pub fn feed(&mut self, now: Instant, samples: &[i16]) {
         self.fill_gap(now);
+        self.push(samples);
+        self.last_audio = Some((now, self.position()));
+    }
+
+    /// Feeds one RTP packet's decoded samples (8 kHz), placed by its `ssrc` and `timestamp`:
+    /// a lost packet becomes silence of its length, reordered packets are put back in order,
+    /// duplicates and packets that come too late are dropped (see `amd/playout.rs`). The wall
+    /// clock fills only a stream that stopped ([`Detector::handle_timeout`]).
+    pub fn feed_packet(&mut self, now: Instant, ssrc: u32, timestamp: u32, samples: &[i16]) {
+        let fed = self.position();
+        let mut playout = std::mem::take(&mut self.playout);
+        self.push(playout.place(now, ssrc, timestamp, samples, fed));
+        self.playout = playout;
+        self.last_audio = Some((now, self.position()));
+    }
+
+    /// Samples fed so far (silence filled in included), in samples from the start.
+    fn position(&self) -> u64 {
+        self.frames * FRAME as u64 + self.buf.len() as u64
+    }
+
+    fn push(&mut self, samples: &[i16]) {
+        if samples.is_empty() {
+            return;
+        }
         self.sit.feed(samples);
         let mut rest = samples;
         while !rest.is_empty() {
@@ -2023,11 +2064,29 @@ impl Detector {
         if self.is_done() {
             return None;
         }
-        Some(self.start + self.analysed() + GAP_FILL + Duration::from_millis(10))
+        let (at, fed) = self.last_audio.unwrap_or((self.start, 0));
+        let fill = at
+            + self.analysed().saturating_sub(samples_time(fed))
+            + GAP_FILL
+            + Duration::from_millis(10);
+        Some(self.playout.poll_timeout().map_or(fill, |t| t.min(fill)))
     }
 
-    /// Takes the time into account with no audio: a gap longer than [`GAP_FILL`] is silence.
+    /// Takes the time into account with no audio: packets held for one lost before them are
+    /// fed after [`playout::REORDER_WAIT`]; a stream that sent nothing for more than
+    /// [`GAP_FILL`] is silence.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let fed = self.position();
+        let mut playout = std::mem::take(&mut self.playout);
+        let released = playout.handle_timeout(now, fed);
+        if !released.is_empty() {
+            self.push(released);
+            let fed = self.position();
+            if let Some((_, by_then)) = self.last_audio.as_mut() {
+                *by_then = fed;
+            }
+        }
+        self.playout = playout;
         self.fill_gap(now);
     }
 
@@ -2045,8 +2104,13 @@ impl Detector {
         self.events.pop_front()
     }
 
+    /// Silence up to where the wall clock says the audio would be, if it is more than
+    /// [`GAP_FILL`] ahead: measured from the last audio that came, so only a stream that
+    /// stopped is filled (not one whose packets were lost or came late: their time is the
+    /// timestamps').
     fn fill_gap(&mut self, now: Instant) {
-        let wall = now.saturating_duration_since(self.start);
+        let (at, fed) = self.last_audio.unwrap_or((self.start, 0));
+        let wall = samples_time(fed) + now.saturating_duration_since(at);
         if wall <= self.analysed() + GAP_FILL {
             return;
         }
@@ -5089,5 +5153,129 @@ mod tests {
                 "chirp {gap} ms after the word: {ev:?}"
             );
         }
+    }
+
+    /// Sends `audio` in 20 ms RTP packets (timestamps from `ts0`, µ-law samples) at real
+    /// time; the packets `lost` says never arrive; fed by timestamp. Every event.
+    fn run_rtp(audio: &[i16], ts0: u32, lost: impl Fn(usize) -> bool) -> Vec<AmdEvent> {
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        let mut ev = Vec::new();
+        for (i, pkt) in audio.chunks(160).enumerate() {
+            let now = t0 + Duration::from_millis(20 * i as u64 + 20);
+            if let Some(t) = d.poll_timeout().filter(|&t| t <= now) {
+                d.handle_timeout(t);
+            }
+            if !lost(i) {
+                d.feed_packet(now, 7, ts0.wrapping_add(160 * i as u32), pkt);
+            }
+            ev.extend(std::iter::from_fn(|| d.poll_event()));
+        }
+        ev
+    }
+
+    /// Review finding 6: fed packet after packet, 16 lost packets put the audio 320 ms behind
+    /// the wall clock, and the wall-clock fill then put 320 ms of silence into the beep (a
+    /// drop inside it). Placed by
+    /// timestamp, each loss is 20 ms of silence where it was, and the drop comes after the
+    /// beep's real end.
+    #[test]
+    fn lost_packets_are_silence_of_their_length_not_a_splice() {
+        // Greeting 0–4 s, beep 4.5–5.5 s.
+        let a = g711(&cat(&[
+            speech(4000, -18.0, 3),
+            silence(500),
+            tone(1000, 1000.0, -14.0),
+            silence(1500),
+        ]));
+        // Packets 0–199 greeting; 225–274 the beep. Ten lost in the greeting (2.5 %), then a
+        // burst of six (120 ms) in the beep.
+        let lost = |i: usize| (i % 20 == 7 && i < 200) || (250..256).contains(&i);
+        let ev = run_rtp(&a, 0xFFFF_F000, lost);
+        let d = drop_point(&ev).expect("a drop point");
+        assert!(matches!(d.cause, DropCause::Beep(_)), "{ev:?}");
+        let n = ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count();
+        assert_eq!(n, 1, "{ev:?}");
+        // The beep ends where it was sent (to a frame's precision).
+        let b = beeps(&ev);
+        assert!(
+            b.iter()
+                .any(|b| b.end.abs_diff(Duration::from_millis(5500)) <= Duration::from_millis(20)),
+            "{b:?}"
+        );
+        assert!(
+            d.at >= Duration::from_millis(5500)
+                && d.at <= Duration::from_millis(5500) + AmdParams::default().beep_settle,
+            "{d:?}"
+        );
+    }
+
+    /// Reordered and duplicated packets are put back in order: the same events as the
+    /// stream in order.
+    #[test]
+    fn reordered_and_duplicated_packets_are_put_in_order() {
+        let a = g711(&cat(&[
+            speech(3000, -18.0, 5),
+            silence(600),
+            tone(400, 880.0, -14.0),
+            silence(1500),
+        ]));
+        let in_order = run_rtp(&a, 1000, |_| false);
+        assert!(drop_point(&in_order).is_some(), "{in_order:?}");
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        let mut ev = Vec::new();
+        let pkts: Vec<&[i16]> = a.chunks(160).collect();
+        // Every 9th packet swapped with the next; every 13th sent twice.
+        let mut order: Vec<usize> = (0..pkts.len()).collect();
+        for i in (0..order.len().saturating_sub(1)).filter(|i| i % 9 == 4) {
+            order.swap(i, i + 1);
+        }
+        let mut sent = Vec::new();
+        for i in order {
+            sent.push(i);
+            if i % 13 == 0 {
+                sent.push(i);
+            }
+        }
+        for (k, &i) in sent.iter().enumerate() {
+            let now = t0 + Duration::from_millis(20 * k as u64 + 20);
+            d.feed_packet(now, 7, 1000 + 160 * i as u32, pkts[i]);
+            ev.extend(std::iter::from_fn(|| d.poll_event()));
+        }
+        assert_eq!(ev, in_order);
+    }
+
+    /// A stream that stops is filled by the wall clock; when it comes back its timestamps
+    /// place it (the fill is not counted twice), and a packet with ptime 30 ms is 240 samples.
+    #[test]
+    fn a_stopped_stream_is_filled_once_by_the_wall_clock() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        let pkt = [0i16; 240];
+        for i in 0..10u32 {
+            d.feed_packet(
+                t0 + Duration::from_millis(30 * u64::from(i) + 30),
+                1,
+                240 * i,
+                &pkt,
+            );
+        }
+        assert_eq!(d.analysed(), Duration::from_millis(300));
+        // Nothing for 1 s (silence suppression): filled to the wall clock.
+        let stop = t0 + Duration::from_millis(300);
+        let mut now = stop;
+        while now < stop + Duration::from_secs(1) {
+            now = d.poll_timeout().expect("not done");
+            d.handle_timeout(now);
+        }
+        // In lumps of GAP_FILL, as before.
+        let filled = d.analysed();
+        assert_eq!(filled, Duration::from_millis(1350));
+        // The stream comes back at 1.4 s of its timestamps: the 50 ms the fill did not cover
+        // are silence (once a second packet shows that none is missing before it).
+        d.feed_packet(now, 1, 8 * 1400, &pkt);
+        d.feed_packet(now + Duration::from_millis(30), 1, 8 * 1430, &pkt);
+        assert_eq!(d.analysed(), Duration::from_millis(1460));
     }
 }

@@ -1637,12 +1637,12 @@ impl Call {
             self.script.handle_key(now, d, method);
         }
         self.report.rtp_received.extend(heard.audio);
-        if let Some(d) = self
-            .detector
-            .as_mut()
-            .filter(|d| heard.decoded && !d.is_done())
-        {
-            d.feed(now, m.last_audio());
+        if let (Some(d), Some(h)) = (
+            self.detector.as_mut().filter(|d| !d.is_done()),
+            heard.decoded,
+        ) {
+            // Placed by its timestamp: a lost packet is silence of its length, not spliced.
+            d.feed_packet(now, h.ssrc, h.timestamp, m.last_audio());
             amd_events(d, &mut self.script, &mut self.report, now, self.t0);
         }
     }
