@@ -35,10 +35,11 @@
 //! glottal pulses; a beep holds all its energy, steadily, to the G.711 quantisation noise.
 //!
 //! Time: the analysis clock is the audio itself (10 ms per frame fed), so jitter in packet
-//! arrival does not move the features. When the far end sends nothing (silence suppression,
-//! a dead stream), [`Detector::handle_timeout`] fills the gap with silence frames once the
-//! wall clock is more than [`GAP_FILL`] ahead of the audio, so a silent line still reaches
-//! its verdicts.
+//! arrival does not move the features. RTP packets are placed by their timestamps
+//! ([`Detector::feed_packet`]): a lost packet is silence of its length, not a splice. When the
+//! far end sends nothing (silence suppression, a dead stream), [`Detector::handle_timeout`]
+//! fills the gap with silence frames once more than [`GAP_FILL`] has passed since the last
+//! audio came, so a silent line still reaches its verdicts.
 
 use std::time::{Duration, Instant};
 
