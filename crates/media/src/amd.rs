@@ -641,7 +641,22 @@ fn two_tone_gate_passes(prev: &TwoToneGate, here: &TwoToneGate) -> bool {
             && (here.c0 - prev.c0).abs() <= TWO_TONE_GATE_C0)
 }
 
+/// [`analyse_at`] with the default `beep_min_dbfs` (the tests' frames).
+#[cfg(test)]
 fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
+    analyse_at(x, gate, AmdParams::default().beep_min_dbfs)
+}
+
+/// One frame's features. `two_tone_min_dbfs`: the quietest frame fitted with two tones (and
+/// so with a square wave's odd harmonics), [`AmdParams::beep_min_dbfs`], which every frame of
+/// a beep must reach anyway (review finding 3: it was a constant copying the parameter's
+/// default, so an operator who lowered the parameter would have had square and dual-tone
+/// beeps under the constant never tonal). It was −50 dBFS, the level a beep needed when the
+/// fit was written: recipe e's 1,100 Hz square beep at −50.3 dBFS, 27 dB over its line, and
+/// recipe b's 950 + 1,188 Hz beep at −51 dBFS were missed while a pure tone as quiet was
+/// found. A voicemail's buzzer or two-tone beep is no louder than its pure beeps: the bound
+/// must be the same.
+fn analyse_at(x: &[f32], gate: &mut TwoToneGate, two_tone_min_dbfs: f32) -> Frame {
     let n = x.len();
     // The frame's energy, its zero crossings and the least-squares fit of
     // x[n] + x[n-2] = c·x[n-1], c = 2cos(ω), in one pass: each a chain of dependent
@@ -730,7 +745,7 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
             two: false,
         };
         let fit = (one.1 < ONE_TONE_DB
-            && level_dbfs >= TWO_TONE_MIN_DBFS
+            && level_dbfs >= two_tone_min_dbfs
             && two_tone_gate_passes(gate, &here))
         .then(|| two_tones(x, energy))
         .flatten();
@@ -884,17 +899,6 @@ fn odd_harmonics(x: &[f32], f1: f32) -> Option<f32> {
     let rest = (e_w - odd).max(e_w * 1e-5);
     Some(10.0 * (odd.min(e_w) / rest).log10())
 }
-
-/// The quietest frame (dBFS) fitted with two tones, and so with a square wave's odd
-/// harmonics (see [`analyse`]): −60 dBFS, the default [`AmdParams::beep_min_dbfs`], which
-/// every frame of a beep must reach anyway. It was −50 dBFS, the level a beep needed when
-/// the fit was written; the beep's own bound has since come down to −60 (machines record
-/// their beep 8–11 dB under a quiet greeting), and a square or dual-tone beep between the
-/// two was never tonal: recipe e's 1,100 Hz square beep at −50.3 dBFS, 27 dB over its line
-/// (e-2 machine-030), and recipe b's 950 + 1,188 Hz beep at −51 dBFS, 29 dB over its line
-/// (b-3 machine-074), were missed while a pure tone as quiet is found. A voicemail's buzzer
-/// or two-tone beep is no louder than its pure beeps: the bound must be the same.
-const TWO_TONE_MIN_DBFS: f32 = -60.0;
 
 /// A frame whose one-sinusoid tonality reaches this (dB: the default beep threshold) is not
 /// also fitted with two.
@@ -2057,7 +2061,7 @@ impl Detector {
                 // What the far end said, our own echo taken out.
                 self.echo
                     .process_frame(self.frames * FRAME as u64, &mut self.buf);
-                let f = analyse(&self.buf, &mut self.two_tone_gate);
+                let f = analyse_at(&self.buf, &mut self.two_tone_gate, self.p.beep_min_dbfs);
                 self.echo
                     .residual_tonality(f.tonality_db, f.level_dbfs - self.floor.get());
                 self.echo_ceiling = self.echo.end_frame(self.frames, self.p.echo_return_loss_db);
@@ -3909,6 +3913,29 @@ mod tests {
     }
 
     #[test]
+    fn the_two_tone_fit_s_bound_is_beep_min_dbfs() {
+        // Review finding 3: the bound copied the parameter's default; lowered, the parameter
+        // must bring dual-tone beeps under −60 dBFS with it.
+        let a = tone(200, 770.0, -64.0);
+        let b = tone(200, 1336.0, -64.0);
+        let x: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+        let q: Vec<f32> = g711(&x).iter().map(|&v| f32::from(v)).collect();
+        let fitted = |min: f32| {
+            let mut gate = TwoToneGate::new();
+            let frames: Vec<Frame> = q
+                .chunks(FRAME)
+                .map(|c| analyse_at(c, &mut gate, min))
+                .collect();
+            frames[1..]
+                .iter()
+                .filter(|f| f.tonality_db >= ONE_TONE_DB)
+                .count()
+        };
+        assert_eq!(fitted(-60.0), 0);
+        assert!(fitted(-66.0) >= 5, "{}", fitted(-66.0));
+    }
+
+    #[test]
     fn the_two_tone_gate_passes_steady_tones_and_stops_most_speech() {
         // Two tones at once (DTMF 770 + 1,336 Hz) through µ-law: every frame after the
         // first is stationary with the one before, and fitted as two tones.
@@ -5070,7 +5097,7 @@ mod tests {
     fn square_and_two_tone_beeps_as_quiet_as_a_pure_one_are_beeps() {
         // A beep may be recorded at −50 to −60 dBFS (see `beep_min_dbfs`); a buzzer's square
         // wave or a two-tone beep there must be found as a pure tone is (see
-        // `TWO_TONE_MIN_DBFS`: at −50 dBFS their frames were never fitted).
+        // `beep_min_dbfs` given to `analyse_at`: at −50 dBFS their frames were never fitted).
         let dual = |ms: u32| -> Vec<f32> {
             let (a, b) = (tone(ms, 950.0, -54.0), tone(ms, 1187.5, -54.0));
             a.iter().zip(&b).map(|(x, y)| x + y).collect()
