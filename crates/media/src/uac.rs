@@ -572,6 +572,15 @@ impl Uac {
             .sum()
     }
 
+    /// How many times the SIP loops waited (on their socket, timer, inbox or commands) and
+    /// were woken: at most one thread wake-up each, fewer when the wait ended at once.
+    pub fn sip_loop_waits(&self) -> u64 {
+        self.loops
+            .iter()
+            .map(|l| l.jobs.waits.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// RTP socket pairs open now, in calls and idle in the pools (bound and not yet closed):
     /// two counters read per loop, no lock taken — cheap enough to sample often.
     pub fn rtp_pairs_open(&self) -> u64 {
@@ -884,6 +893,8 @@ struct Jobs {
     look: AtomicBool,
     /// Calls the loop moved to tasks ([`Uac::calls_as_tasks`]).
     to_tasks: AtomicU64,
+    /// The loop's waits so far ([`Uac::sip_loop_waits`]).
+    waits: AtomicU64,
     /// The reports' wake-ups of the callers: one per loop turn (`relay.rs`).
     relay: crate::relay::Relay,
 }
@@ -2882,6 +2893,17 @@ pub enum Command {
 /// trickle is read at once as before.
 const COALESCE: Duration = Duration::from_millis(1);
 
+/// While a call handed ahead ([`Uac::call_at`]) starts within this, the loop ticks: it does
+/// not watch its socket, and its timer — the calls' starts, the endpoint's and the inline
+/// calls' deadlines — is due at most once per this, on a grid (the next multiple of this
+/// since the loop began): each turn places the calls whose start has come, reads what
+/// arrived, serves what is due. At 1,000 calls/s handed ahead a 1 ms tick woke the loop once
+/// per call — the thread switch back in, 10–14 % of the process's samples at that rate
+/// (BENCHMARKS.md S1, step 40) —; on a 2 ms grid every wake-up places two, and at 4,000/s
+/// eight instead of four. The price: a call handed ahead leaves up to this after its start,
+/// and a datagram waits up to this before it is read — far inside SIP's timers (T1 500 ms).
+const TICK: Duration = Duration::from_millis(2);
+
 /// Wake-ups by datagrams in a row, each within [`COALESCE`] of the one before, that make the
 /// loop pause before its next read: a lone call's responses (180, 200, then its BYE's 200)
 /// come that close together and stop there, and pausing for them cost a timer wake-up of its
@@ -3076,6 +3098,7 @@ impl LoopThread {
             wake: tokio::sync::Notify::new(),
             look: AtomicBool::new(false),
             to_tasks: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
             relay: crate::relay::Relay::default(),
         });
         let (sip, task) = {
@@ -3132,6 +3155,8 @@ async fn sip_loop(
     // The callers' wake-ups by this loop's reports: held in a turn, made when it ends
     // (before each wait, and when the loop ends).
     let _turns = jobs.as_ref().map(|j| j.relay.guard());
+    // The origin of the ticks' grid ([`TICK`]).
+    let epoch = Instant::now();
     loop {
         // New calls first: placed here, their INVITEs go out with this turn's datagrams.
         if let (Some(jobs), Some(rx)) = (&jobs, &jobs_rx) {
@@ -3240,11 +3265,30 @@ async fn sip_loop(
         // `background` = the endpoint's BYE/CANCEL transactions + commands queued that will
         // make one (added by `SipLoop::send`, taken off in `command`).
         inl.publish(&ep);
-        // The endpoint's timers and the inline calls' deadlines: one timer.
+        // A call handed ahead starts within a tick (at 1,000 calls/s handed ahead, the next
+        // start always does): the loop ticks ([`TICK`]) — the socket is not watched
+        // meanwhile, what comes is read at the timer's turn (one wake-up for the starts and
+        // the datagrams, as sipp's UAC works on a tick too) and, the socket then not
+        // registered for readability ([`UdpNet`]), a datagram arriving wakes nothing. Only
+        // for a held start: a loop of calls placed at once (the runner's) whose endpoint or
+        // ring timers are due as often watches its socket as before.
+        let now = Instant::now();
+        let tick = inl
+            .next_start()
+            .is_some_and(|t| t.saturating_duration_since(now) <= TICK);
+        // The endpoint's timers and the inline calls' deadlines: one timer — while ticking,
+        // not before the next tick.
         let mut deadline = [ep.poll_timeout(), inl.next()]
             .into_iter()
             .flatten()
             .min()
+            .map(|d| {
+                if tick {
+                    d.max(next_tick(epoch, now))
+                } else {
+                    d
+                }
+            })
             .map(tokio::time::Instant::from_std);
         if let Some(d) = deadline {
             if timer.deadline() != d {
@@ -3260,16 +3304,6 @@ async fn sip_loop(
             }
             jobs.relay.flush();
         }
-        // A call handed ahead starts within `COALESCE` (at 1,000 calls/s handed ahead, the
-        // next start is always that close), so the loop's timer is due by then: the socket is
-        // not watched meanwhile — what comes is read at that turn (sipp's UAC works on a 1 ms
-        // tick too), one loop turn instead of one per datagram, and — the socket then not
-        // registered for readability ([`UdpNet`]) — one thread wake-up. Only for a held
-        // start: a loop of calls placed at once (the runner's) whose endpoint or ring timers
-        // are due as often watches its socket as before.
-        let tick = inl
-            .next_start()
-            .is_some_and(|t| t.saturating_duration_since(Instant::now()) <= COALESCE);
         // Not watched while ticking: a datagram then wakes nothing ([`UdpNet`]).
         if wire.watch(!tick) {
             // Not registered for reading though asked to be: read at the timer's turns, the
@@ -3279,6 +3313,9 @@ async fn sip_loop(
                 deadline = Some(poll);
                 timer.as_mut().reset(poll);
             }
+        }
+        if let Some(j) = &jobs {
+            j.waits.fetch_add(1, Ordering::Relaxed);
         }
         tokio::select! {
             () = async {
@@ -3361,6 +3398,13 @@ async fn sip_loop(
     }
 }
 
+/// The first tick of the grid that began at `epoch` after `now` ([`TICK`]).
+fn next_tick(epoch: Instant, now: Instant) -> Instant {
+    let tick = TICK.as_nanos();
+    let ticks = now.saturating_duration_since(epoch).as_nanos() / tick + 1;
+    epoch + Duration::from_nanos(u64::try_from(ticks * tick).unwrap_or(u64::MAX))
+}
+
 /// The loop's network side: the UDP socket, or the TCP listener, the connections' write
 /// halves by peer, and the messages their readers framed.
 struct Wire {
@@ -3390,7 +3434,7 @@ enum Net {
 /// out a full send buffer: [`UdpNet::send_to`]), and — through a duplicate of its
 /// descriptor — registered for readability only while the loop watches it
 /// ([`UdpNet::watch`]). While the loop ticks on its timer (a held call starting within
-/// `COALESCE`: 1,000 calls/s and more handed ahead), what came is read at the tick, and a
+/// [`TICK`]: 500 calls/s and more handed ahead), what came is read at the tick, and a
 /// datagram arriving must not wake the thread meanwhile: registered for readability, the
 /// socket woke the reactor's thread (this thread: epoll) at each arrival even when no task
 /// waited on it — 1.6 thread switches per call at 1,000/s where the ticks are one. Tokio's
@@ -4359,6 +4403,34 @@ mod tests {
         }
         assert!(looked > 0, "every look came too late to tell");
         all_completed(calls).await;
+        assert!(sipp.succeeded());
+    }
+
+    /// Calls handed ahead 1 ms apart (1,000 calls/s) are placed on the loop's ticks
+    /// ([`TICK`]): the loop waits about once per tick, not once per call (a 1 ms tick waited
+    /// once per call or more), every call still placed at its start and completed.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn calls_handed_ahead_densely_are_placed_on_ticks_not_one_wake_up_each() {
+        const CALLS: usize = 300;
+        let (mut sipp, uac, trunk) = ahead_setup(CALLS, 1, &[]).await;
+        let first = Instant::now() + Duration::from_millis(300);
+        let waits0 = uac.sip_loop_waits();
+        let calls: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let (u, t) = (uac.clone(), trunk.clone());
+                let at = first + Duration::from_millis(i as u64);
+                tokio::spawn(async move { u.call_at(&t, short_call(i, None), at, no_hook).await })
+            })
+            .collect();
+        all_completed(calls).await;
+        let waits = uac.sip_loop_waits() - waits0;
+        // Over the 300 ms of starts a 2 ms tick waits ~150 times, plus the wait for the first
+        // start and those of the last calls' ends; one wait per call (or more) is the 1 ms
+        // tick's.
+        assert!(
+            waits < CALLS as u64 * 3 / 4,
+            "{waits} waits for {CALLS} calls"
+        );
         assert!(sipp.succeeded());
     }
 
