@@ -435,7 +435,12 @@ const T_RANK: u8 = 9;
 
 impl<'a> Lines<'a> {
     fn read(text: &'a str) -> Result<Lines<'a>, String> {
-        let mut sd = Lines::default();
+        // Sized for a usual answer: no reallocation while reading it.
+        let mut sd = Lines {
+            attrs: Vec::with_capacity(16),
+            media: Vec::with_capacity(2),
+            ..Lines::default()
+        };
         // The rank of the last session-level line (`None` before `v=`).
         let mut rank: Option<u8> = None;
         for raw in text.split('\n') {
@@ -560,14 +565,19 @@ fn connection(value: &str) -> Result<Option<&str>, String> {
 
 /// An `o=` line: six fields, numeric session id and version, `IN`, `IP4` or `IP6`.
 fn origin(value: &str) -> Result<(), String> {
-    let f: Vec<&str> = value.split_whitespace().collect();
-    match f.as_slice() {
-        [_, id, version, "IN", "IP4" | "IP6", _]
-            if id.parse::<u64>().is_ok() && version.parse::<u64>().is_ok() =>
-        {
-            Ok(())
-        }
-        _ => Err(format!("`o={value}`")),
+    let mut f = value.split_whitespace();
+    let _user = f.next();
+    let numeric = |x: Option<&str>| x.is_some_and(|x| x.parse::<u64>().is_ok());
+    let ok = numeric(f.next())
+        && numeric(f.next())
+        && f.next() == Some("IN")
+        && matches!(f.next(), Some("IP4" | "IP6"))
+        && f.next().is_some()
+        && f.next().is_none();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`o={value}`"))
     }
 }
 
