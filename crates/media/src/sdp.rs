@@ -495,15 +495,11 @@ impl<'a> Lines<'a> {
             }
             rank = Some(r);
             match key {
-                b'v' => {
-                    if value
-                        .parse::<u32>()
-                        .map_err(|e| format!("`v={value}`: {e}"))?
-                        != 0
-                    {
-                        return Err(format!("`v={value}`: not version 0"));
-                    }
-                }
+                b'v' => match value.parse::<u32>() {
+                    Ok(0) => {}
+                    Ok(_) => return Err(format!("`v={value}`: not version 0")),
+                    Err(e) => return Err(format!("`v={value}`: {e}")),
+                },
                 b'o' => origin(value)?,
                 b'c' => sd.connection = Some(connection(value)?),
                 b'b' => bandwidth(value)?,
