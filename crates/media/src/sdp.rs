@@ -2,7 +2,6 @@
 //! stream's direction (RFC 3264 §5.1, §6.1), RTCP address (RFC 3605, RFC 3550 §11) and
 //! `rtcp-mux` (RFC 5761).
 
-use std::io::Cursor;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::g711::Codec;
@@ -126,10 +125,12 @@ impl LocalSdp {
         self.render()
     }
 
+    /// The body, written piece by piece into two strings sized for it (issue 19, S1 step
+    /// 36: `format!` of it was 2.4 % of the `load` process's samples at 4,000/s).
     fn render(&mut self) -> String {
+        use std::fmt::Write as _;
         let ip = self.rtp.ip();
         let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-        let mux = if self.rtcp_mux { "a=rtcp-mux\r\n" } else { "" };
         // The rejected lines before ours keep their index below our audio line's.
         let audio_at = self
             .rejected
@@ -138,36 +139,56 @@ impl LocalSdp {
             .take_while(|(k, (i, _))| k == i)
             .count();
         let (before, after) = self.rejected.split_at(audio_at);
-        let lines = |ls: &[(usize, String)]| ls.iter().map(|(_, l)| l.as_str()).collect::<String>();
-        let rest = format!(
-            "s=crieur\r\n\
-             c=IN {family} {ip}\r\n\
-             t=0 0\r\n\
-             {before}\
-             m=audio {port} RTP/AVP 0 8 {OFFER_EVENT_PT}\r\n\
-             a=rtpmap:0 PCMU/8000\r\n\
-             a=rtpmap:8 PCMA/8000\r\n\
-             a=rtpmap:{OFFER_EVENT_PT} telephone-event/8000\r\n\
-             a=fmtp:{OFFER_EVENT_PT} 0-15\r\n\
-             a=ptime:20\r\n\
-             {mux}a={dir}\r\n\
-             {after}",
-            before = lines(before),
-            after = lines(after),
-            port = self.rtp.port(),
-            dir = self.direction.as_str(),
-        );
+        let rejected: usize = self.rejected.iter().map(|(_, l)| l.len()).sum();
+        let mut rest = String::with_capacity(REST_LEN + rejected);
+        rest.push_str("s=crieur\r\nc=IN ");
+        rest.push_str(family);
+        rest.push(' ');
+        // Writing into a String cannot fail.
+        let _ = write!(rest, "{ip}");
+        rest.push_str("\r\nt=0 0\r\n");
+        before.iter().for_each(|(_, l)| rest.push_str(l));
+        rest.push_str("m=audio ");
+        let _ = write!(rest, "{}", self.rtp.port());
+        rest.push_str(OFFER_MEDIA);
+        if self.rtcp_mux {
+            rest.push_str("a=rtcp-mux\r\n");
+        }
+        rest.push_str("a=");
+        rest.push_str(self.direction.as_str());
+        rest.push_str("\r\n");
+        after.iter().for_each(|(_, l)| rest.push_str(l));
         if self.last.as_ref().is_some_and(|l| *l != rest) {
             self.version = self.version.wrapping_add(1);
         }
-        let body = format!(
-            "v=0\r\no=crieur {} {} IN {family} {ip}\r\n{rest}",
+        let mut body = String::with_capacity(rest.len() + 96);
+        let _ = write!(
+            body,
+            "v=0\r\no=crieur {} {} IN {family} {ip}\r\n",
             self.session_id, self.version
         );
+        body.push_str(&rest);
         self.last = Some(rest);
         body
     }
 }
+
+/// The offer's lines after the `m=` line's port (its formats, their maps, the packet time),
+/// the same for every call.
+const OFFER_MEDIA: &str = concat!(
+    " RTP/AVP 0 8 101\r\n",
+    "a=rtpmap:0 PCMU/8000\r\n",
+    "a=rtpmap:8 PCMA/8000\r\n",
+    "a=rtpmap:101 telephone-event/8000\r\n",
+    "a=fmtp:101 0-15\r\n",
+    "a=ptime:20\r\n",
+);
+
+// OFFER_MEDIA names our telephone-event type.
+const _: () = assert!(OFFER_EVENT_PT == 101);
+
+/// The length of the body after `o=` with the longest address and no rejected line.
+const REST_LEN: usize = 64 + OFFER_MEDIA.len() + 40;
 
 /// Our offer: PCMU, PCMA and telephone-event/8000 on `rtp` (the RTP socket's address).
 pub fn offer(rtp: SocketAddr, session_id: u64) -> String {
@@ -230,91 +251,108 @@ impl RemoteSdp {
 /// What the callee chose (the older name of [`RemoteSdp`]).
 pub type Answer = RemoteSdp;
 
+/// Whether an `a=rtpmap` encoding (`<name>/<rate>[/<channels>]`, RFC 8866 §6.6) is `name` at
+/// 8,000 Hz, mono: the channel count may be left out or written `/1`, as some UAs do.
+fn encoding_is(encoding: &str, name: &str) -> bool {
+    let mut parts = encoding.split('/');
+    parts.next().is_some_and(|n| n.eq_ignore_ascii_case(name))
+        && parts.next() == Some("8000")
+        && matches!(parts.next(), None | Some("1"))
+        && parts.next().is_none()
+}
+
+/// `a=rtcp:<port> [IN IP4|IP6 <address>]` (RFC 3605). The address may be a host name (the RFC
+/// allows it; we resolve none in the call path): then RTCP goes to `ip`, the media's, at the
+/// port given. `None` when the port is not a port.
+fn rtcp_attribute(value: &str, ip: IpAddr) -> Option<SocketAddr> {
+    let mut w = value.split_whitespace();
+    let port: u16 = w.next()?.parse().ok()?;
+    let ip = match (w.next(), w.next(), w.next()) {
+        (Some("IN"), Some(_), Some(a)) => a.parse().unwrap_or(ip),
+        _ => ip,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 /// Parses the callee's answer (or a re-INVITE's offer). A description with neither PCMU nor
 /// PCMA is [`Error::CodecMismatch`]; an unparsable one [`Error::BadSdp`].
+///
+/// Read by hand rather than with the `sdp` crate (issue 19, BENCHMARKS.md S1 step 35): its
+/// full parse built a `String` for every field of every line and a `Vec` per line group —
+/// 8.3 % of the `load` process's samples at 4,000 calls/s — for the few fields read here. This reads
+/// the body once, borrowing, and still checks it as that crate did (RFC 4566 §5): `v=0`,
+/// `o=`, `s=` first, the session-level lines in their order, a `t=` before the media, the
+/// `o=`, `c=`, `t=`, `r=`, `z=`, `b=` and `m=` lines' fields. It does not check what no
+/// field read here depends on and the crate did: a `u=` line's URL syntax.
 pub fn parse_answer(body: &[u8]) -> Result<RemoteSdp, Error> {
     let bad = |why: String| Error::BadSdp { why };
-    let sd = sdp::SessionDescription::unmarshal(&mut Cursor::new(body))
-        .map_err(|e| bad(e.to_string()))?;
+    let text = std::str::from_utf8(body).map_err(|e| bad(e.to_string()))?;
+    let sd = Lines::read(text).map_err(bad)?;
     let (audio_index, media) = sd
-        .media_descriptions
+        .media
         .iter()
         .enumerate()
-        .find(|(_, m)| m.media_name.media == "audio" && m.media_name.port.value > 0)
+        .find(|(_, m)| m.media == "audio" && m.port > 0)
         .ok_or_else(|| bad("no active audio stream".into()))?;
     let m_lines = sd
-        .media_descriptions
+        .media
         .iter()
         .map(|m| {
-            let n = &m.media_name;
             (
-                n.media.clone(),
-                n.protos.join("/"),
-                n.formats.first().cloned().unwrap_or_else(|| "0".into()),
+                m.media.to_owned(),
+                m.proto.to_owned(),
+                m.formats().next().unwrap_or("0").to_owned(),
             )
         })
         .collect();
-    let conn = media
-        .connection_information
-        .as_ref()
-        .or(sd.connection_information.as_ref())
-        .and_then(|c| c.address.as_ref())
-        .ok_or_else(|| bad("no connection address".into()))?;
+    let conn = match media.connection {
+        Some(c) => c,
+        None => sd.connection.flatten(),
+    }
+    .ok_or_else(|| bad("no connection address".into()))?;
     let ip: IpAddr = conn
-        .address
         .split('/')
         .next()
         .unwrap_or_default()
         .parse()
-        .map_err(|_| {
-            bad(format!(
-                "connection address `{}` is not an IP address",
-                conn.address
-            ))
-        })?;
-    let port =
-        u16::try_from(media.media_name.port.value).map_err(|_| bad("port out of range".into()))?;
+        .map_err(|_| bad(format!("connection address `{conn}` is not an IP address")))?;
+    let port = media.port;
+    let attrs = sd.attrs.get(media.attrs.clone()).unwrap_or_default();
     let attr = |key: &'static str| {
-        media
-            .attributes
+        attrs
             .iter()
-            .filter(move |a| a.key == key)
-            .map(|a| a.value.as_deref().unwrap_or(""))
+            .filter(move |(k, _)| *k == key)
+            .map(|(_, v)| v.unwrap_or(""))
     };
     // rtpmap lines: "<pt> <name>/<rate>[/<channels>]"
-    let rtpmap = |pt: &str| -> Option<String> {
+    let rtpmap = |pt: &str| -> Option<&str> {
         attr("rtpmap").find_map(|v| {
             let mut w = v.split_whitespace();
-            (w.next() == Some(pt)).then(|| w.next().unwrap_or("").to_ascii_lowercase())
+            (w.next() == Some(pt)).then(|| w.next().unwrap_or(""))
         })
     };
-    let formats = &media.media_name.formats;
-    let codecs: Vec<Codec> = formats
-        .iter()
-        .filter_map(|f| match (f.as_str(), rtpmap(f).as_deref()) {
-            (_, Some("pcmu/8000")) | ("0", None) => Some(Codec::Pcmu),
-            (_, Some("pcma/8000")) | ("8", None) => Some(Codec::Pcma),
-            _ => None,
-        })
-        .collect();
+    let law = |f: &str| match (f, rtpmap(f)) {
+        (_, Some(m)) if encoding_is(m, "PCMU") => Some(Codec::Pcmu),
+        (_, Some(m)) if encoding_is(m, "PCMA") => Some(Codec::Pcma),
+        ("0", None) => Some(Codec::Pcmu),
+        ("8", None) => Some(Codec::Pcma),
+        _ => None,
+    };
+    let codecs: Vec<Codec> = media.formats().filter_map(law).collect();
     let mut event_pts = Vec::new();
     let mut other_pts = Vec::new();
-    for f in formats {
+    for f in media.formats() {
         let Ok(pt) = f.parse::<u8>() else { continue };
         match rtpmap(f) {
-            Some(m) if m == "telephone-event/8000" => event_pts.push(pt),
+            Some(m) if encoding_is(m, "telephone-event") => event_pts.push(pt),
             Some(_) if pt >= 96 => other_pts.push(pt),
             _ => {}
         }
     }
-    let direction_in = |attrs: &[sdp::description::common::Attribute]| {
-        attrs
-            .iter()
-            .rev()
-            .find_map(|a| Direction::parse(a.key.as_str()))
-    };
-    let mut direction = direction_in(&media.attributes)
-        .or_else(|| direction_in(&sd.attributes))
+    let direction_in =
+        |attrs: &[(&str, Option<&str>)]| attrs.iter().rev().find_map(|(k, _)| Direction::parse(k));
+    let mut direction = direction_in(attrs)
+        .or_else(|| direction_in(sd.attrs.get(..sd.session_attrs).unwrap_or_default()))
         .unwrap_or(Direction::SendRecv);
     if ip.is_unspecified() {
         direction = if direction.sends() {
@@ -329,18 +367,16 @@ pub fn parse_answer(body: &[u8]) -> Result<RemoteSdp, Error> {
     let rtcp = if rtcp_mux {
         remote
     } else {
-        attr("rtcp")
-            .next()
-            .and_then(|v| {
-                let mut w = v.split_whitespace();
-                let port: u16 = w.next()?.parse().ok()?;
-                let ip = match (w.next(), w.next(), w.next()) {
-                    (Some("IN"), Some(_), Some(a)) => a.parse().ok()?,
-                    _ => ip,
-                };
-                Some(SocketAddr::new(ip, port))
-            })
-            .unwrap_or_else(|| SocketAddr::new(ip, port.wrapping_add(1)))
+        match attr("rtcp").next().and_then(|v| rtcp_attribute(v, ip)) {
+            Some(a) => a,
+            // RTCP on the next port (RFC 3550 §11); an RTP port of 65535 leaves none.
+            None => SocketAddr::new(
+                ip,
+                port.checked_add(1).ok_or_else(|| {
+                    bad("RTP port 65535 leaves no port for RTCP (RFC 3550 §11)".into())
+                })?,
+            ),
+        }
     };
     match codecs.first() {
         Some(&codec) => Ok(RemoteSdp {
@@ -357,14 +393,284 @@ pub fn parse_answer(body: &[u8]) -> Result<RemoteSdp, Error> {
             audio_index,
         }),
         None => Err(Error::CodecMismatch {
-            answered: formats.join(" "),
+            answered: media.formats().collect::<Vec<_>>().join(" "),
         }),
     }
+}
+
+/// One `m=` section of a session description, borrowed from it.
+#[derive(Debug)]
+struct MediaLines<'a> {
+    media: &'a str,
+    port: u16,
+    proto: &'a str,
+    /// The `m=` line's value (its formats are its fourth field on).
+    line: &'a str,
+    /// Its last `c=` line's address: `Some(None)` for a `c=` line without one.
+    connection: Option<Option<&'a str>>,
+    /// Its attributes: a range of [`Lines::attrs`].
+    attrs: std::ops::Range<usize>,
+}
+
+impl<'a> MediaLines<'a> {
+    fn formats(&self) -> impl Iterator<Item = &'a str> {
+        self.line.split_whitespace().skip(3)
+    }
+}
+
+/// What [`parse_answer`] reads of a session description, checked as the `sdp` crate (0.8)
+/// did: the lines in RFC 4566 §5's order, the fields of those whose syntax it checked.
+#[derive(Debug, Default)]
+struct Lines<'a> {
+    /// The session-level `c=` line's address (`Some(None)`: a `c=` line without one).
+    connection: Option<Option<&'a str>>,
+    /// Every `a=` line as (name, value after the first `:`): the session's first, then
+    /// each media section's ([`MediaLines::attrs`]).
+    attrs: Vec<(&'a str, Option<&'a str>)>,
+    session_attrs: usize,
+    media: Vec<MediaLines<'a>>,
+}
+
+/// The session-level line types in their order (RFC 4566 §5), as the rank each has; `r=`
+/// shares `t=`'s (repeat times follow their time description).
+fn session_rank(key: u8) -> Option<u8> {
+    Some(match key {
+        b'v' => 0,
+        b'o' => 1,
+        b's' => 2,
+        b'i' => 3,
+        b'u' => 4,
+        b'e' => 5,
+        b'p' => 6,
+        b'c' => 7,
+        b'b' => 8,
+        b't' | b'r' => 9,
+        b'z' => 10,
+        b'k' => 11,
+        b'a' => 12,
+        _ => return None,
+    })
+}
+
+const T_RANK: u8 = 9;
+
+impl<'a> Lines<'a> {
+    fn read(text: &'a str) -> Result<Lines<'a>, String> {
+        // Sized for a usual answer: no reallocation while reading it.
+        let mut sd = Lines {
+            attrs: Vec::with_capacity(16),
+            media: Vec::with_capacity(2),
+            ..Lines::default()
+        };
+        // The rank of the last session-level line (`None` before `v=`).
+        let mut rank: Option<u8> = None;
+        for raw in text.split('\n') {
+            let line = raw.trim_start_matches('\r');
+            if line.is_empty() {
+                continue;
+            }
+            let (key, value) = match line.as_bytes() {
+                [k, b'=', ..] => (*k, line.get(2..).unwrap_or_default().trim()),
+                _ => return Err(format!("`{line}` is not a `<type>=<value>` line")),
+            };
+            if let Some(m) = sd.media.last_mut() {
+                match key {
+                    b'a' => {
+                        sd.attrs.push(attribute(value));
+                        m.attrs.end = sd.attrs.len();
+                    }
+                    b'c' => m.connection = Some(connection(value)?),
+                    b'b' => bandwidth(value)?,
+                    b'i' | b'k' => {}
+                    b'm' => {
+                        let next = media(value, sd.attrs.len())?;
+                        sd.media.push(next);
+                    }
+                    _ => return Err(format!("`{}=` in a media description", key as char)),
+                }
+                continue;
+            }
+            if key == b'm' {
+                if rank.is_none_or(|r| r < T_RANK) {
+                    return Err("`m=` before a `t=` line".into());
+                }
+                sd.session_attrs = sd.attrs.len();
+                let m = media(value, sd.attrs.len())?;
+                sd.media.push(m);
+                continue;
+            }
+            let r = session_rank(key)
+                .ok_or_else(|| format!("`{}=` at the session level", key as char))?;
+            // Each in its order, once, but for `b=`, `t=`/`r=` and `a=` (repeated), and the
+            // first three exactly `v=`, `o=`, `s=`; `r=` only after a `t=`.
+            let in_order = match rank {
+                None => r == 0,
+                Some(cur) if cur < 2 => r == cur + 1,
+                Some(cur) => {
+                    r > cur && key != b'r' && (r <= T_RANK || cur >= T_RANK)
+                        || r == cur && matches!(key, b'b' | b't' | b'r' | b'a')
+                }
+            };
+            if !in_order {
+                return Err(format!("`{}=` out of order", key as char));
+            }
+            rank = Some(r);
+            match key {
+                b'v' => match value.parse::<u32>() {
+                    Ok(0) => {}
+                    Ok(_) => return Err(format!("`v={value}`: not version 0")),
+                    Err(e) => return Err(format!("`v={value}`: {e}")),
+                },
+                b'o' => origin(value)?,
+                b'c' => sd.connection = Some(connection(value)?),
+                b'b' => bandwidth(value)?,
+                b't' => {
+                    let mut f = value.split_whitespace();
+                    match (f.next(), f.next()) {
+                        (Some(a), Some(b))
+                            if a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok() => {}
+                        _ => return Err(format!("`t={value}`")),
+                    }
+                }
+                b'r' => {
+                    let f: Vec<&str> = value.split_whitespace().collect();
+                    if f.len() < 3 || !f.iter().all(|u| time_units(u).is_some()) {
+                        return Err(format!("`r={value}`"));
+                    }
+                }
+                b'z' => {
+                    let f: Vec<&str> = value.split_whitespace().collect();
+                    let pairs_ok = f.chunks(2).all(|p| match p {
+                        [t, o] => t.parse::<u64>().is_ok() && time_units(o).is_some(),
+                        _ => false,
+                    });
+                    if !pairs_ok {
+                        return Err(format!("`z={value}`"));
+                    }
+                }
+                b'a' => sd.attrs.push(attribute(value)),
+                _ => {}
+            }
+        }
+        // A description ends after its time description (or in a media description).
+        if sd.media.is_empty() && rank.is_none_or(|r| r < T_RANK) {
+            return Err("no `t=` line".into());
+        }
+        if sd.media.is_empty() {
+            sd.session_attrs = sd.attrs.len();
+        }
+        Ok(sd)
+    }
+}
+
+/// An `a=` line's value as (name, value after the first `:`).
+fn attribute(value: &str) -> (&str, Option<&str>) {
+    match value.split_once(':') {
+        Some((k, v)) => (k, Some(v)),
+        None => (value, None),
+    }
+}
+
+/// A `c=` line's address (`IN IP4|IP6 [address]`).
+fn connection(value: &str) -> Result<Option<&str>, String> {
+    let mut f = value.split_whitespace();
+    match (f.next(), f.next()) {
+        (Some("IN"), Some("IP4" | "IP6")) => Ok(f.next()),
+        _ => Err(format!("`c={value}`")),
+    }
+}
+
+/// An `o=` line: six fields, numeric session id and version, `IN`, `IP4` or `IP6`.
+fn origin(value: &str) -> Result<(), String> {
+    let mut f = value.split_whitespace();
+    let _user = f.next();
+    let numeric = |x: Option<&str>| x.is_some_and(|x| x.parse::<u64>().is_ok());
+    let ok = numeric(f.next())
+        && numeric(f.next())
+        && f.next() == Some("IN")
+        && matches!(f.next(), Some("IP4" | "IP6"))
+        && f.next().is_some()
+        && f.next().is_none();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`o={value}`"))
+    }
+}
+
+/// A `b=` line: `<type>:<number>`, the type `CT`, `AS`, `TIAS` or `X-…`.
+fn bandwidth(value: &str) -> Result<(), String> {
+    let mut parts = value.split(':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(t), Some(n), None)
+            if (t.starts_with("X-") || matches!(t, "CT" | "AS" | "TIAS"))
+                && n.parse::<u64>().is_ok() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("`b={value}`")),
+    }
+}
+
+/// A time with an optional unit (`d`, `h`, `m`, `s`), in seconds (`r=`, `z=` lines).
+fn time_units(value: &str) -> Option<i64> {
+    let (num, factor) = match value.as_bytes().last() {
+        Some(b'd') => (value.get(..value.len() - 1)?, 86_400),
+        Some(b'h') => (value.get(..value.len() - 1)?, 3_600),
+        Some(b'm') => (value.get(..value.len() - 1)?, 60),
+        Some(b's') => (value.get(..value.len() - 1)?, 1),
+        _ => (value, 1),
+    };
+    num.parse::<i64>().ok()?.checked_mul(factor)
+}
+
+/// An `m=` line: `<media> <port>[/<count>] <proto> <format>…`, the media and each part of
+/// the protocol among those the `sdp` crate knew.
+fn media(value: &str, attrs_at: usize) -> Result<MediaLines<'_>, String> {
+    let bad = || format!("`m={value}`");
+    let mut f = value.split_whitespace();
+    let (Some(media), Some(port), Some(proto), Some(_)) = (f.next(), f.next(), f.next(), f.next())
+    else {
+        return Err(bad());
+    };
+    if !matches!(
+        media,
+        "audio" | "video" | "text" | "application" | "message" | "image"
+    ) {
+        return Err(bad());
+    }
+    let mut port_parts = port.split('/');
+    let port: u16 = port_parts
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| bad())?;
+    if let Some(count) = port_parts.next() {
+        count.parse::<i32>().map_err(|_| bad())?;
+    }
+    let known = |p: &str| {
+        matches!(
+            p,
+            "UDP" | "RTP" | "AVP" | "SAVP" | "SAVPF" | "TLS" | "DTLS" | "SCTP" | "AVPF" | "udptl"
+        )
+    };
+    if !proto.split('/').all(known) {
+        return Err(bad());
+    }
+    Ok(MediaLines {
+        media,
+        port,
+        proto,
+        line: value,
+        connection: None,
+        attrs: attrs_at..attrs_at,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn answer(m: &str, attrs: &str) -> Result<RemoteSdp, Error> {
         let body = format!("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {m}\r\n{attrs}");
@@ -472,6 +778,30 @@ mod tests {
     }
 
     #[test]
+    fn the_offer_and_an_answer_byte_for_byte() {
+        let o = LocalSdp::new(addr("[2001:db8::1]:4000"), 7).offer();
+        assert_eq!(
+            o,
+            "v=0\r\no=crieur 7 7 IN IP6 2001:db8::1\r\ns=crieur\r\nc=IN IP6 2001:db8::1\r\n\
+             t=0 0\r\nm=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
+             a=ptime:20\r\na=rtcp-mux\r\na=sendrecv\r\n"
+        );
+        let body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                    m=video 7000 RTP/AVP 31\r\nm=audio 6000 RTP/AVP 0\r\na=sendonly\r\n\
+                    m=image 9 udptl t38\r\n";
+        let offer = parse_answer(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let a = LocalSdp::new(addr("10.0.0.1:4002"), 9).answer(&offer);
+        assert_eq!(
+            a,
+            "v=0\r\no=crieur 9 9 IN IP4 10.0.0.1\r\ns=crieur\r\nc=IN IP4 10.0.0.1\r\n\
+             t=0 0\r\nm=video 0 RTP/AVP 31\r\nm=audio 4002 RTP/AVP 0 8 101\r\n\
+             a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+             a=fmtp:101 0-15\r\na=ptime:20\r\na=recvonly\r\nm=image 0 udptl t38\r\n"
+        );
+    }
+
+    #[test]
     fn version_moves_only_when_our_sdp_changes() {
         let mut l = LocalSdp::new(addr("127.0.0.1:4000"), 7);
         let first = l.offer();
@@ -520,5 +850,498 @@ mod tests {
         // Parsable, and the same offer gets the same answer, version included.
         assert!(parse_answer(a.as_bytes()).is_ok());
         assert_eq!(l.answer(&offer), a);
+    }
+
+    /// What `parse_answer` was before it read the body by hand (the `sdp` crate's parse,
+    /// then the same reading of its fields): the reference the reader is checked against.
+    /// The fields' meaning (`encoding_is`, `rtcp_attribute`, the RTCP port) is shared with
+    /// `parse_answer`, so this checks the line reader; the meaning has fixed-value tests
+    /// (`channel_counts_host_names_and_the_last_port`).
+    fn crate_parse(body: &[u8]) -> Result<RemoteSdp, Error> {
+        let bad = |why: String| Error::BadSdp { why };
+        let sd = sdp::SessionDescription::unmarshal(&mut std::io::Cursor::new(body))
+            .map_err(|e| bad(e.to_string()))?;
+        let (audio_index, media) = sd
+            .media_descriptions
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.media_name.media == "audio" && m.media_name.port.value > 0)
+            .ok_or_else(|| bad("no active audio stream".into()))?;
+        let m_lines = sd
+            .media_descriptions
+            .iter()
+            .map(|m| {
+                let n = &m.media_name;
+                (
+                    n.media.clone(),
+                    n.protos.join("/"),
+                    n.formats.first().cloned().unwrap_or_else(|| "0".into()),
+                )
+            })
+            .collect();
+        let conn = media
+            .connection_information
+            .as_ref()
+            .or(sd.connection_information.as_ref())
+            .and_then(|c| c.address.as_ref())
+            .ok_or_else(|| bad("no connection address".into()))?;
+        let ip: IpAddr = conn
+            .address
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| bad("not an IP address".into()))?;
+        let port = u16::try_from(media.media_name.port.value)
+            .map_err(|_| bad("port out of range".into()))?;
+        let attr = |key: &'static str| {
+            media
+                .attributes
+                .iter()
+                .filter(move |a| a.key == key)
+                .map(|a| a.value.as_deref().unwrap_or(""))
+        };
+        let rtpmap = |pt: &str| -> Option<String> {
+            attr("rtpmap").find_map(|v| {
+                let mut w = v.split_whitespace();
+                (w.next() == Some(pt)).then(|| w.next().unwrap_or("").to_ascii_lowercase())
+            })
+        };
+        let formats = &media.media_name.formats;
+        let codecs: Vec<Codec> = formats
+            .iter()
+            .filter_map(|f| match (f.as_str(), rtpmap(f).as_deref()) {
+                (_, Some(m)) if encoding_is(m, "PCMU") => Some(Codec::Pcmu),
+                (_, Some(m)) if encoding_is(m, "PCMA") => Some(Codec::Pcma),
+                ("0", None) => Some(Codec::Pcmu),
+                ("8", None) => Some(Codec::Pcma),
+                _ => None,
+            })
+            .collect();
+        let mut event_pts = Vec::new();
+        let mut other_pts = Vec::new();
+        for f in formats {
+            let Ok(pt) = f.parse::<u8>() else { continue };
+            match rtpmap(f) {
+                Some(m) if encoding_is(&m, "telephone-event") => event_pts.push(pt),
+                Some(_) if pt >= 96 => other_pts.push(pt),
+                _ => {}
+            }
+        }
+        let direction_in = |attrs: &[sdp::description::common::Attribute]| {
+            attrs
+                .iter()
+                .rev()
+                .find_map(|a| Direction::parse(a.key.as_str()))
+        };
+        let mut direction = direction_in(&media.attributes)
+            .or_else(|| direction_in(&sd.attributes))
+            .unwrap_or(Direction::SendRecv);
+        if ip.is_unspecified() {
+            direction = if direction.sends() {
+                Direction::SendOnly
+            } else {
+                Direction::Inactive
+            };
+        }
+        let rtcp_mux = attr("rtcp-mux").next().is_some();
+        let remote = SocketAddr::new(ip, port);
+        let rtcp = if rtcp_mux {
+            remote
+        } else {
+            match attr("rtcp").next().and_then(|v| rtcp_attribute(v, ip)) {
+                Some(a) => a,
+                None => SocketAddr::new(
+                    ip,
+                    port.checked_add(1)
+                        .ok_or_else(|| bad("no port for RTCP".into()))?,
+                ),
+            }
+        };
+        match codecs.first() {
+            Some(&codec) => Ok(RemoteSdp {
+                remote,
+                rtcp,
+                rtcp_mux,
+                codec,
+                codecs,
+                event_pt: event_pts.first().copied(),
+                event_pts,
+                other_pts,
+                direction,
+                m_lines,
+                audio_index,
+            }),
+            None => Err(Error::CodecMismatch {
+                answered: formats.join(" "),
+            }),
+        }
+    }
+
+    /// The two parses' results side by side: equal when both parse, the same error kind
+    /// (and the same formats named in a codec mismatch) when neither does.
+    fn agree(body: &[u8]) -> Result<(), String> {
+        match (parse_answer(body), crate_parse(body)) {
+            (Ok(a), Ok(b)) if a == b => Ok(()),
+            (Err(Error::BadSdp { .. }), Err(Error::BadSdp { .. })) => Ok(()),
+            (
+                Err(Error::CodecMismatch { answered: a }),
+                Err(Error::CodecMismatch { answered: b }),
+            ) if a == b => Ok(()),
+            (ours, theirs) => Err(format!(
+                "{:?}\nours:   {ours:?}\ntheirs: {theirs:?}",
+                String::from_utf8_lossy(body)
+            )),
+        }
+    }
+
+    #[test]
+    fn the_reader_agrees_with_the_sdp_crate_on_known_bodies() {
+        let good = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
+        let bodies = [
+            // sipp's uas answer, a carrier's with session attributes and bandwidth, the
+            // order rules (RFC 4566 §5), and what each line's fields must be.
+            format!("{good}m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"),
+            "v=0\r\no=x 1 2 IN IP6 ::1\r\ns=x\r\ni=info\r\ne=a@b\r\np=+1\r\nc=IN IP6 ::1\r\nb=AS:64\r\nb=X-YZ:1\r\nt=0 0\r\nr=7d 1h 0 25h\r\nt=1 2\r\nz=2882844526 -1h 2898848070 0\r\nk=clear:x\r\na=sendonly\r\na=tool:x\r\nm=video 0 RTP/AVP 31\r\nm=audio 6000/2 RTP/SAVP 8 101\r\ni=t\r\nc=IN IP6 ::2\r\nb=TIAS:64000\r\nk=prompt\r\na=rtpmap:101 Telephone-Event/8000\r\na=rtcp:6001 IN IP6 ::3\r\n".into(),
+            format!("{good}m=audio 6000 RTP/AVP 18\r\n"),
+            format!("{good}m=audio 6000 RTP/AVP 0\r\nc=IN IP4\r\n"),
+            format!("{good}m=audio 6000 RTP/AVP 0\r\nx=1\r\n"),
+            format!("{good}m=audio 6000 XRTP/AVP 0\r\n"),
+            format!("{good}m=audio 6000 RTP/AVP\r\n"),
+            format!("{good}m=audio +6000 RTP/AVP 0\r\n"),
+            format!("{good}m=audio 70000 RTP/AVP 0\r\n"),
+            format!("{good}m=audio 6000/x RTP/AVP 0\r\n"),
+            format!("{good}m=fax 6000 RTP/AVP 0\r\n"),
+            format!("{good}a=x\r\nm=audio 6000 RTP/AVP 0\r\n\r\n\n"),
+            format!("{good}m=audio 6000 RTP/AVP 0\r\n  "),
+            format!("{good}m=audio 6000 RTP/AVP 0\r\nab"),
+            format!("{good}m=audio 6000 RTP/AVP 0\r\nb=AS\r\n"),
+            format!("{good}m=audio 6000 RTP/AVP 0\ra=x\r\n"),
+            format!("{good}r=1 2\r\nm=audio 6000 RTP/AVP 0\r\n"),
+            format!("{good}z=1\r\nm=audio 6000 RTP/AVP 0\r\n"),
+            format!("{good}k=x\r\nz=1 1\r\nm=audio 6000 RTP/AVP 0\r\n"),
+            format!("{good}t=x 0\r\nm=audio 6000 RTP/AVP 0\r\n"),
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nm=audio 6000 RTP/AVP 0\r\n".into(),
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n".into(),
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nb=AS:1\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\ne=a\r\ne=b\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\ne=a\r\np=b\r\nc=IN IP4 1.1.1.1\r\nb=AS:1\r\nb=CT:2\r\nt=0 0\r\nr=1 2 3\r\nt=1 1\r\nk=x\r\na=x\r\na=y\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 1.1.1.1\r\nr=1 2 3\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\nz=1 1\r\nz=2 2\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\nk=x\r\nk=y\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            "v=1\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            "v=0\r\no=- x 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            "v=0\r\no=- 1 1 IN IP4\r\ns=-\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            "v=0\r\ns=-\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\n".into(),
+            format!("{good}m=audio 6000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"),
+            format!("{good}m=audio 6000 RTP/AVP 8 0\r\na=rtpmap:8 G729/8000\r\na=rtpmap:0 PCMU/8000\r\n"),
+            "\r\n\nv=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nt=0 0\nm=audio 5 RTP/AVP 8\n".into(),
+            String::new(),
+            "hello".into(),
+        ];
+        for b in &bodies {
+            agree(b.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        }
+        agree(&[0xff, 0xfe, 0x00]).unwrap_or_else(|e| panic!("{e}"));
+        let mut invalid = format!("{good}m=audio 6000 RTP/AVP 0\r\na=x").into_bytes();
+        invalid.push(0xff);
+        agree(&invalid).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Values for each line type, good and bad.
+    const LINES: &[(&str, &[&str])] = &[
+        ("v", &["0", "1", "x", "00"]),
+        (
+            "o",
+            &[
+                "- 1 1 IN IP4 127.0.0.1",
+                "- 2 3 IN IP6 ::1",
+                "- x 1 IN IP4 a",
+                "- 1 1 IN IP4",
+                "- 1 1 XX IP4 a",
+            ],
+        ),
+        ("s", &["-", ""]),
+        ("i", &["x"]),
+        ("e", &["a@b"]),
+        ("p", &["+1"]),
+        ("k", &["clear:x"]),
+        (
+            "c",
+            &[
+                "IN IP4 127.0.0.2",
+                "IN IP4 0.0.0.0",
+                "IN IP6 ::1",
+                "IN IP4",
+                "IN IP5 1.1.1.1",
+                "IN IP4 1.1.1.1/127",
+                "IN IP4 host",
+            ],
+        ),
+        ("b", &["AS:64", "X-Y:1", "AS", "ZZ:1", "TIAS:x", "CT:1:2"]),
+        ("t", &["0 0", "1 2", "0", "x 0"]),
+        ("r", &["7d 1h 0 25h", "1 2", "1 2 3", "x 1 2"]),
+        ("z", &["1 -1h", "1", "", "1 x"]),
+        (
+            "a",
+            &[
+                "rtpmap:0 PCMU/8000",
+                "rtpmap:8 pcma/8000",
+                "rtpmap:8 PCMA/8000",
+                "rtpmap:0 G729/8000",
+                "rtpmap:101 telephone-event/8000",
+                "rtpmap:101 Telephone-Event/8000",
+                "rtpmap:96 telephone-event/8000",
+                "rtpmap:96 opus/48000/2",
+                "rtpmap:101 opus/48000/2",
+                "rtpmap:0 PCMU/8000/1",
+                "rtpmap:101 telephone-event/8000/1",
+                "rtpmap:8 PCMA/8000/2",
+                "fmtp:101 0-15",
+                "sendrecv",
+                "sendonly",
+                "recvonly",
+                "inactive",
+                "rtcp-mux",
+                "rtcp:7001",
+                "rtcp:7001 IN IP4 127.0.0.3",
+                "rtcp:7001 IN IP4 rtcp.example.net",
+                "rtcp:x",
+                "x",
+            ],
+        ),
+        (
+            "m",
+            &[
+                "audio 6000 RTP/AVP 0 8 101",
+                "audio 0 RTP/AVP 0",
+                "audio 6002 RTP/AVP 8 96",
+                "audio 6000 RTP/AVP 18 101",
+                "video 7000 RTP/AVP 31",
+                "image 9 udptl t38",
+                "audio 6000/2 RTP/SAVP 101 0",
+                "audio x RTP/AVP 0",
+                "audio 6000 RTP/XX 0",
+                "audio 6000 RTP/AVP",
+                "fax 1 RTP/AVP 0",
+                "audio +6004 RTP/AVP 0",
+            ],
+        ),
+        ("x", &["1"]),
+    ];
+
+    /// One line of a description: a type and a value among those real descriptions hold,
+    /// broken ones, and a few words of any of them; spaces around it, CRLF or LF after it.
+    fn line() -> impl Strategy<Value = String> {
+        let words: Vec<&str> = LINES
+            .iter()
+            .flat_map(|(_, vs)| vs.iter().flat_map(|v| v.split(' ')))
+            .collect();
+        let value = prop_oneof![
+            4 => (0..LINES.len(), any::<prop::sample::Index>()).prop_map(|(k, i)| {
+                let (key, vs) = LINES[k];
+                format!("{key}={}", i.get(vs))
+            }),
+            1 => (0..LINES.len(), prop::collection::vec(prop::sample::select(words), 0..6)).prop_map(|(k, ws)| {
+                format!("{}={}", LINES[k].0, ws.join(" "))
+            }),
+            1 => prop::sample::select(vec!["", " ", "hello", "=x", "a", "\r"]).prop_map(str::to_owned),
+        ];
+        (value, any::<bool>(), any::<bool>()).prop_map(|(v, pad, lf)| {
+            let v = if pad {
+                v.replacen('=', "= ", 1) + " "
+            } else {
+                v
+            };
+            format!("{v}{}", if lf { "\n" } else { "\r\n" })
+        })
+    }
+
+    fn base() -> Vec<String> {
+        [
+            "v=0",
+            "o=- 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.1",
+            "t=0 0",
+            "m=audio 6000 RTP/AVP 0 8 101",
+            "a=rtpmap:101 telephone-event/8000",
+        ]
+        .iter()
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+    }
+
+    /// The values of `LINES` for one line type.
+    fn values(key: &str) -> Vec<&'static str> {
+        LINES
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(Vec::new, |(_, vs)| vs.to_vec())
+    }
+
+    /// A description in a valid order: its `c=` and `m=` values and its session- and
+    /// media-level attributes drawn from `LINES` (most of these both sides accept, so
+    /// their reading is compared, not just their rejection).
+    fn ordered() -> impl Strategy<Value = String> {
+        let a = || prop::collection::vec(prop::sample::select(values("a")), 0..4);
+        (
+            // The `c=` values that are addresses (a bad one rejects the whole body).
+            prop::sample::select(
+                values("c")
+                    .into_iter()
+                    .filter(|c| c.split(' ').count() == 3 && !c.contains("IP5"))
+                    .collect::<Vec<_>>(),
+            ),
+            prop::sample::select(values("m")),
+            a(),
+            a(),
+            any::<bool>(),
+        )
+            .prop_map(|(c, m, session, media, lf)| {
+                let end = if lf { "\n" } else { "\r\n" };
+                let mut body =
+                    format!("v=0{end}o=- 1 1 IN IP4 127.0.0.1{end}s=-{end}c={c}{end}t=0 0{end}");
+                for a in session {
+                    body += &format!("a={a}{end}");
+                }
+                body += &format!("m={m}{end}");
+                for a in media {
+                    body += &format!("a={a}{end}");
+                }
+                body
+            })
+    }
+
+    type Edit = (usize, usize, usize, String);
+
+    /// Up to four lines inserted, replaced, swapped, repeated or dropped.
+    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        prop::collection::vec((0usize..5, 0usize..12, 0usize..12, line()), 0..5)
+    }
+
+    /// [`base`] with `edits` applied, as one body.
+    fn edited(edits: Vec<Edit>) -> String {
+        let mut lines = base();
+        for (op, i, j, l) in edits {
+            let n = lines.len();
+            match op {
+                0 => lines.insert(i % (n + 1), l),
+                1 if n > 0 => lines[i % n] = l,
+                2 if n > 0 => lines.swap(i % n, j % n),
+                3 if n > 0 => {
+                    let l = lines[i % n].clone();
+                    lines.insert(i % n, l);
+                }
+                _ if n > 0 => {
+                    lines.remove(i % n);
+                }
+                _ => {}
+            }
+        }
+        lines.concat()
+    }
+
+    /// The properties below compare what both sides read only where both accept: a share of
+    /// their bodies must be accepted (a reader and an oracle that reject everything would
+    /// agree) — of the edited ones, which mostly test the order rules, some not the untouched
+    /// base; of the ordered ones, which test the reading, a quarter read (accepted, or a codec
+    /// mismatch, whose formats are compared).
+    #[test]
+    fn the_edited_bodies_are_often_accepted_by_both() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut both, mut edited_both, mut cases) = (0, 0, 0);
+        let base = base().concat();
+        for _ in 0..2_000 {
+            let tree = edits()
+                .new_tree(&mut runner)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let body = edited(tree.current());
+            cases += 1;
+            if parse_answer(body.as_bytes()).is_ok() && crate_parse(body.as_bytes()).is_ok() {
+                both += 1;
+                edited_both += usize::from(body != base);
+            }
+        }
+        assert!(both * 5 >= cases, "{both} of {cases} accepted by both");
+        assert!(
+            edited_both * 50 >= cases,
+            "{edited_both} edited of {cases} accepted by both"
+        );
+        let both = (0..2_000)
+            .filter(|_| {
+                let body = ordered()
+                    .new_tree(&mut runner)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .current();
+                // Read, by both: accepted, or a codec mismatch naming the formats.
+                let read = |r: Result<RemoteSdp, Error>| {
+                    matches!(r, Ok(_) | Err(Error::CodecMismatch { .. }))
+                };
+                read(parse_answer(body.as_bytes())) && read(crate_parse(body.as_bytes()))
+            })
+            .count();
+        assert!(
+            both * 4 >= 2_000,
+            "{both} of 2,000 ordered bodies read by both"
+        );
+    }
+
+    /// What the reader's fields mean, against fixed values (the oracle above shares this
+    /// reading, so it cannot check it): an rtpmap's channel count of 1 is mono (RFC 8866
+    /// §6.6), 2 is not ours; `a=rtcp` naming a host keeps its port; port 65535 leaves no
+    /// port for RTCP unless it is muxed.
+    #[test]
+    fn channel_counts_host_names_and_the_last_port() {
+        let good = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
+        let read = |media: &str| parse_answer(format!("{good}{media}").as_bytes());
+        let a = read("m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000/1\r\na=rtpmap:101 telephone-event/8000/1\r\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.codec, Codec::Pcmu);
+        assert_eq!(a.event_pts, vec![101]);
+        let a = read("m=audio 6000 RTP/AVP 8\r\na=rtpmap:8 pcma/8000\r\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.codec, Codec::Pcma);
+        assert!(matches!(
+            read("m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000/2\r\n"),
+            Err(Error::CodecMismatch { .. })
+        ));
+        assert!(matches!(
+            read("m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/16000\r\n"),
+            Err(Error::CodecMismatch { .. })
+        ));
+        let a = read("m=audio 6000 RTP/AVP 0\r\na=rtcp:7001 IN IP4 rtcp.example.net\r\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.rtcp, SocketAddr::from(([127, 0, 0, 1], 7001)));
+        let a = read("m=audio 6000 RTP/AVP 0\r\na=rtcp:7001 IN IP4 127.0.0.3\r\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.rtcp, SocketAddr::from(([127, 0, 0, 3], 7001)));
+        assert!(matches!(
+            read("m=audio 65535 RTP/AVP 0\r\n"),
+            Err(Error::BadSdp { .. })
+        ));
+        let a = read("m=audio 65535 RTP/AVP 0\r\na=rtcp-mux\r\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.rtcp, a.remote);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        /// A valid description with lines inserted, replaced, swapped or dropped: the reader
+        /// and the `sdp` crate accept the same and read the same.
+        #[test]
+        fn the_reader_agrees_with_the_sdp_crate(
+            edits in edits(),
+        ) {
+            let body = edited(edits);
+            prop_assert!(agree(body.as_bytes()).is_ok(), "{}", agree(body.as_bytes()).err().unwrap_or_default());
+        }
+
+        /// A description in a valid order with drawn values: both accept the same and read
+        /// the same.
+        #[test]
+        fn the_reader_agrees_with_the_sdp_crate_on_ordered_bodies(body in ordered()) {
+            prop_assert!(agree(body.as_bytes()).is_ok(), "{}", agree(body.as_bytes()).err().unwrap_or_default());
+        }
     }
 }
