@@ -61,6 +61,11 @@ pub const FRAME: usize = 80;
 const FRAME_MS: u32 = 10;
 /// How far the wall clock may run ahead of the audio before the gap is taken as silence.
 pub const GAP_FILL: Duration = Duration::from_millis(200);
+/// While a beep awaits its settle, how far the wall clock may run ahead of the audio before
+/// the gap is taken as silence: one 20 ms packet's jitter. The settle (280 ms) plus this
+/// stays under the 300 ms a drop after the beep's end is allowed when the far end stops
+/// sending after it (VAD/DTX, comfort noise).
+const SETTLE_JITTER: Duration = Duration::from_millis(20);
 /// Level given to a frame of digital silence (all zero), dBFS.
 const FLOOR_DBFS: f32 = -96.0;
 /// Corner of the high-pass filter every sample goes through first, Hz. The telephone band
@@ -2079,10 +2084,16 @@ impl Detector {
             return None;
         }
         let (at, fed) = self.last_audio.unwrap_or((self.start, 0));
-        let fill = at
-            + self.analysed().saturating_sub(samples_time(fed))
-            + GAP_FILL
-            + Duration::from_millis(10);
+        let ahead = self.analysed().saturating_sub(samples_time(fed));
+        let mut fill = at + ahead + GAP_FILL + Duration::from_millis(10);
+        if let Some(p) = self.pending_drop {
+            // A beep awaiting its settle: the time its drop is due if nothing more comes.
+            let left = self
+                .p
+                .beep_settle
+                .saturating_sub(Duration::from_millis(u64::from(p.quiet_ms)));
+            fill = fill.min(at + ahead + left + SETTLE_JITTER);
+        }
         Some(self.playout.poll_timeout().map_or(fill, |t| t.min(fill)))
     }
 
@@ -2119,13 +2130,21 @@ impl Detector {
     }
 
     /// Silence up to where the wall clock says the audio would be, if it is more than
-    /// [`GAP_FILL`] ahead: measured from the last audio that came, so only a stream that
+    /// [`GAP_FILL`] ahead (while a beep awaits its settle: up to [`SETTLE_JITTER`] short of
+    /// it, as soon as that is a frame ahead): measured from the last audio that came, so only a stream that
     /// stopped is filled (not one whose packets were lost or came late: their time is the
     /// timestamps').
     fn fill_gap(&mut self, now: Instant) {
         let (at, fed) = self.last_audio.unwrap_or((self.start, 0));
-        let wall = samples_time(fed) + now.saturating_duration_since(at);
-        if wall <= self.analysed() + GAP_FILL {
+        let mut wall = samples_time(fed) + now.saturating_duration_since(at);
+        if self.pending_drop.is_some() {
+            // A beep awaiting its settle: filled as soon as it is due, less a packet's
+            // jitter, so a far end that stopped after the beep gets its drop in time.
+            wall = wall.saturating_sub(SETTLE_JITTER);
+            if wall < self.analysed() + Duration::from_millis(u64::from(FRAME_MS)) {
+                return;
+            }
+        } else if wall <= self.analysed() + GAP_FILL {
             return;
         }
         // A partial frame in the buffer is dropped with the gap.
@@ -5323,6 +5342,45 @@ mod tests {
             ev.extend(std::iter::from_fn(|| d.poll_event()));
         }
         assert_eq!(ev, in_order);
+    }
+
+    /// Review-miss2 finding 1: a far end that stops sending right after the beep (VAD/DTX,
+    /// comfort noise) still gets its drop within 300 ms of the beep's end — the settle wait
+    /// is filled as soon as it is due, not in lumps of [`GAP_FILL`] (which took ~420 ms).
+    #[test]
+    fn a_stream_that_stops_after_the_beep_drops_within_300_ms() {
+        let a = g711(&cat(&[
+            speech(3000, -18.0, 5),
+            silence(600),
+            tone(400, 880.0, -14.0),
+        ]));
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        let mut ev = Vec::new();
+        let mut now = t0;
+        for (i, pkt) in a.chunks(160).enumerate() {
+            now = t0 + Duration::from_millis(20 * i as u64 + 20);
+            while let Some(t) = d.poll_timeout().filter(|&t| t <= now) {
+                d.handle_timeout(t);
+            }
+            d.feed_packet(now, 7, 160 * i as u32, pkt);
+            ev.extend(std::iter::from_fn(|| d.poll_event()));
+        }
+        assert!(drop_point(&ev).is_none(), "{ev:?}");
+        // The beep's last sample came at `now`; nothing comes after it. The UAC's timer.
+        let end = now;
+        let mut dropped = None;
+        while dropped.is_none() && now < end + Duration::from_secs(2) {
+            now = d.poll_timeout().expect("not done");
+            d.handle_timeout(now);
+            for e in std::iter::from_fn(|| d.poll_event()) {
+                if matches!(e, AmdEvent::Drop(_)) {
+                    dropped = Some(now);
+                }
+            }
+        }
+        let at = dropped.expect("a drop point");
+        assert!(at - end <= Duration::from_millis(300), "{:?}", at - end);
     }
 
     /// A stream that stops is filled by the wall clock; when it comes back its timestamps
