@@ -1983,7 +1983,7 @@ impl Detector {
             phasors: Phasors::default(),
             guess_held: false,
             sit: SitDetector::new(),
-            playout: Playout::default(),
+            playout: Playout::new(now),
             last_audio: None,
         }
     }
@@ -2037,9 +2037,14 @@ impl Detector {
     pub fn feed_packet(&mut self, now: Instant, ssrc: u32, timestamp: u32, samples: &[i16]) {
         let fed = self.position();
         let mut playout = std::mem::take(&mut self.playout);
-        self.push(playout.place(now, ssrc, timestamp, samples, fed));
+        let placed = playout.place(now, ssrc, timestamp, samples, fed);
+        let accepted = placed.is_some();
+        self.push(placed.unwrap_or_default());
         self.playout = playout;
-        self.last_audio = Some((now, self.position()));
+        // A packet dropped (late, a stray) is not audio that came: the fill still runs.
+        if accepted {
+            self.last_audio = Some((now, self.position()));
+        }
     }
 
     /// Samples fed so far (silence filled in included), in samples from the start.

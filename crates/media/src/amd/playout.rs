@@ -7,7 +7,9 @@
 //! length, as a phone's own playout does before concealment (RFC 3550 §5.1: the timestamp is
 //! the sampling instant of the first octet, and advances with the samples sent — also across
 //! silence suppression, RFC 3551 §4.1). Reordered packets are held briefly and put back in
-//! order; a duplicate or a packet older than what was fed is dropped. The packet time does
+//! order; a duplicate or a packet older than what was fed is dropped. A packet whose
+//! timestamp disagrees with its arrival time (a sender's clock that jumped, a new source)
+//! is placed anew where the wall clock says. The packet time does
 //! not matter: positions are in samples (8 kHz G.711: one timestamp unit per sample).
 //!
 //! Written here rather than taken from a jitter-buffer crate: this one needs no playout
@@ -25,13 +27,21 @@ const REORDER_HOLD_SAMPLES: usize = 320;
 /// stopped right after a loss).
 pub const REORDER_WAIT: Duration = Duration::from_millis(60);
 /// A timestamp further ahead than this of what was fed is a jump of the sender's clock (a
-/// new source, a restarted stream), not a gap: the packet is placed right after what was fed.
-/// A stopped stream's silence is filled by the wall clock meanwhile, so a real gap that is
-/// left is at most a few hundred ms. 1 s.
+/// new source, a restarted stream), not a gap: the packet is placed anew (see
+/// [`Playout::reanchor`]). A stopped stream's silence is filled by the wall clock meanwhile,
+/// so a real gap that is left is at most a few hundred ms. 1 s.
 const MAX_GAP_SAMPLES: u64 = 8_000;
-/// A packet this far behind what was fed is not late but from a clock that jumped back...
-const FAR_BEHIND_SAMPLES: u64 = 8_000;
-/// ...once this many come in a row: then they are placed anew right after what was fed.
+/// A packet whose timestamp moved further ahead of the last one accepted than the time
+/// between their arrivals plus this is from a clock that jumped forward (an SBC or B2BUA
+/// that switched source and kept the SSRC), not after lost packets: their time would have
+/// passed on the wall clock too. 100 ms (jitter).
+const AHEAD_SLACK_SAMPLES: i64 = 800;
+/// A packet whose timestamp is further behind the last one accepted than this is from a
+/// clock that jumped back, not reordered (a reordered packet is at most the
+/// [`REORDER_WAIT`]'s few packets behind)... 100 ms.
+const BEHIND_SAMPLES: i64 = 800;
+/// ...once this many come in a row (a single stray packet is dropped): then they are
+/// placed anew.
 const FAR_BEHIND_RESYNC: u32 = 3;
 
 #[derive(Debug, Clone)]
@@ -51,13 +61,26 @@ pub(crate) struct Playout {
     held: Vec<Held>,
     held_since: Option<Instant>,
     far_behind: u32,
+    /// When the last packet accepted (placed or held) arrived, and its end's position (or the
+    /// detector's start and 0 before the first).
+    last: Option<(Instant, u64)>,
     /// What to feed now (silence for the gaps, then audio), reused.
     out: Vec<i16>,
 }
 
 impl Playout {
+    /// Positions counted from the detector's start at `start` (the answer): the first packet's
+    /// arrival after it is time too.
+    pub(crate) fn new(start: Instant) -> Self {
+        Self {
+            last: Some((start, 0)),
+            ..Self::default()
+        }
+    }
+
     /// A packet of `samples` with RTP `ssrc` and `timestamp`, arrived at `now`, when the
-    /// detector has been fed `fed` samples. Returns what to feed it next (may be empty).
+    /// detector has been fed `fed` samples. Returns what to feed it next (may be empty), or
+    /// `None` if the packet was dropped (late, a duplicate, a stray).
     pub(crate) fn place(
         &mut self,
         now: Instant,
@@ -65,35 +88,49 @@ impl Playout {
         timestamp: u32,
         samples: &[i16],
         fed: u64,
-    ) -> &[i16] {
+    ) -> Option<&[i16]> {
         self.out.clear();
+        let len = samples.len() as i64;
+        // Samples of wall time since the last packet accepted arrived.
+        let since = self.last.map_or(0, |(t, _)| {
+            i64::try_from(now.saturating_duration_since(t).as_micros() / 125).unwrap_or(i64::MAX)
+        });
         if self.ssrc != Some(ssrc) {
             // A new source (RFC 3550 §8.2): its timestamps start anywhere.
             self.ssrc = Some(ssrc);
-            self.anchor = None;
-            self.held.clear();
-            self.held_since = None;
+            return Some(self.reanchor(now, timestamp, samples, fed, since));
         }
-        let len = samples.len() as i64;
-        let at = self.position(timestamp, fed);
-        let mut pos = u64::try_from(at).unwrap_or(0);
-        if at + len <= fed as i64 {
-            // Late (its place was taken as lost or filled) or a duplicate.
-            if at + (FAR_BEHIND_SAMPLES as i64) <= fed as i64 {
-                self.far_behind += 1;
-                if self.far_behind < FAR_BEHIND_RESYNC {
-                    return &self.out;
-                }
-                pos = fed;
-            } else {
-                self.far_behind = 0;
-                return &self.out;
+        let Some((ts, at)) = self.anchor else {
+            return Some(self.reanchor(now, timestamp, samples, fed, since));
+        };
+        // Signed: a reordered packet is a little before the anchor (RFC 3550 A.1's modular
+        // arithmetic).
+        let at = at as i64 + i64::from(timestamp.wrapping_sub(ts) as i32);
+        // How far its end moved from the last accepted one's, against the wall clock.
+        let moved = self.last.map_or(0, |(_, end)| at + len - end as i64);
+        if moved > since.saturating_add(AHEAD_SLACK_SAMPLES) || at > (fed + MAX_GAP_SAMPLES) as i64
+        {
+            // The sender's clock jumped ahead.
+            return Some(self.reanchor(now, timestamp, samples, fed, since));
+        }
+        if moved < -BEHIND_SAMPLES {
+            self.far_behind += 1;
+            if self.far_behind < FAR_BEHIND_RESYNC {
+                return None;
             }
+            // The sender's clock jumped back.
+            return Some(self.reanchor(now, timestamp, samples, fed, since));
         }
         self.far_behind = 0;
-        if pos > fed + MAX_GAP_SAMPLES {
-            pos = fed;
+        if at + len <= fed as i64 {
+            // Late (its place was taken as lost or filled) or a duplicate.
+            return None;
         }
+        let pos = u64::try_from(at).unwrap_or(0);
+        self.last = Some((
+            now,
+            (pos + samples.len() as u64).max(self.last.map_or(0, |l| l.1)),
+        ));
         if pos > fed {
             // A gap: held until the packet before it comes, or enough after it has.
             if !self.held.iter().any(|h| h.pos == pos) {
@@ -111,7 +148,7 @@ impl Playout {
             if self.held.iter().map(|h| h.samples.len()).sum::<usize>() >= REORDER_HOLD_SAMPLES {
                 self.release(fed);
             }
-            return &self.out;
+            return Some(&self.out);
         }
         // In order (or partly behind: only its new part).
         let mut end = fed;
@@ -124,6 +161,37 @@ impl Playout {
         if self.held.is_empty() {
             self.held_since = None;
         }
+        Some(&self.out)
+    }
+
+    /// The first packet of a source or of a clock that jumped: what was held from before is
+    /// fed first (its gaps as silence), then the packet where the wall clock says it ends —
+    /// `since` samples after the last accepted packet's end, less its own length — or right
+    /// after what was fed if that is later. So the time between the two streams is not lost
+    /// (the detector's clock stays with the wall clock: verdict deadlines and the 2-second
+    /// rule count on it). At most [`MAX_GAP_SAMPLES`] of silence.
+    fn reanchor(
+        &mut self,
+        now: Instant,
+        timestamp: u32,
+        samples: &[i16],
+        fed: u64,
+        since: i64,
+    ) -> &[i16] {
+        self.release(fed);
+        self.far_behind = 0;
+        let fed = fed + self.out.len() as u64;
+        let wall = self.last.map_or(0, |(_, end)| {
+            end as i64 + since.saturating_sub(samples.len() as i64)
+        });
+        let pos = u64::try_from(wall)
+            .unwrap_or(0)
+            .clamp(fed, fed + MAX_GAP_SAMPLES);
+        self.out
+            .resize(self.out.len() + usize::try_from(pos - fed).unwrap_or(0), 0);
+        let mut end = pos;
+        self.append(timestamp, pos, samples, &mut end);
+        self.last = Some((now, pos + samples.len() as u64));
         &self.out
     }
 
@@ -140,19 +208,6 @@ impl Playout {
             self.release(fed);
         }
         &self.out
-    }
-
-    /// Where a packet with `timestamp` goes: relative to the last one placed, or right after
-    /// what was fed for the first of a source.
-    fn position(&self, timestamp: u32, fed: u64) -> i64 {
-        match self.anchor {
-            None => fed as i64,
-            Some((ts, at)) => {
-                // Signed: a reordered packet is a little before the anchor (RFC 3550 A.1's
-                // modular arithmetic).
-                at as i64 + i64::from(timestamp.wrapping_sub(ts) as i32)
-            }
-        }
     }
 
     /// Every held packet in order, the gaps before them as silence.
@@ -194,7 +249,10 @@ mod tests {
         let mut fed = Vec::new();
         for (i, (ts, s)) in pkts.iter().enumerate() {
             let now = t0 + Duration::from_millis(20 * i as u64);
-            let out = p.place(now, ssrc, *ts, s, fed.len() as u64).to_vec();
+            let out = p
+                .place(now, ssrc, *ts, s, fed.len() as u64)
+                .unwrap_or_default()
+                .to_vec();
             fed.extend(out);
         }
         fed
@@ -247,8 +305,11 @@ mod tests {
     fn a_held_packet_is_released_when_nothing_more_comes() {
         let t0 = Instant::now();
         let mut p = Playout::default();
-        assert_eq!(p.place(t0, 9, 0, &pkt(160, 1), 0).len(), 160);
-        assert!(p.place(t0, 9, 320, &pkt(160, 3), 160).is_empty());
+        assert_eq!(
+            p.place(t0, 9, 0, &pkt(160, 1), 0).map(<[i16]>::len),
+            Some(160)
+        );
+        assert_eq!(p.place(t0, 9, 320, &pkt(160, 3), 160), Some(&[][..]));
         assert_eq!(p.poll_timeout(), Some(t0 + REORDER_WAIT));
         assert!(p
             .handle_timeout(t0 + Duration::from_millis(59), 160)
@@ -273,16 +334,81 @@ mod tests {
         assert_eq!(fed, [pkt(160, 1), pkt(160, 2), pkt(160, 3)].concat());
         // Another SSRC: its timestamps start anywhere.
         let t0 = Instant::now();
-        assert_eq!(p.place(t0, 10, 77, &pkt(160, 4), 480).len(), 160);
-        assert_eq!(p.place(t0, 10, 77 + 160, &pkt(160, 5), 640).len(), 160);
+        let n = |o: Option<&[i16]>| o.map_or(0, <[i16]>::len);
+        assert_eq!(n(p.place(t0, 10, 77, &pkt(160, 4), 480)), 160);
+        assert_eq!(n(p.place(t0, 10, 77 + 160, &pkt(160, 5), 640)), 160);
         // A clock that went back a long way: after three such packets, followed.
         let back = |k: u32| 237u32.wrapping_sub(100_000) + 160 * k;
         let mut fed = 800u64;
         for k in 0..3 {
-            let n = p.place(t0, 10, back(k), &pkt(160, 6), fed).len();
-            assert_eq!(n, if k < 2 { 0 } else { 160 }, "packet {k}");
-            fed += n as u64;
+            let got = n(p.place(t0, 10, back(k), &pkt(160, 6), fed));
+            assert_eq!(got, if k < 2 { 0 } else { 160 }, "packet {k}");
+            fed += got as u64;
         }
-        assert_eq!(p.place(t0, 10, back(3), &pkt(160, 6), fed).len(), 160);
+        assert_eq!(n(p.place(t0, 10, back(3), &pkt(160, 6), fed)), 160);
+    }
+
+    /// Places `(arrival ms, timestamp, samples)` packets of one SSRC from a detector started
+    /// at the clock's origin; returns everything fed.
+    fn play_at(pkts: &[(u64, u32, Vec<i16>)]) -> Vec<i16> {
+        let t0 = Instant::now();
+        let mut p = Playout::new(t0);
+        let mut fed = Vec::new();
+        for (ms, ts, s) in pkts {
+            let now = t0 + Duration::from_millis(*ms);
+            let out = p.place(now, 9, *ts, s, fed.len() as u64);
+            fed.extend_from_slice(out.unwrap_or_default());
+        }
+        fed
+    }
+
+    /// Review-miss2 finding 2: the same SSRC's clock jumping less than 1 s, back or ahead,
+    /// while packets keep coming every 20 ms: the audio is neither dropped as late nor put
+    /// after a made-up pause — the detector's clock stays with the wall clock.
+    #[test]
+    fn a_same_ssrc_clock_jump_under_a_second_follows_the_wall_clock() {
+        for jump in [-4000i64, -1600, 1600, 4000] {
+            let pkts: Vec<(u64, u32, Vec<i16>)> = (0..40u32)
+                .map(|i| {
+                    let ts = i64::from(160 * i) + if i >= 20 { jump } else { 0 };
+                    (
+                        20 * u64::from(i + 1),
+                        (ts + 100_000) as u32,
+                        pkt(160, 1 + i as i16),
+                    )
+                })
+                .collect();
+            let fed = play_at(&pkts);
+            // 40 packets came in 800 ms: 6,400 samples, give or take the two a backward jump
+            // needs to be believed (made up as silence).
+            assert_eq!(fed.len(), 6400, "jump {jump}");
+            assert_eq!(fed[6400 - 1], 40, "jump {jump}");
+            assert_eq!(
+                fed[..3200],
+                (1..=20).flat_map(|v| pkt(160, v)).collect::<Vec<_>>()[..]
+            );
+        }
+    }
+
+    /// Review-miss2 finding 3: a new SSRC after 300 ms with nothing (less than the detector's
+    /// fill) is placed where the wall clock says, not right after what was fed; so is the
+    /// first packet after the answer.
+    #[test]
+    fn a_new_source_keeps_the_time_since_the_last_packet() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // The first packet comes 100 ms after the answer: 80 ms of silence before it.
+        let out = p.place(at(100), 9, 5, &pkt(160, 1), 0).map(<[i16]>::to_vec);
+        assert_eq!(out, Some([pkt(640, 0), pkt(160, 1)].concat()));
+        let out = p
+            .place(at(120), 9, 165, &pkt(160, 2), 800)
+            .map(<[i16]>::to_vec);
+        assert_eq!(out, Some(pkt(160, 2)));
+        // Another source 180 ms later (160 ms of nothing in between).
+        let out = p
+            .place(at(300), 10, 7, &pkt(160, 3), 960)
+            .map(<[i16]>::to_vec);
+        assert_eq!(out, Some([pkt(1280, 0), pkt(160, 3)].concat()));
     }
 }
