@@ -28,7 +28,6 @@
 //! source port when `rport` was asked), RFC 3581 client side (`;rport` on our Via), and
 //! digest authentication of our requests ([`crate::auth`]).
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::Write as _;
@@ -603,10 +602,8 @@ pub struct Endpoint {
     scratch: Vec<u8>,
     /// The latest `now` the caller gave (for what is dated where no `now` is passed).
     last_now: Option<Instant>,
-    /// The last Contact URI [`Endpoint::invite`] found valid, and its header value
-    /// (`<uri>`): a loop's calls share one Contact, so its parse and its header are made
-    /// once per distinct value rather than per call (BENCHMARKS.md S1 step 37).
-    contact_checked: (String, Bytes),
+    /// The last Contact URI [`Endpoint::invite`] found valid.
+    contact_checked: String,
     /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
     /// every message rather than copied into each.
     ua: Bytes,
@@ -723,15 +720,8 @@ const MAX_ENDED: usize = 1 << 16;
 /// To tag cannot grow a call's memory without bound. Real forking stays far below it.
 const MAX_FORK_ACKS: usize = 8;
 
-/// 16 lowercase hex digits of a random number (a tag): written into a string of that size,
-/// without `format!`'s machinery (one per call, BENCHMARKS.md S1 step 37).
 fn hex_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = rand::random::<u64>();
-    (0..16)
-        .rev()
-        .map(|i| char::from(HEX[((n >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    format!("{:016x}", rand::random::<u64>())
 }
 
 fn status(code: u16) -> StatusCode {
@@ -780,17 +770,10 @@ fn uri_addr(u: &Uri, default_port: u16) -> Option<SocketAddr> {
 /// Contact came) as Request-URI unless the route set's first entry is a strict router, which
 /// then becomes the Request-URI and the target the last Route. The next hop's address is read
 /// where the URI is, or it is the call's destination.
-///
-/// The Request-URI is borrowed from the call when it is its remote target (the usual case):
-/// a `Uri`'s clone allocates (its parts are boxed), and every ACK and BYE wanted one
-/// (BENCHMARKS.md S1 step 37).
-fn next_hop(
-    c: &Call,
-    default_port: u16,
-) -> Result<(Cow<'_, Uri>, SocketAddr, Option<String>), Error> {
+fn next_hop(c: &Call, default_port: u16) -> Result<(Uri, SocketAddr, Option<String>), Error> {
     let target = match &c.remote_target {
-        Some(t) => Cow::Borrowed(t),
-        None => Cow::Owned(wire::uri(&c.remote_uri)?),
+        Some(t) => t.clone(),
+        None => wire::uri(&c.remote_uri)?,
     };
     let first = c.route_set.first().and_then(|r| wire::route_uri(r));
     let (ruri, dest, strict) = match first {
@@ -801,7 +784,7 @@ fn next_hop(
         Some(f) if wire::is_loose(&f) => (target, uri_addr(&f, default_port), None),
         Some(f) => {
             let dest = uri_addr(&f, default_port);
-            (Cow::Owned(f), dest, Some(format!("<{target}>")))
+            (f, dest, Some(format!("<{target}>")))
         }
     };
     Ok((ruri, dest.unwrap_or(c.destination), strict))
@@ -850,7 +833,7 @@ impl Endpoint {
             ended: HashMap::default(),
             ended_order: VecDeque::new(),
             scratch: Vec::new(),
-            contact_checked: (String::new(), Bytes::new()),
+            contact_checked: String::new(),
             last_now: None,
         }
     }
@@ -964,13 +947,8 @@ impl Endpoint {
     pub fn invite(&mut self, now: Instant, inv: Invite) -> Result<CallRef, Error> {
         self.last_now = Some(now);
         let local_tag = hex_id();
-        // `<from>;tag=…` written into one vector of its size (no `format!`).
-        let mut local = Vec::with_capacity(inv.from.len() + local_tag.len() + 7);
-        local.push(b'<');
-        local.extend_from_slice(inv.from.as_bytes());
-        local.extend_from_slice(b">;tag=");
-        local.extend_from_slice(local_tag.as_bytes());
-        let local = Bytes::from(local);
+        let local = Bytes::from(format!("<{}>;tag={local_tag}", inv.from));
+        let contact_header = Bytes::from(format!("<{}>", inv.contact));
         let ruri = wire::uri(&inv.request_uri)?;
         // The To URI is checked unless it is the Request-URI just parsed (a UAC's usual
         // case); the Contact once per distinct value (a loop's calls share it). Each parse
@@ -978,16 +956,14 @@ impl Endpoint {
         if inv.to != inv.request_uri {
             wire::uri(&inv.to)?;
         }
-        if self.contact_checked.0 != inv.contact || self.contact_checked.1.is_empty() {
+        if self.contact_checked != inv.contact {
             wire::uri(&inv.contact)?;
-            let header = Bytes::from(format!("<{}>", inv.contact));
-            check_line("Contact", &header)?;
-            self.contact_checked = (inv.contact.clone(), header);
+            self.contact_checked.clone_from(&inv.contact);
         }
-        let contact_header = self.contact_checked.1.clone();
         check_line("From", &local)?;
         check_line("To", inv.to.as_bytes())?;
         check_line("Call-ID", inv.call_id.as_bytes())?;
+        check_line("Contact", &contact_header)?;
         let hs = self.invite_headers(&inv.headers, inv.content_type.as_deref())?;
         let (extra, routes, creds) = (hs.extra.clone(), hs.routes.clone(), hs.creds.clone());
         let branch = self.fresh_branch();
