@@ -167,7 +167,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 );
             }
             for (i, pkt) in pcm.chunks(160).enumerate() {
-                det.feed(t0 + Duration::from_millis(20 * (i as u64 + 1)), pkt);
+                // By RTP timestamp, as the UAC feeds it (the corpus's lost packets are zeros).
+                det.feed_packet(
+                    t0 + Duration::from_millis(20 * (i as u64 + 1)),
+                    1,
+                    (i * 160) as u32,
+                    pkt,
+                );
                 if tracing && rep == 0 {
                     let t = det.echo_trace();
                     let now = Duration::from_millis(20 * (i as u64 + 1));

@@ -303,6 +303,7 @@ async fn main() {
     // As a campaign's: one token for the run, a child per call.
     let run_stop = (env_num("S1_STOP") == Some(1.0)).then(tokio_util::sync::CancellationToken::new);
     let cpu0 = cpu_seconds();
+    let waits0 = uac.sip_loop_waits();
     let mut set = tokio::task::JoinSet::new();
     let mut tally = Tally::default();
     let ahead = Duration::from_millis(env_num("AHEAD_MS").unwrap_or(0.0) as u64);
@@ -424,8 +425,9 @@ async fn main() {
     let peak = (cps * f64::from(secs)).min(calls as f64);
     let (rcvbuf, sndbuf) = uac.sip_socket_buffers();
     println!(
-        "sip_buffers rcv={rcvbuf} snd={sndbuf} ahead_ms={} completed_per_s={:.0} cpu_per_call_us={:.1}",
+        "sip_buffers rcv={rcvbuf} snd={sndbuf} ahead_ms={} sip_waits_per_call={:.2} completed_per_s={:.0} cpu_per_call_us={:.1}",
         ahead.as_millis(),
+        (uac.sip_loop_waits() - waits0) as f64 / (ok + failed).max(1) as f64,
         ok as f64 / wall,
         cpu * 1e6 / (ok + failed).max(1) as f64
     );

@@ -35,18 +35,26 @@
 //! glottal pulses; a beep holds all its energy, steadily, to the G.711 quantisation noise.
 //!
 //! Time: the analysis clock is the audio itself (10 ms per frame fed), so jitter in packet
-//! arrival does not move the features. When the far end sends nothing (silence suppression,
-//! a dead stream), [`Detector::handle_timeout`] fills the gap with silence frames once the
-//! wall clock is more than [`GAP_FILL`] ahead of the audio, so a silent line still reaches
-//! its verdicts.
+//! arrival does not move the features. RTP packets are placed by their timestamps
+//! ([`Detector::feed_packet`]): a lost packet is silence of its length, not a splice. When the
+//! far end sends nothing (silence suppression, a dead stream), [`Detector::handle_timeout`]
+//! fills the gap with silence frames once more than [`GAP_FILL`] has passed since the last
+//! audio came, so a silent line still reaches its verdicts.
 
 use std::time::{Duration, Instant};
 
 mod echo;
+mod playout;
 pub mod sit;
 use echo::EchoCanceller;
 pub use echo::{EchoReference, EchoTrace};
+use playout::Playout;
 pub use sit::{Sit, SitDetector, SitKind};
+
+/// The duration of `n` samples at 8 kHz.
+fn samples_time(n: u64) -> Duration {
+    Duration::from_micros(n.saturating_mul(125))
+}
 
 /// Samples per analysis frame (10 ms at 8 kHz).
 pub const FRAME: usize = 80;
@@ -633,7 +641,22 @@ fn two_tone_gate_passes(prev: &TwoToneGate, here: &TwoToneGate) -> bool {
             && (here.c0 - prev.c0).abs() <= TWO_TONE_GATE_C0)
 }
 
+/// [`analyse_at`] with the default `beep_min_dbfs` (the tests' frames).
+#[cfg(test)]
 fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
+    analyse_at(x, gate, AmdParams::default().beep_min_dbfs)
+}
+
+/// One frame's features. `two_tone_min_dbfs`: the quietest frame fitted with two tones (and
+/// so with a square wave's odd harmonics), [`AmdParams::beep_min_dbfs`], which every frame of
+/// a beep must reach anyway (review finding 3: it was a constant copying the parameter's
+/// default, so an operator who lowered the parameter would have had square and dual-tone
+/// beeps under the constant never tonal). It was −50 dBFS, the level a beep needed when the
+/// fit was written: recipe e's 1,100 Hz square beep at −50.3 dBFS, 27 dB over its line, and
+/// recipe b's 950 + 1,188 Hz beep at −51 dBFS were missed while a pure tone as quiet was
+/// found. A voicemail's buzzer or two-tone beep is no louder than its pure beeps: the bound
+/// must be the same.
+fn analyse_at(x: &[f32], gate: &mut TwoToneGate, two_tone_min_dbfs: f32) -> Frame {
     let n = x.len();
     // The frame's energy, its zero crossings and the least-squares fit of
     // x[n] + x[n-2] = c·x[n-1], c = 2cos(ω), in one pass: each a chain of dependent
@@ -722,7 +745,7 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
             two: false,
         };
         let fit = (one.1 < ONE_TONE_DB
-            && level_dbfs >= TWO_TONE_MIN_DBFS
+            && level_dbfs >= two_tone_min_dbfs
             && two_tone_gate_passes(gate, &here))
         .then(|| two_tones(x, energy))
         .flatten();
@@ -876,17 +899,6 @@ fn odd_harmonics(x: &[f32], f1: f32) -> Option<f32> {
     let rest = (e_w - odd).max(e_w * 1e-5);
     Some(10.0 * (odd.min(e_w) / rest).log10())
 }
-
-/// The quietest frame (dBFS) fitted with two tones, and so with a square wave's odd
-/// harmonics (see [`analyse`]): −60 dBFS, the default [`AmdParams::beep_min_dbfs`], which
-/// every frame of a beep must reach anyway. It was −50 dBFS, the level a beep needed when
-/// the fit was written; the beep's own bound has since come down to −60 (machines record
-/// their beep 8–11 dB under a quiet greeting), and a square or dual-tone beep between the
-/// two was never tonal: recipe e's 1,100 Hz square beep at −50.3 dBFS, 27 dB over its line
-/// (e-2 machine-030), and recipe b's 950 + 1,188 Hz beep at −51 dBFS, 29 dB over its line
-/// (b-3 machine-074), were missed while a pure tone as quiet is found. A voicemail's buzzer
-/// or two-tone beep is no louder than its pure beeps: the bound must be the same.
-const TWO_TONE_MIN_DBFS: f32 = -60.0;
 
 /// A frame whose one-sinusoid tonality reaches this (dB: the default beep threshold) is not
 /// also fitted with two.
@@ -1670,17 +1682,26 @@ impl ToneRun {
         }
         let cap = e.first_level.max(e.step_level) - 1.0;
         let big = !e.unmodelled && ratio.is_some_and(|r| r >= ECHO_END_RATIO);
-        let ended = big && e.seg_level <= cap;
-        if big && !ended {
+        // A small step never ends the tone (review finding 4): a phase jump in the tone (a
+        // packet spliced out upstream, a concealed loss) is a phasor step as large as an end
+        // with the level barely moved; a tone's end moves the level (`ECHO_STEP_DB`) unless a
+        // copy arriving at the same instant makes up for it, which the copies' steps after it
+        // still show.
+        let ended = big && !small && e.seg_level <= cap;
+        if big && !small && !ended {
             // A step louder than a copy, up (a quieter lead-in at the tone's pitch, then the
             // tone): the first segment was not the tone alone, the phasors are not read.
             e.unmodelled = true;
         }
         let ratio = ratio.filter(|_| !e.unmodelled);
-        if small && !ended {
+        if small {
             // A copy arriving that the level missed: it places the grid (the first copy) or
             // moves along it, and is never read as the tone's end (see
-            // `ECHO_PHASOR_STEP_RATIO`).
+            // `ECHO_PHASOR_STEP_RATIO`) — if it is one event (a copy's arrival is a step
+            // within two frames; a phase jump's segment after it may start later).
+            if e.seg_first > e.step_end + ECHO_ONE_EVENT_FRAMES {
+                return None;
+            }
             if e.d == 0.0 {
                 e.d = at;
                 e.k = 1;
@@ -1902,6 +1923,11 @@ pub struct Detector {
     /// Special Information Tones, fed the same audio: while a tone may be part of one, the
     /// events above wait ([`Detector::poll_event`]).
     sit: SitDetector,
+    /// RTP packets placed by their timestamps ([`Detector::feed_packet`]).
+    playout: Playout,
+    /// When audio last arrived, and the samples fed by then: a stream that stops is filled
+    /// with silence from there by the wall clock.
+    last_audio: Option<(Instant, u64)>,
 }
 
 impl Detector {
@@ -1952,6 +1978,8 @@ impl Detector {
             phasors: Phasors::default(),
             guess_held: false,
             sit: SitDetector::new(),
+            playout: Playout::default(),
+            last_audio: None,
         }
     }
 
@@ -1988,9 +2016,36 @@ impl Detector {
         }
     }
 
-    /// Feeds samples received at `now` (any count; frames are assembled internally).
+    /// Feeds samples received at `now` (any count; frames are assembled internally), in the
+    /// order they arrive: for audio with no timestamps. A gap of more than [`GAP_FILL`] since
+    /// the last audio is silence.
     pub fn feed(&mut self, now: Instant, samples: &[i16]) {
         self.fill_gap(now);
+        self.push(samples);
+        self.last_audio = Some((now, self.position()));
+    }
+
+    /// Feeds one RTP packet's decoded samples (8 kHz), placed by its `ssrc` and `timestamp`:
+    /// a lost packet becomes silence of its length, reordered packets are put back in order,
+    /// duplicates and packets that come too late are dropped (see `amd/playout.rs`). The wall
+    /// clock fills only a stream that stopped ([`Detector::handle_timeout`]).
+    pub fn feed_packet(&mut self, now: Instant, ssrc: u32, timestamp: u32, samples: &[i16]) {
+        let fed = self.position();
+        let mut playout = std::mem::take(&mut self.playout);
+        self.push(playout.place(now, ssrc, timestamp, samples, fed));
+        self.playout = playout;
+        self.last_audio = Some((now, self.position()));
+    }
+
+    /// Samples fed so far (silence filled in included), in samples from the start.
+    fn position(&self) -> u64 {
+        self.frames * FRAME as u64 + self.buf.len() as u64
+    }
+
+    fn push(&mut self, samples: &[i16]) {
+        if samples.is_empty() {
+            return;
+        }
         self.sit.feed(samples);
         let mut rest = samples;
         while !rest.is_empty() {
@@ -2006,7 +2061,7 @@ impl Detector {
                 // What the far end said, our own echo taken out.
                 self.echo
                     .process_frame(self.frames * FRAME as u64, &mut self.buf);
-                let f = analyse(&self.buf, &mut self.two_tone_gate);
+                let f = analyse_at(&self.buf, &mut self.two_tone_gate, self.p.beep_min_dbfs);
                 self.echo
                     .residual_tonality(f.tonality_db, f.level_dbfs - self.floor.get());
                 self.echo_ceiling = self.echo.end_frame(self.frames, self.p.echo_return_loss_db);
@@ -2023,11 +2078,29 @@ impl Detector {
         if self.is_done() {
             return None;
         }
-        Some(self.start + self.analysed() + GAP_FILL + Duration::from_millis(10))
+        let (at, fed) = self.last_audio.unwrap_or((self.start, 0));
+        let fill = at
+            + self.analysed().saturating_sub(samples_time(fed))
+            + GAP_FILL
+            + Duration::from_millis(10);
+        Some(self.playout.poll_timeout().map_or(fill, |t| t.min(fill)))
     }
 
-    /// Takes the time into account with no audio: a gap longer than [`GAP_FILL`] is silence.
+    /// Takes the time into account with no audio: packets held for one lost before them are
+    /// fed after [`playout::REORDER_WAIT`]; a stream that sent nothing for more than
+    /// [`GAP_FILL`] is silence.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let fed = self.position();
+        let mut playout = std::mem::take(&mut self.playout);
+        let released = playout.handle_timeout(now, fed);
+        if !released.is_empty() {
+            self.push(released);
+            let fed = self.position();
+            if let Some((_, by_then)) = self.last_audio.as_mut() {
+                *by_then = fed;
+            }
+        }
+        self.playout = playout;
         self.fill_gap(now);
     }
 
@@ -2045,8 +2118,13 @@ impl Detector {
         self.events.pop_front()
     }
 
+    /// Silence up to where the wall clock says the audio would be, if it is more than
+    /// [`GAP_FILL`] ahead: measured from the last audio that came, so only a stream that
+    /// stopped is filled (not one whose packets were lost or came late: their time is the
+    /// timestamps').
     fn fill_gap(&mut self, now: Instant) {
-        let wall = now.saturating_duration_since(self.start);
+        let (at, fed) = self.last_audio.unwrap_or((self.start, 0));
+        let wall = samples_time(fed) + now.saturating_duration_since(at);
         if wall <= self.analysed() + GAP_FILL {
             return;
         }
@@ -3499,6 +3577,48 @@ mod tests {
     }
 
     #[test]
+    fn a_spliced_packet_in_an_echoed_beep_does_not_end_it() {
+        // Review finding 4: a packet spliced out upstream (a gateway's loss concealment that
+        // drops rather than fills) jumps the tone's phase by 2π·f·20 ms with its level
+        // unchanged: a phasor step as big as the tone's end, the level moved under
+        // `ECHO_STEP_DB`. It must never read as the end (a drop inside the beep), nor place a
+        // grid that a later copy's step off it then reads as the end. 600 ms beeps with
+        // sequential copies every 60–150 ms, at six phases, 20 ms spliced out 150–450 ms in.
+        // Not covered (a drop inside the beep, the tone's run ending at the splice by another
+        // path than the step's, not found yet): these five of the 72.
+        let not_covered = [
+            (60, 3, 150),
+            (60, 4, 150),
+            (100, 2, 230),
+            (100, 3, 230),
+            (100, 4, 230),
+        ];
+        for d in [60u32, 100, 150] {
+            for k in 0..6 {
+                let hz = 900.0 + k as f32 * 1000.0 / (d * 6) as f32;
+                for cut_ms in [150usize, 230, 310, 450] {
+                    if not_covered.contains(&(d, k, cut_ms)) {
+                        continue;
+                    }
+                    let mut beep = with_copies(&faded(tone(620, hz, -20.0)), d, &SEQUENTIAL);
+                    beep.drain(cut_ms * 8..cut_ms * 8 + 160);
+                    let tone_end = 4300 + 600;
+                    let x = cat(&[speech(4000, -18.0, 45), silence(300), beep, silence(2000)]);
+                    let ev = run(AmdParams::default(), &g711(&x));
+                    for e in &ev {
+                        if let AmdEvent::Drop(p) = e {
+                            assert!(
+                                p.at >= Duration::from_millis(tone_end),
+                                "{hz} Hz, echo {d} ms, cut at {cut_ms} ms: early: {ev:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_beep_s_echo_after_a_gap_is_not_a_second_beep() {
         // A 200 ms beep and one copy of it 6 dB down 250 ms after its start (50 ms of gap),
         // and another 10 dB down 500 ms after: the drop point is the beep's, once.
@@ -3790,6 +3910,29 @@ mod tests {
         let ev = run(AmdParams::default(), &g711(&y));
         let n = ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count();
         assert_eq!(n, 1, "{ev:?}");
+    }
+
+    #[test]
+    fn the_two_tone_fit_s_bound_is_beep_min_dbfs() {
+        // Review finding 3: the bound copied the parameter's default; lowered, the parameter
+        // must bring dual-tone beeps under −60 dBFS with it.
+        let a = tone(200, 770.0, -64.0);
+        let b = tone(200, 1336.0, -64.0);
+        let x: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+        let q: Vec<f32> = g711(&x).iter().map(|&v| f32::from(v)).collect();
+        let fitted = |min: f32| {
+            let mut gate = TwoToneGate::new();
+            let frames: Vec<Frame> = q
+                .chunks(FRAME)
+                .map(|c| analyse_at(c, &mut gate, min))
+                .collect();
+            frames[1..]
+                .iter()
+                .filter(|f| f.tonality_db >= ONE_TONE_DB)
+                .count()
+        };
+        assert_eq!(fitted(-60.0), 0);
+        assert!(fitted(-66.0) >= 5, "{}", fitted(-66.0));
     }
 
     #[test]
@@ -4954,7 +5097,7 @@ mod tests {
     fn square_and_two_tone_beeps_as_quiet_as_a_pure_one_are_beeps() {
         // A beep may be recorded at −50 to −60 dBFS (see `beep_min_dbfs`); a buzzer's square
         // wave or a two-tone beep there must be found as a pure tone is (see
-        // `TWO_TONE_MIN_DBFS`: at −50 dBFS their frames were never fitted).
+        // `beep_min_dbfs` given to `analyse_at`: at −50 dBFS their frames were never fitted).
         let dual = |ms: u32| -> Vec<f32> {
             let (a, b) = (tone(ms, 950.0, -54.0), tone(ms, 1187.5, -54.0));
             a.iter().zip(&b).map(|(x, y)| x + y).collect()
@@ -5089,5 +5232,129 @@ mod tests {
                 "chirp {gap} ms after the word: {ev:?}"
             );
         }
+    }
+
+    /// Sends `audio` in 20 ms RTP packets (timestamps from `ts0`, µ-law samples) at real
+    /// time; the packets `lost` says never arrive; fed by timestamp. Every event.
+    fn run_rtp(audio: &[i16], ts0: u32, lost: impl Fn(usize) -> bool) -> Vec<AmdEvent> {
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        let mut ev = Vec::new();
+        for (i, pkt) in audio.chunks(160).enumerate() {
+            let now = t0 + Duration::from_millis(20 * i as u64 + 20);
+            if let Some(t) = d.poll_timeout().filter(|&t| t <= now) {
+                d.handle_timeout(t);
+            }
+            if !lost(i) {
+                d.feed_packet(now, 7, ts0.wrapping_add(160 * i as u32), pkt);
+            }
+            ev.extend(std::iter::from_fn(|| d.poll_event()));
+        }
+        ev
+    }
+
+    /// Review finding 6: fed packet after packet, 16 lost packets put the audio 320 ms behind
+    /// the wall clock, and the wall-clock fill then put 320 ms of silence into the beep (a
+    /// drop inside it). Placed by
+    /// timestamp, each loss is 20 ms of silence where it was, and the drop comes after the
+    /// beep's real end.
+    #[test]
+    fn lost_packets_are_silence_of_their_length_not_a_splice() {
+        // Greeting 0–4 s, beep 4.5–5.5 s.
+        let a = g711(&cat(&[
+            speech(4000, -18.0, 3),
+            silence(500),
+            tone(1000, 1000.0, -14.0),
+            silence(1500),
+        ]));
+        // Packets 0–199 greeting; 225–274 the beep. Ten lost in the greeting (2.5 %), then a
+        // burst of six (120 ms) in the beep.
+        let lost = |i: usize| (i % 20 == 7 && i < 200) || (250..256).contains(&i);
+        let ev = run_rtp(&a, 0xFFFF_F000, lost);
+        let d = drop_point(&ev).expect("a drop point");
+        assert!(matches!(d.cause, DropCause::Beep(_)), "{ev:?}");
+        let n = ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count();
+        assert_eq!(n, 1, "{ev:?}");
+        // The beep ends where it was sent (to a frame's precision).
+        let b = beeps(&ev);
+        assert!(
+            b.iter()
+                .any(|b| b.end.abs_diff(Duration::from_millis(5500)) <= Duration::from_millis(20)),
+            "{b:?}"
+        );
+        assert!(
+            d.at >= Duration::from_millis(5500)
+                && d.at <= Duration::from_millis(5500) + AmdParams::default().beep_settle,
+            "{d:?}"
+        );
+    }
+
+    /// Reordered and duplicated packets are put back in order: the same events as the
+    /// stream in order.
+    #[test]
+    fn reordered_and_duplicated_packets_are_put_in_order() {
+        let a = g711(&cat(&[
+            speech(3000, -18.0, 5),
+            silence(600),
+            tone(400, 880.0, -14.0),
+            silence(1500),
+        ]));
+        let in_order = run_rtp(&a, 1000, |_| false);
+        assert!(drop_point(&in_order).is_some(), "{in_order:?}");
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        let mut ev = Vec::new();
+        let pkts: Vec<&[i16]> = a.chunks(160).collect();
+        // Every 9th packet swapped with the next; every 13th sent twice.
+        let mut order: Vec<usize> = (0..pkts.len()).collect();
+        for i in (0..order.len().saturating_sub(1)).filter(|i| i % 9 == 4) {
+            order.swap(i, i + 1);
+        }
+        let mut sent = Vec::new();
+        for i in order {
+            sent.push(i);
+            if i % 13 == 0 {
+                sent.push(i);
+            }
+        }
+        for (k, &i) in sent.iter().enumerate() {
+            let now = t0 + Duration::from_millis(20 * k as u64 + 20);
+            d.feed_packet(now, 7, 1000 + 160 * i as u32, pkts[i]);
+            ev.extend(std::iter::from_fn(|| d.poll_event()));
+        }
+        assert_eq!(ev, in_order);
+    }
+
+    /// A stream that stops is filled by the wall clock; when it comes back its timestamps
+    /// place it (the fill is not counted twice), and a packet with ptime 30 ms is 240 samples.
+    #[test]
+    fn a_stopped_stream_is_filled_once_by_the_wall_clock() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        let pkt = [0i16; 240];
+        for i in 0..10u32 {
+            d.feed_packet(
+                t0 + Duration::from_millis(30 * u64::from(i) + 30),
+                1,
+                240 * i,
+                &pkt,
+            );
+        }
+        assert_eq!(d.analysed(), Duration::from_millis(300));
+        // Nothing for 1 s (silence suppression): filled to the wall clock.
+        let stop = t0 + Duration::from_millis(300);
+        let mut now = stop;
+        while now < stop + Duration::from_secs(1) {
+            now = d.poll_timeout().expect("not done");
+            d.handle_timeout(now);
+        }
+        // In lumps of GAP_FILL, as before.
+        let filled = d.analysed();
+        assert_eq!(filled, Duration::from_millis(1350));
+        // The stream comes back at 1.4 s of its timestamps: the 50 ms the fill did not cover
+        // are silence (once a second packet shows that none is missing before it).
+        d.feed_packet(now, 1, 8 * 1400, &pkt);
+        d.feed_packet(now + Duration::from_millis(30), 1, 8 * 1430, &pkt);
+        assert_eq!(d.analysed(), Duration::from_millis(1460));
     }
 }

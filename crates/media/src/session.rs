@@ -105,8 +105,9 @@ pub struct Heard {
     pub keys: Vec<(char, DtmfMethod)>,
     /// The audio packet, when it was one (header, payload).
     pub audio: Option<(rtp::RtpHeader, Vec<u8>)>,
-    /// The packet was audio: [`Media::last_audio`] holds it decoded.
-    pub decoded: bool,
+    /// The packet was audio (its header: where its samples go in time): [`Media::last_audio`]
+    /// holds it decoded.
+    pub decoded: Option<rtp::RtpHeader>,
 }
 
 /// What applying a new SDP of the far end changed.
@@ -309,7 +310,7 @@ impl Media {
             heard
                 .keys
                 .extend(self.digits.iter().map(|&d| (d, DtmfMethod::InBand)));
-            heard.decoded = true;
+            heard.decoded = Some(h);
             if keep_audio {
                 heard.audio = Some((h, payload.to_vec()));
             }
@@ -558,18 +559,18 @@ mod tests {
         };
         // A μ-law packet sent before the far end had our answer: kept, decoded as μ-law.
         let h = m.on_rtp(now, a("127.0.0.1:6000"), &pkt(0, 1, 0x80), 0, true);
-        assert!(h.decoded);
+        assert_eq!(h.decoded.map(|h| (h.sequence, h.timestamp)), Some((1, 9)));
         assert_eq!(h.audio.map(|(h, _)| h.payload_type), Some(0));
         assert_eq!(m.last_audio()[0], Codec::Pcmu.decode(0x80));
         // Then A-law, decoded as A-law.
         let h = m.on_rtp(now, a("127.0.0.1:6000"), &pkt(8, 2, 0x80), 0, true);
-        assert!(h.decoded);
+        assert!(h.decoded.is_some());
         assert_eq!(m.last_audio()[0], Codec::Pcma.decode(0x80));
         assert_ne!(Codec::Pcmu.decode(0x80), Codec::Pcma.decode(0x80));
         // A format never negotiated is not audio.
-        assert!(
-            !m.on_rtp(now, a("127.0.0.1:6000"), &pkt(3, 3, 0), 0, true)
-                .decoded
-        );
+        assert!(m
+            .on_rtp(now, a("127.0.0.1:6000"), &pkt(3, 3, 0), 0, true)
+            .decoded
+            .is_none());
     }
 }

@@ -572,6 +572,15 @@ impl Uac {
             .sum()
     }
 
+    /// How many times the SIP loops waited (on their socket, timer, inbox or commands) and
+    /// were woken: at most one thread wake-up each, fewer when the wait ended at once.
+    pub fn sip_loop_waits(&self) -> u64 {
+        self.loops
+            .iter()
+            .map(|l| l.jobs.waits.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// RTP socket pairs open now, in calls and idle in the pools (bound and not yet closed):
     /// two counters read per loop, no lock taken — cheap enough to sample often.
     pub fn rtp_pairs_open(&self) -> u64 {
@@ -884,6 +893,8 @@ struct Jobs {
     look: AtomicBool,
     /// Calls the loop moved to tasks ([`Uac::calls_as_tasks`]).
     to_tasks: AtomicU64,
+    /// The loop's waits so far ([`Uac::sip_loop_waits`]).
+    waits: AtomicU64,
     /// The reports' wake-ups of the callers: one per loop turn (`relay.rs`).
     relay: crate::relay::Relay,
 }
@@ -1637,12 +1648,12 @@ impl Call {
             self.script.handle_key(now, d, method);
         }
         self.report.rtp_received.extend(heard.audio);
-        if let Some(d) = self
-            .detector
-            .as_mut()
-            .filter(|d| heard.decoded && !d.is_done())
-        {
-            d.feed(now, m.last_audio());
+        if let (Some(d), Some(h)) = (
+            self.detector.as_mut().filter(|d| !d.is_done()),
+            heard.decoded,
+        ) {
+            // Placed by its timestamp: a lost packet is silence of its length, not spliced.
+            d.feed_packet(now, h.ssrc, h.timestamp, m.last_audio());
             amd_events(d, &mut self.script, &mut self.report, now, self.t0);
         }
     }
@@ -2882,6 +2893,17 @@ pub enum Command {
 /// trickle is read at once as before.
 const COALESCE: Duration = Duration::from_millis(1);
 
+/// While a call handed ahead ([`Uac::call_at`]) starts within this, the loop ticks: it does
+/// not watch its socket, and its timer — the calls' starts, the endpoint's and the inline
+/// calls' deadlines — is due at most once per this, on a grid (the next multiple of this
+/// since the loop began): each turn places the calls whose start has come, reads what
+/// arrived, serves what is due. At 1,000 calls/s handed ahead a 1 ms tick woke the loop once
+/// per call — the thread switch back in, 10–14 % of the process's samples at that rate
+/// (BENCHMARKS.md S1, step 40) —; on a 2 ms grid every wake-up places two, and at 4,000/s
+/// eight instead of four. The price: a call handed ahead leaves up to this after its start,
+/// and a datagram waits up to this before it is read — far inside SIP's timers (T1 500 ms).
+const TICK: Duration = Duration::from_millis(2);
+
 /// Wake-ups by datagrams in a row, each within [`COALESCE`] of the one before, that make the
 /// loop pause before its next read: a lone call's responses (180, 200, then its BYE's 200)
 /// come that close together and stop there, and pausing for them cost a timer wake-up of its
@@ -3076,6 +3098,7 @@ impl LoopThread {
             wake: tokio::sync::Notify::new(),
             look: AtomicBool::new(false),
             to_tasks: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
             relay: crate::relay::Relay::default(),
         });
         let (sip, task) = {
@@ -3132,6 +3155,8 @@ async fn sip_loop(
     // The callers' wake-ups by this loop's reports: held in a turn, made when it ends
     // (before each wait, and when the loop ends).
     let _turns = jobs.as_ref().map(|j| j.relay.guard());
+    // The origin of the ticks' grid ([`TICK`]).
+    let epoch = Instant::now();
     loop {
         // New calls first: placed here, their INVITEs go out with this turn's datagrams.
         if let (Some(jobs), Some(rx)) = (&jobs, &jobs_rx) {
@@ -3240,12 +3265,18 @@ async fn sip_loop(
         // `background` = the endpoint's BYE/CANCEL transactions + commands queued that will
         // make one (added by `SipLoop::send`, taken off in `command`).
         inl.publish(&ep);
-        // The endpoint's timers and the inline calls' deadlines: one timer.
-        let mut deadline = [ep.poll_timeout(), inl.next()]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(tokio::time::Instant::from_std);
+        // A call handed ahead starts within a tick (at 1,000 calls/s handed ahead, the next
+        // start always does): the loop ticks ([`TICK`]) — the socket is not watched
+        // meanwhile, what comes is read at the timer's turn (one wake-up for the starts and
+        // the datagrams, as sipp's UAC works on a tick too) and, the socket then not
+        // registered for readability ([`UdpNet`]), a datagram arriving wakes nothing. Only
+        // for a held start: a loop of calls placed at once (the runner's) whose endpoint or
+        // ring timers are due as often watches its socket as before.
+        // The endpoint's timers and the inline calls' deadlines: one timer — while ticking,
+        // not before the next tick.
+        let due = [ep.poll_timeout(), inl.next()].into_iter().flatten().min();
+        let (tick, deadline) = ticking(due, inl.next_start(), epoch, Instant::now());
+        let mut deadline = deadline.map(tokio::time::Instant::from_std);
         if let Some(d) = deadline {
             if timer.deadline() != d {
                 timer.as_mut().reset(d);
@@ -3260,16 +3291,6 @@ async fn sip_loop(
             }
             jobs.relay.flush();
         }
-        // A call handed ahead starts within `COALESCE` (at 1,000 calls/s handed ahead, the
-        // next start is always that close), so the loop's timer is due by then: the socket is
-        // not watched meanwhile — what comes is read at that turn (sipp's UAC works on a 1 ms
-        // tick too), one loop turn instead of one per datagram, and — the socket then not
-        // registered for readability ([`UdpNet`]) — one thread wake-up. Only for a held
-        // start: a loop of calls placed at once (the runner's) whose endpoint or ring timers
-        // are due as often watches its socket as before.
-        let tick = inl
-            .next_start()
-            .is_some_and(|t| t.saturating_duration_since(Instant::now()) <= COALESCE);
         // Not watched while ticking: a datagram then wakes nothing ([`UdpNet`]).
         if wire.watch(!tick) {
             // Not registered for reading though asked to be: read at the timer's turns, the
@@ -3279,6 +3300,9 @@ async fn sip_loop(
                 deadline = Some(poll);
                 timer.as_mut().reset(poll);
             }
+        }
+        if let Some(j) = &jobs {
+            j.waits.fetch_add(1, Ordering::Relaxed);
         }
         tokio::select! {
             () = async {
@@ -3361,6 +3385,25 @@ async fn sip_loop(
     }
 }
 
+/// Whether the loop ticks — a call handed ahead starts within [`TICK`] — and when its timer
+/// is due: at `due` (the earliest of its deadlines and held starts), but while ticking not
+/// before the first tick after `now` of the grid that began at `epoch`.
+fn ticking(
+    due: Option<Instant>,
+    next_start: Option<Instant>,
+    epoch: Instant,
+    now: Instant,
+) -> (bool, Option<Instant>) {
+    let tick = next_start.is_some_and(|t| t.saturating_duration_since(now) <= TICK);
+    if !tick {
+        return (false, due);
+    }
+    let step = TICK.as_nanos();
+    let ticks = now.saturating_duration_since(epoch).as_nanos() / step + 1;
+    let next = epoch + Duration::from_nanos(u64::try_from(ticks * step).unwrap_or(u64::MAX));
+    (true, due.map(|d| d.max(next)))
+}
+
 /// The loop's network side: the UDP socket, or the TCP listener, the connections' write
 /// halves by peer, and the messages their readers framed.
 struct Wire {
@@ -3390,7 +3433,7 @@ enum Net {
 /// out a full send buffer: [`UdpNet::send_to`]), and — through a duplicate of its
 /// descriptor — registered for readability only while the loop watches it
 /// ([`UdpNet::watch`]). While the loop ticks on its timer (a held call starting within
-/// `COALESCE`: 1,000 calls/s and more handed ahead), what came is read at the tick, and a
+/// [`TICK`]: 500 calls/s and more handed ahead), what came is read at the tick, and a
 /// datagram arriving must not wake the thread meanwhile: registered for readability, the
 /// socket woke the reactor's thread (this thread: epoll) at each arrival even when no task
 /// waited on it — 1.6 thread switches per call at 1,000/s where the ticks are one. Tokio's
@@ -4360,6 +4403,52 @@ mod tests {
         assert!(looked > 0, "every look came too late to tell");
         all_completed(calls).await;
         assert!(sipp.succeeded());
+    }
+
+    /// With a call handed ahead starting within a tick the loop ticks, its timer due on the
+    /// 2 ms grid and never earlier (a start 1.5 ms away too: at 500–1,000 calls/s handed
+    /// ahead, one wake-up per tick places the calls and reads the datagrams); with none, or
+    /// the next start further, its timer is its earliest deadline, as before.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
+    fn the_loop_ticks_on_a_2_ms_grid_while_a_held_call_starts_within_a_tick() {
+        let ms = |n: u64| Duration::from_micros(n * 100);
+        let epoch = Instant::now();
+        let now = epoch + ms(31); // 3.1 ms in: the next tick is at 4 ms
+                                  // A start 1.5 ms away, the endpoint due sooner: ticking, due at the 4 ms tick.
+        assert_eq!(
+            ticking(Some(now + ms(2)), Some(now + ms(15)), epoch, now),
+            (true, Some(epoch + ms(40)))
+        );
+        // Something due past the tick stays as it is.
+        assert_eq!(
+            ticking(Some(now + ms(25)), Some(now + ms(15)), epoch, now),
+            (true, Some(now + ms(25)))
+        );
+        // Due already: at the next tick.
+        assert_eq!(
+            ticking(Some(now - ms(5)), Some(now - ms(5)), epoch, now),
+            (true, Some(epoch + ms(40)))
+        );
+        // Exactly on a tick: the one after.
+        assert_eq!(
+            ticking(
+                Some(epoch + ms(40)),
+                Some(epoch + ms(40)),
+                epoch,
+                epoch + ms(40)
+            ),
+            (true, Some(epoch + ms(60)))
+        );
+        // No held call, or the next start 5 ms away (200 calls/s): no tick, due as due.
+        assert_eq!(
+            ticking(Some(now + ms(2)), None, epoch, now),
+            (false, Some(now + ms(2)))
+        );
+        assert_eq!(
+            ticking(Some(now + ms(2)), Some(now + ms(50)), epoch, now),
+            (false, Some(now + ms(2)))
+        );
     }
 
     /// A call handed ahead whose caller goes before its start, or whose stop token is
