@@ -2666,3 +2666,99 @@ fn a_2xx_to_an_earlier_credentialed_invite_is_acked_with_its_credentials() {
     assert_eq!(req(&out[0].1).method, Method::Ack);
     assert_eq!(all(&out[0].1, HeaderName::ProxyAuthorization), creds2);
 }
+
+/// The value of `key=` in `msg` up to the next `;`, `>` or line end (a branch or tag drawn
+/// at random), for comparing a message byte for byte with that value put back.
+fn param_after<'a>(msg: &'a str, key: &str) -> &'a str {
+    let at = msg.find(key).map_or(msg.len(), |i| i + key.len());
+    let rest = &msg[at..];
+    &rest[..rest.find([';', '>', '\r']).unwrap_or(rest.len())]
+}
+
+/// The INVITE and its 2xx's ACK as they go on the wire, byte for byte (only the random
+/// branches and From tag substituted): what building them into one buffer must not change.
+#[test]
+fn the_invite_and_its_ack_byte_for_byte() {
+    let mut ep = Endpoint::new(cfg(false));
+    let t0 = Instant::now();
+    ep.invite(t0, invite(None)).unwrap();
+    let t = ep.poll_transmit().unwrap();
+    assert!(ep.poll_transmit().is_none());
+    let got = String::from_utf8(t.payload.to_vec()).unwrap();
+    let branch = param_after(&got, "branch=z9hG4bK");
+    let tag = param_after(&got, ";tag=");
+    assert_eq!(branch.len(), 16, "{got}");
+    assert!(
+        tag.len() == 16
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{got}"
+    );
+    assert_eq!(
+        got,
+        format!(
+            "INVITE sip:+33612345678@10.0.0.2:5060;user=phone SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+33100000000@example.fr>;tag={tag}\r\n\
+             To: <sip:+33612345678@10.0.0.2:5060;user=phone>\r\n\
+             Call-ID: call-1@10.0.0.1\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:crieur@10.0.0.1:5060>\r\n\
+             User-Agent: crieur-test\r\n\
+             Allow: INVITE, ACK\r\n\
+             Content-Type: application/sdp\r\n\
+             Content-Length: 5\r\n\r\n\
+             v=0\r\n"
+        )
+    );
+    let inv = wire::parse(&t.payload).unwrap();
+    let ok = response(
+        &inv,
+        200,
+        Some("b1"),
+        "Contact: <sip:callee@10.0.0.3:5062>\r\n",
+    );
+    ep.handle_input(t0, a(TRUNK), &ok);
+    let t = ep.poll_transmit().unwrap();
+    let ack = String::from_utf8(t.payload.to_vec()).unwrap();
+    let ack_branch = param_after(&ack, "branch=z9hG4bK");
+    assert_eq!(
+        ack,
+        format!(
+            "ACK sip:callee@10.0.0.3:5062 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK{ack_branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+33100000000@example.fr>;tag={tag}\r\n\
+             To: <sip:+33612345678@10.0.0.2:5060;user=phone>;tag=b1\r\n\
+             Call-ID: call-1@10.0.0.1\r\n\
+             CSeq: 1 ACK\r\n\
+             Contact: <sip:crieur@10.0.0.1:5060>\r\n\
+             User-Agent: crieur-test\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    );
+    // A second call with the same Contact: the header is the same (made once, shared).
+    let mut second = invite(None);
+    second.call_id = "call-2@10.0.0.1".into();
+    ep.invite(t0, second).unwrap();
+    let t = ep.poll_transmit().unwrap();
+    let got = String::from_utf8(t.payload.to_vec()).unwrap();
+    assert!(
+        got.contains("\r\nContact: <sip:crieur@10.0.0.1:5060>\r\n"),
+        "{got}"
+    );
+    assert_ne!(param_after(&got, ";tag="), tag);
+    // Another Contact: its own header, not the cached one.
+    let mut third = invite(None);
+    third.call_id = "call-3@10.0.0.1".into();
+    third.contact = "sip:other@10.0.0.1:5060".into();
+    ep.invite(t0, third).unwrap();
+    let t = ep.poll_transmit().unwrap();
+    let got = String::from_utf8(t.payload.to_vec()).unwrap();
+    assert!(
+        got.contains("\r\nContact: <sip:other@10.0.0.1:5060>\r\n"),
+        "{got}"
+    );
+}
