@@ -2035,6 +2035,11 @@ impl Detector {
     /// duplicates and packets that come too late are dropped (see `amd/playout.rs`). The wall
     /// clock fills only a stream that stopped ([`Detector::handle_timeout`]).
     pub fn feed_packet(&mut self, now: Instant, ssrc: u32, timestamp: u32, samples: &[i16]) {
+        if samples.is_empty() {
+            // An empty payload has no place: held, it would release silence up to its
+            // timestamp (stale or odd) and make the real packets after it late.
+            return;
+        }
         let fed = self.position();
         let mut playout = std::mem::take(&mut self.playout);
         let placed = playout.place(now, ssrc, timestamp, samples, fed);
@@ -5386,6 +5391,37 @@ mod tests {
         }
         let at = dropped.expect("a drop point");
         assert!(at - end <= Duration::from_millis(300), "{:?}", at - end);
+    }
+
+    /// Review-miss2 finding 11: an empty RTP payload (its timestamp a little ahead) inside
+    /// a beep is not placed: held, it released silence up to its timestamp into the beep and
+    /// made the real packets after it late. The events are the stream's without it.
+    #[test]
+    fn an_empty_payload_is_not_placed() {
+        let a = g711(&cat(&[
+            speech(3000, -18.0, 5),
+            silence(600),
+            tone(400, 880.0, -14.0),
+            silence(1500),
+        ]));
+        let in_order = run_rtp(&a, 1000, |_| false);
+        assert!(drop_point(&in_order).is_some(), "{in_order:?}");
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, AmdParams::default());
+        let mut ev = Vec::new();
+        for (i, pkt) in a.chunks(160).enumerate() {
+            let now = t0 + Duration::from_millis(20 * i as u64 + 20);
+            if let Some(t) = d.poll_timeout().filter(|&t| t <= now) {
+                d.handle_timeout(t);
+            }
+            let ts = 1000 + 160 * i as u32;
+            if i == 185 {
+                d.feed_packet(now, 7, ts + 900, &[]);
+            }
+            d.feed_packet(now, 7, ts, pkt);
+            ev.extend(std::iter::from_fn(|| d.poll_event()));
+        }
+        assert_eq!(ev, in_order);
     }
 
     /// A stream that stops is filled by the wall clock; when it comes back its timestamps
