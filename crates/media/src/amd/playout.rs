@@ -19,7 +19,8 @@
 use std::time::{Duration, Instant};
 
 /// Audio received after a gap that is held for a packet that may still come out of order
-/// before the gap is taken as lost: 40 ms (two 20 ms packets). Reordering on the public
+/// before the gap is taken as lost: 40 ms, and two packets at least (at ptime 40 ms or more,
+/// one packet is already 320 samples). Reordering on the public
 /// internet is mostly by one packet (back-to-back packets on parallel paths); waiting for
 /// more would delay the beep's end by as much whenever a packet is really lost.
 const REORDER_HOLD_SAMPLES: usize = 320;
@@ -145,7 +146,11 @@ impl Playout {
                 );
             }
             self.held_since.get_or_insert(now);
-            if self.held.iter().map(|h| h.samples.len()).sum::<usize>() >= REORDER_HOLD_SAMPLES {
+            // Two packets at least: one of ptime 40 ms or more is already 320 samples, and
+            // released alone it would leave no time for the one before it.
+            if self.held.len() >= 2
+                && self.held.iter().map(|h| h.samples.len()).sum::<usize>() >= REORDER_HOLD_SAMPLES
+            {
                 self.release(fed);
             }
             return Some(&self.out);
@@ -410,5 +415,23 @@ mod tests {
             .place(at(300), 10, 7, &pkt(160, 3), 960)
             .map(<[i16]>::to_vec);
         assert_eq!(out, Some([pkt(1280, 0), pkt(160, 3)].concat()));
+    }
+
+    /// Review-miss2 finding 4: at ptime 40 and 60 ms, one held packet is already 320
+    /// samples; reordered by one, the packets are still put back in order.
+    #[test]
+    fn reordering_is_undone_at_ptime_40_and_60() {
+        for ms in [40u64, 60] {
+            let n = ms as usize * 8;
+            let ts = |k: u32| 7 + k * n as u32;
+            let fed = play_at(&[
+                (ms, ts(0), pkt(n, 1)),
+                (2 * ms, ts(2), pkt(n, 3)),
+                (2 * ms + 5, ts(1), pkt(n, 2)),
+                (3 * ms, ts(3), pkt(n, 4)),
+            ]);
+            let want: Vec<i16> = [1, 2, 3, 4].iter().flat_map(|&v| pkt(n, v)).collect();
+            assert_eq!(fed, want, "ptime {ms} ms");
+        }
     }
 }
