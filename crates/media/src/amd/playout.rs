@@ -434,4 +434,30 @@ mod tests {
             assert_eq!(fed, want, "ptime {ms} ms");
         }
     }
+
+    /// Review-miss2 findings 6 and 7: audio held after a gap is fed (the gap as silence)
+    /// before a new source's or a jumped clock's first packet, not thrown away or left at
+    /// its old clock's positions.
+    #[test]
+    fn held_audio_is_fed_before_a_new_source_or_a_clock_jump() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        for (ssrc, ts) in [(10u32, 5u32), (9, 900_000)] {
+            let mut p = Playout::new(t0);
+            assert_eq!(
+                p.place(at(20), 9, 0, &pkt(160, 1), 0).map(<[i16]>::len),
+                Some(160)
+            );
+            assert_eq!(p.place(at(60), 9, 320, &pkt(160, 3), 160), Some(&[][..]));
+            let out = p
+                .place(at(80), ssrc, ts, &pkt(160, 4), 160)
+                .map(<[i16]>::to_vec);
+            assert_eq!(
+                out,
+                Some([pkt(160, 0), pkt(160, 3), pkt(160, 4)].concat()),
+                "ssrc {ssrc}"
+            );
+            assert_eq!(p.poll_timeout(), None);
+        }
+    }
 }
