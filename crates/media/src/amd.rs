@@ -5318,10 +5318,8 @@ mod tests {
         );
     }
 
-    /// Reordered and duplicated packets are put back in order: the same events as the
-    /// stream in order.
-    #[test]
-    fn reordered_and_duplicated_packets_are_put_in_order() {
+    /// A greeting and a 400 ms beep, and its events fed by RTP in order.
+    fn a_short_beep_in_order() -> (Vec<i16>, Vec<AmdEvent>) {
         let a = g711(&cat(&[
             speech(3000, -18.0, 5),
             silence(600),
@@ -5330,6 +5328,14 @@ mod tests {
         ]));
         let in_order = run_rtp(&a, 1000, |_| false);
         assert!(drop_point(&in_order).is_some(), "{in_order:?}");
+        (a, in_order)
+    }
+
+    /// Reordered and duplicated packets are put back in order: the same events as the
+    /// stream in order.
+    #[test]
+    fn reordered_and_duplicated_packets_are_put_in_order() {
+        let (a, in_order) = a_short_beep_in_order();
         let t0 = Instant::now();
         let mut d = Detector::new(t0, AmdParams::default());
         let mut ev = Vec::new();
@@ -5398,14 +5404,7 @@ mod tests {
     /// made the real packets after it late. The events are the stream's without it.
     #[test]
     fn an_empty_payload_is_not_placed() {
-        let a = g711(&cat(&[
-            speech(3000, -18.0, 5),
-            silence(600),
-            tone(400, 880.0, -14.0),
-            silence(1500),
-        ]));
-        let in_order = run_rtp(&a, 1000, |_| false);
-        assert!(drop_point(&in_order).is_some(), "{in_order:?}");
+        let (a, in_order) = a_short_beep_in_order();
         let t0 = Instant::now();
         let mut d = Detector::new(t0, AmdParams::default());
         let mut ev = Vec::new();
