@@ -261,6 +261,37 @@ fn encoding_is(encoding: &str, name: &str) -> bool {
         && parts.next().is_none()
 }
 
+/// The direction in effect: the media's last direction attribute, else the session's, else
+/// `sendrecv`; a connection address of `0.0.0.0`/`::` (the old hold) receives nothing.
+fn direction_of(media: Option<Direction>, session: Option<Direction>, ip: IpAddr) -> Direction {
+    let direction = media.or(session).unwrap_or(Direction::SendRecv);
+    match (ip.is_unspecified(), direction.sends()) {
+        (false, _) => direction,
+        (true, true) => Direction::SendOnly,
+        (true, false) => Direction::Inactive,
+    }
+}
+
+/// Where the far end takes RTCP: its RTP address when muxed (RFC 5761), else `a=rtcp`'s
+/// (`attr`, RFC 3605), else the next port (RFC 3550 §11) — an RTP port of 65535 leaves none.
+fn rtcp_address(
+    remote: SocketAddr,
+    rtcp_mux: bool,
+    attr: Option<&str>,
+) -> Result<SocketAddr, String> {
+    if rtcp_mux {
+        return Ok(remote);
+    }
+    match attr.and_then(|v| rtcp_attribute(v, remote.ip())) {
+        Some(a) => Ok(a),
+        None => remote
+            .port()
+            .checked_add(1)
+            .map(|p| SocketAddr::new(remote.ip(), p))
+            .ok_or_else(|| "RTP port 65535 leaves no port for RTCP (RFC 3550 §11)".to_owned()),
+    }
+}
+
 /// `a=rtcp:<port> [IN IP4|IP6 <address>]` (RFC 3605). The address may be a host name (the RFC
 /// allows it; we resolve none in the call path): then RTCP goes to `ip`, the media's, at the
 /// port given. `None` when the port is not a port.
@@ -351,33 +382,14 @@ pub fn parse_answer(body: &[u8]) -> Result<RemoteSdp, Error> {
     }
     let direction_in =
         |attrs: &[(&str, Option<&str>)]| attrs.iter().rev().find_map(|(k, _)| Direction::parse(k));
-    let mut direction = direction_in(attrs)
-        .or_else(|| direction_in(sd.attrs.get(..sd.session_attrs).unwrap_or_default()))
-        .unwrap_or(Direction::SendRecv);
-    if ip.is_unspecified() {
-        direction = if direction.sends() {
-            Direction::SendOnly
-        } else {
-            Direction::Inactive
-        };
-    }
+    let direction = direction_of(
+        direction_in(attrs),
+        direction_in(sd.attrs.get(..sd.session_attrs).unwrap_or_default()),
+        ip,
+    );
     let rtcp_mux = attr("rtcp-mux").next().is_some();
     let remote = SocketAddr::new(ip, port);
-    // a=rtcp:<port> [IN IP4 <address>] (RFC 3605)
-    let rtcp = if rtcp_mux {
-        remote
-    } else {
-        match attr("rtcp").next().and_then(|v| rtcp_attribute(v, ip)) {
-            Some(a) => a,
-            // RTCP on the next port (RFC 3550 §11); an RTP port of 65535 leaves none.
-            None => SocketAddr::new(
-                ip,
-                port.checked_add(1).ok_or_else(|| {
-                    bad("RTP port 65535 leaves no port for RTCP (RFC 3550 §11)".into())
-                })?,
-            ),
-        }
-    };
+    let rtcp = rtcp_address(remote, rtcp_mux, attr("rtcp").next()).map_err(bad)?;
     match codecs.first() {
         Some(&codec) => Ok(RemoteSdp {
             remote,
@@ -854,7 +866,7 @@ mod tests {
 
     /// What `parse_answer` was before it read the body by hand (the `sdp` crate's parse,
     /// then the same reading of its fields): the reference the reader is checked against.
-    /// The fields' meaning (`encoding_is`, `rtcp_attribute`, the RTCP port) is shared with
+    /// The fields' meaning (`encoding_is`, `direction_of`, `rtcp_address`) is shared with
     /// `parse_answer`, so this checks the line reader; the meaning has fixed-value tests
     /// (`channel_counts_host_names_and_the_last_port`).
     fn crate_parse(body: &[u8]) -> Result<RemoteSdp, Error> {
@@ -934,30 +946,14 @@ mod tests {
                 .rev()
                 .find_map(|a| Direction::parse(a.key.as_str()))
         };
-        let mut direction = direction_in(&media.attributes)
-            .or_else(|| direction_in(&sd.attributes))
-            .unwrap_or(Direction::SendRecv);
-        if ip.is_unspecified() {
-            direction = if direction.sends() {
-                Direction::SendOnly
-            } else {
-                Direction::Inactive
-            };
-        }
+        let direction = direction_of(
+            direction_in(&media.attributes),
+            direction_in(&sd.attributes),
+            ip,
+        );
         let rtcp_mux = attr("rtcp-mux").next().is_some();
         let remote = SocketAddr::new(ip, port);
-        let rtcp = if rtcp_mux {
-            remote
-        } else {
-            match attr("rtcp").next().and_then(|v| rtcp_attribute(v, ip)) {
-                Some(a) => a,
-                None => SocketAddr::new(
-                    ip,
-                    port.checked_add(1)
-                        .ok_or_else(|| bad("no port for RTCP".into()))?,
-                ),
-            }
-        };
+        let rtcp = rtcp_address(remote, rtcp_mux, attr("rtcp").next()).map_err(bad)?;
         match codecs.first() {
             Some(&codec) => Ok(RemoteSdp {
                 remote,
