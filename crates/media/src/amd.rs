@@ -2837,7 +2837,21 @@ impl Detector {
                     run.prev_level = f.level_dbfs;
                     return;
                 }
-                if run.after == 0 && run.misses < 2 && !quieter {
+                // A frame of the tone under our echo's residual: not tonal, but as loud as the
+                // tone (within 3 dB) and what is not its strongest sinusoid no louder than the
+                // residual of our own echo can be (`echo_ceiling`, 0 without our echo). On a
+                // real line the canceller leaves 10–30 dB of our talking's echo, which under a
+                // quiet beep (−50 dBFS against our echo at −30) breaks its tonality on the
+                // frames we talk over: those frames are the tone plus our own residual, known
+                // to be ours, so they hold the run as a dropout does, for as long as we talk.
+                // A tonal frame at another pitch is not forgiven (a two-tone beep's second
+                // tone, a tune's next note), nor one quieter by 3 dB (the tone's end).
+                let rest_db = f.level_dbfs
+                    - 10.0 * (1.0 + 10f32.powf(f.tonality_db.max(-30.0) / 10.0)).log10();
+                let under_echo = !tonal
+                    && (f.level_dbfs - mean_level).abs() <= 3.0
+                    && rest_db <= self.echo_ceiling;
+                if run.after == 0 && (run.misses < 2 || under_echo) && !quieter {
                     // Up to two frames' dropout inside a tone (a lost packet, a click, a quiet
                     // tone's G.711 quantisation noise), or its last frame's dip followed by
                     // the frame its edge falls in.
@@ -5114,6 +5128,35 @@ mod tests {
             "{v:?}"
         );
         assert_eq!(d.echo_delay(), None);
+    }
+
+    /// A voicemail's quiet beep (−50 dBFS) after a greeting, while our message's echo comes
+    /// back 15 dB down (−31 dBFS, 19 dB over the beep): the canceller takes most of it out,
+    /// but what is left of our talking reads 8–13 dB under the tone on some frames and breaks
+    /// its tonality; those frames, no louder than our echo's residual can be, do not break the
+    /// tone, and the beep is taken (the machine's message drops on it).
+    #[test]
+    fn a_quiet_beep_under_our_echo_s_residual_is_taken() {
+        let ours = cat(&[silence(300), speech(11_700, -16.0, 48)]);
+        let mut taken = 0;
+        let cases = [(1100.0, 700, 60), (620.0, 500, 140), (950.0, 600, 220)];
+        for (hz, len, delay) in cases {
+            let greeting = cat(&[
+                silence(1200),
+                talker(2500, -33.0, 49, 200.0),
+                silence(700),
+                tone(len, hz, -50.0),
+                silence(12_000 - 4400 - len),
+            ]);
+            let far = line_with_echo(&ours, &greeting, 15.0, delay);
+            let (ev, _) = run_with_reference(&ours, &far);
+            let end = Duration::from_millis(u64::from(4400 + len));
+            if drop_point(&ev).is_some_and(|d| matches!(d.cause, DropCause::Beep(_))) {
+                assert_dropped_on_beep(&ev, hz, end, &format!("{hz} Hz, {len} ms"));
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, cases.len());
     }
 
     /// A person answering while our echo comes back 6 dB down: "Hello?" then listening. The
