@@ -2899,10 +2899,12 @@ const COALESCE: Duration = Duration::from_millis(1);
 /// since the loop began): each turn places the calls whose start has come, reads what
 /// arrived, serves what is due. At 1,000 calls/s handed ahead a 1 ms tick woke the loop once
 /// per call — the thread switch back in, 10–14 % of the process's samples at that rate
-/// (BENCHMARKS.md S1, step 40) —; on a 2 ms grid every wake-up places two, and at 4,000/s
-/// eight instead of four. The price: a call handed ahead leaves up to this after its start,
+/// (BENCHMARKS.md S1, step 40) —; on a 2 ms grid every wake-up placed two, on this 4 ms one
+/// four (and 16 at 4,000/s): a wake-up costs this VM's loop ~35 µs of CPU even with nothing
+/// to do, and its caches come back cold — 4 ms took a fifth off the CPU per call at 1,000/s
+/// against 2 ms (step 46). The price: a call handed ahead leaves up to this after its start,
 /// and a datagram waits up to this before it is read — far inside SIP's timers (T1 500 ms).
-const TICK: Duration = Duration::from_millis(2);
+const TICK: Duration = Duration::from_millis(4);
 
 /// Wake-ups by datagrams in a row, each within [`COALESCE`] of the one before, that make the
 /// loop pause before its next read: a lone call's responses (180, 200, then its BYE's 200)
@@ -3433,7 +3435,7 @@ enum Net {
 /// out a full send buffer: [`UdpNet::send_to`]), and — through a duplicate of its
 /// descriptor — registered for readability only while the loop watches it
 /// ([`UdpNet::watch`]). While the loop ticks on its timer (a held call starting within
-/// [`TICK`]: 500 calls/s and more handed ahead), what came is read at the tick, and a
+/// [`TICK`]: 250 calls/s and more handed ahead), what came is read at the tick, and a
 /// datagram arriving must not wake the thread meanwhile: registered for readability, the
 /// socket woke the reactor's thread (this thread: epoll) at each arrival even when no task
 /// waited on it — 1.6 thread switches per call at 1,000/s where the ticks are one. Tokio's
@@ -4406,39 +4408,40 @@ mod tests {
     }
 
     /// With a call handed ahead starting within a tick the loop ticks, its timer due on the
-    /// 2 ms grid and never earlier (a start 1.5 ms away too: at 500–1,000 calls/s handed
+    /// 4 ms grid and never earlier (a start 3.5 ms away too: at 250 calls/s and more handed
     /// ahead, one wake-up per tick places the calls and reads the datagrams); with none, or
     /// the next start further, its timer is its earliest deadline, as before.
     #[test]
     #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
-    fn the_loop_ticks_on_a_2_ms_grid_while_a_held_call_starts_within_a_tick() {
+    fn the_loop_ticks_on_a_4_ms_grid_while_a_held_call_starts_within_a_tick() {
         let ms = |n: u64| Duration::from_micros(n * 100);
         let epoch = Instant::now();
-        let now = epoch + ms(31); // 3.1 ms in: the next tick is at 4 ms
-                                  // A start 1.5 ms away, the endpoint due sooner: ticking, due at the 4 ms tick.
+        // 6.1 ms in: the next tick is at 8 ms.
+        let now = epoch + ms(61);
+        // A start 3.5 ms away, the endpoint due sooner: ticking, due at the 8 ms tick.
         assert_eq!(
-            ticking(Some(now + ms(2)), Some(now + ms(15)), epoch, now),
-            (true, Some(epoch + ms(40)))
+            ticking(Some(now + ms(2)), Some(now + ms(35)), epoch, now),
+            (true, Some(epoch + ms(80)))
         );
         // Something due past the tick stays as it is.
         assert_eq!(
-            ticking(Some(now + ms(25)), Some(now + ms(15)), epoch, now),
+            ticking(Some(now + ms(25)), Some(now + ms(35)), epoch, now),
             (true, Some(now + ms(25)))
         );
         // Due already: at the next tick.
         assert_eq!(
             ticking(Some(now - ms(5)), Some(now - ms(5)), epoch, now),
-            (true, Some(epoch + ms(40)))
+            (true, Some(epoch + ms(80)))
         );
         // Exactly on a tick: the one after.
         assert_eq!(
             ticking(
-                Some(epoch + ms(40)),
-                Some(epoch + ms(40)),
+                Some(epoch + ms(80)),
+                Some(epoch + ms(80)),
                 epoch,
-                epoch + ms(40)
+                epoch + ms(80)
             ),
-            (true, Some(epoch + ms(60)))
+            (true, Some(epoch + ms(120)))
         );
         // No held call, or the next start 5 ms away (200 calls/s): no tick, due as due.
         assert_eq!(
