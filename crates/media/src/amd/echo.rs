@@ -1378,24 +1378,9 @@ fn chunks(v: &[f32]) -> impl Iterator<Item = &[f32; LANES]> {
 }
 
 /// A filter's output on our audio `x`, with `LANES` partial sums (a single running sum is a
-/// chain the compiler may not reorder into vector lanes), reduced as
-/// ((0 + 4) + (1 + 5)) + ((2 + 6) + (3 + 7)).
+/// chain the compiler may not reorder into vector lanes).
 #[inline(always)]
 fn dot(w: &[f32], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        dot_sse(w, x)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        dot_lanes(w, x)
-    }
-}
-
-/// [`dot`] as plain arrays (the definition, and the other architectures').
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-#[inline(always)]
-fn dot_lanes(w: &[f32], x: &[f32]) -> f32 {
     let mut a = [0f32; LANES];
     for (w, x) in chunks(w).zip(chunks(x)) {
         for i in 0..LANES {
@@ -1403,36 +1388,6 @@ fn dot_lanes(w: &[f32], x: &[f32]) -> f32 {
         }
     }
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
-}
-
-/// [`dot`] in SSE registers (lanes 0–3 and 4–7), the same multiplies and adds in the same
-/// order. Written with intrinsics because from the plain arrays the compiler, pairing the
-/// lanes as the reduction does, kept two useful lanes per register and shuffled every
-/// chunk. SSE is part of x86-64: no run-time check.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn dot_sse(w: &[f32], x: &[f32]) -> f32 {
-    use std::arch::x86_64::{
-        _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_ps, _mm_movehl_ps, _mm_mul_ps,
-        _mm_setzero_ps, _mm_shuffle_ps,
-    };
-    // SAFETY: SSE is part of every x86-64 processor (this is compiled for x86-64 only), and
-    // the loads read within `w` and `x`, `LANES` (8) floats each.
-    unsafe {
-        let (mut lo, mut hi) = (_mm_setzero_ps(), _mm_setzero_ps());
-        for (w, x) in chunks(w).zip(chunks(x)) {
-            let (w, x) = (w.as_ptr(), x.as_ptr());
-            lo = _mm_add_ps(lo, _mm_mul_ps(_mm_loadu_ps(w), _mm_loadu_ps(x)));
-            hi = _mm_add_ps(
-                hi,
-                _mm_mul_ps(_mm_loadu_ps(w.add(4)), _mm_loadu_ps(x.add(4))),
-            );
-        }
-        // s = (a0 + a4, a1 + a5, a2 + a6, a3 + a7); t = (s0 + s1, ·, s2 + s3, ·); t0 + t2.
-        let s = _mm_add_ps(lo, hi);
-        let t = _mm_add_ps(s, _mm_shuffle_ps::<0b10_11_00_01>(s, s));
-        _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t)))
-    }
 }
 
 /// A frame's summed energy as a level, dBFS.
