@@ -546,17 +546,11 @@ pub(super) struct EchoCanceller {
     /// Whether this frame's bound is the warm-up level guard (what it hides may be the far
     /// end: unknown, neither voice nor silence).
     level_guard: bool,
-    /// Whether the processor has AVX2 (see [`EchoCanceller::filter_block`]).
-    avx2: bool,
 }
 
 impl EchoCanceller {
     pub(super) fn new() -> Self {
         EchoCanceller {
-            #[cfg(target_arch = "x86_64")]
-            avx2: is_x86_feature_detected!("avx2"),
-            #[cfg(not(target_arch = "x86_64"))]
-            avx2: false,
             reference: None,
             far_sum: 0.0,
             far_block: None,
@@ -733,33 +727,7 @@ impl EchoCanceller {
     /// the echo `delay` samples late: each sample replaced by the residual. The foreground
     /// runs on our audio as sent; the background adapts on our audio and the far end both
     /// whitened ([`whitener`]), and its copy-over tests compare residuals whitened alike.
-    ///
-    /// Compiled twice: for the baseline x86-64 the release build targets (SSE2, 4 lanes) and
-    /// with AVX2 (8 lanes: one register per `LANES` chunk of the dots and the tap update),
-    /// the second chosen at run time where the processor has it ([`EchoCanceller::avx2`]).
-    /// The same operations in the same order (no fused multiply-add, which rounds once
-    /// where a multiply and an add round twice): the residual is the same to the bit.
     fn filter_block(&mut self, n: i64, delay: usize, block: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: `avx2` is set only where `is_x86_feature_detected!("avx2")` said the
-            // processor has it.
-            unsafe { self.filter_block_avx2(n, delay, block) };
-            return;
-        }
-        self.filter_block_body(n, delay, block);
-    }
-
-    /// [`EchoCanceller::filter_block`] compiled with AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn filter_block_avx2(&mut self, n: i64, delay: usize, block: &mut [f32]) {
-        self.filter_block_body(n, delay, block);
-    }
-
-    /// [`EchoCanceller::filter_block`]'s body, inlined into each of its compilations.
-    #[inline(always)]
-    fn filter_block_body(&mut self, n: i64, delay: usize, block: &mut [f32]) {
         let Some(r) = self.reference.take() else {
             return;
         };
@@ -800,42 +768,31 @@ impl EchoCanceller {
         };
         // Which samples the background adapted on (1) or not (0).
         let mut adapting = [0f32; BLOCK];
-        // The state the loop reads and writes per sample, in locals for the block (as
-        // fields, each sample loaded and stored them all: the compiler cannot tell the
-        // taps' stores from the other fields'), written back after it.
-        let (lo_w, hi_w) = self.win;
-        let (fore_live, mu) = (self.fore_live, self.mu);
-        let fore = self.fore;
-        let mut taps = self.taps;
-        let (mut far_e, mut res_e, mut est_e) = (self.far_e, self.res_e, self.est_e);
-        let (mut bg_e, mut bg_y_e) = (self.bg_e, self.bg_y_e);
-        let (mut hangover, mut double_talk) = (self.hangover, self.double_talk);
-        let (mut adapted, mut adapt_n) = (self.adapted, self.adapt_n);
-        let (mut peak_block, mut span_peak) = (self.peak_block, self.span_peak);
-        let white_energy = r.data.white_energy.as_slice();
         for (i, d) in block.iter_mut().take(BLOCK).enumerate() {
             let n = n + i as i64;
             // Geigel: louder than half our loudest in the filter's span is the far end
             // talking. The span's blocks move with its first sample's block: looked up once
             // per block.
             let first_block = (n - delay as i64).div_euclid(BLOCK as i64);
-            if peak_block != Some(first_block) {
-                peak_block = Some(first_block);
-                span_peak = (0..=(TAPS / BLOCK + 1) as i64)
+            if self.peak_block != Some(first_block) {
+                self.peak_block = Some(first_block);
+                self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
                     .map(|b| Reference::block(&r.data.peak, r.offset, first_block - b))
                     .fold(0f32, f32::max);
             }
+            let span_peak = self.span_peak;
             let far = *d;
-            far_e += far * far;
-            // (Selected, not branched on: under a far end talking the test flips sample to
-            // sample.)
-            let talk = far.abs() > 0.5 * span_peak;
-            hangover = std::hint::select_unpredictable(talk, HANGOVER, hangover.saturating_sub(1));
-            double_talk |= talk;
+            self.far_e += far * far;
+            if far.abs() > 0.5 * span_peak {
+                self.hangover = HANGOVER;
+                self.double_talk = true;
+            } else if self.hangover > 0 {
+                self.hangover -= 1;
+            }
             if span_peak < SILENT_PEAK {
                 // Our audio is silent over the span (a pause, or before or after it): no echo
                 // to predict, nothing to learn; the far end is all residual.
-                res_e += far * far;
+                self.res_e += far * far;
                 res_buf[P + i] = far;
                 continue;
             }
@@ -849,14 +806,15 @@ impl EchoCanceller {
                     &edge
                 }
             };
-            let y = if fore_live {
-                dot(&fore[lo_w..hi_w], &x[lo_w..hi_w])
+            let (lo_w, hi_w) = self.win;
+            let y = if self.fore_live {
+                dot(&self.fore[lo_w..hi_w], &x[lo_w..hi_w])
             } else {
                 0.0
             };
             let e = far - y;
             res_buf[P + i] = e;
-            if hangover == 0 && !frozen {
+            if self.hangover == 0 && !frozen {
                 // Only while learning is the background filter run, on our whitened audio
                 // (the whitened far end less its output is its error), beside the foreground.
                 let white_edge: [f32; TAPS];
@@ -868,33 +826,27 @@ impl EchoCanceller {
                     }
                 };
                 let xw = &xw[lo_w..hi_w];
-                let y_bg = dot(&taps[lo_w..hi_w], xw);
+                let y_bg = dot(&self.taps[lo_w..hi_w], xw);
                 let e_bg = far_w[i] - y_bg;
                 let power = {
                     let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
-                    let at = |i| white_energy.get(span(i)).copied().unwrap_or(0.0);
+                    let at = |i| r.data.white_energy.get(span(i)).copied().unwrap_or(0.0);
                     (at(lo + hi_w as i64) - at(lo + lo_w as i64)).max(0.0) as f32
                 };
-                adapted = adapted.saturating_add(1);
-                let g = mu * e_bg / (power + regularise);
-                for (w, v) in taps[lo_w..hi_w].iter_mut().zip(xw) {
+                self.adapted = self.adapted.saturating_add(1);
+                let g = self.mu * e_bg / (power + regularise);
+                for (w, v) in self.taps[lo_w..hi_w].iter_mut().zip(xw) {
                     *w = *w * keep + g * v;
                 }
-                bg_e += e_bg * e_bg;
-                bg_y_e += y_bg * y_bg;
-                adapt_n += 1;
+                self.bg_e += e_bg * e_bg;
+                self.bg_y_e += y_bg * y_bg;
+                self.adapt_n += 1;
                 adapting[i] = 1.0;
             }
-            res_e += e * e;
-            est_e += y * y;
+            self.res_e += e * e;
+            self.est_e += y * y;
             *d = e;
         }
-        self.taps = taps;
-        (self.far_e, self.res_e, self.est_e) = (far_e, res_e, est_e);
-        (self.bg_e, self.bg_y_e) = (bg_e, bg_y_e);
-        (self.hangover, self.double_talk) = (hangover, double_talk);
-        (self.adapted, self.adapt_n) = (adapted, adapt_n);
-        (self.peak_block, self.span_peak) = (peak_block, span_peak);
         // The foreground's residual and the far end, whitened, on the samples adapted on
         // (the copy-over tests compare them with the background's, in its domain).
         if adapting.iter().any(|&m| m > 0.0) {
@@ -1333,14 +1285,12 @@ impl EchoCanceller {
 
 /// The `TAPS` samples of a block's `span` from its `i`-th sample (the window of a filter
 /// within our audio), when they are all inside our audio.
-#[inline(always)]
 fn inside(span: Option<&[f32]>, i: usize) -> Option<&[f32; TAPS]> {
     span.and_then(|s| s.get(i..i + TAPS))
         .and_then(|w| <&[f32; TAPS]>::try_from(w).ok())
 }
 
 /// The `TAPS` samples of `series` from index `lo`, zeros outside it (at our audio's ends).
-#[inline(always)]
 fn at_the_ends(series: &[f32], lo: i64) -> [f32; TAPS] {
     let mut part = [0f32; TAPS];
     let len = series.len() as i64;
@@ -1359,7 +1309,6 @@ fn at_the_ends(series: &[f32], lo: i64) -> [f32; TAPS] {
 
 /// `buf` (`WHITEN_ORDER` samples of memory, then a block) through the whitening filter `a`:
 /// the block's samples whitened (those past the block's end are not used).
-#[inline(always)]
 fn whiten(a: &[f32; WHITEN_ORDER + 1], buf: &[f32; WHITEN_ORDER + BLOCK]) -> [f32; BLOCK] {
     let mut out = [0f32; BLOCK];
     for (k, &c) in a.iter().enumerate() {
@@ -1371,7 +1320,6 @@ fn whiten(a: &[f32; WHITEN_ORDER + 1], buf: &[f32; WHITEN_ORDER + BLOCK]) -> [f3
 }
 
 /// A slice's whole `LANES` chunks, as arrays.
-#[inline(always)]
 fn chunks(v: &[f32]) -> impl Iterator<Item = &[f32; LANES]> {
     v.chunks_exact(LANES)
         .filter_map(|c| <&[f32; LANES]>::try_from(c).ok())
@@ -1379,7 +1327,6 @@ fn chunks(v: &[f32]) -> impl Iterator<Item = &[f32; LANES]> {
 
 /// A filter's output on our audio `x`, with `LANES` partial sums (a single running sum is a
 /// chain the compiler may not reorder into vector lanes).
-#[inline(always)]
 fn dot(w: &[f32], x: &[f32]) -> f32 {
     let mut a = [0f32; LANES];
     for (w, x) in chunks(w).zip(chunks(x)) {
@@ -1588,50 +1535,6 @@ mod tests {
         );
         let m = misalignment_db(&ec, 15.0);
         assert!(m <= -30.0, "misalignment {m:.1} dB");
-    }
-
-    /// The filter compiled with AVX2 and for baseline x86-64 gives the same residual to the
-    /// bit, and ends in the same state, on echo with a far end talking over it (double talk,
-    /// adaptation, the window fitted): the two compilations are one computation. (Where the
-    /// processor has no AVX2 both runs take the baseline path.)
-    #[test]
-    fn the_avx2_filter_is_the_baseline_filter_to_the_bit() {
-        let ours: Vec<i16> = speechlike(8 * 8000, -18.0, 91)
-            .iter()
-            .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
-            .collect();
-        let talker = speechlike(ours.len(), -30.0, 93);
-        let far = line(&ours, &talker, 12.0, 613);
-        let run = |avx2: bool| {
-            let mut ec = EchoCanceller::new();
-            ec.avx2 &= avx2;
-            ec.set_reference(0, Arc::new(EchoReference::new(&ours)));
-            let mut hp = HighPass::new(HIGH_PASS_HZ);
-            let mut out = Vec::with_capacity(far.len());
-            for (k, frame) in far.chunks_exact(FRAME).enumerate() {
-                let mut f: Vec<f32> = frame.iter().map(|&v| hp.step(v)).collect();
-                ec.process_frame((k * FRAME) as u64, &mut f);
-                ec.end_frame(k as u64, 20.0);
-                out.extend(f);
-            }
-            (out, ec)
-        };
-        let (with, a) = run(true);
-        let (without, b) = run(false);
-        assert!(matches!(a.state(), PathState::Found(_)), "{:?}", a.state());
-        assert!(a.adapted >= CONVERGE_SAMPLES && a.fore_live);
-        let differ = with
-            .iter()
-            .zip(&without)
-            .filter(|(x, y)| x.to_bits() != y.to_bits())
-            .count();
-        assert_eq!(differ, 0, "residual samples that differ");
-        assert_eq!(a.taps.map(f32::to_bits), b.taps.map(f32::to_bits));
-        assert_eq!(a.fore.map(f32::to_bits), b.fore.map(f32::to_bits));
-        assert_eq!(
-            (a.state(), a.window(), a.adapted),
-            (b.state(), b.window(), b.adapted)
-        );
     }
 
     /// A far end talking all along, uncorrelated with our audio and with no echo of it (as
