@@ -840,16 +840,21 @@ fn check_request(req: &CallRequest) -> Result<(), Error> {
 /// A call's INVITE from `local` (its body, the offer, is written when the RTP pair is taken).
 fn invite_for(trunk: &Trunk, number: &str, local: SocketAddr, transport: Transport) -> Box<Invite> {
     let call_id = format!("{:032x}@{}", rand::random::<u128>(), local.ip());
-    let domain = trunk
-        .domain
-        .clone()
-        .unwrap_or_else(|| trunk.address.to_string());
+    // Borrowed from the trunk (its address written out only when it names no domain).
+    let address;
+    let domain = match &trunk.domain {
+        Some(d) => d.as_str(),
+        None => {
+            address = trunk.address.to_string();
+            address.as_str()
+        }
+    };
     // Over TLS the URIs are `sips:` (RFC 3261 §19.1, §26.2.2: TLS on every hop).
     let secure = |u: String| match transport {
         Transport::Tls => u.replacen("sip:", "sips:", 1),
         Transport::Udp | Transport::Tcp => u,
     };
-    let callee = secure(signalling::sip_uri(number, &domain));
+    let callee = secure(signalling::sip_uri(number, domain));
     let (destination, alternates) = trunk.destinations();
     Box::new(Invite {
         call_id,

@@ -28,6 +28,7 @@
 //! source port when `rport` was asked), RFC 3581 client side (`;rport` on our Via), and
 //! digest authentication of our requests ([`crate::auth`]).
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::Write as _;
@@ -602,8 +603,10 @@ pub struct Endpoint {
     scratch: Vec<u8>,
     /// The latest `now` the caller gave (for what is dated where no `now` is passed).
     last_now: Option<Instant>,
-    /// The last Contact URI [`Endpoint::invite`] found valid.
-    contact_checked: String,
+    /// The last Contact URI [`Endpoint::invite`] found valid, and its header value
+    /// (`<uri>`): a loop's calls share one Contact, so its parse and its header are made
+    /// once per distinct value rather than per call (BENCHMARKS.md S1 step 37).
+    contact_checked: (String, Bytes),
     /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
     /// every message rather than copied into each.
     ua: Bytes,
@@ -720,8 +723,15 @@ const MAX_ENDED: usize = 1 << 16;
 /// To tag cannot grow a call's memory without bound. Real forking stays far below it.
 const MAX_FORK_ACKS: usize = 8;
 
+/// 16 lowercase hex digits of a random number (a tag): written into a string of that size,
+/// without `format!`'s machinery (one per call, BENCHMARKS.md S1 step 37).
 fn hex_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = rand::random::<u64>();
+    (0..16)
+        .rev()
+        .map(|i| char::from(HEX[((n >> (i * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 fn status(code: u16) -> StatusCode {
@@ -770,10 +780,17 @@ fn uri_addr(u: &Uri, default_port: u16) -> Option<SocketAddr> {
 /// Contact came) as Request-URI unless the route set's first entry is a strict router, which
 /// then becomes the Request-URI and the target the last Route. The next hop's address is read
 /// where the URI is, or it is the call's destination.
-fn next_hop(c: &Call, default_port: u16) -> Result<(Uri, SocketAddr, Option<String>), Error> {
+///
+/// The Request-URI is borrowed from the call when it is its remote target (the usual case):
+/// a `Uri`'s clone allocates (its parts are boxed), and every ACK and BYE wanted one
+/// (BENCHMARKS.md S1 step 37).
+fn next_hop(
+    c: &Call,
+    default_port: u16,
+) -> Result<(Cow<'_, Uri>, SocketAddr, Option<String>), Error> {
     let target = match &c.remote_target {
-        Some(t) => t.clone(),
-        None => wire::uri(&c.remote_uri)?,
+        Some(t) => Cow::Borrowed(t),
+        None => Cow::Owned(wire::uri(&c.remote_uri)?),
     };
     let first = c.route_set.first().and_then(|r| wire::route_uri(r));
     let (ruri, dest, strict) = match first {
@@ -784,7 +801,7 @@ fn next_hop(c: &Call, default_port: u16) -> Result<(Uri, SocketAddr, Option<Stri
         Some(f) if wire::is_loose(&f) => (target, uri_addr(&f, default_port), None),
         Some(f) => {
             let dest = uri_addr(&f, default_port);
-            (f, dest, Some(format!("<{target}>")))
+            (Cow::Owned(f), dest, Some(format!("<{target}>")))
         }
     };
     Ok((ruri, dest.unwrap_or(c.destination), strict))
@@ -833,7 +850,7 @@ impl Endpoint {
             ended: HashMap::default(),
             ended_order: VecDeque::new(),
             scratch: Vec::new(),
-            contact_checked: String::new(),
+            contact_checked: (String::new(), Bytes::new()),
             last_now: None,
         }
     }
@@ -947,8 +964,13 @@ impl Endpoint {
     pub fn invite(&mut self, now: Instant, inv: Invite) -> Result<CallRef, Error> {
         self.last_now = Some(now);
         let local_tag = hex_id();
-        let local = Bytes::from(format!("<{}>;tag={local_tag}", inv.from));
-        let contact_header = Bytes::from(format!("<{}>", inv.contact));
+        // `<from>;tag=…` written into one vector of its size (no `format!`).
+        let mut local = Vec::with_capacity(inv.from.len() + local_tag.len() + 7);
+        local.push(b'<');
+        local.extend_from_slice(inv.from.as_bytes());
+        local.extend_from_slice(b">;tag=");
+        local.extend_from_slice(local_tag.as_bytes());
+        let local = Bytes::from(local);
         let ruri = wire::uri(&inv.request_uri)?;
         // The To URI is checked unless it is the Request-URI just parsed (a UAC's usual
         // case); the Contact once per distinct value (a loop's calls share it). Each parse
@@ -956,14 +978,16 @@ impl Endpoint {
         if inv.to != inv.request_uri {
             wire::uri(&inv.to)?;
         }
-        if self.contact_checked != inv.contact {
+        if self.contact_checked.0 != inv.contact || self.contact_checked.1.is_empty() {
             wire::uri(&inv.contact)?;
-            self.contact_checked.clone_from(&inv.contact);
+            let header = Bytes::from(format!("<{}>", inv.contact));
+            check_line("Contact", &header)?;
+            self.contact_checked = (inv.contact.clone(), header);
         }
+        let contact_header = self.contact_checked.1.clone();
         check_line("From", &local)?;
         check_line("To", inv.to.as_bytes())?;
         check_line("Call-ID", inv.call_id.as_bytes())?;
-        check_line("Contact", &contact_header)?;
         let hs = self.invite_headers(&inv.headers, inv.content_type.as_deref())?;
         let (extra, routes, creds) = (hs.extra.clone(), hs.routes.clone(), hs.creds.clone());
         let branch = self.fresh_branch();
