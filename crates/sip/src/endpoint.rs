@@ -319,7 +319,8 @@ struct Call {
     /// each count their own.
     remote_cseq: Vec<(Option<String>, u32)>,
     route_set: Vec<String>,
-    remote_target: Option<Uri>,
+    /// The remote target's URI, shared with [`TargetCache`] (one parse per distinct Contact).
+    remote_target: Option<Arc<Uri>>,
     contact: String,
     /// `<contact>`: our Contact header's value in the dialog's requests.
     contact_header: Bytes,
@@ -607,6 +608,8 @@ pub struct Endpoint {
     /// (`<uri>`): a loop's calls share one Contact, so its parse and its header are made
     /// once per distinct value rather than per call (BENCHMARKS.md S1 step 37).
     contact_checked: (String, Bytes),
+    /// The last Contact read from a message and its URI (the remote target of a dialog).
+    targets: TargetCache,
     /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
     /// every message rather than copied into each.
     ua: Bytes,
@@ -766,6 +769,28 @@ fn reason_of(code: u16) -> &'static str {
     }
 }
 
+/// The last Contact value read from a message and its URI, parsed once: a trunk's (or
+/// sipp's) 2xx carry the same Contact call after call, and each `Uri::parse` is some four
+/// allocations (BENCHMARKS.md S1 step 41). The value compared is the first Contact's, the
+/// one [`wire::contact_uri`] reads, so a hit gives the URI a parse would.
+#[derive(Debug, Default)]
+struct TargetCache(Option<(Vec<u8>, Arc<Uri>)>);
+
+impl TargetCache {
+    /// The URI of the first Contact of `h` ([`wire::contact_uri`]), shared.
+    fn contact(&mut self, h: &sipx_sip::Headers) -> Option<Arc<Uri>> {
+        let v = h.value(&HeaderName::Contact)?;
+        if let Some((raw, uri)) = &self.0 {
+            if raw[..] == v[..] {
+                return Some(Arc::clone(uri));
+            }
+        }
+        let uri = Arc::new(wire::contact_uri(h)?);
+        self.0 = Some((v.into_owned(), Arc::clone(&uri)));
+        Some(uri)
+    }
+}
+
 /// Where an address-literal URI points (its port, or the transport's default).
 fn uri_addr(u: &Uri, default_port: u16) -> Option<SocketAddr> {
     let ip: IpAddr = match u.host()? {
@@ -789,7 +814,7 @@ fn next_hop(
     default_port: u16,
 ) -> Result<(Cow<'_, Uri>, SocketAddr, Option<String>), Error> {
     let target = match &c.remote_target {
-        Some(t) => Cow::Borrowed(t),
+        Some(t) => Cow::Borrowed(&**t),
         None => Cow::Owned(wire::uri(&c.remote_uri)?),
     };
     let first = c.route_set.first().and_then(|r| wire::route_uri(r));
@@ -851,6 +876,7 @@ impl Endpoint {
             ended_order: VecDeque::new(),
             scratch: Vec::new(),
             contact_checked: (String::new(), Bytes::new()),
+            targets: TargetCache::default(),
             last_now: None,
         }
     }
@@ -1479,7 +1505,7 @@ impl Endpoint {
         if c.role == Role::Uac && !c.confirmed {
             return;
         }
-        if let Some(target) = wire::contact_uri(headers) {
+        if let Some(target) = self.targets.contact(headers) {
             c.remote_target = Some(target);
         }
     }
@@ -2582,7 +2608,7 @@ impl Endpoint {
         let mut rr = wire::record_routes(&r.headers);
         rr.reverse();
         c.route_set = rr;
-        c.remote_target = wire::contact_uri(&r.headers);
+        c.remote_target = self.targets.contact(&r.headers);
         let after_cancel = c.cancel_wanted;
         let credentials_sent = c.credentials_sent;
         if !self.send_ack(now, call, seq, Some(to_tag), None) {
@@ -2721,7 +2747,7 @@ impl Endpoint {
         let mut rr = wire::record_routes(&r.headers);
         rr.reverse();
         c.route_set = rr;
-        c.remote_target = wire::contact_uri(&r.headers);
+        c.remote_target = self.targets.contact(&r.headers);
         c.local_cseq = seq;
         self.send_ack(now, call, seq, Some(to_tag), creds);
         let bye = if bye {
@@ -2975,7 +3001,7 @@ impl Endpoint {
                 remote_tag,
                 local_cseq: rand::random::<u16>().into(),
                 route_set: wire::record_routes(&req.headers),
-                remote_target: wire::contact_uri(&req.headers),
+                remote_target: self.targets.contact(&req.headers),
                 invite_done: true,
                 uas_invite: Some((key.clone(), server)),
                 open: 1,
