@@ -652,9 +652,18 @@ fn analyse(x: &[f32], gate: &mut TwoToneGate) -> Frame {
     analyse_at(x, gate, AmdParams::default().beep_min_dbfs)
 }
 
+/// The quietest frame [`analyse_at`] fits with two tones for a detector with `beep_min_dbfs`:
+/// the parameter when lowered (see [`analyse_at`]), never above −60 dBFS, its default, when
+/// raised (review-miss2 finding 10: the frame's tonality feeds more than the beep test — the
+/// canceller's tone freeze, the other tonal features —, so an operator who raised the beep
+/// bound would have had quieter square and dual-tone sounds read as untonal there).
+fn two_tone_min_dbfs(beep_min_dbfs: f32) -> f32 {
+    beep_min_dbfs.min(-60.0)
+}
+
 /// One frame's features. `two_tone_min_dbfs`: the quietest frame fitted with two tones (and
-/// so with a square wave's odd harmonics), [`AmdParams::beep_min_dbfs`], which every frame of
-/// a beep must reach anyway (review finding 3: it was a constant copying the parameter's
+/// so with a square wave's odd harmonics), [`AmdParams::beep_min_dbfs`] or lower (see
+/// [`two_tone_min_dbfs`]), which every frame of a beep must reach anyway (review finding 3: it was a constant copying the parameter's
 /// default, so an operator who lowered the parameter would have had square and dual-tone
 /// beeps under the constant never tonal). It was −50 dBFS, the level a beep needed when the
 /// fit was written: recipe e's 1,100 Hz square beep at −50.3 dBFS, 27 dB over its line, and
@@ -2042,6 +2051,9 @@ impl Detector {
         }
         let fed = self.position();
         let mut playout = std::mem::take(&mut self.playout);
+        // A beep awaiting its settle: a lost packet is silence at once (review-miss2
+        // finding 5; see `Playout::set_no_hold`).
+        playout.set_no_hold(self.pending_drop.is_some());
         let placed = playout.place(now, ssrc, timestamp, samples, fed);
         let accepted = placed.is_some();
         self.push(placed.unwrap_or_default());
@@ -2076,7 +2088,11 @@ impl Detector {
                 // What the far end said, our own echo taken out.
                 self.echo
                     .process_frame(self.frames * FRAME as u64, &mut self.buf);
-                let f = analyse_at(&self.buf, &mut self.two_tone_gate, self.p.beep_min_dbfs);
+                let f = analyse_at(
+                    &self.buf,
+                    &mut self.two_tone_gate,
+                    two_tone_min_dbfs(self.p.beep_min_dbfs),
+                );
                 self.echo
                     .residual_tonality(f.tonality_db, f.level_dbfs - self.floor.get());
                 self.echo_ceiling = self.echo.end_frame(self.frames, self.p.echo_return_loss_db);
@@ -3634,14 +3650,24 @@ mod tests {
                     let tone_end = 4300 + 600;
                     let x = cat(&[speech(4000, -18.0, 45), silence(300), beep, silence(2000)]);
                     let ev = run(AmdParams::default(), &g711(&x));
-                    for e in &ev {
-                        if let AmdEvent::Drop(p) = e {
-                            assert!(
-                                p.at >= Duration::from_millis(tone_end),
-                                "{hz} Hz, echo {d} ms, cut at {cut_ms} ms: early: {ev:?}"
-                            );
-                        }
-                    }
+                    // One drop (review-miss2 finding 9: a run with none passed), after the
+                    // tone.
+                    let drops: Vec<Duration> = ev
+                        .iter()
+                        .filter_map(|e| match e {
+                            AmdEvent::Drop(p) => Some(p.at),
+                            _ => None,
+                        })
+                        .collect();
+                    assert_eq!(
+                        drops.len(),
+                        1,
+                        "{hz} Hz, echo {d} ms, cut at {cut_ms} ms: {ev:?}"
+                    );
+                    assert!(
+                        drops[0] >= Duration::from_millis(tone_end),
+                        "{hz} Hz, echo {d} ms, cut at {cut_ms} ms: early: {ev:?}"
+                    );
                 }
             }
         }
@@ -3962,6 +3988,45 @@ mod tests {
         };
         assert_eq!(fitted(-60.0), 0);
         assert!(fitted(-66.0) >= 5, "{}", fitted(-66.0));
+    }
+
+    /// Review-miss2 finding 10: a raised `beep_min_dbfs` does not raise the two-tone fit's
+    /// bound over its default: a −56 dBFS dual tone is still tonal with the bound at −40.
+    #[test]
+    fn a_raised_beep_min_dbfs_keeps_the_two_tone_fit_at_its_default() {
+        let a = tone(200, 770.0, -59.0);
+        let b = tone(200, 1336.0, -59.0);
+        let x: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+        let q: Vec<f32> = g711(&x).iter().map(|&v| f32::from(v)).collect();
+        let mut gate = TwoToneGate::new();
+        let fitted = q
+            .chunks(FRAME)
+            .map(|c| analyse_at(c, &mut gate, two_tone_min_dbfs(-40.0)))
+            .skip(1)
+            .filter(|f| f.tonality_db >= ONE_TONE_DB)
+            .count();
+        assert!(fitted >= 15, "{fitted}");
+        assert_eq!(two_tone_min_dbfs(-70.0), -70.0);
+    }
+
+    /// Review-miss2 finding 9: the bound as the detector uses it, not `analyse_at` given it:
+    /// a dual-tone beep at −64 dBFS per tone is the machine's beep with `beep_min_dbfs`
+    /// lowered to −70, not at the default.
+    #[test]
+    fn a_lowered_beep_min_dbfs_brings_quiet_dual_tone_beeps_with_it() {
+        let a = tone(600, 770.0, -64.0);
+        let b = tone(600, 1336.0, -64.0);
+        let beep: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+        let x = cat(&[speech(4000, -18.0, 45), silence(300), beep, silence(2000)]);
+        let on_beep = |p: AmdParams| {
+            let ev = run(p, &g711(&x));
+            drop_point(&ev).is_some_and(|d| matches!(d.cause, DropCause::Beep(_)))
+        };
+        assert!(!on_beep(AmdParams::default()));
+        assert!(on_beep(AmdParams {
+            beep_min_dbfs: -70.0,
+            ..AmdParams::default()
+        }));
     }
 
     #[test]
@@ -5397,6 +5462,44 @@ mod tests {
         }
         let at = dropped.expect("a drop point");
         assert!(at - end <= Duration::from_millis(300), "{:?}", at - end);
+    }
+
+    /// Review-miss2 finding 5: a packet lost late in a beep's settle wait does not hold the
+    /// drop back by the reorder wait (the packet after it held for the lost one: 20–40 ms
+    /// later): the drop comes when it does without the loss (the lost packet was silence).
+    #[test]
+    fn a_packet_lost_in_the_settle_wait_does_not_delay_the_drop() {
+        let (a, _) = a_short_beep_in_order();
+        // The beep ends at 4.0 s (packet 200); the settle wait runs 280 ms past it.
+        let dropped_at = |lost: &dyn Fn(usize) -> bool| {
+            let t0 = Instant::now();
+            let mut d = Detector::new(t0, AmdParams::default());
+            for (i, pkt) in a.chunks(160).enumerate() {
+                let now = t0 + Duration::from_millis(20 * i as u64 + 20);
+                while let Some(t) = d.poll_timeout().filter(|&t| t <= now) {
+                    d.handle_timeout(t);
+                }
+                if !lost(i) {
+                    d.feed_packet(now, 7, 1000 + 160 * i as u32, pkt);
+                }
+                if std::iter::from_fn(|| d.poll_event()).any(|e| matches!(e, AmdEvent::Drop(_))) {
+                    return Some(now - t0);
+                }
+            }
+            None
+        };
+        let clean = dropped_at(&|_| false).expect("a drop point");
+        // The packet that completes the settle wait: lost, its silence is known only when the
+        // next one comes (or a packet's jitter later), one packet's time.
+        let last = (clean.as_millis() / 20) as usize - 1;
+        for lost in last - 6..=last {
+            let at = dropped_at(&|i| i == lost).expect("a drop point");
+            let allowed = if lost == last { 20 } else { 0 };
+            assert!(
+                at <= clean + Duration::from_millis(allowed),
+                "packet {lost} lost: drop at {at:?}, without the loss {clean:?}"
+            );
+        }
     }
 
     /// Review-miss2 finding 11: an empty RTP payload (its timestamp a little ahead) inside

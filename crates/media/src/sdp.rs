@@ -161,7 +161,8 @@ impl LocalSdp {
         if self.last.as_ref().is_some_and(|l| *l != rest) {
             self.version = self.version.wrapping_add(1);
         }
-        let mut body = String::with_capacity(rest.len() + 96);
+        // `v=` and the longest `o=`: two 20-digit numbers and a 39-character IPv6 address.
+        let mut body = String::with_capacity(rest.len() + 104);
         let _ = write!(
             body,
             "v=0\r\no=crieur {} {} IN {family} {ip}\r\n",
@@ -317,8 +318,7 @@ fn rtcp_attribute(value: &str, ip: IpAddr) -> Option<SocketAddr> {
 /// field read here depends on and the crate did: a `u=` line's URL syntax.
 pub fn parse_answer(body: &[u8]) -> Result<RemoteSdp, Error> {
     let bad = |why: String| Error::BadSdp { why };
-    let text = std::str::from_utf8(body).map_err(|e| bad(e.to_string()))?;
-    let sd = Lines::read(text).map_err(bad)?;
+    let sd = Lines::read(body).map_err(bad)?;
     let (audio_index, media) = sd
         .media
         .iter()
@@ -467,7 +467,11 @@ fn session_rank(key: u8) -> Option<u8> {
 const T_RANK: u8 = 9;
 
 impl<'a> Lines<'a> {
-    fn read(text: &'a str) -> Result<Lines<'a>, String> {
+    /// `body` need not be UTF-8 as a whole: the text of `s=`, `i=`, `e=`, `p=` and `k=`
+    /// may be in another charset (RFC 4566 §5 and `a=charset`, §6: a Latin-1 `s=Café`) and
+    /// is not read; an `a=` line that is not UTF-8 is an attribute of such text (`keywds`),
+    /// none read here, and is skipped. Any other line must be UTF-8.
+    fn read(body: &'a [u8]) -> Result<Lines<'a>, String> {
         // Sized for a usual answer: no reallocation while reading it.
         let mut sd = Lines {
             attrs: Vec::with_capacity(16),
@@ -476,14 +480,27 @@ impl<'a> Lines<'a> {
         };
         // The rank of the last session-level line (`None` before `v=`).
         let mut rank: Option<u8> = None;
-        for raw in text.split('\n') {
-            let line = raw.trim_start_matches('\r');
+        for (n, raw) in body.split(|&b| b == b'\n').enumerate() {
+            let start = raw.iter().take_while(|&&b| b == b'\r').count();
+            let line = raw.get(start..).unwrap_or_default();
             if line.is_empty() {
                 continue;
             }
-            let (key, value) = match line.as_bytes() {
-                [k, b'=', ..] => (*k, line.get(2..).unwrap_or_default().trim()),
-                _ => return Err(format!("`{line}` is not a `<type>=<value>` line")),
+            let (key, value) = match line {
+                [k, b'=', rest @ ..] => match (std::str::from_utf8(rest), *k) {
+                    (Ok(v), k) => (k, v.trim()),
+                    (Err(_), b's' | b'i' | b'e' | b'p' | b'k') => (*k, ""),
+                    (Err(_), b'a') => continue,
+                    (Err(e), k) => {
+                        return Err(format!("line {} (`{}=`): {e}", n + 1, k as char));
+                    }
+                },
+                _ => {
+                    return Err(format!(
+                        "`{}` is not a `<type>=<value>` line",
+                        String::from_utf8_lossy(line)
+                    ))
+                }
             };
             if let Some(m) = sd.media.last_mut() {
                 match key {
@@ -774,6 +791,21 @@ mod tests {
             Err(Error::BadSdp { .. })
         ));
         assert!(matches!(parse_answer(b"hello"), Err(Error::BadSdp { .. })));
+        // Text in another charset (RFC 4566 §5, `a=charset`) is not read: a Latin-1 session
+        // name, information and keywords parse; a line that is read must be UTF-8.
+        let latin1 = |c: &[u8]| {
+            let mut b = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=Caf\xe9\r\ni=\xe9t\xe9\r\n".to_vec();
+            b.extend_from_slice(c);
+            b.extend_from_slice(b"t=0 0\r\na=keywds:caf\xe9\r\nm=audio 6000 RTP/AVP 8\r\n");
+            parse_answer(&b)
+        };
+        let a = latin1(b"c=IN IP4 10.0.0.9\r\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.remote, addr("10.0.0.9:6000"));
+        assert_eq!(a.codec, Codec::Pcma);
+        assert!(matches!(
+            latin1(b"c=IN IP4 10.0.0.9\xe9\r\n"),
+            Err(Error::BadSdp { .. })
+        ));
         assert!(matches!(
             parse_answer(&[0xff, 0xfe, 0x00]),
             Err(Error::BadSdp { .. })
@@ -976,8 +1008,28 @@ mod tests {
 
     /// The two parses' results side by side: equal when both parse, the same error kind
     /// (and the same formats named in a codec mismatch) when neither does.
+    /// A body that is not UTF-8 is compared with the crate's parse of it as read (the crate
+    /// takes UTF-8 only): the text lines that are not UTF-8 as `-`, the `a=` lines that are
+    /// not dropped (see `Lines::read`).
     fn agree(body: &[u8]) -> Result<(), String> {
-        match (parse_answer(body), crate_parse(body)) {
+        let as_read: Vec<u8> = if std::str::from_utf8(body).is_ok() {
+            body.to_vec()
+        } else {
+            let mut out = Vec::new();
+            for line in body.split_inclusive(|&b| b == b'\n') {
+                let text = line.trim_ascii_end();
+                match (text, std::str::from_utf8(text)) {
+                    (_, Ok(_)) | ([_], _) | ([_, _], _) => out.extend_from_slice(line),
+                    ([k @ (b's' | b'i' | b'e' | b'p' | b'k'), b'=', ..], Err(_)) => {
+                        out.extend_from_slice(&[*k, b'=', b'-', b'\r', b'\n'])
+                    }
+                    ([b'a', b'=', ..], Err(_)) => {}
+                    (_, Err(_)) => out.extend_from_slice(line),
+                }
+            }
+            out
+        };
+        match (parse_answer(body), crate_parse(&as_read)) {
             (Ok(a), Ok(b)) if a == b => Ok(()),
             (Err(Error::BadSdp { .. }), Err(Error::BadSdp { .. })) => Ok(()),
             (
@@ -1039,9 +1091,24 @@ mod tests {
             agree(b.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         }
         agree(&[0xff, 0xfe, 0x00]).unwrap_or_else(|e| panic!("{e}"));
-        let mut invalid = format!("{good}m=audio 6000 RTP/AVP 0\r\na=x").into_bytes();
-        invalid.push(0xff);
-        agree(&invalid).unwrap_or_else(|e| panic!("{e}"));
+        // Not UTF-8: an attribute (skipped), a session name (not read), a connection line
+        // (refused).
+        for (head, tail) in [
+            (format!("{good}m=audio 6000 RTP/AVP 0\r\na=x"), ""),
+            (
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=Caf".to_string(),
+                "\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n",
+            ),
+            (
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 1.1.1.1".to_string(),
+                "\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n",
+            ),
+        ] {
+            let mut invalid = head.into_bytes();
+            invalid.push(0xe9);
+            invalid.extend_from_slice(tail.as_bytes());
+            agree(&invalid).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     /// Values for each line type, good and bad.
