@@ -850,9 +850,11 @@ fn invite_for(trunk: &Trunk, number: &str, local: SocketAddr, transport: Transpo
     use std::fmt::Write as _;
     let mut call_id = String::with_capacity(32 + 1 + 39);
     let n = rand::random::<u128>();
-    call_id.extend((0..32).rev().map(|i| {
-        char::from(b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize])
-    }));
+    call_id.extend(
+        (0..32)
+            .rev()
+            .map(|i| char::from(b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize])),
+    );
     call_id.push('@');
     let _ = write!(call_id, "{}", local.ip());
     // Borrowed from the trunk (its address written out only when it names no domain).
@@ -3973,7 +3975,13 @@ mod tests {
     #[test]
     fn a_response_note_is_code_and_reason_as_format_wrote_it() {
         for code in [100, 180, 183, 200, 404, 487, 503, 699, 0, 99, 1000, 65535] {
-            for why in [&b"OK"[..], b"", b"Session Progress", b"caf\xc3\xa9", b"bad \xff byte"] {
+            for why in [
+                &b"OK"[..],
+                b"",
+                b"Session Progress",
+                b"caf\xc3\xa9",
+                b"bad \xff byte",
+            ] {
                 let old = format!("{code} {}", String::from_utf8_lossy(why));
                 assert_eq!(status_note(code, why), old);
             }

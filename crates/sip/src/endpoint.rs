@@ -3389,3 +3389,49 @@ fn response_destination(req: &Request, from: SocketAddr, default_port: u16) -> S
 
 #[allow(dead_code)]
 fn _header_is_used(_: Header) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response_with_contact(contact: &str) -> sipx_sip::Headers {
+        let text = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\n\
+             From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+             {contact}Content-Length: 0\r\n\r\n"
+        );
+        match wire::parse(text.as_bytes()) {
+            Ok(Message::Response(r)) => r.headers,
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    /// The cache gives what `wire::contact_uri` reads, shared while the value repeats and
+    /// parsed again when it changes (a stale target would send the ACK and BYE elsewhere).
+    #[test]
+    fn the_target_cache_gives_each_contact_its_own_uri() {
+        let text = |u: Option<&Uri>| u.map(ToString::to_string);
+        let mut cache = TargetCache::default();
+        let a = response_with_contact("Contact: <sip:uas@127.0.0.1:5070>\r\n");
+        let b = response_with_contact("Contact: <sip:uas@127.0.0.2:5080;transport=udp>\r\n");
+        let none = response_with_contact("");
+        let first = cache.contact(&a);
+        let again = cache.contact(&a);
+        match (&first, &again) {
+            (Some(x), Some(y)) => assert!(Arc::ptr_eq(x, y), "the same value is parsed once"),
+            _ => panic!("no Contact read"),
+        }
+        assert_eq!(
+            text(first.as_deref()),
+            Some("sip:uas@127.0.0.1:5070".to_owned())
+        );
+        assert_eq!(text(first.as_deref()), text(wire::contact_uri(&a).as_ref()));
+        let other = cache.contact(&b);
+        assert_eq!(
+            text(other.as_deref()),
+            Some("sip:uas@127.0.0.2:5080;transport=udp".to_owned())
+        );
+        assert!(cache.contact(&none).is_none());
+        assert_eq!(text(cache.contact(&a).as_deref()), text(first.as_deref()));
+    }
+}
