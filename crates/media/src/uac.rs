@@ -785,7 +785,13 @@ fn first_report(
             reason: String::new(),
             hangup_by: HangupBy::Nobody,
         },
-        timeline: vec![(Duration::ZERO, first)],
+        timeline: {
+            // Sized for a short call's notes (INVITE sent, 18x, 2xx, BYE, ended): one
+            // allocation rather than three as it grows (BENCHMARKS.md S1 step 42).
+            let mut t = Vec::with_capacity(8);
+            t.push((Duration::ZERO, first));
+            t
+        },
         keys: Vec::new(),
         opt_out_recorded: false,
         answer_to_first_audio: None,
@@ -839,17 +845,33 @@ fn check_request(req: &CallRequest) -> Result<(), Error> {
 
 /// A call's INVITE from `local` (its body, the offer, is written when the RTP pair is taken).
 fn invite_for(trunk: &Trunk, number: &str, local: SocketAddr, transport: Transport) -> Box<Invite> {
-    let call_id = format!("{:032x}@{}", rand::random::<u128>(), local.ip());
-    let domain = trunk
-        .domain
-        .clone()
-        .unwrap_or_else(|| trunk.address.to_string());
+    // `{:032x}@{ip}`, the hex digits written by hand: `format!`'s padded hex was a visible
+    // share of a call's own work (BENCHMARKS.md S1 step 42).
+    use std::fmt::Write as _;
+    let mut call_id = String::with_capacity(32 + 1 + 39);
+    let n = rand::random::<u128>();
+    call_id.extend(
+        (0..32)
+            .rev()
+            .map(|i| char::from(b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize])),
+    );
+    call_id.push('@');
+    let _ = write!(call_id, "{}", local.ip());
+    // Borrowed from the trunk (its address written out only when it names no domain).
+    let address;
+    let domain = match &trunk.domain {
+        Some(d) => d.as_str(),
+        None => {
+            address = trunk.address.to_string();
+            address.as_str()
+        }
+    };
     // Over TLS the URIs are `sips:` (RFC 3261 §19.1, §26.2.2: TLS on every hop).
     let secure = |u: String| match transport {
         Transport::Tls => u.replacen("sip:", "sips:", 1),
         Transport::Udp | Transport::Tcp => u,
     };
-    let callee = secure(signalling::sip_uri(number, &domain));
+    let callee = secure(signalling::sip_uri(number, domain));
     let (destination, alternates) = trunk.destinations();
     Box::new(Invite {
         call_id,
@@ -1237,7 +1259,9 @@ impl Call {
                     self.note(now, format!("key {digit} ({})", method.as_str()));
                 }
                 Action::Finished(e) => {
-                    self.note(now, format!("ended: {} ({})", e.outcome.as_str(), e.reason));
+                    // One string of its size (`concat`, not `format!`: a note per call).
+                    let what = ["ended: ", e.outcome.as_str(), " (", &e.reason, ")"].concat();
+                    self.note(now, what);
                     self.report.ending = e;
                 }
             }
@@ -1388,7 +1412,7 @@ impl Call {
                 if (180..=199).contains(&code) && self.report.first_18x.is_none() {
                     self.report.first_18x = Some((code, self.at(now)));
                 }
-                self.note(now, format!("{code} {}", reason(&resp)));
+                self.note(now, status_note(code, &resp.reason));
                 self.script.handle_provisional(now);
             }
             SipEvent::Answered {
@@ -1403,7 +1427,7 @@ impl Call {
             } => {
                 let code = resp.status.code();
                 self.report.credentials_sent = credentials_sent;
-                self.note(now, format!("{code} {}", reason(&resp)));
+                self.note(now, status_note(code, &resp.reason));
                 self.report.final_response = Some((code, self.at(now)));
                 if code == 403 && credentials_sent {
                     // RFC 3261 §22.2, §22.3: a 403 to the credentialed request is the trunk
@@ -1561,7 +1585,7 @@ impl Call {
     fn on_answered(&mut self, resp: &Response, credentials_sent: bool, now: Instant) {
         let code = resp.status.code();
         self.report.credentials_sent = credentials_sent;
-        self.note(now, format!("{code} {}", reason(resp)));
+        self.note(now, status_note(code, &resp.reason));
         self.report.final_response = Some((code, self.at(now)));
         if self.script.cancel_sent() {
             // A 200 that crossed our CANCEL: the script ends at it (the SIP stack ACKs and
@@ -2858,6 +2882,23 @@ fn reason(r: &Response) -> String {
     String::from_utf8_lossy(&r.reason).into_owned()
 }
 
+/// The timeline's note of a response, `<code> <reason>` (as `format!("{code} {}", reason(r))`
+/// wrote it), in one string of its size: a note per response of every call, where `format!`
+/// and the reason's own copy were two allocations and the formatting machinery
+/// (BENCHMARKS.md S1 step 42).
+fn status_note(code: u16, reason: &[u8]) -> String {
+    let why = String::from_utf8_lossy(reason);
+    if !(100..=999).contains(&code) {
+        return format!("{code} {why}");
+    }
+    let digits = [code / 100, code / 10 % 10, code % 10].map(|d| b'0' + d as u8);
+    let mut s = String::with_capacity(4 + why.len());
+    s.extend(digits.iter().map(|&d| char::from(d)));
+    s.push(' ');
+    s.push_str(&why);
+    s
+}
+
 /// What a call's task asks of the SIP loop ([`SipLoop`]).
 pub enum Command {
     Invite {
@@ -3932,6 +3973,22 @@ fn amd_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_note_is_code_and_reason_as_format_wrote_it() {
+        for code in [100, 180, 183, 200, 404, 487, 503, 699, 0, 99, 1000, 65535] {
+            for why in [
+                &b"OK"[..],
+                b"",
+                b"Session Progress",
+                b"caf\xc3\xa9",
+                b"bad \xff byte",
+            ] {
+                let old = format!("{code} {}", String::from_utf8_lossy(why));
+                assert_eq!(status_note(code, why), old);
+            }
+        }
+    }
 
     fn parsed_response(s: &str) -> Response {
         match wire::parse(s.replace('\n', "\r\n").as_bytes()) {
