@@ -13,9 +13,16 @@ pub const ALLOWED: [&str; 7] = [
     "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE",
 ];
 
+/// [`ALLOWED`] comma-separated: the `Allow` header's value, written out once
+/// (`allow_and_supported_are_their_lists` holds it to the list).
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// [`SUPPORTED`] comma-separated, held to it as [`ALLOW`] is.
+const SUPPORTED_VALUE: &str = "timer";
+
 /// The `Allow` header's value: [`ALLOWED`], comma-separated.
 pub fn allow() -> String {
-    ALLOWED.join(", ")
+    ALLOW.to_owned()
 }
 
 /// What we can do, for a 200 to OPTIONS (RFC 3261 §11.2: `Allow`, `Accept`, `Supported`)
@@ -30,7 +37,7 @@ pub fn capabilities() -> Vec<Header> {
         ),
     ];
     if !SUPPORTED.is_empty() {
-        h.push(("Supported".to_owned(), SUPPORTED.join(", ")));
+        h.push(("Supported".to_owned(), SUPPORTED_VALUE.to_owned()));
     }
     h
 }
@@ -56,10 +63,11 @@ pub fn is_telephone_number(user: &str) -> bool {
 /// `sip:<user>@<host>`, with `;user=phone` when the user part is a telephone number (RFC 3261
 /// §19.1.1: trunks route `sip:+33…@host;user=phone` as a number, not as a user name).
 pub fn sip_uri(user: &str, host: &str) -> String {
+    // `concat`: one string of its size, no formatting machinery (a URI per call, S1 step 42).
     if is_telephone_number(user) {
-        format!("sip:{user}@{host};user=phone")
+        ["sip:", user, "@", host, ";user=phone"].concat()
     } else {
-        format!("sip:{user}@{host}")
+        ["sip:", user, "@", host].concat()
     }
 }
 
@@ -96,9 +104,12 @@ pub fn p_asserted_identity(uri: &str) -> Option<String> {
 
 /// The headers our INVITE carries beyond the ones every request has.
 pub fn invite_headers(p_asserted_identity: Option<&str>) -> Vec<Header> {
-    let mut h = vec![("Allow".to_owned(), allow())];
+    // Sized once for the three headers; `Allow` and `Supported` from their constants joined
+    // (no `join` per call: one INVITE per call, BENCHMARKS.md S1 step 37).
+    let mut h = Vec::with_capacity(3);
+    h.push(("Allow".to_owned(), ALLOW.to_owned()));
     if !SUPPORTED.is_empty() {
-        h.push(("Supported".to_owned(), SUPPORTED.join(", ")));
+        h.push(("Supported".to_owned(), SUPPORTED_VALUE.to_owned()));
     }
     if let Some(pai) = p_asserted_identity {
         h.push(("P-Asserted-Identity".to_owned(), pai.to_owned()));
@@ -124,6 +135,12 @@ mod tests {
             "sip:+33612345678@trunk.example:5060;user=phone"
         );
         assert_eq!(sip_uri("alice", "h"), "sip:alice@h");
+    }
+
+    #[test]
+    fn allow_and_supported_are_their_lists() {
+        assert_eq!(ALLOW, ALLOWED.join(", "));
+        assert_eq!(SUPPORTED_VALUE, SUPPORTED.join(", "));
     }
 
     #[test]

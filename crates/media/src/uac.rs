@@ -785,7 +785,13 @@ fn first_report(
             reason: String::new(),
             hangup_by: HangupBy::Nobody,
         },
-        timeline: vec![(Duration::ZERO, first)],
+        timeline: {
+            // Sized for a short call's notes (INVITE sent, 18x, 2xx, BYE, ended): one
+            // allocation rather than three as it grows (BENCHMARKS.md S1 step 42).
+            let mut t = Vec::with_capacity(8);
+            t.push((Duration::ZERO, first));
+            t
+        },
         keys: Vec::new(),
         opt_out_recorded: false,
         answer_to_first_audio: None,
@@ -839,17 +845,33 @@ fn check_request(req: &CallRequest) -> Result<(), Error> {
 
 /// A call's INVITE from `local` (its body, the offer, is written when the RTP pair is taken).
 fn invite_for(trunk: &Trunk, number: &str, local: SocketAddr, transport: Transport) -> Box<Invite> {
-    let call_id = format!("{:032x}@{}", rand::random::<u128>(), local.ip());
-    let domain = trunk
-        .domain
-        .clone()
-        .unwrap_or_else(|| trunk.address.to_string());
+    // `{:032x}@{ip}`, the hex digits written by hand: `format!`'s padded hex was a visible
+    // share of a call's own work (BENCHMARKS.md S1 step 42).
+    use std::fmt::Write as _;
+    let mut call_id = String::with_capacity(32 + 1 + 39);
+    let n = rand::random::<u128>();
+    call_id.extend(
+        (0..32)
+            .rev()
+            .map(|i| char::from(b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize])),
+    );
+    call_id.push('@');
+    let _ = write!(call_id, "{}", local.ip());
+    // Borrowed from the trunk (its address written out only when it names no domain).
+    let address;
+    let domain = match &trunk.domain {
+        Some(d) => d.as_str(),
+        None => {
+            address = trunk.address.to_string();
+            address.as_str()
+        }
+    };
     // Over TLS the URIs are `sips:` (RFC 3261 §19.1, §26.2.2: TLS on every hop).
     let secure = |u: String| match transport {
         Transport::Tls => u.replacen("sip:", "sips:", 1),
         Transport::Udp | Transport::Tcp => u,
     };
-    let callee = secure(signalling::sip_uri(number, &domain));
+    let callee = secure(signalling::sip_uri(number, domain));
     let (destination, alternates) = trunk.destinations();
     Box::new(Invite {
         call_id,
@@ -1237,7 +1259,9 @@ impl Call {
                     self.note(now, format!("key {digit} ({})", method.as_str()));
                 }
                 Action::Finished(e) => {
-                    self.note(now, format!("ended: {} ({})", e.outcome.as_str(), e.reason));
+                    // One string of its size (`concat`, not `format!`: a note per call).
+                    let what = ["ended: ", e.outcome.as_str(), " (", &e.reason, ")"].concat();
+                    self.note(now, what);
                     self.report.ending = e;
                 }
             }
@@ -1388,7 +1412,7 @@ impl Call {
                 if (180..=199).contains(&code) && self.report.first_18x.is_none() {
                     self.report.first_18x = Some((code, self.at(now)));
                 }
-                self.note(now, format!("{code} {}", reason(&resp)));
+                self.note(now, status_note(code, &resp.reason));
                 self.script.handle_provisional(now);
             }
             SipEvent::Answered {
@@ -1403,7 +1427,7 @@ impl Call {
             } => {
                 let code = resp.status.code();
                 self.report.credentials_sent = credentials_sent;
-                self.note(now, format!("{code} {}", reason(&resp)));
+                self.note(now, status_note(code, &resp.reason));
                 self.report.final_response = Some((code, self.at(now)));
                 if code == 403 && credentials_sent {
                     // RFC 3261 §22.2, §22.3: a 403 to the credentialed request is the trunk
@@ -1561,7 +1585,7 @@ impl Call {
     fn on_answered(&mut self, resp: &Response, credentials_sent: bool, now: Instant) {
         let code = resp.status.code();
         self.report.credentials_sent = credentials_sent;
-        self.note(now, format!("{code} {}", reason(resp)));
+        self.note(now, status_note(code, &resp.reason));
         self.report.final_response = Some((code, self.at(now)));
         if self.script.cancel_sent() {
             // A 200 that crossed our CANCEL: the script ends at it (the SIP stack ACKs and
@@ -2858,6 +2882,23 @@ fn reason(r: &Response) -> String {
     String::from_utf8_lossy(&r.reason).into_owned()
 }
 
+/// The timeline's note of a response, `<code> <reason>` (as `format!("{code} {}", reason(r))`
+/// wrote it), in one string of its size: a note per response of every call, where `format!`
+/// and the reason's own copy were two allocations and the formatting machinery
+/// (BENCHMARKS.md S1 step 42).
+fn status_note(code: u16, reason: &[u8]) -> String {
+    let why = String::from_utf8_lossy(reason);
+    if !(100..=999).contains(&code) {
+        return format!("{code} {why}");
+    }
+    let digits = [code / 100, code / 10 % 10, code % 10].map(|d| b'0' + d as u8);
+    let mut s = String::with_capacity(4 + why.len());
+    s.extend(digits.iter().map(|&d| char::from(d)));
+    s.push(' ');
+    s.push_str(&why);
+    s
+}
+
 /// What a call's task asks of the SIP loop ([`SipLoop`]).
 pub enum Command {
     Invite {
@@ -2899,10 +2940,12 @@ const COALESCE: Duration = Duration::from_millis(1);
 /// since the loop began): each turn places the calls whose start has come, reads what
 /// arrived, serves what is due. At 1,000 calls/s handed ahead a 1 ms tick woke the loop once
 /// per call — the thread switch back in, 10–14 % of the process's samples at that rate
-/// (BENCHMARKS.md S1, step 40) —; on a 2 ms grid every wake-up places two, and at 4,000/s
-/// eight instead of four. The price: a call handed ahead leaves up to this after its start,
+/// (BENCHMARKS.md S1, step 40) —; on a 2 ms grid every wake-up placed two, on this 4 ms one
+/// four (and 16 at 4,000/s): a wake-up costs this VM's loop ~35 µs of CPU even with nothing
+/// to do, and its caches come back cold — 4 ms took a fifth off the CPU per call at 1,000/s
+/// against 2 ms (step 46). The price: a call handed ahead leaves up to this after its start,
 /// and a datagram waits up to this before it is read — far inside SIP's timers (T1 500 ms).
-const TICK: Duration = Duration::from_millis(2);
+const TICK: Duration = Duration::from_millis(4);
 
 /// Wake-ups by datagrams in a row, each within [`COALESCE`] of the one before, that make the
 /// loop pause before its next read: a lone call's responses (180, 200, then its BYE's 200)
@@ -3433,7 +3476,7 @@ enum Net {
 /// out a full send buffer: [`UdpNet::send_to`]), and — through a duplicate of its
 /// descriptor — registered for readability only while the loop watches it
 /// ([`UdpNet::watch`]). While the loop ticks on its timer (a held call starting within
-/// [`TICK`]: 500 calls/s and more handed ahead), what came is read at the tick, and a
+/// [`TICK`]: 250 calls/s and more handed ahead), what came is read at the tick, and a
 /// datagram arriving must not wake the thread meanwhile: registered for readability, the
 /// socket woke the reactor's thread (this thread: epoll) at each arrival even when no task
 /// waited on it — 1.6 thread switches per call at 1,000/s where the ticks are one. Tokio's
@@ -3931,6 +3974,22 @@ fn amd_events(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_response_note_is_code_and_reason_as_format_wrote_it() {
+        for code in [100, 180, 183, 200, 404, 487, 503, 699, 0, 99, 1000, 65535] {
+            for why in [
+                &b"OK"[..],
+                b"",
+                b"Session Progress",
+                b"caf\xc3\xa9",
+                b"bad \xff byte",
+            ] {
+                let old = format!("{code} {}", String::from_utf8_lossy(why));
+                assert_eq!(status_note(code, why), old);
+            }
+        }
+    }
+
     fn parsed_response(s: &str) -> Response {
         match wire::parse(s.replace('\n', "\r\n").as_bytes()) {
             Ok(crieur_sip::Message::Response(r)) => r,
@@ -4406,39 +4465,40 @@ mod tests {
     }
 
     /// With a call handed ahead starting within a tick the loop ticks, its timer due on the
-    /// 2 ms grid and never earlier (a start 1.5 ms away too: at 500–1,000 calls/s handed
+    /// 4 ms grid and never earlier (a start 3.5 ms away too: at 250 calls/s and more handed
     /// ahead, one wake-up per tick places the calls and reads the datagrams); with none, or
     /// the next start further, its timer is its earliest deadline, as before.
     #[test]
     #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
-    fn the_loop_ticks_on_a_2_ms_grid_while_a_held_call_starts_within_a_tick() {
+    fn the_loop_ticks_on_a_4_ms_grid_while_a_held_call_starts_within_a_tick() {
         let ms = |n: u64| Duration::from_micros(n * 100);
         let epoch = Instant::now();
-        let now = epoch + ms(31); // 3.1 ms in: the next tick is at 4 ms
-                                  // A start 1.5 ms away, the endpoint due sooner: ticking, due at the 4 ms tick.
+        // 6.1 ms in: the next tick is at 8 ms.
+        let now = epoch + ms(61);
+        // A start 3.5 ms away, the endpoint due sooner: ticking, due at the 8 ms tick.
         assert_eq!(
-            ticking(Some(now + ms(2)), Some(now + ms(15)), epoch, now),
-            (true, Some(epoch + ms(40)))
+            ticking(Some(now + ms(2)), Some(now + ms(35)), epoch, now),
+            (true, Some(epoch + ms(80)))
         );
         // Something due past the tick stays as it is.
         assert_eq!(
-            ticking(Some(now + ms(25)), Some(now + ms(15)), epoch, now),
+            ticking(Some(now + ms(25)), Some(now + ms(35)), epoch, now),
             (true, Some(now + ms(25)))
         );
         // Due already: at the next tick.
         assert_eq!(
             ticking(Some(now - ms(5)), Some(now - ms(5)), epoch, now),
-            (true, Some(epoch + ms(40)))
+            (true, Some(epoch + ms(80)))
         );
         // Exactly on a tick: the one after.
         assert_eq!(
             ticking(
-                Some(epoch + ms(40)),
-                Some(epoch + ms(40)),
+                Some(epoch + ms(80)),
+                Some(epoch + ms(80)),
                 epoch,
-                epoch + ms(40)
+                epoch + ms(80)
             ),
-            (true, Some(epoch + ms(60)))
+            (true, Some(epoch + ms(120)))
         );
         // No held call, or the next start 5 ms away (200 calls/s): no tick, due as due.
         assert_eq!(

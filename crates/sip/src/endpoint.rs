@@ -28,6 +28,7 @@
 //! source port when `rport` was asked), RFC 3581 client side (`;rport` on our Via), and
 //! digest authentication of our requests ([`crate::auth`]).
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::Write as _;
@@ -318,7 +319,8 @@ struct Call {
     /// each count their own.
     remote_cseq: Vec<(Option<String>, u32)>,
     route_set: Vec<String>,
-    remote_target: Option<Uri>,
+    /// The remote target's URI, shared with [`TargetCache`] (one parse per distinct Contact).
+    remote_target: Option<Arc<Uri>>,
     contact: String,
     /// `<contact>`: our Contact header's value in the dialog's requests.
     contact_header: Bytes,
@@ -602,8 +604,12 @@ pub struct Endpoint {
     scratch: Vec<u8>,
     /// The latest `now` the caller gave (for what is dated where no `now` is passed).
     last_now: Option<Instant>,
-    /// The last Contact URI [`Endpoint::invite`] found valid.
-    contact_checked: String,
+    /// The last Contact URI [`Endpoint::invite`] found valid, and its header value
+    /// (`<uri>`): a loop's calls share one Contact, so its parse and its header are made
+    /// once per distinct value rather than per call (BENCHMARKS.md S1 step 37).
+    contact_checked: (String, Bytes),
+    /// The last Contact read from a message and its URI (the remote target of a dialog).
+    targets: TargetCache,
     /// `Config::user_agent` as the value of our User-Agent and Server headers, shared by
     /// every message rather than copied into each.
     ua: Bytes,
@@ -720,8 +726,15 @@ const MAX_ENDED: usize = 1 << 16;
 /// To tag cannot grow a call's memory without bound. Real forking stays far below it.
 const MAX_FORK_ACKS: usize = 8;
 
+/// 16 lowercase hex digits of a random number (a tag): written into a string of that size,
+/// without `format!`'s machinery (one per call, BENCHMARKS.md S1 step 37).
 fn hex_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = rand::random::<u64>();
+    (0..16)
+        .rev()
+        .map(|i| char::from(HEX[((n >> (i * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 fn status(code: u16) -> StatusCode {
@@ -756,6 +769,28 @@ fn reason_of(code: u16) -> &'static str {
     }
 }
 
+/// The last Contact value read from a message and its URI, parsed once: a trunk's (or
+/// sipp's) 2xx carry the same Contact call after call, and each `Uri::parse` is some four
+/// allocations (BENCHMARKS.md S1 step 41). The value compared is the first Contact's, the
+/// one [`wire::contact_uri`] reads, so a hit gives the URI a parse would.
+#[derive(Debug, Default)]
+struct TargetCache(Option<(Vec<u8>, Arc<Uri>)>);
+
+impl TargetCache {
+    /// The URI of the first Contact of `h` ([`wire::contact_uri`]), shared.
+    fn contact(&mut self, h: &sipx_sip::Headers) -> Option<Arc<Uri>> {
+        let v = h.value(&HeaderName::Contact)?;
+        if let Some((raw, uri)) = &self.0 {
+            if raw[..] == v[..] {
+                return Some(Arc::clone(uri));
+            }
+        }
+        let uri = Arc::new(wire::contact_uri(h)?);
+        self.0 = Some((v.into_owned(), Arc::clone(&uri)));
+        Some(uri)
+    }
+}
+
 /// Where an address-literal URI points (its port, or the transport's default).
 fn uri_addr(u: &Uri, default_port: u16) -> Option<SocketAddr> {
     let ip: IpAddr = match u.host()? {
@@ -770,10 +805,17 @@ fn uri_addr(u: &Uri, default_port: u16) -> Option<SocketAddr> {
 /// Contact came) as Request-URI unless the route set's first entry is a strict router, which
 /// then becomes the Request-URI and the target the last Route. The next hop's address is read
 /// where the URI is, or it is the call's destination.
-fn next_hop(c: &Call, default_port: u16) -> Result<(Uri, SocketAddr, Option<String>), Error> {
+///
+/// The Request-URI is borrowed from the call when it is its remote target (the usual case):
+/// a `Uri`'s clone allocates (its parts are boxed), and every ACK and BYE wanted one
+/// (BENCHMARKS.md S1 step 37).
+fn next_hop(
+    c: &Call,
+    default_port: u16,
+) -> Result<(Cow<'_, Uri>, SocketAddr, Option<String>), Error> {
     let target = match &c.remote_target {
-        Some(t) => t.clone(),
-        None => wire::uri(&c.remote_uri)?,
+        Some(t) => Cow::Borrowed(&**t),
+        None => Cow::Owned(wire::uri(&c.remote_uri)?),
     };
     let first = c.route_set.first().and_then(|r| wire::route_uri(r));
     let (ruri, dest, strict) = match first {
@@ -784,7 +826,7 @@ fn next_hop(c: &Call, default_port: u16) -> Result<(Uri, SocketAddr, Option<Stri
         Some(f) if wire::is_loose(&f) => (target, uri_addr(&f, default_port), None),
         Some(f) => {
             let dest = uri_addr(&f, default_port);
-            (f, dest, Some(format!("<{target}>")))
+            (Cow::Owned(f), dest, Some(format!("<{target}>")))
         }
     };
     Ok((ruri, dest.unwrap_or(c.destination), strict))
@@ -833,7 +875,8 @@ impl Endpoint {
             ended: HashMap::default(),
             ended_order: VecDeque::new(),
             scratch: Vec::new(),
-            contact_checked: String::new(),
+            contact_checked: (String::new(), Bytes::new()),
+            targets: TargetCache::default(),
             last_now: None,
         }
     }
@@ -947,8 +990,13 @@ impl Endpoint {
     pub fn invite(&mut self, now: Instant, inv: Invite) -> Result<CallRef, Error> {
         self.last_now = Some(now);
         let local_tag = hex_id();
-        let local = Bytes::from(format!("<{}>;tag={local_tag}", inv.from));
-        let contact_header = Bytes::from(format!("<{}>", inv.contact));
+        // `<from>;tag=…` written into one vector of its size (no `format!`).
+        let mut local = Vec::with_capacity(inv.from.len() + local_tag.len() + 7);
+        local.push(b'<');
+        local.extend_from_slice(inv.from.as_bytes());
+        local.extend_from_slice(b">;tag=");
+        local.extend_from_slice(local_tag.as_bytes());
+        let local = Bytes::from(local);
         let ruri = wire::uri(&inv.request_uri)?;
         // The To URI is checked unless it is the Request-URI just parsed (a UAC's usual
         // case); the Contact once per distinct value (a loop's calls share it). Each parse
@@ -956,14 +1004,16 @@ impl Endpoint {
         if inv.to != inv.request_uri {
             wire::uri(&inv.to)?;
         }
-        if self.contact_checked != inv.contact {
+        if self.contact_checked.0 != inv.contact || self.contact_checked.1.is_empty() {
             wire::uri(&inv.contact)?;
-            self.contact_checked.clone_from(&inv.contact);
+            let header = Bytes::from(format!("<{}>", inv.contact));
+            check_line("Contact", &header)?;
+            self.contact_checked = (inv.contact.clone(), header);
         }
+        let contact_header = self.contact_checked.1.clone();
         check_line("From", &local)?;
         check_line("To", inv.to.as_bytes())?;
         check_line("Call-ID", inv.call_id.as_bytes())?;
-        check_line("Contact", &contact_header)?;
         let hs = self.invite_headers(&inv.headers, inv.content_type.as_deref())?;
         let (extra, routes, creds) = (hs.extra.clone(), hs.routes.clone(), hs.creds.clone());
         let branch = self.fresh_branch();
@@ -1455,7 +1505,7 @@ impl Endpoint {
         if c.role == Role::Uac && !c.confirmed {
             return;
         }
-        if let Some(target) = wire::contact_uri(headers) {
+        if let Some(target) = self.targets.contact(headers) {
             c.remote_target = Some(target);
         }
     }
@@ -2558,7 +2608,7 @@ impl Endpoint {
         let mut rr = wire::record_routes(&r.headers);
         rr.reverse();
         c.route_set = rr;
-        c.remote_target = wire::contact_uri(&r.headers);
+        c.remote_target = self.targets.contact(&r.headers);
         let after_cancel = c.cancel_wanted;
         let credentials_sent = c.credentials_sent;
         if !self.send_ack(now, call, seq, Some(to_tag), None) {
@@ -2697,7 +2747,7 @@ impl Endpoint {
         let mut rr = wire::record_routes(&r.headers);
         rr.reverse();
         c.route_set = rr;
-        c.remote_target = wire::contact_uri(&r.headers);
+        c.remote_target = self.targets.contact(&r.headers);
         c.local_cseq = seq;
         self.send_ack(now, call, seq, Some(to_tag), creds);
         let bye = if bye {
@@ -2951,7 +3001,7 @@ impl Endpoint {
                 remote_tag,
                 local_cseq: rand::random::<u16>().into(),
                 route_set: wire::record_routes(&req.headers),
-                remote_target: wire::contact_uri(&req.headers),
+                remote_target: self.targets.contact(&req.headers),
                 invite_done: true,
                 uas_invite: Some((key.clone(), server)),
                 open: 1,
@@ -3339,3 +3389,49 @@ fn response_destination(req: &Request, from: SocketAddr, default_port: u16) -> S
 
 #[allow(dead_code)]
 fn _header_is_used(_: Header) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response_with_contact(contact: &str) -> sipx_sip::Headers {
+        let text = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\n\
+             From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+             {contact}Content-Length: 0\r\n\r\n"
+        );
+        match wire::parse(text.as_bytes()) {
+            Ok(Message::Response(r)) => r.headers,
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    /// The cache gives what `wire::contact_uri` reads, shared while the value repeats and
+    /// parsed again when it changes (a stale target would send the ACK and BYE elsewhere).
+    #[test]
+    fn the_target_cache_gives_each_contact_its_own_uri() {
+        let text = |u: Option<&Uri>| u.map(ToString::to_string);
+        let mut cache = TargetCache::default();
+        let a = response_with_contact("Contact: <sip:uas@127.0.0.1:5070>\r\n");
+        let b = response_with_contact("Contact: <sip:uas@127.0.0.2:5080;transport=udp>\r\n");
+        let none = response_with_contact("");
+        let first = cache.contact(&a);
+        let again = cache.contact(&a);
+        match (&first, &again) {
+            (Some(x), Some(y)) => assert!(Arc::ptr_eq(x, y), "the same value is parsed once"),
+            _ => panic!("no Contact read"),
+        }
+        assert_eq!(
+            text(first.as_deref()),
+            Some("sip:uas@127.0.0.1:5070".to_owned())
+        );
+        assert_eq!(text(first.as_deref()), text(wire::contact_uri(&a).as_ref()));
+        let other = cache.contact(&b);
+        assert_eq!(
+            text(other.as_deref()),
+            Some("sip:uas@127.0.0.2:5080;transport=udp".to_owned())
+        );
+        assert!(cache.contact(&none).is_none());
+        assert_eq!(text(cache.contact(&a).as_deref()), text(first.as_deref()));
+    }
+}
