@@ -2846,11 +2846,13 @@ impl Detector {
                 // to be ours, so they hold the run as a dropout does, for as long as we talk.
                 // A tonal frame at another pitch is not forgiven (a two-tone beep's second
                 // tone, a tune's next note), nor one quieter by 3 dB (the tone's end).
-                let rest_db = f.level_dbfs
-                    - 10.0 * (1.0 + 10f32.powf(f.tonality_db.max(-30.0) / 10.0)).log10();
+                // (The rest's level, a `powf` and a `log10`, only for a frame the first two
+                // tests leave in question.)
                 let under_echo = !tonal
                     && (f.level_dbfs - mean_level).abs() <= 3.0
-                    && rest_db <= self.echo_ceiling;
+                    && f.level_dbfs
+                        - 10.0 * (1.0 + 10f32.powf(f.tonality_db.max(-30.0) / 10.0)).log10()
+                        <= self.echo_ceiling;
                 if run.after == 0 && (run.misses < 2 || under_echo) && !quieter {
                     // Up to two frames' dropout inside a tone (a lost packet, a click, a quiet
                     // tone's G.711 quantisation noise), or its last frame's dip followed by
