@@ -19,6 +19,10 @@
 //!   harness's own wake-ups too (each call's future polled then, not woken by its report).
 //!   Default 0: each call handed at its start with `Uac::call`, a task each (S2, S4, S5);
 //!   S1's scripts set 10.
+//! - `RUNNER=1` (`AHEAD_MS` then ignored): the calls placed as `crieur-runner`'s driver places
+//!   them — its loop sleeps until the next call is due but at least 20 ms, or until a call
+//!   ends, then hands every call due to `Uac::call`, a task each — rather than each at its
+//!   own instant (the harness woken once per call).
 //! - `S1_STOP=1`: each call carries a stop token (a child of one token for the run, never
 //!   cancelled), as a campaign's calls do (`crieur-runner`'s `place`: a child of its
 //!   hang-up-all token).
@@ -326,14 +330,33 @@ async fn main() {
     let waits0 = uac.sip_loop_waits();
     let mut set = tokio::task::JoinSet::new();
     let mut tally = Tally::default();
-    let ahead = Duration::from_millis(env_num("AHEAD_MS").unwrap_or(0.0) as u64);
+    // `RUNNER=1`: as `crieur-runner`'s driver places calls (its loop in `driver.rs`), each by
+    // `Uac::call` when due.
+    let runner = env_num("RUNNER") == Some(1.0);
+    let ahead = match runner {
+        true => Duration::ZERO,
+        false => Duration::from_millis(env_num("AHEAD_MS").unwrap_or(0.0) as u64),
+    };
     // Calls starting before this have been handed to the UAC.
     let mut handed_until = t0;
     // With `AHEAD_MS`, the calls handed and not yet reported.
     let mut handed: Vec<Handed> = Vec::new();
     for i in 0..calls {
         let at = t0 + Duration::from_secs_f64(i as f64 / cps);
-        if at >= handed_until {
+        if runner {
+            // The driver's loop: it sleeps until the next call is due but at least 20 ms, or
+            // until a call of its `JoinSet` ends; then places every call due, each a task
+            // calling `Uac::call`.
+            while Instant::now() < at {
+                let wait = at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(20));
+                tokio::select! {
+                    Some(r) = set.join_next(), if !set.is_empty() => tally.add(r),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        } else if at >= handed_until {
             // The next batch: the calls of the window [at, at + ahead), handed `ahead` before
             // the first of them starts.
             let wake = at.checked_sub(ahead).unwrap_or(at);
@@ -446,7 +469,7 @@ async fn main() {
     let peak = (cps * f64::from(secs)).min(calls as f64);
     let (rcvbuf, sndbuf) = uac.sip_socket_buffers();
     println!(
-        "sip_buffers rcv={rcvbuf} snd={sndbuf} ahead_ms={} sip_waits_per_call={:.2} completed_per_s={:.0} cpu_per_call_us={:.1}",
+        "sip_buffers rcv={rcvbuf} snd={sndbuf} ahead_ms={} runner={runner} sip_waits_per_call={:.2} completed_per_s={:.0} cpu_per_call_us={:.1}",
         ahead.as_millis(),
         (uac.sip_loop_waits() - waits0) as f64 / (ok + failed).max(1) as f64,
         ok as f64 / wall,

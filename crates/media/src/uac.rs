@@ -720,11 +720,13 @@ impl Uac {
             done,
             at,
         });
-        // Taken at the loop's next turn within `COALESCE` (a call handed ahead: by its
+        // Taken at the loop's next turn within a [`TICK`] (a call handed ahead: by its
         // start): the loop thread is woken only if it sleeps past that (not while it runs,
         // or is about to wake anyway — for calls handed ahead in a batch, the first wakes it
-        // at most, and it then sleeps until the earliest of them).
-        let by = (Instant::now() + COALESCE).max(at.unwrap_or(Instant::now()));
+        // at most, and it then sleeps until the earliest of them; for calls placed at once
+        // while they keep coming, the loop ticks ([`CALLS_COMING`]) and takes them at its
+        // next tick, no wake-up each).
+        let by = (Instant::now() + TICK).max(at.unwrap_or(Instant::now()));
         match shard.jobs.inbox.push(job, by) {
             Ok(true) => shard.jobs.wake.notify_one(),
             Ok(false) => {}
@@ -1865,6 +1867,9 @@ struct Inlines {
     ahead: std::collections::BTreeMap<(Instant, u64), Job>,
     /// Calls handed ahead so far (the tie-break of equal starts).
     ahead_seq: u64,
+    /// When the loop last took a call to place at once ([`Uac::call`], or a start already
+    /// past): while they keep coming ([`CALLS_COMING`]) the loop ticks.
+    last_at_once: Option<Instant>,
 }
 
 impl Inlines {
@@ -1877,8 +1882,17 @@ impl Inlines {
                 self.ahead_seq += 1;
                 self.ahead.insert((at, self.ahead_seq), job);
             }
-            _ => self.begin(job, ep, calls),
+            _ => {
+                self.last_at_once = Some(now);
+                self.begin(job, ep, calls);
+            }
         }
+    }
+
+    /// Calls placed at once keep coming: the last within [`CALLS_COMING`].
+    fn coming(&self, now: Instant) -> bool {
+        self.last_at_once
+            .is_some_and(|t| now.saturating_duration_since(t) <= CALLS_COMING)
     }
 
     /// A call handed ahead whose caller is gone or whose stop token was cancelled.
@@ -2951,6 +2965,18 @@ const COALESCE: Duration = Duration::from_millis(1);
 /// and a datagram waits up to this before it is read — far inside SIP's timers (T1 500 ms).
 const TICK: Duration = Duration::from_millis(4);
 
+/// While the loop took a call to place at once ([`Uac::call`]) within this, calls are
+/// coming and the loop ticks as for calls handed ahead ([`TICK`]): each call then waits for
+/// the next tick (≤ 4 ms: `Uac::call` pushes it with that deadline, so it wakes nothing), and
+/// the datagrams too. A caller that places each call when it is due — the campaign runner,
+/// whose planner hands its calls over as their pacing tokens come — then costs the loop one
+/// wake-up per tick, not one per call and more per datagram (BENCHMARKS.md S1, step 48).
+/// 24 ms: ticking (250 wake-ups/s) is the cheaper from ~60 calls/s (a call not ticking
+/// wakes the loop ~4 times: handed over, 180, 200, the BYE's 200), and a runner's batches
+/// come every 20 ms at most; below that rate, and 24 ms after the last call, the loop
+/// watches its socket again and a lone call is placed at once as before.
+const CALLS_COMING: Duration = Duration::from_millis(24);
+
 /// Wake-ups by datagrams in a row, each within [`COALESCE`] of the one before, that make the
 /// loop pause before its next read: a lone call's responses (180, 200, then its BYE's 200)
 /// come that close together and stop there, and pausing for them cost a timer wake-up of its
@@ -3190,6 +3216,7 @@ async fn sip_loop(
         jobs: jobs.clone(),
         ahead: Default::default(),
         ahead_seq: 0,
+        last_at_once: None,
     };
     // The endpoint's next timer: one `Sleep`, moved when the deadline moves (not one made and
     // registered at every turn).
@@ -3316,13 +3343,15 @@ async fn sip_loop(
         // start always does): the loop ticks ([`TICK`]) — the socket is not watched
         // meanwhile, what comes is read at the timer's turn (one wake-up for the starts and
         // the datagrams, as sipp's UAC works on a tick too) and, the socket then not
-        // registered for readability ([`UdpNet`]), a datagram arriving wakes nothing. Only
-        // for a held start: a loop of calls placed at once (the runner's) whose endpoint or
-        // ring timers are due as often watches its socket as before.
+        // registered for readability ([`UdpNet`]), a datagram arriving wakes nothing. So
+        // too while calls placed at once keep coming ([`CALLS_COMING`]: the runner's, each
+        // handed over when due), the timer then at every tick; otherwise the loop watches its
+        // socket.
         // The endpoint's timers and the inline calls' deadlines: one timer — while ticking,
         // not before the next tick.
         let due = [ep.poll_timeout(), inl.next()].into_iter().flatten().min();
-        let (tick, deadline) = ticking(due, inl.next_start(), epoch, Instant::now());
+        let now = Instant::now();
+        let (tick, deadline) = ticking(due, inl.next_start(), inl.coming(now), epoch, now);
         let mut deadline = deadline.map(tokio::time::Instant::from_std);
         if let Some(d) = deadline {
             if timer.deadline() != d {
@@ -3432,22 +3461,28 @@ async fn sip_loop(
     }
 }
 
-/// Whether the loop ticks — a call handed ahead starts within [`TICK`] — and when its timer
-/// is due: at `due` (the earliest of its deadlines and held starts), but while ticking not
-/// before the first tick after `now` of the grid that began at `epoch`.
+/// Whether the loop ticks — a call handed ahead starts within [`TICK`], or calls placed at
+/// once keep coming (`coming`: [`CALLS_COMING`]) — and when its timer is due: at `due` (the
+/// earliest of its deadlines and held starts), but while ticking not before the first tick
+/// after `now` of the grid that began at `epoch`; ticking for calls coming, at that tick
+/// whatever is due (the socket, not watched, is read there; the next call is taken there).
 fn ticking(
     due: Option<Instant>,
     next_start: Option<Instant>,
+    coming: bool,
     epoch: Instant,
     now: Instant,
 ) -> (bool, Option<Instant>) {
-    let tick = next_start.is_some_and(|t| t.saturating_duration_since(now) <= TICK);
-    if !tick {
+    let held = next_start.is_some_and(|t| t.saturating_duration_since(now) <= TICK);
+    if !held && !coming {
         return (false, due);
     }
     let step = TICK.as_nanos();
     let ticks = now.saturating_duration_since(epoch).as_nanos() / step + 1;
     let next = epoch + Duration::from_nanos(u64::try_from(ticks * step).unwrap_or(u64::MAX));
+    if coming {
+        return (true, Some(next));
+    }
     (true, due.map(|d| d.max(next)))
 }
 
@@ -4439,6 +4474,41 @@ mod tests {
         );
     }
 
+    /// Calls placed at once ([`Uac::call`]) one after another at 500 calls/s — a caller placing
+    /// each when due, as the campaign runner does — make the loop tick ([`CALLS_COMING`]): it
+    /// waits about once per 4 ms tick for the calls and their datagrams together, not once or
+    /// more per call (handed over, 180, 200, the BYE's 200: ~2–4 waits per call when it
+    /// watched its socket). Every call completes; then, the calls no longer coming, a lone
+    /// call is placed and completes as before.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn calls_placed_at_once_while_they_keep_coming_make_the_loop_tick() {
+        const CALLS: usize = 100;
+        let (mut sipp, uac, trunk) = ahead_setup(CALLS + 1, 1, &[]).await;
+        let waits0 = uac.sip_loop_waits();
+        let t0 = Instant::now();
+        let mut calls = Vec::new();
+        for i in 0..CALLS {
+            tokio::time::sleep_until((t0 + Duration::from_millis(2) * i as u32).into()).await;
+            let (u, t) = (uac.clone(), trunk.clone());
+            calls.push(tokio::spawn(async move {
+                u.call(&t, short_call(i, None), no_hook).await
+            }));
+        }
+        all_completed(calls).await;
+        let waits = uac.sip_loop_waits() - waits0;
+        // 200 ms of calls: ~50 ticks, and the last calls' ends (ticking 24 ms more, then
+        // watching): 53 in a run; with `CALLS_COMING` 0 (never ticking for them), 133.
+        assert!(
+            waits < CALLS as u64 * 3 / 4,
+            "{waits} waits of the loop for {CALLS} calls"
+        );
+        tokio::time::sleep(CALLS_COMING * 2).await;
+        let lone = uac.call(&trunk, short_call(CALLS, None), no_hook).await;
+        assert_completed(&lone.unwrap_or_else(|e| panic!("{e}")));
+        assert!(uac.wait_background(Duration::from_secs(8)).await);
+        assert!(sipp.succeeded());
+    }
+
     /// Calls handed ahead ([`Uac::call_at`]) in one go are held by their loop and placed each
     /// at its start — not before (no RTP pair taken, no INVITE) and not long after — and go
     /// on to their ends as any call.
@@ -4489,24 +4559,24 @@ mod tests {
     /// the next start further, its timer is its earliest deadline, as before.
     #[test]
     #[allow(clippy::disallowed_methods)] // an arbitrary origin; nothing is timed
-    fn the_loop_ticks_on_a_4_ms_grid_while_a_held_call_starts_within_a_tick() {
+    fn the_loop_ticks_on_a_4_ms_grid_while_a_held_call_starts_within_a_tick_or_calls_keep_coming() {
         let ms = |n: u64| Duration::from_micros(n * 100);
         let epoch = Instant::now();
         // 6.1 ms in: the next tick is at 8 ms.
         let now = epoch + ms(61);
         // A start 3.5 ms away, the endpoint due sooner: ticking, due at the 8 ms tick.
         assert_eq!(
-            ticking(Some(now + ms(2)), Some(now + ms(35)), epoch, now),
+            ticking(Some(now + ms(2)), Some(now + ms(35)), false, epoch, now),
             (true, Some(epoch + ms(80)))
         );
         // Something due past the tick stays as it is.
         assert_eq!(
-            ticking(Some(now + ms(25)), Some(now + ms(35)), epoch, now),
+            ticking(Some(now + ms(25)), Some(now + ms(35)), false, epoch, now),
             (true, Some(now + ms(25)))
         );
         // Due already: at the next tick.
         assert_eq!(
-            ticking(Some(now - ms(5)), Some(now - ms(5)), epoch, now),
+            ticking(Some(now - ms(5)), Some(now - ms(5)), false, epoch, now),
             (true, Some(epoch + ms(80)))
         );
         // Exactly on a tick: the one after.
@@ -4514,6 +4584,7 @@ mod tests {
             ticking(
                 Some(epoch + ms(80)),
                 Some(epoch + ms(80)),
+                false,
                 epoch,
                 epoch + ms(80)
             ),
@@ -4521,13 +4592,21 @@ mod tests {
         );
         // No held call, or the next start 5 ms away (200 calls/s): no tick, due as due.
         assert_eq!(
-            ticking(Some(now + ms(2)), None, epoch, now),
+            ticking(Some(now + ms(2)), None, false, epoch, now),
             (false, Some(now + ms(2)))
         );
         assert_eq!(
-            ticking(Some(now + ms(2)), Some(now + ms(50)), epoch, now),
+            ticking(Some(now + ms(2)), Some(now + ms(50)), false, epoch, now),
             (false, Some(now + ms(2)))
         );
+        // Calls placed at once coming: ticking, the timer at the next tick whatever is due
+        // (sooner, later, or nothing: the socket is read there).
+        for due in [Some(now + ms(2)), Some(now + ms(25)), None] {
+            assert_eq!(
+                ticking(due, None, true, epoch, now),
+                (true, Some(epoch + ms(80)))
+            );
+        }
     }
 
     /// A call handed ahead whose caller goes before its start, or whose stop token is
