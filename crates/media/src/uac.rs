@@ -726,7 +726,8 @@ impl Uac {
         // at most, and it then sleeps until the earliest of them; for calls placed at once
         // while they keep coming, the loop ticks ([`CALLS_COMING`]) and takes them at its
         // next tick, no wake-up each).
-        let by = (Instant::now() + TICK).max(at.unwrap_or(Instant::now()));
+        let now = Instant::now();
+        let by = (now + TICK).max(at.unwrap_or(now));
         match shard.jobs.inbox.push(job, by) {
             Ok(true) => shard.jobs.wake.notify_one(),
             Ok(false) => {}
