@@ -150,7 +150,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         if features {
             r.levels = frame_levels(&pcm);
         }
-        // Repeated so the CPU figure is above /proc's 10 ms resolution.
+        // Repeated: the CPU figure over more audio (less spread between runs).
         let repeat: usize = std::env::var("AMD_REPEAT")
             .ok()
             .and_then(|v| v.parse().ok())
