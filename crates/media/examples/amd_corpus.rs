@@ -1,8 +1,9 @@
 //! Plays a labelled corpus (`scripts/amd-corpus`) to the answering-machine detector, sans
 //! I/O: each G.711 µ-law file is decoded and fed in 20 ms packets on a simulated clock from
 //! the answer, as `uac.rs` feeds it. Prints the confusion matrix, time to verdict, the drop
-//! point against the labelled beep (or greeting) end, the CPU per analysed call-second, and
-//! every misjudged file.
+//! point against the labelled beep (or greeting) end, the CPU per analysed call-second (each
+//! file fed until the detector is done, as the UAC feeds it; `AMD_FEED_ALL` feeds it whole),
+//! and every misjudged file.
 //!
 //! `cargo run --release -p crieur-media --example amd_corpus -- DIR [--asterisk N] [--echo E]`
 //! (`--asterisk N`: Asterisk's `amd.conf` defaults with `maximum_number_of_words` N instead
@@ -100,6 +101,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let labels = std::fs::read_to_string(dir.join("labels.tsv"))?;
     let mut results = Vec::new();
     let mut audio_s = 0f64;
+    // The audio the detector analysed (fed until done): the CPU figure's denominator.
+    let mut analysed_s = 0f64;
+    let feed_all = std::env::var_os("AMD_FEED_ALL").is_some();
     let mut cpu_s = 0f64;
     let t0 = Instant::now();
     // `--only NAME`: just that file, with the echo delay it has in the whole corpus.
@@ -167,6 +171,12 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 );
             }
             for (i, pkt) in pcm.chunks(160).enumerate() {
+                // Fed until nothing more can come of it, as the UAC feeds it (it stops at
+                // `is_done`), unless `AMD_FEED_ALL` (the whole file, as before 2026-12-02)
+                // or a trace wants the rest.
+                if det.is_done() && !feed_all && !tracing {
+                    break;
+                }
                 // By RTP timestamp, as the UAC feeds it (the corpus's lost packets are zeros).
                 det.feed_packet(
                     t0 + Duration::from_millis(20 * (i as u64 + 1)),
@@ -240,6 +250,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                     }
                 }
             }
+            analysed_s += det.analysed().as_secs_f64();
         }
         if tracing {
             let t = d.echo_trace();
@@ -383,9 +394,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         humans.iter().filter(|r| r.sit.is_some()).count()
     );
     println!(
-        "CPU: {:.4} ms per analysed call-second ({:.0} s of audio in {:.2} s CPU)",
-        1000.0 * cpu_s / audio_s,
+        "CPU: {:.4} ms per analysed call-second ({:.0} s analysed, of {:.0} s of audio{}, in {:.2} s CPU)",
+        1000.0 * cpu_s / analysed_s.max(1e-9),
+        analysed_s,
         audio_s,
+        if feed_all { " all fed" } else { " fed until done" },
         cpu_s
     );
     println!();
