@@ -2013,12 +2013,16 @@ impl Detector {
     }
 
     /// Whether nothing more can come of feeding it: a drop point was reported, or the verdict
-    /// is final (`human`/`not-sure` past the beep window).
+    /// is final (`human`/`not-sure` past the beep window) — and no beep awaits its settle
+    /// wait (a beep heard inside the restart or override window makes its drop point up to
+    /// `beep_settle` after that window closes: the UAC, which stops feeding here, lost the
+    /// real beep after a chime and kept the voicemail message started on the chime — seen
+    /// when the corpus runner was made to feed as the UAC does).
     pub fn is_done(&self) -> bool {
         if self.sit.found().is_some() {
             return true;
         }
-        if self.sit.pending() {
+        if self.sit.pending() || self.pending_drop.is_some() {
             return false;
         }
         if self.dropped {
@@ -3981,6 +3985,56 @@ mod tests {
         let ev = run(AmdParams::default(), &g711(&y));
         let n = ev.iter().filter(|e| matches!(e, AmdEvent::Drop(_))).count();
         assert_eq!(n, 1, "{ev:?}");
+    }
+
+    /// The events of `audio` fed as the UAC feeds it (until `is_done`), and fed whole.
+    fn run_until_done(p: AmdParams, audio: &[i16]) -> (Vec<AmdEvent>, Vec<AmdEvent>) {
+        let t0 = Instant::now();
+        let mut d = Detector::new(t0, p);
+        let mut out = Vec::new();
+        for (i, pkt) in audio.chunks(160).enumerate() {
+            if d.is_done() {
+                break;
+            }
+            d.feed(t0 + Duration::from_millis(20 * i as u64 + 20), pkt);
+            while let Some(e) = d.poll_event() {
+                out.push(e);
+            }
+        }
+        (out, run(p, audio))
+    }
+
+    #[test]
+    fn nothing_comes_of_feeding_a_detector_that_says_it_is_done() {
+        // A beep heard inside the restart window whose settle wait ends past it (a chime's
+        // drop, then the real beep): its drop point still comes. And a beep overriding a
+        // `human` verdict at the end of the override window. Fed until `is_done` as the UAC
+        // does, the events are those of the audio fed whole.
+        for gap in (400..=1300).step_by(50) {
+            let x = cat(&[
+                speech(4000, -18.0, 2),
+                silence(500),
+                tone(180, 880.0, -14.0),
+                silence(gap),
+                tone(180, 880.0, -14.0),
+                silence(2500),
+            ]);
+            let (until_done, whole) = run_until_done(AmdParams::default(), &g711(&x));
+            assert_eq!(until_done, whole, "gap {gap} ms");
+        }
+        let p = AmdParams::default();
+        let window = ms_u32(p.beep_override_window);
+        for end in (window - 500..=window + 100).step_by(50) {
+            let x = cat(&[
+                silence(300),
+                speech(600, -18.0, 5),
+                silence(end - 900 - 400),
+                tone(400, 1000.0, -14.0),
+                silence(1500),
+            ]);
+            let (until_done, whole) = run_until_done(p, &g711(&x));
+            assert_eq!(until_done, whole, "beep ending at {end} ms");
+        }
     }
 
     #[test]
