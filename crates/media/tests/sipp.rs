@@ -2016,6 +2016,24 @@ async fn amd_call(
     (report, answered)
 }
 
+/// [`amd_call`] with our speech message in `voicemail-drop` mode, on a machine: the call ends
+/// `machine-message-left`.
+async fn voicemail_left(audio: &[u8]) -> (CallReport, Duration) {
+    let (r, answered) = amd_call(
+        audio,
+        speech_message(),
+        crieur_media::call::AmdMode::VoicemailDrop,
+    )
+    .await;
+    assert_eq!(
+        r.ending.outcome,
+        Outcome::MachineMessageLeft,
+        "{:#?}",
+        r.timeline
+    );
+    (r, answered)
+}
+
 /// The project's own message (speech, 14 s, −23 dBFS RMS): what the detector hears back as
 /// echo reference, at a speaking level (a full-scale tone would make a greeting under it
 /// read as its echo).
@@ -2030,7 +2048,6 @@ const GREETING: &str = "Hello, you have reached the voicemail of John Smith. I a
 #[tokio::test(flavor = "multi_thread")]
 async fn amd_greeting_and_beep_then_the_voicemail_message() {
     use crieur_media::amd::{Cause, Kind};
-    use crieur_media::call::AmdMode;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let greeting = spoken(GREETING, dir.path());
     let beep_end_ms = 200 + greeting.len() / 8 + 400 + 500;
@@ -2042,13 +2059,7 @@ async fn amd_greeting_and_beep_then_the_voicemail_message() {
     ]
     .concat();
     // The message (14 s) would still be playing when the beep comes.
-    let (r, answered) = amd_call(&audio, speech_message(), AmdMode::VoicemailDrop).await;
-    assert_eq!(
-        r.ending.outcome,
-        Outcome::MachineMessageLeft,
-        "{:#?}",
-        r.timeline
-    );
+    let (r, answered) = voicemail_left(&audio).await;
     let a = r.amd.as_ref().unwrap_or_else(|| panic!("no AMD report"));
     let (machine_at, v) = a.verdicts[0];
     assert_eq!(v.kind, Kind::Machine, "{a:#?}");
@@ -2097,6 +2108,57 @@ async fn amd_greeting_and_beep_then_the_voicemail_message() {
     assert_eq!(a.voicemail_packets, 100, "{:#?}", r.timeline);
 }
 
+/// A chime's note taken for the beep, then the real beep late in the restart window (its
+/// settle wait ending after the window closes): the voicemail message restarts after the real
+/// beep. The UAC stops feeding the detector once it says it is done; before `is_done` waited
+/// for a beep's settle, the second drop point never came and the message played on from the
+/// chime.
+#[tokio::test(flavor = "multi_thread")]
+async fn amd_the_real_beep_after_a_chime_restarts_the_voicemail_message() {
+    use crieur_media::amd::DropCause;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let greeting = spoken(GREETING, dir.path());
+    // From the answer (the pcap starts 200 ms after the ACK): the chime's note ends at
+    // `chime_end_ms`, its drop point comes ~280 ms later (`beep_settle`), the restart window
+    // (1 s) closes ~1.28 s after the note's end; the real beep ends 1.08 s after the note's,
+    // inside the window, and its own settle runs past it.
+    let chime_end_ms = 200 + greeting.len() / 8 + 400 + 180;
+    let beep_end_ms = chime_end_ms + 900 + 180;
+    let audio = [
+        greeting,
+        ulaw_silence(400),
+        ulaw_tone(880.0, 180),
+        ulaw_silence(900),
+        ulaw_tone(880.0, 180),
+        ulaw_silence(6000),
+    ]
+    .concat();
+    let (r, answered) = voicemail_left(&audio).await;
+    let a = r.amd.as_ref().unwrap_or_else(|| panic!("no AMD report"));
+    assert!(
+        r.timeline
+            .iter()
+            .any(|(_, what)| what.contains("the voicemail message restarts")),
+        "{:#?}",
+        r.timeline
+    );
+    // The last drop point is the real beep's, and the message started (again) after it.
+    let (_, drop) = a.drop.unwrap_or_else(|| panic!("no drop point: {a:#?}"));
+    let DropCause::Beep(beep) = drop.cause else {
+        panic!("not a beep's drop point: {a:#?}");
+    };
+    let heard_end = beep.end.as_millis() as i64;
+    assert!(
+        (heard_end - beep_end_ms as i64).abs() < 250,
+        "the last drop's beep ends at {heard_end} ms, the real beep at {beep_end_ms} ms \
+         (the chime's note at {chime_end_ms} ms)"
+    );
+    let vm = a
+        .voicemail_started_at
+        .unwrap_or_else(|| panic!("no voicemail audio: {:#?}", r.timeline));
+    assert!(vm > answered + beep.end, "{:#?}", r.timeline);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn amd_a_person_hears_the_whole_message() {
     use crieur_media::amd::Kind;
@@ -2124,18 +2186,11 @@ async fn amd_a_person_hears_the_whole_message() {
 #[tokio::test(flavor = "multi_thread")]
 async fn amd_no_beep_falls_back_on_the_greeting_end() {
     use crieur_media::amd::DropCause;
-    use crieur_media::call::AmdMode;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let greeting = spoken(GREETING, dir.path());
     let greeting_end_ms = 200 + greeting.len() / 8;
     let audio = [greeting, ulaw_silence(8000)].concat();
-    let (r, answered) = amd_call(&audio, speech_message(), AmdMode::VoicemailDrop).await;
-    assert_eq!(
-        r.ending.outcome,
-        Outcome::MachineMessageLeft,
-        "{:#?}",
-        r.timeline
-    );
+    let (r, answered) = voicemail_left(&audio).await;
     let a = r.amd.as_ref().unwrap_or_else(|| panic!("no AMD report"));
     let (_, drop) = a.drop.unwrap_or_else(|| panic!("no drop point: {a:#?}"));
     assert_eq!(drop.cause, DropCause::Silence, "{a:#?}");
