@@ -1284,6 +1284,9 @@ struct ToneRun {
     last_freq: f32,
     level_sum: f32,
     misses: u32,
+    /// Of `misses`, the frames held as the tone under our echo (see `beep_step`): they do
+    /// not use up the two frames' dropout a tone's edge may need after them.
+    echo_misses: u32,
     /// Frames since the tone stopped, all quieter than it by 10 dB (confirmation).
     after: u32,
     /// The last frame's level (of the tone or its decaying tail), dBFS.
@@ -1593,6 +1596,7 @@ impl ToneRun {
             last_freq: f.freq_hz,
             level_sum: f.level_dbfs,
             misses: 0,
+            echo_misses: 0,
             after: 0,
             prev_level: f.level_dbfs,
             tail: 0,
@@ -2791,6 +2795,7 @@ impl Detector {
                     }
                     run.prev_level = f.level_dbfs;
                     run.misses = 0;
+                    run.echo_misses = 0;
                     if run.frames > max_frames {
                         // Too long for a beep: wait for it to stop before looking again.
                         run.frames = max_frames + 1;
@@ -2843,11 +2848,15 @@ impl Detector {
                 }
                 // A frame of the tone under our echo's residual: not tonal, but as loud as the
                 // tone (within 3 dB) and what is not its strongest sinusoid no louder than the
-                // residual of our own echo can be (`echo_ceiling`, 0 without our echo). On a
-                // real line the canceller leaves 10–30 dB of our talking's echo, which under a
-                // quiet beep (−50 dBFS against our echo at −30) breaks its tonality on the
-                // frames we talk over: those frames are the tone plus our own residual, known
-                // to be ours, so they hold the run as a dropout does, for as long as we talk.
+                // residual of our own echo can be (`EchoCanceller::possible_echo`: the
+                // canceller's ceiling once the path is found; before, our loudest frame less
+                // `echo_return_loss_db`; nothing without our audio). On a real line the
+                // canceller leaves 10–30 dB of our talking's echo, which under a quiet beep
+                // (−50 dBFS against our echo at −30) breaks its tonality on the frames we talk
+                // over — and before the path is found (a greeting loud over our echo hides its
+                // envelope) our echo comes back whole, 6–10 dB under a −25 dBFS beep: those
+                // frames are the tone plus our own echo, so they hold the run as a dropout
+                // does, for as long as we talk.
                 // A tonal frame at another pitch is not forgiven (a two-tone beep's second
                 // tone, a tune's next note), nor one quieter by 3 dB (the tone's end).
                 // (The rest's level, a `powf` and a `log10`, only for a frame the first two
@@ -2856,12 +2865,16 @@ impl Detector {
                     && (f.level_dbfs - mean_level).abs() <= 3.0
                     && f.level_dbfs
                         - 10.0 * (1.0 + 10f32.powf(f.tonality_db.max(-30.0) / 10.0)).log10()
-                        <= self.echo_ceiling;
-                if run.after == 0 && (run.misses < 2 || under_echo) && !quieter {
+                        <= self.echo.possible_echo();
+                let dropout = run.misses < 2 || (!tonal && run.misses - run.echo_misses < 2);
+                if run.after == 0 && (dropout || under_echo) && !quieter {
                     // Up to two frames' dropout inside a tone (a lost packet, a click, a quiet
                     // tone's G.711 quantisation noise), or its last frame's dip followed by
-                    // the frame its edge falls in.
+                    // the frame its edge falls in — after frames under our echo too (a beep
+                    // whose last 60 ms we talked over still ends in a frame its edge falls in;
+                    // not a tonal frame at another pitch, which is the next note's).
                     run.misses += 1;
+                    run.echo_misses += u32::from(under_echo);
                     return;
                 }
                 let echo_after_gap =
@@ -5213,6 +5226,47 @@ mod tests {
             }
         }
         assert_eq!(taken, cases.len());
+    }
+
+    /// Our message (the demo's) coming back at 15 dB of echo return loss under a greeting
+    /// loud over it (its envelope hides ours: the path is found late, its filter not yet
+    /// subtracting when the beep comes), then the machine's beep at −25 dBFS, 6–10 dB over
+    /// our echo: the frames where our talking breaks the tone's tonality are no louder than
+    /// our echo may be ([`echo::EchoCanceller::possible_echo`]: while no path subtracts, our
+    /// loudest frame less `echo_return_loss_db`), so they hold the tone as under a found
+    /// path's residual, and the frame its edge falls in after them still ends it. Before,
+    /// the 850 Hz, 800 ms beep broke into pieces and was missed (as a-18 machine-001).
+    #[test]
+    fn a_beep_under_our_echo_before_its_path_is_found_is_taken() {
+        // Our real message (the demo's), as the UAC plays it: 300 ms after the answer.
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../audio/rappel-fr.wav");
+        let msg = crate::audio::Message::load(&path).expect("the demo message");
+        let pcm: Vec<f32> = msg
+            .encoded(crate::g711::Codec::Pcmu)
+            .iter()
+            .map(|&b| f32::from(crate::g711::Codec::Pcmu.decode(b)))
+            .collect();
+        let ours = cat(&[silence(300), pcm]);
+        let mut taken = Vec::new();
+        let cases = [(850.0, 800, 120), (620.0, 500, 200), (1400.0, 600, 60)];
+        for (hz, len, delay) in cases {
+            let greeting = cat(&[
+                silence(400),
+                talker(2600, -18.0, 52, 190.0),
+                silence(600),
+                tone(len, hz, -25.0),
+                silence(12_000 - 3600 - len),
+            ]);
+            let far = line_with_echo(&ours, &greeting, 15.0, delay);
+            let (ev, _) = run_with_reference(&ours, &far);
+            let end = Duration::from_millis(u64::from(3600 + len));
+            if drop_point(&ev).is_some_and(|d| matches!(d.cause, DropCause::Beep(_))) {
+                assert_dropped_on_beep(&ev, hz, end, &format!("{hz} Hz, {len} ms"));
+                taken.push(hz);
+            }
+        }
+        assert_eq!(taken.len(), cases.len(), "taken: {taken:?}");
     }
 
     /// A person answering while our echo comes back 6 dB down: "Hello?" then listening. The

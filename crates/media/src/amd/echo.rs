@@ -115,6 +115,14 @@ const TRACK_LAGS: usize = 16;
 /// How far before the estimated delay the filter starts, samples (the envelope lag is only
 /// known to a half block, 1.25 ms, and a hybrid's response spreads it).
 const PRE_SAMPLES: usize = 24;
+/// How much louder than the far end (energy ratio) the residual must be over the last frames
+/// for the foreground to be dropped as doing harm: 0.5 dB. A filter on a path that is not our
+/// echo adds its whole output to the far end; under a far end much louder than our echo (a
+/// beep at −25 dBFS over our echo at −33) a filter that cancels it leaves a residual within
+/// a fraction of a dB of the far end, louder or quieter by chance (the far end's cross term
+/// with our echo), and at no margin it was dropped on such a chance — our echo then came
+/// back whole under the rest of the tone.
+const HARM: f32 = 1.122;
 /// NLMS step size: 0.3 — on speech the filter converges in ~300 ms; a far end talking under
 /// the echo (too quiet for the double-talk detector) disturbs the taps in proportion to it,
 /// which a larger step (0.5, 1) made a 10 dB loss of ERLE.
@@ -549,6 +557,10 @@ pub(super) struct EchoCanceller {
     /// Whether this frame's bound is the warm-up level guard (what it hides may be the far
     /// end: unknown, neither voice nor silence).
     level_guard: bool,
+    /// The loudest our echo may be in this frame's residual, as far as anything is known:
+    /// the ceiling once the path is found; while it is sought or not found, or only on
+    /// trial, the warm-up guard's bound (see [`EchoCanceller::possible_echo`]).
+    possible: f32,
 }
 
 impl EchoCanceller {
@@ -612,6 +624,7 @@ impl EchoCanceller {
             erle_db: 0.0,
             ceiling: f32::MIN,
             level_guard: false,
+            possible: f32::MIN,
         }
     }
 
@@ -641,6 +654,17 @@ impl EchoCanceller {
             } else {
                 self.tone_hold.saturating_sub(1)
             };
+    }
+
+    /// The loudest our echo may be in the last frame's residual (dBFS), known or not: the
+    /// ceiling once the echo path is found; while our audio plays and no path is found (the
+    /// warm-up, a lag on trial, or none found yet — a greeting over our echo hides its
+    /// envelope, so a line with echo can read as one without), our loudest frame of the last
+    /// 500 ms less `echo_return_loss_db`, as the warm-up guard. Nothing is hidden on it:
+    /// it only tells what may be ours under a tone the far end is already known to hold
+    /// (see the beep detector's frames under our echo).
+    pub(super) fn possible_echo(&self) -> f32 {
+        self.possible
     }
 
     /// Whether the last frame's bound was the warm-up level guard.
@@ -1197,11 +1221,15 @@ impl EchoCanceller {
                 }
             }
         };
+        self.possible = match (&self.reference, self.state) {
+            (Some(r), PathState::NoEcho | PathState::Tentative(_)) => warmup(r),
+            _ => self.ceiling,
+        };
         // The background takes over when it cancelled clearly better this frame (1 dB) and
         // took out at least half the far end's energy (3 dB): a filter adapting on a far end
         // that is not echo (found by chance, or a far end under the Geigel threshold) makes
         // the residual louder, not quieter, and is never used. A foreground doing harm
-        // (residual louder than the far end) is dropped.
+        // (residual louder than the far end, by [`HARM`]) is dropped.
         // Under a far end talking over the echo (a greeting, louder than our echo), no filter
         // can take out half the far end: there the background takes over when, over the last
         // frames, it cancelled better than the foreground, its output is within a factor 2 of
@@ -1257,9 +1285,10 @@ impl EchoCanceller {
                     self.fit_window();
                 }
             }
-        } else if self.sm_all_res > self.sm_all_far {
-            // Doing harm over the last frames (one frame's chance alignment of a far end
-            // talking with the estimate is not).
+        } else if self.sm_all_res > HARM * self.sm_all_far {
+            // Doing harm over the last frames, by [`HARM`] (one frame's chance alignment of a
+            // far end talking with the estimate is not, nor a residual a fraction of a dB
+            // over a far end much louder than our echo).
             self.fore = [0.0; TAPS];
             self.fore_live = false;
         }
@@ -1930,5 +1959,65 @@ mod tests {
         let tone_hp = high_passed(&tone);
         let db = 10.0 * (energy(&residual[span.clone()]) / energy(&tone_hp[span])).log10();
         assert!(db.abs() <= 1.0, "residual / tone: {db:.2} dB");
+    }
+
+    /// A far-end tone well over our echo (a voicemail's beep at −25 to −6 dBFS, our echo at
+    /// about −33) for 2 s while our message goes on: the residual is the tone plus what is
+    /// left of our echo, the far end the tone plus our echo — within a fraction of a dB of
+    /// each other, either louder by chance from frame to frame. The foreground that cancels
+    /// our echo is kept all through: dropped as "doing harm" on such a chance (the residual
+    /// louder than the far end by any amount, before [`HARM`]: at −20 dBFS and louder, within
+    /// 50 ms of the tone's start at −15), our echo came back whole under the rest of the tone
+    /// and broke its tonality (a-18 machine-046: its 1 s beep missed).
+    #[test]
+    fn a_loud_far_end_tone_over_our_echo_keeps_the_foreground() {
+        let ours: Vec<i16> = speechlike(10 * 8000, -18.0, 81)
+            .iter()
+            .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
+            .collect();
+        let (start, len) = (5 * 8000, 2 * 8000);
+        let noise = speechlike(ours.len(), -85.0, 83);
+        for dbfs in [-25.0f32, -20.0, -15.0, -10.0, -6.0] {
+            let amp = 32768.0 * 10f32.powf(dbfs / 20.0) * 2f32.sqrt();
+            let far_end: Vec<f32> = (0..ours.len())
+                .map(|n| {
+                    let t = if (start..start + len).contains(&n) {
+                        amp * (2.0 * std::f32::consts::PI * 850.0 * n as f32 / 8000.0).sin()
+                    } else {
+                        0.0
+                    };
+                    t + noise[n]
+                })
+                .collect();
+            let far = line(&ours, &far_end, 15.0, 700);
+            let mut ec = EchoCanceller::new();
+            ec.set_reference(0, Arc::new(EchoReference::new(&ours)));
+            let (mut hp, mut gate) = (
+                HighPass::new(HIGH_PASS_HZ),
+                super::super::TwoToneGate::new(),
+            );
+            let mut dropped = Vec::new();
+            for (k, frame) in far.chunks_exact(FRAME).enumerate() {
+                let mut f: Vec<f32> = frame.iter().map(|&v| hp.step(v)).collect();
+                ec.process_frame((k * FRAME) as u64, &mut f);
+                let analysed = super::super::analyse(&f, &mut gate);
+                ec.residual_tonality(analysed.tonality_db, 40.0);
+                ec.end_frame(k as u64, 20.0);
+                let n = k * FRAME;
+                if (start - 8000..start + len + 8000).contains(&n) && !ec.fore_live {
+                    dropped.push(n as f32 / 8000.0);
+                }
+            }
+            assert!(
+                matches!(ec.state(), PathState::Found(_)),
+                "{dbfs} dBFS: {:?}",
+                ec.state()
+            );
+            assert!(
+                dropped.is_empty(),
+                "{dbfs} dBFS: no foreground at {:?} s",
+                &dropped[..dropped.len().min(5)]
+            );
+        }
     }
 }
