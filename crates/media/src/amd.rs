@@ -2333,13 +2333,24 @@ impl Detector {
             // loud as a beep: within 10 dB of this one (the drop that ends a tone). Fragments
             // of a beep's reverberation 20–30 dB down are tonal too, and held reverberant
             // beeps' drops 400–600 ms past the tone.
-            let second = self.guess_held
-                || self.tone.is_some_and(|t| {
-                    f.level_dbfs >= pending.beep.level_dbfs - 10.0
-                        && !((t.last_freq - pending.beep.freq_hz).abs()
-                            <= ECHO_SAME_FREQ * pending.beep.freq_hz
-                            && f.level_dbfs <= pending.beep.level_dbfs - ECHO_QUIETER_DB)
-                });
+            // Only while a further beep could still be taken: inside the restart window once
+            // a drop point is out, under `max_greeting_wait` (and the override window unless
+            // the verdict is `machine`), and no longer than a beep can be — a tone going on past that (a machine's tone, a line's howler) held the
+            // wait, and a restart came whenever it stopped, seconds into the message.
+            let max_frames = ms_u32(self.p.beep_max_length).div_ceil(FRAME_MS);
+            let can_follow = (!self.dropped || self.restart_open())
+                && self.analysed() < self.p.max_greeting_wait
+                && (self.verdict.map(|v| v.kind) == Some(Kind::Machine)
+                    || self.analysed() <= self.p.beep_override_window);
+            let second = can_follow
+                && (self.guess_held
+                    || self.tone.is_some_and(|t| {
+                        t.frames <= max_frames
+                            && f.level_dbfs >= pending.beep.level_dbfs - 10.0
+                            && !((t.last_freq - pending.beep.freq_hz).abs()
+                                <= ECHO_SAME_FREQ * pending.beep.freq_hz
+                                && f.level_dbfs <= pending.beep.level_dbfs - ECHO_QUIETER_DB)
+                    }));
             pending.quiet_ms = if second {
                 0
             } else {
@@ -4047,6 +4058,44 @@ mod tests {
             ]);
             let (until_done, whole) = run_until_done(p, &g711(&x));
             assert_eq!(until_done, whole, "beep ending at {end} ms");
+        }
+    }
+
+    /// A second beep inside the restart window, then a loud tone that goes on (a machine's
+    /// tone, a line's howler): the tone held the second beep's settle wait for as long as it
+    /// lasted, so the voicemail message restarted whenever it stopped — 3 s after the window
+    /// here, the message by then well into its text. A tone can hold the wait only while a
+    /// further beep could still be taken (inside the restart window, under
+    /// `max_greeting_wait`, and no longer than a beep): the restart comes at most
+    /// `beep_settle` after the window closes.
+    #[test]
+    fn a_tone_going_on_after_a_second_beep_does_not_hold_its_restart_past_the_window() {
+        let p = AmdParams::default();
+        for (gap, hz) in [(500, 440.0), (700, 620.0), (600, 1400.0)] {
+            let x = cat(&[
+                speech(4000, -18.0, 2),
+                silence(500),
+                tone(180, 880.0, -14.0),
+                silence(gap),
+                tone(180, 880.0, -14.0),
+                silence(60),
+                tone(4000, hz, -16.0),
+                silence(2000),
+            ]);
+            let ev = run(p, &g711(&x));
+            let drops: Vec<DropPoint> = ev
+                .iter()
+                .filter_map(|e| match e {
+                    AmdEvent::Drop(d) => Some(*d),
+                    _ => None,
+                })
+                .collect();
+            let first = drops.first().expect("a drop on the first beep").at;
+            let last = drops.last().expect("a drop").at;
+            assert!(
+                last <= first + p.beep_restart_window + p.beep_settle + Duration::from_millis(20),
+                "gap {gap} ms, {hz} Hz: drops {drops:?}"
+            );
         }
     }
 
