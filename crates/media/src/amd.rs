@@ -2335,8 +2335,9 @@ impl Detector {
             // beeps' drops 400–600 ms past the tone.
             // Only while a further beep could still be taken: inside the restart window once
             // a drop point is out, under `max_greeting_wait` (and the override window unless
-            // the verdict is `machine`), and no longer than a beep can be — a tone going on past that (a machine's tone, a line's howler) held the
-            // wait, and a restart came whenever it stopped, seconds into the message.
+            // the verdict is `machine`), and no longer than a beep can be — a tone going on
+            // past that (a machine's tone, a line's howler) held the wait, and a restart came
+            // whenever it stopped, seconds into the message.
             let max_frames = ms_u32(self.p.beep_max_length).div_ceil(FRAME_MS);
             let can_follow = (!self.dropped || self.restart_open())
                 && self.analysed() < self.p.max_greeting_wait
