@@ -587,6 +587,11 @@ fn ms_u32(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
+/// The most frames a tone can fill and still be a beep (`beep_max_length`).
+fn beep_max_frames(p: &AmdParams) -> u32 {
+    ms_u32(p.beep_max_length).div_ceil(FRAME_MS)
+}
+
 /// Per-frame measurements.
 #[derive(Clone, Copy, Debug)]
 struct Frame {
@@ -2338,7 +2343,7 @@ impl Detector {
             // the verdict is `machine`), and no longer than a beep can be — a tone going on
             // past that (a machine's tone, a line's howler) held the wait, and a restart came
             // whenever it stopped, seconds into the message.
-            let max_frames = ms_u32(self.p.beep_max_length).div_ceil(FRAME_MS);
+            let max_frames = beep_max_frames(&self.p);
             let can_follow = (!self.dropped || self.restart_open())
                 && self.analysed() < self.p.max_greeting_wait
                 && (self.verdict.map(|v| v.kind) == Some(Kind::Machine)
@@ -2701,7 +2706,7 @@ impl Detector {
         let min_frames = (ms_u32(p.beep_min_length) / FRAME_MS)
             .saturating_sub(1)
             .max(2);
-        let max_frames = ms_u32(p.beep_max_length).div_ceil(FRAME_MS);
+        let max_frames = beep_max_frames(&p);
         let frame_no = self.frames - 1;
         if let Some((freq, level)) = self.decaying {
             // A tail rises by no more than line noise moves it, and keeps the tone's pitch.
@@ -5250,6 +5255,27 @@ mod tests {
         assert_eq!(d.echo_delay(), None);
     }
 
+    /// `greeting` with our message `ours` echoed at 15 dB of return loss, `delay_ms` late:
+    /// whether the voicemail drop is on a beep — then on the `hz` tone ending at `end_ms`
+    /// (asserted), `len_ms` long.
+    fn dropped_on_beep_through_echo(
+        ours: &[f32],
+        greeting: &[f32],
+        delay_ms: u32,
+        hz: f32,
+        end_ms: u32,
+        len_ms: u32,
+    ) -> bool {
+        let far = line_with_echo(ours, greeting, 15.0, delay_ms);
+        let (ev, _) = run_with_reference(ours, &far);
+        let on_beep = drop_point(&ev).is_some_and(|d| matches!(d.cause, DropCause::Beep(_)));
+        if on_beep {
+            let end = Duration::from_millis(u64::from(end_ms));
+            assert_dropped_on_beep(&ev, hz, end, &format!("{hz} Hz, {len_ms} ms"));
+        }
+        on_beep
+    }
+
     /// A voicemail's quiet beep (−50 dBFS) after a greeting, while our message's echo comes
     /// back 15 dB down (−31 dBFS, 19 dB over the beep): the canceller takes most of it out,
     /// but what is left of our talking reads 8–13 dB under the tone on some frames and breaks
@@ -5268,11 +5294,7 @@ mod tests {
                 tone(len, hz, -50.0),
                 silence(12_000 - 4400 - len),
             ]);
-            let far = line_with_echo(&ours, &greeting, 15.0, delay);
-            let (ev, _) = run_with_reference(&ours, &far);
-            let end = Duration::from_millis(u64::from(4400 + len));
-            if drop_point(&ev).is_some_and(|d| matches!(d.cause, DropCause::Beep(_))) {
-                assert_dropped_on_beep(&ev, hz, end, &format!("{hz} Hz, {len} ms"));
+            if dropped_on_beep_through_echo(&ours, &greeting, delay, hz, 4400 + len, len) {
                 taken += 1;
             }
         }
@@ -5309,11 +5331,7 @@ mod tests {
                 tone(len, hz, -25.0),
                 silence(12_000 - 3600 - len),
             ]);
-            let far = line_with_echo(&ours, &greeting, 15.0, delay);
-            let (ev, _) = run_with_reference(&ours, &far);
-            let end = Duration::from_millis(u64::from(3600 + len));
-            if drop_point(&ev).is_some_and(|d| matches!(d.cause, DropCause::Beep(_))) {
-                assert_dropped_on_beep(&ev, hz, end, &format!("{hz} Hz, {len} ms"));
+            if dropped_on_beep_through_echo(&ours, &greeting, delay, hz, 3600 + len, len) {
                 taken.push(hz);
             }
         }
