@@ -12,7 +12,12 @@
 //! detector's echo reference, and with E a number comes back on the line too — through a
 //! short dispersive hybrid response at E dB of echo return loss, 20–250 ms late (varying per
 //! file) — before G.711; `--echo none`: the reference only, no echo on the line, as on the
-//! whole path with the simulated callee). With `AMD_TRACE` set, every misjudged file or
+//! whole path with the simulated callee). With `--echo`, the call runs as the UAC runs it in
+//! `voicemail-drop` mode: our message stops at the first `machine` verdict (its echo with it,
+//! but for what was sent before, which comes back for the path's delay) and the voicemail
+//! message `audio/voicemail-fr.wav` starts at each drop point after that, as the reference
+//! and (with E) as echo; with `--plays-on` as well, our message plays on whatever the verdict
+//! (`detect` mode, and these figures before 2026-12-02's evening). With `AMD_TRACE` set, every misjudged file or
 //! missed beep gets a line of the echo canceller's state (the echo's true delay, when and
 //! where the path was found, at the labelled end whether the filter subtracts, its ERLE and
 //! the residual bound, the beeps voided by voice after them, the best lag every 500 ms);
@@ -28,7 +33,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crieur_media::amd::{AmdEvent, AmdParams, Detector, DropCause, Features, Kind};
+use std::sync::Arc;
+
+use crieur_media::amd::{AmdEvent, AmdParams, Detector, DropCause, EchoReference, Features, Kind};
 use crieur_media::audio::Message;
 use crieur_media::g711::Codec;
 
@@ -90,14 +97,26 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         Some(_) => Some(Message::load(Path::new("audio/rappel-fr.wav"))?),
         None => None,
     };
+    // `voicemail-drop` as the UAC runs it (see the module documentation), unless `--plays-on`.
+    let drop_mode = echo.is_some() && !args.iter().any(|a| a == "--plays-on");
+    let voicemail_message = match drop_mode {
+        true => Some(Message::load(Path::new("audio/voicemail-fr.wav"))?),
+        false => None,
+    };
+    let voicemail: Vec<i16> = voicemail_message.as_ref().map_or_else(Vec::new, |m| {
+        m.encoded(Codec::Pcmu)
+            .iter()
+            .map(|&b| Codec::Pcmu.decode(b))
+            .collect()
+    });
+    let references = |m: &Option<Message>| m.as_ref().map(|m| m.echo_reference(Codec::Pcmu));
+    let (message_ref, voicemail_ref) = (references(&ours_message), references(&voicemail_message));
     let ours: Vec<i16> = ours_message.as_ref().map_or_else(Vec::new, |m| {
         m.encoded(Codec::Pcmu)
             .iter()
             .map(|&b| Codec::Pcmu.decode(b))
             .collect()
     });
-    // Our message starts after the UAC's 300 ms lead-in.
-    const LEAD_IN: usize = 2400;
     let labels = std::fs::read_to_string(dir.join("labels.tsv"))?;
     let mut results = Vec::new();
     let mut audio_s = 0f64;
@@ -128,10 +147,26 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             .map(|&b| Codec::Pcmu.decode(b))
             .collect();
         let echo_delay = 160 + 8 * ((index * 37) % 230);
-        if let Some(Some(erl)) = echo {
-            pcm = with_echo(&pcm, &ours, erl, echo_delay, LEAD_IN);
-        }
         let tracing = std::env::var_os("AMD_TRACE").is_some();
+        // What the UAC does on the detector's events, and when (far-end sample indices), as
+        // the simulation before the timed runs found it.
+        let mut simulated = None;
+        if let Some(Some(erl)) = echo {
+            pcm = if drop_mode {
+                let sim = Sim {
+                    message: &ours,
+                    voicemail: &voicemail,
+                    message_ref: message_ref.clone(),
+                    voicemail_ref: voicemail_ref.clone(),
+                };
+                let (line, calls) =
+                    sim.line(&pcm, erl, echo_delay, t0, params, feed_all || tracing);
+                simulated = Some(calls);
+                line
+            } else {
+                with_echo(&pcm, &ours, erl, echo_delay, LEAD_IN)
+            };
+        }
         let features = std::env::var_os("AMD_FEATURES").is_some();
         let (mut found_at, mut at_end, mut filtering_frames, mut frames) = (None, None, 0, 0);
         let mut searches = String::new();
@@ -164,12 +199,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             let det = if rep == 0 { &mut d } else { &mut d2 };
             // The message prepared once as the reference, shared by every call (as the UAC
             // does).
-            if let Some(m) = &ours_message {
+            if let Some(m) = &message_ref {
                 det.set_shared_reference(
                     t0 + Duration::from_micros(LEAD_IN as u64 * 125),
-                    m.echo_reference(Codec::Pcmu),
+                    m.clone(),
                 );
             }
+            let mut calls = Calls::default();
             for (i, pkt) in pcm.chunks(160).enumerate() {
                 // Fed until nothing more can come of it, as the UAC feeds it (it stops at
                 // `is_done`), unless `AMD_FEED_ALL` (the whole file, as before 2026-12-02)
@@ -219,6 +255,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 while let Some(e) = det.poll_event() {
+                    if drop_mode {
+                        let now = t0 + Duration::from_millis(20 * (i as u64 + 1));
+                        let act = calls.on(&e, (i + 1) * 160);
+                        act.apply(det, now, &voicemail_ref);
+                    }
                     if rep > 0 {
                         continue;
                     }
@@ -251,6 +292,16 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 }
             }
             analysed_s += det.analysed().as_secs_f64();
+            // The line was made for the UAC's actions the simulation found: the same
+            // detector on the same audio takes them at the same samples.
+            if let Some(sim) = &simulated {
+                if !sim.agrees(&calls) {
+                    return Err(format!(
+                        "{file}: the run's actions {calls:?} differ from the simulation's {sim:?}"
+                    )
+                    .into());
+                }
+            }
         }
         if tracing {
             let t = d.echo_trace();
@@ -285,11 +336,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         match (asterisk, echo) {
             (Some(n), _) => format!("Asterisk amd.conf defaults, maximum_number_of_words {n}"),
             (None, Some(Some(erl))) => format!(
-                "crieur defaults, our message as the echo reference and on the line at {erl} dB of echo return loss"
+                "crieur defaults, our message as the echo reference and on the line at {erl} dB of echo return loss, {}",
+                if drop_mode { VOICEMAIL_DROP } else { PLAYS_ON }
             ),
-            (None, Some(None)) => {
-                "crieur defaults, our message as the echo reference, no echo on the line".to_owned()
-            }
+            (None, Some(None)) => format!(
+                "crieur defaults, our message as the echo reference, no echo on the line, {}",
+                if drop_mode { VOICEMAIL_DROP } else { PLAYS_ON }
+            ),
             (None, None) => "crieur defaults".to_owned(),
         }
     );
@@ -520,26 +573,160 @@ fn print_features(dir: &Path, results: &[Result]) {
     }
 }
 
-/// The far end's audio with our message's echo added: `ours` from sample `start`, through a
-/// short dispersive hybrid response (2 ms) scaled to `erl_db` of echo return loss, `delay`
-/// samples late, then through G.711 µ-law again (the far end encodes what its line carries).
+/// Our message starts after the UAC's 300 ms lead-in (samples).
+const LEAD_IN: usize = 2400;
+
+const VOICEMAIL_DROP: &str =
+    "voicemail-drop (our message stops at the machine verdict, the voicemail message plays from each drop point)";
+const PLAYS_ON: &str = "our message plays on (detect)";
+
+/// A short dispersive hybrid response (2 ms).
+const HYBRID: [f32; 7] = [0.7, -0.45, 0.3, -0.2, 0.12, -0.06, 0.03];
+
+/// The hybrid's gain for `erl_db` of echo return loss.
+fn echo_gain(erl_db: f32) -> f32 {
+    let norm = HYBRID.iter().map(|h| h * h).sum::<f32>().sqrt();
+    10f32.powf(-erl_db / 20.0) / norm
+}
+
+/// Far-end sample `n` (`far`) with the echo of what we sent (`sent(m)`: our sample sent at
+/// far-end index `m`, `None` for none) through [`HYBRID`] at `gain`, `delay` samples late,
+/// then through G.711 µ-law again (the far end encodes what its line carries).
+fn echoed(far: i16, n: usize, sent: impl Fn(usize) -> Option<i16>, gain: f32, delay: usize) -> i16 {
+    let e: f32 = HYBRID
+        .iter()
+        .enumerate()
+        .filter_map(|(k, h)| Some(h * f32::from(sent(n.checked_sub(delay + k)?)?)))
+        .sum();
+    let s = (f32::from(far) + gain * e).clamp(-32768.0, 32767.0) as i16;
+    Codec::Pcmu.decode(Codec::Pcmu.encode(s))
+}
+
+/// The far end's audio with our message's echo added, `ours` from sample `start` on for
+/// good (`--plays-on`).
 fn with_echo(far: &[i16], ours: &[i16], erl_db: f32, delay: usize, start: usize) -> Vec<i16> {
-    let ir = [0.7f32, -0.45, 0.3, -0.2, 0.12, -0.06, 0.03];
-    let norm = ir.iter().map(|h| h * h).sum::<f32>().sqrt();
-    let gain = 10f32.powf(-erl_db / 20.0) / norm;
+    let gain = echo_gain(erl_db);
+    let sent = |m: usize| ours.get(m.checked_sub(start)?).copied();
     far.iter()
         .enumerate()
-        .map(|(n, &v)| {
-            let e: f32 = ir
-                .iter()
-                .enumerate()
-                .filter_map(|(k, h)| {
-                    let j = n.checked_sub(start + delay + k)?;
-                    Some(h * f32::from(*ours.get(j)?))
-                })
-                .sum();
-            let s = (f32::from(v) + gain * e).clamp(-32768.0, 32767.0) as i16;
-            Codec::Pcmu.decode(Codec::Pcmu.encode(s))
-        })
+        .map(|(n, &v)| echoed(v, n, sent, gain, delay))
         .collect()
+}
+
+/// What the UAC does in `voicemail-drop` mode on the detector's events (`call.rs`): our
+/// message stops at the first `machine` verdict; the voicemail message starts at a drop point
+/// after it, again from its start at a later one. When, in far-end sample indices.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Calls {
+    stopped: Option<usize>,
+    drops: Vec<usize>,
+}
+
+/// One of those actions.
+enum Act {
+    None,
+    Stop,
+    Voicemail,
+}
+
+impl Calls {
+    /// The action on event `e`, polled when `at` samples had been fed.
+    fn on(&mut self, e: &AmdEvent, at: usize) -> Act {
+        match e {
+            AmdEvent::Verdict(v) if v.kind == Kind::Machine && self.stopped.is_none() => {
+                self.stopped = Some(at);
+                Act::Stop
+            }
+            AmdEvent::Drop(_) if self.stopped.is_some() => {
+                self.drops.push(at);
+                Act::Voicemail
+            }
+            _ => Act::None,
+        }
+    }
+
+    /// Our sample sent at far-end index `m`: the voicemail message from the last drop point
+    /// before it, or our message until it stopped.
+    fn sent(&self, m: usize, message: &[i16], voicemail: &[i16]) -> Option<i16> {
+        if let Some(&d) = self.drops.iter().rev().find(|&&d| d <= m) {
+            return voicemail.get(m - d).copied();
+        }
+        if self.stopped.is_some_and(|s| m >= s) {
+            return None;
+        }
+        message.get(m.checked_sub(LEAD_IN)?).copied()
+    }
+
+    /// Whether a timed run took the simulation's actions (as far as it was fed).
+    fn agrees(&self, run: &Calls) -> bool {
+        self.stopped == run.stopped && self.drops.starts_with(&run.drops)
+    }
+}
+
+impl Act {
+    /// What the UAC does to the detector for it at `now`.
+    fn apply(self, det: &mut Detector, now: Instant, voicemail: &Option<Arc<EchoReference>>) {
+        match self {
+            Act::None => {}
+            Act::Stop => det.stop_reference(now),
+            Act::Voicemail => {
+                if let Some(v) = voicemail {
+                    det.set_shared_reference(now, v.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A call in `voicemail-drop` mode, simulated before the timed runs: the line's audio depends
+/// on when our message stops and the voicemail message starts, which depends on the
+/// detector's verdicts on that audio.
+struct Sim<'a> {
+    message: &'a [i16],
+    voicemail: &'a [i16],
+    message_ref: Option<Arc<EchoReference>>,
+    voicemail_ref: Option<Arc<EchoReference>>,
+}
+
+impl Sim<'_> {
+    /// The far end `far` with the echo of what the call sent, packet by packet as the
+    /// detector's events change it, and the actions taken (until the detector is done,
+    /// unless `whole`; the rest with the echo of what was sent by then).
+    fn line(
+        &self,
+        far: &[i16],
+        erl_db: f32,
+        delay: usize,
+        t0: Instant,
+        params: AmdParams,
+        whole: bool,
+    ) -> (Vec<i16>, Calls) {
+        let gain = echo_gain(erl_db);
+        let mut det = Detector::new(t0, params);
+        if let Some(m) = &self.message_ref {
+            det.set_shared_reference(t0 + Duration::from_micros(LEAD_IN as u64 * 125), m.clone());
+        }
+        let mut calls = Calls::default();
+        let mut line = Vec::with_capacity(far.len());
+        let mut done = false;
+        for (i, pkt) in far.chunks(160).enumerate() {
+            let start = i * 160;
+            for (k, &v) in pkt.iter().enumerate() {
+                let sent = |m| calls.sent(m, self.message, self.voicemail);
+                line.push(echoed(v, start + k, sent, gain, delay));
+            }
+            done |= det.is_done() && !whole;
+            if done {
+                continue;
+            }
+            let now = t0 + Duration::from_millis(20 * (i as u64 + 1));
+            det.feed_packet(now, 1, start as u32, &line[start..]);
+            while let Some(e) = det.poll_event() {
+                calls
+                    .on(&e, start + 160)
+                    .apply(&mut det, now, &self.voicemail_ref);
+            }
+        }
+        (line, calls)
+    }
 }

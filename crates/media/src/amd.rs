@@ -2273,9 +2273,14 @@ impl Detector {
             .set_reference(u64::try_from(offset).unwrap_or(u64::MAX), audio);
     }
 
-    /// Our audio stopped: no echo reference any more.
-    pub fn clear_reference(&mut self) {
-        self.echo.clear_reference();
+    /// Our audio stopped at `now` (the message cut at a `machine` verdict, an opt-out, a
+    /// hang-up): its echo still comes back for the echo path's delay and is cancelled; what
+    /// follows is the far end's alone. A later [`Detector::set_reference`] (the voicemail
+    /// message) replaces it, on the same path.
+    pub fn stop_reference(&mut self, now: Instant) {
+        let at = now.saturating_duration_since(self.start).as_micros() * 8 / 1000;
+        self.echo
+            .stop_reference(u64::try_from(at).unwrap_or(u64::MAX));
     }
 
     /// What the echo canceller knows of the line's echo path (for tests and reports): the

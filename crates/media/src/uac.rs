@@ -1246,7 +1246,7 @@ impl Call {
                         m.stream().stop();
                     }
                     if let Some(d) = self.detector.as_mut() {
-                        d.clear_reference();
+                        d.stop_reference(now);
                     }
                 }
                 Action::RecordOptOut { digit, method } => {

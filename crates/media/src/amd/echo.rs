@@ -385,9 +385,53 @@ struct Reference {
     /// The far-end sample index at which our first sample was sent.
     offset: u64,
     data: Arc<EchoReference>,
+    /// How many of its samples were sent: all, unless it was stopped
+    /// ([`EchoCanceller::stop_reference`]). Every series is read through the views below,
+    /// cut there: what was not sent makes no echo.
+    len: usize,
 }
 
 impl Reference {
+    /// Our samples sent (high-passed; whitened).
+    fn samples(&self) -> &[f32] {
+        cut(&self.data.samples, self.len)
+    }
+
+    fn white(&self) -> &[f32] {
+        cut(&self.data.white, self.len)
+    }
+
+    /// The running sums of their energy (one more entry than samples).
+    fn energy(&self) -> &[f64] {
+        cut(&self.data.energy, self.len + 1)
+    }
+
+    fn white_energy(&self) -> &[f64] {
+        cut(&self.data.white_energy, self.len + 1)
+    }
+
+    /// Per envelope block (the block holding the last sample sent included).
+    fn env(&self) -> &[f32] {
+        cut(&self.data.env, self.len.div_ceil(BLOCK))
+    }
+
+    fn peak(&self) -> &[f32] {
+        cut(&self.data.peak, self.len.div_ceil(BLOCK))
+    }
+
+    /// Per envelope block half a block later.
+    fn env_mid(&self) -> &[f32] {
+        cut(
+            &self.data.env_mid,
+            self.len.saturating_sub(BLOCK / 2).div_ceil(BLOCK),
+        )
+    }
+
+    /// Per 10 ms frame.
+    fn levels(&self) -> &[f32] {
+        cut(&self.data.levels, self.len.div_ceil(FRAME))
+    }
+
     /// A block-indexed series at far-end block `k` (0 outside our audio).
     fn block(series: &[f32], offset: u64, k: i64) -> f32 {
         let first = (offset as i64).div_euclid(BLOCK as i64);
@@ -477,6 +521,9 @@ pub(super) struct EchoCanceller {
     /// sample by a subnormal peak — our audio's tail fading out — costs a microcode assist).
     geigel: f32,
     active_blocks: u32,
+    /// Blocks of our audio playing since the reference was last set (a found path moves only
+    /// after [`WARMUP_BLOCKS`] of them: see `correlate`).
+    resumed_blocks: u32,
     state: PathState,
     // filter
     /// The adapting filter (background) and the one whose estimate is subtracted
@@ -583,6 +630,7 @@ impl EchoCanceller {
             span_peak: 0.0,
             geigel: 0.0,
             active_blocks: 0,
+            resumed_blocks: 0,
             state: PathState::WarmingUp,
             taps: [0.0; TAPS],
             fore: [0.0; TAPS],
@@ -633,12 +681,22 @@ impl EchoCanceller {
     pub(super) fn set_reference(&mut self, offset: u64, audio: Arc<EchoReference>) {
         self.reference = Some(Reference {
             offset,
+            len: audio.len(),
             data: audio,
         });
+        self.resumed_blocks = 0;
     }
 
-    pub(super) fn clear_reference(&mut self) {
-        self.reference = None;
+    /// Our audio stopped at far-end sample index `at`: what was sent before still comes back
+    /// for the echo path's delay, and is cancelled (and bounded) as before; nothing after it
+    /// is ours. (The reference was dropped at once before: the last 20–500 ms of our message
+    /// then came back uncancelled, as far-end sound, just as the detector waits for the
+    /// beep.)
+    pub(super) fn stop_reference(&mut self, at: u64) {
+        if let Some(r) = self.reference.as_mut() {
+            let sent = usize::try_from(at.saturating_sub(r.offset)).unwrap_or(usize::MAX);
+            r.len = r.len.min(sent);
+        }
     }
 
     /// The tonality of the residual frame just analysed (dB; see [`TONE_FREEZE_DB`]) and its
@@ -722,8 +780,8 @@ impl EchoCanceller {
                     let (offset, renv, rmid) = match self.reference.as_ref() {
                         Some(r) => (
                             r.offset,
-                            Reference::block(&r.data.env, r.offset, done),
-                            Reference::block(&r.data.env_mid, r.offset, done - 1),
+                            Reference::block(r.env(), r.offset, done),
+                            Reference::block(r.env_mid(), r.offset, done - 1),
                         ),
                         None => return,
                     };
@@ -792,15 +850,15 @@ impl EchoCanceller {
         let Some(r) = self.reference.take() else {
             return;
         };
-        let len = r.data.samples.len() as i64;
+        let len = r.samples().len() as i64;
         // The span of our audio the block's filters read, oldest first: for sample `i`,
         // `x[j]` (j < TAPS) was sent at n + i − delay − (TAPS − 1 − j).
         let lo0 = n - delay as i64 - (TAPS as i64 - 1) - r.offset as i64;
         let range = usize::try_from(lo0)
             .ok()
             .map(|lo| lo..lo + block.len() + TAPS - 1);
-        let span = range.clone().and_then(|s| r.data.samples.get(s));
-        let white_span = range.and_then(|s| r.data.white.get(s));
+        let span = range.clone().and_then(|s| r.samples().get(s));
+        let white_span = range.and_then(|s| r.white().get(s));
         // The step's regularisation over the taps in use (in the whitened domain), and the
         // leakage in proportion to the step (a smaller step under a far end talking would
         // otherwise leave the leakage to pull the taps to 0): the window and the step hold
@@ -838,7 +896,7 @@ impl EchoCanceller {
             if self.peak_block != Some(first_block) {
                 self.peak_block = Some(first_block);
                 self.span_peak = (0..=(TAPS / BLOCK + 1) as i64)
-                    .map(|b| Reference::block(&r.data.peak, r.offset, first_block - b))
+                    .map(|b| Reference::block(r.peak(), r.offset, first_block - b))
                     .fold(0f32, f32::max);
                 self.geigel = 0.5 * self.span_peak;
             }
@@ -864,7 +922,7 @@ impl EchoCanceller {
             let x = match inside(span, i) {
                 Some(w) => w,
                 None => {
-                    edge = at_the_ends(&r.data.samples, lo);
+                    edge = at_the_ends(r.samples(), lo);
                     &edge
                 }
             };
@@ -883,7 +941,7 @@ impl EchoCanceller {
                 let xw = match inside(white_span, i) {
                     Some(w) => w,
                     None => {
-                        white_edge = at_the_ends(&r.data.white, lo);
+                        white_edge = at_the_ends(r.white(), lo);
                         &white_edge
                     }
                 };
@@ -892,7 +950,7 @@ impl EchoCanceller {
                 let e_bg = far_w[i] - y_bg;
                 let power = {
                     let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
-                    let at = |i| r.data.white_energy.get(span(i)).copied().unwrap_or(0.0);
+                    let at = |i| r.white_energy().get(span(i)).copied().unwrap_or(0.0);
                     (at(lo + hi_w as i64) - at(lo + lo_w as i64)).max(0.0) as f32
                 };
                 self.adapted = self.adapted.saturating_add(1);
@@ -932,7 +990,7 @@ impl EchoCanceller {
         let Some(r) = self.reference.as_ref() else {
             return;
         };
-        let len = r.data.samples.len() as i64;
+        let len = r.samples().len() as i64;
         // The echo in this frame is our audio sent `delay + PRE_SAMPLES` (the lag) earlier.
         let lo = n0 - (delay + PRE_SAMPLES) as i64 - r.offset as i64;
         // Our audio's energy over the frame's span, from a running sum (as sent, whitened).
@@ -947,8 +1005,8 @@ impl EchoCanceller {
             (at(lo + frame.len() as i64) - at(lo)).max(0.0) as f32
         };
         let gain2 = self.env_gain * self.env_gain;
-        self.env_est_e = gain2 * over_frame(&r.data.energy);
-        self.env_est_white_e = gain2 * over_frame(&r.data.white_energy);
+        self.env_est_e = gain2 * over_frame(r.energy());
+        self.env_est_white_e = gain2 * over_frame(r.white_energy());
         let far: f32 = frame.iter().map(|v| v * v).sum();
         self.mu = if self.tone_hold > 0 && self.fore_live && self.adapted >= CONVERGE_SAMPLES {
             0.0
@@ -994,13 +1052,14 @@ impl EchoCanceller {
         // (Every 20th block back: a plain loop, the `step_by` iterator was a call per block.)
         let sent_lately = self.reference.as_ref().is_some_and(|r| {
             (0..=(MAX_DELAY_BLOCKS / 20) as i64)
-                .any(|i| Reference::block(&r.data.env, offset, block - 20 * i) > 0.0)
+                .any(|i| Reference::block(r.env(), offset, block - 20 * i) > 0.0)
         });
         if !sent_lately {
             return;
         }
         if playing {
             self.active_blocks = self.active_blocks.saturating_add(1);
+            self.resumed_blocks = self.resumed_blocks.saturating_add(1);
         }
         self.far_pow += FORGET * (f * f - self.far_pow);
         // Every lag while the path is sought; around the found one once it is tracked.
@@ -1104,6 +1163,14 @@ impl EchoCanceller {
                 _ => PathState::NoEcho,
             },
             PathState::Found(d) if d.abs_diff(delay) < BLOCK => PathState::Found(d),
+            // Our audio just started again (the voicemail message after our message stopped,
+            // seconds before): the line, and so its path, is the same, and the correlation
+            // cannot yet say otherwise — over the silence our envelope's power decayed, so
+            // the onset of our audio and a far-end onset near it (a second beep) correlated
+            // at a lag of their own and moved a converged filter off our echo (a corpus's
+            // double beep missed under the voicemail message's echo for it). A path moves
+            // only on as much of our audio as found it.
+            PathState::Found(d) if self.resumed_blocks < WARMUP_BLOCKS => PathState::Found(d),
             PathState::Tentative(d) if d.abs_diff(delay) < BLOCK && !stable => PathState::Found(d),
             _ => {
                 self.taps = [0.0; TAPS];
@@ -1157,7 +1224,7 @@ impl EchoCanceller {
                     usize::try_from(start).unwrap_or(usize::MAX),
                     usize::try_from(end).unwrap_or(usize::MAX),
                 );
-                let levels = &r.data.levels;
+                let levels = r.levels();
                 levels
                     .get(start.min(levels.len())..end.saturating_add(1).min(levels.len()))
                     .and_then(|w| w.iter().copied().reduce(f32::max))
@@ -1348,6 +1415,11 @@ impl EchoCanceller {
     pub(super) fn window(&self) -> (usize, usize) {
         self.win
     }
+}
+
+/// The first `n` of `v` (all of it when shorter).
+fn cut<T>(v: &[T], n: usize) -> &[T] {
+    v.get(..n).unwrap_or(v)
 }
 
 /// The `TAPS` samples of a block's `span` from its `i`-th sample (the window of a filter
@@ -2019,5 +2091,147 @@ mod tests {
                 &dropped[..dropped.len().min(5)]
             );
         }
+    }
+
+    /// Runs the canceller over `far` frame by frame, `before(k, ec)` called before frame
+    /// `k` (to set or stop the reference); the residual, and the canceller.
+    fn cancel_with(
+        far: &[f32],
+        mut before: impl FnMut(usize, &mut EchoCanceller),
+    ) -> (Vec<f32>, EchoCanceller) {
+        let mut ec = EchoCanceller::new();
+        let mut hp = HighPass::new(HIGH_PASS_HZ);
+        let mut out = Vec::with_capacity(far.len());
+        for (k, frame) in far.chunks_exact(FRAME).enumerate() {
+            before(k, &mut ec);
+            let mut f: Vec<f32> = frame.iter().map(|&v| hp.step(v)).collect();
+            ec.process_frame((k * FRAME) as u64, &mut f);
+            ec.end_frame(k as u64, 20.0);
+            out.extend(f);
+        }
+        (out, ec)
+    }
+
+    fn to_i16(x: &[f32]) -> Vec<i16> {
+        x.iter()
+            .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
+            .collect()
+    }
+
+    fn db(e: f32) -> f32 {
+        10.0 * e.log10()
+    }
+
+    /// Our message stopped mid-way (a `machine` verdict): what was sent before the stop still
+    /// comes back for the path's delay, and is cancelled as before; after it, nothing is
+    /// subtracted (a far-end tone then is the residual whole: nothing of the unsent rest of
+    /// our audio is predicted). Before, the reference was dropped at the stop and those
+    /// 150 ms of echo came back uncancelled (0 dB here).
+    #[test]
+    fn the_echo_of_what_was_sent_before_a_stop_is_still_cancelled() {
+        const STOP: usize = 4 * 8000;
+        const DELAY: usize = 1200;
+        let ours = to_i16(&speechlike(6 * 8000, -18.0, 11));
+        let sent = &ours[..STOP];
+        let mut far_end = speechlike(ours.len(), -75.0, 12);
+        // A far-end tone at −40 dBFS from 100 ms after the echo's tail to the end.
+        let tone_from = STOP + DELAY + IR.len() + 800;
+        let amp = 32768.0 * 10f32.powf(-40.0 / 20.0) * 2f32.sqrt();
+        for (n, v) in far_end.iter_mut().enumerate().skip(tone_from) {
+            *v += amp * (2.0 * std::f32::consts::PI * 1000.0 * n as f32 / 8000.0).sin();
+        }
+        let far = line(sent, &far_end, 10.0, DELAY);
+        let reference = Arc::new(EchoReference::new(&ours));
+        let (residual, ec) = cancel_with(&far, |k, ec| {
+            if k == 0 {
+                ec.set_reference(0, reference.clone());
+            }
+            if k * FRAME == STOP {
+                ec.stop_reference(STOP as u64);
+            }
+        });
+        assert!(
+            matches!(ec.state(), PathState::Found(_)),
+            "{:?}",
+            ec.state()
+        );
+        let far = high_passed(&far);
+        // The tail: our echo of the last 150 ms sent (the first 10 ms aside).
+        let tail = STOP + FRAME..STOP + DELAY;
+        let echo_db = db(energy(&far[tail.clone()]) / tail.len() as f32 / (32768.0 * 32768.0));
+        assert!(
+            echo_db > -45.0,
+            "the tail holds our echo: {echo_db:.1} dBFS"
+        );
+        let cancelled = db(energy(&far[tail.clone()]) / energy(&residual[tail]));
+        assert!(cancelled >= 15.0, "the tail cancelled by {cancelled:.1} dB");
+        // After it, the far end's noise (−75 dBFS) then its tone: the residual is the far
+        // end. (Had the rest of our audio been taken as sent, its echo estimate would have
+        // been subtracted from the noise: −41 dBFS of residual.)
+        for after in [
+            STOP + DELAY + IR.len() + FRAME..tone_from,
+            tone_from..ours.len(),
+        ] {
+            let kept = db(energy(&residual[after.clone()]) / energy(&far[after.clone()]));
+            assert!(
+                kept.abs() <= 0.5,
+                "{after:?}: the far end changed by {kept:.2} dB"
+            );
+        }
+    }
+
+    /// Our audio starts again seconds after it stopped (the voicemail message after the
+    /// message stopped at the verdict), with a far-end onset just after its echo's (a second
+    /// beep): the path found on the first (under a greeting) stays. Over the silence our envelope's power
+    /// decays, and the two onsets correlated at a lag of their own: the path moved there and
+    /// the converged filter was reset (a corpus's double beep missed under the voicemail
+    /// message's echo for it).
+    #[test]
+    fn a_found_path_stays_when_our_audio_starts_again_beside_a_far_end_onset() {
+        const DELAY: usize = 600;
+        const SECOND: usize = 16 * 8000;
+        let first = to_i16(&speechlike(4 * 8000, -18.0, 21));
+        let second = to_i16(&speechlike(3 * 8000, -18.0, 22));
+        // What we sent: the first audio, 12 s of nothing, the second.
+        let mut sent = first.clone();
+        sent.resize(SECOND, 0);
+        sent.extend(&second);
+        let mut far_end = speechlike(sent.len(), -75.0, 23);
+        // A greeting at −25 dBFS over the first audio's echo and 2 s after it (the filter
+        // learns under it; with the far end quiet, the path stayed even without the fix).
+        let greeting = speechlike(6 * 8000, -25.0, 29);
+        for (v, t) in far_end.iter_mut().zip(&greeting) {
+            *v += t;
+        }
+        // A far-end tone at −25 dBFS from 80 samples after the second audio's echo starts.
+        let amp = 32768.0 * 10f32.powf(-25.0 / 20.0) * 2f32.sqrt();
+        for (n, v) in far_end.iter_mut().enumerate().skip(SECOND + DELAY + 80) {
+            *v += amp * (2.0 * std::f32::consts::PI * 1300.0 * n as f32 / 8000.0).sin();
+        }
+        let far = line(&sent, &far_end, 10.0, DELAY);
+        let (a, b) = (
+            Arc::new(EchoReference::new(&first)),
+            Arc::new(EchoReference::new(&second)),
+        );
+        let mut found = None;
+        let mut moved = Vec::new();
+        cancel_with(&far, |k, ec| {
+            if k == 0 {
+                ec.set_reference(0, a.clone());
+            }
+            if k * FRAME == SECOND {
+                found = Some(ec.state());
+                ec.set_reference(SECOND as u64, b.clone());
+            }
+            if found.is_some() && ec.state() != found.unwrap_or(PathState::NoEcho) {
+                moved.push((k, ec.state()));
+            }
+        });
+        assert!(matches!(found, Some(PathState::Found(_))), "{found:?}");
+        assert!(
+            moved.is_empty(),
+            "found {found:?}, then {:?}",
+            &moved[..moved.len().min(5)]
+        );
     }
 }
