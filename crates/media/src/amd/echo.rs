@@ -859,6 +859,7 @@ impl EchoCanceller {
             .map(|lo| lo..lo + block.len() + TAPS - 1);
         let span = range.clone().and_then(|s| r.samples().get(s));
         let white_span = range.and_then(|s| r.white().get(s));
+        let white_energy = r.white_energy();
         // The step's regularisation over the taps in use (in the whitened domain), and the
         // leakage in proportion to the step (a smaller step under a far end talking would
         // otherwise leave the leakage to pull the taps to 0): the window and the step hold
@@ -950,7 +951,7 @@ impl EchoCanceller {
                 let e_bg = far_w[i] - y_bg;
                 let power = {
                     let span = |i: i64| usize::try_from(i.clamp(0, len)).unwrap_or(0);
-                    let at = |i| r.white_energy().get(span(i)).copied().unwrap_or(0.0);
+                    let at = |i| white_energy.get(span(i)).copied().unwrap_or(0.0);
                     (at(lo + hi_w as i64) - at(lo + lo_w as i64)).max(0.0) as f32
                 };
                 self.adapted = self.adapted.saturating_add(1);
@@ -1593,17 +1594,12 @@ mod tests {
     /// Runs the canceller over `far` (our audio `ours` from sample 0); the residual, and
     /// the canceller.
     fn cancel(ours: &[i16], far: &[f32]) -> (Vec<f32>, EchoCanceller) {
-        let mut ec = EchoCanceller::new();
-        ec.set_reference(0, Arc::new(EchoReference::new(ours)));
-        let mut hp = HighPass::new(HIGH_PASS_HZ);
-        let mut out = Vec::with_capacity(far.len());
-        for (k, frame) in far.chunks_exact(FRAME).enumerate() {
-            let mut f: Vec<f32> = frame.iter().map(|&v| hp.step(v)).collect();
-            ec.process_frame((k * FRAME) as u64, &mut f);
-            ec.end_frame(k as u64, 20.0);
-            out.extend(f);
-        }
-        (out, ec)
+        let reference = Arc::new(EchoReference::new(ours));
+        cancel_with(far, |k, ec| {
+            if k == 0 {
+                ec.set_reference(0, reference.clone());
+            }
+        })
     }
 
     fn energy(x: &[f32]) -> f32 {
@@ -2182,10 +2178,10 @@ mod tests {
 
     /// Our audio starts again seconds after it stopped (the voicemail message after the
     /// message stopped at the verdict), with a far-end onset just after its echo's (a second
-    /// beep): the path found on the first (under a greeting) stays. Over the silence our envelope's power
-    /// decays, and the two onsets correlated at a lag of their own: the path moved there and
-    /// the converged filter was reset (a corpus's double beep missed under the voicemail
-    /// message's echo for it).
+    /// beep): the path found on the first (under a greeting) stays. Over the silence our
+    /// envelope's power decays, and the two onsets correlated at a lag of their own: the path
+    /// moved there and the converged filter was reset (a corpus's double beep missed under
+    /// the voicemail message's echo for it).
     #[test]
     fn a_found_path_stays_when_our_audio_starts_again_beside_a_far_end_onset() {
         const DELAY: usize = 600;
