@@ -420,7 +420,10 @@ pub struct AmdParams {
     /// 60 ms, 1,000 Hz for 80 ms), and rising three-note beeps have notes of 80 ms; at 100 ms
     /// all of those were missed (recipe f: 20–30 a corpus). Counted in whole 10 ms frames,
     /// one less than the length holds (a 60 ms tone fills 5 wherever its edges fall, a
-    /// 45–49 ms one 4 at best: never a beep; 50–59 ms only with its edges near the frames').
+    /// 45–49 ms one 4 at best: never a beep), the two frames its edges fall in counted as
+    /// one when together the tone fills a frame's worth of them (an abrupt tone's edge
+    /// frames are not tonal: a 55 ms beep is 4 tonal frames wherever it falls, see
+    /// `ToneRun::lead`).
     /// A tone shorter than [`AmdParams::beep_strict_length`] must also pass the stricter test
     /// there, and does not override a `human` verdict.
     pub beep_min_length: Duration,
@@ -1312,6 +1315,15 @@ struct ToneRun {
     freq_hi: f32,
     /// Of those, the frames read as a square wave (see [`odd_harmonics`]).
     square: u32,
+    /// How much of a frame the tone filled before its first tonal frame, and after its last
+    /// (see [`ToneRun::edge_share`]): a tone's edge falls inside a frame, and the part
+    /// of the tone there does not make the frame tonal when the tone starts or stops
+    /// abruptly (a generated beep's few milliseconds of ramp splatter over the rest of the
+    /// frame: 2–7 dB of tonality with 60–80 % of the frame filled). Together worth a whole
+    /// frame, they count as one (see [`ToneRun::whole_frames`]): a 55 ms beep cut so, 4
+    /// tonal frames and 81 % and 60 % of its edge frames, is as long as its 5.4 frames.
+    lead: f32,
+    trail: f32,
     /// The run's level in steady segments, for its discrete echoes (see [`ToneRun::segment`]).
     echo: EchoSteps,
 }
@@ -1612,10 +1624,29 @@ impl ToneRun {
             freq_lo: f.freq_hz,
             freq_hi: f.freq_hz,
             square: 0,
+            lead: 0.0,
+            trail: 0.0,
             echo: EchoSteps::new(start_frame, f.level_dbfs),
         };
         run.purity(f);
         run
+    }
+
+    /// The share of a frame a tone at `freq_hz` and `level_dbfs` filled, from a frame at
+    /// `edge` (level, frequency) beside it: its energy over the tone's when it is at the
+    /// tone's pitch (2 %, as a tone's frames) and no louder, else none.
+    fn edge_share(level_dbfs: f32, freq_hz: f32, edge: (f32, f32)) -> f32 {
+        let (edge_level, edge_freq) = edge;
+        if (edge_freq - freq_hz).abs() > (0.02 * freq_hz).max(10.0) || edge_level > level_dbfs {
+            return 0.0;
+        }
+        10f32.powf((edge_level - level_dbfs) / 10.0)
+    }
+
+    /// The run's whole frames, its edge frames counted as one when together they hold a
+    /// frame's worth of the tone (see [`ToneRun::lead`]).
+    fn whole_frames(&self) -> u32 {
+        self.frames + u32::from(self.lead + self.trail >= 1.0)
     }
 
     /// Counts `f` (a frame of the run) for the stricter test of short tones.
@@ -1936,6 +1967,9 @@ pub struct Detector {
     /// The tail of a tone ended by its steady fall: its frequency and last level. Frames
     /// that go on falling at that frequency are the tail, not a new tone.
     decaying: Option<(f32, f32)>,
+    /// The last two frames' level (dBFS) and frequency, the latest first: where a tone
+    /// starting now began inside the frame before (see [`ToneRun::lead`]).
+    last_frames: [(f32, f32); 2],
     /// The discrete echo of a beep whose tone has ended (see [`EchoSteps`]).
     echo_tail: Option<EchoTail>,
     /// The tone run's frames as phasors (see [`ECHO_END_RATIO`]).
@@ -1997,6 +2031,7 @@ impl Detector {
             events: std::collections::VecDeque::new(),
             two_tone_gate: TwoToneGate::new(),
             decaying: None,
+            last_frames: [(FLOOR_DBFS, 0.0); 2],
             echo_tail: None,
             phasors: Phasors::default(),
             guess_held: false,
@@ -2331,6 +2366,7 @@ impl Detector {
         }
         let foreground = self.foreground_step(voiced, f.level_dbfs);
         self.beep_step(&f, floor, x);
+        self.last_frames = [(f.level_dbfs, f.freq_hz), self.last_frames[0]];
         if self.verdict.is_none() {
             if !unknown {
                 self.greeting_step(foreground, quiet);
@@ -2692,6 +2728,18 @@ impl Detector {
         }
     }
 
+    /// A tone run starting at this frame, with the share of the frame before that its
+    /// onset filled (see [`ToneRun::lead`]) — only after a quiet frame before that one (10
+    /// dB under: an isolated onset, not a vowel's lead-in).
+    fn begin_tone(&self, frame_no: u64, f: &Frame) -> ToneRun {
+        let mut run = ToneRun::begin(frame_no, f);
+        let [before, earlier] = self.last_frames;
+        if earlier.0 <= f.level_dbfs - 10.0 {
+            run.lead = ToneRun::edge_share(f.level_dbfs, f.freq_hz, before);
+        }
+        run
+    }
+
     fn frame_time(frame: u64) -> Duration {
         Duration::from_millis(frame * u64::from(FRAME_MS))
     }
@@ -2707,7 +2755,7 @@ impl Detector {
         // A tone's edges fall inside frames: a 60 ms tone fills 5 whole frames at worst
         // (6 when its edges fall on theirs), a 45–49 ms one 4 at best. (At 4 frames, 40–49
         // ms tones passed, and a 60 ms tone whose ramps take a frame's worth of it is missed
-        // at 5.)
+        // at 5 — unless its edge frames make up that frame: `ToneRun::whole_frames`.)
         let min_frames = (ms_u32(p.beep_min_length) / FRAME_MS)
             .saturating_sub(1)
             .max(2);
@@ -2761,7 +2809,7 @@ impl Detector {
         match self.tone.as_mut() {
             None => {
                 if tonal {
-                    self.tone = Some(ToneRun::begin(frame_no, f));
+                    self.tone = Some(self.begin_tone(frame_no, f));
                     self.phasors.begin(f.freq_hz);
                     self.phasors.push(0, x);
                 }
@@ -2772,7 +2820,7 @@ impl Detector {
                     // Far louder than the run so far: this is where a tone begins (the run was
                     // a quieter sound before it at the pitch, a note's lead-in), not where a
                     // steady tone goes on. The run restarts here.
-                    self.tone = Some(ToneRun::begin(frame_no, f));
+                    self.tone = Some(self.begin_tone(frame_no, f));
                     self.phasors.begin(f.freq_hz);
                     self.phasors.push(0, x);
                     return;
@@ -2818,6 +2866,7 @@ impl Detector {
                     run.prev_level = f.level_dbfs;
                     run.misses = 0;
                     run.echo_misses = 0;
+                    run.trail = 0.0;
                     if run.frames > max_frames {
                         // Too long for a beep: wait for it to stop before looking again.
                         run.frames = max_frames + 1;
@@ -2837,7 +2886,7 @@ impl Detector {
                     }
                     return;
                 }
-                let long_enough = run.frames >= min_frames && run.frames <= max_frames;
+                let long_enough = run.whole_frames() >= min_frames && run.frames <= max_frames;
                 // A beep is followed by a drop in level (the recording starts): 50 ms at
                 // least 10 dB under the tone. A note of a melody goes on into the next one.
                 let quieter = f.level_dbfs <= mean_level - 10.0;
@@ -2889,6 +2938,11 @@ impl Detector {
                         - 10.0 * (1.0 + 10f32.powf(f.tonality_db.max(-30.0) / 10.0)).log10()
                         <= self.echo.possible_echo();
                 let dropout = run.misses < 2 || (!tonal && run.misses - run.echo_misses < 2);
+                if run.after == 0 && run.misses == 0 && !tonal {
+                    // Perhaps the frame the tone's end falls in (see `ToneRun::lead`).
+                    run.trail =
+                        ToneRun::edge_share(mean_level, run.last_freq, (f.level_dbfs, f.freq_hz));
+                }
                 if run.after == 0 && (dropout || under_echo) && !quieter {
                     // Up to two frames' dropout inside a tone (a lost packet, a click, a quiet
                     // tone's G.711 quantisation noise), or its last frame's dip followed by
@@ -2936,7 +2990,7 @@ impl Detector {
                 }
                 self.tone = None;
                 if tonal {
-                    self.tone = Some(ToneRun::begin(frame_no, f));
+                    self.tone = Some(self.begin_tone(frame_no, f));
                     self.phasors.begin(f.freq_hz);
                     self.phasors.push(0, x);
                 }
@@ -2965,7 +3019,12 @@ impl Detector {
         // continue the run is the tone's reverberation): what is steady before must be as
         // long as a beep (a plucked or struck note falls from its start).
         let steady = run.frames - run.falling;
-        if led_up >= TUNE_NOTES || steady < min_frames {
+        let edges = if run.falling == 0 {
+            run.whole_frames() - run.frames
+        } else {
+            0
+        };
+        if led_up >= TUNE_NOTES || steady + edges < min_frames {
             return;
         }
         // A short tone: one sinusoid to the stricter tonality on average, at one frequency.
@@ -5086,6 +5145,40 @@ mod tests {
             ]);
             let ev = run(AmdParams::default(), &g711(&x));
             assert!(beeps(&ev).is_empty(), "{hz} Hz {len} ms: {ev:?}");
+        }
+    }
+
+    /// A short beep cut abruptly (2 ms ramps) whose edges fall inside frames: 4 tonal
+    /// frames and two edge frames filled 60–90 %, which the tone's splatter leaves untonal.
+    /// At 55 ms it is a beep wherever its edges fall (`ToneRun::lead`: without the edge
+    /// frames, 4 whole frames are under the 5 of `beep_min_length`); at 45 ms, never.
+    #[test]
+    fn a_short_abrupt_beep_s_edge_frames_count_for_its_length() {
+        for offset in (0..80).step_by(8) {
+            for (ms, beep) in [(55, true), (45, false)] {
+                let mut t = tone(ms, 1400.0, -20.0);
+                let n = t.len();
+                for i in 0..16 {
+                    let g = i as f32 / 16.0;
+                    t[i] *= g;
+                    t[n - 1 - i] *= g;
+                }
+                let x = cat(&[
+                    speech(6000, -18.0, 61),
+                    silence(600),
+                    vec![0.0; offset],
+                    t,
+                    silence(1500),
+                ]);
+                let ev = run(AmdParams::default(), &g711(&x));
+                let v = first_verdict(&ev).expect("a verdict");
+                assert_eq!(v.kind, Kind::Machine, "{v:?}");
+                let by_beep = matches!(
+                    drop_point(&ev).map(|d| d.cause),
+                    Some(DropCause::Beep(b)) if (b.freq_hz - 1400.0).abs() < 20.0
+                );
+                assert_eq!(by_beep, beep, "{ms} ms at +{offset} samples: {ev:?}");
+            }
         }
     }
 
