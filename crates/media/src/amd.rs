@@ -774,15 +774,17 @@ fn analyse_at(x: &[f32], gate: &mut TwoToneGate, two_tone_min_dbfs: f32) -> Fram
         let two = match fit {
             // Two tones must explain clearly more than one (a tone in noise fits a second,
             // spurious one that explains a little of the noise).
-            Some(two) if two.1 > one.1 + TWO_TONE_MARGIN_DB => Some(two),
+            Some(t) if t.purity_db > one.1 + TWO_TONE_MARGIN_DB => Some((t.freq_hz, t.purity_db)),
             _ => None,
         };
         // Still not one tone: perhaps a square wave (its odd harmonics), at the lower of
         // the two tones fitted — if those explain as much of it as of a square wave (its
         // fundamental and 3rd harmonic: 9–10 dB; most speech frames fit two far worse).
         let square = match fit {
-            Some((f1, p)) if p >= SQUARE_TWO_TONE_DB && two.is_none_or(|t| t.1 < ONE_TONE_DB) => {
-                odd_harmonics(x, f1).map(|p| (f1, p))
+            Some(t)
+                if t.purity_db >= SQUARE_TWO_TONE_DB && two.is_none_or(|t| t.1 < ONE_TONE_DB) =>
+            {
+                odd_harmonics(x, t.lower_hz).map(|p| (t.lower_hz, p))
             }
             _ => None,
         };
@@ -927,10 +929,31 @@ fn odd_harmonics(x: &[f32], f1: f32) -> Option<f32> {
 const ONE_TONE_DB: f32 = 14.0;
 /// How much more (dB) two sinusoids must explain than one to be taken instead.
 const TWO_TONE_MARGIN_DB: f32 = 3.0;
+/// Of two sinusoids fitted, the upper this much louder (dB) than the lower is the frame's
+/// tone, the lower a hum under it (a fan's blade harmonic, mains, a music bed's low note):
+/// the frame's frequency is the upper's, not the lower's a dual-tone beep is followed by.
+/// Default 10 dB: a dual-tone beep's two tones are within 6 dB of each other, and a square
+/// wave's third harmonic is 9.5 dB under its fundamental, the lower. (Reported as the lower,
+/// a 2,200 Hz beep 15 dB over a fan's hum read as the hum's 560–650 Hz, never steady: recipe
+/// e's machine-008, -064 and -070 missed.)
+const HUM_UNDER_TONE_DB: f64 = 10.0;
+
+/// Two sinusoids fitted to a frame (see [`two_tones`]).
+#[derive(Debug, Clone, Copy)]
+struct TwoTones {
+    /// The lower one's frequency, Hz.
+    lower_hz: f32,
+    /// How much of the frame the two hold against the rest, dB.
+    purity_db: f32,
+    /// The frame's frequency: the lower's, or the upper's when it is a tone over a hum (see
+    /// [`HUM_UNDER_TONE_DB`]).
+    freq_hz: f32,
+}
 
 /// Two sinusoids at once — a dual-tone beep, or a beep with a strong harmonic (a square-ish
-/// tone through the line): the lower frequency (Hz) and how much of the frame's energy the
-/// two hold against the rest (dB), or `None` when the fit finds no two distinct tones.
+/// tone through the line), or a tone over a hum: their frequencies and how much of the
+/// frame's energy the two hold against the rest (see [`TwoTones`]), or `None` when the fit
+/// finds no two distinct tones.
 ///
 /// Two undamped sinusoids satisfy `x[n] + x[n−4] = a·(x[n−1] + x[n−3]) + b·x[n−2]` with
 /// `a = c₁ + c₂`, `b = −(2 + c₁c₂)`, `cᵢ = 2·cos ωᵢ`: a least-squares fit of `a` and `b`
@@ -938,7 +961,7 @@ const TWO_TONE_MARGIN_DB: f32 = 3.0;
 /// projected on constant-amplitude sines and cosines at both: what they explain is the two
 /// tones' energy (a formant ringing down between glottal pulses, or a chord of three notes,
 /// leaves much of its energy out).
-fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
+fn two_tones(x: &[f32], energy: f32) -> Option<TwoTones> {
     // At lag 1 the fit is ill-conditioned for close tones at low frequencies (8 kHz samples
     // them finely: G.711 noise pulls both toward their mean); at lag L, `cᵢ = 2·cos Lωᵢ`
     // spreads them L times further apart. Lag 2 (tones up to 2 kHz) resolves 700 + 1,050 Hz;
@@ -958,10 +981,22 @@ fn two_tones(x: &[f32], energy: f32) -> Option<(f32, f32)> {
             if !(300.0..=2200.0).contains(&lower_hz) {
                 return None;
             }
-            Some((w1, project_two(x, energy, w1, w2)?))
+            let (purity, upper_over_lower_db) = project_two(x, energy, w1, w2)?;
+            Some((w1, w2, purity, upper_over_lower_db))
         })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(w1, purity)| ((w1 * 8000.0 / (2.0 * std::f64::consts::PI)) as f32, purity))
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .map(|(w1, w2, purity_db, upper_over_lower_db)| {
+            let hz = |w: f64| (w * 8000.0 / (2.0 * std::f64::consts::PI)) as f32;
+            TwoTones {
+                lower_hz: hz(w1),
+                purity_db,
+                freq_hz: if upper_over_lower_db >= HUM_UNDER_TONE_DB {
+                    hz(w2)
+                } else {
+                    hz(w1)
+                },
+            }
+        })
 }
 
 /// The two angular frequencies (ω₁ < ω₂, rad/sample) of the palindromic fit
@@ -1003,8 +1038,8 @@ fn two_tone_fit(x: &[f32], lag: usize) -> Option<(f64, f64)> {
 }
 
 /// How much of `x`'s energy constant-amplitude sinusoids at `w1` and `w2` (rad/sample) hold,
-/// against the rest, dB.
-fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<f32> {
+/// against the rest, dB; and how much louder the one at `w2` is than the one at `w1`, dB.
+fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
     // Gram matrix and right-hand side of the projection on cos/sin at ω₁ and ω₂, the
     // sinusoids stepped by rotation (no trigonometry per sample), accumulated in f32 (80
     // terms of at most 32,768²: well within its precision; the solve is in f64).
@@ -1065,7 +1100,17 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<f32> {
     let explained =
         (coef.iter().zip(rhs).map(|(c, r)| c * r).sum::<f64>() as f32).clamp(0.0, energy);
     let rest = (energy - explained).max(energy * 1e-5);
-    Some(10.0 * (explained.max(energy * 1e-5) / rest).log10())
+    // Each sinusoid's amplitude² from its cosine and sine coefficients (nearly orthogonal
+    // over a frame for tones 80+ Hz apart: a ratio, not an exact split, is all it is for).
+    let (a1, a2) = (
+        coef[0] * coef[0] + coef[1] * coef[1],
+        coef[2] * coef[2] + coef[3] * coef[3],
+    );
+    let upper_over_lower_db = 10.0 * (a2.max(1e-12) / a1.max(1e-12)).log10();
+    Some((
+        10.0 * (explained.max(energy * 1e-5) / rest).log10(),
+        upper_over_lower_db,
+    ))
 }
 
 /// How much of the frame's energy is at the fitted frequency (`c = 2·cos ω`), against the
@@ -5178,6 +5223,48 @@ mod tests {
                     Some(DropCause::Beep(b)) if (b.freq_hz - 1400.0).abs() < 20.0
                 );
                 assert_eq!(by_beep, beep, "{ms} ms at +{offset} samples: {ev:?}");
+            }
+        }
+    }
+
+    /// A beep over a fan's hum: the frame fits two sinusoids better than one, the beep and
+    /// the hum's strongest harmonic, and its frequency is the beep's, not the hum's (see
+    /// [`HUM_UNDER_TONE_DB`]): reported as the lower, the hum's harmonics beat and the frame
+    /// frequency wandered, and no beep was heard.
+    #[test]
+    fn a_beep_over_a_fan_s_hum_is_the_beep() {
+        for (hz, blade) in [(2200.0, 110.0), (1400.0, 130.0), (950.0, 90.0)] {
+            let greeting = speech(6000, -20.0, 62);
+            let n = greeting.len() + 8 * (800 + 300 + 1500);
+            // The hum: a blade's odd harmonics (1/k) to 1.5 kHz, slowly wobbling in pitch,
+            // 14 dB under the beep, with a whoosh (white noise) 30 dB under it.
+            let mut hum: Vec<f32> = (0..n)
+                .map(|i| {
+                    let t = i as f32 / SR;
+                    let f0 = blade * (1.0 + 0.01 * (2.0 * std::f32::consts::PI * 3.0 * t).sin());
+                    let mut v = 0.0;
+                    let mut k = 1.0;
+                    while k * blade < 1500.0 {
+                        v += (2.0 * std::f32::consts::PI * k * f0 * t).sin() / k;
+                        k += 2.0;
+                    }
+                    v
+                })
+                .collect();
+            let rms = (hum.iter().map(|v| v * v).sum::<f32>() / n as f32).sqrt();
+            let g = amp(-44.0) / rms;
+            hum.iter_mut().for_each(|v| *v *= g);
+            add_noise(&mut hum, -60.0, 63);
+            let x = cat(&[greeting, silence(800), tone(300, hz, -30.0), silence(1500)]);
+            let line: Vec<f32> = x.iter().zip(&hum).map(|(a, b)| a + b).collect();
+            let ev = run(AmdParams::default(), &g711(&line));
+            let v = first_verdict(&ev).expect("a verdict");
+            assert_eq!(v.kind, Kind::Machine, "{v:?}");
+            match drop_point(&ev).map(|d| d.cause) {
+                Some(DropCause::Beep(b)) => {
+                    assert!((b.freq_hz - hz).abs() < hz * 0.03, "{hz} Hz: {b:?}")
+                }
+                other => panic!("{hz} Hz over a {blade} Hz hum: {other:?} {ev:?}"),
             }
         }
     }
