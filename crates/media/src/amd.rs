@@ -2851,6 +2851,12 @@ impl Detector {
                 return;
             }
         }
+        // Our echo's residual bound where its path is found (not the warm-up guard's).
+        let echo_ceiling = if matches!(self.echo.state(), echo::PathState::Found(_)) {
+            self.echo_ceiling()
+        } else {
+            f32::MIN
+        };
         match self.tone.as_mut() {
             None => {
                 if tonal {
@@ -2934,7 +2940,16 @@ impl Detector {
                 let long_enough = run.whole_frames() >= min_frames && run.frames <= max_frames;
                 // A beep is followed by a drop in level (the recording starts): 50 ms at
                 // least 10 dB under the tone. A note of a melody goes on into the next one.
-                let quieter = f.level_dbfs <= mean_level - 10.0;
+                // Once that drop has begun, a frame no louder than our own echo's residual
+                // can be (`echo_ceiling`, as for the silence after a greeting) and 3 dB under
+                // the tone, not tonal, is that quiet too: the line's quiet with our echo
+                // left in it (a canceller still converging leaves our message 8–10 dB under a
+                // quiet beep, which cut its confirmation short: c-1 machine-007).
+                let quieter = f.level_dbfs <= mean_level - 10.0
+                    || (run.after > 0
+                        && !tonal
+                        && f.level_dbfs <= mean_level - ECHO_QUIETER_DB
+                        && f.level_dbfs <= echo_ceiling);
                 if long_enough && quieter {
                     run.after += 1;
                     if run.after >= BEEP_QUIET_FRAMES {
@@ -5521,6 +5536,34 @@ mod tests {
             }
         }
         assert_eq!(taken.len(), cases.len(), "taken: {taken:?}");
+    }
+
+    /// A quiet beep (−48 dBFS) after a greeting, our real message's echo 15 dB down: after
+    /// the beep, what the canceller (its path found late, still converging) leaves of our
+    /// echo reads 3–10 dB under the tone, under the residual's ceiling. Those frames are the
+    /// line's quiet after the beep (see `beep_step`'s `quieter`): counted as sound, they cut
+    /// the beep's confirmation short and it was missed (c-1 machine-007).
+    #[test]
+    fn our_echo_s_residual_after_a_beep_is_the_quiet_that_confirms_it() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../audio/rappel-fr.wav");
+        let msg = crate::audio::Message::load(&path).expect("the demo message");
+        let pcm: Vec<f32> = msg
+            .encoded(crate::g711::Codec::Pcmu)
+            .iter()
+            .map(|&b| f32::from(crate::g711::Codec::Pcmu.decode(b)))
+            .collect();
+        let ours = cat(&[silence(300), pcm]);
+        let greeting = cat(&[
+            silence(400),
+            talker(2600, -22.0, 52, 190.0),
+            silence(900),
+            tone(600, 1400.0, -48.0),
+            silence(12_000 - 3900 - 600),
+        ]);
+        assert!(dropped_on_beep_through_echo(
+            &ours, &greeting, 80, 1400.0, 4500, 600
+        ));
     }
 
     /// A person answering while our echo comes back 6 dB down: "Hello?" then listening. The
