@@ -5455,6 +5455,20 @@ mod tests {
         assert_eq!(d.echo_delay(), None);
     }
 
+    /// Our real message (the demo's) through G.711, as the UAC plays it: 300 ms after the
+    /// answer.
+    fn our_real_message() -> Vec<f32> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../audio/rappel-fr.wav");
+        let msg = crate::audio::Message::load(&path).expect("the demo message");
+        let pcm: Vec<f32> = msg
+            .encoded(crate::g711::Codec::Pcmu)
+            .iter()
+            .map(|&b| f32::from(crate::g711::Codec::Pcmu.decode(b)))
+            .collect();
+        cat(&[silence(300), pcm])
+    }
+
     /// `greeting` with our message `ours` echoed at 15 dB of return loss, `delay_ms` late:
     /// whether the voicemail drop is on a beep — then on the `hz` tone ending at `end_ms`
     /// (asserted), `len_ms` long.
@@ -5511,16 +5525,7 @@ mod tests {
     /// the 850 Hz, 800 ms beep broke into pieces and was missed (as a-18 machine-001).
     #[test]
     fn a_beep_under_our_echo_before_its_path_is_found_is_taken() {
-        // Our real message (the demo's), as the UAC plays it: 300 ms after the answer.
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../audio/rappel-fr.wav");
-        let msg = crate::audio::Message::load(&path).expect("the demo message");
-        let pcm: Vec<f32> = msg
-            .encoded(crate::g711::Codec::Pcmu)
-            .iter()
-            .map(|&b| f32::from(crate::g711::Codec::Pcmu.decode(b)))
-            .collect();
-        let ours = cat(&[silence(300), pcm]);
+        let ours = our_real_message();
         let mut taken = Vec::new();
         let cases = [(850.0, 800, 120), (620.0, 500, 200), (1400.0, 600, 60)];
         for (hz, len, delay) in cases {
@@ -5545,15 +5550,7 @@ mod tests {
     /// the beep's confirmation short and it was missed (c-1 machine-007).
     #[test]
     fn our_echo_s_residual_after_a_beep_is_the_quiet_that_confirms_it() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../audio/rappel-fr.wav");
-        let msg = crate::audio::Message::load(&path).expect("the demo message");
-        let pcm: Vec<f32> = msg
-            .encoded(crate::g711::Codec::Pcmu)
-            .iter()
-            .map(|&b| f32::from(crate::g711::Codec::Pcmu.decode(b)))
-            .collect();
-        let ours = cat(&[silence(300), pcm]);
+        let ours = our_real_message();
         let greeting = cat(&[
             silence(400),
             talker(2600, -22.0, 52, 190.0),
