@@ -2356,7 +2356,8 @@ impl Detector {
     /// Our audio stopped at `now` (the message cut at a `machine` verdict, an opt-out, a
     /// hang-up): its echo still comes back for the echo path's delay and is cancelled; what
     /// follows is the far end's alone. A later [`Detector::set_reference`] (the voicemail
-    /// message) replaces it, on the same path.
+    /// message) replaces it, on the same path, once its own echo arrives (the stopped one's
+    /// tail is still cancelled when the next starts at the same instant).
     pub fn stop_reference(&mut self, now: Instant) {
         let at = now.saturating_duration_since(self.start).as_micros() * 8 / 1000;
         self.echo

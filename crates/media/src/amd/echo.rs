@@ -524,6 +524,10 @@ pub(super) struct EchoCanceller {
     /// Blocks of our audio playing since the reference was last set (a found path moves only
     /// after [`WARMUP_BLOCKS`] of them: see `correlate`).
     resumed_blocks: u32,
+    /// Our next audio, set while the path is found: it replaces `reference` only once its
+    /// echo arrives (its offset plus the path's delay), so the echo of what was sent before
+    /// it still comes back cancelled (see [`EchoCanceller::set_reference`]).
+    next: Option<Reference>,
     state: PathState,
     // filter
     /// The adapting filter (background) and the one whose estimate is subtracted
@@ -631,6 +635,7 @@ impl EchoCanceller {
             geigel: 0.0,
             active_blocks: 0,
             resumed_blocks: 0,
+            next: None,
             state: PathState::WarmingUp,
             taps: [0.0; TAPS],
             fore: [0.0; TAPS],
@@ -677,14 +682,40 @@ impl EchoCanceller {
     }
 
     /// Our audio from far-end sample index `offset` on. The path's estimate (delay, filter)
-    /// is kept: it is the same line.
+    /// is kept: it is the same line. What was sent before `offset` stops there; once the
+    /// path is found it still comes back for the path's delay, so the new audio takes over
+    /// only then, and that tail is cancelled but not learned from (the voicemail message set
+    /// as our message is stopped at a beep: its last 20–250 ms came back uncancelled before,
+    /// as loud as a second beep just after).
     pub(super) fn set_reference(&mut self, offset: u64, audio: Arc<EchoReference>) {
-        self.reference = Some(Reference {
+        // A pending one is superseded: it takes over now, cut where the new one starts.
+        self.take_next(u64::MAX);
+        self.stop_reference(offset);
+        let new = Reference {
             offset,
             len: audio.len(),
             data: audio,
-        });
-        self.resumed_blocks = 0;
+        };
+        if matches!(self.state, PathState::Found(_)) && self.reference.is_some() {
+            self.next = Some(new);
+        } else {
+            self.reference = Some(new);
+            self.resumed_blocks = 0;
+        }
+    }
+
+    /// The next reference takes over when its echo arrives by far-end sample index `n`
+    /// (always with `n` at its maximum).
+    fn take_next(&mut self, n: u64) {
+        let due = match (&self.next, self.state) {
+            (None, _) => false,
+            (Some(next), PathState::Found(d)) => n >= next.offset.saturating_add(d as u64),
+            (Some(_), _) => true,
+        };
+        if due {
+            self.reference = self.next.take();
+            self.resumed_blocks = 0;
+        }
     }
 
     /// Our audio stopped at far-end sample index `at`: what was sent before still comes back
@@ -693,7 +724,10 @@ impl EchoCanceller {
     /// then came back uncancelled, as far-end sound, just as the detector waits for the
     /// beep.)
     pub(super) fn stop_reference(&mut self, at: u64) {
-        if let Some(r) = self.reference.as_mut() {
+        for r in [self.reference.as_mut(), self.next.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let sent = usize::try_from(at.saturating_sub(r.offset)).unwrap_or(usize::MAX);
             r.len = r.len.min(sent);
         }
@@ -759,6 +793,7 @@ impl EchoCanceller {
     /// blocks tile the far end's frames), the filter per sample over a window of our audio
     /// sliced once per block.
     pub(super) fn process_frame(&mut self, n0: u64, frame: &mut [f32]) {
+        self.take_next(n0);
         if self.reference.is_none() {
             return;
         }
@@ -867,7 +902,9 @@ impl EchoCanceller {
         let regularise = DELTA * r.data.white_ratio * (self.win.1 - self.win.0) as f32;
         let keep = 1.0 - LEAK * (self.mu / MU);
         // A step this small moves nothing (the far end is mostly not our echo).
-        let frozen = self.mu < MU * FROZEN_STEP_SHARE;
+        // Nor is anything learned from a stopped audio's tail while the next one's echo is
+        // awaited (see `set_reference`).
+        let frozen = self.mu < MU * FROZEN_STEP_SHARE || self.next.is_some();
         // The far end and the foreground's residual, after the last samples of the blocks
         // before (the whitening filter's memory).
         const P: usize = WHITEN_ORDER;
@@ -2173,6 +2210,51 @@ mod tests {
                 kept.abs() <= 0.5,
                 "{after:?}: the far end changed by {kept:.2} dB"
             );
+        }
+    }
+
+    /// Our message stopped and the next one (the voicemail message at a beep) started at
+    /// the same sample: the echo of what was sent before still comes back for the path's
+    /// delay and is cancelled, and the new message's echo after it too. Before, the new
+    /// reference replaced the old at once and those 150 ms of echo came back uncancelled
+    /// (0 dB here), just where a double beep's second beep is listened for.
+    #[test]
+    fn the_echo_of_a_message_stopped_where_the_next_starts_is_still_cancelled() {
+        const SWITCH: usize = 4 * 8000;
+        const DELAY: usize = 1200;
+        let first = to_i16(&speechlike(6 * 8000, -18.0, 21));
+        let second = to_i16(&speechlike(3 * 8000, -18.0, 22));
+        // What the line carries: the first message up to the switch, then the second.
+        let sent: Vec<i16> = first[..SWITCH].iter().chain(&second).copied().collect();
+        let far_end = speechlike(sent.len(), -75.0, 23);
+        let far = line(&sent, &far_end, 10.0, DELAY);
+        let (first_ref, second_ref) = (
+            Arc::new(EchoReference::new(&first)),
+            Arc::new(EchoReference::new(&second)),
+        );
+        let (residual, ec) = cancel_with(&far, |k, ec| {
+            if k == 0 {
+                ec.set_reference(0, first_ref.clone());
+            }
+            if k * FRAME == SWITCH {
+                ec.stop_reference(SWITCH as u64);
+                ec.set_reference(SWITCH as u64, second_ref.clone());
+            }
+        });
+        assert!(
+            matches!(ec.state(), PathState::Found(_)),
+            "{:?}",
+            ec.state()
+        );
+        let far = high_passed(&far);
+        // The first message's tail (its first 10 ms aside), then the second's echo from
+        // 50 ms after it arrives.
+        for (what, span) in [
+            ("the first message's tail", SWITCH + FRAME..SWITCH + DELAY),
+            ("the second message", SWITCH + DELAY + 400..sent.len()),
+        ] {
+            let cancelled = db(energy(&far[span.clone()]) / energy(&residual[span]));
+            assert!(cancelled >= 15.0, "{what} cancelled by {cancelled:.1} dB");
         }
     }
 
