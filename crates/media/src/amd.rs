@@ -809,6 +809,15 @@ fn analyse_at(x: &[f32], gate: &mut TwoToneGate, two_tone_min_dbfs: f32) -> Fram
     }
 }
 
+/// A lost packet inside a tone: at most this many frames quieter than it (a 20 ms packet,
+/// the ptime crieur and most trunks use, is two 10 ms frames; the playout, or the far end's
+/// concealment, fills it with silence or the line's noise), then the tone again at its pitch
+/// and level: the tone goes on. Before, the gap was the start of the quiet that ends a tone,
+/// the tone after it a new one, and a beep with a packet lost in it was two tones, neither a
+/// beep (recipe e's `loss` channel: e-1 machine-081's 700 ms beep). A beep's own pips and an
+/// appliance's are 50+ ms apart.
+const LOST_PACKET_FRAMES: u32 = 2;
+
 /// A tonal frame this much louder than a tone run's mean level so far (dB) starts a new run:
 /// a beep's level is steady (a ramp's partial first frame is not steady enough to be tonal),
 /// and the copies of its discrete echo step it by a few dB; a run of quiet frames before a
@@ -2868,6 +2877,16 @@ impl Detector {
             }
             Some(run) => {
                 let mean_level = run.level_sum / run.frames as f32;
+                if (1..=LOST_PACKET_FRAMES).contains(&run.after)
+                    && tonal
+                    && stable(run)
+                    && (f.level_dbfs - mean_level).abs() <= 3.0
+                {
+                    // A lost packet inside the tone (see `LOST_PACKET_FRAMES`): its frames are
+                    // the tone's dropouts, and the tone goes on.
+                    run.misses += run.after;
+                    run.after = 0;
+                }
                 if run.after == 0 && tonal && f.level_dbfs > mean_level + TONE_ONSET_DB {
                     // Far louder than the run so far: this is where a tone begins (the run was
                     // a quieter sound before it at the pitch, a note's lead-in), not where a
@@ -3005,8 +3024,9 @@ impl Detector {
                         ToneRun::edge_share(mean_level, run.last_freq, (f.level_dbfs, f.freq_hz));
                 }
                 if run.after == 0 && (dropout || under_echo) && !quieter {
-                    // Up to two frames' dropout inside a tone (a lost packet, a click, a quiet
-                    // tone's G.711 quantisation noise), or its last frame's dip followed by
+                    // Up to two frames' dropout inside a tone (a lost packet concealed, a
+                    // click, a quiet tone's G.711 quantisation noise; a lost packet's silence
+                    // is quieter: see `LOST_PACKET_FRAMES`), or its last frame's dip followed by
                     // the frame its edge falls in — after frames under our echo too (a beep
                     // whose last 60 ms we talked over still ends in a frame its edge falls in;
                     // not a tonal frame at another pitch, which is the next note's).
@@ -5282,6 +5302,38 @@ mod tests {
                 }
                 other => panic!("{hz} Hz over a {blade} Hz hum: {other:?} {ev:?}"),
             }
+        }
+    }
+
+    /// A 20 ms packet lost inside a beep (the playout fills it with silence): the tone goes
+    /// on after it at its pitch and level, and is one beep (see [`LOST_PACKET_FRAMES`]) —
+    /// before, the gap ended the tone, the rest was a second one too short for a beep, and a
+    /// 500 ms beep after a `human` verdict was missed.
+    #[test]
+    fn a_packet_lost_inside_a_beep_does_not_break_it() {
+        // Near its end: what follows the gap is too short to be a beep of its own.
+        for lost_at in [420, 440, 460] {
+            // "Hello?", a pause (a `human` verdict), then the beep: every part a whole number
+            // of 20 ms packets, so the lost one is a packet.
+            let mut beep = tone(500, 1100.0, -30.0);
+            beep[lost_at * 8..(lost_at + 20) * 8].fill(0.0);
+            let mut x = cat(&[
+                silence(400),
+                speech(600, -20.0, 64),
+                silence(2000),
+                beep,
+                silence(1500),
+            ]);
+            add_noise(&mut x, -70.0, 65);
+            let ev = run(AmdParams::default(), &g711(&x));
+            let v = first_verdict(&ev).expect("a verdict");
+            assert_eq!(v.kind, Kind::Human, "{v:?}");
+            assert_dropped_on_beep(
+                &ev,
+                1100.0,
+                Duration::from_millis(3500),
+                &format!("lost at {lost_at} ms"),
+            );
         }
     }
 
