@@ -938,14 +938,15 @@ fn odd_harmonics(x: &[f32], f1: f32) -> Option<f32> {
 const ONE_TONE_DB: f32 = 14.0;
 /// How much more (dB) two sinusoids must explain than one to be taken instead.
 const TWO_TONE_MARGIN_DB: f32 = 3.0;
-/// Of two sinusoids fitted, the upper this much louder (dB) than the lower is the frame's
+/// Of two sinusoids fitted, the upper this much more powerful than the lower is the frame's
 /// tone, the lower a hum under it (a fan's blade harmonic, mains, a music bed's low note):
 /// the frame's frequency is the upper's, not the lower's a dual-tone beep is followed by.
-/// Default 10 dB: a dual-tone beep's two tones are within 6 dB of each other, and a square
+/// 10 dB, a power ratio of 10 (compared without a logarithm: every frame fitted with two is
+/// projected at up to four lags): a dual-tone beep's two tones are within 6 dB, and a square
 /// wave's third harmonic is 9.5 dB under its fundamental, the lower. (Reported as the lower,
 /// a 2,200 Hz beep 15 dB over a fan's hum read as the hum's 560–650 Hz, never steady: recipe
 /// e's machine-008, -064 and -070 missed.)
-const HUM_UNDER_TONE_DB: f64 = 10.0;
+const HUM_UNDER_TONE_RATIO: f64 = 10.0;
 
 /// Two sinusoids fitted to a frame (see [`two_tones`]).
 #[derive(Debug, Clone, Copy)]
@@ -955,7 +956,7 @@ struct TwoTones {
     /// How much of the frame the two hold against the rest, dB.
     purity_db: f32,
     /// The frame's frequency: the lower's, or the upper's when it is a tone over a hum (see
-    /// [`HUM_UNDER_TONE_DB`]).
+    /// [`HUM_UNDER_TONE_RATIO`]).
     freq_hz: f32,
 }
 
@@ -990,16 +991,16 @@ fn two_tones(x: &[f32], energy: f32) -> Option<TwoTones> {
             if !(300.0..=2200.0).contains(&lower_hz) {
                 return None;
             }
-            let (purity, upper_over_lower_db) = project_two(x, energy, w1, w2)?;
-            Some((w1, w2, purity, upper_over_lower_db))
+            let (purity, upper_over_lower) = project_two(x, energy, w1, w2)?;
+            Some((w1, w2, purity, upper_over_lower))
         })
         .max_by(|a, b| a.2.total_cmp(&b.2))
-        .map(|(w1, w2, purity_db, upper_over_lower_db)| {
+        .map(|(w1, w2, purity_db, upper_over_lower)| {
             let hz = |w: f64| (w * 8000.0 / (2.0 * std::f64::consts::PI)) as f32;
             TwoTones {
                 lower_hz: hz(w1),
                 purity_db,
-                freq_hz: if upper_over_lower_db >= HUM_UNDER_TONE_DB {
+                freq_hz: if upper_over_lower >= HUM_UNDER_TONE_RATIO {
                     hz(w2)
                 } else {
                     hz(w1)
@@ -1047,7 +1048,7 @@ fn two_tone_fit(x: &[f32], lag: usize) -> Option<(f64, f64)> {
 }
 
 /// How much of `x`'s energy constant-amplitude sinusoids at `w1` and `w2` (rad/sample) hold,
-/// against the rest, dB; and how much louder the one at `w2` is than the one at `w1`, dB.
+/// against the rest, dB; and the power of the one at `w2` over the one at `w1`.
 fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
     // Gram matrix and right-hand side of the projection on cos/sin at ω₁ and ω₂, the
     // sinusoids stepped by rotation (no trigonometry per sample), accumulated in f32 (80
@@ -1115,10 +1116,10 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
         coef[0] * coef[0] + coef[1] * coef[1],
         coef[2] * coef[2] + coef[3] * coef[3],
     );
-    let upper_over_lower_db = 10.0 * (a2.max(1e-12) / a1.max(1e-12)).log10();
+    let upper_over_lower = a2.max(1e-12) / a1.max(1e-12);
     Some((
         10.0 * (explained.max(energy * 1e-5) / rest).log10(),
-        upper_over_lower_db,
+        upper_over_lower,
     ))
 }
 
@@ -5265,7 +5266,7 @@ mod tests {
 
     /// A beep over a fan's hum: the frame fits two sinusoids better than one, the beep and
     /// the hum's strongest harmonic, and its frequency is the beep's, not the hum's (see
-    /// [`HUM_UNDER_TONE_DB`]): reported as the lower, the hum's harmonics beat and the frame
+    /// [`HUM_UNDER_TONE_RATIO`]): reported as the lower, the hum's harmonics beat and the frame
     /// frequency wandered, and no beep was heard.
     #[test]
     fn a_beep_over_a_fan_s_hum_is_the_beep() {

@@ -704,8 +704,8 @@ impl EchoCanceller {
         }
     }
 
-    /// The next reference takes over when its echo arrives by far-end sample index `n`
-    /// (always with `n` at its maximum).
+    /// The next reference takes over when its echo has arrived by far-end sample index `n`
+    /// (`u64::MAX`: now, whatever the delay).
     fn take_next(&mut self, n: u64) {
         let due = match (&self.next, self.state) {
             (None, _) => false,
