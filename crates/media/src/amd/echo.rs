@@ -1064,6 +1064,27 @@ impl EchoCanceller {
     /// The envelope correlation at far-end block `block` (`far_env`), our envelope's block
     /// then and its half-block-later block before (`ref_env`: at lags 0 and ½).
     fn correlate(&mut self, far_env: f32, ref_env: (f32, f32), offset: u64, block: i64) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: `correlate_avx` only needs AVX, which this CPU has (checked above).
+            unsafe { self.correlate_avx(far_env, ref_env, offset, block) };
+            return;
+        }
+        self.correlate_in(far_env, ref_env, offset, block);
+    }
+
+    /// [`EchoCanceller::correlate`] compiled for AVX, as [`EchoCanceller::filter_block_avx`]:
+    /// its update of every lag's correlation and its search for the best lag 8 lanes at a
+    /// time where the baseline takes 4, each lane the same operations — the same results.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx")]
+    unsafe fn correlate_avx(&mut self, far_env: f32, ref_env: (f32, f32), offset: u64, block: i64) {
+        self.correlate_in(far_env, ref_env, offset, block);
+    }
+
+    /// The body of [`EchoCanceller::correlate`], inlined into each build of it.
+    #[inline(always)]
+    fn correlate_in(&mut self, far_env: f32, ref_env: (f32, f32), offset: u64, block: i64) {
         let (ref_env, mid_env) = ref_env;
         let playing = ref_env > 0.0;
         // Envelope changes, not levels: a far end that starts talking some time after our
