@@ -183,6 +183,7 @@ impl HighPass {
 
     /// [`HighPass::step`] over `x` in place, the state in locals for the run (the same
     /// arithmetic, in the same order).
+    #[inline(always)]
     fn run(&mut self, x: &mut [f32]) {
         let ([b0, b1, b2], [a0, a1]) = (self.b, self.a);
         let ([mut x1, mut x2], [mut y1, mut y2]) = (self.x, self.y);
@@ -681,6 +682,7 @@ fn two_tone_min_dbfs(beep_min_dbfs: f32) -> f32 {
 /// recipe b's 950 + 1,188 Hz beep at −51 dBFS were missed while a pure tone as quiet was
 /// found. A voicemail's buzzer or two-tone beep is no louder than its pure beeps: the bound
 /// must be the same.
+#[inline(always)]
 fn analyse_at(x: &[f32], gate: &mut TwoToneGate, two_tone_min_dbfs: f32) -> Frame {
     let n = x.len();
     // The frame's energy, its zero crossings and the least-squares fit of
@@ -884,6 +886,7 @@ const SQUARE_MAX_HZ: f32 = 1200.0;
 /// its pitch, and in a vowel's harmonics at any multiple of it) 20 dB under the odd ones.
 /// The powers are Goertzel filters on the Hann-windowed frame (its sidelobes −31 dB: the
 /// fundamental does not leak into its 2nd harmonic 2 bins away).
+#[inline(always)]
 fn odd_harmonics(x: &[f32], f1: f32) -> Option<f32> {
     if !(300.0..=SQUARE_MAX_HZ).contains(&f1) {
         return None;
@@ -974,6 +977,7 @@ struct TwoTones {
 /// projected on constant-amplitude sines and cosines at both: what they explain is the two
 /// tones' energy (a formant ringing down between glottal pulses, or a chord of three notes,
 /// leaves much of its energy out).
+#[inline(always)]
 fn two_tones(x: &[f32], energy: f32) -> Option<TwoTones> {
     // At lag 1 the fit is ill-conditioned for close tones at low frequencies (8 kHz samples
     // them finely: G.711 noise pulls both toward their mean); at lag L, `cᵢ = 2·cos Lωᵢ`
@@ -1014,6 +1018,7 @@ fn two_tones(x: &[f32], energy: f32) -> Option<TwoTones> {
 
 /// The two angular frequencies (ω₁ < ω₂, rad/sample) of the palindromic fit
 /// `x[n] + x[n−4L] = a·(x[n−L] + x[n−3L]) + b·x[n−2L]` at lag `L`.
+#[inline(always)]
 fn two_tone_fit(x: &[f32], lag: usize) -> Option<(f64, f64)> {
     let (mut suu, mut suv, mut svv, mut syu, mut syv) = (0f64, 0f64, 0f64, 0f64, 0f64);
     for w in x.windows(4 * lag + 1) {
@@ -1052,6 +1057,7 @@ fn two_tone_fit(x: &[f32], lag: usize) -> Option<(f64, f64)> {
 
 /// How much of `x`'s energy constant-amplitude sinusoids at `w1` and `w2` (rad/sample) hold,
 /// against the rest, dB; and the power of the one at `w2` over the one at `w1`.
+#[inline(always)]
 fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
     // The right-hand side, the frame's correlation with cos/sin at ω₁ and ω₂: two Goertzel
     // recurrences side by side (one multiply and two additions a sample each; the sinusoids
@@ -1146,6 +1152,7 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
 ///
 /// At several `c` at once: the Goertzel recurrences interleaved in one pass
 /// (each a chain of dependent steps; side by side they overlap).
+#[inline(always)]
 fn purities_db<const N: usize>(x: &[f32], cs: [f32; N], energy: f32) -> [f32; N] {
     let (mut s1, mut s2) = ([0f32; N], [0f32; N]);
     for &v in x {
@@ -1172,6 +1179,7 @@ fn goertzel_purity_db(s1: f32, s2: f32, c: f32, len: usize, energy: f32) -> f32 
 /// ~0 for a tone (flat, or gliding in level), a few per cent with line noise, and large for
 /// voiced speech, whose resonances ring down between glottal pulses (a formant can predict like a tone over one frame; its envelope does not
 /// stay flat). Returned as `−20·log10(spread)`, so a flat tone is "very tonal".
+#[inline(always)]
 fn steadiness_db(x: &[f32], c: f32) -> f32 {
     let mut blocks = [0f32; STEADY_BLOCKS];
     let mut counts = [0f32; STEADY_BLOCKS];
@@ -1195,6 +1203,7 @@ const STEADY_BLOCKS: usize = 8;
 /// [`purities_db`] and [`steadiness_db`] at one `c`, in one pass over the frame: the Goertzel
 /// recurrence's chain of dependent steps and the steadiness's sums overlap (each the same
 /// arithmetic, in the same order, as on its own).
+#[inline(always)]
 fn purity_and_steadiness_db(x: &[f32], c: f32, energy: f32) -> (f32, f32) {
     let mut blocks = [0f32; STEADY_BLOCKS];
     let mut counts = [0f32; STEADY_BLOCKS];
@@ -2188,6 +2197,31 @@ impl Detector {
     }
 
     fn push(&mut self, samples: &[i16]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: `push_avx` only needs AVX, which this CPU has (checked above).
+            unsafe { self.push_avx(samples) };
+            return;
+        }
+        self.push_in(samples);
+    }
+
+    /// [`Detector::push`] compiled for AVX, with the analysis it calls inlined into it (its
+    /// hot functions are `#[inline(always)]`: the high-pass, the frame's analysis and fits,
+    /// the SIT detector's per-block analysis): their 8-lane sums in one 256-bit register
+    /// where the x86-64 baseline takes two, and three-operand instructions for the scalar
+    /// code. The same operations in the same order (no FMA) — the same results to the bit,
+    /// 2–4 % less CPU (measured on two corpora). Chosen at run time, as
+    /// [`EchoCanceller`]'s filter is: a baseline build runs on any x86-64.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx")]
+    unsafe fn push_avx(&mut self, samples: &[i16]) {
+        self.push_in(samples);
+    }
+
+    /// The body of [`Detector::push`], inlined into each build of it.
+    #[inline(always)]
+    fn push_in(&mut self, samples: &[i16]) {
         if samples.is_empty() {
             return;
         }

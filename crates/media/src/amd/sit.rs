@@ -253,6 +253,7 @@ impl SitDetector {
     }
 
     /// Feeds samples (any count).
+    #[inline(always)]
     pub fn feed(&mut self, samples: &[i16]) {
         if self.found.is_some() {
             return;
@@ -461,6 +462,7 @@ impl SitDetector {
 
 /// The band whose nominal sinusoid holds at least [`BLOCK_SHARE`] of the block's energy
 /// (the five Goertzel filters and the energy in one pass).
+#[inline(always)]
 fn block_band(block: &[f32], basis: &[[f32; BLOCK]; 2 * NOMINALS]) -> Option<usize> {
     let n = block.len() as f32;
     let energy = dot(block, block);
@@ -498,6 +500,7 @@ fn block_band(block: &[f32], basis: &[[f32; BLOCK]; 2 * NOMINALS]) -> Option<usi
 }
 
 /// Σ a·b, in eight lanes (so it vectorises).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
@@ -521,6 +524,7 @@ fn goertzel_coef(f: f32) -> f32 {
 }
 
 /// |X(f)|² of `x` by Goertzel's recurrence (8 kHz).
+#[inline(always)]
 fn goertzel(x: &[f32], f: f32) -> f32 {
     let c = goertzel_coef(f);
     let (mut s1, mut s2) = (0.0f32, 0.0f32);
