@@ -1063,14 +1063,7 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
     // recurrences side by side (one multiply and two additions a sample each; the sinusoids
     // stepped by rotation and multiplied in were 26 operations a sample — this loop was half
     // of the fit of two, itself an eighth of the detector's time).
-    let (k1, k2) = ((2.0 * w1.cos()) as f32, (2.0 * w2.cos()) as f32);
-    let (mut s1, mut s2) = ([0f32; 2], [0f32; 2]);
-    for &v in x {
-        let t1 = v + k1 * s1[0] - s1[1];
-        let t2 = v + k2 * s2[0] - s2[1];
-        s1 = [t1, s1[0]];
-        s2 = [t2, s2[0]];
-    }
+    let [s1, s2] = goertzel(x, [(2.0 * w1.cos()) as f32, (2.0 * w2.cos()) as f32]);
     let n = x.len() as f64;
     // Σ x[m]·e^{−jωm} = e^{−jω(N−1)}·(s[N−1] − e^{−jω}·s[N−2]): its real part is Σ x·cos ωm,
     // minus its imaginary part Σ x·sin ωm.
@@ -1107,7 +1100,6 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
         [g13, g23, 0.5 * (n + c_22), g34, x_c2],
         [g14, g24, g34, 0.5 * (n - c_22), x_s2],
     ];
-    let rhs = [g[0][4], g[1][4], g[2][4], g[3][4]];
     // Gaussian elimination with partial pivoting on the augmented 4×5 matrix.
     for col in 0..4 {
         let pivot = (col..4).max_by(|&i, &j| g[i][col].abs().total_cmp(&g[j][col].abs()))?;
@@ -1128,8 +1120,12 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
         let s: f64 = (i + 1..4).map(|k| g[i][k] * coef[k]).sum();
         coef[i] = (g[i][4] - s) / g[i][i];
     }
-    let explained =
-        (coef.iter().zip(rhs).map(|(c, r)| c * r).sum::<f64>() as f32).clamp(0.0, energy);
+    let explained = (coef
+        .iter()
+        .zip([x_c1, x_s1, x_c2, x_s2])
+        .map(|(c, r)| c * r)
+        .sum::<f64>() as f32)
+        .clamp(0.0, energy);
     let rest = (energy - explained).max(energy * 1e-5);
     // Each sinusoid's amplitude² from its cosine and sine coefficients (nearly orthogonal
     // over a frame for tones 80+ Hz apart: a ratio, not an exact split, is all it is for).
@@ -1149,20 +1145,25 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
 /// all of a pure tone's). With line noise it is about the tone's signal-to-noise ratio
 /// (the noise spreads over the whole band; a predictor's residual would count it several
 /// times over at low frequencies); a chord or speech's harmonics put energy elsewhere.
-///
-/// At several `c` at once: the Goertzel recurrences interleaved in one pass
-/// (each a chain of dependent steps; side by side they overlap).
+/// At several `c` at once ([`goertzel`]).
 #[inline(always)]
 fn purities_db<const N: usize>(x: &[f32], cs: [f32; N], energy: f32) -> [f32; N] {
-    let (mut s1, mut s2) = ([0f32; N], [0f32; N]);
+    let s = goertzel(x, cs);
+    std::array::from_fn(|k| goertzel_purity_db(s[k][0], s[k][1], cs[k], x.len(), energy))
+}
+
+/// Goertzel recurrences `s[n] = x[n] + c·s[n−1] − s[n−2]` over `x`, one per `c = 2·cos ω`,
+/// interleaved in one pass (each a chain of dependent steps; side by side they overlap):
+/// each one's last two states, `[s[N−1], s[N−2]]`.
+#[inline(always)]
+fn goertzel<const N: usize>(x: &[f32], cs: [f32; N]) -> [[f32; 2]; N] {
+    let mut s = [[0f32; 2]; N];
     for &v in x {
-        for k in 0..N {
-            let s0 = v + cs[k] * s1[k] - s2[k];
-            s2[k] = s1[k];
-            s1[k] = s0;
+        for (s, &c) in s.iter_mut().zip(&cs) {
+            *s = [v + c * s[0] - s[1], s[0]];
         }
     }
-    std::array::from_fn(|k| goertzel_purity_db(s1[k], s2[k], cs[k], x.len(), energy))
+    s
 }
 
 /// The purity from a Goertzel filter's final state (see [`purities_db`]).
@@ -2207,8 +2208,9 @@ impl Detector {
     }
 
     /// [`Detector::push`] compiled for AVX, with the analysis it calls inlined into it (its
-    /// hot functions are `#[inline(always)]`: the high-pass, the frame's analysis and fits,
-    /// the SIT detector's per-block analysis): their 8-lane sums in one 256-bit register
+    /// hot functions are `#[inline(always)]`: the high-pass, the echo canceller's frame and
+    /// its envelope correlation, the frame's analysis and fits, the SIT detector's per-block
+    /// analysis): their 8-lane sums in one 256-bit register
     /// where the x86-64 baseline takes two, and three-operand instructions for the scalar
     /// code. The same operations in the same order (no FMA) — the same results to the bit,
     /// 1–4 % less CPU (measured on two corpora). Chosen at run time, as

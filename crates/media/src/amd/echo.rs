@@ -806,7 +806,9 @@ impl EchoCanceller {
     /// One far-end frame (high-passed), its first sample at far-end sample index `n0`:
     /// replaced in place by the residual. Our audio is processed per frame (its envelope
     /// blocks tile the far end's frames), the filter per sample over a window of our audio
-    /// sliced once per block.
+    /// sliced once per block. Inlined into [`super::Detector`]'s per-packet path (built for
+    /// AVX beside the baseline, as it is).
+    #[inline(always)]
     pub(super) fn process_frame(&mut self, n0: u64, frame: &mut [f32]) {
         self.take_next(n0);
         if self.reference.is_none() {
@@ -1077,29 +1079,11 @@ impl EchoCanceller {
     }
 
     /// The envelope correlation at far-end block `block` (`far_env`), our envelope's block
-    /// then and its half-block-later block before (`ref_env`: at lags 0 and ½).
-    fn correlate(&mut self, far_env: f32, ref_env: (f32, f32), offset: u64, block: i64) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx") {
-            // SAFETY: `correlate_avx` only needs AVX, which this CPU has (checked above).
-            unsafe { self.correlate_avx(far_env, ref_env, offset, block) };
-            return;
-        }
-        self.correlate_in(far_env, ref_env, offset, block);
-    }
-
-    /// [`EchoCanceller::correlate`] compiled for AVX, as [`EchoCanceller::filter_block_avx`]:
-    /// its update of every lag's correlation and its search for the best lag 8 lanes at a
-    /// time where the baseline takes 4, each lane the same operations — the same results.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx")]
-    unsafe fn correlate_avx(&mut self, far_env: f32, ref_env: (f32, f32), offset: u64, block: i64) {
-        self.correlate_in(far_env, ref_env, offset, block);
-    }
-
-    /// The body of [`EchoCanceller::correlate`], inlined into each build of it.
+    /// then and its half-block-later block before (`ref_env`: at lags 0 and ½). In the AVX
+    /// build of the per-packet path, its update of every lag's correlation and its search
+    /// for the best lag go 8 lanes at a time where the baseline takes 4.
     #[inline(always)]
-    fn correlate_in(&mut self, far_env: f32, ref_env: (f32, f32), offset: u64, block: i64) {
+    fn correlate(&mut self, far_env: f32, ref_env: (f32, f32), offset: u64, block: i64) {
         let (ref_env, mid_env) = ref_env;
         let playing = ref_env > 0.0;
         // Envelope changes, not levels: a far end that starts talking some time after our
