@@ -83,6 +83,14 @@ const TENTATIVE_SAMPLES: u32 = 8000;
 /// Frames in a row the filter on a lag on trial must take over to confirm it: 10 (100 ms;
 /// a lag that is not our echo took over single frames by chance).
 const CONFIRM_FRAMES: u32 = 10;
+/// How far under another lag's correlation a found path's must be, that lag the best for
+/// `STABLE_SEARCHES` in a row, for that lag to be tried instead: half.
+const MOVED_SHARE: f32 = 0.5;
+/// The least correlation that other lag needs: 0.25 (a wrong path's better lag read
+/// 0.25–0.36; under a far end talking, or once our audio stops, a found path's own lag and
+/// the best other read 0.02–0.2, and at 0.05 four beeps a corpus were lost to trials of
+/// such lags, the filter reset for each).
+const RHO_MOVED: f32 = 0.25;
 /// Half blocks the best lag may move between searches and stay "the same": 2.
 const STABLE_LAG_SLACK: usize = 2;
 /// How many times the other lags' best a prominent lag's correlation is: 3.
@@ -1195,8 +1203,8 @@ impl EchoCanceller {
         self.last_best = (lag, rho, other);
         let prominent = can_be_prominent && rho >= PROMINENCE * other;
         let delay = (lag * BLOCK / 2).saturating_sub(PRE_SAMPLES);
-        // The same lag the best search after search (while the path is sought).
-        if !self.tracking && rho > 0.0 && self.streak.0.abs_diff(lag) <= STABLE_LAG_SLACK {
+        // The same lag the best search after search.
+        if rho > 0.0 && self.streak.0.abs_diff(lag) <= STABLE_LAG_SLACK {
             self.streak.1 = self.streak.1.saturating_add(1);
         } else {
             self.streak = (lag, 1);
@@ -1204,6 +1212,27 @@ impl EchoCanceller {
         let stable = matches!(self.state, PathState::NoEcho)
             && rho >= RHO_STABLE
             && self.streak.1 >= STABLE_SEARCHES;
+        // A found path another lag has beaten search after search, its own correlation under
+        // half that lag's: the path was found on a chance alignment (a far end talking over
+        // the start of our audio, our echo weak under it: the first search after the warm-up
+        // can reach `RHO_MIN` by chance), and the other lag is tried as a stable one is.
+        // (Kept, a wrong path's filter cancels nothing and our echo, under no bound, reads
+        // as the far end's voice: a person with a baby crying behind "Pronto, chi parla?"
+        // was cut off, the path 150 samples early, at 25 dB of echo return loss.)
+        let found_rho = {
+            let (c, p) = self.at_path_lag();
+            let den = (p * far_pow).sqrt();
+            if den > 0.0 {
+                c / den
+            } else {
+                0.0
+            }
+        };
+        let moved = matches!(self.state, PathState::Found(d) if d.abs_diff(delay) >= BLOCK)
+            && self.resumed_blocks >= WARMUP_BLOCKS
+            && rho >= RHO_MOVED
+            && self.streak.1 >= STABLE_SEARCHES
+            && found_rho < MOVED_SHARE * rho;
         // A lag only stable is tried (the filter adapts on it) for `TENTATIVE_SAMPLES` of
         // adaptation, and becomes the path only once the filter's output explains echo in the
         // far end (see `end_frame`); otherwise the search goes on.
@@ -1214,7 +1243,7 @@ impl EchoCanceller {
             }
         }
         self.state = match self.state {
-            _ if rho < RHO_MIN && !prominent && !stable => match self.state {
+            _ if rho < RHO_MIN && !prominent && !stable && !moved => match self.state {
                 // A found path is kept through double talk (the correlation dips).
                 PathState::Found(d) => PathState::Found(d),
                 PathState::Tentative(d) => PathState::Tentative(d),
@@ -1228,7 +1257,9 @@ impl EchoCanceller {
             // at a lag of their own and moved a converged filter off our echo (a corpus's
             // double beep missed under the voicemail message's echo for it). A path moves
             // only on as much of our audio as found it.
-            PathState::Found(d) if self.resumed_blocks < WARMUP_BLOCKS => PathState::Found(d),
+            PathState::Found(d) if self.resumed_blocks < WARMUP_BLOCKS && !moved => {
+                PathState::Found(d)
+            }
             PathState::Tentative(d) if d.abs_diff(delay) < BLOCK && !stable => PathState::Found(d),
             _ => {
                 self.taps = [0.0; TAPS];
@@ -1247,7 +1278,7 @@ impl EchoCanceller {
                 ) = (0.0, 0.0, 0.0, 0.0, 0.0);
                 self.erle_db = 0.0;
                 self.confirmed = 0;
-                if stable && rho < RHO_MIN && !prominent {
+                if (stable || moved) && rho < RHO_MIN && !prominent {
                     PathState::Tentative(delay)
                 } else {
                     PathState::Found(delay)
@@ -1258,15 +1289,21 @@ impl EchoCanceller {
         // envelope changes on ours (a far end talking adds to the far end's changes, not, on
         // average, to their product with ours).
         if let PathState::Found(_) | PathState::Tentative(_) = self.state {
-            let (c, p) = (
-                self.cross.get(self.lag).copied().unwrap_or(0.0),
-                self.pow_hist
-                    .get(self.hist_at + self.lag)
-                    .copied()
-                    .unwrap_or(0.0),
-            );
+            let (c, p) = self.at_path_lag();
             self.env_gain = if p > 0.0 { (c / p).max(0.0) } else { 0.0 };
         }
+    }
+
+    /// The envelope correlation's cross term at the path's lag, and our envelope's power
+    /// there.
+    fn at_path_lag(&self) -> (f32, f32) {
+        (
+            self.cross.get(self.lag).copied().unwrap_or(0.0),
+            self.pow_hist
+                .get(self.hist_at + self.lag)
+                .copied()
+                .unwrap_or(0.0),
+        )
     }
 
     /// At the end of each 10 ms frame: updates the residual echo bound from the frame's
@@ -1841,22 +1878,9 @@ mod tests {
     /// needed: without any one, no path is found or the ERLE is 7 dB.
     #[test]
     fn echo_under_a_far_end_talking_all_along_is_found_and_cancelled() {
-        let ours: Vec<i16> = speechlike(10 * 8000, -18.0, 31)
-            .iter()
-            .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
-            .collect();
         for (erl, over, delay) in [(20.0, 6.0, 700usize), (25.0, 10.0, 1460), (20.0, 8.0, 333)] {
-            // Our echo alone, the far end talking, and the two on the line.
-            let echo = line(&ours, &vec![0.0; ours.len()], erl, delay);
-            let echo_db = 10.0 * (energy(&echo) / echo.len() as f32 / (32768.0 * 32768.0)).log10();
-            // Three voices, so that it never pauses (in a pause, the echo alone, any filter
-            // can show its cancellation).
-            let talker: Vec<f32> = (0..3u64)
-                .map(|k| speechlike(ours.len(), echo_db + over - 4.8, 77 + k))
-                .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
-                .unwrap_or_default();
-            let far: Vec<f32> = echo.iter().zip(&talker).map(|(e, t)| e + t).collect();
-            let (residual, ec) = cancel(&ours, &far);
+            let call = TalkedOver::new(erl, over, delay);
+            let (residual, ec) = cancel(&call.ours, &call.far);
             let PathState::Found(found) = ec.state() else {
                 panic!(
                     "{erl} dB, talker {over} dB over: no path ({:?})",
@@ -1867,20 +1891,96 @@ mod tests {
                 found <= delay && delay + IR.len() <= found + TAPS,
                 "{erl} dB, talker {over} dB over: the filter starts at {found} for {delay}"
             );
-            // The last 3 s: what is left of the echo (the residual less the talker).
-            let tail = far.len() - 3 * 8000;
-            let talker_hp = high_passed(&talker);
-            let left: Vec<f32> = residual[tail..]
-                .iter()
-                .zip(&talker_hp[tail..])
-                .map(|(r, t)| r - t)
-                .collect();
-            let erle = 10.0 * (energy(&high_passed(&echo)[tail..]) / energy(&left)).log10();
+            let erle = call.erle_of_the_last_3_s(&residual);
             assert!(
                 erle >= 10.0,
                 "{erl} dB, talker {over} dB over: ERLE {erle:.1} dB"
             );
         }
+    }
+
+    /// Our audio (10 s), its echo `erl_db` down `delay` samples late, and three voices `over`
+    /// dB over the echo all along (never a pause: in one, the echo alone, any filter can show
+    /// its cancellation), on the line.
+    struct TalkedOver {
+        ours: Vec<i16>,
+        echo: Vec<f32>,
+        talker: Vec<f32>,
+        far: Vec<f32>,
+    }
+
+    impl TalkedOver {
+        fn new(erl_db: f32, over: f32, delay: usize) -> Self {
+            let ours: Vec<i16> = speechlike(10 * 8000, -18.0, 31)
+                .iter()
+                .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
+                .collect();
+            let echo = line(&ours, &vec![0.0; ours.len()], erl_db, delay);
+            let echo_db = 10.0 * (energy(&echo) / echo.len() as f32 / (32768.0 * 32768.0)).log10();
+            let talker: Vec<f32> = (0..3u64)
+                .map(|k| speechlike(ours.len(), echo_db + over - 4.8, 77 + k))
+                .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
+                .unwrap_or_default();
+            let far = echo.iter().zip(&talker).map(|(e, t)| e + t).collect();
+            TalkedOver {
+                ours,
+                echo,
+                talker,
+                far,
+            }
+        }
+
+        /// Over the last 3 s, how far under our echo what is left of it is (the residual less
+        /// the talkers), dB.
+        fn erle_of_the_last_3_s(&self, residual: &[f32]) -> f32 {
+            let tail = self.far.len() - 3 * 8000;
+            let talker_hp = high_passed(&self.talker);
+            let left: Vec<f32> = residual[tail..]
+                .iter()
+                .zip(&talker_hp[tail..])
+                .map(|(r, t)| r - t)
+                .collect();
+            10.0 * (energy(&high_passed(&self.echo)[tail..]) / energy(&left)).log10()
+        }
+    }
+
+    /// A path found at a wrong lag (as the first search after the warm-up can, by chance,
+    /// under a far end talking over the start of our audio) does not stay: the true lag,
+    /// the best search after search with twice its correlation, is tried and found within
+    /// 1.5 s, and the echo cancelled. Without, the wrong path stayed until 6.2 s (the true
+    /// lag's correlation under three voices reached neither `RHO_MIN` nor prominence
+    /// before), our echo uncancelled and under no bound until then.
+    #[test]
+    fn a_path_found_at_a_wrong_lag_moves_to_the_echo_s() {
+        // Our echo at 25 dB of return loss, three voices 6 dB over it all along (the true
+        // lag's correlation 0.30 at the end).
+        let delay = 1460;
+        let call = TalkedOver::new(25.0, 6.0, delay);
+        let reference = Arc::new(EchoReference::new(&call.ours));
+        // A path 600 samples early, as if found at the end of the warm-up (1 s of our audio).
+        let wrong = delay - 600;
+        let mut at_3_s = None;
+        let (residual, _) = cancel_with(&call.far, |k, ec| {
+            if k == 0 {
+                ec.set_reference(0, reference.clone());
+            }
+            if k == 300 {
+                at_3_s = Some(ec.state);
+            }
+            if k == 100 {
+                ec.state = PathState::Found(wrong);
+                ec.lag = (wrong + PRE_SAMPLES) * 2 / BLOCK;
+            }
+        });
+        let Some(PathState::Found(found)) = at_3_s else {
+            panic!("no path at 3 s ({at_3_s:?})");
+        };
+        assert!(
+            found <= delay && delay + IR.len() <= found + TAPS,
+            "at 3 s the filter starts at {found} for {delay}"
+        );
+        let erle = call.erle_of_the_last_3_s(&residual);
+        assert!(erle >= 10.0, "ERLE {erle:.1} dB");
     }
 
     /// With the echo path found but no filter subtracting (none taken over yet, or dropped),
