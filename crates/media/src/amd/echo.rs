@@ -1257,9 +1257,7 @@ impl EchoCanceller {
             // at a lag of their own and moved a converged filter off our echo (a corpus's
             // double beep missed under the voicemail message's echo for it). A path moves
             // only on as much of our audio as found it.
-            PathState::Found(d) if self.resumed_blocks < WARMUP_BLOCKS && !moved => {
-                PathState::Found(d)
-            }
+            PathState::Found(d) if self.resumed_blocks < WARMUP_BLOCKS => PathState::Found(d),
             PathState::Tentative(d) if d.abs_diff(delay) < BLOCK && !stable => PathState::Found(d),
             _ => {
                 self.taps = [0.0; TAPS];
