@@ -1185,9 +1185,8 @@ impl EchoCanceller {
             }
             scan(&mut b, whole, &cross[whole..], &pow[whole..]);
             let (lag, best_c, best_p) = b;
-            let den = (best_p * far_pow).sqrt();
             // No positive correlation at any lag reads as none (below `RHO_MIN` either way).
-            (lag, if den > 0.0 { best_c / den } else { 0.0 })
+            (lag, normalised(best_c, best_p, far_pow))
         };
         let (at, rho) = best(None);
         let lag = from + at;
@@ -1219,20 +1218,14 @@ impl EchoCanceller {
         // (Kept, a wrong path's filter cancels nothing and our echo, under no bound, reads
         // as the far end's voice: a person with a baby crying behind "Pronto, chi parla?"
         // was cut off, the path 150 samples early, at 25 dB of echo return loss.)
-        let found_rho = {
-            let (c, p) = self.at_path_lag();
-            let den = (p * far_pow).sqrt();
-            if den > 0.0 {
-                c / den
-            } else {
-                0.0
-            }
-        };
         let moved = matches!(self.state, PathState::Found(d) if d.abs_diff(delay) >= BLOCK)
             && self.resumed_blocks >= WARMUP_BLOCKS
             && rho >= RHO_MOVED
             && self.streak.1 >= STABLE_SEARCHES
-            && found_rho < MOVED_SHARE * rho;
+            && {
+                let (c, p) = self.at_path_lag();
+                normalised(c, p, far_pow) < MOVED_SHARE * rho
+            };
         // A lag only stable is tried (the filter adapts on it) for `TENTATIVE_SAMPLES` of
         // adaptation, and becomes the path only once the filter's output explains echo in the
         // far end (see `end_frame`); otherwise the search goes on.
@@ -1507,6 +1500,17 @@ impl EchoCanceller {
     #[cfg(test)]
     pub(super) fn window(&self) -> (usize, usize) {
         self.win
+    }
+}
+
+/// A lag's envelope correlation `c` normalised by our envelope's power there `p` and the far
+/// end's `far_pow` (0 where either is 0).
+fn normalised(c: f32, p: f32, far_pow: f32) -> f32 {
+    let den = (p * far_pow).sqrt();
+    if den > 0.0 {
+        c / den
+    } else {
+        0.0
     }
 }
 
