@@ -5759,6 +5759,33 @@ mod tests {
         ));
     }
 
+    /// A greeting that talks over our echo for 4 s (the canceller's measured cancellation
+    /// stays at 2.5–5 dB: it is measured only on frames our echo explains), then a 350 ms beep
+    /// at −40 or −44 dBFS while our message's echo comes back under it (the estimate 2–4 dB
+    /// under the beep). A filter adapted that long is credited 15 dB, so its ceiling is the
+    /// estimate less 11 dB; what it left of our talking's onset, on the beep's last frames,
+    /// was over that, and those frames broke the tone (g-3 machine-063, -002). Under a tone,
+    /// our echo may be as loud as the cancellation measured says
+    /// ([`echo::EchoCanceller::possible_echo`]): the beep is taken.
+    #[test]
+    fn a_beep_under_our_echo_where_the_canceller_measured_little_is_taken() {
+        let ours = our_real_message();
+        let mut missed = Vec::new();
+        for (level, delay) in [(-40.0, 90), (-44.0, 90), (-44.0, 150)] {
+            let greeting = cat(&[
+                silence(400),
+                talker(4000, -30.0, 52, 190.0),
+                silence(700),
+                tone(350, 900.0, level),
+                silence(14_000 - 5100 - 350),
+            ]);
+            if !dropped_on_beep_through_echo(&ours, &greeting, delay, 900.0, 5450, 350) {
+                missed.push((level, delay));
+            }
+        }
+        assert!(missed.is_empty(), "missed (dBFS, ms): {missed:?}");
+    }
+
     /// A person answering while our echo comes back 6 dB down: "Hello?" then listening. The
     /// echo does not make their silence a greeting.
     #[test]

@@ -632,8 +632,9 @@ pub(super) struct EchoCanceller {
     /// end: unknown, neither voice nor silence).
     level_guard: bool,
     /// The loudest our echo may be in this frame's residual, as far as anything is known:
-    /// the ceiling once the path is found; while it is sought or not found, or only on
-    /// trial, the warm-up guard's bound (see [`EchoCanceller::possible_echo`]).
+    /// the ceiling (or the estimate less the cancellation measured, where lower than
+    /// credited) once the path is found; while it is sought or not found, or only on trial,
+    /// the warm-up guard's bound (see [`EchoCanceller::possible_echo`]).
     possible: f32,
 }
 
@@ -771,11 +772,15 @@ impl EchoCanceller {
             };
     }
 
-    /// The loudest our echo may be in the last frame's residual (dBFS), known or not: the
-    /// ceiling once the echo path is found; while our audio plays and no path is found (the
-    /// warm-up, a lag on trial, or none found yet — a greeting over our echo hides its
-    /// envelope, so a line with echo can read as one without), our loudest frame of the last
-    /// 500 ms less `echo_return_loss_db`, as the warm-up guard. Nothing is hidden on it:
+    /// The loudest our echo may be in the last frame's residual (dBFS), known or not: once
+    /// the echo path is found, the ceiling, or the estimate less the cancellation measured
+    /// (less the margin) where that is lower than the cancellation credited — a far end that
+    /// talked over our echo keeps the measure low, and whether the filter cancels as well as
+    /// credited is not known then (g-3 machine-063: measured 5 dB, credited 15; what it left
+    /// of our talking's onset under a beep was 10 dB over the ceiling); while our audio plays
+    /// and no path is found (the warm-up, a lag on trial, or none found yet — a greeting over
+    /// our echo hides its envelope, so a line with echo can read as one without), our loudest
+    /// frame of the last 500 ms less `echo_return_loss_db`, as the warm-up guard. Nothing is hidden on it:
     /// it only tells what may be ours under a tone the far end is already known to hold
     /// (see the beep detector's frames under our echo).
     pub(super) fn possible_echo(&self) -> f32 {
@@ -1318,6 +1323,8 @@ impl EchoCanceller {
             })
         };
         self.level_guard = false;
+        // The estimate less the cancellation measured, not credited (see `possible_echo`).
+        let mut measured = f32::MIN;
         self.ceiling = match (&self.reference, self.state) {
             // A lag on trial hides nothing until the filter confirms it.
             (None, _) | (_, PathState::NoEcho | PathState::Tentative(_)) => f32::MIN,
@@ -1365,6 +1372,7 @@ impl EchoCanceller {
                     self.erle_db
                 };
                 let bound = est - (erle - ERLE_MARGIN_DB).max(0.0);
+                measured = est - (self.erle_db.min(erle) - ERLE_MARGIN_DB).max(0.0);
                 // Until then, the warm-up guard stands too.
                 if converged {
                     bound
@@ -1376,7 +1384,7 @@ impl EchoCanceller {
         };
         self.possible = match (&self.reference, self.state) {
             (Some(r), PathState::NoEcho | PathState::Tentative(_)) => warmup(r),
-            _ => self.ceiling,
+            _ => self.ceiling.max(measured),
         };
         // The background takes over when it cancelled clearly better this frame (1 dB) and
         // took out at least half the far end's energy (3 dB): a filter adapting on a far end
