@@ -718,20 +718,22 @@ fn analyse_at(x: &[f32], gate: &mut TwoToneGate, two_tone_min_dbfs: f32) -> Fram
         // Frames that cannot be a beep's (too quiet, or an unsteady envelope) skip the search.
         // The purity and the steadiness at `c0` in one pass (every frame needs both there:
         // the gate below and, when the search keeps `c0`, the tonality).
-        let (purity0, steady_c0) = purity_and_steadiness_db(x, c0, energy);
+        let (ratio0, steady_c0) = purity_and_steadiness(x, c0, energy);
         let steady0 = (level_dbfs >= QUIET_SEARCH_DBFS).then_some(steady_c0);
-        let best = |cs: &[f32], ps: &[f32]| {
-            cs.iter().zip(ps).fold(
-                (c0, purity0),
-                |b, (&c, &p)| if p > b.1 { (c, p) } else { b },
-            )
+        // The best of the search: compared as ratios, one logarithm for the one kept.
+        let best = |cs: &[f32], rs: &[f32]| {
+            let (c, r) = cs
+                .iter()
+                .zip(rs)
+                .fold((c0, ratio0), |b, (&c, &r)| if r > b.1 { (c, r) } else { b });
+            (c, ratio_db(r))
         };
         let (c, purity) = if steady0.is_none_or(|s| s < 8.0) {
-            (c0, purity0)
+            (c0, ratio_db(ratio0))
         } else if level_dbfs >= -45.0 {
             // The four other filters in one pass over the frame (independent recurrences).
             let cs = [0.0075, 0.015, 0.0225, 0.03].map(|d| (c0 * (1.0 + d)).clamp(-2.0, 2.0));
-            best(&cs, &purities_db(x, cs, energy))
+            best(&cs, &purity_ratios(x, cs, energy))
         } else {
             // A quiet tone (see [`QUIET_SEARCH_DBFS`]): its line noise is nearer and `c0`
             // further off, the more so the lower the tone (the fit's frequency moves by
@@ -751,7 +753,7 @@ fn analyse_at(x: &[f32], gate: &mut TwoToneGate, two_tone_min_dbfs: f32) -> Fram
                 (cw, sw) = (cw * cd - sw * sd, sw * cd + cw * sd);
                 (2.0 * cw).clamp(-2.0, 2.0)
             });
-            best(&cs, &purities_db(x, cs, energy))
+            best(&cs, &purity_ratios(x, cs, energy))
         };
         let freq = (c / 2.0).acos() * 8000.0 / (2.0 * std::f32::consts::PI);
         let steady = if c == c0 {
@@ -1059,39 +1061,47 @@ fn two_tone_fit(x: &[f32], lag: usize) -> Option<(f64, f64)> {
 /// against the rest, dB; and the power of the one at `w2` over the one at `w1`.
 #[inline(always)]
 fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
+    use num_complex::Complex64;
+    let n = x.len() as f64;
+    // e^{jω} and e^{jω(N−1)} at both: every sinusoid below is a product of these (four sines
+    // and cosines; the sums' closed forms in sines of half-angles took sixteen calls).
+    let (z1, z2) = (Complex64::cis(w1), Complex64::cis(w2));
+    let (z1_last, z2_last) = (
+        Complex64::cis(w1 * (n - 1.0)),
+        Complex64::cis(w2 * (n - 1.0)),
+    );
     // The right-hand side, the frame's correlation with cos/sin at ω₁ and ω₂: two Goertzel
     // recurrences side by side (one multiply and two additions a sample each; the sinusoids
     // stepped by rotation and multiplied in were 26 operations a sample — this loop was half
     // of the fit of two, itself an eighth of the detector's time).
-    let [s1, s2] = goertzel(x, [(2.0 * w1.cos()) as f32, (2.0 * w2.cos()) as f32]);
-    let n = x.len() as f64;
+    let [s1, s2] = goertzel(x, [(2.0 * z1.re) as f32, (2.0 * z2.re) as f32]);
     // Σ x[m]·e^{−jωm} = e^{−jω(N−1)}·(s[N−1] − e^{−jω}·s[N−2]): its real part is Σ x·cos ωm,
     // minus its imaginary part Σ x·sin ωm.
-    let correlations = |w: f64, [a, b]: [f32; 2]| {
+    let correlations = |z: Complex64, z_last: Complex64, [a, b]: [f32; 2]| {
         let (a, b) = (f64::from(a), f64::from(b));
-        let (yr, yi) = (a - w.cos() * b, w.sin() * b);
-        let (c, s) = ((w * (n - 1.0)).cos(), (w * (n - 1.0)).sin());
-        // (yr + j·yi)·(c − j·s)
-        let (re, im) = (yr * c + yi * s, yi * c - yr * s);
-        (re, -im)
+        let p = Complex64::new(a - z.re * b, z.im * b) * z_last.conj();
+        (p.re, -p.im)
     };
-    let (x_c1, x_s1) = correlations(w1, s1);
-    let (x_c2, x_s2) = correlations(w2, s2);
+    let (x_c1, x_s1) = correlations(z1, z1_last, s1);
+    let (x_c2, x_s2) = correlations(z2, z2_last, s2);
     // The Gram matrix in closed form: products of the sinusoids are sinusoids at the sum and
-    // difference of their frequencies, and Σ cos θm, Σ sin θm over the frame are
-    // D·cos((N−1)θ/2), D·sin((N−1)θ/2) with D = sin(Nθ/2)/sin(θ/2) (N, 0 at θ = 2πk).
-    let sums = |theta: f64| {
-        let half = theta / 2.0;
-        if half.sin().abs() < 1e-9 {
+    // difference of their frequencies, and Σ cos θm, Σ sin θm over the frame are the real and
+    // imaginary parts of the geometric sum Σ qᵐ = (1 − q^N)/(1 − q), q = e^{jθ} (N, 0 at
+    // θ = 2πk, where |1 − q| = 2·|sin(θ/2)| is under 2e-9), q and q^N products of the four
+    // above.
+    let one = Complex64::new(1.0, 0.0);
+    let sums = |q: Complex64, q_n: Complex64| {
+        if (one - q).norm_sqr() < 4e-18 {
             return (n, 0.0);
         }
-        let d = (n * half).sin() / half.sin();
-        (d * ((n - 1.0) * half).cos(), d * ((n - 1.0) * half).sin())
+        let s = (one - q_n) / (one - q);
+        (s.re, s.im)
     };
-    let (c_11, s_11) = sums(2.0 * w1);
-    let (c_22, s_22) = sums(2.0 * w2);
-    let (c_sum, s_sum) = sums(w1 + w2);
-    let (c_diff, s_diff) = sums(w1 - w2);
+    let (z1_n, z2_n) = (z1_last * z1, z2_last * z2);
+    let (c_11, s_11) = sums(z1 * z1, z1_n * z1_n);
+    let (c_22, s_22) = sums(z2 * z2, z2_n * z2_n);
+    let (c_sum, s_sum) = sums(z1 * z2, z1_n * z2_n);
+    let (c_diff, s_diff) = sums(z1 * z2.conj(), z1_n * z2_n.conj());
     let (g12, g13, g14) = (0.5 * s_11, 0.5 * (c_diff + c_sum), 0.5 * (s_sum - s_diff));
     let (g23, g24, g34) = (0.5 * (s_sum + s_diff), 0.5 * (c_diff - c_sum), 0.5 * s_22);
     let mut g = [
@@ -1145,11 +1155,17 @@ fn project_two(x: &[f32], energy: f32, w1: f64, w2: f64) -> Option<(f32, f64)> {
 /// all of a pure tone's). With line noise it is about the tone's signal-to-noise ratio
 /// (the noise spreads over the whole band; a predictor's residual would count it several
 /// times over at low frequencies); a chord or speech's harmonics put energy elsewhere.
-/// At several `c` at once ([`goertzel`]).
+/// At several `c` at once ([`goertzel`]), as energy ratios (the purity is [`ratio_db`] of
+/// one: a search compares ratios and takes the logarithm of the one it keeps).
 #[inline(always)]
-fn purities_db<const N: usize>(x: &[f32], cs: [f32; N], energy: f32) -> [f32; N] {
+fn purity_ratios<const N: usize>(x: &[f32], cs: [f32; N], energy: f32) -> [f32; N] {
     let s = goertzel(x, cs);
-    std::array::from_fn(|k| goertzel_purity_db(s[k][0], s[k][1], cs[k], x.len(), energy))
+    std::array::from_fn(|k| goertzel_purity(s[k][0], s[k][1], cs[k], x.len(), energy))
+}
+
+/// An energy ratio in dB.
+fn ratio_db(r: f32) -> f32 {
+    10.0 * r.log10()
 }
 
 /// Goertzel recurrences `s[n] = x[n] + c·s[n−1] − s[n−2]` over `x`, one per `c = 2·cos ω`,
@@ -1166,12 +1182,13 @@ fn goertzel<const N: usize>(x: &[f32], cs: [f32; N]) -> [[f32; 2]; N] {
     s
 }
 
-/// The purity from a Goertzel filter's final state (see [`purities_db`]).
-fn goertzel_purity_db(s1: f32, s2: f32, c: f32, len: usize, energy: f32) -> f32 {
+/// The purity from a Goertzel filter's final state, as an energy ratio (see
+/// [`purity_ratios`]).
+fn goertzel_purity(s1: f32, s2: f32, c: f32, len: usize, energy: f32) -> f32 {
     let power = (s1 * s1 + s2 * s2 - c * s1 * s2).max(0.0);
     let at = (2.0 * power / len.max(1) as f32).min(energy);
     let rest = (energy - at).max(energy * 1e-5);
-    10.0 * (at.max(energy * 1e-5) / rest).log10()
+    at.max(energy * 1e-5) / rest
 }
 
 /// How steady the amplitude is, as a gain comparable to the prediction gain (dB): for an
@@ -1201,11 +1218,11 @@ fn steadiness_db(x: &[f32], c: f32) -> f32 {
 /// Blocks of [`steadiness_db`]'s invariant over a frame.
 const STEADY_BLOCKS: usize = 8;
 
-/// [`purities_db`] and [`steadiness_db`] at one `c`, in one pass over the frame: the Goertzel
+/// [`purity_ratios`] and [`steadiness_db`] at one `c`, in one pass over the frame: the Goertzel
 /// recurrence's chain of dependent steps and the steadiness's sums overlap (each the same
 /// arithmetic, in the same order, as on its own).
 #[inline(always)]
-fn purity_and_steadiness_db(x: &[f32], c: f32, energy: f32) -> (f32, f32) {
+fn purity_and_steadiness(x: &[f32], c: f32, energy: f32) -> (f32, f32) {
     let mut blocks = [0f32; STEADY_BLOCKS];
     let mut counts = [0f32; STEADY_BLOCKS];
     let per = (x.len() / STEADY_BLOCKS).max(1);
@@ -1226,7 +1243,7 @@ fn purity_and_steadiness_db(x: &[f32], c: f32, energy: f32) -> (f32, f32) {
         counts[k] += 1.0;
     }
     (
-        goertzel_purity_db(s1, s2, c, x.len(), energy),
+        goertzel_purity(s1, s2, c, x.len(), energy),
         steadiness_of_blocks(blocks, counts),
     )
 }
@@ -4026,8 +4043,8 @@ mod tests {
         for x in &frames {
             let energy: f32 = x.iter().map(|v| v * v).sum();
             for c in [-1.9f32, -0.4, 0.0, 0.93, 1.41, 1.99] {
-                let (p, s) = purity_and_steadiness_db(x, c, energy);
-                let [p_alone] = purities_db(x, [c], energy);
+                let (p, s) = purity_and_steadiness(x, c, energy);
+                let [p_alone] = purity_ratios(x, [c], energy);
                 assert_eq!(p.to_bits(), p_alone.to_bits(), "purity at {c}");
                 assert_eq!(
                     s.to_bits(),
