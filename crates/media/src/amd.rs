@@ -1218,9 +1218,9 @@ fn steadiness_db(x: &[f32], c: f32) -> f32 {
 /// Blocks of [`steadiness_db`]'s invariant over a frame.
 const STEADY_BLOCKS: usize = 8;
 
-/// [`purity_ratios`] and [`steadiness_db`] at one `c`, in one pass over the frame: the Goertzel
-/// recurrence's chain of dependent steps and the steadiness's sums overlap (each the same
-/// arithmetic, in the same order, as on its own).
+/// [`purity_ratios`] (the purity as a ratio) and [`steadiness_db`] at one `c`, in one pass
+/// over the frame: the Goertzel recurrence's chain of dependent steps and the steadiness's
+/// sums overlap (each the same arithmetic, in the same order, as on its own).
 #[inline(always)]
 fn purity_and_steadiness(x: &[f32], c: f32, energy: f32) -> (f32, f32) {
     let mut blocks = [0f32; STEADY_BLOCKS];

@@ -780,9 +780,9 @@ impl EchoCanceller {
     /// of our talking's onset under a beep was 10 dB over the ceiling); while our audio plays
     /// and no path is found (the warm-up, a lag on trial, or none found yet — a greeting over
     /// our echo hides its envelope, so a line with echo can read as one without), our loudest
-    /// frame of the last 500 ms less `echo_return_loss_db`, as the warm-up guard. Nothing is hidden on it:
-    /// it only tells what may be ours under a tone the far end is already known to hold
-    /// (see the beep detector's frames under our echo).
+    /// frame of the last 500 ms less `echo_return_loss_db`, as the warm-up guard. Nothing is
+    /// hidden on it: it only tells what may be ours under a tone the far end is already known
+    /// to hold (see the beep detector's frames under our echo).
     pub(super) fn possible_echo(&self) -> f32 {
         self.possible
     }
