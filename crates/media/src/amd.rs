@@ -3371,6 +3371,20 @@ mod tests {
             .collect()
     }
 
+    /// A tone from `hz` whose frequency moves by `rise` (a share of it) over its `ms`, at
+    /// `dbfs` RMS.
+    fn glide(ms: u32, hz: f32, rise: f32, dbfs: f32) -> Vec<f32> {
+        let n = (ms * 8) as usize;
+        let a = amp(dbfs) * std::f32::consts::SQRT_2;
+        let mut ph = 0f32;
+        (0..n)
+            .map(|i| {
+                ph += 2.0 * std::f32::consts::PI * hz * (1.0 + rise * i as f32 / n as f32) / SR;
+                a * ph.sin()
+            })
+            .collect()
+    }
+
     fn silence(ms: u32) -> Vec<f32> {
         vec![0.0; (ms * 8) as usize]
     }
@@ -3599,22 +3613,11 @@ mod tests {
     fn a_short_tone_whose_pitch_moves_is_not_a_beep() {
         // 70 ms whose pitch rises 4 % (a held vowel's harmonic, a sung note's vibrato): steady
         // enough from frame to frame for a long beep, not for a short one. Steady, it is one.
-        let glide = |ms: u32, hz: f32, rise: f32| -> Vec<f32> {
-            let n = (ms * 8) as usize;
-            let a = amp(-20.0) * std::f32::consts::SQRT_2;
-            let mut ph = 0f32;
-            (0..n)
-                .map(|i| {
-                    ph += 2.0 * std::f32::consts::PI * hz * (1.0 + rise * i as f32 / n as f32) / SR;
-                    a * ph.sin()
-                })
-                .collect()
-        };
         for (rise, beep) in [(0.04, false), (0.0, true)] {
             let x = cat(&[
                 speech(4000, -18.0, 43),
                 silence(500),
-                glide(70, 900.0, rise),
+                glide(70, 900.0, rise, -20.0),
                 silence(2000),
             ]);
             let ev = run(AmdParams::default(), &g711(&x));
@@ -5825,24 +5828,13 @@ mod tests {
     #[test]
     fn a_gliding_beep_goes_on_over_the_frames_our_echo_broke() {
         let ours = our_real_message();
-        let glide = |ms: u32, hz: f32, fall: f32, dbfs: f32| -> Vec<f32> {
-            let n = (ms * 8) as usize;
-            let a = amp(dbfs) * std::f32::consts::SQRT_2;
-            let mut ph = 0f32;
-            (0..n)
-                .map(|i| {
-                    ph += 2.0 * std::f32::consts::PI * hz * (1.0 - fall * i as f32 / n as f32) / SR;
-                    a * ph.sin()
-                })
-                .collect()
-        };
         let mut missed = Vec::new();
         for (talk, level, delay) in [(4000, -56.0, 220), (4500, -54.0, 160), (4500, -56.0, 100)] {
             let greeting = cat(&[
                 silence(400),
                 talker(talk, -33.0, 49, 200.0),
                 silence(700),
-                glide(500, 620.0, 0.07, level),
+                glide(500, 620.0, -0.07, level),
                 silence(14_000 - (1100 + talk) - 500),
             ]);
             let far = line_with_echo(&ours, &greeting, 15.0, delay);
