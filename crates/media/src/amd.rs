@@ -5708,14 +5708,25 @@ mod tests {
         end_ms: u32,
         len_ms: u32,
     ) -> bool {
-        let far = line_with_echo(ours, greeting, 15.0, delay_ms);
-        let (ev, _) = run_with_reference(ours, &far);
-        let on_beep = drop_point(&ev).is_some_and(|d| matches!(d.cause, DropCause::Beep(_)));
+        let (on_beep, ev) = drop_on_beep_through_echo(ours, greeting, delay_ms);
         if on_beep {
             let end = Duration::from_millis(u64::from(end_ms));
             assert_dropped_on_beep(&ev, hz, end, &format!("{hz} Hz, {len_ms} ms"));
         }
         on_beep
+    }
+
+    /// `greeting` with our message `ours` echoed at 15 dB of return loss, `delay_ms` late:
+    /// whether the voicemail drop is on a beep, and the events.
+    fn drop_on_beep_through_echo(
+        ours: &[f32],
+        greeting: &[f32],
+        delay_ms: u32,
+    ) -> (bool, Vec<AmdEvent>) {
+        let far = line_with_echo(ours, greeting, 15.0, delay_ms);
+        let (ev, _) = run_with_reference(ours, &far);
+        let on_beep = drop_point(&ev).is_some_and(|d| matches!(d.cause, DropCause::Beep(_)));
+        (on_beep, ev)
     }
 
     /// A voicemail's quiet beep (−50 dBFS) after a greeting, while our message's echo comes
@@ -5837,9 +5848,7 @@ mod tests {
                 glide(500, 620.0, -0.07, level),
                 silence(14_000 - (1100 + talk) - 500),
             ]);
-            let far = line_with_echo(&ours, &greeting, 15.0, delay);
-            let (ev, _) = run_with_reference(&ours, &far);
-            if !drop_point(&ev).is_some_and(|d| matches!(d.cause, DropCause::Beep(_))) {
+            if !drop_on_beep_through_echo(&ours, &greeting, delay).0 {
                 missed.push((talk, level, delay));
             }
         }
