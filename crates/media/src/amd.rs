@@ -1830,12 +1830,11 @@ impl ToneRun {
         self.square += u32::from(f.square);
     }
 
-    /// How far the tone's pitch moved, as a share of its mean frequency: the spread of its
-    /// frequency averaged over blocks of [`PITCH_BLOCK_FRAMES`] frames, highest to lowest (a
-    /// last block of at least half as many frames counts too; where the blocks hold fewer
-    /// than [`VIBRATO_PERIOD_FRAMES`], its frames' spread).
-    fn pitch_spread(&self) -> f32 {
-        let freq = self.freq_sum / self.frames.max(1) as f32;
+    /// How far the tone's pitch moved, as a share of its mean frequency `freq`: the spread
+    /// of its frequency averaged over blocks of [`PITCH_BLOCK_FRAMES`] frames, highest to
+    /// lowest (a last block of at least half as many frames counts too; where the blocks hold
+    /// fewer than [`VIBRATO_PERIOD_FRAMES`], its frames' spread).
+    fn pitch_spread(&self, freq: f32) -> f32 {
         let (lo, hi) = self.block.range().unwrap_or((self.freq_lo, self.freq_hi));
         (hi - lo) / freq
     }
@@ -3288,7 +3287,7 @@ impl Detector {
         // an appliance's or a smoke alarm's chirp is as short and as pure. So is a square
         // wave's, unless its pitch holds still (see [`SQUARE_OVERRIDE_SPREAD`]): a clarinet's
         // or a synth's note is as odd-harmonic, but played, not generated.
-        let spread = run.pitch_spread();
+        let spread = run.pitch_spread(freq);
         let overrides = !short && (run.square == 0 || spread <= SQUARE_OVERRIDE_SPREAD);
         self.on_beep(beep, since_end, floor, overrides, spread);
     }
